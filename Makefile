@@ -1,0 +1,36 @@
+# The project's commands. `make demo` and `make test` work on a fresh Debian 12 machine as root:
+# both run `make setup` first, which installs whatever is missing (scripts/setup.sh).
+SHELL := /bin/bash
+SWIFT ?= swift
+SWIFT_FLAGS ?=
+FUZZ_SECONDS ?= 60
+
+.PHONY: setup build test test-unit fuzz demo bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	$(SWIFT) build $(SWIFT_FLAGS)
+
+# Every test: pure unit tests and the privileged integration/end-to-end tests (root, real kernel).
+test: setup
+	$(SWIFT) build --build-tests $(SWIFT_FLAGS)
+	$(SWIFT) test --skip-build $(SWIFT_FLAGS)
+
+# Pure tests only (no root needed, no setup).
+test-unit:
+	$(SWIFT) test $(SWIFT_FLAGS) --filter ZPCoreTests
+
+# libFuzzer targets for the protobuf and ttrpc frame decoders, FUZZ_SECONDS each.
+fuzz: setup
+	@bash scripts/fuzz.sh $(FUZZ_SECONDS)
+
+demo: setup
+	@bash scripts/demo.sh
+
+bench: setup
+	@bash scripts/bench.sh
+
+clean:
+	rm -rf .build .build-fuzz

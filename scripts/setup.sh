@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Installs everything the project needs on a fresh Debian 12 machine, as root. Idempotent:
+# a second run only checks. Expensive artefacts (CRIU build, containerd 2.x) are cached by
+# version under $ZP_CACHE (outside the clone), so a fresh clone on the same machine reuses them.
+#
+# Nothing here names a mirror: the Debian URI is read from the machine's own apt sources.
+set -euo pipefail
+
+ZP_CACHE=${ZP_CACHE:-/var/cache/zeropod-swift}
+CRIU_VERSION=${CRIU_VERSION:-4.2.1}
+CRIU_PATCH_LEVEL=zp1            # bump when scripts/criu/*.patch changes
+CONTAINERD2_SERIES=${CONTAINERD2_SERIES:-2.}
+here=$(cd "$(dirname "$0")" && pwd)
+log() { printf '[setup] %s\n' "$*" >&2; }
+die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "must run as root (it installs packages and mounts bpffs)"
+mkdir -p "$ZP_CACHE"
+exec 9>"$ZP_CACHE/.setup.lock"; flock 9
+
+# ---------------------------------------------------------------- Debian packages
+PACKAGES=(
+  # build and BPF
+  build-essential pkg-config clang llvm libbpf-dev libnl-3-dev libnl-route-3-dev bpftool libelf-dev zlib1g-dev
+  # runtime pieces
+  runc containerd iproute2 ethtool iptables procps psmisc util-linux curl
+  # golden protobuf vectors
+  protobuf-compiler
+  # CRIU build dependencies (testbed.md)
+  protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev libnet1-dev libcap-dev python3-protobuf
+  libbsd-dev uuid-dev libgnutls28-dev libnftables-dev libaio-dev asciidoc-base xmlto
+  # workloads, tools for tests and benchmarks
+  debootstrap busybox-static wrk dpkg-dev xz-utils
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# ---------------------------------------------------------------- private apt config for sid
+# The machine's own Debian URI (deb822 sources first, then one-line sources.list).
+debian_uri() {
+  local uri=""
+  if compgen -G '/etc/apt/sources.list.d/*.sources' >/dev/null; then
+    uri=$(awk '/^URIs:/ {for (i=2;i<=NF;i++) if ($i !~ /security/) {print $i; exit}}' /etc/apt/sources.list.d/*.sources)
+  fi
+  if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
+    uri=$(awk '/^deb / && $0 !~ /security/ {for (i=2;i<=NF;i++) if ($i ~ /^[a-z]+:\/\//) {print $i; exit}}' /etc/apt/sources.list)
+  fi
+  [ -n "$uri" ] || die "no Debian URI found in /etc/apt/sources.list.d/*.sources or /etc/apt/sources.list"
+  printf '%s\n' "$uri"
+}
+SID_APT="$ZP_CACHE/apt-sid"
+sid_apt() {
+  local uri; uri=$(debian_uri)
+  mkdir -p "$SID_APT/lists/partial" "$SID_APT/archives/partial"
+  printf 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s sid main\ndeb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s sid main\n' "$uri" "$uri" >"$SID_APT/sources.list"
+  local opts=(-o "Dir::Etc::SourceList=$SID_APT/sources.list" -o Dir::Etc::SourceParts=/dev/null
+    -o "Dir::State::Lists=$SID_APT/lists" -o "Dir::Cache::Archives=$SID_APT/archives"
+    -o APT::Architecture=amd64 -o Acquire::Languages=none)
+  if [ ! -f "$SID_APT/.updated" ] || [ -n "$(find "$SID_APT/.updated" -mmin +1440 2>/dev/null)" ]; then
+    log "updating the private apt lists for sid"
+    if ! apt-get "${opts[@]}" update -qq >/dev/null 2>"$SID_APT/update.err"; then
+      # sid may be signed by a newer archive key than bookworm's keyring holds
+      log "signature check failed for sid; retrying with the lists trusted by path (see $SID_APT/update.err)"
+      sed -i 's/\[signed-by=[^]]*\]/[trusted=yes]/' "$SID_APT/sources.list"
+      apt-get "${opts[@]}" update -qq >/dev/null
+    fi
+    touch "$SID_APT/.updated"
+  fi
+  SID_OPTS=("${opts[@]}")
+}
+
+# ---------------------------------------------------------------- CRIU
+CRIU_CACHE="$ZP_CACHE/criu-$CRIU_VERSION-$CRIU_PATCH_LEVEL"
+build_criu() {
+  sid_apt
+  local src="$ZP_CACHE/criu-src"; rm -rf "$src"; mkdir -p "$src"
+  local ver
+  ver=$(apt-cache "${SID_OPTS[@]}" showsrc criu 2>/dev/null | awk '/^Version:/ {print $2}' | grep "^$CRIU_VERSION-" | head -n1 || true)
+  [ -n "$ver" ] || ver=$(apt-cache "${SID_OPTS[@]}" showsrc criu 2>/dev/null | awk '/^Version:/ {print $2}' | grep "^$CRIU_VERSION" | head -n1 || true)
+  local want="criu"; [ -n "$ver" ] && want="criu=$ver"
+  log "downloading CRIU source ($want) from sid"
+  (cd "$src" && apt-get "${SID_OPTS[@]}" source --download-only "$want" >/dev/null 2>&1) || true
+  local tarball; tarball=$(ls "$src"/criu_"$CRIU_VERSION"*.orig.tar.* 2>/dev/null | head -n1 || true)
+  [ -n "$tarball" ] || die "CRIU $CRIU_VERSION source not found in sid (got: $(ls "$src"))"
+  tar -C "$src" -xf "$tarball"
+  local dir; dir=$(find "$src" -maxdepth 1 -mindepth 1 -type d -name 'criu*' | head -n1)
+  shopt -s nullglob
+  for p in "$here"/criu/*.patch; do
+    log "applying $(basename "$p")"
+    patch -d "$dir" -p1 --forward <"$p" >/dev/null
+  done
+  log "building CRIU $CRIU_VERSION (about a minute on 2 cores)"
+  make -C "$dir" -j"$(nproc)" criu >"$src/build.log" 2>&1 || { tail -n 40 "$src/build.log" >&2; die "CRIU build failed (log: $src/build.log)"; }
+  mkdir -p "$CRIU_CACHE.tmp"
+  install -m 0755 "$dir/criu/criu" "$CRIU_CACHE.tmp/criu"
+  rm -rf "$CRIU_CACHE"; mv "$CRIU_CACHE.tmp" "$CRIU_CACHE"
+  rm -rf "$src"
+}
+[ -x "$CRIU_CACHE/criu" ] || build_criu
+if ! cmp -s "$CRIU_CACHE/criu" /usr/local/sbin/criu 2>/dev/null; then
+  install -m 0755 "$CRIU_CACHE/criu" /usr/local/sbin/criu
+fi
+/usr/local/sbin/criu --version | grep -q "Version: $CRIU_VERSION" || die "installed CRIU is not $CRIU_VERSION"
+
+# ---------------------------------------------------------------- containerd 2.x
+CTRD2_LINK="$ZP_CACHE/containerd2"
+if [ ! -x "$CTRD2_LINK/usr/bin/containerd" ]; then
+  sid_apt
+  ver=$(apt-cache "${SID_OPTS[@]}" show containerd 2>/dev/null | awk '/^Version:/ {print $2}' | grep "^$CONTAINERD2_SERIES" | head -n1 || true)
+  [ -n "$ver" ] || die "no containerd $CONTAINERD2_SERIES* package in sid"
+  dl="$ZP_CACHE/containerd-$ver.dl"; rm -rf "$dl"; mkdir -p "$dl"
+  log "downloading containerd $ver from sid"
+  (cd "$dl" && apt-get "${SID_OPTS[@]}" download "containerd=$ver" >/dev/null)
+  prefix="$ZP_CACHE/containerd-$ver"; rm -rf "$prefix"
+  dpkg -x "$dl"/containerd_*.deb "$prefix"
+  rm -rf "$dl"
+  ln -sfn "$prefix" "$CTRD2_LINK"
+fi
+"$CTRD2_LINK/usr/bin/containerd" --version >/dev/null || die "containerd 2.x in $CTRD2_LINK does not run"
+
+# ---------------------------------------------------------------- kernel filesystems
+mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+mountpoint -q /sys/kernel/tracing 2>/dev/null || mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true
+
+# ---------------------------------------------------------------- check
+if ! out=$(/usr/local/sbin/criu check 2>&1); then
+  printf '%s\n' "$out" >&2; die "criu check failed"
+fi
+log "ok: criu $CRIU_VERSION ($CRIU_CACHE), containerd 2.x at $CTRD2_LINK ($("$CTRD2_LINK/usr/bin/containerd" --version | awk '{print $3}')), $(containerd --version | awk '{print $3}') from Debian, bpffs mounted"
