@@ -63,7 +63,7 @@ sid_apt() {
   printf 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s sid main\ndeb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s sid main\n' "$uri" "$uri" >"$SID_APT/sources.list"
   local opts=(-o "Dir::Etc::SourceList=$SID_APT/sources.list" -o Dir::Etc::SourceParts=/dev/null
     -o "Dir::State::Lists=$SID_APT/lists" -o "Dir::Cache::Archives=$SID_APT/archives"
-    -o APT::Architecture=amd64 -o Acquire::Languages=none)
+    -o APT::Architecture=amd64 -o Acquire::Languages=none -o APT::Sandbox::User=root)
   if [ ! -f "$SID_APT/.updated" ] || [ -n "$(find "$SID_APT/.updated" -mmin +1440 2>/dev/null)" ]; then
     log "updating the private apt lists for sid"
     if ! apt-get "${opts[@]}" update -qq >/dev/null 2>"$SID_APT/update.err"; then
