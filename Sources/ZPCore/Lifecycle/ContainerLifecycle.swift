@@ -545,6 +545,10 @@ public struct ContainerLifecycle: Sendable {
                 state = .scalingDown(s)
                 return [.suppressExit]
             case .kill:
+                if s.waiters.signals.contains(where: Self.isStopSignal) {
+                    // A stop was requested while we killed it: this exit is the container's end.
+                    return failWaiters(s.waiters) + [.disableRedirect] + enterStopped(status: status, deleted: false)
+                }
                 return [.suppressExit, .emitStatus(.scaledDown, duration: nil, reason: nil)]
                     + enterScaledDown(ScaledDown(method: .kill), waiters: s.waiters)
             }
