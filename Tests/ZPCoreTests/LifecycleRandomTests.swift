@@ -2,10 +2,11 @@
 // driver's world that checks the invariants after every step. Seeds are printed on failure;
 // rerun one with ZP_LIFECYCLE_SEED=<seed> (and optionally ZP_LIFECYCLE_RUNS / _STEPS).
 import Testing
+
 @testable import ZPCore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// SplitMix64: a small, fast, seedable generator (Steele, Lea, Flood 2014), written here so the
@@ -77,9 +78,10 @@ struct LifecycleRandomTests {
         print("lifecycle random: \(runs) runs x \(steps) events; action counts: \(totals.sorted { $0.key < $1.key })")
         // The generator must really reach every phase, or the invariants prove little.
         #expect(phasesSeen == Set(LC.Phase.allCases), "phases reached: \(phasesSeen)")
-        for needed in ["startCheckpoint", "startRestore", "startColdStart", "startScaleDownKill", "releaseHeldConnections",
-            "failHeldConnections", "startHeldExecs", "reportExit", "suppressExit", "deferSignal", "cleanupAll"]
-        {
+        for needed in [
+            "startCheckpoint", "startRestore", "startColdStart", "startScaleDownKill", "releaseHeldConnections",
+            "failHeldConnections", "startHeldExecs", "reportExit", "suppressExit", "deferSignal", "cleanupAll",
+        ] {
             #expect((totals[needed] ?? 0) > 0, "no \(needed) in any run")
         }
     }
@@ -90,7 +92,8 @@ struct LifecycleRandomTests {
         let config = LC.Configuration(
             scaleDownDuration: durations.randomElement(using: &rng)!,
             checkpointingEnabled: Int.random(in: 0..<4, using: &rng) != 0,
-            openConnectionsCountAsActivity: Bool.random(using: &rng))
+            openConnectionsCountAsActivity: Bool.random(using: &rng)
+        )
         var lc = LC(configuration: config)
         var world = World(config: config)
         var phases: Set<LC.Phase> = [lc.phase]
@@ -117,7 +120,8 @@ struct LifecycleRandomTests {
                 try check(event: event, before: before, pidBefore: pidBefore, actions: actions, lc: lc, world: &world)
             } catch {
                 throw InvariantFailure(
-                    description: "step \(step): \(error)\n  last steps:\n    " + trace.joined(separator: "\n    "))
+                    description: "step \(step): \(error)\n  last steps:\n    " + trace.joined(separator: "\n    ")
+                )
             }
             phases.insert(lc.phase)
         }
@@ -141,12 +145,14 @@ struct LifecycleRandomTests {
             let ok = Int.random(in: 0..<4, using: &rng) != 0
             switch op {
             case .checkpoint:
-                return ok ? .checkpointFinished(duration: .milliseconds(200)) : .checkpointFailed(reason: "dump", now: now)
+                return ok
+                    ? .checkpointFinished(duration: .milliseconds(200)) : .checkpointFailed(reason: "dump", now: now)
             case .kill:
                 return .processExited(pid: lc.pid ?? 0, status: 137)
             case .restore:
                 if ok { w.nextPid += 1 }
-                return ok ? .restoreFinished(pid: w.nextPid, duration: .milliseconds(90), now: now)
+                return ok
+                    ? .restoreFinished(pid: w.nextPid, duration: .milliseconds(90), now: now)
                     : .restoreFailed(reason: "restore")
             case .coldStart:
                 if ok { w.nextPid += 1 }
@@ -157,7 +163,10 @@ struct LifecycleRandomTests {
             w.now = max(w.now, deadline.nanoseconds)
             let now = ZPInstant(nanoseconds: w.now)
             return .idleDeadlineReached(
-                lastActivity: pastInstant(), openConnections: Int.random(in: 0..<5, using: &rng) == 0 ? 1 : 0, now: now)
+                lastActivity: pastInstant(),
+                openConnections: Int.random(in: 0..<5, using: &rng) == 0 ? 1 : 0,
+                now: now
+            )
         }
         if lc.phase == .created && Bool.random(using: &rng) {
             w.nextPid += 1
@@ -193,7 +202,12 @@ struct LifecycleRandomTests {
     }
 
     private static func check(
-        event: LC.Event, before: LC.Phase, pidBefore: Int32?, actions: [LC.Action], lc: LC, world w: inout World
+        event: LC.Event,
+        before: LC.Phase,
+        pidBefore: Int32?,
+        actions: [LC.Action],
+        lc: LC,
+        world w: inout World
     ) throws {
         func require(_ condition: Bool, _ message: @autoclosure () -> String) throws {
             if !condition { throw InvariantFailure(description: message()) }
@@ -209,7 +223,10 @@ struct LifecycleRandomTests {
         default: completes = nil
         }
         if let completes {
-            try require(w.inFlight == completes, "completion of \(completes) but in flight: \(String(describing: w.inFlight))")
+            try require(
+                w.inFlight == completes,
+                "completion of \(completes) but in flight: \(String(describing: w.inFlight))"
+            )
             w.inFlight = nil
         } else {
             switch event.kind {
@@ -230,7 +247,8 @@ struct LifecycleRandomTests {
         case .probeArrived:
             try require(
                 actions == [.answerProbe] || actions == [.forwardConnection] || actions == [.refuseConnection],
-                "a probe must be answered, forwarded or refused and never wake: \(actions)")
+                "a probe must be answered, forwarded or refused and never wake: \(actions)"
+            )
         case .processExited:
             let answers = actions.filter {
                 if case .reportExit = $0 { return true }
@@ -243,7 +261,8 @@ struct LifecycleRandomTests {
             }
             let duplicate = w.runningExecs.contains(id) || w.heldExecs.contains(id)
             try require(answers.count == (duplicate ? 0 : 1), "exec \(id) answered \(actions)")
-        case .started, .idleDeadlineReached, .activitySeen, .redirectUnavailable, .checkpointFinished, .checkpointFailed,
+        case .started, .idleDeadlineReached, .activitySeen, .redirectUnavailable, .checkpointFinished,
+            .checkpointFailed,
             .restoreFinished, .restoreFailed, .coldStartFinished, .coldStartFailed, .execEnded, .killRequested,
             .deleteRequested:
             break
@@ -335,7 +354,10 @@ struct LifecycleRandomTests {
         if w.everStopped { try require(phase == .stopped, "left stopped for \(phase)") }
         if phase == .stopped { w.everStopped = true }
         try require(w.redirect == lc.redirectEnabled, "redirect model \(w.redirect) vs machine \(lc.redirectEnabled)")
-        try require(w.timer == lc.idleDeadline, "timer model \(String(describing: w.timer)) vs \(String(describing: lc.idleDeadline))")
+        try require(
+            w.timer == lc.idleDeadline,
+            "timer model \(String(describing: w.timer)) vs \(String(describing: lc.idleDeadline))"
+        )
         let shouldBeArmed = phase == .running && lc.runningExecs.isEmpty && lc.scaleDownEnabled
         try require((lc.idleDeadline != nil) == shouldBeArmed, "timer armed=\(lc.idleDeadline != nil) in \(phase)")
         try require(w.heldConnections == lc.heldConnections, "held model \(w.heldConnections) vs \(lc.heldConnections)")
@@ -346,7 +368,8 @@ struct LifecycleRandomTests {
         if !waiting.contains(phase) {
             try require(
                 lc.heldConnections == 0 && lc.heldExecs.isEmpty && lc.deferredSignals.isEmpty,
-                "waiters left in \(phase)")
+                "waiters left in \(phase)"
+            )
         }
         let expected: World.Operation? =
             switch phase {

@@ -1,6 +1,7 @@
 // Scenarios for each behaviour product.md promises ("Behaviour users rely on") and the original's
 // lifecycle rules (original.md §2), driven event by event.
 import Testing
+
 @testable import ZPCore
 
 private let pid = Fixture.pid
@@ -15,7 +16,8 @@ struct LifecycleScenarioTests {
         #expect(lc.event(.processExited(pid: pid, status: 137)) == [.suppressExit])
         #expect(
             lc.event(.checkpointFinished(duration: .milliseconds(180)))
-                == [.emitStatus(.scaledDown, duration: .milliseconds(180), reason: nil)])
+                == [.emitStatus(.scaledDown, duration: .milliseconds(180), reason: nil)]
+        )
         #expect(lc.phase == .scaledDown)
         #expect(lc.appearsRunning)
         #expect(lc.pid == pid)
@@ -33,7 +35,8 @@ struct LifecycleScenarioTests {
         #expect(lc.event(.processExited(pid: pid, status: 137)) == [.suppressExit])
         #expect(
             lc.event(.processExited(pid: 200, status: 2))
-                == [.cancelIdleTimer, .emitStatus(.stopping, duration: nil, reason: nil), .reportExit(status: 2)])
+                == [.cancelIdleTimer, .emitStatus(.stopping, duration: nil, reason: nil), .reportExit(status: 2)]
+        )
         #expect(lc.exitStatus == 2)
     }
 
@@ -50,7 +53,11 @@ struct LifecycleScenarioTests {
         var lc = Fixture.lifecycle(in: .running)
         #expect(lc.event(.probeArrived) == [.forwardConnection])
         #expect(lc.idleDeadline == Fixture.deadline)
-        #expect(lc.event(.idleDeadlineReached(lastActivity: nil, now: Fixture.deadline)) == [.enableRedirect, .startCheckpoint])
+        #expect(
+            lc.event(.idleDeadlineReached(lastActivity: nil, now: Fixture.deadline)) == [
+                .enableRedirect, .startCheckpoint,
+            ]
+        )
     }
 
     // MARK: exec
@@ -65,7 +72,8 @@ struct LifecycleScenarioTests {
                 == [
                     .startHeldExecs(ids: ["sh", "ls"]), .disableRedirect, .cleanupImages,
                     .emitStatus(.running, duration: .milliseconds(80), reason: nil),
-                ])
+                ]
+        )
         // Execs pin the container: no timer until the last one ends.
         #expect(lc.idleDeadline == nil)
         #expect(lc.runningExecs == ["sh", "ls"])
@@ -90,7 +98,8 @@ struct LifecycleScenarioTests {
         #expect(lc.event(.execStarted(id: "sh")) == [.holdExec(id: "sh")])
         #expect(
             lc.event(.checkpointFinished(duration: .milliseconds(200)))
-                == [.emitStatus(.scaledDown, duration: .milliseconds(200), reason: nil), .startRestore])
+                == [.emitStatus(.scaledDown, duration: .milliseconds(200), reason: nil), .startRestore]
+        )
         #expect(lc.phase == .restoring)
         #expect(lc.heldExecs == ["sh"])
     }
@@ -101,7 +110,8 @@ struct LifecycleScenarioTests {
         #expect(lc.event(.execEnded(id: "sh", now: at(62))) == [])
         #expect(
             lc.event(.checkpointFinished(duration: .milliseconds(200)))
-                == [.emitStatus(.scaledDown, duration: .milliseconds(200), reason: nil)])
+                == [.emitStatus(.scaledDown, duration: .milliseconds(200), reason: nil)]
+        )
         #expect(lc.phase == .scaledDown)
     }
 
@@ -112,9 +122,11 @@ struct LifecycleScenarioTests {
         #expect(
             lc.event(.coldStartFailed(reason: "c"))
                 == [
-                    .failHeldExecs(ids: ["sh"]), .disableRedirect, .emitStatus(.restoreFailed, duration: nil, reason: "c"),
+                    .failHeldExecs(ids: ["sh"]), .disableRedirect,
+                    .emitStatus(.restoreFailed, duration: nil, reason: "c"),
                     .emitStatus(.stopping, duration: nil, reason: nil), .reportExit(status: 1),
-                ])
+                ]
+        )
     }
 
     // MARK: kill and delete while scaled down
@@ -127,7 +139,8 @@ struct LifecycleScenarioTests {
                 == [
                     .disableRedirect, .cleanupImages, .emitStatus(.stopping, duration: nil, reason: nil),
                     .reportExit(status: status),
-                ])
+                ]
+        )
         #expect(lc.phase == .stopped)
         #expect(!lc.appearsRunning)
         #expect(lc.event(.deleteRequested) == [.cleanupAll])
@@ -156,7 +169,8 @@ struct LifecycleScenarioTests {
                 == [
                     .disableRedirect, .cleanupImages, .emitStatus(.stopping, duration: nil, reason: nil),
                     .reportExit(status: 0), .cleanupAll,
-                ])
+                ]
+        )
         #expect(lc.event(.deleteRequested) == [])
     }
 
@@ -166,7 +180,8 @@ struct LifecycleScenarioTests {
         #expect(!lc.hasCheckpointImage)
         #expect(
             lc.event(.killRequested(signal: 15))
-                == [.disableRedirect, .emitStatus(.stopping, duration: nil, reason: nil), .reportExit(status: 0)])
+                == [.disableRedirect, .emitStatus(.stopping, duration: nil, reason: nil), .reportExit(status: 0)]
+        )
     }
 
     // MARK: kill during an operation is deferred
@@ -181,7 +196,8 @@ struct LifecycleScenarioTests {
                     .emitStatus(.scaledDown, duration: .milliseconds(200), reason: nil), .failHeldConnections(count: 1),
                     .disableRedirect, .cleanupImages, .emitStatus(.stopping, duration: nil, reason: nil),
                     .reportExit(status: 0),
-                ])
+                ]
+        )
         #expect(lc.phase == .stopped)
     }
 
@@ -203,10 +219,12 @@ struct LifecycleScenarioTests {
                     .releaseHeldConnections(count: 1), .disableRedirect, .cleanupImages,
                     .emitStatus(.running, duration: .milliseconds(90), reason: nil), .armIdleTimer(deadline: at(130)),
                     .signalProcess(signal: 9),
-                ])
+                ]
+        )
         #expect(
             lc.event(.processExited(pid: 200, status: 137))
-                == [.cancelIdleTimer, .emitStatus(.stopping, duration: nil, reason: nil), .reportExit(status: 137)])
+                == [.cancelIdleTimer, .emitStatus(.stopping, duration: nil, reason: nil), .reportExit(status: 137)]
+        )
     }
 
     @Test func kill_duringScaleDownKill_reportsTheRealExit() {
@@ -214,7 +232,8 @@ struct LifecycleScenarioTests {
         _ = lc.event(.killRequested(signal: 15))
         #expect(
             lc.event(.processExited(pid: pid, status: 137))
-                == [.disableRedirect, .emitStatus(.stopping, duration: nil, reason: nil), .reportExit(status: 137)])
+                == [.disableRedirect, .emitStatus(.stopping, duration: nil, reason: nil), .reportExit(status: 137)]
+        )
     }
 
     @Test func delete_ofALiveProcess_isRefused_untilItExits() {
@@ -236,22 +255,28 @@ struct LifecycleScenarioTests {
                 == [
                     .disableRedirect, .cleanupImages, .emitStatus(.checkpointFailed, duration: nil, reason: tail),
                     .releaseHeldConnections(count: 1), .armIdleTimer(deadline: at(122)),
-                ])
+                ]
+        )
         #expect(lc.phase == .running)
         #expect(lc.pid == pid)
         #expect(!lc.checkpointingEnabled)
-        #expect(lc.event(.idleDeadlineReached(lastActivity: nil, now: at(122))) == [.enableRedirect, .startScaleDownKill])
+        #expect(
+            lc.event(.idleDeadlineReached(lastActivity: nil, now: at(122))) == [.enableRedirect, .startScaleDownKill]
+        )
         #expect(
             lc.event(.processExited(pid: pid, status: 137))
-                == [.suppressExit, .emitStatus(.scaledDown, duration: nil, reason: nil)])
+                == [.suppressExit, .emitStatus(.scaledDown, duration: nil, reason: nil)]
+        )
         // The wake-up of a killed container is a cold start.
         #expect(lc.event(.connectionArrived) == [.holdConnection, .startColdStart])
         #expect(
             lc.event(.coldStartFinished(pid: 300, now: at(200)))
                 == [
-                    .releaseHeldConnections(count: 1), .disableRedirect, .emitStatus(.running, duration: nil, reason: nil),
+                    .releaseHeldConnections(count: 1), .disableRedirect,
+                    .emitStatus(.running, duration: nil, reason: nil),
                     .armIdleTimer(deadline: at(260)),
-                ])
+                ]
+        )
     }
 
     @Test func checkpointFailure_afterTheProcessDied_reportsItsExit() {
@@ -264,7 +289,8 @@ struct LifecycleScenarioTests {
                     .disableRedirect, .cleanupImages, .emitStatus(.checkpointFailed, duration: nil, reason: "x"),
                     .failHeldConnections(count: 1), .emitStatus(.stopping, duration: nil, reason: nil),
                     .reportExit(status: 139),
-                ])
+                ]
+        )
     }
 
     // MARK: restore failure
@@ -273,13 +299,16 @@ struct LifecycleScenarioTests {
         var lc = Fixture.lifecycle(in: .restoring)
         #expect(
             lc.event(.restoreFailed(reason: "bad image"))
-                == [.cleanupImages, .emitStatus(.restoreFailed, duration: nil, reason: "bad image"), .startColdStart])
+                == [.cleanupImages, .emitStatus(.restoreFailed, duration: nil, reason: "bad image"), .startColdStart]
+        )
         #expect(lc.event(.connectionArrived) == [.holdConnection])
         #expect(lc.event(.restoreFailed(reason: "again")) == [], "a second restore failure cannot happen")
         _ = lc.event(.coldStartFinished(pid: 300, now: at(70)))
         #expect(lc.phase == .running)
         #expect(!lc.checkpointingEnabled)
-        #expect(lc.event(.idleDeadlineReached(lastActivity: nil, now: at(130))) == [.enableRedirect, .startScaleDownKill])
+        #expect(
+            lc.event(.idleDeadlineReached(lastActivity: nil, now: at(130))) == [.enableRedirect, .startScaleDownKill]
+        )
     }
 
     @Test func coldStartFailure_reportsExitOne_soTheKubeletRestartsIt() {
@@ -291,7 +320,8 @@ struct LifecycleScenarioTests {
                     .failHeldConnections(count: 2), .disableRedirect,
                     .emitStatus(.restoreFailed, duration: nil, reason: "runc create failed"),
                     .emitStatus(.stopping, duration: nil, reason: nil), .reportExit(status: 1),
-                ])
+                ]
+        )
         #expect(lc.exitStatus == 1)
     }
 
@@ -313,7 +343,8 @@ struct LifecycleScenarioTests {
         #expect(lc.event(.connectionArrived) == [.holdConnection])
         #expect(
             lc.event(.checkpointFinished(duration: .milliseconds(200)))
-                == [.emitStatus(.scaledDown, duration: .milliseconds(200), reason: nil), .startRestore])
+                == [.emitStatus(.scaledDown, duration: .milliseconds(200), reason: nil), .startRestore]
+        )
         #expect(lc.heldConnections == 1)
     }
 
@@ -330,7 +361,9 @@ struct LifecycleScenarioTests {
 
     @Test func idleDeadline_activityExactlyOneWindowAgo_scalesDown() {
         var lc = Fixture.lifecycle(in: .running)
-        #expect(lc.event(.idleDeadlineReached(lastActivity: at(1), now: at(61))) == [.enableRedirect, .startCheckpoint])
+        #expect(
+            lc.event(.idleDeadlineReached(lastActivity: at(1), now: at(61))) == [.enableRedirect, .startCheckpoint]
+        )
     }
 
     @Test func idleDeadline_staleFiring_beforeTheArmedDeadline_isIgnored() {
@@ -343,14 +376,20 @@ struct LifecycleScenarioTests {
         var lc = Fixture.lifecycle(in: .running)
         #expect(
             lc.event(.idleDeadlineReached(lastActivity: at(2), openConnections: 1, now: at(61)))
-                == [.armIdleTimer(deadline: at(121))])
-        #expect(lc.event(.idleDeadlineReached(lastActivity: at(2), openConnections: 0, now: at(121))) == [.enableRedirect, .startCheckpoint])
+                == [.armIdleTimer(deadline: at(121))]
+        )
+        #expect(
+            lc.event(.idleDeadlineReached(lastActivity: at(2), openConnections: 0, now: at(121))) == [
+                .enableRedirect, .startCheckpoint,
+            ]
+        )
 
         var ignoring = LC(configuration: .init(scaleDownDuration: .seconds(60), openConnectionsCountAsActivity: false))
         _ = ignoring.event(.started(pid: pid, now: at(1)))
         #expect(
             ignoring.event(.idleDeadlineReached(lastActivity: at(1), openConnections: 3, now: at(61)))
-                == [.enableRedirect, .startCheckpoint])
+                == [.enableRedirect, .startCheckpoint]
+        )
     }
 
     @Test(arguments: [Duration.zero, .seconds(-1)])
@@ -379,13 +418,16 @@ struct LifecycleScenarioTests {
         var lc = Fixture.lifecycle(in: .running)
         lc = LC(configuration: Fixture.killConfig)
         _ = lc.event(.started(pid: pid, now: at(1)))
-        #expect(lc.event(.idleDeadlineReached(lastActivity: nil, now: at(61))) == [.enableRedirect, .startScaleDownKill])
+        #expect(
+            lc.event(.idleDeadlineReached(lastActivity: nil, now: at(61))) == [.enableRedirect, .startScaleDownKill]
+        )
         #expect(lc.phase == .scalingDownByKill)
         #expect(lc.phase.originalStatus == .running)
         #expect(lc.event(.connectionArrived) == [.holdConnection])
         #expect(
             lc.event(.processExited(pid: pid, status: 137))
-                == [.suppressExit, .emitStatus(.scaledDown, duration: nil, reason: nil), .startColdStart])
+                == [.suppressExit, .emitStatus(.scaledDown, duration: nil, reason: nil), .startColdStart]
+        )
         #expect(lc.phase == .coldStarting)
     }
 

@@ -1,6 +1,7 @@
 // Every (phase, event) pair of ContainerLifecycle: the exact actions and the next phase.
 // A pair marked `ignored` must also leave every observable property unchanged.
 import Testing
+
 @testable import ZPCore
 
 private let T = Fixture.deadline
@@ -51,7 +52,12 @@ private let stopping = LC.Action.emitStatus(.stopping, duration: nil, reason: ni
 private let table: [Row] =
     // created
     [
-        row(.created, .started, [.emitStatus(.running, duration: nil, reason: nil), .armIdleTimer(deadline: next)], .running),
+        row(
+            .created,
+            .started,
+            [.emitStatus(.running, duration: nil, reason: nil), .armIdleTimer(deadline: next)],
+            .running
+        ),
         row(.created, .activitySeen, [], .created),
         row(.created, .redirectUnavailable, [], .created),
         row(.created, .connectionArrived, [.refuseConnection], .created),
@@ -66,7 +72,8 @@ private let table: [Row] =
         [
             .idleDeadlineReached, .checkpointFinished, .checkpointFailed, .restoreFinished, .restoreFailed,
             .coldStartFinished, .coldStartFailed, .execEnded,
-        ])
+        ]
+    )
     // running (pid 100, deadline T)
     + [
         row(.running, .idleDeadlineReached, [.enableRedirect, .startCheckpoint], .checkpointing),
@@ -83,20 +90,27 @@ private let table: [Row] =
         [
             .started, .checkpointFinished, .checkpointFailed, .restoreFinished, .restoreFailed, .coldStartFinished,
             .coldStartFailed, .execEnded, .deleteRequested,
-        ])
+        ]
+    )
     // checkpointing (pid 100)
     + [
         row(.checkpointing, .redirectUnavailable, [], .checkpointing),
         row(.checkpointing, .activitySeen, [], .checkpointing),
         row(
-            .checkpointing, .checkpointFinished, [.emitStatus(.scaledDown, duration: .milliseconds(200), reason: nil)],
-            .scaledDown),
+            .checkpointing,
+            .checkpointFinished,
+            [.emitStatus(.scaledDown, duration: .milliseconds(200), reason: nil)],
+            .scaledDown
+        ),
         row(
-            .checkpointing, .checkpointFailed,
+            .checkpointing,
+            .checkpointFailed,
             [
                 .disableRedirect, .cleanupImages, .emitStatus(.checkpointFailed, duration: nil, reason: "dump failed"),
                 .armIdleTimer(deadline: next),
-            ], .running),
+            ],
+            .running
+        ),
         row(.checkpointing, .connectionArrived, [.holdConnection], .checkpointing),
         row(.checkpointing, .probeArrived, [.answerProbe], .checkpointing),
         row(.checkpointing, .execStarted, [.holdExec(id: "e1")], .checkpointing),
@@ -108,7 +122,8 @@ private let table: [Row] =
         [
             .started, .idleDeadlineReached, .restoreFinished, .restoreFailed, .coldStartFinished, .coldStartFailed,
             .execEnded, .deleteRequested,
-        ])
+        ]
+    )
     // scalingDownByKill (pid 100)
     + [
         row(.scalingDownByKill, .redirectUnavailable, [], .scalingDownByKill),
@@ -118,15 +133,19 @@ private let table: [Row] =
         row(.scalingDownByKill, .execStarted, [.holdExec(id: "e1")], .scalingDownByKill),
         row(.scalingDownByKill, .killRequested, [.deferSignal(signal: 15)], .scalingDownByKill),
         row(
-            .scalingDownByKill, .processExited, [.suppressExit, .emitStatus(.scaledDown, duration: nil, reason: nil)],
-            .scaledDown),
+            .scalingDownByKill,
+            .processExited,
+            [.suppressExit, .emitStatus(.scaledDown, duration: nil, reason: nil)],
+            .scaledDown
+        ),
     ]
     + ignored(
         .scalingDownByKill,
         [
             .started, .idleDeadlineReached, .checkpointFinished, .checkpointFailed, .restoreFinished, .restoreFailed,
             .coldStartFinished, .coldStartFailed, .execEnded, .deleteRequested,
-        ])
+        ]
+    )
     // scaledDown (checkpoint image)
     + [
         row(.scaledDown, .redirectUnavailable, [], .scaledDown),
@@ -134,18 +153,27 @@ private let table: [Row] =
         row(.scaledDown, .connectionArrived, [.holdConnection, .startRestore], .restoring),
         row(.scaledDown, .probeArrived, [.answerProbe], .scaledDown),
         row(.scaledDown, .execStarted, [.holdExec(id: "e1"), .startRestore], .restoring),
-        row(.scaledDown, .killRequested, [.disableRedirect, .cleanupImages, stopping, .reportExit(status: 0)], .stopped),
+        row(
+            .scaledDown,
+            .killRequested,
+            [.disableRedirect, .cleanupImages, stopping, .reportExit(status: 0)],
+            .stopped
+        ),
         row(.scaledDown, .processExited, [.suppressExit], .scaledDown),
         row(
-            .scaledDown, .deleteRequested,
-            [.disableRedirect, .cleanupImages, stopping, .reportExit(status: 0), .cleanupAll], .stopped),
+            .scaledDown,
+            .deleteRequested,
+            [.disableRedirect, .cleanupImages, stopping, .reportExit(status: 0), .cleanupAll],
+            .stopped
+        ),
     ]
     + ignored(
         .scaledDown,
         [
             .started, .idleDeadlineReached, .checkpointFinished, .checkpointFailed, .restoreFinished, .restoreFailed,
             .coldStartFinished, .coldStartFailed, .execEnded,
-        ])
+        ]
+    )
     // restoring (one held connection)
     + [
         row(.restoring, .redirectUnavailable, [], .restoring),
@@ -153,15 +181,20 @@ private let table: [Row] =
         row(.restoring, .connectionArrived, [.holdConnection], .restoring),
         row(.restoring, .probeArrived, [.answerProbe], .restoring),
         row(
-            .restoring, .restoreFinished,
+            .restoring,
+            .restoreFinished,
             [
                 .releaseHeldConnections(count: 1), .disableRedirect, .cleanupImages,
                 .emitStatus(.running, duration: .milliseconds(90), reason: nil), .armIdleTimer(deadline: next),
-            ], .running),
+            ],
+            .running
+        ),
         row(
-            .restoring, .restoreFailed,
+            .restoring,
+            .restoreFailed,
             [.cleanupImages, .emitStatus(.restoreFailed, duration: nil, reason: "restore failed"), .startColdStart],
-            .coldStarting),
+            .coldStarting
+        ),
         row(.restoring, .execStarted, [.holdExec(id: "e1")], .restoring),
         row(.restoring, .killRequested, [.deferSignal(signal: 15)], .restoring),
         row(.restoring, .processExited, [.suppressExit], .restoring),
@@ -171,7 +204,8 @@ private let table: [Row] =
         [
             .started, .idleDeadlineReached, .checkpointFinished, .checkpointFailed, .coldStartFinished,
             .coldStartFailed, .execEnded, .deleteRequested,
-        ])
+        ]
+    )
     // coldStarting (one held connection)
     + [
         row(.coldStarting, .redirectUnavailable, [], .coldStarting),
@@ -179,18 +213,24 @@ private let table: [Row] =
         row(.coldStarting, .connectionArrived, [.holdConnection], .coldStarting),
         row(.coldStarting, .probeArrived, [.answerProbe], .coldStarting),
         row(
-            .coldStarting, .coldStartFinished,
+            .coldStarting,
+            .coldStartFinished,
             [
                 .releaseHeldConnections(count: 1), .disableRedirect, .emitStatus(.running, duration: nil, reason: nil),
                 .armIdleTimer(deadline: next),
-            ], .running),
+            ],
+            .running
+        ),
         row(
-            .coldStarting, .coldStartFailed,
+            .coldStarting,
+            .coldStartFailed,
             [
                 .failHeldConnections(count: 1), .disableRedirect,
                 .emitStatus(.restoreFailed, duration: nil, reason: "cold start failed"), stopping,
                 .reportExit(status: 1),
-            ], .stopped),
+            ],
+            .stopped
+        ),
         row(.coldStarting, .execStarted, [.holdExec(id: "e1")], .coldStarting),
         row(.coldStarting, .killRequested, [.deferSignal(signal: 15)], .coldStarting),
         row(.coldStarting, .processExited, [.suppressExit], .coldStarting),
@@ -200,7 +240,8 @@ private let table: [Row] =
         [
             .started, .idleDeadlineReached, .checkpointFinished, .checkpointFailed, .restoreFinished, .restoreFailed,
             .execEnded, .deleteRequested,
-        ])
+        ]
+    )
     // stopped (exit 0 reported, not deleted)
     + [
         row(.stopped, .connectionArrived, [.refuseConnection], .stopped),
@@ -216,7 +257,8 @@ private let table: [Row] =
         [
             .started, .idleDeadlineReached, .checkpointFinished, .checkpointFailed, .restoreFinished, .restoreFailed,
             .coldStartFinished, .coldStartFailed, .execEnded, .killRequested,
-        ])
+        ]
+    )
 
 @Suite("Lifecycle: every (phase, event) pair")
 struct LifecycleTableTests {
@@ -248,12 +290,17 @@ struct LifecycleTableTests {
 
     @Test func phases_mapOntoTheOriginalStatusNumbers() {
         #expect(LC.StatusPhase.allCases.map(\.rawValue) == [0, 1, 2, 3, 4])
-        #expect(LC.StatusPhase.allCases.map(\.name) == ["SCALED_DOWN", "RUNNING", "STOPPING", "CHECKPOINT_FAILED", "RESTORE_FAILED"])
+        #expect(
+            LC.StatusPhase.allCases.map(\.name) == [
+                "SCALED_DOWN", "RUNNING", "STOPPING", "CHECKPOINT_FAILED", "RESTORE_FAILED",
+            ]
+        )
         let mapped = LC.Phase.allCases.map { "\($0.name)=\($0.originalStatus?.name ?? "-")" }
         #expect(
             mapped == [
                 "CREATED=-", "RUNNING=RUNNING", "CHECKPOINTING=RUNNING", "SCALING_DOWN_BY_KILL=RUNNING",
                 "SCALED_DOWN=SCALED_DOWN", "RESTORING=SCALED_DOWN", "COLD_STARTING=SCALED_DOWN", "STOPPED=STOPPING",
-            ])
+            ]
+        )
     }
 }

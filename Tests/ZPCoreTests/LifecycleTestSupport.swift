@@ -1,6 +1,7 @@
 // Shared fixtures for the lifecycle tests: instants, a builder that drives a fresh state machine
 // into each phase through real events, and a snapshot of everything observable.
 import Testing
+
 @testable import ZPCore
 
 typealias LC = ContainerLifecycle
@@ -76,7 +77,8 @@ enum Fixture {
                 start + idle + [
                     .checkpointFinished(duration: .milliseconds(200)), .connectionArrived,
                     .restoreFailed(reason: "restore failed"),
-                ])
+                ]
+            )
         case .stopped: drive(start + [.processExited(pid: pid, status: 0)])
         }
         precondition(lc.phase == phase, "fixture for \(phase) reached \(lc.phase)")

@@ -251,9 +251,11 @@ public struct ContainerLifecycle: Sendable {
         }
     }
 
-    private mutating func idleDeadlineReached(lastActivity seen: ZPInstant?, openConnections: Int, now: ZPInstant)
-        -> [Action]
-    {
+    private mutating func idleDeadlineReached(
+        lastActivity seen: ZPInstant?,
+        openConnections: Int,
+        now: ZPInstant
+    ) -> [Action] {
         if let seen { recordActivity(seen) }
         switch state {
         case .running(var r):
@@ -392,9 +394,12 @@ public struct ContainerLifecycle: Sendable {
         }
     }
 
-    private mutating func wakeFinished(_ method: WakeMethod, pid: Int32, duration: Duration?, now: ZPInstant)
-        -> [Action]
-    {
+    private mutating func wakeFinished(
+        _ method: WakeMethod,
+        pid: Int32,
+        duration: Duration?,
+        now: ZPInstant
+    ) -> [Action] {
         switch state {
         case .waking(let w):
             guard w.method == method else { return [] }
