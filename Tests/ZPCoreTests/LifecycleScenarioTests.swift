@@ -443,3 +443,24 @@ struct LifecycleScenarioTests {
         #expect(at(1) < at(2))
     }
 }
+
+@Suite("Lifecycle: redirect lost")
+struct LifecycleRedirectLostTests {
+    @Test func redirectLost_whileScaledDown_wakesAtOnce() {
+        var lc = Fixture.lifecycle(in: .scaledDown)
+        #expect(lc.event(.redirectUnavailable(reason: "activator gone")) == [.startRestore])
+        #expect(
+            lc.event(.restoreFinished(pid: 200, duration: .milliseconds(90), now: at(70)))
+                == [.disableRedirect, .cleanupImages, .emitStatus(.running, duration: .milliseconds(90), reason: nil)])
+        #expect(lc.idleDeadline == nil)
+        #expect(!lc.scaleDownEnabled)
+    }
+
+    @Test func redirectLost_duringCheckpoint_wakesWhenItFinishes() {
+        var lc = Fixture.lifecycle(in: .checkpointing)
+        #expect(lc.event(.redirectUnavailable(reason: "activator gone")) == [])
+        #expect(
+            lc.event(.checkpointFinished(duration: .milliseconds(200)))
+                == [.emitStatus(.scaledDown, duration: .milliseconds(200), reason: nil), .startRestore])
+    }
+}

@@ -148,7 +148,7 @@ private let table: [Row] =
     )
     // scaledDown (checkpoint image)
     + [
-        row(.scaledDown, .redirectUnavailable, [], .scaledDown),
+        row(.scaledDown, .redirectUnavailable, [.startRestore], .restoring),
         row(.scaledDown, .activitySeen, [], .scaledDown),
         row(.scaledDown, .connectionArrived, [.holdConnection, .startRestore], .restoring),
         row(.scaledDown, .probeArrived, [.answerProbe], .scaledDown),

@@ -298,7 +298,11 @@ public struct ContainerLifecycle: Sendable {
             r.idleDeadline = nil
             state = .running(r)
             return [.cancelIdleTimer]
-        case .created, .scalingDown, .scaledDown, .waking, .stopped:
+        case .scaledDown(let scaled):
+            // Nothing can reach the activator any more: wake now rather than stay down unreachable.
+            return wake(scaled, waiters: Waiters())
+        case .created, .scalingDown, .waking, .stopped:
+            // A scale-down in flight wakes as soon as it completes (`enterScaledDown`).
             return []
         }
     }
@@ -352,7 +356,8 @@ public struct ContainerLifecycle: Sendable {
         if let stop = waiters.signals.first(where: Self.isStopSignal) {
             return failWaiters(waiters) + stopWhileScaledDown(scaled, status: Self.exitStatus(afterStopSignal: stop))
         }
-        if waiters.isEmpty { return [] }
+        // Wake at once if anything waits, or if no redirect can wake the container later.
+        if waiters.isEmpty && scaleDownAllowed { return [] }
         return wake(scaled, waiters: waiters)
     }
 
