@@ -1,0 +1,283 @@
+// The vocabulary of the lifecycle state machine: its configuration, public phases, the status
+// values the original zeropod reports, the events (facts) and the actions (orders).
+// docs/state-machine.md has the diagram and the full event/action table.
+
+extension ContainerLifecycle {
+    /// The per-container settings the state machine needs, taken from the parsed annotations.
+    public struct Configuration: Sendable, Hashable {
+        /// How long the container must see no activity before it scales down
+        /// (`zeropod.ctrox.dev/scaledown-duration`, default one minute). Zero or negative disables
+        /// scale-down.
+        public var scaleDownDuration: Duration
+        /// Whether scale-down checkpoints the process (`true`) or kills it and cold-starts it on the
+        /// next connection (`false`, `zeropod.ctrox.dev/disable-checkpointing`).
+        public var checkpointingEnabled: Bool
+        /// Whether open connections (websockets, streams) reported at the idle deadline keep the
+        /// container running, even when no packet crossed them for the whole scale-down duration.
+        public var openConnectionsCountAsActivity: Bool
+
+        /// Creates a configuration.
+        /// - Parameters:
+        ///   - scaleDownDuration: idle time before scale-down; zero disables scale-down.
+        ///   - checkpointingEnabled: checkpoint (`true`) or kill (`false`) on scale-down.
+        ///   - openConnectionsCountAsActivity: whether open connections postpone scale-down.
+        public init(
+            scaleDownDuration: Duration = .seconds(60),
+            checkpointingEnabled: Bool = true,
+            openConnectionsCountAsActivity: Bool = true
+        ) {
+            self.scaleDownDuration = scaleDownDuration
+            self.checkpointingEnabled = checkpointingEnabled
+            self.openConnectionsCountAsActivity = openConnectionsCountAsActivity
+        }
+    }
+
+    /// Where one container is in its life, as the shim and its users see it.
+    public enum Phase: Sendable, Hashable, CaseIterable, CustomStringConvertible {
+        /// The container exists (runc create ran) but its process has not been started.
+        case created
+        /// The process runs and serves directly; the idle timer may be armed.
+        case running
+        /// Redirect is on and CRIU is dumping the process.
+        case checkpointing
+        /// Redirect is on and the process is being killed because checkpointing is off.
+        case scalingDownByKill
+        /// No process; redirect on; the activator answers probes and a connection wakes it.
+        case scaledDown
+        /// CRIU restores the process from its image; connections and execs wait.
+        case restoring
+        /// The container is started again from its bundle without an image; connections and
+        /// execs wait.
+        case coldStarting
+        /// The container's process is gone for good and its exit was reported (or it never ran).
+        /// Terminal.
+        case stopped
+
+        /// The upper-case name used in logs and status labels, e.g. `SCALED_DOWN`.
+        public var name: String {
+            switch self {
+            case .created: return "CREATED"
+            case .running: return "RUNNING"
+            case .checkpointing: return "CHECKPOINTING"
+            case .scalingDownByKill: return "SCALING_DOWN_BY_KILL"
+            case .scaledDown: return "SCALED_DOWN"
+            case .restoring: return "RESTORING"
+            case .coldStarting: return "COLD_STARTING"
+            case .stopped: return "STOPPED"
+            }
+        }
+
+        /// The status the original zeropod would report for this phase (its label
+        /// `status.zeropod.ctrox.dev/<container>` and `GetStatus`), or `nil` before the process
+        /// started.
+        ///
+        /// The original knows only a scaled-down flag: a container counts as `RUNNING` until its
+        /// checkpoint finished, and as `SCALED_DOWN` until its restore finished.
+        public var originalStatus: StatusPhase? {
+            switch self {
+            case .created: return nil
+            case .running, .checkpointing, .scalingDownByKill: return .running
+            case .scaledDown, .restoring, .coldStarting: return .scaledDown
+            case .stopped: return .stopping
+            }
+        }
+
+        /// Same as ``name``.
+        public var description: String { name }
+    }
+
+    /// The status values of the original zeropod's shim API (`zeropod.shim.v1` `ContainerPhase`),
+    /// with its wire numbers. The last three are one-off events, not lasting phases.
+    public enum StatusPhase: Int32, Sendable, Hashable, CaseIterable, CustomStringConvertible {
+        /// The container is scaled down (checkpointed or killed).
+        case scaledDown = 0
+        /// The container's process runs.
+        case running = 1
+        /// The container is stopping or stopped for good.
+        case stopping = 2
+        /// A checkpoint failed; the container keeps running.
+        case checkpointFailed = 3
+        /// A restore or cold start failed.
+        case restoreFailed = 4
+
+        /// The original's enum name, e.g. `CHECKPOINT_FAILED`.
+        public var name: String {
+            switch self {
+            case .scaledDown: return "SCALED_DOWN"
+            case .running: return "RUNNING"
+            case .stopping: return "STOPPING"
+            case .checkpointFailed: return "CHECKPOINT_FAILED"
+            case .restoreFailed: return "RESTORE_FAILED"
+            }
+        }
+
+        /// Same as ``name``.
+        public var description: String { name }
+    }
+
+    /// Something that happened to the container, reported by its driver (the shim) or by the
+    /// activator. Events are facts in the past tense; the state machine answers with actions.
+    public enum Event: Sendable, Hashable {
+        /// The container's init process was started (task Start succeeded).
+        case started(pid: Int32, now: ZPInstant)
+        /// The idle timer fired. `lastActivity` is the newest activity stamp of the container's
+        /// ports (nil if none was seen); `openConnections` counts connections still open to the
+        /// app (long-lived streams).
+        case idleDeadlineReached(lastActivity: ZPInstant?, openConnections: Int = 0, now: ZPInstant)
+        /// Traffic was seen at `at` outside the eBPF tracker (e.g. a connection the activator
+        /// proxied). Only recorded; it is compared at the next idle deadline.
+        case activitySeen(at: ZPInstant)
+        /// The redirect or the activator could not be set up; scale-down is disabled for good.
+        case redirectUnavailable(reason: String)
+        /// CRIU finished the dump; the image is complete.
+        case checkpointFinished(duration: Duration)
+        /// The dump failed. `reason` carries the tail of CRIU's log.
+        case checkpointFailed(reason: String, now: ZPInstant)
+        /// The activator accepted a client connection on a redirected port.
+        case connectionArrived
+        /// The activator recognised a kubelet probe (HTTP `kube-probe/`, TCP connect, gRPC health).
+        case probeArrived
+        /// CRIU restored the process; it now has `pid`.
+        case restoreFinished(pid: Int32, duration: Duration, now: ZPInstant)
+        /// The restore failed. `reason` carries the tail of CRIU's log.
+        case restoreFailed(reason: String)
+        /// The container was started afresh from its bundle; its process has `pid`.
+        case coldStartFinished(pid: Int32, now: ZPInstant)
+        /// The cold start failed.
+        case coldStartFailed(reason: String)
+        /// containerd asked to start the exec process `id` in the container.
+        case execStarted(id: String)
+        /// The exec process `id` exited or was deleted (or was cancelled while it waited).
+        case execEnded(id: String, now: ZPInstant)
+        /// containerd asked to send `signal` to the container's init process.
+        case killRequested(signal: Int32)
+        /// The reaper saw process `pid` exit with `status` (the containerd exit status, e.g. 137
+        /// for SIGKILL). The driver must report a restored process's `restoreFinished` before
+        /// that process's exit.
+        case processExited(pid: Int32, status: Int32)
+        /// containerd asked to delete the container's init process.
+        case deleteRequested
+
+        /// The event's case without its values.
+        public var kind: Kind {
+            switch self {
+            case .started: return .started
+            case .idleDeadlineReached: return .idleDeadlineReached
+            case .activitySeen: return .activitySeen
+            case .redirectUnavailable: return .redirectUnavailable
+            case .checkpointFinished: return .checkpointFinished
+            case .checkpointFailed: return .checkpointFailed
+            case .connectionArrived: return .connectionArrived
+            case .probeArrived: return .probeArrived
+            case .restoreFinished: return .restoreFinished
+            case .restoreFailed: return .restoreFailed
+            case .coldStartFinished: return .coldStartFinished
+            case .coldStartFailed: return .coldStartFailed
+            case .execStarted: return .execStarted
+            case .execEnded: return .execEnded
+            case .killRequested: return .killRequested
+            case .processExited: return .processExited
+            case .deleteRequested: return .deleteRequested
+            }
+        }
+
+        /// The cases of ``Event`` without values, for tables, logs and metrics.
+        public enum Kind: String, Sendable, Hashable, CaseIterable {
+            /// ``Event/started(pid:now:)``.
+            case started
+            /// ``Event/idleDeadlineReached(lastActivity:openConnections:now:)``.
+            case idleDeadlineReached
+            /// ``Event/activitySeen(at:)``.
+            case activitySeen
+            /// ``Event/redirectUnavailable(reason:)``.
+            case redirectUnavailable
+            /// ``Event/checkpointFinished(duration:)``.
+            case checkpointFinished
+            /// ``Event/checkpointFailed(reason:now:)``.
+            case checkpointFailed
+            /// ``Event/connectionArrived``.
+            case connectionArrived
+            /// ``Event/probeArrived``.
+            case probeArrived
+            /// ``Event/restoreFinished(pid:duration:now:)``.
+            case restoreFinished
+            /// ``Event/restoreFailed(reason:)``.
+            case restoreFailed
+            /// ``Event/coldStartFinished(pid:now:)``.
+            case coldStartFinished
+            /// ``Event/coldStartFailed(reason:)``.
+            case coldStartFailed
+            /// ``Event/execStarted(id:)``.
+            case execStarted
+            /// ``Event/execEnded(id:now:)``.
+            case execEnded
+            /// ``Event/killRequested(signal:)``.
+            case killRequested
+            /// ``Event/processExited(pid:status:)``.
+            case processExited
+            /// ``Event/deleteRequested``.
+            case deleteRequested
+        }
+    }
+
+    /// An order for the driver. ``ContainerLifecycle/event(_:)`` returns them as a list, to be
+    /// carried out in order after the state change (outside any lock). An empty list means
+    /// "nothing to do".
+    public enum Action: Sendable, Hashable {
+        /// Arm (or re-arm, replacing any earlier) idle timer to fire at `deadline`.
+        case armIdleTimer(deadline: ZPInstant)
+        /// Cancel the armed idle timer.
+        case cancelIdleTimer
+        /// Steer new connections on the container's ports to the activator.
+        case enableRedirect
+        /// Let new connections reach the app directly again.
+        case disableRedirect
+        /// Start a CRIU dump of the process; report `checkpointFinished` or `checkpointFailed`.
+        case startCheckpoint
+        /// Kill the process to scale down (checkpointing is off); report its `processExited`.
+        case startScaleDownKill
+        /// Start a CRIU restore from the image; report `restoreFinished` or `restoreFailed`.
+        case startRestore
+        /// Start the container afresh from its bundle; report `coldStartFinished` or
+        /// `coldStartFailed`.
+        case startColdStart
+        /// Keep the connection just accepted open and unanswered until a release or fail order.
+        case holdConnection
+        /// Proxy the connection just accepted to the app now (it runs).
+        case forwardConnection
+        /// Close the connection just accepted: the container is not running and will not wake.
+        case refuseConnection
+        /// Proxy all `count` held connections to the app, which now runs.
+        case releaseHeldConnections(count: Int)
+        /// Close all `count` held connections: the app will not come back.
+        case failHeldConnections(count: Int)
+        /// Answer the probe just accepted from the activator, without waking the app.
+        case answerProbe
+        /// Start the exec process `id` now.
+        case startExec(id: String)
+        /// Keep the exec `id` waiting until a start-held or fail-held order.
+        case holdExec(id: String)
+        /// Start the waiting exec processes `ids`, in order.
+        case startHeldExecs(ids: [String])
+        /// Fail the waiting exec processes `ids`: the container will not come back.
+        case failHeldExecs(ids: [String])
+        /// Refuse the exec `id`: the container does not run.
+        case rejectExec(id: String)
+        /// Remember that `signal` waits for the operation in flight; it is delivered (or turned
+        /// into a stop) when the operation ends. The kill request itself succeeds.
+        case deferSignal(signal: Int32)
+        /// Publish a status change (log, label, Kubernetes event, metrics). `duration` is the
+        /// checkpoint or restore time when there is one; `reason` explains a failure.
+        case emitStatus(StatusPhase, duration: Duration?, reason: String?)
+        /// Do not publish this process exit: it is the checkpointed (or scale-down-killed) process.
+        case suppressExit
+        /// Publish the container's exit with `status` (TaskExit, Wait answers).
+        case reportExit(status: Int32)
+        /// Send `signal` to the container's init process (runc kill).
+        case signalProcess(signal: Int32)
+        /// Delete the checkpoint image and work files.
+        case cleanupImages
+        /// Delete everything the container left: images, redirect maps and pins, activator sockets.
+        case cleanupAll
+    }
+}

@@ -1,0 +1,657 @@
+// The lifecycle of one scale-to-zero container as a pure value-type state machine
+// (docs/state-machine.md, docs/decisions/0002-lifecycle-state-machine.md). No I/O and no clock:
+// the driver reports facts with `event(_:)` and carries out the returned orders, in order, after
+// it released whatever lock guards the value.
+
+/// The lifecycle of one container managed by zeropod: running, checkpointing, scaled down,
+/// restoring, and the failure paths between them.
+///
+/// The driver (the shim, and the activator for connections) feeds ``Event``s and carries out the
+/// returned ``Action``s in order:
+///
+/// ```swift
+/// let actions = lifecycle.withLock { $0.event(.connectionArrived) }
+/// for action in actions { try await perform(action) }   // outside the lock
+/// ```
+///
+/// Invariants kept by construction: at most one checkpoint, kill-for-scale-down, restore or cold
+/// start is in flight; no scale-down while an exec runs; every held connection and exec is
+/// released or failed exactly once; an exit is reported at most once and `stopped` is terminal.
+/// Events that make no sense in the current phase (a late timer, a duplicate completion) return
+/// an empty list and leave the state untouched.
+public struct ContainerLifecycle: Sendable {
+    /// The settings this container was created with.
+    public let configuration: Configuration
+
+    private var state: State
+    /// False after a checkpoint or restore failed, or when the configuration disables it.
+    private var checkpointingAllowed: Bool
+    /// False when the scale-down duration is zero or the redirect could not be set up.
+    private var scaleDownAllowed: Bool
+    /// The newest activity reported with `activitySeen` or an idle deadline.
+    private var lastActivity: ZPInstant?
+    /// The newest init pid: the running one, or the checkpointed one while scaled down.
+    private var lastPid: Int32?
+
+    /// Creates the lifecycle of a container that was created but not yet started.
+    /// - Parameter configuration: the container's scale-down settings.
+    public init(configuration: Configuration) {
+        self.configuration = configuration
+        self.state = .created
+        self.checkpointingAllowed = configuration.checkpointingEnabled
+        self.scaleDownAllowed = configuration.scaleDownDuration > .zero
+    }
+
+    // MARK: - State
+
+    private enum State: Sendable {
+        case created
+        case running(Running)
+        case scalingDown(ScalingDown)
+        case scaledDown(ScaledDown)
+        case waking(Waking)
+        case stopped(Stopped)
+    }
+
+    private enum ScaleDownMethod: Sendable { case checkpoint, kill }
+    private enum WakeMethod: Sendable { case restore, coldStart }
+
+    private struct Running: Sendable {
+        var pid: Int32
+        /// Set exactly when the idle timer is armed.
+        var idleDeadline: ZPInstant?
+        /// Exec processes that run now; while any runs the container is pinned.
+        var execs: [String]
+    }
+
+    /// Connections, execs and signals that wait for an operation in flight.
+    private struct Waiters: Sendable {
+        var connections = 0
+        var execs: [String] = []
+        var signals: [Int32] = []
+        var isEmpty: Bool { connections == 0 && execs.isEmpty && signals.isEmpty }
+    }
+
+    private struct ScalingDown: Sendable {
+        var method: ScaleDownMethod
+        var pid: Int32
+        var waiters = Waiters()
+        /// The process's exit status if the reaper saw it exit during the dump.
+        var exitStatus: Int32?
+    }
+
+    private struct ScaledDown: Sendable {
+        /// `.checkpoint`: an image exists and waking restores it; `.kill`: waking cold-starts.
+        var method: ScaleDownMethod
+    }
+
+    private struct Waking: Sendable {
+        var method: WakeMethod
+        var waiters: Waiters
+    }
+
+    private struct Stopped: Sendable {
+        var exitStatus: Int32?
+        var deleted: Bool
+    }
+
+    // MARK: - Queries
+
+    /// The current phase.
+    public var phase: Phase {
+        switch state {
+        case .created: return .created
+        case .running: return .running
+        case .scalingDown(let s):
+            switch s.method {
+            case .checkpoint: return .checkpointing
+            case .kill: return .scalingDownByKill
+            }
+        case .scaledDown: return .scaledDown
+        case .waking(let w):
+            switch w.method {
+            case .restore: return .restoring
+            case .coldStart: return .coldStarting
+            }
+        case .stopped: return .stopped
+        }
+    }
+
+    /// The pid to show containerd (`State`, `Pids`): the running init, or the last one while the
+    /// container is scaled down or waking. `nil` before the first start.
+    public var pid: Int32? { lastPid }
+
+    /// Whether containerd and the kubelet should see the task as running: true from start until
+    /// the exit is reported, including while scaled down.
+    public var appearsRunning: Bool {
+        switch state {
+        case .running, .scalingDown, .scaledDown, .waking: return true
+        case .created, .stopped: return false
+        }
+    }
+
+    /// The deadline of the armed idle timer, or `nil` when none is armed.
+    public var idleDeadline: ZPInstant? {
+        switch state {
+        case .running(let r): return r.idleDeadline
+        case .created, .scalingDown, .scaledDown, .waking, .stopped: return nil
+        }
+    }
+
+    /// Whether the redirect to the activator should be on in this phase.
+    public var redirectEnabled: Bool {
+        switch state {
+        case .scalingDown, .scaledDown, .waking: return true
+        case .created, .running, .stopped: return false
+        }
+    }
+
+    /// Whether a checkpoint image exists that a restore would read.
+    public var hasCheckpointImage: Bool {
+        switch state {
+        case .scaledDown(let s):
+            switch s.method {
+            case .checkpoint: return true
+            case .kill: return false
+            }
+        case .waking(let w):
+            switch w.method {
+            case .restore: return true
+            case .coldStart: return false
+            }
+        case .created, .running, .scalingDown, .stopped: return false
+        }
+    }
+
+    /// The number of connections held until the container runs again.
+    public var heldConnections: Int { waiters?.connections ?? 0 }
+
+    /// The exec processes waiting for the container to run again, in arrival order.
+    public var heldExecs: [String] { waiters?.execs ?? [] }
+
+    /// The signals deferred until the operation in flight ends, in arrival order.
+    public var deferredSignals: [Int32] { waiters?.signals ?? [] }
+
+    /// The exec processes running now (they pin the container: no scale-down).
+    public var runningExecs: [String] {
+        switch state {
+        case .running(let r): return r.execs
+        case .created, .scalingDown, .scaledDown, .waking, .stopped: return []
+        }
+    }
+
+    /// Whether the next scale-down would checkpoint (`true`) or kill (`false`). Turns false for
+    /// good after a checkpoint or restore failure.
+    public var checkpointingEnabled: Bool { checkpointingAllowed }
+
+    /// Whether the container can still scale down (non-zero duration, redirect available).
+    public var scaleDownEnabled: Bool { scaleDownAllowed }
+
+    /// The exit status reported when the container stopped, if it stopped after running.
+    public var exitStatus: Int32? {
+        switch state {
+        case .stopped(let s): return s.exitStatus
+        case .created, .running, .scalingDown, .scaledDown, .waking: return nil
+        }
+    }
+
+    private var waiters: Waiters? {
+        switch state {
+        case .scalingDown(let s): return s.waiters
+        case .waking(let w): return w.waiters
+        case .created, .running, .scaledDown, .stopped: return nil
+        }
+    }
+
+    // MARK: - Events
+
+    /// Applies one event and returns the orders it causes, in the order they must be carried out.
+    ///
+    /// An event that does not apply to the current phase returns `[]` and changes nothing (see
+    /// the table in docs/state-machine.md).
+    /// - Parameter event: what happened.
+    /// - Returns: the actions for the driver; empty when there is nothing to do.
+    public mutating func event(_ event: Event) -> [Action] {
+        switch event {
+        case .started(let pid, let now): return started(pid: pid, now: now)
+        case .idleDeadlineReached(let last, let open, let now):
+            return idleDeadlineReached(lastActivity: last, openConnections: open, now: now)
+        case .activitySeen(let at):
+            recordActivity(at)
+            return []
+        case .redirectUnavailable: return redirectUnavailable()
+        case .checkpointFinished(let duration): return checkpointFinished(duration: duration)
+        case .checkpointFailed(let reason, let now): return checkpointFailed(reason: reason, now: now)
+        case .connectionArrived: return connectionArrived()
+        case .probeArrived: return probeArrived()
+        case .restoreFinished(let pid, let duration, let now):
+            return wakeFinished(.restore, pid: pid, duration: duration, now: now)
+        case .restoreFailed(let reason): return restoreFailed(reason: reason)
+        case .coldStartFinished(let pid, let now): return wakeFinished(.coldStart, pid: pid, duration: nil, now: now)
+        case .coldStartFailed(let reason): return coldStartFailed(reason: reason)
+        case .execStarted(let id): return execStarted(id: id)
+        case .execEnded(let id, let now): return execEnded(id: id, now: now)
+        case .killRequested(let signal): return killRequested(signal: signal)
+        case .processExited(let pid, let status): return processExited(pid: pid, status: status)
+        case .deleteRequested: return deleteRequested()
+        }
+    }
+
+    // MARK: - Transitions
+
+    private mutating func started(pid: Int32, now: ZPInstant) -> [Action] {
+        switch state {
+        case .created:
+            lastPid = pid
+            var actions: [Action] = [.emitStatus(.running, duration: nil, reason: nil)]
+            actions += enterRunning(pid: pid, execs: [], now: now)
+            return actions
+        case .running, .scalingDown, .scaledDown, .waking, .stopped:
+            return []
+        }
+    }
+
+    private mutating func idleDeadlineReached(
+        lastActivity seen: ZPInstant?,
+        openConnections: Int,
+        now: ZPInstant
+    ) -> [Action] {
+        if let seen { recordActivity(seen) }
+        switch state {
+        case .running(var r):
+            // Not armed (exec running, scale-down off) or a stale firing of a re-armed timer.
+            guard let deadline = r.idleDeadline, now >= deadline else { return [] }
+            let window = configuration.scaleDownDuration
+            if openConnections > 0 && configuration.openConnectionsCountAsActivity {
+                return rearm(&r, at: now.advanced(by: window))
+            }
+            if let last = lastActivity, last.advanced(by: window) > now {
+                return rearm(&r, at: last.advanced(by: window))
+            }
+            let method: ScaleDownMethod = checkpointingAllowed ? .checkpoint : .kill
+            state = .scalingDown(ScalingDown(method: method, pid: r.pid))
+            switch method {
+            case .checkpoint: return [.enableRedirect, .startCheckpoint]
+            case .kill: return [.enableRedirect, .startScaleDownKill]
+            }
+        case .created, .scalingDown, .scaledDown, .waking, .stopped:
+            return []
+        }
+    }
+
+    private mutating func rearm(_ running: inout Running, at deadline: ZPInstant) -> [Action] {
+        running.idleDeadline = deadline
+        state = .running(running)
+        return [.armIdleTimer(deadline: deadline)]
+    }
+
+    private mutating func recordActivity(_ instant: ZPInstant) {
+        if let last = lastActivity, last >= instant { return }
+        lastActivity = instant
+    }
+
+    private mutating func redirectUnavailable() -> [Action] {
+        scaleDownAllowed = false
+        switch state {
+        case .running(var r):
+            guard r.idleDeadline != nil else { return [] }
+            r.idleDeadline = nil
+            state = .running(r)
+            return [.cancelIdleTimer]
+        case .scaledDown(let scaled):
+            // Nothing can reach the activator any more: wake now rather than stay down unreachable.
+            return wake(scaled, waiters: Waiters())
+        case .created, .scalingDown, .waking, .stopped:
+            // A scale-down in flight wakes as soon as it completes (`enterScaledDown`).
+            return []
+        }
+    }
+
+    private mutating func checkpointFinished(duration: Duration) -> [Action] {
+        switch state {
+        case .scalingDown(let s):
+            switch s.method {
+            case .checkpoint:
+                return [.emitStatus(.scaledDown, duration: duration, reason: nil)]
+                    + enterScaledDown(ScaledDown(method: .checkpoint), waiters: s.waiters)
+            case .kill:
+                return []
+            }
+        case .created, .running, .scaledDown, .waking, .stopped:
+            return []
+        }
+    }
+
+    private mutating func checkpointFailed(reason: String, now: ZPInstant) -> [Action] {
+        switch state {
+        case .scalingDown(let s):
+            switch s.method {
+            case .checkpoint:
+                checkpointingAllowed = false
+                var actions: [Action] = [
+                    .disableRedirect, .cleanupImages, .emitStatus(.checkpointFailed, duration: nil, reason: reason),
+                ]
+                if let status = s.exitStatus {
+                    // The process died while CRIU dumped it: nothing is left to run.
+                    actions += failWaiters(s.waiters)
+                    actions += enterStopped(status: status, deleted: false)
+                    return actions
+                }
+                actions += releaseWaiters(s.waiters)
+                actions += enterRunning(pid: s.pid, execs: s.waiters.execs, now: now)
+                actions += s.waiters.signals.map { .signalProcess(signal: $0) }
+                return actions
+            case .kill:
+                return []
+            }
+        case .created, .running, .scaledDown, .waking, .stopped:
+            return []
+        }
+    }
+
+    /// Enters `scaledDown` after a scale-down completed, then stops if a stop signal waited or
+    /// wakes at once if anything else waited.
+    private mutating func enterScaledDown(_ scaled: ScaledDown, waiters: Waiters) -> [Action] {
+        state = .scaledDown(scaled)
+        if let stop = waiters.signals.first(where: Self.isStopSignal) {
+            return failWaiters(waiters) + stopWhileScaledDown(scaled, status: Self.exitStatus(afterStopSignal: stop))
+        }
+        // Wake at once if anything waits, or if no redirect can wake the container later.
+        if waiters.isEmpty && scaleDownAllowed { return [] }
+        return wake(scaled, waiters: waiters)
+    }
+
+    private mutating func wake(_ scaled: ScaledDown, waiters: Waiters) -> [Action] {
+        switch scaled.method {
+        case .checkpoint:
+            state = .waking(Waking(method: .restore, waiters: waiters))
+            return [.startRestore]
+        case .kill:
+            state = .waking(Waking(method: .coldStart, waiters: waiters))
+            return [.startColdStart]
+        }
+    }
+
+    private mutating func connectionArrived() -> [Action] {
+        switch state {
+        case .created, .stopped:
+            return [.refuseConnection]
+        case .running:
+            return [.forwardConnection]
+        case .scalingDown(var s):
+            s.waiters.connections += 1
+            state = .scalingDown(s)
+            return [.holdConnection]
+        case .scaledDown(let scaled):
+            return [.holdConnection] + wake(scaled, waiters: Waiters(connections: 1))
+        case .waking(var w):
+            w.waiters.connections += 1
+            state = .waking(w)
+            return [.holdConnection]
+        }
+    }
+
+    private func probeArrived() -> [Action] {
+        switch state {
+        case .created, .stopped: return [.refuseConnection]
+        case .running: return [.forwardConnection]
+        case .scalingDown, .scaledDown, .waking: return [.answerProbe]
+        }
+    }
+
+    private mutating func wakeFinished(
+        _ method: WakeMethod,
+        pid: Int32,
+        duration: Duration?,
+        now: ZPInstant
+    ) -> [Action] {
+        switch state {
+        case .waking(let w):
+            guard w.method == method else { return [] }
+            lastPid = pid
+            var actions = releaseWaiters(w.waiters)
+            actions.append(.disableRedirect)
+            switch method {
+            case .restore: actions.append(.cleanupImages)
+            case .coldStart: break
+            }
+            actions.append(.emitStatus(.running, duration: duration, reason: nil))
+            actions += enterRunning(pid: pid, execs: w.waiters.execs, now: now)
+            actions += w.waiters.signals.map { .signalProcess(signal: $0) }
+            return actions
+        case .created, .running, .scalingDown, .scaledDown, .stopped:
+            return []
+        }
+    }
+
+    private mutating func restoreFailed(reason: String) -> [Action] {
+        switch state {
+        case .waking(var w):
+            switch w.method {
+            case .restore:
+                // One cold start from the bundle; the image is of no further use.
+                checkpointingAllowed = false
+                w.method = .coldStart
+                state = .waking(w)
+                return [.cleanupImages, .emitStatus(.restoreFailed, duration: nil, reason: reason), .startColdStart]
+            case .coldStart:
+                return []
+            }
+        case .created, .running, .scalingDown, .scaledDown, .stopped:
+            return []
+        }
+    }
+
+    private mutating func coldStartFailed(reason: String) -> [Action] {
+        switch state {
+        case .waking(let w):
+            switch w.method {
+            case .coldStart:
+                // Nothing left to try: exit(1) lets the kubelet restart the container.
+                var actions = failWaiters(w.waiters)
+                actions.append(.disableRedirect)
+                actions.append(.emitStatus(.restoreFailed, duration: nil, reason: reason))
+                actions += enterStopped(status: 1, deleted: false)
+                return actions
+            case .restore:
+                return []
+            }
+        case .created, .running, .scalingDown, .scaledDown, .stopped:
+            return []
+        }
+    }
+
+    private mutating func execStarted(id: String) -> [Action] {
+        switch state {
+        case .created, .stopped:
+            return [.rejectExec(id: id)]
+        case .running(var r):
+            guard !r.execs.contains(id) else { return [] }
+            r.execs.append(id)
+            let wasArmed = r.idleDeadline != nil
+            r.idleDeadline = nil
+            state = .running(r)
+            return wasArmed ? [.cancelIdleTimer, .startExec(id: id)] : [.startExec(id: id)]
+        case .scalingDown(var s):
+            guard !s.waiters.execs.contains(id) else { return [] }
+            s.waiters.execs.append(id)
+            state = .scalingDown(s)
+            return [.holdExec(id: id)]
+        case .scaledDown(let scaled):
+            return [.holdExec(id: id)] + wake(scaled, waiters: Waiters(execs: [id]))
+        case .waking(var w):
+            guard !w.waiters.execs.contains(id) else { return [] }
+            w.waiters.execs.append(id)
+            state = .waking(w)
+            return [.holdExec(id: id)]
+        }
+    }
+
+    private mutating func execEnded(id: String, now: ZPInstant) -> [Action] {
+        switch state {
+        case .running(var r):
+            guard let index = r.execs.firstIndex(of: id) else { return [] }
+            r.execs.remove(at: index)
+            state = .running(r)
+            guard r.execs.isEmpty else { return [] }
+            return enterRunning(pid: r.pid, execs: [], now: now)
+        case .scalingDown(var s):
+            // A held exec was cancelled before it could run.
+            guard let index = s.waiters.execs.firstIndex(of: id) else { return [] }
+            s.waiters.execs.remove(at: index)
+            state = .scalingDown(s)
+            return []
+        case .waking(var w):
+            guard let index = w.waiters.execs.firstIndex(of: id) else { return [] }
+            w.waiters.execs.remove(at: index)
+            state = .waking(w)
+            return []
+        case .created, .scaledDown, .stopped:
+            return []
+        }
+    }
+
+    private mutating func killRequested(signal: Int32) -> [Action] {
+        switch state {
+        case .created, .running:
+            return [.signalProcess(signal: signal)]
+        case .scalingDown(var s):
+            guard signal != 0 else { return [] }
+            s.waiters.signals.append(signal)
+            state = .scalingDown(s)
+            return [.deferSignal(signal: signal)]
+        case .scaledDown(let scaled):
+            if signal == 0 { return [] }
+            if Self.isStopSignal(signal) {
+                return stopWhileScaledDown(scaled, status: Self.exitStatus(afterStopSignal: signal))
+            }
+            // A signal the app may handle (HUP, USR1, ...): wake it and deliver it then.
+            return [.deferSignal(signal: signal)] + wake(scaled, waiters: Waiters(signals: [signal]))
+        case .waking(var w):
+            guard signal != 0 else { return [] }
+            w.waiters.signals.append(signal)
+            state = .waking(w)
+            return [.deferSignal(signal: signal)]
+        case .stopped:
+            return []
+        }
+    }
+
+    private mutating func processExited(pid: Int32, status: Int32) -> [Action] {
+        switch state {
+        case .created:
+            return enterStopped(status: status, deleted: false)
+        case .running(let r):
+            guard pid == r.pid else { return [.suppressExit] }
+            var actions: [Action] = r.idleDeadline != nil ? [.cancelIdleTimer] : []
+            actions += enterStopped(status: status, deleted: false)
+            return actions
+        case .scalingDown(var s):
+            guard pid == s.pid else { return [.suppressExit] }
+            switch s.method {
+            case .checkpoint:
+                // CRIU ends the dumped process; the outcome comes with checkpointFinished/Failed.
+                if s.exitStatus == nil { s.exitStatus = status }
+                state = .scalingDown(s)
+                return [.suppressExit]
+            case .kill:
+                if s.waiters.signals.contains(where: Self.isStopSignal) {
+                    // A stop was requested while we killed it: this exit is the container's end.
+                    return failWaiters(s.waiters) + [.disableRedirect] + enterStopped(status: status, deleted: false)
+                }
+                return [.suppressExit, .emitStatus(.scaledDown, duration: nil, reason: nil)]
+                    + enterScaledDown(ScaledDown(method: .kill), waiters: s.waiters)
+            }
+        case .scaledDown, .waking, .stopped:
+            // The checkpointed or killed process, reaped late; or an exit already reported.
+            return [.suppressExit]
+        }
+    }
+
+    private mutating func deleteRequested() -> [Action] {
+        switch state {
+        case .created:
+            state = .stopped(Stopped(exitStatus: nil, deleted: true))
+            return [.cleanupAll]
+        case .running, .scalingDown, .waking:
+            // The process is alive: the driver refuses, as runc does, until it is killed.
+            return []
+        case .scaledDown(let scaled):
+            var actions = stopWhileScaledDown(scaled, status: 0)
+            actions.append(.cleanupAll)
+            markDeleted()
+            return actions
+        case .stopped(let s):
+            guard !s.deleted else { return [] }
+            markDeleted()
+            return [.cleanupAll]
+        }
+    }
+
+    // MARK: - Helpers
+
+    /// Enters `running` with `execs` pinning it, arming the idle timer if nothing pins it.
+    private mutating func enterRunning(pid: Int32, execs: [String], now: ZPInstant) -> [Action] {
+        var running = Running(pid: pid, idleDeadline: nil, execs: execs)
+        guard execs.isEmpty, scaleDownAllowed else {
+            state = .running(running)
+            return []
+        }
+        let deadline = now.advanced(by: configuration.scaleDownDuration)
+        running.idleDeadline = deadline
+        state = .running(running)
+        return [.armIdleTimer(deadline: deadline)]
+    }
+
+    /// Enters `stopped` and reports the exit.
+    private mutating func enterStopped(status: Int32, deleted: Bool) -> [Action] {
+        state = .stopped(Stopped(exitStatus: status, deleted: deleted))
+        return [.emitStatus(.stopping, duration: nil, reason: nil), .reportExit(status: status)]
+    }
+
+    /// Stops a scaled-down container without restoring it.
+    private mutating func stopWhileScaledDown(_ scaled: ScaledDown, status: Int32) -> [Action] {
+        var actions: [Action] = [.disableRedirect]
+        switch scaled.method {
+        case .checkpoint: actions.append(.cleanupImages)
+        case .kill: break
+        }
+        return actions + enterStopped(status: status, deleted: false)
+    }
+
+    private mutating func markDeleted() {
+        switch state {
+        case .stopped(var s):
+            s.deleted = true
+            state = .stopped(s)
+        case .created, .running, .scalingDown, .scaledDown, .waking:
+            preconditionFailure("markDeleted outside stopped: \(state)")
+        }
+    }
+
+    private func releaseWaiters(_ waiters: Waiters) -> [Action] {
+        var actions: [Action] = []
+        if waiters.connections > 0 { actions.append(.releaseHeldConnections(count: waiters.connections)) }
+        if !waiters.execs.isEmpty { actions.append(.startHeldExecs(ids: waiters.execs)) }
+        return actions
+    }
+
+    private func failWaiters(_ waiters: Waiters) -> [Action] {
+        var actions: [Action] = []
+        if waiters.connections > 0 { actions.append(.failHeldConnections(count: waiters.connections)) }
+        if !waiters.execs.isEmpty { actions.append(.failHeldExecs(ids: waiters.execs)) }
+        return actions
+    }
+
+    /// SIGINT, SIGQUIT, SIGKILL and SIGTERM (Linux numbers) stop a scaled-down container without
+    /// waking it; other signals are delivered after a wake-up.
+    static func isStopSignal(_ signal: Int32) -> Bool {
+        signal == 2 || signal == 3 || signal == 9 || signal == 15
+    }
+
+    /// The exit status reported when a scaled-down container is stopped by `signal`: 137 for
+    /// SIGKILL (what a killed process reports), 0 otherwise (the original's answer).
+    static func exitStatus(afterStopSignal signal: Int32) -> Int32 {
+        signal == 9 ? 137 : 0
+    }
+}
