@@ -65,7 +65,7 @@ public struct NodeConfig: Equatable, Sendable {
     public init(parsing text: String, source: String = NodeConfig.defaultPath) throws(ConfigError) {
         self.init()
         var seen: [Key: Int] = [:]
-        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        for (index, rawLine) in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }).enumerated() {
             let lineNumber = index + 1
             let location = "\(source):\(lineNumber)"
             let line = trim(rawLine)
