@@ -80,6 +80,12 @@ public struct ProtobufWriter: Sendable {
         bytes.append(UInt8(v))
     }
 
+    /// Appends bytes as they are: an already encoded field, or a group body between tags written
+    /// with `appendTag(field:wireType:)`.
+    public mutating func appendRawBytes<C: Collection>(_ raw: C) where C.Element == UInt8 {
+        bytes.append(contentsOf: raw)
+    }
+
     /// Appends a field key (field number and wire type).
     public mutating func appendTag(field: Int, wireType: ProtobufWireType) {
         precondition(field > 0 && field < (1 << 29), "protobuf field number \(field) out of range")
@@ -175,6 +181,24 @@ public struct ProtobufWriter: Sendable {
     public mutating func writePackedVarints<S: Sequence>(field: Int, _ values: S) where S.Element == UInt64 {
         var packed = ProtobufWriter()
         for v in values { packed.appendVarint(v) }
+        guard !packed.bytes.isEmpty else { return }
+        writeBytes(field: field, packed.bytes)
+    }
+
+    /// A packed repeated `fixed32`, `sfixed32` (via bit pattern) or `float` (via `bitPattern`) field.
+    /// Writes nothing when `values` is empty, like protoc.
+    public mutating func writePackedFixed32<S: Sequence>(field: Int, _ values: S) where S.Element == UInt32 {
+        var packed = ProtobufWriter()
+        for v in values { packed.appendFixed32(v) }
+        guard !packed.bytes.isEmpty else { return }
+        writeBytes(field: field, packed.bytes)
+    }
+
+    /// A packed repeated `fixed64`, `sfixed64` (via bit pattern) or `double` (via `bitPattern`) field.
+    /// Writes nothing when `values` is empty, like protoc.
+    public mutating func writePackedFixed64<S: Sequence>(field: Int, _ values: S) where S.Element == UInt64 {
+        var packed = ProtobufWriter()
+        for v in values { packed.appendFixed64(v) }
         guard !packed.bytes.isEmpty else { return }
         writeBytes(field: field, packed.bytes)
     }
@@ -324,6 +348,42 @@ public struct ProtobufField: Sendable {
     }
 }
 
+extension ProtobufField {
+    /// A repeated `fixed32`-sized field, packed (length-delimited) or not (one value).
+    /// - Throws: `ProtobufError.truncated` when a packed body is not a multiple of 4 bytes,
+    ///   `wrongWireType` for other wire types.
+    public func packedFixed32(in message: String) throws(ProtobufError) -> [UInt32] {
+        switch value {
+        case .fixed32(let v): return [v]
+        case .lengthDelimited(let b):
+            var r = ProtobufReader(b)
+            var out: [UInt32] = []
+            out.reserveCapacity(b.count / 4)
+            while !r.isAtEnd { out.append(try r.readFixed32()) }
+            return out
+        case .varint, .fixed64, .group:
+            throw .wrongWireType(message: message, field: number, got: wireType)
+        }
+    }
+
+    /// A repeated `fixed64`-sized field, packed (length-delimited) or not (one value).
+    /// - Throws: `ProtobufError.truncated` when a packed body is not a multiple of 8 bytes,
+    ///   `wrongWireType` for other wire types.
+    public func packedFixed64(in message: String) throws(ProtobufError) -> [UInt64] {
+        switch value {
+        case .fixed64(let v): return [v]
+        case .lengthDelimited(let b):
+            var r = ProtobufReader(b)
+            var out: [UInt64] = []
+            out.reserveCapacity(b.count / 8)
+            while !r.isAtEnd { out.append(try r.readFixed64()) }
+            return out
+        case .varint, .fixed32, .group:
+            throw .wrongWireType(message: message, field: number, got: wireType)
+        }
+    }
+}
+
 /// Reads protobuf fields one at a time from a byte slice. Unknown fields are the caller's to skip:
 /// `nextField()` already consumed them, so a `default:` branch that ignores the field skips it.
 public struct ProtobufReader: Sendable {
@@ -371,6 +431,12 @@ public struct ProtobufReader: Sendable {
         index += size
         return v
     }
+
+    /// Reads a little-endian 4-byte value (the body of a `fixed32` field).
+    public mutating func readFixed32() throws(ProtobufError) -> UInt32 { try readFixed(UInt32.self) }
+
+    /// Reads a little-endian 8-byte value (the body of a `fixed64` field).
+    public mutating func readFixed64() throws(ProtobufError) -> UInt64 { try readFixed(UInt64.self) }
 
     private mutating func readLengthDelimited() throws(ProtobufError) -> ArraySlice<UInt8> {
         let start = offset

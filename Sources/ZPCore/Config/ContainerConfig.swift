@@ -1,0 +1,313 @@
+// The per-container configuration, parsed from the `zeropod.ctrox.dev/*` annotations that
+// containerd copies from the pod into each container's OCI spec. Same keys, defaults and syntax as
+// the original zeropod (docs/configuration.md), with stricter checks where the original silently
+// accepted values that can never work; each difference is listed in docs/configuration.md.
+
+/// The annotation keys zeropod reads, under `zeropod.ctrox.dev/`.
+public enum ZeropodAnnotation: String, CaseIterable, Sendable {
+    /// Idle time before scale-down (Go duration, default `1m`, `0` disables).
+    case scaledownDuration = "zeropod.ctrox.dev/scaledown-duration"
+    /// Comma list of container names to manage (default: every app container).
+    case containerNames = "zeropod.ctrox.dev/container-names"
+    /// Ports per container: `name=80,8080;other=9000` (default: detected listening ports).
+    case portsMap = "zeropod.ctrox.dev/ports-map"
+    /// Scale down by killing instead of checkpointing (Go bool, default false).
+    case disableCheckpointing = "zeropod.ctrox.dev/disable-checkpointing"
+    /// Pre-dump memory before the final checkpoint (Go bool, default false).
+    case preDump = "zeropod.ctrox.dev/pre-dump"
+    /// Do not answer kubelet probes in the activator (Go bool, default false).
+    case disableProbeDetection = "zeropod.ctrox.dev/disable-probe-detection"
+    /// Bytes read ahead to recognise a probe (integer, default 1024).
+    case probeBufferSize = "zeropod.ctrox.dev/probe-buffer-size"
+    /// How long the activator retries connecting to the restored app (Go duration, default 5s).
+    case connectTimeout = "zeropod.ctrox.dev/connect-timeout"
+    /// Lifetime limit of a proxied first connection (Go duration, default 5s).
+    case proxyTimeout = "zeropod.ctrox.dev/proxy-timeout"
+    /// Comma list of containers migrated on pod deletion (needs checkpointing).
+    case migrate = "zeropod.ctrox.dev/migrate"
+    /// The one container migrated live (lazy pages).
+    case liveMigrate = "zeropod.ctrox.dev/live-migrate"
+    /// Migrate without the container's file system changes (Go bool, default false).
+    case disableMigrateData = "zeropod.ctrox.dev/disable-migrate-data"
+
+    /// The common prefix of every zeropod annotation.
+    public static let prefix = "zeropod.ctrox.dev/"
+}
+
+/// Annotations the CRI plugin of containerd sets on every container's OCI spec.
+public enum CRIAnnotation {
+    /// The container's name in the pod spec.
+    public static let containerName = "io.kubernetes.cri.container-name"
+    /// `sandbox` for the pause container, `container` for app containers.
+    public static let containerType = "io.kubernetes.cri.container-type"
+    /// The pod's name.
+    public static let sandboxName = "io.kubernetes.cri.sandbox-name"
+    /// The pod's namespace.
+    public static let sandboxNamespace = "io.kubernetes.cri.sandbox-namespace"
+    /// The pod's UID.
+    public static let sandboxUID = "io.kubernetes.cri.sandbox-uid"
+}
+
+/// The kind of container, from `io.kubernetes.cri.container-type`.
+public enum ContainerType: Equatable, Sendable {
+    /// The pod sandbox (pause container): never managed by zeropod.
+    case sandbox
+    /// An app container of a pod.
+    case container
+    /// No CRI annotation, e.g. a container started with `ctr run`.
+    case unspecified
+    /// A value this version does not know; treated like an app container.
+    case other(String)
+
+    /// Maps the annotation value (nil when absent).
+    public init(annotation: String?) {
+        switch annotation {
+        case nil, "": self = .unspecified
+        case "sandbox": self = .sandbox
+        case "container": self = .container
+        case let value?: self = .other(value)
+        }
+    }
+}
+
+/// The zeropod configuration of one container, parsed from its OCI spec annotations.
+///
+/// An absent or empty annotation means the default, as in the original. Values are not trimmed.
+public struct ContainerConfig: Equatable, Sendable {
+    /// Default idle time before scale-down: one minute.
+    public static let defaultScaleDownDuration: Duration = .seconds(60)
+    /// Default activator read-ahead for probe detection, in bytes.
+    public static let defaultProbeBufferSize = 1024
+    /// Largest accepted `probe-buffer-size` (1 MiB); the original did not check.
+    public static let maximumProbeBufferSize = 1 << 20
+    /// Default `connect-timeout`.
+    public static let defaultConnectTimeout: Duration = .seconds(5)
+    /// Default `proxy-timeout`.
+    public static let defaultProxyTimeout: Duration = .seconds(5)
+    /// Annotation keys under `zeropod.ctrox.dev/` written by the zeropod manager for its own use
+    /// (in-place scaling); they are not container settings and are neither parsed nor reported.
+    public static let managerAnnotationKeys: Set<String> = [
+        "zeropod.ctrox.dev/cpu-requests", "zeropod.ctrox.dev/memory-requests",
+    ]
+
+    /// `io.kubernetes.cri.container-name`; empty when absent.
+    public var containerName: String
+    /// `io.kubernetes.cri.container-type`.
+    public var containerType: ContainerType
+    /// `io.kubernetes.cri.sandbox-name`; empty when absent.
+    public var podName: String
+    /// `io.kubernetes.cri.sandbox-namespace`; empty when absent.
+    public var podNamespace: String
+    /// `io.kubernetes.cri.sandbox-uid`; empty when absent.
+    public var podUID: String
+
+    /// Idle time before scale-down; nil when scale-down is disabled (`scaledown-duration: 0`).
+    public var scaleDownDuration: Duration?
+    /// `container-names`; empty means every app container of the pod.
+    public var containerNames: [String]
+    /// The ports of this container from `ports-map`, in order; empty means "detect listening ports".
+    public var ports: [UInt16]
+    /// `disable-checkpointing`: scale down by killing; restore is a cold start.
+    public var disableCheckpointing: Bool
+    /// `pre-dump`: pre-dump memory before the final checkpoint (the checkpointer skips it where the
+    /// kernel has no dirty-page tracking).
+    public var preDump: Bool
+    /// `disable-probe-detection`: the activator treats probes like any other connection.
+    public var disableProbeDetection: Bool
+    /// `probe-buffer-size`: bytes read ahead to recognise a probe.
+    public var probeBufferSize: Int
+    /// `connect-timeout`: how long the activator retries connecting to the restored app.
+    public var connectTimeout: Duration
+    /// `proxy-timeout`: lifetime limit of a connection proxied by the activator.
+    public var proxyTimeout: Duration
+    /// `migrate`: containers migrated when the pod is deleted.
+    public var migrate: [String]
+    /// `live-migrate`: the one container migrated live; nil when absent.
+    public var liveMigrate: String?
+    /// `disable-migrate-data`: migrate without the container's file system changes.
+    public var disableMigrateData: Bool
+
+    /// Parses the annotations of one container's OCI spec.
+    ///
+    /// Every present zeropod annotation is checked, also `ports-map` entries of other containers,
+    /// so a typo fails creation of the container instead of being ignored.
+    /// - Parameter annotations: the OCI spec's `annotations` object.
+    /// - Throws: `ConfigError` naming the first annotation (in `ZeropodAnnotation` order) whose value
+    ///   is malformed, the value and the reason.
+    public init(annotations: [String: String]) throws(ConfigError) {
+        containerName = annotations[CRIAnnotation.containerName] ?? ""
+        containerType = ContainerType(annotation: annotations[CRIAnnotation.containerType])
+        podName = annotations[CRIAnnotation.sandboxName] ?? ""
+        podNamespace = annotations[CRIAnnotation.sandboxNamespace] ?? ""
+        podUID = annotations[CRIAnnotation.sandboxUID] ?? ""
+
+        func value(_ key: ZeropodAnnotation) -> String? {
+            guard let v = annotations[key.rawValue], !v.isEmpty else { return nil }
+            return v
+        }
+
+        scaleDownDuration = Self.defaultScaleDownDuration
+        if let v = value(.scaledownDuration) {
+            let d = try Self.duration(v, key: .scaledownDuration)
+            scaleDownDuration = d == .zero ? nil : d
+        }
+
+        containerNames = []
+        if let v = value(.containerNames) { containerNames = try Self.nameList(v, key: .containerNames) }
+
+        ports = []
+        if let v = value(.portsMap) {
+            for (name, list) in try PortsMap.parse(v, key: ZeropodAnnotation.portsMap.rawValue) where name == containerName {
+                ports += list
+            }
+        }
+
+        disableCheckpointing = try Self.bool(value(.disableCheckpointing), key: .disableCheckpointing)
+        preDump = try Self.bool(value(.preDump), key: .preDump)
+        disableProbeDetection = try Self.bool(value(.disableProbeDetection), key: .disableProbeDetection)
+
+        probeBufferSize = Self.defaultProbeBufferSize
+        if let v = value(.probeBufferSize) {
+            probeBufferSize = try Self.integer(v, key: .probeBufferSize, in: 1...Self.maximumProbeBufferSize)
+        }
+
+        connectTimeout = Self.defaultConnectTimeout
+        if let v = value(.connectTimeout) {
+            let d = try Self.duration(v, key: .connectTimeout)
+            if d > .zero { connectTimeout = d }
+        }
+        proxyTimeout = Self.defaultProxyTimeout
+        if let v = value(.proxyTimeout) {
+            let d = try Self.duration(v, key: .proxyTimeout)
+            if d > .zero { proxyTimeout = d }
+        }
+
+        migrate = []
+        if let v = value(.migrate) { migrate = try Self.nameList(v, key: .migrate) }
+        liveMigrate = nil
+        if let v = value(.liveMigrate) {
+            if let problem = Self.nameProblem(v) {
+                throw ConfigError(key: ZeropodAnnotation.liveMigrate.rawValue, value: v, reason: .invalidName(problem))
+            }
+            liveMigrate = v
+        }
+        disableMigrateData = try Self.bool(value(.disableMigrateData), key: .disableMigrateData)
+    }
+
+    /// Whether zeropod manages this container: never the sandbox; otherwise every container when
+    /// `container-names` is empty, else only the named ones.
+    public var isManaged: Bool {
+        if containerType == .sandbox { return false }
+        return containerNames.isEmpty || containerNames.contains(containerName)
+    }
+
+    /// Whether scale-down is enabled (`scaledown-duration` is not zero).
+    public var scaleDownEnabled: Bool { scaleDownDuration != nil }
+
+    /// Whether this container is migrated (offline) on pod deletion: named in `migrate` and
+    /// checkpointing is not disabled.
+    public var migrationEnabled: Bool { !disableCheckpointing && migrate.contains(containerName) }
+
+    /// Whether this container is migrated live: `live-migrate` names it (an absent annotation never
+    /// matches, unlike the original, where two empty names matched).
+    public var liveMigrationEnabled: Bool { liveMigrate != nil && liveMigrate == containerName }
+
+    /// Whether any kind of migration applies to this container.
+    public var anyMigrationEnabled: Bool { migrationEnabled || liveMigrationEnabled }
+
+    /// Keys under `zeropod.ctrox.dev/` that are neither container settings nor manager keys, sorted.
+    /// The original ignores them; the shim logs them as likely typos.
+    public static func unrecognizedKeys(in annotations: [String: String]) -> [String] {
+        let known = Set(ZeropodAnnotation.allCases.map(\.rawValue)).union(managerAnnotationKeys)
+        return annotations.keys.filter { $0.hasPrefix(ZeropodAnnotation.prefix) && !known.contains($0) }.sorted()
+    }
+
+    // MARK: value parsers
+
+    private static func duration(_ v: String, key: ZeropodAnnotation) throws(ConfigError) -> Duration {
+        let d: Duration
+        do {
+            d = try GoDuration.parse(v)
+        } catch {
+            throw ConfigError(key: key.rawValue, value: v, reason: .invalidDuration(error.description))
+        }
+        guard d >= .zero else {
+            throw ConfigError(key: key.rawValue, value: v, reason: .invalidDuration("must not be negative"))
+        }
+        return d
+    }
+
+    private static func bool(_ v: String?, key: ZeropodAnnotation) throws(ConfigError) -> Bool {
+        guard let v else { return false }
+        guard let b = GoBool.parse(v) else { throw ConfigError(key: key.rawValue, value: v, reason: .invalidBoolean) }
+        return b
+    }
+
+    /// Go's `strconv.Atoi` syntax (optional sign, decimal digits), then a range check.
+    private static func integer(_ v: String, key: ZeropodAnnotation, in range: ClosedRange<Int>) throws(ConfigError) -> Int {
+        guard let n = Int(v, radix: 10) else {
+            throw ConfigError(key: key.rawValue, value: v, reason: .invalidInteger("not a decimal number"))
+        }
+        guard range.contains(n) else {
+            throw ConfigError(key: key.rawValue, value: v,
+                              reason: .invalidInteger("must be between \(range.lowerBound) and \(range.upperBound)"))
+        }
+        return n
+    }
+
+    private static func nameList(_ v: String, key: ZeropodAnnotation) throws(ConfigError) -> [String] {
+        let names = v.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        for (i, name) in names.enumerated() {
+            if let problem = nameProblem(name) {
+                throw ConfigError(key: key.rawValue, value: v, reason: .invalidNameList("name \(i + 1) \(quoted(name)) \(problem)"))
+            }
+        }
+        return names
+    }
+
+    /// Why `name` cannot be a container name, or nil. Only emptiness, white space, control
+    /// characters and the list separators are refused; Kubernetes validates the rest.
+    static func nameProblem(_ name: String) -> String? {
+        if name.isEmpty { return "is empty" }
+        for s in name.unicodeScalars {
+            if s == "," || s == ";" || s == "=" { return "contains \(quoted(String(s)))" }
+            if s.properties.isWhitespace || s.value < 0x20 || s.value == 0x7f { return "contains white space or a control character" }
+        }
+        return nil
+    }
+}
+
+/// The `ports-map` syntax: `name=port[,port...]` entries separated by `;`.
+public enum PortsMap {
+    /// Parses every entry, in order; a name may repeat (its ports are appended by the caller).
+    ///
+    /// Each entry needs exactly one `=`, a non-empty container name and ports in 1...65535 written
+    /// as decimal digits (Go's `strconv.ParseUint(_, 10, 16)` syntax). A trailing `;` makes an empty
+    /// entry and is an error, as in the original.
+    /// - Parameter key: the annotation key, for the error.
+    /// - Throws: `ConfigError` with reason `invalidPortsMap`.
+    public static func parse(_ value: String, key: String) throws(ConfigError) -> [(name: String, ports: [UInt16])] {
+        func fail(_ detail: String) -> ConfigError { ConfigError(key: key, value: value, reason: .invalidPortsMap(detail)) }
+        var out: [(name: String, ports: [UInt16])] = []
+        for entry in value.split(separator: ";", omittingEmptySubsequences: false) {
+            let parts = entry.split(separator: "=", omittingEmptySubsequences: false)
+            guard parts.count == 2 else { throw fail("entry \(quoted(String(entry))) is not name=port[,port...]") }
+            let name = String(parts[0])
+            if let problem = ContainerConfig.nameProblem(name) {
+                throw fail("container name \(quoted(name)) in entry \(quoted(String(entry))) \(problem)")
+            }
+            var ports: [UInt16] = []
+            for p in parts[1].split(separator: ",", omittingEmptySubsequences: false) {
+                guard !p.isEmpty, p.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }) else {
+                    throw fail("port \(quoted(String(p))) of \(quoted(name)) is not a decimal number")
+                }
+                guard let n = UInt16(p), n > 0 else {
+                    throw fail("port \(quoted(String(p))) of \(quoted(name)) is not between 1 and 65535")
+                }
+                ports.append(n)
+            }
+            out.append((name, ports))
+        }
+        return out
+    }
+}

@@ -1,0 +1,167 @@
+// Node-level settings, read by the shim and the manager from one small text file. The format is
+// line based `key = value` (docs/configuration.md) because ZPCore has no JSON parser (standard
+// library only) and the file has only scalar settings and one list.
+
+/// Settings that apply to every zeropod container on a node.
+///
+/// Text format (`NodeConfig(parsing:source:)`): one `key = value` per line; `#` starts a comment
+/// line; blank lines are ignored; white space around keys, values and list elements is trimmed;
+/// keys are unique; an unknown key is an error (a typo must not silently change behaviour).
+public struct NodeConfig: Equatable, Sendable {
+    /// Where the shim and the manager look for the file unless told otherwise.
+    public static let defaultPath = "/etc/zeropod/node.conf"
+
+    /// The setting names of the text format.
+    public enum Key: String, CaseIterable, Sendable {
+        /// Comma list of IPv4/IPv6 addresses whose connections are probes (the kubelet's addresses).
+        case probeSourceAddresses = "probe-source-addresses"
+        /// Learn probe source addresses from connections carrying `User-Agent: kube-probe/...`.
+        case learnProbeSources = "learn-probe-sources"
+        /// Whether traffic from loopback addresses counts as activity.
+        case loopbackIsActivity = "loopback-is-activity"
+        /// Whether an open (long-lived) connection counts as activity and prevents scale-down.
+        case openConnectionsAreActivity = "open-connections-are-activity"
+        /// The CRIU binary: an absolute path or a command name looked up on PATH.
+        case criuPath = "criu-path"
+        /// The runc binary: an absolute path or a command name looked up on PATH.
+        case runcPath = "runc-path"
+        /// Directory for checkpoint images and work files.
+        case stateDirectory = "state-dir"
+        /// Directory under bpffs for pinned maps and links.
+        case bpfPinDirectory = "bpf-pin-dir"
+        /// Directory for the shim and node sockets.
+        case runDirectory = "run-dir"
+    }
+
+    /// Addresses whose connections are kubelet probes: never activity, answered without restoring.
+    /// IPv4 entries also match their IPv4-mapped IPv6 form (see `isProbeSource(_:)`).
+    public var probeSourceAddresses: [IPAddress] = []
+    /// Learn further probe source addresses from HTTP probes (`User-Agent: kube-probe/...`).
+    public var learnProbeSources = true
+    /// Whether connections from loopback addresses count as activity (the original ignored them).
+    public var loopbackIsActivity = false
+    /// Whether an open connection counts as activity, so websockets and streams keep a container up.
+    public var openConnectionsAreActivity = true
+    /// The CRIU binary.
+    public var criuPath = "/usr/local/sbin/criu"
+    /// The runc binary.
+    public var runcPath = "runc"
+    /// Directory for checkpoint images (`<state-dir>/i/<container-id>`).
+    public var stateDirectory = "/var/lib/zeropod"
+    /// Directory under bpffs for pinned maps and links.
+    public var bpfPinDirectory = "/sys/fs/bpf/zeropod"
+    /// Directory for sockets (`<run-dir>/s/<shim>.sock`, `<run-dir>/node.sock`).
+    public var runDirectory = "/run/zeropod"
+
+    /// The defaults.
+    public init() {}
+
+    /// Parses the text format.
+    /// - Parameters:
+    ///   - text: the file's contents.
+    ///   - source: the file name used in error locations (`source:line`).
+    /// - Throws: `ConfigError` with `location` set, for a malformed line, an unknown or repeated key,
+    ///   or a bad value.
+    public init(parsing text: String, source: String = NodeConfig.defaultPath) throws(ConfigError) {
+        self.init()
+        var seen: [Key: Int] = [:]
+        for (index, rawLine) in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }).enumerated() {
+            let lineNumber = index + 1
+            let location = "\(source):\(lineNumber)"
+            let line = trim(rawLine)
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            guard let eq = line.firstIndex(of: "=") else {
+                throw ConfigError(key: "", value: line, reason: .malformedLine, location: location)
+            }
+            let name = trim(line[..<eq])
+            let value = trim(line[line.index(after: eq)...])
+            guard !name.isEmpty else {
+                throw ConfigError(key: "", value: line, reason: .malformedLine, location: location)
+            }
+            guard let key = Key(rawValue: name) else {
+                throw ConfigError(key: name, value: value, reason: .unknownSetting, location: location)
+            }
+            if let first = seen[key] {
+                throw ConfigError(key: name, value: value, reason: .duplicateSetting(firstLine: first), location: location)
+            }
+            seen[key] = lineNumber
+            func fail(_ reason: ConfigError.Reason) -> ConfigError {
+                ConfigError(key: name, value: value, reason: reason, location: location)
+            }
+            func bool() throws(ConfigError) -> Bool {
+                guard let b = GoBool.parse(value) else { throw fail(.invalidBoolean) }
+                return b
+            }
+            func command() throws(ConfigError) -> String {
+                if value.isEmpty { throw fail(.invalidPath("is empty")) }
+                if value.contains("/") && !value.hasPrefix("/") {
+                    throw fail(.invalidPath("must be absolute or a bare command name"))
+                }
+                return value
+            }
+            func directory() throws(ConfigError) -> String {
+                guard value.hasPrefix("/") else { throw fail(.invalidPath("must be absolute")) }
+                return value
+            }
+            switch key {
+            case .probeSourceAddresses:
+                probeSourceAddresses = []
+                if value.isEmpty { continue }
+                for (i, element) in value.split(separator: ",", omittingEmptySubsequences: false).enumerated() {
+                    let text = trim(element)
+                    guard let address = IPAddress(text) else {
+                        throw fail(.invalidAddress("element \(i + 1) \(quoted(text)) is not an IPv4 or IPv6 address"))
+                    }
+                    probeSourceAddresses.append(address)
+                }
+            case .learnProbeSources: learnProbeSources = try bool()
+            case .loopbackIsActivity: loopbackIsActivity = try bool()
+            case .openConnectionsAreActivity: openConnectionsAreActivity = try bool()
+            case .criuPath: criuPath = try command()
+            case .runcPath: runcPath = try command()
+            case .stateDirectory: stateDirectory = try directory()
+            case .bpfPinDirectory: bpfPinDirectory = try directory()
+            case .runDirectory: runDirectory = try directory()
+            }
+        }
+    }
+
+    /// Every form of every configured probe source: IPv4 addresses with their IPv4-mapped IPv6
+    /// twins, so a probe matches whether it arrives on an IPv4 or a dual-stack IPv6 socket.
+    public var probeSourceMatchSet: Set<IPAddress> {
+        probeSourceAddresses.reduce(into: []) { $0.formUnion($1.matchingForms) }
+    }
+
+    /// Whether `address` (IPv4, IPv6 or IPv4-mapped) is a configured probe source.
+    public func isProbeSource(_ address: IPAddress) -> Bool {
+        probeSourceMatchSet.contains(address)
+    }
+
+    /// The settings in the text format, one `key = value` per line, every key present; parsing the
+    /// result gives back an equal value.
+    public var rendered: String {
+        Key.allCases.map { key -> String in
+            let value: String
+            switch key {
+            case .probeSourceAddresses: value = probeSourceAddresses.map(\.description).joined(separator: ", ")
+            case .learnProbeSources: value = String(learnProbeSources)
+            case .loopbackIsActivity: value = String(loopbackIsActivity)
+            case .openConnectionsAreActivity: value = String(openConnectionsAreActivity)
+            case .criuPath: value = criuPath
+            case .runcPath: value = runcPath
+            case .stateDirectory: value = stateDirectory
+            case .bpfPinDirectory: value = bpfPinDirectory
+            case .runDirectory: value = runDirectory
+            }
+            return "\(key.rawValue) = \(value)"
+        }.joined(separator: "\n") + "\n"
+    }
+}
+
+/// `s` without leading and trailing spaces, tabs and carriage returns.
+private func trim<S: StringProtocol>(_ s: S) -> String {
+    var scalars = Substring(s).unicodeScalars[...]
+    while let f = scalars.first, f == " " || f == "\t" || f == "\r" { scalars.removeFirst() }
+    while let l = scalars.last, l == " " || l == "\t" || l == "\r" { scalars.removeLast() }
+    return String(String.UnicodeScalarView(scalars))
+}
