@@ -9,20 +9,6 @@ import Testing
     import Glibc
 #endif
 
-/// SplitMix64: a small, fast, seedable generator (Steele, Lea, Flood 2014), written here so the
-/// sequence for a seed never changes with the standard library.
-struct SplitMix64: RandomNumberGenerator {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// The driver's view: operations in flight, held things, redirect and timer, built only from the
 /// actions the state machine returned.
 private struct World {

@@ -188,19 +188,6 @@ struct Batch: ProtobufMessage, Equatable {
     }
 }
 
-/// A small seeded generator (SplitMix64), so random tests print a seed and can be replayed.
-struct SplitMix64: RandomNumberGenerator {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 extension AllTypes {
     /// A random message: each optional field present with probability 1/2, values drawn from
     /// edge cases and the full range. `finiteOnly` keeps NaN out (protoc's text format does not
