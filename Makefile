@@ -5,16 +5,24 @@ SWIFT ?= swift
 SWIFT_FLAGS ?=
 FUZZ_SECONDS ?= 60
 
-.PHONY: setup build test test-unit fuzz demo bench clean
+.PHONY: setup build test test-unit fuzz demo bench clean bpf bpf-check
 
 setup:
 	@bash scripts/setup.sh
 
-build: setup
+build: setup bpf-check
 	$(SWIFT) build $(SWIFT_FLAGS)
 
+# The BPF programs (bpf/*.bpf.c) are compiled with clang -target bpf and embedded as a committed C
+# array (Sources/CZPBPF/zpbpf_object.c); `bpf` regenerates it, `bpf-check` fails if it is stale.
+bpf:
+	@bash scripts/bpf-embed.sh
+
+bpf-check:
+	@bash scripts/bpf-embed.sh --check
+
 # Every test: pure unit tests and the privileged integration/end-to-end tests (root, real kernel).
-test: setup
+test: setup bpf-check
 	$(SWIFT) build --build-tests $(SWIFT_FLAGS)
 	$(SWIFT) test --skip-build $(SWIFT_FLAGS)
 

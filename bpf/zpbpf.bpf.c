@@ -27,6 +27,9 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
+// Every interface of a pod netns (lo, veth) has an Ethernet header at tc ingress; interfaces
+// without one (L3 tunnels) are not expected in a pod and would be parsed wrongly.
+
 #define ZP_MAX_PORTS 128
 #define ZP_MAX_PROBE_SOURCES 64
 #define ZP_AF_INET 2
@@ -152,7 +155,8 @@ int zp_tc_activity(struct __sk_buff *skb) {
             return TC_ACT_UNSPEC;
         addr_from_v4(&src, ip.saddr);
         l4_off = ETH_HLEN + ip.ihl * 4;
-        l4_end = ETH_HLEN + bpf_ntohs(ip.tot_len);
+        // tot_len is 0 in BIG TCP (GSO over 64 KiB) packets: fall back to the skb length.
+        l4_end = ip.tot_len ? ETH_HLEN + bpf_ntohs(ip.tot_len) : skb->len;
     } else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
         struct ipv6hdr ip6;
         if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0)
@@ -161,7 +165,7 @@ int zp_tc_activity(struct __sk_buff *skb) {
             return TC_ACT_UNSPEC;
         __builtin_memcpy(src.bytes, &ip6.saddr, 16);
         l4_off = ETH_HLEN + sizeof(ip6);
-        l4_end = l4_off + bpf_ntohs(ip6.payload_len);
+        l4_end = ip6.payload_len ? l4_off + bpf_ntohs(ip6.payload_len) : skb->len;
     } else {
         return TC_ACT_UNSPEC;
     }

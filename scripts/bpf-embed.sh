@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Compiles bpf/zpbpf.bpf.c and embeds the object into Sources/CZPBPF/zpbpf_object.c, so the shim
-# needs no file at run time. The generated file records the SHA-256 of its source.
+# needs no file at run time. The generated file records the SHA-256 of its source and of the object
+# (ZPBPFTests checks both: source against bpf/zpbpf.bpf.c, object against the embedded bytes).
 #   scripts/bpf-embed.sh          rebuild the object and regenerate the C array
 #   scripts/bpf-embed.sh --check  fail when the committed array does not match bpf/zpbpf.bpf.c
 set -euo pipefail
@@ -32,8 +33,9 @@ multiarch=$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
     echo "// Do not edit; run \`make bpf\`. \`make bpf-check\` and ZPBPFTests verify the hash below."
     echo "#include \"CZPBPF.h\""
     echo "const char czpbpf_object_source_sha256[] = \"$want\";"
+    echo "const char czpbpf_object_sha256[] = \"$(sha256sum "$tmp/zpbpf.o" | cut -d' ' -f1)\";"
     echo "const unsigned char czpbpf_object[] __attribute__((aligned(8))) = {"
-    xxd -i < "$tmp/zpbpf.o"
+    od -An -v -tx1 "$tmp/zpbpf.o" | sed -e 's/ \([0-9a-f][0-9a-f]\)/0x\1, /g' -e 's/, $/,/' -e 's/^/   /'
     echo "};"
     echo "const unsigned long czpbpf_object_len = sizeof(czpbpf_object);"
 } > "$OUT"

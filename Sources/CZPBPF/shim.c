@@ -137,3 +137,5 @@ int czpbpf_socket_in_netns(int netns_fd, int domain, int type, int protocol) {
 }
 
 const char *czpbpf_source_sha256(void) { return czpbpf_object_source_sha256; }
+const char *czpbpf_embedded_object_sha256(void) { return czpbpf_object_sha256; }
+const unsigned char *czpbpf_embedded_object(void) { return czpbpf_object; }

@@ -8,6 +8,12 @@ enum EmbeddedObject {
     /// SHA-256 (hex) of the source the embedded object was compiled from.
     static var sourceSHA256: String { String(cString: czpbpf_source_sha256()) }
 
+    /// SHA-256 (hex) of the object bytes, recorded when the array was generated.
+    static var objectSHA256: String { String(cString: czpbpf_embedded_object_sha256()) }
+
+    /// The embedded object bytes (a copy).
+    static var bytes: [UInt8] { Array(UnsafeBufferPointer(start: czpbpf_embedded_object(), count: Int(czpbpf_object_len))) }
+
     /// Names of the programs in the object, in the order `Loaded` keeps them.
     static let programNames = ["zp_sk_lookup", "zp_tc_activity", "zp_sockops"]
 

@@ -30,9 +30,20 @@ struct ActivityTests {
         try redirector.trackPort(port)
         #expect(try redirector.activity(port: port) == PortActivity(lastActivity: nil, openConnections: 0))
 
-        // Several seconds of probes over IPv4 and IPv6, with a probe connection left open meanwhile.
+        // A probe connection alone neither stamps nor counts.
         let openProbe = try TestSocket.connect(from: client, to: a.pod4, port: port, source: a.client4)
         let openProbeServer = try #require(app.accept())
+        #expect(try openProbe.roundTrip(to: openProbeServer, "GET /ready HTTP/1.1\r\n\r\n"))
+        #expect(try redirector.activity(port: port) == PortActivity(lastActivity: nil, openConnections: 0))
+
+        // One real client connects (its SYN stamps the port) and then stays idle.
+        let real = try TestSocket.connect(from: client, to: a.pod4, port: port, source: a.other4)
+        let realServer = try #require(app.accept())
+        #expect(try eventually { try redirector.activity(port: port)?.openConnections == 1 })
+        let afterConnect = try #require(try redirector.activity(port: port)?.lastActivity)
+        #expect(afterConnect <= PortActivity.monotonicNow())
+
+        // Several seconds of probes over IPv4 and IPv6: the stamp and the count do not move.
         let start = Date()
         var probes = 0
         while Date().timeIntervalSince(start) < 3 {
@@ -42,33 +53,39 @@ struct ActivityTests {
             usleep(50_000)
         }
         #expect(probes > 10)
-        #expect(try redirector.activity(port: port) == PortActivity(lastActivity: nil, openConnections: 0),
-                "\(probes) probe exchanges left the port untouched")
-        _ = (openProbe, openProbeServer)
+        let afterProbes = try #require(try redirector.activity(port: port))
+        #expect(afterProbes == PortActivity(lastActivity: afterConnect, openConnections: 1),
+                "\(probes) probe exchanges changed nothing; the idle real connection is reported open")
+        #expect(try #require(afterProbes.idleTime()) >= .seconds(3))
 
-        // One real client: the SYN and the request move the timestamp, the idle connection is open.
-        let real = try TestSocket.connect(from: client, to: a.pod4, port: port, source: a.other4)
-        let realServer = try #require(app.accept())
-        #expect(try eventually { try redirector.activity(port: port)?.openConnections == 1 })
-        let afterConnect = try #require(try redirector.activity(port: port)?.lastActivity)
-        #expect(afterConnect <= PortActivity.monotonicNow())
+        // One real request moves the stamp.
         #expect(try real.roundTrip(to: realServer, "GET / HTTP/1.1\r\n\r\n"))
         let afterRequest = try #require(try redirector.activity(port: port)?.lastActivity)
         #expect(afterRequest > afterConnect, "the request moved the timestamp")
 
-        // Idle: no traffic, still reported open; a second real (IPv6) connection counts too.
+        // A real IPv6 client counts as well.
         let real6 = try TestSocket.connect(from: client, to: a.pod6, port: port, source: a.other6)
         let real6Server = try #require(app.accept())
         #expect(try eventually { try redirector.activity(port: port)?.openConnections == 2 })
-        usleep(300_000)
-        let idle = try #require(try redirector.activity(port: port))
-        #expect(idle.openConnections == 2)
-        #expect(try #require(idle.idleTime()) >= .milliseconds(300))
+        withExtendedLifetime((openProbe, openProbeServer, real, realServer, real6, real6Server)) {}
+    }
 
-        // Closing: counts go back down (client close, then server close).
-        _ = (real6, real6Server)
-        withExtendedLifetime(real) {}
-        withExtendedLifetime(realServer) {}
+    @Test func probeSources_canBeReplacedAtRunTime() throws {
+        let lab = Lab(index: 13)
+        let pod = try lab.namespace("pod"), client = try lab.namespace("cli")
+        let a = try lab.veth(pod: pod, client: client)
+        let port: UInt16 = 8083
+        let app = try TestSocket.listener(in: pod, port: port)
+        let redirector = try PodRedirector(netnsPath: Lab.path(pod))
+        defer { redirector.close() }
+        try redirector.trackPort(port)
+        try redirector.setProbeSources([IPAddress(a.client4)!, IPAddress("10.1.2.3")!])
+        try probe(from: client, to: a.pod4, port: port, source: a.client4, app: app)
+        #expect(try redirector.activity(port: port)?.lastActivity == nil)
+        try redirector.setProbeSources([IPAddress("10.1.2.3")!])
+        #expect(try redirector.probeSources() == [IPAddress("10.1.2.3")!])
+        try probe(from: client, to: a.pod4, port: port, source: a.client4, app: app)
+        #expect(try redirector.activity(port: port)?.lastActivity != nil, "no longer a probe source")
     }
 
     @Test func closingConnections_countGoesToZero() throws {

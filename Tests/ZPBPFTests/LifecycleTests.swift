@@ -104,3 +104,26 @@ struct LifecycleTests {
         try PodRedirector.validate(podID: "default_web-0.abc")
     }
 }
+
+/// Feature probes: what this kernel supports, and how a missing feature is reported.
+@Suite(.enabled(if: Privileges.isRoot, "needs root: feature probes load BPF programs"))
+struct FeatureProbeTests {
+    @Test func thisKernel_hasEveryFeature() {
+        #expect(FeatureProbe.skLookup)
+        #expect(FeatureProbe.skAssign)
+        #expect(FeatureProbe.sockops)
+        #expect(FeatureProbe.sockopsNetnsCookie)
+        #expect(FeatureProbe.missingForLoad() == nil)
+    }
+
+    @Test func notSupported_namesFeatureAndKernel() {
+        let error = BPFError.notSupported(feature: "sk_lookup", minimumKernel: "5.9")
+        #expect(error.description == "sk_lookup is not supported by this kernel (needs Linux 5.9 or later)")
+    }
+
+    @Test func missingNamespace_isNamedInTheError() {
+        #expect(throws: BPFError.system(call: "open", subject: "/var/run/netns/zpbpf-absent", errno: .noSuchFileOrDirectory)) {
+            _ = try PodRedirector(netnsPath: "/var/run/netns/zpbpf-absent")
+        }
+    }
+}

@@ -15,6 +15,11 @@ struct RedirectTests {
         let output = try run(["sha256sum", root.appendingPathComponent("bpf/zpbpf.bpf.c").path])
         let hash = String(output.prefix(64))
         #expect(hash == EmbeddedObject.sourceSHA256, "run `make bpf` to regenerate Sources/CZPBPF/zpbpf_object.c")
+        let object = FileManager.default.temporaryDirectory.appendingPathComponent("zpbpf-\(getpid()).o")
+        defer { try? FileManager.default.removeItem(at: object) }
+        try Data(EmbeddedObject.bytes).write(to: object)
+        #expect(String(try run(["sha256sum", object.path]).prefix(64)) == EmbeddedObject.objectSHA256,
+                "the embedded bytes are the object the script generated")
     }
 
     @Test func loadOnly_everyProgramPassesTheVerifier() throws {

@@ -16,8 +16,12 @@ extern const unsigned char czpbpf_object[];
 extern const unsigned long czpbpf_object_len;
 /// SHA-256 (hex) of the bpf/zpbpf.bpf.c that the embedded object was compiled from.
 extern const char czpbpf_object_source_sha256[];
-/// The same hash as a pointer (Swift cannot import arrays of unknown size).
+/// SHA-256 (hex) of the object bytes in czpbpf_object, as generated.
+extern const char czpbpf_object_sha256[];
+/// The hashes and the object as pointers (Swift cannot import arrays of unknown size).
 const char *czpbpf_source_sha256(void);
+const char *czpbpf_embedded_object_sha256(void);
+const unsigned char *czpbpf_embedded_object(void);
 
 /// Opens the embedded object (bpf_object__open_mem) with name "zpbpf". NULL with errno on failure.
 /// While `log` is non-NULL, libbpf's messages (including verifier logs) of this thread's calls
