@@ -201,11 +201,16 @@ int zp_sockops(struct bpf_sock_ops *skops) {
         if (!act)
             return 1;
         struct zp_addr src;
+        // Context fields must be read as whole u32s: volatile keeps clang from narrowing the
+        // loads into byte reads of the context, which the verifier refuses.
         if (skops->family == ZP_AF_INET) {
-            addr_from_v4(&src, skops->remote_ip4);
+            addr_from_v4(&src, *(volatile __u32 *)&skops->remote_ip4);
         } else if (skops->family == ZP_AF_INET6) {
-            __u32 w[4] = {skops->remote_ip6[0], skops->remote_ip6[1], skops->remote_ip6[2],
-                          skops->remote_ip6[3]};
+            __u32 w[4];
+            w[0] = *(volatile __u32 *)&skops->remote_ip6[0];
+            w[1] = *(volatile __u32 *)&skops->remote_ip6[1];
+            w[2] = *(volatile __u32 *)&skops->remote_ip6[2];
+            w[3] = *(volatile __u32 *)&skops->remote_ip6[3];
             __builtin_memcpy(src.bytes, w, 16);
         } else {
             return 1;

@@ -20,8 +20,7 @@ static __thread char *capture_buf;
 static __thread size_t capture_len;
 
 static int czpbpf_print(enum libbpf_print_level level, const char *format, va_list args) {
-    (void)level;
-    if (capture_buf == NULL || capture_len == 0)
+    if (level == LIBBPF_DEBUG || capture_buf == NULL || capture_len == 0)
         return 0;
     size_t used = strnlen(capture_buf, capture_len);
     if (used + 1 >= capture_len)
