@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #ifndef SO_NETNS_COOKIE
@@ -138,3 +139,38 @@ int czpbpf_socket_in_netns(int netns_fd, int domain, int type, int protocol) {
 const char *czpbpf_source_sha256(void) { return czpbpf_object_source_sha256; }
 const char *czpbpf_embedded_object_sha256(void) { return czpbpf_object_sha256; }
 const unsigned char *czpbpf_embedded_object(void) { return czpbpf_object; }
+
+static void *probe_tcx_thread(void *arg) {
+    struct netns_job *job = arg;
+    if (unshare(CLONE_NEWNET) != 0) {
+        job->result = -errno;
+        return NULL;
+    }
+    int lo = (int)if_nametoindex("lo");
+    if (lo == 0) {
+        job->result = -errno;
+        return NULL;
+    }
+    int fd = bpf_link_create(job->prog_fd, lo, CZPBPF_TCX_INGRESS, NULL);
+    job->result = fd < 0 ? fd : 0;
+    if (fd >= 0)
+        close(fd);
+    return NULL;
+}
+
+int czpbpf_probe_tcx(int prog_fd) {
+    struct netns_job job = {.prog_fd = prog_fd};
+    pthread_t thread;
+    int err = pthread_create(&thread, NULL, probe_tcx_thread, &job);
+    if (err != 0)
+        return -err;
+    pthread_join(thread, NULL);
+    return job.result;
+}
+
+int czpbpf_is_bpffs(const char *path) {
+    struct statfs fs;
+    if (statfs(path, &fs) != 0)
+        return -errno;
+    return fs.f_type == 0xcafe4a11 ? 1 : 0; /* BPF_FS_MAGIC */
+}

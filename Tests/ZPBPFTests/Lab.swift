@@ -217,8 +217,21 @@ private func sockaddrStorage(_ address: String, port: UInt16) throws -> (sockadd
 }
 
 /// Kernel object IDs that bpftool lists (`bpftool -j link show` / `map show`).
+/// bpftool fails (EAGAIN, ENOENT) when an object vanishes while it walks the ids, which parallel
+/// tests make likely: retry a few times.
 func bpftoolIDs(_ kind: String) throws -> Set<UInt32> {
-    let json = try run(["bpftool", "-j", kind, "show"])
+    var attempt = 0
+    var json = ""
+    while true {
+        do {
+            json = try run(["bpftool", "-j", kind, "show"])
+            break
+        } catch {
+            attempt += 1
+            if attempt == 20 { throw error }
+            usleep(50_000)
+        }
+    }
     guard let array = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [[String: Any]] else { return [] }
     return Set(array.compactMap { ($0["id"] as? NSNumber)?.uint32Value })
 }

@@ -127,3 +127,12 @@ struct FeatureProbeTests {
         }
     }
 }
+
+extension FeatureProbeTests {
+    @Test func doctorProbe_reportsEverythingPresent() {
+        let features = BPFFeatures.probe()
+        #expect(features.count == 6)
+        for feature in features { #expect(feature.supported, "\(feature)") }
+        #expect(!BPFFeatures.probe(bpffs: "/tmp").last(where: { $0.name.hasPrefix("bpffs") })!.supported)
+    }
+}

@@ -43,6 +43,13 @@ void czpbpf_capture_log(char *buf, size_t len);
 int czpbpf_netns_attach_tcx(int netns_fd, int prog_fd, int max, int *ifindexes, int *link_fds,
                             uint64_t *netns_cookie);
 
+/// Probes tcx: on a fresh thread in a new, empty network namespace (unshare), attaches `prog_fd`
+/// as a tcx ingress link to lo and closes it. Returns 0 when that works, or -errno.
+int czpbpf_probe_tcx(int prog_fd);
+
+/// 1 when `path` is on a bpf filesystem (statfs magic BPF_FS_MAGIC), 0 when not, -errno on error.
+int czpbpf_is_bpffs(const char *path);
+
 /// Creates a socket inside the network namespace `netns_fd` (on a fresh thread that joined it).
 /// A socket keeps its namespace for life, whichever thread uses it later. Returns fd or -errno.
 int czpbpf_socket_in_netns(int netns_fd, int domain, int type, int protocol);
