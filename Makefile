@@ -5,7 +5,7 @@ SWIFT ?= swift
 SWIFT_FLAGS ?=
 FUZZ_SECONDS ?= 60
 
-.PHONY: setup build test test-unit fuzz demo bench clean bpf bpf-check
+.PHONY: setup build test test-unit fuzz demo bench clean bpf bpf-check bench-bpf
 
 setup:
 	@bash scripts/setup.sh
@@ -20,6 +20,10 @@ bpf:
 
 bpf-check:
 	@bash scripts/bpf-embed.sh --check
+
+# ZPBPF figures: load+attach, detach, map updates, connect latency direct vs redirected (root).
+bench-bpf: setup bpf-check
+	$(SWIFT) run -c release $(SWIFT_FLAGS) zpbpf-bench 1000
 
 # Every test: pure unit tests and the privileged integration/end-to-end tests (root, real kernel).
 test: setup bpf-check

@@ -36,6 +36,12 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "ZPBPFTests", dependencies: ["ZPBPF", "CZPBPF"], swiftSettings: strict),
+        // Benchmark: `swift run -c release zpbpf-bench` (root) prints ZPBPF's figures.
+        .executableTarget(
+            name: "zpbpf-bench",
+            dependencies: ["ZPBPF", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: strict
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

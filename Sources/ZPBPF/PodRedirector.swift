@@ -543,3 +543,21 @@ extension IPAddress {
         self.init(String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
     }
 }
+
+/// A network namespace by path, for making sockets that live in it (socket(2) runs on a thread
+/// that joined the namespace; the socket keeps it for life, whatever thread uses it later).
+public struct NetworkNamespace: Sendable {
+    /// The namespace file, e.g. `/var/run/netns/NAME` or `/proc/PID/ns/net`.
+    public var path: FilePath
+
+    /// Names the namespace at `path` (opened per call).
+    public init(path: FilePath) { self.path = path }
+
+    /// Creates an unbound TCP socket (IPv6 if `ipv6`, else IPv4) in this namespace; the caller
+    /// owns it.
+    /// - Throws: `BPFError.system` naming the path when the namespace cannot be joined.
+    public func makeTCPSocket(ipv6: Bool) throws(BPFError) -> FileDescriptor {
+        FileDescriptor(rawValue: try NetnsSocket.make(
+            netnsPath: path, domain: ipv6 ? AF_INET6 : AF_INET, type: CInt(SOCK_STREAM.rawValue)))
+    }
+}

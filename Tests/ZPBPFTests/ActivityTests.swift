@@ -132,6 +132,27 @@ struct ActivityTests {
         #expect(try eventually { try redirector.activity(port: port)?.openConnections == 1 })
     }
 
+    /// Two pods tracking the same port: each sees only its own traffic (tcx per netns, sockops by
+    /// netns cookie).
+    @Test func twoPods_activityStaysApart() throws {
+        let lab = Lab(index: 14)
+        let podA = try lab.namespace("pa"), podB = try lab.namespace("pb"), client = try lab.namespace("cli")
+        try lab.veth(pod: podA, client: client, link: 0)
+        let toB = try lab.veth(pod: podB, client: client, link: 1)
+        let port: UInt16 = 8080
+        let appB = try TestSocket.listener(in: podB, port: port)
+        let a = try PodRedirector(netnsPath: Lab.path(podA)), b = try PodRedirector(netnsPath: Lab.path(podB))
+        defer { a.close(); b.close() }
+        try a.trackPort(port)
+        try b.trackPort(port)
+        let c = try TestSocket.connect(from: client, to: toB.pod6, port: port)
+        let s = try #require(appB.accept())
+        #expect(try c.roundTrip(to: s))
+        #expect(try eventually { try b.activity(port: port)?.openConnections == 1 })
+        #expect(try b.activity(port: port)?.lastActivity != nil)
+        #expect(try a.activity(port: port) == PortActivity(lastActivity: nil, openConnections: 0))
+    }
+
     @Test func untrackedPort_hasNoFigures() throws {
         let lab = Lab(index: 9)
         let pod = try lab.namespace("pod")
