@@ -228,6 +228,7 @@ public final class PodRedirector: Sendable {
         return try withHandles { (h) throws(BPFError) -> FilePath in
             if let existing = h.pinDirectory { return existing }
             try Self.makeDirectory(root, allowExisting: true)
+            try systemCall("chmod", root.string) { chmod(root.string, 0o700) }
             let dir = root.appending(podID)
             if Glibc.access(dir.string, F_OK) == 0 {
                 throw .invalidArgument(name: "pod ID", value: podID,
