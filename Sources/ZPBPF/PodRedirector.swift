@@ -196,6 +196,16 @@ public final class PodRedirector: Sendable {
         }
     }
 
+    /// The tracked ports, ascending (e.g. for a restarted shim after `open(pinnedAt:)`).
+    public func trackedPorts() throws(BPFError) -> [UInt16] {
+        try withHandles { (h) throws(BPFError) in try Self.portKeys(h.maps.activity, "zp_activity") }
+    }
+
+    /// The ports whose redirect is on, ascending.
+    public func redirectedPorts() throws(BPFError) -> [UInt16] {
+        try withHandles { (h) throws(BPFError) in try Self.portKeys(h.maps.redirectOn, "zp_redirect_on") }
+    }
+
     // MARK: filters
 
     /// Replaces the probe source addresses (at most `maxProbeSources`).
@@ -414,6 +424,22 @@ public final class PodRedirector: Sendable {
         var value: (UInt64, UInt32, UInt32) = (0, 0, 0)
         try libbpfCall("bpf_map_lookup_elem", "zp_config") { bpf_map_lookup_elem(map.raw, &key, &value) }
         return (value.0, value.1 != 0)
+    }
+
+    private static func portKeys(_ map: OwnedFD, _ name: String) throws(BPFError) -> [UInt16] {
+        var ports: [UInt16] = []
+        var key: UInt32 = 0
+        var next: UInt32 = 0
+        var first = true
+        while true {
+            let rc = first ? bpf_map_get_next_key(map.raw, nil, &next) : bpf_map_get_next_key(map.raw, &key, &next)
+            if -rc == ENOENT { break }
+            try libbpfCall("bpf_map_get_next_key", name) { rc }
+            first = false
+            key = next
+            ports.append(UInt16(truncatingIfNeeded: next))
+        }
+        return ports.sorted()
     }
 
     private static func keys16(_ map: OwnedFD) throws(BPFError) -> Set<IPAddress> {
