@@ -5,16 +5,28 @@ SWIFT ?= swift
 SWIFT_FLAGS ?=
 FUZZ_SECONDS ?= 60
 
-.PHONY: setup build test test-unit fuzz demo bench clean
+.PHONY: setup build test test-unit fuzz demo bench clean bpf bpf-check bench-bpf
 
 setup:
 	@bash scripts/setup.sh
 
-build: setup
+build: setup bpf-check
 	$(SWIFT) build $(SWIFT_FLAGS)
 
+# The BPF programs (bpf/*.bpf.c) are compiled with clang -target bpf and embedded as a committed C
+# array (Sources/CZPBPF/zpbpf_object.c); `bpf` regenerates it, `bpf-check` fails if it is stale.
+bpf:
+	@bash scripts/bpf-embed.sh
+
+bpf-check:
+	@bash scripts/bpf-embed.sh --check
+
+# ZPBPF figures: load+attach, detach, map updates, connect latency direct vs redirected (root).
+bench-bpf: setup bpf-check
+	$(SWIFT) run -c release $(SWIFT_FLAGS) zpbpf-bench 1000
+
 # Every test: pure unit tests and the privileged integration/end-to-end tests (root, real kernel).
-test: setup
+test: setup bpf-check
 	$(SWIFT) build --build-tests $(SWIFT_FLAGS)
 	$(SWIFT) test --skip-build $(SWIFT_FLAGS)
 

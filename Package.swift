@@ -10,6 +10,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "ZPCore", targets: ["ZPCore"]),
+        .library(name: "ZPBPF", targets: ["ZPBPF"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
@@ -21,6 +22,26 @@ let package = Package(
         // MARK: core (standard library only)
         .target(name: "ZPCore", swiftSettings: strict),
         .testTarget(name: "ZPCoreTests", dependencies: ["ZPCore"], resources: [.copy("Fixtures")], swiftSettings: strict),
+
+        // MARK: mechanisms
+        // CZPBPF: libbpf re-export, LIBBPF_OPTS/print-callback/setns helpers, the embedded BPF object.
+        .target(
+            name: "CZPBPF",
+            cSettings: [.define("_GNU_SOURCE")],
+            linkerSettings: [.linkedLibrary("bpf"), .linkedLibrary("elf"), .linkedLibrary("z")]
+        ),
+        .target(
+            name: "ZPBPF",
+            dependencies: ["CZPBPF", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "ZPBPFTests", dependencies: ["ZPBPF", "CZPBPF"], swiftSettings: strict),
+        // Benchmark: `swift run -c release zpbpf-bench` (root) prints ZPBPF's figures.
+        .executableTarget(
+            name: "zpbpf-bench",
+            dependencies: ["ZPBPF", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: strict
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,106 @@
+import CZPBPF
+import Glibc
+import SystemPackage
+
+/// The BPF object compiled from `bpf/zpbpf.bpf.c` and embedded in the library (CZPBPF's
+/// generated `zpbpf_object.c`); see `scripts/bpf-embed.sh`.
+enum EmbeddedObject {
+    /// SHA-256 (hex) of the source the embedded object was compiled from.
+    static var sourceSHA256: String { String(cString: czpbpf_source_sha256()) }
+
+    /// SHA-256 (hex) of the object bytes, recorded when the array was generated.
+    static var objectSHA256: String { String(cString: czpbpf_embedded_object_sha256()) }
+
+    /// The embedded object bytes (a copy).
+    static var bytes: [UInt8] { Array(UnsafeBufferPointer(start: czpbpf_embedded_object(), count: Int(czpbpf_object_len))) }
+
+    /// Names of the programs in the object, in the order `Loaded` keeps them.
+    static let programNames = ["zp_sk_lookup", "zp_tc_activity", "zp_sockops"]
+
+    /// Program and map descriptors of one loaded copy of the object, owned here. libbpf's
+    /// bpf_object is closed right after loading; these duplicates keep the kernel objects alive.
+    struct Loaded: Sendable {
+        let skLookup: OwnedFD
+        let tcActivity: OwnedFD
+        let sockops: OwnedFD
+        let maps: Maps
+    }
+
+    /// Opens and loads the object (bpf_object__open_mem, bpf_object__load), so that every program
+    /// passes the verifier.
+    /// - Throws: `BPFError.notSupported` when a feature probe shows the kernel lacks a program type
+    ///   or helper; `BPFError.loadFailed` with the verifier log otherwise.
+    static func load() throws(BPFError) -> Loaded {
+        var log = [CChar](repeating: 0, count: 1 << 16)
+        let object = try log.withUnsafeMutableBufferPointer { (buffer) throws(BPFError) -> OpaquePointer in
+            czpbpf_capture_log(buffer.baseAddress, buffer.count)
+            defer { czpbpf_capture_log(nil, 0) }
+            let object = try libbpfPointer("bpf_object__open_mem", "zpbpf") { czpbpf_open_embedded() }
+            let rc = bpf_object__load(object)
+            if rc < 0 {
+                bpf_object__close(object)
+                if let missing = FeatureProbe.missingForLoad() { throw missing }
+                let text = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                throw .loadFailed(errno: Errno(rawValue: -rc), log: text)
+            }
+            return object
+        }
+        defer { bpf_object__close(object) }
+        func program(_ name: String) throws(BPFError) -> OwnedFD {
+            let prog = try libbpfPointer("bpf_object__find_program_by_name", name) {
+                bpf_object__find_program_by_name(object, name)
+            }
+            let fd = try libbpfCall("bpf_program__fd", name) { bpf_program__fd(prog) }
+            return try .duplicate(fd, name)
+        }
+        func map(_ name: String) throws(BPFError) -> OwnedFD {
+            let fd = try libbpfCall("bpf_object__find_map_fd_by_name", name) {
+                bpf_object__find_map_fd_by_name(object, name)
+            }
+            return try .duplicate(fd, name)
+        }
+        return Loaded(
+            skLookup: try program(programNames[0]),
+            tcActivity: try program(programNames[1]),
+            sockops: try program(programNames[2]),
+            maps: Maps(
+                redirectOn: try map("zp_redirect_on"), listeners: try map("zp_listeners"),
+                activity: try map("zp_activity"), probeSources: try map("zp_probe_src"),
+                config: try map("zp_config")))
+    }
+}
+
+/// The pod's maps (see bpf/zpbpf.bpf.c for their layouts).
+struct Maps: Sendable {
+    let redirectOn: OwnedFD
+    let listeners: OwnedFD
+    let activity: OwnedFD
+    let probeSources: OwnedFD
+    let config: OwnedFD
+
+    /// Pin file names, in bpffs, for each map.
+    var byPinName: [(String, OwnedFD)] {
+        [("map_redirect_on", redirectOn), ("map_listeners", listeners), ("map_activity", activity),
+         ("map_probe_src", probeSources), ("map_config", config)]
+    }
+}
+
+/// Cached kernel feature probes, run only after something failed, to turn a bare EINVAL into
+/// `BPFError.notSupported`.
+enum FeatureProbe {
+    static let skLookup: Bool = libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_SK_LOOKUP, nil) == 1
+    static let sockops: Bool = libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_SOCK_OPS, nil) == 1
+    static let sockopsNetnsCookie: Bool =
+        libbpf_probe_bpf_helper(BPF_PROG_TYPE_SOCK_OPS, BPF_FUNC_get_netns_cookie, nil) == 1
+    static let skAssign: Bool = libbpf_probe_bpf_helper(BPF_PROG_TYPE_SK_LOOKUP, BPF_FUNC_sk_assign, nil) == 1
+
+    /// The first missing feature that explains a failed object load, if any.
+    static func missingForLoad() -> BPFError? {
+        if !skLookup || !skAssign { return .notSupported(feature: "sk_lookup", minimumKernel: "5.9") }
+        if !sockops { return .notSupported(feature: "sockops", minimumKernel: "4.13") }
+        if !sockopsNetnsCookie {
+            return .notSupported(feature: "bpf_get_netns_cookie in sockops", minimumKernel: "5.15")
+        }
+        return nil
+    }
+}

@@ -1,0 +1,590 @@
+import CZPBPF
+import Glibc
+import Synchronization
+import SystemPackage
+
+/// Steers new TCP connections of chosen ports in one pod's network namespace to the activator,
+/// and tracks per-port client activity, with the programs of `bpf/zpbpf.bpf.c`.
+///
+/// - Redirect: an sk_lookup program attached to the pod netns (bpf_link_create, BPF_SK_LOOKUP)
+///   assigns a new connection for port P to the socket registered for P (SOCKHASH) while the
+///   redirect for P is on. The accepted socket's local address is the one the client dialled,
+///   so the activator learns the original port from getsockname. Established connections never
+///   reach sk_lookup and survive every switch.
+/// - Activity: a tcx ingress link on every interface of the pod netns stamps the last client
+///   segment per tracked port; a sockops program on the cgroup v2 root, filtered by the pod's
+///   netns cookie, counts open server-side connections. Probe sources never count; loopback
+///   sources count unless `ignoreLoopback`.
+///
+/// One instance owns every descriptor (programs are held by their links, maps and links by this
+/// object) and releases each exactly once: `close()` (or deinit) drops this process's references,
+/// which detaches everything unless it is pinned; `remove()` also unpins. All methods are
+/// thread-safe.
+public final class PodRedirector: Sendable {
+    /// Ports per pod: the size of every per-port map.
+    public static let maxPorts = 128
+    /// Probe source addresses per pod: the size of the probe source map.
+    public static let maxProbeSources = 64
+    /// Where pods are pinned by default: `<bpffs>/zeropod/<pod-id>/`.
+    public static let defaultPinRoot: FilePath = "/sys/fs/bpf/zeropod"
+
+    /// Settings of one pod's redirector.
+    public struct Options: Sendable {
+        /// Source addresses of probes (kubelet/node); their traffic never counts as activity.
+        public var probeSources: [IPAddress]
+        /// When true, traffic from 127.0.0.0/8 and ::1 (also IPv4-mapped) never counts.
+        public var ignoreLoopback: Bool
+        /// The cgroup v2 mount whose root gets the sockops link; nil finds it in /proc/self/mountinfo.
+        public var cgroupRoot: FilePath?
+
+        /// Creates options; by default nothing is filtered.
+        public init(probeSources: [IPAddress] = [], ignoreLoopback: Bool = false, cgroupRoot: FilePath? = nil) {
+            self.probeSources = probeSources
+            self.ignoreLoopback = ignoreLoopback
+            self.cgroupRoot = cgroupRoot
+        }
+    }
+
+    struct Handles: Sendable {
+        var maps: Maps
+        /// Links by pin file name (link_sk_lookup, link_sockops, link_tcx_<ifindex>).
+        var links: [(String, OwnedFD)]
+        var pinDirectory: FilePath?
+    }
+
+    private let handles: Mutex<Handles?>
+
+    /// Loads the programs, attaches them to the pod network namespace at `netnsPath` (e.g.
+    /// `/var/run/netns/NAME` or `/proc/PID/ns/net`) and to the cgroup v2 root, and applies `options`.
+    /// Nothing is redirected or tracked until `trackPort`, `registerListener` and `setRedirect`.
+    /// - Throws: `BPFError.notSupported` for a kernel without sk_lookup (5.9), tcx (6.6) or
+    ///   bpf_get_netns_cookie in sockops (5.15); `.loadFailed` with the verifier log;
+    ///   `.system` naming the failed call and path.
+    public init(netnsPath: FilePath, options: Options = Options()) throws(BPFError) {
+        let netns = OwnedFD(try systemCall("open", netnsPath.string) {
+            Glibc.open(netnsPath.string, O_RDONLY | O_CLOEXEC)
+        })
+        let loaded = try EmbeddedObject.load()
+        var links: [(String, OwnedFD)] = []
+
+        // Interfaces and the netns cookie are only visible from inside the namespace.
+        var ifindexes = [CInt](repeating: 0, count: 64)
+        var linkFDs = [CInt](repeating: -1, count: 64)
+        var cookie: UInt64 = 0
+        let count: CInt
+        do throws(BPFError) {
+            count = try libbpfCall("czpbpf_netns_attach_tcx", netnsPath.string) {
+                czpbpf_netns_attach_tcx(netns.raw, loaded.tcActivity.raw, 64, &ifindexes, &linkFDs, &cookie)
+            }
+        } catch {
+            if case .system(_, _, let errno) = error, errno == .invalidArgument {
+                throw .notSupported(feature: "tcx", minimumKernel: "6.6")
+            }
+            throw error
+        }
+        for i in 0..<Int(count) { links.append(("link_tcx_\(ifindexes[i])", OwnedFD(linkFDs[i]))) }
+
+        let maps = loaded.maps
+        try Self.writeConfig(maps.config, netnsCookie: cookie, ignoreLoopback: options.ignoreLoopback)
+        try Self.replaceProbeSources(maps.probeSources, with: options.probeSources)
+
+        do throws(BPFError) {
+            let fd = try libbpfCall("bpf_link_create(sk_lookup)", netnsPath.string) {
+                bpf_link_create(loaded.skLookup.raw, netns.raw, BPF_SK_LOOKUP, nil)
+            }
+            links.append(("link_sk_lookup", OwnedFD(fd)))
+        } catch {
+            if !FeatureProbe.skLookup { throw .notSupported(feature: "sk_lookup", minimumKernel: "5.9") }
+            throw error
+        }
+
+        let cgroupRoot: FilePath
+        if let configured = options.cgroupRoot { cgroupRoot = configured } else { cgroupRoot = try Self.findCgroup2Root() }
+        let cgroup = OwnedFD(try systemCall("open", cgroupRoot.string) {
+            Glibc.open(cgroupRoot.string, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        })
+        let sockopsLink = try libbpfCall("bpf_link_create(sockops)", cgroupRoot.string) {
+            bpf_link_create(loaded.sockops.raw, cgroup.raw, BPF_CGROUP_SOCK_OPS, nil)
+        }
+        links.append(("link_sockops", OwnedFD(sockopsLink)))
+        handles = Mutex(Handles(maps: maps, links: links, pinDirectory: nil))
+    }
+
+    private init(handles: Handles) {
+        self.handles = Mutex(handles)
+    }
+
+    deinit { close() }
+
+    // MARK: ports
+
+    /// Starts tracking activity (timestamp and open connections) of TCP `port`; a port already
+    /// tracked keeps its figures.
+    /// - Throws: `BPFError.tooManyPorts` when `maxPorts` ports are tracked.
+    public func trackPort(_ port: UInt16) throws(BPFError) {
+        try withHandles { (h) throws(BPFError) in
+            var key = UInt32(port)
+            var value: (UInt64, UInt64) = (0, 0)
+            try Self.update(h.maps.activity, &key, &value, flags: UInt64(BPF_NOEXIST), port: port)
+        }
+    }
+
+    /// Stops tracking `port` and forgets its figures.
+    public func untrackPort(_ port: UInt16) throws(BPFError) {
+        try withHandles { (h) throws(BPFError) in try Self.delete(h.maps.activity, UInt32(port), "zp_activity") }
+    }
+
+    /// Registers the activator's listening socket for `port` (SOCKHASH update). The socket must be
+    /// a TCP listener created in the pod network namespace (see `makeListener`); a dual-stack IPv6
+    /// socket takes IPv4 and IPv6 connections, an IPv4 one only IPv4. The kernel drops the entry
+    /// when the socket closes. The map keeps its own reference; the caller keeps `socket`.
+    /// - Throws: `BPFError.tooManyPorts` when `maxPorts` ports have sockets.
+    public func registerListener(port: UInt16, socket: FileDescriptor) throws(BPFError) {
+        try withHandles { (h) throws(BPFError) in
+            var key = UInt32(port)
+            var value = UInt64(socket.rawValue)
+            try Self.update(h.maps.listeners, &key, &value, flags: UInt64(BPF_ANY), port: port)
+        }
+    }
+
+    /// Removes the socket registered for `port`, if any.
+    public func unregisterListener(port: UInt16) throws(BPFError) {
+        try withHandles { (h) throws(BPFError) in try Self.delete(h.maps.listeners, UInt32(port), "zp_listeners") }
+    }
+
+    /// Whether a listener is registered for `port` (its entry disappears when the socket closes).
+    public func hasListener(port: UInt16) throws(BPFError) -> Bool {
+        try withHandles { (h) throws(BPFError) in
+            var cookie: UInt64 = 0
+            return try Self.lookup(h.maps.listeners, UInt32(port), &cookie, "zp_listeners")
+        }
+    }
+
+    /// Switches the redirect of new TCP connections for `port` on or off. While on and a listener
+    /// is registered, every new connection to the port (any local address, IPv4 and IPv6, from
+    /// outside or over loopback) goes to that listener; when off, connections reach the app
+    /// directly. Established connections are never moved.
+    /// - Throws: `BPFError.tooManyPorts` when switching on a port beyond `maxPorts`.
+    public func setRedirect(port: UInt16, enabled: Bool) throws(BPFError) {
+        try withHandles { (h) throws(BPFError) in
+            var key = UInt32(port)
+            if enabled {
+                var on: UInt32 = 1
+                try Self.update(h.maps.redirectOn, &key, &on, flags: UInt64(BPF_ANY), port: port)
+            } else {
+                try Self.delete(h.maps.redirectOn, key, "zp_redirect_on")
+            }
+        }
+    }
+
+    /// Whether the redirect for `port` is on.
+    public func isRedirectEnabled(port: UInt16) throws(BPFError) -> Bool {
+        try withHandles { (h) throws(BPFError) in
+            var on: UInt32 = 0
+            return try Self.lookup(h.maps.redirectOn, UInt32(port), &on, "zp_redirect_on") && on != 0
+        }
+    }
+
+    /// The activity figures of a tracked `port`; nil if the port is not tracked.
+    public func activity(port: UInt16) throws(BPFError) -> PortActivity? {
+        try withHandles { (h) throws(BPFError) in
+            var value: (UInt64, UInt64) = (0, 0)
+            guard try Self.lookup(h.maps.activity, UInt32(port), &value, "zp_activity") else { return nil }
+            return PortActivity(
+                lastActivity: value.0 == 0 ? nil : .nanoseconds(Int64(value.0)),
+                openConnections: Int(value.1))
+        }
+    }
+
+    /// The tracked ports, ascending (e.g. for a restarted shim after `open(pinnedAt:)`).
+    public func trackedPorts() throws(BPFError) -> [UInt16] {
+        try withHandles { (h) throws(BPFError) in try Self.portKeys(h.maps.activity, "zp_activity") }
+    }
+
+    /// The ports whose redirect is on, ascending.
+    public func redirectedPorts() throws(BPFError) -> [UInt16] {
+        try withHandles { (h) throws(BPFError) in try Self.portKeys(h.maps.redirectOn, "zp_redirect_on") }
+    }
+
+    // MARK: filters
+
+    /// Replaces the probe source addresses (at most `maxProbeSources`).
+    public func setProbeSources(_ sources: [IPAddress]) throws(BPFError) {
+        try withHandles { (h) throws(BPFError) in try Self.replaceProbeSources(h.maps.probeSources, with: sources) }
+    }
+
+    /// The current probe source addresses.
+    public func probeSources() throws(BPFError) -> Set<IPAddress> {
+        try withHandles { (h) throws(BPFError) in try Self.keys16(h.maps.probeSources) }
+    }
+
+    /// Sets whether loopback sources are ignored (the node setting).
+    public func setIgnoreLoopback(_ ignore: Bool) throws(BPFError) {
+        try withHandles { (h) throws(BPFError) in
+            let current = try Self.readConfig(h.maps.config)
+            try Self.writeConfig(h.maps.config, netnsCookie: current.cookie, ignoreLoopback: ignore)
+        }
+    }
+
+    // MARK: lifecycle
+
+    /// Pins every map and link under `root/podID/` (directories mode 0700, files 0600), so a
+    /// restarted shim can reopen them with `open(pinnedAt:)`.
+    /// - Returns: the pod's pin directory.
+    /// - Throws: `.invalidArgument` for a pod ID that is not a plain file name or is already pinned.
+    @discardableResult
+    public func pin(podID: String, root: FilePath = PodRedirector.defaultPinRoot) throws(BPFError) -> FilePath {
+        try Self.validate(podID: podID)
+        return try withHandles { (h) throws(BPFError) -> FilePath in
+            if let existing = h.pinDirectory { return existing }
+            try Self.makeDirectory(root, allowExisting: true)
+            try systemCall("chmod", root.string) { chmod(root.string, 0o700) }
+            let dir = root.appending(podID)
+            if Glibc.access(dir.string, F_OK) == 0 {
+                throw .invalidArgument(name: "pod ID", value: podID,
+                                       reason: "\(dir) already exists; reopen it with open(pinnedAt:) or remove it")
+            }
+            try Self.makeDirectory(dir, allowExisting: false)
+            do throws(BPFError) {
+                for (name, fd) in h.maps.byPinName + h.links {
+                    let path = dir.appending(name).string
+                    try libbpfCall("bpf_obj_pin", path) { bpf_obj_pin(fd.raw, path) }
+                    try systemCall("chmod", path) { chmod(path, 0o600) }
+                }
+            } catch {
+                Self.unpin(dir)
+                throw error
+            }
+            h.pinDirectory = dir
+            return dir
+        }
+    }
+
+    /// The pin directory, if pinned.
+    public var pinDirectory: FilePath? { handles.withLock { $0?.pinDirectory } }
+
+    /// Reopens a pod pinned by `pin(podID:root:)` (bpf_obj_get on each pin), e.g. after a shim
+    /// restart. The returned object owns new references; the pins stay until `remove()`.
+    /// - Throws: `.system` naming the pin that could not be opened; `.invalidArgument` when the
+    ///   directory lacks one of the maps.
+    public static func open(pinnedAt directory: FilePath) throws(BPFError) -> PodRedirector {
+        var maps: [String: OwnedFD] = [:]
+        var links: [(String, OwnedFD)] = []
+        for name in try listDirectory(directory) {
+            let path = directory.appending(name).string
+            let fd = OwnedFD(try libbpfCall("bpf_obj_get", path) { bpf_obj_get(path) })
+            if name.hasPrefix("map_") { maps[name] = fd } else if name.hasPrefix("link_") { links.append((name, fd)) }
+        }
+        func map(_ name: String) throws(BPFError) -> OwnedFD {
+            guard let fd = maps[name] else {
+                throw .invalidArgument(name: "pin directory", value: directory.string, reason: "\(name) is missing")
+            }
+            return fd
+        }
+        let handles = Handles(
+            maps: Maps(redirectOn: try map("map_redirect_on"), listeners: try map("map_listeners"),
+                       activity: try map("map_activity"), probeSources: try map("map_probe_src"),
+                       config: try map("map_config")),
+            links: links.sorted { $0.0 < $1.0 }, pinDirectory: directory)
+        return PodRedirector(handles: handles)
+    }
+
+    /// Releases this object's references. Unpinned objects are detached and freed by the kernel;
+    /// pinned ones stay for `open(pinnedAt:)`. Further calls throw `BPFError.closed`. Idempotent.
+    public func close() {
+        let taken = handles.withLock { h -> Handles? in
+            let current = h
+            h = nil
+            return current
+        }
+        _ = taken  // descriptors close here, outside the lock
+    }
+
+    /// Unpins everything (if pinned) and closes: the links detach and the maps are freed.
+    public func remove() {
+        let taken = handles.withLock { h -> Handles? in
+            let current = h
+            h = nil
+            return current
+        }
+        if let dir = taken?.pinDirectory { Self.unpin(dir) }
+    }
+
+    /// Removes a pin directory left by a process that is gone, without opening it: its links
+    /// detach and its maps are freed once no process holds them.
+    public static func removePinned(at directory: FilePath) {
+        unpin(directory)
+    }
+
+    /// Creates a TCP listening socket inside the network namespace at `netnsPath`, bound to `port`
+    /// (0: any free port) on all addresses, dual-stack (IPv6 with IPV6_V6ONLY off), for the
+    /// activator. The caller owns the returned descriptor.
+    public static func makeListener(
+        inNamespaceAt netnsPath: FilePath, port: UInt16 = 0, backlog: Int32 = 1024
+    ) throws(BPFError) -> FileDescriptor {
+        let fd = try NetnsSocket.make(netnsPath: netnsPath, domain: AF_INET6, type: CInt(SOCK_STREAM.rawValue))
+        do throws(BPFError) {
+            var off: CInt = 0
+            var on: CInt = 1
+            try systemCall("setsockopt(IPV6_V6ONLY)", netnsPath.string) {
+                setsockopt(fd, CInt(IPPROTO_IPV6), IPV6_V6ONLY, &off, socklen_t(MemoryLayout<CInt>.size))
+            }
+            try systemCall("setsockopt(SO_REUSEADDR)", netnsPath.string) {
+                setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, socklen_t(MemoryLayout<CInt>.size))
+            }
+            var address = sockaddr_in6()
+            address.sin6_family = sa_family_t(AF_INET6)
+            address.sin6_port = port.bigEndian
+            try systemCall("bind", "[::]:\(port) in \(netnsPath)") {
+                withUnsafePointer(to: &address) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size))
+                    }
+                }
+            }
+            try systemCall("listen", "[::]:\(port) in \(netnsPath)") { listen(fd, backlog) }
+        } catch {
+            _ = Glibc.close(fd)
+            throw error
+        }
+        return FileDescriptor(rawValue: fd)
+    }
+
+    // MARK: internals
+
+    /// Kernel IDs of the maps and links this object holds (bpf_obj_get_info_by_fd), for checks.
+    func kernelObjectIDs() throws(BPFError) -> (maps: [UInt32], links: [UInt32]) {
+        try withHandles { (h) throws(BPFError) in
+            func id(_ fd: OwnedFD) throws(BPFError) -> UInt32 {
+                // bpf_map_info and bpf_link_info both start with (type, id); 256 bytes cover either.
+                var info = [UInt32](repeating: 0, count: 64)
+                var length = UInt32(info.count * 4)
+                try libbpfCall("bpf_obj_get_info_by_fd", "fd \(fd.raw)") { bpf_obj_get_info_by_fd(fd.raw, &info, &length) }
+                return info[1]
+            }
+            var maps: [UInt32] = []
+            for (_, fd) in h.maps.byPinName { maps.append(try id(fd)) }
+            var links: [UInt32] = []
+            for (_, fd) in h.links { links.append(try id(fd)) }
+            return (maps, links)
+        }
+    }
+
+    /// Names of the pinned links (`link_sk_lookup`, `link_sockops`, `link_tcx_<ifindex>`).
+    func linkNames() throws(BPFError) -> [String] {
+        try withHandles { (h) throws(BPFError) in h.links.map(\.0) }
+    }
+
+    private func withHandles<R>(_ body: (inout Handles) throws(BPFError) -> R) throws(BPFError) -> R {
+        try handles.withLock { (h) throws(BPFError) -> R in
+            guard var current = h else { throw .closed }
+            defer { h = current }
+            return try body(&current)
+        }
+    }
+
+    /// bpf_map_update_elem on a per-port map; a full map becomes `.tooManyPorts`, an existing
+    /// entry under BPF_NOEXIST is kept.
+    private static func update<K: BitwiseCopyable, V: BitwiseCopyable>(
+        _ map: OwnedFD, _ key: inout K, _ value: inout V, flags: UInt64, port: UInt16
+    ) throws(BPFError) {
+        let rc = bpf_map_update_elem(map.raw, &key, &value, flags)
+        if rc >= 0 { return }
+        switch -rc {
+        case E2BIG: throw .tooManyPorts(port: port, limit: maxPorts)
+        case EEXIST: return
+        default: try libbpfCall("bpf_map_update_elem", "port \(port)") { rc }
+        }
+    }
+
+    private static func delete(_ map: OwnedFD, _ key: UInt32, _ name: String) throws(BPFError) {
+        var key = key
+        let rc = bpf_map_delete_elem(map.raw, &key)
+        if rc >= 0 || -rc == ENOENT { return }
+        try libbpfCall("bpf_map_delete_elem", "\(name)[\(key)]") { rc }
+    }
+
+    private static func lookup<V: BitwiseCopyable>(_ map: OwnedFD, _ key: UInt32, _ value: inout V, _ name: String) throws(BPFError) -> Bool {
+        var key = key
+        let rc = bpf_map_lookup_elem(map.raw, &key, &value)
+        if rc >= 0 { return true }
+        if -rc == ENOENT { return false }
+        try libbpfCall("bpf_map_lookup_elem", "\(name)[\(key)]") { rc }
+        return false
+    }
+
+    private static func writeConfig(_ map: OwnedFD, netnsCookie: UInt64, ignoreLoopback: Bool) throws(BPFError) {
+        var key: UInt32 = 0
+        var value: (UInt64, UInt32, UInt32) = (netnsCookie, ignoreLoopback ? 1 : 0, 0)
+        try libbpfCall("bpf_map_update_elem", "zp_config") { bpf_map_update_elem(map.raw, &key, &value, UInt64(BPF_ANY)) }
+    }
+
+    private static func readConfig(_ map: OwnedFD) throws(BPFError) -> (cookie: UInt64, ignoreLoopback: Bool) {
+        var key: UInt32 = 0
+        var value: (UInt64, UInt32, UInt32) = (0, 0, 0)
+        try libbpfCall("bpf_map_lookup_elem", "zp_config") { bpf_map_lookup_elem(map.raw, &key, &value) }
+        return (value.0, value.1 != 0)
+    }
+
+    private static func portKeys(_ map: OwnedFD, _ name: String) throws(BPFError) -> [UInt16] {
+        var ports: [UInt16] = []
+        var key: UInt32 = 0
+        var next: UInt32 = 0
+        var first = true
+        while true {
+            let rc = first ? bpf_map_get_next_key(map.raw, nil, &next) : bpf_map_get_next_key(map.raw, &key, &next)
+            if -rc == ENOENT { break }
+            try libbpfCall("bpf_map_get_next_key", name) { rc }
+            first = false
+            key = next
+            ports.append(UInt16(truncatingIfNeeded: next))
+        }
+        return ports.sorted()
+    }
+
+    private static func keys16(_ map: OwnedFD) throws(BPFError) -> Set<IPAddress> {
+        var result = Set<IPAddress>()
+        var key = [UInt8](repeating: 0, count: 16)
+        var next = [UInt8](repeating: 0, count: 16)
+        var first = true
+        while true {
+            let rc = first ? bpf_map_get_next_key(map.raw, nil, &next) : bpf_map_get_next_key(map.raw, &key, &next)
+            if -rc == ENOENT { break }
+            try libbpfCall("bpf_map_get_next_key", "zp_probe_src") { rc }
+            first = false
+            key = next
+            if let address = IPAddress(bytes16: next) { result.insert(address) }
+        }
+        return result
+    }
+
+    private static func replaceProbeSources(_ map: OwnedFD, with sources: [IPAddress]) throws(BPFError) {
+        let wanted = Set(sources)
+        guard wanted.count <= maxProbeSources else {
+            throw .invalidArgument(name: "probe sources", value: "\(wanted.count) addresses",
+                                   reason: "at most \(maxProbeSources) are supported")
+        }
+        let current = try keys16(map)
+        for stale in current.subtracting(wanted) {
+            var key = stale.bytes
+            let rc = bpf_map_delete_elem(map.raw, &key)
+            if rc < 0 && -rc != ENOENT { try libbpfCall("bpf_map_delete_elem", "zp_probe_src[\(stale)]") { rc } }
+        }
+        for address in wanted.subtracting(current) {
+            var key = address.bytes
+            var one: UInt32 = 1
+            try libbpfCall("bpf_map_update_elem", "zp_probe_src[\(address)]") {
+                bpf_map_update_elem(map.raw, &key, &one, UInt64(BPF_ANY))
+            }
+        }
+    }
+
+    static func validate(podID: String) throws(BPFError) {
+        let allowed = podID.utf8.allSatisfy { c in
+            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a)
+                || c == 0x2d || c == 0x2e || c == 0x5f
+        }
+        guard !podID.isEmpty, podID.utf8.count <= 200, allowed, podID != ".", podID != ".." else {
+            throw .invalidArgument(name: "pod ID", value: podID,
+                                   reason: "must be 1-200 characters of A-Z a-z 0-9 . _ - and not . or ..")
+        }
+    }
+
+    private static func makeDirectory(_ path: FilePath, allowExisting: Bool) throws(BPFError) {
+        if mkdir(path.string, 0o700) == 0 { return }
+        let e = Glibc.errno
+        if e == EEXIST && allowExisting { return }
+        throw .system(call: "mkdir", subject: path.string, errno: Errno(rawValue: e))
+    }
+
+    private static func unpin(_ directory: FilePath) {
+        guard let names = try? listDirectory(directory) else { return }
+        for name in names { _ = unlink(directory.appending(name).string) }
+        _ = rmdir(directory.string)
+    }
+
+    private static func listDirectory(_ directory: FilePath) throws(BPFError) -> [String] {
+        guard let dir = opendir(directory.string) else {
+            throw .system(call: "opendir", subject: directory.string, errno: Errno(rawValue: Glibc.errno))
+        }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names.sorted()
+    }
+
+    /// The first cgroup2 mount point in /proc/self/mountinfo.
+    static func findCgroup2Root() throws(BPFError) -> FilePath {
+        let text = try readSmallFile("/proc/self/mountinfo")
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            guard let dash = fields.firstIndex(of: "-"), dash + 1 < fields.count, fields.count > 4 else { continue }
+            if fields[dash + 1] == "cgroup2" { return FilePath(String(fields[4])) }
+        }
+        throw .notSupported(feature: "cgroup v2 mount (for sockops)", minimumKernel: "4.13")
+    }
+
+    private static func readSmallFile(_ path: String) throws(BPFError) -> String {
+        let fd = OwnedFD(try systemCall("open", path) { Glibc.open(path, O_RDONLY | O_CLOEXEC) })
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd.raw, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if Glibc.errno == EINTR { continue }
+                throw .system(call: "read", subject: path, errno: Errno(rawValue: Glibc.errno))
+            }
+            if n == 0 { break }
+            bytes += chunk[0..<n]
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+/// Sockets created inside another network namespace (CZPBPF runs socket(2) on a thread that
+/// joined it; the socket keeps that namespace).
+enum NetnsSocket {
+    /// Returns a raw socket descriptor that the caller owns.
+    static func make(netnsPath: FilePath, domain: CInt, type: CInt) throws(BPFError) -> CInt {
+        let netns = OwnedFD(try systemCall("open", netnsPath.string) {
+            Glibc.open(netnsPath.string, O_RDONLY | O_CLOEXEC)
+        })
+        return try libbpfCall("socket in netns", netnsPath.string) {
+            czpbpf_socket_in_netns(netns.raw, domain, type, 0)
+        }
+    }
+}
+
+extension IPAddress {
+    init?(bytes16: [UInt8]) {
+        guard bytes16.count == 16 else { return nil }
+        var v6 = in6_addr()
+        withUnsafeMutableBytes(of: &v6) { $0.copyBytes(from: bytes16) }
+        var buffer = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+        _ = inet_ntop(AF_INET6, &v6, &buffer, socklen_t(buffer.count))
+        self.init(String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+    }
+}
+
+/// A network namespace by path, for making sockets that live in it (socket(2) runs on a thread
+/// that joined the namespace; the socket keeps it for life, whatever thread uses it later).
+public struct NetworkNamespace: Sendable {
+    /// The namespace file, e.g. `/var/run/netns/NAME` or `/proc/PID/ns/net`.
+    public var path: FilePath
+
+    /// Names the namespace at `path` (opened per call).
+    public init(path: FilePath) { self.path = path }
+
+    /// Creates an unbound TCP socket (IPv6 if `ipv6`, else IPv4) in this namespace; the caller
+    /// owns it.
+    /// - Throws: `BPFError.system` naming the path when the namespace cannot be joined.
+    public func makeTCPSocket(ipv6: Bool) throws(BPFError) -> FileDescriptor {
+        FileDescriptor(rawValue: try NetnsSocket.make(
+            netnsPath: path, domain: ipv6 ? AF_INET6 : AF_INET, type: CInt(SOCK_STREAM.rawValue)))
+    }
+}

@@ -1,0 +1,142 @@
+import Foundation
+import Glibc
+import SystemPackage
+import Testing
+
+@testable import ZPBPF
+
+/// Pinning, reopening and cleanup, checked with bpftool.
+@Suite(.enabled(if: Privileges.isRoot, "needs root: creates network namespaces and loads BPF programs"))
+struct LifecycleTests {
+    private func pinRoot(_ name: String) -> FilePath { FilePath("/sys/fs/bpf/zpbpf-test-\(getpid())-\(name)") }
+
+    @Test func unpinnedOwner_goesAway_leavesNoLinkOrMap() throws {
+        let lab = Lab(index: 10)
+        let pod = try lab.namespace("pod")
+        var redirector: PodRedirector? = try PodRedirector(netnsPath: Lab.path(pod))
+        let ids = try redirector!.kernelObjectIDs()
+        #expect(ids.maps.count == 5)
+        let names = try redirector!.linkNames()
+        #expect(ids.links.count == 3, "sk_lookup, sockops and one tcx link (lo): \(names)")
+        #expect(try Set(ids.links).isSubset(of: bpftoolIDs("link")))
+        #expect(try Set(ids.maps).isSubset(of: bpftoolIDs("map")))
+        redirector = nil
+        #expect(try eventually { try bpftoolIDs("link").isDisjoint(with: ids.links) }, "links detached")
+        #expect(try eventually { try bpftoolIDs("map").isDisjoint(with: ids.maps) }, "maps freed")
+        #expect(throws: BPFError.closed) {
+            let closed = try PodRedirector(netnsPath: Lab.path(pod))
+            closed.close()
+            try closed.setRedirect(port: 1, enabled: true)
+        }
+    }
+
+    @Test func pinned_survivesOwner_reopens_andRemoveCleansUp() throws {
+        let lab = Lab(index: 11)
+        let pod = try lab.namespace("pod"), client = try lab.namespace("cli")
+        let a = try lab.veth(pod: pod, client: client)
+        let root = pinRoot("reopen")
+        defer { PodRedirector.removePinned(at: root.appending("pod-a")); _ = rmdir(root.string) }
+        let port: UInt16 = 8080
+        let activator = try TestSocket.listener(in: pod)
+        let app = try TestSocket.listener(in: pod, port: port)
+
+        var first: PodRedirector? = try PodRedirector(netnsPath: Lab.path(pod))
+        let ids = try first!.kernelObjectIDs()
+        #expect(ids.links.count == 4, "sk_lookup, sockops, tcx on lo and the veth")
+        let dir = try first!.pin(podID: "pod-a", root: root)
+        #expect(dir == root.appending("pod-a"))
+        #expect(throws: BPFError.self) { try first!.pin(podID: "../x", root: root) }
+
+        // Owner-only permissions.
+        var st = stat()
+        #expect(stat(dir.string, &st) == 0 && st.st_mode & 0o777 == 0o700)
+        #expect(stat(root.string, &st) == 0 && st.st_mode & 0o777 == 0o700)
+        let pins = try FileManager.default.contentsOfDirectory(atPath: dir.string).sorted()
+        #expect(pins.count == 9, "5 maps and 4 links: \(pins)")
+        for name in pins {
+            #expect(stat(dir.appending(name).string, &st) == 0 && st.st_mode & 0o777 == 0o600, "\(name)")
+        }
+        try first!.trackPort(port)
+        try first!.registerListener(port: port, socket: FileDescriptor(rawValue: activator.fd))
+        first = nil  // the "shim" goes away; pins keep everything attached
+
+        #expect(try bpftoolIDs("link").isSuperset(of: ids.links))
+        let c1 = try TestSocket.connect(from: client, to: a.pod4, port: port)
+        _ = try #require(app.accept(), "redirect is still off")
+        _ = c1
+
+        // A restarted shim reopens the pins and switches the redirect on.
+        let second = try PodRedirector.open(pinnedAt: dir)
+        #expect(try second.kernelObjectIDs().links.sorted() == ids.links.sorted())
+        #expect(try second.hasListener(port: port))
+        #expect(try second.trackedPorts() == [port])
+        #expect(try second.redirectedPorts() == [])
+        try second.setRedirect(port: port, enabled: true)
+        try second.setRedirect(port: 443, enabled: true)
+        #expect(try second.redirectedPorts() == [443, port])
+        let c2 = try TestSocket.connect(from: client, to: a.pod6, port: port)
+        let held = try #require(activator.accept(), "reopened maps drive the attached programs")
+        #expect(try c2.roundTrip(to: held))
+        #expect(try second.activity(port: port)?.lastActivity != nil)
+
+        second.remove()
+        #expect(access(dir.string, F_OK) != 0, "pin directory removed")
+        #expect(try eventually { try bpftoolIDs("link").isDisjoint(with: ids.links) }, "links detached")
+        #expect(try eventually { try bpftoolIDs("map").isDisjoint(with: ids.maps) }, "maps freed")
+        // With the links gone, new connections reach the app again.
+        let c3 = try TestSocket.connect(from: client, to: a.pod4, port: port)
+        _ = try #require(app.accept())
+        _ = c3
+    }
+
+    @Test func closedSocket_dropsItsListenerEntry() throws {
+        let lab = Lab(index: 12)
+        let pod = try lab.namespace("pod")
+        let redirector = try PodRedirector(netnsPath: Lab.path(pod))
+        defer { redirector.close() }
+        var activator: TestSocket? = try TestSocket.listener(in: pod)
+        try redirector.registerListener(port: 7000, socket: FileDescriptor(rawValue: activator!.fd))
+        #expect(try redirector.hasListener(port: 7000))
+        activator = nil
+        #expect(try eventually { try !redirector.hasListener(port: 7000) })
+    }
+
+    @Test func invalidPodIDs_areRejected() throws {
+        for bad in ["", ".", "..", "a/b", String(repeating: "x", count: 201)] {
+            #expect(throws: BPFError.self) { try PodRedirector.validate(podID: bad) }
+        }
+        try PodRedirector.validate(podID: "default_web-0.abc")
+    }
+}
+
+/// Feature probes: what this kernel supports, and how a missing feature is reported.
+@Suite(.enabled(if: Privileges.isRoot, "needs root: feature probes load BPF programs"))
+struct FeatureProbeTests {
+    @Test func thisKernel_hasEveryFeature() {
+        #expect(FeatureProbe.skLookup)
+        #expect(FeatureProbe.skAssign)
+        #expect(FeatureProbe.sockops)
+        #expect(FeatureProbe.sockopsNetnsCookie)
+        #expect(FeatureProbe.missingForLoad() == nil)
+    }
+
+    @Test func notSupported_namesFeatureAndKernel() {
+        let error = BPFError.notSupported(feature: "sk_lookup", minimumKernel: "5.9")
+        #expect(error.description == "sk_lookup is not supported by this kernel (needs Linux 5.9 or later)")
+    }
+
+    @Test func missingNamespace_isNamedInTheError() {
+        #expect(throws: BPFError.system(call: "open", subject: "/var/run/netns/zpbpf-absent", errno: .noSuchFileOrDirectory)) {
+            _ = try PodRedirector(netnsPath: "/var/run/netns/zpbpf-absent")
+        }
+    }
+}
+
+extension FeatureProbeTests {
+    @Test func doctorProbe_reportsEverythingPresent() {
+        let features = BPFFeatures.probe()
+        #expect(features.count == 6)
+        for feature in features { #expect(feature.supported, "\(feature)") }
+        #expect(!BPFFeatures.probe(bpffs: "/tmp").last(where: { $0.name.hasPrefix("bpffs") })!.supported)
+    }
+}

@@ -1,0 +1,238 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+//
+// zeropod-swift eBPF programs, one object per pod network namespace.
+//
+//   zp_sk_lookup    sk_lookup, attached to the pod netns: while the redirect is on for a TCP port,
+//                   new connections to that port are assigned to the activator's listening socket
+//                   (SOCKHASH zp_listeners, keyed by port). No packet is rewritten; established
+//                   connections never reach sk_lookup, so they survive a switch.
+//   zp_tc_activity  tc ingress (tcx link) on every interface of the pod netns: stamps the
+//                   monotonic time (bpf_ktime_get_ns) of the last client segment that carries data,
+//                   SYN or FIN for a tracked port, unless the source is a probe source or (per node
+//                   setting) a loopback address.
+//   zp_sockops      sockops on the cgroup v2 root, filtered by the pod's netns cookie: counts the
+//                   open passive (server side) TCP connections per tracked port, with the same
+//                   source filter, from PASSIVE_ESTABLISHED to TCP_CLOSE.
+//
+// Build: clang -target bpf -O2 -g, then llvm-strip -g (keeps BTF); see scripts/bpf-embed.sh.
+// Ports are host byte order u32 keys in every map. Addresses are 16 bytes, IPv4 as ::ffff:a.b.c.d.
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+// Every interface of a pod netns (lo, veth) has an Ethernet header at tc ingress; interfaces
+// without one (L3 tunnels) are not expected in a pod and would be parsed wrongly.
+
+#define ZP_MAX_PORTS 128
+#define ZP_MAX_PROBE_SOURCES 64
+#define ZP_AF_INET 2
+#define ZP_AF_INET6 10
+
+/// Configuration, one entry at index 0, written by user space.
+struct zp_config {
+    __u64 netns_cookie;   // sockops only counts sockets of this netns
+    __u32 ignore_loopback; // 1: traffic from 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104 never counts
+    __u32 pad;
+};
+
+/// Activity of one tracked port; the entry is created by user space, the programs only update it.
+struct zp_activity {
+    __u64 last_ns;  // bpf_ktime_get_ns() of the last counted ingress segment, 0 = never
+    __u64 open;     // open passive connections that passed the source filter
+};
+
+struct zp_addr {
+    __u8 bytes[16];
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, ZP_MAX_PORTS);
+    __type(key, __u32);
+    __type(value, __u32);
+} zp_redirect_on SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_SOCKHASH);
+    __uint(max_entries, ZP_MAX_PORTS);
+    __type(key, __u32);
+    __type(value, __u64);
+} zp_listeners SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, ZP_MAX_PORTS);
+    __type(key, __u32);
+    __type(value, struct zp_activity);
+} zp_activity SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, ZP_MAX_PROBE_SOURCES);
+    __type(key, struct zp_addr);
+    __type(value, __u32);
+} zp_probe_src SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct zp_config);
+} zp_config SEC(".maps");
+
+static __always_inline struct zp_config *config(void) {
+    __u32 zero = 0;
+    return bpf_map_lookup_elem(&zp_config, &zero);
+}
+
+static __always_inline void addr_from_v4(struct zp_addr *a, __u32 v4_be) {
+    __builtin_memset(a, 0, sizeof(*a));
+    a->bytes[10] = 0xff;
+    a->bytes[11] = 0xff;
+    __builtin_memcpy(&a->bytes[12], &v4_be, 4);
+}
+
+static __always_inline int is_v4_mapped(const struct zp_addr *a) {
+    for (int i = 0; i < 10; i++)
+        if (a->bytes[i] != 0)
+            return 0;
+    return a->bytes[10] == 0xff && a->bytes[11] == 0xff;
+}
+
+static __always_inline int is_loopback(const struct zp_addr *a) {
+    if (is_v4_mapped(a))
+        return a->bytes[12] == 127;
+    for (int i = 0; i < 15; i++)
+        if (a->bytes[i] != 0)
+            return 0;
+    return a->bytes[15] == 1;
+}
+
+/// 1 when traffic from this source must not count as client activity.
+static __always_inline int ignored_source(const struct zp_addr *a, const struct zp_config *cfg) {
+    if (cfg->ignore_loopback && is_loopback(a))
+        return 1;
+    return bpf_map_lookup_elem(&zp_probe_src, a) != NULL;
+}
+
+SEC("sk_lookup")
+int zp_sk_lookup(struct bpf_sk_lookup *ctx) {
+    if (ctx->protocol != IPPROTO_TCP)
+        return SK_PASS;
+    __u32 port = ctx->local_port;
+    __u32 *on = bpf_map_lookup_elem(&zp_redirect_on, &port);
+    if (!on || *on == 0)
+        return SK_PASS;
+    struct bpf_sock *sk = bpf_map_lookup_elem(&zp_listeners, &port);
+    if (!sk)
+        return SK_PASS;
+    // An IPv4-only activator socket cannot take IPv6 connections (-EAFNOSUPPORT): the regular
+    // lookup then runs, as if the redirect were off for that family.
+    bpf_sk_assign(ctx, sk, 0);
+    bpf_sk_release(sk);
+    return SK_PASS;
+}
+
+SEC("tc")
+int zp_tc_activity(struct __sk_buff *skb) {
+    struct zp_config *cfg = config();
+    if (!cfg)
+        return TC_ACT_UNSPEC;
+    struct zp_addr src;
+    __u32 l4_off, l4_end;
+    if (skb->protocol == bpf_htons(ETH_P_IP)) {
+        struct iphdr ip;
+        if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
+            return TC_ACT_UNSPEC;
+        if (ip.protocol != IPPROTO_TCP || ip.ihl < 5)
+            return TC_ACT_UNSPEC;
+        addr_from_v4(&src, ip.saddr);
+        l4_off = ETH_HLEN + ip.ihl * 4;
+        // tot_len is 0 in BIG TCP (GSO over 64 KiB) packets: fall back to the skb length.
+        l4_end = ip.tot_len ? ETH_HLEN + bpf_ntohs(ip.tot_len) : skb->len;
+    } else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+        struct ipv6hdr ip6;
+        if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0)
+            return TC_ACT_UNSPEC;
+        if (ip6.nexthdr != IPPROTO_TCP) // extension headers are not followed
+            return TC_ACT_UNSPEC;
+        __builtin_memcpy(src.bytes, &ip6.saddr, 16);
+        l4_off = ETH_HLEN + sizeof(ip6);
+        l4_end = ip6.payload_len ? l4_off + bpf_ntohs(ip6.payload_len) : skb->len;
+    } else {
+        return TC_ACT_UNSPEC;
+    }
+    struct tcphdr tcp;
+    if (bpf_skb_load_bytes(skb, l4_off, &tcp, sizeof(tcp)) < 0)
+        return TC_ACT_UNSPEC;
+    __u32 port = bpf_ntohs(tcp.dest);
+    struct zp_activity *act = bpf_map_lookup_elem(&zp_activity, &port);
+    if (!act)
+        return TC_ACT_UNSPEC;
+    __u32 payload = 0;
+    __u32 hdr_end = l4_off + tcp.doff * 4;
+    if (l4_end > hdr_end)
+        payload = l4_end - hdr_end;
+    // Pure ACKs (window updates, keepalives) are not client activity.
+    if (payload == 0 && !tcp.syn && !tcp.fin)
+        return TC_ACT_UNSPEC;
+    if (ignored_source(&src, cfg))
+        return TC_ACT_UNSPEC;
+    act->last_ns = bpf_ktime_get_ns();
+    return TC_ACT_UNSPEC;
+}
+
+SEC("sockops")
+int zp_sockops(struct bpf_sock_ops *skops) {
+    struct zp_config *cfg = config();
+    if (!cfg || cfg->netns_cookie == 0 || bpf_get_netns_cookie(skops) != cfg->netns_cookie)
+        return 1;
+    __u32 port = skops->local_port;
+    switch (skops->op) {
+    case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB: {
+        struct zp_activity *act = bpf_map_lookup_elem(&zp_activity, &port);
+        if (!act)
+            return 1;
+        struct zp_addr src;
+        // Context fields must be read as whole u32s: volatile keeps clang from narrowing the
+        // loads into byte reads of the context, which the verifier refuses.
+        if (skops->family == ZP_AF_INET) {
+            addr_from_v4(&src, *(volatile __u32 *)&skops->remote_ip4);
+        } else if (skops->family == ZP_AF_INET6) {
+            __u32 w[4];
+            w[0] = *(volatile __u32 *)&skops->remote_ip6[0];
+            w[1] = *(volatile __u32 *)&skops->remote_ip6[1];
+            w[2] = *(volatile __u32 *)&skops->remote_ip6[2];
+            w[3] = *(volatile __u32 *)&skops->remote_ip6[3];
+            __builtin_memcpy(src.bytes, w, 16);
+        } else {
+            return 1;
+        }
+        if (ignored_source(&src, cfg))
+            return 1;
+        __sync_fetch_and_add(&act->open, 1);
+        // Only counted sockets get state callbacks, so each one is uncounted exactly once.
+        bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+        break;
+    }
+    case BPF_SOCK_OPS_STATE_CB:
+        if (skops->args[1] == BPF_TCP_CLOSE) {
+            struct zp_activity *act = bpf_map_lookup_elem(&zp_activity, &port);
+            if (act && act->open > 0)
+                __sync_fetch_and_add(&act->open, -1);
+        }
+        break;
+    default:
+        break;
+    }
+    return 1;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
