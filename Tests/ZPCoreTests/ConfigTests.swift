@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import ZPCore
 
@@ -394,5 +395,20 @@ func containerConfig_refuses(_ c: BadCase) {
         } catch {
             #expect(error.description == message)
         }
+    }
+}
+
+// MARK: - documentation
+
+@Test func docs_describeEveryAnnotationAndNodeSetting() throws {
+    let url = Fixtures.directory.deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("docs/configuration.md")
+    let text = try String(contentsOf: url, encoding: .utf8)
+    for key in ZeropodAnnotation.allCases {
+        let short = String(key.rawValue.dropFirst(ZeropodAnnotation.prefix.count))
+        #expect(text.contains("| `\(short)` |"), "docs/configuration.md has no table row for \(key.rawValue)")
+    }
+    for key in NodeConfig.Key.allCases {
+        #expect(text.contains("| `\(key.rawValue)` |"), "docs/configuration.md has no table row for \(key.rawValue)")
     }
 }
