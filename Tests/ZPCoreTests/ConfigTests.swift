@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import ZPCore
 
@@ -393,6 +394,62 @@ func containerConfig_refuses(_ c: BadCase) {
             Issue.record("accepted \(text) as \(c)")
         } catch {
             #expect(error.description == message)
+        }
+    }
+}
+
+// MARK: - documentation
+
+@Test func docs_describeEveryAnnotationAndNodeSetting() throws {
+    let url = Fixtures.directory.deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("docs/configuration.md")
+    let text = try String(contentsOf: url, encoding: .utf8)
+    for key in ZeropodAnnotation.allCases {
+        let short = String(key.rawValue.dropFirst(ZeropodAnnotation.prefix.count))
+        #expect(text.contains("| `\(short)` |"), "docs/configuration.md has no table row for \(key.rawValue)")
+    }
+    for key in NodeConfig.Key.allCases {
+        #expect(text.contains("| `\(key.rawValue)` |"), "docs/configuration.md has no table row for \(key.rawValue)")
+    }
+}
+
+// MARK: - seeded property tests
+
+@Test func random_portsMaps_roundTrip() throws {
+    var g = SplitMix64(seed: 99)
+    let names = ["web", "db", "a-b", "x1"]
+    for _ in 0..<2000 {
+        let entries: [(String, [UInt16])] = (0..<Int.random(in: 1...4, using: &g)).map { _ in
+            (names.randomElement(using: &g)!, (0..<Int.random(in: 1...3, using: &g)).map { _ in UInt16.random(in: 1...65535, using: &g) })
+        }
+        let text = entries.map { "\($0.0)=" + $0.1.map(String.init).joined(separator: ",") }.joined(separator: ";")
+        let parsed = try PortsMap.parse(text, key: "k")
+        #expect(parsed.map(\.name) == entries.map(\.0) && parsed.map(\.ports) == entries.map(\.1), "\(text)")
+        let config = try ContainerConfig(annotations: [CRIAnnotation.containerName: "web", portsMap: text])
+        #expect(config.ports == entries.filter { $0.0 == "web" }.flatMap(\.1))
+    }
+}
+
+@Test func random_durations_formatAndParseBack() throws {
+    var g = SplitMix64(seed: 100)
+    for _ in 0..<5000 {
+        let ns = Int64(bitPattern: g.next()) >> Int64.random(in: 0..<63, using: &g)
+        let text = GoDuration.format(.nanoseconds(ns))
+        #expect(try GoDuration.nanoseconds(text) == ns, "\(ns) formatted as \(text)")
+    }
+}
+
+@Test func random_garbageAnnotations_neverCrashAndAlwaysNameTheKey() {
+    var g = SplitMix64(seed: 101)
+    let alphabet = Array("0123456789.,;=-+ smhuµnxTtrueFalse\u{0}é")
+    for _ in 0..<5000 {
+        let key = ZeropodAnnotation.allCases.randomElement(using: &g)!
+        let value = String((0..<Int.random(in: 0..<12, using: &g)).map { _ in alphabet.randomElement(using: &g)! })
+        do {
+            _ = try ContainerConfig(annotations: [key.rawValue: value])
+        } catch {
+            #expect(error.key == key.rawValue && error.value == value)
+            #expect(error.description.hasPrefix("\(key.rawValue): invalid "), "\(error)")
         }
     }
 }

@@ -68,6 +68,7 @@ public struct ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// The full message: `[location: ][key: ]reason`.
     public var description: String {
         var out = ""
         if let location { out += location + ": " }

@@ -20,6 +20,7 @@ public enum GoDuration {
         /// The value does not fit in 64-bit nanoseconds (about 292 years).
         case outOfRange
 
+    /// The detail text, e.g. `unknown unit "x"`.
         public var description: String {
             switch self {
             case .empty: return "empty"

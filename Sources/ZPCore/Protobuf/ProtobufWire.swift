@@ -35,6 +35,7 @@ public enum ProtobufError: Error, Equatable, Sendable, CustomStringConvertible {
     /// An enum or integer field carries a value its schema does not allow.
     case invalidValue(message: String, field: Int, value: Int64)
 
+    /// A message naming the byte offset or the schema field.
     public var description: String {
         switch self {
         case .truncated(let o): return "protobuf: input truncated at byte \(o)"
@@ -63,6 +64,7 @@ public struct ProtobufWriter: Sendable {
     /// The bytes written so far.
     public private(set) var bytes: [UInt8]
 
+    /// An empty writer with room for `capacity` bytes.
     public init(reservingCapacity capacity: Int = 64) {
         bytes = []
         bytes.reserveCapacity(capacity)
@@ -92,10 +94,12 @@ public struct ProtobufWriter: Sendable {
         appendVarint(UInt64(field) << 3 | UInt64(wireType.rawValue))
     }
 
+    /// Appends 4 bytes, little-endian (the body of a `fixed32` field).
     public mutating func appendFixed32(_ value: UInt32) {
         withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
     }
 
+    /// Appends 8 bytes, little-endian (the body of a `fixed64` field).
     public mutating func appendFixed64(_ value: UInt64) {
         withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
     }
@@ -108,6 +112,7 @@ public struct ProtobufWriter: Sendable {
         appendVarint(value)
     }
 
+    /// `uint32`: a varint of at most 5 bytes.
     public mutating func writeUInt32(field: Int, _ value: UInt32) {
         writeUInt64(field: field, UInt64(value))
     }
@@ -132,6 +137,7 @@ public struct ProtobufWriter: Sendable {
         writeUInt64(field: field, Zigzag.encode64(value))
     }
 
+    /// `bool`: a one-byte varint, 0 or 1.
     public mutating func writeBool(field: Int, _ value: Bool) {
         writeUInt64(field: field, value ? 1 : 0)
     }
@@ -148,18 +154,21 @@ public struct ProtobufWriter: Sendable {
         appendFixed64(value)
     }
 
+    /// `double`: its IEEE 754 bits as `fixed64`.
     public mutating func writeDouble(field: Int, _ value: Double) {
         writeFixed64(field: field, value.bitPattern)
     }
 
     // MARK: length-delimited fields
 
+    /// `bytes`: a length prefix and the bytes.
     public mutating func writeBytes<C: Collection>(field: Int, _ value: C) where C.Element == UInt8 {
         appendTag(field: field, wireType: .lengthDelimited)
         appendVarint(UInt64(value.count))
         bytes.append(contentsOf: value)
     }
 
+    /// `string`: its UTF-8 bytes, length-prefixed.
     public mutating func writeString(field: Int, _ value: String) {
         writeBytes(field: field, Array(value.utf8))
     }
@@ -205,30 +214,37 @@ public struct ProtobufWriter: Sendable {
 
     // MARK: proto3 helpers: skip default values
 
+    /// proto3 `uint64`: nothing for 0.
     public mutating func writeUInt64IfNotDefault(field: Int, _ value: UInt64) {
         if value != 0 { writeUInt64(field: field, value) }
     }
 
+    /// proto3 `uint32`: nothing for 0.
     public mutating func writeUInt32IfNotDefault(field: Int, _ value: UInt32) {
         if value != 0 { writeUInt32(field: field, value) }
     }
 
+    /// proto3 `int64`: nothing for 0.
     public mutating func writeInt64IfNotDefault(field: Int, _ value: Int64) {
         if value != 0 { writeInt64(field: field, value) }
     }
 
+    /// proto3 `int32` or enum: nothing for 0.
     public mutating func writeInt32IfNotDefault(field: Int, _ value: Int32) {
         if value != 0 { writeInt32(field: field, value) }
     }
 
+    /// proto3 `bool`: nothing for false.
     public mutating func writeBoolIfNotDefault(field: Int, _ value: Bool) {
         if value { writeBool(field: field, true) }
     }
 
+    /// proto3 `string`: nothing for the empty string.
     public mutating func writeStringIfNotDefault(field: Int, _ value: String) {
         if !value.isEmpty { writeString(field: field, value) }
     }
 
+    /// proto3 `bytes`: nothing for no bytes.
     public mutating func writeBytesIfNotDefault(field: Int, _ value: [UInt8]) {
         if !value.isEmpty { writeBytes(field: field, value) }
     }
@@ -236,9 +252,13 @@ public struct ProtobufWriter: Sendable {
 
 /// Zigzag encoding for `sint32` / `sint64`.
 public enum Zigzag {
+    /// Maps `sint32` values to unsigned so small magnitudes stay short: 0, -1, 1, -2 -> 0, 1, 2, 3.
     public static func encode32(_ v: Int32) -> UInt32 { UInt32(bitPattern: (v << 1) ^ (v >> 31)) }
+    /// Inverse of `encode32`.
     public static func decode32(_ v: UInt32) -> Int32 { Int32(bitPattern: (v >> 1) ^ (0 &- (v & 1))) }
+    /// Maps `sint64` values to unsigned so small magnitudes stay short.
     public static func encode64(_ v: Int64) -> UInt64 { UInt64(bitPattern: (v << 1) ^ (v >> 63)) }
+    /// Inverse of `encode64`.
     public static func decode64(_ v: UInt64) -> Int64 { Int64(bitPattern: (v >> 1) ^ (0 &- (v & 1))) }
 }
 
@@ -246,6 +266,7 @@ public enum Zigzag {
 
 /// One decoded field: its number and its raw value.
 public struct ProtobufField: Sendable {
+    /// The raw value, by wire type.
     public enum Value: Sendable, Equatable {
         case varint(UInt64)
         case fixed64(UInt64)
@@ -255,9 +276,12 @@ public struct ProtobufField: Sendable {
         case group(ArraySlice<UInt8>)
     }
 
+    /// The field number (1 ... 2^29 - 1).
     public var number: Int
+    /// The raw value.
     public var value: Value
 
+    /// The wire type the field arrived with (`startGroup` for groups).
     public var wireType: ProtobufWireType {
         switch value {
         case .varint: return .varint
@@ -270,6 +294,8 @@ public struct ProtobufField: Sendable {
 
     // MARK: typed views; `message` names the schema in errors
 
+    /// `uint64`: the varint as is.
+    /// - Throws: `ProtobufError.wrongWireType` unless the field is a varint.
     public func uint64(in message: String) throws(ProtobufError) -> UInt64 {
         guard case .varint(let v) = value else { throw .wrongWireType(message: message, field: number, got: wireType) }
         return v
@@ -280,6 +306,7 @@ public struct ProtobufField: Sendable {
         UInt32(truncatingIfNeeded: try uint64(in: message))
     }
 
+    /// `int64`: the varint as two's complement.
     public func int64(in message: String) throws(ProtobufError) -> Int64 {
         Int64(bitPattern: try uint64(in: message))
     }
@@ -289,32 +316,42 @@ public struct ProtobufField: Sendable {
         Int32(truncatingIfNeeded: try uint64(in: message))
     }
 
+    /// `sint32`: zigzag-decoded low 32 bits.
     public func sint32(in message: String) throws(ProtobufError) -> Int32 {
         Zigzag.decode32(UInt32(truncatingIfNeeded: try uint64(in: message)))
     }
 
+    /// `sint64`: zigzag-decoded.
     public func sint64(in message: String) throws(ProtobufError) -> Int64 {
         Zigzag.decode64(try uint64(in: message))
     }
 
+    /// `bool`: any non-zero varint is true.
     public func bool(in message: String) throws(ProtobufError) -> Bool {
         try uint64(in: message) != 0
     }
 
+    /// `fixed32` (and `sfixed32`/`float` via bit pattern).
+    /// - Throws: `ProtobufError.wrongWireType` unless the field is fixed32.
     public func fixed32(in message: String) throws(ProtobufError) -> UInt32 {
         guard case .fixed32(let v) = value else { throw .wrongWireType(message: message, field: number, got: wireType) }
         return v
     }
 
+    /// `fixed64` (and `sfixed64` via bit pattern).
+    /// - Throws: `ProtobufError.wrongWireType` unless the field is fixed64.
     public func fixed64(in message: String) throws(ProtobufError) -> UInt64 {
         guard case .fixed64(let v) = value else { throw .wrongWireType(message: message, field: number, got: wireType) }
         return v
     }
 
+    /// `double`: the fixed64 bits as IEEE 754.
     public func double(in message: String) throws(ProtobufError) -> Double {
         Double(bitPattern: try fixed64(in: message))
     }
 
+    /// `bytes`: a slice of the input (no copy).
+    /// - Throws: `ProtobufError.wrongWireType` unless the field is length-delimited.
     public func bytes(in message: String) throws(ProtobufError) -> ArraySlice<UInt8> {
         guard case .lengthDelimited(let b) = value else {
             throw .wrongWireType(message: message, field: number, got: wireType)
@@ -322,6 +359,8 @@ public struct ProtobufField: Sendable {
         return b
     }
 
+    /// `string`: the bytes as UTF-8.
+    /// - Throws: `ProtobufError.invalidUTF8` for bytes that are not UTF-8.
     public func string(in message: String) throws(ProtobufError) -> String {
         let b = try bytes(in: message)
         guard let s = String(validating: b, as: UTF8.self) else { throw .invalidUTF8(message: message, field: number) }
@@ -393,20 +432,25 @@ public struct ProtobufReader: Sendable {
     private let buffer: ArraySlice<UInt8>
     private var index: Int
 
+    /// A reader over `bytes` (offsets in errors count from its start).
     public init(_ bytes: ArraySlice<UInt8>) {
         buffer = bytes
         index = bytes.startIndex
     }
 
+    /// A reader over `bytes`.
     public init(_ bytes: [UInt8]) {
         self.init(bytes[...])
     }
 
+    /// Whether all input has been read.
     public var isAtEnd: Bool { index >= buffer.endIndex }
 
     /// Offset from the start of the input, for error messages.
     private var offset: Int { index - buffer.startIndex }
 
+    /// Reads a base-128 varint.
+    /// - Throws: `truncated` when the input ends inside it, `malformedVarint` past 10 bytes or 64 bits.
     public mutating func readVarint() throws(ProtobufError) -> UInt64 {
         let start = offset
         var result: UInt64 = 0
@@ -504,13 +548,16 @@ public struct RequiredFields: Sendable {
     private let message: String
     private var missing: Set<Int>
 
+    /// Tracks `required` field numbers of `message` (named in the error).
     public init(message: String, required: Set<Int>) {
         self.message = message
         missing = required
     }
 
+    /// Records that `field` was present.
     public mutating func saw(_ field: Int) { missing.remove(field) }
 
+    /// Throws `missingRequiredField` for the lowest required field not seen.
     public func check() throws(ProtobufError) {
         if let first = missing.min() { throw .missingRequiredField(message: message, field: first) }
     }
@@ -525,17 +572,20 @@ public protocol ProtobufMessage: Sendable {
 }
 
 extension ProtobufMessage {
+    /// The message's bytes.
     public func encoded() -> [UInt8] {
         var w = ProtobufWriter()
         encode(into: &w)
         return w.bytes
     }
 
+    /// Decodes a whole buffer as one message.
     public init(decoding bytes: [UInt8]) throws(ProtobufError) {
         var r = ProtobufReader(bytes)
         try self.init(decoding: &r)
     }
 
+    /// Decodes a slice as one message.
     public init(decoding bytes: ArraySlice<UInt8>) throws(ProtobufError) {
         var r = ProtobufReader(bytes)
         try self.init(decoding: &r)

@@ -10,7 +10,9 @@ public enum TTRPCMessageType: UInt8, Sendable {
 
 /// Flag bits of a ttrpc frame header.
 public struct TTRPCFlags: OptionSet, Sendable, Hashable {
+    /// The flag byte.
     public let rawValue: UInt8
+    /// Flags from the header byte.
     public init(rawValue: UInt8) { self.rawValue = rawValue }
     /// Request/data: the sender will send nothing more on this stream.
     public static let remoteClosed = TTRPCFlags(rawValue: 0x01)
@@ -22,15 +24,20 @@ public struct TTRPCFlags: OptionSet, Sendable, Hashable {
 
 /// One ttrpc frame.
 public struct TTRPCFrame: Sendable, Equatable {
+    /// The stream: odd for client-initiated streams.
     public var streamID: UInt32
     /// The raw type byte; `type` is nil for values other than request/response/data, which
     /// a receiver must ignore rather than treat as an error.
     public var rawType: UInt8
+    /// The header's flag byte.
     public var flags: TTRPCFlags
+    /// The bytes after the header (a protobuf message for requests and responses).
     public var payload: [UInt8]
 
+    /// The frame type, or nil for an unknown type byte.
     public var type: TTRPCMessageType? { TTRPCMessageType(rawValue: rawType) }
 
+    /// A frame of a known type.
     public init(streamID: UInt32, type: TTRPCMessageType, flags: TTRPCFlags = [], payload: [UInt8]) {
         self.streamID = streamID
         rawType = type.rawValue
@@ -38,6 +45,7 @@ public struct TTRPCFrame: Sendable, Equatable {
         self.payload = payload
     }
 
+    /// A frame with any type byte (as decoded).
     public init(streamID: UInt32, rawType: UInt8, flags: TTRPCFlags, payload: [UInt8]) {
         self.streamID = streamID
         self.rawType = rawType
@@ -52,6 +60,7 @@ public enum TTRPCFrameError: Error, Equatable, Sendable, CustomStringConvertible
     /// (ttrpc answers this with ResourceExhausted and closes).
     case frameTooLarge(length: UInt32, streamID: UInt32)
 
+    /// A message naming the stream and the announced length.
     public var description: String {
         switch self {
         case .frameTooLarge(let length, let id):
@@ -96,11 +105,13 @@ public struct TTRPCFrameDecoder: Sendable {
     private var buffer: [UInt8] = []
     private var start = 0
 
+    /// An empty decoder.
     public init() {}
 
     /// Bytes received but not yet returned as a frame.
     public var bufferedByteCount: Int { buffer.count - start }
 
+    /// Adds received bytes; call `nextFrame()` until it returns nil.
     public mutating func append<C: Collection>(_ bytes: C) where C.Element == UInt8 {
         if start > 0 && start >= buffer.count / 2 {
             buffer.removeFirst(start)

@@ -3,19 +3,25 @@
 
 /// `google.protobuf.Any`: a type URL and the encoded message.
 public struct ProtobufAny: ProtobufMessage, Equatable {
+    /// Names the type of `value`, e.g. `type.googleapis.com/google.protobuf.StringValue`.
     public var typeURL: String
+    /// The encoded message.
     public var value: [UInt8]
 
+    /// An `Any` holding `value` of type `typeURL`.
     public init(typeURL: String, value: [UInt8]) {
         self.typeURL = typeURL
         self.value = value
     }
 
+    /// Writes the fields in field-number order, proto3 defaults omitted.
     public func encode(into w: inout ProtobufWriter) {
         w.writeStringIfNotDefault(field: 1, typeURL)
         w.writeBytesIfNotDefault(field: 2, value)
     }
 
+    /// Decodes the message; unknown fields are skipped.
+    /// - Throws: `ProtobufError` for malformed input or a field of the wrong wire type.
     public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
         typeURL = ""
         value = []
@@ -31,9 +37,12 @@ public struct ProtobufAny: ProtobufMessage, Equatable {
 
 /// `google.protobuf.Timestamp`.
 public struct ProtobufTimestamp: ProtobufMessage, Equatable, Comparable {
+    /// Seconds since the Unix epoch.
     public var seconds: Int64
+    /// Nanoseconds within the second, 0 ... 999 999 999.
     public var nanos: Int32
 
+    /// A timestamp from its two fields.
     public init(seconds: Int64, nanos: Int32) {
         self.seconds = seconds
         self.nanos = nanos
@@ -49,13 +58,17 @@ public struct ProtobufTimestamp: ProtobufMessage, Equatable, Comparable {
         }
     }
 
+    /// Nanoseconds since the Unix epoch.
     public var unixNanoseconds: Int64 { seconds &* 1_000_000_000 &+ Int64(nanos) }
 
+    /// Writes the fields in field-number order, proto3 defaults omitted.
     public func encode(into w: inout ProtobufWriter) {
         w.writeInt64IfNotDefault(field: 1, seconds)
         w.writeInt32IfNotDefault(field: 2, nanos)
     }
 
+    /// Decodes the message; unknown fields are skipped.
+    /// - Throws: `ProtobufError` for malformed input or a field of the wrong wire type.
     public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
         seconds = 0
         nanos = 0
@@ -68,6 +81,7 @@ public struct ProtobufTimestamp: ProtobufMessage, Equatable, Comparable {
         }
     }
 
+    /// Earlier first.
     public static func < (a: Self, b: Self) -> Bool { (a.seconds, a.nanos) < (b.seconds, b.nanos) }
 }
 
@@ -80,24 +94,32 @@ public enum RPCStatusCode: Int32, Sendable {
 
 /// `google.rpc.Status`.
 public struct RPCStatus: ProtobufMessage, Equatable {
+    /// The raw status code (see `statusCode`).
     public var code: Int32
+    /// A message for developers.
     public var message: String
+    /// Extra error details.
     public var details: [ProtobufAny]
 
+    /// A status with a known code.
     public init(code: RPCStatusCode, message: String = "", details: [ProtobufAny] = []) {
         self.code = code.rawValue
         self.message = message
         self.details = details
     }
 
+    /// The code, or nil when it is not a known gRPC code.
     public var statusCode: RPCStatusCode? { RPCStatusCode(rawValue: code) }
 
+    /// Writes the fields in field-number order, proto3 defaults omitted.
     public func encode(into w: inout ProtobufWriter) {
         w.writeInt32IfNotDefault(field: 1, code)
         w.writeStringIfNotDefault(field: 2, message)
         for d in details { w.writeMessage(field: 3, d) }
     }
 
+    /// Decodes the message; unknown fields are skipped.
+    /// - Throws: `ProtobufError` for malformed input or a field of the wrong wire type.
     public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
         code = 0
         message = ""
@@ -117,13 +139,18 @@ public struct RPCStatus: ProtobufMessage, Equatable {
 
 /// ttrpc `Request`.
 public struct TTRPCRequest: ProtobufMessage, Equatable {
+    /// The fully qualified service name, e.g. `containerd.task.v2.Task`.
     public var service: String
+    /// The method name, e.g. `Create`.
     public var method: String
+    /// The encoded request or response message.
     public var payload: [UInt8]
+    /// The caller's deadline in nanoseconds; 0 for none.
     public var timeoutNanoseconds: Int64
     /// `KeyValue` pairs in order; keys may repeat.
     public var metadata: [(key: String, value: String)]
 
+    /// A request for `service`/`method` carrying the encoded request message.
     public init(service: String, method: String, payload: [UInt8], timeoutNanoseconds: Int64 = 0,
                 metadata: [(key: String, value: String)] = []) {
         self.service = service
@@ -136,6 +163,7 @@ public struct TTRPCRequest: ProtobufMessage, Equatable {
     /// The first value for `key`.
     public func metadataValue(_ key: String) -> String? { metadata.first { $0.key == key }?.value }
 
+    /// Writes the fields in field-number order, proto3 defaults omitted.
     public func encode(into w: inout ProtobufWriter) {
         w.writeStringIfNotDefault(field: 1, service)
         w.writeStringIfNotDefault(field: 2, method)
@@ -149,6 +177,8 @@ public struct TTRPCRequest: ProtobufMessage, Equatable {
         }
     }
 
+    /// Decodes the message; unknown fields are skipped.
+    /// - Throws: `ProtobufError` for malformed input or a field of the wrong wire type.
     public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
         let name = "ttrpc.Request"
         service = ""
@@ -178,6 +208,7 @@ public struct TTRPCRequest: ProtobufMessage, Equatable {
         }
     }
 
+    /// Field-by-field equality (metadata order matters).
     public static func == (a: Self, b: Self) -> Bool {
         a.service == b.service && a.method == b.method && a.payload == b.payload
             && a.timeoutNanoseconds == b.timeoutNanoseconds
@@ -187,19 +218,25 @@ public struct TTRPCRequest: ProtobufMessage, Equatable {
 
 /// ttrpc `Response`.
 public struct TTRPCResponse: ProtobufMessage, Equatable {
+    /// The error status; nil or code 0 on success.
     public var status: RPCStatus?
+    /// The encoded request or response message.
     public var payload: [UInt8]
 
+    /// A response with a status and/or a payload.
     public init(status: RPCStatus? = nil, payload: [UInt8] = []) {
         self.status = status
         self.payload = payload
     }
 
+    /// Writes the fields in field-number order, proto3 defaults omitted.
     public func encode(into w: inout ProtobufWriter) {
         if let status { w.writeMessage(field: 1, status) }
         w.writeBytesIfNotDefault(field: 2, payload)
     }
 
+    /// Decodes the message; unknown fields are skipped.
+    /// - Throws: `ProtobufError` for malformed input or a field of the wrong wire type.
     public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
         status = nil
         payload = []

@@ -32,7 +32,10 @@ enum Fixtures {
         var arguments: [String]
         var status: Int32
         var stderr: String
-        var description: String { "protoc \(arguments.joined(separator: " ")) exited \(status): \(stderr)" }
+        var description: String {
+            if status == 127 { return "protoc not found on PATH: `make setup` installs protobuf-compiler" }
+            return "protoc \(arguments.joined(separator: " ")) exited \(status): \(stderr)"
+        }
     }
 
     /// Runs `protoc -I<fixtures> arguments...` with `input` on stdin; returns stdout.
@@ -40,7 +43,7 @@ enum Fixtures {
         let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("zpcore-protoc-\(UUID().uuidString)")
         let inputFile = scratch.appendingPathExtension("in"), errorFile = scratch.appendingPathExtension("err")
         try Data(input).write(to: inputFile)
-        FileManager.default.createFile(atPath: errorFile.path, contents: nil)
+        try Data().write(to: errorFile)
         defer {
             try? FileManager.default.removeItem(at: inputFile)
             try? FileManager.default.removeItem(at: errorFile)
