@@ -10,6 +10,8 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "ZPCore", targets: ["ZPCore"]),
+        .library(name: "ZPCheckpoint", targets: ["ZPCheckpoint"]),
+        .executable(name: "zeropod-checkpoint-bench", targets: ["zeropod-checkpoint-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
@@ -21,6 +23,27 @@ let package = Package(
         // MARK: core (standard library only)
         .target(name: "ZPCore", swiftSettings: strict),
         .testTarget(name: "ZPCoreTests", dependencies: ["ZPCore"], resources: [.copy("Fixtures")], swiftSettings: strict),
+
+        // MARK: ZPCheckpoint (CRIU RPC client, container checkpoint/restore)
+        .target(
+            name: "ZPCheckpoint",
+            dependencies: ["ZPCore", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ZPCheckpointTests",
+            dependencies: ["ZPCheckpoint", "ZPCore", .product(name: "SystemPackage", package: "swift-system")],
+            exclude: ["Fixtures"],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "zeropod-checkpoint-bench",
+            dependencies: [
+                "ZPCheckpoint", .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,2 @@
+// placeholder, replaced by the benchmark
+print("zeropod-checkpoint-bench")
