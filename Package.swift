@@ -30,16 +30,23 @@ let package = Package(
             dependencies: ["ZPCore", .product(name: "SystemPackage", package: "swift-system")],
             swiftSettings: strict
         ),
+        .target(
+            name: "ZPCheckpointTestKit",
+            dependencies: ["ZPCheckpoint", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "ZPCheckpointTests",
-            dependencies: ["ZPCheckpoint", "ZPCore", .product(name: "SystemPackage", package: "swift-system")],
+            dependencies: [
+                "ZPCheckpoint", "ZPCheckpointTestKit", "ZPCore", .product(name: "SystemPackage", package: "swift-system"),
+            ],
             exclude: ["Fixtures"],
             swiftSettings: strict
         ),
         .executableTarget(
             name: "zeropod-checkpoint-bench",
             dependencies: [
-                "ZPCheckpoint", .product(name: "SystemPackage", package: "swift-system"),
+                "ZPCheckpoint", "ZPCheckpointTestKit", .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict

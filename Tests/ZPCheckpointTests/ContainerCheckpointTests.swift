@@ -1,0 +1,127 @@
+import Foundation
+import SystemPackage
+import Testing
+import ZPCheckpointTestKit
+
+@testable import ZPCheckpoint
+
+/// The repository root (scripts/rootfs.sh lives there).
+let repoRoot = FilePath(#filePath).removingLastComponent().removingLastComponent().removingLastComponent().string
+
+@Suite("runc containers: checkpoint with CRIU, restore without runc", .serialized, .enabled(if: isRoot, "needs root for runc and CRIU"))
+struct ContainerCheckpointTests {
+    let cc = ContainerCheckpointer()
+
+    func restoreOptions(_ c: TestContainer) -> ContainerRestoreOptions {
+        var o = ContainerRestoreOptions()
+        o.stdio = c.stdio.containerSide.map { Optional($0) }
+        return o
+    }
+
+    @Test(arguments: TestWorkload.allCases)
+    func container_checkpointRestore_keepsStateAndRuncStillWorks(workload: TestWorkload) throws {
+        let c = try TestContainer(workload, repoRoot: repoRoot)
+        defer { c.destroy() }
+        try c.start()
+        #expect(c.waitForResponse() != nil, "\(workload) answers after runc run")
+        let before = try c.get()
+        if workload == .busybox { #expect(before.body.hasPrefix("count=2"), "\(before.body)") }
+        let procs = c.processes()
+        print("\(workload) processes before: \(procs)")
+        #expect(!procs.isEmpty)
+        let images = try TempDir("ctr-img-\(workload.rawValue)")
+        let cp = try cc.checkpoint(c.container, imagesDir: images.path)
+        print("\(workload) checkpoint: \(milliseconds(cp.total)) ms; CRIU \(cp.dump.timings); external mounts \(cp.manifest.externalMounts)")
+        #expect(c.status() == "stopped", "runc sees the dumped container stopped")
+        #expect(throws: (any Error).self) { try c.get(timeout: .seconds(1)) }
+
+        let r = try cc.restore(c.container, imagesDir: images.path, options: restoreOptions(c))
+        print("\(workload) restore: \(milliseconds(r.total)) ms (prepare \(milliseconds(r.prepare)) ms); CRIU \(r.restore.timings)")
+        #expect(c.status() == "running", "runc accepts the restored init")
+        #expect(c.initPID() == r.pid)
+        let after = try c.get()
+        #expect(after.status == 200)
+        if workload == .busybox {
+            #expect(after.body.hasPrefix("count=3"), "the tmpfs counter survived: \(after.body)")
+        }
+        #expect(c.processes() == procs, "the same processes (pids inside the container) came back")
+
+        // runc exec runs inside the restored container (its namespaces via the new init).
+        let (rc, out) = try c.runc(["exec", c.id, "/bin/cat", "/proc/1/status"])
+        #expect(rc == 0, "runc exec: \(out)")
+        #expect(out.contains("NSpid:\t1"), "exec sees the container's pid namespace")
+        let (hrc, host) = try c.runc(["exec", c.id, "/bin/hostname"])
+        #expect(hrc == 0 && host.contains(c.id), "exec joined the restored uts namespace: \(host)")
+
+        // A second checkpoint of the restored container works too (state.json stays coherent).
+        let images2 = try TempDir("ctr-img2-\(workload.rawValue)")
+        _ = try cc.checkpoint(c.container, imagesDir: images2.path)
+        let r2 = try cc.restore(c.container, imagesDir: images2.path, options: restoreOptions(c))
+        #expect(c.initPID() == r2.pid)
+        #expect(try c.get().status == 200)
+
+        // runc kill + delete clean up.
+        let (krc, kout) = try c.runc(["kill", c.id, "KILL"])
+        #expect(krc == 0, "runc kill: \(kout)")
+        var st: Int32 = 0
+        #expect(waitUntil { waitpid(r2.pid, &st, WNOHANG) == r2.pid }, "the restored init is our child and exits")
+        #expect(waitUntil { c.status() == "stopped" })
+        let (drc, dout) = try c.runc(["delete", c.id])
+        #expect(drc == 0, "runc delete: \(dout)")
+        #expect(c.status() == "absent")
+        #expect(!FileManager.default.fileExists(atPath: "/sys/fs/cgroup/pids/\(c.id)"), "runc delete removed the cgroups")
+    }
+
+    @Test func freezerCheckpoint_works() throws {
+        let c = try TestContainer(.busybox, repoRoot: repoRoot)
+        defer { c.destroy() }
+        try c.start()
+        #expect(c.waitForResponse() != nil)
+        let images = try TempDir("ctr-frz")
+        var o = ContainerCheckpointOptions()
+        o.freezeWithCgroup = true
+        let cp = try cc.checkpoint(c.container, imagesDir: images.path, options: o)
+        print("busybox checkpoint with freezer: \(milliseconds(cp.total)) ms; CRIU \(cp.dump.timings)")
+        #expect(cp.manifest.usedFreezer)
+        let r = try cc.restore(c.container, imagesDir: images.path, options: restoreOptions(c))
+        #expect(c.status() == "running")
+        #expect(try c.get().status == 200)
+        _ = r
+    }
+
+    @Test func restore_withoutStdioDescriptors_isRejectedBeforeCRIURuns() throws {
+        let c = try TestContainer(.busybox, repoRoot: repoRoot)
+        defer { c.destroy() }
+        try c.start()
+        #expect(c.waitForResponse() != nil)
+        let images = try TempDir("ctr-nostdio")
+        _ = try cc.checkpoint(c.container, imagesDir: images.path)
+        do {
+            _ = try cc.restore(c.container, imagesDir: images.path)
+            Issue.record("restore without stdio descriptors succeeded")
+        } catch {
+            print("missing stdio: \(error)")
+            guard case .invalidArgument(let m) = error else { Issue.record("wrong error \(error)"); return }
+            #expect(m.contains("pipe:["))
+        }
+        // Nothing lost: with the descriptors the same images restore.
+        _ = try cc.restore(c.container, imagesDir: images.path, options: restoreOptions(c))
+        #expect(try c.get().status == 200)
+    }
+
+    @Test func checkpoint_ofAStoppedContainer_isInvalidState() throws {
+        let c = try TestContainer(.busybox, repoRoot: repoRoot)
+        defer { c.destroy() }
+        try c.start()
+        #expect(c.waitForResponse() != nil)
+        _ = try c.runc(["kill", c.id, "KILL"])
+        #expect(waitUntil { c.status() == "stopped" })
+        let images = try TempDir("ctr-stopped")
+        do {
+            _ = try cc.checkpoint(c.container, imagesDir: images.path)
+            Issue.record("checkpoint of a stopped container succeeded")
+        } catch {
+            guard case .invalidState = error else { Issue.record("wrong error \(error)"); return }
+        }
+    }
+}
