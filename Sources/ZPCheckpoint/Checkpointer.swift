@@ -118,6 +118,8 @@ public struct RestoreOptions: Sendable {
     public var emptyNamespaces: UInt32?
     /// Lazy restore through a running lazy-pages daemon (`lazy_pages`).
     public var lazyPages = false
+    /// Restore mounts with CRIU's older mount engine (`mntns_compat_mode`).
+    public var mountNamespaceCompatMode = false
     /// CRIU config file (`config_file`).
     public var configFile: String?
     /// CRIU log level 0-4.
@@ -377,6 +379,7 @@ public struct Checkpointer: Sendable {
         o.configFile = options.configFile
         o.tcpClose = options.tcpClose ? true : nil
         o.networkLock = options.networkLock
+        o.mountNamespaceCompatMode = options.mountNamespaceCompatMode ? true : nil
         let x: CRIUExchange, spawn: Duration
         do {
             (x, spawn) = try run(CRIURequest(type: .restore, options: o), workDir: options.workDir, imagesDir: imagesDir,

@@ -101,6 +101,8 @@ public struct ContainerRestoreResult: Sendable {
     public var total: Duration
     /// The time spent preparing (worker spawn, descriptors, rootfs bind mount).
     public var prepare: Duration
+    /// The time spent rewriting runc's state.json after CRIU answered.
+    public var stateUpdate: Duration
 }
 
 /// An error of a container checkpoint or restore: CRIU's, runc state's, or the caller's input.
@@ -147,9 +149,13 @@ public struct ContainerCheckpointer: Sendable {
     ///
     /// - Throws: `ContainerCheckpointError`: `.invalidState` when runc's init is not running,
     ///   `.criu` when CRIU fails (the container keeps running then).
+    /// - Parameter worker: a worker from `Checkpointer.startWorker()` started ahead of time
+    ///   (consumed); nil starts one.
     public func checkpoint(_ container: RuncContainer, imagesDir: FilePath,
                            options: ContainerCheckpointOptions = ContainerCheckpointOptions(),
-                           hooks: CRIUHooks = CRIUHooks()) throws(ContainerCheckpointError) -> ContainerCheckpointResult {
+                           hooks: CRIUHooks = CRIUHooks(), worker: CRIUConnection? = nil)
+        throws(ContainerCheckpointError) -> ContainerCheckpointResult
+    {
         let start = ContinuousClock.now
         let state: RuncState
         do { state = try RuncState(runcRoot: container.runcRoot, id: container.id) } catch { throw .runcState(error) }
@@ -190,7 +196,7 @@ public struct ContainerCheckpointer: Sendable {
         }
         let dump: DumpResult
         do {
-            dump = try checkpointer.dump(pid: pid, imagesDir: imagesDir, options: o, hooks: hooks)
+            dump = try checkpointer.dump(pid: pid, imagesDir: imagesDir, options: o, hooks: hooks, worker: worker)
         } catch { throw .criu(error) }
         do {
             let data = try JSONEncoder().encode(manifest)
@@ -335,12 +341,15 @@ public final class PreparedContainerRestore {
         do {
             r = try checkpointer.restore(imagesDir: imagesDir, options: options, hooks: hooks, worker: worker)
         } catch { throw .criu(error) }
+        let criuDone = ContinuousClock.now
         do {
             try state.adopt(initPID: r.pid)
             try state.write()
         } catch {
             throw .runcState(error)
         }
-        return ContainerRestoreResult(pid: r.pid, restore: r, total: .now - start, prepare: prepareDuration)
+        let end = ContinuousClock.now
+        return ContainerRestoreResult(pid: r.pid, restore: r, total: end - start, prepare: prepareDuration,
+                                      stateUpdate: end - criuDone)
     }
 }

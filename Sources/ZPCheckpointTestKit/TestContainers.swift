@@ -306,6 +306,6 @@ public final class TestContainer: @unchecked Sendable {
         _ = try? runTool("/bin/umount", ["-l", "\(runcRoot)/\(id)/criu-root"])
         netns.remove()
         stdio.close()
-        _ = try? runTool("/bin/rm", ["-rf", bundle.string])
+        if ProcessInfo.processInfo.environment["ZPCK_KEEP"] == nil { _ = try? runTool("/bin/rm", ["-rf", bundle.string]) }
     }
 }
