@@ -49,6 +49,17 @@ public struct ContainerCheckpointManifest: Codable, Sendable, Equatable {
     public var networkNamespacePath: String?
     /// Whether the dump froze the tree with the cgroup freezer.
     public var usedFreezer: Bool
+    /// tmpfs mounts that were empty at dump time, by mount point: CRIU skipped them (external)
+    /// and the restore mounts a fresh empty tmpfs with the same options in their place.
+    public var emptyTmpfs: [String: EmptyTmpfs]? = nil
+}
+
+/// An empty tmpfs mount of a checkpointed container, recreated instead of archived.
+public struct EmptyTmpfs: Codable, Sendable, Equatable {
+    /// Per-mount options from mountinfo, e.g. "ro,nosuid,nodev,noexec,relatime".
+    public var mountOptions: String
+    /// Superblock options from mountinfo, e.g. "rw,size=65536k,mode=755".
+    public var superOptions: String
 }
 
 /// Options of a container checkpoint.
@@ -59,6 +70,11 @@ public struct ContainerCheckpointOptions: Sendable {
     public var freezeWithCgroup = false
     /// How CRIU treats the container's cgroups.
     public var cgroupMode: CRIUCgroupMode = .soft
+    /// Do not archive tmpfs mounts that are empty (CRIU runs `tar | gzip` for each tmpfs on dump
+    /// and again on restore); the restore mounts a fresh tmpfs with the same options instead.
+    /// Emptiness is checked again at post-dump, while the tasks are frozen; if a file appeared,
+    /// the dump is redone with those mounts archived.
+    public var recreateEmptyTmpfs = true
     /// CRIU dump options; root, external, mounts, cgroups and freezer are filled in from runc's state.
     public var criu = DumpOptions()
 
@@ -189,14 +205,22 @@ public struct ContainerCheckpointer: Sendable {
             let inside = m.mountPoint.hasPrefix("/") ? m.mountPoint : "/" + m.mountPoint
             manifest.externalMounts[inside] = h.mountPoint + (rel.hasPrefix("/") || rel.isEmpty ? rel : "/" + rel)
         }
-        o.externalMounts = manifest.externalMounts.keys.sorted().map { CRIUKeyValue(key: $0, value: $0) }
         if options.freezeWithCgroup, let freezer = state.cgroupPaths["freezer"] ?? state.cgroupPaths[""] {
             o.freezeCgroup = freezer
             manifest.usedFreezer = true
         }
+        let empties = options.recreateEmptyTmpfs ? Self.emptyTmpfsMounts(of: pid) : [:]
         let dump: DumpResult
         do {
-            dump = try checkpointer.dump(pid: pid, imagesDir: imagesDir, options: o, hooks: hooks, worker: worker)
+            dump = try dumpOnce(pid: pid, imagesDir: imagesDir, options: o, manifest: &manifest, empties: empties,
+                                hooks: hooks, worker: worker)
+        } catch let error where error.code == .hookFailed && error.message.contains(Self.tmpfsChangedMarker) {
+            // A file appeared in a tmpfs we meant to recreate empty: CRIU aborted and resumed the
+            // tasks; dump again with every tmpfs archived.
+            do {
+                dump = try dumpOnce(pid: pid, imagesDir: imagesDir, options: o, manifest: &manifest, empties: [:],
+                                    hooks: hooks, worker: nil)
+            } catch { throw .criu(error) }
         } catch { throw .criu(error) }
         do {
             let data = try JSONEncoder().encode(manifest)
@@ -207,6 +231,58 @@ public struct ContainerCheckpointer: Sendable {
             throw .invalidArgument("cannot write \(imagesDir.appending(Self.manifestName)): \(error)")
         }
         return ContainerCheckpointResult(dump: dump, manifest: manifest, total: .now - start)
+    }
+
+    static let tmpfsChangedMarker = "tmpfs no longer empty"
+
+    private func dumpOnce(pid: Int32, imagesDir: FilePath, options: DumpOptions, manifest: inout ContainerCheckpointManifest,
+                          empties: [String: EmptyTmpfs], hooks: CRIUHooks, worker: CRIUConnection?) throws(CRIUError)
+        -> DumpResult
+    {
+        var o = options
+        var mounts = manifest.externalMounts.keys.map { $0 }
+        mounts += empties.keys
+        o.externalMounts = mounts.sorted().map { CRIUKeyValue(key: $0, value: $0) }
+        manifest.emptyTmpfs = empties.isEmpty ? nil : empties
+        var h = hooks
+        if !empties.isEmpty {
+            let callerHook = hooks["post-dump"]
+            h["post-dump"] = { note in
+                try callerHook?(note)
+                for mountPoint in empties.keys.sorted() where !Self.isEmptyDirectory("/proc/\(pid)/root\(mountPoint)") {
+                    throw RuncStateError(path: mountPoint, reason: Self.tmpfsChangedMarker)
+                }
+            }
+        }
+        return try checkpointer.dump(pid: pid, imagesDir: imagesDir, options: o, hooks: h, worker: worker)
+    }
+
+    /// tmpfs mounts of the container that are empty, mounted at their root, not shared with
+    /// another mount point, and have nothing mounted below them.
+    static func emptyTmpfsMounts(of pid: Int32) -> [String: EmptyTmpfs] {
+        let mounts = MountInfo.read(pid: pid)
+        var perDevice: [String: Int] = [:]
+        for m in mounts { perDevice[m.device, default: 0] += 1 }
+        var out: [String: EmptyTmpfs] = [:]
+        for m in mounts where m.fsType == "tmpfs" && m.root == "/" && m.mountPoint != "/" && perDevice[m.device] == 1 {
+            guard !mounts.contains(where: { $0.mountPoint.hasPrefix(m.mountPoint + "/") }) else { continue }
+            guard isEmptyDirectory("/proc/\(pid)/root\(m.mountPoint)") else { continue }
+            out[m.mountPoint] = EmptyTmpfs(mountOptions: m.mountOptions, superOptions: m.superOptions)
+        }
+        return out
+    }
+
+    /// Whether `path` is a directory with no entries besides "." and "..".
+    static func isEmptyDirectory(_ path: String) -> Bool {
+        guard let dir = opendir(path) else { return false }
+        defer { closedir(dir) }
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if name != "." && name != ".." { return false }
+        }
+        return true
     }
 
     // MARK: restore
@@ -244,11 +320,12 @@ public final class PreparedContainerRestore {
     public let container: RuncContainer
     private let imagesDir: FilePath
     private var state: RuncState
-    private var options: RestoreOptions
+    private var options = RestoreOptions()
     private var worker: CRIUConnection?
     private var netns: FileDescriptor?
     private var boundRoot: FilePath?
-    private let prepareDuration: Duration
+    private var stagedTmpfs: [FilePath] = []
+    private var prepareDuration: Duration = .zero
 
     init(checkpointer: Checkpointer, container: RuncContainer, imagesDir: FilePath, options: ContainerRestoreOptions)
         throws(ContainerCheckpointError)
@@ -286,11 +363,30 @@ public final class PreparedContainerRestore {
         for (slot, key) in manifest.stdio.enumerated() where key.hasPrefix("pipe:") && !seen.contains(key) {
             seen.insert(key)
             guard slot < options.stdio.count, let fd = options.stdio[slot] else {
+                cancel()
                 throw .invalidArgument("container \(container.id) had fd \(slot) on \(key): pass its pipe end in stdio[\(slot)]")
             }
             inherited.append(InheritedFile(key: key, descriptor: fd))
         }
         o.inheritedFiles = inherited
+        // Empty tmpfs mounts skipped at dump: mount fresh ones with the same options now; CRIU
+        // binds them into place (ext_mnt mount point → staging directory).
+        if let empties = manifest.emptyTmpfs {
+            for (i, mountPoint) in empties.keys.sorted().enumerated() {
+                let t = empties[mountPoint]!
+                let dir = container.stateDir.appending("zp-tmpfs-\(i)")
+                _ = mkdir(dir.string, 0o700)
+                let (flags, data) = Self.tmpfsMountArguments(t)
+                do {
+                    try syscall("mount(tmpfs)", "\(dir) for \(mountPoint)") { mount("tmpfs", dir.string, "tmpfs", flags, data) }
+                } catch {
+                    cancel()
+                    throw .system(error)
+                }
+                stagedTmpfs.append(dir)
+                o.externalMounts.append(CRIUKeyValue(key: mountPoint, value: dir.string))
+            }
+        }
         // CRIU restores a mount namespace only onto a root that is a mount point (as runc does,
         // bind the rootfs at <state>/criu-root).
         let rootfs = state.rootfs
@@ -303,6 +399,7 @@ public final class PreparedContainerRestore {
                 try syscall("mount(MS_BIND)", rootfs) { mount(rootfs, target.string, nil, UInt(MS_BIND | MS_REC), nil) }
                 boundRoot = target
             } catch {
+                cancel()
                 throw .system(error)
             }
             o.root = target.string
@@ -311,6 +408,7 @@ public final class PreparedContainerRestore {
         do {
             worker = try checkpointer.startWorker(inheriting: inherited)
         } catch {
+            cancel()
             throw .criu(error)
         }
         prepareDuration = .now - start
@@ -328,6 +426,31 @@ public final class PreparedContainerRestore {
             _ = umount2(boundRoot.string, CInt(MNT_DETACH))
             self.boundRoot = nil
         }
+        for dir in stagedTmpfs {
+            _ = umount2(dir.string, CInt(MNT_DETACH))
+            _ = rmdir(dir.string)
+        }
+        stagedTmpfs = []
+    }
+
+    /// mount(2) flags and data for a tmpfs like the one recorded.
+    static func tmpfsMountArguments(_ t: EmptyTmpfs) -> (UInt, String) {
+        var flags: UInt = 0
+        for o in t.mountOptions.split(separator: ",") {
+            switch o {
+            case "ro": flags |= UInt(MS_RDONLY)
+            case "nosuid": flags |= UInt(MS_NOSUID)
+            case "nodev": flags |= UInt(MS_NODEV)
+            case "noexec": flags |= UInt(MS_NOEXEC)
+            case "noatime": flags |= UInt(MS_NOATIME)
+            case "nodiratime": flags |= UInt(MS_NODIRATIME)
+            case "relatime": flags |= UInt(MS_RELATIME)
+            case "strictatime": flags |= UInt(MS_STRICTATIME)
+            default: break
+            }
+        }
+        let data = t.superOptions.split(separator: ",").filter { $0 != "rw" && $0 != "ro" }.joined(separator: ",")
+        return (flags, data)
     }
 
     /// Restores with the prepared worker, then rewrites runc's state.json for the new init.

@@ -248,9 +248,11 @@ func readWholeFile(_ path: FilePath) throws -> [UInt8] {
 }
 
 /// One line of /proc/PID/mountinfo.
-struct MountInfo: Sendable {
+struct MountInfo: Sendable, Equatable {
+    var device: String
     var root: String
     var mountPoint: String
+    var mountOptions: String
     var fsType: String
     var source: String
     var superOptions: String
@@ -262,8 +264,8 @@ struct MountInfo: Sendable {
         return String(decoding: bytes, as: UTF8.self).split(separator: "\n").compactMap { line in
             let f = line.split(separator: " ", omittingEmptySubsequences: false).map(String.init)
             guard let dash = f.firstIndex(of: "-"), dash >= 6, f.count >= dash + 4 else { return nil }
-            return MountInfo(root: unescape(f[3]), mountPoint: unescape(f[4]), fsType: f[dash + 1],
-                             source: f[dash + 2], superOptions: f[dash + 3])
+            return MountInfo(device: f[2], root: unescape(f[3]), mountPoint: unescape(f[4]), mountOptions: f[5],
+                             fsType: f[dash + 1], source: f[dash + 2], superOptions: f[dash + 3])
         }
     }
 

@@ -294,6 +294,16 @@ public final class TestContainer: @unchecked Sendable {
         }.sorted()
     }
 
+    /// The init's mounts as "mount point, fs type, mount options, superblock options" lines, sorted.
+    public func mounts() -> [String] {
+        guard let pid = initPID(), let text = try? String(contentsOfFile: "/proc/\(pid)/mountinfo", encoding: .utf8) else { return [] }
+        return text.split(separator: "\n").compactMap { line -> String? in
+            let f = line.split(separator: " ").map(String.init)
+            guard let dash = f.firstIndex(of: "-"), f.count > dash + 3 else { return nil }
+            return "\(f[4]) \(f[dash + 1]) \(f[5]) \(f[dash + 3])"
+        }.sorted()
+    }
+
     /// Kills and deletes the container (whatever its state), reaps a restored init that is our
     /// child, removes the netns, bundle and cgroups.
     public func destroy() {

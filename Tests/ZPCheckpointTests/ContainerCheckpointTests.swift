@@ -27,6 +27,7 @@ struct ContainerCheckpointTests {
         let before = try c.get()
         if workload == .busybox { #expect(before.body.hasPrefix("count=2"), "\(before.body)") }
         let procs = c.processes()
+        let mountsBefore = c.mounts()
         print("\(workload) processes before: \(procs)")
         #expect(!procs.isEmpty)
         let images = try TempDir("ctr-img-\(workload.rawValue)")
@@ -45,6 +46,13 @@ struct ContainerCheckpointTests {
             #expect(after.body.hasPrefix("count=3"), "the tmpfs counter survived: \(after.body)")
         }
         #expect(c.processes() == procs, "the same processes (pids inside the container) came back")
+        let mountsAfter = c.mounts()
+        #expect(mountsAfter == mountsBefore, "same mounts, types and options after the restore")
+        if mountsAfter != mountsBefore {
+            print("mounts only before: \(Set(mountsBefore).subtracting(mountsAfter).sorted())")
+            print("mounts only after: \(Set(mountsAfter).subtracting(mountsBefore).sorted())")
+        }
+        print("\(workload) recreated empty tmpfs: \(cp.manifest.emptyTmpfs?.keys.sorted() ?? [])")
 
         // runc exec runs inside the restored container (its namespaces via the new init).
         let (rc, out) = try c.runc(["exec", c.id, "/bin/cat", "/proc/1/status"])
