@@ -49,13 +49,14 @@ public struct ContainerCheckpointManifest: Codable, Sendable, Equatable {
     public var networkNamespacePath: String?
     /// Whether the dump froze the tree with the cgroup freezer.
     public var usedFreezer: Bool
-    /// tmpfs mounts that were empty at dump time, by mount point: CRIU skipped them (external)
-    /// and the restore mounts a fresh empty tmpfs with the same options in their place.
-    public var emptyTmpfs: [String: EmptyTmpfs]? = nil
+    /// tmpfs mounts copied in-process at dump time (zeropod-tmpfs.pb), by mount point: CRIU
+    /// skipped them (external) and the restore mounts a fresh tmpfs with the same options and
+    /// the copied files in their place.
+    public var copiedTmpfs: [String: TmpfsMountOptions]? = nil
 }
 
-/// An empty tmpfs mount of a checkpointed container, recreated instead of archived.
-public struct EmptyTmpfs: Codable, Sendable, Equatable {
+/// The options of a tmpfs mount that is copied instead of archived by CRIU.
+public struct TmpfsMountOptions: Codable, Sendable, Equatable {
     /// Per-mount options from mountinfo, e.g. "ro,nosuid,nodev,noexec,relatime".
     public var mountOptions: String
     /// Superblock options from mountinfo, e.g. "rw,size=65536k,mode=755".
@@ -70,11 +71,11 @@ public struct ContainerCheckpointOptions: Sendable {
     public var freezeWithCgroup = false
     /// How CRIU treats the container's cgroups.
     public var cgroupMode: CRIUCgroupMode = .soft
-    /// Do not archive tmpfs mounts that are empty (CRIU runs `tar | gzip` for each tmpfs on dump
-    /// and again on restore); the restore mounts a fresh tmpfs with the same options instead.
-    /// Emptiness is checked again at post-dump, while the tasks are frozen; if a file appeared,
-    /// the dump is redone with those mounts archived.
-    public var recreateEmptyTmpfs = true
+    /// Copy small tmpfs mounts in-process instead of letting CRIU archive them (CRIU runs
+    /// `tar --gzip` for each tmpfs on dump and again on restore). The copy is taken at post-dump,
+    /// while CRIU holds the tasks frozen; if a tree turns out not copyable (sockets, fifos, hard
+    /// links, more than 1 MiB), the dump is redone with CRIU archiving every tmpfs.
+    public var copySmallTmpfs = true
     /// CRIU dump options; root, external, mounts, cgroups and freezer are filled in from runc's state.
     public var criu = DumpOptions()
 
@@ -146,6 +147,18 @@ public enum ContainerCheckpointError: Error, Sendable, CustomStringConvertible {
     }
 }
 
+/// The tmpfs copies a post-dump hook takes (the hook runs on the calling thread, inside `dump`).
+final class TmpfsCopies {
+    var snapshots: [TmpfsSnapshot] = []
+}
+
+/// Writes a whole file (0600), replacing it.
+func writeWholeFile(_ path: FilePath, _ bytes: [UInt8]) throws {
+    let fd = try FileDescriptor.open(path, .writeOnly, options: [.create, .truncate, .closeOnExec],
+                                     permissions: [.ownerReadWrite])
+    try fd.closeAfter { _ = try fd.writeAll(bytes) }
+}
+
 /// Checkpoints runc containers with CRIU and restores them without runc.
 public struct ContainerCheckpointer: Sendable {
     /// The CRIU client.
@@ -209,19 +222,27 @@ public struct ContainerCheckpointer: Sendable {
             o.freezeCgroup = freezer
             manifest.usedFreezer = true
         }
-        let empties = options.recreateEmptyTmpfs ? Self.emptyTmpfsMounts(of: pid) : [:]
+        let candidates = options.copySmallTmpfs ? Self.copyableTmpfsMounts(of: pid) : [:]
         let dump: DumpResult
+        let copies = TmpfsCopies()
         do {
-            dump = try dumpOnce(pid: pid, imagesDir: imagesDir, options: o, manifest: &manifest, empties: empties,
-                                hooks: hooks, worker: worker)
-        } catch let error where error.code == .hookFailed && error.message.contains(Self.tmpfsChangedMarker) {
-            // A file appeared in a tmpfs we meant to recreate empty: CRIU aborted and resumed the
-            // tasks; dump again with every tmpfs archived.
+            dump = try dumpOnce(pid: pid, imagesDir: imagesDir, options: o, manifest: &manifest, tmpfs: candidates,
+                                copies: copies, hooks: hooks, worker: worker)
+        } catch let error where error.code == .hookFailed && error.message.contains(Self.tmpfsNotCopyableMarker) {
+            // A tmpfs changed into something we do not copy while we looked: CRIU aborted and
+            // resumed the tasks; dump again with CRIU archiving every tmpfs.
             do {
-                dump = try dumpOnce(pid: pid, imagesDir: imagesDir, options: o, manifest: &manifest, empties: [:],
-                                    hooks: hooks, worker: nil)
+                dump = try dumpOnce(pid: pid, imagesDir: imagesDir, options: o, manifest: &manifest, tmpfs: [:],
+                                    copies: copies, hooks: hooks, worker: nil)
             } catch { throw .criu(error) }
         } catch { throw .criu(error) }
+        if !copies.snapshots.isEmpty {
+            do {
+                try writeWholeFile(imagesDir.appending(Self.tmpfsCopiesName), TmpfsSnapshots(mounts: copies.snapshots).encoded())
+            } catch {
+                throw .invalidArgument("cannot write \(imagesDir.appending(Self.tmpfsCopiesName)): \(error)")
+            }
+        }
         do {
             let data = try JSONEncoder().encode(manifest)
             let fd = try FileDescriptor.open(imagesDir.appending(Self.manifestName), .writeOnly,
@@ -233,56 +254,49 @@ public struct ContainerCheckpointer: Sendable {
         return ContainerCheckpointResult(dump: dump, manifest: manifest, total: .now - start)
     }
 
-    static let tmpfsChangedMarker = "tmpfs no longer empty"
+    static let tmpfsNotCopyableMarker = "tmpfs not copyable"
+    /// File name of the tmpfs copies inside the image directory.
+    public static let tmpfsCopiesName = "zeropod-tmpfs.pb"
 
     private func dumpOnce(pid: Int32, imagesDir: FilePath, options: DumpOptions, manifest: inout ContainerCheckpointManifest,
-                          empties: [String: EmptyTmpfs], hooks: CRIUHooks, worker: CRIUConnection?) throws(CRIUError)
-        -> DumpResult
+                          tmpfs: [String: TmpfsMountOptions], copies: TmpfsCopies, hooks: CRIUHooks,
+                          worker: CRIUConnection?) throws(CRIUError) -> DumpResult
     {
         var o = options
-        var mounts = manifest.externalMounts.keys.map { $0 }
-        mounts += empties.keys
-        o.externalMounts = mounts.sorted().map { CRIUKeyValue(key: $0, value: $0) }
-        manifest.emptyTmpfs = empties.isEmpty ? nil : empties
+        o.externalMounts = (Array(manifest.externalMounts.keys) + tmpfs.keys).sorted().map { CRIUKeyValue(key: $0, value: $0) }
+        manifest.copiedTmpfs = tmpfs.isEmpty ? nil : tmpfs
+        copies.snapshots = []
         var h = hooks
-        if !empties.isEmpty {
+        if !tmpfs.isEmpty {
             let callerHook = hooks["post-dump"]
             h["post-dump"] = { note in
                 try callerHook?(note)
-                for mountPoint in empties.keys.sorted() where !Self.isEmptyDirectory("/proc/\(pid)/root\(mountPoint)") {
-                    throw RuncStateError(path: mountPoint, reason: Self.tmpfsChangedMarker)
+                // The tasks are frozen now: the copy is consistent with the dump.
+                do {
+                    copies.snapshots = try tmpfs.keys.sorted().map {
+                        try TmpfsSnapshot.capture(mountPoint: $0, root: "/proc/\(pid)/root\($0)")
+                    }
+                } catch {
+                    throw RuncStateError(path: "/proc/\(pid)/root", reason: "\(Self.tmpfsNotCopyableMarker): \(error)")
                 }
             }
         }
         return try checkpointer.dump(pid: pid, imagesDir: imagesDir, options: o, hooks: h, worker: worker)
     }
 
-    /// tmpfs mounts of the container that are empty, mounted at their root, not shared with
-    /// another mount point, and have nothing mounted below them.
-    static func emptyTmpfsMounts(of pid: Int32) -> [String: EmptyTmpfs] {
+    /// tmpfs mounts of the container that can be copied in-process: mounted at their root, not
+    /// bind-mounted elsewhere (one mount per superblock), and copyable right now.
+    static func copyableTmpfsMounts(of pid: Int32) -> [String: TmpfsMountOptions] {
         let mounts = MountInfo.read(pid: pid)
         var perDevice: [String: Int] = [:]
         for m in mounts { perDevice[m.device, default: 0] += 1 }
-        var out: [String: EmptyTmpfs] = [:]
+        var out: [String: TmpfsMountOptions] = [:]
         for m in mounts where m.fsType == "tmpfs" && m.root == "/" && m.mountPoint != "/" && perDevice[m.device] == 1 {
-            guard !mounts.contains(where: { $0.mountPoint.hasPrefix(m.mountPoint + "/") }) else { continue }
-            guard isEmptyDirectory("/proc/\(pid)/root\(m.mountPoint)") else { continue }
-            out[m.mountPoint] = EmptyTmpfs(mountOptions: m.mountOptions, superOptions: m.superOptions)
+            guard (try? TmpfsSnapshot.capture(mountPoint: m.mountPoint, root: "/proc/\(pid)/root\(m.mountPoint)")) != nil
+            else { continue }
+            out[m.mountPoint] = TmpfsMountOptions(mountOptions: m.mountOptions, superOptions: m.superOptions)
         }
         return out
-    }
-
-    /// Whether `path` is a directory with no entries besides "." and "..".
-    static func isEmptyDirectory(_ path: String) -> Bool {
-        guard let dir = opendir(path) else { return false }
-        defer { closedir(dir) }
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
-            if name != "." && name != ".." { return false }
-        }
-        return true
     }
 
     // MARK: restore
@@ -369,21 +383,41 @@ public final class PreparedContainerRestore {
             inherited.append(InheritedFile(key: key, descriptor: fd))
         }
         o.inheritedFiles = inherited
-        // Empty tmpfs mounts skipped at dump: mount fresh ones with the same options now; CRIU
-        // binds them into place (ext_mnt mount point → staging directory).
-        if let empties = manifest.emptyTmpfs {
-            for (i, mountPoint) in empties.keys.sorted().enumerated() {
-                let t = empties[mountPoint]!
+        // tmpfs mounts copied at dump: mount fresh ones with the same options and files now;
+        // CRIU binds them into place (ext_mnt mount point → staging directory).
+        if let copied = manifest.copiedTmpfs {
+            let copiesPath = imagesDir.appending(ContainerCheckpointer.tmpfsCopiesName)
+            var snapshots: [String: TmpfsSnapshot] = [:]
+            do {
+                for m in try TmpfsSnapshots(decoding: try readWholeFile(copiesPath)).mounts { snapshots[m.mountPoint] = m }
+            } catch {
+                cancel()
+                throw .invalidArgument("\(copiesPath) is missing or corrupt: \(error)")
+            }
+            for (i, mountPoint) in copied.keys.sorted().enumerated() {
+                guard let snapshot = snapshots[mountPoint] else {
+                    cancel()
+                    throw .invalidArgument("\(copiesPath) has no copy of \(mountPoint)")
+                }
                 let dir = container.stateDir.appending("zp-tmpfs-\(i)")
                 _ = mkdir(dir.string, 0o700)
-                let (flags, data) = Self.tmpfsMountArguments(t)
+                let (flags, data) = Self.tmpfsMountArguments(copied[mountPoint]!)
                 do {
-                    try syscall("mount(tmpfs)", "\(dir) for \(mountPoint)") { mount("tmpfs", dir.string, "tmpfs", flags, data) }
+                    // Mount writable to fill it, then apply the recorded read-only flag.
+                    try syscall("mount(tmpfs)", "\(dir) for \(mountPoint)") {
+                        mount("tmpfs", dir.string, "tmpfs", flags & ~UInt(MS_RDONLY), data)
+                    }
+                    stagedTmpfs.append(dir)
+                    try snapshot.recreate(at: dir.string)
+                    if flags & UInt(MS_RDONLY) != 0 {
+                        try syscall("mount(MS_REMOUNT)", dir.string) {
+                            mount("tmpfs", dir.string, "tmpfs", flags | UInt(MS_REMOUNT), data)
+                        }
+                    }
                 } catch {
                     cancel()
                     throw .system(error)
                 }
-                stagedTmpfs.append(dir)
                 o.externalMounts.append(CRIUKeyValue(key: mountPoint, value: dir.string))
             }
         }
@@ -434,7 +468,7 @@ public final class PreparedContainerRestore {
     }
 
     /// mount(2) flags and data for a tmpfs like the one recorded.
-    static func tmpfsMountArguments(_ t: EmptyTmpfs) -> (UInt, String) {
+    static func tmpfsMountArguments(_ t: TmpfsMountOptions) -> (UInt, String) {
         var flags: UInt = 0
         for o in t.mountOptions.split(separator: ",") {
             switch o {

@@ -52,7 +52,8 @@ struct ContainerCheckpointTests {
             print("mounts only before: \(Set(mountsBefore).subtracting(mountsAfter).sorted())")
             print("mounts only after: \(Set(mountsAfter).subtracting(mountsBefore).sorted())")
         }
-        print("\(workload) recreated empty tmpfs: \(cp.manifest.emptyTmpfs?.keys.sorted() ?? [])")
+        print("\(workload) tmpfs copied in-process: \(cp.manifest.copiedTmpfs?.keys.sorted() ?? [])")
+        #expect(cp.manifest.copiedTmpfs?["/tmp"] != nil, "/tmp is copied in-process")
 
         // runc exec runs inside the restored container (its namespaces via the new init).
         let (rc, out) = try c.runc(["exec", c.id, "/bin/cat", "/proc/1/status"])
@@ -95,6 +96,29 @@ struct ContainerCheckpointTests {
         #expect(c.status() == "running")
         #expect(try c.get().status == 200)
         _ = r
+    }
+
+    @Test func tmpfsTurningUncopyableDuringDump_fallsBackToCRIUsArchive() throws {
+        let c = try TestContainer(.busybox, repoRoot: repoRoot)
+        defer { c.destroy() }
+        try c.start()
+        #expect(c.waitForResponse() != nil)
+        #expect(try c.get().body.hasPrefix("count=2"))
+        let pid = try #require(c.initPID())
+        var hooks = CRIUHooks()
+        var fired = 0
+        hooks["post-dump"] = { _ in
+            fired += 1
+            if fired == 1 { _ = mkfifo("/proc/\(pid)/root/tmp/zpck-fifo", 0o600) }
+        }
+        let images = try TempDir("ctr-fifo")
+        let cp = try cc.checkpoint(c.container, imagesDir: images.path, hooks: hooks)
+        #expect(fired == 2, "the first dump was aborted and redone")
+        #expect(cp.manifest.copiedTmpfs == nil, "the redo lets CRIU archive every tmpfs")
+        _ = try cc.restore(c.container, imagesDir: images.path, options: restoreOptions(c))
+        #expect(try c.get().body.hasPrefix("count=3"))
+        let (rc, out) = try c.runc(["exec", c.id, "/bin/ls", "-l", "/tmp/zpck-fifo"])
+        #expect(rc == 0 && out.hasPrefix("p"), "the fifo came back through CRIU's archive: \(out)")
     }
 
     @Test func restore_withoutStdioDescriptors_isRejectedBeforeCRIURuns() throws {
