@@ -47,6 +47,9 @@ public struct ContainerCheckpointManifest: Codable, Sendable, Equatable {
     public var networkNamespaceKey: String?
     /// The network namespace path runc was configured with.
     public var networkNamespacePath: String?
+    /// The pid namespace path runc was configured with (shared pid namespace), external as
+    /// `extRootPidNS`.
+    public var pidNamespacePath: String? = nil
     /// Whether the dump froze the tree with the cgroup freezer.
     public var usedFreezer: Bool
     /// tmpfs mounts copied in-process at dump time (zeropod-tmpfs.pb), by mount point: CRIU
@@ -205,6 +208,12 @@ public struct ContainerCheckpointer: Sendable {
             manifest.networkNamespaceKey = "extRootNetNS"
             manifest.networkNamespacePath = net
         }
+        if let pidns = ns["NEWPID"], !pidns.isEmpty {
+            do {
+                o.external.append("pid[\(try NetworkNamespace.inode(of: FilePath(pidns)))]:extRootPidNS")
+            } catch { throw .system(error) }
+            manifest.pidNamespacePath = pidns
+        }
         // Bind mounts from the host are external: CRIU records only their mount point.
         for m in state.mounts where m.isBind {
             manifest.externalMounts[m.destination] = m.source
@@ -337,6 +346,7 @@ public final class PreparedContainerRestore {
     private var options = RestoreOptions()
     private var worker: CRIUConnection?
     private var netns: FileDescriptor?
+    private var pidns: FileDescriptor?
     private var boundRoot: FilePath?
     private var stagedTmpfs: [FilePath] = []
     private var prepareDuration: Duration = .zero
@@ -370,6 +380,22 @@ public final class PreparedContainerRestore {
                 inherited.append(InheritedFile(key: key, descriptor: fd))
             } catch {
                 throw .invalidArgument("network namespace \(path) of container \(container.id) cannot be opened: \(error)")
+            }
+        }
+        if let path = manifest.pidNamespacePath {
+            do {
+                let fd = try FileDescriptor.open(FilePath(path), .readOnly, options: .closeOnExec)
+                pidns = fd
+                inherited.append(InheritedFile(key: "extRootPidNS", descriptor: fd))
+            } catch {
+                cancel()
+                throw .invalidArgument("pid namespace \(path) of container \(container.id) cannot be opened: \(error)")
+            }
+        }
+        // Namespaces the container joined by path (a pod's IPC and UTS): join them again, as runc does.
+        for (type, name) in [("NEWIPC", "ipc"), ("NEWUTS", "uts")] {
+            if let path = state.namespaces[type], !path.isEmpty {
+                o.joinNamespaces.append(CRIUJoinNamespace(namespace: name, namespaceFile: path))
             }
         }
         // Each distinct pipe of fds 0-2 needs its own inherited descriptor (CRIU closes them).
@@ -456,6 +482,8 @@ public final class PreparedContainerRestore {
         worker = nil
         try? netns?.close()
         netns = nil
+        try? pidns?.close()
+        pidns = nil
         if let boundRoot {
             _ = umount2(boundRoot.string, CInt(MNT_DETACH))
             self.boundRoot = nil

@@ -148,10 +148,24 @@ public final class TestContainer: @unchecked Sendable {
 
     /// Creates the bundle and netns (does not start anything). `scripts/rootfs.sh` provides the
     /// rootfs folders; `repoRoot` locates it.
+    /// A pod-like sandbox: IPC and UTS namespaces held by bind mounts under /run/<id>-sandbox, which
+    /// the container joins by path (as Kubernetes containers join the pause container's).
+    public let sandboxDir: String?
+
     public init(_ workload: TestWorkload, repoRoot: String, runcRoot: FilePath = "/run/runc",
-                annotations: [String: String] = [:]) throws {
+                annotations: [String: String] = [:], podSandbox: Bool = false) throws {
         self.workload = workload
         id = zpckName(workload.rawValue)
+        if podSandbox {
+            let dir = "/run/\(id)-sandbox"
+            try shell("""
+                mkdir -p \(dir) && mount --bind \(dir) \(dir) && mount --make-private \(dir) \
+                && touch \(dir)/ipc \(dir)/uts && unshare --ipc=\(dir)/ipc --uts=\(dir)/uts hostname \(id)-pod
+                """)
+            sandboxDir = dir
+        } else {
+            sandboxDir = nil
+        }
         self.runcRoot = runcRoot
         bundle = FilePath("/tmp/\(id)")
         rootfs = try shell("'\(repoRoot)/scripts/rootfs.sh' \(workload.rawValue)").split(separator: "\n").last.map(String.init) ?? ""
@@ -204,14 +218,16 @@ public final class TestContainer: @unchecked Sendable {
                 "noNewPrivileges": true,
             ],
             "root": ["path": rootfs, "readonly": true],
-            "hostname": id,
+            "hostname": sandboxDir == nil ? id : "",
             "mounts": mounts,
             "annotations": annotations,
             "linux": [
                 "resources": ["devices": [["allow": false, "access": "rwm"]]],
                 "cgroupsPath": "/\(id)",
-                "namespaces": [["type": "pid"], ["type": "network", "path": netns.path.string], ["type": "ipc"],
-                               ["type": "uts"], ["type": "mount"]],
+                "namespaces": [["type": "pid"], ["type": "network", "path": netns.path.string],
+                               sandboxDir.map { ["type": "ipc", "path": "\($0)/ipc"] } ?? ["type": "ipc"],
+                               sandboxDir.map { ["type": "uts", "path": "\($0)/uts"] } ?? ["type": "uts"],
+                               ["type": "mount"]],
                 "maskedPaths": ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
                                 "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
                 "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
@@ -315,6 +331,7 @@ public final class TestContainer: @unchecked Sendable {
         _ = try? runc(["delete", "--force", id])
         _ = try? runTool("/bin/umount", ["-l", "\(runcRoot)/\(id)/criu-root"])
         netns.remove()
+        if let sandboxDir { _ = try? runTool("/bin/sh", ["-c", "umount \(sandboxDir)/ipc \(sandboxDir)/uts; umount \(sandboxDir); rm -rf \(sandboxDir)"]) }
         stdio.close()
         if ProcessInfo.processInfo.environment["ZPCK_KEEP"] == nil { _ = try? runTool("/bin/rm", ["-rf", bundle.string]) }
     }

@@ -81,6 +81,26 @@ struct ContainerCheckpointTests {
         #expect(!FileManager.default.fileExists(atPath: "/sys/fs/cgroup/pids/\(c.id)"), "runc delete removed the cgroups")
     }
 
+    @Test func podSandboxNamespaces_areJoinedAgainOnRestore() throws {
+        let c = try TestContainer(.busybox, repoRoot: repoRoot, podSandbox: true)
+        defer { c.destroy() }
+        try c.start()
+        #expect(c.waitForResponse() != nil)
+        let sandbox = try #require(c.sandboxDir)
+        func ns(_ pid: Int32, _ kind: String) -> String? { readLink("/proc/\(pid)/ns/\(kind)") }
+        let ipcInode = try NetworkNamespace.inode(of: FilePath("\(sandbox)/ipc"))
+        #expect(ns(try #require(c.initPID()), "ipc") == "ipc:[\(ipcInode)]")
+        let images = try TempDir("ctr-pod")
+        _ = try cc.checkpoint(c.container, imagesDir: images.path)
+        let r = try cc.restore(c.container, imagesDir: images.path, options: restoreOptions(c))
+        #expect(ns(r.pid, "ipc") == "ipc:[\(ipcInode)]", "the restored init is back in the sandbox's IPC namespace")
+        let utsInode = try NetworkNamespace.inode(of: FilePath("\(sandbox)/uts"))
+        #expect(ns(r.pid, "uts") == "uts:[\(utsInode)]", "and in its UTS namespace")
+        let (rc, host) = try c.runc(["exec", c.id, "/bin/hostname"])
+        #expect(rc == 0 && host.contains("-pod"), "exec sees the pod's hostname: \(host)")
+        #expect(try c.get().status == 200)
+    }
+
     @Test func freezerCheckpoint_works() throws {
         let c = try TestContainer(.busybox, repoRoot: repoRoot)
         defer { c.destroy() }
