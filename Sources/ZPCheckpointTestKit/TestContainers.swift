@@ -248,22 +248,25 @@ public final class TestContainer: @unchecked Sendable {
         try spawnRunc(["run", "-d", "--bundle", bundle.string, id])
     }
 
-    /// Spawns runc with the container's stdio pipes as its stdio and waits for it.
+    /// Spawns runc with the container's stdio pipes as its stdio and waits for it with waitpid
+    /// (Foundation's `Process.waitUntilExit` polls in 50 ms steps, which would distort timings).
     public func spawnRunc(_ args: [String]) throws {
-        let log = FilePath("\(bundle)/runc-\(args.first ?? "x").log")
-        let logFD = try FileDescriptor.open(log, .writeOnly, options: [.create, .truncate, .closeOnExec], permissions: .ownerReadWrite)
-        defer { try? logFD.close() }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/sbin/runc")
-        p.arguments = ["--root", runcRoot.string, "--log", log.string] + args
-        p.standardInput = FileHandle(fileDescriptor: stdio.containerSide[0].rawValue, closeOnDealloc: false)
-        p.standardOutput = FileHandle(fileDescriptor: stdio.containerSide[1].rawValue, closeOnDealloc: false)
-        p.standardError = FileHandle(fileDescriptor: stdio.containerSide[2].rawValue, closeOnDealloc: false)
-        try p.run()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else {
-            let text = (try? String(contentsOfFile: log.string, encoding: .utf8)) ?? ""
-            throw TestKitError("runc \(args.joined(separator: " ")) exited \(p.terminationStatus): \(text.suffix(2000))")
+        let log = "\(bundle)/runc-\(args.first ?? "x").log"
+        let argv = ["/usr/sbin/runc", "--root", runcRoot.string, "--log", log] + args
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        for (i, fd) in stdio.containerSide.enumerated() { posix_spawn_file_actions_adddup2(&actions, fd.rawValue, Int32(i)) }
+        let cargs = argv.map { strdup($0) }
+        defer { for p in cargs { free(p) } }
+        var pid: pid_t = 0
+        let rc = (cargs + [nil]).withUnsafeBufferPointer { posix_spawn(&pid, argv[0], &actions, nil, $0.baseAddress!, environ) }
+        guard rc == 0 else { throw TestKitError("posix_spawn runc: errno \(rc)") }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+        guard status == 0 else {
+            let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            throw TestKitError("runc \(args.joined(separator: " ")) exited with status \(status): \(text.suffix(2000))")
         }
     }
 
@@ -286,11 +289,12 @@ public final class TestContainer: @unchecked Sendable {
         try NetworkNamespace.httpGet(netns: netns.path, port: workload.port, path: path ?? workload.probePath, timeout: timeout)
     }
 
-    /// Polls until a GET answers 200; returns the time it took.
-    public func waitForResponse(timeout: Duration = .seconds(30)) -> Duration? {
+    /// Polls until a GET of `path` (default: the workload's probe path) answers 200; returns the
+    /// time it took.
+    public func waitForResponse(path: String? = nil, timeout: Duration = .seconds(30)) -> Duration? {
         let start = ContinuousClock.now
         let ok = poll(timeout: timeout, interval: .milliseconds(1)) {
-            (try? get(timeout: .seconds(2)).status) == 200
+            (try? get(path: path, timeout: .seconds(2)).status) == 200
         }
         return ok ? ContinuousClock.now - start : nil
     }

@@ -50,12 +50,15 @@ struct CheckpointBench {
         let c = try TestContainer(w, repoRoot: repoRoot, annotations: annotations)
         let start = ContinuousClock.now
         try c.start()
-        guard c.waitForResponse() != nil else { throw TestKitError("\(w) did not answer after runc run") }
+        guard c.waitForResponse(path: "/") != nil else { throw TestKitError("\(w) did not answer after runc run") }
         return (c, ms(.now - start))
     }
 
     func firstResponse(_ c: TestContainer, since start: ContinuousClock.Instant) throws -> Double {
-        guard c.waitForResponse(timeout: .seconds(30)) != nil else { throw TestKitError("\(c.id) did not answer after restore") }
+        // The first response is GET / (a static file for both servers).
+        guard c.waitForResponse(path: "/", timeout: .seconds(30)) != nil else {
+            throw TestKitError("\(c.id) did not answer after restore")
+        }
         return ms(.now - start)
     }
 
