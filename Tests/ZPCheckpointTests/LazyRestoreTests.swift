@@ -8,22 +8,24 @@ import Testing
 struct LazyRestoreTests {
     let criu = Checkpointer()
 
-    /// Restores `images` (full or lazy) and returns the time from the call to the first answer.
+    /// Restores `images` (full or lazy) and returns the time from the restore call to the first
+    /// answer, and for lazy the time the lazy-pages daemon took to start (before the restore call).
     func restoreAndTime(_ images: FilePath, netns: TestNetns, port: UInt16, lazy: Bool, expectCount: Int)
-        throws -> (Duration, Int32, LazyPagesDaemon?)
+        throws -> (Duration, Duration, Int32, LazyPagesDaemon?)
     {
         let ns = try FileDescriptor.open(netns.path, .readOnly)
         defer { try? ns.close() }
         var o = processRestoreOptions(netns: ns)
         o.lazyPages = lazy
-        let start = ContinuousClock.now
+        let daemonStart = ContinuousClock.now
         var daemon: LazyPagesDaemon?
         if lazy { daemon = try LazyPagesDaemon(criuPath: criu.criuPath, imagesDir: images) }
+        let start = ContinuousClock.now
         let r = try criu.restore(imagesDir: images, options: o)
         let c = try counter(netns: netns, port: port)
         let elapsed = ContinuousClock.now - start
         #expect(c.count == expectCount, "state intact after \(lazy ? "lazy" : "full") restore")
-        return (elapsed, r.pid, daemon)
+        return (elapsed, start - daemonStart, r.pid, daemon)
     }
 
     @Test func lazyRestore_of256MiB_answersBeforeAFullRestoreWould() throws {
@@ -47,14 +49,16 @@ struct LazyRestoreTests {
         let size = try sh("du -sm '\(images.path)' | cut -f1").trimmingCharacters(in: .whitespacesAndNewlines)
         print("lazy: dumped \(size) MiB in \(milliseconds(d.timings.total)) ms")
 
-        let (full, fullPID, _) = try restoreAndTime(images.path, netns: netns, port: port, lazy: false, expectCount: 2)
+        let (full, _, fullPID, _) = try restoreAndTime(images.path, netns: netns, port: port, lazy: false, expectCount: 2)
         live = fullPID
         killAndReap(fullPID)
-        let (lazy, lazyPID, daemon) = try restoreAndTime(images.path, netns: netns, port: port, lazy: true, expectCount: 2)
+        let (lazy, daemonStart, lazyPID, daemon) = try restoreAndTime(images.path, netns: netns, port: port, lazy: true,
+                                                                      expectCount: 2)
         live = lazyPID
         #expect(try counter(netns: netns, port: port).count == 3)
         let finished = daemon?.waitForExit(timeout: .seconds(60)) ?? false
-        print("lazy: first response after restore start: full \(milliseconds(full)) ms, lazy \(milliseconds(lazy)) ms "
+        print("lazy: restore call → first response: full \(milliseconds(full)) ms, lazy \(milliseconds(lazy)) ms "
+            + "(+ \(milliseconds(daemonStart)) ms to start the lazy-pages daemon beforehand) "
             + "(lazy/full = \(String(format: "%.2f", Double(lazy.components.attoseconds + lazy.components.seconds * 1_000_000_000_000_000_000) / Double(full.components.attoseconds + full.components.seconds * 1_000_000_000_000_000_000))); "
             + "lazy-pages daemon finished the remaining pages: \(finished))")
         #expect(try counter(netns: netns, port: port).count == 4, "still serving after all pages arrived")
