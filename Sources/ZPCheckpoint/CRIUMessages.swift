@@ -6,36 +6,59 @@ import ZPCore
 
 /// The request types of CRIU's RPC protocol (`criu_req_type`).
 public enum CRIURequestType: Int32, Sendable, Equatable, CaseIterable {
+    /// No request (decoding default).
     case empty = 0
+    /// Dump a process tree.
     case dump = 1
+    /// Restore a process tree.
     case restore = 2
+    /// Check that the kernel supports CRIU.
     case check = 3
+    /// Copy memory while the tree runs.
     case preDump = 4
+    /// Start a page server.
     case pageServer = 5
+    /// A notification, or the reply to one.
     case notify = 6
+    /// Dump CPU information.
     case cpuinfoDump = 7
+    /// Check CPU compatibility.
     case cpuinfoCheck = 8
+    /// Ask which features CRIU supports.
     case featureCheck = 9
+    /// Ask CRIU's version.
     case version = 10
+    /// Wait for a pid (page server child).
     case waitPID = 11
+    /// Start a page server as a child.
     case pageServerChild = 12
+    /// One pre-dump iteration.
     case singlePreDump = 13
 }
 
 /// How CRIU treats cgroups (`criu_cg_mode`).
 public enum CRIUCgroupMode: Int32, Sendable, Equatable {
+    /// Leave cgroups alone.
     case ignore = 0
+    /// Do not restore cgroups.
     case none = 1
+    /// Restore properties only.
     case props = 2
+    /// Restore properties of cgroups CRIU creates.
     case soft = 3
+    /// Restore every property.
     case full = 4
+    /// Fail when a cgroup differs.
     case strict = 5
+    /// CRIU's default mode.
     case `default` = 6
 }
 
 /// How CRIU locks the network while it works (`criu_network_lock_method`).
 public enum CRIUNetworkLock: Int32, Sendable, Equatable {
+    /// iptables DROP rules (CRIU default).
     case iptables = 1
+    /// An nftables table.
     case nftables = 2
     /// No lock: the caller keeps clients away itself (zeropod's redirect does).
     case skip = 3
@@ -43,7 +66,9 @@ public enum CRIUNetworkLock: Int32, Sendable, Equatable {
 
 /// How CRIU copies memory on a pre-dump (`criu_pre_dump_mode`).
 public enum CRIUPreDumpMode: Int32, Sendable, Equatable {
+    /// vmsplice the pages (CRIU default).
     case splice = 1
+    /// process_vm_readv the pages.
     case vmRead = 2
 }
 

@@ -96,7 +96,7 @@ private protocol NamespaceRunnable: AnyObject { func run() }
 
 /// Work for one namespace thread. `result` is written by that thread before it exits and read by
 /// the caller only after `pthread_join`, which orders the two: no lock is needed.
-private final class NamespaceJob<T: Sendable>: NamespaceRunnable, @unchecked Sendable {
+private final class NamespaceJob<T: Sendable>: NamespaceRunnable {
     let path: FilePath
     let body: @Sendable () throws -> T
     var result: Result<T, any Error> = .failure(SystemCallError(call: "pthread", errno: .noSuchProcess))

@@ -13,13 +13,21 @@ import SystemPackage
 
 /// A JSON value that decodes and re-encodes any document without losing fields.
 public enum JSONValue: Codable, Sendable, Equatable {
+    /// JSON null.
     case null
+    /// true or false.
     case bool(Bool)
+    /// An integer that fits Int64.
     case integer(Int64)
+    /// A positive integer above Int64.max.
     case unsigned(UInt64)
+    /// Any other number.
     case double(Double)
+    /// A string.
     case string(String)
+    /// An array.
     case array([JSONValue])
+    /// An object.
     case object([String: JSONValue])
 
     /// Decodes any JSON value; integers stay integers.

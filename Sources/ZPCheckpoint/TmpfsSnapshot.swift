@@ -15,7 +15,18 @@ import ZPCore
 /// One file of a tmpfs copy.
 public struct TmpfsEntry: ProtobufMessage, Equatable {
     /// The kind of file.
-    public enum Kind: Int32, Sendable { case directory = 1, regular = 2, symlink = 3, characterDevice = 4, blockDevice = 5 }
+    public enum Kind: Int32, Sendable {
+        /// A directory.
+        case directory = 1
+        /// A regular file.
+        case regular = 2
+        /// A symbolic link.
+        case symlink = 3
+        /// A character device node.
+        case characterDevice = 4
+        /// A block device node.
+        case blockDevice = 5
+    }
     /// Path relative to the mount root ("" for the root itself) (field 1).
     public var path: String
     /// Kind (field 2).

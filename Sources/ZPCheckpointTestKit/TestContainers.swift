@@ -54,7 +54,7 @@ public func poll(timeout: Duration = .seconds(20), interval: Duration = .millise
 }
 
 /// A network namespace with loopback up; deleted by `remove()`.
-public final class TestNetworkNamespace: @unchecked Sendable {
+public final class TestNetworkNamespace {
     /// Its name under /run/netns.
     public let name: String
     /// Its path.
@@ -72,7 +72,7 @@ public final class TestNetworkNamespace: @unchecked Sendable {
 
 /// The stdio pipes of a container: the container gets `containerSide`, the caller keeps both.
 /// A thread drains stdout/stderr so the container never blocks on a full pipe.
-public final class ContainerStdio: @unchecked Sendable {
+public final class ContainerStdio {
     /// Container ends: stdin read end, stdout write end, stderr write end.
     public let containerSide: [FileDescriptor]
     /// Caller ends: stdin write end, stdout read end, stderr read end.
@@ -127,7 +127,7 @@ public enum TestWorkload: String, Sendable, CaseIterable {
 }
 
 /// A runc container for tests and benchmarks: bundle, netns, stdio pipes, cgroup path.
-public final class TestContainer: @unchecked Sendable {
+public final class TestContainer {
     /// The workload.
     public let workload: TestWorkload
     /// runc's container id.
@@ -146,12 +146,12 @@ public final class TestContainer: @unchecked Sendable {
     /// The ZPCheckpoint handle.
     public var container: RuncContainer { RuncContainer(id: id, runcRoot: runcRoot) }
 
-    /// Creates the bundle and netns (does not start anything). `scripts/rootfs.sh` provides the
-    /// rootfs folders; `repoRoot` locates it.
     /// A pod-like sandbox: IPC and UTS namespaces held by bind mounts under /run/<id>-sandbox, which
     /// the container joins by path (as Kubernetes containers join the pause container's).
     public let sandboxDir: String?
 
+    /// Creates the bundle, netns and stdio pipes (and the sandbox namespaces when `podSandbox`);
+    /// starts nothing. `scripts/rootfs.sh` under `repoRoot` provides the rootfs folder.
     public init(_ workload: TestWorkload, repoRoot: String, runcRoot: FilePath = "/run/runc",
                 annotations: [String: String] = [:], podSandbox: Bool = false) throws {
         self.workload = workload
