@@ -182,7 +182,9 @@ public final class CRIUConnection {
                 Glibc.recv(socket, nil, 0, CInt(MSG_PEEK) | CInt(MSG_TRUNC))
             }
         } catch {
-            throw CRIUError(code: .transport, request: request, message: "peeking criu swrk \(workerPID): \(error)")
+            let died = error.errno == .connectionReset
+            throw CRIUError(code: died ? .workerDied : .transport, request: request,
+                            message: "peeking criu swrk \(workerPID): \(error)\(died ? exitDescription() : "")")
         }
         if size == 0 {
             throw CRIUError(code: .workerDied, request: request,

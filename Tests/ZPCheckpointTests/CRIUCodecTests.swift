@@ -158,3 +158,34 @@ struct CRIUCodecTests {
         }
     }
 }
+
+@Suite("CRIU RPC decoder robustness")
+struct CRIUDecoderFuzzTests {
+    /// Random and mutated inputs must decode or throw `ProtobufError`, never trap.
+    @Test func randomAndMutatedBytes_neverCrash() throws {
+        var rng = SystemRandomNumberGenerator()
+        let seeds = try ["resp_restore.bin", "resp_notify.bin", "resp_error.bin", "resp_version.bin", "req_dump.bin",
+                         "req_restore.bin"].map(readFixture)
+        var decoded = 0, rejected = 0
+        for i in 0..<20_000 {
+            var bytes: [UInt8]
+            if i % 2 == 0 {
+                bytes = (0..<Int.random(in: 0...64, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            } else {
+                bytes = seeds[i % seeds.count]
+                for _ in 0..<Int.random(in: 1...4, using: &rng) where !bytes.isEmpty {
+                    bytes[Int.random(in: 0..<bytes.count, using: &rng)] = UInt8.random(in: 0...255, using: &rng)
+                }
+            }
+            do {
+                _ = try CRIUResponse(decoding: bytes)
+                _ = try? CRIURequest(decoding: bytes)
+                decoded += 1
+            } catch {
+                rejected += 1
+            }
+        }
+        print("decoder fuzz: \(decoded) decoded, \(rejected) rejected")
+        #expect(decoded + rejected == 20_000)
+    }
+}

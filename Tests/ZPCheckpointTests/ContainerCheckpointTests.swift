@@ -141,6 +141,61 @@ struct ContainerCheckpointTests {
         #expect(rc == 0 && out.hasPrefix("p"), "the fifo came back through CRIU's archive: \(out)")
     }
 
+    @Test(arguments: ["pre-dump", "post-dump"])
+    func criuKilledDuringContainerDump_containerKeepsRunningForRunc(script: String) throws {
+        let c = try TestContainer(.busybox, repoRoot: repoRoot)
+        defer { c.destroy() }
+        try c.start()
+        #expect(c.waitForResponse() != nil)
+        let pid = try #require(c.initPID())
+        var hooks = CRIUHooks()
+        hooks[script] = { n in _ = kill(n.workerPID, SIGKILL) }
+        let images = try TempDir("ctr-kill")
+        do {
+            _ = try cc.checkpoint(c.container, imagesDir: images.path, hooks: hooks)
+            Issue.record("checkpoint survived its CRIU worker being killed")
+        } catch {
+            print("container, CRIU killed at \(script): \(error)")
+            guard case .criu(let e) = error else { Issue.record("wrong error \(error)"); return }
+            #expect(e.code == .workerDied)
+        }
+        #expect(c.status() == "running" && c.initPID() == pid, "runc still sees the same init running")
+        let served = waitUntil(timeout: .seconds(10)) { (try? c.get().body.hasPrefix("count=2")) == true }
+        #expect(served, "the container still serves with its state")
+        // And a normal checkpoint/restore still works afterwards.
+        let again = try TempDir("ctr-kill-again")
+        _ = try cc.checkpoint(c.container, imagesDir: again.path)
+        _ = try cc.restore(c.container, imagesDir: again.path, options: restoreOptions(c))
+        #expect(try c.get().body.hasPrefix("count=3"))
+    }
+
+    @Test func corruptedContainerImage_failsClearly_leavesRuncStateAlone_goodImageRestores() throws {
+        let c = try TestContainer(.busybox, repoRoot: repoRoot)
+        defer { c.destroy() }
+        try c.start()
+        #expect(c.waitForResponse() != nil)
+        let images = try TempDir("ctr-corrupt")
+        _ = try cc.checkpoint(c.container, imagesDir: images.path)
+        let stateBefore = try String(contentsOfFile: "\(c.runcRoot)/\(c.id)/state.json", encoding: .utf8)
+        let bad = try TempDir("ctr-corrupt-copy")
+        try sh("cp -a '\(images.path)'/. '\(bad.path)'/ && f=$(ls '\(bad.path)'/pstree.img) && "
+            + "dd if=/dev/urandom of=\"$f\" bs=1 seek=4 count=16 conv=notrunc status=none")
+        do {
+            _ = try cc.restore(c.container, imagesDir: bad.path, options: restoreOptions(c))
+            Issue.record("restore from a corrupted image succeeded")
+        } catch {
+            print("container, corrupted image: \(error)")
+            guard case .criu(let e) = error else { Issue.record("wrong error \(error)"); return }
+            #expect(e.code == .requestFailed || e.code == .workerDied)
+        }
+        let stateAfter = try String(contentsOfFile: "\(c.runcRoot)/\(c.id)/state.json", encoding: .utf8)
+        #expect(stateAfter == stateBefore, "a failed restore does not touch runc's state")
+        #expect(c.status() == "stopped")
+        #expect(!FileManager.default.fileExists(atPath: "\(c.runcRoot)/\(c.id)/criu-root/bin"), "the rootfs bind mount is gone")
+        _ = try cc.restore(c.container, imagesDir: images.path, options: restoreOptions(c))
+        #expect(try c.get().body.hasPrefix("count=2"), "nothing lost: the intact image restores")
+    }
+
     @Test func restore_withoutStdioDescriptors_isRejectedBeforeCRIURuns() throws {
         let c = try TestContainer(.busybox, repoRoot: repoRoot)
         defer { c.destroy() }
