@@ -63,8 +63,12 @@ public struct DumpOptions: Sendable {
     public var parentImages: String?
     /// Track dirty memory (`track_mem`).
     public var trackMemory = false
-    /// Dump for a lazy restore served from this side's memory (`lazy_pages`).
+    /// Dump for a lazy restore served from this side's memory (`lazy_pages`); with `pageServer`
+    /// CRIU serves the pages and answers only when they have been fetched.
     public var lazyPages = false
+    /// A descriptor of the caller's that CRIU writes a 0 byte to when its page server is ready
+    /// (`status_fd`, resolved through /proc/<caller>/fd; CRIU also sends "status-ready").
+    public var statusFD: FileDescriptor?
     /// CRIU config file (`config_file`).
     public var configFile: String?
     /// CRIU log level 0-4.
@@ -118,6 +122,10 @@ public struct RestoreOptions: Sendable {
     public var emptyNamespaces: UInt32?
     /// Lazy restore through a running lazy-pages daemon (`lazy_pages`).
     public var lazyPages = false
+    /// Page server the lazy restore takes pages from (`ps`).
+    public var pageServer: CRIUPageServerInfo?
+    /// A descriptor of the caller's that CRIU writes a 0 byte to when ready (`status_fd`).
+    public var statusFD: FileDescriptor?
     /// Restore mounts with CRIU's older mount engine (`mntns_compat_mode`).
     public var mountNamespaceCompatMode = false
     /// CRIU config file (`config_file`).
@@ -325,6 +333,7 @@ public struct Checkpointer: Sendable {
         o.freezeCgroup = options.freezeCgroup
         o.tcpSkipInFlight = options.tcpSkipInFlight ? true : nil
         o.lazyPages = options.lazyPages ? true : nil
+        o.statusFD = options.statusFD?.rawValue
         o.orphanPtsMaster = options.orphanPtsMaster ? true : nil
         o.configFile = options.configFile
         o.tcpClose = options.tcpClose ? true : nil
@@ -380,6 +389,8 @@ public struct Checkpointer: Sendable {
         o.tcpClose = options.tcpClose ? true : nil
         o.networkLock = options.networkLock
         o.mountNamespaceCompatMode = options.mountNamespaceCompatMode ? true : nil
+        o.pageServer = options.pageServer
+        o.statusFD = options.statusFD?.rawValue
         let x: CRIUExchange, spawn: Duration
         do {
             (x, spawn) = try run(CRIURequest(type: .restore, options: o), workDir: options.workDir, imagesDir: imagesDir,
