@@ -182,6 +182,24 @@ struct ProcessCheckpointTests {
         #expect(try counter(netns: netns, port: 8083).count == 2, "nothing lost: the intact image restores")
     }
 
+    @Test func dumpPastItsDeadline_isTimedOut_andTheProcessKeepsServing() throws {
+        let netns = try TestNetns("deadline")
+        let pid = try startCounterServer(netns: netns, port: 8086)
+        defer { killAndReap(pid) }
+        let dir = try TempDir("deadline-img")
+        var dump = DumpOptions()
+        dump.external = [try NetworkNamespace.externalEntry(for: netns.path)]
+        dump.timeout = .milliseconds(5)
+        do {
+            _ = try criu.dump(pid: pid, imagesDir: dir.path, options: dump)
+            Issue.record("a 5 ms dump deadline was met")
+        } catch {
+            #expect(error.code == .timedOut, "\(error)")
+        }
+        #expect(isAlive(pid))
+        #expect(waitUntil(timeout: .seconds(10)) { (try? counter(netns: netns, port: 8086).count) == 2 })
+    }
+
     @Test(arguments: ["pre-dump", "post-dump"])
     func criuKilledDuringDump_processKeepsServing(script: String) throws {
         let netns = try TestNetns("kill")
