@@ -155,6 +155,12 @@ public struct TmpfsSnapshot: ProtobufMessage, Equatable {
                 TmpfsEntry(path: rel, kind: kind, mode: UInt32(st.st_mode & 0o7777), uid: st.st_uid, gid: st.st_gid,
                            mtimeSeconds: mtime.0, mtimeNanoseconds: mtime.1)
             }
+            if kindBits != S_IFDIR && st.st_dev != rootStat.st_dev {
+                // A file bind-mounted over a path of this tmpfs: keep an empty placeholder for
+                // the mount point, never the mounted file's content.
+                entries.append(entry(.regular))
+                return
+            }
             switch kindBits {
             case S_IFDIR:
                 entries.append(entry(.directory))

@@ -18,6 +18,17 @@ struct ContainerCheckpointTests {
         return o
     }
 
+    /// The container's processes once no per-request CGI process is left and two samples agree.
+    func stableProcesses(_ c: TestContainer) -> [String] {
+        var last: [String] = []
+        _ = waitUntil(timeout: .seconds(10)) {
+            let now = c.processes()
+            defer { last = now }
+            return now == last && !now.contains { $0.hasSuffix(":count") || $0.hasSuffix(":sh") }
+        }
+        return last
+    }
+
     @Test(arguments: TestWorkload.allCases)
     func container_checkpointRestore_keepsStateAndRuncStillWorks(workload: TestWorkload) throws {
         let c = try TestContainer(workload, repoRoot: repoRoot)
@@ -26,7 +37,7 @@ struct ContainerCheckpointTests {
         #expect(c.waitForResponse() != nil, "\(workload) answers after runc run")
         let before = try c.get()
         if workload == .busybox { #expect(before.body.hasPrefix("count=2"), "\(before.body)") }
-        let procs = c.processes()
+        let procs = stableProcesses(c)
         let mountsBefore = c.mounts()
         print("\(workload) processes before: \(procs)")
         #expect(!procs.isEmpty)
@@ -45,7 +56,9 @@ struct ContainerCheckpointTests {
         if workload == .busybox {
             #expect(after.body.hasPrefix("count=3"), "the tmpfs counter survived: \(after.body)")
         }
-        #expect(c.processes() == procs, "the same processes (pids inside the container) came back")
+        // A CGI child of the request just served may still be exiting: wait for the steady set.
+        #expect(waitUntil(timeout: .seconds(10)) { c.processes() == procs },
+                "the same processes (pids inside the container) came back: \(c.processes()) vs \(procs)")
         let mountsAfter = c.mounts()
         #expect(mountsAfter == mountsBefore, "same mounts, types and options after the restore")
         if mountsAfter != mountsBefore {

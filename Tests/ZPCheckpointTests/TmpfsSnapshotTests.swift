@@ -24,6 +24,16 @@ struct TmpfsSnapshotTests {
         #expect(again == snap, "same files, modes, owners, times, targets and devices")
     }
 
+    @Test func capture_keepsMountPointsButNotTheContentMountedOverThem() throws {
+        let a = try TempDir("tmpfs-m")
+        try sh("mount -t tmpfs tmpfs '\(a.path)' && mkdir '\(a.path)/sub' && touch '\(a.path)/file'")
+        try sh("mount -t tmpfs tmpfs '\(a.path)/sub' && echo secret > '\(a.path)/sub/inner' && mount --bind /etc/hostname '\(a.path)/file'")
+        defer { _ = try? sh("umount '\(a.path)/file'; umount '\(a.path)/sub'; umount '\(a.path)'", allowFailure: true) }
+        let snap = try TmpfsSnapshot.capture(mountPoint: "/x", root: a.path.string)
+        #expect(snap.entries.map(\.path) == ["", "file", "sub"], "nothing below the sub mount")
+        #expect(snap.entries.first { $0.path == "file" }?.content == [], "no content of the file mounted over it")
+    }
+
     @Test func capture_refusesFifosAndHardLinks() throws {
         let a = try TempDir("tmpfs-c")
         try sh("mount -t tmpfs tmpfs '\(a.path)'")
