@@ -11,6 +11,8 @@ let package = Package(
     products: [
         .library(name: "ZPCore", targets: ["ZPCore"]),
         .library(name: "ZPBPF", targets: ["ZPBPF"]),
+        .library(name: "ZPCheckpoint", targets: ["ZPCheckpoint"]),
+        .executable(name: "zeropod-checkpoint-bench", targets: ["zeropod-checkpoint-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
@@ -40,6 +42,34 @@ let package = Package(
         .executableTarget(
             name: "zpbpf-bench",
             dependencies: ["ZPBPF", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: strict
+        ),
+
+        // MARK: ZPCheckpoint (CRIU RPC client, container checkpoint/restore)
+        .target(
+            name: "ZPCheckpoint",
+            dependencies: ["ZPCore", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "ZPCheckpointTestKit",
+            dependencies: ["ZPCheckpoint", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ZPCheckpointTests",
+            dependencies: [
+                "ZPCheckpoint", "ZPCheckpointTestKit", "ZPCore", .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            exclude: ["Fixtures"],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "zeropod-checkpoint-bench",
+            dependencies: [
+                "ZPCheckpoint", "ZPCheckpointTestKit", .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
             swiftSettings: strict
         ),
     ],

@@ -1,0 +1,540 @@
+// Checkpoint and restore of runc containers, the path the shim uses (docs/decisions/
+// 0003-restore-without-runc.md). Checkpoint: CRIU dumps the container's init tree with runc's own
+// choices (rootfs as root, the pod netns external, bind and cgroup mounts external, cgroups
+// managed) plus zeropod's (tcp_close, skip in-flight, no network lock). Restore: CRIU restores
+// directly, without a runc process; then runc's state.json is pointed at the new init so runc
+// keeps working on the container.
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import FoundationEssentials
+import SystemPackage
+
+/// A container that runc manages: its id and runc's state root (`runc --root`, default /run/runc).
+public struct RuncContainer: Sendable, Equatable {
+    /// The container id.
+    public var id: String
+    /// runc's state root.
+    public var runcRoot: FilePath
+
+    /// Names a container.
+    public init(id: String, runcRoot: FilePath = "/run/runc") {
+        self.id = id
+        self.runcRoot = runcRoot
+    }
+
+    /// runc's state directory for the container.
+    public var stateDir: FilePath { runcRoot.appending(id) }
+}
+
+/// What a container checkpoint records next to CRIU's images (`zeropod-checkpoint.json`), so a
+/// restore needs nothing but the image directory, runc's state and the caller's descriptors.
+public struct ContainerCheckpointManifest: Codable, Sendable, Equatable {
+    /// Format version.
+    public var version = 1
+    /// The container id.
+    public var containerID: String
+    /// The init pid at dump time.
+    public var initPID: Int32
+    /// What fds 0, 1, 2 of the init pointed to ("pipe:[123]", "/dev/null").
+    public var stdio: [String]
+    /// External mounts: mount point in the container → host source to bind on restore.
+    public var externalMounts: [String: String]
+    /// The inherit_fd key of the external network namespace, when it was external.
+    public var networkNamespaceKey: String?
+    /// The network namespace path runc was configured with.
+    public var networkNamespacePath: String?
+    /// The pid namespace path runc was configured with (shared pid namespace), external as
+    /// `extRootPidNS`.
+    public var pidNamespacePath: String? = nil
+    /// Whether the dump froze the tree with the cgroup freezer.
+    public var usedFreezer: Bool
+    /// tmpfs mounts copied in-process at dump time (zeropod-tmpfs.pb), by mount point: CRIU
+    /// skipped them (external) and the restore mounts a fresh tmpfs with the same options and
+    /// the copied files in their place.
+    public var copiedTmpfs: [String: TmpfsMountOptions]? = nil
+}
+
+/// The options of a tmpfs mount that is copied instead of archived by CRIU.
+public struct TmpfsMountOptions: Codable, Sendable, Equatable {
+    /// Per-mount options from mountinfo, e.g. "ro,nosuid,nodev,noexec,relatime".
+    public var mountOptions: String
+    /// Superblock options from mountinfo, e.g. "rw,size=65536k,mode=755".
+    public var superOptions: String
+}
+
+/// Options of a container checkpoint.
+public struct ContainerCheckpointOptions: Sendable {
+    /// Freeze with the container's freezer cgroup instead of stopping tasks one by one with
+    /// ptrace. Safer against fork storms in many-process containers; costs ~100 ms on cgroup v1
+    /// (CRIU polls the freezer in 100 ms steps). Off by default (see the decision record).
+    public var freezeWithCgroup = false
+    /// How CRIU treats the container's cgroups.
+    public var cgroupMode: CRIUCgroupMode = .soft
+    /// Copy small tmpfs mounts in-process instead of letting CRIU archive them (CRIU runs
+    /// `tar --gzip` for each tmpfs on dump and again on restore). The copy is taken at post-dump,
+    /// while CRIU holds the tasks frozen; if a tree turns out not copyable (sockets, fifos, hard
+    /// links, more than 1 MiB), the dump is redone with CRIU archiving every tmpfs.
+    public var copySmallTmpfs = true
+    /// CRIU dump options; root, external, mounts, cgroups and freezer are filled in from runc's state.
+    public var criu = DumpOptions()
+
+    /// zeropod's defaults.
+    public init() {}
+}
+
+/// Options of a container restore.
+public struct ContainerRestoreOptions: Sendable {
+    /// The container-side descriptors for fds 0, 1, 2 (the pipe ends the caller owns), used for
+    /// each stdio slot that was a pipe at dump time. A slot that was a pipe needs a descriptor;
+    /// slots sharing one pipe share the first descriptor given.
+    public var stdio: [FileDescriptor?] = [nil, nil, nil]
+    /// How CRIU treats the container's cgroups.
+    public var cgroupMode: CRIUCgroupMode = .soft
+    /// CRIU restore options; root, inherited files, mounts and cgroups are filled in.
+    public var criu = RestoreOptions()
+
+    /// zeropod's defaults.
+    public init() {}
+}
+
+/// The outcome of a container checkpoint.
+public struct ContainerCheckpointResult: Sendable {
+    /// CRIU's timings.
+    public var dump: DumpResult
+    /// What was recorded next to the images.
+    public var manifest: ContainerCheckpointManifest
+    /// From the call to the end of the dump.
+    public var total: Duration
+}
+
+/// The outcome of a container restore.
+public struct ContainerRestoreResult: Sendable {
+    /// The new init pid (a child of the caller: reap it).
+    public var pid: Int32
+    /// CRIU's timings.
+    public var restore: RestoreResult
+    /// From `restore()` to runc's state being rewritten (excludes `prepare`).
+    public var total: Duration
+    /// The time spent preparing (worker spawn, descriptors, rootfs bind mount).
+    public var prepare: Duration
+    /// The time spent rewriting runc's state.json after CRIU answered.
+    public var stateUpdate: Duration
+}
+
+/// An error of a container checkpoint or restore: CRIU's, runc state's, or the caller's input.
+public enum ContainerCheckpointError: Error, Sendable, CustomStringConvertible {
+    /// CRIU failed; the error carries its errno, message and log tail.
+    case criu(CRIUError)
+    /// runc's state could not be read or rewritten.
+    case runcState(RuncStateError)
+    /// The container is not in a state that allows the operation (e.g. not running).
+    case invalidState(container: String, reason: String)
+    /// The caller's input is incomplete (e.g. a stdio pipe without a descriptor).
+    case invalidArgument(String)
+    /// A system call on the way failed (mount, open).
+    case system(SystemCallError)
+
+    /// A one-paragraph description.
+    public var description: String {
+        switch self {
+        case .criu(let e): return e.description
+        case .runcState(let e): return e.description
+        case .invalidState(let c, let r): return "container \(c): \(r)"
+        case .invalidArgument(let r): return "invalid argument: \(r)"
+        case .system(let e): return e.description
+        }
+    }
+}
+
+/// The tmpfs copies a post-dump hook takes (the hook runs on the calling thread, inside `dump`).
+final class TmpfsCopies {
+    var snapshots: [TmpfsSnapshot] = []
+}
+
+/// Writes a whole file (0600), replacing it.
+func writeWholeFile(_ path: FilePath, _ bytes: [UInt8]) throws {
+    let fd = try FileDescriptor.open(path, .writeOnly, options: [.create, .truncate, .closeOnExec],
+                                     permissions: [.ownerReadWrite])
+    try fd.closeAfter { _ = try fd.writeAll(bytes) }
+}
+
+/// Checkpoints runc containers with CRIU and restores them without runc.
+public struct ContainerCheckpointer: Sendable {
+    /// The CRIU client.
+    public var checkpointer: Checkpointer
+    /// File name of the manifest inside the image directory.
+    public static let manifestName = "zeropod-checkpoint.json"
+
+    /// Creates a container checkpointer.
+    public init(checkpointer: Checkpointer = Checkpointer()) {
+        self.checkpointer = checkpointer
+    }
+
+    // MARK: checkpoint
+
+    /// Dumps a running runc container into `imagesDir`; the container's processes are gone
+    /// afterwards (runc then reports it stopped) unless `options.criu.leaveRunning`.
+    ///
+    /// - Throws: `ContainerCheckpointError`: `.invalidState` when runc's init is not running,
+    ///   `.criu` when CRIU fails (the container keeps running then).
+    /// - Parameter worker: a worker from `Checkpointer.startWorker()` started ahead of time
+    ///   (consumed); nil starts one.
+    public func checkpoint(_ container: RuncContainer, imagesDir: FilePath,
+                           options: ContainerCheckpointOptions = ContainerCheckpointOptions(),
+                           hooks: CRIUHooks = CRIUHooks(), worker: CRIUConnection? = nil)
+        throws(ContainerCheckpointError) -> ContainerCheckpointResult
+    {
+        let start = ContinuousClock.now
+        let state: RuncState
+        do { state = try RuncState(runcRoot: container.runcRoot, id: container.id) } catch { throw .runcState(error) }
+        let pid = state.initPID
+        guard isProcessRunning(pid, startedAt: state.initStart) else {
+            throw .invalidState(container: container.id, reason: "init \(pid) is not running (runc state is stale)")
+        }
+        var o = options.criu
+        o.root = state.rootfs
+        o.manageCgroups = options.cgroupMode
+        var manifest = ContainerCheckpointManifest(containerID: container.id, initPID: pid, stdio: stdioLinks(pid),
+                                                   externalMounts: [:], usedFreezer: false)
+        let ns = state.namespaces
+        if let net = ns["NEWNET"], !net.isEmpty {
+            do {
+                o.external.append(try NetworkNamespace.externalEntry(for: FilePath(net), key: "extRootNetNS"))
+            } catch { throw .system(error) }
+            manifest.networkNamespaceKey = "extRootNetNS"
+            manifest.networkNamespacePath = net
+        }
+        if let pidns = ns["NEWPID"], !pidns.isEmpty {
+            do {
+                o.external.append("pid[\(try NetworkNamespace.inode(of: FilePath(pidns)))]:extRootPidNS")
+            } catch { throw .system(error) }
+            manifest.pidNamespacePath = pidns
+        }
+        // Bind mounts from the host are external: CRIU records only their mount point.
+        for m in state.mounts where m.isBind {
+            manifest.externalMounts[m.destination] = m.source
+        }
+        // cgroup v1/v2 filesystems runc bind-mounts from the host's hierarchies: external too,
+        // restored from the host mount of the same hierarchy.
+        let host = MountInfo.read(pid: nil)
+        for m in MountInfo.read(pid: pid) where m.fsType == "cgroup" || m.fsType == "cgroup2" {
+            guard let h = host.first(where: { $0.fsType == m.fsType && $0.superOptions == m.superOptions }) else { continue }
+            let rel = m.root.hasPrefix(h.root) ? String(m.root.dropFirst(h.root.count)) : m.root
+            let inside = m.mountPoint.hasPrefix("/") ? m.mountPoint : "/" + m.mountPoint
+            manifest.externalMounts[inside] = h.mountPoint + (rel.hasPrefix("/") || rel.isEmpty ? rel : "/" + rel)
+        }
+        if options.freezeWithCgroup, let freezer = state.cgroupPaths["freezer"] ?? state.cgroupPaths[""] {
+            o.freezeCgroup = freezer
+            manifest.usedFreezer = true
+        }
+        let candidates = options.copySmallTmpfs ? Self.copyableTmpfsMounts(of: pid) : [:]
+        let dump: DumpResult
+        let copies = TmpfsCopies()
+        do {
+            dump = try dumpOnce(pid: pid, imagesDir: imagesDir, options: o, manifest: &manifest, tmpfs: candidates,
+                                copies: copies, hooks: hooks, worker: worker)
+        } catch let error where error.code == .hookFailed && error.message.contains(Self.tmpfsNotCopyableMarker) {
+            // A tmpfs changed into something we do not copy while we looked: CRIU aborted and
+            // resumed the tasks; dump again with CRIU archiving every tmpfs.
+            do {
+                dump = try dumpOnce(pid: pid, imagesDir: imagesDir, options: o, manifest: &manifest, tmpfs: [:],
+                                    copies: copies, hooks: hooks, worker: nil)
+            } catch { throw .criu(error) }
+        } catch { throw .criu(error) }
+        if !copies.snapshots.isEmpty {
+            do {
+                try writeWholeFile(imagesDir.appending(Self.tmpfsCopiesName), TmpfsSnapshots(mounts: copies.snapshots).encoded())
+            } catch {
+                throw .invalidArgument("cannot write \(imagesDir.appending(Self.tmpfsCopiesName)): \(error)")
+            }
+        }
+        do {
+            let data = try JSONEncoder().encode(manifest)
+            let fd = try FileDescriptor.open(imagesDir.appending(Self.manifestName), .writeOnly,
+                                             options: [.create, .truncate, .closeOnExec], permissions: [.ownerReadWrite])
+            try fd.closeAfter { _ = try fd.writeAll(data) }
+        } catch {
+            throw .invalidArgument("cannot write \(imagesDir.appending(Self.manifestName)): \(error)")
+        }
+        return ContainerCheckpointResult(dump: dump, manifest: manifest, total: .now - start)
+    }
+
+    static let tmpfsNotCopyableMarker = "tmpfs not copyable"
+    /// File name of the tmpfs copies inside the image directory.
+    public static let tmpfsCopiesName = "zeropod-tmpfs.pb"
+
+    private func dumpOnce(pid: Int32, imagesDir: FilePath, options: DumpOptions, manifest: inout ContainerCheckpointManifest,
+                          tmpfs: [String: TmpfsMountOptions], copies: TmpfsCopies, hooks: CRIUHooks,
+                          worker: CRIUConnection?) throws(CRIUError) -> DumpResult
+    {
+        var o = options
+        o.externalMounts = (Array(manifest.externalMounts.keys) + tmpfs.keys).sorted().map { CRIUKeyValue(key: $0, value: $0) }
+        manifest.copiedTmpfs = tmpfs.isEmpty ? nil : tmpfs
+        copies.snapshots = []
+        var h = hooks
+        if !tmpfs.isEmpty {
+            let callerHook = hooks["post-dump"]
+            h["post-dump"] = { note in
+                try callerHook?(note)
+                // The tasks are frozen now: the copy is consistent with the dump.
+                do {
+                    copies.snapshots = try tmpfs.keys.sorted().map {
+                        try TmpfsSnapshot.capture(mountPoint: $0, root: "/proc/\(pid)/root\($0)")
+                    }
+                } catch {
+                    throw RuncStateError(path: "/proc/\(pid)/root", reason: "\(Self.tmpfsNotCopyableMarker): \(error)")
+                }
+            }
+        }
+        return try checkpointer.dump(pid: pid, imagesDir: imagesDir, options: o, hooks: h, worker: worker)
+    }
+
+    /// tmpfs mounts of the container that can be copied in-process: mounted at their root, not
+    /// bind-mounted elsewhere (one mount per superblock), and copyable right now.
+    static func copyableTmpfsMounts(of pid: Int32) -> [String: TmpfsMountOptions] {
+        let mounts = MountInfo.read(pid: pid)
+        var perDevice: [String: Int] = [:]
+        for m in mounts { perDevice[m.device, default: 0] += 1 }
+        var out: [String: TmpfsMountOptions] = [:]
+        for m in mounts where m.fsType == "tmpfs" && m.root == "/" && m.mountPoint != "/" && perDevice[m.device] == 1 {
+            guard (try? TmpfsSnapshot.capture(mountPoint: m.mountPoint, root: "/proc/\(pid)/root\(m.mountPoint)")) != nil
+            else { continue }
+            out[m.mountPoint] = TmpfsMountOptions(mountOptions: m.mountOptions, superOptions: m.superOptions)
+        }
+        return out
+    }
+
+    // MARK: restore
+
+    /// Restores a container dumped by `checkpoint` and points runc's state at the new init:
+    /// `prepareRestore` followed by `PreparedContainerRestore.run`.
+    /// - Throws: `ContainerCheckpointError`.
+    public func restore(_ container: RuncContainer, imagesDir: FilePath,
+                        options: ContainerRestoreOptions = ContainerRestoreOptions(),
+                        hooks: CRIUHooks = CRIUHooks()) throws(ContainerCheckpointError) -> ContainerRestoreResult {
+        let prepared = try prepareRestore(container, imagesDir: imagesDir, options: options)
+        return try prepared.run(hooks: hooks)
+    }
+
+    /// Does everything of a restore that does not need the images to be used yet: reads the
+    /// manifest and runc's state, opens the network namespace, bind-mounts the rootfs where CRIU
+    /// wants it, and starts the CRIU worker with the inherited descriptors. A shim can do this
+    /// while the container is scaled down and keep only `run` on the connection's critical path.
+    /// - Throws: `ContainerCheckpointError`.
+    public func prepareRestore(_ container: RuncContainer, imagesDir: FilePath,
+                               options: ContainerRestoreOptions = ContainerRestoreOptions())
+        throws(ContainerCheckpointError) -> PreparedContainerRestore
+    {
+        try PreparedContainerRestore(checkpointer: checkpointer, container: container, imagesDir: imagesDir,
+                                     options: options)
+    }
+}
+
+/// A restore made ready ahead of time (see `ContainerCheckpointer.prepareRestore`). Owns the CRIU
+/// worker, the namespace descriptor and the rootfs bind mount; `run` uses them once, `cancel`
+/// (or deinit) releases them.
+public final class PreparedContainerRestore {
+    private let checkpointer: Checkpointer
+    /// The container being restored.
+    public let container: RuncContainer
+    private let imagesDir: FilePath
+    private var state: RuncState
+    private var options = RestoreOptions()
+    private var worker: CRIUConnection?
+    private var netns: FileDescriptor?
+    private var pidns: FileDescriptor?
+    private var boundRoot: FilePath?
+    private var stagedTmpfs: [FilePath] = []
+    private var prepareDuration: Duration = .zero
+
+    init(checkpointer: Checkpointer, container: RuncContainer, imagesDir: FilePath, options: ContainerRestoreOptions)
+        throws(ContainerCheckpointError)
+    {
+        let start = ContinuousClock.now
+        self.checkpointer = checkpointer
+        self.container = container
+        self.imagesDir = imagesDir
+        do { state = try RuncState(runcRoot: container.runcRoot, id: container.id) } catch { throw .runcState(error) }
+        let manifestPath = imagesDir.appending(ContainerCheckpointer.manifestName)
+        let manifest: ContainerCheckpointManifest
+        do {
+            manifest = try JSONDecoder().decode(ContainerCheckpointManifest.self, from: Data(try readWholeFile(manifestPath)))
+        } catch {
+            throw .invalidArgument("\(manifestPath) is missing or unreadable (\(error)): not a container checkpoint")
+        }
+        if isProcessRunning(state.initPID, startedAt: state.initStart) {
+            throw .invalidState(container: container.id, reason: "init \(state.initPID) is still running")
+        }
+        var o = options.criu
+        o.manageCgroups = options.cgroupMode
+        o.externalMounts = manifest.externalMounts.keys.sorted().map { CRIUKeyValue(key: $0, value: manifest.externalMounts[$0]!) }
+        var inherited: [InheritedFile] = []
+        if let key = manifest.networkNamespaceKey, let path = manifest.networkNamespacePath {
+            do {
+                let fd = try FileDescriptor.open(FilePath(path), .readOnly, options: .closeOnExec)
+                netns = fd
+                inherited.append(InheritedFile(key: key, descriptor: fd))
+            } catch {
+                throw .invalidArgument("network namespace \(path) of container \(container.id) cannot be opened: \(error)")
+            }
+        }
+        if let path = manifest.pidNamespacePath {
+            do {
+                let fd = try FileDescriptor.open(FilePath(path), .readOnly, options: .closeOnExec)
+                pidns = fd
+                inherited.append(InheritedFile(key: "extRootPidNS", descriptor: fd))
+            } catch {
+                cancel()
+                throw .invalidArgument("pid namespace \(path) of container \(container.id) cannot be opened: \(error)")
+            }
+        }
+        // Namespaces the container joined by path (a pod's IPC and UTS): join them again, as runc does.
+        for (type, name) in [("NEWIPC", "ipc"), ("NEWUTS", "uts")] {
+            if let path = state.namespaces[type], !path.isEmpty {
+                o.joinNamespaces.append(CRIUJoinNamespace(namespace: name, namespaceFile: path))
+            }
+        }
+        // Each distinct pipe of fds 0-2 needs its own inherited descriptor (CRIU closes them).
+        var seen: Set<String> = []
+        for (slot, key) in manifest.stdio.enumerated() where key.hasPrefix("pipe:") && !seen.contains(key) {
+            seen.insert(key)
+            guard slot < options.stdio.count, let fd = options.stdio[slot] else {
+                cancel()
+                throw .invalidArgument("container \(container.id) had fd \(slot) on \(key): pass its pipe end in stdio[\(slot)]")
+            }
+            inherited.append(InheritedFile(key: key, descriptor: fd))
+        }
+        o.inheritedFiles = inherited
+        // tmpfs mounts copied at dump: mount fresh ones with the same options and files now;
+        // CRIU binds them into place (ext_mnt mount point → staging directory).
+        if let copied = manifest.copiedTmpfs {
+            let copiesPath = imagesDir.appending(ContainerCheckpointer.tmpfsCopiesName)
+            var snapshots: [String: TmpfsSnapshot] = [:]
+            do {
+                for m in try TmpfsSnapshots(decoding: try readWholeFile(copiesPath)).mounts { snapshots[m.mountPoint] = m }
+            } catch {
+                cancel()
+                throw .invalidArgument("\(copiesPath) is missing or corrupt: \(error)")
+            }
+            for (i, mountPoint) in copied.keys.sorted().enumerated() {
+                guard let snapshot = snapshots[mountPoint] else {
+                    cancel()
+                    throw .invalidArgument("\(copiesPath) has no copy of \(mountPoint)")
+                }
+                let dir = container.stateDir.appending("zp-tmpfs-\(i)")
+                _ = mkdir(dir.string, 0o700)
+                let (flags, data) = Self.tmpfsMountArguments(copied[mountPoint]!)
+                do {
+                    // Mount writable to fill it, then apply the recorded read-only flag.
+                    try syscall("mount(tmpfs)", "\(dir) for \(mountPoint)") {
+                        mount("tmpfs", dir.string, "tmpfs", flags & ~UInt(MS_RDONLY), data)
+                    }
+                    stagedTmpfs.append(dir)
+                    try snapshot.recreate(at: dir.string)
+                    if flags & UInt(MS_RDONLY) != 0 {
+                        try syscall("mount(MS_REMOUNT)", dir.string) {
+                            mount("tmpfs", dir.string, "tmpfs", flags | UInt(MS_REMOUNT), data)
+                        }
+                    }
+                } catch {
+                    cancel()
+                    throw .system(error)
+                }
+                o.externalMounts.append(CRIUKeyValue(key: mountPoint, value: dir.string))
+            }
+        }
+        // CRIU restores a mount namespace only onto a root that is a mount point (as runc does,
+        // bind the rootfs at <state>/criu-root).
+        let rootfs = state.rootfs
+        if MountInfo.read(pid: nil).contains(where: { $0.mountPoint == rootfs }) {
+            o.root = rootfs
+        } else {
+            let target = container.stateDir.appending("criu-root")
+            do {
+                _ = mkdir(target.string, 0o755)
+                try syscall("mount(MS_BIND)", rootfs) { mount(rootfs, target.string, nil, UInt(MS_BIND | MS_REC), nil) }
+                boundRoot = target
+            } catch {
+                cancel()
+                throw .system(error)
+            }
+            o.root = target.string
+        }
+        self.options = o
+        do {
+            worker = try checkpointer.startWorker(inheriting: inherited)
+        } catch {
+            cancel()
+            throw .criu(error)
+        }
+        prepareDuration = .now - start
+    }
+
+    deinit { cancel() }
+
+    /// Releases the worker, the descriptors and the bind mount without restoring.
+    public func cancel() {
+        worker?.close(grace: .zero)
+        worker = nil
+        try? netns?.close()
+        netns = nil
+        try? pidns?.close()
+        pidns = nil
+        if let boundRoot {
+            _ = umount2(boundRoot.string, CInt(MNT_DETACH))
+            self.boundRoot = nil
+        }
+        for dir in stagedTmpfs {
+            _ = umount2(dir.string, CInt(MNT_DETACH))
+            _ = rmdir(dir.string)
+        }
+        stagedTmpfs = []
+    }
+
+    /// mount(2) flags and data for a tmpfs like the one recorded.
+    static func tmpfsMountArguments(_ t: TmpfsMountOptions) -> (UInt, String) {
+        var flags: UInt = 0
+        for o in t.mountOptions.split(separator: ",") {
+            switch o {
+            case "ro": flags |= UInt(MS_RDONLY)
+            case "nosuid": flags |= UInt(MS_NOSUID)
+            case "nodev": flags |= UInt(MS_NODEV)
+            case "noexec": flags |= UInt(MS_NOEXEC)
+            case "noatime": flags |= UInt(MS_NOATIME)
+            case "nodiratime": flags |= UInt(MS_NODIRATIME)
+            case "relatime": flags |= UInt(MS_RELATIME)
+            case "strictatime": flags |= UInt(MS_STRICTATIME)
+            default: break
+            }
+        }
+        let data = t.superOptions.split(separator: ",").filter { $0 != "rw" && $0 != "ro" }.joined(separator: ",")
+        return (flags, data)
+    }
+
+    /// Restores with the prepared worker, then rewrites runc's state.json for the new init.
+    /// - Throws: `ContainerCheckpointError`; after a CRIU failure nothing of the container runs.
+    public func run(hooks: CRIUHooks = CRIUHooks()) throws(ContainerCheckpointError) -> ContainerRestoreResult {
+        let start = ContinuousClock.now
+        guard let worker else { throw .invalidState(container: container.id, reason: "restore already run or cancelled") }
+        self.worker = nil
+        defer { cancel() }
+        let r: RestoreResult
+        do {
+            r = try checkpointer.restore(imagesDir: imagesDir, options: options, hooks: hooks, worker: worker)
+        } catch { throw .criu(error) }
+        let criuDone = ContinuousClock.now
+        do {
+            try state.adopt(initPID: r.pid)
+            try state.write()
+        } catch {
+            throw .runcState(error)
+        }
+        let end = ContinuousClock.now
+        return ContainerRestoreResult(pid: r.pid, restore: r, total: end - start, prepare: prepareDuration,
+                                      stateUpdate: end - criuDone)
+    }
+}

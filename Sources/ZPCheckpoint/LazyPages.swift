@@ -1,0 +1,101 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import SystemPackage
+
+/// A running `criu lazy-pages` daemon: it serves a lazy restore's memory on demand (userfaultfd)
+/// from local images or from a page server, and exits once every page is in place or the
+/// restored tree is gone.
+///
+/// Start it, wait for it to be ready (it writes a byte to its status pipe), then call
+/// `Checkpointer.restore` with `lazyPages = true` and the same work directory: CRIU finds the
+/// daemon's `lazy-pages.socket` there. `stop()` (or deinit) kills and reaps it.
+public final class LazyPagesDaemon {
+    /// The daemon's pid.
+    public let pid: Int32
+    /// The work directory holding `lazy-pages.socket` and `lazy-pages.log`.
+    public let workDir: FilePath
+    private var reaped = false
+
+    /// Starts `criu lazy-pages` and returns once it reports ready.
+    ///
+    /// - Parameters:
+    ///   - criuPath: the CRIU binary.
+    ///   - imagesDir: the dump's image directory.
+    ///   - workDir: where the socket and log go; nil uses `imagesDir`.
+    ///   - pageServer: fetch pages from this page server instead of local images.
+    ///   - readyTimeout: how long to wait for the status byte.
+    /// - Throws: `CRIUError` `.spawnFailed` when it cannot start, `.workerDied` when it exits
+    ///   before becoming ready (with the log tail), `.timedOut`.
+    public init(criuPath: FilePath = Checkpointer.defaultCRIUPath, imagesDir: FilePath, workDir: FilePath? = nil,
+                pageServer: CRIUPageServerInfo? = nil, readyTimeout: Duration = .seconds(30)) throws(CRIUError) {
+        let work = workDir ?? imagesDir
+        self.workDir = work
+        var fds: [CInt] = [-1, -1]
+        do {
+            try syscall("pipe") { pipe(&fds) }
+            for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        } catch {
+            throw CRIUError(code: .spawnFailed, request: .empty, message: "pipe for criu lazy-pages: \(error)")
+        }
+        let readEnd = FileDescriptor(rawValue: fds[0])
+        let writeEnd = FileDescriptor(rawValue: fds[1])
+        defer { try? readEnd.close() }
+        var args = ["lazy-pages", "--images-dir", imagesDir.string, "--work-dir", work.string, "--status-fd", "3",
+                    "-v4", "--log-file", "lazy-pages.log"]
+        if let ps = pageServer {
+            args += ["--page-server", "--address", ps.address ?? "127.0.0.1", "--port", String(ps.port ?? 27027)]
+        }
+        do {
+            pid = try ChildProcess.spawn(criuPath, arguments: args, descriptors: [writeEnd])
+        } catch {
+            try? writeEnd.close()
+            throw CRIUError(code: .spawnFailed, request: .empty, message: "cannot start \(criuPath) lazy-pages: \(error)")
+        }
+        try? writeEnd.close()
+        let log = work.appending("lazy-pages.log")
+        var pfd = pollfd(fd: readEnd.rawValue, events: Int16(POLLIN), revents: 0)
+        let ms = CInt(readyTimeout.components.seconds * 1000)
+        var r: CInt
+        repeat { r = poll(&pfd, 1, ms) } while r == -1 && errno == EINTR
+        var byte: UInt8 = 1
+        let n = r > 0 ? read(readEnd.rawValue, &byte, 1) : -1
+        guard n == 1 && byte == 0 else {
+            _ = kill(pid, SIGKILL)
+            ChildProcess.wait(pid)
+            reaped = true
+            throw CRIUError(code: r == 0 ? .timedOut : .workerDied, request: .empty,
+                            message: "criu lazy-pages for \(imagesDir) did not become ready", logPath: log,
+                            logTail: tailOfFile(log))
+        }
+    }
+
+    deinit { stop() }
+
+    /// Waits up to `timeout` for the daemon to finish on its own (all pages served); returns
+    /// whether it did.
+    public func waitForExit(timeout: Duration) -> Bool {
+        guard !reaped else { return true }
+        let deadline = ContinuousClock.now + timeout
+        var status: CInt = 0
+        while ContinuousClock.now < deadline {
+            let r = waitpid(pid, &status, WNOHANG)
+            if r == pid || r == -1 {
+                reaped = true
+                return true
+            }
+            usleep(5000)
+        }
+        return false
+    }
+
+    /// Kills the daemon (if still running) and reaps it; idempotent.
+    public func stop() {
+        guard !reaped else { return }
+        _ = kill(pid, SIGKILL)
+        ChildProcess.wait(pid)
+        reaped = true
+    }
+}

@@ -1,0 +1,41 @@
+import ArgumentParser
+import Foundation
+import ZPCheckpointTestKit
+
+/// `zeropod-checkpoint-bench`: our container checkpoint/restore against runc's, side by side.
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "zeropod-checkpoint-bench",
+        abstract: "Container checkpoint and restore → first response: ZPCheckpoint vs runc, interleaved trials.")
+
+    @Option(help: "Trials per workload (each trial runs both paths).")
+    var trials = 5
+
+    @Option(help: "Comma-separated workloads: busybox, nginx.")
+    var workloads = "busybox,nginx"
+
+    @Option(help: "Repository root (for scripts/rootfs.sh).")
+    var repoRoot = FileManager.default.currentDirectoryPath
+
+    func run() throws {
+        guard getuid() == 0 else { throw ValidationError("run as root (runc, CRIU, network namespaces)") }
+        let ws = try workloads.split(separator: ",").map { name -> TestWorkload in
+            guard let w = TestWorkload(rawValue: String(name)) else { throw ValidationError("unknown workload \(name)") }
+            return w
+        }
+        var bench = CheckpointBench(trials: trials, workloads: ws, repoRoot: repoRoot, keepImages: false)
+        let env = ProcessInfo.processInfo.environment
+        let compat = env["ZPCK_MNTNS_COMPAT"] == "1"
+        let level = env["ZPCK_LOG_LEVEL"].flatMap { Int32($0) }
+        bench.restoreOverrides = { o in
+            o.criu.mountNamespaceCompatMode = compat
+            if let level { o.criu.logLevel = level }
+        }
+        let table = try bench.run()
+        print("zeropod-checkpoint-bench: \(trials) interleaved trials per workload (mntns compat \(compat), "
+            + "restore log level \(level.map(String.init) ?? "4"))")
+        print(table)
+    }
+}
+
+BenchCommand.main()

@@ -1,0 +1,67 @@
+import Foundation
+import SystemPackage
+import Testing
+
+@testable import ZPCheckpoint
+
+@Suite("Lazy restore (userfaultfd + criu lazy-pages)", .serialized, .enabled(if: isRoot, "needs root for CRIU"))
+struct LazyRestoreTests {
+    let criu = Checkpointer()
+
+    /// Restores `images` (full or lazy) and returns the time from the restore call to the first
+    /// answer, and for lazy the time the lazy-pages daemon took to start (before the restore call).
+    func restoreAndTime(_ images: FilePath, netns: TestNetns, port: UInt16, lazy: Bool, expectCount: Int)
+        throws -> (Duration, Duration, Int32, LazyPagesDaemon?)
+    {
+        let ns = try FileDescriptor.open(netns.path, .readOnly)
+        defer { try? ns.close() }
+        var o = processRestoreOptions(netns: ns)
+        o.lazyPages = lazy
+        let daemonStart = ContinuousClock.now
+        var daemon: LazyPagesDaemon?
+        if lazy { daemon = try LazyPagesDaemon(criuPath: criu.criuPath, imagesDir: images) }
+        let start = ContinuousClock.now
+        let r = try criu.restore(imagesDir: images, options: o)
+        let c = try counter(netns: netns, port: port)
+        let elapsed = ContinuousClock.now - start
+        #expect(c.count == expectCount, "state intact after \(lazy ? "lazy" : "full") restore")
+        return (elapsed, start - daemonStart, r.pid, daemon)
+    }
+
+    @Test func lazyRestore_of256MiB_answersBeforeAFullRestoreWould() throws {
+        let f = try criu.features(CRIUFeatures(lazyPages: true))
+        guard f.lazyPages == true else {
+            print("skip: CRIU reports no lazy_pages support (userfaultfd) on this kernel")
+            return
+        }
+        let netns = try TestNetns("lazy")
+        let port: UInt16 = 8090
+        let pid = try startCounterServer(netns: netns, port: port, touchMiB: 256)
+        var live: Int32 = pid
+        defer { killAndReap(live) }
+        let images = try TempDir("lazy-img")
+        var dump = DumpOptions()
+        dump.external = [try NetworkNamespace.externalEntry(for: netns.path)]
+        let d = try criu.dump(pid: pid, imagesDir: images.path, options: dump)
+        _ = waitUntil { !isAlive(pid) }
+        var st: Int32 = 0
+        _ = waitpid(pid, &st, WNOHANG)
+        let size = try sh("du -sm '\(images.path)' | cut -f1").trimmingCharacters(in: .whitespacesAndNewlines)
+        print("lazy: dumped \(size) MiB in \(milliseconds(d.timings.total)) ms")
+
+        let (full, _, fullPID, _) = try restoreAndTime(images.path, netns: netns, port: port, lazy: false, expectCount: 2)
+        live = fullPID
+        killAndReap(fullPID)
+        let (lazy, daemonStart, lazyPID, daemon) = try restoreAndTime(images.path, netns: netns, port: port, lazy: true,
+                                                                      expectCount: 2)
+        live = lazyPID
+        #expect(try counter(netns: netns, port: port).count == 3)
+        let finished = daemon?.waitForExit(timeout: .seconds(60)) ?? false
+        print("lazy: restore call → first response: full \(milliseconds(full)) ms, lazy \(milliseconds(lazy)) ms "
+            + "(+ \(milliseconds(daemonStart)) ms to start the lazy-pages daemon beforehand) "
+            + "(lazy/full = \(String(format: "%.2f", Double(lazy.components.attoseconds + lazy.components.seconds * 1_000_000_000_000_000_000) / Double(full.components.attoseconds + full.components.seconds * 1_000_000_000_000_000_000))); "
+            + "lazy-pages daemon finished the remaining pages: \(finished))")
+        #expect(try counter(netns: netns, port: port).count == 4, "still serving after all pages arrived")
+        daemon?.stop()
+    }
+}

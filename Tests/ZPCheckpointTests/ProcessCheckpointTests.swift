@@ -1,0 +1,231 @@
+import Foundation
+import SystemPackage
+import Testing
+
+@testable import ZPCheckpoint
+
+/// Restore options for a process in a test netns: the netns is external and handed back.
+func processRestoreOptions(netns: FileDescriptor) -> RestoreOptions {
+    var o = RestoreOptions()
+    o.inheritedFiles = [InheritedFile(key: "extRootNetNS", descriptor: netns)]
+    return o
+}
+
+@Suite("CRIU RPC against the real CRIU: plain processes", .serialized, .enabled(if: isRoot, "needs root for CRIU"))
+struct ProcessCheckpointTests {
+    let criu = Checkpointer()
+
+    @Test func version_isAtLeast4_2() throws {
+        let v = try criu.version()
+        print("CRIU version \(v) (\(v.gitID ?? "-"))")
+        #expect(v.number >= 40200)
+    }
+
+    @Test func check_succeedsOnThisKernel() throws {
+        try criu.check()
+    }
+
+    @Test func featureCheck_lazyPagesYes_memTrackNo() throws {
+        let f = try criu.features(CRIUFeatures(memoryTracking: true, lazyPages: true))
+        print("features: mem_track=\(String(describing: f.memoryTracking)) lazy_pages=\(String(describing: f.lazyPages))")
+        #expect(f.lazyPages == true)
+    }
+
+    @Test func unsupportedFeature_throwsNotSupported() throws {
+        let f = try criu.features(CRIUFeatures(memoryTracking: true))
+        guard f.memoryTracking == false else {
+            print("skip: this kernel has dirty memory tracking, so mem_track is supported here")
+            return
+        }
+        do {
+            try criu.require(CRIUFeatures(memoryTracking: true))
+            Issue.record("require(mem_track) did not throw")
+        } catch {
+            #expect(error.code == .notSupported)
+            #expect(error.message.contains("mem_track"))
+        }
+        let netns = try TestNetns("presup")
+        let pid = try startCounterServer(netns: netns, port: 8081)
+        defer { killAndReap(pid) }
+        let dir = try TempDir("predump")
+        #expect(throws: CRIUError.self) { try criu.preDump(pid: pid, imagesDir: dir.path) }
+        #expect(try counter(netns: netns, port: 8081).count == 2)
+    }
+
+    @Test func counterServer_dumpAndRestore_keepsCountAndPid() throws {
+        let netns = try TestNetns("proc")
+        let port: UInt16 = 8080
+        let pid = try startCounterServer(netns: netns, port: port)
+        var restoredPID: Int32 = pid
+        defer { killAndReap(restoredPID) }
+        for i in 2...4 { #expect(try counter(netns: netns, port: port).count == i) }
+        let dir = try TempDir("proc-img")
+        var dump = DumpOptions()
+        dump.external = [try NetworkNamespace.externalEntry(for: netns.path)]
+        let d = try criu.dump(pid: pid, imagesDir: dir.path, options: dump)
+        print("process dump: \(d.timings)")
+        var status: Int32 = 0
+        #expect(waitUntil { waitpid(pid, &status, WNOHANG) == pid || !isAlive(pid) }, "dumped process is gone")
+        #expect(throws: SystemCallError.self) { try NetworkNamespace.httpGet(netns: netns.path, port: port) }
+
+        let ns = try FileDescriptor.open(netns.path, .readOnly)
+        defer { try? ns.close() }
+        let r = try criu.restore(imagesDir: dir.path, options: processRestoreOptions(netns: ns))
+        restoredPID = r.pid
+        print("process restore: pid \(r.pid) \(r.timings)")
+        #expect(r.pid == pid)
+        let c = try counter(netns: netns, port: port)
+        #expect(c.count == 5, "counter survives the checkpoint")
+        #expect(c.pid == pid)
+        #expect(r.timings.phases.contains { $0.script == "post-restore" })
+    }
+
+    @Test func hooks_seeRestoredPid_andAFailingHookAbortsTheRestore() throws {
+        let netns = try TestNetns("hook")
+        let pid = try startCounterServer(netns: netns, port: 8082)
+        var restoredPID: Int32 = pid
+        defer { killAndReap(restoredPID) }
+        let dir = try TempDir("hook-img")
+        var dump = DumpOptions()
+        dump.external = [try NetworkNamespace.externalEntry(for: netns.path)]
+        var seen: [String] = []
+        var hooks = CRIUHooks()
+        hooks["post-dump"] = { n in seen.append(n.script) }
+        _ = try criu.dump(pid: pid, imagesDir: dir.path, options: dump, hooks: hooks)
+        #expect(seen == ["post-dump"])
+        _ = waitUntil { !isAlive(pid) }
+        var st: Int32 = 0
+        _ = waitpid(pid, &st, WNOHANG)
+
+        let ns = try FileDescriptor.open(netns.path, .readOnly)
+        defer { try? ns.close() }
+        struct Refused: Error {}
+        var failing = CRIUHooks()
+        failing["post-restore"] = { _ in throw Refused() }
+        do {
+            let r = try criu.restore(imagesDir: dir.path, options: processRestoreOptions(netns: ns), hooks: failing)
+            restoredPID = r.pid
+            Issue.record("restore with a failing hook succeeded")
+        } catch {
+            #expect(error.code == .hookFailed, "\(error)")
+        }
+        #expect(!isAlive(pid), "an aborted restore leaves no process")
+        var ignored = CRIUHooks()
+        ignored["pre-resume"] = { _ in throw Refused() }
+        let survivor = try criu.restore(imagesDir: dir.path, options: processRestoreOptions(netns: ns), hooks: ignored)
+        #expect(survivor.hookFailures.count == 1, "CRIU carries on past a failed pre-resume hook; it is reported")
+        #expect(try counter(netns: netns, port: 8082).count == 2)
+        killAndReap(survivor.pid)
+        var postRestorePID: Int32?
+        var ok = CRIUHooks()
+        ok["post-restore"] = { n in postRestorePID = n.pid }
+        let r = try criu.restore(imagesDir: dir.path, options: processRestoreOptions(netns: ns), hooks: ok)
+        restoredPID = r.pid
+        #expect(postRestorePID == r.pid)
+        #expect(try counter(netns: netns, port: 8082).count == 2)
+    }
+
+    @Test func missingImageDir_isInvalidArgument() {
+        do {
+            _ = try criu.restore(imagesDir: FilePath("/tmp/zpck-does-not-exist-\(UInt32.random(in: 0...UInt32.max))"))
+            Issue.record("restore from a missing directory succeeded")
+        } catch {
+            #expect(error.code == .invalidArgument)
+            #expect(error.message.contains("zpck-does-not-exist"))
+        }
+    }
+
+    @Test func emptyImageDir_failsWithCRIUsReasonAndLog() throws {
+        let dir = try TempDir("empty-img")
+        do {
+            _ = try criu.restore(imagesDir: dir.path)
+            Issue.record("restore from an empty directory succeeded")
+        } catch {
+            print("empty image dir: \(error)")
+            #expect(error.code == .requestFailed)
+            #expect(!error.logTail.isEmpty, "the error carries CRIU's log tail")
+        }
+    }
+
+    @Test func corruptedImage_failsClearly_andTheGoodImageStillRestores() throws {
+        let netns = try TestNetns("corrupt")
+        let pid = try startCounterServer(netns: netns, port: 8083)
+        var restoredPID: Int32 = pid
+        defer { killAndReap(restoredPID) }
+        let dir = try TempDir("corrupt-img")
+        var dump = DumpOptions()
+        dump.external = [try NetworkNamespace.externalEntry(for: netns.path)]
+        _ = try criu.dump(pid: pid, imagesDir: dir.path, options: dump)
+        _ = waitUntil { !isAlive(pid) }
+        var st: Int32 = 0
+        _ = waitpid(pid, &st, WNOHANG)
+
+        let bad = try TempDir("corrupt-copy")
+        try sh("cp -a '\(dir.path)'/. '\(bad.path)'/ && rm -f '\(bad.path)'/*.log")
+        // Overwrite the middle of the core image of the root task with garbage.
+        try sh("f=$(ls '\(bad.path)'/core-*.img | head -n1); sz=$(stat -c %s \"$f\"); "
+            + "dd if=/dev/urandom of=\"$f\" bs=1 seek=$((sz/3)) count=$((sz/3)) conv=notrunc status=none")
+        let ns = try FileDescriptor.open(netns.path, .readOnly)
+        defer { try? ns.close() }
+        do {
+            let r = try criu.restore(imagesDir: bad.path, options: processRestoreOptions(netns: ns))
+            restoredPID = r.pid
+            Issue.record("restore from a corrupted image succeeded")
+        } catch {
+            print("corrupted image: \(error)")
+            #expect(error.code == .requestFailed || error.code == .workerDied)
+            #expect(!error.logTail.isEmpty)
+        }
+        #expect(!isAlive(pid))
+        let r = try criu.restore(imagesDir: dir.path, options: processRestoreOptions(netns: ns))
+        restoredPID = r.pid
+        #expect(try counter(netns: netns, port: 8083).count == 2, "nothing lost: the intact image restores")
+    }
+
+    @Test func dumpPastItsDeadline_isTimedOut_andTheProcessKeepsServing() throws {
+        let netns = try TestNetns("deadline")
+        let pid = try startCounterServer(netns: netns, port: 8086)
+        defer { killAndReap(pid) }
+        let dir = try TempDir("deadline-img")
+        var dump = DumpOptions()
+        dump.external = [try NetworkNamespace.externalEntry(for: netns.path)]
+        dump.timeout = .milliseconds(5)
+        do {
+            _ = try criu.dump(pid: pid, imagesDir: dir.path, options: dump)
+            Issue.record("a 5 ms dump deadline was met")
+        } catch {
+            #expect(error.code == .timedOut, "\(error)")
+        }
+        #expect(isAlive(pid))
+        #expect(waitUntil(timeout: .seconds(10)) { (try? counter(netns: netns, port: 8086).count) == 2 })
+    }
+
+    @Test(arguments: ["pre-dump", "post-dump"])
+    func criuKilledDuringDump_processKeepsServing(script: String) throws {
+        let netns = try TestNetns("kill")
+        let port: UInt16 = script == "pre-dump" ? 8084 : 8085
+        let pid = try startCounterServer(netns: netns, port: port)
+        defer { killAndReap(pid) }
+        let dir = try TempDir("kill-img")
+        var dump = DumpOptions()
+        dump.external = [try NetworkNamespace.externalEntry(for: netns.path)]
+        var hooks = CRIUHooks()
+        hooks[script] = { n in
+            _ = kill(n.workerPID, SIGKILL)
+            usleep(50_000)
+        }
+        do {
+            _ = try criu.dump(pid: pid, imagesDir: dir.path, options: dump, hooks: hooks)
+            Issue.record("dump survived its worker being killed")
+        } catch {
+            print("CRIU killed at \(script): \(error.code): \(error.message)")
+            #expect(error.code == .workerDied)
+        }
+        #expect(isAlive(pid), "the process survives")
+        let served = waitUntil(timeout: .seconds(10)) { (try? counter(netns: netns, port: port).count) == 2 }
+        #expect(served, "the process still serves after CRIU died at \(script)")
+        let state = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+            .split(separator: "\n").first { $0.hasPrefix("State:") } ?? ""
+        print("after kill at \(script): \(state)")
+    }
+}
