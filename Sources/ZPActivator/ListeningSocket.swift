@@ -1,0 +1,112 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import NIOCore
+
+/// A listening TCP socket's file descriptor, for the caller that puts it into a BPF SOCKMAP.
+///
+/// The activator owns the descriptor: it stays valid while the activator runs and is closed
+/// exactly once, by the activator's NIO server channel, when ``Activator/run()`` returns.
+public struct ListeningSocketHandle: Sendable, Hashable, CustomStringConvertible {
+    /// The file descriptor number.
+    public let rawValue: Int32
+
+    /// Wraps a descriptor number.
+    /// - Parameter rawValue: a bound stream socket's descriptor.
+    public init(rawValue: Int32) {
+        self.rawValue = rawValue
+    }
+
+    /// `fd <n>`.
+    public var description: String { "fd \(rawValue)" }
+}
+
+/// Where a listener's socket comes from.
+public enum ListenerSource: Sendable {
+    /// The activator creates the socket and binds it to `address` (port 0 = any free port).
+    /// An IPv6 wildcard address is bound dual-stack (`IPV6_V6ONLY` off).
+    case bind(SocketAddress)
+    /// A stream socket the caller created and bound (for instance inside the pod's network
+    /// namespace). Ownership moves to the activator, which calls `listen(2)` on it.
+    case adopt(ListeningSocketHandle)
+}
+
+/// A socket call failed: which call, on what, and the `errno`.
+public struct ActivatorSocketError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The system call, e.g. `bind`.
+    public var call: String
+    /// What it was called on (an address or a descriptor).
+    public var subject: String
+    /// The `errno` value.
+    public var errno: Int32
+
+    /// `bind(127.0.0.1:80): Address already in use (errno 98)`.
+    public var description: String {
+        "\(call)(\(subject)): \(String(cString: strerror(errno))) (errno \(errno))"
+    }
+}
+
+/// The socket calls ZPActivator makes itself (NIO does the rest). One funnel: retries EINTR,
+/// traps on EBADF (a bug), throws everything else as ``ActivatorSocketError``.
+enum ListeningSocket {
+    private static func syscall(
+        _ call: String,
+        _ subject: @autoclosure () -> String,
+        _ body: () -> Int32
+    ) throws(ActivatorSocketError) -> Int32 {
+        while true {
+            let result = body()
+            if result != -1 { return result }
+            let code = Glibc.errno
+            if code == EINTR { continue }
+            precondition(code != EBADF, "\(call): EBADF is a bug")
+            throw ActivatorSocketError(call: call, subject: subject(), errno: code)
+        }
+    }
+
+    /// Creates a non-blocking, close-on-exec TCP socket bound to `address` (not yet listening).
+    static func makeBound(_ address: SocketAddress) throws(ActivatorSocketError) -> ListeningSocketHandle {
+        let family: Int32
+        switch address {
+        case .v4: family = AF_INET
+        case .v6: family = AF_INET6
+        case .unixDomainSocket:
+            throw ActivatorSocketError(call: "socket", subject: "\(address)", errno: EAFNOSUPPORT)
+        }
+        let fd = try syscall("socket", "\(address)") {
+            Glibc.socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        }
+        do throws(ActivatorSocketError) {
+            var one: Int32 = 1
+            _ = try syscall("setsockopt(SO_REUSEADDR)", "\(address)") {
+                setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+            }
+            if family == AF_INET6 {
+                var zero: Int32 = 0
+                _ = try syscall("setsockopt(IPV6_V6ONLY)", "\(address)") {
+                    setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &zero, socklen_t(MemoryLayout<Int32>.size))
+                }
+            }
+            _ = try syscall("bind", "\(address)") {
+                address.withSockAddr { pointer, length in Glibc.bind(fd, pointer, socklen_t(length)) }
+            }
+        } catch {
+            _ = Glibc.close(fd)
+            throw error
+        }
+        return ListeningSocketHandle(rawValue: fd)
+    }
+
+    /// `listen(2)`; also used after NIO adopted the socket, because NIO's adoption path
+    /// re-listens with its fixed backlog of 128 (a second `listen` only changes the backlog).
+    static func listen(_ handle: ListeningSocketHandle, backlog: Int32) throws(ActivatorSocketError) {
+        _ = try syscall("listen", "\(handle)") { Glibc.listen(handle.rawValue, backlog) }
+    }
+
+    /// Closes a socket that never reached NIO.
+    static func close(_ handle: ListeningSocketHandle) {
+        _ = Glibc.close(handle.rawValue)
+    }
+}
