@@ -1,0 +1,193 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import Synchronization
+import Testing
+@testable import ZPActivator
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Polls `condition` until it holds or `timeout` passes (generous deadlines, no fixed sleeps).
+func poll(timeout: Duration = .seconds(20), _ condition: () async throws -> Bool) async rethrows -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(20))
+    }
+    return try await condition()
+}
+
+/// Open file descriptors of this test process.
+func openFileDescriptorCount() -> Int {
+    ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []).count
+}
+
+/// Collects activator events for assertions.
+final class EventLog: Sendable {
+    private let events = Mutex<[ActivatorEvent]>([])
+
+    var sink: @Sendable (ActivatorEvent) -> Void { { event in self.events.withLock { $0.append(event) } } }
+
+    var all: [ActivatorEvent] { events.withLock { $0 } }
+
+    var reports: [ConnectionReport] {
+        all.compactMap { if case .connectionFinished(let report) = $0 { return report } else { return nil } }
+    }
+
+    var restoresStarted: Int { all.filter { $0 == .restoreStarted }.count }
+}
+
+/// A TCP socket bound to 127.0.0.1 on a free port but not listening: connects are refused
+/// until ``TestApp/serve(socket:behaviour:)`` listens on it.
+struct ReservedPort {
+    let fd: Int32
+    let port: UInt16
+
+    init() throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        try #require(fd >= 0)
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        try #require(bound == 0)
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let named = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        try #require(named == 0)
+        self.fd = fd
+        self.port = UInt16(bigEndian: address.sin_port)
+    }
+}
+
+/// The "application" behind the activator: a real NIO server on a reserved port.
+enum TestApp {
+    enum Behaviour: Sendable {
+        /// Reads an HTTP/1.x head; answers 200 with body `hello from app: <path>`; closes.
+        case http
+        /// Server speaks first: sends a banner at once, then echoes every byte until EOF.
+        case bannerThenEcho
+        /// Reads until EOF, then answers `got <n>: <bytes>` and closes.
+        case answerAfterEOF
+    }
+
+    static let banner = "220 zpact-test-app ready\r\n"
+
+    /// Listens on `socket`'s port and serves until the calling task is cancelled.
+    ///
+    /// The reserved socket is closed and the port bound afresh with a 4096 backlog: adopting
+    /// the socket would make NIO listen with a backlog of 128 first, and 500 dialers retrying
+    /// at once overflow that before the accept loop runs (dropped SYNs cost a 1 s retransmit).
+    static func serve(socket: ReservedPort, behaviour: Behaviour) async throws {
+        close(socket.fd)
+        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.backlog, value: 4096)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .bind(host: "127.0.0.1", port: Int(socket.port)) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
+                        wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+                }
+            }
+        try await server.executeThenClose { inbound in
+            try await withThrowingDiscardingTaskGroup { group in
+                for try await connection in inbound {
+                    group.addTask { try? await handle(connection, behaviour: behaviour) }
+                }
+            }
+        }
+    }
+
+    private static func handle(_ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>, behaviour: Behaviour) async throws {
+        try await connection.executeThenClose { inbound, outbound in
+            switch behaviour {
+            case .http:
+                var received: [UInt8] = []
+                for try await chunk in inbound {
+                    received += chunk.readableBytesView
+                    if let head = String(decoding: received, as: UTF8.self).range(of: "\r\n\r\n") {
+                        let text = String(decoding: received, as: UTF8.self)[..<head.lowerBound]
+                        let path = text.split(separator: " ").dropFirst().first.map(String.init) ?? "?"
+                        let body = "hello from app: \(path)"
+                        try await outbound.write(ByteBuffer(string:
+                            "HTTP/1.1 200 OK\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"))
+                        break
+                    }
+                }
+            case .bannerThenEcho:
+                try await outbound.write(ByteBuffer(string: banner))
+                for try await chunk in inbound { try await outbound.write(chunk) }
+            case .answerAfterEOF:
+                var received: [UInt8] = []
+                for try await chunk in inbound { received += chunk.readableBytesView }
+                try await outbound.write(ByteBuffer(string: "got \(received.count): " + String(decoding: received, as: UTF8.self)))
+            }
+            outbound.finish()
+        }
+    }
+}
+
+/// A plain TCP client on NIO, for the tests.
+enum TestClient {
+    typealias Connection = NIOAsyncChannel<ByteBuffer, ByteBuffer>
+
+    static func connect(_ address: SocketAddress) async throws -> Connection {
+        try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .connect(to: address) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try Connection(wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+                }
+            }
+    }
+
+    /// Connects, sends `request` (optionally half-closing), reads until EOF; returns what came back.
+    static func exchange(_ address: SocketAddress, send request: String, halfClose: Bool = false) async throws -> String {
+        let connection = try await connect(address)
+        return try await connection.executeThenClose { inbound, outbound in
+            try await outbound.write(ByteBuffer(string: request))
+            if halfClose { outbound.finish() }
+            var received: [UInt8] = []
+            for try await chunk in inbound { received += chunk.readableBytesView }
+            return String(decoding: received, as: UTF8.self)
+        }
+    }
+}
+
+/// Runs an activator for one port around `body`, then cancels it and waits until it stopped.
+func withActivator<R: Sendable>(
+    appPort: UInt16,
+    configuration: ActivatorConfiguration = ActivatorConfiguration(),
+    events: EventLog,
+    restore: @escaping @Sendable () async throws -> Void,
+    _ body: @escaping @Sendable (Activator, SocketAddress) async throws -> R
+) async throws -> R {
+    let activator = try await Activator.bind(
+        ports: [PortRedirect(appPort: appPort, source: .bind(try SocketAddress(ipAddress: "127.0.0.1", port: 0)))],
+        configuration: configuration, events: events.sink, restore: restore)
+    let address = activator.listeners[0].localAddress
+    return try await withThrowingTaskGroup(of: R?.self) { group in
+        group.addTask {
+            try await activator.run()
+            return nil
+        }
+        group.addTask { try await body(activator, address) }
+        defer { group.cancelAll() }
+        while let result = try await group.next() {
+            if let result {
+                group.cancelAll()
+                return result
+            }
+        }
+        throw CancellationError()
+    }
+}
