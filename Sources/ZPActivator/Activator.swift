@@ -141,8 +141,14 @@ public final class Activator: Sendable {
             throw error
         }
         return Activator(
-            listeners: listeners, servers: servers, configuration: configuration,
-            startsScaledDown: startsScaledDown, redirect: redirect, events: events, restore: restore)
+            listeners: listeners,
+            servers: servers,
+            configuration: configuration,
+            startsScaledDown: startsScaledDown,
+            redirect: redirect,
+            events: events,
+            restore: restore
+        )
     }
 
     private static func bindOne(
@@ -174,7 +180,8 @@ public final class Activator: Sendable {
                     try child.pipeline.syncOperations.addHandler(ProbeInspector(configuration: configuration))
                     return try ClientChannel(
                         wrappingChannelSynchronously: child,
-                        configuration: .init(isOutboundHalfClosureEnabled: true))
+                        configuration: .init(isOutboundHalfClosureEnabled: true)
+                    )
                 }
             }
         // NIO's adoption path calls listen(2) with its own backlog of 128: raise it again.
@@ -251,8 +258,12 @@ public final class Activator: Sendable {
                 case .forward(let reason):
                     forwardReason = reason
                     outcome = await self.forward(
-                        appPort: appPort, client: connection, iterator: &iterator, outbound: outbound,
-                        timings: &timings)
+                        appPort: appPort,
+                        client: connection,
+                        iterator: &iterator,
+                        outbound: outbound,
+                        timings: &timings
+                    )
                 }
             }
         } catch is CancellationError {
@@ -261,8 +272,16 @@ public final class Activator: Sendable {
             if case .probeAnswered = outcome {} else { outcome = .failed(.proxyError("\(error)")) }
         }
         timings.closed = .now
-        emit(.connectionFinished(ConnectionReport(
-            appPort: appPort, forwardReason: forwardReason, outcome: outcome, timings: timings)))
+        emit(
+            .connectionFinished(
+                ConnectionReport(
+                    appPort: appPort,
+                    forwardReason: forwardReason,
+                    outcome: outcome,
+                    timings: timings
+                )
+            )
+        )
     }
 
     private func answer(
@@ -314,7 +333,10 @@ public final class Activator: Sendable {
         let app: NIOAsyncChannel<ByteBuffer, ByteBuffer>
         do {
             app = try await ApplicationDialer.dial(
-                port: appPort, eventLoop: client.channel.eventLoop, timeout: configuration.connectTimeout)
+                port: appPort,
+                eventLoop: client.channel.eventLoop,
+                timeout: configuration.connectTimeout
+            )
         } catch is CancellationError {
             return .failed(.shutdown)
         } catch {
@@ -322,8 +344,13 @@ public final class Activator: Sendable {
         }
         timings.appReachable = .now
         return await Proxy.run(
-            client: &iterator, clientChannel: client.channel, clientOutbound: outbound, app: app,
-            idleTimeout: configuration.proxyIdleTimeout, timings: &timings)
+            client: &iterator,
+            clientChannel: client.channel,
+            clientOutbound: outbound,
+            app: app,
+            idleTimeout: configuration.proxyIdleTimeout,
+            timings: &timings
+        )
     }
 
     // MARK: single flight

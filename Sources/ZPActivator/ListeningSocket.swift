@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
 import NIOCore
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
 
 /// A listening TCP socket's file descriptor, for the caller that puts it into a BPF SOCKMAP.
 ///
@@ -76,7 +77,11 @@ enum ListeningSocket {
             throw ActivatorSocketError(call: "socket", subject: "\(address)", errno: EAFNOSUPPORT)
         }
         let fd = try syscall("socket", "\(address)") {
-            Glibc.socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            Glibc.socket(
+                family,
+                Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue),
+                0
+            )
         }
         do throws(ActivatorSocketError) {
             var one: Int32 = 1

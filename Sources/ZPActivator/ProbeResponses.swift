@@ -54,7 +54,13 @@ public enum ProbeResponses {
         return out
     }
 
-    private static func writeFrame(_ out: inout ByteBuffer, type: UInt8, flags: UInt8, stream: UInt32, payload: ByteBuffer) {
+    private static func writeFrame(
+        _ out: inout ByteBuffer,
+        type: UInt8,
+        flags: UInt8,
+        stream: UInt32,
+        payload: ByteBuffer
+    ) {
         let length = UInt32(payload.readableBytes)
         out.writeInteger(UInt8(truncatingIfNeeded: length >> 16))
         out.writeInteger(UInt16(truncatingIfNeeded: length))

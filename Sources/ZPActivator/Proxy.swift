@@ -50,7 +50,8 @@ enum ApplicationDialer {
                             channel.eventLoop.makeCompletedFuture {
                                 try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
                                     wrappingChannelSynchronously: channel,
-                                    configuration: .init(isOutboundHalfClosureEnabled: true))
+                                    configuration: .init(isOutboundHalfClosureEnabled: true)
+                                )
                             }
                         }
                 } catch {

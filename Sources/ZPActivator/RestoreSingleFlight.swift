@@ -141,8 +141,6 @@ public struct RestoreSingleFlight<Waiter> {
     }
 }
 
-
-
 /// Where the application is, seen from the activator's single-flight gate.
 public enum RestorePhase: Sendable, Equatable {
     /// Checkpointed or stopped: the next connection must restore it.

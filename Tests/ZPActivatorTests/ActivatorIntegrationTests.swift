@@ -5,10 +5,11 @@ import NIOHTTP2
 import NIOPosix
 import Synchronization
 import Testing
+
 @testable import ZPActivator
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 private struct TestRestoreError: Error, CustomStringConvertible {
@@ -17,7 +18,10 @@ private struct TestRestoreError: Error, CustomStringConvertible {
 
 /// Starts the test application once the restore hook signals, after `delay`.
 private func appStarter(
-    _ signals: AsyncStream<Void>, socket: ReservedPort, behaviour: TestApp.Behaviour, delay: Duration
+    _ signals: AsyncStream<Void>,
+    socket: ReservedPort,
+    behaviour: TestApp.Behaviour,
+    delay: Duration
 ) async throws {
     for await _ in signals {
         try await Task.sleep(for: delay)
@@ -52,17 +56,26 @@ struct ActivatorIntegrationTests {
         let app = try ReservedPort()
         let events = EventLog()
         let (signals, signal) = AsyncStream.makeStream(of: Void.self)
-        let count = 500
+        // Each connection costs four descriptors here (client, accepted, dialled, app side).
+        let descriptorLimit = raiseDescriptorLimit(to: 8192)
+        let count = min(500, (Int(descriptorLimit) - 256) / 4)
+        if count < 500 {
+            print("zpact: descriptor limit \(descriptorLimit) (hard) allows only \(count) concurrent connections")
+        }
         let responses = try await withThrowingTaskGroup(of: [Int: String]?.self) { outer in
             // The application starts listening 300 ms after the restore hook was called.
             outer.addTask {
                 try await appStarter(signals, socket: app, behaviour: .http, delay: .milliseconds(300))
                 return nil
             }
-            let result = try await withActivator(appPort: app.port, events: events, restore: {
-                signal.yield()
-                try await Task.sleep(for: .milliseconds(50))
-            }) { _, address in
+            let result = try await withActivator(
+                appPort: app.port,
+                events: events,
+                restore: {
+                    signal.yield()
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+            ) { _, address in
                 try await withThrowingTaskGroup(of: (Int, String).self) { group in
                     for i in 0..<count {
                         group.addTask { (i, try await TestClient.exchange(address, send: httpRequest("/req/\(i)"))) }
@@ -91,16 +104,33 @@ struct ActivatorIntegrationTests {
         #expect(notProxied.isEmpty, "\(notProxied.prefix(3))")
         let reachable = reports.compactMap(\.timings.untilAppReachable)
         let firstByte = reports.compactMap(\.timings.untilFirstByte)
-        print("zpact-bench 500 first connections: accept->app reachable p50 \(ms(percentile(reachable, 0.5))) p99 \(ms(percentile(reachable, 0.99))); accept->first byte p50 \(ms(percentile(firstByte, 0.5))) p99 \(ms(percentile(firstByte, 0.99))) max \(ms(percentile(firstByte, 1)))")
+        let reachableToFirstByte = reports.compactMap { report -> Duration? in
+            guard let reachable = report.timings.appReachable, let first = report.timings.firstByteBack else {
+                return nil
+            }
+            return first - reachable
+        }
+        func summary(_ values: [Duration]) -> String {
+            "p50 \(ms(percentile(values, 0.5))) p99 \(ms(percentile(values, 0.99))) max \(ms(percentile(values, 1)))"
+        }
+        print("zpact-bench \(count) first connections, app listening 350 ms after the restore request:")
+        print("zpact-bench   accept -> app reachable:     \(summary(reachable))")
+        print("zpact-bench   accept -> first byte back:   \(summary(firstByte))")
+        print("zpact-bench   app reachable -> first byte: \(summary(reachableToFirstByte))")
     }
 
     @Test func probesOfEachKind_whileScaledDown_areAnswered_withoutRestore() async throws {
         let events = EventLog()
         let app = try ReservedPort()
         defer { close(app.fd) }
-        try await withActivator(appPort: app.port, events: events, restore: { throw TestRestoreError() }) { activator, address in
+        try await withActivator(appPort: app.port, events: events, restore: { throw TestRestoreError() }) {
+            activator,
+            address in
             // HTTP probe: 204, closed.
-            let http = try await TestClient.exchange(address, send: httpRequest("/healthz", userAgent: "kube-probe/1.31"))
+            let http = try await TestClient.exchange(
+                address,
+                send: httpRequest("/healthz", userAgent: "kube-probe/1.31")
+            )
             #expect(http == ProbeResponses.httpNoContent)
 
             // TCP probe: connect and close without data.
@@ -117,7 +147,9 @@ struct ActivatorIntegrationTests {
             #expect(activator.phase == .scaledDown)
         }
         #expect(events.restoresStarted == 0)
-        let kinds = Set(events.reports.compactMap { if case .probeAnswered(let kind) = $0.outcome { kind } else { nil } })
+        let kinds = Set(
+            events.reports.compactMap { if case .probeAnswered(let kind) = $0.outcome { kind } else { nil } }
+        )
         #expect(kinds == [.http, .tcp, .grpcHealth])
     }
 
@@ -131,10 +163,15 @@ struct ActivatorIntegrationTests {
                 return nil
             }
             let result = try await withActivator(
-                appPort: app.port, configuration: ActivatorConfiguration(probeDetection: false), events: events,
+                appPort: app.port,
+                configuration: ActivatorConfiguration(probeDetection: false),
+                events: events,
                 restore: { signal.yield() }
             ) { _, address in
-                let response = try await TestClient.exchange(address, send: httpRequest("/healthz", userAgent: "kube-probe/1.31"))
+                let response = try await TestClient.exchange(
+                    address,
+                    send: httpRequest("/healthz", userAgent: "kube-probe/1.31")
+                )
                 #expect(await poll { events.reports.count == 1 })
                 return response
             }
@@ -150,18 +187,76 @@ struct ActivatorIntegrationTests {
         let listening = try ReservedPort()  // a bound socket made by the "caller"
         let activator = try await Activator.bind(
             ports: [PortRedirect(appPort: 1, source: .adopt(ListeningSocketHandle(rawValue: listening.fd)))],
-            events: events.sink, restore: { throw TestRestoreError() })
+            events: events.sink,
+            restore: { throw TestRestoreError() }
+        )
         #expect(activator.listeners[0].socket.rawValue == listening.fd)
         #expect(activator.listeners[0].localAddress.port == Int(listening.port))
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await activator.run() }
             let http = try await TestClient.exchange(
-                activator.listeners[0].localAddress, send: httpRequest("/", userAgent: "kube-probe/1.30"))
+                activator.listeners[0].localAddress,
+                send: httpRequest("/", userAgent: "kube-probe/1.30")
+            )
             #expect(http == ProbeResponses.httpNoContent)
             group.cancelAll()
         }
         // run() returned: the activator closed the adopted descriptor.
         #expect(fcntl(listening.fd, F_GETFD) == -1)
+    }
+
+    @Test func dualStackListener_answersOnIPv4AndIPv6() async throws {
+        let events = EventLog()
+        let activator = try await Activator.bind(
+            ports: [PortRedirect(appPort: 1, source: .bind(try SocketAddress(ipAddress: "::", port: 0)))],
+            events: events.sink,
+            restore: { throw TestRestoreError() }
+        )
+        let port = try #require(activator.listeners[0].localAddress.port)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await activator.run() }
+            for host in ["127.0.0.1", "::1"] {
+                let address = try SocketAddress(ipAddress: host, port: port)
+                let http = try await TestClient.exchange(address, send: httpRequest("/", userAgent: "kube-probe/1.30"))
+                #expect(http == ProbeResponses.httpNoContent, "via \(host)")
+            }
+            group.cancelAll()
+        }
+        #expect(events.restoresStarted == 0)
+    }
+
+    @Test func appScaledDownAgain_rearmsTheRestore() async throws {
+        let events = EventLog()
+        let restores = Atomic<Int>(0)
+        let app = try ReservedPort()
+        let (signals, signal) = AsyncStream.makeStream(of: Void.self)
+        try await withThrowingTaskGroup(of: Void.self) { outer in
+            outer.addTask { try await appStarter(signals, socket: app, behaviour: .http, delay: .zero) }
+            try await withActivator(
+                appPort: app.port,
+                events: events,
+                restore: {
+                    restores.add(1, ordering: .relaxed)
+                    signal.yield()
+                }
+            ) { activator, address in
+                let first = try await TestClient.exchange(address, send: httpRequest("/one"))
+                #expect(first.hasSuffix("hello from app: /one"))
+                #expect(activator.phase == .running)
+                // While running (a redirect that lags), connections go straight to the app.
+                let second = try await TestClient.exchange(address, send: httpRequest("/two"))
+                #expect(second.hasSuffix("hello from app: /two"))
+                #expect(restores.load(ordering: .relaxed) == 1)
+                // Checkpointed again: the next connection restores again (the app still runs
+                // here, so the hook only counts).
+                #expect(activator.appScaledDown() == .armed)
+                let third = try await TestClient.exchange(address, send: httpRequest("/three"))
+                #expect(third.hasSuffix("hello from app: /three"))
+                #expect(restores.load(ordering: .relaxed) == 2)
+            }
+            outer.cancelAll()
+        }
+        #expect(events.restoresStarted == 2)
     }
 
     @Test func serverSpeaksFirstProtocol_worksThroughTheProxy() async throws {
@@ -175,7 +270,10 @@ struct ActivatorIntegrationTests {
                 return nil
             }
             let result = try await withActivator(
-                appPort: app.port, configuration: configuration, events: events, restore: { signal.yield() }
+                appPort: app.port,
+                configuration: configuration,
+                events: events,
+                restore: { signal.yield() }
             ) { _, address in
                 let connection = try await TestClient.connect(address)
                 return try await connection.executeThenClose { inbound, outbound in
@@ -213,7 +311,9 @@ struct ActivatorIntegrationTests {
                 try await appStarter(signals, socket: app, behaviour: .answerAfterEOF, delay: .zero)
                 return nil
             }
-            let result = try await withActivator(appPort: app.port, events: events, restore: { signal.yield() }) { _, address in
+            let result = try await withActivator(appPort: app.port, events: events, restore: { signal.yield() }) {
+                _,
+                address in
                 let response = try await TestClient.exchange(address, send: "PUT" + payload, halfClose: true)
                 #expect(await poll { events.reports.count == 1 })
                 return response
@@ -235,13 +335,17 @@ struct ActivatorIntegrationTests {
                 try await appStarter(signals, socket: app, behaviour: .http, delay: .zero)
                 return nil
             }
-            let result = try await withActivator(appPort: app.port, events: events, restore: {
-                if attempts.add(1, ordering: .relaxed).newValue == 1 {
-                    try await Task.sleep(for: .milliseconds(200))
-                    throw TestRestoreError()
+            let result = try await withActivator(
+                appPort: app.port,
+                events: events,
+                restore: {
+                    if attempts.add(1, ordering: .relaxed).newValue == 1 {
+                        try await Task.sleep(for: .milliseconds(200))
+                        throw TestRestoreError()
+                    }
+                    signal.yield()
                 }
-                signal.yield()
-            }) { activator, address in
+            ) { activator, address in
                 let failed = try await withThrowingTaskGroup(of: String.self) { group in
                     for i in 0..<20 {
                         group.addTask { try await TestClient.exchange(address, send: httpRequest("/held/\(i)")) }
@@ -261,7 +365,11 @@ struct ActivatorIntegrationTests {
         #expect(failed.allSatisfy { $0.isEmpty })
         #expect(succeeded.hasSuffix("hello from app: /retry"))
         #expect(events.restoresStarted == 2)
-        #expect(events.all.contains { if case .restoreFailed(let message, _) = $0 { message.contains("criu said no") } else { false } })
+        #expect(
+            events.all.contains {
+                if case .restoreFailed(let message, _) = $0 { message.contains("criu said no") } else { false }
+            }
+        )
         let failures = events.reports.filter { if case .failed(.restoreFailed) = $0.outcome { true } else { false } }
         #expect(failures.count == 20)
     }
@@ -272,14 +380,20 @@ struct ActivatorIntegrationTests {
         let events = EventLog()
         let (signals, signal) = AsyncStream.makeStream(of: Void.self)
         let configuration = ActivatorConfiguration(
-            inspectionTimeout: .milliseconds(300), connectTimeout: .seconds(3), proxyIdleTimeout: .milliseconds(1500))
+            inspectionTimeout: .milliseconds(300),
+            connectTimeout: .seconds(3),
+            proxyIdleTimeout: .milliseconds(1500)
+        )
         let results = try await withThrowingTaskGroup(of: [String: String]?.self) { outer in
             outer.addTask {
                 try await appStarter(signals, socket: app, behaviour: .http, delay: .zero)
                 return nil
             }
             let result = try await withActivator(
-                appPort: app.port, configuration: configuration, events: events, restore: { signal.yield() }
+                appPort: app.port,
+                configuration: configuration,
+                events: events,
+                restore: { signal.yield() }
             ) { _, address in
                 try await withThrowingTaskGroup(of: (String, String).self) { group in
                     group.addTask {
@@ -303,7 +417,9 @@ struct ActivatorIntegrationTests {
                                 try await outbound.write(ByteBuffer(string: String(byte)))
                                 try await Task.sleep(for: .seconds(1))
                             }
-                            try await outbound.write(ByteBuffer(string: " /slow HTTP/1.1\r\nUser-Agent: kube-probe/1.31\r\n\r\n"))
+                            try await outbound.write(
+                                ByteBuffer(string: " /slow HTTP/1.1\r\nUser-Agent: kube-probe/1.31\r\n\r\n")
+                            )
                             var received = ""
                             for try await chunk in inbound { received += String(buffer: chunk) }
                             return received
@@ -342,7 +458,11 @@ struct ActivatorIntegrationTests {
         #expect(results["silent"] == "0")
         #expect(events.restoresStarted == 1)
         let reports = events.reports
-        #expect(reports.contains { $0.forwardReason == .inspectionTimeout && $0.outcome == .proxyIdleTimedOut(toApp: 0, toClient: 0) })
+        #expect(
+            reports.contains {
+                $0.forwardReason == .inspectionTimeout && $0.outcome == .proxyIdleTimedOut(toApp: 0, toClient: 0)
+            }
+        )
         #expect(reports.contains { $0.forwardReason == .clientClosedEarly })
         let descriptorsBack = await poll { openFileDescriptorCount() <= before }
         #expect(descriptorsBack, "open fds before \(before), after \(openFileDescriptorCount())")
@@ -367,7 +487,8 @@ private func grpcHealthCheck(_ address: SocketAddress) async throws -> GRPCHealt
     let client = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
         .connect(to: address) { channel in
             channel.eventLoop.makeCompletedFuture {
-                let multiplexer = try channel.pipeline.syncOperations.configureAsyncHTTP2Pipeline(mode: .client) { stream in
+                let multiplexer = try channel.pipeline.syncOperations.configureAsyncHTTP2Pipeline(mode: .client) {
+                    stream in
                     stream.eventLoop.makeSucceededVoidFuture()
                 }
                 return HTTP2Client(channel: channel, multiplexer: multiplexer)

@@ -1,6 +1,7 @@
 import NIOCore
 import NIOHPACK
 import Testing
+
 @testable import ZPActivator
 
 /// Byte-level tests of probe classification and of the probe answers.
@@ -14,7 +15,9 @@ import Testing
     }
 
     @Test func kubeletHTTPProbe_isAProbe() {
-        let request = "GET /healthz HTTP/1.1\r\nHost: 10.0.0.5:8080\r\nUser-Agent: kube-probe/1.31\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+        let request =
+            "GET /healthz HTTP/1.1\r\nHost: 10.0.0.5:8080\r\nUser-Agent: kube-probe/1.31\r\n"
+            + "Accept: */*\r\nConnection: close\r\n\r\n"
         #expect(classify(request) == .httpProbe)
         // Header names are case-insensitive; optional whitespace before the value.
         #expect(classify("HEAD / HTTP/1.0\r\nuser-AGENT:kube-probe/1.29\r\n\r\n") == .httpProbe)
@@ -46,7 +49,11 @@ import Testing
         #expect(classify(" GET") == .notAProbe)
     }
 
-    private func grpcRequest(path: String, contentType: String = "application/grpc", splitHeaders: Bool = false) throws -> [UInt8] {
+    private func grpcRequest(
+        path: String,
+        contentType: String = "application/grpc",
+        splitHeaders: Bool = false
+    ) throws -> [UInt8] {
         var out = ByteBuffer(bytes: ProbeClassifier.http2Preface)
         func frame(_ type: UInt8, _ flags: UInt8, _ stream: UInt32, _ payload: ByteBuffer) {
             out.writeInteger(UInt8(payload.readableBytes >> 16))
@@ -70,7 +77,8 @@ import Testing
                 (":method", "POST"), (":scheme", "http"), (":path", path), (":authority", "10.1.2.3:9000"),
                 ("content-type", contentType), ("user-agent", "grpc-go/1.65.0"), ("te", "trailers"),
             ]),
-            to: &block)
+            to: &block
+        )
         if splitHeaders {
             let first = block.readSlice(length: block.readableBytes / 2)!
             frame(0x1, 0x0, 1, first)
@@ -87,8 +95,10 @@ import Testing
         #expect(classify(request) == .grpcHealthCheck(streamID: 1))
         let split = try grpcRequest(path: "/grpc.health.v1.Health/Check", splitHeaders: true)
         #expect(classify(split) == .grpcHealthCheck(streamID: 1))
-        #expect(classify(try grpcRequest(path: "/grpc.health.v1.Health/Check", contentType: "application/grpc+proto"))
-            == .grpcHealthCheck(streamID: 1))
+        #expect(
+            classify(try grpcRequest(path: "/grpc.health.v1.Health/Check", contentType: "application/grpc+proto"))
+                == .grpcHealthCheck(streamID: 1)
+        )
     }
 
     @Test func grpcPrefixes_needMoreData() throws {

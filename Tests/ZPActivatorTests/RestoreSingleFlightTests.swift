@@ -1,4 +1,5 @@
 import Testing
+
 @testable import ZPActivator
 
 /// Event-by-event tests of the pure single-flight gate (waiters are plain strings).

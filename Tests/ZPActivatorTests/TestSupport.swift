@@ -3,10 +3,11 @@ import NIOCore
 import NIOPosix
 import Synchronization
 import Testing
+
 @testable import ZPActivator
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Polls `condition` until it holds or `timeout` passes (generous deadlines, no fixed sleeps).
@@ -17,6 +18,19 @@ func poll(timeout: Duration = .seconds(20), _ condition: () async throws -> Bool
         try? await Task.sleep(for: .milliseconds(20))
     }
     return try await condition()
+}
+
+/// Raises this process's soft descriptor limit towards `wanted` (up to the hard limit) and
+/// returns the soft limit in force afterwards.
+func raiseDescriptorLimit(to wanted: UInt) -> UInt {
+    var limit = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 1024 }
+    if limit.rlim_cur < wanted {
+        limit.rlim_cur = min(wanted, limit.rlim_max)
+        _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        _ = getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    }
+    return UInt(limit.rlim_cur)
 }
 
 /// Open file descriptors of this test process.
@@ -55,7 +69,9 @@ struct ReservedPort {
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         address.sin_port = 0
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         try #require(bound == 0)
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
@@ -95,7 +111,9 @@ enum TestApp {
             .bind(host: "127.0.0.1", port: Int(socket.port)) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
-                        wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+                        wrappingChannelSynchronously: channel,
+                        configuration: .init(isOutboundHalfClosureEnabled: true)
+                    )
                 }
             }
         try await server.executeThenClose { inbound in
@@ -107,7 +125,8 @@ enum TestApp {
         }
     }
 
-    private static func handle(_ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>, behaviour: Behaviour) async throws {
+    private static func handle(_ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>, behaviour: Behaviour) async throws
+    {
         try await connection.executeThenClose { inbound, outbound in
             switch behaviour {
             case .http:
@@ -118,8 +137,12 @@ enum TestApp {
                         let text = String(decoding: received, as: UTF8.self)[..<head.lowerBound]
                         let path = text.split(separator: " ").dropFirst().first.map(String.init) ?? "?"
                         let body = "hello from app: \(path)"
-                        try await outbound.write(ByteBuffer(string:
-                            "HTTP/1.1 200 OK\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"))
+                        try await outbound.write(
+                            ByteBuffer(
+                                string:
+                                    "HTTP/1.1 200 OK\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
+                            )
+                        )
                         break
                     }
                 }
@@ -129,7 +152,9 @@ enum TestApp {
             case .answerAfterEOF:
                 var received: [UInt8] = []
                 for try await chunk in inbound { received += chunk.readableBytesView }
-                try await outbound.write(ByteBuffer(string: "got \(received.count): " + String(decoding: received, as: UTF8.self)))
+                try await outbound.write(
+                    ByteBuffer(string: "got \(received.count): " + String(decoding: received, as: UTF8.self))
+                )
             }
             outbound.finish()
         }
@@ -145,13 +170,17 @@ enum TestClient {
             .channelOption(.allowRemoteHalfClosure, value: true)
             .connect(to: address) { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try Connection(wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+                    try Connection(
+                        wrappingChannelSynchronously: channel,
+                        configuration: .init(isOutboundHalfClosureEnabled: true)
+                    )
                 }
             }
     }
 
     /// Connects, sends `request` (optionally half-closing), reads until EOF; returns what came back.
-    static func exchange(_ address: SocketAddress, send request: String, halfClose: Bool = false) async throws -> String {
+    static func exchange(_ address: SocketAddress, send request: String, halfClose: Bool = false) async throws -> String
+    {
         let connection = try await connect(address)
         return try await connection.executeThenClose { inbound, outbound in
             try await outbound.write(ByteBuffer(string: request))
@@ -173,7 +202,10 @@ func withActivator<R: Sendable>(
 ) async throws -> R {
     let activator = try await Activator.bind(
         ports: [PortRedirect(appPort: appPort, source: .bind(try SocketAddress(ipAddress: "127.0.0.1", port: 0)))],
-        configuration: configuration, events: events.sink, restore: restore)
+        configuration: configuration,
+        events: events.sink,
+        restore: restore
+    )
     let address = activator.listeners[0].localAddress
     return try await withThrowingTaskGroup(of: R?.self) { group in
         group.addTask {
