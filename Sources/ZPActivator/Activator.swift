@@ -46,6 +46,22 @@ public struct ActivatorListener: Sendable {
     public var socket: ListeningSocketHandle
 }
 
+/// Why ``Activator/wakeApplication()`` failed.
+public enum ActivatorError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The restore hook threw; `message` is its error.
+    case restoreFailed(message: String)
+    /// The activator stopped (its `run()` ended).
+    case stopped
+
+    /// A one-line explanation.
+    public var description: String {
+        switch self {
+        case .restoreFailed(let message): return "activator: restore failed: \(message)"
+        case .stopped: return "activator: stopped"
+        }
+    }
+}
+
 /// The error a held connection sees when the restore hook failed.
 struct RestoreFailedError: Error, CustomStringConvertible {
     var message: String
@@ -188,7 +204,7 @@ public final class Activator: Sendable {
         try ListeningSocket.listen(handle, backlog: configuration.backlog)
         guard let localAddress = channel.channel.localAddress else {
             try? await channel.channel.close()
-            throw ActivatorSocketError(call: "getsockname", subject: "\(handle)", errno: 22)
+            throw ListeningSocket.noLocalAddress(handle)
         }
         return (
             ActivatorListener(appPort: port.appPort, localAddress: localAddress, socket: handle),
@@ -201,7 +217,23 @@ public final class Activator: Sendable {
         gate.withLock { $0.phase }
     }
 
-    /// Re-arms the restore trigger after the application was checkpointed again.
+    /// Brings the application back through the same single flight as connections do, for a
+    /// caller that needs it running without a connection (for instance an exec into the
+    /// container). Returns at once if it runs; joins a restore in progress.
+    /// - Throws: ``ActivatorError`` when the restore hook failed or the activator stopped;
+    ///   `CancellationError` when the calling task was cancelled while waiting.
+    public func wakeApplication() async throws {
+        do {
+            try await awaitApplication()
+        } catch let error as RestoreFailedError {
+            throw ActivatorError.restoreFailed(message: error.message)
+        } catch is ActivatorStoppedError {
+            throw ActivatorError.stopped
+        }
+    }
+
+    /// Re-arms the restore trigger after the application was checkpointed again. Call it before
+    /// the redirect is switched back on, so that the first redirected connection restores.
     /// - Returns: what the gate did (ignored while a restore runs or after stop).
     @discardableResult
     public func appScaledDown() -> ScaledDownAction {

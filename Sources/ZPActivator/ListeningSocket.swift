@@ -110,6 +110,11 @@ enum ListeningSocket {
         _ = try syscall("listen", "\(handle)") { Glibc.listen(handle.rawValue, backlog) }
     }
 
+    /// The error for a socket NIO adopted without a local address (not bound).
+    static func noLocalAddress(_ handle: ListeningSocketHandle) -> ActivatorSocketError {
+        ActivatorSocketError(call: "getsockname", subject: "\(handle)", errno: EINVAL)
+    }
+
     /// Closes a socket that never reached NIO.
     static func close(_ handle: ListeningSocketHandle) {
         _ = Glibc.close(handle.rawValue)

@@ -119,6 +119,46 @@ struct ActivatorIntegrationTests {
         print("zpact-bench   app reachable -> first byte: \(summary(reachableToFirstByte))")
     }
 
+    /// Not a timing assertion: prints what the proxy adds for a running application
+    /// (500 concurrent requests directly, then through an activator in the running phase).
+    @Test func benchmark_proxyOverhead_forARunningApp() async throws {
+        let count = min(500, (Int(raiseDescriptorLimit(to: 8192)) - 256) / 4)
+        let app = try ReservedPort()
+        let events = EventLog()
+        @Sendable func burst(_ address: SocketAddress) async throws -> [Duration] {
+            try await withThrowingTaskGroup(of: Duration.self) { group in
+                for i in 0..<count {
+                    group.addTask {
+                        let start = ContinuousClock.now
+                        let response = try await TestClient.exchange(address, send: httpRequest("/b/\(i)"))
+                        #expect(response.hasSuffix("hello from app: /b/\(i)"))
+                        return .now - start
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+        }
+        func summary(_ values: [Duration]) -> String {
+            "p50 \(ms(percentile(values, 0.5))) p99 \(ms(percentile(values, 0.99))) max \(ms(percentile(values, 1)))"
+        }
+        try await withThrowingTaskGroup(of: Void.self) { outer in
+            outer.addTask { try await TestApp.serve(socket: app, behaviour: .http) }
+            let direct = try SocketAddress(ipAddress: "127.0.0.1", port: Int(app.port))
+            #expect(await poll { (try? await TestClient.exchange(direct, send: httpRequest("/warm"))) != nil })
+            let directTimes = try await burst(direct)
+            let viaTimes = try await withActivator(
+                appPort: app.port, startsScaledDown: false, events: events, restore: {}
+            ) { _, address in
+                try await burst(address)
+            }
+            print("zpact-bench \(count) concurrent requests to a running app, client-side latency:")
+            print("zpact-bench   direct:             \(summary(directTimes))")
+            print("zpact-bench   through activator:  \(summary(viaTimes))")
+            outer.cancelAll()
+        }
+        #expect(events.restoresStarted == 0)
+    }
+
     @Test func probesOfEachKind_whileScaledDown_areAnswered_withoutRestore() async throws {
         let events = EventLog()
         let app = try ReservedPort()
@@ -257,6 +297,34 @@ struct ActivatorIntegrationTests {
             outer.cancelAll()
         }
         #expect(events.restoresStarted == 2)
+    }
+
+    @Test func wakeApplication_joinsTheSingleFlightWithConnections() async throws {
+        let app = try ReservedPort()
+        let events = EventLog()
+        let (signals, signal) = AsyncStream.makeStream(of: Void.self)
+        try await withThrowingTaskGroup(of: Void.self) { outer in
+            outer.addTask { try await appStarter(signals, socket: app, behaviour: .http, delay: .zero) }
+            try await withActivator(appPort: app.port, events: events, restore: {
+                try await Task.sleep(for: .milliseconds(100))
+                signal.yield()
+            }) { activator, address in
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for i in 0..<10 {
+                        group.addTask { try await activator.wakeApplication() }
+                        group.addTask {
+                            let response = try await TestClient.exchange(address, send: httpRequest("/w/\(i)"))
+                            #expect(response.hasSuffix("hello from app: /w/\(i)"))
+                        }
+                    }
+                    try await group.waitForAll()
+                }
+                #expect(activator.phase == .running)
+                try await activator.wakeApplication()  // running: returns at once
+            }
+            outer.cancelAll()
+        }
+        #expect(events.restoresStarted == 1)
     }
 
     @Test func serverSpeaksFirstProtocol_worksThroughTheProxy() async throws {

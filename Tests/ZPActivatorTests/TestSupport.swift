@@ -196,6 +196,7 @@ enum TestClient {
 func withActivator<R: Sendable>(
     appPort: UInt16,
     configuration: ActivatorConfiguration = ActivatorConfiguration(),
+    startsScaledDown: Bool = true,
     events: EventLog,
     restore: @escaping @Sendable () async throws -> Void,
     _ body: @escaping @Sendable (Activator, SocketAddress) async throws -> R
@@ -203,6 +204,7 @@ func withActivator<R: Sendable>(
     let activator = try await Activator.bind(
         ports: [PortRedirect(appPort: appPort, source: .bind(try SocketAddress(ipAddress: "127.0.0.1", port: 0)))],
         configuration: configuration,
+        startsScaledDown: startsScaledDown,
         events: events.sink,
         restore: restore
     )
