@@ -85,7 +85,9 @@ final class ProbeInspector: ChannelInboundHandler, RemovableChannelHandler {
             decide(.forward(.notAProbe), buffered: incoming, context: context)
         case .inspecting(var buffered):
             buffered.writeBuffer(&incoming)
-            switch ProbeClassifier.classify(buffered) {
+            // Only the first `limit` bytes are inspected; all of them are forwarded.
+            let inspected = buffered.getSlice(at: buffered.readerIndex, length: min(limit, buffered.readableBytes))
+            switch ProbeClassifier.classify(inspected ?? buffered) {
             case .httpProbe:
                 decide(.answer(.http), buffered: nil, context: context)
             case .grpcHealthCheck(let streamID):

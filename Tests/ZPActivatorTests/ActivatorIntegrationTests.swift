@@ -222,6 +222,36 @@ struct ActivatorIntegrationTests {
         #expect(events.reports.first?.forwardReason == .probeDetectionDisabled)
     }
 
+    @Test func oversizedProbe_isForwardedUnchanged() async throws {
+        let app = try ReservedPort()
+        let events = EventLog()
+        let (signals, signal) = AsyncStream.makeStream(of: Void.self)
+        // A kubelet-like request whose User-Agent comes after the first 256 inspected bytes.
+        let padding = String(repeating: "x", count: 400)
+        let request = "GET /big HTTP/1.1\r\nX-Padding: \(padding)\r\nUser-Agent: kube-probe/1.31\r\n\r\n"
+        let response = try await withThrowingTaskGroup(of: String?.self) { outer in
+            outer.addTask {
+                try await appStarter(signals, socket: app, behaviour: .http, delay: .zero)
+                return nil
+            }
+            let result = try await withActivator(
+                appPort: app.port,
+                configuration: ActivatorConfiguration(probeBufferSize: 256),
+                events: events,
+                restore: { signal.yield() }
+            ) { _, address in
+                let response = try await TestClient.exchange(address, send: request)
+                #expect(await poll { events.reports.count == 1 })
+                return response
+            }
+            outer.cancelAll()
+            return result
+        }
+        #expect(response.hasSuffix("hello from app: /big"))
+        #expect(events.reports.first?.forwardReason == .bufferFull)
+        #expect(events.reports.first?.outcome == .proxied(toApp: request.utf8.count, toClient: response.utf8.count))
+    }
+
     @Test func adoptedSocket_isServed_andItsDescriptorExposed() async throws {
         let events = EventLog()
         let listening = try ReservedPort()  // a bound socket made by the "caller"
