@@ -43,7 +43,7 @@ public struct ActivatorListener: Sendable {
     /// The address it is bound to (with the real port when port 0 was asked for).
     public var localAddress: SocketAddress
     /// Its socket, for the BPF SOCKMAP; owned by the activator.
-    public var socket: ListeningSocketHandle
+    public var socket: SocketHandle
 }
 
 /// Why ``Activator/wakeApplication()`` failed.
@@ -76,7 +76,7 @@ struct ActivatorStoppedError: Error, CustomStringConvertible {
 /// Holds first connections of a scaled-down container, answers kubelet probes, restores the
 /// container once (single flight) and proxies every held connection to it.
 ///
-/// Create it with ``bind(ports:configuration:startsScaledDown:group:redirect:events:restore:)``,
+/// Create it with ``bind(ports:configuration:startsScaledDown:group:redirect:applicationSockets:events:restore:)``,
 /// hand the ``listeners``' sockets to the redirect, then call ``run()`` once; it serves until its
 /// task is cancelled, then closes the listeners and every connection.
 ///
@@ -102,6 +102,7 @@ public final class Activator: Sendable {
     private let configuration: ActivatorConfiguration
     private let restoreHook: @Sendable () async throws -> Void
     private let redirect: any RedirectControl
+    private let applicationSockets: (any ApplicationSocketFactory)?
     private let emit: @Sendable (ActivatorEvent) -> Void
     private let gate: Mutex<RestoreSingleFlight<Waiter>>
     private let nextConnectionID = Atomic<Int>(0)
@@ -112,6 +113,7 @@ public final class Activator: Sendable {
         configuration: ActivatorConfiguration,
         startsScaledDown: Bool,
         redirect: any RedirectControl,
+        applicationSockets: (any ApplicationSocketFactory)?,
         events: @escaping @Sendable (ActivatorEvent) -> Void,
         restore: @escaping @Sendable () async throws -> Void
     ) {
@@ -120,6 +122,7 @@ public final class Activator: Sendable {
         self.configuration = configuration
         self.gate = Mutex(RestoreSingleFlight(startsScaledDown: startsScaledDown))
         self.redirect = redirect
+        self.applicationSockets = applicationSockets
         self.emit = events
         self.restoreHook = restore
     }
@@ -131,6 +134,8 @@ public final class Activator: Sendable {
     ///   - startsScaledDown: `true` (default) if the first connection must restore the application.
     ///   - group: the event loops for all sockets.
     ///   - redirect: switched off for every port after a successful restore.
+    ///   - applicationSockets: makes the sockets the application is dialled with (inside the pod's
+    ///     network namespace); `nil` dials from this process's namespace.
     ///   - events: receives restore and per-connection reports; called from any task, must not block.
     ///   - restore: brings the application back; the activator dials it when this returns.
     /// - Throws: ``ActivatorSocketError`` when a socket cannot be created, bound or listened on,
@@ -141,6 +146,7 @@ public final class Activator: Sendable {
         startsScaledDown: Bool = true,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         redirect: any RedirectControl = NoRedirect(),
+        applicationSockets: (any ApplicationSocketFactory)? = nil,
         events: @escaping @Sendable (ActivatorEvent) -> Void = { _ in },
         restore: @escaping @Sendable () async throws -> Void
     ) async throws -> Activator {
@@ -162,6 +168,7 @@ public final class Activator: Sendable {
             configuration: configuration,
             startsScaledDown: startsScaledDown,
             redirect: redirect,
+            applicationSockets: applicationSockets,
             events: events,
             restore: restore
         )
@@ -172,7 +179,7 @@ public final class Activator: Sendable {
         configuration: ActivatorConfiguration,
         group: any EventLoopGroup
     ) async throws -> (ActivatorListener, Server) {
-        let handle: ListeningSocketHandle
+        let handle: SocketHandle
         switch port.source {
         case .bind(let address): handle = try ListeningSocket.makeBound(address)
         case .adopt(let adopted): handle = adopted
@@ -366,6 +373,7 @@ public final class Activator: Sendable {
         do {
             app = try await ApplicationDialer.dial(
                 port: appPort,
+                factory: applicationSockets,
                 eventLoop: client.channel.eventLoop,
                 timeout: configuration.connectTimeout
             )

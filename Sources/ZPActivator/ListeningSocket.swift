@@ -6,11 +6,13 @@ import NIOCore
     import Musl
 #endif
 
-/// A listening TCP socket's file descriptor, for the caller that puts it into a BPF SOCKMAP.
+/// A TCP socket's file descriptor crossing the API: a listening socket the caller puts into a
+/// BPF SOCKMAP, or a socket the caller made inside the pod's network namespace for the activator.
 ///
-/// The activator owns the descriptor: it stays valid while the activator runs and is closed
-/// exactly once, by the activator's NIO server channel, when ``Activator/run()`` returns.
-public struct ListeningSocketHandle: Sendable, Hashable, CustomStringConvertible {
+/// Whoever is documented as owner closes it exactly once: the activator owns the listening
+/// sockets (closed by its NIO server channel when ``Activator/run()`` returns) and every socket
+/// an ``ApplicationSocketFactory`` returns.
+public struct SocketHandle: Sendable, Hashable, CustomStringConvertible {
     /// The file descriptor number.
     public let rawValue: Int32
 
@@ -31,7 +33,7 @@ public enum ListenerSource: Sendable {
     case bind(SocketAddress)
     /// A stream socket the caller created and bound (for instance inside the pod's network
     /// namespace). Ownership moves to the activator, which calls `listen(2)` on it.
-    case adopt(ListeningSocketHandle)
+    case adopt(SocketHandle)
 }
 
 /// A socket call failed: which call, on what, and the `errno`.
@@ -47,6 +49,20 @@ public struct ActivatorSocketError: Error, Sendable, Equatable, CustomStringConv
     public var description: String {
         "\(call)(\(subject)): \(String(cString: strerror(errno))) (errno \(errno))"
     }
+}
+
+/// Makes the unconnected TCP sockets the activator dials the application with.
+///
+/// A socket belongs to the network namespace it was created in, whichever thread uses it later.
+/// The shim implements this by creating the socket inside the pod's network namespace (on a
+/// thread that entered it with `setns(2)`), so that the activator, running in the host
+/// namespace, reaches the application's 127.0.0.1 / ::1.
+public protocol ApplicationSocketFactory: Sendable {
+    /// Returns a new, unconnected `SOCK_STREAM` socket of family `AF_INET6` (`ipv6`) or `AF_INET`.
+    /// The activator owns the returned descriptor.
+    /// - Parameter ipv6: the family wanted.
+    /// - Throws: any error; the activator treats it like a failed connect and retries.
+    func makeStreamSocket(ipv6: Bool) throws -> SocketHandle
 }
 
 /// The socket calls ZPActivator makes itself (NIO does the rest). One funnel: retries EINTR,
@@ -68,7 +84,7 @@ enum ListeningSocket {
     }
 
     /// Creates a non-blocking, close-on-exec TCP socket bound to `address` (not yet listening).
-    static func makeBound(_ address: SocketAddress) throws(ActivatorSocketError) -> ListeningSocketHandle {
+    static func makeBound(_ address: SocketAddress) throws(ActivatorSocketError) -> SocketHandle {
         let family: Int32
         switch address {
         case .v4: family = AF_INET
@@ -101,22 +117,50 @@ enum ListeningSocket {
             _ = Glibc.close(fd)
             throw error
         }
-        return ListeningSocketHandle(rawValue: fd)
+        return SocketHandle(rawValue: fd)
     }
 
     /// `listen(2)`; also used after NIO adopted the socket, because NIO's adoption path
     /// re-listens with its fixed backlog of 128 (a second `listen` only changes the backlog).
-    static func listen(_ handle: ListeningSocketHandle, backlog: Int32) throws(ActivatorSocketError) {
+    static func listen(_ handle: SocketHandle, backlog: Int32) throws(ActivatorSocketError) {
         _ = try syscall("listen", "\(handle)") { Glibc.listen(handle.rawValue, backlog) }
     }
 
     /// The error for a socket NIO adopted without a local address (not bound).
-    static func noLocalAddress(_ handle: ListeningSocketHandle) -> ActivatorSocketError {
+    static func noLocalAddress(_ handle: SocketHandle) -> ActivatorSocketError {
         ActivatorSocketError(call: "getsockname", subject: "\(handle)", errno: EINVAL)
     }
 
+    /// Connects `handle` (non-blocking, polled up to `timeout`) to `address`. Blocks the calling
+    /// thread: run it on a thread pool. Leaves the socket non-blocking for NIO.
+    static func connect(
+        _ handle: SocketHandle,
+        to address: SocketAddress,
+        timeout: Duration
+    ) throws(ActivatorSocketError) {
+        let fd = handle.rawValue
+        let flags = try syscall("fcntl(F_GETFL)", "\(handle)") { fcntl(fd, F_GETFL) }
+        _ = try syscall("fcntl(F_SETFL)", "\(handle)") { fcntl(fd, F_SETFL, flags | O_NONBLOCK) }
+        let started = address.withSockAddr { pointer, length in Glibc.connect(fd, pointer, socklen_t(length)) }
+        if started == 0 { return }
+        let code = Glibc.errno
+        guard code == EINPROGRESS || code == EINTR else {
+            throw ActivatorSocketError(call: "connect", subject: "\(address)", errno: code)
+        }
+        var request = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+        let milliseconds = Int32(clamping: TimeAmount(timeout).nanoseconds / 1_000_000)
+        let ready = try syscall("poll", "\(address)") { poll(&request, 1, max(1, milliseconds)) }
+        guard ready > 0 else { throw ActivatorSocketError(call: "connect", subject: "\(address)", errno: ETIMEDOUT) }
+        var socketError: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        _ = try syscall("getsockopt(SO_ERROR)", "\(address)") {
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &socketError, &length)
+        }
+        if socketError != 0 { throw ActivatorSocketError(call: "connect", subject: "\(address)", errno: socketError) }
+    }
+
     /// Closes a socket that never reached NIO.
-    static func close(_ handle: ListeningSocketHandle) {
+    static func close(_ handle: SocketHandle) {
         _ = Glibc.close(handle.rawValue)
     }
 }

@@ -21,6 +21,7 @@ enum ApplicationDialer {
     /// socket may not be there yet (refused) or its backlog may overflow; both are retried.
     static func dial(
         port: UInt16,
+        factory: (any ApplicationSocketFactory)?,
         eventLoop: any EventLoop,
         timeout: Duration
     ) async throws -> NIOAsyncChannel<ByteBuffer, ByteBuffer> {
@@ -42,18 +43,10 @@ enum ApplicationDialer {
                 }
                 attempts += 1
                 do {
-                    return try await ClientBootstrap(group: eventLoop)
-                        .connectTimeout(TimeAmount(remaining))
-                        .channelOption(.allowRemoteHalfClosure, value: true)
-                        .channelOption(.tcpOption(.tcp_nodelay), value: 1)
-                        .connect(to: address) { channel in
-                            channel.eventLoop.makeCompletedFuture {
-                                try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
-                                    wrappingChannelSynchronously: channel,
-                                    configuration: .init(isOutboundHalfClosureEnabled: true)
-                                )
-                            }
-                        }
+                    return try await connect(
+                        to: address, factory: factory, eventLoop: eventLoop, timeout: remaining)
+                } catch is CancellationError {
+                    throw CancellationError()
                 } catch {
                     lastError = "\(address): \(error)"
                 }
@@ -64,6 +57,51 @@ enum ApplicationDialer {
             try await Task.sleep(for: delay)
             delay = min(delay * 2, maximumDelay)
         }
+    }
+}
+
+extension ApplicationDialer {
+    private static func wrap(_ channel: any Channel) -> EventLoopFuture<NIOAsyncChannel<ByteBuffer, ByteBuffer>> {
+        channel.eventLoop.makeCompletedFuture {
+            try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
+                wrappingChannelSynchronously: channel,
+                configuration: .init(isOutboundHalfClosureEnabled: true)
+            )
+        }
+    }
+
+    /// One attempt: NIO connects a socket of its own (this process's network namespace), or,
+    /// with a factory, the factory's socket is connected on NIO's thread pool and then adopted.
+    private static func connect(
+        to address: SocketAddress,
+        factory: (any ApplicationSocketFactory)?,
+        eventLoop: any EventLoop,
+        timeout: Duration
+    ) async throws -> NIOAsyncChannel<ByteBuffer, ByteBuffer> {
+        let bootstrap = ClientBootstrap(group: eventLoop)
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+        guard let factory else {
+            return try await bootstrap.connectTimeout(TimeAmount(timeout)).connect(to: address) { wrap($0) }
+        }
+        let isIPv6: Bool
+        switch address {
+        case .v6: isIPv6 = true
+        case .v4, .unixDomainSocket: isIPv6 = false
+        }
+        // The factory may block (entering a namespace); the connect polls: both on the pool.
+        let socket = try await NIOThreadPool.singleton.runIfActive {
+            let socket = try factory.makeStreamSocket(ipv6: isIPv6)
+            do {
+                try ListeningSocket.connect(socket, to: address, timeout: timeout)
+            } catch {
+                ListeningSocket.close(socket)
+                throw error
+            }
+            return socket
+        }
+        // From here NIO owns the descriptor (it closes it also when adoption fails).
+        return try await bootstrap.withConnectedSocket(socket.rawValue) { wrap($0) }
     }
 }
 

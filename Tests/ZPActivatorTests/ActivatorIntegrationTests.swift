@@ -256,7 +256,7 @@ struct ActivatorIntegrationTests {
         let events = EventLog()
         let listening = try ReservedPort()  // a bound socket made by the "caller"
         let activator = try await Activator.bind(
-            ports: [PortRedirect(appPort: 1, source: .adopt(ListeningSocketHandle(rawValue: listening.fd)))],
+            ports: [PortRedirect(appPort: 1, source: .adopt(SocketHandle(rawValue: listening.fd)))],
             events: events.sink,
             restore: { throw TestRestoreError() }
         )
@@ -355,6 +355,53 @@ struct ActivatorIntegrationTests {
             outer.cancelAll()
         }
         #expect(events.restoresStarted == 1)
+    }
+
+    /// The shim's setting without the BPF redirect: the activator's listening socket, the
+    /// application and the clients live in a pod network namespace; the activator runs in the
+    /// host namespace and dials the application with sockets made inside the pod namespace.
+    @Test func podNetworkNamespace_socketsMadeInside_areServedAndDialled() async throws {
+        guard TestNetworkNamespace.isAvailable else {
+            print("zpact: skipped: no `ip` (iproute2) to create a network namespace")
+            return
+        }
+        let namespace = try TestNetworkNamespace()
+        defer { namespace.delete() }
+        let loopback = try SocketAddress(ipAddress: "127.0.0.1", port: 0)
+        let listening = try namespace.run { try ListeningSocket.makeBound(loopback) }
+        let appSocket = try namespace.run { try ListeningSocket.makeBound(loopback) }
+        let appPort = try boundPort(appSocket)
+        let factory = NamespaceSocketFactory(namespace: namespace)
+        let events = EventLog()
+        let (signals, signal) = AsyncStream.makeStream(of: Void.self)
+        let activator = try await Activator.bind(
+            ports: [PortRedirect(appPort: appPort, source: .adopt(listening))],
+            applicationSockets: factory,
+            events: events.sink,
+            restore: { signal.yield() }
+        )
+        let port = try #require(activator.listeners[0].localAddress.port)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await _ in signals {
+                    try await TestApp.serve(adopting: appSocket.rawValue, behaviour: .http)
+                }
+            }
+            group.addTask { try await activator.run() }
+            // Nothing listens on the host side of that port.
+            await #expect(throws: (any Error).self) {
+                _ = try await TestClient.connect(try SocketAddress(ipAddress: "127.0.0.1", port: port))
+            }
+            let probe = try await TestClient.exchange(
+                in: namespace, port: port, send: httpRequest("/healthz", userAgent: "kube-probe/1.31"))
+            #expect(probe == ProbeResponses.httpNoContent)
+            #expect(events.restoresStarted == 0)
+            let response = try await TestClient.exchange(in: namespace, port: port, send: httpRequest("/in-pod"))
+            #expect(response.hasSuffix("hello from app: /in-pod"))
+            #expect(events.restoresStarted == 1)
+            #expect(factory.made.load(ordering: .relaxed) >= 1)
+            group.cancelAll()
+        }
     }
 
     @Test func serverSpeaksFirstProtocol_worksThroughTheProxy() async throws {

@@ -116,6 +116,28 @@ enum TestApp {
                     )
                 }
             }
+        try await serve(server, behaviour: behaviour)
+    }
+
+    /// Adopts a bound socket (made in another network namespace) and serves until cancelled.
+    static func serve(adopting fd: Int32, behaviour: Behaviour) async throws {
+        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .bind(fd) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
+                        wrappingChannelSynchronously: channel,
+                        configuration: .init(isOutboundHalfClosureEnabled: true)
+                    )
+                }
+            }
+        try await serve(server, behaviour: behaviour)
+    }
+
+    private static func serve(
+        _ server: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>,
+        behaviour: Behaviour
+    ) async throws {
         try await server.executeThenClose { inbound in
             try await withThrowingDiscardingTaskGroup { group in
                 for try await connection in inbound {
@@ -181,8 +203,37 @@ enum TestClient {
     /// Connects, sends `request` (optionally half-closing), reads until EOF; returns what came back.
     static func exchange(_ address: SocketAddress, send request: String, halfClose: Bool = false) async throws -> String
     {
-        let connection = try await connect(address)
-        return try await connection.executeThenClose { inbound, outbound in
+        try await exchange(on: try await connect(address), send: request, halfClose: halfClose)
+    }
+
+    /// Connects from inside `namespace` (the socket is made and connected there), then exchanges.
+    static func exchange(
+        in namespace: TestNetworkNamespace,
+        port: Int,
+        send request: String
+    ) async throws -> String {
+        let address = try SocketAddress(ipAddress: "127.0.0.1", port: port)
+        let socket = try namespace.run {
+            let fd = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else { throw ActivatorSocketError(call: "socket", subject: "netns", errno: errno) }
+            try ListeningSocket.connect(SocketHandle(rawValue: fd), to: address, timeout: .seconds(5))
+            return fd
+        }
+        let connection = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .withConnectedSocket(socket) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try Connection(
+                        wrappingChannelSynchronously: channel,
+                        configuration: .init(isOutboundHalfClosureEnabled: true)
+                    )
+                }
+            }
+        return try await exchange(on: connection, send: request, halfClose: false)
+    }
+
+    static func exchange(on connection: Connection, send request: String, halfClose: Bool) async throws -> String {
+        try await connection.executeThenClose { inbound, outbound in
             try await outbound.write(ByteBuffer(string: request))
             if halfClose { outbound.finish() }
             var received: [UInt8] = []
@@ -223,5 +274,98 @@ func withActivator<R: Sendable>(
             }
         }
         throw CancellationError()
+    }
+}
+
+/// The port a bound socket got.
+func boundPort(_ handle: SocketHandle) throws -> UInt16 {
+    var address = sockaddr_in()
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let named = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(handle.rawValue, $0, &length) }
+    }
+    try #require(named == 0)
+    return UInt16(bigEndian: address.sin_port)
+}
+
+/// A network namespace made for one test (`ip netns add`), deleted by ``delete()``.
+struct TestNetworkNamespace: Sendable {
+    let name: String
+    var path: String { "/var/run/netns/\(name)" }
+
+    private static let counter = Atomic<Int>(0)
+
+    /// Whether `ip` and network namespaces are usable here (root, iproute2).
+    static var isAvailable: Bool { FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip") || FileManager.default.isExecutableFile(atPath: "/sbin/ip") }
+
+    init() throws {
+        name = "zpact-\(getpid())-\(Self.counter.add(1, ordering: .relaxed).newValue)"
+        try Self.ip(["netns", "add", name])
+        try Self.ip(["-n", name, "link", "set", "lo", "up"])
+    }
+
+    func delete() {
+        try? Self.ip(["netns", "del", name])
+    }
+
+    private static func ip(_ arguments: [String]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip") ? "/usr/sbin/ip" : "/sbin/ip")
+        process.arguments = arguments
+        try process.run()
+        process.waitUntilExit()
+        try #require(process.terminationStatus == 0, "ip \(arguments.joined(separator: " ")) failed")
+    }
+
+    /// Runs `body` on a new thread that entered this namespace (the thread then ends, so no
+    /// other code runs in the namespace). Sockets made there stay in it.
+    func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) throws -> T {
+        let result = Mutex<Result<T, any Error>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        let path = self.path
+        let thread = Thread {
+            defer { done.signal() }
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0, setNetworkNamespace(fd) == 0 else {
+                let code = errno
+                if fd >= 0 { close(fd) }
+                result.withLock { $0 = .failure(ActivatorSocketError(call: "setns", subject: path, errno: code)) }
+                return
+            }
+            close(fd)
+            let value = Result { try body() }
+            result.withLock { $0 = value }
+        }
+        thread.start()
+        done.wait()
+        return try result.withLock { $0! }.get()
+    }
+}
+
+/// `setns(fd, CLONE_NEWNET)`; Glibc's Swift module does not export `setns` (it needs
+/// `_GNU_SOURCE`), so the symbol is looked up at run time.
+private func setNetworkNamespace(_ fd: Int32) -> Int32 {
+    typealias SetNS = @convention(c) (Int32, Int32) -> Int32
+    guard let symbol = dlsym(nil, "setns") else { return -1 }
+    let cloneNewNet: Int32 = 0x4000_0000
+    return unsafeBitCast(symbol, to: SetNS.self)(fd, cloneNewNet)
+}
+
+/// Makes the activator's dial sockets inside a test namespace.
+final class NamespaceSocketFactory: ApplicationSocketFactory {
+    let namespace: TestNetworkNamespace
+    let made = Atomic<Int>(0)
+
+    init(namespace: TestNetworkNamespace) {
+        self.namespace = namespace
+    }
+
+    func makeStreamSocket(ipv6: Bool) throws -> SocketHandle {
+        made.add(1, ordering: .relaxed)
+        return try namespace.run {
+            let fd = socket(ipv6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else { throw ActivatorSocketError(call: "socket", subject: "netns", errno: errno) }
+            return SocketHandle(rawValue: fd)
+        }
     }
 }
