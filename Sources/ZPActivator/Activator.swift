@@ -181,13 +181,13 @@ public final class Activator: Sendable {
     ) async throws -> (ActivatorListener, Server) {
         let handle: SocketHandle
         switch port.source {
-        case .bind(let address): handle = try ListeningSocket.makeBound(address)
+        case .bind(let address): handle = try SocketCalls.makeBound(address)
         case .adopt(let adopted): handle = adopted
         }
         do {
-            try ListeningSocket.listen(handle, backlog: configuration.backlog)
+            try SocketCalls.listen(handle, backlog: configuration.backlog)
         } catch {
-            ListeningSocket.close(handle)
+            SocketCalls.close(handle)
             throw error
         }
         let channel = try await ServerBootstrap(group: group)
@@ -208,10 +208,10 @@ public final class Activator: Sendable {
                 }
             }
         // NIO's adoption path calls listen(2) with its own backlog of 128: raise it again.
-        try ListeningSocket.listen(handle, backlog: configuration.backlog)
+        try SocketCalls.listen(handle, backlog: configuration.backlog)
         guard let localAddress = channel.channel.localAddress else {
             try? await channel.channel.close()
-            throw ListeningSocket.noLocalAddress(handle)
+            throw SocketCalls.noLocalAddress(handle)
         }
         return (
             ActivatorListener(appPort: port.appPort, localAddress: localAddress, socket: handle),

@@ -93,9 +93,9 @@ extension ApplicationDialer {
         let socket = try await NIOThreadPool.singleton.runIfActive {
             let socket = try factory.makeStreamSocket(ipv6: isIPv6)
             do {
-                try ListeningSocket.connect(socket, to: address, timeout: timeout)
+                try SocketCalls.connect(socket, to: address, timeout: timeout)
             } catch {
-                ListeningSocket.close(socket)
+                SocketCalls.close(socket)
                 throw error
             }
             return socket

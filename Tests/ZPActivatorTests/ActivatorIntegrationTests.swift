@@ -368,8 +368,8 @@ struct ActivatorIntegrationTests {
         let namespace = try TestNetworkNamespace()
         defer { namespace.delete() }
         let loopback = try SocketAddress(ipAddress: "127.0.0.1", port: 0)
-        let listening = try namespace.run { try ListeningSocket.makeBound(loopback) }
-        let appSocket = try namespace.run { try ListeningSocket.makeBound(loopback) }
+        let listening = try namespace.run { try SocketCalls.makeBound(loopback) }
+        let appSocket = try namespace.run { try SocketCalls.makeBound(loopback) }
         let appPort = try boundPort(appSocket)
         let factory = NamespaceSocketFactory(namespace: namespace)
         let events = EventLog()

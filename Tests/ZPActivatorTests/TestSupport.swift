@@ -216,7 +216,7 @@ enum TestClient {
         let socket = try namespace.run {
             let fd = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             guard fd >= 0 else { throw ActivatorSocketError(call: "socket", subject: "netns", errno: errno) }
-            try ListeningSocket.connect(SocketHandle(rawValue: fd), to: address, timeout: .seconds(5))
+            try SocketCalls.connect(SocketHandle(rawValue: fd), to: address, timeout: .seconds(5))
             return fd
         }
         let connection = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)

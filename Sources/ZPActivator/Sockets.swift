@@ -67,7 +67,7 @@ public protocol ApplicationSocketFactory: Sendable {
 
 /// The socket calls ZPActivator makes itself (NIO does the rest). One funnel: retries EINTR,
 /// traps on EBADF (a bug), throws everything else as ``ActivatorSocketError``.
-enum ListeningSocket {
+enum SocketCalls {
     private static func syscall(
         _ call: String,
         _ subject: @autoclosure () -> String,
