@@ -53,6 +53,9 @@ struct ActivatorIntegrationTests {
     }
 
     @Test func fiveHundredConcurrentFirstConnections_restoreOnce_andEachGetsItsOwnResponse() async throws {
+        await warmUpProcessWideDescriptors()
+        let descriptorsBefore = openFileDescriptorCount()
+        let targetsBefore = openFileDescriptorTargets()
         let app = try ReservedPort()
         let events = EventLog()
         let (signals, signal) = AsyncStream.makeStream(of: Void.self)
@@ -113,6 +116,11 @@ struct ActivatorIntegrationTests {
         func summary(_ values: [Duration]) -> String {
             "p50 \(ms(percentile(values, 0.5))) p99 \(ms(percentile(values, 0.99))) max \(ms(percentile(values, 1)))"
         }
+        let descriptorsBack = await poll { openFileDescriptorCount() <= descriptorsBefore }
+        #expect(
+            descriptorsBack,
+            "open fds before \(descriptorsBefore), after \(openFileDescriptorCount()): new \(Set(openFileDescriptorTargets()).subtracting(targetsBefore))"
+        )
         print("zpact-bench \(count) first connections, app listening 350 ms after the restore request:")
         print("zpact-bench   accept -> app reachable:     \(summary(reachable))")
         print("zpact-bench   accept -> first byte back:   \(summary(firstByte))")
@@ -520,6 +528,7 @@ struct ActivatorIntegrationTests {
     }
 
     @Test func misbehavingClients_endWithinTimeouts_andLeakNoDescriptors() async throws {
+        await warmUpProcessWideDescriptors()
         let before = openFileDescriptorCount()
         let app = try ReservedPort()
         let events = EventLog()

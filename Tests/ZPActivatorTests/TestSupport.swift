@@ -33,6 +33,24 @@ func raiseDescriptorLimit(to wanted: UInt) -> UInt {
     return UInt(limit.rlim_cur)
 }
 
+/// Creates the process-wide descriptors that appear on first use and stay (libdispatch makes a
+/// timerfd per clock the first time a task sleeps on it; NIO's event loops their epoll/eventfd),
+/// so that a before/after descriptor count sees only what a test leaks.
+func warmUpProcessWideDescriptors() async {
+    _ = MultiThreadedEventLoopGroup.singleton.next()
+    try? await Task.sleep(for: .milliseconds(1))
+    try? await ContinuousClock().sleep(for: .milliseconds(1))
+    try? await SuspendingClock().sleep(for: .milliseconds(1))
+}
+
+/// What each open descriptor points to (for leak messages).
+func openFileDescriptorTargets() -> [String] {
+    let names = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+    return names.sorted().map { name in
+        "\(name)->" + ((try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(name)")) ?? "?")
+    }
+}
+
 /// Open file descriptors of this test process.
 func openFileDescriptorCount() -> Int {
     ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []).count
