@@ -231,7 +231,7 @@ public final class Activator: Sendable {
     ///   `CancellationError` when the calling task was cancelled while waiting.
     public func wakeApplication() async throws {
         do {
-            try await awaitApplication()
+            try await awaitApplication()?.releaseWaiters()
         } catch let error as RestoreFailedError {
             throw ActivatorError.restoreFailed(message: error.message)
         } catch is ActivatorStoppedError {
@@ -362,24 +362,38 @@ public final class Activator: Sendable {
         timings: inout ConnectionTimings
     ) async -> ConnectionOutcome {
         timings.restoreRequested = .now
+        let restore: RestoreInProgress?
         do {
-            try await awaitApplication()
+            restore = try await awaitApplication()
         } catch let error as RestoreFailedError {
             return .failed(.restoreFailed(error.message))
         } catch {
             return .failed(.shutdown)
         }
-        let app: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+        let dialled: Result<NIOAsyncChannel<ByteBuffer, ByteBuffer>, any Error>
         do {
-            app = try await ApplicationDialer.dial(
-                port: appPort,
-                factory: applicationSockets,
-                eventLoop: client.channel.eventLoop,
-                timeout: configuration.connectTimeout
+            dialled = .success(
+                try await ApplicationDialer.dial(
+                    port: appPort,
+                    factory: applicationSockets,
+                    eventLoop: client.channel.eventLoop,
+                    timeout: configuration.connectTimeout
+                )
             )
-        } catch is CancellationError {
-            return .failed(.shutdown)
         } catch {
+            dialled = .failure(error)
+        }
+        // The restoring connection wakes the held ones only once it reached the application (or
+        // gave up), so that hundreds of held connections do not hammer a port that is not
+        // listening yet; they then dial themselves, usually at the first attempt.
+        restore?.releaseWaiters()
+        let app: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+        switch dialled {
+        case .success(let channel):
+            app = channel
+        case .failure(let error) where error is CancellationError:
+            return .failed(.shutdown)
+        case .failure(let error):
             return .failed(.appUnreachable("\(error)"))
         }
         timings.appReachable = .now
@@ -395,9 +409,24 @@ public final class Activator: Sendable {
 
     // MARK: single flight
 
-    /// Returns when the application runs: this task restores it, or waits for the task that does.
+    /// A restore this task ran: the hook succeeded and the redirects are off, but the held
+    /// connections still wait until ``releaseWaiters()``. Call it exactly once.
+    private struct RestoreInProgress {
+        let activator: Activator
+        let started: ContinuousClock.Instant
+
+        func releaseWaiters() {
+            if case .wake(let waiters) = activator.gate.withLock({ $0.restoreSucceeded() }) {
+                for waiter in waiters { waiter.resume(returning: .proceed) }
+            }
+            activator.emit(.restoreSucceeded(duration: .now - started))
+        }
+    }
+
+    /// Returns when the application runs: this task restores it (and gets the
+    /// ``RestoreInProgress`` to release the others), or waited for the task that did (`nil`).
     /// - Throws: ``RestoreFailedError``, ``ActivatorStoppedError`` or `CancellationError`.
-    private func awaitApplication() async throws {
+    private func awaitApplication() async throws -> RestoreInProgress? {
         let id = nextConnectionID.wrappingAdd(1, ordering: .relaxed).newValue
         let role = try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (waiter: Waiter) in
@@ -417,12 +446,14 @@ public final class Activator: Sendable {
             gate.withLock { $0.waiterCancelled(id: id) }?.resume(throwing: CancellationError())
         }
         switch role {
-        case .proceed: return
-        case .restorer: try await performRestore()
+        case .proceed: return nil
+        case .restorer: return try await performRestore()
         }
     }
 
-    private func performRestore() async throws {
+    /// Runs the restore hook, then switches the redirects off. On failure the held connections
+    /// are failed here; on success they are released by the returned value.
+    private func performRestore() async throws -> RestoreInProgress {
         emit(.restoreStarted)
         let started = ContinuousClock.now
         do {
@@ -442,10 +473,7 @@ public final class Activator: Sendable {
                 emit(.redirectDisableFailed(port: server.appPort, message: "\(error)"))
             }
         }
-        if case .wake(let waiters) = gate.withLock({ $0.restoreSucceeded() }) {
-            for waiter in waiters { waiter.resume(returning: .proceed) }
-        }
-        emit(.restoreSucceeded(duration: .now - started))
+        return RestoreInProgress(activator: self, started: started)
     }
 }
 
