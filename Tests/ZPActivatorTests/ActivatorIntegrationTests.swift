@@ -167,6 +167,37 @@ struct ActivatorIntegrationTests {
         #expect(events.restoresStarted == 0)
     }
 
+    /// Not a timing assertion: the activator's own cost on one first connection (inspection,
+    /// restore hook that returns at once, dial, proxy), 50 scale-down cycles, app already up.
+    @Test func benchmark_singleFirstConnection_activatorOverhead() async throws {
+        let app = try ReservedPort()
+        let events = EventLog()
+        try await withThrowingTaskGroup(of: Void.self) { outer in
+            outer.addTask { try await TestApp.serve(socket: app, behaviour: .http) }
+            let direct = try SocketAddress(ipAddress: "127.0.0.1", port: Int(app.port))
+            #expect(await poll { (try? await TestClient.exchange(direct, send: httpRequest("/warm"))) != nil })
+            var clientSide: [Duration] = []
+            try await withActivator(appPort: app.port, events: events, restore: {}) { activator, address in
+                var measured: [Duration] = []
+                for i in 0..<50 {
+                    #expect(activator.appScaledDown() == .armed)
+                    let start = ContinuousClock.now
+                    let response = try await TestClient.exchange(address, send: httpRequest("/s/\(i)"))
+                    measured.append(.now - start)
+                    #expect(response.hasSuffix("hello from app: /s/\(i)"))
+                }
+                #expect(await poll { events.reports.count == 50 })
+                return measured
+            }.forEach { clientSide.append($0) }
+            outer.cancelAll()
+            let firstByte = events.reports.compactMap(\.timings.untilFirstByte)
+            print("zpact-bench single first connection x50 (restore hook returns at once, app up):")
+            print("zpact-bench   client request->response: p50 \(ms(percentile(clientSide, 0.5))) p99 \(ms(percentile(clientSide, 0.99)))")
+            print("zpact-bench   accept -> first byte back: p50 \(ms(percentile(firstByte, 0.5))) p99 \(ms(percentile(firstByte, 0.99)))")
+        }
+        #expect(events.restoresStarted == 50)
+    }
+
     @Test func probesOfEachKind_whileScaledDown_areAnswered_withoutRestore() async throws {
         let events = EventLog()
         let app = try ReservedPort()
