@@ -146,4 +146,38 @@ import Testing
         #expect(try decoder.decodeHeaders(from: &trailers).first(name: "grpc-status") == "0")
         #expect(frames[4].flags == 0x5)  // END_HEADERS | END_STREAM
     }
+
+    /// Random and mutated inputs: the classifier never traps, and random bytes are never a probe.
+    @Test func randomAndMutatedInputs_neverTrap() throws {
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        func next() -> UInt64 {
+            state ^= state << 13
+            state ^= state >> 7
+            state ^= state << 17
+            return state
+        }
+        let seeds = [
+            Array("GET / HTTP/1.1\r\nUser-Agent: kube-probe/1.31\r\n\r\n".utf8),
+            try grpcRequest(path: "/grpc.health.v1.Health/Check"),
+        ]
+        for round in 0..<20_000 {
+            var bytes: [UInt8]
+            if round % 2 == 0 {
+                bytes = (0..<Int(next() % 300)).map { _ in UInt8(truncatingIfNeeded: next()) }
+                if bytes.first.map({ $0 >= 65 && $0 <= 90 }) == true || bytes.starts(with: [0x50, 0x52]) {
+                    _ = classify(bytes)  // may look like a method or the preface: only must not trap
+                    continue
+                }
+                let verdict = classify(bytes)
+                #expect(verdict != .httpProbe && verdict != .grpcHealthCheck(streamID: 1), "\(bytes)")
+            } else {
+                bytes = seeds[Int(next() % 2)]
+                for _ in 0..<(1 + Int(next() % 4)) where !bytes.isEmpty {
+                    bytes[Int(next() % UInt64(bytes.count))] = UInt8(truncatingIfNeeded: next())
+                }
+                bytes = Array(bytes.prefix(Int(next() % UInt64(bytes.count + 1))))
+                _ = classify(bytes)
+            }
+        }
+    }
 }
