@@ -33,14 +33,27 @@ func raiseDescriptorLimit(to wanted: UInt) -> UInt {
     return UInt(limit.rlim_cur)
 }
 
-/// Creates the process-wide descriptors that appear on first use and stay (libdispatch makes a
-/// timerfd per clock the first time a task sleeps on it; NIO's event loops their epoll/eventfd),
-/// so that a before/after descriptor count sees only what a test leaks.
-func warmUpProcessWideDescriptors() async {
-    _ = MultiThreadedEventLoopGroup.singleton.next()
-    try? await Task.sleep(for: .milliseconds(1))
-    try? await ContinuousClock().sleep(for: .milliseconds(1))
-    try? await SuspendingClock().sleep(for: .milliseconds(1))
+/// This process's open descriptors that are TCP sockets with a local or remote port in `ports`
+/// (from `/proc/net/tcp{,6}` of this network namespace, matched by socket inode). Unlike a plain
+/// descriptor count, other suites running in the same process cannot disturb it.
+func ownTCPSockets(onPorts ports: Set<UInt16>) -> [String] {
+    var inodes: Set<String> = []
+    for table in ["/proc/self/net/tcp", "/proc/self/net/tcp6"] {
+        guard let text = try? String(contentsOfFile: table, encoding: .utf8) else { continue }
+        for line in text.split(separator: "\n").dropFirst() {
+            let columns = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard columns.count > 9 else { continue }
+            let endpointPorts = [columns[1], columns[2]].compactMap { endpoint in
+                endpoint.split(separator: ":").last.flatMap { UInt16($0, radix: 16) }
+            }
+            if endpointPorts.contains(where: ports.contains), columns[9] != "0" {
+                inodes.insert(String(columns[9]))
+            }
+        }
+    }
+    return openFileDescriptorTargets().filter { target in
+        inodes.contains { target.hasSuffix("socket:[\($0)]") }
+    }
 }
 
 /// What each open descriptor points to (for leak messages).
@@ -51,10 +64,6 @@ func openFileDescriptorTargets() -> [String] {
     }
 }
 
-/// Open file descriptors of this test process.
-func openFileDescriptorCount() -> Int {
-    ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []).count
-}
 
 /// Collects activator events for assertions.
 final class EventLog: Sendable {
