@@ -44,7 +44,11 @@ enum ApplicationDialer {
                 attempts += 1
                 do {
                     return try await connect(
-                        to: address, factory: factory, eventLoop: eventLoop, timeout: remaining)
+                        to: address,
+                        factory: factory,
+                        eventLoop: eventLoop,
+                        timeout: remaining
+                    )
                 } catch is CancellationError {
                     throw CancellationError()
                 } catch {

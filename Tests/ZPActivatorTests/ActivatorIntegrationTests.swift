@@ -152,7 +152,10 @@ struct ActivatorIntegrationTests {
             #expect(await poll { (try? await TestClient.exchange(direct, send: httpRequest("/warm"))) != nil })
             let directTimes = try await burst(direct)
             let viaTimes = try await withActivator(
-                appPort: app.port, startsScaledDown: false, events: events, restore: {}
+                appPort: app.port,
+                startsScaledDown: false,
+                events: events,
+                restore: {}
             ) { _, address in
                 try await burst(address)
             }
@@ -189,8 +192,12 @@ struct ActivatorIntegrationTests {
             outer.cancelAll()
             let firstByte = events.reports.compactMap(\.timings.untilFirstByte)
             print("zpact-bench single first connection x50 (restore hook returns at once, app up):")
-            print("zpact-bench   client request->response: p50 \(ms(percentile(clientSide, 0.5))) p99 \(ms(percentile(clientSide, 0.99)))")
-            print("zpact-bench   accept -> first byte back: p50 \(ms(percentile(firstByte, 0.5))) p99 \(ms(percentile(firstByte, 0.99)))")
+            print(
+                "zpact-bench   client request->response: p50 \(ms(percentile(clientSide, 0.5))) p99 \(ms(percentile(clientSide, 0.99)))"
+            )
+            print(
+                "zpact-bench   accept -> first byte back: p50 \(ms(percentile(firstByte, 0.5))) p99 \(ms(percentile(firstByte, 0.99)))"
+            )
         }
         #expect(events.restoresStarted == 50)
     }
@@ -373,10 +380,14 @@ struct ActivatorIntegrationTests {
         let (signals, signal) = AsyncStream.makeStream(of: Void.self)
         try await withThrowingTaskGroup(of: Void.self) { outer in
             outer.addTask { try await appStarter(signals, socket: app, behaviour: .http, delay: .zero) }
-            try await withActivator(appPort: app.port, events: events, restore: {
-                try await Task.sleep(for: .milliseconds(100))
-                signal.yield()
-            }) { activator, address in
+            try await withActivator(
+                appPort: app.port,
+                events: events,
+                restore: {
+                    try await Task.sleep(for: .milliseconds(100))
+                    signal.yield()
+                }
+            ) { activator, address in
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     for i in 0..<10 {
                         group.addTask { try await activator.wakeApplication() }
@@ -431,7 +442,10 @@ struct ActivatorIntegrationTests {
                 _ = try await TestClient.connect(try SocketAddress(ipAddress: "127.0.0.1", port: port))
             }
             let probe = try await TestClient.exchange(
-                in: namespace, port: port, send: httpRequest("/healthz", userAgent: "kube-probe/1.31"))
+                in: namespace,
+                port: port,
+                send: httpRequest("/healthz", userAgent: "kube-probe/1.31")
+            )
             #expect(probe == ProbeResponses.httpNoContent)
             #expect(events.restoresStarted == 0)
             let response = try await TestClient.exchange(in: namespace, port: port, send: httpRequest("/in-pod"))

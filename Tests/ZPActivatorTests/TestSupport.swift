@@ -64,7 +64,6 @@ func openFileDescriptorTargets() -> [String] {
     }
 }
 
-
 /// Collects activator events for assertions.
 final class EventLog: Sendable {
     private let events = Mutex<[ActivatorEvent]>([])
@@ -323,7 +322,10 @@ struct TestNetworkNamespace: Sendable {
     private static let counter = Atomic<Int>(0)
 
     /// Whether `ip` and network namespaces are usable here (root, iproute2).
-    static var isAvailable: Bool { FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip") || FileManager.default.isExecutableFile(atPath: "/sbin/ip") }
+    static var isAvailable: Bool {
+        FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip")
+            || FileManager.default.isExecutableFile(atPath: "/sbin/ip")
+    }
 
     init() throws {
         name = "zpact-\(getpid())-\(Self.counter.add(1, ordering: .relaxed).newValue)"
@@ -337,7 +339,9 @@ struct TestNetworkNamespace: Sendable {
 
     private static func ip(_ arguments: [String]) throws {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip") ? "/usr/sbin/ip" : "/sbin/ip")
+        process.executableURL = URL(
+            fileURLWithPath: FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip") ? "/usr/sbin/ip" : "/sbin/ip"
+        )
         process.arguments = arguments
         try process.run()
         process.waitUntilExit()
