@@ -13,12 +13,14 @@ let package = Package(
         .library(name: "ZPBPF", targets: ["ZPBPF"]),
         .library(name: "ZPCheckpoint", targets: ["ZPCheckpoint"]),
         .executable(name: "zeropod-checkpoint-bench", targets: ["zeropod-checkpoint-bench"]),
+        .library(name: "ZPActivator", targets: ["ZPActivator"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+        .package(url: "https://github.com/apple/swift-nio-http2", from: "1.46.0"),
     ],
     targets: [
         // MARK: core (standard library only)
@@ -69,6 +71,29 @@ let package = Package(
             dependencies: [
                 "ZPCheckpoint", "ZPCheckpointTestKit", .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+
+        // MARK: ZPActivator (probes, single-flight restore, proxy)
+        .target(
+            name: "ZPActivator",
+            dependencies: [
+                "ZPCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHPACK", package: "swift-nio-http2"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ZPActivatorTests",
+            dependencies: [
+                "ZPActivator",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHPACK", package: "swift-nio-http2"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
             ],
             swiftSettings: strict
         ),

@@ -1,0 +1,160 @@
+import NIOCore
+
+/// What the inspector decided about a connection.
+enum InspectionVerdict: Sendable, Equatable {
+    /// Answer this probe and close; never restore.
+    case answer(ProbeAnswer)
+    /// Forward to the application: the inspected bytes follow as the first ``ClientInbound/bytes(_:)``.
+    case forward(ForwardReason)
+}
+
+/// The probe answer to send.
+enum ProbeAnswer: Sendable, Equatable {
+    case tcp
+    case http
+    case grpc(streamID: UInt32)
+
+    var kind: ProbeKind {
+        switch self {
+        case .tcp: return .tcp
+        case .http: return .http
+        case .grpc: return .grpcHealth
+        }
+    }
+}
+
+/// The messages a client connection's async channel yields: first exactly one verdict, then
+/// (for forwarded connections) the client's bytes, inspected ones first, unchanged.
+enum ClientInbound: Sendable {
+    case verdict(InspectionVerdict)
+    case bytes(ByteBuffer)
+}
+
+/// Buffers a connection's first bytes (up to `limit`, for at most `timeout`) and decides with
+/// ``ProbeClassifier`` whether it is a probe. Runs on the channel's event loop; the timeout is
+/// an event-loop scheduled task, cancelled when the decision is made.
+final class ProbeInspector: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ClientInbound
+
+    private enum State {
+        case waitingForActive
+        case inspecting(ByteBuffer)
+        case decided
+    }
+
+    private var state = State.waitingForActive
+    private let limit: Int
+    private let timeout: TimeAmount
+    private let enabled: Bool
+    private var timer: Scheduled<Void>?
+
+    init(configuration: ActivatorConfiguration) {
+        self.limit = configuration.probeBufferSize
+        self.timeout = TimeAmount(configuration.inspectionTimeout)
+        self.enabled = configuration.probeDetection
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        context.fireChannelActive()
+        guard case .waitingForActive = state else { return }
+        guard enabled else {
+            decide(.forward(.probeDetectionDisabled), buffered: nil, context: context)
+            return
+        }
+        state = .inspecting(context.channel.allocator.buffer(capacity: 0))
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(in: timeout) {
+            let (handler, context) = bound.value
+            handler.timeoutFired(context: context)
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = unwrapInboundIn(data)
+        switch state {
+        case .decided:
+            context.fireChannelRead(wrapInboundOut(.bytes(incoming)))
+        case .waitingForActive:
+            // Not expected (reads follow activation); treat as a connection we cannot inspect.
+            decide(.forward(.notAProbe), buffered: incoming, context: context)
+        case .inspecting(var buffered):
+            buffered.writeBuffer(&incoming)
+            // Only the first `limit` bytes are inspected; all of them are forwarded.
+            let inspected = buffered.getSlice(at: buffered.readerIndex, length: min(limit, buffered.readableBytes))
+            switch ProbeClassifier.classify(inspected ?? buffered) {
+            case .httpProbe:
+                decide(.answer(.http), buffered: nil, context: context)
+            case .grpcHealthCheck(let streamID):
+                decide(.answer(.grpc(streamID: streamID)), buffered: nil, context: context)
+            case .notAProbe:
+                decide(.forward(.notAProbe), buffered: buffered, context: context)
+            case .needMoreData where buffered.readableBytes >= limit:
+                decide(.forward(.bufferFull), buffered: buffered, context: context)
+            case .needMoreData:
+                state = .inspecting(buffered)
+            }
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .some(ChannelEvent.inputClosed) = event as? ChannelEvent {
+            clientStoppedSending(context: context)
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        clientStoppedSending(context: context)
+        context.fireChannelInactive()
+    }
+
+    /// EOF or close while inspecting: nothing sent = a TCP probe; something = forward it.
+    private func clientStoppedSending(context: ChannelHandlerContext) {
+        switch state {
+        case .inspecting(let buffered) where buffered.readableBytes == 0:
+            decide(.answer(.tcp), buffered: nil, context: context)
+        case .inspecting(let buffered):
+            decide(.forward(.clientClosedEarly), buffered: buffered, context: context)
+        case .waitingForActive:
+            decide(.answer(.tcp), buffered: nil, context: context)
+        case .decided:
+            break
+        }
+    }
+
+    private func timeoutFired(context: ChannelHandlerContext) {
+        timer = nil
+        guard case .inspecting(let buffered) = state else { return }
+        decide(.forward(.inspectionTimeout), buffered: buffered, context: context)
+    }
+
+    private func decide(_ verdict: InspectionVerdict, buffered: ByteBuffer?, context: ChannelHandlerContext) {
+        state = .decided
+        timer?.cancel()
+        timer = nil
+        context.fireChannelRead(wrapInboundOut(.verdict(verdict)))
+        if let buffered, buffered.readableBytes > 0 {
+            context.fireChannelRead(wrapInboundOut(.bytes(buffered)))
+        }
+        context.fireChannelReadComplete()
+    }
+}
+
+@available(*, unavailable)
+extension ProbeInspector: Sendable {}
+
+extension TimeAmount {
+    /// Converts a Swift `Duration` (clamped at zero) to NIO's nanosecond `TimeAmount`.
+    init(_ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        let nanos = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        let total = nanos.overflow ? Int64.max : nanos.partialValue &+ attoseconds / 1_000_000_000
+        self = .nanoseconds(max(0, total))
+    }
+}
