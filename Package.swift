@@ -21,6 +21,12 @@ let package = Package(
         // MARK: core (standard library only)
         .target(name: "ZPCore", swiftSettings: strict),
         .testTarget(name: "ZPCoreTests", dependencies: ["ZPCore"], resources: [.copy("Fixtures")], swiftSettings: strict),
+
+        // MARK: benchmarks (issue 7): `make bench` runs it through scripts/bench.sh
+        .executableTarget(
+            name: "zpbench",
+            dependencies: ["ZPCore", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "bench/Harness", swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,149 @@
+import ArgumentParser
+import Foundation
+
+/// `zpbench`: cold start, checkpoint and restore of realistic workloads, side by side per runtime,
+/// with medians over several cycles. Prints a markdown table and writes CSV files (and, through
+/// bench/plot.py, a PNG chart) into the results folder. Timings are printed, never asserted.
+@main
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "zpbench",
+        abstract: "Benchmarks cold start, checkpoint and restore → first correct response per workload.")
+
+    @Option(help: "Comma-separated workloads (\(Workload.all.map(\.name).joined(separator: ","))).")
+    var workloads = Workload.all.map(\.name).joined(separator: ",")
+
+    @Option(help: "Measured cycles per workload and runtime (≥ 5 for the report).")
+    var cycles = 5
+
+    @Option(help: "Folder for the table, CSV files and chart.")
+    var results = "bench-results"
+
+    @Option(help: "Scratch folder for bundles, rootfs copies and checkpoint images.")
+    var workDir = "/var/lib/zeropod-swift-bench"
+
+    @Option(help: "The script that builds and prints cached root filesystems.")
+    var rootfsScript = "scripts/rootfs.sh"
+
+    @Option(help: "The CRIU binary runc uses.")
+    var criu = "/usr/local/sbin/criu"
+
+    @Option(help: "Idle time between the first response and the checkpoint, in milliseconds.")
+    var settleMs = 1000
+
+    mutating func run() throws {
+        guard getuid() == 0 else { throw BenchError("zpbench must run as root (runc, CRIU, netns)") }
+        let names = workloads.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
+        let selected = try names.map { n in
+            guard let w = Workload.all.first(where: { $0.name == n }) else {
+                throw BenchError("unknown workload '\(n)' (known: \(Workload.all.map(\.name).joined(separator: ", ")))")
+            }
+            return w
+        }
+        let runtimes: [any BenchRuntime] = [RuncRuntime(stateRoot: "/run/zpbench-runc", criu: criu)]
+        try FileManager.default.createDirectory(atPath: results, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: workDir, withIntermediateDirectories: true)
+
+        var samples: [Sample] = []
+        var failures: [String] = []
+        for w in selected {
+            do {
+                samples += try measure(w, runtimes: runtimes)
+            } catch {
+                failures.append("\(w.name): \(error)")
+                print("[zpbench] \(w.name) FAILED: \(error)")
+            }
+        }
+        let report = Report(samples: samples, failures: failures, cycles: cycles, runtimes: runtimes.map(\.name))
+        try report.write(to: results)
+        print(report.markdown())
+    }
+
+    /// All cycles of one workload for every runtime, interleaved (cycle 1 of each runtime, then 2, ...).
+    private func measure(_ w: Workload, runtimes: [any BenchRuntime]) throws -> [Sample] {
+        print("[zpbench] \(w.name): preparing rootfs and bundle")
+        let bundle = try prepare(w)
+        var sidecarBundle: Bundle?
+        var sidecarContainer: RunningContainer?
+        let baseline = runtimes[0]
+        defer {
+            for rt in runtimes { rt.remove(w, container: nil) }
+            if let s = w.sidecar { baseline.remove(s.workload, container: sidecarContainer); BenchNetwork.remove(for: s.workload) }
+            BenchNetwork.remove(for: w)
+        }
+        if let s = w.sidecar {
+            sidecarBundle = try prepare(s.workload)
+            try BenchNetwork.link(w, s)
+            sidecarContainer = try baseline.start(s.workload, bundle: sidecarBundle!)
+            var why = ""
+            guard s.workload.probe.poll(address: s.workload.address, port: s.workload.port,
+                                        deadline: .now + s.workload.startDeadline, lastError: &why) else {
+                throw BenchError("sidecar \(s.workload.name) did not answer: \(why)\(tail(sidecarBundle!.logFile))")
+            }
+        }
+        var out: [Sample] = []
+        for cycle in 1...cycles {
+            for rt in runtimes {
+                let s = try measureCycle(w, bundle: bundle, runtime: rt, cycle: cycle)
+                print("[zpbench] \(w.name) \(rt.name) #\(cycle): " + s.summaryLine)
+                out.append(s)
+            }
+        }
+        return out
+    }
+
+    /// Cold start → first correct answer, checkpoint, restore → first correct answer, image size.
+    private func measureCycle(_ w: Workload, bundle: Bundle, runtime rt: any BenchRuntime, cycle: Int) throws -> Sample {
+        var sample = Sample(workload: w.name, runtime: rt.name, cycle: cycle)
+        var why = ""
+        defer { rt.remove(w, container: nil) }
+
+        let t0 = ContinuousClock.now
+        var c = try rt.start(w, bundle: bundle)
+        guard w.probe.poll(address: w.address, port: w.port, deadline: t0 + w.startDeadline, lastError: &why) else {
+            throw BenchError("\(w.name) (\(rt.name)) did not answer after a cold start: \(why)\(tail(bundle.logFile))")
+        }
+        sample.coldStartMs = millis(since: t0)
+
+        // An idle pause before scaling down, as a real idle timeout would give.
+        usleep(useconds_t(settleMs * 1000))
+
+        let t1 = ContinuousClock.now
+        try rt.checkpoint(w, bundle: bundle, container: &c)
+        sample.checkpointMs = millis(since: t1)
+        sample.imageKiB = try diskUsageKiB(bundle.imageDir)
+        sample.criuDump = CRIUStats.read(bundle.workDir + "/stats-dump")
+
+        let t2 = ContinuousClock.now
+        if !rt.restoresOnConnection {
+            try rt.restore(w, bundle: bundle, container: &c)
+            sample.restoreMs = millis(since: t2)
+        }
+        guard w.probe.poll(address: w.address, port: w.port, deadline: t2 + w.startDeadline, lastError: &why) else {
+            throw BenchError("\(w.name) (\(rt.name)) did not answer after restore: \(why)\(tail(bundle.logFile))")
+        }
+        sample.restoreFirstResponseMs = millis(since: t2)
+        sample.criuRestore = CRIUStats.read(bundle.workDir + "/stats-restore")
+        return sample
+    }
+
+    /// Builds (or reuses) the cached rootfs, copies it into a fresh bundle and sets up the netns.
+    private func prepare(_ w: Workload) throws -> Bundle {
+        let out = try runChecked(["bash", rootfsScript, w.recipe])
+        guard let cached = out.split(separator: "\n").last.map(String.init), !cached.isEmpty else {
+            throw BenchError("\(rootfsScript) \(w.recipe) printed no path")
+        }
+        let rootfs = w.rootfsSubdir.map { cached + "/" + $0 } ?? cached
+        let bundle = try Bundle.create(at: workDir + "/" + w.name, rootfs: rootfs, workload: w)
+        try BenchNetwork.create(for: w)
+        return bundle
+    }
+
+    private func diskUsageKiB(_ path: String) throws -> Int {
+        let out = try runChecked(["du", "-sk", path])
+        guard let kib = out.split(separator: "\t").first.flatMap({ Int($0) }) else {
+            throw BenchError("du -sk \(path) printed '\(out)'")
+        }
+        return kib
+    }
+}
