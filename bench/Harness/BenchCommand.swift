@@ -31,6 +31,12 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Idle time between the first response and the checkpoint, in milliseconds.")
     var settleMs = 1000
 
+    @Option(help: "Seconds of wrk load per HTTP workload and runtime for the steady-state table (0: none).")
+    var wrkSeconds = 10
+
+    @Flag(help: "Keep bundles, rootfs copies and images in the work folder afterwards.")
+    var keepWork = false
+
     mutating func run() throws {
         guard getuid() == 0 else { throw BenchError("zpbench must run as root (runc, CRIU, netns)") }
         let names = workloads.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
@@ -45,22 +51,27 @@ struct BenchCommand: ParsableCommand {
         try FileManager.default.createDirectory(atPath: workDir, withIntermediateDirectories: true)
 
         var samples: [Sample] = []
+        var steady: [SteadyState] = []
         var failures: [String] = []
         for w in selected {
             do {
-                samples += try measure(w, runtimes: runtimes)
+                let (s, l) = try measure(w, runtimes: runtimes)
+                samples += s
+                steady += l
             } catch {
                 failures.append("\(w.name): \(error)")
                 print("[zpbench] \(w.name) FAILED: \(error)")
             }
         }
-        let report = Report(samples: samples, failures: failures, cycles: cycles, runtimes: runtimes.map(\.name))
+        let report = Report(samples: samples, steady: steady, failures: failures, cycles: cycles,
+                            runtimes: runtimes.map(\.name), machine: Self.machine(criu: criu))
         try report.write(to: results)
         print(report.markdown())
     }
 
-    /// All cycles of one workload for every runtime, interleaved (cycle 1 of each runtime, then 2, ...).
-    private func measure(_ w: Workload, runtimes: [any BenchRuntime]) throws -> [Sample] {
+    /// All cycles of one workload for every runtime, interleaved (cycle 1 of each runtime, then 2, ...),
+    /// then the steady-state load of each runtime.
+    private func measure(_ w: Workload, runtimes: [any BenchRuntime]) throws -> ([Sample], [SteadyState]) {
         print("[zpbench] \(w.name): preparing rootfs and bundle")
         let bundle = try prepare(w)
         var sidecarBundle: Bundle?
@@ -70,6 +81,10 @@ struct BenchCommand: ParsableCommand {
             for rt in runtimes { rt.remove(w, container: nil) }
             if let s = w.sidecar { baseline.remove(s.workload, container: sidecarContainer); BenchNetwork.remove(for: s.workload) }
             BenchNetwork.remove(for: w)
+            if !keepWork {
+                runIgnoringFailure(["rm", "-rf", bundle.path])
+                if let sb = sidecarBundle { runIgnoringFailure(["rm", "-rf", sb.path]) }
+            }
         }
         if let s = w.sidecar {
             sidecarBundle = try prepare(s.workload)
@@ -89,7 +104,30 @@ struct BenchCommand: ParsableCommand {
                 out.append(s)
             }
         }
-        return out
+        var loads: [SteadyState] = []
+        if wrkSeconds > 0, let url = w.httpURL {
+            for rt in runtimes {
+                let l = try steadyState(w, url: url, bundle: bundle, runtime: rt)
+                print("[zpbench] \(w.name) \(rt.name) steady state: \(l.requestsPerSecond) req/s, p50 \(l.p50) p99 \(l.p99)")
+                loads.append(l)
+            }
+        }
+        return (out, loads)
+    }
+
+    /// Starts the container, waits for a correct answer, then loads it with wrk (2 threads, 16
+    /// connections) for `wrkSeconds` seconds and reads throughput and latency percentiles.
+    private func steadyState(_ w: Workload, url: String, bundle: Bundle, runtime rt: any BenchRuntime) throws -> SteadyState {
+        defer { rt.remove(w, container: nil) }
+        var why = ""
+        let t0 = ContinuousClock.now
+        let c = try rt.start(w, bundle: bundle)
+        guard w.probe.poll(address: w.address, port: w.port, deadline: t0 + w.startDeadline, lastError: &why) else {
+            throw BenchError("\(w.name) (\(rt.name)) did not answer before the wrk run: \(why)\(tail(bundle.logFile))")
+        }
+        let out = try runChecked(["wrk", "-t2", "-c16", "-d\(wrkSeconds)s", "--latency", url])
+        _ = c
+        return try SteadyState(workload: w.name, runtime: rt.name, wrkOutput: out)
     }
 
     /// Cold start → first correct answer, checkpoint, restore → first correct answer, image size.
@@ -107,6 +145,7 @@ struct BenchCommand: ParsableCommand {
 
         // An idle pause before scaling down, as a real idle timeout would give.
         usleep(useconds_t(settleMs * 1000))
+        sample.memory = rt.memory(of: w)
 
         let t1 = ContinuousClock.now
         try rt.checkpoint(w, bundle: bundle, container: &c)
@@ -137,6 +176,19 @@ struct BenchCommand: ParsableCommand {
         let bundle = try Bundle.create(at: workDir + "/" + w.name, rootfs: rootfs, workload: w)
         try BenchNetwork.create(for: w)
         return bundle
+    }
+
+    /// nproc, kernel, CPU model, runc and CRIU versions, for the report.
+    static func machine(criu: String) -> String {
+        let cpu = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
+            .split(separator: "\n").first { $0.hasPrefix("model name") }
+            .map { $0.split(separator: ":", maxSplits: 1)[1].trimmingCharacters(in: .whitespaces) } ?? "unknown"
+        let first = { (argv: [String]) -> String in
+            ((try? runChecked(argv)) ?? "unknown").split(separator: "\n").first.map(String.init) ?? "unknown"
+        }
+        return "nproc \(ProcessInfo.processInfo.activeProcessorCount), kernel \(first(["uname", "-r"])), CPU \(cpu), "
+            + "memory \(ProcessInfo.processInfo.physicalMemory >> 30) GiB, \(first(["runc", "--version"])), "
+            + "CRIU \(first([criu, "--version"]))"
     }
 
     private func diskUsageKiB(_ path: String) throws -> Int {

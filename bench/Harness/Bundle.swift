@@ -46,7 +46,8 @@ struct Bundle {
 
     /// Applies the harness's edits to a `runc spec` document: process (args, env, cwd, user, no
     /// terminal, open-files limit 16384 — runc fails above this machine's hard limit of 20000),
-    /// a writable rootfs, the workload's network namespace by path, and the CRIU config annotation.
+    /// a writable rootfs, a fixed cgroup path (to read its memory), the workload's network namespace
+    /// by path, and the CRIU config annotation.
     static func edit(_ spec: inout [String: Any], workload: Workload, uid: Int, gid: Int, criuConfigPath: String) throws {
         guard var process = spec["process"] as? [String: Any], var linux = spec["linux"] as? [String: Any],
               let namespaces = linux["namespaces"] as? [[String: Any]] else {
@@ -63,6 +64,7 @@ struct Bundle {
         spec["process"] = process
         spec["root"] = ["path": "rootfs", "readonly": false]
         spec["hostname"] = workload.name
+        linux["cgroupsPath"] = workload.cgroupsPath
         linux["namespaces"] = namespaces.filter { $0["type"] as? String != "network" }
             + [["type": "network", "path": "/var/run/netns/\(workload.netns)"]]
         spec["linux"] = linux

@@ -64,6 +64,8 @@ struct Sample: Sendable {
     var imageKiB: Int?
     var criuDump: CRIUStats?
     var criuRestore: CRIUStats?
+    /// The container's memory just before the checkpoint (all of it is freed by the checkpoint).
+    var memory: ContainerMemory?
 
     /// One progress line for the console.
     var summaryLine: String {
@@ -74,12 +76,61 @@ struct Sample: Sendable {
     }
 }
 
+/// Throughput and latency of a running container under wrk load.
+struct SteadyState: Sendable {
+    var workload: String
+    var runtime: String
+    var requestsPerSecond: Double
+    /// Latency percentiles in milliseconds.
+    var p50: Double
+    var p99: Double
+    /// Responses that were not 2xx/3xx, plus socket errors wrk counted.
+    var errors: Int
+
+    /// Parses `wrk --latency` output.
+    init(workload: String, runtime: String, wrkOutput: String) throws {
+        self.workload = workload
+        self.runtime = runtime
+        var rps: Double?, p50: Double?, p99: Double?
+        var errors = 0
+        for raw in wrkOutput.split(separator: "\n") {
+            let f = raw.split(separator: " ", omittingEmptySubsequences: true)
+            guard let key = f.first else { continue }
+            switch key {
+            case "Requests/sec:": rps = f.count > 1 ? Double(f[1]) : nil
+            case "50%": p50 = f.count > 1 ? Self.milliseconds(String(f[1])) : nil
+            case "99%": p99 = f.count > 1 ? Self.milliseconds(String(f[1])) : nil
+            case "Non-2xx": errors += Int(f.last ?? "") ?? 0
+            case "Socket":  // Socket errors: connect 0, read 0, write 0, timeout 0
+                errors += f.compactMap { Int($0.trimmingCharacters(in: CharacterSet(charactersIn: ","))) }.reduce(0, +)
+            default: break
+            }
+        }
+        guard let rps, let p50, let p99 else { throw BenchError("wrk output without Requests/sec or percentiles:\n\(wrkOutput)") }
+        self.requestsPerSecond = rps
+        self.p50 = p50
+        self.p99 = p99
+        self.errors = errors
+    }
+
+    /// "850.00us", "1.23ms", "2.00s" → milliseconds.
+    static func milliseconds(_ s: String) -> Double? {
+        for (unit, factor) in [("us", 0.001), ("ms", 1.0), ("s", 1000.0), ("m", 60000.0)] where s.hasSuffix(unit) {
+            return Double(s.dropLast(unit.count)).map { $0 * factor }
+        }
+        return nil
+    }
+}
+
 /// Medians per workload and runtime, written as markdown and CSV.
 struct Report {
     var samples: [Sample]
+    var steady: [SteadyState] = []
     var failures: [String]
     var cycles: Int
     var runtimes: [String]
+    /// The machine the run was on (nproc, kernel, CPU, versions).
+    var machine: String = ""
 
     /// The runtime whose numbers the issue's targets compare against runc's.
     static let zeropod = "zeropod-swift"
@@ -116,19 +167,21 @@ struct Report {
             let zck = med(w, Self.zeropod) { $0.checkpointMs }
             let zrf = med(w, Self.zeropod) { $0.restoreFirstResponseMs }
             let frozen = med(w, "runc") { $0.criuDump?.frozenMs }
+            let mem = med(w, "runc") { $0.memory.map { Double($0.usage) / 1_048_576 } }
+            let rss = med(w, "runc") { $0.memory.map { Double($0.rss) / 1_048_576 } }
             let criuRestore = med(w, "runc") { $0.criuRestore?.restoreMs }
             let ratio = { (a: Double?, b: Double?) -> String in
                 guard let a, let b, b > 0 else { return "n/a" }
                 return String(format: "%.2f", a / b)
             }
             let n = samples.filter { $0.workload == w && $0.runtime == "runc" }.count
-            return [w, fmt(image, digits: 1), fmt(cold), fmt(ck), fmt(rs), fmt(rf), fmt(frozen), fmt(criuRestore),
+            return [w, fmt(image, digits: 1), fmt(mem, digits: 1), fmt(rss, digits: 1), fmt(cold), fmt(ck), fmt(rs), fmt(rf), fmt(frozen), fmt(criuRestore),
                     fmt(zck), fmt(zrf), ratio(zck, ck), ratio(zrf, rf), "\(n)"]
         }
     }
 
     static let summaryHeader = [
-        "workload", "image MiB", "cold start → 1st response", "runc checkpoint", "runc restore -d",
+        "workload", "image MiB", "memory MiB (cgroup)", "RSS MiB", "cold start → 1st response", "runc checkpoint", "runc restore -d",
         "runc restore → 1st response", "CRIU frozen (dump)", "CRIU restore_time",
         "zeropod-swift checkpoint", "zeropod-swift restore → 1st via activator",
         "checkpoint ratio zp/runc", "restore→1st ratio zp/runc", "cycles",
@@ -141,6 +194,18 @@ struct Report {
         for row in summaryRows() { lines.append("| " + row.joined(separator: " | ") + " |") }
         lines.append("")
         lines.append("Medians of \(cycles) cycles, milliseconds; runtimes measured: \(runtimes.joined(separator: ", ")).")
+        if !machine.isEmpty { lines.append("Machine: \(machine).") }
+        if !steady.isEmpty {
+            lines += ["", "| workload | runtime | requests/s | p50 ms | p99 ms | errors | throughput ratio zp/runc |",
+                      "|---|---|---|---|---|---|---|"]
+            for l in steady {
+                let base = steady.first { $0.workload == l.workload && $0.runtime == "runc" }
+                let ratio = l.runtime == Self.zeropod && base != nil
+                    ? String(format: "%.3f", l.requestsPerSecond / base!.requestsPerSecond) : "n/a"
+                lines.append("| \(l.workload) | \(l.runtime) | \(String(format: "%.0f", l.requestsPerSecond)) | "
+                    + "\(String(format: "%.2f", l.p50)) | \(String(format: "%.2f", l.p99)) | \(l.errors) | \(ratio) |")
+            }
+        }
         for f in failures { lines.append("FAILED: \(f)") }
         return lines.joined(separator: "\n")
     }
@@ -152,16 +217,28 @@ struct Report {
         }
         try (markdown() + "\n").write(toFile: folder + "/summary.md", atomically: true, encoding: .utf8)
         try csv([Self.summaryHeader] + summaryRows()).write(toFile: folder + "/summary.csv", atomically: true, encoding: .utf8)
-        let f = { (v: Double?) in v.map { String(format: "%.2f", $0) } ?? "" }
+        let f = { (v: Double?) -> String in v.map { String(format: "%.2f", $0) } ?? "" }
         let header = ["workload", "runtime", "cycle", "cold_start_ms", "checkpoint_ms", "restore_ms",
                       "restore_first_response_ms", "image_kib", "criu_freezing_ms", "criu_frozen_ms",
-                      "criu_memdump_ms", "criu_memwrite_ms", "criu_pages_written", "criu_forking_ms", "criu_restore_ms"]
-        let rows = samples.map { s in
-            [s.workload, s.runtime, "\(s.cycle)", f(s.coldStartMs), f(s.checkpointMs), f(s.restoreMs),
-             f(s.restoreFirstResponseMs), s.imageKiB.map(String.init) ?? "", f(s.criuDump?.freezingMs),
-             f(s.criuDump?.frozenMs), f(s.criuDump?.memdumpMs), f(s.criuDump?.memwriteMs),
-             s.criuDump?.pagesWritten.map(String.init) ?? "", f(s.criuRestore?.forkingMs), f(s.criuRestore?.restoreMs)]
+                      "criu_memdump_ms", "criu_memwrite_ms", "criu_pages_written", "criu_forking_ms", "criu_restore_ms",
+                      "memory_usage_bytes", "memory_rss_bytes"]
+        let rows = samples.map { (s: Sample) -> [String] in
+            let image: String = s.imageKiB.map { String($0) } ?? ""
+            let pages: String = s.criuDump?.pagesWritten.map { String($0) } ?? ""
+            let usage: String = s.memory.map { String($0.usage) } ?? ""
+            let rss: String = s.memory.map { String($0.rss) } ?? ""
+            var row: [String] = [s.workload, s.runtime, String(s.cycle), f(s.coldStartMs), f(s.checkpointMs), f(s.restoreMs)]
+            row += [f(s.restoreFirstResponseMs), image, f(s.criuDump?.freezingMs), f(s.criuDump?.frozenMs)]
+            row += [f(s.criuDump?.memdumpMs), f(s.criuDump?.memwriteMs), pages, f(s.criuRestore?.forkingMs)]
+            row += [f(s.criuRestore?.restoreMs), usage, rss]
+            return row
         }
         try csv([header] + rows).write(toFile: folder + "/samples.csv", atomically: true, encoding: .utf8)
+        let steadyRows = steady.map { l in
+            [l.workload, l.runtime, String(format: "%.1f", l.requestsPerSecond), String(format: "%.3f", l.p50),
+             String(format: "%.3f", l.p99), "\(l.errors)"]
+        }
+        try csv([["workload", "runtime", "requests_per_s", "p50_ms", "p99_ms", "errors"]] + steadyRows)
+            .write(toFile: folder + "/steady-state.csv", atomically: true, encoding: .utf8)
     }
 }

@@ -25,6 +25,31 @@ protocol BenchRuntime {
     func remove(_ w: Workload, container: RunningContainer?)
 }
 
+/// Memory charged to a container's cgroup (cgroup v1 memory controller), in bytes.
+struct ContainerMemory: Sendable {
+    /// `memory.usage_in_bytes`: everything charged, page cache included.
+    var usage: UInt64
+    /// `total_rss` from `memory.stat`: anonymous memory of the container's processes.
+    var rss: UInt64
+
+    /// Reads the memory of the cgroup at `cgroupsPath`; nil when it does not exist.
+    static func read(cgroupsPath: String) -> ContainerMemory? {
+        let dir = "/sys/fs/cgroup/memory" + cgroupsPath
+        guard let usageText = try? String(contentsOfFile: dir + "/memory.usage_in_bytes", encoding: .utf8),
+              let usage = UInt64(usageText.trimmingCharacters(in: .whitespacesAndNewlines)),
+              let stat = try? String(contentsOfFile: dir + "/memory.stat", encoding: .utf8) else { return nil }
+        let rss = stat.split(separator: "\n").first { $0.hasPrefix("total_rss ") }
+            .flatMap { UInt64($0.split(separator: " ")[1]) } ?? 0
+        return ContainerMemory(usage: usage, rss: rss)
+    }
+}
+
+extension BenchRuntime {
+    /// The memory of the workload's container while it runs (default: the cgroup the harness's
+    /// bundle names; a runtime that places containers elsewhere overrides this).
+    func memory(of w: Workload) -> ContainerMemory? { ContainerMemory.read(cgroupsPath: w.cgroupsPath) }
+}
+
 /// What the harness keeps for a running container: the stdin pipe ends it holds.
 struct RunningContainer {
     /// Write end of the container's stdin pipe, held open until the container goes.

@@ -33,6 +33,13 @@ struct Workload: Sendable {
     var netns: String { "zpbench-\(name)" }
     /// Its container id.
     var containerID: String { "zpbench-\(name)" }
+    /// Its cgroup path (below each cgroup v1 controller's root).
+    var cgroupsPath: String { "/zpbench/\(name)" }
+    /// True for workloads answering HTTP (those a steady-state wrk run can load).
+    var httpURL: String? {
+        guard case .http(let path, _, _) = probe else { return nil }
+        return "http://\(address):\(port)\(path)"
+    }
 }
 
 /// A helper container that runs next to a workload for the whole run and is linked to it by an
