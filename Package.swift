@@ -27,6 +27,7 @@ let package = Package(
             name: "zpbench",
             dependencies: ["ZPCore", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "bench/Harness", swiftSettings: strict),
+        .testTarget(name: "zpbenchTests", dependencies: ["zpbench"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
 )
