@@ -72,7 +72,7 @@ def main(samples_path: str, out_path: str) -> None:
         if sizes and times:
             right.annotate(w, (statistics.median(sizes), max(times)), textcoords="offset points", xytext=(4, 6),
                            fontsize=8)
-    right.set_xscale("symlog", linthresh=1)
+    right.set_xscale("log")
     right.set_xlabel("checkpoint image size (MiB, du)")
     right.set_ylabel("milliseconds")
     right.set_title("Restore time vs image size")

@@ -10,7 +10,7 @@ ZP_CACHE=${ZP_CACHE:-/var/cache/zeropod-swift}
 ROOT="$ZP_CACHE/rootfs"
 here=$(cd "$(dirname "$0")" && pwd)
 # WordPress's database address and the address WordPress calls home (the bench harness sets up
-# the veth pairs that carry them; see bench/README.md).
+# the veth pairs that carry them; see docs/benchmarks.md).
 ZP_WP_DB_ADDR=10.78.0.2
 ZP_WP_HOME=http://10.77.15.2
 log() { printf '[rootfs] %s\n' "$*" >&2; }

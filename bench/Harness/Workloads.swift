@@ -79,6 +79,9 @@ extension Workload {
     static let jvm = Workload(
         name: "jvm", recipe: "jvm",
         args: ["/usr/bin/java", "-Xms384m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:-UsePerfData",
+               // the JDK server writes headers and body in two segments: without TCP_NODELAY,
+               // Nagle + delayed ACK add ~40 ms to every keep-alive response under wrk
+               "-Dsun.net.httpserver.nodelay=true",
                "-cp", "/opt/zeropod", "ZeropodBench"],
         env: ["ZP_PORT=8080", "ZP_HEAP_MIB=256", "ZP_BURN_MS=3000"],
         port: 8080, probe: .http(path: "/", host: "jvm", expect: "zeropod jvm heap=256MiB"), subnet: 14)
