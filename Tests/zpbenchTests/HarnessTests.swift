@@ -62,6 +62,7 @@ struct HarnessTests {
         #expect(abs(s.p50 - 0.85) < 1e-9)
         #expect(s.p99 == 19.01)
         #expect(s.errors == 7)
+        #expect(s.errorDetail.contains("timeout 1") && s.errorDetail.contains("responses: 4"))
         #expect(throws: BenchError.self) { try SteadyState(workload: "x", runtime: "runc", wrkOutput: "garbage") }
     }
 

@@ -108,7 +108,8 @@ struct BenchCommand: ParsableCommand {
         if wrkSeconds > 0, let url = w.httpURL {
             for rt in runtimes {
                 let l = try steadyState(w, url: url, bundle: bundle, runtime: rt)
-                print("[zpbench] \(w.name) \(rt.name) steady state: \(l.requestsPerSecond) req/s, p50 \(l.p50) p99 \(l.p99)")
+                print("[zpbench] \(w.name) \(rt.name) steady state: \(l.requestsPerSecond) req/s, p50 \(l.p50) ms, p99 \(l.p99) ms"
+                      + (l.errorDetail.isEmpty ? "" : ", wrk: \(l.errorDetail)"))
                 loads.append(l)
             }
         }

@@ -86,6 +86,8 @@ struct SteadyState: Sendable {
     var p99: Double
     /// Responses that were not 2xx/3xx, plus socket errors wrk counted.
     var errors: Int
+    /// wrk's own lines about those errors ("Socket errors: ...", "Non-2xx or 3xx responses: N").
+    var errorDetail: String
 
     /// Parses `wrk --latency` output.
     init(workload: String, runtime: String, wrkOutput: String) throws {
@@ -93,6 +95,7 @@ struct SteadyState: Sendable {
         self.runtime = runtime
         var rps: Double?, p50: Double?, p99: Double?
         var errors = 0
+        var detail: [String] = []
         for raw in wrkOutput.split(separator: "\n") {
             let f = raw.split(separator: " ", omittingEmptySubsequences: true)
             guard let key = f.first else { continue }
@@ -100,9 +103,12 @@ struct SteadyState: Sendable {
             case "Requests/sec:": rps = f.count > 1 ? Double(f[1]) : nil
             case "50%": p50 = f.count > 1 ? Self.milliseconds(String(f[1])) : nil
             case "99%": p99 = f.count > 1 ? Self.milliseconds(String(f[1])) : nil
-            case "Non-2xx": errors += Int(f.last ?? "") ?? 0
+            case "Non-2xx":
+                errors += Int(f.last ?? "") ?? 0
+                detail.append(raw.trimmingCharacters(in: .whitespaces))
             case "Socket":  // Socket errors: connect 0, read 0, write 0, timeout 0
                 errors += f.compactMap { Int($0.trimmingCharacters(in: CharacterSet(charactersIn: ","))) }.reduce(0, +)
+                detail.append(raw.trimmingCharacters(in: .whitespaces))
             default: break
             }
         }
@@ -111,6 +117,7 @@ struct SteadyState: Sendable {
         self.p50 = p50
         self.p99 = p99
         self.errors = errors
+        self.errorDetail = detail.joined(separator: "; ")
     }
 
     /// "850.00us", "1.23ms", "2.00s" → milliseconds.
@@ -156,8 +163,9 @@ struct Report {
     }
 
     /// Summary rows: one per workload with runc's medians and the zeropod-swift columns
-    /// (`n/a` until that runtime takes part) and their ratios to runc.
-    func summaryRows() -> [[String]] {
+    /// (`n/a` until that runtime takes part) and their ratios to runc. With `ranges`, the timing
+    /// cells add the spread as "median [min–max]" (the machine is noisy).
+    func summaryRows(ranges: Bool = false) -> [[String]] {
         workloads.map { w in
             let image = med(w, "runc") { $0.imageKiB.map { Double($0) / 1024 } }
             let cold = med(w, "runc") { $0.coldStartMs }
@@ -166,6 +174,11 @@ struct Report {
             let rf = med(w, "runc") { $0.restoreFirstResponseMs }
             let zck = med(w, Self.zeropod) { $0.checkpointMs }
             let zrf = med(w, Self.zeropod) { $0.restoreFirstResponseMs }
+            let cell = { (rt: String, median: Double?, key: (Sample) -> Double?) -> String in
+                let xs = samples.filter { $0.workload == w && $0.runtime == rt }.compactMap(key)
+                guard ranges, let lo = xs.min(), let hi = xs.max() else { return fmt(median) }
+                return fmt(median) + String(format: " [%.0f–%.0f]", lo, hi)
+            }
             let frozen = med(w, "runc") { $0.criuDump?.frozenMs }
             let mem = med(w, "runc") { $0.memory.map { Double($0.usage) / 1_048_576 } }
             let rss = med(w, "runc") { $0.memory.map { Double($0.rss) / 1_048_576 } }
@@ -175,8 +188,11 @@ struct Report {
                 return String(format: "%.2f", a / b)
             }
             let n = samples.filter { $0.workload == w && $0.runtime == "runc" }.count
-            return [w, fmt(image, digits: 1), fmt(mem, digits: 1), fmt(rss, digits: 1), fmt(cold), fmt(ck), fmt(rs), fmt(rf), fmt(frozen), fmt(criuRestore),
-                    fmt(zck), fmt(zrf), ratio(zck, ck), ratio(zrf, rf), "\(n)"]
+            return [w, fmt(image, digits: 1), fmt(mem, digits: 1), fmt(rss, digits: 1),
+                    cell("runc", cold) { $0.coldStartMs }, cell("runc", ck) { $0.checkpointMs }, fmt(rs),
+                    cell("runc", rf) { $0.restoreFirstResponseMs }, fmt(frozen), fmt(criuRestore),
+                    cell(Self.zeropod, zck) { $0.checkpointMs }, cell(Self.zeropod, zrf) { $0.restoreFirstResponseMs },
+                    ratio(zck, ck), ratio(zrf, rf), "\(n)"]
         }
     }
 
@@ -191,9 +207,9 @@ struct Report {
     func markdown() -> String {
         var lines = ["| " + Self.summaryHeader.joined(separator: " | ") + " |",
                      "|" + String(repeating: "---|", count: Self.summaryHeader.count)]
-        for row in summaryRows() { lines.append("| " + row.joined(separator: " | ") + " |") }
+        for row in summaryRows(ranges: true) { lines.append("| " + row.joined(separator: " | ") + " |") }
         lines.append("")
-        lines.append("Medians of \(cycles) cycles, milliseconds; runtimes measured: \(runtimes.joined(separator: ", ")).")
+        lines.append("Medians [min–max] of \(cycles) cycles, milliseconds; runtimes measured: \(runtimes.joined(separator: ", ")).")
         if !machine.isEmpty { lines.append("Machine: \(machine).") }
         if !steady.isEmpty {
             lines += ["", "| workload | runtime | requests/s | p50 ms | p99 ms | errors | throughput ratio zp/runc |",
