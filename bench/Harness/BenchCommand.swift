@@ -55,23 +55,28 @@ struct BenchCommand: ParsableCommand {
         var failures: [String] = []
         for w in selected {
             do {
-                let (s, l) = try measure(w, runtimes: runtimes)
-                samples += s
-                steady += l
+                try measure(w, runtimes: runtimes, samples: &samples, steady: &steady, failures: &failures)
             } catch {
                 failures.append("\(w.name): \(error)")
                 print("[zpbench] \(w.name) FAILED: \(error)")
             }
         }
+        // The parent cgroup `/zpbench` that runc created below each v1 controller (empty by now).
+        for controller in (try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? [] {
+            _ = rmdir("/sys/fs/cgroup/\(controller)/zpbench")
+        }
         let report = Report(samples: samples, steady: steady, failures: failures, cycles: cycles,
                             runtimes: runtimes.map(\.name), machine: Self.machine(criu: criu))
         try report.write(to: results)
         print(report.markdown())
+        if !failures.isEmpty { throw ExitCode(1) }
     }
 
     /// All cycles of one workload for every runtime, interleaved (cycle 1 of each runtime, then 2, ...),
-    /// then the steady-state load of each runtime.
-    private func measure(_ w: Workload, runtimes: [any BenchRuntime]) throws -> ([Sample], [SteadyState]) {
+    /// then the steady-state load of each runtime. A failing cycle ends the workload's cycles but
+    /// keeps the samples taken so far; a failing wrk run is recorded and does not discard them.
+    private func measure(_ w: Workload, runtimes: [any BenchRuntime], samples: inout [Sample],
+                         steady: inout [SteadyState], failures: inout [String]) throws {
         print("[zpbench] \(w.name): preparing rootfs and bundle")
         let bundle = try prepare(w)
         var sidecarBundle: Bundle?
@@ -87,33 +92,44 @@ struct BenchCommand: ParsableCommand {
             }
         }
         if let s = w.sidecar {
-            sidecarBundle = try prepare(s.workload)
+            let sb = try prepare(s.workload)
+            sidecarBundle = sb
             try BenchNetwork.link(w, s)
-            sidecarContainer = try baseline.start(s.workload, bundle: sidecarBundle!)
+            sidecarContainer = try baseline.start(s.workload, bundle: sb)
             var why = ""
             guard s.workload.probe.poll(address: s.workload.address, port: s.workload.port,
                                         deadline: .now + s.workload.startDeadline, lastError: &why) else {
-                throw BenchError("sidecar \(s.workload.name) did not answer: \(why)\(tail(sidecarBundle!.logFile))")
+                throw BenchError("sidecar \(s.workload.name) did not answer: \(why)\(tail(sb.logFile))")
             }
         }
-        var out: [Sample] = []
-        for cycle in 1...cycles {
+        cycles: for cycle in 1...cycles {
             for rt in runtimes {
-                let s = try measureCycle(w, bundle: bundle, runtime: rt, cycle: cycle)
-                print("[zpbench] \(w.name) \(rt.name) #\(cycle): " + s.summaryLine)
-                out.append(s)
+                do {
+                    let s = try measureCycle(w, bundle: bundle, runtime: rt, cycle: cycle)
+                    print("[zpbench] \(w.name) \(rt.name) #\(cycle): " + s.summaryLine)
+                    samples.append(s)
+                } catch {
+                    failures.append("\(w.name) \(rt.name) cycle \(cycle): \(error)")
+                    print("[zpbench] \(w.name) \(rt.name) cycle \(cycle) FAILED: \(error)")
+                    break cycles
+                }
             }
         }
-        var loads: [SteadyState] = []
         if wrkSeconds > 0, let url = w.httpURL {
             for rt in runtimes {
-                let l = try steadyState(w, url: url, bundle: bundle, runtime: rt)
+                let l: SteadyState
+                do {
+                    l = try steadyState(w, url: url, bundle: bundle, runtime: rt)
+                } catch {
+                    failures.append("\(w.name) \(rt.name) steady state: \(error)")
+                    print("[zpbench] \(w.name) \(rt.name) steady state FAILED: \(error)")
+                    continue
+                }
                 print("[zpbench] \(w.name) \(rt.name) steady state: \(l.requestsPerSecond) req/s, p50 \(l.p50) ms, p99 \(l.p99) ms"
                       + (l.errorDetail.isEmpty ? "" : ", wrk: \(l.errorDetail)"))
-                loads.append(l)
+                steady.append(l)
             }
         }
-        return (out, loads)
     }
 
     /// Starts the container, waits for a correct answer, then loads it with wrk (2 threads, 16
