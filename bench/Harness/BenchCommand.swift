@@ -130,6 +130,71 @@ struct BenchCommand: ParsableCommand {
                 steady.append(l)
             }
         }
+        if let side = w.sidecar, let sb = sidecarBundle {
+            // The cascade needs the sidecar under the measured runtime: stop the long-running one.
+            baseline.remove(side.workload, container: sidecarContainer)
+            sidecarContainer = nil
+            cascade: for cycle in 1...cycles {
+                for rt in runtimes {
+                    do {
+                        let s = try measureCascade(w, side, bundle: bundle, sidecarBundle: sb, runtime: rt, cycle: cycle)
+                        print("[zpbench] \(s.workload) \(rt.name) #\(cycle): " + s.summaryLine)
+                        samples.append(s)
+                    } catch {
+                        failures.append("\(w.name) cascade \(rt.name) cycle \(cycle): \(error)")
+                        print("[zpbench] \(w.name) cascade \(rt.name) cycle \(cycle) FAILED: \(error)")
+                        break cascade
+                    }
+                }
+            }
+        }
+    }
+
+    /// The cascade: the workload and its sidecar both checkpointed, then one request must wake both.
+    /// Recorded as workload "<name>+<sidecar>": checkpoint = both checkpoints, image = both images,
+    /// restore = both `restore` calls (sidecar first; none for runtimes that restore on connection),
+    /// restore → 1st response = from the first restore (or the request) to the correct page.
+    private func measureCascade(_ w: Workload, _ side: Sidecar, bundle: Bundle, sidecarBundle sb: Bundle,
+                                runtime rt: any BenchRuntime, cycle: Int) throws -> Sample {
+        var sample = Sample(workload: "\(w.name)+\(side.workload.name)", runtime: rt.name, cycle: cycle)
+        defer {
+            rt.remove(w, container: nil)
+            rt.remove(side.workload, container: nil)
+        }
+        var why = ""
+        var db = try rt.start(side.workload, bundle: sb)
+        guard side.workload.probe.poll(address: side.workload.address, port: side.workload.port,
+                                       deadline: .now + side.workload.startDeadline, lastError: &why) else {
+            throw BenchError("\(side.workload.name) (\(rt.name)) did not answer: \(why)\(tail(sb.logFile))")
+        }
+        let t0 = ContinuousClock.now
+        var web = try rt.start(w, bundle: bundle)
+        guard w.probe.poll(address: w.address, port: w.port, deadline: t0 + w.startDeadline, lastError: &why) else {
+            throw BenchError("\(w.name) (\(rt.name)) did not answer: \(why)\(tail(bundle.logFile))")
+        }
+        sample.coldStartMs = millis(since: t0)
+        usleep(useconds_t(settleMs * 1000))
+        if let a = rt.memory(of: w), let b = rt.memory(of: side.workload) {
+            sample.memory = ContainerMemory(usage: a.usage + b.usage, rss: a.rss + b.rss)
+        }
+
+        let t1 = ContinuousClock.now
+        try rt.checkpoint(w, bundle: bundle, container: &web)
+        try rt.checkpoint(side.workload, bundle: sb, container: &db)
+        sample.checkpointMs = millis(since: t1)
+        sample.imageKiB = try diskUsageKiB(bundle.imageDir) + diskUsageKiB(sb.imageDir)
+
+        let t2 = ContinuousClock.now
+        if !rt.restoresOnConnection {
+            try rt.restore(side.workload, bundle: sb, container: &db)
+            try rt.restore(w, bundle: bundle, container: &web)
+            sample.restoreMs = millis(since: t2)
+        }
+        guard w.probe.poll(address: w.address, port: w.port, deadline: t2 + w.startDeadline, lastError: &why) else {
+            throw BenchError("\(w.name) (\(rt.name)) did not answer after the cascade restore: \(why)\(tail(bundle.logFile))")
+        }
+        sample.restoreFirstResponseMs = millis(since: t2)
+        return sample
     }
 
     /// Starts the container, waits for a correct answer, then loads it with wrk (2 threads, 16
