@@ -46,7 +46,7 @@ def main(samples_path: str, out_path: str) -> None:
             if y:
                 left.annotate(f"{y:.0f}", (b.get_x() + b.get_width() / 2, y), ha="center", va="bottom", fontsize=7)
     left.set_xticks(range(len(workloads)))
-    left.set_xticklabels(workloads)
+    left.set_xticklabels([w.replace("+", "+\n") for w in workloads], fontsize=8)
     left.set_yscale("log")
     left.set_ylabel("milliseconds (median, log scale)")
     left.set_title("Cold start vs restore → first correct response")
