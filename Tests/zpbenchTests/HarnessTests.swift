@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 @testable import zpbench
 
@@ -128,12 +129,11 @@ struct HarnessTests {
 }
 
 /// A loopback HTTP server on an ephemeral port answering canned responses by path, one thread.
-private final class LoopbackHTTPServer: @unchecked Sendable {
-    // `fd` is written once before the accept thread starts and closed once under `closed`.
+private final class LoopbackHTTPServer: Sendable {
     private let fd: Int32
     let port: UInt16
-    private let lock = NSLock()
-    private var closed = false
+    /// Set when the listening socket has been closed (exactly once).
+    private let closed = Mutex(false)
 
     init(responses: [String: String]) throws {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -170,9 +170,7 @@ private final class LoopbackHTTPServer: @unchecked Sendable {
     }
 
     func close() {
-        lock.lock(); defer { lock.unlock() }
-        guard !closed else { return }
-        closed = true
+        guard closed.withLock({ wasClosed in defer { wasClosed = true }; return !wasClosed }) else { return }
         shutdown(fd, Int32(SHUT_RDWR))
         _ = Glibc.close(fd)
     }

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -141,13 +142,12 @@ private func drain(_ fd: Int32, into path: String) {
 }
 
 /// A string written once by one thread and read by another after `waitUntilSet`.
-private final class OutputBox: @unchecked Sendable {
-    // NSCondition guards `stored`; a Mutex would need a second primitive to wait on.
-    private let cond = NSCondition()
-    private var stored: String?
-    func set(_ s: String) { cond.lock(); stored = s; cond.signal(); cond.unlock() }
-    func waitUntilSet() { cond.lock(); while stored == nil { cond.wait() }; cond.unlock() }
-    var value: String { cond.lock(); defer { cond.unlock() }; return stored ?? "" }
+private final class OutputBox: Sendable {
+    private let stored = Mutex<String?>(nil)
+    private let ready = DispatchSemaphore(value: 0)
+    func set(_ s: String) { stored.withLock { $0 = s }; ready.signal() }
+    func waitUntilSet() { ready.wait() }
+    var value: String { stored.withLock { $0 ?? "" } }
 }
 
 /// Milliseconds elapsed since `start`.
