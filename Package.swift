@@ -97,6 +97,12 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // MARK: benchmarks (issue 7): `make bench` runs it through scripts/bench.sh
+        .executableTarget(
+            name: "zpbench",
+            dependencies: ["ZPCore", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "bench/Harness", swiftSettings: strict),
+        .testTarget(name: "zpbenchTests", dependencies: ["zpbench"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
 )

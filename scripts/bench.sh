@@ -1,5 +1,41 @@
 #!/usr/bin/env bash
-# Benchmarks arrive with their issues; each prints figures, never asserts timings.
+# `make bench`: builds (and caches) the workload root filesystems, builds the zpbench harness and
+# runs it: cold start, checkpoint, restore → first correct response, image size and memory per
+# workload, medians of BENCH_CYCLES cycles, plus a wrk steady-state run; then draws the chart.
+# Prints figures, never asserts timings. Results go to bench-results/ (gitignored):
+# summary.md, summary.csv, samples.csv, steady-state.csv, restore.png.
+# Environment: BENCH_WORKLOADS (default: all), BENCH_CYCLES (5), BENCH_WRK_SECONDS (10),
+# BENCH_ARGS (more zpbench options, see `.build/release/zpbench --help`).
 set -euo pipefail
-echo "make bench: no benchmark is there yet." >&2
-exit 1
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || die "must run as root (runc, CRIU, network namespaces)"
+
+WORKLOADS=${BENCH_WORKLOADS:-busybox,nginx,mariadb,jvm,wordpress}
+CYCLES=${BENCH_CYCLES:-5}
+WRK_SECONDS=${BENCH_WRK_SECONDS:-10}
+RESULTS=${BENCH_RESULTS:-bench-results}
+
+recipes=$(printf '%s\n' "${WORKLOADS//,/ }" | tr ' ' '\n' | sort -u | tr '\n' ' ')
+log "root filesystems (cached under \${ZP_CACHE:-/var/cache/zeropod-swift}/rootfs): $recipes"
+# shellcheck disable=SC2086
+bash scripts/rootfs.sh $recipes >/dev/null
+
+log "building zpbench"
+swift build -c release --product zpbench >/dev/null
+bin=$(swift build -c release --show-bin-path)/zpbench
+
+mkdir -p "$RESULTS"
+# shellcheck disable=SC2086
+"$bin" --workloads "$WORKLOADS" --cycles "$CYCLES" --wrk-seconds "$WRK_SECONDS" --results "$RESULTS" ${BENCH_ARGS:-}
+
+# The chart needs matplotlib from Debian (python3-matplotlib, installed by scripts/setup.sh).
+if /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; then
+  /usr/bin/python3 bench/plot.py "$RESULTS/samples.csv" "$RESULTS/restore.png"
+  log "chart: $RESULTS/restore.png"
+else
+  log "no matplotlib for /usr/bin/python3: chart skipped (apt-get install python3-matplotlib)"
+fi
+log "results: $RESULTS/summary.md"

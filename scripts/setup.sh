@@ -31,6 +31,8 @@ PACKAGES=(
   libbsd-dev uuid-dev libgnutls28-dev libnftables-dev libaio-dev asciidoc-base xmlto
   # workloads, tools for tests and benchmarks
   debootstrap busybox-static wrk dpkg-dev xz-utils
+  # benchmarks: javac for the JVM workload (bench/jvm), matplotlib for the chart (bench/plot.py)
+  openjdk-17-jdk-headless python3-matplotlib
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

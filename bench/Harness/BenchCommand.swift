@@ -1,0 +1,283 @@
+import ArgumentParser
+import Foundation
+
+/// `zpbench`: cold start, checkpoint and restore of realistic workloads, side by side per runtime,
+/// with medians over several cycles. Prints a markdown table and writes CSV files (and, through
+/// bench/plot.py, a PNG chart) into the results folder. Timings are printed, never asserted.
+@main
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "zpbench",
+        abstract: "Benchmarks cold start, checkpoint and restore → first correct response per workload.")
+
+    @Option(help: "Comma-separated workloads (\(Workload.all.map(\.name).joined(separator: ","))).")
+    var workloads = Workload.all.map(\.name).joined(separator: ",")
+
+    @Option(help: "Measured cycles per workload and runtime (≥ 5 for the report).")
+    var cycles = 5
+
+    @Option(help: "Folder for the table, CSV files and chart.")
+    var results = "bench-results"
+
+    @Option(help: "Scratch folder for bundles, rootfs copies and checkpoint images.")
+    var workDir = "/var/lib/zeropod-swift-bench"
+
+    @Option(help: "The script that builds and prints cached root filesystems.")
+    var rootfsScript = "scripts/rootfs.sh"
+
+    @Option(help: "The CRIU binary runc uses.")
+    var criu = "/usr/local/sbin/criu"
+
+    @Option(help: "Idle time between the first response and the checkpoint, in milliseconds.")
+    var settleMs = 1000
+
+    @Option(help: "Seconds of wrk load per HTTP workload and runtime for the steady-state table (0: none).")
+    var wrkSeconds = 10
+
+    @Flag(help: "Keep bundles, rootfs copies and images in the work folder afterwards.")
+    var keepWork = false
+
+    mutating func run() throws {
+        guard getuid() == 0 else { throw BenchError("zpbench must run as root (runc, CRIU, netns)") }
+        let names = workloads.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
+        let selected = try names.map { n in
+            guard let w = Workload.all.first(where: { $0.name == n }) else {
+                throw BenchError("unknown workload '\(n)' (known: \(Workload.all.map(\.name).joined(separator: ", ")))")
+            }
+            return w
+        }
+        let runtimes: [any BenchRuntime] = [RuncRuntime(stateRoot: "/run/zpbench-runc", criu: criu)]
+        try FileManager.default.createDirectory(atPath: results, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: workDir, withIntermediateDirectories: true)
+
+        var samples: [Sample] = []
+        var steady: [SteadyState] = []
+        var failures: [String] = []
+        for w in selected {
+            do {
+                try measure(w, runtimes: runtimes, samples: &samples, steady: &steady, failures: &failures)
+            } catch {
+                failures.append("\(w.name): \(error)")
+                print("[zpbench] \(w.name) FAILED: \(error)")
+            }
+        }
+        // The parent cgroup `/zpbench` that runc created below each v1 controller (empty by now).
+        for controller in (try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? [] {
+            _ = rmdir("/sys/fs/cgroup/\(controller)/zpbench")
+        }
+        let report = Report(samples: samples, steady: steady, failures: failures, cycles: cycles,
+                            runtimes: runtimes.map(\.name), machine: Self.machine(criu: criu))
+        try report.write(to: results)
+        print(report.markdown())
+        if !failures.isEmpty { throw ExitCode(1) }
+    }
+
+    /// All cycles of one workload for every runtime, interleaved (cycle 1 of each runtime, then 2, ...),
+    /// then the steady-state load of each runtime. A failing cycle ends the workload's cycles but
+    /// keeps the samples taken so far; a failing wrk run is recorded and does not discard them.
+    private func measure(_ w: Workload, runtimes: [any BenchRuntime], samples: inout [Sample],
+                         steady: inout [SteadyState], failures: inout [String]) throws {
+        print("[zpbench] \(w.name): preparing rootfs and bundle")
+        let bundle = try prepare(w)
+        var sidecarBundle: Bundle?
+        var sidecarContainer: RunningContainer?
+        let baseline = runtimes[0]
+        defer {
+            for rt in runtimes { rt.remove(w, container: nil) }
+            if let s = w.sidecar { baseline.remove(s.workload, container: sidecarContainer); BenchNetwork.remove(for: s.workload) }
+            BenchNetwork.remove(for: w)
+            if !keepWork {
+                runIgnoringFailure(["rm", "-rf", bundle.path])
+                if let sb = sidecarBundle { runIgnoringFailure(["rm", "-rf", sb.path]) }
+            }
+        }
+        if let s = w.sidecar {
+            let sb = try prepare(s.workload)
+            sidecarBundle = sb
+            try BenchNetwork.link(w, s)
+            sidecarContainer = try baseline.start(s.workload, bundle: sb)
+            var why = ""
+            guard s.workload.probe.poll(address: s.workload.address, port: s.workload.port,
+                                        deadline: .now + s.workload.startDeadline, lastError: &why) else {
+                throw BenchError("sidecar \(s.workload.name) did not answer: \(why)\(tail(sb.logFile))")
+            }
+        }
+        cycles: for cycle in 1...cycles {
+            for rt in runtimes {
+                do {
+                    let s = try measureCycle(w, bundle: bundle, runtime: rt, cycle: cycle)
+                    print("[zpbench] \(w.name) \(rt.name) #\(cycle): " + s.summaryLine)
+                    samples.append(s)
+                } catch {
+                    failures.append("\(w.name) \(rt.name) cycle \(cycle): \(error)")
+                    print("[zpbench] \(w.name) \(rt.name) cycle \(cycle) FAILED: \(error)")
+                    break cycles
+                }
+            }
+        }
+        if wrkSeconds > 0, let url = w.httpURL {
+            for rt in runtimes {
+                let l: SteadyState
+                do {
+                    l = try steadyState(w, url: url, bundle: bundle, runtime: rt)
+                } catch {
+                    failures.append("\(w.name) \(rt.name) steady state: \(error)")
+                    print("[zpbench] \(w.name) \(rt.name) steady state FAILED: \(error)")
+                    continue
+                }
+                print("[zpbench] \(w.name) \(rt.name) steady state: \(l.requestsPerSecond) req/s, p50 \(l.p50) ms, p99 \(l.p99) ms"
+                      + (l.errorDetail.isEmpty ? "" : ", wrk: \(l.errorDetail)"))
+                steady.append(l)
+            }
+        }
+        if let side = w.sidecar, let sb = sidecarBundle {
+            // The cascade needs the sidecar under the measured runtime: stop the long-running one.
+            baseline.remove(side.workload, container: sidecarContainer)
+            sidecarContainer = nil
+            cascade: for cycle in 1...cycles {
+                for rt in runtimes {
+                    do {
+                        let s = try measureCascade(w, side, bundle: bundle, sidecarBundle: sb, runtime: rt, cycle: cycle)
+                        print("[zpbench] \(s.workload) \(rt.name) #\(cycle): " + s.summaryLine)
+                        samples.append(s)
+                    } catch {
+                        failures.append("\(w.name) cascade \(rt.name) cycle \(cycle): \(error)")
+                        print("[zpbench] \(w.name) cascade \(rt.name) cycle \(cycle) FAILED: \(error)")
+                        break cascade
+                    }
+                }
+            }
+        }
+    }
+
+    /// The cascade: the workload and its sidecar both checkpointed, then one request must wake both.
+    /// Recorded as workload "<name>+<sidecar>": checkpoint = both checkpoints, image = both images,
+    /// restore = both `restore` calls (sidecar first; none for runtimes that restore on connection),
+    /// restore → 1st response = from the first restore (or the request) to the correct page.
+    private func measureCascade(_ w: Workload, _ side: Sidecar, bundle: Bundle, sidecarBundle sb: Bundle,
+                                runtime rt: any BenchRuntime, cycle: Int) throws -> Sample {
+        var sample = Sample(workload: "\(w.name)+\(side.workload.name)", runtime: rt.name, cycle: cycle)
+        defer {
+            rt.remove(w, container: nil)
+            rt.remove(side.workload, container: nil)
+        }
+        var why = ""
+        var db = try rt.start(side.workload, bundle: sb)
+        guard side.workload.probe.poll(address: side.workload.address, port: side.workload.port,
+                                       deadline: .now + side.workload.startDeadline, lastError: &why) else {
+            throw BenchError("\(side.workload.name) (\(rt.name)) did not answer: \(why)\(tail(sb.logFile))")
+        }
+        let t0 = ContinuousClock.now
+        var web = try rt.start(w, bundle: bundle)
+        guard w.probe.poll(address: w.address, port: w.port, deadline: t0 + w.startDeadline, lastError: &why) else {
+            throw BenchError("\(w.name) (\(rt.name)) did not answer: \(why)\(tail(bundle.logFile))")
+        }
+        sample.coldStartMs = millis(since: t0)
+        usleep(useconds_t(settleMs * 1000))
+        if let a = rt.memory(of: w), let b = rt.memory(of: side.workload) {
+            sample.memory = ContainerMemory(usage: a.usage + b.usage, rss: a.rss + b.rss)
+        }
+
+        let t1 = ContinuousClock.now
+        try rt.checkpoint(w, bundle: bundle, container: &web)
+        try rt.checkpoint(side.workload, bundle: sb, container: &db)
+        sample.checkpointMs = millis(since: t1)
+        sample.imageKiB = try diskUsageKiB(bundle.imageDir) + diskUsageKiB(sb.imageDir)
+
+        let t2 = ContinuousClock.now
+        if !rt.restoresOnConnection {
+            try rt.restore(side.workload, bundle: sb, container: &db)
+            try rt.restore(w, bundle: bundle, container: &web)
+            sample.restoreMs = millis(since: t2)
+        }
+        guard w.probe.poll(address: w.address, port: w.port, deadline: t2 + w.startDeadline, lastError: &why) else {
+            throw BenchError("\(w.name) (\(rt.name)) did not answer after the cascade restore: \(why)\(tail(bundle.logFile))")
+        }
+        sample.restoreFirstResponseMs = millis(since: t2)
+        return sample
+    }
+
+    /// Starts the container, waits for a correct answer, then loads it with wrk (2 threads, 16
+    /// connections) for `wrkSeconds` seconds and reads throughput and latency percentiles.
+    private func steadyState(_ w: Workload, url: String, bundle: Bundle, runtime rt: any BenchRuntime) throws -> SteadyState {
+        defer { rt.remove(w, container: nil) }
+        var why = ""
+        let t0 = ContinuousClock.now
+        let c = try rt.start(w, bundle: bundle)
+        guard w.probe.poll(address: w.address, port: w.port, deadline: t0 + w.startDeadline, lastError: &why) else {
+            throw BenchError("\(w.name) (\(rt.name)) did not answer before the wrk run: \(why)\(tail(bundle.logFile))")
+        }
+        let out = try runChecked(["wrk", "-t2", "-c16", "-d\(wrkSeconds)s", "--latency", url])
+        _ = c
+        return try SteadyState(workload: w.name, runtime: rt.name, wrkOutput: out)
+    }
+
+    /// Cold start → first correct answer, checkpoint, restore → first correct answer, image size.
+    private func measureCycle(_ w: Workload, bundle: Bundle, runtime rt: any BenchRuntime, cycle: Int) throws -> Sample {
+        var sample = Sample(workload: w.name, runtime: rt.name, cycle: cycle)
+        var why = ""
+        defer { rt.remove(w, container: nil) }
+
+        let t0 = ContinuousClock.now
+        var c = try rt.start(w, bundle: bundle)
+        guard w.probe.poll(address: w.address, port: w.port, deadline: t0 + w.startDeadline, lastError: &why) else {
+            throw BenchError("\(w.name) (\(rt.name)) did not answer after a cold start: \(why)\(tail(bundle.logFile))")
+        }
+        sample.coldStartMs = millis(since: t0)
+
+        // An idle pause before scaling down, as a real idle timeout would give.
+        usleep(useconds_t(settleMs * 1000))
+        sample.memory = rt.memory(of: w)
+
+        let t1 = ContinuousClock.now
+        try rt.checkpoint(w, bundle: bundle, container: &c)
+        sample.checkpointMs = millis(since: t1)
+        sample.imageKiB = try diskUsageKiB(bundle.imageDir)
+        sample.criuDump = CRIUStats.read(bundle.workDir + "/stats-dump")
+
+        let t2 = ContinuousClock.now
+        if !rt.restoresOnConnection {
+            try rt.restore(w, bundle: bundle, container: &c)
+            sample.restoreMs = millis(since: t2)
+        }
+        guard w.probe.poll(address: w.address, port: w.port, deadline: t2 + w.startDeadline, lastError: &why) else {
+            throw BenchError("\(w.name) (\(rt.name)) did not answer after restore: \(why)\(tail(bundle.logFile))")
+        }
+        sample.restoreFirstResponseMs = millis(since: t2)
+        sample.criuRestore = CRIUStats.read(bundle.workDir + "/stats-restore")
+        return sample
+    }
+
+    /// Builds (or reuses) the cached rootfs, copies it into a fresh bundle and sets up the netns.
+    private func prepare(_ w: Workload) throws -> Bundle {
+        let out = try runChecked(["bash", rootfsScript, w.recipe])
+        guard let cached = out.split(separator: "\n").last.map(String.init), !cached.isEmpty else {
+            throw BenchError("\(rootfsScript) \(w.recipe) printed no path")
+        }
+        let rootfs = w.rootfsSubdir.map { cached + "/" + $0 } ?? cached
+        let bundle = try Bundle.create(at: workDir + "/" + w.name, rootfs: rootfs, workload: w)
+        try BenchNetwork.create(for: w)
+        return bundle
+    }
+
+    /// nproc, kernel, CPU model, runc and CRIU versions, for the report.
+    static func machine(criu: String) -> String {
+        let cpu = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
+            .split(separator: "\n").first { $0.hasPrefix("model name") }
+            .map { $0.split(separator: ":", maxSplits: 1)[1].trimmingCharacters(in: .whitespaces) } ?? "unknown"
+        let first = { (argv: [String]) -> String in
+            ((try? runChecked(argv)) ?? "unknown").split(separator: "\n").first.map(String.init) ?? "unknown"
+        }
+        return "nproc \(ProcessInfo.processInfo.activeProcessorCount), kernel \(first(["uname", "-r"])), CPU \(cpu), "
+            + "memory \(ProcessInfo.processInfo.physicalMemory >> 30) GiB, \(first(["runc", "--version"])), "
+            + "CRIU \(first([criu, "--version"]))"
+    }
+
+    private func diskUsageKiB(_ path: String) throws -> Int {
+        let out = try runChecked(["du", "-sk", path])
+        guard let kib = out.split(separator: "\t").first.flatMap({ Int($0) }) else {
+            throw BenchError("du -sk \(path) printed '\(out)'")
+        }
+        return kib
+    }
+}

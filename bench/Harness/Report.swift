@@ -1,0 +1,260 @@
+import Foundation
+import ZPCore
+
+/// CRIU's own timings from its `stats-dump` / `stats-restore` image (`stats.proto`: a
+/// `stats_entry` with `dump` = 1 and `restore` = 2), in milliseconds.
+struct CRIUStats: Sendable {
+    /// Dump: time to freeze the tree (field 1, µs in the file).
+    var freezingMs: Double?
+    /// Dump: how long the tree stayed frozen (field 2).
+    var frozenMs: Double?
+    /// Dump: time to collect memory (field 3).
+    var memdumpMs: Double?
+    /// Dump: time to write pages (field 4).
+    var memwriteMs: Double?
+    /// Dump: pages written (field 7).
+    var pagesWritten: UInt64?
+    /// Restore: time to fork the tree (field 3 of restore_stats_entry).
+    var forkingMs: Double?
+    /// Restore: CRIU's whole restore (field 4).
+    var restoreMs: Double?
+
+    /// Reads a CRIU stats image: two magic words, then a 32-bit length and one `stats_entry`.
+    /// Returns nil when the file is missing or does not parse (stats are informative only).
+    static func read(_ path: String) -> CRIUStats? {
+        guard let data = FileManager.default.contents(atPath: path), data.count > 12 else { return nil }
+        let bytes = [UInt8](data)
+        let len = Int(bytes[8]) | Int(bytes[9]) << 8 | Int(bytes[10]) << 16 | Int(bytes[11]) << 24
+        guard 12 + len <= bytes.count else { return nil }
+        var stats = CRIUStats()
+        do {
+            var entry = ProtobufReader(bytes[12..<12 + len])
+            while let f = try entry.nextField() {
+                var sub = try f.message(in: "stats_entry")
+                while let g = try sub.nextField() {
+                    let us = { () throws(ProtobufError) -> Double in Double(try g.uint64(in: "stats")) / 1000 }
+                    switch (f.number, g.number) {
+                    case (1, 1): stats.freezingMs = try us()
+                    case (1, 2): stats.frozenMs = try us()
+                    case (1, 3): stats.memdumpMs = try us()
+                    case (1, 4): stats.memwriteMs = try us()
+                    case (1, 7): stats.pagesWritten = try g.uint64(in: "dump_stats_entry")
+                    case (2, 3): stats.forkingMs = try us()
+                    case (2, 4): stats.restoreMs = try us()
+                    default: break
+                    }
+                }
+            }
+        } catch {
+            return nil
+        }
+        return stats
+    }
+}
+
+/// One measured cycle of one workload under one runtime (milliseconds).
+struct Sample: Sendable {
+    var workload: String
+    var runtime: String
+    var cycle: Int
+    var coldStartMs: Double?
+    var checkpointMs: Double?
+    var restoreMs: Double?
+    var restoreFirstResponseMs: Double?
+    var imageKiB: Int?
+    var criuDump: CRIUStats?
+    var criuRestore: CRIUStats?
+    /// The container's memory just before the checkpoint (all of it is freed by the checkpoint).
+    var memory: ContainerMemory?
+
+    /// One progress line for the console.
+    var summaryLine: String {
+        func f(_ v: Double?) -> String { v.map { String(format: "%.1f", $0) } ?? "-" }
+        return "cold \(f(coldStartMs)) ms, checkpoint \(f(checkpointMs)) ms, restore \(f(restoreMs)) ms, "
+            + "restore→1st \(f(restoreFirstResponseMs)) ms, image \(imageKiB.map { String($0 / 1024) } ?? "-") MiB"
+            + ", CRIU frozen \(f(criuDump?.frozenMs)) ms, CRIU restore \(f(criuRestore?.restoreMs)) ms"
+    }
+}
+
+/// Throughput and latency of a running container under wrk load.
+struct SteadyState: Sendable {
+    var workload: String
+    var runtime: String
+    var requestsPerSecond: Double
+    /// Latency percentiles in milliseconds.
+    var p50: Double
+    var p99: Double
+    /// Responses that were not 2xx/3xx, plus socket errors wrk counted.
+    var errors: Int
+    /// wrk's own lines about those errors ("Socket errors: ...", "Non-2xx or 3xx responses: N").
+    var errorDetail: String
+
+    /// Parses `wrk --latency` output.
+    init(workload: String, runtime: String, wrkOutput: String) throws {
+        self.workload = workload
+        self.runtime = runtime
+        var rps: Double?, p50: Double?, p99: Double?
+        var errors = 0
+        var detail: [String] = []
+        for raw in wrkOutput.split(separator: "\n") {
+            let f = raw.split(separator: " ", omittingEmptySubsequences: true)
+            guard let key = f.first else { continue }
+            switch key {
+            case "Requests/sec:": rps = f.count > 1 ? Double(f[1]) : nil
+            case "50%": p50 = f.count > 1 ? Self.milliseconds(String(f[1])) : nil
+            case "99%": p99 = f.count > 1 ? Self.milliseconds(String(f[1])) : nil
+            case "Non-2xx":
+                errors += Int(f.last ?? "") ?? 0
+                detail.append(raw.trimmingCharacters(in: .whitespaces))
+            case "Socket":  // Socket errors: connect 0, read 0, write 0, timeout 0
+                errors += f.compactMap { Int($0.trimmingCharacters(in: CharacterSet(charactersIn: ","))) }.reduce(0, +)
+                detail.append(raw.trimmingCharacters(in: .whitespaces))
+            default: break
+            }
+        }
+        guard let rps, let p50, let p99 else { throw BenchError("wrk output without Requests/sec or percentiles:\n\(wrkOutput)") }
+        self.requestsPerSecond = rps
+        self.p50 = p50
+        self.p99 = p99
+        self.errors = errors
+        self.errorDetail = detail.joined(separator: "; ")
+    }
+
+    /// "850.00us", "1.23ms", "2.00s" → milliseconds.
+    static func milliseconds(_ s: String) -> Double? {
+        for (unit, factor) in [("us", 0.001), ("ms", 1.0), ("s", 1000.0), ("m", 60000.0)] where s.hasSuffix(unit) {
+            return Double(s.dropLast(unit.count)).map { $0 * factor }
+        }
+        return nil
+    }
+}
+
+/// Medians per workload and runtime, written as markdown and CSV.
+struct Report {
+    var samples: [Sample]
+    var steady: [SteadyState] = []
+    var failures: [String]
+    var cycles: Int
+    var runtimes: [String]
+    /// The machine the run was on (nproc, kernel, CPU, versions).
+    var machine: String = ""
+
+    /// The runtime whose numbers the issue's targets compare against runc's.
+    static let zeropod = "zeropod-swift"
+
+    static func median(_ xs: [Double]) -> Double? {
+        guard !xs.isEmpty else { return nil }
+        let s = xs.sorted()
+        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+    }
+
+    private var workloads: [String] {
+        var seen: [String] = []
+        for s in samples where !seen.contains(s.workload) { seen.append(s.workload) }
+        return seen
+    }
+
+    private func med(_ w: String, _ rt: String, _ key: (Sample) -> Double?) -> Double? {
+        Self.median(samples.filter { $0.workload == w && $0.runtime == rt }.compactMap(key))
+    }
+
+    private func fmt(_ v: Double?, digits: Int = 0) -> String {
+        v.map { String(format: "%.\(digits)f", $0) } ?? "n/a"
+    }
+
+    /// Summary rows: one per workload with runc's medians and the zeropod-swift columns
+    /// (`n/a` until that runtime takes part) and their ratios to runc. With `ranges`, the timing
+    /// cells add the spread as "median [min–max]" (the machine is noisy).
+    func summaryRows(ranges: Bool = false) -> [[String]] {
+        workloads.map { w in
+            let image = med(w, "runc") { $0.imageKiB.map { Double($0) / 1024 } }
+            let cold = med(w, "runc") { $0.coldStartMs }
+            let ck = med(w, "runc") { $0.checkpointMs }
+            let rs = med(w, "runc") { $0.restoreMs }
+            let rf = med(w, "runc") { $0.restoreFirstResponseMs }
+            let zck = med(w, Self.zeropod) { $0.checkpointMs }
+            let zrf = med(w, Self.zeropod) { $0.restoreFirstResponseMs }
+            let cell = { (rt: String, median: Double?, key: (Sample) -> Double?) -> String in
+                let xs = samples.filter { $0.workload == w && $0.runtime == rt }.compactMap(key)
+                guard ranges, let lo = xs.min(), let hi = xs.max() else { return fmt(median) }
+                return fmt(median) + String(format: " [%.0f–%.0f]", lo, hi)
+            }
+            let frozen = med(w, "runc") { $0.criuDump?.frozenMs }
+            let mem = med(w, "runc") { $0.memory.map { Double($0.usage) / 1_048_576 } }
+            let rss = med(w, "runc") { $0.memory.map { Double($0.rss) / 1_048_576 } }
+            let criuRestore = med(w, "runc") { $0.criuRestore?.restoreMs }
+            let ratio = { (a: Double?, b: Double?) -> String in
+                guard let a, let b, b > 0 else { return "n/a" }
+                return String(format: "%.2f", a / b)
+            }
+            let n = samples.filter { $0.workload == w && $0.runtime == "runc" }.count
+            return [w, fmt(image, digits: 1), fmt(mem, digits: 1), fmt(rss, digits: 1),
+                    cell("runc", cold) { $0.coldStartMs }, cell("runc", ck) { $0.checkpointMs }, fmt(rs),
+                    cell("runc", rf) { $0.restoreFirstResponseMs }, fmt(frozen), fmt(criuRestore),
+                    cell(Self.zeropod, zck) { $0.checkpointMs }, cell(Self.zeropod, zrf) { $0.restoreFirstResponseMs },
+                    ratio(zck, ck), ratio(zrf, rf), "\(n)"]
+        }
+    }
+
+    static let summaryHeader = [
+        "workload", "image MiB", "memory MiB (cgroup)", "RSS MiB", "cold start → 1st response", "runc checkpoint", "runc restore -d",
+        "runc restore → 1st response", "CRIU frozen (dump)", "CRIU restore_time",
+        "zeropod-swift checkpoint", "zeropod-swift restore → 1st via activator",
+        "checkpoint ratio zp/runc", "restore→1st ratio zp/runc", "cycles",
+    ]
+
+    /// The summary as a markdown table (milliseconds unless the header says otherwise).
+    func markdown() -> String {
+        var lines = ["| " + Self.summaryHeader.joined(separator: " | ") + " |",
+                     "|" + String(repeating: "---|", count: Self.summaryHeader.count)]
+        for row in summaryRows(ranges: true) { lines.append("| " + row.joined(separator: " | ") + " |") }
+        lines.append("")
+        lines.append("Medians [min–max] of \(cycles) cycles, milliseconds; runtimes measured: \(runtimes.joined(separator: ", ")).")
+        if !machine.isEmpty { lines.append("Machine: \(machine).") }
+        if !steady.isEmpty {
+            lines += ["", "| workload | runtime | requests/s | p50 ms | p99 ms | errors | throughput ratio zp/runc |",
+                      "|---|---|---|---|---|---|---|"]
+            for l in steady {
+                let base = steady.first { $0.workload == l.workload && $0.runtime == "runc" }
+                let ratio = l.runtime == Self.zeropod && base != nil
+                    ? String(format: "%.3f", l.requestsPerSecond / base!.requestsPerSecond) : "n/a"
+                lines.append("| \(l.workload) | \(l.runtime) | \(String(format: "%.0f", l.requestsPerSecond)) | "
+                    + "\(String(format: "%.2f", l.p50)) | \(String(format: "%.2f", l.p99)) | \(l.errors) | \(ratio) |")
+            }
+        }
+        for f in failures { lines.append("FAILED: \(f)") }
+        return lines.joined(separator: "\n")
+    }
+
+    /// Writes summary.md, summary.csv and samples.csv (one row per cycle) into `folder`.
+    func write(to folder: String) throws {
+        func csv(_ rows: [[String]]) -> String {
+            rows.map { $0.map { $0.contains(",") ? "\"\($0)\"" : $0 }.joined(separator: ",") }.joined(separator: "\n") + "\n"
+        }
+        try (markdown() + "\n").write(toFile: folder + "/summary.md", atomically: true, encoding: .utf8)
+        try csv([Self.summaryHeader] + summaryRows()).write(toFile: folder + "/summary.csv", atomically: true, encoding: .utf8)
+        let f = { (v: Double?) -> String in v.map { String(format: "%.2f", $0) } ?? "" }
+        let header = ["workload", "runtime", "cycle", "cold_start_ms", "checkpoint_ms", "restore_ms",
+                      "restore_first_response_ms", "image_kib", "criu_freezing_ms", "criu_frozen_ms",
+                      "criu_memdump_ms", "criu_memwrite_ms", "criu_pages_written", "criu_forking_ms", "criu_restore_ms",
+                      "memory_usage_bytes", "memory_rss_bytes"]
+        let rows = samples.map { (s: Sample) -> [String] in
+            let image: String = s.imageKiB.map { String($0) } ?? ""
+            let pages: String = s.criuDump?.pagesWritten.map { String($0) } ?? ""
+            let usage: String = s.memory.map { String($0.usage) } ?? ""
+            let rss: String = s.memory.map { String($0.rss) } ?? ""
+            var row: [String] = [s.workload, s.runtime, String(s.cycle), f(s.coldStartMs), f(s.checkpointMs), f(s.restoreMs)]
+            row += [f(s.restoreFirstResponseMs), image, f(s.criuDump?.freezingMs), f(s.criuDump?.frozenMs)]
+            row += [f(s.criuDump?.memdumpMs), f(s.criuDump?.memwriteMs), pages, f(s.criuRestore?.forkingMs)]
+            row += [f(s.criuRestore?.restoreMs), usage, rss]
+            return row
+        }
+        try csv([header] + rows).write(toFile: folder + "/samples.csv", atomically: true, encoding: .utf8)
+        let steadyRows = steady.map { l in
+            [l.workload, l.runtime, String(format: "%.1f", l.requestsPerSecond), String(format: "%.3f", l.p50),
+             String(format: "%.3f", l.p99), "\(l.errors)"]
+        }
+        try csv([["workload", "runtime", "requests_per_s", "p50_ms", "p99_ms", "errors"]] + steadyRows)
+            .write(toFile: folder + "/steady-state.csv", atomically: true, encoding: .utf8)
+    }
+}

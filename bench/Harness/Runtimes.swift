@@ -1,0 +1,112 @@
+import Foundation
+
+/// A runtime whose cold start, checkpoint and restore the harness times. Every runtime in a run
+/// measures the same workloads with the same bundles, probes and CRIU binary, cycle by cycle.
+///
+/// Hook for zeropod-swift: a `ZeropodRuntime` conforming to this protocol starts the bundle through
+/// a private containerd with runtime `io.containerd.zeropod.v2` (`ctr run -d --rootfs ...
+/// --with-ns network:/var/run/netns/<netns>`), makes `checkpoint` ask the shim to scale the
+/// container down (returning once the image is written), and sets `restoresOnConnection`: the
+/// harness then skips `restore` and times "first probe sent → correct response", i.e. the restore
+/// triggered through the activator. Add it to `BenchCommand.runtimes`; the table columns
+/// "zeropod-swift checkpoint" and "zeropod-swift restore → 1st" fill in by themselves.
+protocol BenchRuntime {
+    /// Column label (`runc`, `zeropod-swift`).
+    var name: String { get }
+    /// True when a connection alone restores a checkpointed container (no explicit restore call).
+    var restoresOnConnection: Bool { get }
+    /// Starts the container; returns when the start command returned (not when it serves).
+    func start(_ w: Workload, bundle: Bundle) throws -> RunningContainer
+    /// Checkpoints the container into `bundle.imageDir`, stopping it; returns when done.
+    func checkpoint(_ w: Workload, bundle: Bundle, container: inout RunningContainer) throws
+    /// Restores the container from `bundle.imageDir`; returns when the restore command returned.
+    func restore(_ w: Workload, bundle: Bundle, container: inout RunningContainer) throws
+    /// Stops and deletes the container, ignoring errors (cleanup).
+    func remove(_ w: Workload, container: RunningContainer?)
+}
+
+/// Memory charged to a container's cgroup (cgroup v1 memory controller), in bytes.
+struct ContainerMemory: Sendable {
+    /// `memory.usage_in_bytes`: everything charged, page cache included.
+    var usage: UInt64
+    /// `total_rss` from `memory.stat`: anonymous memory of the container's processes.
+    var rss: UInt64
+
+    /// Reads the memory of the cgroup at `cgroupsPath`; nil when it does not exist.
+    static func read(cgroupsPath: String) -> ContainerMemory? {
+        let dir = "/sys/fs/cgroup/memory" + cgroupsPath
+        guard let usageText = try? String(contentsOfFile: dir + "/memory.usage_in_bytes", encoding: .utf8),
+              let usage = UInt64(usageText.trimmingCharacters(in: .whitespacesAndNewlines)),
+              let stat = try? String(contentsOfFile: dir + "/memory.stat", encoding: .utf8) else { return nil }
+        let rss = stat.split(separator: "\n").first { $0.hasPrefix("total_rss ") }
+            .flatMap { UInt64($0.split(separator: " ")[1]) } ?? 0
+        return ContainerMemory(usage: usage, rss: rss)
+    }
+}
+
+extension BenchRuntime {
+    /// The memory of the workload's container while it runs (default: the cgroup the harness's
+    /// bundle names; a runtime that places containers elsewhere overrides this).
+    func memory(of w: Workload) -> ContainerMemory? { ContainerMemory.read(cgroupsPath: w.cgroupsPath) }
+}
+
+/// What the harness keeps for a running container: the stdin pipe ends it holds.
+struct RunningContainer {
+    /// Write end of the container's stdin pipe, held open until the container goes.
+    var stdin: HeldStdin?
+}
+
+/// Plain runc 1.1.5 with CRIU, as a baseline: `runc run -d`, `runc checkpoint`, `runc restore -d`,
+/// each with stdio on pipes that the harness holds (CRIU cannot dump host file descriptors).
+struct RuncRuntime: BenchRuntime {
+    /// runc's state root, private to the harness.
+    var stateRoot: String
+    /// The CRIU binary runc runs.
+    var criu: String
+
+    var name: String { "runc" }
+    var restoresOnConnection: Bool { false }
+
+    private var runc: [String] { ["runc", "--root", stateRoot, "--criu", criu] }
+    private static let criuFlags = ["--file-locks", "--ext-unix-sk", "--manage-cgroups-mode", "soft"]
+
+    func start(_ w: Workload, bundle: Bundle) throws -> RunningContainer {
+        remove(w, container: nil)
+        let (r, stdin) = try spawnAndWait(runc + ["run", "-d", "--bundle", bundle.path, w.containerID],
+                                          stdio: .containerPipes(log: bundle.logFile))
+        guard r.status == 0 else { throw BenchError("runc run \(w.containerID) exited \(r.status)\(tail(bundle.logFile))") }
+        return RunningContainer(stdin: stdin)
+    }
+
+    func checkpoint(_ w: Workload, bundle: Bundle, container: inout RunningContainer) throws {
+        runIgnoringFailure(["rm", "-rf", bundle.imageDir, bundle.workDir])
+        try runChecked(["mkdir", "-p", bundle.imageDir, bundle.workDir])
+        let argv = runc + ["checkpoint", "--image-path", bundle.imageDir, "--work-path", bundle.workDir]
+            + Self.criuFlags + [w.containerID]
+        let (r, _) = try spawnAndWait(argv)
+        guard r.status == 0 else {
+            throw BenchError("runc checkpoint \(w.containerID) exited \(r.status): \(r.stderr)\(tail(bundle.workDir + "/dump.log"))")
+        }
+        container.stdin = nil
+    }
+
+    func restore(_ w: Workload, bundle: Bundle, container: inout RunningContainer) throws {
+        let argv = runc + ["restore", "-d", "--image-path", bundle.imageDir, "--work-path", bundle.workDir,
+                           "--bundle", bundle.path] + Self.criuFlags + [w.containerID]
+        let (r, stdin) = try spawnAndWait(argv, stdio: .containerPipes(log: bundle.logFile))
+        guard r.status == 0 else {
+            throw BenchError("runc restore \(w.containerID) exited \(r.status)\(tail(bundle.logFile))\(tail(bundle.workDir + "/restore.log"))")
+        }
+        container.stdin = stdin
+    }
+
+    func remove(_ w: Workload, container: RunningContainer?) {
+        runIgnoringFailure(runc + ["delete", "--force", w.containerID])
+    }
+}
+
+/// The last lines of a log file, prefixed for an error message (empty when unreadable).
+func tail(_ path: String, lines: Int = 12) -> String {
+    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return "" }
+    return "\n--- \(path):\n" + text.split(separator: "\n").suffix(lines).joined(separator: "\n")
+}
