@@ -1,0 +1,233 @@
+import Foundation
+import Glibc
+import Synchronization
+import SystemPackage
+import Testing
+import ZPActivator
+
+@testable import ZPBPF
+@testable import ZPScaleDown
+
+/// How the clients reach the pod in one run.
+enum ClientPath: String, Sendable, CustomStringConvertible {
+    /// From the client namespace over the veth pair to the pod's IPv4 address.
+    case vethIPv4
+    /// From the client namespace over the veth pair to the pod's IPv6 address.
+    case vethIPv6
+    /// Inside the pod namespace to 127.0.0.1 (clients bind 127.0.0.5, the activator dials from 127.0.0.1).
+    case loopbackIPv4
+    /// Inside the pod namespace to ::1 (the activator dials 127.0.0.1, so ::1 peers are direct).
+    case loopbackIPv6
+
+    var description: String { rawValue }
+}
+
+private func request(_ path: String, userAgent: String = "zpab-client/1") -> String {
+    "GET \(path) HTTP/1.1\r\nHost: app\r\nUser-Agent: \(userAgent)\r\nConnection: close\r\n\r\n"
+}
+
+private func body(of response: String) -> String {
+    guard let range = response.range(of: "\r\n\r\n") else { return "" }
+    return String(response[range.upperBound...])
+}
+
+private func ms(_ d: Duration) -> String {
+    let (s, atto) = d.components
+    return String(format: "%.1f ms", Double(s) * 1000 + Double(atto) / 1e15)
+}
+
+private func percentile(_ values: [Duration], _ p: Double) -> Duration {
+    guard !values.isEmpty else { return .zero }
+    let sorted = values.sorted()
+    return sorted[min(sorted.count - 1, Int(Double(sorted.count - 1) * p))]
+}
+
+/// End to end, real kernel: ZPBPF's sk_lookup redirect in a pod network namespace steers first
+/// connections to ZPActivator's listener (made in the pod namespace), a restore hook starts a
+/// real server process in the pod, the redirect goes off, the activator proxies; afterwards
+/// clients reach the server directly.
+@Suite(
+    .serialized,  // four pods with 100 clients and a Python server each at once would swamp 2 cores
+    .enabled(if: Privileges.isRoot, "needs root: creates network namespaces and loads BPF programs"),
+    .timeLimit(.minutes(5))
+)
+struct RedirectedActivatorTests {
+    static let clients = 100
+
+    @Test(arguments: [ClientPath.vethIPv4, .vethIPv6, .loopbackIPv4, .loopbackIPv6])
+    func firstConnections_throughTheRedirect_restoreOnce_thenGoDirect(path: ClientPath) async throws {
+        let index: Int
+        switch path {
+        case .vethIPv4: index = 1
+        case .vethIPv6: index = 2
+        case .loopbackIPv4: index = 3
+        case .loopbackIPv6: index = 4
+        }
+        let lab = try PodLab(index: index)
+        defer { lab.destroy() }
+        let port: UInt16 = 8080
+        let overVeth = path == .vethIPv4 || path == .vethIPv6
+        let clientNetns = overVeth ? lab.clientPath : lab.podPath
+        let target: String
+        let source: String?
+        let probeSource: String?
+        switch path {
+        case .vethIPv4: (target, source, probeSource) = (lab.pod4, lab.client4, lab.probe4)
+        case .vethIPv6: (target, source, probeSource) = (lab.pod6, lab.client6, lab.probe6)
+        case .loopbackIPv4: (target, source, probeSource) = ("127.0.0.1", "127.0.0.5", nil)
+        case .loopbackIPv6: (target, source, probeSource) = ("::1", nil, nil)
+        }
+        // The kubelet's addresses, IPv4 and IPv6: their traffic never counts as activity.
+        let redirector = try PodRedirector(
+            netnsPath: lab.podPath,
+            options: .init(probeSources: [IPAddress(lab.probe4)!, IPAddress(lab.probe6)!])
+        )
+        let pinRoot = FilePath("/sys/fs/bpf/zpab-test-\(getpid())-\(index)")
+        let pinned = try redirector.pin(podID: "pod", root: pinRoot)
+        let kernelIDs = try redirector.kernelObjectIDs()
+        let app = Mutex<AppProcess?>(nil)
+        defer {  // on failure too: no process, pin or namespace left behind
+            app.withLock { $0 }?.stop()
+            redirector.remove()
+            _ = rmdir(pinRoot.string)
+        }
+        let events = EventLog()
+        let restoreCalls = Atomic<Int>(0)
+
+        let pod = try await PodActivator.make(
+            namespacePath: lab.podPath,
+            ports: [port],
+            redirector: redirector,
+            configuration: ActivatorConfiguration(connectTimeout: .seconds(30)),
+            events: events.sink,
+            restore: {
+                restoreCalls.add(1, ordering: .relaxed)
+                // A slow start: the server process appears 200 ms after the restore request.
+                try await Task.sleep(for: .milliseconds(200))
+                let started = try AppProcess(namespace: lab.pod, port: port)
+                app.withLock { $0 = started }
+                try await started.waitUntilListening()
+            }
+        )
+        let activatorPort = try #require(pod.listenerPorts[port])
+        #expect(activatorPort != port && activatorPort != 0)
+        #expect(try redirector.hasListener(port: port), "the activator's socket is in the SOCKHASH")
+        #expect(try redirector.trackedPorts() == [port])
+        #expect(try !redirector.isRedirectEnabled(port: port), "off until the application is scaled down")
+
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await pod.run() }
+            defer { group.cancelAll() }  // also when an expectation throws
+
+            // The checkpoint happened (the app is not running): arm, redirect on.
+            #expect(try pod.applicationScaledDown() == .armed)
+            #expect(try redirector.isRedirectEnabled(port: port))
+            #expect(pod.phase == .scaledDown)
+
+            // A kubelet HTTP probe while scaled down: answered by the activator, no restore.
+            let probe = try await onThread {
+                try exchange(from: clientNetns, to: target, port: port, source: probeSource,
+                             request: request("/healthz", userAgent: "kube-probe/1.31"))
+            }
+            #expect(probe == ProbeResponses.httpNoContent)
+            #expect(await eventuallyAsync { events.reports.count == 1 })
+            #expect(events.reports.first?.outcome == .probeAnswered(.http))
+            #expect(restoreCalls.load(ordering: .relaxed) == 0 && events.restoresStarted == 0)
+            #expect(app.withLock { $0 } == nil, "no application process yet")
+            #expect(pod.phase == .scaledDown)
+            if overVeth {
+                let activity = try #require(try redirector.activity(port: port))
+                #expect(activity.lastActivity == nil, "probe-source traffic is not activity")
+                #expect(activity.openConnections == 0)
+            }
+
+            // 100 concurrent first connections, unique paths.
+            let started = ContinuousClock.now
+            let results = await concurrently(Self.clients) { i in
+                try exchange(from: clientNetns, to: target, port: port, source: source, request: request("/first/\(i)"))
+            }
+            let burst = ContinuousClock.now - started
+            var wrong: [String] = []
+            for (i, result) in results.enumerated() {
+                switch result {
+                case .success(let response):
+                    let text = body(of: response)
+                    // Proxied: the application sees the activator's dial from the pod's 127.0.0.1.
+                    if !(response.hasPrefix("HTTP/1.0 200 OK\r\n") && text == "hello from app: /first/\(i) from 127.0.0.1") {
+                        wrong.append("\(i): \(response.prefix(200))")
+                    }
+                case .failure(let error):
+                    wrong.append("\(i): \(error)")
+                }
+            }
+            #expect(wrong.isEmpty, "\(wrong.count) wrong: \(wrong.prefix(5))")
+            #expect(restoreCalls.load(ordering: .relaxed) == 1, "exactly one restore")
+            #expect(events.restoresStarted == 1)
+            #expect(try !redirector.isRedirectEnabled(port: port), "the activator switched the redirect off")
+            #expect(pod.phase == .running)
+            let expectedReports = 1 + Self.clients
+            #expect(await eventuallyAsync { events.reports.count == expectedReports })
+            let proxied = events.reports.dropFirst().filter {
+                if case .proxied = $0.outcome { true } else { false }
+            }
+            #expect(proxied.count == Self.clients)
+            let firstByte = proxied.compactMap(\.timings.untilFirstByte)
+            print(
+                "zpab-bench \(path): \(Self.clients) first connections through the redirect: burst \(ms(burst)),"
+                    + " accept->first byte p50 \(ms(percentile(firstByte, 0.5))) p99 \(ms(percentile(firstByte, 0.99)))"
+            )
+
+            // After the restore: new connections reach the application directly.
+            let direct = await concurrently(20) { i in
+                try exchange(from: clientNetns, to: target, port: port, source: source, request: request("/direct/\(i)"))
+            }
+            let directPeer = source ?? "::1"
+            for (i, result) in direct.enumerated() {
+                let text = body(of: (try? result.get()) ?? "")
+                #expect(text == "hello from app: /direct/\(i) from \(directPeer)", "direct \(i): \(result)")
+            }
+            #expect(events.reports.count == expectedReports, "the activator accepted no new connection")
+
+            // Activity: real client traffic counted, probe-source traffic (direct to the app now) not.
+            if overVeth {
+                let afterBurst = try #require(try redirector.activity(port: port)?.lastActivity)
+                let probeSource = try #require(probeSource)
+                for i in 0..<5 {
+                    let answer = try await onThread {
+                        try exchange(from: clientNetns, to: target, port: port, source: probeSource,
+                                     request: request("/healthz/\(i)", userAgent: "kube-probe/1.31"))
+                    }
+                    #expect(body(of: answer) == "hello from app: /healthz/\(i) from \(probeSource)")
+                }
+                #expect(try redirector.activity(port: port)?.lastActivity == afterBurst,
+                        "probe-source traffic leaves the timestamp")
+                _ = try await onThread {
+                    try exchange(from: clientNetns, to: target, port: port, source: source, request: request("/real"))
+                }
+                let afterReal = try #require(try redirector.activity(port: port)?.lastActivity)
+                #expect(afterReal > afterBurst, "a real request moves the timestamp")
+                #expect(await eventuallyAsync { (try? redirector.activity(port: port)?.openConnections) == 0 },
+                        "every connection closed")
+            } else {
+                #expect(try redirector.activity(port: port)?.lastActivity != nil, "loopback clients count")
+            }
+            #expect(events.reports.count == expectedReports)
+            group.cancelAll()
+        }
+
+        // Cleanup: run() returned, listeners closed (map entries gone), redirect off.
+        #expect(await eventuallyAsync { (try? redirector.hasListener(port: port)) == false }, "SOCKHASH entry dropped")
+        #expect(try redirector.redirectedPorts().isEmpty)
+        let appProcess = try #require(app.withLock { $0 })
+        appProcess.stop()
+        #expect(!appProcess.exists, "the application process is gone")
+        redirector.remove()
+        #expect(access(pinned.string, F_OK) != 0, "pins removed")
+        _ = rmdir(pinRoot.string)
+        #expect(access(pinRoot.string, F_OK) != 0)
+        #expect(try await eventuallyAsync { try bpftoolIDs("link").isDisjoint(with: kernelIDs.links) }, "links detached")
+        #expect(try await eventuallyAsync { try bpftoolIDs("map").isDisjoint(with: kernelIDs.maps) }, "maps freed")
+        lab.destroy()
+        #expect(try lab.namespacesLeft().isEmpty, "namespaces deleted")
+    }
+}
