@@ -141,6 +141,16 @@ struct RedirectedActivatorTests {
                 #expect(activity.openConnections == 0)
             }
 
+            // Resolve the pod's neighbour entry for the client address first (a refused connect to
+            // an untracked port): 100 SYN-ACKs queued behind one unresolved IPv6 neighbour exceed
+            // the queue and cost the dropped ones a 1 s SYN retransmit, a lab artefact.
+            if overVeth, let source {
+                let refused = try? await onThread {
+                    try exchange(from: clientNetns, to: target, port: 1, source: source, request: "")
+                }
+                #expect(refused == nil, "nothing listens on port 1")
+            }
+
             // 100 concurrent first connections, unique paths.
             let started = ContinuousClock.now
             let results = await concurrently(Self.clients) { i in
@@ -230,4 +240,168 @@ struct RedirectedActivatorTests {
         lab.destroy()
         #expect(try lab.namespacesLeft().isEmpty, "namespaces deleted")
     }
+}
+
+private struct RestoreRefused: Error, CustomStringConvertible {
+    var description: String { "restore refused (test)" }
+}
+
+/// The shim's loop: running, checkpointed (redirect on), a failed restore, a good one, scaled
+/// down again, woken by an exec; and the setup's failure paths.
+@Suite(
+    .serialized,
+    .enabled(if: Privileges.isRoot, "needs root: creates network namespaces and loads BPF programs"),
+    .timeLimit(.minutes(5))
+)
+struct PodActivatorLifecycleTests {
+    @Test func scaleDownCycles_failedRestore_retry_rearm_andExecWake() async throws {
+        let lab = try PodLab(index: 5)
+        defer { lab.destroy() }
+        let port: UInt16 = 8081
+        let redirector = try PodRedirector(netnsPath: lab.podPath)
+        let kernelIDs = try redirector.kernelObjectIDs()
+        let app = Mutex<AppProcess?>(nil)
+        defer {
+            app.withLock { $0 }?.stop()
+            redirector.close()
+        }
+        let events = EventLog()
+        let restoreCalls = Atomic<Int>(0)
+        let pod = try await PodActivator.make(
+            namespacePath: lab.podPath,
+            ports: [port],
+            redirector: redirector,
+            configuration: ActivatorConfiguration(connectTimeout: .seconds(30)),
+            events: events.sink,
+            restore: {
+                // The first restore fails; later ones start the server.
+                if restoreCalls.add(1, ordering: .relaxed).newValue == 1 { throw RestoreRefused() }
+                let started = try AppProcess(namespace: lab.pod, port: port)
+                app.withLock { $0 = started }
+                try await started.waitUntilListening()
+            }
+        )
+        let clientPath = lab.clientPath, target = lab.pod4, source = lab.client4
+        @Sendable func get(_ path: String) async throws -> String {
+            try await onThread { try exchange(from: clientPath, to: target, port: port, source: source, request: request(path)) }
+        }
+        func startAppDirectly() async throws {
+            let started = try AppProcess(namespace: lab.pod, port: port)
+            app.withLock { $0 = started }
+            try await started.waitUntilListening()
+        }
+        func checkpoint() {
+            app.withLock { current in
+                current?.stop()
+                current = nil
+            }
+        }
+
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await pod.run() }
+            defer { group.cancelAll() }
+
+            // Running: the application serves directly, the activator sees nothing.
+            try await startAppDirectly()
+            #expect(body(of: try await get("/running")) == "hello from app: /running from \(source)")
+            #expect(events.reports.isEmpty)
+
+            // Checkpointed: armed, redirect on. The first restore fails: the client is closed
+            // without an answer, the redirect stays on, the next connection tries again.
+            checkpoint()
+            #expect(try pod.applicationScaledDown() == .armed)
+            #expect(try await get("/fails") == "", "closed cleanly, no bytes")
+            #expect(await eventuallyAsync { events.reports.count == 1 })
+            #expect(events.reports.last?.outcome == .failed(.restoreFailed("restore refused (test)")))
+            #expect(events.all.contains { if case .restoreFailed = $0 { true } else { false } })
+            #expect(try redirector.isRedirectEnabled(port: port), "still redirected after a failed restore")
+            #expect(pod.phase == .scaledDown)
+
+            #expect(body(of: try await get("/retry")) == "hello from app: /retry from 127.0.0.1", "proxied")
+            #expect(restoreCalls.load(ordering: .relaxed) == 2)
+            #expect(try !redirector.isRedirectEnabled(port: port))
+            #expect(body(of: try await get("/after")) == "hello from app: /after from \(source)", "direct")
+            #expect(await eventuallyAsync { events.reports.count == 2 })
+
+            // Scaled down again, then an exec wakes it without a connection.
+            checkpoint()
+            #expect(try pod.applicationScaledDown() == .armed)
+            #expect(try redirector.isRedirectEnabled(port: port))
+            try await pod.wakeApplication()
+            #expect(restoreCalls.load(ordering: .relaxed) == 3)
+            #expect(pod.phase == .running)
+            #expect(try !redirector.isRedirectEnabled(port: port), "the wake switched the redirect off")
+            #expect(body(of: try await get("/woken")) == "hello from app: /woken from \(source)", "direct")
+            #expect(events.reports.count == 2, "the activator accepted nothing more")
+            group.cancelAll()
+        }
+        #expect(await eventuallyAsync { (try? redirector.hasListener(port: port)) == false })
+        let last = try #require(app.withLock { $0 })
+        last.stop()
+        #expect(!last.exists)
+        redirector.close()
+        #expect(try await eventuallyAsync { try bpftoolIDs("link").isDisjoint(with: kernelIDs.links) }, "links detached")
+        lab.destroy()
+        #expect(try lab.namespacesLeft().isEmpty)
+    }
+
+    @Test func make_rejectsBadPortLists() async throws {
+        let lab = try PodLab(index: 6)
+        defer { lab.destroy() }
+        let redirector = try PodRedirector(netnsPath: lab.podPath)
+        defer { redirector.close() }
+        for ports: [UInt16] in [[], [0, 80], [80, 81, 80], Array(1...129)] {
+            do {
+                _ = try await PodActivator.make(namespacePath: lab.podPath, ports: ports, redirector: redirector) {}
+                Issue.record("ports \(ports.prefix(4)) accepted")
+            } catch {
+                #expect(error.step == .validatePorts, "\(error)")
+            }
+        }
+        #expect(try listeningSockets(in: lab.pod).isEmpty)
+        #expect(try redirector.trackedPorts().isEmpty)
+    }
+
+    /// A failure after listeners were made (the SOCKHASH is full) closes them and untracks the
+    /// ports it started tracking.
+    @Test func make_failingHalfway_closesItsListeners_andUntracks() async throws {
+        let lab = try PodLab(index: 7)
+        defer { lab.destroy() }
+        let redirector = try PodRedirector(netnsPath: lab.podPath)
+        defer { redirector.close() }
+        // Fill all but one SOCKHASH slot with sockets of our own (ports 20000...20126): 7000 gets
+        // the last slot, 7001 fails.
+        var fillers: [Int32] = []
+        defer { for fd in fillers { close(fd) } }
+        for i in 0..<(PodRedirector.maxPorts - 1) {
+            let fd = try PodRedirector.makeListener(inNamespaceAt: lab.podPath).rawValue
+            fillers.append(fd)
+            try redirector.registerListener(port: UInt16(20000 + i), socket: .init(rawValue: fd))
+        }
+        try redirector.trackPort(6999)
+        let before = try listeningSockets(in: lab.pod).count
+        #expect(before == PodRedirector.maxPorts - 1)
+        do {
+            _ = try await PodActivator.make(namespacePath: lab.podPath, ports: [7000, 7001], redirector: redirector) {}
+            Issue.record("a full SOCKHASH was accepted")
+        } catch {
+            #expect(error.step == .registerListener)
+            #expect(error.port == 7001)
+            #expect(error.description.contains("port 7001") && error.description.contains(lab.pod), "\(error)")
+        }
+        #expect(try listeningSockets(in: lab.pod).count == before, "the listeners made for 7000 and 7001 are closed")
+        #expect(await eventuallyAsync { (try? redirector.hasListener(port: 7000)) == false }, "its entry dropped")
+        #expect(try redirector.trackedPorts() == [6999], "7000 untracked again, 6999 (tracked before) kept")
+
+        // A closed redirector: the error names the step.
+        redirector.close()
+        await #expect(throws: PodActivatorError.self) {
+            _ = try await PodActivator.make(namespacePath: lab.podPath, ports: [7000], redirector: redirector) {}
+        }
+    }
+}
+
+/// Listening TCP sockets in network namespace `name` (`ss -Htln`).
+private func listeningSockets(in name: String) throws -> [String] {
+    try sh(["ip", "netns", "exec", name, "ss", "-Htln"]).split(separator: "\n").map(String.init)
 }
