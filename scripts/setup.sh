@@ -31,6 +31,8 @@ PACKAGES=(
   libbsd-dev uuid-dev libgnutls28-dev libnftables-dev libaio-dev asciidoc-base xmlto
   # workloads, tools for tests and benchmarks
   debootstrap busybox-static wrk dpkg-dev xz-utils
+  # ZPScaleDownTests run a real Python HTTP server inside the pod netns
+  python3
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

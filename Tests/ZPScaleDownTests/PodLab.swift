@@ -204,14 +204,14 @@ struct AppProcess: Sendable {
 
 /// A blocking TCP client: makes its socket in `namespace` (ZPBPF's `NetworkNamespace`), binds
 /// `source` if given, connects to `address`:`port`, sends `request`, reads until EOF.
-/// Timeouts of 60 s on every call keep a broken run from hanging.
+/// Timeouts of 20 s on every call keep a broken run from hanging (a healthy burst takes < 1 s).
 func exchange(
     from namespace: FilePath, to address: String, port: UInt16, source: String? = nil, request: String
 ) throws -> String {
     let v6 = address.contains(":")
     let fd = try NetworkNamespace(path: namespace).makeTCPSocket(ipv6: v6).rawValue
     defer { close(fd) }
-    var timeout = timeval(tv_sec: 60, tv_usec: 0)
+    var timeout = timeval(tv_sec: 20, tv_usec: 0)
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     if let source {
