@@ -208,24 +208,8 @@ struct AppProcess: Sendable {
 func exchange(
     from namespace: FilePath, to address: String, port: UInt16, source: String? = nil, request: String
 ) throws -> String {
-    let v6 = address.contains(":")
-    let fd = try NetworkNamespace(path: namespace).makeTCPSocket(ipv6: v6).rawValue
+    let fd = try connectedSocket(from: namespace, to: address, port: port, source: source)
     defer { close(fd) }
-    var timeout = timeval(tv_sec: 20, tv_usec: 0)
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-    if let source {
-        var (storage, length) = try socketAddress(source, port: 0)
-        let rc = withUnsafePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
-        }
-        guard rc == 0 else { throw LabError(message: "bind \(source): errno \(errno)") }
-    }
-    var (storage, length) = try socketAddress(address, port: port)
-    let rc = withUnsafePointer(to: &storage) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, length) }
-    }
-    guard rc == 0 else { throw LabError(message: "connect \(address):\(port) from \(namespace): errno \(errno)") }
     let bytes = Array(request.utf8)
     guard send(fd, bytes, bytes.count, Int32(MSG_NOSIGNAL)) == bytes.count else {
         throw LabError(message: "send to \(address):\(port): errno \(errno)")
@@ -239,6 +223,36 @@ func exchange(
         received += chunk[0..<n]
     }
     return String(decoding: received, as: UTF8.self)
+}
+
+/// A kubelet TCP probe: connect, then close at once without sending.
+func tcpProbe(from namespace: FilePath, to address: String, port: UInt16, source: String? = nil) throws {
+    close(try connectedSocket(from: namespace, to: address, port: port, source: source))
+}
+
+private func connectedSocket(from namespace: FilePath, to address: String, port: UInt16, source: String?) throws -> Int32 {
+    let fd = try NetworkNamespace(path: namespace).makeTCPSocket(ipv6: address.contains(":")).rawValue
+    do {
+        var timeout = timeval(tv_sec: 20, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        if let source {
+            var (storage, length) = try socketAddress(source, port: 0)
+            let rc = withUnsafePointer(to: &storage) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+            }
+            guard rc == 0 else { throw LabError(message: "bind \(source): errno \(errno)") }
+        }
+        var (storage, length) = try socketAddress(address, port: port)
+        let rc = withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, length) }
+        }
+        guard rc == 0 else { throw LabError(message: "connect \(address):\(port) from \(namespace): errno \(errno)") }
+        return fd
+    } catch {
+        close(fd)
+        throw error
+    }
 }
 
 /// Runs `body(0..<count)` on `count` threads at once (real concurrency for blocking clients,

@@ -130,8 +130,10 @@ struct RedirectedActivatorTests {
                              request: request("/healthz", userAgent: "kube-probe/1.31"))
             }
             #expect(probe == ProbeResponses.httpNoContent)
-            #expect(await eventuallyAsync { events.reports.count == 1 })
-            #expect(events.reports.first?.outcome == .probeAnswered(.http))
+            // A kubelet TCP probe (connect, close): accepted and closed, no restore either.
+            try await onThread { try tcpProbe(from: clientNetns, to: target, port: port, source: probeSource) }
+            #expect(await eventuallyAsync { events.reports.count == 2 })
+            #expect(events.reports.map(\.outcome) == [.probeAnswered(.http), .probeAnswered(.tcp)])
             #expect(restoreCalls.load(ordering: .relaxed) == 0 && events.restoresStarted == 0)
             #expect(app.withLock { $0 } == nil, "no application process yet")
             #expect(pod.phase == .scaledDown)
@@ -175,16 +177,30 @@ struct RedirectedActivatorTests {
             #expect(events.restoresStarted == 1)
             #expect(try !redirector.isRedirectEnabled(port: port), "the activator switched the redirect off")
             #expect(pod.phase == .running)
-            let expectedReports = 1 + Self.clients
+            let expectedReports = 2 + Self.clients
             #expect(await eventuallyAsync { events.reports.count == expectedReports })
-            let proxied = events.reports.dropFirst().filter {
+            let proxied = events.reports.dropFirst(2).filter {
                 if case .proxied = $0.outcome { true } else { false }
             }
             #expect(proxied.count == Self.clients)
-            let firstByte = proxied.compactMap(\.timings.untilFirstByte)
+            func summary(_ values: [Duration]) -> String {
+                "p50 \(ms(percentile(values, 0.5))) p99 \(ms(percentile(values, 0.99)))"
+            }
+            let restoreDuration = events.all.compactMap { event -> Duration? in
+                if case .restoreSucceeded(let duration) = event { duration } else { nil }
+            }
+            let reachableToFirstByte = proxied.compactMap { report -> Duration? in
+                guard let reachable = report.timings.appReachable, let first = report.timings.firstByteBack else {
+                    return nil
+                }
+                return first - reachable
+            }
             print(
                 "zpab-bench \(path): \(Self.clients) first connections through the redirect: burst \(ms(burst)),"
-                    + " accept->first byte p50 \(ms(percentile(firstByte, 0.5))) p99 \(ms(percentile(firstByte, 0.99)))"
+                    + " restore hook + redirect off \(restoreDuration.first.map(ms) ?? "?");"
+                    + " accept->app reachable \(summary(proxied.compactMap(\.timings.untilAppReachable)));"
+                    + " app reachable->first byte \(summary(reachableToFirstByte));"
+                    + " accept->first byte \(summary(proxied.compactMap(\.timings.untilFirstByte)))"
             )
 
             // After the restore: new connections reach the application directly.
