@@ -77,7 +77,9 @@ final class PodLab: Sendable {
         try sh(["ip", "link", "add", "zpabp", "netns", pod, "type", "veth", "peer", "name", "zpabc", "netns", client])
         try sh(["ip", "-n", pod, "addr", "add", "\(pod4)/24", "dev", "zpabp"])
         try sh(["ip", "-n", pod, "addr", "add", "\(pod6)/64", "dev", "zpabp", "nodad"])
-        for address in [client4, probe4] { try sh(["ip", "-n", client, "addr", "add", "\(address)/24", "dev", "zpabc"]) }
+        for address in [client4, probe4] {
+            try sh(["ip", "-n", client, "addr", "add", "\(address)/24", "dev", "zpabc"])
+        }
         for address in [client6, probe6] {
             try sh(["ip", "-n", client, "addr", "add", "\(address)/64", "dev", "zpabc", "nodad"])
         }
@@ -230,7 +232,9 @@ func tcpProbe(from namespace: FilePath, to address: String, port: UInt16, source
     close(try connectedSocket(from: namespace, to: address, port: port, source: source))
 }
 
-private func connectedSocket(from namespace: FilePath, to address: String, port: UInt16, source: String?) throws -> Int32 {
+private func connectedSocket(
+    from namespace: FilePath, to address: String, port: UInt16, source: String?
+) throws -> Int32 {
     let fd = try NetworkNamespace(path: namespace).makeTCPSocket(ipv6: address.contains(":")).rawValue
     do {
         var timeout = timeval(tv_sec: 20, tv_usec: 0)
@@ -257,8 +261,9 @@ private func connectedSocket(from namespace: FilePath, to address: String, port:
 
 /// Runs `body(0..<count)` on `count` threads at once (real concurrency for blocking clients,
 /// which the 2-thread cooperative pool would serialize); returns every result in index order.
-func concurrently<T: Sendable>(_ count: Int, _ body: @escaping @Sendable (Int) throws -> T) async -> [Result<T, any Error>]
-{
+func concurrently<T: Sendable>(
+    _ count: Int, _ body: @escaping @Sendable (Int) throws -> T
+) async -> [Result<T, any Error>] {
     await withCheckedContinuation { continuation in
         let results = Mutex<[Result<T, any Error>?]>(Array(repeating: nil, count: count))
         let remaining = Atomic<Int>(count)

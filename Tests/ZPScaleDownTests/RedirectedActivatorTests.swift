@@ -126,8 +126,9 @@ struct RedirectedActivatorTests {
 
             // A kubelet HTTP probe while scaled down: answered by the activator, no restore.
             let probe = try await onThread {
-                try exchange(from: clientNetns, to: target, port: port, source: probeSource,
-                             request: request("/healthz", userAgent: "kube-probe/1.31"))
+                try exchange(
+                    from: clientNetns, to: target, port: port, source: probeSource,
+                    request: request("/healthz", userAgent: "kube-probe/1.31"))
             }
             #expect(probe == ProbeResponses.httpNoContent)
             // A kubelet TCP probe (connect, close): accepted and closed, no restore either.
@@ -165,7 +166,9 @@ struct RedirectedActivatorTests {
                 case .success(let response):
                     let text = body(of: response)
                     // Proxied: the application sees the activator's dial from the pod's 127.0.0.1.
-                    if !(response.hasPrefix("HTTP/1.0 200 OK\r\n") && text == "hello from app: /first/\(i) from 127.0.0.1") {
+                    if !(response.hasPrefix("HTTP/1.0 200 OK\r\n")
+                        && text == "hello from app: /first/\(i) from 127.0.0.1")
+                    {
                         wrong.append("\(i): \(response.prefix(200))")
                     }
                 case .failure(let error):
@@ -205,7 +208,8 @@ struct RedirectedActivatorTests {
 
             // After the restore: new connections reach the application directly.
             let direct = await concurrently(20) { i in
-                try exchange(from: clientNetns, to: target, port: port, source: source, request: request("/direct/\(i)"))
+                try exchange(
+                    from: clientNetns, to: target, port: port, source: source, request: request("/direct/\(i)"))
             }
             let directPeer = source ?? "::1"
             for (i, result) in direct.enumerated() {
@@ -220,20 +224,23 @@ struct RedirectedActivatorTests {
                 let probeSource = try #require(probeSource)
                 for i in 0..<5 {
                     let answer = try await onThread {
-                        try exchange(from: clientNetns, to: target, port: port, source: probeSource,
-                                     request: request("/healthz/\(i)", userAgent: "kube-probe/1.31"))
+                        try exchange(
+                            from: clientNetns, to: target, port: port, source: probeSource,
+                            request: request("/healthz/\(i)", userAgent: "kube-probe/1.31"))
                     }
                     #expect(body(of: answer) == "hello from app: /healthz/\(i) from \(probeSource)")
                 }
-                #expect(try redirector.activity(port: port)?.lastActivity == afterBurst,
-                        "probe-source traffic leaves the timestamp")
+                #expect(
+                    try redirector.activity(port: port)?.lastActivity == afterBurst,
+                    "probe-source traffic leaves the timestamp")
                 _ = try await onThread {
                     try exchange(from: clientNetns, to: target, port: port, source: source, request: request("/real"))
                 }
                 let afterReal = try #require(try redirector.activity(port: port)?.lastActivity)
                 #expect(afterReal > afterBurst, "a real request moves the timestamp")
-                #expect(await eventuallyAsync { (try? redirector.activity(port: port)?.openConnections) == 0 },
-                        "every connection closed")
+                #expect(
+                    await eventuallyAsync { (try? redirector.activity(port: port)?.openConnections) == 0 },
+                    "every connection closed")
             } else {
                 #expect(try redirector.activity(port: port)?.lastActivity != nil, "loopback clients count")
             }
@@ -251,7 +258,8 @@ struct RedirectedActivatorTests {
         #expect(access(pinned.string, F_OK) != 0, "pins removed")
         _ = rmdir(pinRoot.string)
         #expect(access(pinRoot.string, F_OK) != 0)
-        #expect(try await eventuallyAsync { try bpftoolIDs("link").isDisjoint(with: kernelIDs.links) }, "links detached")
+        #expect(
+            try await eventuallyAsync { try bpftoolIDs("link").isDisjoint(with: kernelIDs.links) }, "links detached")
         #expect(try await eventuallyAsync { try bpftoolIDs("map").isDisjoint(with: kernelIDs.maps) }, "maps freed")
         lab.destroy()
         #expect(try lab.namespacesLeft().isEmpty, "namespaces deleted")
@@ -297,9 +305,13 @@ struct PodActivatorLifecycleTests {
                 try await started.waitUntilListening()
             }
         )
-        let clientPath = lab.clientPath, target = lab.pod4, source = lab.client4
+        let clientPath = lab.clientPath
+        let target = lab.pod4
+        let source = lab.client4
         @Sendable func get(_ path: String) async throws -> String {
-            try await onThread { try exchange(from: clientPath, to: target, port: port, source: source, request: request(path)) }
+            try await onThread {
+                try exchange(from: clientPath, to: target, port: port, source: source, request: request(path))
+            }
         }
         func startAppDirectly() async throws {
             let started = try AppProcess(namespace: lab.pod, port: port)
@@ -356,7 +368,8 @@ struct PodActivatorLifecycleTests {
         last.stop()
         #expect(!last.exists)
         redirector.close()
-        #expect(try await eventuallyAsync { try bpftoolIDs("link").isDisjoint(with: kernelIDs.links) }, "links detached")
+        #expect(
+            try await eventuallyAsync { try bpftoolIDs("link").isDisjoint(with: kernelIDs.links) }, "links detached")
         lab.destroy()
         #expect(try lab.namespacesLeft().isEmpty)
     }
