@@ -115,10 +115,10 @@ final class PodLab: Sendable {
 /// from a direct one.
 struct AppProcess: Sendable {
     let pid: pid_t
-    let port: UInt16
+    let ports: [UInt16]
 
     static let script = """
-        import socket, socketserver, sys
+        import socket, socketserver, sys, threading
         from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
@@ -141,14 +141,17 @@ struct AppProcess: Sendable {
                 self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
                 socketserver.TCPServer.server_bind(self)  # no getfqdn: no DNS in the pod
                 self.server_name, self.server_port = "app", self.server_address[1]
-        Server(("::", int(sys.argv[1])), Handler).serve_forever()
+        servers = [Server(("::", int(port)), Handler) for port in sys.argv[1:]]
+        for server in servers[1:]:
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers[0].serve_forever()
         """
 
     /// Starts the server in `namespace` (posix_spawn of `ip netns exec`, which execs python in
-    /// place: the pid is the server's); it listens on `port` a moment later (see
+    /// place: the pid is the server's); it listens on every one of `ports` a moment later (see
     /// ``waitUntilListening(deadline:)``). Standard streams go to /dev/null.
-    init(namespace: String, port: UInt16) throws {
-        let arguments = ["ip", "netns", "exec", namespace, "/usr/bin/python3", "-c", Self.script, "\(port)"]
+    init(namespace: String, ports: [UInt16]) throws {
+        let arguments = ["ip", "netns", "exec", namespace, "/usr/bin/python3", "-c", Self.script] + ports.map { "\($0)" }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -161,7 +164,12 @@ struct AppProcess: Sendable {
         let rc = posix_spawnp(&pid, "ip", &actions, nil, &argv, environ)
         guard rc == 0 else { throw LabError(message: "posix_spawnp ip netns exec \(namespace): errno \(rc)") }
         self.pid = pid
-        self.port = port
+        self.ports = ports
+    }
+
+    /// Starts the server on one port.
+    init(namespace: String, port: UInt16) throws {
+        try self.init(namespace: namespace, ports: [port])
     }
 
     /// Whether the server still runs (reaps it if it exited).
@@ -170,26 +178,27 @@ struct AppProcess: Sendable {
         return waitpid(pid, &status, WNOHANG) == 0
     }
 
-    /// Whether the process has a listening TCP socket on `port` (its /proc/PID/net/tcp6 shows
-    /// the pod namespace). Connecting would not tell: while the redirect is on, a connect to the
-    /// port lands in the activator.
+    /// Whether the process has listening TCP sockets on all its ports (its /proc/PID/net/tcp6
+    /// shows the pod namespace). Connecting would not tell: while the redirect is on, a connect
+    /// to the port lands in the activator.
     func isListening() -> Bool {
-        let hexPort = String(format: ":%04X", port)
+        var listening = Set<UInt16>()
         for file in ["tcp6", "tcp"] {
             guard let text = try? String(contentsOfFile: "/proc/\(pid)/net/\(file)", encoding: .utf8) else { continue }
             for line in text.split(separator: "\n").dropFirst() {
                 let fields = line.split(separator: " ")
-                if fields.count > 3, fields[1].hasSuffix(hexPort), fields[3] == "0A" { return true }
+                guard fields.count > 3, fields[3] == "0A", let colon = fields[1].lastIndex(of: ":") else { continue }
+                if let port = UInt16(fields[1][fields[1].index(after: colon)...], radix: 16) { listening.insert(port) }
             }
         }
-        return false
+        return listening.isSuperset(of: ports)
     }
 
     /// Waits until the server listens (or exits: then throws).
     func waitUntilListening(deadline seconds: Double = 30) async throws {
         let listening = await eventuallyAsync(seconds) { isListening() || !isRunning }
         guard listening, isRunning else {
-            throw LabError(message: "app in pod did not listen on \(port) (pid \(pid))")
+            throw LabError(message: "app in pod did not listen on \(ports) (pid \(pid))")
         }
     }
 

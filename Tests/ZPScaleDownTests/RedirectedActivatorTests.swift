@@ -134,7 +134,10 @@ struct RedirectedActivatorTests {
             // A kubelet TCP probe (connect, close): accepted and closed, no restore either.
             try await onThread { try tcpProbe(from: clientNetns, to: target, port: port, source: probeSource) }
             #expect(await eventuallyAsync { events.reports.count == 2 })
-            #expect(events.reports.map(\.outcome) == [.probeAnswered(.http), .probeAnswered(.tcp)])
+            // (In either order: the HTTP probe's report waits for the activator to see the close.)
+            let probeOutcomes = events.reports.map(\.outcome)
+            #expect(probeOutcomes.count == 2 && probeOutcomes.contains(.probeAnswered(.http))
+                && probeOutcomes.contains(.probeAnswered(.tcp)), "\(probeOutcomes)")
             #expect(restoreCalls.load(ordering: .relaxed) == 0 && events.restoresStarted == 0)
             #expect(app.withLock { $0 } == nil, "no application process yet")
             #expect(pod.phase == .scaledDown)
@@ -372,6 +375,95 @@ struct PodActivatorLifecycleTests {
             try await eventuallyAsync { try bpftoolIDs("link").isDisjoint(with: kernelIDs.links) }, "links detached")
         lab.destroy()
         #expect(try lab.namespacesLeft().isEmpty)
+    }
+
+    /// Two ports, and a shim that goes away while the pod is scaled down: the pinned redirect
+    /// state survives, a new shim reopens the pins, makes a new activator (registering new
+    /// listeners), and a connection on the second port restores and switches both ports off.
+    @Test func twoPorts_shimRestartWhileScaledDown_reopensPins_andRestores() async throws {
+        let lab = try PodLab(index: 8)
+        defer { lab.destroy() }
+        let ports: [UInt16] = [8080, 9090]
+        let pinRoot = FilePath("/sys/fs/bpf/zpab-test-\(getpid())-8")
+        let first = try PodRedirector(netnsPath: lab.podPath)
+        let pinned = try first.pin(podID: "pod", root: pinRoot)
+        let kernelIDs = try first.kernelObjectIDs()
+        let app = Mutex<AppProcess?>(nil)
+        defer {
+            app.withLock { $0 }?.stop()
+            PodRedirector.removePinned(at: pinned)
+            _ = rmdir(pinRoot.string)
+        }
+        let clientPath = lab.clientPath, target = lab.pod4, source = lab.client4
+
+        // The first shim: scaled down, then gone (its redirector closed first, as a crash would
+        // leave it: run()'s switch-off cannot reach the maps any more).
+        let firstEvents = EventLog()
+        let firstPod = try await PodActivator.make(
+            namespacePath: lab.podPath, ports: ports, redirector: first, events: firstEvents.sink
+        ) { Issue.record("the first shim must not restore") }
+        try await withThrowingTaskGroup(of: Void.self) { group throws in
+            group.addTask { try await firstPod.run() }
+            defer { group.cancelAll() }
+            #expect(try firstPod.applicationScaledDown() == .armed)
+            #expect(try first.redirectedPorts() == ports)
+            first.close()
+            group.cancelAll()
+        }
+
+        // The new shim finds the redirect still on but no listener (the sockets closed with the
+        // old activator), so a connection now is refused.
+        let second = try PodRedirector.open(pinnedAt: pinned)
+        defer { second.close() }
+        #expect(try second.redirectedPorts() == ports)
+        #expect(await eventuallyAsync { ports.allSatisfy { (try? second.hasListener(port: $0)) == false } })
+        let refused = try? await onThread {
+            try exchange(from: clientPath, to: target, port: 9090, source: source, request: request("/gap"))
+        }
+        #expect(refused == nil, "no listener registered, no application: refused")
+
+        let events = EventLog()
+        let restoreCalls = Atomic<Int>(0)
+        let pod = try await PodActivator.make(
+            namespacePath: lab.podPath, ports: ports, redirector: second, startsScaledDown: true,
+            events: events.sink
+        ) {
+            restoreCalls.add(1, ordering: .relaxed)
+            let started = try AppProcess(namespace: lab.pod, ports: ports)
+            app.withLock { $0 = started }
+            try await started.waitUntilListening()
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await pod.run() }
+            defer { group.cancelAll() }
+            #expect(try pod.applicationScaledDown() == .armed)
+            #expect(try ports.allSatisfy { try second.hasListener(port: $0) })
+            let second = try await onThread {
+                try exchange(from: clientPath, to: target, port: 9090, source: source, request: request("/p2"))
+            }
+            #expect(body(of: second) == "hello from app: /p2 from 127.0.0.1", "proxied on the second port")
+            #expect(restoreCalls.load(ordering: .relaxed) == 1)
+            #expect(await eventuallyAsync { events.reports.count == 1 })
+            #expect(events.reports.first?.appPort == 9090)
+            for port in ports {
+                let text = try await onThread {
+                    try exchange(from: clientPath, to: target, port: port, source: source, request: request("/d\(port)"))
+                }
+                #expect(body(of: text) == "hello from app: /d\(port) from \(source)", "direct on \(port)")
+            }
+            #expect(events.reports.count == 1, "both redirects were switched off by the one restore")
+            group.cancelAll()
+        }
+        #expect(try second.redirectedPorts().isEmpty)
+        #expect(firstEvents.reports.isEmpty)
+
+        second.remove()
+        #expect(access(pinned.string, F_OK) != 0, "pins removed")
+        #expect(try await eventuallyAsync { try bpftoolIDs("link").isDisjoint(with: kernelIDs.links) }, "links detached")
+        #expect(try await eventuallyAsync { try bpftoolIDs("map").isDisjoint(with: kernelIDs.maps) }, "maps freed")
+        let last = try #require(app.withLock { $0 })
+        last.stop()
+        #expect(!last.exists)
     }
 
     @Test func make_rejectsBadPortLists() async throws {
