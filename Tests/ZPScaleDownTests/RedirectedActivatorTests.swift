@@ -223,6 +223,11 @@ struct RedirectedActivatorTests {
 
             // Activity: real client traffic counted, probe-source traffic (direct to the app now) not.
             if overVeth {
+                // Quiet first: every counted connection closed means every FIN that stamps the port
+                // (clients', the activator's dial) has arrived; a late FIN would move the stamp.
+                #expect(
+                    await eventuallyAsync { (try? redirector.activity(port: port)?.openConnections) == 0 },
+                    "every connection of the burst closed")
                 let afterBurst = try #require(try redirector.activity(port: port)?.lastActivity)
                 let probeSource = try #require(probeSource)
                 for i in 0..<5 {
