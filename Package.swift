@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "ZPCheckpoint", targets: ["ZPCheckpoint"]),
         .executable(name: "zeropod-checkpoint-bench", targets: ["zeropod-checkpoint-bench"]),
         .library(name: "ZPActivator", targets: ["ZPActivator"]),
+        .library(name: "ZPScaleDown", targets: ["ZPScaleDown"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
@@ -103,6 +104,28 @@ let package = Package(
             dependencies: ["ZPCore", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "bench/Harness", swiftSettings: strict),
         .testTarget(name: "zpbenchTests", dependencies: ["zpbench"], swiftSettings: strict),
+
+        // MARK: ZPScaleDown (glue: the activator's listeners behind ZPBPF's redirect, in the pod netns)
+        .target(
+            name: "ZPScaleDown",
+            dependencies: [
+                "ZPActivator", "ZPBPF",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ZPScaleDownTests",
+            dependencies: [
+                "ZPScaleDown", "ZPActivator", "ZPBPF",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: strict
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

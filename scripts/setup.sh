@@ -33,6 +33,8 @@ PACKAGES=(
   debootstrap busybox-static wrk dpkg-dev xz-utils
   # benchmarks: javac for the JVM workload (bench/jvm), matplotlib for the chart (bench/plot.py)
   openjdk-17-jdk-headless python3-matplotlib
+  # ZPScaleDownTests run a real Python HTTP server inside the pod netns
+  python3
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -139,7 +139,8 @@ public final class Activator: Sendable {
     ///   - events: receives restore and per-connection reports; called from any task, must not block.
     ///   - restore: brings the application back; the activator dials it when this returns.
     /// - Throws: ``ActivatorSocketError`` when a socket cannot be created, bound or listened on,
-    ///   or NIO's error when it cannot adopt the socket. Sockets made so far are closed.
+    ///   or NIO's error when it cannot adopt the socket. Every socket made so far and every
+    ///   adopted socket is closed (adopted sockets belong to the activator even when this throws).
     public static func bind(
         ports: [PortRedirect],
         configuration: ActivatorConfiguration = ActivatorConfiguration(),
@@ -160,6 +161,11 @@ public final class Activator: Sendable {
             }
         } catch {
             for server in servers { try? await server.channel.channel.close() }
+            // Adopted sockets after the failing port were never reached; they are ours to close
+            // too (the failing port's socket was closed by `bindOne` or by NIO).
+            for port in ports.dropFirst(servers.count + 1) {
+                if case .adopt(let handle) = port.source { SocketCalls.close(handle) }
+            }
             throw error
         }
         return Activator(

@@ -1,0 +1,52 @@
+import SystemPackage
+import ZPActivator
+import ZPBPF
+
+/// ZPActivator's ``RedirectControl`` implemented with ZPBPF's ``PodRedirector``: switching a
+/// port's redirect off is one map delete (`zp_redirect_on`), after which new connections to the
+/// port reach the restored application directly.
+///
+/// The adapter does not own the redirector: the shim keeps it (it outlives scale-down cycles and
+/// may be pinned for a restarted shim).
+public struct BPFRedirectControl: RedirectControl {
+    /// The pod's redirector.
+    public let redirector: PodRedirector
+
+    /// Wraps `redirector`.
+    /// - Parameter redirector: the redirector of the pod whose ports the activator stands in for.
+    public init(redirector: PodRedirector) {
+        self.redirector = redirector
+    }
+
+    /// Switches the redirect for `port` off (``PodRedirector/setRedirect(port:enabled:)``).
+    /// - Parameter port: the application's port.
+    /// - Throws: `BPFError` from the map update (`.closed` when the redirector was closed).
+    public func disable(port: UInt16) async throws {
+        try redirector.setRedirect(port: port, enabled: false)
+    }
+}
+
+/// ZPActivator's ``ApplicationSocketFactory`` for a pod: every socket is created inside the pod's
+/// network namespace (ZPBPF's ``NetworkNamespace``: `socket(2)` on a short-lived thread that
+/// joined the namespace), so the activator, running in the shim's namespace, dials the
+/// application's 127.0.0.1 / ::1.
+///
+/// Each call opens the namespace file and starts one thread (tens of microseconds); it runs once
+/// per dial attempt, on the activator's restore path only.
+public struct PodNamespaceSockets: ApplicationSocketFactory {
+    /// The pod's network namespace.
+    public let namespace: NetworkNamespace
+
+    /// Names the namespace at `path`.
+    /// - Parameter path: e.g. `/var/run/netns/NAME` or `/proc/PID/ns/net`.
+    public init(namespacePath path: FilePath) {
+        self.namespace = NetworkNamespace(path: path)
+    }
+
+    /// A new unconnected TCP socket in the pod namespace; the activator owns it.
+    /// - Parameter ipv6: `AF_INET6` if true, else `AF_INET`.
+    /// - Throws: `BPFError.system` when the namespace cannot be joined or the socket not made.
+    public func makeStreamSocket(ipv6: Bool) throws -> SocketHandle {
+        SocketHandle(rawValue: try namespace.makeTCPSocket(ipv6: ipv6).rawValue)
+    }
+}
