@@ -10,6 +10,9 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "ZPCore", targets: ["ZPCore"]),
+        .library(name: "ZPTTRPC", targets: ["ZPTTRPC"]),
+        .library(name: "ZPShim", targets: ["ZPShim"]),
+        .executable(name: "containerd-shim-zeropod-v2", targets: ["containerd-shim-zeropod-v2"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
@@ -21,6 +24,39 @@ let package = Package(
         // MARK: core (standard library only)
         .target(name: "ZPCore", swiftSettings: strict),
         .testTarget(name: "ZPCoreTests", dependencies: ["ZPCore"], resources: [.copy("Fixtures")], swiftSettings: strict),
+
+        // MARK: ttrpc transport (SwiftNIO over unix sockets; codec in ZPCore)
+        .target(
+            name: "ZPTTRPC",
+            dependencies: [
+                "ZPCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "ZPTTRPCTests", dependencies: ["ZPTTRPC"], swiftSettings: strict),
+
+        // MARK: containerd shim v2 (composition)
+        .target(name: "CZPShim"),
+        .target(
+            name: "ZPShim",
+            dependencies: [
+                "ZPCore", "ZPTTRPC", "CZPShim",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "containerd-shim-zeropod-v2",
+            dependencies: ["ZPShim"],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "ZPShimTests", dependencies: ["ZPShim"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
 )
