@@ -29,12 +29,23 @@ public enum ShimDaemon {
 
         await withTaskGroup(of: Void.self) { tasks in
             tasks.addTask {
-                do { try await server.run(listeningDescriptor: 3) } catch { log.error("ttrpc server failed: \(error)") }
+                do {
+                    try await server.run(listeningDescriptor: 3)
+                } catch is CancellationError {
+                } catch {
+                    log.error("ttrpc server failed: \(error)")
+                }
             }
             tasks.addTask { await service.deliverExits(Reaper.shared.orphanExits) }
-            tasks.addTask { await publisher.run() }
-            await service.waitForShutdown()
-            publisher.finish()
+            await withTaskGroup(of: Void.self) { events in
+                events.addTask { await publisher.run() }
+                await service.waitForShutdown()
+                // Forward what is queued (TaskDelete comes right before Shutdown), at most 5 s.
+                publisher.finish()
+                events.addTask { try? await Task.sleep(for: .seconds(5)) }
+                await events.next()
+                events.cancelAll()
+            }
             tasks.cancelAll()
         }
         if !options.socket.isEmpty { unlink(options.socket) }
