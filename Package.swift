@@ -56,7 +56,7 @@ let package = Package(
             dependencies: ["ZPShim"],
             swiftSettings: strict
         ),
-        .testTarget(name: "ZPShimTests", dependencies: ["ZPShim"], exclude: ["Fixtures"], swiftSettings: strict),
+        .testTarget(name: "ZPShimTests", dependencies: ["ZPShim", "ZPTTRPC", .product(name: "NIOPosix", package: "swift-nio")], exclude: ["Fixtures"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
 )

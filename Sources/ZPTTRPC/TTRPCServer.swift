@@ -124,6 +124,7 @@ public struct TTRPCServer: Sendable {
             return credentials.flatMapThrowing { peer in
                 guard peer.uid == ownUID else {
                     logger.warning("refusing ttrpc peer", metadata: ["pid": "\(peer.pid)", "uid": "\(peer.uid)"])
+                    channel.close(promise: nil)
                     throw TTRPCTransportError.peerUIDMismatch(peerUID: peer.uid, ownUID: ownUID)
                 }
                 try channel.pipeline.syncOperations.addTTRPCFrameHandlers()
