@@ -59,7 +59,7 @@ import Testing
         #expect(goRun.status == 0, "ctr run (runc.v2): \(goRun.stderr)")
         _ = eventually { netns.httpGet(port: 8081) != nil }
         let goShimPid = processes(matching: ["containerd-shim-runc-v2", "-id", "web-go"]).first
-        print("[zpshim] \(flavor.name): shim RSS per container: zeropod-swift \(shimPid.flatMap(residentKiB) ?? -1) KiB, containerd-shim-runc-v2 \(goShimPid.flatMap(residentKiB) ?? -1) KiB")
+        print("[zpshim] \(flavor.name): shim memory per container, KiB rss/pss/anon: zeropod-swift \(memoryKiB(shimPid)), containerd-shim-runc-v2 \(memoryKiB(goShimPid))")
         _ = try containerd.ctr(["task", "kill", "-s", "SIGKILL", "web-go"])
         _ = eventually { (try? containerd.ctr(["task", "ls"]).stdout.contains("STOPPED")) ?? false }
         _ = try containerd.ctr(["task", "rm", "web-go"])

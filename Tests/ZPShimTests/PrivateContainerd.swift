@@ -51,8 +51,10 @@ enum TestPaths {
     /// The package root (from this file's path).
     static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
 
-    /// The directory holding the test binary, where SwiftPM also puts `containerd-shim-zeropod-v2`.
+    /// The directory holding the test binary, where SwiftPM also puts `containerd-shim-zeropod-v2`;
+    /// `ZPSHIM_SHIM_DIR` overrides it (e.g. `.build/release` to measure a release build).
     static var buildDirectory: String {
+        if let dir = ProcessInfo.processInfo.environment["ZPSHIM_SHIM_DIR"] { return dir }
         var url = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
         while url.path != "/" {
             if FileManager.default.isExecutableFile(atPath: url.appendingPathComponent("containerd-shim-zeropod-v2").path) {
@@ -191,13 +193,14 @@ func processes(matching parts: [String]) -> [Int32] {
     }
 }
 
-/// Resident set size of a process in KiB (VmRSS), or nil.
-func residentKiB(_ pid: Int32) -> Int? {
-    guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
-    for line in text.split(separator: "\n") where line.hasPrefix("VmRSS:") {
-        return Int(line.split(separator: " ").dropFirst().first ?? "")
+/// Memory of a process in KiB from `/proc/PID/smaps_rollup`: `Rss`, `Pss` (shared pages divided
+/// among their users) and `Anonymous`, as "rss/pss/anon", or "?" when unreadable.
+func memoryKiB(_ pid: Int32?) -> String {
+    guard let pid, let text = try? String(contentsOfFile: "/proc/\(pid)/smaps_rollup", encoding: .utf8) else { return "?" }
+    func field(_ name: String) -> String {
+        text.split(separator: "\n").first { $0.hasPrefix(name + ":") }?.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.map(String.init) ?? "?"
     }
-    return nil
+    return "\(field("Rss"))/\(field("Pss"))/\(field("Anonymous"))"
 }
 
 /// A network namespace of the test's own, deleted by ``delete()``.

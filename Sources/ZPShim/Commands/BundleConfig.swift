@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// What the shim reads from a bundle's OCI `config.json`.
 struct BundleConfig {
@@ -7,13 +11,13 @@ struct BundleConfig {
 
     /// Reads `<bundle>/config.json`; a missing or unreadable file yields no annotations.
     init(bundle: String) {
+        struct Spec: Decodable { var annotations: [String: String]? }
         guard let bytes = Sys.readFile(bundle + "/config.json"),
-              let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any],
-              let annotations = object["annotations"] as? [String: Any] else {
+              let spec = try? JSONDecoder().decode(Spec.self, from: Data(bytes)) else {
             annotations = [:]
             return
         }
-        self.annotations = annotations.compactMapValues { $0 as? String }
+        annotations = spec.annotations ?? [:]
     }
 
     /// The shim group: one shim serves every container of a group (a pod). containerd's runc shim

@@ -1,4 +1,3 @@
-import Foundation
 import ZPCore
 
 #if canImport(Glibc)
@@ -10,11 +9,11 @@ import Glibc
 public enum DeleteCommand {
     /// Runs `delete`. - Returns: The encoded `DeleteResponse` to write to stdout.
     public static func run(_ options: ShimCommandLine) async -> [UInt8] {
-        let bundle = options.bundle.isEmpty ? FileManager.default.currentDirectoryPath : options.bundle
+        let bundle = options.bundle.isEmpty ? Sys.currentDirectory() : options.bundle
         let runc = RuncDriver(namespace: options.namespace)
         var pid: UInt32 = 0
         if let bytes = Sys.readFile(bundle + "/init.pid"),
-           let value = UInt32(String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) {
+           let value = UInt32(String(decoding: bytes, as: UTF8.self).trimmedWhitespace) {
             pid = value
         }
         try? await runc.delete(id: options.id, bundle: bundle, force: true)

@@ -1,4 +1,3 @@
-import Foundation
 import Logging
 import NIOCore
 import NIOPosix
@@ -22,7 +21,7 @@ public enum ShimDaemon {
         let log = logger
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let publisher = EventPublisher(address: ProcessInfo.processInfo.environment["TTRPC_ADDRESS"] ?? "", group: group, logger: logger)
+        let publisher = EventPublisher(address: getenv("TTRPC_ADDRESS").map { String(cString: $0) } ?? "", group: group, logger: logger)
         let service = TaskService(namespace: options.namespace, publisher: publisher, group: group, logger: logger)
         let server = TTRPCServer(router: service.router(), group: group, logger: logger)
         logger.info("shim serving", metadata: ["socket": "\(options.socket)", "pid": "\(getpid())"])

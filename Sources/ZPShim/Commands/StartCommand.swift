@@ -1,4 +1,3 @@
-import Foundation
 import SystemPackage
 
 #if canImport(Glibc)
@@ -18,14 +17,15 @@ public enum StartCommand {
 
     /// The socket path for a group.
     public static func socketPath(containerdAddress: String, namespace: String, group: String) -> String {
-        let key = (containerdAddress as NSString).appendingPathComponent("\(namespace)/\(group)")
+        // Go's filepath.Join(address, namespace, group) for the usual absolute, clean address.
+        let key = (containerdAddress.hasSuffix("/") ? String(containerdAddress.dropLast()) : containerdAddress) + "/\(namespace)/\(group)"
         return "\(socketDirectory)/\(SHA256.hexDigest(key))"
     }
 
     /// Runs `start`. - Returns: The address to print, `unix:///run/containerd/s/<hash>`.
     /// - Throws: ``SysError`` when the socket cannot be created or the daemon cannot be started.
     public static func run(_ options: ShimCommandLine) throws -> String {
-        let bundle = options.bundle.isEmpty ? FileManager.default.currentDirectoryPath : options.bundle
+        let bundle = options.bundle.isEmpty ? Sys.currentDirectory() : options.bundle
         drainStdinIfPipe()
         let group = BundleConfig(bundle: bundle).groupID(default: options.id)
         let path = socketPath(containerdAddress: options.address, namespace: options.namespace, group: group)

@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 import NIOPosix
 
 #if canImport(Glibc)
@@ -81,10 +85,10 @@ public struct RuncDriver: Sendable {
     /// `runc ps --format json ID`: the pids in the container's cgroup.
     public func ps(id: String, bundle: String) async throws(RuncError) -> [Int32] {
         let out = try await run(["ps", "--format", "json", id], bundle: bundle, captureOutput: true)
-        guard let list = try? JSONSerialization.jsonObject(with: Data(out)) as? [Any] else {
+        guard let list = try? JSONDecoder().decode([Int32].self, from: Data(out)) else {
             throw RuncError(command: ["ps", id], exitCode: 0, message: "output is not a JSON list: \(String(decoding: out.prefix(200), as: UTF8.self))")
         }
-        return list.compactMap { ($0 as? NSNumber)?.int32Value }
+        return list
     }
 
     /// `runc update --resources FILE ID`: applies OCI `LinuxResources` JSON.
@@ -131,7 +135,7 @@ public struct RuncDriver: Sendable {
         let status = await reaper.wait(for: pid)
         guard status.code == 0 else {
             let logMessage = RuncDriver.lastLogError(logFile)
-            let stderrText = String(decoding: errors, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            let stderrText = String(decoding: errors, as: UTF8.self).trimmedWhitespace
             throw RuncError(command: command, exitCode: status.code, message: logMessage ?? (stderrText.isEmpty ? "no message" : stderrText))
         }
         return output
@@ -141,9 +145,9 @@ public struct RuncDriver: Sendable {
     static func lastLogError(_ path: String) -> String? {
         guard let bytes = Sys.readFile(path) else { return nil }
         for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n").reversed() {
-            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-                  let level = object["level"] as? String, level == "error" || level == "fatal",
-                  let msg = object["msg"] as? String else { continue }
+            struct Line: Decodable { var level: String?; var msg: String? }
+            guard let entry = try? JSONDecoder().decode(Line.self, from: Data(line.utf8)),
+                  entry.level == "error" || entry.level == "fatal", let msg = entry.msg else { continue }
             return msg
         }
         return nil
@@ -151,7 +155,7 @@ public struct RuncDriver: Sendable {
 
     /// The first executable `name` in `PATH`.
     static func findOnPath(_ name: String) -> String? {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        let path = getenv("PATH").map { String(cString: $0) } ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         for dir in path.split(separator: ":") {
             let candidate = "\(dir)/\(name)"
             if access(candidate, X_OK) == 0 { return candidate }

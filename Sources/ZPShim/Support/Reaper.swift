@@ -1,6 +1,5 @@
 import CZPShim
 import Dispatch
-import Foundation
 import Synchronization
 import SystemPackage
 
@@ -89,9 +88,16 @@ public final class Reaper: Sendable {
 
     private init() {
         (orphanExits, orphanContinuation) = AsyncStream.makeStream(of: (pid: pid_t, status: ExitStatus).self)
-        let thread = Thread { [self] in reapForever() }
-        thread.name = "zeropod-reaper"
-        thread.start()
+        // A plain pthread: the reaper blocks in wait4 for the life of the process.
+        let box = Unmanaged.passRetained(ReaperThreadContext(reaper: self))
+        var thread = pthread_t()
+        let rc = pthread_create(&thread, nil, { context in
+            let box = Unmanaged<ReaperThreadContext>.fromOpaque(context!).takeRetainedValue()
+            box.reaper.reapForever()
+            return nil
+        }, box.toOpaque())
+        precondition(rc == 0, "pthread_create for the reaper failed: \(rc)")
+        pthread_detach(thread)
     }
 
     /// Makes this process a child subreaper (`prctl(PR_SET_CHILD_SUBREAPER)`).
@@ -202,4 +208,10 @@ public final class Reaper: Sendable {
             }
         }
     }
+}
+
+/// Carries the reaper into its pthread.
+private final class ReaperThreadContext {
+    let reaper: Reaper
+    init(reaper: Reaper) { self.reaper = reaper }
 }

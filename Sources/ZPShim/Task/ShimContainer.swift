@@ -1,4 +1,3 @@
-import Foundation
 import Logging
 import NIOCore
 import ZPCore
@@ -349,7 +348,7 @@ public actor ShimContainer {
 
     private static func readPidFile(_ path: String) throws -> pid_t {
         guard let bytes = Sys.readFile(path),
-              let pid = pid_t(String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0 else {
+              let pid = pid_t(String(decoding: bytes, as: UTF8.self).trimmedWhitespace), pid > 0 else {
             throw ShimError.failedPrecondition("pid file \(path) is missing or holds no pid")
         }
         return pid
