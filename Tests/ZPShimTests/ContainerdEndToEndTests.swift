@@ -112,6 +112,7 @@ import Testing
         })
         _ = try containerd.ctr(["task", "rm", id])
         #expect(try containerd.ctr(["c", "rm", id]).status == 0)
+        #expect(eventually { !FileManager.default.fileExists(atPath: socket) }, "dead shim socket \(socket) left behind")
         // containerd publishes the DeleteResponse of our `delete` command as the task's exit.
         #expect(eventually { ((try? String(contentsOfFile: eventsFile, encoding: .utf8)) ?? "").contains("/tasks/exit") })
         let events = try String(contentsOfFile: eventsFile, encoding: .utf8)
