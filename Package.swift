@@ -15,6 +15,9 @@ let package = Package(
         .executable(name: "zeropod-checkpoint-bench", targets: ["zeropod-checkpoint-bench"]),
         .library(name: "ZPActivator", targets: ["ZPActivator"]),
         .library(name: "ZPScaleDown", targets: ["ZPScaleDown"]),
+        .library(name: "ZPTTRPC", targets: ["ZPTTRPC"]),
+        .library(name: "ZPShim", targets: ["ZPShim"]),
+        .executable(name: "containerd-shim-zeropod-v2", targets: ["containerd-shim-zeropod-v2"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
@@ -124,6 +127,43 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
+            swiftSettings: strict
+        ),
+        // MARK: ttrpc transport (SwiftNIO over unix sockets; codec in ZPCore)
+        .target(
+            name: "ZPTTRPC",
+            dependencies: [
+                "ZPCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "ZPTTRPCTests", dependencies: ["ZPTTRPC"], swiftSettings: strict),
+
+        // MARK: containerd shim v2 (composition)
+        .target(name: "CZPShim"),
+        .target(
+            name: "ZPShim",
+            dependencies: [
+                "ZPCore", "ZPTTRPC", "CZPShim",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "containerd-shim-zeropod-v2",
+            dependencies: ["ZPShim"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ZPShimTests",
+            dependencies: ["ZPShim", "ZPTTRPC", .product(name: "NIOPosix", package: "swift-nio")],
+            exclude: ["Fixtures"],
             swiftSettings: strict
         ),
     ],

@@ -1,0 +1,28 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// What the shim reads from a bundle's OCI `config.json`.
+struct BundleConfig {
+    /// The spec's annotations.
+    var annotations: [String: String]
+
+    /// Reads `<bundle>/config.json`; a missing or unreadable file yields no annotations.
+    init(bundle: String) {
+        struct Spec: Decodable { var annotations: [String: String]? }
+        guard let bytes = Sys.readFile(bundle + "/config.json"),
+              let spec = try? JSONDecoder().decode(Spec.self, from: Data(bytes)) else {
+            annotations = [:]
+            return
+        }
+        annotations = spec.annotations ?? [:]
+    }
+
+    /// The shim group: one shim serves every container of a group (a pod). containerd's runc shim
+    /// reads the same annotations.
+    func groupID(default id: String) -> String {
+        annotations["io.containerd.runc.v2.group"] ?? annotations["io.kubernetes.cri.sandbox-id"] ?? id
+    }
+}

@@ -1,0 +1,53 @@
+import Logging
+import NIOCore
+import NIOPosix
+import ZPTTRPC
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The shim daemon: a child subreaper serving the task API on the socket passed as fd 3, forwarding
+/// events to containerd, until containerd asks it to shut down with no containers left.
+public enum ShimDaemon {
+    /// Serves until shutdown, then removes the socket file.
+    /// - Throws: ``SysError`` when the shim cannot become a subreaper; NIO errors from the socket.
+    public static func run(_ options: ShimCommandLine) async throws {
+        signal(SIGPIPE, SIG_IGN)
+        var logger = Logger(label: "containerd-shim-zeropod-v2") { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = options.debug ? .debug : .info
+        logger[metadataKey: "id"] = "\(options.id)"
+        try Reaper.becomeSubreaper()
+        let log = logger
+
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let publisher = EventPublisher(address: getenv("TTRPC_ADDRESS").map { String(cString: $0) } ?? "", group: group, logger: logger)
+        let service = TaskService(namespace: options.namespace, publisher: publisher, group: group, logger: logger)
+        let server = TTRPCServer(router: service.router(), group: group, logger: logger)
+        logger.info("shim serving", metadata: ["socket": "\(options.socket)", "pid": "\(getpid())"])
+
+        await withTaskGroup(of: Void.self) { tasks in
+            tasks.addTask {
+                do {
+                    try await server.run(listeningDescriptor: 3)
+                } catch is CancellationError {
+                } catch {
+                    log.error("ttrpc server failed: \(error)")
+                }
+            }
+            tasks.addTask { await service.deliverExits(Reaper.shared.orphanExits) }
+            await withTaskGroup(of: Void.self) { events in
+                events.addTask { await publisher.run() }
+                await service.waitForShutdown()
+                // Forward what is queued (TaskDelete comes right before Shutdown), at most 5 s.
+                publisher.finish()
+                events.addTask { try? await Task.sleep(for: .seconds(5)) }
+                await events.next()
+                events.cancelAll()
+            }
+            tasks.cancelAll()
+        }
+        if !options.socket.isEmpty { unlink(options.socket) }
+        logger.info("shim exiting")
+    }
+}

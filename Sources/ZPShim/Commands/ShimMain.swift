@@ -1,0 +1,43 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The shim executable's entry point: parse containerd's command line, run the command.
+public enum ShimMain {
+    /// Runs the command named by `arguments` (without `argv[0]`). - Returns: The process exit code.
+    public static func run(arguments: [String]) async -> Int32 {
+        let options: ShimCommandLine
+        do {
+            options = try ShimCommandLine(arguments: arguments)
+        } catch {
+            printError("containerd-shim-zeropod-v2: \(error)")
+            return 2
+        }
+        switch options.action {
+        case .version:
+            try? Sys.writeAll(1, Array("containerd-shim-zeropod-v2:\n  Version:  \(TaskService.version)\n  Runtime:  Swift\n".utf8))
+        case .start:
+            do {
+                // containerd 1.6 accepts only the bare address; 2.x accepts it too (bootstrap version 2).
+                try Sys.writeAll(1, Array(try StartCommand.run(options).utf8))
+            } catch {
+                printError("containerd-shim-zeropod-v2 start: \(error)")
+                return 1
+            }
+        case .delete:
+            try? Sys.writeAll(1, await DeleteCommand.run(options))
+        case .serve:
+            do {
+                try await ShimDaemon.run(options)
+            } catch {
+                printError("containerd-shim-zeropod-v2: \(error)")
+                return 1
+            }
+        }
+        return 0
+    }
+
+    private static func printError(_ message: String) {
+        try? Sys.writeAll(2, Array((message + "\n").utf8))
+    }
+}

@@ -1,0 +1,109 @@
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `start`: find or launch the shim daemon for this container's group and return its address.
+///
+/// The socket lives at `/run/containerd/s/<sha256(address/namespace/group)>`, owner-only. If a daemon
+/// already answers there, its address is returned; otherwise this process binds and listens, starts
+/// itself again without an action (socket on fd 3, new session, stdio to `/dev/null`, stderr to the
+/// bundle's `log` FIFO when there is one) and returns. The address is also written to the bundle's
+/// `address` file, which containerd 1.6 reads when it reconnects after a restart.
+public enum StartCommand {
+    /// The directory of shim sockets.
+    public static let socketDirectory = "/run/containerd/s"
+
+    /// The socket path for a group.
+    public static func socketPath(containerdAddress: String, namespace: String, group: String) -> String {
+        // Go's filepath.Join(address, namespace, group) for the usual absolute, clean address.
+        let key = (containerdAddress.hasSuffix("/") ? String(containerdAddress.dropLast()) : containerdAddress) + "/\(namespace)/\(group)"
+        return "\(socketDirectory)/\(SHA256.hexDigest(key))"
+    }
+
+    /// Runs `start`. - Returns: The address to print, `unix:///run/containerd/s/<hash>`.
+    /// - Throws: ``SysError`` when the socket cannot be created or the daemon cannot be started.
+    public static func run(_ options: ShimCommandLine) throws -> String {
+        let bundle = options.bundle.isEmpty ? Sys.currentDirectory() : options.bundle
+        drainStdinIfPipe()
+        let group = BundleConfig(bundle: bundle).groupID(default: options.id)
+        let path = socketPath(containerdAddress: options.address, namespace: options.namespace, group: group)
+        let address = "unix://" + path
+
+        if canConnect(path) {
+            try? Sys.writeFile(bundle + "/address", Array(address.utf8))
+            return address
+        }
+        _ = mkdir("/run/containerd", 0o711)
+        _ = mkdir(socketDirectory, 0o711)
+        let listener = try listen(at: path)
+        var spec = SpawnSpec(path: selfExecutable(), arguments: [CommandLine.arguments[0]] + options.daemonArguments(socket: path))
+        spec.extraDescriptors = [listener.rawValue]
+        spec.workingDirectory = bundle
+        spec.newSession = true
+        let log = Sys.isFIFO(bundle + "/log") ? try? Sys.open(bundle + "/log", O_RDWR | O_NONBLOCK) : nil
+        spec.stderr = log?.rawValue
+        do {
+            _ = try Reaper.shared.spawn(spec)
+        } catch {
+            unlink(path)
+            throw error
+        }
+        try? Sys.writeFile(bundle + "/address", Array(address.utf8))
+        return address
+    }
+
+    /// Reads and discards runtime options containerd writes to stdin (a pipe it closes).
+    private static func drainStdinIfPipe() {
+        var st = stat()
+        guard fstat(0, &st) == 0, (st.st_mode & S_IFMT) == S_IFIFO else { return }
+        _ = try? Sys.readAll(0)
+    }
+
+    private static func selfExecutable() -> String {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        return n > 0 ? String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : CommandLine.arguments[0]
+    }
+
+    /// Whether a server accepts connections on the unix socket `path`.
+    static func canConnect(_ path: String) -> Bool {
+        guard let fd = try? socketFD() else { return false }
+        var addr = try? unixAddress(path)
+        guard addr != nil else { return false }
+        return withUnsafePointer(to: &addr!) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd.rawValue, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0 }
+        }
+    }
+
+    private static func socketFD() throws(SysError) -> OwnedDescriptor {
+        OwnedDescriptor(try sysCall("socket") { socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) })
+    }
+
+    private static func unixAddress(_ path: String) throws(SysError) -> sockaddr_un {
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { throw SysError(call: "bind", subject: path, errno: .fileNameTooLong) }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            for (i, b) in bytes.enumerated() { raw[i] = b }
+        }
+        return addr
+    }
+
+    /// Binds and listens on `path` (removing a stale socket), mode 0600.
+    static func listen(at path: String) throws(SysError) -> OwnedDescriptor {
+        unlink(path)
+        let fd = try socketFD()
+        var addr = try unixAddress(path)
+        try sysCall("bind", path) {
+            withUnsafePointer(to: &addr) { p in
+                p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd.rawValue, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
+        }
+        try sysCall("chmod", path) { chmod(path, 0o600) }
+        try sysCall("listen", path) { Glibc.listen(fd.rawValue, 128) }
+        return fd
+    }
+}

@@ -1,0 +1,165 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import NIOPosix
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A runc invocation that failed.
+public struct RuncError: Error, Sendable, CustomStringConvertible {
+    /// The runc subcommand and its arguments (without the global flags).
+    public var command: [String]
+    /// runc's exit status, or nil when it could not be started.
+    public var exitCode: UInt32?
+    /// runc's explanation: the last error of its JSON log, else its stderr.
+    public var message: String
+
+    public var description: String {
+        let status = exitCode.map { "exited with \($0)" } ?? "could not start"
+        return "runc \(command.joined(separator: " ")) \(status): \(message)"
+    }
+}
+
+/// Descriptors for a runc invocation's stdio; runc hands them on to the container process.
+public struct RuncStdio: Sendable {
+    /// 0, 1, 2; nil means `/dev/null`.
+    public var stdin: CInt?, stdout: CInt?, stderr: CInt?
+
+    /// Stdio from three descriptors.
+    public init(stdin: CInt?, stdout: CInt?, stderr: CInt?) {
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+    }
+}
+
+/// Drives the runc command line for one containerd namespace (the same flags go-runc uses).
+///
+/// Every invocation goes through ``Reaper/spawn(_:)`` so that the shim's reaper does not take runc's
+/// exit status. Global flags: `--root <root> --log <bundle>/log.json --log-format json`.
+public struct RuncDriver: Sendable {
+    /// The runc binary.
+    public var binary: String
+    /// runc's state directory, `/run/containerd/runc/<namespace>`.
+    public var root: String
+    private let reaper: Reaper
+
+    /// - Parameters:
+    ///   - namespace: The containerd namespace; picks the state root.
+    ///   - binary: The runc binary; by default `runc` found on `PATH`.
+    public init(namespace: String, binary: String? = nil, reaper: Reaper = .shared) {
+        self.binary = binary ?? RuncDriver.findOnPath("runc") ?? "/usr/sbin/runc"
+        self.root = "/run/containerd/runc/\(namespace)"
+        self.reaper = reaper
+    }
+
+    /// `runc create`: sets up the container and its init process, which waits for `start`.
+    public func create(id: String, bundle: String, pidFile: String, stdio: RuncStdio) async throws(RuncError) {
+        _ = try await run(["create", "--bundle", bundle, "--pid-file", pidFile, id], bundle: bundle, stdio: stdio)
+    }
+
+    /// `runc start`: lets the created init process run the user's program.
+    public func start(id: String, bundle: String) async throws(RuncError) {
+        _ = try await run(["start", id], bundle: bundle)
+    }
+
+    /// `runc kill [--all] ID SIGNAL`.
+    public func kill(id: String, bundle: String, signal: UInt32, all: Bool) async throws(RuncError) {
+        _ = try await run(["kill"] + (all ? ["--all"] : []) + [id, "\(signal)"], bundle: bundle)
+    }
+
+    /// `runc delete [--force] ID`.
+    public func delete(id: String, bundle: String, force: Bool) async throws(RuncError) {
+        _ = try await run(["delete"] + (force ? ["--force"] : []) + [id], bundle: bundle)
+    }
+
+    /// `runc exec --detach --process FILE --pid-file FILE ID`: starts an extra process in the container.
+    public func exec(id: String, bundle: String, processFile: String, pidFile: String, stdio: RuncStdio) async throws(RuncError) {
+        _ = try await run(["exec", "--detach", "--process", processFile, "--pid-file", pidFile, id], bundle: bundle, stdio: stdio)
+    }
+
+    /// `runc ps --format json ID`: the pids in the container's cgroup.
+    public func ps(id: String, bundle: String) async throws(RuncError) -> [Int32] {
+        let out = try await run(["ps", "--format", "json", id], bundle: bundle, captureOutput: true)
+        guard let list = try? JSONDecoder().decode([Int32].self, from: Data(out)) else {
+            throw RuncError(command: ["ps", id], exitCode: 0, message: "output is not a JSON list: \(String(decoding: out.prefix(200), as: UTF8.self))")
+        }
+        return list
+    }
+
+    /// `runc update --resources FILE ID`: applies OCI `LinuxResources` JSON.
+    public func update(id: String, bundle: String, resourcesFile: String) async throws(RuncError) {
+        _ = try await run(["update", "--resources", resourcesFile, id], bundle: bundle)
+    }
+
+    /// Runs one runc command and returns its stdout when `captureOutput` is set.
+    private func run(_ command: [String], bundle: String, stdio: RuncStdio? = nil, captureOutput: Bool = false) async throws(RuncError) -> [UInt8] {
+        let logFile = bundle + "/log.json"
+        let arguments = [binary, "--root", root, "--log", logFile, "--log-format", "json"] + command
+        var spec = SpawnSpec(path: binary, arguments: arguments)
+        let outPipe: (read: OwnedDescriptor, write: OwnedDescriptor)?
+        let errPipe: (read: OwnedDescriptor, write: OwnedDescriptor)?
+        do {
+            outPipe = captureOutput ? try Sys.pipe() : nil
+            errPipe = stdio == nil ? try Sys.pipe() : nil
+        } catch {
+            throw RuncError(command: command, exitCode: nil, message: "\(error)")
+        }
+        if let stdio {
+            spec.stdin = stdio.stdin
+            spec.stdout = stdio.stdout
+            spec.stderr = stdio.stderr
+        } else {
+            spec.stdout = outPipe?.write.rawValue
+            spec.stderr = errPipe?.write.rawValue
+        }
+        let pid: pid_t
+        do {
+            pid = try reaper.spawn(spec)
+        } catch {
+            throw RuncError(command: command, exitCode: nil, message: "\(error)")
+        }
+        outPipe?.write.close()
+        errPipe?.write.close()
+        // Blocking reads of small outputs, off the cooperative pool.
+        let outRead = outPipe?.read, errRead = errPipe?.read
+        let (output, errors): ([UInt8], [UInt8]) = (try? await NIOThreadPool.singleton.runIfActive {
+            let o = outRead.flatMap { try? Sys.readAll($0.rawValue) } ?? []
+            let e = errRead.flatMap { try? Sys.readAll($0.rawValue) } ?? []
+            return (o, e)
+        }) ?? ([], [])
+        let status = await reaper.wait(for: pid)
+        guard status.code == 0 else {
+            let logMessage = RuncDriver.lastLogError(logFile)
+            let stderrText = String(decoding: errors, as: UTF8.self).trimmedWhitespace
+            throw RuncError(command: command, exitCode: status.code, message: logMessage ?? (stderrText.isEmpty ? "no message" : stderrText))
+        }
+        return output
+    }
+
+    /// The `msg` of the last error-level line of runc's JSON log.
+    static func lastLogError(_ path: String) -> String? {
+        guard let bytes = Sys.readFile(path) else { return nil }
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n").reversed() {
+            struct Line: Decodable { var level: String?; var msg: String? }
+            guard let entry = try? JSONDecoder().decode(Line.self, from: Data(line.utf8)),
+                  entry.level == "error" || entry.level == "fatal", let msg = entry.msg else { continue }
+            return msg
+        }
+        return nil
+    }
+
+    /// The first executable `name` in `PATH`.
+    static func findOnPath(_ name: String) -> String? {
+        let path = getenv("PATH").map { String(cString: $0) } ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        for dir in path.split(separator: ":") {
+            let candidate = "\(dir)/\(name)"
+            if access(candidate, X_OK) == 0 { return candidate }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,191 @@
+import NIOCore
+import NIOPosix
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An error while setting up a process's stdio.
+public struct StdioError: Error, Sendable, CustomStringConvertible {
+    /// The stdio URI or path containerd gave.
+    public var target: String
+    /// Why it failed.
+    public var reason: String
+
+    public var description: String { "stdio \(target): \(reason)" }
+}
+
+/// The stdio of one container process: pipes the shim owns, copied to what containerd asked for.
+///
+/// The container side of each pipe goes to runc (and so to the process). The shim keeps its own copy
+/// of the container side until the process exits, because a restored process must be given the very
+/// same pipes again (CRIU cannot dump a descriptor that points at a host file). Destinations:
+/// a FIFO path (opened read-write, so that opening never blocks and a missing reader is no error),
+/// `file:///path` (appended to), or empty (output discarded, stdin at end of file).
+/// Copies run on NIO pipe channels.
+public final class ProcessIO: Sendable {
+    /// Container-side descriptors, handed to runc.
+    let containerStdin: OwnedDescriptor
+    let containerStdout: OwnedDescriptor
+    let containerStderr: OwnedDescriptor
+    /// The channel that feeds stdin, if containerd gave a stdin FIFO.
+    private let stdinChannel: (any Channel)?
+    private let outputCopies: [EventLoopFuture<Void>]
+
+    private init(containerStdin: OwnedDescriptor, containerStdout: OwnedDescriptor, containerStderr: OwnedDescriptor,
+                 stdinChannel: (any Channel)?, outputCopies: [EventLoopFuture<Void>]) {
+        self.containerStdin = containerStdin
+        self.containerStdout = containerStdout
+        self.containerStderr = containerStderr
+        self.stdinChannel = stdinChannel
+        self.outputCopies = outputCopies
+    }
+
+    /// The descriptors to give runc.
+    var runcStdio: RuncStdio {
+        RuncStdio(stdin: containerStdin.rawValue, stdout: containerStdout.rawValue, stderr: containerStderr.rawValue)
+    }
+
+    /// Creates the pipes and starts copying.
+    ///
+    /// - Parameters:
+    ///   - stdin: containerd's stdin FIFO path, or empty.
+    ///   - stdout: stdout FIFO path, `file://` URI, or empty.
+    ///   - stderr: stderr FIFO path, `file://` URI, or empty.
+    ///   - group: Event loops for the copies.
+    /// - Throws: ``StdioError`` naming the target that failed.
+    public static func open(stdin: String, stdout: String, stderr: String, group: any EventLoopGroup) async throws -> ProcessIO {
+        let inPipe = try Sys.pipe(), outPipe = try Sys.pipe(), errPipe = try Sys.pipe()
+        var stdinChannel: (any Channel)?
+        if stdin.isEmpty {
+            inPipe.write.close()
+        } else {
+            let source: OwnedDescriptor
+            do { source = try Sys.open(stdin, O_RDWR) } catch { throw StdioError(target: stdin, reason: "\(error)") }
+            let input = source.take()!, output = inPipe.write.take()!
+            stdinChannel = try await NIOPipeBootstrap(group: group)
+                .channelOption(.allowRemoteHalfClosure, value: true)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(StdioForwarder(sink: .channel)) }
+                }
+                .takingOwnershipOfDescriptors(input: input, output: output).get()
+        }
+        var copies: [EventLoopFuture<Void>] = []
+        for (target, readEnd) in [(stdout, outPipe.read), (stderr, errPipe.read)] {
+            copies.append(try await startOutputCopy(to: target, from: readEnd, group: group))
+        }
+        return ProcessIO(containerStdin: inPipe.read, containerStdout: outPipe.write, containerStderr: errPipe.write,
+                         stdinChannel: stdinChannel, outputCopies: copies)
+    }
+
+    private static func startOutputCopy(to target: String, from readEnd: OwnedDescriptor, group: any EventLoopGroup) async throws -> EventLoopFuture<Void> {
+        let bootstrap = NIOPipeBootstrap(group: group).channelOption(.allowRemoteHalfClosure, value: true)
+        let channel: any Channel
+        if target.isEmpty {
+            channel = try await bootstrap.channelInitializer { ch in
+                ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(StdioForwarder(sink: .discard)) }
+            }.takingOwnershipOfDescriptor(input: readEnd.take()!).get()
+        } else if target.hasPrefix("file://") {
+            let path = String(target.dropFirst("file://".count))
+            let file: OwnedDescriptor
+            do { file = try Sys.open(path, O_WRONLY | O_CREAT | O_APPEND, mode: 0o640) } catch { throw StdioError(target: target, reason: "\(error)") }
+            channel = try await bootstrap.channelInitializer { ch in
+                ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(StdioForwarder(sink: .file(file))) }
+            }.takingOwnershipOfDescriptor(input: readEnd.take()!).get()
+        } else if target.contains("://") {
+            throw StdioError(target: target, reason: "only FIFO paths and file:// URIs are supported")
+        } else {
+            let fifo: OwnedDescriptor
+            do { fifo = try Sys.open(target, O_RDWR) } catch { throw StdioError(target: target, reason: "\(error)") }
+            channel = try await bootstrap.channelInitializer { ch in
+                ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(StdioForwarder(sink: .channel)) }
+            }.takingOwnershipOfDescriptors(input: readEnd.take()!, output: fifo.take()!).get()
+        }
+        return channel.closeFuture
+    }
+
+    /// Closes the shim's copies of the container-side descriptors (after the process exited, or
+    /// right after start for exec processes), so that the copies end when the process's side closes.
+    public func releaseContainerSide() {
+        containerStdin.close()
+        containerStdout.close()
+        containerStderr.close()
+    }
+
+    /// Stops feeding stdin: the process reads end of file (CloseIO).
+    public func closeStdin() {
+        stdinChannel?.close(promise: nil)
+    }
+
+    /// Waits until the output copies have seen end of file, at most `timeout`.
+    public func waitOutputCopied(timeout: Duration = .seconds(2)) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { for copy in self.outputCopies { try? await copy.get() } }
+            group.addTask { try? await Task.sleep(for: timeout) }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// Ends everything: stdin, the output copies and the container side.
+    public func close() {
+        releaseContainerSide()
+        stdinChannel?.close(promise: nil)
+    }
+}
+
+/// Forwards bytes read from a pipe to the channel's output, a file, or nowhere; closes the channel
+/// once the input reached end of file and the last write finished.
+final class StdioForwarder: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    enum Sink {
+        case channel
+        case file(OwnedDescriptor)
+        case discard
+    }
+
+    private let sink: Sink
+    private var lastWrite: EventLoopFuture<Void>?
+
+    init(sink: Sink) {
+        self.sink = sink
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch sink {
+        case .channel:
+            let promise = context.eventLoop.makePromise(of: Void.self)
+            context.writeAndFlush(data, promise: promise)
+            lastWrite = promise.futureResult
+        case .file(let file):
+            let buffer = unwrapInboundIn(data)
+            try? Sys.writeAll(file.rawValue, Array(buffer.readableBytesView))
+        case .discard:
+            break
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard case ChannelEvent.inputClosed = event else { return context.fireUserInboundEventTriggered(event) }
+        let channel = context.channel
+        if let lastWrite {
+            lastWrite.whenComplete { _ in channel.close(promise: nil) }
+        } else {
+            channel.close(promise: nil)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if case .file(let file) = sink { file.close() }
+        context.fireChannelInactive()
+    }
+}
+
+@available(*, unavailable)
+extension StdioForwarder: Sendable {}

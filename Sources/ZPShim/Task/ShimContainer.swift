@@ -1,0 +1,356 @@
+import Logging
+import NIOCore
+import ZPCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One container of this shim: its init process, its exec processes, and every path that changes
+/// them (create, start, kill, delete, state, wait, pids, update). The scale-to-zero driver will own
+/// the container's lifecycle from here.
+///
+/// An actor: requests for one container are serialised, and after every `await` the phase is checked
+/// again, because an exit may have been delivered meanwhile.
+public actor ShimContainer {
+    /// Where a process is in its life.
+    enum Phase: Equatable {
+        /// An exec process that containerd added but has not started.
+        case defined
+        /// Init process after `runc create`, waiting for start.
+        case created
+        /// `Start` is running; an exit seen now waits until TaskStart was published.
+        case starting
+        /// Running.
+        case running
+        /// Exited with this status.
+        case exited(ExitStatus)
+    }
+
+    /// One process (init, exec id "") and what is known about it.
+    struct Process {
+        var execID: String
+        var pid: pid_t = 0
+        var phase: Phase
+        var io: ProcessIO?
+        var stdin: String, stdout: String, stderr: String
+        var terminal: Bool
+        /// The OCI process spec (exec only), JSON.
+        var spec: [UInt8] = []
+        var pendingExit: ExitStatus?
+        var waiters: [CheckedContinuation<ExitStatus, Never>] = []
+    }
+
+    /// The container id.
+    public let id: String
+    /// The bundle directory.
+    public let bundle: String
+    /// The containerd namespace.
+    public let namespace: String
+    private let rootfsMounted: Bool
+    private let runc: RuncDriver
+    private let publisher: EventPublisher
+    private let pids: PidIndex
+    private let group: any EventLoopGroup
+    private let logger: Logger
+    private var initProcess: Process
+    private var execs: [String: Process] = [:]
+
+    init(id: String, bundle: String, namespace: String, rootfsMounted: Bool, runc: RuncDriver, publisher: EventPublisher,
+         pids: PidIndex, group: any EventLoopGroup, logger: Logger, initProcess: Process) {
+        self.id = id
+        self.bundle = bundle
+        self.namespace = namespace
+        self.rootfsMounted = rootfsMounted
+        self.runc = runc
+        self.publisher = publisher
+        self.pids = pids
+        self.group = group
+        self.logger = logger
+        self.initProcess = initProcess
+    }
+
+    /// Creates the container with `runc create`: mounts, stdio pipes, init process (not yet started).
+    ///
+    /// Publishes TaskCreate. - Throws: ``ShimError``, ``RuncError``, ``StdioError``, ``SysError``.
+    static func create(_ request: CreateTaskRequest, namespace: String, runc: RuncDriver, publisher: EventPublisher,
+                       pids: PidIndex, group: any EventLoopGroup, logger: Logger) async throws -> ShimContainer {
+        guard !request.terminal else { throw ShimError.notImplemented("terminal (tty) containers are not supported yet") }
+        guard request.checkpoint.isEmpty else { throw ShimError.notImplemented("create from a checkpoint") }
+        let rootfs = request.bundle + "/rootfs"
+        var mounted = false
+        if !request.rootfs.isEmpty {
+            _ = mkdir(rootfs, 0o711)
+            for mount in request.rootfs { try Mounts.mount(mount, at: rootfs) }
+            mounted = true
+        }
+        do {
+            let io = try await ProcessIO.open(stdin: request.stdin, stdout: request.stdout, stderr: request.stderr, group: group)
+            let pidFile = request.bundle + "/init.pid"
+            do {
+                try await runc.create(id: request.id, bundle: request.bundle, pidFile: pidFile, stdio: io.runcStdio)
+            } catch {
+                io.close()
+                throw error
+            }
+            let pid = try readPidFile(pidFile)
+            var process = Process(execID: "", pid: pid, phase: .created, io: io, stdin: request.stdin, stdout: request.stdout,
+                                  stderr: request.stderr, terminal: false)
+            process.pid = pid
+            let container = ShimContainer(id: request.id, bundle: request.bundle, namespace: namespace, rootfsMounted: mounted,
+                                          runc: runc, publisher: publisher, pids: pids, group: group, logger: logger, initProcess: process)
+            publisher.publish(.create(containerID: request.id, bundle: request.bundle, rootfs: request.rootfs, stdin: request.stdin,
+                                      stdout: request.stdout, stderr: request.stderr, terminal: false, pid: UInt32(pid)), namespace: namespace)
+            if let early = pids.register(pid, to: container) { await container.processExited(pid: pid, status: early) }
+            return container
+        } catch {
+            if mounted { try? Sys.unmount(rootfs) }
+            throw error
+        }
+    }
+
+    /// The init process's pid.
+    public var pid: pid_t { initProcess.pid }
+
+    /// Whether the init process has exited.
+    var initExited: Bool {
+        if case .exited = initProcess.phase { return true }
+        return false
+    }
+
+    // MARK: Start
+
+    /// Starts the init process (`runc start`) or an exec process (`runc exec --detach`).
+    /// Publishes TaskStart or TaskExecStarted, then any exit that came meanwhile.
+    func start(execID: String) async throws -> pid_t {
+        if execID.isEmpty {
+            guard initProcess.phase == .created else { throw ShimError.failedPrecondition("task \(id) is not in the created state") }
+            initProcess.phase = .starting
+            do {
+                try await runc.start(id: id, bundle: bundle)
+            } catch {
+                if initProcess.phase == .starting { initProcess.phase = .created }
+                throw error
+            }
+            publisher.publish(.start(containerID: id, pid: UInt32(initProcess.pid)), namespace: namespace)
+            finishStart(execID: "")
+            return initProcess.pid
+        }
+        guard var process = execs[execID] else { throw ShimError.notFound("exec \(execID) in task \(id)") }
+        guard process.phase == .defined else { throw ShimError.failedPrecondition("exec \(execID) was already started") }
+        process.phase = .starting
+        execs[execID] = process
+        let safeName = execID.filter { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }
+        let specFile = "\(bundle)/exec-\(safeName).json", pidFile = "\(bundle)/exec-\(safeName).pid"
+        let io: ProcessIO
+        do {
+            try Sys.writeFile(specFile, process.spec, mode: 0o600)
+            io = try await ProcessIO.open(stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, group: group)
+            execs[execID]?.io = io
+            try await runc.exec(id: id, bundle: bundle, processFile: specFile, pidFile: pidFile, stdio: io.runcStdio)
+        } catch {
+            execs[execID]?.io?.close()
+            execs[execID]?.phase = .defined
+            unlink(specFile)
+            throw error
+        }
+        unlink(specFile)
+        io.releaseContainerSide()
+        let pid = try Self.readPidFile(pidFile)
+        unlink(pidFile)
+        execs[execID]?.pid = pid
+        if let early = pids.register(pid, to: self) { execs[execID]?.pendingExit = early }
+        publisher.publish(.execStarted(containerID: id, execID: execID, pid: UInt32(pid)), namespace: namespace)
+        finishStart(execID: execID)
+        return pid
+    }
+
+    private func finishStart(execID: String) {
+        let pending = execID.isEmpty ? initProcess.pendingExit : execs[execID]?.pendingExit
+        if execID.isEmpty { initProcess.phase = .running } else { execs[execID]?.phase = .running }
+        if let pending { recordExit(execID: execID, status: pending) }
+    }
+
+    // MARK: Exits
+
+    /// Delivers the exit of one of this container's processes (from the reaper).
+    func processExited(pid: pid_t, status: ExitStatus) {
+        if initProcess.pid == pid {
+            deliverExit(execID: "", status: status)
+        } else if let execID = execs.first(where: { $0.value.pid == pid })?.key {
+            deliverExit(execID: execID, status: status)
+        }
+    }
+
+    private func deliverExit(execID: String, status: ExitStatus) {
+        let phase = execID.isEmpty ? initProcess.phase : execs[execID]?.phase
+        switch phase {
+        case .starting:
+            if execID.isEmpty { initProcess.pendingExit = status } else { execs[execID]?.pendingExit = status }
+        case .created, .running, .defined:
+            recordExit(execID: execID, status: status)
+        case .exited, nil:
+            break
+        }
+    }
+
+    private func recordExit(execID: String, status: ExitStatus) {
+        var process = execID.isEmpty ? initProcess : execs[execID]!
+        process.phase = .exited(status)
+        process.pendingExit = nil
+        let waiters = process.waiters
+        process.waiters = []
+        if execID.isEmpty {
+            process.io?.releaseContainerSide()
+            initProcess = process
+        } else {
+            execs[execID] = process
+        }
+        publisher.publish(.exit(containerID: id, id: execID.isEmpty ? id : execID, pid: UInt32(process.pid), exitStatus: status.code,
+                                exitedAt: ProtobufTimestamp(unixNanoseconds: status.exitedAt)), namespace: namespace)
+        for waiter in waiters { waiter.resume(returning: status) }
+    }
+
+    // MARK: Kill, Delete, Wait, State
+
+    /// Sends `signal` to the init process (through runc, optionally to all processes) or to an exec.
+    func kill(execID: String, signal: UInt32, all: Bool) async throws {
+        if execID.isEmpty {
+            if case .exited = initProcess.phase { throw ShimError.notFound("process already finished: task \(id)") }
+            try await runc.kill(id: id, bundle: bundle, signal: signal, all: all)
+            return
+        }
+        guard let process = execs[execID] else { throw ShimError.notFound("exec \(execID) in task \(id)") }
+        switch process.phase {
+        case .running, .starting:
+            try Sys.kill(process.pid, CInt(signal))
+        case .exited, .defined, .created:
+            throw ShimError.notFound("process already finished: exec \(execID)")
+        }
+    }
+
+    /// Deletes an exited exec process, or the container after its init exited (or before it started).
+    /// Publishes TaskDelete for the init process.
+    func delete(execID: String) async throws -> DeleteResponse {
+        if !execID.isEmpty {
+            guard let process = execs[execID] else { throw ShimError.notFound("exec \(execID) in task \(id)") }
+            switch process.phase {
+            case .exited(let status):
+                execs[execID] = nil
+                process.io?.close()
+                return DeleteResponse(pid: UInt32(process.pid), exitStatus: status.code, exitedAt: ProtobufTimestamp(unixNanoseconds: status.exitedAt))
+            case .defined:
+                execs[execID] = nil
+                return DeleteResponse(pid: 0, exitStatus: 0, exitedAt: nil)
+            case .running, .starting, .created:
+                throw ShimError.failedPrecondition("exec \(execID) is still running")
+            }
+        }
+        switch initProcess.phase {
+        case .running, .starting:
+            throw ShimError.failedPrecondition("task \(id) is still running")
+        case .created, .defined, .exited:
+            break
+        }
+        try await runc.delete(id: id, bundle: bundle, force: initProcess.phase == .created)
+        let status: ExitStatus
+        if case .exited(let s) = initProcess.phase {
+            status = s
+        } else {
+            status = ExitStatus(code: 128 + UInt32(SIGKILL), exitedAt: Sys.now())
+            pids.forget(initProcess.pid)
+        }
+        await initProcess.io?.waitOutputCopied()
+        initProcess.io?.close()
+        for (_, exec) in execs { exec.io?.close() }
+        if rootfsMounted { try? Sys.unmount(bundle + "/rootfs") }
+        unlink(bundle + "/init.pid")
+        publisher.publish(.delete(containerID: id, pid: UInt32(initProcess.pid), exitStatus: status.code,
+                                  exitedAt: ProtobufTimestamp(unixNanoseconds: status.exitedAt), id: id), namespace: namespace)
+        return DeleteResponse(pid: UInt32(initProcess.pid), exitStatus: status.code, exitedAt: ProtobufTimestamp(unixNanoseconds: status.exitedAt))
+    }
+
+    /// Waits until the process exits.
+    func wait(execID: String) async throws -> ExitStatus {
+        let process = execID.isEmpty ? initProcess : execs[execID]
+        guard let process else { throw ShimError.notFound("exec \(execID) in task \(id)") }
+        if case .exited(let status) = process.phase { return status }
+        return await withCheckedContinuation { continuation in
+            if execID.isEmpty { initProcess.waiters.append(continuation) } else { execs[execID]?.waiters.append(continuation) }
+        }
+    }
+
+    /// The task's or exec's state for containerd.
+    func state(execID: String) throws -> StateResponse {
+        let process = execID.isEmpty ? initProcess : execs[execID]
+        guard let process else { throw ShimError.notFound("exec \(execID) in task \(id)") }
+        var state = StateResponse()
+        state.id = execID.isEmpty ? id : execID
+        state.bundle = bundle
+        state.pid = UInt32(process.pid)
+        state.stdin = process.stdin
+        state.stdout = process.stdout
+        state.stderr = process.stderr
+        state.terminal = process.terminal
+        state.execID = execID
+        switch process.phase {
+        case .defined, .created: state.status = .created
+        case .starting: state.status = execID.isEmpty ? .created : .created
+        case .running: state.status = .running
+        case .exited(let status):
+            state.status = .stopped
+            state.exitStatus = status.code
+            state.exitedAt = ProtobufTimestamp(unixNanoseconds: status.exitedAt)
+        }
+        return state
+    }
+
+    // MARK: Exec, IO, Pids, Update
+
+    /// Adds an exec process (started later by ``start(execID:)``). Publishes TaskExecAdded.
+    func addExec(_ request: ExecProcessRequest) throws {
+        guard !request.terminal else { throw ShimError.notImplemented("terminal (tty) exec is not supported yet") }
+        guard execs[request.execID] == nil else { throw ShimError.alreadyExists("exec \(request.execID) in task \(id)") }
+        guard !initExited else { throw ShimError.failedPrecondition("task \(id) has exited") }
+        guard let spec = request.spec else { throw ShimError.invalidArgument("exec \(request.execID) has no process spec") }
+        execs[request.execID] = Process(execID: request.execID, phase: .defined, stdin: request.stdin, stdout: request.stdout,
+                                        stderr: request.stderr, terminal: false, spec: spec.value)
+        publisher.publish(.execAdded(containerID: id, execID: request.execID), namespace: namespace)
+    }
+
+    /// Closes a process's stdin (CloseIO).
+    func closeIO(execID: String) throws {
+        let process = execID.isEmpty ? initProcess : execs[execID]
+        guard let process else { throw ShimError.notFound("exec \(execID) in task \(id)") }
+        process.io?.closeStdin()
+    }
+
+    /// The pids in the container (`runc ps`).
+    func listPids() async throws -> [UInt32] {
+        if initExited { return [] }
+        return try await runc.ps(id: id, bundle: bundle).map { UInt32(bitPattern: $0) }
+    }
+
+    /// Applies new resource limits (`runc update`); `resources` is OCI LinuxResources JSON.
+    func update(resources: [UInt8]) async throws {
+        let file = bundle + "/update-resources.json"
+        try Sys.writeFile(file, resources, mode: 0o600)
+        defer { unlink(file) }
+        try await runc.update(id: id, bundle: bundle, resourcesFile: file)
+    }
+
+    /// The pid of a process in the container, 0 if not started.
+    func pid(execID: String) throws -> pid_t {
+        if execID.isEmpty { return initProcess.pid }
+        guard let process = execs[execID] else { throw ShimError.notFound("exec \(execID) in task \(id)") }
+        return process.pid
+    }
+
+    private static func readPidFile(_ path: String) throws -> pid_t {
+        guard let bytes = Sys.readFile(path),
+              let pid = pid_t(String(decoding: bytes, as: UTF8.self).trimmedWhitespace), pid > 0 else {
+            throw ShimError.failedPrecondition("pid file \(path) is missing or holds no pid")
+        }
+        return pid
+    }
+}

@@ -1,0 +1,212 @@
+import Logging
+import NIOCore
+import Synchronization
+import ZPCore
+import ZPTTRPC
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The containerd task service (`containerd.task.v2.Task` and `containerd.task.v3.Task`, identical
+/// bodies): decodes requests, finds the ``ShimContainer`` and maps errors to ttrpc status codes.
+public final class TaskService: Sendable {
+    /// The ttrpc service names served.
+    public static let serviceNames = ["containerd.task.v2.Task", "containerd.task.v3.Task"]
+    /// The metadata key that carries the containerd namespace.
+    public static let namespaceKey = "containerd-namespace-ttrpc"
+    /// Version reported by Connect and `-v`.
+    public static let version = "0.1.0"
+
+    private let defaultNamespace: String
+    private let publisher: EventPublisher
+    private let group: any EventLoopGroup
+    private let logger: Logger
+    private let pids = PidIndex()
+    private let containers = Mutex<[String: ShimContainer]>([:])
+    private let shutdown: AsyncStream<Void>
+    private let shutdownContinuation: AsyncStream<Void>.Continuation
+    private let runcBinary: String?
+
+    /// - Parameters:
+    ///   - namespace: The namespace used when a request carries none (the `-namespace` flag).
+    ///   - publisher: Where task events go.
+    ///   - group: Event loops for stdio copies.
+    ///   - runcBinary: The runc to use; nil finds `runc` on `PATH`.
+    ///   - logger: Request failures are logged here.
+    public init(namespace: String, publisher: EventPublisher, group: any EventLoopGroup, runcBinary: String? = nil, logger: Logger) {
+        defaultNamespace = namespace
+        self.publisher = publisher
+        self.group = group
+        self.logger = logger
+        self.runcBinary = runcBinary
+        (shutdown, shutdownContinuation) = AsyncStream.makeStream(of: Void.self)
+    }
+
+    /// The number of containers this shim holds.
+    public var containerCount: Int { containers.withLock { $0.count } }
+
+    /// Delivers process exits from the reaper to their containers until the stream ends.
+    public func deliverExits(_ exits: AsyncStream<(pid: pid_t, status: ExitStatus)>) async {
+        for await exit in exits {
+            if let container = pids.claimExit(of: exit.pid, status: exit.status) {
+                await container.processExited(pid: exit.pid, status: exit.status)
+            }
+        }
+    }
+
+    /// Returns once containerd asked for shutdown and no container is left.
+    public func waitForShutdown() async {
+        for await _ in shutdown { return }
+    }
+
+    /// The router with every task method registered under both service names.
+    public func router() -> TTRPCRouter {
+        var router = TTRPCRouter()
+        let methods: [(String, @Sendable (TTRPCCall) async throws -> [UInt8])] = [
+            ("Create", { [self] in try await create($0) }),
+            ("Start", { [self] in try await start($0) }),
+            ("State", { [self] in try await state($0) }),
+            ("Kill", { [self] in try await kill($0) }),
+            ("Delete", { [self] in try await delete($0) }),
+            ("Wait", { [self] in try await wait($0) }),
+            ("Exec", { [self] in try await exec($0) }),
+            ("Pids", { [self] in try await pids($0) }),
+            ("Stats", { [self] in try await stats($0) }),
+            ("Update", { [self] in try await update($0) }),
+            ("CloseIO", { [self] in try await closeIO($0) }),
+            ("Connect", { [self] in try await connect($0) }),
+            ("Shutdown", { [self] in try await shutdown($0) }),
+            ("ResizePty", { _ in throw ShimError.notImplemented("ResizePty: terminals are not supported yet") }),
+            ("Pause", { _ in throw ShimError.notImplemented("Pause") }),
+            ("Resume", { _ in throw ShimError.notImplemented("Resume") }),
+            ("Checkpoint", { _ in throw ShimError.notImplemented("Checkpoint") }),
+        ]
+        let logger = logger
+        for service in Self.serviceNames {
+            for (method, handler) in methods {
+                router.register(service: service, method: method) { call in
+                    do {
+                        return try await handler(call)
+                    } catch {
+                        let status = ShimError.status(for: error)
+                        logger.log(level: status.code == .notFound ? .debug : .warning, "\(method) failed", metadata: ["error": "\(status.message)"])
+                        throw status
+                    }
+                }
+            }
+        }
+        return router
+    }
+
+    // MARK: methods
+
+    private func namespace(of call: TTRPCCall) -> String {
+        call.metadataValue(Self.namespaceKey) ?? defaultNamespace
+    }
+
+    private func container(_ id: String) throws -> ShimContainer {
+        guard let container = containers.withLock({ $0[id] }) else { throw ShimError.notFound("task \(id)") }
+        return container
+    }
+
+    private func create(_ call: TTRPCCall) async throws -> [UInt8] {
+        let request = try CreateTaskRequest(decoding: call.payload)
+        guard !request.id.isEmpty else { throw ShimError.invalidArgument("Create without a task id") }
+        let reserved = containers.withLock { $0[request.id] == nil }
+        guard reserved else { throw ShimError.alreadyExists("task \(request.id)") }
+        let namespace = namespace(of: call)
+        let runc = RuncDriver(namespace: namespace, binary: runcBinary)
+        let container = try await ShimContainer.create(request, namespace: namespace, runc: runc, publisher: publisher, pids: pids,
+                                                       group: group, logger: logger)
+        let inserted = containers.withLock { table in
+            guard table[request.id] == nil else { return false }
+            table[request.id] = container
+            return true
+        }
+        guard inserted else { throw ShimError.alreadyExists("task \(request.id)") }
+        let pid = await container.pid
+        logger.info("created task", metadata: ["id": "\(request.id)", "pid": "\(pid)"])
+        return PidResponse(pid: UInt32(pid)).encoded()
+    }
+
+    private func start(_ call: TTRPCCall) async throws -> [UInt8] {
+        let request = try TaskProcessRequest(decoding: call.payload)
+        let pid = try await container(request.id).start(execID: request.execID)
+        return PidResponse(pid: UInt32(pid)).encoded()
+    }
+
+    private func state(_ call: TTRPCCall) async throws -> [UInt8] {
+        let request = try TaskProcessRequest(decoding: call.payload)
+        return try await container(request.id).state(execID: request.execID).encoded()
+    }
+
+    private func kill(_ call: TTRPCCall) async throws -> [UInt8] {
+        let request = try KillRequest(decoding: call.payload)
+        try await container(request.id).kill(execID: request.execID, signal: request.signal, all: request.all)
+        return EmptyMessage().encoded()
+    }
+
+    private func delete(_ call: TTRPCCall) async throws -> [UInt8] {
+        let request = try TaskProcessRequest(decoding: call.payload)
+        let container = try container(request.id)
+        let response = try await container.delete(execID: request.execID)
+        if request.execID.isEmpty {
+            containers.withLock { _ = $0.removeValue(forKey: request.id) }
+            logger.info("deleted task", metadata: ["id": "\(request.id)"])
+        }
+        return response.encoded()
+    }
+
+    private func wait(_ call: TTRPCCall) async throws -> [UInt8] {
+        let request = try TaskProcessRequest(decoding: call.payload)
+        let status = try await container(request.id).wait(execID: request.execID)
+        return WaitResponse(exitStatus: status.code, exitedAt: ProtobufTimestamp(unixNanoseconds: status.exitedAt)).encoded()
+    }
+
+    private func exec(_ call: TTRPCCall) async throws -> [UInt8] {
+        let request = try ExecProcessRequest(decoding: call.payload)
+        try await container(request.id).addExec(request)
+        return EmptyMessage().encoded()
+    }
+
+    private func pids(_ call: TTRPCCall) async throws -> [UInt8] {
+        let request = try TaskIDRequest(decoding: call.payload)
+        return PidsResponse(pids: try await container(request.id).listPids()).encoded()
+    }
+
+    private func stats(_ call: TTRPCCall) async throws -> [UInt8] {
+        let request = try TaskIDRequest(decoding: call.payload)
+        _ = try container(request.id)
+        // Minimal: an empty cgroup v1 Metrics message (containerd decodes it; all counters zero).
+        return StatsResponse(stats: ProtobufAny(typeURL: "io.containerd.cgroups.v1.Metrics", value: [])).encoded()
+    }
+
+    private func update(_ call: TTRPCCall) async throws -> [UInt8] {
+        let request = try UpdateTaskRequest(decoding: call.payload)
+        guard let resources = request.resources else { throw ShimError.invalidArgument("Update of task \(request.id) without resources") }
+        try await container(request.id).update(resources: resources.value)
+        return EmptyMessage().encoded()
+    }
+
+    private func closeIO(_ call: TTRPCCall) async throws -> [UInt8] {
+        let request = try CloseIORequest(decoding: call.payload)
+        if request.stdin { try await container(request.id).closeIO(execID: request.execID) }
+        return EmptyMessage().encoded()
+    }
+
+    private func connect(_ call: TTRPCCall) async throws -> [UInt8] {
+        let request = try TaskIDRequest(decoding: call.payload)
+        let taskPID = try await container(request.id).pid
+        return ConnectResponse(shimPID: UInt32(getpid()), taskPID: UInt32(taskPID), version: Self.version).encoded()
+    }
+
+    private func shutdown(_ call: TTRPCCall) async throws -> [UInt8] {
+        let request = try TaskIDRequest(decoding: call.payload)
+        if containerCount == 0 || request.now {
+            logger.info("shutdown requested")
+            shutdownContinuation.yield()
+        }
+        return EmptyMessage().encoded()
+    }
+}
