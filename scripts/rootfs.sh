@@ -19,17 +19,7 @@ die() { printf '[rootfs] error: %s\n' "$*" >&2; exit 1; }
 mkdir -p "$ROOT"
 exec 8>"$ROOT/.lock"; flock 8
 
-debian_uri() {
-  local uri=""
-  if compgen -G '/etc/apt/sources.list.d/*.sources' >/dev/null; then
-    uri=$(awk '/^URIs:/ {for (i=2;i<=NF;i++) if ($i !~ /security/) {print $i; exit}}' /etc/apt/sources.list.d/*.sources)
-  fi
-  if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
-    uri=$(awk '/^deb / && $0 !~ /security/ {for (i=2;i<=NF;i++) if ($i ~ /^[a-z]+:\/\//) {print $i; exit}}' /etc/apt/sources.list)
-  fi
-  [ -n "$uri" ] || die "no Debian URI in the machine's apt sources"
-  printf '%s\n' "$uri"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/lib-apt.sh"
 
 # Builds $1 with function $2 into a temporary folder, then renames it into place (atomic).
 cached() {

@@ -48,18 +48,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # ---------------------------------------------------------------- private apt config for sid
-# The machine's own Debian URI (deb822 sources first, then one-line sources.list).
-debian_uri() {
-  local uri=""
-  if compgen -G '/etc/apt/sources.list.d/*.sources' >/dev/null; then
-    uri=$(awk '/^URIs:/ {for (i=2;i<=NF;i++) if ($i !~ /security/) {print $i; exit}}' /etc/apt/sources.list.d/*.sources)
-  fi
-  if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
-    uri=$(awk '/^deb / && $0 !~ /security/ {for (i=2;i<=NF;i++) if ($i ~ /^[a-z]+:\/\//) {print $i; exit}}' /etc/apt/sources.list)
-  fi
-  [ -n "$uri" ] || die "no Debian URI found in /etc/apt/sources.list.d/*.sources or /etc/apt/sources.list"
-  printf '%s\n' "$uri"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/lib-apt.sh"
 SID_APT="$ZP_CACHE/apt-sid"
 sid_apt() {
   local uri; uri=$(debian_uri)
