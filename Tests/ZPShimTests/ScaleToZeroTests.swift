@@ -26,6 +26,49 @@ func logLines(_ containerd: PrivateContainerd, containing text: String) -> [Stri
     return log.split(separator: "\n").filter { $0.contains(text) }.map(String.init)
 }
 
+/// The HTTP status code of a GET with user agent `agent` from inside the namespace, or nil.
+func httpStatus(_ netns: TestNetns, port: Int, agent: String) -> Int? {
+    guard let r = try? run(["ip", "netns", "exec", netns.name, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-A", agent,
+                            "--max-time", "5", "http://127.0.0.1:\(port)/"], timeout: 15), r.status == 0 else { return nil }
+    return Int(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+}
+
+/// The first field (pid) and the status of `id` in `ctr task ls`.
+func taskRow(_ containerd: PrivateContainerd, _ id: String) -> (pid: Int32, status: String)? {
+    guard let list = try? containerd.ctr(["task", "ls"]).stdout,
+          let row = list.split(separator: "\n").first(where: { $0.hasPrefix(id + " ") }) else { return nil }
+    let fields = row.split(separator: " ", omittingEmptySubsequences: true)
+    guard fields.count >= 3, let pid = Int32(fields[1]) else { return nil }
+    return (pid, String(fields[fields.count - 1]))
+}
+
+/// Starts the busybox counter server `id` with a 2 s scale-down duration and waits for count=1.
+func startCounter(_ containerd: PrivateContainerd, netns: TestNetns, id: String, rootfs: String,
+                  extra: [String] = [], command: String = counterServer, port: Int = 8080) throws {
+    let created = try containerd.ctr(
+        ["run", "-d", "--runtime", "io.containerd.zeropod.v2", "--annotation", "zeropod.ctrox.dev/scaledown-duration=2s",
+         "--with-ns", "network:\(netns.path)", "--log-uri", "file://\(containerd.directory)/\(id).out"] + extra
+            + ["--rootfs", rootfs, id, "/bin/sh", "-c", command])
+    try #require(created.status == 0, "ctr run: \(created.stderr)\n\(containerd.log(tail: 20))")
+    var body: String?
+    _ = eventually { body = netns.httpGet(port: port); return body != nil }
+    try #require(body != nil, "\(id) never answered; log: \(containerd.log(tail: 30))")
+}
+
+/// Kills and removes `id` (best effort; for defers).
+func removeTask(_ containerd: PrivateContainerd, _ id: String) {
+    _ = try? containerd.ctr(["task", "kill", "-s", "SIGKILL", id])
+    _ = eventually(within: 20) { (try? containerd.ctr(["task", "rm", id]).status) == 0 || taskRow(containerd, id) == nil }
+    _ = try? containerd.ctr(["c", "rm", id])
+}
+
+/// Waits until `count` checkpoints were logged and no process is left in the namespace.
+func waitScaledDown(_ containerd: PrivateContainerd, netns: TestNetns, checkpoints count: Int) -> Bool {
+    eventually(within: 60) {
+        logLines(containerd, containing: "checkpointing done").count >= count && processes(inNetns: netns.path).isEmpty
+    }
+}
+
 /// Scale to zero end to end through a real containerd: idle → checkpoint → SCALED_DOWN → the next
 /// request restores the process with its memory.
 @Suite(.serialized) struct ScaleToZeroTests {

@@ -185,6 +185,8 @@ public actor ShimContainer {
         if let early = pids.register(pid, to: self) { execs[execID]?.pendingExit = early }
         publisher.publish(.execStarted(containerID: id, execID: execID, pid: UInt32(pid)), namespace: namespace)
         finishStart(execID: execID)
+        // An exec that exited before its pid was known ended here: it no longer pins the container.
+        if let driver, case .exited = execs[execID]?.phase { await driver.execEnded(execID) }
         return pid
     }
 
