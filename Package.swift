@@ -147,7 +147,7 @@ let package = Package(
         .target(
             name: "ZPShim",
             dependencies: [
-                "ZPCore", "ZPTTRPC", "CZPShim",
+                "ZPCore", "ZPTTRPC", "CZPShim", "ZPCheckpoint", "ZPBPF", "ZPActivator", "ZPScaleDown",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

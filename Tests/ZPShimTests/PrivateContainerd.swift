@@ -93,9 +93,12 @@ final class PrivateContainerd {
     let namespace: String
     let socket: String
     let shimDirectory: String
-    private let process: Process
+    private var process: Process
+    private let environment: [String: String]
 
-    init(flavor: ContainerdFlavor, tag: String) throws {
+    /// - Parameter environment: extra environment for containerd (and so for the shims it starts).
+    init(flavor: ContainerdFlavor, tag: String, environment: [String: String] = [:]) throws {
+        self.environment = environment
         self.flavor = flavor
         let suffix = String(UUID().uuidString.prefix(8)).lowercased()
         directory = "/tmp/zpshim-\(tag)-\(suffix)"
@@ -121,13 +124,22 @@ final class PrivateContainerd {
             """
         try Data(config.utf8).write(to: URL(fileURLWithPath: directory + "/config.toml"))
         process = Process()
+        try launch()
+    }
+
+    /// Starts the containerd process and waits until it answers.
+    private func launch() throws {
+        process = Process()
         process.executableURL = URL(fileURLWithPath: flavor.binDirectory + "/containerd")
         process.arguments = ["--config", directory + "/config.toml"]
-        var env = ProcessInfo.processInfo.environment
+        var env = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         env["PATH"] = "\(shimDirectory):\(flavor.binDirectory):/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         process.environment = env
-        _ = FileManager.default.createFile(atPath: directory + "/containerd.log", contents: nil)
+        if !FileManager.default.fileExists(atPath: directory + "/containerd.log") {
+            _ = FileManager.default.createFile(atPath: directory + "/containerd.log", contents: nil)
+        }
         let logHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: directory + "/containerd.log"))
+        logHandle.seekToEndOfFile()
         process.standardOutput = logHandle
         process.standardError = logHandle
         process.standardInput = FileHandle.nullDevice
@@ -137,6 +149,15 @@ final class PrivateContainerd {
             stop()
             throw ShimError.failedPrecondition("\(flavor.name) did not come up; log: \(log(tail: 20))")
         }
+    }
+
+    /// Stops containerd (SIGTERM, by pid) and starts it again with the same config and state; the
+    /// shims keep running and containerd reconnects to them.
+    func restart() throws {
+        kill(process.processIdentifier, SIGTERM)
+        if !eventually(within: 10, { !process.isRunning }) { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        try launch()
     }
 
     /// Runs `ctr -a SOCK -n NS ARGS...` of the same containerd version.

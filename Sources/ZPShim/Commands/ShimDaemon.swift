@@ -36,6 +36,7 @@ public enum ShimDaemon {
                 }
             }
             tasks.addTask { await service.deliverExits(Reaper.shared.orphanExits) }
+            tasks.addTask { await service.runBackgroundJobs() }
             await withTaskGroup(of: Void.self) { events in
                 events.addTask { await publisher.run() }
                 await service.waitForShutdown()

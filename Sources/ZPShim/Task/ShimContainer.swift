@@ -55,9 +55,12 @@ public actor ShimContainer {
     private let logger: Logger
     private var initProcess: Process
     private var execs: [String: Process] = [:]
+    /// The scale-to-zero driver, when zeropod scales this container down.
+    nonisolated let driver: ScaleDownDriver?
 
     init(id: String, bundle: String, namespace: String, rootfsMounted: Bool, runc: RuncDriver, publisher: EventPublisher,
-         pids: PidIndex, group: any EventLoopGroup, logger: Logger, initProcess: Process) {
+         pids: PidIndex, group: any EventLoopGroup, logger: Logger, initProcess: Process, driver: ScaleDownDriver? = nil) {
+        self.driver = driver
         self.id = id
         self.bundle = bundle
         self.namespace = namespace
@@ -74,7 +77,8 @@ public actor ShimContainer {
     ///
     /// Publishes TaskCreate. - Throws: ``ShimError``, ``RuncError``, ``StdioError``, ``SysError``.
     static func create(_ request: CreateTaskRequest, namespace: String, runc: RuncDriver, publisher: EventPublisher,
-                       pids: PidIndex, group: any EventLoopGroup, logger: Logger) async throws -> ShimContainer {
+                       pids: PidIndex, group: any EventLoopGroup, logger: Logger,
+                       driver: ScaleDownDriver? = nil) async throws -> ShimContainer {
         guard !request.terminal else { throw ShimError.notImplemented("terminal (tty) containers are not supported yet") }
         guard request.checkpoint.isEmpty else { throw ShimError.notImplemented("create from a checkpoint") }
         let rootfs = request.bundle + "/rootfs"
@@ -98,7 +102,8 @@ public actor ShimContainer {
                                   stderr: request.stderr, terminal: false)
             process.pid = pid
             let container = ShimContainer(id: request.id, bundle: request.bundle, namespace: namespace, rootfsMounted: mounted,
-                                          runc: runc, publisher: publisher, pids: pids, group: group, logger: logger, initProcess: process)
+                                          runc: runc, publisher: publisher, pids: pids, group: group, logger: logger, initProcess: process,
+                                          driver: driver)
             publisher.publish(.create(containerID: request.id, bundle: request.bundle, rootfs: request.rootfs, stdin: request.stdin,
                                       stdout: request.stdout, stderr: request.stderr, terminal: false, pid: UInt32(pid)), namespace: namespace)
             if let early = pids.register(pid, to: container) { await container.processExited(pid: pid, status: early) }
@@ -133,8 +138,17 @@ public actor ShimContainer {
                 throw error
             }
             publisher.publish(.start(containerID: id, pid: UInt32(initProcess.pid)), namespace: namespace)
-            finishStart(execID: "")
-            return initProcess.pid
+            guard let driver else {
+                finishStart(execID: "")
+                return initProcess.pid
+            }
+            let pid = initProcess.pid
+            initProcess.phase = .running
+            let pending = initProcess.pendingExit
+            initProcess.pendingExit = nil
+            await driver.feed(.started(pid: pid, now: ScaleDownDriver.now()))
+            if let pending { await driver.feed(.processExited(pid: pid, status: Int32(bitPattern: pending.code))) }
+            return pid
         }
         guard var process = execs[execID] else { throw ShimError.notFound("exec \(execID) in task \(id)") }
         guard process.phase == .defined else { throw ShimError.failedPrecondition("exec \(execID) was already started") }
@@ -142,6 +156,14 @@ public actor ShimContainer {
         execs[execID] = process
         let safeName = execID.filter { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }
         let specFile = "\(bundle)/exec-\(safeName).json", pidFile = "\(bundle)/exec-\(safeName).pid"
+        if let driver {
+            do {
+                try await driver.execNeedsApplication(execID)
+            } catch {
+                execs[execID]?.phase = .defined
+                throw ShimError.failedPrecondition("exec \(execID): \(error)")
+            }
+        }
         let io: ProcessIO
         do {
             try Sys.writeFile(specFile, process.spec, mode: 0o600)
@@ -152,6 +174,7 @@ public actor ShimContainer {
             execs[execID]?.io?.close()
             execs[execID]?.phase = .defined
             unlink(specFile)
+            await driver?.execEnded(execID)
             throw error
         }
         unlink(specFile)
@@ -162,6 +185,8 @@ public actor ShimContainer {
         if let early = pids.register(pid, to: self) { execs[execID]?.pendingExit = early }
         publisher.publish(.execStarted(containerID: id, execID: execID, pid: UInt32(pid)), namespace: namespace)
         finishStart(execID: execID)
+        // An exec that exited before its pid was known ended here: it no longer pins the container.
+        if let driver, case .exited = execs[execID]?.phase { await driver.execEnded(execID) }
         return pid
     }
 
@@ -174,7 +199,19 @@ public actor ShimContainer {
     // MARK: Exits
 
     /// Delivers the exit of one of this container's processes (from the reaper).
-    func processExited(pid: pid_t, status: ExitStatus) {
+    func processExited(pid: pid_t, status: ExitStatus) async {
+        if let driver {
+            if let execID = execs.first(where: { $0.value.pid == pid && $0.key != "" })?.key {
+                deliverExit(execID: execID, status: status)
+                if case .exited = execs[execID]?.phase { await driver.execEnded(execID) }
+            } else if initProcess.phase == .starting && pid == initProcess.pid {
+                initProcess.pendingExit = status
+            } else {
+                // The lifecycle decides: the running init's exit is reported, a dumped or killed one suppressed.
+                await driver.feed(.processExited(pid: pid, status: Int32(bitPattern: status.code)))
+            }
+            return
+        }
         if initProcess.pid == pid {
             deliverExit(execID: "", status: status)
         } else if let execID = execs.first(where: { $0.value.pid == pid })?.key {
@@ -211,12 +248,42 @@ public actor ShimContainer {
         for waiter in waiters { waiter.resume(returning: status) }
     }
 
+    // MARK: Scale-down driver hooks
+
+    /// Reports the init's exit (the driver's `reportExit`), unless it was reported already.
+    func recordInitExitFromDriver(status: ExitStatus) {
+        if case .exited = initProcess.phase { return }
+        recordExit(execID: "", status: status)
+    }
+
+    /// The init was restored or cold-started with a new pid.
+    func adoptInit(pid: pid_t) {
+        initProcess.pid = pid
+    }
+
+    /// The container-side descriptors of the init's stdio pipes (restore gives them to CRIU).
+    func initContainerSideStdio() -> [CInt?] {
+        guard let stdio = initProcess.io?.runcStdio else { return [nil, nil, nil] }
+        return [stdio.stdin, stdio.stdout, stdio.stderr]
+    }
+
+    /// The init's stdio for runc (a cold start reuses the same pipes).
+    func initRuncStdio() -> RuncStdio {
+        initProcess.io?.runcStdio ?? RuncStdio(stdin: nil, stdout: nil, stderr: nil)
+    }
+
     // MARK: Kill, Delete, Wait, State
 
     /// Sends `signal` to the init process (through runc, optionally to all processes) or to an exec.
     func kill(execID: String, signal: UInt32, all: Bool) async throws {
         if execID.isEmpty {
             if case .exited = initProcess.phase { throw ShimError.notFound("process already finished: task \(id)") }
+            if let driver, initProcess.phase == .running {
+                if await driver.killRequested(signal: Int32(bitPattern: signal)) {
+                    try await runc.kill(id: id, bundle: bundle, signal: signal, all: all)
+                }
+                return
+            }
             try await runc.kill(id: id, bundle: bundle, signal: signal, all: all)
             return
         }
@@ -246,6 +313,8 @@ public actor ShimContainer {
                 throw ShimError.failedPrecondition("exec \(execID) is still running")
             }
         }
+        // Scaled down: stops without a restore (reportExit) and cleans up; stopped: cleans up.
+        await driver?.feed(.deleteRequested)
         switch initProcess.phase {
         case .running, .starting:
             throw ShimError.failedPrecondition("task \(id) is still running")
@@ -328,11 +397,13 @@ public actor ShimContainer {
     /// The pids in the container (`runc ps`).
     func listPids() async throws -> [UInt32] {
         if initExited { return [] }
+        if let driver, !driver.processRuns { return [UInt32(bitPattern: initProcess.pid)] }
         return try await runc.ps(id: id, bundle: bundle).map { UInt32(bitPattern: $0) }
     }
 
     /// Applies new resource limits (`runc update`); `resources` is OCI LinuxResources JSON.
     func update(resources: [UInt8]) async throws {
+        if let driver, !driver.processRuns { return }  // scaled down: accepted (original.md §2)
         let file = bundle + "/update-resources.json"
         try Sys.writeFile(file, resources, mode: 0o600)
         defer { unlink(file) }

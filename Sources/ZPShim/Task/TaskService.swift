@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import Synchronization
+import ZPBPF
 import ZPCore
 import ZPTTRPC
 
@@ -27,6 +28,10 @@ public final class TaskService: Sendable {
     private let shutdown: AsyncStream<Void>
     private let shutdownContinuation: AsyncStream<Void>.Continuation
     private let runcBinary: String?
+    private let node: NodeConfig
+    private let pods = PodNetworks()
+    private let jobs: AsyncStream<@Sendable () async -> Void>
+    private let jobInput: AsyncStream<@Sendable () async -> Void>.Continuation
 
     /// - Parameters:
     ///   - namespace: The namespace used when a request carries none (the `-namespace` flag).
@@ -41,6 +46,31 @@ public final class TaskService: Sendable {
         self.logger = logger
         self.runcBinary = runcBinary
         (shutdown, shutdownContinuation) = AsyncStream.makeStream(of: Void.self)
+        (jobs, jobInput) = AsyncStream.makeStream(of: (@Sendable () async -> Void).self)
+        node = Self.loadNodeConfig(logger: logger)
+    }
+
+    /// The node settings: the file named by `ZEROPOD_NODE_CONFIG`, else /etc/zeropod/node.conf if
+    /// present, else the defaults with the state directory `/var/lib/zeropod-swift`. A malformed
+    /// file is logged and the defaults are used.
+    static func loadNodeConfig(logger: Logger) -> NodeConfig {
+        var defaults = NodeConfig()
+        defaults.stateDirectory = "/var/lib/zeropod-swift"
+        let path = getenv("ZEROPOD_NODE_CONFIG").map { String(cString: $0) } ?? NodeConfig.defaultPath
+        guard let bytes = Sys.readFile(path) else { return defaults }
+        do {
+            return try NodeConfig(parsing: String(decoding: bytes, as: UTF8.self), source: path)
+        } catch {
+            logger.error("node config \(path) ignored: \(error)")
+            return defaults
+        }
+    }
+
+    /// Runs the containers' scale-down drivers (each until its container is deleted) until cancelled.
+    public func runBackgroundJobs() async {
+        await withDiscardingTaskGroup { group in
+            for await job in jobs { group.addTask { await job() } }
+        }
     }
 
     /// The number of containers this shim holds.
@@ -117,17 +147,54 @@ public final class TaskService: Sendable {
         guard reserved else { throw ShimError.alreadyExists("task \(request.id)") }
         let namespace = namespace(of: call)
         let runc = RuncDriver(namespace: namespace, binary: runcBinary)
-        let container = try await ShimContainer.create(request, namespace: namespace, runc: runc, publisher: publisher, pids: pids,
-                                                       group: group, logger: logger)
+        let driver = try makeDriver(request, runc: runc)
+        let container: ShimContainer
+        do {
+            container = try await ShimContainer.create(request, namespace: namespace, runc: runc, publisher: publisher, pids: pids,
+                                                       group: group, logger: logger, driver: driver)
+        } catch {
+            if let driver { pods.release(netnsPath: driver.netnsPath, container: request.id) }
+            throw error
+        }
         let inserted = containers.withLock { table in
             guard table[request.id] == nil else { return false }
             table[request.id] = container
             return true
         }
         guard inserted else { throw ShimError.alreadyExists("task \(request.id)") }
+        if let driver {
+            driver.attach(container)
+            jobInput.yield { await driver.run() }
+        }
         let pid = await container.pid
         logger.info("created task", metadata: ["id": "\(request.id)", "pid": "\(pid)"])
         return PidResponse(pid: UInt32(pid)).encoded()
+    }
+
+    /// The scale-down driver for a new container, or nil when zeropod does not scale it down
+    /// (not named in `container-names`, the sandbox, `scaledown-duration` 0, no pod netns path).
+    /// - Throws: ``ShimError/invalidArgument(_:)`` with the ConfigError text for a malformed annotation.
+    private func makeDriver(_ request: CreateTaskRequest, runc: RuncDriver) throws -> ScaleDownDriver? {
+        let bundle = BundleConfig(bundle: request.bundle)
+        let config: ContainerConfig
+        do {
+            config = try ContainerConfig(annotations: bundle.annotations)
+        } catch {
+            throw ShimError.invalidArgument("\(error)")
+        }
+        guard config.isManaged, config.scaleDownEnabled else { return nil }
+        guard let netns = bundle.networkNamespacePath else {
+            logger.warning("scale-down off: the spec names no network namespace path", metadata: ["id": "\(request.id)"])
+            return nil
+        }
+        var redirector: PodRedirector?
+        do {
+            redirector = try pods.acquire(netnsPath: netns, container: request.id, node: node)
+        } catch {
+            logger.warning("scale-down off: redirector for \(netns) failed: \(error)", metadata: ["id": "\(request.id)"])
+        }
+        return ScaleDownDriver(id: request.id, bundle: request.bundle, runc: runc, config: config, node: node, netnsPath: netns,
+                               redirector: redirector, pids: pids, group: group, logger: logger)
     }
 
     private func start(_ call: TTRPCCall) async throws -> [UInt8] {
@@ -153,6 +220,10 @@ public final class TaskService: Sendable {
         let response = try await container.delete(execID: request.execID)
         if request.execID.isEmpty {
             containers.withLock { _ = $0.removeValue(forKey: request.id) }
+            if let driver = container.driver {
+                driver.stop()
+                pods.release(netnsPath: driver.netnsPath, container: request.id)
+            }
             logger.info("deleted task", metadata: ["id": "\(request.id)"])
         }
         return response.encoded()

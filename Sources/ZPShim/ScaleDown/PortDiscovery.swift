@@ -1,0 +1,70 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// Finds the TCP ports a container listens on when `ports-map` names none: the LISTEN sockets of
+/// `/proc/<pid>/net/tcp` and `tcp6` (the container's network namespace), kept only when their
+/// inode is held by one of the container's processes (the init and its descendants), so that
+/// sockets of other containers in the pod are not taken.
+enum PortDiscovery {
+    /// The listening ports of the process tree rooted at `pid`, sorted; empty when none (yet).
+    static func listeningPorts(ofTreeAt pid: Int32) -> [UInt16] {
+        let inodes = socketInodes(of: processTree(root: pid))
+        guard !inodes.isEmpty else { return [] }
+        var ports: Set<UInt16> = []
+        for file in ["tcp", "tcp6"] {
+            guard let bytes = Sys.readFile("/proc/\(pid)/net/\(file)") else { continue }
+            for (port, inode) in listeningSockets(inTable: String(decoding: bytes, as: UTF8.self)) where inodes.contains(inode) {
+                ports.insert(port)
+            }
+        }
+        return ports.sorted()
+    }
+
+    /// (port, inode) of every LISTEN (state 0A) row of a `/proc/net/tcp{,6}` table.
+    static func listeningSockets(inTable text: String) -> [(UInt16, UInt64)] {
+        var result: [(UInt16, UInt64)] = []
+        for line in text.split(separator: "\n").dropFirst() {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard fields.count > 9, fields[3] == "0A",
+                  let colon = fields[1].lastIndex(of: ":"),
+                  let port = UInt16(fields[1][fields[1].index(after: colon)...], radix: 16),
+                  let inode = UInt64(fields[9]), inode != 0 else { continue }
+            result.append((port, inode))
+        }
+        return result
+    }
+
+    /// `root` and its descendants, from `/proc/<pid>/task/<tid>/children`.
+    static func processTree(root: Int32) -> [Int32] {
+        var seen: [Int32] = []
+        var pending = [root]
+        while let pid = pending.popLast(), seen.count < 4096 {
+            guard !seen.contains(pid) else { continue }
+            seen.append(pid)
+            let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+            for tid in tasks {
+                guard let bytes = Sys.readFile("/proc/\(pid)/task/\(tid)/children") else { continue }
+                pending += String(decoding: bytes, as: UTF8.self).split(separator: " ").compactMap { Int32($0) }
+            }
+        }
+        return seen
+    }
+
+    /// The socket inodes the processes hold (`socket:[N]` links in `/proc/<pid>/fd`).
+    static func socketInodes(of processes: [Int32]) -> Set<UInt64> {
+        var inodes: Set<UInt64> = []
+        for pid in processes {
+            let dir = "/proc/\(pid)/fd"
+            for fd in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
+                guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: dir + "/" + fd),
+                      target.hasPrefix("socket:["), target.hasSuffix("]"),
+                      let inode = UInt64(target.dropFirst(8).dropLast()) else { continue }
+                inodes.insert(inode)
+            }
+        }
+        return inodes
+    }
+}

@@ -1,0 +1,492 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+import SystemPackage
+import ZPActivator
+import ZPBPF
+import ZPCheckpoint
+import ZPCore
+import ZPScaleDown
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Why the driver refused or failed a connection or an exec.
+struct ScaleDownError: Error, CustomStringConvertible {
+    /// What happened, naming the container.
+    var description: String
+}
+
+/// The scale-to-zero driver of one container (docs/decisions/0007-scale-to-zero-driver.md).
+///
+/// Owns the container's ``ContainerLifecycle`` behind a `Mutex`: every fact (start, idle deadline,
+/// connection, exec, signal, exit, delete) is applied under the lock, and the actions it returns
+/// are queued, in order, to ONE consumer (``run()``) that carries them out outside the lock and
+/// feeds the completions (checkpoint/restore finished or failed) back. Callers that need the
+/// outcome (Kill, Delete, exits) wait until their actions were carried out; connections and execs
+/// that the machine holds wait on continuations kept under the same lock.
+final class ScaleDownDriver: Sendable {
+    typealias Action = ContainerLifecycle.Action
+    typealias Event = ContainerLifecycle.Event
+
+    /// One batch of actions and the caller waiting for them, if any.
+    private struct Work: Sendable {
+        var actions: [Action]
+        var done: CheckedContinuation<Void, Never>?
+    }
+
+    private struct State {
+        var lifecycle: ContainerLifecycle
+        var container: ShimContainer?
+        var activator: PodActivator?
+        var ports: [UInt16] = []
+        var heldConnections: [CheckedContinuation<Void, any Error>] = []
+        var heldExecs: [String: CheckedContinuation<Void, any Error>] = [:]
+        var stopped = false
+    }
+
+    /// The container id.
+    let id: String
+    private let bundle: String
+    private let runc: RuncDriver
+    private let config: ContainerConfig
+    private let node: NodeConfig
+    /// The pod network namespace (from the OCI spec).
+    let netnsPath: String
+    private let redirector: PodRedirector?
+    private let pids: PidIndex
+    private let group: any EventLoopGroup
+    private let logger: Logger
+    private let state: Mutex<State>
+    private let queue: AsyncStream<Work>
+    private let queueInput: AsyncStream<Work>.Continuation
+    private let stopSignal: AsyncStream<Void>
+    private let stopInput: AsyncStream<Void>.Continuation
+
+    /// - Parameters:
+    ///   - redirector: the pod's redirector; nil when it could not be set up (scale-down then stays off).
+    init(id: String, bundle: String, runc: RuncDriver, config: ContainerConfig, node: NodeConfig, netnsPath: String,
+         redirector: PodRedirector?, pids: PidIndex, group: any EventLoopGroup, logger: Logger) {
+        self.id = id
+        self.bundle = bundle
+        self.runc = runc
+        self.config = config
+        self.node = node
+        self.netnsPath = netnsPath
+        self.redirector = redirector
+        self.pids = pids
+        self.group = group
+        var logger = logger
+        logger[metadataKey: "container"] = "\(id)"
+        self.logger = logger
+        let configuration = ContainerLifecycle.Configuration(
+            scaleDownDuration: config.scaleDownDuration ?? .zero,
+            checkpointingEnabled: !config.disableCheckpointing,
+            openConnectionsCountAsActivity: node.openConnectionsAreActivity)
+        state = Mutex(State(lifecycle: ContainerLifecycle(configuration: configuration)))
+        (queue, queueInput) = AsyncStream.makeStream(of: Work.self)
+        (stopSignal, stopInput) = AsyncStream.makeStream(of: Void.self)
+    }
+
+    /// Where checkpoint images of this container go: `<state dir>/i/<id>`.
+    var imagesDirectory: String { node.stateDirectory + "/i/" + id }
+
+    /// Connects the driver to its container (once, right after create).
+    func attach(_ container: ShimContainer) {
+        state.withLock { $0.container = container }
+    }
+
+    // MARK: facts
+
+    /// Applies `event` and waits until its actions were carried out.
+    func feed(_ event: Event) async {
+        let actions = state.withLock { $0.lifecycle.event(event) }
+        await enqueueAndWait(actions)
+    }
+
+    /// Queues `actions` for the consumer and waits until they were carried out (at once when the
+    /// driver stopped).
+    private func enqueueAndWait(_ actions: [Action]) async {
+        guard !actions.isEmpty else { return }
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            if case .terminated = queueInput.yield(Work(actions: actions, done: done)) { done.resume() }
+        }
+    }
+
+    /// Applies `event` without waiting (from the consumer itself: waiting there would deadlock).
+    private func feedInline(_ event: Event) async {
+        let actions = state.withLock { $0.lifecycle.event(event) }
+        for action in actions { await perform(action) }
+    }
+
+    /// The current phase.
+    var phase: ContainerLifecycle.Phase { state.withLock { $0.lifecycle.phase } }
+
+    /// Whether the process runs now (not scaled down, not being dumped or woken).
+    var processRuns: Bool { state.withLock { $0.lifecycle.phase == .running || $0.lifecycle.phase == .created } }
+
+    /// The pid to show containerd.
+    var pid: Int32? { state.withLock { $0.lifecycle.pid } }
+
+    /// The first connection of the activator needs the application: returns once it runs, throws
+    /// when it cannot come back.
+    func connectionNeedsApplication() async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let (actions, resume) = state.withLock { s -> ([Action], Result<Void, any Error>?) in
+                let actions = s.lifecycle.event(.connectionArrived)
+                if actions.contains(.holdConnection) {
+                    s.heldConnections.append(continuation)
+                    return (actions, nil)
+                }
+                if actions.contains(.forwardConnection) { return (actions, .success(())) }
+                return (actions, .failure(ScaleDownError(description: "container \(id) is not running (\(s.lifecycle.phase))")))
+            }
+            if !actions.isEmpty { queueInput.yield(Work(actions: actions, done: nil)) }
+            if let resume { continuation.resume(with: resume) }
+        }
+    }
+
+    /// An exec is about to start: returns once the container runs (restoring it first if it is
+    /// scaled down); the exec then pins it until ``execEnded(_:)``.
+    func execNeedsApplication(_ execID: String) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let (actions, resume) = state.withLock { s -> ([Action], Result<Void, any Error>?) in
+                let actions = s.lifecycle.event(.execStarted(id: execID))
+                if actions.contains(.holdExec(id: execID)) {
+                    s.heldExecs[execID] = continuation
+                    return (actions, nil)
+                }
+                if actions.contains(.startExec(id: execID)) { return (actions, .success(())) }
+                return (actions, .failure(ScaleDownError(description: "container \(id) is not running (\(s.lifecycle.phase))")))
+            }
+            if !actions.isEmpty { queueInput.yield(Work(actions: actions, done: nil)) }
+            if let resume { continuation.resume(with: resume) }
+        }
+    }
+
+    /// An exec process ended (or failed to start after ``execNeedsApplication(_:)``).
+    func execEnded(_ execID: String) async {
+        await feed(.execEnded(id: execID, now: Self.now()))
+    }
+
+    /// Kill: applies the signal to the machine. Returns true when the caller must signal the
+    /// running process now (runc kill with its own flags); otherwise the machine handled it
+    /// (stopped a scaled-down container, or deferred the signal until an operation ends).
+    func killRequested(signal: Int32) async -> Bool {
+        let actions = state.withLock { $0.lifecycle.event(.killRequested(signal: signal)) }
+        let rest = actions.filter { $0 != .signalProcess(signal: signal) }
+        await enqueueAndWait(rest)
+        return rest.count != actions.count
+    }
+
+    /// Asks the loops of ``run()`` to end (after Delete).
+    func stop() {
+        let held = state.withLock { s -> [CheckedContinuation<Void, any Error>] in
+            s.stopped = true
+            let held = s.heldConnections + Array(s.heldExecs.values)
+            s.heldConnections = []
+            s.heldExecs = [:]
+            s.container = nil
+            return held
+        }
+        for continuation in held { continuation.resume(throwing: ScaleDownError(description: "container \(id) was deleted")) }
+        stopInput.yield()
+        stopInput.finish()
+    }
+
+    // MARK: run
+
+    /// Carries out queued actions, runs the idle timer and the pod activator, until ``stop()``.
+    func run() async {
+        await withTaskGroup(of: Void.self) { tasks in
+            // The consumer is not cancelled: it drains the queue after stop(), so no caller waits forever.
+            tasks.addTask { [self] in
+                for await work in queue {
+                    for action in work.actions { await perform(action) }
+                    work.done?.resume()
+                }
+            }
+            await withTaskGroup(of: Void.self) { loops in
+                loops.addTask { [self] in await idleTimer() }
+                loops.addTask { [self] in await serveActivator() }
+                for await _ in stopSignal { break }
+                loops.cancelAll()
+            }
+            queueInput.finish()
+        }
+        try? redirectOff()
+        logger.debug("scale-down driver stopped")
+    }
+
+    /// Feeds `idleDeadlineReached` when the armed deadline passed, with the ports' activity.
+    private func idleTimer() async {
+        while !Task.isCancelled {
+            let (deadline, ready) = state.withLock { ($0.lifecycle.idleDeadline, $0.activator != nil) }
+            let now = Self.now()
+            if let deadline, ready, now >= deadline {
+                let (last, open) = activity()
+                await feed(.idleDeadlineReached(lastActivity: last, openConnections: open, now: Self.now()))
+                continue
+            }
+            var pause = Duration.milliseconds(250)
+            if let deadline, deadline > now { pause = min(pause, now.duration(to: deadline)) }
+            try? await Task.sleep(for: pause)
+        }
+    }
+
+    /// The newest activity stamp and the open connections over the container's ports.
+    private func activity() -> (ZPInstant?, Int) {
+        guard let redirector else { return (nil, 0) }
+        let ports = state.withLock { $0.ports }
+        var last: ZPInstant?
+        var open = 0
+        for port in ports {
+            guard let a = try? redirector.activity(port: port) else { continue }
+            open += a.openConnections
+            if let stamp = a.lastActivity {
+                let instant = Self.instant(stamp)
+                if last.map({ instant > $0 }) ?? true { last = instant }
+            }
+        }
+        return (last, open)
+    }
+
+    /// Waits for the running process, finds its ports, sets up the activator and serves until cancelled.
+    private func serveActivator() async {
+        guard let redirector else {
+            await feed(.redirectUnavailable(reason: "the pod's redirector could not be set up"))
+            return
+        }
+        var ports = config.ports
+        var delay = Duration.milliseconds(100)
+        while ports.isEmpty && !Task.isCancelled {
+            if let pid = state.withLock({ $0.lifecycle.phase == .running ? $0.lifecycle.pid : nil }) {
+                ports = PortDiscovery.listeningPorts(ofTreeAt: pid)
+                if !ports.isEmpty { break }
+            }
+            try? await Task.sleep(for: delay)
+            delay = min(delay * 2, .seconds(2))
+        }
+        guard !Task.isCancelled else { return }
+        let configuration = ActivatorConfiguration(
+            probeDetection: !config.disableProbeDetection, probeBufferSize: config.probeBufferSize,
+            connectTimeout: config.connectTimeout)
+        let log = logger
+        let activator: PodActivator
+        do {
+            activator = try await PodActivator.make(
+                namespacePath: FilePath(netnsPath), ports: ports, redirector: redirector, configuration: configuration,
+                group: group,
+                events: { event in
+                    switch event {
+                    case .restoreFailed(let message, _): log.warning("activator: restore failed: \(message)")
+                    case .redirectDisableFailed(let port, let message):
+                        log.warning("activator: redirect off failed for port \(port): \(message)")
+                    case .connectionFinished(let report):
+                        if case .probeAnswered(let kind) = report.outcome { log.debug("activator answered probe \(kind)") }
+                    default: break
+                    }
+                },
+                restore: { [weak self] in
+                    guard let self else { throw ScaleDownError(description: "container deleted") }
+                    try await self.connectionNeedsApplication()
+                })
+        } catch {
+            logger.warning("scale-down is off: \(error)")
+            await feed(.redirectUnavailable(reason: "\(error)"))
+            return
+        }
+        state.withLock {
+            $0.activator = activator
+            $0.ports = ports
+        }
+        logger.info("scale-down armed", metadata: ["ports": "\(ports)", "netns": "\(netnsPath)"])
+        do {
+            try await activator.run()
+        } catch {
+            if !Task.isCancelled { logger.warning("activator stopped: \(error)") }
+        }
+    }
+
+    // MARK: actions
+
+    private func perform(_ action: Action) async {
+        switch action {
+        case .armIdleTimer, .cancelIdleTimer:
+            break  // the idle timer loop reads the machine's deadline
+        case .enableRedirect:
+            let activator = state.withLock { $0.activator }
+            do {
+                try activator?.applicationScaledDown()
+            } catch {
+                logger.warning("redirect on failed: \(error)")
+                await feedInline(.redirectUnavailable(reason: "\(error)"))
+            }
+        case .disableRedirect:
+            do { try redirectOff() } catch { logger.warning("redirect off failed: \(error)") }
+        case .startCheckpoint:
+            await checkpoint()
+        case .startScaleDownKill:
+            do {
+                try await runc.kill(id: id, bundle: bundle, signal: UInt32(SIGKILL), all: true)
+            } catch {
+                logger.warning("scale-down kill failed: \(error)")
+            }
+        case .startRestore:
+            await restore()
+        case .startColdStart:
+            await coldStart()
+        case .holdConnection, .forwardConnection, .refuseConnection, .answerProbe, .holdExec, .startExec, .rejectExec,
+             .deferSignal, .suppressExit:
+            break  // settled where the event was applied, or nothing to do
+        case .releaseHeldConnections, .startHeldExecs:
+            let held = state.withLock { s -> [CheckedContinuation<Void, any Error>] in
+                let held = s.heldConnections + Array(s.heldExecs.values)
+                s.heldConnections = []
+                s.heldExecs = [:]
+                return held
+            }
+            for continuation in held { continuation.resume() }
+        case .failHeldConnections, .failHeldExecs:
+            let held = state.withLock { s -> [CheckedContinuation<Void, any Error>] in
+                let held = s.heldConnections + Array(s.heldExecs.values)
+                s.heldConnections = []
+                s.heldExecs = [:]
+                return held
+            }
+            for continuation in held {
+                continuation.resume(throwing: ScaleDownError(description: "container \(id) could not be brought back"))
+            }
+        case .signalProcess(let signal):
+            do {
+                try await runc.kill(id: id, bundle: bundle, signal: UInt32(signal), all: false)
+            } catch {
+                logger.warning("deferred signal \(signal) failed: \(error)")
+            }
+        case .emitStatus(let status, let duration, let reason):
+            var metadata: Logger.Metadata = ["status": "\(status)"]
+            if let duration { metadata["duration"] = "\(Self.milliseconds(duration))" }
+            if let reason { metadata["reason"] = "\(reason)" }
+            logger.info("status \(status)", metadata: metadata)
+        case .reportExit(let status):
+            let container = state.withLock { $0.container }
+            await container?.recordInitExitFromDriver(status: ExitStatus(code: UInt32(bitPattern: status), exitedAt: Sys.now()))
+        case .cleanupImages:
+            removeImages()
+        case .cleanupAll:
+            removeImages()
+            try? redirectOff()
+        }
+    }
+
+    private func redirectOff() throws {
+        guard let redirector else { return }
+        for port in state.withLock({ $0.ports }) { try redirector.setRedirect(port: port, enabled: false) }
+    }
+
+    private func removeImages() {
+        try? FileManager.default.removeItem(atPath: imagesDirectory)
+    }
+
+    private var runcContainer: RuncContainer { RuncContainer(id: id, runcRoot: FilePath(runc.root)) }
+
+    private func checkpoint() async {
+        let images = imagesDirectory
+        removeImages()
+        let checkpointer = ContainerCheckpointer(checkpointer: Checkpointer(criuPath: FilePath(node.criuPath)))
+        let container = runcContainer
+        let start = ContinuousClock.now
+        do {
+            try FileManager.default.createDirectory(atPath: images, withIntermediateDirectories: true)
+            let result = try await NIOThreadPool.singleton.runIfActive {
+                try checkpointer.checkpoint(container, imagesDir: FilePath(images))
+            }
+            let total = ContinuousClock.now - start
+            logger.info("checkpointing done in \(Self.milliseconds(total))",
+                        metadata: ["criu": "\(result.dump.timings)"])
+            await feedInline(.checkpointFinished(duration: total))
+        } catch {
+            logger.warning("checkpoint failed: \(error)")
+            await feedInline(.checkpointFailed(reason: "\(error)", now: Self.now()))
+        }
+    }
+
+    private func restore() async {
+        guard let container = state.withLock({ $0.container }) else { return }
+        let stdio = await container.initContainerSideStdio()
+        let options = {
+            var o = ContainerRestoreOptions()
+            o.stdio = stdio.map { $0.map { FileDescriptor(rawValue: $0) } }
+            return o
+        }()
+        let checkpointer = ContainerCheckpointer(checkpointer: Checkpointer(criuPath: FilePath(node.criuPath)))
+        let target = runcContainer
+        let images = imagesDirectory
+        let start = ContinuousClock.now
+        let result: ContainerRestoreResult
+        do {
+            result = try await NIOThreadPool.singleton.runIfActive {
+                try checkpointer.restore(target, imagesDir: FilePath(images), options: options)
+            }
+        } catch {
+            logger.warning("restore failed: \(error)")
+            await feedInline(.restoreFailed(reason: "\(error)"))
+            return
+        }
+        let total = ContinuousClock.now - start
+        logger.info("restored process: \(result.pid) in \(Self.milliseconds(total))",
+                    metadata: ["criu": "\(result.restore.timings)"])
+        await container.adoptInit(pid: result.pid)
+        await feedInline(.restoreFinished(pid: result.pid, duration: total, now: Self.now()))
+        if let early = pids.register(result.pid, to: container) {
+            await feedInline(.processExited(pid: result.pid, status: Int32(bitPattern: early.code)))
+        }
+    }
+
+    private func coldStart() async {
+        guard let container = state.withLock({ $0.container }) else { return }
+        let pidFile = bundle + "/init.pid"
+        do {
+            try? await runc.delete(id: id, bundle: bundle, force: true)
+            let stdio = await container.initRuncStdio()
+            try await runc.create(id: id, bundle: bundle, pidFile: pidFile, stdio: stdio)
+            guard let bytes = Sys.readFile(pidFile),
+                  let pid = Int32(String(decoding: bytes, as: UTF8.self).trimmedWhitespace) else {
+                throw ScaleDownError(description: "pid file \(pidFile) holds no pid after runc create")
+            }
+            await container.adoptInit(pid: pid)
+            try await runc.start(id: id, bundle: bundle)
+            logger.info("cold started process: \(pid)")
+            await feedInline(.coldStartFinished(pid: pid, now: Self.now()))
+            if let early = pids.register(pid, to: container) {
+                await feedInline(.processExited(pid: pid, status: Int32(bitPattern: early.code)))
+            }
+        } catch {
+            logger.error("cold start failed: \(error)")
+            await feedInline(.coldStartFailed(reason: "\(error)"))
+        }
+    }
+
+    // MARK: clock
+
+    /// CLOCK_MONOTONIC now, the clock of the eBPF activity stamps.
+    static func now() -> ZPInstant { instant(PortActivity.monotonicNow()) }
+
+    static func instant(_ d: Duration) -> ZPInstant {
+        let (s, atto) = d.components
+        return ZPInstant(nanoseconds: UInt64(max(0, s)) * 1_000_000_000 + UInt64(max(0, atto / 1_000_000_000)))
+    }
+
+    static func milliseconds(_ d: Duration) -> String {
+        let (s, atto) = d.components
+        let ms = Double(s) * 1000 + Double(atto) / 1e15
+        return "\((ms * 10).rounded() / 10) ms"
+    }
+}
