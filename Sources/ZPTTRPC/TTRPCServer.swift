@@ -60,6 +60,12 @@ public struct TTRPCRouter: Sendable {
         routes[service, default: [:]][method] = .serverStream(handler)
     }
 
+    /// The unary handler registered for `service`/`method`, if any (to wrap it with another).
+    public func unaryHandler(service: String, method: String) -> Handler? {
+        guard case .unary(let handler)? = routes[service]?[method] else { return nil }
+        return handler
+    }
+
     /// The route for `service`/`method`, if one was registered.
     func route(service: String, method: String) -> Route? { routes[service]?[method] }
 
