@@ -59,6 +59,19 @@ import ZPCore
         let missing = try await runOffThePool([shim, "status", "-socket", path, "-id", "nope"], timeout: 30)
         #expect(missing.status == 1 && missing.stderr.contains("nope"), "\(missing.stderr)")
 
+        // `status -watch` follows the stream until the shim ends it.
+        let watchOutput = containerd.directory + "/watch.out"
+        _ = FileManager.default.createFile(atPath: watchOutput, contents: nil)
+        let watch = Process()
+        watch.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
+        watch.arguments = ["-k", "5", "120", shim, "status", "-watch", "-socket", path]
+        watch.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: watchOutput))
+        watch.standardError = FileHandle.nullDevice
+        watch.standardInput = FileHandle.nullDevice
+        try watch.run()
+        let watchText = { (try? String(contentsOfFile: watchOutput, encoding: .utf8)) ?? "" }
+        #expect(eventually { watchText().hasPrefix("snapshot | \(id) ") }, "status -watch printed: \(watchText())")
+
         // A subscriber sees the removal; the shim then exits and takes its status socket along.
         let watcher = try await ShimStatusClient.connect(socketPath: path, group: group)
         let (subscribed, subscribedContinuation) = AsyncStream.makeStream(of: Void.self)
@@ -98,6 +111,11 @@ import ZPCore
         await watcher.close()
         await client.close()
         if let shimPid { #expect(eventually { !isAlive(shimPid) }) }
+        #expect(eventually { !watch.isRunning }, "status -watch did not end with the shim")
+        if watch.isRunning { watch.terminate() }
+        watch.waitUntilExit()
+        let lines = watchText().split(separator: "\n")
+        #expect(lines.contains { $0.hasPrefix("#") && $0.contains(" removed | \(id) ") }, "status -watch printed: \(lines)")
         #expect(eventually { !FileManager.default.fileExists(atPath: path) }, "status socket left behind: \(path)")
     }
 }
