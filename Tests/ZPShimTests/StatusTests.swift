@@ -114,6 +114,48 @@ final class TestClock: Sendable {
         #expect(try StatusAPI.MetricsResponse(decoding: golden) == response)
     }
 
+    @Test func mutatedBytes_decodeOrThrowProtobufError_neverTrap() throws {
+        // Deterministic mutations of a full StatusChange and MetricsResponse (a cheap stand-in for
+        // the libFuzzer targets, which cover ZPCore's codec itself).
+        var h = StatusAPI.Histogram()
+        h.observe(.milliseconds(75))
+        let seeds: [[UInt8]] = [
+            StatusAPI.StatusChange(sequence: 9, missed: 2, time: ProtobufTimestamp(seconds: 5, nanos: 6),
+                                   status: StatusAPI.ContainerStatus(id: "c1", name: "n", podName: "p", lifecyclePhase: .restoring, pid: 4,
+                                                                     lastCheckpoint: StatusAPI.Operation(finishedAt: ProtobufTimestamp(seconds: 1, nanos: 0), duration: .seconds(1))),
+                                   event: .restoreFailed(reason: "x")).encoded(),
+            StatusAPI.MetricsResponse(containers: [StatusAPI.ContainerMetrics(id: "c1", running: true, checkpointDuration: h)]).encoded(),
+        ]
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        var decoded = 0, rejected = 0
+        for round in 0..<4000 {
+            var bytes = seeds[round % seeds.count]
+            for _ in 0..<(1 + Int(next() % 4)) {
+                let i = Int(next() % UInt64(bytes.count))
+                switch next() % 3 {
+                case 0: bytes[i] = UInt8(truncatingIfNeeded: next())
+                case 1: bytes.remove(at: i)
+                default: bytes.insert(UInt8(truncatingIfNeeded: next()), at: i)
+                }
+                if bytes.isEmpty { bytes = [0] }
+            }
+            do {
+                if round % 2 == 0 { _ = try StatusAPI.StatusChange(decoding: bytes) } else { _ = try StatusAPI.MetricsResponse(decoding: bytes) }
+                decoded += 1
+            } catch is ProtobufError {
+                rejected += 1
+            }
+        }
+        #expect(decoded + rejected == 4000 && rejected > 0)
+    }
+
     @Test func histogram_decodesUnpackedRepeatedFields() throws {
         // proto3 parsers must accept unpacked repeated scalars too.
         var w = ProtobufWriter()
