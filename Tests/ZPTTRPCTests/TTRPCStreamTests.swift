@@ -131,8 +131,10 @@ import ZPCore
             let client = try await TTRPCClient.connect(unixSocketPath: path, group: MultiThreadedEventLoopGroup.singleton)
             let start = Self.burstSent.withLock { $0 }
             let stream = client.serverStream(service: "test.Stream", method: "Burst", payload: [50], bufferLimit: 8)
-            // Read nothing until the server has sent all 50.
+            // Read nothing until the server has sent all 50 and the client has taken them in: a
+            // unary answer on the same connection comes after them in the byte stream.
             #expect(await Self.poll { Self.burstSent.withLock { $0 } - start >= 50 })
+            #expect(try await client.call(service: "test.Stream", method: "Echo", payload: [1]) == [1])
             var received = 0
             await #expect {
                 for try await _ in stream { received += 1 }
