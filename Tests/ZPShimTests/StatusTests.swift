@@ -278,6 +278,30 @@ final class TestClock: Sendable {
         #expect(board.status(id: "c1") == nil)
     }
 
+    @Test func record_followsTheLifecycleStateMachine() {
+        // Drive ZPCore's real state machine and report each event with the phase it reached.
+        let board = ShimStatusBoard()
+        var lifecycle = ContainerLifecycle(configuration: .init(scaleDownDuration: .seconds(1)))
+        func feed(_ event: ContainerLifecycle.Event) {
+            _ = lifecycle.event(event)
+            board.record(id: "c1", event: event, phase: lifecycle.phase)
+        }
+        let t0 = ZPInstant(nanoseconds: 1_000_000_000)
+        feed(.started(pid: 10, now: t0))
+        #expect(board.status(id: "c1")?.lifecyclePhase == .running && board.status(id: "c1")?.pid == 10)
+        feed(.idleDeadlineReached(lastActivity: nil, now: t0.advanced(by: .seconds(2))))
+        #expect(board.status(id: "c1")?.lifecyclePhase == .checkpointing)
+        feed(.checkpointFinished(duration: .milliseconds(60)))
+        #expect(board.status(id: "c1")?.phase == .scaledDown && board.status(id: "c1")?.lastCheckpoint?.duration == .milliseconds(60))
+        feed(.connectionArrived)
+        #expect(board.status(id: "c1")?.lifecyclePhase == .restoring)
+        feed(.restoreFinished(pid: 11, duration: .milliseconds(35), now: t0.advanced(by: .seconds(3))))
+        let s = board.status(id: "c1")
+        #expect(s?.lifecyclePhase == .running && s?.pid == 11 && s?.lastRestore?.duration == .milliseconds(35))
+        let m = board.metrics().first
+        #expect(m?.running == true && m?.checkpointDuration.count == 1 && m?.restoreDuration.count == 1)
+    }
+
     @Test func twoSubscribers_bothSeeEveryChange_inOrder() async throws {
         let board = ShimStatusBoard()
         let a = board.subscribe(), b = board.subscribe()

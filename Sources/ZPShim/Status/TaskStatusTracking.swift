@@ -53,3 +53,36 @@ extension ShimStatusBoard {
         return router
     }
 }
+
+extension ShimStatusBoard {
+    /// Reports one event of a container's lifecycle state machine and the phase it reached, so
+    /// that the driver's wiring is one call after each `ContainerLifecycle.event(_:)`.
+    ///
+    /// Pids come from `started`, `restoreFinished` and `coldStartFinished`; checkpoint and restore
+    /// results become ``StatusAPI/Event`` values (a failed cold start counts as a failed restore,
+    /// as in the original). Other events only carry the phase.
+    ///
+    /// - Parameters:
+    ///   - id: The containerd container id.
+    ///   - event: The event just fed to the state machine.
+    ///   - phase: The state machine's phase after it.
+    public func record(id: String, event: ContainerLifecycle.Event, phase: ContainerLifecycle.Phase) {
+        switch event {
+        case .started(let pid, _), .coldStartFinished(let pid, _):
+            update(id: id, phase: phase, pid: pid)
+        case .checkpointFinished(let duration):
+            update(id: id, phase: phase, event: .checkpointFinished(duration: duration))
+        case .checkpointFailed(let reason, _):
+            update(id: id, phase: phase, event: .checkpointFailed(reason: reason))
+        case .restoreFinished(let pid, let duration, _):
+            update(id: id, phase: phase, pid: pid, event: .restoreFinished(duration: duration))
+        case .restoreFailed(let reason):
+            update(id: id, phase: phase, event: .restoreFailed(reason: reason))
+        case .coldStartFailed(let reason):
+            update(id: id, phase: phase, event: .restoreFailed(reason: "cold start: " + reason))
+        case .idleDeadlineReached, .activitySeen, .redirectUnavailable, .connectionArrived, .probeArrived,
+             .execStarted, .execEnded, .killRequested, .processExited, .deleteRequested:
+            update(id: id, phase: phase)
+        }
+    }
+}
