@@ -49,13 +49,44 @@ public final class TTRPCClient: Sendable {
         let nanos = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
         let request = TTRPCRequest(service: service, method: method, payload: payload, timeoutNanoseconds: nanos, metadata: metadata)
         let promise = channel.eventLoop.makePromise(of: TTRPCResponse.self)
-        let outbound = TTRPCClientHandler.Outbound(request: request, timeout: timeout, promise: promise)
+        let outbound = TTRPCClientHandler.Outbound.unary(request: request, timeout: timeout, promise: promise)
         channel.writeAndFlush(outbound, promise: nil)
         let response = try await promise.futureResult.get()
         if let status = response.status, status.code != RPCStatusCode.ok.rawValue {
             throw TTRPCStatusError(status.statusCode ?? .unknown, status.message)
         }
         return response.payload
+    }
+
+    /// Opens a server stream on `service`/`method` and returns the messages the server sends.
+    ///
+    /// The request goes out flagged `remoteClosed` (the client sends no data frames), as
+    /// containerd/ttrpc's client does for a method that streams only from the server. The sequence
+    /// yields each Data frame's payload and ends when the server closes the stream; it throws
+    /// ``TTRPCStatusError`` when the server ends it with an error status,
+    /// ``TTRPCTransportError/connectionClosed(service:method:)`` when the connection drops, and
+    /// ``TTRPCTransportError/streamBufferOverflow(service:method:limit:)`` when more than
+    /// `bufferLimit` messages arrived that the caller has not read (ttrpc has no flow control, so
+    /// the client ends the stream loudly instead of dropping messages or growing without bound).
+    /// Stopping the iteration leaves the stream open on the server until the connection closes:
+    /// ttrpc has no frame to cancel a stream, so use a connection of its own for a stream that you
+    /// mean to stop early.
+    ///
+    /// - Parameters:
+    ///   - service: Fully qualified service name.
+    ///   - method: Method name.
+    ///   - payload: The encoded request message.
+    ///   - metadata: Request metadata.
+    ///   - bufferLimit: Messages held for the caller before the stream fails.
+    public func serverStream(service: String, method: String, payload: [UInt8],
+                             metadata: [(key: String, value: String)] = [],
+                             bufferLimit: Int = 4096) -> AsyncThrowingStream<[UInt8], any Error> {
+        let (stream, continuation) = AsyncThrowingStream.makeStream(of: [UInt8].self, throwing: (any Error).self,
+                                                                    bufferingPolicy: .bufferingOldest(bufferLimit))
+        let request = TTRPCRequest(service: service, method: method, payload: payload, metadata: metadata)
+        let open = TTRPCClientHandler.Outbound.stream(request: request, bufferLimit: bufferLimit, continuation: continuation)
+        channel.writeAndFlush(open, promise: nil)
+        return stream
     }
 
     /// Closes the connection; calls in flight fail with ``TTRPCTransportError/connectionClosed(service:method:)``.
@@ -69,17 +100,19 @@ public final class TTRPCClient: Sendable {
     }
 }
 
-/// Assigns stream ids, keeps the calls in flight and completes them from response frames.
+/// Assigns stream ids, keeps the calls and streams in flight and completes them from the frames
+/// that arrive.
 final class TTRPCClientHandler: ChannelDuplexHandler {
     typealias InboundIn = TTRPCFrame
     typealias OutboundIn = Outbound
     typealias OutboundOut = TTRPCFrame
 
-    /// A call to send and the promise its response completes.
-    struct Outbound {
-        var request: TTRPCRequest
-        var timeout: Duration
-        var promise: EventLoopPromise<TTRPCResponse>
+    /// A call or a stream to open.
+    enum Outbound {
+        /// A unary call and the promise its response completes.
+        case unary(request: TTRPCRequest, timeout: Duration, promise: EventLoopPromise<TTRPCResponse>)
+        /// A server stream and the continuation its messages go to.
+        case stream(request: TTRPCRequest, bufferLimit: Int, continuation: AsyncThrowingStream<[UInt8], any Error>.Continuation)
     }
 
     private struct Pending {
@@ -89,40 +122,109 @@ final class TTRPCClientHandler: ChannelDuplexHandler {
         var timeout: Scheduled<Void>
     }
 
+    private struct OpenStream {
+        var service: String
+        var method: String
+        var bufferLimit: Int
+        var continuation: AsyncThrowingStream<[UInt8], any Error>.Continuation
+    }
+
     private var nextStreamID: UInt32 = 1
     private var pending: [UInt32: Pending] = [:]
+    private var streams: [UInt32: OpenStream] = [:]
     private var isClosed = false
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        let call = unwrapOutboundIn(data)
-        let service = call.request.service, method = call.request.method
-        guard !isClosed else {
-            call.promise.fail(TTRPCTransportError.connectionClosed(service: service, method: method))
-            promise?.fail(ChannelError.ioOnClosedChannel)
-            return
+        switch unwrapOutboundIn(data) {
+        case .unary(let request, let timeout, let callPromise):
+            guard !isClosed else {
+                callPromise.fail(TTRPCTransportError.connectionClosed(service: request.service, method: request.method))
+                promise?.fail(ChannelError.ioOnClosedChannel)
+                return
+            }
+            let id = takeStreamID()
+            let service = request.service, method = request.method
+            let loopBoundSelf = NIOLoopBound(self, eventLoop: context.eventLoop)
+            let nanos = Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
+            let timer = context.eventLoop.scheduleTask(in: .nanoseconds(nanos)) {
+                if let entry = loopBoundSelf.value.pending.removeValue(forKey: id) {
+                    entry.promise.fail(TTRPCTransportError.timedOut(service: service, method: method, after: timeout))
+                }
+            }
+            pending[id] = Pending(service: service, method: method, promise: callPromise, timeout: timer)
+            context.write(wrapOutboundOut(TTRPCFrame(streamID: id, type: .request, payload: request.encoded())), promise: promise)
+        case .stream(let request, let bufferLimit, let continuation):
+            guard !isClosed else {
+                continuation.finish(throwing: TTRPCTransportError.connectionClosed(service: request.service, method: request.method))
+                promise?.fail(ChannelError.ioOnClosedChannel)
+                return
+            }
+            let id = takeStreamID()
+            streams[id] = OpenStream(service: request.service, method: request.method, bufferLimit: bufferLimit, continuation: continuation)
+            let frame = TTRPCFrame(streamID: id, type: .request, flags: .remoteClosed, payload: request.encoded())
+            context.write(wrapOutboundOut(frame), promise: promise)
         }
+    }
+
+    private func takeStreamID() -> UInt32 {
         let id = nextStreamID
         nextStreamID &+= 2
-        let loopBoundSelf = NIOLoopBound(self, eventLoop: context.eventLoop)
-        let timeout = call.timeout
-        let timer = context.eventLoop.scheduleTask(in: .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000)) {
-            if let entry = loopBoundSelf.value.pending.removeValue(forKey: id) {
-                entry.promise.fail(TTRPCTransportError.timedOut(service: service, method: method, after: timeout))
-            }
-        }
-        pending[id] = Pending(service: service, method: method, promise: call.promise, timeout: timer)
-        let frame = TTRPCFrame(streamID: id, type: .request, payload: call.request.encoded())
-        context.write(wrapOutboundOut(frame), promise: promise)
+        return id
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
+        if let stream = streams[frame.streamID] {
+            streamFrame(frame, stream)
+            return
+        }
         guard frame.type == .response, let entry = pending.removeValue(forKey: frame.streamID) else { return }
         entry.timeout.cancel()
         do {
             entry.promise.succeed(try TTRPCResponse(decoding: frame.payload))
         } catch {
             entry.promise.fail(TTRPCTransportError.malformedResponse(service: entry.service, method: entry.method, reason: "\(error)"))
+        }
+    }
+
+    /// A frame on an open server stream: Data frames carry messages (the last one is flagged
+    /// `remoteClosed`); a Response frame ends the stream with its status (and maybe one message).
+    private func streamFrame(_ frame: TTRPCFrame, _ stream: OpenStream) {
+        switch frame.type {
+        case .data:
+            if !frame.flags.contains(.noData) { deliver(frame.payload, on: frame.streamID, stream) }
+            if frame.flags.contains(.remoteClosed), streams.removeValue(forKey: frame.streamID) != nil {
+                stream.continuation.finish()
+            }
+        case .response:
+            streams.removeValue(forKey: frame.streamID)
+            do {
+                let response = try TTRPCResponse(decoding: frame.payload)
+                if let status = response.status, status.code != RPCStatusCode.ok.rawValue {
+                    stream.continuation.finish(throwing: TTRPCStatusError(status.statusCode ?? .unknown, status.message))
+                } else {
+                    if !response.payload.isEmpty { _ = stream.continuation.yield(response.payload) }
+                    stream.continuation.finish()
+                }
+            } catch {
+                stream.continuation.finish(throwing: TTRPCTransportError.malformedResponse(service: stream.service, method: stream.method, reason: "\(error)"))
+            }
+        case .request, .none:
+            break
+        }
+    }
+
+    private func deliver(_ payload: [UInt8], on id: UInt32, _ stream: OpenStream) {
+        switch stream.continuation.yield(payload) {
+        case .enqueued:
+            break
+        case .dropped:
+            streams.removeValue(forKey: id)
+            stream.continuation.finish(throwing: TTRPCTransportError.streamBufferOverflow(service: stream.service, method: stream.method, limit: stream.bufferLimit))
+        case .terminated:
+            streams.removeValue(forKey: id)  // the caller stopped reading; drop what still arrives
+        @unknown default:
+            break
         }
     }
 
@@ -133,6 +235,11 @@ final class TTRPCClientHandler: ChannelDuplexHandler {
         for (_, entry) in all {
             entry.timeout.cancel()
             entry.promise.fail(TTRPCTransportError.connectionClosed(service: entry.service, method: entry.method))
+        }
+        let open = streams
+        streams.removeAll()
+        for (_, stream) in open {
+            stream.continuation.finish(throwing: TTRPCTransportError.connectionClosed(service: stream.service, method: stream.method))
         }
         context.fireChannelInactive()
     }

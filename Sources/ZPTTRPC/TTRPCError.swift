@@ -29,6 +29,8 @@ public enum TTRPCTransportError: Error, Sendable, CustomStringConvertible {
     case malformedResponse(service: String, method: String, reason: String)
     /// The peer runs as another user (SO_PEERCRED); the connection was refused.
     case peerUIDMismatch(peerUID: UInt32, ownUID: UInt32)
+    /// More than `limit` messages of a server stream arrived that the caller had not read.
+    case streamBufferOverflow(service: String, method: String, limit: Int)
 
     public var description: String {
         switch self {
@@ -36,6 +38,8 @@ public enum TTRPCTransportError: Error, Sendable, CustomStringConvertible {
         case .timedOut(let s, let m, let d): return "ttrpc: \(s)/\(m) did not answer within \(d)"
         case .malformedResponse(let s, let m, let r): return "ttrpc: malformed response to \(s)/\(m): \(r)"
         case .peerUIDMismatch(let p, let o): return "ttrpc: peer uid \(p) is not our uid \(o)"
+        case .streamBufferOverflow(let s, let m, let l):
+            return "ttrpc: stream \(s)/\(m) ended: more than \(l) messages arrived that were not read"
         }
     }
 }

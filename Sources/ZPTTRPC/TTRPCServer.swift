@@ -25,35 +25,87 @@ public struct TTRPCCall: Sendable {
 
 /// Maps service and method names to handlers.
 ///
-/// A handler returns the encoded response message, or throws. ``TTRPCStatusError`` chooses the
-/// status code; any other error becomes `Unknown` with the error's description.
+/// A unary handler returns the encoded response message, or throws. ``TTRPCStatusError`` chooses the
+/// status code; any other error becomes `Unknown` with the error's description. A server-streaming
+/// handler sends any number of messages through a ``TTRPCStreamWriter`` and then returns (or throws).
 public struct TTRPCRouter: Sendable {
-    /// A method handler.
+    /// A unary method handler.
     public typealias Handler = @Sendable (TTRPCCall) async throws -> [UInt8]
+    /// A server-streaming method handler: sends messages with the writer, returns to end the stream.
+    public typealias StreamHandler = @Sendable (TTRPCCall, TTRPCStreamWriter) async throws -> Void
 
-    private var handlers: [String: [String: Handler]] = [:]
+    /// What serves one method.
+    enum Route: Sendable {
+        case unary(Handler)
+        case serverStream(StreamHandler)
+    }
+
+    private var routes: [String: [String: Route]] = [:]
 
     /// An empty router.
     public init() {}
 
     /// Registers `handler` for `service`/`method`, replacing an earlier one.
     public mutating func register(service: String, method: String, _ handler: @escaping Handler) {
-        handlers[service, default: [:]][method] = handler
+        routes[service, default: [:]][method] = .unary(handler)
     }
 
-    /// The response to `request`: the handler's payload, or an error status.
-    func respond(to call: TTRPCCall) async -> TTRPCResponse {
-        guard let handler = handlers[call.service]?[call.method] else {
-            return TTRPCResponse(status: RPCStatus(code: .unimplemented, message: "\(call.service)/\(call.method) is not implemented"))
-        }
+    /// Registers a server-streaming `handler` for `service`/`method`, replacing an earlier one.
+    ///
+    /// As in containerd/ttrpc, the registration (not the request's flags) makes a method streaming:
+    /// the handler's messages go out as Data frames, a normal return ends the stream with an empty
+    /// Data frame flagged `remoteClosed | noData`, and a thrown error ends it with a Response frame
+    /// carrying the status.
+    public mutating func registerServerStream(service: String, method: String, _ handler: @escaping StreamHandler) {
+        routes[service, default: [:]][method] = .serverStream(handler)
+    }
+
+    /// The unary handler registered for `service`/`method`, if any (to wrap it with another).
+    public func unaryHandler(service: String, method: String) -> Handler? {
+        guard case .unary(let handler)? = routes[service]?[method] else { return nil }
+        return handler
+    }
+
+    /// The route for `service`/`method`, if one was registered.
+    func route(service: String, method: String) -> Route? { routes[service]?[method] }
+
+    /// The error status for a failed handler.
+    static func status(for error: any Error) -> RPCStatus {
+        if let error = error as? TTRPCStatusError { return RPCStatus(code: error.code, message: error.message) }
+        if error is CancellationError { return RPCStatus(code: .cancelled, message: "cancelled") }
+        return RPCStatus(code: .unknown, message: String(describing: error))
+    }
+
+    /// The response to a unary call: the handler's payload, or an error status.
+    static func respond(to call: TTRPCCall, with handler: Handler) async -> TTRPCResponse {
         do {
             let payload = try await handler(call)
             return TTRPCResponse(status: RPCStatus(code: .ok), payload: payload)
-        } catch let error as TTRPCStatusError {
-            return TTRPCResponse(status: RPCStatus(code: error.code, message: error.message))
         } catch {
-            return TTRPCResponse(status: RPCStatus(code: .unknown, message: String(describing: error)))
+            return TTRPCResponse(status: status(for: error))
         }
+    }
+}
+
+/// Sends the messages of one server stream as ttrpc Data frames.
+///
+/// Handed to a ``TTRPCRouter/StreamHandler``; valid until the handler returns. ttrpc has no flow
+/// control of its own: `send` waits while the connection's outbound buffer is full (NIO
+/// back-pressure), so a slow reader slows the handler down rather than growing memory here.
+public struct TTRPCStreamWriter: Sendable {
+    private let outbound: NIOAsyncChannelOutboundWriter<TTRPCFrame>
+    /// The ttrpc stream id (odd, chosen by the client).
+    public let streamID: UInt32
+
+    init(outbound: NIOAsyncChannelOutboundWriter<TTRPCFrame>, streamID: UInt32) {
+        self.outbound = outbound
+        self.streamID = streamID
+    }
+
+    /// Sends one encoded message.
+    /// - Throws: NIO's `ChannelError` (for example `ioOnClosedChannel`) when the connection is gone.
+    public func send(_ payload: [UInt8]) async throws {
+        try await outbound.write(TTRPCFrame(streamID: streamID, type: .data, payload: payload))
     }
 }
 
@@ -66,7 +118,7 @@ struct PeerCredentials: Sendable {
 
 /// A ttrpc server on a unix stream socket.
 ///
-/// Serves unary calls only (the containerd task API needs no streams). Calls on one connection run
+/// Serves unary calls and server streams (client streaming is not supported). Calls on one connection run
 /// concurrently in a task group, as ttrpc multiplexes them by stream id (a `Wait` call may block for
 /// the life of a container). Connections from a peer whose uid differs from ours are closed at once,
 /// as containerd's own shims do (`SO_PEERCRED`).
@@ -145,31 +197,73 @@ public struct TTRPCServer: Sendable {
 
     private func serve(_ connection: NIOAsyncChannel<TTRPCFrame, TTRPCFrame>) async {
         let router = router
-        let logger = logger
         do {
             try await connection.executeThenClose { inbound, outbound in
+                // Unary calls finish even when the peer has left (a half-done Create must not be cut
+                // short); streams are cancelled when the peer's side ends, or they would run forever.
                 try await withThrowingDiscardingTaskGroup { calls in
-                    for try await frame in inbound {
-                        guard frame.type == .request else { continue }  // data frames: no streams served
-                        let request: TTRPCRequest
-                        do {
-                            request = try TTRPCRequest(decoding: frame.payload)
-                        } catch {
-                            let response = TTRPCResponse(status: RPCStatus(code: .invalidArgument, message: "malformed ttrpc request: \(error)"))
-                            try await outbound.write(TTRPCFrame(streamID: frame.streamID, type: .response, payload: response.encoded()))
-                            continue
+                    try await withThrowingDiscardingTaskGroup { streams in
+                        for try await frame in inbound {
+                            // Data frames from clients (client streaming) are not served; ignore them.
+                            guard frame.type == .request else { continue }
+                            switch Self.dispatch(frame, router: router) {
+                            case .respond(let response):
+                                try await outbound.write(TTRPCFrame(streamID: frame.streamID, type: .response, payload: response.encoded()))
+                            case .unary(let call, let handler):
+                                calls.addTask {
+                                    let response = await TTRPCRouter.respond(to: call, with: handler)
+                                    try await outbound.write(TTRPCFrame(streamID: frame.streamID, type: .response, payload: response.encoded()))
+                                }
+                            case .serverStream(let call, let handler):
+                                streams.addTask {
+                                    await Self.runStream(call, handler, streamID: frame.streamID, outbound: outbound)
+                                }
+                            }
                         }
-                        let call = TTRPCCall(service: request.service, method: request.method, payload: request.payload,
-                                             metadata: request.metadata, timeoutNanoseconds: request.timeoutNanoseconds)
-                        calls.addTask {
-                            let response = await router.respond(to: call)
-                            try await outbound.write(TTRPCFrame(streamID: frame.streamID, type: .response, payload: response.encoded()))
-                        }
+                        streams.cancelAll()
                     }
                 }
             }
         } catch {
             logger.debug("ttrpc connection ended", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// What to do with one request frame.
+    private enum Dispatch {
+        case respond(TTRPCResponse)
+        case unary(TTRPCCall, TTRPCRouter.Handler)
+        case serverStream(TTRPCCall, TTRPCRouter.StreamHandler)
+    }
+
+    private static func dispatch(_ frame: TTRPCFrame, router: TTRPCRouter) -> Dispatch {
+        let request: TTRPCRequest
+        do {
+            request = try TTRPCRequest(decoding: frame.payload)
+        } catch {
+            return .respond(TTRPCResponse(status: RPCStatus(code: .invalidArgument, message: "malformed ttrpc request: \(error)")))
+        }
+        let call = TTRPCCall(service: request.service, method: request.method, payload: request.payload,
+                             metadata: request.metadata, timeoutNanoseconds: request.timeoutNanoseconds)
+        switch router.route(service: call.service, method: call.method) {
+        case .none:
+            return .respond(TTRPCResponse(status: RPCStatus(code: .unimplemented, message: "\(call.service)/\(call.method) is not implemented")))
+        case .unary(let handler): return .unary(call, handler)
+        case .serverStream(let handler): return .serverStream(call, handler)
+        }
+    }
+
+    /// Runs a stream handler and ends the stream the way containerd/ttrpc does: an empty Data frame
+    /// flagged `remoteClosed | noData` after a normal return, a Response with the status after an
+    /// error. Write failures mean the peer is gone and are ignored.
+    private static func runStream(_ call: TTRPCCall, _ handler: TTRPCRouter.StreamHandler, streamID: UInt32,
+                                  outbound: NIOAsyncChannelOutboundWriter<TTRPCFrame>) async {
+        do {
+            try await handler(call, TTRPCStreamWriter(outbound: outbound, streamID: streamID))
+            try? await outbound.write(TTRPCFrame(streamID: streamID, type: .data, flags: [.remoteClosed, .noData], payload: []))
+        } catch {
+            let response = TTRPCResponse(status: TTRPCRouter.status(for: error))
+            try? await outbound.write(TTRPCFrame(streamID: streamID, type: .response, payload: response.encoded()))
         }
     }
 }

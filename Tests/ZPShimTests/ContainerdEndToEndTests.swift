@@ -103,6 +103,9 @@ import Testing
         defer { eventsWatcher.terminate(); eventsWatcher.waitUntilExit() }
         #expect(eventually { FileManager.default.fileExists(atPath: eventsFile) })
 
+        let statusSocket = ShimStatusService.socketPath(forShimSocket: socket)
+        #expect(eventually { FileManager.default.fileExists(atPath: statusSocket) }, "no status socket \(statusSocket)")
+
         // containerd loses the shim: it runs `containerd-shim-zeropod-v2 ... delete`, which removes the container.
         kill(shimPid, SIGKILL)
         #expect(eventually { !isAlive(pid) }, "container init \(pid) survived the shim's delete")
@@ -113,6 +116,7 @@ import Testing
         _ = try containerd.ctr(["task", "rm", id])
         #expect(try containerd.ctr(["c", "rm", id]).status == 0)
         #expect(eventually { !FileManager.default.fileExists(atPath: socket) }, "dead shim socket \(socket) left behind")
+        #expect(eventually { !FileManager.default.fileExists(atPath: statusSocket) }, "dead shim status socket \(statusSocket) left behind")
         // containerd publishes the DeleteResponse of our `delete` command as the task's exit.
         #expect(eventually { ((try? String(contentsOfFile: eventsFile, encoding: .utf8)) ?? "").contains("/tasks/exit") })
         let events = try String(contentsOfFile: eventsFile, encoding: .utf8)

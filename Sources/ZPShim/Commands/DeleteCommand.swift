@@ -24,7 +24,11 @@ public enum DeleteCommand {
         if let bytes = Sys.readFile(bundle + "/address") {
             let address = String(decoding: bytes, as: UTF8.self).trimmedWhitespace
             let path = address.hasPrefix("unix://") ? String(address.dropFirst("unix://".count)) : address
-            if path.hasPrefix(StartCommand.socketDirectory + "/") && !StartCommand.canConnect(path) { unlink(path) }
+            if path.hasPrefix(StartCommand.socketDirectory + "/") && !StartCommand.canConnect(path) {
+                unlink(path)
+                let status = ShimStatusService.socketPath(forShimSocket: path)  // its status socket (0008)
+                if !StartCommand.canConnect(status) { unlink(status) }
+            }
         }
         return DeleteResponse(pid: pid, exitStatus: 128 + UInt32(SIGKILL), exitedAt: ProtobufTimestamp(unixNanoseconds: Sys.now())).encoded()
     }

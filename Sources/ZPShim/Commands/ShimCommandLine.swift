@@ -16,6 +16,8 @@ public struct ShimCommandLine: Sendable, Equatable {
         case version
         /// Serve as the daemon (started by `start`, listening socket on fd 3).
         case serve
+        /// Read shims' status services (ours): `status [-socket PATH] [-id ID] [-watch] [-metrics]`.
+        case status
     }
 
     public var action: Action = .serve
@@ -28,6 +30,10 @@ public struct ShimCommandLine: Sendable, Equatable {
     /// The daemon's own socket path (our flag, set by `start`).
     public var socket = ""
     public var debug = false
+    /// `status`: follow the changes (`-watch`).
+    public var watch = false
+    /// `status`: print the metrics in the Prometheus text format (`-metrics`).
+    public var metrics = false
 
     /// Parses arguments (without `argv[0]`).
     /// - Throws: ``ShimError/invalidArgument(_:)`` naming a flag without a value or an unknown action.
@@ -41,7 +47,8 @@ public struct ShimCommandLine: Sendable, Equatable {
                 switch arg {
                 case "start": action = .start
                 case "delete": action = .delete
-                default: throw ShimError.invalidArgument("unknown action \"\(arg)\" (expected start or delete)")
+                case "status": action = .status
+                default: throw ShimError.invalidArgument("unknown action \"\(arg)\" (expected start, delete or status)")
                 }
                 continue
             }
@@ -65,6 +72,9 @@ public struct ShimCommandLine: Sendable, Equatable {
                 case "bundle": bundle = value!
                 default: socket = value!
                 }
+            } else if name == "watch" || name == "metrics" {
+                let on = value.map { $0 != "false" } ?? true
+                if name == "watch" { watch = on } else { metrics = on }
             } else if name == "debug" {
                 debug = value.map { $0 != "false" } ?? true
             } else if name == "v" || name == "version" {

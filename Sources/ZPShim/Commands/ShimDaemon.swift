@@ -23,7 +23,8 @@ public enum ShimDaemon {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let publisher = EventPublisher(address: getenv("TTRPC_ADDRESS").map { String(cString: $0) } ?? "", group: group, logger: logger)
         let service = TaskService(namespace: options.namespace, publisher: publisher, group: group, logger: logger)
-        let server = TTRPCServer(router: service.router(), group: group, logger: logger)
+        let statusBoard = ShimStatusBoard()  // the manager's view: /run/zeropod-swift/s/<hash>.sock
+        let server = TTRPCServer(router: statusBoard.tracking(service.router()), group: group, logger: logger)
         logger.info("shim serving", metadata: ["socket": "\(options.socket)", "pid": "\(getpid())"])
 
         await withTaskGroup(of: Void.self) { tasks in
@@ -37,6 +38,7 @@ public enum ShimDaemon {
             }
             tasks.addTask { await service.deliverExits(Reaper.shared.orphanExits) }
             tasks.addTask { await service.runBackgroundJobs() }
+            tasks.addTask { await ShimStatusService(board: statusBoard).serve(nextToShimSocket: options.socket, group: group, logger: log) }
             await withTaskGroup(of: Void.self) { events in
                 events.addTask { await publisher.run() }
                 await service.waitForShutdown()
@@ -46,6 +48,7 @@ public enum ShimDaemon {
                 await events.next()
                 events.cancelAll()
             }
+            statusBoard.finishSubscriptions()
             tasks.cancelAll()
         }
         if !options.socket.isEmpty { unlink(options.socket) }

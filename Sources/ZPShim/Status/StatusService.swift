@@ -1,0 +1,137 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+import NIOCore
+import ZPCore
+import ZPTTRPC
+
+/// The shim's status service, `zeropod.shim.v1.Shim`, served over ttrpc on an owner-only socket of
+/// its own: `GetStatus`, `ListContainers`, `SubscribeStatus` (a server stream) and `Metrics`, all
+/// read from a ``ShimStatusBoard``.
+public struct ShimStatusService: Sendable {
+    /// The folder of status sockets, one per shim (mode 0700).
+    public static let socketDirectory = "/run/zeropod-swift/s"
+
+    /// The board the methods read.
+    public let board: ShimStatusBoard
+    /// How many unread changes each subscriber may hold before it loses the oldest.
+    public var subscriberCapacity: Int
+
+    /// A service over `board`.
+    public init(board: ShimStatusBoard, subscriberCapacity: Int = ShimStatusBoard.defaultSubscriberCapacity) {
+        self.board = board
+        self.subscriberCapacity = subscriberCapacity
+    }
+
+    /// The status socket of the shim whose task socket is `shimSocket`:
+    /// `<directory>/<last path component of shimSocket>.sock` (the component is the hash that
+    /// names the shim's group, so the two sockets pair up by name).
+    ///
+    /// - Parameters:
+    ///   - shimSocket: The shim's task API socket, with or without `unix://`.
+    ///   - directory: The folder of status sockets.
+    public static func socketPath(forShimSocket shimSocket: String, directory: String = socketDirectory) -> String {
+        let name = shimSocket.split(separator: "/").last.map(String.init) ?? "shim"
+        return "\(directory)/\(name).sock"
+    }
+
+    /// Registers the four methods on `router`.
+    public func register(on router: inout TTRPCRouter) {
+        let board = board, capacity = subscriberCapacity
+        let service = StatusAPI.service
+        router.register(service: service, method: StatusAPI.getStatus) { call in
+            let request = try Self.decode(StatusAPI.ContainerRequest.self, call)
+            guard !request.id.isEmpty else { throw TTRPCStatusError(.invalidArgument, "GetStatus: the request names no container id") }
+            guard let status = board.status(id: request.id) else {
+                throw TTRPCStatusError(.notFound, "GetStatus: container \"\(request.id)\" is not served by this shim")
+            }
+            return status.encoded()
+        }
+        router.register(service: service, method: StatusAPI.listContainers) { call in
+            _ = try Self.decode(StatusAPI.Empty.self, call)
+            return StatusAPI.ListContainersResponse(containers: board.list()).encoded()
+        }
+        router.register(service: service, method: StatusAPI.metrics) { call in
+            _ = try Self.decode(StatusAPI.Empty.self, call)
+            return StatusAPI.MetricsResponse(containers: board.metrics()).encoded()
+        }
+        router.registerServerStream(service: service, method: StatusAPI.subscribeStatus) { call, writer in
+            let request = try Self.decode(StatusAPI.SubscribeStatusRequest.self, call)
+            // Ends when the board finishes its subscriptions (shutdown) or this task is cancelled
+            // (the peer closed the connection).
+            for await change in board.subscribe(capacity: capacity, initialSnapshot: request.initialSnapshot) {
+                try await writer.send(change.encoded())
+            }
+        }
+    }
+
+    private static func decode<M: ProtobufMessage>(_ type: M.Type, _ call: TTRPCCall) throws -> M {
+        do {
+            return try M(decoding: call.payload)
+        } catch {
+            throw TTRPCStatusError(.invalidArgument, "\(call.method): malformed request: \(error)")
+        }
+    }
+
+    /// Serves on `path` until the task is cancelled, then removes the socket file.
+    ///
+    /// Creates the folder with mode 0700 (and sets that mode if it exists), binds the socket with
+    /// mode 0600 before it listens, and refuses peers of another uid (``TTRPCServer``).
+    ///
+    /// - Parameters:
+    ///   - path: The socket file, e.g. from ``socketPath(forShimSocket:directory:)``.
+    ///   - group: The event loops for the sockets.
+    ///   - logger: Connection problems are logged here.
+    ///   - onListening: Called once the socket accepts connections.
+    /// - Throws: ``SysError`` when the folder or the socket cannot be made; NIO errors.
+    public func run(socketPath path: String, group: any EventLoopGroup, logger: Logger,
+                    onListening: @Sendable () -> Void = {}) async throws {
+        let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+        try Self.makeOwnerOnlyDirectory(directory)
+        let descriptor = try StartCommand.listen(at: path)
+        defer { unlink(path) }
+        var router = TTRPCRouter()
+        register(on: &router)
+        let server = TTRPCServer(router: router, group: group, logger: logger)
+        guard let fd = descriptor.take() else { preconditionFailure("listening descriptor closed before use") }
+        onListening()
+        try await server.run(listeningDescriptor: fd)
+    }
+
+    /// Serves at ``socketPath(forShimSocket:directory:)`` for the daemon until the task is
+    /// cancelled. A failure is logged and does not stop the shim: the task API matters more.
+    ///
+    /// - Parameters:
+    ///   - shimSocket: The daemon's task API socket; nothing is served when it is empty.
+    ///   - group: The event loops for the sockets.
+    ///   - logger: Where failures go.
+    public func serve(nextToShimSocket shimSocket: String, group: any EventLoopGroup, logger: Logger) async {
+        guard !shimSocket.isEmpty else { return }
+        let path = Self.socketPath(forShimSocket: shimSocket)
+        do {
+            try await run(socketPath: path, group: group, logger: logger) {
+                logger.info("status service listening", metadata: ["socket": "\(path)"])
+            }
+        } catch is CancellationError {
+        } catch {
+            logger.error("status service on \(path) failed: \(error)")
+        }
+    }
+
+    /// `mkdir -p` with mode 0700 for the last component (and `chmod 0700` if it exists).
+    static func makeOwnerOnlyDirectory(_ path: String) throws(SysError) {
+        guard !path.isEmpty else { return }
+        var prefix = ""
+        let parts = path.split(separator: "/")
+        for (i, part) in parts.enumerated() {
+            prefix += "/" + part
+            let isLast = i == parts.count - 1
+            if mkdir(prefix, isLast ? 0o700 : 0o755) != 0 {
+                let e = Glibc.errno
+                guard e == EEXIST else { throw SysError(call: "mkdir", subject: prefix, errno: .init(rawValue: e)) }
+            }
+        }
+        try sysCall("chmod", path) { chmod(path, 0o700) }
+    }
+}

@@ -1,0 +1,121 @@
+import Foundation
+import NIOPosix
+import Testing
+import ZPCore
+@testable import ZPShim
+
+/// The status service of a real shim started by a real containerd: socket next to the shim, the
+/// container's names from CRI annotations, phase and pid from Create/Start, the `status` command,
+/// removal on delete and the socket gone when the shim exits.
+@Suite(.serialized) struct StatusEndToEndTests {
+    @Test(arguments: ContainerdFlavor.all)
+    func shimStatusSocket_listsTheContainer_streamsItsRemoval_andGoesAwayWithTheShim(flavor: ContainerdFlavor) async throws {
+        let rootfs = try TestPaths.busyboxRootfs()
+        let containerd = try PrivateContainerd(flavor: flavor, tag: "st")
+        defer { containerd.stop() }
+        let netns = try TestNetns(tag: "st")
+        defer { netns.delete() }
+        let id = "st1"
+        let r = try containerd.ctr([
+            "run", "-d", "--runtime", "io.containerd.zeropod.v2",
+            "--annotation", "io.kubernetes.cri.container-name=web", "--annotation", "io.kubernetes.cri.sandbox-name=pod-s1",
+            "--annotation", "io.kubernetes.cri.sandbox-namespace=ns1", "--annotation", "io.kubernetes.cri.sandbox-uid=uid-s1",
+            "--with-ns", "network:\(netns.path)", "--rootfs", rootfs, id, "/bin/httpd", "-f", "-p", "8080", "-h", "/www",
+        ])
+        try #require(r.status == 0, "ctr run: \(r.stderr)")
+        var removed = false
+        defer {
+            if !removed {
+                _ = try? containerd.ctr(["task", "kill", "-s", "SIGKILL", id])
+                _ = eventually { (try? containerd.ctr(["task", "rm", id]).status == 0) ?? false }
+                _ = try? containerd.ctr(["c", "rm", id])
+            }
+        }
+        let shimSocket = containerd.shimSocket(group: id)
+        let path = ShimStatusService.socketPath(forShimSocket: shimSocket)
+        #expect(eventually { FileManager.default.fileExists(atPath: path) }, "no status socket at \(path)")
+        var st = stat()
+        #expect(stat(path, &st) == 0 && st.st_mode & 0o777 == 0o600, "status socket must be owner-only")
+        #expect(stat(ShimStatusService.socketDirectory, &st) == 0 && st.st_mode & 0o777 == 0o700, "status folder must be 0700")
+
+        let group = MultiThreadedEventLoopGroup.singleton
+        let client = try await ShimStatusClient.connect(socketPath: path, group: group)
+        let status = try await client.status(id: id)
+        #expect(status.name == "web" && status.podName == "pod-s1" && status.podNamespace == "ns1" && status.podUID == "uid-s1")
+        #expect(status.lifecyclePhase == .running && status.phase == .running)
+        #expect(status.pid > 0 && isAlive(status.pid), "pid \(status.pid)")
+        #expect(try await client.list().map(\.id) == [id])
+        let metrics = try await client.metrics()
+        #expect(metrics.first?.running == true && metrics.first?.checkpointDuration.upperBounds == StatusAPI.durationBucketBounds)
+
+        // The command reads the same socket.
+        let shim = TestPaths.buildDirectory + "/containerd-shim-zeropod-v2"
+        let text = try await runOffThePool([shim, "status", "-socket", path], timeout: 30)
+        #expect(text.status == 0, "status: \(text.stderr)")
+        #expect(text.stdout.hasPrefix("\(id) pod=ns1/pod-s1 container=web phase=RUNNING lifecycle=RUNNING"), "\(text.stdout)")
+        #expect(text.stdout.contains("pid=\(status.pid) "))
+        let prom = try await runOffThePool([shim, "status", "-metrics", "-socket", path], timeout: 30)
+        #expect(prom.stdout.contains(#"zeropod_running{container="web",pod="pod-s1",namespace="ns1"} 1"#), "\(prom.stdout.prefix(400))")
+        let missing = try await runOffThePool([shim, "status", "-socket", path, "-id", "nope"], timeout: 30)
+        #expect(missing.status == 1 && missing.stderr.contains("nope"), "\(missing.stderr)")
+
+        // `status -watch` follows the stream until the shim ends it.
+        let watchOutput = containerd.directory + "/watch.out"
+        _ = FileManager.default.createFile(atPath: watchOutput, contents: nil)
+        let watch = Process()
+        watch.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
+        watch.arguments = ["-k", "5", "120", shim, "status", "-watch", "-socket", path]
+        watch.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: watchOutput))
+        watch.standardError = FileHandle.nullDevice
+        watch.standardInput = FileHandle.nullDevice
+        try watch.run()
+        let watchText = { (try? String(contentsOfFile: watchOutput, encoding: .utf8)) ?? "" }
+        #expect(eventually { watchText().hasPrefix("snapshot | \(id) ") }, "status -watch printed: \(watchText())")
+
+        // A subscriber sees the removal; the shim then exits and takes its status socket along.
+        let watcher = try await ShimStatusClient.connect(socketPath: path, group: group)
+        let (subscribed, subscribedContinuation) = AsyncStream.makeStream(of: Void.self)
+        let shimPid = processes(matching: ["containerd-shim-zeropod-v2", "-socket", shimSocket]).first
+        let saw = await withTaskGroup(of: Bool?.self) { tasks in
+            tasks.addTask {
+                do {
+                    for try await change in watcher.subscribe(initialSnapshot: true) {
+                        if change.snapshot { subscribedContinuation.yield() }
+                        if change.removed && change.status.id == id { return true }
+                    }
+                } catch {
+                    // The connection closed (shim gone, or the deadline below) before a removal came.
+                }
+                subscribedContinuation.yield()
+                return false
+            }
+            for await _ in subscribed { break }
+            #expect((try? containerd.ctr(["task", "kill", "-s", "SIGKILL", id]).status) == 0)
+            #expect(eventually { (try? containerd.ctr(["task", "rm", id]).status == 0) ?? false })
+            #expect((try? containerd.ctr(["c", "rm", id]).status) == 0)
+            tasks.addTask {
+                try? await Task.sleep(for: .seconds(90))
+                await watcher.close()
+                return nil
+            }
+            while let result = await tasks.next() {
+                if let result {
+                    tasks.cancelAll()
+                    return result
+                }
+            }
+            return false
+        }
+        removed = true
+        #expect(saw, "no removal change for \(id)")
+        await watcher.close()
+        await client.close()
+        if let shimPid { #expect(eventually { !isAlive(shimPid) }) }
+        #expect(eventually { !watch.isRunning }, "status -watch did not end with the shim")
+        if watch.isRunning { watch.terminate() }
+        watch.waitUntilExit()
+        let lines = watchText().split(separator: "\n")
+        #expect(lines.contains { $0.hasPrefix("#") && $0.contains(" removed | \(id) ") }, "status -watch printed: \(lines)")
+        #expect(eventually { !FileManager.default.fileExists(atPath: path) }, "status socket left behind: \(path)")
+    }
+}
