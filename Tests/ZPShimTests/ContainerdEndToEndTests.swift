@@ -100,7 +100,7 @@ import Testing
         let shimPid = try #require(processes(matching: ["containerd-shim-zeropod-v2", "-socket", socket]).first)
         let eventsFile = containerd.directory + "/events.txt"
         let eventsWatcher = try containerd.startEvents(into: eventsFile)
-        defer { eventsWatcher.terminate(); eventsWatcher.waitUntilExit() }
+        defer { let p = eventsWatcher.processIdentifier; kill(p, SIGTERM); _ = eventually(within: 10) { !isAlive(p) } }
         #expect(eventually { FileManager.default.fileExists(atPath: eventsFile) })
 
         // containerd loses the shim: it runs `containerd-shim-zeropod-v2 ... delete`, which removes the container.

@@ -93,7 +93,7 @@ final class PrivateContainerd {
     let namespace: String
     let socket: String
     let shimDirectory: String
-    private let process: Process
+    private var process: Process
 
     init(flavor: ContainerdFlavor, tag: String) throws {
         self.flavor = flavor
@@ -120,22 +120,54 @@ final class PrivateContainerd {
               address = "\(socket).ttrpc"
             """
         try Data(config.utf8).write(to: URL(fileURLWithPath: directory + "/config.toml"))
-        process = Process()
+        process = try Self.launch(flavor: flavor, directory: directory, shimDirectory: shimDirectory)
+        try waitUntilUp()
+    }
+
+    private static func launch(flavor: ContainerdFlavor, directory: String, shimDirectory: String) throws -> Process {
+        let process = Process()
         process.executableURL = URL(fileURLWithPath: flavor.binDirectory + "/containerd")
         process.arguments = ["--config", directory + "/config.toml"]
         var env = ProcessInfo.processInfo.environment
         env["PATH"] = "\(shimDirectory):\(flavor.binDirectory):/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         process.environment = env
-        _ = FileManager.default.createFile(atPath: directory + "/containerd.log", contents: nil)
+        if !FileManager.default.fileExists(atPath: directory + "/containerd.log") {
+            _ = FileManager.default.createFile(atPath: directory + "/containerd.log", contents: nil)
+        }
         let logHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: directory + "/containerd.log"))
+        logHandle.seekToEndOfFile()
         process.standardOutput = logHandle
         process.standardError = logHandle
         process.standardInput = FileHandle.nullDevice
         try process.run()
+        return process
+    }
+
+    private func waitUntilUp() throws {
         let up = try eventually(within: 30) { try ctr(["version"], timeout: 10).status == 0 }
         guard up else {
             stop()
             throw ShimError.failedPrecondition("\(flavor.name) did not come up; log: \(log(tail: 20))")
+        }
+    }
+
+    /// Stops containerd (SIGTERM, by pid) and starts it again on the same root, state and sockets;
+    /// shims keep running and containerd must reconnect to them.
+    func restart() throws {
+        terminate()
+        process = try Self.launch(flavor: flavor, directory: directory, shimDirectory: shimDirectory)
+        try waitUntilUp()
+    }
+
+    /// SIGTERM, then SIGKILL after 10 s, by pid; waits until the process is gone or a zombie.
+    /// (Not `Process.waitUntilExit()`: it was seen hanging with the child already a zombie.)
+    private func terminate() {
+        let pid = process.processIdentifier
+        guard pid > 0, isAlive(pid) else { return }
+        kill(pid, SIGTERM)
+        if !eventually(within: 10, { !isAlive(pid) }) {
+            kill(pid, SIGKILL)
+            _ = eventually(within: 10) { !isAlive(pid) }
         }
     }
 
@@ -172,11 +204,7 @@ final class PrivateContainerd {
 
     /// Stops containerd (SIGTERM, then SIGKILL, by pid) and removes its folder and runc state.
     func stop() {
-        if process.isRunning {
-            kill(process.processIdentifier, SIGTERM)
-            if !eventually(within: 10, { !process.isRunning }) { kill(process.processIdentifier, SIGKILL) }
-            process.waitUntilExit()
-        }
+        terminate()
         _ = try? run(["/bin/sh", "-c", "grep -o ' \(directory)[^ ]*' /proc/self/mounts | xargs -r -n1 umount -l"], timeout: 20)
         try? FileManager.default.removeItem(atPath: directory)
         try? FileManager.default.removeItem(atPath: "/run/containerd/runc/\(namespace)")

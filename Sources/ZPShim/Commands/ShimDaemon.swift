@@ -34,11 +34,20 @@ public enum ShimDaemon {
                 } catch {
                     log.error("ttrpc server failed: \(error)")
                 }
+                log.debug("ttrpc server stopped")
             }
-            tasks.addTask { await service.deliverExits(Reaper.shared.orphanExits) }
+            tasks.addTask { await service.deliverExits(Reaper.shared.orphanExits); log.debug("exit delivery stopped") }
             await withTaskGroup(of: Void.self) { events in
-                events.addTask { await publisher.run() }
+                events.addTask { await publisher.run(); log.debug("publisher stopped") }
                 await service.waitForShutdown()
+                // Hard deadline, as Go shims exit the process outright: whatever still hangs
+                // (a peer that never closes, a stuck copy) must not keep a shim alive.
+                let socket = options.socket
+                group.next().scheduleTask(in: .seconds(7)) {
+                    log.warning("shutdown deadline passed; exiting")
+                    if !socket.isEmpty { unlink(socket) }
+                    exit(0)
+                }
                 // Forward what is queued (TaskDelete comes right before Shutdown), at most 5 s.
                 publisher.finish()
                 events.addTask { try? await Task.sleep(for: .seconds(5)) }
