@@ -8,9 +8,11 @@ import Glibc
 #endif
 
 /// The shim daemon: a child subreaper serving the task API on the socket passed as fd 3, forwarding
-/// events to containerd, until containerd asks it to shut down with no containers left.
+/// events to containerd, until containerd asks it to shut down with no containers left; then it
+/// forwards the queued events (at most 5 s) and exits the process.
 public enum ShimDaemon {
-    /// Serves until shutdown, then removes the socket file.
+    /// Serves until shutdown, then removes the socket file and exits the process (never returns
+    /// normally).
     /// - Throws: ``SysError`` when the shim cannot become a subreaper; NIO errors from the socket.
     public static func run(_ options: ShimCommandLine) async throws {
         signal(SIGPIPE, SIG_IGN)
@@ -54,9 +56,12 @@ public enum ShimDaemon {
                 await events.next()
                 events.cancelAll()
             }
-            tasks.cancelAll()
+            // Exit without cancelling the server: NIO traps when an accepted connection that was
+            // never handed to a task is dropped, which cancellation could race into. The process ends
+            // here anyway, as Go shims do.
+            if !options.socket.isEmpty { unlink(options.socket) }
+            log.info("shim exiting")
+            exit(0)
         }
-        if !options.socket.isEmpty { unlink(options.socket) }
-        logger.info("shim exiting")
     }
 }
