@@ -50,7 +50,13 @@ public final class TTRPCClient: Sendable {
         let request = TTRPCRequest(service: service, method: method, payload: payload, timeoutNanoseconds: nanos, metadata: metadata)
         let promise = channel.eventLoop.makePromise(of: TTRPCResponse.self)
         let outbound = TTRPCClientHandler.Outbound.unary(request: request, timeout: timeout, promise: promise)
-        channel.writeAndFlush(outbound, promise: nil)
+        // On a closed channel the write never reaches our handler (the pipeline is torn down):
+        // fail the call from the write's own failure, or it would wait forever.
+        let written = channel.eventLoop.makePromise(of: Void.self)
+        written.futureResult.whenFailure { _ in
+            promise.fail(TTRPCTransportError.connectionClosed(service: service, method: method))
+        }
+        channel.writeAndFlush(outbound, promise: written)
         let response = try await promise.futureResult.get()
         if let status = response.status, status.code != RPCStatusCode.ok.rawValue {
             throw TTRPCStatusError(status.statusCode ?? .unknown, status.message)
@@ -85,7 +91,12 @@ public final class TTRPCClient: Sendable {
                                                                     bufferingPolicy: .bufferingOldest(bufferLimit))
         let request = TTRPCRequest(service: service, method: method, payload: payload, metadata: metadata)
         let open = TTRPCClientHandler.Outbound.stream(request: request, bufferLimit: bufferLimit, continuation: continuation)
-        channel.writeAndFlush(open, promise: nil)
+        // As for unary calls: on a closed channel the write never reaches the handler.
+        let written = channel.eventLoop.makePromise(of: Void.self)
+        written.futureResult.whenFailure { _ in
+            continuation.finish(throwing: TTRPCTransportError.connectionClosed(service: service, method: method))
+        }
+        channel.writeAndFlush(open, promise: written)
         return stream
     }
 

@@ -141,6 +141,9 @@ public struct TTRPCServer: Sendable {
 
     /// Serves on an already bound **and listening** socket until the task is cancelled.
     ///
+    /// Cancel only when no connection is being accepted at that moment, or end the process instead
+    /// (the shim does): NIO traps if an accepted connection that no task took over is dropped.
+    ///
     /// - Parameter descriptor: The socket; the server takes ownership and closes it at the end.
     /// - Throws: NIO channel errors.
     public func run(listeningDescriptor descriptor: CInt) async throws {

@@ -83,6 +83,24 @@ import Testing
     }
 
     @Test(arguments: ContainerdFlavor.all)
+    func attachedRun_stdinAndItsEndReachTheTask_stdoutAndExitCodeComeBack(flavor: ContainerdFlavor) throws {
+        let rootfs = try TestPaths.busyboxRootfs()
+        let containerd = try PrivateContainerd(flavor: flavor, tag: "io")
+        defer { containerd.stop() }
+        // Foreground `ctr run --rm`: ctr copies its stdin into the task's stdin FIFO and closes it at end
+        // of input (the task must see end of file), prints the task's stdout FIFO, waits for the exit
+        // and deletes the task.
+        let input = containerd.directory + "/input.txt"
+        try Data("line-one\nline-two\n".utf8).write(to: URL(fileURLWithPath: input))
+        let script = "\(containerd.flavor.binDirectory)/ctr -a \(containerd.socket) -n \(containerd.namespace) run --rm --runtime io.containerd.zeropod.v2 --rootfs \(rootfs) io1 /bin/sh -c 'wc -l; exit 7' < \(input)"
+        let r = try run(["/bin/sh", "-c", script], timeout: 60)
+        #expect(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "2", "stdout: \(r.stdout) stderr: \(r.stderr)")
+        #expect(r.status == 7)
+        #expect(try containerd.ctr(["c", "ls", "-q"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty)
+        #expect(eventually { !FileManager.default.fileExists(atPath: containerd.shimSocket(group: "io1")) })
+    }
+
+    @Test(arguments: ContainerdFlavor.all)
     func lostShim_isCleanedUpByTheDeleteCommand(flavor: ContainerdFlavor) throws {
         let rootfs = try TestPaths.busyboxRootfs()
         let containerd = try PrivateContainerd(flavor: flavor, tag: "lost")
@@ -100,7 +118,7 @@ import Testing
         let shimPid = try #require(processes(matching: ["containerd-shim-zeropod-v2", "-socket", socket]).first)
         let eventsFile = containerd.directory + "/events.txt"
         let eventsWatcher = try containerd.startEvents(into: eventsFile)
-        defer { eventsWatcher.terminate(); eventsWatcher.waitUntilExit() }
+        defer { let p = eventsWatcher.processIdentifier; kill(p, SIGTERM); _ = eventually(within: 10) { !isAlive(p) } }
         #expect(eventually { FileManager.default.fileExists(atPath: eventsFile) })
 
         let statusSocket = ShimStatusService.socketPath(forShimSocket: socket)

@@ -123,13 +123,14 @@ final class PrivateContainerd {
               address = "\(socket).ttrpc"
             """
         try Data(config.utf8).write(to: URL(fileURLWithPath: directory + "/config.toml"))
-        process = Process()
-        try launch()
+        process = try Self.launch(flavor: flavor, directory: directory, shimDirectory: shimDirectory,
+                                  environment: environment)
+        try waitUntilUp()
     }
 
-    /// Starts the containerd process and waits until it answers.
-    private func launch() throws {
-        process = Process()
+    private static func launch(flavor: ContainerdFlavor, directory: String, shimDirectory: String,
+                               environment: [String: String]) throws -> Process {
+        let process = Process()
         process.executableURL = URL(fileURLWithPath: flavor.binDirectory + "/containerd")
         process.arguments = ["--config", directory + "/config.toml"]
         var env = ProcessInfo.processInfo.environment.merging(environment) { $1 }
@@ -144,6 +145,10 @@ final class PrivateContainerd {
         process.standardError = logHandle
         process.standardInput = FileHandle.nullDevice
         try process.run()
+        return process
+    }
+
+    private func waitUntilUp() throws {
         let up = try eventually(within: 30) { try ctr(["version"], timeout: 10).status == 0 }
         guard up else {
             stop()
@@ -151,13 +156,25 @@ final class PrivateContainerd {
         }
     }
 
-    /// Stops containerd (SIGTERM, by pid) and starts it again with the same config and state; the
-    /// shims keep running and containerd reconnects to them.
+    /// Stops containerd (SIGTERM, by pid) and starts it again on the same root, state and sockets;
+    /// shims keep running and containerd must reconnect to them.
     func restart() throws {
-        kill(process.processIdentifier, SIGTERM)
-        if !eventually(within: 10, { !process.isRunning }) { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
-        try launch()
+        terminate()
+        process = try Self.launch(flavor: flavor, directory: directory, shimDirectory: shimDirectory,
+                                  environment: environment)
+        try waitUntilUp()
+    }
+
+    /// SIGTERM, then SIGKILL after 10 s, by pid; waits until the process is gone or a zombie.
+    /// (Not `Process.waitUntilExit()`: it was seen hanging with the child already a zombie.)
+    private func terminate() {
+        let pid = process.processIdentifier
+        guard pid > 0, isAlive(pid) else { return }
+        kill(pid, SIGTERM)
+        if !eventually(within: 10, { !isAlive(pid) }) {
+            kill(pid, SIGKILL)
+            _ = eventually(within: 10) { !isAlive(pid) }
+        }
     }
 
     /// Runs `ctr -a SOCK -n NS ARGS...` of the same containerd version.
@@ -193,11 +210,7 @@ final class PrivateContainerd {
 
     /// Stops containerd (SIGTERM, then SIGKILL, by pid) and removes its folder and runc state.
     func stop() {
-        if process.isRunning {
-            kill(process.processIdentifier, SIGTERM)
-            if !eventually(within: 10, { !process.isRunning }) { kill(process.processIdentifier, SIGKILL) }
-            process.waitUntilExit()
-        }
+        terminate()
         _ = try? run(["/bin/sh", "-c", "grep -o ' \(directory)[^ ]*' /proc/self/mounts | xargs -r -n1 umount -l"], timeout: 20)
         try? FileManager.default.removeItem(atPath: directory)
         try? FileManager.default.removeItem(atPath: "/run/containerd/runc/\(namespace)")

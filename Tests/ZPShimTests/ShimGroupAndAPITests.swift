@@ -43,6 +43,37 @@ import ZPTTRPC
         #expect(eventually { !FileManager.default.fileExists(atPath: socket) })
     }
 
+    @Test(arguments: ContainerdFlavor.all)
+    func containerdRestart_reconnectsToTheRunningShim(flavor: ContainerdFlavor) throws {
+        let rootfs = try TestPaths.busyboxRootfs()
+        let containerd = try PrivateContainerd(flavor: flavor, tag: "rst")
+        defer { containerd.stop() }
+        let netns = try TestNetns(tag: "rst")
+        defer { netns.delete() }
+        let id = "r1"
+        let r = try containerd.ctr(["run", "-d", "--runtime", "io.containerd.zeropod.v2", "--with-ns", "network:\(netns.path)",
+                                    "--rootfs", rootfs, id, "/bin/httpd", "-f", "-p", "8080", "-h", "/www"])
+        try #require(r.status == 0, "ctr run: \(r.stderr)")
+        #expect(eventually { netns.httpGet(port: 8080) != nil })
+        let shimPid = try #require(processes(matching: ["containerd-shim-zeropod-v2", "-socket", containerd.shimSocket(group: id)]).first)
+        let before = try containerd.ctr(["task", "ls"]).stdout
+
+        try containerd.restart()
+
+        // Same task, same shim, still serving; the API works through the new connection.
+        #expect(eventually { (try? containerd.ctr(["task", "ls"]).stdout) == before }, "task ls after restart differs")
+        #expect(isAlive(shimPid))
+        #expect(netns.httpGet(port: 8080) == "zeropod busybox\n")
+        let exec = try containerd.ctr(["task", "exec", "--exec-id", "after-restart", id, "/bin/echo", "still-here"])
+        #expect(exec.status == 0 && exec.stdout.contains("still-here"), "exec after restart: \(exec.stderr)")
+        // The exit event reaches the new containerd (the publisher reconnects).
+        #expect(try containerd.ctr(["task", "kill", "-s", "SIGKILL", id]).status == 0)
+        #expect(eventually { (try? containerd.ctr(["task", "ls"]).stdout.split(separator: "\n").contains { $0.hasPrefix(id + " ") && $0.hasSuffix("STOPPED") }) ?? false })
+        #expect(try containerd.ctr(["task", "rm", id]).status == 0)
+        #expect(try containerd.ctr(["c", "rm", id]).status == 0)
+        #expect(eventually { !isAlive(shimPid) })
+    }
+
     @Test func taskAPI_overTTRPC_connectStatePidsStatsUpdateAndCodes() async throws {
         let flavor = ContainerdFlavor.all[0]
         let rootfs = try TestPaths.busyboxRootfs()

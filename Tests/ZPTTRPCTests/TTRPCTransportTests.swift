@@ -158,3 +158,29 @@ import ZPCore
         }
     }
 }
+
+@Suite struct TTRPCClientAfterCloseTests {
+    @Test func callOnAConnectionThePeerClosed_failsInsteadOfHanging() async throws {
+        let path = "/tmp/zpttrpc-peerclosed-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
+        var router = TTRPCRouter()
+        router.register(service: "s", method: "echo") { $0.payload }
+        let server = TTRPCServer(router: router, group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "test"))
+        let (ready, readyContinuation) = AsyncStream.makeStream(of: Void.self)
+        let client: TTRPCClient = try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await server.run(unixSocketPath: path) { readyContinuation.yield() } }
+            for await _ in ready { break }
+            let client = try await TTRPCClient.connect(unixSocketPath: path, group: MultiThreadedEventLoopGroup.singleton)
+            #expect(try await client.call(service: "s", method: "echo", payload: [1]) == [1])  // the server owns the connection now
+            group.cancelAll()  // the server goes away, as containerd does when it restarts
+            return client
+        }
+        unlink(path)
+        await client.waitClosed()
+        // A call on the dead connection must fail promptly (well before its 60 s timeout).
+        let started = ContinuousClock.now
+        await #expect(throws: TTRPCTransportError.self) {
+            _ = try await client.call(service: "s", method: "m", payload: [], timeout: .seconds(60))
+        }
+        print("[zpttrpc] call on a closed connection failed after \(ContinuousClock.now - started)")
+    }
+}

@@ -8,9 +8,11 @@ import Glibc
 #endif
 
 /// The shim daemon: a child subreaper serving the task API on the socket passed as fd 3, forwarding
-/// events to containerd, until containerd asks it to shut down with no containers left.
+/// events to containerd, until containerd asks it to shut down with no containers left; then it
+/// forwards the queued events (at most 5 s) and exits the process.
 public enum ShimDaemon {
-    /// Serves until shutdown, then removes the socket file.
+    /// Serves until shutdown, then removes the socket file and exits the process (never returns
+    /// normally).
     /// - Throws: ``SysError`` when the shim cannot become a subreaper; NIO errors from the socket.
     public static func run(_ options: ShimCommandLine) async throws {
         signal(SIGPIPE, SIG_IGN)
@@ -35,13 +37,25 @@ public enum ShimDaemon {
                 } catch {
                     log.error("ttrpc server failed: \(error)")
                 }
+                log.debug("ttrpc server stopped")
             }
-            tasks.addTask { await service.deliverExits(Reaper.shared.orphanExits) }
+            tasks.addTask { await service.deliverExits(Reaper.shared.orphanExits); log.debug("exit delivery stopped") }
             tasks.addTask { await service.runBackgroundJobs() }
             tasks.addTask { await ShimStatusService(board: statusBoard).serve(nextToShimSocket: options.socket, group: group, logger: log) }
             await withTaskGroup(of: Void.self) { events in
-                events.addTask { await publisher.run() }
+                events.addTask { await publisher.run(); log.debug("publisher stopped") }
                 await service.waitForShutdown()
+                // Hard deadline, as Go shims exit the process outright: whatever still hangs
+                // (a peer that never closes, a stuck copy) must not keep a shim alive.
+                let socket = options.socket
+                group.next().scheduleTask(in: .seconds(7)) {
+                    log.warning("shutdown deadline passed; exiting")
+                    if !socket.isEmpty {
+                        unlink(socket)
+                        unlink(ShimStatusService.socketPath(forShimSocket: socket))
+                    }
+                    exit(0)
+                }
                 // Forward what is queued (TaskDelete comes right before Shutdown), at most 5 s.
                 publisher.finish()
                 events.addTask { try? await Task.sleep(for: .seconds(5)) }
@@ -49,9 +63,15 @@ public enum ShimDaemon {
                 events.cancelAll()
             }
             statusBoard.finishSubscriptions()
-            tasks.cancelAll()
+            // Exit without cancelling the servers: NIO traps when an accepted connection that was
+            // never handed to a task is dropped, which cancellation could race into. The process ends
+            // here anyway, as Go shims do; the status socket goes with the task API socket.
+            if !options.socket.isEmpty {
+                unlink(options.socket)
+                unlink(ShimStatusService.socketPath(forShimSocket: options.socket))
+            }
+            log.info("shim exiting")
+            exit(0)
         }
-        if !options.socket.isEmpty { unlink(options.socket) }
-        logger.info("shim exiting")
     }
 }

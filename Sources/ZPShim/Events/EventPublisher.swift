@@ -69,6 +69,7 @@ public final class EventPublisher: Sendable {
                     logger.debug("event forwarded", metadata: ["topic": "\(item.event.topic)"])
                     break
                 } catch {
+                    logger.debug("event forward failed", metadata: ["topic": "\(item.event.topic)", "attempt": "\(attempt)", "error": "\(error)"])
                     await client?.close()
                     client = nil
                     if attempt >= 5 || Task.isCancelled {

@@ -1,4 +1,5 @@
 import NIOCore
+import Synchronization
 import NIOPosix
 
 #if canImport(Glibc)
@@ -28,16 +29,16 @@ public final class ProcessIO: Sendable {
     let containerStdin: OwnedDescriptor
     let containerStdout: OwnedDescriptor
     let containerStderr: OwnedDescriptor
-    /// The channel that feeds stdin, if containerd gave a stdin FIFO.
-    private let stdinChannel: (any Channel)?
+    /// What feeds stdin, if containerd gave a stdin FIFO.
+    private let stdin: StdinPump?
     private let outputCopies: [EventLoopFuture<Void>]
 
     private init(containerStdin: OwnedDescriptor, containerStdout: OwnedDescriptor, containerStderr: OwnedDescriptor,
-                 stdinChannel: (any Channel)?, outputCopies: [EventLoopFuture<Void>]) {
+                 stdin: StdinPump?, outputCopies: [EventLoopFuture<Void>]) {
         self.containerStdin = containerStdin
         self.containerStdout = containerStdout
         self.containerStderr = containerStderr
-        self.stdinChannel = stdinChannel
+        self.stdin = stdin
         self.outputCopies = outputCopies
     }
 
@@ -56,26 +57,19 @@ public final class ProcessIO: Sendable {
     /// - Throws: ``StdioError`` naming the target that failed.
     public static func open(stdin: String, stdout: String, stderr: String, group: any EventLoopGroup) async throws -> ProcessIO {
         let inPipe = try Sys.pipe(), outPipe = try Sys.pipe(), errPipe = try Sys.pipe()
-        var stdinChannel: (any Channel)?
+        var stdinPump: StdinPump?
         if stdin.isEmpty {
             inPipe.write.close()
         } else {
-            let source: OwnedDescriptor
-            do { source = try Sys.open(stdin, O_RDWR) } catch { throw StdioError(target: stdin, reason: "\(error)") }
-            let input = source.take()!, output = inPipe.write.take()!
-            stdinChannel = try await NIOPipeBootstrap(group: group)
-                .channelOption(.allowRemoteHalfClosure, value: true)
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(StdioForwarder(sink: .channel)) }
-                }
-                .takingOwnershipOfDescriptors(input: input, output: output).get()
+            guard Sys.isFIFO(stdin) else { throw StdioError(target: stdin, reason: "stdin is not a FIFO") }
+            stdinPump = StdinPump(fifo: stdin, into: inPipe.write, group: group)
         }
         var copies: [EventLoopFuture<Void>] = []
         for (target, readEnd) in [(stdout, outPipe.read), (stderr, errPipe.read)] {
             copies.append(try await startOutputCopy(to: target, from: readEnd, group: group))
         }
         return ProcessIO(containerStdin: inPipe.read, containerStdout: outPipe.write, containerStderr: errPipe.write,
-                         stdinChannel: stdinChannel, outputCopies: copies)
+                         stdin: stdinPump, outputCopies: copies)
     }
 
     private static func startOutputCopy(to target: String, from readEnd: OwnedDescriptor, group: any EventLoopGroup) async throws -> EventLoopFuture<Void> {
@@ -114,7 +108,7 @@ public final class ProcessIO: Sendable {
 
     /// Stops feeding stdin: the process reads end of file (CloseIO).
     public func closeStdin() {
-        stdinChannel?.close(promise: nil)
+        stdin?.close()
     }
 
     /// Waits until the output copies have seen end of file, at most `timeout`.
@@ -130,7 +124,82 @@ public final class ProcessIO: Sendable {
     /// Ends everything: stdin, the output copies and the container side.
     public func close() {
         releaseContainerSide()
-        stdinChannel?.close(promise: nil)
+        stdin?.close()
+    }
+}
+
+/// Copies containerd's stdin FIFO into the process's stdin pipe until the FIFO's writer closes it
+/// (end of input) or CloseIO.
+///
+/// The FIFO is opened read-only so that the writer's close is seen as end of file; a read-only open
+/// blocks until a writer appears, so it happens on its own thread and the copy starts when it returns.
+/// Closing before a writer came unblocks that open by opening the FIFO for writing once.
+final class StdinPump: Sendable {
+    private enum State {
+        case waitingForWriter(pipe: OwnedDescriptor)
+        case connected(any Channel)
+        case closed
+    }
+
+    private let fifo: String
+    private let state: Mutex<State>
+
+    init(fifo: String, into pipe: OwnedDescriptor, group: any EventLoopGroup) {
+        self.fifo = fifo
+        state = Mutex(.waitingForWriter(pipe: pipe))
+        startDetachedThread { [self] in
+            let fd = Glibc.open(fifo, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { return }
+            let output: CInt? = state.withLock { state in
+                guard case .waitingForWriter(let pipe) = state else { return nil }
+                return pipe.take()
+            }
+            guard let output else {
+                Glibc.close(fd)
+                return
+            }
+            let channel = NIOPipeBootstrap(group: group)
+                .channelOption(.allowRemoteHalfClosure, value: true)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(StdioForwarder(sink: .channel)) }
+                }
+                .takingOwnershipOfDescriptors(input: fd, output: output)
+            channel.whenSuccess { channel in
+                let closeNow = self.state.withLock { state -> Bool in
+                    if case .closed = state { return true }
+                    state = .connected(channel)
+                    return false
+                }
+                if closeNow { channel.close(promise: nil) }
+            }
+        }
+    }
+
+    /// Stops feeding stdin; the process reads end of file.
+    func close() {
+        let action: (any Channel)?? = state.withLock { state in
+            switch state {
+            case .waitingForWriter(let pipe):
+                pipe.close()
+                state = .closed
+                return .some(nil)
+            case .connected(let channel):
+                state = .closed
+                return .some(channel)
+            case .closed:
+                return nil
+            }
+        }
+        switch action {
+        case .some(.some(let channel)):
+            channel.close(promise: nil)
+        case .some(.none):
+            // Unblock the opener thread (a reader is waiting, so this open succeeds at once).
+            let fd = Glibc.open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC)
+            if fd >= 0 { Glibc.close(fd) }
+        case .none:
+            break
+        }
     }
 }
 

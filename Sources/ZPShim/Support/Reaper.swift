@@ -89,15 +89,7 @@ public final class Reaper: Sendable {
     private init() {
         (orphanExits, orphanContinuation) = AsyncStream.makeStream(of: (pid: pid_t, status: ExitStatus).self)
         // A plain pthread: the reaper blocks in wait4 for the life of the process.
-        let box = Unmanaged.passRetained(ReaperThreadContext(reaper: self))
-        var thread = pthread_t()
-        let rc = pthread_create(&thread, nil, { context in
-            let box = Unmanaged<ReaperThreadContext>.fromOpaque(context!).takeRetainedValue()
-            box.reaper.reapForever()
-            return nil
-        }, box.toOpaque())
-        precondition(rc == 0, "pthread_create for the reaper failed: \(rc)")
-        pthread_detach(thread)
+        startDetachedThread { [self] in reapForever() }
     }
 
     /// Makes this process a child subreaper (`prctl(PR_SET_CHILD_SUBREAPER)`).
@@ -210,8 +202,21 @@ public final class Reaper: Sendable {
     }
 }
 
-/// Carries the reaper into its pthread.
-private final class ReaperThreadContext {
-    let reaper: Reaper
-    init(reaper: Reaper) { self.reaper = reaper }
+/// Carries a closure into a new pthread.
+private final class ThreadBody {
+    let body: @Sendable () -> Void
+    init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+}
+
+/// Runs `body` on a new detached pthread (for calls that block for long: `wait4`, opening a FIFO).
+/// - Precondition: the thread can be created (failure means the process is out of resources).
+func startDetachedThread(_ body: @escaping @Sendable () -> Void) {
+    let box = Unmanaged.passRetained(ThreadBody(body))
+    var thread = pthread_t()
+    let rc = pthread_create(&thread, nil, { context in
+        Unmanaged<ThreadBody>.fromOpaque(context!).takeRetainedValue().body()
+        return nil
+    }, box.toOpaque())
+    precondition(rc == 0, "pthread_create failed: \(rc)")
+    pthread_detach(thread)
 }
