@@ -28,7 +28,7 @@ bench-bpf: setup bpf-check
 # Every test: pure unit tests and the privileged integration/end-to-end tests (root, real kernel).
 test: setup bpf-check
 	$(SWIFT) build --build-tests $(SWIFT_FLAGS)
-	$(SWIFT) test --skip-build $(SWIFT_FLAGS)
+	@SWIFT_FLAGS="$(SWIFT_FLAGS)" bash scripts/test.sh
 
 # Pure tests only (no root needed, no setup).
 test-unit:
