@@ -154,9 +154,16 @@ final class PrivateContainerd {
     /// Stops containerd (SIGTERM, by pid) and starts it again with the same config and state; the
     /// shims keep running and containerd reconnects to them.
     func restart() throws {
-        kill(process.processIdentifier, SIGTERM)
-        if !eventually(within: 10, { !process.isRunning }) { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
+        // Reaped here with waitpid: Foundation's Process did not always notice this exit (the
+        // test hung in waitUntilExit with containerd a zombie).
+        let pid = process.processIdentifier
+        kill(pid, SIGTERM)
+        var status: Int32 = 0
+        let gone = eventually(within: 10) { !process.isRunning || waitpid(pid, &status, WNOHANG) == pid }
+        if !gone {
+            kill(pid, SIGKILL)
+            _ = eventually(within: 10) { !process.isRunning || waitpid(pid, &status, WNOHANG) == pid }
+        }
         try launch()
     }
 
