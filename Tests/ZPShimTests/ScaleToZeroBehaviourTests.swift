@@ -228,4 +228,38 @@ import Testing
         let exec = try containerd.ctr(["task", "exec", "--exec-id", "e1", id, "/bin/true"])
         #expect(exec.status == 0, "exec after restart: \(exec.stderr)")
     }
+
+    @Test(arguments: ContainerdFlavor.all)
+    func outputAfterRestore_reachesTheStdoutFIFO(flavor: ContainerdFlavor) throws {
+        let rootfs = try TestPaths.busyboxRootfs()
+        let containerd = try PrivateContainerd(flavor: flavor, tag: "s2zio")
+        defer { containerd.stop() }
+        let netns = try TestNetns(tag: "s2zio")
+        defer { netns.delete() }
+        let id = "fifo1"
+        // Attached `ctr run`: the task's stdout is a FIFO that ctr reads and copies to its own stdout.
+        let outFile = containerd.directory + "/ctr-run.out"
+        _ = FileManager.default.createFile(atPath: outFile, contents: nil)
+        let ctr = Process()
+        ctr.executableURL = URL(fileURLWithPath: flavor.binDirectory + "/ctr")
+        ctr.arguments = ["-a", containerd.socket, "-n", containerd.namespace, "run", "--rm", "--runtime", "io.containerd.zeropod.v2",
+                         "--annotation", "zeropod.ctrox.dev/scaledown-duration=2s", "--with-ns", "network:\(netns.path)",
+                         "--rootfs", rootfs, id, "/bin/sh", "-c", counterServer]
+        ctr.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outFile))
+        ctr.standardError = FileHandle.nullDevice
+        ctr.standardInput = FileHandle.nullDevice
+        try ctr.run()
+        defer {
+            removeTask(containerd, id)
+            if ctr.isRunning { kill(ctr.processIdentifier, SIGKILL) }
+        }
+        func output() -> String { (try? String(contentsOfFile: outFile, encoding: .utf8)) ?? "" }
+        #expect(eventually { netns.httpGet(port: 8080) == "count=1\n" })
+        for cycle in 1...2 {
+            #expect(waitScaledDown(containerd, netns: netns, checkpoints: cycle), "not scaled down: \(containerd.log(tail: 30))")
+            #expect(netns.httpGet(port: 8080) == "count=\(cycle + 1)\n")
+            // The loop prints served-N when it starts listening for request N: after the restore.
+            #expect(eventually { output().contains("served-\(cycle + 2)") }, "cycle \(cycle): ctr's stdout: \(output())")
+        }
+    }
 }
