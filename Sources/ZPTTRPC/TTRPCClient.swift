@@ -50,7 +50,12 @@ public final class TTRPCClient: Sendable {
         let request = TTRPCRequest(service: service, method: method, payload: payload, timeoutNanoseconds: nanos, metadata: metadata)
         let promise = channel.eventLoop.makePromise(of: TTRPCResponse.self)
         let outbound = TTRPCClientHandler.Outbound(request: request, timeout: timeout, promise: promise)
-        channel.writeAndFlush(outbound, promise: nil)
+        // A write on a channel that is already closed never reaches the handler (the pipeline is
+        // gone), so its failure must fail the call; otherwise the call waits forever (seen after
+        // containerd restarted and the event publisher reused its dead connection).
+        let written = channel.eventLoop.makePromise(of: Void.self)
+        written.futureResult.whenFailure { promise.fail($0) }
+        channel.writeAndFlush(outbound, promise: written)
         let response = try await promise.futureResult.get()
         if let status = response.status, status.code != RPCStatusCode.ok.rawValue {
             throw TTRPCStatusError(status.statusCode ?? .unknown, status.message)

@@ -227,6 +227,15 @@ import Testing
         // containerd still drives the task: exec and kill work.
         let exec = try containerd.ctr(["task", "exec", "--exec-id", "e1", id, "/bin/true"])
         #expect(exec.status == 0, "exec after restart: \(exec.stderr)")
+        let shimPid = processes(matching: ["containerd-shim-zeropod-v2", "-socket", containerd.shimSocket(group: id)]).first
+        #expect(try containerd.ctr(["task", "kill", "-s", "SIGKILL", id]).status == 0)
+        #expect(eventually { taskRow(containerd, id)?.status == "STOPPED" }, "after kill: \(containerd.log(tail: 30))")
+        let rm = try containerd.ctr(["task", "rm", id])
+        #expect(rm.status == 0, "task rm: \(rm.stderr)")
+        if let shimPid {
+            #expect(eventually { !isAlive(shimPid) },
+                    "shim \(shimPid) outlived its last task: \(logLines(containerd, containing: "zeropod-v2").suffix(15).joined(separator: "\n"))")
+        }
     }
 
     @Test(arguments: ContainerdFlavor.all)
