@@ -103,7 +103,7 @@ import Testing
         let socket = containerd.shimSocket(group: id)
         let shimPid = try #require(processes(matching: ["containerd-shim-zeropod-v2", "-socket", socket]).first)
         try #require(waitScaledDown(containerd, netns: netns, checkpoints: 1), "not scaled down: \(containerd.log(tail: 30))")
-        let images = "/var/lib/zeropod-swift/i/\(id)"
+        let images = "/var/lib/zeropod-swift/i/\(containerd.namespace)/\(id)"
         #expect(FileManager.default.fileExists(atPath: images + "/zeropod-checkpoint.json"))
         // State, Pids while scaled down: running, the last pid.
         let row = taskRow(containerd, id)
@@ -170,7 +170,7 @@ import Testing
         defer { removeTask(containerd, id) }
         try #require(waitScaledDown(containerd, netns: netns, checkpoints: 1), "not scaled down: \(containerd.log(tail: 30))")
         // Corrupt the image: every CRIU image file emptied.
-        let images = "/var/lib/zeropod-swift/i/\(id)"
+        let images = "/var/lib/zeropod-swift/i/\(containerd.namespace)/\(id)"
         for file in (try? FileManager.default.contentsOfDirectory(atPath: images)) ?? [] where file.hasSuffix(".img") {
             try Data().write(to: URL(fileURLWithPath: images + "/" + file))
         }
