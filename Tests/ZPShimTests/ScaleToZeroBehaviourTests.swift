@@ -91,6 +91,26 @@ import Testing
     }
 
     @Test(arguments: ContainerdFlavor.all)
+    func runningExec_pinsTheContainer_untilItEnds(flavor: ContainerdFlavor) throws {
+        let rootfs = try TestPaths.busyboxRootfs()
+        let containerd = try PrivateContainerd(flavor: flavor, tag: "s2zpin")
+        defer { containerd.stop() }
+        let netns = try TestNetns(tag: "s2zpin")
+        defer { netns.delete() }
+        try startCounter(containerd, netns: netns, id: "pin1", rootfs: rootfs)
+        defer { removeTask(containerd, "pin1") }
+        let exec = try containerd.ctr(["task", "exec", "-d", "--exec-id", "sleeper", "pin1", "/bin/sleep", "8"])
+        try #require(exec.status == 0, "exec: \(exec.stderr)")
+        // Four times the scale-down duration: no checkpoint while the exec runs.
+        let stayedUp = !eventually(within: 6) { !logLines(containerd, containing: "checkpointing done").isEmpty }
+        #expect(stayedUp, "scaled down while an exec ran")
+        #expect(!processes(inNetns: netns.path).isEmpty)
+        // After the exec ended, it scales down.
+        #expect(waitScaledDown(containerd, netns: netns, checkpoints: 1), "no scale-down after the exec: \(containerd.log(tail: 30))")
+        #expect(netns.httpGet(port: 8080) == "count=2\n")
+    }
+
+    @Test(arguments: ContainerdFlavor.all)
     func killAndDelete_whileScaledDown_leaveNothingBehind(flavor: ContainerdFlavor) throws {
         let rootfs = try TestPaths.busyboxRootfs()
         let containerd = try PrivateContainerd(flavor: flavor, tag: "s2zkd")
