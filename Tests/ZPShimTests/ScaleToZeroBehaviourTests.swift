@@ -209,7 +209,9 @@ import Testing
         let netns = try TestNetns(tag: "s2zgr")
         defer { netns.delete() }
         let group = "grp-\(UUID().uuidString.prefix(6).lowercased())"
-        let common = ["--annotation", "io.containerd.runc.v2.group=\(group)", "--annotation", "zeropod.ctrox.dev/container-names=web"]
+        // Ports from ports-map (no discovery) for the named container.
+        let common = ["--annotation", "io.containerd.runc.v2.group=\(group)", "--annotation", "zeropod.ctrox.dev/container-names=web",
+                      "--annotation", "zeropod.ctrox.dev/ports-map=web=8080,8090;side=8081"]
         try startCounter(containerd, netns: netns, id: "web", rootfs: rootfs,
                          extra: common + ["--annotation", "io.kubernetes.cri.container-name=web"])
         defer { removeTask(containerd, "web") }
@@ -228,6 +230,24 @@ import Testing
         #expect(netns.httpGet(port: 8081) == "zeropod busybox\n")
         #expect(netns.httpGet(port: 8080) == "count=2\n")
         #expect(logLines(containerd, containing: "checkpointing done").allSatisfy { !$0.contains("side") })
+        // The ports came from ports-map (8090 is not listened on, discovery would not find it).
+        #expect(!logLines(containerd, containing: "ports=[8080, 8090]").isEmpty, "log: \(logLines(containerd, containing: "armed"))")
+    }
+
+    @Test(arguments: ContainerdFlavor.all)
+    func malformedAnnotation_failsCreateWithTheConfigError(flavor: ContainerdFlavor) throws {
+        let rootfs = try TestPaths.busyboxRootfs()
+        let containerd = try PrivateContainerd(flavor: flavor, tag: "s2zbad")
+        defer { containerd.stop() }
+        let netns = try TestNetns(tag: "s2zbad")
+        defer { netns.delete() }
+        let created = try containerd.ctr(
+            ["run", "-d", "--runtime", "io.containerd.zeropod.v2", "--annotation", "zeropod.ctrox.dev/scaledown-duration=soon",
+             "--with-ns", "network:\(netns.path)", "--rootfs", rootfs, "bad1", "/bin/true"])
+        defer { removeTask(containerd, "bad1") }
+        #expect(created.status != 0)
+        #expect(created.stderr.contains("zeropod.ctrox.dev/scaledown-duration") && created.stderr.contains("soon"),
+                "ctr run stderr: \(created.stderr)")
     }
 
     @Test(arguments: ContainerdFlavor.all)
