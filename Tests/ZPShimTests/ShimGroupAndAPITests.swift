@@ -135,10 +135,10 @@ import ZPTTRPC
         let script = """
             import socket, sys
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.settimeout(10); s.connect(sys.argv[1])
-            s.sendall(bytes.fromhex(sys.argv[2]))
             try:
+                s.sendall(bytes.fromhex(sys.argv[2]))
                 data = s.recv(4096)
-            except ConnectionResetError:
+            except (ConnectionResetError, BrokenPipeError):
                 data = b""
             print(len(data))
             """
