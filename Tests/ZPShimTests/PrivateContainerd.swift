@@ -165,8 +165,8 @@ final class PrivateContainerd {
         try waitUntilUp()
     }
 
-    /// SIGTERM, then SIGKILL after 10 s, by pid; waits until the process is gone or a zombie.
-    /// (Not `Process.waitUntilExit()`: it was seen hanging with the child already a zombie.)
+    /// SIGTERM, then SIGKILL after 10 s, by pid; waits until the process is gone and reaps it with
+    /// waitpid. (Not `Process.waitUntilExit()`: it was seen hanging with the child already a zombie.)
     private func terminate() {
         let pid = process.processIdentifier
         guard pid > 0, isAlive(pid) else { return }
@@ -175,6 +175,8 @@ final class PrivateContainerd {
             kill(pid, SIGKILL)
             _ = eventually(within: 10) { !isAlive(pid) }
         }
+        var status: Int32 = 0
+        _ = waitpid(pid, &status, WNOHANG)
     }
 
     /// Runs `ctr -a SOCK -n NS ARGS...` of the same containerd version.

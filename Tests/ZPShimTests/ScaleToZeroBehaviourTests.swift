@@ -91,6 +91,26 @@ import Testing
     }
 
     @Test(arguments: ContainerdFlavor.all)
+    func runningExec_pinsTheContainer_untilItEnds(flavor: ContainerdFlavor) throws {
+        let rootfs = try TestPaths.busyboxRootfs()
+        let containerd = try PrivateContainerd(flavor: flavor, tag: "s2zpin")
+        defer { containerd.stop() }
+        let netns = try TestNetns(tag: "s2zpin")
+        defer { netns.delete() }
+        try startCounter(containerd, netns: netns, id: "pin1", rootfs: rootfs)
+        defer { removeTask(containerd, "pin1") }
+        let exec = try containerd.ctr(["task", "exec", "-d", "--exec-id", "sleeper", "pin1", "/bin/sleep", "8"])
+        try #require(exec.status == 0, "exec: \(exec.stderr)")
+        // Four times the scale-down duration: no checkpoint while the exec runs.
+        let stayedUp = !eventually(within: 6) { !logLines(containerd, containing: "checkpointing done").isEmpty }
+        #expect(stayedUp, "scaled down while an exec ran")
+        #expect(!processes(inNetns: netns.path).isEmpty)
+        // After the exec ended, it scales down.
+        #expect(waitScaledDown(containerd, netns: netns, checkpoints: 1), "no scale-down after the exec: \(containerd.log(tail: 30))")
+        #expect(netns.httpGet(port: 8080) == "count=2\n")
+    }
+
+    @Test(arguments: ContainerdFlavor.all)
     func killAndDelete_whileScaledDown_leaveNothingBehind(flavor: ContainerdFlavor) throws {
         let rootfs = try TestPaths.busyboxRootfs()
         let containerd = try PrivateContainerd(flavor: flavor, tag: "s2zkd")
@@ -103,7 +123,7 @@ import Testing
         let socket = containerd.shimSocket(group: id)
         let shimPid = try #require(processes(matching: ["containerd-shim-zeropod-v2", "-socket", socket]).first)
         try #require(waitScaledDown(containerd, netns: netns, checkpoints: 1), "not scaled down: \(containerd.log(tail: 30))")
-        let images = "/var/lib/zeropod-swift/i/\(id)"
+        let images = "/var/lib/zeropod-swift/i/\(containerd.namespace)/\(id)"
         #expect(FileManager.default.fileExists(atPath: images + "/zeropod-checkpoint.json"))
         // State, Pids while scaled down: running, the last pid.
         let row = taskRow(containerd, id)
@@ -170,7 +190,7 @@ import Testing
         defer { removeTask(containerd, id) }
         try #require(waitScaledDown(containerd, netns: netns, checkpoints: 1), "not scaled down: \(containerd.log(tail: 30))")
         // Corrupt the image: every CRIU image file emptied.
-        let images = "/var/lib/zeropod-swift/i/\(id)"
+        let images = "/var/lib/zeropod-swift/i/\(containerd.namespace)/\(id)"
         for file in (try? FileManager.default.contentsOfDirectory(atPath: images)) ?? [] where file.hasSuffix(".img") {
             try Data().write(to: URL(fileURLWithPath: images + "/" + file))
         }
@@ -189,7 +209,9 @@ import Testing
         let netns = try TestNetns(tag: "s2zgr")
         defer { netns.delete() }
         let group = "grp-\(UUID().uuidString.prefix(6).lowercased())"
-        let common = ["--annotation", "io.containerd.runc.v2.group=\(group)", "--annotation", "zeropod.ctrox.dev/container-names=web"]
+        // Ports from ports-map (no discovery) for the named container.
+        let common = ["--annotation", "io.containerd.runc.v2.group=\(group)", "--annotation", "zeropod.ctrox.dev/container-names=web",
+                      "--annotation", "zeropod.ctrox.dev/ports-map=web=8080,8090;side=8081"]
         try startCounter(containerd, netns: netns, id: "web", rootfs: rootfs,
                          extra: common + ["--annotation", "io.kubernetes.cri.container-name=web"])
         defer { removeTask(containerd, "web") }
@@ -208,6 +230,24 @@ import Testing
         #expect(netns.httpGet(port: 8081) == "zeropod busybox\n")
         #expect(netns.httpGet(port: 8080) == "count=2\n")
         #expect(logLines(containerd, containing: "checkpointing done").allSatisfy { !$0.contains("side") })
+        // The ports came from ports-map (8090 is not listened on, discovery would not find it).
+        #expect(!logLines(containerd, containing: "ports=[8080, 8090]").isEmpty, "log: \(logLines(containerd, containing: "armed"))")
+    }
+
+    @Test(arguments: ContainerdFlavor.all)
+    func malformedAnnotation_failsCreateWithTheConfigError(flavor: ContainerdFlavor) throws {
+        let rootfs = try TestPaths.busyboxRootfs()
+        let containerd = try PrivateContainerd(flavor: flavor, tag: "s2zbad")
+        defer { containerd.stop() }
+        let netns = try TestNetns(tag: "s2zbad")
+        defer { netns.delete() }
+        let created = try containerd.ctr(
+            ["run", "-d", "--runtime", "io.containerd.zeropod.v2", "--annotation", "zeropod.ctrox.dev/scaledown-duration=soon",
+             "--with-ns", "network:\(netns.path)", "--rootfs", rootfs, "bad1", "/bin/true"])
+        defer { removeTask(containerd, "bad1") }
+        #expect(created.status != 0)
+        #expect(created.stderr.contains("zeropod.ctrox.dev/scaledown-duration") && created.stderr.contains("soon"),
+                "ctr run stderr: \(created.stderr)")
     }
 
     @Test(arguments: ContainerdFlavor.all)
@@ -227,5 +267,48 @@ import Testing
         // containerd still drives the task: exec and kill work.
         let exec = try containerd.ctr(["task", "exec", "--exec-id", "e1", id, "/bin/true"])
         #expect(exec.status == 0, "exec after restart: \(exec.stderr)")
+        let shimPid = processes(matching: ["containerd-shim-zeropod-v2", "-socket", containerd.shimSocket(group: id)]).first
+        #expect(try containerd.ctr(["task", "kill", "-s", "SIGKILL", id]).status == 0)
+        #expect(eventually { taskRow(containerd, id)?.status == "STOPPED" }, "after kill: \(containerd.log(tail: 30))")
+        let rm = try containerd.ctr(["task", "rm", id])
+        #expect(rm.status == 0, "task rm: \(rm.stderr)")
+        if let shimPid {
+            #expect(eventually { !isAlive(shimPid) },
+                    "shim \(shimPid) outlived its last task: \(logLines(containerd, containing: "zeropod-v2").suffix(15).joined(separator: "\n"))")
+        }
+    }
+
+    @Test(arguments: ContainerdFlavor.all)
+    func outputAfterRestore_reachesTheStdoutFIFO(flavor: ContainerdFlavor) throws {
+        let rootfs = try TestPaths.busyboxRootfs()
+        let containerd = try PrivateContainerd(flavor: flavor, tag: "s2zio")
+        defer { containerd.stop() }
+        let netns = try TestNetns(tag: "s2zio")
+        defer { netns.delete() }
+        let id = "fifo1"
+        // Attached `ctr run`: the task's stdout is a FIFO that ctr reads and copies to its own stdout.
+        let outFile = containerd.directory + "/ctr-run.out"
+        _ = FileManager.default.createFile(atPath: outFile, contents: nil)
+        let ctr = Process()
+        ctr.executableURL = URL(fileURLWithPath: flavor.binDirectory + "/ctr")
+        ctr.arguments = ["-a", containerd.socket, "-n", containerd.namespace, "run", "--rm", "--runtime", "io.containerd.zeropod.v2",
+                         "--annotation", "zeropod.ctrox.dev/scaledown-duration=2s", "--with-ns", "network:\(netns.path)",
+                         "--rootfs", rootfs, id, "/bin/sh", "-c", counterServer]
+        ctr.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outFile))
+        ctr.standardError = FileHandle.nullDevice
+        ctr.standardInput = FileHandle.nullDevice
+        try ctr.run()
+        defer {
+            removeTask(containerd, id)
+            if ctr.isRunning { kill(ctr.processIdentifier, SIGKILL) }
+        }
+        func output() -> String { (try? String(contentsOfFile: outFile, encoding: .utf8)) ?? "" }
+        #expect(eventually { netns.httpGet(port: 8080) == "count=1\n" })
+        for cycle in 1...2 {
+            #expect(waitScaledDown(containerd, netns: netns, checkpoints: cycle), "not scaled down: \(containerd.log(tail: 30))")
+            #expect(netns.httpGet(port: 8080) == "count=\(cycle + 1)\n")
+            // The loop prints served-N when it starts listening for request N: after the restore.
+            #expect(eventually { output().contains("served-\(cycle + 2)") }, "cycle \(cycle): ctr's stdout: \(output())")
+        }
     }
 }

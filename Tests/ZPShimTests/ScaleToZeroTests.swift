@@ -98,6 +98,7 @@ func waitScaledDown(_ containerd: PrivateContainerd, netns: TestNetns, checkpoin
         #expect(body == "count=1\n")
 
         var expected = 1
+        var wakeTimes: [Double] = []
         for cycle in 1...5 {
             // Goes down: the checkpoint is logged and no process of the app is left on the host.
             let down = eventually(within: 60) {
@@ -110,13 +111,17 @@ func waitScaledDown(_ containerd: PrivateContainerd, netns: TestNetns, checkpoin
             #expect(list.split(separator: "\n").contains { $0.hasPrefix(id + " ") && $0.hasSuffix("RUNNING") }, "task ls: \(list)")
             // The next request restores it and gets the in-memory counter.
             expected += 1
+            let started = Date()
             let answer = netns.httpGet(port: 8080)
+            wakeTimes.append(Date().timeIntervalSince(started) * 1000)
             #expect(answer == "count=\(expected)\n", "cycle \(cycle): \(answer ?? "no answer"); log: \(containerd.log(tail: 30))")
             #expect(!processes(inNetns: netns.path).isEmpty)
         }
         let checkpoints = logLines(containerd, containing: "checkpointing done")
         let restores = logLines(containerd, containing: "restored process:")
-        print("[zpshim-s2z] \(flavor.name): \(checkpoints.count) checkpoints, \(restores.count) restores")
+        print("[zpshim-s2z] \(flavor.name): \(checkpoints.count) checkpoints, \(restores.count) restores; "
+              + "first request while scaled down, ms (ip netns exec + curl, incl. restore): "
+              + wakeTimes.map { String(format: "%.0f", $0) }.joined(separator: " "))
         for line in checkpoints.prefix(5) + restores.prefix(5) {
             if let range = line.range(of: "checkpointing done") ?? line.range(of: "restored process:") {
                 print("[zpshim-s2z]   \(line[range.lowerBound...].prefix(60))")

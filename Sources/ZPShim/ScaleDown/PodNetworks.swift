@@ -24,7 +24,8 @@ final class PodNetworks: Sendable {
         }) {
             return existing
         }
-        let options = PodRedirector.Options(probeSources: [], ignoreLoopback: !node.loopbackIsActivity)
+        let probeSources = node.probeSourceAddresses.compactMap { ZPBPF.IPAddress($0.description) }
+        let options = PodRedirector.Options(probeSources: probeSources, ignoreLoopback: !node.loopbackIsActivity)
         let redirector = try PodRedirector(netnsPath: FilePath(netnsPath), options: options)
         let winner = entries.withLock { table -> PodRedirector in
             if let other = table[netnsPath] {

@@ -95,8 +95,12 @@ final class ScaleDownDriver: Sendable {
         (stopSignal, stopInput) = AsyncStream.makeStream(of: Void.self)
     }
 
-    /// Where checkpoint images of this container go: `<state dir>/i/<id>`.
-    var imagesDirectory: String { node.stateDirectory + "/i/" + id }
+    /// Where checkpoint images of this container go: `<state dir>/i/<containerd namespace>/<id>`
+    /// (container ids are unique only within a containerd namespace).
+    var imagesDirectory: String { node.stateDirectory + "/i/" + namespace + "/" + id }
+
+    /// The containerd namespace (the last component of runc's root).
+    private var namespace: String { String(runc.root.split(separator: "/").last ?? "default") }
 
     /// Connects the driver to its container (once, right after create).
     func attach(_ container: ShimContainer) {
@@ -393,6 +397,7 @@ final class ScaleDownDriver: Sendable {
 
     private func removeImages() {
         try? FileManager.default.removeItem(atPath: imagesDirectory)
+        _ = rmdir(node.stateDirectory + "/i/" + namespace)  // only when empty
     }
 
     private var runcContainer: RuncContainer { RuncContainer(id: id, runcRoot: FilePath(runc.root)) }

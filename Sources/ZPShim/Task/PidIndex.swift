@@ -20,11 +20,15 @@ final class PidIndex: Sendable {
 
     /// Records that `pid` belongs to `container`.
     /// - Returns: The exit of `pid` if it already happened; the caller delivers it.
+    ///
+    /// A kept exit is stale when a process with that pid exists now (pids wrap at `pid_max`, and
+    /// exits of processes nobody registers, such as CRIU workers, are kept too): the real exit of
+    /// the new process has not been reaped yet, so the kept one is dropped.
     func register(_ pid: pid_t, to container: ShimContainer) -> ExitStatus? {
         state.withLock { state in
             if let exit = state.earlyExits.removeValue(forKey: pid) {
                 state.earlyOrder.removeAll { $0 == pid }
-                return exit
+                if Glibc.kill(pid, 0) != 0 { return exit }
             }
             state.owners[pid] = container
             return nil
