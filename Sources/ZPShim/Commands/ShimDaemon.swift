@@ -24,8 +24,9 @@ public enum ShimDaemon {
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let publisher = EventPublisher(address: getenv("TTRPC_ADDRESS").map { String(cString: $0) } ?? "", group: group, logger: logger)
-        let service = TaskService(namespace: options.namespace, publisher: publisher, group: group, logger: logger)
         let statusBoard = ShimStatusBoard()  // the manager's view: /run/zeropod-swift/s/<hash>.sock
+        let service = TaskService(namespace: options.namespace, publisher: publisher, group: group,
+                                  statusBoard: statusBoard, logger: logger)
         let server = TTRPCServer(router: statusBoard.tracking(service.router()), group: group, logger: logger)
         logger.info("shim serving", metadata: ["socket": "\(options.socket)", "pid": "\(getpid())"])
 

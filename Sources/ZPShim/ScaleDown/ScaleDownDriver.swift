@@ -64,6 +64,7 @@ final class ScaleDownDriver: Sendable {
     private let pids: PidIndex
     private let group: any EventLoopGroup
     private let logger: Logger
+    private let statusBoard: ShimStatusBoard?
     private let state: Mutex<State>
     private let queue: AsyncStream<Work>
     private let queueInput: AsyncStream<Work>.Continuation
@@ -73,7 +74,9 @@ final class ScaleDownDriver: Sendable {
     /// - Parameters:
     ///   - redirector: the pod's redirector; nil when it could not be set up (scale-down then stays off).
     init(id: String, bundle: String, runc: RuncDriver, config: ContainerConfig, node: NodeConfig, netnsPath: String,
-         redirector: PodRedirector?, pids: PidIndex, group: any EventLoopGroup, logger: Logger) {
+         redirector: PodRedirector?, pids: PidIndex, group: any EventLoopGroup, statusBoard: ShimStatusBoard? = nil,
+         logger: Logger) {
+        self.statusBoard = statusBoard
         self.id = id
         self.bundle = bundle
         self.runc = runc
@@ -379,6 +382,7 @@ final class ScaleDownDriver: Sendable {
             if let duration { metadata["duration"] = "\(Self.milliseconds(duration))" }
             if let reason { metadata["reason"] = "\(reason)" }
             logger.info("status \(status)", metadata: metadata)
+            publishStatus(status, duration: duration, reason: reason)
         case .reportExit(let status):
             let container = state.withLock { $0.container }
             await container?.recordInitExitFromDriver(status: ExitStatus(code: UInt32(bitPattern: status), exitedAt: Sys.now()))
@@ -388,6 +392,22 @@ final class ScaleDownDriver: Sendable {
             removeImages()
             try? redirectOff()
         }
+    }
+
+    /// Hands a status change to the status board (the manager's view): the phase and pid as they are
+    /// now, and the checkpoint or restore it reports.
+    private func publishStatus(_ status: ContainerLifecycle.StatusPhase, duration: Duration?, reason: String?) {
+        guard let statusBoard else { return }
+        let (phase, pid) = state.withLock { ($0.lifecycle.phase, $0.lifecycle.pid) }
+        let event: StatusAPI.Event?
+        switch status {
+        case .scaledDown: event = duration.map { .checkpointFinished(duration: $0) }
+        case .running: event = duration.map { .restoreFinished(duration: $0) }
+        case .checkpointFailed: event = .checkpointFailed(reason: reason ?? "checkpoint failed")
+        case .restoreFailed: event = .restoreFailed(reason: reason ?? "restore failed")
+        case .stopping: event = nil
+        }
+        statusBoard.update(id: id, phase: phase, pid: pid, event: event)
     }
 
     private func redirectOff() throws {

@@ -28,6 +28,7 @@ public final class TaskService: Sendable {
     private let shutdown: AsyncStream<Void>
     private let shutdownContinuation: AsyncStream<Void>.Continuation
     private let runcBinary: String?
+    private let statusBoard: ShimStatusBoard?
     private let node: NodeConfig
     private let pods = PodNetworks()
     private let jobs: AsyncStream<@Sendable () async -> Void>
@@ -39,8 +40,11 @@ public final class TaskService: Sendable {
     ///   - group: Event loops for stdio copies.
     ///   - runcBinary: The runc to use; nil finds `runc` on `PATH`.
     ///   - logger: Request failures are logged here.
-    public init(namespace: String, publisher: EventPublisher, group: any EventLoopGroup, runcBinary: String? = nil, logger: Logger) {
+    /// - Parameter statusBoard: where the scale-down drivers publish phase changes (the status service's view).
+    public init(namespace: String, publisher: EventPublisher, group: any EventLoopGroup, runcBinary: String? = nil,
+                statusBoard: ShimStatusBoard? = nil, logger: Logger) {
         defaultNamespace = namespace
+        self.statusBoard = statusBoard
         self.publisher = publisher
         self.group = group
         self.logger = logger
@@ -194,7 +198,7 @@ public final class TaskService: Sendable {
             logger.warning("scale-down off: redirector for \(netns) failed: \(error)", metadata: ["id": "\(request.id)"])
         }
         return ScaleDownDriver(id: request.id, bundle: request.bundle, runc: runc, config: config, node: node, netnsPath: netns,
-                               redirector: redirector, pids: pids, group: group, logger: logger)
+                               redirector: redirector, pids: pids, group: group, statusBoard: statusBoard, logger: logger)
     }
 
     private func start(_ call: TTRPCCall) async throws -> [UInt8] {
