@@ -160,6 +160,8 @@ struct Report {
     var machine: String = ""
     /// Shim memory per workload (ours vs Go's containerd-shim-runc-v2).
     var shims: [ShimMemoryRow] = []
+    /// Lazy vs full restore per workload (ZPCheckpoint directly).
+    var lazy: [String: [LazySample]] = [:]
 
     /// The runtime whose numbers the issue's targets compare against runc's.
     static let zeropod = "zeropod-swift"
@@ -245,8 +247,32 @@ struct Report {
             }
         }
         lines += zeropodMarkdown()
+        lines += lazyMarkdown()
         for f in failures { lines.append("FAILED: \(f)") }
         return lines.joined(separator: "\n")
+    }
+
+    /// The lazy vs full restore table and its target (lazy ≤ 0.5 × full).
+    func lazyMarkdown() -> [String] {
+        guard !lazy.isEmpty else { return [] }
+        var lines = ["", "Lazy vs full restore with ZPCheckpoint directly (the shim has no lazy mode), same images per cycle, "
+                        + "restore call → first correct response, medians [min–max] ms:", "",
+                     "| workload | image MiB | checkpoint | full restore → 1st | lazy restore → 1st | lazy-pages daemon start (before) "
+                        + "| daemon finished | lazy/full | target ≤ 0.5 | cycles |",
+                     "|---|---|---|---|---|---|---|---|---|---|"]
+        for (w, xs) in lazy.sorted(by: { $0.key < $1.key }) where !xs.isEmpty {
+            let cell = { (v: [Double]) -> String in
+                guard let m = Self.median(v), let lo = v.min(), let hi = v.max() else { return "n/a" }
+                return String(format: "%.0f [%.0f–%.0f]", m, lo, hi)
+            }
+            let full = Self.median(xs.map(\.fullMs)), lz = Self.median(xs.map(\.lazyMs))
+            let ratio = full.flatMap { f in lz.map { $0 / f } }
+            lines.append("| \(w) | \(fmt(Self.median(xs.map { Double($0.imageKiB) / 1024 }), digits: 1)) | \(cell(xs.map(\.checkpointMs))) | "
+                + "\(cell(xs.map(\.fullMs))) | \(cell(xs.map(\.lazyMs))) | \(cell(xs.map(\.daemonStartMs))) | "
+                + "\(xs.filter(\.daemonFinished).count)/\(xs.count) | \(fmt(ratio, digits: 2)) | "
+                + "\(ratio.map { $0 <= 0.5 ? "met" : String(format: "MISSED by %.0f %%", ($0 / 0.5 - 1) * 100) } ?? "n/a") | \(xs.count) |")
+        }
+        return lines
     }
 
     /// zeropod-swift's own breakdown, the shim memory and the issue's targets (empty without it).
@@ -346,5 +372,14 @@ struct Report {
         }
         try csv([["workload", "runtime", "requests_per_s", "p50_ms", "p99_ms", "errors"]] + steadyRows)
             .write(toFile: folder + "/steady-state.csv", atomically: true, encoding: .utf8)
+        let lazyRows = lazy.sorted(by: { $0.key < $1.key }).flatMap { (w, xs) in
+            xs.map { [w, String($0.cycle), f($0.checkpointMs), String($0.imageKiB), f($0.fullMs), f($0.lazyMs), f($0.daemonStartMs),
+                      $0.daemonFinished ? "yes" : "no"] }
+        }
+        if !lazyRows.isEmpty {
+            try csv([["workload", "cycle", "checkpoint_ms", "image_kib", "full_restore_first_response_ms",
+                      "lazy_restore_first_response_ms", "lazy_daemon_start_ms", "daemon_finished"]] + lazyRows)
+                .write(toFile: folder + "/lazy.csv", atomically: true, encoding: .utf8)
+        }
     }
 }
