@@ -55,6 +55,9 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "wrk rounds per HTTP workload and runtime, interleaved; the median round is reported.")
     var wrkRounds = 3
 
+    @Flag(help: "zeropod-swift: keep the activator's probe detection on for MySQL workloads (adds its 500 ms inspection timeout to their restore).")
+    var mysqlProbeDetection = false
+
     @Flag(help: "Keep bundles, rootfs copies and images in the work folder afterwards.")
     var keepWork = false
 
@@ -74,7 +77,8 @@ struct BenchCommand: ParsableCommand {
             // the memory read after the settle time still sees the running container.
             zeropod = try ZeropodRuntime(directory: "/run/zpbench-containerd", containerdBin: containerdBin,
                                          shimDir: URL(fileURLWithPath: shimDir).standardizedFileURL.path,
-                                         shimState: shimState, scaleDownMs: settleMs + 1500)
+                                         shimState: shimState, scaleDownMs: settleMs + 1500,
+                                         probeDetectionForMySQL: mysqlProbeDetection)
         }
         defer { zeropod?.stop() }
         let runtimes: [any BenchRuntime] = [RuncRuntime(stateRoot: "/run/zpbench-runc", criu: criu)] + (zeropod.map { [$0] } ?? [])

@@ -63,13 +63,17 @@ final class ZeropodRuntime: BenchRuntime {
     private var runtimeName = "io.containerd.zeropod.v2"
     /// The scale-down annotation `start` sets next (long for the steady-state load).
     private var scaleDownAnnotation: String
+    /// Keep the activator's probe detection on for MySQL workloads too (see `start`).
+    let probeDetectionForMySQL: Bool
 
     var logFile: String { directory + "/containerd.log" }
     private var socket: String { directory + "/c.sock" }
 
     /// Writes the config and starts containerd; returns once `ctr version` answers.
-    init(directory: String, containerdBin: String, shimDir: String, shimState: String, scaleDownMs: Int) throws {
+    init(directory: String, containerdBin: String, shimDir: String, shimState: String, scaleDownMs: Int,
+         probeDetectionForMySQL: Bool = false) throws {
         self.directory = directory
+        self.probeDetectionForMySQL = probeDetectionForMySQL
         self.containerdBin = containerdBin
         self.shimDir = shimDir
         self.shimState = shimState
@@ -147,6 +151,12 @@ final class ZeropodRuntime: BenchRuntime {
         spec["root"] = ["path": bundle.path + "/rootfs", "readonly": false]
         var annotations = spec["annotations"] as? [String: String] ?? [:]
         annotations["zeropod.ctrox.dev/scaledown-duration"] = scaleDownAnnotation
+        // MySQL clients wait for the server's greeting and send nothing first: with probe
+        // detection on, the activator waits its whole inspection timeout (500 ms) for client bytes
+        // before it starts the restore. A database pod has no HTTP probe to answer, so turn it off.
+        if case .mysql = w.probe, !probeDetectionForMySQL {
+            annotations["zeropod.ctrox.dev/disable-probe-detection"] = "true"
+        }
         spec["annotations"] = annotations
         let specPath = bundle.path + "/zeropod-spec.json"
         try JSONSerialization.data(withJSONObject: spec, options: [.sortedKeys]).write(to: URL(fileURLWithPath: specPath))
