@@ -52,6 +52,9 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Cycles of the lazy vs full restore comparison per lazy workload.")
     var lazyCycles = 5
 
+    @Flag(help: "Lazy bench: checkpoint with the cgroup freezer (as runc) instead of ptrace seizing.")
+    var lazyFreezer = false
+
     @Option(help: "wrk rounds per HTTP workload and runtime, interleaved; the median round is reported.")
     var wrkRounds = 3
 
@@ -156,7 +159,8 @@ struct BenchCommand: ParsableCommand {
         let lazyNames = lazyWorkloads.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
         if lazyCycles > 0, lazyNames.contains(w.name), let runc = baseline as? RuncRuntime {
             do {
-                lazy[w.name] = try LazyRestoreBench(runcRoot: runc.stateRoot, criu: criu, settleMs: settleMs)
+                lazy[w.name] = try LazyRestoreBench(runcRoot: runc.stateRoot, criu: criu, settleMs: settleMs,
+                                                     keepImages: keepWork, freezer: lazyFreezer)
                     .run(w, bundle: bundle, runtime: runc, cycles: lazyCycles)
             } catch {
                 failures.append("\(w.name) lazy restore: \(error)")

@@ -33,6 +33,10 @@ struct LazyRestoreBench {
     var criu: String
     /// Idle time before the checkpoint, as in the other cycles.
     var settleMs: Int
+    /// Keep the last cycle's images and CRIU logs (`<bundle>/lazy-images`).
+    var keepImages = false
+    /// Checkpoint with the cgroup freezer (as runc does) instead of ptrace seizing.
+    var freezer = false
 
     func run(_ w: Workload, bundle: Bundle, runtime: RuncRuntime, cycles: Int) throws -> [LazySample] {
         let cc = ContainerCheckpointer(checkpointer: Checkpointer(criuPath: FilePath(criu)))
@@ -52,7 +56,9 @@ struct LazyRestoreBench {
             try FileManager.default.createDirectory(atPath: images, withIntermediateDirectories: true)
             let t1 = ContinuousClock.now
             do {
-                _ = try cc.checkpoint(container, imagesDir: FilePath(images))
+                var co = ContainerCheckpointOptions()
+                co.freezeWithCgroup = freezer
+                _ = try cc.checkpoint(container, imagesDir: FilePath(images), options: co)
             } catch {
                 throw BenchError("ZPCheckpoint checkpoint of \(w.containerID): \(error)")
             }
@@ -104,7 +110,7 @@ struct LazyRestoreBench {
                 guard !Self.alive(r.pid) else { throw BenchError("restored init \(r.pid) of \(w.containerID) did not die") }
                 usleep(200_000)
             }
-            runIgnoringFailure(["rm", "-rf", images])
+            if !keepImages { runIgnoringFailure(["rm", "-rf", images]) }
             let s = LazySample(cycle: cycle, fullMs: full, lazyMs: lazy, daemonStartMs: daemonStart,
                                checkpointMs: checkpointMs, imageKiB: kib, daemonFinished: finished)
             print(String(format: "[zpbench] %@ lazy #%d: full restore → 1st %.1f ms, lazy %.1f ms (lazy-pages daemon start %.1f ms "
