@@ -104,7 +104,10 @@ let package = Package(
         // MARK: benchmarks (issue 7): `make bench` runs it through scripts/bench.sh
         .executableTarget(
             name: "zpbench",
-            dependencies: ["ZPCore", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: [
+                "ZPCore", "ZPCheckpoint", .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
             path: "bench/Harness", swiftSettings: strict),
         .testTarget(name: "zpbenchTests", dependencies: ["zpbench"], swiftSettings: strict),
 

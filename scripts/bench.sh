@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: builds (and caches) the workload root filesystems, builds the zpbench harness and
 # runs it: cold start, checkpoint, restore → first correct response, image size and memory per
-# workload, medians of BENCH_CYCLES cycles, plus a wrk steady-state run; then draws the chart.
+# workload under plain runc and under zeropod-swift (our shim in a private containerd 2.x), medians
+# of BENCH_CYCLES cycles, plus a wrk steady-state run; then draws the chart.
 # Prints figures, never asserts timings. Results go to bench-results/ (gitignored):
 # summary.md, summary.csv, samples.csv, steady-state.csv, restore.png.
 # Environment: BENCH_WORKLOADS (default: all), BENCH_CYCLES (5), BENCH_WRK_SECONDS (10),
@@ -23,13 +24,16 @@ log "root filesystems (cached under \${ZP_CACHE:-/var/cache/zeropod-swift}/rootf
 # shellcheck disable=SC2086
 bash scripts/rootfs.sh $recipes >/dev/null
 
-log "building zpbench"
+log "building zpbench and containerd-shim-zeropod-v2 (release)"
 swift build -c release --product zpbench >/dev/null
-bin=$(swift build -c release --show-bin-path)/zpbench
+swift build -c release --product containerd-shim-zeropod-v2 >/dev/null
+bindir=$(swift build -c release --show-bin-path)
+bin=$bindir/zpbench
 
 mkdir -p "$RESULTS"
 # shellcheck disable=SC2086
-"$bin" --workloads "$WORKLOADS" --cycles "$CYCLES" --wrk-seconds "$WRK_SECONDS" --results "$RESULTS" ${BENCH_ARGS:-}
+"$bin" --workloads "$WORKLOADS" --cycles "$CYCLES" --wrk-seconds "$WRK_SECONDS" --results "$RESULTS" \
+  --shim-dir "$bindir" ${BENCH_ARGS:-}
 
 # The chart needs matplotlib from Debian (python3-matplotlib, installed by scripts/setup.sh).
 if /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; then

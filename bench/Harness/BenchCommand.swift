@@ -34,6 +34,33 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Seconds of wrk load per HTTP workload and runtime for the steady-state table (0: none).")
     var wrkSeconds = 10
 
+    @Option(name: .customLong("runtimes"), help: "Comma-separated runtimes to measure (runc is always the baseline): runc, zeropod-swift.")
+    var runtimeList = "runc,zeropod-swift"
+
+    @Option(help: "The folder holding containerd-shim-zeropod-v2 (a release build is preferred for the figures).")
+    var shimDir = ".build/release"
+
+    @Option(help: "The folder holding containerd 2.x, ctr and containerd-shim-runc-v2 for the private containerd.")
+    var containerdBin = "/var/cache/zeropod-swift/containerd2/usr/bin"
+
+    @Option(help: "The shim's state folder (its node config default); images go to <state>/i/<id>.")
+    var shimState = "/var/lib/zeropod-swift"
+
+    @Option(help: "Comma-separated workloads whose lazy vs full restore ZPCheckpoint measures directly (empty: none).")
+    var lazyWorkloads = "jvm"
+
+    @Option(help: "Cycles of the lazy vs full restore comparison per lazy workload.")
+    var lazyCycles = 5
+
+    @Flag(help: "Lazy bench: checkpoint with the cgroup freezer (as runc) instead of ptrace seizing.")
+    var lazyFreezer = false
+
+    @Option(help: "wrk rounds per HTTP workload and runtime, interleaved; the median round is reported.")
+    var wrkRounds = 3
+
+    @Flag(help: "zeropod-swift: keep the activator's probe detection on for MySQL workloads (adds its 500 ms inspection timeout to their restore).")
+    var mysqlProbeDetection = false
+
     @Flag(help: "Keep bundles, rootfs copies and images in the work folder afterwards.")
     var keepWork = false
 
@@ -46,16 +73,29 @@ struct BenchCommand: ParsableCommand {
             }
             return w
         }
-        let runtimes: [any BenchRuntime] = [RuncRuntime(stateRoot: "/run/zpbench-runc", criu: criu)]
+        let wanted = runtimeList.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        var zeropod: ZeropodRuntime?
+        if wanted.contains(Report.zeropod) {
+            // The shim scales down once the container was idle for the settle time plus 1.5 s, so
+            // the memory read after the settle time still sees the running container.
+            zeropod = try ZeropodRuntime(directory: "/run/zpbench-containerd", containerdBin: containerdBin,
+                                         shimDir: URL(fileURLWithPath: shimDir).standardizedFileURL.path,
+                                         shimState: shimState, scaleDownMs: settleMs + 1500,
+                                         probeDetectionForMySQL: mysqlProbeDetection)
+        }
+        defer { zeropod?.stop() }
+        let runtimes: [any BenchRuntime] = [RuncRuntime(stateRoot: "/run/zpbench-runc", criu: criu)] + (zeropod.map { [$0] } ?? [])
         try FileManager.default.createDirectory(atPath: results, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: workDir, withIntermediateDirectories: true)
 
         var samples: [Sample] = []
         var steady: [SteadyState] = []
         var failures: [String] = []
+        var shims: [ShimMemoryRow] = []
+        var lazy: [String: [LazySample]] = [:]
         for w in selected {
             do {
-                try measure(w, runtimes: runtimes, samples: &samples, steady: &steady, failures: &failures)
+                try measure(w, runtimes: runtimes, samples: &samples, steady: &steady, failures: &failures, shims: &shims, lazy: &lazy)
             } catch {
                 failures.append("\(w.name): \(error)")
                 print("[zpbench] \(w.name) FAILED: \(error)")
@@ -66,7 +106,7 @@ struct BenchCommand: ParsableCommand {
             _ = rmdir("/sys/fs/cgroup/\(controller)/zpbench")
         }
         let report = Report(samples: samples, steady: steady, failures: failures, cycles: cycles,
-                            runtimes: runtimes.map(\.name), machine: Self.machine(criu: criu))
+                            runtimes: runtimes.map(\.name), machine: Self.machine(criu: criu), shims: shims, lazy: lazy)
         try report.write(to: results)
         print(report.markdown())
         if !failures.isEmpty { throw ExitCode(1) }
@@ -76,7 +116,8 @@ struct BenchCommand: ParsableCommand {
     /// then the steady-state load of each runtime. A failing cycle ends the workload's cycles but
     /// keeps the samples taken so far; a failing wrk run is recorded and does not discard them.
     private func measure(_ w: Workload, runtimes: [any BenchRuntime], samples: inout [Sample],
-                         steady: inout [SteadyState], failures: inout [String]) throws {
+                         steady: inout [SteadyState], failures: inout [String], shims: inout [ShimMemoryRow],
+                         lazy: inout [String: [LazySample]]) throws {
         print("[zpbench] \(w.name): preparing rootfs and bundle")
         let bundle = try prepare(w)
         var sidecarBundle: Bundle?
@@ -115,19 +156,54 @@ struct BenchCommand: ParsableCommand {
                 }
             }
         }
+        let lazyNames = lazyWorkloads.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        if lazyCycles > 0, lazyNames.contains(w.name), let runc = baseline as? RuncRuntime {
+            do {
+                lazy[w.name] = try LazyRestoreBench(runcRoot: runc.stateRoot, criu: criu, settleMs: settleMs,
+                                                     keepImages: keepWork, freezer: lazyFreezer)
+                    .run(w, bundle: bundle, runtime: runc, cycles: lazyCycles)
+            } catch {
+                failures.append("\(w.name) lazy restore: \(error)")
+                print("[zpbench] \(w.name) lazy restore FAILED: \(error)")
+            }
+        }
+        if let zp = runtimes.compactMap({ $0 as? ZeropodRuntime }).first {
+            // Shim memory per pod: ours while the container runs and while it is scaled down (from
+            // the cycles), Go's containerd-shim-runc-v2 for the same container in the same containerd.
+            let ours = samples.filter { $0.workload == w.name && $0.runtime == Report.zeropod }
+            do {
+                let go = try zp.goShimMemory(w, bundle: bundle)
+                shims.append(ShimMemoryRow(workload: w.name, running: ours.compactMap(\.shimRunning),
+                                           scaledDown: ours.compactMap(\.shimScaledDown), goShim: go))
+                print("[zpbench] \(w.name) shim memory: ours running \(ours.compactMap(\.shimRunning).map(\.rssKiB)) KiB RSS, "
+                      + "scaled down \(ours.compactMap(\.shimScaledDown).map(\.rssKiB)) KiB; containerd-shim-runc-v2 \(go.map { "\($0.rssKiB)" } ?? "?") KiB RSS")
+            } catch {
+                failures.append("\(w.name) Go shim memory: \(error)")
+                print("[zpbench] \(w.name) Go shim memory FAILED: \(error)")
+            }
+        }
         if wrkSeconds > 0, let url = w.httpURL {
-            for rt in runtimes {
-                let l: SteadyState
-                do {
-                    l = try steadyState(w, url: url, bundle: bundle, runtime: rt)
-                } catch {
-                    failures.append("\(w.name) \(rt.name) steady state: \(error)")
-                    print("[zpbench] \(w.name) \(rt.name) steady state FAILED: \(error)")
-                    continue
+            // Rounds interleave the runtimes (runc, zeropod-swift, runc, ...); the table keeps the
+            // round with the median throughput per runtime, since single wrk runs vary by ±20 % here.
+            var rounds: [String: [SteadyState]] = [:]
+            for round in 1...max(1, wrkRounds) {
+                for rt in runtimes {
+                    let l: SteadyState
+                    do {
+                        l = try steadyState(w, url: url, bundle: bundle, runtime: rt)
+                    } catch {
+                        failures.append("\(w.name) \(rt.name) steady state: \(error)")
+                        print("[zpbench] \(w.name) \(rt.name) steady state FAILED: \(error)")
+                        continue
+                    }
+                    print("[zpbench] \(w.name) \(rt.name) steady state #\(round): \(l.requestsPerSecond) req/s, p50 \(l.p50) ms, p99 \(l.p99) ms"
+                          + (l.errorDetail.isEmpty ? "" : ", wrk: \(l.errorDetail)"))
+                    rounds[rt.name, default: []].append(l)
                 }
-                print("[zpbench] \(w.name) \(rt.name) steady state: \(l.requestsPerSecond) req/s, p50 \(l.p50) ms, p99 \(l.p99) ms"
-                      + (l.errorDetail.isEmpty ? "" : ", wrk: \(l.errorDetail)"))
-                steady.append(l)
+            }
+            for rt in runtimes {
+                let xs = (rounds[rt.name] ?? []).sorted { $0.requestsPerSecond < $1.requestsPerSecond }
+                if !xs.isEmpty { steady.append(xs[(xs.count - 1) / 2]) }
             }
         }
         if let side = w.sidecar, let sb = sidecarBundle {
@@ -179,10 +255,17 @@ struct BenchCommand: ParsableCommand {
         }
 
         let t1 = ContinuousClock.now
-        try rt.checkpoint(w, bundle: bundle, container: &web)
-        try rt.checkpoint(side.workload, bundle: sb, container: &db)
-        sample.checkpointMs = millis(since: t1)
-        sample.imageKiB = try diskUsageKiB(bundle.imageDir) + diskUsageKiB(sb.imageDir)
+        let webCk = try rt.checkpoint(w, bundle: bundle, container: &web)
+        let dbCk = try rt.checkpoint(side.workload, bundle: sb, container: &db)
+        if let a = webCk.reportedMs, let b = dbCk.reportedMs {
+            sample.checkpointMs = a + b
+        } else {
+            sample.checkpointMs = millis(since: t1)
+        }
+        sample.imageKiB = try diskUsageKiB(webCk.imageDir) + diskUsageKiB(dbCk.imageDir)
+        if let a = rt.memory(of: w), let b = rt.memory(of: side.workload) {
+            sample.memoryAfter = ContainerMemory(usage: a.usage + b.usage, rss: a.rss + b.rss)
+        }
 
         let t2 = ContinuousClock.now
         if !rt.restoresOnConnection {
@@ -194,6 +277,10 @@ struct BenchCommand: ParsableCommand {
             throw BenchError("\(w.name) (\(rt.name)) did not answer after the cascade restore: \(why)\(tail(bundle.logFile))")
         }
         sample.restoreFirstResponseMs = millis(since: t2)
+        if let web = rt.restoreReport(w), let db = rt.restoreReport(side.workload) {
+            sample.shimRestoreMs = web.ms + db.ms
+            sample.shimRestoreDetail = "web: \(web.criu); db: \(db.criu)"
+        }
         return sample
     }
 
@@ -203,7 +290,7 @@ struct BenchCommand: ParsableCommand {
         defer { rt.remove(w, container: nil) }
         var why = ""
         let t0 = ContinuousClock.now
-        let c = try rt.start(w, bundle: bundle)
+        let c = try rt.startForLoad(w, bundle: bundle)
         guard w.probe.poll(address: w.address, port: w.port, deadline: t0 + w.startDeadline, lastError: &why) else {
             throw BenchError("\(w.name) (\(rt.name)) did not answer before the wrk run: \(why)\(tail(bundle.logFile))")
         }
@@ -228,12 +315,16 @@ struct BenchCommand: ParsableCommand {
         // An idle pause before scaling down, as a real idle timeout would give.
         usleep(useconds_t(settleMs * 1000))
         sample.memory = rt.memory(of: w)
+        sample.shimRunning = rt.shimMemory(w)
 
         let t1 = ContinuousClock.now
-        try rt.checkpoint(w, bundle: bundle, container: &c)
-        sample.checkpointMs = millis(since: t1)
-        sample.imageKiB = try diskUsageKiB(bundle.imageDir)
-        sample.criuDump = CRIUStats.read(bundle.workDir + "/stats-dump")
+        let ck = try rt.checkpoint(w, bundle: bundle, container: &c)
+        sample.checkpointMs = ck.reportedMs ?? millis(since: t1)
+        sample.checkpointDetail = ck.detail
+        sample.imageKiB = try diskUsageKiB(ck.imageDir)
+        sample.criuDump = CRIUStats.read(ck.statsDir + "/stats-dump")
+        sample.memoryAfter = rt.memory(of: w)
+        sample.shimScaledDown = rt.shimMemory(w)
 
         let t2 = ContinuousClock.now
         if !rt.restoresOnConnection {
@@ -244,7 +335,11 @@ struct BenchCommand: ParsableCommand {
             throw BenchError("\(w.name) (\(rt.name)) did not answer after restore: \(why)\(tail(bundle.logFile))")
         }
         sample.restoreFirstResponseMs = millis(since: t2)
-        sample.criuRestore = CRIUStats.read(bundle.workDir + "/stats-restore")
+        sample.criuRestore = CRIUStats.read(rt.restoreStatsDir(w, bundle: bundle) + "/stats-restore")
+        if let r = rt.restoreReport(w) {
+            sample.shimRestoreMs = r.ms
+            sample.shimRestoreDetail = r.criu
+        }
         return sample
     }
 

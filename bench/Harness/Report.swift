@@ -66,6 +66,17 @@ struct Sample: Sendable {
     var criuRestore: CRIUStats?
     /// The container's memory just before the checkpoint (all of it is freed by the checkpoint).
     var memory: ContainerMemory?
+    /// The container's cgroup memory right after the checkpoint (nil: no cgroup left).
+    var memoryAfter: ContainerMemory?
+    /// The runtime's per-phase checkpoint timings (zeropod-swift: from the shim's log).
+    var checkpointDetail: String?
+    /// The shim's own restore time ("restored process: PID in X ms"), zeropod-swift only.
+    var shimRestoreMs: Double?
+    /// CRIU's restore timings as the shim logged them.
+    var shimRestoreDetail: String?
+    /// The shim's memory while the container runs, and while it is scaled down (zeropod-swift only).
+    var shimRunning: ProcessMemory?
+    var shimScaledDown: ProcessMemory?
 
     /// One progress line for the console.
     var summaryLine: String {
@@ -129,6 +140,15 @@ struct SteadyState: Sendable {
     }
 }
 
+/// The shims' memory for one workload: ours per cycle (running, scaled down) and Go's
+/// containerd-shim-runc-v2 serving the same container in the same containerd.
+struct ShimMemoryRow: Sendable {
+    var workload: String
+    var running: [ProcessMemory]
+    var scaledDown: [ProcessMemory]
+    var goShim: ProcessMemory?
+}
+
 /// Medians per workload and runtime, written as markdown and CSV.
 struct Report {
     var samples: [Sample]
@@ -138,6 +158,10 @@ struct Report {
     var runtimes: [String]
     /// The machine the run was on (nproc, kernel, CPU, versions).
     var machine: String = ""
+    /// Shim memory per workload (ours vs Go's containerd-shim-runc-v2).
+    var shims: [ShimMemoryRow] = []
+    /// Lazy vs full restore per workload (ZPCheckpoint directly).
+    var lazy: [String: [LazySample]] = [:]
 
     /// The runtime whose numbers the issue's targets compare against runc's.
     static let zeropod = "zeropod-swift"
@@ -222,8 +246,95 @@ struct Report {
                     + "\(String(format: "%.2f", l.p50)) | \(String(format: "%.2f", l.p99)) | \(l.errors) | \(ratio) |")
             }
         }
+        lines += zeropodMarkdown()
+        lines += lazyMarkdown()
         for f in failures { lines.append("FAILED: \(f)") }
         return lines.joined(separator: "\n")
+    }
+
+    /// The lazy vs full restore table and its target (lazy ≤ 0.5 × full).
+    func lazyMarkdown() -> [String] {
+        guard !lazy.isEmpty else { return [] }
+        var lines = ["", "Lazy vs full restore with ZPCheckpoint directly (the shim has no lazy mode), same images per cycle, "
+                        + "restore call → first correct response, medians [min–max] ms:", "",
+                     "| workload | image MiB | checkpoint | full restore → 1st | lazy restore → 1st | lazy-pages daemon start (before) "
+                        + "| daemon finished | lazy/full | target ≤ 0.5 | cycles |",
+                     "|---|---|---|---|---|---|---|---|---|---|"]
+        for (w, xs) in lazy.sorted(by: { $0.key < $1.key }) where !xs.isEmpty {
+            let cell = { (v: [Double]) -> String in
+                guard let m = Self.median(v), let lo = v.min(), let hi = v.max() else { return "n/a" }
+                return String(format: "%.0f [%.0f–%.0f]", m, lo, hi)
+            }
+            let full = Self.median(xs.map(\.fullMs)), lz = Self.median(xs.map(\.lazyMs))
+            let ratio = full.flatMap { f in lz.map { $0 / f } }
+            lines.append("| \(w) | \(fmt(Self.median(xs.map { Double($0.imageKiB) / 1024 }), digits: 1)) | \(cell(xs.map(\.checkpointMs))) | "
+                + "\(cell(xs.map(\.fullMs))) | \(cell(xs.map(\.lazyMs))) | \(cell(xs.map(\.daemonStartMs))) | "
+                + "\(xs.filter(\.daemonFinished).count)/\(xs.count) | \(fmt(ratio, digits: 2)) | "
+                + "\(ratio.map { $0 <= 0.5 ? "met" : String(format: "MISSED by %.0f %%", ($0 / 0.5 - 1) * 100) } ?? "n/a") | \(xs.count) |")
+        }
+        return lines
+    }
+
+    /// zeropod-swift's own breakdown, the shim memory and the issue's targets (empty without it).
+    func zeropodMarkdown() -> [String] {
+        let zp = Self.zeropod
+        guard samples.contains(where: { $0.runtime == zp }) else { return [] }
+        let mib = { (b: UInt64) -> Double in Double(b) / 1_048_576 }
+        var lines = ["", "zeropod-swift per workload (medians, ms; memory in MiB of the container's cgroup):", "",
+                     "| workload | checkpoint (shim log) | shim restore (CRIU + adoption, shim log) | restore → 1st via activator "
+                        + "| 1st response − shim restore (activator, connect, app) | cgroup usage before | usage after scale-down "
+                        + "| RSS before | RSS after | freed (usage) | cycles |",
+                     "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for w in workloads {
+            let xs = samples.filter { $0.workload == w && $0.runtime == zp }
+            guard !xs.isEmpty else { continue }
+            let m = { (k: (Sample) -> Double?) in Self.median(xs.compactMap(k)) }
+            let before = m { $0.memory.map { mib($0.usage) } }
+            let after = m { s in s.memory == nil ? nil : s.memoryAfter.map { mib($0.usage) } ?? 0 }
+            let rssBefore = m { $0.memory.map { mib($0.rss) } }
+            let rssAfter = m { s in s.memory == nil ? nil : s.memoryAfter.map { mib($0.rss) } ?? 0 }
+            lines.append("| \(w) | \(fmt(m { $0.checkpointMs }, digits: 1)) | \(fmt(m { $0.shimRestoreMs }, digits: 1)) | "
+                + "\(fmt(m { $0.restoreFirstResponseMs }, digits: 1)) | "
+                + "\(fmt(m { s in s.shimRestoreMs.flatMap { r in s.restoreFirstResponseMs.map { $0 - r } } }, digits: 1)) | "
+                + "\(fmt(before, digits: 1)) | \(fmt(after, digits: 1)) | \(fmt(rssBefore, digits: 1)) | \(fmt(rssAfter, digits: 1)) | "
+                + "\(fmt(before.flatMap { b in after.map { b - $0 } }, digits: 1)) | \(xs.count) |")
+        }
+        if !shims.isEmpty {
+            lines += ["", "Shim memory per pod (KiB, medians over the cycles; Go's shim: one sample):", "",
+                      "| workload | zeropod-swift shim RSS running | PSS running | RSS scaled down | containerd-shim-runc-v2 RSS | PSS | RSS ratio ours/Go |",
+                      "|---|---|---|---|---|---|---|"]
+            for r in shims {
+                let rr = Self.median(r.running.map { Double($0.rssKiB) })
+                let rp = Self.median(r.running.compactMap { $0.pssKiB.map(Double.init) })
+                let sd = Self.median(r.scaledDown.map { Double($0.rssKiB) })
+                let ratio = rr.flatMap { a in r.goShim.map { String(format: "%.2f", a / Double($0.rssKiB)) } } ?? "n/a"
+                lines.append("| \(r.workload) | \(fmt(rr)) | \(fmt(rp)) | \(fmt(sd)) | \(r.goShim.map { "\($0.rssKiB)" } ?? "n/a") | "
+                    + "\(r.goShim?.pssKiB.map { "\($0)" } ?? "n/a") | \(ratio) |")
+            }
+        }
+        // The issue's targets, each with its ratio and verdict.
+        var targets: [String] = ["", "Targets (ratios of medians in this run):", ""]
+        func verdict(_ label: String, _ a: Double?, _ b: Double?, _ limit: Double, atMost: Bool) {
+            guard let a, let b, b > 0 else { targets.append("- \(label): n/a"); return }
+            let r = a / b
+            let ok = atMost ? r <= limit : r >= limit
+            targets.append(String(format: "- %@: %.2f (target %@ %.2f) %@", label, r, atMost ? "≤" : "≥", limit,
+                                  ok ? "met" : String(format: "MISSED by %.0f %%", abs(r / limit - 1) * 100)))
+        }
+        for w in ["busybox", "nginx", "mariadb", "jvm", "wordpress"] where workloads.contains(w) {
+            verdict("\(w) restore → 1st response zp/runc", med(w, zp) { $0.restoreFirstResponseMs },
+                    med(w, "runc") { $0.restoreFirstResponseMs }, 0.7, atMost: true)
+            verdict("\(w) checkpoint zp/runc", med(w, zp) { $0.checkpointMs }, med(w, "runc") { $0.checkpointMs }, 0.6, atMost: true)
+        }
+        if workloads.contains("wordpress+wordpress-db") {
+            verdict("cascade zp (wordpress+db) / zp wordpress alone", med("wordpress+wordpress-db", zp) { $0.restoreFirstResponseMs },
+                    med("wordpress", zp) { $0.restoreFirstResponseMs }, 1.3, atMost: true)
+        }
+        for l in steady where l.runtime == zp {
+            let base = steady.first { $0.workload == l.workload && $0.runtime == "runc" }
+            verdict("\(l.workload) steady-state throughput zp/runc", l.requestsPerSecond, base?.requestsPerSecond, 0.97, atMost: false)
+        }
+        return lines + targets
     }
 
     /// Writes summary.md, summary.csv and samples.csv (one row per cycle) into `folder`.
@@ -237,7 +348,8 @@ struct Report {
         let header = ["workload", "runtime", "cycle", "cold_start_ms", "checkpoint_ms", "restore_ms",
                       "restore_first_response_ms", "image_kib", "criu_freezing_ms", "criu_frozen_ms",
                       "criu_memdump_ms", "criu_memwrite_ms", "criu_pages_written", "criu_forking_ms", "criu_restore_ms",
-                      "memory_usage_bytes", "memory_rss_bytes"]
+                      "memory_usage_bytes", "memory_rss_bytes", "memory_after_usage_bytes", "memory_after_rss_bytes", "shim_restore_ms",
+                      "shim_rss_running_kib", "shim_rss_scaled_down_kib", "checkpoint_detail", "restore_detail"]
         let rows = samples.map { (s: Sample) -> [String] in
             let image: String = s.imageKiB.map { String($0) } ?? ""
             let pages: String = s.criuDump?.pagesWritten.map { String($0) } ?? ""
@@ -246,7 +358,11 @@ struct Report {
             var row: [String] = [s.workload, s.runtime, String(s.cycle), f(s.coldStartMs), f(s.checkpointMs), f(s.restoreMs)]
             row += [f(s.restoreFirstResponseMs), image, f(s.criuDump?.freezingMs), f(s.criuDump?.frozenMs)]
             row += [f(s.criuDump?.memdumpMs), f(s.criuDump?.memwriteMs), pages, f(s.criuRestore?.forkingMs)]
-            row += [f(s.criuRestore?.restoreMs), usage, rss]
+            row += [f(s.criuRestore?.restoreMs), usage, rss, s.memoryAfter.map { String($0.usage) } ?? "",
+                    s.memoryAfter.map { String($0.rss) } ?? ""]
+            row += [f(s.shimRestoreMs), s.shimRunning.map { String($0.rssKiB) } ?? "", s.shimScaledDown.map { String($0.rssKiB) } ?? ""]
+            row += [(s.checkpointDetail ?? "").replacingOccurrences(of: "\"", with: "'"),
+                    (s.shimRestoreDetail ?? "").replacingOccurrences(of: "\"", with: "'")]
             return row
         }
         try csv([header] + rows).write(toFile: folder + "/samples.csv", atomically: true, encoding: .utf8)
@@ -256,5 +372,14 @@ struct Report {
         }
         try csv([["workload", "runtime", "requests_per_s", "p50_ms", "p99_ms", "errors"]] + steadyRows)
             .write(toFile: folder + "/steady-state.csv", atomically: true, encoding: .utf8)
+        let lazyRows = lazy.sorted(by: { $0.key < $1.key }).flatMap { (w, xs) in
+            xs.map { [w, String($0.cycle), f($0.checkpointMs), String($0.imageKiB), f($0.fullMs), f($0.lazyMs), f($0.daemonStartMs),
+                      $0.daemonFinished ? "yes" : "no"] }
+        }
+        if !lazyRows.isEmpty {
+            try csv([["workload", "cycle", "checkpoint_ms", "image_kib", "full_restore_first_response_ms",
+                      "lazy_restore_first_response_ms", "lazy_daemon_start_ms", "daemon_finished"]] + lazyRows)
+                .write(toFile: folder + "/lazy.csv", atomically: true, encoding: .utf8)
+        }
     }
 }

@@ -3,13 +3,9 @@ import Foundation
 /// A runtime whose cold start, checkpoint and restore the harness times. Every runtime in a run
 /// measures the same workloads with the same bundles, probes and CRIU binary, cycle by cycle.
 ///
-/// Hook for zeropod-swift: a `ZeropodRuntime` conforming to this protocol starts the bundle through
-/// a private containerd with runtime `io.containerd.zeropod.v2` (`ctr run -d --rootfs ...
-/// --with-ns network:/var/run/netns/<netns>`), makes `checkpoint` ask the shim to scale the
-/// container down (returning once the image is written), and sets `restoresOnConnection`: the
-/// harness then skips `restore` and times "first probe sent → correct response", i.e. the restore
-/// triggered through the activator. Add it to `BenchCommand.runtimes`; the table columns
-/// "zeropod-swift checkpoint" and "zeropod-swift restore → 1st" fill in by themselves.
+/// `ZeropodRuntime` (ZeropodRuntime.swift) runs the same bundles through a private containerd with
+/// our shim: its `checkpoint` waits for the shim's own scale-down and `restoresOnConnection` makes
+/// the harness time "first request sent → correct response" (the restore through the activator).
 protocol BenchRuntime {
     /// Column label (`runc`, `zeropod-swift`).
     var name: String { get }
@@ -17,12 +13,34 @@ protocol BenchRuntime {
     var restoresOnConnection: Bool { get }
     /// Starts the container; returns when the start command returned (not when it serves).
     func start(_ w: Workload, bundle: Bundle) throws -> RunningContainer
-    /// Checkpoints the container into `bundle.imageDir`, stopping it; returns when done.
-    func checkpoint(_ w: Workload, bundle: Bundle, container: inout RunningContainer) throws
+    /// Checkpoints the container, stopping it; returns when done, with where the images went.
+    func checkpoint(_ w: Workload, bundle: Bundle, container: inout RunningContainer) throws -> CheckpointResult
     /// Restores the container from `bundle.imageDir`; returns when the restore command returned.
     func restore(_ w: Workload, bundle: Bundle, container: inout RunningContainer) throws
     /// Stops and deletes the container, ignoring errors (cleanup).
     func remove(_ w: Workload, container: RunningContainer?)
+    /// The memory of the workload's container while it runs.
+    func memory(of w: Workload) -> ContainerMemory?
+    /// Starts the container for the steady-state load.
+    func startForLoad(_ w: Workload, bundle: Bundle) throws -> RunningContainer
+    /// The runtime's own report of the last restore.
+    func restoreReport(_ w: Workload) -> ShimRestoreReport?
+    /// The memory of the shim process serving the container.
+    func shimMemory(_ w: Workload) -> ProcessMemory?
+    /// Where CRIU wrote `stats-restore` for the last restore.
+    func restoreStatsDir(_ w: Workload, bundle: Bundle) -> String
+}
+
+/// What a checkpoint left behind and, for a runtime that times itself, how long it took.
+struct CheckpointResult: Sendable {
+    /// The runtime's own duration of the checkpoint (nil: the harness's wall time counts).
+    var reportedMs: Double?
+    /// The folder holding the images (its `du` is the image size).
+    var imageDir: String
+    /// The folder where CRIU wrote `stats-dump`.
+    var statsDir: String
+    /// Per-phase timings as the runtime reported them (zeropod-swift: CRIU's phases from the shim log).
+    var detail: String?
 }
 
 /// Memory charged to a container's cgroup (cgroup v1 memory controller), in bytes.
@@ -48,6 +66,14 @@ extension BenchRuntime {
     /// The memory of the workload's container while it runs (default: the cgroup the harness's
     /// bundle names; a runtime that places containers elsewhere overrides this).
     func memory(of w: Workload) -> ContainerMemory? { ContainerMemory.read(cgroupsPath: w.cgroupsPath) }
+    /// Starts the container for the steady-state load (default: as `start`).
+    func startForLoad(_ w: Workload, bundle: Bundle) throws -> RunningContainer { try start(w, bundle: bundle) }
+    /// The runtime's own report of the last restore (default: none).
+    func restoreReport(_ w: Workload) -> ShimRestoreReport? { nil }
+    /// The memory of the shim process serving the container (default: none, runc has no shim).
+    func shimMemory(_ w: Workload) -> ProcessMemory? { nil }
+    /// CRIU's work folder in the bundle (runc's `--work-path`).
+    func restoreStatsDir(_ w: Workload, bundle: Bundle) -> String { bundle.workDir }
 }
 
 /// What the harness keeps for a running container: the stdin pipe ends it holds.
@@ -78,7 +104,7 @@ struct RuncRuntime: BenchRuntime {
         return RunningContainer(stdin: stdin)
     }
 
-    func checkpoint(_ w: Workload, bundle: Bundle, container: inout RunningContainer) throws {
+    func checkpoint(_ w: Workload, bundle: Bundle, container: inout RunningContainer) throws -> CheckpointResult {
         runIgnoringFailure(["rm", "-rf", bundle.imageDir, bundle.workDir])
         try runChecked(["mkdir", "-p", bundle.imageDir, bundle.workDir])
         let argv = runc + ["checkpoint", "--image-path", bundle.imageDir, "--work-path", bundle.workDir]
@@ -88,6 +114,7 @@ struct RuncRuntime: BenchRuntime {
             throw BenchError("runc checkpoint \(w.containerID) exited \(r.status): \(r.stderr)\(tail(bundle.workDir + "/dump.log"))")
         }
         container.stdin = nil
+        return CheckpointResult(reportedMs: nil, imageDir: bundle.imageDir, statsDir: bundle.workDir)
     }
 
     func restore(_ w: Workload, bundle: Bundle, container: inout RunningContainer) throws {
