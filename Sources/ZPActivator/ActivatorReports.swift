@@ -69,8 +69,11 @@ public enum ForwardReason: String, Sendable, Equatable {
     case notAProbe
     /// `probe-buffer-size` bytes arrived without a decision (an oversized request).
     case bufferFull
-    /// The client sent nothing, or too little to decide, within the inspection timeout.
+    /// The client sent too little to decide within the inspection timeout.
     case inspectionTimeout
+    /// The client sent nothing and stayed open for the silent-client timeout: a
+    /// server-speaks-first protocol waiting for the application's greeting.
+    case silentClient
     /// The client closed its side after sending some (undecided) bytes.
     case clientClosedEarly
     /// Probe detection is disabled.

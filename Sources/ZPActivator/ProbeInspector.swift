@@ -46,12 +46,15 @@ final class ProbeInspector: ChannelInboundHandler, RemovableChannelHandler {
     private var state = State.waitingForActive
     private let limit: Int
     private let timeout: TimeAmount
+    private let silentTimeout: TimeAmount
     private let enabled: Bool
     private var timer: Scheduled<Void>?
+    private var silentTimer: Scheduled<Void>?
 
     init(configuration: ActivatorConfiguration) {
         self.limit = configuration.probeBufferSize
         self.timeout = TimeAmount(configuration.inspectionTimeout)
+        self.silentTimeout = TimeAmount(configuration.silentClientTimeout)
         self.enabled = configuration.probeDetection
     }
 
@@ -68,11 +71,17 @@ final class ProbeInspector: ChannelInboundHandler, RemovableChannelHandler {
             let (handler, context) = bound.value
             handler.timeoutFired(context: context)
         }
+        silentTimer = context.eventLoop.scheduleTask(in: silentTimeout) {
+            let (handler, context) = bound.value
+            handler.silentTimeoutFired(context: context)
+        }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         timer?.cancel()
         timer = nil
+        silentTimer?.cancel()
+        silentTimer = nil
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -128,6 +137,13 @@ final class ProbeInspector: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
+    /// Nothing arrived and the client did not close: it waits for the server to speak first.
+    private func silentTimeoutFired(context: ChannelHandlerContext) {
+        silentTimer = nil
+        guard case .inspecting(let buffered) = state, buffered.readableBytes == 0 else { return }
+        decide(.forward(.silentClient), buffered: nil, context: context)
+    }
+
     private func timeoutFired(context: ChannelHandlerContext) {
         timer = nil
         guard case .inspecting(let buffered) = state else { return }
@@ -138,6 +154,8 @@ final class ProbeInspector: ChannelInboundHandler, RemovableChannelHandler {
         state = .decided
         timer?.cancel()
         timer = nil
+        silentTimer?.cancel()
+        silentTimer = nil
         context.fireChannelRead(wrapInboundOut(.verdict(verdict)))
         if let buffered, buffered.readableBytes > 0 {
             context.fireChannelRead(wrapInboundOut(.bytes(buffered)))

@@ -494,7 +494,7 @@ struct ActivatorIntegrationTests {
             return result
         }
         #expect(transcript == TestApp.banner + "HELO zpact\r\n")
-        #expect(events.reports.first?.forwardReason == .inspectionTimeout)
+        #expect(events.reports.first?.forwardReason == .silentClient)
         #expect(events.restoresStarted == 1)
     }
 
@@ -658,7 +658,7 @@ struct ActivatorIntegrationTests {
         let reports = events.reports
         #expect(
             reports.contains {
-                $0.forwardReason == .inspectionTimeout && $0.outcome == .proxyIdleTimedOut(toApp: 0, toClient: 0)
+                $0.forwardReason == .silentClient && $0.outcome == .proxyIdleTimedOut(toApp: 0, toClient: 0)
             }
         )
         #expect(reports.contains { $0.forwardReason == .clientClosedEarly })
