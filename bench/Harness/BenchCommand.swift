@@ -58,8 +58,8 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "wrk rounds per HTTP workload and runtime, interleaved; the median round is reported.")
     var wrkRounds = 3
 
-    @Flag(help: "zeropod-swift: keep the activator's probe detection on for MySQL workloads (adds its 500 ms inspection timeout to their restore).")
-    var mysqlProbeDetection = false
+    @Flag(inversion: .prefixedNo, help: "zeropod-swift: keep the activator's probe detection on for MySQL workloads (their first connection then waits the 50 ms silent-client window).")
+    var mysqlProbeDetection = true
 
     @Flag(help: "Keep bundles, rootfs copies and images in the work folder afterwards.")
     var keepWork = false

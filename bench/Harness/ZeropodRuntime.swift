@@ -71,7 +71,7 @@ final class ZeropodRuntime: BenchRuntime {
 
     /// Writes the config and starts containerd; returns once `ctr version` answers.
     init(directory: String, containerdBin: String, shimDir: String, shimState: String, scaleDownMs: Int,
-         probeDetectionForMySQL: Bool = false) throws {
+         probeDetectionForMySQL: Bool = true) throws {
         self.directory = directory
         self.probeDetectionForMySQL = probeDetectionForMySQL
         self.containerdBin = containerdBin
@@ -151,9 +151,10 @@ final class ZeropodRuntime: BenchRuntime {
         spec["root"] = ["path": bundle.path + "/rootfs", "readonly": false]
         var annotations = spec["annotations"] as? [String: String] ?? [:]
         annotations["zeropod.ctrox.dev/scaledown-duration"] = scaleDownAnnotation
-        // MySQL clients wait for the server's greeting and send nothing first: with probe
-        // detection on, the activator waits its whole inspection timeout (500 ms) for client bytes
-        // before it starts the restore. A database pod has no HTTP probe to answer, so turn it off.
+        // MySQL clients wait for the server's greeting and send nothing first. The activator now
+        // wakes the application after a 50 ms silent-client window (it waited the whole 500 ms
+        // inspection timeout before); `--no-mysql-probe-detection` turns detection off for them to
+        // measure that window.
         if case .mysql = w.probe, !probeDetectionForMySQL {
             annotations["zeropod.ctrox.dev/disable-probe-detection"] = "true"
         }
