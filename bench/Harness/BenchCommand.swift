@@ -43,7 +43,7 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "The folder holding containerd 2.x, ctr and containerd-shim-runc-v2 for the private containerd.")
     var containerdBin = "/var/cache/zeropod-swift/containerd2/usr/bin"
 
-    @Option(help: "The shim's state folder (its node config default); images go to <state>/i/<id>.")
+    @Option(help: "The shim's state folder (its node config default); images go to <state>/i/<containerd namespace>/<id>.")
     var shimState = "/var/lib/zeropod-swift"
 
     @Option(help: "Comma-separated workloads whose lazy vs full restore ZPCheckpoint measures directly (empty: none).")

@@ -51,7 +51,7 @@ final class ZeropodRuntime: BenchRuntime {
     let containerdBin: String
     /// The folder that holds `containerd-shim-zeropod-v2`.
     let shimDir: String
-    /// The shim's state folder (node config default): images go to `<state>/i/<id>`.
+    /// The shim's state folder (node config default): images go to `<state>/i/<containerd namespace>/<id>`.
     let shimState: String
     /// The idle time after which the shim scales a container down during the measured cycles.
     let scaleDownMs: Int
@@ -138,7 +138,7 @@ final class ZeropodRuntime: BenchRuntime {
     }
 
     /// Where the shim writes the images of container `id`.
-    func imageDir(_ id: String) -> String { shimState + "/i/" + id }
+    func imageDir(_ id: String) -> String { shimState + "/i/" + namespace + "/" + id }
 
     func start(_ w: Workload, bundle: Bundle) throws -> RunningContainer {
         remove(w, container: nil)
