@@ -74,6 +74,9 @@ enum TestPaths {
 }
 
 /// One containerd version under test.
+/// The cache that scripts/setup.sh fills (`ZP_CACHE`, default /var/cache/zeropod-swift).
+let zpCache = ProcessInfo.processInfo.environment["ZP_CACHE"].flatMap { $0.isEmpty ? nil : $0 } ?? "/var/cache/zeropod-swift"
+
 struct ContainerdFlavor: CustomTestStringConvertible, Sendable {
     var name: String
     var binDirectory: String
@@ -81,7 +84,7 @@ struct ContainerdFlavor: CustomTestStringConvertible, Sendable {
 
     static let all = [
         ContainerdFlavor(name: "containerd 1.6 (Debian)", binDirectory: "/usr/bin"),
-        ContainerdFlavor(name: "containerd 2.x", binDirectory: "/var/cache/zeropod-swift/containerd2/usr/bin"),
+        ContainerdFlavor(name: "containerd 2.x", binDirectory: zpCache + "/containerd2/usr/bin"),
     ]
 }
 

@@ -41,7 +41,8 @@ struct BenchCommand: ParsableCommand {
     var shimDir = ".build/release"
 
     @Option(help: "The folder holding containerd 2.x, ctr and containerd-shim-runc-v2 for the private containerd.")
-    var containerdBin = "/var/cache/zeropod-swift/containerd2/usr/bin"
+    var containerdBin = (ProcessInfo.processInfo.environment["ZP_CACHE"].flatMap { $0.isEmpty ? nil : $0 }
+        ?? "/var/cache/zeropod-swift") + "/containerd2/usr/bin"
 
     @Option(help: "The shim's state folder (its node config default); images go to <state>/i/<containerd namespace>/<id>.")
     var shimState = "/var/lib/zeropod-swift"
