@@ -27,7 +27,8 @@ public struct NodeConfig: Equatable, Sendable {
         case runcPath = "runc-path"
         /// Directory for checkpoint images and work files.
         case stateDirectory = "state-dir"
-        /// Directory under bpffs for pinned maps and links.
+        /// Directory under bpffs for pinned maps and links. Reserved: the shim keeps its redirectors
+    /// in memory and does not pin them yet.
         case bpfPinDirectory = "bpf-pin-dir"
         /// Directory for the shim and node sockets.
         case runDirectory = "run-dir"
@@ -46,12 +47,15 @@ public struct NodeConfig: Equatable, Sendable {
     public var criuPath = "/usr/local/sbin/criu"
     /// The runc binary.
     public var runcPath = "runc"
-    /// Directory for checkpoint images (`<state-dir>/i/<container-id>`).
-    public var stateDirectory = "/var/lib/zeropod"
-    /// Directory under bpffs for pinned maps and links.
+    /// Directory for checkpoint images (`<state-dir>/i/<containerd namespace>/<container-id>`).
+    /// Not the original's `/var/lib/zeropod`, so both runtimes can share a node.
+    public var stateDirectory = "/var/lib/zeropod-swift"
+    /// Directory under bpffs for pinned maps and links. Reserved: the shim keeps its redirectors
+    /// in memory and does not pin them yet.
     public var bpfPinDirectory = "/sys/fs/bpf/zeropod"
-    /// Directory for sockets (`<run-dir>/s/<shim>.sock`, `<run-dir>/node.sock`).
-    public var runDirectory = "/run/zeropod"
+    /// Directory for sockets (`<run-dir>/s/<shim>.sock`, `<run-dir>/node.sock`). Reserved: the shim's
+    /// status sockets are at `/run/zeropod-swift/s/` whatever this says (not wired yet).
+    public var runDirectory = "/run/zeropod-swift"
 
     /// The defaults.
     public init() {}

@@ -55,11 +55,9 @@ public final class TaskService: Sendable {
     }
 
     /// The node settings: the file named by `ZEROPOD_NODE_CONFIG`, else /etc/zeropod/node.conf if
-    /// present, else the defaults with the state directory `/var/lib/zeropod-swift`. A malformed
-    /// file is logged and the defaults are used.
+    /// present, else the defaults (`NodeConfig()`). A malformed file is logged and the defaults are used.
     static func loadNodeConfig(logger: Logger) -> NodeConfig {
-        var defaults = NodeConfig()
-        defaults.stateDirectory = "/var/lib/zeropod-swift"
+        let defaults = NodeConfig()
         let path = getenv("ZEROPOD_NODE_CONFIG").map { String(cString: $0) } ?? NodeConfig.defaultPath
         guard let bytes = Sys.readFile(path) else { return defaults }
         do {
