@@ -27,6 +27,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-http2", from: "1.46.0"),
     ],
     targets: [
+        // MARK: test helpers shared by the privileged test targets (not part of any product)
+        .target(name: "ZPTestSupport", swiftSettings: strict),
+
         // MARK: core (standard library only)
         .target(name: "ZPCore", swiftSettings: strict),
         .testTarget(name: "ZPCoreTests", dependencies: ["ZPCore"], resources: [.copy("Fixtures")], swiftSettings: strict),
@@ -43,7 +46,7 @@ let package = Package(
             dependencies: ["CZPBPF", .product(name: "SystemPackage", package: "swift-system")],
             swiftSettings: strict
         ),
-        .testTarget(name: "ZPBPFTests", dependencies: ["ZPBPF", "CZPBPF"], swiftSettings: strict),
+        .testTarget(name: "ZPBPFTests", dependencies: ["ZPBPF", "CZPBPF", "ZPTestSupport"], swiftSettings: strict),
         // Benchmark: `swift run -c release zpbpf-bench` (root) prints ZPBPF's figures.
         .executableTarget(
             name: "zpbpf-bench",
@@ -125,7 +128,7 @@ let package = Package(
         .testTarget(
             name: "ZPScaleDownTests",
             dependencies: [
-                "ZPScaleDown", "ZPActivator", "ZPBPF",
+                "ZPScaleDown", "ZPActivator", "ZPBPF", "ZPTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "SystemPackage", package: "swift-system"),

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import SystemPackage
 import Testing
+import ZPTestSupport
 
 @testable import ZPBPF
 

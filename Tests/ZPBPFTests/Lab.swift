@@ -2,47 +2,9 @@ import Foundation
 import Glibc
 import SystemPackage
 import Testing
+import ZPTestSupport
 
 @testable import ZPBPF
-
-/// Whether the process may create namespaces and load BPF (root).
-enum Privileges {
-    static let isRoot = getuid() == 0
-}
-
-/// Runs a command, failing the test (by throwing) when it exits non-zero.
-@discardableResult
-func run(_ arguments: [String]) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = arguments
-    let out = Pipe()
-    process.standardOutput = out
-    process.standardError = out
-    try process.run()
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    let text = String(decoding: data, as: UTF8.self)
-    guard process.terminationStatus == 0 else {
-        throw LabError(message: "\(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(text)")
-    }
-    return text
-}
-
-struct LabError: Error, CustomStringConvertible {
-    var message: String
-    var description: String { message }
-}
-
-/// Polls `condition` until it holds or `seconds` pass (generous deadlines for a loaded machine).
-func eventually(_ seconds: Double = 20, _ condition: () throws -> Bool) rethrows -> Bool {
-    let deadline = Date().addingTimeInterval(seconds)
-    while Date() < deadline {
-        if try condition() { return true }
-        usleep(20_000)
-    }
-    return try condition()
-}
 
 /// Network namespaces and veth pairs for one test, deleted on deinit. Names carry the pid and a
 /// per-test index so parallel tests never collide: `zpbpf-<pid>-<index>-<role>`.
@@ -54,16 +16,16 @@ final class Lab {
     init(index: Int) { self.index = index }
 
     deinit {
-        for name in namespaces { _ = try? run(["ip", "netns", "del", name]) }
+        for name in namespaces { _ = try? sh(["ip", "netns", "del", name]) }
     }
 
     /// Creates a namespace with `lo` up; returns its name. Its path is /var/run/netns/<name>.
     func namespace(_ role: String) throws -> String {
         let name = "zpbpf-\(getpid())-\(index)-\(role)"
-        _ = try? run(["ip", "netns", "del", name])
-        try run(["ip", "netns", "add", name])
+        _ = try? sh(["ip", "netns", "del", name])
+        try sh(["ip", "netns", "add", name])
         namespaces.append(name)
-        try run(["ip", "-n", name, "link", "set", "lo", "up"])
+        try sh(["ip", "-n", name, "link", "set", "lo", "up"])
         return name
     }
 
@@ -73,18 +35,18 @@ final class Lab {
     func veth(pod: String, client: String, link: Int = 0) throws -> Addresses {
         let subnet = index * 4 + link
         let podIf = "zpp\(link)", clientIf = "zpc\(link)"
-        try run(["ip", "link", "add", "zpbpf\(getpid() % 10000)x\(subnet)", "netns", pod, "type", "veth",
+        try sh(["ip", "link", "add", "zpbpf\(getpid() % 10000)x\(subnet)", "netns", pod, "type", "veth",
                  "peer", "name", clientIf, "netns", client])
-        try run(["ip", "-n", pod, "link", "set", "zpbpf\(getpid() % 10000)x\(subnet)", "name", podIf])
+        try sh(["ip", "-n", pod, "link", "set", "zpbpf\(getpid() % 10000)x\(subnet)", "name", podIf])
         let a = Addresses(subnet: subnet)
-        try run(["ip", "-n", pod, "addr", "add", "\(a.pod4)/24", "dev", podIf])
-        try run(["ip", "-n", pod, "addr", "add", "\(a.pod6)/64", "dev", podIf, "nodad"])
-        try run(["ip", "-n", client, "addr", "add", "\(a.client4)/24", "dev", clientIf])
-        try run(["ip", "-n", client, "addr", "add", "\(a.other4)/24", "dev", clientIf])
-        try run(["ip", "-n", client, "addr", "add", "\(a.client6)/64", "dev", clientIf, "nodad"])
-        try run(["ip", "-n", client, "addr", "add", "\(a.other6)/64", "dev", clientIf, "nodad"])
-        try run(["ip", "-n", pod, "link", "set", podIf, "up"])
-        try run(["ip", "-n", client, "link", "set", clientIf, "up"])
+        try sh(["ip", "-n", pod, "addr", "add", "\(a.pod4)/24", "dev", podIf])
+        try sh(["ip", "-n", pod, "addr", "add", "\(a.pod6)/64", "dev", podIf, "nodad"])
+        try sh(["ip", "-n", client, "addr", "add", "\(a.client4)/24", "dev", clientIf])
+        try sh(["ip", "-n", client, "addr", "add", "\(a.other4)/24", "dev", clientIf])
+        try sh(["ip", "-n", client, "addr", "add", "\(a.client6)/64", "dev", clientIf, "nodad"])
+        try sh(["ip", "-n", client, "addr", "add", "\(a.other6)/64", "dev", clientIf, "nodad"])
+        try sh(["ip", "-n", pod, "link", "set", podIf, "up"])
+        try sh(["ip", "-n", client, "link", "set", clientIf, "up"])
         return a
     }
 
@@ -224,7 +186,7 @@ func bpftoolIDs(_ kind: String) throws -> Set<UInt32> {
     var json = ""
     while true {
         do {
-            json = try run(["bpftool", "-j", kind, "show"])
+            json = try sh(["bpftool", "-j", kind, "show"])
             break
         } catch {
             attempt += 1

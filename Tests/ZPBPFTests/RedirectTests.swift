@@ -3,6 +3,8 @@ import Foundation
 import Glibc
 import SystemPackage
 import Testing
+import ZPTestSupport
+import ZPTestSupport
 
 @testable import ZPBPF
 
@@ -12,13 +14,13 @@ struct RedirectTests {
     @Test func embeddedObject_matchesItsSource() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent()
-        let output = try run(["sha256sum", root.appendingPathComponent("bpf/zpbpf.bpf.c").path])
+        let output = try sh(["sha256sum", root.appendingPathComponent("bpf/zpbpf.bpf.c").path])
         let hash = String(output.prefix(64))
         #expect(hash == EmbeddedObject.sourceSHA256, "run `make bpf` to regenerate Sources/CZPBPF/zpbpf_object.c")
         let object = FileManager.default.temporaryDirectory.appendingPathComponent("zpbpf-\(getpid()).o")
         defer { try? FileManager.default.removeItem(at: object) }
         try Data(EmbeddedObject.bytes).write(to: object)
-        #expect(String(try run(["sha256sum", object.path]).prefix(64)) == EmbeddedObject.objectSHA256,
+        #expect(String(try sh(["sha256sum", object.path]).prefix(64)) == EmbeddedObject.objectSHA256,
                 "the embedded bytes are the object the script generated")
     }
 

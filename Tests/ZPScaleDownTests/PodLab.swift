@@ -5,56 +5,7 @@ import SystemPackage
 import Testing
 import ZPActivator
 import ZPBPF
-
-/// Whether the process may create namespaces and load BPF programs (root).
-enum Privileges {
-    static let isRoot = getuid() == 0
-}
-
-struct LabError: Error, CustomStringConvertible {
-    var message: String
-    var description: String { message }
-}
-
-/// Runs a command (via /usr/bin/env), throwing with its output when it exits non-zero.
-@discardableResult
-func sh(_ arguments: [String]) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = arguments
-    let out = Pipe()
-    process.standardOutput = out
-    process.standardError = out
-    try process.run()
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    let text = String(decoding: data, as: UTF8.self)
-    guard process.terminationStatus == 0 else {
-        throw LabError(message: "\(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(text)")
-    }
-    return text
-}
-
-/// Polls `condition` every 20 ms until it holds or `seconds` pass (generous deadlines: the
-/// machine is a loaded 2-core VM). Never a fixed sleep for correctness.
-func eventually(_ seconds: Double = 30, _ condition: () throws -> Bool) rethrows -> Bool {
-    let deadline = Date().addingTimeInterval(seconds)
-    while Date() < deadline {
-        if try condition() { return true }
-        usleep(20_000)
-    }
-    return try condition()
-}
-
-/// The async variant of ``eventually(_:_:)``.
-func eventuallyAsync(_ seconds: Double = 30, _ condition: () throws -> Bool) async rethrows -> Bool {
-    let deadline = Date().addingTimeInterval(seconds)
-    while Date() < deadline {
-        if try condition() { return true }
-        try? await Task.sleep(for: .milliseconds(20))
-    }
-    return try condition()
-}
+import ZPTestSupport
 
 /// A pod network namespace and a client namespace joined by a veth pair, deleted by
 /// ``destroy()``. Names: `zpab-<pid>-<index>-pod` / `-cli`. Subnets 10.78.<index>.0/24 and

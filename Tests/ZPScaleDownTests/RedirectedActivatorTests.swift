@@ -3,6 +3,7 @@ import Glibc
 import Synchronization
 import SystemPackage
 import Testing
+import ZPTestSupport
 import ZPActivator
 
 @testable import ZPBPF
