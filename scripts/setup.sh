@@ -8,7 +8,12 @@ set -euo pipefail
 
 ZP_CACHE=${ZP_CACHE:-/var/cache/zeropod-swift}
 CRIU_VERSION=${CRIU_VERSION:-4.2.1}
-CRIU_PATCH_LEVEL=zp1            # bump when scripts/criu/*.patch changes
+CRIU_PATCH_LEVEL=zp2            # bump when scripts/criu/*.patch or the build options change
+# CRIU caches what it learns about the kernel (kdat: ~40 ms of probing per request) in
+# $CRIU_RUNDIR/criu.kdat, and only when that folder is a tmpfs (so the cache dies with the boot).
+# Debian's CRIU uses /run, which is a tmpfs on a normal node but not on every machine (not on this
+# testbed's); we build with a folder of its own and mount a small tmpfs there when needed (below).
+CRIU_RUNDIR=/run/criu
 CONTAINERD2_SERIES=${CONTAINERD2_SERIES:-2.}
 here=$(cd "$(dirname "$0")" && pwd)
 log() { printf '[setup] %s\n' "$*" >&2; }
@@ -91,7 +96,7 @@ build_criu() {
     patch -d "$dir" -p1 --forward <"$p" >/dev/null
   done
   log "building CRIU $CRIU_VERSION (about a minute on 2 cores)"
-  make -C "$dir" -j"$(nproc)" criu >"$src/build.log" 2>&1 || { tail -n 40 "$src/build.log" >&2; die "CRIU build failed (log: $src/build.log)"; }
+  make -C "$dir" -j"$(nproc)" RUNDIR="$CRIU_RUNDIR" criu >"$src/build.log" 2>&1 || { tail -n 40 "$src/build.log" >&2; die "CRIU build failed (log: $src/build.log)"; }
   mkdir -p "$CRIU_CACHE.tmp"
   install -m 0755 "$dir/criu/criu" "$CRIU_CACHE.tmp/criu"
   rm -rf "$CRIU_CACHE"; mv "$CRIU_CACHE.tmp" "$CRIU_CACHE"
@@ -122,9 +127,14 @@ fi
 # ---------------------------------------------------------------- kernel filesystems
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 mountpoint -q /sys/kernel/tracing 2>/dev/null || mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true
+# CRIU's kernel-feature cache (see CRIU_RUNDIR above): it must sit on a tmpfs.
+mkdir -p "$CRIU_RUNDIR"
+if [ "$(stat -f -c %T "$CRIU_RUNDIR")" != tmpfs ]; then
+  mount -t tmpfs -o size=1m,mode=0700 criu-kdat "$CRIU_RUNDIR"
+fi
 
 # ---------------------------------------------------------------- check
 if ! out=$(/usr/local/sbin/criu check 2>&1); then
   printf '%s\n' "$out" >&2; die "criu check failed"
 fi
-log "ok: criu $CRIU_VERSION ($CRIU_CACHE), containerd 2.x at $CTRD2_LINK ($("$CTRD2_LINK/usr/bin/containerd" --version | awk '{print $3}')), $(containerd --version | awk '{print $3}') from Debian, bpffs mounted"
+log "ok: criu $CRIU_VERSION ($CRIU_CACHE), containerd 2.x at $CTRD2_LINK ($("$CTRD2_LINK/usr/bin/containerd" --version | awk '{print $3}')), $(containerd --version | awk '{print $3}') from Debian, bpffs mounted, CRIU kdat cache on tmpfs $CRIU_RUNDIR"
