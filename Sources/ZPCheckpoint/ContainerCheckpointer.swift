@@ -293,14 +293,16 @@ public struct ContainerCheckpointer: Sendable {
         return try checkpointer.dump(pid: pid, imagesDir: imagesDir, options: o, hooks: h, worker: worker)
     }
 
-    /// tmpfs mounts of the container that can be copied in-process: mounted at their root, not
-    /// bind-mounted elsewhere (one mount per superblock), and copyable right now.
+    /// tmpfs mounts of the container that can be copied in-process: mounted at their root, the only
+    /// mount of their superblock at its root (other mounts of it may only bind something inside it,
+    /// like runc's masked paths, which bind the container's `/dev/null` over `/proc/keys` etc.:
+    /// CRIU binds those from the restored mount), and copyable right now.
     static func copyableTmpfsMounts(of pid: Int32) -> [String: TmpfsMountOptions] {
         let mounts = MountInfo.read(pid: pid)
-        var perDevice: [String: Int] = [:]
-        for m in mounts { perDevice[m.device, default: 0] += 1 }
+        var rootMounts: [String: Int] = [:]
+        for m in mounts where m.root == "/" { rootMounts[m.device, default: 0] += 1 }
         var out: [String: TmpfsMountOptions] = [:]
-        for m in mounts where m.fsType == "tmpfs" && m.root == "/" && m.mountPoint != "/" && perDevice[m.device] == 1 {
+        for m in mounts where m.fsType == "tmpfs" && m.root == "/" && m.mountPoint != "/" && rootMounts[m.device] == 1 {
             guard (try? TmpfsSnapshot.capture(mountPoint: m.mountPoint, root: "/proc/\(pid)/root\(m.mountPoint)")) != nil
             else { continue }
             out[m.mountPoint] = TmpfsMountOptions(mountOptions: m.mountOptions, superOptions: m.superOptions)

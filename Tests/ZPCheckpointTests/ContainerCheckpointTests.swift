@@ -67,6 +67,11 @@ struct ContainerCheckpointTests {
         }
         print("\(workload) tmpfs copied in-process: \(cp.manifest.copiedTmpfs?.keys.sorted() ?? [])")
         #expect(cp.manifest.copiedTmpfs?["/tmp"] != nil, "/tmp is copied in-process")
+        // /dev is a tmpfs whose /dev/null runc also binds over the masked /proc paths: still ours
+        // to copy (CRIU binds the masked paths from the restored /dev, see the mount comparison).
+        #expect(cp.manifest.copiedTmpfs?["/dev"] != nil, "/dev is copied in-process")
+        let (nrc, nout) = try c.runc(["exec", c.id, "/bin/sh", "-c", "echo x > /dev/null && head -c 4 /dev/zero | wc -c"])
+        #expect(nrc == 0 && nout.contains("4"), "the restored /dev has working device nodes: \(nout)")
 
         // runc exec runs inside the restored container (its namespaces via the new init).
         let (rc, out) = try c.runc(["exec", c.id, "/bin/cat", "/proc/1/status"])
