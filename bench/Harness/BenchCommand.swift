@@ -57,7 +57,7 @@ struct BenchCommand: ParsableCommand {
     var lazyFreezer = false
 
     @Option(help: "wrk rounds per HTTP workload and runtime, interleaved; the median round is reported.")
-    var wrkRounds = 3
+    var wrkRounds = 5
 
     @Flag(inversion: .prefixedNo, help: "zeropod-swift: keep the activator's probe detection on for MySQL workloads (their first connection then waits the 50 ms silent-client window).")
     var mysqlProbeDetection = true
