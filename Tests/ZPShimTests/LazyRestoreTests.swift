@@ -23,6 +23,14 @@ private func parseMemoryAnswer(_ body: String?) -> (count: Int, first: String, n
     return (c, first, now)
 }
 
+/// The next `memoryServer` answer: retried while the server is between two `nc` (it checksums
+/// 16 MiB before listening again, and a refused connection is not counted).
+private func nextMemoryAnswer(_ netns: TestNetns) -> (count: Int, first: String, now: String)? {
+    var answer: (count: Int, first: String, now: String)?
+    _ = eventually(within: 60) { answer = parseMemoryAnswer(netns.httpGet(port: 8080)); return answer != nil }
+    return answer
+}
+
 /// `criu lazy-pages` daemons serving `images`.
 private func lazyPagesDaemons(_ images: String) -> [Int32] {
     processes(matching: ["lazy-pages", images])
@@ -48,7 +56,7 @@ private func lazyPagesDaemons(_ images: String) -> [Int32] {
         let criuRoot = "/run/containerd/runc/\(containerd.namespace)/\(id)/criu-root"
         try startCounter(containerd, netns: netns, id: id, rootfs: rootfs, command: memoryServer)
         defer { removeTask(containerd, id) }
-        var answer = parseMemoryAnswer(netns.httpGet(port: 8080))
+        var answer = nextMemoryAnswer(netns)
         let first = try #require(answer?.first, "no answer from the memory server; log: \(containerd.log(tail: 30))")
         var count = try #require(answer?.count)
 
@@ -57,9 +65,9 @@ private func lazyPagesDaemons(_ images: String) -> [Int32] {
         #expect(eventually(within: 30) { lazyPagesDaemons(images).count == 1 },
                 "no criu lazy-pages for \(images) while scaled down; log: \(containerd.log(tail: 30))")
         // The first answer was computed before the checkpoint; the next one reads the restored memory.
-        answer = parseMemoryAnswer(netns.httpGet(port: 8080))
+        answer = nextMemoryAnswer(netns)
         #expect(answer?.count == count + 1, "first answer after the lazy restore: \(String(describing: answer))")
-        answer = parseMemoryAnswer(netns.httpGet(port: 8080))
+        answer = nextMemoryAnswer(netns)
         #expect(answer?.count == count + 2 && answer?.first == first && answer?.now == first,
                 "memory after the lazy restore: \(String(describing: answer)), expected first=now=\(first)")
         count += 2
@@ -77,9 +85,9 @@ private func lazyPagesDaemons(_ images: String) -> [Int32] {
         try #require(daemons.count == 1, "no criu lazy-pages in cycle 2")
         kill(daemons[0], SIGKILL)
         #expect(eventually(within: 10) { !isAlive(daemons[0]) })
-        answer = parseMemoryAnswer(netns.httpGet(port: 8080))
+        answer = nextMemoryAnswer(netns)
         #expect(answer?.count == count + 1, "after the fallback restore: \(String(describing: answer)); log: \(containerd.log(tail: 30))")
-        answer = parseMemoryAnswer(netns.httpGet(port: 8080))
+        answer = nextMemoryAnswer(netns)
         #expect(answer?.count == count + 2 && answer?.first == first && answer?.now == first,
                 "memory after the fallback restore: \(String(describing: answer))")
         #expect(!logLines(containerd, containing: "full restore from the same images").isEmpty)
@@ -101,5 +109,9 @@ private func lazyPagesDaemons(_ images: String) -> [Int32] {
         let removed = try containerd.ctr(["task", "rm", id])
         #expect(removed.status == 0, "ctr task rm: \(removed.stderr)")
         #expect(processes(matching: [images]).isEmpty, "a process still names \(images)")
+        for line in logLines(containerd, containing: "[ZPShim]")
+        where ["restore prepared", "restored process", "lazy-pages", "lazy restore"].contains(where: { line.contains($0) }) {
+            print("[zpshim-lazy] " + (line.range(of: "container=").map { String(line[$0.lowerBound...]) } ?? line).prefix(400))
+        }
     }
 }

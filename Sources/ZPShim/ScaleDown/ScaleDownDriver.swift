@@ -458,6 +458,7 @@ final class ScaleDownDriver: Sendable {
         let start = ContinuousClock.now
         var restored: ContainerRestoreResult?
         var lazy = false
+        var usedPrepared = false
         if let prepared {
             if prepared.lazy && prepared.daemonExited() {
                 logger.warning(
@@ -465,6 +466,7 @@ final class ScaleDownDriver: Sendable {
                 prepared.discard()
             } else {
                 do {
+                    usedPrepared = true
                     restored = try await NIOThreadPool.singleton.runIfActive { try prepared.run() }
                     lazy = prepared.lazy
                     if lazy {
@@ -499,7 +501,7 @@ final class ScaleDownDriver: Sendable {
         let total = ContinuousClock.now - start
         logger.info("restored process: \(result.pid) in \(Self.milliseconds(total))",
                     metadata: ["criu": "\(result.restore.timings)", "lazy": "\(lazy)",
-                               "prepared": "\(prepared != nil)"])
+                               "prepared": "\(usedPrepared && restored != nil)"])
         await container.adoptInit(pid: result.pid)
         await feedInline(.restoreFinished(pid: result.pid, duration: total, now: Self.now()))
         if let early = pids.register(result.pid, to: container) {
