@@ -202,6 +202,13 @@ final class ZeropodRuntime: BenchRuntime {
         guard processes(inNetns: "/var/run/netns/" + w.netns).isEmpty else {
             throw BenchError("\(w.containerID): checkpoint logged but processes remain in \(w.netns)")
         }
+        // The shim prepares the restore (CRIU worker, criu lazy-pages) right after the checkpoint;
+        // a real first connection comes later than that, so the clock starts once it is ready.
+        let prepared = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < prepared && logLines(of: w.containerID, containing: "restore prepared").isEmpty
+            && logLines(of: w.containerID, containing: "restore not prepared").isEmpty {
+            usleep(5_000)
+        }
         return CheckpointResult(reportedMs: ms, imageDir: imageDir(w.containerID), statsDir: imageDir(w.containerID),
                                 detail: Self.metadata("criu", in: line))
     }
