@@ -75,25 +75,33 @@ public final class LazyPagesDaemon {
     deinit { stop() }
 
     /// Waits up to `timeout` for the daemon to finish on its own (all pages served); returns
-    /// whether it did.
+    /// whether it did. A zero timeout checks once without waiting.
     public func waitForExit(timeout: Duration) -> Bool {
-        guard !reaped else { return true }
         let deadline = ContinuousClock.now + timeout
-        var status: CInt = 0
-        while ContinuousClock.now < deadline {
-            let r = waitpid(pid, &status, WNOHANG)
-            if r == pid || r == -1 {
-                reaped = true
-                return true
-            }
+        while true {
+            if checkExited() { return true }
+            if ContinuousClock.now >= deadline { return false }
             usleep(5000)
+        }
+    }
+
+    /// Whether the daemon has exited. Also true when another waiter of the process (a shim's
+    /// `wait4(-1)` reaper) reaped it first: `waitpid` then fails with ECHILD.
+    private func checkExited() -> Bool {
+        guard !reaped else { return true }
+        var status: CInt = 0
+        let r = waitpid(pid, &status, WNOHANG)
+        if r == pid || r == -1 {
+            reaped = true
+            return true
         }
         return false
     }
 
-    /// Kills the daemon (if still running) and reaps it; idempotent.
+    /// Kills the daemon (if still running) and reaps it; idempotent. A daemon that exited (or
+    /// was reaped by another waiter) is not signalled: its pid may belong to another process.
     public func stop() {
-        guard !reaped else { return }
+        guard !checkExited() else { return }
         _ = kill(pid, SIGKILL)
         ChildProcess.wait(pid)
         reaped = true

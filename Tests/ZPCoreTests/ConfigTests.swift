@@ -398,6 +398,44 @@ func containerConfig_refuses(_ c: BadCase) {
     }
 }
 
+@Test func nodeConfig_lazyRestoreSetting() throws {
+    #expect(NodeConfig().lazyRestore == .auto)
+    for mode in LazyRestoreMode.allCases {
+        let c = try NodeConfig(parsing: "lazy-restore = \(mode.rawValue)")
+        #expect(c.lazyRestore == mode)
+        #expect(try NodeConfig(parsing: c.rendered) == c)
+    }
+    #expect(NodeConfig().rendered.contains("lazy-restore = auto\n"))
+    let table: [(String, String)] = [
+        ("lazy-restore = yes", #"n.conf:1: lazy-restore: invalid value "yes": expected one of auto, on, off"#),
+        ("lazy-restore = ON", #"n.conf:1: lazy-restore: invalid value "ON": expected one of auto, on, off"#),
+        ("lazy-restore =", #"n.conf:1: lazy-restore: invalid value "": expected one of auto, on, off"#),
+        ("lazy-restore = on\nlazy-restore = off", #"n.conf:2: lazy-restore: set again to "off" (first set on line 1)"#),
+    ]
+    for (text, message) in table {
+        do {
+            let c = try NodeConfig(parsing: text, source: "n.conf")
+            Issue.record("accepted \(text) as \(c)")
+        } catch {
+            #expect(error.description == message)
+        }
+    }
+}
+
+@Test func lazyRestoreMode_decision() {
+    let threshold = LazyRestoreMode.autoThresholdBytes
+    #expect(threshold == 64 * 1024 * 1024)
+    // Without userfaultfd nothing is lazy.
+    for mode in LazyRestoreMode.allCases {
+        #expect(!mode.restoresLazily(pageBytes: 1 << 30, userfaultfdUsable: false), "\(mode)")
+    }
+    #expect(!LazyRestoreMode.off.restoresLazily(pageBytes: 1 << 30, userfaultfdUsable: true))
+    #expect(LazyRestoreMode.on.restoresLazily(pageBytes: 0, userfaultfdUsable: true))
+    #expect(LazyRestoreMode.auto.restoresLazily(pageBytes: threshold, userfaultfdUsable: true))
+    #expect(!LazyRestoreMode.auto.restoresLazily(pageBytes: threshold - 1, userfaultfdUsable: true))
+    #expect(!LazyRestoreMode.auto.restoresLazily(pageBytes: 0, userfaultfdUsable: true))
+}
+
 // MARK: - documentation
 
 @Test func docs_describeEveryAnnotationAndNodeSetting() throws {

@@ -47,6 +47,9 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "The shim's state folder (its node config default); images go to <state>/i/<containerd namespace>/<id>.")
     var shimState = "/var/lib/zeropod-swift"
 
+    @Option(help: "zeropod-swift: the shim's lazy-restore node setting (auto, on, off; docs/configuration.md).")
+    var shimLazyRestore = "auto"
+
     @Option(help: "Comma-separated workloads whose lazy vs full restore ZPCheckpoint measures directly (empty: none).")
     var lazyWorkloads = "jvm"
 
@@ -82,7 +85,7 @@ struct BenchCommand: ParsableCommand {
             zeropod = try ZeropodRuntime(directory: "/run/zpbench-containerd", containerdBin: containerdBin,
                                          shimDir: URL(fileURLWithPath: shimDir).standardizedFileURL.path,
                                          shimState: shimState, scaleDownMs: settleMs + 1500,
-                                         probeDetectionForMySQL: mysqlProbeDetection)
+                                         probeDetectionForMySQL: mysqlProbeDetection, lazyRestore: shimLazyRestore)
         }
         defer { zeropod?.stop() }
         let runtimes: [any BenchRuntime] = [RuncRuntime(stateRoot: "/run/zpbench-runc", criu: criu)] + (zeropod.map { [$0] } ?? [])

@@ -70,8 +70,10 @@ final class ZeropodRuntime: BenchRuntime {
     private var socket: String { directory + "/c.sock" }
 
     /// Writes the config and starts containerd; returns once `ctr version` answers.
+    /// - Parameter lazyRestore: the shims' `lazy-restore` node setting (auto, on, off), written
+    ///   with `state-dir` to `<directory>/node.conf` and handed over in `ZEROPOD_NODE_CONFIG`.
     init(directory: String, containerdBin: String, shimDir: String, shimState: String, scaleDownMs: Int,
-         probeDetectionForMySQL: Bool = true) throws {
+         probeDetectionForMySQL: Bool = true, lazyRestore: String = "auto") throws {
         self.directory = directory
         self.probeDetectionForMySQL = probeDetectionForMySQL
         self.containerdBin = containerdBin
@@ -99,6 +101,8 @@ final class ZeropodRuntime: BenchRuntime {
 
             """
         try config.write(toFile: directory + "/config.toml", atomically: true, encoding: .utf8)
+        try "state-dir = \(shimState)\nlazy-restore = \(lazyRestore)\n"
+            .write(toFile: directory + "/node.conf", atomically: true, encoding: .utf8)
         _ = FileManager.default.createFile(atPath: directory + "/containerd.log", contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: directory + "/containerd.log"))
         let p = Process()
@@ -106,6 +110,7 @@ final class ZeropodRuntime: BenchRuntime {
         p.arguments = ["--config", directory + "/config.toml"]
         var env = ProcessInfo.processInfo.environment
         env["PATH"] = "\(shimDir):\(containerdBin):/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        env["ZEROPOD_NODE_CONFIG"] = directory + "/node.conf"
         p.environment = env
         p.standardOutput = log
         p.standardError = log
@@ -196,6 +201,13 @@ final class ZeropodRuntime: BenchRuntime {
         }
         guard processes(inNetns: "/var/run/netns/" + w.netns).isEmpty else {
             throw BenchError("\(w.containerID): checkpoint logged but processes remain in \(w.netns)")
+        }
+        // The shim prepares the restore (CRIU worker, criu lazy-pages) right after the checkpoint;
+        // a real first connection comes later than that, so the clock starts once it is ready.
+        let prepared = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < prepared && logLines(of: w.containerID, containing: "restore prepared").isEmpty
+            && logLines(of: w.containerID, containing: "restore not prepared").isEmpty {
+            usleep(5_000)
         }
         return CheckpointResult(reportedMs: ms, imageDir: imageDir(w.containerID), statsDir: imageDir(w.containerID),
                                 detail: Self.metadata("criu", in: line))

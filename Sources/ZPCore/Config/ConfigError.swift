@@ -24,6 +24,8 @@ public struct ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
         case invalidAddress(String)
         /// A file system path or command name that is not acceptable.
         case invalidPath(String)
+        /// A value that is not one of the allowed words (listed).
+        case invalidChoice([String])
         /// A node configuration key that this version does not know.
         case unknownSetting
         /// A node configuration key given twice; the first was on `firstLine`.
@@ -62,6 +64,7 @@ public struct ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
         case .invalidName(let detail): return "invalid container name \(v): \(detail)"
         case .invalidAddress(let detail): return "invalid address \(v): \(detail)"
         case .invalidPath(let detail): return "invalid path \(v): \(detail)"
+        case .invalidChoice(let allowed): return "invalid value \(v): expected one of \(allowed.joined(separator: ", "))"
         case .unknownSetting: return "unknown setting (value \(v))"
         case .duplicateSetting(let first): return "set again to \(v) (first set on line \(first))"
         case .malformedLine: return "malformed line \(v): expected key = value, a # comment or a blank line"

@@ -32,6 +32,9 @@ public struct NodeConfig: Equatable, Sendable {
         case bpfPinDirectory = "bpf-pin-dir"
         /// Directory for the shim and node sockets.
         case runDirectory = "run-dir"
+        /// Whether a scaled-down container comes back with a lazy (on-demand) memory restore:
+        /// `auto`, `on` or `off` (see ``LazyRestoreMode``).
+        case lazyRestore = "lazy-restore"
     }
 
     /// Addresses whose connections are kubelet probes: never activity, answered without restoring.
@@ -56,6 +59,8 @@ public struct NodeConfig: Equatable, Sendable {
     /// Directory for sockets (`<run-dir>/s/<shim>.sock`, `<run-dir>/node.sock`). Reserved: the shim's
     /// status sockets are at `/run/zeropod-swift/s/` whatever this says (not wired yet).
     public var runDirectory = "/run/zeropod-swift"
+    /// Whether restores after a checkpoint are lazy (`criu lazy-pages` serves memory on demand).
+    public var lazyRestore = LazyRestoreMode.auto
 
     /// The defaults.
     public init() {}
@@ -126,6 +131,11 @@ public struct NodeConfig: Equatable, Sendable {
             case .stateDirectory: stateDirectory = try directory()
             case .bpfPinDirectory: bpfPinDirectory = try directory()
             case .runDirectory: runDirectory = try directory()
+            case .lazyRestore:
+                guard let mode = LazyRestoreMode(rawValue: value) else {
+                    throw fail(.invalidChoice(LazyRestoreMode.allCases.map(\.rawValue)))
+                }
+                lazyRestore = mode
             }
         }
     }
@@ -156,6 +166,7 @@ public struct NodeConfig: Equatable, Sendable {
             case .stateDirectory: value = stateDirectory
             case .bpfPinDirectory: value = bpfPinDirectory
             case .runDirectory: value = runDirectory
+            case .lazyRestore: value = lazyRestore.rawValue
             }
             return "\(key.rawValue) = \(value)"
         }.joined(separator: "\n") + "\n"

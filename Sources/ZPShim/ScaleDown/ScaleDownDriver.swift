@@ -50,6 +50,7 @@ final class ScaleDownDriver: Sendable {
         var heldConnections: [CheckedContinuation<Void, any Error>] = []
         var heldExecs: [String: CheckedContinuation<Void, any Error>] = [:]
         var stopped = false
+        var restoreSide = RestoreSideState()
     }
 
     /// The container id.
@@ -223,11 +224,13 @@ final class ScaleDownDriver: Sendable {
             await withTaskGroup(of: Void.self) { loops in
                 loops.addTask { [self] in await idleTimer() }
                 loops.addTask { [self] in await serveActivator() }
+                loops.addTask { [self] in await lazyPagesWatcher() }
                 for await _ in stopSignal { break }
                 loops.cancelAll()
             }
             queueInput.finish()
         }
+        discardRestoreSide()
         try? redirectOff()
         logger.debug("scale-down driver stopped")
     }
@@ -339,7 +342,9 @@ final class ScaleDownDriver: Sendable {
         case .disableRedirect:
             do { try redirectOff() } catch { logger.warning("redirect off failed: \(error)") }
         case .startCheckpoint:
+            await finishServingLazyPages()
             await checkpoint()
+            await prepareRestoreIfScaledDown()
         case .startScaleDownKill:
             do {
                 try await runc.kill(id: id, bundle: bundle, signal: UInt32(SIGKILL), all: true)
@@ -387,8 +392,9 @@ final class ScaleDownDriver: Sendable {
             let container = state.withLock { $0.container }
             await container?.recordInitExitFromDriver(status: ExitStatus(code: UInt32(bitPattern: status), exitedAt: Sys.now()))
         case .cleanupImages:
-            removeImages()
+            cleanupImagesAfterLazyPages()
         case .cleanupAll:
+            discardRestoreSide()
             removeImages()
             try? redirectOff()
         }
@@ -445,34 +451,81 @@ final class ScaleDownDriver: Sendable {
 
     private func restore() async {
         guard let container = state.withLock({ $0.container }) else { return }
-        let stdio = await container.initContainerSideStdio()
-        let options = {
-            var o = ContainerRestoreOptions()
-            o.stdio = stdio.map { $0.map { FileDescriptor(rawValue: $0) } }
-            return o
-        }()
-        let checkpointer = ContainerCheckpointer(checkpointer: Checkpointer(criuPath: FilePath(node.criuPath)))
-        let target = runcContainer
-        let images = imagesDirectory
+        let prepared = state.withLock { s -> RestorePreparation? in
+            defer { s.restoreSide.prepared = nil }
+            return s.restoreSide.prepared
+        }
         let start = ContinuousClock.now
-        let result: ContainerRestoreResult
-        do {
-            result = try await NIOThreadPool.singleton.runIfActive {
-                try checkpointer.restore(target, imagesDir: FilePath(images), options: options)
+        var restored: ContainerRestoreResult?
+        var lazy = false
+        var usedPrepared = false
+        if let prepared {
+            if prepared.lazy && prepared.daemonExited() {
+                logger.warning(
+                    "lazy restore: criu lazy-pages (pid \(prepared.daemonPID ?? 0)) exited before the restore; full restore from the same images")
+                prepared.discard()
+            } else {
+                do {
+                    usedPrepared = true
+                    restored = try await NIOThreadPool.singleton.runIfActive { try prepared.run() }
+                    lazy = prepared.lazy
+                    if lazy {
+                        // The daemon pushes the remaining pages now; the images stay until it exits.
+                        state.withLock { $0.restoreSide.serving = prepared }
+                    } else {
+                        prepared.discard()
+                    }
+                } catch {
+                    prepared.discard()
+                    if !prepared.lazy {
+                        logger.warning("restore failed: \(error)")
+                        await feedInline(.restoreFailed(reason: "\(error)"))
+                        return
+                    }
+                    logger.warning("lazy restore failed: \(error); full restore from the same images")
+                }
             }
-        } catch {
-            logger.warning("restore failed: \(error)")
-            await feedInline(.restoreFailed(reason: "\(error)"))
-            return
+        }
+        let result: ContainerRestoreResult
+        if let restored {
+            result = restored
+        } else {
+            do {
+                result = try await fullRestore(container)
+            } catch {
+                logger.warning("restore failed: \(error)")
+                await feedInline(.restoreFailed(reason: "\(error)"))
+                return
+            }
         }
         let total = ContinuousClock.now - start
         logger.info("restored process: \(result.pid) in \(Self.milliseconds(total))",
-                    metadata: ["criu": "\(result.restore.timings)"])
+                    metadata: ["criu": "\(result.restore.timings)", "lazy": "\(lazy)",
+                               "prepared": "\(usedPrepared && restored != nil)"])
         await container.adoptInit(pid: result.pid)
         await feedInline(.restoreFinished(pid: result.pid, duration: total, now: Self.now()))
         if let early = pids.register(result.pid, to: container) {
             await feedInline(.processExited(pid: result.pid, status: Int32(bitPattern: early.code)))
         }
+    }
+
+    /// A full restore with a worker started now (nothing prepared, or the lazy restore failed).
+    private func fullRestore(_ container: ShimContainer) async throws -> ContainerRestoreResult {
+        let options = try await restoreOptions(container)
+        let checkpointer = ContainerCheckpointer(checkpointer: Checkpointer(criuPath: FilePath(node.criuPath)))
+        let target = runcContainer
+        let images = imagesDirectory
+        return try await NIOThreadPool.singleton.runIfActive {
+            try checkpointer.restore(target, imagesDir: FilePath(images), options: options)
+        }
+    }
+
+    /// Restore options with the container side of the init's stdio pipes.
+    private func restoreOptions(_ container: ShimContainer) async throws -> ContainerRestoreOptions {
+        let stdio = await container.initContainerSideStdio()
+        var o = ContainerRestoreOptions()
+        o.stdio = stdio.map { $0.map { FileDescriptor(rawValue: $0) } }
+        return o
     }
 
     private func coldStart() async {
@@ -497,6 +550,130 @@ final class ScaleDownDriver: Sendable {
             logger.error("cold start failed: \(error)")
             await feedInline(.coldStartFailed(reason: "\(error)"))
         }
+    }
+
+    // MARK: restore side (docs/decisions/0009-lazy-restore-in-driver.md)
+
+    /// Right after a checkpoint, while scaled down: starts the CRIU worker (and, when lazy restore
+    /// applies, the `criu lazy-pages` daemon) for the coming restore, off the connection's path.
+    private func prepareRestoreIfScaledDown() async {
+        guard let container = state.withLock({ s in s.lifecycle.phase == .scaledDown && !s.stopped ? s.container : nil })
+        else { return }
+        let images = imagesDirectory
+        let criu = node.criuPath
+        let mode = node.lazyRestore
+        let checkpointer = ContainerCheckpointer(checkpointer: Checkpointer(criuPath: FilePath(criu)))
+        let target = runcContainer
+        let start = ContinuousClock.now
+        let prepared: RestorePreparation
+        let why: String
+        do {
+            let options = try await restoreOptions(container)
+            (prepared, why) = try await NIOThreadPool.singleton.runIfActive { () throws -> (RestorePreparation, String) in
+                let bytes = RestorePreparation.pageBytes(inImages: images)
+                let size = "\(bytes >> 20) MiB of pages"
+                var lazy = mode.restoresLazily(pageBytes: bytes, userfaultfdUsable: true)
+                var why = "lazy-restore = \(mode.rawValue), \(size)"
+                if lazy && !RestorePreparation.userfaultfdUsable(criuPath: criu) {
+                    lazy = false
+                    why += ", but CRIU reports no lazy-pages (userfaultfd) support"
+                }
+                return (try RestorePreparation(checkpointer: checkpointer, container: target, imagesDir: FilePath(images),
+                                               options: options, lazy: lazy), why)
+            }
+        } catch {
+            logger.warning("restore not prepared (the restore starts its own worker): \(error)")
+            return
+        }
+        if let reason = prepared.lazyFallbackReason {
+            logger.warning("lazy restore not prepared, a full restore is: \(reason)")
+        }
+        logger.info("restore prepared in \(Self.milliseconds(ContinuousClock.now - start))",
+                    metadata: ["lazy": "\(prepared.lazy)", "why": "\(why)",
+                               "lazy-pages-pid": "\(prepared.daemonPID.map(String.init) ?? "-")"])
+        let stale = state.withLock { s -> Bool in
+            guard !s.stopped else { return true }
+            s.restoreSide.prepared?.discard()
+            s.restoreSide.prepared = prepared
+            return false
+        }
+        if stale { prepared.discard() }
+    }
+
+    /// The lifecycle's `cleanupImages`: drops an unused prepared restore, and removes the images
+    /// unless a lazy-pages daemon still serves them (then the watcher removes them after it exits).
+    private func cleanupImagesAfterLazyPages() {
+        let (prepared, deferred) = state.withLock { s -> (RestorePreparation?, Bool) in
+            let prepared = s.restoreSide.prepared
+            s.restoreSide.prepared = nil
+            guard s.restoreSide.serving != nil else { return (prepared, false) }
+            s.restoreSide.cleanupDeferred = true
+            return (prepared, true)
+        }
+        prepared?.discard()
+        if !deferred { removeImages() }
+    }
+
+    /// Notices when the daemon of a lazy restore has finished and removes the images then.
+    private func lazyPagesWatcher() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(50))
+            let finished = state.withLock { s -> (RestorePreparation, Bool)? in
+                guard let serving = s.restoreSide.serving, serving.daemonExited() else { return nil }
+                s.restoreSide.serving = nil
+                let remove = s.restoreSide.cleanupDeferred
+                s.restoreSide.cleanupDeferred = false
+                s.restoreSide.removingImages = remove
+                return (serving, remove)
+            }
+            guard let (serving, remove) = finished else { continue }
+            logger.info("lazy restore: criu lazy-pages (pid \(serving.daemonPID ?? 0)) finished")
+            serving.discard()
+            if remove {
+                removeImages()
+                state.withLock { $0.restoreSide.removingImages = false }
+            }
+        }
+    }
+
+    /// Before a checkpoint: waits until the daemon of the last lazy restore is done (the process
+    /// must have all its pages before it is dumped) and its images are gone. Kills a daemon that
+    /// is still busy after 60 s.
+    private func finishServingLazyPages() async {
+        let deadline = ContinuousClock.now + .seconds(60)
+        while true {
+            let (done, taken) = state.withLock { s -> (Bool, RestorePreparation?) in
+                if let serving = s.restoreSide.serving {
+                    guard serving.daemonExited() || ContinuousClock.now >= deadline else { return (false, nil) }
+                    s.restoreSide.serving = nil
+                    s.restoreSide.cleanupDeferred = false
+                    return (true, serving)
+                }
+                return (!s.restoreSide.removingImages, nil)
+            }
+            if let taken {
+                if !taken.daemonExited() {
+                    logger.warning("lazy restore: criu lazy-pages (pid \(taken.daemonPID ?? 0)) still busy after 60 s: killed")
+                }
+                taken.discard()
+            }
+            if done { return }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    /// Releases a prepared restore and a serving daemon (delete, driver stop).
+    private func discardRestoreSide() {
+        let (prepared, serving) = state.withLock { s -> (RestorePreparation?, RestorePreparation?) in
+            defer {
+                s.restoreSide.prepared = nil
+                s.restoreSide.serving = nil
+                s.restoreSide.cleanupDeferred = false
+            }
+            return (s.restoreSide.prepared, s.restoreSide.serving)
+        }
+        prepared?.discard()
+        serving?.discard()
     }
 
     // MARK: clock
