@@ -284,6 +284,9 @@ struct ScratchDirectory {
         #expect(!restores.contains { $0.contains("container=\(ids.2)") }, "restores: \(restores)")
         #expect(processes(inNetns: netns.2.path).isEmpty)
         #expect(restores.count - restoresBefore == 2)
+        for line in logLines(containerd, containing: "wake group") + logLines(containerd, containing: "restored process:") {
+            if let range = line.range(of: "info ") ?? line.range(of: "warning ") { print("[zpwake-e2e] \(line[range.lowerBound...].prefix(230))") }
+        }
         // The woken member kept its memory: its counter goes on from 1 (this request is its second).
         #expect(netns.1.httpGet(port: 8080) == "count=2\n")
 
