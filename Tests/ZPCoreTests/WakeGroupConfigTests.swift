@@ -65,3 +65,12 @@ func wakeGroup_notADNSLabel_failsNamingKeyValueAndReason(_ c: BadGroupName) {
     ]))
     #expect(keys == ["zeropod-swift/wake-grup"])
 }
+
+@Test func docs_describeEveryZeropodSwiftAnnotation() throws {
+    let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("docs/configuration.md")
+    let text = try String(contentsOf: url, encoding: .utf8)
+    for key in ZeropodSwiftAnnotation.allCases {
+        #expect(text.contains("| `\(key.rawValue)` |"), "docs/configuration.md has no table row for \(key.rawValue)")
+    }
+}
