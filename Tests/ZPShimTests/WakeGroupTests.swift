@@ -231,8 +231,9 @@ struct ScratchDirectory {
 
 /// End to end: three busybox counter servers, each in its own network namespace and shim (like
 /// separate pods), two in wake group `wg`, one in `wg-other`. All scale down; ONE request to the
-/// first brings the second back without any connection to it, while the third stays down; the
-/// registry lists the members and forgets them on delete.
+/// first brings the second back without any connection to it, while the third stays down; an
+/// exec into the second, once both are down again, brings the first back; the registry lists the
+/// members and forgets them on delete.
 @Suite(.serialized) struct WakeGroupEndToEndTests {
     @Test func oneConnection_wakesTheOtherMember_andDeleteUnlistsThem() throws {
         let flavor = ContainerdFlavor.all[1]  // 2.x, as the benchmark uses; the wake does not involve containerd
@@ -289,6 +290,21 @@ struct ScratchDirectory {
         }
         // The woken member kept its memory: its counter goes on from 1 (this request is its second).
         #expect(netns.1.httpGet(port: 8080) == "count=2\n")
+
+        // An exec into a scaled-down member wakes the group too (here the other way round).
+        let downAgain = eventually(within: 90) {
+            processes(inNetns: netns.0.path).isEmpty && processes(inNetns: netns.1.path).isEmpty
+                && logLines(containerd, containing: "checkpointing done").count >= 5
+        }
+        try #require(downAgain, "not scaled down again; log: \(containerd.log(tail: 40))")
+        let exec = try containerd.ctr(["task", "exec", "--exec-id", "e1", ids.1, "/bin/true"])
+        #expect(exec.status == 0, "exec: \(exec.stderr)")
+        let firstBackByExec = eventually(within: 60) {
+            logLines(containerd, containing: "woken by wake group").contains { $0.contains("origin=wg/\(ids.1)") }
+                && logLines(containerd, containing: "restored process:").filter { $0.contains("container=\(ids.0)") }.count >= 2
+        }
+        #expect(firstBackByExec, "the exec did not wake the other member; log: \(containerd.log(tail: 40))")
+        #expect(!logLines(containerd, containing: "restored process:").contains { $0.contains("container=\(ids.2)") })
 
         // Delete unlists: entries gone (and the group folders with them).
         for id in [ids.0, ids.1, ids.2] { removeTask(containerd, id) }
