@@ -96,6 +96,23 @@ struct ScratchDirectory {
         #expect(registry.members(of: key).map(\.containerID) == ["a"])
     }
 
+    @Test func lostMember_isUnlistedFromItsBundleAnnotations() throws {
+        let scratch = ScratchDirectory()
+        defer { scratch.remove() }
+        let registry = WakeGroupRegistry(runDirectory: scratch.path)
+        let key = WakeGroupKey(containerdNamespace: "k8s.io", podNamespace: "blog", group: "wordpress")
+        try registry.register(WakeGroupEntry(containerID: "web", statusSocket: "/s/a.sock"), in: key)
+        try registry.register(WakeGroupEntry(containerID: "db", statusSocket: "/s/b.sock"), in: key)
+        let annotations = ["zeropod-swift/wake-group": "wordpress", CRIAnnotation.sandboxNamespace: "blog"]
+        registry.unlistLostMember(containerID: "web", containerdNamespace: "other", annotations: annotations)  // other scope
+        registry.unlistLostMember(containerID: "web", containerdNamespace: "k8s.io", annotations: [:])  // no group
+        registry.unlistLostMember(containerID: "web", containerdNamespace: "k8s.io",
+                                  annotations: ["zeropod-swift/wake-group": "Bad!", CRIAnnotation.sandboxNamespace: "blog"])
+        #expect(registry.members(of: key).map(\.containerID) == ["db", "web"])
+        registry.unlistLostMember(containerID: "web", containerdNamespace: "k8s.io", annotations: annotations)
+        #expect(registry.members(of: key).map(\.containerID) == ["db"])
+    }
+
     @Test func namesThatCannotBePathComponents_areRefusedWithTheName() {
         let scratch = ScratchDirectory()
         defer { scratch.remove() }
@@ -233,7 +250,7 @@ struct ScratchDirectory {
 /// separate pods), two in wake group `wg`, one in `wg-other`. All scale down; ONE request to the
 /// first brings the second back without any connection to it, while the third stays down; an
 /// exec into the second, once both are down again, brings the first back; the registry lists the
-/// members and forgets them on delete.
+/// members and forgets them on delete, and on containerd's `delete` after a lost shim.
 @Suite(.serialized) struct WakeGroupEndToEndTests {
     @Test func oneConnection_wakesTheOtherMember_andDeleteUnlistsThem() throws {
         let flavor = ContainerdFlavor.all[1]  // 2.x, as the benchmark uses; the wake does not involve containerd
@@ -305,6 +322,12 @@ struct ScratchDirectory {
         }
         #expect(firstBackByExec, "the exec did not wake the other member; log: \(containerd.log(tail: 40))")
         #expect(!logLines(containerd, containing: "restored process:").contains { $0.contains("container=\(ids.2)") })
+
+        // A lost shim: containerd runs our `delete` command for it, which unlists the member.
+        let lostShim = try #require(processes(matching: ["containerd-shim-zeropod-v2", "-socket", containerd.shimSocket(group: ids.2)]).first)
+        kill(lostShim, SIGKILL)
+        #expect(eventually(within: 30) { registry.members(of: otherGroup).isEmpty }, "lost member still listed")
+        #expect(registry.members(of: group).map(\.containerID) == [ids.0, ids.1])
 
         // Delete unlists: entries gone (and the group folders with them).
         for id in [ids.0, ids.1, ids.2] { removeTask(containerd, id) }

@@ -4,6 +4,8 @@ import FoundationEssentials
 import Foundation
 #endif
 
+import ZPCore
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -127,6 +129,19 @@ struct WakeGroupRegistry: Sendable {
         while path.count > root.count, rmdir(path) == 0 {
             path = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
         }
+    }
+
+    /// Removes the entry of a container whose shim was lost (the `delete` command): the group and
+    /// pod namespace come from the bundle's annotations. Nothing happens when they name no valid
+    /// group.
+    /// - Parameters:
+    ///   - containerID: The container being deleted.
+    ///   - containerdNamespace: Its containerd namespace.
+    ///   - annotations: The annotations of its OCI spec.
+    func unlistLostMember(containerID: String, containerdNamespace: String, annotations: [String: String]) {
+        guard let config = try? ContainerConfig(annotations: annotations), let group = config.wakeGroup else { return }
+        unregister(containerID: containerID,
+                   in: WakeGroupKey(containerdNamespace: containerdNamespace, podNamespace: config.podNamespace, group: group))
     }
 
     /// The members listed in group `key`, ordered by container id; files that do not parse are
