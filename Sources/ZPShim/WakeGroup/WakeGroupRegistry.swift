@@ -66,8 +66,9 @@ struct WakeGroupEntry: Equatable, Sendable {
 /// The node's list of wake group members: one small file per member at
 /// `<root>/<containerd ns>/<pod ns or _>/<group>/<container id>` naming its shim's status socket
 /// (``WakeGroupEntry``). Each shim writes the entries of its own members when their scale-down
-/// driver starts and removes them on Delete; an entry of a shim that died stays until the same id
-/// is registered again, and callers skip it when its socket does not answer.
+/// driver starts and removes them on Delete; the `delete` command containerd runs for a lost shim
+/// removes that shim's entries (``unlistLostMember(containerID:containerdNamespace:annotations:)``).
+/// Callers skip an entry whose socket does not answer.
 ///
 /// Folders are created with mode 0700 (root only, like the status sockets); files are written to a
 /// temporary name and renamed, so a reader never sees half an entry.
