@@ -65,6 +65,9 @@ struct BenchCommand: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "zeropod-swift: keep the activator's probe detection on for MySQL workloads (their first connection then waits the 50 ms silent-client window).")
     var mysqlProbeDetection = true
 
+    @Flag(inversion: .prefixedNo, help: "zeropod-swift cascade: put the workload and its sidecar in one wake group (zeropod-swift/wake-group), so one request restores both in parallel.")
+    var wakeGroup = true
+
     @Flag(help: "Keep bundles, rootfs copies and images in the work folder afterwards.")
     var keepWork = false
 
@@ -214,6 +217,9 @@ struct BenchCommand: ParsableCommand {
             // The cascade needs the sidecar under the measured runtime: stop the long-running one.
             baseline.remove(side.workload, container: sidecarContainer)
             sidecarContainer = nil
+            let zp = runtimes.compactMap { $0 as? ZeropodRuntime }.first
+            if wakeGroup { zp?.wakeGroups = [w.containerID: w.name, side.workload.containerID: w.name] }
+            defer { zp?.wakeGroups = [:] }
             cascade: for cycle in 1...cycles {
                 for rt in runtimes {
                     do {

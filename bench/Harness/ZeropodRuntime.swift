@@ -63,6 +63,9 @@ final class ZeropodRuntime: BenchRuntime {
     private var runtimeName = "io.containerd.zeropod.v2"
     /// The scale-down annotation `start` sets next (long for the steady-state load).
     private var scaleDownAnnotation: String
+    /// Wake group (`zeropod-swift/wake-group`) per container id that `start` sets; the cascade
+    /// groups the workload with its sidecar.
+    var wakeGroups: [String: String] = [:]
     /// Keep the activator's probe detection on for MySQL workloads too (see `start`).
     let probeDetectionForMySQL: Bool
 
@@ -163,6 +166,7 @@ final class ZeropodRuntime: BenchRuntime {
         if case .mysql = w.probe, !probeDetectionForMySQL {
             annotations["zeropod.ctrox.dev/disable-probe-detection"] = "true"
         }
+        if let group = wakeGroups[w.containerID] { annotations["zeropod-swift/wake-group"] = group }
         spec["annotations"] = annotations
         let specPath = bundle.path + "/zeropod-spec.json"
         try JSONSerialization.data(withJSONObject: spec, options: [.sortedKeys]).write(to: URL(fileURLWithPath: specPath))

@@ -20,6 +20,8 @@ public struct ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
         case invalidNameList(String)
         /// A single container name that is empty or malformed.
         case invalidName(String)
+        /// A group name (e.g. `zeropod-swift/wake-group`) that is not a DNS label.
+        case invalidGroupName(String)
         /// An IPv4 or IPv6 address (or a list of them) that does not parse.
         case invalidAddress(String)
         /// A file system path or command name that is not acceptable.
@@ -62,6 +64,7 @@ public struct ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
         case .invalidPortsMap(let detail): return "invalid ports map \(v): \(detail)"
         case .invalidNameList(let detail): return "invalid container name list \(v): \(detail)"
         case .invalidName(let detail): return "invalid container name \(v): \(detail)"
+        case .invalidGroupName(let detail): return "invalid group name \(v): \(detail)"
         case .invalidAddress(let detail): return "invalid address \(v): \(detail)"
         case .invalidPath(let detail): return "invalid path \(v): \(detail)"
         case .invalidChoice(let allowed): return "invalid value \(v): expected one of \(allowed.joined(separator: ", "))"

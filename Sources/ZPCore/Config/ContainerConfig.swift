@@ -34,6 +34,18 @@ public enum ZeropodAnnotation: String, CaseIterable, Sendable {
     public static let prefix = "zeropod.ctrox.dev/"
 }
 
+/// zeropod-swift's own annotation keys, for settings the original zeropod does not have. They live
+/// under ``prefix`` (`zeropod-swift/`), never under `zeropod.ctrox.dev/`, which belongs to the original
+/// (docs/decisions/0011-wake-groups.md).
+public enum ZeropodSwiftAnnotation: String, CaseIterable, Sendable {
+    /// The wake group of the container: a DNS label; every scaled-down member of the group on the
+    /// node starts its restore when one member is woken by a connection or an exec (default: none).
+    case wakeGroup = "zeropod-swift/wake-group"
+
+    /// The common prefix of zeropod-swift's own annotations.
+    public static let prefix = "zeropod-swift/"
+}
+
 /// Annotations the CRI plugin of containerd sets on every container's OCI spec.
 public enum CRIAnnotation {
     /// The container's name in the pod spec.
@@ -126,6 +138,8 @@ public struct ContainerConfig: Equatable, Sendable {
     public var liveMigrate: String?
     /// `disable-migrate-data`: migrate without the container's file system changes.
     public var disableMigrateData: Bool
+    /// `zeropod-swift/wake-group`: the group of containers that wake together; nil when absent.
+    public var wakeGroup: String?
 
     /// Parses the annotations of one container's OCI spec.
     ///
@@ -192,6 +206,14 @@ public struct ContainerConfig: Equatable, Sendable {
             liveMigrate = v
         }
         disableMigrateData = try Self.bool(value(.disableMigrateData), key: .disableMigrateData)
+
+        wakeGroup = nil
+        if let v = annotations[ZeropodSwiftAnnotation.wakeGroup.rawValue], !v.isEmpty {
+            if let problem = Self.dnsLabelProblem(v) {
+                throw ConfigError(key: ZeropodSwiftAnnotation.wakeGroup.rawValue, value: v, reason: .invalidGroupName(problem))
+            }
+            wakeGroup = v
+        }
     }
 
     /// Whether zeropod manages this container: never the sandbox; otherwise every container when
@@ -215,11 +237,35 @@ public struct ContainerConfig: Equatable, Sendable {
     /// Whether any kind of migration applies to this container.
     public var anyMigrationEnabled: Bool { migrationEnabled || liveMigrationEnabled }
 
-    /// Keys under `zeropod.ctrox.dev/` that are neither container settings nor manager keys, sorted.
-    /// The original ignores them; the shim logs them as likely typos.
+    /// Keys under `zeropod.ctrox.dev/` or `zeropod-swift/` that are neither container settings nor
+    /// manager keys, sorted. The original ignores them; the shim logs them as likely typos.
     public static func unrecognizedKeys(in annotations: [String: String]) -> [String] {
         let known = Set(ZeropodAnnotation.allCases.map(\.rawValue)).union(managerAnnotationKeys)
-        return annotations.keys.filter { $0.hasPrefix(ZeropodAnnotation.prefix) && !known.contains($0) }.sorted()
+            .union(ZeropodSwiftAnnotation.allCases.map(\.rawValue))
+        return annotations.keys.filter {
+            ($0.hasPrefix(ZeropodAnnotation.prefix) || $0.hasPrefix(ZeropodSwiftAnnotation.prefix)) && !known.contains($0)
+        }.sorted()
+    }
+
+    /// Longest DNS label (RFC 1123), as Kubernetes checks names.
+    public static let maximumDNSLabelLength = 63
+
+    /// Why `name` is not an RFC 1123 DNS label (what Kubernetes requires of most names), or nil:
+    /// 1 to 63 characters, lower-case ASCII letters, digits and `-`, starting and ending with a
+    /// letter or digit.
+    public static func dnsLabelProblem(_ name: String) -> String? {
+        if name.isEmpty { return "is empty" }
+        let length = name.utf8.count
+        if length > maximumDNSLabelLength { return "is \(length) bytes long, longer than \(maximumDNSLabelLength)" }
+        for (i, s) in name.unicodeScalars.enumerated() {
+            switch s {
+            case "a"..."z", "0"..."9", "-": continue
+            default: return "contains \(quoted(String(s))) at position \(i + 1): only a-z, 0-9 and - are allowed"
+            }
+        }
+        if name.hasPrefix("-") { return "starts with \"-\"" }
+        if name.hasSuffix("-") { return "ends with \"-\"" }
+        return nil
     }
 
     // MARK: value parsers

@@ -1,3 +1,4 @@
+import Logging
 import ZPCore
 
 #if canImport(Glibc)
@@ -6,7 +7,7 @@ import Glibc
 
 /// `delete -bundle DIR`: containerd lost the shim (killed, or gone after a restart); remove the
 /// container with `runc delete --force`, unmount its rootfs, remove the dead shim's socket and report
-/// a SIGKILL exit.
+/// a SIGKILL exit. Also removes the container's wake group entry.
 public enum DeleteCommand {
     /// Runs `delete`. - Returns: The encoded `DeleteResponse` to write to stdout.
     public static func run(_ options: ShimCommandLine) async -> [UInt8] {
@@ -30,6 +31,11 @@ public enum DeleteCommand {
                 if !StartCommand.canConnect(status) { unlink(status) }
             }
         }
+        // Its wake group entry (0011): a lost shim could not remove it on Delete.
+        let node = TaskService.loadNodeConfig(logger: Logger(label: "delete") { _ in SwiftLogNoOpLogHandler() })
+        WakeGroupRegistry(runDirectory: node.runDirectory)
+            .unlistLostMember(containerID: options.id, containerdNamespace: options.namespace,
+                              annotations: BundleConfig(bundle: bundle).annotations)
         return DeleteResponse(pid: pid, exitStatus: 128 + UInt32(SIGKILL), exitedAt: ProtobufTimestamp(unixNanoseconds: Sys.now())).encoded()
     }
 }

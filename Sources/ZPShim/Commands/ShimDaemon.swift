@@ -25,8 +25,9 @@ public enum ShimDaemon {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let publisher = EventPublisher(address: getenv("TTRPC_ADDRESS").map { String(cString: $0) } ?? "", group: group, logger: logger)
         let statusBoard = ShimStatusBoard()  // the manager's view: /run/zeropod-swift/s/<hash>.sock
+        let statusSocket = options.socket.isEmpty ? nil : ShimStatusService.socketPath(forShimSocket: options.socket)
         let service = TaskService(namespace: options.namespace, publisher: publisher, group: group,
-                                  statusBoard: statusBoard, logger: logger)
+                                  statusBoard: statusBoard, statusSocket: statusSocket, logger: logger)
         let server = TTRPCServer(router: statusBoard.tracking(service.router()), group: group, logger: logger)
         logger.info("shim serving", metadata: ["socket": "\(options.socket)", "pid": "\(getpid())"])
 
@@ -42,7 +43,10 @@ public enum ShimDaemon {
             }
             tasks.addTask { await service.deliverExits(Reaper.shared.orphanExits); log.debug("exit delivery stopped") }
             tasks.addTask { await service.runBackgroundJobs() }
-            tasks.addTask { await ShimStatusService(board: statusBoard).serve(nextToShimSocket: options.socket, group: group, logger: log) }
+            tasks.addTask {
+                await ShimStatusService(board: statusBoard, wake: { try await service.wake($0) })
+                    .serve(nextToShimSocket: options.socket, group: group, logger: log)
+            }
             await withTaskGroup(of: Void.self) { events in
                 events.addTask { await publisher.run(); log.debug("publisher stopped") }
                 await service.waitForShutdown()

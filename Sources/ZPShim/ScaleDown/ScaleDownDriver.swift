@@ -66,6 +66,8 @@ final class ScaleDownDriver: Sendable {
     private let group: any EventLoopGroup
     private let logger: Logger
     private let statusBoard: ShimStatusBoard?
+    /// The container's wake group membership (`zeropod-swift/wake-group`), nil when it has none.
+    let wakeGroup: WakeGroupMember?
     private let state: Mutex<State>
     private let queue: AsyncStream<Work>
     private let queueInput: AsyncStream<Work>.Continuation
@@ -74,10 +76,12 @@ final class ScaleDownDriver: Sendable {
 
     /// - Parameters:
     ///   - redirector: the pod's redirector; nil when it could not be set up (scale-down then stays off).
+    ///   - wakeGroup: the wake group this container belongs to, if any.
     init(id: String, bundle: String, runc: RuncDriver, config: ContainerConfig, node: NodeConfig, netnsPath: String,
          redirector: PodRedirector?, pids: PidIndex, group: any EventLoopGroup, statusBoard: ShimStatusBoard? = nil,
-         logger: Logger) {
+         wakeGroup: WakeGroupMember? = nil, logger: Logger) {
         self.statusBoard = statusBoard
+        self.wakeGroup = wakeGroup
         self.id = id
         self.bundle = bundle
         self.runc = runc
@@ -145,17 +149,22 @@ final class ScaleDownDriver: Sendable {
 
     /// The first connection of the activator needs the application: returns once it runs, throws
     /// when it cannot come back.
-    func connectionNeedsApplication() async throws {
+    /// - Parameter wakesGroup: whether bringing the container back also wakes its wake group
+    ///   (false for a wake that came from the group itself).
+    func connectionNeedsApplication(wakesGroup: Bool = true) async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            let (actions, resume) = state.withLock { s -> ([Action], Result<Void, any Error>?) in
+            let (actions, resume, wakeGroup) = state.withLock { s -> ([Action], Result<Void, any Error>?, Bool) in
+                let before = s.lifecycle.phase, firstWaiter = s.heldConnections.isEmpty && s.heldExecs.isEmpty
                 let actions = s.lifecycle.event(.connectionArrived)
+                let wake = wakesGroup && Self.startsGroupWake(before: before, firstWaiter: firstWaiter, actions: actions)
                 if actions.contains(.holdConnection) {
                     s.heldConnections.append(continuation)
-                    return (actions, nil)
+                    return (actions, nil, wake)
                 }
-                if actions.contains(.forwardConnection) { return (actions, .success(())) }
-                return (actions, .failure(ScaleDownError(description: "container \(id) is not running (\(s.lifecycle.phase))")))
+                if actions.contains(.forwardConnection) { return (actions, .success(()), wake) }
+                return (actions, .failure(ScaleDownError(description: "container \(id) is not running (\(s.lifecycle.phase))")), wake)
             }
+            if wakeGroup { self.wakeGroup?.requestWake() }
             if !actions.isEmpty { queueInput.yield(Work(actions: actions, done: nil)) }
             if let resume { continuation.resume(with: resume) }
         }
@@ -165,15 +174,18 @@ final class ScaleDownDriver: Sendable {
     /// scaled down); the exec then pins it until ``execEnded(_:)``.
     func execNeedsApplication(_ execID: String) async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            let (actions, resume) = state.withLock { s -> ([Action], Result<Void, any Error>?) in
+            let (actions, resume, wakeGroup) = state.withLock { s -> ([Action], Result<Void, any Error>?, Bool) in
+                let before = s.lifecycle.phase, firstWaiter = s.heldConnections.isEmpty && s.heldExecs.isEmpty
                 let actions = s.lifecycle.event(.execStarted(id: execID))
+                let wake = Self.startsGroupWake(before: before, firstWaiter: firstWaiter, actions: actions)
                 if actions.contains(.holdExec(id: execID)) {
                     s.heldExecs[execID] = continuation
-                    return (actions, nil)
+                    return (actions, nil, wake)
                 }
-                if actions.contains(.startExec(id: execID)) { return (actions, .success(())) }
-                return (actions, .failure(ScaleDownError(description: "container \(id) is not running (\(s.lifecycle.phase))")))
+                if actions.contains(.startExec(id: execID)) { return (actions, .success(()), wake) }
+                return (actions, .failure(ScaleDownError(description: "container \(id) is not running (\(s.lifecycle.phase))")), wake)
             }
+            if wakeGroup { self.wakeGroup?.requestWake() }
             if !actions.isEmpty { queueInput.yield(Work(actions: actions, done: nil)) }
             if let resume { continuation.resume(with: resume) }
         }
@@ -205,6 +217,7 @@ final class ScaleDownDriver: Sendable {
             return held
         }
         for continuation in held { continuation.resume(throwing: ScaleDownError(description: "container \(id) was deleted")) }
+        wakeGroup?.leave()
         stopInput.yield()
         stopInput.finish()
     }
@@ -225,6 +238,7 @@ final class ScaleDownDriver: Sendable {
                 loops.addTask { [self] in await idleTimer() }
                 loops.addTask { [self] in await serveActivator() }
                 loops.addTask { [self] in await lazyPagesWatcher() }
+                if let wakeGroup { loops.addTask { await wakeGroup.run() } }
                 for await _ in stopSignal { break }
                 loops.cancelAll()
             }

@@ -53,6 +53,20 @@ public struct ShimStatusClient: Sendable {
             .map { try StatusAPI.StatusChange(decoding: $0) }
     }
 
+    /// Wakes container `id` for its wake group (``StatusAPI/wake``): answers once it runs again,
+    /// or at once when there was nothing to do.
+    /// - Parameters:
+    ///   - id: The container, served by this shim.
+    ///   - origin: The member that caused the wake, for the called shim's log.
+    ///   - timeout: How long to wait for the answer.
+    /// - Throws: ``TTRPCStatusError`` (`notFound` for an unknown id, `failedPrecondition` when the
+    ///   container cannot come back); transport errors and timeouts.
+    public func wake(id: String, origin: String, timeout: Duration = .seconds(30)) async throws -> StatusAPI.WakeResponse {
+        let bytes = try await client.call(service: StatusAPI.service, method: StatusAPI.wake,
+                                          payload: StatusAPI.WakeRequest(id: id, origin: origin).encoded(), timeout: timeout)
+        return try StatusAPI.WakeResponse(decoding: bytes)
+    }
+
     /// Closes the connection (and with it any subscription).
     public func close() async {
         await client.close()

@@ -8,7 +8,7 @@ import ZPTTRPC
 
 /// The shim's status service, `zeropod.shim.v1.Shim`, served over ttrpc on an owner-only socket of
 /// its own: `GetStatus`, `ListContainers`, `SubscribeStatus` (a server stream) and `Metrics`, all
-/// read from a ``ShimStatusBoard``.
+/// read from a ``ShimStatusBoard``, and `Wake` for wake groups (docs/decisions/0011-wake-groups.md).
 public struct ShimStatusService: Sendable {
     /// The folder of status sockets, one per shim (mode 0700).
     public static let socketDirectory = "/run/zeropod-swift/s"
@@ -17,11 +17,16 @@ public struct ShimStatusService: Sendable {
     public let board: ShimStatusBoard
     /// How many unread changes each subscriber may hold before it loses the oldest.
     public var subscriberCapacity: Int
+    /// Answers `Wake` (wake groups); the method is not served when nil.
+    public var wake: (@Sendable (StatusAPI.WakeRequest) async throws -> StatusAPI.WakeResponse)?
 
     /// A service over `board`.
-    public init(board: ShimStatusBoard, subscriberCapacity: Int = ShimStatusBoard.defaultSubscriberCapacity) {
+    /// - Parameter wake: Carries out `Wake` calls (``TaskService/wake(_:)``); nil serves no `Wake`.
+    public init(board: ShimStatusBoard, subscriberCapacity: Int = ShimStatusBoard.defaultSubscriberCapacity,
+                wake: (@Sendable (StatusAPI.WakeRequest) async throws -> StatusAPI.WakeResponse)? = nil) {
         self.board = board
         self.subscriberCapacity = subscriberCapacity
+        self.wake = wake
     }
 
     /// The status socket of the shim whose task socket is `shimSocket`:
@@ -36,7 +41,7 @@ public struct ShimStatusService: Sendable {
         return "\(directory)/\(name).sock"
     }
 
-    /// Registers the four methods on `router`.
+    /// Registers the methods on `router` (`Wake` only when ``wake`` is set).
     public func register(on router: inout TTRPCRouter) {
         let board = board, capacity = subscriberCapacity
         let service = StatusAPI.service
@@ -55,6 +60,13 @@ public struct ShimStatusService: Sendable {
         router.register(service: service, method: StatusAPI.metrics) { call in
             _ = try Self.decode(StatusAPI.Empty.self, call)
             return StatusAPI.MetricsResponse(containers: board.metrics()).encoded()
+        }
+        if let wake {
+            router.register(service: service, method: StatusAPI.wake) { call in
+                let request = try Self.decode(StatusAPI.WakeRequest.self, call)
+                guard !request.id.isEmpty else { throw TTRPCStatusError(.invalidArgument, "Wake: the request names no container id") }
+                return try await wake(request).encoded()
+            }
         }
         router.registerServerStream(service: service, method: StatusAPI.subscribeStatus) { call, writer in
             let request = try Self.decode(StatusAPI.SubscribeStatusRequest.self, call)

@@ -31,6 +31,8 @@ public final class TaskService: Sendable {
     private let statusBoard: ShimStatusBoard?
     private let node: NodeConfig
     private let pods = PodNetworks()
+    /// This shim's status socket and the node's wake group registry; nil without a status socket.
+    private let wakeGroups: (statusSocket: String, registry: WakeGroupRegistry)?
     private let jobs: AsyncStream<@Sendable () async -> Void>
     private let jobInput: AsyncStream<@Sendable () async -> Void>.Continuation
 
@@ -41,8 +43,10 @@ public final class TaskService: Sendable {
     ///   - runcBinary: The runc to use; nil finds `runc` on `PATH`.
     ///   - logger: Request failures are logged here.
     /// - Parameter statusBoard: where the scale-down drivers publish phase changes (the status service's view).
+    /// - Parameter statusSocket: this shim's status socket, which serves `Wake`; containers join
+    ///   their wake group (`zeropod-swift/wake-group`) only when it is set.
     public init(namespace: String, publisher: EventPublisher, group: any EventLoopGroup, runcBinary: String? = nil,
-                statusBoard: ShimStatusBoard? = nil, logger: Logger) {
+                statusBoard: ShimStatusBoard? = nil, statusSocket: String? = nil, logger: Logger) {
         defaultNamespace = namespace
         self.statusBoard = statusBoard
         self.publisher = publisher
@@ -51,7 +55,9 @@ public final class TaskService: Sendable {
         self.runcBinary = runcBinary
         (shutdown, shutdownContinuation) = AsyncStream.makeStream(of: Void.self)
         (jobs, jobInput) = AsyncStream.makeStream(of: (@Sendable () async -> Void).self)
-        node = Self.loadNodeConfig(logger: logger)
+        let node = Self.loadNodeConfig(logger: logger)
+        self.node = node
+        wakeGroups = statusSocket.map { ($0, WakeGroupRegistry(runDirectory: node.runDirectory)) }
     }
 
     /// The node settings: the file named by `ZEROPOD_NODE_CONFIG`, else /etc/zeropod/node.conf if
@@ -149,7 +155,7 @@ public final class TaskService: Sendable {
         guard reserved else { throw ShimError.alreadyExists("task \(request.id)") }
         let namespace = namespace(of: call)
         let runc = RuncDriver(namespace: namespace, binary: runcBinary)
-        let driver = try makeDriver(request, runc: runc)
+        let driver = try makeDriver(request, runc: runc, namespace: namespace)
         let container: ShimContainer
         do {
             container = try await ShimContainer.create(request, namespace: namespace, runc: runc, publisher: publisher, pids: pids,
@@ -176,7 +182,7 @@ public final class TaskService: Sendable {
     /// The scale-down driver for a new container, or nil when zeropod does not scale it down
     /// (not named in `container-names`, the sandbox, `scaledown-duration` 0, no pod netns path).
     /// - Throws: ``ShimError/invalidArgument(_:)`` with the ConfigError text for a malformed annotation.
-    private func makeDriver(_ request: CreateTaskRequest, runc: RuncDriver) throws -> ScaleDownDriver? {
+    private func makeDriver(_ request: CreateTaskRequest, runc: RuncDriver, namespace: String) throws -> ScaleDownDriver? {
         let bundle = BundleConfig(bundle: request.bundle)
         let config: ContainerConfig
         do {
@@ -195,8 +201,34 @@ public final class TaskService: Sendable {
         } catch {
             logger.warning("scale-down off: redirector for \(netns) failed: \(error)", metadata: ["id": "\(request.id)"])
         }
+        let wakeGroup = wakeGroups.flatMap { socket, registry in
+            WakeGroupMember(config: config, containerID: request.id, containerdNamespace: namespace, statusSocket: socket,
+                            registry: registry, group: group, logger: logger)
+        }
         return ScaleDownDriver(id: request.id, bundle: request.bundle, runc: runc, config: config, node: node, netnsPath: netns,
-                               redirector: redirector, pids: pids, group: group, statusBoard: statusBoard, logger: logger)
+                               redirector: redirector, pids: pids, group: group, statusBoard: statusBoard,
+                               wakeGroup: wakeGroup, logger: logger)
+    }
+
+    /// Carries out a `Wake` call of the status service (wake groups): wakes container `request.id`
+    /// as if a connection came, unless it runs, is coming back or stopped.
+    /// - Throws: ``TTRPCStatusError``: `notFound` for an id this shim does not serve,
+    ///   `failedPrecondition` when the container cannot come back.
+    public func wake(_ request: StatusAPI.WakeRequest) async throws -> StatusAPI.WakeResponse {
+        do {
+            let container = try container(request.id)
+            guard let driver = container.driver else {
+                return StatusAPI.WakeResponse(outcome: .notScaledDown, lifecyclePhase: nil)
+            }
+            logger.info("woken by wake group", metadata: ["id": "\(request.id)", "origin": "\(request.origin)"])
+            do {
+                return try await driver.wakeRequestedByGroup()
+            } catch {
+                throw ShimError.failedPrecondition("Wake: \(error)")
+            }
+        } catch {
+            throw ShimError.status(for: error)
+        }
     }
 
     private func start(_ call: TTRPCCall) async throws -> [UInt8] {
