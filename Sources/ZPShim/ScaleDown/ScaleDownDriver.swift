@@ -476,7 +476,7 @@ final class ScaleDownDriver: Sendable {
                     try checkpointer.checkpoint(container, imagesDir: FilePath(images), options: options)
                 }
             } catch where onPreDump {
-                logger.warning("checkpoint on the pre-dump failed, dumping again without it: \(error)")
+                logger.warning("incremental checkpoint failed, dumping again without its parent: \(error)")
                 removeImages()
                 try FileManager.default.createDirectory(atPath: images, withIntermediateDirectories: true)
                 result = try await NIOThreadPool.singleton.runIfActive {
