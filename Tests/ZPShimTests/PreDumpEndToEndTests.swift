@@ -41,7 +41,7 @@ import Testing
             if Self.kernelTracksDirtyMemory {
                 // Pre-dumped before the deadline; the checkpoint wrote only what changed since.
                 #expect(logLines(containerd, containing: "pre-dump done").count >= cycle, "\(containerd.log(tail: 30))")
-                #expect(checkpoint.contains("parent"), "checkpoint on the pre-dump: \(checkpoint)")
+                #expect(checkpoint.contains("parent=pre-dump"), "checkpoint on the pre-dump: \(checkpoint)")
                 #expect(FileManager.default.fileExists(atPath: images + "/pre-dump"), "the pre-dump is the image's parent")
             } else {
                 // Refused once, with the reason; plain checkpoints from then on.
@@ -49,15 +49,16 @@ import Testing
                 #expect(refused.count == 1, "one refusal, then no more pre-dumps: \(refused)")
                 #expect(refused.first?.contains("CONFIG_MEM_SOFT_DIRTY") == true, "the reason is logged: \(refused)")
                 #expect(logLines(containerd, containing: "pre-dump done").isEmpty)
-                #expect(!checkpoint.contains("parent"), "a plain checkpoint: \(checkpoint)")
+                #expect(!checkpoint.contains("parent=pre-dump"), "a plain checkpoint: \(checkpoint)")
             }
             #expect(FileManager.default.fileExists(atPath: images + "/" + "zeropod-checkpoint.json"))
             // The next request restores it with its memory; the images (both folders) go away.
             #expect(netns.httpGet(port: 8080) == "count=\(cycle + 1)\n", "cycle \(cycle): \(containerd.log(tail: 30))")
             #expect(eventually(within: 20) { !FileManager.default.fileExists(atPath: images) }, "images left at \(images)")
         }
-        for line in logLines(containerd, containing: "pre-dump") + logLines(containerd, containing: "checkpointing done") {
-            if let range = line.range(of: "pre-dump") ?? line.range(of: "checkpointing done") {
+        let shown = ["pre-dump done", "pre-dump failed", "checkpointing done"].flatMap { logLines(containerd, containing: $0) }
+        for line in shown {
+            if let range = line.range(of: "container=") {
                 print("[zpshim-pd]   \(line[range.lowerBound...].prefix(240))")
             }
         }
