@@ -65,15 +65,18 @@ final class ZeropodRuntime: BenchRuntime {
     private var scaleDownAnnotation: String
     /// Keep the activator's probe detection on for MySQL workloads too (see `start`).
     let probeDetectionForMySQL: Bool
+    /// Set `zeropod.ctrox.dev/pre-dump=true` on the containers (`--zeropod-pre-dump`).
+    let preDump: Bool
 
     var logFile: String { directory + "/containerd.log" }
     private var socket: String { directory + "/c.sock" }
 
     /// Writes the config and starts containerd; returns once `ctr version` answers.
     init(directory: String, containerdBin: String, shimDir: String, shimState: String, scaleDownMs: Int,
-         probeDetectionForMySQL: Bool = true) throws {
+         probeDetectionForMySQL: Bool = true, preDump: Bool = false) throws {
         self.directory = directory
         self.probeDetectionForMySQL = probeDetectionForMySQL
+        self.preDump = preDump
         self.containerdBin = containerdBin
         self.shimDir = shimDir
         self.shimState = shimState
@@ -158,6 +161,7 @@ final class ZeropodRuntime: BenchRuntime {
         if case .mysql = w.probe, !probeDetectionForMySQL {
             annotations["zeropod.ctrox.dev/disable-probe-detection"] = "true"
         }
+        if preDump { annotations["zeropod.ctrox.dev/pre-dump"] = "true" }
         spec["annotations"] = annotations
         let specPath = bundle.path + "/zeropod-spec.json"
         try JSONSerialization.data(withJSONObject: spec, options: [.sortedKeys]).write(to: URL(fileURLWithPath: specPath))
