@@ -14,8 +14,12 @@
 /// for action in actions { try await perform(action) }   // outside the lock
 /// ```
 ///
+/// With ``Configuration/preDump``, RUNNING has pre-dump sub-states (``preDumpDeadline``,
+/// ``preDumpInFlight``, ``hasPreDumpImage``, ``scaleDownWaitsForPreDump``): a pre-dump runs while
+/// the process keeps serving, and the checkpoint at the deadline is incremental on top of it.
+///
 /// Invariants kept by construction: at most one checkpoint, kill-for-scale-down, restore or cold
-/// start is in flight; no scale-down while an exec runs; every held connection and exec is
+/// start is in flight, and never a checkpoint while a pre-dump is; no scale-down while an exec runs; every held connection and exec is
 /// released or failed exactly once; an exit is reported at most once and `stopped` is terminal.
 /// Events that make no sense in the current phase (a late timer, a duplicate completion) return
 /// an empty list and leave the state untouched.

@@ -471,12 +471,14 @@ final class ScaleDownDriver: Sendable {
         do {
             try FileManager.default.createDirectory(atPath: images, withIntermediateDirectories: true)
             let result: ContainerCheckpointResult
+            var incremental = onPreDump
             do {
                 result = try await NIOThreadPool.singleton.runIfActive { [options] in
                     try checkpointer.checkpoint(container, imagesDir: FilePath(images), options: options)
                 }
             } catch where onPreDump {
                 logger.warning("incremental checkpoint failed, dumping again without its parent: \(error)")
+                incremental = false
                 removeImages()
                 try FileManager.default.createDirectory(atPath: images, withIntermediateDirectories: true)
                 result = try await NIOThreadPool.singleton.runIfActive {
@@ -486,7 +488,7 @@ final class ScaleDownDriver: Sendable {
             let total = ContinuousClock.now - start
             var metadata: Logger.Metadata = ["criu": "\(result.dump.timings)"]
             if let stats = result.dump.stats { metadata["stats"] = "\(stats)" }
-            if onPreDump { metadata["parent"] = "\(Self.preDumpDirectoryName)" }
+            if incremental { metadata["parent"] = "\(Self.preDumpDirectoryName)" }
             logger.info("checkpointing done in \(Self.milliseconds(total))", metadata: metadata)
             await feedInline(.checkpointFinished(duration: total))
         } catch {
@@ -515,6 +517,7 @@ final class ScaleDownDriver: Sendable {
             await feedInline(.preDumpFinished)
         } catch {
             try? FileManager.default.removeItem(atPath: dir)
+            _ = rmdir(imagesDirectory)  // only when empty
             logger.warning("pre-dump failed; checkpoints of this container are plain dumps from now on: \(error)")
             await feedInline(.preDumpFailed(reason: "\(error)"))
         }
