@@ -3,8 +3,12 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import Synchronization
 import SystemPackage
 import ZPCore
+
+/// FEATURE_CHECK answers for mem_track by CRIU binary path, asked once per process.
+private let memoryTrackingAnswers = Mutex<[String: Bool]>([:])
 
 /// A descriptor the restored tree inherits in place of a file its image names (`inherit_fd`):
 /// e.g. `pipe:[12345]` for a stdio pipe, `extRootNetNS` for the pod network namespace.
@@ -173,6 +177,9 @@ public struct DumpResult: Sendable {
     public var timings: CRIUTimings
     /// Hooks that threw at a point where CRIU carries on.
     public var hookFailures: [String] = []
+    /// CRIU's own statistics (`stats-dump` in the image directory): frozen time, pages written
+    /// and pages left in the parent image. Nil when CRIU wrote none or it could not be read.
+    public var stats: CRIUDumpStats? = nil
 }
 
 /// The outcome of a restore.
@@ -291,13 +298,31 @@ public struct Checkpointer: Sendable {
         try dumpOrPreDump(.dump, pid: pid, imagesDir: imagesDir, options: options, hooks: hooks, worker: worker)
     }
 
-    /// Copies the tree's memory while it keeps running (PRE_DUMP request), after checking that
-    /// CRIU supports dirty memory tracking.
-    /// - Throws: `CRIUError` `.notSupported` when FEATURE_CHECK says mem_track is missing.
+    /// Whether CRIU can track dirty memory on this kernel (FEATURE_CHECK `mem_track`; the kernel
+    /// needs `CONFIG_MEM_SOFT_DIRTY`). Asked once per CRIU binary and process; later calls answer
+    /// from the cache. Pre-dumps and incremental dumps need it.
+    /// - Throws: `CRIUError` when CRIU could not be asked (not cached).
+    public func supportsMemoryTracking() throws(CRIUError) -> Bool {
+        if let known = memoryTrackingAnswers.withLock({ $0[criuPath.string] }) { return known }
+        let answer = try features(CRIUFeatures(memoryTracking: true)).memoryTracking == true
+        memoryTrackingAnswers.withLock { $0[criuPath.string] = answer }
+        return answer
+    }
+
+    /// Copies the tree's memory while it keeps running (PRE_DUMP request, with `track_mem`), after
+    /// checking (once, see `supportsMemoryTracking()`) that CRIU supports dirty memory tracking.
+    /// A later DUMP with `parentImages` pointing here and `trackMemory` writes only the pages
+    /// dirtied since.
+    /// - Throws: `CRIUError` `.notSupported` when mem_track is missing: CRIU 4.2 aborts a
+    ///   pre-dump on such a kernel (a BUG() after infecting the tasks), so it is never asked.
     public func preDump(pid: Int32, imagesDir: FilePath, options: DumpOptions = DumpOptions()) throws(CRIUError)
         -> DumpResult
     {
-        try require(CRIUFeatures(memoryTracking: true))
+        guard try supportsMemoryTracking() else {
+            throw CRIUError(code: .notSupported, request: .preDump, criuErrno: .notSupported,
+                            message: "CRIU \(criuPath) on this kernel does not support mem_track (dirty memory "
+                                + "tracking needs a kernel with CONFIG_MEM_SOFT_DIRTY)")
+        }
         var o = options
         o.trackMemory = true
         return try dumpOrPreDump(.preDump, pid: pid, imagesDir: imagesDir, options: o, hooks: CRIUHooks(), worker: nil)
@@ -342,7 +367,8 @@ public struct Checkpointer: Sendable {
                                  logFile: options.logFile, hooks: hooks, timeout: options.timeout, worker: worker,
                                  inherited: [])
         return DumpResult(timings: CRIUTimings(spawn: spawn, request: x.duration, total: .now - start, phases: x.phases),
-                          hookFailures: x.hookFailures)
+                          hookFailures: x.hookFailures,
+                          stats: try? CRIUDumpStats(contentsOf: imagesDir.appending(CRIUDumpStats.fileName)))
     }
 
     // MARK: restore

@@ -189,6 +189,73 @@ public struct ContainerCheckpointer: Sendable {
         throws(ContainerCheckpointError) -> ContainerCheckpointResult
     {
         let start = ContinuousClock.now
+        let (pid, o, plannedManifest) = try dumpPlan(container, options: options)
+        var manifest = plannedManifest
+        let candidates = options.copySmallTmpfs ? Self.copyableTmpfsMounts(of: pid) : [:]
+        let dump: DumpResult
+        let copies = TmpfsCopies()
+        do {
+            dump = try dumpOnce(pid: pid, imagesDir: imagesDir, options: o, manifest: &manifest, tmpfs: candidates,
+                                copies: copies, hooks: hooks, worker: worker)
+        } catch let error where error.code == .hookFailed && error.message.contains(Self.tmpfsNotCopyableMarker) {
+            // A tmpfs changed into something we do not copy while we looked: CRIU aborted and
+            // resumed the tasks; dump again with CRIU archiving every tmpfs.
+            do {
+                dump = try dumpOnce(pid: pid, imagesDir: imagesDir, options: o, manifest: &manifest, tmpfs: [:],
+                                    copies: copies, hooks: hooks, worker: nil)
+            } catch { throw .criu(error) }
+        } catch { throw .criu(error) }
+        if !copies.snapshots.isEmpty {
+            do {
+                try writeWholeFile(imagesDir.appending(Self.tmpfsCopiesName), TmpfsSnapshots(mounts: copies.snapshots).encoded())
+            } catch {
+                throw .invalidArgument("cannot write \(imagesDir.appending(Self.tmpfsCopiesName)): \(error)")
+            }
+        }
+        do {
+            let data = try JSONEncoder().encode(manifest)
+            let fd = try FileDescriptor.open(imagesDir.appending(Self.manifestName), .writeOnly,
+                                             options: [.create, .truncate, .closeOnExec], permissions: [.ownerReadWrite])
+            try fd.closeAfter { _ = try fd.writeAll(data) }
+        } catch {
+            throw .invalidArgument("cannot write \(imagesDir.appending(Self.manifestName)): \(error)")
+        }
+        return ContainerCheckpointResult(dump: dump, manifest: manifest, total: .now - start)
+    }
+
+    /// Copies the memory of a running runc container into `imagesDir` while it keeps running
+    /// (CRIU PRE_DUMP with `track_mem`; CRIU freezes the tasks only while it collects their
+    /// pages). A later `checkpoint` with `options.criu.parentImages` set to this directory
+    /// (relative to its own image directory, e.g. `"pre-dump"` for a subdirectory) and
+    /// `options.criu.trackMemory` writes only the pages dirtied since; a restore of that
+    /// checkpoint reads both directories, so neither may be removed before it.
+    ///
+    /// The CRIU options are the checkpoint's (root, external namespaces and mounts, cgroups).
+    /// - Throws: `ContainerCheckpointError`: `.criu` with `.notSupported` where the kernel has no
+    ///   dirty-memory tracking (checked once per process, CRIU is not asked to pre-dump then),
+    ///   `.invalidState` when runc's init is not running, `.criu` when CRIU fails (the container
+    ///   keeps running).
+    public func preDump(_ container: RuncContainer, imagesDir: FilePath,
+                        options: ContainerCheckpointOptions = ContainerCheckpointOptions())
+        throws(ContainerCheckpointError) -> DumpResult
+    {
+        let (pid, plan, manifest) = try dumpPlan(container, options: options)
+        var o = plan
+        o.externalMounts = manifest.externalMounts.keys.sorted().map { CRIUKeyValue(key: $0, value: $0) }
+        o.logFile = "pre-dump.log"
+        do {
+            return try checkpointer.preDump(pid: pid, imagesDir: imagesDir, options: o)
+        } catch {
+            throw .criu(error)
+        }
+    }
+
+    /// Reads runc's state and turns it into the dump options and manifest of a checkpoint or
+    /// pre-dump: rootfs as root, the network and pid namespaces external, host bind mounts and
+    /// cgroup mounts external, cgroups managed, and the freezer if asked for.
+    private func dumpPlan(_ container: RuncContainer, options: ContainerCheckpointOptions)
+        throws(ContainerCheckpointError) -> (pid: Int32, options: DumpOptions, manifest: ContainerCheckpointManifest)
+    {
         let state: RuncState
         do { state = try RuncState(runcRoot: container.runcRoot, id: container.id) } catch { throw .runcState(error) }
         let pid = state.initPID
@@ -231,36 +298,7 @@ public struct ContainerCheckpointer: Sendable {
             o.freezeCgroup = freezer
             manifest.usedFreezer = true
         }
-        let candidates = options.copySmallTmpfs ? Self.copyableTmpfsMounts(of: pid) : [:]
-        let dump: DumpResult
-        let copies = TmpfsCopies()
-        do {
-            dump = try dumpOnce(pid: pid, imagesDir: imagesDir, options: o, manifest: &manifest, tmpfs: candidates,
-                                copies: copies, hooks: hooks, worker: worker)
-        } catch let error where error.code == .hookFailed && error.message.contains(Self.tmpfsNotCopyableMarker) {
-            // A tmpfs changed into something we do not copy while we looked: CRIU aborted and
-            // resumed the tasks; dump again with CRIU archiving every tmpfs.
-            do {
-                dump = try dumpOnce(pid: pid, imagesDir: imagesDir, options: o, manifest: &manifest, tmpfs: [:],
-                                    copies: copies, hooks: hooks, worker: nil)
-            } catch { throw .criu(error) }
-        } catch { throw .criu(error) }
-        if !copies.snapshots.isEmpty {
-            do {
-                try writeWholeFile(imagesDir.appending(Self.tmpfsCopiesName), TmpfsSnapshots(mounts: copies.snapshots).encoded())
-            } catch {
-                throw .invalidArgument("cannot write \(imagesDir.appending(Self.tmpfsCopiesName)): \(error)")
-            }
-        }
-        do {
-            let data = try JSONEncoder().encode(manifest)
-            let fd = try FileDescriptor.open(imagesDir.appending(Self.manifestName), .writeOnly,
-                                             options: [.create, .truncate, .closeOnExec], permissions: [.ownerReadWrite])
-            try fd.closeAfter { _ = try fd.writeAll(data) }
-        } catch {
-            throw .invalidArgument("cannot write \(imagesDir.appending(Self.manifestName)): \(error)")
-        }
-        return ContainerCheckpointResult(dump: dump, manifest: manifest, total: .now - start)
+        return (pid, o, manifest)
     }
 
     static let tmpfsNotCopyableMarker = "tmpfs not copyable"

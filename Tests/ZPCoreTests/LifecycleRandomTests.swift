@@ -29,6 +29,10 @@ private struct World {
     var oldPids: [Int32] = []
     var lastPid: Int32?
     var counts: [String: Int] = [:]
+    /// A pre-dump ordered and not reported back (the driver runs one at a time).
+    var preDumpInFlight = false
+    /// A finished pre-dump image exists on disk (removed by cleanupImages/cleanupAll or replaced).
+    var preDumpImage = false
 
     init(config: LC.Configuration, now: UInt64 = 1_000_000_000) {
         self.config = config
@@ -69,6 +73,7 @@ struct LifecycleRandomTests {
         for needed in [
             "startCheckpoint", "startRestore", "startColdStart", "startScaleDownKill", "releaseHeldConnections",
             "failHeldConnections", "startHeldExecs", "reportExit", "suppressExit", "deferSignal", "cleanupAll",
+            "startPreDump", "startIncrementalCheckpoint",
         ] {
             #expect((totals[needed] ?? 0) > 0, "no \(needed) in any run")
         }
@@ -80,7 +85,8 @@ struct LifecycleRandomTests {
         let config = LC.Configuration(
             scaleDownDuration: durations.randomElement(using: &rng)!,
             checkpointingEnabled: Int.random(in: 0..<4, using: &rng) != 0,
-            openConnectionsCountAsActivity: Bool.random(using: &rng)
+            openConnectionsCountAsActivity: Bool.random(using: &rng),
+            preDump: Int.random(in: 0..<3, using: &rng) != 0
         )
         var lc = LC(configuration: config)
         var world = World(config: config)
@@ -101,11 +107,15 @@ struct LifecycleRandomTests {
             let event = makeEvent(&rng, &world, lc)
             let before = lc.phase
             let pidBefore = lc.pid
+            let preDumpBefore = PreDumpBefore(
+                inFlight: lc.preDumpInFlight, image: lc.hasPreDumpImage, deadline: lc.preDumpDeadline)
             let actions = lc.event(event)
             trace.append("\(before) + \(event) -> \(actions) => \(lc.phase)")
             if trace.count > 12 { trace.removeFirst() }
             do {
-                try check(event: event, before: before, pidBefore: pidBefore, actions: actions, lc: lc, world: &world)
+                try check(
+                    event: event, before: before, pidBefore: pidBefore, preDumpBefore: preDumpBefore, actions: actions,
+                    lc: lc, world: &world)
             } catch {
                 throw InvariantFailure(
                     description: "step \(step): \(error)\n  last steps:\n    " + trace.joined(separator: "\n    ")
@@ -147,6 +157,17 @@ struct LifecycleRandomTests {
                 return ok ? .coldStartFinished(pid: w.nextPid, now: now) : .coldStartFailed(reason: "cold")
             }
         }
+        if w.preDumpInFlight, roll >= 35, roll < 55 {
+            return Int.random(in: 0..<5, using: &rng) != 0 ? .preDumpFinished : .preDumpFailed(reason: "random")
+        }
+        if let due = lc.preDumpDeadline, roll >= 55, roll < 70 {
+            w.now = max(w.now, due.nanoseconds)
+            return .preDumpDeadlineReached(
+                lastActivity: pastInstant(),
+                openConnections: Int.random(in: 0..<5, using: &rng) == 0 ? 1 : 0,
+                now: ZPInstant(nanoseconds: w.now)
+            )
+        }
         if let deadline = w.timer, roll < 50 {
             w.now = max(w.now, deadline.nanoseconds)
             let now = ZPInstant(nanoseconds: w.now)
@@ -185,14 +206,29 @@ struct LifecycleRandomTests {
             let pid = Int.random(in: 0..<8, using: &rng) == 0 ? (lc.pid ?? 0) : stale
             return .processExited(pid: pid, status: Int32([0, 1, 137].randomElement(using: &rng)!))
         case 20 where Int.random(in: 0..<4, using: &rng) == 0: return .deleteRequested
+        case 21 where Int.random(in: 0..<4, using: &rng) == 0:
+            // Stray pre-dump facts: a late timer or a completion nobody waits for.
+            switch Int.random(in: 0..<3, using: &rng) {
+            case 0: return .preDumpDeadlineReached(lastActivity: pastInstant(), now: now)
+            case 1: return .preDumpFinished
+            default: return .preDumpFailed(reason: "stray")
+            }
         default: return .activitySeen(at: now)
         }
+    }
+
+    /// The machine's pre-dump view before the step.
+    private struct PreDumpBefore {
+        var inFlight: Bool
+        var image: Bool
+        var deadline: ZPInstant?
     }
 
     private static func check(
         event: LC.Event,
         before: LC.Phase,
         pidBefore: Int32?,
+        preDumpBefore: PreDumpBefore,
         actions: [LC.Action],
         lc: LC,
         world w: inout World
@@ -222,9 +258,23 @@ struct LifecycleRandomTests {
                 .coldStartFailed:
                 try require(actions.isEmpty && lc.phase == before, "completion with nothing in flight was accepted")
             case .started, .idleDeadlineReached, .activitySeen, .redirectUnavailable, .connectionArrived, .probeArrived,
-                .execStarted, .execEnded, .killRequested, .processExited, .deleteRequested:
+                .execStarted, .execEnded, .killRequested, .processExited, .deleteRequested, .preDumpDeadlineReached,
+                .preDumpFinished, .preDumpFailed:
                 break
             }
+        }
+        // A pre-dump completion is accepted only while one is in flight in RUNNING.
+        switch event {
+        case .preDumpFinished, .preDumpFailed:
+            if before == .running && preDumpBefore.inFlight {
+                try require(w.preDumpInFlight, "pre-dump completion accepted but none in flight in the model")
+                w.preDumpInFlight = false
+                if case .preDumpFinished = event { w.preDumpImage = true }
+            } else {
+                try require(actions.isEmpty && lc.phase == before, "stray pre-dump completion was accepted: \(actions)")
+            }
+        default:
+            break
         }
 
         // Per-event shape of the answer.
@@ -249,10 +299,12 @@ struct LifecycleRandomTests {
             }
             let duplicate = w.runningExecs.contains(id) || w.heldExecs.contains(id)
             try require(answers.count == (duplicate ? 0 : 1), "exec \(id) answered \(actions)")
+        case .preDumpDeadlineReached:
+            try require(actions.isEmpty || actions == [.startPreDump], "a pre-dump deadline may only start one: \(actions)")
         case .started, .idleDeadlineReached, .activitySeen, .redirectUnavailable, .checkpointFinished,
             .checkpointFailed,
             .restoreFinished, .restoreFailed, .coldStartFinished, .coldStartFailed, .execEnded, .killRequested,
-            .deleteRequested:
+            .deleteRequested, .preDumpFinished, .preDumpFailed:
             break
         }
 
@@ -268,12 +320,16 @@ struct LifecycleRandomTests {
         for action in actions {
             w.counts[Self.name(of: action), default: 0] += 1
             switch action {
-            case .startCheckpoint, .startScaleDownKill, .startRestore, .startColdStart:
+            case .startCheckpoint, .startIncrementalCheckpoint, .startScaleDownKill, .startRestore, .startColdStart:
                 try require(w.inFlight == nil, "\(action) while \(String(describing: w.inFlight)) is in flight")
                 switch action {
-                case .startCheckpoint:
+                case .startCheckpoint, .startIncrementalCheckpoint:
                     try require(!w.checkpointForbidden, "checkpoint after checkpointing was turned off")
                     try require(w.runningExecs.isEmpty, "scale-down while execs run: \(w.runningExecs)")
+                    try require(!w.preDumpInFlight, "checkpoint while a pre-dump runs")
+                    if action == .startIncrementalCheckpoint {
+                        try require(w.preDumpImage, "incremental checkpoint without a pre-dump image")
+                    }
                     w.inFlight = .checkpoint
                 case .startScaleDownKill:
                     try require(w.runningExecs.isEmpty, "scale-down while execs run: \(w.runningExecs)")
@@ -281,7 +337,9 @@ struct LifecycleRandomTests {
                 case .startRestore: w.inFlight = .restore
                 default: w.inFlight = .coldStart
                 }
-                if let pid = pidBefore, action == .startCheckpoint || action == .startScaleDownKill {
+                if let pid = pidBefore,
+                    action == .startCheckpoint || action == .startIncrementalCheckpoint || action == .startScaleDownKill
+                {
                     w.oldPids.append(pid)
                 }
             case .holdConnection:
@@ -324,8 +382,16 @@ struct LifecycleRandomTests {
                 if status == .checkpointFailed || status == .restoreFailed { w.checkpointForbidden = true }
             case .deferSignal(let s):
                 try require(s != 0, "signal 0 deferred")
-            case .answerProbe, .forwardConnection, .refuseConnection, .suppressExit, .signalProcess, .cleanupImages,
-                .cleanupAll:
+            case .startPreDump:
+                try require(before == .running && lc.phase == .running, "pre-dump outside RUNNING: \(before)")
+                try require(!w.preDumpInFlight, "second pre-dump while one runs")
+                try require(w.config.preDump && !w.checkpointForbidden, "pre-dump not configured or checkpointing off")
+                try require(w.runningExecs.isEmpty, "pre-dump while execs run")
+                w.preDumpInFlight = true
+                w.preDumpImage = false  // the driver replaces the old image
+            case .cleanupImages, .cleanupAll:
+                w.preDumpImage = false
+            case .answerProbe, .forwardConnection, .refuseConnection, .suppressExit, .signalProcess:
                 break
             }
         }
@@ -346,7 +412,22 @@ struct LifecycleRandomTests {
             w.timer == lc.idleDeadline,
             "timer model \(String(describing: w.timer)) vs \(String(describing: lc.idleDeadline))"
         )
-        let shouldBeArmed = phase == .running && lc.runningExecs.isEmpty && lc.scaleDownEnabled
+        let shouldBeArmed =
+            phase == .running && lc.runningExecs.isEmpty && lc.scaleDownEnabled && !lc.scaleDownWaitsForPreDump
+        // Pre-dump invariants.
+        if phase != .running { w.preDumpInFlight = false }
+        try require(w.preDumpInFlight == lc.preDumpInFlight, "pre-dump in flight model \(w.preDumpInFlight)")
+        if lc.hasPreDumpImage { try require(w.preDumpImage, "the machine counts on a pre-dump image that is gone") }
+        if let due = lc.preDumpDeadline {
+            try require(phase == .running && w.config.preDump && lc.preDumpEnabled, "pre-dump deadline in \(phase)")
+            try require(lc.checkpointingEnabled && !lc.preDumpInFlight, "pre-dump deadline while not wanted")
+            let idle = try #require(lc.idleDeadline, "pre-dump deadline without an idle timer")
+            try require(due < idle, "pre-dump deadline \(due) not before the idle deadline \(idle)")
+            if due != preDumpBefore.deadline { try require(due.nanoseconds > now, "pre-dump deadline armed in the past") }
+        }
+        if lc.scaleDownWaitsForPreDump {
+            try require(lc.preDumpInFlight && lc.idleDeadline == nil, "waiting for a pre-dump that does not run")
+        }
         try require((lc.idleDeadline != nil) == shouldBeArmed, "timer armed=\(lc.idleDeadline != nil) in \(phase)")
         try require(w.heldConnections == lc.heldConnections, "held model \(w.heldConnections) vs \(lc.heldConnections)")
         try require(w.heldExecs == lc.heldExecs, "held execs model \(w.heldExecs) vs \(lc.heldExecs)")

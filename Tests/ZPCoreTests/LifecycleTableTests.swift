@@ -26,6 +26,9 @@ private let sample: [LC.Event.Kind: LC.Event] = [
     .killRequested: .killRequested(signal: 15),
     .processExited: .processExited(pid: Fixture.pid, status: 0),
     .deleteRequested: .deleteRequested,
+    .preDumpDeadlineReached: .preDumpDeadlineReached(lastActivity: nil, now: T),
+    .preDumpFinished: .preDumpFinished,
+    .preDumpFailed: .preDumpFailed(reason: "no mem_track"),
 ]
 
 struct Row: CustomTestStringConvertible, Sendable {
@@ -72,6 +75,7 @@ private let table: [Row] =
         [
             .idleDeadlineReached, .checkpointFinished, .checkpointFailed, .restoreFinished, .restoreFailed,
             .coldStartFinished, .coldStartFailed, .execEnded,
+            .preDumpDeadlineReached, .preDumpFinished, .preDumpFailed,
         ]
     )
     // running (pid 100, deadline T)
@@ -90,6 +94,7 @@ private let table: [Row] =
         [
             .started, .checkpointFinished, .checkpointFailed, .restoreFinished, .restoreFailed, .coldStartFinished,
             .coldStartFailed, .execEnded, .deleteRequested,
+            .preDumpDeadlineReached, .preDumpFinished, .preDumpFailed,
         ]
     )
     // checkpointing (pid 100)
@@ -122,6 +127,7 @@ private let table: [Row] =
         [
             .started, .idleDeadlineReached, .restoreFinished, .restoreFailed, .coldStartFinished, .coldStartFailed,
             .execEnded, .deleteRequested,
+            .preDumpDeadlineReached, .preDumpFinished, .preDumpFailed,
         ]
     )
     // scalingDownByKill (pid 100)
@@ -144,6 +150,7 @@ private let table: [Row] =
         [
             .started, .idleDeadlineReached, .checkpointFinished, .checkpointFailed, .restoreFinished, .restoreFailed,
             .coldStartFinished, .coldStartFailed, .execEnded, .deleteRequested,
+            .preDumpDeadlineReached, .preDumpFinished, .preDumpFailed,
         ]
     )
     // scaledDown (checkpoint image)
@@ -172,6 +179,7 @@ private let table: [Row] =
         [
             .started, .idleDeadlineReached, .checkpointFinished, .checkpointFailed, .restoreFinished, .restoreFailed,
             .coldStartFinished, .coldStartFailed, .execEnded,
+            .preDumpDeadlineReached, .preDumpFinished, .preDumpFailed,
         ]
     )
     // restoring (one held connection)
@@ -204,6 +212,7 @@ private let table: [Row] =
         [
             .started, .idleDeadlineReached, .checkpointFinished, .checkpointFailed, .coldStartFinished,
             .coldStartFailed, .execEnded, .deleteRequested,
+            .preDumpDeadlineReached, .preDumpFinished, .preDumpFailed,
         ]
     )
     // coldStarting (one held connection)
@@ -240,6 +249,7 @@ private let table: [Row] =
         [
             .started, .idleDeadlineReached, .checkpointFinished, .checkpointFailed, .restoreFinished, .restoreFailed,
             .execEnded, .deleteRequested,
+            .preDumpDeadlineReached, .preDumpFinished, .preDumpFailed,
         ]
     )
     // stopped (exit 0 reported, not deleted)
@@ -257,6 +267,7 @@ private let table: [Row] =
         [
             .started, .idleDeadlineReached, .checkpointFinished, .checkpointFailed, .restoreFinished, .restoreFailed,
             .coldStartFinished, .coldStartFailed, .execEnded, .killRequested,
+            .preDumpDeadlineReached, .preDumpFinished, .preDumpFailed,
         ]
     )
 

@@ -24,6 +24,11 @@ struct LifecycleSnapshot: Equatable, CustomStringConvertible {
     var checkpointingEnabled: Bool
     var scaleDownEnabled: Bool
     var exitStatus: Int32?
+    var preDumpDeadline: ZPInstant?
+    var preDumpInFlight: Bool
+    var hasPreDumpImage: Bool
+    var scaleDownWaitsForPreDump: Bool
+    var preDumpEnabled: Bool
 
     init(_ lc: LC) {
         phase = lc.phase
@@ -39,6 +44,11 @@ struct LifecycleSnapshot: Equatable, CustomStringConvertible {
         checkpointingEnabled = lc.checkpointingEnabled
         scaleDownEnabled = lc.scaleDownEnabled
         exitStatus = lc.exitStatus
+        preDumpDeadline = lc.preDumpDeadline
+        preDumpInFlight = lc.preDumpInFlight
+        hasPreDumpImage = lc.hasPreDumpImage
+        scaleDownWaitsForPreDump = lc.scaleDownWaitsForPreDump
+        preDumpEnabled = lc.preDumpEnabled
     }
 
     var description: String {

@@ -71,6 +71,9 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Keep bundles, rootfs copies and images in the work folder afterwards.")
     var keepWork = false
 
+    @Flag(help: "zeropod-swift: set zeropod.ctrox.dev/pre-dump=true (pre-dump halfway to the scale-down; the checkpoint then writes only what changed, where the kernel tracks dirty memory).")
+    var zeropodPreDump = false
+
     mutating func run() throws {
         guard getuid() == 0 else { throw BenchError("zpbench must run as root (runc, CRIU, netns)") }
         let names = workloads.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
@@ -88,7 +91,8 @@ struct BenchCommand: ParsableCommand {
             zeropod = try ZeropodRuntime(directory: "/run/zpbench-containerd", containerdBin: containerdBin,
                                          shimDir: URL(fileURLWithPath: shimDir).standardizedFileURL.path,
                                          shimState: shimState, scaleDownMs: settleMs + 1500,
-                                         probeDetectionForMySQL: mysqlProbeDetection, lazyRestore: shimLazyRestore)
+                                         probeDetectionForMySQL: mysqlProbeDetection, lazyRestore: shimLazyRestore,
+                                         preDump: zeropodPreDump)
         }
         defer { zeropod?.stop() }
         let runtimes: [any BenchRuntime] = [RuncRuntime(stateRoot: "/run/zpbench-runc", criu: criu)] + (zeropod.map { [$0] } ?? [])

@@ -68,6 +68,8 @@ final class ZeropodRuntime: BenchRuntime {
     var wakeGroups: [String: String] = [:]
     /// Keep the activator's probe detection on for MySQL workloads too (see `start`).
     let probeDetectionForMySQL: Bool
+    /// Set `zeropod.ctrox.dev/pre-dump=true` on the containers (`--zeropod-pre-dump`).
+    let preDump: Bool
 
     var logFile: String { directory + "/containerd.log" }
     private var socket: String { directory + "/c.sock" }
@@ -76,9 +78,10 @@ final class ZeropodRuntime: BenchRuntime {
     /// - Parameter lazyRestore: the shims' `lazy-restore` node setting (auto, on, off), written
     ///   with `state-dir` to `<directory>/node.conf` and handed over in `ZEROPOD_NODE_CONFIG`.
     init(directory: String, containerdBin: String, shimDir: String, shimState: String, scaleDownMs: Int,
-         probeDetectionForMySQL: Bool = true, lazyRestore: String = "auto") throws {
+         probeDetectionForMySQL: Bool = true, lazyRestore: String = "auto", preDump: Bool = false) throws {
         self.directory = directory
         self.probeDetectionForMySQL = probeDetectionForMySQL
+        self.preDump = preDump
         self.containerdBin = containerdBin
         self.shimDir = shimDir
         self.shimState = shimState
@@ -167,6 +170,7 @@ final class ZeropodRuntime: BenchRuntime {
             annotations["zeropod.ctrox.dev/disable-probe-detection"] = "true"
         }
         if let group = wakeGroups[w.containerID] { annotations["zeropod-swift/wake-group"] = group }
+        if preDump { annotations["zeropod.ctrox.dev/pre-dump"] = "true" }
         spec["annotations"] = annotations
         let specPath = bundle.path + "/zeropod-spec.json"
         try JSONSerialization.data(withJSONObject: spec, options: [.sortedKeys]).write(to: URL(fileURLWithPath: specPath))

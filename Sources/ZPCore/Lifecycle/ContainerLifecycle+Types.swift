@@ -15,20 +15,28 @@ extension ContainerLifecycle {
         /// Whether open connections (websockets, streams) reported at the idle deadline keep the
         /// container running, even when no packet crossed them for the whole scale-down duration.
         public var openConnectionsCountAsActivity: Bool
+        /// Whether memory is pre-dumped while the container is idle (`zeropod.ctrox.dev/pre-dump`):
+        /// once it has been idle for half the scale-down duration, a CRIU pre-dump copies its
+        /// memory while it keeps running, and the checkpoint at the deadline writes only the pages
+        /// dirtied since.
+        public var preDump: Bool
 
         /// Creates a configuration.
         /// - Parameters:
         ///   - scaleDownDuration: idle time before scale-down; zero disables scale-down.
         ///   - checkpointingEnabled: checkpoint (`true`) or kill (`false`) on scale-down.
         ///   - openConnectionsCountAsActivity: whether open connections postpone scale-down.
+        ///   - preDump: whether to pre-dump memory halfway through the idle time.
         public init(
             scaleDownDuration: Duration = .seconds(60),
             checkpointingEnabled: Bool = true,
-            openConnectionsCountAsActivity: Bool = true
+            openConnectionsCountAsActivity: Bool = true,
+            preDump: Bool = false
         ) {
             self.scaleDownDuration = scaleDownDuration
             self.checkpointingEnabled = checkpointingEnabled
             self.openConnectionsCountAsActivity = openConnectionsCountAsActivity
+            self.preDump = preDump
         }
     }
 
@@ -157,6 +165,14 @@ extension ContainerLifecycle {
         case processExited(pid: Int32, status: Int32)
         /// containerd asked to delete the container's init process.
         case deleteRequested
+        /// The pre-dump timer fired (see ``ContainerLifecycle/preDumpDeadline``). `lastActivity`
+        /// and `openConnections` as for ``idleDeadlineReached(lastActivity:openConnections:now:)``.
+        case preDumpDeadlineReached(lastActivity: ZPInstant?, openConnections: Int = 0, now: ZPInstant)
+        /// CRIU finished the pre-dump; its image can be the parent of the checkpoint.
+        case preDumpFinished
+        /// The pre-dump failed or is not supported here (no dirty-memory tracking). `reason` says
+        /// why. Pre-dumps stay off for this container; checkpoints are plain ones.
+        case preDumpFailed(reason: String)
 
         /// The event's case without its values.
         public var kind: Kind {
@@ -178,6 +194,9 @@ extension ContainerLifecycle {
             case .killRequested: return .killRequested
             case .processExited: return .processExited
             case .deleteRequested: return .deleteRequested
+            case .preDumpDeadlineReached: return .preDumpDeadlineReached
+            case .preDumpFinished: return .preDumpFinished
+            case .preDumpFailed: return .preDumpFailed
             }
         }
 
@@ -217,6 +236,12 @@ extension ContainerLifecycle {
             case processExited
             /// ``Event/deleteRequested``.
             case deleteRequested
+            /// ``Event/preDumpDeadlineReached(lastActivity:openConnections:now:)``.
+            case preDumpDeadlineReached
+            /// ``Event/preDumpFinished``.
+            case preDumpFinished
+            /// ``Event/preDumpFailed(reason:)``.
+            case preDumpFailed
         }
     }
 
@@ -234,6 +259,14 @@ extension ContainerLifecycle {
         case disableRedirect
         /// Start a CRIU dump of the process; report `checkpointFinished` or `checkpointFailed`.
         case startCheckpoint
+        /// Start a CRIU dump of the process on top of the pre-dump image (its parent, with memory
+        /// tracking): only pages dirtied since the pre-dump are written. Report
+        /// `checkpointFinished` or `checkpointFailed`; the restore reads both images.
+        case startIncrementalCheckpoint
+        /// Start a CRIU pre-dump of the running process (it keeps running and serving; CRIU
+        /// freezes it only while it collects its memory), replacing any earlier pre-dump image.
+        /// Report `preDumpFinished` or `preDumpFailed`.
+        case startPreDump
         /// Kill the process to scale down (checkpointing is off); report its `processExited`.
         case startScaleDownKill
         /// Start a CRIU restore from the image; report `restoreFinished` or `restoreFailed`.

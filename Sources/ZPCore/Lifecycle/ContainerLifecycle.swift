@@ -14,8 +14,12 @@
 /// for action in actions { try await perform(action) }   // outside the lock
 /// ```
 ///
+/// With ``Configuration/preDump``, RUNNING has pre-dump sub-states (``preDumpDeadline``,
+/// ``preDumpInFlight``, ``hasPreDumpImage``, ``scaleDownWaitsForPreDump``): a pre-dump runs while
+/// the process keeps serving, and the checkpoint at the deadline is incremental on top of it.
+///
 /// Invariants kept by construction: at most one checkpoint, kill-for-scale-down, restore or cold
-/// start is in flight; no scale-down while an exec runs; every held connection and exec is
+/// start is in flight, and never a checkpoint while a pre-dump is; no scale-down while an exec runs; every held connection and exec is
 /// released or failed exactly once; an exit is reported at most once and `stopped` is terminal.
 /// Events that make no sense in the current phase (a late timer, a duplicate completion) return
 /// an empty list and leave the state untouched.
@@ -28,6 +32,8 @@ public struct ContainerLifecycle: Sendable {
     private var checkpointingAllowed: Bool
     /// False when the scale-down duration is zero or the redirect could not be set up.
     private var scaleDownAllowed: Bool
+    /// False when the configuration does not ask for pre-dumps, or after a pre-dump failed.
+    private var preDumpAllowed: Bool
     /// The newest activity reported with `activitySeen` or an idle deadline.
     private var lastActivity: ZPInstant?
     /// The newest init pid: the running one, or the checkpointed one while scaled down.
@@ -40,6 +46,7 @@ public struct ContainerLifecycle: Sendable {
         self.state = .created
         self.checkpointingAllowed = configuration.checkpointingEnabled
         self.scaleDownAllowed = configuration.scaleDownDuration > .zero
+        self.preDumpAllowed = configuration.preDump
     }
 
     // MARK: - State
@@ -62,6 +69,22 @@ public struct ContainerLifecycle: Sendable {
         var idleDeadline: ZPInstant?
         /// Exec processes that run now; while any runs the container is pinned.
         var execs: [String]
+        /// When the next pre-dump is due; set only while the idle timer is armed, and earlier.
+        var preDumpDeadline: ZPInstant? = nil
+        /// The pre-dump of this process.
+        var preDump: PreDump = .none
+        /// The idle deadline passed while a pre-dump ran: the checkpoint starts when it ends.
+        var scaleDownAfterPreDump = false
+    }
+
+    /// The pre-dump image of the running process.
+    private enum PreDump: Sendable {
+        /// No image.
+        case none
+        /// CRIU is pre-dumping; the copy reflects memory as of `startedAt` (or a little later).
+        case inFlight(startedAt: ZPInstant)
+        /// A complete image of memory as of `takenAt`: the parent of the next checkpoint.
+        case ready(takenAt: ZPInstant)
     }
 
     /// Connections, execs and signals that wait for an operation in flight.
@@ -137,6 +160,53 @@ public struct ContainerLifecycle: Sendable {
         case .created, .scalingDown, .scaledDown, .waking, .stopped: return nil
         }
     }
+
+    /// When the driver should report `preDumpDeadlineReached`, or `nil` when no pre-dump is due.
+    /// Armed together with the idle timer (always before its deadline) when pre-dumps are on and
+    /// the process has no pre-dump image newer than its last activity.
+    public var preDumpDeadline: ZPInstant? {
+        switch state {
+        case .running(let r): return r.preDumpDeadline
+        case .created, .scalingDown, .scaledDown, .waking, .stopped: return nil
+        }
+    }
+
+    /// Whether a pre-dump ordered by `startPreDump` has not reported back yet.
+    public var preDumpInFlight: Bool {
+        switch state {
+        case .running(let r):
+            switch r.preDump {
+            case .inFlight: return true
+            case .none, .ready: return false
+            }
+        case .created, .scalingDown, .scaledDown, .waking, .stopped: return false
+        }
+    }
+
+    /// Whether a finished pre-dump image of the running process exists (the next checkpoint is
+    /// incremental).
+    public var hasPreDumpImage: Bool {
+        switch state {
+        case .running(let r):
+            switch r.preDump {
+            case .ready: return true
+            case .none, .inFlight: return false
+            }
+        case .created, .scalingDown, .scaledDown, .waking, .stopped: return false
+        }
+    }
+
+    /// Whether the idle deadline passed during a pre-dump: the checkpoint starts when it ends.
+    public var scaleDownWaitsForPreDump: Bool {
+        switch state {
+        case .running(let r): return r.scaleDownAfterPreDump
+        case .created, .scalingDown, .scaledDown, .waking, .stopped: return false
+        }
+    }
+
+    /// Whether pre-dumps are on: configured, and none has failed. (They also need checkpointing
+    /// and scale-down to be on.)
+    public var preDumpEnabled: Bool { preDumpAllowed }
 
     /// Whether the redirect to the activator should be on in this phase.
     public var redirectEnabled: Bool {
@@ -234,6 +304,10 @@ public struct ContainerLifecycle: Sendable {
         case .killRequested(let signal): return killRequested(signal: signal)
         case .processExited(let pid, let status): return processExited(pid: pid, status: status)
         case .deleteRequested: return deleteRequested()
+        case .preDumpDeadlineReached(let last, let open, let now):
+            return preDumpDeadlineReached(lastActivity: last, openConnections: open, now: now)
+        case .preDumpFinished: return preDumpFinished()
+        case .preDumpFailed: return preDumpFailed()
         }
     }
 
@@ -263,26 +337,68 @@ public struct ContainerLifecycle: Sendable {
             guard let deadline = r.idleDeadline, now >= deadline else { return [] }
             let window = configuration.scaleDownDuration
             if openConnections > 0 && configuration.openConnectionsCountAsActivity {
-                return rearm(&r, at: now.advanced(by: window))
+                return rearm(&r, at: now.advanced(by: window), now: now)
             }
             if let last = lastActivity, last.advanced(by: window) > now {
-                return rearm(&r, at: last.advanced(by: window))
+                return rearm(&r, at: last.advanced(by: window), now: now)
             }
             let method: ScaleDownMethod = checkpointingAllowed ? .checkpoint : .kill
-            state = .scalingDown(ScalingDown(method: method, pid: r.pid))
-            switch method {
-            case .checkpoint: return [.enableRedirect, .startCheckpoint]
-            case .kill: return [.enableRedirect, .startScaleDownKill]
+            switch (method, r.preDump) {
+            case (.checkpoint, .inFlight):
+                // Let the pre-dump finish (the process keeps serving meanwhile), then checkpoint.
+                r.idleDeadline = nil
+                r.preDumpDeadline = nil
+                r.scaleDownAfterPreDump = true
+                state = .running(r)
+                return []
+            case (.checkpoint, .ready):
+                state = .scalingDown(ScalingDown(method: method, pid: r.pid))
+                return [.enableRedirect, .startIncrementalCheckpoint]
+            case (.checkpoint, .none):
+                state = .scalingDown(ScalingDown(method: method, pid: r.pid))
+                return [.enableRedirect, .startCheckpoint]
+            case (.kill, _):
+                state = .scalingDown(ScalingDown(method: method, pid: r.pid))
+                return [.enableRedirect, .startScaleDownKill]
             }
         case .created, .scalingDown, .scaledDown, .waking, .stopped:
             return []
         }
     }
 
-    private mutating func rearm(_ running: inout Running, at deadline: ZPInstant) -> [Action] {
-        running.idleDeadline = deadline
+    private mutating func rearm(_ running: inout Running, at deadline: ZPInstant, now: ZPInstant) -> [Action] {
+        var actions = armTimers(&running, idleDeadline: deadline, now: now)
         state = .running(running)
-        return [.armIdleTimer(deadline: deadline)]
+        actions.insert(.armIdleTimer(deadline: deadline), at: 0)
+        return actions
+    }
+
+    /// Sets the idle deadline and, when a pre-dump is wanted, the pre-dump deadline half the
+    /// scale-down duration before it. Returns `[.startPreDump]` when that moment is not after
+    /// `now`: the container has been idle long enough already.
+    /// The caller stores `running` and emits `armIdleTimer`.
+    private func armTimers(_ running: inout Running, idleDeadline: ZPInstant, now: ZPInstant) -> [Action] {
+        running.idleDeadline = idleDeadline
+        running.preDumpDeadline = nil
+        guard preDumpWanted(running) else { return [] }
+        let due = idleDeadline.advanced(by: .zero - configuration.scaleDownDuration / 2)
+        if due <= now {
+            running.preDump = .inFlight(startedAt: now)
+            return [.startPreDump]
+        }
+        running.preDumpDeadline = due
+        return []
+    }
+
+    /// Whether the running process should get a (new) pre-dump: pre-dumps, checkpointing and
+    /// scale-down are on, none is in flight, and no image is newer than the last activity.
+    private func preDumpWanted(_ running: Running) -> Bool {
+        guard preDumpAllowed, checkpointingAllowed, scaleDownAllowed, running.execs.isEmpty else { return false }
+        switch running.preDump {
+        case .none: return true
+        case .inFlight: return false
+        case .ready(let takenAt): return lastActivity.map { $0 > takenAt } ?? false
+        }
     }
 
     private mutating func recordActivity(_ instant: ZPInstant) {
@@ -294,10 +410,13 @@ public struct ContainerLifecycle: Sendable {
         scaleDownAllowed = false
         switch state {
         case .running(var r):
-            guard r.idleDeadline != nil else { return [] }
+            // No scale-down any more: no timers, and no checkpoint waiting for a pre-dump.
+            let wasArmed = r.idleDeadline != nil
             r.idleDeadline = nil
+            r.preDumpDeadline = nil
+            r.scaleDownAfterPreDump = false
             state = .running(r)
-            return [.cancelIdleTimer]
+            return wasArmed ? [.cancelIdleTimer] : []
         case .scaledDown(let scaled):
             // Nothing can reach the activator any more: wake now rather than stay down unreachable.
             return wake(scaled, waiters: Waiters())
@@ -470,6 +589,9 @@ public struct ContainerLifecycle: Sendable {
             r.execs.append(id)
             let wasArmed = r.idleDeadline != nil
             r.idleDeadline = nil
+            // The exec pins the container: no pre-dump is due, and a waiting scale-down is off.
+            r.preDumpDeadline = nil
+            r.scaleDownAfterPreDump = false
             state = .running(r)
             return wasArmed ? [.cancelIdleTimer, .startExec(id: id)] : [.startExec(id: id)]
         case .scalingDown(var s):
@@ -494,7 +616,7 @@ public struct ContainerLifecycle: Sendable {
             r.execs.remove(at: index)
             state = .running(r)
             guard r.execs.isEmpty else { return [] }
-            return enterRunning(pid: r.pid, execs: [], now: now)
+            return enterRunning(pid: r.pid, execs: [], now: now, preDump: r.preDump)
         case .scalingDown(var s):
             // A held exec was cancelled before it could run.
             guard let index = s.waiters.execs.firstIndex(of: id) else { return [] }
@@ -588,19 +710,95 @@ public struct ContainerLifecycle: Sendable {
         }
     }
 
+    private mutating func preDumpDeadlineReached(
+        lastActivity seen: ZPInstant?,
+        openConnections: Int,
+        now: ZPInstant
+    ) -> [Action] {
+        if let seen { recordActivity(seen) }
+        switch state {
+        case .running(var r):
+            // Not armed, or a stale firing of a re-armed deadline.
+            guard let due = r.preDumpDeadline, now >= due, let idle = r.idleDeadline else { return [] }
+            r.preDumpDeadline = nil
+            let half = configuration.scaleDownDuration / 2
+            var later: ZPInstant?
+            if openConnections > 0 && configuration.openConnectionsCountAsActivity {
+                later = now.advanced(by: half)
+            } else if let last = lastActivity, last.advanced(by: half) > now {
+                later = last.advanced(by: half)
+            }
+            if let later {
+                // Not idle for half the window yet: try again later, if still before the idle
+                // deadline (which re-arms the pre-dump itself when it finds activity).
+                r.preDumpDeadline = later < idle ? later : nil
+                state = .running(r)
+                return []
+            }
+            guard preDumpWanted(r) else {
+                state = .running(r)
+                return []
+            }
+            r.preDump = .inFlight(startedAt: now)
+            state = .running(r)
+            return [.startPreDump]
+        case .created, .scalingDown, .scaledDown, .waking, .stopped:
+            return []
+        }
+    }
+
+    private mutating func preDumpFinished() -> [Action] {
+        switch state {
+        case .running(var r):
+            guard case .inFlight(let startedAt) = r.preDump else { return [] }
+            r.preDump = .ready(takenAt: startedAt)
+            if r.scaleDownAfterPreDump {
+                state = .scalingDown(ScalingDown(method: .checkpoint, pid: r.pid))
+                return [.enableRedirect, .startIncrementalCheckpoint]
+            }
+            state = .running(r)
+            return []
+        case .created, .scalingDown, .scaledDown, .waking, .stopped:
+            // A pre-dump that outlived its process: the image goes with the next cleanup.
+            return []
+        }
+    }
+
+    private mutating func preDumpFailed() -> [Action] {
+        switch state {
+        case .running(var r):
+            guard case .inFlight = r.preDump else { return [] }
+            // Logged by the driver; checkpoints are plain ones from now on.
+            preDumpAllowed = false
+            r.preDump = .none
+            r.preDumpDeadline = nil
+            if r.scaleDownAfterPreDump {
+                state = .scalingDown(ScalingDown(method: .checkpoint, pid: r.pid))
+                return [.enableRedirect, .startCheckpoint]
+            }
+            state = .running(r)
+            return []
+        case .created, .scalingDown, .scaledDown, .waking, .stopped:
+            return []
+        }
+    }
+
     // MARK: - Helpers
 
-    /// Enters `running` with `execs` pinning it, arming the idle timer if nothing pins it.
-    private mutating func enterRunning(pid: Int32, execs: [String], now: ZPInstant) -> [Action] {
-        var running = Running(pid: pid, idleDeadline: nil, execs: execs)
+    /// Enters `running` with `execs` pinning it, arming the idle timer (and the pre-dump deadline)
+    /// if nothing pins it. `preDump` is the process's pre-dump, kept when it keeps running.
+    private mutating func enterRunning(pid: Int32, execs: [String], now: ZPInstant, preDump: PreDump = .none)
+        -> [Action]
+    {
+        var running = Running(pid: pid, idleDeadline: nil, execs: execs, preDump: preDump)
         guard execs.isEmpty, scaleDownAllowed else {
             state = .running(running)
             return []
         }
         let deadline = now.advanced(by: configuration.scaleDownDuration)
-        running.idleDeadline = deadline
+        let more = armTimers(&running, idleDeadline: deadline, now: now)
         state = .running(running)
-        return [.armIdleTimer(deadline: deadline)]
+        return [.armIdleTimer(deadline: deadline)] + more
     }
 
     /// Enters `stopped` and reports the exit.

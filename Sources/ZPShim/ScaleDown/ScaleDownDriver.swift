@@ -97,7 +97,8 @@ final class ScaleDownDriver: Sendable {
         let configuration = ContainerLifecycle.Configuration(
             scaleDownDuration: config.scaleDownDuration ?? .zero,
             checkpointingEnabled: !config.disableCheckpointing,
-            openConnectionsCountAsActivity: node.openConnectionsAreActivity)
+            openConnectionsCountAsActivity: node.openConnectionsAreActivity,
+            preDump: config.preDump)
         state = Mutex(State(lifecycle: ContainerLifecycle(configuration: configuration)))
         (queue, queueInput) = AsyncStream.makeStream(of: Work.self)
         (stopSignal, stopInput) = AsyncStream.makeStream(of: Void.self)
@@ -249,18 +250,29 @@ final class ScaleDownDriver: Sendable {
         logger.debug("scale-down driver stopped")
     }
 
-    /// Feeds `idleDeadlineReached` when the armed deadline passed, with the ports' activity.
+    /// Feeds `idleDeadlineReached` (or `preDumpDeadlineReached`) when the armed deadline passed,
+    /// with the ports' activity. A pre-dump it starts runs on the action consumer; this loop
+    /// waits for it, so an idle deadline that passes meanwhile is fed when the pre-dump ended.
     private func idleTimer() async {
         while !Task.isCancelled {
-            let (deadline, ready) = state.withLock { ($0.lifecycle.idleDeadline, $0.activator != nil) }
+            let (deadline, preDumpDeadline, ready) = state.withLock {
+                ($0.lifecycle.idleDeadline, $0.lifecycle.preDumpDeadline, $0.activator != nil)
+            }
             let now = Self.now()
             if let deadline, ready, now >= deadline {
                 let (last, open) = activity()
                 await feed(.idleDeadlineReached(lastActivity: last, openConnections: open, now: Self.now()))
                 continue
             }
+            if let preDumpDeadline, ready, now >= preDumpDeadline {
+                let (last, open) = activity()
+                await feed(.preDumpDeadlineReached(lastActivity: last, openConnections: open, now: Self.now()))
+                continue
+            }
             var pause = Duration.milliseconds(250)
-            if let deadline, deadline > now { pause = min(pause, now.duration(to: deadline)) }
+            for next in [deadline, preDumpDeadline].compactMap({ $0 }) where next > now {
+                pause = min(pause, now.duration(to: next))
+            }
             try? await Task.sleep(for: pause)
         }
     }
@@ -357,8 +369,15 @@ final class ScaleDownDriver: Sendable {
             do { try redirectOff() } catch { logger.warning("redirect off failed: \(error)") }
         case .startCheckpoint:
             await finishServingLazyPages()
-            await checkpoint()
+            await checkpoint(onPreDump: false)
             await prepareRestoreIfScaledDown()
+        case .startIncrementalCheckpoint:
+            await finishServingLazyPages()
+            await checkpoint(onPreDump: true)
+            await prepareRestoreIfScaledDown()
+        case .startPreDump:
+            await finishServingLazyPages()
+            await preDump()
         case .startScaleDownKill:
             do {
                 try await runc.kill(id: id, bundle: bundle, signal: UInt32(SIGKILL), all: true)
@@ -435,31 +454,95 @@ final class ScaleDownDriver: Sendable {
         for port in state.withLock({ $0.ports }) { try redirector.setRedirect(port: port, enabled: false) }
     }
 
-    private func removeImages() {
-        try? FileManager.default.removeItem(atPath: imagesDirectory)
-        _ = rmdir(node.stateDirectory + "/i/" + namespace)  // only when empty
+    /// Removes the checkpoint images (and the pre-dump inside them), or everything but the
+    /// pre-dump when `keepingPreDump`.
+    private func removeImages(keepingPreDump: Bool = false) {
+        guard keepingPreDump else {
+            try? FileManager.default.removeItem(atPath: imagesDirectory)
+            _ = rmdir(node.stateDirectory + "/i/" + namespace)  // only when empty
+            return
+        }
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: imagesDirectory)) ?? []
+        for entry in entries where entry != Self.preDumpDirectoryName {
+            try? FileManager.default.removeItem(atPath: imagesDirectory + "/" + entry)
+        }
     }
 
     private var runcContainer: RuncContainer { RuncContainer(id: id, runcRoot: FilePath(runc.root)) }
 
-    private func checkpoint() async {
+    /// The pre-dump image folder, inside the checkpoint's so that one removal takes both.
+    static let preDumpDirectoryName = "pre-dump"
+
+    /// The final checkpoint. `onPreDump`: a DUMP with memory tracking and the pre-dump as its
+    /// parent, so only pages dirtied since are written; if that fails, one plain dump follows
+    /// before the checkpoint counts as failed. The logged time is this checkpoint's alone.
+    private func checkpoint(onPreDump: Bool) async {
         let images = imagesDirectory
-        removeImages()
+        if onPreDump {
+            removeImages(keepingPreDump: true)
+        } else {
+            removeImages()
+        }
         let checkpointer = ContainerCheckpointer(checkpointer: Checkpointer(criuPath: FilePath(node.criuPath)))
         let container = runcContainer
         let start = ContinuousClock.now
+        var options = ContainerCheckpointOptions()
+        if onPreDump {
+            options.criu.parentImages = Self.preDumpDirectoryName
+            options.criu.trackMemory = true
+        }
         do {
             try FileManager.default.createDirectory(atPath: images, withIntermediateDirectories: true)
-            let result = try await NIOThreadPool.singleton.runIfActive {
-                try checkpointer.checkpoint(container, imagesDir: FilePath(images))
+            let result: ContainerCheckpointResult
+            var incremental = onPreDump
+            do {
+                result = try await NIOThreadPool.singleton.runIfActive { [options] in
+                    try checkpointer.checkpoint(container, imagesDir: FilePath(images), options: options)
+                }
+            } catch where onPreDump {
+                logger.warning("incremental checkpoint failed, dumping again without its parent: \(error)")
+                incremental = false
+                removeImages()
+                try FileManager.default.createDirectory(atPath: images, withIntermediateDirectories: true)
+                result = try await NIOThreadPool.singleton.runIfActive {
+                    try checkpointer.checkpoint(container, imagesDir: FilePath(images))
+                }
             }
             let total = ContinuousClock.now - start
-            logger.info("checkpointing done in \(Self.milliseconds(total))",
-                        metadata: ["criu": "\(result.dump.timings)"])
+            var metadata: Logger.Metadata = ["criu": "\(result.dump.timings)"]
+            if let stats = result.dump.stats { metadata["stats"] = "\(stats)" }
+            if incremental { metadata["parent"] = "\(Self.preDumpDirectoryName)" }
+            logger.info("checkpointing done in \(Self.milliseconds(total))", metadata: metadata)
             await feedInline(.checkpointFinished(duration: total))
         } catch {
             logger.warning("checkpoint failed: \(error)")
             await feedInline(.checkpointFailed(reason: "\(error)", now: Self.now()))
+        }
+    }
+
+    /// Pre-dumps the running container's memory into `<images>/pre-dump` (replacing an older
+    /// pre-dump); the container keeps running. Where the kernel cannot track dirty memory, the
+    /// checkpointer says so without running CRIU's pre-dump, and pre-dumps stay off.
+    private func preDump() async {
+        let dir = imagesDirectory + "/" + Self.preDumpDirectoryName
+        let checkpointer = ContainerCheckpointer(checkpointer: Checkpointer(criuPath: FilePath(node.criuPath)))
+        let container = runcContainer
+        let start = ContinuousClock.now
+        do {
+            try? FileManager.default.removeItem(atPath: dir)
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            let result = try await NIOThreadPool.singleton.runIfActive {
+                try checkpointer.preDump(container, imagesDir: FilePath(dir))
+            }
+            var metadata: Logger.Metadata = ["criu": "\(result.timings)"]
+            if let stats = result.stats { metadata["stats"] = "\(stats)" }
+            logger.info("pre-dump done in \(Self.milliseconds(ContinuousClock.now - start))", metadata: metadata)
+            await feedInline(.preDumpFinished)
+        } catch {
+            try? FileManager.default.removeItem(atPath: dir)
+            _ = rmdir(imagesDirectory)  // only when empty
+            logger.warning("pre-dump failed; checkpoints of this container are plain dumps from now on: \(error)")
+            await feedInline(.preDumpFailed(reason: "\(error)"))
         }
     }
 

@@ -81,7 +81,8 @@ extension ShimStatusBoard {
         case .coldStartFailed(let reason):
             update(id: id, phase: phase, event: .restoreFailed(reason: "cold start: " + reason))
         case .idleDeadlineReached, .activitySeen, .redirectUnavailable, .connectionArrived, .probeArrived,
-             .execStarted, .execEnded, .killRequested, .processExited, .deleteRequested:
+             .execStarted, .execEnded, .killRequested, .processExited, .deleteRequested, .preDumpDeadlineReached,
+             .preDumpFinished, .preDumpFailed:
             update(id: id, phase: phase)
         }
     }

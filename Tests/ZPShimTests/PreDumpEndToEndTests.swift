@@ -1,0 +1,66 @@
+import Foundation
+import Testing
+@testable import ZPShim
+
+/// `zeropod.ctrox.dev/pre-dump=true` through a real containerd: the shim pre-dumps the idle
+/// container halfway to its scale-down (or, where the kernel cannot track dirty memory, logs why
+/// and keeps to plain dumps), scales it down and brings it back with its memory; both image folders
+/// are gone after the restore.
+@Suite(.serialized) struct PreDumpEndToEndTests {
+    /// Whether this kernel has soft-dirty tracking, asked of CRIU's own check (independent of the shim).
+    static let kernelTracksDirtyMemory: Bool = {
+        let criu = FileManager.default.isExecutableFile(atPath: "/usr/local/sbin/criu") ? "/usr/local/sbin/criu" : "/usr/sbin/criu"
+        return (try? run([criu, "check", "--feature", "mem_dirty_track"], timeout: 60).status) == 0
+    }()
+
+    @Test(arguments: ContainerdFlavor.all)
+    func preDumpAnnotation_scalesDownAndRestores_withThePreDumpOrItsReasonLogged(flavor: ContainerdFlavor) throws {
+        let rootfs = try TestPaths.busyboxRootfs()
+        let stateDir = "/tmp/zpshim-pd-state-\(UUID().uuidString.prefix(8))"
+        let nodeConfig = stateDir + ".conf"
+        try Data("state-dir = \(stateDir)\n".utf8).write(to: URL(fileURLWithPath: nodeConfig))
+        defer {
+            try? FileManager.default.removeItem(atPath: nodeConfig)
+            try? FileManager.default.removeItem(atPath: stateDir)
+        }
+        let containerd = try PrivateContainerd(flavor: flavor, tag: "s2zpd", environment: ["ZEROPOD_NODE_CONFIG": nodeConfig])
+        defer { containerd.stop() }
+        let netns = try TestNetns(tag: "s2zpd")
+        defer { netns.delete() }
+        let id = "predump1"
+        try startCounter(containerd, netns: netns, id: id, rootfs: rootfs,
+                         extra: ["--annotation", "zeropod.ctrox.dev/pre-dump=true"])
+        defer { removeTask(containerd, id) }
+        let images = "\(stateDir)/i/\(containerd.namespace)/\(id)"
+        print("[zpshim-pd] \(flavor.name): kernel tracks dirty memory: \(Self.kernelTracksDirtyMemory)")
+
+        for cycle in 1...2 {
+            try #require(waitScaledDown(containerd, netns: netns, checkpoints: cycle),
+                         "cycle \(cycle): not scaled down: \(containerd.log(tail: 30))")
+            let checkpoint = try #require(logLines(containerd, containing: "checkpointing done").last)
+            if Self.kernelTracksDirtyMemory {
+                // Pre-dumped before the deadline; the checkpoint wrote only what changed since.
+                #expect(logLines(containerd, containing: "pre-dump done").count >= cycle, "\(containerd.log(tail: 30))")
+                #expect(checkpoint.contains("parent=pre-dump"), "checkpoint on the pre-dump: \(checkpoint)")
+                #expect(FileManager.default.fileExists(atPath: images + "/pre-dump"), "the pre-dump is the image's parent")
+            } else {
+                // Refused once, with the reason; plain checkpoints from then on.
+                let refused = logLines(containerd, containing: "pre-dump failed")
+                #expect(refused.count == 1, "one refusal, then no more pre-dumps: \(refused)")
+                #expect(refused.first?.contains("CONFIG_MEM_SOFT_DIRTY") == true, "the reason is logged: \(refused)")
+                #expect(logLines(containerd, containing: "pre-dump done").isEmpty)
+                #expect(!checkpoint.contains("parent=pre-dump"), "a plain checkpoint: \(checkpoint)")
+            }
+            #expect(FileManager.default.fileExists(atPath: images + "/" + "zeropod-checkpoint.json"))
+            // The next request restores it with its memory; the images (both folders) go away.
+            #expect(netns.httpGet(port: 8080) == "count=\(cycle + 1)\n", "cycle \(cycle): \(containerd.log(tail: 30))")
+            #expect(eventually(within: 20) { !FileManager.default.fileExists(atPath: images) }, "images left at \(images)")
+        }
+        let shown = ["pre-dump done", "pre-dump failed", "checkpointing done"].flatMap { logLines(containerd, containing: $0) }
+        for line in shown {
+            if let range = line.range(of: "container=") {
+                print("[zpshim-pd]   \(line[range.lowerBound...].prefix(240))")
+            }
+        }
+    }
+}
