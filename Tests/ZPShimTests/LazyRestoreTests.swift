@@ -98,7 +98,8 @@ private func lazyPagesDaemons(_ images: String) -> [Int32] {
         _ = eventually(within: 30) { daemons = lazyPagesDaemons(images); return daemons.count == 1 }
         try #require(daemons.count == 1, "no criu lazy-pages in cycle 3")
         let mounts = { (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? "" }
-        #expect(mounts().contains(criuRoot), "the prepared restore's rootfs bind mount is missing")
+        // The daemon starts before the worker and its bind mount: wait for the mount too.
+        #expect(eventually(within: 30) { mounts().contains(criuRoot) }, "the prepared restore's rootfs bind mount is missing")
         let killed = try containerd.ctr(["task", "kill", "-s", "SIGKILL", id])
         #expect(killed.status == 0, "ctr task kill: \(killed.stderr)")
         #expect(eventually(within: 30) { taskRow(containerd, id)?.status == "STOPPED" }, "task ls: \(String(describing: taskRow(containerd, id)))")
@@ -174,13 +175,19 @@ private func lazyPagesDaemons(_ images: String) -> [Int32] {
         }
         try #require(restored, "the lazy restore did not complete with the daemon slowed down; log: \(containerd.log(tail: 30))")
         let restoreSeconds = Date().timeIntervalSince(connected)
-        let log = (try? String(contentsOfFile: images + "/lazy-pages.log", encoding: .utf8)) ?? ""
+        // Freeze the daemon to look at its log, then kill it: some process must still lack pages.
+        kill(daemon, SIGSTOP)
+        let log = ((try? String(contentsOfFile: images + "/lazy-pages.log", encoding: .utf8)) ?? "").split(separator: "\n")
+        let received = log.filter { $0.contains("Received PID:") }
+        let summaries = log.filter { $0.contains("UFFD transferred pages:") }
         #expect(isAlive(daemon), "the daemon finished before it could be killed")
-        #expect(log.contains("Received PID:") && !log.contains("UFFD transferred pages:"),
-                "the daemon's log shows it done already (\(log.split(separator: "\n").count) lines)")
+        #expect(!received.isEmpty && summaries.count < received.count,
+                "the daemon's log shows it done already: \(received) \(summaries)")
+        // Unthrottled, it dies at once (a throttled one may wait a period), as a real crash would.
+        try Data("\(daemon)".utf8).write(to: URL(fileURLWithPath: cpuRoot + "/cgroup.procs"))
         kill(daemon, SIGKILL)
         print("[zpshim-lazyguard] lazy restore done \(String(format: "%.1f", restoreSeconds)) s after the connection; "
-            + "daemon \(daemon) killed with \(log.split(separator: "\n").count) log lines, no transfer summary")
+            + "daemon \(daemon) killed after \(log.count) log lines, \(received.count) processes, \(summaries.count) transfer summaries")
 
         // The shim notices the daemon's end and kills the container: the task stops, nothing is left.
         #expect(eventually(within: 60) { taskRow(containerd, id)?.status == "STOPPED" },

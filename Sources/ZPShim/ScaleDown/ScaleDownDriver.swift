@@ -710,13 +710,13 @@ final class ScaleDownDriver: Sendable {
     /// for every process it took on). Clean means exit code 0, or a complete log.
     private func lazyPagesEnd(of serving: RestorePreparation, killedBusy: Bool) async -> (clean: Bool, how: String) {
         if killedBusy { return (false, "still busy after 60 s, killed by the shim") }
-        if let end = serving.daemonTermination { return (end.isClean, "\(end)") }
+        if let end = serving.daemonTermination { return (end.isClean, "\(end), reaped by the driver") }
         if let pid = serving.daemonPID {
             let deadline = ContinuousClock.now + .seconds(2)
             while true {
                 if let exit = pids.takeExit(of: pid, notBefore: serving.daemonStartedAt) {
                     let how = exit.code > 128 ? "signal \(exit.code - 128)" : "exit code \(exit.code)"
-                    return (exit.code == 0, how)
+                    return (exit.code == 0, how + ", reaped by the shim's reaper")
                 }
                 if ContinuousClock.now >= deadline || Task.isCancelled { break }
                 try? await Task.sleep(for: .milliseconds(20))
