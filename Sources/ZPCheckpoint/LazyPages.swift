@@ -12,11 +12,46 @@ import SystemPackage
 /// Start it, wait for it to be ready (it writes a byte to its status pipe), then call
 /// `Checkpointer.restore` with `lazyPages = true` and the same work directory: CRIU finds the
 /// daemon's `lazy-pages.socket` there. `stop()` (or deinit) kills and reaps it.
+///
+/// A daemon that ends before it served every page (killed, crashed) leaves the restored process
+/// with zero-filled pages where its memory was not pushed yet: check ``termination`` (or, when
+/// another waiter reaped it, the log with ``logShowsEveryProcessServed(_:)``).
 public final class LazyPagesDaemon {
+    /// How a daemon process ended, decoded from its wait status.
+    public enum Termination: Sendable, Equatable, CustomStringConvertible {
+        /// It exited with this code: 0 once every restored process got all its pages (or exited).
+        case exited(code: Int32)
+        /// A signal ended it.
+        case signalled(signal: Int32)
+
+        /// Decodes a `waitpid` status word (WIFEXITED/WEXITSTATUS/WTERMSIG by hand: C macros).
+        public init(waitStatus status: CInt) {
+            let signal = status & 0x7f
+            self = signal == 0 ? .exited(code: (status >> 8) & 0xff) : .signalled(signal: signal)
+        }
+
+        /// Whether the daemon finished its work: exit code 0.
+        public var isClean: Bool { self == .exited(code: 0) }
+
+        /// "exit code N" or "signal N".
+        public var description: String {
+            switch self {
+            case .exited(let code): return "exit code \(code)"
+            case .signalled(let signal): return "signal \(signal)"
+            }
+        }
+    }
+
     /// The daemon's pid.
     public let pid: Int32
     /// The work directory holding `lazy-pages.socket` and `lazy-pages.log`.
     public let workDir: FilePath
+    /// The daemon's log (`lazy-pages.log` in ``workDir``).
+    public var logPath: FilePath { workDir.appending("lazy-pages.log") }
+    /// How the daemon ended, once this object reaped it (``stop()`` included: then a SIGKILL of our
+    /// own). Stays nil while it runs, and when another waiter (a shim's `wait4(-1)` reaper) reaped
+    /// it first: that waiter has the status.
+    public private(set) var termination: Termination?
     private var reaped = false
 
     /// Starts `criu lazy-pages` and returns once it reports ready.
@@ -91,7 +126,12 @@ public final class LazyPagesDaemon {
         guard !reaped else { return true }
         var status: CInt = 0
         let r = waitpid(pid, &status, WNOHANG)
-        if r == pid || r == -1 {
+        if r == pid {
+            termination = Termination(waitStatus: status)
+            reaped = true
+            return true
+        }
+        if r == -1 {
             reaped = true
             return true
         }
@@ -103,7 +143,45 @@ public final class LazyPagesDaemon {
     public func stop() {
         guard !checkExited() else { return }
         _ = kill(pid, SIGKILL)
-        ChildProcess.wait(pid)
+        var status: CInt = 0
+        var r: pid_t
+        repeat { r = waitpid(pid, &status, 0) } while r == -1 && errno == EINTR
+        if r == pid { termination = Termination(waitStatus: status) }  // ECHILD: another waiter has it
         reaped = true
+    }
+
+    /// Whether a `criu lazy-pages` log (`-v4`) shows that every restored process it took on got
+    /// all its pages: each `Received PID: <pid>` line has a later `<pid>-<fd>: UFFD transferred
+    /// pages: (copied/total)` summary, which CRIU writes when a process has nothing left to
+    /// transfer (all pages pushed, or the process exited). A daemon killed midway never writes
+    /// the summary. False when the log is missing or names no process.
+    public static func logShowsEveryProcessServed(_ log: FilePath) -> Bool {
+        guard let fd = try? FileDescriptor.open(log, .readOnly) else { return false }
+        defer { try? fd.close() }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        while bytes.count < 256 << 20 {
+            let n = (try? chunk.withUnsafeMutableBytes { try fd.read(into: $0) }) ?? 0
+            if n <= 0 { break }
+            bytes += chunk[0..<n]
+        }
+        return logShowsEveryProcessServed(text: String(decoding: bytes, as: UTF8.self))
+    }
+
+    /// ``logShowsEveryProcessServed(_:)`` on the log's text.
+    public static func logShowsEveryProcessServed(text: String) -> Bool {
+        var received: Set<Substring> = []
+        var summarised: Set<Substring> = []
+        for line in text.split(separator: "\n") {
+            if let r = line.firstRange(of: "Received PID: ") {
+                let rest = line[r.upperBound...]
+                received.insert(rest.prefix { $0.isNumber })
+            } else if let r = line.firstRange(of: ": UFFD transferred pages:") {
+                // "(00.123456) <pid>-<fd>: UFFD transferred pages: (n/m)"
+                let tag = line[..<r.lowerBound].split(separator: " ").last ?? ""
+                summarised.insert(tag.prefix { $0.isNumber })
+            }
+        }
+        return !received.isEmpty && received.isSubset(of: summarised)
     }
 }

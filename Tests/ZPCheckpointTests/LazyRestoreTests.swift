@@ -62,6 +62,54 @@ struct LazyRestoreTests {
             + "(lazy/full = \(String(format: "%.2f", Double(lazy.components.attoseconds + lazy.components.seconds * 1_000_000_000_000_000_000) / Double(full.components.attoseconds + full.components.seconds * 1_000_000_000_000_000_000))); "
             + "lazy-pages daemon finished the remaining pages: \(finished))")
         #expect(try counter(netns: netns, port: port).count == 4, "still serving after all pages arrived")
+        // Outside a shim nobody else reaps the daemon: its own status says it finished, and so does its log.
+        #expect(daemon?.termination == .exited(code: 0), "lazy-pages ended with \(String(describing: daemon?.termination))")
+        if let daemon {
+            #expect(LazyPagesDaemon.logShowsEveryProcessServed(daemon.logPath), "no transfer summary in \(daemon.logPath)")
+        }
         daemon?.stop()
+    }
+
+    @Test func lazyPagesDaemon_stop_recordsItsKill() throws {
+        let f = try criu.features(CRIUFeatures(lazyPages: true))
+        guard f.lazyPages == true else {
+            print("skip: CRIU reports no lazy_pages support (userfaultfd) on this kernel")
+            return
+        }
+        let netns = try TestNetns("lazystop")
+        let port: UInt16 = 8091
+        let pid = try startCounterServer(netns: netns, port: port, touchMiB: 8)
+        defer { killAndReap(pid) }
+        let images = try TempDir("lazy-stop")
+        var dump = DumpOptions()
+        dump.external = [try NetworkNamespace.externalEntry(for: netns.path)]
+        _ = try criu.dump(pid: pid, imagesDir: images.path, options: dump)
+        let daemon = try LazyPagesDaemon(criuPath: criu.criuPath, imagesDir: images.path)
+        #expect(daemon.termination == nil)
+        #expect(!daemon.waitForExit(timeout: .milliseconds(200)), "lazy-pages exited with no restore to serve")
+        daemon.stop()
+        #expect(daemon.termination == .signalled(signal: SIGKILL))
+        #expect(daemon.termination?.isClean == false)
+        #expect(!LazyPagesDaemon.logShowsEveryProcessServed(daemon.logPath), "a daemon that served nobody")
+    }
+
+    @Test func lazyPagesLog_everyReceivedProcessNeedsASummary() {
+        let twoServed = """
+            (00.001000) uffd: Waiting for incoming connections on lazy-pages.socket
+            (00.020000) uffd: Received PID: 41, uffd: 7
+            (00.020100) uffd: 41-7: Found 300 pages to be handled by UFFD
+            (00.020500) uffd: Received PID: 42, uffd: 8
+            (00.090000) uffd: 42-8: UFFD transferred pages: (12/12)
+            (00.120000) uffd: 41-7: UFFD transferred pages: (300/300)
+            """
+        #expect(LazyPagesDaemon.logShowsEveryProcessServed(text: twoServed))
+        let cut = twoServed.split(separator: "\n").dropLast().joined(separator: "\n")
+        #expect(!LazyPagesDaemon.logShowsEveryProcessServed(text: cut), "pid 41 has no summary")
+        #expect(!LazyPagesDaemon.logShowsEveryProcessServed(text: ""), "an empty log names no process")
+        #expect(LazyPagesDaemon.logShowsEveryProcessServed(text: "Received PID: 5, uffd: 3\n5-3: UFFD transferred pages: (0/4)"),
+                "a process that exited before its pages were pushed needs none")
+        #expect(LazyPagesDaemon.Termination(waitStatus: 0) == .exited(code: 0))
+        #expect(LazyPagesDaemon.Termination(waitStatus: 1 << 8) == .exited(code: 1))
+        #expect(LazyPagesDaemon.Termination(waitStatus: 9) == .signalled(signal: 9))
     }
 }

@@ -98,7 +98,8 @@ private func lazyPagesDaemons(_ images: String) -> [Int32] {
         _ = eventually(within: 30) { daemons = lazyPagesDaemons(images); return daemons.count == 1 }
         try #require(daemons.count == 1, "no criu lazy-pages in cycle 3")
         let mounts = { (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? "" }
-        #expect(mounts().contains(criuRoot), "the prepared restore's rootfs bind mount is missing")
+        // The daemon starts before the worker and its bind mount: wait for the mount too.
+        #expect(eventually(within: 30) { mounts().contains(criuRoot) }, "the prepared restore's rootfs bind mount is missing")
         let killed = try containerd.ctr(["task", "kill", "-s", "SIGKILL", id])
         #expect(killed.status == 0, "ctr task kill: \(killed.stderr)")
         #expect(eventually(within: 30) { taskRow(containerd, id)?.status == "STOPPED" }, "task ls: \(String(describing: taskRow(containerd, id)))")
@@ -112,6 +113,97 @@ private func lazyPagesDaemons(_ images: String) -> [Int32] {
         for line in logLines(containerd, containing: "[ZPShim]")
         where ["restore prepared", "restored process", "lazy-pages", "lazy restore"].contains(where: { line.contains($0) }) {
             print("[zpshim-lazy] " + (line.range(of: "container=").map { String(line[$0.lowerBound...]) } ?? line).prefix(400))
+        }
+    }
+
+    /// A daemon that dies after a lazy restore, before it served every page, leaves the process
+    /// on zero-filled memory: the shim must kill the container instead of letting it serve.
+    ///
+    /// A daemon stopped (SIGSTOP) before the connection blocks the restore itself, so the daemon
+    /// is slowed down instead: while scaled down it is moved into a cgroup (v1 `cpu`) allowed
+    /// 1 ms of CPU per second. The lazy restore completes (the daemon serves the few pages the
+    /// restore needs), the daemon then pushes the remaining ~16 MiB at that pace, and is
+    /// SIGKILLed while its log has no transfer summary yet (pages still unserved).
+    @Test func lazyRestore_daemonKilledMidTransfer_containerKilled() throws {
+        let cpuRoot = "/sys/fs/cgroup/cpu"
+        guard FileManager.default.fileExists(atPath: cpuRoot + "/cpu.cfs_quota_us") else {
+            print("skip: no cgroup v1 cpu controller at \(cpuRoot) to slow the lazy-pages daemon down")
+            return
+        }
+        let flavor = ContainerdFlavor.all[0]
+        let rootfs = try TestPaths.busyboxRootfs()
+        let unique = String(UUID().uuidString.prefix(8)).lowercased()
+        let nodeConfig = "/tmp/zpshim-lazyguard-\(unique).conf"
+        try Data("lazy-restore = on\n".utf8).write(to: URL(fileURLWithPath: nodeConfig))
+        defer { try? FileManager.default.removeItem(atPath: nodeConfig) }
+        let containerd = try PrivateContainerd(flavor: flavor, tag: "lazyguard",
+                                               environment: ["ZEROPOD_NODE_CONFIG": nodeConfig])
+        defer { containerd.stop() }
+        let netns = try TestNetns(tag: "lazyguard")
+        defer { netns.delete() }
+        let id = "lazyguard1"
+        let images = "/var/lib/zeropod-swift/i/\(containerd.namespace)/\(id)"
+        try startCounter(containerd, netns: netns, id: id, rootfs: rootfs, command: memoryServer)
+        defer { removeTask(containerd, id) }
+        try #require(nextMemoryAnswer(netns) != nil, "no answer from the memory server; log: \(containerd.log(tail: 30))")
+
+        try #require(waitScaledDown(containerd, netns: netns, checkpoints: 1), "not scaled down: \(containerd.log(tail: 30))")
+        var daemons: [Int32] = []
+        _ = eventually(within: 30) { daemons = lazyPagesDaemons(images); return daemons.count == 1 }
+        try #require(daemons.count == 1, "no criu lazy-pages for \(images) while scaled down; log: \(containerd.log(tail: 30))")
+        let daemon = daemons[0]
+        let cgroup = cpuRoot + "/zpshim-lazyguard-\(unique)"
+        try FileManager.default.createDirectory(atPath: cgroup, withIntermediateDirectories: false)
+        defer {
+            if isAlive(daemon) { kill(daemon, SIGKILL) }
+            _ = eventually(within: 30) { rmdir(cgroup) == 0 || errno == ENOENT }
+        }
+        try Data("1000000".utf8).write(to: URL(fileURLWithPath: cgroup + "/cpu.cfs_period_us"))
+        try Data("1000".utf8).write(to: URL(fileURLWithPath: cgroup + "/cpu.cfs_quota_us"))
+        try Data("\(daemon)".utf8).write(to: URL(fileURLWithPath: cgroup + "/cgroup.procs"))
+
+        // The connection restores lazily; the slowed daemon then pushes the remaining pages.
+        let clientDone = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            _ = netns.httpGet(port: 8080)
+            clientDone.signal()
+        }
+        defer { _ = clientDone.wait(timeout: .now() + 30) }
+        let connected = Date()
+        let restored = eventually(within: 120) {
+            !logLines(containerd, containing: "restored process:").filter { $0.contains("lazy=true") }.isEmpty
+        }
+        try #require(restored, "the lazy restore did not complete with the daemon slowed down; log: \(containerd.log(tail: 30))")
+        let restoreSeconds = Date().timeIntervalSince(connected)
+        // Freeze the daemon to look at its log, then kill it: some process must still lack pages.
+        kill(daemon, SIGSTOP)
+        let log = ((try? String(contentsOfFile: images + "/lazy-pages.log", encoding: .utf8)) ?? "").split(separator: "\n")
+        let received = log.filter { $0.contains("Received PID:") }
+        let summaries = log.filter { $0.contains("UFFD transferred pages:") }
+        #expect(isAlive(daemon), "the daemon finished before it could be killed")
+        #expect(!received.isEmpty && summaries.count < received.count,
+                "the daemon's log shows it done already: \(received) \(summaries)")
+        // Unthrottled, it dies at once (a throttled one may wait a period), as a real crash would.
+        try Data("\(daemon)".utf8).write(to: URL(fileURLWithPath: cpuRoot + "/cgroup.procs"))
+        kill(daemon, SIGKILL)
+        print("[zpshim-lazyguard] lazy restore done \(String(format: "%.1f", restoreSeconds)) s after the connection; "
+            + "daemon \(daemon) killed after \(log.count) log lines, \(received.count) processes, \(summaries.count) transfer summaries")
+
+        // The shim notices the daemon's end and kills the container: the task stops, nothing is left.
+        #expect(eventually(within: 60) { taskRow(containerd, id)?.status == "STOPPED" },
+                "task ls: \(String(describing: taskRow(containerd, id))); log: \(containerd.log(tail: 30))")
+        let why = logLines(containerd, containing: "ended before serving every page")
+        #expect(why.contains { $0.contains("pid \(daemon)") && $0.contains("signal 9") && $0.contains(id) },
+                "the shim log does not say why the container was killed: \(why)")
+        #expect(eventually(within: 30) { !isAlive(daemon) }, "criu lazy-pages \(daemon) is left")
+        #expect(eventually(within: 30) { !FileManager.default.fileExists(atPath: images) }, "images left in \(images)")
+        #expect(eventually(within: 30) { processes(inNetns: netns.path).isEmpty }, "processes left in the pod netns")
+        let removed = try containerd.ctr(["task", "rm", id])
+        #expect(removed.status == 0, "ctr task rm: \(removed.stderr)")
+        #expect(processes(matching: [images]).isEmpty, "a process still names \(images)")
+        for line in logLines(containerd, containing: "[ZPShim]")
+        where ["restored process", "lazy-pages", "lazy restore", "status"].contains(where: { line.contains($0) }) {
+            print("[zpshim-lazyguard] " + (line.range(of: "container=").map { String(line[$0.lowerBound...]) } ?? line).prefix(400))
         }
     }
 }

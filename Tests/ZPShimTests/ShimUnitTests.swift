@@ -152,3 +152,17 @@ func protocEncode(_ message: String, _ text: String) throws -> [UInt8] {
         #expect(ExitStatus(waitStatus: 15, at: 0).code == 143)
     }
 }
+
+/// The exits the reaper keeps for pids nobody registered (a `criu lazy-pages` daemon reaped by
+/// `wait4(-1)` before its owner's `waitpid`).
+@Suite struct PidIndexExitTests {
+    @Test func takeExit_returnsAKeptExitOnce_andIgnoresOlderOnes() {
+        let index = PidIndex()
+        let pid: pid_t = 999_999_001  // above any pid_max: never a live process
+        #expect(index.takeExit(of: pid, notBefore: 0) == nil)
+        #expect(index.claimExit(of: pid, status: ExitStatus(code: 137, exitedAt: 1_000)) == nil)
+        #expect(index.takeExit(of: pid, notBefore: 2_000) == nil, "an exit from before the daemon started")
+        #expect(index.takeExit(of: pid, notBefore: 1_000) == ExitStatus(code: 137, exitedAt: 1_000))
+        #expect(index.takeExit(of: pid, notBefore: 0) == nil, "taken out already")
+    }
+}

@@ -25,6 +25,8 @@ final class RestorePreparation: Sendable {
     private struct Parts {
         var restore: PreparedContainerRestore?
         var daemon: LazyPagesDaemon?
+        /// How the daemon ended, when this object reaped it (kept after `daemon` is dropped).
+        var daemonTermination: LazyPagesDaemon.Termination?
     }
 
     private let parts: Mutex<Parts>
@@ -34,6 +36,11 @@ final class RestorePreparation: Sendable {
     let lazyFallbackReason: String?
     /// The daemon's pid, when lazy.
     let daemonPID: Int32?
+    /// When the daemon was started (nanoseconds since the Unix epoch): an exit of its pid kept by
+    /// the shim's reaper before that belongs to another process.
+    let daemonStartedAt: Int64
+    /// The daemon's log (`lazy-pages.log` in the image folder), when lazy.
+    let daemonLog: FilePath?
 
     /// Prepares the restore of `container` from `imagesDir` (blocking: run it off the event loops).
     ///
@@ -47,6 +54,7 @@ final class RestorePreparation: Sendable {
          options: ContainerRestoreOptions, lazy: Bool) throws(ContainerCheckpointError) {
         var daemon: LazyPagesDaemon?
         var reason: String?
+        let startedAt = Sys.now()
         if lazy {
             do {
                 daemon = try LazyPagesDaemon(criuPath: checkpointer.checkpointer.criuPath, imagesDir: imagesDir,
@@ -70,6 +78,8 @@ final class RestorePreparation: Sendable {
         self.lazy = daemon != nil
         self.lazyFallbackReason = reason
         self.daemonPID = daemon?.pid
+        self.daemonStartedAt = startedAt
+        self.daemonLog = daemon?.logPath
         parts = Mutex(Parts(restore: restore, daemon: daemon))
     }
 
@@ -97,9 +107,16 @@ final class RestorePreparation: Sendable {
         parts.withLock { p in
             guard let daemon = p.daemon else { return true }
             guard daemon.waitForExit(timeout: .zero) else { return false }
+            p.daemonTermination = daemon.termination
             p.daemon = nil
             return true
         }
+    }
+
+    /// How the daemon ended, when this object reaped it; nil while it runs, when there was none, or
+    /// when the shim's reaper got its exit first (then ``PidIndex`` keeps it).
+    var daemonTermination: LazyPagesDaemon.Termination? {
+        parts.withLock { $0.daemonTermination }
     }
 
     /// Releases everything still held: cancels an unused prepared restore (worker, descriptors,
@@ -108,7 +125,10 @@ final class RestorePreparation: Sendable {
         parts.withLock { p in
             p.restore?.cancel()
             p.restore = nil
-            p.daemon?.stop()
+            if let daemon = p.daemon {
+                daemon.stop()
+                p.daemonTermination = daemon.termination
+            }
             p.daemon = nil
         }
     }
@@ -149,6 +169,10 @@ struct RestoreSideState {
     var serving: RestorePreparation?
     /// The lifecycle asked to remove the images while the daemon still needed them.
     var cleanupDeferred = false
-    /// The watcher is removing the images now (a checkpoint waits for it).
-    var removingImages = false
+    /// The watcher is judging a finished daemon (and killing an untrusted process, removing the
+    /// images): a checkpoint waits for it.
+    var settling = false
+    /// Why the restored process was killed after its daemon ended too early; a checkpoint
+    /// requested meanwhile fails with it instead of dumping a dying process.
+    var untrusted: String?
 }

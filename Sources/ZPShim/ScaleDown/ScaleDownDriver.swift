@@ -367,16 +367,19 @@ final class ScaleDownDriver: Sendable {
             }
         case .disableRedirect:
             do { try redirectOff() } catch { logger.warning("redirect off failed: \(error)") }
-        case .startCheckpoint:
-            await finishServingLazyPages()
-            await checkpoint(onPreDump: false)
-            await prepareRestoreIfScaledDown()
-        case .startIncrementalCheckpoint:
-            await finishServingLazyPages()
-            await checkpoint(onPreDump: true)
+        case .startCheckpoint, .startIncrementalCheckpoint:
+            if let untrusted = await finishServingLazyPages() {
+                // The last lazy restore's daemon ended too early: the process was killed, not dumped.
+                await feedInline(.checkpointFailed(reason: untrusted, now: Self.now()))
+                return
+            }
+            await checkpoint(onPreDump: action == .startIncrementalCheckpoint)
             await prepareRestoreIfScaledDown()
         case .startPreDump:
-            await finishServingLazyPages()
+            if let untrusted = await finishServingLazyPages() {
+                await feedInline(.preDumpFailed(reason: untrusted))
+                return
+            }
             await preDump()
         case .startScaleDownKill:
             do {
@@ -568,7 +571,10 @@ final class ScaleDownDriver: Sendable {
                     lazy = prepared.lazy
                     if lazy {
                         // The daemon pushes the remaining pages now; the images stay until it exits.
-                        state.withLock { $0.restoreSide.serving = prepared }
+                        state.withLock {
+                            $0.restoreSide.serving = prepared
+                            $0.restoreSide.untrusted = nil
+                        }
                     } else {
                         prepared.discard()
                     }
@@ -703,7 +709,7 @@ final class ScaleDownDriver: Sendable {
         let (prepared, deferred) = state.withLock { s -> (RestorePreparation?, Bool) in
             let prepared = s.restoreSide.prepared
             s.restoreSide.prepared = nil
-            guard s.restoreSide.serving != nil else { return (prepared, false) }
+            guard s.restoreSide.serving != nil || s.restoreSide.settling else { return (prepared, false) }
             s.restoreSide.cleanupDeferred = true
             return (prepared, true)
         }
@@ -711,52 +717,111 @@ final class ScaleDownDriver: Sendable {
         if !deferred { removeImages() }
     }
 
-    /// Notices when the daemon of a lazy restore has finished and removes the images then.
+    /// Notices when the daemon of a lazy restore has finished, checks how it ended and removes the
+    /// images then.
     private func lazyPagesWatcher() async {
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(50))
-            let finished = state.withLock { s -> (RestorePreparation, Bool)? in
+            let finished = state.withLock { s -> RestorePreparation? in
                 guard let serving = s.restoreSide.serving, serving.daemonExited() else { return nil }
                 s.restoreSide.serving = nil
-                let remove = s.restoreSide.cleanupDeferred
-                s.restoreSide.cleanupDeferred = false
-                s.restoreSide.removingImages = remove
-                return (serving, remove)
+                s.restoreSide.settling = true
+                return serving
             }
-            guard let (serving, remove) = finished else { continue }
-            logger.info("lazy restore: criu lazy-pages (pid \(serving.daemonPID ?? 0)) finished")
-            serving.discard()
-            if remove {
-                removeImages()
-                state.withLock { $0.restoreSide.removingImages = false }
-            }
+            guard let finished else { continue }
+            _ = await settleLazyPages(finished, killedBusy: false)
         }
     }
 
     /// Before a checkpoint: waits until the daemon of the last lazy restore is done (the process
     /// must have all its pages before it is dumped) and its images are gone. Kills a daemon that
-    /// is still busy after 60 s.
-    private func finishServingLazyPages() async {
+    /// is still busy after 60 s (then the process lacks pages: it is killed too).
+    /// - Returns: why the process was killed instead, when its daemon ended too early; nil when
+    ///   the checkpoint may go on.
+    private func finishServingLazyPages() async -> String? {
         let deadline = ContinuousClock.now + .seconds(60)
         while true {
-            let (done, taken) = state.withLock { s -> (Bool, RestorePreparation?) in
+            let (taken, busy, wait) = state.withLock { s -> (RestorePreparation?, Bool, Bool) in
                 if let serving = s.restoreSide.serving {
-                    guard serving.daemonExited() || ContinuousClock.now >= deadline else { return (false, nil) }
+                    let exited = serving.daemonExited()
+                    guard exited || ContinuousClock.now >= deadline else { return (nil, false, true) }
                     s.restoreSide.serving = nil
-                    s.restoreSide.cleanupDeferred = false
-                    return (true, serving)
+                    s.restoreSide.settling = true
+                    return (serving, !exited, false)
                 }
-                return (!s.restoreSide.removingImages, nil)
+                return (nil, false, s.restoreSide.settling)
             }
             if let taken {
-                if !taken.daemonExited() {
+                if busy {
                     logger.warning("lazy restore: criu lazy-pages (pid \(taken.daemonPID ?? 0)) still busy after 60 s: killed")
+                    taken.discard()
                 }
-                taken.discard()
+                return await settleLazyPages(taken, killedBusy: busy)
             }
-            if done { return }
+            if !wait { return state.withLock { $0.restoreSide.untrusted } }
             try? await Task.sleep(for: .milliseconds(20))
         }
+    }
+
+    /// After the daemon of a lazy restore ended (the caller took it out of `serving` and set
+    /// `settling`): finds out how it ended; when it did not finish its work, the restored process
+    /// runs on zero-filled pages, so its container's processes are killed (the task exits, the
+    /// orchestrator restarts it). Then removes the images if that was asked meanwhile and clears
+    /// `settling`.
+    /// - Parameter killedBusy: the caller killed the daemon because it was still busy.
+    /// - Returns: why the processes were killed; nil when the daemon finished cleanly.
+    private func settleLazyPages(_ serving: RestorePreparation, killedBusy: Bool) async -> String? {
+        let daemonPID = serving.daemonPID ?? 0
+        let (clean, how) = await lazyPagesEnd(of: serving, killedBusy: killedBusy)
+        var untrusted: String?
+        if clean {
+            logger.info("lazy restore: criu lazy-pages (pid \(daemonPID)) finished", metadata: ["end": "\(how)"])
+        } else if !state.withLock({ $0.stopped }) {
+            let reason = "criu lazy-pages (pid \(daemonPID)) ended before serving every page (\(how)): "
+                + "the restored process of container \(id) runs on zero-filled memory"
+            untrusted = reason
+            logger.error("lazy restore: \(reason); killing the container's processes",
+                         metadata: ["lazy-pages-pid": "\(daemonPID)", "end": "\(how)"])
+            state.withLock { $0.restoreSide.untrusted = reason }
+            publishStatus(.restoreFailed, duration: nil, reason: reason)
+            do {
+                try await runc.kill(id: id, bundle: bundle, signal: UInt32(SIGKILL), all: true)
+            } catch {
+                logger.error("lazy restore: killing the untrusted processes of container \(id) failed: \(error)")
+            }
+        }
+        serving.discard()
+        let remove = state.withLock { s -> Bool in
+            defer { s.restoreSide.cleanupDeferred = false }
+            return s.restoreSide.cleanupDeferred
+        }
+        if remove { removeImages() }
+        state.withLock { $0.restoreSide.settling = false }
+        return untrusted
+    }
+
+    /// How the daemon of `serving` ended, from the first source that knows: its own wait status
+    /// (the preparation reaped it), the shim reaper's (kept in ``PidIndex``: it arrives a moment
+    /// after the reap, so it is polled for 2 s), else CRIU's `lazy-pages.log` (a transfer summary
+    /// for every process it took on). Clean means exit code 0, or a complete log.
+    private func lazyPagesEnd(of serving: RestorePreparation, killedBusy: Bool) async -> (clean: Bool, how: String) {
+        if killedBusy { return (false, "still busy after 60 s, killed by the shim") }
+        if let end = serving.daemonTermination { return (end.isClean, "\(end), reaped by the driver") }
+        if let pid = serving.daemonPID {
+            let deadline = ContinuousClock.now + .seconds(2)
+            while true {
+                if let exit = pids.takeExit(of: pid, notBefore: serving.daemonStartedAt) {
+                    let how = exit.code > 128 ? "signal \(exit.code - 128)" : "exit code \(exit.code)"
+                    return (exit.code == 0, how + ", reaped by the shim's reaper")
+                }
+                if ContinuousClock.now >= deadline || Task.isCancelled { break }
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+        }
+        if let log = serving.daemonLog, LazyPagesDaemon.logShowsEveryProcessServed(log) {
+            return (true, "exit status unknown; its log has a transfer summary for every process")
+        }
+        return (false, "exit status unknown; its log lacks a transfer summary")
     }
 
     /// Releases a prepared restore and a serving daemon (delete, driver stop).

@@ -49,6 +49,19 @@ final class PidIndex: Sendable {
         }
     }
 
+    /// Takes out the kept exit of `pid`, a process the shim started but did not spawn through the
+    /// reaper (a `criu lazy-pages` daemon), when that exit was seen at or after `notBefore`
+    /// (nanoseconds since the Unix epoch, ``ExitStatus/exitedAt``): an older one belongs to an
+    /// earlier process with the same pid and stays. Nil when no such exit is kept (yet).
+    func takeExit(of pid: pid_t, notBefore: Int64) -> ExitStatus? {
+        state.withLock { state in
+            guard let exit = state.earlyExits[pid], exit.exitedAt >= notBefore else { return nil }
+            state.earlyExits[pid] = nil
+            state.earlyOrder.removeAll { $0 == pid }
+            return exit
+        }
+    }
+
     /// Forgets `pid` (the process was deleted).
     func forget(_ pid: pid_t) {
         state.withLock { _ = $0.owners.removeValue(forKey: pid) }
