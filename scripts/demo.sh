@@ -50,6 +50,9 @@ cleanup() {
   ip link del "$VH" 2>/dev/null
   ip netns del "$NS" 2>/dev/null
   rm -rf "$D"
+  # ctr's cgroup for the namespace (/<namespace>/<id>; runc removed <id>): only when empty.
+  for h in /sys/fs/cgroup/*/; do rmdir "$h$CNS" 2>/dev/null; done
+  rmdir "/sys/fs/cgroup/$CNS" 2>/dev/null
 }
 trap cleanup EXIT
 

@@ -219,6 +219,11 @@ final class PrivateContainerd {
         _ = try? run(["/bin/sh", "-c", "grep -o ' \(directory)[^ ]*' /proc/self/mounts | xargs -r -n1 umount -l"], timeout: 20)
         try? FileManager.default.removeItem(atPath: directory)
         try? FileManager.default.removeItem(atPath: "/run/containerd/runc/\(namespace)")
+        // ctr puts containers under the cgroup /<namespace>/<id>: runc removes <id>, the
+        // namespace's own (empty by now) cgroup in every hierarchy is ours to remove.
+        let hierarchies = (try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? []
+        for h in hierarchies { _ = rmdir("/sys/fs/cgroup/\(h)/\(namespace)") }
+        _ = rmdir("/sys/fs/cgroup/\(namespace)")
     }
 }
 

@@ -278,6 +278,35 @@ import Testing
         }
     }
 
+    /// A restored process that ends by itself (no kill from containerd, so no runc call that
+    /// would wake the shim's reaper) is reaped and reported: the task shows STOPPED.
+    @Test(arguments: ContainerdFlavor.all)
+    func restoredProcess_exitingByItself_isReported(flavor: ContainerdFlavor) throws {
+        let rootfs = try TestPaths.busyboxRootfs()
+        let containerd = try PrivateContainerd(flavor: flavor, tag: "s2zex")
+        defer { containerd.stop() }
+        let netns = try TestNetns(tag: "s2zex")
+        defer { netns.delete() }
+        let id = "selfexit1"
+        // Serves two requests, then exits with status 7.
+        let server = """
+            n=0; while [ $n -lt 2 ]; do n=$((n+1)); \
+            printf 'HTTP/1.0 200 OK\\r\\nContent-Length: %d\\r\\n\\r\\ncount=%d\\n' $((7+${#n})) $n | nc -l -p 8080 >/dev/null; done; exit 7
+            """
+        let created = try containerd.ctr([
+            "run", "-d", "--runtime", "io.containerd.zeropod.v2", "--annotation", "zeropod.ctrox.dev/scaledown-duration=2s",
+            "--with-ns", "network:\(netns.path)", "--rootfs", rootfs, id, "/bin/sh", "-c", server,
+        ])
+        try #require(created.status == 0, "ctr run: \(created.stderr)\n\(containerd.log(tail: 20))")
+        defer { removeTask(containerd, id) }
+        #expect(eventually { netns.httpGet(port: 8080) == "count=1\n" })
+        try #require(waitScaledDown(containerd, netns: netns, checkpoints: 1), "not scaled down: \(containerd.log(tail: 30))")
+        #expect(netns.httpGet(port: 8080) == "count=2\n", "the restored server answers once more")
+        #expect(eventually(within: 30) { taskRow(containerd, id)?.status == "STOPPED" },
+                "the restored process exited by itself; containerd still sees \(String(describing: taskRow(containerd, id))); log: \(containerd.log(tail: 20))")
+        #expect(processes(inNetns: netns.path).isEmpty, "no process (or zombie) left in the pod's netns")
+    }
+
     @Test(arguments: ContainerdFlavor.all)
     func outputAfterRestore_reachesTheStdoutFIFO(flavor: ContainerdFlavor) throws {
         let rootfs = try TestPaths.busyboxRootfs()

@@ -60,7 +60,10 @@ public struct SpawnSpec: Sendable {
 /// it dispatches an exit: an exit is never lost nor given to the wrong waiter. Exits of processes the
 /// shim did not spawn itself (container init and exec processes) arrive on ``orphanExits``.
 ///
-/// A dedicated thread blocks in `wait4`; when there are no children it sleeps until the next spawn.
+/// A dedicated thread blocks in `wait4`; when there are no children it sleeps until the next spawn,
+/// or at most ``idlePoll``: children also come from elsewhere (CRIU workers and lazy-pages daemons
+/// started by ZPCheckpoint, and above all a restored container init, which CRIU hands to the shim
+/// as its child), and their exits must not wait for the next runc call.
 public final class Reaper: Sendable {
     /// The process-wide reaper (there can be only one `wait4(-1)` caller per process).
     public static let shared = Reaper()
@@ -82,6 +85,8 @@ public final class Reaper: Sendable {
 
     private let state = Mutex(State())
     private let wakeup = DispatchSemaphore(value: 0)
+    /// How long the reaper sleeps without children before it looks again.
+    static let idlePoll = DispatchTimeInterval.milliseconds(20)
     private let orphanContinuation: AsyncStream<(pid: pid_t, status: ExitStatus)>.Continuation
     /// Exits of children and adopted orphans that ``spawn(_:)`` did not start.
     public let orphanExits: AsyncStream<(pid: pid_t, status: ExitStatus)>
@@ -177,7 +182,7 @@ public final class Reaper: Sendable {
             var status: CInt = 0
             let pid = wait4(-1, &status, 0, nil)
             if pid == -1 {
-                if errno == ECHILD { wakeup.wait() }
+                if errno == ECHILD { _ = wakeup.wait(timeout: .now() + Self.idlePoll) }
                 continue
             }
             let exit = ExitStatus(waitStatus: status, at: Sys.now())
