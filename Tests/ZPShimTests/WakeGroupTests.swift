@@ -295,8 +295,10 @@ struct ScratchDirectory {
         }
         #expect(secondBack, "the other member was not restored; log: \(containerd.log(tail: 40))")
         #expect(logLines(containerd, containing: "woken by wake group").contains { $0.contains("origin=wg/\(ids.0)") })
-        #expect(logLines(containerd, containing: "wake group member answered woken").contains { $0.contains("peer=\(ids.1)") },
-                "log: \(containerd.log(tail: 40))")
+        // The origin logs the peer's answer after the peer logged its restore: wait for it.
+        #expect(eventually(within: 30) {
+            logLines(containerd, containing: "wake group member answered woken").contains { $0.contains("peer=\(ids.1)") }
+        }, "log: \(containerd.log(tail: 40))")
         // The third (another group) was not woken: no restore of it, and none of its processes.
         let restores = logLines(containerd, containing: "restored process:")
         #expect(!restores.contains { $0.contains("container=\(ids.2)") }, "restores: \(restores)")
