@@ -424,7 +424,7 @@ func containerConfig_refuses(_ c: BadCase) {
 
 @Test func lazyRestoreMode_decision() {
     let threshold = LazyRestoreMode.autoThresholdBytes
-    #expect(threshold == 64 * 1024 * 1024)
+    #expect(threshold == 160 * 1024 * 1024)
     // Without userfaultfd nothing is lazy.
     for mode in LazyRestoreMode.allCases {
         #expect(!mode.restoresLazily(pageBytes: 1 << 30, userfaultfdUsable: false), "\(mode)")

@@ -255,7 +255,7 @@ struct Report {
     /// The lazy vs full restore table and its target (lazy ≤ 0.5 × full).
     func lazyMarkdown() -> [String] {
         guard !lazy.isEmpty else { return [] }
-        var lines = ["", "Lazy vs full restore with ZPCheckpoint directly (both on the same images; the shim's own restores above are lazy for images ≥ 64 MiB), same images per cycle, "
+        var lines = ["", "Lazy vs full restore with ZPCheckpoint directly (both on the same images; the shim's own restores above are lazy for images ≥ 160 MiB), same images per cycle, "
                         + "restore call → first correct response, medians [min–max] ms:", "",
                      "| workload | image MiB | checkpoint | full restore → 1st | lazy restore → 1st | lazy-pages daemon start (before) "
                         + "| daemon finished | lazy/full | target ≤ 0.5 | cycles |",
