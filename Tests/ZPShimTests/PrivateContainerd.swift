@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import ZPShim
+import ZPCore
 
 /// The result of a command run by the tests.
 struct CommandResult {
@@ -218,7 +219,18 @@ final class PrivateContainerd {
         terminate()
         _ = try? run(["/bin/sh", "-c", "grep -o ' \(directory)[^ ]*' /proc/self/mounts | xargs -r -n1 umount -l"], timeout: 20)
         try? FileManager.default.removeItem(atPath: directory)
+        // A shim killed with containerd may leave a prepared restore's mounts (tmpfs copies, the
+        // rootfs bind) in runc's state folder; containerd's own `delete` would remove them.
+        for mountPoint in Sys.mountPoints(under: "/run/containerd/runc/\(namespace)/") { try? Sys.unmount(mountPoint) }
         try? FileManager.default.removeItem(atPath: "/run/containerd/runc/\(namespace)")
+        // ...and its images, and a `criu lazy-pages` daemon still serving them.
+        let images = NodeConfig().stateDirectory + "/i/" + namespace
+        for pid in processes(matching: ["lazy-pages"]) {
+            let args = (FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") ?? Data()).split(separator: 0)
+                .map { String(decoding: $0, as: UTF8.self) }
+            if args.contains(where: { $0.hasPrefix(images + "/") }) { kill(pid, SIGKILL) }
+        }
+        try? FileManager.default.removeItem(atPath: images)
         // ctr puts containers under the cgroup /<namespace>/<id>: runc removes <id>, the
         // namespace's own (empty by now) cgroup in every hierarchy is ours to remove.
         let hierarchies = (try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? []

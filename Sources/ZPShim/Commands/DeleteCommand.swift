@@ -1,3 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 import Logging
 import ZPCore
 
@@ -18,6 +23,8 @@ public enum DeleteCommand {
            let value = UInt32(String(decoding: bytes, as: UTF8.self).trimmedWhitespace) {
             pid = value
         }
+        let node = TaskService.loadNodeConfig(logger: Logger(label: "delete") { _ in SwiftLogNoOpLogHandler() })
+        removePreparedRestore(id: options.id, namespace: options.namespace, runcRoot: runc.root, node: node)
         try? await runc.delete(id: options.id, bundle: bundle, force: true)
         try? Sys.unmount(bundle + "/rootfs")
         // The lost shim's socket: removed when nothing answers on it any more (a group's shim that
@@ -32,10 +39,24 @@ public enum DeleteCommand {
             }
         }
         // Its wake group entry (0011): a lost shim could not remove it on Delete.
-        let node = TaskService.loadNodeConfig(logger: Logger(label: "delete") { _ in SwiftLogNoOpLogHandler() })
         WakeGroupRegistry(runDirectory: node.runDirectory)
             .unlistLostMember(containerID: options.id, containerdNamespace: options.namespace,
                               annotations: BundleConfig(bundle: bundle).annotations)
         return DeleteResponse(pid: pid, exitStatus: 128 + UInt32(SIGKILL), exitedAt: ProtobufTimestamp(unixNanoseconds: Sys.now())).encoded()
+    }
+
+    /// What a lost shim held for a scaled-down container (decision 0009): the restore it had
+    /// prepared (tmpfs copies and the rootfs bind mount under runc's state folder), a `criu
+    /// lazy-pages` daemon serving the images, and the images themselves.
+    static func removePreparedRestore(id: String, namespace: String, runcRoot: String, node: NodeConfig) {
+        for mountPoint in Sys.mountPoints(under: runcRoot + "/" + id + "/") { try? Sys.unmount(mountPoint) }
+        let images = node.stateDirectory + "/i/" + namespace + "/" + id
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        for pid in entries.compactMap({ Int32($0) }) {
+            guard let bytes = Sys.readFile("/proc/\(pid)/cmdline") else { continue }
+            let args = bytes.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            if args.contains("lazy-pages"), args.contains(images) { kill(pid, SIGKILL) }
+        }
+        try? FileManager.default.removeItem(atPath: images)
     }
 }

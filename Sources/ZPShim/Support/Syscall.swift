@@ -129,6 +129,35 @@ enum Sys {
         }
     }
 
+    /// Mount points of this mount namespace under `prefix` (which should end in "/"), deepest first,
+    /// from /proc/self/mountinfo (octal escapes such as `\040` decoded).
+    static func mountPoints(under prefix: String) -> [String] {
+        guard let bytes = readFile("/proc/self/mountinfo") else { return [] }
+        let points = String(decoding: bytes, as: UTF8.self).split(separator: "\n").compactMap { line -> String? in
+            let fields = line.split(separator: " ", omittingEmptySubsequences: false)
+            guard fields.count > 4 else { return nil }
+            return decodeMountinfoPath(String(fields[4]))
+        }
+        return points.filter { $0.hasPrefix(prefix) }.sorted { $0.count > $1.count }
+    }
+
+    private static func decodeMountinfoPath(_ field: String) -> String {
+        var out: [UInt8] = []
+        let u = Array(field.utf8)
+        var i = 0
+        while i < u.count {
+            if u[i] == UInt8(ascii: "\\"), i + 3 < u.count,
+               let v = UInt8(String(decoding: u[(i + 1)...(i + 3)], as: UTF8.self), radix: 8) {
+                out.append(v)
+                i += 4
+            } else {
+                out.append(u[i])
+                i += 1
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
     /// Writes all of `bytes` to `fd`.
     static func writeAll(_ fd: CInt, _ bytes: [UInt8]) throws(SysError) {
         var offset = 0
