@@ -64,7 +64,7 @@ func clientConnect(port: UInt16) throws -> CInt {
 }
 
 do {
-    print("zpbpf-bench: \(iterations) iterations; kernel \(try String(contentsOfFile: "/proc/sys/kernel/osrelease").trimmingCharacters(in: .whitespacesAndNewlines))")
+    print("zpbpf-bench: \(iterations) iterations; kernel \(try String(contentsOfFile: "/proc/sys/kernel/osrelease", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines))")
     var closes: [Duration] = []
     let inits = try measure(max(5, iterations / 25)) {
         let r = try PodRedirector(netnsPath: podPath)
