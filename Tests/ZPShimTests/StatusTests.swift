@@ -149,7 +149,7 @@ final class TestClock: Sendable {
             do {
                 if round % 2 == 0 { _ = try StatusAPI.StatusChange(decoding: bytes) } else { _ = try StatusAPI.MetricsResponse(decoding: bytes) }
                 decoded += 1
-            } catch is ProtobufError {
+            } catch {  // typed throws: always a ProtobufError
                 rejected += 1
             }
         }
