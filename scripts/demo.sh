@@ -53,6 +53,7 @@ cleanup() {
   # ctr's cgroup for the namespace (/<namespace>/<id>; runc removed <id>): only when empty.
   for h in /sys/fs/cgroup/*/; do rmdir "$h$CNS" 2>/dev/null; done
   rmdir "/sys/fs/cgroup/$CNS" 2>/dev/null
+  rmdir "/run/containerd/runc/$CNS" 2>/dev/null  # the shim's runc root for the namespace, empty by now
 }
 trap cleanup EXIT
 

@@ -146,6 +146,9 @@ final class ZeropodRuntime: BenchRuntime {
         while containerd.isRunning && ContinuousClock.now < deadline { usleep(50_000) }
         if containerd.isRunning { kill(containerd.processIdentifier, SIGKILL) }
         containerd.waitUntilExit()
+        // The shims' runc root and image folder for the namespace: empty once every container is gone.
+        _ = rmdir("/run/containerd/runc/" + namespace)
+        _ = rmdir(shimState + "/i/" + namespace)
     }
 
     /// Where the shim writes the images of container `id`.
