@@ -112,6 +112,9 @@ public final class CRIUConnection {
 
     deinit { close() }
 
+    /// How long a request past its deadline may run on to its next notification (see `exchange`).
+    public static let abortGrace: Duration = .seconds(10)
+
     /// Closes the socket (once) and reaps the worker; kills it first if it has not exited within
     /// `grace`.
     public func close(grace: Duration = .seconds(5)) {
@@ -308,13 +311,21 @@ public final class CRIUConnection {
     ///   - request: the request to send.
     ///   - hooks: caller hooks by script name.
     ///   - logPath: CRIU's log file, for the tail in errors.
-    ///   - deadline: kill the worker and throw `.timedOut` after this instant.
+    ///   - deadline: after this instant the request is abandoned and `.timedOut` thrown. With
+    ///     notify scripts on, CRIU is stopped at its next notification (answered with failure, so
+    ///     CRIU aborts and resumes the tasks, as for a failing hook) and killed only if none comes
+    ///     within ``abortGrace``: killing CRIU while its parasite runs inside a task can kill the task.
+    ///     Without notifications the worker is killed at the deadline. A request that completes in
+    ///     the grace without another notification is returned as it is (it did not run into harm).
     /// - Throws: `CRIUError`: `.requestFailed` (with cr_errno, cr_errmsg, log tail), `.workerDied`,
     ///   `.hookFailed`, `.protocolViolation`, `.transport`, `.timedOut`.
     public func exchange(_ request: CRIURequest, hooks: CRIUHooks = CRIUHooks(), logPath: FilePath? = nil,
                          deadline: ContinuousClock.Instant? = nil) throws(CRIUError) -> CRIUExchange
     {
         let start = ContinuousClock.now
+        let notifies = request.options?.notifyScripts == true
+        let killAt = deadline.map { notifies ? $0 + Self.abortGrace : $0 }
+        var abortedAt: String?
         var phases: [CRIUPhase] = []
         var hookError: (String, any Error)?
         var notifiedPID: Int32?
@@ -338,12 +349,19 @@ public final class CRIUConnection {
         do throws(CRIUError) {
             try send(request)
             while true {
-                let (response, fds) = try receive(for: request.type, deadline: deadline)
+                let (response, fds) = try receive(for: request.type, deadline: killAt)
                 if response.type == .notify {
                     let script = response.notify?.script ?? ""
                     let elapsed = ContinuousClock.now - start
                     phases.append(CRIUPhase(script: script, elapsed: elapsed))
                     if let pid = response.notify?.pid, pid > 0 { notifiedPID = pid }
+                    if let deadline, ContinuousClock.now > deadline, abortedAt == nil {
+                        // Past the deadline: stop CRIU here, where it can still undo its work.
+                        abortedAt = script
+                        for fd in fds { try? fd.close() }
+                        try send(CRIURequest(type: .notify, notifySuccess: false))
+                        continue
+                    }
                     var ok = true
                     if let hook = hooks[script] {
                         let note = CRIUNotification(script: script, pid: response.notify?.pid, workerPID: workerPID,
@@ -358,6 +376,10 @@ public final class CRIUConnection {
                     continue
                 }
                 for fd in fds { try? fd.close() }
+                if let script = abortedAt, !response.success {
+                    throw CRIUError(code: .timedOut, request: request.type,
+                                    message: "criu swrk \(workerPID) did not finish in time; stopped at its \(script) notification, CRIU aborted")
+                }
                 if let (script, error) = hookError, !response.success {
                     throw CRIUError(code: .hookFailed, request: request.type, criuErrno: response.crErrno.flatMap(Errno.init),
                                     message: "the \(script) hook failed: \(error); CRIU aborted")

@@ -195,6 +195,9 @@ struct ProcessCheckpointTests {
             Issue.record("a 5 ms dump deadline was met")
         } catch {
             #expect(error.code == .timedOut, "\(error)")
+            // CRIU was stopped at a notification (and undid its work), not killed mid-dump: killing
+            // it while its parasite runs inside the task could kill the task (seen under load).
+            #expect(error.message.contains("stopped at its"), "\(error)")
         }
         #expect(isAlive(pid))
         #expect(waitUntil(timeout: .seconds(10)) { (try? counter(netns: netns, port: 8086).count) == 2 })
