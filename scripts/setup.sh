@@ -40,6 +40,9 @@ PACKAGES=(
   openjdk-17-jdk-headless python3-matplotlib
   # ZPScaleDownTests run a real Python HTTP server inside the pod netns
   python3
+  # Kubernetes pieces (testbed.md): CNI for containerd's CRI plugin, Prometheus + promtool for the
+  # manager's metrics tests
+  containernetworking-plugins prometheus
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -49,7 +52,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # Packages with services (prometheus) must not start them: tests start their own on loopback.
+  made_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod 0755 /usr/sbin/policy-rc.d; made_policy=1
+  fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ -z "$made_policy" ] || rm -f /usr/sbin/policy-rc.d
 fi
 
 # ---------------------------------------------------------------- private apt config for sid
@@ -124,6 +133,23 @@ if [ ! -x "$CTRD2_LINK/usr/bin/containerd" ]; then
 fi
 "$CTRD2_LINK/usr/bin/containerd" --version >/dev/null || die "containerd 2.x in $CTRD2_LINK does not run"
 
+# ---------------------------------------------------------------- kubectl (sid, pinned)
+# The machine may carry another kubectl (a cloud SDK build, or a 1.32 "dispatcher"): the tests use
+# this one, unpacked into the cache, by its path ($ZP_CACHE/kubectl/usr/bin/kubectl).
+KUBECTL_VERSION=${KUBECTL_VERSION:-1.36.4+ds-1}
+KUBECTL_LINK="$ZP_CACHE/kubectl"
+if [ ! -x "$KUBECTL_LINK/usr/bin/kubectl" ] || [ "$(readlink "$KUBECTL_LINK")" != "$ZP_CACHE/kubectl-$KUBECTL_VERSION" ]; then
+  sid_apt
+  dl="$ZP_CACHE/kubectl-$KUBECTL_VERSION.dl"; rm -rf "$dl"; mkdir -p "$dl"
+  log "downloading kubectl $KUBECTL_VERSION from sid"
+  (cd "$dl" && apt-get "${SID_OPTS[@]}" download "kubectl=$KUBECTL_VERSION" >/dev/null) || die "kubectl $KUBECTL_VERSION not found in sid"
+  prefix="$ZP_CACHE/kubectl-$KUBECTL_VERSION"; rm -rf "$prefix"
+  dpkg -x "$dl"/kubectl_*.deb "$prefix"
+  rm -rf "$dl"
+  ln -sfn "$prefix" "$KUBECTL_LINK"
+fi
+"$KUBECTL_LINK/usr/bin/kubectl" version --client >/dev/null 2>&1 || die "kubectl in $KUBECTL_LINK does not run"
+
 # ---------------------------------------------------------------- kernel filesystems
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 mountpoint -q /sys/kernel/tracing 2>/dev/null || mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true
@@ -137,4 +163,4 @@ fi
 if ! out=$(/usr/local/sbin/criu check 2>&1); then
   printf '%s\n' "$out" >&2; die "criu check failed"
 fi
-log "ok: criu $CRIU_VERSION ($CRIU_CACHE), containerd 2.x at $CTRD2_LINK ($("$CTRD2_LINK/usr/bin/containerd" --version | awk '{print $3}')), $(containerd --version | awk '{print $3}') from Debian, bpffs mounted, CRIU kdat cache on tmpfs $CRIU_RUNDIR"
+log "ok: criu $CRIU_VERSION ($CRIU_CACHE), containerd 2.x at $CTRD2_LINK ($("$CTRD2_LINK/usr/bin/containerd" --version | awk '{print $3}')), $(containerd --version | awk '{print $3}') from Debian, kubectl $KUBECTL_VERSION, bpffs mounted, CRIU kdat cache on tmpfs $CRIU_RUNDIR"
