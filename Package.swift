@@ -27,12 +27,17 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-http2", from: "1.46.0"),
     ],
     targets: [
-        // MARK: test helpers shared by the privileged test targets (not part of any product)
-        .target(name: "ZPTestSupport", swiftSettings: strict),
+        // MARK: test helpers shared by every test target and the test kits (not part of any product):
+        // commands, polling, privileges, netns/veth fixtures, sockets, PrivateContainerd, bpftool.
+        .target(
+            name: "ZPTestSupport",
+            dependencies: ["ZPCore", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: strict
+        ),
 
         // MARK: core (standard library only)
         .target(name: "ZPCore", swiftSettings: strict),
-        .testTarget(name: "ZPCoreTests", dependencies: ["ZPCore"], resources: [.copy("Fixtures")], swiftSettings: strict),
+        .testTarget(name: "ZPCoreTests", dependencies: ["ZPCore", "ZPTestSupport"], resources: [.copy("Fixtures")], swiftSettings: strict),
 
         // MARK: mechanisms
         // CZPBPF: libbpf re-export, LIBBPF_OPTS/print-callback/setns helpers, the embedded BPF object.
@@ -62,13 +67,14 @@ let package = Package(
         ),
         .target(
             name: "ZPCheckpointTestKit",
-            dependencies: ["ZPCheckpoint", .product(name: "SystemPackage", package: "swift-system")],
+            dependencies: ["ZPCheckpoint", "ZPTestSupport", .product(name: "SystemPackage", package: "swift-system")],
             swiftSettings: strict
         ),
         .testTarget(
             name: "ZPCheckpointTests",
             dependencies: [
-                "ZPCheckpoint", "ZPCheckpointTestKit", "ZPCore", .product(name: "SystemPackage", package: "swift-system"),
+                "ZPCheckpoint", "ZPCheckpointTestKit", "ZPCore", "ZPTestSupport",
+                .product(name: "SystemPackage", package: "swift-system"),
             ],
             exclude: ["Fixtures"],
             swiftSettings: strict
@@ -76,7 +82,7 @@ let package = Package(
         .executableTarget(
             name: "zeropod-checkpoint-bench",
             dependencies: [
-                "ZPCheckpoint", "ZPCheckpointTestKit", .product(name: "SystemPackage", package: "swift-system"),
+                "ZPCheckpoint", "ZPCheckpointTestKit", "ZPTestSupport", .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -96,7 +102,7 @@ let package = Package(
         .testTarget(
             name: "ZPActivatorTests",
             dependencies: [
-                "ZPActivator",
+                "ZPActivator", "ZPTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHPACK", package: "swift-nio-http2"),
@@ -112,7 +118,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "bench/Harness", swiftSettings: strict),
-        .testTarget(name: "zpbenchTests", dependencies: ["zpbench"], swiftSettings: strict),
+        .testTarget(name: "zpbenchTests", dependencies: ["zpbench", "ZPTestSupport"], swiftSettings: strict),
 
         // MARK: ZPScaleDown (glue: the activator's listeners behind ZPBPF's redirect, in the pod netns)
         .target(
@@ -146,7 +152,7 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .testTarget(name: "ZPTTRPCTests", dependencies: ["ZPTTRPC"], swiftSettings: strict),
+        .testTarget(name: "ZPTTRPCTests", dependencies: ["ZPTTRPC", "ZPTestSupport"], swiftSettings: strict),
 
         // MARK: containerd shim v2 (composition)
         .target(name: "CZPShim"),
@@ -168,7 +174,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ZPShimTests",
-            dependencies: ["ZPShim", "ZPTTRPC", .product(name: "NIOPosix", package: "swift-nio")],
+            dependencies: ["ZPShim", "ZPTTRPC", "ZPTestSupport", .product(name: "NIOPosix", package: "swift-nio")],
             exclude: ["Fixtures"],
             swiftSettings: strict
         ),

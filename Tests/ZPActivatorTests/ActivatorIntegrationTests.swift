@@ -5,6 +5,7 @@ import NIOHTTP2
 import NIOPosix
 import Synchronization
 import Testing
+import ZPTestSupport
 
 @testable import ZPActivator
 
@@ -55,7 +56,7 @@ struct ActivatorIntegrationTests {
     @Test func fiveHundredConcurrentFirstConnections_restoreOnce_andEachGetsItsOwnResponse() async throws {
         let app = try ReservedPort()
         let activatorPort = Atomic<Int>(0)
-        let events = EventLog()
+        let events = EventLog<ActivatorEvent>()
         let (signals, signal) = AsyncStream.makeStream(of: Void.self)
         // Each connection costs four descriptors here (client, accepted, dialled, app side).
         let descriptorLimit = raiseDescriptorLimit(to: 8192)
@@ -85,7 +86,7 @@ struct ActivatorIntegrationTests {
                     var all: [Int: String] = [:]
                     for try await (i, response) in group { all[i] = response }
                     // Clients see EOF a moment before the activator's tasks report: wait for them.
-                    #expect(await poll { events.reports.count == count })
+                    #expect(await eventuallyAsync(within: 20) { events.reports.count == count })
                     return all
                 }
             }
@@ -116,7 +117,7 @@ struct ActivatorIntegrationTests {
             "p50 \(ms(percentile(values, 0.5))) p99 \(ms(percentile(values, 0.99))) max \(ms(percentile(values, 1)))"
         }
         let ports: Set<UInt16> = [app.port, UInt16(activatorPort.load(ordering: .relaxed))]
-        let socketsClosed = await poll { ownTCPSockets(onPorts: ports).isEmpty }
+        let socketsClosed = await eventuallyAsync(within: 20) { ownTCPSockets(onPorts: ports).isEmpty }
         #expect(socketsClosed, "sockets left open: \(ownTCPSockets(onPorts: ports))")
         print("zpact-bench \(count) first connections, app listening 350 ms after the restore request:")
         print("zpact-bench   accept -> app reachable:     \(summary(reachable))")
@@ -129,7 +130,7 @@ struct ActivatorIntegrationTests {
     @Test func benchmark_proxyOverhead_forARunningApp() async throws {
         let count = min(500, (Int(raiseDescriptorLimit(to: 8192)) - 256) / 4)
         let app = try ReservedPort()
-        let events = EventLog()
+        let events = EventLog<ActivatorEvent>()
         @Sendable func burst(_ address: SocketAddress) async throws -> [Duration] {
             try await withThrowingTaskGroup(of: Duration.self) { group in
                 for i in 0..<count {
@@ -149,7 +150,7 @@ struct ActivatorIntegrationTests {
         try await withThrowingTaskGroup(of: Void.self) { outer in
             outer.addTask { try await TestApp.serve(socket: app, behaviour: .http) }
             let direct = try SocketAddress(ipAddress: "127.0.0.1", port: Int(app.port))
-            #expect(await poll { (try? await TestClient.exchange(direct, send: httpRequest("/warm"))) != nil })
+            #expect(await eventuallyAsync(within: 20) { (try? await TestClient.exchange(direct, send: httpRequest("/warm"))) != nil })
             let directTimes = try await burst(direct)
             let viaTimes = try await withActivator(
                 appPort: app.port,
@@ -171,11 +172,11 @@ struct ActivatorIntegrationTests {
     /// restore hook that returns at once, dial, proxy), 50 scale-down cycles, app already up.
     @Test func benchmark_singleFirstConnection_activatorOverhead() async throws {
         let app = try ReservedPort()
-        let events = EventLog()
+        let events = EventLog<ActivatorEvent>()
         try await withThrowingTaskGroup(of: Void.self) { outer in
             outer.addTask { try await TestApp.serve(socket: app, behaviour: .http) }
             let direct = try SocketAddress(ipAddress: "127.0.0.1", port: Int(app.port))
-            #expect(await poll { (try? await TestClient.exchange(direct, send: httpRequest("/warm"))) != nil })
+            #expect(await eventuallyAsync(within: 20) { (try? await TestClient.exchange(direct, send: httpRequest("/warm"))) != nil })
             var clientSide: [Duration] = []
             try await withActivator(appPort: app.port, events: events, restore: {}) { activator, address in
                 var measured: [Duration] = []
@@ -186,7 +187,7 @@ struct ActivatorIntegrationTests {
                     measured.append(.now - start)
                     #expect(response.hasSuffix("hello from app: /s/\(i)"))
                 }
-                #expect(await poll { events.reports.count == 50 })
+                #expect(await eventuallyAsync(within: 20) { events.reports.count == 50 })
                 return measured
             }.forEach { clientSide.append($0) }
             outer.cancelAll()
@@ -203,7 +204,7 @@ struct ActivatorIntegrationTests {
     }
 
     @Test func probesOfEachKind_whileScaledDown_areAnswered_withoutRestore() async throws {
-        let events = EventLog()
+        let events = EventLog<ActivatorEvent>()
         let app = try ReservedPort()
         defer { close(app.fd) }
         try await withActivator(appPort: app.port, events: events, restore: { throw TestRestoreError() }) {
@@ -226,7 +227,7 @@ struct ActivatorIntegrationTests {
             #expect(status.grpcStatus == "0")
             #expect(status.message == [0, 0, 0, 0, 2, 0x08, 0x01])  // HealthCheckResponse{SERVING}
 
-            #expect(await poll { events.reports.count == 3 })
+            #expect(await eventuallyAsync(within: 20) { events.reports.count == 3 })
             #expect(activator.phase == .scaledDown)
         }
         #expect(events.restoresStarted == 0)
@@ -238,7 +239,7 @@ struct ActivatorIntegrationTests {
 
     @Test func disabledProbeDetection_forwardsAKubeletProbeToTheApp() async throws {
         let app = try ReservedPort()
-        let events = EventLog()
+        let events = EventLog<ActivatorEvent>()
         let (signals, signal) = AsyncStream.makeStream(of: Void.self)
         let response = try await withThrowingTaskGroup(of: String?.self) { outer in
             outer.addTask {
@@ -255,7 +256,7 @@ struct ActivatorIntegrationTests {
                     address,
                     send: httpRequest("/healthz", userAgent: "kube-probe/1.31")
                 )
-                #expect(await poll { events.reports.count == 1 })
+                #expect(await eventuallyAsync(within: 20) { events.reports.count == 1 })
                 return response
             }
             outer.cancelAll()
@@ -267,7 +268,7 @@ struct ActivatorIntegrationTests {
 
     @Test func oversizedProbe_isForwardedUnchanged() async throws {
         let app = try ReservedPort()
-        let events = EventLog()
+        let events = EventLog<ActivatorEvent>()
         let (signals, signal) = AsyncStream.makeStream(of: Void.self)
         // A kubelet-like request whose User-Agent comes after the first 256 inspected bytes.
         let padding = String(repeating: "x", count: 400)
@@ -284,7 +285,7 @@ struct ActivatorIntegrationTests {
                 restore: { signal.yield() }
             ) { _, address in
                 let response = try await TestClient.exchange(address, send: request)
-                #expect(await poll { events.reports.count == 1 })
+                #expect(await eventuallyAsync(within: 20) { events.reports.count == 1 })
                 return response
             }
             outer.cancelAll()
@@ -296,7 +297,7 @@ struct ActivatorIntegrationTests {
     }
 
     @Test func adoptedSocket_isServed_andItsDescriptorExposed() async throws {
-        let events = EventLog()
+        let events = EventLog<ActivatorEvent>()
         let listening = try ReservedPort()  // a bound socket made by the "caller"
         let activator = try await Activator.bind(
             ports: [PortRedirect(appPort: 1, source: .adopt(SocketHandle(rawValue: listening.fd)))],
@@ -321,7 +322,7 @@ struct ActivatorIntegrationTests {
     }
 
     @Test func dualStackListener_answersOnIPv4AndIPv6() async throws {
-        let events = EventLog()
+        let events = EventLog<ActivatorEvent>()
         let activator = try await Activator.bind(
             ports: [PortRedirect(appPort: 1, source: .bind(try SocketAddress(ipAddress: "::", port: 0)))],
             events: events.sink,
@@ -341,7 +342,7 @@ struct ActivatorIntegrationTests {
     }
 
     @Test func appScaledDownAgain_rearmsTheRestore() async throws {
-        let events = EventLog()
+        let events = EventLog<ActivatorEvent>()
         let restores = Atomic<Int>(0)
         let app = try ReservedPort()
         let (signals, signal) = AsyncStream.makeStream(of: Void.self)
@@ -376,7 +377,7 @@ struct ActivatorIntegrationTests {
 
     @Test func wakeApplication_joinsTheSingleFlightWithConnections() async throws {
         let app = try ReservedPort()
-        let events = EventLog()
+        let events = EventLog<ActivatorEvent>()
         let (signals, signal) = AsyncStream.makeStream(of: Void.self)
         try await withThrowingTaskGroup(of: Void.self) { outer in
             outer.addTask { try await appStarter(signals, socket: app, behaviour: .http, delay: .zero) }
@@ -409,19 +410,16 @@ struct ActivatorIntegrationTests {
     /// The shim's setting without the BPF redirect: the activator's listening socket, the
     /// application and the clients live in a pod network namespace; the activator runs in the
     /// host namespace and dials the application with sockets made inside the pod namespace.
-    @Test func podNetworkNamespace_socketsMadeInside_areServedAndDialled() async throws {
-        guard TestNetworkNamespace.isAvailable else {
-            print("zpact: skipped: no `ip` (iproute2) to create a network namespace")
-            return
-        }
-        let namespace = try TestNetworkNamespace()
+    @Test(.enabled(if: Privileges.isRoot && Privileges.hasTool("ip"), "needs root and iproute2: creates a network namespace"))
+    func podNetworkNamespace_socketsMadeInside_areServedAndDialled() async throws {
+        let namespace = try TestNetns("zpact")
         defer { namespace.delete() }
         let loopback = try SocketAddress(ipAddress: "127.0.0.1", port: 0)
         let listening = try namespace.run { try SocketCalls.makeBound(loopback) }
         let appSocket = try namespace.run { try SocketCalls.makeBound(loopback) }
         let appPort = try boundPort(appSocket)
         let factory = NamespaceSocketFactory(namespace: namespace)
-        let events = EventLog()
+        let events = EventLog<ActivatorEvent>()
         let (signals, signal) = AsyncStream.makeStream(of: Void.self)
         let activator = try await Activator.bind(
             ports: [PortRedirect(appPort: appPort, source: .adopt(listening))],
@@ -458,7 +456,7 @@ struct ActivatorIntegrationTests {
 
     @Test func serverSpeaksFirstProtocol_worksThroughTheProxy() async throws {
         let app = try ReservedPort()
-        let events = EventLog()
+        let events = EventLog<ActivatorEvent>()
         let (signals, signal) = AsyncStream.makeStream(of: Void.self)
         let configuration = ActivatorConfiguration(inspectionTimeout: .milliseconds(300))
         let transcript = try await withThrowingTaskGroup(of: String?.self) { outer in
@@ -486,7 +484,7 @@ struct ActivatorIntegrationTests {
                     }
                     outbound.finish()
                     while let chunk = try await iterator.next() { received += String(buffer: chunk) }
-                    #expect(await poll { events.reports.count == 1 })
+                    #expect(await eventuallyAsync(within: 20) { events.reports.count == 1 })
                     return received
                 }
             }
@@ -500,7 +498,7 @@ struct ActivatorIntegrationTests {
 
     @Test func halfClose_isPropagatedBothWays() async throws {
         let app = try ReservedPort()
-        let events = EventLog()
+        let events = EventLog<ActivatorEvent>()
         let (signals, signal) = AsyncStream.makeStream(of: Void.self)
         let payload = String(repeating: "0123456789abcdef", count: 8192)  // 128 KiB, larger than any buffer
         let response = try await withThrowingTaskGroup(of: String?.self) { outer in
@@ -512,7 +510,7 @@ struct ActivatorIntegrationTests {
                 _,
                 address in
                 let response = try await TestClient.exchange(address, send: "PUT" + payload, halfClose: true)
-                #expect(await poll { events.reports.count == 1 })
+                #expect(await eventuallyAsync(within: 20) { events.reports.count == 1 })
                 return response
             }
             outer.cancelAll()
@@ -524,7 +522,7 @@ struct ActivatorIntegrationTests {
 
     @Test func restoreFailure_closesHeldConnectionsCleanly_reportsIt_andTheNextConnectionRetries() async throws {
         let app = try ReservedPort()
-        let events = EventLog()
+        let events = EventLog<ActivatorEvent>()
         let (signals, signal) = AsyncStream.makeStream(of: Void.self)
         let attempts = Atomic<Int>(0)
         let (failed, succeeded) = try await withThrowingTaskGroup(of: ([String], String)?.self) { outer in
@@ -551,7 +549,7 @@ struct ActivatorIntegrationTests {
                 }
                 #expect(activator.phase == .scaledDown)
                 let succeeded = try await TestClient.exchange(address, send: httpRequest("/retry"))
-                #expect(await poll { events.reports.count == 21 })
+                #expect(await eventuallyAsync(within: 20) { events.reports.count == 21 })
                 return (failed, succeeded)
             }
             outer.cancelAll()
@@ -574,7 +572,7 @@ struct ActivatorIntegrationTests {
     @Test func misbehavingClients_endWithinTimeouts_andLeakNoDescriptors() async throws {
         let app = try ReservedPort()
         let activatorPort = Atomic<Int>(0)
-        let events = EventLog()
+        let events = EventLog<ActivatorEvent>()
         let (signals, signal) = AsyncStream.makeStream(of: Void.self)
         let configuration = ActivatorConfiguration(
             inspectionTimeout: .milliseconds(300),
@@ -644,7 +642,7 @@ struct ActivatorIntegrationTests {
                     }
                     var all: [String: String] = [:]
                     for try await (name, answer) in group { all[name] = answer }
-                    #expect(await poll { events.reports.count == 4 })
+                    #expect(await eventuallyAsync(within: 20) { events.reports.count == 4 })
                     return all
                 }
             }
@@ -664,7 +662,7 @@ struct ActivatorIntegrationTests {
         #expect(reports.contains { $0.forwardReason == .clientClosedEarly })
         let ports: Set<UInt16> = [app.port, UInt16(activatorPort.load(ordering: .relaxed))]
         #expect(ports.count == 2 && !ports.contains(0))
-        let socketsClosed = await poll { ownTCPSockets(onPorts: ports).isEmpty }
+        let socketsClosed = await eventuallyAsync(within: 20) { ownTCPSockets(onPorts: ports).isEmpty }
         #expect(socketsClosed, "sockets left open: \(ownTCPSockets(onPorts: ports))")
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import ZPTestSupport
 @testable import ZPShim
 
 /// End to end through a real containerd (1.6 and 2.x): `ctr` drives our shim, which drives runc.
@@ -9,7 +10,7 @@ import Testing
         let rootfs = try TestPaths.busyboxRootfs()
         let containerd = try PrivateContainerd(flavor: flavor, tag: "run")
         defer { containerd.stop() }
-        let netns = try TestNetns(tag: "run")
+        let netns = try TestNetns("zpshim-run")
         defer { netns.delete() }
         let id = "web1"
         let stdoutFile = containerd.directory + "/web1.out"
@@ -105,7 +106,7 @@ import Testing
         let rootfs = try TestPaths.busyboxRootfs()
         let containerd = try PrivateContainerd(flavor: flavor, tag: "lost")
         defer { containerd.stop() }
-        let netns = try TestNetns(tag: "lost")
+        let netns = try TestNetns("zpshim-lost")
         defer { netns.delete() }
         let id = "lost1"
         let created = try containerd.ctr(["run", "-d", "--runtime", "io.containerd.zeropod.v2", "--with-ns", "network:\(netns.path)",

@@ -1,6 +1,7 @@
 import Foundation
 import NIOPosix
 import Testing
+import ZPTestSupport
 import ZPCore
 import ZPTTRPC
 @testable import ZPShim
@@ -13,7 +14,7 @@ import ZPTTRPC
         let rootfs = try TestPaths.busyboxRootfs()
         let containerd = try PrivateContainerd(flavor: flavor, tag: "grp")
         defer { containerd.stop() }
-        let netns = try TestNetns(tag: "grp")
+        let netns = try TestNetns("zpshim-grp")
         defer { netns.delete() }
         for (id, port) in [("a1", 8080), ("a2", 8081)] {
             let r = try containerd.ctr(["run", "-d", "--runtime", "io.containerd.zeropod.v2", "--annotation", "io.containerd.runc.v2.group=pod-g1",
@@ -48,7 +49,7 @@ import ZPTTRPC
         let rootfs = try TestPaths.busyboxRootfs()
         let containerd = try PrivateContainerd(flavor: flavor, tag: "rst")
         defer { containerd.stop() }
-        let netns = try TestNetns(tag: "rst")
+        let netns = try TestNetns("zpshim-rst")
         defer { netns.delete() }
         let id = "r1"
         let r = try containerd.ctr(["run", "-d", "--runtime", "io.containerd.zeropod.v2", "--with-ns", "network:\(netns.path)",
@@ -79,7 +80,7 @@ import ZPTTRPC
         let rootfs = try TestPaths.busyboxRootfs()
         let containerd = try PrivateContainerd(flavor: flavor, tag: "api")
         defer { containerd.stop() }
-        let netns = try TestNetns(tag: "api")
+        let netns = try TestNetns("zpshim-api")
         defer { netns.delete() }
         let id = "api1"
         let r = try containerd.ctr(["run", "-d", "--runtime", "io.containerd.zeropod.v2", "--with-ns", "network:\(netns.path)",
@@ -140,7 +141,7 @@ import ZPTTRPC
         let rootfs = try TestPaths.busyboxRootfs()
         let containerd = try PrivateContainerd(flavor: flavor, tag: "uid")
         defer { containerd.stop() }
-        let netns = try TestNetns(tag: "uid")
+        let netns = try TestNetns("zpshim-uid")
         defer { netns.delete() }
         let id = "uid1"
         let r = try containerd.ctr(["run", "-d", "--runtime", "io.containerd.zeropod.v2", "--with-ns", "network:\(netns.path)",

@@ -1,6 +1,7 @@
 import Foundation
 import NIOPosix
 import Testing
+import ZPTestSupport
 import ZPCore
 @testable import ZPShim
 
@@ -13,7 +14,7 @@ import ZPCore
         let rootfs = try TestPaths.busyboxRootfs()
         let containerd = try PrivateContainerd(flavor: flavor, tag: "st")
         defer { containerd.stop() }
-        let netns = try TestNetns(tag: "st")
+        let netns = try TestNetns("zpshim-st")
         defer { netns.delete() }
         let id = "st1"
         let r = try containerd.ctr([

@@ -3,6 +3,7 @@ import Logging
 import NIOPosix
 import Synchronization
 import Testing
+import ZPTestSupport
 import ZPCore
 import ZPTTRPC
 @testable import ZPShim
@@ -11,14 +12,6 @@ import ZPTTRPC
 func protocStatus(_ message: String, _ text: String) throws -> [UInt8] {
     let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures").path
     return try runTool("/usr/bin/protoc", ["--encode=zeropod.shim.v1.\(message)", "-I", fixtures, "shim_status.proto"], stdin: text)
-}
-
-/// ``run(_:timeout:environment:)`` on a thread of its own, so that waiting for the child does not
-/// hold one of the few threads of the cooperative pool that an in-process server needs.
-func runOffThePool(_ arguments: [String], timeout: Int) async throws -> CommandResult {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread { continuation.resume(with: Result { try run(arguments, timeout: timeout) }) }.start()
-    }
 }
 
 /// A settable wall clock for the board.

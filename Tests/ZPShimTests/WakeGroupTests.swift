@@ -3,6 +3,7 @@ import Logging
 import NIOPosix
 import Synchronization
 import Testing
+import ZPTestSupport
 import ZPCore
 import ZPTTRPC
 @testable import ZPShim
@@ -42,15 +43,9 @@ import ZPTTRPC
     }
 }
 
-/// A fresh folder under /tmp for one test, removed by `remove()`.
-struct ScratchDirectory {
-    let path = "/tmp/zpwake-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-    func remove() { try? FileManager.default.removeItem(atPath: path) }
-}
-
 @Suite struct WakeGroupRegistryTests {
     @Test func registerListUnregister_removesEmptyFolders() throws {
-        let scratch = ScratchDirectory()
+        let scratch = try TemporaryDirectory("zpwake")
         defer { scratch.remove() }
         let registry = WakeGroupRegistry(runDirectory: scratch.path)
         let key = WakeGroupKey(containerdNamespace: "k8s.io", podNamespace: "blog", group: "wordpress")
@@ -84,7 +79,7 @@ struct ScratchDirectory {
     }
 
     @Test func emptyPodNamespace_isItsOwnScope_andTornFilesAreSkipped() throws {
-        let scratch = ScratchDirectory()
+        let scratch = try TemporaryDirectory("zpwake")
         defer { scratch.remove() }
         let registry = WakeGroupRegistry(runDirectory: scratch.path)
         let key = WakeGroupKey(containerdNamespace: "default", podNamespace: "", group: "g")
@@ -97,7 +92,7 @@ struct ScratchDirectory {
     }
 
     @Test func lostMember_isUnlistedFromItsBundleAnnotations() throws {
-        let scratch = ScratchDirectory()
+        let scratch = try TemporaryDirectory("zpwake")
         defer { scratch.remove() }
         let registry = WakeGroupRegistry(runDirectory: scratch.path)
         let key = WakeGroupKey(containerdNamespace: "k8s.io", podNamespace: "blog", group: "wordpress")
@@ -113,8 +108,8 @@ struct ScratchDirectory {
         #expect(registry.members(of: key).map(\.containerID) == ["db"])
     }
 
-    @Test func namesThatCannotBePathComponents_areRefusedWithTheName() {
-        let scratch = ScratchDirectory()
+    @Test func namesThatCannotBePathComponents_areRefusedWithTheName() throws {
+        let scratch = try TemporaryDirectory("zpwake")
         defer { scratch.remove() }
         let registry = WakeGroupRegistry(runDirectory: scratch.path)
         let key = WakeGroupKey(containerdNamespace: "ns", podNamespace: "", group: "g")
@@ -179,7 +174,7 @@ struct ScratchDirectory {
     /// one after the other would leave the first waiting for the second until its deadline. A third
     /// entry names a socket nobody serves (a stale entry): it is skipped and does not hold the rest.
     @Test func wakePeers_callsEveryOtherMemberInParallel_andSkipsStaleEntries() async throws {
-        let scratch = ScratchDirectory()
+        let scratch = try TemporaryDirectory("zpwake")
         defer { scratch.remove() }
         let registry = WakeGroupRegistry(runDirectory: scratch.path)
         let key = WakeGroupKey(containerdNamespace: "ns", podNamespace: "", group: "wordpress")
@@ -212,7 +207,7 @@ struct ScratchDirectory {
     }
 
     @Test func run_listsTheMember_andLeaveRemovesIt_evenBeforeRun() async throws {
-        let scratch = ScratchDirectory()
+        let scratch = try TemporaryDirectory("zpwake")
         defer { scratch.remove() }
         let registry = WakeGroupRegistry(runDirectory: scratch.path)
         let key = WakeGroupKey(containerdNamespace: "ns", podNamespace: "p", group: "g")
@@ -255,13 +250,12 @@ struct ScratchDirectory {
     @Test func oneConnection_wakesTheOtherMember_andDeleteUnlistsThem() throws {
         let flavor = ContainerdFlavor.all[1]  // 2.x, as the benchmark uses; the wake does not involve containerd
         let rootfs = try TestPaths.busyboxRootfs()
-        let scratch = ScratchDirectory()
-        try FileManager.default.createDirectory(atPath: scratch.path, withIntermediateDirectories: true)
+        let scratch = try TemporaryDirectory("zpwake")
         defer { scratch.remove() }
         try Data("run-dir = \(scratch.path)/run\n".utf8).write(to: URL(fileURLWithPath: scratch.path + "/node.conf"))
         let containerd = try PrivateContainerd(flavor: flavor, tag: "wake", environment: ["ZEROPOD_NODE_CONFIG": scratch.path + "/node.conf"])
         defer { containerd.stop() }
-        let netns = try (TestNetns(tag: "wka"), TestNetns(tag: "wkb"), TestNetns(tag: "wkc"))
+        let netns = try (TestNetns("zpshim-wka"), TestNetns("zpshim-wkb"), TestNetns("zpshim-wkc"))
         defer { netns.0.delete(); netns.1.delete(); netns.2.delete() }
         let ids = ("wake-a", "wake-b", "wake-c")
         defer { removeTask(containerd, ids.0); removeTask(containerd, ids.1); removeTask(containerd, ids.2) }
@@ -281,30 +275,30 @@ struct ScratchDirectory {
 
         // All three scale down (2 s idle).
         let down = eventually(within: 90) {
-            logLines(containerd, containing: "checkpointing done").count >= 3
+            containerd.logLines(containing: "checkpointing done").count >= 3
                 && processes(inNetns: netns.0.path).isEmpty && processes(inNetns: netns.1.path).isEmpty
                 && processes(inNetns: netns.2.path).isEmpty
         }
         try #require(down, "not all scaled down; log: \(containerd.log(tail: 40))")
-        let restoresBefore = logLines(containerd, containing: "restored process:").count
+        let restoresBefore = containerd.logLines(containing: "restored process:").count
 
         // One request to the first member; nothing connects to the second.
         #expect(netns.0.httpGet(port: 8080) == "count=2\n", "log: \(containerd.log(tail: 30))")
         let secondBack = eventually(within: 60) {
-            logLines(containerd, containing: "restored process:").contains { $0.contains("container=\(ids.1)") }
+            containerd.logLines(containing: "restored process:").contains { $0.contains("container=\(ids.1)") }
         }
         #expect(secondBack, "the other member was not restored; log: \(containerd.log(tail: 40))")
-        #expect(logLines(containerd, containing: "woken by wake group").contains { $0.contains("origin=wg/\(ids.0)") })
+        #expect(containerd.logLines(containing: "woken by wake group").contains { $0.contains("origin=wg/\(ids.0)") })
         // The origin logs the peer's answer after the peer logged its restore: wait for it.
         #expect(eventually(within: 30) {
-            logLines(containerd, containing: "wake group member answered woken").contains { $0.contains("peer=\(ids.1)") }
+            containerd.logLines(containing: "wake group member answered woken").contains { $0.contains("peer=\(ids.1)") }
         }, "log: \(containerd.log(tail: 40))")
         // The third (another group) was not woken: no restore of it, and none of its processes.
-        let restores = logLines(containerd, containing: "restored process:")
+        let restores = containerd.logLines(containing: "restored process:")
         #expect(!restores.contains { $0.contains("container=\(ids.2)") }, "restores: \(restores)")
         #expect(processes(inNetns: netns.2.path).isEmpty)
         #expect(restores.count - restoresBefore == 2)
-        for line in logLines(containerd, containing: "wake group") + logLines(containerd, containing: "restored process:") {
+        for line in containerd.logLines(containing: "wake group") + containerd.logLines(containing: "restored process:") {
             if let range = line.range(of: "info ") ?? line.range(of: "warning ") { print("[zpwake-e2e] \(line[range.lowerBound...].prefix(230))") }
         }
         // The woken member kept its memory: its counter goes on from 1 (this request is its second).
@@ -313,17 +307,17 @@ struct ScratchDirectory {
         // An exec into a scaled-down member wakes the group too (here the other way round).
         let downAgain = eventually(within: 90) {
             processes(inNetns: netns.0.path).isEmpty && processes(inNetns: netns.1.path).isEmpty
-                && logLines(containerd, containing: "checkpointing done").count >= 5
+                && containerd.logLines(containing: "checkpointing done").count >= 5
         }
         try #require(downAgain, "not scaled down again; log: \(containerd.log(tail: 40))")
         let exec = try containerd.ctr(["task", "exec", "--exec-id", "e1", ids.1, "/bin/true"])
         #expect(exec.status == 0, "exec: \(exec.stderr)")
         let firstBackByExec = eventually(within: 60) {
-            logLines(containerd, containing: "woken by wake group").contains { $0.contains("origin=wg/\(ids.1)") }
-                && logLines(containerd, containing: "restored process:").filter { $0.contains("container=\(ids.0)") }.count >= 2
+            containerd.logLines(containing: "woken by wake group").contains { $0.contains("origin=wg/\(ids.1)") }
+                && containerd.logLines(containing: "restored process:").filter { $0.contains("container=\(ids.0)") }.count >= 2
         }
         #expect(firstBackByExec, "the exec did not wake the other member; log: \(containerd.log(tail: 40))")
-        #expect(!logLines(containerd, containing: "restored process:").contains { $0.contains("container=\(ids.2)") })
+        #expect(!containerd.logLines(containing: "restored process:").contains { $0.contains("container=\(ids.2)") })
 
         // A lost shim: containerd runs our `delete` command for it, which unlists the member.
         let lostShim = try #require(processes(matching: ["containerd-shim-zeropod-v2", "-socket", containerd.shimSocket(group: ids.2)]).first)
