@@ -178,6 +178,29 @@ let package = Package(
             exclude: ["Fixtures"],
             swiftSettings: strict
         ),
+
+        // MARK: the CRI test bed (issue 18): containerd's CRI plugin driven as kubelet drives it
+        .target(
+            name: "ZPCRITestBed",
+            dependencies: [
+                "ZPCore", "ZPTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "NIOHPACK", package: "swift-nio-http2"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ZPCRITests",
+            dependencies: [
+                "ZPCRITestBed", "ZPTestSupport", "ZPCore", "ZPShim",
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

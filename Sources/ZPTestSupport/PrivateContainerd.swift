@@ -80,11 +80,18 @@ public final class PrivateContainerd {
         /// the CRI plugins. With it, the config is written in the flavor's own schema (version 2
         /// for 1.6, 3 for 2.x).
         public var cri: (@Sendable (_ directory: String) -> String)?
+        /// containerd's log level `debug`, which also starts the shims with `-debug`.
+        public var debug: Bool
 
-        /// A configuration; the defaults give a plain containerd without CRI.
-        public init(environment: [String: String] = [:], cri: (@Sendable (_ directory: String) -> String)? = nil) {
+        /// A configuration; the defaults give a plain containerd without CRI. `debug` defaults to
+        /// the environment variable `ZPTEST_CONTAINERD_DEBUG` being set.
+        public init(
+            environment: [String: String] = [:], cri: (@Sendable (_ directory: String) -> String)? = nil,
+            debug: Bool = ProcessInfo.processInfo.environment["ZPTEST_CONTAINERD_DEBUG"] != nil
+        ) {
             self.environment = environment
             self.cri = cri
+            self.debug = debug
         }
     }
 
@@ -136,7 +143,7 @@ public final class PrivateContainerd {
               address = "\(socket)"
             [ttrpc]
               address = "\(socket).ttrpc"
-            """
+            """ + (configuration.debug ? "\n[debug]\n  level = \"debug\"" : "")
         let config: String
         if let cri = configuration.cri {
             config = "version = \(flavor.majorVersion == 1 ? 2 : 3)\n\(plain)\n\(cri(directory))\n"
