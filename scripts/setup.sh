@@ -74,10 +74,16 @@ sid_apt() {
   if [ ! -f "$SID_APT/.updated" ] || [ -n "$(find "$SID_APT/.updated" -mmin +1440 2>/dev/null)" ]; then
     log "updating the private apt lists for sid"
     if ! apt-get "${opts[@]}" update -qq >/dev/null 2>"$SID_APT/update.err"; then
-      # sid may be signed by a newer archive key than bookworm's keyring holds
-      log "signature check failed for sid; retrying with the lists trusted by path (see $SID_APT/update.err)"
-      sed -i 's/\[signed-by=[^]]*\]/[trusted=yes]/' "$SID_APT/sources.list"
-      apt-get "${opts[@]}" update -qq >/dev/null
+      # sid may be signed by a newer archive key than this machine's keyring holds. Signature checking
+      # is never turned off: take the newest debian-archive-keyring from the machine's own (verified)
+      # sources and try once more, else stop with the reason.
+      log "signature check failed for sid (see $SID_APT/update.err); updating debian-archive-keyring from the machine's own sources"
+      apt-get update -qq >/dev/null 2>&1 || true
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --only-upgrade debian-archive-keyring >/dev/null 2>&1 || true
+      if ! apt-get "${opts[@]}" update -qq >/dev/null 2>"$SID_APT/update.err"; then
+        cat "$SID_APT/update.err" >&2
+        die "cannot verify Debian sid's signature with /usr/share/keyrings/debian-archive-keyring.gpg (above); install a debian-archive-keyring that carries sid's current signing key, then rerun"
+      fi
     fi
     touch "$SID_APT/.updated"
   fi
