@@ -43,6 +43,8 @@ PACKAGES=(
   # Kubernetes pieces (testbed.md): CNI for containerd's CRI plugin, Prometheus + promtool for the
   # manager's metrics tests
   containernetworking-plugins prometheus
+  # the installer (issue 13) sets CRIU's RUNPATH to its bundled libraries
+  patchelf
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -141,8 +141,14 @@ public struct Installer: Sendable {
         try checkOptFolder()
 
         var state = try InstallState.load(from: options.stateFolder, files: files) ?? InstallState()
-        try installBinaries(&state)
-        try installNodeConfig(&state)
+        do throws(InstallerError) {
+            try installBinaries(&state)
+            try installNodeConfig(&state)
+        } catch {
+            // What was copied so far is recorded, so --uninstall removes it.
+            try? state.save(to: options.stateFolder, files: files)
+            throw error
+        }
         try state.save(to: options.stateFolder, files: files)
         try applyConfig(plan, state: &state)
         try state.save(to: options.stateFolder, files: files)
