@@ -43,8 +43,9 @@ PACKAGES=(
   # Kubernetes pieces (testbed.md): CNI for containerd's CRI plugin, Prometheus + promtool for the
   # manager's metrics tests
   containernetworking-plugins prometheus
-  # the installer (issue 13) sets CRIU's RUNPATH to its bundled libraries
-  patchelf
+  # the installer (issue 13) sets CRIU's RUNPATH to its bundled libraries; a venv for the
+  # manifest schema validator
+  patchelf python3-venv
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -157,6 +158,22 @@ if [ ! -x "$KUBECTL_LINK/usr/bin/kubectl" ] || [ "$(readlink "$KUBECTL_LINK")" !
   ln -sfn "$prefix" "$KUBECTL_LINK"
 fi
 "$KUBECTL_LINK/usr/bin/kubectl" version --client >/dev/null 2>&1 || die "kubectl in $KUBECTL_LINK does not run"
+
+# ---------------------------------------------------------------- kubernetes-validate (PyPI, pinned)
+# Validates the kustomize output (config/) against the Kubernetes schemas it bundles (offline).
+KV_VERSION=${KV_VERSION:-1.37.0}
+KV_VENV="$ZP_CACHE/kubernetes-validate-$KV_VERSION"
+if [ ! -x "$KV_VENV/bin/kubernetes-validate" ]; then
+  log "installing kubernetes-validate $KV_VERSION into $KV_VENV"
+  rm -rf "$KV_VENV.tmp"
+  /usr/bin/python3 -m venv "$KV_VENV.tmp"
+  "$KV_VENV.tmp/bin/pip" install -q "kubernetes-validate==$KV_VERSION" || die "pip install kubernetes-validate==$KV_VERSION failed"
+  rm -rf "$KV_VENV"; mv "$KV_VENV.tmp" "$KV_VENV"
+  # a venv records its own path: recreate the scripts' shebangs for the final location
+  sed -i "1s|$KV_VENV.tmp|$KV_VENV|" "$KV_VENV"/bin/* 2>/dev/null || true
+fi
+ln -sfn "$KV_VENV" "$ZP_CACHE/kubernetes-validate"
+"$ZP_CACHE/kubernetes-validate/bin/kubernetes-validate" --version >/dev/null || die "kubernetes-validate in $KV_VENV does not run"
 
 # ---------------------------------------------------------------- kernel filesystems
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
