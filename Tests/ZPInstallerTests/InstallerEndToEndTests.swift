@@ -50,6 +50,7 @@ struct InstallerEndToEndTests {
         options.shimSource = shim
         options.containerdBinary = containerd
         options.systemdRuns = false
+        options.shimSocketDirectory = dir + "/run/s"  // not the machine's: other tests' shims may run
         let log = LogLines()
         let installer = Installer(options: options) { log.append($0) }
 
@@ -107,8 +108,15 @@ struct InstallerEndToEndTests {
         options.shimSource = shim
         options.containerdBinary = containerd2
         options.systemdRuns = false
+        options.shimSocketDirectory = dir + "/run/s"
         let installer = Installer(options: options) { _ in }
         _ = try installer.install()
+        // While a zeropod shim runs (its status socket exists), uninstall refuses unless forced.
+        try FileManager.default.createDirectory(atPath: options.shimSocketDirectory, withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: options.shimSocketDirectory + "/abc.sock", contents: nil)
+        let running = #expect(throws: InstallerError.self) { try installer.uninstall() }
+        #expect(running?.reason.contains("still run") == true)
+        try FileManager.default.removeItem(atPath: options.shimSocketDirectory + "/abc.sock")
         try (try String(contentsOfFile: etc + "/config.toml", encoding: .utf8) + "# changed by the user\n")
             .write(toFile: etc + "/config.toml", atomically: false, encoding: .utf8)
         let before = try snapshot(dir)
