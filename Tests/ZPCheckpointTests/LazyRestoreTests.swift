@@ -29,12 +29,8 @@ struct LazyRestoreTests {
         return (elapsed, start - daemonStart, r.pid, daemon)
     }
 
-    @Test func lazyRestore_of256MiB_answersBeforeAFullRestoreWould() throws {
-        let f = try criu.features(CRIUFeatures(lazyPages: true))
-        guard f.lazyPages == true else {
-            print("skip: CRIU reports no lazy_pages support (userfaultfd) on this kernel")
-            return
-        }
+    @Test(.enabled(if: lazyPagesHere, "CRIU reports no lazy_pages support (userfaultfd) on this kernel"))
+    func lazyRestore_of256MiB_answersBeforeAFullRestoreWould() throws {
         let netns = try TestNetns("zpck-lazy")
         let port: UInt16 = 8090
         let pid = try startCounterServer(netns: netns, port: port, touchMiB: 256)
@@ -71,12 +67,8 @@ struct LazyRestoreTests {
         daemon?.stop()
     }
 
-    @Test func lazyPagesDaemon_stop_recordsItsKill() throws {
-        let f = try criu.features(CRIUFeatures(lazyPages: true))
-        guard f.lazyPages == true else {
-            print("skip: CRIU reports no lazy_pages support (userfaultfd) on this kernel")
-            return
-        }
+    @Test(.enabled(if: lazyPagesHere, "CRIU reports no lazy_pages support (userfaultfd) on this kernel"))
+    func lazyPagesDaemon_stop_recordsItsKill() throws {
         let netns = try TestNetns("zpck-lazystop")
         let port: UInt16 = 8091
         let pid = try startCounterServer(netns: netns, port: port, touchMiB: 8)

@@ -78,11 +78,8 @@ struct PreDumpTests {
         #expect(stats.frozenTime > .zero)
     }
 
-    @Test func preDump_thenDumpOnIt_writesOnlyDirtiedPages_andTheChainRestores() throws {
-        if let reason = memoryTrackingMissing(criu) {
-            print("skip: \(reason); pre-dump and incremental dumps cannot run on this machine")
-            return
-        }
+    @Test(.enabled(if: memoryTrackingHere, "CRIU's FEATURE_CHECK says mem_track is not supported (no soft-dirty tracking)"))
+    func preDump_thenDumpOnIt_writesOnlyDirtiedPages_andTheChainRestores() throws {
         let netns = try TestNetns("zpck-pdchain")
         let port: UInt16 = 8083
         let pid = try startCounterServer(netns: netns, port: port, touchMiB: 32)
@@ -112,12 +109,9 @@ struct PreDumpTests {
         #expect(try counter(netns: netns, port: port).count == 4, "the counter survives the chain")
     }
 
-    @Test func containerPreDump_withoutMemoryTracking_isRefusedBeforeCRIURuns_andTheContainerKeepsServing() throws {
-        guard let reason = memoryTrackingMissing(criu) else {
-            print("skip: this kernel tracks dirty memory, so the refusal path is not taken here")
-            return
-        }
-        print("mem_track missing here: \(reason)")
+    @Test(.enabled(if: memoryTrackingMissingHere, "this kernel tracks dirty memory, so the refusal path is not taken here"))
+    func containerPreDump_withoutMemoryTracking_isRefusedBeforeCRIURuns_andTheContainerKeepsServing() throws {
+        print("mem_track missing here: \(memoryTrackingMissing(criu) ?? "?")")
         let c = try TestContainer(.busybox, repoRoot: repoRoot)
         defer { c.destroy() }
         try c.start()
@@ -140,11 +134,8 @@ struct PreDumpTests {
         #expect(try c.get().status == 200)
     }
 
-    @Test func containerPreDump_thenIncrementalCheckpoint_restoresWithItsState() throws {
-        if let reason = memoryTrackingMissing(criu) {
-            print("skip: \(reason)")
-            return
-        }
+    @Test(.enabled(if: memoryTrackingHere, "CRIU's FEATURE_CHECK says mem_track is not supported (no soft-dirty tracking)"))
+    func containerPreDump_thenIncrementalCheckpoint_restoresWithItsState() throws {
         let cc = ContainerCheckpointer(checkpointer: criu)
         let c = try TestContainer(.busybox, repoRoot: repoRoot)
         defer { c.destroy() }

@@ -9,6 +9,20 @@ import ZPTestSupport
 /// True when the tests run as root (CRIU, netns and runc need it).
 let isRoot = Privileges.isRoot
 
+/// CRIU's FEATURE_CHECK answers for mem_track and lazy_pages on this machine, asked once (nil when
+/// not root or when CRIU could not be asked): the conditions of the tests that need either.
+let criuFeaturesHere: CRIUFeatures? =
+    isRoot ? try? Checkpointer().features(CRIUFeatures(memoryTracking: true, lazyPages: true)) : nil
+
+/// Whether CRIU can track dirty memory here (pre-dump and incremental dumps need soft-dirty pages).
+let memoryTrackingHere = criuFeaturesHere?.memoryTracking == true
+
+/// Whether CRIU reports that dirty memory tracking is missing here (the refusal paths run).
+let memoryTrackingMissingHere = criuFeaturesHere?.memoryTracking == false
+
+/// Whether CRIU can restore lazily (userfaultfd) here.
+let lazyPagesHere = criuFeaturesHere?.lazyPages == true
+
 /// A python TCP server answering HTTP with an in-memory request counter: "count=N pid=P".
 /// `touchMiB` allocates and writes that much memory before listening.
 func counterServerScript(port: UInt16, touchMiB: Int = 0) -> String {

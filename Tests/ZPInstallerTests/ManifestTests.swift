@@ -4,8 +4,8 @@ import Foundation
 import Testing
 import ZPTestSupport
 
-let kubectl = zpCache + "/kubectl/usr/bin/kubectl"
-let validator = zpCache + "/kubernetes-validate/bin/kubernetes-validate"
+let kubectl = TestPaths.cache + "/kubectl/usr/bin/kubectl"
+let validator = TestPaths.cache + "/kubernetes-validate/bin/kubernetes-validate"
 let configRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
     .deletingLastPathComponent().appendingPathComponent("config").path
 let haveManifestTools = FileManager.default.isExecutableFile(atPath: kubectl)
