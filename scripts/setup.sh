@@ -175,6 +175,22 @@ fi
 ln -sfn "$KV_VENV" "$ZP_CACHE/kubernetes-validate"
 "$ZP_CACHE/kubernetes-validate/bin/kubernetes-validate" --version >/dev/null || die "kubernetes-validate in $KV_VENV does not run"
 
+# ---------------------------------------------------------------- grpcio (PyPI, pinned)
+# The CRI test bed's gRPC probes (scripts/cri/grpc-probe.py): a real gRPC client (C-core) that,
+# like kubelet's grpc-go, waits for the server's SETTINGS before it sends HEADERS.
+GRPCIO_VERSION=${GRPCIO_VERSION:-1.85.1}
+GRPCIO_VENV="$ZP_CACHE/grpcio-$GRPCIO_VERSION"
+if [ ! -x "$GRPCIO_VENV/bin/python" ] || ! "$GRPCIO_VENV/bin/python" -c 'import grpc' 2>/dev/null; then
+  log "installing grpcio $GRPCIO_VERSION into $GRPCIO_VENV"
+  rm -rf "$GRPCIO_VENV.tmp"
+  /usr/bin/python3 -m venv "$GRPCIO_VENV.tmp"
+  "$GRPCIO_VENV.tmp/bin/pip" install -q "grpcio==$GRPCIO_VERSION" || die "pip install grpcio==$GRPCIO_VERSION failed"
+  rm -rf "$GRPCIO_VENV"; mv "$GRPCIO_VENV.tmp" "$GRPCIO_VENV"
+  sed -i "1s|$GRPCIO_VENV.tmp|$GRPCIO_VENV|" "$GRPCIO_VENV"/bin/* 2>/dev/null || true
+fi
+ln -sfn "$GRPCIO_VENV" "$ZP_CACHE/grpcio"
+"$ZP_CACHE/grpcio/bin/python" -c 'import grpc' || die "grpcio in $GRPCIO_VENV does not import"
+
 # ---------------------------------------------------------------- kernel filesystems
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 mountpoint -q /sys/kernel/tracing 2>/dev/null || mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true

@@ -32,4 +32,28 @@ public enum KubeletProbe {
     public static func tcp(ip: String, port: UInt16, timeout: Int = 5) throws {
         _ = try TestSocket.connect(fromNetns: nil, to: ip, port: port, timeout: timeout)
     }
+
+    /// The grpcio venv that scripts/setup.sh makes (`$ZP_CACHE/grpcio`).
+    public static let grpcioPython = TestPaths.cache + "/grpcio/bin/python"
+
+    /// Whether the gRPC probe can run here (scripts/setup.sh installed grpcio).
+    public static var grpcProbeAvailable: Bool { FileManager.default.isExecutableFile(atPath: grpcioPython) }
+
+    /// Kubelet's gRPC probe (`grpc.health.v1.Health/Check` of `service` with kubelet's user agent)
+    /// made with grpcio (gRPC C-core), which, like kubelet's grpc-go, waits for the server's
+    /// SETTINGS before it sends the call (scripts/cri/grpc-probe.py). Returns the health status
+    /// name (`SERVING`, `NOT_SERVING`, ...), or `ERROR <code> <details>` when the call failed.
+    /// - Throws: ``LabError`` when the probe program cannot run.
+    public static func grpc(
+        ip: String, port: UInt16, service: String = "", userAgent: String = userAgent, timeout: Int = 5
+    ) throws -> String {
+        let target = ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+        let result = try run(
+            [grpcioPython, TestPaths.packageRoot + "/scripts/cri/grpc-probe.py", "check", target, service, userAgent,
+             "\(timeout)"], timeout: timeout + 30)
+        guard result.status == 0 || result.status == 2 else {
+            throw LabError("grpc-probe.py exited \(result.status): \(result.stderr)")
+        }
+        return result.trimmed
+    }
 }

@@ -238,3 +238,30 @@ struct CRIPodTests {
         #expect(bed.cgroups(of: pod).isEmpty, "pod cgroups left: \(bed.cgroups(of: pod))")
     }
 }
+
+/// The gRPC probe helper against a real gRPC server (grpcio's, on loopback): it reaches the
+/// server through C-core's connection setup, sends kubelet's user agent, and reads the status.
+/// (The probe against a scaled-down pod is issue 18's gap, tested with its fix.)
+@Suite(.enabled(if: KubeletProbe.grpcProbeAvailable, "needs grpcio in $ZP_CACHE/grpcio (make setup)"))
+struct KubeletGRPCProbeTests {
+    @Test func grpcProbe_sendsKubeletsUserAgent_andReadsTheHealthStatus() async throws {
+        let port = UInt16.random(in: 20000...29999)
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: KubeletProbe.grpcioPython)
+        server.arguments = [TestPaths.packageRoot + "/scripts/cri/grpc-probe.py", "serve", "\(port)"]
+        server.standardOutput = FileHandle.nullDevice
+        server.standardError = FileHandle.nullDevice
+        try server.run()
+        defer { killAndReap(server.processIdentifier) }
+        var answer = ""
+        #expect(await eventuallyAsync(within: 30) {
+            answer = (try? await onThread { try KubeletProbe.grpc(ip: "127.0.0.1", port: port, timeout: 2) }) ?? ""
+            return answer == "SERVING"
+        }, "kube-probe user agent: \(answer)")
+        let other = try await onThread { try KubeletProbe.grpc(ip: "127.0.0.1", port: port, userAgent: "grpc-client/1") }
+        #expect(other == "NOT_SERVING", "another user agent: \(other)")
+        killAndReap(server.processIdentifier)
+        let down = try await onThread { try KubeletProbe.grpc(ip: "127.0.0.1", port: port, timeout: 2) }
+        #expect(down.hasPrefix("ERROR "), "no server: \(down)")
+    }
+}
