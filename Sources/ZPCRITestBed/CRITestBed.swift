@@ -182,11 +182,17 @@ public final class CRITestBed {
         return id
     }
 
-    /// What kubelet does to delete a pod: `StopPodSandbox`, `RemovePodSandbox`, then its pod
-    /// cgroup (kubelet's pod container manager removes it; runc only removes the containers'
-    /// cgroups below it, so `rmdir` fails while one is left) and its log folder.
+    /// What kubelet does to delete a pod: `StopContainer` (with the grace period
+    /// `gracePeriod`, seconds) and `RemoveContainer` for each of its containers, `StopPodSandbox`,
+    /// `RemovePodSandbox`, then its pod cgroup (kubelet's pod container manager removes it; runc
+    /// only removes the containers' cgroups below it, so `rmdir` fails while one is left) and its
+    /// log folder.
     /// - Throws: ``GRPCCallError``.
-    public func removePod(_ podID: String) async throws {
+    public func removePod(_ podID: String, gracePeriod: Int64 = 1) async throws {
+        for container in try await client.listContainers(podID: podID) {
+            try await client.stopContainer(container.id, timeout: gracePeriod)
+            try await client.removeContainer(container.id)
+        }
         try await client.stopPodSandbox(podID)
         try await client.removePodSandbox(podID)
         if let pod = pods.withLock({ $0.removeValue(forKey: podID) }) {
