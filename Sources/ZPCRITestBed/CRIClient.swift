@@ -16,7 +16,11 @@ public final class CRIClient: Sendable {
     /// Closes the connection.
     public func close() async { await grpc.close() }
 
-    private func call(_ method: String, timeout: Duration = .seconds(120), _ body: (inout ProtobufWriter) -> Void)
+    private func call(
+        _ method: String,
+        timeout: Duration = .seconds(120),
+        _ body: (inout ProtobufWriter) -> Void
+    )
         async throws -> [UInt8]
     {
         var w = ProtobufWriter()
@@ -56,7 +60,8 @@ public final class CRIClient: Sendable {
     /// - Throws: ``GRPCCallError`` (NOT_FOUND once removed).
     public func podSandboxStatus(_ id: String) async throws -> CRI.PodSandboxStatus {
         let bytes = try await call("PodSandboxStatus") { $0.writeString(field: 1, id) }
-        guard let status = try decodeField(1, of: bytes, in: "PodSandboxStatusResponse", CRI.PodSandboxStatus.init) else {
+        guard let status = try decodeField(1, of: bytes, in: "PodSandboxStatusResponse", CRI.PodSandboxStatus.init)
+        else {
             throw GRPCCallError(method: "PodSandboxStatus", code: 2, message: "no status in the answer")
         }
         return status
@@ -78,14 +83,17 @@ public final class CRIClient: Sendable {
     /// container id.
     /// - Throws: ``GRPCCallError``.
     public func createContainer(
-        podID: String, _ config: CRI.ContainerConfig, sandboxConfig: CRI.PodSandboxConfig
+        podID: String,
+        _ config: CRI.ContainerConfig,
+        sandboxConfig: CRI.PodSandboxConfig
     ) async throws -> String {
         let bytes = try await call("CreateContainer", timeout: .seconds(240)) {
             $0.writeString(field: 1, podID)
             $0.writeMessage(field: 2) { config.encode(into: &$0) }
             $0.writeMessage(field: 3) { sandboxConfig.encode(into: &$0) }
         }
-        return try decodeField(1, of: bytes, in: "CreateContainerResponse") { String(decoding: $0, as: UTF8.self) } ?? ""
+        return try decodeField(1, of: bytes, in: "CreateContainerResponse") { String(decoding: $0, as: UTF8.self) }
+            ?? ""
     }
 
     /// `StartContainer`.
@@ -133,7 +141,14 @@ public final class CRIClient: Sendable {
 
     /// `Exec`: asks for a streaming URL for `command` (`kubectl exec`); the caller connects to it.
     /// - Throws: ``GRPCCallError``.
-    public func exec(_ id: String, _ command: [String], tty: Bool, stdin: Bool, stdout: Bool = true, stderr: Bool)
+    public func exec(
+        _ id: String,
+        _ command: [String],
+        tty: Bool,
+        stdin: Bool,
+        stdout: Bool = true,
+        stderr: Bool
+    )
         async throws -> String
     {
         let bytes = try await call("Exec") {

@@ -515,16 +515,24 @@ private func wrapped(_ f: ProtobufField) throws(ProtobufError) -> UInt64 {
 }
 
 /// Decodes the first occurrence of message field `field` of `bytes` with `decode`, or nil.
-func decodeField<T>(_ field: Int, of bytes: [UInt8], in message: String,
-                    _ decode: (ArraySlice<UInt8>) throws(ProtobufError) -> T) throws(ProtobufError) -> T? {
+func decodeField<T>(
+    _ field: Int,
+    of bytes: [UInt8],
+    in message: String,
+    _ decode: (ArraySlice<UInt8>) throws(ProtobufError) -> T
+) throws(ProtobufError) -> T? {
     var r = ProtobufReader(bytes)
     while let f = try r.nextField() { if f.number == field { return try decode(try f.bytes(in: message)) } }
     return nil
 }
 
 /// Every occurrence of message field `field` of `bytes`, decoded with `decode`.
-func decodeRepeated<T>(_ field: Int, of bytes: [UInt8], in message: String,
-                       _ decode: (ArraySlice<UInt8>) throws(ProtobufError) -> T) throws(ProtobufError) -> [T] {
+func decodeRepeated<T>(
+    _ field: Int,
+    of bytes: [UInt8],
+    in message: String,
+    _ decode: (ArraySlice<UInt8>) throws(ProtobufError) -> T
+) throws(ProtobufError) -> [T] {
     var r = ProtobufReader(bytes)
     var out: [T] = []
     while let f = try r.nextField() { if f.number == field { out.append(try decode(try f.bytes(in: message))) } }

@@ -76,7 +76,10 @@ public final class CRITestBed {
         let containerd = try PrivateContainerd(flavor: flavor, tag: tag, configuration: configuration)
         self.containerd = containerd
         do {
-            try FileManager.default.createDirectory(atPath: containerd.directory + "/cni", withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(
+                atPath: containerd.directory + "/cni",
+                withIntermediateDirectories: true
+            )
             let conflist = """
                 {"cniVersion":"1.0.0","name":"\(bridge)","plugins":[{"type":"bridge","bridge":"\(bridge)",\
                 "isGateway":true,"ipMasq":false,"hairpinMode":true,"ipam":{"type":"host-local",\
@@ -85,7 +88,8 @@ public final class CRITestBed {
                 """
             try Data(conflist.utf8).write(to: URL(fileURLWithPath: containerd.directory + "/cni/10-zpcri.conflist"))
             for image in [pause, busybox] {
-                try containerd.ctr(["images", "import", image.archive], timeout: 300, namespace: Self.criNamespace).checked()
+                try containerd.ctr(["images", "import", image.archive], timeout: 300, namespace: Self.criNamespace)
+                    .checked()
             }
             client = try await CRIClient(socket: containerd.socket)
         } catch {
@@ -150,12 +154,20 @@ public final class CRITestBed {
 
     /// A pod of this bed (its cgroup goes under ``qosCgroup``).
     public func pod(
-        _ name: String, handler: String, labels: [String: String] = [:], annotations: [String: String] = [:],
+        _ name: String,
+        handler: String,
+        labels: [String: String] = [:],
+        annotations: [String: String] = [:],
         containerPorts: [Int32] = []
     ) -> KubeletPod {
         KubeletPod(
-            name: name, handler: handler, labels: labels, annotations: annotations, qosCgroup: qosCgroup,
-            containerPorts: containerPorts)
+            name: name,
+            handler: handler,
+            labels: labels,
+            annotations: annotations,
+            qosCgroup: qosCgroup,
+            containerPorts: containerPorts
+        )
     }
 
     /// What kubelet does to start a pod: makes its log folder, `RunPodSandbox` with the pod's
@@ -176,7 +188,11 @@ public final class CRITestBed {
 
     /// `CreateContainer` + `StartContainer` in sandbox `podID`; returns the container id.
     /// - Throws: ``GRPCCallError``.
-    public func startContainer(_ config: CRI.ContainerConfig, in podID: String, of pod: KubeletPod) async throws -> String {
+    public func startContainer(
+        _ config: CRI.ContainerConfig,
+        in podID: String,
+        of pod: KubeletPod
+    ) async throws -> String {
         let id = try await client.createContainer(podID: podID, config, sandboxConfig: pod.sandboxConfig)
         try await client.startContainer(id)
         return id
@@ -244,7 +260,10 @@ public final class CRITestBed {
 /// Runs `body` with a new test bed and stops the bed afterwards, whether `body` returned or threw.
 /// - Throws: what the bed's start or `body` threw.
 public func withCRITestBed<R>(
-    flavor: ContainerdFlavor, tag: String, environment: [String: String] = [:], _ body: (CRITestBed) async throws -> R
+    flavor: ContainerdFlavor,
+    tag: String,
+    environment: [String: String] = [:],
+    _ body: (CRITestBed) async throws -> R
 ) async throws -> R {
     let bed = try await CRITestBed(flavor: flavor, tag: tag, environment: environment)
     do {
@@ -262,7 +281,8 @@ private func removeCgroupTree(_ path: String) {
     guard let children = try? FileManager.default.contentsOfDirectory(atPath: path) else { return }
     for child in children {
         var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: path + "/" + child, isDirectory: &isDirectory), isDirectory.boolValue {
+        if FileManager.default.fileExists(atPath: path + "/" + child, isDirectory: &isDirectory), isDirectory.boolValue
+        {
             removeCgroupTree(path + "/" + child)
         }
     }

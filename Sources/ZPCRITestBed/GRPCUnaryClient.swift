@@ -74,7 +74,9 @@ public final class GRPCUnaryClient: Sendable {
     private func exchange(_ method: String, _ request: [UInt8], timeoutSeconds: Int) async throws -> [UInt8] {
         let stream = try await multiplexer.openStream { stream in
             stream.eventLoop.makeCompletedFuture {
-                try NIOAsyncChannel<HTTP2Frame.FramePayload, HTTP2Frame.FramePayload>(wrappingChannelSynchronously: stream)
+                try NIOAsyncChannel<HTTP2Frame.FramePayload, HTTP2Frame.FramePayload>(
+                    wrappingChannelSynchronously: stream
+                )
             }
         }
         return try await stream.executeThenClose { inbound, outbound in
@@ -105,12 +107,18 @@ public final class GRPCUnaryClient: Sendable {
                     continue
                 }
             }
-            guard let status else { throw GRPCCallError(method: method, code: 2, message: "no grpc-status in the answer") }
+            guard let status else {
+                throw GRPCCallError(method: method, code: 2, message: "no grpc-status in the answer")
+            }
             guard status == 0 else { throw GRPCCallError(method: method, code: status, message: message) }
-            guard body.count >= 5 else { throw GRPCCallError(method: method, code: 2, message: "no message in the answer") }
+            guard body.count >= 5 else {
+                throw GRPCCallError(method: method, code: 2, message: "no message in the answer")
+            }
             guard body[0] == 0 else { throw GRPCCallError(method: method, code: 2, message: "compressed answer") }
             let length = body[1...4].reduce(0) { $0 << 8 | Int($1) }
-            guard body.count >= 5 + length else { throw GRPCCallError(method: method, code: 2, message: "truncated answer") }
+            guard body.count >= 5 + length else {
+                throw GRPCCallError(method: method, code: 2, message: "truncated answer")
+            }
             return Array(body[5..<(5 + length)])
         }
     }

@@ -25,8 +25,13 @@ public struct KubeletPod: Sendable {
 
     /// A pod named `name` with a fresh UID.
     public init(
-        name: String, namespace: String = "default", handler: String, labels: [String: String] = [:],
-        annotations: [String: String] = [:], qosCgroup: String, containerPorts: [Int32] = []
+        name: String,
+        namespace: String = "default",
+        handler: String,
+        labels: [String: String] = [:],
+        annotations: [String: String] = [:],
+        qosCgroup: String,
+        containerPorts: [Int32] = []
     ) {
         self.name = name
         self.namespace = namespace
@@ -54,11 +59,16 @@ public struct KubeletPod: Sendable {
     /// `RunPodSandbox`'s config as kubelet builds it.
     public var sandboxConfig: CRI.PodSandboxConfig {
         var config = CRI.PodSandboxConfig(
-            metadata: .init(name: name, uid: uid, namespace: namespace), hostname: name,
-            logDirectory: logDirectory, cgroupParent: cgroupParent)
+            metadata: .init(name: name, uid: uid, namespace: namespace),
+            hostname: name,
+            logDirectory: logDirectory,
+            cgroupParent: cgroupParent
+        )
         config.dnsConfig = CRI.DNSConfig(
-            servers: ["10.96.0.10"], searches: ["\(namespace).svc.cluster.local", "svc.cluster.local", "cluster.local"],
-            options: ["ndots:5"])
+            servers: ["10.96.0.10"],
+            searches: ["\(namespace).svc.cluster.local", "svc.cluster.local", "cluster.local"],
+            options: ["ndots:5"]
+        )
         config.portMappings = containerPorts.map { CRI.PortMapping(containerPort: $0) }
         config.labels = podLabels
         config.annotations = annotations.merging([
@@ -70,11 +80,20 @@ public struct KubeletPod: Sendable {
     /// `CreateContainer`'s config for container `name` of this pod as kubelet builds it (restart
     /// count 0, termination message in /dev/termination-log).
     public func containerConfig(
-        _ containerName: String, image: String, command: [String] = [], args: [String] = [],
-        env: [(String, String)] = [], tty: Bool = false, stdin: Bool = false
+        _ containerName: String,
+        image: String,
+        command: [String] = [],
+        args: [String] = [],
+        env: [(String, String)] = [],
+        tty: Bool = false,
+        stdin: Bool = false
     ) -> CRI.ContainerConfig {
         var config = CRI.ContainerConfig(
-            name: containerName, image: image, userSpecifiedImage: image, logPath: "\(containerName)/0.log")
+            name: containerName,
+            image: image,
+            userSpecifiedImage: image,
+            logPath: "\(containerName)/0.log"
+        )
         config.command = command
         config.args = args
         config.envs = env + [("KUBERNETES_SERVICE_HOST", "10.96.0.1"), ("KUBERNETES_SERVICE_PORT", "443")]

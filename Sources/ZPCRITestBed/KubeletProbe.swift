@@ -11,18 +11,27 @@ public enum KubeletProbe {
     /// An HTTP GET as kubelet's prober sends it (HTTP/1.1, `Connection: close`, its user agent,
     /// `Accept: */*`) from this process's network namespace; returns the status code and the body.
     /// - Throws: ``LabError`` naming the step (connect, send, receive, parse) and errno.
-    public static func http(ip: String, port: UInt16, path: String = "/", userAgent: String = userAgent, timeout: Int = 5)
+    public static func http(
+        ip: String,
+        port: UInt16,
+        path: String = "/",
+        userAgent: String = userAgent,
+        timeout: Int = 5
+    )
         throws -> (status: Int, body: String)
     {
         let socket = try TestSocket.connect(fromNetns: nil, to: ip, port: port, timeout: timeout)
-        let request = "GET \(path) HTTP/1.1\r\nHost: \(ip):\(port)\r\nUser-Agent: \(userAgent)\r\nAccept: */*\r\n"
+        let request =
+            "GET \(path) HTTP/1.1\r\nHost: \(ip):\(port)\r\nUser-Agent: \(userAgent)\r\nAccept: */*\r\n"
             + "Connection: close\r\n\r\n"
         try socket.send(request)
         let answer = try socket.receiveAll()
         let text = String(decoding: answer, as: UTF8.self)
         guard let statusLine = text.split(separator: "\r\n").first,
             let status = statusLine.split(separator: " ").dropFirst().first.flatMap({ Int($0) })
-        else { throw LabError("GET \(ip):\(port)\(path): no HTTP status line in \(answer.count) bytes: \(text.prefix(80))") }
+        else {
+            throw LabError("GET \(ip):\(port)\(path): no HTTP status line in \(answer.count) bytes: \(text.prefix(80))")
+        }
         let body = text.range(of: "\r\n\r\n").map { String(text[$0.upperBound...]) } ?? ""
         return (status, body)
     }
@@ -45,12 +54,20 @@ public enum KubeletProbe {
     /// name (`SERVING`, `NOT_SERVING`, ...), or `ERROR <code> <details>` when the call failed.
     /// - Throws: ``LabError`` when the probe program cannot run.
     public static func grpc(
-        ip: String, port: UInt16, service: String = "", userAgent: String = userAgent, timeout: Int = 5
+        ip: String,
+        port: UInt16,
+        service: String = "",
+        userAgent: String = userAgent,
+        timeout: Int = 5
     ) throws -> String {
         let target = ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
         let result = try run(
-            [grpcioPython, TestPaths.packageRoot + "/scripts/cri/grpc-probe.py", "check", target, service, userAgent,
-             "\(timeout)"], timeout: timeout + 30)
+            [
+                grpcioPython, TestPaths.packageRoot + "/scripts/cri/grpc-probe.py", "check", target, service, userAgent,
+                "\(timeout)",
+            ],
+            timeout: timeout + 30
+        )
         guard result.status == 0 || result.status == 2 else {
             throw LabError("grpc-probe.py exited \(result.status): \(result.stderr)")
         }

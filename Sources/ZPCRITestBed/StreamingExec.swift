@@ -42,7 +42,10 @@ public struct StreamingExecError: Error, CustomStringConvertible, Sendable {
 /// until the server closes. With a tty, output comes on stdout only.
 /// - Throws: ``StreamingExecError`` when the URL or the upgrade fails; NIO errors.
 public func streamingExec(
-    url: String, input: [UInt8] = [], resize: (columns: Int, rows: Int)? = nil, timeout: Duration = .seconds(60)
+    url: String,
+    input: [UInt8] = [],
+    resize: (columns: Int, rows: Int)? = nil,
+    timeout: Duration = .seconds(60)
 ) async throws -> StreamingExecResult {
     guard url.hasPrefix("http://") else { throw StreamingExecError(description: "not an http:// URL: \(url)") }
     let rest = url.dropFirst("http://".count)
@@ -65,19 +68,26 @@ public func streamingExec(
                         let protocolName = response.headers.first(name: "Sec-WebSocket-Protocol") ?? ""
                         return .websocket(
                             try NIOAsyncChannel<WebSocketFrame, WebSocketFrame>(wrappingChannelSynchronously: channel),
-                            protocolName)
+                            protocolName
+                        )
                     }
                 }
                 var headers = HTTPHeaders()
                 headers.add(name: "Host", value: "\(hostPort)")
-                headers.add(name: "Sec-WebSocket-Protocol", value: "v5.channel.k8s.io, v4.channel.k8s.io, channel.k8s.io")
+                headers.add(
+                    name: "Sec-WebSocket-Protocol",
+                    value: "v5.channel.k8s.io, v4.channel.k8s.io, channel.k8s.io"
+                )
                 headers.add(name: "Content-Length", value: "0")
                 let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: path, headers: headers)
                 let configuration = NIOTypedHTTPClientUpgradeConfiguration<Upgrade>(
-                    upgradeRequestHead: head, upgraders: [upgrader],
-                    notUpgradingCompletionHandler: { $0.eventLoop.makeSucceededFuture(.refused) })
+                    upgradeRequestHead: head,
+                    upgraders: [upgrader],
+                    notUpgradingCompletionHandler: { $0.eventLoop.makeSucceededFuture(.refused) }
+                )
                 return try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(
-                    configuration: .init(upgradeConfiguration: configuration))
+                    configuration: .init(upgradeConfiguration: configuration)
+                )
             }
         }
     guard case .websocket(let socket, let subprotocol) = try await upgrade.get() else {
@@ -90,9 +100,13 @@ public func streamingExec(
                     var buffer = ByteBuffer()
                     buffer.writeInteger(channel)
                     buffer.writeBytes(bytes)
-                    try await outbound.write(WebSocketFrame(fin: true, opcode: .binary, maskKey: .random(), data: buffer))
+                    try await outbound.write(
+                        WebSocketFrame(fin: true, opcode: .binary, maskKey: .random(), data: buffer)
+                    )
                 }
-                if let resize { try await send(4, Array("{\"Width\":\(resize.columns),\"Height\":\(resize.rows)}".utf8)) }
+                if let resize {
+                    try await send(4, Array("{\"Width\":\(resize.columns),\"Height\":\(resize.rows)}".utf8))
+                }
                 if !input.isEmpty { try await send(0, input) }
                 if subprotocol.hasPrefix("v5.") { try await send(255, [0]) }  // v5: close stdin
                 var result = StreamingExecResult(subprotocol: subprotocol, stdout: [], stderr: [], status: "")
@@ -109,7 +123,8 @@ public func streamingExec(
                         }
                     case .ping:
                         try await outbound.write(
-                            WebSocketFrame(fin: true, opcode: .pong, maskKey: .random(), data: frame.unmaskedData))
+                            WebSocketFrame(fin: true, opcode: .pong, maskKey: .random(), data: frame.unmaskedData)
+                        )
                     case .connectionClose:
                         break loop
                     default:

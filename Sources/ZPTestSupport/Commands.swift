@@ -56,7 +56,10 @@ public struct CommandResult: Sendable {
 /// - Throws: only when the process cannot be started; a non-zero exit is in the result.
 @discardableResult
 public func run(
-    _ arguments: [String], timeout: Int = 60, environment: [String: String]? = nil, input: [UInt8]? = nil,
+    _ arguments: [String],
+    timeout: Int = 60,
+    environment: [String: String]? = nil,
+    input: [UInt8]? = nil,
     currentDirectory: String? = nil
 ) throws -> CommandResult {
     let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("zptest-\(UUID().uuidString)")
@@ -88,9 +91,11 @@ public func run(
         print("[zptest-trace] \(seconds)s \(arguments.prefix(6).joined(separator: " "))")
     }
     return CommandResult(
-        arguments: arguments, status: process.terminationStatus,
+        arguments: arguments,
+        status: process.terminationStatus,
         output: Array((try? Data(contentsOf: outURL)) ?? Data()),
-        stderr: (try? String(contentsOf: errURL, encoding: .utf8)) ?? "")
+        stderr: (try? String(contentsOf: errURL, encoding: .utf8)) ?? ""
+    )
 }
 
 /// Runs a command that must succeed and returns its standard output.
@@ -114,7 +119,10 @@ public func shell(_ command: String, timeout: Int = 60, allowFailure: Bool = fal
 /// does not hold one of the few threads of Swift's cooperative pool (two on these machines),
 /// which in-process NIO servers and clients need.
 public func runOffThePool(
-    _ arguments: [String], timeout: Int = 60, environment: [String: String]? = nil, input: [UInt8]? = nil
+    _ arguments: [String],
+    timeout: Int = 60,
+    environment: [String: String]? = nil,
+    input: [UInt8]? = nil
 ) async throws -> CommandResult {
     try await onThread { try run(arguments, timeout: timeout, environment: environment, input: input) }
 }

@@ -63,7 +63,9 @@ public final class TestNetns: Sendable {
         let agentArguments = agent.map { ["-A", $0] } ?? []
         guard
             let result = try? exec(
-                ["curl", "-s", "--max-time", "3"] + agentArguments + ["http://\(host):\(port)\(path)"], timeout: 10),
+                ["curl", "-s", "--max-time", "3"] + agentArguments + ["http://\(host):\(port)\(path)"],
+                timeout: 10
+            ),
             result.status == 0
         else { return nil }
         return result.stdout
@@ -115,11 +117,20 @@ private func setNetworkNamespace(_ fd: Int32) -> Int32 {
 /// and brought up. The pair goes away with either namespace.
 /// - Throws: ``LabError`` when `ip` fails.
 public func connectVeth(
-    _ first: TestNetns, _ firstName: String, addresses firstAddresses: [String],
-    to second: TestNetns, _ secondName: String, addresses secondAddresses: [String]
+    _ first: TestNetns,
+    _ firstName: String,
+    addresses firstAddresses: [String],
+    to second: TestNetns,
+    _ secondName: String,
+    addresses secondAddresses: [String]
 ) throws {
-    try sh(["ip", "link", "add", firstName, "netns", first.name, "type", "veth",
-            "peer", "name", secondName, "netns", second.name], timeout: 20)
+    try sh(
+        [
+            "ip", "link", "add", firstName, "netns", first.name, "type", "veth",
+            "peer", "name", secondName, "netns", second.name,
+        ],
+        timeout: 20
+    )
     for (netns, device, addresses) in [(first, firstName, firstAddresses), (second, secondName, secondAddresses)] {
         for address in addresses {
             try netns.ip(["addr", "add", address, "dev", device] + (address.contains(":") ? ["nodad"] : []))

@@ -7,7 +7,9 @@ import Glibc
 /// calling thread. In async code use ``eventuallyAsync(within:every:_:)``.
 /// - Returns: whether the condition held (it is checked once more at the deadline).
 public func eventually(
-    within seconds: Double = 30, every interval: Double = 0.02, _ condition: () throws -> Bool
+    within seconds: Double = 30,
+    every interval: Double = 0.02,
+    _ condition: () throws -> Bool
 ) rethrows -> Bool {
     let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
     while ContinuousClock.now < deadline {
@@ -20,7 +22,9 @@ public func eventually(
 /// The async variant of ``eventually(within:every:_:)``: sleeps with `Task.sleep`, so it does
 /// not hold a thread of the cooperative pool while it waits.
 public func eventuallyAsync(
-    within seconds: Double = 30, every interval: Double = 0.02, _ condition: () async throws -> Bool
+    within seconds: Double = 30,
+    every interval: Double = 0.02,
+    _ condition: () async throws -> Bool
 ) async rethrows -> Bool {
     let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
     while ContinuousClock.now < deadline {

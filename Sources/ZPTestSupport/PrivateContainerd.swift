@@ -19,7 +19,9 @@ public enum TestPaths {
         if let dir = ProcessInfo.processInfo.environment["ZPSHIM_SHIM_DIR"] { return dir }
         var url = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
         while url.path != "/" {
-            if FileManager.default.isExecutableFile(atPath: url.appendingPathComponent("containerd-shim-zeropod-v2").path) {
+            if FileManager.default.isExecutableFile(
+                atPath: url.appendingPathComponent("containerd-shim-zeropod-v2").path
+            ) {
                 return url.path
             }
             url.deleteLastPathComponent()
@@ -53,10 +55,17 @@ public struct ContainerdFlavor: CustomStringConvertible, Sendable, Hashable {
     public var description: String { name }
 
     /// Debian 12's containerd 1.6.
-    public static let debian = ContainerdFlavor(name: "containerd 1.6 (Debian)", binDirectory: "/usr/bin", majorVersion: 1)
+    public static let debian = ContainerdFlavor(
+        name: "containerd 1.6 (Debian)",
+        binDirectory: "/usr/bin",
+        majorVersion: 1
+    )
     /// The containerd 2.x that scripts/setup.sh unpacks into the cache.
     public static let containerd2 = ContainerdFlavor(
-        name: "containerd 2.x", binDirectory: TestPaths.cache + "/containerd2/usr/bin", majorVersion: 2)
+        name: "containerd 2.x",
+        binDirectory: TestPaths.cache + "/containerd2/usr/bin",
+        majorVersion: 2
+    )
     /// Both, for parameterized tests.
     public static let all = [debian, containerd2]
 
@@ -86,7 +95,8 @@ public final class PrivateContainerd {
         /// A configuration; the defaults give a plain containerd without CRI. `debug` defaults to
         /// the environment variable `ZPTEST_CONTAINERD_DEBUG` being set.
         public init(
-            environment: [String: String] = [:], cri: (@Sendable (_ directory: String) -> String)? = nil,
+            environment: [String: String] = [:],
+            cri: (@Sendable (_ directory: String) -> String)? = nil,
             debug: Bool = ProcessInfo.processInfo.environment["ZPTEST_CONTAINERD_DEBUG"] != nil
         ) {
             self.environment = environment
@@ -130,7 +140,8 @@ public final class PrivateContainerd {
         shimDirectory = TestPaths.buildDirectory
         guard FileManager.default.isExecutableFile(atPath: shimDirectory + "/containerd-shim-zeropod-v2") else {
             throw LabError(
-                "no containerd-shim-zeropod-v2 in \(shimDirectory): run `swift build --product containerd-shim-zeropod-v2` first")
+                "no containerd-shim-zeropod-v2 in \(shimDirectory): run `swift build --product containerd-shim-zeropod-v2` first"
+            )
         }
         guard FileManager.default.isExecutableFile(atPath: flavor.binDirectory + "/containerd") else {
             throw LabError("\(flavor.name) is not installed at \(flavor.binDirectory) (make setup installs it)")
@@ -152,19 +163,27 @@ public final class PrivateContainerd {
             config = "version = 2\n\(plain)\ndisabled_plugins = [\(disabled)]\n"
         }
         try Data(config.utf8).write(to: URL(fileURLWithPath: directory + "/config.toml"))
-        process = try Self.launch(flavor: flavor, directory: directory, shimDirectory: shimDirectory,
-                                  environment: configuration.environment)
+        process = try Self.launch(
+            flavor: flavor,
+            directory: directory,
+            shimDirectory: shimDirectory,
+            environment: configuration.environment
+        )
         try waitUntilUp()
     }
 
     private static func launch(
-        flavor: ContainerdFlavor, directory: String, shimDirectory: String, environment: [String: String]
+        flavor: ContainerdFlavor,
+        directory: String,
+        shimDirectory: String,
+        environment: [String: String]
     ) throws -> Process {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: flavor.binDirectory + "/containerd")
         process.arguments = ["--config", directory + "/config.toml"]
         var env = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        env["PATH"] = "\(shimDirectory):\(flavor.binDirectory):/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        env["PATH"] =
+            "\(shimDirectory):\(flavor.binDirectory):/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         process.environment = env
         if !FileManager.default.fileExists(atPath: directory + "/containerd.log") {
             _ = FileManager.default.createFile(atPath: directory + "/containerd.log", contents: nil)
@@ -194,8 +213,12 @@ public final class PrivateContainerd {
     /// - Throws: ``LabError`` when it does not come back.
     public func restart() throws {
         terminate()
-        process = try Self.launch(flavor: flavor, directory: directory, shimDirectory: shimDirectory,
-                                  environment: configuration.environment)
+        process = try Self.launch(
+            flavor: flavor,
+            directory: directory,
+            shimDirectory: shimDirectory,
+            environment: configuration.environment
+        )
         try waitUntilUp()
     }
 
@@ -216,7 +239,10 @@ public final class PrivateContainerd {
     /// Runs `ctr -a SOCK -n NS ARGS...` of the same containerd version.
     @discardableResult
     public func ctr(_ arguments: [String], timeout: Int = 60, namespace: String? = nil) throws -> CommandResult {
-        try run([flavor.binDirectory + "/ctr", "-a", socket, "-n", namespace ?? self.namespace] + arguments, timeout: timeout)
+        try run(
+            [flavor.binDirectory + "/ctr", "-a", socket, "-n", namespace ?? self.namespace] + arguments,
+            timeout: timeout
+        )
     }
 
     /// Starts `ctr events` writing to `file`; the caller terminates it.

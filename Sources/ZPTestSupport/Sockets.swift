@@ -17,7 +17,11 @@ public final class TestSocket {
     /// - Throws: ``LabError`` when the namespace cannot be joined or socket(2) fails.
     public static func tcp(inNetns netnsPath: String?, ipv6: Bool, timeout: Int = 10) throws -> TestSocket {
         @Sendable func make() throws -> CInt {
-            let fd = Glibc.socket(ipv6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            let fd = Glibc.socket(
+                ipv6 ? AF_INET6 : AF_INET,
+                Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue),
+                0
+            )
             guard fd >= 0 else { throw LabError("socket: \(String(cString: strerror(errno)))") }
             return fd
         }
@@ -30,7 +34,11 @@ public final class TestSocket {
     /// `source` first; `timeout` seconds for the connect and every later send and receive.
     /// - Throws: ``LabError`` naming the address and errno.
     public static func connect(
-        fromNetns netnsPath: String?, to address: String, port: UInt16, source: String? = nil, timeout: Int = 10
+        fromNetns netnsPath: String?,
+        to address: String,
+        port: UInt16,
+        source: String? = nil,
+        timeout: Int = 10
     ) throws -> TestSocket {
         let socket = try tcp(inNetns: netnsPath, ipv6: address.contains(":"), timeout: timeout)
         if let source {
@@ -45,7 +53,9 @@ public final class TestSocket {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(socket.fd, $0, length) }
         }
         guard rc == 0 else {
-            throw LabError("connect \(address):\(port) from \(netnsPath ?? "here"): \(String(cString: strerror(errno)))")
+            throw LabError(
+                "connect \(address):\(port) from \(netnsPath ?? "here"): \(String(cString: strerror(errno)))"
+            )
         }
         return socket
     }
@@ -156,11 +166,16 @@ private func describe(_ storage: sockaddr_in6) -> (address: String, port: UInt16
         let sin = withUnsafeBytes(of: storage) { $0.load(as: sockaddr_in.self) }
         var address = sin.sin_addr
         _ = inet_ntop(AF_INET, &address, &buffer, socklen_t(buffer.count))
-        return (String(cString: buffer), UInt16(bigEndian: sin.sin_port))
+        return (text(of: buffer), UInt16(bigEndian: sin.sin_port))
     }
     var address = storage.sin6_addr
     _ = inet_ntop(AF_INET6, &address, &buffer, socklen_t(buffer.count))
-    var text = String(cString: buffer)
-    if text.hasPrefix("::ffff:"), text.contains(".") { text.removeFirst(7) }
-    return (text, UInt16(bigEndian: storage.sin6_port))
+    var name = text(of: buffer)
+    if name.hasPrefix("::ffff:"), name.contains(".") { name.removeFirst(7) }
+    return (name, UInt16(bigEndian: storage.sin6_port))
+}
+
+/// The NUL-terminated C string in `buffer` as text.
+private func text(of buffer: [CChar]) -> String {
+    String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }

@@ -6,7 +6,8 @@ import Synchronization
 /// Runs `body(0..<count)` on `count` threads at once (real concurrency for blocking clients,
 /// which the 2-thread cooperative pool would serialize); returns every result in index order.
 public func concurrently<T: Sendable>(
-    _ count: Int, _ body: @escaping @Sendable (Int) throws -> T
+    _ count: Int,
+    _ body: @escaping @Sendable (Int) throws -> T
 ) async -> [Result<T, any Error>] {
     guard count > 0 else { return [] }
     return await withCheckedContinuation { continuation in
