@@ -222,6 +222,7 @@ let package = Package(
                 "ZPCRITestBed", "ZPTestSupport", "ZPCore", "ZPShim",
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
+            exclude: ["Fixtures"],
             swiftSettings: strict
         ),
     ],

@@ -102,7 +102,7 @@ public struct KubeletPod: Sendable {
             "io.kubernetes.pod.namespace": namespace, "io.kubernetes.pod.uid": uid,
         ]
         config.annotations = [
-            "io.kubernetes.container.hash": String(UInt32(truncatingIfNeeded: containerName.hashValue), radix: 16),
+            "io.kubernetes.container.hash": String(fnv1a(containerName), radix: 16),
             "io.kubernetes.container.restartCount": "0",
             "io.kubernetes.container.terminationMessagePath": "/dev/termination-log",
             "io.kubernetes.container.terminationMessagePolicy": "File",
@@ -112,4 +112,10 @@ public struct KubeletPod: Sendable {
         config.stdin = stdin
         return config
     }
+}
+
+/// FNV-1a (32 bit) of `text`'s UTF-8: a stable stand-in for kubelet's container hash (Swift's
+/// `hashValue` is seeded per process).
+func fnv1a(_ text: String) -> UInt32 {
+    text.utf8.reduce(0x811c_9dc5 as UInt32) { ($0 ^ UInt32($1)) &* 0x0100_0193 }
 }
