@@ -355,12 +355,3 @@ public final class KubeClient: Sendable {
         }
     }
 }
-
-extension TimeAmount {
-    /// Nanoseconds of a Swift `Duration`, saturating.
-    init(_ duration: Duration) {
-        let (seconds, attoseconds) = duration.components
-        let nanos = seconds.multipliedReportingOverflow(by: 1_000_000_000)
-        self = nanos.overflow ? .nanoseconds(Int64.max) : .nanoseconds(nanos.partialValue + attoseconds / 1_000_000_000)
-    }
-}
