@@ -160,7 +160,9 @@ public final class KubeClient: Sendable {
                     return Response(status: Int(answer.status.code), headers: answer.headers, body: Data(bytes.readableBytesView))
                 }
                 group.addTask {
-                    try await Task.sleep(for: timeout)
+                    // A little after async-http-client's own deadline, so that a request still
+                    // waiting for a connection fails with the reason (connection refused) first.
+                    try await Task.sleep(for: timeout + .milliseconds(100))
                     throw TimeoutReached()
                 }
                 defer { group.cancelAll() }

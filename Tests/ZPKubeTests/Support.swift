@@ -1,4 +1,6 @@
 import Foundation
+import Synchronization
+import Testing
 import KubeAPIDouble
 import ZPKube
 
@@ -98,4 +100,61 @@ func podJSON(
     if !labels.isEmpty { pod[path: ["metadata", "labels"]] = .object(labels.mapValues(JSON.string)) }
     if let node { pod[path: ["spec", "nodeName"]] = .string(node) }
     return pod
+}
+
+/// Records the waits a client asks for and waits only briefly (so tests assert the requested
+/// Retry-After and backoff delays without waiting them out).
+final class SleepRecorder: Sendable {
+    private let recorded = Mutex<[Duration]>([])
+    let cap: Duration
+
+    init(cap: Duration = .milliseconds(20)) { self.cap = cap }
+
+    var sleeps: [Duration] { recorded.withLock { $0 } }
+
+    var sleep: @Sendable (Duration) async throws -> Void {
+        { duration in
+            self.recorded.withLock { $0.append(duration) }
+            try await Task.sleep(for: min(duration, self.cap))
+        }
+    }
+}
+
+/// Starts a double (HTTPS, token `token` for user `tester`), a client for it, runs `body`, and
+/// stops both.
+func withDoubleAndClient(
+    settings change: (inout KubeAPIDouble.Settings) -> Void = { _ in },
+    client configure: (inout KubeConfiguration) -> Void = { _ in },
+    sleeper: SleepRecorder = SleepRecorder(),
+    _ body: (KubeAPIDouble, KubeClient) async throws -> Void
+) async throws {
+    var settings = KubeAPIDouble.Settings()
+    settings.tokens = ["token": "tester"]
+    change(&settings)
+    let double = try await KubeAPIDouble.start(settings: settings)
+    var configuration = double.clientConfiguration(token: "token")
+    configure(&configuration)
+    let client = try KubeClient(configuration: configuration, sleep: sleeper.sleep)
+    do {
+        try await body(double, client)
+    } catch {
+        try? await client.shutdown()
+        await double.stop()
+        throw error
+    }
+    try await client.shutdown()
+    await double.stop()
+}
+
+/// The error a call threw, as a KubeError (nil if it succeeded or threw something else).
+func kubeError(_ body: () async throws -> Void) async -> KubeError? {
+    do {
+        try await body()
+        return nil
+    } catch let error as KubeError {
+        return error
+    } catch {
+        Issue.record("expected a KubeError, got \(error)")
+        return nil
+    }
 }
