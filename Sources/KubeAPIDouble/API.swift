@@ -366,6 +366,7 @@ final class APIServer: Sendable {
         let settings = settings.withLock { $0 }
         var timeout = settings.defaultWatchTimeout
         if let text = request.query["timeoutSeconds"], let seconds = Int(text), seconds > 0 { timeout = .seconds(seconds) }
+        if !settings.honourWatchTimeout { timeout = .seconds(86_400) }
         if let resourceVersion, store.isCompacted(resourceVersion), settings.goneAsHTTPStatus {
             throw StatusError.gone("too old resource version: \(resourceVersion) (\(store.compactedRevision - 1))")
         }

@@ -60,6 +60,9 @@ public final class KubeAPIDouble: Sendable {
         public var bookmarkInterval = Duration.seconds(60)
         /// The watch timeout when the request names none.
         public var defaultWatchTimeout = Duration.seconds(1800)
+        /// End watches after their `timeoutSeconds` (false: a hung server that never ends them nor
+        /// sends anything more).
+        public var honourWatchTimeout = true
         /// Answer a watch from a compacted resourceVersion with HTTP 410 instead of the real server's
         /// 200 + ERROR event (some proxies do this; clients must handle both).
         public var goneAsHTTPStatus = false
