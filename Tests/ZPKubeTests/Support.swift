@@ -50,11 +50,13 @@ func kubectl(_ arguments: [String], kubeconfig: String, timeout: Duration = .sec
     let err = Pipe()
     process.standardOutput = out
     process.standardError = err
+    // Collected by readability handlers (on Foundation's threads), so no task of the 2-thread
+    // cooperative pool blocks in a read.
+    let stdout = DataCollector(out.fileHandleForReading)
+    let stderr = DataCollector(err.fileHandleForReading)
     try process.run()
     let pid = process.processIdentifier
     let deadline = ContinuousClock.now + timeout
-    async let stdout = Task.detached { out.fileHandleForReading.readDataToEndOfFile() }.value
-    async let stderr = Task.detached { err.fileHandleForReading.readDataToEndOfFile() }.value
     while process.isRunning {
         if ContinuousClock.now > deadline {
             kill(pid, SIGKILL)
@@ -65,8 +67,8 @@ func kubectl(_ arguments: [String], kubeconfig: String, timeout: Duration = .sec
     process.waitUntilExit()
     try? FileManager.default.removeItem(atPath: environment["KUBECACHEDIR"]!)
     return CommandResult(
-        status: process.terminationStatus, stdout: String(decoding: await stdout, as: UTF8.self),
-        stderr: String(decoding: await stderr, as: UTF8.self))
+        status: process.terminationStatus, stdout: String(decoding: stdout.finish(), as: UTF8.self),
+        stderr: String(decoding: stderr.finish(), as: UTF8.self))
 }
 
 /// Polls `condition` every 20 ms until it holds or `timeout` passes.
@@ -156,5 +158,30 @@ func kubeError(_ body: () async throws -> Void) async -> KubeError? {
     } catch {
         Issue.record("expected a KubeError, got \(error)")
         return nil
+    }
+}
+
+/// Everything a pipe delivers, gathered by its readability handler.
+final class DataCollector: Sendable {
+    private final class Storage: Sendable {
+        let data = Mutex(Data())
+    }
+
+    private let handle: FileHandle
+    private let storage = Storage()
+
+    init(_ handle: FileHandle) {
+        self.handle = handle
+        handle.readabilityHandler = { [storage] handle in
+            let chunk = handle.availableData
+            storage.data.withLock { $0.append(chunk) }
+        }
+    }
+
+    /// Stops collecting and returns what came, plus whatever is still buffered in the pipe.
+    func finish() -> Data {
+        handle.readabilityHandler = nil
+        let rest = handle.readDataToEndOfFile()
+        return storage.data.withLock { $0 + rest }
     }
 }
