@@ -439,4 +439,20 @@ import ZPKube
             #expect(gone?.kind == .gone)
         }
     }
+
+    @Test func plainHTTP_theClientSendsNoToken() async throws {
+        var settings = KubeAPIDouble.Settings()
+        settings.tls = false
+        settings.tokens = ["token": "tester"]
+        let double = try await KubeAPIDouble.start(settings: settings)
+        let client = try KubeClient(configuration: KubeConfiguration(server: double.url, token: .value("token")))
+        let refused = await kubeError { _ = try await client.list(Pod.self, .pods) }
+        double.update { $0.allowAnonymous = true }
+        let anonymous = await kubeError { _ = try await client.list(Pod.self, .pods) }
+        try await client.shutdown()
+        await double.stop()
+        #expect(refused?.kind == .unauthorized)
+        #expect(anonymous == nil)
+        #expect(double.requests.allSatisfy { $0.user == nil })
+    }
 }

@@ -221,6 +221,37 @@ struct KubectlTests {
             #expect(list.query["timeout"] == "7s")
         }
     }
+
+    @Test func plainHTTP_kubectlSendsNoToken() async throws {
+        var settings = KubeAPIDouble.Settings()
+        settings.tls = false
+        settings.allowAnonymous = true
+        settings.tokens = [KubectlTests.token: "tester"]
+        let double = try await KubeAPIDouble.start(settings: settings)
+        let folder = try TemporaryFolder()
+        defer { folder.remove() }
+        let config = try folder.write(
+            "kubeconfig",
+            """
+            apiVersion: v1
+            kind: Config
+            clusters:
+            - {name: plain, cluster: {server: "\(double.url)"}}
+            contexts:
+            - {name: plain, context: {cluster: plain, user: u}}
+            current-context: plain
+            users:
+            - {name: u, user: {token: \(KubectlTests.token)}}
+            """)
+        try double.create("pods", namespace: "default", podJSON("web"))
+        let result = try await kubectl(["get", "pods"], kubeconfig: config)
+        await double.stop()
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("web"))
+        let fromKubectl = double.requests.filter { $0.user != "system:admin" }
+        #expect(!fromKubectl.isEmpty)
+        #expect(fromKubectl.allSatisfy { $0.user == nil })
+    }
 }
 
 /// Lines written by a child process, collected from a readability handler.
