@@ -19,6 +19,8 @@ let package = Package(
         .library(name: "ZPShim", targets: ["ZPShim"]),
         .executable(name: "containerd-shim-zeropod-v2", targets: ["containerd-shim-zeropod-v2"]),
         .library(name: "ZPKube", targets: ["ZPKube"]),
+        .library(name: "ZPInstaller", targets: ["ZPInstaller"]),
+        .executable(name: "zeropod-installer", targets: ["zeropod-installer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
@@ -32,6 +34,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-certificates", from: "1.21.0"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/apple/swift-asn1", from: "1.1.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
         // MARK: test helpers shared by the privileged test targets (not part of any product)
@@ -212,6 +215,25 @@ let package = Package(
         .testTarget(
             name: "ZPKubeTests",
             dependencies: ["ZPKube", "KubeAPIDouble", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        // MARK: installer and node checks (issue 13): containerd config rewriting, files, restart,
+        // uninstall; the checks behind `zeropod doctor`. Pure planning, file and process work at the edge.
+        .target(
+            name: "ZPInstaller",
+            dependencies: [
+                "ZPCore", "ZPBPF", "ZPCheckpoint",
+                .product(name: "TOMLKit", package: "TOMLKit"),
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(name: "zeropod-installer", dependencies: ["ZPInstaller"], swiftSettings: strict),
+        .testTarget(
+            name: "ZPInstallerTests",
+            dependencies: ["ZPInstaller", "ZPTestSupport", .product(name: "SystemPackage", package: "swift-system")],
+            resources: [.copy("Fixtures")],
             swiftSettings: strict
         ),
     ],
