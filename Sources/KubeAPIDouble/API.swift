@@ -53,8 +53,9 @@ final class APIServer: Sendable {
         self.store = Store(historyLimit: settings.historyLimit)
         self.settings = Mutex(settings)
         for namespace in ["default", "kube-system", "kube-public"] {
-            try? store.modify(.namespaces, Store.Key(namespace: "", name: namespace)) { _ throws(StatusError) in
-                .put(self.stamp(["apiVersion": "v1", "kind": "Namespace", "metadata": ["name": .string(namespace)]]))
+            // Stored like created objects: without kind/apiVersion (added when served).
+            _ = try? store.modify(.namespaces, Store.Key(namespace: "", name: namespace)) { _ throws(StatusError) in
+                .put(self.stamp(["metadata": ["name": .string(namespace)], "status": ["phase": "Active"]]))
             }
         }
     }
