@@ -455,4 +455,32 @@ import ZPKube
         #expect(anonymous == nil)
         #expect(double.requests.allSatisfy { $0.user == nil })
     }
+
+    @Test func statusSubresource_andThePod_ignoreEachOthersFields() async throws {
+        try await withDoubleAndClient { double, client in
+            try double.create("pods", namespace: "default", podJSON("web"))
+            var pod = try await client.get(JSON.self, .pods, namespace: "default", name: "web")
+            #expect(pod[path: ["metadata", "generation"]] == 1)
+            pod[path: ["status", "phase"]] = "Running"
+            pod[path: ["metadata", "labels"]] = ["a": "1"]
+            let updated = try await client.update(pod, .pods, namespace: "default", name: "web")
+            #expect(updated[path: ["status", "phase"]] == "Pending")
+            #expect(updated[path: ["metadata", "labels", "a"]] == "1")
+            #expect(updated[path: ["metadata", "generation"]] == 1)
+
+            var status = updated
+            status[path: ["status", "phase"]] = "Running"
+            status[path: ["metadata", "labels"]] = ["a": "2"]
+            status[path: ["spec", "containers"]] = [["name": "app", "image": "other"]]
+            let afterStatus = try await client.update(status, .pods, namespace: "default", name: "web", subresource: "status")
+            #expect(afterStatus[path: ["status", "phase"]] == "Running")
+            #expect(afterStatus[path: ["metadata", "labels", "a"]] == "1")
+            #expect(afterStatus[path: ["spec", "containers"]]?.arrayValue?.first?["image"] == "busybox")
+
+            let image = try await client.patch(
+                JSON.self, .pods, namespace: "default", name: "web",
+                patch: .strategicMerge(["spec": ["containers": [["name": "app", "image": "busybox:2"]]]]))
+            #expect(image[path: ["metadata", "generation"]] == 2)
+        }
+    }
 }
