@@ -6,6 +6,7 @@ import Foundation
 import Glibc
 import SystemPackage
 import ZPBPF
+import ZPSystem
 
 @discardableResult
 func sh(_ args: String...) -> Int32 {
@@ -51,7 +52,7 @@ sh("ip", "-n", cli, "link", "set", "c0", "up")
 
 let clientNamespace = NetworkNamespace(path: FilePath("/var/run/netns/\(cli)"))
 func clientConnect(port: UInt16) throws -> CInt {
-    let fd = try clientNamespace.makeTCPSocket(ipv6: false).rawValue
+    let fd = try clientNamespace.makeTCPSocket(ipv6: false).disown()  // the caller closes it
     var sin = sockaddr_in()
     sin.sin_family = sa_family_t(AF_INET)
     sin.sin_port = port.bigEndian
@@ -78,14 +79,13 @@ do {
     let port: UInt16 = 8080
     let app = try PodRedirector.makeListener(inNamespaceAt: podPath, port: port)
     let activator = try PodRedirector.makeListener(inNamespaceAt: podPath)
-    defer { try? app.close(); try? activator.close() }
     try redirector.trackPort(port)
     try redirector.registerListener(port: port, socket: activator)
     var flag = false
     report("setRedirect (toggle)", try measure(iterations) { flag.toggle(); try redirector.setRedirect(port: port, enabled: flag) })
     report("activity(port:)", try measure(iterations) { _ = try redirector.activity(port: port) })
 
-    func connectAccept(_ listener: FileDescriptor) throws -> [Duration] {
+    func connectAccept(_ listener: borrowing OwnedDescriptor) throws -> [Duration] {
         try measure(iterations) {
             let c = try clientConnect(port: port)
             let s = accept(listener.rawValue, nil, nil)
