@@ -166,12 +166,6 @@ public struct CRIUTimings: Sendable, CustomStringConvertible {
     }
 }
 
-/// Milliseconds with one decimal, for figures.
-public func milliseconds(_ d: Duration) -> String {
-    let ms = Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
-    return String(Int((ms * 10).rounded()) / 10) + "." + String(Int((ms * 10).rounded()) % 10)
-}
-
 /// The outcome of a dump.
 public struct DumpResult: Sendable {
     /// Where the time went.

@@ -14,12 +14,14 @@ private func zp_posix_spawn_file_actions_addclosefrom_np(
 /// Spawns helper processes (CRIU workers, the lazy-pages daemon) with chosen descriptors at 3, 4, ...
 /// Uses posix_spawn directly: Foundation's Process cannot map descriptors to fixed numbers.
 enum ChildProcess {
-    /// Starts `path arguments...` with `descriptors[i]` at fd 3+i, every other descriptor above
-    /// them closed, default signal dispositions and an empty signal mask. The descriptors stay the
-    /// caller's: the child gets duplicates.
+    /// Starts `path arguments...` with `descriptors[i]` at fd 3+i (and `stdin`, `stdout`,
+    /// `stderr` at 0-2 when given), every other descriptor above them closed, default signal
+    /// dispositions and an empty signal mask. The descriptors stay the caller's: the child gets
+    /// duplicates.
     /// - Returns: the child's pid; the caller reaps it.
     /// - Throws: `SystemError` from dup or posix_spawn.
-    static func spawn(_ path: FilePath, arguments: [String], descriptors: [SharedDescriptor] = [])
+    static func spawn(_ path: FilePath, arguments: [String], descriptors: [SharedDescriptor] = [],
+                      stdin: SharedDescriptor? = nil, stdout: SharedDescriptor? = nil, stderr: SharedDescriptor? = nil)
         throws(SystemError) -> Int32
     {
         // Move every source above the target range first, so dup2(src, 3+i) never overwrites a source.
@@ -31,6 +33,12 @@ enum ChildProcess {
         var actions = posix_spawn_file_actions_t()
         try systemCallReturningErrno("posix_spawn_file_actions_init") { posix_spawn_file_actions_init(&actions) }
         defer { posix_spawn_file_actions_destroy(&actions) }
+        for (target, source) in [stdin, stdout, stderr].enumerated() {
+            guard let raw = source?.rawValue else { continue }
+            try systemCallReturningErrno("posix_spawn_file_actions_adddup2") {
+                posix_spawn_file_actions_adddup2(&actions, raw, CInt(target))
+            }
+        }
         for (i, fd) in high.enumerated() {
             let raw = fd.rawValue
             try systemCallReturningErrno("posix_spawn_file_actions_adddup2") {

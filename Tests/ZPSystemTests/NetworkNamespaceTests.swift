@@ -13,7 +13,7 @@ private func currentThreadNamespace() throws -> UInt64 {
 }
 
 /// The inode of the network namespace a socket belongs to (ioctl SIOCGSKNS opens it).
-private func namespace(ofSocket fd: CInt) throws -> UInt64 {
+private func socketNamespace(_ fd: CInt) throws -> UInt64 {
     let ns = OwnedDescriptor(adopting: try systemCall("ioctl(SIOCGSKNS)") { ioctl(fd, 0x894C) })
     var st = stat()
     try systemCall("fstat") { fstat(ns.rawValue, &st) }
@@ -35,7 +35,7 @@ struct NetworkNamespaceTests {
         #expect(try currentThreadNamespace() == before)
 
         let socket = try namespace.makeTCPSocket(ipv6: true)
-        #expect(try namespace(ofSocket: socket.rawValue) == (try namespace.inode()))
+        #expect(try socketNamespace(socket.rawValue) == (try namespace.inode()))
     }
 
     @Test func performInNewNamespace_getsAFreshOne() throws {
