@@ -531,11 +531,11 @@ public final class PreparedContainerRestore {
         pidns?.close()
         pidns = nil
         if let boundRoot {
-            _ = umount2(boundRoot.string, CInt(MNT_DETACH))
+            try? MountPoints.unmount(boundRoot.string)
             self.boundRoot = nil
         }
         for dir in stagedTmpfs {
-            _ = umount2(dir.string, CInt(MNT_DETACH))
+            try? MountPoints.unmount(dir.string)
             _ = rmdir(dir.string)
         }
         stagedTmpfs = []

@@ -166,14 +166,8 @@ public struct TmpfsSnapshot: ProtobufMessage, Equatable {
             case S_IFDIR:
                 entries.append(entry(.directory))
                 guard st.st_dev == rootStat.st_dev else { return }  // a mount point: do not descend
-                guard let dir = opendir(full) else { throw Unsupported(description: "\(full): cannot open") }
-                defer { closedir(dir) }
-                var names: [String] = []
-                while let e = readdir(dir) {
-                    let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-                    if name != "." && name != ".." { names.append(name) }
-                }
-                for name in names.sorted() {
+                guard let names = try? Files.list(FilePath(full)) else { throw Unsupported(description: "\(full): cannot open") }
+                for name in names {
                     let childRel = rel.isEmpty ? name : rel + "/" + name
                     var cst = stat()
                     guard lstat(full + "/" + name, &cst) == 0 else { throw Unsupported(description: "\(childRel): cannot stat") }

@@ -125,28 +125,37 @@ extension OwnedDescriptor {
     /// - Parameter limit: the most bytes to read.
     /// - Throws: ``SystemError`` naming `read`.
     public borrowing func readAll(limit: Int = .max) throws(SystemError) -> [UInt8] {
-        var out: [UInt8] = []
-        let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 1)
-        defer { chunk.deallocate() }
-        while out.count < limit {
-            let want = min(chunk.count, limit - out.count)
-            let n = try read(into: UnsafeMutableRawBufferPointer(rebasing: chunk[0..<want]))
-            if n == 0 { break }
-            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: chunk[0..<n]))
-        }
-        return out
+        try readToEnd(fd, limit: limit, subject: "fd \(fd)")
     }
 
     /// Writes all of `bytes` (`write(2)` until done, `EINTR` retried).
     /// - Throws: ``SystemError`` naming `write` (e.g. `EPIPE` when the reader is gone).
     public borrowing func writeAll(_ bytes: some Collection<UInt8>) throws(SystemError) {
-        let fd = self.fd
-        let array = Array(bytes)
-        var offset = 0
-        while offset < array.count {
-            offset += try systemCall("write", "fd \(fd)") {
-                array.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
-            }
+        try writeFully(fd, bytes, subject: "fd \(fd)")
+    }
+}
+
+/// `read(2)` on `fd` until end of file or `limit` bytes.
+func readToEnd(_ fd: CInt, limit: Int, subject: @autoclosure () -> String) throws(SystemError) -> [UInt8] {
+    var out: [UInt8] = []
+    let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 1)
+    defer { chunk.deallocate() }
+    while out.count < limit {
+        let want = min(chunk.count, limit - out.count)
+        let n = try systemCall("read", subject()) { Glibc.read(fd, chunk.baseAddress, want) }
+        if n == 0 { break }
+        out.append(contentsOf: UnsafeRawBufferPointer(rebasing: chunk[0..<n]))
+    }
+    return out
+}
+
+/// `write(2)` on `fd` until all of `bytes` is written.
+func writeFully(_ fd: CInt, _ bytes: some Collection<UInt8>, subject: @autoclosure () -> String) throws(SystemError) {
+    let array = Array(bytes)
+    var offset = 0
+    while offset < array.count {
+        offset += try systemCall("write", subject()) {
+            array.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
         }
     }
 }

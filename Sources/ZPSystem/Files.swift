@@ -159,14 +159,7 @@ public enum StandardStream: CInt, Sendable {
     /// Writes all of `bytes` (`write(2)` until done).
     /// - Throws: ``SystemError`` naming `write` (e.g. `EPIPE` when the reader is gone).
     public func write(_ bytes: some Collection<UInt8>) throws(SystemError) {
-        let fd = rawValue
-        let array = Array(bytes)
-        var offset = 0
-        while offset < array.count {
-            offset += try systemCall("write", "\(self)") {
-                array.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
-            }
-        }
+        try writeFully(rawValue, bytes, subject: "\(self)")
     }
 
     /// Writes `text` as UTF-8.
@@ -178,14 +171,7 @@ public enum StandardStream: CInt, Sendable {
     /// Reads until end of file.
     /// - Throws: ``SystemError`` naming `read`.
     public func readAll() throws(SystemError) -> [UInt8] {
-        let fd = rawValue
-        var out: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 16384)
-        while true {
-            let n = try systemCall("read", "\(self)") { chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) } }
-            if n == 0 { return out }
-            out += chunk[0..<n]
-        }
+        try readToEnd(rawValue, limit: .max, subject: "\(self)")
     }
 
     /// Whether the stream is a pipe or FIFO (`fstat(2)`).

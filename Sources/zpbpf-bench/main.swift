@@ -1,7 +1,8 @@
 // zpbpf-bench: figures for ZPBPF on this machine (root; creates and deletes its own namespaces).
 //   swift run -c release zpbpf-bench [iterations]
-// Prints medians and p90/p99 of: load + attach (PodRedirector.init), close (detach), setRedirect
-// on/off, activity() reads, and TCP connect+accept over a veth pair, direct vs redirected.
+// Prints medians and p90/p99 of: load + attach (PodRedirector.init), close (detach), a socket made
+// in the pod netns (ZPSystem's thread + setns), setRedirect on/off, activity() reads, and TCP
+// connect+accept over a veth pair, direct vs redirected.
 import Foundation
 import Glibc
 import SystemPackage
@@ -52,7 +53,7 @@ sh("ip", "-n", cli, "link", "set", "c0", "up")
 
 let clientNamespace = NetworkNamespace(path: FilePath("/var/run/netns/\(cli)"))
 func clientConnect(port: UInt16) throws -> CInt {
-    let fd = try clientNamespace.makeTCPSocket(ipv6: false).disown()  // the caller closes it
+    let fd = try clientNamespace.makeTCPSocket(ipv6: false).disown()  // the caller adopts it again
     var sin = sockaddr_in()
     sin.sin_family = sa_family_t(AF_INET)
     sin.sin_port = port.bigEndian
@@ -73,6 +74,10 @@ do {
     }
     report("PodRedirector.init (load+attach)", inits)
     report("PodRedirector.close (detach)", closes)
+    // ZPSystem's netns runner: a thread that joins the pod netns, makes a socket, ends (what the
+    // activator does per dial attempt, and ZPBPF per listener).
+    let podNamespace = NetworkNamespace(path: podPath)
+    report("netns socket (thread+setns+socket)", try measure(iterations) { _ = try podNamespace.makeTCPSocket(ipv6: true) })
 
     let redirector = try PodRedirector(netnsPath: podPath)
     defer { redirector.close() }
@@ -87,11 +92,11 @@ do {
 
     func connectAccept(_ listener: borrowing OwnedDescriptor) throws -> [Duration] {
         try measure(iterations) {
-            let c = try clientConnect(port: port)
+            let c = OwnedDescriptor(adopting: try clientConnect(port: port))
             let s = accept(listener.rawValue, nil, nil)
             precondition(s >= 0)
-            Glibc.close(s)
-            Glibc.close(c)
+            _ = OwnedDescriptor(adopting: s)  // closed at once
+            _ = consume c
         }
     }
     try redirector.setRedirect(port: port, enabled: false)

@@ -18,7 +18,7 @@ struct BundleConfig {
         struct Namespace: Decodable { var type: String; var path: String? }
         struct Linux: Decodable { var namespaces: [Namespace]? }
         struct Spec: Decodable { var annotations: [String: String]?; var linux: Linux? }
-        guard let bytes = (try? Files.read(FilePath(bundle + "/config.json"))),
+        guard let bytes = try? Files.read(FilePath(bundle + "/config.json")),
               let spec = try? JSONDecoder().decode(Spec.self, from: Data(bytes)) else {
             annotations = [:]
             return

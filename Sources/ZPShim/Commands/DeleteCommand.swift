@@ -21,7 +21,7 @@ public enum DeleteCommand {
         let bundle = options.bundle.isEmpty ? Files.currentDirectory() : options.bundle
         let runc = RuncDriver(namespace: options.namespace)
         var pid: UInt32 = 0
-        if let bytes = (try? Files.read(FilePath(bundle + "/init.pid"))),
+        if let bytes = try? Files.read(FilePath(bundle + "/init.pid")),
            let value = UInt32(String(decoding: bytes, as: UTF8.self).trimmedWhitespace) {
             pid = value
         }
@@ -31,7 +31,7 @@ public enum DeleteCommand {
         try? MountPoints.unmount(bundle + "/rootfs")
         // The lost shim's socket: removed when nothing answers on it any more (a group's shim that
         // still serves other containers keeps it).
-        if let bytes = (try? Files.read(FilePath(bundle + "/address"))) {
+        if let bytes = try? Files.read(FilePath(bundle + "/address")) {
             let address = String(decoding: bytes, as: UTF8.self).trimmedWhitespace
             let path = address.hasPrefix("unix://") ? String(address.dropFirst("unix://".count)) : address
             if path.hasPrefix(StartCommand.socketDirectory + "/") && !StartCommand.canConnect(path) {
@@ -55,7 +55,7 @@ public enum DeleteCommand {
         let images = node.stateDirectory + "/i/" + namespace + "/" + id
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
         for pid in entries.compactMap({ Int32($0) }) {
-            guard let bytes = (try? Files.read(FilePath("/proc/\(pid)/cmdline"))) else { continue }
+            guard let bytes = try? Files.read(FilePath("/proc/\(pid)/cmdline")) else { continue }
             let args = bytes.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
             if args.contains("lazy-pages"), args.contains(images) { kill(pid, SIGKILL) }
         }

@@ -153,7 +153,7 @@ public struct RuncDriver: Sendable {
 
     /// The `msg` of the last error-level line of runc's JSON log.
     static func lastLogError(_ path: String) -> String? {
-        guard let bytes = (try? Files.read(FilePath(path))) else { return nil }
+        guard let bytes = try? Files.read(FilePath(path)) else { return nil }
         for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n").reversed() {
             struct Line: Decodable { var level: String?; var msg: String? }
             guard let entry = try? JSONDecoder().decode(Line.self, from: Data(line.utf8)),

@@ -1,11 +1,10 @@
-import SystemPackage
-import ZPSystem
-
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
+import SystemPackage
+import ZPSystem
 
 /// Finds the TCP ports a container listens on when `ports-map` names none: the LISTEN sockets of
 /// `/proc/<pid>/net/tcp` and `tcp6` (the container's network namespace), kept only when their

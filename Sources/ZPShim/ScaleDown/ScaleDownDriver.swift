@@ -639,7 +639,7 @@ final class ScaleDownDriver: Sendable {
             try? await runc.delete(id: id, bundle: bundle, force: true)
             let stdio = await container.initRuncStdio()
             try await runc.create(id: id, bundle: bundle, pidFile: pidFile, stdio: stdio)
-            guard let bytes = (try? Files.read(FilePath(pidFile))),
+            guard let bytes = try? Files.read(FilePath(pidFile)),
                   let pid = Int32(String(decoding: bytes, as: UTF8.self).trimmedWhitespace) else {
                 throw ScaleDownError(description: "pid file \(pidFile) holds no pid after runc create")
             }

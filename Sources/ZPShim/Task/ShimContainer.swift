@@ -420,7 +420,7 @@ public actor ShimContainer {
     }
 
     private static func readPidFile(_ path: String) throws -> pid_t {
-        guard let bytes = (try? Files.read(FilePath(path))),
+        guard let bytes = try? Files.read(FilePath(path)),
               let pid = pid_t(String(decoding: bytes, as: UTF8.self).trimmedWhitespace), pid > 0 else {
             throw ShimError.failedPrecondition("pid file \(path) is missing or holds no pid")
         }
