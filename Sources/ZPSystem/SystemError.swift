@@ -34,15 +34,6 @@ public struct SystemError: Error, Sendable, Hashable, CustomStringConvertible {
         let on = subject.isEmpty ? "" : "(\(subject))"
         return "\(call)\(on): \(errno) (errno \(errno.rawValue))"
     }
-
-    /// The error for the calling thread's current `errno`, for calls whose failure is checked by
-    /// hand (a call that signals failure with something other than -1 or NULL).
-    /// - Parameters:
-    ///   - call: the C function's name.
-    ///   - subject: what it acted on.
-    package static func current(call: String, subject: String = "") -> SystemError {
-        SystemError(call: call, subject: subject, errno: Errno(rawValue: currentErrno))
-    }
 }
 
 /// The calling thread's `errno`.
