@@ -4,6 +4,7 @@ import Foundation
 import Glibc
 import Synchronization
 import SystemPackage
+import ZPSystem
 
 /// A network namespace of the test's own, with loopback up; deleted by ``delete()`` or on deinit.
 public final class TestNetns: Sendable {
@@ -79,37 +80,12 @@ public final class TestNetns: Sendable {
     }
 }
 
-/// Runs `body` on a new thread that joined the network namespace at `path` (`setns` is per
-/// thread: the caller's threads stay where they are).
-/// - Throws: ``LabError`` when the namespace cannot be opened or joined, or what `body` threw.
+/// Runs `body` on a new thread that joined the network namespace at `path` (ZPSystem's
+/// `NetworkNamespace.perform`; `setns` is per thread: the caller's threads stay where they are).
+/// - Throws: ZPSystem's `SystemError` when the namespace cannot be opened or joined, or what
+///   `body` threw.
 public func inNetworkNamespace<T: Sendable>(_ path: String, _ body: @escaping @Sendable () throws -> T) throws -> T {
-    let result = Mutex<Result<T, any Error>?>(nil)
-    let done = DispatchSemaphore(value: 0)
-    let thread = Thread {
-        defer { done.signal() }
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0, setNetworkNamespace(fd) == 0 else {
-            let code = errno
-            if fd >= 0 { close(fd) }
-            result.withLock { $0 = .failure(LabError("setns \(path): \(String(cString: strerror(code)))")) }
-            return
-        }
-        close(fd)
-        let value = Result { try body() }
-        result.withLock { $0 = value }
-    }
-    thread.start()
-    done.wait()
-    return try result.withLock { $0! }.get()
-}
-
-/// `setns(fd, CLONE_NEWNET)`; Glibc's Swift module does not export `setns` (it needs
-/// `_GNU_SOURCE`), so the symbol is looked up at run time.
-private func setNetworkNamespace(_ fd: Int32) -> Int32 {
-    typealias SetNS = @convention(c) (Int32, Int32) -> Int32
-    guard let symbol = dlsym(nil, "setns") else { return -1 }
-    let cloneNewNet: Int32 = 0x4000_0000
-    return unsafeBitCast(symbol, to: SetNS.self)(fd, cloneNewNet)
+    try NetworkNamespace(path: FilePath(path)).perform { Result { try body() } }.get()
 }
 
 /// Joins two namespaces with a veth pair: `firstName` in `first`, `secondName` in `second`, each

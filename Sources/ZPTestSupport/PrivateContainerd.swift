@@ -2,6 +2,7 @@
 import Foundation
 import Glibc
 import ZPCore
+import ZPSystem
 
 /// Where the package's files, the built shim and the setup cache are.
 public enum TestPaths {
@@ -280,7 +281,7 @@ public final class PrivateContainerd {
     /// which removes what its pods made.)
     public func stop() {
         terminate()
-        unmountAll(under: directory)
+        for mountPoint in MountPoints.under(directory + "/") { try? MountPoints.unmount(mountPoint) }
         try? FileManager.default.removeItem(atPath: directory)
         Self.removeLeftovers(namespace: namespace)
     }
@@ -291,7 +292,7 @@ public final class PrivateContainerd {
     /// (empty) cgroups that `ctr` made.
     public static func removeLeftovers(namespace: String) {
         precondition(!namespace.isEmpty && !namespace.contains("/"))
-        unmountAll(under: "/run/containerd/runc/\(namespace)")
+        for mountPoint in MountPoints.under("/run/containerd/runc/\(namespace)/") { try? MountPoints.unmount(mountPoint) }
         try? FileManager.default.removeItem(atPath: "/run/containerd/runc/\(namespace)")
         let images = NodeConfig().stateDirectory + "/i/" + namespace
         for pid in processes(matching: ["lazy-pages"])

@@ -63,37 +63,3 @@ public func memoryKiB(_ pid: Int32?) -> String {
     }
     return "\(field("Rss"))/\(field("Pss"))/\(field("Anonymous"))"
 }
-
-/// Mount points (the 5th field of `/proc/self/mountinfo`, octal escapes undone) at or below
-/// `prefix`, deepest first, so they can be unmounted in order.
-public func mountPoints(under prefix: String) -> [String] {
-    let text = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
-    let points = text.split(separator: "\n").compactMap { line -> String? in
-        let fields = line.split(separator: " ", omittingEmptySubsequences: false)
-        guard fields.count > 4 else { return nil }
-        return unescapeMountField(String(fields[4]))
-    }
-    return points.filter { $0 == prefix || $0.hasPrefix(prefix.hasSuffix("/") ? prefix : prefix + "/") }
-        .sorted { $0.count > $1.count }
-}
-
-/// Lazily unmounts (`umount -l`) every mount point at or below `prefix`; best effort.
-public func unmountAll(under prefix: String) {
-    for point in mountPoints(under: prefix) { _ = umount2(point, Int32(MNT_DETACH)) }
-}
-
-private func unescapeMountField(_ field: String) -> String {
-    var bytes: [UInt8] = []
-    var utf8 = Array(field.utf8)[...]
-    while let byte = utf8.popFirst() {
-        if byte == UInt8(ascii: "\\"), utf8.count >= 3,
-            let value = UInt8(String(decoding: utf8.prefix(3), as: UTF8.self), radix: 8)
-        {
-            bytes.append(value)
-            utf8 = utf8.dropFirst(3)
-        } else {
-            bytes.append(byte)
-        }
-    }
-    return String(decoding: bytes, as: UTF8.self)
-}

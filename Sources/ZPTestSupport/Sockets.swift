@@ -1,31 +1,31 @@
 // Blocking TCP sockets for tests, made inside a network namespace when asked.
 import Foundation
 import Glibc
+import SystemPackage
+import ZPSystem
 
-/// A socket descriptor owned by a test, closed on deinit.
+/// A socket of a test: ZPSystem's descriptor owner, closed when the last reference goes.
 public final class TestSocket {
-    /// The descriptor.
-    public let fd: CInt
+    /// The owner of the descriptor.
+    public let descriptor: SharedDescriptor
 
-    /// Takes ownership of `fd`.
-    public init(_ fd: CInt) { self.fd = fd }
+    /// The descriptor number (while open).
+    public var fd: CInt { descriptor.rawValue }
 
-    deinit { _ = Glibc.close(fd) }
+    /// Takes ownership of `descriptor`.
+    public init(_ descriptor: consuming OwnedDescriptor) { self.descriptor = SharedDescriptor(descriptor) }
 
     /// A TCP socket (IPv6 if `ipv6`) made in the namespace at `netnsPath` (or in this process's
     /// own when nil), with send and receive (and so connect) timeouts of `timeout` seconds.
-    /// - Throws: ``LabError`` when the namespace cannot be joined or socket(2) fails.
+    /// - Throws: ZPSystem's `SystemError` when the namespace cannot be joined or socket(2) fails.
     public static func tcp(inNetns netnsPath: String?, ipv6: Bool, timeout: Int = 10) throws -> TestSocket {
-        @Sendable func make() throws -> CInt {
-            let fd = Glibc.socket(
-                ipv6 ? AF_INET6 : AF_INET,
-                Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue),
-                0
-            )
-            guard fd >= 0 else { throw LabError("socket: \(String(cString: strerror(errno)))") }
-            return fd
+        let socket: TestSocket
+        if let netnsPath {
+            socket = TestSocket(try NetworkNamespace(path: FilePath(netnsPath)).makeTCPSocket(ipv6: ipv6))
+        } else {
+            socket = TestSocket(
+                try OwnedDescriptor.socket(domain: ipv6 ? AF_INET6 : AF_INET, type: CInt(SOCK_STREAM.rawValue)))
         }
-        let socket = TestSocket(try netnsPath.map { try inNetworkNamespace($0, make) } ?? make())
         socket.setTimeouts(seconds: timeout)
         return socket
     }
@@ -78,7 +78,7 @@ public final class TestSocket {
         guard isReadable(within: seconds) else { return nil }
         let fd = Glibc.accept(fd, nil, nil)
         guard fd >= 0 else { return nil }
-        let socket = TestSocket(fd)
+        let socket = TestSocket(OwnedDescriptor(adopting: fd))
         socket.setTimeouts(seconds: 10)
         return socket
     }

@@ -2,7 +2,9 @@ import Foundation
 import NIOCore
 import NIOPosix
 import Synchronization
+import SystemPackage
 import Testing
+import ZPSystem
 import ZPTestSupport
 
 @testable import ZPActivator
@@ -221,15 +223,14 @@ enum TestClient {
         send request: String
     ) async throws -> String {
         let address = try SocketAddress(ipAddress: "127.0.0.1", port: port)
-        let socket = try namespace.run {
-            let fd = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            guard fd >= 0 else { throw ActivatorSocketError(call: "socket", subject: "netns", errno: errno) }
-            try SocketCalls.connect(SocketHandle(rawValue: fd), to: address, timeout: .seconds(5))
-            return fd
+        let socket = try namespace.run { () throws -> SharedDescriptor in
+            let fd = try OwnedDescriptor.socket(domain: AF_INET, type: Int32(SOCK_STREAM.rawValue), subject: "netns")
+            try SocketCalls.connect(fd, to: address, timeout: .seconds(5))
+            return SharedDescriptor(fd)
         }
         let connection = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelOption(.allowRemoteHalfClosure, value: true)
-            .withConnectedSocket(socket) { channel in
+            .withConnectedSocket(socket.take()!.disown()) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try Connection(
                         wrappingChannelSynchronously: channel,
@@ -286,11 +287,12 @@ func withActivator<R: Sendable>(
 }
 
 /// The port a bound socket got.
-func boundPort(_ handle: SocketHandle) throws -> UInt16 {
+func boundPort(_ socket: SharedDescriptor) throws -> UInt16 {
     var address = sockaddr_in()
     var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let fd = socket.rawValue
     let named = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(handle.rawValue, $0, &length) }
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
     }
     try #require(named == 0)
     return UInt16(bigEndian: address.sin_port)
@@ -305,12 +307,8 @@ final class NamespaceSocketFactory: ApplicationSocketFactory {
         self.namespace = namespace
     }
 
-    func makeStreamSocket(ipv6: Bool) throws -> SocketHandle {
+    func makeStreamSocket(ipv6: Bool) throws -> OwnedDescriptor {
         made.add(1, ordering: .relaxed)
-        return try namespace.run {
-            let fd = socket(ipv6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            guard fd >= 0 else { throw ActivatorSocketError(call: "socket", subject: "netns", errno: errno) }
-            return SocketHandle(rawValue: fd)
-        }
+        return try NetworkNamespace(path: FilePath(namespace.path)).makeTCPSocket(ipv6: ipv6)
     }
 }

@@ -2,6 +2,8 @@ import Foundation
 import Glibc
 import SystemPackage
 import Testing
+import ZPCore
+import ZPSystem
 import ZPTestSupport
 
 @testable import ZPBPF
@@ -53,7 +55,7 @@ struct Addresses {
 extension TestSocket {
     /// A TCP listener in `namespace` on `port` (dual-stack), made as the activator makes it.
     static func listener(in namespace: String, port: UInt16 = 0) throws -> TestSocket {
-        TestSocket(try PodRedirector.makeListener(inNamespaceAt: Lab.path(namespace), port: port).rawValue)
+        TestSocket(try PodRedirector.makeListener(inNamespaceAt: Lab.path(namespace), port: port))
     }
 
     /// Connects from namespace `namespace` (a name) to `address`:`port`, optionally from `source`.

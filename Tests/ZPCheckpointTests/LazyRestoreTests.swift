@@ -1,6 +1,7 @@
 import Foundation
 import SystemPackage
 import Testing
+import ZPSystem
 import ZPTestSupport
 
 @testable import ZPCheckpoint
@@ -14,8 +15,7 @@ struct LazyRestoreTests {
     func restoreAndTime(_ images: FilePath, netns: TestNetns, port: UInt16, lazy: Bool, expectCount: Int)
         throws -> (Duration, Duration, Int32, LazyPagesDaemon?)
     {
-        let ns = try FileDescriptor.open(netns.filePath, .readOnly)
-        defer { try? ns.close() }
+        let ns = SharedDescriptor(try OwnedDescriptor.open(netns.filePath, O_RDONLY))
         var o = processRestoreOptions(netns: ns)
         o.lazyPages = lazy
         let daemonStart = ContinuousClock.now

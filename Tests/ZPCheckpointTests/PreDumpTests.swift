@@ -3,6 +3,7 @@ import SystemPackage
 import Testing
 import ZPTestSupport
 import ZPCheckpointTestKit
+import ZPSystem
 
 @testable import ZPCheckpoint
 
@@ -102,8 +103,7 @@ struct PreDumpTests {
         print("dump on the pre-dump: \(final.timings); \(stats)")
         #expect(stats.pagesSkippedParent >= 32 * 256 / 2, "the untouched heap stays in the parent")
         #expect(stats.pagesWritten * 4 < preStats.pagesWritten, "far fewer pages written than the pre-dump wrote")
-        let ns = try FileDescriptor.open(netns.filePath, .readOnly)
-        defer { try? ns.close() }
+        let ns = SharedDescriptor(try OwnedDescriptor.open(netns.filePath, O_RDONLY))
         let r = try criu.restore(imagesDir: dir.filePath, options: processRestoreOptions(netns: ns))
         restoredPID = r.pid
         #expect(try counter(netns: netns, port: port).count == 4, "the counter survives the chain")

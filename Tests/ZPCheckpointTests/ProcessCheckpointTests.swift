@@ -1,12 +1,13 @@
 import Foundation
 import SystemPackage
 import Testing
+import ZPSystem
 import ZPTestSupport
 
 @testable import ZPCheckpoint
 
 /// Restore options for a process in a test netns: the netns is external and handed back.
-func processRestoreOptions(netns: FileDescriptor) -> RestoreOptions {
+func processRestoreOptions(netns: SharedDescriptor) -> RestoreOptions {
     var o = RestoreOptions()
     o.inheritedFiles = [InheritedFile(key: "extRootNetNS", descriptor: netns)]
     return o
@@ -63,10 +64,9 @@ struct ProcessCheckpointTests {
         print("process dump: \(d.timings)")
         var status: Int32 = 0
         #expect(eventually(every: 0.01) { waitpid(pid, &status, WNOHANG) == pid || !isAlive(pid) }, "dumped process is gone")
-        #expect(throws: SystemCallError.self) { try NetworkNamespace.httpGet(netns: netns.filePath, port: port) }
+        #expect(throws: SystemError.self) { try NetworkNamespace.httpGet(netns: netns.filePath, port: port) }
 
-        let ns = try FileDescriptor.open(netns.filePath, .readOnly)
-        defer { try? ns.close() }
+        let ns = SharedDescriptor(try OwnedDescriptor.open(netns.filePath, O_RDONLY))
         let r = try criu.restore(imagesDir: dir.filePath, options: processRestoreOptions(netns: ns))
         restoredPID = r.pid
         print("process restore: pid \(r.pid) \(r.timings)")
@@ -94,8 +94,7 @@ struct ProcessCheckpointTests {
         var st: Int32 = 0
         _ = waitpid(pid, &st, WNOHANG)
 
-        let ns = try FileDescriptor.open(netns.filePath, .readOnly)
-        defer { try? ns.close() }
+        let ns = SharedDescriptor(try OwnedDescriptor.open(netns.filePath, O_RDONLY))
         struct Refused: Error {}
         var failing = CRIUHooks()
         failing["post-restore"] = { _ in throw Refused() }
@@ -162,8 +161,7 @@ struct ProcessCheckpointTests {
         // Overwrite the middle of the core image of the root task with garbage.
         try shell("f=$(ls '\(bad.filePath)'/core-*.img | head -n1); sz=$(stat -c %s \"$f\"); "
             + "dd if=/dev/urandom of=\"$f\" bs=1 seek=$((sz/3)) count=$((sz/3)) conv=notrunc status=none")
-        let ns = try FileDescriptor.open(netns.filePath, .readOnly)
-        defer { try? ns.close() }
+        let ns = SharedDescriptor(try OwnedDescriptor.open(netns.filePath, O_RDONLY))
         do {
             let r = try criu.restore(imagesDir: bad.filePath, options: processRestoreOptions(netns: ns))
             restoredPID = r.pid

@@ -5,6 +5,7 @@ import SystemPackage
 import Testing
 import ZPActivator
 import ZPBPF
+import ZPSystem
 import ZPTestSupport
 
 /// A pod network namespace and a client namespace joined by a veth pair, deleted by
