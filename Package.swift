@@ -243,7 +243,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ZPKubeTests",
-            dependencies: ["ZPKube", "KubeAPIDouble", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["ZPKube", "KubeAPIDouble", "ZPTestSupport", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict
         ),
         // MARK: installer and node checks (issue 13): containerd config rewriting, files, restart,
