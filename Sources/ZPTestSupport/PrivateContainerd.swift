@@ -116,7 +116,7 @@ public final class PrivateContainerd {
     public let socket: String
     /// The folder that holds `containerd-shim-zeropod-v2`, first on containerd's PATH.
     public let shimDirectory: String
-    private var process: Process
+    private var process: Process? = nil
     private let configuration: Configuration
 
     /// Writes the config and starts containerd; returns once `ctr version` answers (30 s).
@@ -164,25 +164,16 @@ public final class PrivateContainerd {
             config = "version = 2\n\(plain)\ndisabled_plugins = [\(disabled)]\n"
         }
         try Data(config.utf8).write(to: URL(fileURLWithPath: directory + "/config.toml"))
-        process = try Self.launch(
-            flavor: flavor,
-            directory: directory,
-            shimDirectory: shimDirectory,
-            environment: configuration.environment
-        )
+        process = try launch()
         try waitUntilUp()
     }
 
-    private static func launch(
-        flavor: ContainerdFlavor,
-        directory: String,
-        shimDirectory: String,
-        environment: [String: String]
-    ) throws -> Process {
+    /// Starts containerd on this instance's config, its output appended to `containerd.log`.
+    private func launch() throws -> Process {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: flavor.binDirectory + "/containerd")
         process.arguments = ["--config", directory + "/config.toml"]
-        var env = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        var env = ProcessInfo.processInfo.environment.merging(configuration.environment) { $1 }
         env["PATH"] =
             "\(shimDirectory):\(flavor.binDirectory):/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         process.environment = env
@@ -207,26 +198,21 @@ public final class PrivateContainerd {
     }
 
     /// containerd's pid.
-    public var pid: Int32 { process.processIdentifier }
+    public var pid: Int32 { process?.processIdentifier ?? 0 }
 
     /// Stops containerd (SIGTERM, by pid) and starts it again on the same root, state and sockets;
     /// shims keep running and containerd must reconnect to them.
     /// - Throws: ``LabError`` when it does not come back.
     public func restart() throws {
         terminate()
-        process = try Self.launch(
-            flavor: flavor,
-            directory: directory,
-            shimDirectory: shimDirectory,
-            environment: configuration.environment
-        )
+        process = try launch()
         try waitUntilUp()
     }
 
     /// SIGTERM, then SIGKILL after 10 s, by pid; waits until the process is gone and reaps it with
     /// waitpid. (Not `Process.waitUntilExit()`: it was seen hanging with the child already a zombie.)
     private func terminate() {
-        let pid = process.processIdentifier
+        let pid = process?.processIdentifier ?? 0
         guard pid > 0, isAlive(pid) else { return }
         kill(pid, SIGTERM)
         if !eventually(within: 10, { !isAlive(pid) }) {

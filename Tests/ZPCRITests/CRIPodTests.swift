@@ -41,6 +41,31 @@ func appRequest(_ ip: String) async throws -> Int? {
     return count(in: body)
 }
 
+/// Kubelet's steps for the one-container counter pod: RunPodSandbox, CreateContainer and
+/// StartContainer, then requests until the app answers (60 s).
+/// - Returns: the sandbox id, the pod IP, the container id and the count the app answered.
+/// - Throws: ``GRPCCallError`` from the CRI, ``LabError`` when the app never answers.
+func startCounterPod(
+    _ bed: CRITestBed,
+    _ pod: KubeletPod
+) async throws -> (podID: String, ip: String, appID: String, count: Int) {
+    let (podID, ip) = try await bed.runPodSandbox(pod)
+    let appID = try await bed.startContainer(
+        pod.containerConfig("app", image: bed.busyboxImage, command: ["/bin/sh", "-c", counterApp]),
+        in: podID,
+        of: pod
+    )
+    var count = 0
+    _ = await eventuallyAsync(within: 60) {
+        count = (try? await appRequest(ip)) ?? 0
+        return count > 0
+    }
+    guard count > 0 else {
+        throw LabError("the app of \(pod.name) never answered at \(ip):8080; log: \(bed.containerd.log(tail: 30))")
+    }
+    return (podID, ip, appID, count)
+}
+
 /// `body` on a thread of its own, its outcome as a `Result` (for messages that show the error).
 func onThreadResult<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async -> Result<T, any Error> {
     do { return .success(try await onThread(body)) } catch { return .failure(error) }
@@ -94,20 +119,8 @@ struct CRIPodTests {
                 containerPorts: [8080]
             )
             let started = ContinuousClock.now
-            let (podID, ip) = try await bed.runPodSandbox(pod)
-            let appID = try await bed.startContainer(
-                pod.containerConfig("app", image: bed.busyboxImage, command: ["/bin/sh", "-c", counterApp]),
-                in: podID,
-                of: pod
-            )
-            var last = 0
-            #expect(
-                await eventuallyAsync(within: 60) {
-                    last = (try? await appRequest(ip)) ?? 0; return last > 0
-                },
-                "the app never answered at \(ip):8080; log: \(bed.containerd.log(tail: 30))"
-            )
-            try #require(last > 0)
+            let (podID, ip, appID, firstCount) = try await startCounterPod(bed, pod)
+            var last = firstCount
             print(
                 "[zpcri] \(flavor.name) (\(runtimeName) \(runtimeVersion)): pod \(pod.name) at \(ip) up after \(started.duration(to: .now))"
             )
@@ -238,19 +251,8 @@ struct CRIPodTests {
                 annotations: ["zeropod.ctrox.dev/scaledown-duration": "2s"],
                 containerPorts: [8080]
             )
-            let (podID, ip) = try await bed.runPodSandbox(pod)
-            let appID = try await bed.startContainer(
-                pod.containerConfig("app", image: bed.busyboxImage, command: ["/bin/sh", "-c", counterApp]),
-                in: podID,
-                of: pod
-            )
-            var last = 0
-            #expect(
-                await eventuallyAsync(within: 60) {
-                    last = (try? await appRequest(ip)) ?? 0; return last > 0
-                }
-            )
-            try #require(last > 0, "the app never answered; log: \(bed.containerd.log(tail: 30))")
+            let (podID, ip, appID, firstCount) = try await startCounterPod(bed, pod)
+            var last = firstCount
             #expect(processes(matching: ["containerd-shim-runc-v2", bed.containerd.socket]).count == 1)
             // Probes reach the app itself (counted), and nothing scales down.
             var http: (status: Int, body: String)?
