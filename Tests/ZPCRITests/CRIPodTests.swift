@@ -71,6 +71,13 @@ func onThreadResult<T: Sendable>(_ body: @escaping @Sendable () throws -> T) asy
     do { return .success(try await onThread(body)) } catch { return .failure(error) }
 }
 
+/// A process's command name (`/proc/PID/comm`), or "".
+func commandName(of pid: Int32) -> String {
+    ((try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8)) ?? "").trimmingCharacters(
+        in: .whitespacesAndNewlines
+    )
+}
+
 /// The inode of a process's network namespace, or nil.
 func netnsInode(ofProcess pid: Int32) -> UInt64? {
     var st = stat()
@@ -237,6 +244,74 @@ struct CRIPodTests {
                 pod: pod,
                 podID: podID,
                 containerIDs: [appID],
+                shimName: "containerd-shim-zeropod-v2"
+            )
+        }
+    }
+
+    @Test(arguments: ContainerdFlavor.all)
+    func twoContainerPod_withContainerNames_scalesOnlyTheNamedOne(flavor: ContainerdFlavor) async throws {
+        try await withCRITestBed(flavor: flavor, tag: "cripair") { bed in
+            let pod = bed.pod(
+                "pair-\(uniqueName("p"))",
+                handler: CRITestBed.zeropodHandler,
+                annotations: [
+                    "zeropod.ctrox.dev/scaledown-duration": "2s", "zeropod.ctrox.dev/container-names": "app",
+                    "zeropod.ctrox.dev/ports-map": "app=8080",
+                ],
+                containerPorts: [8080, 8081]
+            )
+            let (podID, ip, appID, first) = try await startCounterPod(bed, pod)
+            let sideID = try await bed.startContainer(
+                pod.containerConfig(
+                    "side",
+                    image: bed.busyboxImage,
+                    command: ["/bin/httpd", "-f", "-p", "8081", "-h", "/www"]
+                ),
+                in: podID,
+                of: pod
+            )
+            func sideAnswer() async -> String? {
+                try? await onThread { try KubeletProbe.http(ip: ip, port: 8081, userAgent: "zpcri-client/1").body }
+            }
+            #expect(await eventuallyAsync(within: 30) { await sideAnswer() == "zeropod busybox\n" })
+            #expect(processes(matching: ["containerd-shim-zeropod-v2", bed.containerd.socket]).count == 1)
+            let socket = Self.statusSocket(bed, podID: podID)
+            var checkpointSeen: ProtobufTimestamp? = nil
+            for cycle in 1...2 {
+                // The named container scales down (twice, so the other one outlives two scale-down
+                // durations) while the other one keeps its processes and answers.
+                #expect(
+                    await eventuallyAsync(within: 60, every: 0.1) {
+                        let status = await Self.shimStatus(socket, appID)
+                        guard status?.lifecyclePhase == .scaledDown,
+                            status?.lastCheckpoint?.finishedAt != checkpointSeen
+                        else { return false }
+                        checkpointSeen = status?.lastCheckpoint?.finishedAt
+                        return true
+                    },
+                    "cycle \(cycle): app never scaled down"
+                )
+                // Only the prepared restore's CRIU worker waits in the app's cgroup (decision 0003).
+                let left = bed.processes(ofContainer: appID, in: pod).filter { commandName(of: $0) != "criu" }
+                #expect(left.isEmpty, "cycle \(cycle): app processes left: \(left.map(commandName(of:)))")
+                #expect(
+                    !bed.processes(ofContainer: sideID, in: pod).isEmpty,
+                    "cycle \(cycle): the unnamed container stopped"
+                )
+                #expect(
+                    await sideAnswer() == "zeropod busybox\n",
+                    "cycle \(cycle): the unnamed container does not answer"
+                )
+                let side = await Self.shimStatus(socket, sideID)
+                #expect(side?.lifecyclePhase != .scaledDown, "cycle \(cycle): side: \(String(describing: side))")
+                #expect(try await appRequest(ip) == first + cycle, "cycle \(cycle): app's memory")
+            }
+            try await assertRemovalLeavesNothing(
+                bed,
+                pod: pod,
+                podID: podID,
+                containerIDs: [appID, sideID],
                 shimName: "containerd-shim-zeropod-v2"
             )
         }
