@@ -1,6 +1,7 @@
 // swift-tools-version: 6.0
 // Layers (docs/architecture.md): ZPCore is pure; mechanisms (ZPBPF, ZPCheckpoint, ZPActivator)
-// import ZPCore and their system libraries; ZPShim/ZPManager compose; executables are thin.
+// import ZPCore and their system libraries; ZPAPI (wire messages, clients) sits on ZPTTRPC;
+// ZPShim/ZPManager compose; executables are thin.
 import PackageDescription
 
 let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
@@ -16,8 +17,10 @@ let package = Package(
         .library(name: "ZPActivator", targets: ["ZPActivator"]),
         .library(name: "ZPScaleDown", targets: ["ZPScaleDown"]),
         .library(name: "ZPTTRPC", targets: ["ZPTTRPC"]),
+        .library(name: "ZPAPI", targets: ["ZPAPI"]),
         .library(name: "ZPShim", targets: ["ZPShim"]),
         .executable(name: "containerd-shim-zeropod-v2", targets: ["containerd-shim-zeropod-v2"]),
+        .executable(name: "zeropod", targets: ["zeropod"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
@@ -28,7 +31,13 @@ let package = Package(
     ],
     targets: [
         // MARK: test helpers shared by the privileged test targets (not part of any product)
-        .target(name: "ZPTestSupport", swiftSettings: strict),
+        .target(
+            name: "ZPTestSupport",
+            dependencies: [
+                "ZPTTRPC", .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
 
         // MARK: core (standard library only)
         .target(name: "ZPCore", swiftSettings: strict),
@@ -148,12 +157,29 @@ let package = Package(
         ),
         .testTarget(name: "ZPTTRPCTests", dependencies: ["ZPTTRPC"], swiftSettings: strict),
 
+        // MARK: the shims' wire API (messages and typed clients; imports no shim)
+        .target(
+            name: "ZPAPI",
+            dependencies: ["ZPCore", "ZPTTRPC", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ZPAPITests",
+            dependencies: [
+                "ZPAPI", "ZPCore", "ZPTTRPC", "ZPTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            exclude: ["Fixtures"],
+            swiftSettings: strict
+        ),
+
         // MARK: containerd shim v2 (composition)
         .target(name: "CZPShim"),
         .target(
             name: "ZPShim",
             dependencies: [
-                "ZPCore", "ZPTTRPC", "CZPShim", "ZPCheckpoint", "ZPBPF", "ZPActivator", "ZPScaleDown",
+                "ZPCore", "ZPAPI", "ZPTTRPC", "CZPShim", "ZPCheckpoint", "ZPBPF", "ZPActivator", "ZPScaleDown",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -168,8 +194,27 @@ let package = Package(
         ),
         .testTarget(
             name: "ZPShimTests",
-            dependencies: ["ZPShim", "ZPTTRPC", .product(name: "NIOPosix", package: "swift-nio")],
-            exclude: ["Fixtures"],
+            dependencies: ["ZPShim", "ZPAPI", "ZPTTRPC", .product(name: "NIOPosix", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+
+        // MARK: the `zeropod` CLI (commands in ZPCLI; the executable only calls it)
+        .target(
+            name: "ZPCLI",
+            dependencies: [
+                "ZPCore", "ZPAPI",
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(name: "zeropod", dependencies: ["ZPCLI"], swiftSettings: strict),
+        .testTarget(
+            name: "ZPCLITests",
+            dependencies: [
+                "ZPCLI", "ZPAPI", "ZPCore", "ZPTTRPC", "ZPTestSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
             swiftSettings: strict
         ),
     ],

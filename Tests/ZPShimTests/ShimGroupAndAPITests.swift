@@ -1,6 +1,7 @@
 import Foundation
 import NIOPosix
 import Testing
+import ZPAPI
 import ZPCore
 import ZPTTRPC
 @testable import ZPShim

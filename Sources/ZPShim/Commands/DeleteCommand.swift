@@ -4,6 +4,7 @@ import FoundationEssentials
 import Foundation
 #endif
 import Logging
+import ZPAPI
 import ZPCore
 
 #if canImport(Glibc)
@@ -34,12 +35,12 @@ public enum DeleteCommand {
             let path = address.hasPrefix("unix://") ? String(address.dropFirst("unix://".count)) : address
             if path.hasPrefix(StartCommand.socketDirectory + "/") && !StartCommand.canConnect(path) {
                 unlink(path)
-                let status = ShimStatusService.socketPath(forShimSocket: path)  // its status socket (0008)
+                let status = node.layout.statusSocket(forShimSocket: path)  // its status socket (0008)
                 if !StartCommand.canConnect(status) { unlink(status) }
             }
         }
         // Its wake group entry (0011): a lost shim could not remove it on Delete.
-        WakeGroupRegistry(runDirectory: node.runDirectory)
+        WakeGroupRegistry(layout: node.layout)
             .unlistLostMember(containerID: options.id, containerdNamespace: options.namespace,
                               annotations: BundleConfig(bundle: bundle).annotations)
         return DeleteResponse(pid: pid, exitStatus: 128 + UInt32(SIGKILL), exitedAt: ProtobufTimestamp(unixNanoseconds: Sys.now())).encoded()
@@ -50,7 +51,7 @@ public enum DeleteCommand {
     /// lazy-pages` daemon serving the images, and the images themselves.
     static func removePreparedRestore(id: String, namespace: String, runcRoot: String, node: NodeConfig) {
         for mountPoint in Sys.mountPoints(under: runcRoot + "/" + id + "/") { try? Sys.unmount(mountPoint) }
-        let images = node.stateDirectory + "/i/" + namespace + "/" + id
+        let images = node.layout.imageDirectory(containerdNamespace: namespace, containerID: id)
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
         for pid in entries.compactMap({ Int32($0) }) {
             guard let bytes = Sys.readFile("/proc/\(pid)/cmdline") else { continue }

@@ -26,8 +26,6 @@ public enum ShimMain {
             }
         case .delete:
             try? Sys.writeAll(1, await DeleteCommand.run(options))
-        case .status:
-            return await StatusCommand.run(options)
         case .serve:
             do {
                 try await ShimDaemon.run(options)

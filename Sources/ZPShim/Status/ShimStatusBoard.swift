@@ -1,4 +1,5 @@
 import Synchronization
+import ZPAPI
 import ZPCore
 
 /// The shim's record of its containers for the manager: phase, pid, pod labels, last checkpoint

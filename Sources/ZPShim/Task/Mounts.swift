@@ -1,3 +1,5 @@
+import ZPAPI
+
 #if canImport(Glibc)
 import Glibc
 #endif

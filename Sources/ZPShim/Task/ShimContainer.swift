@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import ZPAPI
 import ZPCore
 
 #if canImport(Glibc)

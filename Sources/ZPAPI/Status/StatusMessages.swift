@@ -1,5 +1,5 @@
 // The shim's status API, `zeropod.shim.v1.Shim`: our own messages (not the original zeropod's),
-// encoded by hand on ZPCore's protobuf codec. Tests/ZPShimTests/Fixtures/shim_status.proto describes
+// encoded by hand on ZPCore's protobuf codec. Tests/ZPAPITests/Fixtures/shim_status.proto describes
 // them; the tests compare these encoders with `protoc --encode` on that file.
 import ZPCore
 
@@ -9,11 +9,11 @@ public enum StatusAPI {
     public static let service = "zeropod.shim.v1.Shim"
     /// Unary: ``ContainerRequest`` → ``ContainerStatus``.
     public static let getStatus = "GetStatus"
-    /// Unary: ``ListContainersRequest`` → ``ListContainersResponse``.
+    /// Unary: ``Empty`` → ``ListContainersResponse``.
     public static let listContainers = "ListContainers"
     /// Server stream: ``SubscribeStatusRequest`` → ``StatusChange`` messages.
     public static let subscribeStatus = "SubscribeStatus"
-    /// Unary: ``MetricsRequest`` → ``MetricsResponse``.
+    /// Unary: ``Empty`` → ``MetricsResponse``.
     public static let metrics = "Metrics"
 
     /// Upper bounds (seconds) of the checkpoint and restore duration histograms: the original

@@ -23,6 +23,7 @@ public struct MountSpec: ProtobufMessage, Equatable {
         self.options = options
     }
 
+    /// Writes the fields in field-number order, proto3 defaults omitted.
     public func encode(into w: inout ProtobufWriter) {
         w.writeStringIfNotDefault(field: 1, type)
         w.writeStringIfNotDefault(field: 2, source)
@@ -30,6 +31,8 @@ public struct MountSpec: ProtobufMessage, Equatable {
         for o in options { w.writeString(field: 4, o) }
     }
 
+    /// Decodes the message; unknown fields are skipped.
+    /// - Throws: `ProtobufError` for malformed input.
     public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
         let m = "containerd.types.Mount"
         while let f = try r.nextField() {
@@ -46,11 +49,17 @@ public struct MountSpec: ProtobufMessage, Equatable {
 
 /// `CreateTaskRequest`.
 public struct CreateTaskRequest: ProtobufMessage {
+    /// The container id (1) and its bundle folder (2).
     public var id = "", bundle = ""
+    /// The rootfs mounts (3); empty when the bundle's `rootfs` is ready.
     public var rootfs: [MountSpec] = []
+    /// Whether the init gets a terminal (4).
     public var terminal = false
+    /// The stdio FIFOs or `file://`/`binary://` URIs (5, 6, 7).
     public var stdin = "", stdout = "", stderr = ""
+    /// A checkpoint to create from and its parent (8, 9).
     public var checkpoint = "", parentCheckpoint = ""
+    /// Runtime options (10).
     public var options: ProtobufAny?
 
     /// A request for container `id` in `bundle`.
@@ -59,6 +68,7 @@ public struct CreateTaskRequest: ProtobufMessage {
         self.bundle = bundle
     }
 
+    /// Writes the fields in field-number order, proto3 defaults omitted.
     public func encode(into w: inout ProtobufWriter) {
         w.writeStringIfNotDefault(field: 1, id)
         w.writeStringIfNotDefault(field: 2, bundle)
@@ -72,6 +82,8 @@ public struct CreateTaskRequest: ProtobufMessage {
         if let options { w.writeMessage(field: 10, options) }
     }
 
+    /// Decodes the message; unknown fields are skipped.
+    /// - Throws: `ProtobufError` for malformed input.
     public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
         let m = "CreateTaskRequest"
         while let f = try r.nextField() {
@@ -95,6 +107,7 @@ public struct CreateTaskRequest: ProtobufMessage {
 /// A request that names a task and optionally one of its exec processes: `StartRequest`,
 /// `DeleteRequest`, `WaitRequest`, `StateRequest` (fields 1 id, 2 exec_id).
 public struct TaskProcessRequest: ProtobufMessage, Equatable {
+    /// The task (1) and the exec process (2, empty for the init).
     public var id = "", execID = ""
 
     /// A request for task `id`, exec `execID` (empty for the init process).
@@ -103,11 +116,14 @@ public struct TaskProcessRequest: ProtobufMessage, Equatable {
         self.execID = execID
     }
 
+    /// Writes the fields in field-number order, proto3 defaults omitted.
     public func encode(into w: inout ProtobufWriter) {
         w.writeStringIfNotDefault(field: 1, id)
         w.writeStringIfNotDefault(field: 2, execID)
     }
 
+    /// Decodes the message; unknown fields are skipped.
+    /// - Throws: `ProtobufError` for malformed input.
     public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
         while let f = try r.nextField() {
             switch f.number {
@@ -122,17 +138,22 @@ public struct TaskProcessRequest: ProtobufMessage, Equatable {
 /// A request that names only a task: `PidsRequest`, `StatsRequest`, `ConnectRequest`, `PauseRequest`,
 /// `ResumeRequest` (field 1 id); `ShutdownRequest` adds 2 now.
 public struct TaskIDRequest: ProtobufMessage, Equatable {
+    /// The task (1).
     public var id = ""
+    /// `ShutdownRequest.now` (2): shut down even with tasks left.
     public var now = false
 
     /// A request for task `id`.
     public init(id: String) { self.id = id }
 
+    /// Writes the fields in field-number order, proto3 defaults omitted.
     public func encode(into w: inout ProtobufWriter) {
         w.writeStringIfNotDefault(field: 1, id)
         w.writeBoolIfNotDefault(field: 2, now)
     }
 
+    /// Decodes the message; unknown fields are skipped.
+    /// - Throws: `ProtobufError` for malformed input.
     public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
         while let f = try r.nextField() {
             switch f.number {
@@ -146,13 +167,17 @@ public struct TaskIDRequest: ProtobufMessage, Equatable {
 
 /// A response that carries one pid: `CreateTaskResponse`, `StartResponse` (field 1 pid).
 public struct PidResponse: ProtobufMessage, Equatable {
+    /// The process id (1).
     public var pid: UInt32
 
     /// A response with `pid`.
     public init(pid: UInt32) { self.pid = pid }
 
+    /// Writes the fields in field-number order, proto3 defaults omitted.
     public func encode(into w: inout ProtobufWriter) { w.writeUInt32IfNotDefault(field: 1, pid) }
 
+    /// Decodes the message; unknown fields are skipped.
+    /// - Throws: `ProtobufError` for malformed input.
     public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
         pid = 0
         while let f = try r.nextField() { if f.number == 1 { pid = try f.uint32(in: "PidResponse") } }
@@ -161,8 +186,11 @@ public struct PidResponse: ProtobufMessage, Equatable {
 
 /// `DeleteResponse` (also what the `delete` command prints): 1 pid, 2 exit_status, 3 exited_at.
 public struct DeleteResponse: ProtobufMessage, Equatable {
+    /// The deleted process's pid (1).
     public var pid: UInt32
+    /// Its exit status (2).
     public var exitStatus: UInt32
+    /// When it exited (3).
     public var exitedAt: ProtobufTimestamp?
 
     /// A response from its fields.
@@ -172,12 +200,15 @@ public struct DeleteResponse: ProtobufMessage, Equatable {
         self.exitedAt = exitedAt
     }
 
+    /// Writes the fields in field-number order, proto3 defaults omitted.
     public func encode(into w: inout ProtobufWriter) {
         w.writeUInt32IfNotDefault(field: 1, pid)
         w.writeUInt32IfNotDefault(field: 2, exitStatus)
         if let exitedAt { w.writeMessage(field: 3, exitedAt) }
     }
 
+    /// Decodes the message; unknown fields are skipped.
+    /// - Throws: `ProtobufError` for malformed input.
     public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
         pid = 0; exitStatus = 0; exitedAt = nil
         while let f = try r.nextField() {
@@ -193,9 +224,13 @@ public struct DeleteResponse: ProtobufMessage, Equatable {
 
 /// `ExecProcessRequest`: 1 id, 2 exec_id, 3 terminal, 4 stdin, 5 stdout, 6 stderr, 7 spec (OCI Process JSON in an Any).
 public struct ExecProcessRequest: ProtobufMessage {
+    /// The task (1) and the new exec process's id (2).
     public var id = "", execID = ""
+    /// Whether the process gets a terminal (3).
     public var terminal = false
+    /// The stdio FIFOs or URIs (4, 5, 6).
     public var stdin = "", stdout = "", stderr = ""
+    /// The OCI `Process` as JSON in an Any (7).
     public var spec: ProtobufAny?
 
     /// An exec request for task `id`.
@@ -204,6 +239,7 @@ public struct ExecProcessRequest: ProtobufMessage {
         self.execID = execID
     }
 
+    /// Writes the fields in field-number order, proto3 defaults omitted.
     public func encode(into w: inout ProtobufWriter) {
         w.writeStringIfNotDefault(field: 1, id)
         w.writeStringIfNotDefault(field: 2, execID)
@@ -214,6 +250,8 @@ public struct ExecProcessRequest: ProtobufMessage {
         if let spec { w.writeMessage(field: 7, spec) }
     }
 
+    /// Decodes the message; unknown fields are skipped.
+    /// - Throws: `ProtobufError` for malformed input.
     public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
         let m = "ExecProcessRequest"
         while let f = try r.nextField() {
@@ -233,23 +271,33 @@ public struct ExecProcessRequest: ProtobufMessage {
 
 /// `containerd.v1.types.Status` (task status enum).
 public enum TaskStatus: UInt32, Sendable {
+    /// `UNKNOWN` (0), `CREATED`, `RUNNING`, `STOPPED`, `PAUSED`, `PAUSING` (5).
     case unknown = 0, created, running, stopped, paused, pausing
 }
 
 /// `StateResponse`.
 public struct StateResponse: ProtobufMessage, Equatable {
+    /// The task (1) and its bundle folder (2).
     public var id = "", bundle = ""
+    /// The process id (3).
     public var pid: UInt32 = 0
+    /// The process status (4).
     public var status: TaskStatus = .unknown
+    /// The stdio paths (5, 6, 7).
     public var stdin = "", stdout = "", stderr = ""
+    /// Whether it has a terminal (8).
     public var terminal = false
+    /// The exit status once stopped (9).
     public var exitStatus: UInt32 = 0
+    /// When it exited (10).
     public var exitedAt: ProtobufTimestamp?
+    /// The exec id, empty for the init (11).
     public var execID = ""
 
     /// An empty state.
     public init() {}
 
+    /// Writes the fields in field-number order, proto3 defaults omitted.
     public func encode(into w: inout ProtobufWriter) {
         w.writeStringIfNotDefault(field: 1, id)
         w.writeStringIfNotDefault(field: 2, bundle)
@@ -264,6 +312,8 @@ public struct StateResponse: ProtobufMessage, Equatable {
         w.writeStringIfNotDefault(field: 11, execID)
     }
 
+    /// Decodes the message; unknown fields are skipped.
+    /// - Throws: `ProtobufError` for malformed input.
     public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
         let m = "StateResponse"
         while let f = try r.nextField() {
@@ -287,8 +337,11 @@ public struct StateResponse: ProtobufMessage, Equatable {
 
 /// `KillRequest`: 1 id, 2 exec_id, 3 signal, 4 all.
 public struct KillRequest: ProtobufMessage, Equatable {
+    /// The task (1) and the exec process (2, empty for the init).
     public var id = "", execID = ""
+    /// The signal number (3).
     public var signal: UInt32 = 0
+    /// Signal every process of the container (4).
     public var all = false
 
     /// A kill request.
@@ -299,6 +352,7 @@ public struct KillRequest: ProtobufMessage, Equatable {
         self.all = all
     }
 
+    /// Writes the fields in field-number order, proto3 defaults omitted.
     public func encode(into w: inout ProtobufWriter) {
         w.writeStringIfNotDefault(field: 1, id)
         w.writeStringIfNotDefault(field: 2, execID)
@@ -306,6 +360,8 @@ public struct KillRequest: ProtobufMessage, Equatable {
         w.writeBoolIfNotDefault(field: 4, all)
     }
 
+    /// Decodes the message; unknown fields are skipped.
+    /// - Throws: `ProtobufError` for malformed input.
     public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
         while let f = try r.nextField() {
             switch f.number {
@@ -321,7 +377,9 @@ public struct KillRequest: ProtobufMessage, Equatable {
 
 /// `CloseIORequest`: 1 id, 2 exec_id, 3 stdin.
 public struct CloseIORequest: ProtobufMessage, Equatable {
+    /// The task (1) and the exec process (2, empty for the init).
     public var id = "", execID = ""
+    /// Close the process's stdin (3).
     public var stdin = false
 
     /// A CloseIO request.
@@ -331,12 +389,15 @@ public struct CloseIORequest: ProtobufMessage, Equatable {
         self.stdin = stdin
     }
 
+    /// Writes the fields in field-number order, proto3 defaults omitted.
     public func encode(into w: inout ProtobufWriter) {
         w.writeStringIfNotDefault(field: 1, id)
         w.writeStringIfNotDefault(field: 2, execID)
         w.writeBoolIfNotDefault(field: 3, stdin)
     }
 
+    /// Decodes the message; unknown fields are skipped.
+    /// - Throws: `ProtobufError` for malformed input.
     public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
         while let f = try r.nextField() {
             switch f.number {
@@ -351,15 +412,19 @@ public struct CloseIORequest: ProtobufMessage, Equatable {
 
 /// `PidsResponse`: 1 repeated ProcessInfo{1 pid, 2 info Any}.
 public struct PidsResponse: ProtobufMessage, Equatable {
+    /// The pids of the container's processes, one `ProcessInfo` each.
     public var pids: [UInt32]
 
     /// A response listing `pids`.
     public init(pids: [UInt32]) { self.pids = pids }
 
+    /// Writes the fields in field-number order, proto3 defaults omitted.
     public func encode(into w: inout ProtobufWriter) {
         for pid in pids { w.writeMessage(field: 1) { $0.writeUInt32IfNotDefault(field: 1, pid) } }
     }
 
+    /// Decodes the message; unknown fields are skipped.
+    /// - Throws: `ProtobufError` for malformed input.
     public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
         pids = []
         while let f = try r.nextField() {
@@ -374,13 +439,17 @@ public struct PidsResponse: ProtobufMessage, Equatable {
 
 /// `UpdateTaskRequest`: 1 id, 2 resources (Any holding OCI LinuxResources JSON), 3 annotations map.
 public struct UpdateTaskRequest: ProtobufMessage {
+    /// The task (1).
     public var id = ""
+    /// The new OCI `LinuxResources` as JSON in an Any (2).
     public var resources: ProtobufAny?
+    /// Annotations (3, a map).
     public var annotations: [String: String] = [:]
 
     /// An update for task `id`.
     public init(id: String) { self.id = id }
 
+    /// Writes the fields in field-number order, proto3 defaults omitted.
     public func encode(into w: inout ProtobufWriter) {
         w.writeStringIfNotDefault(field: 1, id)
         if let resources { w.writeMessage(field: 2, resources) }
@@ -389,6 +458,8 @@ public struct UpdateTaskRequest: ProtobufMessage {
         }
     }
 
+    /// Decodes the message; unknown fields are skipped.
+    /// - Throws: `ProtobufError` for malformed input.
     public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
         let m = "UpdateTaskRequest"
         while let f = try r.nextField() {
@@ -414,7 +485,9 @@ public struct UpdateTaskRequest: ProtobufMessage {
 
 /// `WaitResponse`: 1 exit_status, 2 exited_at.
 public struct WaitResponse: ProtobufMessage, Equatable {
+    /// The exit status (1).
     public var exitStatus: UInt32
+    /// When the process exited (2).
     public var exitedAt: ProtobufTimestamp?
 
     /// A response from an exit.
@@ -423,11 +496,14 @@ public struct WaitResponse: ProtobufMessage, Equatable {
         self.exitedAt = exitedAt
     }
 
+    /// Writes the fields in field-number order, proto3 defaults omitted.
     public func encode(into w: inout ProtobufWriter) {
         w.writeUInt32IfNotDefault(field: 1, exitStatus)
         if let exitedAt { w.writeMessage(field: 2, exitedAt) }
     }
 
+    /// Decodes the message; unknown fields are skipped.
+    /// - Throws: `ProtobufError` for malformed input.
     public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
         exitStatus = 0; exitedAt = nil
         while let f = try r.nextField() {
@@ -442,15 +518,19 @@ public struct WaitResponse: ProtobufMessage, Equatable {
 
 /// `StatsResponse`: 1 stats (Any).
 public struct StatsResponse: ProtobufMessage, Equatable {
+    /// The cgroup metrics in an Any (1).
     public var stats: ProtobufAny?
 
     /// A response carrying `stats`.
     public init(stats: ProtobufAny?) { self.stats = stats }
 
+    /// Writes the fields in field-number order, proto3 defaults omitted.
     public func encode(into w: inout ProtobufWriter) {
         if let stats { w.writeMessage(field: 1, stats) }
     }
 
+    /// Decodes the message; unknown fields are skipped.
+    /// - Throws: `ProtobufError` for malformed input.
     public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
         stats = nil
         while let f = try r.nextField() {
@@ -463,8 +543,11 @@ public struct StatsResponse: ProtobufMessage, Equatable {
 
 /// `ConnectResponse`: 1 shim_pid, 2 task_pid, 3 version.
 public struct ConnectResponse: ProtobufMessage, Equatable {
+    /// The shim daemon's pid (1).
     public var shimPID: UInt32
+    /// The task's init pid (2).
     public var taskPID: UInt32
+    /// The shim's version (3).
     public var version: String
 
     /// A response from its fields.
@@ -474,12 +557,15 @@ public struct ConnectResponse: ProtobufMessage, Equatable {
         self.version = version
     }
 
+    /// Writes the fields in field-number order, proto3 defaults omitted.
     public func encode(into w: inout ProtobufWriter) {
         w.writeUInt32IfNotDefault(field: 1, shimPID)
         w.writeUInt32IfNotDefault(field: 2, taskPID)
         w.writeStringIfNotDefault(field: 3, version)
     }
 
+    /// Decodes the message; unknown fields are skipped.
+    /// - Throws: `ProtobufError` for malformed input.
     public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
         shimPID = 0; taskPID = 0; version = ""
         while let f = try r.nextField() {
@@ -497,7 +583,10 @@ public struct ConnectResponse: ProtobufMessage, Equatable {
 public struct EmptyMessage: ProtobufMessage, Equatable {
     /// The empty message.
     public init() {}
+    /// Writes the fields in field-number order, proto3 defaults omitted.
     public func encode(into w: inout ProtobufWriter) {}
+    /// Decodes the message; unknown fields are skipped.
+    /// - Throws: `ProtobufError` for malformed input.
     public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
         while try r.nextField() != nil {}
     }

@@ -1,7 +1,7 @@
 // The wake call of the shim's status service (docs/decisions/0011-wake-groups.md): one shim asks
 // another to bring a scaled-down member of their wake group back. Our own messages, encoded by hand
-// on ZPCore's protobuf codec; Tests/ZPShimTests/Fixtures/shim_status.proto describes them and
-// WakeGroupTests compare these encoders with `protoc --encode`.
+// on ZPCore's protobuf codec; Tests/ZPAPITests/Fixtures/shim_status.proto describes them and
+// ZPAPITests compare these encoders with `protoc --encode`.
 import ZPCore
 
 extension StatusAPI {
