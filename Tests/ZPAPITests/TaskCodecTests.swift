@@ -32,6 +32,34 @@ struct TaskCodecTests {
         #expect(try KillRequest(decoding: bytes) == KillRequest(id: "c1", signal: 9, all: true))
     }
 
+    @Test func remainingRequestsAndStats_matchProtoc_bothWays() throws {
+        let start = TaskProcessRequest(id: "c1", execID: "e1")
+        #expect(start.encoded() == (try protocEncode("StartRequest", #"id: "c1" exec_id: "e1""#)))
+        #expect(try TaskProcessRequest(decoding: start.encoded()) == start)
+        var shutdown = TaskIDRequest(id: "c1")
+        shutdown.now = true
+        #expect(shutdown.encoded() == (try protocEncode("ShutdownRequest", #"id: "c1" now: true"#)))
+        #expect(try TaskIDRequest(decoding: shutdown.encoded()) == shutdown)
+        let close = CloseIORequest(id: "c1", execID: "e2", stdin: true)
+        #expect(close.encoded() == (try protocEncode("CloseIORequest", #"id: "c1" exec_id: "e2" stdin: true"#)))
+        #expect(try CloseIORequest(decoding: close.encoded()) == close)
+        var update = UpdateTaskRequest(id: "c1")
+        update.resources = ProtobufAny(typeURL: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources", value: Array("{}".utf8))
+        update.annotations = ["b": "2", "a": "1"]
+        let updateBytes = try protocEncode("UpdateTaskRequest", """
+            id: "c1" resources { type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources" value: "{}" }
+            annotations { key: "a" value: "1" } annotations { key: "b" value: "2" }
+            """)
+        #expect(update.encoded() == updateBytes)
+        let decoded = try UpdateTaskRequest(decoding: updateBytes)
+        #expect(decoded.id == "c1" && decoded.resources == update.resources && decoded.annotations == update.annotations)
+        let stats = StatsResponse(stats: ProtobufAny(typeURL: "io.containerd.cgroups.v1.Metrics", value: []))
+        #expect(stats.encoded() == (try protocEncode("StatsResponse", #"stats { type_url: "io.containerd.cgroups.v1.Metrics" }"#)))
+        #expect(try StatsResponse(decoding: stats.encoded()) == stats)
+        #expect(EmptyMessage().encoded().isEmpty)
+        #expect(try EmptyMessage(decoding: start.encoded()) == EmptyMessage())
+    }
+
     @Test func stateResponse_matchesProtoc() throws {
         var s = StateResponse()
         s.id = "c1"; s.bundle = "/b"; s.pid = 4242; s.status = .stopped; s.stdout = "/o"; s.exitStatus = 137

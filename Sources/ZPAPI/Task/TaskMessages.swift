@@ -1,11 +1,13 @@
 import ZPCore
 
 // The containerd task API (containerd/api/runtime/task/v2 and v3, shim.proto; proto3) and the types it
-// uses, hand-written on ZPCore's protobuf codec. Field numbers are protocol facts (protocols.md §2).
-// Requests are decoded and responses encoded; the reverse directions exist where tests need them.
+// uses, hand-written on ZPCore's protobuf codec. Field numbers are protocol facts (protocols.md §2),
+// written once per field in each message's table (`ProtobufFieldTable`), which both the encoder and
+// the decoder use. Requests are decoded and responses encoded; the reverse directions exist where
+// tests and clients need them.
 
 /// `containerd.types.Mount`.
-public struct MountSpec: ProtobufMessage, Equatable {
+public struct MountSpec: ProtobufTableMessage, Equatable {
     /// Filesystem type (`overlay`, `bind`, ...).
     public var type = ""
     /// Source device or path.
@@ -15,6 +17,9 @@ public struct MountSpec: ProtobufMessage, Equatable {
     /// Mount options as in fstab (`ro`, `rbind`, `lowerdir=...`).
     public var options: [String] = []
 
+    /// An empty mount.
+    public init() {}
+
     /// A mount from its fields.
     public init(type: String, source: String, target: String = "", options: [String] = []) {
         self.type = type
@@ -23,32 +28,17 @@ public struct MountSpec: ProtobufMessage, Equatable {
         self.options = options
     }
 
-    /// Writes the fields in field-number order, proto3 defaults omitted.
-    public func encode(into w: inout ProtobufWriter) {
-        w.writeStringIfNotDefault(field: 1, type)
-        w.writeStringIfNotDefault(field: 2, source)
-        w.writeStringIfNotDefault(field: 3, target)
-        for o in options { w.writeString(field: 4, o) }
-    }
-
-    /// Decodes the message; unknown fields are skipped.
-    /// - Throws: `ProtobufError` for malformed input.
-    public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
-        let m = "containerd.types.Mount"
-        while let f = try r.nextField() {
-            switch f.number {
-            case 1: type = try f.string(in: m)
-            case 2: source = try f.string(in: m)
-            case 3: target = try f.string(in: m)
-            case 4: options.append(try f.string(in: m))
-            default: break
-            }
-        }
-    }
+    /// The fields.
+    public static let fields = ProtobufFieldTable<Self>("containerd.types.Mount", [
+        .string(1, \.type),
+        .string(2, \.source),
+        .string(3, \.target),
+        .strings(4, \.options),
+    ])
 }
 
 /// `CreateTaskRequest`.
-public struct CreateTaskRequest: ProtobufMessage {
+public struct CreateTaskRequest: ProtobufTableMessage {
     /// The container id (1) and its bundle folder (2).
     public var id = "", bundle = ""
     /// The rootfs mounts (3); empty when the bundle's `rootfs` is ready.
@@ -62,53 +52,38 @@ public struct CreateTaskRequest: ProtobufMessage {
     /// Runtime options (10).
     public var options: ProtobufAny?
 
+    /// An empty request.
+    public init() {}
+
     /// A request for container `id` in `bundle`.
     public init(id: String, bundle: String) {
         self.id = id
         self.bundle = bundle
     }
 
-    /// Writes the fields in field-number order, proto3 defaults omitted.
-    public func encode(into w: inout ProtobufWriter) {
-        w.writeStringIfNotDefault(field: 1, id)
-        w.writeStringIfNotDefault(field: 2, bundle)
-        for m in rootfs { w.writeMessage(field: 3, m) }
-        w.writeBoolIfNotDefault(field: 4, terminal)
-        w.writeStringIfNotDefault(field: 5, stdin)
-        w.writeStringIfNotDefault(field: 6, stdout)
-        w.writeStringIfNotDefault(field: 7, stderr)
-        w.writeStringIfNotDefault(field: 8, checkpoint)
-        w.writeStringIfNotDefault(field: 9, parentCheckpoint)
-        if let options { w.writeMessage(field: 10, options) }
-    }
-
-    /// Decodes the message; unknown fields are skipped.
-    /// - Throws: `ProtobufError` for malformed input.
-    public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
-        let m = "CreateTaskRequest"
-        while let f = try r.nextField() {
-            switch f.number {
-            case 1: id = try f.string(in: m)
-            case 2: bundle = try f.string(in: m)
-            case 3: var n = try f.message(in: m); rootfs.append(try MountSpec(decoding: &n))
-            case 4: terminal = try f.bool(in: m)
-            case 5: stdin = try f.string(in: m)
-            case 6: stdout = try f.string(in: m)
-            case 7: stderr = try f.string(in: m)
-            case 8: checkpoint = try f.string(in: m)
-            case 9: parentCheckpoint = try f.string(in: m)
-            case 10: var n = try f.message(in: m); options = try ProtobufAny(decoding: &n)
-            default: break
-            }
-        }
-    }
+    /// The fields.
+    public static let fields = ProtobufFieldTable<Self>("CreateTaskRequest", [
+        .string(1, \.id),
+        .string(2, \.bundle),
+        .messages(3, \.rootfs),
+        .bool(4, \.terminal),
+        .string(5, \.stdin),
+        .string(6, \.stdout),
+        .string(7, \.stderr),
+        .string(8, \.checkpoint),
+        .string(9, \.parentCheckpoint),
+        .message(10, \.options),
+    ])
 }
 
 /// A request that names a task and optionally one of its exec processes: `StartRequest`,
 /// `DeleteRequest`, `WaitRequest`, `StateRequest` (fields 1 id, 2 exec_id).
-public struct TaskProcessRequest: ProtobufMessage, Equatable {
+public struct TaskProcessRequest: ProtobufTableMessage, Equatable {
     /// The task (1) and the exec process (2, empty for the init).
     public var id = "", execID = ""
+
+    /// An empty request.
+    public init() {}
 
     /// A request for task `id`, exec `execID` (empty for the init process).
     public init(id: String, execID: String = "") {
@@ -116,82 +91,62 @@ public struct TaskProcessRequest: ProtobufMessage, Equatable {
         self.execID = execID
     }
 
-    /// Writes the fields in field-number order, proto3 defaults omitted.
-    public func encode(into w: inout ProtobufWriter) {
-        w.writeStringIfNotDefault(field: 1, id)
-        w.writeStringIfNotDefault(field: 2, execID)
-    }
-
-    /// Decodes the message; unknown fields are skipped.
-    /// - Throws: `ProtobufError` for malformed input.
-    public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
-        while let f = try r.nextField() {
-            switch f.number {
-            case 1: id = try f.string(in: "task request")
-            case 2: execID = try f.string(in: "task request")
-            default: break
-            }
-        }
-    }
+    /// The fields.
+    public static let fields = ProtobufFieldTable<Self>("task request", [
+        .string(1, \.id),
+        .string(2, \.execID),
+    ])
 }
 
 /// A request that names only a task: `PidsRequest`, `StatsRequest`, `ConnectRequest`, `PauseRequest`,
 /// `ResumeRequest` (field 1 id); `ShutdownRequest` adds 2 now.
-public struct TaskIDRequest: ProtobufMessage, Equatable {
+public struct TaskIDRequest: ProtobufTableMessage, Equatable {
     /// The task (1).
     public var id = ""
     /// `ShutdownRequest.now` (2): shut down even with tasks left.
     public var now = false
 
+    /// An empty request.
+    public init() {}
+
     /// A request for task `id`.
     public init(id: String) { self.id = id }
 
-    /// Writes the fields in field-number order, proto3 defaults omitted.
-    public func encode(into w: inout ProtobufWriter) {
-        w.writeStringIfNotDefault(field: 1, id)
-        w.writeBoolIfNotDefault(field: 2, now)
-    }
-
-    /// Decodes the message; unknown fields are skipped.
-    /// - Throws: `ProtobufError` for malformed input.
-    public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
-        while let f = try r.nextField() {
-            switch f.number {
-            case 1: id = try f.string(in: "task id request")
-            case 2: now = try f.bool(in: "ShutdownRequest")
-            default: break
-            }
-        }
-    }
+    /// The fields.
+    public static let fields = ProtobufFieldTable<Self>("task id request", [
+        .string(1, \.id),
+        .bool(2, \.now),
+    ])
 }
 
 /// A response that carries one pid: `CreateTaskResponse`, `StartResponse` (field 1 pid).
-public struct PidResponse: ProtobufMessage, Equatable {
+public struct PidResponse: ProtobufTableMessage, Equatable {
     /// The process id (1).
-    public var pid: UInt32
+    public var pid: UInt32 = 0
+
+    /// A response with pid 0.
+    public init() {}
 
     /// A response with `pid`.
     public init(pid: UInt32) { self.pid = pid }
 
-    /// Writes the fields in field-number order, proto3 defaults omitted.
-    public func encode(into w: inout ProtobufWriter) { w.writeUInt32IfNotDefault(field: 1, pid) }
-
-    /// Decodes the message; unknown fields are skipped.
-    /// - Throws: `ProtobufError` for malformed input.
-    public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
-        pid = 0
-        while let f = try r.nextField() { if f.number == 1 { pid = try f.uint32(in: "PidResponse") } }
-    }
+    /// The fields.
+    public static let fields = ProtobufFieldTable<Self>("PidResponse", [
+        .uint32(1, \.pid),
+    ])
 }
 
 /// `DeleteResponse` (also what the `delete` command prints): 1 pid, 2 exit_status, 3 exited_at.
-public struct DeleteResponse: ProtobufMessage, Equatable {
+public struct DeleteResponse: ProtobufTableMessage, Equatable {
     /// The deleted process's pid (1).
-    public var pid: UInt32
+    public var pid: UInt32 = 0
     /// Its exit status (2).
-    public var exitStatus: UInt32
+    public var exitStatus: UInt32 = 0
     /// When it exited (3).
     public var exitedAt: ProtobufTimestamp?
+
+    /// An empty response.
+    public init() {}
 
     /// A response from its fields.
     public init(pid: UInt32, exitStatus: UInt32, exitedAt: ProtobufTimestamp?) {
@@ -200,30 +155,16 @@ public struct DeleteResponse: ProtobufMessage, Equatable {
         self.exitedAt = exitedAt
     }
 
-    /// Writes the fields in field-number order, proto3 defaults omitted.
-    public func encode(into w: inout ProtobufWriter) {
-        w.writeUInt32IfNotDefault(field: 1, pid)
-        w.writeUInt32IfNotDefault(field: 2, exitStatus)
-        if let exitedAt { w.writeMessage(field: 3, exitedAt) }
-    }
-
-    /// Decodes the message; unknown fields are skipped.
-    /// - Throws: `ProtobufError` for malformed input.
-    public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
-        pid = 0; exitStatus = 0; exitedAt = nil
-        while let f = try r.nextField() {
-            switch f.number {
-            case 1: pid = try f.uint32(in: "DeleteResponse")
-            case 2: exitStatus = try f.uint32(in: "DeleteResponse")
-            case 3: var n = try f.message(in: "DeleteResponse"); exitedAt = try ProtobufTimestamp(decoding: &n)
-            default: break
-            }
-        }
-    }
+    /// The fields.
+    public static let fields = ProtobufFieldTable<Self>("DeleteResponse", [
+        .uint32(1, \.pid),
+        .uint32(2, \.exitStatus),
+        .message(3, \.exitedAt),
+    ])
 }
 
 /// `ExecProcessRequest`: 1 id, 2 exec_id, 3 terminal, 4 stdin, 5 stdout, 6 stderr, 7 spec (OCI Process JSON in an Any).
-public struct ExecProcessRequest: ProtobufMessage {
+public struct ExecProcessRequest: ProtobufTableMessage {
     /// The task (1) and the new exec process's id (2).
     public var id = "", execID = ""
     /// Whether the process gets a terminal (3).
@@ -233,40 +174,25 @@ public struct ExecProcessRequest: ProtobufMessage {
     /// The OCI `Process` as JSON in an Any (7).
     public var spec: ProtobufAny?
 
+    /// An empty request.
+    public init() {}
+
     /// An exec request for task `id`.
     public init(id: String, execID: String) {
         self.id = id
         self.execID = execID
     }
 
-    /// Writes the fields in field-number order, proto3 defaults omitted.
-    public func encode(into w: inout ProtobufWriter) {
-        w.writeStringIfNotDefault(field: 1, id)
-        w.writeStringIfNotDefault(field: 2, execID)
-        w.writeBoolIfNotDefault(field: 3, terminal)
-        w.writeStringIfNotDefault(field: 4, stdin)
-        w.writeStringIfNotDefault(field: 5, stdout)
-        w.writeStringIfNotDefault(field: 6, stderr)
-        if let spec { w.writeMessage(field: 7, spec) }
-    }
-
-    /// Decodes the message; unknown fields are skipped.
-    /// - Throws: `ProtobufError` for malformed input.
-    public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
-        let m = "ExecProcessRequest"
-        while let f = try r.nextField() {
-            switch f.number {
-            case 1: id = try f.string(in: m)
-            case 2: execID = try f.string(in: m)
-            case 3: terminal = try f.bool(in: m)
-            case 4: stdin = try f.string(in: m)
-            case 5: stdout = try f.string(in: m)
-            case 6: stderr = try f.string(in: m)
-            case 7: var n = try f.message(in: m); spec = try ProtobufAny(decoding: &n)
-            default: break
-            }
-        }
-    }
+    /// The fields.
+    public static let fields = ProtobufFieldTable<Self>("ExecProcessRequest", [
+        .string(1, \.id),
+        .string(2, \.execID),
+        .bool(3, \.terminal),
+        .string(4, \.stdin),
+        .string(5, \.stdout),
+        .string(6, \.stderr),
+        .message(7, \.spec),
+    ])
 }
 
 /// `containerd.v1.types.Status` (task status enum).
@@ -276,12 +202,12 @@ public enum TaskStatus: UInt32, Sendable {
 }
 
 /// `StateResponse`.
-public struct StateResponse: ProtobufMessage, Equatable {
+public struct StateResponse: ProtobufTableMessage, Equatable {
     /// The task (1) and its bundle folder (2).
     public var id = "", bundle = ""
     /// The process id (3).
     public var pid: UInt32 = 0
-    /// The process status (4).
+    /// The process status (4); a number this version does not know reads as `unknown`.
     public var status: TaskStatus = .unknown
     /// The stdio paths (5, 6, 7).
     public var stdin = "", stdout = "", stderr = ""
@@ -297,52 +223,34 @@ public struct StateResponse: ProtobufMessage, Equatable {
     /// An empty state.
     public init() {}
 
-    /// Writes the fields in field-number order, proto3 defaults omitted.
-    public func encode(into w: inout ProtobufWriter) {
-        w.writeStringIfNotDefault(field: 1, id)
-        w.writeStringIfNotDefault(field: 2, bundle)
-        w.writeUInt32IfNotDefault(field: 3, pid)
-        w.writeUInt32IfNotDefault(field: 4, status.rawValue)
-        w.writeStringIfNotDefault(field: 5, stdin)
-        w.writeStringIfNotDefault(field: 6, stdout)
-        w.writeStringIfNotDefault(field: 7, stderr)
-        w.writeBoolIfNotDefault(field: 8, terminal)
-        w.writeUInt32IfNotDefault(field: 9, exitStatus)
-        if let exitedAt { w.writeMessage(field: 10, exitedAt) }
-        w.writeStringIfNotDefault(field: 11, execID)
-    }
-
-    /// Decodes the message; unknown fields are skipped.
-    /// - Throws: `ProtobufError` for malformed input.
-    public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
-        let m = "StateResponse"
-        while let f = try r.nextField() {
-            switch f.number {
-            case 1: id = try f.string(in: m)
-            case 2: bundle = try f.string(in: m)
-            case 3: pid = try f.uint32(in: m)
-            case 4: status = TaskStatus(rawValue: try f.uint32(in: m)) ?? .unknown
-            case 5: stdin = try f.string(in: m)
-            case 6: stdout = try f.string(in: m)
-            case 7: stderr = try f.string(in: m)
-            case 8: terminal = try f.bool(in: m)
-            case 9: exitStatus = try f.uint32(in: m)
-            case 10: var n = try f.message(in: m); exitedAt = try ProtobufTimestamp(decoding: &n)
-            case 11: execID = try f.string(in: m)
-            default: break
-            }
-        }
-    }
+    /// The fields.
+    public static let fields = ProtobufFieldTable<Self>("StateResponse", [
+        .string(1, \.id),
+        .string(2, \.bundle),
+        .uint32(3, \.pid),
+        .custom(4, write: { m, n, w in w.writeUInt32IfNotDefault(field: n, m.status.rawValue) },
+                read: { m, f, name throws(ProtobufError) in m.status = TaskStatus(rawValue: try f.uint32(in: name)) ?? .unknown }),
+        .string(5, \.stdin),
+        .string(6, \.stdout),
+        .string(7, \.stderr),
+        .bool(8, \.terminal),
+        .uint32(9, \.exitStatus),
+        .message(10, \.exitedAt),
+        .string(11, \.execID),
+    ])
 }
 
 /// `KillRequest`: 1 id, 2 exec_id, 3 signal, 4 all.
-public struct KillRequest: ProtobufMessage, Equatable {
+public struct KillRequest: ProtobufTableMessage, Equatable {
     /// The task (1) and the exec process (2, empty for the init).
     public var id = "", execID = ""
     /// The signal number (3).
     public var signal: UInt32 = 0
     /// Signal every process of the container (4).
     public var all = false
+
+    /// An empty request.
+    public init() {}
 
     /// A kill request.
     public init(id: String, execID: String = "", signal: UInt32, all: Bool = false) {
@@ -352,35 +260,24 @@ public struct KillRequest: ProtobufMessage, Equatable {
         self.all = all
     }
 
-    /// Writes the fields in field-number order, proto3 defaults omitted.
-    public func encode(into w: inout ProtobufWriter) {
-        w.writeStringIfNotDefault(field: 1, id)
-        w.writeStringIfNotDefault(field: 2, execID)
-        w.writeUInt32IfNotDefault(field: 3, signal)
-        w.writeBoolIfNotDefault(field: 4, all)
-    }
-
-    /// Decodes the message; unknown fields are skipped.
-    /// - Throws: `ProtobufError` for malformed input.
-    public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
-        while let f = try r.nextField() {
-            switch f.number {
-            case 1: id = try f.string(in: "KillRequest")
-            case 2: execID = try f.string(in: "KillRequest")
-            case 3: signal = try f.uint32(in: "KillRequest")
-            case 4: all = try f.bool(in: "KillRequest")
-            default: break
-            }
-        }
-    }
+    /// The fields.
+    public static let fields = ProtobufFieldTable<Self>("KillRequest", [
+        .string(1, \.id),
+        .string(2, \.execID),
+        .uint32(3, \.signal),
+        .bool(4, \.all),
+    ])
 }
 
 /// `CloseIORequest`: 1 id, 2 exec_id, 3 stdin.
-public struct CloseIORequest: ProtobufMessage, Equatable {
+public struct CloseIORequest: ProtobufTableMessage, Equatable {
     /// The task (1) and the exec process (2, empty for the init).
     public var id = "", execID = ""
     /// Close the process's stdin (3).
     public var stdin = false
+
+    /// An empty request.
+    public init() {}
 
     /// A CloseIO request.
     public init(id: String, execID: String = "", stdin: Bool) {
@@ -389,28 +286,16 @@ public struct CloseIORequest: ProtobufMessage, Equatable {
         self.stdin = stdin
     }
 
-    /// Writes the fields in field-number order, proto3 defaults omitted.
-    public func encode(into w: inout ProtobufWriter) {
-        w.writeStringIfNotDefault(field: 1, id)
-        w.writeStringIfNotDefault(field: 2, execID)
-        w.writeBoolIfNotDefault(field: 3, stdin)
-    }
-
-    /// Decodes the message; unknown fields are skipped.
-    /// - Throws: `ProtobufError` for malformed input.
-    public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
-        while let f = try r.nextField() {
-            switch f.number {
-            case 1: id = try f.string(in: "CloseIORequest")
-            case 2: execID = try f.string(in: "CloseIORequest")
-            case 3: stdin = try f.bool(in: "CloseIORequest")
-            default: break
-            }
-        }
-    }
+    /// The fields.
+    public static let fields = ProtobufFieldTable<Self>("CloseIORequest", [
+        .string(1, \.id),
+        .string(2, \.execID),
+        .bool(3, \.stdin),
+    ])
 }
 
-/// `PidsResponse`: 1 repeated ProcessInfo{1 pid, 2 info Any}.
+/// `PidsResponse`: 1 repeated ProcessInfo{1 pid, 2 info Any}. Hand-written: the pids are flattened
+/// out of their `ProcessInfo` wrappers.
 public struct PidsResponse: ProtobufMessage, Equatable {
     /// The pids of the container's processes, one `ProcessInfo` each.
     public var pids: [UInt32]
@@ -418,7 +303,7 @@ public struct PidsResponse: ProtobufMessage, Equatable {
     /// A response listing `pids`.
     public init(pids: [UInt32]) { self.pids = pids }
 
-    /// Writes the fields in field-number order, proto3 defaults omitted.
+    /// Writes one `ProcessInfo{pid}` per pid.
     public func encode(into w: inout ProtobufWriter) {
         for pid in pids { w.writeMessage(field: 1) { $0.writeUInt32IfNotDefault(field: 1, pid) } }
     }
@@ -438,57 +323,52 @@ public struct PidsResponse: ProtobufMessage, Equatable {
 }
 
 /// `UpdateTaskRequest`: 1 id, 2 resources (Any holding OCI LinuxResources JSON), 3 annotations map.
-public struct UpdateTaskRequest: ProtobufMessage {
+public struct UpdateTaskRequest: ProtobufTableMessage {
     /// The task (1).
     public var id = ""
     /// The new OCI `LinuxResources` as JSON in an Any (2).
     public var resources: ProtobufAny?
-    /// Annotations (3, a map).
+    /// Annotations (3, a map: one entry message `{1 key, 2 value}` per pair, written sorted by key).
     public var annotations: [String: String] = [:]
+
+    /// An empty request.
+    public init() {}
 
     /// An update for task `id`.
     public init(id: String) { self.id = id }
 
-    /// Writes the fields in field-number order, proto3 defaults omitted.
-    public func encode(into w: inout ProtobufWriter) {
-        w.writeStringIfNotDefault(field: 1, id)
-        if let resources { w.writeMessage(field: 2, resources) }
-        for (k, v) in annotations.sorted(by: { $0.key < $1.key }) {
-            w.writeMessage(field: 3) { e in e.writeString(field: 1, k); e.writeString(field: 2, v) }
-        }
-    }
-
-    /// Decodes the message; unknown fields are skipped.
-    /// - Throws: `ProtobufError` for malformed input.
-    public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
-        let m = "UpdateTaskRequest"
-        while let f = try r.nextField() {
-            switch f.number {
-            case 1: id = try f.string(in: m)
-            case 2: var n = try f.message(in: m); resources = try ProtobufAny(decoding: &n)
-            case 3:
-                var e = try f.message(in: m)
-                var key = "", value = ""
-                while let g = try e.nextField() {
-                    switch g.number {
-                    case 1: key = try g.string(in: m)
-                    case 2: value = try g.string(in: m)
-                    default: break
-                    }
-                }
-                annotations[key] = value
-            default: break
+    /// The fields.
+    public static let fields = ProtobufFieldTable<Self>("UpdateTaskRequest", [
+        .string(1, \.id),
+        .message(2, \.resources),
+        .custom(3, write: { m, n, w in
+            for (k, v) in m.annotations.sorted(by: { $0.key < $1.key }) {
+                w.writeMessage(field: n) { e in e.writeString(field: 1, k); e.writeString(field: 2, v) }
             }
-        }
-    }
+        }, read: { m, f, name throws(ProtobufError) in
+            var e = try f.message(in: name)
+            var key = "", value = ""
+            while let g = try e.nextField() {
+                switch g.number {
+                case 1: key = try g.string(in: name)
+                case 2: value = try g.string(in: name)
+                default: break
+                }
+            }
+            m.annotations[key] = value
+        }),
+    ])
 }
 
 /// `WaitResponse`: 1 exit_status, 2 exited_at.
-public struct WaitResponse: ProtobufMessage, Equatable {
+public struct WaitResponse: ProtobufTableMessage, Equatable {
     /// The exit status (1).
-    public var exitStatus: UInt32
+    public var exitStatus: UInt32 = 0
     /// When the process exited (2).
     public var exitedAt: ProtobufTimestamp?
+
+    /// An empty response.
+    public init() {}
 
     /// A response from an exit.
     public init(exitStatus: UInt32, exitedAt: ProtobufTimestamp?) {
@@ -496,59 +376,41 @@ public struct WaitResponse: ProtobufMessage, Equatable {
         self.exitedAt = exitedAt
     }
 
-    /// Writes the fields in field-number order, proto3 defaults omitted.
-    public func encode(into w: inout ProtobufWriter) {
-        w.writeUInt32IfNotDefault(field: 1, exitStatus)
-        if let exitedAt { w.writeMessage(field: 2, exitedAt) }
-    }
-
-    /// Decodes the message; unknown fields are skipped.
-    /// - Throws: `ProtobufError` for malformed input.
-    public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
-        exitStatus = 0; exitedAt = nil
-        while let f = try r.nextField() {
-            switch f.number {
-            case 1: exitStatus = try f.uint32(in: "WaitResponse")
-            case 2: var n = try f.message(in: "WaitResponse"); exitedAt = try ProtobufTimestamp(decoding: &n)
-            default: break
-            }
-        }
-    }
+    /// The fields.
+    public static let fields = ProtobufFieldTable<Self>("WaitResponse", [
+        .uint32(1, \.exitStatus),
+        .message(2, \.exitedAt),
+    ])
 }
 
 /// `StatsResponse`: 1 stats (Any).
-public struct StatsResponse: ProtobufMessage, Equatable {
+public struct StatsResponse: ProtobufTableMessage, Equatable {
     /// The cgroup metrics in an Any (1).
     public var stats: ProtobufAny?
+
+    /// An empty response.
+    public init() {}
 
     /// A response carrying `stats`.
     public init(stats: ProtobufAny?) { self.stats = stats }
 
-    /// Writes the fields in field-number order, proto3 defaults omitted.
-    public func encode(into w: inout ProtobufWriter) {
-        if let stats { w.writeMessage(field: 1, stats) }
-    }
-
-    /// Decodes the message; unknown fields are skipped.
-    /// - Throws: `ProtobufError` for malformed input.
-    public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
-        stats = nil
-        while let f = try r.nextField() {
-            guard f.number == 1 else { continue }
-            var n = try f.message(in: "StatsResponse")
-            stats = try ProtobufAny(decoding: &n)
-        }
-    }
+    /// The fields.
+    public static let fields = ProtobufFieldTable<Self>("StatsResponse", [
+        .message(1, \.stats),
+    ])
 }
 
 /// `ConnectResponse`: 1 shim_pid, 2 task_pid, 3 version.
-public struct ConnectResponse: ProtobufMessage, Equatable {
+public struct ConnectResponse: ProtobufTableMessage, Equatable {
     /// The shim daemon's pid (1).
-    public var shimPID: UInt32
+    public var shimPID: UInt32 = 0
     /// The task's init pid (2).
-    public var taskPID: UInt32
+    public var taskPID: UInt32 = 0
     /// The shim's version (3).
-    public var version: String
+    public var version = ""
+
+    /// An empty response.
+    public init() {}
 
     /// A response from its fields.
     public init(shimPID: UInt32, taskPID: UInt32, version: String) {
@@ -557,37 +419,19 @@ public struct ConnectResponse: ProtobufMessage, Equatable {
         self.version = version
     }
 
-    /// Writes the fields in field-number order, proto3 defaults omitted.
-    public func encode(into w: inout ProtobufWriter) {
-        w.writeUInt32IfNotDefault(field: 1, shimPID)
-        w.writeUInt32IfNotDefault(field: 2, taskPID)
-        w.writeStringIfNotDefault(field: 3, version)
-    }
-
-    /// Decodes the message; unknown fields are skipped.
-    /// - Throws: `ProtobufError` for malformed input.
-    public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
-        shimPID = 0; taskPID = 0; version = ""
-        while let f = try r.nextField() {
-            switch f.number {
-            case 1: shimPID = try f.uint32(in: "ConnectResponse")
-            case 2: taskPID = try f.uint32(in: "ConnectResponse")
-            case 3: version = try f.string(in: "ConnectResponse")
-            default: break
-            }
-        }
-    }
+    /// The fields.
+    public static let fields = ProtobufFieldTable<Self>("ConnectResponse", [
+        .uint32(1, \.shimPID),
+        .uint32(2, \.taskPID),
+        .string(3, \.version),
+    ])
 }
 
 /// `google.protobuf.Empty`.
-public struct EmptyMessage: ProtobufMessage, Equatable {
+public struct EmptyMessage: ProtobufTableMessage, Equatable {
     /// The empty message.
     public init() {}
-    /// Writes the fields in field-number order, proto3 defaults omitted.
-    public func encode(into w: inout ProtobufWriter) {}
-    /// Decodes the message; unknown fields are skipped.
-    /// - Throws: `ProtobufError` for malformed input.
-    public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
-        while try r.nextField() != nil {}
-    }
+
+    /// No fields: every field read is skipped.
+    public static let fields = ProtobufFieldTable<Self>("google.protobuf.Empty", [])
 }
