@@ -17,7 +17,8 @@ import ZPTTRPC
 /// - Throws: What `body` or the server throws.
 public func withTTRPCTestServer(_ router: TTRPCRouter, socketName: String = "test.sock",
                                 _ body: @Sendable (_ folder: String, _ socket: String) async throws -> Void) async throws {
-    let folder = "/tmp/zpttrpc-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+    // Short (at most 25 bytes), so `<folder>/run` is a valid run-dir (NodeLayout.maximumRunDirectoryLength).
+    let folder = "/tmp/zpt-\(getpid())-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
     let path = folder + "/" + socketName
     try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(atPath: folder) }

@@ -35,14 +35,16 @@ import ZPCore
     #expect(!layout.isStatusSocket("/run/zpx/s/abc.sock"))
 }
 
-@Test func runDirectory_longestAllowed_keepsAStatusSocketWithinSunPath() throws {
-    // sockaddr_un.sun_path is 108 bytes including the NUL; shim socket names are 64 hex digits.
+@Test func runDirectory_longestAllowed_keepsAStatusSocketReachable() throws {
+    // SwiftNIO connects to unix socket paths of at most 103 bytes; shim socket names are 64 hex digits.
+    #expect(NodeLayout.maximumRunDirectoryLength == 31)
     let longest = "/" + String(repeating: "r", count: NodeLayout.maximumRunDirectoryLength - 1)
     let config = try NodeConfig(parsing: "run-dir = \(longest)")
     let socket = config.layout.statusSocket(forShimSocket: "/run/containerd/s/" + String(repeating: "a", count: 64))
-    #expect(socket.utf8.count == 107)
+    #expect(socket.utf8.count == 103)
     #expect(throws: ConfigError(key: "run-dir", value: longest + "r", reason: .invalidPath(
-        "is 36 bytes long; at most 35, so <run-dir>/s/<64-character shim name>.sock fits in a unix socket address (108 bytes)"),
+        "is 32 bytes long; at most 31, so that <run-dir>/s/<64-character shim name>.sock stays within the 103 bytes "
+        + "a unix socket client (SwiftNIO) accepts"),
         location: "node.conf:1")) {
         try NodeConfig(parsing: "run-dir = \(longest)r", source: "node.conf")
     }

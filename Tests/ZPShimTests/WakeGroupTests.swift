@@ -11,9 +11,10 @@ import ZPTTRPC
 // Wake groups (docs/decisions/0011-wake-groups.md): messages, registry, the parallel wake of the
 // other members, and end to end through a real containerd with real CRIU.
 
-/// A fresh folder under /tmp for one test, removed by `remove()`.
+/// A fresh folder under /tmp for one test, removed by `remove()`. Short (at most 25 bytes), so
+/// `<path>/run` is a valid run-dir (NodeLayout.maximumRunDirectoryLength).
 struct ScratchDirectory {
-    let path = "/tmp/zpwake-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+    let path = "/tmp/zpw-\(getpid())-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
     func remove() { try? FileManager.default.removeItem(atPath: path) }
 }
 

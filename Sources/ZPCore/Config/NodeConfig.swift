@@ -136,7 +136,8 @@ public struct NodeConfig: Equatable, Sendable {
                 runDirectory = try directory()
                 if runDirectory.utf8.count > NodeLayout.maximumRunDirectoryLength {
                     throw fail(.invalidPath("is \(runDirectory.utf8.count) bytes long; at most \(NodeLayout.maximumRunDirectoryLength), "
-                                            + "so <run-dir>/s/<64-character shim name>.sock fits in a unix socket address (108 bytes)"))
+                                            + "so that <run-dir>/s/<64-character shim name>.sock stays within the \(NodeLayout.maximumSocketPathLength) bytes "
+                                            + "a unix socket client (SwiftNIO) accepts"))
                 }
             case .lazyRestore:
                 guard let mode = LazyRestoreMode(rawValue: value) else {

@@ -21,9 +21,14 @@ public struct NodeLayout: Sendable, Equatable {
     /// The folder for checkpoint images and work files (`state-dir`).
     public var stateDirectory: String
 
-    /// The longest `run-dir` whose status sockets fit in `sockaddr_un.sun_path` (108 bytes with the
-    /// terminating NUL): `<run-dir>/s/` plus a 64-character shim socket name plus `.sock`.
-    public static let maximumRunDirectoryLength = 107 - "/s/".utf8.count - 64 - ".sock".utf8.count
+    /// The longest unix socket path a client can reach: SwiftNIO (the ttrpc transport) refuses
+    /// paths longer than 103 bytes, the smallest `sun_path` among its platforms (Linux's holds 107
+    /// and the NUL). A status socket bound at a longer path would be served but never reached.
+    public static let maximumSocketPathLength = 103
+
+    /// The longest `run-dir` whose status sockets stay within ``maximumSocketPathLength``:
+    /// `<run-dir>/s/` plus a 64-character shim socket name plus `.sock` (31 bytes).
+    public static let maximumRunDirectoryLength = maximumSocketPathLength - "/s/".utf8.count - 64 - ".sock".utf8.count
 
     /// A layout from its two folders (the defaults are ``NodeConfig``'s).
     /// - Parameters:
