@@ -231,9 +231,10 @@ let package = Package(
         .target(
             name: "ZPCLI",
             dependencies: [
-                "ZPCore", "ZPAPI",
+                "ZPCore", "ZPSystem", "ZPAPI",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: strict
         ),
