@@ -280,7 +280,7 @@ public final class PrivateContainerd {
         precondition(!namespace.isEmpty && !namespace.contains("/"))
         for mountPoint in MountPoints.under("/run/containerd/runc/\(namespace)/") { try? MountPoints.unmount(mountPoint) }
         try? FileManager.default.removeItem(atPath: "/run/containerd/runc/\(namespace)")
-        let images = NodeConfig().stateDirectory + "/i/" + namespace
+        let images = NodeLayout().imageDirectory(containerdNamespace: namespace)
         for pid in processes(matching: ["lazy-pages"])
         where commandLine(of: pid).contains(where: { $0.hasPrefix(images + "/") }) {
             kill(pid, SIGKILL)

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import NIOPosix
 import Testing
+import ZPAPI
 import ZPCRITestBed
 import ZPCore
 import ZPTestSupport
@@ -91,7 +92,7 @@ struct CRIPodTests {
     /// The shim's status socket for the pod `podID` of `bed` (the shim serves a pod's group,
     /// keyed by the CRI sandbox id).
     static func statusSocket(_ bed: CRITestBed, podID: String) -> String {
-        ShimStatusService.socketPath(
+        NodeLayout().statusSocket(
             forShimSocket: StartCommand.socketPath(
                 containerdAddress: bed.containerd.socket,
                 namespace: CRITestBed.criNamespace,
@@ -406,7 +407,7 @@ struct CRIPodTests {
             #expect(!mountinfo.contains(id), "a mount of \(id) is left")
             #expect(!FileManager.default.fileExists(atPath: "/run/containerd/runc/k8s.io/\(id)"))
             #expect(
-                !FileManager.default.fileExists(atPath: NodeConfig().stateDirectory + "/i/k8s.io/\(id)"),
+                !FileManager.default.fileExists(atPath: NodeLayout().imageDirectory(containerdNamespace: CRITestBed.criNamespace, containerID: id)),
                 "checkpoint images of \(id) left"
             )
         }

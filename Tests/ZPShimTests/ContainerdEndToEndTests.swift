@@ -1,5 +1,7 @@
 import Foundation
 import Testing
+import ZPAPI
+import ZPCore
 import ZPTestSupport
 @testable import ZPShim
 
@@ -122,7 +124,7 @@ import ZPTestSupport
         defer { let p = eventsWatcher.processIdentifier; kill(p, SIGTERM); _ = eventually(within: 10) { !isAlive(p) } }
         #expect(eventually { FileManager.default.fileExists(atPath: eventsFile) })
 
-        let statusSocket = ShimStatusService.socketPath(forShimSocket: socket)
+        let statusSocket = NodeLayout().statusSocket(forShimSocket: socket)
         #expect(eventually { FileManager.default.fileExists(atPath: statusSocket) }, "no status socket \(statusSocket)")
 
         // containerd loses the shim: it runs `containerd-shim-zeropod-v2 ... delete`, which removes the container.

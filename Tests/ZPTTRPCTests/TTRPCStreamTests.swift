@@ -48,7 +48,7 @@ import ZPCore
     }
 
     private static func withServer(_ name: String, _ body: @Sendable (String) async throws -> Void) async throws {
-        try await withTTRPCServer(router: router, socketName: "stream-\(name)", body)
+        try await withTTRPCTestServer(router, socketName: "\(name).sock") { _, path in try await body(path) }
     }
 
     @Test func serverStream_deliversEveryMessageInOrder_andEnds() async throws {

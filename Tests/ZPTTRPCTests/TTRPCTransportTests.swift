@@ -31,7 +31,7 @@ import ZPCore
 
     /// Runs a server on a fresh socket for the duration of `body`.
     private static func withServer(_ name: String, _ body: @Sendable (String) async throws -> Void) async throws {
-        try await withTTRPCServer(router: router, socketName: name, body)
+        try await withTTRPCTestServer(router, socketName: "\(name).sock") { _, path in try await body(path) }
     }
 
     @Test func unaryCall_echoesPayloadAndMetadata() async throws {
