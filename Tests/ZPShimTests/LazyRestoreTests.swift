@@ -82,6 +82,11 @@ private func lazyPagesDaemons(_ images: String) -> [Int32] {
 
         // Cycle 2: the daemon dies while scaled down → a full restore from the same images, memory intact.
         try #require(waitScaledDown(containerd, netns: netns, checkpoints: 2), "not scaled down again: \(containerd.log(tail: 30))")
+        // Kill the daemon once the shim has it ready (a daemon killed while the shim still waits
+        // for its readiness costs the shim its 20 s readiness timeout).
+        #expect(eventually(within: 30) {
+            containerd.logLines(containing: "restore prepared").filter { $0.contains("lazy=true") }.count >= 2
+        }, "the second lazy restore was not prepared; log: \(containerd.log(tail: 20))")
         var daemons: [Int32] = []
         _ = eventually(within: 30) { daemons = lazyPagesDaemons(images); return daemons.count == 1 }
         try #require(daemons.count == 1, "no criu lazy-pages in cycle 2")
@@ -92,7 +97,8 @@ private func lazyPagesDaemons(_ images: String) -> [Int32] {
         answer = nextMemoryAnswer(netns)
         #expect(answer?.count == count + 2 && answer?.first == first && answer?.now == first,
                 "memory after the fallback restore: \(String(describing: answer))")
-        #expect(!containerd.logLines(containing: "full restore from the same images").isEmpty)
+        // containerd copies the shim's log lines into its own log a moment later.
+        #expect(eventually(within: 10) { !containerd.logLines(containing: "full restore from the same images").isEmpty })
         #expect(eventually(within: 30) { !FileManager.default.fileExists(atPath: images) }, "images left after the fallback")
 
         // Cycle 3: killed while scaled down with a prepared daemon: nothing is left behind.
