@@ -24,6 +24,8 @@ let package = Package(
         .library(name: "ZPKube", targets: ["ZPKube"]),
         .library(name: "ZPInstaller", targets: ["ZPInstaller"]),
         .executable(name: "zeropod-installer", targets: ["zeropod-installer"]),
+        .library(name: "ZPManager", targets: ["ZPManager"]),
+        .executable(name: "zeropod-manager", targets: ["zeropod-manager"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
@@ -38,6 +40,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/apple/swift-asn1", from: "1.1.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // MARK: test helpers shared by the privileged test targets (not part of any product)
@@ -250,6 +254,35 @@ let package = Package(
             swiftSettings: strict
         ),
         .executableTarget(name: "zeropod-installer", dependencies: ["ZPInstaller"], swiftSettings: strict),
+        // MARK: ZPManager (issue 12): the node manager — shim discovery and status subscriptions,
+        // Prometheus metrics, status labels, events and in-place resize on ZPKube; pure planners.
+        // Never ZPShim or ZPBPF (decision 0029).
+        .target(
+            name: "ZPManager",
+            dependencies: [
+                "ZPCore", "ZPSystem", "ZPTTRPC", "ZPKube",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(name: "zeropod-manager", dependencies: ["ZPManager"], swiftSettings: strict),
+        .testTarget(
+            name: "ZPManagerTests",
+            dependencies: [
+                "ZPManager", "ZPKube", "KubeAPIDouble", "ZPCore", "ZPTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "ZPInstallerTests",
             dependencies: ["ZPInstaller", "ZPTestSupport", .product(name: "SystemPackage", package: "swift-system")],
