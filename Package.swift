@@ -227,7 +227,10 @@ let package = Package(
         ),
         .testTarget(
             name: "ZPShimTests",
-            dependencies: ["ZPShim", "ZPAPI", "ZPSystem", "ZPTTRPC", .product(name: "NIOPosix", package: "swift-nio")],
+            dependencies: [
+                "ZPShim", "ZPAPI", "ZPSystem", "ZPTTRPC", "ZPKube", "KubeAPIDouble",
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             swiftSettings: strict
         ),
 
@@ -311,16 +314,36 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: strict
         ),
         .executableTarget(name: "zeropod-manager", dependencies: ["ZPManager"], swiftSettings: strict),
+        // A status service without a shim (tests and the benchmark): ZPTTRPC's server + ZPAPI's messages.
+        .target(
+            name: "ZPManagerTestKit",
+            dependencies: [
+                "ZPAPI", "ZPCore", "ZPTTRPC",
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // `make bench-manager`: manager RSS/CPU with N idle fake shims and a burst of phase changes.
+        .executableTarget(
+            name: "zeropod-manager-bench",
+            dependencies: [
+                "ZPManager", "ZPManagerTestKit", "ZPAPI", "ZPKube", "KubeAPIDouble",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "ZPManagerTests",
             dependencies: [
-                "ZPManager", "ZPAPI", "ZPKube", "KubeAPIDouble", "ZPCore", "ZPTTRPC", "ZPTestSupport",
+                "ZPManager", "ZPManagerTestKit", "ZPAPI", "ZPKube", "KubeAPIDouble", "ZPCore", "ZPTTRPC", "ZPTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

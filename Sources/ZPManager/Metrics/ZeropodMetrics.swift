@@ -100,6 +100,10 @@ public final class ZeropodMetrics: Sendable {
         /// Counter.
         case dryRunWouldRestores = "zeropod_dry_run_would_restores_total"
 
+        /// The name and help text for the registry (the whole name as `metricName`, no unit suffix
+        /// added: the names are the original's).
+        public var descriptor: MetricNameDescriptor { MetricNameDescriptor(metricName: rawValue, unitName: "", helpText: help) }
+
         /// The `# HELP` text.
         public var help: String {
             switch self {
@@ -198,35 +202,33 @@ public final class ZeropodMetrics: Sendable {
             restoreDuration: CumulativeHistogram(empty: sample.restoreDuration.upperBounds))
         return Series(
             owner: sample.id,
-            running: registry.makeGauge(name: Family.running.rawValue, labels: labels, help: Family.running.help),
+            running: registry.makeGauge(descriptor: Family.running.descriptor, labels: labels),
             lastCheckpoint: nil, lastRestore: nil,
             checkpointDuration: makeHistogram(.checkpointDuration, labels, sample.checkpointDuration.upperBounds),
             restoreDuration: makeHistogram(.restoreDuration, labels, sample.restoreDuration.upperBounds),
-            checkpointErrors: registry.makeCounter(name: Family.checkpointErrors.rawValue, labels: labels, help: Family.checkpointErrors.help),
-            restoreErrors: registry.makeCounter(name: Family.restoreErrors.rawValue, labels: labels, help: Family.restoreErrors.help),
-            dryRunScaleDowns: registry.makeCounter(name: Family.dryRunScaleDowns.rawValue, labels: labels, help: Family.dryRunScaleDowns.help),
-            dryRunWouldRestores: registry.makeCounter(
-                name: Family.dryRunWouldRestores.rawValue, labels: labels, help: Family.dryRunWouldRestores.help),
+            checkpointErrors: registry.makeCounter(descriptor: Family.checkpointErrors.descriptor, labels: labels),
+            restoreErrors: registry.makeCounter(descriptor: Family.restoreErrors.descriptor, labels: labels),
+            dryRunScaleDowns: registry.makeCounter(descriptor: Family.dryRunScaleDowns.descriptor, labels: labels),
+            dryRunWouldRestores: registry.makeCounter(descriptor: Family.dryRunWouldRestores.descriptor, labels: labels),
             exported: empty)
     }
 
     private func makeHistogram(_ family: Family, _ labels: [(String, String)], _ bounds: [Double]) -> ValueHistogram {
-        registry.makeValueHistogram(name: family.rawValue, labels: labels, buckets: bounds.isEmpty ? Self.buckets : bounds, help: family.help)
+        registry.makeValueHistogram(descriptor: family.descriptor, labels: labels, buckets: bounds.isEmpty ? Self.buckets : bounds)
     }
 
     private func apply(_ sample: ContainerMetricsSample, to s: inout Series) {
         let labels = sample.labels
-        s.running.set(sample.running ? 1 : 0)
+        s.running.set(sample.running ? 1.0 : 0.0)
         if let t = sample.lastCheckpointNanos {
             if s.lastCheckpoint == nil {
-                s.lastCheckpoint = registry.makeGauge(
-                    name: Family.lastCheckpointTime.rawValue, labels: labels, help: Family.lastCheckpointTime.help)
+                s.lastCheckpoint = registry.makeGauge(descriptor: Family.lastCheckpointTime.descriptor, labels: labels)
             }
             s.lastCheckpoint?.set(Double(t))
         }
         if let t = sample.lastRestoreNanos {
             if s.lastRestore == nil {
-                s.lastRestore = registry.makeGauge(name: Family.lastRestoreTime.rawValue, labels: labels, help: Family.lastRestoreTime.help)
+                s.lastRestore = registry.makeGauge(descriptor: Family.lastRestoreTime.descriptor, labels: labels)
             }
             s.lastRestore?.set(Double(t))
         }
@@ -255,7 +257,7 @@ public final class ZeropodMetrics: Sendable {
             return counter
         }
         registry.unregisterCounter(counter)
-        let fresh = registry.makeCounter(name: family.rawValue, labels: labels, help: family.help)
+        let fresh = registry.makeCounter(descriptor: family.descriptor, labels: labels)
         if reported > 0 { fresh.increment(by: Int64(clamping: reported)) }
         exported = reported
         return fresh

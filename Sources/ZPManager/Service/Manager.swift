@@ -4,6 +4,7 @@
 import Foundation
 import Logging
 import ServiceLifecycle
+import UnixSignals
 import ZPKube
 
 /// The running manager: its state and services.
@@ -101,7 +102,7 @@ struct BackgroundService: Service {
     }
 
     func run() async throws {
-        try await cancelWhenGracefulShutdown {
+        await cancelWhenGracefulShutdown {
             await body()
         }
     }

@@ -101,7 +101,7 @@ final class InotifyWatch {
 
     /// nil when the folder does not exist (or inotify is not available).
     init?(directory: String) {
-        guard let fd = try? systemCall("inotify_init1", { inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC)) }) else { return nil }
+        guard let fd = try? systemCall("inotify_init1", directory, { inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC)) }) else { return nil }
         let owned = OwnedDescriptor(adopting: fd)
         let mask = UInt32(IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
         guard (try? systemCall("inotify_add_watch", directory, { inotify_add_watch(owned.rawValue, directory, mask) })) != nil else {

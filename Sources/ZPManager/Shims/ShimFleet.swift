@@ -75,7 +75,7 @@ public final class ShimFleet: Sendable {
     public func run() async {
         await withDiscardingTaskGroup { group in
             await directory.run(
-                logger: logger, statistics: { [directoryStats] s in directoryStats.withLock { $0 = s } },
+                logger: logger, statistics: { s in self.directoryStats.withLock { $0 = s } },
                 onChange: { sockets in
                     let (added, removed) = wanted.withLock { current -> (Set<String>, Set<String>) in
                         let added = sockets.subtracting(current)
