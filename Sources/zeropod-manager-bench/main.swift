@@ -15,7 +15,7 @@ let count = arguments.count > 1 ? Int(arguments[1]) ?? 200 : 200
 let idleSeconds = arguments.count > 2 ? Int(arguments[2]) ?? 10 : 10
 let managerBinary = URL(fileURLWithPath: arguments[0]).deletingLastPathComponent().appendingPathComponent("zeropod-manager").path
 
-func say(_ text: String) { print(text); fflush(stdout) }
+func say(_ text: String) { FileHandle.standardOutput.write(Data((text + "\n").utf8)) }
 
 /// utime+stime (clock ticks) and VmRSS (KiB) of a process.
 func usage(_ pid: Int32) -> (ticks: Int, rssKiB: Int) {
@@ -89,10 +89,10 @@ try await withThrowingTaskGroup(of: Void.self) { group in
     try process.run()
     let pid = process.processIdentifier
 
-    func labelled(_ value: String) -> Int {
+    @Sendable func labelled(_ value: String) -> Int {
         double.objects("pods").filter { $0[path: ["metadata", "labels", "status.zeropod.ctrox.dev/app"]]?.stringValue == value }.count
     }
-    func wait(_ what: String, until condition: () -> Bool) async -> Duration? {
+    func wait(_ what: String, until condition: @Sendable () -> Bool) async -> Duration? {
         let t0 = ContinuousClock.now
         while ContinuousClock.now - t0 < .seconds(120) {
             if condition() { return ContinuousClock.now - t0 }

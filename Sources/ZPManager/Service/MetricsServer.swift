@@ -62,9 +62,13 @@ public final class MetricsServer: Service, Sendable {
         }
         for waiter in waiters { waiter.resume(returning: port) }
         logger.info("serving metrics", metadata: ["address": "\(host):\(port)", "path": "/metrics"])
-        await withGracefulShutdownHandler {
-            try? await channel.closeFuture.get()
-        } onGracefulShutdown: {
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                try? await channel.closeFuture.get()
+            } onGracefulShutdown: {
+                channel.close(promise: nil)
+            }
+        } onCancel: {
             channel.close(promise: nil)
         }
         try? await channel.close()
