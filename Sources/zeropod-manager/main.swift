@@ -2,4 +2,4 @@
 // runs ZPManager's service group (docs/configuration.md, "The manager").
 import ZPManager
 
-await ManagerCommand.main()
+await ManagerCommand.runFromCommandLine()

@@ -92,16 +92,13 @@ public struct ManagerCommand: AsyncParsableCommand {
         return result
     }
 
-    /// Parses the process's arguments (Go-style booleans included) and runs.
-    public static func main() async {
+    /// Parses the process's arguments (Go-style booleans included) and runs; exits with the
+    /// parser's message and code on bad input (`-help` prints the help).
+    public static func runFromCommandLine() async {
         do {
             let arguments = try normalize(Array(CommandLine.arguments.dropFirst()))
-            var command = try parseAsRoot(arguments)
-            if var async = command as? any AsyncParsableCommand {
-                try await async.run()
-            } else {
-                try command.run()
-            }
+            var command = try parse(arguments)
+            try await command.run()
         } catch {
             exit(withError: error)
         }
