@@ -1,8 +1,8 @@
 // swift-tools-version: 6.0
 // Layers (docs/architecture.md): ZPCore is pure; ZPSystem is the one system layer (syscall funnel,
 // SystemError, descriptor owners, files, mountinfo, netns threads, clocks); mechanisms (ZPBPF,
-// ZPCheckpoint, ZPActivator) import ZPCore, ZPSystem and their system libraries; ZPAPI (wire messages,
-// clients) sits on ZPTTRPC; ZPShim/ZPManager compose; executables are thin.
+// ZPCheckpoint, ZPActivator) import ZPCore, ZPSystem and their system libraries; ZPAPI (the shims'
+// wire messages and clients) sits on ZPTTRPC; ZPShim/ZPManager compose; executables are thin.
 import PackageDescription
 
 let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
@@ -22,10 +22,10 @@ let package = Package(
         .library(name: "ZPAPI", targets: ["ZPAPI"]),
         .library(name: "ZPShim", targets: ["ZPShim"]),
         .executable(name: "containerd-shim-zeropod-v2", targets: ["containerd-shim-zeropod-v2"]),
+        .executable(name: "zeropod", targets: ["zeropod"]),
         .library(name: "ZPKube", targets: ["ZPKube"]),
         .library(name: "ZPInstaller", targets: ["ZPInstaller"]),
         .executable(name: "zeropod-installer", targets: ["zeropod-installer"]),
-        .executable(name: "zeropod", targets: ["zeropod"]),
         .library(name: "ZPManager", targets: ["ZPManager"]),
         .executable(name: "zeropod-manager", targets: ["zeropod-manager"]),
     ],
@@ -238,9 +238,10 @@ let package = Package(
         .target(
             name: "ZPCLI",
             dependencies: [
-                "ZPCore", "ZPAPI",
+                "ZPCore", "ZPSystem", "ZPAPI",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: strict
         ),

@@ -1,6 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import ZPSystem
 
 /// Where a `zeropod` command writes its lines: standard output for results, standard error for
 /// problems. Tests pass closures that collect the lines.
@@ -20,23 +18,12 @@ public struct CommandOutput: Sendable {
         self.problem = problem
     }
 
-    /// The process's stdout and stderr, written with `write(2)` without buffering, so every line of
-    /// `status --watch` reaches a pipe or file as soon as it is printed.
+    /// The process's stdout and stderr through ZPSystem's `StandardStream` (`write(2)` until done,
+    /// no buffering), so every line of `status --watch` reaches a pipe or file as soon as it is
+    /// printed. A write that fails (the reader is gone: `EPIPE`) is dropped: there is nowhere left
+    /// to report it.
     public static let standard = CommandOutput(
-        line: { writeAll(1, $0 + "\n") }, text: { writeAll(1, $0) }, problem: { writeAll(2, $0 + "\n") })
-}
-
-/// Writes all of `text` to `descriptor`, retrying after EINTR and partial writes; a closed stdout
-/// (EPIPE) or another error drops the rest, as there is nowhere left to report it.
-private func writeAll(_ descriptor: CInt, _ text: String) {
-    let bytes = Array(text.utf8)
-    var offset = 0
-    while offset < bytes.count {
-        let written = bytes[offset...].withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
-        if written < 0 {
-            if errno == EINTR { continue }
-            return
-        }
-        offset += written
-    }
+        line: { try? StandardStream.output.write($0 + "\n") },
+        text: { try? StandardStream.output.write($0) },
+        problem: { try? StandardStream.error.write($0 + "\n") })
 }

@@ -1,11 +1,7 @@
 import ArgumentParser
+import SystemPackage
 import ZPCore
-
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
+import ZPSystem
 
 /// The node settings a `zeropod` command works with: the node configuration file (the same one the
 /// shims read) and the overrides given on the command line.
@@ -26,24 +22,32 @@ public struct NodeOptions: ParsableArguments {
     public init() {}
 
     /// The node settings: the file named by `--node-config`, else by `ZEROPOD_NODE_CONFIG`, else
-    /// ``NodeConfig/defaultPath``, with `--run-dir` applied on top. Like the shim, a missing file
-    /// that was not named with `--node-config` means the defaults; unlike the shim, which logs a
-    /// malformed file and goes on with the defaults, a command refuses it, so it never looks at
-    /// other folders than the shims use without saying so.
+    /// ``NodeConfig/defaultPath``, with `--run-dir` applied on top. Like the shim, a file that
+    /// does not exist and was not named with `--node-config` means the defaults; unlike the shim,
+    /// which goes on with the defaults when the file is malformed or unreadable, a command refuses
+    /// it, so it never looks at other folders than the shims use without saying so.
     ///
     /// - Parameter environment: The process environment (for `ZEROPOD_NODE_CONFIG`).
     /// - Throws: ``NodeOptionsError`` naming the file or the option and the reason.
     public func nodeConfig(environment: [String: String]) throws(NodeOptionsError) -> NodeConfig {
         let path = nodeConfigPath ?? environment["ZEROPOD_NODE_CONFIG"].flatMap { $0.isEmpty ? nil : $0 } ?? NodeConfig.defaultPath
         var config = NodeConfig()
-        if let data = FileManager.default.contents(atPath: path) {
+        let bytes: [UInt8]?
+        do {
+            bytes = try Files.read(FilePath(path))
+        } catch {
+            // Only a default file that does not exist means the defaults.
+            guard nodeConfigPath == nil, error.errno == .noSuchFileOrDirectory else {
+                throw NodeOptionsError(message: "\(nodeConfigPath == nil ? "node settings" : "--node-config") \(path): cannot be read: \(error)")
+            }
+            bytes = nil
+        }
+        if let bytes {
             do {
-                config = try NodeConfig(parsing: String(decoding: data, as: UTF8.self), source: path)
+                config = try NodeConfig(parsing: String(decoding: bytes, as: UTF8.self), source: path)
             } catch {
                 throw NodeOptionsError(message: "node settings \(error)")
             }
-        } else if nodeConfigPath != nil {
-            throw NodeOptionsError(message: "--node-config \(path): cannot be read (missing or not readable)")
         }
         if let runDirectory {
             // The same rules as the file's `run-dir` (absolute, short enough for socket addresses).

@@ -1,7 +1,9 @@
 import ArgumentParser
 import NIOPosix
+import SystemPackage
 import ZPAPI
 import ZPCore
+import ZPSystem
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -66,7 +68,7 @@ public struct StatusCommand: AsyncParsableCommand {
     /// - Throws: `ExitCode` when the status is not 0.
     public func run() async throws {
         let status = await execute(output: .standard, environment: ProcessInfo.processInfo.environment,
-                                   now: { Int64((Date().timeIntervalSince1970 * 1e9).rounded()) })
+                                   now: { SystemClock.realtimeNanoseconds() })
         if status != 0 { throw ExitCode(status) }
     }
 
@@ -138,7 +140,7 @@ public struct StatusCommand: AsyncParsableCommand {
     /// empty when the folder cannot be read.
     public static func statusSockets(of layout: NodeLayout) -> [String] {
         let directory = layout.statusSocketDirectory
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        return names.map { directory + "/" + $0 }.filter(layout.isStatusSocket).sorted()
+        let names = (try? Files.list(FilePath(directory))) ?? []
+        return names.map { directory + "/" + $0 }.filter(layout.isStatusSocket)
     }
 }

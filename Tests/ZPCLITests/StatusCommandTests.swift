@@ -117,8 +117,16 @@ let fixedNow: @Sendable () -> Int64 = { 1_700_000_100 * 1_000_000_000 }
         #expect(throws: NodeOptionsError(message: "node settings \(dir)/bad.conf:2: run-dir: invalid path \"relative/path\": must be absolute")) {
             try statusCommand(["--node-config", dir + "/bad.conf"]).node.nodeConfig(environment: [:])
         }
-        #expect(throws: NodeOptionsError(message: "--node-config \(dir)/none.conf: cannot be read (missing or not readable)")) {
+        #expect {
             try statusCommand(["--node-config", dir + "/none.conf"]).node.nodeConfig(environment: [:])
+        } throws: { error in
+            "\(error)".hasPrefix("--node-config \(dir)/none.conf: cannot be read: ") && "\(error)".contains("No such file")
+        }
+        // A default file that exists but cannot be read is an error too (a folder here), not the defaults.
+        #expect {
+            try statusCommand([]).node.nodeConfig(environment: ["ZEROPOD_NODE_CONFIG": dir])
+        } throws: { error in
+            "\(error)".hasPrefix("node settings \(dir): cannot be read: ")
         }
         #expect(throws: NodeOptionsError(message: "--run-dir: invalid path \"run\": must be absolute")) {
             try statusCommand(["--run-dir", "run"]).node.nodeConfig(environment: ["ZEROPOD_NODE_CONFIG": dir + "/none.conf"])
