@@ -13,7 +13,10 @@ import ZPManagerTestKit
 let arguments = CommandLine.arguments
 let count = arguments.count > 1 ? Int(arguments[1]) ?? 200 : 200
 let idleSeconds = arguments.count > 2 ? Int(arguments[2]) ?? 10 : 10
-let managerBinary = URL(fileURLWithPath: arguments[0]).deletingLastPathComponent().appendingPathComponent("zeropod-manager").path
+// The manager next to this benchmark, or the one named by ZPM_MANAGER_BINARY (a release manager
+// measured by a debug harness: only the manager's process is measured).
+let managerBinary = ProcessInfo.processInfo.environment["ZPM_MANAGER_BINARY"]
+    ?? URL(fileURLWithPath: arguments[0]).deletingLastPathComponent().appendingPathComponent("zeropod-manager").path
 
 func say(_ text: String) { FileHandle.standardOutput.write(Data((text + "\n").utf8)) }
 

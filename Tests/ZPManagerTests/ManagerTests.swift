@@ -8,6 +8,7 @@ import ZPAPI
 import ZPCore
 import ZPKube
 import ZPManagerTestKit
+import Yams
 @testable import ZPManager
 
 @Suite(.serialized) struct ManagerTests {
@@ -222,5 +223,72 @@ import ZPManagerTestKit
             #expect(await eventually { manager.fleet.statistics.failures >= 3 })
             #expect(manager.fleet.shims == [socket])
         }
+    }
+}
+
+/// The RBAC rules of config/ (base + the three manager components), read from the YAML files.
+func configRules() throws -> [KubeAPIDouble.PolicyRule] {
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    var rules: [KubeAPIDouble.PolicyRule] = []
+    for file in ["config/base/rbac.yaml", "config/components/status-labels/rbac.yaml", "config/components/status-events/rbac.yaml",
+                 "config/components/in-place-scaling/rbac.yaml"] {
+        let text = try String(contentsOf: root.appendingPathComponent(file), encoding: .utf8)
+        for document in try Yams.load_all(yaml: text) {
+            guard let object = document as? [String: Any], object["kind"] as? String == "ClusterRole",
+                  let list = object["rules"] as? [[String: Any]] else { continue }
+            for rule in list where (rule["apiGroups"] as? [String]) == [""] {
+                rules.append(KubeAPIDouble.PolicyRule(verbs: Set(rule["verbs"] as? [String] ?? []), resources: Set(rule["resources"] as? [String] ?? [])))
+            }
+        }
+    }
+    return rules
+}
+
+@Suite(.serialized) struct RBACTests {
+    @Test func configRBAC_isEnoughForEveryWrite_andNoMore() async throws {
+        let rules = try configRules()
+        #expect(!rules.isEmpty)
+        // No update anywhere: the manager never PUTs.
+        #expect(!rules.contains { $0.verbs.contains("update") || $0.verbs.contains("*") })
+        let run = try RunDirectory()
+        defer { run.remove() }
+        try await withDouble { double in
+            double.update { $0.authorization = ["zeropod-node": rules] }
+            let uid = try double.create("pods", namespace: "default", podDocument("web"))[path: ["metadata", "uid"]]!.stringValue!
+            let manager = try makeManager(double, layout: run.layout)
+            try await withFakeShims([run.socket("h1")]) { shims in
+                let shim = shims[0].shim
+                shim.set(containerStatus("c1", uid: uid))
+                try await withManager(manager) { manager in
+                    #expect(await eventually { label(double, "web") == "RUNNING" })
+                    shim.transition("c1", to: .scaledDown, event: .checkpointFinished(duration: .milliseconds(10)))
+                    #expect(await eventually { requests(double, "web") == ["cpu": "1m", "memory": "1Ki"] && label(double, "web") == "SCALED_DOWN" })
+                    shim.transition("c1", to: .running, event: .restoreFinished(duration: .milliseconds(10)))
+                    #expect(await eventually { requests(double, "web") == ["cpu": "250m", "memory": "64Mi"] && label(double, "web") == "RUNNING" })
+                    #expect(await eventually { events(double).count == 2 })
+                    let stats = manager.writer!.statistics
+                    #expect(stats.failures == 0 && stats.eventsDropped == 0 && stats.resizesRefused == 0, "\(stats)")
+                }
+            }
+            // And without the resize rule, the resize is forbidden (the rules are what is needed).
+            double.update { $0.authorization = ["zeropod-node": rules.filter { !$0.resources.contains("pods/resize") }] }
+            let (status, _) = await forbiddenResize(double)
+            #expect(status == 403)
+        }
+    }
+
+    private func forbiddenResize(_ double: KubeAPIDouble) async -> (Int, String) {
+        var kube = double.clientConfiguration(token: "token")
+        kube.requestTimeout = .seconds(5)
+        guard let client = try? KubeClient(configuration: kube) else { return (0, "") }
+        let patch: JSON = ["spec": ["containers": [["name": "app", "resources": ["requests": ["cpu": "2m"]]]]]]
+        var result = (200, "")
+        do {
+            _ = try await client.patch(Pod.self, .pods, namespace: "default", name: "web", patch: .strategicMerge(patch), subresource: "resize")
+        } catch {
+            result = (error.httpStatus ?? 0, error.message)
+        }
+        try? await client.shutdown()
+        return result
     }
 }
