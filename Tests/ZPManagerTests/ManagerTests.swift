@@ -173,6 +173,33 @@ import Yams
         }
     }
 
+    @Test func dryRunDecisions_becomeEventsAndCounters_labelsStay() async throws {
+        let run = try RunDirectory()
+        defer { run.remove() }
+        try await withDouble { double in
+            let uid = try double.create("pods", namespace: "default", podDocument("web"))[path: ["metadata", "uid"]]!.stringValue!
+            let manager = try makeManager(double, layout: run.layout)
+            try await withFakeShims([run.socket("k1")]) { shims in
+                let shim = shims[0].shim
+                shim.set(containerStatus("c1", uid: uid))
+                try await withManager(manager) { manager in
+                    #expect(await eventually { label(double, "web") == "RUNNING" })
+                    shim.transition("c1", to: .running, event: .wouldScaleDown)
+                    shim.transition("c1", to: .running, event: .wouldRestore)
+                    shim.transition("c1", to: .running, event: .wouldScaleDown)
+                    #expect(await eventually { events(double, reason: "Would scale down").count == 2 })
+                    #expect(await eventually { events(double, reason: "Would restore").count == 1 })
+                    let text = manager.state.metrics.exposition()
+                    #expect(text.contains(#"zeropod_dry_run_scale_downs_total{container="app",pod="web",namespace="default"} 2"#))
+                    #expect(text.contains(#"zeropod_dry_run_would_restores_total{container="app",pod="web",namespace="default"} 1"#))
+                    #expect(label(double, "web") == "RUNNING")
+                    #expect(requests(double, "web") == ["cpu": "250m", "memory": "64Mi"])
+                    #expect(events(double, reason: "Would scale down").first?["message"] == "Dry run: container app would have been scaled down")
+                }
+            }
+        }
+    }
+
     @Test func guaranteedPod_labelled_butNotResized() async throws {
         let run = try RunDirectory()
         defer { run.remove() }
