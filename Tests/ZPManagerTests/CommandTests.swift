@@ -2,6 +2,8 @@
 import ArgumentParser
 import Foundation
 import Testing
+import Yams
+import ZPCore
 @testable import ZPManager
 
 @Suite struct CommandTests {
@@ -52,6 +54,34 @@ import Testing
         #expect(message(["-run-dir=relative"]).contains("-run-dir"))
         #expect(message(["-node-config=/nonexistent/node.conf"]).contains("-node-config /nonexistent/node.conf"))
         #expect(message(["-unknown-flag"]).contains("unknown-flag"))
+    }
+
+    /// The manager's arguments in config/ (the DaemonSet's base args plus each component's patch)
+    /// are accepted, and give the configuration the components promise.
+    @Test func configArguments_parse() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let daemonSet = try String(contentsOf: root.appendingPathComponent("config/base/node-daemonset.yaml"), encoding: .utf8)
+        let document = try #require(try Yams.load(yaml: daemonSet) as? [String: Any])
+        let spec = ((document["spec"] as? [String: Any])?["template"] as? [String: Any])?["spec"] as? [String: Any]
+        let manager = (spec?["containers"] as? [[String: Any]])?.first { $0["name"] as? String == "manager" }
+        var arguments = try #require(manager?["args"] as? [String])
+        for component in ["status-labels", "status-events", "in-place-scaling"] {
+            let text = try String(contentsOf: root.appendingPathComponent("config/components/\(component)/kustomization.yaml"), encoding: .utf8)
+            let values = text.split(separator: "\n").compactMap { line -> String? in
+                let trimmed = line.trimmingCharacters(in: .whitespaces)
+                return trimmed.hasPrefix("value: -") ? String(trimmed.dropFirst("value: ".count)) : nil
+            }
+            #expect(values == ["-\(component)"])
+            arguments += values
+        }
+        let configuration = try parse(arguments).configuration(environment: ["NODE_NAME": "n1", "POD_IP": "10.0.0.1", "ZEROPOD_NODE_CONFIG": "/nonexistent"])
+        #expect(configuration.metricsAddress.port == 8080 && configuration.nodeServerAddress.port == 8090)
+        #expect(configuration.features == PodFeatures(statusLabels: true, inPlaceScaling: true) && configuration.statusEvents)
+        let env = (manager?["env"] as? [[String: Any]])?.compactMap { $0["name"] as? String } ?? []
+        #expect(env.contains("NODE_NAME") && env.contains("POD_IP"))
+        // The status sockets' folder is mounted where the node settings' default run-dir says.
+        let mounts = (manager?["volumeMounts"] as? [[String: Any]])?.compactMap { $0["mountPath"] as? String } ?? []
+        #expect(mounts.contains(NodeLayout().runDirectory) && mounts.contains("/etc/zeropod"))
     }
 
     @Test func nodeSettings_giveTheStatusSocketFolder() throws {
