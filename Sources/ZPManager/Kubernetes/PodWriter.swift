@@ -172,6 +172,7 @@ public final class PodWriter: Sendable {
     func reconcile(_ key: PodKey) async -> Duration? {
         guard let pod = current(key) else {
             written.withLock { _ = $0.removeValue(forKey: key) }
+            failures.withLock { _ = $0.removeValue(forKey: key) }
             return nil
         }
         let (phases, changedAt) = state.phases(of: key, uid: pod.metadata.uid)
@@ -268,8 +269,10 @@ public final class PodWriter: Sendable {
         case .notFound:
             logger.debug("pod gone before the write", metadata: ["pod": "\(key)"])
             written.withLock { _ = $0.removeValue(forKey: key) }
+            failures.withLock { _ = $0.removeValue(forKey: key) }
             return nil
         case .invalid:
+            failures.withLock { _ = $0.removeValue(forKey: key) }
             stats.withLock { $0.resizesRefused += 1 }
             logger.warning(
                 "the API server refused the write (is InPlacePodVerticalScaling enabled?)",
