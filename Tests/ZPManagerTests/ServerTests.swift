@@ -46,8 +46,8 @@ import ZPCore
                 }
             }
             #expect(await eventually { seen.sets.withLock { $0.count } == 1 })
-            FileManager.default.createFile(atPath: run.socket("x1"), contents: nil)
-            FileManager.default.createFile(atPath: run.path + "/s/not-a-socket.txt", contents: nil)
+            _ = FileManager.default.createFile(atPath: run.socket("x1"), contents: nil)
+            _ = FileManager.default.createFile(atPath: run.path + "/s/not-a-socket.txt", contents: nil)
             #expect(await eventually { seen.sets.withLock { $0.last } == [run.socket("x1")] })
             try FileManager.default.removeItem(atPath: run.socket("x1"))
             #expect(await eventually { seen.sets.withLock { $0.last } == [] })

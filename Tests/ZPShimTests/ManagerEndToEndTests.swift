@@ -127,7 +127,7 @@ struct TestPrometheus {
                              "-kubeconfig=\(scratch)/kubeconfig", "-node-config=\(scratch)/node.conf"]
         manager.environment = ["NODE_NAME": "node-a", "PATH": "/usr/bin:/bin"]
         let managerLog = scratch + "/manager.log"
-        FileManager.default.createFile(atPath: managerLog, contents: nil)
+        _ = FileManager.default.createFile(atPath: managerLog, contents: nil)
         manager.standardOutput = FileHandle(forWritingAtPath: managerLog)
         manager.standardError = FileHandle(forWritingAtPath: managerLog)
         try manager.run()

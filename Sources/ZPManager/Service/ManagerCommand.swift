@@ -97,7 +97,7 @@ public struct ManagerCommand: AsyncParsableCommand {
     public static func runFromCommandLine() async {
         do {
             let arguments = try normalize(Array(CommandLine.arguments.dropFirst()))
-            var command = try parse(arguments)
+            let command = try parse(arguments)
             try await command.run()
         } catch {
             exit(withError: error)
