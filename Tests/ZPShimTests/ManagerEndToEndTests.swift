@@ -164,11 +164,23 @@ struct TestPrometheus {
         do {
             try await measure(flavor: flavor, double: double, client: client, netns: netns, metricsPort: metricsPort, prometheus: prometheus,
                               scratch: scratch, uid: uid, label: label, requests: requests, waitLabel: waitLabel, managerLogTail: managerLogTail)
+            await client.close()
+            // A shim killed: containerd runs its `delete`, which removes the status socket; the
+            // manager stays up, drops the container's series, and keeps serving.
+            let shimPid = try #require(processes(matching: ["containerd-shim-zeropod-v2", "-socket", containerd.shimSocket(group: id)]).first)
+            kill(shimPid, SIGKILL)
+            #expect(await eventuallyAsync { !FileManager.default.fileExists(atPath: statusSocket) }, "status socket left behind")
+            #expect(await eventuallyAsync {
+                guard let text = await httpGetText("http://127.0.0.1:\(metricsPort)/metrics")?.body else { return false }
+                return !text.contains(#"pod="web""#)
+            }, "series of the killed shim's container still exported")
+            try await Task.sleep(for: .seconds(1))
+            #expect(manager.isRunning, "the manager died with the shim; log:\n\(managerLogTail())")
+            #expect(await httpGetText("http://127.0.0.1:\(metricsPort)/healthz")?.status == 200)
         } catch {
             await client.close()
             throw error
         }
-        await client.close()
     }
 
     private func measure(
