@@ -236,6 +236,20 @@ struct LifecyclePreDumpTests {
         #expect(lc.event(.idleDeadlineReached(lastActivity: nil, now: at(61))) == [.enableRedirect, .startCheckpoint])
     }
 
+    @Test func start_armsThePreDumpTimerHalfTheWindowBeforeTheIdleTimer() {
+        var lc = LC(configuration: preDumpConfig)
+        #expect(lc.event(.started(pid: Fixture.pid, now: at(1))) == [
+            .emitStatus(.running, duration: nil, reason: nil), .armIdleTimer(deadline: at(61)),
+            .armPreDumpTimer(deadline: at(31)),
+        ])
+        // An exec cancels both timers with one order; its end arms both again.
+        #expect(lc.event(.execStarted(id: "x")) == [.cancelIdleTimer, .startExec(id: "x")])
+        #expect(lc.preDumpDeadline == nil)
+        #expect(lc.event(.execEnded(id: "x", now: at(10))) == [
+            .armIdleTimer(deadline: at(70)), .armPreDumpTimer(deadline: at(40)),
+        ])
+    }
+
     @Test func checkpointingOff_orScaleDownOff_meansNoPreDump() {
         var kill = LC(configuration: .init(scaleDownDuration: .seconds(60), checkpointingEnabled: false, preDump: true))
         _ = kill.event(.started(pid: 1, now: at(1)))
@@ -248,7 +262,7 @@ struct LifecyclePreDumpTests {
 
     @Test func activityBeforeThePreDumpDeadline_postponesItToHalfTheWindowAfterTheActivity() {
         var lc = preDumpLifecycle(.armed)
-        #expect(lc.event(.preDumpDeadlineReached(lastActivity: at(20), now: at(31))) == [])
+        #expect(lc.event(.preDumpDeadlineReached(lastActivity: at(20), now: at(31))) == [.armPreDumpTimer(deadline: at(50))])
         #expect(situationText(lc) == "RUNNING idle=61 pd=50")
         // A stale firing of the old deadline changes nothing.
         #expect(lc.event(.preDumpDeadlineReached(lastActivity: at(20), now: at(45))) == [])
@@ -288,7 +302,9 @@ struct LifecyclePreDumpTests {
     @Test func activityAfterThePreDump_makesItStale_andAFreshOneIsTakenLater() {
         var lc = preDumpLifecycle(.preDumped)  // taken at 31
         // Activity at 40 found at the idle deadline: re-arm to 100, pre-dump again at 70.
-        #expect(lc.event(.idleDeadlineReached(lastActivity: at(40), now: at(61))) == [.armIdleTimer(deadline: at(100))])
+        #expect(lc.event(.idleDeadlineReached(lastActivity: at(40), now: at(61))) == [
+            .armIdleTimer(deadline: at(100)), .armPreDumpTimer(deadline: at(70)),
+        ])
         #expect(situationText(lc) == "RUNNING idle=100 pd=70 image")
         #expect(lc.event(.preDumpDeadlineReached(lastActivity: at(40), now: at(70))) == [.startPreDump])
         #expect(situationText(lc) == "RUNNING idle=100 inflight")
@@ -318,6 +334,7 @@ struct LifecyclePreDumpTests {
         #expect(lc.event(.restoreFinished(pid: 200, duration: .milliseconds(90), now: at(100))) == [
             .releaseHeldConnections(count: 1), .disableRedirect, .cleanupImages,
             .emitStatus(.running, duration: .milliseconds(90), reason: nil), .armIdleTimer(deadline: at(160)),
+            .armPreDumpTimer(deadline: at(130)),
         ])
         #expect(situationText(lc) == "RUNNING idle=160 pd=130")
     }

@@ -21,6 +21,8 @@ private struct World {
     var runningExecs: Set<String> = []
     var redirect = false
     var timer: ZPInstant?
+    /// The pre-dump timer, armed by `armPreDumpTimer`, dropped with the idle timer.
+    var preDumpTimer: ZPInstant?
     var exitsReported = 0
     var everStarted = false
     var everStopped = false
@@ -73,7 +75,7 @@ struct LifecycleRandomTests {
         for needed in [
             "startCheckpoint", "startRestore", "startColdStart", "startScaleDownKill", "releaseHeldConnections",
             "failHeldConnections", "startHeldExecs", "reportExit", "suppressExit", "deferSignal", "cleanupAll",
-            "startPreDump", "startIncrementalCheckpoint",
+            "startPreDump", "startIncrementalCheckpoint", "armPreDumpTimer",
         ] {
             #expect((totals[needed] ?? 0) > 0, "no \(needed) in any run")
         }
@@ -160,7 +162,7 @@ struct LifecycleRandomTests {
         if w.preDumpInFlight, roll >= 35, roll < 55 {
             return Int.random(in: 0..<5, using: &rng) != 0 ? .preDumpFinished : .preDumpFailed(reason: "random")
         }
-        if let due = lc.preDumpDeadline, roll >= 55, roll < 70 {
+        if let due = w.preDumpTimer, roll >= 55, roll < 70 {
             w.now = max(w.now, due.nanoseconds)
             return .preDumpDeadlineReached(
                 lastActivity: pastInstant(),
@@ -300,7 +302,11 @@ struct LifecycleRandomTests {
             let duplicate = w.runningExecs.contains(id) || w.heldExecs.contains(id)
             try require(answers.count == (duplicate ? 0 : 1), "exec \(id) answered \(actions)")
         case .preDumpDeadlineReached:
-            try require(actions.isEmpty || actions == [.startPreDump], "a pre-dump deadline may only start one: \(actions)")
+            let postponed = actions.count == 1 && { if case .armPreDumpTimer = actions[0] { true } else { false } }()
+            try require(
+                actions.isEmpty || actions == [.startPreDump] || postponed,
+                "a pre-dump deadline may only start one or postpone it: \(actions)"
+            )
         case .started, .idleDeadlineReached, .activitySeen, .redirectUnavailable, .checkpointFinished,
             .checkpointFailed,
             .restoreFinished, .restoreFailed, .coldStartFinished, .coldStartFailed, .execEnded, .killRequested,
@@ -316,6 +322,10 @@ struct LifecycleRandomTests {
             }
         }
         if case .started = event, before == .created { w.everStarted = true }
+        // The pre-dump timer fired: it is spent (an order in this step may arm it again).
+        if case .preDumpDeadlineReached(_, _, let at) = event, let t = w.preDumpTimer, at >= t {
+            w.preDumpTimer = nil
+        }
 
         for action in actions {
             w.counts[Self.name(of: action), default: 0] += 1
@@ -370,9 +380,16 @@ struct LifecycleRandomTests {
                 try require(deadline.nanoseconds > now, "timer armed in the past: \(deadline) at \(now)")
                 try require(w.config.scaleDownDuration > .zero, "timer armed with scale-down disabled")
                 w.timer = deadline
+                w.preDumpTimer = nil
             case .cancelIdleTimer:
                 try require(w.timer != nil, "cancel without an armed timer")
                 w.timer = nil
+                w.preDumpTimer = nil
+            case .armPreDumpTimer(let deadline):
+                try require(deadline.nanoseconds > now, "pre-dump timer armed in the past: \(deadline) at \(now)")
+                let idle = try #require(w.timer, "pre-dump timer armed without an idle timer")
+                try require(deadline < idle, "pre-dump timer \(deadline) not before the idle timer \(idle)")
+                w.preDumpTimer = deadline
             case .reportExit:
                 try require(w.exitsReported == 0, "exit reported twice")
                 try require(w.everStarted || before == .created, "exit reported for a never-started container")
@@ -400,6 +417,7 @@ struct LifecycleRandomTests {
             !actions.contains(where: { if case .armIdleTimer = $0 { return true } else { return false } })
         {
             w.timer = nil
+            w.preDumpTimer = nil  // dropped with the idle timer
             try require(lc.idleDeadline == nil, "deadline passed but the machine still has one")
         }
 
@@ -411,6 +429,10 @@ struct LifecycleRandomTests {
         try require(
             w.timer == lc.idleDeadline,
             "timer model \(String(describing: w.timer)) vs \(String(describing: lc.idleDeadline))"
+        )
+        try require(
+            w.preDumpTimer == lc.preDumpDeadline,
+            "pre-dump timer model \(String(describing: w.preDumpTimer)) vs \(String(describing: lc.preDumpDeadline))"
         )
         let shouldBeArmed =
             phase == .running && lc.runningExecs.isEmpty && lc.scaleDownEnabled && !lc.scaleDownWaitsForPreDump

@@ -249,10 +249,16 @@ extension ContainerLifecycle {
     /// carried out in order after the state change (outside any lock). An empty list means
     /// "nothing to do".
     public enum Action: Sendable, Hashable {
-        /// Arm (or re-arm, replacing any earlier) idle timer to fire at `deadline`.
+        /// Arm (or re-arm, replacing any earlier) the idle timer to fire at `deadline`; report
+        /// `idleDeadlineReached` when it fires. Also drops a pre-dump timer armed with the earlier
+        /// idle timer: when a pre-dump is still due, `armPreDumpTimer` follows.
         case armIdleTimer(deadline: ZPInstant)
-        /// Cancel the armed idle timer.
+        /// Cancel the armed idle timer, and the pre-dump timer armed with it.
         case cancelIdleTimer
+        /// Arm (or re-arm) the pre-dump timer to fire at `deadline` (before the idle deadline);
+        /// report `preDumpDeadlineReached` when it fires. It is spent when it fires, and dropped
+        /// with the idle timer (`armIdleTimer`, `cancelIdleTimer`, or the idle timer firing).
+        case armPreDumpTimer(deadline: ZPInstant)
         /// Steer new connections on the container's ports to the activator.
         case enableRedirect
         /// Let new connections reach the app directly again.

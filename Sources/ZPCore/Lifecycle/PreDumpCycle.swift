@@ -82,7 +82,8 @@ extension ContainerLifecycle {
 
         /// The idle timer was (re)armed for `idleDeadline`: the pre-dump deadline follows it, half
         /// the window earlier. Returns `[.startPreDump]` when that moment is not after `now` (idle
-        /// long enough already), else `[]`. The caller emits `armIdleTimer` before these.
+        /// long enough already), `[.armPreDumpTimer]` when it is later, `[]` when no pre-dump is
+        /// wanted. The caller emits `armIdleTimer` before these.
         mutating func idleTimerArmed(
             idleDeadline: ZPInstant,
             now: ZPInstant,
@@ -98,7 +99,7 @@ extension ContainerLifecycle {
                 return [.startPreDump]
             }
             deadline = due
-            return []
+            return [.armPreDumpTimer(deadline: due)]
         }
 
         /// An exec pins the process, or scale-down was turned off: no pre-dump is due and no
@@ -126,7 +127,7 @@ extension ContainerLifecycle {
         /// - Parameters:
         ///   - idleDeadline: the armed idle deadline; nil when none is armed (the firing is stale).
         ///   - openConnectionsCount: open connections were reported and they count as activity.
-        /// - Returns: `[.startPreDump]`, or `[]` (postponed or not wanted).
+        /// - Returns: `[.startPreDump]`, `[.armPreDumpTimer]` for a postponed one, or `[]`.
         mutating func deadlineReached(
             now: ZPInstant,
             idleDeadline: ZPInstant?,
@@ -149,7 +150,7 @@ extension ContainerLifecycle {
                 // deadline (which re-arms the pre-dump itself when it finds activity).
                 guard later < idle else { return [] }
                 deadline = later
-                return []
+                return [.armPreDumpTimer(deadline: later)]
             }
             guard wanted(allowed: allowed, lastActivity: lastActivity) else { return [] }
             image = .inFlight(startedAt: now)

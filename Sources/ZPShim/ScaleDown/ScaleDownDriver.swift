@@ -355,7 +355,7 @@ final class ScaleDownDriver: Sendable {
 
     private func perform(_ action: Action) async {
         switch action {
-        case .armIdleTimer, .cancelIdleTimer:
+        case .armIdleTimer, .cancelIdleTimer, .armPreDumpTimer:
             break  // the idle timer loop reads the machine's deadline
         case .enableRedirect:
             let activator = state.withLock { $0.activator }
