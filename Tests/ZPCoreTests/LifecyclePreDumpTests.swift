@@ -85,6 +85,8 @@ private let sample: [LC.Event.Kind: LC.Event] = [
     .preDumpDeadlineReached: .preDumpDeadlineReached(lastActivity: nil, now: at(31)),
     .preDumpFinished: .preDumpFinished,
     .preDumpFailed: .preDumpFailed(reason: "no mem_track"),
+    .lazyRestoreFailed: .lazyRestoreFailed(reason: "lazy restore failed"),
+    .groupWakeRequested: .groupWakeRequested,
 ]
 
 struct PreDumpRow: CustomTestStringConvertible, Sendable {
@@ -108,7 +110,7 @@ private let stopping = LC.Action.emitStatus(.stopping, duration: nil, reason: ni
 /// Completions of operations that are not in flight while running.
 private let strayCompletions: [LC.Event.Kind] = [
     .started, .checkpointFinished, .checkpointFailed, .restoreFinished, .restoreFailed, .coldStartFinished,
-    .coldStartFailed, .execEnded, .deleteRequested,
+    .coldStartFailed, .execEnded, .deleteRequested, .lazyRestoreFailed,
 ]
 
 private let preDumpTable: [PreDumpRow] =
@@ -120,6 +122,7 @@ private let preDumpTable: [PreDumpRow] =
         row(.armed, .activitySeen, [], "RUNNING idle=61 pd=31"),
         row(.armed, .redirectUnavailable, [.cancelIdleTimer], "RUNNING"),
         row(.armed, .connectionArrived, [.forwardConnection], "RUNNING idle=61 pd=31"),
+        row(.armed, .groupWakeRequested, [.answerGroupWake(.notScaledDown)], "RUNNING idle=61 pd=31"),
         row(.armed, .probeArrived, [.forwardConnection], "RUNNING idle=61 pd=31"),
         row(.armed, .execStarted, [.cancelIdleTimer, .startExec(id: "e1")], "RUNNING"),
         row(.armed, .killRequested, [.signalProcess(signal: 15)], "RUNNING idle=61 pd=31"),
@@ -132,6 +135,7 @@ private let preDumpTable: [PreDumpRow] =
         row(.preDumping, .activitySeen, [], "RUNNING idle=61 inflight"),
         row(.preDumping, .redirectUnavailable, [.cancelIdleTimer], "RUNNING inflight"),
         row(.preDumping, .connectionArrived, [.forwardConnection], "RUNNING idle=61 inflight"),
+        row(.preDumping, .groupWakeRequested, [.answerGroupWake(.notScaledDown)], "RUNNING idle=61 inflight"),
         row(.preDumping, .probeArrived, [.forwardConnection], "RUNNING idle=61 inflight"),
         row(.preDumping, .execStarted, [.cancelIdleTimer, .startExec(id: "e1")], "RUNNING inflight"),
         row(.preDumping, .killRequested, [.signalProcess(signal: 15)], "RUNNING idle=61 inflight"),
@@ -145,6 +149,7 @@ private let preDumpTable: [PreDumpRow] =
         row(.waitingForPreDump, .activitySeen, [], "RUNNING inflight waits"),
         row(.waitingForPreDump, .redirectUnavailable, [], "RUNNING inflight"),
         row(.waitingForPreDump, .connectionArrived, [.forwardConnection], "RUNNING inflight waits"),
+        row(.waitingForPreDump, .groupWakeRequested, [.answerGroupWake(.notScaledDown)], "RUNNING inflight waits"),
         row(.waitingForPreDump, .probeArrived, [.forwardConnection], "RUNNING inflight waits"),
         row(.waitingForPreDump, .execStarted, [.startExec(id: "e1")], "RUNNING inflight"),
         row(.waitingForPreDump, .killRequested, [.signalProcess(signal: 15)], "RUNNING inflight waits"),
@@ -159,6 +164,7 @@ private let preDumpTable: [PreDumpRow] =
         row(.preDumped, .activitySeen, [], "RUNNING idle=61 image"),
         row(.preDumped, .redirectUnavailable, [.cancelIdleTimer], "RUNNING image"),
         row(.preDumped, .connectionArrived, [.forwardConnection], "RUNNING idle=61 image"),
+        row(.preDumped, .groupWakeRequested, [.answerGroupWake(.notScaledDown)], "RUNNING idle=61 image"),
         row(.preDumped, .probeArrived, [.forwardConnection], "RUNNING idle=61 image"),
         row(.preDumped, .execStarted, [.cancelIdleTimer, .startExec(id: "e1")], "RUNNING image"),
         row(.preDumped, .killRequested, [.signalProcess(signal: 15)], "RUNNING idle=61 image"),
@@ -178,12 +184,11 @@ private let preDumpTable: [PreDumpRow] =
         row(
             .checkpointingOnPreDump,
             .checkpointFailed,
-            [
-                .disableRedirect, .cleanupImages, .emitStatus(.checkpointFailed, duration: nil, reason: "dump failed"),
-                .armIdleTimer(deadline: at(121)),
-            ],
-            "RUNNING idle=121"
+            // One plain dump without the pre-dump parent before the checkpoint counts as failed.
+            [.cleanupImages, .startCheckpoint],
+            "CHECKPOINTING"
         ),
+        row(.checkpointingOnPreDump, .groupWakeRequested, [.holdConnection], "CHECKPOINTING"),
         row(.checkpointingOnPreDump, .connectionArrived, [.holdConnection], "CHECKPOINTING"),
         row(.checkpointingOnPreDump, .probeArrived, [.answerProbe], "CHECKPOINTING"),
         row(.checkpointingOnPreDump, .execStarted, [.holdExec(id: "e1")], "CHECKPOINTING"),
@@ -194,7 +199,7 @@ private let preDumpTable: [PreDumpRow] =
         .checkpointingOnPreDump,
         [
             .started, .idleDeadlineReached, .restoreFinished, .restoreFailed, .coldStartFinished, .coldStartFailed,
-            .execEnded, .deleteRequested, .preDumpDeadlineReached, .preDumpFinished, .preDumpFailed,
+            .execEnded, .deleteRequested, .preDumpDeadlineReached, .preDumpFinished, .preDumpFailed, .lazyRestoreFailed,
         ]
     )
 
@@ -363,8 +368,14 @@ struct LifecyclePreDumpTests {
 
     @Test func failedIncrementalCheckpoint_dropsThePreDumpWithTheImages() {
         var lc = preDumpLifecycle(.checkpointingOnPreDump)
-        let actions = lc.event(.checkpointFailed(reason: "dump failed", now: at(62)))
+        // The first failure drops the pre-dump with the images and dumps once more without it.
+        #expect(lc.event(.checkpointFailed(reason: "dump failed", now: at(62))) == [.cleanupImages, .startCheckpoint])
+        #expect(lc.phase == .checkpointing && lc.checkpointingEnabled)
+        // The plain dump fails too: now the checkpoint counts as failed.
+        let actions = lc.event(.checkpointFailed(reason: "dump failed again", now: at(63)))
         #expect(actions.contains(.cleanupImages))
+        #expect(actions.contains(.emitStatus(.checkpointFailed, duration: nil, reason: "dump failed again")))
+        #expect(lc.phase == .running && !lc.checkpointingEnabled)
         #expect(!lc.hasPreDumpImage && lc.preDumpDeadline == nil)
     }
 }

@@ -88,6 +88,8 @@ public struct ContainerLifecycle: Sendable {
     struct ScalingDown: Sendable {
         var method: ScaleDownMethod
         var pid: Int32
+        /// The dump runs on top of a pre-dump image; if it fails, one plain dump follows.
+        var incremental = false
         var waiters = Waiters()
         /// The process's exit status if the reaper saw it exit during the dump.
         var exitStatus: Int32?
@@ -101,6 +103,8 @@ public struct ContainerLifecycle: Sendable {
     struct Waking: Sendable {
         var method: WakeMethod
         var waiters: Waiters
+        /// A lazy restore failed and the full restore from the same images runs.
+        var fullRestoreRuns = false
     }
 
     struct Stopped: Sendable {
@@ -132,6 +136,7 @@ public struct ContainerLifecycle: Sendable {
         case .restoreFinished(let pid, let duration, let now):
             return wakeFinished(.restore, pid: pid, duration: duration, now: now)
         case .restoreFailed(let reason): return restoreFailed(reason: reason)
+        case .lazyRestoreFailed: return lazyRestoreFailed()
         case .coldStartFinished(let pid, let now): return wakeFinished(.coldStart, pid: pid, duration: nil, now: now)
         case .coldStartFailed(let reason): return coldStartFailed(reason: reason)
         case .execStarted(let id): return execStarted(id: id)
@@ -143,6 +148,7 @@ public struct ContainerLifecycle: Sendable {
             return preDumpDeadlineReached(lastActivity: last, openConnections: open, now: now)
         case .preDumpFinished: return preDumpFinished()
         case .preDumpFailed: return preDumpFailed()
+        case .groupWakeRequested: return groupWakeRequested()
         }
     }
 
@@ -188,7 +194,7 @@ public struct ContainerLifecycle: Sendable {
                 state = .running(r)
                 return []
             case .incremental:
-                state = .scalingDown(ScalingDown(method: .checkpoint, pid: r.pid))
+                state = .scalingDown(ScalingDown(method: .checkpoint, pid: r.pid, incremental: true))
                 return [.enableRedirect, .startIncrementalCheckpoint]
             case .plain:
                 state = .scalingDown(ScalingDown(method: .checkpoint, pid: r.pid))
@@ -263,9 +269,15 @@ public struct ContainerLifecycle: Sendable {
 
     private mutating func checkpointFailed(reason: String, now: ZPInstant) -> [Action] {
         switch state {
-        case .scalingDown(let s):
+        case .scalingDown(var s):
             switch s.method {
             case .checkpoint:
+                if s.incremental && s.exitStatus == nil {
+                    // The pre-dump may be what failed it: one plain dump, without the parent.
+                    s.incremental = false
+                    state = .scalingDown(s)
+                    return [.cleanupImages, .startCheckpoint]
+                }
                 checkpointingAllowed = false
                 var actions: [Action] = [
                     .disableRedirect, .cleanupImages, .emitStatus(.checkpointFailed, duration: nil, reason: reason),
@@ -311,22 +323,40 @@ public struct ContainerLifecycle: Sendable {
         }
     }
 
-    private mutating func connectionArrived() -> [Action] {
+    /// A connection, or a wake group member's request when `fromGroup`.
+    private mutating func connectionArrived(fromGroup: Bool = false) -> [Action] {
+        let wakesGroup = configuration.wakesGroup && !fromGroup
         switch state {
         case .created, .stopped:
             return [.refuseConnection]
         case .running:
             return [.forwardConnection]
         case .scalingDown(var s):
+            // The first to wait for a scale-down in flight: the container wakes right after it.
+            let first = s.waiters.connections == 0 && s.waiters.execs.isEmpty
             s.waiters.connections += 1
             state = .scalingDown(s)
-            return [.holdConnection]
+            return wakesGroup && first ? [.holdConnection, .wakeGroup] : [.holdConnection]
         case .scaledDown(let scaled):
-            return [.holdConnection] + wake(scaled, waiters: Waiters(connections: 1))
+            return [.holdConnection] + (wakesGroup ? [.wakeGroup] : []) + wake(scaled, waiters: Waiters(connections: 1))
         case .waking(var w):
             w.waiters.connections += 1
             state = .waking(w)
             return [.holdConnection]
+        }
+    }
+
+    private mutating func groupWakeRequested() -> [Action] {
+        switch state {
+        case .created, .running:
+            return [.answerGroupWake(.notScaledDown)]
+        case .waking:
+            return [.answerGroupWake(.alreadyWaking)]
+        case .stopped:
+            return [.answerGroupWake(.stopped)]
+        case .scalingDown, .scaledDown:
+            // Held and released like a connection, so it is answered once the process runs.
+            return connectionArrived(fromGroup: true)
         }
     }
 
@@ -358,6 +388,24 @@ public struct ContainerLifecycle: Sendable {
             actions += enterRunning(pid: pid, execs: w.waiters.execs, now: now)
             actions += w.waiters.signals.map { .signalProcess(signal: $0) }
             return actions
+        case .created, .running, .scalingDown, .scaledDown, .stopped:
+            return []
+        }
+    }
+
+    private mutating func lazyRestoreFailed() -> [Action] {
+        switch state {
+        case .waking(var w):
+            switch w.method {
+            case .restore:
+                // Once: a full restore that fails reports restoreFailed.
+                guard !w.fullRestoreRuns else { return [] }
+                w.fullRestoreRuns = true
+                state = .waking(w)
+                return [.startFullRestore]
+            case .coldStart:
+                return []
+            }
         case .created, .running, .scalingDown, .scaledDown, .stopped:
             return []
         }
@@ -415,11 +463,13 @@ public struct ContainerLifecycle: Sendable {
             return wasArmed ? [.cancelIdleTimer, .startExec(id: id)] : [.startExec(id: id)]
         case .scalingDown(var s):
             guard !s.waiters.execs.contains(id) else { return [] }
+            let first = s.waiters.connections == 0 && s.waiters.execs.isEmpty
             s.waiters.execs.append(id)
             state = .scalingDown(s)
-            return [.holdExec(id: id)]
+            return configuration.wakesGroup && first ? [.holdExec(id: id), .wakeGroup] : [.holdExec(id: id)]
         case .scaledDown(let scaled):
-            return [.holdExec(id: id)] + wake(scaled, waiters: Waiters(execs: [id]))
+            return [.holdExec(id: id)] + (configuration.wakesGroup ? [.wakeGroup] : [])
+                + wake(scaled, waiters: Waiters(execs: [id]))
         case .waking(var w):
             guard !w.waiters.execs.contains(id) else { return [] }
             w.waiters.execs.append(id)
@@ -583,7 +633,7 @@ public struct ContainerLifecycle: Sendable {
         case .ignored, .keepRunning:
             return []
         case .checkpoint(let incremental):
-            state = .scalingDown(ScalingDown(method: .checkpoint, pid: pid))
+            state = .scalingDown(ScalingDown(method: .checkpoint, pid: pid, incremental: incremental))
             return [.enableRedirect, incremental ? .startIncrementalCheckpoint : .startCheckpoint]
         }
     }

@@ -51,6 +51,9 @@ final class ScaleDownDriver: Sendable {
         var heldExecs: [String: CheckedContinuation<Void, any Error>] = [:]
         var stopped = false
         var restoreSide = RestoreSideState()
+        /// When the checkpoint of this scale-down started, kept over the plain retry that follows a
+        /// failed incremental one (the logged and published time covers both).
+        var checkpointStart: ContinuousClock.Instant?
     }
 
     /// The container id.
@@ -98,7 +101,8 @@ final class ScaleDownDriver: Sendable {
             scaleDownDuration: config.scaleDownDuration ?? .zero,
             checkpointingEnabled: !config.disableCheckpointing,
             openConnectionsCountAsActivity: node.openConnectionsAreActivity,
-            preDump: config.preDump)
+            preDump: config.preDump,
+            wakesGroup: wakeGroup != nil)
         state = Mutex(State(lifecycle: ContainerLifecycle(configuration: configuration)))
         (queue, queueInput) = AsyncStream.makeStream(of: Work.self)
         (stopSignal, stopInput) = AsyncStream.makeStream(of: Void.self)
@@ -150,44 +154,64 @@ final class ScaleDownDriver: Sendable {
 
     /// The first connection of the activator needs the application: returns once it runs, throws
     /// when it cannot come back.
-    /// - Parameter wakesGroup: whether bringing the container back also wakes its wake group
-    ///   (false for a wake that came from the group itself).
-    func connectionNeedsApplication(wakesGroup: Bool = true) async throws {
+    func connectionNeedsApplication() async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            let (actions, resume, wakeGroup) = state.withLock { s -> ([Action], Result<Void, any Error>?, Bool) in
-                let before = s.lifecycle.phase, firstWaiter = s.heldConnections.isEmpty && s.heldExecs.isEmpty
+            let (actions, resume) = state.withLock { s -> ([Action], Result<Void, any Error>?) in
                 let actions = s.lifecycle.event(.connectionArrived)
-                let wake = wakesGroup && Self.startsGroupWake(before: before, firstWaiter: firstWaiter, actions: actions)
                 if actions.contains(.holdConnection) {
                     s.heldConnections.append(continuation)
-                    return (actions, nil, wake)
+                    return (actions, nil)
                 }
-                if actions.contains(.forwardConnection) { return (actions, .success(()), wake) }
-                return (actions, .failure(ScaleDownError(description: "container \(id) is not running (\(s.lifecycle.phase))")), wake)
+                if actions.contains(.forwardConnection) { return (actions, .success(())) }
+                return (actions, .failure(ScaleDownError(description: "container \(id) is not running (\(s.lifecycle.phase))")))
             }
-            if wakeGroup { self.wakeGroup?.requestWake() }
-            if !actions.isEmpty { queueInput.yield(Work(actions: actions, done: nil)) }
+            enqueueFromCaller(actions)
             if let resume { continuation.resume(with: resume) }
         }
+    }
+
+    /// Another member of the wake group asks the container to come back: returns the lifecycle's
+    /// answer when it does not wait for a wake, nil once a wake it waited for brought it back.
+    /// - Throws: ``ScaleDownError`` when the container cannot come back.
+    func groupWakeRequested() async throws -> ContainerLifecycle.GroupWakeAnswer? {
+        var immediate: ContainerLifecycle.GroupWakeAnswer?
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let actions = state.withLock { s -> [Action] in
+                let actions = s.lifecycle.event(.groupWakeRequested)
+                if actions.contains(.holdConnection) { s.heldConnections.append(continuation) }
+                return actions
+            }
+            for action in actions {
+                if case .answerGroupWake(let answer) = action { immediate = answer }
+            }
+            enqueueFromCaller(actions)
+            if !actions.contains(.holdConnection) { continuation.resume() }
+        }
+        return immediate
+    }
+
+    /// Queues a caller's actions for the consumer, except `wakeGroup`, which is carried out at once
+    /// (it only starts the calls to the other members; they must not wait for this restore).
+    private func enqueueFromCaller(_ actions: [Action]) {
+        if actions.contains(.wakeGroup) { wakeGroup?.requestWake() }
+        let queued = actions.filter { $0 != .wakeGroup }
+        if !queued.isEmpty { queueInput.yield(Work(actions: queued, done: nil)) }
     }
 
     /// An exec is about to start: returns once the container runs (restoring it first if it is
     /// scaled down); the exec then pins it until ``execEnded(_:)``.
     func execNeedsApplication(_ execID: String) async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            let (actions, resume, wakeGroup) = state.withLock { s -> ([Action], Result<Void, any Error>?, Bool) in
-                let before = s.lifecycle.phase, firstWaiter = s.heldConnections.isEmpty && s.heldExecs.isEmpty
+            let (actions, resume) = state.withLock { s -> ([Action], Result<Void, any Error>?) in
                 let actions = s.lifecycle.event(.execStarted(id: execID))
-                let wake = Self.startsGroupWake(before: before, firstWaiter: firstWaiter, actions: actions)
                 if actions.contains(.holdExec(id: execID)) {
                     s.heldExecs[execID] = continuation
-                    return (actions, nil, wake)
+                    return (actions, nil)
                 }
-                if actions.contains(.startExec(id: execID)) { return (actions, .success(()), wake) }
-                return (actions, .failure(ScaleDownError(description: "container \(id) is not running (\(s.lifecycle.phase))")), wake)
+                if actions.contains(.startExec(id: execID)) { return (actions, .success(())) }
+                return (actions, .failure(ScaleDownError(description: "container \(id) is not running (\(s.lifecycle.phase))")))
             }
-            if wakeGroup { self.wakeGroup?.requestWake() }
-            if !actions.isEmpty { queueInput.yield(Work(actions: actions, done: nil)) }
+            enqueueFromCaller(actions)
             if let resume { continuation.resume(with: resume) }
         }
     }
@@ -374,6 +398,7 @@ final class ScaleDownDriver: Sendable {
                 return
             }
             await checkpoint(onPreDump: action == .startIncrementalCheckpoint)
+            // (After a failed incremental dump the plain one above prepared it already.)
             await prepareRestoreIfScaledDown()
         case .startPreDump:
             if let untrusted = await finishServingLazyPages() {
@@ -389,11 +414,15 @@ final class ScaleDownDriver: Sendable {
             }
         case .startRestore:
             await restore()
+        case .startFullRestore:
+            await restoreFully()
         case .startColdStart:
             await coldStart()
         case .holdConnection, .forwardConnection, .refuseConnection, .answerProbe, .holdExec, .startExec, .rejectExec,
-             .deferSignal, .suppressExit:
+             .deferSignal, .suppressExit, .answerGroupWake:
             break  // settled where the event was applied, or nothing to do
+        case .wakeGroup:
+            wakeGroup?.requestWake()  // normally carried out by the caller already (enqueueFromCaller)
         case .releaseHeldConnections, .startHeldExecs:
             let held = state.withLock { s -> [CheckedContinuation<Void, any Error>] in
                 let held = s.heldConnections + Array(s.heldExecs.values)
@@ -488,7 +517,12 @@ final class ScaleDownDriver: Sendable {
         }
         let checkpointer = ContainerCheckpointer(checkpointer: Checkpointer(criuPath: FilePath(node.criuPath)))
         let container = runcContainer
-        let start = ContinuousClock.now
+        // A plain dump after a failed incremental one continues its clock.
+        let start = state.withLock { s in
+            let start = s.checkpointStart ?? ContinuousClock.now
+            s.checkpointStart = onPreDump ? start : nil
+            return start
+        }
         var options = ContainerCheckpointOptions()
         if onPreDump {
             options.criu.parentImages = Self.preDumpDirectoryName
@@ -496,30 +530,21 @@ final class ScaleDownDriver: Sendable {
         }
         do {
             try FileManager.default.createDirectory(atPath: images, withIntermediateDirectories: true)
-            let result: ContainerCheckpointResult
-            var incremental = onPreDump
-            do {
-                result = try await NIOThreadPool.singleton.runIfActive { [options] in
-                    try checkpointer.checkpoint(container, imagesDir: FilePath(images), options: options)
-                }
-            } catch where onPreDump {
-                logger.warning("incremental checkpoint failed, dumping again without its parent: \(error)")
-                incremental = false
-                removeImages()
-                try FileManager.default.createDirectory(atPath: images, withIntermediateDirectories: true)
-                result = try await NIOThreadPool.singleton.runIfActive {
-                    try checkpointer.checkpoint(container, imagesDir: FilePath(images))
-                }
+            let result = try await NIOThreadPool.singleton.runIfActive { [options] in
+                try checkpointer.checkpoint(container, imagesDir: FilePath(images), options: options)
             }
+            state.withLock { $0.checkpointStart = nil }
             let total = ContinuousClock.now - start
             var metadata: Logger.Metadata = ["criu": "\(result.dump.timings)"]
             if let stats = result.dump.stats { metadata["stats"] = "\(stats)" }
-            if incremental { metadata["parent"] = "\(Self.preDumpDirectoryName)" }
+            if onPreDump { metadata["parent"] = "\(Self.preDumpDirectoryName)" }
             logger.info("checkpointing done in \(Self.milliseconds(total))", metadata: metadata)
             await feedInline(.checkpointFinished(duration: total))
         } catch {
-            logger.warning("checkpoint failed: \(error)")
+            // The lifecycle answers a failed incremental dump with one plain dump (cleanupImages, startCheckpoint).
+            logger.warning(onPreDump ? "incremental checkpoint failed: \(error)" : "checkpoint failed: \(error)")
             await feedInline(.checkpointFailed(reason: "\(error)", now: Self.now()))
+            if !onPreDump { state.withLock { $0.checkpointStart = nil } }
         }
     }
 
@@ -561,32 +586,35 @@ final class ScaleDownDriver: Sendable {
         var usedPrepared = false
         if let prepared {
             if prepared.lazy && prepared.daemonExited() {
-                logger.warning(
-                    "lazy restore: criu lazy-pages (pid \(prepared.daemonPID ?? 0)) exited before the restore; full restore from the same images")
+                let reason = "criu lazy-pages (pid \(prepared.daemonPID ?? 0)) exited before the restore"
+                logger.warning("lazy restore: \(reason); full restore from the same images")
                 prepared.discard()
-            } else {
-                do {
-                    usedPrepared = true
-                    restored = try await NIOThreadPool.singleton.runIfActive { try prepared.run() }
-                    lazy = prepared.lazy
-                    if lazy {
-                        // The daemon pushes the remaining pages now; the images stay until it exits.
-                        state.withLock {
-                            $0.restoreSide.serving = prepared
-                            $0.restoreSide.untrusted = nil
-                        }
-                    } else {
-                        prepared.discard()
+                await feedInline(.lazyRestoreFailed(reason: reason))
+                return
+            }
+            do {
+                usedPrepared = true
+                restored = try await NIOThreadPool.singleton.runIfActive { try prepared.run() }
+                lazy = prepared.lazy
+                if lazy {
+                    // The daemon pushes the remaining pages now; the images stay until it exits.
+                    state.withLock {
+                        $0.restoreSide.serving = prepared
+                        $0.restoreSide.untrusted = nil
                     }
-                } catch {
+                } else {
                     prepared.discard()
-                    if !prepared.lazy {
-                        logger.warning("restore failed: \(error)")
-                        await feedInline(.restoreFailed(reason: "\(error)"))
-                        return
-                    }
-                    logger.warning("lazy restore failed: \(error); full restore from the same images")
                 }
+            } catch {
+                prepared.discard()
+                if !prepared.lazy {
+                    logger.warning("restore failed: \(error)")
+                    await feedInline(.restoreFailed(reason: "\(error)"))
+                    return
+                }
+                logger.warning("lazy restore failed: \(error); full restore from the same images")
+                await feedInline(.lazyRestoreFailed(reason: "\(error)"))
+                return
             }
         }
         let result: ContainerRestoreResult
@@ -601,10 +629,30 @@ final class ScaleDownDriver: Sendable {
                 return
             }
         }
+        await finishRestore(result, into: container, since: start, lazy: lazy, prepared: usedPrepared && restored != nil)
+    }
+
+    /// The lifecycle's `startFullRestore`: after a lazy restore failed, a full restore from the
+    /// same images with a worker of its own.
+    private func restoreFully() async {
+        guard let container = state.withLock({ $0.container }) else { return }
+        let start = ContinuousClock.now
+        do {
+            let result = try await fullRestore(container)
+            await finishRestore(result, into: container, since: start, lazy: false, prepared: false)
+        } catch {
+            logger.warning("restore failed: \(error)")
+            await feedInline(.restoreFailed(reason: "\(error)"))
+        }
+    }
+
+    /// Adopts the restored init and reports it to the lifecycle (then an exit that came first).
+    private func finishRestore(_ result: ContainerRestoreResult, into container: ShimContainer, since start: ContinuousClock.Instant,
+                          lazy: Bool, prepared: Bool) async {
         let total = ContinuousClock.now - start
         logger.info("restored process: \(result.pid) in \(Self.milliseconds(total))",
                     metadata: ["criu": "\(result.restore.timings)", "lazy": "\(lazy)",
-                               "prepared": "\(usedPrepared && restored != nil)"])
+                               "prepared": "\(prepared)"])
         await container.adoptInit(pid: result.pid)
         await feedInline(.restoreFinished(pid: result.pid, duration: total, now: Self.now()))
         if let early = pids.register(result.pid, to: container) {
@@ -660,8 +708,9 @@ final class ScaleDownDriver: Sendable {
     /// Right after a checkpoint, while scaled down: starts the CRIU worker (and, when lazy restore
     /// applies, the `criu lazy-pages` daemon) for the coming restore, off the connection's path.
     private func prepareRestoreIfScaledDown() async {
-        guard let container = state.withLock({ s in s.lifecycle.phase == .scaledDown && !s.stopped ? s.container : nil })
-        else { return }
+        guard let container = state.withLock({ s in
+            s.lifecycle.phase == .scaledDown && !s.stopped && s.restoreSide.prepared == nil ? s.container : nil
+        }) else { return }
         let images = imagesDirectory
         let criu = node.criuPath
         let mode = node.lazyRestore

@@ -139,36 +139,21 @@ final class WakeGroupMember: Sendable {
 }
 
 extension ScaleDownDriver {
-    /// Whether a connection or exec that produced `actions` starts bringing the container back, so
-    /// the rest of its wake group should come back too: it started a restore or cold start, or it
-    /// is the first to wait for a scale-down in flight (which wakes right after).
-    /// - Parameters:
-    ///   - before: The phase before the event.
-    ///   - firstWaiter: No connection or exec was held before the event.
-    ///   - actions: What the lifecycle returned for the event.
-    static func startsGroupWake(before: ContainerLifecycle.Phase, firstWaiter: Bool, actions: [Action]) -> Bool {
-        if actions.contains(.startRestore) || actions.contains(.startColdStart) { return true }
-        switch before {
-        case .checkpointing, .scalingDownByKill: return firstWaiter
-        case .created, .running, .scaledDown, .restoring, .coldStarting, .stopped: return false
-        }
-    }
-
-    /// A wake from another member of the container's group: brings a scaled-down container back
-    /// as if a connection came (and holds until it runs), without waking the group again. The
-    /// container then scales down by its own idle timer if nothing uses it.
+    /// A wake from another member of the container's group (the lifecycle's
+    /// `groupWakeRequested`): a scaled-down container comes back as if a connection came (and the
+    /// call holds until it runs), without waking the group again. The container then scales down
+    /// by its own idle timer if nothing uses it.
     ///
     /// A container that runs, is already coming back or stopped is left alone.
     /// - Throws: ``ScaleDownError`` when the container cannot come back.
     func wakeRequestedByGroup() async throws -> StatusAPI.WakeResponse {
         let start = ContinuousClock.now
-        switch phase {
-        case .scaledDown, .checkpointing, .scalingDownByKill:
-            try await connectionNeedsApplication(wakesGroup: false)
+        switch try await groupWakeRequested() {
+        case nil:
             return StatusAPI.WakeResponse(outcome: .woken, lifecyclePhase: phase, waited: ContinuousClock.now - start)
-        case .restoring, .coldStarting:
+        case .alreadyWaking:
             return StatusAPI.WakeResponse(outcome: .alreadyWaking, lifecyclePhase: phase)
-        case .created, .running:
+        case .notScaledDown:
             return StatusAPI.WakeResponse(outcome: .notScaledDown, lifecyclePhase: phase)
         case .stopped:
             return StatusAPI.WakeResponse(outcome: .stopped, lifecyclePhase: phase)
