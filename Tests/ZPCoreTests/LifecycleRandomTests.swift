@@ -120,9 +120,14 @@ struct LifecycleRandomTests {
             let preDumpBefore = PreDumpBefore(
                 inFlight: lc.preDumpInFlight, image: lc.hasPreDumpImage, deadline: lc.preDumpDeadline)
             let actions = lc.event(event)
+            // The driver's split: at most one answer (two would trap), the rest effects in order.
+            let step = LC.Step(event: event, actions: actions)
             trace.append("\(before) + \(event) -> \(actions) => \(lc.phase)")
             if trace.count > 12 { trace.removeFirst() }
             do {
+                if step.effects.map(\.action) != actions.filter({ $0 != step.answer.action }) {
+                    throw InvariantFailure(description: "step \(step) does not split \(actions)")
+                }
                 try check(
                     event: event, before: before, pidBefore: pidBefore, preDumpBefore: preDumpBefore, actions: actions,
                     lc: lc, world: &world)

@@ -303,6 +303,33 @@ struct LifecycleTableTests {
         #expect(sample.count == LC.Event.Kind.allCases.count)
     }
 
+    /// The driver's split of every row: at most one answer, of the kinds that event may get, and
+    /// the other actions as effects in their order.
+    @Test(arguments: table)
+    func step_splitsTheAnswerFromTheEffects(_ r: Row) throws {
+        var lc = Fixture.lifecycle(in: r.phase)
+        let event = try #require(sample[r.kind])
+        let step = lc.step(event)
+        #expect(step.effects.map(\.action) == r.actions.filter { $0 != step.answer.action }, "\(r.testDescription)")
+        #expect(r.actions.count == step.effects.count + (step.answer == .none ? 0 : 1), "\(r.testDescription)")
+        let allowed: Set<String>
+        switch r.kind {
+        case .connectionArrived: allowed = ["holdConnection", "forwardConnection", "refuseConnection"]
+        case .probeArrived: allowed = ["answerProbe", "forwardConnection", "refuseConnection"]
+        case .groupWakeRequested: allowed = ["holdConnection", "answerGroupWake"]
+        case .execStarted: allowed = ["startExec", "holdExec", "rejectExec", "none"]
+        case .killRequested: allowed = ["signalNow", "deferSignal", "none"]
+        case .processExited: allowed = ["suppressExit", "none"]
+        case .started, .idleDeadlineReached, .activitySeen, .redirectUnavailable, .checkpointFinished,
+            .checkpointFailed, .restoreFinished, .restoreFailed, .lazyRestoreFailed, .coldStartFinished,
+            .coldStartFailed, .execEnded, .deleteRequested, .preDumpDeadlineReached, .preDumpFinished,
+            .preDumpFailed:
+            allowed = ["none"]
+        }
+        let name = String(String(describing: step.answer).prefix { $0 != "(" })
+        #expect(allowed.contains(name), "\(r.testDescription): answer \(step.answer)")
+    }
+
     @Test(arguments: table)
     func transition(_ r: Row) throws {
         var lc = Fixture.lifecycle(in: r.phase)
