@@ -18,6 +18,8 @@ let package = Package(
         .library(name: "ZPTTRPC", targets: ["ZPTTRPC"]),
         .library(name: "ZPShim", targets: ["ZPShim"]),
         .executable(name: "containerd-shim-zeropod-v2", targets: ["containerd-shim-zeropod-v2"]),
+        .library(name: "ZPInstaller", targets: ["ZPInstaller"]),
+        .executable(name: "zeropod-installer", targets: ["zeropod-installer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
@@ -25,6 +27,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
         .package(url: "https://github.com/apple/swift-nio-http2", from: "1.46.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
         // MARK: test helpers shared by the privileged test targets (not part of any product)
@@ -170,6 +173,26 @@ let package = Package(
             name: "ZPShimTests",
             dependencies: ["ZPShim", "ZPTTRPC", .product(name: "NIOPosix", package: "swift-nio")],
             exclude: ["Fixtures"],
+            swiftSettings: strict
+        ),
+
+        // MARK: installer and node checks (issue 13): containerd config rewriting, files, restart,
+        // uninstall; the checks behind `zeropod doctor`. Pure planning, file and process work at the edge.
+        .target(
+            name: "ZPInstaller",
+            dependencies: [
+                "ZPCore", "ZPBPF", "ZPCheckpoint",
+                .product(name: "TOMLKit", package: "TOMLKit"),
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(name: "zeropod-installer", dependencies: ["ZPInstaller"], swiftSettings: strict),
+        .testTarget(
+            name: "ZPInstallerTests",
+            dependencies: ["ZPInstaller", "ZPTestSupport", .product(name: "SystemPackage", package: "swift-system")],
+            resources: [.copy("Fixtures")],
             swiftSettings: strict
         ),
     ],

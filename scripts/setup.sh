@@ -43,6 +43,9 @@ PACKAGES=(
   # Kubernetes pieces (testbed.md): CNI for containerd's CRI plugin, Prometheus + promtool for the
   # manager's metrics tests
   containernetworking-plugins prometheus
+  # the installer (issue 13) sets CRIU's RUNPATH to its bundled libraries; a venv for the
+  # manifest schema validator
+  patchelf python3-venv
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -74,10 +77,16 @@ sid_apt() {
   if [ ! -f "$SID_APT/.updated" ] || [ -n "$(find "$SID_APT/.updated" -mmin +1440 2>/dev/null)" ]; then
     log "updating the private apt lists for sid"
     if ! apt-get "${opts[@]}" update -qq >/dev/null 2>"$SID_APT/update.err"; then
-      # sid may be signed by a newer archive key than bookworm's keyring holds
-      log "signature check failed for sid; retrying with the lists trusted by path (see $SID_APT/update.err)"
-      sed -i 's/\[signed-by=[^]]*\]/[trusted=yes]/' "$SID_APT/sources.list"
-      apt-get "${opts[@]}" update -qq >/dev/null
+      # sid may be signed by a newer archive key than this machine's keyring holds. Signature checking
+      # is never turned off: take the newest debian-archive-keyring from the machine's own (verified)
+      # sources and try once more, else stop with the reason.
+      log "signature check failed for sid (see $SID_APT/update.err); updating debian-archive-keyring from the machine's own sources"
+      apt-get update -qq >/dev/null 2>&1 || true
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --only-upgrade debian-archive-keyring >/dev/null 2>&1 || true
+      if ! apt-get "${opts[@]}" update -qq >/dev/null 2>"$SID_APT/update.err"; then
+        cat "$SID_APT/update.err" >&2
+        die "cannot verify Debian sid's signature with /usr/share/keyrings/debian-archive-keyring.gpg (above); install a debian-archive-keyring that carries sid's current signing key, then rerun"
+      fi
     fi
     touch "$SID_APT/.updated"
   fi
@@ -149,6 +158,22 @@ if [ ! -x "$KUBECTL_LINK/usr/bin/kubectl" ] || [ "$(readlink "$KUBECTL_LINK")" !
   ln -sfn "$prefix" "$KUBECTL_LINK"
 fi
 "$KUBECTL_LINK/usr/bin/kubectl" version --client >/dev/null 2>&1 || die "kubectl in $KUBECTL_LINK does not run"
+
+# ---------------------------------------------------------------- kubernetes-validate (PyPI, pinned)
+# Validates the kustomize output (config/) against the Kubernetes schemas it bundles (offline).
+KV_VERSION=${KV_VERSION:-1.37.0}
+KV_VENV="$ZP_CACHE/kubernetes-validate-$KV_VERSION"
+if [ ! -x "$KV_VENV/bin/kubernetes-validate" ]; then
+  log "installing kubernetes-validate $KV_VERSION into $KV_VENV"
+  rm -rf "$KV_VENV.tmp"
+  /usr/bin/python3 -m venv "$KV_VENV.tmp"
+  "$KV_VENV.tmp/bin/pip" install -q "kubernetes-validate==$KV_VERSION" || die "pip install kubernetes-validate==$KV_VERSION failed"
+  rm -rf "$KV_VENV"; mv "$KV_VENV.tmp" "$KV_VENV"
+  # a venv records its own path: recreate the scripts' shebangs for the final location
+  sed -i "1s|$KV_VENV.tmp|$KV_VENV|" "$KV_VENV"/bin/* 2>/dev/null || true
+fi
+ln -sfn "$KV_VENV" "$ZP_CACHE/kubernetes-validate"
+"$ZP_CACHE/kubernetes-validate/bin/kubernetes-validate" --version >/dev/null || die "kubernetes-validate in $KV_VENV does not run"
 
 # ---------------------------------------------------------------- kernel filesystems
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf

@@ -1,0 +1,206 @@
+// `zeropod-installer`: the command line. Parses flags (the original's single-dash spelling too),
+// runs the node checks, then installs or uninstalls. `main.swift` only calls `InstallerCommand.run`.
+import ArgumentParser
+import ZPCore
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+extension ContainerdFlavour: ExpressibleByArgument {}
+extension RestartPolicy: ExpressibleByArgument {}
+
+/// The installer's command line.
+public struct InstallerCommand: ParsableCommand {
+    /// Name, abstract and discussion for `--help`.
+    public static let configuration = CommandConfiguration(
+        commandName: "zeropod-installer",
+        abstract: "Installs zeropod-swift on this node: the shim, CRIU, node settings and containerd's runtime handler \"zeropod\".",
+        discussion: """
+            Runs the node checks first and stops on a blocker (--skip-checks overrides). Running it again changes \
+            nothing when everything is in place (and does not restart containerd). --uninstall restores containerd's \
+            config byte for byte and removes everything it installed. The original zeropod installer's single-dash \
+            flags (-runtime k3s, -host-opt-path=/x, -uninstall, -timeout 1m) are accepted too.
+            """)
+
+    /// containerd, k3s or rke2.
+    @Option(name: .customLong("runtime"), help: "containerd, k3s or rke2")
+    public var flavour: ContainerdFlavour = .containerd
+
+    /// The main config.
+    @Option(name: .customLong("config"), help: "containerd's config (k3s/rke2: the rendered config.toml); default by --runtime")
+    public var configPath: String?
+
+    /// Install root.
+    @Option(name: .customLong("host-opt-path"), help: "where the shim, CRIU and its libraries go")
+    public var optPath = "/opt/zeropod"
+
+    /// Node settings file.
+    @Option(name: .customLong("node-config"), help: "the node settings file the shim reads")
+    public var nodeConfig = NodeConfig.defaultPath
+
+    /// Shim to install.
+    @Option(name: .customLong("shim"), help: "the shim binary to install (default: next to this program)")
+    public var shim: String?
+
+    /// CRIU to install.
+    @Option(name: .customLong("criu"), help: "the CRIU binary to install with its libraries")
+    public var criu = "/usr/local/sbin/criu"
+
+    /// containerd's version instead of asking it.
+    @Option(name: .customLong("containerd-version"), help: "containerd's version, instead of running `containerd --version`")
+    public var containerdVersion: String?
+
+    /// containerd binary.
+    @Option(name: .customLong("containerd-binary"), help: "the containerd binary to ask for its version (default by --runtime)")
+    public var containerdBinary: String?
+
+    /// Time limit per program, Go duration.
+    @Option(name: .customLong("timeout"), help: "time limit for each program the installer runs (Go duration)")
+    public var timeout = "1m"
+
+    /// Restart policy.
+    @Option(name: .customLong("restart"), help: "auto: restart containerd through systemd when it can; never: print what to run")
+    public var restart: RestartPolicy = .auto
+
+    /// Uninstall.
+    @Flag(name: .customLong("uninstall"), help: "restore containerd's config and remove everything installed")
+    public var uninstall = false
+
+    /// Skip checks.
+    @Flag(name: .customLong("skip-checks"), help: "install even when the node checks find a blocker")
+    public var skipChecks = false
+
+    /// Force uninstall.
+    @Flag(name: .customLong("force"), help: "uninstall even while zeropod shims run")
+    public var force = false
+
+    /// Parsed by ArgumentParser.
+    public init() {}
+
+    /// The installer options these flags mean.
+    /// - Throws: `ValidationError` for a bad --timeout.
+    public func installerOptions(executable: String) throws -> InstallerOptions {
+        var o = InstallerOptions()
+        o.flavour = flavour
+        o.configPath = configPath
+        o.optPath = optPath.count > 1 && optPath.hasSuffix("/") ? String(optPath.dropLast()) : optPath
+        guard o.optPath.hasPrefix("/") else { throw ValidationError("--host-opt-path \(optPath): must be an absolute path") }
+        o.nodeConfigPath = nodeConfig
+        o.shimSource = shim ?? Self.besideExecutable(executable, "containerd-shim-zeropod-v2")
+        o.criuSource = criu
+        o.containerdVersion = containerdVersion
+        o.containerdBinary = containerdBinary
+        do {
+            let ns = try GoDuration.nanoseconds(timeout)
+            guard ns > 0 else { throw ValidationError("--timeout \(timeout): must be positive") }
+            o.timeout = Double(ns) / 1e9
+        } catch let e as GoDuration.ParseError {
+            throw ValidationError("--timeout \(timeout): \(e)")
+        }
+        o.restart = restart
+        o.force = force
+        return o
+    }
+
+    static func besideExecutable(_ executable: String, _ name: String) -> String {
+        guard let slash = executable.lastIndex(of: "/") else { return name }
+        return String(executable[...slash]) + name
+    }
+
+    /// Parses `arguments` (without the program name), runs, and returns the exit status.
+    public static func run(arguments: [String], executable: String) -> Int32 {
+        let command: InstallerCommand
+        do {
+            command = try parseAsRoot(try OriginalFlags.normalize(arguments)) as! InstallerCommand
+        } catch {
+            let code = exitCode(for: error)
+            let text = fullMessage(for: error)
+            if code == .success { print(text) } else { printError(text) }
+            return code.rawValue
+        }
+        do {
+            return try command.execute(executable: executable)
+        } catch {
+            printError("zeropod-installer: \(error)")
+            return 1
+        }
+    }
+
+    /// Runs the checks and the install or uninstall; returns the exit status.
+    /// - Throws: `InstallerError` or `ValidationError`.
+    public func execute(executable: String) throws -> Int32 {
+        let options = try installerOptions(executable: executable)
+        let installer = Installer(options: options) { line in print(line) }
+        if uninstall {
+            _ = try installer.uninstall()
+            return 0
+        }
+        var checkOptions = NodeCheckOptions()
+        checkOptions.scope = .prerequisites
+        checkOptions.criuPath = options.criuSource
+        checkOptions.flavour = options.flavour
+        checkOptions.containerdBinary = options.containerdBinary
+        checkOptions.containerdVersion = options.containerdVersion
+        checkOptions.nodeConfigPath = options.nodeConfigPath
+        checkOptions.timeout = options.timeout
+        let report = NodeChecks(options: checkOptions).run()
+        print(report.rendered(), terminator: "")
+        if !report.blockers.isEmpty && !skipChecks {
+            printError("zeropod-installer: stopped before changing anything: the node checks found "
+                           + "\(report.blockers.count) blocker(s) (--skip-checks installs anyway)")
+            return 2
+        }
+        _ = try installer.install()
+        return 0
+    }
+}
+
+/// The original installer's Go-style flags (`-runtime k3s`, `-host-opt-path=/x`).
+public enum OriginalFlags {
+    /// Long options this installer has; a single-dash spelling of one becomes the double-dash one.
+    public static let known = ["runtime", "config", "host-opt-path", "node-config", "shim", "criu", "containerd-version",
+                               "containerd-binary", "timeout", "restart", "uninstall", "skip-checks", "force", "help"]
+    /// The original's flags this installer does not have, and why.
+    public static let unsupported = [
+        "criu-image": "not supported: CRIU comes with the installer (--criu names the binary to install)",
+        "probe-binary-name": "not supported: probes are recognised by source address and user agent (docs/configuration.md)",
+        "tracker-ignore-localhost": "not supported as a flag: set loopback-is-activity in the node settings (docs/configuration.md)",
+    ]
+
+    /// Rewrites `-name` and `-name=value` to `--name…` for known names.
+    /// - Throws: `ValidationError` for one of the original's flags that this installer does not support.
+    public static func normalize(_ arguments: [String]) throws -> [String] {
+        var out: [String] = []
+        var passThrough = false
+        for arg in arguments {
+            if passThrough || arg == "--" {
+                passThrough = true
+                out.append(arg)
+                continue
+            }
+            var name = arg
+            if arg.hasPrefix("--") { name = String(arg.dropFirst(2)) } else if arg.hasPrefix("-"), arg.count > 2 { name = String(arg.dropFirst()) } else {
+                out.append(arg)
+                continue
+            }
+            let bare = String(name.prefix(while: { $0 != "=" }))
+            if let why = unsupported[bare] { throw ValidationError("-\(bare): \(why)") }
+            if !arg.hasPrefix("--"), known.contains(bare) { out.append("--" + name) } else { out.append(arg) }
+        }
+        return out
+    }
+}
+
+/// Writes a line to standard error.
+func printError(_ text: String) {
+    let bytes = Array((text + "\n").utf8)
+    var offset = 0
+    while offset < bytes.count {
+        let n = bytes.withUnsafeBytes { write(2, $0.baseAddress! + offset, $0.count - offset) }
+        if n <= 0 { return }
+        offset += n
+    }
+}

@@ -1,0 +1,432 @@
+// The node checks behind `zeropod doctor` and the installer's pre-flight: kernel features, CRIU,
+// runc, containerd and its zeropod handler, bpffs, the state and run folders. Each row says OK,
+// missing (zeropod works without it, less well) or blocker (zeropod cannot work), and how to fix it.
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import SystemPackage
+import ZPBPF
+import ZPCheckpoint
+import ZPCore
+
+/// The verdict of one check.
+public enum CheckStatus: String, Sendable, Equatable {
+    /// Present and working.
+    case ok = "OK"
+    /// Absent; zeropod works without it, with less (the row says what).
+    case missing
+    /// zeropod cannot work on this node until it is fixed.
+    case blocker
+}
+
+/// One row of the report.
+public struct CheckResult: Sendable, Equatable {
+    /// Group: kernel, criu, runc, containerd, folders.
+    public var area: String
+    /// What was checked.
+    public var name: String
+    /// The verdict.
+    public var status: CheckStatus
+    /// What was found.
+    public var detail: String
+    /// How to fix it (empty when OK).
+    public var fix: String
+
+    /// A row.
+    public init(_ area: String, _ name: String, _ status: CheckStatus, _ detail: String, fix: String = "") {
+        self.area = area
+        self.name = name
+        self.status = status
+        self.detail = detail
+        self.fix = fix
+    }
+}
+
+/// All rows, and the exit status they give.
+public struct NodeCheckReport: Sendable, Equatable {
+    /// The rows in order.
+    public var results: [CheckResult]
+
+    /// The blockers.
+    public var blockers: [CheckResult] { results.filter { $0.status == .blocker } }
+
+    /// 0 without blockers, 1 with.
+    public var exitStatus: Int32 { blockers.isEmpty ? 0 : 1 }
+
+    /// The row named `name`.
+    public func result(_ name: String) -> CheckResult? { results.first { $0.name == name } }
+
+    /// The report as a table: area, check, status, detail; then the fixes, one per problem.
+    public func rendered() -> String {
+        let headers = ["AREA", "CHECK", "STATUS", "DETAIL"]
+        let rows = results.map { [$0.area, $0.name, $0.status.rawValue, $0.detail] }
+        var widths = headers.map(\.count)
+        for row in rows { for (i, cell) in row.enumerated() where i < 3 { widths[i] = max(widths[i], cell.count) } }
+        func line(_ cells: [String]) -> String {
+            cells.enumerated().map { i, c in i < 3 ? c.padding(toLength: widths[i], withPad: " ", startingAt: 0) : c }
+                .joined(separator: "  ")
+        }
+        var out = [line(headers)] + rows.map(line)
+        let problems = results.filter { $0.status != .ok && !$0.fix.isEmpty }
+        if !problems.isEmpty {
+            out.append("")
+            out.append("To fix:")
+            for p in problems { out.append("- \(p.name) (\(p.status.rawValue)): \(p.fix)") }
+        }
+        let b = blockers.count
+        out.append("")
+        out.append(b == 0 ? "no blockers" : "\(b) blocker\(b == 1 ? "" : "s"): zeropod cannot run on this node")
+        return out.joined(separator: "\n") + "\n"
+    }
+}
+
+/// Where the checks look; every path can be pointed elsewhere (tests take features away this way).
+public struct NodeCheckOptions: Sendable, Equatable {
+    /// Which checks: the installer's pre-flight skips those about the installation itself.
+    public enum Scope: Sendable, Equatable {
+        /// Everything (`zeropod doctor`).
+        case all
+        /// What must hold before installing (kernel, CRIU, runc, containerd's version, folders).
+        case prerequisites
+    }
+
+    /// Which checks run.
+    public var scope: Scope = .all
+    /// The CRIU binary (node.conf's `criu-path` when nil).
+    public var criuPath: String?
+    /// The runc binary.
+    public var runcPath = "runc"
+    /// containerd's flavour.
+    public var flavour: ContainerdFlavour = .containerd
+    /// containerd's binary (the flavour's default when nil).
+    public var containerdBinary: String?
+    /// containerd's version, when given instead of asking the binary.
+    public var containerdVersion: String?
+    /// containerd's main config (the flavour's default when nil).
+    public var containerdConfig: String?
+    /// The handler name.
+    public var handlerName = "zeropod"
+    /// bpffs.
+    public var bpffsPath = "/sys/fs/bpf"
+    /// Kernel BTF.
+    public var btfPath = "/sys/kernel/btf/vmlinux"
+    /// The node settings file.
+    public var nodeConfigPath = NodeConfig.defaultPath
+    /// The state folder (node.conf's `state-dir` when nil).
+    public var stateDirectory: String?
+    /// The run folder (node.conf's `run-dir` when nil).
+    public var runDirectory: String?
+    /// Probe the eBPF features (needs root; loads and attaches programs in a throw-away netns).
+    public var probeBPF = true
+    /// Seconds any program may run.
+    public var timeout: Double = 60
+
+    /// Defaults: this node as the shim sees it.
+    public init() {}
+}
+
+/// Runs the node checks.
+public struct NodeChecks: Sendable {
+    /// Where to look.
+    public var options: NodeCheckOptions
+    /// Files.
+    public var files: HostFiles
+    /// Programs.
+    public var commands: any HostCommands
+
+    /// Checks with these options.
+    public init(options: NodeCheckOptions = NodeCheckOptions(), files: HostFiles = HostFiles(),
+                commands: any HostCommands = LocalCommands()) {
+        self.options = options
+        self.files = files
+        self.commands = commands
+    }
+
+    /// Runs every check of the scope and returns the report.
+    public func run() -> NodeCheckReport {
+        var rows: [CheckResult] = []
+        let (node, nodeRow) = nodeConfig()
+        rows.append(nodeRow)
+        rows += kernel()
+        rows += criu(path: options.criuPath ?? node.criuPath)
+        rows.append(runc())
+        rows += containerd()
+        rows += folders(state: options.stateDirectory ?? node.stateDirectory, run: options.runDirectory ?? node.runDirectory)
+        return NodeCheckReport(results: rows)
+    }
+
+    // MARK: node settings
+
+    private func nodeConfig() -> (NodeConfig, CheckResult) {
+        let path = options.nodeConfigPath
+        do {
+            guard let text = try files.readText(path) else {
+                return (NodeConfig(), CheckResult("node", "node settings", .ok, "\(path) absent: defaults"))
+            }
+            let config = try NodeConfig(parsing: text, source: path)
+            return (config, CheckResult("node", "node settings", .ok, path))
+        } catch {
+            return (NodeConfig(), CheckResult("node", "node settings", .blocker, "\(error)",
+                                              fix: "fix \(path) (docs/configuration.md); the shim ignores a malformed file"))
+        }
+    }
+
+    // MARK: kernel
+
+    private func kernel() -> [CheckResult] {
+        var rows: [CheckResult] = []
+        var uts = utsname()
+        uname(&uts)
+        let release = withUnsafePointer(to: uts.release) { $0.withMemoryRebound(to: CChar.self, capacity: 65) { String(cString: $0) } }
+        rows.append(CheckResult("kernel", "kernel", .ok, "Linux \(release)"))
+        rows.append(files.exists(options.btfPath)
+            ? CheckResult("kernel", "BTF", .ok, options.btfPath)
+            : CheckResult("kernel", "BTF", .missing, "no \(options.btfPath)",
+                          fix: "a kernel with CONFIG_DEBUG_INFO_BTF=y; zeropod's BPF programs do not need it (no CO-RE), "
+                              + "bpftool and kernel diagnostics do"))
+        if options.probeBPF {
+            for f in BPFFeatures.probe(bpffs: FilePath(options.bpffsPath)) {
+                let name: String
+                if f.name.hasPrefix("bpffs") { name = "bpffs" } else { name = f.name }
+                rows.append(f.supported
+                    ? CheckResult("kernel", name, .ok, f.name)
+                    : CheckResult("kernel", name, .blocker, "\(f.name) missing", fix: f.requirement))
+            }
+        } else {
+            // Without probing: at least whether bpffs is mounted there.
+            let isBPF = mountType(options.bpffsPath) == "bpf"
+            rows.append(isBPF ? CheckResult("kernel", "bpffs", .ok, "bpffs at \(options.bpffsPath)")
+                              : CheckResult("kernel", "bpffs", .blocker, "no bpffs at \(options.bpffsPath)",
+                                            fix: "mount -t bpf bpf \(options.bpffsPath)"))
+        }
+        rows.append(cgroupVersion())
+        return rows
+    }
+
+    private func cgroupVersion() -> CheckResult {
+        if mountType("/sys/fs/cgroup") == "cgroup2" {
+            return CheckResult("kernel", "cgroup version", .ok, "v2 (unified at /sys/fs/cgroup)")
+        }
+        if mountType("/sys/fs/cgroup/unified") == "cgroup2" {
+            return CheckResult("kernel", "cgroup version", .ok, "hybrid (v1 controllers, v2 at /sys/fs/cgroup/unified)")
+        }
+        return CheckResult("kernel", "cgroup version", .blocker, "v1 only (no cgroup2 mount)",
+                           fix: "boot with a cgroup v2 (or hybrid) hierarchy; sockops activity counting attaches to cgroup v2")
+    }
+
+    /// The file system type mounted at exactly `path` (the last such mount in /proc/self/mountinfo).
+    func mountType(_ path: String) -> String? {
+        guard let info = (try? files.readText("/proc/self/mountinfo")).flatMap({ $0 }) else { return nil }
+        var found: String?
+        for line in info.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            guard fields.count > 6, let dash = fields.firstIndex(of: "-"), dash + 1 < fields.count else { continue }
+            if fields[4] == path { found = String(fields[dash + 1]) }
+        }
+        return found
+    }
+
+    // MARK: CRIU
+
+    private func criu(path: String) -> [CheckResult] {
+        guard let binary = commands.which(path) else {
+            return [CheckResult("criu", "criu binary", .blocker, "\(path) not found",
+                                fix: "install CRIU 4.2 or later (zeropod-installer puts one in <opt>/bin/criu) and set "
+                                    + "criu-path in \(options.nodeConfigPath)")]
+        }
+        var rows = [CheckResult("criu", "criu binary", .ok, binary)]
+        let checkpointer = Checkpointer(criuPath: FilePath(binary))
+        do {
+            let v = try checkpointer.version()
+            let text = "\(v.major).\(v.minor).\(v.sublevel ?? 0)"
+            let recent = v.major > 4 || (v.major == 4 && v.minor >= 2)
+            rows.append(recent ? CheckResult("criu", "criu version", .ok, text)
+                               : CheckResult("criu", "criu version", .blocker, "\(text) (older than 4.2)",
+                                             fix: "CRIU 4.2 or later: 4.1 cannot dump TCP sockets on kernels 6.16+, "
+                                                 + "3.x fails on newer vDSO layouts"))
+        } catch {
+            rows.append(CheckResult("criu", "criu version", .blocker, "VERSION request failed: \(error)",
+                                    fix: "a CRIU that runs here (`\(binary) swrk` must start)"))
+            return rows
+        }
+        do {
+            try checkpointer.check()
+            rows.append(CheckResult("criu", "criu check", .ok, "looks good"))
+        } catch {
+            rows.append(CheckResult("criu", "criu check", .blocker, "\(error)", fix: "run `\(binary) check` and fix what it names"))
+        }
+        let features = (try? checkpointer.features(CRIUFeatures(memoryTracking: true, lazyPages: true))) ?? CRIUFeatures()
+        rows.append(features.lazyPages == true
+            ? CheckResult("kernel", "userfaultfd", .ok, "CRIU lazy-pages supported")
+            : CheckResult("kernel", "userfaultfd", .missing, "no lazy restore",
+                          fix: "a kernel with CONFIG_USERFAULTFD; without it every restore copies all memory first"))
+        rows.append(features.memoryTracking == true
+            ? CheckResult("kernel", "soft-dirty", .ok, "CRIU mem_track supported")
+            : CheckResult("kernel", "soft-dirty", .missing, "no dirty-memory tracking",
+                          fix: "a kernel with CONFIG_MEM_SOFT_DIRTY (not on arm64); without it pre-dump=true falls back to plain dumps"))
+        rows.append(rlimitPatch(binary))
+        return rows
+    }
+
+    /// The project's CRIU patch (scripts/criu/0001-rlimits-from-proc-limits.patch) matters only
+    /// where the bounding set lacks CAP_SYS_RESOURCE.
+    private func rlimitPatch(_ binary: String) -> CheckResult {
+        let patched = (try? files.read(binary)).flatMap { $0 }.map { bytes in
+            contains(bytes, Array("read from /proc (prlimit refused)".utf8))
+        } ?? false
+        let hasSysResource = capabilityInBoundingSet(24)
+        switch (patched, hasSysResource) {
+        case (true, _):
+            return CheckResult("criu", "rlimit patch", .ok, "present")
+        case (false, true):
+            return CheckResult("criu", "rlimit patch", .ok, "absent, not needed (CAP_SYS_RESOURCE in the bounding set)")
+        case (false, false):
+            return CheckResult("criu", "rlimit patch", .blocker,
+                               "absent and CAP_SYS_RESOURCE is not in the bounding set: CRIU cannot dump processes of other users",
+                               fix: "use the project's CRIU build (scripts/setup.sh applies scripts/criu/*.patch)")
+        }
+    }
+
+    private func capabilityInBoundingSet(_ cap: Int) -> Bool {
+        guard let status = (try? files.readText("/proc/self/status")).flatMap({ $0 }) else { return false }
+        for line in status.split(separator: "\n") where line.hasPrefix("CapBnd:") {
+            let hex = line.dropFirst("CapBnd:".count).trimmingCharacters(in: " \t")
+            if let mask = UInt64(hex, radix: 16) { return mask & (1 << UInt64(cap)) != 0 }
+        }
+        return false
+    }
+
+    private func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
+        guard let first = needle.first, haystack.count >= needle.count else { return false }
+        var i = 0
+        let last = haystack.count - needle.count
+        while i <= last {
+            if haystack[i] == first && haystack[i..<(i + needle.count)].elementsEqual(needle) { return true }
+            i += 1
+        }
+        return false
+    }
+
+    // MARK: runc
+
+    private func runc() -> CheckResult {
+        let r = commands.run(options.runcPath, ["--version"], timeout: options.timeout)
+        guard r.status == 0, let first = r.output.split(separator: "\n").first else {
+            return CheckResult("runc", "runc", .blocker, "\(options.runcPath) --version failed",
+                               fix: "install runc (1.1 or later) on containerd's PATH")
+        }
+        return CheckResult("runc", "runc", .ok, String(first))
+    }
+
+    // MARK: containerd
+
+    private func containerd() -> [CheckResult] {
+        var rows: [CheckResult] = []
+        let release: ContainerdRelease
+        do {
+            if let given = options.containerdVersion {
+                guard let r = ContainerdRelease(versionText: given) else { throw InstallerError("not a version: \(given)") }
+                release = r
+            } else {
+                let binary = options.containerdBinary ?? options.flavour.defaultBinary
+                let r = commands.run(binary, ["--version"], timeout: options.timeout)
+                guard r.status == 0 else { throw InstallerError("\(binary) --version failed: \(r.errors.trimmedLine)") }
+                release = try ContainerdRelease(versionOutput: r.output)
+            }
+            _ = try release.generation()
+            rows.append(CheckResult("containerd", "containerd version", .ok, release.text))
+        } catch {
+            rows.append(CheckResult("containerd", "containerd version", .blocker, "\(error)",
+                                    fix: "containerd \(ContainerdRelease.supported)"))
+            return rows
+        }
+        guard options.scope == .all else { return rows }
+        let configPath = options.containerdConfig ?? options.flavour.defaultConfigDirectory + "/config.toml"
+        let handler = handlerTable(configPath: configPath)
+        switch handler {
+        case .failure(let error):
+            rows.append(CheckResult("containerd", "handler \(options.handlerName)", .blocker, "\(error)",
+                                    fix: "run zeropod-installer (or fix the config it names)"))
+        case .success(nil):
+            rows.append(CheckResult("containerd", "handler \(options.handlerName)", .blocker, "not in \(configPath) or its imports",
+                                    fix: "run zeropod-installer, then restart containerd"))
+        case .success(let table?):
+            let shim = table["runtime_path"]?.string ?? ""
+            let shimOK = !shim.isEmpty && commands.which(shim) != nil
+            rows.append(shimOK
+                ? CheckResult("containerd", "handler \(options.handlerName)", .ok, "runtime_path \(shim)")
+                : CheckResult("containerd", "handler \(options.handlerName)", .blocker,
+                              shim.isEmpty ? "no runtime_path" : "runtime_path \(shim) is not an executable",
+                              fix: "run zeropod-installer again"))
+            let pod = table["pod_annotations"]?.strings ?? []
+            let missing = HandlerSettings.containerAnnotations.filter { !pod.contains($0) }
+            rows.append(missing.isEmpty
+                ? CheckResult("containerd", "annotations forwarded", .ok, pod.joined(separator: ", "))
+                : CheckResult("containerd", "annotations forwarded", .missing,
+                              "pod_annotations lacks \(missing.joined(separator: ", ")): pods get the default settings",
+                              fix: "run zeropod-installer again (it writes pod_annotations)"))
+        }
+        return rows
+    }
+
+    /// The handler's table from the main config or the files it imports (last one wins).
+    private func handlerTable(configPath: String) -> Result<[String: TOMLNode]?, InstallerError> {
+        do {
+            guard let text = try files.readText(configPath) else { return .success(nil) }
+            let doc = try TOMLDocument(path: configPath, text: text)
+            let facts = try ContainerdConfigFacts(doc)
+            var found = facts.runtimes[options.handlerName]?.table
+            let dir = configPath.lastIndex(of: "/").map { String(configPath[..<$0]) } ?? "."
+            for entry in facts.imports {
+                let pattern = entry.hasPrefix("/") ? entry : dir + "/" + entry
+                for path in files.glob(pattern) {
+                    guard let t = try files.readText(path) else { continue }
+                    let f = try ContainerdConfigFacts(try TOMLDocument(path: path, text: t))
+                    if let h = f.runtimes[options.handlerName]?.table { found = h }
+                }
+            }
+            return .success(found)
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    // MARK: folders
+
+    private func folders(state: String, run: String) -> [CheckResult] {
+        [folder("state folder", state), folder("run folder", run)]
+    }
+
+    private func folder(_ name: String, _ path: String) -> CheckResult {
+        guard let st = files.status(path) else {
+            // The shim creates it; its parent must let root do that.
+            let parent = path.lastIndex(of: "/").map { String(path[..<$0]) }.flatMap { $0.isEmpty ? "/" : $0 } ?? "/"
+            if access(parent, W_OK) == 0 { return CheckResult("folders", name, .ok, "\(path) absent (created on first use)") }
+            return CheckResult("folders", name, .blocker, "\(path) absent and \(parent) not writable",
+                               fix: "create \(path) (root, 0755) or point node.conf at a writable folder")
+        }
+        guard st.isDirectory else {
+            return CheckResult("folders", name, .blocker, "\(path) is not a folder", fix: "remove it or choose another folder in node.conf")
+        }
+        if st.permissions & 0o022 != 0 || st.uid != 0 {
+            return CheckResult("folders", name, .blocker,
+                               "\(path) mode \(String(st.permissions, radix: 8)) owner uid \(st.uid): others can write it",
+                               fix: "chown root \(path) && chmod go-w \(path)")
+        }
+        guard access(path, W_OK) == 0 else {
+            return CheckResult("folders", name, .blocker, "\(path) not writable", fix: "make it writable for root")
+        }
+        return CheckResult("folders", name, .ok, "\(path) (\(String(st.permissions, radix: 8)))")
+    }
+}
+
+extension Substring {
+    fileprivate func trimmingCharacters(in set: String) -> String {
+        var s = self
+        while let c = s.first, set.contains(c) { s = s.dropFirst() }
+        while let c = s.last, set.contains(c) { s = s.dropLast() }
+        return String(s)
+    }
+}

@@ -1,0 +1,189 @@
+// File work at the edge: atomic writes (temp + fsync + rename), copies, modes, globbing. Every
+// failure is an `InstallerError` naming the path and errno's text.
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import SystemPackage
+
+/// What `stat` says about a path.
+public struct FileStatus: Sendable, Equatable {
+    /// Permission bits (e.g. 0o755).
+    public var permissions: mode_t
+    /// Owner.
+    public var uid: uid_t
+    /// Whether it is a directory.
+    public var isDirectory: Bool
+    /// Whether it is a regular file.
+    public var isRegularFile: Bool
+}
+
+/// The host's files, as the installer sees them (in a pod, host folders are mounted at their host paths).
+public struct HostFiles: Sendable {
+    /// Creates the accessor.
+    public init() {}
+
+    private func failure(_ what: String, _ path: String, _ code: Int32 = errno) -> InstallerError {
+        InstallerError("\(what): \(String(cString: strerror(code)))", file: path)
+    }
+
+    /// The file's bytes, or nil when it does not exist.
+    /// - Throws: `InstallerError` for any other failure.
+    public func read(_ path: String) throws(InstallerError) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 {
+            if errno == ENOENT { return nil }
+            throw failure("cannot open", path)
+        }
+        defer { close(fd) }
+        var out: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw failure("cannot read", path)
+            }
+            if n == 0 { return out }
+            out.append(contentsOf: buffer[0..<n])
+        }
+    }
+
+    /// The file as UTF-8 text, or nil when absent.
+    /// - Throws: `InstallerError` if unreadable or not UTF-8.
+    public func readText(_ path: String) throws(InstallerError) -> String? {
+        guard let bytes = try read(path) else { return nil }
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            throw InstallerError("is not UTF-8 text", file: path)
+        }
+        return text
+    }
+
+    /// Writes `bytes` to `path` atomically: a temporary file in the same folder, with `mode`,
+    /// flushed to disk, renamed over `path`. A process that has the old file open keeps it.
+    /// - Throws: `InstallerError`; the temporary file is removed on failure.
+    public func write(_ path: String, _ bytes: [UInt8], mode: mode_t) throws(InstallerError) {
+        let temp = temporaryName(for: path)
+        let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
+        if fd < 0 { throw failure("cannot create", temp) }
+        var ok = false
+        defer {
+            if !ok { unlink(temp) }
+        }
+        do {
+            defer { close(fd) }
+            var written = 0
+            while written < bytes.count {
+                let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + written, $0.count - written) }
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw failure("cannot write", temp)
+                }
+                written += n
+            }
+            if fchmod(fd, mode) != 0 { throw failure("cannot chmod", temp) }
+            if fsync(fd) != 0 { throw failure("cannot fsync", temp) }
+        }
+        if rename(temp, path) != 0 { throw failure("cannot rename \(temp) to", path) }
+        ok = true
+        syncDirectory(of: path)
+    }
+
+    /// Writes text atomically (see `write(_:_:mode:)`).
+    /// - Throws: `InstallerError`.
+    public func writeText(_ path: String, _ text: String, mode: mode_t) throws(InstallerError) {
+        try write(path, Array(text.utf8), mode: mode)
+    }
+
+    /// Copies a file atomically with `mode`.
+    /// - Throws: `InstallerError` naming the source if it is missing.
+    public func copy(from source: String, to destination: String, mode: mode_t) throws(InstallerError) {
+        guard let bytes = try read(source) else { throw InstallerError("does not exist", file: source) }
+        try write(destination, bytes, mode: mode)
+    }
+
+    /// Removes a file; a missing file is fine.
+    /// - Throws: `InstallerError`.
+    public func remove(_ path: String) throws(InstallerError) {
+        if unlink(path) != 0, errno != ENOENT { throw failure("cannot remove", path) }
+    }
+
+    /// Creates a folder (and missing parents) owned by root with `mode`; an existing folder gets
+    /// `mode` too. Returns the folders it created, outermost first.
+    /// - Throws: `InstallerError`.
+    @discardableResult
+    public func makeDirectory(_ path: String, mode: mode_t) throws(InstallerError) -> [String] {
+        var created: [String] = []
+        var prefix = ""
+        for part in path.split(separator: "/") {
+            prefix += "/" + part
+            if mkdir(prefix, mode) == 0 {
+                created.append(prefix)
+                if chmod(prefix, mode) != 0 { throw failure("cannot chmod", prefix) }
+            } else if errno != EEXIST {
+                throw failure("cannot create", prefix)
+            }
+        }
+        if chmod(path, mode) != 0 { throw failure("cannot chmod", path) }
+        return created
+    }
+
+    /// Removes a folder if it is empty; returns whether it did.
+    public func removeDirectoryIfEmpty(_ path: String) -> Bool { rmdir(path) == 0 }
+
+    /// `stat` (without following a final symlink), or nil when absent.
+    public func status(_ path: String) -> FileStatus? {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return nil }
+        let type = st.st_mode & S_IFMT
+        return FileStatus(permissions: st.st_mode & 0o7777, uid: st.st_uid, isDirectory: type == S_IFDIR,
+                          isRegularFile: type == S_IFREG)
+    }
+
+    /// Whether the path exists.
+    public func exists(_ path: String) -> Bool { status(path) != nil }
+
+    /// Paths matching a glob pattern (sorted), as containerd expands `imports`.
+    public func glob(_ pattern: String) -> [String] {
+        var g = glob_t()
+        defer { globfree(&g) }
+        guard Glibc.glob(pattern, 0, nil, &g) == 0 else { return [] }
+        var out: [String] = []
+        for i in 0..<Int(g.gl_pathc) {
+            if let p = g.gl_pathv[i] { out.append(String(cString: p)) }
+        }
+        return out.sorted()
+    }
+
+    /// The names in a folder (empty if it is absent).
+    public func list(_ path: String) -> [String] {
+        guard let dir = opendir(path) else { return [] }
+        defer { closedir(dir) }
+        var out: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            if name != "." && name != ".." { out.append(name) }
+        }
+        return out.sorted()
+    }
+
+    private func temporaryName(for path: String) -> String {
+        let slash = path.lastIndex(of: "/")
+        let dir = slash.map { String(path[..<$0]) } ?? "."
+        let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
+        return "\(dir)/.\(name).zeropod-installer-\(getpid())"
+    }
+
+    private func syncDirectory(of path: String) {
+        guard let slash = path.lastIndex(of: "/") else { return }
+        let dir = slash == path.startIndex ? "/" : String(path[..<slash])
+        let fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if fd >= 0 {
+            _ = fsync(fd)
+            close(fd)
+        }
+    }
+}
