@@ -8,22 +8,30 @@ import Testing
 struct LifecycleFallbackTests {
     @Test func incrementalCheckpointFailure_retriesOnceAsAPlainDump_thenSucceeds() {
         var lc = preDumpLifecycle(.checkpointingOnPreDump)
-        #expect(lc.event(.checkpointFailed(reason: "parent missing", now: at(62))) == [.cleanupImages, .startCheckpoint])
+        #expect(
+            lc.event(.checkpointFailed(reason: "parent missing", now: at(62))) == [.cleanupImages, .startCheckpoint]
+        )
         #expect(lc.phase == .checkpointing)
-        #expect(lc.event(.checkpointFinished(duration: .milliseconds(80))) == [
-            .emitStatus(.scaledDown, duration: .milliseconds(80), reason: nil)
-        ])
+        #expect(
+            lc.event(.checkpointFinished(duration: .milliseconds(80))) == [
+                .emitStatus(.scaledDown, duration: .milliseconds(80), reason: nil)
+            ]
+        )
         #expect(lc.phase == .scaledDown && lc.checkpointingEnabled)
     }
 
     @Test func incrementalCheckpointFailure_keepsTheWaitersForThePlainDump() {
         var lc = preDumpLifecycle(.checkpointingOnPreDump)
         #expect(lc.event(.connectionArrived) == [.holdConnection])
-        #expect(lc.event(.checkpointFailed(reason: "parent missing", now: at(62))) == [.cleanupImages, .startCheckpoint])
+        #expect(
+            lc.event(.checkpointFailed(reason: "parent missing", now: at(62))) == [.cleanupImages, .startCheckpoint]
+        )
         #expect(lc.heldConnections == 1)
-        #expect(lc.event(.checkpointFinished(duration: .milliseconds(80))) == [
-            .emitStatus(.scaledDown, duration: .milliseconds(80), reason: nil), .startRestore,
-        ])
+        #expect(
+            lc.event(.checkpointFinished(duration: .milliseconds(80))) == [
+                .emitStatus(.scaledDown, duration: .milliseconds(80), reason: nil), .startRestore,
+            ]
+        )
     }
 
     @Test func incrementalCheckpointFailure_afterTheProcessDied_isNotRetried() {
@@ -56,9 +64,11 @@ struct LifecycleFallbackTests {
     @Test func fullRestoreFailure_afterALazyOne_coldStarts() {
         var lc = Fixture.lifecycle(in: .restoring)
         _ = lc.event(.lazyRestoreFailed(reason: "daemon gone"))
-        #expect(lc.event(.restoreFailed(reason: "restore failed")) == [
-            .cleanupImages, .emitStatus(.restoreFailed, duration: nil, reason: "restore failed"), .startColdStart,
-        ])
+        #expect(
+            lc.event(.restoreFailed(reason: "restore failed")) == [
+                .cleanupImages, .emitStatus(.restoreFailed, duration: nil, reason: "restore failed"), .startColdStart,
+            ]
+        )
         #expect(lc.phase == .coldStarting && !lc.checkpointingEnabled)
     }
 
@@ -72,7 +82,9 @@ struct LifecycleFallbackTests {
         #expect(lc.event(.lazyRestoreFailed(reason: "daemon gone")) == [.startFullRestore])
     }
 
-    @Test(arguments: [LC.Phase.created, .running, .checkpointing, .scalingDownByKill, .scaledDown, .coldStarting, .stopped])
+    @Test(arguments: [
+        LC.Phase.created, .running, .checkpointing, .scalingDownByKill, .scaledDown, .coldStarting, .stopped,
+    ])
     func lazyRestoreFailure_outsideARestore_isIgnored(phase: LC.Phase) {
         var lc = Fixture.lifecycle(in: phase)
         let before = LifecycleSnapshot(lc)

@@ -6,7 +6,11 @@ import Testing
 @testable import ZPCore
 
 private let member = LC.Configuration(scaleDownDuration: .seconds(60), wakesGroup: true)
-private let killingMember = LC.Configuration(scaleDownDuration: .seconds(60), checkpointingEnabled: false, wakesGroup: true)
+private let killingMember = LC.Configuration(
+    scaleDownDuration: .seconds(60),
+    checkpointingEnabled: false,
+    wakesGroup: true
+)
 
 /// A wake group member driven into `phase` (restoring/coldStarting hold one connection).
 private func member(in phase: LC.Phase) -> LC {
@@ -87,15 +91,19 @@ struct LifecycleWakeGroupTests {
         #expect(lc.heldConnections == 1)
         // A connection now joins the restore the group started: no second wave.
         #expect(lc.event(.connectionArrived) == [.holdConnection])
-        #expect(lc.event(.restoreFinished(pid: 200, duration: .milliseconds(90), now: at(70))).first
-            == .releaseHeldConnections(count: 2))
+        #expect(
+            lc.event(.restoreFinished(pid: 200, duration: .milliseconds(90), now: at(70))).first
+                == .releaseHeldConnections(count: 2)
+        )
         var inFlight = member(in: .checkpointing)
         #expect(inFlight.event(.groupWakeRequested) == [.holdConnection])
         // The group's wake was the first waiter: a connection after it does not wake the group.
         #expect(inFlight.event(.connectionArrived) == [.holdConnection])
-        #expect(inFlight.event(.checkpointFinished(duration: .milliseconds(200))) == [
-            .emitStatus(.scaledDown, duration: .milliseconds(200), reason: nil), .startRestore,
-        ])
+        #expect(
+            inFlight.event(.checkpointFinished(duration: .milliseconds(200))) == [
+                .emitStatus(.scaledDown, duration: .milliseconds(200), reason: nil), .startRestore,
+            ]
+        )
     }
 
     @Test func wakeFromTheGroup_isAnsweredAtOnce_whenTheContainerDoesNotWait() {

@@ -6,7 +6,7 @@ import Testing
 @testable import ZPCore
 
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #endif
 
 private typealias RS = RestoreSupervision<String>
@@ -62,12 +62,18 @@ private struct SRow: Sendable, CustomTestStringConvertible {
     var testDescription: String { "\(phase) + \(event)" }
 }
 
-private func row(_ phase: RS.Phase, _ event: String, _ effects: [RS.Effect], _ next: RS.Phase,
-                 answer: RS.Answer = .none) -> SRow {
+private func row(
+    _ phase: RS.Phase,
+    _ event: String,
+    _ effects: [RS.Effect],
+    _ next: RS.Phase,
+    answer: RS.Answer = .none
+) -> SRow {
     SRow(phase: phase, event: event, answer: answer, effects: effects, next: next)
 }
 
-private let early = "lazy-pages (pid 9) ended before serving every page (signal 9): "
+private let early =
+    "lazy-pages (pid 9) ended before serving every page (signal 9): "
     + "the restored process of container c1 runs on zero-filled memory"
 
 private let supervisionTable: [SRow] = [
@@ -173,8 +179,14 @@ struct RestoreSupervisionTests {
         #expect(rs.event(.imagesObsolete).effects == [])
         #expect(rs.imageRemovalDeferred)
         #expect(rs.event(.daemonObserved(ticket1, exited: false, now: at(6))).effects == [])
-        #expect(rs.event(.daemonObserved(ticket1, exited: true, now: at(7))).effects == [.judgeDaemonEnd(ticket1, "p1")])
-        #expect(rs.event(.daemonJudged(ticket1, clean: true, how: "exit code 0")).effects == [.discard("p1"), .removeImages])
+        #expect(
+            rs.event(.daemonObserved(ticket1, exited: true, now: at(7))).effects == [.judgeDaemonEnd(ticket1, "p1")]
+        )
+        #expect(
+            rs.event(.daemonJudged(ticket1, clean: true, how: "exit code 0")).effects == [
+                .discard("p1"), .removeImages,
+            ]
+        )
         #expect(rs.phase == .idle && !rs.imageRemovalDeferred && rs.untrustedReason == nil)
         #expect(rs.event(.checkpointRequested(now: at(8))).answer == .checkpoint(.clear))
     }
@@ -186,16 +198,20 @@ struct RestoreSupervisionTests {
         _ = rs.event(.daemonObserved(ticket1, exited: true, now: at(11)))
         // A checkpoint also waits while the end is judged.
         #expect(rs.checkpointWaitsForDaemon)
-        #expect(rs.event(.daemonJudged(ticket1, clean: true, how: "exit code 0")).effects == [
-            .discard("p1"), .removeImages, .resumeCheckpoint(refusal: nil),
-        ])
+        #expect(
+            rs.event(.daemonJudged(ticket1, clean: true, how: "exit code 0")).effects == [
+                .discard("p1"), .removeImages, .resumeCheckpoint(refusal: nil),
+            ]
+        )
         #expect(!rs.checkpointWaitsForDaemon)
     }
 
     @Test func daemonEndingEarly_killsTheProcesses_andRefusesTheCheckpoints() {
         var rs = supervision(in: .settling, checkpointWaiting: true)
         let step = rs.event(.daemonJudged(ticket1, clean: false, how: "signal 9"))
-        #expect(step.effects == [.killRestoredProcesses(reason: early), .discard("p1"), .resumeCheckpoint(refusal: early)])
+        #expect(
+            step.effects == [.killRestoredProcesses(reason: early), .discard("p1"), .resumeCheckpoint(refusal: early)]
+        )
         #expect(rs.untrustedReason == early)
         #expect(rs.event(.checkpointRequested(now: at(30))).answer == .checkpoint(.refused(reason: early)))
         // A new lazy restore trusts its process again.
@@ -209,12 +225,15 @@ struct RestoreSupervisionTests {
         var rs = supervision(in: .serving)
         #expect(rs.event(.checkpointRequested(now: at(10))).answer == .checkpoint(.waitForDaemon))
         #expect(rs.event(.daemonObserved(ticket1, exited: false, now: at(69))).effects == [])
-        let busy = "lazy-pages (pid 9) ended before serving every page (still busy after 60 s, killed by the shim): "
+        let busy =
+            "lazy-pages (pid 9) ended before serving every page (still busy after 60 s, killed by the shim): "
             + "the restored process of container c1 runs on zero-filled memory"
-        #expect(rs.event(.daemonObserved(ticket1, exited: false, now: at(70))).effects == [
-            .stopBusyDaemon("p1"), .killRestoredProcesses(reason: busy), .discard("p1"),
-            .resumeCheckpoint(refusal: busy),
-        ])
+        #expect(
+            rs.event(.daemonObserved(ticket1, exited: false, now: at(70))).effects == [
+                .stopBusyDaemon("p1"), .killRestoredProcesses(reason: busy), .discard("p1"),
+                .resumeCheckpoint(refusal: busy),
+            ]
+        )
         #expect(rs.phase == .idle)
         // A late judgement of the stopped daemon changes nothing.
         #expect(rs.event(.daemonJudged(ticket1, clean: true, how: "exit code 0")).effects == [])
@@ -228,7 +247,9 @@ struct RestoreSupervisionTests {
 
     @Test func deleteWhileServing_stopsTheDaemonWithoutJudgingIt_andResumesAWaitingCheckpoint() {
         var rs = supervision(in: .serving, checkpointWaiting: true)
-        #expect(rs.event(.containerDeleted).effects == [.discard("p1"), .resumeCheckpoint(refusal: nil), .removeImages])
+        #expect(
+            rs.event(.containerDeleted).effects == [.discard("p1"), .resumeCheckpoint(refusal: nil), .removeImages]
+        )
         #expect(rs.event(.daemonObserved(ticket1, exited: true, now: at(20))).effects == [])
     }
 
@@ -236,7 +257,9 @@ struct RestoreSupervisionTests {
         var rs = supervision(in: .settling)
         _ = rs.event(.imagesObsolete)
         #expect(rs.event(.driverStopped).effects == [])
-        #expect(rs.event(.daemonJudged(ticket1, clean: false, how: "signal 9")).effects == [.discard("p1"), .removeImages])
+        #expect(
+            rs.event(.daemonJudged(ticket1, clean: false, how: "signal 9")).effects == [.discard("p1"), .removeImages]
+        )
         #expect(rs.untrustedReason == nil)
         // Anything prepared after the stop is discarded at once.
         #expect(rs.event(.restorePrepared("p3")).effects == [.discard("p3")])
@@ -306,7 +329,9 @@ struct RestoreSupervisionTests {
                     case .waitForDaemon:
                         waiting = true
                     case .clear, .refused:
-                        if before == .serving || before == .settling { _ = fail("checkpoint cleared while a daemon serves") }
+                        if before == .serving || before == .settling {
+                            _ = fail("checkpoint cleared while a daemon serves")
+                        }
                     }
                 }
                 for effect in step.effects {
@@ -316,7 +341,9 @@ struct RestoreSupervisionTests {
                         if p == running { running = nil }
                         if p == liveDaemon { liveDaemon = nil }
                     case .removeImages:
-                        if liveDaemon != nil { _ = fail("images removed while the daemon of \(liveDaemon!) may read them") }
+                        if liveDaemon != nil {
+                            _ = fail("images removed while the daemon of \(liveDaemon!) may read them")
+                        }
                         if running != nil { _ = fail("images removed while the restore of \(running!) runs") }
                     case .resumeCheckpoint:
                         if !waiting { _ = fail("resumed a checkpoint that did not wait") }

@@ -343,7 +343,11 @@ public struct RestoreSupervision<Preparation: Sendable>: Sendable {
         }
         // The process must have every page before it is dumped; the daemon did not finish in time.
         state = .settling(held, daemon: daemon)
-        let judged = daemonJudged(ticket, clean: false, how: "still busy after \(Self.seconds(busyLimit)) s, killed by the shim")
+        let judged = daemonJudged(
+            ticket,
+            clean: false,
+            how: "still busy after \(Self.seconds(busyLimit)) s, killed by the shim"
+        )
         return Step(answer: .none, effects: [.stopBusyDaemon(held.preparation)] + judged.effects)
     }
 
@@ -353,7 +357,8 @@ public struct RestoreSupervision<Preparation: Sendable>: Sendable {
         }
         var effects: [Effect] = []
         if !clean && !stopped {
-            let reason = "\(daemon) ended before serving every page (\(how)): "
+            let reason =
+                "\(daemon) ended before serving every page (\(how)): "
                 + "the restored process of container \(containerID) runs on zero-filled memory"
             untrusted = reason
             effects.append(.killRestoredProcesses(reason: reason))
