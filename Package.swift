@@ -1,6 +1,8 @@
 // swift-tools-version: 6.0
-// Layers (docs/architecture.md): ZPCore is pure; mechanisms (ZPBPF, ZPCheckpoint, ZPActivator)
-// import ZPCore and their system libraries; ZPShim/ZPManager compose; executables are thin.
+// Layers (docs/architecture.md): ZPCore is pure; ZPSystem is the one system layer (syscall funnel,
+// SystemError, descriptor owners, files, mountinfo, netns threads, clocks); mechanisms (ZPBPF,
+// ZPCheckpoint, ZPActivator) import ZPCore, ZPSystem and their system libraries; ZPShim/ZPManager
+// compose; executables are thin.
 import PackageDescription
 
 let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
@@ -10,6 +12,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "ZPCore", targets: ["ZPCore"]),
+        .library(name: "ZPSystem", targets: ["ZPSystem"]),
         .library(name: "ZPBPF", targets: ["ZPBPF"]),
         .library(name: "ZPCheckpoint", targets: ["ZPCheckpoint"]),
         .executable(name: "zeropod-checkpoint-bench", targets: ["zeropod-checkpoint-bench"]),
@@ -18,6 +21,7 @@ let package = Package(
         .library(name: "ZPTTRPC", targets: ["ZPTTRPC"]),
         .library(name: "ZPShim", targets: ["ZPShim"]),
         .executable(name: "containerd-shim-zeropod-v2", targets: ["containerd-shim-zeropod-v2"]),
+        .library(name: "ZPKube", targets: ["ZPKube"]),
         .library(name: "ZPInstaller", targets: ["ZPInstaller"]),
         .executable(name: "zeropod-installer", targets: ["zeropod-installer"]),
     ],
@@ -27,6 +31,12 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
         .package(url: "https://github.com/apple/swift-nio-http2", from: "1.46.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/apple/swift-certificates", from: "1.21.0"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-asn1", from: "1.1.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
@@ -37,6 +47,19 @@ let package = Package(
         .target(name: "ZPCore", swiftSettings: strict),
         .testTarget(name: "ZPCoreTests", dependencies: ["ZPCore"], resources: [.copy("Fixtures")], swiftSettings: strict),
 
+        // MARK: system layer (standard library, Glibc, SystemPackage; its own C target for GNU calls)
+        .target(name: "CZPSystem", cSettings: [.define("_GNU_SOURCE")]),
+        .target(
+            name: "ZPSystem",
+            dependencies: ["CZPSystem", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ZPSystemTests",
+            dependencies: ["ZPSystem", "ZPTestSupport", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: strict
+        ),
+
         // MARK: mechanisms
         // CZPBPF: libbpf re-export, LIBBPF_OPTS/print-callback/setns helpers, the embedded BPF object.
         .target(
@@ -46,32 +69,34 @@ let package = Package(
         ),
         .target(
             name: "ZPBPF",
-            dependencies: ["CZPBPF", .product(name: "SystemPackage", package: "swift-system")],
+            dependencies: ["CZPBPF", "ZPCore", "ZPSystem", .product(name: "SystemPackage", package: "swift-system")],
             swiftSettings: strict
         ),
-        .testTarget(name: "ZPBPFTests", dependencies: ["ZPBPF", "CZPBPF", "ZPTestSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "ZPBPFTests", dependencies: ["ZPBPF", "CZPBPF", "ZPCore", "ZPSystem", "ZPTestSupport"], swiftSettings: strict),
         // Benchmark: `swift run -c release zpbpf-bench` (root) prints ZPBPF's figures.
         .executableTarget(
             name: "zpbpf-bench",
-            dependencies: ["ZPBPF", .product(name: "SystemPackage", package: "swift-system")],
+            dependencies: ["ZPBPF", "ZPSystem", .product(name: "SystemPackage", package: "swift-system")],
             swiftSettings: strict
         ),
 
         // MARK: ZPCheckpoint (CRIU RPC client, container checkpoint/restore)
         .target(
             name: "ZPCheckpoint",
-            dependencies: ["ZPCore", .product(name: "SystemPackage", package: "swift-system")],
+            dependencies: ["ZPCore", "ZPSystem", .product(name: "SystemPackage", package: "swift-system")],
             swiftSettings: strict
         ),
         .target(
             name: "ZPCheckpointTestKit",
-            dependencies: ["ZPCheckpoint", .product(name: "SystemPackage", package: "swift-system")],
+            dependencies: ["ZPCheckpoint", "ZPSystem", .product(name: "SystemPackage", package: "swift-system")],
             swiftSettings: strict
         ),
         .testTarget(
             name: "ZPCheckpointTests",
             dependencies: [
-                "ZPCheckpoint", "ZPCheckpointTestKit", "ZPCore", .product(name: "SystemPackage", package: "swift-system"),
+                "ZPCheckpoint", "ZPCheckpointTestKit", "ZPCore", "ZPSystem",
+                .product(name: "SystemPackage", package: "swift-system"),
             ],
             exclude: ["Fixtures"],
             swiftSettings: strict
@@ -89,21 +114,23 @@ let package = Package(
         .target(
             name: "ZPActivator",
             dependencies: [
-                "ZPCore",
+                "ZPCore", "ZPSystem",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHPACK", package: "swift-nio-http2"),
+                .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: strict
         ),
         .testTarget(
             name: "ZPActivatorTests",
             dependencies: [
-                "ZPActivator",
+                "ZPActivator", "ZPSystem",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHPACK", package: "swift-nio-http2"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: strict
         ),
@@ -111,7 +138,7 @@ let package = Package(
         .executableTarget(
             name: "zpbench",
             dependencies: [
-                "ZPCore", "ZPCheckpoint", .product(name: "SystemPackage", package: "swift-system"),
+                "ZPCore", "ZPCheckpoint", "ZPSystem", .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "bench/Harness", swiftSettings: strict),
@@ -121,7 +148,7 @@ let package = Package(
         .target(
             name: "ZPScaleDown",
             dependencies: [
-                "ZPCore", "ZPActivator", "ZPBPF",
+                "ZPCore", "ZPActivator", "ZPBPF", "ZPSystem",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "SystemPackage", package: "swift-system"),
@@ -138,7 +165,7 @@ let package = Package(
         .testTarget(
             name: "ZPScaleDownTests",
             dependencies: [
-                "ZPScaleDown", "ZPActivator", "ZPBPF", "ZPTestSupport",
+                "ZPScaleDown", "ZPActivator", "ZPBPF", "ZPSystem", "ZPTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "SystemPackage", package: "swift-system"),
@@ -163,7 +190,7 @@ let package = Package(
         .target(
             name: "ZPShim",
             dependencies: [
-                "ZPCore", "ZPTTRPC", "CZPShim", "ZPCheckpoint", "ZPBPF", "ZPActivator", "ZPScaleDown",
+                "ZPCore", "ZPSystem", "ZPTTRPC", "CZPShim", "ZPCheckpoint", "ZPBPF", "ZPActivator", "ZPScaleDown",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -178,17 +205,51 @@ let package = Package(
         ),
         .testTarget(
             name: "ZPShimTests",
-            dependencies: ["ZPShim", "ZPTTRPC", .product(name: "NIOPosix", package: "swift-nio")],
+            dependencies: ["ZPShim", "ZPSystem", "ZPTTRPC", .product(name: "NIOPosix", package: "swift-nio")],
             exclude: ["Fixtures"],
             swiftSettings: strict
         ),
 
+        // MARK: ZPKube (Kubernetes API client on async-http-client) and its API server double
+        .target(
+            name: "ZPKube",
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: strict
+        ),
+        // A Kubernetes API server double for tests (not part of any product): HTTPS, bearer tokens,
+        // resourceVersions, watches, the patch types, the resize subresource (decision 0021).
+        .target(
+            name: "KubeAPIDouble",
+            dependencies: [
+                "ZPKube",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ZPKubeTests",
+            dependencies: ["ZPKube", "KubeAPIDouble", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
         // MARK: installer and node checks (issue 13): containerd config rewriting, files, restart,
         // uninstall; the checks behind `zeropod doctor`. Pure planning, file and process work at the edge.
         .target(
             name: "ZPInstaller",
             dependencies: [
-                "ZPCore", "ZPBPF", "ZPCheckpoint",
+                "ZPCore", "ZPSystem", "ZPBPF", "ZPCheckpoint",
                 .product(name: "TOMLKit", package: "TOMLKit"),
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

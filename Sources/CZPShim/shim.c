@@ -2,7 +2,6 @@
 #include <spawn.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
-#include <fcntl.h>
 #include <unistd.h>
 #include "CZPShim.h"
 
@@ -15,5 +14,3 @@ int czpshim_so_peercred(void) { return SO_PEERCRED; }
 int czpshim_spawn_addchdir(posix_spawn_file_actions_t *actions, const char *path) {
     return posix_spawn_file_actions_addchdir_np(actions, path);
 }
-
-int czpshim_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }

@@ -1,6 +1,7 @@
 import NIOCore
 import NIOPosix
 import Synchronization
+import ZPSystem
 
 /// Switches the redirect of an application port off once the application is back.
 /// The shim implements it with ZPBPF's redirect handle; tests use ``NoRedirect``.
@@ -42,8 +43,6 @@ public struct ActivatorListener: Sendable {
     public var appPort: UInt16
     /// The address it is bound to (with the real port when port 0 was asked for).
     public var localAddress: SocketAddress
-    /// Its socket, for the BPF SOCKMAP; owned by the activator.
-    public var socket: SocketHandle
 }
 
 /// Why ``Activator/wakeApplication()`` failed.
@@ -138,9 +137,10 @@ public final class Activator: Sendable {
     ///     network namespace); `nil` dials from this process's namespace.
     ///   - events: receives restore and per-connection reports; called from any task, must not block.
     ///   - restore: brings the application back; the activator dials it when this returns.
-    /// - Throws: ``ActivatorSocketError`` when a socket cannot be created, bound or listened on,
-    ///   or NIO's error when it cannot adopt the socket. Every socket made so far and every
-    ///   adopted socket is closed (adopted sockets belong to the activator even when this throws).
+    /// - Throws: `SystemError` when a socket cannot be created, bound or listened on (or an
+    ///   adopted socket was already taken or closed), or NIO's error when it cannot adopt the
+    ///   socket. Every socket made so far and every adopted socket is closed (adopted sockets
+    ///   belong to the activator even when this throws).
     public static func bind(
         ports: [PortRedirect],
         configuration: ActivatorConfiguration = ActivatorConfiguration(),
@@ -164,7 +164,7 @@ public final class Activator: Sendable {
             // Adopted sockets after the failing port were never reached; they are ours to close
             // too (the failing port's socket was closed by `bindOne` or by NIO).
             for port in ports.dropFirst(servers.count + 1) {
-                if case .adopt(let handle) = port.source { SocketCalls.close(handle) }
+                if case .adopt(let socket) = port.source { socket.close() }
             }
             throw error
         }
@@ -185,17 +185,19 @@ public final class Activator: Sendable {
         configuration: ActivatorConfiguration,
         group: any EventLoopGroup
     ) async throws -> (ActivatorListener, Server) {
-        let handle: SocketHandle
+        let socket: OwnedDescriptor
         switch port.source {
-        case .bind(let address): handle = try SocketCalls.makeBound(address)
-        case .adopt(let adopted): handle = adopted
+        case .bind(let address):
+            socket = try SocketCalls.makeBound(address)
+        case .adopt(let shared):
+            guard let adopted = shared.take() else {
+                throw SystemError(call: "listen", subject: "adopted socket for port \(port.appPort): \(shared)",
+                                  errno: .badFileDescriptor)
+            }
+            socket = adopted
         }
-        do {
-            try SocketCalls.listen(handle, backlog: configuration.backlog)
-        } catch {
-            SocketCalls.close(handle)
-            throw error
-        }
+        try SocketCalls.listen(socket, backlog: configuration.backlog)  // on failure `socket` closes it
+        let fd = socket.disown()  // NIO owns it from here (it closes it also when adoption fails)
         let channel = try await ServerBootstrap(group: group)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -204,7 +206,7 @@ public final class Activator: Sendable {
             }
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .bind(handle.rawValue) { child in
+            .bind(fd) { child in
                 child.eventLoop.makeCompletedFuture {
                     try child.pipeline.syncOperations.addHandler(ProbeInspector(configuration: configuration))
                     return try ClientChannel(
@@ -213,14 +215,15 @@ public final class Activator: Sendable {
                     )
                 }
             }
-        // NIO's adoption path calls listen(2) with its own backlog of 128: raise it again.
-        try SocketCalls.listen(handle, backlog: configuration.backlog)
+        // NIO's adoption path calls listen(2) with its own backlog of 128: raise it again (on the
+        // channel's descriptor, open while the channel is).
+        try SocketCalls.listen(number: fd, backlog: configuration.backlog)
         guard let localAddress = channel.channel.localAddress else {
             try? await channel.channel.close()
-            throw SocketCalls.noLocalAddress(handle)
+            throw SocketCalls.noLocalAddress(fd)
         }
         return (
-            ActivatorListener(appPort: port.appPort, localAddress: localAddress, socket: handle),
+            ActivatorListener(appPort: port.appPort, localAddress: localAddress),
             Server(appPort: port.appPort, channel: channel)
         )
     }

@@ -1,6 +1,7 @@
 import NIOCore
 import NIOPosix
 import Synchronization
+import ZPSystem
 
 /// The application could not be reached before the connect timeout.
 struct ApplicationUnreachableError: Error, CustomStringConvertible {
@@ -94,18 +95,16 @@ extension ApplicationDialer {
         case .v4, .unixDomainSocket: isIPv6 = false
         }
         // The factory may block (entering a namespace); the connect polls: both on the pool.
-        let socket = try await NIOThreadPool.singleton.runIfActive {
+        let connected = try await NIOThreadPool.singleton.runIfActive {
             let socket = try factory.makeStreamSocket(ipv6: isIPv6)
-            do {
-                try SocketCalls.connect(socket, to: address, timeout: timeout)
-            } catch {
-                SocketCalls.close(socket)
-                throw error
-            }
-            return socket
+            try SocketCalls.connect(socket, to: address, timeout: timeout)  // on failure `socket` closes it
+            return SharedDescriptor(socket)
+        }
+        guard let socket = connected.take() else {
+            throw SystemError(call: "connect", subject: "\(address)", errno: .badFileDescriptor)
         }
         // From here NIO owns the descriptor (it closes it also when adoption fails).
-        return try await bootstrap.withConnectedSocket(socket.rawValue) { wrap($0) }
+        return try await bootstrap.withConnectedSocket(socket.disown()) { wrap($0) }
     }
 }
 

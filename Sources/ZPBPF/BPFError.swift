@@ -1,4 +1,5 @@
 import SystemPackage
+import ZPSystem
 
 /// An error from ZPBPF: loading, attaching, pinning or using the pod's BPF objects.
 ///
@@ -6,8 +7,9 @@ import SystemPackage
 public enum BPFError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The running kernel lacks a feature ZPBPF needs (found by a feature probe after a failure).
     case notSupported(feature: String, minimumKernel: String)
-    /// A system or libbpf call failed with `errno`; `subject` names what it was called on.
-    case system(call: String, subject: String, errno: Errno)
+    /// A system or libbpf call failed; the error names the call, what it was called on and the
+    /// `errno`.
+    case system(SystemError)
     /// The kernel refused to load the object; `log` holds libbpf's messages and the verifier log.
     case loadFailed(errno: Errno, log: String)
     /// A port cannot be added because the pod already uses all `limit` slots of a map.
@@ -22,8 +24,8 @@ public enum BPFError: Error, Sendable, Equatable, CustomStringConvertible {
         switch self {
         case .notSupported(let feature, let minimumKernel):
             return "\(feature) is not supported by this kernel (needs Linux \(minimumKernel) or later)"
-        case .system(let call, let subject, let errno):
-            return "\(call)(\(subject)) failed: \(errno) (errno \(errno.rawValue))"
+        case .system(let error):
+            return "\(error.call)(\(error.subject)) failed: \(error.errno) (errno \(error.errno.rawValue))"
         case .loadFailed(let errno, let log):
             return "loading the zpbpf object failed: \(errno)\n\(log)"
         case .tooManyPorts(let port, let limit):

@@ -1,6 +1,7 @@
 import CZPBPF
 import Glibc
 import SystemPackage
+import ZPSystem
 
 /// Kernel and system features ZPBPF needs, probed for a node check (`zeropod doctor`).
 public enum BPFFeatures {
@@ -22,9 +23,9 @@ public enum BPFFeatures {
     /// Needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN).
     public static func probe(bpffs: FilePath = "/sys/fs/bpf") -> [Feature] {
         var tcx = false
-        if let loaded = try? EmbeddedObject.load() { tcx = czpbpf_probe_tcx(loaded.tcActivity.raw) == 0 }
+        if let loaded = try? EmbeddedObject.load() { tcx = FeatureProbe.tcx(program: loaded.tcActivity) }
         let isBPFFS = czpbpf_is_bpffs(bpffs.string) == 1
-        let cgroup2 = (try? PodRedirector.findCgroup2Root()) != nil
+        let cgroup2 = (try? MountInfo.cgroup2MountPoint()) != nil
         return [
             Feature(name: "sk_lookup", requirement: "Linux 5.9", supported: FeatureProbe.skLookup && FeatureProbe.skAssign),
             Feature(name: "sockops", requirement: "Linux 4.13", supported: FeatureProbe.sockops),

@@ -1,6 +1,7 @@
 import CZPBPF
 import Glibc
 import SystemPackage
+import ZPSystem
 
 /// The BPF object compiled from `bpf/zpbpf.bpf.c` and embedded in the library (CZPBPF's
 /// generated `zpbpf_object.c`); see `scripts/bpf-embed.sh`.
@@ -20,9 +21,9 @@ enum EmbeddedObject {
     /// Program and map descriptors of one loaded copy of the object, owned here. libbpf's
     /// bpf_object is closed right after loading; these duplicates keep the kernel objects alive.
     struct Loaded: Sendable {
-        let skLookup: OwnedFD
-        let tcActivity: OwnedFD
-        let sockops: OwnedFD
+        let skLookup: SharedDescriptor
+        let tcActivity: SharedDescriptor
+        let sockops: SharedDescriptor
         let maps: Maps
     }
 
@@ -46,18 +47,18 @@ enum EmbeddedObject {
             return object
         }
         defer { bpf_object__close(object) }
-        func program(_ name: String) throws(BPFError) -> OwnedFD {
+        func program(_ name: String) throws(BPFError) -> SharedDescriptor {
             let prog = try libbpfPointer("bpf_object__find_program_by_name", name) {
                 bpf_object__find_program_by_name(object, name)
             }
             let fd = try libbpfCall("bpf_program__fd", name) { bpf_program__fd(prog) }
-            return try .duplicate(fd, name)
+            return try .duplicating(fd, name)
         }
-        func map(_ name: String) throws(BPFError) -> OwnedFD {
+        func map(_ name: String) throws(BPFError) -> SharedDescriptor {
             let fd = try libbpfCall("bpf_object__find_map_fd_by_name", name) {
                 bpf_object__find_map_fd_by_name(object, name)
             }
-            return try .duplicate(fd, name)
+            return try .duplicating(fd, name)
         }
         return Loaded(
             skLookup: try program(programNames[0]),
@@ -70,16 +71,17 @@ enum EmbeddedObject {
     }
 }
 
-/// The pod's maps (see bpf/zpbpf.bpf.c for their layouts).
+/// The pod's maps (see bpf/zpbpf.bpf.c for their layouts). Shared owners: the maps live in the
+/// redirector's Mutex-protected handles and in arrays.
 struct Maps: Sendable {
-    let redirectOn: OwnedFD
-    let listeners: OwnedFD
-    let activity: OwnedFD
-    let probeSources: OwnedFD
-    let config: OwnedFD
+    let redirectOn: SharedDescriptor
+    let listeners: SharedDescriptor
+    let activity: SharedDescriptor
+    let probeSources: SharedDescriptor
+    let config: SharedDescriptor
 
     /// Pin file names, in bpffs, for each map.
-    var byPinName: [(String, OwnedFD)] {
+    var byPinName: [(String, SharedDescriptor)] {
         [("map_redirect_on", redirectOn), ("map_listeners", listeners), ("map_activity", activity),
          ("map_probe_src", probeSources), ("map_config", config)]
     }
@@ -93,6 +95,21 @@ enum FeatureProbe {
     static let sockopsNetnsCookie: Bool =
         libbpf_probe_bpf_helper(BPF_PROG_TYPE_SOCK_OPS, BPF_FUNC_get_netns_cookie, nil) == 1
     static let skAssign: Bool = libbpf_probe_bpf_helper(BPF_PROG_TYPE_SK_LOOKUP, BPF_FUNC_sk_assign, nil) == 1
+
+    /// Whether a tcx ingress link attaches (Linux 6.6): tried on `lo` of a throw-away network
+    /// namespace (a thread that unshared one, ZPSystem), and closed again.
+    static func tcx(program: SharedDescriptor) -> Bool {
+        let prog = program.rawValue
+        let attached = try? NetworkNamespace.performInNewNamespace { () -> Bool in
+            let lo = if_nametoindex("lo")
+            guard lo != 0 else { return false }
+            let fd = bpf_link_create(prog, CInt(lo), bpf_attach_type(rawValue: UInt32(CZPBPF_TCX_INGRESS)), nil)
+            guard fd >= 0 else { return false }
+            _ = OwnedDescriptor(adopting: fd)  // closed at once: the probe only attaches
+            return true
+        }
+        return attached ?? false
+    }
 
     /// The first missing feature that explains a failed object load, if any.
     static func missingForLoad() -> BPFError? {

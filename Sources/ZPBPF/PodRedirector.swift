@@ -2,6 +2,8 @@ import CZPBPF
 import Glibc
 import Synchronization
 import SystemPackage
+import ZPCore
+import ZPSystem
 
 /// Steers new TCP connections of chosen ports in one pod's network namespace to the activator,
 /// and tracks per-port client activity, with the programs of `bpf/zpbpf.bpf.c`.
@@ -17,9 +19,9 @@ import SystemPackage
 ///   sources count unless `ignoreLoopback`.
 ///
 /// One instance owns every descriptor (programs are held by their links, maps and links by this
-/// object) and releases each exactly once: `close()` (or deinit) drops this process's references,
-/// which detaches everything unless it is pinned; `remove()` also unpins. All methods are
-/// thread-safe.
+/// object, as ZPSystem `SharedDescriptor`s behind its lock) and releases each exactly once:
+/// `close()` (or deinit) drops this process's references, which detaches everything unless it is
+/// pinned; `remove()` also unpins. All methods are thread-safe.
 public final class PodRedirector: Sendable {
     /// Ports per pod: the size of every per-port map.
     public static let maxPorts = 128
@@ -30,7 +32,8 @@ public final class PodRedirector: Sendable {
 
     /// Settings of one pod's redirector.
     public struct Options: Sendable {
-        /// Source addresses of probes (kubelet/node); their traffic never counts as activity.
+        /// Source addresses of probes (kubelet/node); their traffic never counts as activity. An
+        /// IPv4 address also matches its IPv4-mapped IPv6 form (the maps store both as the latter).
         public var probeSources: [IPAddress]
         /// When true, traffic from 127.0.0.0/8 and ::1 (also IPv4-mapped) never counts.
         public var ignoreLoopback: Bool
@@ -48,7 +51,7 @@ public final class PodRedirector: Sendable {
     struct Handles: Sendable {
         var maps: Maps
         /// Links by pin file name (link_sk_lookup, link_sockops, link_tcx_<ifindex>).
-        var links: [(String, OwnedFD)]
+        var links: [(String, SharedDescriptor)]
         var pinDirectory: FilePath?
     }
 
@@ -61,28 +64,22 @@ public final class PodRedirector: Sendable {
     ///   bpf_get_netns_cookie in sockops (5.15); `.loadFailed` with the verifier log;
     ///   `.system` naming the failed call and path.
     public init(netnsPath: FilePath, options: Options = Options()) throws(BPFError) {
-        let netns = OwnedFD(try systemCall("open", netnsPath.string) {
-            Glibc.open(netnsPath.string, O_RDONLY | O_CLOEXEC)
-        })
+        let netns = try bpfSystem { () throws(SystemError) -> OwnedDescriptor in try OwnedDescriptor.open(netnsPath, O_RDONLY) }
         let loaded = try EmbeddedObject.load()
-        var links: [(String, OwnedFD)] = []
+        var links: [(String, SharedDescriptor)] = []
 
         // Interfaces and the netns cookie are only visible from inside the namespace.
-        var ifindexes = [CInt](repeating: 0, count: 64)
-        var linkFDs = [CInt](repeating: -1, count: 64)
-        var cookie: UInt64 = 0
-        let count: CInt
+        let attached: (links: [(String, SharedDescriptor)], cookie: UInt64)
         do throws(BPFError) {
-            count = try libbpfCall("czpbpf_netns_attach_tcx", netnsPath.string) {
-                czpbpf_netns_attach_tcx(netns.raw, loaded.tcActivity.raw, 64, &ifindexes, &linkFDs, &cookie)
-            }
+            attached = try Self.attachActivity(in: NetworkNamespace(path: netnsPath), program: loaded.tcActivity)
         } catch {
-            if case .system(_, _, let errno) = error, errno == .invalidArgument {
+            if case .system(let failure) = error, failure.errno == .invalidArgument {
                 throw .notSupported(feature: "tcx", minimumKernel: "6.6")
             }
             throw error
         }
-        for i in 0..<Int(count) { links.append(("link_tcx_\(ifindexes[i])", OwnedFD(linkFDs[i]))) }
+        links += attached.links
+        let cookie = attached.cookie
 
         let maps = loaded.maps
         try Self.writeConfig(maps.config, netnsCookie: cookie, ignoreLoopback: options.ignoreLoopback)
@@ -90,9 +87,9 @@ public final class PodRedirector: Sendable {
 
         do throws(BPFError) {
             let fd = try libbpfCall("bpf_link_create(sk_lookup)", netnsPath.string) {
-                bpf_link_create(loaded.skLookup.raw, netns.raw, BPF_SK_LOOKUP, nil)
+                bpf_link_create(loaded.skLookup.rawValue, netns.rawValue, BPF_SK_LOOKUP, nil)
             }
-            links.append(("link_sk_lookup", OwnedFD(fd)))
+            links.append(("link_sk_lookup", SharedDescriptor(OwnedDescriptor(adopting: fd))))
         } catch {
             if !FeatureProbe.skLookup { throw .notSupported(feature: "sk_lookup", minimumKernel: "5.9") }
             throw error
@@ -100,13 +97,13 @@ public final class PodRedirector: Sendable {
 
         let cgroupRoot: FilePath
         if let configured = options.cgroupRoot { cgroupRoot = configured } else { cgroupRoot = try Self.findCgroup2Root() }
-        let cgroup = OwnedFD(try systemCall("open", cgroupRoot.string) {
-            Glibc.open(cgroupRoot.string, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        })
-        let sockopsLink = try libbpfCall("bpf_link_create(sockops)", cgroupRoot.string) {
-            bpf_link_create(loaded.sockops.raw, cgroup.raw, BPF_CGROUP_SOCK_OPS, nil)
+        let cgroup = try bpfSystem { () throws(SystemError) -> OwnedDescriptor in
+            try OwnedDescriptor.open(cgroupRoot, O_RDONLY | O_DIRECTORY)
         }
-        links.append(("link_sockops", OwnedFD(sockopsLink)))
+        let sockopsLink = try libbpfCall("bpf_link_create(sockops)", cgroupRoot.string) {
+            bpf_link_create(loaded.sockops.rawValue, cgroup.rawValue, BPF_CGROUP_SOCK_OPS, nil)
+        }
+        links.append(("link_sockops", SharedDescriptor(OwnedDescriptor(adopting: sockopsLink))))
         handles = Mutex(Handles(maps: maps, links: links, pinDirectory: nil))
     }
 
@@ -115,6 +112,47 @@ public final class PodRedirector: Sendable {
     }
 
     deinit { close() }
+
+    /// On a thread inside the pod namespace: attaches `program` as a tcx ingress link to every
+    /// interface (if_nameindex, bpf_link_create) and reads the namespace's cookie (SO_NETNS_COOKIE).
+    /// - Throws: `BPFError.system` naming the call; no link is left attached.
+    private static func attachActivity(
+        in namespace: NetworkNamespace, program: SharedDescriptor
+    ) throws(BPFError) -> (links: [(String, SharedDescriptor)], cookie: UInt64) {
+        let prog = program.rawValue
+        let subject = namespace.path.string
+        let attached = try bpfSystem { () throws(SystemError) in
+            try namespace.perform { () -> Result<(links: [(String, SharedDescriptor)], cookie: UInt64), BPFError> in
+                Result { () throws(BPFError) -> (links: [(String, SharedDescriptor)], cookie: UInt64) in
+                    let cookie = try bpfSystem { () throws(SystemError) -> UInt64 in
+                        let probe = try OwnedDescriptor.socket(domain: AF_INET, type: CInt(SOCK_DGRAM.rawValue), subject: subject)
+                        var cookie: UInt64 = 0
+                        var length = socklen_t(MemoryLayout<UInt64>.size)
+                        try systemCall("getsockopt(SO_NETNS_COOKIE)", subject) {
+                            getsockopt(probe.rawValue, SOL_SOCKET, 71 /* SO_NETNS_COOKIE */, &cookie, &length)
+                        }
+                        return cookie
+                    }
+                    let names = try bpfSystem { () throws(SystemError) in
+                        try systemCallReturningPointer("if_nameindex", subject) { if_nameindex() }
+                    }
+                    defer { if_freenameindex(names) }
+                    var links: [(String, SharedDescriptor)] = []
+                    var entry = names
+                    while entry.pointee.if_index != 0 {
+                        let index = entry.pointee.if_index
+                        let fd = try libbpfCall("bpf_link_create(tcx)", "\(subject) ifindex \(index)") {
+                            bpf_link_create(prog, CInt(index), bpf_attach_type(rawValue: UInt32(CZPBPF_TCX_INGRESS)), nil)
+                        }
+                        links.append(("link_tcx_\(index)", SharedDescriptor(OwnedDescriptor(adopting: fd))))
+                        entry += 1
+                    }
+                    return (links, cookie)
+                }
+            }
+        }
+        return try attached.get()
+    }
 
     // MARK: ports
 
@@ -139,7 +177,7 @@ public final class PodRedirector: Sendable {
     /// socket takes IPv4 and IPv6 connections, an IPv4 one only IPv4. The kernel drops the entry
     /// when the socket closes. The map keeps its own reference; the caller keeps `socket`.
     /// - Throws: `BPFError.tooManyPorts` when `maxPorts` ports have sockets.
-    public func registerListener(port: UInt16, socket: FileDescriptor) throws(BPFError) {
+    public func registerListener(port: UInt16, socket: borrowing OwnedDescriptor) throws(BPFError) {
         try withHandles { (h) throws(BPFError) in
             var key = UInt32(port)
             var value = UInt64(socket.rawValue)
@@ -208,12 +246,13 @@ public final class PodRedirector: Sendable {
 
     // MARK: filters
 
-    /// Replaces the probe source addresses (at most `maxProbeSources`).
+    /// Replaces the probe source addresses (at most `maxProbeSources`; an IPv4 address and its
+    /// IPv4-mapped form count once).
     public func setProbeSources(_ sources: [IPAddress]) throws(BPFError) {
         try withHandles { (h) throws(BPFError) in try Self.replaceProbeSources(h.maps.probeSources, with: sources) }
     }
 
-    /// The current probe source addresses.
+    /// The current probe source addresses: IPv4 (and IPv4-mapped) addresses as `.v4`, others `.v6`.
     public func probeSources() throws(BPFError) -> Set<IPAddress> {
         try withHandles { (h) throws(BPFError) in try Self.keys16(h.maps.probeSources) }
     }
@@ -238,7 +277,7 @@ public final class PodRedirector: Sendable {
         return try withHandles { (h) throws(BPFError) -> FilePath in
             if let existing = h.pinDirectory { return existing }
             try Self.makeDirectory(root, allowExisting: true)
-            try systemCall("chmod", root.string) { chmod(root.string, 0o700) }
+            try bpfSystem { () throws(SystemError) in try systemCall("chmod", root.string) { chmod(root.string, 0o700) } }
             let dir = root.appending(podID)
             if Glibc.access(dir.string, F_OK) == 0 {
                 throw .invalidArgument(name: "pod ID", value: podID,
@@ -248,8 +287,8 @@ public final class PodRedirector: Sendable {
             do throws(BPFError) {
                 for (name, fd) in h.maps.byPinName + h.links {
                     let path = dir.appending(name).string
-                    try libbpfCall("bpf_obj_pin", path) { bpf_obj_pin(fd.raw, path) }
-                    try systemCall("chmod", path) { chmod(path, 0o600) }
+                    try libbpfCall("bpf_obj_pin", path) { bpf_obj_pin(fd.rawValue, path) }
+                    try bpfSystem { () throws(SystemError) in try systemCall("chmod", path) { chmod(path, 0o600) } }
                 }
             } catch {
                 Self.unpin(dir)
@@ -268,14 +307,14 @@ public final class PodRedirector: Sendable {
     /// - Throws: `.system` naming the pin that could not be opened; `.invalidArgument` when the
     ///   directory lacks one of the maps.
     public static func open(pinnedAt directory: FilePath) throws(BPFError) -> PodRedirector {
-        var maps: [String: OwnedFD] = [:]
-        var links: [(String, OwnedFD)] = []
-        for name in try listDirectory(directory) {
+        var maps: [String: SharedDescriptor] = [:]
+        var links: [(String, SharedDescriptor)] = []
+        for name in try bpfSystem({ () throws(SystemError) in try Files.list(directory) }) {
             let path = directory.appending(name).string
-            let fd = OwnedFD(try libbpfCall("bpf_obj_get", path) { bpf_obj_get(path) })
+            let fd = SharedDescriptor(OwnedDescriptor(adopting: try libbpfCall("bpf_obj_get", path) { bpf_obj_get(path) }))
             if name.hasPrefix("map_") { maps[name] = fd } else if name.hasPrefix("link_") { links.append((name, fd)) }
         }
-        func map(_ name: String) throws(BPFError) -> OwnedFD {
+        func map(_ name: String) throws(BPFError) -> SharedDescriptor {
             guard let fd = maps[name] else {
                 throw .invalidArgument(name: "pin directory", value: directory.string, reason: "\(name) is missing")
             }
@@ -321,9 +360,12 @@ public final class PodRedirector: Sendable {
     /// activator. The caller owns the returned descriptor.
     public static func makeListener(
         inNamespaceAt netnsPath: FilePath, port: UInt16 = 0, backlog: Int32 = 1024
-    ) throws(BPFError) -> FileDescriptor {
-        let fd = try NetnsSocket.make(netnsPath: netnsPath, domain: AF_INET6, type: CInt(SOCK_STREAM.rawValue))
-        do throws(BPFError) {
+    ) throws(BPFError) -> OwnedDescriptor {
+        let socket = try bpfSystem { () throws(SystemError) -> OwnedDescriptor in
+            try NetworkNamespace(path: netnsPath).makeSocket(domain: AF_INET6, type: CInt(SOCK_STREAM.rawValue))
+        }
+        let fd = socket.rawValue
+        try bpfSystem { () throws(SystemError) in
             var off: CInt = 0
             var on: CInt = 1
             try systemCall("setsockopt(IPV6_V6ONLY)", netnsPath.string) {
@@ -343,11 +385,8 @@ public final class PodRedirector: Sendable {
                 }
             }
             try systemCall("listen", "[::]:\(port) in \(netnsPath)") { listen(fd, backlog) }
-        } catch {
-            _ = Glibc.close(fd)
-            throw error
         }
-        return FileDescriptor(rawValue: fd)
+        return socket
     }
 
     // MARK: internals
@@ -355,11 +394,11 @@ public final class PodRedirector: Sendable {
     /// Kernel IDs of the maps and links this object holds (bpf_obj_get_info_by_fd), for checks.
     func kernelObjectIDs() throws(BPFError) -> (maps: [UInt32], links: [UInt32]) {
         try withHandles { (h) throws(BPFError) in
-            func id(_ fd: OwnedFD) throws(BPFError) -> UInt32 {
+            func id(_ fd: SharedDescriptor) throws(BPFError) -> UInt32 {
                 // bpf_map_info and bpf_link_info both start with (type, id); 256 bytes cover either.
                 var info = [UInt32](repeating: 0, count: 64)
                 var length = UInt32(info.count * 4)
-                try libbpfCall("bpf_obj_get_info_by_fd", "fd \(fd.raw)") { bpf_obj_get_info_by_fd(fd.raw, &info, &length) }
+                try libbpfCall("bpf_obj_get_info_by_fd", "\(fd)") { bpf_obj_get_info_by_fd(fd.rawValue, &info, &length) }
                 return info[1]
             }
             var maps: [UInt32] = []
@@ -386,9 +425,9 @@ public final class PodRedirector: Sendable {
     /// bpf_map_update_elem on a per-port map; a full map becomes `.tooManyPorts`, an existing
     /// entry under BPF_NOEXIST is kept.
     private static func update<K: BitwiseCopyable, V: BitwiseCopyable>(
-        _ map: OwnedFD, _ key: inout K, _ value: inout V, flags: UInt64, port: UInt16
+        _ map: SharedDescriptor, _ key: inout K, _ value: inout V, flags: UInt64, port: UInt16
     ) throws(BPFError) {
-        let rc = bpf_map_update_elem(map.raw, &key, &value, flags)
+        let rc = bpf_map_update_elem(map.rawValue, &key, &value, flags)
         if rc >= 0 { return }
         switch -rc {
         case E2BIG: throw .tooManyPorts(port: port, limit: maxPorts)
@@ -397,42 +436,42 @@ public final class PodRedirector: Sendable {
         }
     }
 
-    private static func delete(_ map: OwnedFD, _ key: UInt32, _ name: String) throws(BPFError) {
+    private static func delete(_ map: SharedDescriptor, _ key: UInt32, _ name: String) throws(BPFError) {
         var key = key
-        let rc = bpf_map_delete_elem(map.raw, &key)
+        let rc = bpf_map_delete_elem(map.rawValue, &key)
         if rc >= 0 || -rc == ENOENT { return }
         try libbpfCall("bpf_map_delete_elem", "\(name)[\(key)]") { rc }
     }
 
-    private static func lookup<V: BitwiseCopyable>(_ map: OwnedFD, _ key: UInt32, _ value: inout V, _ name: String) throws(BPFError) -> Bool {
+    private static func lookup<V: BitwiseCopyable>(_ map: SharedDescriptor, _ key: UInt32, _ value: inout V, _ name: String) throws(BPFError) -> Bool {
         var key = key
-        let rc = bpf_map_lookup_elem(map.raw, &key, &value)
+        let rc = bpf_map_lookup_elem(map.rawValue, &key, &value)
         if rc >= 0 { return true }
         if -rc == ENOENT { return false }
         try libbpfCall("bpf_map_lookup_elem", "\(name)[\(key)]") { rc }
         return false
     }
 
-    private static func writeConfig(_ map: OwnedFD, netnsCookie: UInt64, ignoreLoopback: Bool) throws(BPFError) {
+    private static func writeConfig(_ map: SharedDescriptor, netnsCookie: UInt64, ignoreLoopback: Bool) throws(BPFError) {
         var key: UInt32 = 0
         var value: (UInt64, UInt32, UInt32) = (netnsCookie, ignoreLoopback ? 1 : 0, 0)
-        try libbpfCall("bpf_map_update_elem", "zp_config") { bpf_map_update_elem(map.raw, &key, &value, UInt64(BPF_ANY)) }
+        try libbpfCall("bpf_map_update_elem", "zp_config") { bpf_map_update_elem(map.rawValue, &key, &value, UInt64(BPF_ANY)) }
     }
 
-    private static func readConfig(_ map: OwnedFD) throws(BPFError) -> (cookie: UInt64, ignoreLoopback: Bool) {
+    private static func readConfig(_ map: SharedDescriptor) throws(BPFError) -> (cookie: UInt64, ignoreLoopback: Bool) {
         var key: UInt32 = 0
         var value: (UInt64, UInt32, UInt32) = (0, 0, 0)
-        try libbpfCall("bpf_map_lookup_elem", "zp_config") { bpf_map_lookup_elem(map.raw, &key, &value) }
+        try libbpfCall("bpf_map_lookup_elem", "zp_config") { bpf_map_lookup_elem(map.rawValue, &key, &value) }
         return (value.0, value.1 != 0)
     }
 
-    private static func portKeys(_ map: OwnedFD, _ name: String) throws(BPFError) -> [UInt16] {
+    private static func portKeys(_ map: SharedDescriptor, _ name: String) throws(BPFError) -> [UInt16] {
         var ports: [UInt16] = []
         var key: UInt32 = 0
         var next: UInt32 = 0
         var first = true
         while true {
-            let rc = first ? bpf_map_get_next_key(map.raw, nil, &next) : bpf_map_get_next_key(map.raw, &key, &next)
+            let rc = first ? bpf_map_get_next_key(map.rawValue, nil, &next) : bpf_map_get_next_key(map.rawValue, &key, &next)
             if -rc == ENOENT { break }
             try libbpfCall("bpf_map_get_next_key", name) { rc }
             first = false
@@ -442,39 +481,39 @@ public final class PodRedirector: Sendable {
         return ports.sorted()
     }
 
-    private static func keys16(_ map: OwnedFD) throws(BPFError) -> Set<IPAddress> {
+    private static func keys16(_ map: SharedDescriptor) throws(BPFError) -> Set<IPAddress> {
         var result = Set<IPAddress>()
         var key = [UInt8](repeating: 0, count: 16)
         var next = [UInt8](repeating: 0, count: 16)
         var first = true
         while true {
-            let rc = first ? bpf_map_get_next_key(map.raw, nil, &next) : bpf_map_get_next_key(map.raw, &key, &next)
+            let rc = first ? bpf_map_get_next_key(map.rawValue, nil, &next) : bpf_map_get_next_key(map.rawValue, &key, &next)
             if -rc == ENOENT { break }
             try libbpfCall("bpf_map_get_next_key", "zp_probe_src") { rc }
             first = false
             key = next
-            if let address = IPAddress(bytes16: next) { result.insert(address) }
+            if let address = IPAddress(bytes: next) { result.insert(address.unmappedV4 ?? address) }
         }
         return result
     }
 
-    private static func replaceProbeSources(_ map: OwnedFD, with sources: [IPAddress]) throws(BPFError) {
-        let wanted = Set(sources)
+    private static func replaceProbeSources(_ map: SharedDescriptor, with sources: [IPAddress]) throws(BPFError) {
+        let wanted = Set(sources.map { $0.unmappedV4 ?? $0 })
         guard wanted.count <= maxProbeSources else {
             throw .invalidArgument(name: "probe sources", value: "\(wanted.count) addresses",
                                    reason: "at most \(maxProbeSources) are supported")
         }
         let current = try keys16(map)
         for stale in current.subtracting(wanted) {
-            var key = stale.bytes
-            let rc = bpf_map_delete_elem(map.raw, &key)
+            var key = stale.v4Mapped.bytes
+            let rc = bpf_map_delete_elem(map.rawValue, &key)
             if rc < 0 && -rc != ENOENT { try libbpfCall("bpf_map_delete_elem", "zp_probe_src[\(stale)]") { rc } }
         }
         for address in wanted.subtracting(current) {
-            var key = address.bytes
+            var key = address.v4Mapped.bytes
             var one: UInt32 = 1
             try libbpfCall("bpf_map_update_elem", "zp_probe_src[\(address)]") {
-                bpf_map_update_elem(map.raw, &key, &one, UInt64(BPF_ANY))
+                bpf_map_update_elem(map.rawValue, &key, &one, UInt64(BPF_ANY))
             }
         }
     }
@@ -494,97 +533,20 @@ public final class PodRedirector: Sendable {
         if mkdir(path.string, 0o700) == 0 { return }
         let e = Glibc.errno
         if e == EEXIST && allowExisting { return }
-        throw .system(call: "mkdir", subject: path.string, errno: Errno(rawValue: e))
+        throw .system(SystemError(call: "mkdir", subject: path.string, errno: Errno(rawValue: e)))
     }
 
     private static func unpin(_ directory: FilePath) {
-        guard let names = try? listDirectory(directory) else { return }
+        guard let names = try? Files.list(directory) else { return }
         for name in names { _ = unlink(directory.appending(name).string) }
         _ = rmdir(directory.string)
     }
 
-    private static func listDirectory(_ directory: FilePath) throws(BPFError) -> [String] {
-        guard let dir = opendir(directory.string) else {
-            throw .system(call: "opendir", subject: directory.string, errno: Errno(rawValue: Glibc.errno))
-        }
-        defer { closedir(dir) }
-        var names: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
-            if name != "." && name != ".." { names.append(name) }
-        }
-        return names.sorted()
-    }
-
     /// The first cgroup2 mount point in /proc/self/mountinfo.
     static func findCgroup2Root() throws(BPFError) -> FilePath {
-        let text = try readSmallFile("/proc/self/mountinfo")
-        for line in text.split(separator: "\n") {
-            let fields = line.split(separator: " ")
-            guard let dash = fields.firstIndex(of: "-"), dash + 1 < fields.count, fields.count > 4 else { continue }
-            if fields[dash + 1] == "cgroup2" { return FilePath(String(fields[4])) }
+        guard let mountPoint = try bpfSystem({ () throws(SystemError) in try MountInfo.cgroup2MountPoint() }) else {
+            throw .notSupported(feature: "cgroup v2 mount (for sockops)", minimumKernel: "4.13")
         }
-        throw .notSupported(feature: "cgroup v2 mount (for sockops)", minimumKernel: "4.13")
-    }
-
-    private static func readSmallFile(_ path: String) throws(BPFError) -> String {
-        let fd = OwnedFD(try systemCall("open", path) { Glibc.open(path, O_RDONLY | O_CLOEXEC) })
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd.raw, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if Glibc.errno == EINTR { continue }
-                throw .system(call: "read", subject: path, errno: Errno(rawValue: Glibc.errno))
-            }
-            if n == 0 { break }
-            bytes += chunk[0..<n]
-        }
-        return String(decoding: bytes, as: UTF8.self)
-    }
-}
-
-/// Sockets created inside another network namespace (CZPBPF runs socket(2) on a thread that
-/// joined it; the socket keeps that namespace).
-enum NetnsSocket {
-    /// Returns a raw socket descriptor that the caller owns.
-    static func make(netnsPath: FilePath, domain: CInt, type: CInt) throws(BPFError) -> CInt {
-        let netns = OwnedFD(try systemCall("open", netnsPath.string) {
-            Glibc.open(netnsPath.string, O_RDONLY | O_CLOEXEC)
-        })
-        return try libbpfCall("socket in netns", netnsPath.string) {
-            czpbpf_socket_in_netns(netns.raw, domain, type, 0)
-        }
-    }
-}
-
-extension IPAddress {
-    init?(bytes16: [UInt8]) {
-        guard bytes16.count == 16 else { return nil }
-        var v6 = in6_addr()
-        withUnsafeMutableBytes(of: &v6) { $0.copyBytes(from: bytes16) }
-        var buffer = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
-        _ = inet_ntop(AF_INET6, &v6, &buffer, socklen_t(buffer.count))
-        self.init(String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
-    }
-}
-
-/// A network namespace by path, for making sockets that live in it (socket(2) runs on a thread
-/// that joined the namespace; the socket keeps it for life, whatever thread uses it later).
-public struct NetworkNamespace: Sendable {
-    /// The namespace file, e.g. `/var/run/netns/NAME` or `/proc/PID/ns/net`.
-    public var path: FilePath
-
-    /// Names the namespace at `path` (opened per call).
-    public init(path: FilePath) { self.path = path }
-
-    /// Creates an unbound TCP socket (IPv6 if `ipv6`, else IPv4) in this namespace; the caller
-    /// owns it.
-    /// - Throws: `BPFError.system` naming the path when the namespace cannot be joined.
-    public func makeTCPSocket(ipv6: Bool) throws(BPFError) -> FileDescriptor {
-        FileDescriptor(rawValue: try NetnsSocket.make(
-            netnsPath: path, domain: ipv6 ? AF_INET6 : AF_INET, type: CInt(SOCK_STREAM.rawValue)))
+        return FilePath(mountPoint)
     }
 }

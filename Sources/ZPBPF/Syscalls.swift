@@ -1,15 +1,19 @@
 import CZPBPF
-import Glibc
 import SystemPackage
+import ZPSystem
 
-// The funnels every kernel and libbpf call goes through. libbpf 1.x reports errors two ways:
-// int functions return -errno, pointer functions return NULL and set errno. Plain system calls
-// return -1 and set errno. EBADF and EFAULT mean a bug in this module and trap.
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// libbpf's two error conventions, on top of ZPSystem: int functions return -errno, pointer
+// functions return NULL and set errno. Plain system calls go through ZPSystem's funnel and are
+// wrapped with `bpfSystem`. EBADF and EFAULT mean a bug in this module and trap.
 
 private func checked(_ name: StaticString, _ subject: @autoclosure () -> String, _ code: CInt) -> BPFError {
     let errno = Errno(rawValue: code)
     precondition(errno != .badFileDescriptor && errno != .badAddress, "\(name)(\(subject())): \(errno) is a bug")
-    return .system(call: "\(name)", subject: subject(), errno: errno)
+    return .system(SystemError(call: "\(name)", subject: subject(), errno: errno))
 }
 
 /// Calls a libbpf function that returns a non-negative result or -errno.
@@ -34,34 +38,24 @@ func libbpfPointer(
     throw checked(name, subject(), Glibc.errno == 0 ? EINVAL : Glibc.errno)
 }
 
-/// Calls a system function that returns -1 and sets errno on failure; retries EINTR.
+/// Runs ZPSystem calls in a function that throws `BPFError`: a `SystemError` becomes `.system`.
 @discardableResult
-func systemCall(
-    _ name: StaticString, _ subject: @autoclosure () -> String, _ body: () -> CInt
-) throws(BPFError) -> CInt {
-    while true {
-        let result = body()
-        if result != -1 { return result }
-        if Glibc.errno == EINTR { continue }
-        throw checked(name, subject(), Glibc.errno)
+func bpfSystem<R: ~Copyable>(_ body: () throws(SystemError) -> R) throws(BPFError) -> R {
+    do {
+        return try body()
+    } catch {
+        throw .system(error)
     }
 }
 
-/// Owns one kernel file descriptor (map, program, link, netns, socket) and closes it exactly once,
-/// when the last reference goes. Hand-off to another owner is a `dup`, never a shared raw fd.
-final class OwnedFD: Sendable {
-    /// The descriptor; valid while this object lives.
-    let raw: CInt
-
-    init(_ raw: CInt) {
-        precondition(raw >= 0, "OwnedFD(\(raw))")
-        self.raw = raw
+extension SharedDescriptor {
+    /// A shared owner of a duplicate (close-on-exec) of `fd`, a descriptor someone else owns
+    /// (libbpf's program and map descriptors, which `bpf_object__close` closes).
+    static func duplicating(_ fd: CInt, _ what: @autoclosure () -> String) throws(BPFError) -> SharedDescriptor {
+        try bpfSystem { () throws(SystemError) -> SharedDescriptor in
+            SharedDescriptor(OwnedDescriptor(adopting: try systemCall("fcntl(F_DUPFD_CLOEXEC)", what()) {
+                fcntl(fd, F_DUPFD_CLOEXEC, 0)
+            }))
+        }
     }
-
-    /// Takes a duplicate (close-on-exec) of a descriptor that someone else owns.
-    static func duplicate(_ fd: CInt, _ what: @autoclosure () -> String) throws(BPFError) -> OwnedFD {
-        OwnedFD(try systemCall("fcntl(F_DUPFD_CLOEXEC)", what()) { fcntl(fd, F_DUPFD_CLOEXEC, 0) })
-    }
-
-    deinit { _ = Glibc.close(raw) }
 }

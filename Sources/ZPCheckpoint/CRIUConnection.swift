@@ -10,6 +10,7 @@ import Musl
 #endif
 import SystemPackage
 import ZPCore
+import ZPSystem
 
 /// A notification (action-script callback) CRIU sent while serving a request.
 public struct CRIUNotification: Sendable {
@@ -22,8 +23,8 @@ public struct CRIUNotification: Sendable {
     /// Time since the request was sent.
     public var elapsed: Duration
     /// A descriptor that came with the notification over SCM_RIGHTS (orphan-pts-master). It is
-    /// closed when the hook returns: duplicate it to keep it.
-    public var receivedFD: FileDescriptor?
+    /// closed when the hook returns: `take()` it (or duplicate it) to keep it.
+    public var receivedFD: SharedDescriptor?
 }
 
 /// Caller hooks for CRIU notifications, by script name. A hook that throws makes the client answer
@@ -73,7 +74,7 @@ public struct CRIUExchange: Sendable {
 public final class CRIUConnection {
     /// The worker's pid.
     public let workerPID: Int32
-    private var socket: CInt
+    private var socket: OwnedDescriptor?
     private var reaped = false
     /// Created at spawn, for "spawn → answer" figures.
     public let spawnedAt: ContinuousClock.Instant
@@ -85,32 +86,35 @@ public final class CRIUConnection {
     ///
     /// - Parameters:
     ///   - criuPath: the CRIU binary.
-    ///   - inheritedFDs: descriptors CRIU gets at 4+i; the caller keeps ownership of its copies.
+    ///   - inheritedFDs: descriptors CRIU gets at 4+i; they stay the caller's (CRIU gets copies).
     /// - Throws: `CRIUError` `.spawnFailed` naming the binary and the errno.
-    public init(criuPath: FilePath, inheritedFDs: [FileDescriptor] = []) throws(CRIUError) {
+    public init(criuPath: FilePath, inheritedFDs: [SharedDescriptor] = []) throws(CRIUError) {
         let start = ContinuousClock.now
         var pair: [CInt] = [-1, -1]
         do {
-            try syscall("socketpair") {
+            try systemCall("socketpair") {
                 socketpair(AF_UNIX, CInt(SOCK_SEQPACKET.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0, &pair)
             }
         } catch {
             throw CRIUError(code: .spawnFailed, request: .empty, message: "socketpair for \(criuPath): \(error)")
         }
-        defer { _ = Glibc.close(pair[1]) }
+        let ours = OwnedDescriptor(adopting: pair[0])
+        let workerSide = SharedDescriptor(OwnedDescriptor(adopting: pair[1]))  // closed here once CRIU has its copy
         do {
-            workerPID = try ChildProcess.spawn(criuPath, arguments: ["swrk", "3"],
-                                               descriptors: [FileDescriptor(rawValue: pair[1])] + inheritedFDs)
+            workerPID = try ChildProcess.spawn(criuPath, arguments: ["swrk", "3"], descriptors: [workerSide] + inheritedFDs)
         } catch {
-            _ = Glibc.close(pair[0])
             throw CRIUError(code: .spawnFailed, request: .empty, message: "cannot start \(criuPath) swrk: \(error)")
         }
-        socket = pair[0]
+        socket = consume ours
         spawnedAt = start
         spawnDuration = ContinuousClock.now - start
     }
 
     deinit { close() }
+
+    /// The socket's number while the connection is open (-1 after `close()`: calls then fail
+    /// with EBADF, which the funnel treats as the bug it is).
+    private var socketNumber: CInt { socket?.rawValue ?? -1 }
 
     /// How long a request past its deadline may run on to its next notification (see `exchange`).
     public static let abortGrace: Duration = .seconds(10)
@@ -118,16 +122,13 @@ public final class CRIUConnection {
     /// Closes the socket (once) and reaps the worker; kills it first if it has not exited within
     /// `grace`.
     public func close(grace: Duration = .seconds(5)) {
-        if socket >= 0 {
-            _ = Glibc.close(socket)
-            socket = -1
-        }
+        socket = nil  // closes it
         guard !reaped else { return }
         let deadline = ContinuousClock.now + grace
         var status: CInt = 0
         while true {
-            let r = waitpid(workerPID, &status, WNOHANG)
-            if r == workerPID || (r == -1 && Glibc.errno != EINTR) { break }
+            let r = (try? systemCall("waitpid", "criu swrk \(workerPID)") { waitpid(workerPID, &status, WNOHANG) }) ?? -1
+            if r == workerPID || r == -1 { break }
             if ContinuousClock.now > deadline {
                 _ = Glibc.kill(workerPID, SIGKILL)
                 _ = waitpid(workerPID, &status, 0)
@@ -152,9 +153,10 @@ public final class CRIUConnection {
     /// - Throws: `CRIUError` `.transport` when the worker's socket refuses the packet.
     public func send(_ request: CRIURequest) throws(CRIUError) {
         let bytes = request.encoded()
+        let sock = socketNumber
         do {
-            try syscall("send", "criu swrk \(workerPID)") {
-                bytes.withUnsafeBytes { Glibc.send(socket, $0.baseAddress, $0.count, CInt(MSG_NOSIGNAL)) }
+            try systemCall("send", "criu swrk \(workerPID)") {
+                bytes.withUnsafeBytes { Glibc.send(sock, $0.baseAddress, $0.count, CInt(MSG_NOSIGNAL)) }
             }
         } catch {
             throw CRIUError(code: error.errno == .brokenPipe ? .workerDied : .transport, request: request.type,
@@ -170,7 +172,7 @@ public final class CRIUConnection {
     /// - Throws: `CRIUError` `.workerDied` on end of stream, `.timedOut`, `.transport`,
     ///   `.protocolViolation` for undecodable bytes.
     public func receive(for request: CRIURequestType, deadline: ContinuousClock.Instant? = nil) throws(CRIUError)
-        -> (CRIUResponse, [FileDescriptor])
+        -> (CRIUResponse, [SharedDescriptor])
     {
         do {
             try waitReadable(deadline: deadline)
@@ -180,9 +182,10 @@ public final class CRIUConnection {
             throw e
         }
         let size: Int
+        let sock = socketNumber
         do {
-            size = try syscall("recv(MSG_PEEK|MSG_TRUNC)") {
-                Glibc.recv(socket, nil, 0, CInt(MSG_PEEK) | CInt(MSG_TRUNC))
+            size = try systemCall("recv(MSG_PEEK|MSG_TRUNC)") {
+                Glibc.recv(sock, nil, 0, CInt(MSG_PEEK) | CInt(MSG_TRUNC))
             }
         } catch {
             let died = error.errno == .connectionReset
@@ -197,9 +200,8 @@ public final class CRIUConnection {
         let maxFDs = 8
         let controlSize = Self.cmsgSpace(maxFDs * MemoryLayout<CInt>.size)
         var control = [UInt8](repeating: 0, count: controlSize)
-        var fds: [FileDescriptor] = []
-        let sock = socket
-        let result: Result<Int, SystemCallError> = buffer.withUnsafeMutableBytes { data in
+        var fds: [SharedDescriptor] = []
+        let result: Result<Int, SystemError> = buffer.withUnsafeMutableBytes { data in
             control.withUnsafeMutableBytes { ctl in
                 var iov = iovec(iov_base: data.baseAddress, iov_len: data.count)
                 return withUnsafeMutablePointer(to: &iov) { iovp in
@@ -208,8 +210,8 @@ public final class CRIUConnection {
                     msg.msg_iovlen = 1
                     msg.msg_control = ctl.baseAddress
                     msg.msg_controllen = ctl.count
-                    let r = Result { () throws(SystemCallError) -> Int in
-                        try syscall("recvmsg") { recvmsg(sock, &msg, CInt(MSG_CMSG_CLOEXEC)) }
+                    let r = Result { () throws(SystemError) -> Int in
+                        try systemCall("recvmsg") { recvmsg(sock, &msg, CInt(MSG_CMSG_CLOEXEC)) }
                     }
                     if case .success = r {
                         fds = Self.rights(in: UnsafeRawBufferPointer(rebasing: ctl[0..<Int(msg.msg_controllen)]))
@@ -227,15 +229,16 @@ public final class CRIUConnection {
         do {
             return (try CRIUResponse(decoding: buffer[0..<received]), fds)
         } catch {
-            for fd in fds { try? fd.close() }
+            for fd in fds { fd.close() }
             throw CRIUError(code: .protocolViolation, request: request,
                             message: "criu swrk \(workerPID) sent \(received) bytes that are not a criu_resp: \(error)")
         }
     }
 
     private func waitReadable(deadline: ContinuousClock.Instant?) throws(CRIUError) {
+        let sock = socketNumber
         while true {
-            var pfd = pollfd(fd: socket, events: Int16(POLLIN), revents: 0)
+            var pfd = pollfd(fd: sock, events: Int16(POLLIN), revents: 0)
             var timeout: CInt = -1
             if let deadline {
                 let left = deadline - .now
@@ -246,11 +249,12 @@ public final class CRIUConnection {
                 }
                 timeout = CInt(min(left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1, 60_000))
             }
+            // Not the retrying funnel: after EINTR the loop recomputes the time left.
             let r = Glibc.poll(&pfd, 1, timeout)
             if r > 0 { return }
-            if r == -1 && Glibc.errno != EINTR {
+            if r == -1 && currentErrno != EINTR {
                 throw CRIUError(code: .transport, request: .empty,
-                                message: "poll on criu swrk \(workerPID): \(Errno(rawValue: Glibc.errno))")
+                                message: "poll on criu swrk \(workerPID): \(Errno(rawValue: currentErrno))")
             }
         }
     }
@@ -281,8 +285,9 @@ public final class CRIUConnection {
 
     private static func cmsgSpace(_ n: Int) -> Int { cmsgAlign(MemoryLayout<cmsghdr>.size) + cmsgAlign(n) }
 
-    private static func rights(in control: UnsafeRawBufferPointer) -> [FileDescriptor] {
-        var out: [FileDescriptor] = []
+    /// The descriptors of SCM_RIGHTS messages in `control`, each with its own owner.
+    private static func rights(in control: UnsafeRawBufferPointer) -> [SharedDescriptor] {
+        var out: [SharedDescriptor] = []
         var offset = 0
         let header = MemoryLayout<cmsghdr>.size
         while offset + header <= control.count {
@@ -293,7 +298,8 @@ public final class CRIUConnection {
                 let dataStart = offset + cmsgAlign(header)
                 var p = dataStart
                 while p + MemoryLayout<CInt>.size <= offset + len {
-                    out.append(FileDescriptor(rawValue: control.loadUnaligned(fromByteOffset: p, as: CInt.self)))
+                    let fd = control.loadUnaligned(fromByteOffset: p, as: CInt.self)
+                    out.append(SharedDescriptor(OwnedDescriptor(adopting: fd)))
                     p += MemoryLayout<CInt>.size
                 }
             }
@@ -358,7 +364,7 @@ public final class CRIUConnection {
                     if let deadline, ContinuousClock.now > deadline, abortedAt == nil {
                         // Past the deadline: stop CRIU here, where it can still undo its work.
                         abortedAt = script
-                        for fd in fds { try? fd.close() }
+                        for fd in fds { fd.close() }
                         try send(CRIURequest(type: .notify, notifySuccess: false))
                         continue
                     }
@@ -371,11 +377,11 @@ public final class CRIUConnection {
                             hookError = (script, error)
                         }
                     }
-                    for fd in fds { try? fd.close() }
+                    for fd in fds { fd.close() }
                     try send(CRIURequest(type: .notify, notifySuccess: ok))
                     continue
                 }
-                for fd in fds { try? fd.close() }
+                for fd in fds { fd.close() }
                 if let script = abortedAt, !response.success {
                     throw CRIUError(code: .timedOut, request: request.type,
                                     message: "criu swrk \(workerPID) did not finish in time; stopped at its \(script) notification, CRIU aborted")

@@ -1,5 +1,6 @@
 import SystemPackage
 import ZPCore
+import ZPSystem
 
 /// An error from a CRIU request: what failed, CRIU's own errno and message when it sent them, and
 /// the tail of CRIU's log from the work directory.
@@ -64,12 +65,7 @@ public struct CRIUError: Error, Sendable, CustomStringConvertible {
 
 /// Reads the last `lines` lines of a log file; empty when it cannot be read.
 func tailOfFile(_ path: FilePath, lines: Int = 12, maxBytes: Int = 16384) -> [String] {
-    guard let fd = try? FileDescriptor.open(path, .readOnly) else { return [] }
-    defer { try? fd.close() }
-    guard let size = try? fd.seek(offset: 0, from: .end) else { return [] }
-    let start = max(0, size - Int64(maxBytes))
-    var buffer = [UInt8](repeating: 0, count: Int(size - start))
-    let n = (try? buffer.withUnsafeMutableBytes { try fd.read(fromAbsoluteOffset: start, into: $0) }) ?? 0
-    let text = String(decoding: buffer[0..<n], as: UTF8.self)
+    guard let bytes = try? Files.readTail(path, maxBytes: maxBytes) else { return [] }
+    let text = String(decoding: bytes, as: UTF8.self)
     return Array(text.split(separator: "\n", omittingEmptySubsequences: true).suffix(lines).map(String.init))
 }

@@ -3,6 +3,7 @@
 // numbers from criu/include/magic.h.
 import SystemPackage
 import ZPCore
+import ZPSystem
 
 /// CRIU's statistics of one dump or pre-dump (`stats-dump`, message `dump_stats_entry`).
 ///
@@ -86,7 +87,7 @@ public struct CRIUDumpStats: Sendable, Equatable, CustomStringConvertible {
     /// - Throws: `CRIUStatsError` when it is missing, unreadable or malformed.
     public init(contentsOf path: FilePath) throws(CRIUStatsError) {
         let bytes: [UInt8]
-        do { bytes = try readWholeFile(path) } catch {
+        do { bytes = try Files.read(path) } catch {
             throw CRIUStatsError(path: path.string, reason: "cannot be read: \(error)")
         }
         try self.init(file: bytes, path: path.string)

@@ -6,6 +6,7 @@ import Musl
 import Synchronization
 import SystemPackage
 import ZPCore
+import ZPSystem
 
 /// FEATURE_CHECK answers for mem_track by CRIU binary path, asked once per process.
 private let memoryTrackingAnswers = Mutex<[String: Bool]>([:])
@@ -15,11 +16,11 @@ private let memoryTrackingAnswers = Mutex<[String: Bool]>([:])
 public struct InheritedFile: Sendable {
     /// The image's name for the file.
     public var key: String
-    /// The caller's descriptor; it stays the caller's (CRIU gets a duplicate).
-    public var descriptor: FileDescriptor
+    /// The descriptor; CRIU gets a duplicate, this one stays open as long as a reference to it lives.
+    public var descriptor: SharedDescriptor
 
     /// Creates an inherited file.
-    public init(key: String, descriptor: FileDescriptor) {
+    public init(key: String, descriptor: SharedDescriptor) {
         self.key = key
         self.descriptor = descriptor
     }
@@ -72,7 +73,7 @@ public struct DumpOptions: Sendable {
     public var lazyPages = false
     /// A descriptor of the caller's that CRIU writes a 0 byte to when its page server is ready
     /// (`status_fd`, resolved through /proc/<caller>/fd; CRIU also sends "status-ready").
-    public var statusFD: FileDescriptor?
+    public var statusFD: SharedDescriptor?
     /// CRIU config file (`config_file`).
     public var configFile: String?
     /// CRIU log level 0-4.
@@ -129,7 +130,7 @@ public struct RestoreOptions: Sendable {
     /// Page server the lazy restore takes pages from (`ps`).
     public var pageServer: CRIUPageServerInfo?
     /// A descriptor of the caller's that CRIU writes a 0 byte to when ready (`status_fd`).
-    public var statusFD: FileDescriptor?
+    public var statusFD: SharedDescriptor?
     /// Restore mounts with CRIU's older mount engine (`mntns_compat_mode`).
     public var mountNamespaceCompatMode = false
     /// CRIU config file (`config_file`).
@@ -163,12 +164,6 @@ public struct CRIUTimings: Sendable, CustomStringConvertible {
         let p = phases.map { "\($0.script)@\(milliseconds($0.elapsed))" }.joined(separator: " ")
         return "total \(milliseconds(total)) ms (spawn \(milliseconds(spawn)), request \(milliseconds(request))\(p.isEmpty ? "" : "; " + p))"
     }
-}
-
-/// Milliseconds with one decimal, for figures.
-public func milliseconds(_ d: Duration) -> String {
-    let ms = Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
-    return String(Int((ms * 10).rounded()) / 10) + "." + String(Int((ms * 10).rounded()) % 10)
 }
 
 /// The outcome of a dump.
@@ -466,17 +461,17 @@ public struct Checkpointer: Sendable {
         -> (CRIUExchange, Duration)
     {
         var request = request
-        var workFD: FileDescriptor?
+        var workFD: SharedDescriptor?  // open until CRIU answered (it reads it through /proc/<pid>/fd)
         if let workDir {
             do {
-                workFD = try FileDescriptor.open(workDir, .readOnly, options: [.directory, .closeOnExec])
+                workFD = SharedDescriptor(try OwnedDescriptor.open(workDir, O_RDONLY | O_DIRECTORY))
             } catch {
-                throw CRIUError(code: .invalidArgument, request: request.type, criuErrno: error as? Errno,
+                throw CRIUError(code: .invalidArgument, request: request.type, criuErrno: error.errno,
                                 message: "work directory \(workDir) is not usable: \(error)")
             }
             request.options?.workDirFD = workFD!.rawValue
         }
-        defer { try? workFD?.close() }
+        defer { workFD?.close() }
         let connection: CRIUConnection
         let spawn: Duration
         if let worker {

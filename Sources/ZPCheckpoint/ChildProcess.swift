@@ -4,6 +4,7 @@ import Glibc
 import Musl
 #endif
 import SystemPackage
+import ZPSystem
 
 /// glibc ≥ 2.34 exports this; the Glibc module map does not declare it.
 @_silgen_name("posix_spawn_file_actions_addclosefrom_np")
@@ -13,54 +14,56 @@ private func zp_posix_spawn_file_actions_addclosefrom_np(
 /// Spawns helper processes (CRIU workers, the lazy-pages daemon) with chosen descriptors at 3, 4, ...
 /// Uses posix_spawn directly: Foundation's Process cannot map descriptors to fixed numbers.
 enum ChildProcess {
-    /// Starts `path arguments...` with `descriptors[i]` at fd 3+i, every other descriptor above
-    /// them closed, default signal dispositions and an empty signal mask.
+    /// Starts `path arguments...` with `descriptors[i]` at fd 3+i (and `stdin`, `stdout`,
+    /// `stderr` at 0-2 when given), every other descriptor above them closed, default signal
+    /// dispositions and an empty signal mask. The descriptors stay the caller's: the child gets
+    /// duplicates.
     /// - Returns: the child's pid; the caller reaps it.
-    /// - Throws: `SystemCallError` from dup or posix_spawn.
-    static func spawn(_ path: FilePath, arguments: [String], descriptors: [FileDescriptor] = [],
-                      stdin: FileDescriptor? = nil, stdout: FileDescriptor? = nil, stderr: FileDescriptor? = nil)
-        throws(SystemCallError) -> Int32
+    /// - Throws: `SystemError` from dup or posix_spawn.
+    static func spawn(_ path: FilePath, arguments: [String], descriptors: [SharedDescriptor] = [],
+                      stdin: SharedDescriptor? = nil, stdout: SharedDescriptor? = nil, stderr: SharedDescriptor? = nil)
+        throws(SystemError) -> Int32
     {
         // Move every source above the target range first, so dup2(src, 3+i) never overwrites a source.
-        var high: [CInt] = []
-        defer { for fd in high { _ = Glibc.close(fd) } }
-        for src in descriptors.map(\.rawValue) {
-            high.append(try syscall("fcntl(F_DUPFD_CLOEXEC)", "fd \(src)") { fcntl(src, F_DUPFD_CLOEXEC, CInt(100)) })
+        var high: [SharedDescriptor] = []
+        for source in descriptors {
+            high.append(SharedDescriptor(try source.duplicate(atLeast: 100)))
         }
+        defer { withExtendedLifetime(high) {} }  // open until the child has its copies
         var actions = posix_spawn_file_actions_t()
-        try posixCall("posix_spawn_file_actions_init") { posix_spawn_file_actions_init(&actions) }
+        try systemCallReturningErrno("posix_spawn_file_actions_init") { posix_spawn_file_actions_init(&actions) }
         defer { posix_spawn_file_actions_destroy(&actions) }
-        if let stdin {
-            try posixCall("posix_spawn_file_actions_adddup2") { posix_spawn_file_actions_adddup2(&actions, stdin.rawValue, 0) }
-        }
-        if let stdout {
-            try posixCall("posix_spawn_file_actions_adddup2") { posix_spawn_file_actions_adddup2(&actions, stdout.rawValue, 1) }
-        }
-        if let stderr {
-            try posixCall("posix_spawn_file_actions_adddup2") { posix_spawn_file_actions_adddup2(&actions, stderr.rawValue, 2) }
+        for (target, source) in [stdin, stdout, stderr].enumerated() {
+            guard let raw = source?.rawValue else { continue }
+            try systemCallReturningErrno("posix_spawn_file_actions_adddup2") {
+                posix_spawn_file_actions_adddup2(&actions, raw, CInt(target))
+            }
         }
         for (i, fd) in high.enumerated() {
-            try posixCall("posix_spawn_file_actions_adddup2") { posix_spawn_file_actions_adddup2(&actions, fd, CInt(3 + i)) }
+            let raw = fd.rawValue
+            try systemCallReturningErrno("posix_spawn_file_actions_adddup2") {
+                posix_spawn_file_actions_adddup2(&actions, raw, CInt(3 + i))
+            }
         }
-        try posixCall("posix_spawn_file_actions_addclosefrom_np") {
+        try systemCallReturningErrno("posix_spawn_file_actions_addclosefrom_np") {
             zp_posix_spawn_file_actions_addclosefrom_np(&actions, CInt(3 + high.count))
         }
         var attr = posix_spawnattr_t()
-        try posixCall("posix_spawnattr_init") { posix_spawnattr_init(&attr) }
+        try systemCallReturningErrno("posix_spawnattr_init") { posix_spawnattr_init(&attr) }
         defer { posix_spawnattr_destroy(&attr) }
         var noSignals = sigset_t()
         sigemptyset(&noSignals)
         var allSignals = sigset_t()
         sigfillset(&allSignals)
-        try posixCall("posix_spawnattr_setsigmask") { posix_spawnattr_setsigmask(&attr, &noSignals) }
-        try posixCall("posix_spawnattr_setsigdefault") { posix_spawnattr_setsigdefault(&attr, &allSignals) }
-        try posixCall("posix_spawnattr_setflags") {
+        try systemCallReturningErrno("posix_spawnattr_setsigmask") { posix_spawnattr_setsigmask(&attr, &noSignals) }
+        try systemCallReturningErrno("posix_spawnattr_setsigdefault") { posix_spawnattr_setsigdefault(&attr, &allSignals) }
+        try systemCallReturningErrno("posix_spawnattr_setflags") {
             posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         }
         let argv = ([path.string] + arguments).map { strdup($0) }
         defer { for p in argv { free(p) } }
         var pid: pid_t = 0
-        try posixCall("posix_spawn", path.string) {
+        try systemCallReturningErrno("posix_spawn", path.string) {
             (argv + [nil]).withUnsafeBufferPointer { args in
                 posix_spawn(&pid, path.string, &actions, &attr, args.baseAddress!, environ)
             }
@@ -72,7 +75,7 @@ enum ChildProcess {
     @discardableResult
     static func wait(_ pid: Int32) -> CInt {
         var status: CInt = 0
-        while waitpid(pid, &status, 0) == -1 && Glibc.errno == EINTR {}
+        _ = try? systemCall("waitpid", "pid \(pid)") { waitpid(pid, &status, 0) }  // ECHILD: reaped elsewhere
         return status
     }
 }

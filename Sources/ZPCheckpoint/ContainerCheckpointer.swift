@@ -12,6 +12,7 @@ import Musl
 #endif
 import FoundationEssentials
 import SystemPackage
+import ZPSystem
 
 /// A container that runc manages: its id and runc's state root (`runc --root`, default /run/runc).
 public struct RuncContainer: Sendable, Equatable {
@@ -91,7 +92,7 @@ public struct ContainerRestoreOptions: Sendable {
     /// The container-side descriptors for fds 0, 1, 2 (the pipe ends the caller owns), used for
     /// each stdio slot that was a pipe at dump time. A slot that was a pipe needs a descriptor;
     /// slots sharing one pipe share the first descriptor given.
-    public var stdio: [FileDescriptor?] = [nil, nil, nil]
+    public var stdio: [SharedDescriptor?] = [nil, nil, nil]
     /// How CRIU treats the container's cgroups.
     public var cgroupMode: CRIUCgroupMode = .soft
     /// CRIU restore options; root, inherited files, mounts and cgroups are filled in.
@@ -136,7 +137,7 @@ public enum ContainerCheckpointError: Error, Sendable, CustomStringConvertible {
     /// The caller's input is incomplete (e.g. a stdio pipe without a descriptor).
     case invalidArgument(String)
     /// A system call on the way failed (mount, open).
-    case system(SystemCallError)
+    case system(SystemError)
 
     /// A one-paragraph description.
     public var description: String {
@@ -153,13 +154,6 @@ public enum ContainerCheckpointError: Error, Sendable, CustomStringConvertible {
 /// The tmpfs copies a post-dump hook takes (the hook runs on the calling thread, inside `dump`).
 final class TmpfsCopies {
     var snapshots: [TmpfsSnapshot] = []
-}
-
-/// Writes a whole file (0600), replacing it.
-func writeWholeFile(_ path: FilePath, _ bytes: [UInt8]) throws {
-    let fd = try FileDescriptor.open(path, .writeOnly, options: [.create, .truncate, .closeOnExec],
-                                     permissions: [.ownerReadWrite])
-    try fd.closeAfter { _ = try fd.writeAll(bytes) }
 }
 
 /// Checkpoints runc containers with CRIU and restores them without runc.
@@ -207,16 +201,15 @@ public struct ContainerCheckpointer: Sendable {
         } catch { throw .criu(error) }
         if !copies.snapshots.isEmpty {
             do {
-                try writeWholeFile(imagesDir.appending(Self.tmpfsCopiesName), TmpfsSnapshots(mounts: copies.snapshots).encoded())
+                try Files.write(imagesDir.appending(Self.tmpfsCopiesName), TmpfsSnapshots(mounts: copies.snapshots).encoded(),
+                                mode: 0o600)
             } catch {
                 throw .invalidArgument("cannot write \(imagesDir.appending(Self.tmpfsCopiesName)): \(error)")
             }
         }
         do {
             let data = try JSONEncoder().encode(manifest)
-            let fd = try FileDescriptor.open(imagesDir.appending(Self.manifestName), .writeOnly,
-                                             options: [.create, .truncate, .closeOnExec], permissions: [.ownerReadWrite])
-            try fd.closeAfter { _ = try fd.writeAll(data) }
+            try Files.write(imagesDir.appending(Self.manifestName), data, mode: 0o600)
         } catch {
             throw .invalidArgument("cannot write \(imagesDir.appending(Self.manifestName)): \(error)")
         }
@@ -277,7 +270,7 @@ public struct ContainerCheckpointer: Sendable {
         }
         if let pidns = ns["NEWPID"], !pidns.isEmpty {
             do {
-                o.external.append("pid[\(try NetworkNamespace.inode(of: FilePath(pidns)))]:extRootPidNS")
+                o.external.append("pid[\(try Files.inode(of: FilePath(pidns)))]:extRootPidNS")
             } catch { throw .system(error) }
             manifest.pidNamespacePath = pidns
         }
@@ -287,8 +280,8 @@ public struct ContainerCheckpointer: Sendable {
         }
         // cgroup v1/v2 filesystems runc bind-mounts from the host's hierarchies: external too,
         // restored from the host mount of the same hierarchy.
-        let host = MountInfo.read(pid: nil)
-        for m in MountInfo.read(pid: pid) where m.fsType == "cgroup" || m.fsType == "cgroup2" {
+        let host = (try? MountInfo.read()) ?? []
+        for m in (try? MountInfo.read(pid: pid)) ?? [] where m.fsType == "cgroup" || m.fsType == "cgroup2" {
             guard let h = host.first(where: { $0.fsType == m.fsType && $0.superOptions == m.superOptions }) else { continue }
             let rel = m.root.hasPrefix(h.root) ? String(m.root.dropFirst(h.root.count)) : m.root
             let inside = m.mountPoint.hasPrefix("/") ? m.mountPoint : "/" + m.mountPoint
@@ -336,7 +329,7 @@ public struct ContainerCheckpointer: Sendable {
     /// like runc's masked paths, which bind the container's `/dev/null` over `/proc/keys` etc.:
     /// CRIU binds those from the restored mount), and copyable right now.
     static func copyableTmpfsMounts(of pid: Int32) -> [String: TmpfsMountOptions] {
-        let mounts = MountInfo.read(pid: pid)
+        let mounts = (try? MountInfo.read(pid: pid)) ?? []
         var rootMounts: [String: Int] = [:]
         for m in mounts where m.root == "/" { rootMounts[m.device, default: 0] += 1 }
         var out: [String: TmpfsMountOptions] = [:]
@@ -385,8 +378,8 @@ public final class PreparedContainerRestore {
     private var state: RuncState
     private var options = RestoreOptions()
     private var worker: CRIUConnection?
-    private var netns: FileDescriptor?
-    private var pidns: FileDescriptor?
+    private var netns: SharedDescriptor?
+    private var pidns: SharedDescriptor?
     private var boundRoot: FilePath?
     private var stagedTmpfs: [FilePath] = []
     private var prepareDuration: Duration = .zero
@@ -402,7 +395,7 @@ public final class PreparedContainerRestore {
         let manifestPath = imagesDir.appending(ContainerCheckpointer.manifestName)
         let manifest: ContainerCheckpointManifest
         do {
-            manifest = try JSONDecoder().decode(ContainerCheckpointManifest.self, from: Data(try readWholeFile(manifestPath)))
+            manifest = try JSONDecoder().decode(ContainerCheckpointManifest.self, from: Data(try Files.read(manifestPath)))
         } catch {
             throw .invalidArgument("\(manifestPath) is missing or unreadable (\(error)): not a container checkpoint")
         }
@@ -415,7 +408,7 @@ public final class PreparedContainerRestore {
         var inherited: [InheritedFile] = []
         if let key = manifest.networkNamespaceKey, let path = manifest.networkNamespacePath {
             do {
-                let fd = try FileDescriptor.open(FilePath(path), .readOnly, options: .closeOnExec)
+                let fd = SharedDescriptor(try OwnedDescriptor.open(FilePath(path), O_RDONLY))
                 netns = fd
                 inherited.append(InheritedFile(key: key, descriptor: fd))
             } catch {
@@ -424,7 +417,7 @@ public final class PreparedContainerRestore {
         }
         if let path = manifest.pidNamespacePath {
             do {
-                let fd = try FileDescriptor.open(FilePath(path), .readOnly, options: .closeOnExec)
+                let fd = SharedDescriptor(try OwnedDescriptor.open(FilePath(path), O_RDONLY))
                 pidns = fd
                 inherited.append(InheritedFile(key: "extRootPidNS", descriptor: fd))
             } catch {
@@ -455,7 +448,7 @@ public final class PreparedContainerRestore {
             let copiesPath = imagesDir.appending(ContainerCheckpointer.tmpfsCopiesName)
             var snapshots: [String: TmpfsSnapshot] = [:]
             do {
-                for m in try TmpfsSnapshots(decoding: try readWholeFile(copiesPath)).mounts { snapshots[m.mountPoint] = m }
+                for m in try TmpfsSnapshots(decoding: try Files.read(copiesPath)).mounts { snapshots[m.mountPoint] = m }
             } catch {
                 cancel()
                 throw .invalidArgument("\(copiesPath) is missing or corrupt: \(error)")
@@ -470,15 +463,13 @@ public final class PreparedContainerRestore {
                 let (flags, data) = Self.tmpfsMountArguments(copied[mountPoint]!)
                 do {
                     // Mount writable to fill it, then apply the recorded read-only flag.
-                    try syscall("mount(tmpfs)", "\(dir) for \(mountPoint)") {
-                        mount("tmpfs", dir.string, "tmpfs", flags & ~UInt(MS_RDONLY), data)
-                    }
+                    try MountPoints.mount(source: "tmpfs", target: dir.string, type: "tmpfs", flags: flags & ~UInt(MS_RDONLY),
+                                     data: data)
                     stagedTmpfs.append(dir)
                     try snapshot.recreate(at: dir.string)
                     if flags & UInt(MS_RDONLY) != 0 {
-                        try syscall("mount(MS_REMOUNT)", dir.string) {
-                            mount("tmpfs", dir.string, "tmpfs", flags | UInt(MS_REMOUNT), data)
-                        }
+                        try MountPoints.mount(source: "tmpfs", target: dir.string, type: "tmpfs", flags: flags | UInt(MS_REMOUNT),
+                                         data: data)
                     }
                 } catch {
                     cancel()
@@ -490,13 +481,13 @@ public final class PreparedContainerRestore {
         // CRIU restores a mount namespace only onto a root that is a mount point (as runc does,
         // bind the rootfs at <state>/criu-root).
         let rootfs = state.rootfs
-        if MountInfo.read(pid: nil).contains(where: { $0.mountPoint == rootfs }) {
+        if ((try? MountInfo.read()) ?? []).contains(where: { $0.mountPoint == rootfs }) {
             o.root = rootfs
         } else {
             let target = container.stateDir.appending("criu-root")
             do {
                 _ = mkdir(target.string, 0o755)
-                try syscall("mount(MS_BIND)", rootfs) { mount(rootfs, target.string, nil, UInt(MS_BIND | MS_REC), nil) }
+                try MountPoints.mount(source: rootfs, target: target.string, type: nil, flags: UInt(MS_BIND | MS_REC), data: nil)
                 boundRoot = target
             } catch {
                 cancel()
@@ -526,10 +517,8 @@ public final class PreparedContainerRestore {
     static func joinCgroups(pid: Int32, paths: [String: String]) {
         let bytes = Array("\(pid)\n".utf8)
         for dir in Set(paths.values) where !dir.isEmpty {
-            guard let fd = try? FileDescriptor.open(FilePath(dir).appending("cgroup.procs"), .writeOnly,
-                                                    options: [.closeOnExec]) else { continue }
-            _ = try? fd.writeAll(bytes)
-            try? fd.close()
+            guard let fd = try? OwnedDescriptor.open(FilePath(dir).appending("cgroup.procs"), O_WRONLY) else { continue }
+            try? fd.writeAll(bytes)
         }
     }
 
@@ -537,16 +526,16 @@ public final class PreparedContainerRestore {
     public func cancel() {
         worker?.close(grace: .zero)
         worker = nil
-        try? netns?.close()
+        netns?.close()
         netns = nil
-        try? pidns?.close()
+        pidns?.close()
         pidns = nil
         if let boundRoot {
-            _ = umount2(boundRoot.string, CInt(MNT_DETACH))
+            try? MountPoints.unmount(boundRoot.string)
             self.boundRoot = nil
         }
         for dir in stagedTmpfs {
-            _ = umount2(dir.string, CInt(MNT_DETACH))
+            try? MountPoints.unmount(dir.string)
             _ = rmdir(dir.string)
         }
         stagedTmpfs = []

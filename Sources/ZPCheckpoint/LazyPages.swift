@@ -4,6 +4,7 @@ import Glibc
 import Musl
 #endif
 import SystemPackage
+import ZPSystem
 
 /// A running `criu lazy-pages` daemon: it serves a lazy restore's memory on demand (userfaultfd)
 /// from local images or from a page server, and exits once every page is in place or the
@@ -68,16 +69,14 @@ public final class LazyPagesDaemon {
                 pageServer: CRIUPageServerInfo? = nil, readyTimeout: Duration = .seconds(30)) throws(CRIUError) {
         let work = workDir ?? imagesDir
         self.workDir = work
-        var fds: [CInt] = [-1, -1]
+        let pipe: PipeEnds
         do {
-            try syscall("pipe") { pipe(&fds) }
-            for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+            pipe = try OwnedDescriptor.pipe()
         } catch {
             throw CRIUError(code: .spawnFailed, request: .empty, message: "pipe for criu lazy-pages: \(error)")
         }
-        let readEnd = FileDescriptor(rawValue: fds[0])
-        let writeEnd = FileDescriptor(rawValue: fds[1])
-        defer { try? readEnd.close() }
+        let readEnd = pipe.readEnd
+        let writeEnd = SharedDescriptor(pipe.writeEnd)  // closed once the daemon has its copy
         var args = ["lazy-pages", "--images-dir", imagesDir.string, "--work-dir", work.string, "--status-fd", "3",
                     "-v4", "--log-file", "lazy-pages.log"]
         if let ps = pageServer {
@@ -86,15 +85,13 @@ public final class LazyPagesDaemon {
         do {
             pid = try ChildProcess.spawn(criuPath, arguments: args, descriptors: [writeEnd])
         } catch {
-            try? writeEnd.close()
             throw CRIUError(code: .spawnFailed, request: .empty, message: "cannot start \(criuPath) lazy-pages: \(error)")
         }
-        try? writeEnd.close()
+        writeEnd.close()
         let log = work.appending("lazy-pages.log")
         var pfd = pollfd(fd: readEnd.rawValue, events: Int16(POLLIN), revents: 0)
         let ms = CInt(readyTimeout.components.seconds * 1000)
-        var r: CInt
-        repeat { r = poll(&pfd, 1, ms) } while r == -1 && errno == EINTR
+        let r: CInt = (try? systemCall("poll", "criu lazy-pages status pipe") { poll(&pfd, 1, ms) }) ?? -1
         var byte: UInt8 = 1
         let n = r > 0 ? read(readEnd.rawValue, &byte, 1) : -1
         guard n == 1 && byte == 0 else {
@@ -144,8 +141,7 @@ public final class LazyPagesDaemon {
         guard !checkExited() else { return }
         _ = kill(pid, SIGKILL)
         var status: CInt = 0
-        var r: pid_t
-        repeat { r = waitpid(pid, &status, 0) } while r == -1 && errno == EINTR
+        let r = (try? systemCall("waitpid", "pid \(pid)") { waitpid(pid, &status, 0) }) ?? -1
         if r == pid { termination = Termination(waitStatus: status) }  // ECHILD: another waiter has it
         reaped = true
     }
@@ -156,15 +152,7 @@ public final class LazyPagesDaemon {
     /// transfer (all pages pushed, or the process exited). A daemon killed midway never writes
     /// the summary. False when the log is missing or names no process.
     public static func logShowsEveryProcessServed(_ log: FilePath) -> Bool {
-        guard let fd = try? FileDescriptor.open(log, .readOnly) else { return false }
-        defer { try? fd.close() }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 1 << 16)
-        while bytes.count < 256 << 20 {
-            let n = (try? chunk.withUnsafeMutableBytes { try fd.read(into: $0) }) ?? 0
-            if n <= 0 { break }
-            bytes += chunk[0..<n]
-        }
+        guard let bytes = try? Files.read(log, limit: 256 << 20) else { return false }
         return logShowsEveryProcessServed(text: String(decoding: bytes, as: UTF8.self))
     }
 

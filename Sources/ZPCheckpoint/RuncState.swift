@@ -10,6 +10,7 @@ import Musl
 #endif
 import FoundationEssentials
 import SystemPackage
+import ZPSystem
 
 /// A JSON value that decodes and re-encodes any document without losing fields.
 public enum JSONValue: Codable, Sendable, Equatable {
@@ -122,7 +123,7 @@ public struct RuncState: Sendable {
         let p = runcRoot.appending(id).appending("state.json")
         path = p
         let bytes: [UInt8]
-        do { bytes = try readWholeFile(p) } catch {
+        do { bytes = try Files.read(p) } catch {
             throw RuncStateError(path: p.string, reason: "cannot read: \(error)")
         }
         do { document = try JSONDecoder().decode(JSONValue.self, from: Data(bytes)) } catch {
@@ -189,12 +190,8 @@ public struct RuncState: Sendable {
         do { bytes = try JSONEncoder().encode(document) } catch {
             throw RuncStateError(path: path.string, reason: "cannot encode: \(error)")
         }
-        let tmp = FilePath(path.string + ".zp-tmp")
         do {
-            let fd = try FileDescriptor.open(tmp, .writeOnly, options: [.create, .truncate, .closeOnExec],
-                                             permissions: [.ownerReadWrite])
-            try fd.closeAfter { _ = try fd.writeAll(bytes) }
-            try syscall("rename", path.string) { rename(tmp.string, path.string) }
+            try Files.replace(path, with: bytes, mode: 0o600)
         } catch {
             throw RuncStateError(path: path.string, reason: "cannot write: \(error)")
         }
@@ -206,7 +203,7 @@ public struct RuncState: Sendable {
 /// - Throws: `RuncStateError` when the process does not exist.
 public func processStartTime(_ pid: Int32) throws(RuncStateError) -> UInt64 {
     let p = "/proc/\(pid)/stat"
-    guard let bytes = try? readWholeFile(FilePath(p)) else {
+    guard let bytes = try? Files.read(FilePath(p)) else {
         throw RuncStateError(path: p, reason: "process \(pid) does not exist")
     }
     let text = String(decoding: bytes, as: UTF8.self)
@@ -221,7 +218,7 @@ public func processStartTime(_ pid: Int32) throws(RuncStateError) -> UInt64 {
 /// Whether `pid` is the process that started at `start` (clock ticks) and has not exited: a
 /// zombie or dead task, or a reused pid, is not running.
 public func isProcessRunning(_ pid: Int32, startedAt start: UInt64) -> Bool {
-    guard pid > 0, let bytes = try? readWholeFile(FilePath("/proc/\(pid)/stat")) else { return false }
+    guard pid > 0, let bytes = try? Files.read(FilePath("/proc/\(pid)/stat")) else { return false }
     let text = String(decoding: bytes, as: UTF8.self)
     guard let close = text.lastIndex(of: ")") else { return false }
     let rest = text[text.index(after: close)...].split(separator: " ")
@@ -231,69 +228,5 @@ public func isProcessRunning(_ pid: Int32, startedAt start: UInt64) -> Bool {
 
 /// readlink of /proc/PID/fd/0...2 ("pipe:[123]", "/dev/null"); missing ones are "".
 public func stdioLinks(_ pid: Int32) -> [String] {
-    (0...2).map { readLink("/proc/\(pid)/fd/\($0)") ?? "" }
-}
-
-func readLink(_ path: String) -> String? {
-    var buf = [CChar](repeating: 0, count: 4096)
-    let n = readlink(path, &buf, buf.count - 1)
-    guard n >= 0 else { return nil }
-    return String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-}
-
-/// Reads a whole (small) file.
-func readWholeFile(_ path: FilePath) throws -> [UInt8] {
-    let fd = try FileDescriptor.open(path, .readOnly, options: .closeOnExec)
-    return try fd.closeAfter {
-        var out: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = try chunk.withUnsafeMutableBytes { try fd.read(into: $0) }
-            if n == 0 { return out }
-            out += chunk[0..<n]
-        }
-    }
-}
-
-/// One line of /proc/PID/mountinfo.
-struct MountInfo: Sendable, Equatable {
-    var device: String
-    var root: String
-    var mountPoint: String
-    var mountOptions: String
-    var fsType: String
-    var source: String
-    var superOptions: String
-
-    /// Parses /proc/<pid>/mountinfo (or /proc/self/mountinfo).
-    static func read(pid: Int32?) -> [MountInfo] {
-        let p = pid.map { "/proc/\($0)/mountinfo" } ?? "/proc/self/mountinfo"
-        guard let bytes = try? readWholeFile(FilePath(p)) else { return [] }
-        return String(decoding: bytes, as: UTF8.self).split(separator: "\n").compactMap { line in
-            let f = line.split(separator: " ", omittingEmptySubsequences: false).map(String.init)
-            guard let dash = f.firstIndex(of: "-"), dash >= 6, f.count >= dash + 4 else { return nil }
-            return MountInfo(device: f[2], root: unescape(f[3]), mountPoint: unescape(f[4]), mountOptions: f[5],
-                             fsType: f[dash + 1], source: f[dash + 2], superOptions: f[dash + 3])
-        }
-    }
-
-    /// mountinfo escapes space, tab, newline and backslash as \ooo.
-    static func unescape(_ s: String) -> String {
-        guard s.contains("\\") else { return s }
-        var out: [UInt8] = []
-        let b = Array(s.utf8)
-        var i = 0
-        while i < b.count {
-            if b[i] == UInt8(ascii: "\\"), i + 3 < b.count {
-                if let v = UInt8(String(decoding: b[(i + 1)..<(i + 4)], as: UTF8.self), radix: 8) {
-                    out.append(v)
-                    i += 4
-                    continue
-                }
-            }
-            out.append(b[i])
-            i += 1
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
+    (0...2).map { (try? Files.readLink(FilePath("/proc/\(pid)/fd/\($0)"))) ?? "" }
 }

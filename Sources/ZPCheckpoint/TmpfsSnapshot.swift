@@ -11,6 +11,7 @@ import Musl
 #endif
 import SystemPackage
 import ZPCore
+import ZPSystem
 
 /// One file of a tmpfs copy.
 public struct TmpfsEntry: ProtobufMessage, Equatable {
@@ -165,14 +166,8 @@ public struct TmpfsSnapshot: ProtobufMessage, Equatable {
             case S_IFDIR:
                 entries.append(entry(.directory))
                 guard st.st_dev == rootStat.st_dev else { return }  // a mount point: do not descend
-                guard let dir = opendir(full) else { throw Unsupported(description: "\(full): cannot open") }
-                defer { closedir(dir) }
-                var names: [String] = []
-                while let e = readdir(dir) {
-                    let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-                    if name != "." && name != ".." { names.append(name) }
-                }
-                for name in names.sorted() {
+                guard let names = try? Files.list(FilePath(full)) else { throw Unsupported(description: "\(full): cannot open") }
+                for name in names {
                     let childRel = rel.isEmpty ? name : rel + "/" + name
                     var cst = stat()
                     guard lstat(full + "/" + name, &cst) == 0 else { throw Unsupported(description: "\(childRel): cannot stat") }
@@ -183,11 +178,13 @@ public struct TmpfsSnapshot: ProtobufMessage, Equatable {
                 total += Int(st.st_size)
                 guard total <= maxBytes else { throw Unsupported(description: "more than \(maxBytes) bytes") }
                 var e = entry(.regular)
-                e.content = try readWholeFile(FilePath(full))
+                e.content = try Files.read(FilePath(full))
                 entries.append(e)
             case S_IFLNK:
                 var e = entry(.symlink)
-                guard let target = readLink(full) else { throw Unsupported(description: "\(rel): cannot read link") }
+                guard let target = try? Files.readLink(FilePath(full)) else {
+                    throw Unsupported(description: "\(rel): cannot read link")
+                }
                 e.linkTarget = target
                 entries.append(e)
             case S_IFCHR, S_IFBLK:
@@ -203,38 +200,35 @@ public struct TmpfsSnapshot: ProtobufMessage, Equatable {
     }
 
     /// Recreates the files under `root` (an empty, freshly mounted tmpfs).
-    /// - Throws: `SystemCallError` naming the failing path.
-    public func recreate(at root: String) throws(SystemCallError) {
+    /// - Throws: `SystemError` naming the failing path.
+    public func recreate(at root: String) throws(SystemError) {
         for e in entries {
             let p = e.path.isEmpty ? root : root + "/" + e.path
             switch e.kind {
             case .directory:
-                if !e.path.isEmpty { try syscall("mkdir", p) { mkdir(p, 0o700) } }
+                if !e.path.isEmpty { try systemCall("mkdir", p) { mkdir(p, 0o700) } }
             case .regular:
-                let fd = try syscall("open", p) { open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600) }
-                defer { _ = close(fd) }
-                var off = 0
-                while off < e.content.count {
-                    let n = try syscall("write", p) {
-                        e.content.withUnsafeBytes { write(fd, $0.baseAddress! + off, $0.count - off) }
-                    }
-                    off += n
+                let fd = try OwnedDescriptor.open(FilePath(p), O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
+                do {
+                    try fd.writeAll(e.content)
+                } catch {
+                    throw SystemError(call: error.call, subject: p, errno: error.errno)
                 }
             case .symlink:
-                try syscall("symlink", p) { symlink(e.linkTarget, p) }
+                try systemCall("symlink", p) { symlink(e.linkTarget, p) }
             case .characterDevice, .blockDevice:
                 let type = e.kind == .characterDevice ? S_IFCHR : S_IFBLK
-                try syscall("mknod", p) { mknod(p, type | 0o600, dev_t(e.rdev)) }
+                try systemCall("mknod", p) { mknod(p, type | 0o600, dev_t(e.rdev)) }
             }
-            try syscall("lchown", p) { lchown(p, e.uid, e.gid) }
-            if e.kind != .symlink { try syscall("chmod", p) { chmod(p, mode_t(e.mode)) } }
+            try systemCall("lchown", p) { lchown(p, e.uid, e.gid) }
+            if e.kind != .symlink { try systemCall("chmod", p) { chmod(p, mode_t(e.mode)) } }
         }
         // Times last, children before parents (creating a child changes its parent's mtime).
         for e in entries.reversed() {
             let p = e.path.isEmpty ? root : root + "/" + e.path
             var times = [timespec(tv_sec: 0, tv_nsec: (1 << 30) - 2)  /* UTIME_OMIT */,
                          timespec(tv_sec: Int(e.mtimeSeconds), tv_nsec: Int(e.mtimeNanoseconds))]
-            try syscall("utimensat", p) { utimensat(AT_FDCWD, p, &times, AT_SYMLINK_NOFOLLOW) }
+            try systemCall("utimensat", p) { utimensat(AT_FDCWD, p, &times, AT_SYMLINK_NOFOLLOW) }
         }
     }
 }

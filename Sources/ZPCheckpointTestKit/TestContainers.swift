@@ -5,6 +5,7 @@
 import Foundation
 import SystemPackage
 import ZPCheckpoint
+import ZPSystem
 
 /// A plain error with a message.
 public struct TestKitError: Error, CustomStringConvertible {
@@ -74,18 +75,18 @@ public final class TestNetworkNamespace {
 /// A thread drains stdout/stderr so the container never blocks on a full pipe.
 public final class ContainerStdio {
     /// Container ends: stdin read end, stdout write end, stderr write end.
-    public let containerSide: [FileDescriptor]
+    public let containerSide: [SharedDescriptor]
     /// Caller ends: stdin write end, stdout read end, stderr read end.
-    public let callerSide: [FileDescriptor]
+    public let callerSide: [SharedDescriptor]
     private var closed = false
 
     /// Creates three pipes and starts draining.
     public init() throws {
-        var c: [FileDescriptor] = []
-        var h: [FileDescriptor] = []
+        var c: [SharedDescriptor] = []
+        var h: [SharedDescriptor] = []
         for i in 0..<3 {
-            let (r, w) = try FileDescriptor.pipe()
-            for fd in [r, w] { _ = fcntl(fd.rawValue, F_SETFD, FD_CLOEXEC) }
+            let ends = try OwnedDescriptor.pipe()
+            let r = SharedDescriptor(ends.readEnd), w = SharedDescriptor(ends.writeEnd)
             if i == 0 { c.append(r); h.append(w) } else { c.append(w); h.append(r) }
         }
         containerSide = c
@@ -106,10 +107,10 @@ public final class ContainerStdio {
     public func close() {
         guard !closed else { return }
         closed = true
-        for fd in containerSide { try? fd.close() }
-        try? callerSide[0].close()
-        // The read ends are closed by the kernel at exit of the drain threads' process; closing
-        // them here could race a drain thread's read on a reused number, so they stay open.
+        for fd in containerSide { fd.close() }
+        callerSide[0].close()
+        // The read ends stay open while their drain threads read them (closing them here could
+        // race a drain thread's read on a reused number); each closes when its thread ends.
     }
 }
 
@@ -316,12 +317,8 @@ public final class TestContainer {
 
     /// The init's mounts as "mount point, fs type, mount options, superblock options" lines, sorted.
     public func mounts() -> [String] {
-        guard let pid = initPID(), let text = try? String(contentsOfFile: "/proc/\(pid)/mountinfo", encoding: .utf8) else { return [] }
-        return text.split(separator: "\n").compactMap { line -> String? in
-            let f = line.split(separator: " ").map(String.init)
-            guard let dash = f.firstIndex(of: "-"), f.count > dash + 3 else { return nil }
-            return "\(f[4]) \(f[dash + 1]) \(f[5]) \(f[dash + 3])"
-        }.sorted()
+        guard let pid = initPID(), let mounts = try? MountInfo.read(pid: pid) else { return [] }
+        return mounts.map { "\($0.mountPoint) \($0.fsType) \($0.mountOptions) \($0.superOptions)" }.sorted()
     }
 
     /// Kills and deletes the container (whatever its state), reaps a restored init that is our

@@ -3,6 +3,7 @@ import NIOPosix
 import SystemPackage
 import ZPActivator
 import ZPBPF
+import ZPSystem
 
 /// Why a ``PodActivator`` could not be set up or armed: the step, the pod namespace, the
 /// application port (when one is concerned) and the underlying reason.
@@ -125,10 +126,10 @@ public final class PodActivator: Sendable {
         }
 
         // Sockets stay ours until Activator.bind takes them over.
-        var sockets: [SystemPackage.FileDescriptor] = []
+        var sockets: [SharedDescriptor] = []
         var newlyTracked: [UInt16] = []
         func undo() {
-            for socket in sockets { try? socket.close() }
+            for socket in sockets { socket.close() }
             for port in newlyTracked { try? redirector.untrackPort(port) }
         }
         let alreadyTracked: Set<UInt16>
@@ -138,19 +139,20 @@ public final class PodActivator: Sendable {
             throw failure(.trackPort, nil, error)
         }
         for port in ports {
+            let listener: OwnedDescriptor
             do {
-                sockets.append(
-                    try PodRedirector.makeListener(inNamespaceAt: namespacePath, backlog: configuration.backlog))
+                listener = try PodRedirector.makeListener(inNamespaceAt: namespacePath, backlog: configuration.backlog)
             } catch {
                 undo()
                 throw failure(.makeListener, port, error)
             }
             do {
-                try redirector.registerListener(port: port, socket: sockets[sockets.count - 1])
+                try redirector.registerListener(port: port, socket: listener)
             } catch {
                 undo()
-                throw failure(.registerListener, port, error)
+                throw failure(.registerListener, port, error)  // `listener` closes as it goes
             }
+            sockets.append(SharedDescriptor(listener))
             do {
                 try redirector.trackPort(port)
                 if !alreadyTracked.contains(port) { newlyTracked.append(port) }
@@ -164,7 +166,7 @@ public final class PodActivator: Sendable {
         do {
             activator = try await Activator.bind(
                 ports: zip(ports, sockets).map { port, socket in
-                    PortRedirect(appPort: port, source: .adopt(SocketHandle(rawValue: socket.rawValue)))
+                    PortRedirect(appPort: port, source: .adopt(socket))
                 },
                 configuration: configuration,
                 startsScaledDown: startsScaledDown,

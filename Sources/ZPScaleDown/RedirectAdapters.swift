@@ -1,6 +1,7 @@
 import SystemPackage
 import ZPActivator
 import ZPBPF
+import ZPSystem
 
 /// ZPActivator's ``RedirectControl`` implemented with ZPBPF's ``PodRedirector``: switching a
 /// port's redirect off is one map delete (`zp_redirect_on`), after which new connections to the
@@ -27,7 +28,7 @@ public struct BPFRedirectControl: RedirectControl {
 }
 
 /// ZPActivator's ``ApplicationSocketFactory`` for a pod: every socket is created inside the pod's
-/// network namespace (ZPBPF's ``NetworkNamespace``: `socket(2)` on a short-lived thread that
+/// network namespace (ZPSystem's `NetworkNamespace`: `socket(2)` on a short-lived thread that
 /// joined the namespace), so the activator, running in the shim's namespace, dials the
 /// application's 127.0.0.1 / ::1.
 ///
@@ -45,8 +46,8 @@ public struct PodNamespaceSockets: ApplicationSocketFactory {
 
     /// A new unconnected TCP socket in the pod namespace; the activator owns it.
     /// - Parameter ipv6: `AF_INET6` if true, else `AF_INET`.
-    /// - Throws: `BPFError.system` when the namespace cannot be joined or the socket not made.
-    public func makeStreamSocket(ipv6: Bool) throws -> SocketHandle {
-        SocketHandle(rawValue: try namespace.makeTCPSocket(ipv6: ipv6).rawValue)
+    /// - Throws: `SystemError` when the namespace cannot be joined or the socket not made.
+    public func makeStreamSocket(ipv6: Bool) throws -> OwnedDescriptor {
+        try namespace.makeTCPSocket(ipv6: ipv6)
     }
 }

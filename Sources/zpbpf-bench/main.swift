@@ -1,11 +1,13 @@
 // zpbpf-bench: figures for ZPBPF on this machine (root; creates and deletes its own namespaces).
 //   swift run -c release zpbpf-bench [iterations]
-// Prints medians and p90/p99 of: load + attach (PodRedirector.init), close (detach), setRedirect
-// on/off, activity() reads, and TCP connect+accept over a veth pair, direct vs redirected.
+// Prints medians and p90/p99 of: load + attach (PodRedirector.init), close (detach), a socket made
+// in the pod netns (ZPSystem's thread + setns), setRedirect on/off, activity() reads, and TCP
+// connect+accept over a veth pair, direct vs redirected.
 import Foundation
 import Glibc
 import SystemPackage
 import ZPBPF
+import ZPSystem
 
 @discardableResult
 func sh(_ args: String...) -> Int32 {
@@ -51,7 +53,7 @@ sh("ip", "-n", cli, "link", "set", "c0", "up")
 
 let clientNamespace = NetworkNamespace(path: FilePath("/var/run/netns/\(cli)"))
 func clientConnect(port: UInt16) throws -> CInt {
-    let fd = try clientNamespace.makeTCPSocket(ipv6: false).rawValue
+    let fd = try clientNamespace.makeTCPSocket(ipv6: false).disown()  // the caller adopts it again
     var sin = sockaddr_in()
     sin.sin_family = sa_family_t(AF_INET)
     sin.sin_port = port.bigEndian
@@ -72,26 +74,29 @@ do {
     }
     report("PodRedirector.init (load+attach)", inits)
     report("PodRedirector.close (detach)", closes)
+    // ZPSystem's netns runner: a thread that joins the pod netns, makes a socket, ends (what the
+    // activator does per dial attempt, and ZPBPF per listener).
+    let podNamespace = NetworkNamespace(path: podPath)
+    report("netns socket (thread+setns+socket)", try measure(iterations) { _ = try podNamespace.makeTCPSocket(ipv6: true) })
 
     let redirector = try PodRedirector(netnsPath: podPath)
     defer { redirector.close() }
     let port: UInt16 = 8080
     let app = try PodRedirector.makeListener(inNamespaceAt: podPath, port: port)
     let activator = try PodRedirector.makeListener(inNamespaceAt: podPath)
-    defer { try? app.close(); try? activator.close() }
     try redirector.trackPort(port)
     try redirector.registerListener(port: port, socket: activator)
     var flag = false
     report("setRedirect (toggle)", try measure(iterations) { flag.toggle(); try redirector.setRedirect(port: port, enabled: flag) })
     report("activity(port:)", try measure(iterations) { _ = try redirector.activity(port: port) })
 
-    func connectAccept(_ listener: FileDescriptor) throws -> [Duration] {
+    func connectAccept(_ listener: borrowing OwnedDescriptor) throws -> [Duration] {
         try measure(iterations) {
-            let c = try clientConnect(port: port)
+            let c = OwnedDescriptor(adopting: try clientConnect(port: port))
             let s = accept(listener.rawValue, nil, nil)
             precondition(s >= 0)
-            Glibc.close(s)
-            Glibc.close(c)
+            _ = OwnedDescriptor(adopting: s)  // closed at once
+            _ = consume c
         }
     }
     try redirector.setRedirect(port: port, enabled: false)

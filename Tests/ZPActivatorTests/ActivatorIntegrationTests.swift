@@ -5,6 +5,7 @@ import NIOHTTP2
 import NIOPosix
 import Synchronization
 import Testing
+import ZPSystem
 
 @testable import ZPActivator
 
@@ -295,15 +296,16 @@ struct ActivatorIntegrationTests {
         #expect(events.reports.first?.outcome == .proxied(toApp: request.utf8.count, toClient: response.utf8.count))
     }
 
-    @Test func adoptedSocket_isServed_andItsDescriptorExposed() async throws {
+    @Test func adoptedSocket_isServed_andOwnedByTheActivator() async throws {
         let events = EventLog()
         let listening = try ReservedPort()  // a bound socket made by the "caller"
+        let adopted = SharedDescriptor(OwnedDescriptor(adopting: listening.fd))
         let activator = try await Activator.bind(
-            ports: [PortRedirect(appPort: 1, source: .adopt(SocketHandle(rawValue: listening.fd)))],
+            ports: [PortRedirect(appPort: 1, source: .adopt(adopted))],
             events: events.sink,
             restore: { throw TestRestoreError() }
         )
-        #expect(activator.listeners[0].socket.rawValue == listening.fd)
+        #expect(!adopted.isOpen, "the activator took the descriptor over (NIO owns it now)")
         #expect(activator.listeners[0].localAddress.port == Int(listening.port))
         // The leak detector the descriptor tests use does see a live socket of ours.
         #expect(ownTCPSockets(onPorts: [listening.port]).count == 1)
@@ -417,8 +419,8 @@ struct ActivatorIntegrationTests {
         let namespace = try TestNetworkNamespace()
         defer { namespace.delete() }
         let loopback = try SocketAddress(ipAddress: "127.0.0.1", port: 0)
-        let listening = try namespace.run { try SocketCalls.makeBound(loopback) }
-        let appSocket = try namespace.run { try SocketCalls.makeBound(loopback) }
+        let listening = try namespace.run { SharedDescriptor(try SocketCalls.makeBound(loopback)) }
+        let appSocket = try namespace.run { SharedDescriptor(try SocketCalls.makeBound(loopback)) }
         let appPort = try boundPort(appSocket)
         let factory = NamespaceSocketFactory(namespace: namespace)
         let events = EventLog()
@@ -433,7 +435,8 @@ struct ActivatorIntegrationTests {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 for await _ in signals {
-                    try await TestApp.serve(adopting: appSocket.rawValue, behaviour: .http)
+                    guard let socket = appSocket.take() else { break }
+                    try await TestApp.serve(adopting: socket.disown(), behaviour: .http)
                 }
             }
             group.addTask { try await activator.run() }

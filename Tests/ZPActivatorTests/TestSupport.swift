@@ -2,7 +2,9 @@ import Foundation
 import NIOCore
 import NIOPosix
 import Synchronization
+import SystemPackage
 import Testing
+import ZPSystem
 
 @testable import ZPActivator
 
@@ -239,15 +241,14 @@ enum TestClient {
         send request: String
     ) async throws -> String {
         let address = try SocketAddress(ipAddress: "127.0.0.1", port: port)
-        let socket = try namespace.run {
-            let fd = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            guard fd >= 0 else { throw ActivatorSocketError(call: "socket", subject: "netns", errno: errno) }
-            try SocketCalls.connect(SocketHandle(rawValue: fd), to: address, timeout: .seconds(5))
-            return fd
+        let socket = try namespace.run { () throws -> SharedDescriptor in
+            let fd = try OwnedDescriptor.socket(domain: AF_INET, type: Int32(SOCK_STREAM.rawValue), subject: "netns")
+            try SocketCalls.connect(fd, to: address, timeout: .seconds(5))
+            return SharedDescriptor(fd)
         }
         let connection = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelOption(.allowRemoteHalfClosure, value: true)
-            .withConnectedSocket(socket) { channel in
+            .withConnectedSocket(socket.take()!.disown()) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try Connection(
                         wrappingChannelSynchronously: channel,
@@ -304,11 +305,12 @@ func withActivator<R: Sendable>(
 }
 
 /// The port a bound socket got.
-func boundPort(_ handle: SocketHandle) throws -> UInt16 {
+func boundPort(_ socket: SharedDescriptor) throws -> UInt16 {
     var address = sockaddr_in()
     var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let fd = socket.rawValue
     let named = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(handle.rawValue, $0, &length) }
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
     }
     try #require(named == 0)
     return UInt16(bigEndian: address.sin_port)
@@ -348,38 +350,11 @@ struct TestNetworkNamespace: Sendable {
         try #require(process.terminationStatus == 0, "ip \(arguments.joined(separator: " ")) failed")
     }
 
-    /// Runs `body` on a new thread that entered this namespace (the thread then ends, so no
-    /// other code runs in the namespace). Sockets made there stay in it.
+    /// Runs `body` on a new thread that entered this namespace (ZPSystem's `NetworkNamespace`;
+    /// the thread then ends, so no other code runs in the namespace). Sockets made there stay in it.
     func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) throws -> T {
-        let result = Mutex<Result<T, any Error>?>(nil)
-        let done = DispatchSemaphore(value: 0)
-        let path = self.path
-        let thread = Thread {
-            defer { done.signal() }
-            let fd = open(path, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0, setNetworkNamespace(fd) == 0 else {
-                let code = errno
-                if fd >= 0 { close(fd) }
-                result.withLock { $0 = .failure(ActivatorSocketError(call: "setns", subject: path, errno: code)) }
-                return
-            }
-            close(fd)
-            let value = Result { try body() }
-            result.withLock { $0 = value }
-        }
-        thread.start()
-        done.wait()
-        return try result.withLock { $0! }.get()
+        try NetworkNamespace(path: FilePath(path)).perform { Result { try body() } }.get()
     }
-}
-
-/// `setns(fd, CLONE_NEWNET)`; Glibc's Swift module does not export `setns` (it needs
-/// `_GNU_SOURCE`), so the symbol is looked up at run time.
-private func setNetworkNamespace(_ fd: Int32) -> Int32 {
-    typealias SetNS = @convention(c) (Int32, Int32) -> Int32
-    guard let symbol = dlsym(nil, "setns") else { return -1 }
-    let cloneNewNet: Int32 = 0x4000_0000
-    return unsafeBitCast(symbol, to: SetNS.self)(fd, cloneNewNet)
 }
 
 /// Makes the activator's dial sockets inside a test namespace.
@@ -391,12 +366,8 @@ final class NamespaceSocketFactory: ApplicationSocketFactory {
         self.namespace = namespace
     }
 
-    func makeStreamSocket(ipv6: Bool) throws -> SocketHandle {
+    func makeStreamSocket(ipv6: Bool) throws -> OwnedDescriptor {
         made.add(1, ordering: .relaxed)
-        return try namespace.run {
-            let fd = socket(ipv6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            guard fd >= 0 else { throw ActivatorSocketError(call: "socket", subject: "netns", errno: errno) }
-            return SocketHandle(rawValue: fd)
-        }
+        return try NetworkNamespace(path: FilePath(namespace.path)).makeTCPSocket(ipv6: ipv6)
     }
 }

@@ -2,6 +2,8 @@ import Foundation
 import Glibc
 import SystemPackage
 import Testing
+import ZPCore
+import ZPSystem
 import ZPTestSupport
 
 @testable import ZPBPF
@@ -42,7 +44,7 @@ struct ActivityTests {
         let realServer = try #require(app.accept())
         #expect(try eventually { try redirector.activity(port: port)?.openConnections == 1 })
         let afterConnect = try #require(try redirector.activity(port: port)?.lastActivity)
-        #expect(afterConnect <= PortActivity.monotonicNow())
+        #expect(afterConnect <= SystemClock.monotonicNow())
 
         // Several seconds of probes over IPv4 and IPv6: the stamp and the count do not move.
         let start = Date()

@@ -2,6 +2,8 @@ import Foundation
 import Glibc
 import SystemPackage
 import Testing
+import ZPCore
+import ZPSystem
 import ZPTestSupport
 
 @testable import ZPBPF
@@ -63,22 +65,21 @@ struct Addresses {
     var other6: String { "fd77:\(subnet)::3" }
 }
 
-/// A socket descriptor owned by a test, closed on deinit.
+/// A socket descriptor owned by a test, closed when the last reference goes.
 final class TestSocket {
-    let fd: CInt
-    init(_ fd: CInt) { self.fd = fd }
-    deinit { _ = Glibc.close(fd) }
+    let descriptor: SharedDescriptor
+    var fd: CInt { descriptor.rawValue }
+    init(_ descriptor: consuming OwnedDescriptor) { self.descriptor = SharedDescriptor(descriptor) }
 
     /// A TCP listener in `namespace` on `port` (dual-stack), as the activator would make it.
     static func listener(in namespace: String, port: UInt16 = 0) throws -> TestSocket {
-        TestSocket(try PodRedirector.makeListener(inNamespaceAt: Lab.path(namespace), port: port).rawValue)
+        TestSocket(try PodRedirector.makeListener(inNamespaceAt: Lab.path(namespace), port: port))
     }
 
     /// Connects from `namespace` to `address`:`port`, optionally from `source`, with a 10 s timeout.
     static func connect(from namespace: String, to address: String, port: UInt16, source: String? = nil) throws -> TestSocket {
         let v6 = address.contains(":")
-        let socket = TestSocket(try NetnsSocket.make(
-            netnsPath: Lab.path(namespace), domain: v6 ? AF_INET6 : AF_INET, type: CInt(SOCK_STREAM.rawValue)))
+        let socket = TestSocket(try NetworkNamespace(path: Lab.path(namespace)).makeTCPSocket(ipv6: v6))
         var timeout = timeval(tv_sec: 10, tv_usec: 0)
         setsockopt(socket.fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(socket.fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
@@ -108,7 +109,7 @@ final class TestSocket {
         guard hasPendingConnection(within: seconds) else { return nil }
         let fd = Glibc.accept(fd, nil, nil)
         guard fd >= 0 else { return nil }
-        let socket = TestSocket(fd)
+        let socket = TestSocket(OwnedDescriptor(adopting: fd))
         var timeout = timeval(tv_sec: 10, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         return socket
@@ -130,7 +131,8 @@ final class TestSocket {
             }
         }
         let bytes = withUnsafeBytes(of: storage.sin6_addr) { Array($0) }
-        return (IPAddress(bytes16: bytes)?.description ?? "?", UInt16(bigEndian: storage.sin6_port))
+        let address = IPAddress(bytes: bytes).map { ($0.unmappedV4 ?? $0).description }
+        return (address ?? "?", UInt16(bigEndian: storage.sin6_port))
     }
 
     /// The port this (listening) socket is bound to.

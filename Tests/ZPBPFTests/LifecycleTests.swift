@@ -2,6 +2,8 @@ import Foundation
 import Glibc
 import SystemPackage
 import Testing
+import ZPCore
+import ZPSystem
 import ZPTestSupport
 
 @testable import ZPBPF
@@ -58,7 +60,7 @@ struct LifecycleTests {
             #expect(stat(dir.appending(name).string, &st) == 0 && st.st_mode & 0o777 == 0o600, "\(name)")
         }
         try first!.trackPort(port)
-        try first!.registerListener(port: port, socket: FileDescriptor(rawValue: activator.fd))
+        try activator.descriptor.withOwner { (socket) throws(BPFError) in try first!.registerListener(port: port, socket: socket) }
         first = nil  // the "shim" goes away; pins keep everything attached
 
         #expect(try bpftoolIDs("link").isSuperset(of: ids.links))
@@ -96,7 +98,7 @@ struct LifecycleTests {
         let redirector = try PodRedirector(netnsPath: Lab.path(pod))
         defer { redirector.close() }
         var activator: TestSocket? = try TestSocket.listener(in: pod)
-        try redirector.registerListener(port: 7000, socket: FileDescriptor(rawValue: activator!.fd))
+        try activator!.descriptor.withOwner { (socket) throws(BPFError) in try redirector.registerListener(port: 7000, socket: socket) }
         #expect(try redirector.hasListener(port: 7000))
         activator = nil
         #expect(try eventually { try !redirector.hasListener(port: 7000) })
@@ -127,7 +129,7 @@ struct FeatureProbeTests {
     }
 
     @Test func missingNamespace_isNamedInTheError() {
-        #expect(throws: BPFError.system(call: "open", subject: "/var/run/netns/zpbpf-absent", errno: .noSuchFileOrDirectory)) {
+        #expect(throws: BPFError.system(SystemError(call: "open", subject: "/var/run/netns/zpbpf-absent", errno: .noSuchFileOrDirectory))) {
             _ = try PodRedirector(netnsPath: "/var/run/netns/zpbpf-absent")
         }
     }

@@ -3,6 +3,8 @@ import Foundation
 import Glibc
 import SystemPackage
 import Testing
+import ZPCore
+import ZPSystem
 import ZPTestSupport
 import ZPTestSupport
 
@@ -29,7 +31,7 @@ struct RedirectTests {
         for fd in [loaded.skLookup, loaded.tcActivity, loaded.sockops] {
             var info = [UInt32](repeating: 0, count: 64)
             var length = UInt32(info.count * 4)
-            #expect(bpf_obj_get_info_by_fd(fd.raw, &info, &length) == 0)
+            #expect(bpf_obj_get_info_by_fd(fd.rawValue, &info, &length) == 0)
             #expect(info[1] != 0, "a loaded program has a kernel id")
         }
     }
@@ -47,7 +49,7 @@ struct RedirectTests {
         let activator = try TestSocket.listener(in: pod)
         let redirector = try PodRedirector(netnsPath: Lab.path(pod))
         defer { redirector.close() }
-        try redirector.registerListener(port: port, socket: FileDescriptor(rawValue: activator.fd))
+        try activator.descriptor.withOwner { (socket) throws(BPFError) in try redirector.registerListener(port: port, socket: socket) }
         #expect(try redirector.hasListener(port: port))
 
         // Before: straight to the app, and this connection must survive the switch.
@@ -82,7 +84,7 @@ struct RedirectTests {
         let activator = try TestSocket.listener(in: pod)
         let redirector = try PodRedirector(netnsPath: Lab.path(pod))
         defer { redirector.close() }
-        try redirector.registerListener(port: port, socket: FileDescriptor(rawValue: activator.fd))
+        try activator.descriptor.withOwner { (socket) throws(BPFError) in try redirector.registerListener(port: port, socket: socket) }
         try redirector.setRedirect(port: port, enabled: true)
         for address in ["127.0.0.1", "::1"] {
             let c = try TestSocket.connect(from: pod, to: address, port: port)
@@ -113,7 +115,7 @@ struct RedirectTests {
             let activator = try TestSocket.listener(in: pod)
             activators[port] = activator
             try redirector.trackPort(port)
-            try redirector.registerListener(port: port, socket: FileDescriptor(rawValue: activator.fd))
+            try activator.descriptor.withOwner { (socket) throws(BPFError) in try redirector.registerListener(port: port, socket: socket) }
             try redirector.setRedirect(port: port, enabled: true)
         }
         #expect(throws: BPFError.tooManyPorts(port: 30000, limit: 128)) { try redirector.setRedirect(port: 30000, enabled: true) }
@@ -139,7 +141,7 @@ struct RedirectTests {
         let redirectorA = try PodRedirector(netnsPath: Lab.path(podA))
         let redirectorB = try PodRedirector(netnsPath: Lab.path(podB))
         defer { redirectorA.close(); redirectorB.close() }
-        try redirectorA.registerListener(port: port, socket: FileDescriptor(rawValue: activatorA.fd))
+        try activatorA.descriptor.withOwner { (socket) throws(BPFError) in try redirectorA.registerListener(port: port, socket: socket) }
         try redirectorA.setRedirect(port: port, enabled: true)
         #expect(try !redirectorB.isRedirectEnabled(port: port))
         for round in 0..<5 {

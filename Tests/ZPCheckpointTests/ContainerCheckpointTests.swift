@@ -2,6 +2,7 @@ import Foundation
 import SystemPackage
 import Testing
 import ZPCheckpointTestKit
+import ZPSystem
 
 @testable import ZPCheckpoint
 
@@ -105,14 +106,14 @@ struct ContainerCheckpointTests {
         try c.start()
         #expect(c.waitForResponse() != nil)
         let sandbox = try #require(c.sandboxDir)
-        func ns(_ pid: Int32, _ kind: String) -> String? { readLink("/proc/\(pid)/ns/\(kind)") }
-        let ipcInode = try NetworkNamespace.inode(of: FilePath("\(sandbox)/ipc"))
+        func ns(_ pid: Int32, _ kind: String) -> String? { try? Files.readLink(FilePath("/proc/\(pid)/ns/\(kind)")) }
+        let ipcInode = try Files.inode(of: FilePath("\(sandbox)/ipc"))
         #expect(ns(try #require(c.initPID()), "ipc") == "ipc:[\(ipcInode)]")
         let images = try TempDir("ctr-pod")
         _ = try cc.checkpoint(c.container, imagesDir: images.path)
         let r = try cc.restore(c.container, imagesDir: images.path, options: restoreOptions(c))
         #expect(ns(r.pid, "ipc") == "ipc:[\(ipcInode)]", "the restored init is back in the sandbox's IPC namespace")
-        let utsInode = try NetworkNamespace.inode(of: FilePath("\(sandbox)/uts"))
+        let utsInode = try Files.inode(of: FilePath("\(sandbox)/uts"))
         #expect(ns(r.pid, "uts") == "uts:[\(utsInode)]", "and in its UTS namespace")
         let (rc, host) = try c.runc(["exec", c.id, "/bin/hostname"])
         #expect(rc == 0 && host.contains("-pod"), "exec sees the pod's hostname: \(host)")

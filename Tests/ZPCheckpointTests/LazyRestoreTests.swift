@@ -1,6 +1,7 @@
 import Foundation
 import SystemPackage
 import Testing
+import ZPSystem
 
 @testable import ZPCheckpoint
 
@@ -13,8 +14,7 @@ struct LazyRestoreTests {
     func restoreAndTime(_ images: FilePath, netns: TestNetns, port: UInt16, lazy: Bool, expectCount: Int)
         throws -> (Duration, Duration, Int32, LazyPagesDaemon?)
     {
-        let ns = try FileDescriptor.open(netns.path, .readOnly)
-        defer { try? ns.close() }
+        let ns = SharedDescriptor(try OwnedDescriptor.open(netns.path, O_RDONLY))
         var o = processRestoreOptions(netns: ns)
         o.lazyPages = lazy
         let daemonStart = ContinuousClock.now

@@ -2,6 +2,7 @@ import Foundation
 import SystemPackage
 import Testing
 import ZPCheckpointTestKit
+import ZPSystem
 
 @testable import ZPCheckpoint
 
@@ -104,8 +105,7 @@ struct PreDumpTests {
         print("dump on the pre-dump: \(final.timings); \(stats)")
         #expect(stats.pagesSkippedParent >= 32 * 256 / 2, "the untouched heap stays in the parent")
         #expect(stats.pagesWritten * 4 < preStats.pagesWritten, "far fewer pages written than the pre-dump wrote")
-        let ns = try FileDescriptor.open(netns.path, .readOnly)
-        defer { try? ns.close() }
+        let ns = SharedDescriptor(try OwnedDescriptor.open(netns.path, O_RDONLY))
         let r = try criu.restore(imagesDir: dir.path, options: processRestoreOptions(netns: ns))
         restoredPID = r.pid
         #expect(try counter(netns: netns, port: port).count == 4, "the counter survives the chain")

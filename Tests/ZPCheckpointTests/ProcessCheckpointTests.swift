@@ -1,11 +1,12 @@
 import Foundation
 import SystemPackage
 import Testing
+import ZPSystem
 
 @testable import ZPCheckpoint
 
 /// Restore options for a process in a test netns: the netns is external and handed back.
-func processRestoreOptions(netns: FileDescriptor) -> RestoreOptions {
+func processRestoreOptions(netns: SharedDescriptor) -> RestoreOptions {
     var o = RestoreOptions()
     o.inheritedFiles = [InheritedFile(key: "extRootNetNS", descriptor: netns)]
     return o
@@ -66,10 +67,9 @@ struct ProcessCheckpointTests {
         print("process dump: \(d.timings)")
         var status: Int32 = 0
         #expect(waitUntil { waitpid(pid, &status, WNOHANG) == pid || !isAlive(pid) }, "dumped process is gone")
-        #expect(throws: SystemCallError.self) { try NetworkNamespace.httpGet(netns: netns.path, port: port) }
+        #expect(throws: SystemError.self) { try NetworkNamespace.httpGet(netns: netns.path, port: port) }
 
-        let ns = try FileDescriptor.open(netns.path, .readOnly)
-        defer { try? ns.close() }
+        let ns = SharedDescriptor(try OwnedDescriptor.open(netns.path, O_RDONLY))
         let r = try criu.restore(imagesDir: dir.path, options: processRestoreOptions(netns: ns))
         restoredPID = r.pid
         print("process restore: pid \(r.pid) \(r.timings)")
@@ -97,8 +97,7 @@ struct ProcessCheckpointTests {
         var st: Int32 = 0
         _ = waitpid(pid, &st, WNOHANG)
 
-        let ns = try FileDescriptor.open(netns.path, .readOnly)
-        defer { try? ns.close() }
+        let ns = SharedDescriptor(try OwnedDescriptor.open(netns.path, O_RDONLY))
         struct Refused: Error {}
         var failing = CRIUHooks()
         failing["post-restore"] = { _ in throw Refused() }
@@ -165,8 +164,7 @@ struct ProcessCheckpointTests {
         // Overwrite the middle of the core image of the root task with garbage.
         try sh("f=$(ls '\(bad.path)'/core-*.img | head -n1); sz=$(stat -c %s \"$f\"); "
             + "dd if=/dev/urandom of=\"$f\" bs=1 seek=$((sz/3)) count=$((sz/3)) conv=notrunc status=none")
-        let ns = try FileDescriptor.open(netns.path, .readOnly)
-        defer { try? ns.close() }
+        let ns = SharedDescriptor(try OwnedDescriptor.open(netns.path, O_RDONLY))
         do {
             let r = try criu.restore(imagesDir: bad.path, options: processRestoreOptions(netns: ns))
             restoredPID = r.pid

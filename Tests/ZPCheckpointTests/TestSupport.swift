@@ -1,6 +1,7 @@
 import Foundation
 import SystemPackage
 import Testing
+import ZPSystem
 
 @testable import ZPCheckpoint
 
@@ -123,8 +124,7 @@ func counterServerScript(port: UInt16, touchMiB: Int = 0) -> String {
 /// Starts the counter server in its own session inside `netns`, stdio on /dev/null; returns its pid
 /// (a child of the test process) once it answers.
 func startCounterServer(netns: TestNetns, port: UInt16, touchMiB: Int = 0) throws -> Int32 {
-    let devnull = try FileDescriptor.open("/dev/null", .readWrite)
-    defer { try? devnull.close() }
+    let devnull = SharedDescriptor(try OwnedDescriptor.open("/dev/null", O_RDWR))
     let pid = try ChildProcess.spawn("/usr/bin/setsid",
                                      arguments: ["/usr/bin/nsenter", "--net=\(netns.path)", "/usr/bin/python3", "-c",
                                                  counterServerScript(port: port, touchMiB: touchMiB)],

@@ -5,6 +5,7 @@ import SystemPackage
 import Testing
 import ZPActivator
 import ZPBPF
+import ZPSystem
 import ZPTestSupport
 
 /// A pod network namespace and a client namespace joined by a veth pair, deleted by
@@ -164,7 +165,7 @@ struct AppProcess: Sendable {
     var exists: Bool { kill(pid, 0) == 0 }
 }
 
-/// A blocking TCP client: makes its socket in `namespace` (ZPBPF's `NetworkNamespace`), binds
+/// A blocking TCP client: makes its socket in `namespace` (ZPSystem's `NetworkNamespace`), binds
 /// `source` if given, connects to `address`:`port`, sends `request`, reads until EOF.
 /// Timeouts of 20 s on every call keep a broken run from hanging (a healthy burst takes < 1 s).
 func exchange(
@@ -195,7 +196,7 @@ func tcpProbe(from namespace: FilePath, to address: String, port: UInt16, source
 private func connectedSocket(
     from namespace: FilePath, to address: String, port: UInt16, source: String?
 ) throws -> Int32 {
-    let fd = try NetworkNamespace(path: namespace).makeTCPSocket(ipv6: address.contains(":")).rawValue
+    let fd = try NetworkNamespace(path: namespace).makeTCPSocket(ipv6: address.contains(":")).disown()  // closed by the caller
     do {
         var timeout = timeval(tv_sec: 20, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))

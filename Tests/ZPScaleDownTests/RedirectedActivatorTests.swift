@@ -5,6 +5,8 @@ import SystemPackage
 import Testing
 import ZPTestSupport
 import ZPActivator
+import ZPCore
+import ZPSystem
 
 @testable import ZPBPF
 @testable import ZPScaleDown
@@ -498,12 +500,12 @@ struct PodActivatorLifecycleTests {
         defer { redirector.close() }
         // Fill all but one SOCKHASH slot with sockets of our own (ports 20000...20126): 7000 gets
         // the last slot, 7001 fails.
-        var fillers: [Int32] = []
-        defer { for fd in fillers { close(fd) } }
+        var fillers: [SharedDescriptor] = []
+        defer { withExtendedLifetime(fillers) {} }  // open until the test ends
         for i in 0..<(PodRedirector.maxPorts - 1) {
-            let fd = try PodRedirector.makeListener(inNamespaceAt: lab.podPath).rawValue
-            fillers.append(fd)
-            try redirector.registerListener(port: UInt16(20000 + i), socket: .init(rawValue: fd))
+            let listener = try PodRedirector.makeListener(inNamespaceAt: lab.podPath)
+            try redirector.registerListener(port: UInt16(20000 + i), socket: listener)
+            fillers.append(SharedDescriptor(listener))
         }
         try redirector.trackPort(6999)
         let before = try listeningSockets(in: lab.pod).count

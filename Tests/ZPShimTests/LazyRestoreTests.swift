@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import ZPSystem
 @testable import ZPShim
 
 /// A shell that keeps ~16 MiB of random text in its own memory and serves a counter, the checksum
@@ -101,7 +102,7 @@ private func lazyPagesDaemons(_ images: String) -> [Int32] {
         // The daemon starts before the worker and its mounts: wait for the tmpfs copies (the rootfs
         // is bound at criu-root only when it is not a mount point already).
         let stateDir = (criuRoot as NSString).deletingLastPathComponent + "/"
-        #expect(eventually(within: 30) { !Sys.mountPoints(under: stateDir).isEmpty },
+        #expect(eventually(within: 30) { !MountPoints.under(stateDir).isEmpty },
                 "the prepared restore's mounts under \(stateDir) are missing")
         let killed = try containerd.ctr(["task", "kill", "-s", "SIGKILL", id])
         #expect(killed.status == 0, "ctr task kill: \(killed.stderr)")
@@ -109,7 +110,7 @@ private func lazyPagesDaemons(_ images: String) -> [Int32] {
         #expect(eventually(within: 30) { !isAlive(daemons[0]) }, "criu lazy-pages \(daemons[0]) survived the kill")
         #expect(eventually(within: 30) { !FileManager.default.fileExists(atPath: images) }, "images left after the kill")
         #expect(!mounts().contains(criuRoot), "the prepared rootfs bind mount is left after the kill")
-        #expect(Sys.mountPoints(under: stateDir).isEmpty, "mounts left after the kill: \(Sys.mountPoints(under: stateDir))")
+        #expect(MountPoints.under(stateDir).isEmpty, "mounts left after the kill: \(MountPoints.under(stateDir))")
         #expect(processes(inNetns: netns.path).isEmpty)
         let removed = try containerd.ctr(["task", "rm", id])
         #expect(removed.status == 0, "ctr task rm: \(removed.stderr)")

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import ZPSystem
 @testable import ZPShim
 import ZPCore
 
@@ -221,7 +222,7 @@ final class PrivateContainerd {
         try? FileManager.default.removeItem(atPath: directory)
         // A shim killed with containerd may leave a prepared restore's mounts (tmpfs copies, the
         // rootfs bind) in runc's state folder; containerd's own `delete` would remove them.
-        for mountPoint in Sys.mountPoints(under: "/run/containerd/runc/\(namespace)/") { try? Sys.unmount(mountPoint) }
+        for mountPoint in MountPoints.under("/run/containerd/runc/\(namespace)/") { try? MountPoints.unmount(mountPoint) }
         try? FileManager.default.removeItem(atPath: "/run/containerd/runc/\(namespace)")
         // ...and its images, and a `criu lazy-pages` daemon still serving them.
         let images = NodeConfig().stateDirectory + "/i/" + namespace

@@ -1,6 +1,7 @@
 import Foundation
 import SystemPackage
 import ZPCheckpoint
+import ZPSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -71,8 +72,7 @@ struct LazyRestoreBench {
                 var daemon: LazyPagesDaemon?
                 var o = ContainerRestoreOptions()
                 // The container's stdio was pipes held by the harness; it gets /dev/null now.
-                let devnull = try FileDescriptor.open("/dev/null", .readWrite, options: .closeOnExec)
-                defer { try? devnull.close() }
+                let devnull = SharedDescriptor(try OwnedDescriptor.open("/dev/null", O_RDWR))
                 o.stdio = [devnull, devnull, devnull]
                 if lazyMode {
                     let d0 = ContinuousClock.now

@@ -1,6 +1,6 @@
 // CZPBPF: the small C layer under ZPBPF. It re-exports the libbpf entry points that ZPBPF calls and
-// adds what Swift cannot express: LIBBPF_OPTS structs, libbpf's print callback, and work that must
-// run on a thread that joined another network namespace (setns is per thread).
+// adds what Swift cannot express: LIBBPF_OPTS structs and libbpf's print callback. (Work on a thread
+// inside a network namespace is ZPSystem's `NetworkNamespace`.)
 // Only ZPBPF imports this module; no type declared here may appear in ZPBPF's public API.
 #ifndef CZPBPF_H
 #define CZPBPF_H
@@ -36,22 +36,7 @@ void czpbpf_capture_log(char *buf, size_t len);
 /// headers predate it; the value is fixed by the kernel ABI.
 #define CZPBPF_TCX_INGRESS 46
 
-/// On a fresh thread that joined the network namespace `netns_fd`: lists its interfaces
-/// (if_nameindex), attaches `prog_fd` as a tcx ingress link to each (bpf_link_create) and reads
-/// the namespace's cookie (SO_NETNS_COOKIE). Writes up to `max` interface indexes and link fds.
-/// Returns the number of links, or -errno; on error no link is left open.
-int czpbpf_netns_attach_tcx(int netns_fd, int prog_fd, int max, int *ifindexes, int *link_fds,
-                            uint64_t *netns_cookie);
-
-/// Probes tcx: on a fresh thread in a new, empty network namespace (unshare), attaches `prog_fd`
-/// as a tcx ingress link to lo and closes it. Returns 0 when that works, or -errno.
-int czpbpf_probe_tcx(int prog_fd);
-
 /// 1 when `path` is on a bpf filesystem (statfs magic BPF_FS_MAGIC), 0 when not, -errno on error.
 int czpbpf_is_bpffs(const char *path);
-
-/// Creates a socket inside the network namespace `netns_fd` (on a fresh thread that joined it).
-/// A socket keeps its namespace for life, whichever thread uses it later. Returns fd or -errno.
-int czpbpf_socket_in_netns(int netns_fd, int domain, int type, int protocol);
 
 #endif

@@ -18,7 +18,4 @@ int czpshim_so_peercred(void);
 /// posix_spawn_file_actions_addchdir_np (glibc 2.29+, GNU): the child changes into `path`.
 int czpshim_spawn_addchdir(posix_spawn_file_actions_t *actions, const char *path);
 
-/// pipe2(fds, O_CLOEXEC). Returns 0, or -1 with errno set.
-int czpshim_pipe_cloexec(int fds[2]);
-
 #endif

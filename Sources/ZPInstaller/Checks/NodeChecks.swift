@@ -10,6 +10,7 @@ import SystemPackage
 import ZPBPF
 import ZPCheckpoint
 import ZPCore
+import ZPSystem
 
 /// The verdict of one check.
 public enum CheckStatus: String, Sendable, Equatable {
@@ -219,13 +220,7 @@ public struct NodeChecks: Sendable {
     /// The file system type mounted at exactly `path` (the last such mount in /proc/self/mountinfo).
     func mountType(_ path: String) -> String? {
         guard let info = (try? files.readText("/proc/self/mountinfo")).flatMap({ $0 }) else { return nil }
-        var found: String?
-        for line in info.split(separator: "\n") {
-            let fields = line.split(separator: " ")
-            guard fields.count > 6, let dash = fields.firstIndex(of: "-"), dash + 1 < fields.count else { continue }
-            if fields[4] == path { found = String(fields[dash + 1]) }
-        }
-        return found
+        return MountInfo.parse(info).last { $0.mountPoint == path }?.fsType
     }
 
     // MARK: CRIU

@@ -1,11 +1,13 @@
-// File work at the edge: atomic writes (temp + fsync + rename), copies, modes, globbing. Every
-// failure is an `InstallerError` naming the path and errno's text.
+// File work at the edge: atomic writes (temp + fsync + rename), copies, modes, globbing, on
+// ZPSystem's syscall funnel and descriptor owner. Every failure is an `InstallerError` naming the
+// path and errno's text.
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
 import SystemPackage
+import ZPSystem
 
 /// What `stat` says about a path.
 public struct FileStatus: Sendable, Equatable {
@@ -28,25 +30,19 @@ public struct HostFiles: Sendable {
         InstallerError("\(what): \(String(cString: strerror(code)))", file: path)
     }
 
+    private func failure(_ what: String, _ path: String, _ error: SystemError) -> InstallerError {
+        failure(what, path, error.errno.rawValue)
+    }
+
     /// The file's bytes, or nil when it does not exist.
     /// - Throws: `InstallerError` for any other failure.
     public func read(_ path: String) throws(InstallerError) -> [UInt8]? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 {
-            if errno == ENOENT { return nil }
-            throw failure("cannot open", path)
-        }
-        defer { close(fd) }
-        var out: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw failure("cannot read", path)
-            }
-            if n == 0 { return out }
-            out.append(contentsOf: buffer[0..<n])
+        do {
+            return try Files.read(FilePath(path))
+        } catch where error.errno == .noSuchFileOrDirectory && error.call == "open" {
+            return nil
+        } catch {
+            throw failure(error.call == "open" ? "cannot open" : "cannot read", path, error)
         }
     }
 
@@ -65,27 +61,24 @@ public struct HostFiles: Sendable {
     /// - Throws: `InstallerError`; the temporary file is removed on failure.
     public func write(_ path: String, _ bytes: [UInt8], mode: mode_t) throws(InstallerError) {
         let temp = temporaryName(for: path)
-        let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
-        if fd < 0 { throw failure("cannot create", temp) }
+        let file: OwnedDescriptor
+        do { file = try OwnedDescriptor.open(FilePath(temp), O_WRONLY | O_CREAT | O_EXCL, mode: mode) } catch {
+            throw failure("cannot create", temp, error)
+        }
         var ok = false
         defer {
             if !ok { unlink(temp) }
         }
         do {
-            defer { close(fd) }
-            var written = 0
-            while written < bytes.count {
-                let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + written, $0.count - written) }
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw failure("cannot write", temp)
-                }
-                written += n
-            }
-            if fchmod(fd, mode) != 0 { throw failure("cannot chmod", temp) }
-            if fsync(fd) != 0 { throw failure("cannot fsync", temp) }
+            let fd = file.rawValue
+            do { try file.writeAll(bytes) } catch { throw failure("cannot write", temp, error) }
+            do { try systemCall("fchmod", temp) { fchmod(fd, mode) } } catch { throw failure("cannot chmod", temp, error) }
+            do { try systemCall("fsync", temp) { fsync(fd) } } catch { throw failure("cannot fsync", temp, error) }
         }
-        if rename(temp, path) != 0 { throw failure("cannot rename \(temp) to", path) }
+        _ = consume file  // closed before the rename
+        do { try systemCall("rename", "\(temp) to \(path)") { rename(temp, path) } } catch {
+            throw failure("cannot rename \(temp) to", path, error)
+        }
         ok = true
         syncDirectory(of: path)
     }
@@ -158,16 +151,7 @@ public struct HostFiles: Sendable {
 
     /// The names in a folder (empty if it is absent).
     public func list(_ path: String) -> [String] {
-        guard let dir = opendir(path) else { return [] }
-        defer { closedir(dir) }
-        var out: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafePointer(to: entry.pointee.d_name) {
-                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-            }
-            if name != "." && name != ".." { out.append(name) }
-        }
-        return out.sorted()
+        (try? Files.list(FilePath(path))) ?? []
     }
 
     private func temporaryName(for path: String) -> String {
@@ -180,10 +164,7 @@ public struct HostFiles: Sendable {
     private func syncDirectory(of path: String) {
         guard let slash = path.lastIndex(of: "/") else { return }
         let dir = slash == path.startIndex ? "/" : String(path[..<slash])
-        let fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if fd >= 0 {
-            _ = fsync(fd)
-            close(fd)
-        }
+        guard let folder = try? OwnedDescriptor.open(FilePath(dir), O_RDONLY | O_DIRECTORY) else { return }
+        _ = try? systemCall("fsync", dir) { fsync(folder.rawValue) }
     }
 }

@@ -1,5 +1,5 @@
-import ZPBPF
 import ZPCore
+import ZPSystem
 
 /// `CLOCK_MONOTONIC`, the clock of the eBPF activity stamps (``ScaleDownClock``).
 public struct MonotonicClock: ScaleDownClock {
@@ -8,10 +8,7 @@ public struct MonotonicClock: ScaleDownClock {
 
     /// Now, from `clock_gettime(CLOCK_MONOTONIC)`.
     public func now() -> ZPInstant {
-        let (seconds, attoseconds) = PortActivity.monotonicNow().components
-        return ZPInstant(
-            nanoseconds: UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds / 1_000_000_000))
-        )
+        ZPInstant(nanoseconds: SystemClock.monotonicNanoseconds())
     }
 
     /// Sleeps until `deadline` on this clock (a relative sleep: both run at the same rate).

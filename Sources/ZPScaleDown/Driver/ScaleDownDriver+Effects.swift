@@ -1,5 +1,6 @@
 import Logging
 import ZPCore
+import ZPSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -276,10 +277,8 @@ extension ScaleDownDriver {
         details.mapValues { .string($0) }
     }
 
-    /// `84.1 ms`: milliseconds with one decimal.
+    /// `84.1 ms`: milliseconds with one decimal (ZPSystem's duration text).
     static func milliseconds(_ d: Duration) -> String {
-        let (s, atto) = d.components
-        let ms = Double(s) * 1000 + Double(atto) / 1e15
-        return "\((ms * 10).rounded() / 10) ms"
+        "\(ZPSystem.milliseconds(d)) ms"
     }
 }

@@ -3,6 +3,8 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import SystemPackage
+import ZPSystem
 
 /// What the shim reads from a bundle's OCI `config.json`.
 struct BundleConfig {
@@ -16,7 +18,7 @@ struct BundleConfig {
         struct Namespace: Decodable { var type: String; var path: String? }
         struct Linux: Decodable { var namespaces: [Namespace]? }
         struct Spec: Decodable { var annotations: [String: String]?; var linux: Linux? }
-        guard let bytes = Sys.readFile(bundle + "/config.json"),
+        guard let bytes = try? Files.read(FilePath(bundle + "/config.json")),
               let spec = try? JSONDecoder().decode(Spec.self, from: Data(bytes)) else {
             annotations = [:]
             return

@@ -4,7 +4,9 @@ import FoundationEssentials
 import Foundation
 #endif
 import Logging
+import SystemPackage
 import ZPCore
+import ZPSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -16,20 +18,20 @@ import Glibc
 public enum DeleteCommand {
     /// Runs `delete`. - Returns: The encoded `DeleteResponse` to write to stdout.
     public static func run(_ options: ShimCommandLine) async -> [UInt8] {
-        let bundle = options.bundle.isEmpty ? Sys.currentDirectory() : options.bundle
+        let bundle = options.bundle.isEmpty ? Files.currentDirectory() : options.bundle
         let runc = RuncDriver(namespace: options.namespace)
         var pid: UInt32 = 0
-        if let bytes = Sys.readFile(bundle + "/init.pid"),
+        if let bytes = try? Files.read(FilePath(bundle + "/init.pid")),
            let value = UInt32(String(decoding: bytes, as: UTF8.self).trimmedWhitespace) {
             pid = value
         }
         let node = TaskService.loadNodeConfig(logger: Logger(label: "delete") { _ in SwiftLogNoOpLogHandler() })
         removePreparedRestore(id: options.id, namespace: options.namespace, runcRoot: runc.root, node: node)
         try? await runc.delete(id: options.id, bundle: bundle, force: true)
-        try? Sys.unmount(bundle + "/rootfs")
+        try? MountPoints.unmount(bundle + "/rootfs")
         // The lost shim's socket: removed when nothing answers on it any more (a group's shim that
         // still serves other containers keeps it).
-        if let bytes = Sys.readFile(bundle + "/address") {
+        if let bytes = try? Files.read(FilePath(bundle + "/address")) {
             let address = String(decoding: bytes, as: UTF8.self).trimmedWhitespace
             let path = address.hasPrefix("unix://") ? String(address.dropFirst("unix://".count)) : address
             if path.hasPrefix(StartCommand.socketDirectory + "/") && !StartCommand.canConnect(path) {
@@ -42,18 +44,18 @@ public enum DeleteCommand {
         WakeGroupRegistry(runDirectory: node.runDirectory)
             .unlistLostMember(containerID: options.id, containerdNamespace: options.namespace,
                               annotations: BundleConfig(bundle: bundle).annotations)
-        return DeleteResponse(pid: pid, exitStatus: 128 + UInt32(SIGKILL), exitedAt: ProtobufTimestamp(unixNanoseconds: Sys.now())).encoded()
+        return DeleteResponse(pid: pid, exitStatus: 128 + UInt32(SIGKILL), exitedAt: ProtobufTimestamp(unixNanoseconds: SystemClock.realtimeNanoseconds())).encoded()
     }
 
     /// What a lost shim held for a scaled-down container (decision 0009): the restore it had
     /// prepared (tmpfs copies and the rootfs bind mount under runc's state folder), a `criu
     /// lazy-pages` daemon serving the images, and the images themselves.
     static func removePreparedRestore(id: String, namespace: String, runcRoot: String, node: NodeConfig) {
-        for mountPoint in Sys.mountPoints(under: runcRoot + "/" + id + "/") { try? Sys.unmount(mountPoint) }
+        for mountPoint in MountPoints.under(runcRoot + "/" + id + "/") { try? MountPoints.unmount(mountPoint) }
         let images = node.stateDirectory + "/i/" + namespace + "/" + id
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
         for pid in entries.compactMap({ Int32($0) }) {
-            guard let bytes = Sys.readFile("/proc/\(pid)/cmdline") else { continue }
+            guard let bytes = try? Files.read(FilePath("/proc/\(pid)/cmdline")) else { continue }
             let args = bytes.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
             if args.contains("lazy-pages"), args.contains(images) { kill(pid, SIGKILL) }
         }

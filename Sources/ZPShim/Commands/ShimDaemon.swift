@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import ZPSystem
 import ZPTTRPC
 
 #if canImport(Glibc)
@@ -13,7 +14,7 @@ import Glibc
 public enum ShimDaemon {
     /// Serves until shutdown, then removes the socket file and exits the process (never returns
     /// normally).
-    /// - Throws: ``SysError`` when the shim cannot become a subreaper; NIO errors from the socket.
+    /// - Throws: ``SystemError`` when the shim cannot become a subreaper; NIO errors from the socket.
     public static func run(_ options: ShimCommandLine) async throws {
         signal(SIGPIPE, SIG_IGN)
         var logger = Logger(label: "containerd-shim-zeropod-v2") { StreamLogHandler.standardError(label: $0) }

@@ -1,3 +1,5 @@
+import ZPSystem
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -15,17 +17,17 @@ public enum ShimMain {
         }
         switch options.action {
         case .version:
-            try? Sys.writeAll(1, Array("containerd-shim-zeropod-v2:\n  Version:  \(TaskService.version)\n  Runtime:  Swift\n".utf8))
+            try? StandardStream.output.write(Array("containerd-shim-zeropod-v2:\n  Version:  \(TaskService.version)\n  Runtime:  Swift\n".utf8))
         case .start:
             do {
                 // containerd 1.6 accepts only the bare address; 2.x accepts it too (bootstrap version 2).
-                try Sys.writeAll(1, Array(try StartCommand.run(options).utf8))
+                try StandardStream.output.write(Array(try StartCommand.run(options).utf8))
             } catch {
                 printError("containerd-shim-zeropod-v2 start: \(error)")
                 return 1
             }
         case .delete:
-            try? Sys.writeAll(1, await DeleteCommand.run(options))
+            try? StandardStream.output.write(await DeleteCommand.run(options))
         case .status:
             return await StatusCommand.run(options)
         case .serve:
@@ -40,6 +42,6 @@ public enum ShimMain {
     }
 
     private static func printError(_ message: String) {
-        try? Sys.writeAll(2, Array((message + "\n").utf8))
+        try? StandardStream.error.write(Array((message + "\n").utf8))
     }
 }

@@ -1,4 +1,5 @@
 import SystemPackage
+import ZPSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -23,42 +24,42 @@ public enum StartCommand {
     }
 
     /// Runs `start`. - Returns: The address to print, `unix:///run/containerd/s/<hash>`.
-    /// - Throws: ``SysError`` when the socket cannot be created or the daemon cannot be started.
+    /// - Throws: ``SystemError`` when the socket cannot be created or the daemon cannot be started.
     public static func run(_ options: ShimCommandLine) throws -> String {
-        let bundle = options.bundle.isEmpty ? Sys.currentDirectory() : options.bundle
+        let bundle = options.bundle.isEmpty ? Files.currentDirectory() : options.bundle
         drainStdinIfPipe()
         let group = BundleConfig(bundle: bundle).groupID(default: options.id)
         let path = socketPath(containerdAddress: options.address, namespace: options.namespace, group: group)
         let address = "unix://" + path
 
         if canConnect(path) {
-            try? Sys.writeFile(bundle + "/address", Array(address.utf8))
+            try? Files.write(FilePath(bundle + "/address"), Array(address.utf8))
             return address
         }
         _ = mkdir("/run/containerd", 0o711)
         _ = mkdir(socketDirectory, 0o711)
-        let listener = try listen(at: path)
+        let listener = SharedDescriptor(try listen(at: path))
         var spec = SpawnSpec(path: selfExecutable(), arguments: [CommandLine.arguments[0]] + options.daemonArguments(socket: path))
-        spec.extraDescriptors = [listener.rawValue]
+        spec.extraDescriptors = [listener]
         spec.workingDirectory = bundle
         spec.newSession = true
-        let log = Sys.isFIFO(bundle + "/log") ? try? Sys.open(bundle + "/log", O_RDWR | O_NONBLOCK) : nil
-        spec.stderr = log?.rawValue
+        if Files.isFIFO(FilePath(bundle + "/log")), let log = try? OwnedDescriptor.open(FilePath(bundle + "/log"), O_RDWR | O_NONBLOCK) {
+            spec.stderr = SharedDescriptor(log)
+        }
         do {
             _ = try Reaper.shared.spawn(spec)
         } catch {
             unlink(path)
             throw error
         }
-        try? Sys.writeFile(bundle + "/address", Array(address.utf8))
+        try? Files.write(FilePath(bundle + "/address"), Array(address.utf8))
         return address
     }
 
     /// Reads and discards runtime options containerd writes to stdin (a pipe it closes).
     private static func drainStdinIfPipe() {
-        var st = stat()
-        guard fstat(0, &st) == 0, (st.st_mode & S_IFMT) == S_IFIFO else { return }
-        _ = try? Sys.readAll(0)
+        guard StandardStream.input.isPipe else { return }
+        _ = try? StandardStream.input.readAll()
     }
 
     private static func selfExecutable() -> String {
@@ -77,15 +78,15 @@ public enum StartCommand {
         }
     }
 
-    private static func socketFD() throws(SysError) -> OwnedDescriptor {
-        OwnedDescriptor(try sysCall("socket") { socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) })
+    private static func socketFD() throws(SystemError) -> OwnedDescriptor {
+        try OwnedDescriptor.socket(domain: AF_UNIX, type: Int32(SOCK_STREAM.rawValue))
     }
 
-    private static func unixAddress(_ path: String) throws(SysError) -> sockaddr_un {
+    private static func unixAddress(_ path: String) throws(SystemError) -> sockaddr_un {
         var addr = sockaddr_un()
         addr.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { throw SysError(call: "bind", subject: path, errno: .fileNameTooLong) }
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { throw SystemError(call: "bind", subject: path, errno: .fileNameTooLong) }
         withUnsafeMutableBytes(of: &addr.sun_path) { raw in
             for (i, b) in bytes.enumerated() { raw[i] = b }
         }
@@ -93,17 +94,17 @@ public enum StartCommand {
     }
 
     /// Binds and listens on `path` (removing a stale socket), mode 0600.
-    static func listen(at path: String) throws(SysError) -> OwnedDescriptor {
+    static func listen(at path: String) throws(SystemError) -> OwnedDescriptor {
         unlink(path)
         let fd = try socketFD()
         var addr = try unixAddress(path)
-        try sysCall("bind", path) {
+        try systemCall("bind", path) {
             withUnsafePointer(to: &addr) { p in
                 p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd.rawValue, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
             }
         }
-        try sysCall("chmod", path) { chmod(path, 0o600) }
-        try sysCall("listen", path) { Glibc.listen(fd.rawValue, 128) }
+        try systemCall("chmod", path) { chmod(path, 0o600) }
+        try systemCall("listen", path) { Glibc.listen(fd.rawValue, 128) }
         return fd
     }
 }

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import ZPCore
+import ZPSystem
 import ZPTTRPC
 
 /// Sends task events to containerd in the order they were published.
@@ -38,7 +39,7 @@ public final class EventPublisher: Sendable {
 
     /// Queues `event` for `namespace`; never blocks.
     public func publish(_ event: TaskEvent, namespace: String) {
-        continuation.yield(Item(namespace: namespace, event: event, timestamp: Sys.now()))
+        continuation.yield(Item(namespace: namespace, event: event, timestamp: SystemClock.realtimeNanoseconds()))
     }
 
     /// Stops accepting events; ``run()`` returns after forwarding the queue.

@@ -4,6 +4,8 @@ import FoundationEssentials
 import Foundation
 #endif
 import NIOPosix
+import SystemPackage
+import ZPSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -27,10 +29,10 @@ public struct RuncError: Error, Sendable, CustomStringConvertible {
 /// Descriptors for a runc invocation's stdio; runc hands them on to the container process.
 public struct RuncStdio: Sendable {
     /// 0, 1, 2; nil means `/dev/null`.
-    public var stdin: CInt?, stdout: CInt?, stderr: CInt?
+    public var stdin: SharedDescriptor?, stdout: SharedDescriptor?, stderr: SharedDescriptor?
 
     /// Stdio from three descriptors.
-    public init(stdin: CInt?, stdout: CInt?, stderr: CInt?) {
+    public init(stdin: SharedDescriptor?, stdout: SharedDescriptor?, stderr: SharedDescriptor?) {
         self.stdin = stdin
         self.stdout = stdout
         self.stderr = stderr
@@ -101,11 +103,18 @@ public struct RuncDriver: Sendable {
         let logFile = bundle + "/log.json"
         let arguments = [binary, "--root", root, "--log", logFile, "--log-format", "json"] + command
         var spec = SpawnSpec(path: binary, arguments: arguments)
-        let outPipe: (read: OwnedDescriptor, write: OwnedDescriptor)?
-        let errPipe: (read: OwnedDescriptor, write: OwnedDescriptor)?
-        do {
-            outPipe = captureOutput ? try Sys.pipe() : nil
-            errPipe = stdio == nil ? try Sys.pipe() : nil
+        var outRead: SharedDescriptor?, errRead: SharedDescriptor?
+        do throws(SystemError) {
+            if captureOutput {
+                let pipe = try OwnedDescriptor.pipe()
+                outRead = SharedDescriptor(pipe.readEnd)
+                spec.stdout = SharedDescriptor(pipe.writeEnd)
+            }
+            if stdio == nil {
+                let pipe = try OwnedDescriptor.pipe()
+                errRead = SharedDescriptor(pipe.readEnd)
+                spec.stderr = SharedDescriptor(pipe.writeEnd)
+            }
         } catch {
             throw RuncError(command: command, exitCode: nil, message: "\(error)")
         }
@@ -113,9 +122,6 @@ public struct RuncDriver: Sendable {
             spec.stdin = stdio.stdin
             spec.stdout = stdio.stdout
             spec.stderr = stdio.stderr
-        } else {
-            spec.stdout = outPipe?.write.rawValue
-            spec.stderr = errPipe?.write.rawValue
         }
         let pid: pid_t
         do {
@@ -123,14 +129,18 @@ public struct RuncDriver: Sendable {
         } catch {
             throw RuncError(command: command, exitCode: nil, message: "\(error)")
         }
-        outPipe?.write.close()
-        errPipe?.write.close()
+        if stdio == nil {
+            // Our copies of the write ends: runc has its own now, and the reads below end with it.
+            spec.stdout?.close()
+            spec.stderr?.close()
+        }
         // Blocking reads of small outputs, off the cooperative pool.
-        let outRead = outPipe?.read, errRead = errPipe?.read
-        let (output, errors): ([UInt8], [UInt8]) = (try? await NIOThreadPool.singleton.runIfActive {
-            let o = outRead.flatMap { try? Sys.readAll($0.rawValue) } ?? []
-            let e = errRead.flatMap { try? Sys.readAll($0.rawValue) } ?? []
-            return (o, e)
+        @Sendable func drain(_ end: SharedDescriptor?) -> [UInt8] {
+            guard let fd = end?.take() else { return [] }
+            return (try? fd.readAll()) ?? []
+        }
+        let (output, errors): ([UInt8], [UInt8]) = (try? await NIOThreadPool.singleton.runIfActive { [outRead, errRead] in
+            (drain(outRead), drain(errRead))
         }) ?? ([], [])
         let status = await reaper.wait(for: pid)
         guard status.code == 0 else {
@@ -143,7 +153,7 @@ public struct RuncDriver: Sendable {
 
     /// The `msg` of the last error-level line of runc's JSON log.
     static func lastLogError(_ path: String) -> String? {
-        guard let bytes = Sys.readFile(path) else { return nil }
+        guard let bytes = try? Files.read(FilePath(path)) else { return nil }
         for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n").reversed() {
             struct Line: Decodable { var level: String?; var msg: String? }
             guard let entry = try? JSONDecoder().decode(Line.self, from: Data(line.utf8)),

@@ -24,8 +24,7 @@ final class PodNetworks: Sendable {
         }) {
             return existing
         }
-        let probeSources = node.probeSourceAddresses.compactMap { ZPBPF.IPAddress($0.description) }
-        let options = PodRedirector.Options(probeSources: probeSources, ignoreLoopback: !node.loopbackIsActivity)
+        let options = PodRedirector.Options(probeSources: node.probeSourceAddresses, ignoreLoopback: !node.loopbackIsActivity)
         let redirector = try PodRedirector(netnsPath: FilePath(netnsPath), options: options)
         let winner = entries.withLock { table -> PodRedirector in
             if let other = table[netnsPath] {

@@ -3,6 +3,8 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import SystemPackage
+import ZPSystem
 
 /// Finds the TCP ports a container listens on when `ports-map` names none: the LISTEN sockets of
 /// `/proc/<pid>/net/tcp` and `tcp6` (the container's network namespace), kept only when their
@@ -15,7 +17,7 @@ enum PortDiscovery {
         guard !inodes.isEmpty else { return [] }
         var ports: Set<UInt16> = []
         for file in ["tcp", "tcp6"] {
-            guard let bytes = Sys.readFile("/proc/\(pid)/net/\(file)") else { continue }
+            guard let bytes = try? Files.read(FilePath("/proc/\(pid)/net/\(file)")) else { continue }
             for (port, inode) in listeningSockets(inTable: String(decoding: bytes, as: UTF8.self)) where inodes.contains(inode) {
                 ports.insert(port)
             }
@@ -46,7 +48,7 @@ enum PortDiscovery {
             seen.append(pid)
             let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
             for tid in tasks {
-                guard let bytes = Sys.readFile("/proc/\(pid)/task/\(tid)/children") else { continue }
+                guard let bytes = try? Files.read(FilePath("/proc/\(pid)/task/\(tid)/children")) else { continue }
                 pending += String(decoding: bytes, as: UTF8.self).split(separator: " ").compactMap { Int32($0) }
             }
         }

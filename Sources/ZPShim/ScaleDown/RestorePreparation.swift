@@ -7,6 +7,7 @@ import Synchronization
 import SystemPackage
 import ZPCheckpoint
 import ZPCore
+import ZPSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -54,7 +55,7 @@ final class RestorePreparation: Sendable {
          options: ContainerRestoreOptions, lazy: Bool) throws(ContainerCheckpointError) {
         var daemon: LazyPagesDaemon?
         var reason: String?
-        let startedAt = Sys.now()
+        let startedAt = SystemClock.realtimeNanoseconds()
         if lazy {
             do {
                 daemon = try LazyPagesDaemon(criuPath: checkpointer.checkpointer.criuPath, imagesDir: imagesDir,

@@ -13,6 +13,7 @@ import ZPBPF
 import ZPCheckpoint
 import ZPCore
 import ZPScaleDown
+import ZPSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -455,7 +456,7 @@ final class ScaleDownDriver: Sendable {
             publishStatus(status, duration: duration, reason: reason)
         case .reportExit(let status):
             let container = state.withLock { $0.container }
-            await container?.recordInitExitFromDriver(status: ExitStatus(code: UInt32(bitPattern: status), exitedAt: Sys.now()))
+            await container?.recordInitExitFromDriver(status: ExitStatus(code: UInt32(bitPattern: status), exitedAt: SystemClock.realtimeNanoseconds()))
         case .cleanupImages:
             cleanupImagesAfterLazyPages()
         case .cleanupAll:
@@ -675,7 +676,7 @@ final class ScaleDownDriver: Sendable {
     private func restoreOptions(_ container: ShimContainer) async throws -> ContainerRestoreOptions {
         let stdio = await container.initContainerSideStdio()
         var o = ContainerRestoreOptions()
-        o.stdio = stdio.map { $0.map { FileDescriptor(rawValue: $0) } }
+        o.stdio = stdio
         return o
     }
 
@@ -686,7 +687,7 @@ final class ScaleDownDriver: Sendable {
             try? await runc.delete(id: id, bundle: bundle, force: true)
             let stdio = await container.initRuncStdio()
             try await runc.create(id: id, bundle: bundle, pidFile: pidFile, stdio: stdio)
-            guard let bytes = Sys.readFile(pidFile),
+            guard let bytes = try? Files.read(FilePath(pidFile)),
                   let pid = Int32(String(decoding: bytes, as: UTF8.self).trimmedWhitespace) else {
                 throw ScaleDownError(description: "pid file \(pidFile) holds no pid after runc create")
             }
@@ -890,7 +891,7 @@ final class ScaleDownDriver: Sendable {
     // MARK: clock
 
     /// CLOCK_MONOTONIC now, the clock of the eBPF activity stamps.
-    static func now() -> ZPInstant { instant(PortActivity.monotonicNow()) }
+    static func now() -> ZPInstant { instant(SystemClock.monotonicNow()) }
 
     static func instant(_ d: Duration) -> ZPInstant {
         let (s, atto) = d.components
@@ -898,8 +899,6 @@ final class ScaleDownDriver: Sendable {
     }
 
     static func milliseconds(_ d: Duration) -> String {
-        let (s, atto) = d.components
-        let ms = Double(s) * 1000 + Double(atto) / 1e15
-        return "\((ms * 10).rounded() / 10) ms"
+        "\(ZPSystem.milliseconds(d)) ms"
     }
 }

@@ -1,5 +1,6 @@
 import Synchronization
 import ZPCore
+import ZPSystem
 
 /// The shim's record of its containers for the manager: phase, pid, pod labels, last checkpoint
 /// and restore, error counts and duration histograms, and the stream of changes.
@@ -34,7 +35,7 @@ public final class ShimStatusBoard: Sendable {
     /// - Parameter now: The wall clock in nanoseconds since the Unix epoch (`CLOCK_REALTIME` when
     ///   nil; tests pass their own).
     public init(now: (@Sendable () -> Int64)? = nil) {
-        self.now = now ?? { Sys.now() }
+        self.now = now ?? { SystemClock.realtimeNanoseconds() }
     }
 
     // MARK: writing (the driver)

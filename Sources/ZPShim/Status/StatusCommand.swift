@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import NIOPosix
+import ZPSystem
 import ZPTTRPC
 
 /// `containerd-shim-zeropod-v2 status [-socket PATH] [-id ID] [-watch] [-metrics]`: reads the status
@@ -49,12 +50,12 @@ public enum StatusCommand {
         } else if options.watch {
             for try await change in client.subscribe(initialSnapshot: true)
             where options.id.isEmpty || change.status.id == options.id {
-                print(StatusText.line(change, now: Sys.now()))
+                print(StatusText.line(change, now: SystemClock.realtimeNanoseconds()))
             }
         } else if !options.id.isEmpty {
-            print(StatusText.line(try await client.status(id: options.id), now: Sys.now()))
+            print(StatusText.line(try await client.status(id: options.id), now: SystemClock.realtimeNanoseconds()))
         } else {
-            for status in try await client.list() { print(StatusText.line(status, now: Sys.now())) }
+            for status in try await client.list() { print(StatusText.line(status, now: SystemClock.realtimeNanoseconds())) }
         }
     }
 
@@ -73,10 +74,10 @@ public enum StatusCommand {
     }
 
     private static func print(_ text: String, terminator: String = "\n") {
-        try? Sys.writeAll(1, Array((text + terminator).utf8))
+        try? StandardStream.output.write(Array((text + terminator).utf8))
     }
 
     private static func printError(_ message: String) {
-        try? Sys.writeAll(2, Array((message + "\n").utf8))
+        try? StandardStream.error.write(Array((message + "\n").utf8))
     }
 }

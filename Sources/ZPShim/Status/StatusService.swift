@@ -4,6 +4,7 @@ import Glibc
 import Logging
 import NIOCore
 import ZPCore
+import ZPSystem
 import ZPTTRPC
 
 /// The shim's status service, `zeropod.shim.v1.Shim`, served over ttrpc on an owner-only socket of
@@ -96,7 +97,7 @@ public struct ShimStatusService: Sendable {
     ///   - group: The event loops for the sockets.
     ///   - logger: Connection problems are logged here.
     ///   - onListening: Called once the socket accepts connections.
-    /// - Throws: ``SysError`` when the folder or the socket cannot be made; NIO errors.
+    /// - Throws: ``SystemError`` when the folder or the socket cannot be made; NIO errors.
     public func run(socketPath path: String, group: any EventLoopGroup, logger: Logger,
                     onListening: @Sendable () -> Void = {}) async throws {
         let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
@@ -106,9 +107,8 @@ public struct ShimStatusService: Sendable {
         var router = TTRPCRouter()
         register(on: &router)
         let server = TTRPCServer(router: router, group: group, logger: logger)
-        guard let fd = descriptor.take() else { preconditionFailure("listening descriptor closed before use") }
         onListening()
-        try await server.run(listeningDescriptor: fd)
+        try await server.run(listeningDescriptor: descriptor.disown())  // the server closes it
     }
 
     /// Serves at ``socketPath(forShimSocket:directory:)`` for the daemon until the task is
@@ -132,7 +132,7 @@ public struct ShimStatusService: Sendable {
     }
 
     /// `mkdir -p` with mode 0700 for the last component (and `chmod 0700` if it exists).
-    static func makeOwnerOnlyDirectory(_ path: String) throws(SysError) {
+    static func makeOwnerOnlyDirectory(_ path: String) throws(SystemError) {
         guard !path.isEmpty else { return }
         var prefix = ""
         let parts = path.split(separator: "/")
@@ -141,9 +141,9 @@ public struct ShimStatusService: Sendable {
             let isLast = i == parts.count - 1
             if mkdir(prefix, isLast ? 0o700 : 0o755) != 0 {
                 let e = Glibc.errno
-                guard e == EEXIST else { throw SysError(call: "mkdir", subject: prefix, errno: .init(rawValue: e)) }
+                guard e == EEXIST else { throw SystemError(call: "mkdir", subject: prefix, errno: .init(rawValue: e)) }
             }
         }
-        try sysCall("chmod", path) { chmod(path, 0o700) }
+        try systemCall("chmod", path) { chmod(path, 0o700) }
     }
 }

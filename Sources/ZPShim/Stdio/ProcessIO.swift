@@ -1,6 +1,8 @@
 import NIOCore
 import Synchronization
 import NIOPosix
+import SystemPackage
+import ZPSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -25,15 +27,15 @@ public struct StdioError: Error, Sendable, CustomStringConvertible {
 /// `file:///path` (appended to), or empty (output discarded, stdin at end of file).
 /// Copies run on NIO pipe channels.
 public final class ProcessIO: Sendable {
-    /// Container-side descriptors, handed to runc.
-    let containerStdin: OwnedDescriptor
-    let containerStdout: OwnedDescriptor
-    let containerStderr: OwnedDescriptor
+    /// Container-side descriptors, handed to runc (and to CRIU on a restore).
+    let containerStdin: SharedDescriptor
+    let containerStdout: SharedDescriptor
+    let containerStderr: SharedDescriptor
     /// What feeds stdin, if containerd gave a stdin FIFO.
     private let stdin: StdinPump?
     private let outputCopies: [EventLoopFuture<Void>]
 
-    private init(containerStdin: OwnedDescriptor, containerStdout: OwnedDescriptor, containerStderr: OwnedDescriptor,
+    private init(containerStdin: SharedDescriptor, containerStdout: SharedDescriptor, containerStderr: SharedDescriptor,
                  stdin: StdinPump?, outputCopies: [EventLoopFuture<Void>]) {
         self.containerStdin = containerStdin
         self.containerStdout = containerStdout
@@ -44,7 +46,7 @@ public final class ProcessIO: Sendable {
 
     /// The descriptors to give runc.
     var runcStdio: RuncStdio {
-        RuncStdio(stdin: containerStdin.rawValue, stdout: containerStdout.rawValue, stderr: containerStderr.rawValue)
+        RuncStdio(stdin: containerStdin, stdout: containerStdout, stderr: containerStderr)
     }
 
     /// Creates the pipes and starts copying.
@@ -56,44 +58,52 @@ public final class ProcessIO: Sendable {
     ///   - group: Event loops for the copies.
     /// - Throws: ``StdioError`` naming the target that failed.
     public static func open(stdin: String, stdout: String, stderr: String, group: any EventLoopGroup) async throws -> ProcessIO {
-        let inPipe = try Sys.pipe(), outPipe = try Sys.pipe(), errPipe = try Sys.pipe()
+        let inPipe = try OwnedDescriptor.pipe(), outPipe = try OwnedDescriptor.pipe(), errPipe = try OwnedDescriptor.pipe()
+        let containerStdin = SharedDescriptor(inPipe.readEnd)
+        let stdinWriteEnd = inPipe.writeEnd
         var stdinPump: StdinPump?
         if stdin.isEmpty {
-            inPipe.write.close()
+            try? stdinWriteEnd.close()
         } else {
-            guard Sys.isFIFO(stdin) else { throw StdioError(target: stdin, reason: "stdin is not a FIFO") }
-            stdinPump = StdinPump(fifo: stdin, into: inPipe.write, group: group)
+            guard Files.isFIFO(FilePath(stdin)) else { throw StdioError(target: stdin, reason: "stdin is not a FIFO") }
+            stdinPump = StdinPump(fifo: stdin, into: SharedDescriptor(stdinWriteEnd), group: group)
         }
+        let containerStdout = SharedDescriptor(outPipe.writeEnd), containerStderr = SharedDescriptor(errPipe.writeEnd)
         var copies: [EventLoopFuture<Void>] = []
-        for (target, readEnd) in [(stdout, outPipe.read), (stderr, errPipe.read)] {
+        for (target, readEnd) in [(stdout, SharedDescriptor(outPipe.readEnd)), (stderr, SharedDescriptor(errPipe.readEnd))] {
             copies.append(try await startOutputCopy(to: target, from: readEnd, group: group))
         }
-        return ProcessIO(containerStdin: inPipe.read, containerStdout: outPipe.write, containerStderr: errPipe.write,
+        return ProcessIO(containerStdin: containerStdin, containerStdout: containerStdout, containerStderr: containerStderr,
                          stdin: stdinPump, outputCopies: copies)
     }
 
-    private static func startOutputCopy(to target: String, from readEnd: OwnedDescriptor, group: any EventLoopGroup) async throws -> EventLoopFuture<Void> {
+    private static func startOutputCopy(to target: String, from readEnd: SharedDescriptor, group: any EventLoopGroup) async throws -> EventLoopFuture<Void> {
         let bootstrap = NIOPipeBootstrap(group: group).channelOption(.allowRemoteHalfClosure, value: true)
         let channel: any Channel
         if target.isEmpty {
             channel = try await bootstrap.channelInitializer { ch in
                 ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(StdioForwarder(sink: .discard)) }
-            }.takingOwnershipOfDescriptor(input: readEnd.take()!).get()
+            }.takingOwnershipOfDescriptor(input: readEnd.take()!.disown()).get()
         } else if target.hasPrefix("file://") {
             let path = String(target.dropFirst("file://".count))
-            let file: OwnedDescriptor
-            do { file = try Sys.open(path, O_WRONLY | O_CREAT | O_APPEND, mode: 0o640) } catch { throw StdioError(target: target, reason: "\(error)") }
+            let file: SharedDescriptor
+            do {
+                file = SharedDescriptor(try OwnedDescriptor.open(FilePath(path), O_WRONLY | O_CREAT | O_APPEND, mode: 0o640))
+            } catch {
+                throw StdioError(target: target, reason: "\(error)")
+            }
             channel = try await bootstrap.channelInitializer { ch in
                 ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(StdioForwarder(sink: .file(file))) }
-            }.takingOwnershipOfDescriptor(input: readEnd.take()!).get()
+            }.takingOwnershipOfDescriptor(input: readEnd.take()!.disown()).get()
         } else if target.contains("://") {
             throw StdioError(target: target, reason: "only FIFO paths and file:// URIs are supported")
         } else {
             let fifo: OwnedDescriptor
-            do { fifo = try Sys.open(target, O_RDWR) } catch { throw StdioError(target: target, reason: "\(error)") }
+            do { fifo = try OwnedDescriptor.open(FilePath(target), O_RDWR) } catch { throw StdioError(target: target, reason: "\(error)") }
+            let output = fifo.disown()
             channel = try await bootstrap.channelInitializer { ch in
                 ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(StdioForwarder(sink: .channel)) }
-            }.takingOwnershipOfDescriptors(input: readEnd.take()!, output: fifo.take()!).get()
+            }.takingOwnershipOfDescriptors(input: readEnd.take()!.disown(), output: output).get()
         }
         return channel.closeFuture
     }
@@ -136,7 +146,7 @@ public final class ProcessIO: Sendable {
 /// Closing before a writer came unblocks that open by opening the FIFO for writing once.
 final class StdinPump: Sendable {
     private enum State {
-        case waitingForWriter(pipe: OwnedDescriptor)
+        case waitingForWriter(pipe: SharedDescriptor)
         case connected(any Channel)
         case closed
     }
@@ -144,26 +154,23 @@ final class StdinPump: Sendable {
     private let fifo: String
     private let state: Mutex<State>
 
-    init(fifo: String, into pipe: OwnedDescriptor, group: any EventLoopGroup) {
+    init(fifo: String, into pipe: SharedDescriptor, group: any EventLoopGroup) {
         self.fifo = fifo
         state = Mutex(.waitingForWriter(pipe: pipe))
-        startDetachedThread { [self] in
-            let fd = Glibc.open(fifo, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { return }
-            let output: CInt? = state.withLock { state in
+        Threads.startDetached { [self] in
+            // Blocks until a writer opens the FIFO (or `close()` does, to unblock it).
+            guard let input = try? OwnedDescriptor.open(FilePath(fifo), O_RDONLY) else { return }
+            let pipe: SharedDescriptor? = state.withLock { state in
                 guard case .waitingForWriter(let pipe) = state else { return nil }
-                return pipe.take()
+                return pipe
             }
-            guard let output else {
-                Glibc.close(fd)
-                return
-            }
+            guard let output = pipe?.take() else { return }  // closed meanwhile: `input` closes as it goes
             let channel = NIOPipeBootstrap(group: group)
                 .channelOption(.allowRemoteHalfClosure, value: true)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(StdioForwarder(sink: .channel)) }
                 }
-                .takingOwnershipOfDescriptors(input: fd, output: output)
+                .takingOwnershipOfDescriptors(input: input.disown(), output: output.disown())
             channel.whenSuccess { channel in
                 let closeNow = self.state.withLock { state -> Bool in
                     if case .closed = state { return true }
@@ -195,8 +202,7 @@ final class StdinPump: Sendable {
             channel.close(promise: nil)
         case .some(.none):
             // Unblock the opener thread (a reader is waiting, so this open succeeds at once).
-            let fd = Glibc.open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC)
-            if fd >= 0 { Glibc.close(fd) }
+            _ = try? OwnedDescriptor.open(FilePath(fifo), O_WRONLY | O_NONBLOCK)
         case .none:
             break
         }
@@ -211,7 +217,7 @@ final class StdioForwarder: ChannelInboundHandler {
 
     enum Sink {
         case channel
-        case file(OwnedDescriptor)
+        case file(SharedDescriptor)
         case discard
     }
 
@@ -230,7 +236,7 @@ final class StdioForwarder: ChannelInboundHandler {
             lastWrite = promise.futureResult
         case .file(let file):
             let buffer = unwrapInboundIn(data)
-            try? Sys.writeAll(file.rawValue, Array(buffer.readableBytesView))
+            try? file.withOwner { (file) throws(SystemError) in try file.writeAll(buffer.readableBytesView) }
         case .discard:
             break
         }

@@ -2,6 +2,7 @@ import CZPShim
 import Dispatch
 import Synchronization
 import SystemPackage
+import ZPSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -36,10 +37,10 @@ public struct SpawnSpec: Sendable {
     public var arguments: [String]
     /// Environment; nil inherits ours.
     public var environment: [String]?
-    /// Descriptors for 0, 1, 2; nil means `/dev/null`. The caller keeps ownership.
-    public var stdin: CInt?, stdout: CInt?, stderr: CInt?
-    /// Descriptors to pass as 3, 4, ... in order. The caller keeps ownership.
-    public var extraDescriptors: [CInt] = []
+    /// Descriptors for 0, 1, 2; nil means `/dev/null`. The child gets copies.
+    public var stdin: SharedDescriptor?, stdout: SharedDescriptor?, stderr: SharedDescriptor?
+    /// Descriptors to pass as 3, 4, ... in order. The child gets copies.
+    public var extraDescriptors: [SharedDescriptor] = []
     /// Working directory of the child; nil keeps ours.
     public var workingDirectory: String?
     /// Start the child in a new session (`setsid`).
@@ -94,20 +95,20 @@ public final class Reaper: Sendable {
     private init() {
         (orphanExits, orphanContinuation) = AsyncStream.makeStream(of: (pid: pid_t, status: ExitStatus).self)
         // A plain pthread: the reaper blocks in wait4 for the life of the process.
-        startDetachedThread { [self] in reapForever() }
+        Threads.startDetached { [self] in reapForever() }
     }
 
     /// Makes this process a child subreaper (`prctl(PR_SET_CHILD_SUBREAPER)`).
-    /// - Throws: ``SysError`` from `prctl`.
-    public static func becomeSubreaper() throws(SysError) {
-        try sysCall("prctl(PR_SET_CHILD_SUBREAPER)") { czpshim_set_child_subreaper() }
+    /// - Throws: ``SystemError`` from `prctl`.
+    public static func becomeSubreaper() throws(SystemError) {
+        try systemCall("prctl(PR_SET_CHILD_SUBREAPER)") { czpshim_set_child_subreaper() }
     }
 
     /// Starts a child with `posix_spawn` and records it, so that its exit goes to ``wait(for:)``.
     ///
     /// - Returns: The child's pid.
-    /// - Throws: ``SysError`` from `posix_spawn` (e.g. `ENOENT` for a missing program).
-    public func spawn(_ spec: SpawnSpec) throws(SysError) -> pid_t {
+    /// - Throws: ``SystemError`` from `posix_spawn` (e.g. `ENOENT` for a missing program).
+    public func spawn(_ spec: SpawnSpec) throws(SystemError) -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -119,7 +120,7 @@ public final class Reaper: Sendable {
         let targets = [spec.stdin, spec.stdout, spec.stderr] + spec.extraDescriptors.map(Optional.some)
         for (target, source) in targets.enumerated() {
             if let source {
-                posix_spawn_file_actions_adddup2(&actions, source, CInt(target))
+                posix_spawn_file_actions_adddup2(&actions, source.rawValue, CInt(target))
             } else {
                 posix_spawn_file_actions_addopen(&actions, CInt(target), "/dev/null", target == 0 ? O_RDONLY : O_WRONLY, 0)
             }
@@ -141,7 +142,7 @@ public final class Reaper: Sendable {
         let envStrings = spec.environment.map { $0.map { strdup($0) } + [nil] }
         defer { envStrings?.forEach { free($0) } }
 
-        let pid: pid_t = try state.withLock { (state) throws(SysError) -> pid_t in
+        let pid: pid_t = try state.withLock { (state) throws(SystemError) -> pid_t in
             var pid: pid_t = 0
             let rc: CInt
             if let envStrings {
@@ -149,7 +150,7 @@ public final class Reaper: Sendable {
             } else {
                 rc = posix_spawn(&pid, spec.path, &actions, &attributes, argv, environ)
             }
-            guard rc == 0 else { throw SysError(call: "posix_spawn", subject: spec.path, errno: Errno(rawValue: rc)) }
+            guard rc == 0 else { throw SystemError(call: "posix_spawn", subject: spec.path, errno: Errno(rawValue: rc)) }
             state.claims[pid] = .waiting(nil)
             return pid
         }
@@ -185,7 +186,7 @@ public final class Reaper: Sendable {
                 if errno == ECHILD { _ = wakeup.wait(timeout: .now() + Self.idlePoll) }
                 continue
             }
-            let exit = ExitStatus(waitStatus: status, at: Sys.now())
+            let exit = ExitStatus(waitStatus: status, at: SystemClock.realtimeNanoseconds())
             let action: Dispatch = state.withLock { state in
                 switch state.claims[pid] {
                 case .waiting(let continuation?):
@@ -205,23 +206,4 @@ public final class Reaper: Sendable {
             }
         }
     }
-}
-
-/// Carries a closure into a new pthread.
-private final class ThreadBody {
-    let body: @Sendable () -> Void
-    init(_ body: @escaping @Sendable () -> Void) { self.body = body }
-}
-
-/// Runs `body` on a new detached pthread (for calls that block for long: `wait4`, opening a FIFO).
-/// - Precondition: the thread can be created (failure means the process is out of resources).
-func startDetachedThread(_ body: @escaping @Sendable () -> Void) {
-    let box = Unmanaged.passRetained(ThreadBody(body))
-    var thread = pthread_t()
-    let rc = pthread_create(&thread, nil, { context in
-        Unmanaged<ThreadBody>.fromOpaque(context!).takeRetainedValue().body()
-        return nil
-    }, box.toOpaque())
-    precondition(rc == 0, "pthread_create failed: \(rc)")
-    pthread_detach(thread)
 }

@@ -1,3 +1,5 @@
+import ZPSystem
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -17,8 +19,8 @@ enum Mounts {
     ]
 
     /// Mounts one entry at `root` (or below it, when the entry names a target).
-    /// - Throws: ``SysError`` from `mount(2)`, naming type, source and target.
-    static func mount(_ spec: MountSpec, at root: String) throws(SysError) {
+    /// - Throws: ``SystemError`` from `mount(2)`, naming type, source and target.
+    static func mount(_ spec: MountSpec, at root: String) throws(SystemError) {
         var flags: UInt = 0
         var data: [String] = []
         for option in spec.options {
@@ -32,11 +34,11 @@ enum Mounts {
         let type = spec.type == "bind" ? "none" : spec.type
         if spec.type == "bind" { flags |= UInt(MS_BIND) }
         let readOnlyBind = flags & UInt(MS_BIND) != 0 && flags & UInt(MS_RDONLY) != 0
-        try Sys.mount(source: spec.source, target: target, type: type, flags: flags & ~(readOnlyBind ? UInt(MS_RDONLY) : 0),
+        try MountPoints.mount(source: spec.source, target: target, type: type, flags: flags & ~(readOnlyBind ? UInt(MS_RDONLY) : 0),
                       data: data.isEmpty ? nil : data.joined(separator: ","))
         if readOnlyBind {
             // A bind mount ignores MS_RDONLY until remounted.
-            try Sys.mount(source: "", target: target, type: "", flags: UInt(MS_BIND) | UInt(MS_REMOUNT) | UInt(MS_RDONLY), data: nil)
+            try MountPoints.mount(source: "", target: target, type: "", flags: UInt(MS_BIND) | UInt(MS_REMOUNT) | UInt(MS_RDONLY), data: nil)
         }
     }
 }

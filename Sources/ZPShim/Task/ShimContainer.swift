@@ -1,6 +1,8 @@
 import Logging
 import NIOCore
+import SystemPackage
 import ZPCore
+import ZPSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -75,7 +77,7 @@ public actor ShimContainer {
 
     /// Creates the container with `runc create`: mounts, stdio pipes, init process (not yet started).
     ///
-    /// Publishes TaskCreate. - Throws: ``ShimError``, ``RuncError``, ``StdioError``, ``SysError``.
+    /// Publishes TaskCreate. - Throws: ``ShimError``, ``RuncError``, ``StdioError``, ``SystemError``.
     static func create(_ request: CreateTaskRequest, namespace: String, runc: RuncDriver, publisher: EventPublisher,
                        pids: PidIndex, group: any EventLoopGroup, logger: Logger,
                        driver: ScaleDownDriver? = nil) async throws -> ShimContainer {
@@ -109,7 +111,7 @@ public actor ShimContainer {
             if let early = pids.register(pid, to: container) { await container.processExited(pid: pid, status: early) }
             return container
         } catch {
-            if mounted { try? Sys.unmount(rootfs) }
+            if mounted { try? MountPoints.unmount(rootfs) }
             throw error
         }
     }
@@ -166,7 +168,7 @@ public actor ShimContainer {
         }
         let io: ProcessIO
         do {
-            try Sys.writeFile(specFile, process.spec, mode: 0o600)
+            try Files.write(FilePath(specFile), process.spec, mode: 0o600)
             io = try await ProcessIO.open(stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, group: group)
             execs[execID]?.io = io
             try await runc.exec(id: id, bundle: bundle, processFile: specFile, pidFile: pidFile, stdio: io.runcStdio)
@@ -262,7 +264,7 @@ public actor ShimContainer {
     }
 
     /// The container-side descriptors of the init's stdio pipes (restore gives them to CRIU).
-    func initContainerSideStdio() -> [CInt?] {
+    func initContainerSideStdio() -> [SharedDescriptor?] {
         guard let stdio = initProcess.io?.runcStdio else { return [nil, nil, nil] }
         return [stdio.stdin, stdio.stdout, stdio.stderr]
     }
@@ -290,7 +292,7 @@ public actor ShimContainer {
         guard let process = execs[execID] else { throw ShimError.notFound("exec \(execID) in task \(id)") }
         switch process.phase {
         case .running, .starting:
-            try Sys.kill(process.pid, CInt(signal))
+            try Processes.kill(process.pid, signal: CInt(signal))
         case .exited, .defined, .created:
             throw ShimError.notFound("process already finished: exec \(execID)")
         }
@@ -326,13 +328,13 @@ public actor ShimContainer {
         if case .exited(let s) = initProcess.phase {
             status = s
         } else {
-            status = ExitStatus(code: 128 + UInt32(SIGKILL), exitedAt: Sys.now())
+            status = ExitStatus(code: 128 + UInt32(SIGKILL), exitedAt: SystemClock.realtimeNanoseconds())
             pids.forget(initProcess.pid)
         }
         await initProcess.io?.waitOutputCopied()
         initProcess.io?.close()
         for (_, exec) in execs { exec.io?.close() }
-        if rootfsMounted { try? Sys.unmount(bundle + "/rootfs") }
+        if rootfsMounted { try? MountPoints.unmount(bundle + "/rootfs") }
         unlink(bundle + "/init.pid")
         publisher.publish(.delete(containerID: id, pid: UInt32(initProcess.pid), exitStatus: status.code,
                                   exitedAt: ProtobufTimestamp(unixNanoseconds: status.exitedAt), id: id), namespace: namespace)
@@ -405,7 +407,7 @@ public actor ShimContainer {
     func update(resources: [UInt8]) async throws {
         if let driver, !driver.processRuns { return }  // scaled down: accepted (original.md §2)
         let file = bundle + "/update-resources.json"
-        try Sys.writeFile(file, resources, mode: 0o600)
+        try Files.write(FilePath(file), resources, mode: 0o600)
         defer { unlink(file) }
         try await runc.update(id: id, bundle: bundle, resourcesFile: file)
     }
@@ -418,7 +420,7 @@ public actor ShimContainer {
     }
 
     private static func readPidFile(_ path: String) throws -> pid_t {
-        guard let bytes = Sys.readFile(path),
+        guard let bytes = try? Files.read(FilePath(path)),
               let pid = pid_t(String(decoding: bytes, as: UTF8.self).trimmedWhitespace), pid > 0 else {
             throw ShimError.failedPrecondition("pid file \(path) is missing or holds no pid")
         }

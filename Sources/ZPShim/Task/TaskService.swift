@@ -1,8 +1,10 @@
 import Logging
 import NIOCore
 import Synchronization
+import SystemPackage
 import ZPBPF
 import ZPCore
+import ZPSystem
 import ZPTTRPC
 
 #if canImport(Glibc)
@@ -65,7 +67,7 @@ public final class TaskService: Sendable {
     static func loadNodeConfig(logger: Logger) -> NodeConfig {
         let defaults = NodeConfig()
         let path = getenv("ZEROPOD_NODE_CONFIG").map { String(cString: $0) } ?? NodeConfig.defaultPath
-        guard let bytes = Sys.readFile(path) else { return defaults }
+        guard let bytes = try? Files.read(FilePath(path)) else { return defaults }
         do {
             return try NodeConfig(parsing: String(decoding: bytes, as: UTF8.self), source: path)
         } catch {

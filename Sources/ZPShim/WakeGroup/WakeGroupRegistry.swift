@@ -4,7 +4,9 @@ import FoundationEssentials
 import Foundation
 #endif
 
+import SystemPackage
 import ZPCore
+import ZPSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -96,7 +98,7 @@ struct WakeGroupRegistry: Sendable {
     }
 
     /// Writes (or replaces) the entry of `entry.containerID` in group `key`.
-    /// - Throws: ``WakeGroupError`` when a name cannot be a path component; ``SysError`` naming
+    /// - Throws: ``WakeGroupError`` when a name cannot be a path component; ``SystemError`` naming
     ///   the path when a folder or the file cannot be written.
     func register(_ entry: WakeGroupEntry, in key: WakeGroupKey) throws {
         var components = [("containerd namespace", key.containerdNamespace), ("container id", entry.containerID)]
@@ -110,9 +112,9 @@ struct WakeGroupRegistry: Sendable {
         try ShimStatusService.makeOwnerOnlyDirectory(folder)
         let path = folder + "/" + entry.containerID
         let temporary = folder + "/." + entry.containerID + ".tmp"
-        try Sys.writeFile(temporary, entry.rendered, mode: 0o600)
+        try Files.write(FilePath(temporary), entry.rendered, mode: 0o600)
         do {
-            try sysCall("rename", "\(temporary) to \(path)") { rename(temporary, path) }
+            try systemCall("rename", "\(temporary) to \(path)") { rename(temporary, path) }
         } catch {
             unlink(temporary)
             throw error
@@ -151,7 +153,7 @@ struct WakeGroupRegistry: Sendable {
         let folder = directory(of: key)
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: folder) else { return [] }
         return names.filter { !$0.hasPrefix(".") }.sorted().compactMap { name in
-            Sys.readFile(folder + "/" + name).flatMap { WakeGroupEntry(containerID: name, parsing: $0) }
+            (try? Files.read(FilePath(folder + "/" + name))).flatMap { WakeGroupEntry(containerID: name, parsing: $0) }
         }
     }
 }

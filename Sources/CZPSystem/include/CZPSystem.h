@@ -1,0 +1,21 @@
+// CZPSystem: the few libc calls ZPSystem cannot make from Swift, because Swift's Glibc module
+// declares them only under _GNU_SOURCE (setns, unshare, pipe2). Implementation detail of
+// ZPSystem: only ZPSystem imports this module, and no C type declared here reaches its public API.
+#ifndef CZPSYSTEM_H
+#define CZPSYSTEM_H
+
+/// setns(fd, nstype): moves the calling thread into the namespace `fd` refers to.
+/// Returns 0, or -1 with errno set.
+int czpsystem_setns(int fd, int nstype);
+
+/// unshare(CLONE_NEWNET): moves the calling thread into a new, empty network namespace.
+/// Returns 0, or -1 with errno set.
+int czpsystem_unshare_network(void);
+
+/// The CLONE_NEWNET flag (the nstype of a network namespace for setns).
+int czpsystem_clone_newnet(void);
+
+/// pipe2(fds, O_CLOEXEC). Returns 0, or -1 with errno set.
+int czpsystem_pipe_cloexec(int fds[2]);
+
+#endif
