@@ -72,6 +72,21 @@ struct Harness {
         await eventually("scaled down") { driver.phase == .scaledDown }
     }
 
+    /// Moves the clock on in `step`s (the driver's polls run on it) until `condition` holds.
+    func advance(
+        until what: String,
+        step: Duration = .milliseconds(50),
+        sourceLocation: SourceLocation = #_sourceLocation,
+        _ condition: () -> Bool
+    ) async {
+        for _ in 0..<2_000 {
+            if condition() { return }
+            clock.advance(by: step)
+            try? await Task.sleep(for: .milliseconds(1))
+        }
+        Issue.record("not reached after 2000 clock steps: \(what)", sourceLocation: sourceLocation)
+    }
+
     /// Waits until the restore prepared after the checkpoint was handed to the driver.
     func preparedRestore(_ count: Int = 1) async -> FakePreparation? {
         await eventually("restore prepared") {

@@ -125,8 +125,7 @@ struct ScaleDownDriverTests {
             #expect(prepared.discards == 0)  // the daemon still serves pages
             #expect(h.checkpoints.imageRemovals == 0)
             prepared.endDaemon(clean: true, how: "exit code 0")
-            h.clock.advance(by: .milliseconds(50))
-            await eventually("images removed after the daemon") { h.checkpoints.imageRemovals == 1 }
+            await h.advance(until: "images removed after the daemon") { h.checkpoints.imageRemovals == 1 }
             #expect(prepared.discards == 1)
             #expect(h.log.contains("criu lazy-pages (pid 900) finished"))
             #expect(h.control.signals.isEmpty)
@@ -142,8 +141,7 @@ struct ScaleDownDriverTests {
             let prepared = try #require(await h.preparedRestore())
             try await h.redirect.connect()
             prepared.endDaemon(clean: false, how: "signal 9")
-            h.clock.advance(by: .milliseconds(50))
-            await eventually("processes killed") { h.control.signals.contains { $0.signal == SIGKILL && $0.all } }
+            await h.advance(until: "processes killed") { h.control.signals.contains { $0.signal == SIGKILL && $0.all } }
             #expect(h.log.contains("ended before serving every page (signal 9)", level: .error))
             #expect(
                 h.status.reports.contains(
@@ -170,13 +168,17 @@ struct ScaleDownDriverTests {
             let prepared = try #require(await h.preparedRestore())
             try await h.redirect.connect()  // restored at 61 s: next deadline 121 s
             h.clock.advance(to: at(121))
-            await eventually("checkpoint waits") { h.driver.phase == .checkpointing }
-            #expect(
-                !h.checkpoints.calls.contains("checkpoint")
-                    || h.checkpoints.calls.filter { $0 == "checkpoint" }.count == 1
-            )
-            h.clock.advance(to: at(181))  // 60 s later, still serving
-            await eventually("busy daemon stopped") { h.log.contains("still busy after 60 s: killed") }
+            await eventually("checkpoint waits for the daemon") {
+                h.driver.state.withLock { $0.restoreSide.checkpointWaitsForDaemon }
+            }
+            #expect(h.driver.phase == .checkpointing)
+            #expect(h.checkpoints.calls.filter { $0 == "checkpoint" }.count == 1)  // the first one only
+            // Still serving just before the limit (60 s from 121 s): the checkpoint still waits.
+            h.clock.advance(to: at(180.9))
+            // (The consumer is busy with the waiting checkpoint: no drain() here.)
+            await eventually("watcher looked") { h.clock.sleepingUntil.contains { $0 > at(180.9) } }
+            #expect(h.driver.state.withLock { $0.restoreSide.checkpointWaitsForDaemon })
+            await h.advance(until: "busy daemon stopped") { h.log.contains("still busy after 60 s: killed") }
             await eventually("checkpoint refused") { h.driver.phase == .running }
             #expect(prepared.discards >= 1)
             #expect(h.control.signals.contains { $0.signal == SIGKILL && $0.all })
