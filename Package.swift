@@ -1,8 +1,8 @@
 // swift-tools-version: 6.0
 // Layers (docs/architecture.md): ZPCore is pure; ZPSystem is the one system layer (syscall funnel,
 // SystemError, descriptor owners, files, mountinfo, netns threads, clocks); mechanisms (ZPBPF,
-// ZPCheckpoint, ZPActivator) import ZPCore, ZPSystem and their system libraries; ZPShim/ZPManager
-// compose; executables are thin.
+// ZPCheckpoint, ZPActivator) import ZPCore, ZPSystem and their system libraries; ZPAPI (the shims'
+// wire messages and clients) sits on ZPTTRPC; ZPShim/ZPManager compose; executables are thin.
 import PackageDescription
 
 let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
@@ -19,8 +19,10 @@ let package = Package(
         .library(name: "ZPActivator", targets: ["ZPActivator"]),
         .library(name: "ZPScaleDown", targets: ["ZPScaleDown"]),
         .library(name: "ZPTTRPC", targets: ["ZPTTRPC"]),
+        .library(name: "ZPAPI", targets: ["ZPAPI"]),
         .library(name: "ZPShim", targets: ["ZPShim"]),
         .executable(name: "containerd-shim-zeropod-v2", targets: ["containerd-shim-zeropod-v2"]),
+        .executable(name: "zeropod", targets: ["zeropod"]),
         .library(name: "ZPKube", targets: ["ZPKube"]),
         .library(name: "ZPInstaller", targets: ["ZPInstaller"]),
         .executable(name: "zeropod-installer", targets: ["zeropod-installer"]),
@@ -41,7 +43,13 @@ let package = Package(
     ],
     targets: [
         // MARK: test helpers shared by the privileged test targets (not part of any product)
-        .target(name: "ZPTestSupport", swiftSettings: strict),
+        .target(
+            name: "ZPTestSupport",
+            dependencies: [
+                "ZPTTRPC", .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
 
         // MARK: core (standard library only)
         .target(name: "ZPCore", swiftSettings: strict),
@@ -185,12 +193,29 @@ let package = Package(
         ),
         .testTarget(name: "ZPTTRPCTests", dependencies: ["ZPTTRPC"], swiftSettings: strict),
 
+        // MARK: the shims' wire API (messages and typed clients; imports no shim)
+        .target(
+            name: "ZPAPI",
+            dependencies: ["ZPCore", "ZPTTRPC", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ZPAPITests",
+            dependencies: [
+                "ZPAPI", "ZPCore", "ZPTTRPC", "ZPTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            exclude: ["Fixtures"],
+            swiftSettings: strict
+        ),
+
         // MARK: containerd shim v2 (composition)
         .target(name: "CZPShim"),
         .target(
             name: "ZPShim",
             dependencies: [
-                "ZPCore", "ZPSystem", "ZPTTRPC", "CZPShim", "ZPCheckpoint", "ZPBPF", "ZPActivator", "ZPScaleDown",
+                "ZPCore", "ZPSystem", "ZPAPI", "ZPTTRPC", "CZPShim", "ZPCheckpoint", "ZPBPF", "ZPActivator", "ZPScaleDown",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -205,8 +230,28 @@ let package = Package(
         ),
         .testTarget(
             name: "ZPShimTests",
-            dependencies: ["ZPShim", "ZPSystem", "ZPTTRPC", .product(name: "NIOPosix", package: "swift-nio")],
-            exclude: ["Fixtures"],
+            dependencies: ["ZPShim", "ZPSystem", "ZPAPI", "ZPTTRPC", .product(name: "NIOPosix", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+
+        // MARK: the `zeropod` CLI (commands in ZPCLI; the executable only calls it)
+        .target(
+            name: "ZPCLI",
+            dependencies: [
+                "ZPCore", "ZPSystem", "ZPAPI",
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(name: "zeropod", dependencies: ["ZPCLI"], swiftSettings: strict),
+        .testTarget(
+            name: "ZPCLITests",
+            dependencies: [
+                "ZPCLI", "ZPAPI", "ZPCore", "ZPTTRPC", "ZPTestSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
             swiftSettings: strict
         ),
 

@@ -1,5 +1,7 @@
 import Foundation
 import Testing
+import ZPAPI
+import ZPCore
 @testable import ZPShim
 
 /// End to end through a real containerd (1.6 and 2.x): `ctr` drives our shim, which drives runc.
@@ -121,7 +123,7 @@ import Testing
         defer { let p = eventsWatcher.processIdentifier; kill(p, SIGTERM); _ = eventually(within: 10) { !isAlive(p) } }
         #expect(eventually { FileManager.default.fileExists(atPath: eventsFile) })
 
-        let statusSocket = ShimStatusService.socketPath(forShimSocket: socket)
+        let statusSocket = NodeLayout().statusSocket(forShimSocket: socket)
         #expect(eventually { FileManager.default.fileExists(atPath: statusSocket) }, "no status socket \(statusSocket)")
 
         // containerd loses the shim: it runs `containerd-shim-zeropod-v2 ... delete`, which removes the container.

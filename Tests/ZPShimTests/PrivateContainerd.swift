@@ -225,7 +225,7 @@ final class PrivateContainerd {
         for mountPoint in MountPoints.under("/run/containerd/runc/\(namespace)/") { try? MountPoints.unmount(mountPoint) }
         try? FileManager.default.removeItem(atPath: "/run/containerd/runc/\(namespace)")
         // ...and its images, and a `criu lazy-pages` daemon still serving them.
-        let images = NodeConfig().stateDirectory + "/i/" + namespace
+        let images = NodeLayout().imageDirectory(containerdNamespace: namespace)
         for pid in processes(matching: ["lazy-pages"]) {
             let args = (FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") ?? Data()).split(separator: 0)
                 .map { String(decoding: $0, as: UTF8.self) }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import ZPCore
 @testable import ZPShim
 
 /// A shell loop that keeps a request counter in its own memory and serves it over HTTP with
@@ -97,8 +98,8 @@ func waitScaledDown(_ containerd: PrivateContainerd, netns: TestNetns, checkpoin
         _ = eventually { body = netns.httpGet(port: 8080); return body != nil }
         #expect(body == "count=1\n")
 
-        let shim = TestPaths.buildDirectory + "/containerd-shim-zeropod-v2"
-        let statusSocket = ShimStatusService.socketPath(forShimSocket: containerd.shimSocket(group: id))
+        let zeropod = TestPaths.buildDirectory + "/zeropod"
+        let statusSocket = NodeLayout().statusSocket(forShimSocket: containerd.shimSocket(group: id))
         var expected = 1
         var wakeTimes: [Double] = []
         for cycle in 1...5 {
@@ -112,7 +113,7 @@ func waitScaledDown(_ containerd: PrivateContainerd, netns: TestNetns, checkpoin
             let list = try containerd.ctr(["task", "ls"]).stdout
             #expect(list.split(separator: "\n").contains { $0.hasPrefix(id + " ") && $0.hasSuffix("RUNNING") }, "task ls: \(list)")
             // The status service (the manager's view) says SCALED_DOWN.
-            let scaledDown = try run([shim, "status", "-socket", statusSocket, "-id", id], timeout: 30)
+            let scaledDown = try run([zeropod, "status", "--socket", statusSocket, "--id", id], timeout: 30)
             #expect(scaledDown.stdout.contains("phase=SCALED_DOWN"), "cycle \(cycle): status: \(scaledDown.stdout) \(scaledDown.stderr)")
             // The next request restores it and gets the in-memory counter.
             expected += 1
@@ -133,9 +134,9 @@ func waitScaledDown(_ containerd: PrivateContainerd, netns: TestNetns, checkpoin
             }
         }
         // After the last restore: RUNNING again, and the metrics carry the checkpoints and restores.
-        let running = try run([shim, "status", "-socket", statusSocket, "-id", id], timeout: 30)
+        let running = try run([zeropod, "status", "--socket", statusSocket, "--id", id], timeout: 30)
         #expect(running.stdout.contains("phase=RUNNING"), "status: \(running.stdout) \(running.stderr)")
-        let metrics = try run([shim, "status", "-metrics", "-socket", statusSocket], timeout: 30).stdout
+        let metrics = try run([zeropod, "status", "--metrics", "--socket", statusSocket], timeout: 30).stdout
         #expect(metrics.contains("zeropod_checkpoint_duration_seconds_count") && metrics.contains("zeropod_restore_duration_seconds_count"),
                 "metrics: \(metrics.prefix(600))")
         #expect(metrics.split(separator: "\n").contains { $0.hasPrefix("zeropod_restore_duration_seconds_count") && $0.hasSuffix(" 5") },

@@ -1,6 +1,7 @@
 import Foundation
 import NIOPosix
 import Testing
+import ZPAPI
 import ZPCore
 import ZPTTRPC
 @testable import ZPShim
@@ -108,6 +109,17 @@ import ZPTTRPC
         }
         let pids = try PidsResponse(decoding: try await call("Pids", TaskIDRequest(id: id)))
         #expect(pids.pids.contains(connect.taskPID))
+        // ZPAPI's typed client sees the same through both service versions.
+        for service in TaskAPI.serviceNames {
+            let typed = try await ShimTaskClient.connect(socketPath: socket, namespace: containerd.namespace, service: service,
+                                                         group: MultiThreadedEventLoopGroup.singleton)
+            #expect(try await typed.connect(id: id) == connect, "\(service)")
+            let state = try await typed.state(id: id)
+            #expect(state.status == .running && state.pid == connect.taskPID, "\(service)")
+            #expect(try await typed.pids(id: id).contains(connect.taskPID))
+            await #expect { _ = try await typed.state(id: "nope") } throws: { ($0 as? TTRPCStatusError)?.code == .notFound }
+            await typed.close()
+        }
         let stats = try StatsResponse(decoding: try await call("Stats", TaskIDRequest(id: id)))
         #expect(stats.stats?.typeURL == "io.containerd.cgroups.v1.Metrics")
 

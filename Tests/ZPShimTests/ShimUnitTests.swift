@@ -22,70 +22,6 @@ func runTool(_ path: String, _ arguments: [String], stdin: String? = nil) throws
     return Array(data)
 }
 
-/// Golden bytes: `protoc --encode` on the subset of containerd's .proto files this folder keeps.
-func protocEncode(_ message: String, _ text: String) throws -> [UInt8] {
-    let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures").path
-    return try runTool("/usr/bin/protoc", ["--encode=zpshimtest.\(message)", "-I", fixtures, "shim_subset.proto"], stdin: text)
-}
-
-@Suite struct ShimCodecTests {
-    @Test func createTaskRequest_decodesProtocBytes() throws {
-        let bytes = try protocEncode("CreateTaskRequest", """
-            id: "c1" bundle: "/b" rootfs { type: "overlay" source: "overlay" options: "lowerdir=/l" options: "ro" }
-            stdin: "/f/in" stdout: "/f/out" stderr: "file:///tmp/x" options { type_url: "t" value: "v" }
-            """)
-        let r = try CreateTaskRequest(decoding: bytes)
-        #expect(r.id == "c1" && r.bundle == "/b" && r.stdin == "/f/in" && r.stdout == "/f/out" && r.stderr == "file:///tmp/x")
-        #expect(r.rootfs == [MountSpec(type: "overlay", source: "overlay", options: ["lowerdir=/l", "ro"])])
-        #expect(r.options == ProtobufAny(typeURL: "t", value: Array("v".utf8)))
-        #expect(r.encoded() == bytes)
-    }
-
-    @Test func execProcessRequest_decodesProtocBytes() throws {
-        let bytes = try protocEncode("ExecProcessRequest", #"id: "c1" exec_id: "e1" stdout: "/o" spec { type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process" value: "{\"args\":[\"sh\"]}" }"#)
-        let r = try ExecProcessRequest(decoding: bytes)
-        #expect(r.id == "c1" && r.execID == "e1" && r.stdout == "/o" && !r.terminal)
-        #expect(String(decoding: r.spec?.value ?? [], as: UTF8.self) == #"{"args":["sh"]}"#)
-        #expect(r.encoded() == bytes)
-    }
-
-    @Test func killRequest_decodesProtocBytes() throws {
-        let bytes = try protocEncode("KillRequest", #"id: "c1" signal: 9 all: true"#)
-        #expect(try KillRequest(decoding: bytes) == KillRequest(id: "c1", signal: 9, all: true))
-    }
-
-    @Test func stateResponse_matchesProtoc() throws {
-        var s = StateResponse()
-        s.id = "c1"; s.bundle = "/b"; s.pid = 4242; s.status = .stopped; s.stdout = "/o"; s.exitStatus = 137
-        s.exitedAt = ProtobufTimestamp(seconds: 1_700_000_000, nanos: 5)
-        #expect(s.encoded() == (try protocEncode("StateResponse", #"id: "c1" bundle: "/b" pid: 4242 status: 3 stdout: "/o" exit_status: 137 exited_at { seconds: 1700000000 nanos: 5 }"#)))
-        #expect(try StateResponse(decoding: s.encoded()) == s)
-    }
-
-    @Test func deleteWaitConnectPids_matchProtoc() throws {
-        let at = ProtobufTimestamp(seconds: 12, nanos: 34)
-        #expect(DeleteResponse(pid: 7, exitStatus: 137, exitedAt: at).encoded()
-                == (try protocEncode("DeleteResponse", "pid: 7 exit_status: 137 exited_at { seconds: 12 nanos: 34 }")))
-        #expect(WaitResponse(exitStatus: 3, exitedAt: at).encoded() == (try protocEncode("WaitResponse", "exit_status: 3 exited_at { seconds: 12 nanos: 34 }")))
-        #expect(ConnectResponse(shimPID: 10, taskPID: 11, version: "0.1.0").encoded()
-                == (try protocEncode("ConnectResponse", #"shim_pid: 10 task_pid: 11 version: "0.1.0""#)))
-        #expect(PidsResponse(pids: [1, 300]).encoded() == (try protocEncode("PidsResponse", "processes { pid: 1 } processes { pid: 300 }")))
-    }
-
-    @Test func taskEvents_andEnvelope_matchProtoc() throws {
-        let at = ProtobufTimestamp(seconds: 99, nanos: 1)
-        let exit = TaskEvent.exit(containerID: "c1", id: "e1", pid: 55, exitStatus: 4, exitedAt: at)
-        #expect(exit.encoded() == (try protocEncode("TaskExit", #"container_id: "c1" id: "e1" pid: 55 exit_status: 4 exited_at { seconds: 99 nanos: 1 }"#)))
-        let delete = TaskEvent.delete(containerID: "c1", pid: 55, exitStatus: 137, exitedAt: at, id: "c1")
-        #expect(delete.encoded() == (try protocEncode("TaskDelete", #"container_id: "c1" pid: 55 exit_status: 137 exited_at { seconds: 99 nanos: 1 } id: "c1""#)))
-        let create = TaskEvent.create(containerID: "c1", bundle: "/b", rootfs: [], stdin: "", stdout: "/o", stderr: "/e", terminal: false, pid: 9)
-        #expect(create.encoded() == (try protocEncode("TaskCreate", #"container_id: "c1" bundle: "/b" io { stdout: "/o" stderr: "/e" } pid: 9"#)))
-        let envelope = EventForwardRequest(timestamp: at, namespace: "ns", topic: exit.topic, event: ProtobufAny(typeURL: exit.typeURL, value: [1, 2]))
-        #expect(envelope.encoded() == (try protocEncode("ForwardRequest", #"envelope { timestamp { seconds: 99 nanos: 1 } namespace: "ns" topic: "/tasks/exit" event { type_url: "containerd.events.TaskExit" value: "\001\002" } }"#)))
-        #expect(try EventForwardRequest(decoding: envelope.encoded()) == envelope)
-    }
-}
-
 @Suite struct ShimCommandTests {
     @Test func commandLine_containerd16Start() throws {
         let c = try ShimCommandLine(arguments: ["-namespace", "k8s.io", "-address", "/run/containerd/containerd.sock",
@@ -100,6 +36,10 @@ func protocEncode(_ message: String, _ text: String) throws -> [UInt8] {
         #expect(try ShimCommandLine(arguments: ["-v"]).action == .version)
         #expect(try ShimCommandLine(arguments: ["-namespace", "n", "-socket", "/s"]).action == .serve)
         #expect(throws: ShimError.self) { try ShimCommandLine(arguments: ["frobnicate"]) }
+        // `status` moved to the zeropod CLI: the shim says so instead of doing something else.
+        #expect { try ShimCommandLine(arguments: ["status", "-socket", "/x.sock"]) } throws: { error in
+            "\(error)".contains("moved to the zeropod CLI: zeropod status")
+        }
         #expect(throws: ShimError.self) { try ShimCommandLine(arguments: ["-id"]) }
     }
 

@@ -3,6 +3,7 @@ import Logging
 import NIOPosix
 import Synchronization
 import Testing
+import ZPAPI
 import ZPCore
 import ZPTTRPC
 @testable import ZPShim
@@ -10,41 +11,10 @@ import ZPTTRPC
 // Wake groups (docs/decisions/0011-wake-groups.md): messages, registry, the parallel wake of the
 // other members, and end to end through a real containerd with real CRIU.
 
-@Suite struct WakeMessageTests {
-    @Test func wakeRequest_matchesProtoc() throws {
-        let request = StatusAPI.WakeRequest(id: "db", origin: "wordpress/web")
-        let golden = try protocStatus("WakeRequest", #"id: "db" origin: "wordpress/web""#)
-        #expect(request.encoded() == golden)
-        #expect(try StatusAPI.WakeRequest(decoding: golden) == request)
-    }
-
-    @Test(arguments: StatusAPI.WakeOutcome.allCases)
-    func wakeResponse_matchesProtoc(outcome: StatusAPI.WakeOutcome) throws {
-        let names: [StatusAPI.WakeOutcome: String] = [
-            .woken: "WAKE_OUTCOME_WOKEN", .alreadyWaking: "WAKE_OUTCOME_ALREADY_WAKING",
-            .notScaledDown: "WAKE_OUTCOME_NOT_SCALED_DOWN", .stopped: "WAKE_OUTCOME_STOPPED",
-        ]
-        let response = StatusAPI.WakeResponse(outcome: outcome, lifecyclePhase: .running, waited: .milliseconds(81))
-        let golden = try protocStatus("WakeResponse", "outcome: \(names[outcome]!) lifecycle_phase: PHASE_RUNNING waited_nanos: 81000000")
-        #expect(response.encoded() == golden)
-        #expect(try StatusAPI.WakeResponse(decoding: golden) == response)
-    }
-
-    @Test func wakeResponse_unknownOrMissingOutcome_isRefused() throws {
-        #expect(throws: ProtobufError.invalidValue(message: "zeropod.shim.v1.WakeResponse", field: 1, value: 9)) {
-            try StatusAPI.WakeResponse(decoding: protocStatus("WakeResponse", "outcome: 9"))
-        }
-        #expect(throws: ProtobufError.invalidValue(message: "zeropod.shim.v1.WakeResponse", field: 1, value: 0)) {
-            try StatusAPI.WakeResponse(decoding: protocStatus("WakeResponse", "lifecycle_phase: PHASE_RUNNING"))
-        }
-        let unknownPhase = try StatusAPI.WakeResponse(decoding: protocStatus("WakeResponse", "outcome: WAKE_OUTCOME_STOPPED lifecycle_phase: 99"))
-        #expect(unknownPhase.outcome == .stopped && unknownPhase.lifecyclePhase == nil)
-    }
-}
-
-/// A fresh folder under /tmp for one test, removed by `remove()`.
+/// A fresh folder under /tmp for one test, removed by `remove()`. Short (at most 25 bytes), so
+/// `<path>/run` is a valid run-dir (NodeLayout.maximumRunDirectoryLength).
 struct ScratchDirectory {
-    let path = "/tmp/zpwake-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+    let path = "/tmp/zpw-\(getpid())-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
     func remove() { try? FileManager.default.removeItem(atPath: path) }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import ZPCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -148,11 +149,11 @@ final class ZeropodRuntime: BenchRuntime {
         containerd.waitUntilExit()
         // The shims' runc root and image folder for the namespace: empty once every container is gone.
         _ = rmdir("/run/containerd/runc/" + namespace)
-        _ = rmdir(shimState + "/i/" + namespace)
+        _ = rmdir(NodeLayout(stateDirectory: shimState).imageDirectory(containerdNamespace: namespace))
     }
 
     /// Where the shim writes the images of container `id`.
-    func imageDir(_ id: String) -> String { shimState + "/i/" + namespace + "/" + id }
+    func imageDir(_ id: String) -> String { NodeLayout(stateDirectory: shimState).imageDirectory(containerdNamespace: namespace, containerID: id) }
 
     func start(_ w: Workload, bundle: Bundle) throws -> RunningContainer {
         remove(w, container: nil)

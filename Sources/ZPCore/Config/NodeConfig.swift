@@ -30,7 +30,7 @@ public struct NodeConfig: Equatable, Sendable {
         /// Directory under bpffs for pinned maps and links. Reserved: the shim keeps its redirectors
     /// in memory and does not pin them yet.
         case bpfPinDirectory = "bpf-pin-dir"
-        /// Directory for the shim and node sockets.
+        /// Directory for the shims' status sockets, the node socket and the wake group registry.
         case runDirectory = "run-dir"
         /// Whether a scaled-down container comes back with a lazy (on-demand) memory restore:
         /// `auto`, `on` or `off` (see ``LazyRestoreMode``).
@@ -50,14 +50,16 @@ public struct NodeConfig: Equatable, Sendable {
     public var criuPath = "/usr/local/sbin/criu"
     /// The runc binary.
     public var runcPath = "runc"
-    /// Directory for checkpoint images (`<state-dir>/i/<containerd namespace>/<container-id>`).
+    /// Directory for checkpoint images (`<state-dir>/i/<containerd namespace>/<container-id>`, see
+    /// ``NodeLayout``).
     /// Not the original's `/var/lib/zeropod`, so both runtimes can share a node.
     public var stateDirectory = "/var/lib/zeropod-swift"
     /// Directory under bpffs for pinned maps and links. Reserved: the shim keeps its redirectors
     /// in memory and does not pin them yet.
     public var bpfPinDirectory = "/sys/fs/bpf/zeropod"
-    /// Directory for sockets (`<run-dir>/s/<shim>.sock`, `<run-dir>/node.sock`). Reserved: the shim's
-    /// status sockets are at `/run/zeropod-swift/s/` whatever this says (not wired yet).
+    /// Directory for sockets and registries: the shims' status sockets (`<run-dir>/s/<shim>.sock`),
+    /// the wake group registry (`<run-dir>/wake-groups`); see ``NodeLayout``. At most
+    /// ``NodeLayout/maximumRunDirectoryLength`` bytes, so the sockets fit in `sun_path`.
     public var runDirectory = "/run/zeropod-swift"
     /// Whether restores after a checkpoint are lazy (`criu lazy-pages` serves memory on demand).
     public var lazyRestore = LazyRestoreMode.auto
@@ -130,7 +132,13 @@ public struct NodeConfig: Equatable, Sendable {
             case .runcPath: runcPath = try command()
             case .stateDirectory: stateDirectory = try directory()
             case .bpfPinDirectory: bpfPinDirectory = try directory()
-            case .runDirectory: runDirectory = try directory()
+            case .runDirectory:
+                runDirectory = try directory()
+                if runDirectory.utf8.count > NodeLayout.maximumRunDirectoryLength {
+                    throw fail(.invalidPath("is \(runDirectory.utf8.count) bytes long; at most \(NodeLayout.maximumRunDirectoryLength), "
+                                            + "so that <run-dir>/s/<64-character shim name>.sock stays within the \(NodeLayout.maximumSocketPathLength) bytes "
+                                            + "a unix socket client (SwiftNIO) accepts"))
+                }
             case .lazyRestore:
                 guard let mode = LazyRestoreMode(rawValue: value) else {
                     throw fail(.invalidChoice(LazyRestoreMode.allCases.map(\.rawValue)))

@@ -5,6 +5,7 @@ import Foundation
 #endif
 import Logging
 import SystemPackage
+import ZPAPI
 import ZPCore
 import ZPSystem
 
@@ -36,12 +37,12 @@ public enum DeleteCommand {
             let path = address.hasPrefix("unix://") ? String(address.dropFirst("unix://".count)) : address
             if path.hasPrefix(StartCommand.socketDirectory + "/") && !StartCommand.canConnect(path) {
                 unlink(path)
-                let status = ShimStatusService.socketPath(forShimSocket: path)  // its status socket (0008)
+                let status = node.layout.statusSocket(forShimSocket: path)  // its status socket (0008)
                 if !StartCommand.canConnect(status) { unlink(status) }
             }
         }
         // Its wake group entry (0011): a lost shim could not remove it on Delete.
-        WakeGroupRegistry(runDirectory: node.runDirectory)
+        WakeGroupRegistry(layout: node.layout)
             .unlistLostMember(containerID: options.id, containerdNamespace: options.namespace,
                               annotations: BundleConfig(bundle: bundle).annotations)
         return DeleteResponse(pid: pid, exitStatus: 128 + UInt32(SIGKILL), exitedAt: ProtobufTimestamp(unixNanoseconds: SystemClock.realtimeNanoseconds())).encoded()
@@ -52,7 +53,7 @@ public enum DeleteCommand {
     /// lazy-pages` daemon serving the images, and the images themselves.
     static func removePreparedRestore(id: String, namespace: String, runcRoot: String, node: NodeConfig) {
         for mountPoint in MountPoints.under(runcRoot + "/" + id + "/") { try? MountPoints.unmount(mountPoint) }
-        let images = node.stateDirectory + "/i/" + namespace + "/" + id
+        let images = node.layout.imageDirectory(containerdNamespace: namespace, containerID: id)
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
         for pid in entries.compactMap({ Int32($0) }) {
             guard let bytes = try? Files.read(FilePath("/proc/\(pid)/cmdline")) else { continue }

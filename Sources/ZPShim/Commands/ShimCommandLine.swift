@@ -16,27 +16,28 @@ public struct ShimCommandLine: Sendable, Equatable {
         case version
         /// Serve as the daemon (started by `start`, listening socket on fd 3).
         case serve
-        /// Read shims' status services (ours): `status [-socket PATH] [-id ID] [-watch] [-metrics]`.
-        case status
     }
 
+    /// What to do (the trailing positional; none means ``Action/serve``).
     public var action: Action = .serve
+    /// The containerd namespace (`-namespace`).
     public var namespace = ""
     /// containerd's gRPC socket (`-address`).
     public var address = ""
+    /// The containerd binary that publishes events for old shims (`-publish-binary`; unused).
     public var publishBinary = ""
+    /// The container id (`-id`).
     public var id = ""
+    /// The bundle folder (`-bundle`, `delete` only; `start` uses the working directory).
     public var bundle = ""
     /// The daemon's own socket path (our flag, set by `start`).
     public var socket = ""
+    /// Log at debug level (`-debug`).
     public var debug = false
-    /// `status`: follow the changes (`-watch`).
-    public var watch = false
-    /// `status`: print the metrics in the Prometheus text format (`-metrics`).
-    public var metrics = false
 
     /// Parses arguments (without `argv[0]`).
-    /// - Throws: ``ShimError/invalidArgument(_:)`` naming a flag without a value or an unknown action.
+    /// - Throws: ``ShimError/invalidArgument(_:)`` naming a flag without a value or an unknown action;
+    ///   for `status`, which moved to the `zeropod` CLI, one that says so.
     public init(arguments: [String]) throws {
         let valueFlags = ["namespace", "address", "publish-binary", "id", "bundle", "socket"]
         var i = 0
@@ -47,8 +48,9 @@ public struct ShimCommandLine: Sendable, Equatable {
                 switch arg {
                 case "start": action = .start
                 case "delete": action = .delete
-                case "status": action = .status
-                default: throw ShimError.invalidArgument("unknown action \"\(arg)\" (expected start, delete or status)")
+                case "status":
+                    throw ShimError.invalidArgument("the status command moved to the zeropod CLI: zeropod status [--socket PATH] [--id ID] [--watch] [--metrics]")
+                default: throw ShimError.invalidArgument("unknown action \"\(arg)\" (expected start or delete)")
                 }
                 continue
             }
@@ -72,9 +74,6 @@ public struct ShimCommandLine: Sendable, Equatable {
                 case "bundle": bundle = value!
                 default: socket = value!
                 }
-            } else if name == "watch" || name == "metrics" {
-                let on = value.map { $0 != "false" } ?? true
-                if name == "watch" { watch = on } else { metrics = on }
             } else if name == "debug" {
                 debug = value.map { $0 != "false" } ?? true
             } else if name == "v" || name == "version" {

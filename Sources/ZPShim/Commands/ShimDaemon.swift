@@ -25,10 +25,11 @@ public enum ShimDaemon {
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let publisher = EventPublisher(address: getenv("TTRPC_ADDRESS").map { String(cString: $0) } ?? "", group: group, logger: logger)
-        let statusBoard = ShimStatusBoard()  // the manager's view: /run/zeropod-swift/s/<hash>.sock
-        let statusSocket = options.socket.isEmpty ? nil : ShimStatusService.socketPath(forShimSocket: options.socket)
+        let node = TaskService.loadNodeConfig(logger: logger)
+        let statusBoard = ShimStatusBoard()  // the manager's view: <run-dir>/s/<hash>.sock
+        let statusSocket = options.socket.isEmpty ? nil : node.layout.statusSocket(forShimSocket: options.socket)
         let service = TaskService(namespace: options.namespace, publisher: publisher, group: group,
-                                  statusBoard: statusBoard, statusSocket: statusSocket, logger: logger)
+                                  statusBoard: statusBoard, statusSocket: statusSocket, node: node, logger: logger)
         let server = TTRPCServer(router: statusBoard.tracking(service.router()), group: group, logger: logger)
         logger.info("shim serving", metadata: ["socket": "\(options.socket)", "pid": "\(getpid())"])
 
@@ -46,7 +47,7 @@ public enum ShimDaemon {
             tasks.addTask { await service.runBackgroundJobs() }
             tasks.addTask {
                 await ShimStatusService(board: statusBoard, wake: { try await service.wake($0) })
-                    .serve(nextToShimSocket: options.socket, group: group, logger: log)
+                    .serve(socketPath: statusSocket, group: group, logger: log)
             }
             await withTaskGroup(of: Void.self) { events in
                 events.addTask { await publisher.run(); log.debug("publisher stopped") }
@@ -56,10 +57,8 @@ public enum ShimDaemon {
                 let socket = options.socket
                 group.next().scheduleTask(in: .seconds(7)) {
                     log.warning("shutdown deadline passed; exiting")
-                    if !socket.isEmpty {
-                        unlink(socket)
-                        unlink(ShimStatusService.socketPath(forShimSocket: socket))
-                    }
+                    if !socket.isEmpty { unlink(socket) }
+                    if let statusSocket { unlink(statusSocket) }
                     exit(0)
                 }
                 // Forward what is queued (TaskDelete comes right before Shutdown), at most 5 s.
@@ -72,10 +71,8 @@ public enum ShimDaemon {
             // Exit without cancelling the servers: NIO traps when an accepted connection that was
             // never handed to a task is dropped, which cancellation could race into. The process ends
             // here anyway, as Go shims do; the status socket goes with the task API socket.
-            if !options.socket.isEmpty {
-                unlink(options.socket)
-                unlink(ShimStatusService.socketPath(forShimSocket: options.socket))
-            }
+            if !options.socket.isEmpty { unlink(options.socket) }
+            if let statusSocket { unlink(statusSocket) }
             log.info("shim exiting")
             exit(0)
         }

@@ -28,8 +28,6 @@ public enum ShimMain {
             }
         case .delete:
             try? StandardStream.output.write(await DeleteCommand.run(options))
-        case .status:
-            return await StatusCommand.run(options)
         case .serve:
             do {
                 try await ShimDaemon.run(options)

@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import ZPAPI
 import ZPCore
 import ZPSystem
 import ZPTTRPC
@@ -12,7 +13,7 @@ import ZPTTRPC
 /// keeps the required order (create → start → exit → delete; exec-added → exec-started → exit).
 public final class EventPublisher: Sendable {
     /// The ttrpc service and method events are forwarded to.
-    public static let service = "containerd.services.events.ttrpc.v1.Events"
+    public static let service = EventsAPI.service
 
     private struct Item: Sendable {
         var namespace: String
@@ -65,8 +66,8 @@ public final class EventPublisher: Sendable {
                         }
                         client = try await TTRPCClient.connect(unixSocketPath: address, group: group)
                     }
-                    _ = try await client!.call(service: Self.service, method: "Forward", payload: request.encoded(),
-                                               metadata: [("containerd-namespace-ttrpc", item.namespace)], timeout: .seconds(5))
+                    _ = try await client!.call(service: Self.service, method: EventsAPI.forward, payload: request.encoded(),
+                                               metadata: [(TaskAPI.namespaceMetadataKey, item.namespace)], timeout: .seconds(5))
                     logger.debug("event forwarded", metadata: ["topic": "\(item.event.topic)"])
                     break
                 } catch {

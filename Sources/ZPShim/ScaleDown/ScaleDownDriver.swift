@@ -8,6 +8,7 @@ import NIOCore
 import NIOPosix
 import Synchronization
 import SystemPackage
+import ZPAPI
 import ZPActivator
 import ZPBPF
 import ZPCheckpoint
@@ -110,8 +111,8 @@ final class ScaleDownDriver: Sendable {
     }
 
     /// Where checkpoint images of this container go: `<state dir>/i/<containerd namespace>/<id>`
-    /// (container ids are unique only within a containerd namespace).
-    var imagesDirectory: String { node.stateDirectory + "/i/" + namespace + "/" + id }
+    /// (container ids are unique only within a containerd namespace; ``NodeLayout``).
+    var imagesDirectory: String { node.layout.imageDirectory(containerdNamespace: namespace, containerID: id) }
 
     /// The containerd namespace (the last component of runc's root).
     private var namespace: String { String(runc.root.split(separator: "/").last ?? "default") }
@@ -492,7 +493,7 @@ final class ScaleDownDriver: Sendable {
     private func removeImages(keepingPreDump: Bool = false) {
         guard keepingPreDump else {
             try? FileManager.default.removeItem(atPath: imagesDirectory)
-            _ = rmdir(node.stateDirectory + "/i/" + namespace)  // only when empty
+            _ = rmdir(node.layout.imageDirectory(containerdNamespace: namespace))  // only when empty
             return
         }
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: imagesDirectory)) ?? []

@@ -1,4 +1,5 @@
 import Synchronization
+import ZPAPI
 import ZPCore
 import ZPSystem
 

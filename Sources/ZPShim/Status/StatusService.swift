@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Logging
 import NIOCore
+import ZPAPI
 import ZPCore
 import ZPSystem
 import ZPTTRPC
@@ -10,10 +11,8 @@ import ZPTTRPC
 /// The shim's status service, `zeropod.shim.v1.Shim`, served over ttrpc on an owner-only socket of
 /// its own: `GetStatus`, `ListContainers`, `SubscribeStatus` (a server stream) and `Metrics`, all
 /// read from a ``ShimStatusBoard``, and `Wake` for wake groups (docs/decisions/0011-wake-groups.md).
+/// Its socket is `<run-dir>/s/<hash>.sock` (`NodeLayout.statusSocket(forShimSocket:)`).
 public struct ShimStatusService: Sendable {
-    /// The folder of status sockets, one per shim (mode 0700).
-    public static let socketDirectory = "/run/zeropod-swift/s"
-
     /// The board the methods read.
     public let board: ShimStatusBoard
     /// How many unread changes each subscriber may hold before it loses the oldest.
@@ -28,18 +27,6 @@ public struct ShimStatusService: Sendable {
         self.board = board
         self.subscriberCapacity = subscriberCapacity
         self.wake = wake
-    }
-
-    /// The status socket of the shim whose task socket is `shimSocket`:
-    /// `<directory>/<last path component of shimSocket>.sock` (the component is the hash that
-    /// names the shim's group, so the two sockets pair up by name).
-    ///
-    /// - Parameters:
-    ///   - shimSocket: The shim's task API socket, with or without `unix://`.
-    ///   - directory: The folder of status sockets.
-    public static func socketPath(forShimSocket shimSocket: String, directory: String = socketDirectory) -> String {
-        let name = shimSocket.split(separator: "/").last.map(String.init) ?? "shim"
-        return "\(directory)/\(name).sock"
     }
 
     /// Registers the methods on `router` (`Wake` only when ``wake`` is set).
@@ -93,7 +80,7 @@ public struct ShimStatusService: Sendable {
     /// mode 0600 before it listens, and refuses peers of another uid (``TTRPCServer``).
     ///
     /// - Parameters:
-    ///   - path: The socket file, e.g. from ``socketPath(forShimSocket:directory:)``.
+    ///   - path: The socket file, `NodeLayout.statusSocket(forShimSocket:)`.
     ///   - group: The event loops for the sockets.
     ///   - logger: Connection problems are logged here.
     ///   - onListening: Called once the socket accepts connections.
@@ -111,16 +98,15 @@ public struct ShimStatusService: Sendable {
         try await server.run(listeningDescriptor: descriptor.disown())  // the server closes it
     }
 
-    /// Serves at ``socketPath(forShimSocket:directory:)`` for the daemon until the task is
-    /// cancelled. A failure is logged and does not stop the shim: the task API matters more.
+    /// Serves at `path` for the daemon until the task is cancelled. A failure is logged and does
+    /// not stop the shim: the task API matters more.
     ///
     /// - Parameters:
-    ///   - shimSocket: The daemon's task API socket; nothing is served when it is empty.
+    ///   - path: The status socket (`NodeLayout.statusSocket(forShimSocket:)`); nothing is served when nil.
     ///   - group: The event loops for the sockets.
     ///   - logger: Where failures go.
-    public func serve(nextToShimSocket shimSocket: String, group: any EventLoopGroup, logger: Logger) async {
-        guard !shimSocket.isEmpty else { return }
-        let path = Self.socketPath(forShimSocket: shimSocket)
+    public func serve(socketPath path: String?, group: any EventLoopGroup, logger: Logger) async {
+        guard let path else { return }
         do {
             try await run(socketPath: path, group: group, logger: logger) {
                 logger.info("status service listening", metadata: ["socket": "\(path)"])

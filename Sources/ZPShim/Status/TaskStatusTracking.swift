@@ -1,3 +1,4 @@
+import ZPAPI
 import ZPCore
 import ZPTTRPC
 

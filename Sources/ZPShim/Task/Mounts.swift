@@ -1,3 +1,4 @@
+import ZPAPI
 import ZPSystem
 
 #if canImport(Glibc)

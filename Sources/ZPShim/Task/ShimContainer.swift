@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import SystemPackage
+import ZPAPI
 import ZPCore
 import ZPSystem
 

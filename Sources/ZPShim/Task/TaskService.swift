@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import Synchronization
 import SystemPackage
+import ZPAPI
 import ZPBPF
 import ZPCore
 import ZPSystem
@@ -15,9 +16,9 @@ import Glibc
 /// bodies): decodes requests, finds the ``ShimContainer`` and maps errors to ttrpc status codes.
 public final class TaskService: Sendable {
     /// The ttrpc service names served.
-    public static let serviceNames = ["containerd.task.v2.Task", "containerd.task.v3.Task"]
+    public static let serviceNames = TaskAPI.serviceNames
     /// The metadata key that carries the containerd namespace.
-    public static let namespaceKey = "containerd-namespace-ttrpc"
+    public static let namespaceKey = TaskAPI.namespaceMetadataKey
     /// Version reported by Connect and `-v`.
     public static let version = "0.1.0"
 
@@ -47,8 +48,9 @@ public final class TaskService: Sendable {
     /// - Parameter statusBoard: where the scale-down drivers publish phase changes (the status service's view).
     /// - Parameter statusSocket: this shim's status socket, which serves `Wake`; containers join
     ///   their wake group (`zeropod-swift/wake-group`) only when it is set.
+    /// - Parameter node: the node settings; nil reads them (``loadNodeConfig(logger:)``).
     public init(namespace: String, publisher: EventPublisher, group: any EventLoopGroup, runcBinary: String? = nil,
-                statusBoard: ShimStatusBoard? = nil, statusSocket: String? = nil, logger: Logger) {
+                statusBoard: ShimStatusBoard? = nil, statusSocket: String? = nil, node: NodeConfig? = nil, logger: Logger) {
         defaultNamespace = namespace
         self.statusBoard = statusBoard
         self.publisher = publisher
@@ -57,14 +59,14 @@ public final class TaskService: Sendable {
         self.runcBinary = runcBinary
         (shutdown, shutdownContinuation) = AsyncStream.makeStream(of: Void.self)
         (jobs, jobInput) = AsyncStream.makeStream(of: (@Sendable () async -> Void).self)
-        let node = Self.loadNodeConfig(logger: logger)
+        let node = node ?? Self.loadNodeConfig(logger: logger)
         self.node = node
-        wakeGroups = statusSocket.map { ($0, WakeGroupRegistry(runDirectory: node.runDirectory)) }
+        wakeGroups = statusSocket.map { ($0, WakeGroupRegistry(layout: node.layout)) }
     }
 
     /// The node settings: the file named by `ZEROPOD_NODE_CONFIG`, else /etc/zeropod/node.conf if
     /// present, else the defaults (`NodeConfig()`). A malformed file is logged and the defaults are used.
-    static func loadNodeConfig(logger: Logger) -> NodeConfig {
+    public static func loadNodeConfig(logger: Logger) -> NodeConfig {
         let defaults = NodeConfig()
         let path = getenv("ZEROPOD_NODE_CONFIG").map { String(cString: $0) } ?? NodeConfig.defaultPath
         guard let bytes = try? Files.read(FilePath(path)) else { return defaults }
@@ -103,34 +105,34 @@ public final class TaskService: Sendable {
     /// The router with every task method registered under both service names.
     public func router() -> TTRPCRouter {
         var router = TTRPCRouter()
-        let methods: [(String, @Sendable (TTRPCCall) async throws -> [UInt8])] = [
-            ("Create", { [self] in try await create($0) }),
-            ("Start", { [self] in try await start($0) }),
-            ("State", { [self] in try await state($0) }),
-            ("Kill", { [self] in try await kill($0) }),
-            ("Delete", { [self] in try await delete($0) }),
-            ("Wait", { [self] in try await wait($0) }),
-            ("Exec", { [self] in try await exec($0) }),
-            ("Pids", { [self] in try await pids($0) }),
-            ("Stats", { [self] in try await stats($0) }),
-            ("Update", { [self] in try await update($0) }),
-            ("CloseIO", { [self] in try await closeIO($0) }),
-            ("Connect", { [self] in try await connect($0) }),
-            ("Shutdown", { [self] in try await shutdown($0) }),
-            ("ResizePty", { _ in throw ShimError.notImplemented("ResizePty: terminals are not supported yet") }),
-            ("Pause", { _ in throw ShimError.notImplemented("Pause") }),
-            ("Resume", { _ in throw ShimError.notImplemented("Resume") }),
-            ("Checkpoint", { _ in throw ShimError.notImplemented("Checkpoint") }),
+        let methods: [(TaskAPI.Method, @Sendable (TTRPCCall) async throws -> [UInt8])] = [
+            (.create, { [self] in try await create($0) }),
+            (.start, { [self] in try await start($0) }),
+            (.state, { [self] in try await state($0) }),
+            (.kill, { [self] in try await kill($0) }),
+            (.delete, { [self] in try await delete($0) }),
+            (.wait, { [self] in try await wait($0) }),
+            (.exec, { [self] in try await exec($0) }),
+            (.pids, { [self] in try await pids($0) }),
+            (.stats, { [self] in try await stats($0) }),
+            (.update, { [self] in try await update($0) }),
+            (.closeIO, { [self] in try await closeIO($0) }),
+            (.connect, { [self] in try await connect($0) }),
+            (.shutdown, { [self] in try await shutdown($0) }),
+            (.resizePty, { _ in throw ShimError.notImplemented("ResizePty: terminals are not supported yet") }),
+            (.pause, { _ in throw ShimError.notImplemented("Pause") }),
+            (.resume, { _ in throw ShimError.notImplemented("Resume") }),
+            (.checkpoint, { _ in throw ShimError.notImplemented("Checkpoint") }),
         ]
         let logger = logger
         for service in Self.serviceNames {
             for (method, handler) in methods {
-                router.register(service: service, method: method) { call in
+                router.register(service: service, method: method.rawValue) { call in
                     do {
                         return try await handler(call)
                     } catch {
                         let status = ShimError.status(for: error)
-                        logger.log(level: status.code == .notFound ? .debug : .warning, "\(method) failed", metadata: ["error": "\(status.message)"])
+                        logger.log(level: status.code == .notFound ? .debug : .warning, "\(method.rawValue) failed", metadata: ["error": "\(status.message)"])
                         throw status
                     }
                 }

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import Synchronization
+import ZPAPI
 import ZPCore
 
 /// One container's membership in a wake group (docs/decisions/0011-wake-groups.md): its entry in

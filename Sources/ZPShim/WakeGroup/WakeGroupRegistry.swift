@@ -41,7 +41,7 @@ struct WakeGroupKey: Hashable, Sendable, CustomStringConvertible {
 struct WakeGroupEntry: Equatable, Sendable {
     /// The containerd container id (the entry's file name).
     var containerID: String
-    /// The status socket of the shim serving the container (`/run/zeropod-swift/s/<hash>.sock`).
+    /// The status socket of the shim serving the container (`<run-dir>/s/<hash>.sock`).
     var statusSocket: String
 
     /// The file's content: `status-socket=<path>` and a newline.
@@ -75,12 +75,17 @@ struct WakeGroupEntry: Equatable, Sendable {
 /// Folders are created with mode 0700 (root only, like the status sockets); files are written to a
 /// temporary name and renamed, so a reader never sees half an entry.
 struct WakeGroupRegistry: Sendable {
-    /// The registry root, `<run-dir>/wake-groups`.
+    /// The registry root, `<run-dir>/wake-groups` (``NodeLayout/wakeGroupDirectory``).
     let root: String
 
-    /// The registry below the node's run directory.
+    /// The registry of the node's layout.
+    init(layout: NodeLayout) {
+        root = layout.wakeGroupDirectory
+    }
+
+    /// The registry below run directory `runDirectory`.
     init(runDirectory: String) {
-        root = runDirectory + "/wake-groups"
+        self.init(layout: NodeLayout(runDirectory: runDirectory))
     }
 
     /// The folder of group `key`.

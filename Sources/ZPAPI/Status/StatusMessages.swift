@@ -1,5 +1,5 @@
 // The shim's status API, `zeropod.shim.v1.Shim`: our own messages (not the original zeropod's),
-// encoded by hand on ZPCore's protobuf codec. Tests/ZPShimTests/Fixtures/shim_status.proto describes
+// encoded by hand on ZPCore's protobuf codec. Tests/ZPAPITests/Fixtures/shim_status.proto describes
 // them; the tests compare these encoders with `protoc --encode` on that file.
 import ZPCore
 
@@ -9,11 +9,11 @@ public enum StatusAPI {
     public static let service = "zeropod.shim.v1.Shim"
     /// Unary: ``ContainerRequest`` → ``ContainerStatus``.
     public static let getStatus = "GetStatus"
-    /// Unary: ``ListContainersRequest`` → ``ListContainersResponse``.
+    /// Unary: ``Empty`` → ``ListContainersResponse``.
     public static let listContainers = "ListContainers"
     /// Server stream: ``SubscribeStatusRequest`` → ``StatusChange`` messages.
     public static let subscribeStatus = "SubscribeStatus"
-    /// Unary: ``MetricsRequest`` → ``MetricsResponse``.
+    /// Unary: ``Empty`` → ``MetricsResponse``.
     public static let metrics = "Metrics"
 
     /// Upper bounds (seconds) of the checkpoint and restore duration histograms: the original
@@ -129,7 +129,7 @@ extension Duration {
 
 extension StatusAPI {
     /// When a checkpoint or restore last finished, and how long it took (`OperationRecord`).
-    public struct Operation: ProtobufMessage, Equatable {
+    public struct Operation: ProtobufTableMessage, Equatable {
         /// Wall-clock end of the operation.
         public var finishedAt: ProtobufTimestamp
         /// How long it took.
@@ -141,32 +141,20 @@ extension StatusAPI {
             self.duration = duration
         }
 
-        /// Writes `finished_at` and `duration_nanos`.
-        public func encode(into w: inout ProtobufWriter) {
-            w.writeMessage(field: 1, finishedAt)
-            w.writeInt64IfNotDefault(field: 2, duration.nanoseconds)
+        /// A record at the epoch that took no time (the wire defaults).
+        public init() {
+            self.init(finishedAt: ProtobufTimestamp(seconds: 0, nanos: 0), duration: .zero)
         }
 
-        /// Decodes an `OperationRecord`; unknown fields are skipped.
-        /// - Throws: `ProtobufError` for malformed input.
-        public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
-            let name = "zeropod.shim.v1.OperationRecord"
-            finishedAt = ProtobufTimestamp(seconds: 0, nanos: 0)
-            duration = .zero
-            while let f = try r.nextField() {
-                switch f.number {
-                case 1:
-                    var m = try f.message(in: name)
-                    finishedAt = try ProtobufTimestamp(decoding: &m)
-                case 2: duration = .nanoseconds(try f.int64(in: name))
-                default: break
-                }
-            }
-        }
+        /// The fields: `finished_at` (always written), `duration_nanos`.
+        public static let fields = ProtobufFieldTable<Self>("zeropod.shim.v1.OperationRecord", [
+            .message(1, \.finishedAt),
+            .durationNanoseconds(2, \.duration),
+        ])
     }
 
     /// One container as the shim sees it (`ContainerStatus`).
-    public struct ContainerStatus: ProtobufMessage, Equatable {
+    public struct ContainerStatus: ProtobufTableMessage, Equatable {
         /// The containerd container id.
         public var id: String
         /// The Kubernetes container name (`io.kubernetes.cri.container-name`), empty outside Kubernetes.
@@ -218,59 +206,32 @@ extension StatusAPI {
         /// checkpoint finished, SCALED_DOWN until a restore finished; `SCALED_DOWN` (0) before start.
         public var phase: ContainerLifecycle.StatusPhase { lifecyclePhase?.originalStatus ?? .scaledDown }
 
-        /// Writes the fields in field-number order, proto3 defaults omitted.
-        public func encode(into w: inout ProtobufWriter) {
-            w.writeStringIfNotDefault(field: 1, id)
-            w.writeStringIfNotDefault(field: 2, name)
-            w.writeStringIfNotDefault(field: 3, podName)
-            w.writeStringIfNotDefault(field: 4, podNamespace)
-            w.writeInt32IfNotDefault(field: 5, phase.rawValue)
-            w.writeInt32IfNotDefault(field: 6, lifecyclePhase?.wireNumber ?? 0)
-            w.writeInt32IfNotDefault(field: 7, pid)
-            if let phaseSince { w.writeMessage(field: 8, phaseSince) }
-            if let lastCheckpoint { w.writeMessage(field: 9, lastCheckpoint) }
-            if let lastRestore { w.writeMessage(field: 10, lastRestore) }
-            w.writeUInt64IfNotDefault(field: 11, checkpointErrors)
-            w.writeUInt64IfNotDefault(field: 12, restoreErrors)
-            w.writeStringIfNotDefault(field: 13, lastError)
-            w.writeStringIfNotDefault(field: 14, podUID)
+        /// A status with every field at its wire default (no phase): the starting point for decoding.
+        public init() {
+            self.init(id: "", lifecyclePhase: nil)
         }
 
-        /// Decodes a `ContainerStatus`; unknown fields are skipped. Field 5 is derived from field 6
-        /// and not read.
-        /// - Throws: `ProtobufError` for malformed input.
-        public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
-            let n = "zeropod.shim.v1.ContainerStatus"
-            self.init(id: "", lifecyclePhase: nil)
-            while let f = try r.nextField() {
-                switch f.number {
-                case 1: id = try f.string(in: n)
-                case 2: name = try f.string(in: n)
-                case 3: podName = try f.string(in: n)
-                case 4: podNamespace = try f.string(in: n)
-                case 6: lifecyclePhase = ContainerLifecycle.Phase(wireNumber: try f.int32(in: n))
-                case 7: pid = try f.int32(in: n)
-                case 8:
-                    var m = try f.message(in: n)
-                    phaseSince = try ProtobufTimestamp(decoding: &m)
-                case 9:
-                    var m = try f.message(in: n)
-                    lastCheckpoint = try Operation(decoding: &m)
-                case 10:
-                    var m = try f.message(in: n)
-                    lastRestore = try Operation(decoding: &m)
-                case 11: checkpointErrors = try f.uint64(in: n)
-                case 12: restoreErrors = try f.uint64(in: n)
-                case 13: lastError = try f.string(in: n)
-                case 14: podUID = try f.string(in: n)
-                default: break
-                }
-            }
-        }
+        /// The fields. Field 5 is derived from field 6 when written and not read.
+        public static let fields = ProtobufFieldTable<Self>("zeropod.shim.v1.ContainerStatus", [
+            .string(1, \.id),
+            .string(2, \.name),
+            .string(3, \.podName),
+            .string(4, \.podNamespace),
+            .custom(5, write: { m, n, w in w.writeInt32IfNotDefault(field: n, m.phase.rawValue) }, read: { _, _, _ in }),
+            .lifecyclePhase(6, \.lifecyclePhase),
+            .int32(7, \.pid),
+            .message(8, \.phaseSince),
+            .message(9, \.lastCheckpoint),
+            .message(10, \.lastRestore),
+            .uint64(11, \.checkpointErrors),
+            .uint64(12, \.restoreErrors),
+            .string(13, \.lastError),
+            .string(14, \.podUID),
+        ])
     }
 
     /// One entry of a status subscription (`StatusChange`).
-    public struct StatusChange: ProtobufMessage, Equatable {
+    public struct StatusChange: ProtobufTableMessage, Equatable {
         /// The board's change counter: +1 for every change, the same for every subscriber.
         public var sequence: UInt64
         /// Changes this subscriber lost right before this one because it read too slowly.
@@ -298,41 +259,21 @@ extension StatusAPI {
             self.snapshot = snapshot
         }
 
-        /// Writes the fields in field-number order, proto3 defaults omitted.
-        public func encode(into w: inout ProtobufWriter) {
-            w.writeUInt64IfNotDefault(field: 1, sequence)
-            w.writeUInt64IfNotDefault(field: 2, missed)
-            w.writeMessage(field: 3, time)
-            w.writeMessage(field: 4, status)
-            if let event { w.writeMessage(field: 5, event) }
-            w.writeBoolIfNotDefault(field: 6, removed)
-            w.writeBoolIfNotDefault(field: 7, snapshot)
+        /// A change with every field at its wire default: the starting point for decoding.
+        public init() {
+            self.init(sequence: 0, time: ProtobufTimestamp(seconds: 0, nanos: 0), status: ContainerStatus())
         }
 
-        /// Decodes a `StatusChange`; unknown fields are skipped.
-        /// - Throws: `ProtobufError` for malformed input or an unknown event kind.
-        public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
-            let n = "zeropod.shim.v1.StatusChange"
-            self.init(sequence: 0, time: ProtobufTimestamp(seconds: 0, nanos: 0), status: ContainerStatus(id: "", lifecyclePhase: nil))
-            while let f = try r.nextField() {
-                switch f.number {
-                case 1: sequence = try f.uint64(in: n)
-                case 2: missed = try f.uint64(in: n)
-                case 3:
-                    var m = try f.message(in: n)
-                    time = try ProtobufTimestamp(decoding: &m)
-                case 4:
-                    var m = try f.message(in: n)
-                    status = try ContainerStatus(decoding: &m)
-                case 5:
-                    var m = try f.message(in: n)
-                    event = try Event(decoding: &m)
-                case 6: removed = try f.bool(in: n)
-                case 7: snapshot = try f.bool(in: n)
-                default: break
-                }
-            }
-        }
+        /// The fields; `time` and `status` are always written.
+        public static let fields = ProtobufFieldTable<Self>("zeropod.shim.v1.StatusChange", [
+            .uint64(1, \.sequence),
+            .uint64(2, \.missed),
+            .message(3, \.time),
+            .message(4, \.status),
+            .message(5, \.event),
+            .bool(6, \.removed),
+            .bool(7, \.snapshot),
+        ])
     }
 
     /// Observations of one duration histogram, cumulative like Prometheus's (`Histogram`).
@@ -391,7 +332,7 @@ extension StatusAPI {
     ///
     /// Cumulative, not deltas: every caller sees the same totals, so two scrapers do not split the
     /// observations between them (the original cleared its values on every `Metrics` call).
-    public struct ContainerMetrics: ProtobufMessage, Equatable {
+    public struct ContainerMetrics: ProtobufTableMessage, Equatable {
         /// The containerd container id.
         public var id: String
         /// Label `container`.
@@ -433,153 +374,119 @@ extension StatusAPI {
             self.restoreErrorsTotal = restoreErrorsTotal
         }
 
-        /// Writes the fields in field-number order, proto3 defaults omitted.
-        public func encode(into w: inout ProtobufWriter) {
-            w.writeStringIfNotDefault(field: 1, id)
-            w.writeStringIfNotDefault(field: 2, name)
-            w.writeStringIfNotDefault(field: 3, podName)
-            w.writeStringIfNotDefault(field: 4, podNamespace)
-            w.writeBoolIfNotDefault(field: 5, running)
-            if let lastCheckpointTime { w.writeMessage(field: 6, lastCheckpointTime) }
-            if let lastRestoreTime { w.writeMessage(field: 7, lastRestoreTime) }
-            w.writeMessage(field: 8, checkpointDuration)
-            w.writeMessage(field: 9, restoreDuration)
-            w.writeUInt64IfNotDefault(field: 10, checkpointErrorsTotal)
-            w.writeUInt64IfNotDefault(field: 11, restoreErrorsTotal)
+        /// Metrics with every field at its wire default (histograms without buckets): the
+        /// starting point for decoding.
+        public init() {
+            self.init(id: "", checkpointDuration: Histogram(upperBounds: []), restoreDuration: Histogram(upperBounds: []))
         }
 
-        /// Decodes a `ContainerMetrics`; unknown fields are skipped.
-        /// - Throws: `ProtobufError` for malformed input.
-        public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
-            let n = "zeropod.shim.v1.ContainerMetrics"
-            self.init(id: "", checkpointDuration: Histogram(upperBounds: []), restoreDuration: Histogram(upperBounds: []))
-            while let f = try r.nextField() {
-                switch f.number {
-                case 1: id = try f.string(in: n)
-                case 2: name = try f.string(in: n)
-                case 3: podName = try f.string(in: n)
-                case 4: podNamespace = try f.string(in: n)
-                case 5: running = try f.bool(in: n)
-                case 6:
-                    var m = try f.message(in: n)
-                    lastCheckpointTime = try ProtobufTimestamp(decoding: &m)
-                case 7:
-                    var m = try f.message(in: n)
-                    lastRestoreTime = try ProtobufTimestamp(decoding: &m)
-                case 8:
-                    var m = try f.message(in: n)
-                    checkpointDuration = try Histogram(decoding: &m)
-                case 9:
-                    var m = try f.message(in: n)
-                    restoreDuration = try Histogram(decoding: &m)
-                case 10: checkpointErrorsTotal = try f.uint64(in: n)
-                case 11: restoreErrorsTotal = try f.uint64(in: n)
-                default: break
-                }
-            }
-        }
+        /// The fields; both histograms are always written.
+        public static let fields = ProtobufFieldTable<Self>("zeropod.shim.v1.ContainerMetrics", [
+            .string(1, \.id),
+            .string(2, \.name),
+            .string(3, \.podName),
+            .string(4, \.podNamespace),
+            .bool(5, \.running),
+            .message(6, \.lastCheckpointTime),
+            .message(7, \.lastRestoreTime),
+            .message(8, \.checkpointDuration),
+            .message(9, \.restoreDuration),
+            .uint64(10, \.checkpointErrorsTotal),
+            .uint64(11, \.restoreErrorsTotal),
+        ])
     }
 
     /// `ContainerRequest`: names one container.
-    public struct ContainerRequest: ProtobufMessage, Equatable {
+    public struct ContainerRequest: ProtobufTableMessage, Equatable {
         /// The containerd container id.
-        public var id: String
+        public var id = ""
+
+        /// A request naming no container.
+        public init() {}
 
         /// A request for container `id`.
         public init(id: String) { self.id = id }
 
-        /// Writes `id`.
-        public func encode(into w: inout ProtobufWriter) { w.writeStringIfNotDefault(field: 1, id) }
-
-        /// Decodes the message; unknown fields are skipped.
-        /// - Throws: `ProtobufError` for malformed input.
-        public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
-            id = ""
-            while let f = try r.nextField() {
-                if f.number == 1 { id = try f.string(in: "zeropod.shim.v1.ContainerRequest") }
-            }
-        }
+        /// The fields.
+        public static let fields = ProtobufFieldTable<Self>("zeropod.shim.v1.ContainerRequest", [
+            .string(1, \.id),
+        ])
     }
 
     /// `SubscribeStatusRequest`.
-    public struct SubscribeStatusRequest: ProtobufMessage, Equatable {
+    public struct SubscribeStatusRequest: ProtobufTableMessage, Equatable {
         /// Send every container's current status first (entries flagged `snapshot`).
-        public var initialSnapshot: Bool
+        public var initialSnapshot = false
+
+        /// A request without the initial snapshot.
+        public init() {}
 
         /// A request, with or without the initial snapshot.
-        public init(initialSnapshot: Bool = false) { self.initialSnapshot = initialSnapshot }
+        public init(initialSnapshot: Bool) { self.initialSnapshot = initialSnapshot }
 
-        /// Writes `initial_snapshot`.
-        public func encode(into w: inout ProtobufWriter) { w.writeBoolIfNotDefault(field: 1, initialSnapshot) }
-
-        /// Decodes the message; unknown fields are skipped.
-        /// - Throws: `ProtobufError` for malformed input.
-        public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
-            initialSnapshot = false
-            while let f = try r.nextField() {
-                if f.number == 1 { initialSnapshot = try f.bool(in: "zeropod.shim.v1.SubscribeStatusRequest") }
-            }
-        }
+        /// The fields.
+        public static let fields = ProtobufFieldTable<Self>("zeropod.shim.v1.SubscribeStatusRequest", [
+            .bool(1, \.initialSnapshot),
+        ])
     }
 
     /// `ListContainersResponse`.
-    public struct ListContainersResponse: ProtobufMessage, Equatable {
+    public struct ListContainersResponse: ProtobufTableMessage, Equatable {
         /// Every container the shim serves, ordered by id.
-        public var containers: [ContainerStatus]
+        public var containers: [ContainerStatus] = []
+
+        /// A response listing no container.
+        public init() {}
 
         /// A response listing `containers`.
         public init(containers: [ContainerStatus]) { self.containers = containers }
 
-        /// Writes one `containers` field per entry.
-        public func encode(into w: inout ProtobufWriter) { for c in containers { w.writeMessage(field: 1, c) } }
-
-        /// Decodes the message; unknown fields are skipped.
-        /// - Throws: `ProtobufError` for malformed input.
-        public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
-            containers = []
-            while let f = try r.nextField() {
-                if f.number == 1 {
-                    var m = try f.message(in: "zeropod.shim.v1.ListContainersResponse")
-                    containers.append(try ContainerStatus(decoding: &m))
-                }
-            }
-        }
+        /// The fields.
+        public static let fields = ProtobufFieldTable<Self>("zeropod.shim.v1.ListContainersResponse", [
+            .messages(1, \.containers),
+        ])
     }
 
     /// `MetricsResponse`.
-    public struct MetricsResponse: ProtobufMessage, Equatable {
+    public struct MetricsResponse: ProtobufTableMessage, Equatable {
         /// One entry per container, ordered by id.
-        public var containers: [ContainerMetrics]
+        public var containers: [ContainerMetrics] = []
+
+        /// A response with no container.
+        public init() {}
 
         /// A response with `containers`.
         public init(containers: [ContainerMetrics]) { self.containers = containers }
 
-        /// Writes one `containers` field per entry.
-        public func encode(into w: inout ProtobufWriter) { for c in containers { w.writeMessage(field: 1, c) } }
-
-        /// Decodes the message; unknown fields are skipped.
-        /// - Throws: `ProtobufError` for malformed input.
-        public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
-            containers = []
-            while let f = try r.nextField() {
-                if f.number == 1 {
-                    var m = try f.message(in: "zeropod.shim.v1.MetricsResponse")
-                    containers.append(try ContainerMetrics(decoding: &m))
-                }
-            }
-        }
+        /// The fields.
+        public static let fields = ProtobufFieldTable<Self>("zeropod.shim.v1.MetricsResponse", [
+            .messages(1, \.containers),
+        ])
     }
 
     /// `Empty`: the request of `ListContainers` and `Metrics`.
-    public struct Empty: ProtobufMessage, Equatable {
+    public struct Empty: ProtobufTableMessage, Equatable {
         /// The empty message.
         public init() {}
-        /// Writes nothing.
-        public func encode(into w: inout ProtobufWriter) {}
-        /// Skips every field.
-        /// - Throws: `ProtobufError` for malformed input.
-        public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
-            while try r.nextField() != nil {}
-        }
+
+        /// No fields: every field read is skipped.
+        public static let fields = ProtobufFieldTable<Self>("zeropod.shim.v1.Empty", [])
+    }
+}
+
+// MARK: - field rules of the status API
+
+extension ProtobufFieldRule {
+    /// An `int64` of nanoseconds holding a `Duration` (saturating), omitted when zero.
+    static func durationNanoseconds(_ number: Int, _ path: ProtobufFieldPath<Message, Duration>) -> Self {
+        .custom(number, write: { m, n, w in w.writeInt64IfNotDefault(field: n, m[keyPath: path].nanoseconds) },
+                read: { m, f, name throws(ProtobufError) in m[keyPath: path] = .nanoseconds(try f.int64(in: name)) })
+    }
+
+    /// A `LifecyclePhase` enum (``ContainerLifecycle/Phase/wireNumber``), omitted when nil; an
+    /// unknown number reads as nil.
+    static func lifecyclePhase(_ number: Int, _ path: ProtobufFieldPath<Message, ContainerLifecycle.Phase?>) -> Self {
+        .custom(number, write: { m, n, w in w.writeInt32IfNotDefault(field: n, m[keyPath: path]?.wireNumber ?? 0) },
+                read: { m, f, name throws(ProtobufError) in m[keyPath: path] = ContainerLifecycle.Phase(wireNumber: try f.int32(in: name)) })
     }
 }

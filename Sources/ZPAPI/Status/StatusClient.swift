@@ -2,7 +2,8 @@ import NIOCore
 import ZPCore
 import ZPTTRPC
 
-/// A client of one shim's status service (`zeropod.shim.v1.Shim`), for the manager and the CLI.
+/// A client of one shim's status service (`zeropod.shim.v1.Shim`), for the manager, the `zeropod`
+/// CLI and the shims of a wake group.
 public struct ShimStatusClient: Sendable {
     private let client: TTRPCClient
 
@@ -13,7 +14,7 @@ public struct ShimStatusClient: Sendable {
     /// Connects to a shim's status socket.
     ///
     /// - Parameters:
-    ///   - path: The status socket, e.g. `/run/zeropod-swift/s/<hash>.sock`.
+    ///   - path: The status socket, `<run-dir>/s/<hash>.sock` (``NodeLayout/statusSocket(forShimSocket:)``).
     ///   - group: The event loops to use.
     /// - Throws: NIO connection errors (`ENOENT`, `ECONNREFUSED`; a shim of another uid closes at once).
     public static func connect(socketPath path: String, group: any EventLoopGroup) async throws -> ShimStatusClient {

@@ -4,6 +4,14 @@ import ZPCore
 // travel in (containerd.services.events.ttrpc.v1 Envelope / ForwardRequest). Field numbers from
 // protocols.md §2.
 
+/// The names of containerd's events service, to which a shim forwards its task events.
+public enum EventsAPI {
+    /// `containerd.services.events.ttrpc.v1.Events`, served on containerd's ttrpc socket (`TTRPC_ADDRESS`).
+    public static let service = "containerd.services.events.ttrpc.v1.Events"
+    /// Unary: ``EventForwardRequest`` → Empty.
+    public static let forward = "Forward"
+}
+
 /// One task event, with the topic and type URL containerd expects.
 public enum TaskEvent: Sendable, Equatable {
     /// `/tasks/create`: TaskCreate{1 container_id, 2 bundle, 3 rootfs, 4 io, 5 checkpoint, 6 pid}.
@@ -87,9 +95,13 @@ public enum TaskEvent: Sendable, Equatable {
 
 /// `ForwardRequest{1 envelope Envelope{1 timestamp, 2 namespace, 3 topic, 4 event Any}}`.
 public struct EventForwardRequest: ProtobufMessage, Equatable {
+    /// When the event happened (envelope field 1).
     public var timestamp: ProtobufTimestamp
+    /// The containerd namespace (2).
     public var namespace: String
+    /// The topic, e.g. `/tasks/exit` (3).
     public var topic: String
+    /// The event message with its type URL (4).
     public var event: ProtobufAny
 
     /// An envelope from its fields.
@@ -100,6 +112,7 @@ public struct EventForwardRequest: ProtobufMessage, Equatable {
         self.event = event
     }
 
+    /// Writes the fields in field-number order, proto3 defaults omitted.
     public func encode(into w: inout ProtobufWriter) {
         w.writeMessage(field: 1) { e in
             e.writeMessage(field: 1, timestamp)
@@ -109,6 +122,8 @@ public struct EventForwardRequest: ProtobufMessage, Equatable {
         }
     }
 
+    /// Decodes the message; unknown fields are skipped.
+    /// - Throws: `ProtobufError` for malformed input.
     public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
         timestamp = ProtobufTimestamp(seconds: 0, nanos: 0)
         namespace = ""; topic = ""

@@ -1,7 +1,7 @@
 // The wake call of the shim's status service (docs/decisions/0011-wake-groups.md): one shim asks
 // another to bring a scaled-down member of their wake group back. Our own messages, encoded by hand
-// on ZPCore's protobuf codec; Tests/ZPShimTests/Fixtures/shim_status.proto describes them and
-// WakeGroupTests compare these encoders with `protoc --encode`.
+// on ZPCore's protobuf codec; Tests/ZPAPITests/Fixtures/shim_status.proto describes them and
+// ZPAPITests compare these encoders with `protoc --encode`.
 import ZPCore
 
 extension StatusAPI {
@@ -23,11 +23,14 @@ extension StatusAPI {
     }
 
     /// `WakeRequest`: which container to wake, and who asks (for the logs).
-    public struct WakeRequest: ProtobufMessage, Equatable {
+    public struct WakeRequest: ProtobufTableMessage, Equatable {
         /// The containerd container id served by the called shim.
-        public var id: String
+        public var id = ""
         /// The member whose connection or exec caused the wake, as `<group>/<container id>`.
-        public var origin: String
+        public var origin = ""
+
+        /// A request naming no container.
+        public init() {}
 
         /// A request to wake `id` on behalf of `origin`.
         public init(id: String, origin: String = "") {
@@ -35,26 +38,11 @@ extension StatusAPI {
             self.origin = origin
         }
 
-        /// Writes `id` and `origin`.
-        public func encode(into w: inout ProtobufWriter) {
-            w.writeStringIfNotDefault(field: 1, id)
-            w.writeStringIfNotDefault(field: 2, origin)
-        }
-
-        /// Decodes the message; unknown fields are skipped.
-        /// - Throws: `ProtobufError` for malformed input.
-        public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
-            let name = "zeropod.shim.v1.WakeRequest"
-            id = ""
-            origin = ""
-            while let f = try r.nextField() {
-                switch f.number {
-                case 1: id = try f.string(in: name)
-                case 2: origin = try f.string(in: name)
-                default: break
-                }
-            }
-        }
+        /// The fields.
+        public static let fields = ProtobufFieldTable<Self>("zeropod.shim.v1.WakeRequest", [
+            .string(1, \.id),
+            .string(2, \.origin),
+        ])
     }
 
     /// `WakeResponse`: the outcome, the phase after it and how long the called shim waited.

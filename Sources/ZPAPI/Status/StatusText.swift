@@ -1,6 +1,6 @@
 import ZPCore
 
-/// Plain-text views of the status API for people and scrapers (the `status` command).
+/// Plain-text views of the status API for people and scrapers (`zeropod status`).
 public enum StatusText {
     /// One line for a container: id, pod, container name, phases, pid, last operations, errors.
     ///

@@ -1,0 +1,101 @@
+// Where zeropod-swift keeps its files on a node, as pure values derived from the node settings
+// (`run-dir`, `state-dir`). The shim, its `delete` command, the scale-down driver, the `zeropod` CLI
+// and the manager all compute paths here, so no second copy of a layout rule exists.
+
+/// The paths of a node's sockets, registries and checkpoint images, from ``NodeConfig``'s
+/// `run-dir` and `state-dir`.
+///
+/// ```
+/// <run-dir>/s/<shim>.sock                       status socket of one shim (folder 0700, socket 0600)
+/// <run-dir>/wake-groups/<ns>/<pod ns|_>/<group>  wake group registry (docs/decisions/0011)
+/// <run-dir>/node.sock                            reserved for the manager's node service
+/// <state-dir>/i/<containerd ns>/<container id>   checkpoint images of one container
+/// ```
+///
+/// Only string values: nothing here touches the file system. Container ids and containerd
+/// namespaces come from containerd, which allows only `[A-Za-z0-9._-]` in them, so they are used
+/// as path components as they are.
+public struct NodeLayout: Sendable, Equatable {
+    /// The folder for runtime files and sockets (`run-dir`).
+    public var runDirectory: String
+    /// The folder for checkpoint images and work files (`state-dir`).
+    public var stateDirectory: String
+
+    /// The longest unix socket path a client can reach: SwiftNIO (the ttrpc transport) refuses
+    /// paths longer than 103 bytes, the smallest `sun_path` among its platforms (Linux's holds 107
+    /// and the NUL). A status socket bound at a longer path would be served but never reached.
+    public static let maximumSocketPathLength = 103
+
+    /// The longest `run-dir` whose status sockets stay within ``maximumSocketPathLength``:
+    /// `<run-dir>/s/` plus a 64-character shim socket name plus `.sock` (31 bytes).
+    public static let maximumRunDirectoryLength = maximumSocketPathLength - "/s/".utf8.count - 64 - ".sock".utf8.count
+
+    /// A layout from its two folders (the defaults are ``NodeConfig``'s).
+    /// - Parameters:
+    ///   - runDirectory: `run-dir`, an absolute path.
+    ///   - stateDirectory: `state-dir`, an absolute path.
+    public init(runDirectory: String = NodeConfig().runDirectory, stateDirectory: String = NodeConfig().stateDirectory) {
+        self.runDirectory = runDirectory
+        self.stateDirectory = stateDirectory
+    }
+
+    /// The layout of `node`'s `run-dir` and `state-dir`.
+    public init(_ node: NodeConfig) {
+        self.init(runDirectory: node.runDirectory, stateDirectory: node.stateDirectory)
+    }
+
+    // MARK: run-dir
+
+    /// `<run-dir>/s`: the folder of status sockets, one per shim (mode 0700).
+    public var statusSocketDirectory: String { runDirectory + "/s" }
+
+    /// The status socket of the shim whose task API socket is `shimSocket`:
+    /// `<run-dir>/s/<last path component of shimSocket>.sock`. The component is the hash that names
+    /// the shim's group under `/run/containerd/s/`, so the two sockets pair up by name.
+    ///
+    /// - Parameter shimSocket: The shim's task API socket, with or without `unix://`.
+    public func statusSocket(forShimSocket shimSocket: String) -> String {
+        let name = shimSocket.split(separator: "/").last.map(String.init) ?? "shim"
+        return statusSocketDirectory + "/" + name + ".sock"
+    }
+
+    /// Whether `path` is a status socket of this layout: a `.sock` file directly in
+    /// ``statusSocketDirectory``.
+    public func isStatusSocket(_ path: String) -> Bool {
+        let prefix = statusSocketDirectory + "/"
+        guard path.hasPrefix(prefix), path.hasSuffix(".sock") else { return false }
+        return !path.dropFirst(prefix.count).contains("/")
+    }
+
+    /// `<run-dir>/wake-groups`: the wake group registry (docs/decisions/0011-wake-groups.md).
+    public var wakeGroupDirectory: String { runDirectory + "/wake-groups" }
+
+    /// `<run-dir>/node.sock`: reserved for the manager's node service (ZPAPI's `NodeAPI`); nothing
+    /// serves it yet.
+    public var nodeSocket: String { runDirectory + "/node.sock" }
+
+    // MARK: state-dir
+
+    /// `<state-dir>/i`: the root of every container's checkpoint images.
+    public var imageRoot: String { stateDirectory + "/i" }
+
+    /// `<state-dir>/i/<containerd namespace>`: the images of one containerd namespace.
+    /// - Parameter containerdNamespace: The containerd namespace (`k8s.io` under Kubernetes).
+    public func imageDirectory(containerdNamespace: String) -> String {
+        imageRoot + "/" + containerdNamespace
+    }
+
+    /// `<state-dir>/i/<containerd namespace>/<container id>`: one container's checkpoint images
+    /// (and its pre-dump folder, decision 0010).
+    /// - Parameters:
+    ///   - containerdNamespace: The containerd namespace.
+    ///   - containerID: The containerd container id.
+    public func imageDirectory(containerdNamespace: String, containerID: String) -> String {
+        imageDirectory(containerdNamespace: containerdNamespace) + "/" + containerID
+    }
+}
+
+extension NodeConfig {
+    /// The paths derived from `run-dir` and `state-dir`.
+    public var layout: NodeLayout { NodeLayout(self) }
+}
