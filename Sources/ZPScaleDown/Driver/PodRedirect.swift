@@ -64,8 +64,11 @@ public struct PodRedirect: ScaleDownRedirect {
                 case .redirectDisableFailed(let port, let message):
                     log.warning("activator: redirect off failed for port \(port): \(message)")
                 case .connectionFinished(let report):
-                    if case .probeAnswered(let kind) = report.outcome { log.debug("activator answered probe \(kind)") }
-                default: break
+                    switch report.outcome {
+                    case .probeAnswered(let kind): log.debug("activator answered probe \(kind)")
+                    case .proxied, .proxyIdleTimedOut, .failed: break
+                    }
+                case .restoreStarted, .restoreSucceeded: break
                 }
             },
             restore: connection
