@@ -87,6 +87,18 @@ struct Harness {
         Issue.record("not reached after 2000 clock steps: \(what)", sourceLocation: sourceLocation)
     }
 
+    /// Starts the container, lets it scale down at 61 s and waits for the restore prepared after
+    /// the checkpoint.
+    func scaledDownWithPreparedRestore(
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) async throws
+        -> FakePreparation
+    {
+        await start()
+        await scaleDown()
+        return try #require(await preparedRestore(), sourceLocation: sourceLocation)
+    }
+
     /// Waits until the restore prepared after the checkpoint was handed to the driver.
     func preparedRestore(_ count: Int = 1) async -> FakePreparation? {
         await eventually("restore prepared") {

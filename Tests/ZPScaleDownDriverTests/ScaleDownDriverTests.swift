@@ -117,9 +117,7 @@ struct ScaleDownDriverTests {
         let h = Harness()
         h.checkpoints.lazy.withLock { $0 = true }
         try await h.running {
-            await h.start()
-            await h.scaleDown()
-            let prepared = try #require(await h.preparedRestore())
+            let prepared = try await h.scaledDownWithPreparedRestore()
             try await h.redirect.connect()
             #expect(h.driver.phase == .running)
             #expect(prepared.discards == 0)  // the daemon still serves pages
@@ -136,9 +134,7 @@ struct ScaleDownDriverTests {
         let h = Harness()
         h.checkpoints.lazy.withLock { $0 = true }
         try await h.running {
-            await h.start()
-            await h.scaleDown()
-            let prepared = try #require(await h.preparedRestore())
+            let prepared = try await h.scaledDownWithPreparedRestore()
             try await h.redirect.connect()
             prepared.endDaemon(clean: false, how: "signal 9")
             await h.advance(until: "processes killed") { h.control.signals.contains { $0.signal == SIGKILL && $0.all } }
@@ -163,9 +159,7 @@ struct ScaleDownDriverTests {
         let h = Harness()
         h.checkpoints.lazy.withLock { $0 = true }
         try await h.running {
-            await h.start()
-            await h.scaleDown()
-            let prepared = try #require(await h.preparedRestore())
+            let prepared = try await h.scaledDownWithPreparedRestore()
             try await h.redirect.connect()  // restored at 61 s: next deadline 121 s
             h.clock.advance(to: at(121))
             await eventually("checkpoint waits for the daemon") {
@@ -191,9 +185,7 @@ struct ScaleDownDriverTests {
         h.checkpoints.lazy.withLock { $0 = true }
         h.checkpoints.preparedRunScript.withLock { $0 = [.fail("uffd broke")] }
         try await h.running {
-            await h.start()
-            await h.scaleDown()
-            let prepared = try #require(await h.preparedRestore())
+            let prepared = try await h.scaledDownWithPreparedRestore()
             try await h.redirect.connect()
             #expect(h.driver.phase == .running)
             #expect(prepared.runs == 1 && prepared.discards == 1)
@@ -208,9 +200,7 @@ struct ScaleDownDriverTests {
         let h = Harness()
         h.checkpoints.lazy.withLock { $0 = true }
         try await h.running {
-            await h.start()
-            await h.scaleDown()
-            let prepared = try #require(await h.preparedRestore())
+            let prepared = try await h.scaledDownWithPreparedRestore()
             prepared.endDaemon(clean: true, how: "exit code 0")  // gone while scaled down
             try await h.redirect.connect()
             #expect(prepared.runs == 0 && prepared.discards == 1)
@@ -249,9 +239,7 @@ struct ScaleDownDriverTests {
         h.checkpoints.preparedRunScript.withLock { $0 = [.fail("restore failed")] }
         h.control.coldStartScript.set([.fail("runc create failed")])
         try await h.running {
-            await h.start()
-            await h.scaleDown()
-            _ = try #require(await h.preparedRestore())
+            _ = try await h.scaledDownWithPreparedRestore()
             await #expect(throws: ScaleDownError.self) { try await h.redirect.connect() }
             #expect(h.driver.phase == .stopped)
             #expect(h.control.exits == [1])
@@ -307,9 +295,7 @@ struct ScaleDownDriverTests {
         let restore = Gate()
         h.checkpoints.preparedRunScript.withLock { $0 = [.hold(restore)] }
         try await h.running {
-            await h.start()
-            await h.scaleDown()
-            let prepared = try #require(await h.preparedRestore())
+            let prepared = try await h.scaledDownWithPreparedRestore()
             async let connection: Void = h.redirect.connect()
             // The group is asked while this member's restore is still running.
             await eventually("group woken") { h.wakeGroup.requests == 1 && prepared.runs == 1 }
@@ -340,9 +326,7 @@ struct ScaleDownDriverTests {
     @Test func execWhileScaledDown_restoresFirst_thenPinsTheContainer() async throws {
         let h = Harness()
         try await h.running {
-            await h.start()
-            await h.scaleDown()
-            _ = await h.preparedRestore()
+            _ = try await h.scaledDownWithPreparedRestore()
             try await h.driver.execNeedsApplication("e1")
             #expect(h.driver.phase == .running)
             #expect(h.driver.armedTimers.idle == nil)  // pinned: no timer
@@ -356,9 +340,7 @@ struct ScaleDownDriverTests {
     @Test func killWhileScaledDown_stopsWithoutARestore() async throws {
         let h = Harness()
         try await h.running {
-            await h.start()
-            await h.scaleDown()
-            let prepared = try #require(await h.preparedRestore())
+            let prepared = try await h.scaledDownWithPreparedRestore()
             #expect(await h.driver.killRequested(signal: SIGTERM) == false)
             #expect(h.driver.phase == .stopped)
             #expect(h.control.exits == [0])
@@ -384,9 +366,7 @@ struct ScaleDownDriverTests {
     @Test func deleteWhileScaledDown_cleansUpEverything() async throws {
         let h = Harness()
         try await h.running {
-            await h.start()
-            await h.scaleDown()
-            let prepared = try #require(await h.preparedRestore())
+            let prepared = try await h.scaledDownWithPreparedRestore()
             await h.driver.feed(.deleteRequested)
             #expect(h.driver.phase == .stopped)
             #expect(h.control.exits == [0])
@@ -401,9 +381,7 @@ struct ScaleDownDriverTests {
         let restore = Gate()
         h.checkpoints.preparedRunScript.withLock { $0 = [.hold(restore)] }
         try await h.running {
-            await h.start()
-            await h.scaleDown()
-            _ = await h.preparedRestore()
+            _ = try await h.scaledDownWithPreparedRestore()
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { await #expect(throws: ScaleDownError.self) { try await h.redirect.connect() } }
                 await eventually("restoring") { h.driver.phase == .restoring }
