@@ -26,6 +26,8 @@ let package = Package(
         .library(name: "ZPKube", targets: ["ZPKube"]),
         .library(name: "ZPInstaller", targets: ["ZPInstaller"]),
         .executable(name: "zeropod-installer", targets: ["zeropod-installer"]),
+        .library(name: "ZPManager", targets: ["ZPManager"]),
+        .executable(name: "zeropod-manager", targets: ["zeropod-manager"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
@@ -40,6 +42,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/apple/swift-asn1", from: "1.1.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // MARK: test helpers shared by the privileged test targets (not part of any product)
@@ -230,7 +234,10 @@ let package = Package(
         ),
         .testTarget(
             name: "ZPShimTests",
-            dependencies: ["ZPShim", "ZPSystem", "ZPAPI", "ZPTTRPC", .product(name: "NIOPosix", package: "swift-nio")],
+            dependencies: [
+                "ZPShim", "ZPAPI", "ZPSystem", "ZPTTRPC", "ZPKube", "KubeAPIDouble",
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             swiftSettings: strict
         ),
 
@@ -302,6 +309,56 @@ let package = Package(
             swiftSettings: strict
         ),
         .executableTarget(name: "zeropod-installer", dependencies: ["ZPInstaller"], swiftSettings: strict),
+        // MARK: ZPManager (issue 12): the node manager — shim discovery and status subscriptions,
+        // Prometheus metrics, status labels, events and in-place resize on ZPKube; pure planners.
+        // Never ZPShim or ZPBPF (decision 0029).
+        .target(
+            name: "ZPManager",
+            dependencies: [
+                "ZPCore", "ZPSystem", "ZPTTRPC", "ZPAPI", "ZPKube",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(name: "zeropod-manager", dependencies: ["ZPManager"], swiftSettings: strict),
+        // A status service without a shim (tests and the benchmark): ZPTTRPC's server + ZPAPI's messages.
+        .target(
+            name: "ZPManagerTestKit",
+            dependencies: [
+                "ZPAPI", "ZPCore", "ZPTTRPC",
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // `make bench-manager`: manager RSS/CPU with N idle fake shims and a burst of phase changes.
+        .executableTarget(
+            name: "zeropod-manager-bench",
+            dependencies: [
+                "ZPManager", "ZPManagerTestKit", "ZPAPI", "ZPKube", "KubeAPIDouble",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ZPManagerTests",
+            dependencies: [
+                "ZPManager", "ZPManagerTestKit", "ZPAPI", "ZPKube", "KubeAPIDouble", "ZPCore", "ZPTTRPC", "ZPTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "ZPInstallerTests",
             dependencies: ["ZPInstaller", "ZPTestSupport", .product(name: "SystemPackage", package: "swift-system")],

@@ -45,6 +45,19 @@ final class TestClock: Sendable {
         }
     }
 
+    @Test func dryRunEvents_countInTheMetrics_andKeepThePhase() {
+        let board = ShimStatusBoard(now: { 1_790_000_000_000_000_000 })
+        board.register(id: "d1", annotations: ["io.kubernetes.cri.container-name": "web"])
+        board.update(id: "d1", phase: .running, pid: 7)
+        board.update(id: "d1", phase: .running, event: .wouldScaleDown)
+        board.update(id: "d1", phase: .running, event: .wouldScaleDown)
+        board.update(id: "d1", phase: .running, event: .wouldRestore)
+        let m = board.metrics().first
+        #expect(m?.dryRunScaleDownsTotal == 2 && m?.dryRunWouldRestoresTotal == 1)
+        #expect(m?.running == true && m?.checkpointDuration.count == 0)
+        #expect(board.status(id: "d1")?.phase == .running && board.status(id: "d1")?.lastCheckpoint == nil)
+    }
+
     @Test func register_andUpdates_recordLabelsPhasesAndOperations() {
         let clock = TestClock()
         let board = ShimStatusBoard(now: { clock.now })
