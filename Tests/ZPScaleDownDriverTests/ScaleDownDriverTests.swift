@@ -224,7 +224,7 @@ struct ScaleDownDriverTests {
             // Checkpointing is off for good: the next idle deadline kills.
             h.clock.advance(to: at(121))
             await eventually("killed for scale-down") { h.control.signals.contains { $0.signal == SIGKILL && $0.all } }
-            await h.driver.feed(.processExited(pid: 100, status: 137))
+            await h.driver.processExited(pid: 100, status: 137)
             #expect(h.driver.phase == .scaledDown)
             #expect(h.control.exits.isEmpty)  // the scale-down kill's exit is not the container's
             try await h.redirect.connect()
@@ -367,7 +367,7 @@ struct ScaleDownDriverTests {
         let h = Harness()
         try await h.running {
             let prepared = try await h.scaledDownWithPreparedRestore()
-            await h.driver.feed(.deleteRequested)
+            await h.driver.deleteRequested()
             #expect(h.driver.phase == .stopped)
             #expect(h.control.exits == [0])
             #expect(prepared.discards == 1)

@@ -15,8 +15,7 @@ import ZPCore
 /// ``ScaleDownCheckpoints``, ``ScaleDownRedirect``) and two sinks (``ScaleDownStatusSink``,
 /// ``ScaleDownWakeGroup``); time comes from a ``ScaleDownClock``. Nothing here needs root.
 public final class ScaleDownDriver: Sendable {
-    /// A lifecycle event.
-    public typealias Event = ContainerLifecycle.Event
+    typealias Event = ContainerLifecycle.Event
     typealias Effect = ContainerLifecycle.Effect
     typealias Supervision = RestoreSupervision<any PreparedRestore>
 
@@ -184,9 +183,22 @@ public final class ScaleDownDriver: Sendable {
         await feed(.started(pid: pid, now: clock.now()))
     }
 
-    /// Applies `event` and waits until its effects were carried out (its answer is not needed:
-    /// exits, deletes, activity).
-    public func feed(_ event: Event) async {
+    /// The reaper saw process `pid` of the container exit with `status` (containerd's: 128 + signal
+    /// for a signalled process). The running init's exit is reported (``ScaleDownContainerControl/reportExit(status:)``);
+    /// the checkpointed, killed or replaced one's is not. Returns once that was carried out.
+    public func processExited(pid: Int32, status: Int32) async {
+        await feed(.processExited(pid: pid, status: status))
+    }
+
+    /// containerd asked to delete the container: a scaled-down container stops without a restore
+    /// and everything it left is removed; a live process is left alone (the caller refuses, as runc
+    /// does). Returns once that was carried out.
+    public func deleteRequested() async {
+        await feed(.deleteRequested)
+    }
+
+    /// Applies `event` and waits until its effects were carried out (its answer is not needed).
+    func feed(_ event: Event) async {
         let step = state.withLock { $0.lifecycle.step(event) }
         await carryOut(step.effects, waiting: true)
     }

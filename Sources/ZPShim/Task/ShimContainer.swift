@@ -154,7 +154,7 @@ public actor ShimContainer {
             let pending = initProcess.pendingExit
             initProcess.pendingExit = nil
             await driver.started(pid: pid)
-            if let pending { await driver.feed(.processExited(pid: pid, status: Int32(bitPattern: pending.code))) }
+            if let pending { await driver.processExited(pid: pid, status: Int32(bitPattern: pending.code)) }
             return pid
         }
         guard var process = execs[execID] else { throw ShimError.notFound("exec \(execID) in task \(id)") }
@@ -215,7 +215,7 @@ public actor ShimContainer {
                 initProcess.pendingExit = status
             } else {
                 // The lifecycle decides: the running init's exit is reported, a dumped or killed one suppressed.
-                await driver.feed(.processExited(pid: pid, status: Int32(bitPattern: status.code)))
+                await driver.processExited(pid: pid, status: Int32(bitPattern: status.code))
             }
             return
         }
@@ -321,7 +321,7 @@ public actor ShimContainer {
             }
         }
         // Scaled down: stops without a restore (reportExit) and cleans up; stopped: cleans up.
-        await driver?.feed(.deleteRequested)
+        await driver?.deleteRequested()
         switch initProcess.phase {
         case .running, .starting:
             throw ShimError.failedPrecondition("task \(id) is still running")
