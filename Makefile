@@ -32,7 +32,7 @@ test: setup bpf-check
 
 # Pure tests only (no root needed, no setup).
 test-unit:
-	$(SWIFT) test $(SWIFT_FLAGS) --filter '^(ZPCoreTests|ZPAPITests|ZPCLITests|ZPManagerTests)\.'
+	$(SWIFT) test $(SWIFT_FLAGS) --filter '^(ZPCoreTests|ZPAPITests|ZPCLITests|ZPManagerTests|ZPScaleDownDriverTests)\.'
 
 # libFuzzer targets for the protobuf and ttrpc frame decoders, FUZZ_SECONDS each.
 fuzz: setup
