@@ -50,12 +50,18 @@ public final class PodRedirector: Sendable {
 
     struct Handles: Sendable {
         var maps: Maps
-        /// Links by pin file name (link_sk_lookup, link_sockops, link_tcx_<ifindex>).
+        /// Links by pin file name (link_sk_lookup, link_sockops, link_tcx_<ifindex>,
+        /// link_tcxhold_<ifindex>).
         var links: [(String, SharedDescriptor)]
         var pinDirectory: FilePath?
+        /// The sk_reuseport/migrate program a handover listener's group gets (decision 0046); not
+        /// linked, so held here (pinned as `prog_reuseport_migrate`).
+        var reuseportMigrate: SharedDescriptor
     }
 
     private let handles: Mutex<Handles?>
+    /// The thread that reads the wake events, started by the first subscriber (decision 0045).
+    let eventWatcher = Mutex<PodEventWatcher?>(nil)
 
     /// Loads the programs, attaches them to the pod network namespace at `netnsPath` (e.g.
     /// `/var/run/netns/NAME` or `/proc/PID/ns/net`) and to the cgroup v2 root, and applies `options`.
@@ -71,7 +77,8 @@ public final class PodRedirector: Sendable {
         // Interfaces and the netns cookie are only visible from inside the namespace.
         let attached: (links: [(String, SharedDescriptor)], cookie: UInt64)
         do throws(BPFError) {
-            attached = try Self.attachActivity(in: NetworkNamespace(path: netnsPath), program: loaded.tcActivity)
+            attached = try Self.attachActivity(in: NetworkNamespace(path: netnsPath), program: loaded.tcActivity,
+                                               hold: loaded.tcHold)
         } catch {
             if case .system(let failure) = error, failure.errno == .invalidArgument {
                 throw .notSupported(feature: "tcx", minimumKernel: "6.6")
@@ -104,7 +111,7 @@ public final class PodRedirector: Sendable {
             bpf_link_create(loaded.sockops.rawValue, cgroup.rawValue, BPF_CGROUP_SOCK_OPS, nil)
         }
         links.append(("link_sockops", SharedDescriptor(OwnedDescriptor(adopting: sockopsLink))))
-        handles = Mutex(Handles(maps: maps, links: links, pinDirectory: nil))
+        handles = Mutex(Handles(maps: maps, links: links, pinDirectory: nil, reuseportMigrate: loaded.reuseportMigrate))
     }
 
     private init(handles: Handles) {
@@ -113,13 +120,15 @@ public final class PodRedirector: Sendable {
 
     deinit { close() }
 
-    /// On a thread inside the pod namespace: attaches `program` as a tcx ingress link to every
-    /// interface (if_nameindex, bpf_link_create) and reads the namespace's cookie (SO_NETNS_COOKIE).
+    /// On a thread inside the pod namespace: attaches `program` (and after it `hold`, decision
+    /// 0045) as tcx ingress links to every interface (if_nameindex, bpf_link_create) and reads the
+    /// namespace's cookie (SO_NETNS_COOKIE).
     /// - Throws: `BPFError.system` naming the call; no link is left attached.
     private static func attachActivity(
-        in namespace: NetworkNamespace, program: SharedDescriptor
+        in namespace: NetworkNamespace, program: SharedDescriptor, hold: SharedDescriptor
     ) throws(BPFError) -> (links: [(String, SharedDescriptor)], cookie: UInt64) {
         let prog = program.rawValue
+        let holdProg = hold.rawValue
         let subject = namespace.path.string
         let attached = try bpfSystem { () throws(SystemError) in
             try namespace.perform { () -> Result<(links: [(String, SharedDescriptor)], cookie: UInt64), BPFError> in
@@ -145,6 +154,10 @@ public final class PodRedirector: Sendable {
                             bpf_link_create(prog, CInt(index), bpf_attach_type(rawValue: UInt32(CZPBPF_TCX_INGRESS)), nil)
                         }
                         links.append(("link_tcx_\(index)", SharedDescriptor(OwnedDescriptor(adopting: fd))))
+                        let holdFD = try libbpfCall("bpf_link_create(tcx hold)", "\(subject) ifindex \(index)") {
+                            bpf_link_create(holdProg, CInt(index), bpf_attach_type(rawValue: UInt32(CZPBPF_TCX_INGRESS)), nil)
+                        }
+                        links.append(("link_tcxhold_\(index)", SharedDescriptor(OwnedDescriptor(adopting: holdFD))))
                         entry += 1
                     }
                     return (links, cookie)
@@ -285,7 +298,7 @@ public final class PodRedirector: Sendable {
             }
             try Self.makeDirectory(dir, allowExisting: false)
             do throws(BPFError) {
-                for (name, fd) in h.maps.byPinName + h.links {
+                for (name, fd) in h.maps.byPinName + h.links + [("prog_reuseport_migrate", h.reuseportMigrate)] {
                     let path = dir.appending(name).string
                     try libbpfCall("bpf_obj_pin", path) { bpf_obj_pin(fd.rawValue, path) }
                     try bpfSystem { () throws(SystemError) in try systemCall("chmod", path) { chmod(path, 0o600) } }
@@ -309,10 +322,17 @@ public final class PodRedirector: Sendable {
     public static func open(pinnedAt directory: FilePath) throws(BPFError) -> PodRedirector {
         var maps: [String: SharedDescriptor] = [:]
         var links: [(String, SharedDescriptor)] = []
+        var programs: [String: SharedDescriptor] = [:]
         for name in try bpfSystem({ () throws(SystemError) in try Files.list(directory) }) {
             let path = directory.appending(name).string
             let fd = SharedDescriptor(OwnedDescriptor(adopting: try libbpfCall("bpf_obj_get", path) { bpf_obj_get(path) }))
-            if name.hasPrefix("map_") { maps[name] = fd } else if name.hasPrefix("link_") { links.append((name, fd)) }
+            if name.hasPrefix("map_") {
+                maps[name] = fd
+            } else if name.hasPrefix("link_") {
+                links.append((name, fd))
+            } else if name.hasPrefix("prog_") {
+                programs[name] = fd
+            }
         }
         func map(_ name: String) throws(BPFError) -> SharedDescriptor {
             guard let fd = maps[name] else {
@@ -320,17 +340,22 @@ public final class PodRedirector: Sendable {
             }
             return fd
         }
+        guard let migrate = programs["prog_reuseport_migrate"] else {
+            throw .invalidArgument(name: "pin directory", value: directory.string, reason: "prog_reuseport_migrate is missing")
+        }
         let handles = Handles(
             maps: Maps(redirectOn: try map("map_redirect_on"), listeners: try map("map_listeners"),
                        activity: try map("map_activity"), probeSources: try map("map_probe_src"),
-                       config: try map("map_config")),
-            links: links.sorted { $0.0 < $1.0 }, pinDirectory: directory)
+                       config: try map("map_config"),
+                       held: try map("map_held"), handover: try map("map_handover"), events: try map("map_events")),
+            links: links.sorted { $0.0 < $1.0 }, pinDirectory: directory, reuseportMigrate: migrate)
         return PodRedirector(handles: handles)
     }
 
     /// Releases this object's references. Unpinned objects are detached and freed by the kernel;
     /// pinned ones stay for `open(pinnedAt:)`. Further calls throw `BPFError.closed`. Idempotent.
     public func close() {
+        stopEventWatcher()
         let taken = handles.withLock { h -> Handles? in
             let current = h
             h = nil
@@ -341,6 +366,7 @@ public final class PodRedirector: Sendable {
 
     /// Unpins everything (if pinned) and closes: the links detach and the maps are freed.
     public func remove() {
+        stopEventWatcher()
         let taken = handles.withLock { h -> Handles? in
             let current = h
             h = nil
@@ -414,7 +440,7 @@ public final class PodRedirector: Sendable {
         try withHandles { (h) throws(BPFError) in h.links.map(\.0) }
     }
 
-    private func withHandles<R>(_ body: (inout Handles) throws(BPFError) -> R) throws(BPFError) -> R {
+    func withHandles<R>(_ body: (inout Handles) throws(BPFError) -> R) throws(BPFError) -> R {
         try handles.withLock { (h) throws(BPFError) -> R in
             guard var current = h else { throw .closed }
             defer { h = current }

@@ -11,6 +11,9 @@ final class PodNetworks: Sendable {
     private struct Entry {
         var redirector: PodRedirector
         var users: Set<String>
+        /// Each container's tag in the pod's maps and wake events (decision 0045).
+        var owners: [String: UInt32] = [:]
+        var nextOwner: UInt32 = 1
     }
 
     private let entries = Mutex<[String: Entry]>([:])
@@ -38,11 +41,26 @@ final class PodNetworks: Sendable {
         return winner
     }
 
+    /// The tag of `container` in its pod's maps and wake events: unique among the pod's
+    /// containers, the same for the container's life. Nil when the container holds no redirector.
+    func owner(netnsPath: String, container: String) -> UInt32? {
+        entries.withLock { table -> UInt32? in
+            guard var entry = table[netnsPath], entry.users.contains(container) else { return nil }
+            if let known = entry.owners[container] { return known }
+            let tag = entry.nextOwner
+            entry.nextOwner &+= 1
+            entry.owners[container] = tag
+            table[netnsPath] = entry
+            return tag
+        }
+    }
+
     /// Drops `container` from its pod; the last one removes the redirector (links, maps, pins).
     func release(netnsPath: String, container: String) {
         let last = entries.withLock { table -> PodRedirector? in
             guard var entry = table[netnsPath] else { return nil }
             entry.users.remove(container)
+            entry.owners[container] = nil
             if entry.users.isEmpty {
                 table[netnsPath] = nil
                 return entry.redirector

@@ -218,20 +218,28 @@ public final class TaskService: Sendable {
         }
         var containerLogger = logger
         containerLogger[metadataKey: "container"] = "\(request.id)"
+        let connections = redirector.flatMap { redirector -> ContainerConnections? in
+            guard let owner = pods.owner(netnsPath: netns, container: request.id) else { return nil }
+            return ContainerConnections(
+                redirector: redirector, namespacePath: FilePath(netns), owner: owner,
+                settings: .init(keepConnections: config.keepConnections, listenerHandover: config.listenerHandover),
+                logger: containerLogger)
+        }
         let handle = ContainerHandle()
-        let control = RuncContainerControl(id: request.id, bundle: request.bundle, runc: runc, pids: pids, container: handle)
+        let control = RuncContainerControl(id: request.id, bundle: request.bundle, runc: runc, pids: pids, container: handle,
+                                           connections: connections)
         let checkpoints = CRIUCheckpoints(
             checkpointer: checkpointer, target: RuncContainer(id: request.id, runcRoot: FilePath(runc.root)),
             imagesDirectory: node.layout.imageDirectory(containerdNamespace: namespace, containerID: request.id),
             namespaceImagesDirectory: node.layout.imageDirectory(containerdNamespace: namespace),
-            lazyRestore: node.lazyRestore, pids: pids, container: handle)
+            lazyRestore: node.lazyRestore, pids: pids, container: handle, connections: connections)
         let redirect = redirector.map { redirector in
             PodRedirect(
                 redirector: redirector, namespacePath: FilePath(netns),
                 configuration: ActivatorConfiguration(
                     probeDetection: !config.disableProbeDetection, probeBufferSize: config.probeBufferSize,
                     connectTimeout: config.connectTimeout),
-                group: group, logger: containerLogger)
+                group: group, logger: containerLogger, connections: connections)
         }
         let settings = ScaleDownDriver.Settings(
             lifecycle: ContainerLifecycle.Configuration(
@@ -244,7 +252,7 @@ public final class TaskService: Sendable {
         let driver = ScaleDownDriver(
             id: request.id, settings: settings, control: control, checkpoints: checkpoints, redirect: redirect,
             status: statusBoard.map { StatusBoardSink(board: $0, id: request.id) }, wakeGroup: wakeGroup, logger: logger)
-        return ScaleDownWiring(driver: driver, container: handle, netnsPath: netns)
+        return ScaleDownWiring(driver: driver, container: handle, netnsPath: netns, connections: connections)
     }
 
     /// Carries out a `Wake` call of the status service (wake groups): wakes container `request.id`
@@ -293,6 +301,7 @@ public final class TaskService: Sendable {
             containers.withLock { _ = $0.removeValue(forKey: request.id) }
             if let scaleDown = container.scaleDown {
                 await scaleDown.driver.stop()
+                scaleDown.connections?.containerGone()
                 scaleDown.container.detach()
                 pods.release(netnsPath: scaleDown.netnsPath, container: request.id)
             }
