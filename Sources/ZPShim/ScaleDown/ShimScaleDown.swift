@@ -146,11 +146,13 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
             options.criu.tcpClose = false
         }
         let (checkpointer, target, images) = (checkpointer, target, imagesDirectory)
-        let hooks = await connectionHooks()
+        let (connections, pid) = (connections, await container.current?.pid)
         try FileManager.default.createDirectory(atPath: images, withIntermediateDirectories: true)
         do {
             let result = try await NIOThreadPool.singleton.runIfActive { [options] in
-                try checkpointer.checkpoint(target, imagesDir: FilePath(images), options: options, hooks: hooks)
+                // The hooks are made here: they are not Sendable.
+                let hooks = Self.connectionHooks(connections, pid: pid, imagesDirectory: images)
+                return try checkpointer.checkpoint(target, imagesDir: FilePath(images), options: options, hooks: hooks)
             }
             var details = ["criu": "\(result.dump.timings)"]
             if let stats = result.dump.stats { details["stats"] = "\(stats)" }
@@ -167,10 +169,9 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
     /// CRIU's `pre-dump` holds the container's connections as `/proc` shows them (before CRIU
     /// seizes the processes); `post-dump` holds exactly those the images recorded and remembers
     /// the listening sockets for the handover (decisions 0045, 0046).
-    private func connectionHooks() async -> CRIUHooks {
+    private static func connectionHooks(_ connections: ContainerConnections?, pid: Int32?, imagesDirectory: String) -> CRIUHooks {
         var hooks = CRIUHooks()
         guard let connections else { return hooks }
-        let pid = await container.current?.pid
         let images = FilePath(imagesDirectory)
         if connections.settings.keepConnections, let pid {
             hooks["pre-dump"] = { _ in
