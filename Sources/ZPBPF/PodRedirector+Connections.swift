@@ -221,7 +221,7 @@ extension PodRedirector {
             try systemCall("listen", subject) { listen(fd, max(backlog, listener.backlog ?? 0)) }
         }
         var prog = program.rawValue
-        if setsockopt(fd, SOL_SOCKET, 51 /* SO_ATTACH_REUSEPORT_EBPF */, &prog, socklen_t(MemoryLayout<CInt>.size)) != 0 {
+        if setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, &prog, socklen_t(MemoryLayout<CInt>.size)) != 0 {
             let code = Glibc.errno
             if code == EINVAL || code == ENOPROTOOPT {
                 throw .notSupported(feature: "sk_reuseport/migrate", minimumKernel: "5.14")
