@@ -5,13 +5,17 @@ SWIFT ?= swift
 SWIFT_FLAGS ?=
 FUZZ_SECONDS ?= 60
 
-.PHONY: setup build test test-unit fuzz demo bench clean bpf bpf-check bench-bpf
+.PHONY: setup build shim test test-unit fuzz demo bench bench-density clean bpf bpf-check bench-bpf
 
 setup:
 	@bash scripts/setup.sh
 
 build: setup bpf-check
 	$(SWIFT) build $(SWIFT_FLAGS)
+
+# The shim as nodes run it (release, Swift runtime linked in, position-dependent) in .build-node/release.
+shim: setup bpf-check
+	@bash scripts/release-build.sh containerd-shim-zeropod-v2
 
 # The BPF programs (bpf/*.bpf.c) are compiled with clang -target bpf and embedded as a committed C
 # array (Sources/CZPBPF/zpbpf_object.c); `bpf` regenerates it, `bpf-check` fails if it is stale.
@@ -45,4 +49,4 @@ bench: setup
 	@bash scripts/bench.sh
 
 clean:
-	rm -rf .build .build-fuzz
+	rm -rf .build .build-fuzz .build-node

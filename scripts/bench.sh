@@ -24,10 +24,8 @@ log "root filesystems (cached under \${ZP_CACHE:-/var/cache/zeropod-swift}/rootf
 # shellcheck disable=SC2086
 bash scripts/rootfs.sh $recipes >/dev/null
 
-log "building zpbench and containerd-shim-zeropod-v2 (release)"
-swift build -c release --product zpbench >/dev/null
-swift build -c release --product containerd-shim-zeropod-v2 >/dev/null
-bindir=$(swift build -c release --show-bin-path)
+log "building zpbench and containerd-shim-zeropod-v2 (release, as nodes run it: scripts/release-build.sh)"
+bindir=$(bash scripts/release-build.sh zpbench containerd-shim-zeropod-v2)
 bin=$bindir/zpbench
 
 mkdir -p "$RESULTS"

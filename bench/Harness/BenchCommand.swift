@@ -74,9 +74,27 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "zeropod-swift: set zeropod.ctrox.dev/pre-dump=true (pre-dump halfway to the scale-down; the checkpoint then writes only what changed, where the kernel tracks dirty memory).")
     var zeropodPreDump = false
 
+    @Option(help: "Node measurements: the folder holding containerd, ctr and containerd-shim-runc-v2 (Debian's containerd 1.6: /usr/bin).")
+    var nodeContainerdBin = "/usr/bin"
+
+    @Option(help: "Shim memory: busybox pods under each runtime (ours scaled down, containerd-shim-runc-v2 running); 0: skip.")
+    var memoryPods = 10
+
+    @Option(help: "Shim start: interleaved trials of `ctr run -d` and of the `start` command per runtime; 0: skip.")
+    var shimStartTrials = 10
+
+    @Option(help: "Density: busybox pods scaled down at once (`make bench-density`: 200); 0: skip.")
+    var densityPods = 0
+
+    @Option(help: "Density: the pods' scale-down duration in seconds (they all start before it passes).")
+    var densityIdleSeconds = 60
+
+    @Option(help: "Density: pods woken by requests sent at the same moment.")
+    var densityWake = 20
+
     mutating func run() throws {
         guard getuid() == 0 else { throw BenchError("zpbench must run as root (runc, CRIU, netns)") }
-        let names = workloads.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
+        let names = workloads.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         let selected = try names.map { n in
             guard let w = Workload.all.first(where: { $0.name == n }) else {
                 throw BenchError("unknown workload '\(n)' (known: \(Workload.all.map(\.name).joined(separator: ", ")))")
@@ -92,7 +110,7 @@ struct BenchCommand: ParsableCommand {
                                          shimDir: URL(fileURLWithPath: shimDir).standardizedFileURL.path,
                                          shimState: shimState, scaleDownMs: settleMs + 1500,
                                          probeDetectionForMySQL: mysqlProbeDetection, lazyRestore: shimLazyRestore,
-                                         preDump: zeropodPreDump)
+                                         preDump: zeropodPreDump, criu: criu)
         }
         defer { zeropod?.stop() }
         let runtimes: [any BenchRuntime] = [RuncRuntime(stateRoot: "/run/zpbench-runc", criu: criu)] + (zeropod.map { [$0] } ?? [])
@@ -102,6 +120,7 @@ struct BenchCommand: ParsableCommand {
         var samples: [Sample] = []
         var steady: [SteadyState] = []
         var failures: [String] = []
+        let node = measureNode(failures: &failures)
         var shims: [ShimMemoryRow] = []
         var lazy: [String: [LazySample]] = [:]
         for w in selected {
@@ -117,10 +136,61 @@ struct BenchCommand: ParsableCommand {
             _ = rmdir("/sys/fs/cgroup/\(controller)/zpbench")
         }
         let report = Report(samples: samples, steady: steady, failures: failures, cycles: cycles,
-                            runtimes: runtimes.map(\.name), machine: Self.machine(criu: criu), shims: shims, lazy: lazy)
+                            runtimes: runtimes.map(\.name), machine: Self.machine(criu: criu), shims: shims, lazy: lazy,
+                            node: node)
         try report.write(to: results)
         print(report.markdown())
         if !failures.isEmpty { throw ExitCode(1) }
+    }
+
+    /// The node measurements (issue 17): shim memory, shim start and density on busybox pods in a
+    /// private containerd (Debian's 1.6 by default). Returns their markdown; failures are recorded.
+    private func measureNode(failures: inout [String]) -> [String] {
+        guard memoryPods > 0 || shimStartTrials > 0 || densityPods > 0 else { return [] }
+        var lines: [String] = []
+        do {
+            let out = try runChecked(["bash", rootfsScript, "busybox"])
+            guard let rootfs = out.split(separator: "\n").last.map(String.init) else { throw BenchError("no busybox rootfs") }
+            let runs = NodeRuns(containerdBin: nodeContainerdBin, shimDir: URL(fileURLWithPath: shimDir).standardizedFileURL.path,
+                                criu: criu, rootfs: rootfs)
+            if memoryPods > 0 {
+                print("[zpbench] node: shim memory, \(memoryPods) pods per runtime")
+                do {
+                    let m = try runs.memory(pods: memoryPods)
+                    lines += NodeReport.memory(m)
+                    print(NodeReport.memory(m).joined(separator: "\n"))
+                } catch {
+                    failures.append("shim memory: \(error)")
+                    print("[zpbench] shim memory FAILED: \(error)")
+                }
+            }
+            if shimStartTrials > 0 {
+                print("[zpbench] node: shim start, \(shimStartTrials) trials")
+                do {
+                    let s = try runs.shimStart(trials: shimStartTrials)
+                    lines += NodeReport.start(s)
+                    print(NodeReport.start(s).joined(separator: "\n"))
+                } catch {
+                    failures.append("shim start: \(error)")
+                    print("[zpbench] shim start FAILED: \(error)")
+                }
+            }
+            if densityPods > 0 {
+                print("[zpbench] node: density, \(densityPods) pods")
+                do {
+                    let d = try runs.density(pods: densityPods, idle: .seconds(densityIdleSeconds), wake: densityWake)
+                    lines += NodeReport.density(d)
+                    print(NodeReport.density(d).joined(separator: "\n"))
+                    failures += d.failures.map { "density: \($0)" }
+                } catch {
+                    failures.append("density: \(error)")
+                    print("[zpbench] density FAILED: \(error)")
+                }
+            }
+        } catch {
+            failures.append("node measurements: \(error)")
+        }
+        return lines
     }
 
     /// All cycles of one workload for every runtime, interleaved (cycle 1 of each runtime, then 2, ...),

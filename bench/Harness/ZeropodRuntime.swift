@@ -78,8 +78,10 @@ final class ZeropodRuntime: BenchRuntime {
     /// Writes the config and starts containerd; returns once `ctr version` answers.
     /// - Parameter lazyRestore: the shims' `lazy-restore` node setting (auto, on, off), written
     ///   with `state-dir` to `<directory>/node.conf` and handed over in `ZEROPOD_NODE_CONFIG`.
+    /// - Parameter criu: the shims' `criu-path` (the runc side's CRIU, so both run the same binary).
     init(directory: String, containerdBin: String, shimDir: String, shimState: String, scaleDownMs: Int,
-         probeDetectionForMySQL: Bool = true, lazyRestore: String = "auto", preDump: Bool = false) throws {
+         probeDetectionForMySQL: Bool = true, lazyRestore: String = "auto", preDump: Bool = false,
+         criu: String = "/usr/local/sbin/criu") throws {
         self.directory = directory
         self.probeDetectionForMySQL = probeDetectionForMySQL
         self.preDump = preDump
@@ -108,7 +110,8 @@ final class ZeropodRuntime: BenchRuntime {
 
             """
         try config.write(toFile: directory + "/config.toml", atomically: true, encoding: .utf8)
-        try "state-dir = \(shimState)\nlazy-restore = \(lazyRestore)\n"
+        // The same CRIU binary as the runc side (`criu-path`).
+        try "state-dir = \(shimState)\nlazy-restore = \(lazyRestore)\ncriu-path = \(criu)\n"
             .write(toFile: directory + "/node.conf", atomically: true, encoding: .utf8)
         _ = FileManager.default.createFile(atPath: directory + "/containerd.log", contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: directory + "/containerd.log"))
