@@ -92,6 +92,18 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Density: pods woken by requests sent at the same moment.")
     var densityWake = 20
 
+    @Option(help: "Comma-separated workloads whose restore variants ZPCheckpoint measures directly on the same images (empty: none).")
+    var variantWorkloads = ""
+
+    @Option(help: "Restore variants: full|lazy[-vN][@criu], e.g. full-v4,full-v2,lazy-v2,full-v2@/path/to/criu.")
+    var restoreVariants = "full-v4,full-v2"
+
+    @Option(help: "Cycles of the restore variants per workload (one checkpoint per cycle).")
+    var variantCycles = 5
+
+    @Option(help: "Record each restore variant's CRIU worker with perf record -g into this folder (diagnostics).")
+    var variantPerf: String?
+
     mutating func run() throws {
         guard getuid() == 0 else { throw BenchError("zpbench must run as root (runc, CRIU, netns)") }
         let names = workloads.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
@@ -123,9 +135,11 @@ struct BenchCommand: ParsableCommand {
         let node = measureNode(failures: &failures)
         var shims: [ShimMemoryRow] = []
         var lazy: [String: [LazySample]] = [:]
+        var variantLines: [String] = []
         for w in selected {
             do {
-                try measure(w, runtimes: runtimes, samples: &samples, steady: &steady, failures: &failures, shims: &shims, lazy: &lazy)
+                try measure(w, runtimes: runtimes, samples: &samples, steady: &steady, failures: &failures, shims: &shims, lazy: &lazy,
+                            variantLines: &variantLines)
             } catch {
                 failures.append("\(w.name): \(error)")
                 print("[zpbench] \(w.name) FAILED: \(error)")
@@ -137,7 +151,7 @@ struct BenchCommand: ParsableCommand {
         }
         let report = Report(samples: samples, steady: steady, failures: failures, cycles: cycles,
                             runtimes: runtimes.map(\.name), machine: Self.machine(criu: criu), shims: shims, lazy: lazy,
-                            node: node)
+                            extra: node + variantLines)
         try report.write(to: results)
         print(report.markdown())
         if !failures.isEmpty { throw ExitCode(1) }
@@ -198,7 +212,7 @@ struct BenchCommand: ParsableCommand {
     /// keeps the samples taken so far; a failing wrk run is recorded and does not discard them.
     private func measure(_ w: Workload, runtimes: [any BenchRuntime], samples: inout [Sample],
                          steady: inout [SteadyState], failures: inout [String], shims: inout [ShimMemoryRow],
-                         lazy: inout [String: [LazySample]]) throws {
+                         lazy: inout [String: [LazySample]], variantLines: inout [String]) throws {
         print("[zpbench] \(w.name): preparing rootfs and bundle")
         let bundle = try prepare(w)
         var sidecarBundle: Bundle?
@@ -224,7 +238,7 @@ struct BenchCommand: ParsableCommand {
                 throw BenchError("sidecar \(s.workload.name) did not answer: \(why)\(tail(sb.logFile))")
             }
         }
-        cycles: for cycle in 1...cycles {
+        cycles: for cycle in (0..<cycles).map({ $0 + 1 }) {
             for rt in runtimes {
                 do {
                     let s = try measureCycle(w, bundle: bundle, runtime: rt, cycle: cycle)
@@ -246,6 +260,20 @@ struct BenchCommand: ParsableCommand {
             } catch {
                 failures.append("\(w.name) lazy restore: \(error)")
                 print("[zpbench] \(w.name) lazy restore FAILED: \(error)")
+            }
+        }
+        let variantNames = variantWorkloads.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        if variantCycles > 0, variantNames.contains(w.name), let runc = baseline as? RuncRuntime {
+            do {
+                let variants = try restoreVariants.split(separator: ",").map { try RestoreVariant(parsing: String($0)) }
+                let r = try RestoreVariantsBench(runcRoot: runc.stateRoot, criu: criu, settleMs: settleMs, perfDir: variantPerf)
+                    .run(w, bundle: bundle, runtime: runc, cycles: variantCycles, variants: variants)
+                let lines = RestoreVariantsBench.markdown(w.name, r, variants: variants)
+                print(lines.joined(separator: "\n"))
+                variantLines += lines
+            } catch {
+                failures.append("\(w.name) restore variants: \(error)")
+                print("[zpbench] \(w.name) restore variants FAILED: \(error)")
             }
         }
         if let zp = runtimes.compactMap({ $0 as? ZeropodRuntime }).first {
@@ -294,7 +322,7 @@ struct BenchCommand: ParsableCommand {
             let zp = runtimes.compactMap { $0 as? ZeropodRuntime }.first
             if wakeGroup { zp?.wakeGroups = [w.containerID: w.name, side.workload.containerID: w.name] }
             defer { zp?.wakeGroups = [:] }
-            cascade: for cycle in 1...cycles {
+            cascade: for cycle in (0..<cycles).map({ $0 + 1 }) {
                 for rt in runtimes {
                     do {
                         let s = try measureCascade(w, side, bundle: bundle, sidecarBundle: sb, runtime: rt, cycle: cycle)

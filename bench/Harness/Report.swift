@@ -162,8 +162,8 @@ struct Report {
     var shims: [ShimMemoryRow] = []
     /// Lazy vs full restore per workload (ZPCheckpoint directly).
     var lazy: [String: [LazySample]] = [:]
-    /// The node measurements' markdown (shim memory, shim start, density), already rendered.
-    var node: [String] = []
+    /// Sections rendered elsewhere (node measurements, restore variants), appended as they are.
+    var extra: [String] = []
 
     /// The runtime whose numbers the targets compare against runc's.
     static let zeropod = "zeropod-swift"
@@ -253,7 +253,7 @@ struct Report {
         }
         lines += zeropodMarkdown()
         lines += lazyMarkdown()
-        lines += node
+        lines += extra
         for f in failures { lines.append("FAILED: \(f)") }
         return lines.joined(separator: "\n")
     }
