@@ -5,7 +5,7 @@ SWIFT ?= swift
 SWIFT_FLAGS ?=
 FUZZ_SECONDS ?= 60
 
-.PHONY: setup build shim test test-unit fuzz demo bench bench-density clean bpf bpf-check bench-bpf
+.PHONY: setup build shim test test-unit fuzz demo bench bench-density clean bpf bpf-check bench-bpf bench-manager
 
 setup:
 	@bash scripts/setup.sh
@@ -36,7 +36,7 @@ test: setup bpf-check
 
 # Pure tests only (no root needed, no setup).
 test-unit:
-	$(SWIFT) test $(SWIFT_FLAGS) --filter '^(ZPCoreTests|ZPAPITests|ZPCLITests)\.'
+	$(SWIFT) test $(SWIFT_FLAGS) --filter '^(ZPCoreTests|ZPAPITests|ZPCLITests|ZPManagerTests|ZPScaleDownDriverTests)\.'
 
 # libFuzzer targets for the protobuf and ttrpc frame decoders, FUZZ_SECONDS each.
 fuzz: setup
@@ -47,6 +47,14 @@ demo: setup
 
 bench: setup
 	@bash scripts/bench.sh
+
+# The manager with N idle fake shims (status servers without containers) and a burst of N phase
+# changes against the Kubernetes API double: RSS, CPU, time until every label converged.
+MANAGER_SHIMS ?= 200
+bench-manager:
+	$(SWIFT) build -c release $(SWIFT_FLAGS) --product zeropod-manager
+	$(SWIFT) build -c release $(SWIFT_FLAGS) --product zeropod-manager-bench
+	$$($(SWIFT) build -c release $(SWIFT_FLAGS) --show-bin-path)/zeropod-manager-bench $(MANAGER_SHIMS)
 
 clean:
 	rm -rf .build .build-fuzz .build-node

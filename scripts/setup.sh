@@ -169,21 +169,36 @@ if [ ! -x "$KUBECTL_LINK/usr/bin/kubectl" ] || [ "$(readlink "$KUBECTL_LINK")" !
 fi
 "$KUBECTL_LINK/usr/bin/kubectl" version --client >/dev/null 2>&1 || die "kubectl in $KUBECTL_LINK does not run"
 
-# ---------------------------------------------------------------- kubernetes-validate (PyPI, pinned)
-# Validates the kustomize output (config/) against the Kubernetes schemas it bundles (offline).
+# ---------------------------------------------------------------- Python tools from PyPI (pinned)
+# pinned_venv NAME VERSION REQUIREMENT: a venv $ZP_CACHE/NAME-VERSION with REQUIREMENT installed,
+# built in a .tmp folder and moved into place only when pip succeeded (so the folder's presence
+# means a complete install), linked as $ZP_CACHE/NAME.
+pinned_venv() {
+  local name=$1 version=$2 requirement=$3 venv="$ZP_CACHE/$1-$2"
+  if [ ! -d "$venv" ]; then
+    log "installing $requirement into $venv"
+    rm -rf "$venv.tmp"
+    /usr/bin/python3 -m venv "$venv.tmp"
+    "$venv.tmp/bin/pip" install -q "$requirement" || die "pip install $requirement failed"
+    mv "$venv.tmp" "$venv"
+    # a venv records its own path: recreate the scripts' shebangs for the final location
+    sed -i "1s|$venv.tmp|$venv|" "$venv"/bin/* 2>/dev/null || true
+  fi
+  ln -sfn "$venv" "$ZP_CACHE/$name"
+}
+
+# kubernetes-validate: validates the kustomize output (config/) against the Kubernetes schemas it
+# bundles (offline).
 KV_VERSION=${KV_VERSION:-1.37.0}
-KV_VENV="$ZP_CACHE/kubernetes-validate-$KV_VERSION"
-if [ ! -x "$KV_VENV/bin/kubernetes-validate" ]; then
-  log "installing kubernetes-validate $KV_VERSION into $KV_VENV"
-  rm -rf "$KV_VENV.tmp"
-  /usr/bin/python3 -m venv "$KV_VENV.tmp"
-  "$KV_VENV.tmp/bin/pip" install -q "kubernetes-validate==$KV_VERSION" || die "pip install kubernetes-validate==$KV_VERSION failed"
-  rm -rf "$KV_VENV"; mv "$KV_VENV.tmp" "$KV_VENV"
-  # a venv records its own path: recreate the scripts' shebangs for the final location
-  sed -i "1s|$KV_VENV.tmp|$KV_VENV|" "$KV_VENV"/bin/* 2>/dev/null || true
-fi
-ln -sfn "$KV_VENV" "$ZP_CACHE/kubernetes-validate"
-"$ZP_CACHE/kubernetes-validate/bin/kubernetes-validate" --version >/dev/null || die "kubernetes-validate in $KV_VENV does not run"
+pinned_venv kubernetes-validate "$KV_VERSION" "kubernetes-validate==$KV_VERSION"
+"$ZP_CACHE/kubernetes-validate/bin/kubernetes-validate" --version >/dev/null \
+  || die "kubernetes-validate in $ZP_CACHE/kubernetes-validate-$KV_VERSION does not run"
+
+# grpcio: the CRI test bed's gRPC probes (scripts/cri/grpc-probe.py), a real gRPC client (C-core)
+# that, like kubelet's grpc-go, waits for the server's SETTINGS before it sends HEADERS.
+GRPCIO_VERSION=${GRPCIO_VERSION:-1.85.1}
+pinned_venv grpcio "$GRPCIO_VERSION" "grpcio==$GRPCIO_VERSION"
+"$ZP_CACHE/grpcio/bin/python" -c 'import grpc' || die "grpcio in $ZP_CACHE/grpcio-$GRPCIO_VERSION does not import"
 
 # ---------------------------------------------------------------- kernel filesystems
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf

@@ -1,6 +1,7 @@
 import Foundation
 import KubeAPIDouble
 import Testing
+import ZPTestSupport
 import ZPKube
 
 /// ZPKube's client against the API double (a test double of the Kubernetes API server, see
@@ -320,7 +321,7 @@ import ZPKube
     }
 
     @Test func tokenFile_isReadAgainWhenRotated() async throws {
-        let folder = try TemporaryFolder()
+        let folder = try TemporaryDirectory("zpkube")
         defer { folder.remove() }
         let tokenFile = try folder.write("token", "first-token\n")
         var settings = KubeAPIDouble.Settings()
@@ -385,7 +386,7 @@ import ZPKube
             let down = await kubeError { _ = try await client.list(Pod.self, .pods) }
             #expect(down?.kind == .unreachable)
             try await double.startListening()
-            #expect(await eventually { (try? await client.list(Pod.self, .pods)) != nil })
+            #expect(await eventuallyAsync { (try? await client.list(Pod.self, .pods)) != nil })
             double.failNext(1, status: 500)
             let failed = await kubeError { _ = try await client.list(Pod.self, .pods) }
             #expect(failed?.kind == .serverError)
