@@ -74,6 +74,9 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "zeropod-swift: set zeropod.ctrox.dev/pre-dump=true (pre-dump halfway to the scale-down; the checkpoint then writes only what changed, where the kernel tracks dirty memory).")
     var zeropodPreDump = false
 
+    @Option(help: "CRIU's log level for both sides: runc's criu.conf (verbosity=N) and the shim's criu-log-level; also ZPCheckpoint's direct runs.")
+    var criuLogLevel = 2
+
     @Option(help: "Node measurements: the folder holding containerd, ctr and containerd-shim-runc-v2 (Debian's containerd 1.6: /usr/bin).")
     var nodeContainerdBin = "/usr/bin"
 
@@ -122,7 +125,7 @@ struct BenchCommand: ParsableCommand {
                                          shimDir: URL(fileURLWithPath: shimDir).standardizedFileURL.path,
                                          shimState: shimState, scaleDownMs: settleMs + 1500,
                                          probeDetectionForMySQL: mysqlProbeDetection, lazyRestore: shimLazyRestore,
-                                         preDump: zeropodPreDump, criu: criu)
+                                         preDump: zeropodPreDump, criu: criu, criuLogLevel: criuLogLevel)
         }
         defer { zeropod?.stop() }
         let runtimes: [any BenchRuntime] = [RuncRuntime(stateRoot: "/run/zpbench-runc", criu: criu)] + (zeropod.map { [$0] } ?? [])
@@ -255,7 +258,7 @@ struct BenchCommand: ParsableCommand {
         if lazyCycles > 0, lazyNames.contains(w.name), let runc = baseline as? RuncRuntime {
             do {
                 lazy[w.name] = try LazyRestoreBench(runcRoot: runc.stateRoot, criu: criu, settleMs: settleMs,
-                                                     keepImages: keepWork, freezer: lazyFreezer)
+                                                     keepImages: keepWork, freezer: lazyFreezer, logLevel: Int32(criuLogLevel))
                     .run(w, bundle: bundle, runtime: runc, cycles: lazyCycles)
             } catch {
                 failures.append("\(w.name) lazy restore: \(error)")
@@ -423,6 +426,8 @@ struct BenchCommand: ParsableCommand {
             throw BenchError("\(w.name) (\(rt.name)) did not answer after a cold start: \(why)\(tail(bundle.logFile))")
         }
         sample.coldStartMs = millis(since: t0)
+        // The container's last client activity: the shim's idle deadline is this + its duration.
+        let lastActivity = ContinuousClock.now
 
         // An idle pause before scaling down, as a real idle timeout would give.
         usleep(useconds_t(settleMs * 1000))
@@ -431,7 +436,16 @@ struct BenchCommand: ParsableCommand {
 
         let t1 = ContinuousClock.now
         let ck = try rt.checkpoint(w, bundle: bundle, container: &c)
-        sample.checkpointMs = ck.reportedMs ?? millis(since: t1)
+        // Both sides from the decision to scale down to the process gone from the host: runc's
+        // call, or the shim's idle deadline (last activity + scale-down duration) to the moment
+        // the harness saw no process left.
+        if let gone = ck.goneAt, let zp = rt as? ZeropodRuntime {
+            sample.checkpointMs = millis(since: lastActivity + .milliseconds(zp.scaleDownMs)) - millis(since: gone)
+            sample.shimCheckpointMs = ck.reportedMs
+        } else {
+            sample.checkpointMs = ck.reportedMs ?? millis(since: t1)
+        }
+        sample.restorePreparationMs = ck.restorePreparationMs
         sample.checkpointDetail = ck.detail
         sample.imageKiB = try diskUsageKiB(ck.imageDir)
         sample.criuDump = CRIUStats.read(ck.statsDir + "/stats-dump")
@@ -462,7 +476,7 @@ struct BenchCommand: ParsableCommand {
             throw BenchError("\(rootfsScript) \(w.recipe) printed no path")
         }
         let rootfs = w.rootfsSubdir.map { cached + "/" + $0 } ?? cached
-        let bundle = try Bundle.create(at: workDir + "/" + w.name, rootfs: rootfs, workload: w)
+        let bundle = try Bundle.create(at: workDir + "/" + w.name, rootfs: rootfs, workload: w, criuLogLevel: criuLogLevel)
         try BenchNetwork.create(for: w)
         return bundle
     }

@@ -34,7 +34,7 @@ final class NodeContainerd: Sendable {
               address = "\(directory)/c.sock.ttrpc"
 
             """.write(toFile: directory + "/config.toml", atomically: true, encoding: .utf8)
-        try "state-dir = \(stateDir)\ncriu-path = \(criu)\nlazy-restore = auto\n"
+        try "state-dir = \(stateDir)\ncriu-path = \(criu)\nlazy-restore = auto\ncriu-log-level = 2\n"
             .write(toFile: directory + "/node.conf", atomically: true, encoding: .utf8)
         var env = ProcessInfo.processInfo.environment
         env["PATH"] = "\(shimDir):\(binDir):/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
