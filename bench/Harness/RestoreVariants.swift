@@ -14,6 +14,10 @@ struct RestoreVariant: Sendable, CustomStringConvertible {
     var lazy: Bool
     var logLevel: Int32
     var criu: String?
+    /// `-ws`: a lazy restore whose daemon copies in, before the tasks run, the working set a
+    /// plain lazy restore of the same images recorded earlier in the cycle (CRIU patch 0003,
+    /// `ZEROPOD_WORKING_SET`).
+    var workingSet = false
 
     var description: String { name }
 
@@ -32,11 +36,16 @@ struct RestoreVariant: Sendable, CustomStringConvertible {
         lazy = mode == "lazy"
         logLevel = 4
         for p in parts.dropFirst() {
+            if p == "ws" {
+                workingSet = true
+                continue
+            }
             guard p.hasPrefix("v"), let l = Int32(p.dropFirst()), (0...4).contains(l) else {
-                throw BenchError("restore variant '\(text)': '\(p)' is not a log level v0-v4")
+                throw BenchError("restore variant '\(text)': '\(p)' is not a log level v0-v4 or ws")
             }
             logLevel = l
         }
+        guard !workingSet || lazy else { throw BenchError("restore variant '\(text)': ws needs a lazy restore") }
     }
 }
 
@@ -83,8 +92,13 @@ struct RestoreVariantsBench {
             }
             held.stdin = nil
             result.imageKiB = Int(try runChecked(["du", "-sk", images]).split(separator: "\t").first ?? "") ?? 0
-            let shift = (cycle - 1) % max(1, variants.count)
-            for v in Array(variants[shift...] + variants[..<shift]) {
+            // The order rotates per cycle; working-set variants come last, after a plain lazy
+            // restore of the same images recorded what the first request touched.
+            let plain = variants.filter { !$0.workingSet }
+            let shift = (cycle - 1) % max(1, plain.count)
+            let ordered = Array(plain[shift...] + plain[..<shift]) + variants.filter(\.workingSet)
+            let workingSetFile = bundle.path + "/working-set-\(cycle).txt"
+            for v in ordered {
                 let binary = v.criu ?? criu
                 let vc = ContainerCheckpointer(checkpointer: Checkpointer(criuPath: FilePath(binary)))
                 var o = ContainerRestoreOptions()
@@ -93,6 +107,13 @@ struct RestoreVariantsBench {
                 o.criu.logLevel = v.logLevel
                 var daemon: LazyPagesDaemon?
                 if v.lazy {
+                    if v.workingSet {
+                        guard FileManager.default.fileExists(atPath: workingSetFile) else {
+                            throw BenchError("\(v): no working set recorded (list a plain lazy variant before it)")
+                        }
+                        setenv("ZEROPOD_WORKING_SET", workingSetFile, 1)
+                    }
+                    defer { unsetenv("ZEROPOD_WORKING_SET") }
                     do {
                         daemon = try LazyPagesDaemon(criuPath: FilePath(binary), imagesDir: FilePath(images))
                     } catch {
@@ -139,6 +160,15 @@ struct RestoreVariantsBench {
                 if let daemon {
                     _ = daemon.waitForExit(timeout: .seconds(60))
                     daemon.stop()
+                    if !v.workingSet, let log = readProcFile(images + "/lazy-pages.log") {
+                        let ws = Self.workingSet(fromLazyPagesLog: log)
+                        try ws.text.write(toFile: workingSetFile, atomically: true, encoding: .utf8)
+                        print("[zpbench] \(w.name) working set recorded: \(ws.pages) pages faulted, \(ws.runs) runs")
+                    }
+                    if let perfDir {
+                        runIgnoringFailure(["cp", images + "/lazy-pages.log",
+                                            "\(perfDir)/\(w.name)-\(v.name.replacingOccurrences(of: "/", with: "_"))-\(cycle)-lazy-pages.log"])
+                    }
                 }
                 _ = kill(r.pid, SIGKILL)
                 let gone = ContinuousClock.now + .seconds(30)
@@ -146,9 +176,38 @@ struct RestoreVariantsBench {
                 guard !LazyRestoreBench.alive(r.pid) else { throw BenchError("restored init \(r.pid) of \(w.containerID) did not die") }
                 usleep(200_000)
             }
-            runIgnoringFailure(["rm", "-rf", images])
+            runIgnoringFailure(["rm", "-rf", images, workingSetFile])
         }
         return result
+    }
+
+    /// The pages a lazy restore's tasks faulted ("PID-FD: #PF at 0xADDR" in `criu lazy-pages`'s
+    /// log at -v4), as "pid address pages" runs sorted by pid and address.
+    static func workingSet(fromLazyPagesLog log: String) -> (text: String, pages: Int, runs: Int) {
+        var faults: [Int: Set<UInt64>] = [:]
+        for line in log.split(separator: "\n") {
+            guard let r = line.range(of: ": #PF at 0x") else { continue }
+            let head = line[..<r.lowerBound]
+            let pidText = head.split(separator: " ").last?.split(separator: "-").first ?? ""
+            guard let pid = Int(pidText), let addr = UInt64(line[r.upperBound...].prefix { $0.isHexDigit }, radix: 16) else { continue }
+            faults[pid, default: []].insert(addr & ~4095)
+        }
+        var lines: [String] = []
+        var pages = 0
+        for (pid, set) in faults.sorted(by: { $0.key < $1.key }) {
+            var run: (start: UInt64, count: Int)?
+            for a in set.sorted() {
+                pages += 1
+                if let r = run, r.start + UInt64(r.count) * 4096 == a {
+                    run = (r.start, r.count + 1)
+                } else {
+                    if let r = run { lines.append("\(pid) \(String(r.start, radix: 16)) \(r.count)") }
+                    run = (a, 1)
+                }
+            }
+            if let r = run { lines.append("\(pid) \(String(r.start, radix: 16)) \(r.count)") }
+        }
+        return (lines.joined(separator: "\n") + "\n", pages, lines.count)
     }
 
     /// The result as a markdown table.
