@@ -48,6 +48,11 @@ demo: setup
 bench: setup
 	@bash scripts/bench.sh
 
+# 200 busybox pods scaled down at once (node memory, time to scale all down, one restore among
+# them, 20 woken together); about 15 minutes here. Not part of `make bench`.
+bench-density: setup
+	@BENCH_WORKLOADS=none BENCH_DENSITY_PODS=$${BENCH_DENSITY_PODS:-200} BENCH_ARGS="--memory-pods 0 --shim-start-trials 0 $${BENCH_ARGS:-}" bash scripts/bench.sh
+
 # The manager with N idle fake shims (status servers without containers) and a burst of N phase
 # changes against the Kubernetes API double: RSS, CPU, time until every label converged.
 MANAGER_SHIMS ?= 200
