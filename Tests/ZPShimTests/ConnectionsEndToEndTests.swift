@@ -118,7 +118,8 @@ final class LinePeer {
     }
 
     func stop() {
-        process.terminate()
+        // SIGKILL: a child of the test process inherits its blocked SIGTERM.
+        kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
     }
 }
@@ -169,7 +170,7 @@ final class MariaDBPeer {
 
     func stop() {
         _ = try? run(["chroot", merged, "mariadb-admin", "--socket=/run/mysqld/mysqld.sock", "shutdown"], timeout: 60)
-        if process.isRunning { process.terminate() }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
         _ = try? run(["umount", merged], timeout: 30)
     }
