@@ -176,7 +176,11 @@ public final class ContainerConnections: Sendable {
         var handedOver: [UInt16] = []
         for port in ports {
             let mine = listeners.filter { $0.port == port }
-            guard !mine.isEmpty else { continue }
+            guard !mine.isEmpty else {
+                logger.info("port \(port) keeps the activator's proxy: the checkpoint recorded no listening socket on it",
+                            metadata: ["listeners": "\(listeners.map(\.description))"])
+                continue
+            }
             var sockets: [SharedDescriptor] = []
             do {
                 for listener in mine {
@@ -194,6 +198,8 @@ public final class ContainerConnections: Sendable {
             }
             for socket in previous { socket.close() }
             handedOver.append(port)
+            logger.info("port \(port) handed over: new connections queue for the restored listener",
+                        metadata: ["listeners": "\(mine.map(\.description))"])
         }
         return handedOver
     }

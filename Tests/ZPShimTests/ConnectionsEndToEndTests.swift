@@ -315,7 +315,8 @@ struct ConnectionsEndToEndTests {
             let answer = lab.request()
             let f = fields(answer)
             #expect(f["peer"] == connectionID, "cycle \(cycle): \(answer ?? "none"); log: \(containerd.log(tail: 30))")
-            #expect(f["client"] == lab.clientAddress && f["reconnects"] == "0", "cycle \(cycle): \(answer ?? "none")")
+            #expect(f["client"] == lab.clientAddress && f["reconnects"] == "0",
+                    "cycle \(cycle): \(answer ?? "none"); log: \(containerd.log(tail: 40))")
         }
         let after = db.status(["Connections", "Aborted_clients", "Aborted_connects"])
         // Connections counts every login: the app's one, plus this status query's own.
@@ -323,5 +324,58 @@ struct ConnectionsEndToEndTests {
         #expect(after["Aborted_clients"] == before["Aborted_clients"] && after["Aborted_connects"] == before["Aborted_connects"],
                 "MariaDB: before \(before), after \(after)")
         print("[zpconn] \(flavor.name) MariaDB peer: 5 cycles on \(connectionID); status before \(before), after \(after)")
+    }
+
+    /// Issue 14 part 3: an idle open connection from a real client in another namespace counts as
+    /// activity (node setting `open-connections-are-activity`, default on): held for 3 ×
+    /// scaledown-duration it keeps the app up; after the client closes it, the app scales down
+    /// within scaledown-duration + 1 s (measured to the start of the checkpoint: the log line
+    /// comes after the dump, whose own time is subtracted).
+    @Test(arguments: ContainerdFlavor.all)
+    func idleOpenConnection_keepsTheAppUp_closeScalesItDown(flavor: ContainerdFlavor) throws {
+        let containerd = try PrivateContainerd(flavor: flavor, tag: "connidle")
+        defer { containerd.stop() }
+        let lab = try ConnectionLab("idle", subnet: 30)
+        defer { lab.delete() }
+        let id = "idle1"
+        // nc holds the connection without writing (its stdin never ends) until the client closes.
+        let created = try containerd.ctr([
+            "run", "-d", "--runtime", "io.containerd.zeropod.v2", "--annotation", "zeropod.ctrox.dev/scaledown-duration=2s",
+            "--with-ns", "network:\(lab.pod.path)", "--log-uri", "file://\(containerd.directory)/\(id).out",
+            "--rootfs", try TestPaths.busyboxRootfs(), id, "/bin/sh", "-c", "while true; do sleep 100000 | nc -l -p 8080 >/dev/null; done",
+        ])
+        try #require(created.status == 0, "ctr run: \(created.stderr)\n\(containerd.log(tail: 20))")
+        defer { removeTask(containerd, id) }
+        var client: TestSocket?
+        _ = eventually(within: 30) {
+            client = try? TestSocket.connect(fromNetns: lab.client.path, to: lab.podClientSide, port: 8080, timeout: 5)
+            return client != nil
+        }
+        let open = try #require(client, "no connection to the app; log: \(containerd.log(tail: 30))")
+        // Settled: the app runs (a checkpoint that raced the connect was woken by it).
+        #expect(eventually(within: 30) { !processes(inNetns: lab.pod.path).isEmpty })
+        let checkpointsBefore = containerd.logLines(containing: "checkpointing done").count
+        let heldSince = Date()
+        while Date().timeIntervalSince(heldSince) < 6 {  // 3 × scaledown-duration, idle
+            Thread.sleep(forTimeInterval: 0.5)
+            #expect(!processes(inNetns: lab.pod.path).isEmpty, "the app went down while a connection was open")
+        }
+        #expect(containerd.logLines(containing: "checkpointing done").count == checkpointsBefore,
+                "checkpointed during the open connection; log: \(containerd.log(tail: 20))")
+        open.descriptor.close()
+        let closed = Date()
+        var doneAfter: Double?
+        _ = eventually(within: 30, every: 0.05) {
+            guard containerd.logLines(containing: "checkpointing done").count > checkpointsBefore else { return false }
+            doneAfter = Date().timeIntervalSince(closed)
+            return true
+        }
+        let after = try #require(doneAfter, "not scaled down after the close; log: \(containerd.log(tail: 30))")
+        let line = containerd.logLines(containing: "checkpointing done").last ?? ""
+        let dumpMs = line.firstMatch(of: /checkpointing done in ([0-9.]+) ms/).flatMap { Double($0.1) } ?? 0
+        let startedAfter = after - dumpMs / 1000
+        #expect(startedAfter <= 3.0, "checkpoint started \(startedAfter) s after the close (done after \(after) s, dump \(dumpMs) ms)")
+        print("[zpconn] \(flavor.name) idle connection: app up for 6 s with an open idle connection; "
+              + String(format: "checkpoint started %.2f s after the close (done %.2f s, dump %.0f ms)", startedAfter, after, dumpMs))
     }
 }
