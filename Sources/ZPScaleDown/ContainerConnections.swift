@@ -52,6 +52,8 @@ public final class ContainerConnections: Sendable {
         var held: Set<TCPConnectionTuple> = []
         /// Listening sockets recorded by the last dump.
         var listeners: [TCPListenerAddress] = []
+        /// Ports whose redirect is on (``armHandover(ports:)`` to ``endHandover(ports:)``).
+        var redirectedPorts: Set<UInt16> = []
         /// Our handover listeners, by port.
         var handovers: [UInt16: [SharedDescriptor]] = [:]
     }
@@ -163,43 +165,58 @@ public final class ContainerConnections: Sendable {
 
     // MARK: redirect side
 
-    /// After a checkpoint, before the redirect goes on: makes a handover listener for every
-    /// listening socket the dump recorded on one of `ports` and marks those ports in the
-    /// redirector; clears this owner's wake marks.
-    /// - Returns: the ports handed over; the others keep the activator's proxy (each failure is
-    ///   logged with its reason).
-    @discardableResult
-    public func armHandover(ports: [UInt16]) -> [UInt16] {
+    /// When the redirect goes on (the driver does that just before the checkpoint): clears this
+    /// owner's wake marks and remembers `ports` for the handover, which ``checkpointed()`` sets up
+    /// once the dump has ended the processes (their listening sockets must be gone, and the dump
+    /// has recorded them).
+    public func armHandover(ports: [UInt16]) {
         try? redirector.rearmWakes(owner: owner)
+        state.withLock { $0.redirectedPorts = Set(ports) }
+    }
+
+    /// After a successful checkpoint (the processes are gone): makes a handover listener for every
+    /// listening socket the dump recorded on a port whose redirect is still on, and marks those
+    /// ports in the redirector. Runs under the state lock, so that a redirect switched off
+    /// meanwhile (``endHandover(ports:)``) either comes first (no listener is made) or closes
+    /// the listeners made here.
+    /// - Returns: the ports handed over; the others keep the activator's proxy (each is logged
+    ///   with its reason).
+    @discardableResult
+    public func checkpointed() -> [UInt16] {
         guard settings.listenerHandover else { return [] }
-        let listeners = state.withLock { $0.listeners }
-        var handedOver: [UInt16] = []
-        for port in ports {
-            let mine = listeners.filter { $0.port == port }
-            guard !mine.isEmpty else {
-                logger.info("port \(port) keeps the activator's proxy: the checkpoint recorded no listening socket on it",
-                            metadata: ["listeners": "\(listeners.map(\.description))"])
-                continue
-            }
-            var sockets: [SharedDescriptor] = []
-            do {
-                for listener in mine {
-                    sockets.append(SharedDescriptor(try redirector.makeHandoverListener(for: listener, inNamespaceAt: namespacePath)))
+        var notes: [(UInt16, String, [TCPListenerAddress])] = []
+        let (handedOver, replaced) = state.withLock { s -> ([UInt16], [SharedDescriptor]) in
+            var handedOver: [UInt16] = []
+            var replaced: [SharedDescriptor] = []
+            for port in s.redirectedPorts.sorted() {
+                let mine = s.listeners.filter { $0.port == port }
+                guard !mine.isEmpty else {
+                    notes.append((port, "the checkpoint recorded no listening socket on it", s.listeners))
+                    continue
                 }
-                try redirector.setHandover(port: port, owner: owner)
-            } catch {
-                for socket in sockets { socket.close() }
-                logger.warning("port \(port) keeps the activator's proxy: handover listener failed: \(error)")
-                continue
+                var sockets: [SharedDescriptor] = []
+                do throws(BPFError) {
+                    for listener in mine {
+                        sockets.append(SharedDescriptor(try redirector.makeHandoverListener(for: listener, inNamespaceAt: namespacePath)))
+                    }
+                    try redirector.setHandover(port: port, owner: owner)
+                } catch {
+                    for socket in sockets { socket.close() }
+                    notes.append((port, "handover listener failed: \(error)", mine))
+                    continue
+                }
+                replaced += s.handovers[port] ?? []
+                s.handovers[port] = sockets
+                handedOver.append(port)
             }
-            let previous = state.withLock { s -> [SharedDescriptor] in
-                defer { s.handovers[port] = sockets }
-                return s.handovers[port] ?? []
-            }
-            for socket in previous { socket.close() }
-            handedOver.append(port)
-            logger.info("port \(port) handed over: new connections queue for the restored listener",
-                        metadata: ["listeners": "\(mine.map(\.description))"])
+            return (handedOver, replaced)
+        }
+        for socket in replaced { socket.close() }
+        for (port, reason, listeners) in notes {
+            logger.info("port \(port) keeps the activator's proxy: \(reason)", metadata: ["listeners": "\(listeners.map(\.description))"])
+        }
+        if !handedOver.isEmpty {
+            logger.info("handed over: new connections queue for the restored listener", metadata: ["ports": "\(handedOver)"])
         }
         return handedOver
     }
@@ -210,6 +227,7 @@ public final class ContainerConnections: Sendable {
     public func endHandover(ports: [UInt16]?) {
         let closing = state.withLock { s -> [(UInt16, [SharedDescriptor])] in
             let chosen = ports.map { Set($0) }
+            if let chosen { s.redirectedPorts.subtract(chosen) } else { s.redirectedPorts = [] }
             let matching = s.handovers.filter { chosen?.contains($0.key) ?? true }
             for port in matching.keys { s.handovers[port] = nil }
             return matching.map { ($0.key, $0.value) }

@@ -275,8 +275,9 @@ public final class PodActivator: Sendable {
         let action = activator.appScaledDown()
         switch action {
         case .armed:
-            // Handover listeners stand in for the application's own (decision 0046) before any
-            // connection is steered.
+            // Re-arms the wake marks and remembers the ports; the handover listeners (decision
+            // 0046) are made once the checkpoint has ended the processes
+            // (ContainerConnections.checkpointed()): until then the activator takes the ports.
             connections?.armHandover(ports: ports)
             for port in ports {
                 do {

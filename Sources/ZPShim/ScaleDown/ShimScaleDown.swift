@@ -161,6 +161,8 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
             if let stats = result.dump.stats { details["stats"] = "\(stats)" }
             if let connections {
                 details["held"] = "\(connections.heldConnections.count)"
+                // The processes are gone: handover listeners can take their ports (decision 0046).
+                details["handed-over"] = "\(connections.checkpointed())"
             }
             return ScaleDownReport(details: details)
         } catch {
