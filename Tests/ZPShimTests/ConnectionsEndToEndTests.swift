@@ -338,14 +338,18 @@ struct ConnectionsEndToEndTests {
         let lab = try ConnectionLab("idle", subnet: 30)
         defer { lab.delete() }
         let id = "idle1"
-        // nc holds the connection without writing (its stdin never ends) until the client closes.
+        // busybox httpd keeps listening; its child for the connection waits for a request head
+        // (up to 60 s) while the client sends nothing.
         let created = try containerd.ctr([
             "run", "-d", "--runtime", "io.containerd.zeropod.v2", "--annotation", "zeropod.ctrox.dev/scaledown-duration=2s",
             "--with-ns", "network:\(lab.pod.path)", "--log-uri", "file://\(containerd.directory)/\(id).out",
-            "--rootfs", try TestPaths.busyboxRootfs(), id, "/bin/sh", "-c", "while true; do sleep 100000 | nc -l -p 8080 >/dev/null; done",
+            "--rootfs", try TestPaths.busyboxRootfs(), id, "/bin/httpd", "-f", "-p", "8080", "-h", "/",
         ])
         try #require(created.status == 0, "ctr run: \(created.stderr)\n\(containerd.log(tail: 20))")
         defer { removeTask(containerd, id) }
+        // The port is tracked (found by port discovery) before the connection opens.
+        try #require(eventually(within: 30) { !containerd.logLines(containing: "scale-down armed").isEmpty },
+                     "scale-down never armed; log: \(containerd.log(tail: 20))")
         var client: TestSocket?
         _ = eventually(within: 30) {
             client = try? TestSocket.connect(fromNetns: lab.client.path, to: lab.podClientSide, port: 8080, timeout: 5)
