@@ -165,9 +165,11 @@ private func startTime(of pid: Int32) -> String? {
         // 4. The cycle starts over: idle again, the next would-scale-down.
         #expect(await eventuallyAsync(within: 60) { dryRunEvents() == [.wouldScaleDown, .wouldRestore, .wouldScaleDown] },
                 "no second would-scale-down: \(dryRunEvents())\n\(logTail())")
-        #expect(await eventuallyAsync(within: 30) {
+        let countersReached = await eventuallyAsync(within: 30) {
             await metrics().map { $0.dryRunScaleDownsTotal == 2 && $0.dryRunWouldRestoresTotal == 1 } == true
-        }, "metrics: \(String(describing: await metrics()))")
+        }
+        let lastMetrics = await metrics()
+        #expect(countersReached, "metrics: \(String(describing: lastMetrics))")
         let metricsText = try await runOffThePool(["/usr/bin/env", "ZEROPOD_NODE_CONFIG=\(lab.nodeConfig)",
                                                   TestPaths.buildDirectory + "/zeropod", "status", "--metrics", "--socket",
                                                   NodeLayout(runDirectory: lab.runDirectory).statusSocket(forShimSocket: containerd.shimSocket(group: id))],
