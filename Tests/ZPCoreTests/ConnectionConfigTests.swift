@@ -57,3 +57,14 @@ import ZPCore
     let v6 = TCPListenerAddress(address: IPAddress("::")!, port: 80, v6Only: true)
     #expect(v6.isIPv6 && v6.description == "[::]:80 (v6only)")
 }
+
+@Test func listenerHandover_appliesOnlyWhereProbesNeedNoActivator() throws {
+    let defaults = try ContainerConfig(annotations: [:])
+    #expect(defaults.listenerHandoverApplies(probeSourcesKnown: true))
+    #expect(!defaults.listenerHandoverApplies(probeSourcesKnown: false), "content-detected probes would wake the app")
+    let noDetection = try ContainerConfig(annotations: ["zeropod.ctrox.dev/disable-probe-detection": "true"])
+    #expect(noDetection.listenerHandoverApplies(probeSourcesKnown: false))
+    let off = try ContainerConfig(annotations: ["zeropod-swift/listener-handover": "false",
+                                                "zeropod.ctrox.dev/disable-probe-detection": "true"])
+    #expect(!off.listenerHandoverApplies(probeSourcesKnown: true))
+}

@@ -235,6 +235,8 @@ struct ConnectionsEndToEndTests {
         let id = "pooled1"
         let created = try containerd.ctr([
             "run", "-d", "--runtime", "io.containerd.zeropod.v2", "--annotation", "zeropod.ctrox.dev/scaledown-duration=2s",
+            // No probe sources on the test node: the handover applies without probe detection.
+            "--annotation", "zeropod.ctrox.dev/disable-probe-detection=true",
             "--with-ns", "network:\(lab.pod.path)", "--log-uri", "file://\(containerd.directory)/\(id).out",
             "--rootfs", rootfs, id, "/bin/pooled-app", "tcp", lab.peerAddress, "7000", "8080",
         ])
@@ -299,6 +301,8 @@ struct ConnectionsEndToEndTests {
         let id = "pooled2"
         let created = try containerd.ctr([
             "run", "-d", "--runtime", "io.containerd.zeropod.v2", "--annotation", "zeropod.ctrox.dev/scaledown-duration=2s",
+            // No probe sources on the test node: the handover applies without probe detection.
+            "--annotation", "zeropod.ctrox.dev/disable-probe-detection=true",
             "--with-ns", "network:\(lab.pod.path)", "--log-uri", "file://\(containerd.directory)/\(id).out",
             "--rootfs", rootfs, id, "/bin/pooled-app", "mysql", lab.peerAddress, "3306", "8080",
         ])

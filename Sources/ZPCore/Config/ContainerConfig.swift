@@ -160,6 +160,16 @@ public struct ContainerConfig: Equatable, Sendable {
     /// `zeropod-swift/listener-handover`: new connections queue for the restored listener (no proxy).
     public var listenerHandover: Bool
 
+    /// Whether new connections of this container queue for its restored listener (decision 0046)
+    /// on a node whose probe sources are `probeSourcesKnown`: `listener-handover` on, and probes
+    /// recognisable without the activator — by their source (the node's `probe-source-addresses`)
+    /// or not at all (`disable-probe-detection`). Otherwise a probe recognised only by its content
+    /// (an HTTP `kube-probe/` user agent, a TCP connect-and-close) would wake the container, so the
+    /// activator keeps the ports.
+    public func listenerHandoverApplies(probeSourcesKnown: Bool) -> Bool {
+        listenerHandover && (probeSourcesKnown || disableProbeDetection)
+    }
+
     /// Parses the annotations of one container's OCI spec.
     ///
     /// Every present zeropod annotation is checked, also `ports-map` entries of other containers,

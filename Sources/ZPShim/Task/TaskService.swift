@@ -218,11 +218,15 @@ public final class TaskService: Sendable {
         }
         var containerLogger = logger
         containerLogger[metadataKey: "container"] = "\(request.id)"
+        let handover = config.listenerHandoverApplies(probeSourcesKnown: !node.probeSourceAddresses.isEmpty)
+        if redirector != nil && config.listenerHandover && !handover {
+            containerLogger.info("listener handover off: the node sets no probe-source-addresses and probe detection is on, so the activator keeps the ports (decision 0046)")
+        }
         let connections = redirector.flatMap { redirector -> ContainerConnections? in
             guard let owner = pods.owner(netnsPath: netns, container: request.id) else { return nil }
             return ContainerConnections(
                 redirector: redirector, namespacePath: FilePath(netns), owner: owner,
-                settings: .init(keepConnections: config.keepConnections, listenerHandover: config.listenerHandover),
+                settings: .init(keepConnections: config.keepConnections, listenerHandover: handover),
                 logger: containerLogger)
         }
         let handle = ContainerHandle()
