@@ -31,6 +31,8 @@ public enum BPFFeatures {
             Feature(name: "sockops", requirement: "Linux 4.13", supported: FeatureProbe.sockops),
             Feature(name: "bpf_get_netns_cookie in sockops", requirement: "Linux 5.15",
                     supported: FeatureProbe.sockopsNetnsCookie),
+            Feature(name: "bpf_get_current_task_btf in sockops", requirement: "Linux 6.6 (verified on 6.18 only)",
+                    supported: FeatureProbe.sockopsCurrentTask),
             Feature(name: "tcx", requirement: "Linux 6.6", supported: tcx),
             Feature(name: "bpffs at \(bpffs)", requirement: "mount -t bpf bpf \(bpffs)", supported: isBPFFS),
             Feature(name: "cgroup v2 mount", requirement: "a cgroup2 mount (unified or hybrid)", supported: cgroup2),
