@@ -123,7 +123,8 @@ do {
         netnsPath: podPath, options: .init(kubeletProcessNames: ["zpbpf-bench"], kubeletNamespace: node))
     try asKubelet.trackPort(port)
     report("connect+accept, as kubelet", try connectAccept(app))
-    precondition(try asKubelet.kubeletConnections().isEmpty, "closed kubelet connections are forgotten")
+    let leftOver = try asKubelet.kubeletConnections()
+    precondition(leftOver.isEmpty, "closed kubelet connections are forgotten: \(leftOver)")
     // 32 more pods tracking the same port (each loads its own programs): every connect from the
     // node to that port runs 33 sockops programs, and a kubelet connect is recorded in 33 maps.
     let others = (0..<32).map { "zpbpf-bench-\(getpid())-o\($0)" }

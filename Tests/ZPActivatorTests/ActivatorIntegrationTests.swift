@@ -14,7 +14,7 @@ import ZPTestSupport
     import Glibc
 #endif
 
-private struct TestRestoreError: Error, CustomStringConvertible {
+struct TestRestoreError: Error, CustomStringConvertible {
     var description: String { "criu said no (test)" }
 }
 
