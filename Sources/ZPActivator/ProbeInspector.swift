@@ -91,8 +91,9 @@ final class ProbeInspector: ChannelInboundHandler, RemovableChannelHandler {
         var incoming = unwrapInboundIn(data)
         switch state {
         case .decided:
-            if ackFilter != nil, !ackFilter!.isDone {
-                incoming = ackFilter!.filter(incoming)
+            if var filter = ackFilter, !filter.isDone {
+                incoming = filter.filter(incoming)
+                ackFilter = filter
                 if incoming.readableBytes == 0 { return }
             }
             context.fireChannelRead(wrapInboundOut(.bytes(incoming)))
