@@ -181,16 +181,18 @@ struct KubeletIdentificationTests {
             }
 
             // 4. proxy-timeout: the first connection after a scale-down is proxied; traffic every
-            // 300 ms for 3 s (three idle limits) passes, then it is cut once idle for 1 s.
+            // 300 ms for 2.7 s (over two idle limits) passes, then it is cut once idle for 1 s.
             let echo = try await onThread { try TestSocket.connect(fromNetns: nil, to: ip, port: 9000, timeout: 30) }
             let sent = ContinuousClock.now
             for i in 0..<10 {
                 let line = "ping-\(i)\n"
                 let answer = try await onThread { try echo.send(line); return try echo.receive(line.utf8.count) }
                 #expect(answer == line)
-                try await Task.sleep(for: .milliseconds(300))
+                // Idleness is measured from the last echo, so no pause after it.
+                if i < 9 { try await Task.sleep(for: .milliseconds(300)) }
             }
             let talked = sent.duration(to: .now)
+            #expect(talked > .seconds(2), "the connection carried traffic for over two idle limits")
             let idleFrom = ContinuousClock.now
             let cut = try await onThread { () -> Bool in
                 echo.setTimeouts(seconds: 20)
