@@ -208,4 +208,52 @@ struct KubeletIdentificationTests {
                 bed, pod: pod, podID: podID, containerIDs: [appID], shimName: "containerd-shim-zeropod-v2")
         }
     }
+
+    /// The control: with `learn-probe-sources = false` in the node settings (the shim reads the
+    /// file named by ZEROPOD_NODE_CONFIG), the same kubelet probes are activity and keep the
+    /// container up: the identification, not something else about the probes, let it scale down.
+    @Test(arguments: ContainerdFlavor.all)
+    func learnProbeSourcesOff_kubeletProbesKeepItUp(flavor: ContainerdFlavor) async throws {
+        let folder = try TemporaryDirectory("zpcri-nodeconf")
+        defer { folder.remove() }
+        let nodeConfig = try folder.write("node.conf", "learn-probe-sources = false\n")
+        try await withCRITestBed(flavor: flavor, tag: "crikof", environment: ["ZEROPOD_NODE_CONFIG": nodeConfig]) { bed in
+            let pod = bed.pod(
+                "probed-\(uniqueName("o"))",
+                handler: CRITestBed.zeropodHandler,
+                annotations: ["zeropod.ctrox.dev/scaledown-duration": "2s", "zeropod.ctrox.dev/ports-map": "app=8080"],
+                containerPorts: [8080]
+            )
+            let (podID, ip) = try await bed.runPodSandbox(pod)
+            let appID = try await bed.startContainer(
+                pod.containerConfig("app", image: bed.busyboxImage, command: ["/bin/sh", "-c", "exec httpd -f -p 8080 -h /www"]),
+                in: podID, of: pod)
+            try #require(
+                await eventuallyAsync(within: 60) {
+                    await (try? onThread { try KubeletProbe.http(ip: ip, port: 8080, userAgent: "zpcri-client/1", timeout: 20).body })
+                        == "zeropod busybox\n"
+                }, "the app never answered; \(bed.containerd.log(tail: 30))")
+            let socket = CRIPodTests.statusSocket(bed, podID: podID)
+            let group = "zpcri-kubelet-\(uniqueName("g"))"
+            let kubeletCgroup = try TestCgroup("\(group)/kubelet.service")
+            defer { kubeletCgroup.remove() }
+            let kubelet = try KubeletProber(as: "kubelet", ip: ip, port: 8080, cgroup: kubeletCgroup)
+            defer { kubelet.stop() }
+            let started = Date().timeIntervalSince1970
+            // Eight scale-down durations with kubelet probing every second: no checkpoint.
+            let scaledDown = await eventuallyAsync(within: 16, every: 0.25) {
+                let now = await CRIPodTests.shimStatus(socket, appID)
+                return now?.lifecyclePhase != .running || now?.lastCheckpoint != nil
+            }
+            let probes = kubelet.probes(after: started)
+            #expect(!scaledDown, "learn-probe-sources = false, yet kubelet's probes let it scale down: \(probes)")
+            #expect(probes.count >= 20 && probes.allSatisfy { $0.result == "200" || $0.result == "ok" }, "\(probes)")
+            print(
+                "[zpcri-matrix] \(flavor.name) learn-probe-sources = false: kubelet (own cgroup, IPv4) probing"
+                    + " HTTP+TCP every 1 s kept it up 16 s (\(probes.count) probes, scaled down: \(scaledDown ? "yes" : "no"))")
+            kubelet.stop()
+            try await CRIPodTests().assertRemovalLeavesNothing(
+                bed, pod: pod, podID: podID, containerIDs: [appID], shimName: "containerd-shim-zeropod-v2")
+        }
+    }
 }
