@@ -129,7 +129,7 @@ enum FeatureProbe {
         }
         if !sockopsCurrentTask {
             return .notSupported(feature: "bpf_get_current_task_btf in sockops (kubelet identification)",
-                                 minimumKernel: "6.6 (verified on 6.18 only)")
+                                 minimumKernel: "6.18 (the kernel it was verified on; older ones unchecked)")
         }
         return nil
     }
