@@ -33,6 +33,34 @@ public final class TTRPCClient: Sendable {
         return TTRPCClient(channel: channel)
     }
 
+    /// Connects to a TCP address. `prepareConnection` adds what the transport needs before the
+    /// ttrpc frames (a TLS client handler for the node service's peers, decision 0049); an error
+    /// such a handler reports (a refused certificate) fails the calls in flight with
+    /// ``TTRPCTransportError/connectionFailed(service:method:reason:)`` naming it.
+    ///
+    /// - Parameters:
+    ///   - host: The peer's address.
+    ///   - port: The peer's port.
+    ///   - group: The event loops to use.
+    ///   - connectTimeout: How long the TCP connect may take.
+    ///   - prepareConnection: Adds handlers to the new connection's pipeline (synchronously).
+    /// - Throws: NIO connection errors (`ECONNREFUSED`, a connect timeout).
+    public static func connect(host: String, port: Int, group: any EventLoopGroup, connectTimeout: Duration = .seconds(10),
+                               prepareConnection: @escaping @Sendable (any Channel) throws -> Void) async throws -> TTRPCClient {
+        let nanos = connectTimeout.components.seconds * 1_000_000_000 + connectTimeout.components.attoseconds / 1_000_000_000
+        let channel = try await ClientBootstrap(group: group)
+            .connectTimeout(.nanoseconds(nanos))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try prepareConnection(channel)
+                    try channel.pipeline.syncOperations.addTTRPCFrameHandlers()
+                    try channel.pipeline.syncOperations.addHandler(TTRPCClientHandler())
+                }
+            }
+            .connect(host: host, port: port).get()
+        return TTRPCClient(channel: channel)
+    }
+
     /// Calls `service`/`method` and returns the encoded response message.
     ///
     /// - Parameters:
@@ -141,6 +169,8 @@ final class TTRPCClientHandler: ChannelDuplexHandler {
     }
 
     private var nextStreamID: UInt32 = 1
+    /// The first error the pipeline reported (a TLS alert), named when the calls in flight fail.
+    private var failure: (any Error)?
     private var pending: [UInt32: Pending] = [:]
     private var streams: [UInt32: OpenStream] = [:]
     private var isClosed = false
@@ -245,17 +275,23 @@ final class TTRPCClientHandler: ChannelDuplexHandler {
         pending.removeAll()
         for (_, entry) in all {
             entry.timeout.cancel()
-            entry.promise.fail(TTRPCTransportError.connectionClosed(service: entry.service, method: entry.method))
+            entry.promise.fail(closedError(service: entry.service, method: entry.method))
         }
         let open = streams
         streams.removeAll()
         for (_, stream) in open {
-            stream.continuation.finish(throwing: TTRPCTransportError.connectionClosed(service: stream.service, method: stream.method))
+            stream.continuation.finish(throwing: closedError(service: stream.service, method: stream.method))
         }
         context.fireChannelInactive()
     }
 
+    private func closedError(service: String, method: String) -> TTRPCTransportError {
+        guard let failure else { return .connectionClosed(service: service, method: method) }
+        return .connectionFailed(service: service, method: method, reason: "\(failure)")
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if failure == nil { failure = error }
         context.close(promise: nil)
     }
 }
