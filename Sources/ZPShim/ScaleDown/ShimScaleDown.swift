@@ -115,6 +115,8 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
     /// `<state-dir>/i/<containerd namespace>`, removed when it empties.
     let namespaceImagesDirectory: String
     let lazyRestore: LazyRestoreMode
+    /// CRIU's log level for every dump and restore (node setting `criu-log-level`).
+    let logLevel: Int32
     let pids: PidIndex
     let container: ContainerHandle
 
@@ -125,6 +127,7 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
             removeImages()
         }
         var options = ContainerCheckpointOptions()
+        options.criu.logLevel = logLevel
         if incremental {
             options.criu.parentImages = Self.preDumpDirectoryName
             options.criu.trackMemory = true
@@ -142,11 +145,13 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
     func preDump() async throws -> ScaleDownReport {
         let dir = imagesDirectory + "/" + Self.preDumpDirectoryName
         let (checkpointer, target) = (checkpointer, target)
+        var options = ContainerCheckpointOptions()
+        options.criu.logLevel = logLevel
         do {
             try? FileManager.default.removeItem(atPath: dir)
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            let result = try await NIOThreadPool.singleton.runIfActive {
-                try checkpointer.preDump(target, imagesDir: FilePath(dir))
+            let result = try await NIOThreadPool.singleton.runIfActive { [options] in
+                try checkpointer.preDump(target, imagesDir: FilePath(dir), options: options)
             }
             var details = ["criu": "\(result.timings)"]
             if let stats = result.stats { details["stats"] = "\(stats)" }
@@ -215,6 +220,7 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
         guard let container = container.current else { throw ScaleDownError("container \(target.id) was deleted") }
         var options = ContainerRestoreOptions()
         options.stdio = await container.initContainerSideStdio()
+        options.criu.logLevel = logLevel
         return options
     }
 }
