@@ -558,7 +558,7 @@ final class APIServer: Sendable {
         let stored = try store.modify(resource, key(resource, target.namespace, name)) { current throws(StatusError) in
             guard var old = current else { throw StatusError.notFound(resource.plural, name) }
             old["kind"] = .string(resource.kind)
-            old["apiVersion"] = "v1"
+            old["apiVersion"] = .string(resource.apiVersion)
             var new = try produce(old)
             // A resourceVersion in the new object (PUT body, or set by the patch) is a precondition.
             if let precondition = new[path: ["metadata", "resourceVersion"]]?.stringValue, !precondition.isEmpty,

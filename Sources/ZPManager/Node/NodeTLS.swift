@@ -165,6 +165,10 @@ public struct NodeTLS: Sendable {
             server.maximumTLSVersion = .tlsv13
             server.trustRoots = .certificates([ca])
             server.certificateVerification = .noHostnameVerification
+            // BoringSSL does not offer or accept ed25519 signatures unless asked to: without these
+            // the handshake of two ed25519 leaves fails with NO_COMMON_SIGNATURE_ALGORITHMS.
+            server.signingSignatureAlgorithms = [.ed25519]
+            server.verifySignatureAlgorithms = [.ed25519]
             var client = TLSConfiguration.makeClientConfiguration()
             client.minimumTLSVersion = .tlsv13
             client.maximumTLSVersion = .tlsv13
@@ -172,6 +176,8 @@ public struct NodeTLS: Sendable {
             client.certificateChain = chain
             client.privateKey = .privateKey(key)
             client.certificateVerification = .fullVerification
+            client.signingSignatureAlgorithms = [.ed25519]
+            client.verifySignatureAlgorithms = [.ed25519]
             self.server = try NIOSSLContext(configuration: server)
             self.client = try NIOSSLContext(configuration: client)
         } catch {
