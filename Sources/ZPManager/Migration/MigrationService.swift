@@ -57,6 +57,9 @@ public final class MigrationService: Sendable {
     let served = Mutex<[String: (digest: String, size: Int64)]>([:])
     /// Folders already removed after their Migration ended.
     let cleaned = Mutex<Set<String>>([])
+    /// The uids of the pods whose Migration this manager created: a Migration deleted while its
+    /// source pod is still terminating is not created again (decision 0051, create once).
+    let createdFor = Mutex<Set<String>>([])
     /// The port the node service listens on for peers (the image server's), once bound.
     let boundPort = Mutex<Int?>(nil)
 
@@ -150,6 +153,7 @@ public final class MigrationService: Sendable {
     private func createMigrationIfNeeded(for pod: Pod) async {
         let key = ObjectKey(pod.metadata)
         if migrations.object(key) != nil { return }
+        if let uid = pod.metadata.uid, createdFor.withLock({ $0.contains(uid) }) { return }
         let ids = containerIDs(of: pod)
         guard let migration = MigrationPlanner.migration(for: pod, node: options.nodeName, containerIDs: ids, autoGC: options.autoGC)
         else { return }
@@ -158,6 +162,7 @@ public final class MigrationService: Sendable {
                 logger.warning("a Migration \(key) of another pod exists; this pod does not migrate")
                 return
             }
+            if let uid = pod.metadata.uid { createdFor.withLock { _ = $0.insert(uid) } }
             let running = Set(ids.compactMap { name, id in state.report(id)?.phase == .running ? name : nil })
             let status = MigrationPlanner.initialStatus(created, pod: pod, running: running)
             try await writer.modify(namespace: key.namespace, name: key.name, subresource: "status", start: created) { current in
