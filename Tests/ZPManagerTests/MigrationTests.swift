@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Logging
 import NIOCore
 import NIOPosix
@@ -35,25 +36,25 @@ struct MigrationNode {
 
     var layout: NodeLayout { run.layout }
 
-    func configuration(claim: Duration = .seconds(5), servers: Duration = .seconds(5)) -> ManagerConfiguration {
-        var options = MigrationOptions(nodeName: name, podIP: ip, nodeServerPort: 0)
+    func configuration(claim: Duration = .seconds(5), servers: Duration = .seconds(5), port: Int = 0) -> ManagerConfiguration {
+        var options = MigrationOptions(nodeName: name, podIP: ip, nodeServerPort: port)
         options.claimTimeout = claim
         options.readyTimeout = .seconds(20)
         options.serversTimeout = servers
         options.lookupTimeout = .seconds(2)
         return ManagerConfiguration(
-            metricsAddress: ListenAddress(host: "127.0.0.1", port: 0), nodeServerAddress: ListenAddress(host: "0.0.0.0", port: 0),
+            metricsAddress: ListenAddress(host: "127.0.0.1", port: 0), nodeServerAddress: ListenAddress(host: "0.0.0.0", port: port),
             features: PodFeatures(statusLabels: false, inPlaceScaling: false), statusEvents: false, kubeconfig: nil, layout: layout,
             nodeName: name, podIP: ip, reportingInstance: name,
             migration: MigrationSettings(options: options, caSecret: CASecret()))
     }
 
-    func manager(_ double: KubeAPIDouble, claim: Duration = .seconds(5), servers: Duration = .seconds(5)) throws -> Manager {
+    func manager(_ double: KubeAPIDouble, claim: Duration = .seconds(5), servers: Duration = .seconds(5), port: Int = 0) throws -> Manager {
         var kube = double.clientConfiguration(token: "token")
         kube.requestTimeout = .seconds(5)
         var logger = Logger(label: "zeropod.manager.\(name)")
         logger.logLevel = .info
-        return try Manager(configuration: configuration(claim: claim, servers: servers), kube: kube, writerOptions: { options in
+        return try Manager(configuration: configuration(claim: claim, servers: servers, port: port), kube: kube, writerOptions: { options in
             options.informer.backoff = Backoff(initial: .milliseconds(50), maximum: .milliseconds(500))
         }, logger: logger)
     }
@@ -110,6 +111,14 @@ func withManagers(_ a: Manager, _ b: Manager, _ body: @Sendable () async throws 
             try await body()
         }
     }
+}
+
+/// A value shared between a test and its managers' closures.
+final class Shared<Value: Sendable>: Sendable {
+    private let value: Mutex<Value>
+    init(_ value: Value) { self.value = Mutex(value) }
+    func get() -> Value { value.withLock { $0 } }
+    func set(_ new: Value) { value.withLock { $0 = new } }
 }
 
 @Suite(.serialized) struct MigrationTests {
@@ -239,6 +248,68 @@ func withManagers(_ a: Manager, _ b: Manager, _ body: @Sendable () async throws 
                 #expect(await eventuallyAsync { !FileManager.default.fileExists(atPath: a.layout.migrationDirectory(containerID: sourceID)) })
                 await source.close()
                 await target.close()
+            }
+        }
+    }
+
+    @Test func sourceManagerRestarted_afterPublishing_stillServesTheImage() async throws {
+        let a = MigrationNode(name: "node-a", ip: "127.0.0.2", run: try RunDirectory())
+        let b = MigrationNode(name: "node-b", ip: "127.0.0.3", run: try RunDirectory())
+        defer { a.run.remove(); b.run.remove() }
+        try await withMigrationDouble { double in
+            try double.create("pods", namespace: "default", migratingPod("web-5d9c-ggggg", node: "node-a", containerID: sourceID))
+            let managerB = try b.manager(double, servers: .seconds(20))
+            let payload = (0..<(3 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+            try await withManager(managerB) { _ in
+                // The first life of node-a's manager: the Migration is created, claimed, and the
+                // image published; then the manager stops (an upgrade, a crash).
+                let first = try a.manager(double)
+                let port = Shared<Int?>(nil)
+                try await withManager(first) { first in
+                    #expect(await eventuallyAsync { first.nodeServiceAddress.withLock { $0 } != nil })
+                    port.set(first.nodeServiceAddress.withLock { $0?.port })
+                    #expect(double.call("DELETE", "/api/v1/namespaces/default/pods/web-5d9c-ggggg").status == 200)
+                    #expect(await eventuallyAsync { phase(double, "web-5d9c-ggggg") == "Pending" })
+                    var replacement = migratingPod("web-5d9c-hhhhh", node: "node-b", containerID: targetID)
+                    replacement["status"] = ["phase": "Pending"]
+                    try double.create("pods", namespace: "default", replacement)
+                    #expect(await eventuallyAsync {
+                        double.object("migrations", namespace: "default", name: "web-5d9c-ggggg")?[path: ["spec", "targetPod"]]?.stringValue == "web-5d9c-hhhhh"
+                    })
+                    // The target's shim said it is ready (as its Restore does first).
+                    let current = try #require(double.object("migrations", namespace: "default", name: "web-5d9c-ggggg"))
+                    let version = try #require(current[path: ["metadata", "resourceVersion"]]?.stringValue)
+                    #expect(double.call("PATCH", "/apis/runtime.zeropod.ctrox.dev/v1/namespaces/default/migrations/web-5d9c-ggggg",
+                                        body: ["metadata": ["resourceVersion": .string(version)], "spec": ["restoreReady": true]],
+                                        contentType: "application/merge-patch+json").status == 200)
+                    let source = try await a.client()
+                    let prepared = try await source.prepareEvac(NodeAPI.EvacRequest(podInfo: podInfo("web-5d9c-ggggg"), migrationInfo: info(sourceID)), timeout: .seconds(30))
+                    #expect(prepared.outcome == .claimed)
+                    try FileManager.default.createDirectory(atPath: a.layout.migrationDirectory(containerID: sourceID), withIntermediateDirectories: true)
+                    FileManager.default.createFile(atPath: a.layout.migrationArchive(containerID: sourceID), contents: Data(payload))
+                    _ = try await source.evac(NodeAPI.EvacRequest(podInfo: podInfo("web-5d9c-ggggg"), migrationInfo: info(sourceID, paused: true)))
+                    #expect(await eventuallyAsync { phase(double, "web-5d9c-ggggg") == "Running" })
+                    await source.close()
+                }
+                // The second life, on the same port (the published image server): it serves the
+                // image its predecessor published, from the file, and creates no second Migration.
+                let creates = double.requests.filter { $0.verb == "POST" && $0.path.hasSuffix("/migrations") }.count
+                let second = try a.manager(double, port: try #require(port.get()))
+                try await withManager(second) { second in
+                    #expect(await eventuallyAsync { second.nodeServiceAddress.withLock { $0 } != nil })
+                    let target = try await b.client()
+                    let restored = try await target.restore(NodeAPI.RestoreRequest(podInfo: podInfo("web-5d9c-hhhhh"), migrationInfo: info(targetID)), timeout: .seconds(30))
+                    #expect(restored.migrationInfo?.imageID == targetID)
+                    #expect(FileManager.default.contents(atPath: b.layout.migrationArchive(containerID: targetID)) == Data(payload))
+                    _ = try await target.finishRestore(NodeAPI.RestoreRequest(podInfo: podInfo("web-5d9c-hhhhh"), migrationInfo: info(targetID)))
+                    #expect(await eventuallyAsync { phase(double, "web-5d9c-ggggg") == "Completed" })
+                    #expect(await eventuallyAsync { !FileManager.default.fileExists(atPath: a.layout.migrationDirectory(containerID: sourceID)) })
+                    #expect(!FileManager.default.fileExists(atPath: b.layout.migrationArchive(containerID: targetID)))
+                    await target.close()
+                }
+                let createsAfter = double.requests.filter { $0.verb == "POST" && $0.path.hasSuffix("/migrations") }.count
+                #expect(createsAfter - creates <= 1, "a restarted manager may try once and find its own Migration")
+                #expect(double.objects("migrations").count == 1)
             }
         }
     }

@@ -163,6 +163,10 @@ public final class MigrationService: Sendable {
                 return
             }
             if let uid = pod.metadata.uid { createdFor.withLock { _ = $0.insert(uid) } }
+            if created.status != nil {  // this pod's own, made before a restart: nothing to add
+                logger.info("migration already exists", metadata: ["migration": "\(key)"])
+                return
+            }
             let running = Set(ids.compactMap { name, id in state.report(id)?.phase == .running ? name : nil })
             let status = MigrationPlanner.initialStatus(created, pod: pod, running: running)
             try await writer.modify(namespace: key.namespace, name: key.name, subresource: "status", start: created) { current in
