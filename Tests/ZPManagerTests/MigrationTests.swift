@@ -227,11 +227,13 @@ final class Shared<Value: Sendable>: Sendable {
                     _ = try await source.prepareEvac(NodeAPI.EvacRequest(podInfo: podInfo("web-5d9c-eeeee"), migrationInfo: info(sourceID)), timeout: .seconds(30))
                     let archive = a.layout.migrationArchive(containerID: sourceID)
                     try FileManager.default.createDirectory(atPath: a.layout.migrationDirectory(containerID: sourceID), withIntermediateDirectories: true)
-                    FileManager.default.createFile(atPath: archive, contents: Data(repeating: 7, count: 3 << 20))
+                    FileManager.default.createFile(atPath: archive, contents: Data(repeating: 7, count: 64 << 20))
                     _ = try await source.evac(NodeAPI.EvacRequest(podInfo: podInfo("web-5d9c-eeeee"), migrationInfo: info(sourceID, paused: true)))
-                    // The archive is damaged after its digest was published (disk error, tampering).
+                    // The archive is damaged after its digest was published (disk error, tampering):
+                    // near its end, which the target reaches after hundreds of milliseconds of
+                    // transfer, long after this write.
                     let handle = try #require(FileHandle(forWritingAtPath: archive))
-                    try handle.seek(toOffset: 1 << 20)
+                    try handle.seek(toOffset: (64 << 20) - (1 << 20))
                     try handle.write(contentsOf: Data([0xff, 0xfe]))
                     try handle.close()
                 }()
@@ -252,7 +254,7 @@ final class Shared<Value: Sendable>: Sendable {
         }
     }
 
-    @Test func sourceManagerRestarted_afterPublishing_stillServesTheImage() async throws {
+    @Test func sourceManagerRestarted_beforeTheKill_migrationCompletes() async throws {
         let a = MigrationNode(name: "node-a", ip: "127.0.0.2", run: try RunDirectory())
         let b = MigrationNode(name: "node-b", ip: "127.0.0.3", run: try RunDirectory())
         defer { a.run.remove(); b.run.remove() }
@@ -261,13 +263,10 @@ final class Shared<Value: Sendable>: Sendable {
             let managerB = try b.manager(double, servers: .seconds(20))
             let payload = (0..<(3 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7) }
             try await withManager(managerB) { _ in
-                // The first life of node-a's manager: the Migration is created, claimed, and the
-                // image published; then the manager stops (an upgrade, a crash).
-                let first = try a.manager(double)
-                let port = Shared<Int?>(nil)
-                try await withManager(first) { first in
+                // The first life of node-a's manager: the Migration is created and claimed; then
+                // the manager stops (an upgrade, a crash) before the source's shim is told to stop.
+                try await withManager(try a.manager(double)) { first in
                     #expect(await eventuallyAsync { first.nodeServiceAddress.withLock { $0 } != nil })
-                    port.set(first.nodeServiceAddress.withLock { $0?.port })
                     #expect(double.call("DELETE", "/api/v1/namespaces/default/pods/web-5d9c-ggggg").status == 200)
                     #expect(await eventuallyAsync { phase(double, "web-5d9c-ggggg") == "Pending" })
                     var replacement = migratingPod("web-5d9c-hhhhh", node: "node-b", containerID: targetID)
@@ -276,40 +275,108 @@ final class Shared<Value: Sendable>: Sendable {
                     #expect(await eventuallyAsync {
                         double.object("migrations", namespace: "default", name: "web-5d9c-ggggg")?[path: ["spec", "targetPod"]]?.stringValue == "web-5d9c-hhhhh"
                     })
-                    // The target's shim said it is ready (as its Restore does first).
-                    let current = try #require(double.object("migrations", namespace: "default", name: "web-5d9c-ggggg"))
-                    let version = try #require(current[path: ["metadata", "resourceVersion"]]?.stringValue)
-                    #expect(double.call("PATCH", "/apis/runtime.zeropod.ctrox.dev/v1/namespaces/default/migrations/web-5d9c-ggggg",
-                                        body: ["metadata": ["resourceVersion": .string(version)], "spec": ["restoreReady": true]],
-                                        contentType: "application/merge-patch+json").status == 200)
-                    let source = try await a.client()
-                    let prepared = try await source.prepareEvac(NodeAPI.EvacRequest(podInfo: podInfo("web-5d9c-ggggg"), migrationInfo: info(sourceID)), timeout: .seconds(30))
-                    #expect(prepared.outcome == .claimed)
-                    try FileManager.default.createDirectory(atPath: a.layout.migrationDirectory(containerID: sourceID), withIntermediateDirectories: true)
-                    FileManager.default.createFile(atPath: a.layout.migrationArchive(containerID: sourceID), contents: Data(payload))
-                    _ = try await source.evac(NodeAPI.EvacRequest(podInfo: podInfo("web-5d9c-ggggg"), migrationInfo: info(sourceID, paused: true)))
-                    #expect(await eventuallyAsync { phase(double, "web-5d9c-ggggg") == "Running" })
-                    await source.close()
                 }
-                // The second life, on the same port (the published image server): it serves the
-                // image its predecessor published, from the file, and creates no second Migration.
+                // The second life picks the Migration up from the API server and creates no second one.
                 let creates = double.requests.filter { $0.verb == "POST" && $0.path.hasSuffix("/migrations") }.count
-                let second = try a.manager(double, port: try #require(port.get()))
-                try await withManager(second) { second in
+                try await withManager(try a.manager(double)) { second in
                     #expect(await eventuallyAsync { second.nodeServiceAddress.withLock { $0 } != nil })
-                    let target = try await b.client()
+                    let source = try await a.client(), target = try await b.client()
+                    async let evacuated: NodeAPI.EvacResponse = {
+                        let prepared = try await source.prepareEvac(NodeAPI.EvacRequest(podInfo: podInfo("web-5d9c-ggggg"), migrationInfo: info(sourceID)), timeout: .seconds(30))
+                        #expect(prepared.outcome == .claimed)
+                        try FileManager.default.createDirectory(atPath: a.layout.migrationDirectory(containerID: sourceID), withIntermediateDirectories: true)
+                        FileManager.default.createFile(atPath: a.layout.migrationArchive(containerID: sourceID), contents: Data(payload))
+                        return try await source.evac(NodeAPI.EvacRequest(podInfo: podInfo("web-5d9c-ggggg"), migrationInfo: info(sourceID, paused: true)))
+                    }()
                     let restored = try await target.restore(NodeAPI.RestoreRequest(podInfo: podInfo("web-5d9c-hhhhh"), migrationInfo: info(targetID)), timeout: .seconds(30))
+                    #expect(try await evacuated.outcome == .claimed)
                     #expect(restored.migrationInfo?.imageID == targetID)
                     #expect(FileManager.default.contents(atPath: b.layout.migrationArchive(containerID: targetID)) == Data(payload))
                     _ = try await target.finishRestore(NodeAPI.RestoreRequest(podInfo: podInfo("web-5d9c-hhhhh"), migrationInfo: info(targetID)))
                     #expect(await eventuallyAsync { phase(double, "web-5d9c-ggggg") == "Completed" })
                     #expect(await eventuallyAsync { !FileManager.default.fileExists(atPath: a.layout.migrationDirectory(containerID: sourceID)) })
                     #expect(!FileManager.default.fileExists(atPath: b.layout.migrationArchive(containerID: targetID)))
+                    await source.close()
                     await target.close()
                 }
                 let createsAfter = double.requests.filter { $0.verb == "POST" && $0.path.hasSuffix("/migrations") }.count
                 #expect(createsAfter - creates <= 1, "a restarted manager may try once and find its own Migration")
                 #expect(double.objects("migrations").count == 1)
+            }
+        }
+    }
+
+    @Test func targetManagerStoppedMidTransfer_failsTheMigration_andLeavesNothing() async throws {
+        let a = MigrationNode(name: "node-a", ip: "127.0.0.2", run: try RunDirectory())
+        let b = MigrationNode(name: "node-b", ip: "127.0.0.3", run: try RunDirectory())
+        defer { a.run.remove(); b.run.remove() }
+        try await withMigrationDouble { double in
+            try double.create("pods", namespace: "default", migratingPod("web-5d9c-iiiii", node: "node-a", containerID: sourceID))
+            // 256 MiB: the transfer takes long enough to stop node-b's manager in the middle of it.
+            let size = 256 << 20
+            try await withManager(try a.manager(double)) { managerA in
+                #expect(await eventuallyAsync { managerA.nodeServiceAddress.withLock { $0 } != nil })
+                #expect(double.call("DELETE", "/api/v1/namespaces/default/pods/web-5d9c-iiiii").status == 200)
+                #expect(await eventuallyAsync { phase(double, "web-5d9c-iiiii") == "Pending" })
+                var replacement = migratingPod("web-5d9c-jjjjj", node: "node-b", containerID: targetID)
+                replacement["status"] = ["phase": "Pending"]
+                try double.create("pods", namespace: "default", replacement)
+                let partial = b.layout.migrationArchive(containerID: targetID) + ".partial"
+                let shimSaw = Shared<String?>(nil)
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    // node-b's first life: it claims, its shim's Restore pulls; the manager stops
+                    // once part of the image arrived.
+                    group.addTask {
+                        try await withManager(try b.manager(double, servers: .seconds(20))) { managerB in
+                            #expect(await eventuallyAsync { managerB.nodeServiceAddress.withLock { $0 } != nil })
+                            #expect(await eventuallyAsync(within: 60) {
+                                ((try? FileManager.default.attributesOfItem(atPath: partial))?[.size] as? Int ?? 0) > 0
+                            })
+                        }
+                    }
+                    // node-b's shim.
+                    group.addTask {
+                        #expect(await eventuallyAsync { FileManager.default.fileExists(atPath: b.layout.nodeSocket) })
+                        let target = try await b.client()
+                        do {
+                            _ = try await target.restore(NodeAPI.RestoreRequest(podInfo: podInfo("web-5d9c-jjjjj"), migrationInfo: info(targetID)), timeout: .seconds(60))
+                            Issue.record("the restore finished although its manager stopped")
+                        } catch {
+                            shimSaw.set("\(error)")
+                        }
+                        await target.close()
+                    }
+                    // node-a's shim.
+                    group.addTask {
+                        let source = try await a.client()
+                        let prepared = try await source.prepareEvac(NodeAPI.EvacRequest(podInfo: podInfo("web-5d9c-iiiii"), migrationInfo: info(sourceID)), timeout: .seconds(60))
+                        #expect(prepared.outcome == .claimed)
+                        try FileManager.default.createDirectory(atPath: a.layout.migrationDirectory(containerID: sourceID), withIntermediateDirectories: true)
+                        let archive = a.layout.migrationArchive(containerID: sourceID)
+                        FileManager.default.createFile(atPath: archive, contents: nil)
+                        let handle = try #require(FileHandle(forWritingAtPath: archive))
+                        let block = Data((0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 13) })
+                        for _ in 0..<(size >> 20) { try handle.write(contentsOf: block) }
+                        try handle.close()
+                        _ = try await source.evac(NodeAPI.EvacRequest(podInfo: podInfo("web-5d9c-iiiii"), migrationInfo: info(sourceID, paused: true)))
+                        await source.close()
+                    }
+                    try await group.waitForAll()
+                }
+                print("target manager stopped mid-transfer, the target's shim sees: \(shimSaw.get() ?? "-")")
+                #expect(shimSaw.get() != nil)
+                // node-b's second life: the restore it no longer serves fails; its partial file goes.
+                try await withManager(try b.manager(double)) { _ in
+                    #expect(await eventuallyAsync(within: 30) { phase(double, "web-5d9c-iiiii") == "Failed" })
+                    #expect(!FileManager.default.fileExists(atPath: b.layout.migrationDirectory(containerID: targetID)))
+                    // The Migration is final: the source removes its image.
+                    #expect(await eventuallyAsync { !FileManager.default.fileExists(atPath: a.layout.migrationDirectory(containerID: sourceID)) })
+                }
+                let message = double.object("migrations", namespace: "default", name: "web-5d9c-iiiii")?[path: ["status", "containers"]]?
+                    .arrayValue?.first?[path: ["condition", "message"]]?.stringValue
+                print("target manager stopped mid-transfer, the Migration says: \(message ?? "-")")
+                // Either the stopping manager still wrote why its pull ended, or its next life did.
+                #expect(message?.contains("manager stopped during the restore") == true || message?.contains("pulling the image") == true)
             }
         }
     }

@@ -60,6 +60,10 @@ public final class MigrationService: Sendable {
     /// The uids of the pods whose Migration this manager created: a Migration deleted while its
     /// source pod is still terminating is not created again (decision 0051, create once).
     let createdFor = Mutex<Set<String>>([])
+    /// The restores this process serves, from the target shim's `Restore` to its `FinishRestore`
+    /// ("namespace/migration/container"). A claimed, ready, unfinished container of this node that
+    /// is not here was being restored by a previous life of this manager: it fails (decision 0048).
+    let restoring = Mutex<Set<String>>([])
     /// The port the node service listens on for peers (the image server's), once bound.
     let boundPort = Mutex<Int?>(nil)
 
@@ -90,6 +94,7 @@ public final class MigrationService: Sendable {
     public func run(onListening: @escaping @Sendable (SocketAddress) -> Void = { _ in }) async throws {
         try FileManager.default.createDirectory(atPath: layout.runDirectory, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: layout.migrationRoot, withIntermediateDirectories: true)
+        removePartialPulls()
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { await self.pods.run() }
             tasks.addTask { await self.migrations.run() }
@@ -135,6 +140,53 @@ public final class MigrationService: Sendable {
         }
         for migration in migrations.objects where migration.spec.sourceNode == options.nodeName {
             await cleanUpIfDone(migration)
+        }
+        for migration in migrations.objects where migration.spec.targetNode == options.nodeName && migration.spec.restoreReady {
+            await failOrphanedRestores(migration)
+        }
+    }
+
+    /// The key of a container's restore in ``restoring``.
+    static func restoreKey(namespace: String, migration: String, container: String) -> String {
+        "\(namespace)/\(migration)/\(container)"
+    }
+
+    /// Fails the containers of a Migration this node claimed and said ready for whose restore this
+    /// process has no record: the manager was restarted (or killed) during the transfer, the shim's
+    /// call failed and it started its container from scratch; without this the Migration would
+    /// stay `Running` and the source would keep its image until the Migration is deleted.
+    private func failOrphanedRestores(_ migration: Migration) async {
+        guard let name = migration.metadata.name, let namespace = migration.metadata.namespace, migration.metadata.deletionTimestamp == nil
+        else { return }
+        for container in migration.spec.containers {
+            guard let status = migration.containerStatus(container.name), !status.condition.phase.isFinal else { continue }
+            let key = Self.restoreKey(namespace: namespace, migration: name, container: container.name)
+            guard !restoring.withLock({ $0.contains(key) }) else { continue }
+            let why = "the target node's manager stopped during the restore; the replacement started without the image"
+            do {
+                try await writer.updateStatus(namespace: namespace, name: name, container: container.name) {
+                    if !$0.condition.phase.isFinal { $0.condition = MigrationCondition(phase: .failed, message: why) }
+                }
+                logger.warning("migration failed", metadata: ["migration": "\(namespace)/\(name)", "container": "\(container.name)", "reason": "\(why)"])
+            } catch {
+                logger.warning("cannot fail the orphaned restore of \(namespace)/\(name): \(error)")
+            }
+        }
+    }
+
+    /// Removes what a previous life of this manager left of an unfinished pull (`*.partial`, and
+    /// its folder when nothing else is in it).
+    func removePartialPulls() {
+        let root = layout.migrationRoot
+        for folder in (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? [] {
+            let directory = root + "/" + folder
+            for entry in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] where entry.hasSuffix(".partial") {
+                try? FileManager.default.removeItem(atPath: directory + "/" + entry)
+                logger.info("removed an unfinished image pull", metadata: ["path": "\(directory)/\(entry)"])
+            }
+            if (try? FileManager.default.contentsOfDirectory(atPath: directory))?.isEmpty == true {
+                try? FileManager.default.removeItem(atPath: directory)
+            }
         }
     }
 

@@ -229,6 +229,8 @@ extension MigrationService {
             throw TTRPCStatusError(.notFound, "no Migration for container \(container) of pod \(podKey)")
         }
         let key = ObjectKey(namespace: podInfo.namespace, name: name)
+        let restoreKey = Self.restoreKey(namespace: podInfo.namespace, migration: name, container: container)
+        restoring.withLock { _ = $0.insert(restoreKey) }
         try await writer.modify(namespace: key.namespace, name: name) { m in
             m.spec.restoreReady ? nil : ["spec": ["restoreReady": true]]
         }
@@ -242,6 +244,7 @@ extension MigrationService {
                 ? "the migration ended on the source (\(migrations.object(key)?.containerStatus(container)?.condition.message ?? ""))"
                 : "the source published no image within \(options.serversTimeout)"
             try? await fail(key, container, why)
+            restoring.withLock { _ = $0.remove(restoreKey) }  // final now, or left to the orphan rule
             throw TTRPCStatusError(.deadlineExceeded, "Migration \(key): \(why)")
         }
         let archive = layout.migrationArchive(containerID: info.imageID)
@@ -252,6 +255,7 @@ extension MigrationService {
             try? FileManager.default.removeItem(atPath: layout.migrationDirectory(containerID: info.imageID))
             let why = "pulling the image from \(server.host):\(server.port) failed: \(error)"
             try? await fail(key, container, why)
+            restoring.withLock { _ = $0.remove(restoreKey) }  // final now, or left to the orphan rule
             throw TTRPCStatusError(.unavailable, "Migration \(key): \(why)")
         }
         logger.info("migration image pulled", metadata: [
@@ -337,6 +341,7 @@ extension MigrationService {
             throw TTRPCStatusError(.notFound, "no Migration claimed by pod \(podInfo.namespace)/\(podInfo.name)")
         }
         let restoredAt = info.restoreEnd.map(MigrationPlanner.microTime)
+        defer { restoring.withLock { _ = $0.remove(Self.restoreKey(namespace: podInfo.namespace, migration: name, container: podInfo.containerName)) } }
         let failure = info.failure
         try await writer.updateStatus(namespace: podInfo.namespace, name: name, container: podInfo.containerName) {
             guard $0.condition.phase != .failed else { return }  // a failure stays
