@@ -239,6 +239,7 @@ let package = Package(
             name: "ZPShim",
             dependencies: [
                 "ZPCore", "ZPSystem", "ZPAPI", "ZPTTRPC", "CZPShim", "ZPCheckpoint", "ZPBPF", "ZPActivator", "ZPScaleDown",
+                "ZPImageArchive",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -254,7 +255,7 @@ let package = Package(
         .testTarget(
             name: "ZPShimTests",
             dependencies: [
-                "ZPShim", "ZPAPI", "ZPSystem", "ZPTTRPC", "ZPKube", "KubeAPIDouble", "ZPTestSupport",
+                "ZPShim", "ZPAPI", "ZPSystem", "ZPTTRPC", "ZPKube", "KubeAPIDouble", "ZPTestSupport", "ZPImageArchive",
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strict

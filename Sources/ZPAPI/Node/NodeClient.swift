@@ -34,8 +34,8 @@ public struct NodeClient: Sendable {
         try await call(.prepareEvac, request, NodeAPI.EvacResponse.self, timeout: timeout)
     }
 
-    /// Source: the image was handed over (`<state-dir>/m/<source id>`); the node archives it,
-    /// publishes its image server and marks the Migration Running.
+    /// Source: the shim wrote the image archive (`<state-dir>/m/<source id>/image.zpimg`); the node
+    /// computes its digest, publishes its image server and marks the Migration Running.
     /// - Throws: ``TTRPCStatusError`` (`failedPrecondition` when the image is incomplete) or transport errors.
     public func evac(_ request: NodeAPI.EvacRequest, timeout: Duration = .seconds(60)) async throws -> NodeAPI.EvacResponse {
         try await call(.evac, request, NodeAPI.EvacResponse.self, timeout: timeout)
