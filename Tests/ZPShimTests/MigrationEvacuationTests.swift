@@ -61,9 +61,9 @@ private func sourceFolders(_ layout: NodeLayout) throws -> (images: String, uppe
     let images = layout.stateDirectory + "/i/k8s.io/" + containerID, upper = layout.stateDirectory + "/upper"
     try FileManager.default.createDirectory(atPath: images, withIntermediateDirectories: true)
     try FileManager.default.createDirectory(atPath: upper + "/data", withIntermediateDirectories: true)
-    FileManager.default.createFile(atPath: images + "/pages-1.img", contents: Data((0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 / 4096) }))
-    FileManager.default.createFile(atPath: images + "/inventory.img", contents: Data("inventory".utf8))
-    FileManager.default.createFile(atPath: upper + "/data/counter.txt", contents: Data("41\n".utf8))
+    _ = FileManager.default.createFile(atPath: images + "/pages-1.img", contents: Data((0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 / 4096) }))
+    _ = FileManager.default.createFile(atPath: images + "/inventory.img", contents: Data("inventory".utf8))
+    _ = FileManager.default.createFile(atPath: upper + "/data/counter.txt", contents: Data("41\n".utf8))
     return (images, upper)
 }
 
@@ -140,6 +140,138 @@ private func sourceFolders(_ layout: NodeLayout) throws -> (images: String, uppe
                                                     upperDirectory: nil, group: MultiThreadedEventLoopGroup.singleton).run()
             guard case .stopNormally(let reason) = outcome else { Issue.record("evacuated without a node service"); return }
             #expect(reason.hasPrefix("no node service at \(layout.nodeSocket)"))
+        }
+    }
+}
+
+/// Serves Restore (`restore` decides: answer or throw) and FinishRestore on the node socket.
+final class RestoreCalls: Sendable {
+    let finished = Mutex<[NodeAPI.RestoreRequest]>([])
+}
+
+private func withTargetNode(_ layout: NodeLayout, restore: @escaping @Sendable (NodeAPI.RestoreRequest) throws -> NodeAPI.RestoreResponse,
+                            _ body: (RestoreCalls) async throws -> Void) async throws {
+    let calls = RestoreCalls()
+    var router = TTRPCRouter()
+    router.register(service: NodeAPI.service, method: NodeAPI.Method.restore.rawValue) { call in
+        try restore(try NodeAPI.RestoreRequest(decoding: call.payload)).encoded()
+    }
+    router.register(service: NodeAPI.service, method: NodeAPI.Method.finishRestore.rawValue) { call in
+        let request = try NodeAPI.RestoreRequest(decoding: call.payload)
+        calls.finished.withLock { $0.append(request) }
+        return NodeAPI.RestoreResponse(migrationInfo: request.migrationInfo ?? NodeAPI.MigrationInfo()).encoded()
+    }
+    var logger = Logger(label: "node")
+    logger.logLevel = .critical
+    let server = TTRPCServer(router: router, group: MultiThreadedEventLoopGroup.singleton, logger: logger)
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask { try await server.run(unixSocketPath: layout.nodeSocket) }
+        #expect(await eventuallyAsync { FileManager.default.fileExists(atPath: layout.nodeSocket) })
+        try await body(calls)
+        group.cancelAll()
+    }
+}
+
+private let targetContainerID = String(repeating: "d4", count: 32)
+private let replacement = NodeAPI.PodInfo(name: "web-5d9c-bbbbb", namespace: "default", containerName: "web")
+
+/// Writes an archive as the source shim does and puts it where the target's manager puts a pulled one.
+private func pulledArchive(_ layout: NodeLayout, sourceLayout: NodeLayout) throws {
+    let (images, upper) = try sourceFolders(sourceLayout)
+    try FileManager.default.createDirectory(atPath: layout.migrationDirectory(containerID: targetContainerID), withIntermediateDirectories: true)
+    try ImageArchive.write(sources: [("images", images), ("upper", upper)], to: layout.migrationArchive(containerID: targetContainerID))
+}
+
+private func answer(ports: [Int32]) -> NodeAPI.RestoreResponse {
+    var info = NodeAPI.MigrationInfo()
+    info.imageID = targetContainerID
+    info.ports = ports
+    return NodeAPI.RestoreResponse(migrationInfo: info)
+}
+
+@Suite struct MigrationRestorationTests {
+    @Test func restored_placesImagesAndChangedFiles_andKeepsNoArchive() async throws {
+        try await withLayout { source in
+            try await withLayout { layout in
+                try pulledArchive(layout, sourceLayout: source)
+                let images = layout.imageDirectory(containerdNamespace: "k8s.io", containerID: targetContainerID)
+                let upper = layout.stateDirectory + "/snapshot/fs"
+                try FileManager.default.createDirectory(atPath: upper, withIntermediateDirectories: true)
+                try await withTargetNode(layout, restore: { _ in answer(ports: [8080]) }) { calls in
+                    let outcome = await MigrationRestoration(layout: layout, containerID: targetContainerID, pod: replacement, imagesDirectory: images,
+                                                             upperDirectory: upper, group: MultiThreadedEventLoopGroup.singleton).run()
+                    #expect(outcome == .restored(ports: [8080]))
+                    #expect(FileManager.default.contents(atPath: images + "/inventory.img") == Data("inventory".utf8))
+                    #expect(FileManager.default.contents(atPath: upper + "/data/counter.txt") == Data("41\n".utf8))
+                    #expect(!FileManager.default.fileExists(atPath: layout.migrationDirectory(containerID: targetContainerID)))
+                    #expect(calls.finished.withLock { $0.isEmpty }, "FinishRestore comes after the container is created")
+                }
+            }
+        }
+    }
+
+    @Test func failedTransfer_startsFromScratch() async throws {
+        try await withLayout { layout in
+            let images = layout.imageDirectory(containerdNamespace: "k8s.io", containerID: targetContainerID)
+            try await withTargetNode(layout, restore: { _ in
+                throw TTRPCStatusError(.unavailable, "Migration default/web-5d9c-aaaaa: pulling the image from 10.0.1.7:8090 failed: refused")
+            }) { calls in
+                let outcome = await MigrationRestoration(layout: layout, containerID: targetContainerID, pod: replacement, imagesDirectory: images,
+                                                         upperDirectory: nil, group: MultiThreadedEventLoopGroup.singleton).run()
+                guard case .fromScratch(let reason) = outcome else { Issue.record("restored without an image"); return }
+                #expect(reason.contains("pulling the image from 10.0.1.7:8090 failed"))
+                #expect(!FileManager.default.fileExists(atPath: images))
+                #expect(calls.finished.withLock { $0.isEmpty }, "the node already failed the Migration")
+            }
+        }
+    }
+
+    @Test func corruptArchive_startsFromScratch_tellsTheNode_andLeavesNothing() async throws {
+        try await withLayout { source in
+            try await withLayout { layout in
+                try pulledArchive(layout, sourceLayout: source)
+                // Damaged after the manager checked it (or written by a broken source).
+                let archive = layout.migrationArchive(containerID: targetContainerID)
+                let handle = try #require(FileHandle(forWritingAtPath: archive))
+                try handle.seek(toOffset: 40)
+                try handle.write(contentsOf: Data(repeating: 0xa5, count: 64))
+                try handle.close()
+                let images = layout.imageDirectory(containerdNamespace: "k8s.io", containerID: targetContainerID)
+                let upper = layout.stateDirectory + "/snapshot/fs"
+                try FileManager.default.createDirectory(atPath: upper, withIntermediateDirectories: true)
+                try await withTargetNode(layout, restore: { _ in answer(ports: []) }) { calls in
+                    let outcome = await MigrationRestoration(layout: layout, containerID: targetContainerID, pod: replacement, imagesDirectory: images,
+                                                             upperDirectory: upper, group: MultiThreadedEventLoopGroup.singleton).run()
+                    guard case .fromScratch(let reason) = outcome else { Issue.record("restored from a corrupt archive"); return }
+                    print("corrupt archive on the target: \(reason)")
+                    #expect(!FileManager.default.fileExists(atPath: images))
+                    #expect((try? FileManager.default.contentsOfDirectory(atPath: upper))?.isEmpty == true)
+                    #expect(!FileManager.default.fileExists(atPath: layout.migrationDirectory(containerID: targetContainerID)))
+                    let finished = try #require(calls.finished.withLock { $0.first })
+                    #expect(finished.migrationInfo?.failure == reason)
+                }
+            }
+        }
+    }
+
+    @Test func upperDirectoryNotFresh_rollsBackEverything() async throws {
+        try await withLayout { source in
+            try await withLayout { layout in
+                try pulledArchive(layout, sourceLayout: source)
+                let images = layout.imageDirectory(containerdNamespace: "k8s.io", containerID: targetContainerID)
+                let upper = layout.stateDirectory + "/snapshot/fs"
+                try FileManager.default.createDirectory(atPath: upper + "/data", withIntermediateDirectories: true)
+                try await withTargetNode(layout, restore: { _ in answer(ports: []) }) { calls in
+                    let outcome = await MigrationRestoration(layout: layout, containerID: targetContainerID, pod: replacement, imagesDirectory: images,
+                                                             upperDirectory: upper, group: MultiThreadedEventLoopGroup.singleton).run()
+                    guard case .fromScratch(let reason) = outcome else { Issue.record("restored into a used upper directory"); return }
+                    #expect(reason.contains("is not a fresh container's"))
+                    #expect(!FileManager.default.fileExists(atPath: images))
+                    #expect((try? FileManager.default.contentsOfDirectory(atPath: upper)) == ["data"])
+                    #expect((try? FileManager.default.contentsOfDirectory(atPath: upper + "/data"))?.isEmpty == true)
+                    #expect(calls.finished.withLock { $0.count } == 1)
+                }
+            }
         }
     }
 }
