@@ -36,7 +36,8 @@ struct MigrationNode {
 
     var layout: NodeLayout { run.layout }
 
-    func configuration(claim: Duration = .seconds(5), servers: Duration = .seconds(5), port: Int = 0) -> ManagerConfiguration {
+    func configuration(claim: Duration = .seconds(5), servers: Duration = .seconds(5), port: Int = 0,
+                       caSecret: CASecret = CASecret()) -> ManagerConfiguration {
         var options = MigrationOptions(nodeName: name, podIP: ip, nodeServerPort: port)
         options.claimTimeout = claim
         options.readyTimeout = .seconds(20)
@@ -46,21 +47,32 @@ struct MigrationNode {
             metricsAddress: ListenAddress(host: "127.0.0.1", port: 0), nodeServerAddress: ListenAddress(host: "0.0.0.0", port: port),
             features: PodFeatures(statusLabels: false, inPlaceScaling: false), statusEvents: false, kubeconfig: nil, layout: layout,
             nodeName: name, podIP: ip, reportingInstance: name,
-            migration: MigrationSettings(options: options, caSecret: CASecret()))
+            migration: MigrationSettings(options: options, caSecret: caSecret))
     }
 
-    func manager(_ double: KubeAPIDouble, claim: Duration = .seconds(5), servers: Duration = .seconds(5), port: Int = 0) throws -> Manager {
+    func manager(_ double: KubeAPIDouble, claim: Duration = .seconds(5), servers: Duration = .seconds(5), port: Int = 0,
+                 caSecret: CASecret = CASecret()) throws -> Manager {
         var kube = double.clientConfiguration(token: "token")
         kube.requestTimeout = .seconds(5)
         var logger = Logger(label: "zeropod.manager.\(name)")
         logger.logLevel = .info
-        return try Manager(configuration: configuration(claim: claim, servers: servers, port: port), kube: kube, writerOptions: { options in
+        return try Manager(configuration: configuration(claim: claim, servers: servers, port: port, caSecret: caSecret), kube: kube, writerOptions: { options in
             options.informer.backoff = Backoff(initial: .milliseconds(50), maximum: .milliseconds(500))
         }, logger: logger)
     }
 
+    /// A node client, once the node socket accepts connections (the manager binds it beside the
+    /// TCP listener whose address the tests wait for; a restarted manager's socket file exists
+    /// before it listens).
     func client() async throws -> NodeClient {
-        try await NodeClient.connect(socketPath: layout.nodeSocket, group: MultiThreadedEventLoopGroup.singleton)
+        let deadline = ContinuousClock.now + .seconds(30)
+        while true {
+            do {
+                return try await NodeClient.connect(socketPath: layout.nodeSocket, group: MultiThreadedEventLoopGroup.singleton)
+            } catch where ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+        }
     }
 }
 
@@ -377,6 +389,46 @@ final class Shared<Value: Sendable>: Sendable {
                 print("target manager stopped mid-transfer, the Migration says: \(message ?? "-")")
                 // Either the stopping manager still wrote why its pull ended, or its next life did.
                 #expect(message?.contains("manager stopped during the restore") == true || message?.contains("pulling the image") == true)
+            }
+        }
+    }
+
+    @Test func peerOfAnotherCA_failsTheMigration_withTheTLSError() async throws {
+        let a = MigrationNode(name: "node-a", ip: "127.0.0.2", run: try RunDirectory())
+        let b = MigrationNode(name: "node-b", ip: "127.0.0.3", run: try RunDirectory())
+        defer { a.run.remove(); b.run.remove() }
+        try await withMigrationDouble { double in
+            try double.create("pods", namespace: "default", migratingPod("web-5d9c-kkkkk", node: "node-a", containerID: sourceID))
+            // node-b's manager reads another Secret: a CA of another cluster.
+            let managerA = try a.manager(double), managerB = try b.manager(double, caSecret: CASecret(name: "other-cluster-ca"))
+            try await withManagers(managerA, managerB) {
+                #expect(double.call("DELETE", "/api/v1/namespaces/default/pods/web-5d9c-kkkkk").status == 200)
+                #expect(await eventuallyAsync { phase(double, "web-5d9c-kkkkk") == "Pending" })
+                var replacement = migratingPod("web-5d9c-lllll", node: "node-b", containerID: targetID)
+                replacement["status"] = ["phase": "Pending"]
+                try double.create("pods", namespace: "default", replacement)
+                let source = try await a.client(), target = try await b.client()
+                async let evacuated: Void = {
+                    _ = try await source.prepareEvac(NodeAPI.EvacRequest(podInfo: podInfo("web-5d9c-kkkkk"), migrationInfo: info(sourceID)), timeout: .seconds(30))
+                    try FileManager.default.createDirectory(atPath: a.layout.migrationDirectory(containerID: sourceID), withIntermediateDirectories: true)
+                    FileManager.default.createFile(atPath: a.layout.migrationArchive(containerID: sourceID), contents: Data(repeating: 1, count: 1 << 20))
+                    _ = try await source.evac(NodeAPI.EvacRequest(podInfo: podInfo("web-5d9c-kkkkk"), migrationInfo: info(sourceID, paused: true)))
+                }()
+                let error = await #expect(throws: TTRPCStatusError.self) {
+                    try await target.restore(NodeAPI.RestoreRequest(podInfo: podInfo("web-5d9c-lllll"), migrationInfo: info(targetID)), timeout: .seconds(60))
+                }
+                try await evacuated
+                print("peer of another CA, the target's shim sees: \(error.map { "\($0)" } ?? "-")")
+                #expect(error?.code == .unavailable)
+                #expect(await eventuallyAsync { phase(double, "web-5d9c-kkkkk") == "Failed" })
+                let message = double.object("migrations", namespace: "default", name: "web-5d9c-kkkkk")?[path: ["status", "containers"]]?
+                    .arrayValue?.first?[path: ["condition", "message"]]?.stringValue ?? ""
+                print("peer of another CA, the Migration says: \(message)")
+                #expect(message.contains("CERTIFICATE_VERIFY_FAILED"))
+                #expect(!FileManager.default.fileExists(atPath: b.layout.migrationDirectory(containerID: targetID)))
+                #expect(await eventuallyAsync { !FileManager.default.fileExists(atPath: a.layout.migrationDirectory(containerID: sourceID)) })
+                await source.close()
+                await target.close()
             }
         }
     }
