@@ -432,4 +432,24 @@ final class Shared<Value: Sendable>: Sendable {
             }
         }
     }
+
+    @Test func sourcePodGoneWithoutImage_failsTheMigration() async throws {
+        let a = MigrationNode(name: "node-a", ip: "127.0.0.2", run: try RunDirectory())
+        let b = MigrationNode(name: "node-b", ip: "127.0.0.3", run: try RunDirectory())
+        defer { a.run.remove(); b.run.remove() }
+        try await withMigrationDouble { double in
+            try double.create("pods", namespace: "default", migratingPod("web-5d9c-mmmmm", node: "node-a", containerID: sourceID))
+            try await withManagers(try a.manager(double), try b.manager(double)) {
+                #expect(double.call("DELETE", "/api/v1/namespaces/default/pods/web-5d9c-mmmmm").status == 200)
+                #expect(await eventuallyAsync { phase(double, "web-5d9c-mmmmm") == "Pending" })
+                // The pod goes without its shim handing anything over (a forced deletion).
+                #expect(double.call("DELETE", "/api/v1/namespaces/default/pods/web-5d9c-mmmmm", query: ["gracePeriodSeconds": "0"]).status == 200)
+                #expect(double.object("pods", namespace: "default", name: "web-5d9c-mmmmm") == nil)
+                #expect(await eventuallyAsync { phase(double, "web-5d9c-mmmmm") == "Failed" })
+                let message = double.object("migrations", namespace: "default", name: "web-5d9c-mmmmm")?[path: ["status", "containers"]]?
+                    .arrayValue?.first?[path: ["condition", "message"]]?.stringValue
+                #expect(message == "the source container stopped without handing its image over")
+            }
+        }
+    }
 }

@@ -139,10 +139,40 @@ public final class MigrationService: Sendable {
             }
         }
         for migration in migrations.objects where migration.spec.sourceNode == options.nodeName {
+            await failIfSourceStoppedWithoutImage(migration)
             await cleanUpIfDone(migration)
         }
         for migration in migrations.objects where migration.spec.targetNode == options.nodeName && migration.spec.restoreReady {
             await failOrphanedRestores(migration)
+        }
+    }
+
+    /// Fails the `Pending` containers of a Migration whose source pod is gone: the container
+    /// stopped without handing its image over (forced deletion, a shim without migration, a
+    /// container that was never scaled down), so the Migration would otherwise stay `Pending`
+    /// until it is deleted. Only with both caches synced: an empty cache is not a gone pod.
+    private func failIfSourceStoppedWithoutImage(_ migration: Migration) async {
+        guard pods.hasSynced, migrations.hasSynced, migration.metadata.deletionTimestamp == nil,
+              let name = migration.metadata.name, let namespace = migration.metadata.namespace,
+              let sourcePod = migration.spec.sourcePod else { return }
+        let ownerUID = migration.metadata.ownerReferences?.first { $0.kind == "Pod" && $0.name == sourcePod }?.uid
+        if let pod = pods.object(ObjectKey(namespace: namespace, name: sourcePod)),
+           ownerUID == nil || pod.metadata.uid == ownerUID
+        {
+            return  // still there (a pod of the same name with another uid is another pod)
+        }
+        let pending = migration.spec.containers.filter { migration.containerStatus($0.name)?.condition.phase == .pending }
+        guard !pending.isEmpty else { return }
+        let why = "the source container stopped without handing its image over"
+        for container in pending {
+            do {
+                try await writer.updateStatus(namespace: namespace, name: name, container: container.name) {
+                    if $0.condition.phase == .pending { $0.condition = MigrationCondition(phase: .failed, message: why) }
+                }
+                logger.warning("migration failed", metadata: ["migration": "\(namespace)/\(name)", "container": "\(container.name)", "reason": "\(why)"])
+            } catch {
+                logger.warning("cannot fail the Migration \(namespace)/\(name): \(error)")
+            }
         }
     }
 
