@@ -85,6 +85,26 @@ func pull(port: Int, host: String = "127.0.0.1", _ prepare: @escaping @Sendable 
     }
 }
 
+/// Keeps the warnings a logger writes.
+struct CapturingLogHandler: LogHandler {
+    final class Lines: Sendable {
+        let all = Mutex<[String]>([])
+    }
+    let lines: Lines
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .warning
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String, function: String, line: UInt) {
+        let fields = (metadata ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+        lines.all.withLock { $0.append("\(level) \(message) \(fields)") }
+    }
+}
+
 @Suite struct NodeTLSTests {
     static let ca = try! NodeCertificateAuthority.generate()
 
@@ -185,5 +205,37 @@ func pull(port: Int, host: String = "127.0.0.1", _ prepare: @escaping @Sendable 
         // The generated CA is the original's shape: ed25519, a CA, O=ctrox.dev, C=CH; PKCS#8 key.
         #expect(Self.ca.privateKeyPEM.hasPrefix("-----BEGIN PRIVATE KEY-----"))
         #expect(try NodeCertificateAuthority(certificatePEM: Self.ca.certificatePEM, privateKeyPEM: Self.ca.privateKeyPEM).certificatePEM == Self.ca.certificatePEM)
+    }
+
+    @Test func refusedPeer_isLoggedByTheServingManager() async throws {
+        let lines = CapturingLogHandler.Lines()
+        let logger = Logger(label: "node-service") { _ in CapturingLogHandler(lines: lines) }
+        let tls = try NodeTLS(credentials: try Self.ca.issueLeaf(ipAddress: "127.0.0.1"))
+        var router = TTRPCRouter()
+        router.registerServerStream(service: NodeAPI.service, method: NodeAPI.Method.pullImage.rawValue) { _, writer in
+            try await writer.send(NodeAPI.Image(imageData: [1]).encoded())
+        }
+        var quiet = Logger(label: "peer-server")
+        quiet.logLevel = .critical
+        let server = TTRPCServer(router: router, group: MultiThreadedEventLoopGroup.singleton, logger: quiet)
+        let port = Refusals()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                try await server.run(tcpHost: "127.0.0.1", port: 0, prepareConnection: { try tls.prepareServer($0, logger: logger) },
+                                     onListening: { address in port.port.withLock { $0 = address.port } })
+            }
+            #expect(await eventuallyAsync { port.port.withLock { $0 } != nil })
+            // A client certificate of another CA, from a client that trusts ours.
+            let other = try NodeCertificateAuthority.generate().issueLeaf(ipAddress: "127.0.0.5")
+            let forged = try NodeTLS(credentials: NodeCredentials(caCertificatePEM: Self.ca.certificatePEM, certificatePEM: other.certificatePEM,
+                                                                  privateKeyPEM: other.privateKeyPEM))
+            _ = await pull(port: port.port.withLock { $0 }!) { try forged.prepareClient($0) }
+            #expect(await eventuallyAsync { lines.all.withLock { !$0.isEmpty } })
+            let logged = lines.all.withLock { $0.first } ?? ""
+            print("the serving manager logs: \(logged)")
+            #expect(logged.hasPrefix("warning refused a peer of the node service"))
+            #expect(logged.contains("peer=[IPv4]127.0.0.1/127.0.0.1:"))
+            group.cancelAll()
+        }
     }
 }

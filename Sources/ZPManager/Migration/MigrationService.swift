@@ -105,10 +105,10 @@ public final class MigrationService: Sendable {
                     .run(unixSocketPath: self.layout.nodeSocket)
             }
             tasks.addTask {
-                let tls = self.tls
+                let tls = self.tls, logger = self.logger
                 try await TTRPCServer(router: self.peerRouter(), group: self.group, logger: self.logger)
                     .run(tcpHost: "0.0.0.0", port: self.options.nodeServerPort,
-                         prepareConnection: { try tls.prepareServer($0) },
+                         prepareConnection: { try tls.prepareServer($0, logger: logger) },
                          onListening: { address in
                              self.boundPort.withLock { $0 = address.port }
                              onListening(address)

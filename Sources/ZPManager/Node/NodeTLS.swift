@@ -5,6 +5,7 @@
 // swift-nio-ssl speaks TLS.
 import Crypto
 import Foundation
+import Logging
 import NIOCore
 import NIOSSL
 import SwiftASN1
@@ -186,14 +187,40 @@ public struct NodeTLS: Sendable {
     }
 
     /// Adds the server side of TLS to an accepted connection (``ZPTTRPC/TTRPCServer``'s
-    /// `prepareConnection`).
-    public func prepareServer(_ channel: any Channel) throws {
+    /// `prepareConnection`); with a `logger`, a refused peer (no certificate, another CA's, an
+    /// expired one) is logged as a warning naming its address and BoringSSL's reason.
+    public func prepareServer(_ channel: any Channel, logger: Logger? = nil) throws {
         try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: server))
+        if let logger {
+            try channel.pipeline.syncOperations.addHandler(TLSRefusalLogger(logger: logger, peer: channel.remoteAddress))
+        }
     }
 
     /// Adds the client side of TLS to a connection to a peer: with no host name, swift-nio-ssl
     /// checks the peer's certificate against the address it dialled (an IP SAN).
     public func prepareClient(_ channel: any Channel) throws {
         try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: client, serverHostname: nil))
+    }
+}
+
+/// Logs the TLS handshake failures of a node service connection (the serving manager's side of a
+/// refused peer), then passes them on.
+final class TLSRefusalLogger: ChannelInboundHandler, Sendable {
+    typealias InboundIn = NIOAny
+    let logger: Logger
+    let peer: SocketAddress?
+
+    init(logger: Logger, peer: SocketAddress?) {
+        self.logger = logger
+        self.peer = peer
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if error is NIOSSLError || error is BoringSSLError {
+            logger.warning("refused a peer of the node service", metadata: [
+                "peer": "\(peer.map { "\($0)" } ?? "?")", "error": "\(error)",
+            ])
+        }
+        context.fireErrorCaught(error)
     }
 }
