@@ -34,6 +34,10 @@ public struct ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
         case duplicateSetting(firstLine: Int)
         /// A node configuration line that is not `key = value`, a comment or blank.
         case malformedLine
+        /// A list with more elements than the mechanism behind it holds (the detail says which).
+        case tooMany(String)
+        /// A setting this version parses but does not carry out yet (the detail says what to do).
+        case notSupportedYet(String)
     }
 
     /// The annotation key (`zeropod.ctrox.dev/...`) or node setting name; empty for a malformed line.
@@ -71,6 +75,8 @@ public struct ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
         case .unknownSetting: return "unknown setting (value \(v))"
         case .duplicateSetting(let first): return "set again to \(v) (first set on line \(first))"
         case .malformedLine: return "malformed line \(v): expected key = value, a # comment or a blank line"
+        case .tooMany(let detail): return "too many values in \(v): \(detail)"
+        case .notSupportedYet(let detail): return "not supported yet (value \(v)): \(detail)"
         }
     }
 

@@ -27,15 +27,24 @@ public struct NodeConfig: Equatable, Sendable {
         case runcPath = "runc-path"
         /// Directory for checkpoint images and work files.
         case stateDirectory = "state-dir"
-        /// Directory under bpffs for pinned maps and links. Reserved: the shim keeps its redirectors
-    /// in memory and does not pin them yet.
+        /// Directory under bpffs for pinned maps and links. Not supported yet: the shim keeps its
+        /// redirectors in memory and pins nothing, so the parser refuses the key (any value) with
+        /// ``ConfigError/Reason/notSupportedYet(_:)`` instead of ignoring it.
         case bpfPinDirectory = "bpf-pin-dir"
         /// Directory for the shims' status sockets, the node socket and the wake group registry.
         case runDirectory = "run-dir"
         /// Whether a scaled-down container comes back with a lazy (on-demand) memory restore:
         /// `auto`, `on` or `off` (see ``LazyRestoreMode``).
         case lazyRestore = "lazy-restore"
+
+        /// The keys a file may set; the others are known but refused as not supported yet.
+        public static var supported: [Key] { allCases.filter { $0 != .bpfPinDirectory } }
     }
+
+    /// The most distinct probe source addresses a node may configure: the size of the probe source
+    /// map of every pod's eBPF programs (`PodRedirector.maxProbeSources` in ZPBPF). An IPv4 address
+    /// and its IPv4-mapped IPv6 form are one entry there, and count once here.
+    public static let maximumProbeSourceAddresses = 64
 
     /// Addresses whose connections are kubelet probes: never activity, answered without restoring.
     /// IPv4 entries also match their IPv4-mapped IPv6 form (see `isProbeSource(_:)`).
@@ -54,9 +63,6 @@ public struct NodeConfig: Equatable, Sendable {
     /// ``NodeLayout``).
     /// Not the original's `/var/lib/zeropod`, so both runtimes can share a node.
     public var stateDirectory = "/var/lib/zeropod-swift"
-    /// Directory under bpffs for pinned maps and links. Reserved: the shim keeps its redirectors
-    /// in memory and does not pin them yet.
-    public var bpfPinDirectory = "/sys/fs/bpf/zeropod"
     /// Directory for sockets and registries: the shims' status sockets (`<run-dir>/s/<shim>.sock`),
     /// the wake group registry (`<run-dir>/wake-groups`); see ``NodeLayout``. At most
     /// ``NodeLayout/maximumRunDirectoryLength`` bytes, so the sockets fit in `sun_path`.
@@ -125,13 +131,19 @@ public struct NodeConfig: Equatable, Sendable {
                     }
                     probeSourceAddresses.append(address)
                 }
+                let distinct = Set(probeSourceAddresses.map { $0.unmappedV4 ?? $0 }).count
+                if distinct > Self.maximumProbeSourceAddresses {
+                    throw fail(.tooMany("\(distinct) distinct addresses; at most \(Self.maximumProbeSourceAddresses) "
+                                        + "(the size of each pod's eBPF probe source map; an IPv4 address and its IPv4-mapped form count once)"))
+                }
             case .learnProbeSources: learnProbeSources = try bool()
             case .loopbackIsActivity: loopbackIsActivity = try bool()
             case .openConnectionsAreActivity: openConnectionsAreActivity = try bool()
             case .criuPath: criuPath = try command()
             case .runcPath: runcPath = try command()
             case .stateDirectory: stateDirectory = try directory()
-            case .bpfPinDirectory: bpfPinDirectory = try directory()
+            case .bpfPinDirectory:
+                throw fail(.notSupportedYet("the shim keeps its eBPF links and maps in memory and pins nothing; remove the line"))
             case .runDirectory:
                 runDirectory = try directory()
                 if runDirectory.utf8.count > NodeLayout.maximumRunDirectoryLength {
@@ -162,7 +174,7 @@ public struct NodeConfig: Equatable, Sendable {
     /// The settings in the text format, one `key = value` per line, every key present; parsing the
     /// result gives back an equal value.
     public var rendered: String {
-        Key.allCases.map { key -> String in
+        Key.supported.map { key -> String in
             let value: String
             switch key {
             case .probeSourceAddresses: value = probeSourceAddresses.map(\.description).joined(separator: ", ")
@@ -172,7 +184,7 @@ public struct NodeConfig: Equatable, Sendable {
             case .criuPath: value = criuPath
             case .runcPath: value = runcPath
             case .stateDirectory: value = stateDirectory
-            case .bpfPinDirectory: value = bpfPinDirectory
+            case .bpfPinDirectory: preconditionFailure("bpf-pin-dir is not a supported key")
             case .runDirectory: value = runDirectory
             case .lazyRestore: value = lazyRestore.rawValue
             }
