@@ -80,11 +80,16 @@ public struct ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
         }
     }
 
-    /// The full message: `[location: ][key: ]reason`.
+    /// The full message: `[location: ][key: ]reason`. A key that is not plain printable ASCII
+    /// (an unknown key from a file, with control or combining characters) is quoted like a value,
+    /// so the message's separators stay intact and nothing unprintable reaches a log.
     public var description: String {
         var out = ""
         if let location { out += location + ": " }
-        if !key.isEmpty { out += key + ": " }
+        if !key.isEmpty {
+            let plain = key.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7f && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }
+            out += (plain ? key : quoted(key)) + ": "
+        }
         return out + reasonDescription
     }
 }

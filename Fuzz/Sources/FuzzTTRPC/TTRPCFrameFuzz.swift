@@ -1,5 +1,6 @@
 // libFuzzer target: the incremental ttrpc frame decoder (scripts/fuzz.sh).
-// Compiled together with the ZPCore sources into one module, so no `import ZPCore`.
+import ZPCore
+
 //
 // The first input byte picks chunk sizes; the rest is the byte stream. Invariants:
 // - feeding the stream in chunks yields the same frames (and the same error) as feeding it at once;
