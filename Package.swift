@@ -26,6 +26,8 @@ let package = Package(
         .library(name: "ZPKube", targets: ["ZPKube"]),
         .library(name: "ZPInstaller", targets: ["ZPInstaller"]),
         .executable(name: "zeropod-installer", targets: ["zeropod-installer"]),
+        .library(name: "ZPManager", targets: ["ZPManager"]),
+        .executable(name: "zeropod-manager", targets: ["zeropod-manager"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
@@ -40,20 +42,25 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/apple/swift-asn1", from: "1.1.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
-        // MARK: test helpers shared by the privileged test targets (not part of any product)
+        // MARK: test helpers shared by every test target and the test kits (not part of any product):
+        // commands, polling, privileges, netns/veth fixtures, sockets, PrivateContainerd, bpftool,
+        // a ttrpc test server.
         .target(
             name: "ZPTestSupport",
             dependencies: [
-                "ZPTTRPC", .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
+                "ZPCore", "ZPSystem", "ZPTTRPC", .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
 
         // MARK: core (standard library only)
         .target(name: "ZPCore", swiftSettings: strict),
-        .testTarget(name: "ZPCoreTests", dependencies: ["ZPCore"], resources: [.copy("Fixtures")], swiftSettings: strict),
+        .testTarget(name: "ZPCoreTests", dependencies: ["ZPCore", "ZPTestSupport"], resources: [.copy("Fixtures")], swiftSettings: strict),
 
         // MARK: system layer (standard library, Glibc, SystemPackage; its own C target for GNU calls)
         .target(name: "CZPSystem", cSettings: [.define("_GNU_SOURCE")]),
@@ -97,13 +104,15 @@ let package = Package(
         ),
         .target(
             name: "ZPCheckpointTestKit",
-            dependencies: ["ZPCheckpoint", "ZPSystem", .product(name: "SystemPackage", package: "swift-system")],
+            dependencies: [
+                "ZPCheckpoint", "ZPSystem", "ZPTestSupport", .product(name: "SystemPackage", package: "swift-system"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(
             name: "ZPCheckpointTests",
             dependencies: [
-                "ZPCheckpoint", "ZPCheckpointTestKit", "ZPCore", "ZPSystem",
+                "ZPCheckpoint", "ZPCheckpointTestKit", "ZPCore", "ZPSystem", "ZPTestSupport",
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
             exclude: ["Fixtures"],
@@ -112,7 +121,7 @@ let package = Package(
         .executableTarget(
             name: "zeropod-checkpoint-bench",
             dependencies: [
-                "ZPCheckpoint", "ZPCheckpointTestKit", .product(name: "SystemPackage", package: "swift-system"),
+                "ZPCheckpoint", "ZPCheckpointTestKit", "ZPTestSupport", .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -133,7 +142,7 @@ let package = Package(
         .testTarget(
             name: "ZPActivatorTests",
             dependencies: [
-                "ZPActivator", "ZPSystem",
+                "ZPActivator", "ZPSystem", "ZPTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHPACK", package: "swift-nio-http2"),
@@ -150,17 +159,24 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "bench/Harness", swiftSettings: strict),
-        .testTarget(name: "zpbenchTests", dependencies: ["zpbench"], swiftSettings: strict),
+        .testTarget(name: "zpbenchTests", dependencies: ["zpbench", "ZPTestSupport"], swiftSettings: strict),
 
         // MARK: ZPScaleDown (glue: the activator's listeners behind ZPBPF's redirect, in the pod netns)
         .target(
             name: "ZPScaleDown",
             dependencies: [
-                "ZPActivator", "ZPBPF", "ZPSystem",
+                "ZPCore", "ZPActivator", "ZPBPF", "ZPSystem",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: strict
+        ),
+        // The driver with fakes of its protocols: milliseconds, no root.
+        .testTarget(
+            name: "ZPScaleDownDriverTests",
+            dependencies: ["ZPScaleDown", "ZPCore", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .testTarget(
@@ -184,7 +200,7 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .testTarget(name: "ZPTTRPCTests", dependencies: ["ZPTTRPC"], swiftSettings: strict),
+        .testTarget(name: "ZPTTRPCTests", dependencies: ["ZPTTRPC", "ZPTestSupport"], swiftSettings: strict),
 
         // MARK: the shims' wire API (messages and typed clients; imports no shim)
         .target(
@@ -234,7 +250,10 @@ let package = Package(
         ),
         .testTarget(
             name: "ZPShimTests",
-            dependencies: ["ZPShim", "ZPSystem", "ZPAPI", "ZPTTRPC", .product(name: "NIOPosix", package: "swift-nio")],
+            dependencies: [
+                "ZPShim", "ZPAPI", "ZPSystem", "ZPTTRPC", "ZPKube", "KubeAPIDouble", "ZPTestSupport",
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             swiftSettings: strict
         ),
 
@@ -290,7 +309,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ZPKubeTests",
-            dependencies: ["ZPKube", "KubeAPIDouble", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["ZPKube", "KubeAPIDouble", "ZPTestSupport", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict
         ),
         // MARK: installer and node checks (issue 13): containerd config rewriting, files, restart,
@@ -306,10 +325,84 @@ let package = Package(
             swiftSettings: strict
         ),
         .executableTarget(name: "zeropod-installer", dependencies: ["ZPInstaller"], swiftSettings: strict),
+        // MARK: ZPManager (issue 12): the node manager — shim discovery and status subscriptions,
+        // Prometheus metrics, status labels, events and in-place resize on ZPKube; pure planners.
+        // Never ZPShim or ZPBPF (decision 0029).
+        .target(
+            name: "ZPManager",
+            dependencies: [
+                "ZPCore", "ZPSystem", "ZPTTRPC", "ZPAPI", "ZPKube",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(name: "zeropod-manager", dependencies: ["ZPManager"], swiftSettings: strict),
+        // A status service without a shim (tests and the benchmark): ZPTTRPC's server + ZPAPI's messages.
+        .target(
+            name: "ZPManagerTestKit",
+            dependencies: [
+                "ZPAPI", "ZPCore", "ZPTTRPC",
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // `make bench-manager`: manager RSS/CPU with N idle fake shims and a burst of phase changes.
+        .executableTarget(
+            name: "zeropod-manager-bench",
+            dependencies: [
+                "ZPManager", "ZPManagerTestKit", "ZPAPI", "ZPKube", "KubeAPIDouble",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ZPManagerTests",
+            dependencies: [
+                "ZPManager", "ZPManagerTestKit", "ZPAPI", "ZPKube", "KubeAPIDouble", "ZPCore", "ZPTTRPC", "ZPTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "ZPInstallerTests",
             dependencies: ["ZPInstaller", "ZPTestSupport", .product(name: "SystemPackage", package: "swift-system")],
             resources: [.copy("Fixtures")],
+            swiftSettings: strict
+        ),
+
+        // MARK: the CRI test bed (issue 18): containerd's CRI plugin driven as kubelet drives it
+        .target(
+            name: "ZPCRITestBed",
+            dependencies: [
+                "ZPCore", "ZPTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "NIOHPACK", package: "swift-nio-http2"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ZPCRITests",
+            dependencies: [
+                "ZPCRITestBed", "ZPTestSupport", "ZPCore", "ZPAPI", "ZPShim",
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            exclude: ["Fixtures"],
             swiftSettings: strict
         ),
     ],

@@ -8,7 +8,7 @@ set -euo pipefail
 
 ZP_CACHE=${ZP_CACHE:-/var/cache/zeropod-swift}
 CRIU_VERSION=${CRIU_VERSION:-4.2.1}
-CRIU_PATCH_LEVEL=zp2            # bump when scripts/criu/*.patch or the build options change
+CRIU_PATCH_LEVEL=zp3            # bump when scripts/criu/*.patch or the build options change
 # CRIU caches what it learns about the kernel (kdat: ~40 ms of probing per request) in
 # $CRIU_RUNDIR/criu.kdat, and only when that folder is a tmpfs (so the cache dies with the boot).
 # Debian's CRIU uses /run, which is a tmpfs on a normal node but not on every machine (not on this
@@ -114,7 +114,17 @@ build_criu() {
     patch -d "$dir" -p1 --forward <"$p" >/dev/null
   done
   log "building CRIU $CRIU_VERSION (about a minute on 2 cores)"
-  make -C "$dir" -j"$(nproc)" RUNDIR="$CRIU_RUNDIR" criu >"$src/build.log" 2>&1 || { tail -n 40 "$src/build.log" >&2; die "CRIU build failed (log: $src/build.log)"; }
+  # A lean CRIU (docs/decisions/0035-shim-memory.md): a scaled-down container keeps an idle
+  # `criu swrk` worker for its restore, so every library and relocation costs each such pod. No
+  # GnuTLS (TLS page server) and no libnftables (nft network lock): zeropod uses neither (the
+  # network lock is skipped); a pkg-config wrapper hides libnftables from CRIU's feature check.
+  # The final link is position-dependent (no relocations at start): an idle worker keeps ~0.25 MiB
+  # private instead of ~0.9 MiB. LDFLAGS goes to that link only, the parasite blobs are built before.
+  printf '#!/bin/sh\ncase " $* " in *" libnftables "*) exit 1 ;; esac\nexec pkg-config "$@"\n' >"$src/pkg-config"
+  chmod +x "$src/pkg-config"
+  local criu_make=(make -C "$dir" RUNDIR="$CRIU_RUNDIR" NO_GNUTLS=1 PKG_CONFIG="$src/pkg-config")
+  { "${criu_make[@]}" -j"$(nproc)" criu && rm -f "$dir/criu/criu" && "${criu_make[@]}" LDFLAGS=-no-pie criu; } >"$src/build.log" 2>&1 \
+    || { tail -n 40 "$src/build.log" >&2; die "CRIU build failed (log: $src/build.log)"; }
   mkdir -p "$CRIU_CACHE.tmp"
   install -m 0755 "$dir/criu/criu" "$CRIU_CACHE.tmp/criu"
   rm -rf "$CRIU_CACHE"; mv "$CRIU_CACHE.tmp" "$CRIU_CACHE"
@@ -159,21 +169,36 @@ if [ ! -x "$KUBECTL_LINK/usr/bin/kubectl" ] || [ "$(readlink "$KUBECTL_LINK")" !
 fi
 "$KUBECTL_LINK/usr/bin/kubectl" version --client >/dev/null 2>&1 || die "kubectl in $KUBECTL_LINK does not run"
 
-# ---------------------------------------------------------------- kubernetes-validate (PyPI, pinned)
-# Validates the kustomize output (config/) against the Kubernetes schemas it bundles (offline).
+# ---------------------------------------------------------------- Python tools from PyPI (pinned)
+# pinned_venv NAME VERSION REQUIREMENT: a venv $ZP_CACHE/NAME-VERSION with REQUIREMENT installed,
+# built in a .tmp folder and moved into place only when pip succeeded (so the folder's presence
+# means a complete install), linked as $ZP_CACHE/NAME.
+pinned_venv() {
+  local name=$1 version=$2 requirement=$3 venv="$ZP_CACHE/$1-$2"
+  if [ ! -d "$venv" ]; then
+    log "installing $requirement into $venv"
+    rm -rf "$venv.tmp"
+    /usr/bin/python3 -m venv "$venv.tmp"
+    "$venv.tmp/bin/pip" install -q "$requirement" || die "pip install $requirement failed"
+    mv "$venv.tmp" "$venv"
+    # a venv records its own path: recreate the scripts' shebangs for the final location
+    sed -i "1s|$venv.tmp|$venv|" "$venv"/bin/* 2>/dev/null || true
+  fi
+  ln -sfn "$venv" "$ZP_CACHE/$name"
+}
+
+# kubernetes-validate: validates the kustomize output (config/) against the Kubernetes schemas it
+# bundles (offline).
 KV_VERSION=${KV_VERSION:-1.37.0}
-KV_VENV="$ZP_CACHE/kubernetes-validate-$KV_VERSION"
-if [ ! -x "$KV_VENV/bin/kubernetes-validate" ]; then
-  log "installing kubernetes-validate $KV_VERSION into $KV_VENV"
-  rm -rf "$KV_VENV.tmp"
-  /usr/bin/python3 -m venv "$KV_VENV.tmp"
-  "$KV_VENV.tmp/bin/pip" install -q "kubernetes-validate==$KV_VERSION" || die "pip install kubernetes-validate==$KV_VERSION failed"
-  rm -rf "$KV_VENV"; mv "$KV_VENV.tmp" "$KV_VENV"
-  # a venv records its own path: recreate the scripts' shebangs for the final location
-  sed -i "1s|$KV_VENV.tmp|$KV_VENV|" "$KV_VENV"/bin/* 2>/dev/null || true
-fi
-ln -sfn "$KV_VENV" "$ZP_CACHE/kubernetes-validate"
-"$ZP_CACHE/kubernetes-validate/bin/kubernetes-validate" --version >/dev/null || die "kubernetes-validate in $KV_VENV does not run"
+pinned_venv kubernetes-validate "$KV_VERSION" "kubernetes-validate==$KV_VERSION"
+"$ZP_CACHE/kubernetes-validate/bin/kubernetes-validate" --version >/dev/null \
+  || die "kubernetes-validate in $ZP_CACHE/kubernetes-validate-$KV_VERSION does not run"
+
+# grpcio: the CRI test bed's gRPC probes (scripts/cri/grpc-probe.py), a real gRPC client (C-core)
+# that, like kubelet's grpc-go, waits for the server's SETTINGS before it sends HEADERS.
+GRPCIO_VERSION=${GRPCIO_VERSION:-1.85.1}
+pinned_venv grpcio "$GRPCIO_VERSION" "grpcio==$GRPCIO_VERSION"
+"$ZP_CACHE/grpcio/bin/python" -c 'import grpc' || die "grpcio in $ZP_CACHE/grpcio-$GRPCIO_VERSION does not import"
 
 # ---------------------------------------------------------------- kernel filesystems
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf

@@ -4,12 +4,13 @@
 # Why not one process: the end-to-end suites (ZPShimTests) drive containerd, runc and curl with
 # blocking waits, which occupy Swift's cooperative thread pool (as wide as the machine: 2 threads
 # here) and starved the NIO-based transport tests running beside them in the same process (ttrpc
-# calls "did not answer within 10 s"). One process per target keeps them apart; ZPShimTests itself
-# runs without parallelism for the same reason. SWIFT_FLAGS is passed through.
+# calls "did not answer within 10 s"). One process per target keeps them apart; ZPShimTests and
+# ZPCRITests (the CRI test bed's end-to-end suites) run without parallelism for the same reason.
+# SWIFT_FLAGS is passed through.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 swift_flags=(${SWIFT_FLAGS:-})
-serial_targets=(ZPShimTests)
+serial_targets=(ZPShimTests ZPCRITests)
 parallel_targets=()
 for dir in Tests/*/; do  # every test target, so a new one is never skipped
   t=$(basename "$dir")

@@ -6,70 +6,7 @@ import Foundation
 import SystemPackage
 import ZPCheckpoint
 import ZPSystem
-
-/// A plain error with a message.
-public struct TestKitError: Error, CustomStringConvertible {
-    /// The message.
-    public var description: String
-    /// Creates an error.
-    public init(_ d: String) { description = d }
-}
-
-/// Runs a program, returns (status, stdout+stderr).
-@discardableResult
-public func runTool(_ path: String, _ args: [String], stdin: FileHandle? = FileHandle.nullDevice) throws -> (Int32, String) {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: path)
-    p.arguments = args
-    let out = Pipe()
-    p.standardOutput = out
-    p.standardError = out
-    p.standardInput = stdin
-    try p.run()
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return (p.terminationStatus, String(decoding: data, as: UTF8.self))
-}
-
-/// Runs a shell command; throws with its output when it fails.
-@discardableResult
-public func shell(_ command: String) throws -> String {
-    let (status, out) = try runTool("/bin/sh", ["-c", command])
-    guard status == 0 else { throw TestKitError("`\(command)` exited \(status): \(out)") }
-    return out
-}
-
-/// A unique name with the module prefix.
-public func zpckName(_ what: String) -> String {
-    "zpck-\(what)-\(String(UInt32.random(in: 0...UInt32.max), radix: 36))"
-}
-
-/// Polls `condition` every `interval` until it holds or `timeout` passes.
-public func poll(timeout: Duration = .seconds(20), interval: Duration = .milliseconds(2), _ condition: () -> Bool) -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if condition() { return true }
-        Thread.sleep(forTimeInterval: Double(interval.components.attoseconds) / 1e18)
-    }
-    return condition()
-}
-
-/// A network namespace with loopback up; deleted by `remove()`.
-public final class TestNetworkNamespace {
-    /// Its name under /run/netns.
-    public let name: String
-    /// Its path.
-    public var path: FilePath { FilePath("/run/netns/\(name)") }
-
-    /// Creates it.
-    public init(_ what: String) throws {
-        name = zpckName(what)
-        try shell("ip netns add \(name) && ip -n \(name) link set lo up")
-    }
-
-    /// Deletes it.
-    public func remove() { _ = try? runTool("/usr/sbin/ip", ["netns", "delete", name]) }
-}
+import ZPTestSupport
 
 /// The stdio pipes of a container: the container gets `containerSide`, the caller keeps both.
 /// A thread drains stdout/stderr so the container never blocks on a full pipe.
@@ -136,7 +73,7 @@ public final class TestContainer {
     /// The bundle folder (config.json, scratch).
     public let bundle: FilePath
     /// The container's network namespace.
-    public let netns: TestNetworkNamespace
+    public let netns: TestNetns
     /// The stdio pipes.
     public private(set) var stdio: ContainerStdio
     /// runc's state root.
@@ -158,7 +95,7 @@ public final class TestContainer {
     public init(_ workload: TestWorkload, repoRoot: String, runcRoot: FilePath = "/run/runc",
                 annotations: [String: String] = [:], podSandbox: Bool = false, extraMounts: [[String: Any]] = []) throws {
         self.workload = workload
-        id = zpckName(workload.rawValue)
+        id = uniqueName("zpck-\(workload.rawValue)")
         if podSandbox {
             let dir = "/run/\(id)-sandbox"
             try shell("""
@@ -171,8 +108,8 @@ public final class TestContainer {
         }
         self.runcRoot = runcRoot
         bundle = FilePath("/tmp/\(id)")
-        rootfs = try shell("'\(repoRoot)/scripts/rootfs.sh' \(workload.rawValue)").split(separator: "\n").last.map(String.init) ?? ""
-        netns = try TestNetworkNamespace(workload.rawValue)
+        rootfs = try shell("'\(repoRoot)/scripts/rootfs.sh' \(workload.rawValue)", timeout: 900).split(separator: "\n").last.map(String.init) ?? ""
+        netns = try TestNetns("zpck-\(workload.rawValue)")
         stdio = try ContainerStdio()
         try shell("mkdir -p '\(bundle)/cgi-bin'")
         let cgi = """
@@ -228,7 +165,7 @@ public final class TestContainer {
             "linux": [
                 "resources": ["devices": [["allow": false, "access": "rwm"]]],
                 "cgroupsPath": "/\(id)",
-                "namespaces": [["type": "pid"], ["type": "network", "path": netns.path.string],
+                "namespaces": [["type": "pid"], ["type": "network", "path": netns.path],
                                sandboxDir.map { ["type": "ipc", "path": "\($0)/ipc"] } ?? ["type": "ipc"],
                                sandboxDir.map { ["type": "uts", "path": "\($0)/uts"] } ?? ["type": "uts"],
                                ["type": "mount"]],
@@ -244,7 +181,8 @@ public final class TestContainer {
     /// runc with this container's root.
     @discardableResult
     public func runc(_ args: [String]) throws -> (Int32, String) {
-        try runTool("/usr/sbin/runc", ["--root", runcRoot.string] + args)
+        let result = try run(["/usr/sbin/runc", "--root", runcRoot.string] + args)
+        return (result.status, result.stdout + result.stderr)
     }
 
     /// `runc run -d` with the stdio pipes; returns once runc has exited (the container runs).
@@ -265,12 +203,12 @@ public final class TestContainer {
         defer { for p in cargs { free(p) } }
         var pid: pid_t = 0
         let rc = (cargs + [nil]).withUnsafeBufferPointer { posix_spawn(&pid, argv[0], &actions, nil, $0.baseAddress!, environ) }
-        guard rc == 0 else { throw TestKitError("posix_spawn runc: errno \(rc)") }
+        guard rc == 0 else { throw LabError("posix_spawn runc: errno \(rc)") }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
         guard status == 0 else {
             let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-            throw TestKitError("runc \(args.joined(separator: " ")) exited with status \(status): \(text.suffix(2000))")
+            throw LabError("runc \(args.joined(separator: " ")) exited with status \(status): \(text.suffix(2000))")
         }
     }
 
@@ -290,14 +228,15 @@ public final class TestContainer {
 
     /// One GET of the workload's probe path.
     public func get(path: String? = nil, timeout: Duration = .seconds(5)) throws -> (status: Int, body: String) {
-        try NetworkNamespace.httpGet(netns: netns.path, port: workload.port, path: path ?? workload.probePath, timeout: timeout)
+        try NetworkNamespace.httpGet(netns: netns.filePath, port: workload.port, path: path ?? workload.probePath, timeout: timeout)
     }
 
     /// Polls until a GET of `path` (default: the workload's probe path) answers 200; returns the
     /// time it took.
     public func waitForResponse(path: String? = nil, timeout: Duration = .seconds(30)) -> Duration? {
         let start = ContinuousClock.now
-        let ok = poll(timeout: timeout, interval: .milliseconds(1)) {
+        let seconds = Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18
+        let ok = eventually(within: seconds, every: 0.001) {
             (try? get(path: path, timeout: .seconds(2)).status) == 200
         }
         return ok ? ContinuousClock.now - start : nil
@@ -330,13 +269,13 @@ public final class TestContainer {
         if let pid = initPID() {
             _ = try? runc(["kill", id, "KILL"])
             var st: Int32 = 0
-            _ = poll(timeout: .seconds(10)) { waitpid(pid, &st, WNOHANG) != 0 || kill(pid, 0) != 0 }
+            _ = eventually(within: 10, every: 0.002) { waitpid(pid, &st, WNOHANG) != 0 || kill(pid, 0) != 0 }
         }
         _ = try? runc(["delete", "--force", id])
-        _ = try? runTool("/bin/umount", ["-l", "\(runcRoot)/\(id)/\(PreparedContainerRestore.stagingFolderName)/criu-root"])
-        netns.remove()
-        if let sandboxDir { _ = try? runTool("/bin/sh", ["-c", "umount \(sandboxDir)/ipc \(sandboxDir)/uts; umount \(sandboxDir); rm -rf \(sandboxDir)"]) }
+        _ = try? run(["/bin/umount", "-l", "\(runcRoot)/\(id)/\(PreparedContainerRestore.stagingFolderName)/criu-root"])
+        netns.delete()
+        if let sandboxDir { _ = try? run(["/bin/sh", "-c", "umount \(sandboxDir)/ipc \(sandboxDir)/uts; umount \(sandboxDir); rm -rf \(sandboxDir)"]) }
         stdio.close()
-        if ProcessInfo.processInfo.environment["ZPCK_KEEP"] == nil { _ = try? runTool("/bin/rm", ["-rf", bundle.string]) }
+        if ProcessInfo.processInfo.environment["ZPCK_KEEP"] == nil { _ = try? run(["/bin/rm", "-rf", bundle.string]) }
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import SystemPackage
 import ZPCheckpoint
 import ZPCheckpointTestKit
+import ZPTestSupport
 
 /// Figures of one workload, in milliseconds per trial.
 struct WorkloadFigures {
@@ -50,14 +51,14 @@ struct CheckpointBench {
         let c = try TestContainer(w, repoRoot: repoRoot, annotations: annotations)
         let start = ContinuousClock.now
         try c.start()
-        guard c.waitForResponse(path: "/") != nil else { throw TestKitError("\(w) did not answer after runc run") }
+        guard c.waitForResponse(path: "/") != nil else { throw LabError("\(w) did not answer after runc run") }
         return (c, ms(.now - start))
     }
 
     func firstResponse(_ c: TestContainer, since start: ContinuousClock.Instant) throws -> Double {
         // The first response is GET / (a static file for both servers).
         guard c.waitForResponse(path: "/", timeout: .seconds(30)) != nil else {
-            throw TestKitError("\(c.id) did not answer after restore")
+            throw LabError("\(c.id) did not answer after restore")
         }
         return ms(.now - start)
     }
@@ -98,7 +99,7 @@ struct CheckpointBench {
         start = .now
         _ = try prepared.run()
         f.oursRestorePrestarted.append(try firstResponse(c, since: start))
-        guard c.status() == "running" else { throw TestKitError("runc does not see \(c.id) running after our restore") }
+        guard c.status() == "running" else { throw LabError("runc does not see \(c.id) running after our restore") }
 
         var freeze = ContainerCheckpointOptions()
         freeze.freezeWithCgroup = true
@@ -112,7 +113,7 @@ struct CheckpointBench {
 
     /// One trial of runc's path with the same CRIU options (config file via org.criu.config).
     func runcTrial(_ w: TestWorkload, _ f: inout WorkloadFigures) throws {
-        let conf = "/tmp/\(zpckName("criu-conf")).conf"
+        let conf = "/tmp/\(uniqueName("zpck-criu-conf")).conf"
         try "tcp-close\nskip-in-flight\nnetwork-lock skip\n".write(toFile: conf, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: conf) }
         let (c, cold) = try startContainer(w, annotations: ["org.criu.config": conf])

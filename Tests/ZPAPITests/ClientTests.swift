@@ -9,43 +9,36 @@ import ZPTestSupport
 // The typed clients against a fake shim (ZPTTRPC's server with canned answers) over a real unix
 // socket: what goes on the wire (service, method, metadata, request fields) and what comes back.
 
-/// Lines recorded by a fake server's handlers.
-final class Lines: Sendable {
-    private let lines = Mutex<[String]>([])
-    func append(_ line: String) { lines.withLock { $0.append(line) } }
-    var all: [String] { lines.withLock { $0 } }
-}
-
 @Suite struct StatusClientTests {
     /// A status service that answers from fixed data and records the requests.
-    static func fakeStatusService(requests: Lines) -> TTRPCRouter {
+    static func fakeStatusService(requests: EventLog<String>) -> TTRPCRouter {
         var router = TTRPCRouter()
         let s = StatusAPI.service
         router.register(service: s, method: StatusAPI.getStatus) { call in
             let request = try StatusAPI.ContainerRequest(decoding: call.payload)
-            requests.append("GetStatus \(request.id)")
+            requests.sink("GetStatus \(request.id)")
             guard request.id == "c1" else { throw TTRPCStatusError(.notFound, "container \"\(request.id)\" is not served here") }
             return StatusAPI.ContainerStatus(id: "c1", name: "web", lifecyclePhase: .scaledDown, pid: 7).encoded()
         }
         router.register(service: s, method: StatusAPI.listContainers) { call in
             _ = try StatusAPI.Empty(decoding: call.payload)
-            requests.append("ListContainers")
+            requests.sink("ListContainers")
             return StatusAPI.ListContainersResponse(containers: [
                 StatusAPI.ContainerStatus(id: "c1", lifecyclePhase: .running), StatusAPI.ContainerStatus(id: "c2", lifecyclePhase: .restoring),
             ]).encoded()
         }
         router.register(service: s, method: StatusAPI.metrics) { _ in
-            requests.append("Metrics")
+            requests.sink("Metrics")
             return StatusAPI.MetricsResponse(containers: [StatusAPI.ContainerMetrics(id: "c1", running: true, checkpointErrorsTotal: 3)]).encoded()
         }
         router.register(service: s, method: StatusAPI.wake) { call in
             let request = try StatusAPI.WakeRequest(decoding: call.payload)
-            requests.append("Wake \(request.id) from \(request.origin)")
+            requests.sink("Wake \(request.id) from \(request.origin)")
             return StatusAPI.WakeResponse(outcome: .woken, lifecyclePhase: .running, waited: .milliseconds(40)).encoded()
         }
         router.registerServerStream(service: s, method: StatusAPI.subscribeStatus) { call, writer in
             let request = try StatusAPI.SubscribeStatusRequest(decoding: call.payload)
-            requests.append("SubscribeStatus snapshot=\(request.initialSnapshot)")
+            requests.sink("SubscribeStatus snapshot=\(request.initialSnapshot)")
             let time = ProtobufTimestamp(seconds: 1, nanos: 0)
             try await writer.send(StatusAPI.StatusChange(sequence: 1, time: time, status: StatusAPI.ContainerStatus(id: "c1"),
                                                          snapshot: true).encoded())
@@ -57,7 +50,7 @@ final class Lines: Sendable {
     }
 
     @Test func everyMethod_overARealSocket() async throws {
-        let requests = Lines()
+        let requests = EventLog<String>()
         try await withTTRPCTestServer(Self.fakeStatusService(requests: requests)) { _, socket in
             let client = try await ShimStatusClient.connect(socketPath: socket, group: MultiThreadedEventLoopGroup.singleton)
             let status = try await client.status(id: "c1")
@@ -83,12 +76,12 @@ final class Lines: Sendable {
 
 @Suite struct TaskClientTests {
     @Test func calls_carryTheNamespace_andTheChosenServiceVersion() async throws {
-        let seen = Lines()
+        let seen = EventLog<String>()
         var router = TTRPCRouter()
         for service in TaskAPI.serviceNames {
             let version = service == TaskAPI.serviceV3 ? "v3" : "v2"
             let record: @Sendable (TTRPCCall) -> Void = { call in
-                seen.append("\(version) \(call.method) ns=\(call.metadataValue(TaskAPI.namespaceMetadataKey) ?? "-")")
+                seen.sink("\(version) \(call.method) ns=\(call.metadataValue(TaskAPI.namespaceMetadataKey) ?? "-")")
             }
             router.register(service: service, method: TaskAPI.Method.connect.rawValue) { call in
                 record(call)

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import ZPTestSupport
 
 /// `protoc --encode` on the `.proto` files in Fixtures/, for golden bytes. Suites that need it are
 /// enabled only when protoc is installed (Debian's protobuf-compiler; `make setup` installs it).
@@ -23,23 +24,11 @@ enum Protoc {
     /// - Throws: ``ProtocError`` when protoc is missing or exits non-zero (its stderr included).
     static func encode(_ message: String, in proto: String, _ text: String) throws -> [UInt8] {
         guard let path else { throw ProtocError(message: "protoc is not installed") }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = ["--encode=\(message)", "-I", fixtures, proto]
-        let out = Pipe(), err = Pipe(), input = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = input
-        try process.run()
-        input.fileHandleForWriting.write(Data(text.utf8))
-        try input.fileHandleForWriting.close()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        let errors = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw ProtocError(message: "protoc --encode=\(message) exited \(process.terminationStatus): \(String(decoding: errors, as: UTF8.self))")
+        let result = try run(["\(path)", "--encode=\(message)", "-I", fixtures, proto], input: Array(text.utf8))
+        guard result.status == 0 else {
+            throw ProtocError(message: "protoc --encode=\(message) exited \(result.status): \(result.stderr)")
         }
-        return Array(data)
+        return result.output
     }
 }
 

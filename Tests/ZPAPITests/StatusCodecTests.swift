@@ -45,6 +45,8 @@ struct StatusGoldenTests {
             (.checkpointFailed(reason: "dump failed"), #"kind: EVENT_CHECKPOINT_FAILED reason: "dump failed""#),
             (.restoreFinished(duration: .milliseconds(30)), "kind: EVENT_RESTORE_FINISHED duration_nanos: 30000000"),
             (.restoreFailed(reason: "no image"), #"kind: EVENT_RESTORE_FAILED reason: "no image""#),
+            (.wouldScaleDown, "kind: EVENT_WOULD_SCALE_DOWN"),
+            (.wouldRestore, "kind: EVENT_WOULD_RESTORE"),
         ]
         for (event, text) in cases {
             let change = StatusAPI.StatusChange(sequence: 12, missed: 3, time: time,
@@ -77,7 +79,8 @@ struct StatusGoldenTests {
         let metrics = StatusAPI.ContainerMetrics(
             id: "c1", name: "web", podName: "p", podNamespace: "ns", running: true,
             lastCheckpointTime: ProtobufTimestamp(seconds: 10, nanos: 1), lastRestoreTime: ProtobufTimestamp(seconds: 11, nanos: 2),
-            checkpointDuration: histogram, restoreDuration: StatusAPI.Histogram(), checkpointErrorsTotal: 4, restoreErrorsTotal: 5)
+            checkpointDuration: histogram, restoreDuration: StatusAPI.Histogram(), checkpointErrorsTotal: 4, restoreErrorsTotal: 5,
+            dryRunScaleDownsTotal: 6, dryRunWouldRestoresTotal: 7)
         let bounds = StatusAPI.durationBucketBounds.map { "upper_bounds: \($0)" }.joined(separator: " ")
         let counts = histogram.cumulativeCounts.map { "cumulative_counts: \($0)" }.joined(separator: " ")
         let golden = try protocStatus("MetricsResponse", """
@@ -85,7 +88,8 @@ struct StatusGoldenTests {
               last_checkpoint_time { seconds: 10 nanos: 1 } last_restore_time { seconds: 11 nanos: 2 }
               checkpoint_duration { \(bounds) \(counts) count: 3 sum: \(histogram.sum) }
               restore_duration { \(bounds) \(StatusAPI.durationBucketBounds.map { _ in "cumulative_counts: 0" }.joined(separator: " ")) }
-              checkpoint_errors_total: 4 restore_errors_total: 5 }
+              checkpoint_errors_total: 4 restore_errors_total: 5
+              dry_run_scale_downs_total: 6 dry_run_would_restores_total: 7 }
             """)
         let response = StatusAPI.MetricsResponse(containers: [metrics])
         #expect(response.encoded() == golden)

@@ -6,6 +6,7 @@ import NIOPosix
 import Synchronization
 import Testing
 import ZPSystem
+import ZPTestSupport
 
 @testable import ZPActivator
 
@@ -56,7 +57,7 @@ struct ActivatorIntegrationTests {
     @Test func fiveHundredConcurrentFirstConnections_restoreOnce_andEachGetsItsOwnResponse() async throws {
         let app = try ReservedPort()
         let activatorPort = Atomic<Int>(0)
-        let events = EventLog()
+        let events = EventLog<ActivatorEvent>()
         let (signals, signal) = AsyncStream.makeStream(of: Void.self)
         // Each connection costs four descriptors here (client, accepted, dialled, app side).
         let descriptorLimit = raiseDescriptorLimit(to: 8192)
@@ -86,7 +87,7 @@ struct ActivatorIntegrationTests {
                     var all: [Int: String] = [:]
                     for try await (i, response) in group { all[i] = response }
                     // Clients see EOF a moment before the activator's tasks report: wait for them.
-                    #expect(await poll { events.reports.count == count })
+                    #expect(await eventuallyAsync(within: 20) { events.reports.count == count })
                     return all
                 }
             }
@@ -117,7 +118,7 @@ struct ActivatorIntegrationTests {
             "p50 \(ms(percentile(values, 0.5))) p99 \(ms(percentile(values, 0.99))) max \(ms(percentile(values, 1)))"
         }
         let ports: Set<UInt16> = [app.port, UInt16(activatorPort.load(ordering: .relaxed))]
-        let socketsClosed = await poll { ownTCPSockets(onPorts: ports).isEmpty }
+        let socketsClosed = await eventuallyAsync(within: 20) { ownTCPSockets(onPorts: ports).isEmpty }
         #expect(socketsClosed, "sockets left open: \(ownTCPSockets(onPorts: ports))")
         print("zpact-bench \(count) first connections, app listening 350 ms after the restore request:")
         print("zpact-bench   accept -> app reachable:     \(summary(reachable))")
@@ -130,7 +131,7 @@ struct ActivatorIntegrationTests {
     @Test func benchmark_proxyOverhead_forARunningApp() async throws {
         let count = min(500, (Int(raiseDescriptorLimit(to: 8192)) - 256) / 4)
         let app = try ReservedPort()
-        let events = EventLog()
+        let events = EventLog<ActivatorEvent>()
         @Sendable func burst(_ address: SocketAddress) async throws -> [Duration] {
             try await withThrowingTaskGroup(of: Duration.self) { group in
                 for i in 0..<count {
@@ -150,7 +151,7 @@ struct ActivatorIntegrationTests {
         try await withThrowingTaskGroup(of: Void.self) { outer in
             outer.addTask { try await TestApp.serve(socket: app, behaviour: .http) }
             let direct = try SocketAddress(ipAddress: "127.0.0.1", port: Int(app.port))
-            #expect(await poll { (try? await TestClient.exchange(direct, send: httpRequest("/warm"))) != nil })
+            #expect(await eventuallyAsync(within: 20) { (try? await TestClient.exchange(direct, send: httpRequest("/warm"))) != nil })
             let directTimes = try await burst(direct)
             let viaTimes = try await withActivator(
                 appPort: app.port,
@@ -172,11 +173,11 @@ struct ActivatorIntegrationTests {
     /// restore hook that returns at once, dial, proxy), 50 scale-down cycles, app already up.
     @Test func benchmark_singleFirstConnection_activatorOverhead() async throws {
         let app = try ReservedPort()
-        let events = EventLog()
+        let events = EventLog<ActivatorEvent>()
         try await withThrowingTaskGroup(of: Void.self) { outer in
             outer.addTask { try await TestApp.serve(socket: app, behaviour: .http) }
             let direct = try SocketAddress(ipAddress: "127.0.0.1", port: Int(app.port))
-            #expect(await poll { (try? await TestClient.exchange(direct, send: httpRequest("/warm"))) != nil })
+            #expect(await eventuallyAsync(within: 20) { (try? await TestClient.exchange(direct, send: httpRequest("/warm"))) != nil })
             var clientSide: [Duration] = []
             try await withActivator(appPort: app.port, events: events, restore: {}) { activator, address in
                 var measured: [Duration] = []
@@ -187,7 +188,7 @@ struct ActivatorIntegrationTests {
                     measured.append(.now - start)
                     #expect(response.hasSuffix("hello from app: /s/\(i)"))
                 }
-                #expect(await poll { events.reports.count == 50 })
+                #expect(await eventuallyAsync(within: 20) { events.reports.count == 50 })
                 return measured
             }.forEach { clientSide.append($0) }
             outer.cancelAll()
@@ -204,7 +205,7 @@ struct ActivatorIntegrationTests {
     }
 
     @Test func probesOfEachKind_whileScaledDown_areAnswered_withoutRestore() async throws {
-        let events = EventLog()
+        let events = EventLog<ActivatorEvent>()
         let app = try ReservedPort()
         defer { close(app.fd) }
         try await withActivator(appPort: app.port, events: events, restore: { throw TestRestoreError() }) {
@@ -227,7 +228,7 @@ struct ActivatorIntegrationTests {
             #expect(status.grpcStatus == "0")
             #expect(status.message == [0, 0, 0, 0, 2, 0x08, 0x01])  // HealthCheckResponse{SERVING}
 
-            #expect(await poll { events.reports.count == 3 })
+            #expect(await eventuallyAsync(within: 20) { events.reports.count == 3 })
             #expect(activator.phase == .scaledDown)
         }
         #expect(events.restoresStarted == 0)
@@ -239,7 +240,7 @@ struct ActivatorIntegrationTests {
 
     @Test func disabledProbeDetection_forwardsAKubeletProbeToTheApp() async throws {
         let app = try ReservedPort()
-        let events = EventLog()
+        let events = EventLog<ActivatorEvent>()
         let (signals, signal) = AsyncStream.makeStream(of: Void.self)
         let response = try await withThrowingTaskGroup(of: String?.self) { outer in
             outer.addTask {
@@ -256,7 +257,7 @@ struct ActivatorIntegrationTests {
                     address,
                     send: httpRequest("/healthz", userAgent: "kube-probe/1.31")
                 )
-                #expect(await poll { events.reports.count == 1 })
+                #expect(await eventuallyAsync(within: 20) { events.reports.count == 1 })
                 return response
             }
             outer.cancelAll()
@@ -268,7 +269,7 @@ struct ActivatorIntegrationTests {
 
     @Test func oversizedProbe_isForwardedUnchanged() async throws {
         let app = try ReservedPort()
-        let events = EventLog()
+        let events = EventLog<ActivatorEvent>()
         let (signals, signal) = AsyncStream.makeStream(of: Void.self)
         // A kubelet-like request whose User-Agent comes after the first 256 inspected bytes.
         let padding = String(repeating: "x", count: 400)
@@ -285,7 +286,7 @@ struct ActivatorIntegrationTests {
                 restore: { signal.yield() }
             ) { _, address in
                 let response = try await TestClient.exchange(address, send: request)
-                #expect(await poll { events.reports.count == 1 })
+                #expect(await eventuallyAsync(within: 20) { events.reports.count == 1 })
                 return response
             }
             outer.cancelAll()
@@ -297,7 +298,7 @@ struct ActivatorIntegrationTests {
     }
 
     @Test func adoptedSocket_isServed_andOwnedByTheActivator() async throws {
-        let events = EventLog()
+        let events = EventLog<ActivatorEvent>()
         let listening = try ReservedPort()  // a bound socket made by the "caller"
         let adopted = SharedDescriptor(OwnedDescriptor(adopting: listening.fd))
         let activator = try await Activator.bind(
@@ -323,7 +324,7 @@ struct ActivatorIntegrationTests {
     }
 
     @Test func dualStackListener_answersOnIPv4AndIPv6() async throws {
-        let events = EventLog()
+        let events = EventLog<ActivatorEvent>()
         let activator = try await Activator.bind(
             ports: [PortRedirect(appPort: 1, source: .bind(try SocketAddress(ipAddress: "::", port: 0)))],
             events: events.sink,
@@ -343,7 +344,7 @@ struct ActivatorIntegrationTests {
     }
 
     @Test func appScaledDownAgain_rearmsTheRestore() async throws {
-        let events = EventLog()
+        let events = EventLog<ActivatorEvent>()
         let restores = Atomic<Int>(0)
         let app = try ReservedPort()
         let (signals, signal) = AsyncStream.makeStream(of: Void.self)
@@ -378,7 +379,7 @@ struct ActivatorIntegrationTests {
 
     @Test func wakeApplication_joinsTheSingleFlightWithConnections() async throws {
         let app = try ReservedPort()
-        let events = EventLog()
+        let events = EventLog<ActivatorEvent>()
         let (signals, signal) = AsyncStream.makeStream(of: Void.self)
         try await withThrowingTaskGroup(of: Void.self) { outer in
             outer.addTask { try await appStarter(signals, socket: app, behaviour: .http, delay: .zero) }
@@ -411,19 +412,16 @@ struct ActivatorIntegrationTests {
     /// The shim's setting without the BPF redirect: the activator's listening socket, the
     /// application and the clients live in a pod network namespace; the activator runs in the
     /// host namespace and dials the application with sockets made inside the pod namespace.
-    @Test func podNetworkNamespace_socketsMadeInside_areServedAndDialled() async throws {
-        guard TestNetworkNamespace.isAvailable else {
-            print("zpact: skipped: no `ip` (iproute2) to create a network namespace")
-            return
-        }
-        let namespace = try TestNetworkNamespace()
+    @Test(.enabled(if: Privileges.isRoot && Privileges.hasTool("ip"), "needs root and iproute2: creates a network namespace"))
+    func podNetworkNamespace_socketsMadeInside_areServedAndDialled() async throws {
+        let namespace = try TestNetns("zpact")
         defer { namespace.delete() }
         let loopback = try SocketAddress(ipAddress: "127.0.0.1", port: 0)
         let listening = try namespace.run { SharedDescriptor(try SocketCalls.makeBound(loopback)) }
         let appSocket = try namespace.run { SharedDescriptor(try SocketCalls.makeBound(loopback)) }
         let appPort = try boundPort(appSocket)
         let factory = NamespaceSocketFactory(namespace: namespace)
-        let events = EventLog()
+        let events = EventLog<ActivatorEvent>()
         let (signals, signal) = AsyncStream.makeStream(of: Void.self)
         let activator = try await Activator.bind(
             ports: [PortRedirect(appPort: appPort, source: .adopt(listening))],
@@ -461,7 +459,7 @@ struct ActivatorIntegrationTests {
 
     @Test func serverSpeaksFirstProtocol_worksThroughTheProxy() async throws {
         let app = try ReservedPort()
-        let events = EventLog()
+        let events = EventLog<ActivatorEvent>()
         let (signals, signal) = AsyncStream.makeStream(of: Void.self)
         let configuration = ActivatorConfiguration(inspectionTimeout: .milliseconds(300))
         let transcript = try await withThrowingTaskGroup(of: String?.self) { outer in
@@ -489,7 +487,7 @@ struct ActivatorIntegrationTests {
                     }
                     outbound.finish()
                     while let chunk = try await iterator.next() { received += String(buffer: chunk) }
-                    #expect(await poll { events.reports.count == 1 })
+                    #expect(await eventuallyAsync(within: 20) { events.reports.count == 1 })
                     return received
                 }
             }
@@ -503,7 +501,7 @@ struct ActivatorIntegrationTests {
 
     @Test func halfClose_isPropagatedBothWays() async throws {
         let app = try ReservedPort()
-        let events = EventLog()
+        let events = EventLog<ActivatorEvent>()
         let (signals, signal) = AsyncStream.makeStream(of: Void.self)
         let payload = String(repeating: "0123456789abcdef", count: 8192)  // 128 KiB, larger than any buffer
         let response = try await withThrowingTaskGroup(of: String?.self) { outer in
@@ -515,7 +513,7 @@ struct ActivatorIntegrationTests {
                 _,
                 address in
                 let response = try await TestClient.exchange(address, send: "PUT" + payload, halfClose: true)
-                #expect(await poll { events.reports.count == 1 })
+                #expect(await eventuallyAsync(within: 20) { events.reports.count == 1 })
                 return response
             }
             outer.cancelAll()
@@ -527,7 +525,7 @@ struct ActivatorIntegrationTests {
 
     @Test func restoreFailure_closesHeldConnectionsCleanly_reportsIt_andTheNextConnectionRetries() async throws {
         let app = try ReservedPort()
-        let events = EventLog()
+        let events = EventLog<ActivatorEvent>()
         let (signals, signal) = AsyncStream.makeStream(of: Void.self)
         let attempts = Atomic<Int>(0)
         let (failed, succeeded) = try await withThrowingTaskGroup(of: ([String], String)?.self) { outer in
@@ -554,7 +552,7 @@ struct ActivatorIntegrationTests {
                 }
                 #expect(activator.phase == .scaledDown)
                 let succeeded = try await TestClient.exchange(address, send: httpRequest("/retry"))
-                #expect(await poll { events.reports.count == 21 })
+                #expect(await eventuallyAsync(within: 20) { events.reports.count == 21 })
                 return (failed, succeeded)
             }
             outer.cancelAll()
@@ -577,7 +575,7 @@ struct ActivatorIntegrationTests {
     @Test func misbehavingClients_endWithinTimeouts_andLeakNoDescriptors() async throws {
         let app = try ReservedPort()
         let activatorPort = Atomic<Int>(0)
-        let events = EventLog()
+        let events = EventLog<ActivatorEvent>()
         let (signals, signal) = AsyncStream.makeStream(of: Void.self)
         let configuration = ActivatorConfiguration(
             inspectionTimeout: .milliseconds(300),
@@ -647,7 +645,7 @@ struct ActivatorIntegrationTests {
                     }
                     var all: [String: String] = [:]
                     for try await (name, answer) in group { all[name] = answer }
-                    #expect(await poll { events.reports.count == 4 })
+                    #expect(await eventuallyAsync(within: 20) { events.reports.count == 4 })
                     return all
                 }
             }
@@ -667,7 +665,7 @@ struct ActivatorIntegrationTests {
         #expect(reports.contains { $0.forwardReason == .clientClosedEarly })
         let ports: Set<UInt16> = [app.port, UInt16(activatorPort.load(ordering: .relaxed))]
         #expect(ports.count == 2 && !ports.contains(0))
-        let socketsClosed = await poll { ownTCPSockets(onPorts: ports).isEmpty }
+        let socketsClosed = await eventuallyAsync(within: 20) { ownTCPSockets(onPorts: ports).isEmpty }
         #expect(socketsClosed, "sockets left open: \(ownTCPSockets(onPorts: ports))")
     }
 }

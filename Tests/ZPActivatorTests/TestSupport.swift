@@ -5,22 +5,13 @@ import Synchronization
 import SystemPackage
 import Testing
 import ZPSystem
+import ZPTestSupport
 
 @testable import ZPActivator
 
 #if canImport(Glibc)
     import Glibc
 #endif
-
-/// Polls `condition` until it holds or `timeout` passes (generous deadlines, no fixed sleeps).
-func poll(timeout: Duration = .seconds(20), _ condition: () async throws -> Bool) async rethrows -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return true }
-        try? await Task.sleep(for: .milliseconds(20))
-    }
-    return try await condition()
-}
 
 /// Raises this process's soft descriptor limit towards `wanted` (up to the hard limit) and
 /// returns the soft limit in force afterwards.
@@ -66,19 +57,10 @@ func openFileDescriptorTargets() -> [String] {
     }
 }
 
-/// Collects activator events for assertions.
-final class EventLog: Sendable {
-    private let events = Mutex<[ActivatorEvent]>([])
-
-    var sink: @Sendable (ActivatorEvent) -> Void { { event in self.events.withLock { $0.append(event) } } }
-
-    var all: [ActivatorEvent] { events.withLock { $0 } }
-
-    var reports: [ConnectionReport] {
-        all.compactMap { if case .connectionFinished(let report) = $0 { return report } else { return nil } }
-    }
-
-    var restoresStarted: Int { all.filter { $0 == .restoreStarted }.count }
+/// The activator's reports and restores in an ``EventLog``.
+extension EventLog where Event == ActivatorEvent {
+    var reports: [ConnectionReport] { all.compactMap { if case .connectionFinished(let r) = $0 { r } else { nil } } }
+    var restoresStarted: Int { count { $0 == .restoreStarted } }
 }
 
 /// A TCP socket bound to 127.0.0.1 on a free port but not listening: connects are refused
@@ -236,7 +218,7 @@ enum TestClient {
 
     /// Connects from inside `namespace` (the socket is made and connected there), then exchanges.
     static func exchange(
-        in namespace: TestNetworkNamespace,
+        in namespace: TestNetns,
         port: Int,
         send request: String
     ) async throws -> String {
@@ -275,7 +257,7 @@ func withActivator<R: Sendable>(
     appPort: UInt16,
     configuration: ActivatorConfiguration = ActivatorConfiguration(),
     startsScaledDown: Bool = true,
-    events: EventLog,
+    events: EventLog<ActivatorEvent>,
     restore: @escaping @Sendable () async throws -> Void,
     _ body: @escaping @Sendable (Activator, SocketAddress) async throws -> R
 ) async throws -> R {
@@ -316,53 +298,12 @@ func boundPort(_ socket: SharedDescriptor) throws -> UInt16 {
     return UInt16(bigEndian: address.sin_port)
 }
 
-/// A network namespace made for one test (`ip netns add`), deleted by ``delete()``.
-struct TestNetworkNamespace: Sendable {
-    let name: String
-    var path: String { "/var/run/netns/\(name)" }
-
-    private static let counter = Atomic<Int>(0)
-
-    /// Whether `ip` and network namespaces are usable here (root, iproute2).
-    static var isAvailable: Bool {
-        FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip")
-            || FileManager.default.isExecutableFile(atPath: "/sbin/ip")
-    }
-
-    init() throws {
-        name = "zpact-\(getpid())-\(Self.counter.add(1, ordering: .relaxed).newValue)"
-        try Self.ip(["netns", "add", name])
-        try Self.ip(["-n", name, "link", "set", "lo", "up"])
-    }
-
-    func delete() {
-        try? Self.ip(["netns", "del", name])
-    }
-
-    private static func ip(_ arguments: [String]) throws {
-        let process = Process()
-        process.executableURL = URL(
-            fileURLWithPath: FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip") ? "/usr/sbin/ip" : "/sbin/ip"
-        )
-        process.arguments = arguments
-        try process.run()
-        process.waitUntilExit()
-        try #require(process.terminationStatus == 0, "ip \(arguments.joined(separator: " ")) failed")
-    }
-
-    /// Runs `body` on a new thread that entered this namespace (ZPSystem's `NetworkNamespace`;
-    /// the thread then ends, so no other code runs in the namespace). Sockets made there stay in it.
-    func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) throws -> T {
-        try NetworkNamespace(path: FilePath(path)).perform { Result { try body() } }.get()
-    }
-}
-
 /// Makes the activator's dial sockets inside a test namespace.
 final class NamespaceSocketFactory: ApplicationSocketFactory {
-    let namespace: TestNetworkNamespace
+    let namespace: TestNetns
     let made = Atomic<Int>(0)
 
-    init(namespace: TestNetworkNamespace) {
+    init(namespace: TestNetns) {
         self.namespace = namespace
     }
 

@@ -60,7 +60,7 @@ struct RedirectTests {
         #expect(try redirector.isRedirectEnabled(port: port))
         let redirected = try TestSocket.connect(from: client, to: target, port: port)
         let held = try #require(activator.accept(), "redirected connection reaches the activator")
-        #expect(!app.hasPendingConnection(within: 0.2))
+        #expect(!app.isReadable(within: 0.2))
         let local = held.localAddress()
         #expect(local.port == port, "activator sees the original port")
         #expect(local.address == target)
@@ -69,7 +69,7 @@ struct RedirectTests {
         try redirector.setRedirect(port: port, enabled: false)
         let direct = try TestSocket.connect(from: client, to: target, port: port)
         let appServer = try #require(app.accept(), "after switch-off the app gets new connections")
-        #expect(!activator.hasPendingConnection(within: 0.2))
+        #expect(!activator.isReadable(within: 0.2))
         #expect(try direct.roundTrip(to: appServer))
         #expect(try redirected.roundTrip(to: held, "held-after-off"), "activator connection survives switch-off")
         #expect(try held.roundTrip(to: redirected, "reply"))
@@ -92,7 +92,7 @@ struct RedirectTests {
             #expect(s.localAddress().port == port)
             #expect(s.localAddress().address == address)
             #expect(try c.roundTrip(to: s))
-            #expect(!app.hasPendingConnection(within: 0.1))
+            #expect(!app.isReadable(within: 0.1))
         }
         try redirector.setRedirect(port: port, enabled: false)
         for address in ["127.0.0.1", "::1"] {
@@ -152,7 +152,7 @@ struct RedirectTests {
             let sa = try #require(activatorA.accept(), "pod A's traffic is redirected")
             #expect(try ca.roundTrip(to: sa))
         }
-        #expect(!appA.hasPendingConnection(within: 0.1))
-        #expect(!activatorA.hasPendingConnection(within: 0.1))
+        #expect(!appA.isReadable(within: 0.1))
+        #expect(!activatorA.isReadable(within: 0.1))
     }
 }

@@ -1,5 +1,6 @@
 import SystemPackage
 import Testing
+import ZPTestSupport
 import ZPCore
 
 @testable import ZPCheckpoint
@@ -145,15 +146,11 @@ struct CRIUCodecTests {
     }
 
     /// Re-runs protoc when it is installed, so the .bin files cannot drift from rpc.proto.
-    @Test func goldenFiles_matchProtocNow() throws {
-        let protoc = FilePath("/usr/bin/protoc")
-        guard (try? FileDescriptor.open(protoc, .readOnly))
-            .map({ try? $0.close(); return true }) ?? false else {
-            print("skip: /usr/bin/protoc missing (scripts/setup.sh installs protobuf-compiler)")
-            return
-        }
+    @Test(.enabled(if: Privileges.hasTool("protoc"), "needs protoc (scripts/setup.sh installs protobuf-compiler)"))
+    func goldenFiles_matchProtocNow() throws {
         for (txt, msg) in [("req_dump", "criu_req"), ("req_restore", "criu_req"), ("resp_notify", "criu_resp")] {
-            let out = try runCapturing("/bin/sh", ["-c", "cd '\(fixturesDir)' && protoc --encode=\(msg) rpc.proto < \(txt).txt"])
+            let text = try readFixture("\(txt).txt")
+            let out = try run(["protoc", "--encode=\(msg)", "-I", fixturesDir.string, "rpc.proto"], input: text).checked().output
             #expect(out == (try readFixture("\(txt).bin")), "\(txt)")
         }
     }

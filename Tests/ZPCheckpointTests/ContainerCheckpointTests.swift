@@ -1,6 +1,7 @@
 import Foundation
 import SystemPackage
 import Testing
+import ZPTestSupport
 import ZPCheckpointTestKit
 import ZPSystem
 
@@ -22,7 +23,7 @@ struct ContainerCheckpointTests {
     /// The container's processes once no per-request CGI process is left and two samples agree.
     func stableProcesses(_ c: TestContainer) -> [String] {
         var last: [String] = []
-        _ = waitUntil(timeout: .seconds(10)) {
+        _ = eventually(within: 10, every: 0.01) {
             let now = c.processes()
             defer { last = now }
             return now == last && !now.contains { $0.hasSuffix(":count") || $0.hasSuffix(":sh") }
@@ -42,13 +43,13 @@ struct ContainerCheckpointTests {
         let mountsBefore = c.mounts()
         print("\(workload) processes before: \(procs)")
         #expect(!procs.isEmpty)
-        let images = try TempDir("ctr-img-\(workload.rawValue)")
-        let cp = try cc.checkpoint(c.container, imagesDir: images.path)
+        let images = try TemporaryDirectory("zpck-ctr-img-\(workload.rawValue)")
+        let cp = try cc.checkpoint(c.container, imagesDir: images.filePath)
         print("\(workload) checkpoint: \(milliseconds(cp.total)) ms; CRIU \(cp.dump.timings); external mounts \(cp.manifest.externalMounts)")
         #expect(c.status() == "stopped", "runc sees the dumped container stopped")
         #expect(throws: (any Error).self) { try c.get(timeout: .seconds(1)) }
 
-        let r = try cc.restore(c.container, imagesDir: images.path, options: restoreOptions(c))
+        let r = try cc.restore(c.container, imagesDir: images.filePath, options: restoreOptions(c))
         print("\(workload) restore: \(milliseconds(r.total)) ms (prepare \(milliseconds(r.prepare)) ms); CRIU \(r.restore.timings)")
         #expect(c.status() == "running", "runc accepts the restored init")
         #expect(c.initPID() == r.pid)
@@ -58,7 +59,7 @@ struct ContainerCheckpointTests {
             #expect(after.body.hasPrefix("count=3"), "the tmpfs counter survived: \(after.body)")
         }
         // A CGI child of the request just served may still be exiting: wait for the steady set.
-        #expect(waitUntil(timeout: .seconds(10)) { c.processes() == procs },
+        #expect(eventually(within: 10, every: 0.01) { c.processes() == procs },
                 "the same processes (pids inside the container) came back: \(c.processes()) vs \(procs)")
         let mountsAfter = c.mounts()
         #expect(mountsAfter == mountsBefore, "same mounts, types and options after the restore")
@@ -82,9 +83,9 @@ struct ContainerCheckpointTests {
         #expect(hrc == 0 && host.contains(c.id), "exec joined the restored uts namespace: \(host)")
 
         // A second checkpoint of the restored container works too (state.json stays coherent).
-        let images2 = try TempDir("ctr-img2-\(workload.rawValue)")
-        _ = try cc.checkpoint(c.container, imagesDir: images2.path)
-        let r2 = try cc.restore(c.container, imagesDir: images2.path, options: restoreOptions(c))
+        let images2 = try TemporaryDirectory("zpck-ctr-img2-\(workload.rawValue)")
+        _ = try cc.checkpoint(c.container, imagesDir: images2.filePath)
+        let r2 = try cc.restore(c.container, imagesDir: images2.filePath, options: restoreOptions(c))
         #expect(c.initPID() == r2.pid)
         #expect(try c.get().status == 200)
 
@@ -92,8 +93,8 @@ struct ContainerCheckpointTests {
         let (krc, kout) = try c.runc(["kill", c.id, "KILL"])
         #expect(krc == 0, "runc kill: \(kout)")
         var st: Int32 = 0
-        #expect(waitUntil { waitpid(r2.pid, &st, WNOHANG) == r2.pid }, "the restored init is our child and exits")
-        #expect(waitUntil { c.status() == "stopped" })
+        #expect(eventually(every: 0.01) { waitpid(r2.pid, &st, WNOHANG) == r2.pid }, "the restored init is our child and exits")
+        #expect(eventually(every: 0.01) { c.status() == "stopped" })
         let (drc, dout) = try c.runc(["delete", c.id])
         #expect(drc == 0, "runc delete: \(dout)")
         #expect(c.status() == "absent")
@@ -109,9 +110,9 @@ struct ContainerCheckpointTests {
         func ns(_ pid: Int32, _ kind: String) -> String? { try? Files.readLink(FilePath("/proc/\(pid)/ns/\(kind)")) }
         let ipcInode = try Files.inode(of: FilePath("\(sandbox)/ipc"))
         #expect(ns(try #require(c.initPID()), "ipc") == "ipc:[\(ipcInode)]")
-        let images = try TempDir("ctr-pod")
-        _ = try cc.checkpoint(c.container, imagesDir: images.path)
-        let r = try cc.restore(c.container, imagesDir: images.path, options: restoreOptions(c))
+        let images = try TemporaryDirectory("zpck-ctr-pod")
+        _ = try cc.checkpoint(c.container, imagesDir: images.filePath)
+        let r = try cc.restore(c.container, imagesDir: images.filePath, options: restoreOptions(c))
         #expect(ns(r.pid, "ipc") == "ipc:[\(ipcInode)]", "the restored init is back in the sandbox's IPC namespace")
         let utsInode = try Files.inode(of: FilePath("\(sandbox)/uts"))
         #expect(ns(r.pid, "uts") == "uts:[\(utsInode)]", "and in its UTS namespace")
@@ -125,13 +126,13 @@ struct ContainerCheckpointTests {
         defer { c.destroy() }
         try c.start()
         #expect(c.waitForResponse() != nil)
-        let images = try TempDir("ctr-frz")
+        let images = try TemporaryDirectory("zpck-ctr-frz")
         var o = ContainerCheckpointOptions()
         o.freezeWithCgroup = true
-        let cp = try cc.checkpoint(c.container, imagesDir: images.path, options: o)
+        let cp = try cc.checkpoint(c.container, imagesDir: images.filePath, options: o)
         print("busybox checkpoint with freezer: \(milliseconds(cp.total)) ms; CRIU \(cp.dump.timings)")
         #expect(cp.manifest.usedFreezer)
-        let r = try cc.restore(c.container, imagesDir: images.path, options: restoreOptions(c))
+        let r = try cc.restore(c.container, imagesDir: images.filePath, options: restoreOptions(c))
         #expect(c.status() == "running")
         #expect(try c.get().status == 200)
         _ = r
@@ -150,11 +151,11 @@ struct ContainerCheckpointTests {
             fired += 1
             if fired == 1 { _ = mkfifo("/proc/\(pid)/root/tmp/zpck-fifo", 0o600) }
         }
-        let images = try TempDir("ctr-fifo")
-        let cp = try cc.checkpoint(c.container, imagesDir: images.path, hooks: hooks)
+        let images = try TemporaryDirectory("zpck-ctr-fifo")
+        let cp = try cc.checkpoint(c.container, imagesDir: images.filePath, hooks: hooks)
         #expect(fired == 2, "the first dump was aborted and redone")
         #expect(cp.manifest.copiedTmpfs == nil, "the redo lets CRIU archive every tmpfs")
-        _ = try cc.restore(c.container, imagesDir: images.path, options: restoreOptions(c))
+        _ = try cc.restore(c.container, imagesDir: images.filePath, options: restoreOptions(c))
         #expect(try c.get().body.hasPrefix("count=3"))
         let (rc, out) = try c.runc(["exec", c.id, "/bin/ls", "-l", "/tmp/zpck-fifo"])
         #expect(rc == 0 && out.hasPrefix("p"), "the fifo came back through CRIU's archive: \(out)")
@@ -169,9 +170,9 @@ struct ContainerCheckpointTests {
         let pid = try #require(c.initPID())
         var hooks = CRIUHooks()
         hooks[script] = { n in _ = kill(n.workerPID, SIGKILL) }
-        let images = try TempDir("ctr-kill")
+        let images = try TemporaryDirectory("zpck-ctr-kill")
         do {
-            _ = try cc.checkpoint(c.container, imagesDir: images.path, hooks: hooks)
+            _ = try cc.checkpoint(c.container, imagesDir: images.filePath, hooks: hooks)
             Issue.record("checkpoint survived its CRIU worker being killed")
         } catch {
             print("container, CRIU killed at \(script): \(error)")
@@ -179,12 +180,12 @@ struct ContainerCheckpointTests {
             #expect(e.code == .workerDied)
         }
         #expect(c.status() == "running" && c.initPID() == pid, "runc still sees the same init running")
-        let served = waitUntil(timeout: .seconds(10)) { (try? c.get().body.hasPrefix("count=2")) == true }
+        let served = eventually(within: 10, every: 0.01) { (try? c.get().body.hasPrefix("count=2")) == true }
         #expect(served, "the container still serves with its state")
         // And a normal checkpoint/restore still works afterwards.
-        let again = try TempDir("ctr-kill-again")
-        _ = try cc.checkpoint(c.container, imagesDir: again.path)
-        _ = try cc.restore(c.container, imagesDir: again.path, options: restoreOptions(c))
+        let again = try TemporaryDirectory("zpck-ctr-kill-again")
+        _ = try cc.checkpoint(c.container, imagesDir: again.filePath)
+        _ = try cc.restore(c.container, imagesDir: again.filePath, options: restoreOptions(c))
         #expect(try c.get().body.hasPrefix("count=3"))
     }
 
@@ -193,14 +194,14 @@ struct ContainerCheckpointTests {
         defer { c.destroy() }
         try c.start()
         #expect(c.waitForResponse() != nil)
-        let images = try TempDir("ctr-corrupt")
-        _ = try cc.checkpoint(c.container, imagesDir: images.path)
+        let images = try TemporaryDirectory("zpck-ctr-corrupt")
+        _ = try cc.checkpoint(c.container, imagesDir: images.filePath)
         let stateBefore = try String(contentsOfFile: "\(c.runcRoot)/\(c.id)/state.json", encoding: .utf8)
-        let bad = try TempDir("ctr-corrupt-copy")
-        try sh("cp -a '\(images.path)'/. '\(bad.path)'/ && f=$(ls '\(bad.path)'/pstree.img) && "
+        let bad = try TemporaryDirectory("zpck-ctr-corrupt-copy")
+        try shell("cp -a '\(images.filePath)'/. '\(bad.filePath)'/ && f=$(ls '\(bad.filePath)'/pstree.img) && "
             + "dd if=/dev/urandom of=\"$f\" bs=1 seek=4 count=16 conv=notrunc status=none")
         do {
-            _ = try cc.restore(c.container, imagesDir: bad.path, options: restoreOptions(c))
+            _ = try cc.restore(c.container, imagesDir: bad.filePath, options: restoreOptions(c))
             Issue.record("restore from a corrupted image succeeded")
         } catch {
             print("container, corrupted image: \(error)")
@@ -213,7 +214,7 @@ struct ContainerCheckpointTests {
         let staging = "\(c.runcRoot)/\(c.id)/\(PreparedContainerRestore.stagingFolderName)"
         #expect(!FileManager.default.fileExists(atPath: staging), "the staging folder (rootfs bind, tmpfs copies) is gone")
         #expect(MountPoints.under(staging + "/").isEmpty, "nothing stays mounted under it")
-        _ = try cc.restore(c.container, imagesDir: images.path, options: restoreOptions(c))
+        _ = try cc.restore(c.container, imagesDir: images.filePath, options: restoreOptions(c))
         #expect(try c.get().body.hasPrefix("count=2"), "nothing lost: the intact image restores")
     }
 
@@ -222,10 +223,10 @@ struct ContainerCheckpointTests {
         defer { c.destroy() }
         try c.start()
         #expect(c.waitForResponse() != nil)
-        let images = try TempDir("ctr-nostdio")
-        _ = try cc.checkpoint(c.container, imagesDir: images.path)
+        let images = try TemporaryDirectory("zpck-ctr-nostdio")
+        _ = try cc.checkpoint(c.container, imagesDir: images.filePath)
         do {
-            _ = try cc.restore(c.container, imagesDir: images.path)
+            _ = try cc.restore(c.container, imagesDir: images.filePath)
             Issue.record("restore without stdio descriptors succeeded")
         } catch {
             print("missing stdio: \(error)")
@@ -233,7 +234,7 @@ struct ContainerCheckpointTests {
             #expect(m.contains("pipe:["))
         }
         // Nothing lost: with the descriptors the same images restore.
-        _ = try cc.restore(c.container, imagesDir: images.path, options: restoreOptions(c))
+        _ = try cc.restore(c.container, imagesDir: images.filePath, options: restoreOptions(c))
         #expect(try c.get().status == 200)
     }
 
@@ -243,10 +244,10 @@ struct ContainerCheckpointTests {
         try c.start()
         #expect(c.waitForResponse() != nil)
         _ = try c.runc(["kill", c.id, "KILL"])
-        #expect(waitUntil { c.status() == "stopped" })
-        let images = try TempDir("ctr-stopped")
+        #expect(eventually(every: 0.01) { c.status() == "stopped" })
+        let images = try TemporaryDirectory("zpck-ctr-stopped")
         do {
-            _ = try cc.checkpoint(c.container, imagesDir: images.path)
+            _ = try cc.checkpoint(c.container, imagesDir: images.filePath)
             Issue.record("checkpoint of a stopped container succeeded")
         } catch {
             guard case .invalidState = error else { Issue.record("wrong error \(error)"); return }

@@ -7,6 +7,7 @@ import SystemPackage
 import Testing
 import ZPCheckpointTestKit
 import ZPSystem
+import ZPTestSupport
 
 @testable import ZPCheckpoint
 
@@ -74,16 +75,16 @@ struct ImagePrivacyTests {
         let port: UInt16 = 8091
         let pid = try startCounterServer(netns: netns, port: port, touchMiB: 4)
         defer { killAndReap(pid) }
-        let images = try TempDir("priv-img")
-        #expect(try Files.permissions(of: images.path) == 0o755, "the caller's folder starts world-readable")
+        let images = try TemporaryDirectory("priv-img")
+        #expect(try Files.permissions(of: images.filePath) == 0o755, "the caller's folder starts world-readable")
         var dump = DumpOptions()
-        dump.external = [try NetworkNamespace.externalEntry(for: netns.path)]
-        _ = try withNodeUmask { try criu.dump(pid: pid, imagesDir: images.path, options: dump) }
+        dump.external = [try NetworkNamespace.externalEntry(for: netns.filePath)]
+        _ = try withNodeUmask { try criu.dump(pid: pid, imagesDir: images.filePath, options: dump) }
         let umaskNow = umask(0o022)
         umask(umaskNow)
         #expect(umaskNow != 0o077, "the test process's umask was not changed by the spawn")
 
-        let entries = permissionsBelow(images.path.string)
+        let entries = permissionsBelow(images.path)
         print("process dump: " + entries.map { "\(String($0.mode, radix: 8)) \($0.path)" }.joined(separator: "\n  "))
         #expect(entries.first?.mode == 0o700, "image folder: \(entries.first.map { String($0.mode, radix: 8) } ?? "?")")
         let pages = entries.filter { $0.path.contains("/pages-") }
@@ -91,13 +92,13 @@ struct ImagePrivacyTests {
         for e in entries.dropFirst() {
             #expect(e.mode & 0o077 == 0, "\(e.path) is \(String(e.mode, radix: 8)): readable by others")
         }
-        let (lsStatus, lsOut) = try runAsNobody(["/bin/ls", images.path.string])
+        let (lsStatus, lsOut) = try runAsNobody(["/bin/ls", images.path])
         #expect(lsStatus != 0 && lsOut.contains("Permission denied"), "ls as 65534: \(lsStatus) \(lsOut)")
         let page = try #require(pages.first?.path)
         let (catStatus, catOut) = try runAsNobody(["/bin/cat", page])
         #expect(catStatus != 0 && catOut.contains("Permission denied"), "cat as 65534: \(catStatus) \(catOut)")
         // Even with the folder opened up after the fact, the page image itself stays unreadable.
-        chmod(images.path.string, 0o755)
+        chmod(images.path, 0o755)
         let (openStatus, openOut) = try runAsNobody(["/bin/cat", page])
         #expect(openStatus != 0 && openOut.contains("Permission denied"), "cat as 65534, folder 0755: \(openStatus) \(openOut)")
     }
@@ -109,13 +110,13 @@ struct ImagePrivacyTests {
         let netns = try TestNetns("privlz")
         let pid = try startCounterServer(netns: netns, port: 8092)
         defer { killAndReap(pid) }
-        let images = try TempDir("priv-lazy")
+        let images = try TemporaryDirectory("priv-lazy")
         var dump = DumpOptions()
-        dump.external = [try NetworkNamespace.externalEntry(for: netns.path)]
-        _ = try withNodeUmask { try criu.dump(pid: pid, imagesDir: images.path, options: dump) }
-        let daemon = try withNodeUmask { try LazyPagesDaemon(criuPath: criu.criuPath, imagesDir: images.path) }
+        dump.external = [try NetworkNamespace.externalEntry(for: netns.filePath)]
+        _ = try withNodeUmask { try criu.dump(pid: pid, imagesDir: images.filePath, options: dump) }
+        let daemon = try withNodeUmask { try LazyPagesDaemon(criuPath: criu.criuPath, imagesDir: images.filePath) }
         defer { daemon.stop() }
-        let socket = try Files.permissions(of: images.path.appending("lazy-pages.socket"))
+        let socket = try Files.permissions(of: images.filePath.appending("lazy-pages.socket"))
         let log = try Files.permissions(of: daemon.logPath)
         print("lazy-pages: socket \(String(socket, radix: 8)), log \(String(log, radix: 8))")
         #expect(socket & 0o077 == 0 && log & 0o077 == 0)
@@ -130,9 +131,9 @@ struct ImagePrivacyTests {
     @Test func secretVolume_isNeverCopiedIntoTheImages_andStagingIsOwnerOnly() throws {
         let secretHost = "/tmp/\(uniqueName("secret"))"
         let token = "zp-secret-\(UUID().uuidString)"
-        try sh("mkdir -p \(secretHost) && mount -t tmpfs -o size=1m,mode=0755 zpck-secret \(secretHost)"
+        try shell("mkdir -p \(secretHost) && mount -t tmpfs -o size=1m,mode=0755 zpck-secret \(secretHost)"
             + " && printf '%s' \(token) > \(secretHost)/token")
-        defer { _ = try? sh("umount -l \(secretHost); rmdir \(secretHost)", allowFailure: true) }
+        defer { _ = try? shell("umount -l \(secretHost); rmdir \(secretHost)", allowFailure: true) }
         let mountPoint = "/var/run/secrets/kubernetes.io/serviceaccount"
         let c = try TestContainer(.busybox, repoRoot: repoRoot, extraMounts: [
             ["destination": mountPoint, "type": "bind", "source": secretHost, "options": ["rbind", "ro"]],
@@ -143,23 +144,23 @@ struct ImagePrivacyTests {
         let (rc0, seen0) = try c.runc(["exec", c.id, "/bin/cat", mountPoint + "/token"])
         #expect(rc0 == 0 && seen0 == token, "the container sees the secret: \(seen0)")
 
-        let images = try TempDir("priv-ctr")
+        let images = try TemporaryDirectory("priv-ctr")
         let cc = ContainerCheckpointer()
-        let cp = try withNodeUmask { try cc.checkpoint(c.container, imagesDir: images.path) }
+        let cp = try withNodeUmask { try cc.checkpoint(c.container, imagesDir: images.filePath) }
         #expect(cp.manifest.externalMounts[mountPoint] == secretHost, "\(cp.manifest.externalMounts)")
         #expect(cp.manifest.copiedTmpfs?[mountPoint] == nil, "copied: \(cp.manifest.copiedTmpfs?.keys.sorted() ?? [])")
         #expect(cp.manifest.copiedTmpfs?["/tmp"] != nil, "the container's own /tmp is still copied")
-        #expect(anyFileContains(images.path.string, token).isEmpty, "the secret is in \(anyFileContains(images.path.string, token))")
-        for e in permissionsBelow(images.path.string).dropFirst() {
+        #expect(anyFileContains(images.path, token).isEmpty, "the secret is in \(anyFileContains(images.path, token))")
+        for e in permissionsBelow(images.path).dropFirst() {
             #expect(e.mode & 0o077 == 0, "\(e.path) is \(String(e.mode, radix: 8))")
         }
 
         // The secret changes while the container is scaled down (kubelet rotates tokens).
         let rotated = token + "-rotated"
-        try sh("printf '%s' \(rotated) > \(secretHost)/token")
+        try shell("printf '%s' \(rotated) > \(secretHost)/token")
         var o = ContainerRestoreOptions()
         o.stdio = c.stdio.containerSide.map { Optional($0) }
-        let prepared = try cc.prepareRestore(c.container, imagesDir: images.path, options: o)
+        let prepared = try cc.prepareRestore(c.container, imagesDir: images.filePath, options: o)
         let staging = c.runcRoot.appending(c.id).appending(PreparedContainerRestore.stagingFolderName).string
         let staged = permissionsBelow(staging).filter { !$0.path.dropFirst(staging.count).contains("/criu-root/") }
         print("staging: " + staged.prefix(8).map { "\(String($0.mode, radix: 8)) \($0.path)" }.joined(separator: "\n  "))

@@ -2,6 +2,7 @@ import Foundation
 import SystemPackage
 import Testing
 import ZPSystem
+import ZPTestSupport
 
 @testable import ZPCheckpoint
 
@@ -14,7 +15,7 @@ struct LazyRestoreTests {
     func restoreAndTime(_ images: FilePath, netns: TestNetns, port: UInt16, lazy: Bool, expectCount: Int)
         throws -> (Duration, Duration, Int32, LazyPagesDaemon?)
     {
-        let ns = SharedDescriptor(try OwnedDescriptor.open(netns.path, O_RDONLY))
+        let ns = SharedDescriptor(try OwnedDescriptor.open(netns.filePath, O_RDONLY))
         var o = processRestoreOptions(netns: ns)
         o.lazyPages = lazy
         let daemonStart = ContinuousClock.now
@@ -28,31 +29,27 @@ struct LazyRestoreTests {
         return (elapsed, start - daemonStart, r.pid, daemon)
     }
 
-    @Test func lazyRestore_of256MiB_answersBeforeAFullRestoreWould() throws {
-        let f = try criu.features(CRIUFeatures(lazyPages: true))
-        guard f.lazyPages == true else {
-            print("skip: CRIU reports no lazy_pages support (userfaultfd) on this kernel")
-            return
-        }
-        let netns = try TestNetns("lazy")
+    @Test(.enabled(if: lazyPagesHere, "CRIU reports no lazy_pages support (userfaultfd) on this kernel"))
+    func lazyRestore_of256MiB_answersBeforeAFullRestoreWould() throws {
+        let netns = try TestNetns("zpck-lazy")
         let port: UInt16 = 8090
         let pid = try startCounterServer(netns: netns, port: port, touchMiB: 256)
         var live: Int32 = pid
         defer { killAndReap(live) }
-        let images = try TempDir("lazy-img")
+        let images = try TemporaryDirectory("zpck-lazy-img")
         var dump = DumpOptions()
-        dump.external = [try NetworkNamespace.externalEntry(for: netns.path)]
-        let d = try criu.dump(pid: pid, imagesDir: images.path, options: dump)
-        _ = waitUntil { !isAlive(pid) }
+        dump.external = [try NetworkNamespace.externalEntry(for: netns.filePath)]
+        let d = try criu.dump(pid: pid, imagesDir: images.filePath, options: dump)
+        _ = eventually(every: 0.01) { !isAlive(pid) }
         var st: Int32 = 0
         _ = waitpid(pid, &st, WNOHANG)
-        let size = try sh("du -sm '\(images.path)' | cut -f1").trimmingCharacters(in: .whitespacesAndNewlines)
+        let size = try shell("du -sm '\(images.filePath)' | cut -f1").trimmingCharacters(in: .whitespacesAndNewlines)
         print("lazy: dumped \(size) MiB in \(milliseconds(d.timings.total)) ms")
 
-        let (full, _, fullPID, _) = try restoreAndTime(images.path, netns: netns, port: port, lazy: false, expectCount: 2)
+        let (full, _, fullPID, _) = try restoreAndTime(images.filePath, netns: netns, port: port, lazy: false, expectCount: 2)
         live = fullPID
         killAndReap(fullPID)
-        let (lazy, daemonStart, lazyPID, daemon) = try restoreAndTime(images.path, netns: netns, port: port, lazy: true,
+        let (lazy, daemonStart, lazyPID, daemon) = try restoreAndTime(images.filePath, netns: netns, port: port, lazy: true,
                                                                       expectCount: 2)
         live = lazyPID
         #expect(try counter(netns: netns, port: port).count == 3)
@@ -70,21 +67,17 @@ struct LazyRestoreTests {
         daemon?.stop()
     }
 
-    @Test func lazyPagesDaemon_stop_recordsItsKill() throws {
-        let f = try criu.features(CRIUFeatures(lazyPages: true))
-        guard f.lazyPages == true else {
-            print("skip: CRIU reports no lazy_pages support (userfaultfd) on this kernel")
-            return
-        }
-        let netns = try TestNetns("lazystop")
+    @Test(.enabled(if: lazyPagesHere, "CRIU reports no lazy_pages support (userfaultfd) on this kernel"))
+    func lazyPagesDaemon_stop_recordsItsKill() throws {
+        let netns = try TestNetns("zpck-lazystop")
         let port: UInt16 = 8091
         let pid = try startCounterServer(netns: netns, port: port, touchMiB: 8)
         defer { killAndReap(pid) }
-        let images = try TempDir("lazy-stop")
+        let images = try TemporaryDirectory("zpck-lazy-stop")
         var dump = DumpOptions()
-        dump.external = [try NetworkNamespace.externalEntry(for: netns.path)]
-        _ = try criu.dump(pid: pid, imagesDir: images.path, options: dump)
-        let daemon = try LazyPagesDaemon(criuPath: criu.criuPath, imagesDir: images.path)
+        dump.external = [try NetworkNamespace.externalEntry(for: netns.filePath)]
+        _ = try criu.dump(pid: pid, imagesDir: images.filePath, options: dump)
+        let daemon = try LazyPagesDaemon(criuPath: criu.criuPath, imagesDir: images.filePath)
         #expect(daemon.termination == nil)
         #expect(!daemon.waitForExit(timeout: .milliseconds(200)), "lazy-pages exited with no restore to serve")
         daemon.stop()

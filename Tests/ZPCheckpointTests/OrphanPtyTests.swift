@@ -2,6 +2,7 @@ import Foundation
 import SystemPackage
 import Testing
 import ZPSystem
+import ZPTestSupport
 
 @testable import ZPCheckpoint
 
@@ -45,11 +46,11 @@ struct OrphanPtyTests {
             return
         }
 
-        let dir = try TempDir("pty-img")
+        let dir = try TemporaryDirectory("zpck-pty-img")
         var dump = DumpOptions()
         dump.orphanPtsMaster = true
-        _ = try criu.dump(pid: pid, imagesDir: dir.path, options: dump)
-        _ = waitUntil { !isAlive(pid) }
+        _ = try criu.dump(pid: pid, imagesDir: dir.filePath, options: dump)
+        _ = eventually(every: 0.01) { !isAlive(pid) }
         var st: Int32 = 0
         _ = waitpid(pid, &st, WNOHANG)
         // CRIU reopens the same pty index: free it by closing the old master.
@@ -63,7 +64,7 @@ struct OrphanPtyTests {
             // Taken over: the connection closes what the hook leaves behind.
             if let fd = note.receivedFD?.take() { newMaster = SharedDescriptor(fd) }
         }
-        let r = try criu.restore(imagesDir: dir.path, options: restore, hooks: hooks)
+        let r = try criu.restore(imagesDir: dir.filePath, options: restore, hooks: hooks)
         live = r.pid
         let m = try #require(newMaster, "the orphan-pts-master notification carried a descriptor")
         try m.withOwner { (fd) throws(SystemError) in try fd.writeAll(Array("two\n".utf8)) }

@@ -1,6 +1,7 @@
 import Foundation
 import SystemPackage
 import Testing
+import ZPTestSupport
 import ZPCheckpointTestKit
 import ZPSystem
 
@@ -64,13 +65,13 @@ struct PreDumpTests {
     let criu = Checkpointer()
 
     @Test func dump_reportsCRIUsStatistics_withEveryTouchedPageWritten() throws {
-        let netns = try TestNetns("stats")
+        let netns = try TestNetns("zpck-stats")
         let pid = try startCounterServer(netns: netns, port: 8082, touchMiB: 16)
         defer { killAndReap(pid) }
-        let dir = try TempDir("stats-img")
+        let dir = try TemporaryDirectory("zpck-stats-img")
         var o = DumpOptions()
-        o.external = [try NetworkNamespace.externalEntry(for: netns.path)]
-        let d = try criu.dump(pid: pid, imagesDir: dir.path, options: o)
+        o.external = [try NetworkNamespace.externalEntry(for: netns.filePath)]
+        let d = try criu.dump(pid: pid, imagesDir: dir.filePath, options: o)
         let stats = try #require(d.stats, "the dump result carries stats-dump")
         print("process dump of 16 MiB touched: \(stats)")
         #expect(stats.pagesWritten >= 16 * 256, "16 MiB of touched pages are written")
@@ -78,21 +79,18 @@ struct PreDumpTests {
         #expect(stats.frozenTime > .zero)
     }
 
-    @Test func preDump_thenDumpOnIt_writesOnlyDirtiedPages_andTheChainRestores() throws {
-        if let reason = memoryTrackingMissing(criu) {
-            print("skip: \(reason); pre-dump and incremental dumps cannot run on this machine")
-            return
-        }
-        let netns = try TestNetns("pdchain")
+    @Test(.enabled(if: memoryTrackingHere, "CRIU's FEATURE_CHECK says mem_track is not supported (no soft-dirty tracking)"))
+    func preDump_thenDumpOnIt_writesOnlyDirtiedPages_andTheChainRestores() throws {
+        let netns = try TestNetns("zpck-pdchain")
         let port: UInt16 = 8083
         let pid = try startCounterServer(netns: netns, port: port, touchMiB: 32)
         var restoredPID = pid
         defer { killAndReap(restoredPID) }
         #expect(try counter(netns: netns, port: port).count == 2)
-        let dir = try TempDir("pdchain-img")
-        let parent = dir.path.appending("pre-dump")
+        let dir = try TemporaryDirectory("zpck-pdchain-img")
+        let parent = dir.filePath.appending("pre-dump")
         var o = DumpOptions()
-        o.external = [try NetworkNamespace.externalEntry(for: netns.path)]
+        o.external = [try NetworkNamespace.externalEntry(for: netns.filePath)]
         let pre = try criu.preDump(pid: pid, imagesDir: parent, options: o)
         let preStats = try #require(pre.stats)
         print("pre-dump: \(pre.timings); \(preStats)")
@@ -100,30 +98,27 @@ struct PreDumpTests {
         #expect(try counter(netns: netns, port: port).count == 3, "and keeps serving")
         o.parentImages = "pre-dump"
         o.trackMemory = true
-        let final = try criu.dump(pid: pid, imagesDir: dir.path, options: o)
+        let final = try criu.dump(pid: pid, imagesDir: dir.filePath, options: o)
         let stats = try #require(final.stats)
         print("dump on the pre-dump: \(final.timings); \(stats)")
         #expect(stats.pagesSkippedParent >= 32 * 256 / 2, "the untouched heap stays in the parent")
         #expect(stats.pagesWritten * 4 < preStats.pagesWritten, "far fewer pages written than the pre-dump wrote")
-        let ns = SharedDescriptor(try OwnedDescriptor.open(netns.path, O_RDONLY))
-        let r = try criu.restore(imagesDir: dir.path, options: processRestoreOptions(netns: ns))
+        let ns = SharedDescriptor(try OwnedDescriptor.open(netns.filePath, O_RDONLY))
+        let r = try criu.restore(imagesDir: dir.filePath, options: processRestoreOptions(netns: ns))
         restoredPID = r.pid
         #expect(try counter(netns: netns, port: port).count == 4, "the counter survives the chain")
     }
 
-    @Test func containerPreDump_withoutMemoryTracking_isRefusedBeforeCRIURuns_andTheContainerKeepsServing() throws {
-        guard let reason = memoryTrackingMissing(criu) else {
-            print("skip: this kernel tracks dirty memory, so the refusal path is not taken here")
-            return
-        }
-        print("mem_track missing here: \(reason)")
+    @Test(.enabled(if: memoryTrackingMissingHere, "this kernel tracks dirty memory, so the refusal path is not taken here"))
+    func containerPreDump_withoutMemoryTracking_isRefusedBeforeCRIURuns_andTheContainerKeepsServing() throws {
+        print("mem_track missing here: \(memoryTrackingMissing(criu) ?? "?")")
         let c = try TestContainer(.busybox, repoRoot: repoRoot)
         defer { c.destroy() }
         try c.start()
         #expect(c.waitForResponse() != nil)
-        let dir = try TempDir("ctr-pd-refused")
+        let dir = try TemporaryDirectory("zpck-ctr-pd-refused")
         do {
-            _ = try ContainerCheckpointer(checkpointer: criu).preDump(c.container, imagesDir: dir.path)
+            _ = try ContainerCheckpointer(checkpointer: criu).preDump(c.container, imagesDir: dir.filePath)
             Issue.record("pre-dump did not throw on a kernel without mem_track")
         } catch {
             guard case .criu(let e) = error else {
@@ -133,37 +128,34 @@ struct PreDumpTests {
             #expect(e.code == .notSupported)
             #expect(e.message.contains("CONFIG_MEM_SOFT_DIRTY"), "\(e.message)")
         }
-        #expect(!FileManager.default.fileExists(atPath: dir.path.appending("pre-dump.log").string),
+        #expect(!FileManager.default.fileExists(atPath: dir.filePath.appending("pre-dump.log").string),
                 "CRIU was not asked to pre-dump (it aborts on such a kernel)")
         #expect(c.status() == "running")
         #expect(try c.get().status == 200)
     }
 
-    @Test func containerPreDump_thenIncrementalCheckpoint_restoresWithItsState() throws {
-        if let reason = memoryTrackingMissing(criu) {
-            print("skip: \(reason)")
-            return
-        }
+    @Test(.enabled(if: memoryTrackingHere, "CRIU's FEATURE_CHECK says mem_track is not supported (no soft-dirty tracking)"))
+    func containerPreDump_thenIncrementalCheckpoint_restoresWithItsState() throws {
         let cc = ContainerCheckpointer(checkpointer: criu)
         let c = try TestContainer(.busybox, repoRoot: repoRoot)
         defer { c.destroy() }
         try c.start()
         #expect(c.waitForResponse() != nil)
         #expect(try c.get().body.hasPrefix("count=2"))
-        let images = try TempDir("ctr-pd-chain")
-        let pre = try cc.preDump(c.container, imagesDir: images.path.appending("pre-dump"))
+        let images = try TemporaryDirectory("zpck-ctr-pd-chain")
+        let pre = try cc.preDump(c.container, imagesDir: images.filePath.appending("pre-dump"))
         print("container pre-dump: \(pre.timings); \(pre.stats.map(String.init(describing:)) ?? "-")")
         #expect(c.status() == "running")
         #expect(try c.get().body.hasPrefix("count=3"))
         var o = ContainerCheckpointOptions()
         o.criu.parentImages = "pre-dump"
         o.criu.trackMemory = true
-        let cp = try cc.checkpoint(c.container, imagesDir: images.path, options: o)
+        let cp = try cc.checkpoint(c.container, imagesDir: images.filePath, options: o)
         print("container checkpoint on the pre-dump: \(milliseconds(cp.total)) ms; \(cp.dump.stats.map(String.init(describing:)) ?? "-")")
         #expect((cp.dump.stats?.pagesSkippedParent ?? 0) > 0)
         var ro = ContainerRestoreOptions()
         ro.stdio = c.stdio.containerSide.map { Optional($0) }
-        _ = try cc.restore(c.container, imagesDir: images.path, options: ro)
+        _ = try cc.restore(c.container, imagesDir: images.filePath, options: ro)
         #expect(c.status() == "running")
         #expect(try c.get().body.hasPrefix("count=4"))
     }

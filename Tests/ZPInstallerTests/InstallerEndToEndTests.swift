@@ -7,19 +7,13 @@ import ZPTestSupport
 
 @testable import ZPInstaller
 
-let zpCache = ProcessInfo.processInfo.environment["ZP_CACHE"].flatMap { $0.isEmpty ? nil : $0 } ?? "/var/cache/zeropod-swift"
-let containerd16 = "/usr/bin/containerd"
-let containerd2 = zpCache + "/containerd2/usr/bin/containerd"
+let containerd16 = ContainerdFlavor.debian.binDirectory + "/containerd"
+let containerd2 = ContainerdFlavor.containerd2.binDirectory + "/containerd"
 
-/// The built shim (SwiftPM puts it beside the test binary).
+/// The built shim (SwiftPM puts it beside the test binary), or nil.
 func builtShim() -> String? {
-    var url = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-    while url.path != "/" {
-        let candidate = url.appendingPathComponent("containerd-shim-zeropod-v2").path
-        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-        url.deleteLastPathComponent()
-    }
-    return nil
+    let path = TestPaths.buildDirectory + "/containerd-shim-zeropod-v2"
+    return FileManager.default.isExecutableFile(atPath: path) ? path : nil
 }
 
 let canRunInstaller = Privileges.isRoot && FileManager.default.isExecutableFile(atPath: "/usr/local/sbin/criu")
@@ -51,8 +45,8 @@ struct InstallerEndToEndTests {
         options.containerdBinary = containerd
         options.systemdRuns = false
         options.shimSocketDirectory = dir + "/run/s"  // not the machine's: other tests' shims may run
-        let log = LogLines()
-        let installer = Installer(options: options) { log.append($0) }
+        let log = EventLog<String>()
+        let installer = Installer(options: options) { log.sink($0) }
 
         let first = try installer.install()
         #expect(first.configChanged)
@@ -170,12 +164,3 @@ func snapshot(_ root: String) throws -> [String: Data] {
     }
     return out
 }
-
-/// Log lines gathered from the installer.
-final class LogLines: Sendable {
-    private let lines = Mutex<[String]>([])
-    func append(_ line: String) { lines.withLock { $0.append(line) } }
-    var all: [String] { lines.withLock { $0 } }
-}
-
-import Synchronization

@@ -4,8 +4,8 @@ import Foundation
 import Testing
 import ZPTestSupport
 
-let kubectl = zpCache + "/kubectl/usr/bin/kubectl"
-let validator = zpCache + "/kubernetes-validate/bin/kubernetes-validate"
+let kubectl = TestPaths.cache + "/kubectl/usr/bin/kubectl"
+let validator = TestPaths.cache + "/kubernetes-validate/bin/kubernetes-validate"
 let configRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
     .deletingLastPathComponent().appendingPathComponent("config").path
 let haveManifestTools = FileManager.default.isExecutableFile(atPath: kubectl)
@@ -35,6 +35,7 @@ struct ManifestTests {
         #expect(yaml.contains("image: zeropod-swift/installer:dev") && yaml.contains("image: zeropod-swift/manager:dev"))
         #expect(yaml.contains("fieldPath: spec.nodeName") && yaml.contains("fieldPath: status.podIP"))
         #expect(yaml.contains("containerPort: 8080") && yaml.contains("containerPort: 8090"))
+        #expect(yaml.contains("path: /healthz"), "the manager's liveness probe")
         // Only reads in the base: no write verb at all.
         for verb in ["create", "update", "patch", "delete"] { #expect(!yaml.contains("- \(verb)"), "base grants \(verb)") }
     }

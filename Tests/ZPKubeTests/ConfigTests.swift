@@ -1,6 +1,7 @@
 import Foundation
 import KubeAPIDouble
 import Testing
+import ZPTestSupport
 import ZPKube
 
 /// Kubeconfig and in-cluster configuration: good files work against the double, bad ones are
@@ -10,7 +11,7 @@ import ZPKube
         var settings = KubeAPIDouble.Settings()
         settings.tokens = ["from-file": "sa"]
         let double = try await KubeAPIDouble.start(settings: settings)
-        let folder = try TemporaryFolder()
+        let folder = try TemporaryDirectory("zpkube")
         defer { folder.remove() }
         _ = try folder.write("token", "from-file\n")
         _ = try folder.write("ca.crt", double.certificateAuthority.certificatePEM)
@@ -48,7 +49,7 @@ import ZPKube
 
     @Test func kubeconfig_fromTheDouble_andClientCertificateData() async throws {
         let double = try await KubeAPIDouble.start()
-        let folder = try TemporaryFolder()
+        let folder = try TemporaryDirectory("zpkube")
         defer { folder.remove() }
         let (certificate, key) = try double.certificateAuthority.issue(commonName: "alice", server: false)
         let ca = Data(double.certificateAuthority.certificatePEM.utf8).base64EncodedString()
@@ -103,7 +104,7 @@ import ZPKube
     @Test(arguments: 0..<badFiles.count)
     func badKubeconfig_isRefusedWithFieldAndReason(index: Int) throws {
         let (text, field, reason) = ConfigTests.badFiles[index]
-        let folder = try TemporaryFolder()
+        let folder = try TemporaryDirectory("zpkube")
         defer { folder.remove() }
         let path = try folder.write("config", text)
         let error = #expect(throws: KubeConfigError.self) { try KubeConfiguration.kubeconfig(path: path) }
@@ -118,7 +119,7 @@ import ZPKube
     }
 
     @Test func inCluster_readsTheServiceAccount() throws {
-        let folder = try TemporaryFolder()
+        let folder = try TemporaryDirectory("zpkube")
         defer { folder.remove() }
         let authority = try TestCertificateAuthority()
         _ = try folder.write("token", "sa-token")
@@ -156,7 +157,7 @@ import ZPKube
     }
 
     @Test func resolve_followsControllerRuntimesOrder() throws {
-        let folder = try TemporaryFolder()
+        let folder = try TemporaryDirectory("zpkube")
         defer { folder.remove() }
         let several = #expect(throws: KubeConfigError.self) { try KubeConfiguration.resolve(environment: ["KUBECONFIG": "/a:/b"]) }
         #expect(several?.reason.contains("merging kubeconfigs is not supported yet") == true)

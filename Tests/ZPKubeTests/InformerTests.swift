@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 import KubeAPIDouble
 import Testing
+import ZPTestSupport
 import ZPKube
 
 /// The informer (list + watch of the pods on one node) against the API double: resume, relist on
@@ -43,18 +44,18 @@ import ZPKube
             let lists = double.requests.filter { $0.path == "/api/v1/pods" && $0.query["watch"] == nil }
             #expect(lists.count == 2)
             #expect(lists.allSatisfy { $0.query["fieldSelector"] == "spec.nodeName=node-a" && $0.query["limit"] == "2" })
-            #expect(await eventually { double.openWatches == 1 })
+            #expect(await eventuallyAsync { double.openWatches == 1 })
 
             // Ten label changes to one pod while nobody reads: one key in the next batch.
             for index in 0..<10 {
                 double.call("PATCH", "/api/v1/namespaces/default/pods/a1", body: ["metadata": ["labels": ["n": .string(String(index))]]], contentType: "application/merge-patch+json")
             }
             double.call("DELETE", "/api/v1/namespaces/default/pods/a2")
-            #expect(await eventually { informer.object(ObjectKey(namespace: "default", name: "a1"))?.metadata.labels?["n"] == "9" })
-            #expect(await eventually { informer.object(ObjectKey(namespace: "default", name: "a2")) == nil })
+            #expect(await eventuallyAsync { informer.object(ObjectKey(namespace: "default", name: "a1"))?.metadata.labels?["n"] == "9" })
+            #expect(await eventuallyAsync { informer.object(ObjectKey(namespace: "default", name: "a2")) == nil })
             let batch = await changes.next() ?? []
             #expect(batch == [ObjectKey(namespace: "default", name: "a1"), ObjectKey(namespace: "default", name: "a2")])
-            #expect(await eventually { informer.statistics.bookmarks > 0 })
+            #expect(await eventuallyAsync { informer.statistics.bookmarks > 0 })
             let watch = try #require(double.requests.first { $0.query["watch"] == "true" })
             #expect(watch.query["allowWatchBookmarks"] == "true")
             #expect(watch.query["fieldSelector"] == "spec.nodeName=node-a")
@@ -68,17 +69,17 @@ import ZPKube
         try await withInformer { double, informer in
             try double.create("pods", namespace: "default", podJSON("a1"))
             await informer.waitForSync()
-            #expect(await eventually { double.openWatches == 1 })
+            #expect(await eventuallyAsync { double.openWatches == 1 })
             double.call("PATCH", "/api/v1/namespaces/default/pods/a1", body: ["metadata": ["labels": ["x": "1"]]], contentType: "application/merge-patch+json")
-            #expect(await eventually { informer.object(ObjectKey(namespace: "default", name: "a1"))?.metadata.labels?["x"] == "1" })
+            #expect(await eventuallyAsync { informer.object(ObjectKey(namespace: "default", name: "a1"))?.metadata.labels?["x"] == "1" })
             let seen = try #require(informer.statistics.resourceVersion)
             double.closeWatches()
-            #expect(await eventually { double.requests.filter { $0.query["watch"] == "true" }.count == 2 })
+            #expect(await eventuallyAsync { double.requests.filter { $0.query["watch"] == "true" }.count == 2 })
             let resumed = try #require(double.requests.last { $0.query["watch"] == "true" })
             #expect(resumed.query["resourceVersion"] == seen)
             #expect(informer.statistics.lists == 1)
             try double.create("pods", namespace: "default", podJSON("a2"))
-            #expect(await eventually { informer.object(ObjectKey(namespace: "default", name: "a2")) != nil })
+            #expect(await eventuallyAsync { informer.object(ObjectKey(namespace: "default", name: "a2")) != nil })
         }
     }
 
@@ -88,7 +89,7 @@ import ZPKube
             try double.create("pods", namespace: "default", podJSON("a1"))
             try double.create("pods", namespace: "default", podJSON("a2"))
             await informer.waitForSync()
-            #expect(await eventually { double.openWatches == 1 })
+            #expect(await eventuallyAsync { double.openWatches == 1 })
             // The server goes away, history is compacted meanwhile, a pod is deleted.
             await double.stopListening()
             double.call("DELETE", "/api/v1/namespaces/default/pods/a2")
@@ -96,9 +97,9 @@ import ZPKube
             for _ in 0..<3 { double.call("PATCH", "/api/v1/namespaces/default/pods/a1", body: ["metadata": ["labels": ["y": "1"]]], contentType: "application/merge-patch+json") }
             double.compact()
             try await double.startListening()
-            #expect(await eventually { informer.statistics.relistsAfterGone == 1 })
-            #expect(await eventually { informer.statistics.lists == 2 })
-            #expect(await eventually { Set(informer.objects.map { $0.metadata.name ?? "" }) == ["a1", "a3"] })
+            #expect(await eventuallyAsync { informer.statistics.relistsAfterGone == 1 })
+            #expect(await eventuallyAsync { informer.statistics.lists == 2 })
+            #expect(await eventuallyAsync { Set(informer.objects.map { $0.metadata.name ?? "" }) == ["a1", "a3"] })
             #expect(informer.object(ObjectKey(namespace: "default", name: "a1"))?.metadata.labels?["y"] == "1")
         }
     }
@@ -112,7 +113,7 @@ import ZPKube
             double.failNext(4, status: 429, retryAfterSeconds: 3, pathPrefix: "/api/v1/pods")
             double.failNext(3, status: 500, pathPrefix: "/api/v1/pods")
         }) { double, informer in
-            #expect(await eventually(.seconds(30)) { informer.object(ObjectKey(namespace: "default", name: "late")) != nil })
+            #expect(await eventuallyAsync(within: 30) { informer.object(ObjectKey(namespace: "default", name: "late")) != nil })
             #expect(informer.hasSynced)
             let sleeps = sleeper.sleeps
             // Three client retries after Retry-After, then the informer's own wait: at least the
@@ -133,7 +134,7 @@ import ZPKube
         let options = InformerOptions(fieldSelector: "spec.nodeName=node-a", watchTimeoutSeconds: 1, backoff: Backoff(initial: .milliseconds(50)))
         try await withInformer(options: options) { double, informer in
             await informer.waitForSync()
-            #expect(await eventually { informer.statistics.watches >= 3 })
+            #expect(await eventuallyAsync { informer.statistics.watches >= 3 })
             let watches = double.requests.filter { $0.query["watch"] == "true" }
             #expect(watches.allSatisfy { $0.query["timeoutSeconds"] == "1" })
             #expect(informer.statistics.failures == 0)
@@ -149,15 +150,15 @@ import ZPKube
         ) { double, informer in
             await informer.waitForSync()
             // The server never ends the watch: the informer gives it up after 1 s + 0.5 s grace.
-            #expect(await eventually { informer.statistics.failures >= 1 })
-            #expect(await eventually { informer.statistics.watches >= 2 })
+            #expect(await eventuallyAsync { informer.statistics.failures >= 1 })
+            #expect(await eventuallyAsync { informer.statistics.watches >= 2 })
             // Answers slower than the request timeout: failures, then recovery once it is fast again.
             double.update { $0.responseDelay = .seconds(2) }
             let failures = informer.statistics.failures
-            #expect(await eventually { informer.statistics.failures >= failures + 2 })
+            #expect(await eventuallyAsync { informer.statistics.failures >= failures + 2 })
             double.update { $0.responseDelay = .zero }
             try double.create("pods", namespace: "default", podJSON("a9"))
-            #expect(await eventually { informer.object(ObjectKey(namespace: "default", name: "a9")) != nil })
+            #expect(await eventuallyAsync { informer.object(ObjectKey(namespace: "default", name: "a9")) != nil })
             #expect(informer.statistics.lists == 1)
         }
     }
@@ -166,13 +167,13 @@ import ZPKube
         // async-http-client retries refused connections until the request's deadline: keep it short.
         try await withInformer(client: { $0.requestTimeout = .seconds(1) }, seed: { try $0.create("pods", namespace: "default", podJSON("a1")) }) { double, informer in
             await informer.waitForSync()
-            #expect(await eventually { double.openWatches == 1 })
+            #expect(await eventuallyAsync { double.openWatches == 1 })
             await double.stopListening()
-            #expect(await eventually { informer.statistics.failures >= 2 })
+            #expect(await eventuallyAsync { informer.statistics.failures >= 2 })
             double.call("DELETE", "/api/v1/namespaces/default/pods/a1")
             try double.create("pods", namespace: "default", podJSON("a2"))
             try await double.startListening()
-            #expect(await eventually { informer.object(ObjectKey(namespace: "default", name: "a2")) != nil })
+            #expect(await eventuallyAsync { informer.object(ObjectKey(namespace: "default", name: "a2")) != nil })
             #expect(informer.object(ObjectKey(namespace: "default", name: "a1")) == nil)
             // Resumed from its resourceVersion: the history still had the changes, no new list.
             #expect(informer.statistics.lists == 1)

@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 import KubeAPIDouble
 import Testing
+import ZPTestSupport
 import ZPKube
 
 /// Real kubectl (Debian sid's 1.36.4, from the cache `make setup` fills) against ``KubeAPIDouble``,
@@ -19,7 +20,7 @@ struct KubectlTests {
         var settings = KubeAPIDouble.Settings()
         settings.tokens = [KubectlTests.token: "tester"]
         let double = try await KubeAPIDouble.start(settings: settings)
-        let folder = try TemporaryFolder()
+        let folder = try TemporaryDirectory("zpkube")
         do {
             let config = try folder.write("kubeconfig", double.kubeconfig(token: KubectlTests.token))
             try await body(double, config)
@@ -87,14 +88,14 @@ struct KubectlTests {
             reader.readabilityHandler = { handle in collected.append(handle.availableData) }
             defer { reader.readabilityHandler = nil }
 
-            #expect(await eventually { collected.lines.contains { $0.hasPrefix("ADDED") && $0.contains("web") } })
-            #expect(await eventually { double.openWatches == 1 })
+            #expect(await eventuallyAsync { collected.lines.contains { $0.hasPrefix("ADDED") && $0.contains("web") } })
+            #expect(await eventuallyAsync { double.openWatches == 1 })
             try double.create("pods", namespace: "default", podJSON("api"))
             double.call(
                 "PATCH", "/api/v1/namespaces/default/pods/web/status", body: ["status": ["phase": "Running"]],
                 contentType: "application/merge-patch+json")
             double.call("DELETE", "/api/v1/namespaces/default/pods/api")
-            #expect(await eventually { collected.lines.contains { $0.hasPrefix("DELETED") && $0.contains("api") } })
+            #expect(await eventuallyAsync { collected.lines.contains { $0.hasPrefix("DELETED") && $0.contains("api") } })
             let events = collected.lines.filter { !$0.hasPrefix("EVENT") }.map { $0.split(separator: " ").prefix(2).joined(separator: " ") }
             #expect(events == ["ADDED web", "ADDED api", "MODIFIED web", "DELETED api"])
             #expect(collected.lines.contains { $0.hasPrefix("MODIFIED") && $0.contains("Running") })
@@ -203,7 +204,7 @@ struct KubectlTests {
 
     @Test func wrongToken_isUnauthorized() async throws {
         try await withDouble { double, _ in
-            let folder = try TemporaryFolder()
+            let folder = try TemporaryDirectory("zpkube")
             defer { folder.remove() }
             let config = try folder.write("kubeconfig", double.kubeconfig(token: "wrong"))
             let result = try await kubectl(["get", "pods"], kubeconfig: config)
@@ -228,7 +229,7 @@ struct KubectlTests {
         settings.allowAnonymous = true
         settings.tokens = [KubectlTests.token: "tester"]
         let double = try await KubeAPIDouble.start(settings: settings)
-        let folder = try TemporaryFolder()
+        let folder = try TemporaryDirectory("zpkube")
         defer { folder.remove() }
         let config = try folder.write(
             "kubeconfig",

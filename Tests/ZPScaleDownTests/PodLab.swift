@@ -14,33 +14,24 @@ import ZPTestSupport
 /// (the "kubelet") .3 / ::3, both on the client side.
 final class PodLab: Sendable {
     let index: Int
-    let pod: String
-    let client: String
+    private let podNetns: TestNetns
+    private let clientNetns: TestNetns
 
     init(index: Int) throws {
         self.index = index
-        pod = "zpab-\(getpid())-\(index)-pod"
-        client = "zpab-\(getpid())-\(index)-cli"
-        for name in [pod, client] {
-            _ = try? sh(["ip", "netns", "del", name])
-            try sh(["ip", "netns", "add", name])
-            try sh(["ip", "-n", name, "link", "set", "lo", "up"])
-        }
-        try sh(["ip", "link", "add", "zpabp", "netns", pod, "type", "veth", "peer", "name", "zpabc", "netns", client])
-        try sh(["ip", "-n", pod, "addr", "add", "\(pod4)/24", "dev", "zpabp"])
-        try sh(["ip", "-n", pod, "addr", "add", "\(pod6)/64", "dev", "zpabp", "nodad"])
-        for address in [client4, probe4] {
-            try sh(["ip", "-n", client, "addr", "add", "\(address)/24", "dev", "zpabc"])
-        }
-        for address in [client6, probe6] {
-            try sh(["ip", "-n", client, "addr", "add", "\(address)/64", "dev", "zpabc", "nodad"])
-        }
-        try sh(["ip", "-n", pod, "link", "set", "zpabp", "up"])
-        try sh(["ip", "-n", client, "link", "set", "zpabc", "up"])
+        podNetns = try TestNetns(exactName: "zpab-\(getpid())-\(index)-pod")
+        clientNetns = try TestNetns(exactName: "zpab-\(getpid())-\(index)-cli")
+        let (pod4, pod6, client4, probe4, client6, probe6) =
+            ("10.78.\(index).1", "fd78:\(index)::1", "10.78.\(index).2", "10.78.\(index).3", "fd78:\(index)::2", "fd78:\(index)::3")
+        try connectVeth(
+            podNetns, "zpabp", addresses: ["\(pod4)/24", "\(pod6)/64"],
+            to: clientNetns, "zpabc", addresses: ["\(client4)/24", "\(probe4)/24", "\(client6)/64", "\(probe6)/64"])
     }
 
-    var podPath: FilePath { FilePath("/var/run/netns/\(pod)") }
-    var clientPath: FilePath { FilePath("/var/run/netns/\(client)") }
+    var pod: String { podNetns.name }
+    var client: String { clientNetns.name }
+    var podPath: FilePath { podNetns.filePath }
+    var clientPath: FilePath { clientNetns.filePath }
     var pod4: String { "10.78.\(index).1" }
     var client4: String { "10.78.\(index).2" }
     var probe4: String { "10.78.\(index).3" }
@@ -50,7 +41,8 @@ final class PodLab: Sendable {
 
     /// Deletes both namespaces (the veth pair goes with them).
     func destroy() {
-        for name in [pod, client] { _ = try? sh(["ip", "netns", "del", name]) }
+        podNetns.delete()
+        clientNetns.delete()
     }
 
     /// Whether `ip netns list` still shows one of this lab's namespaces.
@@ -148,7 +140,7 @@ struct AppProcess: Sendable {
 
     /// Waits until the server listens (or exits: then throws).
     func waitUntilListening(deadline seconds: Double = 30) async throws {
-        let listening = await eventuallyAsync(seconds) { isListening() || !isRunning }
+        let listening = await eventuallyAsync(within: seconds) { isListening() || !isRunning }
         guard listening, isRunning else {
             throw LabError(message: "app in pod did not listen on \(ports) (pid \(pid))")
         }
@@ -165,131 +157,24 @@ struct AppProcess: Sendable {
     var exists: Bool { kill(pid, 0) == 0 }
 }
 
-/// A blocking TCP client: makes its socket in `namespace` (ZPSystem's `NetworkNamespace`), binds
-/// `source` if given, connects to `address`:`port`, sends `request`, reads until EOF.
-/// Timeouts of 20 s on every call keep a broken run from hanging (a healthy burst takes < 1 s).
+/// A blocking TCP client: makes its socket in `namespace`, binds `source` if given, connects to
+/// `address`:`port`, sends `request`, reads until EOF. Timeouts of 20 s on every call keep a
+/// broken run from hanging (a healthy burst takes < 1 s).
 func exchange(
     from namespace: FilePath, to address: String, port: UInt16, source: String? = nil, request: String
 ) throws -> String {
-    let fd = try connectedSocket(from: namespace, to: address, port: port, source: source)
-    defer { close(fd) }
-    let bytes = Array(request.utf8)
-    guard send(fd, bytes, bytes.count, Int32(MSG_NOSIGNAL)) == bytes.count else {
-        throw LabError(message: "send to \(address):\(port): errno \(errno)")
-    }
-    var received: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 4096)
-    while true {
-        let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-        if n == 0 { break }
-        guard n > 0 else { throw LabError(message: "recv from \(address):\(port): errno \(errno)") }
-        received += chunk[0..<n]
-    }
-    return String(decoding: received, as: UTF8.self)
+    let socket = try TestSocket.connect(fromNetns: namespace.string, to: address, port: port, source: source, timeout: 20)
+    try socket.send(request)
+    return String(decoding: try socket.receiveAll(), as: UTF8.self)
 }
 
 /// A kubelet TCP probe: connect, then close at once without sending.
 func tcpProbe(from namespace: FilePath, to address: String, port: UInt16, source: String? = nil) throws {
-    close(try connectedSocket(from: namespace, to: address, port: port, source: source))
+    _ = try TestSocket.connect(fromNetns: namespace.string, to: address, port: port, source: source, timeout: 20)
 }
 
-private func connectedSocket(
-    from namespace: FilePath, to address: String, port: UInt16, source: String?
-) throws -> Int32 {
-    let fd = try NetworkNamespace(path: namespace).makeTCPSocket(ipv6: address.contains(":")).disown()  // closed by the caller
-    do {
-        var timeout = timeval(tv_sec: 20, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        if let source {
-            var (storage, length) = try socketAddress(source, port: 0)
-            let rc = withUnsafePointer(to: &storage) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
-            }
-            guard rc == 0 else { throw LabError(message: "bind \(source): errno \(errno)") }
-        }
-        var (storage, length) = try socketAddress(address, port: port)
-        let rc = withUnsafePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, length) }
-        }
-        guard rc == 0 else { throw LabError(message: "connect \(address):\(port) from \(namespace): errno \(errno)") }
-        return fd
-    } catch {
-        close(fd)
-        throw error
-    }
-}
-
-/// Runs `body(0..<count)` on `count` threads at once (real concurrency for blocking clients,
-/// which the 2-thread cooperative pool would serialize); returns every result in index order.
-func concurrently<T: Sendable>(
-    _ count: Int, _ body: @escaping @Sendable (Int) throws -> T
-) async -> [Result<T, any Error>] {
-    await withCheckedContinuation { continuation in
-        let results = Mutex<[Result<T, any Error>?]>(Array(repeating: nil, count: count))
-        let remaining = Atomic<Int>(count)
-        for i in 0..<count {
-            let thread = Thread {
-                let result = Result { try body(i) }
-                results.withLock { $0[i] = result }
-                if remaining.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
-                    continuation.resume(returning: results.withLock { $0.map { $0! } })
-                }
-            }
-            thread.start()
-        }
-    }
-}
-
-/// Runs one blocking `body` on its own thread: blocking calls must never occupy the cooperative
-/// pool (two threads here), which the activator's connection tasks need.
-func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await concurrently(1) { _ in try body() }[0].get()
-}
-
-private func socketAddress(_ address: String, port: UInt16) throws -> (sockaddr_in6, socklen_t) {
-    var storage = sockaddr_in6()
-    if address.contains(":") {
-        storage.sin6_family = sa_family_t(AF_INET6)
-        storage.sin6_port = port.bigEndian
-        guard inet_pton(AF_INET6, address, &storage.sin6_addr) == 1 else { throw LabError(message: "bad \(address)") }
-        return (storage, socklen_t(MemoryLayout<sockaddr_in6>.size))
-    }
-    var sin = sockaddr_in()
-    sin.sin_family = sa_family_t(AF_INET)
-    sin.sin_port = port.bigEndian
-    guard inet_pton(AF_INET, address, &sin.sin_addr) == 1 else { throw LabError(message: "bad \(address)") }
-    withUnsafeMutableBytes(of: &storage) { dst in withUnsafeBytes(of: sin) { dst.copyMemory(from: $0) } }
-    return (storage, socklen_t(MemoryLayout<sockaddr_in>.size))
-}
-
-/// Collects the activator's events.
-final class EventLog: Sendable {
-    private let events = Mutex<[ActivatorEvent]>([])
-
-    var sink: @Sendable (ActivatorEvent) -> Void { { event in self.events.withLock { $0.append(event) } } }
-    var all: [ActivatorEvent] { events.withLock { $0 } }
-    var reports: [ConnectionReport] {
-        all.compactMap { if case .connectionFinished(let report) = $0 { return report } else { return nil } }
-    }
-    var restoresStarted: Int { all.filter { $0 == .restoreStarted }.count }
-}
-
-/// Kernel object IDs that `bpftool -j <kind> show` lists; retried because bpftool fails when an
-/// object vanishes while it walks the IDs (other tests run in parallel).
-func bpftoolIDs(_ kind: String) throws -> Set<UInt32> {
-    var attempt = 0
-    while true {
-        do {
-            let json = try sh(["bpftool", "-j", kind, "show"])
-            guard let array = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [[String: Any]] else {
-                return []
-            }
-            return Set(array.compactMap { ($0["id"] as? NSNumber)?.uint32Value })
-        } catch {
-            attempt += 1
-            if attempt == 20 { throw error }
-            usleep(50_000)
-        }
-    }
+/// The activator's reports and restores in an ``EventLog``.
+extension EventLog where Event == ActivatorEvent {
+    var reports: [ConnectionReport] { all.compactMap { if case .connectionFinished(let r) = $0 { r } else { nil } } }
+    var restoresStarted: Int { count { $0 == .restoreStarted } }
 }

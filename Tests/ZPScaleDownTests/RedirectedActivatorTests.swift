@@ -94,7 +94,7 @@ struct RedirectedActivatorTests {
             redirector.remove()
             _ = rmdir(pinRoot.string)
         }
-        let events = EventLog()
+        let events = EventLog<ActivatorEvent>()
         let restoreCalls = Atomic<Int>(0)
 
         let pod = try await PodActivator.make(
@@ -300,7 +300,7 @@ struct PodActivatorLifecycleTests {
             app.withLock { $0 }?.stop()
             redirector.close()
         }
-        let events = EventLog()
+        let events = EventLog<ActivatorEvent>()
         let restoreCalls = Atomic<Int>(0)
         let pod = try await PodActivator.make(
             namespacePath: lab.podPath,
@@ -406,7 +406,7 @@ struct PodActivatorLifecycleTests {
 
         // The first shim: scaled down, then gone (its redirector closed first, as a crash would
         // leave it: run()'s switch-off cannot reach the maps any more).
-        let firstEvents = EventLog()
+        let firstEvents = EventLog<ActivatorEvent>()
         let firstPod = try await PodActivator.make(
             namespacePath: lab.podPath, ports: ports, redirector: first, events: firstEvents.sink
         ) { Issue.record("the first shim must not restore") }
@@ -430,7 +430,7 @@ struct PodActivatorLifecycleTests {
         }
         #expect(refused == nil, "no listener registered, no application: refused")
 
-        let events = EventLog()
+        let events = EventLog<ActivatorEvent>()
         let restoreCalls = Atomic<Int>(0)
         let pod = try await PodActivator.make(
             namespacePath: lab.podPath, ports: ports, redirector: second, startsScaledDown: true,

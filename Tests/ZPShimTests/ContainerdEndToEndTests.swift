@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import ZPAPI
 import ZPCore
+import ZPTestSupport
 @testable import ZPShim
 
 /// End to end through a real containerd (1.6 and 2.x): `ctr` drives our shim, which drives runc.
@@ -11,7 +12,7 @@ import ZPCore
         let rootfs = try TestPaths.busyboxRootfs()
         let containerd = try PrivateContainerd(flavor: flavor, tag: "run")
         defer { containerd.stop() }
-        let netns = try TestNetns(tag: "run")
+        let netns = try TestNetns("zpshim-run")
         defer { netns.delete() }
         let id = "web1"
         let stdoutFile = containerd.directory + "/web1.out"
@@ -107,7 +108,7 @@ import ZPCore
         let rootfs = try TestPaths.busyboxRootfs()
         let containerd = try PrivateContainerd(flavor: flavor, tag: "lost")
         defer { containerd.stop() }
-        let netns = try TestNetns(tag: "lost")
+        let netns = try TestNetns("zpshim-lost")
         defer { netns.delete() }
         let id = "lost1"
         let created = try containerd.ctr(["run", "-d", "--runtime", "io.containerd.zeropod.v2", "--with-ns", "network:\(netns.path)",

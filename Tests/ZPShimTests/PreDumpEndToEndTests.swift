@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import ZPTestSupport
 @testable import ZPShim
 
 /// `zeropod.ctrox.dev/pre-dump=true` through a real containerd: the shim pre-dumps the idle
@@ -25,7 +26,7 @@ import Testing
         }
         let containerd = try PrivateContainerd(flavor: flavor, tag: "s2zpd", environment: ["ZEROPOD_NODE_CONFIG": nodeConfig])
         defer { containerd.stop() }
-        let netns = try TestNetns(tag: "s2zpd")
+        let netns = try TestNetns("zpshim-s2zpd")
         defer { netns.delete() }
         let id = "predump1"
         try startCounter(containerd, netns: netns, id: id, rootfs: rootfs,
@@ -37,18 +38,18 @@ import Testing
         for cycle in 1...2 {
             try #require(waitScaledDown(containerd, netns: netns, checkpoints: cycle),
                          "cycle \(cycle): not scaled down: \(containerd.log(tail: 30))")
-            let checkpoint = try #require(logLines(containerd, containing: "checkpointing done").last)
+            let checkpoint = try #require(containerd.logLines(containing: "checkpointing done").last)
             if Self.kernelTracksDirtyMemory {
                 // Pre-dumped before the deadline; the checkpoint wrote only what changed since.
-                #expect(logLines(containerd, containing: "pre-dump done").count >= cycle, "\(containerd.log(tail: 30))")
+                #expect(containerd.logLines(containing: "pre-dump done").count >= cycle, "\(containerd.log(tail: 30))")
                 #expect(checkpoint.contains("parent=pre-dump"), "checkpoint on the pre-dump: \(checkpoint)")
                 #expect(FileManager.default.fileExists(atPath: images + "/pre-dump"), "the pre-dump is the image's parent")
             } else {
                 // Refused once, with the reason; plain checkpoints from then on.
-                let refused = logLines(containerd, containing: "pre-dump failed")
+                let refused = containerd.logLines(containing: "pre-dump failed")
                 #expect(refused.count == 1, "one refusal, then no more pre-dumps: \(refused)")
                 #expect(refused.first?.contains("CONFIG_MEM_SOFT_DIRTY") == true, "the reason is logged: \(refused)")
-                #expect(logLines(containerd, containing: "pre-dump done").isEmpty)
+                #expect(containerd.logLines(containing: "pre-dump done").isEmpty)
                 #expect(!checkpoint.contains("parent=pre-dump"), "a plain checkpoint: \(checkpoint)")
             }
             #expect(FileManager.default.fileExists(atPath: images + "/" + "zeropod-checkpoint.json"))
@@ -56,7 +57,7 @@ import Testing
             #expect(netns.httpGet(port: 8080) == "count=\(cycle + 1)\n", "cycle \(cycle): \(containerd.log(tail: 30))")
             #expect(eventually(within: 20) { !FileManager.default.fileExists(atPath: images) }, "images left at \(images)")
         }
-        let shown = ["pre-dump done", "pre-dump failed", "checkpointing done"].flatMap { logLines(containerd, containing: $0) }
+        let shown = ["pre-dump done", "pre-dump failed", "checkpointing done"].flatMap { containerd.logLines(containing: $0) }
         for line in shown {
             if let range = line.range(of: "container=") {
                 print("[zpshim-pd]   \(line[range.lowerBound...].prefix(240))")

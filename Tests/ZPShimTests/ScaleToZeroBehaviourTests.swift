@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import ZPTestSupport
 @testable import ZPShim
 
 /// The behaviour users rely on while a container is scaled down (product.md), through a real
@@ -12,7 +13,7 @@ import Testing
         let rootfs = r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         let containerd = try PrivateContainerd(flavor: flavor, tag: "s2zng")
         defer { containerd.stop() }
-        let netns = try TestNetns(tag: "s2zng")
+        let netns = try TestNetns("zpshim-s2zng")
         defer { netns.delete() }
         let id = "nginx1"
         // $connection is nginx's connection serial number, a counter in its (shared) memory.
@@ -44,7 +45,7 @@ import Testing
             #expect(now != nil && now! > last!, "cycle \(cycle): conn \(String(describing: now)) after \(last!)")
             last = now ?? last
         }
-        let restores = logLines(containerd, containing: "restored process:").compactMap { line in
+        let restores = containerd.logLines(containing: "restored process:").compactMap { line in
             line.range(of: "restored process:").map { String(line[$0.lowerBound...].prefix(50)) }
         }
         print("[zpshim-s2z] \(flavor.name) nginx: \(restores.joined(separator: "; "))")
@@ -55,7 +56,7 @@ import Testing
         let rootfs = try TestPaths.busyboxRootfs()
         let containerd = try PrivateContainerd(flavor: flavor, tag: "s2zpr")
         defer { containerd.stop() }
-        let netns = try TestNetns(tag: "s2zpr")
+        let netns = try TestNetns("zpshim-s2zpr")
         defer { netns.delete() }
         try startCounter(containerd, netns: netns, id: "probe1", rootfs: rootfs)
         defer { removeTask(containerd, "probe1") }
@@ -65,7 +66,7 @@ import Testing
         // No restore follows the probe.
         let stayedDown = !eventually(within: 3) { !processes(inNetns: netns.path).isEmpty }
         #expect(stayedDown, "the probe woke the container")
-        #expect(logLines(containerd, containing: "restored process:").isEmpty)
+        #expect(containerd.logLines(containing: "restored process:").isEmpty)
         // A real request still restores it, with its memory.
         #expect(netns.httpGet(port: 8080) == "count=2\n")
     }
@@ -75,7 +76,7 @@ import Testing
         let rootfs = try TestPaths.busyboxRootfs()
         let containerd = try PrivateContainerd(flavor: flavor, tag: "s2zex")
         defer { containerd.stop() }
-        let netns = try TestNetns(tag: "s2zex")
+        let netns = try TestNetns("zpshim-s2zex")
         defer { netns.delete() }
         try startCounter(containerd, netns: netns, id: "exec1", rootfs: rootfs)
         defer { removeTask(containerd, "exec1") }
@@ -83,7 +84,7 @@ import Testing
         let exec = try containerd.ctr(["task", "exec", "--exec-id", "e1", "exec1", "/bin/sh", "-c", "echo exec-ran-$((6*7))"])
         #expect(exec.status == 0, "exec: \(exec.stderr)\n\(containerd.log(tail: 20))")
         #expect(exec.stdout.contains("exec-ran-42"), "exec stdout: \(exec.stdout)")
-        #expect(logLines(containerd, containing: "restored process:").count == 1)
+        #expect(containerd.logLines(containing: "restored process:").count == 1)
         // The restored process kept its memory.
         #expect(netns.httpGet(port: 8080) == "count=2\n")
         // Once the exec ended it scales down again.
@@ -95,14 +96,14 @@ import Testing
         let rootfs = try TestPaths.busyboxRootfs()
         let containerd = try PrivateContainerd(flavor: flavor, tag: "s2zpin")
         defer { containerd.stop() }
-        let netns = try TestNetns(tag: "s2zpin")
+        let netns = try TestNetns("zpshim-s2zpin")
         defer { netns.delete() }
         try startCounter(containerd, netns: netns, id: "pin1", rootfs: rootfs)
         defer { removeTask(containerd, "pin1") }
         let exec = try containerd.ctr(["task", "exec", "-d", "--exec-id", "sleeper", "pin1", "/bin/sleep", "8"])
         try #require(exec.status == 0, "exec: \(exec.stderr)")
         // Four times the scale-down duration: no checkpoint while the exec runs.
-        let stayedUp = !eventually(within: 6) { !logLines(containerd, containing: "checkpointing done").isEmpty }
+        let stayedUp = !eventually(within: 6) { !containerd.logLines(containing: "checkpointing done").isEmpty }
         #expect(stayedUp, "scaled down while an exec ran")
         #expect(!processes(inNetns: netns.path).isEmpty)
         // After the exec ended, it scales down.
@@ -115,7 +116,7 @@ import Testing
         let rootfs = try TestPaths.busyboxRootfs()
         let containerd = try PrivateContainerd(flavor: flavor, tag: "s2zkd")
         defer { containerd.stop() }
-        let netns = try TestNetns(tag: "s2zkd")
+        let netns = try TestNetns("zpshim-s2zkd")
         defer { netns.delete() }
         let id = "kill1"
         try startCounter(containerd, netns: netns, id: id, rootfs: rootfs)
@@ -133,7 +134,7 @@ import Testing
 
         #expect(try containerd.ctr(["task", "kill", "-s", "SIGKILL", id]).status == 0)
         #expect(eventually { taskRow(containerd, id)?.status == "STOPPED" }, "task ls: \(String(describing: taskRow(containerd, id)))")
-        #expect(logLines(containerd, containing: "restored process:").isEmpty, "kill restored the container")
+        #expect(containerd.logLines(containing: "restored process:").isEmpty, "kill restored the container")
         let rm = try containerd.ctr(["task", "rm", id])
         #expect(rm.status == 0, "task rm: \(rm.stderr)")
         #expect(try containerd.ctr(["c", "rm", id]).status == 0)
@@ -161,18 +162,18 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: nodeConfig) }
         let containerd = try PrivateContainerd(flavor: flavor, tag: "s2zcf", environment: ["ZEROPOD_NODE_CONFIG": nodeConfig])
         defer { containerd.stop() }
-        let netns = try TestNetns(tag: "s2zcf")
+        let netns = try TestNetns("zpshim-s2zcf")
         defer { netns.delete() }
         try startCounter(containerd, netns: netns, id: "cpfail1", rootfs: rootfs)
         defer { removeTask(containerd, "cpfail1") }
-        #expect(eventually(within: 60) { !logLines(containerd, containing: "checkpoint failed").isEmpty },
+        #expect(eventually(within: 60) { !containerd.logLines(containing: "checkpoint failed").isEmpty },
                 "no checkpoint failure logged: \(containerd.log(tail: 30))")
         // Still serving, memory intact (the same process).
         #expect(!processes(inNetns: netns.path).isEmpty)
         #expect(netns.httpGet(port: 8080) == "count=2\n")
         // The next scale-down kills; the next request cold-starts it (fresh memory).
         #expect(eventually(within: 60) {
-            logLines(containerd, containing: "status SCALED_DOWN").count >= 1 && processes(inNetns: netns.path).isEmpty
+            containerd.logLines(containing: "status SCALED_DOWN").count >= 1 && processes(inNetns: netns.path).isEmpty
         }, "no scale-down by kill: \(containerd.log(tail: 30))")
         #expect(taskRow(containerd, "cpfail1")?.status == "RUNNING")
         #expect(netns.httpGet(port: 8080) == "count=1\n")
@@ -183,7 +184,7 @@ import Testing
         let rootfs = try TestPaths.busyboxRootfs()
         let containerd = try PrivateContainerd(flavor: flavor, tag: "s2zrf")
         defer { containerd.stop() }
-        let netns = try TestNetns(tag: "s2zrf")
+        let netns = try TestNetns("zpshim-s2zrf")
         defer { netns.delete() }
         let id = "rsfail1"
         try startCounter(containerd, netns: netns, id: id, rootfs: rootfs)
@@ -195,8 +196,8 @@ import Testing
             try Data().write(to: URL(fileURLWithPath: images + "/" + file))
         }
         #expect(netns.httpGet(port: 8080) == "count=1\n", "log: \(containerd.log(tail: 30))")
-        #expect(!logLines(containerd, containing: "restore failed").isEmpty)
-        #expect(!logLines(containerd, containing: "cold started process").isEmpty)
+        #expect(!containerd.logLines(containing: "restore failed").isEmpty)
+        #expect(!containerd.logLines(containing: "cold started process").isEmpty)
         #expect(taskRow(containerd, id)?.status == "RUNNING")
         #expect(!FileManager.default.fileExists(atPath: images + "/inventory.img"), "corrupt image kept")
     }
@@ -206,7 +207,7 @@ import Testing
         let rootfs = try TestPaths.busyboxRootfs()
         let containerd = try PrivateContainerd(flavor: flavor, tag: "s2zgr")
         defer { containerd.stop() }
-        let netns = try TestNetns(tag: "s2zgr")
+        let netns = try TestNetns("zpshim-s2zgr")
         defer { netns.delete() }
         let group = "grp-\(UUID().uuidString.prefix(6).lowercased())"
         // Ports from ports-map (no discovery) for the named container.
@@ -223,15 +224,15 @@ import Testing
         #expect(processes(matching: ["containerd-shim-zeropod-v2", "-socket", containerd.shimSocket(group: group)]).count == 1)
         let webPid = try #require(taskRow(containerd, "web")?.pid)
         let sidePid = try #require(taskRow(containerd, "side")?.pid)
-        #expect(eventually(within: 60) { logLines(containerd, containing: "checkpointing done").count >= 1 && !isAlive(webPid) },
+        #expect(eventually(within: 60) { containerd.logLines(containing: "checkpointing done").count >= 1 && !isAlive(webPid) },
                 "web did not scale down: \(containerd.log(tail: 30))")
         let sideStayed = !eventually(within: 4) { !isAlive(sidePid) }
         #expect(sideStayed, "side was scaled down")
         #expect(netns.httpGet(port: 8081) == "zeropod busybox\n")
         #expect(netns.httpGet(port: 8080) == "count=2\n")
-        #expect(logLines(containerd, containing: "checkpointing done").allSatisfy { !$0.contains("side") })
+        #expect(containerd.logLines(containing: "checkpointing done").allSatisfy { !$0.contains("side") })
         // The ports came from ports-map (8090 is not listened on, discovery would not find it).
-        #expect(!logLines(containerd, containing: "ports=[8080, 8090]").isEmpty, "log: \(logLines(containerd, containing: "armed"))")
+        #expect(!containerd.logLines(containing: "ports=[8080, 8090]").isEmpty, "log: \(containerd.logLines(containing: "armed"))")
     }
 
     @Test(arguments: ContainerdFlavor.all)
@@ -239,7 +240,7 @@ import Testing
         let rootfs = try TestPaths.busyboxRootfs()
         let containerd = try PrivateContainerd(flavor: flavor, tag: "s2zbad")
         defer { containerd.stop() }
-        let netns = try TestNetns(tag: "s2zbad")
+        let netns = try TestNetns("zpshim-s2zbad")
         defer { netns.delete() }
         let created = try containerd.ctr(
             ["run", "-d", "--runtime", "io.containerd.zeropod.v2", "--annotation", "zeropod.ctrox.dev/scaledown-duration=soon",
@@ -255,7 +256,7 @@ import Testing
         let rootfs = try TestPaths.busyboxRootfs()
         let containerd = try PrivateContainerd(flavor: flavor, tag: "s2zrs")
         defer { containerd.stop() }
-        let netns = try TestNetns(tag: "s2zrs")
+        let netns = try TestNetns("zpshim-s2zrs")
         defer { netns.delete() }
         let id = "restart1"
         try startCounter(containerd, netns: netns, id: id, rootfs: rootfs)
@@ -274,7 +275,7 @@ import Testing
         #expect(rm.status == 0, "task rm: \(rm.stderr)")
         if let shimPid {
             #expect(eventually { !isAlive(shimPid) },
-                    "shim \(shimPid) outlived its last task: \(logLines(containerd, containing: "zeropod-v2").suffix(15).joined(separator: "\n"))")
+                    "shim \(shimPid) outlived its last task: \(containerd.logLines(containing: "zeropod-v2").suffix(15).joined(separator: "\n"))")
         }
     }
 
@@ -285,7 +286,7 @@ import Testing
         let rootfs = try TestPaths.busyboxRootfs()
         let containerd = try PrivateContainerd(flavor: flavor, tag: "s2zex")
         defer { containerd.stop() }
-        let netns = try TestNetns(tag: "s2zex")
+        let netns = try TestNetns("zpshim-s2zex")
         defer { netns.delete() }
         let id = "selfexit1"
         // Serves two requests, then exits with status 7.
@@ -312,7 +313,7 @@ import Testing
         let rootfs = try TestPaths.busyboxRootfs()
         let containerd = try PrivateContainerd(flavor: flavor, tag: "s2zio")
         defer { containerd.stop() }
-        let netns = try TestNetns(tag: "s2zio")
+        let netns = try TestNetns("zpshim-s2zio")
         defer { netns.delete() }
         let id = "fifo1"
         // Attached `ctr run`: the task's stdout is a FIFO that ctr reads and copies to its own stdout.

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import ZPCore
+import ZPTestSupport
 @testable import ZPShim
 
 /// A shell loop that keeps a request counter in its own memory and serves it over HTTP with
@@ -9,23 +10,6 @@ let counterServer = """
     n=0; while true; do n=$((n+1)); echo "served-$n"; \
     printf 'HTTP/1.0 200 OK\\r\\nContent-Length: %d\\r\\n\\r\\ncount=%d\\n' $((7+${#n})) $n | nc -l -p 8080 >/dev/null; done
     """
-
-/// Processes on the host whose network namespace is the one at `path` (the app's processes).
-func processes(inNetns path: String) -> [Int32] {
-    var st = stat()
-    guard stat(path, &st) == 0 else { return [] }
-    let inode = "net:[\(st.st_ino)]"
-    let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-    return entries.compactMap { Int32($0) }.filter { pid in
-        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/ns/net")) == inode && isAlive(pid)
-    }
-}
-
-/// Lines of the containerd log (with the shim's log) that contain `text`.
-func logLines(_ containerd: PrivateContainerd, containing text: String) -> [String] {
-    let log = (try? String(contentsOfFile: containerd.directory + "/containerd.log", encoding: .utf8)) ?? ""
-    return log.split(separator: "\n").filter { $0.contains(text) }.map(String.init)
-}
 
 /// The HTTP status code of a GET with user agent `agent` from inside the namespace, or nil.
 func httpStatus(_ netns: TestNetns, port: Int, agent: String) -> Int? {
@@ -66,7 +50,7 @@ func removeTask(_ containerd: PrivateContainerd, _ id: String) {
 /// Waits until `count` checkpoints were logged and no process is left in the namespace.
 func waitScaledDown(_ containerd: PrivateContainerd, netns: TestNetns, checkpoints count: Int) -> Bool {
     eventually(within: 60) {
-        logLines(containerd, containing: "checkpointing done").count >= count && processes(inNetns: netns.path).isEmpty
+        containerd.logLines(containing: "checkpointing done").count >= count && processes(inNetns: netns.path).isEmpty
     }
 }
 
@@ -78,7 +62,7 @@ func waitScaledDown(_ containerd: PrivateContainerd, netns: TestNetns, checkpoin
         let rootfs = try TestPaths.busyboxRootfs()
         let containerd = try PrivateContainerd(flavor: flavor, tag: "s2z")
         defer { containerd.stop() }
-        let netns = try TestNetns(tag: "s2z")
+        let netns = try TestNetns("zpshim-s2z")
         defer { netns.delete() }
         let id = "count1"
         let stdoutFile = containerd.directory + "/count1.out"
@@ -105,7 +89,7 @@ func waitScaledDown(_ containerd: PrivateContainerd, netns: TestNetns, checkpoin
         for cycle in 1...5 {
             // Goes down: the checkpoint is logged and no process of the app is left on the host.
             let down = eventually(within: 60) {
-                logLines(containerd, containing: "checkpointing done").count >= cycle && processes(inNetns: netns.path).isEmpty
+                containerd.logLines(containing: "checkpointing done").count >= cycle && processes(inNetns: netns.path).isEmpty
             }
             #expect(down, "cycle \(cycle): not scaled down; log: \(containerd.log(tail: 30))")
             guard down else { return }
@@ -123,8 +107,8 @@ func waitScaledDown(_ containerd: PrivateContainerd, netns: TestNetns, checkpoin
             #expect(answer == "count=\(expected)\n", "cycle \(cycle): \(answer ?? "no answer"); log: \(containerd.log(tail: 30))")
             #expect(!processes(inNetns: netns.path).isEmpty)
         }
-        let checkpoints = logLines(containerd, containing: "checkpointing done")
-        let restores = logLines(containerd, containing: "restored process:")
+        let checkpoints = containerd.logLines(containing: "checkpointing done")
+        let restores = containerd.logLines(containing: "restored process:")
         print("[zpshim-s2z] \(flavor.name): \(checkpoints.count) checkpoints, \(restores.count) restores; "
               + "first request while scaled down, ms (ip netns exec + curl, incl. restore): "
               + wakeTimes.map { String(format: "%.0f", $0) }.joined(separator: " "))

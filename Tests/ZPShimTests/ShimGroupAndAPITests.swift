@@ -2,6 +2,7 @@ import Foundation
 import NIOPosix
 import Testing
 import ZPAPI
+import ZPTestSupport
 import ZPCore
 import ZPTTRPC
 @testable import ZPShim
@@ -14,7 +15,7 @@ import ZPTTRPC
         let rootfs = try TestPaths.busyboxRootfs()
         let containerd = try PrivateContainerd(flavor: flavor, tag: "grp")
         defer { containerd.stop() }
-        let netns = try TestNetns(tag: "grp")
+        let netns = try TestNetns("zpshim-grp")
         defer { netns.delete() }
         for (id, port) in [("a1", 8080), ("a2", 8081)] {
             let r = try containerd.ctr(["run", "-d", "--runtime", "io.containerd.zeropod.v2", "--annotation", "io.containerd.runc.v2.group=pod-g1",
@@ -49,7 +50,7 @@ import ZPTTRPC
         let rootfs = try TestPaths.busyboxRootfs()
         let containerd = try PrivateContainerd(flavor: flavor, tag: "rst")
         defer { containerd.stop() }
-        let netns = try TestNetns(tag: "rst")
+        let netns = try TestNetns("zpshim-rst")
         defer { netns.delete() }
         let id = "r1"
         let r = try containerd.ctr(["run", "-d", "--runtime", "io.containerd.zeropod.v2", "--with-ns", "network:\(netns.path)",
@@ -80,7 +81,7 @@ import ZPTTRPC
         let rootfs = try TestPaths.busyboxRootfs()
         let containerd = try PrivateContainerd(flavor: flavor, tag: "api")
         defer { containerd.stop() }
-        let netns = try TestNetns(tag: "api")
+        let netns = try TestNetns("zpshim-api")
         defer { netns.delete() }
         let id = "api1"
         let r = try containerd.ctr(["run", "-d", "--runtime", "io.containerd.zeropod.v2", "--with-ns", "network:\(netns.path)",
@@ -152,7 +153,7 @@ import ZPTTRPC
         let rootfs = try TestPaths.busyboxRootfs()
         let containerd = try PrivateContainerd(flavor: flavor, tag: "uid")
         defer { containerd.stop() }
-        let netns = try TestNetns(tag: "uid")
+        let netns = try TestNetns("zpshim-uid")
         defer { netns.delete() }
         let id = "uid1"
         let r = try containerd.ctr(["run", "-d", "--runtime", "io.containerd.zeropod.v2", "--with-ns", "network:\(netns.path)",

@@ -1,25 +1,12 @@
 import Foundation
 import Testing
+import ZPTestSupport
 import ZPCore
 @testable import ZPShim
 
-/// Runs a command and returns its stdout; fails the test when it exits non-zero.
+/// Runs a command that must succeed, with `stdin` as its input; returns its stdout.
 func runTool(_ path: String, _ arguments: [String], stdin: String? = nil) throws -> [UInt8] {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: path)
-    process.arguments = arguments
-    let out = Pipe(), input = Pipe()
-    process.standardOutput = out
-    process.standardInput = input
-    try process.run()
-    if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
-    try input.fileHandleForWriting.close()
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else {
-        throw ShimError.failedPrecondition("\(path) \(arguments.joined(separator: " ")) exited with \(process.terminationStatus)")
-    }
-    return Array(data)
+    try run([path] + arguments, input: Array((stdin ?? "").utf8)).checked().output
 }
 
 @Suite struct ShimCommandTests {

@@ -2,6 +2,7 @@ import Foundation
 import NIOPosix
 import Testing
 import ZPAPI
+import ZPTestSupport
 import ZPCore
 @testable import ZPShim
 
@@ -22,7 +23,7 @@ import ZPCore
         let layout = NodeLayout(runDirectory: runDirectory)
         let containerd = try PrivateContainerd(flavor: flavor, tag: "st", environment: ["ZEROPOD_NODE_CONFIG": scratch + "/node.conf"])
         defer { containerd.stop() }
-        let netns = try TestNetns(tag: "st")
+        let netns = try TestNetns("zpshim-st")
         defer { netns.delete() }
         let id = "st1"
         let r = try containerd.ctr([

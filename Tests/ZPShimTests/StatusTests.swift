@@ -4,17 +4,10 @@ import NIOPosix
 import Synchronization
 import Testing
 import ZPAPI
+import ZPTestSupport
 import ZPCore
 import ZPTTRPC
 @testable import ZPShim
-
-/// ``run(_:timeout:environment:)`` on a thread of its own, so that waiting for the child does not
-/// hold one of the few threads of the cooperative pool that an in-process server needs.
-func runOffThePool(_ arguments: [String], timeout: Int) async throws -> CommandResult {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread { continuation.resume(with: Result { try run(arguments, timeout: timeout) }) }.start()
-    }
-}
 
 /// A settable wall clock for the board.
 final class TestClock: Sendable {
@@ -43,6 +36,19 @@ final class TestClock: Sendable {
             group.cancelAll()
             return first
         }
+    }
+
+    @Test func dryRunEvents_countInTheMetrics_andKeepThePhase() {
+        let board = ShimStatusBoard(now: { 1_790_000_000_000_000_000 })
+        board.register(id: "d1", annotations: ["io.kubernetes.cri.container-name": "web"])
+        board.update(id: "d1", phase: .running, pid: 7)
+        board.update(id: "d1", phase: .running, event: .wouldScaleDown)
+        board.update(id: "d1", phase: .running, event: .wouldScaleDown)
+        board.update(id: "d1", phase: .running, event: .wouldRestore)
+        let m = board.metrics().first
+        #expect(m?.dryRunScaleDownsTotal == 2 && m?.dryRunWouldRestoresTotal == 1)
+        #expect(m?.running == true && m?.checkpointDuration.count == 0)
+        #expect(board.status(id: "d1")?.phase == .running && board.status(id: "d1")?.lastCheckpoint == nil)
     }
 
     @Test func register_andUpdates_recordLabelsPhasesAndOperations() {

@@ -4,6 +4,7 @@ import NIOPosix
 import Synchronization
 import Testing
 import ZPAPI
+import ZPTestSupport
 import ZPCore
 import ZPTTRPC
 @testable import ZPShim
@@ -11,16 +12,9 @@ import ZPTTRPC
 // Wake groups (docs/decisions/0011-wake-groups.md): messages, registry, the parallel wake of the
 // other members, and end to end through a real containerd with real CRIU.
 
-/// A fresh folder under /tmp for one test, removed by `remove()`. Short (at most 25 bytes), so
-/// `<path>/run` is a valid run-dir (NodeLayout.maximumRunDirectoryLength).
-struct ScratchDirectory {
-    let path = "/tmp/zpw-\(getpid())-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
-    func remove() { try? FileManager.default.removeItem(atPath: path) }
-}
-
 @Suite struct WakeGroupRegistryTests {
     @Test func registerListUnregister_removesEmptyFolders() throws {
-        let scratch = ScratchDirectory()
+        let scratch = try TemporaryDirectory("zpwake")
         defer { scratch.remove() }
         let registry = WakeGroupRegistry(runDirectory: scratch.path)
         let key = WakeGroupKey(containerdNamespace: "k8s.io", podNamespace: "blog", group: "wordpress")
@@ -54,7 +48,7 @@ struct ScratchDirectory {
     }
 
     @Test func emptyPodNamespace_isItsOwnScope_andTornFilesAreSkipped() throws {
-        let scratch = ScratchDirectory()
+        let scratch = try TemporaryDirectory("zpwake")
         defer { scratch.remove() }
         let registry = WakeGroupRegistry(runDirectory: scratch.path)
         let key = WakeGroupKey(containerdNamespace: "default", podNamespace: "", group: "g")
@@ -67,7 +61,7 @@ struct ScratchDirectory {
     }
 
     @Test func lostMember_isUnlistedFromItsBundleAnnotations() throws {
-        let scratch = ScratchDirectory()
+        let scratch = try TemporaryDirectory("zpwake")
         defer { scratch.remove() }
         let registry = WakeGroupRegistry(runDirectory: scratch.path)
         let key = WakeGroupKey(containerdNamespace: "k8s.io", podNamespace: "blog", group: "wordpress")
@@ -83,8 +77,8 @@ struct ScratchDirectory {
         #expect(registry.members(of: key).map(\.containerID) == ["db"])
     }
 
-    @Test func namesThatCannotBePathComponents_areRefusedWithTheName() {
-        let scratch = ScratchDirectory()
+    @Test func namesThatCannotBePathComponents_areRefusedWithTheName() throws {
+        let scratch = try TemporaryDirectory("zpwake")
         defer { scratch.remove() }
         let registry = WakeGroupRegistry(runDirectory: scratch.path)
         let key = WakeGroupKey(containerdNamespace: "ns", podNamespace: "", group: "g")
@@ -94,28 +88,6 @@ struct ScratchDirectory {
             }
         }
         #expect(!FileManager.default.fileExists(atPath: registry.root))
-    }
-}
-
-@Suite struct WakeTriggerTests {
-    typealias Action = ContainerLifecycle.Action
-
-    @Test func restoreOrColdStartStarted_wakesTheGroup() {
-        #expect(ScaleDownDriver.startsGroupWake(before: .scaledDown, firstWaiter: true, actions: [.holdConnection, .startRestore]))
-        #expect(ScaleDownDriver.startsGroupWake(before: .scaledDown, firstWaiter: true, actions: [.holdExec(id: "e"), .startColdStart]))
-    }
-
-    @Test func firstWaiterOfAScaleDownInFlight_wakesTheGroup_laterOnesDoNot() {
-        #expect(ScaleDownDriver.startsGroupWake(before: .checkpointing, firstWaiter: true, actions: [.holdConnection]))
-        #expect(ScaleDownDriver.startsGroupWake(before: .scalingDownByKill, firstWaiter: true, actions: [.holdConnection]))
-        #expect(!ScaleDownDriver.startsGroupWake(before: .checkpointing, firstWaiter: false, actions: [.holdConnection]))
-    }
-
-    @Test(arguments: [ContainerLifecycle.Phase.running, .created, .restoring, .coldStarting, .stopped])
-    func connectionsThatStartNothing_doNotWakeTheGroup(before: ContainerLifecycle.Phase) {
-        for actions: [Action] in [[.forwardConnection], [.holdConnection], [.refuseConnection], [.startExec(id: "e")]] {
-            #expect(!ScaleDownDriver.startsGroupWake(before: before, firstWaiter: true, actions: actions))
-        }
     }
 }
 
@@ -149,7 +121,7 @@ struct ScratchDirectory {
     /// one after the other would leave the first waiting for the second until its deadline. A third
     /// entry names a socket nobody serves (a stale entry): it is skipped and does not hold the rest.
     @Test func wakePeers_callsEveryOtherMemberInParallel_andSkipsStaleEntries() async throws {
-        let scratch = ScratchDirectory()
+        let scratch = try TemporaryDirectory("zpwake")
         defer { scratch.remove() }
         let registry = WakeGroupRegistry(runDirectory: scratch.path)
         let key = WakeGroupKey(containerdNamespace: "ns", podNamespace: "", group: "wordpress")
@@ -182,7 +154,7 @@ struct ScratchDirectory {
     }
 
     @Test func run_listsTheMember_andLeaveRemovesIt_evenBeforeRun() async throws {
-        let scratch = ScratchDirectory()
+        let scratch = try TemporaryDirectory("zpwake")
         defer { scratch.remove() }
         let registry = WakeGroupRegistry(runDirectory: scratch.path)
         let key = WakeGroupKey(containerdNamespace: "ns", podNamespace: "p", group: "g")
@@ -225,13 +197,12 @@ struct ScratchDirectory {
     @Test func oneConnection_wakesTheOtherMember_andDeleteUnlistsThem() throws {
         let flavor = ContainerdFlavor.all[1]  // 2.x, as the benchmark uses; the wake does not involve containerd
         let rootfs = try TestPaths.busyboxRootfs()
-        let scratch = ScratchDirectory()
-        try FileManager.default.createDirectory(atPath: scratch.path, withIntermediateDirectories: true)
+        let scratch = try TemporaryDirectory("zpwake")
         defer { scratch.remove() }
         try Data("run-dir = \(scratch.path)/run\n".utf8).write(to: URL(fileURLWithPath: scratch.path + "/node.conf"))
         let containerd = try PrivateContainerd(flavor: flavor, tag: "wake", environment: ["ZEROPOD_NODE_CONFIG": scratch.path + "/node.conf"])
         defer { containerd.stop() }
-        let netns = try (TestNetns(tag: "wka"), TestNetns(tag: "wkb"), TestNetns(tag: "wkc"))
+        let netns = try (TestNetns("zpshim-wka"), TestNetns("zpshim-wkb"), TestNetns("zpshim-wkc"))
         defer { netns.0.delete(); netns.1.delete(); netns.2.delete() }
         let ids = ("wake-a", "wake-b", "wake-c")
         defer { removeTask(containerd, ids.0); removeTask(containerd, ids.1); removeTask(containerd, ids.2) }
@@ -251,30 +222,30 @@ struct ScratchDirectory {
 
         // All three scale down (2 s idle).
         let down = eventually(within: 90) {
-            logLines(containerd, containing: "checkpointing done").count >= 3
+            containerd.logLines(containing: "checkpointing done").count >= 3
                 && processes(inNetns: netns.0.path).isEmpty && processes(inNetns: netns.1.path).isEmpty
                 && processes(inNetns: netns.2.path).isEmpty
         }
         try #require(down, "not all scaled down; log: \(containerd.log(tail: 40))")
-        let restoresBefore = logLines(containerd, containing: "restored process:").count
+        let restoresBefore = containerd.logLines(containing: "restored process:").count
 
         // One request to the first member; nothing connects to the second.
         #expect(netns.0.httpGet(port: 8080) == "count=2\n", "log: \(containerd.log(tail: 30))")
         let secondBack = eventually(within: 60) {
-            logLines(containerd, containing: "restored process:").contains { $0.contains("container=\(ids.1)") }
+            containerd.logLines(containing: "restored process:").contains { $0.contains("container=\(ids.1)") }
         }
         #expect(secondBack, "the other member was not restored; log: \(containerd.log(tail: 40))")
-        #expect(logLines(containerd, containing: "woken by wake group").contains { $0.contains("origin=wg/\(ids.0)") })
+        #expect(containerd.logLines(containing: "woken by wake group").contains { $0.contains("origin=wg/\(ids.0)") })
         // The origin logs the peer's answer after the peer logged its restore: wait for it.
         #expect(eventually(within: 30) {
-            logLines(containerd, containing: "wake group member answered woken").contains { $0.contains("peer=\(ids.1)") }
+            containerd.logLines(containing: "wake group member answered woken").contains { $0.contains("peer=\(ids.1)") }
         }, "log: \(containerd.log(tail: 40))")
         // The third (another group) was not woken: no restore of it, and none of its processes.
-        let restores = logLines(containerd, containing: "restored process:")
+        let restores = containerd.logLines(containing: "restored process:")
         #expect(!restores.contains { $0.contains("container=\(ids.2)") }, "restores: \(restores)")
         #expect(processes(inNetns: netns.2.path).isEmpty)
         #expect(restores.count - restoresBefore == 2)
-        for line in logLines(containerd, containing: "wake group") + logLines(containerd, containing: "restored process:") {
+        for line in containerd.logLines(containing: "wake group") + containerd.logLines(containing: "restored process:") {
             if let range = line.range(of: "info ") ?? line.range(of: "warning ") { print("[zpwake-e2e] \(line[range.lowerBound...].prefix(230))") }
         }
         // The woken member kept its memory: its counter goes on from 1 (this request is its second).
@@ -283,17 +254,17 @@ struct ScratchDirectory {
         // An exec into a scaled-down member wakes the group too (here the other way round).
         let downAgain = eventually(within: 90) {
             processes(inNetns: netns.0.path).isEmpty && processes(inNetns: netns.1.path).isEmpty
-                && logLines(containerd, containing: "checkpointing done").count >= 5
+                && containerd.logLines(containing: "checkpointing done").count >= 5
         }
         try #require(downAgain, "not scaled down again; log: \(containerd.log(tail: 40))")
         let exec = try containerd.ctr(["task", "exec", "--exec-id", "e1", ids.1, "/bin/true"])
         #expect(exec.status == 0, "exec: \(exec.stderr)")
         let firstBackByExec = eventually(within: 60) {
-            logLines(containerd, containing: "woken by wake group").contains { $0.contains("origin=wg/\(ids.1)") }
-                && logLines(containerd, containing: "restored process:").filter { $0.contains("container=\(ids.0)") }.count >= 2
+            containerd.logLines(containing: "woken by wake group").contains { $0.contains("origin=wg/\(ids.1)") }
+                && containerd.logLines(containing: "restored process:").filter { $0.contains("container=\(ids.0)") }.count >= 2
         }
         #expect(firstBackByExec, "the exec did not wake the other member; log: \(containerd.log(tail: 40))")
-        #expect(!logLines(containerd, containing: "restored process:").contains { $0.contains("container=\(ids.2)") })
+        #expect(!containerd.logLines(containing: "restored process:").contains { $0.contains("container=\(ids.2)") })
 
         // A lost shim: containerd runs our `delete` command for it, which unlists the member.
         let lostShim = try #require(processes(matching: ["containerd-shim-zeropod-v2", "-socket", containerd.shimSocket(group: ids.2)]).first)

@@ -3,6 +3,7 @@ import Logging
 import NIOPosix
 import Synchronization
 import Testing
+import ZPTestSupport
 import ZPCore
 @testable import ZPTTRPC
 
@@ -47,25 +48,7 @@ import ZPCore
     }
 
     private static func withServer(_ name: String, _ body: @Sendable (String) async throws -> Void) async throws {
-        let path = "/tmp/zpttrpc-stream-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
-        let server = TTRPCServer(router: router, group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "test"))
-        let (ready, readyContinuation) = AsyncStream.makeStream(of: Void.self)
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await server.run(unixSocketPath: path) { readyContinuation.yield() } }
-            for await _ in ready { break }
-            defer { unlink(path) }
-            try await body(path)
-            group.cancelAll()
-        }
-    }
-
-    private static func poll(within seconds: Double = 30, _ condition: () -> Bool) async -> Bool {
-        let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
-        while ContinuousClock.now < deadline {
-            if condition() { return true }
-            try? await Task.sleep(for: .milliseconds(20))
-        }
-        return condition()
+        try await withTTRPCTestServer(router, socketName: "\(name).sock") { _, path in try await body(path) }
     }
 
     @Test func serverStream_deliversEveryMessageInOrder_andEnds() async throws {
@@ -122,7 +105,7 @@ import ZPCore
             await #expect(throws: TTRPCTransportError.self) {
                 while try await iterator.next() != nil {}
             }
-            #expect(await Self.poll { Self.foreverCancelled.withLock { $0 } > before })
+            #expect(await eventuallyAsync { Self.foreverCancelled.withLock { $0 } > before })
         }
     }
 
@@ -133,7 +116,7 @@ import ZPCore
             let stream = client.serverStream(service: "test.Stream", method: "Burst", payload: [50], bufferLimit: 8)
             // Read nothing until the server has sent all 50 and the client has taken them in: a
             // unary answer on the same connection comes after them in the byte stream.
-            #expect(await Self.poll { Self.burstSent.withLock { $0 } - start >= 50 })
+            #expect(await eventuallyAsync { Self.burstSent.withLock { $0 } - start >= 50 })
             #expect(try await client.call(service: "test.Stream", method: "Echo", payload: [1]) == [1])
             var received = 0
             await #expect {

@@ -2,14 +2,13 @@ import Foundation
 import Logging
 import NIOPosix
 import Testing
+import ZPTestSupport
 import ZPCore
 @testable import ZPTTRPC
 
 /// Real unix sockets: a ZPTTRPC server and client talking to each other.
 @Suite struct TTRPCTransportTests {
-    private static func socketPath(_ name: String) -> String {
-        "/tmp/zpttrpc-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
-    }
+    private static func socketPath(_ name: String) -> String { "/tmp/\(uniqueName("zpttrpc-\(name)")).sock" }
 
     private static var router: TTRPCRouter {
         var router = TTRPCRouter()
@@ -32,16 +31,7 @@ import ZPCore
 
     /// Runs a server on a fresh socket for the duration of `body`.
     private static func withServer(_ name: String, _ body: @Sendable (String) async throws -> Void) async throws {
-        let path = socketPath(name)
-        let server = TTRPCServer(router: router, group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "test"))
-        let (ready, readyContinuation) = AsyncStream.makeStream(of: Void.self)
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await server.run(unixSocketPath: path) { readyContinuation.yield() } }
-            for await _ in ready { break }
-            defer { unlink(path) }
-            try await body(path)
-            group.cancelAll()
-        }
+        try await withTTRPCTestServer(router, socketName: "\(name).sock") { _, path in try await body(path) }
     }
 
     @Test func unaryCall_echoesPayloadAndMetadata() async throws {

@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import Testing
+import ZPTestSupport
 @testable import zpbench
 
 #if canImport(Glibc)
@@ -96,10 +97,10 @@ struct HarnessTests {
 
     @Test("passwd lookup names the missing user")
     func passwd() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("zpbench-passwd-\(getpid())").path
+        let scratch = try TemporaryDirectory("zpbench-passwd")
+        let path = scratch.path + "/passwd"
         try "root:x:0:0:root:/root:/bin/sh\nmysql:x:101:104::/nonexistent:/bin/false\n"
             .write(toFile: path, atomically: true, encoding: .utf8)
-        defer { try? FileManager.default.removeItem(atPath: path) }
         let (uid, gid) = try Bundle.lookupUser("mysql", passwd: path)
         #expect(uid == 101 && gid == 104)
         let error = #expect(throws: BenchError.self) { try Bundle.lookupUser("www-data", passwd: path) }

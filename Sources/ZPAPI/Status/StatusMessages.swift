@@ -56,6 +56,11 @@ extension StatusAPI {
         case restoreFinished(duration: Duration)
         /// A restore (or the cold start after it) failed.
         case restoreFailed(reason: String)
+        /// Dry run (`zeropod.ctrox.dev/dry-run: "true"`): the idle timer expired and the container
+        /// would have been scaled down now; it keeps running.
+        case wouldScaleDown
+        /// Dry run: a connection (or exec) came that would have restored the container now.
+        case wouldRestore
 
         /// The `EventKind` wire number.
         var kind: Int32 {
@@ -64,6 +69,8 @@ extension StatusAPI {
             case .checkpointFailed: return 2
             case .restoreFinished: return 3
             case .restoreFailed: return 4
+            case .wouldScaleDown: return 5
+            case .wouldRestore: return 6
             }
         }
 
@@ -74,6 +81,7 @@ extension StatusAPI {
             case .checkpointFailed: return .checkpointFailed
             case .restoreFinished: return .running
             case .restoreFailed: return .restoreFailed
+            case .wouldScaleDown, .wouldRestore: return .running
             }
         }
     }
@@ -86,6 +94,7 @@ extension StatusAPI.Event: ProtobufMessage {
         switch self {
         case .checkpointFinished(let d), .restoreFinished(let d): w.writeInt64IfNotDefault(field: 2, d.nanoseconds)
         case .checkpointFailed(let r), .restoreFailed(let r): w.writeStringIfNotDefault(field: 3, r)
+        case .wouldScaleDown, .wouldRestore: break
         }
     }
 
@@ -107,6 +116,8 @@ extension StatusAPI.Event: ProtobufMessage {
         case 2: self = .checkpointFailed(reason: reason)
         case 3: self = .restoreFinished(duration: .nanoseconds(nanos))
         case 4: self = .restoreFailed(reason: reason)
+        case 5: self = .wouldScaleDown
+        case 6: self = .wouldRestore
         default: throw .invalidValue(message: name, field: 1, value: Int64(kind))
         }
     }
@@ -355,12 +366,17 @@ extension StatusAPI {
         public var checkpointErrorsTotal: UInt64
         /// `zeropod_restore_errors_total`.
         public var restoreErrorsTotal: UInt64
+        /// `zeropod_dry_run_scale_downs_total`: scale-downs a dry run skipped.
+        public var dryRunScaleDownsTotal: UInt64
+        /// `zeropod_dry_run_would_restores_total`: restores a dry run skipped.
+        public var dryRunWouldRestoresTotal: UInt64
 
         /// Metrics with empty histograms and zero counters.
         public init(id: String, name: String = "", podName: String = "", podNamespace: String = "", running: Bool = false,
                     lastCheckpointTime: ProtobufTimestamp? = nil, lastRestoreTime: ProtobufTimestamp? = nil,
                     checkpointDuration: Histogram = Histogram(), restoreDuration: Histogram = Histogram(),
-                    checkpointErrorsTotal: UInt64 = 0, restoreErrorsTotal: UInt64 = 0) {
+                    checkpointErrorsTotal: UInt64 = 0, restoreErrorsTotal: UInt64 = 0,
+                    dryRunScaleDownsTotal: UInt64 = 0, dryRunWouldRestoresTotal: UInt64 = 0) {
             self.id = id
             self.name = name
             self.podName = podName
@@ -372,6 +388,8 @@ extension StatusAPI {
             self.restoreDuration = restoreDuration
             self.checkpointErrorsTotal = checkpointErrorsTotal
             self.restoreErrorsTotal = restoreErrorsTotal
+            self.dryRunScaleDownsTotal = dryRunScaleDownsTotal
+            self.dryRunWouldRestoresTotal = dryRunWouldRestoresTotal
         }
 
         /// Metrics with every field at its wire default (histograms without buckets): the
@@ -393,6 +411,8 @@ extension StatusAPI {
             .message(9, \.restoreDuration),
             .uint64(10, \.checkpointErrorsTotal),
             .uint64(11, \.restoreErrorsTotal),
+            .uint64(12, \.dryRunScaleDownsTotal),
+            .uint64(13, \.dryRunWouldRestoresTotal),
         ])
     }
 

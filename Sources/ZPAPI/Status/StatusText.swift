@@ -34,6 +34,8 @@ public enum StatusText {
             case .restoreFinished(let d): prefix += " restored in \(milliseconds(d))"
             case .checkpointFailed(let r): prefix += " checkpoint failed: \(quoted(r))"
             case .restoreFailed(let r): prefix += " restore failed: \(quoted(r))"
+            case .wouldScaleDown: prefix += " would scale down (dry run)"
+            case .wouldRestore: prefix += " would restore (dry run)"
             }
         }
         return prefix + " | " + line(change.status, now: now)

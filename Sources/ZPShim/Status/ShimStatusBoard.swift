@@ -20,6 +20,9 @@ public final class ShimStatusBoard: Sendable {
         var status: StatusAPI.ContainerStatus
         var checkpointDuration = StatusAPI.Histogram()
         var restoreDuration = StatusAPI.Histogram()
+        /// Dry-run decisions so far (decision 0031): scale-downs and restores that were skipped.
+        var dryRunScaleDowns: UInt64 = 0
+        var dryRunWouldRestores: UInt64 = 0
     }
 
     private struct State {
@@ -122,6 +125,10 @@ public final class ShimStatusBoard: Sendable {
         case .restoreFailed(let reason):
             entry.status.restoreErrors += 1
             entry.status.lastError = "restore: " + reason
+        case .wouldScaleDown:
+            entry.dryRunScaleDowns += 1
+        case .wouldRestore:
+            entry.dryRunWouldRestores += 1
         }
     }
 
@@ -147,7 +154,8 @@ public final class ShimStatusBoard: Sendable {
                 running: s.lifecyclePhase?.originalStatus == .running,
                 lastCheckpointTime: s.lastCheckpoint?.finishedAt, lastRestoreTime: s.lastRestore?.finishedAt,
                 checkpointDuration: entry.checkpointDuration, restoreDuration: entry.restoreDuration,
-                checkpointErrorsTotal: s.checkpointErrors, restoreErrorsTotal: s.restoreErrors)
+                checkpointErrorsTotal: s.checkpointErrors, restoreErrorsTotal: s.restoreErrors,
+                dryRunScaleDownsTotal: entry.dryRunScaleDowns, dryRunWouldRestoresTotal: entry.dryRunWouldRestores)
         }.sorted { $0.id < $1.id }
     }
 

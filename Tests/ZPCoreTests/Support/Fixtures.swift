@@ -1,5 +1,6 @@
 // Access to Tests/ZPCoreTests/Fixtures and to protoc, for the golden-vector tests.
 import Foundation
+import ZPTestSupport
 
 enum Fixtures {
     /// The folder next to this file's parent, found from the source path so tests run from any
@@ -28,42 +29,12 @@ enum Fixtures {
         [UInt8](try Data(contentsOf: directory.appendingPathComponent(file)))
     }
 
-    struct ProtocFailed: Error, CustomStringConvertible {
-        var arguments: [String]
-        var status: Int32
-        var stderr: String
-        var description: String {
-            if status == 127 { return "protoc not found on PATH: `make setup` installs protobuf-compiler" }
-            return "protoc \(arguments.joined(separator: " ")) exited \(status): \(stderr)"
-        }
-    }
-
-    /// Runs `protoc -I<fixtures> arguments...` with `input` on stdin; returns stdout.
+    /// Runs `protoc -I<fixtures> arguments...` in the fixtures folder with `input` on stdin;
+    /// returns stdout.
+    /// - Throws: ``LabError`` with protoc's output, or saying that `make setup` installs it.
     static func protoc(_ arguments: [String], input: [UInt8]) throws -> [UInt8] {
-        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("zpcore-protoc-\(UUID().uuidString)")
-        let inputFile = scratch.appendingPathExtension("in"), errorFile = scratch.appendingPathExtension("err")
-        try Data(input).write(to: inputFile)
-        try Data().write(to: errorFile)
-        defer {
-            try? FileManager.default.removeItem(at: inputFile)
-            try? FileManager.default.removeItem(at: errorFile)
-        }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        let args = ["-I\(directory.path)"] + arguments
-        process.arguments = ["protoc"] + args
-        process.currentDirectoryURL = directory
-        process.standardInput = try FileHandle(forReadingFrom: inputFile)
-        process.standardError = try FileHandle(forWritingTo: errorFile)
-        let out = Pipe()
-        process.standardOutput = out
-        try process.run()
-        let output = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw ProtocFailed(arguments: args, status: process.terminationStatus,
-                               stderr: (try? String(contentsOf: errorFile, encoding: .utf8)) ?? "")
-        }
-        return [UInt8](output)
+        let result = try run(["protoc", "-I\(directory.path)"] + arguments, input: input, currentDirectory: directory.path)
+        if result.status == 127 { throw LabError("protoc not found on PATH: `make setup` installs protobuf-compiler") }
+        return try result.checked().output
     }
 }

@@ -1,0 +1,290 @@
+// containerd with its CRI plugin on, driven the way kubelet drives it (issue 18, item 1).
+import Foundation
+import Glibc
+import Synchronization
+import ZPTestSupport
+
+/// A containerd (1.6 or 2.x) of the test's own with the CRI plugin on: handler `zeropod` (our
+/// shim, from the build folder on containerd's PATH) beside a `runc` control handler, both
+/// forwarding `zeropod.ctrox.dev/*` and `zeropod-swift/*` annotations; CNI from Debian's
+/// containernetworking-plugins (bridge + host-local on a private /24, its own bridge, conf and
+/// IPAM folders); pause and workload images built locally (scripts/cri-images.sh) and imported;
+/// `restrict_oom_score_adj = true` (no CAP_SYS_RESOURCE on these machines). ``stop()`` removes the
+/// pods it still knows, containerd, the bridge, the pods' cgroups and log folders.
+public final class CRITestBed {
+    /// The RuntimeClass handler that runs our shim.
+    public static let zeropodHandler = "zeropod"
+    /// The control handler (containerd-shim-runc-v2).
+    public static let runcHandler = "runc"
+    /// The annotation prefixes containerd forwards to the shims.
+    public static let forwardedAnnotations = ["zeropod.ctrox.dev/*", "zeropod-swift/*"]
+    /// The CRI plugin's containerd namespace (fixed by containerd).
+    public static let criNamespace = "k8s.io"
+
+    /// The containerd under test.
+    public let containerd: PrivateContainerd
+    /// The kubelet-side client.
+    public let client: CRIClient
+    /// The pause image's reference (the sandbox image).
+    public let pauseImage: String
+    /// The busybox workload image's reference.
+    public let busyboxImage: String
+    /// The CNI bridge in the node's network namespace.
+    public let bridge: String
+    /// The pods' subnet, e.g. `10.89.17.0/24`.
+    public let subnet: String
+    /// The bridge's address: the node's address as the pods see it (where kubelet probes come from).
+    public let nodeAddress: String
+    /// The cgroup under which the pods' cgroups go (`/<name>/besteffort`), like kubelet's `/kubepods`.
+    public let qosCgroup: String
+    private let cgroupRoot: String
+    private let pods = Mutex<[String: KubeletPod]>([:])
+    private let stopped = Atomic<Bool>(false)
+
+    private static let counter = Atomic<Int>(0)
+
+    /// Builds the images (cached), writes the CNI and CRI configs, starts containerd, imports the
+    /// images and connects the client.
+    /// - Parameters:
+    ///   - tag: a short word for names (`zpshim-<tag>-<random>` folders, `zpcri<random>` bridge).
+    ///   - environment: extra environment for containerd and the shims.
+    /// - Throws: ``LabError`` when a step fails, with its output.
+    public init(flavor: ContainerdFlavor, tag: String, environment: [String: String] = [:]) async throws {
+        let images = try run([TestPaths.packageRoot + "/scripts/cri-images.sh", "pause", "busybox"], timeout: 900)
+        guard images.status == 0 else { throw LabError("scripts/cri-images.sh failed: \(images.stderr)") }
+        var refs: [String: (ref: String, archive: String)] = [:]
+        for line in images.stdout.split(separator: "\n") {
+            let fields = line.split(separator: " ").map(String.init)
+            if fields.count == 3 { refs[fields[0]] = (fields[1], fields[2]) }
+        }
+        guard let pause = refs["pause"], let busybox = refs["busybox"] else {
+            throw LabError("scripts/cri-images.sh printed no images: \(images.stdout)")
+        }
+        pauseImage = pause.ref
+        busyboxImage = busybox.ref
+        let suffix = String(UInt32.random(in: 0...UInt32.max), radix: 16)
+        bridge = "zpcri\(suffix.prefix(8))"
+        let octet = (Int(getpid()) + Self.counter.add(1, ordering: .relaxed).newValue * 37) % 250 + 1
+        subnet = "10.89.\(octet).0/24"
+        nodeAddress = "10.89.\(octet).1"
+        cgroupRoot = "zpcri-\(suffix)"
+        qosCgroup = "/\(cgroupRoot)/besteffort"
+        let (bridge, subnet, pauseRef) = (bridge, subnet, pause.ref)
+        let configuration = PrivateContainerd.Configuration(environment: environment) { directory in
+            Self.criConfig(flavor: flavor, directory: directory, pauseImage: pauseRef)
+        }
+        let containerd = try PrivateContainerd(flavor: flavor, tag: tag, configuration: configuration)
+        self.containerd = containerd
+        do {
+            try FileManager.default.createDirectory(
+                atPath: containerd.directory + "/cni",
+                withIntermediateDirectories: true
+            )
+            let conflist = """
+                {"cniVersion":"1.0.0","name":"\(bridge)","plugins":[{"type":"bridge","bridge":"\(bridge)",\
+                "isGateway":true,"ipMasq":false,"hairpinMode":true,"ipam":{"type":"host-local",\
+                "ranges":[[{"subnet":"\(subnet)"}]],"routes":[{"dst":"0.0.0.0/0"}],\
+                "dataDir":"\(containerd.directory)/ipam"}}]}
+                """
+            try Data(conflist.utf8).write(to: URL(fileURLWithPath: containerd.directory + "/cni/10-zpcri.conflist"))
+            for image in [pause, busybox] {
+                try containerd.ctr(["images", "import", image.archive], timeout: 300, namespace: Self.criNamespace)
+                    .checked()
+            }
+            client = try await CRIClient(socket: containerd.socket)
+        } catch {
+            containerd.stop()
+            throw error
+        }
+    }
+
+    /// The CRI part of containerd's config, in the flavor's schema (version 2 for 1.6, 3 for 2.x).
+    static func criConfig(flavor: ContainerdFlavor, directory: String, pauseImage: String) -> String {
+        let forwarded = forwardedAnnotations.map { "\"\($0)\"" }.joined(separator: ", ")
+        let runtimes = { (prefix: String) in
+            """
+            [\(prefix).containerd]
+              default_runtime_name = "runc"
+              [\(prefix).containerd.runtimes.runc]
+                runtime_type = "io.containerd.runc.v2"
+                [\(prefix).containerd.runtimes.runc.options]
+                  Root = "\(directory)/runc"
+              [\(prefix).containerd.runtimes.zeropod]
+                runtime_type = "io.containerd.zeropod.v2"
+                pod_annotations = [\(forwarded)]
+                container_annotations = [\(forwarded)]
+            """
+        }
+        if flavor.majorVersion == 1 {
+            let cri = "plugins.\"io.containerd.grpc.v1.cri\""
+            return """
+                [\(cri)]
+                  sandbox_image = "\(pauseImage)"
+                  restrict_oom_score_adj = true
+                  stream_server_address = "127.0.0.1"
+                  stream_server_port = "0"
+                \(runtimes(cri))
+                [\(cri).cni]
+                  bin_dir = "/usr/lib/cni"
+                  conf_dir = "\(directory)/cni"
+                  max_conf_num = 1
+                """
+        }
+        let runtime = "plugins.\"io.containerd.cri.v1.runtime\""
+        return """
+            [plugins."io.containerd.cri.v1.images"]
+              snapshotter = "overlayfs"
+              [plugins."io.containerd.cri.v1.images".pinned_images]
+                sandbox = "\(pauseImage)"
+            [\(runtime)]
+              restrict_oom_score_adj = true
+              enable_cdi = false
+            \(runtimes(runtime))
+            [\(runtime).cni]
+              bin_dirs = ["/usr/lib/cni"]
+              conf_dir = "\(directory)/cni"
+              max_conf_num = 1
+            [plugins."io.containerd.grpc.v1.cri"]
+              stream_server_address = "127.0.0.1"
+              stream_server_port = "0"
+            [plugins."io.containerd.nri.v1.nri"]
+              disable = true
+            """
+    }
+
+    /// A pod of this bed (its cgroup goes under ``qosCgroup``).
+    public func pod(
+        _ name: String,
+        handler: String,
+        labels: [String: String] = [:],
+        annotations: [String: String] = [:],
+        containerPorts: [Int32] = []
+    ) -> KubeletPod {
+        KubeletPod(
+            name: name,
+            handler: handler,
+            labels: labels,
+            annotations: annotations,
+            qosCgroup: qosCgroup,
+            containerPorts: containerPorts
+        )
+    }
+
+    /// What kubelet does to start a pod: makes its log folder, `RunPodSandbox` with the pod's
+    /// handler, `PodSandboxStatus` for its IP. The bed removes the pod on ``stop()`` if the test
+    /// has not.
+    /// - Returns: the sandbox id and the pod IP.
+    /// - Throws: ``GRPCCallError`` or ``LabError``.
+    public func runPodSandbox(_ pod: KubeletPod) async throws -> (id: String, ip: String) {
+        try FileManager.default.createDirectory(atPath: pod.logDirectory, withIntermediateDirectories: true)
+        let id = try await client.runPodSandbox(pod.sandboxConfig, handler: pod.handler)
+        pods.withLock { $0[id] = pod }
+        let status = try await client.podSandboxStatus(id)
+        guard status.state == .ready, !status.ip.isEmpty else {
+            throw LabError("sandbox \(id) of \(pod.name): state \(String(describing: status.state)), ip '\(status.ip)'")
+        }
+        return (id, status.ip)
+    }
+
+    /// `CreateContainer` + `StartContainer` in sandbox `podID`; returns the container id.
+    /// - Throws: ``GRPCCallError``.
+    public func startContainer(
+        _ config: CRI.ContainerConfig,
+        in podID: String,
+        of pod: KubeletPod
+    ) async throws -> String {
+        let id = try await client.createContainer(podID: podID, config, sandboxConfig: pod.sandboxConfig)
+        try await client.startContainer(id)
+        return id
+    }
+
+    /// What kubelet does to delete a pod: `StopContainer` (with the grace period
+    /// `gracePeriod`, seconds) and `RemoveContainer` for each of its containers, `StopPodSandbox`,
+    /// `RemovePodSandbox`, then its pod cgroup (kubelet's pod container manager removes it; runc
+    /// only removes the containers' cgroups below it, so `rmdir` fails while one is left) and its
+    /// log folder.
+    /// - Throws: ``GRPCCallError``.
+    public func removePod(_ podID: String, gracePeriod: Int64 = 1) async throws {
+        for container in try await client.listContainers(podID: podID) {
+            try await client.stopContainer(container.id, timeout: gracePeriod)
+            try await client.removeContainer(container.id)
+        }
+        try await client.stopPodSandbox(podID)
+        try await client.removePodSandbox(podID)
+        if let pod = pods.withLock({ $0.removeValue(forKey: podID) }) {
+            for path in cgroups(of: pod) { _ = rmdir(path) }
+            try? FileManager.default.removeItem(atPath: pod.logDirectory)
+        }
+    }
+
+    /// The pod cgroup folders of `pod` that still exist, in every hierarchy.
+    public func cgroups(of pod: KubeletPod) -> [String] {
+        cgroupHierarchies().map { $0 + pod.cgroupParent }.filter { FileManager.default.fileExists(atPath: $0) }
+    }
+
+    /// The processes of container `containerID` of `pod`: its cgroup's `cgroup.procs` (runc puts
+    /// a CRI container at `<cgroup parent>/<container id>`), from the first hierarchy that has it.
+    public func processes(ofContainer containerID: String, in pod: KubeletPod) -> [Int32] {
+        for hierarchy in cgroupHierarchies() {
+            let path = hierarchy + pod.cgroupParent + "/" + containerID + "/cgroup.procs"
+            if let text = try? String(contentsOfFile: path, encoding: .utf8) {
+                return text.split(separator: "\n").compactMap { Int32($0) }
+            }
+        }
+        return []
+    }
+
+    /// The root of every cgroup hierarchy (v1 controllers and v2), e.g. `/sys/fs/cgroup/memory`.
+    public func cgroupHierarchies() -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? []
+        let dirs = names.map { "/sys/fs/cgroup/\($0)" }.filter { path in
+            var isDirectory: ObjCBool = false
+            return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue
+        }
+        return dirs + ["/sys/fs/cgroup"]
+    }
+
+    /// Removes the pods the test left, stops containerd, deletes the bridge, the pods' cgroups
+    /// under ``qosCgroup`` and their log folders. Idempotent.
+    public func stop() async {
+        guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        for id in pods.withLock({ Array($0.keys) }) { try? await removePod(id) }
+        await client.close()
+        containerd.stop()
+        _ = try? run(["ip", "link", "del", bridge], timeout: 20)
+        for hierarchy in cgroupHierarchies() { removeCgroupTree(hierarchy + "/" + cgroupRoot) }
+        for pod in pods.withLock({ Array($0.values) }) { try? FileManager.default.removeItem(atPath: pod.logDirectory) }
+    }
+}
+
+/// Runs `body` with a new test bed and stops the bed afterwards, whether `body` returned or threw.
+/// - Throws: what the bed's start or `body` threw.
+public func withCRITestBed<R>(
+    flavor: ContainerdFlavor,
+    tag: String,
+    environment: [String: String] = [:],
+    _ body: (CRITestBed) async throws -> R
+) async throws -> R {
+    let bed = try await CRITestBed(flavor: flavor, tag: tag, environment: environment)
+    do {
+        let result = try await body(bed)
+        await bed.stop()
+        return result
+    } catch {
+        await bed.stop()
+        throw error
+    }
+}
+
+/// Removes an (empty of processes) cgroup folder and its children, deepest first.
+private func removeCgroupTree(_ path: String) {
+    guard let children = try? FileManager.default.contentsOfDirectory(atPath: path) else { return }
+    for child in children {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path + "/" + child, isDirectory: &isDirectory), isDirectory.boolValue
+        {
+            removeCgroupTree(path + "/" + child)
+        }
+    }
+    _ = rmdir(path)
+}

@@ -1,0 +1,121 @@
+// What kubelet sends for a pod: the sandbox config and container configs with its labels,
+// annotations, log paths, DNS, cgroup parent and security context (kubelet 1.36's
+// kuberuntime_sandbox.go / kuberuntime_container.go, BestEffort QoS, cgroupfs driver).
+import Foundation
+
+/// A pod as kubelet describes it to the CRI.
+public struct KubeletPod: Sendable {
+    /// The pod's name.
+    public var name: String
+    /// The pod's Kubernetes namespace.
+    public var namespace: String
+    /// The pod's UID.
+    public var uid: String
+    /// The RuntimeClass handler (`zeropod`, or `runc` for the control).
+    public var handler: String
+    /// The pod's own labels (kubelet adds `io.kubernetes.pod.*`).
+    public var labels: [String: String]
+    /// The pod's annotations (the sandbox config carries them; containerd forwards the ones its
+    /// runtime's `pod_annotations` lists into every container's OCI spec).
+    public var annotations: [String: String]
+    /// The QoS cgroup the pod's cgroup goes under, e.g. `/kubepods/besteffort`.
+    public var qosCgroup: String
+    /// The container ports of the pod spec (kubelet passes them as port mappings).
+    public var containerPorts: [Int32]
+
+    /// A pod named `name` with a fresh UID.
+    public init(
+        name: String,
+        namespace: String = "default",
+        handler: String,
+        labels: [String: String] = [:],
+        annotations: [String: String] = [:],
+        qosCgroup: String,
+        containerPorts: [Int32] = []
+    ) {
+        self.name = name
+        self.namespace = namespace
+        self.uid = UUID().uuidString.lowercased()
+        self.handler = handler
+        self.labels = labels
+        self.annotations = annotations
+        self.qosCgroup = qosCgroup
+        self.containerPorts = containerPorts
+    }
+
+    /// kubelet's pod log folder: `/var/log/pods/<namespace>_<name>_<uid>`.
+    public var logDirectory: String { "/var/log/pods/\(namespace)_\(name)_\(uid)" }
+
+    /// The pod's cgroup (cgroupfs driver): `<qos>/pod<uid>`.
+    public var cgroupParent: String { "\(qosCgroup)/pod\(uid)" }
+
+    /// The labels kubelet puts on the sandbox and on every container.
+    public var podLabels: [String: String] {
+        labels.merging([
+            "io.kubernetes.pod.name": name, "io.kubernetes.pod.namespace": namespace, "io.kubernetes.pod.uid": uid,
+        ]) { $1 }
+    }
+
+    /// `RunPodSandbox`'s config as kubelet builds it.
+    public var sandboxConfig: CRI.PodSandboxConfig {
+        var config = CRI.PodSandboxConfig(
+            metadata: .init(name: name, uid: uid, namespace: namespace),
+            hostname: name,
+            logDirectory: logDirectory,
+            cgroupParent: cgroupParent
+        )
+        config.dnsConfig = CRI.DNSConfig(
+            servers: ["10.96.0.10"],
+            searches: ["\(namespace).svc.cluster.local", "svc.cluster.local", "cluster.local"],
+            options: ["ndots:5"]
+        )
+        config.portMappings = containerPorts.map { CRI.PortMapping(containerPort: $0) }
+        config.labels = podLabels
+        config.annotations = annotations.merging([
+            "kubernetes.io/config.source": "api", "kubernetes.io/config.seen": "2026-12-06T00:00:00.000000000Z",
+        ]) { a, _ in a }
+        return config
+    }
+
+    /// `CreateContainer`'s config for container `name` of this pod as kubelet builds it (restart
+    /// count 0, termination message in /dev/termination-log).
+    public func containerConfig(
+        _ containerName: String,
+        image: String,
+        command: [String] = [],
+        args: [String] = [],
+        env: [(String, String)] = [],
+        tty: Bool = false,
+        stdin: Bool = false
+    ) -> CRI.ContainerConfig {
+        var config = CRI.ContainerConfig(
+            name: containerName,
+            image: image,
+            userSpecifiedImage: image,
+            logPath: "\(containerName)/0.log"
+        )
+        config.command = command
+        config.args = args
+        config.envs = env + [("KUBERNETES_SERVICE_HOST", "10.96.0.1"), ("KUBERNETES_SERVICE_PORT", "443")]
+        config.labels = [
+            "io.kubernetes.container.name": containerName, "io.kubernetes.pod.name": name,
+            "io.kubernetes.pod.namespace": namespace, "io.kubernetes.pod.uid": uid,
+        ]
+        config.annotations = [
+            "io.kubernetes.container.hash": String(fnv1a(containerName), radix: 16),
+            "io.kubernetes.container.restartCount": "0",
+            "io.kubernetes.container.terminationMessagePath": "/dev/termination-log",
+            "io.kubernetes.container.terminationMessagePolicy": "File",
+            "io.kubernetes.pod.terminationGracePeriod": "30",
+        ]
+        config.tty = tty
+        config.stdin = stdin
+        return config
+    }
+}
+
+/// FNV-1a (32 bit) of `text`'s UTF-8: a stable stand-in for kubelet's container hash (Swift's
+/// `hashValue` is seeded per process).
+func fnv1a(_ text: String) -> UInt32 {
+    text.utf8.reduce(0x811c_9dc5 as UInt32) { ($0 ^ UInt32($1)) &* 0x0100_0193 }
+}
