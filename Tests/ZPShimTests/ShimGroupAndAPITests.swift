@@ -123,6 +123,11 @@ import ZPTTRPC
         }
         let stats = try StatsResponse(decoding: try await call("Stats", TaskIDRequest(id: id)))
         #expect(stats.stats?.typeURL == "io.containerd.cgroups.v1.Metrics")
+        // Not an empty message: the cgroup v1 Metrics carry pids (2), cpu (3) and memory (4).
+        var fields: Set<Int> = []
+        var reader = ProtobufReader((stats.stats?.value ?? [])[...])
+        while let field = try reader.nextField() { fields.insert(field.number) }
+        #expect(fields.isSuperset(of: [2, 3, 4]), "Metrics fields \(fields.sorted())")
 
         // Update goes through runc update to the container's memory cgroup.
         var update = UpdateTaskRequest(id: id)

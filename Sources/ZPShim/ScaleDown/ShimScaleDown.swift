@@ -133,7 +133,9 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
             options.criu.trackMemory = true
         }
         let (checkpointer, target, images) = (checkpointer, target, imagesDirectory)
-        try FileManager.default.createDirectory(atPath: images, withIntermediateDirectories: true)
+        // Owner-only from creation, parents included (decision 0033): the images are the
+        // container's memory.
+        try Files.makeOwnerOnlyDirectory(FilePath(images))
         let result = try await NIOThreadPool.singleton.runIfActive { [options] in
             try checkpointer.checkpoint(target, imagesDir: FilePath(images), options: options)
         }
@@ -149,7 +151,7 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
         options.criu.logLevel = logLevel
         do {
             try? FileManager.default.removeItem(atPath: dir)
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            try Files.makeOwnerOnlyDirectory(FilePath(dir))
             let result = try await NIOThreadPool.singleton.runIfActive { [options] in
                 try checkpointer.preDump(target, imagesDir: FilePath(dir), options: options)
             }
