@@ -196,6 +196,55 @@ import ZPTestSupport
         try expectNothingLeft(containerd, netns: netns, id: id, shim: shim)
     }
 
+    /// The shim is SIGKILLed while its container is scaled down (with a prepared restore):
+    /// containerd runs the shim's `delete`, the task reports exit 137, and once containerd removes
+    /// it nothing is left: no images, no lazy-pages daemon, no restore mounts, no BPF link, no
+    /// sockets, no wake group entry; the node takes a new container of the same id at once.
+    @Test(arguments: ContainerdFlavor.all)
+    func shimKilledWhileScaledDown_nothingStaleBlocksTheNode(flavor: ContainerdFlavor) throws {
+        let rootfs = try TestPaths.busyboxRootfs()
+        let containerd = try PrivateContainerd(flavor: flavor, tag: "fmshk")
+        defer { containerd.stop() }
+        let netns = try TestNetns("zpfm-shk")
+        defer { netns.delete() }
+        let eventsFile = containerd.directory + "/events.txt"
+        let events = try containerd.startEvents(into: eventsFile)
+        defer { let p = events.processIdentifier; kill(p, SIGTERM); _ = eventually(within: 10) { !isAlive(p) } }
+        let id = "shk1"
+        try startCounter(containerd, netns: netns, id: id, rootfs: rootfs, extra: ["--annotation", "zeropod-swift/wake-group=shk"])
+        defer { removeTask(containerd, id) }
+        let shim = try #require(shimPid(containerd, group: id))
+        try #require(waitScaledDown(containerd, netns: netns, checkpoints: 1), "not scaled down: \(containerd.log(tail: 30))")
+        let images = NodeLayout().imageDirectory(containerdNamespace: containerd.namespace, containerID: id)
+        #expect(FileManager.default.fileExists(atPath: images + "/inventory.img"))
+        kill(shim, SIGKILL)
+        let killedAt = ContinuousClock.now
+        let stopped = eventually(within: 60) {
+            let text = (try? String(contentsOfFile: eventsFile, encoding: .utf8)) ?? ""
+            return text.split(separator: "\n").contains { $0.contains("/tasks/exit") && $0.contains("\"\(id)\"") }
+        }
+        let recovered = ContinuousClock.now - killedAt
+        #expect(stopped, "no exit event after the shim died: \(containerd.log(tail: 30))")
+        let exitLine = ((try? String(contentsOfFile: eventsFile, encoding: .utf8)) ?? "").split(separator: "\n")
+            .first { $0.contains("/tasks/exit") && $0.contains("\"\(id)\"") }
+        #expect(exitLine?.contains("\"exit_status\":137") == true, "\(exitLine ?? "")")
+        #expect(eventually { taskRow(containerd, id)?.status != "RUNNING" }, "the task still shows RUNNING")
+        #expect(eventually { !FileManager.default.fileExists(atPath: images) }, "images left in \(images)")
+        let lazyDaemons = processes(matching: ["lazy-pages"]).filter { commandLine(of: $0).contains(images) }
+        #expect(lazyDaemons.isEmpty, "lazy-pages daemons left: \(lazyDaemons)")
+        #expect(MountPoints.under("/run/containerd/runc/\(containerd.namespace)/\(id)/").isEmpty, "restore mounts left")
+        let registryEntry = NodeLayout().wakeGroupDirectory + "/\(containerd.namespace)/_/shk/\(id)"
+        #expect(!FileManager.default.fileExists(atPath: registryEntry), "wake group entry left")
+        removeTask(containerd, id)
+        try expectNothingLeft(containerd, netns: netns, id: id, shim: shim)
+        // Nothing stale blocks the node: the same id starts again, in the same netns.
+        try startCounter(containerd, netns: netns, id: id, rootfs: rootfs)
+        #expect(netns.httpGet(port: 8080) == "count=2\n")
+        print("[fault-matrix] \(flavor.name) | shim SIGKILLed while scaled down | containerd gets exit 137 \(ms(recovered)) "
+            + "after the kill, the same id starts again | images, lazy-pages daemon, restore mounts, wake group entry, "
+            + "sockets, BPF links: none")
+    }
+
     /// The app exits by itself while running (status 7) and right after a restore (status 9):
     /// containerd gets each exit status, the task is STOPPED, nothing stays.
     @Test(arguments: ContainerdFlavor.all)
