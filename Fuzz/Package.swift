@@ -11,6 +11,14 @@ let project = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deleti
 
 func zp(_ product: String) -> Target.Dependency { .product(name: product, package: project) }
 
+/// A fuzz target: its one file is a library-style file (`-parse-as-library`; without it SwiftPM
+/// compiles a single file as top-level code, whose empty `main` exits 0 without fuzzing). SwiftPM
+/// still links the symbol `<Target>_main` as `main`: each target defines it with `@_cdecl` and hands
+/// its `LLVMFuzzerTestOneInput` to libFuzzer's driver (FuzzSupport's `runLibFuzzer`).
+func fuzzTarget(_ name: String, _ dependencies: [Target.Dependency]) -> Target {
+    .executableTarget(name: name, dependencies: ["FuzzSupport"] + dependencies, swiftSettings: [.unsafeFlags(["-parse-as-library"])])
+}
+
 let package = Package(
     name: "zeropod-swift-fuzz",
     dependencies: [
@@ -19,24 +27,19 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-http2", from: "1.46.0"),
     ],
     targets: [
-        .target(name: "FuzzSupport", dependencies: [zp("ZPCore")]),
-        .executableTarget(name: "FuzzProtobuf", dependencies: ["FuzzSupport", zp("ZPCore")]),
-        .executableTarget(name: "FuzzTTRPC", dependencies: [zp("ZPCore")]),
-        .executableTarget(name: "FuzzCRIU", dependencies: ["FuzzSupport", zp("ZPCore"), zp("ZPCheckpoint")]),
-        .executableTarget(name: "FuzzAPI", dependencies: ["FuzzSupport", zp("ZPCore"), zp("ZPAPI")]),
-        .executableTarget(
-            name: "FuzzProbeHTTP",
-            dependencies: [zp("ZPActivator"), .product(name: "NIOCore", package: "swift-nio")]
+        .target(name: "CLibFuzzer"),
+        .target(name: "FuzzSupport", dependencies: ["CLibFuzzer", zp("ZPCore")]),
+        fuzzTarget("FuzzProtobuf", [zp("ZPCore")]),
+        fuzzTarget("FuzzTTRPC", [zp("ZPCore")]),
+        fuzzTarget("FuzzCRIU", [zp("ZPCore"), zp("ZPCheckpoint")]),
+        fuzzTarget("FuzzAPI", [zp("ZPCore"), zp("ZPAPI")]),
+        fuzzTarget("FuzzProbeHTTP", [zp("ZPActivator"), .product(name: "NIOCore", package: "swift-nio")]),
+        fuzzTarget(
+            "FuzzProbeGRPC",
+            [zp("ZPActivator"), .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOHPACK", package: "swift-nio-http2")]
         ),
-        .executableTarget(
-            name: "FuzzProbeGRPC",
-            dependencies: [
-                zp("ZPActivator"), .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOHPACK", package: "swift-nio-http2"),
-            ]
-        ),
-        .executableTarget(name: "FuzzNodeSettings", dependencies: [zp("ZPCore")]),
-        .executableTarget(name: "FuzzAnnotations", dependencies: [zp("ZPCore")]),
+        fuzzTarget("FuzzNodeSettings", [zp("ZPCore")]),
+        fuzzTarget("FuzzAnnotations", [zp("ZPCore")]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -113,6 +113,10 @@ run() { # target
   local after; after=$(find "$art" -type f | wc -l)
   local crashes=$((after - before))
   [ "$status" != 0 ] && [ "$crashes" = 0 ] && crashes=1
+  if [ -z "$execs" ]; then  # no libFuzzer statistics: the binary did not fuzz (e.g. a Swift main ran instead)
+    echo "fuzz.sh: $name printed no libFuzzer statistics (log $log)" >&2
+    return 1
+  fi
   printf 'fuzz.sh: %-16s %6s s  executions %-10s crashes %s  corpus %s  (log %s)\n' \
     "$name" "$(($(date +%s) - start))" "${execs:-?}" "$crashes" "$(ls "$out/corpus/$name" | wc -l)" "$log"
   if [ "$crashes" != 0 ]; then

@@ -49,3 +49,9 @@ public func fuzzAPI(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     checkRoundTripEqual(StatusAPI.WakeResponse.self, bytes)
     return 0
 }
+
+/// The executable's `main` (SwiftPM links `FuzzAPI_main` as `main`): libFuzzer's driver on ``fuzzAPI(_:_:)``.
+@_cdecl("FuzzAPI_main")
+func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> CInt {
+    runLibFuzzer(argc, argv) { data, size in data.map { fuzzAPI($0, size) } ?? 0 }
+}

@@ -6,6 +6,7 @@
 // the shim reads, or an unknown one under the prefixes) and the rest is the value. Invariants
 // beyond "does not crash": accepted settings are within their documented ranges; a refusal names
 // one of the keys that was set, and its value.
+import FuzzSupport
 import ZPCore
 
 private let keys: [String] = ZeropodAnnotation.allCases.map(\.rawValue) + ZeropodSwiftAnnotation.allCases.map(\.rawValue) + [
@@ -48,4 +49,10 @@ public func fuzzAnnotations(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         precondition(entries.allSatisfy { !$0.name.isEmpty && !$0.ports.isEmpty && !$0.ports.contains(0) })
     }
     return 0
+}
+
+/// The executable's `main` (SwiftPM links `FuzzAnnotations_main` as `main`): libFuzzer's driver on ``fuzzAnnotations(_:_:)``.
+@_cdecl("FuzzAnnotations_main")
+func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> CInt {
+    runLibFuzzer(argc, argv) { data, size in data.map { fuzzAnnotations($0, size) } ?? 0 }
 }

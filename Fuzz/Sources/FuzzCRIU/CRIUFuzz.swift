@@ -30,3 +30,9 @@ public func fuzzCRIU(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     if let stats = try? CRIUDumpStats(decodingEntry: bytes[...]) { _ = stats.description }
     return 0
 }
+
+/// The executable's `main` (SwiftPM links `FuzzCRIU_main` as `main`): libFuzzer's driver on ``fuzzCRIU(_:_:)``.
+@_cdecl("FuzzCRIU_main")
+func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> CInt {
+    runLibFuzzer(argc, argv) { data, size in data.map { fuzzCRIU($0, size) } ?? 0 }
+}

@@ -5,6 +5,7 @@
 // distinct probe sources, an absolute state-dir, a run-dir of at most 31 bytes) and render to a
 // file that parses back to the same settings; a refusal names `node.conf:<line>` with a line that
 // exists in the input.
+import FuzzSupport
 import ZPCore
 
 @_cdecl("LLVMFuzzerTestOneInput")
@@ -29,4 +30,10 @@ public func fuzzNodeSettings(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt 
         precondition(error.description.utf8.starts(with: (location + ": ").utf8), "\(error.description)")
     }
     return 0
+}
+
+/// The executable's `main` (SwiftPM links `FuzzNodeSettings_main` as `main`): libFuzzer's driver on ``fuzzNodeSettings(_:_:)``.
+@_cdecl("FuzzNodeSettings_main")
+func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> CInt {
+    runLibFuzzer(argc, argv) { data, size in data.map { fuzzNodeSettings($0, size) } ?? 0 }
 }

@@ -7,6 +7,7 @@
 // values, HPACK-encoded into a HEADERS frame, optionally split with CONTINUATION, and followed by
 // the remaining bytes raw), so that the header block path is reached with well-formed HPACK as
 // often as with garbage. Invariant: as for HTTP/1, a final verdict never changes with more bytes.
+import FuzzSupport
 import NIOCore
 import NIOHPACK
 import ZPActivator
@@ -64,4 +65,10 @@ public func fuzzProbeGRPC(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         precondition(prefix == whole, "verdict \(prefix) after \(cut) bytes, \(whole) after \(stream.count)")
     }
     return 0
+}
+
+/// The executable's `main` (SwiftPM links `FuzzProbeGRPC_main` as `main`): libFuzzer's driver on ``fuzzProbeGRPC(_:_:)``.
+@_cdecl("FuzzProbeGRPC_main")
+func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> CInt {
+    runLibFuzzer(argc, argv) { data, size in data.map { fuzzProbeGRPC($0, size) } ?? 0 }
 }

@@ -5,6 +5,7 @@
 // activator classifies again after every read and acts on the first final verdict, so the verdict
 // of any prefix that is final must be the verdict of the whole input; otherwise the answer would
 // depend on how TCP split the bytes. The first input byte picks the prefix length.
+import FuzzSupport
 import NIOCore
 import ZPActivator
 
@@ -25,4 +26,10 @@ public func fuzzProbeHTTP(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let stream = Array(bytes.dropFirst())
     checkPrefixStable(stream, cut: stream.isEmpty ? 0 : Int(bytes[0]) % (stream.count + 1))
     return 0
+}
+
+/// The executable's `main` (SwiftPM links `FuzzProbeHTTP_main` as `main`): libFuzzer's driver on ``fuzzProbeHTTP(_:_:)``.
+@_cdecl("FuzzProbeHTTP_main")
+func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> CInt {
+    runLibFuzzer(argc, argv) { data, size in data.map { fuzzProbeHTTP($0, size) } ?? 0 }
 }

@@ -49,3 +49,9 @@ public func fuzzProtobufDecoder(_ data: UnsafePointer<UInt8>, _ size: Int) -> CI
     checkRoundTripEqual(ProtobufTimestamp.self, bytes)
     return 0
 }
+
+/// The executable's `main` (SwiftPM links `FuzzProtobuf_main` as `main`): libFuzzer's driver on ``fuzzProtobufDecoder(_:_:)``.
+@_cdecl("FuzzProtobuf_main")
+func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> CInt {
+    runLibFuzzer(argc, argv) { data, size in data.map { fuzzProtobufDecoder($0, size) } ?? 0 }
+}

@@ -1,4 +1,5 @@
 // libFuzzer target: the incremental ttrpc frame decoder (scripts/fuzz.sh).
+import FuzzSupport
 import ZPCore
 
 //
@@ -58,4 +59,10 @@ public func fuzzTTRPCFrameDecoder(_ data: UnsafePointer<UInt8>, _ size: Int) -> 
         precondition(reencoded.count + leftover == stream.count, "bytes lost between frames")
     }
     return 0
+}
+
+/// The executable's `main` (SwiftPM links `FuzzTTRPC_main` as `main`): libFuzzer's driver on ``fuzzTTRPCFrameDecoder(_:_:)``.
+@_cdecl("FuzzTTRPC_main")
+func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> CInt {
+    runLibFuzzer(argc, argv) { data, size in data.map { fuzzTTRPCFrameDecoder($0, size) } ?? 0 }
 }
