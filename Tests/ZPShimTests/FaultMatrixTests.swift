@@ -59,8 +59,10 @@ import ZPTestSupport
     }
 
     /// CRIU is SIGKILLed in the middle of the dump of a shell holding 48 MiB, once it has seized the
-    /// app's tasks: the app is let go (not left stopped or traced), keeps serving with its memory,
-    /// the partial images are removed and the failure is reported once.
+    /// app's tasks: the failure is reported once, the partial images are removed, and the app is
+    /// either let go (not stopped, not traced) and serves with its memory, or, when CRIU's parasite
+    /// code was running inside it, it died with CRIU and the task is reported stopped (seen once in
+    /// eight runs here; the other seven let it go); it is never left frozen or traced.
     @Test(arguments: ContainerdFlavor.all)
     func criuKilledMidDump_appKeepsServingWithItsMemory(flavor: ContainerdFlavor) throws {
         let rootfs = try TestPaths.busyboxRootfs()
@@ -89,22 +91,37 @@ import ZPTestSupport
         #expect(worker.first.map(isCRIUCommand) == true, "the tracer \(tracer) is \(worker)")
         #expect(eventually(within: 30) { !containerd.logLines(containing: "checkpoint failed").isEmpty },
                 "no checkpoint failure: \(containerd.log(tail: 30))")
-        // The app's processes are neither stopped nor traced, and answer with the next count.
-        for pid in processes(inNetns: netns.path) {
-            let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
-            let state = status.split(separator: "\n").first { $0.hasPrefix("State:") } ?? ""
-            let tracer = status.split(separator: "\n").first { $0.hasPrefix("TracerPid:") } ?? ""
-            #expect(!state.contains("stopped") && !state.contains("tracing"), "\(pid): \(state)")
-            #expect(tracer.hasSuffix("\t0"), "\(pid): \(tracer)")
+        // Two outcomes, depending on the moment of the kill: CRIU's parasite code was not in the
+        // app (the app is let go and answers with its memory), or it was, and the app dies with
+        // CRIU (the shim reports the container stopped; containerd gets the exit, kubelet restarts it).
+        var answer: String?
+        let settled = eventually(within: 30) {
+            if taskRow(containerd, id)?.status == "STOPPED" { return true }
+            answer = netns.httpGet(port: 8080)
+            return answer != nil
         }
-        #expect(netns.httpGet(port: 8080) == "count=2\n", "log: \(containerd.log(tail: 30))")
         let recovered = ContinuousClock.now - killedAt
+        #expect(settled, "neither serving nor stopped: \(containerd.log(tail: 30))")
+        let outcome: String
+        if let answer {
+            #expect(answer == "count=2\n", "the app kept its memory")
+            for pid in processes(inNetns: netns.path) {
+                let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+                let state = status.split(separator: "\n").first { $0.hasPrefix("State:") } ?? ""
+                #expect(!state.contains("stopped") && !state.contains("tracing"), "\(pid): \(state)")
+                #expect(tracerPid(of: pid) == 0, "\(pid) is still traced")
+            }
+            outcome = "app let go, keeps serving with its memory (answered \(ms(recovered)) after the kill)"
+        } else {
+            #expect(processes(inNetns: netns.path).isEmpty, "a stopped task left processes")
+            #expect(!containerd.logLines(containing: "status STOPPING").isEmpty)
+            outcome = "the app died with CRIU (parasite inside): task STOPPED \(ms(recovered)) after the kill, exit reported"
+        }
         #expect(eventually { !FileManager.default.fileExists(atPath: images) }, "partial images left in \(images)")
         #expect(criuChildren(of: shim).isEmpty && !isAlive(tracer))
         #expect(containerd.logLines(containing: "checkpoint failed").count == 1, "reported once")
-        print("[fault-matrix] \(flavor.name) | CRIU SIGKILLed mid-dump (app's tasks seized) | app let go, keeps serving "
-            + "with its memory (answered \(ms(recovered)) after the kill), reported once | partial images removed, "
-            + "CRIU workers none")
+        print("[fault-matrix] \(flavor.name) | CRIU SIGKILLed mid-dump (app's tasks seized) | \(outcome), reported once "
+            + "| partial images removed, CRIU workers none")
         removeTask(containerd, id)
         try expectNothingLeft(containerd, netns: netns, id: id, shim: shim)
     }
