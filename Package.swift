@@ -252,6 +252,7 @@ let package = Package(
             name: "ZPShimTests",
             dependencies: [
                 "ZPShim", "ZPAPI", "ZPSystem", "ZPTTRPC", "ZPKube", "KubeAPIDouble", "ZPTestSupport",
+                "ZPActivator", "ZPBPF",
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strict
