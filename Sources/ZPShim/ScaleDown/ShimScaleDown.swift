@@ -150,7 +150,9 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
         }
         let (checkpointer, target, images) = (checkpointer, target, imagesDirectory)
         let (connections, pid) = (connections, await container.current?.pid)
-        try FileManager.default.createDirectory(atPath: images, withIntermediateDirectories: true)
+        // Owner-only from creation, parents included (decision 0033): the images are the
+        // container's memory.
+        try Files.makeOwnerOnlyDirectory(FilePath(images))
         do {
             let result = try await NIOThreadPool.singleton.runIfActive { [options] in
                 // The hooks are made here: they are not Sendable.
@@ -200,7 +202,7 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
         options.criu.logLevel = logLevel
         do {
             try? FileManager.default.removeItem(atPath: dir)
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            try Files.makeOwnerOnlyDirectory(FilePath(dir))
             let result = try await NIOThreadPool.singleton.runIfActive { [options] in
                 try checkpointer.preDump(target, imagesDir: FilePath(dir), options: options)
             }
