@@ -68,6 +68,8 @@ public final class TaskService: Sendable {
         self.node = node
         checkpointer = ContainerCheckpointer(checkpointer: Checkpointer(criuPath: FilePath(node.criuPath)))
         wakeGroups = statusSocket.map { ($0, WakeGroupRegistry(layout: node.layout)) }
+        // The pod's BPF programs loaded while containerd still prepares the Create (decision 0037).
+        jobInput.yield { [pods] in pods.preload() }
     }
 
     /// The node settings: the file named by `ZEROPOD_NODE_CONFIG`, else /etc/zeropod/node.conf if
@@ -165,7 +167,7 @@ public final class TaskService: Sendable {
         guard reserved else { throw ShimError.alreadyExists("task \(request.id)") }
         let namespace = namespace(of: call)
         let runc = RuncDriver(namespace: namespace, binary: runcBinary)
-        let scaleDown = try makeScaleDown(request, runc: runc, namespace: namespace)
+        let scaleDown = try await makeScaleDown(request, runc: runc, namespace: namespace)
         let container: ShimContainer
         do {
             container = try await ShimContainer.create(request, namespace: namespace, runc: runc, publisher: publisher, pids: pids,
@@ -193,7 +195,7 @@ public final class TaskService: Sendable {
     /// zeropod does not scale it down (not named in `container-names`, the sandbox,
     /// `scaledown-duration` 0, no pod netns path).
     /// - Throws: ``ShimError/invalidArgument(_:)`` with the ConfigError text for a malformed annotation.
-    private func makeScaleDown(_ request: CreateTaskRequest, runc: RuncDriver, namespace: String) throws -> ScaleDownWiring? {
+    private func makeScaleDown(_ request: CreateTaskRequest, runc: RuncDriver, namespace: String) async throws -> ScaleDownWiring? {
         let bundle = BundleConfig(bundle: request.bundle)
         let config: ContainerConfig
         do {
@@ -208,7 +210,7 @@ public final class TaskService: Sendable {
         }
         var redirector: PodRedirector?
         do {
-            redirector = try pods.acquire(netnsPath: netns, container: request.id, node: node)
+            redirector = try await pods.acquire(netnsPath: netns, container: request.id, node: node)
         } catch {
             logger.warning("scale-down off: redirector for \(netns) failed: \(error)", metadata: ["id": "\(request.id)"])
         }
