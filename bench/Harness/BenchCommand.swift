@@ -89,7 +89,7 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Shim start: interleaved trials of `ctr run -d` and of the `start` command per runtime; 0: skip.")
     var shimStartTrials = 10
 
-    @Option(help: "Density: busybox pods scaled down at once (`make bench-density`: 200); 0: skip.")
+    @Option(help: "Density: busybox pods scaled down at once (`make bench-density`: 60; a node holds at most 64 scale-down pods, docs/benchmarks.md); 0: skip.")
     var densityPods = 0
 
     @Option(help: "Density: the pods' scale-down duration in seconds (they all start before it passes).")
