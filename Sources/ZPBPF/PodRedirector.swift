@@ -100,11 +100,14 @@ public final class PodRedirector: Sendable {
     ///   bpf_get_netns_cookie or bpf_get_current_task_btf in sockops; `.loadFailed` with the
     ///   verifier log; `.system` naming the failed call and path; `.invalidArgument` for a bad
     ///   kubelet process name.
-    public init(netnsPath: FilePath, options: Options = Options()) throws(BPFError) {
+    /// - Parameter programs: the programs and maps loaded ahead (``Programs/load()``), used
+    ///   instead of loading them here; they belong to this redirector afterwards.
+    public init(netnsPath: FilePath, options: Options = Options(), programs: Programs? = nil) throws(BPFError) {
         let names = try Self.kubeletNameKeys(options.kubeletProcessNames)
         let netns = try bpfSystem { () throws(SystemError) -> OwnedDescriptor in try OwnedDescriptor.open(netnsPath, O_RDONLY) }
         let nodeCookie = try Self.networkNamespaceCookie(options.kubeletNamespace)
-        let loaded = try EmbeddedObject.load()
+        let loaded: EmbeddedObject.Loaded
+        if let programs { loaded = programs.loaded } else { loaded = try EmbeddedObject.load() }
         var links: [(String, SharedDescriptor)] = []
 
         // Interfaces and the netns cookie are only visible from inside the namespace.
@@ -153,6 +156,26 @@ public final class PodRedirector: Sendable {
         }
         links.append(("link_sockops", SharedDescriptor(OwnedDescriptor(adopting: sockopsLink))))
         handles = Mutex(Handles(maps: maps, links: links, pinDirectory: nil, reuseportMigrate: loaded.reuseportMigrate))
+    }
+
+    /// One copy of the programs and maps, loaded and verified but attached nowhere: the
+    /// expensive part of ``init(netnsPath:options:programs:)`` (tens of milliseconds of verifier
+    /// time), so that a shim can do it before a pod's container is created (decision 0037). One
+    /// copy serves one redirector; dropping it unused frees the kernel objects.
+    public struct Programs: Sendable {
+        let loaded: EmbeddedObject.Loaded
+
+        /// Loads the embedded object (bpf_object__load: every program passes the verifier).
+        /// - Throws: the errors of ``PodRedirector/init(netnsPath:options:programs:)``'s load:
+        ///   `BPFError.notSupported` or `.loadFailed` with the verifier log.
+        public static func load() throws(BPFError) -> Programs { Programs(loaded: try EmbeddedObject.load()) }
+
+        /// Kernel IDs of the maps of this copy, for checks.
+        func mapIDs() throws(BPFError) -> [UInt32] {
+            var ids: [UInt32] = []
+            for (_, fd) in loaded.maps.byPinName { ids.append(try PodRedirector.kernelID(fd)) }
+            return ids
+        }
     }
 
     private init(handles: Handles) {
@@ -529,19 +552,21 @@ public final class PodRedirector: Sendable {
     /// Kernel IDs of the maps and links this object holds (bpf_obj_get_info_by_fd), for checks.
     func kernelObjectIDs() throws(BPFError) -> (maps: [UInt32], links: [UInt32]) {
         try withHandles { (h) throws(BPFError) in
-            func id(_ fd: SharedDescriptor) throws(BPFError) -> UInt32 {
-                // bpf_map_info and bpf_link_info both start with (type, id); 256 bytes cover either.
-                var info = [UInt32](repeating: 0, count: 64)
-                var length = UInt32(info.count * 4)
-                try libbpfCall("bpf_obj_get_info_by_fd", "\(fd)") { bpf_obj_get_info_by_fd(fd.rawValue, &info, &length) }
-                return info[1]
-            }
             var maps: [UInt32] = []
-            for (_, fd) in h.maps.byPinName { maps.append(try id(fd)) }
+            for (_, fd) in h.maps.byPinName { maps.append(try Self.kernelID(fd)) }
             var links: [UInt32] = []
-            for (_, fd) in h.links { links.append(try id(fd)) }
+            for (_, fd) in h.links { links.append(try Self.kernelID(fd)) }
             return (maps, links)
         }
+    }
+
+    /// The kernel ID of a map or link (bpf_obj_get_info_by_fd), for checks.
+    static func kernelID(_ fd: SharedDescriptor) throws(BPFError) -> UInt32 {
+        // bpf_map_info and bpf_link_info both start with (type, id); 256 bytes cover either.
+        var info = [UInt32](repeating: 0, count: 64)
+        var length = UInt32(info.count * 4)
+        try libbpfCall("bpf_obj_get_info_by_fd", "\(fd)") { bpf_obj_get_info_by_fd(fd.rawValue, &info, &length) }
+        return info[1]
     }
 
     /// Names of the pinned links (`link_sk_lookup`, `link_sockops`, `link_tcx_<ifindex>`).

@@ -104,6 +104,30 @@ struct LifecycleTests {
         #expect(try eventually { try !redirector.hasListener(port: 7000) })
     }
 
+    @Test func preloadedPrograms_areTheOnesAttached_andUnusedOnesAreFreed() throws {
+        let lab = Lab(index: 15)
+        let pod = try lab.namespace("pod")
+        var programs: PodRedirector.Programs? = try PodRedirector.Programs.load()
+        let loaded = Set(try programs!.mapIDs())
+        let mapsNow = try bpftoolIDs("map")
+        #expect(loaded.count == 7 && loaded.isSubset(of: mapsNow), "a preload creates the pod's seven maps")
+        let redirector = try PodRedirector(netnsPath: Lab.path(pod), programs: programs)
+        programs = nil
+        let ids = try redirector.kernelObjectIDs()
+        #expect(Set(ids.maps) == loaded, "the redirector uses the preloaded maps instead of loading new ones")
+        #expect(ids.links.count == 3, "sk_lookup, sockops and one tcx link (lo)")
+        try redirector.trackPort(8080)
+        redirector.close()
+        #expect(try eventually { try bpftoolIDs("map").isDisjoint(with: loaded) }, "maps freed with the redirector")
+
+        var unused: PodRedirector.Programs? = try PodRedirector.Programs.load()
+        let spare = Set(try unused!.mapIDs())
+        let mapsThen = try bpftoolIDs("map")
+        #expect(spare.count == 7 && spare.isSubset(of: mapsThen))
+        unused = nil
+        #expect(try eventually { try bpftoolIDs("map").isDisjoint(with: spare) }, "an unused preload frees its maps")
+    }
+
     @Test func invalidPodIDs_areRejected() throws {
         for bad in ["", ".", "..", "a/b", String(repeating: "x", count: 201)] {
             #expect(throws: BPFError.self) { try PodRedirector.validate(podID: bad) }

@@ -77,6 +77,8 @@ public final class TaskService: Sendable {
         self.nodeSettingsProblem = settings.problem
         checkpointer = ContainerCheckpointer(checkpointer: Checkpointer(criuPath: FilePath(settings.config.criuPath)))
         wakeGroups = statusSocket.map { ($0, WakeGroupRegistry(layout: settings.config.layout)) }
+        // The pod's BPF programs loaded while containerd still prepares the Create (decision 0037).
+        jobInput.yield { [pods] in pods.preload() }
     }
 
     /// Runs the containers' scale-down drivers (each until its container is deleted) until cancelled.
@@ -165,7 +167,7 @@ public final class TaskService: Sendable {
         let container: ShimContainer
         let scaleDown: ScaleDownWiring?
         do {
-            scaleDown = try makeScaleDown(request, runc: runc, namespace: namespace)
+            scaleDown = try await makeScaleDown(request, runc: runc, namespace: namespace)
             do {
                 container = try await ShimContainer.create(request, namespace: namespace, runc: runc, publisher: publisher, pids: pids,
                                                            group: group, logger: logger, scaleDown: scaleDown)
@@ -191,7 +193,7 @@ public final class TaskService: Sendable {
     /// zeropod does not scale it down (not named in `container-names`, the sandbox,
     /// `scaledown-duration` 0, no pod netns path).
     /// - Throws: ``ShimError/invalidArgument(_:)`` with the ConfigError text for a malformed annotation.
-    private func makeScaleDown(_ request: CreateTaskRequest, runc: RuncDriver, namespace: String) throws -> ScaleDownWiring? {
+    private func makeScaleDown(_ request: CreateTaskRequest, runc: RuncDriver, namespace: String) async throws -> ScaleDownWiring? {
         let bundle = BundleConfig(bundle: request.bundle)
         let config: ContainerConfig
         do {
@@ -206,7 +208,7 @@ public final class TaskService: Sendable {
         }
         var redirector: PodRedirector?
         do {
-            redirector = try pods.acquire(netnsPath: netns, container: request.id, node: node)
+            redirector = try await pods.acquire(netnsPath: netns, container: request.id, node: node)
         } catch {
             logger.warning("scale-down off: redirector for \(netns) failed: \(error)", metadata: ["id": "\(request.id)"])
         }
