@@ -110,12 +110,12 @@ struct LifecycleTests {
         var programs: PodRedirector.Programs? = try PodRedirector.Programs.load()
         let loaded = Set(try programs!.mapIDs())
         let mapsNow = try bpftoolIDs("map")
-        #expect(loaded.count == 7 && loaded.isSubset(of: mapsNow), "a preload creates the pod's seven maps")
+        #expect(loaded.count == 10 && loaded.isSubset(of: mapsNow), "a preload creates the pod's ten maps")
         let redirector = try PodRedirector(netnsPath: Lab.path(pod), programs: programs)
         programs = nil
         let ids = try redirector.kernelObjectIDs()
         #expect(Set(ids.maps) == loaded, "the redirector uses the preloaded maps instead of loading new ones")
-        #expect(ids.links.count == 3, "sk_lookup, sockops and one tcx link (lo)")
+        #expect(ids.links.count == 4, "sk_lookup, sockops and two tcx links (activity, hold) on lo")
         try redirector.trackPort(8080)
         redirector.close()
         #expect(try eventually { try bpftoolIDs("map").isDisjoint(with: loaded) }, "maps freed with the redirector")
@@ -123,7 +123,7 @@ struct LifecycleTests {
         var unused: PodRedirector.Programs? = try PodRedirector.Programs.load()
         let spare = Set(try unused!.mapIDs())
         let mapsThen = try bpftoolIDs("map")
-        #expect(spare.count == 7 && spare.isSubset(of: mapsThen))
+        #expect(spare.count == 10 && spare.isSubset(of: mapsThen))
         unused = nil
         #expect(try eventually { try bpftoolIDs("map").isDisjoint(with: spare) }, "an unused preload frees its maps")
     }
