@@ -183,6 +183,31 @@ func statusCode(_ body: () async throws -> Void) async -> (RPCStatusCode, String
         #expect(good.problem == nil && good.config.runcPath == "/opt/runc")
     }
 
+    /// `migrate` / `live-migrate` naming this container: refused at Create (the shim cannot evacuate
+    /// or restore yet, issue 16), naming the annotation; runc is never called. A pod whose annotation
+    /// names another container is created as usual.
+    @Test func migrationAnnotations_areRefusedUntilTheShimMigrates() async throws {
+        for (key, value, refused) in [("zeropod.ctrox.dev/migrate", "web,app", true),
+                                      ("zeropod.ctrox.dev/live-migrate", "app", true),
+                                      ("zeropod.ctrox.dev/migrate", "web", false)] {
+            let bed = try FakeRuncBed()
+            defer { bed.remove() }
+            let spec = ["annotations": ["io.kubernetes.cri.container-type": "container",
+                                        "io.kubernetes.cri.container-name": "app", key: value]]
+            try JSONSerialization.data(withJSONObject: spec).write(to: URL(fileURLWithPath: bed.bundle + "/config.json"))
+            let outcome = await statusCode { _ = try await bed.call(.create, CreateTaskRequest(id: "m1", bundle: bed.bundle)) }
+            if refused {
+                #expect(outcome?.0 == .unimplemented, "\(key): \(String(describing: outcome))")
+                #expect(outcome?.1.contains("\(key): migrating container \"app\" is not supported yet") == true, "\(String(describing: outcome))")
+                #expect(bed.calls.isEmpty, "\(bed.calls)")
+            } else {
+                #expect(outcome == nil, "\(String(describing: outcome))")
+                #expect(bed.calls.first?.contains("create --bundle") == true, "\(bed.calls)")
+                _ = try? await bed.call(.delete, TaskProcessRequest(id: "m1", execID: ""))
+            }
+        }
+    }
+
     /// The node setting `runc-path` picks the runc the shim runs (before: always `runc` on PATH).
     @Test func runcPathSetting_isTheRuncTheShimRuns() async throws {
         let bed = try FakeRuncBed()

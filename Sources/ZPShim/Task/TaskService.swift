@@ -201,6 +201,12 @@ public final class TaskService: Sendable {
         } catch {
             throw ShimError.invalidArgument("\(error)")
         }
+        // Migration is built on the manager's side but the shim does not evacuate or restore yet
+        // (issue 16): a container it applies to is refused rather than silently not migrated.
+        if config.isManaged, config.anyMigrationEnabled {
+            let key = config.liveMigrationEnabled ? ZeropodAnnotation.liveMigrate : ZeropodAnnotation.migrate
+            throw ShimError.notImplemented("\(key.rawValue): migrating container \"\(config.containerName)\" is not supported yet; remove it from the annotation")
+        }
         guard config.isManaged, config.scaleDownEnabled else { return nil }
         guard let netns = bundle.networkNamespacePath else {
             logger.warning("scale-down off: the spec names no network namespace path", metadata: ["id": "\(request.id)"])
