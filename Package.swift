@@ -403,7 +403,8 @@ let package = Package(
         .testTarget(
             name: "ZPImageTests",
             dependencies: [
-                "ZPCRITestBed", "ZPTestSupport", "ZPCore", "ZPAPI", "ZPManagerTestKit", "KubeAPIDouble", "ZPKube",
+                "ZPCRITestBed", "ZPTestSupport", "ZPCore", "ZPAPI", "ZPInstaller", "ZPManagerTestKit", "KubeAPIDouble",
+                "ZPKube",
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strict
