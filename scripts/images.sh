@@ -82,8 +82,8 @@ copy_closure() {
 new_rootfs() {
   local r=$1
   mkdir -p "$r/usr/bin" "$r/usr/sbin" "$r/usr/lib" "$r/usr/lib64" "$r/usr/local/bin" "$r/usr/local/sbin" "$r/etc" \
-    "$r/tmp" "$r/run" "$r/proc" "$r/sys" "$r/dev"
-  chmod 1777 "$r/tmp"
+    "$r/tmp" "$r/var/lib" "$r/var/tmp" "$r/root" "$r/run" "$r/proc" "$r/sys" "$r/dev"
+  chmod 1777 "$r/tmp" "$r/var/tmp"; chmod 0700 "$r/root"
   ln -s usr/bin "$r/bin"; ln -s usr/sbin "$r/sbin"; ln -s usr/lib "$r/lib"; ln -s usr/lib64 "$r/lib64"
   printf 'root:x:0:0:root:/root:/bin/bash\n' >"$r/etc/passwd"
   printf 'root:x:0:\n' >"$r/etc/group"

@@ -162,7 +162,7 @@ public struct DoctorCommand: AsyncParsableCommand {
             options.containerdVersion = release.text
             options.containerdVersionSource = source
         } catch {
-            options.containerdVersionFailure = error.description
+            options.containerdVersionFailure = "\(error)"
         }
         let checks = NodeChecks(options: options)
         // The checks block (CRIU, runc, BPF probes): on a thread of their own, not the cooperative pool.

@@ -50,10 +50,11 @@ public final class GRPCUnaryClient: Sendable {
     public static func connect(
         unixSocket path: String,
         userAgent: String = "grpc-go/1.72.2 zeropod-swift-cri-testbed",
-        connectTimeout: TimeAmount = .seconds(10)
+        connectTimeout: Duration = .seconds(10)
     ) async throws -> GRPCUnaryClient {
         try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .connectTimeout(connectTimeout)
+            .connectTimeout(.milliseconds(max(1, connectTimeout.components.seconds * 1000
+                + connectTimeout.components.attoseconds / 1_000_000_000_000_000)))
             .connect(unixDomainSocketPath: path) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let multiplexer = try channel.pipeline.syncOperations.configureAsyncHTTP2Pipeline(mode: .client) {

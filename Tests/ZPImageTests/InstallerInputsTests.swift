@@ -127,7 +127,7 @@ struct InstallerInputsTests {
         InstallerInput(name: "already installed", fixture: "stock-2.1.toml", flavor: .containerd2, installedBefore: true),
     ]
 
-    @Test(arguments: rows)
+    @Test(arguments: InstallerInputsTests.rows)
     func input_installs_containerdStartsWithIt_zeropodPodScales_uninstallRestoresEveryByte(_ row: InstallerInput) async throws {
         let fixture = try installerFixture(row.fixture)
         let version = fixture.contains("version = 3") ? 3 : 2
@@ -173,7 +173,9 @@ struct InstallerInputsTests {
             // k3s renders config.toml from the template when it starts: the template is `{{ template
             // "base" . }}` plus our block, so the rendering is the current config plus the block.
             if row.runtime == .k3s {
-                let template = try String(contentsOfFile: folder + "/config.toml.tmpl", encoding: .utf8)
+                let v3 = folder + "/config-v3.toml.tmpl"
+                let templatePath = FileManager.default.fileExists(atPath: v3) ? v3 : folder + "/config.toml.tmpl"
+                let template = try String(contentsOfFile: templatePath, encoding: .utf8)
                     .replacingOccurrences(of: "{{ template \"base\" . }}", with: input)
                 try template.write(toFile: configPath, atomically: false, encoding: .utf8)
             }
@@ -185,7 +187,8 @@ struct InstallerInputsTests {
             )
             let (podID, ip, appID, count) = try await CounterApp.start(bed, pod)
             let down = await eventuallyAsync(within: 90, every: 0.1) { await shimStatus(of: appID)?.lifecyclePhase == .scaledDown }
-            let next = down ? await CounterApp.request(ip) : nil
+            var next: Int? = nil
+            if down { next = await CounterApp.request(ip) }
             #expect(down && next == count + 1, "scale down \(down), count \(String(describing: next)) after \(count)")
             try await bed.removePod(podID)
 

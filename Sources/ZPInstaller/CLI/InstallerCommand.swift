@@ -60,8 +60,8 @@ public struct InstallerCommand: ParsableCommand {
 
     /// containerd's gRPC socket.
     @Option(name: .customLong("containerd-address"),
-            help: "containerd's socket, asked for its version (Version service); default by --runtime: "
-                + "/run/containerd/containerd.sock, k3s and rke2 /run/k3s/containerd/containerd.sock")
+            help: ArgumentHelp("containerd's socket, asked for its version (Version service); default by --runtime: "
+                + "/run/containerd/containerd.sock, k3s and rke2 /run/k3s/containerd/containerd.sock"))
     public var containerdAddress: String?
 
     /// Time limit per program, Go duration.

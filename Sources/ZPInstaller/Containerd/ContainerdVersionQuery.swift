@@ -54,7 +54,7 @@ public enum ContainerdVersionService {
             client = try await GRPCUnaryClient.connect(
                 unixSocket: socket,
                 userAgent: "zeropod-swift-installer",
-                connectTimeout: .seconds(max(1, timeout.components.seconds))
+                connectTimeout: timeout
             )
         } catch {
             throw InstallerError("cannot connect to containerd's socket (\(error))", file: socket)
