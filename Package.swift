@@ -166,11 +166,18 @@ let package = Package(
         .target(
             name: "ZPScaleDown",
             dependencies: [
-                "ZPActivator", "ZPBPF", "ZPSystem",
+                "ZPCore", "ZPActivator", "ZPBPF", "ZPSystem",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: strict
+        ),
+        // The driver with fakes of its protocols: milliseconds, no root.
+        .testTarget(
+            name: "ZPScaleDownDriverTests",
+            dependencies: ["ZPScaleDown", "ZPCore", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .testTarget(

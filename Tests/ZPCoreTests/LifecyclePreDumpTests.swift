@@ -85,6 +85,8 @@ private let sample: [LC.Event.Kind: LC.Event] = [
     .preDumpDeadlineReached: .preDumpDeadlineReached(lastActivity: nil, now: at(31)),
     .preDumpFinished: .preDumpFinished,
     .preDumpFailed: .preDumpFailed(reason: "no mem_track"),
+    .lazyRestoreFailed: .lazyRestoreFailed(reason: "lazy restore failed"),
+    .groupWakeRequested: .groupWakeRequested,
 ]
 
 struct PreDumpRow: CustomTestStringConvertible, Sendable {
@@ -108,7 +110,7 @@ private let stopping = LC.Action.emitStatus(.stopping, duration: nil, reason: ni
 /// Completions of operations that are not in flight while running.
 private let strayCompletions: [LC.Event.Kind] = [
     .started, .checkpointFinished, .checkpointFailed, .restoreFinished, .restoreFailed, .coldStartFinished,
-    .coldStartFailed, .execEnded, .deleteRequested,
+    .coldStartFailed, .execEnded, .deleteRequested, .lazyRestoreFailed,
 ]
 
 private let preDumpTable: [PreDumpRow] =
@@ -120,6 +122,7 @@ private let preDumpTable: [PreDumpRow] =
         row(.armed, .activitySeen, [], "RUNNING idle=61 pd=31"),
         row(.armed, .redirectUnavailable, [.cancelIdleTimer], "RUNNING"),
         row(.armed, .connectionArrived, [.forwardConnection], "RUNNING idle=61 pd=31"),
+        row(.armed, .groupWakeRequested, [.answerGroupWake(.notScaledDown)], "RUNNING idle=61 pd=31"),
         row(.armed, .probeArrived, [.forwardConnection], "RUNNING idle=61 pd=31"),
         row(.armed, .execStarted, [.cancelIdleTimer, .startExec(id: "e1")], "RUNNING"),
         row(.armed, .killRequested, [.signalProcess(signal: 15)], "RUNNING idle=61 pd=31"),
@@ -132,6 +135,7 @@ private let preDumpTable: [PreDumpRow] =
         row(.preDumping, .activitySeen, [], "RUNNING idle=61 inflight"),
         row(.preDumping, .redirectUnavailable, [.cancelIdleTimer], "RUNNING inflight"),
         row(.preDumping, .connectionArrived, [.forwardConnection], "RUNNING idle=61 inflight"),
+        row(.preDumping, .groupWakeRequested, [.answerGroupWake(.notScaledDown)], "RUNNING idle=61 inflight"),
         row(.preDumping, .probeArrived, [.forwardConnection], "RUNNING idle=61 inflight"),
         row(.preDumping, .execStarted, [.cancelIdleTimer, .startExec(id: "e1")], "RUNNING inflight"),
         row(.preDumping, .killRequested, [.signalProcess(signal: 15)], "RUNNING idle=61 inflight"),
@@ -145,6 +149,7 @@ private let preDumpTable: [PreDumpRow] =
         row(.waitingForPreDump, .activitySeen, [], "RUNNING inflight waits"),
         row(.waitingForPreDump, .redirectUnavailable, [], "RUNNING inflight"),
         row(.waitingForPreDump, .connectionArrived, [.forwardConnection], "RUNNING inflight waits"),
+        row(.waitingForPreDump, .groupWakeRequested, [.answerGroupWake(.notScaledDown)], "RUNNING inflight waits"),
         row(.waitingForPreDump, .probeArrived, [.forwardConnection], "RUNNING inflight waits"),
         row(.waitingForPreDump, .execStarted, [.startExec(id: "e1")], "RUNNING inflight"),
         row(.waitingForPreDump, .killRequested, [.signalProcess(signal: 15)], "RUNNING inflight waits"),
@@ -159,6 +164,7 @@ private let preDumpTable: [PreDumpRow] =
         row(.preDumped, .activitySeen, [], "RUNNING idle=61 image"),
         row(.preDumped, .redirectUnavailable, [.cancelIdleTimer], "RUNNING image"),
         row(.preDumped, .connectionArrived, [.forwardConnection], "RUNNING idle=61 image"),
+        row(.preDumped, .groupWakeRequested, [.answerGroupWake(.notScaledDown)], "RUNNING idle=61 image"),
         row(.preDumped, .probeArrived, [.forwardConnection], "RUNNING idle=61 image"),
         row(.preDumped, .execStarted, [.cancelIdleTimer, .startExec(id: "e1")], "RUNNING image"),
         row(.preDumped, .killRequested, [.signalProcess(signal: 15)], "RUNNING idle=61 image"),
@@ -178,12 +184,11 @@ private let preDumpTable: [PreDumpRow] =
         row(
             .checkpointingOnPreDump,
             .checkpointFailed,
-            [
-                .disableRedirect, .cleanupImages, .emitStatus(.checkpointFailed, duration: nil, reason: "dump failed"),
-                .armIdleTimer(deadline: at(121)),
-            ],
-            "RUNNING idle=121"
+            // One plain dump without the pre-dump parent before the checkpoint counts as failed.
+            [.cleanupImages, .startCheckpoint],
+            "CHECKPOINTING"
         ),
+        row(.checkpointingOnPreDump, .groupWakeRequested, [.holdConnection], "CHECKPOINTING"),
         row(.checkpointingOnPreDump, .connectionArrived, [.holdConnection], "CHECKPOINTING"),
         row(.checkpointingOnPreDump, .probeArrived, [.answerProbe], "CHECKPOINTING"),
         row(.checkpointingOnPreDump, .execStarted, [.holdExec(id: "e1")], "CHECKPOINTING"),
@@ -194,7 +199,7 @@ private let preDumpTable: [PreDumpRow] =
         .checkpointingOnPreDump,
         [
             .started, .idleDeadlineReached, .restoreFinished, .restoreFailed, .coldStartFinished, .coldStartFailed,
-            .execEnded, .deleteRequested, .preDumpDeadlineReached, .preDumpFinished, .preDumpFailed,
+            .execEnded, .deleteRequested, .preDumpDeadlineReached, .preDumpFinished, .preDumpFailed, .lazyRestoreFailed,
         ]
     )
 
@@ -236,6 +241,20 @@ struct LifecyclePreDumpTests {
         #expect(lc.event(.idleDeadlineReached(lastActivity: nil, now: at(61))) == [.enableRedirect, .startCheckpoint])
     }
 
+    @Test func start_armsThePreDumpTimerHalfTheWindowBeforeTheIdleTimer() {
+        var lc = LC(configuration: preDumpConfig)
+        #expect(lc.event(.started(pid: Fixture.pid, now: at(1))) == [
+            .emitStatus(.running, duration: nil, reason: nil), .armIdleTimer(deadline: at(61)),
+            .armPreDumpTimer(deadline: at(31)),
+        ])
+        // An exec cancels both timers with one order; its end arms both again.
+        #expect(lc.event(.execStarted(id: "x")) == [.cancelIdleTimer, .startExec(id: "x")])
+        #expect(lc.preDumpDeadline == nil)
+        #expect(lc.event(.execEnded(id: "x", now: at(10))) == [
+            .armIdleTimer(deadline: at(70)), .armPreDumpTimer(deadline: at(40)),
+        ])
+    }
+
     @Test func checkpointingOff_orScaleDownOff_meansNoPreDump() {
         var kill = LC(configuration: .init(scaleDownDuration: .seconds(60), checkpointingEnabled: false, preDump: true))
         _ = kill.event(.started(pid: 1, now: at(1)))
@@ -248,7 +267,7 @@ struct LifecyclePreDumpTests {
 
     @Test func activityBeforeThePreDumpDeadline_postponesItToHalfTheWindowAfterTheActivity() {
         var lc = preDumpLifecycle(.armed)
-        #expect(lc.event(.preDumpDeadlineReached(lastActivity: at(20), now: at(31))) == [])
+        #expect(lc.event(.preDumpDeadlineReached(lastActivity: at(20), now: at(31))) == [.armPreDumpTimer(deadline: at(50))])
         #expect(situationText(lc) == "RUNNING idle=61 pd=50")
         // A stale firing of the old deadline changes nothing.
         #expect(lc.event(.preDumpDeadlineReached(lastActivity: at(20), now: at(45))) == [])
@@ -288,7 +307,9 @@ struct LifecyclePreDumpTests {
     @Test func activityAfterThePreDump_makesItStale_andAFreshOneIsTakenLater() {
         var lc = preDumpLifecycle(.preDumped)  // taken at 31
         // Activity at 40 found at the idle deadline: re-arm to 100, pre-dump again at 70.
-        #expect(lc.event(.idleDeadlineReached(lastActivity: at(40), now: at(61))) == [.armIdleTimer(deadline: at(100))])
+        #expect(lc.event(.idleDeadlineReached(lastActivity: at(40), now: at(61))) == [
+            .armIdleTimer(deadline: at(100)), .armPreDumpTimer(deadline: at(70)),
+        ])
         #expect(situationText(lc) == "RUNNING idle=100 pd=70 image")
         #expect(lc.event(.preDumpDeadlineReached(lastActivity: at(40), now: at(70))) == [.startPreDump])
         #expect(situationText(lc) == "RUNNING idle=100 inflight")
@@ -318,6 +339,7 @@ struct LifecyclePreDumpTests {
         #expect(lc.event(.restoreFinished(pid: 200, duration: .milliseconds(90), now: at(100))) == [
             .releaseHeldConnections(count: 1), .disableRedirect, .cleanupImages,
             .emitStatus(.running, duration: .milliseconds(90), reason: nil), .armIdleTimer(deadline: at(160)),
+            .armPreDumpTimer(deadline: at(130)),
         ])
         #expect(situationText(lc) == "RUNNING idle=160 pd=130")
     }
@@ -346,8 +368,14 @@ struct LifecyclePreDumpTests {
 
     @Test func failedIncrementalCheckpoint_dropsThePreDumpWithTheImages() {
         var lc = preDumpLifecycle(.checkpointingOnPreDump)
-        let actions = lc.event(.checkpointFailed(reason: "dump failed", now: at(62)))
+        // The first failure drops the pre-dump with the images and dumps once more without it.
+        #expect(lc.event(.checkpointFailed(reason: "dump failed", now: at(62))) == [.cleanupImages, .startCheckpoint])
+        #expect(lc.phase == .checkpointing && lc.checkpointingEnabled)
+        // The plain dump fails too: now the checkpoint counts as failed.
+        let actions = lc.event(.checkpointFailed(reason: "dump failed again", now: at(63)))
         #expect(actions.contains(.cleanupImages))
+        #expect(actions.contains(.emitStatus(.checkpointFailed, duration: nil, reason: "dump failed again")))
+        #expect(lc.phase == .running && !lc.checkpointingEnabled)
         #expect(!lc.hasPreDumpImage && lc.preDumpDeadline == nil)
     }
 }

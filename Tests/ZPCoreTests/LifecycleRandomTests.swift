@@ -21,6 +21,8 @@ private struct World {
     var runningExecs: Set<String> = []
     var redirect = false
     var timer: ZPInstant?
+    /// The pre-dump timer, armed by `armPreDumpTimer`, dropped with the idle timer.
+    var preDumpTimer: ZPInstant?
     var exitsReported = 0
     var everStarted = false
     var everStopped = false
@@ -33,6 +35,12 @@ private struct World {
     var preDumpInFlight = false
     /// A finished pre-dump image exists on disk (removed by cleanupImages/cleanupAll or replaced).
     var preDumpImage = false
+    /// The checkpoint in flight is incremental (on a pre-dump image).
+    var checkpointIncremental = false
+    /// The process being dumped exited (the reaper saw it) during this checkpoint.
+    var dumpedProcessExited = false
+    /// The restore in flight is the full one after a lazy restore failed.
+    var fullRestoreRuns = false
 
     init(config: LC.Configuration, now: UInt64 = 1_000_000_000) {
         self.config = config
@@ -73,7 +81,8 @@ struct LifecycleRandomTests {
         for needed in [
             "startCheckpoint", "startRestore", "startColdStart", "startScaleDownKill", "releaseHeldConnections",
             "failHeldConnections", "startHeldExecs", "reportExit", "suppressExit", "deferSignal", "cleanupAll",
-            "startPreDump", "startIncrementalCheckpoint",
+            "startPreDump", "startIncrementalCheckpoint", "armPreDumpTimer", "startFullRestore", "wakeGroup",
+            "answerGroupWake",
         ] {
             #expect((totals[needed] ?? 0) > 0, "no \(needed) in any run")
         }
@@ -86,7 +95,8 @@ struct LifecycleRandomTests {
             scaleDownDuration: durations.randomElement(using: &rng)!,
             checkpointingEnabled: Int.random(in: 0..<4, using: &rng) != 0,
             openConnectionsCountAsActivity: Bool.random(using: &rng),
-            preDump: Int.random(in: 0..<3, using: &rng) != 0
+            preDump: Int.random(in: 0..<3, using: &rng) != 0,
+            wakesGroup: Bool.random(using: &rng)
         )
         var lc = LC(configuration: config)
         var world = World(config: config)
@@ -110,9 +120,14 @@ struct LifecycleRandomTests {
             let preDumpBefore = PreDumpBefore(
                 inFlight: lc.preDumpInFlight, image: lc.hasPreDumpImage, deadline: lc.preDumpDeadline)
             let actions = lc.event(event)
+            // The driver's split: at most one answer (two would trap), the rest effects in order.
+            let step = LC.Step(event: event, actions: actions)
             trace.append("\(before) + \(event) -> \(actions) => \(lc.phase)")
             if trace.count > 12 { trace.removeFirst() }
             do {
+                if step.effects.map(\.action) != actions.filter({ $0 != step.answer.action }) {
+                    throw InvariantFailure(description: "step \(step) does not split \(actions)")
+                }
                 try check(
                     event: event, before: before, pidBefore: pidBefore, preDumpBefore: preDumpBefore, actions: actions,
                     lc: lc, world: &world)
@@ -149,6 +164,7 @@ struct LifecycleRandomTests {
                 return .processExited(pid: lc.pid ?? 0, status: 137)
             case .restore:
                 if ok { w.nextPid += 1 }
+                if !ok && Bool.random(using: &rng) { return .lazyRestoreFailed(reason: "lazy") }
                 return ok
                     ? .restoreFinished(pid: w.nextPid, duration: .milliseconds(90), now: now)
                     : .restoreFailed(reason: "restore")
@@ -160,7 +176,7 @@ struct LifecycleRandomTests {
         if w.preDumpInFlight, roll >= 35, roll < 55 {
             return Int.random(in: 0..<5, using: &rng) != 0 ? .preDumpFinished : .preDumpFailed(reason: "random")
         }
-        if let due = lc.preDumpDeadline, roll >= 55, roll < 70 {
+        if let due = w.preDumpTimer, roll >= 55, roll < 70 {
             w.now = max(w.now, due.nanoseconds)
             return .preDumpDeadlineReached(
                 lastActivity: pastInstant(),
@@ -181,7 +197,7 @@ struct LifecycleRandomTests {
             w.nextPid += 1
             return .started(pid: w.nextPid, now: now)
         }
-        switch Int.random(in: 0..<22, using: &rng) {
+        switch Int.random(in: 0..<24, using: &rng) {
         case 0:
             w.nextPid += 1
             return .started(pid: w.nextPid, now: now)
@@ -213,6 +229,8 @@ struct LifecycleRandomTests {
             case 1: return .preDumpFinished
             default: return .preDumpFailed(reason: "stray")
             }
+        case 22: return .groupWakeRequested
+        case 23 where Int.random(in: 0..<4, using: &rng) == 0: return .lazyRestoreFailed(reason: "stray")
         default: return .activitySeen(at: now)
         }
     }
@@ -237,14 +255,19 @@ struct LifecycleRandomTests {
             if !condition { throw InvariantFailure(description: message()) }
         }
         let now = w.now
+        let heldBefore = (connections: w.heldConnections, execs: w.heldExecs)
         // A completion clears the operation in flight only when the machine accepts it.
         let completes: World.Operation?
         switch (before, event) {
         case (.checkpointing, .checkpointFinished), (.checkpointing, .checkpointFailed): completes = .checkpoint
         case (.scalingDownByKill, .processExited(let pid, _)) where pid == pidBefore: completes = .kill
         case (.restoring, .restoreFinished), (.restoring, .restoreFailed): completes = .restore
+        case (.restoring, .lazyRestoreFailed) where !w.fullRestoreRuns: completes = .restore
         case (.coldStarting, .coldStartFinished), (.coldStarting, .coldStartFailed): completes = .coldStart
         default: completes = nil
+        }
+        if case .processExited(let pid, _) = event, before == .checkpointing, pid == pidBefore {
+            w.dumpedProcessExited = true
         }
         if let completes {
             try require(
@@ -255,11 +278,11 @@ struct LifecycleRandomTests {
         } else {
             switch event.kind {
             case .checkpointFinished, .checkpointFailed, .restoreFinished, .restoreFailed, .coldStartFinished,
-                .coldStartFailed:
+                .coldStartFailed, .lazyRestoreFailed:
                 try require(actions.isEmpty && lc.phase == before, "completion with nothing in flight was accepted")
             case .started, .idleDeadlineReached, .activitySeen, .redirectUnavailable, .connectionArrived, .probeArrived,
                 .execStarted, .execEnded, .killRequested, .processExited, .deleteRequested, .preDumpDeadlineReached,
-                .preDumpFinished, .preDumpFailed:
+                .preDumpFinished, .preDumpFailed, .groupWakeRequested:
                 break
             }
         }
@@ -299,13 +322,59 @@ struct LifecycleRandomTests {
             }
             let duplicate = w.runningExecs.contains(id) || w.heldExecs.contains(id)
             try require(answers.count == (duplicate ? 0 : 1), "exec \(id) answered \(actions)")
+        case .groupWakeRequested:
+            let expected: LC.GroupWakeAnswer? =
+                switch before {
+                case .created, .running: .notScaledDown
+                case .restoring, .coldStarting: .alreadyWaking
+                case .stopped: .stopped
+                case .checkpointing, .scalingDownByKill, .scaledDown: nil
+                }
+            if let expected {
+                try require(actions == [.answerGroupWake(expected)], "group wake in \(before) answered \(actions)")
+            } else {
+                try require(actions.first == .holdConnection, "group wake in \(before) must be held: \(actions)")
+            }
+        case .lazyRestoreFailed where completes != nil:
+            try require(actions == [.startFullRestore] && lc.phase == .restoring, "lazy restore failure: \(actions)")
+        case .checkpointFailed where completes != nil && w.checkpointIncremental && !w.dumpedProcessExited:
+            try require(
+                actions == [.cleanupImages, .startCheckpoint] && lc.phase == .checkpointing,
+                "a failed incremental checkpoint must be retried once as a plain dump: \(actions)"
+            )
         case .preDumpDeadlineReached:
-            try require(actions.isEmpty || actions == [.startPreDump], "a pre-dump deadline may only start one: \(actions)")
+            let postponed = actions.count == 1 && { if case .armPreDumpTimer = actions[0] { true } else { false } }()
+            try require(
+                actions.isEmpty || actions == [.startPreDump] || postponed,
+                "a pre-dump deadline may only start one or postpone it: \(actions)"
+            )
         case .started, .idleDeadlineReached, .activitySeen, .redirectUnavailable, .checkpointFinished,
             .checkpointFailed,
             .restoreFinished, .restoreFailed, .coldStartFinished, .coldStartFailed, .execEnded, .killRequested,
-            .deleteRequested, .preDumpFinished, .preDumpFailed:
+            .deleteRequested, .preDumpFinished, .preDumpFailed, .lazyRestoreFailed:
             break
+        }
+
+        // The wake group is asked to come back exactly when a connection or exec starts bringing
+        // the container back: it starts a restore or cold start, or it is the first to wait for a
+        // scale-down in flight. Before the restore is ordered, so it does not wait behind it.
+        let wakeGroupCount = actions.filter { $0 == .wakeGroup }.count
+        let connectionOrExec: Bool
+        switch event.kind {
+        case .connectionArrived, .execStarted: connectionOrExec = true
+        default: connectionOrExec = false
+        }
+        let wakes = actions.contains(.startRestore) || actions.contains(.startColdStart)
+        let firstToWait =
+            (before == .checkpointing || before == .scalingDownByKill) && heldBefore.connections == 0
+            && heldBefore.execs.isEmpty
+            && actions.contains(where: { if case .holdExec = $0 { true } else { $0 == .holdConnection } })
+        let groupWakeExpected = w.config.wakesGroup && connectionOrExec && (wakes || firstToWait)
+        try require(wakeGroupCount == (groupWakeExpected ? 1 : 0), "wakeGroup expected=\(groupWakeExpected): \(actions)")
+        if let i = actions.firstIndex(of: .wakeGroup),
+            let j = actions.firstIndex(where: { $0 == .startRestore || $0 == .startColdStart })
+        {
+            try require(i < j, "wakeGroup after the wake it goes with: \(actions)")
         }
 
         if case .execEnded(let id, _) = event {
@@ -316,11 +385,16 @@ struct LifecycleRandomTests {
             }
         }
         if case .started = event, before == .created { w.everStarted = true }
+        // The pre-dump timer fired: it is spent (an order in this step may arm it again).
+        if case .preDumpDeadlineReached(_, _, let at) = event, let t = w.preDumpTimer, at >= t {
+            w.preDumpTimer = nil
+        }
 
         for action in actions {
             w.counts[Self.name(of: action), default: 0] += 1
             switch action {
-            case .startCheckpoint, .startIncrementalCheckpoint, .startScaleDownKill, .startRestore, .startColdStart:
+            case .startCheckpoint, .startIncrementalCheckpoint, .startScaleDownKill, .startRestore, .startColdStart,
+                .startFullRestore:
                 try require(w.inFlight == nil, "\(action) while \(String(describing: w.inFlight)) is in flight")
                 switch action {
                 case .startCheckpoint, .startIncrementalCheckpoint:
@@ -330,11 +404,19 @@ struct LifecycleRandomTests {
                     if action == .startIncrementalCheckpoint {
                         try require(w.preDumpImage, "incremental checkpoint without a pre-dump image")
                     }
+                    if before != .checkpointing { w.dumpedProcessExited = false }
+                    w.checkpointIncremental = action == .startIncrementalCheckpoint
                     w.inFlight = .checkpoint
                 case .startScaleDownKill:
                     try require(w.runningExecs.isEmpty, "scale-down while execs run: \(w.runningExecs)")
                     w.inFlight = .kill
-                case .startRestore: w.inFlight = .restore
+                case .startRestore:
+                    w.fullRestoreRuns = false
+                    w.inFlight = .restore
+                case .startFullRestore:
+                    try require(before == .restoring && !w.fullRestoreRuns, "full restore outside a failed lazy one")
+                    w.fullRestoreRuns = true
+                    w.inFlight = .restore
                 default: w.inFlight = .coldStart
                 }
                 if let pid = pidBefore,
@@ -370,9 +452,16 @@ struct LifecycleRandomTests {
                 try require(deadline.nanoseconds > now, "timer armed in the past: \(deadline) at \(now)")
                 try require(w.config.scaleDownDuration > .zero, "timer armed with scale-down disabled")
                 w.timer = deadline
+                w.preDumpTimer = nil
             case .cancelIdleTimer:
                 try require(w.timer != nil, "cancel without an armed timer")
                 w.timer = nil
+                w.preDumpTimer = nil
+            case .armPreDumpTimer(let deadline):
+                try require(deadline.nanoseconds > now, "pre-dump timer armed in the past: \(deadline) at \(now)")
+                let idle = try #require(w.timer, "pre-dump timer armed without an idle timer")
+                try require(deadline < idle, "pre-dump timer \(deadline) not before the idle timer \(idle)")
+                w.preDumpTimer = deadline
             case .reportExit:
                 try require(w.exitsReported == 0, "exit reported twice")
                 try require(w.everStarted || before == .created, "exit reported for a never-started container")
@@ -391,7 +480,8 @@ struct LifecycleRandomTests {
                 w.preDumpImage = false  // the driver replaces the old image
             case .cleanupImages, .cleanupAll:
                 w.preDumpImage = false
-            case .answerProbe, .forwardConnection, .refuseConnection, .suppressExit, .signalProcess:
+            case .answerProbe, .forwardConnection, .refuseConnection, .suppressExit, .signalProcess, .wakeGroup,
+                .answerGroupWake:
                 break
             }
         }
@@ -400,6 +490,7 @@ struct LifecycleRandomTests {
             !actions.contains(where: { if case .armIdleTimer = $0 { return true } else { return false } })
         {
             w.timer = nil
+            w.preDumpTimer = nil  // dropped with the idle timer
             try require(lc.idleDeadline == nil, "deadline passed but the machine still has one")
         }
 
@@ -411,6 +502,10 @@ struct LifecycleRandomTests {
         try require(
             w.timer == lc.idleDeadline,
             "timer model \(String(describing: w.timer)) vs \(String(describing: lc.idleDeadline))"
+        )
+        try require(
+            w.preDumpTimer == lc.preDumpDeadline,
+            "pre-dump timer model \(String(describing: w.preDumpTimer)) vs \(String(describing: lc.preDumpDeadline))"
         )
         let shouldBeArmed =
             phase == .running && lc.runningExecs.isEmpty && lc.scaleDownEnabled && !lc.scaleDownWaitsForPreDump

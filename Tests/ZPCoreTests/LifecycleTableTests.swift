@@ -29,6 +29,8 @@ private let sample: [LC.Event.Kind: LC.Event] = [
     .preDumpDeadlineReached: .preDumpDeadlineReached(lastActivity: nil, now: T),
     .preDumpFinished: .preDumpFinished,
     .preDumpFailed: .preDumpFailed(reason: "no mem_track"),
+    .lazyRestoreFailed: .lazyRestoreFailed(reason: "lazy restore failed"),
+    .groupWakeRequested: .groupWakeRequested,
 ]
 
 struct Row: CustomTestStringConvertible, Sendable {
@@ -69,6 +71,7 @@ private let table: [Row] =
         row(.created, .killRequested, [.signalProcess(signal: 15)], .created),
         row(.created, .processExited, [stopping, .reportExit(status: 0)], .stopped),
         row(.created, .deleteRequested, [.cleanupAll], .stopped),
+        row(.created, .groupWakeRequested, [.answerGroupWake(.notScaledDown)], .created),
     ]
     + ignored(
         .created,
@@ -76,6 +79,7 @@ private let table: [Row] =
             .idleDeadlineReached, .checkpointFinished, .checkpointFailed, .restoreFinished, .restoreFailed,
             .coldStartFinished, .coldStartFailed, .execEnded,
             .preDumpDeadlineReached, .preDumpFinished, .preDumpFailed,
+            .lazyRestoreFailed,
         ]
     )
     // running (pid 100, deadline T)
@@ -88,6 +92,7 @@ private let table: [Row] =
         row(.running, .execStarted, [.cancelIdleTimer, .startExec(id: "e1")], .running),
         row(.running, .killRequested, [.signalProcess(signal: 15)], .running),
         row(.running, .processExited, [.cancelIdleTimer, stopping, .reportExit(status: 0)], .stopped),
+        row(.running, .groupWakeRequested, [.answerGroupWake(.notScaledDown)], .running),
     ]
     + ignored(
         .running,
@@ -95,6 +100,7 @@ private let table: [Row] =
             .started, .checkpointFinished, .checkpointFailed, .restoreFinished, .restoreFailed, .coldStartFinished,
             .coldStartFailed, .execEnded, .deleteRequested,
             .preDumpDeadlineReached, .preDumpFinished, .preDumpFailed,
+            .lazyRestoreFailed,
         ]
     )
     // checkpointing (pid 100)
@@ -121,6 +127,7 @@ private let table: [Row] =
         row(.checkpointing, .execStarted, [.holdExec(id: "e1")], .checkpointing),
         row(.checkpointing, .killRequested, [.deferSignal(signal: 15)], .checkpointing),
         row(.checkpointing, .processExited, [.suppressExit], .checkpointing),
+        row(.checkpointing, .groupWakeRequested, [.holdConnection], .checkpointing),
     ]
     + ignored(
         .checkpointing,
@@ -128,6 +135,7 @@ private let table: [Row] =
             .started, .idleDeadlineReached, .restoreFinished, .restoreFailed, .coldStartFinished, .coldStartFailed,
             .execEnded, .deleteRequested,
             .preDumpDeadlineReached, .preDumpFinished, .preDumpFailed,
+            .lazyRestoreFailed,
         ]
     )
     // scalingDownByKill (pid 100)
@@ -144,6 +152,7 @@ private let table: [Row] =
             [.suppressExit, .emitStatus(.scaledDown, duration: nil, reason: nil)],
             .scaledDown
         ),
+        row(.scalingDownByKill, .groupWakeRequested, [.holdConnection], .scalingDownByKill),
     ]
     + ignored(
         .scalingDownByKill,
@@ -151,6 +160,7 @@ private let table: [Row] =
             .started, .idleDeadlineReached, .checkpointFinished, .checkpointFailed, .restoreFinished, .restoreFailed,
             .coldStartFinished, .coldStartFailed, .execEnded, .deleteRequested,
             .preDumpDeadlineReached, .preDumpFinished, .preDumpFailed,
+            .lazyRestoreFailed,
         ]
     )
     // scaledDown (checkpoint image)
@@ -173,6 +183,7 @@ private let table: [Row] =
             [.disableRedirect, .cleanupImages, stopping, .reportExit(status: 0), .cleanupAll],
             .stopped
         ),
+        row(.scaledDown, .groupWakeRequested, [.holdConnection, .startRestore], .restoring),
     ]
     + ignored(
         .scaledDown,
@@ -180,6 +191,7 @@ private let table: [Row] =
             .started, .idleDeadlineReached, .checkpointFinished, .checkpointFailed, .restoreFinished, .restoreFailed,
             .coldStartFinished, .coldStartFailed, .execEnded,
             .preDumpDeadlineReached, .preDumpFinished, .preDumpFailed,
+            .lazyRestoreFailed,
         ]
     )
     // restoring (one held connection)
@@ -206,6 +218,8 @@ private let table: [Row] =
         row(.restoring, .execStarted, [.holdExec(id: "e1")], .restoring),
         row(.restoring, .killRequested, [.deferSignal(signal: 15)], .restoring),
         row(.restoring, .processExited, [.suppressExit], .restoring),
+        row(.restoring, .groupWakeRequested, [.answerGroupWake(.alreadyWaking)], .restoring),
+        row(.restoring, .lazyRestoreFailed, [.startFullRestore], .restoring),
     ]
     + ignored(
         .restoring,
@@ -243,6 +257,7 @@ private let table: [Row] =
         row(.coldStarting, .execStarted, [.holdExec(id: "e1")], .coldStarting),
         row(.coldStarting, .killRequested, [.deferSignal(signal: 15)], .coldStarting),
         row(.coldStarting, .processExited, [.suppressExit], .coldStarting),
+        row(.coldStarting, .groupWakeRequested, [.answerGroupWake(.alreadyWaking)], .coldStarting),
     ]
     + ignored(
         .coldStarting,
@@ -250,6 +265,7 @@ private let table: [Row] =
             .started, .idleDeadlineReached, .checkpointFinished, .checkpointFailed, .restoreFinished, .restoreFailed,
             .execEnded, .deleteRequested,
             .preDumpDeadlineReached, .preDumpFinished, .preDumpFailed,
+            .lazyRestoreFailed,
         ]
     )
     // stopped (exit 0 reported, not deleted)
@@ -261,6 +277,7 @@ private let table: [Row] =
         row(.stopped, .deleteRequested, [.cleanupAll], .stopped),
         row(.stopped, .activitySeen, [], .stopped),
         row(.stopped, .redirectUnavailable, [], .stopped),
+        row(.stopped, .groupWakeRequested, [.answerGroupWake(.stopped)], .stopped),
     ]
     + ignored(
         .stopped,
@@ -268,6 +285,7 @@ private let table: [Row] =
             .started, .idleDeadlineReached, .checkpointFinished, .checkpointFailed, .restoreFinished, .restoreFailed,
             .coldStartFinished, .coldStartFailed, .execEnded, .killRequested,
             .preDumpDeadlineReached, .preDumpFinished, .preDumpFailed,
+            .lazyRestoreFailed,
         ]
     )
 
@@ -283,6 +301,33 @@ struct LifecycleTableTests {
         }
         #expect(table.count == LC.Phase.allCases.count * LC.Event.Kind.allCases.count)
         #expect(sample.count == LC.Event.Kind.allCases.count)
+    }
+
+    /// The driver's split of every row: at most one answer, of the kinds that event may get, and
+    /// the other actions as effects in their order.
+    @Test(arguments: table)
+    func step_splitsTheAnswerFromTheEffects(_ r: Row) throws {
+        var lc = Fixture.lifecycle(in: r.phase)
+        let event = try #require(sample[r.kind])
+        let step = lc.step(event)
+        #expect(step.effects.map(\.action) == r.actions.filter { $0 != step.answer.action }, "\(r.testDescription)")
+        #expect(r.actions.count == step.effects.count + (step.answer == .none ? 0 : 1), "\(r.testDescription)")
+        let allowed: Set<String>
+        switch r.kind {
+        case .connectionArrived: allowed = ["holdConnection", "forwardConnection", "refuseConnection"]
+        case .probeArrived: allowed = ["answerProbe", "forwardConnection", "refuseConnection"]
+        case .groupWakeRequested: allowed = ["holdConnection", "answerGroupWake"]
+        case .execStarted: allowed = ["startExec", "holdExec", "rejectExec", "none"]
+        case .killRequested: allowed = ["signalNow", "deferSignal", "none"]
+        case .processExited: allowed = ["suppressExit", "none"]
+        case .started, .idleDeadlineReached, .activitySeen, .redirectUnavailable, .checkpointFinished,
+            .checkpointFailed, .restoreFinished, .restoreFailed, .lazyRestoreFailed, .coldStartFinished,
+            .coldStartFailed, .execEnded, .deleteRequested, .preDumpDeadlineReached, .preDumpFinished,
+            .preDumpFailed:
+            allowed = ["none"]
+        }
+        let name = String(String(describing: step.answer).prefix { $0 != "(" })
+        #expect(allowed.contains(name), "\(r.testDescription): answer \(step.answer)")
     }
 
     @Test(arguments: table)

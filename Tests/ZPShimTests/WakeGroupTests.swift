@@ -91,28 +91,6 @@ import ZPTTRPC
     }
 }
 
-@Suite struct WakeTriggerTests {
-    typealias Action = ContainerLifecycle.Action
-
-    @Test func restoreOrColdStartStarted_wakesTheGroup() {
-        #expect(ScaleDownDriver.startsGroupWake(before: .scaledDown, firstWaiter: true, actions: [.holdConnection, .startRestore]))
-        #expect(ScaleDownDriver.startsGroupWake(before: .scaledDown, firstWaiter: true, actions: [.holdExec(id: "e"), .startColdStart]))
-    }
-
-    @Test func firstWaiterOfAScaleDownInFlight_wakesTheGroup_laterOnesDoNot() {
-        #expect(ScaleDownDriver.startsGroupWake(before: .checkpointing, firstWaiter: true, actions: [.holdConnection]))
-        #expect(ScaleDownDriver.startsGroupWake(before: .scalingDownByKill, firstWaiter: true, actions: [.holdConnection]))
-        #expect(!ScaleDownDriver.startsGroupWake(before: .checkpointing, firstWaiter: false, actions: [.holdConnection]))
-    }
-
-    @Test(arguments: [ContainerLifecycle.Phase.running, .created, .restoring, .coldStarting, .stopped])
-    func connectionsThatStartNothing_doNotWakeTheGroup(before: ContainerLifecycle.Phase) {
-        for actions: [Action] in [[.forwardConnection], [.holdConnection], [.refuseConnection], [.startExec(id: "e")]] {
-            #expect(!ScaleDownDriver.startsGroupWake(before: before, firstWaiter: true, actions: actions))
-        }
-    }
-}
-
 @Suite struct WakeGroupMemberTests {
     /// Serves a status service whose `Wake` runs `wake`, at `<scratch>/s/<name>.sock`, for `body`.
     static func withWakeService(

@@ -20,6 +20,10 @@ extension ContainerLifecycle {
         /// memory while it keeps running, and the checkpoint at the deadline writes only the pages
         /// dirtied since.
         public var preDump: Bool
+        /// Whether the container belongs to a wake group (`zeropod-swift/wake-group`, decision
+        /// 0011): a connection or exec that brings it back also asks the other members to come
+        /// back (``Action/wakeGroup``).
+        public var wakesGroup: Bool
 
         /// Creates a configuration.
         /// - Parameters:
@@ -27,16 +31,19 @@ extension ContainerLifecycle {
         ///   - checkpointingEnabled: checkpoint (`true`) or kill (`false`) on scale-down.
         ///   - openConnectionsCountAsActivity: whether open connections postpone scale-down.
         ///   - preDump: whether to pre-dump memory halfway through the idle time.
+        ///   - wakesGroup: whether the container is a member of a wake group.
         public init(
             scaleDownDuration: Duration = .seconds(60),
             checkpointingEnabled: Bool = true,
             openConnectionsCountAsActivity: Bool = true,
-            preDump: Bool = false
+            preDump: Bool = false,
+            wakesGroup: Bool = false
         ) {
             self.scaleDownDuration = scaleDownDuration
             self.checkpointingEnabled = checkpointingEnabled
             self.openConnectionsCountAsActivity = openConnectionsCountAsActivity
             self.preDump = preDump
+            self.wakesGroup = wakesGroup
         }
     }
 
@@ -123,6 +130,20 @@ extension ContainerLifecycle {
         public var description: String { name }
     }
 
+    /// The answer to another member of the container's wake group that asked it to come back
+    /// (``Event/groupWakeRequested``), when the container does not wait for a wake of its own. A
+    /// scaled-down container holds the request like a connection instead
+    /// (``Action/holdConnection``), and it is answered "woken" when the held connections are
+    /// released.
+    public enum GroupWakeAnswer: Sendable, Hashable, CaseIterable {
+        /// The container runs (or was created and not started): nothing to wake.
+        case notScaledDown
+        /// A restore or cold start is already under way.
+        case alreadyWaking
+        /// The container stopped for good.
+        case stopped
+    }
+
     /// Something that happened to the container, reported by its driver (the shim) or by the
     /// activator. Events are facts in the past tense; the state machine answers with actions.
     public enum Event: Sendable, Hashable {
@@ -149,6 +170,10 @@ extension ContainerLifecycle {
         case restoreFinished(pid: Int32, duration: Duration, now: ZPInstant)
         /// The restore failed. `reason` carries the tail of CRIU's log.
         case restoreFailed(reason: String)
+        /// A lazy restore (a prepared one whose `criu lazy-pages` daemon serves the pages) failed,
+        /// or its daemon was gone before it ran; the images are intact, so a full restore from them
+        /// may still succeed.
+        case lazyRestoreFailed(reason: String)
         /// The container was started afresh from its bundle; its process has `pid`.
         case coldStartFinished(pid: Int32, now: ZPInstant)
         /// The cold start failed.
@@ -173,6 +198,9 @@ extension ContainerLifecycle {
         /// The pre-dump failed or is not supported here (no dirty-memory tracking). `reason` says
         /// why. Pre-dumps stay off for this container; checkpoints are plain ones.
         case preDumpFailed(reason: String)
+        /// Another member of the container's wake group asked it to come back, as if a connection
+        /// came, but without waking the group again.
+        case groupWakeRequested
 
         /// The event's case without its values.
         public var kind: Kind {
@@ -187,6 +215,7 @@ extension ContainerLifecycle {
             case .probeArrived: return .probeArrived
             case .restoreFinished: return .restoreFinished
             case .restoreFailed: return .restoreFailed
+            case .lazyRestoreFailed: return .lazyRestoreFailed
             case .coldStartFinished: return .coldStartFinished
             case .coldStartFailed: return .coldStartFailed
             case .execStarted: return .execStarted
@@ -197,6 +226,7 @@ extension ContainerLifecycle {
             case .preDumpDeadlineReached: return .preDumpDeadlineReached
             case .preDumpFinished: return .preDumpFinished
             case .preDumpFailed: return .preDumpFailed
+            case .groupWakeRequested: return .groupWakeRequested
             }
         }
 
@@ -222,6 +252,8 @@ extension ContainerLifecycle {
             case restoreFinished
             /// ``Event/restoreFailed(reason:)``.
             case restoreFailed
+            /// ``Event/lazyRestoreFailed(reason:)``.
+            case lazyRestoreFailed
             /// ``Event/coldStartFinished(pid:now:)``.
             case coldStartFinished
             /// ``Event/coldStartFailed(reason:)``.
@@ -242,6 +274,8 @@ extension ContainerLifecycle {
             case preDumpFinished
             /// ``Event/preDumpFailed(reason:)``.
             case preDumpFailed
+            /// ``Event/groupWakeRequested``.
+            case groupWakeRequested
         }
     }
 
@@ -249,15 +283,23 @@ extension ContainerLifecycle {
     /// carried out in order after the state change (outside any lock). An empty list means
     /// "nothing to do".
     public enum Action: Sendable, Hashable {
-        /// Arm (or re-arm, replacing any earlier) idle timer to fire at `deadline`.
+        /// Arm (or re-arm, replacing any earlier) the idle timer to fire at `deadline`; report
+        /// `idleDeadlineReached` when it fires. Also drops a pre-dump timer armed with the earlier
+        /// idle timer: when a pre-dump is still due, `armPreDumpTimer` follows.
         case armIdleTimer(deadline: ZPInstant)
-        /// Cancel the armed idle timer.
+        /// Cancel the armed idle timer, and the pre-dump timer armed with it.
         case cancelIdleTimer
+        /// Arm (or re-arm) the pre-dump timer to fire at `deadline` (before the idle deadline);
+        /// report `preDumpDeadlineReached` when it fires. It is spent when it fires, and dropped
+        /// with the idle timer (`armIdleTimer`, `cancelIdleTimer`, or the idle timer firing).
+        case armPreDumpTimer(deadline: ZPInstant)
         /// Steer new connections on the container's ports to the activator.
         case enableRedirect
         /// Let new connections reach the app directly again.
         case disableRedirect
         /// Start a CRIU dump of the process; report `checkpointFinished` or `checkpointFailed`.
+        /// (Also the second attempt after an incremental checkpoint failed: `cleanupImages` comes
+        /// first then, so the dump has no parent.)
         case startCheckpoint
         /// Start a CRIU dump of the process on top of the pre-dump image (its parent, with memory
         /// tracking): only pages dirtied since the pre-dump are written. Report
@@ -269,8 +311,13 @@ extension ContainerLifecycle {
         case startPreDump
         /// Kill the process to scale down (checkpointing is off); report its `processExited`.
         case startScaleDownKill
-        /// Start a CRIU restore from the image; report `restoreFinished` or `restoreFailed`.
+        /// Start a CRIU restore from the image (the one prepared while scaled down, if any);
+        /// report `restoreFinished`, or `lazyRestoreFailed` when a lazy one failed, or
+        /// `restoreFailed`.
         case startRestore
+        /// Start a full CRIU restore from the image with a worker of its own, after a lazy restore
+        /// failed; report `restoreFinished` or `restoreFailed`.
+        case startFullRestore
         /// Start the container afresh from its bundle; report `coldStartFinished` or
         /// `coldStartFailed`.
         case startColdStart
@@ -286,6 +333,12 @@ extension ContainerLifecycle {
         case failHeldConnections(count: Int)
         /// Answer the probe just accepted from the activator, without waking the app.
         case answerProbe
+        /// Answer the wake group member that asked the container to come back (the container
+        /// does not wait for a wake of its own).
+        case answerGroupWake(GroupWakeAnswer)
+        /// Ask the other members of the container's wake group to come back. Carry it out at once,
+        /// not behind the operations queued before it: the members' restores run beside this one.
+        case wakeGroup
         /// Start the exec process `id` now.
         case startExec(id: String)
         /// Keep the exec `id` waiting until a start-held or fail-held order.

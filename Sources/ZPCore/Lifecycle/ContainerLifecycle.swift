@@ -2,6 +2,9 @@
 // (docs/state-machine.md, docs/decisions/0002-lifecycle-state-machine.md). No I/O and no clock:
 // the driver reports facts with `event(_:)` and carries out the returned orders, in order, after
 // it released whatever lock guards the value.
+// This file: the state and the transitions. Vocabulary (events, actions, phases):
+// ContainerLifecycle+Types.swift; read-only queries: ContainerLifecycle+Queries.swift; the pre-dump
+// sub-machine of RUNNING: PreDumpCycle.swift.
 
 /// The lifecycle of one container managed by zeropod: running, checkpointing, scaled down,
 /// restoring, and the failure paths between them.
@@ -27,17 +30,18 @@ public struct ContainerLifecycle: Sendable {
     /// The settings this container was created with.
     public let configuration: Configuration
 
-    private var state: State
+    // Internal rather than private: the queries (ContainerLifecycle+Queries.swift) read them.
+    var state: State
     /// False after a checkpoint or restore failed, or when the configuration disables it.
-    private var checkpointingAllowed: Bool
+    private(set) var checkpointingAllowed: Bool
     /// False when the scale-down duration is zero or the redirect could not be set up.
-    private var scaleDownAllowed: Bool
+    private(set) var scaleDownAllowed: Bool
     /// False when the configuration does not ask for pre-dumps, or after a pre-dump failed.
-    private var preDumpAllowed: Bool
+    private(set) var preDumpAllowed: Bool
     /// The newest activity reported with `activitySeen` or an idle deadline.
     private var lastActivity: ZPInstant?
     /// The newest init pid: the running one, or the checkpointed one while scaled down.
-    private var lastPid: Int32?
+    private(set) var lastPid: Int32?
 
     /// Creates the lifecycle of a container that was created but not yet started.
     /// - Parameter configuration: the container's scale-down settings.
@@ -51,7 +55,7 @@ public struct ContainerLifecycle: Sendable {
 
     // MARK: - State
 
-    private enum State: Sendable {
+    enum State: Sendable {
         case created
         case running(Running)
         case scalingDown(ScalingDown)
@@ -60,217 +64,52 @@ public struct ContainerLifecycle: Sendable {
         case stopped(Stopped)
     }
 
-    private enum ScaleDownMethod: Sendable { case checkpoint, kill }
-    private enum WakeMethod: Sendable { case restore, coldStart }
+    enum ScaleDownMethod: Sendable { case checkpoint, kill }
+    enum WakeMethod: Sendable { case restore, coldStart }
 
-    private struct Running: Sendable {
+    struct Running: Sendable {
         var pid: Int32
         /// Set exactly when the idle timer is armed.
         var idleDeadline: ZPInstant?
         /// Exec processes that run now; while any runs the container is pinned.
         var execs: [String]
-        /// When the next pre-dump is due; set only while the idle timer is armed, and earlier.
-        var preDumpDeadline: ZPInstant? = nil
-        /// The pre-dump of this process.
-        var preDump: PreDump = .none
-        /// The idle deadline passed while a pre-dump ran: the checkpoint starts when it ends.
-        var scaleDownAfterPreDump = false
-    }
-
-    /// The pre-dump image of the running process.
-    private enum PreDump: Sendable {
-        /// No image.
-        case none
-        /// CRIU is pre-dumping; the copy reflects memory as of `startedAt` (or a little later).
-        case inFlight(startedAt: ZPInstant)
-        /// A complete image of memory as of `takenAt`: the parent of the next checkpoint.
-        case ready(takenAt: ZPInstant)
+        /// The pre-dump of this process (deadline, image, a checkpoint waiting for it).
+        var preDump = PreDumpCycle()
     }
 
     /// Connections, execs and signals that wait for an operation in flight.
-    private struct Waiters: Sendable {
+    struct Waiters: Sendable {
         var connections = 0
         var execs: [String] = []
         var signals: [Int32] = []
         var isEmpty: Bool { connections == 0 && execs.isEmpty && signals.isEmpty }
     }
 
-    private struct ScalingDown: Sendable {
+    struct ScalingDown: Sendable {
         var method: ScaleDownMethod
         var pid: Int32
+        /// The dump runs on top of a pre-dump image; if it fails, one plain dump follows.
+        var incremental = false
         var waiters = Waiters()
         /// The process's exit status if the reaper saw it exit during the dump.
         var exitStatus: Int32?
     }
 
-    private struct ScaledDown: Sendable {
+    struct ScaledDown: Sendable {
         /// `.checkpoint`: an image exists and waking restores it; `.kill`: waking cold-starts.
         var method: ScaleDownMethod
     }
 
-    private struct Waking: Sendable {
+    struct Waking: Sendable {
         var method: WakeMethod
         var waiters: Waiters
+        /// A lazy restore failed and the full restore from the same images runs.
+        var fullRestoreRuns = false
     }
 
-    private struct Stopped: Sendable {
+    struct Stopped: Sendable {
         var exitStatus: Int32?
         var deleted: Bool
-    }
-
-    // MARK: - Queries
-
-    /// The current phase.
-    public var phase: Phase {
-        switch state {
-        case .created: return .created
-        case .running: return .running
-        case .scalingDown(let s):
-            switch s.method {
-            case .checkpoint: return .checkpointing
-            case .kill: return .scalingDownByKill
-            }
-        case .scaledDown: return .scaledDown
-        case .waking(let w):
-            switch w.method {
-            case .restore: return .restoring
-            case .coldStart: return .coldStarting
-            }
-        case .stopped: return .stopped
-        }
-    }
-
-    /// The pid to show containerd (`State`, `Pids`): the running init, or the last one while the
-    /// container is scaled down or waking. `nil` before the first start.
-    public var pid: Int32? { lastPid }
-
-    /// Whether containerd and the kubelet should see the task as running: true from start until
-    /// the exit is reported, including while scaled down.
-    public var appearsRunning: Bool {
-        switch state {
-        case .running, .scalingDown, .scaledDown, .waking: return true
-        case .created, .stopped: return false
-        }
-    }
-
-    /// The deadline of the armed idle timer, or `nil` when none is armed.
-    public var idleDeadline: ZPInstant? {
-        switch state {
-        case .running(let r): return r.idleDeadline
-        case .created, .scalingDown, .scaledDown, .waking, .stopped: return nil
-        }
-    }
-
-    /// When the driver should report `preDumpDeadlineReached`, or `nil` when no pre-dump is due.
-    /// Armed together with the idle timer (always before its deadline) when pre-dumps are on and
-    /// the process has no pre-dump image newer than its last activity.
-    public var preDumpDeadline: ZPInstant? {
-        switch state {
-        case .running(let r): return r.preDumpDeadline
-        case .created, .scalingDown, .scaledDown, .waking, .stopped: return nil
-        }
-    }
-
-    /// Whether a pre-dump ordered by `startPreDump` has not reported back yet.
-    public var preDumpInFlight: Bool {
-        switch state {
-        case .running(let r):
-            switch r.preDump {
-            case .inFlight: return true
-            case .none, .ready: return false
-            }
-        case .created, .scalingDown, .scaledDown, .waking, .stopped: return false
-        }
-    }
-
-    /// Whether a finished pre-dump image of the running process exists (the next checkpoint is
-    /// incremental).
-    public var hasPreDumpImage: Bool {
-        switch state {
-        case .running(let r):
-            switch r.preDump {
-            case .ready: return true
-            case .none, .inFlight: return false
-            }
-        case .created, .scalingDown, .scaledDown, .waking, .stopped: return false
-        }
-    }
-
-    /// Whether the idle deadline passed during a pre-dump: the checkpoint starts when it ends.
-    public var scaleDownWaitsForPreDump: Bool {
-        switch state {
-        case .running(let r): return r.scaleDownAfterPreDump
-        case .created, .scalingDown, .scaledDown, .waking, .stopped: return false
-        }
-    }
-
-    /// Whether pre-dumps are on: configured, and none has failed. (They also need checkpointing
-    /// and scale-down to be on.)
-    public var preDumpEnabled: Bool { preDumpAllowed }
-
-    /// Whether the redirect to the activator should be on in this phase.
-    public var redirectEnabled: Bool {
-        switch state {
-        case .scalingDown, .scaledDown, .waking: return true
-        case .created, .running, .stopped: return false
-        }
-    }
-
-    /// Whether a checkpoint image exists that a restore would read.
-    public var hasCheckpointImage: Bool {
-        switch state {
-        case .scaledDown(let s):
-            switch s.method {
-            case .checkpoint: return true
-            case .kill: return false
-            }
-        case .waking(let w):
-            switch w.method {
-            case .restore: return true
-            case .coldStart: return false
-            }
-        case .created, .running, .scalingDown, .stopped: return false
-        }
-    }
-
-    /// The number of connections held until the container runs again.
-    public var heldConnections: Int { waiters?.connections ?? 0 }
-
-    /// The exec processes waiting for the container to run again, in arrival order.
-    public var heldExecs: [String] { waiters?.execs ?? [] }
-
-    /// The signals deferred until the operation in flight ends, in arrival order.
-    public var deferredSignals: [Int32] { waiters?.signals ?? [] }
-
-    /// The exec processes running now (they pin the container: no scale-down).
-    public var runningExecs: [String] {
-        switch state {
-        case .running(let r): return r.execs
-        case .created, .scalingDown, .scaledDown, .waking, .stopped: return []
-        }
-    }
-
-    /// Whether the next scale-down would checkpoint (`true`) or kill (`false`). Turns false for
-    /// good after a checkpoint or restore failure.
-    public var checkpointingEnabled: Bool { checkpointingAllowed }
-
-    /// Whether the container can still scale down (non-zero duration, redirect available).
-    public var scaleDownEnabled: Bool { scaleDownAllowed }
-
-    /// The exit status reported when the container stopped, if it stopped after running.
-    public var exitStatus: Int32? {
-        switch state {
-        case .stopped(let s): return s.exitStatus
-        case .created, .running, .scalingDown, .scaledDown, .waking: return nil
-        }
-    }
-
-    private var waiters: Waiters? {
-        switch state {
-        case .scalingDown(let s): return s.waiters
-        case .waking(let w): return w.waiters
-        case .created, .running, .scaledDown, .stopped: return nil
-        }
     }
 
     // MARK: - Events
@@ -297,6 +136,7 @@ public struct ContainerLifecycle: Sendable {
         case .restoreFinished(let pid, let duration, let now):
             return wakeFinished(.restore, pid: pid, duration: duration, now: now)
         case .restoreFailed(let reason): return restoreFailed(reason: reason)
+        case .lazyRestoreFailed: return lazyRestoreFailed()
         case .coldStartFinished(let pid, let now): return wakeFinished(.coldStart, pid: pid, duration: nil, now: now)
         case .coldStartFailed(let reason): return coldStartFailed(reason: reason)
         case .execStarted(let id): return execStarted(id: id)
@@ -308,6 +148,7 @@ public struct ContainerLifecycle: Sendable {
             return preDumpDeadlineReached(lastActivity: last, openConnections: open, now: now)
         case .preDumpFinished: return preDumpFinished()
         case .preDumpFailed: return preDumpFailed()
+        case .groupWakeRequested: return groupWakeRequested()
         }
     }
 
@@ -342,24 +183,22 @@ public struct ContainerLifecycle: Sendable {
             if let last = lastActivity, last.advanced(by: window) > now {
                 return rearm(&r, at: last.advanced(by: window), now: now)
             }
-            let method: ScaleDownMethod = checkpointingAllowed ? .checkpoint : .kill
-            switch (method, r.preDump) {
-            case (.checkpoint, .inFlight):
+            guard checkpointingAllowed else {
+                state = .scalingDown(ScalingDown(method: .kill, pid: r.pid))
+                return [.enableRedirect, .startScaleDownKill]
+            }
+            switch r.preDump.idleDeadlinePassed() {
+            case .waitForPreDump:
                 // Let the pre-dump finish (the process keeps serving meanwhile), then checkpoint.
                 r.idleDeadline = nil
-                r.preDumpDeadline = nil
-                r.scaleDownAfterPreDump = true
                 state = .running(r)
                 return []
-            case (.checkpoint, .ready):
-                state = .scalingDown(ScalingDown(method: method, pid: r.pid))
+            case .incremental:
+                state = .scalingDown(ScalingDown(method: .checkpoint, pid: r.pid, incremental: true))
                 return [.enableRedirect, .startIncrementalCheckpoint]
-            case (.checkpoint, .none):
-                state = .scalingDown(ScalingDown(method: method, pid: r.pid))
+            case .plain:
+                state = .scalingDown(ScalingDown(method: .checkpoint, pid: r.pid))
                 return [.enableRedirect, .startCheckpoint]
-            case (.kill, _):
-                state = .scalingDown(ScalingDown(method: method, pid: r.pid))
-                return [.enableRedirect, .startScaleDownKill]
             }
         case .created, .scalingDown, .scaledDown, .waking, .stopped:
             return []
@@ -373,32 +212,20 @@ public struct ContainerLifecycle: Sendable {
         return actions
     }
 
-    /// Sets the idle deadline and, when a pre-dump is wanted, the pre-dump deadline half the
-    /// scale-down duration before it. Returns `[.startPreDump]` when that moment is not after
-    /// `now`: the container has been idle long enough already.
-    /// The caller stores `running` and emits `armIdleTimer`.
+    /// Sets the idle deadline and lets the pre-dump cycle follow it (``PreDumpCycle``).
+    /// The caller stores `running` and emits `armIdleTimer` before the returned actions.
     private func armTimers(_ running: inout Running, idleDeadline: ZPInstant, now: ZPInstant) -> [Action] {
         running.idleDeadline = idleDeadline
-        running.preDumpDeadline = nil
-        guard preDumpWanted(running) else { return [] }
-        let due = idleDeadline.advanced(by: .zero - configuration.scaleDownDuration / 2)
-        if due <= now {
-            running.preDump = .inFlight(startedAt: now)
-            return [.startPreDump]
-        }
-        running.preDumpDeadline = due
-        return []
+        return running.preDump.idleTimerArmed(
+            idleDeadline: idleDeadline, now: now, halfWindow: configuration.scaleDownDuration / 2,
+            allowed: preDumpsPermitted(for: running), lastActivity: lastActivity)
     }
 
-    /// Whether the running process should get a (new) pre-dump: pre-dumps, checkpointing and
-    /// scale-down are on, none is in flight, and no image is newer than the last activity.
-    private func preDumpWanted(_ running: Running) -> Bool {
-        guard preDumpAllowed, checkpointingAllowed, scaleDownAllowed, running.execs.isEmpty else { return false }
-        switch running.preDump {
-        case .none: return true
-        case .inFlight: return false
-        case .ready(let takenAt): return lastActivity.map { $0 > takenAt } ?? false
-        }
+    /// Whether pre-dumps may run for `running` at all: pre-dumps, checkpointing and scale-down are
+    /// on, and no exec pins the process. (``PreDumpCycle/wanted(allowed:lastActivity:)`` adds the
+    /// image's age.)
+    private func preDumpsPermitted(for running: Running) -> Bool {
+        preDumpAllowed && checkpointingAllowed && scaleDownAllowed && running.execs.isEmpty
     }
 
     private mutating func recordActivity(_ instant: ZPInstant) {
@@ -413,8 +240,7 @@ public struct ContainerLifecycle: Sendable {
             // No scale-down any more: no timers, and no checkpoint waiting for a pre-dump.
             let wasArmed = r.idleDeadline != nil
             r.idleDeadline = nil
-            r.preDumpDeadline = nil
-            r.scaleDownAfterPreDump = false
+            r.preDump.pinned()
             state = .running(r)
             return wasArmed ? [.cancelIdleTimer] : []
         case .scaledDown(let scaled):
@@ -443,9 +269,15 @@ public struct ContainerLifecycle: Sendable {
 
     private mutating func checkpointFailed(reason: String, now: ZPInstant) -> [Action] {
         switch state {
-        case .scalingDown(let s):
+        case .scalingDown(var s):
             switch s.method {
             case .checkpoint:
+                if s.incremental && s.exitStatus == nil {
+                    // The pre-dump may be what failed it: one plain dump, without the parent.
+                    s.incremental = false
+                    state = .scalingDown(s)
+                    return [.cleanupImages, .startCheckpoint]
+                }
                 checkpointingAllowed = false
                 var actions: [Action] = [
                     .disableRedirect, .cleanupImages, .emitStatus(.checkpointFailed, duration: nil, reason: reason),
@@ -491,22 +323,40 @@ public struct ContainerLifecycle: Sendable {
         }
     }
 
-    private mutating func connectionArrived() -> [Action] {
+    /// A connection, or a wake group member's request when `fromGroup`.
+    private mutating func connectionArrived(fromGroup: Bool = false) -> [Action] {
+        let wakesGroup = configuration.wakesGroup && !fromGroup
         switch state {
         case .created, .stopped:
             return [.refuseConnection]
         case .running:
             return [.forwardConnection]
         case .scalingDown(var s):
+            // The first to wait for a scale-down in flight: the container wakes right after it.
+            let first = s.waiters.connections == 0 && s.waiters.execs.isEmpty
             s.waiters.connections += 1
             state = .scalingDown(s)
-            return [.holdConnection]
+            return wakesGroup && first ? [.holdConnection, .wakeGroup] : [.holdConnection]
         case .scaledDown(let scaled):
-            return [.holdConnection] + wake(scaled, waiters: Waiters(connections: 1))
+            return [.holdConnection] + (wakesGroup ? [.wakeGroup] : []) + wake(scaled, waiters: Waiters(connections: 1))
         case .waking(var w):
             w.waiters.connections += 1
             state = .waking(w)
             return [.holdConnection]
+        }
+    }
+
+    private mutating func groupWakeRequested() -> [Action] {
+        switch state {
+        case .created, .running:
+            return [.answerGroupWake(.notScaledDown)]
+        case .waking:
+            return [.answerGroupWake(.alreadyWaking)]
+        case .stopped:
+            return [.answerGroupWake(.stopped)]
+        case .scalingDown, .scaledDown:
+            // Held and released like a connection, so it is answered once the process runs.
+            return connectionArrived(fromGroup: true)
         }
     }
 
@@ -538,6 +388,24 @@ public struct ContainerLifecycle: Sendable {
             actions += enterRunning(pid: pid, execs: w.waiters.execs, now: now)
             actions += w.waiters.signals.map { .signalProcess(signal: $0) }
             return actions
+        case .created, .running, .scalingDown, .scaledDown, .stopped:
+            return []
+        }
+    }
+
+    private mutating func lazyRestoreFailed() -> [Action] {
+        switch state {
+        case .waking(var w):
+            switch w.method {
+            case .restore:
+                // Once: a full restore that fails reports restoreFailed.
+                guard !w.fullRestoreRuns else { return [] }
+                w.fullRestoreRuns = true
+                state = .waking(w)
+                return [.startFullRestore]
+            case .coldStart:
+                return []
+            }
         case .created, .running, .scalingDown, .scaledDown, .stopped:
             return []
         }
@@ -590,17 +458,18 @@ public struct ContainerLifecycle: Sendable {
             let wasArmed = r.idleDeadline != nil
             r.idleDeadline = nil
             // The exec pins the container: no pre-dump is due, and a waiting scale-down is off.
-            r.preDumpDeadline = nil
-            r.scaleDownAfterPreDump = false
+            r.preDump.pinned()
             state = .running(r)
             return wasArmed ? [.cancelIdleTimer, .startExec(id: id)] : [.startExec(id: id)]
         case .scalingDown(var s):
             guard !s.waiters.execs.contains(id) else { return [] }
+            let first = s.waiters.connections == 0 && s.waiters.execs.isEmpty
             s.waiters.execs.append(id)
             state = .scalingDown(s)
-            return [.holdExec(id: id)]
+            return configuration.wakesGroup && first ? [.holdExec(id: id), .wakeGroup] : [.holdExec(id: id)]
         case .scaledDown(let scaled):
-            return [.holdExec(id: id)] + wake(scaled, waiters: Waiters(execs: [id]))
+            return [.holdExec(id: id)] + (configuration.wakesGroup ? [.wakeGroup] : [])
+                + wake(scaled, waiters: Waiters(execs: [id]))
         case .waking(var w):
             guard !w.waiters.execs.contains(id) else { return [] }
             w.waiters.execs.append(id)
@@ -616,7 +485,7 @@ public struct ContainerLifecycle: Sendable {
             r.execs.remove(at: index)
             state = .running(r)
             guard r.execs.isEmpty else { return [] }
-            return enterRunning(pid: r.pid, execs: [], now: now, preDump: r.preDump)
+            return enterRunning(pid: r.pid, execs: [], now: now, preDump: PreDumpCycle(image: r.preDump.image))
         case .scalingDown(var s):
             // A held exec was cancelled before it could run.
             guard let index = s.waiters.execs.firstIndex(of: id) else { return [] }
@@ -718,30 +587,12 @@ public struct ContainerLifecycle: Sendable {
         if let seen { recordActivity(seen) }
         switch state {
         case .running(var r):
-            // Not armed, or a stale firing of a re-armed deadline.
-            guard let due = r.preDumpDeadline, now >= due, let idle = r.idleDeadline else { return [] }
-            r.preDumpDeadline = nil
-            let half = configuration.scaleDownDuration / 2
-            var later: ZPInstant?
-            if openConnections > 0 && configuration.openConnectionsCountAsActivity {
-                later = now.advanced(by: half)
-            } else if let last = lastActivity, last.advanced(by: half) > now {
-                later = last.advanced(by: half)
-            }
-            if let later {
-                // Not idle for half the window yet: try again later, if still before the idle
-                // deadline (which re-arms the pre-dump itself when it finds activity).
-                r.preDumpDeadline = later < idle ? later : nil
-                state = .running(r)
-                return []
-            }
-            guard preDumpWanted(r) else {
-                state = .running(r)
-                return []
-            }
-            r.preDump = .inFlight(startedAt: now)
+            let actions = r.preDump.deadlineReached(
+                now: now, idleDeadline: r.idleDeadline, halfWindow: configuration.scaleDownDuration / 2,
+                openConnectionsCount: openConnections > 0 && configuration.openConnectionsCountAsActivity,
+                lastActivity: lastActivity, allowed: preDumpsPermitted(for: r))
             state = .running(r)
-            return [.startPreDump]
+            return actions
         case .created, .scalingDown, .scaledDown, .waking, .stopped:
             return []
         }
@@ -750,14 +601,9 @@ public struct ContainerLifecycle: Sendable {
     private mutating func preDumpFinished() -> [Action] {
         switch state {
         case .running(var r):
-            guard case .inFlight(let startedAt) = r.preDump else { return [] }
-            r.preDump = .ready(takenAt: startedAt)
-            if r.scaleDownAfterPreDump {
-                state = .scalingDown(ScalingDown(method: .checkpoint, pid: r.pid))
-                return [.enableRedirect, .startIncrementalCheckpoint]
-            }
+            let completion = r.preDump.finished()
             state = .running(r)
-            return []
+            return preDumpCompleted(completion, pid: r.pid)
         case .created, .scalingDown, .scaledDown, .waking, .stopped:
             // A pre-dump that outlived its process: the image goes with the next cleanup.
             return []
@@ -767,19 +613,28 @@ public struct ContainerLifecycle: Sendable {
     private mutating func preDumpFailed() -> [Action] {
         switch state {
         case .running(var r):
-            guard case .inFlight = r.preDump else { return [] }
-            // Logged by the driver; checkpoints are plain ones from now on.
-            preDumpAllowed = false
-            r.preDump = .none
-            r.preDumpDeadline = nil
-            if r.scaleDownAfterPreDump {
-                state = .scalingDown(ScalingDown(method: .checkpoint, pid: r.pid))
-                return [.enableRedirect, .startCheckpoint]
+            let completion = r.preDump.failed()
+            switch completion {
+            case .ignored: return []
+            case .keepRunning, .checkpoint:
+                // Logged by the driver; checkpoints are plain ones from now on.
+                preDumpAllowed = false
             }
             state = .running(r)
-            return []
+            return preDumpCompleted(completion, pid: r.pid)
         case .created, .scalingDown, .scaledDown, .waking, .stopped:
             return []
+        }
+    }
+
+    /// Starts the checkpoint that waited for a pre-dump, if one did.
+    private mutating func preDumpCompleted(_ completion: PreDumpCycle.Completion, pid: Int32) -> [Action] {
+        switch completion {
+        case .ignored, .keepRunning:
+            return []
+        case .checkpoint(let incremental):
+            state = .scalingDown(ScalingDown(method: .checkpoint, pid: pid, incremental: incremental))
+            return [.enableRedirect, incremental ? .startIncrementalCheckpoint : .startCheckpoint]
         }
     }
 
@@ -787,9 +642,12 @@ public struct ContainerLifecycle: Sendable {
 
     /// Enters `running` with `execs` pinning it, arming the idle timer (and the pre-dump deadline)
     /// if nothing pins it. `preDump` is the process's pre-dump, kept when it keeps running.
-    private mutating func enterRunning(pid: Int32, execs: [String], now: ZPInstant, preDump: PreDump = .none)
-        -> [Action]
-    {
+    private mutating func enterRunning(
+        pid: Int32,
+        execs: [String],
+        now: ZPInstant,
+        preDump: PreDumpCycle = PreDumpCycle()
+    ) -> [Action] {
         var running = Running(pid: pid, idleDeadline: nil, execs: execs, preDump: preDump)
         guard execs.isEmpty, scaleDownAllowed else {
             state = .running(running)

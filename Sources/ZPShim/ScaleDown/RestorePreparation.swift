@@ -3,10 +3,12 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import NIOPosix
 import Synchronization
 import SystemPackage
 import ZPCheckpoint
 import ZPCore
+import ZPScaleDown
 import ZPSystem
 
 #if canImport(Glibc)
@@ -16,6 +18,9 @@ import Glibc
 /// A restore made ready while a container is scaled down (docs/decisions/0009-lazy-restore-in-driver.md):
 /// the CRIU worker started with the inherited descriptors, the rootfs bind mount, and for a lazy
 /// restore the `criu lazy-pages` daemon serving the image folder.
+///
+/// The driver's ``PreparedRestore``; its `RestoreSupervision` decides when it runs, when its daemon
+/// is judged and when it is discarded (decision 0017).
 ///
 /// Owns all of them: ``run()`` uses the prepared restore once; ``discard()`` (idempotent) releases
 /// whatever is left: the worker and mounts, and the daemon (killed if it still runs). After a lazy
@@ -42,6 +47,10 @@ final class RestorePreparation: Sendable {
     let daemonStartedAt: Int64
     /// The daemon's log (`lazy-pages.log` in the image folder), when lazy.
     let daemonLog: FilePath?
+    /// Why lazy or full (the setting, the size of the pages, CRIU's support), for the log.
+    let why: String
+    /// The shim's pid index, which keeps the daemon's exit when the shim's reaper got it first.
+    let pids: PidIndex
 
     /// Prepares the restore of `container` from `imagesDir` (blocking: run it off the event loops).
     ///
@@ -49,10 +58,12 @@ final class RestorePreparation: Sendable {
     ///   - lazy: start `criu lazy-pages` for the images and prepare a RESTORE with `lazy_pages`.
     ///     When the daemon does not become ready, the restore is prepared as a full one and
     ///     ``lazyFallbackReason`` says why.
+    ///   - why: why lazy or full, for the log.
+    ///   - pids: the shim's pid index (how the daemon ended, when the reaper got it first).
     /// - Throws: `ContainerCheckpointError` when the restore itself cannot be prepared (nothing
     ///   is left running then).
     init(checkpointer: ContainerCheckpointer, container: RuncContainer, imagesDir: FilePath,
-         options: ContainerRestoreOptions, lazy: Bool) throws(ContainerCheckpointError) {
+         options: ContainerRestoreOptions, lazy: Bool, why: String, pids: PidIndex) throws(ContainerCheckpointError) {
         var daemon: LazyPagesDaemon?
         var reason: String?
         let startedAt = SystemClock.realtimeNanoseconds()
@@ -81,13 +92,15 @@ final class RestorePreparation: Sendable {
         self.daemonPID = daemon?.pid
         self.daemonStartedAt = startedAt
         self.daemonLog = daemon?.logPath
+        self.why = why
+        self.pids = pids
         parts = Mutex(Parts(restore: restore, daemon: daemon))
     }
 
     /// Restores with the prepared worker (blocking). The prepared restore is used up whatever the
     /// outcome; on failure the daemon is stopped too, so only ``discard()`` remains to be called.
     /// - Throws: `ContainerCheckpointError`, or `.invalidState` when already run or discarded.
-    func run() throws(ContainerCheckpointError) -> ContainerRestoreResult {
+    func runBlocking() throws(ContainerCheckpointError) -> ContainerRestoreResult {
         try parts.withLock { (p) throws(ContainerCheckpointError) -> ContainerRestoreResult in
             guard let restore = p.restore else {
                 throw .invalidState(container: "", reason: "the prepared restore was already used or discarded")
@@ -162,18 +175,41 @@ final class RestorePreparation: Sendable {
     }
 }
 
-/// The driver's restore-side resources, kept in its locked state.
-struct RestoreSideState {
-    /// Prepared right after a checkpoint; taken by the restore, discarded by a stop or delete.
-    var prepared: RestorePreparation?
-    /// After a lazy restore: the preparation whose daemon still pushes pages into the process.
-    var serving: RestorePreparation?
-    /// The lifecycle asked to remove the images while the daemon still needed them.
-    var cleanupDeferred = false
-    /// The watcher is judging a finished daemon (and killing an untrusted process, removing the
-    /// images): a checkpoint waits for it.
-    var settling = false
-    /// Why the restored process was killed after its daemon ended too early; a checkpoint
-    /// requested meanwhile fails with it instead of dumping a dying process.
-    var untrusted: String?
+extension RestorePreparation: PreparedRestore {
+    /// `criu lazy-pages (pid N)` when lazy.
+    var lazyDaemon: String? { daemonPID.map { "criu lazy-pages (pid \($0))" } }
+
+    /// Lazy or not, why, and the daemon's pid.
+    var summary: [String: String] {
+        ["lazy": "\(lazy)", "why": why, "lazy-pages-pid": daemonPID.map(String.init) ?? "-"]
+    }
+
+    /// ``runBlocking()`` on NIO's thread pool (the CRIU RPC blocks).
+    func run() async throws -> RestoredProcess {
+        let result = try await NIOThreadPool.singleton.runIfActive { try self.runBlocking() }
+        return RestoredProcess(pid: result.pid, details: ["criu": "\(result.restore.timings)"])
+    }
+
+    /// How the daemon ended, from the first source that knows: its own wait status (this object
+    /// reaped it), the shim reaper's (kept in ``PidIndex``: it arrives a moment after the reap, so
+    /// it is polled for 2 s), else CRIU's `lazy-pages.log` (a transfer summary for every process
+    /// it took on). Clean means exit code 0, or a complete log.
+    func daemonEnd() async -> (clean: Bool, how: String) {
+        if let end = daemonTermination { return (end.isClean, "\(end), reaped by the driver") }
+        if let pid = daemonPID {
+            let deadline = ContinuousClock.now + .seconds(2)
+            while true {
+                if let exit = pids.takeExit(of: pid, notBefore: daemonStartedAt) {
+                    let how = exit.code > 128 ? "signal \(exit.code - 128)" : "exit code \(exit.code)"
+                    return (exit.code == 0, how + ", reaped by the shim's reaper")
+                }
+                if ContinuousClock.now >= deadline || Task.isCancelled { break }
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+        }
+        if let log = daemonLog, LazyPagesDaemon.logShowsEveryProcessServed(log) {
+            return (true, "exit status unknown; its log has a transfer summary for every process")
+        }
+        return (false, "exit status unknown; its log lacks a transfer summary")
+    }
 }

@@ -83,7 +83,7 @@ extension ShimStatusBoard {
             update(id: id, phase: phase, event: .restoreFailed(reason: "cold start: " + reason))
         case .idleDeadlineReached, .activitySeen, .redirectUnavailable, .connectionArrived, .probeArrived,
              .execStarted, .execEnded, .killRequested, .processExited, .deleteRequested, .preDumpDeadlineReached,
-             .preDumpFinished, .preDumpFailed:
+             .preDumpFinished, .preDumpFailed, .lazyRestoreFailed, .groupWakeRequested:
             update(id: id, phase: phase)
         }
     }

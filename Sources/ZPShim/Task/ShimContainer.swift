@@ -3,6 +3,7 @@ import NIOCore
 import SystemPackage
 import ZPAPI
 import ZPCore
+import ZPScaleDown
 import ZPSystem
 
 #if canImport(Glibc)
@@ -10,8 +11,9 @@ import Glibc
 #endif
 
 /// One container of this shim: its init process, its exec processes, and every path that changes
-/// them (create, start, kill, delete, state, wait, pids, update). The scale-to-zero driver will own
-/// the container's lifecycle from here.
+/// them (create, start, kill, delete, state, wait, pids, update). When zeropod scales the container
+/// down, its ZPScaleDown driver owns the lifecycle: this actor reports starts, execs, kills, exits
+/// and deletes to it, and asks it whether the process runs.
 ///
 /// An actor: requests for one container are serialised, and after every `await` the phase is checked
 /// again, because an exit may have been delivered meanwhile.
@@ -58,12 +60,14 @@ public actor ShimContainer {
     private let logger: Logger
     private var initProcess: Process
     private var execs: [String: Process] = [:]
+    /// The scale-to-zero wiring, when zeropod scales this container down.
+    nonisolated let scaleDown: ScaleDownWiring?
     /// The scale-to-zero driver, when zeropod scales this container down.
-    nonisolated let driver: ScaleDownDriver?
+    nonisolated var driver: ScaleDownDriver? { scaleDown?.driver }
 
     init(id: String, bundle: String, namespace: String, rootfsMounted: Bool, runc: RuncDriver, publisher: EventPublisher,
-         pids: PidIndex, group: any EventLoopGroup, logger: Logger, initProcess: Process, driver: ScaleDownDriver? = nil) {
-        self.driver = driver
+         pids: PidIndex, group: any EventLoopGroup, logger: Logger, initProcess: Process, scaleDown: ScaleDownWiring? = nil) {
+        self.scaleDown = scaleDown
         self.id = id
         self.bundle = bundle
         self.namespace = namespace
@@ -81,7 +85,7 @@ public actor ShimContainer {
     /// Publishes TaskCreate. - Throws: ``ShimError``, ``RuncError``, ``StdioError``, ``SystemError``.
     static func create(_ request: CreateTaskRequest, namespace: String, runc: RuncDriver, publisher: EventPublisher,
                        pids: PidIndex, group: any EventLoopGroup, logger: Logger,
-                       driver: ScaleDownDriver? = nil) async throws -> ShimContainer {
+                       scaleDown: ScaleDownWiring? = nil) async throws -> ShimContainer {
         guard !request.terminal else { throw ShimError.notImplemented("terminal (tty) containers are not supported yet") }
         guard request.checkpoint.isEmpty else { throw ShimError.notImplemented("create from a checkpoint") }
         let rootfs = request.bundle + "/rootfs"
@@ -106,7 +110,7 @@ public actor ShimContainer {
             process.pid = pid
             let container = ShimContainer(id: request.id, bundle: request.bundle, namespace: namespace, rootfsMounted: mounted,
                                           runc: runc, publisher: publisher, pids: pids, group: group, logger: logger, initProcess: process,
-                                          driver: driver)
+                                          scaleDown: scaleDown)
             publisher.publish(.create(containerID: request.id, bundle: request.bundle, rootfs: request.rootfs, stdin: request.stdin,
                                       stdout: request.stdout, stderr: request.stderr, terminal: false, pid: UInt32(pid)), namespace: namespace)
             if let early = pids.register(pid, to: container) { await container.processExited(pid: pid, status: early) }
@@ -149,8 +153,8 @@ public actor ShimContainer {
             initProcess.phase = .running
             let pending = initProcess.pendingExit
             initProcess.pendingExit = nil
-            await driver.feed(.started(pid: pid, now: ScaleDownDriver.now()))
-            if let pending { await driver.feed(.processExited(pid: pid, status: Int32(bitPattern: pending.code))) }
+            await driver.started(pid: pid)
+            if let pending { await driver.processExited(pid: pid, status: Int32(bitPattern: pending.code)) }
             return pid
         }
         guard var process = execs[execID] else { throw ShimError.notFound("exec \(execID) in task \(id)") }
@@ -211,7 +215,7 @@ public actor ShimContainer {
                 initProcess.pendingExit = status
             } else {
                 // The lifecycle decides: the running init's exit is reported, a dumped or killed one suppressed.
-                await driver.feed(.processExited(pid: pid, status: Int32(bitPattern: status.code)))
+                await driver.processExited(pid: pid, status: Int32(bitPattern: status.code))
             }
             return
         }
@@ -317,7 +321,7 @@ public actor ShimContainer {
             }
         }
         // Scaled down: stops without a restore (reportExit) and cleans up; stopped: cleans up.
-        await driver?.feed(.deleteRequested)
+        await driver?.deleteRequested()
         switch initProcess.phase {
         case .running, .starting:
             throw ShimError.failedPrecondition("task \(id) is still running")

@@ -3,8 +3,11 @@ import NIOCore
 import Synchronization
 import SystemPackage
 import ZPAPI
+import ZPActivator
 import ZPBPF
+import ZPCheckpoint
 import ZPCore
+import ZPScaleDown
 import ZPSystem
 import ZPTTRPC
 
@@ -34,6 +37,8 @@ public final class TaskService: Sendable {
     private let statusBoard: ShimStatusBoard?
     private let node: NodeConfig
     private let pods = PodNetworks()
+    /// The one CRIU checkpointer of this shim (the node's CRIU), shared by every container's driver.
+    private let checkpointer: ContainerCheckpointer
     /// This shim's status socket and the node's wake group registry; nil without a status socket.
     private let wakeGroups: (statusSocket: String, registry: WakeGroupRegistry)?
     private let jobs: AsyncStream<@Sendable () async -> Void>
@@ -61,6 +66,7 @@ public final class TaskService: Sendable {
         (jobs, jobInput) = AsyncStream.makeStream(of: (@Sendable () async -> Void).self)
         let node = node ?? Self.loadNodeConfig(logger: logger)
         self.node = node
+        checkpointer = ContainerCheckpointer(checkpointer: Checkpointer(criuPath: FilePath(node.criuPath)))
         wakeGroups = statusSocket.map { ($0, WakeGroupRegistry(layout: node.layout)) }
     }
 
@@ -159,13 +165,13 @@ public final class TaskService: Sendable {
         guard reserved else { throw ShimError.alreadyExists("task \(request.id)") }
         let namespace = namespace(of: call)
         let runc = RuncDriver(namespace: namespace, binary: runcBinary)
-        let driver = try makeDriver(request, runc: runc, namespace: namespace)
+        let scaleDown = try makeScaleDown(request, runc: runc, namespace: namespace)
         let container: ShimContainer
         do {
             container = try await ShimContainer.create(request, namespace: namespace, runc: runc, publisher: publisher, pids: pids,
-                                                       group: group, logger: logger, driver: driver)
+                                                       group: group, logger: logger, scaleDown: scaleDown)
         } catch {
-            if let driver { pods.release(netnsPath: driver.netnsPath, container: request.id) }
+            if let scaleDown { pods.release(netnsPath: scaleDown.netnsPath, container: request.id) }
             throw error
         }
         let inserted = containers.withLock { table in
@@ -174,19 +180,20 @@ public final class TaskService: Sendable {
             return true
         }
         guard inserted else { throw ShimError.alreadyExists("task \(request.id)") }
-        if let driver {
-            driver.attach(container)
-            jobInput.yield { await driver.run() }
+        if let scaleDown {
+            scaleDown.container.attach(container)
+            jobInput.yield { await scaleDown.driver.run() }
         }
         let pid = await container.pid
         logger.info("created task", metadata: ["id": "\(request.id)", "pid": "\(pid)"])
         return PidResponse(pid: UInt32(pid)).encoded()
     }
 
-    /// The scale-down driver for a new container, or nil when zeropod does not scale it down
-    /// (not named in `container-names`, the sandbox, `scaledown-duration` 0, no pod netns path).
+    /// The scale-down driver for a new container and its adapters (decision 0018), or nil when
+    /// zeropod does not scale it down (not named in `container-names`, the sandbox,
+    /// `scaledown-duration` 0, no pod netns path).
     /// - Throws: ``ShimError/invalidArgument(_:)`` with the ConfigError text for a malformed annotation.
-    private func makeDriver(_ request: CreateTaskRequest, runc: RuncDriver, namespace: String) throws -> ScaleDownDriver? {
+    private func makeScaleDown(_ request: CreateTaskRequest, runc: RuncDriver, namespace: String) throws -> ScaleDownWiring? {
         let bundle = BundleConfig(bundle: request.bundle)
         let config: ContainerConfig
         do {
@@ -209,9 +216,35 @@ public final class TaskService: Sendable {
             WakeGroupMember(config: config, containerID: request.id, containerdNamespace: namespace, statusSocket: socket,
                             registry: registry, group: group, logger: logger)
         }
-        return ScaleDownDriver(id: request.id, bundle: request.bundle, runc: runc, config: config, node: node, netnsPath: netns,
-                               redirector: redirector, pids: pids, group: group, statusBoard: statusBoard,
-                               wakeGroup: wakeGroup, logger: logger)
+        var containerLogger = logger
+        containerLogger[metadataKey: "container"] = "\(request.id)"
+        let handle = ContainerHandle()
+        let control = RuncContainerControl(id: request.id, bundle: request.bundle, runc: runc, pids: pids, container: handle)
+        let checkpoints = CRIUCheckpoints(
+            checkpointer: checkpointer, target: RuncContainer(id: request.id, runcRoot: FilePath(runc.root)),
+            imagesDirectory: node.layout.imageDirectory(containerdNamespace: namespace, containerID: request.id),
+            namespaceImagesDirectory: node.layout.imageDirectory(containerdNamespace: namespace),
+            lazyRestore: node.lazyRestore, logLevel: Int32(node.criuLogLevel), pids: pids, container: handle)
+        let redirect = redirector.map { redirector in
+            PodRedirect(
+                redirector: redirector, namespacePath: FilePath(netns),
+                configuration: ActivatorConfiguration(
+                    probeDetection: !config.disableProbeDetection, probeBufferSize: config.probeBufferSize,
+                    connectTimeout: config.connectTimeout),
+                group: group, logger: containerLogger)
+        }
+        let settings = ScaleDownDriver.Settings(
+            lifecycle: ContainerLifecycle.Configuration(
+                scaleDownDuration: config.scaleDownDuration ?? .zero,
+                checkpointingEnabled: !config.disableCheckpointing,
+                openConnectionsCountAsActivity: node.openConnectionsAreActivity,
+                preDump: config.preDump,
+                wakesGroup: wakeGroup != nil),
+            ports: config.ports)
+        let driver = ScaleDownDriver(
+            id: request.id, settings: settings, control: control, checkpoints: checkpoints, redirect: redirect,
+            status: statusBoard.map { StatusBoardSink(board: $0, id: request.id) }, wakeGroup: wakeGroup, logger: logger)
+        return ScaleDownWiring(driver: driver, container: handle, netnsPath: netns)
     }
 
     /// Carries out a `Wake` call of the status service (wake groups): wakes container `request.id`
@@ -258,9 +291,10 @@ public final class TaskService: Sendable {
         let response = try await container.delete(execID: request.execID)
         if request.execID.isEmpty {
             containers.withLock { _ = $0.removeValue(forKey: request.id) }
-            if let driver = container.driver {
-                driver.stop()
-                pods.release(netnsPath: driver.netnsPath, container: request.id)
+            if let scaleDown = container.scaleDown {
+                await scaleDown.driver.stop()
+                scaleDown.container.detach()
+                pods.release(netnsPath: scaleDown.netnsPath, container: request.id)
             }
             logger.info("deleted task", metadata: ["id": "\(request.id)"])
         }

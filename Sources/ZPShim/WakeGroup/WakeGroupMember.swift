@@ -3,12 +3,13 @@ import NIOCore
 import Synchronization
 import ZPAPI
 import ZPCore
+import ZPSystem
 
 /// One container's membership in a wake group (docs/decisions/0011-wake-groups.md): its entry in
 /// the node's ``WakeGroupRegistry`` and the sending side of group wakes.
 ///
 /// When the container starts coming back because of a connection or an exec, its driver calls
-/// ``requestWake()``; ``run()`` (a child task of the driver's ``ScaleDownDriver/run()``) then calls
+/// ``requestWake()``; ``run()`` (a child task of the driver's `ScaleDownDriver.run()`) then calls
 /// `Wake` on every other member's shim, all in parallel, without the driver waiting for them. A
 /// member whose socket does not answer (a stale entry of a shim that died) is logged and skipped.
 final class WakeGroupMember: Sendable {
@@ -129,50 +130,12 @@ final class WakeGroupMember: Sendable {
                                                  timeout: Self.callTimeout)
             logger.info("wake group member answered \(response.outcome)", metadata: metadata.merging([
                 "phase": "\(response.lifecyclePhase.map { "\($0)" } ?? "?")",
-                "waited": "\(ScaleDownDriver.milliseconds(response.waited))",
-                "total": "\(ScaleDownDriver.milliseconds(ContinuousClock.now - start))",
+                "waited": "\(ZPSystem.milliseconds(response.waited)) ms",
+                "total": "\(ZPSystem.milliseconds(ContinuousClock.now - start)) ms",
             ]) { $1 })
         } catch {
             logger.warning("wake of group member failed: \(error)", metadata: metadata)
         }
         await client.close()
-    }
-}
-
-extension ScaleDownDriver {
-    /// Whether a connection or exec that produced `actions` starts bringing the container back, so
-    /// the rest of its wake group should come back too: it started a restore or cold start, or it
-    /// is the first to wait for a scale-down in flight (which wakes right after).
-    /// - Parameters:
-    ///   - before: The phase before the event.
-    ///   - firstWaiter: No connection or exec was held before the event.
-    ///   - actions: What the lifecycle returned for the event.
-    static func startsGroupWake(before: ContainerLifecycle.Phase, firstWaiter: Bool, actions: [Action]) -> Bool {
-        if actions.contains(.startRestore) || actions.contains(.startColdStart) { return true }
-        switch before {
-        case .checkpointing, .scalingDownByKill: return firstWaiter
-        case .created, .running, .scaledDown, .restoring, .coldStarting, .stopped: return false
-        }
-    }
-
-    /// A wake from another member of the container's group: brings a scaled-down container back
-    /// as if a connection came (and holds until it runs), without waking the group again. The
-    /// container then scales down by its own idle timer if nothing uses it.
-    ///
-    /// A container that runs, is already coming back or stopped is left alone.
-    /// - Throws: ``ScaleDownError`` when the container cannot come back.
-    func wakeRequestedByGroup() async throws -> StatusAPI.WakeResponse {
-        let start = ContinuousClock.now
-        switch phase {
-        case .scaledDown, .checkpointing, .scalingDownByKill:
-            try await connectionNeedsApplication(wakesGroup: false)
-            return StatusAPI.WakeResponse(outcome: .woken, lifecyclePhase: phase, waited: ContinuousClock.now - start)
-        case .restoring, .coldStarting:
-            return StatusAPI.WakeResponse(outcome: .alreadyWaking, lifecyclePhase: phase)
-        case .created, .running:
-            return StatusAPI.WakeResponse(outcome: .notScaledDown, lifecyclePhase: phase)
-        case .stopped:
-            return StatusAPI.WakeResponse(outcome: .stopped, lifecyclePhase: phase)
-        }
     }
 }

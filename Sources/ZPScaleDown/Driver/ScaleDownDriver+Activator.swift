@@ -1,0 +1,51 @@
+import Logging
+import ZPCore
+
+extension ScaleDownDriver {
+    /// Waits for the running process, finds its ports (unless configured), sets up the activator
+    /// and serves until cancelled. Without a redirect, or when the activator cannot be set up,
+    /// scale-down is off for good (`redirectUnavailable`).
+    func serveActivator() async {
+        guard let redirect else {
+            await feed(.redirectUnavailable(reason: "the pod's redirector could not be set up"))
+            return
+        }
+        var ports = settings.ports
+        var pause = settings.portDiscoveryPause
+        while ports.isEmpty && !Task.isCancelled {
+            if let pid = state.withLock({ $0.lifecycle.phase == .running ? $0.lifecycle.pid : nil }) {
+                ports = control.listeningPorts(ofTreeAt: pid)
+                if !ports.isEmpty { break }
+            }
+            do {
+                try await clock.sleep(until: clock.now().advanced(by: pause))
+            } catch {
+                return
+            }
+            pause = min(pause * 2, settings.portDiscoveryMaxPause)
+        }
+        guard !Task.isCancelled else { return }
+        let activator: any ScaleDownActivator
+        do {
+            activator = try await redirect.makeActivator(ports: ports) { [weak self] in
+                guard let self else { throw ScaleDownError("container deleted") }
+                try await self.connectionNeedsApplication()
+            }
+        } catch {
+            logger.warning("scale-down is off: \(error)")
+            await feed(.redirectUnavailable(reason: "\(error)"))
+            return
+        }
+        state.withLock {
+            $0.activator = activator
+            $0.ports = ports
+        }
+        logger.info("scale-down armed", metadata: ["ports": "\(ports)", "netns": "\(redirect.location)"])
+        await fireEarlyTimers()
+        do {
+            try await activator.run()
+        } catch {
+            if !Task.isCancelled { logger.warning("activator stopped: \(error)") }
+        }
+    }
+}

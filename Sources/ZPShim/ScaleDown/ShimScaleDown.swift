@@ -1,0 +1,267 @@
+import Logging
+import NIOPosix
+import Synchronization
+import SystemPackage
+import ZPAPI
+import ZPCheckpoint
+import ZPCore
+import ZPScaleDown
+import ZPSystem
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// The shim's side of a container's scale-down (decision 0018): the ZPScaleDown driver runs it;
+// these adapters give it runc and the ShimContainer (container control), ZPCheckpoint (checkpoints
+// and prepared restores), the status board and the wake group member.
+
+/// A container's scale-down as the shim wires it: the driver, the container it controls (known
+/// once `runc create` succeeded) and the pod network it belongs to.
+final class ScaleDownWiring: Sendable {
+    /// The container's driver.
+    let driver: ScaleDownDriver
+    /// The ShimContainer the adapters act on.
+    let container: ContainerHandle
+    /// The pod's network namespace (its redirector is shared by the pod's containers).
+    let netnsPath: String
+
+    init(driver: ScaleDownDriver, container: ContainerHandle, netnsPath: String) {
+        self.driver = driver
+        self.container = container
+        self.netnsPath = netnsPath
+    }
+}
+
+/// The ShimContainer the adapters act on: set right after create, dropped after Delete (later
+/// effects then find no container and do nothing).
+final class ContainerHandle: Sendable {
+    private let container = Mutex<ShimContainer?>(nil)
+
+    /// Connects the adapters to the container.
+    func attach(_ shimContainer: ShimContainer) { container.withLock { $0 = shimContainer } }
+    /// Disconnects them.
+    func detach() { container.withLock { $0 = nil } }
+    /// The container, while attached.
+    var current: ShimContainer? { container.withLock { $0 } }
+}
+
+/// runc and the ShimContainer as the driver's ``ScaleDownContainerControl``.
+struct RuncContainerControl: ScaleDownContainerControl {
+    let id: String
+    let bundle: String
+    let runc: RuncDriver
+    let pids: PidIndex
+    let container: ContainerHandle
+
+    func signal(_ signal: Int32, allProcesses: Bool) async throws {
+        try await runc.kill(id: id, bundle: bundle, signal: UInt32(signal), all: allProcesses)
+    }
+
+    func coldStart() async throws -> Int32 {
+        guard let container = container.current else { throw ScaleDownError("container \(id) was deleted") }
+        let pidFile = bundle + "/init.pid"
+        try? await runc.delete(id: id, bundle: bundle, force: true)
+        let stdio = await container.initRuncStdio()
+        try await runc.create(id: id, bundle: bundle, pidFile: pidFile, stdio: stdio)
+        guard let bytes = try? Files.read(FilePath(pidFile)),
+            let pid = Int32(String(decoding: bytes, as: UTF8.self).trimmedWhitespace)
+        else {
+            throw ScaleDownError("pid file \(pidFile) holds no pid after runc create")
+        }
+        await container.adoptInit(pid: pid)
+        try await runc.start(id: id, bundle: bundle)
+        return pid
+    }
+
+    func adoptRestoredInit(pid: Int32) async {
+        await container.current?.adoptInit(pid: pid)
+    }
+
+    func watchExits(of pid: Int32) -> Int32? {
+        guard let container = container.current else { return nil }
+        return pids.register(pid, to: container).map { Int32(bitPattern: $0.code) }
+    }
+
+    func reportExit(status: Int32) async {
+        await container.current?.recordInitExitFromDriver(
+            status: ExitStatus(code: UInt32(bitPattern: status), exitedAt: SystemClock.realtimeNanoseconds())
+        )
+    }
+
+    func listeningPorts(ofTreeAt pid: Int32) -> [UInt16] {
+        PortDiscovery.listeningPorts(ofTreeAt: pid)
+    }
+}
+
+/// ZPCheckpoint as the driver's ``ScaleDownCheckpoints``: CRIU's dump, pre-dump and restore of a
+/// runc container (decision 0003), its images under `<state-dir>/i/<namespace>/<id>`, and restores
+/// prepared ahead with a lazy-pages daemon when lazy restore applies (decision 0009).
+struct CRIUCheckpoints: ScaleDownCheckpoints {
+    /// The pre-dump image folder, inside the checkpoint's so that one removal takes both.
+    static let preDumpDirectoryName = "pre-dump"
+
+    /// The shim's one checkpointer (built once per shim, for the node's CRIU).
+    let checkpointer: ContainerCheckpointer
+    let target: RuncContainer
+    /// `<state-dir>/i/<containerd namespace>/<id>`.
+    let imagesDirectory: String
+    /// `<state-dir>/i/<containerd namespace>`, removed when it empties.
+    let namespaceImagesDirectory: String
+    let lazyRestore: LazyRestoreMode
+    /// CRIU's log level for every dump and restore (node setting `criu-log-level`).
+    let logLevel: Int32
+    let pids: PidIndex
+    let container: ContainerHandle
+
+    func checkpoint(incremental: Bool) async throws -> ScaleDownReport {
+        if incremental {
+            removeImages(keepingPreDump: true)
+        } else {
+            removeImages()
+        }
+        var options = ContainerCheckpointOptions()
+        options.criu.logLevel = logLevel
+        if incremental {
+            options.criu.parentImages = Self.preDumpDirectoryName
+            options.criu.trackMemory = true
+        }
+        let (checkpointer, target, images) = (checkpointer, target, imagesDirectory)
+        try FileManager.default.createDirectory(atPath: images, withIntermediateDirectories: true)
+        let result = try await NIOThreadPool.singleton.runIfActive { [options] in
+            try checkpointer.checkpoint(target, imagesDir: FilePath(images), options: options)
+        }
+        var details = ["criu": "\(result.dump.timings)"]
+        if let stats = result.dump.stats { details["stats"] = "\(stats)" }
+        return ScaleDownReport(details: details)
+    }
+
+    func preDump() async throws -> ScaleDownReport {
+        let dir = imagesDirectory + "/" + Self.preDumpDirectoryName
+        let (checkpointer, target) = (checkpointer, target)
+        var options = ContainerCheckpointOptions()
+        options.criu.logLevel = logLevel
+        do {
+            try? FileManager.default.removeItem(atPath: dir)
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            let result = try await NIOThreadPool.singleton.runIfActive { [options] in
+                try checkpointer.preDump(target, imagesDir: FilePath(dir), options: options)
+            }
+            var details = ["criu": "\(result.timings)"]
+            if let stats = result.stats { details["stats"] = "\(stats)" }
+            return ScaleDownReport(details: details)
+        } catch {
+            try? FileManager.default.removeItem(atPath: dir)
+            _ = rmdir(imagesDirectory)  // only when empty
+            throw error
+        }
+    }
+
+    func prepareRestore() async throws -> any PreparedRestore {
+        let options = try await restoreOptions()
+        let (checkpointer, target, images, mode, pids) = (checkpointer, target, imagesDirectory, lazyRestore, pids)
+        return try await NIOThreadPool.singleton.runIfActive { () throws -> RestorePreparation in
+            let bytes = RestorePreparation.pageBytes(inImages: images)
+            var lazy = mode.restoresLazily(pageBytes: bytes, userfaultfdUsable: true)
+            var why = "lazy-restore = \(mode.rawValue), \(bytes >> 20) MiB of pages"
+            let criu = checkpointer.checkpointer.criuPath.string
+            if lazy && !RestorePreparation.userfaultfdUsable(criuPath: criu) {
+                lazy = false
+                why += ", but CRIU reports no lazy-pages (userfaultfd) support"
+            }
+            return try RestorePreparation(
+                checkpointer: checkpointer,
+                container: target,
+                imagesDir: FilePath(images),
+                options: options,
+                lazy: lazy,
+                why: why,
+                pids: pids
+            )
+        }
+    }
+
+    func restoreFully() async throws -> RestoredProcess {
+        let options = try await restoreOptions()
+        let (checkpointer, target, images) = (checkpointer, target, imagesDirectory)
+        let result = try await NIOThreadPool.singleton.runIfActive {
+            try checkpointer.restore(target, imagesDir: FilePath(images), options: options)
+        }
+        return RestoredProcess(pid: result.pid, details: ["criu": "\(result.restore.timings)"])
+    }
+
+    func removeImages() {
+        removeImages(keepingPreDump: false)
+    }
+
+    /// Removes the checkpoint images (and the pre-dump inside them), or everything but the
+    /// pre-dump when `keepingPreDump`.
+    private func removeImages(keepingPreDump: Bool) {
+        guard keepingPreDump else {
+            try? FileManager.default.removeItem(atPath: imagesDirectory)
+            _ = rmdir(namespaceImagesDirectory)  // only when empty
+            return
+        }
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: imagesDirectory)) ?? []
+        for entry in entries where entry != Self.preDumpDirectoryName {
+            try? FileManager.default.removeItem(atPath: imagesDirectory + "/" + entry)
+        }
+    }
+
+    /// Restore options with the container side of the init's stdio pipes, kept from create, so
+    /// output after a restore reaches containerd.
+    private func restoreOptions() async throws -> ContainerRestoreOptions {
+        guard let container = container.current else { throw ScaleDownError("container \(target.id) was deleted") }
+        var options = ContainerRestoreOptions()
+        options.stdio = await container.initContainerSideStdio()
+        options.criu.logLevel = logLevel
+        return options
+    }
+}
+
+/// The status board as the driver's ``ScaleDownStatusSink``.
+struct StatusBoardSink: ScaleDownStatusSink {
+    let board: ShimStatusBoard
+    let id: String
+
+    func containerChanged(phase: ContainerLifecycle.Phase, pid: Int32?, report: ScaleDownStatusReport?) {
+        let event: StatusAPI.Event?
+        switch report {
+        case nil: event = nil
+        case .checkpointed(let duration): event = .checkpointFinished(duration: duration)
+        case .checkpointFailed(let reason): event = .checkpointFailed(reason: reason)
+        case .restored(let duration): event = .restoreFinished(duration: duration)
+        case .restoreFailed(let reason): event = .restoreFailed(reason: reason)
+        }
+        board.update(id: id, phase: phase, pid: pid, event: event)
+    }
+}
+
+extension WakeGroupMember: ScaleDownWakeGroup {}
+
+extension ScaleDownDriver {
+    /// A `Wake` call from another member of the container's group (decision 0011), answered from
+    /// the lifecycle's `groupWakeRequested`: a scaled-down container comes back as if a connection
+    /// came (the call holds until it runs), without waking the group again. A container that runs,
+    /// is already coming back or stopped is left alone.
+    /// - Throws: ``ScaleDownError`` when the container cannot come back.
+    func wakeRequestedByGroup() async throws -> StatusAPI.WakeResponse {
+        let start = ContinuousClock.now
+        switch try await groupWakeRequested() {
+        case nil:
+            return StatusAPI.WakeResponse(outcome: .woken, lifecyclePhase: phase, waited: ContinuousClock.now - start)
+        case .alreadyWaking:
+            return StatusAPI.WakeResponse(outcome: .alreadyWaking, lifecyclePhase: phase)
+        case .notScaledDown:
+            return StatusAPI.WakeResponse(outcome: .notScaledDown, lifecyclePhase: phase)
+        case .stopped:
+            return StatusAPI.WakeResponse(outcome: .stopped, lifecyclePhase: phase)
+        }
+    }
+}
