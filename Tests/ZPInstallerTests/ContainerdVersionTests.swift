@@ -9,9 +9,9 @@ import ZPTestSupport
 
 /// Answers for programs, for the lookup's fallback.
 struct FakeCommands: HostCommands {
-    var answers: [String: CommandResult]
-    func run(_ program: String, _ arguments: [String], timeout: Double) -> CommandResult {
-        answers[program] ?? CommandResult(status: -1, output: "", errors: "\(program): not found on PATH")
+    var answers: [String: ZPInstaller.CommandResult]
+    func run(_ program: String, _ arguments: [String], timeout: Double) -> ZPInstaller.CommandResult {
+        answers[program] ?? ZPInstaller.CommandResult(status: -1, output: "", errors: "\(program): not found on PATH")
     }
     func which(_ program: String) -> String? { answers[program] == nil ? nil : program }
 }
@@ -28,8 +28,8 @@ struct FakeCommands: HostCommands {
 
     @Test func lookup_givenFirst_thenAnExplicitBinary_thenTheSocket_thenTheDefaultBinary() async throws {
         let commands = FakeCommands(answers: [
-            "containerd": CommandResult(status: 0, output: "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1\n"),
-            "/x/containerd": CommandResult(status: 0, output: "containerd github.com/containerd/containerd/v2 v2.1.9\n"),
+            "containerd": ZPInstaller.CommandResult(status: 0, output: "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1\n"),
+            "/x/containerd": ZPInstaller.CommandResult(status: 0, output: "containerd github.com/containerd/containerd/v2 v2.1.9\n"),
         ])
         let missing = "/tmp/\(uniqueName("zpnosock")).sock"
         let (given, s1) = try await ContainerdVersionLookup.resolve(
@@ -65,7 +65,7 @@ struct ContainerdVersionSocketTests {
         print("[zpinst] \(flavor.name): Version service \(answer); --version: \(printed.trimmingCharacters(in: .newlines))")
         let release = try #require(ContainerdRelease(versionText: answer.version))
         let binary = try ContainerdRelease(versionOutput: printed)
-        #expect([release.major, release.minor, release.patch] == [binary.major, binary.minor, binary.patch],
+        #expect(release.major == binary.major && release.minor == binary.minor && release.patch == binary.patch,
                 "socket \(answer.version) vs binary \(printed)")
         #expect(release.major == flavor.majorVersion)
         let (looked, source) = try await ContainerdVersionLookup.resolve(
