@@ -411,7 +411,7 @@ let package = Package(
             name: "ZPImageTests",
             dependencies: [
                 "ZPCRITestBed", "ZPTestSupport", "ZPCore", "ZPAPI", "ZPInstaller", "ZPManagerTestKit", "KubeAPIDouble",
-                "ZPKube",
+                "ZPKube", "ZPShim",
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strict

@@ -72,10 +72,17 @@ copy_closure() {
   local rootfs=$1; shift
   local f lib
   for f in "$@"; do
-    ldd "$f" 2>/dev/null | awk '/=> \// {print $3} /^\t\/[^ ]+ \(/ {print $1}' | while read -r lib; do
+    # (ldd itself is a script: "not a dynamic executable", nothing to copy)
+    { ldd "$f" 2>/dev/null || true; } | awk '/=> \// {print $3} /^\t\/[^ ]+ \(/ {print $1}' | while read -r lib; do
       [ -e "$rootfs$lib" ] || { mkdir -p "$rootfs$(dirname "$lib")"; cp -L "$lib" "$rootfs$lib"; }
     done
   done
+}
+
+# install_swift BINARY DEST: a release binary without its DWARF (symbols stay, for backtraces).
+install_swift() {
+  install -m 0755 "$1" "$2"
+  strip --strip-debug "$2"
 }
 
 # new_rootfs DIR: the merged-/usr skeleton of Debian 12 (so /lib/... and /usr/lib/... are one).
@@ -114,6 +121,8 @@ pack() {
   log "$name: $ref, $(du -h "$archive" | cut -f1) archive, $(du -sh "$rootfs" | cut -f1) unpacked"
 }
 
+rootfs=""
+trap '[ -z "$rootfs" ] || rm -rf "$rootfs"; rm -rf "$OUT"/.work-*' EXIT
 for n in "${names[@]}"; do
   archive="$OUT/$n-$key.tar"
   if [ ! -f "$archive" ]; then
@@ -121,8 +130,8 @@ for n in "${names[@]}"; do
     new_rootfs "$rootfs"
     case "$n" in
       installer)
-        install -m 0755 "$bin/zeropod-installer" "$rootfs/usr/local/bin/zeropod-installer"
-        install -m 0755 "$bin/containerd-shim-zeropod-v2" "$rootfs/usr/local/bin/containerd-shim-zeropod-v2"
+        install_swift "$bin/zeropod-installer" "$rootfs/usr/local/bin/zeropod-installer"
+        install_swift "$bin/containerd-shim-zeropod-v2" "$rootfs/usr/local/bin/containerd-shim-zeropod-v2"
         install -m 0755 "$CRIU" "$rootfs/usr/local/sbin/criu"
         tools=(/usr/bin/bash /usr/bin/ldd /usr/bin/patchelf)
         command -v systemctl >/dev/null && tools+=("$(command -v systemctl)")
@@ -134,13 +143,13 @@ for n in "${names[@]}"; do
         pack installer "$rootfs" /usr/local/bin/zeropod-installer
         ;;
       manager)
-        install -m 0755 "$bin/zeropod-manager" "$rootfs/usr/local/bin/zeropod-manager"
+        install_swift "$bin/zeropod-manager" "$rootfs/usr/local/bin/zeropod-manager"
         copy_closure "$rootfs" "$rootfs/usr/local/bin/zeropod-manager"
         ldconfig -r "$rootfs" 2>/dev/null || true
         pack manager "$rootfs" /usr/local/bin/zeropod-manager
         ;;
     esac
-    rm -rf "$rootfs"
+    rm -rf "$rootfs"; rootfs=""
   fi
   printf '%s %s %s\n' "$n" "zeropod-swift/$n:$TAG" "$archive"
 done

@@ -11,6 +11,7 @@ import Testing
 import ZPAPI
 import ZPCRITestBed
 import ZPCore
+import ZPShim
 import ZPTestSupport
 
 /// Root, runc, the project's CRIU, the CNI plugins, gcc (the pause image), umoci and jq (the images).
@@ -64,22 +65,18 @@ func runToCompletion(_ bed: CRITestBed, _ pod: KubeletPod, _ config: CRI.Contain
     return (status?.exitCode ?? -1, output)
 }
 
-/// The status of container `id` from whichever shim on the node serves it (`<run-dir>/s/*.sock`).
-func shimStatus(of id: String) async -> StatusAPI.ContainerStatus? {
-    let layout = NodeLayout()
-    let names = (try? FileManager.default.contentsOfDirectory(atPath: layout.statusSocketDirectory)) ?? []
-    for name in names where name.hasSuffix(".sock") {
-        guard
-            let client = try? await ShimStatusClient.connect(
-                socketPath: layout.statusSocketDirectory + "/" + name,
-                group: MultiThreadedEventLoopGroup.singleton
-            )
-        else { continue }
-        let status = try? await client.status(id: id)
-        await client.close()
-        if let status { return status }
-    }
-    return nil
+/// The status of container `id` of pod `podID` on `bed`, from the status socket of the shim that
+/// serves the pod (keyed by containerd's address, the CRI namespace and the sandbox id), or nil.
+func shimStatus(_ bed: CRITestBed, podID: String, id: String) async -> StatusAPI.ContainerStatus? {
+    let socket = NodeLayout().statusSocket(
+        forShimSocket: StartCommand.socketPath(
+            containerdAddress: bed.containerd.socket, namespace: CRITestBed.criNamespace, group: podID)
+    )
+    guard let client = try? await ShimStatusClient.connect(socketPath: socket, group: MultiThreadedEventLoopGroup.singleton)
+    else { return nil }
+    let status = try? await client.status(id: id)
+    await client.close()
+    return status
 }
 
 /// Every file under `root` with its bytes (relative paths).
@@ -185,7 +182,7 @@ struct InstallerImageTests {
                 for cycle in 1...2 {
                     var down: StatusAPI.ContainerStatus?
                     let scaledDown = await eventuallyAsync(within: 90, every: 0.1) {
-                        down = await shimStatus(of: appID)
+                        down = await shimStatus(node, podID: appPodID, id: appID)
                         return down?.lifecyclePhase == .scaledDown && down?.lastRestore?.finishedAt == restoreSeen
                     }
                     try #require(scaledDown, "cycle \(cycle): never SCALED_DOWN: \(String(describing: down)); \(node.containerd.log(tail: 30))")
@@ -194,7 +191,7 @@ struct InstallerImageTests {
                     last = next ?? last
                     var up: StatusAPI.ContainerStatus?
                     #expect(await eventuallyAsync(within: 30, every: 0.05) {
-                        up = await shimStatus(of: appID)
+                        up = await shimStatus(node, podID: appPodID, id: appID)
                         return up?.lastRestore?.finishedAt != restoreSeen
                     })
                     restoreSeen = up?.lastRestore?.finishedAt

@@ -186,10 +186,17 @@ struct InstallerInputsTests {
                 containerPorts: [8080]
             )
             let (podID, ip, appID, count) = try await CounterApp.start(bed, pod)
-            let down = await eventuallyAsync(within: 90, every: 0.1) { await shimStatus(of: appID)?.lifecyclePhase == .scaledDown }
+            var status: StatusAPI.ContainerStatus?
+            let down = await eventuallyAsync(within: 90, every: 0.1) {
+                status = await shimStatus(bed, podID: podID, id: appID)
+                return status?.lifecyclePhase == .scaledDown
+            }
             var next: Int? = nil
             if down { next = await CounterApp.request(ip) }
-            #expect(down && next == count + 1, "scale down \(down), count \(String(describing: next)) after \(count)")
+            #expect(down && next == count + 1, """
+                scale down \(down) (\(String(describing: status))), count \(String(describing: next)) after \(count); \
+                containerd: \(bed.containerd.log(tail: 30))
+                """)
             try await bed.removePod(podID)
 
             if row.runtime == .k3s {
