@@ -140,6 +140,7 @@ struct InstallerImageTests {
                             CRI.Mount(samePath: configFolder), CRI.Mount(samePath: opt), CRI.Mount(samePath: etcZeropod),
                             CRI.Mount(containerPath: "/run/zeropod-swift", hostPath: podRun),
                             CRI.Mount(samePath: node.containerd.socket), CRI.Mount(samePath: "/sys/fs/bpf"),
+                            CRI.Mount(samePath: "/sys/fs/cgroup"),
                         ],
                         privileged: true
                     )

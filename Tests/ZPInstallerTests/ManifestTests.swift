@@ -38,7 +38,8 @@ struct ManifestTests {
         #expect(yaml.contains("path: /healthz"), "the manager's liveness probe")
         // The installer asks containerd's socket for its version and runs no host binary (decision 0038).
         #expect(yaml.contains("- --containerd-address=/run/containerd/containerd.sock") && yaml.contains("- --no-runc-check"))
-        #expect(yaml.contains("mountPath: /run/containerd") && yaml.contains("mountPath: /sys/fs/bpf"))
+        #expect(yaml.contains("mountPath: /run/containerd") && yaml.contains("mountPath: /sys/fs/bpf")
+                && yaml.contains("mountPath: /sys/fs/cgroup"))
         #expect(!yaml.contains("--containerd-binary") && !yaml.contains("host-bin"))
         // Only reads in the base: no write verb at all.
         for verb in ["create", "update", "patch", "delete"] { #expect(!yaml.contains("- \(verb)"), "base grants \(verb)") }
