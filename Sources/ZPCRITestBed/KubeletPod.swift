@@ -64,7 +64,7 @@ public struct KubeletPod: Sendable {
     public var sandboxConfig: CRI.PodSandboxConfig {
         var config = CRI.PodSandboxConfig(
             metadata: .init(name: name, uid: uid, namespace: namespace),
-            hostname: name,
+            hostname: hostNetwork ? "" : name,  // kubelet sends no hostname for a host-network pod (host UTS)
             logDirectory: logDirectory,
             cgroupParent: cgroupParent
         )
