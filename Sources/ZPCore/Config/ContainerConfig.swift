@@ -29,6 +29,9 @@ public enum ZeropodAnnotation: String, CaseIterable, Sendable {
     case liveMigrate = "zeropod.ctrox.dev/live-migrate"
     /// Migrate without the container's file system changes (Go bool, default false).
     case disableMigrateData = "zeropod.ctrox.dev/disable-migrate-data"
+    /// Only report scale-downs and restores, never carry them out (Go bool, default false; the
+    /// original's newer versions, PR #197).
+    case dryRun = "zeropod.ctrox.dev/dry-run"
 
     /// The common prefix of every zeropod annotation.
     public static let prefix = "zeropod.ctrox.dev/"
@@ -94,8 +97,6 @@ public struct ContainerConfig: Equatable, Sendable {
     public static let maximumProbeBufferSize = 1 << 20
     /// Default `connect-timeout`.
     public static let defaultConnectTimeout: Duration = .seconds(5)
-    /// Default `proxy-timeout`.
-    public static let defaultProxyTimeout: Duration = .seconds(5)
     /// Annotation keys under `zeropod.ctrox.dev/` written by the zeropod manager for its own use
     /// (in-place scaling); they are not container settings and are neither parsed nor reported.
     public static let managerAnnotationKeys: Set<String> = [
@@ -130,14 +131,20 @@ public struct ContainerConfig: Equatable, Sendable {
     public var probeBufferSize: Int
     /// `connect-timeout`: how long the activator retries connecting to the restored app.
     public var connectTimeout: Duration
-    /// `proxy-timeout`: lifetime limit of a connection proxied by the activator.
-    public var proxyTimeout: Duration
+    /// `proxy-timeout`: idle limit of a connection proxied by the activator (closed once no byte
+    /// moved either way for this long); nil (absent, empty or `0`) = no limit. The original applied
+    /// its 5 s default as a total lifetime, which cut long first connections.
+    public var proxyTimeout: Duration?
     /// `migrate`: containers migrated when the pod is deleted.
     public var migrate: [String]
     /// `live-migrate`: the one container migrated live; nil when absent.
     public var liveMigrate: String?
     /// `disable-migrate-data`: migrate without the container's file system changes.
     public var disableMigrateData: Bool
+    /// `dry-run`: the idle timer and the activity tracking run, but the container is never
+    /// checkpointed, killed, pre-dumped or redirected; "would scale down" and "would restore" are
+    /// reported instead (decision 0031).
+    public var dryRun: Bool
     /// `zeropod-swift/wake-group`: the group of containers that wake together; nil when absent.
     public var wakeGroup: String?
 
@@ -190,7 +197,7 @@ public struct ContainerConfig: Equatable, Sendable {
             let d = try Self.duration(v, key: .connectTimeout)
             if d > .zero { connectTimeout = d }
         }
-        proxyTimeout = Self.defaultProxyTimeout
+        proxyTimeout = nil
         if let v = value(.proxyTimeout) {
             let d = try Self.duration(v, key: .proxyTimeout)
             if d > .zero { proxyTimeout = d }
@@ -206,6 +213,7 @@ public struct ContainerConfig: Equatable, Sendable {
             liveMigrate = v
         }
         disableMigrateData = try Self.bool(value(.disableMigrateData), key: .disableMigrateData)
+        dryRun = try Self.bool(value(.dryRun), key: .dryRun)
 
         wakeGroup = nil
         if let v = annotations[ZeropodSwiftAnnotation.wakeGroup.rawValue], !v.isEmpty {

@@ -228,9 +228,7 @@ public final class TaskService: Sendable {
         let redirect = redirector.map { redirector in
             PodRedirect(
                 redirector: redirector, namespacePath: FilePath(netns),
-                configuration: ActivatorConfiguration(
-                    probeDetection: !config.disableProbeDetection, probeBufferSize: config.probeBufferSize,
-                    connectTimeout: config.connectTimeout),
+                configuration: ActivatorConfiguration(container: config),
                 group: group, logger: containerLogger)
         }
         let settings = ScaleDownDriver.Settings(
@@ -239,7 +237,8 @@ public final class TaskService: Sendable {
                 checkpointingEnabled: !config.disableCheckpointing,
                 openConnectionsCountAsActivity: node.openConnectionsAreActivity,
                 preDump: config.preDump,
-                wakesGroup: wakeGroup != nil),
+                wakesGroup: wakeGroup != nil,
+                dryRun: config.dryRun),
             ports: config.ports)
         let driver = ScaleDownDriver(
             id: request.id, settings: settings, control: control, checkpoints: checkpoints, redirect: redirect,
