@@ -12,3 +12,5 @@ int czpsystem_unshare_network(void) { return unshare(CLONE_NEWNET); }
 int czpsystem_clone_newnet(void) { return CLONE_NEWNET; }
 
 int czpsystem_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
+int czpsystem_unshare_fs(void) { return unshare(CLONE_FS); }

@@ -123,6 +123,16 @@ import ZPTTRPC
         }
         let stats = try StatsResponse(decoding: try await call("Stats", TaskIDRequest(id: id)))
         #expect(stats.stats?.typeURL == "io.containerd.cgroups.v1.Metrics")
+        // Not an empty message: the cgroup v1 Metrics carry pids (2), cpu (3) and memory (4). The
+        // shim's Stats is still a stub that answers an empty Metrics (issue 15 found this test
+        // passing on it): a known issue until Stats reads the container's cgroups; once it does,
+        // withKnownIssue reports that the issue is gone and this wrapper must go.
+        var fields: Set<Int> = []
+        var reader = ProtobufReader((stats.stats?.value ?? [])[...])
+        while let field = try reader.nextField() { fields.insert(field.number) }
+        withKnownIssue("Stats answers an empty cgroup Metrics message (TaskService.stats is a stub)") {
+            #expect(fields.isSuperset(of: [2, 3, 4]), "Metrics fields \(fields.sorted())")
+        }
 
         // Update goes through runc update to the container's memory cgroup.
         var update = UpdateTaskRequest(id: id)

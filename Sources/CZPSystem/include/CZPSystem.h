@@ -18,4 +18,9 @@ int czpsystem_clone_newnet(void);
 /// pipe2(fds, O_CLOEXEC). Returns 0, or -1 with errno set.
 int czpsystem_pipe_cloexec(int fds[2]);
 
+/// unshare(CLONE_FS): gives the calling thread its own copy of the file system attributes (root,
+/// working directory, umask), so that a umask set afterwards applies to this thread only.
+/// Returns 0, or -1 with errno set.
+int czpsystem_unshare_fs(void);
+
 #endif

@@ -20,13 +20,19 @@ public enum DeleteCommand {
     /// Runs `delete`. - Returns: The encoded `DeleteResponse` to write to stdout.
     public static func run(_ options: ShimCommandLine) async -> [UInt8] {
         let bundle = options.bundle.isEmpty ? Files.currentDirectory() : options.bundle
-        let runc = RuncDriver(namespace: options.namespace)
+        // A refused settings file: clean up with the defaults (best effort) and say so on stderr,
+        // which containerd logs.
+        let settings = NodeSettings.load()
+        if let problem = settings.problem {
+            try? StandardStream.error.write("delete: node settings refused, cleaning up with the defaults: \(problem)\n")
+        }
+        let node = settings.config
+        let runc = RuncDriver(namespace: options.namespace, binary: node.runcPath)
         var pid: UInt32 = 0
         if let bytes = try? Files.read(FilePath(bundle + "/init.pid")),
            let value = UInt32(String(decoding: bytes, as: UTF8.self).trimmedWhitespace) {
             pid = value
         }
-        let node = TaskService.loadNodeConfig(logger: Logger(label: "delete") { _ in SwiftLogNoOpLogHandler() })
         removePreparedRestore(id: options.id, namespace: options.namespace, runcRoot: runc.root, node: node)
         try? await runc.delete(id: options.id, bundle: bundle, force: true)
         try? MountPoints.unmount(bundle + "/rootfs")

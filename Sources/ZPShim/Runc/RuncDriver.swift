@@ -52,9 +52,11 @@ public struct RuncDriver: Sendable {
 
     /// - Parameters:
     ///   - namespace: The containerd namespace; picks the state root.
-    ///   - binary: The runc binary; by default `runc` found on `PATH`.
+    ///   - binary: The runc binary: an absolute path, or a command name looked up on `PATH` (the
+    ///     node setting `runc-path`); by default `runc` found on `PATH`.
     public init(namespace: String, binary: String? = nil, reaper: Reaper = .shared) {
-        self.binary = binary ?? RuncDriver.findOnPath("runc") ?? "/usr/sbin/runc"
+        let name = binary ?? "runc"
+        self.binary = name.contains("/") ? name : RuncDriver.findOnPath(name) ?? (name == "runc" ? "/usr/sbin/runc" : name)
         self.root = "/run/containerd/runc/\(namespace)"
         self.reaper = reaper
     }

@@ -51,6 +51,8 @@ final class RestorePreparation: Sendable {
     let why: String
     /// The shim's pid index, which keeps the daemon's exit when the shim's reaper got it first.
     let pids: PidIndex
+    /// The container's held connections, released at CRIU's `post-restore` (decision 0045).
+    let connections: ContainerConnections?
 
     /// Prepares the restore of `container` from `imagesDir` (blocking: run it off the event loops).
     ///
@@ -60,10 +62,13 @@ final class RestorePreparation: Sendable {
     ///     ``lazyFallbackReason`` says why.
     ///   - why: why lazy or full, for the log.
     ///   - pids: the shim's pid index (how the daemon ended, when the reaper got it first).
+    ///   - connections: the container's held connections (released when CRIU has restored the
+    ///     sockets, or when the restore fails).
     /// - Throws: `ContainerCheckpointError` when the restore itself cannot be prepared (nothing
     ///   is left running then).
     init(checkpointer: ContainerCheckpointer, container: RuncContainer, imagesDir: FilePath,
-         options: ContainerRestoreOptions, lazy: Bool, why: String, pids: PidIndex) throws(ContainerCheckpointError) {
+         options: ContainerRestoreOptions, lazy: Bool, why: String, pids: PidIndex,
+         connections: ContainerConnections? = nil) throws(ContainerCheckpointError) {
         var daemon: LazyPagesDaemon?
         var reason: String?
         let startedAt = SystemClock.realtimeNanoseconds()
@@ -94,6 +99,7 @@ final class RestorePreparation: Sendable {
         self.daemonLog = daemon?.logPath
         self.why = why
         self.pids = pids
+        self.connections = connections
         parts = Mutex(Parts(restore: restore, daemon: daemon))
     }
 
@@ -107,10 +113,11 @@ final class RestorePreparation: Sendable {
             }
             p.restore = nil
             do throws(ContainerCheckpointError) {
-                return try restore.run()
+                return try restore.run(hooks: CRIUCheckpoints.restoreHooks(connections))
             } catch {
                 p.daemon?.stop()
                 p.daemon = nil
+                connections?.restoreFailed()
                 throw error
             }
         }

@@ -31,11 +31,14 @@ final class ScaleDownWiring: Sendable {
     let container: ContainerHandle
     /// The pod's network namespace (its redirector is shared by the pod's containers).
     let netnsPath: String
+    /// The container's kept connections and handover listeners (decisions 0045, 0046).
+    let connections: ContainerConnections?
 
-    init(driver: ScaleDownDriver, container: ContainerHandle, netnsPath: String) {
+    init(driver: ScaleDownDriver, container: ContainerHandle, netnsPath: String, connections: ContainerConnections?) {
         self.driver = driver
         self.container = container
         self.netnsPath = netnsPath
+        self.connections = connections
     }
 }
 
@@ -59,6 +62,8 @@ struct RuncContainerControl: ScaleDownContainerControl {
     let runc: RuncDriver
     let pids: PidIndex
     let container: ContainerHandle
+    /// Closed before a cold start, so that the new process can bind its ports (decision 0046).
+    let connections: ContainerConnections?
 
     func signal(_ signal: Int32, allProcesses: Bool) async throws {
         try await runc.kill(id: id, bundle: bundle, signal: UInt32(signal), all: allProcesses)
@@ -66,6 +71,7 @@ struct RuncContainerControl: ScaleDownContainerControl {
 
     func coldStart() async throws -> Int32 {
         guard let container = container.current else { throw ScaleDownError("container \(id) was deleted") }
+        connections?.coldStartBegins()
         let pidFile = bundle + "/init.pid"
         try? await runc.delete(id: id, bundle: bundle, force: true)
         let stdio = await container.initRuncStdio()
@@ -119,6 +125,12 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
     let logLevel: Int32
     let pids: PidIndex
     let container: ContainerHandle
+    /// The container's kept connections and handover listeners (decisions 0045, 0046); nil
+    /// without a pod redirector.
+    let connections: ContainerConnections?
+
+    /// Whether dumps keep established connections (`tcp_established`) instead of closing them.
+    var keepsConnections: Bool { connections?.settings.keepConnections ?? false }
 
     func checkpoint(incremental: Bool) async throws -> ScaleDownReport {
         if incremental {
@@ -132,14 +144,55 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
             options.criu.parentImages = Self.preDumpDirectoryName
             options.criu.trackMemory = true
         }
-        let (checkpointer, target, images) = (checkpointer, target, imagesDirectory)
-        try FileManager.default.createDirectory(atPath: images, withIntermediateDirectories: true)
-        let result = try await NIOThreadPool.singleton.runIfActive { [options] in
-            try checkpointer.checkpoint(target, imagesDir: FilePath(images), options: options)
+        if keepsConnections {
+            options.criu.tcpEstablished = true
+            options.criu.tcpClose = false
         }
-        var details = ["criu": "\(result.dump.timings)"]
-        if let stats = result.dump.stats { details["stats"] = "\(stats)" }
-        return ScaleDownReport(details: details)
+        let (checkpointer, target, images) = (checkpointer, target, imagesDirectory)
+        let (connections, pid) = (connections, await container.current?.pid)
+        // Owner-only from creation, parents included (decision 0033): the images are the
+        // container's memory.
+        try Files.makeOwnerOnlyDirectory(FilePath(images))
+        do {
+            let result = try await NIOThreadPool.singleton.runIfActive { [options] in
+                // The hooks are made here: they are not Sendable.
+                let hooks = Self.connectionHooks(connections, pid: pid, imagesDirectory: images)
+                return try checkpointer.checkpoint(target, imagesDir: FilePath(images), options: options, hooks: hooks)
+            }
+            var details = ["criu": "\(result.dump.timings)"]
+            if let stats = result.dump.stats { details["stats"] = "\(stats)" }
+            if let connections {
+                details["held"] = "\(connections.heldConnections.count)"
+                // The processes are gone: handover listeners can take their ports (decision 0046).
+                details["handed-over"] = "\(connections.checkpointed())"
+            }
+            return ScaleDownReport(details: details)
+        } catch {
+            connections?.dumpFailed()
+            throw error
+        }
+    }
+
+    /// CRIU's `pre-dump` holds the container's connections as `/proc` shows them (before CRIU
+    /// seizes the processes); `post-dump` holds exactly those the images recorded and remembers
+    /// the listening sockets for the handover (decisions 0045, 0046).
+    private static func connectionHooks(_ connections: ContainerConnections?, pid: Int32?, imagesDirectory: String) -> CRIUHooks {
+        var hooks = CRIUHooks()
+        guard let connections else { return hooks }
+        let images = FilePath(imagesDirectory)
+        if connections.settings.keepConnections, let pid {
+            hooks["pre-dump"] = { _ in
+                connections.dumpStarting(connections: PortDiscovery.connections(ofTreeAt: pid))
+            }
+        }
+        hooks["post-dump"] = { _ in
+            // A hook that throws would abort the dump; an unreadable image only costs the
+            // handover and the hold (logged by the caller's failure path if the dump fails).
+            let sockets = (try? CRIUInetSockets.read(imagesDir: images)) ?? []
+            connections.dumped(connections: sockets.filter(\.isConnection).map(\.tuple),
+                               listeners: sockets.filter(\.isListener).map(\.listenerAddress))
+        }
+        return hooks
     }
 
     func preDump() async throws -> ScaleDownReport {
@@ -149,7 +202,7 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
         options.criu.logLevel = logLevel
         do {
             try? FileManager.default.removeItem(atPath: dir)
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            try Files.makeOwnerOnlyDirectory(FilePath(dir))
             let result = try await NIOThreadPool.singleton.runIfActive { [options] in
                 try checkpointer.preDump(target, imagesDir: FilePath(dir), options: options)
             }
@@ -182,18 +235,35 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
                 options: options,
                 lazy: lazy,
                 why: why,
-                pids: pids
+                pids: pids,
+                connections: connections
             )
         }
     }
 
     func restoreFully() async throws -> RestoredProcess {
         let options = try await restoreOptions()
-        let (checkpointer, target, images) = (checkpointer, target, imagesDirectory)
-        let result = try await NIOThreadPool.singleton.runIfActive {
-            try checkpointer.restore(target, imagesDir: FilePath(images), options: options)
+        let (checkpointer, target, images, connections) = (checkpointer, target, imagesDirectory, connections)
+        do {
+            let result = try await NIOThreadPool.singleton.runIfActive {
+                try checkpointer.restore(target, imagesDir: FilePath(images), options: options,
+                                         hooks: Self.restoreHooks(connections))
+            }
+            return RestoredProcess(pid: result.pid, details: ["criu": "\(result.restore.timings)"])
+        } catch {
+            connections?.restoreFailed()
+            throw error
         }
-        return RestoredProcess(pid: result.pid, details: ["criu": "\(result.restore.timings)"])
+    }
+
+    /// CRIU's `post-restore` (the sockets are back, the processes not yet resumed: where CRIU
+    /// itself would unlock its network lock) releases the held connections.
+    static func restoreHooks(_ connections: ContainerConnections?) -> CRIUHooks {
+        var hooks = CRIUHooks()
+        if let connections {
+            hooks["post-restore"] = { _ in connections.socketsRestored() }
+        }
+        return hooks
     }
 
     func removeImages() {
@@ -221,6 +291,10 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
         var options = ContainerRestoreOptions()
         options.stdio = await container.initContainerSideStdio()
         options.criu.logLevel = logLevel
+        if keepsConnections {
+            options.criu.tcpEstablished = true
+            options.criu.tcpClose = false
+        }
         return options
     }
 }
