@@ -9,7 +9,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_TEST_SECONDS ?= 5
 FUZZ_LONG_RUNS ?= 10000000
 
-.PHONY: setup build shim test test-unit fuzz fuzz-long demo bench bench-density clean bpf bpf-check bench-bpf bench-manager
+.PHONY: setup build shim test test-unit fuzz fuzz-long demo bench bench-density clean bpf bpf-check bench-bpf bench-manager images
 
 setup:
 	@bash scripts/setup.sh
@@ -74,6 +74,11 @@ bench-manager:
 	$(SWIFT) build -c release $(SWIFT_FLAGS) --product zeropod-manager
 	$(SWIFT) build -c release $(SWIFT_FLAGS) --product zeropod-manager-bench
 	$$($(SWIFT) build -c release $(SWIFT_FLAGS) --show-bin-path)/zeropod-manager-bench $(MANAGER_SHIMS)
+
+# OCI image archives of the installer and the manager (release builds, Swift runtime linked in; umoci),
+# cached by content under $ZP_CACHE/images (default /var/cache/zeropod-swift); nothing is pushed. Prints NAME REF ARCHIVE per image.
+images: setup
+	@bash scripts/images.sh
 
 clean:
 	rm -rf .build .build-fuzz .build-node

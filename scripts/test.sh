@@ -5,12 +5,13 @@
 # blocking waits, which occupy Swift's cooperative thread pool (as wide as the machine: 2 threads
 # here) and starved the NIO-based transport tests running beside them in the same process (ttrpc
 # calls "did not answer within 10 s"). One process per target keeps them apart; ZPShimTests and
-# ZPCRITests (the CRI test bed's end-to-end suites) run without parallelism for the same reason.
+# ZPCRITests and ZPImageTests (the CRI test bed's end-to-end suites) run without parallelism for the
+# same reason.
 # SWIFT_FLAGS is passed through.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 swift_flags=(${SWIFT_FLAGS:-})
-serial_targets=(ZPShimTests ZPCRITests)
+serial_targets=(ZPShimTests ZPCRITests ZPImageTests)
 parallel_targets=()
 for dir in Tests/*/; do  # every test target, so a new one is never skipped
   t=$(basename "$dir")

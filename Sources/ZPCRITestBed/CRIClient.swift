@@ -1,5 +1,6 @@
 // The kubelet's side of the CRI: the RuntimeService calls kubelet makes, typed.
 import ZPCore
+import ZPGRPC
 
 /// A CRI `runtime.v1.RuntimeService` client (the calls kubelet makes for a pod's life), over one
 /// gRPC connection to containerd's socket.

@@ -21,10 +21,26 @@ public final class CRITestBed {
     /// The CRI plugin's containerd namespace (fixed by containerd).
     public static let criNamespace = "k8s.io"
 
+    /// What a bed's containerd config holds beyond the defaults.
+    public struct Options: Sendable {
+        /// Whether the config has the `zeropod` handler (the debug build's shim on containerd's
+        /// PATH). Without it, the config is a node's before the installer ran: `runc` only.
+        public var zeropodHandler = true
+        /// The config file's folder under containerd's folder (see `PrivateContainerd`).
+        public var configSubfolder = ""
+        /// Turns the generated config into the one containerd starts with (given containerd's
+        /// folder and the pause image), e.g. an installer's output.
+        public var rewrite: (@Sendable (_ config: String, _ directory: String, _ pauseImage: String) -> String)? = nil
+
+        /// The defaults: both handlers, the config in containerd's folder.
+        public init() {}
+    }
+
     /// The containerd under test.
     public let containerd: PrivateContainerd
-    /// The kubelet-side client.
-    public let client: CRIClient
+    private let clientBox: Mutex<CRIClient>
+    /// The kubelet-side client (a new one after ``restartContainerd()``).
+    public var client: CRIClient { clientBox.withLock { $0 } }
     /// The pause image's reference (the sandbox image).
     public let pauseImage: String
     /// The busybox workload image's reference.
@@ -49,7 +65,12 @@ public final class CRITestBed {
     ///   - tag: a short word for names (`zpshim-<tag>-<random>` folders, `zpcri<random>` bridge).
     ///   - environment: extra environment for containerd and the shims.
     /// - Throws: ``LabError`` when a step fails, with its output.
-    public init(flavor: ContainerdFlavor, tag: String, environment: [String: String] = [:]) async throws {
+    public init(
+        flavor: ContainerdFlavor,
+        tag: String,
+        environment: [String: String] = [:],
+        options: Options = Options()
+    ) async throws {
         let images = try run([TestPaths.packageRoot + "/scripts/cri-images.sh", "pause", "busybox"], timeout: 900)
         guard images.status == 0 else { throw LabError("scripts/cri-images.sh failed: \(images.stderr)") }
         var refs: [String: (ref: String, archive: String)] = [:]
@@ -70,8 +91,13 @@ public final class CRITestBed {
         cgroupRoot = "zpcri-\(suffix)"
         qosCgroup = "/\(cgroupRoot)/besteffort"
         let (bridge, subnet, pauseRef) = (bridge, subnet, pause.ref)
-        let configuration = PrivateContainerd.Configuration(environment: environment) { directory in
-            Self.criConfig(flavor: flavor, directory: directory, pauseImage: pauseRef)
+        let zeropodHandler = options.zeropodHandler
+        var configuration = PrivateContainerd.Configuration(environment: environment) { directory in
+            Self.criConfig(flavor: flavor, directory: directory, pauseImage: pauseRef, zeropodHandler: zeropodHandler)
+        }
+        configuration.configSubfolder = options.configSubfolder
+        if let rewrite = options.rewrite {
+            configuration.rewrite = { config, directory in rewrite(config, directory, pauseRef) }
         }
         let containerd = try PrivateContainerd(flavor: flavor, tag: tag, configuration: configuration)
         self.containerd = containerd
@@ -91,7 +117,7 @@ public final class CRITestBed {
                 try containerd.ctr(["images", "import", image.archive], timeout: 300, namespace: Self.criNamespace)
                     .checked()
             }
-            client = try await CRIClient(socket: containerd.socket)
+            clientBox = Mutex(try await CRIClient(socket: containerd.socket))
         } catch {
             containerd.stop()
             throw error
@@ -99,7 +125,9 @@ public final class CRITestBed {
     }
 
     /// The CRI part of containerd's config, in the flavor's schema (version 2 for 1.6, 3 for 2.x).
-    static func criConfig(flavor: ContainerdFlavor, directory: String, pauseImage: String) -> String {
+    static func criConfig(flavor: ContainerdFlavor, directory: String, pauseImage: String, zeropodHandler: Bool = true)
+        -> String
+    {
         let forwarded = forwardedAnnotations.map { "\"\($0)\"" }.joined(separator: ", ")
         let runtimes = { (prefix: String) in
             """
@@ -109,11 +137,14 @@ public final class CRITestBed {
                 runtime_type = "io.containerd.runc.v2"
                 [\(prefix).containerd.runtimes.runc.options]
                   Root = "\(directory)/runc"
-              [\(prefix).containerd.runtimes.zeropod]
-                runtime_type = "io.containerd.zeropod.v2"
-                pod_annotations = [\(forwarded)]
-                container_annotations = [\(forwarded)]
-            """
+            """ + (zeropodHandler
+                ? """
+
+                  [\(prefix).containerd.runtimes.zeropod]
+                    runtime_type = "io.containerd.zeropod.v2"
+                    pod_annotations = [\(forwarded)]
+                    container_annotations = [\(forwarded)]
+                """ : "")
         }
         if flavor.majorVersion == 1 {
             let cri = "plugins.\"io.containerd.grpc.v1.cri\""
@@ -180,7 +211,7 @@ public final class CRITestBed {
         let id = try await client.runPodSandbox(pod.sandboxConfig, handler: pod.handler)
         pods.withLock { $0[id] = pod }
         let status = try await client.podSandboxStatus(id)
-        guard status.state == .ready, !status.ip.isEmpty else {
+        guard status.state == .ready, !status.ip.isEmpty || pod.hostNetwork else {
             throw LabError("sandbox \(id) of \(pod.name): state \(String(describing: status.state)), ip '\(status.ip)'")
         }
         return (id, status.ip)
@@ -244,6 +275,23 @@ public final class CRITestBed {
         return dirs + ["/sys/fs/cgroup"]
     }
 
+    /// Imports an OCI image archive into the CRI plugin's namespace (what `ctr -n k8s.io images
+    /// import` does on a node without a registry).
+    /// - Throws: ``LabError`` with ctr's output.
+    public func importImage(archive: String) throws {
+        try containerd.ctr(["images", "import", archive], timeout: 600, namespace: Self.criNamespace).checked()
+    }
+
+    /// Stops containerd and starts it again on the same config (re-read) and state, then connects
+    /// a new client: what a node does after the installer changed containerd's config.
+    /// - Throws: ``LabError`` when containerd does not come back.
+    public func restartContainerd() async throws {
+        await client.close()
+        try containerd.restart()
+        let fresh = try await CRIClient(socket: containerd.socket)
+        clientBox.withLock { $0 = fresh }
+    }
+
     /// Removes the pods the test left, stops containerd, deletes the bridge, the pods' cgroups
     /// under ``qosCgroup`` and their log folders. Idempotent.
     public func stop() async {
@@ -263,9 +311,10 @@ public func withCRITestBed<R>(
     flavor: ContainerdFlavor,
     tag: String,
     environment: [String: String] = [:],
+    options: CRITestBed.Options = CRITestBed.Options(),
     _ body: (CRITestBed) async throws -> R
 ) async throws -> R {
-    let bed = try await CRITestBed(flavor: flavor, tag: tag, environment: environment)
+    let bed = try await CRITestBed(flavor: flavor, tag: tag, environment: environment, options: options)
     do {
         let result = try await body(bed)
         await bed.stop()

@@ -22,6 +22,10 @@ public struct KubeletPod: Sendable {
     public var qosCgroup: String
     /// The container ports of the pod spec (kubelet passes them as port mappings).
     public var containerPorts: [Int32]
+    /// `hostNetwork: true`: the node's network namespace (no CNI, no pod IP of its own).
+    public var hostNetwork = false
+    /// The pod has a privileged container (kubelet then marks the sandbox privileged too).
+    public var privileged = false
 
     /// A pod named `name` with a fresh UID.
     public init(
@@ -60,7 +64,7 @@ public struct KubeletPod: Sendable {
     public var sandboxConfig: CRI.PodSandboxConfig {
         var config = CRI.PodSandboxConfig(
             metadata: .init(name: name, uid: uid, namespace: namespace),
-            hostname: name,
+            hostname: hostNetwork ? "" : name,  // kubelet sends no hostname for a host-network pod (host UTS)
             logDirectory: logDirectory,
             cgroupParent: cgroupParent
         )
@@ -71,6 +75,8 @@ public struct KubeletPod: Sendable {
         )
         config.portMappings = containerPorts.map { CRI.PortMapping(containerPort: $0) }
         config.labels = podLabels
+        if hostNetwork { config.namespaceOptions.network = .node }
+        config.privileged = privileged
         config.annotations = annotations.merging([
             "kubernetes.io/config.source": "api", "kubernetes.io/config.seen": "2026-12-06T00:00:00.000000000Z",
         ]) { a, _ in a }
@@ -86,7 +92,9 @@ public struct KubeletPod: Sendable {
         args: [String] = [],
         env: [(String, String)] = [],
         tty: Bool = false,
-        stdin: Bool = false
+        stdin: Bool = false,
+        mounts: [CRI.Mount] = [],
+        privileged: Bool = false
     ) -> CRI.ContainerConfig {
         var config = CRI.ContainerConfig(
             name: containerName,
@@ -110,6 +118,14 @@ public struct KubeletPod: Sendable {
         ]
         config.tty = tty
         config.stdin = stdin
+        config.mounts = mounts
+        if hostNetwork { config.namespaceOptions.network = .node }
+        if privileged {
+            // kubelet sends no masked or read-only paths for a privileged container.
+            config.privileged = true
+            config.maskedPaths = []
+            config.readonlyPaths = []
+        }
         return config
     }
 }

@@ -28,6 +28,9 @@ func runTool(_ path: String, _ arguments: [String], stdin: String? = nil) throws
             "\(error)".contains("moved to the zeropod CLI: zeropod status")
         }
         #expect(throws: ShimError.self) { try ShimCommandLine(arguments: ["-id"]) }
+        // containerd 2.x's `-info` (runtime features) is refused at once, not taken as the daemon
+        // form (which waited for a socket, and containerd with it).
+        #expect { try ShimCommandLine(arguments: ["-info"]) } throws: { error in "\(error)".contains("-info") }
     }
 
     @Test func daemonArguments_roundTrip() throws {

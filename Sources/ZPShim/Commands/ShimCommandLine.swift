@@ -78,6 +78,11 @@ public struct ShimCommandLine: Sendable, Equatable {
                 debug = value.map { $0 != "false" } ?? true
             } else if name == "v" || name == "version" {
                 action = .version
+            } else if name == "info" {
+                // containerd 2.x runs `<shim> -info` (runtime features) for handlers of type
+                // io.containerd.runc.v2 when its CRI plugin starts; taken as the daemon form, the
+                // shim waited for a socket and containerd never came up (decision 0038).
+                throw ShimError.invalidArgument("-info (runtime features) is not supported yet")
             }
             // Other flags (e.g. newer containerd additions) are ignored.
         }
