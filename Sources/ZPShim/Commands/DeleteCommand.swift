@@ -20,13 +20,16 @@ public enum DeleteCommand {
     /// Runs `delete`. - Returns: The encoded `DeleteResponse` to write to stdout.
     public static func run(_ options: ShimCommandLine) async -> [UInt8] {
         let bundle = options.bundle.isEmpty ? Files.currentDirectory() : options.bundle
-        let runc = RuncDriver(namespace: options.namespace)
+        let node = TaskService.loadNodeConfig(logger: Logger(label: "delete") { _ in SwiftLogNoOpLogHandler() })
+        // The runc options the lost shim used (BinaryName, Root, SystemdCgroup), kept in the bundle.
+        let runcOptions = RuncOptionsFile.read(bundle: bundle)
+        let runc = (try? RuncDriver(namespace: options.namespace, options: runcOptions, nodeDefault: node.runcPath))
+            ?? RuncDriver(namespace: options.namespace)
         var pid: UInt32 = 0
         if let bytes = try? Files.read(FilePath(bundle + "/init.pid")),
            let value = UInt32(String(decoding: bytes, as: UTF8.self).trimmedWhitespace) {
             pid = value
         }
-        let node = TaskService.loadNodeConfig(logger: Logger(label: "delete") { _ in SwiftLogNoOpLogHandler() })
         removePreparedRestore(id: options.id, namespace: options.namespace, runcRoot: runc.root, node: node)
         try? await runc.delete(id: options.id, bundle: bundle, force: true)
         try? MountPoints.unmount(bundle + "/rootfs")

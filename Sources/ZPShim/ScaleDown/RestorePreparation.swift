@@ -51,6 +51,8 @@ final class RestorePreparation: Sendable {
     let why: String
     /// The shim's pid index, which keeps the daemon's exit when the shim's reaper got it first.
     let pids: PidIndex
+    /// Takes the restored terminal's master (containers with a terminal).
+    let adoptTerminal: @Sendable (SharedDescriptor) async -> Void
 
     /// Prepares the restore of `container` from `imagesDir` (blocking: run it off the event loops).
     ///
@@ -62,8 +64,10 @@ final class RestorePreparation: Sendable {
     ///   - pids: the shim's pid index (how the daemon ended, when the reaper got it first).
     /// - Throws: `ContainerCheckpointError` when the restore itself cannot be prepared (nothing
     ///   is left running then).
+    ///   - adoptTerminal: takes the restored terminal's master (with `options.terminal`).
     init(checkpointer: ContainerCheckpointer, container: RuncContainer, imagesDir: FilePath,
-         options: ContainerRestoreOptions, lazy: Bool, why: String, pids: PidIndex) throws(ContainerCheckpointError) {
+         options: ContainerRestoreOptions, lazy: Bool, why: String, pids: PidIndex,
+         adoptTerminal: @escaping @Sendable (SharedDescriptor) async -> Void = { $0.close() }) throws(ContainerCheckpointError) {
         var daemon: LazyPagesDaemon?
         var reason: String?
         let startedAt = SystemClock.realtimeNanoseconds()
@@ -94,6 +98,7 @@ final class RestorePreparation: Sendable {
         self.daemonLog = daemon?.logPath
         self.why = why
         self.pids = pids
+        self.adoptTerminal = adoptTerminal
         parts = Mutex(Parts(restore: restore, daemon: daemon))
     }
 
@@ -187,7 +192,8 @@ extension RestorePreparation: PreparedRestore {
     /// ``runBlocking()`` on NIO's thread pool (the CRIU RPC blocks).
     func run() async throws -> RestoredProcess {
         let result = try await NIOThreadPool.singleton.runIfActive { try self.runBlocking() }
-        return RestoredProcess(pid: result.pid, details: ["criu": "\(result.restore.timings)"])
+        if let master = result.terminalMaster { await adoptTerminal(master) }
+        return RestoredProcess(pid: result.pid, details: result.details)
     }
 
     /// How the daemon ended, from the first source that knows: its own wait status (this object

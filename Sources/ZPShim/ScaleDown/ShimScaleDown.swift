@@ -66,16 +66,8 @@ struct RuncContainerControl: ScaleDownContainerControl {
 
     func coldStart() async throws -> Int32 {
         guard let container = container.current else { throw ScaleDownError("container \(id) was deleted") }
-        let pidFile = bundle + "/init.pid"
         try? await runc.delete(id: id, bundle: bundle, force: true)
-        let stdio = await container.initRuncStdio()
-        try await runc.create(id: id, bundle: bundle, pidFile: pidFile, stdio: stdio)
-        guard let bytes = try? Files.read(FilePath(pidFile)),
-            let pid = Int32(String(decoding: bytes, as: UTF8.self).trimmedWhitespace)
-        else {
-            throw ScaleDownError("pid file \(pidFile) holds no pid after runc create")
-        }
-        await container.adoptInit(pid: pid)
+        let pid = try await container.recreateInit()
         try await runc.start(id: id, bundle: bundle)
         return pid
     }
@@ -117,6 +109,9 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
     let lazyRestore: LazyRestoreMode
     let pids: PidIndex
     let container: ContainerHandle
+    /// The init has a terminal (decision 0043): dumps allow the pty whose master the shim holds
+    /// (`orphan_pts_master`), restores hand the new master to the container.
+    var terminal = false
 
     func checkpoint(incremental: Bool) async throws -> ScaleDownReport {
         if incremental {
@@ -125,6 +120,7 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
             removeImages()
         }
         var options = ContainerCheckpointOptions()
+        options.criu.orphanPtsMaster = terminal
         if incremental {
             options.criu.parentImages = Self.preDumpDirectoryName
             options.criu.trackMemory = true
@@ -145,8 +141,10 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
         do {
             try? FileManager.default.removeItem(atPath: dir)
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            let result = try await NIOThreadPool.singleton.runIfActive {
-                try checkpointer.preDump(target, imagesDir: FilePath(dir))
+            var options = ContainerCheckpointOptions()
+            options.criu.orphanPtsMaster = terminal
+            let result = try await NIOThreadPool.singleton.runIfActive { [options] in
+                try checkpointer.preDump(target, imagesDir: FilePath(dir), options: options)
             }
             var details = ["criu": "\(result.timings)"]
             if let stats = result.stats { details["stats"] = "\(stats)" }
@@ -161,6 +159,10 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
     func prepareRestore() async throws -> any PreparedRestore {
         let options = try await restoreOptions()
         let (checkpointer, target, images, mode, pids) = (checkpointer, target, imagesDirectory, lazyRestore, pids)
+        let handle = container
+        let adoptTerminal: @Sendable (SharedDescriptor) async -> Void = { master in
+            if let container = handle.current { await container.adoptInitTerminal(master) } else { master.close() }
+        }
         return try await NIOThreadPool.singleton.runIfActive { () throws -> RestorePreparation in
             let bytes = RestorePreparation.pageBytes(inImages: images)
             var lazy = mode.restoresLazily(pageBytes: bytes, userfaultfdUsable: true)
@@ -177,7 +179,8 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
                 options: options,
                 lazy: lazy,
                 why: why,
-                pids: pids
+                pids: pids,
+                adoptTerminal: adoptTerminal
             )
         }
     }
@@ -188,7 +191,10 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
         let result = try await NIOThreadPool.singleton.runIfActive {
             try checkpointer.restore(target, imagesDir: FilePath(images), options: options)
         }
-        return RestoredProcess(pid: result.pid, details: ["criu": "\(result.restore.timings)"])
+        if let master = result.terminalMaster {
+            if let container = container.current { await container.adoptInitTerminal(master) } else { master.close() }
+        }
+        return RestoredProcess(pid: result.pid, details: result.details)
     }
 
     func removeImages() {
@@ -215,7 +221,17 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
         guard let container = container.current else { throw ScaleDownError("container \(target.id) was deleted") }
         var options = ContainerRestoreOptions()
         options.stdio = await container.initContainerSideStdio()
+        options.terminal = terminal
         return options
+    }
+}
+
+extension ContainerRestoreResult {
+    /// What the driver logs about a restore: CRIU's timings and any cgroup corrections.
+    var details: [String: String] {
+        var out = ["criu": "\(restore.timings)"]
+        if !cgroupCorrections.isEmpty { out["cgroup-corrections"] = cgroupCorrections.joined(separator: ", ") }
+        return out
     }
 }
 

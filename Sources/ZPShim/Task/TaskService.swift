@@ -125,7 +125,7 @@ public final class TaskService: Sendable {
             (.closeIO, { [self] in try await closeIO($0) }),
             (.connect, { [self] in try await connect($0) }),
             (.shutdown, { [self] in try await shutdown($0) }),
-            (.resizePty, { _ in throw ShimError.notImplemented("ResizePty: terminals are not supported yet") }),
+            (.resizePty, { [self] in try await resizePty($0) }),
             (.pause, { _ in throw ShimError.notImplemented("Pause") }),
             (.resume, { _ in throw ShimError.notImplemented("Resume") }),
             (.checkpoint, { _ in throw ShimError.notImplemented("Checkpoint") }),
@@ -164,12 +164,26 @@ public final class TaskService: Sendable {
         let reserved = containers.withLock { $0[request.id] == nil }
         guard reserved else { throw ShimError.alreadyExists("task \(request.id)") }
         let namespace = namespace(of: call)
-        let runc = RuncDriver(namespace: namespace, binary: runcBinary)
-        let scaleDown = try makeScaleDown(request, runc: runc, namespace: namespace)
+        let options: RuncOptions
+        let runc: RuncDriver
+        do {
+            options = try RuncOptions(any: request.options)
+            try options.checkSupported()
+            runc = try RuncDriver(namespace: namespace, options: options, binary: runcBinary, nodeDefault: node.runcPath)
+        } catch {
+            throw ShimError.invalidArgument("task \(request.id): \(error)")
+        }
+        do {
+            try RuncOptionsFile.write(options, bundle: request.bundle)
+        } catch {
+            throw ShimError.failedPrecondition("task \(request.id): cannot keep its runc options in the bundle: \(error)")
+        }
+        let scaleDown = try makeScaleDown(request, runc: runc, options: options, namespace: namespace)
+        let ioOwner = options.ioUID != 0 || options.ioGID != 0 ? (uid: options.ioUID, gid: options.ioGID) : nil
         let container: ShimContainer
         do {
-            container = try await ShimContainer.create(request, namespace: namespace, runc: runc, publisher: publisher, pids: pids,
-                                                       group: group, logger: logger, scaleDown: scaleDown)
+            container = try await ShimContainer.create(request, namespace: namespace, runc: runc, ioOwner: ioOwner, publisher: publisher,
+                                                       pids: pids, group: group, logger: logger, scaleDown: scaleDown)
         } catch {
             if let scaleDown { pods.release(netnsPath: scaleDown.netnsPath, container: request.id) }
             throw error
@@ -193,7 +207,8 @@ public final class TaskService: Sendable {
     /// zeropod does not scale it down (not named in `container-names`, the sandbox,
     /// `scaledown-duration` 0, no pod netns path).
     /// - Throws: ``ShimError/invalidArgument(_:)`` with the ConfigError text for a malformed annotation.
-    private func makeScaleDown(_ request: CreateTaskRequest, runc: RuncDriver, namespace: String) throws -> ScaleDownWiring? {
+    private func makeScaleDown(_ request: CreateTaskRequest, runc: RuncDriver, options: RuncOptions,
+                               namespace: String) throws -> ScaleDownWiring? {
         let bundle = BundleConfig(bundle: request.bundle)
         let config: ContainerConfig
         do {
@@ -220,11 +235,15 @@ public final class TaskService: Sendable {
         containerLogger[metadataKey: "container"] = "\(request.id)"
         let handle = ContainerHandle()
         let control = RuncContainerControl(id: request.id, bundle: request.bundle, runc: runc, pids: pids, container: handle)
-        let checkpoints = CRIUCheckpoints(
-            checkpointer: checkpointer, target: RuncContainer(id: request.id, runcRoot: FilePath(runc.root)),
+        // The CriuPath runc option (containerd 1.x) picks this container's CRIU.
+        let criu = options.criuPath.isEmpty
+            ? checkpointer : ContainerCheckpointer(checkpointer: Checkpointer(criuPath: FilePath(options.criuPath)))
+        var checkpoints = CRIUCheckpoints(
+            checkpointer: criu, target: RuncContainer(id: request.id, runcRoot: FilePath(runc.root)),
             imagesDirectory: node.layout.imageDirectory(containerdNamespace: namespace, containerID: request.id),
             namespaceImagesDirectory: node.layout.imageDirectory(containerdNamespace: namespace),
             lazyRestore: node.lazyRestore, pids: pids, container: handle)
+        checkpoints.terminal = request.terminal
         let redirect = redirector.map { redirector in
             PodRedirect(
                 redirector: redirector, namespacePath: FilePath(netns),
@@ -320,9 +339,14 @@ public final class TaskService: Sendable {
 
     private func stats(_ call: TTRPCCall) async throws -> [UInt8] {
         let request = try TaskIDRequest(decoding: call.payload)
-        _ = try container(request.id)
-        // Minimal: an empty cgroup v1 Metrics message (containerd decodes it; all counters zero).
-        return StatsResponse(stats: ProtobufAny(typeURL: "io.containerd.cgroups.v1.Metrics", value: [])).encoded()
+        let statistics = try await container(request.id).statistics()
+        return StatsResponse(stats: statistics.any).encoded()
+    }
+
+    private func resizePty(_ call: TTRPCCall) async throws -> [UInt8] {
+        let request = try ResizePtyRequest(decoding: call.payload)
+        try await container(request.id).resizePty(execID: request.execID, width: request.width, height: request.height)
+        return EmptyMessage().encoded()
     }
 
     private func update(_ call: TTRPCCall) async throws -> [UInt8] {
