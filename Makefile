@@ -5,13 +5,17 @@ SWIFT ?= swift
 SWIFT_FLAGS ?=
 FUZZ_SECONDS ?= 60
 
-.PHONY: setup build test test-unit fuzz demo bench clean bpf bpf-check bench-bpf bench-manager
+.PHONY: setup build shim test test-unit fuzz demo bench bench-density clean bpf bpf-check bench-bpf bench-manager
 
 setup:
 	@bash scripts/setup.sh
 
 build: setup bpf-check
 	$(SWIFT) build $(SWIFT_FLAGS)
+
+# The shim as nodes run it (release, Swift runtime linked in, position-dependent) in .build-node/release.
+shim: setup bpf-check
+	@bash scripts/release-build.sh containerd-shim-zeropod-v2
 
 # The BPF programs (bpf/*.bpf.c) are compiled with clang -target bpf and embedded as a committed C
 # array (Sources/CZPBPF/zpbpf_object.c); `bpf` regenerates it, `bpf-check` fails if it is stale.
@@ -44,6 +48,11 @@ demo: setup
 bench: setup
 	@bash scripts/bench.sh
 
+# 200 busybox pods scaled down at once (node memory, time to scale all down, one restore among
+# them, 20 woken together); about 15 minutes here. Not part of `make bench`.
+bench-density: setup
+	@BENCH_WORKLOADS=none BENCH_DENSITY_PODS=$${BENCH_DENSITY_PODS:-200} BENCH_ARGS="--memory-pods 0 --shim-start-trials 0 $${BENCH_ARGS:-}" bash scripts/bench.sh
+
 # The manager with N idle fake shims (status servers without containers) and a burst of N phase
 # changes against the Kubernetes API double: RSS, CPU, time until every label converged.
 MANAGER_SHIMS ?= 200
@@ -53,4 +62,4 @@ bench-manager:
 	$$($(SWIFT) build -c release $(SWIFT_FLAGS) --show-bin-path)/zeropod-manager-bench $(MANAGER_SHIMS)
 
 clean:
-	rm -rf .build .build-fuzz
+	rm -rf .build .build-fuzz .build-node

@@ -5,8 +5,11 @@
 # of BENCH_CYCLES cycles, plus a wrk steady-state run; then draws the chart.
 # Prints figures, never asserts timings. Results go to bench-results/ (gitignored):
 # summary.md, summary.csv, samples.csv, steady-state.csv, restore.png.
-# Environment: BENCH_WORKLOADS (default: all), BENCH_CYCLES (5), BENCH_WRK_SECONDS (10),
-# BENCH_ARGS (more zpbench options, see `.build/release/zpbench --help`).
+# Before the workloads it measures the node (busybox pods in a private containerd 1.6): shim
+# memory beside containerd-shim-runc-v2 and shim start; `make bench-density` adds the density run.
+# Environment: BENCH_WORKLOADS (default: all; `none` for the node measurements only), BENCH_CYCLES
+# (5), BENCH_WRK_SECONDS (10), BENCH_DENSITY_PODS (0: no density run), BENCH_ARGS (more zpbench
+# options, see `zpbench --help` in the folder scripts/release-build.sh prints).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -15,28 +18,31 @@ die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "must run as root (runc, CRIU, network namespaces)"
 
 WORKLOADS=${BENCH_WORKLOADS:-busybox,nginx,mariadb,jvm,wordpress}
+[ "$WORKLOADS" != none ] || WORKLOADS=""
+DENSITY_PODS=${BENCH_DENSITY_PODS:-0}
 CYCLES=${BENCH_CYCLES:-5}
 WRK_SECONDS=${BENCH_WRK_SECONDS:-10}
 RESULTS=${BENCH_RESULTS:-bench-results}
 
-recipes=$(printf '%s\n' "${WORKLOADS//,/ }" | tr ' ' '\n' | sort -u | tr '\n' ' ')
+# busybox for the node measurements, whatever the workloads
+recipes=$(printf '%s\n' busybox ${WORKLOADS//,/ } | sort -u | tr '\n' ' ')
 log "root filesystems (cached under \${ZP_CACHE:-/var/cache/zeropod-swift}/rootfs): $recipes"
 # shellcheck disable=SC2086
 bash scripts/rootfs.sh $recipes >/dev/null
 
-log "building zpbench and containerd-shim-zeropod-v2 (release)"
-swift build -c release --product zpbench >/dev/null
-swift build -c release --product containerd-shim-zeropod-v2 >/dev/null
-bindir=$(swift build -c release --show-bin-path)
+log "building zpbench and containerd-shim-zeropod-v2 (release, as nodes run it: scripts/release-build.sh)"
+bindir=$(bash scripts/release-build.sh zpbench containerd-shim-zeropod-v2)
 bin=$bindir/zpbench
 
 mkdir -p "$RESULTS"
 # shellcheck disable=SC2086
 "$bin" --workloads "$WORKLOADS" --cycles "$CYCLES" --wrk-seconds "$WRK_SECONDS" --results "$RESULTS" \
-  --shim-dir "$bindir" ${BENCH_ARGS:-}
+  --shim-dir "$bindir" --density-pods "$DENSITY_PODS" ${BENCH_ARGS:-}
 
 # The chart needs matplotlib from Debian (python3-matplotlib, installed by scripts/setup.sh).
-if /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; then
+if [ "$(wc -l <"$RESULTS/samples.csv" 2>/dev/null || echo 0)" -le 1 ]; then
+  log "no workload cycles: chart skipped"
+elif /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; then
   /usr/bin/python3 bench/plot.py "$RESULTS/samples.csv" "$RESULTS/restore.png"
   log "chart: $RESULTS/restore.png"
 else

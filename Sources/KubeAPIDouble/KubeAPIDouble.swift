@@ -168,7 +168,12 @@ public final class KubeAPIDouble: Sendable {
                     if let sslContext {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
                     }
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    // No pipelining assistance: it stops reading while a response is in flight, so
+                    // a client's close (its TLS close_notify) during a watch went unread and the
+                    // client waited out its 5 s TLS shutdown timeout. The real server keeps reading
+                    // and ends the watch when the client goes; our clients do not pipeline.
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+                        withPipeliningAssistance: false, withErrorHandling: true)
                     try channel.pipeline.syncOperations.addHandler(APIConnectionHandler(api: api, tls: sslContext != nil))
                     self?.track(channel)
                 }

@@ -422,6 +422,30 @@ func containerConfig_refuses(_ c: BadCase) {
     }
 }
 
+@Test func nodeConfig_criuLogLevelSetting() throws {
+    #expect(NodeConfig().criuLogLevel == 2)
+    #expect(NodeConfig().rendered.contains("criu-log-level = 2\n"))
+    for level in 0...4 {
+        let c = try NodeConfig(parsing: "criu-log-level = \(level)")
+        #expect(c.criuLogLevel == level)
+        #expect(try NodeConfig(parsing: c.rendered) == c)
+    }
+    let table: [(String, String)] = [
+        ("criu-log-level = 5", #"n.conf:1: criu-log-level: invalid value "5": expected one of 0, 1, 2, 3, 4"#),
+        ("criu-log-level = -1", #"n.conf:1: criu-log-level: invalid value "-1": expected one of 0, 1, 2, 3, 4"#),
+        ("criu-log-level = debug", #"n.conf:1: criu-log-level: invalid value "debug": expected one of 0, 1, 2, 3, 4"#),
+        ("criu-log-level =", #"n.conf:1: criu-log-level: invalid value "": expected one of 0, 1, 2, 3, 4"#),
+    ]
+    for (text, message) in table {
+        do {
+            let c = try NodeConfig(parsing: text, source: "n.conf")
+            Issue.record("accepted \(text) as \(c)")
+        } catch {
+            #expect(error.description == message)
+        }
+    }
+}
+
 @Test func lazyRestoreMode_decision() {
     let threshold = LazyRestoreMode.autoThresholdBytes
     #expect(threshold == 160 * 1024 * 1024)

@@ -377,8 +377,10 @@ import ZPKube
     }
 
     @Test func timeouts_andUnreachableServers() async throws {
-        try await withDoubleAndClient(client: { $0.requestTimeout = .milliseconds(300) }) { double, client in
-            double.update { $0.responseDelay = .seconds(2) }
+        // The timeout is far below the delay but far above what a loaded 2-core machine needs for
+        // a plain answer (a 300 ms timeout once turned the 500 below into a time-out).
+        try await withDoubleAndClient(client: { $0.requestTimeout = .seconds(3) }) { double, client in
+            double.update { $0.responseDelay = .seconds(20) }
             let slow = await kubeError { _ = try await client.list(Pod.self, .pods) }
             #expect(slow?.kind == .timedOut)
             double.update { $0.responseDelay = .zero }
@@ -415,7 +417,9 @@ import ZPKube
                 case .bookmark(let resourceVersion): bookmark = resourceVersion
                 case .error(let status): Issue.record("unexpected error \(status)")
                 }
-                if seen.count == 3, bookmark != nil { break }
+                // A bookmark may come before the last change (bookmarks are periodic): wait for
+                // one at the store's current version.
+                if seen.count == 3, bookmark == String(double.resourceVersion) { break }
             }
             // The label change moves `web` out of the selector: a DELETED for it.
             #expect(seen == ["ADDED api", "DELETED web", "DELETED api"])

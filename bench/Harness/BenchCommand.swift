@@ -74,9 +74,42 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "zeropod-swift: set zeropod.ctrox.dev/pre-dump=true (pre-dump halfway to the scale-down; the checkpoint then writes only what changed, where the kernel tracks dirty memory).")
     var zeropodPreDump = false
 
+    @Option(help: "CRIU's log level for both sides: runc's criu.conf (verbosity=N) and the shim's criu-log-level; also ZPCheckpoint's direct runs.")
+    var criuLogLevel = 2
+
+    @Option(help: "Node measurements: the folder holding containerd, ctr and containerd-shim-runc-v2 (Debian's containerd 1.6: /usr/bin).")
+    var nodeContainerdBin = "/usr/bin"
+
+    @Option(help: "Shim memory: busybox pods under each runtime (ours scaled down, containerd-shim-runc-v2 running); 0: skip.")
+    var memoryPods = 10
+
+    @Option(help: "Shim start: interleaved trials of `ctr run -d` and of the `start` command per runtime; 0: skip.")
+    var shimStartTrials = 10
+
+    @Option(help: "Density: busybox pods scaled down at once (`make bench-density`: 200); 0: skip.")
+    var densityPods = 0
+
+    @Option(help: "Density: the pods' scale-down duration in seconds (they all start before it passes).")
+    var densityIdleSeconds = 60
+
+    @Option(help: "Density: pods woken by requests sent at the same moment.")
+    var densityWake = 20
+
+    @Option(help: "Comma-separated workloads whose restore variants ZPCheckpoint measures directly on the same images (empty: none).")
+    var variantWorkloads = ""
+
+    @Option(help: "Restore variants: full|lazy[-vN][@criu], e.g. full-v4,full-v2,lazy-v2,full-v2@/path/to/criu.")
+    var restoreVariants = "full-v4,full-v2"
+
+    @Option(help: "Cycles of the restore variants per workload (one checkpoint per cycle).")
+    var variantCycles = 5
+
+    @Option(help: "Record each restore variant's CRIU worker with perf record -g into this folder (diagnostics).")
+    var variantPerf: String?
+
     mutating func run() throws {
         guard getuid() == 0 else { throw BenchError("zpbench must run as root (runc, CRIU, netns)") }
-        let names = workloads.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
+        let names = workloads.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         let selected = try names.map { n in
             guard let w = Workload.all.first(where: { $0.name == n }) else {
                 throw BenchError("unknown workload '\(n)' (known: \(Workload.all.map(\.name).joined(separator: ", ")))")
@@ -92,7 +125,7 @@ struct BenchCommand: ParsableCommand {
                                          shimDir: URL(fileURLWithPath: shimDir).standardizedFileURL.path,
                                          shimState: shimState, scaleDownMs: settleMs + 1500,
                                          probeDetectionForMySQL: mysqlProbeDetection, lazyRestore: shimLazyRestore,
-                                         preDump: zeropodPreDump)
+                                         preDump: zeropodPreDump, criu: criu, criuLogLevel: criuLogLevel)
         }
         defer { zeropod?.stop() }
         let runtimes: [any BenchRuntime] = [RuncRuntime(stateRoot: "/run/zpbench-runc", criu: criu)] + (zeropod.map { [$0] } ?? [])
@@ -102,11 +135,14 @@ struct BenchCommand: ParsableCommand {
         var samples: [Sample] = []
         var steady: [SteadyState] = []
         var failures: [String] = []
+        let node = measureNode(failures: &failures)
         var shims: [ShimMemoryRow] = []
         var lazy: [String: [LazySample]] = [:]
+        var variantLines: [String] = []
         for w in selected {
             do {
-                try measure(w, runtimes: runtimes, samples: &samples, steady: &steady, failures: &failures, shims: &shims, lazy: &lazy)
+                try measure(w, runtimes: runtimes, samples: &samples, steady: &steady, failures: &failures, shims: &shims, lazy: &lazy,
+                            variantLines: &variantLines)
             } catch {
                 failures.append("\(w.name): \(error)")
                 print("[zpbench] \(w.name) FAILED: \(error)")
@@ -117,10 +153,61 @@ struct BenchCommand: ParsableCommand {
             _ = rmdir("/sys/fs/cgroup/\(controller)/zpbench")
         }
         let report = Report(samples: samples, steady: steady, failures: failures, cycles: cycles,
-                            runtimes: runtimes.map(\.name), machine: Self.machine(criu: criu), shims: shims, lazy: lazy)
+                            runtimes: runtimes.map(\.name), machine: Self.machine(criu: criu), shims: shims, lazy: lazy,
+                            extra: node + variantLines)
         try report.write(to: results)
         print(report.markdown())
         if !failures.isEmpty { throw ExitCode(1) }
+    }
+
+    /// The node measurements (issue 17): shim memory, shim start and density on busybox pods in a
+    /// private containerd (Debian's 1.6 by default). Returns their markdown; failures are recorded.
+    private func measureNode(failures: inout [String]) -> [String] {
+        guard memoryPods > 0 || shimStartTrials > 0 || densityPods > 0 else { return [] }
+        var lines: [String] = []
+        do {
+            let out = try runChecked(["bash", rootfsScript, "busybox"])
+            guard let rootfs = out.split(separator: "\n").last.map(String.init) else { throw BenchError("no busybox rootfs") }
+            let runs = NodeRuns(containerdBin: nodeContainerdBin, shimDir: URL(fileURLWithPath: shimDir).standardizedFileURL.path,
+                                criu: criu, rootfs: rootfs)
+            if memoryPods > 0 {
+                print("[zpbench] node: shim memory, \(memoryPods) pods per runtime")
+                do {
+                    let m = try runs.memory(pods: memoryPods)
+                    lines += NodeReport.memory(m)
+                    print(NodeReport.memory(m).joined(separator: "\n"))
+                } catch {
+                    failures.append("shim memory: \(error)")
+                    print("[zpbench] shim memory FAILED: \(error)")
+                }
+            }
+            if shimStartTrials > 0 {
+                print("[zpbench] node: shim start, \(shimStartTrials) trials")
+                do {
+                    let s = try runs.shimStart(trials: shimStartTrials)
+                    lines += NodeReport.start(s)
+                    print(NodeReport.start(s).joined(separator: "\n"))
+                } catch {
+                    failures.append("shim start: \(error)")
+                    print("[zpbench] shim start FAILED: \(error)")
+                }
+            }
+            if densityPods > 0 {
+                print("[zpbench] node: density, \(densityPods) pods")
+                do {
+                    let d = try runs.density(pods: densityPods, idle: .seconds(densityIdleSeconds), wake: densityWake)
+                    lines += NodeReport.density(d)
+                    print(NodeReport.density(d).joined(separator: "\n"))
+                    failures += d.failures.map { "density: \($0)" }
+                } catch {
+                    failures.append("density: \(error)")
+                    print("[zpbench] density FAILED: \(error)")
+                }
+            }
+        } catch {
+            failures.append("node measurements: \(error)")
+        }
+        return lines
     }
 
     /// All cycles of one workload for every runtime, interleaved (cycle 1 of each runtime, then 2, ...),
@@ -128,7 +215,7 @@ struct BenchCommand: ParsableCommand {
     /// keeps the samples taken so far; a failing wrk run is recorded and does not discard them.
     private func measure(_ w: Workload, runtimes: [any BenchRuntime], samples: inout [Sample],
                          steady: inout [SteadyState], failures: inout [String], shims: inout [ShimMemoryRow],
-                         lazy: inout [String: [LazySample]]) throws {
+                         lazy: inout [String: [LazySample]], variantLines: inout [String]) throws {
         print("[zpbench] \(w.name): preparing rootfs and bundle")
         let bundle = try prepare(w)
         var sidecarBundle: Bundle?
@@ -154,7 +241,7 @@ struct BenchCommand: ParsableCommand {
                 throw BenchError("sidecar \(s.workload.name) did not answer: \(why)\(tail(sb.logFile))")
             }
         }
-        cycles: for cycle in 1...cycles {
+        cycles: for cycle in (0..<cycles).map({ $0 + 1 }) {
             for rt in runtimes {
                 do {
                     let s = try measureCycle(w, bundle: bundle, runtime: rt, cycle: cycle)
@@ -171,11 +258,25 @@ struct BenchCommand: ParsableCommand {
         if lazyCycles > 0, lazyNames.contains(w.name), let runc = baseline as? RuncRuntime {
             do {
                 lazy[w.name] = try LazyRestoreBench(runcRoot: runc.stateRoot, criu: criu, settleMs: settleMs,
-                                                     keepImages: keepWork, freezer: lazyFreezer)
+                                                     keepImages: keepWork, freezer: lazyFreezer, logLevel: Int32(criuLogLevel))
                     .run(w, bundle: bundle, runtime: runc, cycles: lazyCycles)
             } catch {
                 failures.append("\(w.name) lazy restore: \(error)")
                 print("[zpbench] \(w.name) lazy restore FAILED: \(error)")
+            }
+        }
+        let variantNames = variantWorkloads.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        if variantCycles > 0, variantNames.contains(w.name), let runc = baseline as? RuncRuntime {
+            do {
+                let variants = try restoreVariants.split(separator: ",").map { try RestoreVariant(parsing: String($0)) }
+                let r = try RestoreVariantsBench(runcRoot: runc.stateRoot, criu: criu, settleMs: settleMs, perfDir: variantPerf)
+                    .run(w, bundle: bundle, runtime: runc, cycles: variantCycles, variants: variants)
+                let lines = RestoreVariantsBench.markdown(w.name, r, variants: variants)
+                print(lines.joined(separator: "\n"))
+                variantLines += lines
+            } catch {
+                failures.append("\(w.name) restore variants: \(error)")
+                print("[zpbench] \(w.name) restore variants FAILED: \(error)")
             }
         }
         if let zp = runtimes.compactMap({ $0 as? ZeropodRuntime }).first {
@@ -224,7 +325,7 @@ struct BenchCommand: ParsableCommand {
             let zp = runtimes.compactMap { $0 as? ZeropodRuntime }.first
             if wakeGroup { zp?.wakeGroups = [w.containerID: w.name, side.workload.containerID: w.name] }
             defer { zp?.wakeGroups = [:] }
-            cascade: for cycle in 1...cycles {
+            cascade: for cycle in (0..<cycles).map({ $0 + 1 }) {
                 for rt in runtimes {
                     do {
                         let s = try measureCascade(w, side, bundle: bundle, sidecarBundle: sb, runtime: rt, cycle: cycle)
@@ -325,6 +426,8 @@ struct BenchCommand: ParsableCommand {
             throw BenchError("\(w.name) (\(rt.name)) did not answer after a cold start: \(why)\(tail(bundle.logFile))")
         }
         sample.coldStartMs = millis(since: t0)
+        // The container's last client activity: the shim's idle deadline is this + its duration.
+        let lastActivity = ContinuousClock.now
 
         // An idle pause before scaling down, as a real idle timeout would give.
         usleep(useconds_t(settleMs * 1000))
@@ -333,7 +436,16 @@ struct BenchCommand: ParsableCommand {
 
         let t1 = ContinuousClock.now
         let ck = try rt.checkpoint(w, bundle: bundle, container: &c)
-        sample.checkpointMs = ck.reportedMs ?? millis(since: t1)
+        // Both sides from the decision to scale down to the process gone from the host: runc's
+        // call, or the shim's idle deadline (last activity + scale-down duration) to the moment
+        // the harness saw no process left.
+        if let gone = ck.goneAt, let zp = rt as? ZeropodRuntime {
+            sample.checkpointMs = millis(since: lastActivity + .milliseconds(zp.scaleDownMs)) - millis(since: gone)
+            sample.shimCheckpointMs = ck.reportedMs
+        } else {
+            sample.checkpointMs = ck.reportedMs ?? millis(since: t1)
+        }
+        sample.restorePreparationMs = ck.restorePreparationMs
         sample.checkpointDetail = ck.detail
         sample.imageKiB = try diskUsageKiB(ck.imageDir)
         sample.criuDump = CRIUStats.read(ck.statsDir + "/stats-dump")
@@ -364,7 +476,7 @@ struct BenchCommand: ParsableCommand {
             throw BenchError("\(rootfsScript) \(w.recipe) printed no path")
         }
         let rootfs = w.rootfsSubdir.map { cached + "/" + $0 } ?? cached
-        let bundle = try Bundle.create(at: workDir + "/" + w.name, rootfs: rootfs, workload: w)
+        let bundle = try Bundle.create(at: workDir + "/" + w.name, rootfs: rootfs, workload: w, criuLogLevel: criuLogLevel)
         try BenchNetwork.create(for: w)
         return bundle
     }

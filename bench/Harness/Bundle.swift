@@ -15,8 +15,12 @@ struct Bundle {
     /// CRIU options for every checkpoint and restore of the bundle, read by runc through the
     /// `org.criu.config` annotation (runc 1.1.5 has no flags for them): established TCP
     /// connections are closed rather than dumped, half-open ones skipped, and CRIU's network lock
-    /// (iptables rules, ~100 ms each way) is skipped.
-    static let criuConfig = "tcp-close\nskip-in-flight\nnetwork-lock skip\n"
+    /// (iptables rules, ~100 ms each way) is skipped. `verbosity` sets CRIU's log level: runc asks
+    /// for 4 over RPC, and CRIU lets the RPC config file override RPC settings, so both sides of
+    /// the comparison log at the same level (the shim's `criu-log-level`).
+    static func criuConfig(logLevel: Int) -> String {
+        "tcp-close\nskip-in-flight\nnetwork-lock skip\nverbosity=\(logLevel)\n"
+    }
 
     /// Capabilities a container gets (the common Docker default set).
     static let capabilities = [
@@ -26,13 +30,13 @@ struct Bundle {
     ]
 
     /// Copies `rootfs` into a fresh bundle at `path` and writes its config for `workload`.
-    static func create(at path: String, rootfs: String, workload: Workload) throws -> Bundle {
+    static func create(at path: String, rootfs: String, workload: Workload, criuLogLevel: Int) throws -> Bundle {
         runIgnoringFailure(["rm", "-rf", path])
         try runChecked(["mkdir", "-p", path])
         try runChecked(["cp", "-a", "--reflink=auto", rootfs, path + "/rootfs"])
         try runChecked(["runc", "spec", "--bundle", path])
         let bundle = Bundle(path: path)
-        try criuConfig.write(toFile: path + "/criu.conf", atomically: true, encoding: .utf8)
+        try criuConfig(logLevel: criuLogLevel).write(toFile: path + "/criu.conf", atomically: true, encoding: .utf8)
         let configURL = URL(fileURLWithPath: path + "/config.json")
         guard var spec = try JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as? [String: Any] else {
             throw BenchError("\(configURL.path): runc spec did not write a JSON object")

@@ -38,6 +38,8 @@ struct LazyRestoreBench {
     var keepImages = false
     /// Checkpoint with the cgroup freezer (as runc does) instead of ptrace seizing.
     var freezer = false
+    /// CRIU's log level for the checkpoint and both restores.
+    var logLevel: Int32 = 2
 
     func run(_ w: Workload, bundle: Bundle, runtime: RuncRuntime, cycles: Int) throws -> [LazySample] {
         let cc = ContainerCheckpointer(checkpointer: Checkpointer(criuPath: FilePath(criu)))
@@ -59,6 +61,7 @@ struct LazyRestoreBench {
             do {
                 var co = ContainerCheckpointOptions()
                 co.freezeWithCgroup = freezer
+                co.criu.logLevel = logLevel
                 _ = try cc.checkpoint(container, imagesDir: FilePath(images), options: co)
             } catch {
                 throw BenchError("ZPCheckpoint checkpoint of \(w.containerID): \(error)")
@@ -74,6 +77,7 @@ struct LazyRestoreBench {
                 // The container's stdio was pipes held by the harness; it gets /dev/null now.
                 let devnull = SharedDescriptor(try OwnedDescriptor.open("/dev/null", O_RDWR))
                 o.stdio = [devnull, devnull, devnull]
+                o.criu.logLevel = logLevel
                 if lazyMode {
                     let d0 = ContinuousClock.now
                     do {

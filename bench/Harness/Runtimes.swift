@@ -41,6 +41,12 @@ struct CheckpointResult: Sendable {
     var statsDir: String
     /// Per-phase timings as the runtime reported them (zeropod-swift: CRIU's phases from the shim log).
     var detail: String?
+    /// When the harness first saw no process of the container left on the host (runtimes that
+    /// scale down by themselves; the checkpoint then counts from their scale-down decision).
+    var goneAt: ContinuousClock.Instant? = nil
+    /// The runtime's own preparation of the coming restore, done while scaled down (ms; the
+    /// shim's "restore prepared in X ms").
+    var restorePreparationMs: Double? = nil
 }
 
 /// Memory charged to a container's cgroup (cgroup v1 memory controller), in bytes.

@@ -78,8 +78,11 @@ final class ZeropodRuntime: BenchRuntime {
     /// Writes the config and starts containerd; returns once `ctr version` answers.
     /// - Parameter lazyRestore: the shims' `lazy-restore` node setting (auto, on, off), written
     ///   with `state-dir` to `<directory>/node.conf` and handed over in `ZEROPOD_NODE_CONFIG`.
+    /// - Parameter criu: the shims' `criu-path` (the runc side's CRIU, so both run the same binary).
+    /// - Parameter criuLogLevel: the shims' `criu-log-level` (the runc side's `verbosity`).
     init(directory: String, containerdBin: String, shimDir: String, shimState: String, scaleDownMs: Int,
-         probeDetectionForMySQL: Bool = true, lazyRestore: String = "auto", preDump: Bool = false) throws {
+         probeDetectionForMySQL: Bool = true, lazyRestore: String = "auto", preDump: Bool = false,
+         criu: String = "/usr/local/sbin/criu", criuLogLevel: Int = 2) throws {
         self.directory = directory
         self.probeDetectionForMySQL = probeDetectionForMySQL
         self.preDump = preDump
@@ -108,7 +111,8 @@ final class ZeropodRuntime: BenchRuntime {
 
             """
         try config.write(toFile: directory + "/config.toml", atomically: true, encoding: .utf8)
-        try "state-dir = \(shimState)\nlazy-restore = \(lazyRestore)\n"
+        // The same CRIU binary as the runc side (`criu-path`).
+        try "state-dir = \(shimState)\nlazy-restore = \(lazyRestore)\ncriu-path = \(criu)\ncriu-log-level = \(criuLogLevel)\n"
             .write(toFile: directory + "/node.conf", atomically: true, encoding: .utf8)
         _ = FileManager.default.createFile(atPath: directory + "/containerd.log", contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: directory + "/containerd.log"))
@@ -200,9 +204,11 @@ final class ZeropodRuntime: BenchRuntime {
     func checkpoint(_ w: Workload, bundle: Bundle, container: inout RunningContainer) throws -> CheckpointResult {
         let deadline = ContinuousClock.now + .seconds(120)
         var line: String?
+        var goneAt: ContinuousClock.Instant?
         while ContinuousClock.now < deadline {
             line = line ?? logLines(of: w.containerID, containing: "checkpointing done in ").first
-            if line != nil && processes(inNetns: "/var/run/netns/" + w.netns).isEmpty { break }
+            if goneAt == nil && processes(inNetns: "/var/run/netns/" + w.netns).isEmpty { goneAt = ContinuousClock.now }
+            if line != nil && goneAt != nil { break }
             if let failed = logLines(of: w.containerID, containing: "checkpoint failed").first {
                 throw BenchError("shim: \(failed)")
             }
@@ -221,8 +227,10 @@ final class ZeropodRuntime: BenchRuntime {
             && logLines(of: w.containerID, containing: "restore not prepared").isEmpty {
             usleep(5_000)
         }
+        let preparation = logLines(of: w.containerID, containing: "restore prepared in ").last
+            .flatMap { Self.number(after: "restore prepared in ", in: $0) }
         return CheckpointResult(reportedMs: ms, imageDir: imageDir(w.containerID), statsDir: imageDir(w.containerID),
-                                detail: Self.metadata("criu", in: line))
+                                detail: Self.metadata("criu", in: line), goneAt: goneAt, restorePreparationMs: preparation)
     }
 
     func restore(_ w: Workload, bundle: Bundle, container: inout RunningContainer) throws {

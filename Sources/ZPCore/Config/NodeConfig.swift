@@ -35,6 +35,8 @@ public struct NodeConfig: Equatable, Sendable {
         /// Whether a scaled-down container comes back with a lazy (on-demand) memory restore:
         /// `auto`, `on` or `off` (see ``LazyRestoreMode``).
         case lazyRestore = "lazy-restore"
+        /// CRIU's log level (0-4) for the shim's dumps and restores.
+        case criuLogLevel = "criu-log-level"
     }
 
     /// Addresses whose connections are kubelet probes: never activity, answered without restoring.
@@ -63,6 +65,11 @@ public struct NodeConfig: Equatable, Sendable {
     public var runDirectory = "/run/zeropod-swift"
     /// Whether restores after a checkpoint are lazy (`criu lazy-pages` serves memory on demand).
     public var lazyRestore = LazyRestoreMode.auto
+    /// CRIU's log level for the shim's dumps and restores: 0 none, 1 errors, 2 warnings, 3 info,
+    /// 4 debug. At 4 CRIU writes a line per page run (~17,000 `write`s for a WordPress restore,
+    /// ~30 % of its time here: docs/decisions/0036-restore-path.md); errors and warnings, which
+    /// failure messages quote, are kept at 2. Raise it to debug a failing checkpoint or restore.
+    public var criuLogLevel = 2
 
     /// The defaults.
     public init() {}
@@ -144,6 +151,11 @@ public struct NodeConfig: Equatable, Sendable {
                     throw fail(.invalidChoice(LazyRestoreMode.allCases.map(\.rawValue)))
                 }
                 lazyRestore = mode
+            case .criuLogLevel:
+                guard let level = Int(value), (0...4).contains(level) else {
+                    throw fail(.invalidChoice((0...4).map(String.init)))
+                }
+                criuLogLevel = level
             }
         }
     }
@@ -175,6 +187,7 @@ public struct NodeConfig: Equatable, Sendable {
             case .bpfPinDirectory: value = bpfPinDirectory
             case .runDirectory: value = runDirectory
             case .lazyRestore: value = lazyRestore.rawValue
+            case .criuLogLevel: value = String(criuLogLevel)
             }
             return "\(key.rawValue) = \(value)"
         }.joined(separator: "\n") + "\n"

@@ -107,6 +107,8 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
     /// `<state-dir>/i/<containerd namespace>`, removed when it empties.
     let namespaceImagesDirectory: String
     let lazyRestore: LazyRestoreMode
+    /// CRIU's log level for every dump and restore (node setting `criu-log-level`).
+    let logLevel: Int32
     let pids: PidIndex
     let container: ContainerHandle
     /// The init has a terminal (decision 0043): dumps allow the pty whose master the shim holds
@@ -121,6 +123,7 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
         }
         var options = ContainerCheckpointOptions()
         options.criu.orphanPtsMaster = terminal
+        options.criu.logLevel = logLevel
         if incremental {
             options.criu.parentImages = Self.preDumpDirectoryName
             options.criu.trackMemory = true
@@ -138,11 +141,12 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
     func preDump() async throws -> ScaleDownReport {
         let dir = imagesDirectory + "/" + Self.preDumpDirectoryName
         let (checkpointer, target) = (checkpointer, target)
+        var options = ContainerCheckpointOptions()
+        options.criu.logLevel = logLevel
+        options.criu.orphanPtsMaster = terminal
         do {
             try? FileManager.default.removeItem(atPath: dir)
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            var options = ContainerCheckpointOptions()
-            options.criu.orphanPtsMaster = terminal
             let result = try await NIOThreadPool.singleton.runIfActive { [options] in
                 try checkpointer.preDump(target, imagesDir: FilePath(dir), options: options)
             }
@@ -222,6 +226,7 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
         var options = ContainerRestoreOptions()
         options.stdio = await container.initContainerSideStdio()
         options.terminal = terminal
+        options.criu.logLevel = logLevel
         return options
     }
 }

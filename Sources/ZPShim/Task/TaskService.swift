@@ -242,7 +242,7 @@ public final class TaskService: Sendable {
             checkpointer: criu, target: RuncContainer(id: request.id, runcRoot: FilePath(runc.root)),
             imagesDirectory: node.layout.imageDirectory(containerdNamespace: namespace, containerID: request.id),
             namespaceImagesDirectory: node.layout.imageDirectory(containerdNamespace: namespace),
-            lazyRestore: node.lazyRestore, pids: pids, container: handle)
+            lazyRestore: node.lazyRestore, logLevel: Int32(node.criuLogLevel), pids: pids, container: handle)
         checkpoints.terminal = request.terminal
         let redirect = redirector.map { redirector in
             PodRedirect(
