@@ -84,7 +84,8 @@ func fixtureReader(_ files: [String: String]) -> CgroupStatsReader {
         }
         #expect(v2.cpu?.usageUsec == 1 && v2.memory?.stat[.usage] == 1)
         let any = ContainerStatistics.scaledDown(mode: .legacy).any
-        #expect(any.typeURL == "io.containerd.cgroups.v1.Metrics" && (try CgroupV1Metrics(decoding: any.value)) == v1)
+        #expect(any.typeURL == "io.containerd.cgroups.v1.Metrics")
+        #expect(try CgroupV1Metrics(decoding: any.value) == v1)
         #expect(ContainerStatistics.scaledDown(mode: .unified).any.typeURL == "io.containerd.cgroups.v2.Metrics")
     }
 

@@ -23,16 +23,16 @@ public enum CgroupHostMode: Sendable, Equatable {
     /// cgroup v1 only.
     case legacy
 
-    /// The mode of this host (`statfs` of `/sys/fs/cgroup` and `/sys/fs/cgroup/unified`).
-    public static let current: CgroupHostMode = {
-        let cgroup2Magic = 0x6367_7270
-        func isCgroup2(_ path: String) -> Bool {
-            var fs = statfs()
-            return statfs(path, &fs) == 0 && Int(fs.f_type) == cgroup2Magic
-        }
+    /// The mode of this host, from its mounts: what is mounted at `/sys/fs/cgroup` and
+    /// `/sys/fs/cgroup/unified`.
+    public static let current: CgroupHostMode = of(mounts: (try? MountInfo.read()) ?? [])
+
+    /// The mode of a host with `mounts`.
+    public static func of(mounts: [MountInfo]) -> CgroupHostMode {
+        func isCgroup2(_ path: String) -> Bool { mounts.last { $0.mountPoint == path }?.fsType == "cgroup2" }
         if isCgroup2("/sys/fs/cgroup") { return .unified }
         return isCgroup2("/sys/fs/cgroup/unified") ? .hybrid : .legacy
-    }()
+    }
 }
 
 /// The statistics of one container as the task API's `Stats` returns them.

@@ -43,8 +43,10 @@ final class ConsoleSocket: Sendable {
     /// sent it by then, so this does not wait long).
     /// - Throws: ``SystemError`` when nothing arrived within `timeout`, or the message held no descriptor.
     func receiveMaster(timeout: Duration = .seconds(10)) throws(SystemError) -> SharedDescriptor {
-        let connection = try listener.withOwner { (l) throws(SystemError) in try UnixSockets.accept(l, timeout: timeout) }
-        let (_, descriptors) = try UnixSockets.receive(connection, timeout: timeout)
+        let descriptors = try listener.withOwner { (l) throws(SystemError) -> [SharedDescriptor] in
+            let connection = try UnixSockets.accept(l, timeout: timeout)
+            return try UnixSockets.receive(connection, timeout: timeout).descriptors
+        }
         guard let master = descriptors.first else {
             throw SystemError(call: "recvmsg", subject: "runc's console socket message carried no descriptor", errno: .invalidArgument)
         }
