@@ -141,8 +141,16 @@ func fixtureReader(_ files: [String: String]) -> CgroupStatsReader {
         #expect { _ = try RuncDriver(namespace: "ns", options: options) } throws: {
             "\($0)" == "BinaryName zp-no-such-runc is not found on PATH"
         }
-        options.binaryName = "/etc/hostname"
-        #expect { _ = try RuncDriver(namespace: "ns", options: options) } throws: { "\($0)".contains("is not an executable") }
+        // A plain file without execute bits, and a folder.
+        let plain = FileManager.default.temporaryDirectory.appendingPathComponent("zp-not-runc-\(getpid())").path
+        FileManager.default.createFile(atPath: plain, contents: Data("x".utf8), attributes: [.posixPermissions: 0o644])
+        defer { try? FileManager.default.removeItem(atPath: plain) }
+        for path in [plain, "/usr"] {
+            options.binaryName = path
+            #expect { _ = try RuncDriver(namespace: "ns", options: options) } throws: {
+                "\($0)" == "BinaryName \(path) is not an executable file"
+            }
+        }
     }
 
     @Test func unsupportedOptions_areRefusedByName() throws {

@@ -85,7 +85,7 @@ public struct RuncDriver: Sendable {
             let (name, origin) = options.binaryName.isEmpty
                 ? (nodeDefault, "runc-path (node setting)") : (options.binaryName, "BinaryName")
             if name.contains("/") {
-                guard access(name, X_OK) == 0 else { throw RuncOptionsError("\(origin) \(name) is not an executable file") }
+                guard Files.isExecutableFile(FilePath(name)) else { throw RuncOptionsError("\(origin) \(name) is not an executable file") }
                 resolved = name
             } else if let found = RuncDriver.findOnPath(name) {
                 resolved = found
