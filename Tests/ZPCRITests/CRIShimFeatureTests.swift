@@ -78,7 +78,9 @@ struct CRIShimFeatureTests {
 
             // Scaled down: 1 µs of CPU and 1 byte (kubectl top shows 0m 0Mi, not an error), and
             // asking does not wake the app.
-            let down = try #require(await waitScaledDown(socket, appID, after: nil), "never scaled down")
+            let scaledDown = await waitScaledDown(socket, appID, after: nil)
+            let seen = await CRIPodTests.shimStatus(socket, appID)
+            let down = try #require(scaledDown, "never scaled down; shim status \(String(describing: seen)); log: \(bed.containerd.log(tail: 40))")
             let small = try #require(try await bed.client.containerStats(appID))
             let listed = try await bed.client.listContainerStats(id: appID)
             print("[zpcri] \(flavor.name) ContainerStats scaled down: \(small); ListContainerStats: \(listed)")
