@@ -87,6 +87,10 @@ func fixtureReader(_ files: [String: String]) -> CgroupStatsReader {
         #expect(any.typeURL == "io.containerd.cgroups.v1.Metrics")
         #expect(try CgroupV1Metrics(decoding: any.value) == v1)
         #expect(ContainerStatistics.scaledDown(mode: .unified).any.typeURL == "io.containerd.cgroups.v2.Metrics")
+        // With a CPU time reported before, the counter stays there (it must not go back).
+        #expect(ContainerStatistics.scaledDown(mode: .hybrid, cpuNanoseconds: 17_000_000).cpuNanoseconds == 17_000_000)
+        #expect(ContainerStatistics.scaledDown(mode: .unified, cpuNanoseconds: 17_000_000).cpuNanoseconds == 17_000_000)
+        #expect(ContainerStatistics.scaledDown(mode: .hybrid, cpuNanoseconds: 5).cpuNanoseconds == 1000)
     }
 
     @Test func processCgroups_mapControllersToTheirMounts() {

@@ -50,16 +50,30 @@ public enum ContainerStatistics: Sendable, Equatable {
         }
     }
 
-    /// What a scaled-down container reports (as the original does): 1 µs of CPU and 1 byte of
-    /// memory, so that metrics-server and `kubectl top` show `0m 0Mi` instead of dropping the pod for
-    /// zero usage; containerd's CRI turns it into a working set of 1 byte.
-    public static func scaledDown(mode: CgroupHostMode) -> ContainerStatistics {
+    /// The cumulative CPU time in these statistics, in nanoseconds (nil when the CPU controller's
+    /// files were missing).
+    public var cpuNanoseconds: UInt64? {
+        switch self {
+        case .v1(let m): m.cpu?.usage?.total
+        case .v2(let m): m.cpu.map { $0.usageUsec &* 1000 }
+        }
+    }
+
+    /// What a scaled-down container reports (after the original): 1 byte of memory, so that
+    /// metrics-server and `kubectl top` show `0Mi` instead of dropping the pod for zero usage
+    /// (containerd's CRI turns it into a working set of 1 byte), and as cumulative CPU time the
+    /// last real figure reported (`cpuNanoseconds`), at least 1 µs. The original reports 1 µs
+    /// flat; a cumulative counter that goes back makes containerd 1.6's CRI compute
+    /// `usage_nano_cores` from an unsigned underflow (about 5.6e18), so ours stays where it was:
+    /// no CPU used while down, `0m`.
+    public static func scaledDown(mode: CgroupHostMode, cpuNanoseconds: UInt64 = 0) -> ContainerStatistics {
+        let cpuTotal = max(cpuNanoseconds, 1000)
         switch mode {
         case .unified:
             var m = CgroupV2Metrics()
             var cpu = CgroupV2Metrics.CPUStat()
-            cpu.usageUsec = 1
-            cpu.userUsec = 1
+            cpu.usageUsec = cpuTotal / 1000
+            cpu.userUsec = cpuTotal / 1000
             m.cpu = cpu
             var memory = CgroupV2Metrics.MemoryStat()
             memory.stat = [.usage: 1, .anon: 1]
@@ -69,8 +83,8 @@ public enum ContainerStatistics: Sendable, Equatable {
             var m = CgroupV1Metrics()
             var cpu = CgroupV1Metrics.CPUStat()
             var usage = CgroupV1Metrics.CPUUsage()
-            usage.total = 1000
-            usage.user = 1000
+            usage.total = cpuTotal
+            usage.user = cpuTotal
             cpu.usage = usage
             m.cpu = cpu
             var memory = CgroupV1Metrics.MemoryStat()

@@ -476,6 +476,9 @@ public actor ShimContainer {
         try console.resize(columns: columns, rows: rows)
     }
 
+    /// The highest cumulative CPU time `Stats` reported, kept for the scaled-down answer.
+    private var lastCPUNanoseconds: UInt64 = 0
+
     /// Whether the init process has a terminal.
     var initHasTerminal: Bool { initProcess.terminal }
 
@@ -493,16 +496,18 @@ public actor ShimContainer {
     }
 
     /// The container's statistics (`Stats`): its init's cgroups while it runs; while zeropod has
-    /// it scaled down (or is moving it between running and scaled down), the small figure the
-    /// original reports.
+    /// it scaled down (or is moving it between running and scaled down), the small figure of
+    /// ``ContainerStatistics/scaledDown(mode:cpuNanoseconds:)`` with the last CPU time reported
+    /// (decision 0042).
     /// - Throws: ``ShimError/notFound(_:)`` when the process is gone.
     func statistics(reader: CgroupStatsReader = .system, mode: CgroupHostMode = .current) throws -> ContainerStatistics {
         if initExited { throw ShimError.notFound("task \(id) has exited: its cgroup is gone") }
-        if let driver, !driver.processRuns { return .scaledDown(mode: mode) }
+        if let driver, !driver.processRuns { return .scaledDown(mode: mode, cpuNanoseconds: lastCPUNanoseconds) }
         guard let stats = reader.statistics(ofProcess: initProcess.pid, mode: mode) else {
-            if driver != nil { return .scaledDown(mode: mode) }
+            if driver != nil { return .scaledDown(mode: mode, cpuNanoseconds: lastCPUNanoseconds) }
             throw ShimError.notFound("the cgroup of task \(id) (pid \(initProcess.pid)) does not exist")
         }
+        if let cpu = stats.cpuNanoseconds { lastCPUNanoseconds = max(lastCPUNanoseconds, cpu) }
         return stats
     }
 
