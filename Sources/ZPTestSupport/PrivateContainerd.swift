@@ -192,8 +192,9 @@ public final class PrivateContainerd {
     private func waitUntilUp() throws {
         let up = try eventually(within: 30, every: 0.1) { try ctr(["version"], timeout: 10).status == 0 }
         guard up else {
+            let tail = log(tail: 20)  // before stop(), which removes the folder
             stop()
-            throw LabError("\(flavor.name) did not come up; log: \(log(tail: 20))")
+            throw LabError("\(flavor.name) did not come up; log: \(tail)")
         }
     }
 

@@ -39,6 +39,8 @@ struct RuncOptionsAndMetricsTests {
                 _ = try RuncOptions(any: ProtobufAny(typeURL: url, value: [0x08, 0x01]))
             } throws: { "\($0)".contains(url) && "\($0)".contains("io.containerd.runc.v2") }
         }
+        // ... unless the generic options are empty (an options table without ConfigPath/ConfigBody).
+        #expect(try RuncOptions(any: ProtobufAny(typeURL: "cri.runtimeoptions.v1.Options", value: [])) == RuncOptions())
         #expect { _ = try RuncOptions(any: ProtobufAny(typeURL: RuncOptions.typeURL, value: [0x0a])) } throws: {
             "\($0)".contains(RuncOptions.typeURL)
         }

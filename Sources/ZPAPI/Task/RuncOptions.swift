@@ -10,6 +10,9 @@ import ZPCore
 public struct RuncOptions: ProtobufTableMessage, Equatable {
     /// The type URL containerd writes into the Any (`typeurl` uses the message's full name).
     public static let typeURL = "containerd.runc.v1.Options"
+    /// The CRI plugin's options for other runtime types (`cri.runtimeoptions.v1.Options`: type_url,
+    /// config_path, config_body); accepted only empty.
+    public static let criGenericTypeURL = "cri.runtimeoptions.v1.Options"
 
     /// Create the container without `pivot_root` (`runc create --no-pivot`) (1).
     public var noPivotRoot = false
@@ -79,6 +82,10 @@ extension RuncOptions {
         self.init()
         guard let any, !(any.typeURL.isEmpty && any.value.isEmpty) else { return }
         let name = any.typeURL.split(separator: "/").last.map(String.init) ?? any.typeURL
+        // The CRI plugin's generic options with nothing in them (a handler whose runtime_type is
+        // not io.containerd.runc.v2 and whose `options` table holds no ConfigPath/ConfigBody):
+        // nothing to honour.
+        if name == Self.criGenericTypeURL && any.value.isEmpty { return }
         guard name == Self.typeURL else {
             throw RuncOptionsError(
                 "runtime options of type \(any.typeURL.isEmpty ? "(none)" : any.typeURL) are not supported: the shim reads "

@@ -71,6 +71,8 @@ final class ProcessTerminal: Sendable {
         /// The last size asked for (columns, rows), applied again to a new master.
         var size: (columns: UInt16, rows: UInt16)?
         var closed = false
+        /// A descriptor of the stdout FIFO held open across masters (the init's terminal).
+        var outputKeeper: SharedDescriptor?
     }
 
     private let stdoutPath: String
@@ -83,10 +85,23 @@ final class ProcessTerminal: Sendable {
     ///   - master: the pty master runc sent.
     ///   - stdin: containerd's stdin FIFO, or empty.
     ///   - stdout: the stdout FIFO or `file://` URI (a terminal has no separate stderr), or empty.
+    ///   - keepsOutputOpen: hold the stdout FIFO open until ``close()`` (the init's terminal): the
+    ///     copy from a master ends when its process is dumped, and containerd (which reads the FIFO
+    ///     for attach) must not see end of file before the restored process's master takes over.
     /// - Throws: ``StdioError`` naming the target that failed.
-    init(master: SharedDescriptor, stdin: String, stdout: String, group: any EventLoopGroup) async throws {
+    init(master: SharedDescriptor, stdin: String, stdout: String, group: any EventLoopGroup,
+         keepsOutputOpen: Bool = false) async throws {
         self.stdoutPath = stdout
         self.group = group
+        if keepsOutputOpen && !stdout.isEmpty && !stdout.contains("://") {
+            do {
+                // O_RDWR: a FIFO opened so never blocks (the shim never reads from it).
+                let keeper = SharedDescriptor(try OwnedDescriptor.open(FilePath(stdout), O_RDWR))
+                state.withLock { $0.outputKeeper = keeper }
+            } catch {
+                throw StdioError(target: stdout, reason: "\(error)")
+            }
+        }
         if stdin.isEmpty {
             self.stdin = nil
         } else {
@@ -146,13 +161,17 @@ final class ProcessTerminal: Sendable {
 
     /// Closes the master and stops the copies.
     func close() {
-        let master = state.withLock { s in
+        let (master, keeper) = state.withLock { s in
             s.closed = true
-            defer { s.master = nil }
-            return s.master
+            defer {
+                s.master = nil
+                s.outputKeeper = nil
+            }
+            return (s.master, s.outputKeeper)
         }
         stdin?.close()
         master?.close()
+        keeper?.close()
     }
 }
 

@@ -107,7 +107,8 @@ public actor ShimContainer {
             var process = Process(execID: "", phase: .created, stdin: request.stdin, stdout: request.stdout,
                                   stderr: request.stderr, terminal: request.terminal)
             if request.terminal {
-                process.console = try await startWithTerminal(stdin: request.stdin, stdout: request.stdout, group: group) { socket in
+                process.console = try await startWithTerminal(stdin: request.stdin, stdout: request.stdout, group: group,
+                                                              keepsOutputOpen: true) { socket in
                     try await runc.create(id: request.id, bundle: request.bundle, pidFile: pidFile, stdio: nil, consoleSocket: socket)
                 }
             } else {
@@ -140,14 +141,16 @@ public actor ShimContainer {
     /// Runs a runc command that makes a terminal (`create` or `exec` with `--console-socket`),
     /// receives the pty master runc sends and starts copying between it and the FIFOs.
     /// - Throws: what `runc` throws; ``SystemError`` when no master arrived; ``StdioError``.
-    private static func startWithTerminal(stdin: String, stdout: String, group: any EventLoopGroup,
+    /// - Parameter keepsOutputOpen: for the init, whose terminal outlives a scale-down (see
+    ///   ``ProcessTerminal``).
+    private static func startWithTerminal(stdin: String, stdout: String, group: any EventLoopGroup, keepsOutputOpen: Bool = false,
                                           _ runc: (String) async throws -> Void) async throws -> ProcessTerminal {
         let socket = try ConsoleSocket()
         defer { socket.remove() }
         try await runc(socket.path)
         let master = try socket.receiveMaster()
         do {
-            return try await ProcessTerminal(master: master, stdin: stdin, stdout: stdout, group: group)
+            return try await ProcessTerminal(master: master, stdin: stdin, stdout: stdout, group: group, keepsOutputOpen: keepsOutputOpen)
         } catch {
             master.close()
             throw error
