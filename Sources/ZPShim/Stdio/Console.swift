@@ -135,6 +135,18 @@ final class ProcessTerminal: Sendable {
         if let old, old !== master { old.close() }
     }
 
+    /// The process exited for good (not dumped): the stdout FIFO held open across masters is
+    /// closed once the current output copy ended, so containerd reads end of file (containerd
+    /// 2.x's client waits for it before it deletes the task).
+    func outputEnds() {
+        let (keeper, copy) = state.withLock { s in
+            defer { s.outputKeeper = nil }
+            return (s.outputKeeper, s.outputCopy)
+        }
+        guard let keeper else { return }
+        if let copy { copy.whenComplete { _ in keeper.close() } } else { keeper.close() }
+    }
+
     /// Sets the window size (ResizePty); remembered for a later master.
     /// - Throws: ``SystemError`` from the ioctl.
     func resize(columns: UInt16, rows: UInt16) throws(SystemError) {

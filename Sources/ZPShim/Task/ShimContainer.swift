@@ -290,6 +290,7 @@ public actor ShimContainer {
         process.waiters = []
         if execID.isEmpty {
             process.io?.releaseContainerSide()
+            process.console?.outputEnds()
             initProcess = process
         } else {
             execs[execID] = process
