@@ -171,7 +171,8 @@ struct StatusGoldenTests {
         h.observe(.milliseconds(80))
         let text = StatusText.prometheus([StatusAPI.ContainerMetrics(
             id: "c1", name: "web", podName: "p", podNamespace: "ns", running: false,
-            lastCheckpointTime: ProtobufTimestamp(seconds: 2, nanos: 5), checkpointDuration: h, checkpointErrorsTotal: 1)])
+            lastCheckpointTime: ProtobufTimestamp(seconds: 2, nanos: 5), checkpointDuration: h, checkpointErrorsTotal: 1,
+            dryRunScaleDownsTotal: 3, dryRunWouldRestoresTotal: 2)])
         let labels = #"container="web",pod="p",namespace="ns""#
         #expect(text.contains("zeropod_running{\(labels)} 0\n"))
         #expect(text.contains("zeropod_last_checkpoint_time{\(labels)} 2000000005\n"))
@@ -184,5 +185,7 @@ struct StatusGoldenTests {
         #expect(text.contains("zeropod_restore_duration_seconds_count{\(labels)} 0\n"))
         #expect(text.contains("zeropod_checkpoint_errors_total{\(labels)} 1\n"))
         #expect(text.contains("zeropod_restore_errors_total{\(labels)} 0\n"))
+        #expect(text.contains("# TYPE zeropod_dry_run_scale_downs_total counter\nzeropod_dry_run_scale_downs_total{\(labels)} 3\n"))
+        #expect(text.contains("# TYPE zeropod_dry_run_would_restores_total counter\nzeropod_dry_run_would_restores_total{\(labels)} 2\n"))
     }
 }

@@ -27,6 +27,7 @@ private func spec(_ extra: [String: String]) -> [String: String] {
     #expect(c.containerNames.isEmpty)
     #expect(c.ports.isEmpty)
     #expect(!c.disableCheckpointing && !c.preDump && !c.disableProbeDetection && !c.disableMigrateData)
+    #expect(!c.dryRun)
     #expect(c.probeBufferSize == 1024)
     #expect(c.connectTimeout == .seconds(5) && c.proxyTimeout == .seconds(5))
     #expect(c.migrate.isEmpty && c.liveMigrate == nil)
@@ -78,6 +79,14 @@ private let goodCases: [GoodCase] = [
     GoodCase(annotations: ["zeropod.ctrox.dev/pre-dump": "f"]) { !$0.preDump },
     GoodCase(annotations: ["zeropod.ctrox.dev/disable-probe-detection": "True"]) { $0.disableProbeDetection },
     GoodCase(annotations: ["zeropod.ctrox.dev/disable-migrate-data": "t"]) { $0.disableMigrateData },
+    GoodCase(annotations: ["zeropod.ctrox.dev/dry-run": "true"]) { $0.dryRun && $0.scaleDownEnabled },
+    GoodCase(annotations: ["zeropod.ctrox.dev/dry-run": "1"]) { $0.dryRun },
+    GoodCase(annotations: ["zeropod.ctrox.dev/dry-run": "False"]) { !$0.dryRun },
+    GoodCase(annotations: ["zeropod.ctrox.dev/dry-run": ""]) { !$0.dryRun },
+    // Every other setting is still parsed and checked: the dry run simulates them.
+    GoodCase(annotations: ["zeropod.ctrox.dev/dry-run": "t", "zeropod.ctrox.dev/pre-dump": "t", scaledown: "30s"]) {
+        $0.dryRun && $0.preDump && $0.scaleDownDuration == .seconds(30)
+    },
     GoodCase(annotations: ["zeropod.ctrox.dev/probe-buffer-size": "4096"]) { $0.probeBufferSize == 4096 },
     GoodCase(annotations: ["zeropod.ctrox.dev/probe-buffer-size": "+1"]) { $0.probeBufferSize == 1 },
     GoodCase(annotations: ["zeropod.ctrox.dev/probe-buffer-size": "1048576"]) { $0.probeBufferSize == 1 << 20 },
@@ -184,6 +193,10 @@ private let badCases: [BadCase] = [
             error: #"zeropod.ctrox.dev/disable-probe-detection: invalid boolean "true ": expected one of 1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False"#),
     BadCase(key: "zeropod.ctrox.dev/disable-migrate-data", value: "2",
             error: #"zeropod.ctrox.dev/disable-migrate-data: invalid boolean "2": expected one of 1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False"#),
+    BadCase(key: "zeropod.ctrox.dev/dry-run", value: "yes",
+            error: #"zeropod.ctrox.dev/dry-run: invalid boolean "yes": expected one of 1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False"#),
+    BadCase(key: "zeropod.ctrox.dev/dry-run", value: " true",
+            error: #"zeropod.ctrox.dev/dry-run: invalid boolean " true": expected one of 1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False"#),
     BadCase(key: "zeropod.ctrox.dev/probe-buffer-size", value: "1k",
             error: #"zeropod.ctrox.dev/probe-buffer-size: invalid integer "1k": not a decimal number"#),
     BadCase(key: "zeropod.ctrox.dev/probe-buffer-size", value: "0",
@@ -238,7 +251,7 @@ func containerConfig_refuses(_ c: BadCase) {
         "zeropod.ctrox.dev/disable-checkpointing", "zeropod.ctrox.dev/pre-dump",
         "zeropod.ctrox.dev/disable-probe-detection", "zeropod.ctrox.dev/probe-buffer-size",
         "zeropod.ctrox.dev/connect-timeout", "zeropod.ctrox.dev/proxy-timeout", "zeropod.ctrox.dev/migrate",
-        "zeropod.ctrox.dev/live-migrate", "zeropod.ctrox.dev/disable-migrate-data",
+        "zeropod.ctrox.dev/live-migrate", "zeropod.ctrox.dev/disable-migrate-data", "zeropod.ctrox.dev/dry-run",
     ])
 }
 

@@ -41,6 +41,9 @@ private struct World {
     var dumpedProcessExited = false
     /// The restore in flight is the full one after a lazy restore failed.
     var fullRestoreRuns = false
+    /// Dry run: when `wouldScaleDown` was reported, until `wouldRestore` (or the process left
+    /// RUNNING).
+    var dryRunDownSince: UInt64?
 
     init(config: LC.Configuration, now: UInt64 = 1_000_000_000) {
         self.config = config
@@ -82,7 +85,7 @@ struct LifecycleRandomTests {
             "startCheckpoint", "startRestore", "startColdStart", "startScaleDownKill", "releaseHeldConnections",
             "failHeldConnections", "startHeldExecs", "reportExit", "suppressExit", "deferSignal", "cleanupAll",
             "startPreDump", "startIncrementalCheckpoint", "armPreDumpTimer", "startFullRestore", "wakeGroup",
-            "answerGroupWake",
+            "answerGroupWake", "emitDryRun",
         ] {
             #expect((totals[needed] ?? 0) > 0, "no \(needed) in any run")
         }
@@ -96,7 +99,8 @@ struct LifecycleRandomTests {
             checkpointingEnabled: Int.random(in: 0..<4, using: &rng) != 0,
             openConnectionsCountAsActivity: Bool.random(using: &rng),
             preDump: Int.random(in: 0..<3, using: &rng) != 0,
-            wakesGroup: Bool.random(using: &rng)
+            wakesGroup: Bool.random(using: &rng),
+            dryRun: Int.random(in: 0..<4, using: &rng) == 0
         )
         var lc = LC(configuration: config)
         var world = World(config: config)
@@ -392,6 +396,17 @@ struct LifecycleRandomTests {
 
         for action in actions {
             w.counts[Self.name(of: action), default: 0] += 1
+            // A dry run reports; it never touches the process, its memory or the redirect.
+            switch action {
+            case .enableRedirect, .startCheckpoint, .startIncrementalCheckpoint, .startPreDump, .startScaleDownKill,
+                .startRestore, .startFullRestore, .startColdStart, .armPreDumpTimer, .wakeGroup:
+                try require(!w.config.dryRun, "\(action) in a dry run")
+            case .armIdleTimer, .cancelIdleTimer, .disableRedirect, .holdConnection, .forwardConnection,
+                .refuseConnection, .releaseHeldConnections, .failHeldConnections, .answerProbe, .answerGroupWake,
+                .startExec, .holdExec, .startHeldExecs, .failHeldExecs, .rejectExec, .deferSignal, .signalProcess,
+                .emitStatus, .suppressExit, .reportExit, .cleanupImages, .cleanupAll, .emitDryRun:
+                break
+            }
             switch action {
             case .startCheckpoint, .startIncrementalCheckpoint, .startScaleDownKill, .startRestore, .startColdStart,
                 .startFullRestore:
@@ -480,6 +495,29 @@ struct LifecycleRandomTests {
                 w.preDumpImage = false  // the driver replaces the old image
             case .cleanupImages, .cleanupAll:
                 w.preDumpImage = false
+            case .emitDryRun(let decision):
+                try require(w.config.dryRun, "\(action) without a dry run")
+                try require(before == .running && lc.phase == .running, "\(action) in \(before) → \(lc.phase)")
+                switch decision {
+                case .wouldScaleDown:
+                    try require(event.kind == .idleDeadlineReached, "\(action) on \(event)")
+                    try require(w.dryRunDownSince == nil, "would scale down twice")
+                    w.dryRunDownSince = now
+                case .wouldRestore(let wake):
+                    let since = try #require(w.dryRunDownSince, "would restore without a would-scale-down")
+                    switch (wake, event) {
+                    case (.traffic(let at), .idleDeadlineReached):
+                        try require(
+                            at.nanoseconds > since && at.nanoseconds <= now, "traffic \(at) since \(since) at \(now)")
+                    case (.exec(let id), .execStarted(let started)):
+                        try require(id == started, "would restore for exec \(id) on \(event)")
+                    case (.redirectLost, .redirectUnavailable):
+                        break
+                    default:
+                        throw InvariantFailure(description: "\(action) on \(event)")
+                    }
+                    w.dryRunDownSince = nil
+                }
             case .answerProbe, .forwardConnection, .refuseConnection, .suppressExit, .signalProcess, .wakeGroup,
                 .answerGroupWake:
                 break
@@ -496,6 +534,9 @@ struct LifecycleRandomTests {
 
         // State invariants after every step.
         let phase = lc.phase
+        if phase != .running { w.dryRunDownSince = nil }
+        try require((w.dryRunDownSince != nil) == lc.dryRunScaledDown, "dry-run down model vs \(lc.dryRunScaledDown)")
+        if lc.dryRunScaledDown { try require(lc.idleDeadline != nil, "virtually down without a poll armed") }
         if w.everStopped { try require(phase == .stopped, "left stopped for \(phase)") }
         if phase == .stopped { w.everStopped = true }
         try require(w.redirect == lc.redirectEnabled, "redirect model \(w.redirect) vs machine \(lc.redirectEnabled)")

@@ -29,6 +29,7 @@ struct LifecycleSnapshot: Equatable, CustomStringConvertible {
     var hasPreDumpImage: Bool
     var scaleDownWaitsForPreDump: Bool
     var preDumpEnabled: Bool
+    var dryRunScaledDown: Bool
 
     init(_ lc: LC) {
         phase = lc.phase
@@ -49,6 +50,7 @@ struct LifecycleSnapshot: Equatable, CustomStringConvertible {
         hasPreDumpImage = lc.hasPreDumpImage
         scaleDownWaitsForPreDump = lc.scaleDownWaitsForPreDump
         preDumpEnabled = lc.preDumpEnabled
+        dryRunScaledDown = lc.dryRunScaledDown
     }
 
     var description: String {

@@ -20,14 +20,16 @@ struct Harness {
         preDump: Bool = false,
         wakeGroup inGroup: Bool = false,
         ports: [UInt16] = [8080],
-        withRedirect: Bool = true
+        withRedirect: Bool = true,
+        dryRun: Bool = false
     ) {
         let settings = ScaleDownDriver.Settings(
             lifecycle: .init(
                 scaleDownDuration: .seconds(60),
                 checkpointingEnabled: checkpointing,
                 preDump: preDump,
-                wakesGroup: inGroup
+                wakesGroup: inGroup,
+                dryRun: dryRun
             ),
             ports: ports
         )

@@ -77,6 +77,10 @@ public enum StatusText {
         for m in metrics { out += "zeropod_checkpoint_errors_total\(labels(m)) \(m.checkpointErrorsTotal)\n" }
         header("zeropod_restore_errors_total", "counter", "Failed restores.")
         for m in metrics { out += "zeropod_restore_errors_total\(labels(m)) \(m.restoreErrorsTotal)\n" }
+        header("zeropod_dry_run_scale_downs_total", "counter", "Total number of scale downs that dry-run mode would have done.")
+        for m in metrics { out += "zeropod_dry_run_scale_downs_total\(labels(m)) \(m.dryRunScaleDownsTotal)\n" }
+        header("zeropod_dry_run_would_restores_total", "counter", "Total number of restores that dry-run mode would have done.")
+        for m in metrics { out += "zeropod_dry_run_would_restores_total\(labels(m)) \(m.dryRunWouldRestoresTotal)\n" }
         return out
     }
 

@@ -29,6 +29,9 @@ public enum ZeropodAnnotation: String, CaseIterable, Sendable {
     case liveMigrate = "zeropod.ctrox.dev/live-migrate"
     /// Migrate without the container's file system changes (Go bool, default false).
     case disableMigrateData = "zeropod.ctrox.dev/disable-migrate-data"
+    /// Only report scale-downs and restores, never carry them out (Go bool, default false; the
+    /// original's newer versions, PR #197).
+    case dryRun = "zeropod.ctrox.dev/dry-run"
 
     /// The common prefix of every zeropod annotation.
     public static let prefix = "zeropod.ctrox.dev/"
@@ -138,6 +141,10 @@ public struct ContainerConfig: Equatable, Sendable {
     public var liveMigrate: String?
     /// `disable-migrate-data`: migrate without the container's file system changes.
     public var disableMigrateData: Bool
+    /// `dry-run`: the idle timer and the activity tracking run, but the container is never
+    /// checkpointed, killed, pre-dumped or redirected; "would scale down" and "would restore" are
+    /// reported instead (decision 0031).
+    public var dryRun: Bool
     /// `zeropod-swift/wake-group`: the group of containers that wake together; nil when absent.
     public var wakeGroup: String?
 
@@ -206,6 +213,7 @@ public struct ContainerConfig: Equatable, Sendable {
             liveMigrate = v
         }
         disableMigrateData = try Self.bool(value(.disableMigrateData), key: .disableMigrateData)
+        dryRun = try Self.bool(value(.dryRun), key: .dryRun)
 
         wakeGroup = nil
         if let v = annotations[ZeropodSwiftAnnotation.wakeGroup.rawValue], !v.isEmpty {

@@ -35,7 +35,8 @@ extension ContainerLifecycle {
         }
     }
 
-    /// The deadline of the armed idle timer, or `nil` when none is armed.
+    /// The deadline of the armed idle timer, or `nil` when none is armed. While a dry run is
+    /// virtually scaled down (``dryRunScaledDown``) it is the next poll for traffic.
     public var idleDeadline: ZPInstant? {
         switch state {
         case .running(let r): return r.idleDeadline
@@ -81,6 +82,15 @@ extension ContainerLifecycle {
     /// Whether pre-dumps are on: configured, and none has failed. (They also need checkpointing
     /// and scale-down to be on.)
     public var preDumpEnabled: Bool { preDumpAllowed }
+
+    /// Dry run: whether the container is virtually scaled down — `wouldScaleDown` was reported and
+    /// no traffic or exec has been seen since. The process runs all the while (phase RUNNING).
+    public var dryRunScaledDown: Bool {
+        switch state {
+        case .running(let r): return r.dryRunScaledDownSince != nil
+        case .created, .scalingDown, .scaledDown, .waking, .stopped: return false
+        }
+    }
 
     /// Whether the redirect to the activator should be on in this phase.
     public var redirectEnabled: Bool {

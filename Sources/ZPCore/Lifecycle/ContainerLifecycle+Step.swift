@@ -104,6 +104,8 @@ extension ContainerLifecycle {
         case cleanupAll
         /// ``Action/wakeGroup``. Carry it out at once, not behind effects queued earlier.
         case wakeGroup
+        /// ``Action/emitDryRun(_:)``.
+        case emitDryRun(DryRunDecision)
 
         /// The same order as an ``Action``.
         public var action: Action {
@@ -131,6 +133,7 @@ extension ContainerLifecycle {
             case .cleanupImages: return .cleanupImages
             case .cleanupAll: return .cleanupAll
             case .wakeGroup: return .wakeGroup
+            case .emitDryRun(let decision): return .emitDryRun(decision)
             }
         }
     }
@@ -208,6 +211,7 @@ extension ContainerLifecycle {
                 case .cleanupImages: effects.append(.cleanupImages)
                 case .cleanupAll: effects.append(.cleanupAll)
                 case .wakeGroup: effects.append(.wakeGroup)
+                case .emitDryRun(let decision): effects.append(.emitDryRun(decision))
                 }
             }
             self.init(answer: answer, effects: effects)

@@ -24,6 +24,19 @@ extension ContainerLifecycle {
         /// 0011): a connection or exec that brings it back also asks the other members to come
         /// back (``Action/wakeGroup``).
         public var wakesGroup: Bool
+        /// Dry run (`zeropod.ctrox.dev/dry-run`, decision 0031): the idle timer runs as usual, but
+        /// at the deadline the container is only *virtually* scaled down — reported with
+        /// ``Action/emitDryRun(_:)`` — and keeps running: nothing is checkpointed, killed,
+        /// pre-dumped or redirected. The first traffic (or exec) after that is reported as a
+        /// would-be restore, and the cycle starts over.
+        public var dryRun: Bool
+        /// How often a virtually scaled-down container (dry run) looks for traffic: the idle timer
+        /// is re-armed this far ahead until the activity stamps show traffic newer than the
+        /// virtual scale-down. Zero or negative means the default, one second (the original's).
+        public var dryRunPollInterval: Duration
+
+        /// The poll interval of a dry run when none (or a non-positive one) is given.
+        public static let defaultDryRunPollInterval: Duration = .seconds(1)
 
         /// Creates a configuration.
         /// - Parameters:
@@ -32,19 +45,47 @@ extension ContainerLifecycle {
         ///   - openConnectionsCountAsActivity: whether open connections postpone scale-down.
         ///   - preDump: whether to pre-dump memory halfway through the idle time.
         ///   - wakesGroup: whether the container is a member of a wake group.
+        ///   - dryRun: whether scale-downs and restores are only reported, never carried out.
+        ///   - dryRunPollInterval: how often a virtually scaled-down container looks for traffic.
         public init(
             scaleDownDuration: Duration = .seconds(60),
             checkpointingEnabled: Bool = true,
             openConnectionsCountAsActivity: Bool = true,
             preDump: Bool = false,
-            wakesGroup: Bool = false
+            wakesGroup: Bool = false,
+            dryRun: Bool = false,
+            dryRunPollInterval: Duration = Configuration.defaultDryRunPollInterval
         ) {
             self.scaleDownDuration = scaleDownDuration
             self.checkpointingEnabled = checkpointingEnabled
             self.openConnectionsCountAsActivity = openConnectionsCountAsActivity
             self.preDump = preDump
             self.wakesGroup = wakesGroup
+            self.dryRun = dryRun
+            self.dryRunPollInterval = dryRunPollInterval
         }
+    }
+
+    /// What a dry run reports instead of acting (``Action/emitDryRun(_:)``): the status events
+    /// `EVENT_WOULD_SCALE_DOWN` and `EVENT_WOULD_RESTORE` of the shim's status stream.
+    public enum DryRunDecision: Sendable, Hashable {
+        /// The idle deadline passed with no activity: a real container would have been scaled
+        /// down now. It keeps running; the lifecycle considers it virtually scaled down.
+        case wouldScaleDown
+        /// The first traffic or exec after a virtual scale-down: a real container would have been
+        /// restored now. The idle timer starts over.
+        case wouldRestore(DryRunWake)
+    }
+
+    /// What would have brought a virtually scaled-down container back (dry run).
+    public enum DryRunWake: Sendable, Hashable {
+        /// The activity stamps of its ports show traffic at `at`, after the virtual scale-down
+        /// (probe sources and, by default, loopback are not activity: the tracker filters them).
+        case traffic(at: ZPInstant)
+        /// An exec was started in the container.
+        case exec(id: String)
+        /// The redirect could not be set up: a scaled-down container would have been woken at once.
+        case redirectLost
     }
 
     /// Where one container is in its life, as the shim and its users see it.
@@ -365,5 +406,8 @@ extension ContainerLifecycle {
         case cleanupImages
         /// Delete everything the container left: images, redirect maps and pins, activator sockets.
         case cleanupAll
+        /// Dry run: publish what would have happened (log, status event, the manager's event and
+        /// counter). Nothing else is done: the process keeps running, the redirect stays off.
+        case emitDryRun(DryRunDecision)
     }
 }

@@ -21,6 +21,11 @@
 /// ``preDumpInFlight``, ``hasPreDumpImage``, ``scaleDownWaitsForPreDump``): a pre-dump runs while
 /// the process keeps serving, and the checkpoint at the deadline is incremental on top of it.
 ///
+/// With ``Configuration/dryRun``, RUNNING has one more sub-state, virtually scaled down
+/// (``dryRunScaledDown``): the idle deadline only reports ``DryRunDecision/wouldScaleDown`` and
+/// the idle timer then polls for traffic, which reports ``DryRunDecision/wouldRestore(_:)``. The
+/// phase never leaves RUNNING, CREATED or STOPPED: nothing is checkpointed, killed or redirected.
+///
 /// Invariants kept by construction: at most one checkpoint, kill-for-scale-down, restore or cold
 /// start is in flight, and never a checkpoint while a pre-dump is; no scale-down while an exec runs; every held connection and exec is
 /// released or failed exactly once; an exit is reported at most once and `stopped` is terminal.
@@ -50,7 +55,8 @@ public struct ContainerLifecycle: Sendable {
         self.state = .created
         self.checkpointingAllowed = configuration.checkpointingEnabled
         self.scaleDownAllowed = configuration.scaleDownDuration > .zero
-        self.preDumpAllowed = configuration.preDump
+        // A dry run never dumps: a pre-dump is part of the scale-down it only reports.
+        self.preDumpAllowed = configuration.preDump && !configuration.dryRun
     }
 
     // MARK: - State
@@ -75,6 +81,10 @@ public struct ContainerLifecycle: Sendable {
         var execs: [String]
         /// The pre-dump of this process (deadline, image, a checkpoint waiting for it).
         var preDump = PreDumpCycle()
+        /// Dry run: when the container was virtually scaled down (the idle deadline passed and
+        /// `wouldScaleDown` was reported); nil while it counts as running. Set only in a dry run,
+        /// and only while the idle timer (then the traffic poll) is armed.
+        var dryRunScaledDownSince: ZPInstant? = nil
     }
 
     /// Connections, execs and signals that wait for an operation in flight.
@@ -177,11 +187,27 @@ public struct ContainerLifecycle: Sendable {
             // Not armed (exec running, scale-down off) or a stale firing of a re-armed timer.
             guard let deadline = r.idleDeadline, now >= deadline else { return [] }
             let window = configuration.scaleDownDuration
+            if let since = r.dryRunScaledDownSince {
+                // Dry run, virtually scaled down: this firing is the traffic poll. Traffic newer
+                // than the virtual scale-down would have restored the container; then the cycle
+                // starts over as after a real restore.
+                guard let last = lastActivity, last > since else {
+                    return rearm(&r, at: now.advanced(by: dryRunPollInterval), now: now)
+                }
+                r.dryRunScaledDownSince = nil
+                let restart = rearm(&r, at: now.advanced(by: window), now: now)
+                return [.emitDryRun(.wouldRestore(.traffic(at: last)))] + restart
+            }
             if openConnections > 0 && configuration.openConnectionsCountAsActivity {
                 return rearm(&r, at: now.advanced(by: window), now: now)
             }
             if let last = lastActivity, last.advanced(by: window) > now {
                 return rearm(&r, at: last.advanced(by: window), now: now)
+            }
+            if configuration.dryRun {
+                // Report it, keep the process running, and poll for the traffic that would wake it.
+                r.dryRunScaledDownSince = now
+                return [.emitDryRun(.wouldScaleDown)] + rearm(&r, at: now.advanced(by: dryRunPollInterval), now: now)
             }
             guard checkpointingAllowed else {
                 state = .scalingDown(ScalingDown(method: .kill, pid: r.pid))
@@ -203,6 +229,12 @@ public struct ContainerLifecycle: Sendable {
         case .created, .scalingDown, .scaledDown, .waking, .stopped:
             return []
         }
+    }
+
+    /// The dry run's traffic poll interval (the configured one if positive, else the default).
+    private var dryRunPollInterval: Duration {
+        configuration.dryRunPollInterval > .zero
+            ? configuration.dryRunPollInterval : Configuration.defaultDryRunPollInterval
     }
 
     private mutating func rearm(_ running: inout Running, at deadline: ZPInstant, now: ZPInstant) -> [Action] {
@@ -239,10 +271,13 @@ public struct ContainerLifecycle: Sendable {
         case .running(var r):
             // No scale-down any more: no timers, and no checkpoint waiting for a pre-dump.
             let wasArmed = r.idleDeadline != nil
+            // A dry run's virtual scale-down ends as a real one would: the container wakes at once.
+            let wake: [Action] = r.dryRunScaledDownSince != nil ? [.emitDryRun(.wouldRestore(.redirectLost))] : []
+            r.dryRunScaledDownSince = nil
             r.idleDeadline = nil
             r.preDump.pinned()
             state = .running(r)
-            return wasArmed ? [.cancelIdleTimer] : []
+            return (wasArmed ? [.cancelIdleTimer] : []) + wake
         case .scaledDown(let scaled):
             // Nothing can reach the activator any more: wake now rather than stay down unreachable.
             return wake(scaled, waiters: Waiters())
@@ -459,8 +494,12 @@ public struct ContainerLifecycle: Sendable {
             r.idleDeadline = nil
             // The exec pins the container: no pre-dump is due, and a waiting scale-down is off.
             r.preDump.pinned()
+            // Dry run: an exec would have restored a scaled-down container (no group wake: the
+            // other members are real containers, and this one was never really down).
+            let wake: [Action] = r.dryRunScaledDownSince != nil ? [.emitDryRun(.wouldRestore(.exec(id: id)))] : []
+            r.dryRunScaledDownSince = nil
             state = .running(r)
-            return wasArmed ? [.cancelIdleTimer, .startExec(id: id)] : [.startExec(id: id)]
+            return (wasArmed ? [.cancelIdleTimer] : []) + wake + [.startExec(id: id)]
         case .scalingDown(var s):
             guard !s.waiters.execs.contains(id) else { return [] }
             let first = s.waiters.connections == 0 && s.waiters.execs.isEmpty

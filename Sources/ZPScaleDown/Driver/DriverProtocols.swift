@@ -135,7 +135,7 @@ public protocol ScaleDownStatusSink: Sendable {
     func containerChanged(phase: ContainerLifecycle.Phase, pid: Int32?, report: ScaleDownStatusReport?)
 }
 
-/// A checkpoint or restore outcome for the status sink.
+/// A checkpoint or restore outcome, or a dry run's decision, for the status sink.
 public enum ScaleDownStatusReport: Sendable, Hashable {
     /// The container was checkpointed in `duration`.
     case checkpointed(duration: Duration)
@@ -145,6 +145,10 @@ public enum ScaleDownStatusReport: Sendable, Hashable {
     case restored(duration: Duration)
     /// A restore (or cold start) failed, or the restored process had to be killed.
     case restoreFailed(reason: String)
+    /// Dry run: the container would have been scaled down now; it keeps running.
+    case wouldScaleDown
+    /// Dry run: the container would have been restored now (it never stopped running).
+    case wouldRestore
 }
 
 /// The container's wake group membership (decision 0011).

@@ -40,7 +40,11 @@ extension ScaleDownDriver {
             $0.activator = activator
             $0.ports = ports
         }
-        logger.info("scale-down armed", metadata: ["ports": "\(ports)", "netns": "\(redirect.location)"])
+        var metadata: Logger.Metadata = ["ports": "\(ports)", "netns": "\(redirect.location)"]
+        // A dry run arms the activator too (its listeners and the ports' activity tracking), but
+        // the lifecycle never orders the redirect on.
+        if settings.lifecycle.dryRun { metadata["dryRun"] = "true" }
+        logger.info("scale-down armed", metadata: metadata)
         await fireEarlyTimers()
         do {
             try await activator.run()

@@ -84,7 +84,35 @@ extension ScaleDownDriver {
             try? redirectOff()
         case .wakeGroup:
             wakeGroup?.requestWake()  // callers carry it out at once; from the consumer it is just as good
+        case .emitDryRun(let decision):
+            reportDryRun(decision)
         }
+    }
+
+    /// A dry run's decision: the log line (the original's wording, "would have …") and the status
+    /// sink's event; the phase and pid stay as they are (the process keeps running).
+    func reportDryRun(_ decision: ContainerLifecycle.DryRunDecision) {
+        let report: ScaleDownStatusReport
+        switch decision {
+        case .wouldScaleDown:
+            let idle = GoDuration.format(settings.lifecycle.scaleDownDuration)
+            logger.info(
+                "dry run: would have scaled down after \(idle) of inactivity",
+                metadata: ["dryRun": "wouldScaleDown"])
+            report = .wouldScaleDown
+        case .wouldRestore(let wake):
+            let cause: String
+            switch wake {
+            case .traffic(let at): cause = "traffic \(Self.milliseconds(at.duration(to: clock.now()))) ago"
+            case .exec(let execID): cause = "exec \(execID)"
+            case .redirectLost: cause = "the redirect is gone"
+            }
+            logger.info("dry run: would have restored (\(cause))", metadata: ["dryRun": "wouldRestore"])
+            report = .wouldRestore
+        }
+        guard let sink = self.status else { return }
+        let (phase, pid) = state.withLock { ($0.lifecycle.phase, $0.lifecycle.pid) }
+        sink.containerChanged(phase: phase, pid: pid, report: report)
     }
 
     private func takeHeldExecs(_ ids: [String]) -> [CheckedContinuation<Void, any Error>] {

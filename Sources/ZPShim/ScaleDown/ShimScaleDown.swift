@@ -253,6 +253,8 @@ struct StatusBoardSink: ScaleDownStatusSink {
         case .checkpointFailed(let reason): event = .checkpointFailed(reason: reason)
         case .restored(let duration): event = .restoreFinished(duration: duration)
         case .restoreFailed(let reason): event = .restoreFailed(reason: reason)
+        case .wouldScaleDown: event = .wouldScaleDown
+        case .wouldRestore: event = .wouldRestore
         }
         board.update(id: id, phase: phase, pid: pid, event: event)
     }

@@ -258,7 +258,8 @@ public final class TaskService: Sendable {
                 checkpointingEnabled: !config.disableCheckpointing,
                 openConnectionsCountAsActivity: node.openConnectionsAreActivity,
                 preDump: config.preDump,
-                wakesGroup: wakeGroup != nil),
+                wakesGroup: wakeGroup != nil,
+                dryRun: config.dryRun),
             ports: config.ports)
         let driver = ScaleDownDriver(
             id: request.id, settings: settings, control: control, checkpoints: checkpoints, redirect: redirect,
