@@ -528,12 +528,24 @@ public final class PreparedContainerRestore {
 
     /// Makes every cgroup folder of `paths` that does not exist (best effort; CRIU's soft mode makes
     /// missing ones too, but after the worker would have joined them).
+    /// A new cpuset cgroup (v1) takes no process until it has CPUs and memory nodes, so each folder
+    /// made there gets its parent's `cpuset.cpus` and `cpuset.mems`, as runc does.
     static func makeMissingCgroups(_ paths: [String: String]) {
-        for dir in Set(paths.values) where !dir.isEmpty && access(dir, F_OK) != 0 {
+        var done = Set<String>()
+        for (controller, dir) in paths.sorted(by: { $0.key < $1.key }) where !dir.isEmpty && !done.contains(dir) {
+            done.insert(dir)
+            guard access(dir, F_OK) != 0 else { continue }
+            let cpuset = controller.split(separator: ",").contains("cpuset")
             var prefix = ""
             for part in dir.split(separator: "/") {
+                let parent = prefix
                 prefix += "/" + part
-                _ = mkdir(prefix, 0o755)
+                guard mkdir(prefix, 0o755) == 0, cpuset else { continue }
+                for file in ["cpuset.cpus", "cpuset.mems"] {
+                    if let value = try? Files.read(FilePath(parent + "/" + file)) {
+                        try? Files.write(FilePath(prefix + "/" + file), value)
+                    }
+                }
             }
         }
     }
