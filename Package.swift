@@ -219,12 +219,27 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // MARK: migration image archives (issue 16, decision 0050): zstd over a record stream,
+        // written by the source shim, extracted by the target shim (libzstd behind CZstd).
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .target(
+            name: "ZPImageArchive",
+            dependencies: ["CZstd", "ZPCore", "ZPSystem", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ZPImageArchiveTests",
+            dependencies: ["ZPImageArchive", "ZPCore", "ZPTestSupport"],
+            swiftSettings: strict
+        ),
+
         // MARK: containerd shim v2 (composition)
         .target(name: "CZPShim"),
         .target(
             name: "ZPShim",
             dependencies: [
                 "ZPCore", "ZPSystem", "ZPAPI", "ZPTTRPC", "CZPShim", "ZPCheckpoint", "ZPBPF", "ZPActivator", "ZPScaleDown",
+                "ZPImageArchive",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -241,6 +256,7 @@ let package = Package(
             name: "ZPShimTests",
             dependencies: [
                 "ZPShim", "ZPAPI", "ZPSystem", "ZPTTRPC", "ZPKube", "KubeAPIDouble", "ZPTestSupport",
+                "ZPActivator", "ZPBPF", "ZPImageArchive",
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strict
@@ -324,6 +340,10 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -359,6 +379,8 @@ let package = Package(
                 "ZPManager", "ZPManagerTestKit", "ZPAPI", "ZPKube", "KubeAPIDouble", "ZPCore", "ZPTTRPC", "ZPTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Yams", package: "Yams"),
             ],

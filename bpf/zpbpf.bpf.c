@@ -10,9 +10,14 @@
 //                   monotonic time (bpf_ktime_get_ns) of the last client segment that carries data,
 //                   SYN or FIN for a tracked port, unless the source is a probe source or (per node
 //                   setting) a loopback address.
-//   zp_sockops      sockops on the cgroup v2 root, filtered by the pod's netns cookie: counts the
+//   zp_sockops      sockops on the cgroup v2 root. In the pod's netns (by netns cookie): counts the
 //                   open passive (server side) TCP connections per tracked port, with the same
-//                   source filter, from PASSIVE_ESTABLISHED to TCP_CLOSE.
+//                   source filter, from PASSIVE_ESTABLISHED to TCP_CLOSE. In the node's netns:
+//                   records the 4-tuple of every connection that kubelet opens to a tracked port
+//                   (TCP_CONNECT_CB runs in the connecting task, after the source port was chosen;
+//                   kubelet = a process whose thread group leader is named kubelet, k3s, ..., see
+//                   zp_kubelet_names), and forgets it when the socket closes. Traffic of those
+//                   connections is never activity, in either program (docs/decisions/0040).
 //
 // Build: clang -target bpf -O2 -g, then llvm-strip -g (keeps BTF); see scripts/bpf-embed.sh.
 // Ports are host byte order u32 keys in every map. Addresses are 16 bytes, IPv4 as ::ffff:a.b.c.d.
@@ -32,14 +37,18 @@
 
 #define ZP_MAX_PORTS 128
 #define ZP_MAX_PROBE_SOURCES 64
+#define ZP_MAX_KUBELET_NAMES 16
+#define ZP_MAX_KUBELET_CONNS 4096
+#define ZP_COMM_LEN 16
 #define ZP_AF_INET 2
 #define ZP_AF_INET6 10
 
 /// Configuration, one entry at index 0, written by user space.
 struct zp_config {
-    __u64 netns_cookie;   // sockops only counts sockets of this netns
-    __u32 ignore_loopback; // 1: traffic from 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104 never counts
-    __u32 pad;
+    __u64 netns_cookie;      // sockops only counts sockets of this netns
+    __u32 ignore_loopback;   // 1: traffic from 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104 never counts
+    __u32 identify_kubelet;  // 1: record kubelet's connections (node setting learn-probe-sources)
+    __u64 node_netns_cookie; // the netns kubelet's connections are recognised in (the node's)
 };
 
 /// Activity of one tracked port; the entry is created by user space, the programs only update it.
@@ -51,6 +60,22 @@ struct zp_activity {
 struct zp_addr {
     __u8 bytes[16];
 };
+
+/// One TCP connection as its client opened it; addresses as in every map (IPv4 as ::ffff:a.b.c.d),
+/// ports in host byte order.
+struct zp_conn {
+    struct zp_addr client;
+    struct zp_addr server;
+    __u16 client_port;
+    __u16 server_port;
+    __u32 pad; // always 0
+};
+
+/// The parts of task_struct the kubelet check reads; CO-RE relocates them against the kernel's BTF.
+struct task_struct {
+    struct task_struct *group_leader;
+    char comm[ZP_COMM_LEN];
+} __attribute__((preserve_access_index));
 
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
@@ -87,6 +112,23 @@ struct {
     __type(value, struct zp_config);
 } zp_config SEC(".maps");
 
+/// Process names (comm of the thread group leader, NUL-padded to 16 bytes) whose connections are
+/// kubelet's; written by user space.
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, ZP_MAX_KUBELET_NAMES);
+    __type(key, char[ZP_COMM_LEN]);
+    __type(value, __u32);
+} zp_kubelet_names SEC(".maps");
+
+/// Open connections kubelet made to a tracked port: value = bpf_ktime_get_ns() of the connect.
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, ZP_MAX_KUBELET_CONNS);
+    __type(key, struct zp_conn);
+    __type(value, __u64);
+} zp_kubelet_conns SEC(".maps");
+
 static __always_inline struct zp_config *config(void) {
     __u32 zero = 0;
     return bpf_map_lookup_elem(&zp_config, &zero);
@@ -115,11 +157,31 @@ static __always_inline int is_loopback(const struct zp_addr *a) {
     return a->bytes[15] == 1;
 }
 
-/// 1 when traffic from this source must not count as client activity.
-static __always_inline int ignored_source(const struct zp_addr *a, const struct zp_config *cfg) {
-    if (cfg->ignore_loopback && is_loopback(a))
+/// 1 when traffic of this connection (as its client opened it) must not count as client activity:
+/// from a probe source address, from loopback (if ignored), or opened by kubelet.
+static __always_inline int ignored_connection(const struct zp_conn *c, const struct zp_config *cfg) {
+    if (cfg->ignore_loopback && is_loopback(&c->client))
         return 1;
-    return bpf_map_lookup_elem(&zp_probe_src, a) != NULL;
+    if (bpf_map_lookup_elem(&zp_probe_src, &c->client) != NULL)
+        return 1;
+    return cfg->identify_kubelet && bpf_map_lookup_elem(&zp_kubelet_conns, c) != NULL;
+}
+
+/// 1 when the current task belongs to a process named like kubelet (its thread group leader's comm:
+/// a client library may rename the thread that connects, e.g. gRPC C-core's event_engine).
+static __always_inline int current_is_kubelet(void) {
+    struct task_struct *task = bpf_get_current_task_btf();
+    struct task_struct *leader = task->group_leader;
+    char name[ZP_COMM_LEN];
+    __builtin_memset(name, 0, sizeof(name));
+    // Copy up to the NUL and leave the rest zero: comm is not NUL-padded on every kernel.
+    for (int i = 0; i < ZP_COMM_LEN - 1; i++) {
+        char ch = leader->comm[i];
+        if (ch == 0)
+            break;
+        name[i] = ch;
+    }
+    return bpf_map_lookup_elem(&zp_kubelet_names, name) != NULL;
 }
 
 SEC("sk_lookup")
@@ -145,7 +207,8 @@ int zp_tc_activity(struct __sk_buff *skb) {
     struct zp_config *cfg = config();
     if (!cfg)
         return TC_ACT_UNSPEC;
-    struct zp_addr src;
+    struct zp_conn conn;
+    __builtin_memset(&conn, 0, sizeof(conn));
     __u32 l4_off, l4_end;
     if (skb->protocol == bpf_htons(ETH_P_IP)) {
         struct iphdr ip;
@@ -153,7 +216,8 @@ int zp_tc_activity(struct __sk_buff *skb) {
             return TC_ACT_UNSPEC;
         if (ip.protocol != IPPROTO_TCP || ip.ihl < 5)
             return TC_ACT_UNSPEC;
-        addr_from_v4(&src, ip.saddr);
+        addr_from_v4(&conn.client, ip.saddr);
+        addr_from_v4(&conn.server, ip.daddr);
         l4_off = ETH_HLEN + ip.ihl * 4;
         // tot_len is 0 in BIG TCP (GSO over 64 KiB) packets: fall back to the skb length.
         l4_end = ip.tot_len ? ETH_HLEN + bpf_ntohs(ip.tot_len) : skb->len;
@@ -163,7 +227,8 @@ int zp_tc_activity(struct __sk_buff *skb) {
             return TC_ACT_UNSPEC;
         if (ip6.nexthdr != IPPROTO_TCP) // extension headers are not followed
             return TC_ACT_UNSPEC;
-        __builtin_memcpy(src.bytes, &ip6.saddr, 16);
+        __builtin_memcpy(conn.client.bytes, &ip6.saddr, 16);
+        __builtin_memcpy(conn.server.bytes, &ip6.daddr, 16);
         l4_off = ETH_HLEN + sizeof(ip6);
         l4_end = ip6.payload_len ? l4_off + bpf_ntohs(ip6.payload_len) : skb->len;
     } else {
@@ -183,56 +248,116 @@ int zp_tc_activity(struct __sk_buff *skb) {
     // Pure ACKs (window updates, keepalives) are not client activity.
     if (payload == 0 && !tcp.syn && !tcp.fin)
         return TC_ACT_UNSPEC;
-    if (ignored_source(&src, cfg))
+    conn.client_port = bpf_ntohs(tcp.source);
+    conn.server_port = (__u16)port;
+    if (ignored_connection(&conn, cfg))
         return TC_ACT_UNSPEC;
     act->last_ns = bpf_ktime_get_ns();
     return TC_ACT_UNSPEC;
 }
 
+/// Reads a 16-byte address field of the sockops context: whole u32 loads (volatile keeps clang
+/// from narrowing them into byte reads of the context, which the verifier refuses).
+#define ZP_READ_IP6(dst, field)                                            \
+    do {                                                                   \
+        __u32 w_[4];                                                       \
+        w_[0] = *(volatile __u32 *)&(field)[0];                            \
+        w_[1] = *(volatile __u32 *)&(field)[1];                            \
+        w_[2] = *(volatile __u32 *)&(field)[2];                            \
+        w_[3] = *(volatile __u32 *)&(field)[3];                            \
+        __builtin_memcpy((dst)->bytes, w_, 16);                            \
+    } while (0)
+
+/// The connection of a sockops callback as its client opened it: `local_is_client` for active
+/// (connecting) sockets. IPv4 connections of IPv6 sockets (v4-mapped) read the IPv4 fields, which
+/// the kernel fills for them (the IPv6 source may still be unset at TCP_CONNECT_CB). 0 if not TCP/IP.
+static __always_inline int sockops_conn(struct bpf_sock_ops *skops, int local_is_client, struct zp_conn *c) {
+    __builtin_memset(c, 0, sizeof(*c));
+    struct zp_addr local, remote;
+    __u32 family = skops->family;
+    int v4 = family == ZP_AF_INET;
+    if (family == ZP_AF_INET6) {
+        ZP_READ_IP6(&remote, skops->remote_ip6);
+        v4 = is_v4_mapped(&remote);
+        if (!v4)
+            ZP_READ_IP6(&local, skops->local_ip6);
+    } else if (family != ZP_AF_INET) {
+        return 0;
+    }
+    if (v4) {
+        addr_from_v4(&local, *(volatile __u32 *)&skops->local_ip4);
+        addr_from_v4(&remote, *(volatile __u32 *)&skops->remote_ip4);
+    }
+    __u16 local_port = (__u16)skops->local_port;                  // host byte order
+    __u16 remote_port = (__u16)bpf_ntohl(skops->remote_port);     // network order, upper half
+    if (local_is_client) {
+        c->client = local;
+        c->server = remote;
+        c->client_port = local_port;
+        c->server_port = remote_port;
+    } else {
+        c->client = remote;
+        c->server = local;
+        c->client_port = remote_port;
+        c->server_port = local_port;
+    }
+    return 1;
+}
+
 SEC("sockops")
 int zp_sockops(struct bpf_sock_ops *skops) {
     struct zp_config *cfg = config();
-    if (!cfg || cfg->netns_cookie == 0 || bpf_get_netns_cookie(skops) != cfg->netns_cookie)
+    if (!cfg || cfg->netns_cookie == 0)
         return 1;
-    __u32 port = skops->local_port;
+    __u64 netns = bpf_get_netns_cookie(skops);
+    struct zp_conn conn;
     switch (skops->op) {
+    case BPF_SOCK_OPS_TCP_CONNECT_CB: {
+        // kubelet connecting from the node to a tracked port (of any address: the pod's IPs need
+        // not be known; a connection to another pod's address never matches this pod's traffic).
+        if (!cfg->identify_kubelet || netns != cfg->node_netns_cookie)
+            return 1;
+        __u32 port = bpf_ntohl(skops->remote_port) & 0xffff;
+        if (!bpf_map_lookup_elem(&zp_activity, &port) || !current_is_kubelet())
+            return 1;
+        if (!sockops_conn(skops, 1, &conn))
+            return 1;
+        __u64 now = bpf_ktime_get_ns();
+        bpf_map_update_elem(&zp_kubelet_conns, &conn, &now, BPF_ANY);
+        // The state callback forgets the connection when it closes.
+        bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+        return 1;
+    }
     case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB: {
+        if (netns != cfg->netns_cookie)
+            return 1;
+        __u32 port = skops->local_port;
         struct zp_activity *act = bpf_map_lookup_elem(&zp_activity, &port);
         if (!act)
             return 1;
-        struct zp_addr src;
-        // Context fields must be read as whole u32s: volatile keeps clang from narrowing the
-        // loads into byte reads of the context, which the verifier refuses.
-        if (skops->family == ZP_AF_INET) {
-            addr_from_v4(&src, *(volatile __u32 *)&skops->remote_ip4);
-        } else if (skops->family == ZP_AF_INET6) {
-            __u32 w[4];
-            w[0] = *(volatile __u32 *)&skops->remote_ip6[0];
-            w[1] = *(volatile __u32 *)&skops->remote_ip6[1];
-            w[2] = *(volatile __u32 *)&skops->remote_ip6[2];
-            w[3] = *(volatile __u32 *)&skops->remote_ip6[3];
-            __builtin_memcpy(src.bytes, w, 16);
-        } else {
-            return 1;
-        }
-        if (ignored_source(&src, cfg))
+        if (!sockops_conn(skops, 0, &conn) || ignored_connection(&conn, cfg))
             return 1;
         __sync_fetch_and_add(&act->open, 1);
-        // Only counted sockets get state callbacks, so each one is uncounted exactly once.
+        // Only counted sockets of the pod get state callbacks, so each one is uncounted exactly once.
         bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
-        break;
+        return 1;
     }
     case BPF_SOCK_OPS_STATE_CB:
-        if (skops->args[1] == BPF_TCP_CLOSE) {
+        if (skops->args[1] != BPF_TCP_CLOSE)
+            return 1;
+        if (netns == cfg->netns_cookie) {
+            __u32 port = skops->local_port;
             struct zp_activity *act = bpf_map_lookup_elem(&zp_activity, &port);
             if (act && act->open > 0)
                 __sync_fetch_and_add(&act->open, -1);
+        } else if (netns == cfg->node_netns_cookie && sockops_conn(skops, 1, &conn)) {
+            // A kubelet connection (of this pod's or another pod's program) closed.
+            bpf_map_delete_elem(&zp_kubelet_conns, &conn);
         }
-        break;
+        return 1;
     default:
-        break;
+        return 1;
     }
-    return 1;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

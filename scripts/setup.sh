@@ -46,6 +46,8 @@ PACKAGES=(
   # the installer (issue 13) sets CRIU's RUNPATH to its bundled libraries; a venv for the
   # manifest schema validator
   patchelf python3-venv
+  # migration (issue 16): the manager compresses image archives with libzstd (CZstd)
+  libzstd-dev
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -48,6 +48,19 @@ final class APIServer: Sendable {
     let settings: Mutex<KubeAPIDouble.Settings>
     let faults = Mutex<[KubeAPIDouble.InjectedFailure]>([])
     let recorded = Mutex<[KubeAPIDouble.RecordedRequest]>([])
+    /// Resources of installed CustomResourceDefinitions.
+    let customResources = Mutex<[ResourceType]>([])
+
+    /// A built-in resource (`group` empty) or an installed custom one.
+    func resourceType(plural: String, group: String = "") -> ResourceType? {
+        if group.isEmpty, let builtIn = ResourceType.named(plural) { return builtIn }
+        return customResources.withLock { $0.first { $0.plural == plural && $0.group == group } }
+    }
+
+    /// A resource by its plural alone (built-in first), for the double's own accessors.
+    func resourceType(anyGroup plural: String) -> ResourceType? {
+        ResourceType.named(plural) ?? customResources.withLock { $0.first { $0.plural == plural } }
+    }
 
     init(settings: KubeAPIDouble.Settings) {
         self.store = Store(historyLimit: settings.historyLimit)
@@ -123,8 +136,23 @@ final class APIServer: Sendable {
         default:
             break
         }
-        guard request.path.hasPrefix("/api/v1/") else { throw StatusError.pathNotFound }
-        let target = try parseResourcePath(request.path)
+        let target: ResourceRequest
+        if request.path.hasPrefix("/api/v1/") {
+            target = try parseResourcePath(String(request.path.dropFirst("/api/v1/".count)), group: "")
+        } else if request.path.hasPrefix("/apis/") {
+            let parts = request.path.dropFirst("/apis/".count).split(separator: "/", maxSplits: 2, omittingEmptySubsequences: false)
+            let custom = customResources.withLock { $0 }
+            guard parts.count >= 2, let first = custom.first(where: { $0.group == parts[0] && $0.version == parts[1] }) else {
+                if request.path == "/apis" || request.path == "/apis/" { return json(Discovery.apiGroupList(custom)) }
+                throw StatusError.pathNotFound
+            }
+            if parts.count == 2 || parts[2].isEmpty {
+                return json(Discovery.customResourceList(custom.filter { $0.group == first.group && $0.version == first.version }))
+            }
+            target = try parseResourcePath(String(parts[2]), group: first.group)
+        } else {
+            throw StatusError.pathNotFound
+        }
         try authorize(request, target)
         switch (request.method, target.name, target.subresource) {
         case ("GET", nil, nil):
@@ -149,14 +177,14 @@ final class APIServer: Sendable {
 
     // MARK: - paths, authorization
 
-    private func parseResourcePath(_ path: String) throws(StatusError) -> ResourceRequest {
-        var parts = path.dropFirst("/api/v1/".count).split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+    private func parseResourcePath(_ path: String, group: String) throws(StatusError) -> ResourceRequest {
+        var parts = path.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
         var namespace: String?
-        if parts.first == "namespaces", parts.count >= 3, let resource = ResourceType.named(parts[2]), resource.namespaced {
+        if parts.first == "namespaces", parts.count >= 3, let resource = resourceType(plural: parts[2], group: group), resource.namespaced {
             namespace = parts[1]
             parts.removeFirst(2)
         }
-        guard let first = parts.first, let resource = ResourceType.named(first), parts.count <= 3,
+        guard let first = parts.first, let resource = resourceType(plural: first, group: group), parts.count <= 3,
             !parts.contains(where: \.isEmpty)
         else { throw StatusError.pathNotFound }
         return ResourceRequest(
@@ -191,13 +219,14 @@ final class APIServer: Sendable {
         let scope = target.namespace.map { "in the namespace \"\($0)\"" } ?? "at the cluster scope"
         let subject = target.name.map { "\(target.resource.plural) \"\($0)\"" } ?? target.resource.plural
         throw StatusError.forbidden(
-            "\(subject) is forbidden: User \"\(user)\" cannot \(verb) resource \"\(resource)\" in API group \"\" \(scope)",
+            "\(subject) is forbidden: User \"\(user)\" cannot \(verb) resource \"\(resource)\" in API group \"\(target.resource.group)\" \(scope)",
             resource: target.resource.plural, name: target.name)
     }
 
     private func checkSubresource(_ resource: ResourceType, _ subresource: String) throws(StatusError) {
         switch (resource.plural, subresource) {
         case ("pods", "status"), ("nodes", "status"), ("namespaces", "status"): return
+        case (_, "status") where resource.statusSubresource: return
         case ("pods", "resize"):
             switch settings.withLock({ $0.serverVersion }) {
             case .v1_36: return
@@ -223,7 +252,7 @@ final class APIServer: Sendable {
     func withKind(_ object: JSON, _ resource: ResourceType) -> JSON {
         var object = object
         object["kind"] = .string(resource.kind)
-        object["apiVersion"] = "v1"
+        object["apiVersion"] = .string(resource.apiVersion)
         return object
     }
 
@@ -273,14 +302,20 @@ final class APIServer: Sendable {
             throw StatusError.badRequest(
                 "\(resource.kind) in version \"v1\" cannot be handled as a \(resource.kind): no kind \"\(kind)\" is registered for version \"\(object["apiVersion"]?.stringValue ?? "v1")\" in scheme \"k8s.io/kubernetes/pkg/api/legacyscheme/scheme.go:30\"")
         }
-        if let version = object["apiVersion"]?.stringValue, !version.isEmpty, version != "v1" {
+        if let version = object["apiVersion"]?.stringValue, !version.isEmpty, version != resource.apiVersion {
             throw StatusError.badRequest(
                 "\(resource.kind) in version \"v1\" cannot be handled as a \(resource.kind): no kind \"\(resource.kind)\" is registered for version \"\(version)\"")
         }
         if resource == .pods, let problem = Validation.badQuantity(object) {
             throw StatusError.badRequest("\(resource.kind) in version \"v1\" cannot be handled as a \(resource.kind): \(problem)")
         }
-        let (pruned, unknown) = Validation.pruneUnknownFields(object, kind: resource.kind)
+        let (pruned, unknown): (JSON, [String])
+        if let schema = resource.schema {
+            let applied = StructuralSchema.apply(object, schema: schema)
+            (pruned, unknown) = (applied.0, applied.pruned)
+        } else {
+            (pruned, unknown) = Validation.pruneUnknownFields(object, kind: resource.kind)
+        }
         let mode = request.query["fieldValidation"] ?? "Warn"
         switch mode {
         case "Strict":
@@ -350,7 +385,7 @@ final class APIServer: Sendable {
         if let continueToken { metadata["continue"] = .string(continueToken) }
         if let remaining { metadata["remainingItemCount"] = .integer(remaining) }
         return json([
-            "kind": .string(target.resource.kind + "List"), "apiVersion": "v1", "metadata": metadata,
+            "kind": .string(target.resource.kind + "List"), "apiVersion": .string(target.resource.apiVersion), "metadata": metadata,
             "items": .array(objects.map(\.1)),
         ])
     }
@@ -401,9 +436,11 @@ final class APIServer: Sendable {
             object[path: ["metadata", "name"]] = .string(
                 generateName + String((0..<5).map { _ in alphabet.randomElement()! }))
         }
-        for field in ["uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "generation"] {
+        for field in ["uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
             object[path: ["metadata", field]] = nil
         }
+        // The status subresource: a create's status is dropped (written with /status afterwards).
+        if resource.statusSubresource && resource.schema != nil { object["status"] = nil }
         let name = object[path: ["metadata", "name"]]?.stringValue ?? ""
         var errors: [FieldError]
         switch resource.plural {
@@ -417,6 +454,7 @@ final class APIServer: Sendable {
         default:
             errors = []
             Validation.validateMetadata(object, namespaced: resource.namespaced, errors: &errors)
+            if let schema = resource.schema { errors += StructuralSchema.apply(object, schema: schema).errors }
         }
         if !errors.isEmpty { throw StatusError.invalid(kind: resource.kind, name: name, errors) }
         object["kind"] = nil
@@ -475,6 +513,12 @@ final class APIServer: Sendable {
         }
         var warnings: [String] = []
         let resource = target.resource
+        if resource.schema != nil && contentType == "application/strategic-merge-patch+json" {
+            // The real server has no strategic merge for custom resources (no Go struct tags).
+            throw StatusError(
+                code: 415, reason: "UnsupportedMediaType",
+                message: "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml")
+        }
         let reply = try write(request, target, name: name, subresource: subresource, warnings: []) { current throws(StatusError) in
             var patched: JSON
             do throws(PatchError) {
@@ -514,7 +558,7 @@ final class APIServer: Sendable {
         let stored = try store.modify(resource, key(resource, target.namespace, name)) { current throws(StatusError) in
             guard var old = current else { throw StatusError.notFound(resource.plural, name) }
             old["kind"] = .string(resource.kind)
-            old["apiVersion"] = "v1"
+            old["apiVersion"] = .string(resource.apiVersion)
             var new = try produce(old)
             // A resourceVersion in the new object (PUT body, or set by the patch) is a precondition.
             if let precondition = new[path: ["metadata", "resourceVersion"]]?.stringValue, !precondition.isEmpty,
@@ -523,7 +567,7 @@ final class APIServer: Sendable {
                 throw StatusError.conflict(resource.plural, name)
             }
             // Fields the server owns.
-            for field in ["uid", "creationTimestamp", "resourceVersion", "namespace", "name"] {
+            for field in ["uid", "creationTimestamp", "resourceVersion", "namespace", "name", "deletionTimestamp", "deletionGracePeriodSeconds"] {
                 new[path: ["metadata", field]] = old[path: ["metadata", field]]
             }
             new["kind"] = nil
@@ -550,7 +594,16 @@ final class APIServer: Sendable {
             case ("events", _):
                 errors = Validation.validateEventCreate(new)
             default:
+                if resource.statusSubresource { new["status"] = old["status"] }
                 Validation.validateMetadata(new, namespaced: resource.namespaced, errors: &errors)
+            }
+            if let schema = resource.schema { errors += StructuralSchema.apply(new, schema: schema).errors }
+            if old[path: ["metadata", "deletionTimestamp"]] != nil {
+                let before = Set((old[path: ["metadata", "finalizers"]]?.arrayValue ?? []).compactMap(\.stringValue))
+                let after = Set((new[path: ["metadata", "finalizers"]]?.arrayValue ?? []).compactMap(\.stringValue))
+                if !after.isSubset(of: before) {
+                    errors.append(.forbidden("metadata.finalizers", "no new finalizers can be added if the object is being deleted"))
+                }
             }
             if !errors.isEmpty { throw StatusError.invalid(kind: resource.kind, name: name, errors) }
             if resource == .pods, new["spec"] != old["spec"] {
@@ -560,6 +613,10 @@ final class APIServer: Sendable {
             if dryRun {
                 dryRunResult = new
                 return .unchanged(old)
+            }
+            // The last finalizer of an object being deleted is gone: the object goes.
+            if old[path: ["metadata", "deletionTimestamp"]] != nil, (new[path: ["metadata", "finalizers"]]?.arrayValue ?? []).isEmpty {
+                return .delete
             }
             return .put(new)
         }
@@ -571,11 +628,13 @@ final class APIServer: Sendable {
     private func delete(_ request: APIRequest, _ target: ResourceRequest, name: String) throws(StatusError) -> APIReply {
         let resource = target.resource
         var preconditions: JSON?
+        var deleteOptions: JSON?
         if !request.body.isEmpty {
             guard let options = try? JSON(parsing: request.body) else {
                 throw StatusError.badRequest("the body of DeleteOptions is not JSON")
             }
             preconditions = options["preconditions"]
+            deleteOptions = options
         }
         let deleted = try store.modify(resource, key(resource, target.namespace, name)) { current throws(StatusError) in
             guard let current else { throw StatusError.notFound(resource.plural, name) }
@@ -592,6 +651,18 @@ final class APIServer: Sendable {
                     "Precondition failed: ResourceVersion in precondition: \(version), ResourceVersion in object meta: \(current[path: ["metadata", "resourceVersion"]]?.stringValue ?? "")")
             }
             if request.query["dryRun"] == "All" { return .unchanged(current) }
+            // Finalizers keep the object, marked as being deleted, until they are removed.
+            let finalizers = current[path: ["metadata", "finalizers"]]?.arrayValue ?? []
+            let grace = deleteOptions?["gracePeriodSeconds"]?.integerValue ?? request.query["gracePeriodSeconds"].flatMap { Int64($0) }
+            let graceful = resource == .pods && settings.withLock { $0.gracefulPodDeletion }
+                && current[path: ["spec", "nodeName"]]?.stringValue?.isEmpty == false && grace != 0
+            if !finalizers.isEmpty || graceful {
+                guard current[path: ["metadata", "deletionTimestamp"]] == nil else { return .unchanged(current) }
+                var marked = current
+                marked[path: ["metadata", "deletionTimestamp"]] = .string(KubeTime.time(Date()))
+                marked[path: ["metadata", "deletionGracePeriodSeconds"]] = .integer(graceful ? (grace ?? 30) : 0)
+                return .put(marked)
+            }
             return .delete
         }
         return json(withKind(deleted, resource))

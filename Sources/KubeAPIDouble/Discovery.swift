@@ -24,8 +24,34 @@ enum Discovery {
         ]
     }
 
-    static func apiGroupList() -> JSON {
-        ["kind": "APIGroupList", "apiVersion": "v1", "groups": []]
+    static func apiGroupList(_ custom: [ResourceType] = []) -> JSON {
+        var groups: [String: String] = [:]
+        for type in custom { groups[type.group] = type.version }
+        let entries: [JSON] = groups.keys.sorted().map { group in
+            let version: JSON = ["groupVersion": .string("\(group)/\(groups[group]!)"), "version": .string(groups[group]!)]
+            return ["name": .string(group), "versions": [version], "preferredVersion": version]
+        }
+        return ["kind": "APIGroupList", "apiVersion": "v1", "groups": .array(entries)]
+    }
+
+    /// `/apis/<group>/<version>`: the custom resources of one group version.
+    static func customResourceList(_ types: [ResourceType]) -> JSON {
+        var resources: [JSON] = []
+        for type in types {
+            resources.append([
+                "name": .string(type.plural), "singularName": .string(type.singular), "namespaced": .bool(type.namespaced),
+                "kind": .string(type.kind), "verbs": ["delete", "deletecollection", "get", "list", "patch", "create", "update", "watch"],
+                "shortNames": .array(type.shortNames.map(JSON.string)),
+            ])
+            if type.statusSubresource {
+                resources.append([
+                    "name": .string(type.plural + "/status"), "singularName": "", "namespaced": .bool(type.namespaced),
+                    "kind": .string(type.kind), "verbs": ["get", "patch", "update"],
+                ])
+            }
+        }
+        return ["kind": "APIResourceList", "apiVersion": "v1", "groupVersion": .string(types.first?.apiVersion ?? ""),
+                "resources": .array(resources)]
     }
 
     static func resourceList(_ version: KubeAPIDouble.ServerVersion) -> JSON {

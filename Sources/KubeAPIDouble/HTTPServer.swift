@@ -182,7 +182,7 @@ final class APIConnectionHandler: ChannelInboundHandler, RemovableChannelHandler
         guard let active = watch else { return }
         defer { scheduleBookmark(context: context) }
         let object: JSON = [
-            "kind": .string(active.setup.resource.kind), "apiVersion": "v1",
+            "kind": .string(active.setup.resource.kind), "apiVersion": .string(active.setup.resource.apiVersion),
             "metadata": ["resourceVersion": .string(String(api.store.revision)), "creationTimestamp": .null],
         ]
         writeLine(context: context, ["type": "BOOKMARK", "object": object])

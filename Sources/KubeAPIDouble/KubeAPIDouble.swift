@@ -70,6 +70,10 @@ public final class KubeAPIDouble: Sendable {
         public var responseDelay = Duration.zero
         /// Changes kept for watches before older ones are compacted automatically.
         public var historyLimit = 10_000
+        /// Deleting a pod bound to a node only marks it (deletionTimestamp, deletionGracePeriodSeconds,
+        /// 30 s unless the request names a grace period) as the real server does; the kubelet's (a
+        /// test's) delete with `gracePeriodSeconds: 0` removes it. Off: deletes are immediate.
+        public var gracefulPodDeletion = false
 
         /// Default settings: HTTPS, no tokens (add some), version 1.36.
         public init() {}
@@ -265,14 +269,14 @@ public final class KubeAPIDouble: Sendable {
 
     /// An object as stored (`resource` is the plural: `pods`, `events`, `nodes`, `namespaces`).
     public func object(_ resource: String, namespace: String?, name: String) -> JSON? {
-        guard let type = ResourceType.named(resource) else { return nil }
+        guard let type = api.resourceType(anyGroup: resource) else { return nil }
         return api.store.get(type, Store.Key(namespace: type.namespaced ? (namespace ?? "") : "", name: name))
             .map { api.withKind($0, type) }
     }
 
     /// Every stored object of a resource, sorted by namespace and name.
     public func objects(_ resource: String) -> [JSON] {
-        guard let type = ResourceType.named(resource) else { return [] }
+        guard let type = api.resourceType(anyGroup: resource) else { return [] }
         return api.store.list(type, filter: ObjectFilter()).0.map { api.withKind($0.1, type) }
     }
 
@@ -296,11 +300,29 @@ public final class KubeAPIDouble: Sendable {
         }
     }
 
+    /// Serves the resource a CustomResourceDefinition (`apiextensions.k8s.io/v1`, as JSON) defines,
+    /// under `/apis/<group>/<version>`, with its schema, status subresource and finalizers
+    /// (decision 0051). Installing the same resource again replaces its definition.
+    /// - Throws: ``DoubleError`` (400) when the definition lacks a group, names or a served version.
+    public func installCustomResourceDefinition(_ definition: JSON) throws {
+        let type: ResourceType
+        do {
+            type = try ResourceType.custom(definition: definition)
+        } catch {
+            throw DoubleError(status: error.code, body: error.body)
+        }
+        api.customResources.withLock { types in
+            types.removeAll { $0.plural == type.plural && $0.group == type.group }
+            types.append(type)
+        }
+    }
+
     /// Creates an object through the API as `system:admin`.
     /// - Throws: ``DoubleError`` with the server's answer when it is refused.
     @discardableResult
     public func create(_ resource: String, namespace: String? = nil, _ object: JSON) throws -> JSON {
-        let path = namespace.map { "/api/v1/namespaces/\($0)/\(resource)" } ?? "/api/v1/\(resource)"
+        let base = api.resourceType(anyGroup: resource).map { $0.group.isEmpty ? "/api/v1" : "/apis/\($0.apiVersion)" } ?? "/api/v1"
+        let path = namespace.map { "\(base)/namespaces/\($0)/\(resource)" } ?? "\(base)/\(resource)"
         let (status, body) = call("POST", path, body: object)
         guard status == 201 else { throw DoubleError(status: status, body: body) }
         return body

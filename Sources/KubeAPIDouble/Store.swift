@@ -9,13 +9,25 @@ struct ResourceType: Sendable, Hashable {
     var namespaced: Bool
     var shortNames: [String]
     var singular: String
+    /// The API group (`""`: core).
+    var group = ""
+    /// The version.
+    var version = "v1"
+    /// Whether `status` is a subresource (then the main resource ignores status, and `/status` ignores everything else).
+    var statusSubresource = false
+    /// A custom resource's structural schema (`openAPIV3Schema`), nil for built-in types.
+    var schema: JSON?
+
+    /// `v1` or `<group>/<version>`.
+    var apiVersion: String { group.isEmpty ? version : "\(group)/\(version)" }
 
     static let pods = ResourceType(plural: "pods", kind: "Pod", namespaced: true, shortNames: ["po"], singular: "pod")
     static let events = ResourceType(plural: "events", kind: "Event", namespaced: true, shortNames: ["ev"], singular: "event")
     static let nodes = ResourceType(plural: "nodes", kind: "Node", namespaced: false, shortNames: ["no"], singular: "node")
     static let namespaces = ResourceType(
         plural: "namespaces", kind: "Namespace", namespaced: false, shortNames: ["ns"], singular: "namespace")
-    static let all: [ResourceType] = [.pods, .events, .nodes, .namespaces]
+    static let secrets = ResourceType(plural: "secrets", kind: "Secret", namespaced: true, shortNames: [], singular: "secret")
+    static let all: [ResourceType] = [.pods, .events, .nodes, .namespaces, .secrets]
 
     static func named(_ plural: String) -> ResourceType? { all.first { $0.plural == plural } }
 }

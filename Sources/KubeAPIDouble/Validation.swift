@@ -8,6 +8,7 @@ struct FieldError: Equatable {
         case forbidden = "FieldValueForbidden"
         case duplicate = "FieldValueDuplicate"
         case tooLong = "FieldValueTooLong"
+        case notSupported = "FieldValueNotSupported"
     }
 
     var kind: Kind
@@ -31,8 +32,9 @@ struct FieldError: Equatable {
         case .required: return detail.isEmpty ? "Required value" : "Required value: \(detail)"
         case .invalid: return "Invalid value: \(quoted(value ?? ""))" + (detail.isEmpty ? "" : ": \(detail)")
         case .forbidden: return "Forbidden: \(detail)"
-        case .duplicate: return "Duplicate value: \(quoted(value ?? ""))"
+        case .duplicate: return value.map { "Duplicate value: \(quoted($0))" } ?? "Duplicate value: \(detail)"
         case .tooLong: return "Too long: \(detail)"
+        case .notSupported: return "Unsupported value: \(value ?? ""): supported values: \(detail)"
         }
     }
 

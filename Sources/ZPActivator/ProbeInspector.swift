@@ -44,6 +44,9 @@ final class ProbeInspector: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private var state = State.waitingForActive
+    /// Set once the server's SETTINGS went out (the client spoke HTTP/2): a forwarded connection
+    /// then loses the client's acknowledgement of them (``HTTP2SettingsAckFilter``).
+    private var ackFilter: HTTP2SettingsAckFilter?
     private let limit: Int
     private let timeout: TimeAmount
     private let silentTimeout: TimeAmount
@@ -88,12 +91,22 @@ final class ProbeInspector: ChannelInboundHandler, RemovableChannelHandler {
         var incoming = unwrapInboundIn(data)
         switch state {
         case .decided:
+            if var filter = ackFilter, !filter.isDone {
+                incoming = filter.filter(incoming)
+                ackFilter = filter
+                if incoming.readableBytes == 0 { return }
+            }
             context.fireChannelRead(wrapInboundOut(.bytes(incoming)))
         case .waitingForActive:
             // Not expected (reads follow activation); treat as a connection we cannot inspect.
             decide(.forward(.notAProbe), buffered: incoming, context: context)
         case .inspecting(var buffered):
             buffered.writeBuffer(&incoming)
+            if ackFilter == nil, HTTP2ServerPreface.startsWithClientPreface(buffered) {
+                // gRPC clients wait for the server's SETTINGS before they send a call's HEADERS.
+                ackFilter = HTTP2SettingsAckFilter()
+                context.writeAndFlush(NIOAny(context.channel.allocator.buffer(bytes: HTTP2ServerPreface.settings)), promise: nil)
+            }
             // Only the first `limit` bytes are inspected; all of them are forwarded.
             let inspected = buffered.getSlice(at: buffered.readerIndex, length: min(limit, buffered.readableBytes))
             switch ProbeClassifier.classify(inspected ?? buffered) {
@@ -157,8 +170,13 @@ final class ProbeInspector: ChannelInboundHandler, RemovableChannelHandler {
         silentTimer?.cancel()
         silentTimer = nil
         context.fireChannelRead(wrapInboundOut(.verdict(verdict)))
-        if let buffered, buffered.readableBytes > 0 {
-            context.fireChannelRead(wrapInboundOut(.bytes(buffered)))
+        var forwarded = buffered
+        if var filter = ackFilter, let bytes = forwarded {
+            forwarded = filter.filter(bytes)
+            ackFilter = filter
+        }
+        if let forwarded, forwarded.readableBytes > 0 {
+            context.fireChannelRead(wrapInboundOut(.bytes(forwarded)))
         }
         context.fireChannelReadComplete()
     }

@@ -15,8 +15,9 @@ public enum ProbeResponses {
         return writer.bytes
     }
 
-    /// The server side of a gRPC health check answered with SERVING, as HTTP/2 frames:
-    /// SETTINGS (empty: defaults), SETTINGS ACK (for the client's SETTINGS), HEADERS
+    /// The server side of a gRPC health check answered with SERVING, as HTTP/2 frames, after the
+    /// server's SETTINGS that the activator sent when the client preface arrived
+    /// (``HTTP2ServerPreface``): SETTINGS ACK (for the client's SETTINGS), HEADERS
     /// (`:status 200`, `content-type application/grpc`), DATA (5-byte gRPC prefix + message),
     /// HEADERS trailers (`grpc-status 0`, END_STREAM) and GOAWAY (NO_ERROR).
     /// - Parameters:
@@ -25,7 +26,6 @@ public enum ProbeResponses {
     /// - Throws: only if NIOHPACK fails to encode the fixed headers (a bug).
     public static func grpcServing(streamID: UInt32, allocator: ByteBufferAllocator) throws -> ByteBuffer {
         var out = allocator.buffer(capacity: 128)
-        writeFrame(&out, type: 0x4, flags: 0, stream: 0, payload: allocator.buffer(capacity: 0))
         writeFrame(&out, type: 0x4, flags: 0x1, stream: 0, payload: allocator.buffer(capacity: 0))
 
         var encoder = HPACKEncoder(allocator: allocator, useHuffmanEncoding: false)

@@ -67,7 +67,8 @@ enum EmbeddedObject {
             maps: Maps(
                 redirectOn: try map("zp_redirect_on"), listeners: try map("zp_listeners"),
                 activity: try map("zp_activity"), probeSources: try map("zp_probe_src"),
-                config: try map("zp_config")))
+                config: try map("zp_config"), kubeletNames: try map("zp_kubelet_names"),
+                kubeletConnections: try map("zp_kubelet_conns")))
     }
 }
 
@@ -79,11 +80,16 @@ struct Maps: Sendable {
     let activity: SharedDescriptor
     let probeSources: SharedDescriptor
     let config: SharedDescriptor
+    /// Process names whose connections are kubelet's (comm of the thread group leader).
+    let kubeletNames: SharedDescriptor
+    /// kubelet's open connections to the pod's tracked ports (LRU hash, zp_conn → connect time).
+    let kubeletConnections: SharedDescriptor
 
     /// Pin file names, in bpffs, for each map.
     var byPinName: [(String, SharedDescriptor)] {
         [("map_redirect_on", redirectOn), ("map_listeners", listeners), ("map_activity", activity),
-         ("map_probe_src", probeSources), ("map_config", config)]
+         ("map_probe_src", probeSources), ("map_config", config), ("map_kubelet_names", kubeletNames),
+         ("map_kubelet_conns", kubeletConnections)]
     }
 }
 
@@ -95,6 +101,9 @@ enum FeatureProbe {
     static let sockopsNetnsCookie: Bool =
         libbpf_probe_bpf_helper(BPF_PROG_TYPE_SOCK_OPS, BPF_FUNC_get_netns_cookie, nil) == 1
     static let skAssign: Bool = libbpf_probe_bpf_helper(BPF_PROG_TYPE_SK_LOOKUP, BPF_FUNC_sk_assign, nil) == 1
+    /// The kubelet check reads the connecting task (decision 0040).
+    static let sockopsCurrentTask: Bool =
+        libbpf_probe_bpf_helper(BPF_PROG_TYPE_SOCK_OPS, BPF_FUNC_get_current_task_btf, nil) == 1
 
     /// Whether a tcx ingress link attaches (Linux 6.6): tried on `lo` of a throw-away network
     /// namespace (a thread that unshared one, ZPSystem), and closed again.
@@ -117,6 +126,10 @@ enum FeatureProbe {
         if !sockops { return .notSupported(feature: "sockops", minimumKernel: "4.13") }
         if !sockopsNetnsCookie {
             return .notSupported(feature: "bpf_get_netns_cookie in sockops", minimumKernel: "5.15")
+        }
+        if !sockopsCurrentTask {
+            return .notSupported(feature: "bpf_get_current_task_btf in sockops (kubelet identification)",
+                                 minimumKernel: "6.18 (the kernel it was verified on; older ones unchecked)")
         }
         return nil
     }

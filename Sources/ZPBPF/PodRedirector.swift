@@ -17,6 +17,10 @@ import ZPSystem
 ///   segment per tracked port; a sockops program on the cgroup v2 root, filtered by the pod's
 ///   netns cookie, counts open server-side connections. Probe sources never count; loopback
 ///   sources count unless `ignoreLoopback`.
+/// - kubelet: the same sockops program records the connections that kubelet opens to a tracked
+///   port from the node's network namespace (at TCP_CONNECT_CB, in the connecting task: a
+///   process whose thread group leader is named like ``kubeletProcessNames``); their traffic never
+///   counts, while other connections from the node's address do (decision 0040).
 ///
 /// One instance owns every descriptor (programs are held by their links, maps and links by this
 /// object, as ZPSystem `SharedDescriptor`s behind its lock) and releases each exactly once:
@@ -29,6 +33,16 @@ public final class PodRedirector: Sendable {
     public static let maxProbeSources = 64
     /// Where pods are pinned by default: `<bpffs>/zeropod/<pod-id>/`.
     public static let defaultPinRoot: FilePath = "/sys/fs/bpf/zeropod"
+    /// The processes whose connections are kubelet's, by default: `kubelet` (kubeadm, EKS, GKE,
+    /// AKS, rke2, k0s, kind), `k3s`, `k3s-server`, `k3s-agent` (k3s runs kubelet inside its own
+    /// binary) and `kubelite` (MicroK8s). Matched against the thread group leader's name (comm),
+    /// so threads a client library renamed still count.
+    public static let kubeletProcessNames = ["kubelet", "k3s", "k3s-server", "k3s-agent", "kubelite"]
+    /// At most this many kubelet process names.
+    public static let maxKubeletProcessNames = 16
+    /// The size of the LRU map of kubelet's open connections per pod (entries leave when the
+    /// connection closes; the LRU bound only matters if a close was missed).
+    public static let maxKubeletConnections = 4096
 
     /// Settings of one pod's redirector.
     public struct Options: Sendable {
@@ -38,13 +52,29 @@ public final class PodRedirector: Sendable {
         /// When true, traffic from 127.0.0.0/8 and ::1 (also IPv4-mapped) never counts.
         public var ignoreLoopback: Bool
         /// The cgroup v2 mount whose root gets the sockops link; nil finds it in /proc/self/mountinfo.
+        /// kubelet's connections are seen only if kubelet runs in this cgroup or below it.
         public var cgroupRoot: FilePath?
+        /// Whether connections that kubelet opens never count as activity (node setting
+        /// `learn-probe-sources`).
+        public var identifyKubelet: Bool
+        /// The process names that are kubelet (1-15 bytes each, at most ``maxKubeletProcessNames``).
+        public var kubeletProcessNames: [String]
+        /// The network namespace kubelet's connections come from: the node's. nil = the one of the
+        /// calling thread (the shim runs in the node's).
+        public var kubeletNamespace: FilePath?
 
-        /// Creates options; by default nothing is filtered.
-        public init(probeSources: [IPAddress] = [], ignoreLoopback: Bool = false, cgroupRoot: FilePath? = nil) {
+        /// Creates options; by default only kubelet's connections are filtered.
+        public init(
+            probeSources: [IPAddress] = [], ignoreLoopback: Bool = false, cgroupRoot: FilePath? = nil,
+            identifyKubelet: Bool = true, kubeletProcessNames: [String] = PodRedirector.kubeletProcessNames,
+            kubeletNamespace: FilePath? = nil
+        ) {
             self.probeSources = probeSources
             self.ignoreLoopback = ignoreLoopback
             self.cgroupRoot = cgroupRoot
+            self.identifyKubelet = identifyKubelet
+            self.kubeletProcessNames = kubeletProcessNames
+            self.kubeletNamespace = kubeletNamespace
         }
     }
 
@@ -60,11 +90,14 @@ public final class PodRedirector: Sendable {
     /// Loads the programs, attaches them to the pod network namespace at `netnsPath` (e.g.
     /// `/var/run/netns/NAME` or `/proc/PID/ns/net`) and to the cgroup v2 root, and applies `options`.
     /// Nothing is redirected or tracked until `trackPort`, `registerListener` and `setRedirect`.
-    /// - Throws: `BPFError.notSupported` for a kernel without sk_lookup (5.9), tcx (6.6) or
-    ///   bpf_get_netns_cookie in sockops (5.15); `.loadFailed` with the verifier log;
-    ///   `.system` naming the failed call and path.
+    /// - Throws: `BPFError.notSupported` for a kernel without sk_lookup (5.9), tcx (6.6),
+    ///   bpf_get_netns_cookie or bpf_get_current_task_btf in sockops; `.loadFailed` with the
+    ///   verifier log; `.system` naming the failed call and path; `.invalidArgument` for a bad
+    ///   kubelet process name.
     public init(netnsPath: FilePath, options: Options = Options()) throws(BPFError) {
+        let names = try Self.kubeletNameKeys(options.kubeletProcessNames)
         let netns = try bpfSystem { () throws(SystemError) -> OwnedDescriptor in try OwnedDescriptor.open(netnsPath, O_RDONLY) }
+        let nodeCookie = try Self.networkNamespaceCookie(options.kubeletNamespace)
         let loaded = try EmbeddedObject.load()
         var links: [(String, SharedDescriptor)] = []
 
@@ -82,7 +115,15 @@ public final class PodRedirector: Sendable {
         let cookie = attached.cookie
 
         let maps = loaded.maps
-        try Self.writeConfig(maps.config, netnsCookie: cookie, ignoreLoopback: options.ignoreLoopback)
+        for var key in names {
+            var one: UInt32 = 1
+            try libbpfCall("bpf_map_update_elem", "zp_kubelet_names") {
+                bpf_map_update_elem(maps.kubeletNames.rawValue, &key, &one, UInt64(BPF_ANY))
+            }
+        }
+        try Self.writeConfig(maps.config, Config(
+            netnsCookie: cookie, ignoreLoopback: options.ignoreLoopback, identifyKubelet: options.identifyKubelet,
+            nodeNetnsCookie: nodeCookie))
         try Self.replaceProbeSources(maps.probeSources, with: options.probeSources)
 
         do throws(BPFError) {
@@ -152,6 +193,47 @@ public final class PodRedirector: Sendable {
             }
         }
         return try attached.get()
+    }
+
+    /// The cookie (SO_NETNS_COOKIE) of the network namespace at `path`, or of the calling thread's
+    /// when nil.
+    private static func networkNamespaceCookie(_ path: FilePath?) throws(BPFError) -> UInt64 {
+        let subject = path?.string ?? "the calling thread's network namespace"
+        func cookie() -> Result<UInt64, SystemError> {
+            Result { () throws(SystemError) -> UInt64 in
+                let probe = try OwnedDescriptor.socket(domain: AF_INET, type: CInt(SOCK_DGRAM.rawValue), subject: subject)
+                var cookie: UInt64 = 0
+                var length = socklen_t(MemoryLayout<UInt64>.size)
+                try systemCall("getsockopt(SO_NETNS_COOKIE)", subject) {
+                    getsockopt(probe.rawValue, SOL_SOCKET, 71 /* SO_NETNS_COOKIE */, &cookie, &length)
+                }
+                return cookie
+            }
+        }
+        return try bpfSystem { () throws(SystemError) -> UInt64 in
+            guard let path else { return try cookie().get() }
+            return try NetworkNamespace(path: path).perform { cookie() }.get()
+        }
+    }
+
+    /// The `zp_kubelet_names` keys: each name NUL-padded to 16 bytes.
+    /// - Throws: `.invalidArgument` for an empty name, one longer than 15 bytes or with a NUL, or
+    ///   more than ``maxKubeletProcessNames`` names.
+    static func kubeletNameKeys(_ names: [String]) throws(BPFError) -> [[UInt8]] {
+        guard names.count <= maxKubeletProcessNames else {
+            throw .invalidArgument(name: "kubelet process names", value: "\(names.count) names",
+                                   reason: "at most \(maxKubeletProcessNames) are supported")
+        }
+        var keys: [[UInt8]] = []
+        for name in names {
+            let bytes = Array(name.utf8)
+            guard !bytes.isEmpty, bytes.count <= 15, !bytes.contains(0) else {
+                throw .invalidArgument(name: "kubelet process name", value: name,
+                                       reason: "a process name (comm) has 1 to 15 bytes and no NUL")
+            }
+            keys.append(bytes + [UInt8](repeating: 0, count: 16 - bytes.count))
+        }
+        return keys
     }
 
     // MARK: ports
@@ -260,8 +342,34 @@ public final class PodRedirector: Sendable {
     /// Sets whether loopback sources are ignored (the node setting).
     public func setIgnoreLoopback(_ ignore: Bool) throws(BPFError) {
         try withHandles { (h) throws(BPFError) in
-            let current = try Self.readConfig(h.maps.config)
-            try Self.writeConfig(h.maps.config, netnsCookie: current.cookie, ignoreLoopback: ignore)
+            var config = try Self.readConfig(h.maps.config)
+            config.ignoreLoopback = ignore
+            try Self.writeConfig(h.maps.config, config)
+        }
+    }
+
+    /// Sets whether kubelet's connections are recognised (and never count as activity).
+    /// Switching it off forgets the connections recorded so far.
+    public func setIdentifyKubelet(_ identify: Bool) throws(BPFError) {
+        try withHandles { (h) throws(BPFError) in
+            var config = try Self.readConfig(h.maps.config)
+            config.identifyKubelet = identify
+            try Self.writeConfig(h.maps.config, config)
+            if !identify {
+                for key in try Self.keys(h.maps.kubeletConnections, size: KubeletConnection.keySize, "zp_kubelet_conns") {
+                    var key = key
+                    _ = bpf_map_delete_elem(h.maps.kubeletConnections.rawValue, &key)
+                }
+            }
+        }
+    }
+
+    /// The open connections kubelet made to the pod's tracked ports, as recorded when it connected
+    /// (for diagnostics and tests; a closed connection leaves the map when its socket closes).
+    public func kubeletConnections() throws(BPFError) -> [KubeletConnection] {
+        try withHandles { (h) throws(BPFError) in
+            try Self.keys(h.maps.kubeletConnections, size: KubeletConnection.keySize, "zp_kubelet_conns")
+                .compactMap(KubeletConnection.init(key:))
         }
     }
 
@@ -323,7 +431,8 @@ public final class PodRedirector: Sendable {
         let handles = Handles(
             maps: Maps(redirectOn: try map("map_redirect_on"), listeners: try map("map_listeners"),
                        activity: try map("map_activity"), probeSources: try map("map_probe_src"),
-                       config: try map("map_config")),
+                       config: try map("map_config"), kubeletNames: try map("map_kubelet_names"),
+                       kubeletConnections: try map("map_kubelet_conns")),
             links: links.sorted { $0.0 < $1.0 }, pinDirectory: directory)
         return PodRedirector(handles: handles)
     }
@@ -452,17 +561,44 @@ public final class PodRedirector: Sendable {
         return false
     }
 
-    private static func writeConfig(_ map: SharedDescriptor, netnsCookie: UInt64, ignoreLoopback: Bool) throws(BPFError) {
+    /// `struct zp_config` of bpf/zpbpf.bpf.c.
+    private struct Config {
+        var netnsCookie: UInt64
+        var ignoreLoopback: Bool
+        var identifyKubelet: Bool
+        var nodeNetnsCookie: UInt64
+    }
+
+    private static func writeConfig(_ map: SharedDescriptor, _ config: Config) throws(BPFError) {
         var key: UInt32 = 0
-        var value: (UInt64, UInt32, UInt32) = (netnsCookie, ignoreLoopback ? 1 : 0, 0)
+        var value: (UInt64, UInt32, UInt32, UInt64) = (
+            config.netnsCookie, config.ignoreLoopback ? 1 : 0, config.identifyKubelet ? 1 : 0, config.nodeNetnsCookie
+        )
         try libbpfCall("bpf_map_update_elem", "zp_config") { bpf_map_update_elem(map.rawValue, &key, &value, UInt64(BPF_ANY)) }
     }
 
-    private static func readConfig(_ map: SharedDescriptor) throws(BPFError) -> (cookie: UInt64, ignoreLoopback: Bool) {
+    private static func readConfig(_ map: SharedDescriptor) throws(BPFError) -> Config {
         var key: UInt32 = 0
-        var value: (UInt64, UInt32, UInt32) = (0, 0, 0)
+        var value: (UInt64, UInt32, UInt32, UInt64) = (0, 0, 0, 0)
         try libbpfCall("bpf_map_lookup_elem", "zp_config") { bpf_map_lookup_elem(map.rawValue, &key, &value) }
-        return (value.0, value.1 != 0)
+        return Config(netnsCookie: value.0, ignoreLoopback: value.1 != 0, identifyKubelet: value.2 != 0, nodeNetnsCookie: value.3)
+    }
+
+    /// Every key of `map`, each `size` bytes.
+    private static func keys(_ map: SharedDescriptor, size: Int, _ name: String) throws(BPFError) -> [[UInt8]] {
+        var result: [[UInt8]] = []
+        var key = [UInt8](repeating: 0, count: size)
+        var next = [UInt8](repeating: 0, count: size)
+        var first = true
+        while true {
+            let rc = first ? bpf_map_get_next_key(map.rawValue, nil, &next) : bpf_map_get_next_key(map.rawValue, &key, &next)
+            if -rc == ENOENT { break }
+            try libbpfCall("bpf_map_get_next_key", name) { rc }
+            first = false
+            key = next
+            result.append(next)
+        }
+        return result
     }
 
     private static func portKeys(_ map: SharedDescriptor, _ name: String) throws(BPFError) -> [UInt16] {

@@ -1,7 +1,25 @@
 import Logging
 import NIOCore
 import NIOPosix
+import Synchronization
 import ZPCore
+
+/// The first error a connection's pipeline reported (a TLS alert, a refused certificate), shared
+/// by the client and its handler: a call made after the connection closed names it too.
+final class ConnectionFailure: Sendable {
+    private let reason = Mutex<String?>(nil)
+
+    /// Keeps the first reason.
+    func record(_ error: any Error) {
+        reason.withLock { if $0 == nil { $0 = "\(error)" } }
+    }
+
+    /// The error for a call on a closed connection.
+    func closedError(service: String, method: String) -> TTRPCTransportError {
+        guard let text = reason.withLock({ $0 }) else { return .connectionClosed(service: service, method: method) }
+        return .connectionFailed(service: service, method: method, reason: text)
+    }
+}
 
 /// A ttrpc client on a unix stream socket: unary calls, many in flight at once.
 ///
@@ -9,9 +27,11 @@ import ZPCore
 /// listed library speaks ttrpc; the codecs are ZPCore's.
 public final class TTRPCClient: Sendable {
     private let channel: any Channel
+    private let failure: ConnectionFailure
 
-    private init(channel: any Channel) {
+    private init(channel: any Channel, failure: ConnectionFailure) {
         self.channel = channel
+        self.failure = failure
     }
 
     /// Connects to a unix socket.
@@ -22,15 +42,45 @@ public final class TTRPCClient: Sendable {
     /// - Throws: NIO connection errors (for example `ECONNREFUSED`, `ENOENT`).
     public static func connect(unixSocketPath path: String, group: any EventLoopGroup) async throws -> TTRPCClient {
         let plain = path.hasPrefix("unix://") ? String(path.dropFirst("unix://".count)) : path
+        let failure = ConnectionFailure()
         let channel = try await ClientBootstrap(group: group)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addTTRPCFrameHandlers()
-                    try channel.pipeline.syncOperations.addHandler(TTRPCClientHandler())
+                    try channel.pipeline.syncOperations.addHandler(TTRPCClientHandler(failure: failure))
                 }
             }
             .connect(unixDomainSocketPath: plain).get()
-        return TTRPCClient(channel: channel)
+        return TTRPCClient(channel: channel, failure: failure)
+    }
+
+    /// Connects to a TCP address. `prepareConnection` adds what the transport needs before the
+    /// ttrpc frames (a TLS client handler for the node service's peers, decision 0049); an error
+    /// such a handler reports (a refused certificate) fails the calls in flight with
+    /// ``TTRPCTransportError/connectionFailed(service:method:reason:)`` naming it.
+    ///
+    /// - Parameters:
+    ///   - host: The peer's address.
+    ///   - port: The peer's port.
+    ///   - group: The event loops to use.
+    ///   - connectTimeout: How long the TCP connect may take.
+    ///   - prepareConnection: Adds handlers to the new connection's pipeline (synchronously).
+    /// - Throws: NIO connection errors (`ECONNREFUSED`, a connect timeout).
+    public static func connect(host: String, port: Int, group: any EventLoopGroup, connectTimeout: Duration = .seconds(10),
+                               prepareConnection: @escaping @Sendable (any Channel) throws -> Void) async throws -> TTRPCClient {
+        let nanos = connectTimeout.components.seconds * 1_000_000_000 + connectTimeout.components.attoseconds / 1_000_000_000
+        let failure = ConnectionFailure()
+        let channel = try await ClientBootstrap(group: group)
+            .connectTimeout(.nanoseconds(nanos))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try prepareConnection(channel)
+                    try channel.pipeline.syncOperations.addTTRPCFrameHandlers()
+                    try channel.pipeline.syncOperations.addHandler(TTRPCClientHandler(failure: failure))
+                }
+            }
+            .connect(host: host, port: port).get()
+        return TTRPCClient(channel: channel, failure: failure)
     }
 
     /// Calls `service`/`method` and returns the encoded response message.
@@ -53,8 +103,9 @@ public final class TTRPCClient: Sendable {
         // On a closed channel the write never reaches our handler (the pipeline is torn down):
         // fail the call from the write's own failure, or it would wait forever.
         let written = channel.eventLoop.makePromise(of: Void.self)
+        let failure = failure
         written.futureResult.whenFailure { _ in
-            promise.fail(TTRPCTransportError.connectionClosed(service: service, method: method))
+            promise.fail(failure.closedError(service: service, method: method))
         }
         channel.writeAndFlush(outbound, promise: written)
         let response = try await promise.futureResult.get()
@@ -93,8 +144,9 @@ public final class TTRPCClient: Sendable {
         let open = TTRPCClientHandler.Outbound.stream(request: request, bufferLimit: bufferLimit, continuation: continuation)
         // As for unary calls: on a closed channel the write never reaches the handler.
         let written = channel.eventLoop.makePromise(of: Void.self)
+        let failure = failure
         written.futureResult.whenFailure { _ in
-            continuation.finish(throwing: TTRPCTransportError.connectionClosed(service: service, method: method))
+            continuation.finish(throwing: failure.closedError(service: service, method: method))
         }
         channel.writeAndFlush(open, promise: written)
         return stream
@@ -141,6 +193,12 @@ final class TTRPCClientHandler: ChannelDuplexHandler {
     }
 
     private var nextStreamID: UInt32 = 1
+    /// The first error the pipeline reported (a TLS alert), named when the calls in flight fail.
+    private let failure: ConnectionFailure
+
+    init(failure: ConnectionFailure) {
+        self.failure = failure
+    }
     private var pending: [UInt32: Pending] = [:]
     private var streams: [UInt32: OpenStream] = [:]
     private var isClosed = false
@@ -149,7 +207,7 @@ final class TTRPCClientHandler: ChannelDuplexHandler {
         switch unwrapOutboundIn(data) {
         case .unary(let request, let timeout, let callPromise):
             guard !isClosed else {
-                callPromise.fail(TTRPCTransportError.connectionClosed(service: request.service, method: request.method))
+                callPromise.fail(failure.closedError(service: request.service, method: request.method))
                 promise?.fail(ChannelError.ioOnClosedChannel)
                 return
             }
@@ -166,7 +224,7 @@ final class TTRPCClientHandler: ChannelDuplexHandler {
             context.write(wrapOutboundOut(TTRPCFrame(streamID: id, type: .request, payload: request.encoded())), promise: promise)
         case .stream(let request, let bufferLimit, let continuation):
             guard !isClosed else {
-                continuation.finish(throwing: TTRPCTransportError.connectionClosed(service: request.service, method: request.method))
+                continuation.finish(throwing: failure.closedError(service: request.service, method: request.method))
                 promise?.fail(ChannelError.ioOnClosedChannel)
                 return
             }
@@ -245,17 +303,18 @@ final class TTRPCClientHandler: ChannelDuplexHandler {
         pending.removeAll()
         for (_, entry) in all {
             entry.timeout.cancel()
-            entry.promise.fail(TTRPCTransportError.connectionClosed(service: entry.service, method: entry.method))
+            entry.promise.fail(failure.closedError(service: entry.service, method: entry.method))
         }
         let open = streams
         streams.removeAll()
         for (_, stream) in open {
-            stream.continuation.finish(throwing: TTRPCTransportError.connectionClosed(service: stream.service, method: stream.method))
+            stream.continuation.finish(throwing: failure.closedError(service: stream.service, method: stream.method))
         }
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        failure.record(error)
         context.close(promise: nil)
     }
 }

@@ -31,6 +31,9 @@ public enum TTRPCTransportError: Error, Sendable, CustomStringConvertible {
     case peerUIDMismatch(peerUID: UInt32, ownUID: UInt32)
     /// More than `limit` messages of a server stream arrived that the caller had not read.
     case streamBufferOverflow(service: String, method: String, limit: Int)
+    /// The connection failed with `reason` (a TLS alert from the peer, a refused certificate)
+    /// before the call was answered.
+    case connectionFailed(service: String, method: String, reason: String)
 
     public var description: String {
         switch self {
@@ -40,6 +43,7 @@ public enum TTRPCTransportError: Error, Sendable, CustomStringConvertible {
         case .peerUIDMismatch(let p, let o): return "ttrpc: peer uid \(p) is not our uid \(o)"
         case .streamBufferOverflow(let s, let m, let l):
             return "ttrpc: stream \(s)/\(m) ended: more than \(l) messages arrived that were not read"
+        case .connectionFailed(let s, let m, let r): return "ttrpc: connection failed before \(s)/\(m) answered: \(r)"
         }
     }
 }

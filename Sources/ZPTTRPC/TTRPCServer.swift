@@ -166,6 +166,40 @@ public struct TTRPCServer: Sendable {
         try await serve(server)
     }
 
+    /// Binds a TCP address and serves until the task is cancelled. Every accepted connection is
+    /// first given to `prepareConnection`, which adds what the transport needs before the ttrpc
+    /// frames (the manager's node service adds a TLS handler requiring a client certificate there,
+    /// decision 0049). No peer uid check: a TCP peer is identified by what `prepareConnection`
+    /// adds.
+    ///
+    /// - Parameters:
+    ///   - host: The address to bind (`0.0.0.0` for every IPv4 address).
+    ///   - port: The port; 0 picks a free one.
+    ///   - prepareConnection: Adds handlers to a new connection's pipeline (synchronously, on its
+    ///     event loop); a throw closes the connection.
+    ///   - onListening: Called once with the bound address.
+    /// - Throws: NIO errors (the address is in use or not local).
+    public func run(tcpHost host: String, port: Int,
+                    prepareConnection: @escaping @Sendable (any Channel) throws -> Void,
+                    onListening: @Sendable (SocketAddress) -> Void = { _ in }) async throws {
+        let logger = logger
+        let server = try await ServerBootstrap(group: group)
+            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .bind(host: host, port: port) { channel in
+                channel.eventLoop.makeCompletedFuture { () throws -> NIOAsyncChannel<TTRPCFrame, TTRPCFrame> in
+                    try prepareConnection(channel)
+                    try channel.pipeline.syncOperations.addTTRPCFrameHandlers()
+                    return try NIOAsyncChannel<TTRPCFrame, TTRPCFrame>(wrappingChannelSynchronously: channel)
+                }.flatMapErrorThrowing { error -> NIOAsyncChannel<TTRPCFrame, TTRPCFrame> in
+                    logger.warning("refusing ttrpc connection", metadata: ["error": "\(error)"])
+                    channel.close(promise: nil)
+                    throw error
+                }
+            }
+        if let address = server.channel.localAddress { onListening(address) }
+        try await serve(server)
+    }
+
     private var childInitializer: @Sendable (any Channel) -> EventLoopFuture<NIOAsyncChannel<TTRPCFrame, TTRPCFrame>> {
         let logger = logger
         return { channel in

@@ -5,7 +5,7 @@ import SystemPackage
 import ZPSystem
 
 /// A socket of a test: ZPSystem's descriptor owner, closed when the last reference goes.
-public final class TestSocket {
+public final class TestSocket: Sendable {
     /// The owner of the descriptor.
     public let descriptor: SharedDescriptor
 

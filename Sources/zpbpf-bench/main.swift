@@ -1,8 +1,11 @@
 // zpbpf-bench: figures for ZPBPF on this machine (root; creates and deletes its own namespaces).
 //   swift run -c release zpbpf-bench [iterations]
 // Prints medians and p90/p99 of: load + attach (PodRedirector.init), close (detach), a socket made
-// in the pod netns (ZPSystem's thread + setns), setRedirect on/off, activity() reads, and TCP
-// connect+accept over a veth pair, direct vs redirected.
+// in the pod netns (ZPSystem's thread + setns), setRedirect on/off, activity() reads, TCP
+// connect+accept over a veth pair, direct vs redirected, and what kubelet identification costs a
+// connect from the node (decision 0040): off, on for another process, on for kubelet (this
+// process plays it: recorded at connect, forgotten at close), and the same with 32 more pods
+// tracking the same port.
 import Foundation
 import Glibc
 import SystemPackage
@@ -105,6 +108,47 @@ do {
     report("connect+accept, redirected", try connectAccept(activator))
     try redirector.setRedirect(port: port, enabled: false)
     report("connect+accept, direct again", try connectAccept(app))
+
+    // kubelet identification: the client namespace plays the node, this process (comm
+    // "zpbpf-bench") plays kubelet when its name is listed.
+    let node = FilePath("/var/run/netns/\(cli)")
+    try redirector.setIdentifyKubelet(false)
+    report("connect+accept, identification off", try connectAccept(app))
+    let notKubelet = try PodRedirector(netnsPath: podPath, options: .init(kubeletNamespace: node))
+    try notKubelet.trackPort(port)
+    redirector.close()
+    report("connect+accept, another process", try connectAccept(app))
+    notKubelet.close()
+    let asKubelet = try PodRedirector(
+        netnsPath: podPath, options: .init(kubeletProcessNames: ["zpbpf-bench"], kubeletNamespace: node))
+    try asKubelet.trackPort(port)
+    report("connect+accept, as kubelet", try connectAccept(app))
+    let leftOver = try asKubelet.kubeletConnections()
+    precondition(leftOver.isEmpty, "closed kubelet connections are forgotten: \(leftOver)")
+    // 32 more pods tracking the same port (each loads its own programs): every connect from the
+    // node to that port runs 33 sockops programs, and a kubelet connect is recorded in 33 maps.
+    let others = (0..<32).map { "zpbpf-bench-\(getpid())-o\($0)" }
+    for name in others { sh("ip", "netns", "add", name) }
+    defer { for name in others { sh("ip", "netns", "del", name) } }
+    func morePods(kubeletNames: [String]) throws -> [PodRedirector] {
+        try others.map { name in
+            let other = try PodRedirector(
+                netnsPath: FilePath("/var/run/netns/\(name)"),
+                options: .init(kubeletProcessNames: kubeletNames, kubeletNamespace: node))
+            try other.trackPort(port)
+            return other
+        }
+    }
+    var more = try morePods(kubeletNames: ["zpbpf-bench"])
+    report("connect+accept, as kubelet, 33 pods", try connectAccept(app))
+    asKubelet.close()
+    for other in more { other.close() }
+    more = try morePods(kubeletNames: PodRedirector.kubeletProcessNames)
+    let anotherProcess = try PodRedirector(netnsPath: podPath, options: .init(kubeletNamespace: node))
+    try anotherProcess.trackPort(port)
+    report("connect+accept, other process, 33 pods", try connectAccept(app))
+    anotherProcess.close()
+    for other in more { other.close() }
 } catch {
     print("zpbpf-bench: \(error)")
     exit(1)

@@ -14,7 +14,7 @@ import ZPTestSupport
     import Glibc
 #endif
 
-private struct TestRestoreError: Error, CustomStringConvertible {
+struct TestRestoreError: Error, CustomStringConvertible {
     var description: String { "criu said no (test)" }
 }
 
@@ -667,6 +667,55 @@ struct ActivatorIntegrationTests {
         #expect(ports.count == 2 && !ports.contains(0))
         let socketsClosed = await eventuallyAsync(within: 20) { ownTCPSockets(onPorts: ports).isEmpty }
         #expect(socketsClosed, "sockets left open: \(ownTCPSockets(onPorts: ports))")
+    }
+
+    /// `proxy-timeout` is an idle limit: a proxied connection that keeps carrying bytes for several
+    /// limits stays open; once nothing moves for the limit, both sides are closed.
+    @Test func proxyIdleTimeout_cutsOnlyIdleConnections() async throws {
+        let app = try ReservedPort()
+        let events = EventLog<ActivatorEvent>()
+        let (signals, signal) = AsyncStream.makeStream(of: Void.self)
+        let limit = Duration.milliseconds(600)
+        let configuration = ActivatorConfiguration(proxyIdleTimeout: limit)
+        let (talked, idle, echoed) = try await withThrowingTaskGroup(of: (Duration, Duration, String)?.self) { outer in
+            outer.addTask {
+                try await appStarter(signals, socket: app, behaviour: .bannerThenEcho, delay: .zero)
+                return nil
+            }
+            let result = try await withActivator(
+                appPort: app.port, configuration: configuration, events: events, restore: { signal.yield() }
+            ) { _, address in
+                let connection = try await TestClient.connect(address)
+                return try await connection.executeThenClose { inbound, outbound in
+                    var iterator = inbound.makeAsyncIterator()
+                    var received = ""
+                    // A line every 200 ms for 2.2 s: over three idle limits, never idle for one.
+                    let started = ContinuousClock.now
+                    for i in 0..<12 {
+                        let line = "line-\(i)\n"
+                        try await outbound.write(ByteBuffer(string: line))
+                        while !received.hasSuffix(line), let chunk = try await iterator.next() {
+                            received += String(buffer: chunk)
+                        }
+                        // Idleness is measured from the last echo, so no pause after it.
+                        if i < 11 { try await Task.sleep(for: .milliseconds(200)) }
+                    }
+                    let talked = started.duration(to: .now)
+                    let idleFrom = ContinuousClock.now
+                    while let chunk = try await iterator.next() { received += String(buffer: chunk) }
+                    return (talked, idleFrom.duration(to: .now), received)
+                }
+            }
+            outer.cancelAll()
+            return result
+        }
+        #expect(echoed == TestApp.banner + (0..<12).map { "line-\($0)\n" }.joined(), "every line came back")
+        #expect(talked > limit * 3)
+        #expect(idle >= limit - .milliseconds(50) && idle < .seconds(5), "closed after \(idle) idle")
+        #expect(await eventuallyAsync(within: 20) { events.reports.count == 1 })
+        #expect(events.reports.first.map {
+            if case .proxyIdleTimedOut(let toApp, let toClient) = $0.outcome { toApp > 0 && toClient > 0 } else { false }
+        } == true, "\(events.reports)")
     }
 }
 

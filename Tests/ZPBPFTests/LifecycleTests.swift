@@ -18,7 +18,7 @@ struct LifecycleTests {
         let pod = try lab.namespace("pod")
         var redirector: PodRedirector? = try PodRedirector(netnsPath: Lab.path(pod))
         let ids = try redirector!.kernelObjectIDs()
-        #expect(ids.maps.count == 5)
+        #expect(ids.maps.count == 7)
         let names = try redirector!.linkNames()
         #expect(ids.links.count == 3, "sk_lookup, sockops and one tcx link (lo): \(names)")
         #expect(try Set(ids.links).isSubset(of: bpftoolIDs("link")))
@@ -55,7 +55,7 @@ struct LifecycleTests {
         #expect(stat(dir.string, &st) == 0 && st.st_mode & 0o777 == 0o700)
         #expect(stat(root.string, &st) == 0 && st.st_mode & 0o777 == 0o700)
         let pins = try FileManager.default.contentsOfDirectory(atPath: dir.string).sorted()
-        #expect(pins.count == 9, "5 maps and 4 links: \(pins)")
+        #expect(pins.count == 11, "7 maps and 4 links: \(pins)")
         for name in pins {
             #expect(stat(dir.appending(name).string, &st) == 0 && st.st_mode & 0o777 == 0o600, "\(name)")
         }
@@ -138,7 +138,7 @@ struct FeatureProbeTests {
 extension FeatureProbeTests {
     @Test func doctorProbe_reportsEverythingPresent() {
         let features = BPFFeatures.probe()
-        #expect(features.count == 6)
+        #expect(features.count == 7)
         for feature in features { #expect(feature.supported, "\(feature)") }
         #expect(!BPFFeatures.probe(bpffs: "/tmp").last(where: { $0.name.hasPrefix("bpffs") })!.supported)
     }

@@ -29,7 +29,7 @@ private func spec(_ extra: [String: String]) -> [String: String] {
     #expect(!c.disableCheckpointing && !c.preDump && !c.disableProbeDetection && !c.disableMigrateData)
     #expect(!c.dryRun)
     #expect(c.probeBufferSize == 1024)
-    #expect(c.connectTimeout == .seconds(5) && c.proxyTimeout == .seconds(5))
+    #expect(c.connectTimeout == .seconds(5) && c.proxyTimeout == nil)
     #expect(c.migrate.isEmpty && c.liveMigrate == nil)
     #expect(c.isManaged)
     #expect(!c.anyMigrationEnabled)
@@ -93,7 +93,7 @@ private let goodCases: [GoodCase] = [
     GoodCase(annotations: ["zeropod.ctrox.dev/connect-timeout": "250ms"]) { $0.connectTimeout == .milliseconds(250) },
     GoodCase(annotations: ["zeropod.ctrox.dev/connect-timeout": "0s"]) { $0.connectTimeout == .seconds(5) },
     GoodCase(annotations: ["zeropod.ctrox.dev/proxy-timeout": "1h"]) { $0.proxyTimeout == .seconds(3600) },
-    GoodCase(annotations: ["zeropod.ctrox.dev/proxy-timeout": "0"]) { $0.proxyTimeout == .seconds(5) },
+    GoodCase(annotations: ["zeropod.ctrox.dev/proxy-timeout": "0"]) { $0.proxyTimeout == nil },
     GoodCase(annotations: ["zeropod.ctrox.dev/migrate": "web,db"]) { $0.migrate == ["web", "db"] && $0.migrationEnabled },
     GoodCase(annotations: ["zeropod.ctrox.dev/migrate": "db"]) { !$0.migrationEnabled },
     GoodCase(annotations: ["zeropod.ctrox.dev/migrate": "web", "zeropod.ctrox.dev/disable-checkpointing": "true"]) {
@@ -381,6 +381,21 @@ func containerConfig_refuses(_ c: BadCase) {
     #expect(try NodeConfig(parsing: c.rendered) == c)
     #expect(try NodeConfig(parsing: NodeConfig().rendered) == NodeConfig())
     #expect(try NodeConfig(parsing: "probe-source-addresses =").probeSourceAddresses.isEmpty)
+}
+
+@Test func nodeConfig_probeSourceAddresses_atMost64Distinct() throws {
+    let sixtyFour = (1...64).map { "10.0.0.\($0)" }
+    // An IPv4 address and its IPv4-mapped form are one entry of the pods' map.
+    let withTwins = (sixtyFour + ["::ffff:10.0.0.1"]).joined(separator: ",")
+    #expect(try NodeConfig(parsing: "probe-source-addresses = \(withTwins)").probeSourceAddresses.count == 65)
+    #expect(throws: ConfigError.self) {
+        try NodeConfig(parsing: "probe-source-addresses = \((sixtyFour + ["10.0.1.1"]).joined(separator: ","))")
+    }
+    let error = #expect(throws: ConfigError.self) {
+        try NodeConfig(parsing: "probe-source-addresses = \((sixtyFour + ["fd00::1"]).joined(separator: ","))", source: "n.conf")
+    }
+    #expect("\(error.map { "\($0)" } ?? "")".hasPrefix("n.conf:1: probe-source-addresses: invalid address"))
+    #expect("\(error.map { "\($0)" } ?? "")".hasSuffix(": 65 addresses; at most 64 are supported"), "\(String(describing: error))")
 }
 
 @Test func nodeConfig_refusesWithLocation() {

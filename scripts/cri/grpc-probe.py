@@ -3,9 +3,14 @@
 
     grpc-probe.py check HOST:PORT SERVICE USER_AGENT TIMEOUT   prints SERVING, NOT_SERVING, ...
                                                                or "ERROR <code> <details>" (exit 2)
+    grpc-probe.py call HOST:PORT METHOD TEXT TIMEOUT           calls METHOD (e.g. /zp.test.Echo/Say)
+                                                               with TEXT as the raw request bytes,
+                                                               prints the answer or "ERROR ..." (exit 2)
     grpc-probe.py serve PORT                                   a grpc.health.v1 server on 127.0.0.1
                                                                that answers SERVING to kube-probe/*
-                                                               user agents, NOT_SERVING to others
+                                                               user agents, NOT_SERVING to others,
+                                                               and /zp.test.Echo/Say, which answers
+                                                               its request bytes
 
 Like kubelet's prober (grpc-go, WithBlock), the check waits until the channel is ready, which
 C-core reaches only after the server's SETTINGS, then calls grpc.health.v1.Health/Check. The
@@ -41,6 +46,21 @@ def check(target, service, agent, timeout):
         return 0
 
 
+def call(target, method, text, timeout):
+    with grpc.insecure_channel(target, options=[("grpc.enable_retries", 0)]) as channel:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=timeout)
+            answer = channel.unary_unary(method)(text.encode(), timeout=timeout)
+        except grpc.FutureTimeoutError:
+            print("ERROR DEADLINE_EXCEEDED channel not ready within %ss" % timeout)
+            return 2
+        except grpc.RpcError as error:
+            print("ERROR %s %s" % (error.code().name, error.details()))
+            return 2
+        print(answer.decode())
+        return 0
+
+
 def serve(port):
     def health(request, context):
         agent = dict(context.invocation_metadata()).get("user-agent", "")
@@ -48,8 +68,10 @@ def serve(port):
 
     handler = grpc.method_handlers_generic_handler(
         "grpc.health.v1.Health", {"Check": grpc.unary_unary_rpc_method_handler(health)})
+    echo = grpc.method_handlers_generic_handler(
+        "zp.test.Echo", {"Say": grpc.unary_unary_rpc_method_handler(lambda request, context: request)})
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    server.add_generic_rpc_handlers((handler,))
+    server.add_generic_rpc_handlers((handler, echo))
     server.add_insecure_port("127.0.0.1:%d" % port)
     server.start()
     print("serving", flush=True)
@@ -59,6 +81,8 @@ def serve(port):
 if __name__ == "__main__":
     if len(sys.argv) == 6 and sys.argv[1] == "check":
         sys.exit(check(sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5])))
+    if len(sys.argv) == 6 and sys.argv[1] == "call":
+        sys.exit(call(sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5])))
     if len(sys.argv) == 3 and sys.argv[1] == "serve":
         serve(int(sys.argv[2]))
     print(__doc__, file=sys.stderr)

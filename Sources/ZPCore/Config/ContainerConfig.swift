@@ -97,8 +97,6 @@ public struct ContainerConfig: Equatable, Sendable {
     public static let maximumProbeBufferSize = 1 << 20
     /// Default `connect-timeout`.
     public static let defaultConnectTimeout: Duration = .seconds(5)
-    /// Default `proxy-timeout`.
-    public static let defaultProxyTimeout: Duration = .seconds(5)
     /// Annotation keys under `zeropod.ctrox.dev/` written by the zeropod manager for its own use
     /// (in-place scaling); they are not container settings and are neither parsed nor reported.
     public static let managerAnnotationKeys: Set<String> = [
@@ -133,8 +131,10 @@ public struct ContainerConfig: Equatable, Sendable {
     public var probeBufferSize: Int
     /// `connect-timeout`: how long the activator retries connecting to the restored app.
     public var connectTimeout: Duration
-    /// `proxy-timeout`: lifetime limit of a connection proxied by the activator.
-    public var proxyTimeout: Duration
+    /// `proxy-timeout`: idle limit of a connection proxied by the activator (closed once no byte
+    /// moved either way for this long); nil (absent, empty or `0`) = no limit. The original applied
+    /// its 5 s default as a total lifetime, which cut long first connections.
+    public var proxyTimeout: Duration?
     /// `migrate`: containers migrated when the pod is deleted.
     public var migrate: [String]
     /// `live-migrate`: the one container migrated live; nil when absent.
@@ -197,7 +197,7 @@ public struct ContainerConfig: Equatable, Sendable {
             let d = try Self.duration(v, key: .connectTimeout)
             if d > .zero { connectTimeout = d }
         }
-        proxyTimeout = Self.defaultProxyTimeout
+        proxyTimeout = nil
         if let v = value(.proxyTimeout) {
             let d = try Self.duration(v, key: .proxyTimeout)
             if d > .zero { proxyTimeout = d }

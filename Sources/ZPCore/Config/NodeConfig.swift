@@ -15,7 +15,7 @@ public struct NodeConfig: Equatable, Sendable {
     public enum Key: String, CaseIterable, Sendable {
         /// Comma list of IPv4/IPv6 addresses whose connections are probes (the kubelet's addresses).
         case probeSourceAddresses = "probe-source-addresses"
-        /// Learn probe source addresses from connections carrying `User-Agent: kube-probe/...`.
+        /// Recognise kubelet's own connections by the process that opens them (decision 0040).
         case learnProbeSources = "learn-probe-sources"
         /// Whether traffic from loopback addresses counts as activity.
         case loopbackIsActivity = "loopback-is-activity"
@@ -39,10 +39,16 @@ public struct NodeConfig: Equatable, Sendable {
         case criuLogLevel = "criu-log-level"
     }
 
-    /// Addresses whose connections are kubelet probes: never activity, answered without restoring.
-    /// IPv4 entries also match their IPv4-mapped IPv6 form (see `isProbeSource(_:)`).
+    /// Addresses whose connections never count as activity, whichever process opens them. IPv4
+    /// entries also match their IPv4-mapped IPv6 form (see `isProbeSource(_:)`). At most
+    /// ``maximumProbeSourceAddresses`` distinct addresses.
     public var probeSourceAddresses: [IPAddress] = []
-    /// Learn further probe source addresses from HTTP probes (`User-Agent: kube-probe/...`).
+    /// At most this many distinct `probe-source-addresses` (an IPv4 address and its IPv4-mapped
+    /// form count once): the size of the pods' eBPF map.
+    public static let maximumProbeSourceAddresses = 64
+    /// Recognise kubelet's own connections without configuration: connections that a process named
+    /// kubelet (or k3s, k3s-server, k3s-agent, kubelite) opens from the node's network namespace
+    /// never count as activity; other traffic from the node's address does (decision 0040).
     public var learnProbeSources = true
     /// Whether connections from loopback addresses count as activity (the original ignored them).
     public var loopbackIsActivity = false
@@ -131,6 +137,10 @@ public struct NodeConfig: Equatable, Sendable {
                         throw fail(.invalidAddress("element \(i + 1) \(quoted(text)) is not an IPv4 or IPv6 address"))
                     }
                     probeSourceAddresses.append(address)
+                }
+                let distinct = Set(probeSourceAddresses.map { $0.unmappedV4 ?? $0 }).count
+                if distinct > Self.maximumProbeSourceAddresses {
+                    throw fail(.invalidAddress("\(distinct) addresses; at most \(Self.maximumProbeSourceAddresses) are supported"))
                 }
             case .learnProbeSources: learnProbeSources = try bool()
             case .loopbackIsActivity: loopbackIsActivity = try bool()

@@ -8,8 +8,9 @@
 /// ```
 /// <run-dir>/s/<shim>.sock                       status socket of one shim (folder 0700, socket 0600)
 /// <run-dir>/wake-groups/<ns>/<pod ns|_>/<group>  wake group registry (docs/decisions/0011)
-/// <run-dir>/node.sock                            reserved for the manager's node service
+/// <run-dir>/node.sock                            the manager's node service (migration)
 /// <state-dir>/i/<containerd ns>/<container id>   checkpoint images of one container
+/// <state-dir>/m/<container id>/image.zpimg       a migration image (source: handed over; target: pulled)
 /// ```
 ///
 /// Only string values: nothing here touches the file system. Container ids and containerd
@@ -70,8 +71,8 @@ public struct NodeLayout: Sendable, Equatable {
     /// `<run-dir>/wake-groups`: the wake group registry (docs/decisions/0011-wake-groups.md).
     public var wakeGroupDirectory: String { runDirectory + "/wake-groups" }
 
-    /// `<run-dir>/node.sock`: reserved for the manager's node service (ZPAPI's `NodeAPI`); nothing
-    /// serves it yet.
+    /// `<run-dir>/node.sock`: the manager's node service (ZPAPI's `NodeAPI`), served when the
+    /// manager runs with `-migration` (decision 0048).
     public var nodeSocket: String { runDirectory + "/node.sock" }
 
     // MARK: state-dir
@@ -92,6 +93,24 @@ public struct NodeLayout: Sendable, Equatable {
     ///   - containerID: The containerd container id.
     public func imageDirectory(containerdNamespace: String, containerID: String) -> String {
         imageDirectory(containerdNamespace: containerdNamespace) + "/" + containerID
+    }
+}
+
+extension NodeLayout {
+    /// `<state-dir>/m`: migration images, one folder per container (decision 0050).
+    public var migrationRoot: String { stateDirectory + "/m" }
+
+    /// `<state-dir>/m/<container id>`: the migration image of a container: on the source the one
+    /// its shim handed over, on the target the one its manager pulled.
+    /// - Parameter containerID: The containerd container id.
+    public func migrationDirectory(containerID: String) -> String {
+        migrationRoot + "/" + containerID
+    }
+
+    /// `<state-dir>/m/<container id>/image.zpimg`: the archive itself.
+    /// - Parameter containerID: The containerd container id.
+    public func migrationArchive(containerID: String) -> String {
+        migrationDirectory(containerID: containerID) + "/image.zpimg"
     }
 }
 

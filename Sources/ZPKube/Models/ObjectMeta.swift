@@ -20,6 +20,10 @@ public struct ObjectMeta: Codable, Sendable, Hashable {
     public var labels: [String: String]?
     /// `metadata.annotations`.
     public var annotations: [String: String]?
+    /// `metadata.finalizers`: the object stays (with a deletionTimestamp) until they are removed.
+    public var finalizers: [String]?
+    /// `metadata.ownerReferences`: garbage collection deletes the object after all its owners.
+    public var ownerReferences: [OwnerReference]?
 
     /// Metadata with the given fields.
     public init(
@@ -36,6 +40,26 @@ public struct ObjectMeta: Codable, Sendable, Hashable {
         self.deletionTimestamp = deletionTimestamp
         self.labels = labels
         self.annotations = annotations
+    }
+}
+
+/// One entry of `metadata.ownerReferences`.
+public struct OwnerReference: Codable, Sendable, Hashable {
+    /// The owner's `apiVersion` (`v1`).
+    public var apiVersion: String
+    /// The owner's kind (`Pod`).
+    public var kind: String
+    /// The owner's name.
+    public var name: String
+    /// The owner's uid.
+    public var uid: String
+
+    /// A reference.
+    public init(apiVersion: String, kind: String, name: String, uid: String) {
+        self.apiVersion = apiVersion
+        self.kind = kind
+        self.name = name
+        self.uid = uid
     }
 }
 

@@ -3,7 +3,10 @@
 // SIGINT.
 import Foundation
 import Logging
+import NIOCore
+import NIOPosix
 import ServiceLifecycle
+import Synchronization
 import UnixSignals
 import ZPKube
 
@@ -17,9 +20,13 @@ public final class Manager: Sendable {
     public let fleet: ShimFleet
     /// The metrics endpoint.
     public let metricsServer: MetricsServer
-    /// The Kubernetes writer (nil without a Kubernetes feature).
+    /// The Kubernetes writer (nil without a pod-writing feature).
     public let writer: PodWriter?
     private let client: KubeClient?
+    /// The address peers reach the node service at, once it listens (`-migration`).
+    public let nodeServiceAddress = Mutex<SocketAddress?>(nil)
+    /// Migration on this node, once the node service runs (`-migration`).
+    public let migrationService = Mutex<MigrationService?>(nil)
     private let logger: Logger
 
     /// Builds the manager (no I/O yet but reading the Kubernetes configuration).
@@ -48,6 +55,10 @@ public final class Manager: Sendable {
             let kubeConfiguration = try kube ?? KubeConfiguration.resolve(kubeconfig: configuration.kubeconfig)
             let client = try KubeClient(configuration: kubeConfiguration, logger: logger)
             self.client = client
+            guard configuration.features.any || configuration.statusEvents else {
+                self.writer = nil
+                return
+            }
             var options = PodWriter.Options(
                 features: configuration.features, events: configuration.statusEvents, nodeName: configuration.nodeName,
                 reporter: EventReporter(instance: configuration.reportingInstance, nodeName: configuration.nodeName))
@@ -71,11 +82,23 @@ public final class Manager: Sendable {
                 "inPlaceScaling": "\(configuration.features.inPlaceScaling)", "node": "\(configuration.nodeName)",
                 "podIP": "\(configuration.podIP ?? "")",
             ])
-        logger.info(
-            "-node-server-addr is reserved: the node service comes with migration; nothing listens there yet",
-            metadata: ["address": "\(configuration.nodeServerAddress)"])
         var services: [any Service] = [metricsServer, BackgroundService(name: "shims") { [fleet] in await fleet.run() }]
         if let writer { services.append(BackgroundService(name: "kubernetes") { await writer.run() }) }
+        if let settings = configuration.migration, let client {
+            let ca = try await settings.caSecret.load(client: client, logger: logger)
+            let credentials = try ca.issueLeaf(ipAddress: settings.options.podIP)
+            let service = MigrationService(
+                options: settings.options, layout: configuration.layout, client: client, state: state,
+                tls: try NodeTLS(credentials: credentials), group: MultiThreadedEventLoopGroup.singleton, logger: logger)
+            migrationService.withLock { $0 = service }
+            services.append(ThrowingBackgroundService(name: "migration") { [self] in
+                try await service.run(onListening: { bound in self.nodeServiceAddress.withLock { $0 = bound } })
+            })
+            logger.info("node service", metadata: [
+                "socket": "\(configuration.layout.nodeSocket)", "address": "\(configuration.nodeServerAddress)",
+                "podIP": "\(settings.options.podIP)",
+            ])
+        }
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
@@ -88,6 +111,24 @@ public final class Manager: Sendable {
         }
         try? await client?.shutdown()
         logger.info("stopped")
+    }
+}
+
+/// A long-running loop that may fail as a service: cancelled at graceful shutdown; a failure
+/// (the node service's address in use) stops the manager.
+struct ThrowingBackgroundService: Service {
+    let name: String
+    let body: @Sendable () async throws -> Void
+
+    init(name: String, _ body: @escaping @Sendable () async throws -> Void) {
+        self.name = name
+        self.body = body
+    }
+
+    func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            try await body()
+        }
     }
 }
 

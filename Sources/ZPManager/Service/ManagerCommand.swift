@@ -26,9 +26,39 @@ public struct ManagerCommand: AsyncParsableCommand {
     /// `-node-server-addr`.
     @Option(name: [.customLong("node-server-addr", withSingleDash: true), .customLong("node-server-addr")],
             help: ArgumentHelp(
-                "Reserved for the node service, which comes with migration: the address is checked, nothing listens on it yet.",
+                "Where peer managers reach the node service over mutual TLS (with -migration; its port is the image server's).",
                 valueName: "address"))
     public var nodeServerAddress = ":8090"
+
+    /// `-migration`.
+    @Flag(name: [.customLong("migration", withSingleDash: true), .customLong("migration")],
+          help: "Migrate pods annotated migrate/live-migrate on deletion: the Migration controllers and the node service (needs NODE_NAME and POD_IP).")
+    public var migration = false
+
+    /// `-migration-claim-timeout`.
+    @Option(name: [.customLong("migration-claim-timeout", withSingleDash: true), .customLong("migration-claim-timeout")],
+            help: ArgumentHelp("How long a deleted pod's Migration waits for a replacement to claim it (Go duration).", valueName: "duration"))
+    public var migrationClaimTimeout = "10s"
+
+    /// `-migration-ready-timeout`.
+    @Option(name: [.customLong("migration-ready-timeout", withSingleDash: true), .customLong("migration-ready-timeout")],
+            help: ArgumentHelp("How long a claimed Migration waits for the replacement to be ready (Go duration).", valueName: "duration"))
+    public var migrationReadyTimeout = "5m"
+
+    /// `-migration-servers-timeout`.
+    @Option(name: [.customLong("migration-servers-timeout", withSingleDash: true), .customLong("migration-servers-timeout")],
+            help: ArgumentHelp("How long a ready replacement waits for the source's image (Go duration).", valueName: "duration"))
+    public var migrationServersTimeout = "10s"
+
+    /// `-auto-gc-migrations`.
+    @Option(name: [.customLong("auto-gc-migrations", withSingleDash: true), .customLong("auto-gc-migrations")],
+            help: ArgumentHelp("Pods own their Migrations, so garbage collection deletes them (Go bool).", valueName: "bool"))
+    public var autoGCMigrations = "true"
+
+    /// `-ca-secret`.
+    @Option(name: [.customLong("ca-secret", withSingleDash: true), .customLong("ca-secret")],
+            help: ArgumentHelp("The Secret (namespace/name) holding the node service's CA; made when missing.", valueName: "secret"))
+    public var caSecret = "zeropod-system/ca-cert"
 
     /// `-status-labels`.
     @Flag(name: [.customLong("status-labels", withSingleDash: true), .customLong("status-labels")],
@@ -71,7 +101,7 @@ public struct ManagerCommand: AsyncParsableCommand {
     /// it), which swift-argument-parser's flags cannot take.
     /// - Throws: `ValidationError` for a boolean value that is not one.
     public static func normalize(_ arguments: [String]) throws -> [String] {
-        let booleans = ["status-labels", "status-events", "in-place-scaling", "debug"]
+        let booleans = ["status-labels", "status-events", "in-place-scaling", "debug", "migration"]
         var result: [String] = []
         for argument in arguments {
             guard let eq = argument.firstIndex(of: "=") else {
@@ -141,11 +171,47 @@ public struct ManagerCommand: AsyncParsableCommand {
             throw ValidationError(
                 "NODE_NAME is not set: -status-labels, -status-events and -in-place-scaling write the pods of this node and need its name")
         }
+        var migrationSettings: MigrationSettings?
+        if migration {
+            func duration(_ text: String, _ flag: String) throws -> Duration {
+                do {
+                    let d = try GoDuration.parse(text)
+                    guard d > .zero else { throw ValidationError("\(flag) \"\(text)\": must be positive") }
+                    return d
+                } catch let error as ValidationError {
+                    throw error
+                } catch {
+                    throw ValidationError("\(flag) \"\(text)\": \(error)")
+                }
+            }
+            guard !nodeName.isEmpty else { throw ValidationError("NODE_NAME is not set: -migration needs the node's name") }
+            guard let podIP = environment["POD_IP"], !podIP.isEmpty else {
+                throw ValidationError("POD_IP is not set: -migration needs the address peers reach this manager at (its certificate names it)")
+            }
+            guard NodeCertificateAuthority.addressBytes(podIP) != nil else {
+                throw ValidationError("POD_IP \"\(podIP)\": not an IPv4 or IPv6 address")
+            }
+            guard let gc = GoBool.parse(autoGCMigrations) else {
+                throw ValidationError("-auto-gc-migrations: \"\(autoGCMigrations)\" is not a boolean (true, false, 1, 0, t, f)")
+            }
+            let secretParts = caSecret.split(separator: "/", omittingEmptySubsequences: false)
+            guard secretParts.count == 2, !secretParts[0].isEmpty, !secretParts[1].isEmpty else {
+                throw ValidationError("-ca-secret \"\(caSecret)\": expected namespace/name")
+            }
+            var options = MigrationOptions(nodeName: nodeName, podIP: podIP, nodeServerPort: node.port)
+            options.claimTimeout = try duration(migrationClaimTimeout, "-migration-claim-timeout")
+            options.readyTimeout = try duration(migrationReadyTimeout, "-migration-ready-timeout")
+            options.serversTimeout = try duration(migrationServersTimeout, "-migration-servers-timeout")
+            options.autoGC = gc
+            migrationSettings = MigrationSettings(
+                options: options, caSecret: CASecret(namespace: String(secretParts[0]), name: String(secretParts[1])))
+        }
         return ManagerConfiguration(
             metricsAddress: metrics, nodeServerAddress: node, features: features, statusEvents: statusEvents,
             kubeconfig: kubeconfig, layout: settings.layout, nodeName: nodeName,
             podIP: environment["POD_IP"].flatMap { $0.isEmpty ? nil : $0 },
-            reportingInstance: ProcessInfo.processInfo.hostName.isEmpty ? nodeName : ProcessInfo.processInfo.hostName)
+            reportingInstance: ProcessInfo.processInfo.hostName.isEmpty ? nodeName : ProcessInfo.processInfo.hostName,
+            migration: migrationSettings)
     }
 }
 
@@ -176,7 +242,7 @@ public struct ListenAddress: Sendable, Hashable, CustomStringConvertible {
 public struct ManagerConfiguration: Sendable {
     /// `-metrics-addr`.
     public var metricsAddress: ListenAddress
-    /// `-node-server-addr` (reserved).
+    /// `-node-server-addr`: the node service's TCP address (with ``migration``).
     public var nodeServerAddress: ListenAddress
     /// `-status-labels`, `-in-place-scaling`.
     public var features: PodFeatures
@@ -192,11 +258,13 @@ public struct ManagerConfiguration: Sendable {
     public var podIP: String?
     /// The events' `reportingInstance` (host name, else node name).
     public var reportingInstance: String
+    /// `-migration` and its settings; nil when off.
+    public var migration: MigrationSettings?
 
     /// A configuration from its parts.
     public init(
         metricsAddress: ListenAddress, nodeServerAddress: ListenAddress, features: PodFeatures, statusEvents: Bool, kubeconfig: String?,
-        layout: NodeLayout, nodeName: String, podIP: String?, reportingInstance: String
+        layout: NodeLayout, nodeName: String, podIP: String?, reportingInstance: String, migration: MigrationSettings? = nil
     ) {
         self.metricsAddress = metricsAddress
         self.nodeServerAddress = nodeServerAddress
@@ -207,8 +275,23 @@ public struct ManagerConfiguration: Sendable {
         self.nodeName = nodeName
         self.podIP = podIP
         self.reportingInstance = reportingInstance
+        self.migration = migration
     }
 
     /// Whether the manager talks to the API server at all.
-    public var needsKubernetes: Bool { features.any || statusEvents }
+    public var needsKubernetes: Bool { features.any || statusEvents || migration != nil }
+}
+
+/// `-migration` and the flags that go with it.
+public struct MigrationSettings: Sendable {
+    /// Node, address, port, timeouts, garbage collection.
+    public var options: MigrationOptions
+    /// Where the node service's CA is kept.
+    public var caSecret: CASecret
+
+    /// Settings.
+    public init(options: MigrationOptions, caSecret: CASecret) {
+        self.options = options
+        self.caSecret = caSecret
+    }
 }

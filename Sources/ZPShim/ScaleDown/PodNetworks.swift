@@ -24,8 +24,7 @@ final class PodNetworks: Sendable {
         }) {
             return existing
         }
-        let options = PodRedirector.Options(probeSources: node.probeSourceAddresses, ignoreLoopback: !node.loopbackIsActivity)
-        let redirector = try PodRedirector(netnsPath: FilePath(netnsPath), options: options)
+        let redirector = try PodRedirector(netnsPath: FilePath(netnsPath), options: Self.options(node))
         let winner = entries.withLock { table -> PodRedirector in
             if let other = table[netnsPath] {
                 table[netnsPath]?.users.insert(container)
@@ -36,6 +35,15 @@ final class PodNetworks: Sendable {
         }
         if winner !== redirector { redirector.remove() }
         return winner
+    }
+
+    /// The redirector's settings from the node settings: `probe-source-addresses`,
+    /// `loopback-is-activity` and `learn-probe-sources` (kubelet's own connections, recognised by
+    /// the process that opens them, never count; decision 0040).
+    static func options(_ node: NodeConfig) -> PodRedirector.Options {
+        PodRedirector.Options(
+            probeSources: node.probeSourceAddresses, ignoreLoopback: !node.loopbackIsActivity,
+            identifyKubelet: node.learnProbeSources)
     }
 
     /// Drops `container` from its pod; the last one removes the redirector (links, maps, pins).

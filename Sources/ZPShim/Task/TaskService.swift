@@ -247,9 +247,7 @@ public final class TaskService: Sendable {
         let redirect = redirector.map { redirector in
             PodRedirect(
                 redirector: redirector, namespacePath: FilePath(netns),
-                configuration: ActivatorConfiguration(
-                    probeDetection: !config.disableProbeDetection, probeBufferSize: config.probeBufferSize,
-                    connectTimeout: config.connectTimeout),
+                configuration: ActivatorConfiguration(container: config),
                 group: group, logger: containerLogger)
         }
         let settings = ScaleDownDriver.Settings(

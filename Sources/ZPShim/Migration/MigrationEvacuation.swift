@@ -1,0 +1,93 @@
+// The source shim's side of an offline migration (decision 0048, steps 3 and 4): ask the node
+// service whether the pod's Migration was claimed and its target is ready, hand the checkpoint
+// images and the container's changed files over as one archive (decision 0050), and tell the node
+// it is there. Every way this can fail ends in "stop normally": the container is killed as
+// without migration, and its Migration ends Unclaimed or Failed on the managers' side.
+//
+// Not wired into Kill yet: the target shim's side (Restore at Create) is missing, and a source
+// that evacuates while targets never restore would hold every Kill for the node's ready timeout.
+import Foundation
+import NIOCore
+import ZPAPI
+import ZPCore
+import ZPImageArchive
+
+/// One evacuation of a scaled-down container's checkpoint to a claimed target.
+struct MigrationEvacuation: Sendable {
+    /// What the shim does next.
+    enum Outcome: Equatable, Sendable {
+        /// The archive is handed over and published: kill the container, keep nothing else.
+        case evacuated(ImageArchiveSummary)
+        /// No migration (not claimed, no node service, a failure): kill the container as usual.
+        case stopNormally(reason: String)
+    }
+
+    /// The node's folders (`node.sock`, `<state-dir>/m/<id>`).
+    let layout: NodeLayout
+    /// The source container's id (the image's name on the node).
+    let containerID: String
+    /// The pod and container, as the node service knows them.
+    let pod: NodeAPI.PodInfo
+    /// CRIU's images of the container's last checkpoint.
+    let imagesDirectory: String
+    /// The overlay upper directory (the container's changed files); nil with `disable-migrate-data`.
+    let upperDirectory: String?
+    /// The event loops for the node service client.
+    let group: any EventLoopGroup
+    /// How long PrepareEvac may wait (longer than the node's claim and ready timeouts).
+    var prepareTimeout: Duration = .seconds(330)
+
+    /// Runs the evacuation; never throws: a failure is an ``Outcome/stopNormally(reason:)``.
+    func run() async -> Outcome {
+        let client: NodeClient
+        do {
+            client = try await NodeClient.connect(socketPath: layout.nodeSocket, group: group)
+        } catch {
+            return .stopNormally(reason: "no node service at \(layout.nodeSocket): \(error)")
+        }
+        let outcome = await evacuate(client)
+        await client.close()
+        return outcome
+    }
+
+    private func evacuate(_ client: NodeClient) async -> Outcome {
+        var info = NodeAPI.MigrationInfo()
+        info.imageID = containerID
+        info.migrateData = upperDirectory != nil
+        let prepared: NodeAPI.EvacResponse
+        do {
+            prepared = try await client.prepareEvac(NodeAPI.EvacRequest(podInfo: pod, migrationInfo: info), timeout: prepareTimeout)
+        } catch {
+            return .stopNormally(reason: "PrepareEvac failed: \(error)")
+        }
+        switch prepared.outcome {
+        case .claimed: break
+        case .unclaimed, .noMigration, .failed:
+            return .stopNormally(reason: "\(prepared.outcome)\(prepared.reason.isEmpty ? "" : ": \(prepared.reason)")")
+        }
+        let directory = layout.migrationDirectory(containerID: containerID)
+        let summary: ImageArchiveSummary
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o700])
+            var sources: [(name: String, folder: String)] = [("images", imagesDirectory)]
+            if let upperDirectory { sources.append(("upper", upperDirectory)) }
+            summary = try ImageArchive.write(sources: sources, to: layout.migrationArchive(containerID: containerID))
+        } catch {
+            ImageArchive.removeTree(directory)
+            return .stopNormally(reason: "writing the migration image failed: \(error)")
+        }
+        info.pausedAt = ProtobufTimestamp(unixNanoseconds: Int64(Date().timeIntervalSince1970 * 1_000_000_000))
+        do {
+            let published = try await client.evac(NodeAPI.EvacRequest(podInfo: pod, migrationInfo: info))
+            guard published.outcome == .claimed else {
+                ImageArchive.removeTree(directory)
+                return .stopNormally(reason: "Evac answered \(published.outcome): \(published.reason)")
+            }
+        } catch {
+            ImageArchive.removeTree(directory)
+            return .stopNormally(reason: "Evac failed: \(error)")
+        }
+        return .evacuated(summary)
+    }
+}
