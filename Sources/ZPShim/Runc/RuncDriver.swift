@@ -56,7 +56,11 @@ public struct RuncDriver: Sendable {
     public var noPivotRoot = false
     /// `runc create --no-new-keyring` (the `NoNewKeyring` option).
     public var noNewKeyring = false
-    private let reaper: Reaper
+    /// The reaper given at init; nil means ``Reaper/shared``, looked up at the first runc call:
+    /// making a driver must not start the process-wide `wait4(-1)` thread (in a test process it
+    /// would take the exit statuses of other tests' children).
+    private let reaperOverride: Reaper?
+    private var reaper: Reaper { reaperOverride ?? .shared }
 
     /// The state root containerd-shim-runc-v2 uses when the options name none.
     public static let defaultRootParent = "/run/containerd/runc"
@@ -64,10 +68,11 @@ public struct RuncDriver: Sendable {
     /// - Parameters:
     ///   - namespace: The containerd namespace; picks the state root.
     ///   - binary: The runc binary; by default `runc` found on `PATH`.
-    public init(namespace: String, binary: String? = nil, reaper: Reaper = .shared) {
+    ///   - reaper: The reaper runc calls go through; nil for ``Reaper/shared``.
+    public init(namespace: String, binary: String? = nil, reaper: Reaper? = nil) {
         self.binary = binary ?? RuncDriver.findOnPath("runc") ?? "/usr/sbin/runc"
         self.root = "\(Self.defaultRootParent)/\(namespace)"
-        self.reaper = reaper
+        self.reaperOverride = reaper
     }
 
     /// A driver configured by containerd's runc options: `BinaryName` (a path, or a name looked up
@@ -78,7 +83,7 @@ public struct RuncDriver: Sendable {
     ///   - nodeDefault: the node setting `runc-path` (a path or a name on `PATH`).
     /// - Throws: ``RuncOptionsError`` when the binary chosen is no executable.
     public init(namespace: String, options: RuncOptions, binary: String? = nil, nodeDefault: String = "runc",
-                reaper: Reaper = .shared) throws(RuncOptionsError)
+                reaper: Reaper? = nil) throws(RuncOptionsError)
     {
         var resolved = binary
         if resolved == nil {
