@@ -4,8 +4,12 @@ SHELL := /bin/bash
 SWIFT ?= swift
 SWIFT_FLAGS ?=
 FUZZ_SECONDS ?= 60
+# A short fuzz run of every target inside `make test` (seconds per target), and `make fuzz-long`'s
+# inputs per target.
+FUZZ_TEST_SECONDS ?= 5
+FUZZ_LONG_RUNS ?= 10000000
 
-.PHONY: setup build shim test test-unit fuzz demo bench bench-density clean bpf bpf-check bench-bpf bench-manager
+.PHONY: setup build shim test test-unit fuzz fuzz-long demo bench bench-density clean bpf bpf-check bench-bpf bench-manager
 
 setup:
 	@bash scripts/setup.sh
@@ -29,18 +33,25 @@ bpf-check:
 bench-bpf: setup bpf-check
 	$(SWIFT) run -c release $(SWIFT_FLAGS) zpbpf-bench 1000
 
-# Every test: pure unit tests and the privileged integration/end-to-end tests (root, real kernel).
+# Every test: pure unit tests and the privileged integration/end-to-end tests (root, real kernel),
+# then a short run of every fuzz target (FUZZ_TEST_SECONDS each; the first build of the fuzz
+# targets takes a few minutes and is cached in .build-fuzz).
 test: setup bpf-check
 	$(SWIFT) build --build-tests $(SWIFT_FLAGS)
-	@SWIFT_FLAGS="$(SWIFT_FLAGS)" bash scripts/test.sh
+	@status=0; SWIFT_FLAGS="$(SWIFT_FLAGS)" bash scripts/test.sh || status=1; \
+	  bash scripts/fuzz.sh --seconds $(FUZZ_TEST_SECONDS) || status=1; exit $$status
 
 # Pure tests only (no root needed, no setup).
 test-unit:
 	$(SWIFT) test $(SWIFT_FLAGS) --filter '^(ZPCoreTests|ZPAPITests|ZPCLITests|ZPManagerTests|ZPScaleDownDriverTests)\.'
 
-# libFuzzer targets for the protobuf and ttrpc frame decoders, FUZZ_SECONDS each.
+# libFuzzer targets for every hand-written decoder (scripts/fuzz.sh lists them), FUZZ_SECONDS each.
 fuzz: setup
-	@bash scripts/fuzz.sh $(FUZZ_SECONDS)
+	@bash scripts/fuzz.sh --seconds $(FUZZ_SECONDS)
+
+# The same targets for FUZZ_LONG_RUNS inputs each (10 million; about an hour and a half on 2 cores).
+fuzz-long: setup
+	@bash scripts/fuzz.sh --runs $(FUZZ_LONG_RUNS)
 
 demo: setup
 	@bash scripts/demo.sh
@@ -48,10 +59,13 @@ demo: setup
 bench: setup
 	@bash scripts/bench.sh
 
-# 200 busybox pods scaled down at once (node memory, time to scale all down, one restore among
-# them, 20 woken together); about 15 minutes here. Not part of `make bench`.
+# Busybox pods scaled down at once (node memory, time to scale all down, one restore among them,
+# 20 woken together); a few minutes. Not part of `make bench`. 60 by default: a node holds at most
+# 64 scale-down pods until the sockops program is shared node-wide (each pod attaches one to the
+# cgroup v2 root, the kernel allows 64; docs/benchmarks.md "Density"). BENCH_DENSITY_PODS=200 shows
+# the limit, and takes the node's remaining slots from every other zeropod pod while it runs.
 bench-density: setup
-	@BENCH_WORKLOADS=none BENCH_DENSITY_PODS=$${BENCH_DENSITY_PODS:-200} BENCH_ARGS="--memory-pods 0 --shim-start-trials 0 $${BENCH_ARGS:-}" bash scripts/bench.sh
+	@BENCH_WORKLOADS=none BENCH_DENSITY_PODS=$${BENCH_DENSITY_PODS:-60} BENCH_ARGS="--memory-pods 0 --shim-start-trials 0 $${BENCH_ARGS:-}" bash scripts/bench.sh
 
 # The manager with N idle fake shims (status servers without containers) and a burst of N phase
 # changes against the Kubernetes API double: RSS, CPU, time until every label converged.

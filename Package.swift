@@ -247,6 +247,17 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Task API edge cases through the real TaskService with a fake runc; a target of its own
+        // because runc calls go through the shim's process-wide `wait4(-1)` reaper.
+        .testTarget(
+            name: "ZPShimTaskTests",
+            dependencies: [
+                "ZPShim", "ZPAPI", "ZPCore", "ZPSystem", "ZPTTRPC",
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "containerd-shim-zeropod-v2",
             dependencies: ["ZPShim"],

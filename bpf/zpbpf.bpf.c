@@ -19,6 +19,17 @@
 //                   zp_kubelet_names), and forgets it when the socket closes. Traffic of those
 //                   connections is never activity, in either program (docs/decisions/0040).
 //
+// Connections across a scale-down (decisions 0045, 0046; the section at the end of this file):
+//   zp_tc_hold      tc ingress (a second tcx link on every interface): drops the segments of the
+//                   TCP connections a checkpoint dumped (zp_held, by 4-tuple) until the restore has put
+//                   their sockets back, so the peers see no reset; a segment with data or FIN wakes
+//                   the owner (ringbuf zp_events).
+//   zp_sk_lookup    (above) lets a new connection of a port with a handover listener (zp_handover)
+//                   take the regular lookup to that listener, which the restored application's own
+//                   listener joins (SO_REUSEPORT group); probe sources still go to the activator.
+//   zp_reuseport_migrate  sk_reuseport/migrate on the handover listener's group: when the listener
+//                   closes, its queued connections move to the application's listener.
+//
 // Build: clang -target bpf -O2 -g, then llvm-strip -g (keeps BTF); see scripts/bpf-embed.sh.
 // Ports are host byte order u32 keys in every map. Addresses are 16 bytes, IPv4 as ::ffff:a.b.c.d.
 
@@ -184,6 +195,8 @@ static __always_inline int current_is_kubelet(void) {
     return bpf_map_lookup_elem(&zp_kubelet_names, name) != NULL;
 }
 
+static __always_inline int zp_handover_takes(struct bpf_sk_lookup *ctx, __u32 port);
+
 SEC("sk_lookup")
 int zp_sk_lookup(struct bpf_sk_lookup *ctx) {
     if (ctx->protocol != IPPROTO_TCP)
@@ -191,6 +204,8 @@ int zp_sk_lookup(struct bpf_sk_lookup *ctx) {
     __u32 port = ctx->local_port;
     __u32 *on = bpf_map_lookup_elem(&zp_redirect_on, &port);
     if (!on || *on == 0)
+        return SK_PASS;
+    if (zp_handover_takes(ctx, port))
         return SK_PASS;
     struct bpf_sock *sk = bpf_map_lookup_elem(&zp_listeners, &port);
     if (!sk)
@@ -358,6 +373,151 @@ int zp_sockops(struct bpf_sock_ops *skops) {
     default:
         return 1;
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connections across a scale-down (decisions 0045 and 0046). Kept apart from the programs above.
+
+#define ZP_MAX_HELD 4096
+#define ZP_EVENT_CONNECTION 1 // a new connection went to a handover listener
+#define ZP_EVENT_HELD 2       // a held connection's peer sent data or FIN
+
+/// One TCP connection as the application's socket sees it: local = the pod side.
+struct zp_conn_key {
+    struct zp_addr local;
+    struct zp_addr remote;
+    __u16 local_port;  // host order
+    __u16 remote_port; // host order
+    __u32 pad;
+};
+
+/// A held connection: whose checkpoint dumped it, whether its wake was sent, dropped segments.
+struct zp_held_value {
+    __u32 owner;
+    __u32 woken;
+    __u64 dropped;
+};
+
+/// A port whose new connections queue on a handover listener (bound to the port itself).
+struct zp_handover_value {
+    __u32 owner;
+    __u32 woken;
+};
+
+/// What user space reads from zp_events.
+struct zp_event {
+    __u32 kind;  // ZP_EVENT_*
+    __u32 port;  // local port (host order)
+    __u32 owner; // the owner written by user space
+    __u32 pad;
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, ZP_MAX_HELD);
+    __type(key, struct zp_conn_key);
+    __type(value, struct zp_held_value);
+} zp_held SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, ZP_MAX_PORTS);
+    __type(key, __u32);
+    __type(value, struct zp_handover_value);
+} zp_handover SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_RINGBUF);
+    __uint(max_entries, 16384);
+} zp_events SEC(".maps");
+
+static __always_inline void zp_emit(__u32 kind, __u32 port, __u32 owner) {
+    struct zp_event ev = {.kind = kind, .port = port, .owner = owner, .pad = 0};
+    // A full ring drops the event; the wake flag stays set, so user space re-reads the maps
+    // (PodRedirector.pendingWakes) when it re-arms.
+    bpf_ringbuf_output(&zp_events, &ev, sizeof(ev), 0);
+}
+
+/// sk_lookup: a connection to a redirected port with a handover listener, from a source that is
+/// not a probe source, takes the regular lookup (to the handover listener bound to the port) and
+/// wakes the owner once per arming.
+static __always_inline int zp_handover_takes(struct bpf_sk_lookup *ctx, __u32 port) {
+    struct zp_handover_value *h = bpf_map_lookup_elem(&zp_handover, &port);
+    if (!h)
+        return 0;
+    struct zp_addr src;
+    if (ctx->family == ZP_AF_INET) {
+        addr_from_v4(&src, *(volatile __u32 *)&ctx->remote_ip4);
+    } else if (ctx->family == ZP_AF_INET6) {
+        __u32 w[4];
+        w[0] = *(volatile __u32 *)&ctx->remote_ip6[0];
+        w[1] = *(volatile __u32 *)&ctx->remote_ip6[1];
+        w[2] = *(volatile __u32 *)&ctx->remote_ip6[2];
+        w[3] = *(volatile __u32 *)&ctx->remote_ip6[3];
+        __builtin_memcpy(src.bytes, w, 16);
+    } else {
+        return 0;
+    }
+    if (bpf_map_lookup_elem(&zp_probe_src, &src))
+        return 0; // probes are answered by the activator without a restore
+    if (!h->woken) {
+        h->woken = 1; // a race only sends the event twice
+        zp_emit(ZP_EVENT_CONNECTION, port, h->owner);
+    }
+    return 1;
+}
+
+SEC("tc")
+int zp_tc_hold(struct __sk_buff *skb) {
+    struct zp_conn_key key;
+    __builtin_memset(&key, 0, sizeof(key));
+    __u32 l4_off, l4_end;
+    if (skb->protocol == bpf_htons(ETH_P_IP)) {
+        struct iphdr ip;
+        if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
+            return TC_ACT_UNSPEC;
+        if (ip.protocol != IPPROTO_TCP || ip.ihl < 5)
+            return TC_ACT_UNSPEC;
+        addr_from_v4(&key.remote, ip.saddr);
+        addr_from_v4(&key.local, ip.daddr);
+        l4_off = ETH_HLEN + ip.ihl * 4;
+        l4_end = ip.tot_len ? ETH_HLEN + bpf_ntohs(ip.tot_len) : skb->len;
+    } else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+        struct ipv6hdr ip6;
+        if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0)
+            return TC_ACT_UNSPEC;
+        if (ip6.nexthdr != IPPROTO_TCP)
+            return TC_ACT_UNSPEC;
+        __builtin_memcpy(key.remote.bytes, &ip6.saddr, 16);
+        __builtin_memcpy(key.local.bytes, &ip6.daddr, 16);
+        l4_off = ETH_HLEN + sizeof(ip6);
+        l4_end = ip6.payload_len ? l4_off + bpf_ntohs(ip6.payload_len) : skb->len;
+    } else {
+        return TC_ACT_UNSPEC;
+    }
+    struct tcphdr tcp;
+    if (bpf_skb_load_bytes(skb, l4_off, &tcp, sizeof(tcp)) < 0)
+        return TC_ACT_UNSPEC;
+    key.local_port = bpf_ntohs(tcp.dest);
+    key.remote_port = bpf_ntohs(tcp.source);
+    struct zp_held_value *held = bpf_map_lookup_elem(&zp_held, &key);
+    if (!held)
+        return TC_ACT_UNSPEC;
+    __sync_fetch_and_add(&held->dropped, 1);
+    __u32 hdr_end = l4_off + tcp.doff * 4;
+    if ((l4_end > hdr_end || tcp.fin) && !held->woken) {
+        held->woken = 1;
+        zp_emit(ZP_EVENT_HELD, key.local_port, held->owner);
+    }
+    return TC_ACT_SHOT;
+}
+
+/// On the handover listener's reuseport group: selects nothing, so the kernel picks a listener
+/// by hash for new connections and, when a listener closes, migrates its queued connections to
+/// another one (BPF_SK_REUSEPORT_SELECT_OR_MIGRATE: without the net.ipv4.tcp_migrate_req sysctl).
+SEC("sk_reuseport/migrate")
+int zp_reuseport_migrate(struct sk_reuseport_md *md) {
+    return SK_PASS;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

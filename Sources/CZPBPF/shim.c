@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
 #include <sys/vfs.h>
 
 static __thread char *capture_buf;
@@ -50,4 +51,54 @@ int czpbpf_is_bpffs(const char *path) {
     if (statfs(path, &fs) != 0)
         return -errno;
     return fs.f_type == 0xcafe4a11 ? 1 : 0; /* BPF_FS_MAGIC */
+}
+
+struct czpbpf_events {
+    struct ring_buffer *rb;
+    struct czpbpf_event *out;
+    int max;
+    int n;
+};
+
+static int czpbpf_events_sample(void *ctx, void *data, size_t size) {
+    struct czpbpf_events *events = ctx;
+    if (size >= sizeof(struct czpbpf_event) && events->out != NULL && events->n < events->max) {
+        memcpy(&events->out[events->n], data, sizeof(struct czpbpf_event));
+        events->n++;
+    }
+    return 0;
+}
+
+struct czpbpf_events *czpbpf_events_open(int map_fd) {
+    struct czpbpf_events *events = calloc(1, sizeof(*events));
+    if (events == NULL)
+        return NULL;
+    events->rb = ring_buffer__new(map_fd, czpbpf_events_sample, events, NULL);
+    if (events->rb == NULL) {
+        int saved = errno;
+        free(events);
+        errno = saved;
+        return NULL;
+    }
+    return events;
+}
+
+int czpbpf_events_fd(struct czpbpf_events *events) { return ring_buffer__epoll_fd(events->rb); }
+
+int czpbpf_events_drain(struct czpbpf_events *events, struct czpbpf_event *out, int max) {
+    events->out = out;
+    events->max = max;
+    events->n = 0;
+    int rc = ring_buffer__consume(events->rb);
+    events->out = NULL;
+    if (rc < 0)
+        return rc;
+    return events->n;
+}
+
+void czpbpf_events_close(struct czpbpf_events *events) {
+    if (events == NULL)
+        return;
+    ring_buffer__free(events->rb);
+    free(events);
 }

@@ -15,3 +15,5 @@ int czpsystem_clone_newnet(void) { return CLONE_NEWNET; }
 int czpsystem_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
 int czpsystem_accept_cloexec(int fd) { return accept4(fd, NULL, NULL, SOCK_CLOEXEC); }
+
+int czpsystem_unshare_fs(void) { return unshare(CLONE_FS); }

@@ -16,7 +16,7 @@ enum EmbeddedObject {
     static var bytes: [UInt8] { Array(UnsafeBufferPointer(start: czpbpf_embedded_object(), count: Int(czpbpf_object_len))) }
 
     /// Names of the programs in the object, in the order `Loaded` keeps them.
-    static let programNames = ["zp_sk_lookup", "zp_tc_activity", "zp_sockops"]
+    static let programNames = ["zp_sk_lookup", "zp_tc_activity", "zp_sockops", "zp_tc_hold", "zp_reuseport_migrate"]
 
     /// Program and map descriptors of one loaded copy of the object, owned here. libbpf's
     /// bpf_object is closed right after loading; these duplicates keep the kernel objects alive.
@@ -24,6 +24,10 @@ enum EmbeddedObject {
         let skLookup: SharedDescriptor
         let tcActivity: SharedDescriptor
         let sockops: SharedDescriptor
+        /// Drops the segments of held connections (decision 0045).
+        let tcHold: SharedDescriptor
+        /// Migrates a closing handover listener's queue (decision 0046).
+        let reuseportMigrate: SharedDescriptor
         let maps: Maps
     }
 
@@ -64,11 +68,14 @@ enum EmbeddedObject {
             skLookup: try program(programNames[0]),
             tcActivity: try program(programNames[1]),
             sockops: try program(programNames[2]),
+            tcHold: try program(programNames[3]),
+            reuseportMigrate: try program(programNames[4]),
             maps: Maps(
                 redirectOn: try map("zp_redirect_on"), listeners: try map("zp_listeners"),
                 activity: try map("zp_activity"), probeSources: try map("zp_probe_src"),
                 config: try map("zp_config"), kubeletNames: try map("zp_kubelet_names"),
-                kubeletConnections: try map("zp_kubelet_conns")))
+                kubeletConnections: try map("zp_kubelet_conns"),
+                held: try map("zp_held"), handover: try map("zp_handover"), events: try map("zp_events")))
     }
 }
 
@@ -84,12 +91,19 @@ struct Maps: Sendable {
     let kubeletNames: SharedDescriptor
     /// kubelet's open connections to the pod's tracked ports (LRU hash, zp_conn → connect time).
     let kubeletConnections: SharedDescriptor
+    /// Held connections by 4-tuple (decision 0045).
+    let held: SharedDescriptor
+    /// Ports with a handover listener (decision 0046).
+    let handover: SharedDescriptor
+    /// The wake events (ringbuf) of both.
+    let events: SharedDescriptor
 
     /// Pin file names, in bpffs, for each map.
     var byPinName: [(String, SharedDescriptor)] {
         [("map_redirect_on", redirectOn), ("map_listeners", listeners), ("map_activity", activity),
          ("map_probe_src", probeSources), ("map_config", config), ("map_kubelet_names", kubeletNames),
-         ("map_kubelet_conns", kubeletConnections)]
+         ("map_kubelet_conns", kubeletConnections),
+         ("map_held", held), ("map_handover", handover), ("map_events", events)]
     }
 }
 

@@ -80,12 +80,18 @@ public final class PodRedirector: Sendable {
 
     struct Handles: Sendable {
         var maps: Maps
-        /// Links by pin file name (link_sk_lookup, link_sockops, link_tcx_<ifindex>).
+        /// Links by pin file name (link_sk_lookup, link_sockops, link_tcx_<ifindex>,
+        /// link_tcxhold_<ifindex>).
         var links: [(String, SharedDescriptor)]
         var pinDirectory: FilePath?
+        /// The sk_reuseport/migrate program a handover listener's group gets (decision 0046); not
+        /// linked, so held here (pinned as `prog_reuseport_migrate`).
+        var reuseportMigrate: SharedDescriptor
     }
 
     private let handles: Mutex<Handles?>
+    /// The thread that reads the wake events, started by the first subscriber (decision 0045).
+    let eventWatcher = Mutex<PodEventWatcher?>(nil)
 
     /// Loads the programs, attaches them to the pod network namespace at `netnsPath` (e.g.
     /// `/var/run/netns/NAME` or `/proc/PID/ns/net`) and to the cgroup v2 root, and applies `options`.
@@ -94,17 +100,21 @@ public final class PodRedirector: Sendable {
     ///   bpf_get_netns_cookie or bpf_get_current_task_btf in sockops; `.loadFailed` with the
     ///   verifier log; `.system` naming the failed call and path; `.invalidArgument` for a bad
     ///   kubelet process name.
-    public init(netnsPath: FilePath, options: Options = Options()) throws(BPFError) {
+    /// - Parameter programs: the programs and maps loaded ahead (``Programs/load()``), used
+    ///   instead of loading them here; they belong to this redirector afterwards.
+    public init(netnsPath: FilePath, options: Options = Options(), programs: Programs? = nil) throws(BPFError) {
         let names = try Self.kubeletNameKeys(options.kubeletProcessNames)
         let netns = try bpfSystem { () throws(SystemError) -> OwnedDescriptor in try OwnedDescriptor.open(netnsPath, O_RDONLY) }
         let nodeCookie = try Self.networkNamespaceCookie(options.kubeletNamespace)
-        let loaded = try EmbeddedObject.load()
+        let loaded: EmbeddedObject.Loaded
+        if let programs { loaded = programs.loaded } else { loaded = try EmbeddedObject.load() }
         var links: [(String, SharedDescriptor)] = []
 
         // Interfaces and the netns cookie are only visible from inside the namespace.
         let attached: (links: [(String, SharedDescriptor)], cookie: UInt64)
         do throws(BPFError) {
-            attached = try Self.attachActivity(in: NetworkNamespace(path: netnsPath), program: loaded.tcActivity)
+            attached = try Self.attachActivity(in: NetworkNamespace(path: netnsPath), program: loaded.tcActivity,
+                                               hold: loaded.tcHold)
         } catch {
             if case .system(let failure) = error, failure.errno == .invalidArgument {
                 throw .notSupported(feature: "tcx", minimumKernel: "6.6")
@@ -145,7 +155,27 @@ public final class PodRedirector: Sendable {
             bpf_link_create(loaded.sockops.rawValue, cgroup.rawValue, BPF_CGROUP_SOCK_OPS, nil)
         }
         links.append(("link_sockops", SharedDescriptor(OwnedDescriptor(adopting: sockopsLink))))
-        handles = Mutex(Handles(maps: maps, links: links, pinDirectory: nil))
+        handles = Mutex(Handles(maps: maps, links: links, pinDirectory: nil, reuseportMigrate: loaded.reuseportMigrate))
+    }
+
+    /// One copy of the programs and maps, loaded and verified but attached nowhere: the
+    /// expensive part of ``init(netnsPath:options:programs:)`` (tens of milliseconds of verifier
+    /// time), so that a shim can do it before a pod's container is created (decision 0037). One
+    /// copy serves one redirector; dropping it unused frees the kernel objects.
+    public struct Programs: Sendable {
+        let loaded: EmbeddedObject.Loaded
+
+        /// Loads the embedded object (bpf_object__load: every program passes the verifier).
+        /// - Throws: the errors of ``PodRedirector/init(netnsPath:options:programs:)``'s load:
+        ///   `BPFError.notSupported` or `.loadFailed` with the verifier log.
+        public static func load() throws(BPFError) -> Programs { Programs(loaded: try EmbeddedObject.load()) }
+
+        /// Kernel IDs of the maps of this copy, for checks.
+        func mapIDs() throws(BPFError) -> [UInt32] {
+            var ids: [UInt32] = []
+            for (_, fd) in loaded.maps.byPinName { ids.append(try PodRedirector.kernelID(fd)) }
+            return ids
+        }
     }
 
     private init(handles: Handles) {
@@ -154,13 +184,15 @@ public final class PodRedirector: Sendable {
 
     deinit { close() }
 
-    /// On a thread inside the pod namespace: attaches `program` as a tcx ingress link to every
-    /// interface (if_nameindex, bpf_link_create) and reads the namespace's cookie (SO_NETNS_COOKIE).
+    /// On a thread inside the pod namespace: attaches `program` (and after it `hold`, decision
+    /// 0045) as tcx ingress links to every interface (if_nameindex, bpf_link_create) and reads the
+    /// namespace's cookie (SO_NETNS_COOKIE).
     /// - Throws: `BPFError.system` naming the call; no link is left attached.
     private static func attachActivity(
-        in namespace: NetworkNamespace, program: SharedDescriptor
+        in namespace: NetworkNamespace, program: SharedDescriptor, hold: SharedDescriptor
     ) throws(BPFError) -> (links: [(String, SharedDescriptor)], cookie: UInt64) {
         let prog = program.rawValue
+        let holdProg = hold.rawValue
         let subject = namespace.path.string
         let attached = try bpfSystem { () throws(SystemError) in
             try namespace.perform { () -> Result<(links: [(String, SharedDescriptor)], cookie: UInt64), BPFError> in
@@ -186,6 +218,10 @@ public final class PodRedirector: Sendable {
                             bpf_link_create(prog, CInt(index), bpf_attach_type(rawValue: UInt32(CZPBPF_TCX_INGRESS)), nil)
                         }
                         links.append(("link_tcx_\(index)", SharedDescriptor(OwnedDescriptor(adopting: fd))))
+                        let holdFD = try libbpfCall("bpf_link_create(tcx hold)", "\(subject) ifindex \(index)") {
+                            bpf_link_create(holdProg, CInt(index), bpf_attach_type(rawValue: UInt32(CZPBPF_TCX_INGRESS)), nil)
+                        }
+                        links.append(("link_tcxhold_\(index)", SharedDescriptor(OwnedDescriptor(adopting: holdFD))))
                         entry += 1
                     }
                     return (links, cookie)
@@ -393,7 +429,7 @@ public final class PodRedirector: Sendable {
             }
             try Self.makeDirectory(dir, allowExisting: false)
             do throws(BPFError) {
-                for (name, fd) in h.maps.byPinName + h.links {
+                for (name, fd) in h.maps.byPinName + h.links + [("prog_reuseport_migrate", h.reuseportMigrate)] {
                     let path = dir.appending(name).string
                     try libbpfCall("bpf_obj_pin", path) { bpf_obj_pin(fd.rawValue, path) }
                     try bpfSystem { () throws(SystemError) in try systemCall("chmod", path) { chmod(path, 0o600) } }
@@ -417,10 +453,17 @@ public final class PodRedirector: Sendable {
     public static func open(pinnedAt directory: FilePath) throws(BPFError) -> PodRedirector {
         var maps: [String: SharedDescriptor] = [:]
         var links: [(String, SharedDescriptor)] = []
+        var programs: [String: SharedDescriptor] = [:]
         for name in try bpfSystem({ () throws(SystemError) in try Files.list(directory) }) {
             let path = directory.appending(name).string
             let fd = SharedDescriptor(OwnedDescriptor(adopting: try libbpfCall("bpf_obj_get", path) { bpf_obj_get(path) }))
-            if name.hasPrefix("map_") { maps[name] = fd } else if name.hasPrefix("link_") { links.append((name, fd)) }
+            if name.hasPrefix("map_") {
+                maps[name] = fd
+            } else if name.hasPrefix("link_") {
+                links.append((name, fd))
+            } else if name.hasPrefix("prog_") {
+                programs[name] = fd
+            }
         }
         func map(_ name: String) throws(BPFError) -> SharedDescriptor {
             guard let fd = maps[name] else {
@@ -428,18 +471,23 @@ public final class PodRedirector: Sendable {
             }
             return fd
         }
+        guard let migrate = programs["prog_reuseport_migrate"] else {
+            throw .invalidArgument(name: "pin directory", value: directory.string, reason: "prog_reuseport_migrate is missing")
+        }
         let handles = Handles(
             maps: Maps(redirectOn: try map("map_redirect_on"), listeners: try map("map_listeners"),
                        activity: try map("map_activity"), probeSources: try map("map_probe_src"),
                        config: try map("map_config"), kubeletNames: try map("map_kubelet_names"),
-                       kubeletConnections: try map("map_kubelet_conns")),
-            links: links.sorted { $0.0 < $1.0 }, pinDirectory: directory)
+                       kubeletConnections: try map("map_kubelet_conns"),
+                       held: try map("map_held"), handover: try map("map_handover"), events: try map("map_events")),
+            links: links.sorted { $0.0 < $1.0 }, pinDirectory: directory, reuseportMigrate: migrate)
         return PodRedirector(handles: handles)
     }
 
     /// Releases this object's references. Unpinned objects are detached and freed by the kernel;
     /// pinned ones stay for `open(pinnedAt:)`. Further calls throw `BPFError.closed`. Idempotent.
     public func close() {
+        stopEventWatcher()
         let taken = handles.withLock { h -> Handles? in
             let current = h
             h = nil
@@ -450,6 +498,7 @@ public final class PodRedirector: Sendable {
 
     /// Unpins everything (if pinned) and closes: the links detach and the maps are freed.
     public func remove() {
+        stopEventWatcher()
         let taken = handles.withLock { h -> Handles? in
             let current = h
             h = nil
@@ -503,19 +552,21 @@ public final class PodRedirector: Sendable {
     /// Kernel IDs of the maps and links this object holds (bpf_obj_get_info_by_fd), for checks.
     func kernelObjectIDs() throws(BPFError) -> (maps: [UInt32], links: [UInt32]) {
         try withHandles { (h) throws(BPFError) in
-            func id(_ fd: SharedDescriptor) throws(BPFError) -> UInt32 {
-                // bpf_map_info and bpf_link_info both start with (type, id); 256 bytes cover either.
-                var info = [UInt32](repeating: 0, count: 64)
-                var length = UInt32(info.count * 4)
-                try libbpfCall("bpf_obj_get_info_by_fd", "\(fd)") { bpf_obj_get_info_by_fd(fd.rawValue, &info, &length) }
-                return info[1]
-            }
             var maps: [UInt32] = []
-            for (_, fd) in h.maps.byPinName { maps.append(try id(fd)) }
+            for (_, fd) in h.maps.byPinName { maps.append(try Self.kernelID(fd)) }
             var links: [UInt32] = []
-            for (_, fd) in h.links { links.append(try id(fd)) }
+            for (_, fd) in h.links { links.append(try Self.kernelID(fd)) }
             return (maps, links)
         }
+    }
+
+    /// The kernel ID of a map or link (bpf_obj_get_info_by_fd), for checks.
+    static func kernelID(_ fd: SharedDescriptor) throws(BPFError) -> UInt32 {
+        // bpf_map_info and bpf_link_info both start with (type, id); 256 bytes cover either.
+        var info = [UInt32](repeating: 0, count: 64)
+        var length = UInt32(info.count * 4)
+        try libbpfCall("bpf_obj_get_info_by_fd", "\(fd)") { bpf_obj_get_info_by_fd(fd.rawValue, &info, &length) }
+        return info[1]
     }
 
     /// Names of the pinned links (`link_sk_lookup`, `link_sockops`, `link_tcx_<ifindex>`).
@@ -523,7 +574,7 @@ public final class PodRedirector: Sendable {
         try withHandles { (h) throws(BPFError) in h.links.map(\.0) }
     }
 
-    private func withHandles<R>(_ body: (inout Handles) throws(BPFError) -> R) throws(BPFError) -> R {
+    func withHandles<R>(_ body: (inout Handles) throws(BPFError) -> R) throws(BPFError) -> R {
         try handles.withLock { (h) throws(BPFError) -> R in
             guard var current = h else { throw .closed }
             defer { h = current }

@@ -442,7 +442,19 @@ public struct Checkpointer: Sendable {
         }
     }
 
+    /// Checks the images directory of a restore, or makes the one of a dump owner-only before CRIU
+    /// writes into it (created 0700 with its missing parents; an existing one set to 0700), so the
+    /// images are never readable by other users, whatever the folder's creator chose.
     private func ensureDirectory(_ dir: FilePath, create: Bool, request: CRIURequestType) throws(CRIUError) {
+        if create {
+            do {
+                try Files.makeOwnerOnlyDirectory(dir)
+            } catch {
+                throw CRIUError(code: .invalidArgument, request: request, criuErrno: error.errno,
+                                message: "images directory \(dir) is not usable: \(error)")
+            }
+            return
+        }
         var st = stat()
         if stat(dir.string, &st) == 0 {
             guard (st.st_mode & S_IFMT) == S_IFDIR else {
@@ -451,7 +463,6 @@ public struct Checkpointer: Sendable {
             return
         }
         let e = Errno(rawValue: Glibc.errno)
-        if create && e == .noSuchFileOrDirectory && mkdir(dir.string, 0o700) == 0 { return }
         throw CRIUError(code: .invalidArgument, request: request, criuErrno: e,
                         message: "images directory \(dir) is not usable: \(e)")
     }

@@ -13,13 +13,23 @@ private func zp_posix_spawn_file_actions_addclosefrom_np(
 
 /// Spawns helper processes (CRIU workers, the lazy-pages daemon) with chosen descriptors at 3, 4, ...
 /// Uses posix_spawn directly: Foundation's Process cannot map descriptors to fixed numbers.
+///
+/// Every child starts with the file creation mask ``fileCreationMask`` (owner-only): CRIU creates
+/// its image files with mode 0664 and its logs and sockets with the mode the umask leaves, so under
+/// a node's usual umask 022 a checkpoint (the container's memory) would be readable by every local
+/// user. The mask is set on the spawning thread only (``Threads/runOnNewThread(fileCreationMask:_:)``),
+/// never for the whole shim, whose other children (runc, and through it the containers) keep theirs.
+/// CRIU restores each task's own umask from its images, so restored processes are not affected.
 enum ChildProcess {
+    /// The umask of every child: files, folders and sockets it creates are owner-only.
+    static let fileCreationMask: mode_t = 0o077
+
     /// Starts `path arguments...` with `descriptors[i]` at fd 3+i (and `stdin`, `stdout`,
     /// `stderr` at 0-2 when given), every other descriptor above them closed, default signal
-    /// dispositions and an empty signal mask. The descriptors stay the caller's: the child gets
-    /// duplicates.
+    /// dispositions, an empty signal mask and umask ``fileCreationMask``. The descriptors stay the
+    /// caller's: the child gets duplicates.
     /// - Returns: the child's pid; the caller reaps it.
-    /// - Throws: `SystemError` from dup or posix_spawn.
+    /// - Throws: `SystemError` from dup, posix_spawn, or the thread that spawns with the umask.
     static func spawn(_ path: FilePath, arguments: [String], descriptors: [SharedDescriptor] = [],
                       stdin: SharedDescriptor? = nil, stdout: SharedDescriptor? = nil, stderr: SharedDescriptor? = nil)
         throws(SystemError) -> Int32
@@ -63,11 +73,16 @@ enum ChildProcess {
         let argv = ([path.string] + arguments).map { strdup($0) }
         defer { for p in argv { free(p) } }
         var pid: pid_t = 0
-        try systemCallReturningErrno("posix_spawn", path.string) {
-            (argv + [nil]).withUnsafeBufferPointer { args in
-                posix_spawn(&pid, path.string, &actions, &attr, args.baseAddress!, environ)
+        let spawned = try Threads.runOnNewThread(fileCreationMask: fileCreationMask) { () -> Result<Void, SystemError> in
+            Result { () throws(SystemError) in
+                try systemCallReturningErrno("posix_spawn", path.string) {
+                    (argv + [nil]).withUnsafeBufferPointer { args in
+                        posix_spawn(&pid, path.string, &actions, &attr, args.baseAddress!, environ)
+                    }
+                }
             }
         }
+        try spawned.get()
         return pid
     }
 

@@ -200,7 +200,10 @@ public struct ContainerCheckpointer: Sendable {
         let start = ContinuousClock.now
         let (pid, o, plannedManifest) = try dumpPlan(container, options: options)
         var manifest = plannedManifest
-        let candidates = options.copySmallTmpfs ? Self.copyableTmpfsMounts(of: pid) : [:]
+        // A tmpfs bound in from the host (kubelet's secret, projected and downward API volumes) is
+        // an external mount: it is bound again from the host on restore and never copied.
+        let candidates = options.copySmallTmpfs
+            ? Self.copyableTmpfsMounts(of: pid, excluding: Set(manifest.externalMounts.keys)) : [:]
         let dump: DumpResult
         let copies = TmpfsCopies()
         do {
@@ -342,13 +345,16 @@ public struct ContainerCheckpointer: Sendable {
     /// tmpfs mounts of the container that can be copied in-process: mounted at their root, the only
     /// mount of their superblock at its root (other mounts of it may only bind something inside it,
     /// like runc's masked paths, which bind the container's `/dev/null` over `/proc/keys` etc.:
-    /// CRIU binds those from the restored mount), and copyable right now.
-    static func copyableTmpfsMounts(of pid: Int32) -> [String: TmpfsMountOptions] {
+    /// CRIU binds those from the restored mount), not one of `external` (bind mounts from the host,
+    /// such as a Kubernetes secret: their content must never reach an image), and copyable right now.
+    static func copyableTmpfsMounts(of pid: Int32, excluding external: Set<String> = []) -> [String: TmpfsMountOptions] {
         let mounts = (try? MountInfo.read(pid: pid)) ?? []
         var rootMounts: [String: Int] = [:]
         for m in mounts where m.root == "/" { rootMounts[m.device, default: 0] += 1 }
         var out: [String: TmpfsMountOptions] = [:]
-        for m in mounts where m.fsType == "tmpfs" && m.root == "/" && m.mountPoint != "/" && rootMounts[m.device] == 1 {
+        for m in mounts where m.fsType == "tmpfs" && m.root == "/" && m.mountPoint != "/" && rootMounts[m.device] == 1
+            && !external.contains(m.mountPoint)
+        {
             guard (try? TmpfsSnapshot.capture(mountPoint: m.mountPoint, root: "/proc/\(pid)/root\(m.mountPoint)")) != nil
             else { continue }
             out[m.mountPoint] = TmpfsMountOptions(mountOptions: m.mountOptions, superOptions: m.superOptions)
@@ -397,6 +403,11 @@ public final class PreparedContainerRestore {
     private var pidns: SharedDescriptor?
     private var boundRoot: FilePath?
     private var stagedTmpfs: [FilePath] = []
+    /// The owner-only folder (0700) under runc's state folder that holds the staged tmpfs copies
+    /// and the rootfs bind mount while the restore waits: a tmpfs mounted there keeps the mode of
+    /// the container's (often 1777), so without this folder another user could read the copy of
+    /// the container's `/tmp` through runc's traversable state folders.
+    private var stagingFolder: FilePath?
     private var prepareDuration: Duration = .zero
 
     init(checkpointer: Checkpointer, container: RuncContainer, imagesDir: FilePath, options: ContainerRestoreOptions)
@@ -469,19 +480,21 @@ public final class PreparedContainerRestore {
                 cancel()
                 throw .invalidArgument("\(copiesPath) is missing or corrupt: \(error)")
             }
+            let staging: FilePath
+            do { staging = try makeStagingFolder() } catch { cancel(); throw .system(error) }
             for (i, mountPoint) in copied.keys.sorted().enumerated() {
                 guard let snapshot = snapshots[mountPoint] else {
                     cancel()
                     throw .invalidArgument("\(copiesPath) has no copy of \(mountPoint)")
                 }
-                let dir = container.stateDir.appending("zp-tmpfs-\(i)")
+                let dir = staging.appending("tmpfs-\(i)")
                 _ = mkdir(dir.string, 0o700)
+                stagedTmpfs.append(dir)  // cancel() unmounts (if mounted) and removes it
                 let (flags, data) = Self.tmpfsMountArguments(copied[mountPoint]!)
                 do {
                     // Mount writable to fill it, then apply the recorded read-only flag.
                     try MountPoints.mount(source: "tmpfs", target: dir.string, type: "tmpfs", flags: flags & ~UInt(MS_RDONLY),
                                      data: data)
-                    stagedTmpfs.append(dir)
                     try snapshot.recreate(at: dir.string)
                     if flags & UInt(MS_RDONLY) != 0 {
                         try MountPoints.mount(source: "tmpfs", target: dir.string, type: "tmpfs", flags: flags | UInt(MS_REMOUNT),
@@ -495,21 +508,21 @@ public final class PreparedContainerRestore {
             }
         }
         // CRIU restores a mount namespace only onto a root that is a mount point (as runc does,
-        // bind the rootfs at <state>/criu-root).
+        // bind the rootfs at <state>/zeropod-restore/criu-root).
         let rootfs = state.rootfs
         if ((try? MountInfo.read()) ?? []).contains(where: { $0.mountPoint == rootfs }) {
             o.root = rootfs
         } else {
-            let target = container.stateDir.appending("criu-root")
             do {
-                _ = mkdir(target.string, 0o755)
+                let target = try makeStagingFolder().appending("criu-root")
+                _ = mkdir(target.string, 0o700)
+                boundRoot = target  // cancel() unmounts (if mounted) and removes it
                 try MountPoints.mount(source: rootfs, target: target.string, type: nil, flags: UInt(MS_BIND | MS_REC), data: nil)
-                boundRoot = target
+                o.root = target.string
             } catch {
                 cancel()
                 throw .system(error)
             }
-            o.root = target.string
         }
         self.options = o
         do {
@@ -584,6 +597,18 @@ public final class PreparedContainerRestore {
 
     deinit { cancel() }
 
+    /// The staging folder, created owner-only on first use (see ``stagingFolder``).
+    private func makeStagingFolder() throws(SystemError) -> FilePath {
+        if let stagingFolder { return stagingFolder }
+        let folder = container.stateDir.appending(Self.stagingFolderName)
+        try Files.makeOwnerOnlyDirectory(folder)
+        stagingFolder = folder
+        return folder
+    }
+
+    /// The name of the staging folder in runc's state folder of the container.
+    public static let stagingFolderName = "zeropod-restore"
+
     /// Puts the restore worker into the container's cgroups (every controller runc recorded), as
     /// runc does before its own restores. Best effort: CRIU still moves the restored tasks into the
     /// dumped cgroups (`manage_cgroups`). Why: CRIU mounts each hierarchy into its cgroup yard, and
@@ -608,6 +633,7 @@ public final class PreparedContainerRestore {
         pidns = nil
         if let boundRoot {
             try? MountPoints.unmount(boundRoot.string)
+            _ = rmdir(boundRoot.string)
             self.boundRoot = nil
         }
         for dir in stagedTmpfs {
@@ -615,6 +641,10 @@ public final class PreparedContainerRestore {
             _ = rmdir(dir.string)
         }
         stagedTmpfs = []
+        if let stagingFolder {
+            _ = rmdir(stagingFolder.string)  // empty now, unless something is still mounted there
+            self.stagingFolder = nil
+        }
     }
 
     /// mount(2) flags and data for a tmpfs like the one recorded.

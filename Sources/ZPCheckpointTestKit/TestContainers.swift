@@ -90,8 +90,10 @@ public final class TestContainer {
 
     /// Creates the bundle, netns and stdio pipes (and the sandbox namespaces when `podSandbox`);
     /// starts nothing. `scripts/rootfs.sh` under `repoRoot` provides the rootfs folder.
+    /// - Parameter extraMounts: OCI mounts appended to the spec's (e.g. a host tmpfs bound in the
+    ///   way kubelet binds a secret volume).
     public init(_ workload: TestWorkload, repoRoot: String, runcRoot: FilePath = "/run/runc",
-                annotations: [String: String] = [:], podSandbox: Bool = false) throws {
+                annotations: [String: String] = [:], podSandbox: Bool = false, extraMounts: [[String: Any]] = []) throws {
         self.workload = workload
         id = uniqueName("zpck-\(workload.rawValue)")
         if podSandbox {
@@ -119,10 +121,10 @@ public final class TestContainer {
             """
         try cgi.write(toFile: "\(bundle)/cgi-bin/count", atomically: true, encoding: .utf8)
         try shell("chmod 755 '\(bundle)/cgi-bin/count'")
-        try writeConfig(annotations: annotations)
+        try writeConfig(annotations: annotations, extraMounts: extraMounts)
     }
 
-    private func writeConfig(annotations: [String: String]) throws {
+    private func writeConfig(annotations: [String: String], extraMounts: [[String: Any]]) throws {
         let caps = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
                     "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL",
                     "CAP_AUDIT_WRITE"]
@@ -146,6 +148,7 @@ public final class TestContainer {
                 mounts.append(["destination": d, "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=755"]])
             }
         }
+        mounts += extraMounts
         let config: [String: Any] = [
             "ociVersion": "1.0.2-dev",
             "process": [
@@ -269,7 +272,7 @@ public final class TestContainer {
             _ = eventually(within: 10, every: 0.002) { waitpid(pid, &st, WNOHANG) != 0 || kill(pid, 0) != 0 }
         }
         _ = try? runc(["delete", "--force", id])
-        _ = try? run(["/bin/umount", "-l", "\(runcRoot)/\(id)/criu-root"])
+        _ = try? run(["/bin/umount", "-l", "\(runcRoot)/\(id)/\(PreparedContainerRestore.stagingFolderName)/criu-root"])
         netns.delete()
         if let sandboxDir { _ = try? run(["/bin/sh", "-c", "umount \(sandboxDir)/ipc \(sandboxDir)/uts; umount \(sandboxDir); rm -rf \(sandboxDir)"]) }
         stdio.close()

@@ -83,12 +83,24 @@ public final class PodActivator: Sendable {
     public let ports: [UInt16]
     /// The pod's network namespace.
     public let namespacePath: FilePath
+    /// The container's kept connections and handover listeners (decisions 0045, 0046), if any.
+    public let connections: ContainerConnections?
+    /// What wakes the container besides the activator's connections: a handover port's new
+    /// connection, a held connection's data (subscribed at `make`, served by ``run()``).
+    private let wakeEvents: AsyncStream<PodWakeEvent>?
+    /// Why the wake events of the given connections could not be read (then ``connections`` is
+    /// nil: no handover, the activator proxies everything); nil when they are read.
+    public let connectionsProblem: String?
 
-    private init(activator: Activator, redirector: PodRedirector, ports: [UInt16], namespacePath: FilePath) {
+    private init(activator: Activator, redirector: PodRedirector, ports: [UInt16], namespacePath: FilePath,
+                 connections: ContainerConnections?, wakeEvents: AsyncStream<PodWakeEvent>?, connectionsProblem: String?) {
         self.activator = activator
         self.redirector = redirector
         self.ports = ports
         self.namespacePath = namespacePath
+        self.connections = connections
+        self.wakeEvents = wakeEvents
+        self.connectionsProblem = connectionsProblem
     }
 
     /// Creates the listeners in the pod namespace, registers them in `redirector`, tracks the
@@ -104,6 +116,9 @@ public final class PodActivator: Sendable {
     ///     connection must restore.
     ///   - group: the event loops for the activator's sockets.
     ///   - events: the activator's restore and per-connection reports; must not block.
+    ///   - connections: the container's kept connections and handover listeners; its wake events
+    ///     restore through the activator's single flight, and switching a port's redirect off
+    ///     also ends its handover.
     ///   - restore: brings the application back; must return once its listening sockets exist.
     /// - Throws: ``PodActivatorError`` naming the step and port; every socket made so far is
     ///   closed and ports this call started tracking are untracked again.
@@ -115,6 +130,7 @@ public final class PodActivator: Sendable {
         startsScaledDown: Bool = false,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         events: @escaping @Sendable (ActivatorEvent) -> Void = { _ in },
+        connections: ContainerConnections? = nil,
         restore: @escaping @Sendable () async throws -> Void
     ) async throws(PodActivatorError) -> PodActivator {
         let pod = namespacePath.string
@@ -171,7 +187,7 @@ public final class PodActivator: Sendable {
                 configuration: configuration,
                 startsScaledDown: startsScaledDown,
                 group: group,
-                redirect: BPFRedirectControl(redirector: redirector),
+                redirect: BPFRedirectControl(redirector: redirector, connections: connections),
                 applicationSockets: PodNamespaceSockets(namespacePath: namespacePath),
                 events: events,
                 restore: restore
@@ -182,7 +198,23 @@ public final class PodActivator: Sendable {
             undo()
             throw failure(.startActivator, nil, error)
         }
-        return PodActivator(activator: activator, redirector: redirector, ports: ports, namespacePath: namespacePath)
+        // Subscribed now, for the container's life: a wake must not be missed between a
+        // checkpoint and the next serve.
+        var wakeEvents: AsyncStream<PodWakeEvent>?
+        var usable = connections
+        var problem: String?
+        if let connections {
+            do {
+                wakeEvents = try connections.wakeEvents()
+            } catch {
+                // Without wake events neither handover ports nor held connections could wake the
+                // container: keep the activator's proxy for everything.
+                usable = nil
+                problem = "\(error)"
+            }
+        }
+        return PodActivator(activator: activator, redirector: redirector, ports: ports, namespacePath: namespacePath,
+                            connections: usable, wakeEvents: wakeEvents, connectionsProblem: problem)
     }
 
     /// Why `ports` cannot be used, or nil.
@@ -204,15 +236,31 @@ public final class PodActivator: Sendable {
         return result
     }
 
-    /// Serves until the calling task is cancelled (``Activator/run()``); then switches every
-    /// port's redirect off (best effort: a closed redirector is fine), so that nothing stays
-    /// steered to a listener that no longer exists.
+    /// Serves until the calling task is cancelled (``Activator/run()``), and restores through the
+    /// activator's single flight on every wake event of ``connections`` (a handover port's new
+    /// connection, a held connection's data); then switches every port's redirect off and ends
+    /// every handover (best effort: a closed redirector is fine), so that nothing stays steered to
+    /// a listener that no longer exists.
     /// - Throws: what ``Activator/run()`` throws.
     public func run() async throws {
         defer {
             for port in ports { try? redirector.setRedirect(port: port, enabled: false) }
+            connections?.endHandover(ports: nil)
         }
-        try await activator.run()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            if let wakeEvents {
+                group.addTask {
+                    for await _ in wakeEvents {
+                        // Joins a restore in progress; returns at once when the app runs.
+                        try? await self.activator.wakeApplication()
+                    }
+                }
+            }
+            group.addTask { try await self.activator.run() }
+            // The activator's end (cancellation or failure) ends the wake loop too.
+            defer { group.cancelAll() }
+            try await group.next()
+        }
     }
 
     /// Call after the application was checkpointed: re-arms the single-flight restore, then
@@ -227,11 +275,16 @@ public final class PodActivator: Sendable {
         let action = activator.appScaledDown()
         switch action {
         case .armed:
+            // Re-arms the wake marks and remembers the ports; the handover listeners (decision
+            // 0046) are made once the checkpoint has ended the processes
+            // (ContainerConnections.checkpointed()): until then the activator takes the ports.
+            connections?.armHandover(ports: ports)
             for port in ports {
                 do {
                     try redirector.setRedirect(port: port, enabled: true)
                 } catch {
                     for other in ports { try? redirector.setRedirect(port: other, enabled: false) }
+                    connections?.endHandover(ports: nil)
                     throw PodActivatorError(
                         step: .enableRedirect, namespacePath: namespacePath.string, port: port, reason: "\(error)")
                 }

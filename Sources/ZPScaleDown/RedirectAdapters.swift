@@ -12,17 +12,25 @@ import ZPSystem
 public struct BPFRedirectControl: RedirectControl {
     /// The pod's redirector.
     public let redirector: PodRedirector
+    /// The container's handover listeners (decision 0046), if any.
+    public let connections: ContainerConnections?
 
     /// Wraps `redirector`.
-    /// - Parameter redirector: the redirector of the pod whose ports the activator stands in for.
-    public init(redirector: PodRedirector) {
+    /// - Parameters:
+    ///   - redirector: the redirector of the pod whose ports the activator stands in for.
+    ///   - connections: the container's handover listeners, ended with the redirect.
+    public init(redirector: PodRedirector, connections: ContainerConnections? = nil) {
         self.redirector = redirector
+        self.connections = connections
     }
 
-    /// Switches the redirect for `port` off (``PodRedirector/setRedirect(port:enabled:)``).
+    /// Switches the redirect for `port` off (``PodRedirector/setRedirect(port:enabled:)``), then
+    /// ends its handover: the handover listeners close and their queued connections move to the
+    /// restored application's listener.
     /// - Parameter port: the application's port.
     /// - Throws: `BPFError` from the map update (`.closed` when the redirector was closed).
     public func disable(port: UInt16) async throws {
+        defer { connections?.endHandover(ports: [port]) }
         try redirector.setRedirect(port: port, enabled: false)
     }
 }

@@ -92,6 +92,41 @@ public enum Files {
         }
     }
 
+    /// Creates the folder `path` and its missing parents (`mkdir -p`), every created one with mode
+    /// 0700, and makes `path` itself owner-only: an existing `path` with group or other permission
+    /// bits is set to 0700 (`chmod`) before the caller puts anything in it. Existing parents are
+    /// left as they are.
+    ///
+    /// For folders whose content no other user may read or list (checkpoint images, sockets,
+    /// registries): created this way, nothing in them is ever reachable by another uid.
+    /// - Parameter path: an absolute folder path.
+    /// - Throws: ``SystemError`` naming `mkdir`, `stat` (`ENOTDIR` when `path` is not a folder)
+    ///   or `chmod` and the path.
+    public static func makeOwnerOnlyDirectory(_ path: FilePath) throws(SystemError) {
+        var prefix = ""
+        for component in path.string.split(separator: "/") {
+            prefix += "/" + component
+            if mkdir(prefix, 0o700) != 0 {
+                let e = Errno(rawValue: errno)
+                guard e == .fileExists else { throw SystemError(call: "mkdir", subject: prefix, errno: e) }
+            }
+        }
+        var st = stat()
+        try systemCall("stat", path.string) { stat(path.string, &st) }
+        guard (st.st_mode & S_IFMT) == S_IFDIR else { throw SystemError(call: "stat", subject: path.string, errno: .notDirectory) }
+        if st.st_mode & 0o077 != 0 {
+            try systemCall("chmod", path.string) { chmod(path.string, 0o700) }
+        }
+    }
+
+    /// The permission bits of `path` (`stat(2)`, symbolic links followed), e.g. `0o700`.
+    /// - Throws: ``SystemError`` naming `stat` and the path.
+    public static func permissions(of path: FilePath) throws(SystemError) -> mode_t {
+        var st = stat()
+        try systemCall("stat", path.string) { stat(path.string, &st) }
+        return st.st_mode & 0o7777
+    }
+
     /// Whether `path` names a FIFO (`stat(2)`; false when it does not exist).
     /// - Parameter path: the path.
     public static func isFIFO(_ path: FilePath) -> Bool {

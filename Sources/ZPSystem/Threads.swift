@@ -1,3 +1,4 @@
+import CZPSystem
 import SystemPackage
 
 #if canImport(Glibc)
@@ -29,6 +30,28 @@ public enum Threads {
             pthread_join(thread, nil)
             return job.result!
         }
+    }
+
+    /// Runs `body` on a new thread with a file creation mask (umask) of its own, and waits for it.
+    ///
+    /// The umask is a property of the process's shared file system attributes; the thread first
+    /// takes a private copy of them (`unshare(CLONE_FS)`), so `mask` applies to files, folders and
+    /// sockets the thread creates, and to the processes it spawns (they copy the spawning thread's
+    /// attributes), while the rest of the process keeps its umask. Used to start CRIU so that its
+    /// images, logs and sockets are owner-only from creation.
+    /// - Parameters:
+    ///   - mask: the umask, e.g. `0o077` for owner-only.
+    ///   - body: the work; its thread ends when it returns.
+    /// - Returns: what `body` returned.
+    /// - Throws: ``SystemError`` naming `unshare` or `pthread_create`.
+    public static func runOnNewThread<T>(fileCreationMask mask: mode_t, _ body: () -> T) throws(SystemError) -> T {
+        try runOnNewThread { () -> Result<T, SystemError> in
+            Result { () throws(SystemError) -> T in
+                try systemCall("unshare", "CLONE_FS") { czpsystem_unshare_fs() }
+                umask(mask)
+                return body()
+            }
+        }.get()
     }
 
     /// Starts `body` on a new detached thread (for calls that block for long: `wait4`, opening a

@@ -166,12 +166,11 @@ import Testing
             var bytes: [UInt8]
             if round % 2 == 0 {
                 bytes = (0..<Int(next() % 300)).map { _ in UInt8(truncatingIfNeeded: next()) }
-                if bytes.first.map({ $0 >= 65 && $0 <= 90 }) == true || bytes.starts(with: [0x50, 0x52]) {
-                    _ = classify(bytes)  // may look like a method or the preface: only must not trap
-                    continue
+                // Unless it may look like a method or the preface, random bytes are never a probe.
+                if bytes.first.map({ $0 >= 65 && $0 <= 90 }) != true && !bytes.starts(with: [0x50, 0x52]) {
+                    let verdict = classify(bytes)
+                    #expect(verdict != .httpProbe && verdict != .grpcHealthCheck(streamID: 1), "\(bytes)")
                 }
-                let verdict = classify(bytes)
-                #expect(verdict != .httpProbe && verdict != .grpcHealthCheck(streamID: 1), "\(bytes)")
             } else {
                 bytes = seeds[Int(next() % 2)]
                 for _ in 0..<(1 + Int(next() % 4)) where !bytes.isEmpty {
@@ -180,6 +179,13 @@ import Testing
                 bytes = Array(bytes.prefix(Int(next() % UInt64(bytes.count + 1))))
                 _ = classify(bytes)
             }
+            // Every input: a final verdict never changes when more bytes arrive (the activator
+            // acts on the first final verdict of a growing buffer).
+            let whole = classify(bytes)
+            let cut = bytes.isEmpty ? 0 : Int(next() % UInt64(bytes.count + 1))
+            let prefix = classify(Array(bytes.prefix(cut)))
+            if prefix != .needMoreData { #expect(prefix == whole, "verdict after \(cut) of \(bytes.count) bytes: \(bytes)") }
+            if cut == 0 { #expect(prefix == .needMoreData, "an empty read is never a verdict") }
         }
     }
 }

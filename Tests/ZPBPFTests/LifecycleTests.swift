@@ -18,9 +18,9 @@ struct LifecycleTests {
         let pod = try lab.namespace("pod")
         var redirector: PodRedirector? = try PodRedirector(netnsPath: Lab.path(pod))
         let ids = try redirector!.kernelObjectIDs()
-        #expect(ids.maps.count == 7)
+        #expect(ids.maps.count == 10)
         let names = try redirector!.linkNames()
-        #expect(ids.links.count == 3, "sk_lookup, sockops and one tcx link (lo): \(names)")
+        #expect(ids.links.count == 4, "sk_lookup, sockops and two tcx links (activity, hold) on lo: \(names)")
         #expect(try Set(ids.links).isSubset(of: bpftoolIDs("link")))
         #expect(try Set(ids.maps).isSubset(of: bpftoolIDs("map")))
         redirector = nil
@@ -45,7 +45,7 @@ struct LifecycleTests {
 
         var first: PodRedirector? = try PodRedirector(netnsPath: Lab.path(pod))
         let ids = try first!.kernelObjectIDs()
-        #expect(ids.links.count == 4, "sk_lookup, sockops, tcx on lo and the veth")
+        #expect(ids.links.count == 6, "sk_lookup, sockops, tcx activity and hold on lo and the veth")
         let dir = try first!.pin(podID: "pod-a", root: root)
         #expect(dir == root.appending("pod-a"))
         #expect(throws: BPFError.self) { try first!.pin(podID: "../x", root: root) }
@@ -55,7 +55,7 @@ struct LifecycleTests {
         #expect(stat(dir.string, &st) == 0 && st.st_mode & 0o777 == 0o700)
         #expect(stat(root.string, &st) == 0 && st.st_mode & 0o777 == 0o700)
         let pins = try FileManager.default.contentsOfDirectory(atPath: dir.string).sorted()
-        #expect(pins.count == 11, "7 maps and 4 links: \(pins)")
+        #expect(pins.count == 17, "10 maps, 6 links and the reuseport program: \(pins)")
         for name in pins {
             #expect(stat(dir.appending(name).string, &st) == 0 && st.st_mode & 0o777 == 0o600, "\(name)")
         }
@@ -102,6 +102,30 @@ struct LifecycleTests {
         #expect(try redirector.hasListener(port: 7000))
         activator = nil
         #expect(try eventually { try !redirector.hasListener(port: 7000) })
+    }
+
+    @Test func preloadedPrograms_areTheOnesAttached_andUnusedOnesAreFreed() throws {
+        let lab = Lab(index: 15)
+        let pod = try lab.namespace("pod")
+        var programs: PodRedirector.Programs? = try PodRedirector.Programs.load()
+        let loaded = Set(try programs!.mapIDs())
+        let mapsNow = try bpftoolIDs("map")
+        #expect(loaded.count == 7 && loaded.isSubset(of: mapsNow), "a preload creates the pod's seven maps")
+        let redirector = try PodRedirector(netnsPath: Lab.path(pod), programs: programs)
+        programs = nil
+        let ids = try redirector.kernelObjectIDs()
+        #expect(Set(ids.maps) == loaded, "the redirector uses the preloaded maps instead of loading new ones")
+        #expect(ids.links.count == 3, "sk_lookup, sockops and one tcx link (lo)")
+        try redirector.trackPort(8080)
+        redirector.close()
+        #expect(try eventually { try bpftoolIDs("map").isDisjoint(with: loaded) }, "maps freed with the redirector")
+
+        var unused: PodRedirector.Programs? = try PodRedirector.Programs.load()
+        let spare = Set(try unused!.mapIDs())
+        let mapsThen = try bpftoolIDs("map")
+        #expect(spare.count == 7 && spare.isSubset(of: mapsThen))
+        unused = nil
+        #expect(try eventually { try bpftoolIDs("map").isDisjoint(with: spare) }, "an unused preload frees its maps")
     }
 
     @Test func invalidPodIDs_areRejected() throws {

@@ -211,7 +211,9 @@ struct ContainerCheckpointTests {
         let stateAfter = try String(contentsOfFile: "\(c.runcRoot)/\(c.id)/state.json", encoding: .utf8)
         #expect(stateAfter == stateBefore, "a failed restore does not touch runc's state")
         #expect(c.status() == "stopped")
-        #expect(!FileManager.default.fileExists(atPath: "\(c.runcRoot)/\(c.id)/criu-root/bin"), "the rootfs bind mount is gone")
+        let staging = "\(c.runcRoot)/\(c.id)/\(PreparedContainerRestore.stagingFolderName)"
+        #expect(!FileManager.default.fileExists(atPath: staging), "the staging folder (rootfs bind, tmpfs copies) is gone")
+        #expect(MountPoints.under(staging + "/").isEmpty, "nothing stays mounted under it")
         _ = try cc.restore(c.container, imagesDir: images.filePath, options: restoreOptions(c))
         #expect(try c.get().body.hasPrefix("count=2"), "nothing lost: the intact image restores")
     }

@@ -364,14 +364,13 @@ func containerConfig_refuses(_ c: BadCase) {
         criu-path = /opt/zeropod/bin/criu
         runc-path = runc
         state-dir = /var/lib/zp
-        bpf-pin-dir = /sys/fs/bpf/zp
         run-dir = /run/zp
         """
     let c = try NodeConfig(parsing: text, source: "node.conf")
     #expect(c.probeSourceAddresses.map(\.description) == ["10.0.0.5", "fd00::5", "::ffff:192.168.1.2"])
     #expect(!c.learnProbeSources && c.loopbackIsActivity && !c.openConnectionsAreActivity)
     #expect(c.criuPath == "/opt/zeropod/bin/criu" && c.runcPath == "runc")
-    #expect(c.stateDirectory == "/var/lib/zp" && c.bpfPinDirectory == "/sys/fs/bpf/zp" && c.runDirectory == "/run/zp")
+    #expect(c.stateDirectory == "/var/lib/zp" && c.runDirectory == "/run/zp")
     for probe in ["10.0.0.5", "::ffff:10.0.0.5", "fd00::5", "192.168.1.2", "::ffff:192.168.1.2"] {
         #expect(c.isProbeSource(IPAddress(probe)!), "\(probe)")
     }
@@ -415,6 +414,9 @@ func containerConfig_refuses(_ c: BadCase) {
         ("criu-path = bin/criu", #"n.conf:1: criu-path: invalid path "bin/criu": must be absolute or a bare command name"#),
         ("criu-path =", #"n.conf:1: criu-path: invalid path "": is empty"#),
         ("state-dir = var/lib", #"n.conf:1: state-dir: invalid path "var/lib": must be absolute"#),
+        // Parsed but not carried out: refused (any value, the default included), never ignored.
+        ("bpf-pin-dir = /sys/fs/bpf/zeropod",
+         #"n.conf:1: bpf-pin-dir: not supported yet (value "/sys/fs/bpf/zeropod"): the shim keeps its eBPF links and maps in memory and pins nothing; remove the line"#),
     ]
     for (text, message) in table {
         do {
@@ -542,4 +544,33 @@ func containerConfig_refuses(_ c: BadCase) {
             #expect(error.description.hasPrefix("\(key.rawValue): invalid "), "\(error)")
         }
     }
+}
+
+// MARK: - node configuration: limits and unsupported keys (issue 15)
+
+/// More distinct probe sources than a pod's eBPF map holds are refused at parse, naming the count
+/// and the limit; an IPv4 address and its IPv4-mapped form count once, so 64 of each parse.
+@Test func nodeConfig_probeSourceLimit_checkedAtParse() throws {
+    func addresses(_ n: Int, mapped: Bool = false) -> String {
+        (0..<n).map { (mapped ? "::ffff:" : "") + "10.0.\($0 / 250).\($0 % 250 + 1)" }.joined(separator: ", ")
+    }
+    let limit = NodeConfig.maximumProbeSourceAddresses
+    #expect(limit == 64)
+    #expect(try NodeConfig(parsing: "probe-source-addresses = \(addresses(limit))").probeSourceAddresses.count == limit)
+    let both = addresses(limit) + ", " + addresses(limit, mapped: true)
+    #expect(try NodeConfig(parsing: "probe-source-addresses = \(both)").probeSourceAddresses.count == 2 * limit)
+    do {
+        let c = try NodeConfig(parsing: "# kubelet\nprobe-source-addresses = \(addresses(limit + 1))", source: "n.conf")
+        Issue.record("accepted \(c.probeSourceAddresses.count) addresses")
+    } catch {
+        #expect(error.location == "n.conf:2" && error.key == "probe-source-addresses")
+        #expect(error.description.hasSuffix(": 65 addresses; at most 64 are supported"), "\(error)")
+    }
+}
+
+/// `rendered` writes only keys the parser takes, so its output always parses back.
+@Test func nodeConfig_renderedLeavesOutUnsupportedKeys() throws {
+    #expect(!NodeConfig().rendered.contains("bpf-pin-dir"))
+    #expect(NodeConfig.Key.supported.count == NodeConfig.Key.allCases.count - 1)
+    #expect(try NodeConfig(parsing: NodeConfig().rendered) == NodeConfig())
 }

@@ -58,7 +58,8 @@ func wakeGroup_notADNSLabel_failsNamingKeyValueAndReason(_ c: BadGroupName) {
 }
 
 @Test func ourPrefix_isNotTheOriginals_andTyposUnderItAreReported() {
-    #expect(ZeropodSwiftAnnotation.allCases.map(\.rawValue) == ["zeropod-swift/wake-group"])
+    #expect(ZeropodSwiftAnnotation.allCases.map(\.rawValue)
+            == ["zeropod-swift/wake-group", "zeropod-swift/keep-connections", "zeropod-swift/listener-handover"])
     #expect(ZeropodSwiftAnnotation.allCases.allSatisfy { !$0.rawValue.hasPrefix(ZeropodAnnotation.prefix) })
     let keys = ContainerConfig.unrecognizedKeys(in: annotations([
         wakeGroupKey: "wp", "zeropod-swift/wake-grup": "wp", "zeropod-swiftx/wake-group": "wp",

@@ -126,6 +126,12 @@ import ZPTTRPC
         switch CgroupHostMode.current {
         case .hybrid, .legacy:
             #expect(stats.stats?.typeURL == CgroupV1Metrics.typeURL)
+            // Not an empty message: the cgroup v1 Metrics carry pids (2), cpu (3) and memory (4)
+            // (issue 15 found this test passing on the stub Stats that answered an empty one).
+            var fields: Set<Int> = []
+            var reader = ProtobufReader((stats.stats?.value ?? [])[...])
+            while let field = try reader.nextField() { fields.insert(field.number) }
+            #expect(fields.isSuperset(of: [2, 3, 4]), "Metrics fields \(fields.sorted())")
             let metrics = try CgroupV1Metrics(decoding: stats.stats?.value ?? [])
             #expect((metrics.cpu?.usage?.total ?? 0) > 0 && (metrics.memory?.usage?.usage ?? 0) > 0 && metrics.pids?.current == 1,
                     "\(metrics)")

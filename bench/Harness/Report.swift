@@ -75,6 +75,9 @@ struct Sample: Sendable {
     /// The shim's own checkpoint time ("checkpointing done in X ms"); `checkpointMs` counts from
     /// its scale-down decision (idle deadline) to the last process gone (zeropod-swift only).
     var shimCheckpointMs: Double?
+    /// zeropod-swift: the harness's estimate of the shim's idle deadline to the moment it saw no
+    /// process left in the container's netns (early while CRIU holds the tasks).
+    var deadlineToGoneMs: Double?
     /// The restore preparation done while scaled down (zeropod-swift: worker, cgroup join, lazy
     /// daemon; runc has none apart from its restore call).
     var restorePreparationMs: Double?
@@ -293,7 +296,7 @@ struct Report {
         guard samples.contains(where: { $0.runtime == zp }) else { return [] }
         let mib = { (b: UInt64) -> Double in Double(b) / 1_048_576 }
         var lines = ["", "zeropod-swift per workload (medians, ms; memory in MiB of the container's cgroup):", "",
-                     "| workload | checkpoint: idle deadline → process gone | checkpoint (shim log) | shim restore (CRIU + adoption, shim log) | restore → 1st via activator "
+                     "| workload | harness: idle deadline → no process seen | checkpoint (shim log: decision → CRIU done) | shim restore (CRIU + adoption, shim log) | restore → 1st via activator "
                         + "| 1st response − shim restore (activator, connect, app) | restore preparation while scaled down (shim log) "
                         + "| restore → 1st incl. preparation | cgroup usage before | usage after scale-down "
                         + "| RSS before | RSS after | freed (usage) | cycles |",
@@ -306,7 +309,7 @@ struct Report {
             let after = m { s in s.memory == nil ? nil : s.memoryAfter.map { mib($0.usage) } ?? 0 }
             let rssBefore = m { $0.memory.map { mib($0.rss) } }
             let rssAfter = m { s in s.memory == nil ? nil : s.memoryAfter.map { mib($0.rss) } ?? 0 }
-            lines.append("| \(w) | \(fmt(m { $0.checkpointMs }, digits: 1)) | \(fmt(m { $0.shimCheckpointMs }, digits: 1)) | "
+            lines.append("| \(w) | \(fmt(m { $0.deadlineToGoneMs }, digits: 1)) | \(fmt(m { $0.shimCheckpointMs }, digits: 1)) | "
                 + "\(fmt(m { $0.shimRestoreMs }, digits: 1)) | "
                 + "\(fmt(m { $0.restoreFirstResponseMs }, digits: 1)) | "
                 + "\(fmt(m { s in s.shimRestoreMs.flatMap { r in s.restoreFirstResponseMs.map { $0 - r } } }, digits: 1)) | "
@@ -369,7 +372,7 @@ struct Report {
                       "criu_memdump_ms", "criu_memwrite_ms", "criu_pages_written", "criu_forking_ms", "criu_restore_ms",
                       "memory_usage_bytes", "memory_rss_bytes", "memory_after_usage_bytes", "memory_after_rss_bytes", "shim_restore_ms",
                       "shim_rss_running_kib", "shim_rss_scaled_down_kib", "checkpoint_detail", "restore_detail",
-                      "shim_checkpoint_ms", "restore_preparation_ms"]
+                      "shim_checkpoint_ms", "restore_preparation_ms", "deadline_to_gone_ms"]
         let rows = samples.map { (s: Sample) -> [String] in
             let image: String = s.imageKiB.map { String($0) } ?? ""
             let pages: String = s.criuDump?.pagesWritten.map { String($0) } ?? ""
@@ -383,7 +386,7 @@ struct Report {
             row += [f(s.shimRestoreMs), s.shimRunning.map { String($0.rssKiB) } ?? "", s.shimScaledDown.map { String($0.rssKiB) } ?? ""]
             row += [(s.checkpointDetail ?? "").replacingOccurrences(of: "\"", with: "'"),
                     (s.shimRestoreDetail ?? "").replacingOccurrences(of: "\"", with: "'")]
-            row += [f(s.shimCheckpointMs), f(s.restorePreparationMs)]
+            row += [f(s.shimCheckpointMs), f(s.restorePreparationMs), f(s.deadlineToGoneMs)]
             return row
         }
         try csv([header] + rows).write(toFile: folder + "/samples.csv", atomically: true, encoding: .utf8)

@@ -15,8 +15,8 @@ struct RestoreVariant: Sendable, CustomStringConvertible {
     var logLevel: Int32
     var criu: String?
     /// `-ws`: a lazy restore whose daemon copies in, before the tasks run, the working set a
-    /// plain lazy restore of the same images recorded earlier in the cycle (CRIU patch 0003,
-    /// `ZEROPOD_WORKING_SET`).
+    /// plain lazy restore of the same images recorded earlier in the cycle (`ZEROPOD_WORKING_SET`;
+    /// needs a CRIU built with bench/criu/0003-working-set-prefetch.patch, decision 0036).
     var workingSet = false
 
     var description: String { name }

@@ -36,6 +36,28 @@ void czpbpf_capture_log(char *buf, size_t len);
 /// headers predate it; the value is fixed by the kernel ABI.
 #define CZPBPF_TCX_INGRESS 46
 
+/// One wake event of bpf/zpbpf.bpf.c's zp_events ring buffer (struct zp_event there).
+struct czpbpf_event {
+    uint32_t kind;
+    uint32_t port;
+    uint32_t owner;
+    uint32_t pad;
+};
+
+/// A libbpf ring buffer over zp_events whose samples are copied into a small array; one reader
+/// thread at a time (decision 0045).
+struct czpbpf_events;
+
+/// Opens the ring buffer of the map `map_fd` (ring_buffer__new). NULL with errno on failure.
+struct czpbpf_events *czpbpf_events_open(int map_fd);
+/// The epoll descriptor that is readable when samples wait (ring_buffer__epoll_fd).
+int czpbpf_events_fd(struct czpbpf_events *events);
+/// Consumes every waiting sample (ring_buffer__consume) and copies at most `max` of them to `out`
+/// (further ones are dropped: wake events repeat harmlessly). Returns the number copied, or -errno.
+int czpbpf_events_drain(struct czpbpf_events *events, struct czpbpf_event *out, int max);
+/// Frees the ring buffer (ring_buffer__free).
+void czpbpf_events_close(struct czpbpf_events *events);
+
 /// 1 when `path` is on a bpf filesystem (statfs magic BPF_FS_MAGIC), 0 when not, -errno on error.
 int czpbpf_is_bpffs(const char *path);
 

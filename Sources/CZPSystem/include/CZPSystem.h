@@ -21,4 +21,9 @@ int czpsystem_pipe_cloexec(int fds[2]);
 /// accept4(fd, NULL, NULL, SOCK_CLOEXEC). Returns the new descriptor, or -1 with errno set.
 int czpsystem_accept_cloexec(int fd);
 
+/// unshare(CLONE_FS): gives the calling thread its own copy of the file system attributes (root,
+/// working directory, umask), so that a umask set afterwards applies to this thread only.
+/// Returns 0, or -1 with errno set.
+int czpsystem_unshare_fs(void);
+
 #endif

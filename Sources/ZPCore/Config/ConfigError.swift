@@ -34,6 +34,10 @@ public struct ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
         case duplicateSetting(firstLine: Int)
         /// A node configuration line that is not `key = value`, a comment or blank.
         case malformedLine
+        /// A list with more elements than the mechanism behind it holds (the detail says which).
+        case tooMany(String)
+        /// A setting this version parses but does not carry out yet (the detail says what to do).
+        case notSupportedYet(String)
     }
 
     /// The annotation key (`zeropod.ctrox.dev/...`) or node setting name; empty for a malformed line.
@@ -71,14 +75,21 @@ public struct ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
         case .unknownSetting: return "unknown setting (value \(v))"
         case .duplicateSetting(let first): return "set again to \(v) (first set on line \(first))"
         case .malformedLine: return "malformed line \(v): expected key = value, a # comment or a blank line"
+        case .tooMany(let detail): return "too many values in \(v): \(detail)"
+        case .notSupportedYet(let detail): return "not supported yet (value \(v)): \(detail)"
         }
     }
 
-    /// The full message: `[location: ][key: ]reason`.
+    /// The full message: `[location: ][key: ]reason`. A key that is not plain printable ASCII
+    /// (an unknown key from a file, with control or combining characters) is quoted like a value,
+    /// so the message's separators stay intact and nothing unprintable reaches a log.
     public var description: String {
         var out = ""
         if let location { out += location + ": " }
-        if !key.isEmpty { out += key + ": " }
+        if !key.isEmpty {
+            let plain = key.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7f && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }
+            out += (plain ? key : quoted(key)) + ": "
+        }
         return out + reasonDescription
     }
 }

@@ -44,6 +44,14 @@ public enum ZeropodSwiftAnnotation: String, CaseIterable, Sendable {
     /// The wake group of the container: a DNS label; every scaled-down member of the group on the
     /// node starts its restore when one member is woken by a connection or an exec (default: none).
     case wakeGroup = "zeropod-swift/wake-group"
+    /// Keep the container's established TCP connections across a scale-down (CRIU
+    /// `tcp_established`, their peers' segments held by the pod's eBPF; Go bool, default true;
+    /// docs/decisions/0045-connections-across-scale-down.md). `false` closes them as the original does.
+    case keepConnections = "zeropod-swift/keep-connections"
+    /// Queue new connections of a scaled-down container in the kernel, on listeners the restored
+    /// application's own listeners take over, instead of proxying them (Go bool, default true;
+    /// docs/decisions/0046-listener-handover.md). `false` keeps the activator's proxy.
+    case listenerHandover = "zeropod-swift/listener-handover"
 
     /// The common prefix of zeropod-swift's own annotations.
     public static let prefix = "zeropod-swift/"
@@ -147,6 +155,20 @@ public struct ContainerConfig: Equatable, Sendable {
     public var dryRun: Bool
     /// `zeropod-swift/wake-group`: the group of containers that wake together; nil when absent.
     public var wakeGroup: String?
+    /// `zeropod-swift/keep-connections`: established connections survive a scale-down.
+    public var keepConnections: Bool
+    /// `zeropod-swift/listener-handover`: new connections queue for the restored listener (no proxy).
+    public var listenerHandover: Bool
+
+    /// Whether new connections of this container queue for its restored listener (decision 0046)
+    /// on a node whose probe sources are `probeSourcesKnown`: `listener-handover` on, and probes
+    /// recognisable without the activator — by their source (the node's `probe-source-addresses`)
+    /// or not at all (`disable-probe-detection`). Otherwise a probe recognised only by its content
+    /// (an HTTP `kube-probe/` user agent, a TCP connect-and-close) would wake the container, so the
+    /// activator keeps the ports.
+    public func listenerHandoverApplies(probeSourcesKnown: Bool) -> Bool {
+        listenerHandover && (probeSourcesKnown || disableProbeDetection)
+    }
 
     /// Parses the annotations of one container's OCI spec.
     ///
@@ -222,6 +244,14 @@ public struct ContainerConfig: Equatable, Sendable {
             }
             wakeGroup = v
         }
+
+        func swiftBool(_ key: ZeropodSwiftAnnotation, default fallback: Bool) throws(ConfigError) -> Bool {
+            guard let v = annotations[key.rawValue], !v.isEmpty else { return fallback }
+            guard let b = GoBool.parse(v) else { throw ConfigError(key: key.rawValue, value: v, reason: .invalidBoolean) }
+            return b
+        }
+        keepConnections = try swiftBool(.keepConnections, default: true)
+        listenerHandover = try swiftBool(.listenerHandover, default: true)
     }
 
     /// Whether zeropod manages this container: never the sandbox; otherwise every container when

@@ -27,8 +27,9 @@ public struct NodeConfig: Equatable, Sendable {
         case runcPath = "runc-path"
         /// Directory for checkpoint images and work files.
         case stateDirectory = "state-dir"
-        /// Directory under bpffs for pinned maps and links. Reserved: the shim keeps its redirectors
-    /// in memory and does not pin them yet.
+        /// Directory under bpffs for pinned maps and links. Not supported yet: the shim keeps its
+        /// redirectors in memory and pins nothing, so the parser refuses the key (any value) with
+        /// ``ConfigError/Reason/notSupportedYet(_:)`` instead of ignoring it.
         case bpfPinDirectory = "bpf-pin-dir"
         /// Directory for the shims' status sockets, the node socket and the wake group registry.
         case runDirectory = "run-dir"
@@ -37,6 +38,9 @@ public struct NodeConfig: Equatable, Sendable {
         case lazyRestore = "lazy-restore"
         /// CRIU's log level (0-4) for the shim's dumps and restores.
         case criuLogLevel = "criu-log-level"
+
+        /// The keys a file may set; the others are known but refused as not supported yet.
+        public static var supported: [Key] { allCases.filter { $0 != .bpfPinDirectory } }
     }
 
     /// Addresses whose connections never count as activity, whichever process opens them. IPv4
@@ -62,9 +66,6 @@ public struct NodeConfig: Equatable, Sendable {
     /// ``NodeLayout``).
     /// Not the original's `/var/lib/zeropod`, so both runtimes can share a node.
     public var stateDirectory = "/var/lib/zeropod-swift"
-    /// Directory under bpffs for pinned maps and links. Reserved: the shim keeps its redirectors
-    /// in memory and does not pin them yet.
-    public var bpfPinDirectory = "/sys/fs/bpf/zeropod"
     /// Directory for sockets and registries: the shims' status sockets (`<run-dir>/s/<shim>.sock`),
     /// the wake group registry (`<run-dir>/wake-groups`); see ``NodeLayout``. At most
     /// ``NodeLayout/maximumRunDirectoryLength`` bytes, so the sockets fit in `sun_path`.
@@ -148,7 +149,8 @@ public struct NodeConfig: Equatable, Sendable {
             case .criuPath: criuPath = try command()
             case .runcPath: runcPath = try command()
             case .stateDirectory: stateDirectory = try directory()
-            case .bpfPinDirectory: bpfPinDirectory = try directory()
+            case .bpfPinDirectory:
+                throw fail(.notSupportedYet("the shim keeps its eBPF links and maps in memory and pins nothing; remove the line"))
             case .runDirectory:
                 runDirectory = try directory()
                 if runDirectory.utf8.count > NodeLayout.maximumRunDirectoryLength {
@@ -184,7 +186,7 @@ public struct NodeConfig: Equatable, Sendable {
     /// The settings in the text format, one `key = value` per line, every key present; parsing the
     /// result gives back an equal value.
     public var rendered: String {
-        Key.allCases.map { key -> String in
+        Key.supported.map { key -> String in
             let value: String
             switch key {
             case .probeSourceAddresses: value = probeSourceAddresses.map(\.description).joined(separator: ", ")
@@ -194,7 +196,7 @@ public struct NodeConfig: Equatable, Sendable {
             case .criuPath: value = criuPath
             case .runcPath: value = runcPath
             case .stateDirectory: value = stateDirectory
-            case .bpfPinDirectory: value = bpfPinDirectory
+            case .bpfPinDirectory: preconditionFailure("bpf-pin-dir is not a supported key")
             case .runDirectory: value = runDirectory
             case .lazyRestore: value = lazyRestore.rawValue
             case .criuLogLevel: value = String(criuLogLevel)

@@ -19,6 +19,8 @@ public struct PodRedirect: ScaleDownRedirect {
     public let group: any EventLoopGroup
     /// Where the activator's reports are logged.
     public let logger: Logger
+    /// The container's kept connections and handover listeners (decisions 0045, 0046), if any.
+    public let connections: ContainerConnections?
 
     /// A redirect for one container of the pod.
     /// - Parameters:
@@ -27,18 +29,21 @@ public struct PodRedirect: ScaleDownRedirect {
     ///   - configuration: the activator's settings.
     ///   - group: event loops for the activator's sockets.
     ///   - logger: restore failures and probe answers of the activator are logged here.
+    ///   - connections: the container's kept connections and handover listeners.
     public init(
         redirector: PodRedirector,
         namespacePath: FilePath,
         configuration: ActivatorConfiguration,
         group: any EventLoopGroup,
-        logger: Logger
+        logger: Logger,
+        connections: ContainerConnections? = nil
     ) {
         self.redirector = redirector
         self.namespacePath = namespacePath
         self.configuration = configuration
         self.group = group
         self.logger = logger
+        self.connections = connections
     }
 
     /// The pod's network namespace path.
@@ -52,7 +57,7 @@ public struct PodRedirect: ScaleDownRedirect {
         connection: @escaping @Sendable () async throws -> Void
     ) async throws -> any ScaleDownActivator {
         let log = logger
-        return try await PodActivator.make(
+        let activator = try await PodActivator.make(
             namespacePath: namespacePath,
             ports: ports,
             redirector: redirector,
@@ -71,13 +76,20 @@ public struct PodRedirect: ScaleDownRedirect {
                 case .restoreStarted, .restoreSucceeded: break
                 }
             },
+            connections: connections,
             restore: connection
         )
+        if let problem = activator.connectionsProblem {
+            log.warning("wake events unavailable, so no listener handover (the activator proxies): \(problem)")
+        }
+        return activator
     }
 
-    /// Switches the redirect of every port off (one map delete each).
+    /// Switches the redirect of every port off (one map delete each) and ends their handover
+    /// (decision 0046).
     /// - Throws: `BPFError` of the first port that fails.
     public func redirectOff(ports: [UInt16]) throws {
+        defer { connections?.endHandover(ports: ports) }
         for port in ports { try redirector.setRedirect(port: port, enabled: false) }
     }
 

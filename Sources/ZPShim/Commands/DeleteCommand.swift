@@ -20,11 +20,18 @@ public enum DeleteCommand {
     /// Runs `delete`. - Returns: The encoded `DeleteResponse` to write to stdout.
     public static func run(_ options: ShimCommandLine) async -> [UInt8] {
         let bundle = options.bundle.isEmpty ? Files.currentDirectory() : options.bundle
-        let node = TaskService.loadNodeConfig(logger: Logger(label: "delete") { _ in SwiftLogNoOpLogHandler() })
-        // The runc options the lost shim used (BinaryName, Root, SystemdCgroup), kept in the bundle.
+        // A refused settings file: clean up with the defaults (best effort) and say so on stderr,
+        // which containerd logs.
+        let settings = NodeSettings.load()
+        if let problem = settings.problem {
+            try? StandardStream.error.write("delete: node settings refused, cleaning up with the defaults: \(problem)\n")
+        }
+        let node = settings.config
+        // The runc options the lost shim used (BinaryName, Root, SystemdCgroup), kept in the bundle;
+        // BinaryName wins over the node setting `runc-path`.
         let runcOptions = RuncOptionsFile.read(bundle: bundle)
         let runc = (try? RuncDriver(namespace: options.namespace, options: runcOptions, nodeDefault: node.runcPath))
-            ?? RuncDriver(namespace: options.namespace)
+            ?? RuncDriver(namespace: options.namespace, binary: node.runcPath)
         var pid: UInt32 = 0
         if let bytes = try? Files.read(FilePath(bundle + "/init.pid")),
            let value = UInt32(String(decoding: bytes, as: UTF8.self).trimmedWhitespace) {

@@ -25,11 +25,11 @@ public enum ShimDaemon {
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let publisher = EventPublisher(address: getenv("TTRPC_ADDRESS").map { String(cString: $0) } ?? "", group: group, logger: logger)
-        let node = TaskService.loadNodeConfig(logger: logger)
+        let settings = NodeSettings.load()  // a refused file fails every Create (decision 0032)
         let statusBoard = ShimStatusBoard()  // the manager's view: <run-dir>/s/<hash>.sock
-        let statusSocket = options.socket.isEmpty ? nil : node.layout.statusSocket(forShimSocket: options.socket)
+        let statusSocket = options.socket.isEmpty ? nil : settings.config.layout.statusSocket(forShimSocket: options.socket)
         let service = TaskService(namespace: options.namespace, publisher: publisher, group: group,
-                                  statusBoard: statusBoard, statusSocket: statusSocket, node: node, logger: logger)
+                                  statusBoard: statusBoard, statusSocket: statusSocket, node: settings, logger: logger)
         let server = TTRPCServer(router: statusBoard.tracking(service.router()), group: group, logger: logger)
         logger.info("shim serving", metadata: ["socket": "\(options.socket)", "pid": "\(getpid())"])
 

@@ -67,10 +67,12 @@ public struct RuncDriver: Sendable {
 
     /// - Parameters:
     ///   - namespace: The containerd namespace; picks the state root.
-    ///   - binary: The runc binary; by default `runc` found on `PATH`.
+    ///   - binary: The runc binary: an absolute path, or a command name looked up on `PATH` (the
+    ///     node setting `runc-path`); by default `runc` found on `PATH`.
     ///   - reaper: The reaper runc calls go through; nil for ``Reaper/shared``.
     public init(namespace: String, binary: String? = nil, reaper: Reaper? = nil) {
-        self.binary = binary ?? RuncDriver.findOnPath("runc") ?? "/usr/sbin/runc"
+        let name = binary ?? "runc"
+        self.binary = name.contains("/") ? name : RuncDriver.findOnPath(name) ?? (name == "runc" ? "/usr/sbin/runc" : name)
         self.root = "\(Self.defaultRootParent)/\(namespace)"
         self.reaperOverride = reaper
     }

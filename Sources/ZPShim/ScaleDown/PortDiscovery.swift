@@ -4,6 +4,7 @@ import FoundationEssentials
 import Foundation
 #endif
 import SystemPackage
+import ZPCore
 import ZPSystem
 
 /// Finds the TCP ports a container listens on when `ports-map` names none: the LISTEN sockets of
@@ -23,6 +24,23 @@ enum PortDiscovery {
             }
         }
         return ports.sorted()
+    }
+
+    /// The TCP connections of the process tree rooted at `pid` (established, or closing but not
+    /// yet closed: what CRIU's `tcp_established` dumps), container side first, from the tables
+    /// of its network namespace, kept only when a process of the tree holds the socket.
+    static func connections(ofTreeAt pid: Int32) -> [TCPConnectionTuple] {
+        let inodes = socketInodes(of: processTree(root: pid))
+        guard !inodes.isEmpty else { return [] }
+        var result: [TCPConnectionTuple] = []
+        for (file, ipv6) in [("tcp", false), ("tcp6", true)] {
+            guard let bytes = try? Files.read(FilePath("/proc/\(pid)/net/\(file)")) else { continue }
+            for row in ProcNetTCP.parse(String(decoding: bytes, as: UTF8.self), ipv6: ipv6)
+            where row.isConnection && inodes.contains(row.inode) {
+                result.append(row.tuple)
+            }
+        }
+        return result
     }
 
     /// (port, inode) of every LISTEN (state 0A) row of a `/proc/net/tcp{,6}` table.

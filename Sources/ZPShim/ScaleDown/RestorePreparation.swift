@@ -51,6 +51,8 @@ final class RestorePreparation: Sendable {
     let why: String
     /// The shim's pid index, which keeps the daemon's exit when the shim's reaper got it first.
     let pids: PidIndex
+    /// The container's held connections, released at CRIU's `post-restore` (decision 0045).
+    let connections: ContainerConnections?
     /// Takes the restored terminal's master (containers with a terminal).
     let adoptTerminal: @Sendable (SharedDescriptor) async -> Void
 
@@ -62,11 +64,14 @@ final class RestorePreparation: Sendable {
     ///     ``lazyFallbackReason`` says why.
     ///   - why: why lazy or full, for the log.
     ///   - pids: the shim's pid index (how the daemon ended, when the reaper got it first).
+    ///   - connections: the container's held connections (released when CRIU has restored the
+    ///     sockets, or when the restore fails).
+    ///   - adoptTerminal: takes the restored terminal's master (with `options.terminal`).
     /// - Throws: `ContainerCheckpointError` when the restore itself cannot be prepared (nothing
     ///   is left running then).
-    ///   - adoptTerminal: takes the restored terminal's master (with `options.terminal`).
     init(checkpointer: ContainerCheckpointer, container: RuncContainer, imagesDir: FilePath,
          options: ContainerRestoreOptions, lazy: Bool, why: String, pids: PidIndex,
+         connections: ContainerConnections? = nil,
          adoptTerminal: @escaping @Sendable (SharedDescriptor) async -> Void = { $0.close() }) throws(ContainerCheckpointError) {
         var daemon: LazyPagesDaemon?
         var reason: String?
@@ -98,6 +103,7 @@ final class RestorePreparation: Sendable {
         self.daemonLog = daemon?.logPath
         self.why = why
         self.pids = pids
+        self.connections = connections
         self.adoptTerminal = adoptTerminal
         parts = Mutex(Parts(restore: restore, daemon: daemon))
     }
@@ -112,10 +118,11 @@ final class RestorePreparation: Sendable {
             }
             p.restore = nil
             do throws(ContainerCheckpointError) {
-                return try restore.run()
+                return try restore.run(hooks: CRIUCheckpoints.restoreHooks(connections))
             } catch {
                 p.daemon?.stop()
                 p.daemon = nil
+                connections?.restoreFailed()
                 throw error
             }
         }

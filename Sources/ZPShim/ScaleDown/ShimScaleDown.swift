@@ -31,11 +31,14 @@ final class ScaleDownWiring: Sendable {
     let container: ContainerHandle
     /// The pod's network namespace (its redirector is shared by the pod's containers).
     let netnsPath: String
+    /// The container's kept connections and handover listeners (decisions 0045, 0046).
+    let connections: ContainerConnections?
 
-    init(driver: ScaleDownDriver, container: ContainerHandle, netnsPath: String) {
+    init(driver: ScaleDownDriver, container: ContainerHandle, netnsPath: String, connections: ContainerConnections?) {
         self.driver = driver
         self.container = container
         self.netnsPath = netnsPath
+        self.connections = connections
     }
 }
 
@@ -59,6 +62,8 @@ struct RuncContainerControl: ScaleDownContainerControl {
     let runc: RuncDriver
     let pids: PidIndex
     let container: ContainerHandle
+    /// Closed before a cold start, so that the new process can bind its ports (decision 0046).
+    let connections: ContainerConnections?
 
     func signal(_ signal: Int32, allProcesses: Bool) async throws {
         try await runc.kill(id: id, bundle: bundle, signal: UInt32(signal), all: allProcesses)
@@ -66,6 +71,7 @@ struct RuncContainerControl: ScaleDownContainerControl {
 
     func coldStart() async throws -> Int32 {
         guard let container = container.current else { throw ScaleDownError("container \(id) was deleted") }
+        connections?.coldStartBegins()
         try? await runc.delete(id: id, bundle: bundle, force: true)
         let pid = try await container.recreateInit()
         try await runc.start(id: id, bundle: bundle)
@@ -111,6 +117,12 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
     let logLevel: Int32
     let pids: PidIndex
     let container: ContainerHandle
+    /// The container's kept connections and handover listeners (decisions 0045, 0046); nil
+    /// without a pod redirector.
+    let connections: ContainerConnections?
+
+    /// Whether dumps keep established connections (`tcp_established`) instead of closing them.
+    var keepsConnections: Bool { connections?.settings.keepConnections ?? false }
     /// The init has a terminal (decision 0043): dumps allow the pty whose master the shim holds
     /// (`orphan_pts_master`), restores hand the new master to the container.
     var terminal = false
@@ -128,14 +140,55 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
             options.criu.parentImages = Self.preDumpDirectoryName
             options.criu.trackMemory = true
         }
-        let (checkpointer, target, images) = (checkpointer, target, imagesDirectory)
-        try FileManager.default.createDirectory(atPath: images, withIntermediateDirectories: true)
-        let result = try await NIOThreadPool.singleton.runIfActive { [options] in
-            try checkpointer.checkpoint(target, imagesDir: FilePath(images), options: options)
+        if keepsConnections {
+            options.criu.tcpEstablished = true
+            options.criu.tcpClose = false
         }
-        var details = ["criu": "\(result.dump.timings)"]
-        if let stats = result.dump.stats { details["stats"] = "\(stats)" }
-        return ScaleDownReport(details: details)
+        let (checkpointer, target, images) = (checkpointer, target, imagesDirectory)
+        let (connections, pid) = (connections, await container.current?.pid)
+        // Owner-only from creation, parents included (decision 0033): the images are the
+        // container's memory.
+        try Files.makeOwnerOnlyDirectory(FilePath(images))
+        do {
+            let result = try await NIOThreadPool.singleton.runIfActive { [options] in
+                // The hooks are made here: they are not Sendable.
+                let hooks = Self.connectionHooks(connections, pid: pid, imagesDirectory: images)
+                return try checkpointer.checkpoint(target, imagesDir: FilePath(images), options: options, hooks: hooks)
+            }
+            var details = ["criu": "\(result.dump.timings)"]
+            if let stats = result.dump.stats { details["stats"] = "\(stats)" }
+            if let connections {
+                details["held"] = "\(connections.heldConnections.count)"
+                // The processes are gone: handover listeners can take their ports (decision 0046).
+                details["handed-over"] = "\(connections.checkpointed())"
+            }
+            return ScaleDownReport(details: details)
+        } catch {
+            connections?.dumpFailed()
+            throw error
+        }
+    }
+
+    /// CRIU's `pre-dump` holds the container's connections as `/proc` shows them (before CRIU
+    /// seizes the processes); `post-dump` holds exactly those the images recorded and remembers
+    /// the listening sockets for the handover (decisions 0045, 0046).
+    private static func connectionHooks(_ connections: ContainerConnections?, pid: Int32?, imagesDirectory: String) -> CRIUHooks {
+        var hooks = CRIUHooks()
+        guard let connections else { return hooks }
+        let images = FilePath(imagesDirectory)
+        if connections.settings.keepConnections, let pid {
+            hooks["pre-dump"] = { _ in
+                connections.dumpStarting(connections: PortDiscovery.connections(ofTreeAt: pid))
+            }
+        }
+        hooks["post-dump"] = { _ in
+            // A hook that throws would abort the dump; an unreadable image only costs the
+            // handover and the hold (logged by the caller's failure path if the dump fails).
+            let sockets = (try? CRIUInetSockets.read(imagesDir: images)) ?? []
+            connections.dumped(connections: sockets.filter(\.isConnection).map(\.tuple),
+                               listeners: sockets.filter(\.isListener).map(\.listenerAddress))
+        }
+        return hooks
     }
 
     func preDump() async throws -> ScaleDownReport {
@@ -146,7 +199,7 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
         options.criu.orphanPtsMaster = terminal
         do {
             try? FileManager.default.removeItem(atPath: dir)
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            try Files.makeOwnerOnlyDirectory(FilePath(dir))
             let result = try await NIOThreadPool.singleton.runIfActive { [options] in
                 try checkpointer.preDump(target, imagesDir: FilePath(dir), options: options)
             }
@@ -184,6 +237,7 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
                 lazy: lazy,
                 why: why,
                 pids: pids,
+                connections: connections,
                 adoptTerminal: adoptTerminal
             )
         }
@@ -191,14 +245,31 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
 
     func restoreFully() async throws -> RestoredProcess {
         let options = try await restoreOptions()
-        let (checkpointer, target, images) = (checkpointer, target, imagesDirectory)
-        let result = try await NIOThreadPool.singleton.runIfActive {
-            try checkpointer.restore(target, imagesDir: FilePath(images), options: options)
+        let (checkpointer, target, images, connections) = (checkpointer, target, imagesDirectory, connections)
+        let result: ContainerRestoreResult
+        do {
+            result = try await NIOThreadPool.singleton.runIfActive {
+                try checkpointer.restore(target, imagesDir: FilePath(images), options: options,
+                                         hooks: Self.restoreHooks(connections))
+            }
+        } catch {
+            connections?.restoreFailed()
+            throw error
         }
         if let master = result.terminalMaster {
             if let container = container.current { await container.adoptInitTerminal(master) } else { master.close() }
         }
         return RestoredProcess(pid: result.pid, details: result.details)
+    }
+
+    /// CRIU's `post-restore` (the sockets are back, the processes not yet resumed: where CRIU
+    /// itself would unlock its network lock) releases the held connections.
+    static func restoreHooks(_ connections: ContainerConnections?) -> CRIUHooks {
+        var hooks = CRIUHooks()
+        if let connections {
+            hooks["post-restore"] = { _ in connections.socketsRestored() }
+        }
+        return hooks
     }
 
     func removeImages() {
@@ -227,6 +298,10 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
         options.stdio = await container.initContainerSideStdio()
         options.terminal = terminal
         options.criu.logLevel = logLevel
+        if keepsConnections {
+            options.criu.tcpEstablished = true
+            options.criu.tcpClose = false
+        }
         return options
     }
 }

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Logging
 import NIOCore
+import SystemPackage
 import ZPAPI
 import ZPCore
 import ZPSystem
@@ -117,19 +118,10 @@ public struct ShimStatusService: Sendable {
         }
     }
 
-    /// `mkdir -p` with mode 0700 for the last component (and `chmod 0700` if it exists).
+    /// `mkdir -p` with mode 0700 for every folder it creates, and `chmod 0700` for an existing last
+    /// one (ZPSystem's ``Files/makeOwnerOnlyDirectory(_:)``).
     static func makeOwnerOnlyDirectory(_ path: String) throws(SystemError) {
         guard !path.isEmpty else { return }
-        var prefix = ""
-        let parts = path.split(separator: "/")
-        for (i, part) in parts.enumerated() {
-            prefix += "/" + part
-            let isLast = i == parts.count - 1
-            if mkdir(prefix, isLast ? 0o700 : 0o755) != 0 {
-                let e = Glibc.errno
-                guard e == EEXIST else { throw SystemError(call: "mkdir", subject: prefix, errno: .init(rawValue: e)) }
-            }
-        }
-        try systemCall("chmod", path) { chmod(path, 0o700) }
+        try Files.makeOwnerOnlyDirectory(FilePath(path))
     }
 }

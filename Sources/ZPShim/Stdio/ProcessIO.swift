@@ -141,13 +141,20 @@ public final class ProcessIO: Sendable {
     }
 
     /// Waits until the output copies have seen end of file, at most `timeout`.
+    ///
+    /// The deadline is an event loop timer, not a cancelled task: waiting on a future cannot be
+    /// cancelled, so a task group would wait for the copies anyway (Delete of a task that never
+    /// started hung there, its pipes still open).
     public func waitOutputCopied(timeout: Duration = .seconds(2)) async {
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { for copy in self.outputCopies { try? await copy.get() } }
-            group.addTask { try? await Task.sleep(for: timeout) }
-            await group.next()
-            group.cancelAll()
+        guard let loop = outputCopies.first?.eventLoop else { return }
+        let done = loop.makePromise(of: Void.self)
+        let timer = loop.scheduleTask(in: .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000
+                                                       + timeout.components.attoseconds / 1_000_000_000)) { done.succeed(()) }
+        EventLoopFuture.andAllComplete(outputCopies, on: loop).whenComplete { _ in
+            timer.cancel()
+            done.succeed(())  // a second completion (after the timer) is ignored
         }
+        try? await done.futureResult.get()
     }
 
     /// Ends everything: stdin, the output copies and the container side.

@@ -54,7 +54,8 @@ public actor ShimContainer {
     public let bundle: String
     /// The containerd namespace.
     public let namespace: String
-    private let rootfsMounted: Bool
+    /// The rootfs mounts the shim made at Create, in mounting order (unmounted at Delete).
+    private let rootfsMounts: [String]
     private let runc: RuncDriver
     /// The owner of the stdio pipes (`IoUid`/`IoGid`), nil for root.
     private let ioOwner: (uid: UInt32, gid: UInt32)?
@@ -69,7 +70,7 @@ public actor ShimContainer {
     /// The scale-to-zero driver, when zeropod scales this container down.
     nonisolated var driver: ScaleDownDriver? { scaleDown?.driver }
 
-    init(id: String, bundle: String, namespace: String, rootfsMounted: Bool, runc: RuncDriver, ioOwner: (uid: UInt32, gid: UInt32)?,
+    init(id: String, bundle: String, namespace: String, rootfsMounts: [String], runc: RuncDriver, ioOwner: (uid: UInt32, gid: UInt32)?,
          publisher: EventPublisher, pids: PidIndex, group: any EventLoopGroup, logger: Logger, initProcess: Process,
          scaleDown: ScaleDownWiring? = nil) {
         self.scaleDown = scaleDown
@@ -77,7 +78,7 @@ public actor ShimContainer {
         self.id = id
         self.bundle = bundle
         self.namespace = namespace
-        self.rootfsMounted = rootfsMounted
+        self.rootfsMounts = rootfsMounts
         self.runc = runc
         self.publisher = publisher
         self.pids = pids
@@ -96,11 +97,10 @@ public actor ShimContainer {
                        scaleDown: ScaleDownWiring? = nil) async throws -> ShimContainer {
         guard request.checkpoint.isEmpty else { throw ShimError.notImplemented("create from a checkpoint") }
         let rootfs = request.bundle + "/rootfs"
-        var mounted = false
+        var mounted: [String] = []
         if !request.rootfs.isEmpty {
             _ = mkdir(rootfs, 0o711)
-            for mount in request.rootfs { try Mounts.mount(mount, at: rootfs) }
-            mounted = true
+            mounted = try Mounts.mountAll(request.rootfs, at: rootfs)
         }
         do {
             let pidFile = request.bundle + "/init.pid"
@@ -124,7 +124,7 @@ public actor ShimContainer {
             }
             process.pid = try readPidFile(pidFile)
             let pid = process.pid
-            let container = ShimContainer(id: request.id, bundle: request.bundle, namespace: namespace, rootfsMounted: mounted,
+            let container = ShimContainer(id: request.id, bundle: request.bundle, namespace: namespace, rootfsMounts: mounted,
                                           runc: runc, ioOwner: ioOwner, publisher: publisher, pids: pids, group: group, logger: logger,
                                           initProcess: process, scaleDown: scaleDown)
             publisher.publish(.create(containerID: request.id, bundle: request.bundle, rootfs: request.rootfs, stdin: request.stdin,
@@ -133,7 +133,7 @@ public actor ShimContainer {
             if let early = pids.register(pid, to: container) { await container.processExited(pid: pid, status: early) }
             return container
         } catch {
-            if mounted { try? MountPoints.unmount(rootfs) }
+            Mounts.unmountAll(mounted)
             throw error
         }
     }
@@ -197,8 +197,8 @@ public actor ShimContainer {
         guard process.phase == .defined else { throw ShimError.failedPrecondition("exec \(execID) was already started") }
         process.phase = .starting
         execs[execID] = process
-        let safeName = execID.filter { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }
-        let specFile = "\(bundle)/exec-\(safeName).json", pidFile = "\(bundle)/exec-\(safeName).pid"
+        let stem = Self.execFileStem(execID)
+        let specFile = "\(bundle)/\(stem).json", pidFile = "\(bundle)/\(stem).pid"
         if let driver {
             do {
                 try await driver.execNeedsApplication(execID)
@@ -398,6 +398,9 @@ public actor ShimContainer {
             status = ExitStatus(code: 128 + UInt32(SIGKILL), exitedAt: SystemClock.realtimeNanoseconds())
             pids.forget(initProcess.pid)
         }
+        // The container's processes are gone: drop the shim's copies of their pipe ends (a task
+        // that never started still has them), so the copies see end of file once drained.
+        initProcess.io?.releaseContainerSide()
         await initProcess.io?.waitOutputCopied()
         await initProcess.console?.waitOutputCopied()
         initProcess.io?.close()
@@ -406,7 +409,7 @@ public actor ShimContainer {
             exec.io?.close()
             exec.console?.close()
         }
-        if rootfsMounted { try? MountPoints.unmount(bundle + "/rootfs") }
+        Mounts.unmountAll(rootfsMounts)
         unlink(bundle + "/init.pid")
         publisher.publish(.delete(containerID: id, pid: UInt32(initProcess.pid), exitStatus: status.code,
                                   exitedAt: ProtobufTimestamp(unixNanoseconds: status.exitedAt), id: id), namespace: namespace)
@@ -536,6 +539,27 @@ public actor ShimContainer {
         if execID.isEmpty { return initProcess.pid }
         guard let process = execs[execID] else { throw ShimError.notFound("exec \(execID) in task \(id)") }
         return process.pid
+    }
+
+    /// The bundle file name (without extension) for an exec's spec and pid files: one per exec id.
+    ///
+    /// containerd's exec ids are free text, so the name encodes them injectively: ASCII letters,
+    /// digits and `-` stay, every other byte (`_` included) becomes `_` and two hex digits. Ids
+    /// whose encoding would not fit a file name (255 bytes) use `exec#` and the id's SHA-256.
+    static func execFileStem(_ execID: String) -> String {
+        var encoded = "exec-"
+        for byte in execID.utf8 {
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                 UInt8(ascii: "-"):
+                encoded.unicodeScalars.append(Unicode.Scalar(byte))
+            default:
+                let hex = String(byte, radix: 16)
+                encoded += "_" + (hex.count == 1 ? "0" + hex : hex)
+            }
+        }
+        // Room for ".json" within NAME_MAX; `#` never appears in an encoded name.
+        return encoded.utf8.count <= 240 ? encoded : "exec#" + SHA256.hexDigest(execID)
     }
 
     private static func readPidFile(_ path: String) throws -> pid_t {

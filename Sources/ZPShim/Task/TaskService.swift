@@ -30,12 +30,16 @@ public final class TaskService: Sendable {
     private let group: any EventLoopGroup
     private let logger: Logger
     private let pids = PidIndex()
-    private let containers = Mutex<[String: ShimContainer]>([:])
+    /// The containers by id, and the ids whose `Create` is under way (reserved before anything of
+    /// the container exists, so a second `Create` with the same id fails at once).
+    private let table = Mutex(ContainerTable())
     private let shutdown: AsyncStream<Void>
     private let shutdownContinuation: AsyncStream<Void>.Continuation
     private let runcBinary: String?
     private let statusBoard: ShimStatusBoard?
     private let node: NodeConfig
+    /// Why the node settings file was refused at start: every `Create` fails with it.
+    private let nodeSettingsProblem: String?
     private let pods = PodNetworks()
     /// The one CRIU checkpointer of this shim (the node's CRIU), shared by every container's driver.
     private let checkpointer: ContainerCheckpointer
@@ -48,14 +52,15 @@ public final class TaskService: Sendable {
     ///   - namespace: The namespace used when a request carries none (the `-namespace` flag).
     ///   - publisher: Where task events go.
     ///   - group: Event loops for stdio copies.
-    ///   - runcBinary: The runc to use; nil finds `runc` on `PATH`.
+    ///   - runcBinary: The runc to use (tests); nil takes `BinaryName` of containerd's runc options, else the node setting `runc-path`.
     ///   - logger: Request failures are logged here.
     /// - Parameter statusBoard: where the scale-down drivers publish phase changes (the status service's view).
     /// - Parameter statusSocket: this shim's status socket, which serves `Wake`; containers join
     ///   their wake group (`zeropod-swift/wake-group`) only when it is set.
-    /// - Parameter node: the node settings; nil reads them (``loadNodeConfig(logger:)``).
+    /// - Parameter node: the node settings; nil reads them (``NodeSettings/load(path:)``). When
+    ///   they carry a ``NodeSettings/problem``, every `Create` fails with it (decision 0032).
     public init(namespace: String, publisher: EventPublisher, group: any EventLoopGroup, runcBinary: String? = nil,
-                statusBoard: ShimStatusBoard? = nil, statusSocket: String? = nil, node: NodeConfig? = nil, logger: Logger) {
+                statusBoard: ShimStatusBoard? = nil, statusSocket: String? = nil, node: NodeSettings? = nil, logger: Logger) {
         defaultNamespace = namespace
         self.statusBoard = statusBoard
         self.publisher = publisher
@@ -64,24 +69,16 @@ public final class TaskService: Sendable {
         self.runcBinary = runcBinary
         (shutdown, shutdownContinuation) = AsyncStream.makeStream(of: Void.self)
         (jobs, jobInput) = AsyncStream.makeStream(of: (@Sendable () async -> Void).self)
-        let node = node ?? Self.loadNodeConfig(logger: logger)
-        self.node = node
-        checkpointer = ContainerCheckpointer(checkpointer: Checkpointer(criuPath: FilePath(node.criuPath)))
-        wakeGroups = statusSocket.map { ($0, WakeGroupRegistry(layout: node.layout)) }
-    }
-
-    /// The node settings: the file named by `ZEROPOD_NODE_CONFIG`, else /etc/zeropod/node.conf if
-    /// present, else the defaults (`NodeConfig()`). A malformed file is logged and the defaults are used.
-    public static func loadNodeConfig(logger: Logger) -> NodeConfig {
-        let defaults = NodeConfig()
-        let path = getenv("ZEROPOD_NODE_CONFIG").map { String(cString: $0) } ?? NodeConfig.defaultPath
-        guard let bytes = try? Files.read(FilePath(path)) else { return defaults }
-        do {
-            return try NodeConfig(parsing: String(decoding: bytes, as: UTF8.self), source: path)
-        } catch {
-            logger.error("node config \(path) ignored: \(error)")
-            return defaults
+        let settings = node ?? NodeSettings.load()
+        if let problem = settings.problem {
+            logger.error("node settings refused; every Create fails until the file is fixed: \(problem)")
         }
+        self.node = settings.config
+        self.nodeSettingsProblem = settings.problem
+        checkpointer = ContainerCheckpointer(checkpointer: Checkpointer(criuPath: FilePath(settings.config.criuPath)))
+        wakeGroups = statusSocket.map { ($0, WakeGroupRegistry(layout: settings.config.layout)) }
+        // The pod's BPF programs loaded while containerd still prepares the Create (decision 0037).
+        jobInput.yield { [pods] in pods.preload() }
     }
 
     /// Runs the containers' scale-down drivers (each until its container is deleted) until cancelled.
@@ -92,7 +89,7 @@ public final class TaskService: Sendable {
     }
 
     /// The number of containers this shim holds.
-    public var containerCount: Int { containers.withLock { $0.count } }
+    public var containerCount: Int { table.withLock { $0.containers.count } }
 
     /// Delivers process exits from the reaper to their containers until the stream ends.
     public func deliverExits(_ exits: AsyncStream<(pid: pid_t, status: ExitStatus)>) async {
@@ -154,46 +151,51 @@ public final class TaskService: Sendable {
     }
 
     private func container(_ id: String) throws -> ShimContainer {
-        guard let container = containers.withLock({ $0[id] }) else { throw ShimError.notFound("task \(id)") }
+        guard let container = table.withLock({ $0.containers[id] }) else { throw ShimError.notFound("task \(id)") }
         return container
     }
 
     private func create(_ call: TTRPCCall) async throws -> [UInt8] {
         let request = try CreateTaskRequest(decoding: call.payload)
         guard !request.id.isEmpty else { throw ShimError.invalidArgument("Create without a task id") }
-        let reserved = containers.withLock { $0[request.id] == nil }
-        guard reserved else { throw ShimError.alreadyExists("task \(request.id)") }
+        if let problem = nodeSettingsProblem {
+            throw ShimError.failedPrecondition("node settings refused (fix the file; the next shim reads it again): \(problem)")
+        }
+        guard table.withLock({ $0.reserve(request.id) }) else { throw ShimError.alreadyExists("task \(request.id)") }
         let namespace = namespace(of: call)
-        let options: RuncOptions
-        let runc: RuncDriver
-        do {
-            options = try RuncOptions(any: request.options)
-            try options.checkSupported()
-            runc = try RuncDriver(namespace: namespace, options: options, binary: runcBinary, nodeDefault: node.runcPath)
-        } catch {
-            throw ShimError.invalidArgument("task \(request.id): \(error)")
-        }
-        do {
-            try RuncOptionsFile.write(options, bundle: request.bundle)
-        } catch {
-            throw ShimError.failedPrecondition("task \(request.id): cannot keep its runc options in the bundle: \(error)")
-        }
-        let scaleDown = try makeScaleDown(request, runc: runc, options: options, namespace: namespace)
-        let ioOwner = options.ioUID != 0 || options.ioGID != 0 ? (uid: options.ioUID, gid: options.ioGID) : nil
         let container: ShimContainer
+        let scaleDown: ScaleDownWiring?
         do {
-            container = try await ShimContainer.create(request, namespace: namespace, runc: runc, ioOwner: ioOwner, publisher: publisher,
-                                                       pids: pids, group: group, logger: logger, scaleDown: scaleDown)
+            // containerd's runc options (decision 0042): BinaryName wins over the node setting
+            // `runc-path`, which wins over `runc` on PATH.
+            let options: RuncOptions
+            let runc: RuncDriver
+            do {
+                options = try RuncOptions(any: request.options)
+                try options.checkSupported()
+                runc = try RuncDriver(namespace: namespace, options: options, binary: runcBinary, nodeDefault: node.runcPath)
+            } catch {
+                throw ShimError.invalidArgument("task \(request.id): \(error)")
+            }
+            do {
+                try RuncOptionsFile.write(options, bundle: request.bundle)
+            } catch {
+                throw ShimError.failedPrecondition("task \(request.id): cannot keep its runc options in the bundle: \(error)")
+            }
+            let ioOwner = options.ioUID != 0 || options.ioGID != 0 ? (uid: options.ioUID, gid: options.ioGID) : nil
+            scaleDown = try await makeScaleDown(request, runc: runc, options: options, namespace: namespace)
+            do {
+                container = try await ShimContainer.create(request, namespace: namespace, runc: runc, ioOwner: ioOwner, publisher: publisher,
+                                                           pids: pids, group: group, logger: logger, scaleDown: scaleDown)
+            } catch {
+                if let scaleDown { pods.release(netnsPath: scaleDown.netnsPath, container: request.id) }
+                throw error
+            }
         } catch {
-            if let scaleDown { pods.release(netnsPath: scaleDown.netnsPath, container: request.id) }
+            table.withLock { $0.release(request.id) }
             throw error
         }
-        let inserted = containers.withLock { table in
-            guard table[request.id] == nil else { return false }
-            table[request.id] = container
-            return true
-        }
-        guard inserted else { throw ShimError.alreadyExists("task \(request.id)") }
+        table.withLock { $0.insert(container, id: request.id) }
         if let scaleDown {
             scaleDown.container.attach(container)
             jobInput.yield { await scaleDown.driver.run() }
@@ -208,7 +210,7 @@ public final class TaskService: Sendable {
     /// `scaledown-duration` 0, no pod netns path).
     /// - Throws: ``ShimError/invalidArgument(_:)`` with the ConfigError text for a malformed annotation.
     private func makeScaleDown(_ request: CreateTaskRequest, runc: RuncDriver, options: RuncOptions,
-                               namespace: String) throws -> ScaleDownWiring? {
+                               namespace: String) async throws -> ScaleDownWiring? {
         let bundle = BundleConfig(bundle: request.bundle)
         let config: ContainerConfig
         do {
@@ -223,7 +225,7 @@ public final class TaskService: Sendable {
         }
         var redirector: PodRedirector?
         do {
-            redirector = try pods.acquire(netnsPath: netns, container: request.id, node: node)
+            redirector = try await pods.acquire(netnsPath: netns, container: request.id, node: node)
         } catch {
             logger.warning("scale-down off: redirector for \(netns) failed: \(error)", metadata: ["id": "\(request.id)"])
         }
@@ -233,8 +235,20 @@ public final class TaskService: Sendable {
         }
         var containerLogger = logger
         containerLogger[metadataKey: "container"] = "\(request.id)"
+        let handover = config.listenerHandoverApplies(probeSourcesKnown: !node.probeSourceAddresses.isEmpty)
+        if redirector != nil && config.listenerHandover && !handover {
+            containerLogger.info("listener handover off: the node sets no probe-source-addresses and probe detection is on, so the activator keeps the ports (decision 0046)")
+        }
+        let connections = redirector.flatMap { redirector -> ContainerConnections? in
+            guard let owner = pods.owner(netnsPath: netns, container: request.id) else { return nil }
+            return ContainerConnections(
+                redirector: redirector, namespacePath: FilePath(netns), owner: owner,
+                settings: .init(keepConnections: config.keepConnections, listenerHandover: handover),
+                logger: containerLogger)
+        }
         let handle = ContainerHandle()
-        let control = RuncContainerControl(id: request.id, bundle: request.bundle, runc: runc, pids: pids, container: handle)
+        let control = RuncContainerControl(id: request.id, bundle: request.bundle, runc: runc, pids: pids, container: handle,
+                                           connections: connections)
         // The CriuPath runc option (containerd 1.x) picks this container's CRIU.
         let criu = options.criuPath.isEmpty
             ? checkpointer : ContainerCheckpointer(checkpointer: Checkpointer(criuPath: FilePath(options.criuPath)))
@@ -242,13 +256,14 @@ public final class TaskService: Sendable {
             checkpointer: criu, target: RuncContainer(id: request.id, runcRoot: FilePath(runc.root)),
             imagesDirectory: node.layout.imageDirectory(containerdNamespace: namespace, containerID: request.id),
             namespaceImagesDirectory: node.layout.imageDirectory(containerdNamespace: namespace),
-            lazyRestore: node.lazyRestore, logLevel: Int32(node.criuLogLevel), pids: pids, container: handle)
+            lazyRestore: node.lazyRestore, logLevel: Int32(node.criuLogLevel), pids: pids, container: handle,
+            connections: connections)
         checkpoints.terminal = request.terminal
         let redirect = redirector.map { redirector in
             PodRedirect(
                 redirector: redirector, namespacePath: FilePath(netns),
                 configuration: ActivatorConfiguration(container: config),
-                group: group, logger: containerLogger)
+                group: group, logger: containerLogger, connections: connections)
         }
         let settings = ScaleDownDriver.Settings(
             lifecycle: ContainerLifecycle.Configuration(
@@ -262,7 +277,7 @@ public final class TaskService: Sendable {
         let driver = ScaleDownDriver(
             id: request.id, settings: settings, control: control, checkpoints: checkpoints, redirect: redirect,
             status: statusBoard.map { StatusBoardSink(board: $0, id: request.id) }, wakeGroup: wakeGroup, logger: logger)
-        return ScaleDownWiring(driver: driver, container: handle, netnsPath: netns)
+        return ScaleDownWiring(driver: driver, container: handle, netnsPath: netns, connections: connections)
     }
 
     /// Carries out a `Wake` call of the status service (wake groups): wakes container `request.id`
@@ -308,9 +323,10 @@ public final class TaskService: Sendable {
         let container = try container(request.id)
         let response = try await container.delete(execID: request.execID)
         if request.execID.isEmpty {
-            containers.withLock { _ = $0.removeValue(forKey: request.id) }
+            table.withLock { _ = $0.containers.removeValue(forKey: request.id) }
             if let scaleDown = container.scaleDown {
                 await scaleDown.driver.stop()
+                scaleDown.connections?.containerGone()
                 scaleDown.container.detach()
                 pods.release(netnsPath: scaleDown.netnsPath, container: request.id)
             }
@@ -374,5 +390,28 @@ public final class TaskService: Sendable {
             shutdownContinuation.yield()
         }
         return EmptyMessage().encoded()
+    }
+}
+
+/// The task service's containers by id, and the ids whose `Create` runs (guarded by one lock).
+private struct ContainerTable {
+    var containers: [String: ShimContainer] = [:]
+    private var creating: Set<String> = []
+
+    /// Claims `id` for a `Create`; false when a container or another `Create` has it.
+    mutating func reserve(_ id: String) -> Bool {
+        guard containers[id] == nil else { return false }
+        return creating.insert(id).inserted
+    }
+
+    /// Gives up a claim after a failed `Create`.
+    mutating func release(_ id: String) {
+        creating.remove(id)
+    }
+
+    /// Ends a claim with the created container.
+    mutating func insert(_ container: ShimContainer, id: String) {
+        creating.remove(id)
+        containers[id] = container
     }
 }

@@ -72,8 +72,9 @@ struct WakeGroupEntry: Equatable, Sendable {
 /// removes that shim's entries (``unlistLostMember(containerID:containerdNamespace:annotations:)``).
 /// Callers skip an entry whose socket does not answer.
 ///
-/// Folders are created with mode 0700 (root only, like the status sockets); files are written to a
-/// temporary name and renamed, so a reader never sees half an entry.
+/// Folders are created with mode 0700 (root only, like the status sockets), the registry root
+/// included, so other users can neither list the containerd and pod namespaces nor read the
+/// entries; files are written to a temporary name and renamed, so a reader never sees half an entry.
 struct WakeGroupRegistry: Sendable {
     /// The registry root, `<run-dir>/wake-groups` (``NodeLayout/wakeGroupDirectory``).
     let root: String
@@ -114,6 +115,7 @@ struct WakeGroupRegistry: Sendable {
             }
         }
         let folder = directory(of: key)
+        try ShimStatusService.makeOwnerOnlyDirectory(root)  // hides the namespaces below it
         try ShimStatusService.makeOwnerOnlyDirectory(folder)
         let path = folder + "/" + entry.containerID
         let temporary = folder + "/." + entry.containerID + ".tmp"

@@ -1,5 +1,7 @@
 // libFuzzer target: the protobuf reader and the ttrpc envelope messages (scripts/fuzz.sh).
-// Compiled together with the ZPCore sources into one module, so no `import ZPCore`.
+import FuzzSupport
+import ZPCore
+
 //
 // Invariants checked on every input, beyond "does not crash":
 // - a message that decodes re-encodes to bytes that decode to an equal message, and encoding is
@@ -36,23 +38,20 @@ private func walk(_ bytes: ArraySlice<UInt8>, depth: Int) {
     }
 }
 
-/// Decodes `M`; when that works, checks the re-encoding invariants.
-private func roundTrip<M: ProtobufMessage & Equatable>(_: M.Type, _ bytes: [UInt8]) {
-    guard let m = try? M(decoding: bytes) else { return }
-    let once = m.encoded()
-    guard let again = try? M(decoding: once) else { preconditionFailure("\(M.self): re-encoded bytes do not decode") }
-    precondition(again == m, "\(M.self): decode(encode(m)) != m")
-    precondition(again.encoded() == once, "\(M.self): encoding is not stable")
-}
-
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzProtobufDecoder(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let bytes = Array(UnsafeBufferPointer(start: data, count: size))
     walk(bytes[...], depth: 8)
-    roundTrip(TTRPCRequest.self, bytes)
-    roundTrip(TTRPCResponse.self, bytes)
-    roundTrip(RPCStatus.self, bytes)
-    roundTrip(ProtobufAny.self, bytes)
-    roundTrip(ProtobufTimestamp.self, bytes)
+    checkRoundTripEqual(TTRPCRequest.self, bytes)
+    checkRoundTripEqual(TTRPCResponse.self, bytes)
+    checkRoundTripEqual(RPCStatus.self, bytes)
+    checkRoundTripEqual(ProtobufAny.self, bytes)
+    checkRoundTripEqual(ProtobufTimestamp.self, bytes)
     return 0
+}
+
+/// The executable's `main` (SwiftPM links `FuzzProtobuf_main` as `main`): libFuzzer's driver on ``fuzzProtobufDecoder(_:_:)``.
+@_cdecl("FuzzProtobuf_main")
+func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> CInt {
+    runLibFuzzer(argc, argv) { data, size in data.map { fuzzProtobufDecoder($0, size) } ?? 0 }
 }

@@ -1,5 +1,7 @@
 // libFuzzer target: the incremental ttrpc frame decoder (scripts/fuzz.sh).
-// Compiled together with the ZPCore sources into one module, so no `import ZPCore`.
+import FuzzSupport
+import ZPCore
+
 //
 // The first input byte picks chunk sizes; the rest is the byte stream. Invariants:
 // - feeding the stream in chunks yields the same frames (and the same error) as feeding it at once;
@@ -57,4 +59,10 @@ public func fuzzTTRPCFrameDecoder(_ data: UnsafePointer<UInt8>, _ size: Int) -> 
         precondition(reencoded.count + leftover == stream.count, "bytes lost between frames")
     }
     return 0
+}
+
+/// The executable's `main` (SwiftPM links `FuzzTTRPC_main` as `main`): libFuzzer's driver on ``fuzzTTRPCFrameDecoder(_:_:)``.
+@_cdecl("FuzzTTRPC_main")
+func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> CInt {
+    runLibFuzzer(argc, argv) { data, size in data.map { fuzzTTRPCFrameDecoder($0, size) } ?? 0 }
 }
