@@ -105,7 +105,7 @@ struct LifecycleTests {
     }
 
     @Test func preloadedPrograms_areTheOnesAttached_andUnusedOnesAreFreed() throws {
-        let lab = Lab(index: 15)
+        let lab = Lab(index: 17)  // unique per test: suites run in parallel and the index names the netns
         let pod = try lab.namespace("pod")
         var programs: PodRedirector.Programs? = try PodRedirector.Programs.load()
         let loaded = Set(try programs!.mapIDs())
