@@ -44,8 +44,8 @@ PACKAGES=(
   # manager's metrics tests
   containernetworking-plugins prometheus
   # the installer (issue 13) sets CRIU's RUNPATH to its bundled libraries; a venv for the
-  # manifest schema validator
-  patchelf python3-venv
+  # manifest schema validator; umoci and jq build the installer and manager images (make images)
+  patchelf python3-venv umoci jq
   # migration (issue 16): the manager compresses image archives with libzstd (CZstd)
   libzstd-dev
 )

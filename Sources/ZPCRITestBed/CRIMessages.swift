@@ -111,9 +111,41 @@ public enum CRI {
         case unconfined = 1
     }
 
+    /// `Mount`: 1 container_path, 2 host_path, 3 readonly, 5 propagation (0 private, 1 host to
+    /// container, 2 bidirectional): a pod spec's `hostPath` volume as kubelet passes it.
+    public struct Mount: Sendable, Equatable {
+        /// Where it appears in the container.
+        public var containerPath: String
+        /// The host folder or file.
+        public var hostPath: String
+        /// Read-only.
+        public var readonly: Bool
+        /// `MountPropagation` (kubelet's default: private).
+        public var propagation: Int32
+
+        /// A private (the kubelet default) bind mount of `hostPath` at `containerPath`.
+        public init(containerPath: String, hostPath: String, readonly: Bool = false, propagation: Int32 = 0) {
+            (self.containerPath, self.hostPath, self.readonly, self.propagation) =
+                (containerPath, hostPath, readonly, propagation)
+        }
+
+        /// The host path at the same path inside the container (how the DaemonSet mounts its folders).
+        public init(samePath path: String, readonly: Bool = false) {
+            self.init(containerPath: path, hostPath: path, readonly: readonly)
+        }
+
+        func encode(into w: inout ProtobufWriter) {
+            w.writeStringIfNotDefault(field: 1, containerPath)
+            w.writeStringIfNotDefault(field: 2, hostPath)
+            w.writeBoolIfNotDefault(field: 3, readonly)
+            w.writeInt32IfNotDefault(field: 5, propagation)
+        }
+    }
+
     /// `PodSandboxConfig`: 1 metadata, 2 hostname, 3 log_directory, 4 dns_config, 5 port_mappings,
     /// 6 labels, 7 annotations, 8 linux (`LinuxPodSandboxConfig`: 1 cgroup_parent,
-    /// 2 security_context (`LinuxSandboxSecurityContext`: 1 namespace_options, 9 seccomp), 3 sysctls).
+    /// 2 security_context (`LinuxSandboxSecurityContext`: 1 namespace_options, 6 privileged,
+    /// 9 seccomp), 3 sysctls).
     public struct PodSandboxConfig: Sendable, Equatable {
         /// Who the pod is.
         public var metadata: PodSandboxMetadata
@@ -135,6 +167,8 @@ public enum CRI {
         public var namespaceOptions: NamespaceOption = .kubeletDefault
         /// `linux.security_context.seccomp`.
         public var seccomp: ProfileType = .unconfined
+        /// `linux.security_context.privileged`: the pod has a privileged container.
+        public var privileged = false
         /// `linux.sysctls`.
         public var sysctls: [String: String] = [:]
 
@@ -156,6 +190,7 @@ public enum CRI {
                 linux.writeStringIfNotDefault(field: 1, cgroupParent)
                 linux.writeMessage(field: 2) { context in
                     context.writeMessage(field: 1) { namespaceOptions.encode(into: &$0) }
+                    context.writeBoolIfNotDefault(field: 6, privileged)
                     context.writeMessage(field: 9) { $0.writeInt32IfNotDefault(field: 1, seccomp.rawValue) }
                 }
                 writeMap(&linux, field: 3, sysctls)
@@ -191,10 +226,10 @@ public enum CRI {
 
     /// `ContainerConfig`: 1 metadata (1 name, 2 attempt), 2 image (`ImageSpec`: 1 image,
     /// 18 user_specified_image), 3 command, 4 args, 5 working_dir, 6 envs (`KeyValue`: 1 key,
-    /// 2 value bytes), 9 labels, 10 annotations, 11 log_path, 12 stdin, 13 stdin_once, 14 tty,
+    /// 2 value bytes), 7 mounts, 9 labels, 10 annotations, 11 log_path, 12 stdin, 13 stdin_once, 14 tty,
     /// 15 linux (`LinuxContainerConfig`: 1 resources, 2 security_context
-    /// (`LinuxContainerSecurityContext`: 3 namespace_options, 13 masked_paths, 14 readonly_paths,
-    /// 15 seccomp)).
+    /// (`LinuxContainerSecurityContext`: 2 privileged, 3 namespace_options, 13 masked_paths,
+    /// 14 readonly_paths, 15 seccomp)).
     public struct ContainerConfig: Sendable, Equatable {
         /// The container's name in the pod.
         public var name: String
@@ -212,6 +247,8 @@ public enum CRI {
         public var workingDir: String = ""
         /// Environment variables, in order.
         public var envs: [(String, String)] = []
+        /// The pod's volumes as mounts (hostPath).
+        public var mounts: [Mount] = []
         /// Labels (`io.kubernetes.container.name`, `io.kubernetes.pod.*`).
         public var labels: [String: String] = [:]
         /// Annotations (`io.kubernetes.container.*`).
@@ -230,6 +267,8 @@ public enum CRI {
         public var namespaceOptions: NamespaceOption = .kubeletDefault
         /// `linux.security_context.seccomp`.
         public var seccomp: ProfileType = .unconfined
+        /// `linux.security_context.privileged` (kubelet then sends no masked or read-only paths).
+        public var privileged = false
         /// The paths kubelet masks (its default list).
         public var maskedPaths = [
             "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
@@ -269,6 +308,7 @@ public enum CRI {
                     $0.writeBytes(field: 2, Array(value.utf8))
                 }
             }
+            for m in mounts { w.writeMessage(field: 7) { m.encode(into: &$0) } }
             writeMap(&w, field: 9, labels)
             writeMap(&w, field: 10, annotations)
             w.writeStringIfNotDefault(field: 11, logPath)
@@ -278,6 +318,7 @@ public enum CRI {
             w.writeMessage(field: 15) { linux in
                 linux.writeMessage(field: 1) { resources.encode(into: &$0) }
                 linux.writeMessage(field: 2) { context in
+                    context.writeBoolIfNotDefault(field: 2, privileged)
                     context.writeMessage(field: 3) { namespaceOptions.encode(into: &$0) }
                     for p in maskedPaths { context.writeString(field: 13, p) }
                     for p in readonlyPaths { context.writeString(field: 14, p) }

@@ -22,6 +22,14 @@ public struct KubeletPod: Sendable {
     public var qosCgroup: String
     /// The container ports of the pod spec (kubelet passes them as port mappings).
     public var containerPorts: [Int32]
+    /// `hostNetwork: true`: the node's network namespace (no CNI, no pod IP of its own).
+    public var hostNetwork = false
+    /// The pod has a privileged container (kubelet then marks the sandbox privileged too).
+    public var privileged = false
+    /// With systemd's cgroup driver, the name of the top slice (kubelet's `kubepods`): the pod's
+    /// cgroup parent is then `<top>-besteffort-pod<uid>.slice` (what kubelet sends with
+    /// `cgroupDriver: systemd`); nil for the cgroupfs driver.
+    public var systemdSlice: String?
 
     /// A pod named `name` with a fresh UID.
     public init(
@@ -31,7 +39,8 @@ public struct KubeletPod: Sendable {
         labels: [String: String] = [:],
         annotations: [String: String] = [:],
         qosCgroup: String,
-        containerPorts: [Int32] = []
+        containerPorts: [Int32] = [],
+        systemdSlice: String? = nil
     ) {
         self.name = name
         self.namespace = namespace
@@ -41,13 +50,33 @@ public struct KubeletPod: Sendable {
         self.annotations = annotations
         self.qosCgroup = qosCgroup
         self.containerPorts = containerPorts
+        self.systemdSlice = systemdSlice
     }
 
     /// kubelet's pod log folder: `/var/log/pods/<namespace>_<name>_<uid>`.
     public var logDirectory: String { "/var/log/pods/\(namespace)_\(name)_\(uid)" }
 
-    /// The pod's cgroup (cgroupfs driver): `<qos>/pod<uid>`.
-    public var cgroupParent: String { "\(qosCgroup)/pod\(uid)" }
+    /// The pod's cgroup parent as kubelet sends it: `<qos>/pod<uid>` (cgroupfs driver), or the
+    /// slice `<top>-besteffort-pod<uid with _ for ->.slice` (systemd driver).
+    public var cgroupParent: String {
+        guard let top = systemdSlice else { return "\(qosCgroup)/pod\(uid)" }
+        return "\(top)-besteffort-pod\(uid.replacingOccurrences(of: "-", with: "_")).slice"
+    }
+
+    /// The pod's cgroup folder below a hierarchy's root: the parent itself (cgroupfs), or the slice
+    /// expanded as systemd (and runc's systemd driver) nests it: `/a.slice/a-b.slice/a-b-c.slice`.
+    public var cgroupFolder: String {
+        guard systemdSlice != nil else { return cgroupParent }
+        let parts = cgroupParent.dropLast(".slice".count).split(separator: "-")
+        return (1...parts.count).map { "/" + parts.prefix($0).joined(separator: "-") + ".slice" }.joined()
+    }
+
+    /// The cgroup folder of container `id` below a hierarchy's root, where runc puts it: the
+    /// parent plus the id (cgroupfs, `cgroupsPath` = parent/id), or the scope unit
+    /// `cri-containerd-<id>.scope` in the pod's slice (containerd's `slice:cri-containerd:id`).
+    public func containerCgroupFolder(_ id: String) -> String {
+        systemdSlice == nil ? "\(cgroupParent)/\(id)" : "\(cgroupFolder)/cri-containerd-\(id).scope"
+    }
 
     /// The labels kubelet puts on the sandbox and on every container.
     public var podLabels: [String: String] {
@@ -60,7 +89,7 @@ public struct KubeletPod: Sendable {
     public var sandboxConfig: CRI.PodSandboxConfig {
         var config = CRI.PodSandboxConfig(
             metadata: .init(name: name, uid: uid, namespace: namespace),
-            hostname: name,
+            hostname: hostNetwork ? "" : name,  // kubelet sends no hostname for a host-network pod (host UTS)
             logDirectory: logDirectory,
             cgroupParent: cgroupParent
         )
@@ -71,6 +100,8 @@ public struct KubeletPod: Sendable {
         )
         config.portMappings = containerPorts.map { CRI.PortMapping(containerPort: $0) }
         config.labels = podLabels
+        if hostNetwork { config.namespaceOptions.network = .node }
+        config.privileged = privileged
         config.annotations = annotations.merging([
             "kubernetes.io/config.source": "api", "kubernetes.io/config.seen": "2026-12-06T00:00:00.000000000Z",
         ]) { a, _ in a }
@@ -86,7 +117,9 @@ public struct KubeletPod: Sendable {
         args: [String] = [],
         env: [(String, String)] = [],
         tty: Bool = false,
-        stdin: Bool = false
+        stdin: Bool = false,
+        mounts: [CRI.Mount] = [],
+        privileged: Bool = false
     ) -> CRI.ContainerConfig {
         var config = CRI.ContainerConfig(
             name: containerName,
@@ -110,6 +143,14 @@ public struct KubeletPod: Sendable {
         ]
         config.tty = tty
         config.stdin = stdin
+        config.mounts = mounts
+        if hostNetwork { config.namespaceOptions.network = .node }
+        if privileged {
+            // kubelet sends no masked or read-only paths for a privileged container.
+            config.privileged = true
+            config.maskedPaths = []
+            config.readonlyPaths = []
+        }
         return config
     }
 }

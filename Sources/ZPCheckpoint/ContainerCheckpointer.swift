@@ -95,6 +95,9 @@ public struct ContainerRestoreOptions: Sendable {
     public var stdio: [SharedDescriptor?] = [nil, nil, nil]
     /// How CRIU treats the container's cgroups.
     public var cgroupMode: CRIUCgroupMode = .soft
+    /// The container's init has a terminal whose master the caller held (runc's console): CRIU
+    /// makes a new pty and hands its master over (`orphan_pts_master`); the result carries it.
+    public var terminal = false
     /// CRIU restore options; root, inherited files, mounts and cgroups are filled in.
     public var criu = RestoreOptions()
 
@@ -124,6 +127,12 @@ public struct ContainerRestoreResult: Sendable {
     public var prepare: Duration
     /// The time spent rewriting runc's state.json after CRIU answered.
     public var stateUpdate: Duration
+    /// The master of the restored terminal (with ``ContainerRestoreOptions/terminal``): the
+    /// caller's to keep, copy from and resize.
+    public var terminalMaster: SharedDescriptor? = nil
+    /// Processes of the restored tree that were not in runc's cgroup of a controller and were
+    /// moved there (see ``PreparedContainerRestore/run(hooks:)``), as `pid controller`; normally empty.
+    public var cgroupCorrections: [String] = []
 }
 
 /// An error of a container checkpoint or restore: CRIU's, runc state's, or the caller's input.
@@ -154,6 +163,12 @@ public enum ContainerCheckpointError: Error, Sendable, CustomStringConvertible {
 /// The tmpfs copies a post-dump hook takes (the hook runs on the calling thread, inside `dump`).
 final class TmpfsCopies {
     var snapshots: [TmpfsSnapshot] = []
+}
+
+/// The pty master an `orphan-pts-master` hook received (the hook runs on the calling thread,
+/// inside `restore`).
+final class TerminalHandOver {
+    var master: SharedDescriptor?
 }
 
 /// Checkpoints runc containers with CRIU and restores them without runc.
@@ -415,6 +430,7 @@ public final class PreparedContainerRestore {
         }
         var o = options.criu
         o.manageCgroups = options.cgroupMode
+        if options.terminal { o.orphanPtsMaster = true }
         o.externalMounts = manifest.externalMounts.keys.sorted().map { CRIUKeyValue(key: $0, value: manifest.externalMounts[$0]!) }
         var inherited: [InheritedFile] = []
         if let key = manifest.networkNamespaceKey, let path = manifest.networkNamespacePath {
@@ -515,8 +531,68 @@ public final class PreparedContainerRestore {
             cancel()
             throw .criu(error)
         }
+        // A cgroup runc made may be gone by now (systemd removes a scope unit's cgroup once its
+        // last process left, i.e. at the dump): make it again at the same path, as runc's restore
+        // does (through systemd for its driver), so the worker and the restored tasks land there.
+        Self.makeMissingCgroups(state.cgroupPaths)
         if let pid = worker?.workerPID { Self.joinCgroups(pid: pid, paths: state.cgroupPaths) }
         prepareDuration = .now - start
+    }
+
+    /// Makes every cgroup folder of `paths` that does not exist (best effort; CRIU's soft mode makes
+    /// missing ones too, but after the worker would have joined them).
+    /// A new cpuset cgroup (v1) takes no process until it has CPUs and memory nodes, so each folder
+    /// made there gets its parent's `cpuset.cpus` and `cpuset.mems`, as runc does.
+    static func makeMissingCgroups(_ paths: [String: String]) {
+        var done = Set<String>()
+        for (controller, dir) in paths.sorted(by: { $0.key < $1.key }) where !dir.isEmpty && !done.contains(dir) {
+            done.insert(dir)
+            guard access(dir, F_OK) != 0 else { continue }
+            let cpuset = controller.split(separator: ",").contains("cpuset")
+            var prefix = ""
+            for part in dir.split(separator: "/") {
+                let parent = prefix
+                prefix += "/" + part
+                guard mkdir(prefix, 0o755) == 0, cpuset else { continue }
+                for file in ["cpuset.cpus", "cpuset.mems"] {
+                    if let value = try? Files.read(FilePath(parent + "/" + file)) {
+                        try? Files.write(FilePath(prefix + "/" + file), value)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves every process of the tree rooted at `pid` that is not in runc's cgroup of a
+    /// controller into it (writing its pid to that folder's `cgroup.procs`).
+    /// - Returns: `pid controller` for each move.
+    static func placeInCgroups(treeOf pid: Int32, paths: [String: String]) -> [String] {
+        let mounts = (try? MountInfo.read()) ?? []
+        var moved: [String] = []
+        for member in processTree(pid) {
+            guard let text = try? Files.readText(FilePath("/proc/\(member)/cgroup")) else { continue }
+            let now = ProcessCgroups.folders(procCgroup: text, mounts: mounts)
+            for (controller, want) in paths where !want.isEmpty {
+                guard let have = now[controller], have != want else { continue }
+                guard let fd = try? OwnedDescriptor.open(FilePath(want).appending("cgroup.procs"), O_WRONLY) else { continue }
+                if (try? fd.writeAll(Array("\(member)\n".utf8))) != nil { moved.append("\(member) \(controller)") }
+            }
+        }
+        return moved
+    }
+
+    /// `pid` and its descendants (from `/proc/PID/task/*/children`).
+    static func processTree(_ pid: Int32) -> [Int32] {
+        var out: [Int32] = []
+        var queue = [pid]
+        while let next = queue.popLast() {
+            out.append(next)
+            for task in (try? Files.list(FilePath("/proc/\(next)/task"))) ?? [] {
+                let text = (try? Files.readText(FilePath("/proc/\(next)/task/\(task)/children"))) ?? ""
+                queue += text.split(whereSeparator: { $0 == " " || $0 == "\n" }).compactMap { Int32($0) }
+            }
+        }
+        return out
     }
 
     deinit { cancel() }
@@ -599,18 +675,36 @@ public final class PreparedContainerRestore {
         self.worker = nil
         defer { cancel() }
         let r: RestoreResult
+        let terminal = TerminalHandOver()
+        var h = hooks
+        if options.orphanPtsMaster {
+            let callerHook = hooks["orphan-pts-master"]
+            h["orphan-pts-master"] = { note in
+                // Taken over before the connection closes what the hook leaves.
+                if let fd = note.receivedFD?.take() { terminal.master = SharedDescriptor(fd) }
+                try callerHook?(note)
+            }
+        }
         do {
-            r = try checkpointer.restore(imagesDir: imagesDir, options: options, hooks: hooks, worker: worker)
-        } catch { throw .criu(error) }
+            r = try checkpointer.restore(imagesDir: imagesDir, options: options, hooks: h, worker: worker)
+        } catch {
+            terminal.master?.close()
+            throw .criu(error)
+        }
         let criuDone = ContinuousClock.now
+        // CRIU puts the tasks into the dumped cgroups; a task that is elsewhere (a cgroup that
+        // could not be made, or a differently mounted hierarchy) is moved to runc's.
+        let corrections = Self.placeInCgroups(treeOf: r.pid, paths: state.cgroupPaths)
         do {
             try state.adopt(initPID: r.pid)
             try state.write()
         } catch {
+            terminal.master?.close()
             throw .runcState(error)
         }
         let end = ContinuousClock.now
         return ContainerRestoreResult(pid: r.pid, restore: r, total: end - start, prepare: prepareDuration,
-                                      stateUpdate: end - criuDone)
+                                      stateUpdate: end - criuDone, terminalMaster: terminal.master,
+                                      cgroupCorrections: corrections)
     }
 }

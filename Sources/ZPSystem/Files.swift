@@ -135,6 +135,15 @@ public enum Files {
         return (st.st_mode & S_IFMT) == S_IFIFO
     }
 
+    /// Whether `path` names a regular file with an execute bit set (`stat(2)`; false when it does
+    /// not exist). Root's `access(X_OK)` says yes to folders, this does not.
+    /// - Parameter path: the path.
+    public static func isExecutableFile(_ path: FilePath) -> Bool {
+        var st = stat()
+        guard stat(path.string, &st) == 0 else { return false }
+        return (st.st_mode & S_IFMT) == S_IFREG && (st.st_mode & 0o111) != 0
+    }
+
     /// The target of the symbolic link at `path` (`readlink(2)`), e.g. `pipe:[123]` for
     /// `/proc/PID/fd/0`.
     /// - Parameter path: the link.

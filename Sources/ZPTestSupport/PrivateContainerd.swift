@@ -92,6 +92,12 @@ public final class PrivateContainerd {
         public var cri: (@Sendable (_ directory: String) -> String)?
         /// containerd's log level `debug`, which also starts the shims with `-debug`.
         public var debug: Bool
+        /// The config file's folder, relative to containerd's folder ("": the folder itself). The
+        /// installer tests mount it into a pod, without containerd's root and state.
+        public var configSubfolder = ""
+        /// Turns the config text into the one written (given containerd's folder): e.g. the test's
+        /// own whole config, as an installer will find it.
+        public var rewrite: (@Sendable (_ config: String, _ directory: String) -> String)? = nil
 
         /// A configuration; the defaults give a plain containerd without CRI. `debug` defaults to
         /// the environment variable `ZPTEST_CONTAINERD_DEBUG` being set.
@@ -116,6 +122,8 @@ public final class PrivateContainerd {
     public let socket: String
     /// The folder that holds `containerd-shim-zeropod-v2`, first on containerd's PATH.
     public let shimDirectory: String
+    /// containerd's config file (`--config`).
+    public let configPath: String
     private var process: Process? = nil
     private let configuration: Configuration
 
@@ -138,6 +146,8 @@ public final class PrivateContainerd {
         directory = "/tmp/zpshim-\(tag)-\(suffix)"
         namespace = "zpshim-\(tag)-\(suffix)"
         socket = directory + "/c.sock"
+        configPath = directory + (configuration.configSubfolder.isEmpty ? "" : "/" + configuration.configSubfolder)
+            + "/config.toml"
         shimDirectory = TestPaths.buildDirectory
         guard FileManager.default.isExecutableFile(atPath: shimDirectory + "/containerd-shim-zeropod-v2") else {
             throw LabError(
@@ -156,14 +166,19 @@ public final class PrivateContainerd {
             [ttrpc]
               address = "\(socket).ttrpc"
             """ + (configuration.debug ? "\n[debug]\n  level = \"debug\"" : "")
-        let config: String
+        var config: String
         if let cri = configuration.cri {
             config = "version = \(flavor.majorVersion == 1 ? 2 : 3)\n\(plain)\n\(cri(directory))\n"
         } else {
             let disabled = flavor.criPlugins.map { "\"\($0)\"" }.joined(separator: ", ")
             config = "version = 2\n\(plain)\ndisabled_plugins = [\(disabled)]\n"
         }
-        try Data(config.utf8).write(to: URL(fileURLWithPath: directory + "/config.toml"))
+        if let rewrite = configuration.rewrite { config = rewrite(config, directory) }
+        try FileManager.default.createDirectory(
+            atPath: String(configPath[..<configPath.lastIndex(of: "/")!]),
+            withIntermediateDirectories: true
+        )
+        try Data(config.utf8).write(to: URL(fileURLWithPath: configPath))
         process = try launch()
         try waitUntilUp()
     }
@@ -172,7 +187,7 @@ public final class PrivateContainerd {
     private func launch() throws -> Process {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: flavor.binDirectory + "/containerd")
-        process.arguments = ["--config", directory + "/config.toml"]
+        process.arguments = ["--config", configPath]
         var env = ProcessInfo.processInfo.environment.merging(configuration.environment) { $1 }
         env["PATH"] =
             "\(shimDirectory):\(flavor.binDirectory):/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -192,8 +207,9 @@ public final class PrivateContainerd {
     private func waitUntilUp() throws {
         let up = try eventually(within: 30, every: 0.1) { try ctr(["version"], timeout: 10).status == 0 }
         guard up else {
+            let tail = log(tail: 20)  // before stop() removes the folder with the log
             stop()
-            throw LabError("\(flavor.name) did not come up; log: \(log(tail: 20))")
+            throw LabError("\(flavor.name) did not come up; log: \(tail)")
         }
     }
 

@@ -4,4 +4,4 @@ import Glibc
 #endif
 import ZPInstaller
 
-exit(InstallerCommand.run(arguments: Array(CommandLine.arguments.dropFirst()), executable: CommandLine.arguments[0]))
+exit(await InstallerCommand.run(arguments: Array(CommandLine.arguments.dropFirst()), executable: CommandLine.arguments[0]))

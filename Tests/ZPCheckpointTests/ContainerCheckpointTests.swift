@@ -253,4 +253,28 @@ struct ContainerCheckpointTests {
             guard case .invalidState = error else { Issue.record("wrong error \(error)"); return }
         }
     }
+
+    /// systemd removes a scope unit's cgroup once its last process left (at the dump, for runc's
+    /// systemd driver); the restore must still put the container back where runc put it.
+    @Test func restore_afterItsCgroupsWereRemoved_putsTheTreeBackWhereRuncHadIt() throws {
+        let c = try TestContainer(.busybox, repoRoot: repoRoot)
+        defer { c.destroy() }
+        try c.start()
+        #expect(c.waitForResponse() != nil)
+        let paths = try RuncState(runcRoot: c.runcRoot, id: c.id).cgroupPaths
+        #expect(paths["memory"]?.hasSuffix("/\(c.id)") == true, "\(paths)")
+        let images = try TemporaryDirectory("zpck-ctr-cgroups")
+        _ = try cc.checkpoint(c.container, imagesDir: images.filePath)
+        var removed = 0
+        for dir in Set(paths.values) where !dir.isEmpty && rmdir(dir) == 0 { removed += 1 }
+        print("cgroup folders removed after the dump: \(removed) of \(Set(paths.values).count)")
+        #expect(removed >= 1 && paths.values.allSatisfy { access($0, F_OK) != 0 })
+        let r = try cc.restore(c.container, imagesDir: images.filePath, options: restoreOptions(c))
+        let now = ProcessCgroups.folders(procCgroup: try Files.readText(FilePath("/proc/\(r.pid)/cgroup")), mounts: try MountInfo.read())
+        for (controller, folder) in paths where !folder.isEmpty {
+            #expect(now[controller] == folder, "\(controller): \(now[controller] ?? "-") instead of \(folder)")
+        }
+        print("cgroup corrections after the restore: \(r.cgroupCorrections)")
+        #expect(try c.get().status == 200)
+    }
 }

@@ -36,6 +36,11 @@ struct ManifestTests {
         #expect(yaml.contains("fieldPath: spec.nodeName") && yaml.contains("fieldPath: status.podIP"))
         #expect(yaml.contains("containerPort: 8080") && yaml.contains("containerPort: 8090"))
         #expect(yaml.contains("path: /healthz"), "the manager's liveness probe")
+        // The installer asks containerd's socket for its version and runs no host binary (decision 0038).
+        #expect(yaml.contains("- --containerd-address=/run/containerd/containerd.sock") && yaml.contains("- --no-runc-check"))
+        #expect(yaml.contains("mountPath: /run/containerd") && yaml.contains("mountPath: /sys/fs/bpf")
+                && yaml.contains("mountPath: /sys/fs/cgroup"))
+        #expect(!yaml.contains("--containerd-binary") && !yaml.contains("host-bin"))
         // Only reads in the base: no write verb at all.
         for verb in ["create", "update", "patch", "delete"] { #expect(!yaml.contains("- \(verb)"), "base grants \(verb)") }
     }
@@ -52,6 +57,7 @@ struct ManifestTests {
         #expect(!uninstall.contains("zeropod-swift/manager"))
         let k3s = try build("overlays/k3s")
         #expect(k3s.contains("- --runtime=k3s") && k3s.contains("path: /var/lib/rancher/k3s/agent/etc/containerd"))
+        #expect(k3s.contains("- --containerd-address=/run/k3s/containerd/containerd.sock") && k3s.contains("path: /run/k3s/containerd"))
         let rke2 = try build("overlays/rke2")
         #expect(rke2.contains("- --runtime=rke2") && rke2.contains("path: /var/lib/rancher/rke2/agent/etc/containerd"))
     }

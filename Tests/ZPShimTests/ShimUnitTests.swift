@@ -17,10 +17,13 @@ func runTool(_ path: String, _ arguments: [String], stdin: String? = nil) throws
         #expect(c.publishBinary == "/usr/bin/containerd" && c.id == "abc" && c.debug)
     }
 
-    @Test func commandLine_deleteWithBundle_equalsForm_andUnknownFlags() throws {
+    @Test func commandLine_deleteWithBundle_equalsForm_andUnknownFlags() async throws {
         let c = try ShimCommandLine(arguments: ["--namespace=ns", "-id", "x", "-bundle", "/b", "-future-flag", "delete"])
         #expect(c.action == .delete && c.namespace == "ns" && c.bundle == "/b" && c.id == "x" && !c.debug)
         #expect(try ShimCommandLine(arguments: ["-v"]).action == .version)
+        // containerd 2.x's runtime introspection: refused at once, never a daemon.
+        #expect(try ShimCommandLine(arguments: ["-info"]).action == .info)
+        #expect(await ShimMain.run(arguments: ["-info"]) == 1)
         #expect(try ShimCommandLine(arguments: ["-namespace", "n", "-socket", "/s"]).action == .serve)
         #expect(throws: ShimError.self) { try ShimCommandLine(arguments: ["frobnicate"]) }
         // `status` moved to the zeropod CLI: the shim says so instead of doing something else.

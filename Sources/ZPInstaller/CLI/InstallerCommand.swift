@@ -54,8 +54,15 @@ public struct InstallerCommand: ParsableCommand {
     public var containerdVersion: String?
 
     /// containerd binary.
-    @Option(name: .customLong("containerd-binary"), help: "the containerd binary to ask for its version (default by --runtime)")
+    @Option(name: .customLong("containerd-binary"),
+            help: "a containerd binary to ask for its version (`--version`) instead of containerd's socket")
     public var containerdBinary: String?
+
+    /// containerd's gRPC socket.
+    @Option(name: .customLong("containerd-address"),
+            help: ArgumentHelp("containerd's socket, asked for its version (Version service); default by --runtime: "
+                + "/run/containerd/containerd.sock, k3s and rke2 /run/k3s/containerd/containerd.sock"))
+    public var containerdAddress: String?
 
     /// Time limit per program, Go duration.
     @Option(name: .customLong("timeout"), help: "time limit for each program the installer runs (Go duration)")
@@ -72,6 +79,15 @@ public struct InstallerCommand: ParsableCommand {
     /// Skip checks.
     @Flag(name: .customLong("skip-checks"), help: "install even when the node checks find a blocker")
     public var skipChecks = false
+
+    /// The runc the pre-flight runs.
+    @Option(name: .customLong("runc"), help: "the runc binary the node checks run (`runc --version`); default: the node settings' runc-path")
+    public var runc: String?
+
+    /// Skip the runc row.
+    @Flag(name: .customLong("no-runc-check"),
+          help: "do not run runc (the installer in a container cannot run the node's runc; `zeropod doctor` on the node checks it)")
+    public var noRuncCheck = false
 
     /// Force uninstall.
     @Flag(name: .customLong("force"), help: "uninstall even while zeropod shims run")
@@ -93,6 +109,12 @@ public struct InstallerCommand: ParsableCommand {
         o.criuSource = criu
         o.containerdVersion = containerdVersion
         o.containerdBinary = containerdBinary
+        if let containerdAddress {
+            guard containerdAddress.hasPrefix("/") else {
+                throw ValidationError("--containerd-address \(containerdAddress): must be the absolute path of a unix socket")
+            }
+            o.containerdAddress = containerdAddress
+        }
         do {
             let ns = try GoDuration.nanoseconds(timeout)
             guard ns > 0 else { throw ValidationError("--timeout \(timeout): must be positive") }
@@ -111,7 +133,7 @@ public struct InstallerCommand: ParsableCommand {
     }
 
     /// Parses `arguments` (without the program name), runs, and returns the exit status.
-    public static func run(arguments: [String], executable: String) -> Int32 {
+    public static func run(arguments: [String], executable: String) async -> Int32 {
         let command: InstallerCommand
         do {
             command = try parseAsRoot(try OriginalFlags.normalize(arguments)) as! InstallerCommand
@@ -122,7 +144,7 @@ public struct InstallerCommand: ParsableCommand {
             return code.rawValue
         }
         do {
-            return try command.execute(executable: executable)
+            return try await command.execute(executable: executable)
         } catch {
             printError("zeropod-installer: \(error)")
             return 1
@@ -131,19 +153,28 @@ public struct InstallerCommand: ParsableCommand {
 
     /// Runs the checks and the install or uninstall; returns the exit status.
     /// - Throws: `InstallerError` or `ValidationError`.
-    public func execute(executable: String) throws -> Int32 {
-        let options = try installerOptions(executable: executable)
-        let installer = Installer(options: options) { line in print(line) }
+    public func execute(executable: String) async throws -> Int32 {
+        var options = try installerOptions(executable: executable)
         if uninstall {
-            _ = try installer.uninstall()
+            _ = try Installer(options: options) { line in print(line) }.uninstall()
             return 0
         }
+        // containerd's version, once, for the checks and the install (decision 0038).
+        let (release, source) = try await ContainerdVersionLookup.resolve(
+            given: options.containerdVersion, binary: options.containerdBinary, socket: options.effectiveContainerdAddress,
+            flavour: options.flavour, commands: LocalCommands(), timeout: options.timeout)
+        print("containerd \(release.text) (\(source))")
+        options.containerdVersion = release.text
+        let installer = Installer(options: options) { line in print(line) }
         var checkOptions = NodeCheckOptions()
         checkOptions.scope = .prerequisites
         checkOptions.criuPath = options.criuSource
         checkOptions.flavour = options.flavour
         checkOptions.containerdBinary = options.containerdBinary
         checkOptions.containerdVersion = options.containerdVersion
+        checkOptions.containerdVersionSource = source
+        checkOptions.runcPath = runc
+        checkOptions.checkRunc = !noRuncCheck
         checkOptions.nodeConfigPath = options.nodeConfigPath
         checkOptions.timeout = options.timeout
         let report = NodeChecks(options: checkOptions).run()
@@ -162,7 +193,8 @@ public struct InstallerCommand: ParsableCommand {
 public enum OriginalFlags {
     /// Long options this installer has; a single-dash spelling of one becomes the double-dash one.
     public static let known = ["runtime", "config", "host-opt-path", "node-config", "shim", "criu", "containerd-version",
-                               "containerd-binary", "timeout", "restart", "uninstall", "skip-checks", "force", "help"]
+                               "containerd-binary", "containerd-address", "timeout", "restart", "uninstall", "skip-checks", "force", "runc",
+                               "no-runc-check", "help"]
     /// The original's flags this installer does not have, and why.
     public static let unsupported = [
         "criu-image": "not supported: CRIU comes with the installer (--criu names the binary to install)",

@@ -20,6 +20,8 @@ public enum CheckStatus: String, Sendable, Equatable {
     case missing
     /// zeropod cannot work on this node until it is fixed.
     case blocker
+    /// Not checked where the checks ran (the row says why and where it is checked instead).
+    case notChecked = "not checked"
 }
 
 /// One row of the report.
@@ -97,14 +99,20 @@ public struct NodeCheckOptions: Sendable, Equatable {
     public var scope: Scope = .all
     /// The CRIU binary (node.conf's `criu-path` when nil).
     public var criuPath: String?
-    /// The runc binary.
-    public var runcPath = "runc"
+    /// The runc binary (node.conf's `runc-path` when nil).
+    public var runcPath: String?
+    /// Whether to run runc at all (the installer in a container cannot run the node's runc).
+    public var checkRunc = true
     /// containerd's flavour.
     public var flavour: ContainerdFlavour = .containerd
     /// containerd's binary (the flavour's default when nil).
     public var containerdBinary: String?
     /// containerd's version, when given instead of asking the binary.
     public var containerdVersion: String?
+    /// Where `containerdVersion` came from, when a caller looked it up (shown in the row).
+    public var containerdVersionSource: ContainerdVersionSource?
+    /// Why a caller could not learn containerd's version (the row is then a blocker saying so).
+    public var containerdVersionFailure: String?
     /// containerd's main config (the flavour's default when nil).
     public var containerdConfig: String?
     /// The handler name.
@@ -152,7 +160,7 @@ public struct NodeChecks: Sendable {
         rows.append(nodeRow)
         rows += kernel()
         rows += criu(path: options.criuPath ?? node.criuPath)
-        rows.append(runc())
+        rows.append(runc(path: options.runcPath ?? node.runcPath))
         rows += containerd()
         rows += folders(state: options.stateDirectory ?? node.stateDirectory, run: options.runDirectory ?? node.runDirectory)
         return NodeCheckReport(results: rows)
@@ -306,10 +314,13 @@ public struct NodeChecks: Sendable {
 
     // MARK: runc
 
-    private func runc() -> CheckResult {
-        let r = commands.run(options.runcPath, ["--version"], timeout: options.timeout)
+    private func runc(path runcPath: String) -> CheckResult {
+        guard options.checkRunc else {
+            return CheckResult("runc", "runc", .notChecked, "not run here (--no-runc-check); `zeropod doctor` on the node checks it")
+        }
+        let r = commands.run(runcPath, ["--version"], timeout: options.timeout)
         guard r.status == 0, let first = r.output.split(separator: "\n").first else {
-            return CheckResult("runc", "runc", .blocker, "\(options.runcPath) --version failed",
+            return CheckResult("runc", "runc", .blocker, "\(runcPath) --version failed",
                                fix: "install runc (1.1 or later) on containerd's PATH")
         }
         return CheckResult("runc", "runc", .ok, String(first))
@@ -320,6 +331,11 @@ public struct NodeChecks: Sendable {
     private func containerd() -> [CheckResult] {
         var rows: [CheckResult] = []
         let release: ContainerdRelease
+        if let failure = options.containerdVersionFailure {
+            rows.append(CheckResult("containerd", "containerd version", .blocker, failure,
+                                    fix: "start containerd, or point --containerd-address at its socket (or give --containerd-version)"))
+            return rows
+        }
         do {
             if let given = options.containerdVersion {
                 guard let r = ContainerdRelease(versionText: given) else { throw InstallerError("not a version: \(given)") }
@@ -331,7 +347,8 @@ public struct NodeChecks: Sendable {
                 release = try ContainerdRelease(versionOutput: r.output)
             }
             _ = try release.generation()
-            rows.append(CheckResult("containerd", "containerd version", .ok, release.text))
+            rows.append(CheckResult("containerd", "containerd version", .ok,
+                                    release.text + (options.containerdVersionSource.map { " (\($0))" } ?? "")))
         } catch {
             rows.append(CheckResult("containerd", "containerd version", .blocker, "\(error)",
                                     fix: "containerd \(ContainerdRelease.supported)"))

@@ -26,6 +26,8 @@ public struct InstallerOptions: Sendable, Equatable {
     public var containerdVersion: String?
     /// The containerd binary to ask (`--version`); nil: the flavour's default.
     public var containerdBinary: String?
+    /// containerd's gRPC socket, asked for its version; nil: the flavour's default.
+    public var containerdAddress: String?
     /// Seconds any one program may run (and the restart may take).
     public var timeout: Double = 60
     /// Whether and how to restart containerd.
@@ -42,6 +44,8 @@ public struct InstallerOptions: Sendable, Equatable {
 
     /// The main config path in effect.
     public var effectiveConfigPath: String { configPath ?? flavour.defaultConfigDirectory + "/config.toml" }
+    /// containerd's socket in effect.
+    public var effectiveContainerdAddress: String { containerdAddress ?? flavour.defaultSocket }
     /// The containerd binary in effect.
     public var effectiveContainerdBinary: String { containerdBinary ?? flavour.defaultBinary }
     /// `<opt>/bin/containerd-shim-zeropod-v2`.

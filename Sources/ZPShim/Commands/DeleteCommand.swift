@@ -27,7 +27,11 @@ public enum DeleteCommand {
             try? StandardStream.error.write("delete: node settings refused, cleaning up with the defaults: \(problem)\n")
         }
         let node = settings.config
-        let runc = RuncDriver(namespace: options.namespace, binary: node.runcPath)
+        // The runc options the lost shim used (BinaryName, Root, SystemdCgroup), kept in the bundle;
+        // BinaryName wins over the node setting `runc-path`.
+        let runcOptions = RuncOptionsFile.read(bundle: bundle)
+        let runc = (try? RuncDriver(namespace: options.namespace, options: runcOptions, nodeDefault: node.runcPath))
+            ?? RuncDriver(namespace: options.namespace, binary: node.runcPath)
         var pid: UInt32 = 0
         if let bytes = try? Files.read(FilePath(bundle + "/init.pid")),
            let value = UInt32(String(decoding: bytes, as: UTF8.self).trimmedWhitespace) {

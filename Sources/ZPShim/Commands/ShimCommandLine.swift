@@ -14,6 +14,10 @@ public struct ShimCommandLine: Sendable, Equatable {
         case delete
         /// Print the version.
         case version
+        /// Runtime introspection (`-info`, containerd 2.x: its CRI plugin runs it for every handler
+        /// whose `runtime_type` is `io.containerd.runc.v2`, with the runc options on stdin): refused
+        /// with a message, so that containerd logs it and goes on.
+        case info
         /// Serve as the daemon (started by `start`, listening socket on fd 3).
         case serve
     }
@@ -78,6 +82,8 @@ public struct ShimCommandLine: Sendable, Equatable {
                 debug = value.map { $0 != "false" } ?? true
             } else if name == "v" || name == "version" {
                 action = .version
+            } else if name == "info" {
+                action = .info
             }
             // Other flags (e.g. newer containerd additions) are ignored.
         }

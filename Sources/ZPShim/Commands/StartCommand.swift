@@ -1,4 +1,6 @@
 import SystemPackage
+import ZPAPI
+import ZPCore
 import ZPSystem
 
 #if canImport(Glibc)
@@ -24,10 +26,15 @@ public enum StartCommand {
     }
 
     /// Runs `start`. - Returns: The address to print, `unix:///run/containerd/s/<hash>`.
-    /// - Throws: ``SystemError`` when the socket cannot be created or the daemon cannot be started.
+    /// - Throws: ``SystemError`` when the socket cannot be created or the daemon cannot be started;
+    ///   ``RuncOptionsError`` when the `ShimCgroup` runc option names a cgroup the daemon cannot join.
     public static func run(_ options: ShimCommandLine) throws -> String {
         let bundle = options.bundle.isEmpty ? Files.currentDirectory() : options.bundle
-        drainStdinIfPipe()
+        // containerd writes the task's runtime options (an Any) to stdin; only ShimCgroup matters
+        // here, the rest (and a refusal of unsupported ones) comes with Create.
+        let runtimeOptions = readStdinIfPipe().flatMap { bytes in
+            (try? ProtobufAny(decoding: bytes)).flatMap { try? RuncOptions(any: $0) }
+        } ?? RuncOptions()
         let group = BundleConfig(bundle: bundle).groupID(default: options.id)
         let path = socketPath(containerdAddress: options.address, namespace: options.namespace, group: group)
         let address = "unix://" + path
@@ -46,20 +53,30 @@ public enum StartCommand {
         if Files.isFIFO(FilePath(bundle + "/log")), let log = try? OwnedDescriptor.open(FilePath(bundle + "/log"), O_RDWR | O_NONBLOCK) {
             spec.stderr = SharedDescriptor(log)
         }
+        let daemon: pid_t
         do {
-            _ = try Reaper.shared.spawn(spec)
+            daemon = try Reaper.shared.spawn(spec)
         } catch {
             unlink(path)
             throw error
+        }
+        if !runtimeOptions.shimCgroup.isEmpty {
+            do {
+                try ShimCgroup.join(pid: daemon, path: runtimeOptions.shimCgroup)
+            } catch {
+                kill(daemon, SIGKILL)
+                unlink(path)
+                throw error
+            }
         }
         try? Files.write(FilePath(bundle + "/address"), Array(address.utf8))
         return address
     }
 
-    /// Reads and discards runtime options containerd writes to stdin (a pipe it closes).
-    private static func drainStdinIfPipe() {
-        guard StandardStream.input.isPipe else { return }
-        _ = try? StandardStream.input.readAll()
+    /// What containerd wrote to stdin (a pipe it closes): the runtime options, if any.
+    private static func readStdinIfPipe() -> [UInt8]? {
+        guard StandardStream.input.isPipe else { return nil }
+        return try? StandardStream.input.readAll()
     }
 
     private static func selfExecutable() -> String {

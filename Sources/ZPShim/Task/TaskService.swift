@@ -52,7 +52,7 @@ public final class TaskService: Sendable {
     ///   - namespace: The namespace used when a request carries none (the `-namespace` flag).
     ///   - publisher: Where task events go.
     ///   - group: Event loops for stdio copies.
-    ///   - runcBinary: The runc to use; nil takes the node setting `runc-path`.
+    ///   - runcBinary: The runc to use (tests); nil takes `BinaryName` of containerd's runc options, else the node setting `runc-path`.
     ///   - logger: Request failures are logged here.
     /// - Parameter statusBoard: where the scale-down drivers publish phase changes (the status service's view).
     /// - Parameter statusSocket: this shim's status socket, which serves `Wake`; containers join
@@ -122,7 +122,7 @@ public final class TaskService: Sendable {
             (.closeIO, { [self] in try await closeIO($0) }),
             (.connect, { [self] in try await connect($0) }),
             (.shutdown, { [self] in try await shutdown($0) }),
-            (.resizePty, { _ in throw ShimError.notImplemented("ResizePty: terminals are not supported yet") }),
+            (.resizePty, { [self] in try await resizePty($0) }),
             (.pause, { _ in throw ShimError.notImplemented("Pause") }),
             (.resume, { _ in throw ShimError.notImplemented("Resume") }),
             (.checkpoint, { _ in throw ShimError.notImplemented("Checkpoint") }),
@@ -163,14 +163,30 @@ public final class TaskService: Sendable {
         }
         guard table.withLock({ $0.reserve(request.id) }) else { throw ShimError.alreadyExists("task \(request.id)") }
         let namespace = namespace(of: call)
-        let runc = RuncDriver(namespace: namespace, binary: runcBinary ?? node.runcPath)
         let container: ShimContainer
         let scaleDown: ScaleDownWiring?
         do {
-            scaleDown = try await makeScaleDown(request, runc: runc, namespace: namespace)
+            // containerd's runc options (decision 0042): BinaryName wins over the node setting
+            // `runc-path`, which wins over `runc` on PATH.
+            let options: RuncOptions
+            let runc: RuncDriver
             do {
-                container = try await ShimContainer.create(request, namespace: namespace, runc: runc, publisher: publisher, pids: pids,
-                                                           group: group, logger: logger, scaleDown: scaleDown)
+                options = try RuncOptions(any: request.options)
+                try options.checkSupported()
+                runc = try RuncDriver(namespace: namespace, options: options, binary: runcBinary, nodeDefault: node.runcPath)
+            } catch {
+                throw ShimError.invalidArgument("task \(request.id): \(error)")
+            }
+            do {
+                try RuncOptionsFile.write(options, bundle: request.bundle)
+            } catch {
+                throw ShimError.failedPrecondition("task \(request.id): cannot keep its runc options in the bundle: \(error)")
+            }
+            let ioOwner = options.ioUID != 0 || options.ioGID != 0 ? (uid: options.ioUID, gid: options.ioGID) : nil
+            scaleDown = try await makeScaleDown(request, runc: runc, options: options, namespace: namespace)
+            do {
+                container = try await ShimContainer.create(request, namespace: namespace, runc: runc, ioOwner: ioOwner, publisher: publisher,
+                                                           pids: pids, group: group, logger: logger, scaleDown: scaleDown)
             } catch {
                 if let scaleDown { pods.release(netnsPath: scaleDown.netnsPath, container: request.id) }
                 throw error
@@ -193,7 +209,8 @@ public final class TaskService: Sendable {
     /// zeropod does not scale it down (not named in `container-names`, the sandbox,
     /// `scaledown-duration` 0, no pod netns path).
     /// - Throws: ``ShimError/invalidArgument(_:)`` with the ConfigError text for a malformed annotation.
-    private func makeScaleDown(_ request: CreateTaskRequest, runc: RuncDriver, namespace: String) async throws -> ScaleDownWiring? {
+    private func makeScaleDown(_ request: CreateTaskRequest, runc: RuncDriver, options: RuncOptions,
+                               namespace: String) async throws -> ScaleDownWiring? {
         let bundle = BundleConfig(bundle: request.bundle)
         let config: ContainerConfig
         do {
@@ -238,12 +255,16 @@ public final class TaskService: Sendable {
         let handle = ContainerHandle()
         let control = RuncContainerControl(id: request.id, bundle: request.bundle, runc: runc, pids: pids, container: handle,
                                            connections: connections)
-        let checkpoints = CRIUCheckpoints(
-            checkpointer: checkpointer, target: RuncContainer(id: request.id, runcRoot: FilePath(runc.root)),
+        // The CriuPath runc option (containerd 1.x) picks this container's CRIU.
+        let criu = options.criuPath.isEmpty
+            ? checkpointer : ContainerCheckpointer(checkpointer: Checkpointer(criuPath: FilePath(options.criuPath)))
+        var checkpoints = CRIUCheckpoints(
+            checkpointer: criu, target: RuncContainer(id: request.id, runcRoot: FilePath(runc.root)),
             imagesDirectory: node.layout.imageDirectory(containerdNamespace: namespace, containerID: request.id),
             namespaceImagesDirectory: node.layout.imageDirectory(containerdNamespace: namespace),
             lazyRestore: node.lazyRestore, logLevel: Int32(node.criuLogLevel), pids: pids, container: handle,
             connections: connections)
+        checkpoints.terminal = request.terminal
         let redirect = redirector.map { redirector in
             PodRedirect(
                 redirector: redirector, namespacePath: FilePath(netns),
@@ -339,9 +360,14 @@ public final class TaskService: Sendable {
 
     private func stats(_ call: TTRPCCall) async throws -> [UInt8] {
         let request = try TaskIDRequest(decoding: call.payload)
-        _ = try container(request.id)
-        // Minimal: an empty cgroup v1 Metrics message (containerd decodes it; all counters zero).
-        return StatsResponse(stats: ProtobufAny(typeURL: "io.containerd.cgroups.v1.Metrics", value: [])).encoded()
+        let statistics = try await container(request.id).statistics()
+        return StatsResponse(stats: statistics.any).encoded()
+    }
+
+    private func resizePty(_ call: TTRPCCall) async throws -> [UInt8] {
+        let request = try ResizePtyRequest(decoding: call.payload)
+        try await container(request.id).resizePty(execID: request.execID, width: request.width, height: request.height)
+        return EmptyMessage().encoded()
     }
 
     private func update(_ call: TTRPCCall) async throws -> [UInt8] {

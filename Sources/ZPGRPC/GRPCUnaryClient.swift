@@ -1,6 +1,6 @@
 // A gRPC client for unary calls only, over cleartext HTTP/2 on a unix socket (how kubelet reaches
-// containerd's CRI), on SwiftNIO's HTTP/2: enough for the CRI test bed, without a code generator
-// or a gRPC library (decision 0026).
+// containerd's CRI and how the installer asks containerd's Version service), on SwiftNIO's HTTP/2:
+// without a code generator or a gRPC library (decisions 0026, 0038).
 import NIOCore
 import NIOHPACK
 import NIOHTTP2
@@ -15,6 +15,11 @@ public struct GRPCCallError: Error, CustomStringConvertible, Sendable {
     /// The `grpc-message`, percent-decoded, or what went wrong.
     public var message: String
 
+    /// An error for `method` with gRPC status `code` and `message`.
+    public init(method: String, code: Int, message: String) {
+        (self.method, self.code, self.message) = (method, code, message)
+    }
+
     /// "method: code N: message".
     public var description: String { "\(method): gRPC status \(code): \(message)" }
 }
@@ -25,22 +30,42 @@ public final class GRPCUnaryClient: Sendable {
     private let multiplexer: NIOHTTP2Handler.AsyncStreamMultiplexer<Void>
     /// The `:authority` sent with each call.
     private let authority: String
+    /// The `user-agent` sent with each call.
+    private let userAgent: String
 
-    private init(channel: any Channel, multiplexer: NIOHTTP2Handler.AsyncStreamMultiplexer<Void>, authority: String) {
-        (self.channel, self.multiplexer, self.authority) = (channel, multiplexer, authority)
+    private init(
+        channel: any Channel,
+        multiplexer: NIOHTTP2Handler.AsyncStreamMultiplexer<Void>,
+        authority: String,
+        userAgent: String
+    ) {
+        (self.channel, self.multiplexer, self.authority, self.userAgent) = (channel, multiplexer, authority, userAgent)
     }
 
     /// Connects to the gRPC server listening on the unix socket at `path`.
+    /// - Parameters:
+    ///   - userAgent: the `user-agent` sent with every call.
+    ///   - connectTimeout: how long the connect may take.
     /// - Throws: NIO's connect errors.
-    public static func connect(unixSocket path: String) async throws -> GRPCUnaryClient {
+    public static func connect(
+        unixSocket path: String,
+        userAgent: String = "grpc-go/1.72.2 zeropod-swift-cri-testbed",
+        connectTimeout: Duration = .seconds(10)
+    ) async throws -> GRPCUnaryClient {
         try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .connectTimeout(.seconds(10))
+            .connectTimeout(.milliseconds(max(1, connectTimeout.components.seconds * 1000
+                + connectTimeout.components.attoseconds / 1_000_000_000_000_000)))
             .connect(unixDomainSocketPath: path) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let multiplexer = try channel.pipeline.syncOperations.configureAsyncHTTP2Pipeline(mode: .client) {
                         $0.eventLoop.makeSucceededVoidFuture()
                     }
-                    return GRPCUnaryClient(channel: channel, multiplexer: multiplexer, authority: "localhost")
+                    return GRPCUnaryClient(
+                        channel: channel,
+                        multiplexer: multiplexer,
+                        authority: "localhost",
+                        userAgent: userAgent
+                    )
                 }
             }
     }
@@ -83,7 +108,7 @@ public final class GRPCUnaryClient: Sendable {
             let headers = HPACKHeaders([
                 (":method", "POST"), (":scheme", "http"), (":path", method), (":authority", authority),
                 ("content-type", "application/grpc"), ("te", "trailers"), ("grpc-timeout", "\(timeoutSeconds)S"),
-                ("user-agent", "grpc-go/1.72.2 zeropod-swift-cri-testbed"),
+                ("user-agent", userAgent),
             ])
             try await outbound.write(.headers(.init(headers: headers)))
             var frame = ByteBuffer()
