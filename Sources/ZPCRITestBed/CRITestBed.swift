@@ -50,8 +50,12 @@ public final class CRITestBed {
         public var options: [String: String]
 
         /// A handler.
-        public init(name: String, runtimeType: String = "io.containerd.runc.v2", runtimePath: String? = nil,
-                    options: [String: String] = [:]) {
+        public init(
+            name: String,
+            runtimeType: String = "io.containerd.runc.v2",
+            runtimePath: String? = nil,
+            options: [String: String] = [:]
+        ) {
             self.name = name
             self.runtimeType = runtimeType
             self.runtimePath = runtimePath
@@ -129,8 +133,13 @@ public final class CRITestBed {
         let (bridge, subnet, pauseRef) = (bridge, subnet, pause.ref)
         let zeropodHandler = options.zeropodHandler
         var configuration = PrivateContainerd.Configuration(environment: environment) { directory in
-            Self.criConfig(flavor: flavor, directory: directory, pauseImage: pauseRef, zeropodHandler: zeropodHandler,
-                           handlers: handlers(directory))
+            Self.criConfig(
+                flavor: flavor,
+                directory: directory,
+                pauseImage: pauseRef,
+                zeropodHandler: zeropodHandler,
+                handlers: handlers(directory)
+            )
         }
         configuration.configSubfolder = options.configSubfolder
         if let rewrite = options.rewrite {
@@ -162,8 +171,13 @@ public final class CRITestBed {
     }
 
     /// The CRI part of containerd's config, in the flavor's schema (version 2 for 1.6, 3 for 2.x).
-    static func criConfig(flavor: ContainerdFlavor, directory: String, pauseImage: String, zeropodHandler: Bool = true,
-                          handlers: [Handler] = []) -> String {
+    static func criConfig(
+        flavor: ContainerdFlavor,
+        directory: String,
+        pauseImage: String,
+        zeropodHandler: Bool = true,
+        handlers: [Handler] = []
+    ) -> String {
         let forwarded = forwardedAnnotations.map { "\"\($0)\"" }.joined(separator: ", ")
         let runtimes = { (prefix: String) in
             var text = """
@@ -177,11 +191,11 @@ public final class CRITestBed {
             if zeropodHandler {
                 text += """
 
-                  [\(prefix).containerd.runtimes.zeropod]
-                    runtime_type = "io.containerd.zeropod.v2"
-                    pod_annotations = [\(forwarded)]
-                    container_annotations = [\(forwarded)]
-                """
+                      [\(prefix).containerd.runtimes.zeropod]
+                        runtime_type = "io.containerd.zeropod.v2"
+                        pod_annotations = [\(forwarded)]
+                        container_annotations = [\(forwarded)]
+                    """
             }
             for handler in handlers {
                 text += "\n  [\(prefix).containerd.runtimes.\(handler.name)]\n"
@@ -190,7 +204,9 @@ public final class CRITestBed {
                 text += "    pod_annotations = [\(forwarded)]\n    container_annotations = [\(forwarded)]\n"
                 if !handler.options.isEmpty {
                     text += "    [\(prefix).containerd.runtimes.\(handler.name).options]\n"
-                    for (key, value) in handler.options.sorted(by: { $0.key < $1.key }) { text += "      \(key) = \(value)\n" }
+                    for (key, value) in handler.options.sorted(by: { $0.key < $1.key }) {
+                        text += "      \(key) = \(value)\n"
+                    }
                 }
             }
             return text
@@ -370,7 +386,13 @@ public func withCRITestBed<R>(
     handlers: @escaping @Sendable (_ directory: String) -> [CRITestBed.Handler] = { _ in [] },
     _ body: (CRITestBed) async throws -> R
 ) async throws -> R {
-    let bed = try await CRITestBed(flavor: flavor, tag: tag, environment: environment, options: options, handlers: handlers)
+    let bed = try await CRITestBed(
+        flavor: flavor,
+        tag: tag,
+        environment: environment,
+        options: options,
+        handlers: handlers
+    )
     do {
         let result = try await body(bed)
         await bed.stop()

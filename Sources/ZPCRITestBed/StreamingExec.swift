@@ -53,7 +53,8 @@ public func streamingExec(
     guard url.hasPrefix("http://") else { throw StreamingExecError(description: "not an http:// URL: \(url)") }
     let rest = url.dropFirst("http://".count)
     let slash = rest.firstIndex(of: "/") ?? rest.endIndex
-    let hostPort = rest[..<slash], path = String(rest[slash...])
+    let hostPort = rest[..<slash]
+    let path = String(rest[slash...])
     guard let colon = hostPort.lastIndex(of: ":"), let port = Int(hostPort[hostPort.index(after: colon)...]) else {
         throw StreamingExecError(description: "no port in \(url)")
     }
@@ -123,7 +124,12 @@ public func streamingExec(
                             result.stdout += bytes.dropFirst()
                             if let until, result.stdoutText.contains(until) {
                                 try? await outbound.write(
-                                    WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: .random(), data: ByteBuffer())
+                                    WebSocketFrame(
+                                        fin: true,
+                                        opcode: .connectionClose,
+                                        maskKey: .random(),
+                                        data: ByteBuffer()
+                                    )
                                 )
                                 break loop
                             }

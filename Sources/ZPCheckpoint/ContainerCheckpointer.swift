@@ -5,14 +5,15 @@
 // directly, without a runc process; then runc's state.json is pointed at the new init so runc
 // keeps working on the container.
 
+import FoundationEssentials
+import SystemPackage
+import ZPSystem
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
-import FoundationEssentials
-import SystemPackage
-import ZPSystem
 
 /// A container that runc manages: its id and runc's state root (`runc --root`, default /run/runc).
 public struct RuncContainer: Sendable, Equatable {
@@ -192,9 +193,13 @@ public struct ContainerCheckpointer: Sendable {
     ///   `.criu` when CRIU fails (the container keeps running then).
     /// - Parameter worker: a worker from `Checkpointer.startWorker()` started ahead of time
     ///   (consumed); nil starts one.
-    public func checkpoint(_ container: RuncContainer, imagesDir: FilePath,
-                           options: ContainerCheckpointOptions = ContainerCheckpointOptions(),
-                           hooks: CRIUHooks = CRIUHooks(), worker: CRIUConnection? = nil)
+    public func checkpoint(
+        _ container: RuncContainer,
+        imagesDir: FilePath,
+        options: ContainerCheckpointOptions = ContainerCheckpointOptions(),
+        hooks: CRIUHooks = CRIUHooks(),
+        worker: CRIUConnection? = nil
+    )
         throws(ContainerCheckpointError) -> ContainerCheckpointResult
     {
         let start = ContinuousClock.now
@@ -202,25 +207,45 @@ public struct ContainerCheckpointer: Sendable {
         var manifest = plannedManifest
         // A tmpfs bound in from the host (kubelet's secret, projected and downward API volumes) is
         // an external mount: it is bound again from the host on restore and never copied.
-        let candidates = options.copySmallTmpfs
+        let candidates =
+            options.copySmallTmpfs
             ? Self.copyableTmpfsMounts(of: pid, excluding: Set(manifest.externalMounts.keys)) : [:]
         let dump: DumpResult
         let copies = TmpfsCopies()
         do {
-            dump = try dumpOnce(pid: pid, imagesDir: imagesDir, options: o, manifest: &manifest, tmpfs: candidates,
-                                copies: copies, hooks: hooks, worker: worker)
+            dump = try dumpOnce(
+                pid: pid,
+                imagesDir: imagesDir,
+                options: o,
+                manifest: &manifest,
+                tmpfs: candidates,
+                copies: copies,
+                hooks: hooks,
+                worker: worker
+            )
         } catch let error where error.code == .hookFailed && error.message.contains(Self.tmpfsNotCopyableMarker) {
             // A tmpfs changed into something we do not copy while we looked: CRIU aborted and
             // resumed the tasks; dump again with CRIU archiving every tmpfs.
             do {
-                dump = try dumpOnce(pid: pid, imagesDir: imagesDir, options: o, manifest: &manifest, tmpfs: [:],
-                                    copies: copies, hooks: hooks, worker: nil)
+                dump = try dumpOnce(
+                    pid: pid,
+                    imagesDir: imagesDir,
+                    options: o,
+                    manifest: &manifest,
+                    tmpfs: [:],
+                    copies: copies,
+                    hooks: hooks,
+                    worker: nil
+                )
             } catch { throw .criu(error) }
         } catch { throw .criu(error) }
         if !copies.snapshots.isEmpty {
             do {
-                try Files.write(imagesDir.appending(Self.tmpfsCopiesName), TmpfsSnapshots(mounts: copies.snapshots).encoded(),
-                                mode: 0o600)
+                try Files.write(
+                    imagesDir.appending(Self.tmpfsCopiesName),
+                    TmpfsSnapshots(mounts: copies.snapshots).encoded(),
+                    mode: 0o600
+                )
             } catch {
                 throw .invalidArgument("cannot write \(imagesDir.appending(Self.tmpfsCopiesName)): \(error)")
             }
@@ -246,8 +271,11 @@ public struct ContainerCheckpointer: Sendable {
     ///   dirty-memory tracking (checked once per process, CRIU is not asked to pre-dump then),
     ///   `.invalidState` when runc's init is not running, `.criu` when CRIU fails (the container
     ///   keeps running).
-    public func preDump(_ container: RuncContainer, imagesDir: FilePath,
-                        options: ContainerCheckpointOptions = ContainerCheckpointOptions())
+    public func preDump(
+        _ container: RuncContainer,
+        imagesDir: FilePath,
+        options: ContainerCheckpointOptions = ContainerCheckpointOptions()
+    )
         throws(ContainerCheckpointError) -> DumpResult
     {
         let (pid, plan, manifest) = try dumpPlan(container, options: options)
@@ -264,7 +292,10 @@ public struct ContainerCheckpointer: Sendable {
     /// Reads runc's state and turns it into the dump options and manifest of a checkpoint or
     /// pre-dump: rootfs as root, the network and pid namespaces external, host bind mounts and
     /// cgroup mounts external, cgroups managed, and the freezer if asked for.
-    private func dumpPlan(_ container: RuncContainer, options: ContainerCheckpointOptions)
+    private func dumpPlan(
+        _ container: RuncContainer,
+        options: ContainerCheckpointOptions
+    )
         throws(ContainerCheckpointError) -> (pid: Int32, options: DumpOptions, manifest: ContainerCheckpointManifest)
     {
         let state: RuncState
@@ -276,8 +307,13 @@ public struct ContainerCheckpointer: Sendable {
         var o = options.criu
         o.root = state.rootfs
         o.manageCgroups = options.cgroupMode
-        var manifest = ContainerCheckpointManifest(containerID: container.id, initPID: pid, stdio: stdioLinks(pid),
-                                                   externalMounts: [:], usedFreezer: false)
+        var manifest = ContainerCheckpointManifest(
+            containerID: container.id,
+            initPID: pid,
+            stdio: stdioLinks(pid),
+            externalMounts: [:],
+            usedFreezer: false
+        )
         let ns = state.namespaces
         if let net = ns["NEWNET"], !net.isEmpty {
             do {
@@ -300,7 +336,9 @@ public struct ContainerCheckpointer: Sendable {
         // restored from the host mount of the same hierarchy.
         let host = (try? MountInfo.read()) ?? []
         for m in (try? MountInfo.read(pid: pid)) ?? [] where m.fsType == "cgroup" || m.fsType == "cgroup2" {
-            guard let h = host.first(where: { $0.fsType == m.fsType && $0.superOptions == m.superOptions }) else { continue }
+            guard let h = host.first(where: { $0.fsType == m.fsType && $0.superOptions == m.superOptions }) else {
+                continue
+            }
             let rel = m.root.hasPrefix(h.root) ? String(m.root.dropFirst(h.root.count)) : m.root
             let inside = m.mountPoint.hasPrefix("/") ? m.mountPoint : "/" + m.mountPoint
             manifest.externalMounts[inside] = h.mountPoint + (rel.hasPrefix("/") || rel.isEmpty ? rel : "/" + rel)
@@ -316,12 +354,20 @@ public struct ContainerCheckpointer: Sendable {
     /// File name of the tmpfs copies inside the image directory.
     public static let tmpfsCopiesName = "zeropod-tmpfs.pb"
 
-    private func dumpOnce(pid: Int32, imagesDir: FilePath, options: DumpOptions, manifest: inout ContainerCheckpointManifest,
-                          tmpfs: [String: TmpfsMountOptions], copies: TmpfsCopies, hooks: CRIUHooks,
-                          worker: CRIUConnection?) throws(CRIUError) -> DumpResult
-    {
+    private func dumpOnce(
+        pid: Int32,
+        imagesDir: FilePath,
+        options: DumpOptions,
+        manifest: inout ContainerCheckpointManifest,
+        tmpfs: [String: TmpfsMountOptions],
+        copies: TmpfsCopies,
+        hooks: CRIUHooks,
+        worker: CRIUConnection?
+    ) throws(CRIUError) -> DumpResult {
         var o = options
-        o.externalMounts = (Array(manifest.externalMounts.keys) + tmpfs.keys).sorted().map { CRIUKeyValue(key: $0, value: $0) }
+        o.externalMounts = (Array(manifest.externalMounts.keys) + tmpfs.keys).sorted().map {
+            CRIUKeyValue(key: $0, value: $0)
+        }
         manifest.copiedTmpfs = tmpfs.isEmpty ? nil : tmpfs
         copies.snapshots = []
         var h = hooks
@@ -347,15 +393,18 @@ public struct ContainerCheckpointer: Sendable {
     /// like runc's masked paths, which bind the container's `/dev/null` over `/proc/keys` etc.:
     /// CRIU binds those from the restored mount), not one of `external` (bind mounts from the host,
     /// such as a Kubernetes secret: their content must never reach an image), and copyable right now.
-    static func copyableTmpfsMounts(of pid: Int32, excluding external: Set<String> = []) -> [String: TmpfsMountOptions] {
+    static func copyableTmpfsMounts(of pid: Int32, excluding external: Set<String> = []) -> [String: TmpfsMountOptions]
+    {
         let mounts = (try? MountInfo.read(pid: pid)) ?? []
         var rootMounts: [String: Int] = [:]
         for m in mounts where m.root == "/" { rootMounts[m.device, default: 0] += 1 }
         var out: [String: TmpfsMountOptions] = [:]
-        for m in mounts where m.fsType == "tmpfs" && m.root == "/" && m.mountPoint != "/" && rootMounts[m.device] == 1
+        for m in mounts
+        where m.fsType == "tmpfs" && m.root == "/" && m.mountPoint != "/" && rootMounts[m.device] == 1
             && !external.contains(m.mountPoint)
         {
-            guard (try? TmpfsSnapshot.capture(mountPoint: m.mountPoint, root: "/proc/\(pid)/root\(m.mountPoint)")) != nil
+            guard
+                (try? TmpfsSnapshot.capture(mountPoint: m.mountPoint, root: "/proc/\(pid)/root\(m.mountPoint)")) != nil
             else { continue }
             out[m.mountPoint] = TmpfsMountOptions(mountOptions: m.mountOptions, superOptions: m.superOptions)
         }
@@ -367,9 +416,12 @@ public struct ContainerCheckpointer: Sendable {
     /// Restores a container dumped by `checkpoint` and points runc's state at the new init:
     /// `prepareRestore` followed by `PreparedContainerRestore.run`.
     /// - Throws: `ContainerCheckpointError`.
-    public func restore(_ container: RuncContainer, imagesDir: FilePath,
-                        options: ContainerRestoreOptions = ContainerRestoreOptions(),
-                        hooks: CRIUHooks = CRIUHooks()) throws(ContainerCheckpointError) -> ContainerRestoreResult {
+    public func restore(
+        _ container: RuncContainer,
+        imagesDir: FilePath,
+        options: ContainerRestoreOptions = ContainerRestoreOptions(),
+        hooks: CRIUHooks = CRIUHooks()
+    ) throws(ContainerCheckpointError) -> ContainerRestoreResult {
         let prepared = try prepareRestore(container, imagesDir: imagesDir, options: options)
         return try prepared.run(hooks: hooks)
     }
@@ -379,12 +431,19 @@ public struct ContainerCheckpointer: Sendable {
     /// wants it, and starts the CRIU worker with the inherited descriptors. A shim can do this
     /// while the container is scaled down and keep only `run` on the connection's critical path.
     /// - Throws: `ContainerCheckpointError`.
-    public func prepareRestore(_ container: RuncContainer, imagesDir: FilePath,
-                               options: ContainerRestoreOptions = ContainerRestoreOptions())
+    public func prepareRestore(
+        _ container: RuncContainer,
+        imagesDir: FilePath,
+        options: ContainerRestoreOptions = ContainerRestoreOptions()
+    )
         throws(ContainerCheckpointError) -> PreparedContainerRestore
     {
-        try PreparedContainerRestore(checkpointer: checkpointer, container: container, imagesDir: imagesDir,
-                                     options: options)
+        try PreparedContainerRestore(
+            checkpointer: checkpointer,
+            container: container,
+            imagesDir: imagesDir,
+            options: options
+        )
     }
 }
 
@@ -410,7 +469,12 @@ public final class PreparedContainerRestore {
     private var stagingFolder: FilePath?
     private var prepareDuration: Duration = .zero
 
-    init(checkpointer: Checkpointer, container: RuncContainer, imagesDir: FilePath, options: ContainerRestoreOptions)
+    init(
+        checkpointer: Checkpointer,
+        container: RuncContainer,
+        imagesDir: FilePath,
+        options: ContainerRestoreOptions
+    )
         throws(ContainerCheckpointError)
     {
         let start = ContinuousClock.now
@@ -421,7 +485,10 @@ public final class PreparedContainerRestore {
         let manifestPath = imagesDir.appending(ContainerCheckpointer.manifestName)
         let manifest: ContainerCheckpointManifest
         do {
-            manifest = try JSONDecoder().decode(ContainerCheckpointManifest.self, from: Data(try Files.read(manifestPath)))
+            manifest = try JSONDecoder().decode(
+                ContainerCheckpointManifest.self,
+                from: Data(try Files.read(manifestPath))
+            )
         } catch {
             throw .invalidArgument("\(manifestPath) is missing or unreadable (\(error)): not a container checkpoint")
         }
@@ -431,7 +498,9 @@ public final class PreparedContainerRestore {
         var o = options.criu
         o.manageCgroups = options.cgroupMode
         if options.terminal { o.orphanPtsMaster = true }
-        o.externalMounts = manifest.externalMounts.keys.sorted().map { CRIUKeyValue(key: $0, value: manifest.externalMounts[$0]!) }
+        o.externalMounts = manifest.externalMounts.keys.sorted().map {
+            CRIUKeyValue(key: $0, value: manifest.externalMounts[$0]!)
+        }
         var inherited: [InheritedFile] = []
         if let key = manifest.networkNamespaceKey, let path = manifest.networkNamespacePath {
             do {
@@ -439,7 +508,9 @@ public final class PreparedContainerRestore {
                 netns = fd
                 inherited.append(InheritedFile(key: key, descriptor: fd))
             } catch {
-                throw .invalidArgument("network namespace \(path) of container \(container.id) cannot be opened: \(error)")
+                throw .invalidArgument(
+                    "network namespace \(path) of container \(container.id) cannot be opened: \(error)"
+                )
             }
         }
         if let path = manifest.pidNamespacePath {
@@ -464,7 +535,9 @@ public final class PreparedContainerRestore {
             seen.insert(key)
             guard slot < options.stdio.count, let fd = options.stdio[slot] else {
                 cancel()
-                throw .invalidArgument("container \(container.id) had fd \(slot) on \(key): pass its pipe end in stdio[\(slot)]")
+                throw .invalidArgument(
+                    "container \(container.id) had fd \(slot) on \(key): pass its pipe end in stdio[\(slot)]"
+                )
             }
             inherited.append(InheritedFile(key: key, descriptor: fd))
         }
@@ -481,7 +554,10 @@ public final class PreparedContainerRestore {
                 throw .invalidArgument("\(copiesPath) is missing or corrupt: \(error)")
             }
             let staging: FilePath
-            do { staging = try makeStagingFolder() } catch { cancel(); throw .system(error) }
+            do { staging = try makeStagingFolder() } catch {
+                cancel()
+                throw .system(error)
+            }
             for (i, mountPoint) in copied.keys.sorted().enumerated() {
                 guard let snapshot = snapshots[mountPoint] else {
                     cancel()
@@ -493,12 +569,22 @@ public final class PreparedContainerRestore {
                 let (flags, data) = Self.tmpfsMountArguments(copied[mountPoint]!)
                 do {
                     // Mount writable to fill it, then apply the recorded read-only flag.
-                    try MountPoints.mount(source: "tmpfs", target: dir.string, type: "tmpfs", flags: flags & ~UInt(MS_RDONLY),
-                                     data: data)
+                    try MountPoints.mount(
+                        source: "tmpfs",
+                        target: dir.string,
+                        type: "tmpfs",
+                        flags: flags & ~UInt(MS_RDONLY),
+                        data: data
+                    )
                     try snapshot.recreate(at: dir.string)
                     if flags & UInt(MS_RDONLY) != 0 {
-                        try MountPoints.mount(source: "tmpfs", target: dir.string, type: "tmpfs", flags: flags | UInt(MS_REMOUNT),
-                                         data: data)
+                        try MountPoints.mount(
+                            source: "tmpfs",
+                            target: dir.string,
+                            type: "tmpfs",
+                            flags: flags | UInt(MS_REMOUNT),
+                            data: data
+                        )
                     }
                 } catch {
                     cancel()
@@ -517,7 +603,13 @@ public final class PreparedContainerRestore {
                 let target = try makeStagingFolder().appending("criu-root")
                 _ = mkdir(target.string, 0o700)
                 boundRoot = target  // cancel() unmounts (if mounted) and removes it
-                try MountPoints.mount(source: rootfs, target: target.string, type: nil, flags: UInt(MS_BIND | MS_REC), data: nil)
+                try MountPoints.mount(
+                    source: rootfs,
+                    target: target.string,
+                    type: nil,
+                    flags: UInt(MS_BIND | MS_REC),
+                    data: nil
+                )
                 o.root = target.string
             } catch {
                 cancel()
@@ -574,7 +666,9 @@ public final class PreparedContainerRestore {
             let now = ProcessCgroups.folders(procCgroup: text, mounts: mounts)
             for (controller, want) in paths where !want.isEmpty {
                 guard let have = now[controller], have != want else { continue }
-                guard let fd = try? OwnedDescriptor.open(FilePath(want).appending("cgroup.procs"), O_WRONLY) else { continue }
+                guard let fd = try? OwnedDescriptor.open(FilePath(want).appending("cgroup.procs"), O_WRONLY) else {
+                    continue
+                }
                 if (try? fd.writeAll(Array("\(member)\n".utf8))) != nil { moved.append("\(member) \(controller)") }
             }
         }
@@ -618,7 +712,9 @@ public final class PreparedContainerRestore {
     static func joinCgroups(pid: Int32, paths: [String: String]) {
         let bytes = Array("\(pid)\n".utf8)
         for dir in Set(paths.values) where !dir.isEmpty {
-            guard let fd = try? OwnedDescriptor.open(FilePath(dir).appending("cgroup.procs"), O_WRONLY) else { continue }
+            guard let fd = try? OwnedDescriptor.open(FilePath(dir).appending("cgroup.procs"), O_WRONLY) else {
+                continue
+            }
             try? fd.writeAll(bytes)
         }
     }
@@ -671,7 +767,9 @@ public final class PreparedContainerRestore {
     /// - Throws: `ContainerCheckpointError`; after a CRIU failure nothing of the container runs.
     public func run(hooks: CRIUHooks = CRIUHooks()) throws(ContainerCheckpointError) -> ContainerRestoreResult {
         let start = ContinuousClock.now
-        guard let worker else { throw .invalidState(container: container.id, reason: "restore already run or cancelled") }
+        guard let worker else {
+            throw .invalidState(container: container.id, reason: "restore already run or cancelled")
+        }
         self.worker = nil
         defer { cancel() }
         let r: RestoreResult
@@ -703,8 +801,14 @@ public final class PreparedContainerRestore {
             throw .runcState(error)
         }
         let end = ContinuousClock.now
-        return ContainerRestoreResult(pid: r.pid, restore: r, total: end - start, prepare: prepareDuration,
-                                      stateUpdate: end - criuDone, terminalMaster: terminal.master,
-                                      cgroupCorrections: corrections)
+        return ContainerRestoreResult(
+            pid: r.pid,
+            restore: r,
+            total: end - start,
+            prepare: prepareDuration,
+            stateUpdate: end - criuDone,
+            terminalMaster: terminal.master,
+            cgroupCorrections: corrections
+        )
     }
 }

@@ -20,9 +20,12 @@ public enum ProcessCgroups {
                 continue
             }
             let names = parts[1].split(separator: ",").map(String.init)
-            guard let m = mounts.first(where: { m in
-                m.fsType == "cgroup" && names.allSatisfy { m.superOptions.split(separator: ",").contains(Substring($0)) }
-            }) else { continue }
+            guard
+                let m = mounts.first(where: { m in
+                    m.fsType == "cgroup"
+                        && names.allSatisfy { m.superOptions.split(separator: ",").contains(Substring($0)) }
+                })
+            else { continue }
             for name in names { out[name] = join(m, path) }
         }
         return out

@@ -22,7 +22,9 @@ public enum UnixSockets {
         let raw = fd.rawValue
         try systemCall("bind", path) {
             withUnsafePointer(to: &addr) { p in
-                p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(raw, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+                p.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(raw, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                }
             }
         }
         try systemCall("chmod", path) { chmod(path, 0o600) }
@@ -32,7 +34,10 @@ public enum UnixSockets {
 
     /// Accepts one connection on `listener`, waiting at most `timeout`.
     /// - Throws: ``SystemError`` (`ETIMEDOUT` when nobody connected in time).
-    public static func accept(_ listener: borrowing OwnedDescriptor, timeout: Duration) throws(SystemError) -> OwnedDescriptor {
+    public static func accept(
+        _ listener: borrowing OwnedDescriptor,
+        timeout: Duration
+    ) throws(SystemError) -> OwnedDescriptor {
         let raw = listener.rawValue
         try waitReadable(raw, timeout: timeout, call: "accept")
         return OwnedDescriptor(adopting: try systemCall("accept4") { czpsystem_accept_cloexec(raw) })
@@ -42,7 +47,11 @@ public enum UnixSockets {
     /// (SCM_RIGHTS, received close-on-exec), waiting at most `timeout`.
     /// - Returns: the message's bytes and the descriptors, each with its own owner.
     /// - Throws: ``SystemError`` (`ETIMEDOUT`; `ECONNRESET` when the peer closed without sending).
-    public static func receive(_ socket: borrowing OwnedDescriptor, timeout: Duration, maxDescriptors: Int = 4)
+    public static func receive(
+        _ socket: borrowing OwnedDescriptor,
+        timeout: Duration,
+        maxDescriptors: Int = 4
+    )
         throws(SystemError) -> (bytes: [UInt8], descriptors: [SharedDescriptor])
     {
         let raw = socket.rawValue
@@ -79,7 +88,11 @@ public enum UnixSockets {
                 if hdr.cmsg_level == SOL_SOCKET && hdr.cmsg_type == CInt(SCM_RIGHTS) {
                     var p = offset + aligned(header)
                     while p + MemoryLayout<CInt>.size <= offset + length {
-                        descriptors.append(SharedDescriptor(OwnedDescriptor(adopting: ctl.loadUnaligned(fromByteOffset: p, as: CInt.self))))
+                        descriptors.append(
+                            SharedDescriptor(
+                                OwnedDescriptor(adopting: ctl.loadUnaligned(fromByteOffset: p, as: CInt.self))
+                            )
+                        )
                         p += MemoryLayout<CInt>.size
                     }
                 }
@@ -96,9 +109,13 @@ public enum UnixSockets {
         let deadline = ContinuousClock.now + timeout
         while true {
             let left = deadline - .now
-            guard left > .zero else { throw SystemError(call: call, subject: "nothing arrived within \(timeout)", errno: .timedOut) }
+            guard left > .zero else {
+                throw SystemError(call: call, subject: "nothing arrived within \(timeout)", errno: .timedOut)
+            }
             var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let ms = CInt(min(left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1, 60_000))
+            let ms = CInt(
+                min(left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1, 60_000)
+            )
             if try systemCall("poll") { Glibc.poll(&pfd, 1, ms) } > 0 { return }
         }
     }
@@ -126,7 +143,8 @@ public enum Terminals {
     ///   - columns: the width in characters.
     ///   - rows: the height in lines.
     /// - Throws: ``SystemError`` (`ENOTTY` when `fd` is no terminal).
-    public static func setWindowSize(_ fd: borrowing OwnedDescriptor, columns: UInt16, rows: UInt16) throws(SystemError) {
+    public static func setWindowSize(_ fd: borrowing OwnedDescriptor, columns: UInt16, rows: UInt16) throws(SystemError)
+    {
         var size = winsize(ws_row: rows, ws_col: columns, ws_xpixel: 0, ws_ypixel: 0)
         let raw = fd.rawValue
         try systemCall("ioctl(TIOCSWINSZ)") { ioctl(raw, UInt(TIOCSWINSZ), &size) }
@@ -134,7 +152,9 @@ public enum Terminals {
 
     /// A terminal's window size (`ioctl(TIOCGWINSZ)`).
     /// - Throws: ``SystemError`` (`ENOTTY` when `fd` is no terminal).
-    public static func windowSize(_ fd: borrowing OwnedDescriptor) throws(SystemError) -> (columns: UInt16, rows: UInt16) {
+    public static func windowSize(
+        _ fd: borrowing OwnedDescriptor
+    ) throws(SystemError) -> (columns: UInt16, rows: UInt16) {
         var size = winsize()
         let raw = fd.rawValue
         try systemCall("ioctl(TIOCGWINSZ)") { ioctl(raw, UInt(TIOCGWINSZ), &size) }

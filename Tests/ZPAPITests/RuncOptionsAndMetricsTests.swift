@@ -47,9 +47,14 @@ struct RuncOptionsAndMetricsTests {
     }
 
     @Test func resizePtyRequest_matchesProtoc() throws {
-        let bytes = try Protoc.encode("containerd.runc.v1.ResizePtyRequest", in: "runc_options.proto",
-                                      #"id: "c1" exec_id: "e1" width: 120 height: 40"#)
-        #expect(try ResizePtyRequest(decoding: bytes) == ResizePtyRequest(id: "c1", execID: "e1", width: 120, height: 40))
+        let bytes = try Protoc.encode(
+            "containerd.runc.v1.ResizePtyRequest",
+            in: "runc_options.proto",
+            #"id: "c1" exec_id: "e1" width: 120 height: 40"#
+        )
+        #expect(
+            try ResizePtyRequest(decoding: bytes) == ResizePtyRequest(id: "c1", execID: "e1", width: 120, height: 40)
+        )
         #expect(ResizePtyRequest(id: "c1", execID: "e1", width: 120, height: 40).encoded() == bytes)
     }
 
@@ -78,8 +83,10 @@ struct RuncOptionsAndMetricsTests {
         cpu.throttling = throttle
         m.cpu = cpu
         var memory = CgroupV1Metrics.MemoryStat()
-        memory.stat = [.cache: 4096, .rss: 8192, .pgFault: 77, .hierarchicalSwapLimit: 9, .totalInactiveFile: 1024,
-                       .totalRSS: 8192, .totalUnevictable: 1]
+        memory.stat = [
+            .cache: 4096, .rss: 8192, .pgFault: 77, .hierarchicalSwapLimit: 9, .totalInactiveFile: 1024,
+            .totalRSS: 8192, .totalUnevictable: 1,
+        ]
         var entry = CgroupV1Metrics.MemoryEntry()
         entry.limit = 9_223_372_036_854_771_712
         entry.usage = 700_416
@@ -96,7 +103,10 @@ struct RuncOptionsAndMetricsTests {
         blkio.ioServiceBytesRecursive = [CgroupV1Metrics.BlkIOEntry(op: "Read", major: 8, minor: 0, value: 4096)]
         blkio.ioServicedRecursive = [CgroupV1Metrics.BlkIOEntry(op: "Write", major: 8, minor: 16, value: 3)]
         m.blkio = blkio
-        let golden = try Protoc.encode("io.containerd.cgroups.v1.Metrics", in: "cgroups_v1.proto", """
+        let golden = try Protoc.encode(
+            "io.containerd.cgroups.v1.Metrics",
+            in: "cgroups_v1.proto",
+            """
             hugetlb { usage: 2097152 max: 4194304 pagesize: "2MB" }
             pids { current: 3 limit: 1024 }
             cpu { usage { total: 123456789 kernel: 20000000 user: 100000000 per_cpu: 100000000 per_cpu: 23456789 }
@@ -107,7 +117,8 @@ struct RuncOptionsAndMetricsTests {
             blkio { io_service_bytes_recursive { op: "Read" major: 8 value: 4096 }
                     io_serviced_recursive { op: "Write" major: 8 minor: 16 value: 3 } }
             memory_oom_control { oom_kill: 1 }
-            """)
+            """
+        )
         #expect(m.encoded() == golden)
         #expect(try CgroupV1Metrics(decoding: golden) == m)
     }
@@ -132,8 +143,10 @@ struct RuncOptionsAndMetricsTests {
         cpu.nrBursts = 1
         m.cpu = cpu
         var memory = CgroupV2Metrics.MemoryStat()
-        memory.stat = [.anon: 4096, .inactiveFile: 100, .pgmajfault: 2, .thpCollapseAlloc: 1, .usage: 8192,
-                       .usageLimit: UInt64.max, .swapMaxUsage: 7]
+        memory.stat = [
+            .anon: 4096, .inactiveFile: 100, .pgmajfault: 2, .thpCollapseAlloc: 1, .usage: 8192,
+            .usageLimit: UInt64.max, .swapMaxUsage: 7,
+        ]
         m.memory = memory
         var io = CgroupV2Metrics.IOStat()
         var e = CgroupV2Metrics.IOEntry()
@@ -148,12 +161,16 @@ struct RuncOptionsAndMetricsTests {
         var events = CgroupV2Metrics.MemoryEvents()
         events.oomKill = 2
         m.memoryEvents = events
-        let golden = try Protoc.encode("io.containerd.cgroups.v2.Metrics", in: "cgroups_v2.proto", """
+        let golden = try Protoc.encode(
+            "io.containerd.cgroups.v2.Metrics",
+            in: "cgroups_v2.proto",
+            """
             pids { current: 2 } cpu { usage_usec: 5000 user_usec: 3000 system_usec: 2000 nr_bursts: 1 }
             memory { anon: 4096 inactive_file: 100 pgmajfault: 2 thp_collapse_alloc: 1 usage: 8192
                      usage_limit: 18446744073709551615 swap_max_usage: 7 }
             io { usage { major: 253 rbytes: 512 wios: 1 } } hugetlb { pagesize: "1GB" } memory_events { oom_kill: 2 }
-            """)
+            """
+        )
         #expect(m.encoded() == golden)
         #expect(try CgroupV2Metrics(decoding: golden) == m)
         typealias F = CgroupV2Metrics.MemoryStat.Field

@@ -329,7 +329,8 @@ struct CRIPodTests {
             // Probes reach the app itself (counted), and nothing scales down.
             var http: (status: Int, body: String)?
             _ = await eventuallyAsync(within: 10) {
-                http = try? await onThread { try KubeletProbe.http(ip: ip, port: 8080) }; return http != nil
+                http = try? await onThread { try KubeletProbe.http(ip: ip, port: 8080) }
+                return http != nil
             }
             #expect(http?.status == 200 && count(in: http?.body) == last + 1)
             last += 1
@@ -403,7 +404,9 @@ struct CRIPodTests {
             #expect(!mountinfo.contains(id), "a mount of \(id) is left")
             #expect(!FileManager.default.fileExists(atPath: "/run/containerd/runc/k8s.io/\(id)"))
             #expect(
-                !FileManager.default.fileExists(atPath: NodeLayout().imageDirectory(containerdNamespace: CRITestBed.criNamespace, containerID: id)),
+                !FileManager.default.fileExists(
+                    atPath: NodeLayout().imageDirectory(containerdNamespace: CRITestBed.criNamespace, containerID: id)
+                ),
                 "checkpoint images of \(id) left"
             )
         }

@@ -30,12 +30,19 @@ func changedLines(_ before: String, _ after: String) -> (removed: [String], adde
     var prefix = 0
     while prefix < a.count, prefix < b.count, a[prefix] == b[prefix] { prefix += 1 }
     var suffix = 0
-    while suffix < a.count - prefix, suffix < b.count - prefix, a[a.count - 1 - suffix] == b[b.count - 1 - suffix] { suffix += 1 }
+    while suffix < a.count - prefix, suffix < b.count - prefix, a[a.count - 1 - suffix] == b[b.count - 1 - suffix] {
+        suffix += 1
+    }
     return (Array(a[prefix..<(a.count - suffix)]), Array(b[prefix..<(b.count - suffix)]))
 }
 
-func inputs(_ release: ContainerdRelease, main: String?, mainPath: String = "/etc/containerd/config.toml",
-            dropIn: String? = nil, flavour: ContainerdFlavour = .containerd) -> ConfigInputs {
+func inputs(
+    _ release: ContainerdRelease,
+    main: String?,
+    mainPath: String = "/etc/containerd/config.toml",
+    dropIn: String? = nil,
+    flavour: ContainerdFlavour = .containerd
+) -> ConfigInputs {
     ConfigInputs(flavour: flavour, release: release, mainPath: mainPath, main: main, dropIn: dropIn)
 }
 
@@ -83,8 +90,11 @@ func inputs(_ release: ContainerdRelease, main: String?, mainPath: String = "/et
         #expect(dropIn.hasPrefix(ConfigPlanner.marker))
         let facts = try ContainerdConfigFacts(try TOMLDocument(path: "d", text: dropIn))
         #expect(facts.version == 3)
-        #expect(facts.root[["plugins", "io.containerd.cri.v1.runtime", "containerd", "runtimes", "zeropod", "runtime_path"]]?.string
-                    == handler.shimPath)
+        #expect(
+            facts.root[["plugins", "io.containerd.cri.v1.runtime", "containerd", "runtimes", "zeropod", "runtime_path"]
+            ]?.string
+                == handler.shimPath
+        )
     }
 
     @Test func debianShippedOn2_getsAVersion2DropIn_andAnImportsLineAfterVersion() throws {
@@ -133,8 +143,13 @@ func inputs(_ release: ContainerdRelease, main: String?, mainPath: String = "/et
         #expect(!first.edits.isEmpty)
         let files = applying(first, to: ["/etc/containerd/config.toml": main])
         let second = try ConfigPlanner.plan(
-            inputs(release, main: files["/etc/containerd/config.toml"], dropIn: files["/etc/containerd/zeropod-swift.toml"]),
-            handler: handler)
+            inputs(
+                release,
+                main: files["/etc/containerd/config.toml"],
+                dropIn: files["/etc/containerd/zeropod-swift.toml"]
+            ),
+            handler: handler
+        )
         #expect(second.edits.isEmpty)
         #expect(!second.restartNeeded)
     }
@@ -156,7 +171,9 @@ func inputs(_ release: ContainerdRelease, main: String?, mainPath: String = "/et
 
     @Test func malformed_isRefusedWithFileAndLine() throws {
         let main = try fixture("malformed.toml")
-        let error = #expect(throws: InstallerError.self) { try ConfigPlanner.plan(inputs(v21, main: main), handler: handler) }
+        let error = #expect(throws: InstallerError.self) {
+            try ConfigPlanner.plan(inputs(v21, main: main), handler: handler)
+        }
         #expect(error?.file == "/etc/containerd/config.toml")
         #expect(error?.line == 4)
         #expect(error?.reason.contains("not valid TOML") == true)
@@ -164,7 +181,9 @@ func inputs(_ release: ContainerdRelease, main: String?, mainPath: String = "/et
 
     @Test func aZeropodHandlerWeDidNotWrite_isRefusedWithItsLine() throws {
         let main = try fixture("foreign-handler.toml")
-        let error = #expect(throws: InstallerError.self) { try ConfigPlanner.plan(inputs(v21, main: main), handler: handler) }
+        let error = #expect(throws: InstallerError.self) {
+            try ConfigPlanner.plan(inputs(v21, main: main), handler: handler)
+        }
         #expect(error?.line == 4)
         #expect(error?.reason.contains("did not write") == true)
     }
@@ -209,8 +228,15 @@ func inputs(_ release: ContainerdRelease, main: String?, mainPath: String = "/et
     @Test func k3sContainerd2_withoutTemplate_createsConfigV3TemplateFromBase() throws {
         let dir = "/var/lib/rancher/k3s/agent/etc/containerd"
         let rendered = try fixture("k3s-rendered-v3.toml")
-        let plan = try ConfigPlanner.plan(inputs(ContainerdRelease(versionText: "v2.0.5-k3s1")!, main: rendered,
-                                                 mainPath: dir + "/config.toml", flavour: .k3s), handler: handler)
+        let plan = try ConfigPlanner.plan(
+            inputs(
+                ContainerdRelease(versionText: "v2.0.5-k3s1")!,
+                main: rendered,
+                mainPath: dir + "/config.toml",
+                flavour: .k3s
+            ),
+            handler: handler
+        )
         #expect(plan.mode == .template)
         let edit = try #require(plan.edits.first)
         #expect(edit.path == dir + "/config-v3.toml.tmpl")
@@ -223,8 +249,12 @@ func inputs(_ release: ContainerdRelease, main: String?, mainPath: String = "/et
 
     @Test func k3sContainerd17_withUserTemplate_appendsToIt() throws {
         let dir = "/var/lib/rancher/k3s/agent/etc/containerd"
-        var i = inputs(ContainerdRelease(versionText: "v1.7.23-k3s2")!, main: try fixture("k3s-rendered-v2.toml"),
-                       mainPath: dir + "/config.toml", flavour: .k3s)
+        var i = inputs(
+            ContainerdRelease(versionText: "v1.7.23-k3s2")!,
+            main: try fixture("k3s-rendered-v2.toml"),
+            mainPath: dir + "/config.toml",
+            flavour: .k3s
+        )
         let template = try fixture("k3s-user-template.toml.tmpl")
         i.templateV2 = template
         let plan = try ConfigPlanner.plan(i, handler: handler)
@@ -238,8 +268,12 @@ func inputs(_ release: ContainerdRelease, main: String?, mainPath: String = "/et
     }
 
     @Test func k3sTemplateWithAForeignHandler_isRefusedWithItsLine() throws {
-        var i = inputs(v17, main: try fixture("k3s-rendered-v2.toml"),
-                       mainPath: "/var/lib/rancher/k3s/agent/etc/containerd/config.toml", flavour: .k3s)
+        var i = inputs(
+            v17,
+            main: try fixture("k3s-rendered-v2.toml"),
+            mainPath: "/var/lib/rancher/k3s/agent/etc/containerd/config.toml",
+            flavour: .k3s
+        )
         i.templateV2 = try fixture("k3s-foreign-template.toml.tmpl")
         let error = #expect(throws: InstallerError.self) { try ConfigPlanner.plan(i, handler: handler) }
         #expect(error?.file == "/var/lib/rancher/k3s/agent/etc/containerd/config.toml.tmpl")
@@ -260,7 +294,10 @@ func inputs(_ release: ContainerdRelease, main: String?, mainPath: String = "/et
         ("imports = [\"a.toml\"]\n", "imports = [\"a.toml\", \"z.toml\"]\n"),
         ("imports = [\"a.toml\",]\n", "imports = [\"a.toml\", \"z.toml\"]\n"),
         ("imports = ['a.toml'] # note\n", "imports = ['a.toml', \"z.toml\"] # note\n"),
-        ("imports = [\n  \"a\", # one\n  \"b\" # two\n]\n", "imports = [\n  \"a\", # one\n  \"b\", \"z.toml\" # two\n]\n"),
+        (
+            "imports = [\n  \"a\", # one\n  \"b\" # two\n]\n",
+            "imports = [\n  \"a\", # one\n  \"b\", \"z.toml\" # two\n]\n"
+        ),
         ("version = 3\n[grpc]\n", "version = 3\nimports = [\"z.toml\"]\n[grpc]\n"),
         ("version = 3", "version = 3\nimports = [\"z.toml\"]\n"),
         ("# hello\n[grpc]\n", "imports = [\"z.toml\"]\n# hello\n[grpc]\n"),
@@ -273,10 +310,13 @@ func inputs(_ release: ContainerdRelease, main: String?, mainPath: String = "/et
     }
 
     @Test func headersAndDottedKeys_haveTheirLines() throws {
-        let text = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.zeropod]\n  runtime_type = 'x'\n"
+        let text =
+            "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.zeropod]\n  runtime_type = 'x'\n"
             + "[a]\nb.c = { d = 1 }\n"
         let layout = try TOMLLayout(scanning: text, path: "t")
-        #expect(layout.line(ofTable: ["plugins", "io.containerd.grpc.v1.cri", "containerd", "runtimes", "zeropod"]) == 2)
+        #expect(
+            layout.line(ofTable: ["plugins", "io.containerd.grpc.v1.cri", "containerd", "runtimes", "zeropod"]) == 2
+        )
         #expect(layout.line(ofTable: ["a", "b", "c", "d"]) == 5)
         #expect(layout.topLevel("version")?.line == 1)
     }
@@ -295,14 +335,18 @@ func inputs(_ release: ContainerdRelease, main: String?, mainPath: String = "/et
     }
 
     @Test func originalSingleDashFlags_becomeLongOptions() throws {
-        #expect(try OriginalFlags.normalize(["-runtime", "k3s", "-host-opt-path=/x", "-uninstall", "-timeout", "1m"])
-                    == ["--runtime", "k3s", "--host-opt-path=/x", "--uninstall", "--timeout", "1m"])
+        #expect(
+            try OriginalFlags.normalize(["-runtime", "k3s", "-host-opt-path=/x", "-uninstall", "-timeout", "1m"])
+                == ["--runtime", "k3s", "--host-opt-path=/x", "--uninstall", "--timeout", "1m"]
+        )
         #expect(throws: (any Error).self) { try OriginalFlags.normalize(["-probe-binary-name=k3s"]) }
         let parsed = try InstallerCommand.parse(try OriginalFlags.normalize(["-runtime", "rke2", "-timeout=30s"]))
         #expect(parsed.flavour == .rke2)
         #expect(try parsed.installerOptions(executable: "/usr/bin/zeropod-installer").timeout == 30)
-        #expect(try parsed.installerOptions(executable: "/usr/bin/zeropod-installer").shimSource
-                    == "/usr/bin/containerd-shim-zeropod-v2")
+        #expect(
+            try parsed.installerOptions(executable: "/usr/bin/zeropod-installer").shimSource
+                == "/usr/bin/containerd-shim-zeropod-v2"
+        )
     }
 
     @Test func lddOutput_copiesAllButGlibc() throws {
@@ -314,26 +358,70 @@ func inputs(_ release: ContainerdRelease, main: String?, mainPath: String = "/et
             \t/lib64/ld-linux-x86-64.so.2 (0x00007f)
             \tlibnl-3.so.200 => /lib/x86_64-linux-gnu/libnl-3.so.200 (0x00007f)
             """
-        #expect(try LddOutput.librariesToCopy(out, binary: "criu")
-                    == ["/lib/x86_64-linux-gnu/libprotobuf-c.so.1", "/lib/x86_64-linux-gnu/libnl-3.so.200"])
-        #expect(throws: InstallerError.self) { try LddOutput.librariesToCopy("\tlibx.so => not found\n", binary: "criu") }
+        #expect(
+            try LddOutput.librariesToCopy(out, binary: "criu")
+                == ["/lib/x86_64-linux-gnu/libprotobuf-c.so.1", "/lib/x86_64-linux-gnu/libnl-3.so.200"]
+        )
+        #expect(throws: InstallerError.self) {
+            try LddOutput.librariesToCopy("\tlibx.so => not found\n", binary: "criu")
+        }
     }
 
     @Test func restartDecision() {
-        #expect(RestartPlanner.decide(flavour: .containerd, configChanged: false, policy: .auto, systemdRuns: true,
-                                      systemctl: true, configPath: "c") == .none)
-        #expect(RestartPlanner.decide(flavour: .k3s, configChanged: true, policy: .auto, systemdRuns: true,
-                                      systemctl: true, configPath: "c") == .systemd(units: ["k3s.service", "k3s-agent.service"]))
-        #expect(RestartPlanner.decide(flavour: .rke2, configChanged: true, policy: .auto, systemdRuns: true,
-                                      systemctl: true, configPath: "c") == .systemd(units: ["rke2-server.service", "rke2-agent.service"]))
-        guard case .manual(let text) = RestartPlanner.decide(flavour: .containerd, configChanged: true, policy: .auto,
-                                                             systemdRuns: false, systemctl: true, configPath: "/etc/c.toml") else {
+        #expect(
+            RestartPlanner.decide(
+                flavour: .containerd,
+                configChanged: false,
+                policy: .auto,
+                systemdRuns: true,
+                systemctl: true,
+                configPath: "c"
+            ) == .none
+        )
+        #expect(
+            RestartPlanner.decide(
+                flavour: .k3s,
+                configChanged: true,
+                policy: .auto,
+                systemdRuns: true,
+                systemctl: true,
+                configPath: "c"
+            ) == .systemd(units: ["k3s.service", "k3s-agent.service"])
+        )
+        #expect(
+            RestartPlanner.decide(
+                flavour: .rke2,
+                configChanged: true,
+                policy: .auto,
+                systemdRuns: true,
+                systemctl: true,
+                configPath: "c"
+            ) == .systemd(units: ["rke2-server.service", "rke2-agent.service"])
+        )
+        guard
+            case .manual(let text) = RestartPlanner.decide(
+                flavour: .containerd,
+                configChanged: true,
+                policy: .auto,
+                systemdRuns: false,
+                systemctl: true,
+                configPath: "/etc/c.toml"
+            )
+        else {
             Issue.record("expected manual")
             return
         }
         #expect(text.contains("systemd does not run this node") && text.contains("systemctl restart containerd"))
-        guard case .manual = RestartPlanner.decide(flavour: .containerd, configChanged: true, policy: .never, systemdRuns: true,
-                                                   systemctl: true, configPath: "c") else {
+        guard
+            case .manual = RestartPlanner.decide(
+                flavour: .containerd,
+                configChanged: true,
+                policy: .never,
+                systemdRuns: true,
+                systemctl: true,
+                configPath: "c"
+            )
+        else {
             Issue.record("expected manual")
             return
         }
@@ -349,14 +437,21 @@ func inputs(_ release: ContainerdRelease, main: String?, mainPath: String = "/et
             }
             func run(_ program: String, _ arguments: [String], timeout: Double) -> CommandResult {
                 calls.state.withLock { $0.append([program] + arguments) }
-                if arguments.first == "is-active" { return CommandResult(status: active.contains(arguments.last!) ? 0 : 3, output: "") }
+                if arguments.first == "is-active" {
+                    return CommandResult(status: active.contains(arguments.last!) ? 0 : 3, output: "")
+                }
                 return CommandResult(status: 0, output: "")
             }
             func which(_ program: String) -> String? { "/bin/" + program }
         }
         let fake = FakeSystemctl(active: ["k3s-agent.service"])
-        let (restarted, _) = RestartPlanner.restart(units: ContainerdFlavour.k3s.units, commands: fake, timeout: 5,
-                                                    flavour: .k3s, configPath: "c")
+        let (restarted, _) = RestartPlanner.restart(
+            units: ContainerdFlavour.k3s.units,
+            commands: fake,
+            timeout: 5,
+            flavour: .k3s,
+            configPath: "c"
+        )
         #expect(restarted == ["k3s-agent.service"])
         #expect(fake.calls.list.contains(["systemctl", "try-restart", "k3s-agent.service"]))
         #expect(!fake.calls.list.contains(["systemctl", "try-restart", "k3s.service"]))

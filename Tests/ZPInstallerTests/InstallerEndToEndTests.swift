@@ -16,7 +16,8 @@ func builtShim() -> String? {
     return FileManager.default.isExecutableFile(atPath: path) ? path : nil
 }
 
-let canRunInstaller = Privileges.isRoot && FileManager.default.isExecutableFile(atPath: "/usr/local/sbin/criu")
+let canRunInstaller =
+    Privileges.isRoot && FileManager.default.isExecutableFile(atPath: "/usr/local/sbin/criu")
     && FileManager.default.isExecutableFile(atPath: "/usr/bin/patchelf")
 
 @Suite(.serialized, .enabled(if: canRunInstaller, "needs root, the project's CRIU and patchelf (make setup)"))
@@ -137,11 +138,17 @@ struct InstallerEndToEndTests {
     }
 
     @Test func theK3sPrediction_isAConfigContainerd2Reads() throws {
-        var i = ConfigInputs(flavour: .k3s, release: ContainerdRelease(versionText: "2.0.5")!,
-                             mainPath: "/var/lib/rancher/k3s/agent/etc/containerd/config.toml",
-                             main: try fixture("k3s-rendered-v3.toml"))
+        var i = ConfigInputs(
+            flavour: .k3s,
+            release: ContainerdRelease(versionText: "2.0.5")!,
+            mainPath: "/var/lib/rancher/k3s/agent/etc/containerd/config.toml",
+            main: try fixture("k3s-rendered-v3.toml")
+        )
         i.templateV3 = nil
-        let plan = try ConfigPlanner.plan(i, handler: HandlerSettings(shimPath: "/var/lib/rancher/k3s/agent/containerd/bin/containerd-shim-zeropod-v2"))
+        let plan = try ConfigPlanner.plan(
+            i,
+            handler: HandlerSettings(shimPath: "/var/lib/rancher/k3s/agent/containerd/bin/containerd-shim-zeropod-v2")
+        )
         let path = "/tmp/zpinst-k3s-\(UUID().uuidString.prefix(8)).toml"
         defer { try? FileManager.default.removeItem(atPath: path) }
         try plan.predicted[0].text.write(toFile: path, atomically: false, encoding: .utf8)

@@ -15,12 +15,12 @@ struct NodeChecksTests {
         let path = dir + "/config.toml"
         let pod = annotations ? "[\"zeropod.ctrox.dev/*\", \"zeropod-swift/*\"]" : "[]"
         try """
-            version = 2
-            [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.zeropod]
-              runtime_type = "io.containerd.runc.v2"
-              runtime_path = "/bin/true"
-              pod_annotations = \(pod)
-            """.write(toFile: path, atomically: false, encoding: .utf8)
+        version = 2
+        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.zeropod]
+          runtime_type = "io.containerd.runc.v2"
+          runtime_path = "/bin/true"
+          pod_annotations = \(pod)
+        """.write(toFile: path, atomically: false, encoding: .utf8)
         return path
     }
 
@@ -43,8 +43,10 @@ struct NodeChecksTests {
         print(report.rendered())
         #expect(report.blockers.isEmpty, "\(report.blockers)")
         #expect(report.exitStatus == 0)
-        for name in ["sk_lookup", "tcx", "bpffs", "criu version", "criu check", "rlimit patch", "runc", "containerd version",
-                     "handler zeropod", "annotations forwarded", "userfaultfd", "state folder", "run folder"] {
+        for name in [
+            "sk_lookup", "tcx", "bpffs", "criu version", "criu check", "rlimit patch", "runc", "containerd version",
+            "handler zeropod", "annotations forwarded", "userfaultfd", "state folder", "run folder",
+        ] {
             #expect(report.result(name)?.status == .ok, "\(name): \(String(describing: report.result(name)))")
         }
         // These VMs have no soft-dirty tracking: reported, not a blocker.

@@ -13,24 +13,32 @@ func fixtureReader(_ files: [String: String]) -> CgroupStatsReader {
     CgroupStatsReader(
         read: { files[$0] },
         list: { dir in files.keys.filter { $0.hasPrefix(dir + "/") }.map { String($0.dropFirst(dir.count + 1)) } },
-        clockTicks: 100)
+        clockTicks: 100
+    )
 }
 
 /// The statistics `Stats` answers with (decision 0042), from cgroup files given as text.
 @Suite struct CgroupStatsReaderTests {
     @Test func v1_fillsWhatContainerdsCgroup1StatFills() {
-        let m = "/sys/fs/cgroup/memory/k/c", a = "/sys/fs/cgroup/cpuacct/k/c", c = "/sys/fs/cgroup/cpu/k/c"
-        let p = "/sys/fs/cgroup/pids/k/c", b = "/sys/fs/cgroup/blkio/k/c", h = "/sys/fs/cgroup/hugetlb/k/c"
+        let m = "/sys/fs/cgroup/memory/k/c"
+        let a = "/sys/fs/cgroup/cpuacct/k/c"
+        let c = "/sys/fs/cgroup/cpu/k/c"
+        let p = "/sys/fs/cgroup/pids/k/c"
+        let b = "/sys/fs/cgroup/blkio/k/c"
+        let h = "/sys/fs/cgroup/hugetlb/k/c"
         let reader = fixtureReader([
             "\(a)/cpuacct.usage": "123456789\n", "\(a)/cpuacct.usage_percpu": "100000000 23456789 \n",
             "\(a)/cpuacct.stat": "user 10\nsystem 2\n",
             "\(c)/cpu.stat": "nr_periods 5\nnr_throttled 1\nthrottled_time 777\n",
-            "\(m)/memory.stat": "cache 4096\nrss 8192\npgpgin 3\nhierarchical_memsw_limit 9\ntotal_inactive_file 1024\ntotal_rss 8192\nunknown_key 5\n",
+            "\(m)/memory.stat":
+                "cache 4096\nrss 8192\npgpgin 3\nhierarchical_memsw_limit 9\ntotal_inactive_file 1024\ntotal_rss 8192\nunknown_key 5\n",
             "\(m)/memory.usage_in_bytes": "700416\n", "\(m)/memory.limit_in_bytes": "9223372036854771712\n",
             "\(m)/memory.max_usage_in_bytes": "900000\n", "\(m)/memory.failcnt": "0\n",
-            "\(m)/memory.kmem.usage_in_bytes": "12\n", "\(m)/memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+            "\(m)/memory.kmem.usage_in_bytes": "12\n",
+            "\(m)/memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
             "\(p)/pids.current": "3\n", "\(p)/pids.max": "max\n",
-            "\(b)/blkio.io_serviced_recursive": "", "\(b)/blkio.throttle.io_serviced_recursive": "8:0 Read 2\n8:0 Write 1\nTotal 3\n",
+            "\(b)/blkio.io_serviced_recursive": "",
+            "\(b)/blkio.throttle.io_serviced_recursive": "8:0 Read 2\n8:0 Write 1\nTotal 3\n",
             "\(b)/blkio.throttle.io_service_bytes_recursive": "8:0 Read 8192\nTotal 8192\n",
             "\(h)/hugetlb.2MB.usage_in_bytes": "2097152\n", "\(h)/hugetlb.2MB.max_usage_in_bytes": "4194304\n",
             "\(h)/hugetlb.2MB.failcnt": "0\n", "\(h)/hugetlb.2MB.rsvd.usage_in_bytes": "0\n",
@@ -45,7 +53,10 @@ func fixtureReader(_ files: [String: String]) -> CgroupStatsReader {
         #expect(metrics.memory?.swap == nil, "no memsw accounting files: no swap entry")
         #expect(metrics.memory?.kernel?.usage == 12 && metrics.memoryOOMControl?.oomKill == 2)
         #expect(metrics.pids?.current == 3 && metrics.pids?.limit == UInt64.max, "max reads as no limit")
-        #expect(metrics.blkio?.ioServicedRecursive.map(\.op) == ["Read", "Write"], "throttle files when CFQ's are empty")
+        #expect(
+            metrics.blkio?.ioServicedRecursive.map(\.op) == ["Read", "Write"],
+            "throttle files when CFQ's are empty"
+        )
         #expect(metrics.blkio?.ioServiceBytesRecursive.first?.value == 8192)
         #expect(metrics.hugetlb.map(\.pagesize) == ["2MB"] && metrics.hugetlb.first?.max == 4_194_304)
     }
@@ -53,7 +64,8 @@ func fixtureReader(_ files: [String: String]) -> CgroupStatsReader {
     @Test func v2_fillsWhatContainerdsCgroup2StatFills() {
         let d = "/sys/fs/cgroup/k/c"
         let reader = fixtureReader([
-            "\(d)/cpu.stat": "usage_usec 5000\nuser_usec 3000\nsystem_usec 2000\nnr_periods 0\nnr_throttled 0\nthrottled_usec 0\nnr_bursts 0\nburst_usec 0\n",
+            "\(d)/cpu.stat":
+                "usage_usec 5000\nuser_usec 3000\nsystem_usec 2000\nnr_periods 0\nnr_throttled 0\nthrottled_usec 0\nnr_bursts 0\nburst_usec 0\n",
             "\(d)/memory.stat": "anon 4096\nfile 8192\ninactive_file 100\npgmajfault 2\nworkingset_refault_anon 0\n",
             "\(d)/memory.current": "16384\n", "\(d)/memory.max": "max\n", "\(d)/memory.peak": "20000\n",
             "\(d)/memory.events": "low 0\nhigh 0\nmax 0\noom 1\noom_kill 1\n",
@@ -63,8 +75,13 @@ func fixtureReader(_ files: [String: String]) -> CgroupStatsReader {
         ])
         let m = reader.v2(folder: d)
         #expect(m.cpu?.usageUsec == 5000 && m.cpu?.systemUsec == 2000)
-        #expect(m.memory?.stat[.usage] == 16384 && m.memory?.stat[.usageLimit] == UInt64.max && m.memory?.stat[.maxUsage] == 20000)
-        #expect(m.memory?.stat[.anon] == 4096 && m.memory?.stat[.inactiveFile] == 100 && m.memory?.stat[.swapUsage] == nil)
+        #expect(
+            m.memory?.stat[.usage] == 16384 && m.memory?.stat[.usageLimit] == UInt64.max
+                && m.memory?.stat[.maxUsage] == 20000
+        )
+        #expect(
+            m.memory?.stat[.anon] == 4096 && m.memory?.stat[.inactiveFile] == 100 && m.memory?.stat[.swapUsage] == nil
+        )
         #expect(m.memoryEvents?.oomKill == 1 && m.pids?.limit == 100)
         #expect(m.io?.usage.first?.major == 253 && m.io?.usage.first?.wbytes == 1024 && m.io?.usage.first?.wios == 2)
         #expect(m.hugetlb.first?.pagesize == "1GB" && m.hugetlb.first?.max == UInt64.max)
@@ -77,7 +94,9 @@ func fixtureReader(_ files: [String: String]) -> CgroupStatsReader {
             Issue.record("hybrid hosts get v1 metrics")
             return
         }
-        #expect(v1.cpu?.usage?.total == 1000 && v1.memory?.usage?.usage == 1 && v1.memory?.stat[.totalInactiveFile] == nil)
+        #expect(
+            v1.cpu?.usage?.total == 1000 && v1.memory?.usage?.usage == 1 && v1.memory?.stat[.totalInactiveFile] == nil
+        )
         guard case .v2(let v2) = ContainerStatistics.scaledDown(mode: .unified) else {
             Issue.record("unified hosts get v2 metrics")
             return
@@ -94,19 +113,24 @@ func fixtureReader(_ files: [String: String]) -> CgroupStatsReader {
     }
 
     @Test func processCgroups_mapControllersToTheirMounts() {
-        let mounts = MountInfo.parse("""
+        let mounts = MountInfo.parse(
+            """
             30 25 0:26 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
             31 30 0:27 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
             32 30 0:28 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
             33 30 0:29 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
             34 30 0:30 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
-            """)
-        let folders = ProcessCgroups.folders(procCgroup: """
-            9:name=systemd:/k/c
-            4:memory:/k/c
-            2:cpu,cpuacct:/k/c
-            0::/k/c
-            """, mounts: mounts)
+            """
+        )
+        let folders = ProcessCgroups.folders(
+            procCgroup: """
+                9:name=systemd:/k/c
+                4:memory:/k/c
+                2:cpu,cpuacct:/k/c
+                0::/k/c
+                """,
+            mounts: mounts
+        )
         #expect(folders["memory"] == "/sys/fs/cgroup/memory/k/c" && folders["cpu"] == "/sys/fs/cgroup/cpu,cpuacct/k/c")
         #expect(folders["cpuacct"] == folders["cpu"] && folders["name=systemd"] == "/sys/fs/cgroup/systemd/k/c")
         #expect(folders[""] == "/sys/fs/cgroup/unified/k/c" && folders.count == 5)
@@ -125,11 +149,17 @@ func fixtureReader(_ files: [String: String]) -> CgroupStatsReader {
         options.noNewKeyring = true
         let runc = try RuncDriver(namespace: "k8s.io", options: options)
         #expect(runc.root == "/run/zp-runc/k8s.io" && runc.binary.hasSuffix("/sh") && runc.binary.hasPrefix("/"))
-        #expect(runc.globalArguments(logFile: "/b/log.json")
-                == ["--root", "/run/zp-runc/k8s.io", "--log", "/b/log.json", "--log-format", "json", "--systemd-cgroup"])
+        #expect(
+            runc.globalArguments(logFile: "/b/log.json")
+                == [
+                    "--root", "/run/zp-runc/k8s.io", "--log", "/b/log.json", "--log-format", "json", "--systemd-cgroup",
+                ]
+        )
         #expect(runc.noPivotRoot && runc.noNewKeyring)
         let plain = try RuncDriver(namespace: "ns", options: RuncOptions())
-        #expect(plain.root == "/run/containerd/runc/ns" && !plain.globalArguments(logFile: "l").contains("--systemd-cgroup"))
+        #expect(
+            plain.root == "/run/containerd/runc/ns" && !plain.globalArguments(logFile: "l").contains("--systemd-cgroup")
+        )
         // An explicit binary (the shim's tests) wins over BinaryName; without BinaryName the node
         // setting runc-path names the binary.
         #expect(try RuncDriver(namespace: "ns", options: options, binary: "/usr/sbin/runc").binary == "/usr/sbin/runc")
@@ -167,7 +197,9 @@ func fixtureReader(_ files: [String: String]) -> CgroupStatsReader {
         #expect { try options.checkSupported() } throws: { "\($0)".contains("CriuWorkPath /var/criu-work") }
         options.criuWorkPath = ""
         options.criuImagePath = "/img"
-        #expect { try options.checkSupported() } throws: { "\($0)".contains("CriuImagePath /img") && "\($0)".contains("Checkpoint") }
+        #expect { try options.checkSupported() } throws: {
+            "\($0)".contains("CriuImagePath /img") && "\($0)".contains("Checkpoint")
+        }
         options.criuImagePath = ""
         options.taskAPIAddress = "ttrpc+unix:///x"
         #expect { try options.checkSupported() } throws: { "\($0)".contains("TaskApiAddress") }

@@ -1,5 +1,6 @@
 import SystemPackage
 import Testing
+
 @testable import ZPSystem
 
 #if canImport(Glibc)
@@ -11,7 +12,9 @@ private func openPty() throws -> (master: SharedDescriptor, slave: String) {
     let master = try OwnedDescriptor.open("/dev/ptmx", O_RDWR | O_NOCTTY)
     var unlock: CInt = 0
     var index: CInt = -1
-    guard ioctl(master.rawValue, 0x4004_5431 /* TIOCSPTLCK */, &unlock) == 0, ioctl(master.rawValue, 0x8004_5430 /* TIOCGPTN */, &index) == 0 else {
+    guard ioctl(master.rawValue, 0x4004_5431 /* TIOCSPTLCK */, &unlock) == 0,
+        ioctl(master.rawValue, 0x8004_5430 /* TIOCGPTN */, &index) == 0
+    else {
         throw SystemError(call: "ioctl", subject: "/dev/ptmx", errno: Errno(rawValue: errno))
     }
     return (SharedDescriptor(master), "/dev/pts/\(index)")
@@ -32,7 +35,9 @@ private func openPty() throws -> (master: SharedDescriptor, slave: String) {
         addr.sun_family = sa_family_t(AF_UNIX)
         withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in path.utf8.enumerated() { raw[i] = b } }
         let connected = withUnsafePointer(to: &addr) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(client.rawValue, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(client.rawValue, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         #expect(connected == 0)
         let sent = sendDescriptor(pipe.writeEnd.rawValue, over: client.rawValue, bytes: Array("/dev/pts/0".utf8))
@@ -68,7 +73,9 @@ private func openPty() throws -> (master: SharedDescriptor, slave: String) {
         let seen = try Terminals.windowSize(slave)
         #expect(seen.columns == 132 && seen.rows == 43)
         let file = try OwnedDescriptor.open("/dev/null", O_RDONLY)
-        #expect { try Terminals.setWindowSize(file, columns: 1, rows: 1) } throws: { ($0 as? SystemError)?.errno == .inappropriateIOCTLForDevice }
+        #expect { try Terminals.setWindowSize(file, columns: 1, rows: 1) } throws: {
+            ($0 as? SystemError)?.errno == .inappropriateIOCTLForDevice
+        }
     }
 }
 

@@ -10,8 +10,11 @@ import ZPCore
 
 /// A varint field that appears packed or not; written packed (proto3's default for repeated scalars).
 private func packedUInt64s<M>(_ number: Int, _ path: ProtobufFieldPath<M, [UInt64]>) -> ProtobufFieldRule<M> {
-    .custom(number, write: { m, n, w in w.writePackedVarints(field: n, m[keyPath: path]) },
-            read: { m, f, name throws(ProtobufError) in m[keyPath: path] += try f.packedVarints(in: name) })
+    .custom(
+        number,
+        write: { m, n, w in w.writePackedVarints(field: n, m[keyPath: path]) },
+        read: { m, f, name throws(ProtobufError) in m[keyPath: path] += try f.packedVarints(in: name) }
+    )
 }
 
 /// A block of `uint64` fields kept as a dictionary by field: each present, non-zero value is written
@@ -20,8 +23,11 @@ private func scalarBlock<M, F: RawRepresentable & CaseIterable & Hashable & Send
     _ path: ProtobufFieldPath<M, [F: UInt64]>
 ) -> [ProtobufFieldRule<M>] where F.RawValue == Int {
     F.allCases.map { field in
-        .custom(field.rawValue, write: { m, n, w in w.writeUInt64IfNotDefault(field: n, m[keyPath: path][field] ?? 0) },
-                read: { m, f, name throws(ProtobufError) in m[keyPath: path][field] = try f.uint64(in: name) })
+        .custom(
+            field.rawValue,
+            write: { m, n, w in w.writeUInt64IfNotDefault(field: n, m[keyPath: path][field] ?? 0) },
+            read: { m, f, name throws(ProtobufError) in m[keyPath: path][field] = try f.uint64(in: name) }
+        )
     }
 }
 
@@ -50,14 +56,17 @@ public struct CgroupV1Metrics: ProtobufTableMessage, Equatable {
     public init() {}
 
     /// The fields (6 rdma, 7 network and 8 cgroup_stats are never filled by a runc shim).
-    public static let fields = ProtobufFieldTable<Self>("io.containerd.cgroups.v1.Metrics", [
-        .messages(1, \.hugetlb),
-        .message(2, \.pids),
-        .message(3, \.cpu),
-        .message(4, \.memory),
-        .message(5, \.blkio),
-        .message(9, \.memoryOOMControl),
-    ])
+    public static let fields = ProtobufFieldTable<Self>(
+        "io.containerd.cgroups.v1.Metrics",
+        [
+            .messages(1, \.hugetlb),
+            .message(2, \.pids),
+            .message(3, \.cpu),
+            .message(4, \.memory),
+            .message(5, \.blkio),
+            .message(9, \.memoryOOMControl),
+        ]
+    )
 
     /// `HugetlbStat`: 1 usage, 2 max, 3 failcnt, 4 pagesize.
     public struct HugetlbStat: ProtobufTableMessage, Equatable {
@@ -68,9 +77,12 @@ public struct CgroupV1Metrics: ProtobufTableMessage, Equatable {
         /// An empty entry.
         public init() {}
         /// The fields.
-        public static let fields = ProtobufFieldTable<Self>("io.containerd.cgroups.v1.HugetlbStat", [
-            .uint64(1, \.usage), .uint64(2, \.max), .uint64(3, \.failcnt), .string(4, \.pagesize),
-        ])
+        public static let fields = ProtobufFieldTable<Self>(
+            "io.containerd.cgroups.v1.HugetlbStat",
+            [
+                .uint64(1, \.usage), .uint64(2, \.max), .uint64(3, \.failcnt), .string(4, \.pagesize),
+            ]
+        )
     }
 
     /// `PidsStat`: 1 current, 2 limit (0: no limit).
@@ -80,9 +92,12 @@ public struct CgroupV1Metrics: ProtobufTableMessage, Equatable {
         /// An empty entry.
         public init() {}
         /// The fields.
-        public static let fields = ProtobufFieldTable<Self>("io.containerd.cgroups.v1.PidsStat", [
-            .uint64(1, \.current), .uint64(2, \.limit),
-        ])
+        public static let fields = ProtobufFieldTable<Self>(
+            "io.containerd.cgroups.v1.PidsStat",
+            [
+                .uint64(1, \.current), .uint64(2, \.limit),
+            ]
+        )
     }
 
     /// `CPUStat`: 1 usage, 2 throttling.
@@ -94,9 +109,12 @@ public struct CgroupV1Metrics: ProtobufTableMessage, Equatable {
         /// An empty entry.
         public init() {}
         /// The fields.
-        public static let fields = ProtobufFieldTable<Self>("io.containerd.cgroups.v1.CPUStat", [
-            .message(1, \.usage), .message(2, \.throttling),
-        ])
+        public static let fields = ProtobufFieldTable<Self>(
+            "io.containerd.cgroups.v1.CPUStat",
+            [
+                .message(1, \.usage), .message(2, \.throttling),
+            ]
+        )
     }
 
     /// `CPUUsage` in nanoseconds: 1 total, 2 kernel, 3 user, 4 per_cpu (packed).
@@ -108,9 +126,12 @@ public struct CgroupV1Metrics: ProtobufTableMessage, Equatable {
         /// An empty entry.
         public init() {}
         /// The fields.
-        public static let fields = ProtobufFieldTable<Self>("io.containerd.cgroups.v1.CPUUsage", [
-            .uint64(1, \.total), .uint64(2, \.kernel), .uint64(3, \.user), packedUInt64s(4, \.perCPU),
-        ])
+        public static let fields = ProtobufFieldTable<Self>(
+            "io.containerd.cgroups.v1.CPUUsage",
+            [
+                .uint64(1, \.total), .uint64(2, \.kernel), .uint64(3, \.user), packedUInt64s(4, \.perCPU),
+            ]
+        )
     }
 
     /// `Throttle`: 1 periods, 2 throttled_periods, 3 throttled_time (ns).
@@ -120,9 +141,12 @@ public struct CgroupV1Metrics: ProtobufTableMessage, Equatable {
         /// An empty entry.
         public init() {}
         /// The fields.
-        public static let fields = ProtobufFieldTable<Self>("io.containerd.cgroups.v1.Throttle", [
-            .uint64(1, \.periods), .uint64(2, \.throttledPeriods), .uint64(3, \.throttledTime),
-        ])
+        public static let fields = ProtobufFieldTable<Self>(
+            "io.containerd.cgroups.v1.Throttle",
+            [
+                .uint64(1, \.periods), .uint64(2, \.throttledPeriods), .uint64(3, \.throttledTime),
+            ]
+        )
     }
 
     /// `MemoryStat`: the `memory.stat` counters (1-32) and four usage entries (33-36).
@@ -130,7 +154,8 @@ public struct CgroupV1Metrics: ProtobufTableMessage, Equatable {
         /// Fields 1-32 by their `memory.stat` key.
         public enum Field: Int, CaseIterable, Hashable, Sendable {
             /// 1-17: this cgroup's own counters.
-            case cache = 1, rss, rssHuge, mappedFile, dirty, writeback, pgPgIn, pgPgOut, pgFault, pgMajFault
+            case cache = 1
+            case rss, rssHuge, mappedFile, dirty, writeback, pgPgIn, pgPgOut, pgFault, pgMajFault
             case inactiveAnon, activeAnon, inactiveFile, activeFile, unevictable, hierarchicalMemoryLimit
             case hierarchicalSwapLimit
             /// 18-32: the same counters with its descendants (`total_*`).
@@ -140,9 +165,11 @@ public struct CgroupV1Metrics: ProtobufTableMessage, Equatable {
 
             /// The key in the kernel's `memory.stat` (cgroup v1).
             public var statKey: String {
-                let own = ["cache", "rss", "rss_huge", "mapped_file", "dirty", "writeback", "pgpgin", "pgpgout",
-                           "pgfault", "pgmajfault", "inactive_anon", "active_anon", "inactive_file", "active_file",
-                           "unevictable", "hierarchical_memory_limit", "hierarchical_memsw_limit"]
+                let own = [
+                    "cache", "rss", "rss_huge", "mapped_file", "dirty", "writeback", "pgpgin", "pgpgout",
+                    "pgfault", "pgmajfault", "inactive_anon", "active_anon", "inactive_file", "active_file",
+                    "unevictable", "hierarchical_memory_limit", "hierarchical_memsw_limit",
+                ]
                 return rawValue <= own.count ? own[rawValue - 1] : "total_" + own[rawValue - 18]
             }
         }
@@ -157,7 +184,10 @@ public struct CgroupV1Metrics: ProtobufTableMessage, Equatable {
         /// The fields.
         public static let fields = ProtobufFieldTable<Self>(
             "io.containerd.cgroups.v1.MemoryStat",
-            scalarBlock(\.stat) + [.message(33, \.usage), .message(34, \.swap), .message(35, \.kernel), .message(36, \.kernelTCP)])
+            scalarBlock(\.stat) + [
+                .message(33, \.usage), .message(34, \.swap), .message(35, \.kernel), .message(36, \.kernelTCP),
+            ]
+        )
     }
 
     /// `MemoryEntry`: 1 limit, 2 usage, 3 max, 4 failcnt.
@@ -167,9 +197,12 @@ public struct CgroupV1Metrics: ProtobufTableMessage, Equatable {
         /// An empty entry.
         public init() {}
         /// The fields.
-        public static let fields = ProtobufFieldTable<Self>("io.containerd.cgroups.v1.MemoryEntry", [
-            .uint64(1, \.limit), .uint64(2, \.usage), .uint64(3, \.max), .uint64(4, \.failcnt),
-        ])
+        public static let fields = ProtobufFieldTable<Self>(
+            "io.containerd.cgroups.v1.MemoryEntry",
+            [
+                .uint64(1, \.limit), .uint64(2, \.usage), .uint64(3, \.max), .uint64(4, \.failcnt),
+            ]
+        )
     }
 
     /// `MemoryOomControl`: 1 oom_kill_disable, 2 under_oom, 3 oom_kill.
@@ -179,9 +212,12 @@ public struct CgroupV1Metrics: ProtobufTableMessage, Equatable {
         /// An empty entry.
         public init() {}
         /// The fields.
-        public static let fields = ProtobufFieldTable<Self>("io.containerd.cgroups.v1.MemoryOomControl", [
-            .uint64(1, \.oomKillDisable), .uint64(2, \.underOOM), .uint64(3, \.oomKill),
-        ])
+        public static let fields = ProtobufFieldTable<Self>(
+            "io.containerd.cgroups.v1.MemoryOomControl",
+            [
+                .uint64(1, \.oomKillDisable), .uint64(2, \.underOOM), .uint64(3, \.oomKill),
+            ]
+        )
     }
 
     /// `BlkIOStat`: eight lists of `BlkIOEntry` (1-8), from the blkio controller's `*_recursive` files.
@@ -196,12 +232,15 @@ public struct CgroupV1Metrics: ProtobufTableMessage, Equatable {
         /// An empty entry.
         public init() {}
         /// The fields.
-        public static let fields = ProtobufFieldTable<Self>("io.containerd.cgroups.v1.BlkIOStat", [
-            .messages(1, \.ioServiceBytesRecursive), .messages(2, \.ioServicedRecursive),
-            .messages(3, \.ioQueuedRecursive), .messages(4, \.ioServiceTimeRecursive),
-            .messages(5, \.ioWaitTimeRecursive), .messages(6, \.ioMergedRecursive),
-            .messages(7, \.ioTimeRecursive), .messages(8, \.sectorsRecursive),
-        ])
+        public static let fields = ProtobufFieldTable<Self>(
+            "io.containerd.cgroups.v1.BlkIOStat",
+            [
+                .messages(1, \.ioServiceBytesRecursive), .messages(2, \.ioServicedRecursive),
+                .messages(3, \.ioQueuedRecursive), .messages(4, \.ioServiceTimeRecursive),
+                .messages(5, \.ioWaitTimeRecursive), .messages(6, \.ioMergedRecursive),
+                .messages(7, \.ioTimeRecursive), .messages(8, \.sectorsRecursive),
+            ]
+        )
     }
 
     /// `BlkIOEntry`: 1 op, 2 device, 3 major, 4 minor, 5 value.
@@ -220,9 +259,12 @@ public struct CgroupV1Metrics: ProtobufTableMessage, Equatable {
             self.value = value
         }
         /// The fields.
-        public static let fields = ProtobufFieldTable<Self>("io.containerd.cgroups.v1.BlkIOEntry", [
-            .string(1, \.op), .string(2, \.device), .uint64(3, \.major), .uint64(4, \.minor), .uint64(5, \.value),
-        ])
+        public static let fields = ProtobufFieldTable<Self>(
+            "io.containerd.cgroups.v1.BlkIOEntry",
+            [
+                .string(1, \.op), .string(2, \.device), .uint64(3, \.major), .uint64(4, \.minor), .uint64(5, \.value),
+            ]
+        )
     }
 }
 
@@ -251,14 +293,17 @@ public struct CgroupV2Metrics: ProtobufTableMessage, Equatable {
     public init() {}
 
     /// The fields (5 rdma and 9 network are never filled by a runc shim).
-    public static let fields = ProtobufFieldTable<Self>("io.containerd.cgroups.v2.Metrics", [
-        .message(1, \.pids),
-        .message(2, \.cpu),
-        .message(4, \.memory),
-        .message(6, \.io),
-        .messages(7, \.hugetlb),
-        .message(8, \.memoryEvents),
-    ])
+    public static let fields = ProtobufFieldTable<Self>(
+        "io.containerd.cgroups.v2.Metrics",
+        [
+            .message(1, \.pids),
+            .message(2, \.cpu),
+            .message(4, \.memory),
+            .message(6, \.io),
+            .messages(7, \.hugetlb),
+            .message(8, \.memoryEvents),
+        ]
+    )
 
     /// `PidsStat`: 1 current, 2 limit (0: `max`).
     public struct PidsStat: ProtobufTableMessage, Equatable {
@@ -267,9 +312,12 @@ public struct CgroupV2Metrics: ProtobufTableMessage, Equatable {
         /// An empty entry.
         public init() {}
         /// The fields.
-        public static let fields = ProtobufFieldTable<Self>("io.containerd.cgroups.v2.PidsStat", [
-            .uint64(1, \.current), .uint64(2, \.limit),
-        ])
+        public static let fields = ProtobufFieldTable<Self>(
+            "io.containerd.cgroups.v2.PidsStat",
+            [
+                .uint64(1, \.current), .uint64(2, \.limit),
+            ]
+        )
     }
 
     /// `CPUStat`, microseconds, from `cpu.stat`: 1 usage_usec, 2 user_usec, 3 system_usec,
@@ -284,10 +332,13 @@ public struct CgroupV2Metrics: ProtobufTableMessage, Equatable {
         /// An empty entry.
         public init() {}
         /// The fields.
-        public static let fields = ProtobufFieldTable<Self>("io.containerd.cgroups.v2.CPUStat", [
-            .uint64(1, \.usageUsec), .uint64(2, \.userUsec), .uint64(3, \.systemUsec), .uint64(4, \.nrPeriods),
-            .uint64(5, \.nrThrottled), .uint64(6, \.throttledUsec), .uint64(8, \.nrBursts), .uint64(9, \.burstUsec),
-        ])
+        public static let fields = ProtobufFieldTable<Self>(
+            "io.containerd.cgroups.v2.CPUStat",
+            [
+                .uint64(1, \.usageUsec), .uint64(2, \.userUsec), .uint64(3, \.systemUsec), .uint64(4, \.nrPeriods),
+                .uint64(5, \.nrThrottled), .uint64(6, \.throttledUsec), .uint64(8, \.nrBursts), .uint64(9, \.burstUsec),
+            ]
+        )
     }
 
     /// `MemoryStat`: `memory.stat` counters (1-31) and the usage figures (32-37), all by field.
@@ -295,7 +346,8 @@ public struct CgroupV2Metrics: ProtobufTableMessage, Equatable {
         /// Fields 1-37.
         public enum Field: Int, CaseIterable, Hashable, Sendable {
             /// 1-31: keys of the kernel's `memory.stat` (cgroup v2).
-            case anon = 1, file, kernelStack, slab, sock, shmem, fileMapped, fileDirty, fileWriteback, anonTHP
+            case anon = 1
+            case file, kernelStack, slab, sock, shmem, fileMapped, fileDirty, fileWriteback, anonTHP
             case inactiveAnon, activeAnon, inactiveFile, activeFile, unevictable, slabReclaimable
             case slabUnreclaimable, pgfault, pgmajfault, workingsetRefault, workingsetActivate
             case workingsetNodereclaim, pgrefill, pgscan, pgsteal, pgactivate, pgdeactivate, pglazyfree
@@ -306,12 +358,14 @@ public struct CgroupV2Metrics: ProtobufTableMessage, Equatable {
 
             /// The key in `memory.stat`, nil for the usage figures (separate files).
             public var statKey: String? {
-                let keys = ["anon", "file", "kernel_stack", "slab", "sock", "shmem", "file_mapped", "file_dirty",
-                            "file_writeback", "anon_thp", "inactive_anon", "active_anon", "inactive_file",
-                            "active_file", "unevictable", "slab_reclaimable", "slab_unreclaimable", "pgfault",
-                            "pgmajfault", "workingset_refault", "workingset_activate", "workingset_nodereclaim",
-                            "pgrefill", "pgscan", "pgsteal", "pgactivate", "pgdeactivate", "pglazyfree",
-                            "pglazyfreed", "thp_fault_alloc", "thp_collapse_alloc"]
+                let keys = [
+                    "anon", "file", "kernel_stack", "slab", "sock", "shmem", "file_mapped", "file_dirty",
+                    "file_writeback", "anon_thp", "inactive_anon", "active_anon", "inactive_file",
+                    "active_file", "unevictable", "slab_reclaimable", "slab_unreclaimable", "pgfault",
+                    "pgmajfault", "workingset_refault", "workingset_activate", "workingset_nodereclaim",
+                    "pgrefill", "pgscan", "pgsteal", "pgactivate", "pgdeactivate", "pglazyfree",
+                    "pglazyfreed", "thp_fault_alloc", "thp_collapse_alloc",
+                ]
                 return rawValue <= keys.count ? keys[rawValue - 1] : nil
             }
         }
@@ -331,9 +385,12 @@ public struct CgroupV2Metrics: ProtobufTableMessage, Equatable {
         /// An empty entry.
         public init() {}
         /// The fields.
-        public static let fields = ProtobufFieldTable<Self>("io.containerd.cgroups.v2.MemoryEvents", [
-            .uint64(1, \.low), .uint64(2, \.high), .uint64(3, \.max), .uint64(4, \.oom), .uint64(5, \.oomKill),
-        ])
+        public static let fields = ProtobufFieldTable<Self>(
+            "io.containerd.cgroups.v2.MemoryEvents",
+            [
+                .uint64(1, \.low), .uint64(2, \.high), .uint64(3, \.max), .uint64(4, \.oom), .uint64(5, \.oomKill),
+            ]
+        )
     }
 
     /// `IOStat`: 1 usage (2 psi: not read).
@@ -354,10 +411,13 @@ public struct CgroupV2Metrics: ProtobufTableMessage, Equatable {
         /// An empty entry.
         public init() {}
         /// The fields.
-        public static let fields = ProtobufFieldTable<Self>("io.containerd.cgroups.v2.IOEntry", [
-            .uint64(1, \.major), .uint64(2, \.minor), .uint64(3, \.rbytes), .uint64(4, \.wbytes),
-            .uint64(5, \.rios), .uint64(6, \.wios),
-        ])
+        public static let fields = ProtobufFieldTable<Self>(
+            "io.containerd.cgroups.v2.IOEntry",
+            [
+                .uint64(1, \.major), .uint64(2, \.minor), .uint64(3, \.rbytes), .uint64(4, \.wbytes),
+                .uint64(5, \.rios), .uint64(6, \.wios),
+            ]
+        )
     }
 
     /// `HugeTlbStat`: 1 current, 2 max, 3 pagesize.
@@ -369,8 +429,11 @@ public struct CgroupV2Metrics: ProtobufTableMessage, Equatable {
         /// An empty entry.
         public init() {}
         /// The fields.
-        public static let fields = ProtobufFieldTable<Self>("io.containerd.cgroups.v2.HugeTlbStat", [
-            .uint64(1, \.current), .uint64(2, \.max), .string(3, \.pagesize),
-        ])
+        public static let fields = ProtobufFieldTable<Self>(
+            "io.containerd.cgroups.v2.HugeTlbStat",
+            [
+                .uint64(1, \.current), .uint64(2, \.max), .string(3, \.pagesize),
+            ]
+        )
     }
 }

@@ -45,21 +45,24 @@ public struct RuncOptions: ProtobufTableMessage, Equatable {
     public init() {}
 
     /// The fields.
-    public static let fields = ProtobufFieldTable<Self>("containerd.runc.v1.Options", [
-        .bool(1, \.noPivotRoot),
-        .bool(2, \.noNewKeyring),
-        .string(3, \.shimCgroup),
-        .uint32(4, \.ioUID),
-        .uint32(5, \.ioGID),
-        .string(6, \.binaryName),
-        .string(7, \.root),
-        .string(8, \.criuPath),
-        .bool(9, \.systemdCgroup),
-        .string(10, \.criuImagePath),
-        .string(11, \.criuWorkPath),
-        .string(12, \.taskAPIAddress),
-        .uint32(13, \.taskAPIVersion),
-    ])
+    public static let fields = ProtobufFieldTable<Self>(
+        "containerd.runc.v1.Options",
+        [
+            .bool(1, \.noPivotRoot),
+            .bool(2, \.noNewKeyring),
+            .string(3, \.shimCgroup),
+            .uint32(4, \.ioUID),
+            .uint32(5, \.ioGID),
+            .string(6, \.binaryName),
+            .string(7, \.root),
+            .string(8, \.criuPath),
+            .bool(9, \.systemdCgroup),
+            .string(10, \.criuImagePath),
+            .string(11, \.criuWorkPath),
+            .string(12, \.taskAPIAddress),
+            .uint32(13, \.taskAPIVersion),
+        ]
+    )
 }
 
 /// Why a task's runtime options cannot be used.
@@ -90,7 +93,8 @@ extension RuncOptions {
             throw RuncOptionsError(
                 "runtime options of type \(any.typeURL.isEmpty ? "(none)" : any.typeURL) are not supported: the shim reads "
                     + "\(Self.typeURL) (a containerd handler passes them when its runtime_type is io.containerd.runc.v2, "
-                    + "with runtime_path naming containerd-shim-zeropod-v2)")
+                    + "with runtime_path naming containerd-shim-zeropod-v2)"
+            )
         }
         do {
             self = try RuncOptions(decoding: any.value)
@@ -119,10 +123,13 @@ public struct ResizePtyRequest: ProtobufTableMessage, Equatable {
     }
 
     /// The fields.
-    public static let fields = ProtobufFieldTable<Self>("ResizePtyRequest", [
-        .string(1, \.id),
-        .string(2, \.execID),
-        .uint32(3, \.width),
-        .uint32(4, \.height),
-    ])
+    public static let fields = ProtobufFieldTable<Self>(
+        "ResizePtyRequest",
+        [
+            .string(1, \.id),
+            .string(2, \.execID),
+            .uint32(3, \.width),
+            .uint32(4, \.height),
+        ]
+    )
 }

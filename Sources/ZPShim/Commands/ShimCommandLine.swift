@@ -53,7 +53,9 @@ public struct ShimCommandLine: Sendable, Equatable {
                 case "start": action = .start
                 case "delete": action = .delete
                 case "status":
-                    throw ShimError.invalidArgument("the status command moved to the zeropod CLI: zeropod status [--socket PATH] [--id ID] [--watch] [--metrics]")
+                    throw ShimError.invalidArgument(
+                        "the status command moved to the zeropod CLI: zeropod status [--socket PATH] [--id ID] [--watch] [--metrics]"
+                    )
                 default: throw ShimError.invalidArgument("unknown action \"\(arg)\" (expected start or delete)")
                 }
                 continue

@@ -17,11 +17,15 @@ public enum ShimMain {
         }
         switch options.action {
         case .version:
-            try? StandardStream.output.write(Array("containerd-shim-zeropod-v2:\n  Version:  \(TaskService.version)\n  Runtime:  Swift\n".utf8))
+            try? StandardStream.output.write(
+                Array("containerd-shim-zeropod-v2:\n  Version:  \(TaskService.version)\n  Runtime:  Swift\n".utf8)
+            )
         case .info:
             // Without this case `-info` would start a daemon that never exits, and containerd 2.x
             // waits for it before its CRI plugin comes up.
-            printError("containerd-shim-zeropod-v2 -info: runtime introspection (RuntimeInfo with runc's features) is not supported yet")
+            printError(
+                "containerd-shim-zeropod-v2 -info: runtime introspection (RuntimeInfo with runc's features) is not supported yet"
+            )
             return 1
         case .start:
             do {

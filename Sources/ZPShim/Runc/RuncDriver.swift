@@ -1,12 +1,13 @@
+import NIOPosix
+import SystemPackage
+import ZPAPI
+import ZPSystem
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import NIOPosix
-import SystemPackage
-import ZPAPI
-import ZPSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -72,7 +73,8 @@ public struct RuncDriver: Sendable {
     ///   - reaper: The reaper runc calls go through; nil for ``Reaper/shared``.
     public init(namespace: String, binary: String? = nil, reaper: Reaper? = nil) {
         let name = binary ?? "runc"
-        self.binary = name.contains("/") ? name : RuncDriver.findOnPath(name) ?? (name == "runc" ? "/usr/sbin/runc" : name)
+        self.binary =
+            name.contains("/") ? name : RuncDriver.findOnPath(name) ?? (name == "runc" ? "/usr/sbin/runc" : name)
         self.root = "\(Self.defaultRootParent)/\(namespace)"
         self.reaperOverride = reaper
     }
@@ -84,15 +86,22 @@ public struct RuncDriver: Sendable {
     ///   - binary: overrides both (tests); nil uses the options, then `nodeDefault`.
     ///   - nodeDefault: the node setting `runc-path` (a path or a name on `PATH`).
     /// - Throws: ``RuncOptionsError`` when the binary chosen is no executable.
-    public init(namespace: String, options: RuncOptions, binary: String? = nil, nodeDefault: String = "runc",
-                reaper: Reaper? = nil) throws(RuncOptionsError)
-    {
+    public init(
+        namespace: String,
+        options: RuncOptions,
+        binary: String? = nil,
+        nodeDefault: String = "runc",
+        reaper: Reaper? = nil
+    ) throws(RuncOptionsError) {
         var resolved = binary
         if resolved == nil {
-            let (name, origin) = options.binaryName.isEmpty
+            let (name, origin) =
+                options.binaryName.isEmpty
                 ? (nodeDefault, "runc-path (node setting)") : (options.binaryName, "BinaryName")
             if name.contains("/") {
-                guard Files.isExecutableFile(FilePath(name)) else { throw RuncOptionsError("\(origin) \(name) is not an executable file") }
+                guard Files.isExecutableFile(FilePath(name)) else {
+                    throw RuncOptionsError("\(origin) \(name) is not an executable file")
+                }
                 resolved = name
             } else if let found = RuncDriver.findOnPath(name) {
                 resolved = found
@@ -118,7 +127,13 @@ public struct RuncDriver: Sendable {
     /// `consoleSocket`, runc makes a terminal and sends its master to that socket.
     /// - Parameter stdio: the init's stdio; nil with a console socket (runc's own stdio is then
     ///   `/dev/null`, its stderr captured for errors).
-    public func create(id: String, bundle: String, pidFile: String, stdio: RuncStdio?, consoleSocket: String? = nil)
+    public func create(
+        id: String,
+        bundle: String,
+        pidFile: String,
+        stdio: RuncStdio?,
+        consoleSocket: String? = nil
+    )
         async throws(RuncError)
     {
         var command = ["create", "--bundle", bundle, "--pid-file", pidFile]
@@ -145,8 +160,14 @@ public struct RuncDriver: Sendable {
 
     /// `runc exec --detach --process FILE --pid-file FILE [--console-socket SOCKET] ID`: starts an
     /// extra process in the container (with a terminal when its process spec asks for one).
-    public func exec(id: String, bundle: String, processFile: String, pidFile: String, stdio: RuncStdio?,
-                     consoleSocket: String? = nil) async throws(RuncError) {
+    public func exec(
+        id: String,
+        bundle: String,
+        processFile: String,
+        pidFile: String,
+        stdio: RuncStdio?,
+        consoleSocket: String? = nil
+    ) async throws(RuncError) {
         var command = ["exec", "--detach", "--process", processFile, "--pid-file", pidFile]
         if let consoleSocket { command += ["--console-socket", consoleSocket] }
         _ = try await run(command + [id], bundle: bundle, stdio: stdio)
@@ -156,7 +177,11 @@ public struct RuncDriver: Sendable {
     public func ps(id: String, bundle: String) async throws(RuncError) -> [Int32] {
         let out = try await run(["ps", "--format", "json", id], bundle: bundle, captureOutput: true)
         guard let list = try? JSONDecoder().decode([Int32].self, from: Data(out)) else {
-            throw RuncError(command: ["ps", id], exitCode: 0, message: "output is not a JSON list: \(String(decoding: out.prefix(200), as: UTF8.self))")
+            throw RuncError(
+                command: ["ps", id],
+                exitCode: 0,
+                message: "output is not a JSON list: \(String(decoding: out.prefix(200), as: UTF8.self))"
+            )
         }
         return list
     }
@@ -167,11 +192,17 @@ public struct RuncDriver: Sendable {
     }
 
     /// Runs one runc command and returns its stdout when `captureOutput` is set.
-    private func run(_ command: [String], bundle: String, stdio: RuncStdio? = nil, captureOutput: Bool = false) async throws(RuncError) -> [UInt8] {
+    private func run(
+        _ command: [String],
+        bundle: String,
+        stdio: RuncStdio? = nil,
+        captureOutput: Bool = false
+    ) async throws(RuncError) -> [UInt8] {
         let logFile = bundle + "/log.json"
         let arguments = [binary] + globalArguments(logFile: logFile) + command
         var spec = SpawnSpec(path: binary, arguments: arguments)
-        var outRead: SharedDescriptor?, errRead: SharedDescriptor?
+        var outRead: SharedDescriptor?
+        var errRead: SharedDescriptor?
         do throws(SystemError) {
             if captureOutput {
                 let pipe = try OwnedDescriptor.pipe()
@@ -207,14 +238,19 @@ public struct RuncDriver: Sendable {
             guard let fd = end?.take() else { return [] }
             return (try? fd.readAll()) ?? []
         }
-        let (output, errors): ([UInt8], [UInt8]) = (try? await NIOThreadPool.singleton.runIfActive { [outRead, errRead] in
-            (drain(outRead), drain(errRead))
-        }) ?? ([], [])
+        let (output, errors): ([UInt8], [UInt8]) =
+            (try? await NIOThreadPool.singleton.runIfActive { [outRead, errRead] in
+                (drain(outRead), drain(errRead))
+            }) ?? ([], [])
         let status = await reaper.wait(for: pid)
         guard status.code == 0 else {
             let logMessage = RuncDriver.lastLogError(logFile)
             let stderrText = String(decoding: errors, as: UTF8.self).trimmedWhitespace
-            throw RuncError(command: command, exitCode: status.code, message: logMessage ?? (stderrText.isEmpty ? "no message" : stderrText))
+            throw RuncError(
+                command: command,
+                exitCode: status.code,
+                message: logMessage ?? (stderrText.isEmpty ? "no message" : stderrText)
+            )
         }
         return output
     }
@@ -223,9 +259,13 @@ public struct RuncDriver: Sendable {
     static func lastLogError(_ path: String) -> String? {
         guard let bytes = try? Files.read(FilePath(path)) else { return nil }
         for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n").reversed() {
-            struct Line: Decodable { var level: String?; var msg: String? }
+            struct Line: Decodable {
+                var level: String?
+                var msg: String?
+            }
             guard let entry = try? JSONDecoder().decode(Line.self, from: Data(line.utf8)),
-                  entry.level == "error" || entry.level == "fatal", let msg = entry.msg else { continue }
+                entry.level == "error" || entry.level == "fatal", let msg = entry.msg
+            else { continue }
             return msg
         }
         return nil
@@ -233,7 +273,8 @@ public struct RuncDriver: Sendable {
 
     /// The first executable `name` in `PATH`.
     static func findOnPath(_ name: String) -> String? {
-        let path = getenv("PATH").map { String(cString: $0) } ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        let path =
+            getenv("PATH").map { String(cString: $0) } ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         for dir in path.split(separator: ":") {
             let candidate = "\(dir)/\(name)"
             if access(candidate, X_OK) == 0 { return candidate }

@@ -25,11 +25,13 @@ extension RuncOptions {
             throw RuncOptionsError(
                 "runc options \(refused.joined(separator: ", ")) are not supported: they configure containerd's task "
                     + "Checkpoint, which containerd-shim-zeropod-v2 does not implement (its scale-down images live under "
-                    + "the node setting state-dir); remove them from the handler's options")
+                    + "the node setting state-dir); remove them from the handler's options"
+            )
         }
         if !taskAPIAddress.isEmpty || taskAPIVersion != 0 {
             throw RuncOptionsError(
-                "runc options TaskApiAddress/TaskApiVersion are not supported: containerd-shim-zeropod-v2 serves the task API itself")
+                "runc options TaskApiAddress/TaskApiVersion are not supported: containerd-shim-zeropod-v2 serves the task API itself"
+            )
         }
     }
 }
@@ -60,8 +62,12 @@ enum ShimCgroup {
     /// Writes `pid` into the cgroup `path` (relative to each hierarchy's root): on a cgroup v2 host
     /// into `/sys/fs/cgroup/<path>`; otherwise into every cgroup v1 hierarchy that has the folder.
     /// - Throws: ``RuncOptionsError`` when no hierarchy has it, or a write fails.
-    static func join(pid: Int32, path: String, mode: CgroupHostMode = .current,
-                     mounts: [MountInfo] = (try? MountInfo.read()) ?? []) throws(RuncOptionsError) {
+    static func join(
+        pid: Int32,
+        path: String,
+        mode: CgroupHostMode = .current,
+        mounts: [MountInfo] = (try? MountInfo.read()) ?? []
+    ) throws(RuncOptionsError) {
         let relative = path.hasPrefix("/") ? path : "/" + path
         let hierarchies: [String]
         switch mode {

@@ -1,8 +1,3 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 import NIOPosix
 import Synchronization
 import SystemPackage
@@ -10,6 +5,12 @@ import ZPCheckpoint
 import ZPCore
 import ZPScaleDown
 import ZPSystem
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 
 #if canImport(Glibc)
 import Glibc
@@ -69,17 +70,27 @@ final class RestorePreparation: Sendable {
     ///   - adoptTerminal: takes the restored terminal's master (with `options.terminal`).
     /// - Throws: `ContainerCheckpointError` when the restore itself cannot be prepared (nothing
     ///   is left running then).
-    init(checkpointer: ContainerCheckpointer, container: RuncContainer, imagesDir: FilePath,
-         options: ContainerRestoreOptions, lazy: Bool, why: String, pids: PidIndex,
-         connections: ContainerConnections? = nil,
-         adoptTerminal: @escaping @Sendable (SharedDescriptor) async -> Void = { $0.close() }) throws(ContainerCheckpointError) {
+    init(
+        checkpointer: ContainerCheckpointer,
+        container: RuncContainer,
+        imagesDir: FilePath,
+        options: ContainerRestoreOptions,
+        lazy: Bool,
+        why: String,
+        pids: PidIndex,
+        connections: ContainerConnections? = nil,
+        adoptTerminal: @escaping @Sendable (SharedDescriptor) async -> Void = { $0.close() }
+    ) throws(ContainerCheckpointError) {
         var daemon: LazyPagesDaemon?
         var reason: String?
         let startedAt = SystemClock.realtimeNanoseconds()
         if lazy {
             do {
-                daemon = try LazyPagesDaemon(criuPath: checkpointer.checkpointer.criuPath, imagesDir: imagesDir,
-                                             readyTimeout: .seconds(20))
+                daemon = try LazyPagesDaemon(
+                    criuPath: checkpointer.checkpointer.criuPath,
+                    imagesDir: imagesDir,
+                    readyTimeout: .seconds(20)
+                )
             } catch {
                 reason = "criu lazy-pages did not start: \(error)"
             }

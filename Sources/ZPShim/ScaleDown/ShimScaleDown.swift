@@ -172,7 +172,11 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
     /// CRIU's `pre-dump` holds the container's connections as `/proc` shows them (before CRIU
     /// seizes the processes); `post-dump` holds exactly those the images recorded and remembers
     /// the listening sockets for the handover (decisions 0045, 0046).
-    private static func connectionHooks(_ connections: ContainerConnections?, pid: Int32?, imagesDirectory: String) -> CRIUHooks {
+    private static func connectionHooks(
+        _ connections: ContainerConnections?,
+        pid: Int32?,
+        imagesDirectory: String
+    ) -> CRIUHooks {
         var hooks = CRIUHooks()
         guard let connections else { return hooks }
         let images = FilePath(imagesDirectory)
@@ -185,8 +189,10 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
             // A hook that throws would abort the dump; an unreadable image only costs the
             // handover and the hold (logged by the caller's failure path if the dump fails).
             let sockets = (try? CRIUInetSockets.read(imagesDir: images)) ?? []
-            connections.dumped(connections: sockets.filter(\.isConnection).map(\.tuple),
-                               listeners: sockets.filter(\.isListener).map(\.listenerAddress))
+            connections.dumped(
+                connections: sockets.filter(\.isConnection).map(\.tuple),
+                listeners: sockets.filter(\.isListener).map(\.listenerAddress)
+            )
         }
         return hooks
     }
@@ -249,8 +255,12 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
         let result: ContainerRestoreResult
         do {
             result = try await NIOThreadPool.singleton.runIfActive {
-                try checkpointer.restore(target, imagesDir: FilePath(images), options: options,
-                                         hooks: Self.restoreHooks(connections))
+                try checkpointer.restore(
+                    target,
+                    imagesDir: FilePath(images),
+                    options: options,
+                    hooks: Self.restoreHooks(connections)
+                )
             }
         } catch {
             connections?.restoreFailed()

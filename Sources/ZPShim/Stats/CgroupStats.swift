@@ -112,11 +112,15 @@ public struct CgroupStatsReader: Sendable {
     public static let system = CgroupStatsReader(
         read: { path in try? Files.readText(FilePath(path)) },
         list: { path in (try? Files.list(FilePath(path))) ?? [] },
-        clockTicks: UInt64(max(1, sysconf(Int32(_SC_CLK_TCK)))))
+        clockTicks: UInt64(max(1, sysconf(Int32(_SC_CLK_TCK))))
+    )
 
     /// A reader over `read` and `list`.
-    public init(read: @escaping @Sendable (String) -> String?, list: @escaping @Sendable (String) -> [String],
-                clockTicks: UInt64) {
+    public init(
+        read: @escaping @Sendable (String) -> String?,
+        list: @escaping @Sendable (String) -> [String],
+        clockTicks: UInt64
+    ) {
         self.read = read
         self.list = list
         self.clockTicks = clockTicks
@@ -226,9 +230,15 @@ public struct CgroupStatsReader: Sendable {
         return text.split(separator: "\n").compactMap { line in
             let f = line.split(separator: " ")
             guard f.count >= 2, let colon = f[0].firstIndex(of: ":"),
-                  let major = UInt64(f[0][..<colon]), let minor = UInt64(f[0][f[0].index(after: colon)...]),
-                  let value = UInt64(f[f.count - 1]) else { return nil }
-            return CgroupV1Metrics.BlkIOEntry(op: f.count >= 3 ? String(f[1]) : "", major: major, minor: minor, value: value)
+                let major = UInt64(f[0][..<colon]), let minor = UInt64(f[0][f[0].index(after: colon)...]),
+                let value = UInt64(f[f.count - 1])
+            else { return nil }
+            return CgroupV1Metrics.BlkIOEntry(
+                op: f.count >= 3 ? String(f[1]) : "",
+                major: major,
+                minor: minor,
+                value: value
+            )
         }
     }
 
@@ -285,7 +295,7 @@ public struct CgroupStatsReader: Sendable {
             for line in text.split(separator: "\n") {
                 let f = line.split(separator: " ")
                 guard let device = f.first, let colon = device.firstIndex(of: ":"),
-                      let major = UInt64(device[..<colon]), let minor = UInt64(device[device.index(after: colon)...])
+                    let major = UInt64(device[..<colon]), let minor = UInt64(device[device.index(after: colon)...])
                 else { continue }
                 var entry = CgroupV2Metrics.IOEntry()
                 entry.major = major
@@ -352,8 +362,11 @@ public struct CgroupStatsReader: Sendable {
     /// The statistics of the cgroups process `pid` is in: v2 metrics of its cgroup2 folder on a
     /// unified host, v1 metrics of its controllers' folders otherwise.
     /// - Returns: nil when the process is gone (no `/proc/PID/cgroup`).
-    public func statistics(ofProcess pid: Int32, mode: CgroupHostMode = .current,
-                           mounts: [MountInfo]? = nil) -> ContainerStatistics? {
+    public func statistics(
+        ofProcess pid: Int32,
+        mode: CgroupHostMode = .current,
+        mounts: [MountInfo]? = nil
+    ) -> ContainerStatistics? {
         guard pid > 0, let text = read("/proc/\(pid)/cgroup") else { return nil }
         let folders = ProcessCgroups.folders(procCgroup: text, mounts: mounts ?? ((try? MountInfo.read()) ?? []))
         switch mode {

@@ -48,7 +48,11 @@ final class ConsoleSocket: Sendable {
             return try UnixSockets.receive(connection, timeout: timeout).descriptors
         }
         guard let master = descriptors.first else {
-            throw SystemError(call: "recvmsg", subject: "runc's console socket message carried no descriptor", errno: .invalidArgument)
+            throw SystemError(
+                call: "recvmsg",
+                subject: "runc's console socket message carried no descriptor",
+                errno: .invalidArgument
+            )
         }
         for extra in descriptors.dropFirst() { extra.close() }
         return master
@@ -89,8 +93,13 @@ final class ProcessTerminal: Sendable {
     ///     copy from a master ends when its process is dumped, and containerd (which reads the FIFO
     ///     for attach) must not see end of file before the restored process's master takes over.
     /// - Throws: ``StdioError`` naming the target that failed.
-    init(master: SharedDescriptor, stdin: String, stdout: String, group: any EventLoopGroup,
-         keepsOutputOpen: Bool = false) async throws {
+    init(
+        master: SharedDescriptor,
+        stdin: String,
+        stdout: String,
+        group: any EventLoopGroup,
+        keepsOutputOpen: Bool = false
+    ) async throws {
         self.stdoutPath = stdout
         self.group = group
         if keepsOutputOpen && !stdout.isEmpty && !stdout.contains("://") {
@@ -130,7 +139,11 @@ final class ProcessTerminal: Sendable {
             master.close()
             return
         }
-        if let size { try? master.withOwner { (m) throws(SystemError) in try Terminals.setWindowSize(m, columns: size.columns, rows: size.rows) } }
+        if let size {
+            try? master.withOwner { (m) throws(SystemError) in
+                try Terminals.setWindowSize(m, columns: size.columns, rows: size.rows)
+            }
+        }
         stdin?.terminalInput?.replace(master)
         if let old, old !== master { old.close() }
     }
@@ -154,7 +167,8 @@ final class ProcessTerminal: Sendable {
             s.size = (columns, rows)
             return s.master
         }
-        try master?.withOwner { (m) throws(SystemError) in try Terminals.setWindowSize(m, columns: columns, rows: rows) }
+        try master?.withOwner { (m) throws(SystemError) in try Terminals.setWindowSize(m, columns: columns, rows: rows)
+        }
     }
 
     /// Stops feeding stdin (CloseIO).

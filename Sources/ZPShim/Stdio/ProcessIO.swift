@@ -1,6 +1,6 @@
 import NIOCore
-import Synchronization
 import NIOPosix
+import Synchronization
 import SystemPackage
 import ZPSystem
 
@@ -35,8 +35,13 @@ public final class ProcessIO: Sendable {
     private let stdin: StdinPump?
     private let outputCopies: [EventLoopFuture<Void>]
 
-    private init(containerStdin: SharedDescriptor, containerStdout: SharedDescriptor, containerStderr: SharedDescriptor,
-                 stdin: StdinPump?, outputCopies: [EventLoopFuture<Void>]) {
+    private init(
+        containerStdin: SharedDescriptor,
+        containerStdout: SharedDescriptor,
+        containerStderr: SharedDescriptor,
+        stdin: StdinPump?,
+        outputCopies: [EventLoopFuture<Void>]
+    ) {
         self.containerStdin = containerStdin
         self.containerStdout = containerStdout
         self.containerStderr = containerStderr
@@ -59,17 +64,29 @@ public final class ProcessIO: Sendable {
     ///   - owner: The uid and gid the pipes get (containerd's `IoUid`/`IoGid` runc options, for a
     ///     process that runs as another user and reopens `/proc/self/fd/1`); nil leaves them root's.
     /// - Throws: ``StdioError`` naming the target that failed.
-    public static func open(stdin: String, stdout: String, stderr: String, group: any EventLoopGroup,
-                            owner: (uid: UInt32, gid: UInt32)? = nil) async throws -> ProcessIO {
-        let inPipe = try OwnedDescriptor.pipe(), outPipe = try OwnedDescriptor.pipe(), errPipe = try OwnedDescriptor.pipe()
+    public static func open(
+        stdin: String,
+        stdout: String,
+        stderr: String,
+        group: any EventLoopGroup,
+        owner: (uid: UInt32, gid: UInt32)? = nil
+    ) async throws -> ProcessIO {
+        let inPipe = try OwnedDescriptor.pipe()
+        let outPipe = try OwnedDescriptor.pipe()
+        let errPipe = try OwnedDescriptor.pipe()
         if let owner {
             // Both ends of every pipe, as containerd-shim-runc-v2 does (`runc.NewPipeIO(uid, gid)`).
-            for fd in [inPipe.readEnd.rawValue, inPipe.writeEnd.rawValue, outPipe.readEnd.rawValue, outPipe.writeEnd.rawValue,
-                       errPipe.readEnd.rawValue, errPipe.writeEnd.rawValue] {
+            for fd in [
+                inPipe.readEnd.rawValue, inPipe.writeEnd.rawValue, outPipe.readEnd.rawValue, outPipe.writeEnd.rawValue,
+                errPipe.readEnd.rawValue, errPipe.writeEnd.rawValue,
+            ] {
                 do {
                     try systemCall("fchown", "stdio pipe") { fchown(fd, owner.uid, owner.gid) }
                 } catch {
-                    throw StdioError(target: "stdio pipes", reason: "cannot give them to \(owner.uid):\(owner.gid): \(error)")
+                    throw StdioError(
+                        target: "stdio pipes",
+                        reason: "cannot give them to \(owner.uid):\(owner.gid): \(error)"
+                    )
                 }
             }
         }
@@ -82,13 +99,21 @@ public final class ProcessIO: Sendable {
             guard Files.isFIFO(FilePath(stdin)) else { throw StdioError(target: stdin, reason: "stdin is not a FIFO") }
             stdinPump = StdinPump(fifo: stdin, into: .pipe(SharedDescriptor(stdinWriteEnd)), group: group)
         }
-        let containerStdout = SharedDescriptor(outPipe.writeEnd), containerStderr = SharedDescriptor(errPipe.writeEnd)
+        let containerStdout = SharedDescriptor(outPipe.writeEnd)
+        let containerStderr = SharedDescriptor(errPipe.writeEnd)
         var copies: [EventLoopFuture<Void>] = []
-        for (target, readEnd) in [(stdout, SharedDescriptor(outPipe.readEnd)), (stderr, SharedDescriptor(errPipe.readEnd))] {
+        for (target, readEnd) in [
+            (stdout, SharedDescriptor(outPipe.readEnd)), (stderr, SharedDescriptor(errPipe.readEnd)),
+        ] {
             copies.append(try await startOutputCopy(to: target, from: readEnd, group: group))
         }
-        return ProcessIO(containerStdin: containerStdin, containerStdout: containerStdout, containerStderr: containerStderr,
-                         stdin: stdinPump, outputCopies: copies)
+        return ProcessIO(
+            containerStdin: containerStdin,
+            containerStdout: containerStdout,
+            containerStderr: containerStderr,
+            stdin: stdinPump,
+            outputCopies: copies
+        )
     }
 
     /// Starts copying `readEnd` (a pipe, or a pty master) to `target` (a FIFO path, a `file://` URI,
@@ -96,32 +121,46 @@ public final class ProcessIO: Sendable {
     /// `EIO` once no process has the terminal open).
     /// - Returns: the copy's end.
     /// - Throws: ``StdioError`` naming the target.
-    static func startOutputCopy(to target: String, from readEnd: SharedDescriptor, group: any EventLoopGroup) async throws -> EventLoopFuture<Void> {
+    static func startOutputCopy(
+        to target: String,
+        from readEnd: SharedDescriptor,
+        group: any EventLoopGroup
+    ) async throws -> EventLoopFuture<Void> {
         let bootstrap = NIOPipeBootstrap(group: group).channelOption(.allowRemoteHalfClosure, value: true)
         let channel: any Channel
         if target.isEmpty {
             channel = try await bootstrap.channelInitializer { ch in
-                ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(StdioForwarder(sink: .discard)) }
+                ch.eventLoop.makeCompletedFuture {
+                    try ch.pipeline.syncOperations.addHandler(StdioForwarder(sink: .discard))
+                }
             }.takingOwnershipOfDescriptor(input: readEnd.take()!.disown()).get()
         } else if target.hasPrefix("file://") {
             let path = String(target.dropFirst("file://".count))
             let file: SharedDescriptor
             do {
-                file = SharedDescriptor(try OwnedDescriptor.open(FilePath(path), O_WRONLY | O_CREAT | O_APPEND, mode: 0o640))
+                file = SharedDescriptor(
+                    try OwnedDescriptor.open(FilePath(path), O_WRONLY | O_CREAT | O_APPEND, mode: 0o640)
+                )
             } catch {
                 throw StdioError(target: target, reason: "\(error)")
             }
             channel = try await bootstrap.channelInitializer { ch in
-                ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(StdioForwarder(sink: .file(file))) }
+                ch.eventLoop.makeCompletedFuture {
+                    try ch.pipeline.syncOperations.addHandler(StdioForwarder(sink: .file(file)))
+                }
             }.takingOwnershipOfDescriptor(input: readEnd.take()!.disown()).get()
         } else if target.contains("://") {
             throw StdioError(target: target, reason: "only FIFO paths and file:// URIs are supported")
         } else {
             let fifo: OwnedDescriptor
-            do { fifo = try OwnedDescriptor.open(FilePath(target), O_RDWR) } catch { throw StdioError(target: target, reason: "\(error)") }
+            do { fifo = try OwnedDescriptor.open(FilePath(target), O_RDWR) } catch {
+                throw StdioError(target: target, reason: "\(error)")
+            }
             let output = fifo.disown()
             channel = try await bootstrap.channelInitializer { ch in
-                ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(StdioForwarder(sink: .channel)) }
+                ch.eventLoop.makeCompletedFuture {
+                    try ch.pipeline.syncOperations.addHandler(StdioForwarder(sink: .channel))
+                }
             }.takingOwnershipOfDescriptors(input: readEnd.take()!.disown(), output: output).get()
         }
         return channel.closeFuture
@@ -148,8 +187,12 @@ public final class ProcessIO: Sendable {
     public func waitOutputCopied(timeout: Duration = .seconds(2)) async {
         guard let loop = outputCopies.first?.eventLoop else { return }
         let done = loop.makePromise(of: Void.self)
-        let timer = loop.scheduleTask(in: .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000
-                                                       + timeout.components.attoseconds / 1_000_000_000)) { done.succeed(()) }
+        let timer = loop.scheduleTask(
+            in: .nanoseconds(
+                Int64(timeout.components.seconds) * 1_000_000_000
+                    + timeout.components.attoseconds / 1_000_000_000
+            )
+        ) { done.succeed(()) }
         EventLoopFuture.andAllComplete(outputCopies, on: loop).whenComplete { _ in
             timer.cancel()
             done.succeed(())  // a second completion (after the timer) is ignored
@@ -215,7 +258,9 @@ final class StdinPump: Sendable {
             case .pipe(let pipe)?:
                 guard let output = pipe.take() else { return }
                 channel = bootstrap.channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(StdioForwarder(sink: .channel)) }
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(StdioForwarder(sink: .channel))
+                    }
                 }.takingOwnershipOfDescriptors(input: input.disown(), output: output.disown())
             }
             channel.whenSuccess { channel in

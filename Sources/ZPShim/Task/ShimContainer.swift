@@ -70,9 +70,20 @@ public actor ShimContainer {
     /// The scale-to-zero driver, when zeropod scales this container down.
     nonisolated var driver: ScaleDownDriver? { scaleDown?.driver }
 
-    init(id: String, bundle: String, namespace: String, rootfsMounts: [String], runc: RuncDriver, ioOwner: (uid: UInt32, gid: UInt32)?,
-         publisher: EventPublisher, pids: PidIndex, group: any EventLoopGroup, logger: Logger, initProcess: Process,
-         scaleDown: ScaleDownWiring? = nil) {
+    init(
+        id: String,
+        bundle: String,
+        namespace: String,
+        rootfsMounts: [String],
+        runc: RuncDriver,
+        ioOwner: (uid: UInt32, gid: UInt32)?,
+        publisher: EventPublisher,
+        pids: PidIndex,
+        group: any EventLoopGroup,
+        logger: Logger,
+        initProcess: Process,
+        scaleDown: ScaleDownWiring? = nil
+    ) {
         self.scaleDown = scaleDown
         self.ioOwner = ioOwner
         self.id = id
@@ -92,9 +103,17 @@ public actor ShimContainer {
     ///
     /// Publishes TaskCreate. - Throws: ``ShimError``, ``RuncError``, ``StdioError``, ``SystemError``.
     /// - Parameter ioOwner: the uid and gid of the stdio pipes (`IoUid`/`IoGid`), nil for root.
-    static func create(_ request: CreateTaskRequest, namespace: String, runc: RuncDriver, ioOwner: (uid: UInt32, gid: UInt32)?,
-                       publisher: EventPublisher, pids: PidIndex, group: any EventLoopGroup, logger: Logger,
-                       scaleDown: ScaleDownWiring? = nil) async throws -> ShimContainer {
+    static func create(
+        _ request: CreateTaskRequest,
+        namespace: String,
+        runc: RuncDriver,
+        ioOwner: (uid: UInt32, gid: UInt32)?,
+        publisher: EventPublisher,
+        pids: PidIndex,
+        group: any EventLoopGroup,
+        logger: Logger,
+        scaleDown: ScaleDownWiring? = nil
+    ) async throws -> ShimContainer {
         guard request.checkpoint.isEmpty else { throw ShimError.notImplemented("create from a checkpoint") }
         let rootfs = request.bundle + "/rootfs"
         var mounted: [String] = []
@@ -104,16 +123,37 @@ public actor ShimContainer {
         }
         do {
             let pidFile = request.bundle + "/init.pid"
-            var process = Process(execID: "", phase: .created, stdin: request.stdin, stdout: request.stdout,
-                                  stderr: request.stderr, terminal: request.terminal)
+            var process = Process(
+                execID: "",
+                phase: .created,
+                stdin: request.stdin,
+                stdout: request.stdout,
+                stderr: request.stderr,
+                terminal: request.terminal
+            )
             if request.terminal {
-                process.console = try await startWithTerminal(stdin: request.stdin, stdout: request.stdout, group: group,
-                                                              keepsOutputOpen: true) { socket in
-                    try await runc.create(id: request.id, bundle: request.bundle, pidFile: pidFile, stdio: nil, consoleSocket: socket)
+                process.console = try await startWithTerminal(
+                    stdin: request.stdin,
+                    stdout: request.stdout,
+                    group: group,
+                    keepsOutputOpen: true
+                ) { socket in
+                    try await runc.create(
+                        id: request.id,
+                        bundle: request.bundle,
+                        pidFile: pidFile,
+                        stdio: nil,
+                        consoleSocket: socket
+                    )
                 }
             } else {
-                let io = try await ProcessIO.open(stdin: request.stdin, stdout: request.stdout, stderr: request.stderr, group: group,
-                                                  owner: ioOwner)
+                let io = try await ProcessIO.open(
+                    stdin: request.stdin,
+                    stdout: request.stdout,
+                    stderr: request.stderr,
+                    group: group,
+                    owner: ioOwner
+                )
                 do {
                     try await runc.create(id: request.id, bundle: request.bundle, pidFile: pidFile, stdio: io.runcStdio)
                 } catch {
@@ -124,12 +164,33 @@ public actor ShimContainer {
             }
             process.pid = try readPidFile(pidFile)
             let pid = process.pid
-            let container = ShimContainer(id: request.id, bundle: request.bundle, namespace: namespace, rootfsMounts: mounted,
-                                          runc: runc, ioOwner: ioOwner, publisher: publisher, pids: pids, group: group, logger: logger,
-                                          initProcess: process, scaleDown: scaleDown)
-            publisher.publish(.create(containerID: request.id, bundle: request.bundle, rootfs: request.rootfs, stdin: request.stdin,
-                                      stdout: request.stdout, stderr: request.stderr, terminal: request.terminal, pid: UInt32(pid)),
-                              namespace: namespace)
+            let container = ShimContainer(
+                id: request.id,
+                bundle: request.bundle,
+                namespace: namespace,
+                rootfsMounts: mounted,
+                runc: runc,
+                ioOwner: ioOwner,
+                publisher: publisher,
+                pids: pids,
+                group: group,
+                logger: logger,
+                initProcess: process,
+                scaleDown: scaleDown
+            )
+            publisher.publish(
+                .create(
+                    containerID: request.id,
+                    bundle: request.bundle,
+                    rootfs: request.rootfs,
+                    stdin: request.stdin,
+                    stdout: request.stdout,
+                    stderr: request.stderr,
+                    terminal: request.terminal,
+                    pid: UInt32(pid)
+                ),
+                namespace: namespace
+            )
             if let early = pids.register(pid, to: container) { await container.processExited(pid: pid, status: early) }
             return container
         } catch {
@@ -143,14 +204,25 @@ public actor ShimContainer {
     /// - Throws: what `runc` throws; ``SystemError`` when no master arrived; ``StdioError``.
     /// - Parameter keepsOutputOpen: for the init, whose terminal outlives a scale-down (see
     ///   ``ProcessTerminal``).
-    private static func startWithTerminal(stdin: String, stdout: String, group: any EventLoopGroup, keepsOutputOpen: Bool = false,
-                                          _ runc: (String) async throws -> Void) async throws -> ProcessTerminal {
+    private static func startWithTerminal(
+        stdin: String,
+        stdout: String,
+        group: any EventLoopGroup,
+        keepsOutputOpen: Bool = false,
+        _ runc: (String) async throws -> Void
+    ) async throws -> ProcessTerminal {
         let socket = try ConsoleSocket()
         defer { socket.remove() }
         try await runc(socket.path)
         let master = try socket.receiveMaster()
         do {
-            return try await ProcessTerminal(master: master, stdin: stdin, stdout: stdout, group: group, keepsOutputOpen: keepsOutputOpen)
+            return try await ProcessTerminal(
+                master: master,
+                stdin: stdin,
+                stdout: stdout,
+                group: group,
+                keepsOutputOpen: keepsOutputOpen
+            )
         } catch {
             master.close()
             throw error
@@ -172,7 +244,9 @@ public actor ShimContainer {
     /// Publishes TaskStart or TaskExecStarted, then any exit that came meanwhile.
     func start(execID: String) async throws -> pid_t {
         if execID.isEmpty {
-            guard initProcess.phase == .created else { throw ShimError.failedPrecondition("task \(id) is not in the created state") }
+            guard initProcess.phase == .created else {
+                throw ShimError.failedPrecondition("task \(id) is not in the created state")
+            }
             initProcess.phase = .starting
             do {
                 try await runc.start(id: id, bundle: bundle)
@@ -194,11 +268,14 @@ public actor ShimContainer {
             return pid
         }
         guard var process = execs[execID] else { throw ShimError.notFound("exec \(execID) in task \(id)") }
-        guard process.phase == .defined else { throw ShimError.failedPrecondition("exec \(execID) was already started") }
+        guard process.phase == .defined else {
+            throw ShimError.failedPrecondition("exec \(execID) was already started")
+        }
         process.phase = .starting
         execs[execID] = process
         let stem = Self.execFileStem(execID)
-        let specFile = "\(bundle)/\(stem).json", pidFile = "\(bundle)/\(stem).pid"
+        let specFile = "\(bundle)/\(stem).json"
+        let pidFile = "\(bundle)/\(stem).pid"
         if let driver {
             do {
                 try await driver.execNeedsApplication(execID)
@@ -211,14 +288,36 @@ public actor ShimContainer {
             try Files.write(FilePath(specFile), process.spec, mode: 0o600)
             if process.terminal {
                 let (runc, id, bundle) = (runc, id, bundle)
-                execs[execID]?.console = try await Self.startWithTerminal(stdin: process.stdin, stdout: process.stdout, group: group) {
-                    try await runc.exec(id: id, bundle: bundle, processFile: specFile, pidFile: pidFile, stdio: nil, consoleSocket: $0)
+                execs[execID]?.console = try await Self.startWithTerminal(
+                    stdin: process.stdin,
+                    stdout: process.stdout,
+                    group: group
+                ) {
+                    try await runc.exec(
+                        id: id,
+                        bundle: bundle,
+                        processFile: specFile,
+                        pidFile: pidFile,
+                        stdio: nil,
+                        consoleSocket: $0
+                    )
                 }
             } else {
-                let io = try await ProcessIO.open(stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, group: group,
-                                                  owner: ioOwner)
+                let io = try await ProcessIO.open(
+                    stdin: process.stdin,
+                    stdout: process.stdout,
+                    stderr: process.stderr,
+                    group: group,
+                    owner: ioOwner
+                )
                 execs[execID]?.io = io
-                try await runc.exec(id: id, bundle: bundle, processFile: specFile, pidFile: pidFile, stdio: io.runcStdio)
+                try await runc.exec(
+                    id: id,
+                    bundle: bundle,
+                    processFile: specFile,
+                    pidFile: pidFile,
+                    stdio: io.runcStdio
+                )
             }
         } catch {
             execs[execID]?.io?.close()
@@ -295,8 +394,16 @@ public actor ShimContainer {
         } else {
             execs[execID] = process
         }
-        publisher.publish(.exit(containerID: id, id: execID.isEmpty ? id : execID, pid: UInt32(process.pid), exitStatus: status.code,
-                                exitedAt: ProtobufTimestamp(unixNanoseconds: status.exitedAt)), namespace: namespace)
+        publisher.publish(
+            .exit(
+                containerID: id,
+                id: execID.isEmpty ? id : execID,
+                pid: UInt32(process.pid),
+                exitStatus: status.code,
+                exitedAt: ProtobufTimestamp(unixNanoseconds: status.exitedAt)
+            ),
+            namespace: namespace
+        )
         for waiter in waiters { waiter.resume(returning: status) }
     }
 
@@ -374,7 +481,11 @@ public actor ShimContainer {
                 await process.console?.waitOutputCopied()
                 process.io?.close()
                 process.console?.close()
-                return DeleteResponse(pid: UInt32(process.pid), exitStatus: status.code, exitedAt: ProtobufTimestamp(unixNanoseconds: status.exitedAt))
+                return DeleteResponse(
+                    pid: UInt32(process.pid),
+                    exitStatus: status.code,
+                    exitedAt: ProtobufTimestamp(unixNanoseconds: status.exitedAt)
+                )
             case .defined:
                 execs[execID] = nil
                 return DeleteResponse(pid: 0, exitStatus: 0, exitedAt: nil)
@@ -411,9 +522,21 @@ public actor ShimContainer {
         }
         Mounts.unmountAll(rootfsMounts)
         unlink(bundle + "/init.pid")
-        publisher.publish(.delete(containerID: id, pid: UInt32(initProcess.pid), exitStatus: status.code,
-                                  exitedAt: ProtobufTimestamp(unixNanoseconds: status.exitedAt), id: id), namespace: namespace)
-        return DeleteResponse(pid: UInt32(initProcess.pid), exitStatus: status.code, exitedAt: ProtobufTimestamp(unixNanoseconds: status.exitedAt))
+        publisher.publish(
+            .delete(
+                containerID: id,
+                pid: UInt32(initProcess.pid),
+                exitStatus: status.code,
+                exitedAt: ProtobufTimestamp(unixNanoseconds: status.exitedAt),
+                id: id
+            ),
+            namespace: namespace
+        )
+        return DeleteResponse(
+            pid: UInt32(initProcess.pid),
+            exitStatus: status.code,
+            exitedAt: ProtobufTimestamp(unixNanoseconds: status.exitedAt)
+        )
     }
 
     /// Waits until the process exits.
@@ -422,7 +545,11 @@ public actor ShimContainer {
         guard let process else { throw ShimError.notFound("exec \(execID) in task \(id)") }
         if case .exited(let status) = process.phase { return status }
         return await withCheckedContinuation { continuation in
-            if execID.isEmpty { initProcess.waiters.append(continuation) } else { execs[execID]?.waiters.append(continuation) }
+            if execID.isEmpty {
+                initProcess.waiters.append(continuation)
+            } else {
+                execs[execID]?.waiters.append(continuation)
+            }
         }
     }
 
@@ -455,11 +582,22 @@ public actor ShimContainer {
 
     /// Adds an exec process (started later by ``start(execID:)``). Publishes TaskExecAdded.
     func addExec(_ request: ExecProcessRequest) throws {
-        guard execs[request.execID] == nil else { throw ShimError.alreadyExists("exec \(request.execID) in task \(id)") }
+        guard execs[request.execID] == nil else {
+            throw ShimError.alreadyExists("exec \(request.execID) in task \(id)")
+        }
         guard !initExited else { throw ShimError.failedPrecondition("task \(id) has exited") }
-        guard let spec = request.spec else { throw ShimError.invalidArgument("exec \(request.execID) has no process spec") }
-        execs[request.execID] = Process(execID: request.execID, phase: .defined, stdin: request.stdin, stdout: request.stdout,
-                                        stderr: request.stderr, terminal: request.terminal, spec: spec.value)
+        guard let spec = request.spec else {
+            throw ShimError.invalidArgument("exec \(request.execID) has no process spec")
+        }
+        execs[request.execID] = Process(
+            execID: request.execID,
+            phase: .defined,
+            stdin: request.stdin,
+            stdout: request.stdout,
+            stderr: request.stderr,
+            terminal: request.terminal,
+            spec: spec.value
+        )
         publisher.publish(.execAdded(containerID: id, execID: request.execID), namespace: namespace)
     }
 
@@ -478,7 +616,9 @@ public actor ShimContainer {
         guard let process else { throw ShimError.notFound("exec \(execID) in task \(id)") }
         guard let console = process.console else { return }
         guard let columns = UInt16(exactly: width), let rows = UInt16(exactly: height) else {
-            throw ShimError.invalidArgument("ResizePty \(width)x\(height): a terminal has at most 65535 columns and rows")
+            throw ShimError.invalidArgument(
+                "ResizePty \(width)x\(height): a terminal has at most 65535 columns and rows"
+            )
         }
         try console.resize(columns: columns, rows: rows)
     }
@@ -507,7 +647,8 @@ public actor ShimContainer {
     /// ``ContainerStatistics/scaledDown(mode:cpuNanoseconds:)`` with the last CPU time reported
     /// (decision 0042).
     /// - Throws: ``ShimError/notFound(_:)`` when the process is gone.
-    func statistics(reader: CgroupStatsReader = .system, mode: CgroupHostMode = .current) throws -> ContainerStatistics {
+    func statistics(reader: CgroupStatsReader = .system, mode: CgroupHostMode = .current) throws -> ContainerStatistics
+    {
         if initExited { throw ShimError.notFound("task \(id) has exited: its cgroup is gone") }
         if let driver, !driver.processRuns { return .scaledDown(mode: mode, cpuNanoseconds: lastCPUNanoseconds) }
         guard let stats = reader.statistics(ofProcess: initProcess.pid, mode: mode) else {
@@ -550,8 +691,9 @@ public actor ShimContainer {
         var encoded = "exec-"
         for byte in execID.utf8 {
             switch byte {
-            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-                 UInt8(ascii: "-"):
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"),
+                UInt8(ascii: "-"):
                 encoded.unicodeScalars.append(Unicode.Scalar(byte))
             default:
                 let hex = String(byte, radix: 16)
@@ -564,7 +706,8 @@ public actor ShimContainer {
 
     private static func readPidFile(_ path: String) throws -> pid_t {
         guard let bytes = try? Files.read(FilePath(path)),
-              let pid = pid_t(String(decoding: bytes, as: UTF8.self).trimmedWhitespace), pid > 0 else {
+            let pid = pid_t(String(decoding: bytes, as: UTF8.self).trimmedWhitespace), pid > 0
+        else {
             throw ShimError.failedPrecondition("pid file \(path) is missing or holds no pid")
         }
         return pid

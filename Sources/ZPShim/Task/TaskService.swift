@@ -59,8 +59,16 @@ public final class TaskService: Sendable {
     ///   their wake group (`zeropod-swift/wake-group`) only when it is set.
     /// - Parameter node: the node settings; nil reads them (``NodeSettings/load(path:)``). When
     ///   they carry a ``NodeSettings/problem``, every `Create` fails with it (decision 0032).
-    public init(namespace: String, publisher: EventPublisher, group: any EventLoopGroup, runcBinary: String? = nil,
-                statusBoard: ShimStatusBoard? = nil, statusSocket: String? = nil, node: NodeSettings? = nil, logger: Logger) {
+    public init(
+        namespace: String,
+        publisher: EventPublisher,
+        group: any EventLoopGroup,
+        runcBinary: String? = nil,
+        statusBoard: ShimStatusBoard? = nil,
+        statusSocket: String? = nil,
+        node: NodeSettings? = nil,
+        logger: Logger
+    ) {
         defaultNamespace = namespace
         self.statusBoard = statusBoard
         self.publisher = publisher
@@ -135,7 +143,11 @@ public final class TaskService: Sendable {
                         return try await handler(call)
                     } catch {
                         let status = ShimError.status(for: error)
-                        logger.log(level: status.code == .notFound ? .debug : .warning, "\(method.rawValue) failed", metadata: ["error": "\(status.message)"])
+                        logger.log(
+                            level: status.code == .notFound ? .debug : .warning,
+                            "\(method.rawValue) failed",
+                            metadata: ["error": "\(status.message)"]
+                        )
                         throw status
                     }
                 }
@@ -159,7 +171,9 @@ public final class TaskService: Sendable {
         let request = try CreateTaskRequest(decoding: call.payload)
         guard !request.id.isEmpty else { throw ShimError.invalidArgument("Create without a task id") }
         if let problem = nodeSettingsProblem {
-            throw ShimError.failedPrecondition("node settings refused (fix the file; the next shim reads it again): \(problem)")
+            throw ShimError.failedPrecondition(
+                "node settings refused (fix the file; the next shim reads it again): \(problem)"
+            )
         }
         guard table.withLock({ $0.reserve(request.id) }) else { throw ShimError.alreadyExists("task \(request.id)") }
         let namespace = namespace(of: call)
@@ -173,20 +187,36 @@ public final class TaskService: Sendable {
             do {
                 options = try RuncOptions(any: request.options)
                 try options.checkSupported()
-                runc = try RuncDriver(namespace: namespace, options: options, binary: runcBinary, nodeDefault: node.runcPath)
+                runc = try RuncDriver(
+                    namespace: namespace,
+                    options: options,
+                    binary: runcBinary,
+                    nodeDefault: node.runcPath
+                )
             } catch {
                 throw ShimError.invalidArgument("task \(request.id): \(error)")
             }
             do {
                 try RuncOptionsFile.write(options, bundle: request.bundle)
             } catch {
-                throw ShimError.failedPrecondition("task \(request.id): cannot keep its runc options in the bundle: \(error)")
+                throw ShimError.failedPrecondition(
+                    "task \(request.id): cannot keep its runc options in the bundle: \(error)"
+                )
             }
             let ioOwner = options.ioUID != 0 || options.ioGID != 0 ? (uid: options.ioUID, gid: options.ioGID) : nil
             scaleDown = try await makeScaleDown(request, runc: runc, options: options, namespace: namespace)
             do {
-                container = try await ShimContainer.create(request, namespace: namespace, runc: runc, ioOwner: ioOwner, publisher: publisher,
-                                                           pids: pids, group: group, logger: logger, scaleDown: scaleDown)
+                container = try await ShimContainer.create(
+                    request,
+                    namespace: namespace,
+                    runc: runc,
+                    ioOwner: ioOwner,
+                    publisher: publisher,
+                    pids: pids,
+                    group: group,
+                    logger: logger,
+                    scaleDown: scaleDown
+                )
             } catch {
                 if let scaleDown { pods.release(netnsPath: scaleDown.netnsPath, container: request.id) }
                 throw error
@@ -209,8 +239,12 @@ public final class TaskService: Sendable {
     /// zeropod does not scale it down (not named in `container-names`, the sandbox,
     /// `scaledown-duration` 0, no pod netns path).
     /// - Throws: ``ShimError/invalidArgument(_:)`` with the ConfigError text for a malformed annotation.
-    private func makeScaleDown(_ request: CreateTaskRequest, runc: RuncDriver, options: RuncOptions,
-                               namespace: String) async throws -> ScaleDownWiring? {
+    private func makeScaleDown(
+        _ request: CreateTaskRequest,
+        runc: RuncDriver,
+        options: RuncOptions,
+        namespace: String
+    ) async throws -> ScaleDownWiring? {
         let bundle = BundleConfig(bundle: request.bundle)
         let config: ContainerConfig
         do {
@@ -222,54 +256,90 @@ public final class TaskService: Sendable {
         // (issue 16): a container it applies to is refused rather than silently not migrated.
         if config.isManaged, config.anyMigrationEnabled {
             let key = config.liveMigrationEnabled ? ZeropodAnnotation.liveMigrate : ZeropodAnnotation.migrate
-            throw ShimError.notImplemented("\(key.rawValue): migrating container \"\(config.containerName)\" is not supported yet; remove it from the annotation")
+            throw ShimError.notImplemented(
+                "\(key.rawValue): migrating container \"\(config.containerName)\" is not supported yet; remove it from the annotation"
+            )
         }
         guard config.isManaged, config.scaleDownEnabled else { return nil }
         guard let netns = bundle.networkNamespacePath else {
-            logger.warning("scale-down off: the spec names no network namespace path", metadata: ["id": "\(request.id)"])
+            logger.warning(
+                "scale-down off: the spec names no network namespace path",
+                metadata: ["id": "\(request.id)"]
+            )
             return nil
         }
         var redirector: PodRedirector?
         do {
             redirector = try await pods.acquire(netnsPath: netns, container: request.id, node: node)
         } catch {
-            logger.warning("scale-down off: redirector for \(netns) failed: \(error)", metadata: ["id": "\(request.id)"])
+            logger.warning(
+                "scale-down off: redirector for \(netns) failed: \(error)",
+                metadata: ["id": "\(request.id)"]
+            )
         }
         let wakeGroup = wakeGroups.flatMap { socket, registry in
-            WakeGroupMember(config: config, containerID: request.id, containerdNamespace: namespace, statusSocket: socket,
-                            registry: registry, group: group, logger: logger)
+            WakeGroupMember(
+                config: config,
+                containerID: request.id,
+                containerdNamespace: namespace,
+                statusSocket: socket,
+                registry: registry,
+                group: group,
+                logger: logger
+            )
         }
         var containerLogger = logger
         containerLogger[metadataKey: "container"] = "\(request.id)"
         let handover = config.listenerHandoverApplies(probeSourcesKnown: !node.probeSourceAddresses.isEmpty)
         if redirector != nil && config.listenerHandover && !handover {
-            containerLogger.info("listener handover off: the node sets no probe-source-addresses and probe detection is on, so the activator keeps the ports (decision 0046)")
+            containerLogger.info(
+                "listener handover off: the node sets no probe-source-addresses and probe detection is on, so the activator keeps the ports (decision 0046)"
+            )
         }
         let connections = redirector.flatMap { redirector -> ContainerConnections? in
             guard let owner = pods.owner(netnsPath: netns, container: request.id) else { return nil }
             return ContainerConnections(
-                redirector: redirector, namespacePath: FilePath(netns), owner: owner,
+                redirector: redirector,
+                namespacePath: FilePath(netns),
+                owner: owner,
                 settings: .init(keepConnections: config.keepConnections, listenerHandover: handover),
-                logger: containerLogger)
+                logger: containerLogger
+            )
         }
         let handle = ContainerHandle()
-        let control = RuncContainerControl(id: request.id, bundle: request.bundle, runc: runc, pids: pids, container: handle,
-                                           connections: connections)
+        let control = RuncContainerControl(
+            id: request.id,
+            bundle: request.bundle,
+            runc: runc,
+            pids: pids,
+            container: handle,
+            connections: connections
+        )
         // The CriuPath runc option (containerd 1.x) picks this container's CRIU.
-        let criu = options.criuPath.isEmpty
+        let criu =
+            options.criuPath.isEmpty
             ? checkpointer : ContainerCheckpointer(checkpointer: Checkpointer(criuPath: FilePath(options.criuPath)))
         var checkpoints = CRIUCheckpoints(
-            checkpointer: criu, target: RuncContainer(id: request.id, runcRoot: FilePath(runc.root)),
+            checkpointer: criu,
+            target: RuncContainer(id: request.id, runcRoot: FilePath(runc.root)),
             imagesDirectory: node.layout.imageDirectory(containerdNamespace: namespace, containerID: request.id),
             namespaceImagesDirectory: node.layout.imageDirectory(containerdNamespace: namespace),
-            lazyRestore: node.lazyRestore, logLevel: Int32(node.criuLogLevel), pids: pids, container: handle,
-            connections: connections)
+            lazyRestore: node.lazyRestore,
+            logLevel: Int32(node.criuLogLevel),
+            pids: pids,
+            container: handle,
+            connections: connections
+        )
         checkpoints.terminal = request.terminal
         let redirect = redirector.map { redirector in
             PodRedirect(
-                redirector: redirector, namespacePath: FilePath(netns),
+                redirector: redirector,
+                namespacePath: FilePath(netns),
                 configuration: ActivatorConfiguration(container: config),
-                group: group, logger: containerLogger, connections: connections)
+                group: group,
+                logger: containerLogger,
+                connections: connections
+            )
         }
         let settings = ScaleDownDriver.Settings(
             lifecycle: ContainerLifecycle.Configuration(
@@ -278,11 +348,20 @@ public final class TaskService: Sendable {
                 openConnectionsCountAsActivity: node.openConnectionsAreActivity,
                 preDump: config.preDump,
                 wakesGroup: wakeGroup != nil,
-                dryRun: config.dryRun),
-            ports: config.ports)
+                dryRun: config.dryRun
+            ),
+            ports: config.ports
+        )
         let driver = ScaleDownDriver(
-            id: request.id, settings: settings, control: control, checkpoints: checkpoints, redirect: redirect,
-            status: statusBoard.map { StatusBoardSink(board: $0, id: request.id) }, wakeGroup: wakeGroup, logger: logger)
+            id: request.id,
+            settings: settings,
+            control: control,
+            checkpoints: checkpoints,
+            redirect: redirect,
+            status: statusBoard.map { StatusBoardSink(board: $0, id: request.id) },
+            wakeGroup: wakeGroup,
+            logger: logger
+        )
         return ScaleDownWiring(driver: driver, container: handle, netnsPath: netns, connections: connections)
     }
 
@@ -344,7 +423,8 @@ public final class TaskService: Sendable {
     private func wait(_ call: TTRPCCall) async throws -> [UInt8] {
         let request = try TaskProcessRequest(decoding: call.payload)
         let status = try await container(request.id).wait(execID: request.execID)
-        return WaitResponse(exitStatus: status.code, exitedAt: ProtobufTimestamp(unixNanoseconds: status.exitedAt)).encoded()
+        return WaitResponse(exitStatus: status.code, exitedAt: ProtobufTimestamp(unixNanoseconds: status.exitedAt))
+            .encoded()
     }
 
     private func exec(_ call: TTRPCCall) async throws -> [UInt8] {
@@ -372,7 +452,9 @@ public final class TaskService: Sendable {
 
     private func update(_ call: TTRPCCall) async throws -> [UInt8] {
         let request = try UpdateTaskRequest(decoding: call.payload)
-        guard let resources = request.resources else { throw ShimError.invalidArgument("Update of task \(request.id) without resources") }
+        guard let resources = request.resources else {
+            throw ShimError.invalidArgument("Update of task \(request.id) without resources")
+        }
         try await container(request.id).update(resources: resources.value)
         return EmptyMessage().encoded()
     }
