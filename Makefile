@@ -9,7 +9,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_TEST_SECONDS ?= 5
 FUZZ_LONG_RUNS ?= 10000000
 
-.PHONY: setup build shim test test-images test-unit fuzz fuzz-long demo bench bench-density clean bpf bpf-check bench-bpf bench-manager images
+.PHONY: setup build shim format lint test test-images test-unit fuzz fuzz-long demo bench bench-density clean bpf bpf-check bench-bpf bench-manager images
 
 setup:
 	@bash scripts/setup.sh
@@ -47,6 +47,13 @@ test: setup bpf-check
 test-images: setup bpf-check
 	$(SWIFT) build --build-tests $(SWIFT_FLAGS)
 	$(SWIFT) test --skip-build --no-parallel $(SWIFT_FLAGS) --filter '^ZPImageTests\.'
+
+# swift-format with the repository's .swift-format (swift-nio's settings, line length 120).
+SWIFT_SOURCES = Package.swift Sources Tests bench Fuzz
+format:
+	$(SWIFT) format format -i -r $(SWIFT_SOURCES)
+lint:
+	$(SWIFT) format lint -r $(SWIFT_SOURCES)
 
 # Pure tests only (no root needed, no setup).
 test-unit:
