@@ -49,7 +49,7 @@ test-images: setup bpf-check
 	$(SWIFT) test --skip-build --no-parallel $(SWIFT_FLAGS) --filter '^ZPImageTests\.'
 
 # swift-format with the repository's .swift-format (swift-nio's settings, line length 120).
-SWIFT_SOURCES = Package.swift Sources Tests bench Fuzz
+SWIFT_SOURCES = Sources Tests bench Fuzz
 format:
 	$(SWIFT) format format -i -r $(SWIFT_SOURCES)
 lint:
