@@ -59,19 +59,17 @@ import ZPTestSupport
                     case .v1_31: #expect(resizes.isEmpty)
                     }
                     #expect(manager.writer?.statistics.route == (version == .v1_36 ? .subresource : .pod))
-                    // Metrics followed the shim.
-                    let text = manager.state.metrics.exposition()
-                    #expect(text.contains(#"zeropod_running{container="app",pod="web",namespace="default"} 1"#))
-                    #expect(
-                        text.contains(
-                            #"zeropod_checkpoint_duration_seconds_count{container="app",pod="web",namespace="default"} 1"#
-                        )
-                    )
-                    #expect(
-                        text.contains(
-                            #"zeropod_restore_duration_seconds_count{container="app",pod="web",namespace="default"} 1"#
-                        )
-                    )
+                    // Metrics followed the shim (updated on their own path, so waited for like the label).
+                    let wanted = [
+                        #"zeropod_running{container="app",pod="web",namespace="default"} 1"#,
+                        #"zeropod_checkpoint_duration_seconds_count{container="app",pod="web",namespace="default"} 1"#,
+                        #"zeropod_restore_duration_seconds_count{container="app",pod="web",namespace="default"} 1"#,
+                    ]
+                    let metricsFollowed = await eventuallyAsync {
+                        let text = manager.state.metrics.exposition()
+                        return wanted.allSatisfy { text.contains($0) }
+                    }
+                    #expect(metricsFollowed, "\(manager.state.metrics.exposition())")
                 }
             }
         }

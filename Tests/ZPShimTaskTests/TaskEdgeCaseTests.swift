@@ -117,7 +117,9 @@ func statusCode(_ body: () async throws -> Void) async -> (RPCStatusCode, String
     }
 }
 
-@Suite struct TaskEdgeCaseTests {
+// Serialized: each test writes its fake runc and then spawns it; a spawn of a parallel test in the
+// same process could inherit the still-open write descriptor and make the exec fail with ETXTBSY.
+@Suite(.serialized) struct TaskEdgeCaseTests {
     /// Two `Create` calls with one id at the same time: one reaches `runc create`, the other is
     /// refused with AlreadyExists at once (before, both ran `runc create`).
     @Test func concurrentCreates_withOneID_runRuncCreateOnce() async throws {
