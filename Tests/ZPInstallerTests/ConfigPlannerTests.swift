@@ -183,8 +183,8 @@ func inputs(_ release: ContainerdRelease, main: String?, mainPath: String = "/et
 
             [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.zeropod.options]
               # copied from the node's runc handler
-              SystemdCgroup = true
               BinaryName = "/usr/sbin/runc"
+              SystemdCgroup = true
             # END zeropod-swift
 
             """, false),
@@ -200,7 +200,7 @@ func inputs(_ release: ContainerdRelease, main: String?, mainPath: String = "/et
         #expect(after == main + "\n" + block)
         let note = plan.notes.first { $0.contains("ignores runtime_path") }
         #expect((note != nil) == byType)
-        if byType { #expect(note?.contains("SystemdCgroup, BinaryName") == true, "\(plan.notes)") }
+        if byType { #expect(note?.contains("node's runc options (BinaryName, SystemdCgroup) cannot reach the shim") == true, "\(plan.notes)") }
     }
 
     @Test func k3sOnContainerd16_namesTheShimByType() throws {
