@@ -9,7 +9,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_TEST_SECONDS ?= 5
 FUZZ_LONG_RUNS ?= 10000000
 
-.PHONY: setup build shim test test-unit fuzz fuzz-long demo bench bench-density clean bpf bpf-check bench-bpf bench-manager images
+.PHONY: setup build shim format lint test test-images test-unit fuzz fuzz-long demo bench bench-density clean bpf bpf-check bench-bpf bench-manager images
 
 setup:
 	@bash scripts/setup.sh
@@ -40,6 +40,20 @@ test: setup bpf-check
 	$(SWIFT) build --build-tests $(SWIFT_FLAGS)
 	@status=0; SWIFT_FLAGS="$(SWIFT_FLAGS)" bash scripts/test.sh || status=1; \
 	  bash scripts/fuzz.sh --seconds $(FUZZ_TEST_SECONDS) || status=1; exit $$status
+
+# The installer and manager images run in the CRI test bed (ZPImageTests): builds the images
+# (scripts/images.sh, a release build the first time, cached by content) and runs them on
+# containerd 1.6 and 2.x. Long, so not part of `make test`.
+test-images: setup bpf-check
+	$(SWIFT) build --build-tests $(SWIFT_FLAGS)
+	$(SWIFT) test --skip-build --no-parallel $(SWIFT_FLAGS) --filter '^ZPImageTests\.'
+
+# swift-format with the repository's .swift-format (swift-nio's settings, line length 120).
+SWIFT_SOURCES = Sources Tests bench Fuzz
+format:
+	$(SWIFT) format format -i -r $(SWIFT_SOURCES)
+lint:
+	$(SWIFT) format lint -r $(SWIFT_SOURCES)
 
 # Pure tests only (no root needed, no setup).
 test-unit:

@@ -432,7 +432,7 @@ let package = Package(
         .testTarget(
             name: "ZPCRITests",
             dependencies: [
-                "ZPCRITestBed", "ZPTestSupport", "ZPCore", "ZPAPI", "ZPShim",
+                "ZPCRITestBed", "ZPTestSupport", "ZPCore", "ZPAPI", "ZPShim", "ZPSystem",
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             exclude: ["Fixtures"],

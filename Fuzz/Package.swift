@@ -7,7 +7,8 @@ import Foundation
 import PackageDescription
 
 /// The project's package identity: the name of the folder it was cloned into, lower-cased.
-let project = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().lastPathComponent.lowercased()
+let project = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().lastPathComponent
+    .lowercased()
 
 func zp(_ product: String) -> Target.Dependency { .product(name: product, package: project) }
 
@@ -16,7 +17,11 @@ func zp(_ product: String) -> Target.Dependency { .product(name: product, packag
 /// still links the symbol `<Target>_main` as `main`: each target defines it with `@_cdecl` and hands
 /// its `LLVMFuzzerTestOneInput` to libFuzzer's driver (FuzzSupport's `runLibFuzzer`).
 func fuzzTarget(_ name: String, _ dependencies: [Target.Dependency]) -> Target {
-    .executableTarget(name: name, dependencies: ["FuzzSupport"] + dependencies, swiftSettings: [.unsafeFlags(["-parse-as-library"])])
+    .executableTarget(
+        name: name,
+        dependencies: ["FuzzSupport"] + dependencies,
+        swiftSettings: [.unsafeFlags(["-parse-as-library"])]
+    )
 }
 
 let package = Package(
@@ -36,7 +41,10 @@ let package = Package(
         fuzzTarget("FuzzProbeHTTP", [zp("ZPActivator"), .product(name: "NIOCore", package: "swift-nio")]),
         fuzzTarget(
             "FuzzProbeGRPC",
-            [zp("ZPActivator"), .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOHPACK", package: "swift-nio-http2")]
+            [
+                zp("ZPActivator"), .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHPACK", package: "swift-nio-http2"),
+            ]
         ),
         fuzzTarget("FuzzNodeSettings", [zp("ZPCore")]),
         fuzzTarget("FuzzAnnotations", [zp("ZPCore")]),

@@ -7,16 +7,22 @@
 # calls "did not answer within 10 s"). One process per target keeps them apart; ZPShimTests and
 # ZPCRITests and ZPImageTests (the CRI test bed's end-to-end suites) run without parallelism for the
 # same reason.
+# ZPImageTests (the installer and manager images in the CRI test bed) need release builds of the
+# images (scripts/images.sh: 10-60 minutes cold on 2 cores), so they are `make test-images`, not part
+# of `make test`; ZP_IMAGE_TESTS=1 adds them here.
 # SWIFT_FLAGS is passed through.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 swift_flags=(${SWIFT_FLAGS:-})
-serial_targets=(ZPShimTests ZPCRITests ZPImageTests)
+serial_targets=(ZPShimTests ZPCRITests)
+own_targets=(ZPImageTests)  # run by `make test-images`
+[ "${ZP_IMAGE_TESTS:-0}" = 1 ] && { serial_targets+=(ZPImageTests); own_targets=(); }
 parallel_targets=()
 for dir in Tests/*/; do  # every test target, so a new one is never skipped
   t=$(basename "$dir")
-  [[ " ${serial_targets[*]} " == *" $t "* ]] || parallel_targets+=("$t")
+  [[ " ${serial_targets[*]} ${own_targets[*]} " == *" $t "* ]] || parallel_targets+=("$t")
 done
+[ ${#own_targets[@]} -gt 0 ] && echo "test.sh: not run here: ${own_targets[*]} (make test-images)"
 failed=()
 run() {
   local target=$1; shift

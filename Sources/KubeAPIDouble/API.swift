@@ -79,9 +79,16 @@ final class APIServer: Sendable {
         recorded.withLock {
             $0.append(
                 KubeAPIDouble.RecordedRequest(
-                    verb: request.method, path: request.path, query: request.query, rawQuery: request.rawQuery,
-                    contentType: request.contentType, accept: request.accept,
-                    body: String(decoding: request.body, as: UTF8.self), user: request.user))
+                    verb: request.method,
+                    path: request.path,
+                    query: request.query,
+                    rawQuery: request.rawQuery,
+                    contentType: request.contentType,
+                    accept: request.accept,
+                    body: String(decoding: request.body, as: UTF8.self),
+                    user: request.user
+                )
+            )
         }
         do {
             return try route(request)
@@ -140,14 +147,23 @@ final class APIServer: Sendable {
         if request.path.hasPrefix("/api/v1/") {
             target = try parseResourcePath(String(request.path.dropFirst("/api/v1/".count)), group: "")
         } else if request.path.hasPrefix("/apis/") {
-            let parts = request.path.dropFirst("/apis/".count).split(separator: "/", maxSplits: 2, omittingEmptySubsequences: false)
+            let parts = request.path.dropFirst("/apis/".count).split(
+                separator: "/",
+                maxSplits: 2,
+                omittingEmptySubsequences: false
+            )
             let custom = customResources.withLock { $0 }
-            guard parts.count >= 2, let first = custom.first(where: { $0.group == parts[0] && $0.version == parts[1] }) else {
+            guard parts.count >= 2, let first = custom.first(where: { $0.group == parts[0] && $0.version == parts[1] })
+            else {
                 if request.path == "/apis" || request.path == "/apis/" { return json(Discovery.apiGroupList(custom)) }
                 throw StatusError.pathNotFound
             }
             if parts.count == 2 || parts[2].isEmpty {
-                return json(Discovery.customResourceList(custom.filter { $0.group == first.group && $0.version == first.version }))
+                return json(
+                    Discovery.customResourceList(
+                        custom.filter { $0.group == first.group && $0.version == first.version }
+                    )
+                )
             }
             target = try parseResourcePath(String(parts[2]), group: first.group)
         } else {
@@ -180,7 +196,9 @@ final class APIServer: Sendable {
     private func parseResourcePath(_ path: String, group: String) throws(StatusError) -> ResourceRequest {
         var parts = path.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
         var namespace: String?
-        if parts.first == "namespaces", parts.count >= 3, let resource = resourceType(plural: parts[2], group: group), resource.namespaced {
+        if parts.first == "namespaces", parts.count >= 3, let resource = resourceType(plural: parts[2], group: group),
+            resource.namespaced
+        {
             namespace = parts[1]
             parts.removeFirst(2)
         }
@@ -188,8 +206,11 @@ final class APIServer: Sendable {
             !parts.contains(where: \.isEmpty)
         else { throw StatusError.pathNotFound }
         return ResourceRequest(
-            resource: resource, namespace: namespace, name: parts.count > 1 ? parts[1] : nil,
-            subresource: parts.count > 2 ? parts[2] : nil)
+            resource: resource,
+            namespace: namespace,
+            name: parts.count > 1 ? parts[1] : nil,
+            subresource: parts.count > 2 ? parts[2] : nil
+        )
     }
 
     private func verb(_ request: APIRequest, _ target: ResourceRequest) -> String {
@@ -220,7 +241,9 @@ final class APIServer: Sendable {
         let subject = target.name.map { "\(target.resource.plural) \"\($0)\"" } ?? target.resource.plural
         throw StatusError.forbidden(
             "\(subject) is forbidden: User \"\(user)\" cannot \(verb) resource \"\(resource)\" in API group \"\(target.resource.group)\" \(scope)",
-            resource: target.resource.plural, name: target.name)
+            resource: target.resource.plural,
+            name: target.name
+        )
     }
 
     private func checkSubresource(_ resource: ResourceType, _ subresource: String) throws(StatusError) {
@@ -275,39 +298,56 @@ final class APIServer: Sendable {
         let contentType = request.contentType.split(separator: ";").first.map { String($0).trimmingSpaces() } ?? ""
         guard contentType == "application/json" || contentType.isEmpty else {
             if contentType == "application/yaml" || contentType == "application/vnd.kubernetes.protobuf" {
-                throw StatusError(code: 415, reason: "UnsupportedMediaType", message: "the double only accepts application/json")
+                throw StatusError(
+                    code: 415,
+                    reason: "UnsupportedMediaType",
+                    message: "the double only accepts application/json"
+                )
             }
             throw StatusError(
-                code: 415, reason: "UnsupportedMediaType",
-                message: "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf, application/cbor")
+                code: 415,
+                reason: "UnsupportedMediaType",
+                message:
+                    "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf, application/cbor"
+            )
         }
         let object: JSON
         do {
             object = try JSON(parsing: request.body)
         } catch {
             throw StatusError.badRequest(
-                "the object provided is unrecognized (must be of type \(resource.kind)): couldn't get version/kind; json parse error: \(error)")
+                "the object provided is unrecognized (must be of type \(resource.kind)): couldn't get version/kind; json parse error: \(error)"
+            )
         }
         guard case .object = object else {
             throw StatusError.badRequest(
-                "the object provided is unrecognized (must be of type \(resource.kind)): couldn't get version/kind; json parse error: json: cannot unmarshal \(object.typeName) into Go value of type struct")
+                "the object provided is unrecognized (must be of type \(resource.kind)): couldn't get version/kind; json parse error: json: cannot unmarshal \(object.typeName) into Go value of type struct"
+            )
         }
         return try checkKindAndFields(object, request, resource)
     }
 
-    private func checkKindAndFields(_ object: JSON, _ request: APIRequest, _ resource: ResourceType) throws(StatusError)
+    private func checkKindAndFields(
+        _ object: JSON,
+        _ request: APIRequest,
+        _ resource: ResourceType
+    ) throws(StatusError)
         -> (JSON, [String])
     {
         if let kind = object["kind"]?.stringValue, !kind.isEmpty, kind != resource.kind {
             throw StatusError.badRequest(
-                "\(resource.kind) in version \"v1\" cannot be handled as a \(resource.kind): no kind \"\(kind)\" is registered for version \"\(object["apiVersion"]?.stringValue ?? "v1")\" in scheme \"k8s.io/kubernetes/pkg/api/legacyscheme/scheme.go:30\"")
+                "\(resource.kind) in version \"v1\" cannot be handled as a \(resource.kind): no kind \"\(kind)\" is registered for version \"\(object["apiVersion"]?.stringValue ?? "v1")\" in scheme \"k8s.io/kubernetes/pkg/api/legacyscheme/scheme.go:30\""
+            )
         }
         if let version = object["apiVersion"]?.stringValue, !version.isEmpty, version != resource.apiVersion {
             throw StatusError.badRequest(
-                "\(resource.kind) in version \"v1\" cannot be handled as a \(resource.kind): no kind \"\(resource.kind)\" is registered for version \"\(version)\"")
+                "\(resource.kind) in version \"v1\" cannot be handled as a \(resource.kind): no kind \"\(resource.kind)\" is registered for version \"\(version)\""
+            )
         }
         if resource == .pods, let problem = Validation.badQuantity(object) {
-            throw StatusError.badRequest("\(resource.kind) in version \"v1\" cannot be handled as a \(resource.kind): \(problem)")
+            throw StatusError.badRequest(
+                "\(resource.kind) in version \"v1\" cannot be handled as a \(resource.kind): \(problem)"
+            )
         }
         let (pruned, unknown): (JSON, [String])
         if let schema = resource.schema {
@@ -330,7 +370,8 @@ final class APIServer: Sendable {
             return (pruned, [])
         default:
             throw StatusError.badRequest(
-                "fieldValidation: Unsupported value: \"\(mode)\": supported values: \"Ignore\", \"Strict\", \"Warn\"")
+                "fieldValidation: Unsupported value: \"\(mode)\": supported values: \"Ignore\", \"Strict\", \"Warn\""
+            )
         }
     }
 
@@ -360,7 +401,8 @@ final class APIServer: Sendable {
             else { throw StatusError.badRequest("continue key is not valid: illegal base64 data") }
             if store.isCompacted(tokenRevision) {
                 throw StatusError.gone(
-                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.")
+                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list."
+                )
             }
             after = Store.Key(namespace: namespace, name: name)
             revision = tokenRevision
@@ -378,14 +420,20 @@ final class APIServer: Sendable {
         if wantsTable(request) {
             return json(
                 Tables.table(
-                    target.resource, objects.map(\.1), resourceVersion: String(revision), continueToken: continueToken,
-                    includeObject: request.query["includeObject"] ?? "Metadata"))
+                    target.resource,
+                    objects.map(\.1),
+                    resourceVersion: String(revision),
+                    continueToken: continueToken,
+                    includeObject: request.query["includeObject"] ?? "Metadata"
+                )
+            )
         }
         var metadata: JSON = ["resourceVersion": .string(String(revision))]
         if let continueToken { metadata["continue"] = .string(continueToken) }
         if let remaining { metadata["remainingItemCount"] = .integer(remaining) }
         return json([
-            "kind": .string(target.resource.kind + "List"), "apiVersion": .string(target.resource.apiVersion), "metadata": metadata,
+            "kind": .string(target.resource.kind + "List"), "apiVersion": .string(target.resource.apiVersion),
+            "metadata": metadata,
             "items": .array(objects.map(\.1)),
         ])
     }
@@ -401,16 +449,24 @@ final class APIServer: Sendable {
         }
         let settings = settings.withLock { $0 }
         var timeout = settings.defaultWatchTimeout
-        if let text = request.query["timeoutSeconds"], let seconds = Int(text), seconds > 0 { timeout = .seconds(seconds) }
+        if let text = request.query["timeoutSeconds"], let seconds = Int(text), seconds > 0 {
+            timeout = .seconds(seconds)
+        }
         if !settings.honourWatchTimeout { timeout = .seconds(86_400) }
         if let resourceVersion, store.isCompacted(resourceVersion), settings.goneAsHTTPStatus {
             throw StatusError.gone("too old resource version: \(resourceVersion) (\(store.compactedRevision - 1))")
         }
         return .watch(
             WatchSetup(
-                resource: target.resource, filter: filter, resourceVersion: resourceVersion, timeout: timeout,
-                bookmarks: request.query["allowWatchBookmarks"] == "true", table: wantsTable(request),
-                includeObject: request.query["includeObject"] ?? "Metadata"))
+                resource: target.resource,
+                filter: filter,
+                resourceVersion: resourceVersion,
+                timeout: timeout,
+                bookmarks: request.query["allowWatchBookmarks"] == "true",
+                table: wantsTable(request),
+                includeObject: request.query["includeObject"] ?? "Metadata"
+            )
+        )
     }
 
     // MARK: - create
@@ -422,7 +478,8 @@ final class APIServer: Sendable {
             guard let namespace = target.namespace else { throw StatusError.methodNotAllowed("POST", resource.plural) }
             if let given = object[path: ["metadata", "namespace"]]?.stringValue, !given.isEmpty, given != namespace {
                 throw StatusError.badRequest(
-                    "the namespace of the provided object does not match the namespace sent on the request")
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
             }
             object[path: ["metadata", "namespace"]] = .string(namespace)
             if store.get(.namespaces, Store.Key(namespace: "", name: namespace)) == nil {
@@ -434,9 +491,13 @@ final class APIServer: Sendable {
         {
             let alphabet = Array("bcdfghjklmnpqrstvwxz2456789")
             object[path: ["metadata", "name"]] = .string(
-                generateName + String((0..<5).map { _ in alphabet.randomElement()! }))
+                generateName + String((0..<5).map { _ in alphabet.randomElement()! })
+            )
         }
-        for field in ["uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+        for field in [
+            "uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
+            "generation",
+        ] {
             object[path: ["metadata", field]] = nil
         }
         // The status subresource: a create's status is dropped (written with /status afterwards).
@@ -472,26 +533,40 @@ final class APIServer: Sendable {
 
     // MARK: - update and patch
 
-    private func update(_ request: APIRequest, _ target: ResourceRequest, name: String, subresource: String?) throws(StatusError)
+    private func update(
+        _ request: APIRequest,
+        _ target: ResourceRequest,
+        name: String,
+        subresource: String?
+    ) throws(StatusError)
         -> APIReply
     {
         if let subresource { try checkSubresource(target.resource, subresource) }
         let (object, warnings) = try decodeBody(request, target.resource)
         if let bodyName = object[path: ["metadata", "name"]]?.stringValue, bodyName != name {
             throw StatusError.badRequest(
-                "the name of the object (\(bodyName)) does not match the name on the URL (\(name))")
+                "the name of the object (\(bodyName)) does not match the name on the URL (\(name))"
+            )
         }
         if let namespace = target.namespace, let given = object[path: ["metadata", "namespace"]]?.stringValue,
             !given.isEmpty, given != namespace
         {
-            throw StatusError.badRequest("the namespace of the provided object does not match the namespace sent on the request")
+            throw StatusError.badRequest(
+                "the namespace of the provided object does not match the namespace sent on the request"
+            )
         }
-        return try write(request, target, name: name, subresource: subresource, warnings: warnings) { _ throws(StatusError) in
+        return try write(request, target, name: name, subresource: subresource, warnings: warnings) {
+            _ throws(StatusError) in
             object
         }
     }
 
-    private func patch(_ request: APIRequest, _ target: ResourceRequest, name: String, subresource: String?) throws(StatusError)
+    private func patch(
+        _ request: APIRequest,
+        _ target: ResourceRequest,
+        name: String,
+        subresource: String?
+    ) throws(StatusError)
         -> APIReply
     {
         if let subresource { try checkSubresource(target.resource, subresource) }
@@ -506,8 +581,10 @@ final class APIServer: Sendable {
             }
         case "application/apply-patch+yaml", "application/apply-patch+cbor":
             throw StatusError(
-                code: 415, reason: "UnsupportedMediaType",
-                message: "server-side apply (\(contentType)) is not emulated by this API double")
+                code: 415,
+                reason: "UnsupportedMediaType",
+                message: "server-side apply (\(contentType)) is not emulated by this API double"
+            )
         default:
             throw StatusError.unsupportedMediaType(contentType)
         }
@@ -516,10 +593,14 @@ final class APIServer: Sendable {
         if resource.schema != nil && contentType == "application/strategic-merge-patch+json" {
             // The real server has no strategic merge for custom resources (no Go struct tags).
             throw StatusError(
-                code: 415, reason: "UnsupportedMediaType",
-                message: "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml")
+                code: 415,
+                reason: "UnsupportedMediaType",
+                message:
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
+            )
         }
-        let reply = try write(request, target, name: name, subresource: subresource, warnings: []) { current throws(StatusError) in
+        let reply = try write(request, target, name: name, subresource: subresource, warnings: []) {
+            current throws(StatusError) in
             var patched: JSON
             do throws(PatchError) {
                 switch contentType {
@@ -548,7 +629,11 @@ final class APIServer: Sendable {
     /// The read-modify-write shared by PUT and PATCH: the resourceVersion precondition, the strategy of the
     /// resource or subresource, validation, no new resourceVersion when nothing changed.
     private func write(
-        _ request: APIRequest, _ target: ResourceRequest, name: String, subresource: String?, warnings: [String],
+        _ request: APIRequest,
+        _ target: ResourceRequest,
+        name: String,
+        subresource: String?,
+        warnings: [String],
         _ produce: (JSON) throws(StatusError) -> JSON
     ) throws(StatusError) -> APIReply {
         let resource = target.resource
@@ -567,7 +652,10 @@ final class APIServer: Sendable {
                 throw StatusError.conflict(resource.plural, name)
             }
             // Fields the server owns.
-            for field in ["uid", "creationTimestamp", "resourceVersion", "namespace", "name", "deletionTimestamp", "deletionGracePeriodSeconds"] {
+            for field in [
+                "uid", "creationTimestamp", "resourceVersion", "namespace", "name", "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+            ] {
                 new[path: ["metadata", field]] = old[path: ["metadata", field]]
             }
             new["kind"] = nil
@@ -602,12 +690,19 @@ final class APIServer: Sendable {
                 let before = Set((old[path: ["metadata", "finalizers"]]?.arrayValue ?? []).compactMap(\.stringValue))
                 let after = Set((new[path: ["metadata", "finalizers"]]?.arrayValue ?? []).compactMap(\.stringValue))
                 if !after.isSubset(of: before) {
-                    errors.append(.forbidden("metadata.finalizers", "no new finalizers can be added if the object is being deleted"))
+                    errors.append(
+                        .forbidden(
+                            "metadata.finalizers",
+                            "no new finalizers can be added if the object is being deleted"
+                        )
+                    )
                 }
             }
             if !errors.isEmpty { throw StatusError.invalid(kind: resource.kind, name: name, errors) }
             if resource == .pods, new["spec"] != old["spec"] {
-                new[path: ["metadata", "generation"]] = .integer((old[path: ["metadata", "generation"]]?.integerValue ?? 1) + 1)
+                new[path: ["metadata", "generation"]] = .integer(
+                    (old[path: ["metadata", "generation"]]?.integerValue ?? 1) + 1
+                )
             }
             if new == old { return .unchanged(old) }
             if dryRun {
@@ -615,7 +710,9 @@ final class APIServer: Sendable {
                 return .unchanged(old)
             }
             // The last finalizer of an object being deleted is gone: the object goes.
-            if old[path: ["metadata", "deletionTimestamp"]] != nil, (new[path: ["metadata", "finalizers"]]?.arrayValue ?? []).isEmpty {
+            if old[path: ["metadata", "deletionTimestamp"]] != nil,
+                (new[path: ["metadata", "finalizers"]]?.arrayValue ?? []).isEmpty
+            {
                 return .delete
             }
             return .put(new)
@@ -625,7 +722,8 @@ final class APIServer: Sendable {
 
     // MARK: - delete
 
-    private func delete(_ request: APIRequest, _ target: ResourceRequest, name: String) throws(StatusError) -> APIReply {
+    private func delete(_ request: APIRequest, _ target: ResourceRequest, name: String) throws(StatusError) -> APIReply
+    {
         let resource = target.resource
         var preconditions: JSON?
         var deleteOptions: JSON?
@@ -640,21 +738,28 @@ final class APIServer: Sendable {
             guard let current else { throw StatusError.notFound(resource.plural, name) }
             if let uid = preconditions?["uid"]?.stringValue, uid != current[path: ["metadata", "uid"]]?.stringValue {
                 throw StatusError.preconditionFailed(
-                    resource.plural, name,
-                    "Precondition failed: UID in precondition: \(uid), UID in object meta: \(current[path: ["metadata", "uid"]]?.stringValue ?? "")")
+                    resource.plural,
+                    name,
+                    "Precondition failed: UID in precondition: \(uid), UID in object meta: \(current[path: ["metadata", "uid"]]?.stringValue ?? "")"
+                )
             }
             if let version = preconditions?["resourceVersion"]?.stringValue,
                 version != current[path: ["metadata", "resourceVersion"]]?.stringValue
             {
                 throw StatusError.preconditionFailed(
-                    resource.plural, name,
-                    "Precondition failed: ResourceVersion in precondition: \(version), ResourceVersion in object meta: \(current[path: ["metadata", "resourceVersion"]]?.stringValue ?? "")")
+                    resource.plural,
+                    name,
+                    "Precondition failed: ResourceVersion in precondition: \(version), ResourceVersion in object meta: \(current[path: ["metadata", "resourceVersion"]]?.stringValue ?? "")"
+                )
             }
             if request.query["dryRun"] == "All" { return .unchanged(current) }
             // Finalizers keep the object, marked as being deleted, until they are removed.
             let finalizers = current[path: ["metadata", "finalizers"]]?.arrayValue ?? []
-            let grace = deleteOptions?["gracePeriodSeconds"]?.integerValue ?? request.query["gracePeriodSeconds"].flatMap { Int64($0) }
-            let graceful = resource == .pods && settings.withLock { $0.gracefulPodDeletion }
+            let grace =
+                deleteOptions?["gracePeriodSeconds"]?.integerValue
+                ?? request.query["gracePeriodSeconds"].flatMap { Int64($0) }
+            let graceful =
+                resource == .pods && settings.withLock { $0.gracefulPodDeletion }
                 && current[path: ["spec", "nodeName"]]?.stringValue?.isEmpty == false && grace != 0
             if !finalizers.isEmpty || graceful {
                 guard current[path: ["metadata", "deletionTimestamp"]] == nil else { return .unchanged(current) }

@@ -18,14 +18,20 @@ public struct TestCertificateAuthority: Sendable {
         let subject = try DistinguishedName { CommonName(name) }
         let now = Date()
         let certificate = try Certificate(
-            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: .init(key.publicKey),
-            notValidBefore: now - 3600, notValidAfter: now + 86_400, issuer: subject, subject: subject,
+            version: .v3,
+            serialNumber: Certificate.SerialNumber(),
+            publicKey: .init(key.publicKey),
+            notValidBefore: now - 3600,
+            notValidAfter: now + 86_400,
+            issuer: subject,
+            subject: subject,
             signatureAlgorithm: .ecdsaWithSHA256,
             extensions: try Certificate.Extensions {
                 Critical(BasicConstraints.isCertificateAuthority(maxPathLength: nil))
                 Critical(KeyUsage(keyCertSign: true, cRLSign: true))
             },
-            issuerPrivateKey: .init(key))
+            issuerPrivateKey: .init(key)
+        )
         self.key = key
         self.certificate = certificate
         self.certificatePEM = try certificate.serializeAsPEM().pemString
@@ -40,22 +46,33 @@ public struct TestCertificateAuthority: Sendable {
     ///   - server: server (true) or client (false) usage.
     /// - Throws: errors from swift-certificates.
     public func issue(
-        commonName: String, organizations: [String] = [], ipAddresses: [[UInt8]] = [], dnsNames: [String] = [],
+        commonName: String,
+        organizations: [String] = [],
+        ipAddresses: [[UInt8]] = [],
+        dnsNames: [String] = [],
         server: Bool
     ) throws -> (certificatePEM: String, keyPEM: String) {
         let leafKey = P256.Signing.PrivateKey()
         var names: [RelativeDistinguishedName] = []
         for organization in organizations {
-            names.append(RelativeDistinguishedName(.init(type: .RDNAttributeType.organizationName, utf8String: organization)))
+            names.append(
+                RelativeDistinguishedName(.init(type: .RDNAttributeType.organizationName, utf8String: organization))
+            )
         }
         names.append(RelativeDistinguishedName(.init(type: .RDNAttributeType.commonName, utf8String: commonName)))
         let subject = DistinguishedName(names)
         let alternativeNames: [GeneralName] =
-            ipAddresses.map { .ipAddress(ASN1OctetString(contentBytes: ArraySlice($0))) } + dnsNames.map { .dnsName($0) }
+            ipAddresses.map { .ipAddress(ASN1OctetString(contentBytes: ArraySlice($0))) }
+            + dnsNames.map { .dnsName($0) }
         let now = Date()
         let leaf = try Certificate(
-            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: .init(leafKey.publicKey),
-            notValidBefore: now - 3600, notValidAfter: now + 86_400, issuer: certificate.subject, subject: subject,
+            version: .v3,
+            serialNumber: Certificate.SerialNumber(),
+            publicKey: .init(leafKey.publicKey),
+            notValidBefore: now - 3600,
+            notValidAfter: now + 86_400,
+            issuer: certificate.subject,
+            subject: subject,
             signatureAlgorithm: .ecdsaWithSHA256,
             extensions: try Certificate.Extensions {
                 Critical(BasicConstraints.notCertificateAuthority)
@@ -63,7 +80,8 @@ public struct TestCertificateAuthority: Sendable {
                 try ExtendedKeyUsage([server ? .serverAuth : .clientAuth])
                 if !alternativeNames.isEmpty { SubjectAlternativeNames(alternativeNames) }
             },
-            issuerPrivateKey: .init(key))
+            issuerPrivateKey: .init(key)
+        )
         return (try leaf.serializeAsPEM().pemString, leafKey.pemRepresentation)
     }
 

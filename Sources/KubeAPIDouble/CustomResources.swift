@@ -11,21 +11,30 @@ extension ResourceType {
     /// A custom resource from a CRD (`apiextensions.k8s.io/v1`): the first served version.
     /// - Throws: ``StatusError`` 400 naming what the definition lacks.
     static func custom(definition crd: JSON) throws(StatusError) -> ResourceType {
-        guard let group = crd[path: ["spec", "group"]]?.stringValue, let plural = crd[path: ["spec", "names", "plural"]]?.stringValue,
+        guard let group = crd[path: ["spec", "group"]]?.stringValue,
+            let plural = crd[path: ["spec", "names", "plural"]]?.stringValue,
             let kind = crd[path: ["spec", "names", "kind"]]?.stringValue,
             case .array(let versions)? = crd[path: ["spec", "versions"]],
             let served = versions.first(where: { $0["served"]?.boolValue == true }),
             let version = served["name"]?.stringValue
         else {
-            throw StatusError.badRequest("CustomResourceDefinition needs spec.group, spec.names.plural/kind and a served version")
+            throw StatusError.badRequest(
+                "CustomResourceDefinition needs spec.group, spec.names.plural/kind and a served version"
+            )
         }
         let shortNames: [String]
-        if case .array(let names)? = crd[path: ["spec", "names", "shortNames"]] { shortNames = names.compactMap(\.stringValue) } else {
+        if case .array(let names)? = crd[path: ["spec", "names", "shortNames"]] {
+            shortNames = names.compactMap(\.stringValue)
+        } else {
             shortNames = []
         }
         var type = ResourceType(
-            plural: plural, kind: kind, namespaced: crd[path: ["spec", "scope"]]?.stringValue != "Cluster", shortNames: shortNames,
-            singular: crd[path: ["spec", "names", "singular"]]?.stringValue ?? kind.lowercased())
+            plural: plural,
+            kind: kind,
+            namespaced: crd[path: ["spec", "scope"]]?.stringValue != "Cluster",
+            shortNames: shortNames,
+            singular: crd[path: ["spec", "names", "singular"]]?.stringValue ?? kind.lowercased()
+        )
         type.group = group
         type.version = version
         type.statusSubresource = served[path: ["subresources", "status"]] != nil
@@ -53,7 +62,8 @@ enum StructuralSchema {
                 members[key] = check(value, child, key, &pruned, &errors)
             }
             if case .array(let required)? = schema["required"] {
-                for name in required.compactMap(\.stringValue) where members[name] == nil && !["metadata", "apiVersion", "kind"].contains(name) {
+                for name in required.compactMap(\.stringValue)
+                where members[name] == nil && !["metadata", "apiVersion", "kind"].contains(name) {
                     errors.append(.required(name))
                 }
             }
@@ -74,7 +84,13 @@ enum StructuralSchema {
         }
     }
 
-    private static func check(_ value: JSON, _ schema: JSON, _ path: String, _ pruned: inout [String], _ errors: inout [FieldError])
+    private static func check(
+        _ value: JSON,
+        _ schema: JSON,
+        _ path: String,
+        _ pruned: inout [String],
+        _ errors: inout [FieldError]
+    )
         -> JSON
     {
         let type = schema["type"]?.stringValue
@@ -110,15 +126,23 @@ enum StructuralSchema {
             if let items = schema["items"] {
                 for i in elements.indices { elements[i] = check(elements[i], items, "\(path)[\(i)]", &pruned, &errors) }
             }
-            if schema["x-kubernetes-list-type"]?.stringValue == "map", case .array(let keys)? = schema["x-kubernetes-list-map-keys"] {
+            if schema["x-kubernetes-list-type"]?.stringValue == "map",
+                case .array(let keys)? = schema["x-kubernetes-list-map-keys"]
+            {
                 let names = keys.compactMap(\.stringValue)
                 var seen: Set<[JSON]> = []
                 for (i, element) in elements.enumerated() {
                     let key = names.map { element[$0] ?? .null }
                     if !seen.insert(key).inserted {
                         let shown = zip(names, key).map { "\"\($0)\":\($1.text)" }.joined(separator: ", ")
-                        errors.append(FieldError(kind: .duplicate, field: "\(path)[\(i)]", value: nil,
-                                                 detail: "map[string]interface {}{\(shown)}"))
+                        errors.append(
+                            FieldError(
+                                kind: .duplicate,
+                                field: "\(path)[\(i)]",
+                                value: nil,
+                                detail: "map[string]interface {}{\(shown)}"
+                            )
+                        )
                     }
                 }
             }

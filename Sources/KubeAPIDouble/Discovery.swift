@@ -28,7 +28,9 @@ enum Discovery {
         var groups: [String: String] = [:]
         for type in custom { groups[type.group] = type.version }
         let entries: [JSON] = groups.keys.sorted().map { group in
-            let version: JSON = ["groupVersion": .string("\(group)/\(groups[group]!)"), "version": .string(groups[group]!)]
+            let version: JSON = [
+                "groupVersion": .string("\(group)/\(groups[group]!)"), "version": .string(groups[group]!),
+            ]
             return ["name": .string(group), "versions": [version], "preferredVersion": version]
         }
         return ["kind": "APIGroupList", "apiVersion": "v1", "groups": .array(entries)]
@@ -39,8 +41,10 @@ enum Discovery {
         var resources: [JSON] = []
         for type in types {
             resources.append([
-                "name": .string(type.plural), "singularName": .string(type.singular), "namespaced": .bool(type.namespaced),
-                "kind": .string(type.kind), "verbs": ["delete", "deletecollection", "get", "list", "patch", "create", "update", "watch"],
+                "name": .string(type.plural), "singularName": .string(type.singular),
+                "namespaced": .bool(type.namespaced),
+                "kind": .string(type.kind),
+                "verbs": ["delete", "deletecollection", "get", "list", "patch", "create", "update", "watch"],
                 "shortNames": .array(type.shortNames.map(JSON.string)),
             ])
             if type.statusSubresource {
@@ -50,8 +54,10 @@ enum Discovery {
                 ])
             }
         }
-        return ["kind": "APIResourceList", "apiVersion": "v1", "groupVersion": .string(types.first?.apiVersion ?? ""),
-                "resources": .array(resources)]
+        return [
+            "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": .string(types.first?.apiVersion ?? ""),
+            "resources": .array(resources),
+        ]
     }
 
     static func resourceList(_ version: KubeAPIDouble.ServerVersion) -> JSON {

@@ -54,8 +54,12 @@ final class APIConnectionHandler: ChannelInboundHandler, RemovableChannelHandler
             let keepAlive = requestHead.isKeepAlive
             if tooLarge {
                 write(
-                    context: context, reply: api.errorReply(StatusError(code: 413, reason: "RequestEntityTooLarge", message: "request is too large")),
-                    keepAlive: keepAlive)
+                    context: context,
+                    reply: api.errorReply(
+                        StatusError(code: 413, reason: "RequestEntityTooLarge", message: "request is too large")
+                    ),
+                    keepAlive: keepAlive
+                )
                 return
             }
             let delay = api.settings.withLock { $0.responseDelay }
@@ -86,7 +90,9 @@ final class APIConnectionHandler: ChannelInboundHandler, RemovableChannelHandler
         var user: String?
         var bad = false
         if let authorization = head.headers.first(name: "Authorization") {
-            if authorization.hasPrefix("Bearer "), let name = api.settings.withLock({ $0.tokens[String(authorization.dropFirst(7))] }) {
+            if authorization.hasPrefix("Bearer "),
+                let name = api.settings.withLock({ $0.tokens[String(authorization.dropFirst(7))] })
+            {
                 user = name
             } else {
                 bad = true
@@ -98,9 +104,16 @@ final class APIConnectionHandler: ChannelInboundHandler, RemovableChannelHandler
             user = TestCertificateAuthority.commonName(derBytes: der)
         }
         return APIRequest(
-            method: head.method.rawValue, path: path, rawQuery: rawQuery, query: query,
-            contentType: head.headers.first(name: "Content-Type") ?? "", accept: head.headers.first(name: "Accept") ?? "",
-            body: body, user: user, badCredentials: bad)
+            method: head.method.rawValue,
+            path: path,
+            rawQuery: rawQuery,
+            query: query,
+            contentType: head.headers.first(name: "Content-Type") ?? "",
+            accept: head.headers.first(name: "Accept") ?? "",
+            body: body,
+            user: user,
+            badCredentials: bad
+        )
     }
 
     private func percentDecode(_ text: String) -> String {
@@ -147,11 +160,19 @@ final class APIConnectionHandler: ChannelInboundHandler, RemovableChannelHandler
         headers.add(name: "Transfer-Encoding", value: "chunked")
         headers.add(name: "Audit-Id", value: UUID().uuidString.lowercased())
         headers.add(name: "Cache-Control", value: "no-cache, private")
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+        context.write(
+            wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))),
+            promise: nil
+        )
         var active = ActiveWatch(id: nil, watcher: watcher, setup: setup, keepAlive: keepAlive)
         watch = active
         do {
-            active.id = try api.store.openWatch(setup.resource, filter: setup.filter, from: setup.resourceVersion, watcher: watcher)
+            active.id = try api.store.openWatch(
+                setup.resource,
+                filter: setup.filter,
+                from: setup.resourceVersion,
+                watcher: watcher
+            )
         } catch {
             // Too old: the real server answers 200 and an ERROR event carrying the 410 Status.
             writeLine(context: context, ["type": "ERROR", "object": error.body])
@@ -197,9 +218,12 @@ final class APIConnectionHandler: ChannelInboundHandler, RemovableChannelHandler
                 var payload = api.withKind(object, active.setup.resource)
                 if active.setup.table {
                     payload = Tables.table(
-                        active.setup.resource, [object],
+                        active.setup.resource,
+                        [object],
                         resourceVersion: object[path: ["metadata", "resourceVersion"]]?.stringValue,
-                        includeObject: active.setup.includeObject, withColumns: !active.sentColumns)
+                        includeObject: active.setup.includeObject,
+                        withColumns: !active.sentColumns
+                    )
                     active.sentColumns = true
                     watch = active
                 }

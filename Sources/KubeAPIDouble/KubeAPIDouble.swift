@@ -149,11 +149,20 @@ public final class KubeAPIDouble: Sendable {
         var sslContext: NIOSSLContext?
         if settings.tls {
             let (certificatePEM, keyPEM) = try authority.issue(
-                commonName: "kube-apiserver", ipAddresses: [[127, 0, 0, 1]], dnsNames: ["localhost"], server: true)
+                commonName: "kube-apiserver",
+                ipAddresses: [[127, 0, 0, 1]],
+                dnsNames: ["localhost"],
+                server: true
+            )
             var configuration = TLSConfiguration.makeServerConfiguration(
-                certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(certificatePEM.utf8)).map { .certificate($0) },
-                privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(keyPEM.utf8), format: .pem)))
-            configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(authority.certificatePEM.utf8)))
+                certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(certificatePEM.utf8)).map {
+                    .certificate($0)
+                },
+                privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(keyPEM.utf8), format: .pem))
+            )
+            configuration.trustRoots = .certificates(
+                try NIOSSLCertificate.fromPEMBytes(Array(authority.certificatePEM.utf8))
+            )
             configuration.certificateVerification = .optionalVerification
             sslContext = try NIOSSLContext(configuration: configuration)
         }
@@ -177,8 +186,12 @@ public final class KubeAPIDouble: Sendable {
                     // client waited out its 5 s TLS shutdown timeout. The real server keeps reading
                     // and ends the watch when the client goes; our clients do not pipeline.
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(
-                        withPipeliningAssistance: false, withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(APIConnectionHandler(api: api, tls: sslContext != nil))
+                        withPipeliningAssistance: false,
+                        withErrorHandling: true
+                    )
+                    try channel.pipeline.syncOperations.addHandler(
+                        APIConnectionHandler(api: api, tls: sslContext != nil)
+                    )
                     self?.track(channel)
                 }
             }
@@ -237,11 +250,23 @@ public final class KubeAPIDouble: Sendable {
     public var settings: Settings { api.settings.withLock { $0 } }
 
     /// Makes the next `count` matching requests fail with `status` (a 429 carries `Retry-After`).
-    public func failNext(_ count: Int, status: Int, retryAfterSeconds: Int? = nil, verb: String? = nil, pathPrefix: String? = nil) {
+    public func failNext(
+        _ count: Int,
+        status: Int,
+        retryAfterSeconds: Int? = nil,
+        verb: String? = nil,
+        pathPrefix: String? = nil
+    ) {
         api.faults.withLock {
             $0.append(
                 InjectedFailure(
-                    status: status, retryAfterSeconds: retryAfterSeconds, remaining: count, verb: verb, pathPrefix: pathPrefix))
+                    status: status,
+                    retryAfterSeconds: retryAfterSeconds,
+                    remaining: count,
+                    verb: verb,
+                    pathPrefix: pathPrefix
+                )
+            )
         }
     }
 
@@ -284,14 +309,29 @@ public final class KubeAPIDouble: Sendable {
     /// request is recorded like any other).
     /// - Returns: the HTTP status and the decoded body.
     @discardableResult
-    public func call(_ verb: String, _ path: String, query: [String: String] = [:], body: JSON? = nil, contentType: String = "application/json")
+    public func call(
+        _ verb: String,
+        _ path: String,
+        query: [String: String] = [:],
+        body: JSON? = nil,
+        contentType: String = "application/json"
+    )
         -> (status: Int, body: JSON)
     {
         let rawQuery = query.map { "\($0.key)=\($0.value)" }.joined(separator: "&")
         let reply = api.handle(
             APIRequest(
-                method: verb, path: path, rawQuery: rawQuery, query: query, contentType: contentType, accept: "application/json",
-                body: body.map { Array($0.serialized()) } ?? [], user: "system:admin", badCredentials: false))
+                method: verb,
+                path: path,
+                rawQuery: rawQuery,
+                query: query,
+                contentType: contentType,
+                accept: "application/json",
+                body: body.map { Array($0.serialized()) } ?? [],
+                user: "system:admin",
+                badCredentials: false
+            )
+        )
         switch reply {
         case .response(let status, _, let bytes):
             return (status, (try? JSON(parsing: bytes)) ?? .string(String(decoding: bytes, as: UTF8.self)))
@@ -321,7 +361,9 @@ public final class KubeAPIDouble: Sendable {
     /// - Throws: ``DoubleError`` with the server's answer when it is refused.
     @discardableResult
     public func create(_ resource: String, namespace: String? = nil, _ object: JSON) throws -> JSON {
-        let base = api.resourceType(anyGroup: resource).map { $0.group.isEmpty ? "/api/v1" : "/apis/\($0.apiVersion)" } ?? "/api/v1"
+        let base =
+            api.resourceType(anyGroup: resource).map { $0.group.isEmpty ? "/api/v1" : "/apis/\($0.apiVersion)" }
+            ?? "/api/v1"
         let path = namespace.map { "\(base)/namespaces/\($0)/\(resource)" } ?? "\(base)/\(resource)"
         let (status, body) = call("POST", path, body: object)
         guard status == 201 else { throw DoubleError(status: status, body: body) }
@@ -343,8 +385,13 @@ public final class KubeAPIDouble: Sendable {
     /// A ZPKube configuration for this double with a bearer token (HTTPS) or none.
     public func clientConfiguration(token: String? = nil, namespace: String? = nil) -> KubeConfiguration {
         KubeConfiguration(
-            server: url, token: token.map(BearerToken.value), certificateAuthorityPEM: Array(certificateAuthority.certificatePEM.utf8),
-            namespace: namespace, requestTimeout: .seconds(10), watchGrace: .seconds(5))
+            server: url,
+            token: token.map(BearerToken.value),
+            certificateAuthorityPEM: Array(certificateAuthority.certificatePEM.utf8),
+            namespace: namespace,
+            requestTimeout: .seconds(10),
+            watchGrace: .seconds(5)
+        )
     }
 
     /// A kubeconfig (YAML text) for this double: the CA inline, a token or a token file, a namespace.

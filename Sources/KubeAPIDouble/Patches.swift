@@ -67,7 +67,8 @@ func applyJSONPatch(_ patch: JSON, to target: JSON) throws(PatchError) -> JSON {
             if actual != value {
                 throw PatchError(
                     kind: .notApplicable,
-                    message: "testing value \(path) failed: expected \(value.text), found \(actual.text)")
+                    message: "testing value \(path) failed: expected \(value.text), found \(actual.text)"
+                )
             }
         default:
             throw PatchError(kind: .malformed, message: "unexpected operation '\(op)' (operation \(index))")
@@ -114,7 +115,12 @@ private func pointerGet(_ document: JSON, _ pointer: ArraySlice<String>, path: S
     }
 }
 
-private func pointerAdd(_ document: JSON, _ pointer: ArraySlice<String>, _ value: JSON, path: String) throws(PatchError)
+private func pointerAdd(
+    _ document: JSON,
+    _ pointer: ArraySlice<String>,
+    _ value: JSON,
+    path: String
+) throws(PatchError)
     -> JSON
 {
     guard let token = pointer.first else { return value }
@@ -143,7 +149,11 @@ private func pointerAdd(_ document: JSON, _ pointer: ArraySlice<String>, _ value
     }
 }
 
-private func pointerRemove(_ document: JSON, _ pointer: ArraySlice<String>, path: String) throws(PatchError) -> (JSON, JSON) {
+private func pointerRemove(
+    _ document: JSON,
+    _ pointer: ArraySlice<String>,
+    path: String
+) throws(PatchError) -> (JSON, JSON) {
     guard let token = pointer.first else {
         throw PatchError(kind: .notApplicable, message: "cannot remove the whole document")
     }
@@ -233,7 +243,8 @@ private func strategicMerge(_ patch: JSON, into target: JSON, path: [String]) th
         case "replace": return .object(patchMembers)
         case "delete": return .null
         case "merge": break
-        default: throw PatchError(kind: .malformed, message: "unknown patch directive '\(directive)' at \(dotted(path))")
+        default:
+            throw PatchError(kind: .malformed, message: "unknown patch directive '\(directive)' at \(dotted(path))")
         }
     }
     var result: [String: JSON]
@@ -282,7 +293,9 @@ private func strategicMerge(_ patch: JSON, into target: JSON, path: [String]) th
     }
     for (field, order) in orders {
         guard case .array(let elements) = result[field] else { continue }
-        result[field] = .array(reorder(elements, by: order, strategy: strategicListStrategies[path + [field]] ?? .replace))
+        result[field] = .array(
+            reorder(elements, by: order, strategy: strategicListStrategies[path + [field]] ?? .replace)
+        )
     }
     return .object(result)
 }
@@ -305,11 +318,15 @@ private func mergeList(_ patchElements: [JSON], into target: JSON?, path: [Strin
         for element in patchElements {
             guard case .object(var members) = element else {
                 throw PatchError(
-                    kind: .notApplicable, message: "\(dotted(path)): elements must be objects with the merge key '\(key)'")
+                    kind: .notApplicable,
+                    message: "\(dotted(path)): elements must be objects with the merge key '\(key)'"
+                )
             }
             guard let keyValue = members[key] else {
                 throw PatchError(
-                    kind: .notApplicable, message: "\(dotted(path)): an element has no merge key '\(key)'")
+                    kind: .notApplicable,
+                    message: "\(dotted(path)): an element has no merge key '\(key)'"
+                )
             }
             let index = existing.firstIndex { $0[key] == keyValue }
             if members["$patch"]?.stringValue == "delete" {

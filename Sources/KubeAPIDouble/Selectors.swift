@@ -9,7 +9,9 @@ enum Quantity {
     static func value(_ text: String) -> Double? {
         var body = Substring(text)
         var sign = 1.0
-        if body.first == "+" { body = body.dropFirst() } else if body.first == "-" {
+        if body.first == "+" {
+            body = body.dropFirst()
+        } else if body.first == "-" {
             sign = -1
             body = body.dropFirst()
         }
@@ -166,10 +168,16 @@ func parseFieldSelector(_ text: String, resource: String) throws(SelectorError) 
         let requirement: FieldRequirement
         if let range = part.firstRange(of: "!=") {
             requirement = FieldRequirement(
-                field: String(part[..<range.lowerBound]), value: String(part[range.upperBound...]), negated: true)
+                field: String(part[..<range.lowerBound]),
+                value: String(part[range.upperBound...]),
+                negated: true
+            )
         } else if let range = part.firstRange(of: "==") ?? part.firstRange(of: "=") {
             requirement = FieldRequirement(
-                field: String(part[..<range.lowerBound]), value: String(part[range.upperBound...]), negated: false)
+                field: String(part[..<range.lowerBound]),
+                value: String(part[range.upperBound...]),
+                negated: false
+            )
         } else {
             throw SelectorError(message: "invalid selector: '\(part)'; can't understand '\(part)'")
         }

@@ -22,11 +22,34 @@ struct ResourceType: Sendable, Hashable {
     var apiVersion: String { group.isEmpty ? version : "\(group)/\(version)" }
 
     static let pods = ResourceType(plural: "pods", kind: "Pod", namespaced: true, shortNames: ["po"], singular: "pod")
-    static let events = ResourceType(plural: "events", kind: "Event", namespaced: true, shortNames: ["ev"], singular: "event")
-    static let nodes = ResourceType(plural: "nodes", kind: "Node", namespaced: false, shortNames: ["no"], singular: "node")
+    static let events = ResourceType(
+        plural: "events",
+        kind: "Event",
+        namespaced: true,
+        shortNames: ["ev"],
+        singular: "event"
+    )
+    static let nodes = ResourceType(
+        plural: "nodes",
+        kind: "Node",
+        namespaced: false,
+        shortNames: ["no"],
+        singular: "node"
+    )
     static let namespaces = ResourceType(
-        plural: "namespaces", kind: "Namespace", namespaced: false, shortNames: ["ns"], singular: "namespace")
-    static let secrets = ResourceType(plural: "secrets", kind: "Secret", namespaced: true, shortNames: [], singular: "secret")
+        plural: "namespaces",
+        kind: "Namespace",
+        namespaced: false,
+        shortNames: ["ns"],
+        singular: "namespace"
+    )
+    static let secrets = ResourceType(
+        plural: "secrets",
+        kind: "Secret",
+        namespaced: true,
+        shortNames: [],
+        singular: "secret"
+    )
     static let all: [ResourceType] = [.pods, .events, .nodes, .namespaces, .secrets]
 
     static func named(_ plural: String) -> ResourceType? { all.first { $0.plural == plural } }
@@ -154,7 +177,11 @@ final class Store: Sendable {
     }
 
     @discardableResult
-    func modify(_ resource: ResourceType, _ key: Key, _ body: (JSON?) throws(StatusError) -> Outcome) throws(StatusError)
+    func modify(
+        _ resource: ResourceType,
+        _ key: Key,
+        _ body: (JSON?) throws(StatusError) -> Outcome
+    ) throws(StatusError)
         -> JSON
     {
         let (result, wake): (JSON, [Watcher]) = try state.withLock { (state) throws(StatusError) -> (JSON, [Watcher]) in
@@ -167,8 +194,12 @@ final class Store: Sendable {
                 object[path: ["metadata", "resourceVersion"]] = .string(String(state.revision))
                 state.objects[resource.plural, default: [:]][key] = object
                 let change = Change(
-                    revision: state.revision, resource: resource.plural, type: current == nil ? "ADDED" : "MODIFIED",
-                    object: object, previous: current)
+                    revision: state.revision,
+                    resource: resource.plural,
+                    type: current == nil ? "ADDED" : "MODIFIED",
+                    object: object,
+                    previous: current
+                )
                 return (object, record(change, in: &state))
             case .delete:
                 guard var object = current else { throw StatusError.notFound(resource.plural, key.name) }
@@ -176,7 +207,12 @@ final class Store: Sendable {
                 object[path: ["metadata", "resourceVersion"]] = .string(String(state.revision))
                 state.objects[resource.plural]?[key] = nil
                 let change = Change(
-                    revision: state.revision, resource: resource.plural, type: "DELETED", object: object, previous: current)
+                    revision: state.revision,
+                    resource: resource.plural,
+                    type: "DELETED",
+                    object: object,
+                    previous: current
+                )
                 return (object, record(change, in: &state))
             }
         }
@@ -220,15 +256,23 @@ final class Store: Sendable {
     /// current object) and queues the events it must see first, atomically.
     /// - Throws: ``StatusError`` 410 (as the caller's choice of an HTTP answer or an ERROR event)
     ///   when the version was compacted.
-    func openWatch(_ resource: ResourceType, filter: ObjectFilter, from resourceVersion: Int64?, watcher: Watcher)
+    func openWatch(
+        _ resource: ResourceType,
+        filter: ObjectFilter,
+        from resourceVersion: Int64?,
+        watcher: Watcher
+    )
         throws(StatusError) -> Int
     {
         let (id, wake) = try state.withLock { (state) throws(StatusError) -> (Int, Bool) in
             if let resourceVersion {
                 if resourceVersion + 1 < state.compactedRevision {
-                    throw StatusError.gone("too old resource version: \(resourceVersion) (\(state.compactedRevision - 1))")
+                    throw StatusError.gone(
+                        "too old resource version: \(resourceVersion) (\(state.compactedRevision - 1))"
+                    )
                 }
-                for change in state.history where change.revision > resourceVersion && change.resource == resource.plural {
+                for change in state.history
+                where change.revision > resourceVersion && change.resource == resource.plural {
                     if let frame = watcher.frame(for: change) { watcher.enqueue(frame) }
                 }
             } else {

@@ -5,37 +5,79 @@ import ZPKube
 /// first: the columns the real server prints for pods and events, a name and age for the rest.
 enum Tables {
     static func columnDefinitions(_ resource: ResourceType) -> [JSON] {
-        func column(_ name: String, _ type: String, _ description: String, priority: Int64 = 0, format: String = "") -> JSON {
+        func column(
+            _ name: String,
+            _ type: String,
+            _ description: String,
+            priority: Int64 = 0,
+            format: String = ""
+        ) -> JSON {
             [
                 "name": .string(name), "type": .string(type), "format": .string(format),
                 "description": .string(description), "priority": .integer(priority),
             ]
         }
         let nameColumn = column(
-            "Name", "string",
+            "Name",
+            "string",
             "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names",
-            format: "name")
+            format: "name"
+        )
         let ageColumn = column(
-            "Age", "string",
-            "CreationTimestamp is a timestamp representing the server time when this object was created.")
+            "Age",
+            "string",
+            "CreationTimestamp is a timestamp representing the server time when this object was created."
+        )
         switch resource.plural {
         case "pods":
             return [
                 nameColumn,
                 column("Ready", "string", "The aggregate readiness state of this pod for accepting traffic."),
                 column("Status", "string", "The aggregate status of the containers in this pod."),
-                column("Restarts", "string", "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted."),
+                column(
+                    "Restarts",
+                    "string",
+                    "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted."
+                ),
                 ageColumn,
-                column("IP", "string", "IP address allocated to the pod. Routable at least within the cluster. Empty if not yet allocated.", priority: 1),
-                column("Node", "string", "NodeName is a request to schedule this pod onto a specific node.", priority: 1),
-                column("Nominated Node", "string", "nominatedNodeName is set only when this pod preempts other pods on the node.", priority: 1),
-                column("Readiness Gates", "string", "If specified, all readiness gates will be evaluated for pod readiness.", priority: 1),
+                column(
+                    "IP",
+                    "string",
+                    "IP address allocated to the pod. Routable at least within the cluster. Empty if not yet allocated.",
+                    priority: 1
+                ),
+                column(
+                    "Node",
+                    "string",
+                    "NodeName is a request to schedule this pod onto a specific node.",
+                    priority: 1
+                ),
+                column(
+                    "Nominated Node",
+                    "string",
+                    "nominatedNodeName is set only when this pod preempts other pods on the node.",
+                    priority: 1
+                ),
+                column(
+                    "Readiness Gates",
+                    "string",
+                    "If specified, all readiness gates will be evaluated for pod readiness.",
+                    priority: 1
+                ),
             ]
         case "events":
             return [
                 column("Last Seen", "string", "Time when this Event was last observed."),
-                column("Type", "string", "Type of this event (Normal, Warning), new types could be added in the future"),
-                column("Reason", "string", "This should be a short, machine understandable string that gives the reason for the transition into the object's current status."),
+                column(
+                    "Type",
+                    "string",
+                    "Type of this event (Normal, Warning), new types could be added in the future"
+                ),
+                column(
+                    "Reason",
+                    "string",
+                    "This should be a short, machine understandable string that gives the reason for the transition into the object's current status."
+                ),
                 column("Object", "string", "The object that this event is about. Mapped to the involvedObject field."),
                 column("Subobject", "string", "fieldPath of the involved object.", priority: 1),
                 column("Source", "string", "The component reporting this event.", priority: 1),
@@ -77,7 +119,8 @@ enum Tables {
             let involved = object["involvedObject"] ?? .object([:])
             let kind = (involved["kind"]?.stringValue ?? "").lowercased()
             let objectText = "\(kind)/\(involved["name"]?.stringValue ?? "")"
-            var source = object[path: ["source", "component"]]?.stringValue ?? object["reportingComponent"]?.stringValue ?? ""
+            var source =
+                object[path: ["source", "component"]]?.stringValue ?? object["reportingComponent"]?.stringValue ?? ""
             if let host = object[path: ["source", "host"]]?.stringValue, !host.isEmpty { source += ", \(host)" }
             let count = object["count"]?.integerValue ?? 1
             return [
@@ -94,8 +137,12 @@ enum Tables {
 
     /// A Table of `objects`; `includeObject` is `None`, `Metadata` (default) or `Object`.
     static func table(
-        _ resource: ResourceType, _ objects: [JSON], resourceVersion: String?, continueToken: String? = nil,
-        includeObject: String, withColumns: Bool = true
+        _ resource: ResourceType,
+        _ objects: [JSON],
+        resourceVersion: String?,
+        continueToken: String? = nil,
+        includeObject: String,
+        withColumns: Bool = true
     ) -> JSON {
         let now = Date()
         let rows: [JSON] = objects.map { object in

@@ -76,7 +76,9 @@ enum Validation {
             (b >= 0x61 && b <= 0x7a) || (b >= 0x41 && b <= 0x5a) || (b >= 0x30 && b <= 0x39)
         }
         if !alnum(bytes.first!) || !alnum(bytes.last!)
-            || !bytes.allSatisfy({ alnum($0) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") })
+            || !bytes.allSatisfy({
+                alnum($0) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".")
+            })
         {
             return
                 "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"
@@ -123,9 +125,11 @@ enum Validation {
         } else if !name.isEmpty, !isDNSSubdomain(name) {
             errors.append(
                 .invalid(
-                    "metadata.name", name,
+                    "metadata.name",
+                    name,
                     "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
-                ))
+                )
+            )
         }
         if case .object(let labels)? = metadata["labels"] {
             for key in labels.keys.sorted() {
@@ -151,7 +155,13 @@ enum Validation {
             }
             if total > 256 * 1024 {
                 errors.append(
-                    FieldError(kind: .tooLong, field: "metadata.annotations", value: nil, detail: "may not be more than 262144 bytes"))
+                    FieldError(
+                        kind: .tooLong,
+                        field: "metadata.annotations",
+                        value: nil,
+                        detail: "may not be more than 262144 bytes"
+                    )
+                )
             }
         }
     }
@@ -160,7 +170,8 @@ enum Validation {
 
     /// The QoS class of a pod spec: Guaranteed, Burstable or BestEffort.
     static func qosClass(_ pod: JSON) -> String {
-        let containers = (pod[path: ["spec", "containers"]]?.arrayValue ?? [])
+        let containers =
+            (pod[path: ["spec", "containers"]]?.arrayValue ?? [])
             + (pod[path: ["spec", "initContainers"]]?.arrayValue ?? [])
         var anySetting = false
         var guaranteed = true
@@ -188,9 +199,11 @@ enum Validation {
             for container in pod[path: ["spec", list]]?.arrayValue ?? [] {
                 for kind in ["requests", "limits"] {
                     for (_, value) in container[path: ["resources", kind]]?.objectValue ?? [:] {
-                        guard let text = value.stringValue ?? value.integerValue.map({ String($0) }), Quantity.value(text) != nil
+                        guard let text = value.stringValue ?? value.integerValue.map({ String($0) }),
+                            Quantity.value(text) != nil
                         else {
-                            return "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+                            return
+                                "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
                         }
                     }
                 }
@@ -206,7 +219,9 @@ enum Validation {
             for name in map.keys.sorted() {
                 let text = map[name]?.stringValue ?? ""
                 if let value = Quantity.value(text), value < 0 {
-                    errors.append(.invalid("\(field).resources.\(kind)[\(name)]", text, "must be greater than or equal to 0"))
+                    errors.append(
+                        .invalid("\(field).resources.\(kind)[\(name)]", text, "must be greater than or equal to 0")
+                    )
                 }
             }
         }
@@ -217,7 +232,11 @@ enum Validation {
             if request > limit {
                 errors.append(
                     .invalid(
-                        "\(field).resources.requests", requestText, "must be less than or equal to \(name) limit of \(limitText)"))
+                        "\(field).resources.requests",
+                        requestText,
+                        "must be less than or equal to \(name) limit of \(limitText)"
+                    )
+                )
             }
         }
     }
@@ -236,9 +255,11 @@ enum Validation {
             } else if !isDNSLabel(name) {
                 errors.append(
                     .invalid(
-                        "\(field).name", name,
+                        "\(field).name",
+                        name,
                         "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
-                    ))
+                    )
+                )
             } else if !names.insert(name).inserted {
                 errors.append(FieldError(kind: .duplicate, field: "\(field).name", value: name, detail: ""))
             }
@@ -258,14 +279,17 @@ enum Validation {
         var errors: [FieldError] = []
         validateMetadata(new, namespaced: true, errors: &errors)
         for (index, container) in (new[path: ["spec", "containers"]]?.arrayValue ?? []).enumerated() {
-            if (container["image"]?.stringValue ?? "").isEmpty { errors.append(.required("spec.containers[\(index)].image")) }
+            if (container["image"]?.stringValue ?? "").isEmpty {
+                errors.append(.required("spec.containers[\(index)].image"))
+            }
             validateResources(container, field: "spec.containers[\(index)]", errors: &errors)
         }
         // The old spec with every mutable field taken from the new one: any other difference is forbidden.
         var allowed = old["spec"] ?? .object([:])
         let newSpec = new["spec"] ?? .object([:])
         for key in ["activeDeadlineSeconds", "terminationGracePeriodSeconds"] { allowed[key] = newSpec[key] }
-        if case .array(let oldTolerations)? = allowed["tolerations"], case .array(let newTolerations)? = newSpec["tolerations"],
+        if case .array(let oldTolerations)? = allowed["tolerations"],
+            case .array(let newTolerations)? = newSpec["tolerations"],
             oldTolerations.allSatisfy(newTolerations.contains)
         {
             allowed["tolerations"] = newSpec["tolerations"]
@@ -328,7 +352,12 @@ enum Validation {
                 let oldMap = oldContainer[path: ["resources", kind]]?.objectValue ?? [:]
                 for name in Set(newMap.keys).union(oldMap.keys).sorted() where name != "cpu" && name != "memory" {
                     if newMap[name] != oldMap[name] {
-                        errors.append(.forbidden("\(field).resources.\(kind)[\(name)]", "only cpu and memory resources are mutable"))
+                        errors.append(
+                            .forbidden(
+                                "\(field).resources.\(kind)[\(name)]",
+                                "only cpu and memory resources are mutable"
+                            )
+                        )
                     }
                 }
             }
@@ -351,7 +380,9 @@ enum Validation {
         if eventTime.isEmpty {
             if involvedNamespace.isEmpty {
                 if !namespace.isEmpty, namespace != "default" {
-                    errors.append(.invalid("involvedObject.namespace", involvedNamespace, "does not match event.namespace"))
+                    errors.append(
+                        .invalid("involvedObject.namespace", involvedNamespace, "does not match event.namespace")
+                    )
                 }
             } else if namespace != involvedNamespace {
                 errors.append(.invalid("involvedObject.namespace", involvedNamespace, "does not match event.namespace"))
@@ -368,7 +399,9 @@ enum Validation {
             }
             let instance = event["reportingInstance"]?.stringValue ?? ""
             if instance.isEmpty { errors.append(.required("reportingInstance")) }
-            if instance.count > 128 { errors.append(.invalid("reportingInstance", "", "can have at most 128 characters")) }
+            if instance.count > 128 {
+                errors.append(.invalid("reportingInstance", "", "can have at most 128 characters"))
+            }
             let action = event["action"]?.stringValue ?? ""
             if action.isEmpty { errors.append(.required("action")) }
             if action.count > 128 { errors.append(.invalid("action", "", "can have at most 128 characters")) }
@@ -380,7 +413,13 @@ enum Validation {
             }
         }
         if !namespace.isEmpty, !isDNSSubdomain(namespace) {
-            errors.append(.invalid("namespace", namespace, "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters"))
+            errors.append(
+                .invalid(
+                    "namespace",
+                    namespace,
+                    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters"
+                )
+            )
         }
         return errors
     }
@@ -391,7 +430,8 @@ enum Validation {
     /// open: anything below it is accepted (the double does not carry the whole schema).
     static let knownFields: [String: [[String]: Set<String>]] = {
         let objectMeta: Set<String> = [
-            "name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation", "creationTimestamp",
+            "name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation",
+            "creationTimestamp",
             "deletionTimestamp", "deletionGracePeriodSeconds", "labels", "annotations", "ownerReferences", "finalizers",
             "managedFields",
         ]
@@ -406,9 +446,11 @@ enum Validation {
             "terminationGracePeriodSeconds", "activeDeadlineSeconds", "dnsPolicy", "nodeSelector", "serviceAccountName",
             "serviceAccount", "automountServiceAccountToken", "nodeName", "hostNetwork", "hostPID", "hostIPC",
             "shareProcessNamespace", "securityContext", "imagePullSecrets", "hostname", "subdomain", "affinity",
-            "schedulerName", "tolerations", "hostAliases", "priorityClassName", "priority", "dnsConfig", "readinessGates",
+            "schedulerName", "tolerations", "hostAliases", "priorityClassName", "priority", "dnsConfig",
+            "readinessGates",
             "runtimeClassName", "enableServiceLinks", "preemptionPolicy", "overhead", "topologySpreadConstraints",
-            "setHostnameAsFQDN", "os", "hostUsers", "schedulingGates", "resourceClaims", "resources", "hostnameOverride",
+            "setHostnameAsFQDN", "os", "hostUsers", "schedulingGates", "resourceClaims", "resources",
+            "hostnameOverride",
             "workloadRef",
         ]
         return [

@@ -191,8 +191,11 @@ public final class Activator: Sendable {
             socket = try SocketCalls.makeBound(address)
         case .adopt(let shared):
             guard let adopted = shared.take() else {
-                throw SystemError(call: "listen", subject: "adopted socket for port \(port.appPort): \(shared)",
-                                  errno: .badFileDescriptor)
+                throw SystemError(
+                    call: "listen",
+                    subject: "adopted socket for port \(port.appPort): \(shared)",
+                    errno: .badFileDescriptor
+                )
             }
             socket = adopted
         }

@@ -105,7 +105,10 @@ final class ProbeInspector: ChannelInboundHandler, RemovableChannelHandler {
             if ackFilter == nil, HTTP2ServerPreface.startsWithClientPreface(buffered) {
                 // gRPC clients wait for the server's SETTINGS before they send a call's HEADERS.
                 ackFilter = HTTP2SettingsAckFilter()
-                context.writeAndFlush(NIOAny(context.channel.allocator.buffer(bytes: HTTP2ServerPreface.settings)), promise: nil)
+                context.writeAndFlush(
+                    NIOAny(context.channel.allocator.buffer(bytes: HTTP2ServerPreface.settings)),
+                    promise: nil
+                )
             }
             // Only the first `limit` bytes are inspected; all of them are forwarded.
             let inspected = buffered.getSlice(at: buffered.readerIndex, length: min(limit, buffered.readableBytes))

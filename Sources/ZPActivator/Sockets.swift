@@ -3,9 +3,9 @@ import SystemPackage
 import ZPSystem
 
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #elseif canImport(Musl)
-    import Musl
+import Musl
 #endif
 
 /// Where a listener's socket comes from.
@@ -47,7 +47,10 @@ enum SocketCalls {
             throw SystemError(call: "socket", subject: "\(address)", errno: .addressFamilyNotSupported)
         }
         let socket = try OwnedDescriptor.socket(
-            domain: family, type: Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), subject: "\(address)")
+            domain: family,
+            type: Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue),
+            subject: "\(address)"
+        )
         let fd = socket.rawValue
         var one: Int32 = 1
         try systemCall("setsockopt(SO_REUSEADDR)", "\(address)") {
@@ -106,6 +109,8 @@ enum SocketCalls {
         try systemCall("getsockopt(SO_ERROR)", "\(address)") {
             getsockopt(fd, SOL_SOCKET, SO_ERROR, &socketError, &length)
         }
-        if socketError != 0 { throw SystemError(call: "connect", subject: "\(address)", errno: Errno(rawValue: socketError)) }
+        if socketError != 0 {
+            throw SystemError(call: "connect", subject: "\(address)", errno: Errno(rawValue: socketError))
+        }
     }
 }

@@ -27,13 +27,22 @@ public enum BPFFeatures {
         let isBPFFS = czpbpf_is_bpffs(bpffs.string) == 1
         let cgroup2 = (try? MountInfo.cgroup2MountPoint()) != nil
         return [
-            Feature(name: "sk_lookup", requirement: "Linux 5.9", supported: FeatureProbe.skLookup && FeatureProbe.skAssign),
+            Feature(
+                name: "sk_lookup",
+                requirement: "Linux 5.9",
+                supported: FeatureProbe.skLookup && FeatureProbe.skAssign
+            ),
             Feature(name: "sockops", requirement: "Linux 4.13", supported: FeatureProbe.sockops),
-            Feature(name: "bpf_get_netns_cookie in sockops", requirement: "Linux 5.15",
-                    supported: FeatureProbe.sockopsNetnsCookie),
-            Feature(name: "bpf_get_current_task_btf in sockops",
-                    requirement: "kernel BTF and the helper in sockops (verified on 6.18; older kernels unchecked)",
-                    supported: FeatureProbe.sockopsCurrentTask),
+            Feature(
+                name: "bpf_get_netns_cookie in sockops",
+                requirement: "Linux 5.15",
+                supported: FeatureProbe.sockopsNetnsCookie
+            ),
+            Feature(
+                name: "bpf_get_current_task_btf in sockops",
+                requirement: "kernel BTF and the helper in sockops (verified on 6.18; older kernels unchecked)",
+                supported: FeatureProbe.sockopsCurrentTask
+            ),
             Feature(name: "tcx", requirement: "Linux 6.6", supported: tcx),
             Feature(name: "bpffs at \(bpffs)", requirement: "mount -t bpf bpf \(bpffs)", supported: isBPFFS),
             Feature(name: "cgroup v2 mount", requirement: "a cgroup2 mount (unified or hybrid)", supported: cgroup2),

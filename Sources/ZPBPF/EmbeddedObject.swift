@@ -13,7 +13,9 @@ enum EmbeddedObject {
     static var objectSHA256: String { String(cString: czpbpf_embedded_object_sha256()) }
 
     /// The embedded object bytes (a copy).
-    static var bytes: [UInt8] { Array(UnsafeBufferPointer(start: czpbpf_embedded_object(), count: Int(czpbpf_object_len))) }
+    static var bytes: [UInt8] {
+        Array(UnsafeBufferPointer(start: czpbpf_embedded_object(), count: Int(czpbpf_object_len)))
+    }
 
     /// Names of the programs in the object, in the order `Loaded` keeps them.
     static let programNames = ["zp_sk_lookup", "zp_tc_activity", "zp_sockops", "zp_tc_hold", "zp_reuseport_migrate"]
@@ -71,11 +73,18 @@ enum EmbeddedObject {
             tcHold: try program(programNames[3]),
             reuseportMigrate: try program(programNames[4]),
             maps: Maps(
-                redirectOn: try map("zp_redirect_on"), listeners: try map("zp_listeners"),
-                activity: try map("zp_activity"), probeSources: try map("zp_probe_src"),
-                config: try map("zp_config"), kubeletNames: try map("zp_kubelet_names"),
+                redirectOn: try map("zp_redirect_on"),
+                listeners: try map("zp_listeners"),
+                activity: try map("zp_activity"),
+                probeSources: try map("zp_probe_src"),
+                config: try map("zp_config"),
+                kubeletNames: try map("zp_kubelet_names"),
                 kubeletConnections: try map("zp_kubelet_conns"),
-                held: try map("zp_held"), handover: try map("zp_handover"), events: try map("zp_events")))
+                held: try map("zp_held"),
+                handover: try map("zp_handover"),
+                events: try map("zp_events")
+            )
+        )
     }
 }
 
@@ -100,10 +109,12 @@ struct Maps: Sendable {
 
     /// Pin file names, in bpffs, for each map.
     var byPinName: [(String, SharedDescriptor)] {
-        [("map_redirect_on", redirectOn), ("map_listeners", listeners), ("map_activity", activity),
-         ("map_probe_src", probeSources), ("map_config", config), ("map_kubelet_names", kubeletNames),
-         ("map_kubelet_conns", kubeletConnections),
-         ("map_held", held), ("map_handover", handover), ("map_events", events)]
+        [
+            ("map_redirect_on", redirectOn), ("map_listeners", listeners), ("map_activity", activity),
+            ("map_probe_src", probeSources), ("map_config", config), ("map_kubelet_names", kubeletNames),
+            ("map_kubelet_conns", kubeletConnections),
+            ("map_held", held), ("map_handover", handover), ("map_events", events),
+        ]
     }
 }
 
@@ -142,8 +153,10 @@ enum FeatureProbe {
             return .notSupported(feature: "bpf_get_netns_cookie in sockops", minimumKernel: "5.15")
         }
         if !sockopsCurrentTask {
-            return .notSupported(feature: "bpf_get_current_task_btf in sockops (kubelet identification)",
-                                 minimumKernel: "6.18 (the kernel it was verified on; older ones unchecked)")
+            return .notSupported(
+                feature: "bpf_get_current_task_btf in sockops (kubelet identification)",
+                minimumKernel: "6.18 (the kernel it was verified on; older ones unchecked)"
+            )
         }
         return nil
     }

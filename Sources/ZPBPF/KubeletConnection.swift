@@ -42,7 +42,10 @@ public struct KubeletConnection: Sendable, Hashable, CustomStringConvertible {
         self.client = client.unmappedV4 ?? client
         self.server = server.unmappedV4 ?? server
         (clientPort, serverPort) = key.withUnsafeBytes {
-            ($0.loadUnaligned(fromByteOffset: 32, as: UInt16.self), $0.loadUnaligned(fromByteOffset: 34, as: UInt16.self))
+            (
+                $0.loadUnaligned(fromByteOffset: 32, as: UInt16.self),
+                $0.loadUnaligned(fromByteOffset: 34, as: UInt16.self)
+            )
         }
     }
 }

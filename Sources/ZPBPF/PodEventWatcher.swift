@@ -45,7 +45,10 @@ final class PodEventWatcher: Sendable {
 
     /// The events of `owner`; replaces (finishes) an earlier stream of the same owner.
     func subscribe(owner: UInt32) -> AsyncStream<PodWakeEvent> {
-        let (stream, continuation) = AsyncStream.makeStream(of: PodWakeEvent.self, bufferingPolicy: .bufferingNewest(16))
+        let (stream, continuation) = AsyncStream.makeStream(
+            of: PodWakeEvent.self,
+            bufferingPolicy: .bufferingNewest(16)
+        )
         let (id, previous) = subscribers.withLock { state -> (Int, AsyncStream<PodWakeEvent>.Continuation?) in
             state.next += 1
             defer { state.table[owner] = Subscriber(id: state.next, continuation: continuation) }
@@ -86,7 +89,9 @@ final class PodEventWatcher: Sendable {
                 break
             }
             if fds[1].revents != 0 { break }
-            let count = buffer.withUnsafeMutableBufferPointer { czpbpf_events_drain(events, $0.baseAddress, CInt($0.count)) }
+            let count = buffer.withUnsafeMutableBufferPointer {
+                czpbpf_events_drain(events, $0.baseAddress, CInt($0.count))
+            }
             guard count > 0 else { continue }
             for event in buffer.prefix(Int(count)) { deliver(event) }
         }

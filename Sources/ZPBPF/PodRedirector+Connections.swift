@@ -78,8 +78,11 @@ extension PodRedirector {
                 let rc = bpf_map_update_elem(h.maps.held.rawValue, &key, &value, UInt64(BPF_ANY))
                 if rc >= 0 { continue }
                 if -rc == E2BIG {
-                    throw .invalidArgument(name: "held connection", value: "\(connection)",
-                                           reason: "the pod already holds \(Self.maxHeldConnections) connections")
+                    throw .invalidArgument(
+                        name: "held connection",
+                        value: "\(connection)",
+                        reason: "the pod already holds \(Self.maxHeldConnections) connections"
+                    )
                 }
                 try libbpfCall("bpf_map_update_elem", "zp_held[\(connection)]") { rc }
             }
@@ -114,7 +117,8 @@ extension PodRedirector {
             var next = key
             var first = true
             while true {
-                let rc = first
+                let rc =
+                    first
                     ? bpf_map_get_next_key(h.maps.held.rawValue, nil, &next)
                     : bpf_map_get_next_key(h.maps.held.rawValue, &key, &next)
                 if -rc == ENOENT { break }
@@ -165,7 +169,8 @@ extension PodRedirector {
             var next: UInt32 = 0
             var first = true
             while true {
-                let rc = first
+                let rc =
+                    first
                     ? bpf_map_get_next_key(h.maps.handover.rawValue, nil, &next)
                     : bpf_map_get_next_key(h.maps.handover.rawValue, &key, &next)
                 if -rc == ENOENT { break }
@@ -199,13 +204,17 @@ extension PodRedirector {
     ///   application's socket still exists); `.notSupported(feature: "sk_reuseport/migrate",
     ///   minimumKernel: "5.14")` when the kernel refuses the program.
     public func makeHandoverListener(
-        for listener: TCPListenerAddress, inNamespaceAt netnsPath: FilePath, backlog: Int32 = 4096
+        for listener: TCPListenerAddress,
+        inNamespaceAt netnsPath: FilePath,
+        backlog: Int32 = 4096
     ) throws(BPFError) -> OwnedDescriptor {
         let program = try withHandles { (h) throws(BPFError) -> SharedDescriptor in h.reuseportMigrate }
         let subject = "\(listener) in \(netnsPath)"
         let socket = try bpfSystem { () throws(SystemError) -> OwnedDescriptor in
             try NetworkNamespace(path: netnsPath).makeSocket(
-                domain: listener.isIPv6 ? AF_INET6 : AF_INET, type: CInt(SOCK_STREAM.rawValue))
+                domain: listener.isIPv6 ? AF_INET6 : AF_INET,
+                type: CInt(SOCK_STREAM.rawValue)
+            )
         }
         let fd = socket.rawValue
         try bpfSystem { () throws(SystemError) in
@@ -213,7 +222,9 @@ extension PodRedirector {
             let size = socklen_t(MemoryLayout<CInt>.size)
             if listener.isIPv6 {
                 var v6only: CInt = listener.v6Only ? 1 : 0
-                try systemCall("setsockopt(IPV6_V6ONLY)", subject) { setsockopt(fd, CInt(IPPROTO_IPV6), IPV6_V6ONLY, &v6only, size) }
+                try systemCall("setsockopt(IPV6_V6ONLY)", subject) {
+                    setsockopt(fd, CInt(IPPROTO_IPV6), IPV6_V6ONLY, &v6only, size)
+                }
             }
             try systemCall("setsockopt(SO_REUSEADDR)", subject) { setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, size) }
             try systemCall("setsockopt(SO_REUSEPORT)", subject) { setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, size) }
@@ -226,7 +237,13 @@ extension PodRedirector {
             if code == EINVAL || code == ENOPROTOOPT {
                 throw .notSupported(feature: "sk_reuseport/migrate", minimumKernel: "5.14")
             }
-            throw .system(SystemError(call: "setsockopt(SO_ATTACH_REUSEPORT_EBPF)", subject: subject, errno: Errno(rawValue: code)))
+            throw .system(
+                SystemError(
+                    call: "setsockopt(SO_ATTACH_REUSEPORT_EBPF)",
+                    subject: subject,
+                    errno: Errno(rawValue: code)
+                )
+            )
         }
         return socket
     }
@@ -239,7 +256,9 @@ extension PodRedirector {
             address.sin_port = listener.port.bigEndian
             address.sin_addr.s_addr = value.bigEndian
             return withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
             }
         case .v6:
             var address = sockaddr_in6()
@@ -250,7 +269,9 @@ extension PodRedirector {
                 for (i, byte) in bytes.enumerated() { raw[i] = byte }
             }
             return withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size))
+                }
             }
         }
     }
@@ -269,7 +290,9 @@ extension PodRedirector {
                 var key = Self.connectionKey(connection.tuple)
                 var value: (UInt32, UInt32, UInt64) = (owner, 0, connection.dropped)
                 let rc = bpf_map_update_elem(h.maps.held.rawValue, &key, &value, UInt64(BPF_EXIST))
-                if rc < 0 && -rc != ENOENT { try libbpfCall("bpf_map_update_elem", "zp_held[\(connection.tuple)]") { rc } }
+                if rc < 0 && -rc != ENOENT {
+                    try libbpfCall("bpf_map_update_elem", "zp_held[\(connection.tuple)]") { rc }
+                }
             }
         }
     }
@@ -318,7 +341,11 @@ extension PodRedirector {
         else { return nil }
         let localPort = UInt16(key[32]) | UInt16(key[33]) << 8
         let remotePort = UInt16(key[34]) | UInt16(key[35]) << 8
-        return TCPConnectionTuple(local: local.unmappedV4 ?? local, localPort: localPort,
-                                  remote: remote.unmappedV4 ?? remote, remotePort: remotePort)
+        return TCPConnectionTuple(
+            local: local.unmappedV4 ?? local,
+            localPort: localPort,
+            remote: remote.unmappedV4 ?? remote,
+            remotePort: remotePort
+        )
     }
 }

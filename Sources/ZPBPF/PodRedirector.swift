@@ -65,8 +65,11 @@ public final class PodRedirector: Sendable {
 
         /// Creates options; by default only kubelet's connections are filtered.
         public init(
-            probeSources: [IPAddress] = [], ignoreLoopback: Bool = false, cgroupRoot: FilePath? = nil,
-            identifyKubelet: Bool = true, kubeletProcessNames: [String] = PodRedirector.kubeletProcessNames,
+            probeSources: [IPAddress] = [],
+            ignoreLoopback: Bool = false,
+            cgroupRoot: FilePath? = nil,
+            identifyKubelet: Bool = true,
+            kubeletProcessNames: [String] = PodRedirector.kubeletProcessNames,
             kubeletNamespace: FilePath? = nil
         ) {
             self.probeSources = probeSources
@@ -104,7 +107,9 @@ public final class PodRedirector: Sendable {
     ///   instead of loading them here; they belong to this redirector afterwards.
     public init(netnsPath: FilePath, options: Options = Options(), programs: Programs? = nil) throws(BPFError) {
         let names = try Self.kubeletNameKeys(options.kubeletProcessNames)
-        let netns = try bpfSystem { () throws(SystemError) -> OwnedDescriptor in try OwnedDescriptor.open(netnsPath, O_RDONLY) }
+        let netns = try bpfSystem { () throws(SystemError) -> OwnedDescriptor in
+            try OwnedDescriptor.open(netnsPath, O_RDONLY)
+        }
         let nodeCookie = try Self.networkNamespaceCookie(options.kubeletNamespace)
         let loaded: EmbeddedObject.Loaded
         if let programs { loaded = programs.loaded } else { loaded = try EmbeddedObject.load() }
@@ -113,8 +118,11 @@ public final class PodRedirector: Sendable {
         // Interfaces and the netns cookie are only visible from inside the namespace.
         let attached: (links: [(String, SharedDescriptor)], cookie: UInt64)
         do throws(BPFError) {
-            attached = try Self.attachActivity(in: NetworkNamespace(path: netnsPath), program: loaded.tcActivity,
-                                               hold: loaded.tcHold)
+            attached = try Self.attachActivity(
+                in: NetworkNamespace(path: netnsPath),
+                program: loaded.tcActivity,
+                hold: loaded.tcHold
+            )
         } catch {
             if case .system(let failure) = error, failure.errno == .invalidArgument {
                 throw .notSupported(feature: "tcx", minimumKernel: "6.6")
@@ -131,9 +139,15 @@ public final class PodRedirector: Sendable {
                 bpf_map_update_elem(maps.kubeletNames.rawValue, &key, &one, UInt64(BPF_ANY))
             }
         }
-        try Self.writeConfig(maps.config, Config(
-            netnsCookie: cookie, ignoreLoopback: options.ignoreLoopback, identifyKubelet: options.identifyKubelet,
-            nodeNetnsCookie: nodeCookie))
+        try Self.writeConfig(
+            maps.config,
+            Config(
+                netnsCookie: cookie,
+                ignoreLoopback: options.ignoreLoopback,
+                identifyKubelet: options.identifyKubelet,
+                nodeNetnsCookie: nodeCookie
+            )
+        )
         try Self.replaceProbeSources(maps.probeSources, with: options.probeSources)
 
         do throws(BPFError) {
@@ -147,7 +161,11 @@ public final class PodRedirector: Sendable {
         }
 
         let cgroupRoot: FilePath
-        if let configured = options.cgroupRoot { cgroupRoot = configured } else { cgroupRoot = try Self.findCgroup2Root() }
+        if let configured = options.cgroupRoot {
+            cgroupRoot = configured
+        } else {
+            cgroupRoot = try Self.findCgroup2Root()
+        }
         let cgroup = try bpfSystem { () throws(SystemError) -> OwnedDescriptor in
             try OwnedDescriptor.open(cgroupRoot, O_RDONLY | O_DIRECTORY)
         }
@@ -189,7 +207,9 @@ public final class PodRedirector: Sendable {
     /// namespace's cookie (SO_NETNS_COOKIE).
     /// - Throws: `BPFError.system` naming the call; no link is left attached.
     private static func attachActivity(
-        in namespace: NetworkNamespace, program: SharedDescriptor, hold: SharedDescriptor
+        in namespace: NetworkNamespace,
+        program: SharedDescriptor,
+        hold: SharedDescriptor
     ) throws(BPFError) -> (links: [(String, SharedDescriptor)], cookie: UInt64) {
         let prog = program.rawValue
         let holdProg = hold.rawValue
@@ -198,7 +218,11 @@ public final class PodRedirector: Sendable {
             try namespace.perform { () -> Result<(links: [(String, SharedDescriptor)], cookie: UInt64), BPFError> in
                 Result { () throws(BPFError) -> (links: [(String, SharedDescriptor)], cookie: UInt64) in
                     let cookie = try bpfSystem { () throws(SystemError) -> UInt64 in
-                        let probe = try OwnedDescriptor.socket(domain: AF_INET, type: CInt(SOCK_DGRAM.rawValue), subject: subject)
+                        let probe = try OwnedDescriptor.socket(
+                            domain: AF_INET,
+                            type: CInt(SOCK_DGRAM.rawValue),
+                            subject: subject
+                        )
                         var cookie: UInt64 = 0
                         var length = socklen_t(MemoryLayout<UInt64>.size)
                         try systemCall("getsockopt(SO_NETNS_COOKIE)", subject) {
@@ -215,11 +239,21 @@ public final class PodRedirector: Sendable {
                     while entry.pointee.if_index != 0 {
                         let index = entry.pointee.if_index
                         let fd = try libbpfCall("bpf_link_create(tcx)", "\(subject) ifindex \(index)") {
-                            bpf_link_create(prog, CInt(index), bpf_attach_type(rawValue: UInt32(CZPBPF_TCX_INGRESS)), nil)
+                            bpf_link_create(
+                                prog,
+                                CInt(index),
+                                bpf_attach_type(rawValue: UInt32(CZPBPF_TCX_INGRESS)),
+                                nil
+                            )
                         }
                         links.append(("link_tcx_\(index)", SharedDescriptor(OwnedDescriptor(adopting: fd))))
                         let holdFD = try libbpfCall("bpf_link_create(tcx hold)", "\(subject) ifindex \(index)") {
-                            bpf_link_create(holdProg, CInt(index), bpf_attach_type(rawValue: UInt32(CZPBPF_TCX_INGRESS)), nil)
+                            bpf_link_create(
+                                holdProg,
+                                CInt(index),
+                                bpf_attach_type(rawValue: UInt32(CZPBPF_TCX_INGRESS)),
+                                nil
+                            )
                         }
                         links.append(("link_tcxhold_\(index)", SharedDescriptor(OwnedDescriptor(adopting: holdFD))))
                         entry += 1
@@ -237,7 +271,11 @@ public final class PodRedirector: Sendable {
         let subject = path?.string ?? "the calling thread's network namespace"
         func cookie() -> Result<UInt64, SystemError> {
             Result { () throws(SystemError) -> UInt64 in
-                let probe = try OwnedDescriptor.socket(domain: AF_INET, type: CInt(SOCK_DGRAM.rawValue), subject: subject)
+                let probe = try OwnedDescriptor.socket(
+                    domain: AF_INET,
+                    type: CInt(SOCK_DGRAM.rawValue),
+                    subject: subject
+                )
                 var cookie: UInt64 = 0
                 var length = socklen_t(MemoryLayout<UInt64>.size)
                 try systemCall("getsockopt(SO_NETNS_COOKIE)", subject) {
@@ -257,15 +295,21 @@ public final class PodRedirector: Sendable {
     ///   more than ``maxKubeletProcessNames`` names.
     static func kubeletNameKeys(_ names: [String]) throws(BPFError) -> [[UInt8]] {
         guard names.count <= maxKubeletProcessNames else {
-            throw .invalidArgument(name: "kubelet process names", value: "\(names.count) names",
-                                   reason: "at most \(maxKubeletProcessNames) are supported")
+            throw .invalidArgument(
+                name: "kubelet process names",
+                value: "\(names.count) names",
+                reason: "at most \(maxKubeletProcessNames) are supported"
+            )
         }
         var keys: [[UInt8]] = []
         for name in names {
             let bytes = Array(name.utf8)
             guard !bytes.isEmpty, bytes.count <= 15, !bytes.contains(0) else {
-                throw .invalidArgument(name: "kubelet process name", value: name,
-                                       reason: "a process name (comm) has 1 to 15 bytes and no NUL")
+                throw .invalidArgument(
+                    name: "kubelet process name",
+                    value: name,
+                    reason: "a process name (comm) has 1 to 15 bytes and no NUL"
+                )
             }
             keys.append(bytes + [UInt8](repeating: 0, count: 16 - bytes.count))
         }
@@ -348,7 +392,8 @@ public final class PodRedirector: Sendable {
             guard try Self.lookup(h.maps.activity, UInt32(port), &value, "zp_activity") else { return nil }
             return PortActivity(
                 lastActivity: value.0 == 0 ? nil : .nanoseconds(Int64(value.0)),
-                openConnections: Int(value.1))
+                openConnections: Int(value.1)
+            )
         }
     }
 
@@ -392,7 +437,8 @@ public final class PodRedirector: Sendable {
             config.identifyKubelet = identify
             try Self.writeConfig(h.maps.config, config)
             if !identify {
-                for key in try Self.keys(h.maps.kubeletConnections, size: KubeletConnection.keySize, "zp_kubelet_conns") {
+                for key in try Self.keys(h.maps.kubeletConnections, size: KubeletConnection.keySize, "zp_kubelet_conns")
+                {
                     var key = key
                     _ = bpf_map_delete_elem(h.maps.kubeletConnections.rawValue, &key)
                 }
@@ -421,11 +467,15 @@ public final class PodRedirector: Sendable {
         return try withHandles { (h) throws(BPFError) -> FilePath in
             if let existing = h.pinDirectory { return existing }
             try Self.makeDirectory(root, allowExisting: true)
-            try bpfSystem { () throws(SystemError) in try systemCall("chmod", root.string) { chmod(root.string, 0o700) } }
+            try bpfSystem { () throws(SystemError) in try systemCall("chmod", root.string) { chmod(root.string, 0o700) }
+            }
             let dir = root.appending(podID)
             if Glibc.access(dir.string, F_OK) == 0 {
-                throw .invalidArgument(name: "pod ID", value: podID,
-                                       reason: "\(dir) already exists; reopen it with open(pinnedAt:) or remove it")
+                throw .invalidArgument(
+                    name: "pod ID",
+                    value: podID,
+                    reason: "\(dir) already exists; reopen it with open(pinnedAt:) or remove it"
+                )
             }
             try Self.makeDirectory(dir, allowExisting: false)
             do throws(BPFError) {
@@ -456,7 +506,9 @@ public final class PodRedirector: Sendable {
         var programs: [String: SharedDescriptor] = [:]
         for name in try bpfSystem({ () throws(SystemError) in try Files.list(directory) }) {
             let path = directory.appending(name).string
-            let fd = SharedDescriptor(OwnedDescriptor(adopting: try libbpfCall("bpf_obj_get", path) { bpf_obj_get(path) }))
+            let fd = SharedDescriptor(
+                OwnedDescriptor(adopting: try libbpfCall("bpf_obj_get", path) { bpf_obj_get(path) })
+            )
             if name.hasPrefix("map_") {
                 maps[name] = fd
             } else if name.hasPrefix("link_") {
@@ -472,15 +524,29 @@ public final class PodRedirector: Sendable {
             return fd
         }
         guard let migrate = programs["prog_reuseport_migrate"] else {
-            throw .invalidArgument(name: "pin directory", value: directory.string, reason: "prog_reuseport_migrate is missing")
+            throw .invalidArgument(
+                name: "pin directory",
+                value: directory.string,
+                reason: "prog_reuseport_migrate is missing"
+            )
         }
         let handles = Handles(
-            maps: Maps(redirectOn: try map("map_redirect_on"), listeners: try map("map_listeners"),
-                       activity: try map("map_activity"), probeSources: try map("map_probe_src"),
-                       config: try map("map_config"), kubeletNames: try map("map_kubelet_names"),
-                       kubeletConnections: try map("map_kubelet_conns"),
-                       held: try map("map_held"), handover: try map("map_handover"), events: try map("map_events")),
-            links: links.sorted { $0.0 < $1.0 }, pinDirectory: directory, reuseportMigrate: migrate)
+            maps: Maps(
+                redirectOn: try map("map_redirect_on"),
+                listeners: try map("map_listeners"),
+                activity: try map("map_activity"),
+                probeSources: try map("map_probe_src"),
+                config: try map("map_config"),
+                kubeletNames: try map("map_kubelet_names"),
+                kubeletConnections: try map("map_kubelet_conns"),
+                held: try map("map_held"),
+                handover: try map("map_handover"),
+                events: try map("map_events")
+            ),
+            links: links.sorted { $0.0 < $1.0 },
+            pinDirectory: directory,
+            reuseportMigrate: migrate
+        )
         return PodRedirector(handles: handles)
     }
 
@@ -517,7 +583,9 @@ public final class PodRedirector: Sendable {
     /// (0: any free port) on all addresses, dual-stack (IPv6 with IPV6_V6ONLY off), for the
     /// activator. The caller owns the returned descriptor.
     public static func makeListener(
-        inNamespaceAt netnsPath: FilePath, port: UInt16 = 0, backlog: Int32 = 1024
+        inNamespaceAt netnsPath: FilePath,
+        port: UInt16 = 0,
+        backlog: Int32 = 1024
     ) throws(BPFError) -> OwnedDescriptor {
         let socket = try bpfSystem { () throws(SystemError) -> OwnedDescriptor in
             try NetworkNamespace(path: netnsPath).makeSocket(domain: AF_INET6, type: CInt(SOCK_STREAM.rawValue))
@@ -585,7 +653,11 @@ public final class PodRedirector: Sendable {
     /// bpf_map_update_elem on a per-port map; a full map becomes `.tooManyPorts`, an existing
     /// entry under BPF_NOEXIST is kept.
     private static func update<K: BitwiseCopyable, V: BitwiseCopyable>(
-        _ map: SharedDescriptor, _ key: inout K, _ value: inout V, flags: UInt64, port: UInt16
+        _ map: SharedDescriptor,
+        _ key: inout K,
+        _ value: inout V,
+        flags: UInt64,
+        port: UInt16
     ) throws(BPFError) {
         let rc = bpf_map_update_elem(map.rawValue, &key, &value, flags)
         if rc >= 0 { return }
@@ -603,7 +675,12 @@ public final class PodRedirector: Sendable {
         try libbpfCall("bpf_map_delete_elem", "\(name)[\(key)]") { rc }
     }
 
-    private static func lookup<V: BitwiseCopyable>(_ map: SharedDescriptor, _ key: UInt32, _ value: inout V, _ name: String) throws(BPFError) -> Bool {
+    private static func lookup<V: BitwiseCopyable>(
+        _ map: SharedDescriptor,
+        _ key: UInt32,
+        _ value: inout V,
+        _ name: String
+    ) throws(BPFError) -> Bool {
         var key = key
         let rc = bpf_map_lookup_elem(map.rawValue, &key, &value)
         if rc >= 0 { return true }
@@ -625,14 +702,21 @@ public final class PodRedirector: Sendable {
         var value: (UInt64, UInt32, UInt32, UInt64) = (
             config.netnsCookie, config.ignoreLoopback ? 1 : 0, config.identifyKubelet ? 1 : 0, config.nodeNetnsCookie
         )
-        try libbpfCall("bpf_map_update_elem", "zp_config") { bpf_map_update_elem(map.rawValue, &key, &value, UInt64(BPF_ANY)) }
+        try libbpfCall("bpf_map_update_elem", "zp_config") {
+            bpf_map_update_elem(map.rawValue, &key, &value, UInt64(BPF_ANY))
+        }
     }
 
     private static func readConfig(_ map: SharedDescriptor) throws(BPFError) -> Config {
         var key: UInt32 = 0
         var value: (UInt64, UInt32, UInt32, UInt64) = (0, 0, 0, 0)
         try libbpfCall("bpf_map_lookup_elem", "zp_config") { bpf_map_lookup_elem(map.rawValue, &key, &value) }
-        return Config(netnsCookie: value.0, ignoreLoopback: value.1 != 0, identifyKubelet: value.2 != 0, nodeNetnsCookie: value.3)
+        return Config(
+            netnsCookie: value.0,
+            ignoreLoopback: value.1 != 0,
+            identifyKubelet: value.2 != 0,
+            nodeNetnsCookie: value.3
+        )
     }
 
     /// Every key of `map`, each `size` bytes.
@@ -642,7 +726,8 @@ public final class PodRedirector: Sendable {
         var next = [UInt8](repeating: 0, count: size)
         var first = true
         while true {
-            let rc = first ? bpf_map_get_next_key(map.rawValue, nil, &next) : bpf_map_get_next_key(map.rawValue, &key, &next)
+            let rc =
+                first ? bpf_map_get_next_key(map.rawValue, nil, &next) : bpf_map_get_next_key(map.rawValue, &key, &next)
             if -rc == ENOENT { break }
             try libbpfCall("bpf_map_get_next_key", name) { rc }
             first = false
@@ -658,7 +743,8 @@ public final class PodRedirector: Sendable {
         var next: UInt32 = 0
         var first = true
         while true {
-            let rc = first ? bpf_map_get_next_key(map.rawValue, nil, &next) : bpf_map_get_next_key(map.rawValue, &key, &next)
+            let rc =
+                first ? bpf_map_get_next_key(map.rawValue, nil, &next) : bpf_map_get_next_key(map.rawValue, &key, &next)
             if -rc == ENOENT { break }
             try libbpfCall("bpf_map_get_next_key", name) { rc }
             first = false
@@ -674,7 +760,8 @@ public final class PodRedirector: Sendable {
         var next = [UInt8](repeating: 0, count: 16)
         var first = true
         while true {
-            let rc = first ? bpf_map_get_next_key(map.rawValue, nil, &next) : bpf_map_get_next_key(map.rawValue, &key, &next)
+            let rc =
+                first ? bpf_map_get_next_key(map.rawValue, nil, &next) : bpf_map_get_next_key(map.rawValue, &key, &next)
             if -rc == ENOENT { break }
             try libbpfCall("bpf_map_get_next_key", "zp_probe_src") { rc }
             first = false
@@ -687,8 +774,11 @@ public final class PodRedirector: Sendable {
     private static func replaceProbeSources(_ map: SharedDescriptor, with sources: [IPAddress]) throws(BPFError) {
         let wanted = Set(sources.map { $0.unmappedV4 ?? $0 })
         guard wanted.count <= maxProbeSources else {
-            throw .invalidArgument(name: "probe sources", value: "\(wanted.count) addresses",
-                                   reason: "at most \(maxProbeSources) are supported")
+            throw .invalidArgument(
+                name: "probe sources",
+                value: "\(wanted.count) addresses",
+                reason: "at most \(maxProbeSources) are supported"
+            )
         }
         let current = try keys16(map)
         for stale in current.subtracting(wanted) {
@@ -711,8 +801,11 @@ public final class PodRedirector: Sendable {
                 || c == 0x2d || c == 0x2e || c == 0x5f
         }
         guard !podID.isEmpty, podID.utf8.count <= 200, allowed, podID != ".", podID != ".." else {
-            throw .invalidArgument(name: "pod ID", value: podID,
-                                   reason: "must be 1-200 characters of A-Z a-z 0-9 . _ - and not . or ..")
+            throw .invalidArgument(
+                name: "pod ID",
+                value: podID,
+                reason: "must be 1-200 characters of A-Z a-z 0-9 . _ - and not . or .."
+            )
         }
     }
 

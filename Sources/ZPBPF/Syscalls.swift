@@ -19,7 +19,9 @@ private func checked(_ name: StaticString, _ subject: @autoclosure () -> String,
 /// Calls a libbpf function that returns a non-negative result or -errno.
 @discardableResult
 func libbpfCall(
-    _ name: StaticString, _ subject: @autoclosure () -> String, _ body: () -> CInt
+    _ name: StaticString,
+    _ subject: @autoclosure () -> String,
+    _ body: () -> CInt
 ) throws(BPFError) -> CInt {
     while true {
         let result = body()
@@ -31,7 +33,9 @@ func libbpfCall(
 
 /// Calls a libbpf function that returns a pointer, or NULL with errno set.
 func libbpfPointer(
-    _ name: StaticString, _ subject: @autoclosure () -> String, _ body: () -> OpaquePointer?
+    _ name: StaticString,
+    _ subject: @autoclosure () -> String,
+    _ body: () -> OpaquePointer?
 ) throws(BPFError) -> OpaquePointer {
     Glibc.errno = 0
     if let pointer = body() { return pointer }
@@ -53,9 +57,13 @@ extension SharedDescriptor {
     /// (libbpf's program and map descriptors, which `bpf_object__close` closes).
     static func duplicating(_ fd: CInt, _ what: @autoclosure () -> String) throws(BPFError) -> SharedDescriptor {
         try bpfSystem { () throws(SystemError) -> SharedDescriptor in
-            SharedDescriptor(OwnedDescriptor(adopting: try systemCall("fcntl(F_DUPFD_CLOEXEC)", what()) {
-                fcntl(fd, F_DUPFD_CLOEXEC, 0)
-            }))
+            SharedDescriptor(
+                OwnedDescriptor(
+                    adopting: try systemCall("fcntl(F_DUPFD_CLOEXEC)", what()) {
+                        fcntl(fd, F_DUPFD_CLOEXEC, 0)
+                    }
+                )
+            )
         }
     }
 }

@@ -11,8 +11,11 @@ public struct CommandOutput: Sendable {
     public var problem: @Sendable (String) -> Void
 
     /// An output from its three closures.
-    public init(line: @escaping @Sendable (String) -> Void, text: @escaping @Sendable (String) -> Void,
-                problem: @escaping @Sendable (String) -> Void) {
+    public init(
+        line: @escaping @Sendable (String) -> Void,
+        text: @escaping @Sendable (String) -> Void,
+        problem: @escaping @Sendable (String) -> Void
+    ) {
         self.line = line
         self.text = text
         self.problem = problem
@@ -25,5 +28,6 @@ public struct CommandOutput: Sendable {
     public static let standard = CommandOutput(
         line: { try? StandardStream.output.write($0 + "\n") },
         text: { try? StandardStream.output.write($0) },
-        problem: { try? StandardStream.error.write($0 + "\n") })
+        problem: { try? StandardStream.error.write($0 + "\n") }
+    )
 }

@@ -39,13 +39,20 @@ public struct DoctorCommand: AsyncParsableCommand {
     public var flavour: ContainerdFlavour = .containerd
 
     /// `--config`.
-    @Option(name: .customLong("config"),
-            help: ArgumentHelp("containerd's config (k3s/rke2: the rendered config.toml); default by --runtime.", valueName: "path"))
+    @Option(
+        name: .customLong("config"),
+        help: ArgumentHelp(
+            "containerd's config (k3s/rke2: the rendered config.toml); default by --runtime.",
+            valueName: "path"
+        )
+    )
     public var containerdConfig: String?
 
     /// `--containerd-address`.
-    @Option(name: .customLong("containerd-address"),
-            help: ArgumentHelp("containerd's socket, asked for its version; default by --runtime.", valueName: "path"))
+    @Option(
+        name: .customLong("containerd-address"),
+        help: ArgumentHelp("containerd's socket, asked for its version; default by --runtime.", valueName: "path")
+    )
     public var containerdAddress: String?
 
     /// `--containerd-version`.
@@ -53,18 +60,24 @@ public struct DoctorCommand: AsyncParsableCommand {
     public var containerdVersion: String?
 
     /// `--containerd-binary`.
-    @Option(name: .customLong("containerd-binary"),
-            help: ArgumentHelp("Ask this containerd binary (`--version`) instead of the socket.", valueName: "path"))
+    @Option(
+        name: .customLong("containerd-binary"),
+        help: ArgumentHelp("Ask this containerd binary (`--version`) instead of the socket.", valueName: "path")
+    )
     public var containerdBinary: String?
 
     /// `--criu`.
-    @Option(name: .customLong("criu"),
-            help: ArgumentHelp("The CRIU binary; default: the node settings' criu-path.", valueName: "path"))
+    @Option(
+        name: .customLong("criu"),
+        help: ArgumentHelp("The CRIU binary; default: the node settings' criu-path.", valueName: "path")
+    )
     public var criu: String?
 
     /// `--runc`.
-    @Option(name: .customLong("runc"),
-            help: ArgumentHelp("The runc binary; default: the node settings' runc-path.", valueName: "path"))
+    @Option(
+        name: .customLong("runc"),
+        help: ArgumentHelp("The runc binary; default: the node settings' runc-path.", valueName: "path")
+    )
     public var runc: String?
 
     /// `--bpffs`.
@@ -76,8 +89,10 @@ public struct DoctorCommand: AsyncParsableCommand {
     public var btf = "/sys/kernel/btf/vmlinux"
 
     /// `--state-dir`.
-    @Option(name: .customLong("state-dir"),
-            help: ArgumentHelp("The state folder; default: the node settings' state-dir.", valueName: "dir"))
+    @Option(
+        name: .customLong("state-dir"),
+        help: ArgumentHelp("The state folder; default: the node settings' state-dir.", valueName: "dir")
+    )
     public var stateDirectory: String?
 
     /// `--handler`.
@@ -85,8 +100,10 @@ public struct DoctorCommand: AsyncParsableCommand {
     public var handler = "zeropod"
 
     /// `--no-bpf-probes`.
-    @Flag(name: .customLong("no-bpf-probes"),
-          help: "Do not load eBPF programs; only look whether bpffs is mounted.")
+    @Flag(
+        name: .customLong("no-bpf-probes"),
+        help: "Do not load eBPF programs; only look whether bpffs is mounted."
+    )
     public var noBPFProbes = false
 
     /// `--timeout`.
@@ -99,8 +116,10 @@ public struct DoctorCommand: AsyncParsableCommand {
     /// Refuses options that could not take effect.
     /// - Throws: `ValidationError` naming the option.
     public func validate() throws {
-        for (name, value) in [("--containerd-address", containerdAddress), ("--config", containerdConfig),
-                              ("--bpffs", Optional(bpffs)), ("--btf", Optional(btf))] {
+        for (name, value) in [
+            ("--containerd-address", containerdAddress), ("--config", containerdConfig),
+            ("--bpffs", Optional(bpffs)), ("--btf", Optional(btf)),
+        ] {
             if let value, !value.hasPrefix("/") { throw ValidationError("\(name) \(value): must be an absolute path") }
         }
         if containerdVersion != nil && containerdBinary != nil {
@@ -142,7 +161,8 @@ public struct DoctorCommand: AsyncParsableCommand {
         o.btfPath = btf
         o.handlerName = handler
         o.probeBPF = !noBPFProbes
-        o.nodeConfigPath = node.nodeConfigPath
+        o.nodeConfigPath =
+            node.nodeConfigPath
             ?? environment["ZEROPOD_NODE_CONFIG"].flatMap { $0.isEmpty ? nil : $0 } ?? NodeConfig.defaultPath
         o.runDirectory = node.runDirectory
         o.stateDirectory = stateDirectory
@@ -156,9 +176,13 @@ public struct DoctorCommand: AsyncParsableCommand {
         var options = checkOptions(environment: environment)
         do {
             let (release, source) = try await ContainerdVersionLookup.resolve(
-                given: containerdVersion, binary: containerdBinary,
-                socket: containerdAddress ?? flavour.defaultSocket, flavour: flavour,
-                commands: LocalCommands(), timeout: options.timeout)
+                given: containerdVersion,
+                binary: containerdBinary,
+                socket: containerdAddress ?? flavour.defaultSocket,
+                flavour: flavour,
+                commands: LocalCommands(),
+                timeout: options.timeout
+            )
             options.containerdVersion = release.text
             options.containerdVersionSource = source
         } catch {

@@ -7,15 +7,23 @@ import ZPSystem
 /// shims read) and the overrides given on the command line.
 public struct NodeOptions: ParsableArguments {
     /// `--node-config PATH`: the node settings file.
-    @Option(name: .customLong("node-config"),
-            help: ArgumentHelp("The node settings file (default: $ZEROPOD_NODE_CONFIG, else \(NodeConfig.defaultPath); a missing default file means the defaults).",
-                               valueName: "path"))
+    @Option(
+        name: .customLong("node-config"),
+        help: ArgumentHelp(
+            "The node settings file (default: $ZEROPOD_NODE_CONFIG, else \(NodeConfig.defaultPath); a missing default file means the defaults).",
+            valueName: "path"
+        )
+    )
     public var nodeConfigPath: String?
 
     /// `--run-dir DIR`: overrides the file's `run-dir`.
-    @Option(name: .customLong("run-dir"),
-            help: ArgumentHelp("The node's run directory, where the shims' status sockets are (<run-dir>/s/*.sock); default: the node settings' run-dir.",
-                               valueName: "dir"))
+    @Option(
+        name: .customLong("run-dir"),
+        help: ArgumentHelp(
+            "The node's run directory, where the shims' status sockets are (<run-dir>/s/*.sock); default: the node settings' run-dir.",
+            valueName: "dir"
+        )
+    )
     public var runDirectory: String?
 
     /// No options given.
@@ -30,7 +38,9 @@ public struct NodeOptions: ParsableArguments {
     /// - Parameter environment: The process environment (for `ZEROPOD_NODE_CONFIG`).
     /// - Throws: ``NodeOptionsError`` naming the file or the option and the reason.
     public func nodeConfig(environment: [String: String]) throws(NodeOptionsError) -> NodeConfig {
-        let path = nodeConfigPath ?? environment["ZEROPOD_NODE_CONFIG"].flatMap { $0.isEmpty ? nil : $0 } ?? NodeConfig.defaultPath
+        let path =
+            nodeConfigPath ?? environment["ZEROPOD_NODE_CONFIG"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? NodeConfig.defaultPath
         var config = NodeConfig()
         let bytes: [UInt8]?
         do {
@@ -38,7 +48,10 @@ public struct NodeOptions: ParsableArguments {
         } catch {
             // Only a default file that does not exist means the defaults.
             guard nodeConfigPath == nil, error.errno == .noSuchFileOrDirectory else {
-                throw NodeOptionsError(message: "\(nodeConfigPath == nil ? "node settings" : "--node-config") \(path): cannot be read: \(error)")
+                throw NodeOptionsError(
+                    message:
+                        "\(nodeConfigPath == nil ? "node settings" : "--node-config") \(path): cannot be read: \(error)"
+                )
             }
             bytes = nil
         }
@@ -55,7 +68,8 @@ public struct NodeOptions: ParsableArguments {
                 throw NodeOptionsError(message: "--run-dir: the path contains a line break")
             }
             do {
-                config.runDirectory = try NodeConfig(parsing: "run-dir = \(runDirectory)", source: "--run-dir").runDirectory
+                config.runDirectory = try NodeConfig(parsing: "run-dir = \(runDirectory)", source: "--run-dir")
+                    .runDirectory
             } catch {
                 var e = error
                 e.location = nil

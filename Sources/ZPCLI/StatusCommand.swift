@@ -40,7 +40,12 @@ public struct StatusCommand: AsyncParsableCommand {
     public var socket: String?
 
     /// `--id ID`: only this container.
-    @Option(help: ArgumentHelp("Show only this container (its status, its changes or its metrics).", valueName: "container-id"))
+    @Option(
+        help: ArgumentHelp(
+            "Show only this container (its status, its changes or its metrics).",
+            valueName: "container-id"
+        )
+    )
     public var id: String?
 
     /// `--watch`: follow the changes.
@@ -59,7 +64,9 @@ public struct StatusCommand: AsyncParsableCommand {
     public func validate() throws {
         if watch && metrics { throw ValidationError("--watch and --metrics cannot be combined") }
         if socket != nil && (node.runDirectory != nil || node.nodeConfigPath != nil) {
-            throw ValidationError("--socket names the status socket itself: it cannot be combined with --run-dir or --node-config")
+            throw ValidationError(
+                "--socket names the status socket itself: it cannot be combined with --run-dir or --node-config"
+            )
         }
         if id?.isEmpty == true { throw ValidationError("--id: the container id is empty") }
     }
@@ -67,8 +74,11 @@ public struct StatusCommand: AsyncParsableCommand {
     /// Runs the command on stdout and stderr.
     /// - Throws: `ExitCode` when the status is not 0.
     public func run() async throws {
-        let status = await execute(output: .standard, environment: ProcessInfo.processInfo.environment,
-                                   now: { SystemClock.realtimeNanoseconds() })
+        let status = await execute(
+            output: .standard,
+            environment: ProcessInfo.processInfo.environment,
+            now: { SystemClock.realtimeNanoseconds() }
+        )
         if status != 0 { throw ExitCode(status) }
     }
 
@@ -80,7 +90,11 @@ public struct StatusCommand: AsyncParsableCommand {
     ///   - now: The wall clock in nanoseconds since the Unix epoch, for "… ago".
     /// - Returns: The exit status: 0, 1 (a shim could not be read, or `--id` is not served), or 2
     ///   (`--watch` with several shims).
-    public func execute(output: CommandOutput, environment: [String: String], now: @escaping @Sendable () -> Int64) async -> Int32 {
+    public func execute(
+        output: CommandOutput,
+        environment: [String: String],
+        now: @escaping @Sendable () -> Int64
+    ) async -> Int32 {
         let sockets: [String]
         if let socket {
             sockets = [socket]
@@ -105,7 +119,10 @@ public struct StatusCommand: AsyncParsableCommand {
         var failed = false
         for socket in sockets {
             do {
-                let client = try await ShimStatusClient.connect(socketPath: socket, group: MultiThreadedEventLoopGroup.singleton)
+                let client = try await ShimStatusClient.connect(
+                    socketPath: socket,
+                    group: MultiThreadedEventLoopGroup.singleton
+                )
                 if sockets.count > 1 { output.line("# \(socket)") }
                 do {
                     try await show(client, output: output, now: now)

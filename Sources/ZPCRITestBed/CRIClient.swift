@@ -163,6 +163,32 @@ public final class CRIClient: Sendable {
         return try decodeField(1, of: bytes, in: "ExecResponse") { String(decoding: $0, as: UTF8.self) } ?? ""
     }
 
+    /// `Attach`: asks for a streaming URL attached to the container's init (`kubectl attach`); the
+    /// caller connects to it as to an exec's. stdin needs a container created with `stdin`.
+    /// - Throws: ``GRPCCallError``.
+    public func attach(_ id: String, tty: Bool, stdin: Bool, stdout: Bool = true, stderr: Bool) async throws -> String {
+        let bytes = try await call("Attach") {
+            $0.writeString(field: 1, id)
+            $0.writeBoolIfNotDefault(field: 2, stdin)
+            $0.writeBoolIfNotDefault(field: 3, tty)
+            $0.writeBoolIfNotDefault(field: 4, stdout)
+            $0.writeBoolIfNotDefault(field: 5, stderr)
+        }
+        return try decodeField(1, of: bytes, in: "AttachResponse") { String(decoding: $0, as: UTF8.self) } ?? ""
+    }
+
+    /// `ListContainerStats` (what `crictl stats` calls), filtered by container or pod.
+    /// - Throws: ``GRPCCallError``.
+    public func listContainerStats(id: String? = nil, podID: String? = nil) async throws -> [CRI.ContainerStats] {
+        let bytes = try await call("ListContainerStats") { w in
+            w.writeMessage(field: 1) { f in
+                if let id { f.writeString(field: 1, id) }
+                if let podID { f.writeString(field: 2, podID) }
+            }
+        }
+        return try decodeRepeated(1, of: bytes, in: "ListContainerStatsResponse", CRI.ContainerStats.init)
+    }
+
     /// `StopContainer` with a grace period of `timeout` seconds.
     /// - Throws: ``GRPCCallError``.
     public func stopContainer(_ id: String, timeout: Int64 = 30) async throws {

@@ -284,7 +284,8 @@ public enum CRI {
 
         /// Equal when every encoded field is equal.
         public static func == (a: ContainerConfig, b: ContainerConfig) -> Bool {
-            var x = ProtobufWriter(), y = ProtobufWriter()
+            var x = ProtobufWriter()
+            var y = ProtobufWriter()
             a.encode(into: &x)
             b.encode(into: &y)
             return x.bytes == y.bytes

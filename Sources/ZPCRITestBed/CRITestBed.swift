@@ -36,6 +36,39 @@ public final class CRITestBed {
         public init() {}
     }
 
+    /// A further runtime handler of the bed's containerd, e.g. our shim configured the way the
+    /// installer adds it (`runtime_type = "io.containerd.runc.v2"`, `runtime_path` = the shim),
+    /// under which the CRI plugin passes the handler's `options` table as runc options.
+    public struct Handler: Sendable {
+        /// The RuntimeClass handler name.
+        public var name: String
+        /// `runtime_type`.
+        public var runtimeType: String
+        /// `runtime_path` (containerd 1.6+), or nil.
+        public var runtimePath: String?
+        /// The `options` table: key → TOML value text (`"\"/path\""`, `true`, `1234`).
+        public var options: [String: String]
+
+        /// A handler.
+        public init(
+            name: String,
+            runtimeType: String = "io.containerd.runc.v2",
+            runtimePath: String? = nil,
+            options: [String: String] = [:]
+        ) {
+            self.name = name
+            self.runtimeType = runtimeType
+            self.runtimePath = runtimePath
+            self.options = options
+        }
+
+        /// Our shim (the debug build's) under `runtime_type = "io.containerd.runc.v2"`, as the
+        /// installer configures the `zeropod` handler, with runc options `options`.
+        public static func zeropodAsInstalled(name: String, options: [String: String]) -> Handler {
+            Handler(name: name, runtimePath: TestPaths.buildDirectory + "/containerd-shim-zeropod-v2", options: options)
+        }
+    }
+
     /// The containerd under test.
     public let containerd: PrivateContainerd
     private let clientBox: Mutex<CRIClient>
@@ -53,6 +86,9 @@ public final class CRITestBed {
     public let nodeAddress: String
     /// The cgroup under which the pods' cgroups go (`/<name>/besteffort`), like kubelet's `/kubepods`.
     public let qosCgroup: String
+    /// The top slice of pods made with systemd's cgroup driver (`bed.pod(..., systemdCgroups: true)`),
+    /// like kubelet's `kubepods`: a name without `-`.
+    public let systemdSlice: String
     private let cgroupRoot: String
     private let pods = Mutex<[String: KubeletPod]>([:])
     private let stopped = Atomic<Bool>(false)
@@ -65,11 +101,14 @@ public final class CRITestBed {
     ///   - tag: a short word for names (`zpshim-<tag>-<random>` folders, `zpcri<random>` bridge).
     ///   - environment: extra environment for containerd and the shims.
     /// - Throws: ``LabError`` when a step fails, with its output.
+    ///   - options: what the config holds beyond the defaults (``Options``).
+    ///   - handlers: further handlers, given containerd's folder (for paths inside it).
     public init(
         flavor: ContainerdFlavor,
         tag: String,
         environment: [String: String] = [:],
-        options: Options = Options()
+        options: Options = Options(),
+        handlers: @escaping @Sendable (_ directory: String) -> [Handler] = { _ in [] }
     ) async throws {
         let images = try run([TestPaths.packageRoot + "/scripts/cri-images.sh", "pause", "busybox"], timeout: 900)
         guard images.status == 0 else { throw LabError("scripts/cri-images.sh failed: \(images.stderr)") }
@@ -90,10 +129,17 @@ public final class CRITestBed {
         nodeAddress = "10.89.\(octet).1"
         cgroupRoot = "zpcri-\(suffix)"
         qosCgroup = "/\(cgroupRoot)/besteffort"
+        systemdSlice = "zpcri\(suffix)"
         let (bridge, subnet, pauseRef) = (bridge, subnet, pause.ref)
         let zeropodHandler = options.zeropodHandler
         var configuration = PrivateContainerd.Configuration(environment: environment) { directory in
-            Self.criConfig(flavor: flavor, directory: directory, pauseImage: pauseRef, zeropodHandler: zeropodHandler)
+            Self.criConfig(
+                flavor: flavor,
+                directory: directory,
+                pauseImage: pauseRef,
+                zeropodHandler: zeropodHandler,
+                handlers: handlers(directory)
+            )
         }
         configuration.configSubfolder = options.configSubfolder
         if let rewrite = options.rewrite {
@@ -125,26 +171,45 @@ public final class CRITestBed {
     }
 
     /// The CRI part of containerd's config, in the flavor's schema (version 2 for 1.6, 3 for 2.x).
-    static func criConfig(flavor: ContainerdFlavor, directory: String, pauseImage: String, zeropodHandler: Bool = true)
-        -> String
-    {
+    static func criConfig(
+        flavor: ContainerdFlavor,
+        directory: String,
+        pauseImage: String,
+        zeropodHandler: Bool = true,
+        handlers: [Handler] = []
+    ) -> String {
         let forwarded = forwardedAnnotations.map { "\"\($0)\"" }.joined(separator: ", ")
         let runtimes = { (prefix: String) in
-            """
-            [\(prefix).containerd]
-              default_runtime_name = "runc"
-              [\(prefix).containerd.runtimes.runc]
-                runtime_type = "io.containerd.runc.v2"
-                [\(prefix).containerd.runtimes.runc.options]
-                  Root = "\(directory)/runc"
-            """ + (zeropodHandler
-                ? """
+            var text = """
+                [\(prefix).containerd]
+                  default_runtime_name = "runc"
+                  [\(prefix).containerd.runtimes.runc]
+                    runtime_type = "io.containerd.runc.v2"
+                    [\(prefix).containerd.runtimes.runc.options]
+                      Root = "\(directory)/runc"
+                """
+            if zeropodHandler {
+                text += """
 
-                  [\(prefix).containerd.runtimes.zeropod]
-                    runtime_type = "io.containerd.zeropod.v2"
-                    pod_annotations = [\(forwarded)]
-                    container_annotations = [\(forwarded)]
-                """ : "")
+                      [\(prefix).containerd.runtimes.zeropod]
+                        runtime_type = "io.containerd.zeropod.v2"
+                        pod_annotations = [\(forwarded)]
+                        container_annotations = [\(forwarded)]
+                    """
+            }
+            for handler in handlers {
+                text += "\n  [\(prefix).containerd.runtimes.\(handler.name)]\n"
+                text += "    runtime_type = \"\(handler.runtimeType)\"\n"
+                if let path = handler.runtimePath { text += "    runtime_path = \"\(path)\"\n" }
+                text += "    pod_annotations = [\(forwarded)]\n    container_annotations = [\(forwarded)]\n"
+                if !handler.options.isEmpty {
+                    text += "    [\(prefix).containerd.runtimes.\(handler.name).options]\n"
+                    for (key, value) in handler.options.sorted(by: { $0.key < $1.key }) {
+                        text += "      \(key) = \(value)\n"
+                    }
+                }
+            }
+            return text
         }
         if flavor.majorVersion == 1 {
             let cri = "plugins.\"io.containerd.grpc.v1.cri\""
@@ -189,7 +254,8 @@ public final class CRITestBed {
         handler: String,
         labels: [String: String] = [:],
         annotations: [String: String] = [:],
-        containerPorts: [Int32] = []
+        containerPorts: [Int32] = [],
+        systemdCgroups: Bool = false
     ) -> KubeletPod {
         KubeletPod(
             name: name,
@@ -197,7 +263,8 @@ public final class CRITestBed {
             labels: labels,
             annotations: annotations,
             qosCgroup: qosCgroup,
-            containerPorts: containerPorts
+            containerPorts: containerPorts,
+            systemdSlice: systemdCgroups ? systemdSlice : nil
         )
     }
 
@@ -250,14 +317,15 @@ public final class CRITestBed {
 
     /// The pod cgroup folders of `pod` that still exist, in every hierarchy.
     public func cgroups(of pod: KubeletPod) -> [String] {
-        cgroupHierarchies().map { $0 + pod.cgroupParent }.filter { FileManager.default.fileExists(atPath: $0) }
+        cgroupHierarchies().map { $0 + pod.cgroupFolder }.filter { FileManager.default.fileExists(atPath: $0) }
     }
 
     /// The processes of container `containerID` of `pod`: its cgroup's `cgroup.procs` (runc puts
-    /// a CRI container at `<cgroup parent>/<container id>`), from the first hierarchy that has it.
+    /// a CRI container at `<cgroup parent>/<container id>`, or with systemd's driver in the scope
+    /// `cri-containerd-<id>.scope` of the pod's slice), from the first hierarchy that has it.
     public func processes(ofContainer containerID: String, in pod: KubeletPod) -> [Int32] {
         for hierarchy in cgroupHierarchies() {
-            let path = hierarchy + pod.cgroupParent + "/" + containerID + "/cgroup.procs"
+            let path = hierarchy + pod.containerCgroupFolder(containerID) + "/cgroup.procs"
             if let text = try? String(contentsOfFile: path, encoding: .utf8) {
                 return text.split(separator: "\n").compactMap { Int32($0) }
             }
@@ -300,7 +368,10 @@ public final class CRITestBed {
         await client.close()
         containerd.stop()
         _ = try? run(["ip", "link", "del", bridge], timeout: 20)
-        for hierarchy in cgroupHierarchies() { removeCgroupTree(hierarchy + "/" + cgroupRoot) }
+        for hierarchy in cgroupHierarchies() {
+            removeCgroupTree(hierarchy + "/" + cgroupRoot)
+            removeCgroupTree(hierarchy + "/" + systemdSlice + ".slice")
+        }
         for pod in pods.withLock({ Array($0.values) }) { try? FileManager.default.removeItem(atPath: pod.logDirectory) }
     }
 }
@@ -312,9 +383,16 @@ public func withCRITestBed<R>(
     tag: String,
     environment: [String: String] = [:],
     options: CRITestBed.Options = CRITestBed.Options(),
+    handlers: @escaping @Sendable (_ directory: String) -> [CRITestBed.Handler] = { _ in [] },
     _ body: (CRITestBed) async throws -> R
 ) async throws -> R {
-    let bed = try await CRITestBed(flavor: flavor, tag: tag, environment: environment, options: options)
+    let bed = try await CRITestBed(
+        flavor: flavor,
+        tag: tag,
+        environment: environment,
+        options: options,
+        handlers: handlers
+    )
     do {
         let result = try await body(bed)
         await bed.stop()

@@ -15,7 +15,9 @@ public enum CounterApp {
 
     /// The count in an answer, or nil.
     public static func count(in body: String?) -> Int? {
-        body.flatMap { $0.split(separator: "=").last.flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } }
+        body.flatMap {
+            $0.split(separator: "=").last.flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        }
     }
 
     /// A plain GET from the node (not a probe: another user agent); the count it answered, or nil.

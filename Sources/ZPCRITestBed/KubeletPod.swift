@@ -26,6 +26,10 @@ public struct KubeletPod: Sendable {
     public var hostNetwork = false
     /// The pod has a privileged container (kubelet then marks the sandbox privileged too).
     public var privileged = false
+    /// With systemd's cgroup driver, the name of the top slice (kubelet's `kubepods`): the pod's
+    /// cgroup parent is then `<top>-besteffort-pod<uid>.slice` (what kubelet sends with
+    /// `cgroupDriver: systemd`); nil for the cgroupfs driver.
+    public var systemdSlice: String?
 
     /// A pod named `name` with a fresh UID.
     public init(
@@ -35,7 +39,8 @@ public struct KubeletPod: Sendable {
         labels: [String: String] = [:],
         annotations: [String: String] = [:],
         qosCgroup: String,
-        containerPorts: [Int32] = []
+        containerPorts: [Int32] = [],
+        systemdSlice: String? = nil
     ) {
         self.name = name
         self.namespace = namespace
@@ -45,13 +50,33 @@ public struct KubeletPod: Sendable {
         self.annotations = annotations
         self.qosCgroup = qosCgroup
         self.containerPorts = containerPorts
+        self.systemdSlice = systemdSlice
     }
 
     /// kubelet's pod log folder: `/var/log/pods/<namespace>_<name>_<uid>`.
     public var logDirectory: String { "/var/log/pods/\(namespace)_\(name)_\(uid)" }
 
-    /// The pod's cgroup (cgroupfs driver): `<qos>/pod<uid>`.
-    public var cgroupParent: String { "\(qosCgroup)/pod\(uid)" }
+    /// The pod's cgroup parent as kubelet sends it: `<qos>/pod<uid>` (cgroupfs driver), or the
+    /// slice `<top>-besteffort-pod<uid with _ for ->.slice` (systemd driver).
+    public var cgroupParent: String {
+        guard let top = systemdSlice else { return "\(qosCgroup)/pod\(uid)" }
+        return "\(top)-besteffort-pod\(uid.replacingOccurrences(of: "-", with: "_")).slice"
+    }
+
+    /// The pod's cgroup folder below a hierarchy's root: the parent itself (cgroupfs), or the slice
+    /// expanded as systemd (and runc's systemd driver) nests it: `/a.slice/a-b.slice/a-b-c.slice`.
+    public var cgroupFolder: String {
+        guard systemdSlice != nil else { return cgroupParent }
+        let parts = cgroupParent.dropLast(".slice".count).split(separator: "-")
+        return (1...parts.count).map { "/" + parts.prefix($0).joined(separator: "-") + ".slice" }.joined()
+    }
+
+    /// The cgroup folder of container `id` below a hierarchy's root, where runc puts it: the
+    /// parent plus the id (cgroupfs, `cgroupsPath` = parent/id), or the scope unit
+    /// `cri-containerd-<id>.scope` in the pod's slice (containerd's `slice:cri-containerd:id`).
+    public func containerCgroupFolder(_ id: String) -> String {
+        systemdSlice == nil ? "\(cgroupParent)/\(id)" : "\(cgroupFolder)/cri-containerd-\(id).scope"
+    }
 
     /// The labels kubelet puts on the sandbox and on every container.
     public var podLabels: [String: String] {

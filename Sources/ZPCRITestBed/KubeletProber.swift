@@ -116,14 +116,20 @@ public final class KubeletProber {
         name = processName
         folder = try TemporaryDirectory("zpcri-prober")
         let python = KubeletProbe.grpcProbeAvailable ? KubeletProbe.grpcioPython : "/usr/bin/python3"
-        let source = try String(contentsOfFile: TestPaths.packageRoot + "/scripts/cri/kubelet-prober.py", encoding: .utf8)
-        let body = source.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).last.map(String.init) ?? ""
+        let source = try String(
+            contentsOfFile: TestPaths.packageRoot + "/scripts/cri/kubelet-prober.py",
+            encoding: .utf8
+        )
+        let body =
+            source.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).last.map(String.init) ?? ""
         let program = try folder.write(processName, "#!\(python)\n" + body)
         guard chmod(program, 0o755) == 0 else { throw LabError("chmod \(program): errno \(errno)") }
         output = folder.path + "/output.log"
         FileManager.default.createFile(atPath: output, contents: nil)
-        var arguments = [ip, "\(port)", "--user-agent", userAgent, "--family", family.rawValue,
-                         "--interval", "\(interval)", "--timeout", "\(timeout)"]
+        var arguments = [
+            ip, "\(port)", "--user-agent", userAgent, "--family", family.rawValue,
+            "--interval", "\(interval)", "--timeout", "\(timeout)",
+        ]
         if let http { arguments += ["--http", http] }
         if tcp { arguments.append("--tcp") }
         if grpc { arguments.append("--grpc") }
@@ -141,7 +147,9 @@ public final class KubeletProber {
         }
         guard started else {
             killAndReap(pid)
-            throw LabError("\(processName) prober printed nothing: \((try? String(contentsOfFile: output, encoding: .utf8)) ?? "")")
+            throw LabError(
+                "\(processName) prober printed nothing: \((try? String(contentsOfFile: output, encoding: .utf8)) ?? "")"
+            )
         }
     }
 
@@ -160,7 +168,9 @@ public final class KubeletProber {
 
     /// The process's name as the kernel has it (`/proc/PID/comm`).
     public var kernelName: String {
-        ((try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+        ((try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8)) ?? "").trimmingCharacters(
+            in: .whitespacesAndNewlines
+        )
     }
 
     /// Ends the prober (SIGTERM, then SIGKILL after 5 s) and reaps it. Idempotent.

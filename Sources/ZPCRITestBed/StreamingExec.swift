@@ -37,20 +37,24 @@ public struct StreamingExecError: Error, CustomStringConvertible, Sendable {
     public var description: String
 }
 
-/// Opens the streaming URL `url` (`http://HOST:PORT/exec/TOKEN`), sends `resize` (columns, rows)
-/// first when given and `input` on stdin (then closes stdin: v5 only), and collects every channel
-/// until the server closes. With a tty, output comes on stdout only.
+/// Opens the streaming URL `url` (`http://HOST:PORT/exec/TOKEN`, or an attach URL), sends `resize`
+/// (columns, rows) first when given and `input` on stdin (then closes stdin: v5 only), and collects
+/// every channel until the server closes, or, with `until`, until stdout contains that text (then
+/// the client closes: how `kubectl attach` ends without ending the process). With a tty, output
+/// comes on stdout only.
 /// - Throws: ``StreamingExecError`` when the URL or the upgrade fails; NIO errors.
 public func streamingExec(
     url: String,
     input: [UInt8] = [],
     resize: (columns: Int, rows: Int)? = nil,
+    until: String? = nil,
     timeout: Duration = .seconds(60)
 ) async throws -> StreamingExecResult {
     guard url.hasPrefix("http://") else { throw StreamingExecError(description: "not an http:// URL: \(url)") }
     let rest = url.dropFirst("http://".count)
     let slash = rest.firstIndex(of: "/") ?? rest.endIndex
-    let hostPort = rest[..<slash], path = String(rest[slash...])
+    let hostPort = rest[..<slash]
+    let path = String(rest[slash...])
     guard let colon = hostPort.lastIndex(of: ":"), let port = Int(hostPort[hostPort.index(after: colon)...]) else {
         throw StreamingExecError(description: "no port in \(url)")
     }
@@ -108,7 +112,7 @@ public func streamingExec(
                     try await send(4, Array("{\"Width\":\(resize.columns),\"Height\":\(resize.rows)}".utf8))
                 }
                 if !input.isEmpty { try await send(0, input) }
-                if subprotocol.hasPrefix("v5.") { try await send(255, [0]) }  // v5: close stdin
+                if subprotocol.hasPrefix("v5."), until == nil { try await send(255, [0]) }  // v5: close stdin
                 var result = StreamingExecResult(subprotocol: subprotocol, stdout: [], stderr: [], status: "")
                 loop: for try await frame in inbound {
                     switch frame.opcode {
@@ -116,7 +120,19 @@ public func streamingExec(
                         let bytes = Array(frame.unmaskedData.readableBytesView)
                         guard let channel = bytes.first else { continue }
                         switch channel {
-                        case 1: result.stdout += bytes.dropFirst()
+                        case 1:
+                            result.stdout += bytes.dropFirst()
+                            if let until, result.stdoutText.contains(until) {
+                                try? await outbound.write(
+                                    WebSocketFrame(
+                                        fin: true,
+                                        opcode: .connectionClose,
+                                        maskKey: .random(),
+                                        data: ByteBuffer()
+                                    )
+                                )
+                                break loop
+                            }
                         case 2: result.stderr += bytes.dropFirst()
                         case 3: result.status += String(decoding: bytes.dropFirst(), as: UTF8.self)
                         default: continue

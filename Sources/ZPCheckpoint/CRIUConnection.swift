@@ -3,14 +3,15 @@
 // same). No library speaks this: swift-nio has no SEQPACKET+SCM_RIGHTS child-process transport, and
 // the calls are few and blocking by nature, so this is written by hand on the syscall funnel.
 
+import SystemPackage
+import ZPCore
+import ZPSystem
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
-import SystemPackage
-import ZPCore
-import ZPSystem
 
 /// A notification (action-script callback) CRIU sent while serving a request.
 public struct CRIUNotification: Sendable {
@@ -101,7 +102,11 @@ public final class CRIUConnection {
         let ours = OwnedDescriptor(adopting: pair[0])
         let workerSide = SharedDescriptor(OwnedDescriptor(adopting: pair[1]))  // closed here once CRIU has its copy
         do {
-            workerPID = try ChildProcess.spawn(criuPath, arguments: ["swrk", "3"], descriptors: [workerSide] + inheritedFDs)
+            workerPID = try ChildProcess.spawn(
+                criuPath,
+                arguments: ["swrk", "3"],
+                descriptors: [workerSide] + inheritedFDs
+            )
         } catch {
             throw CRIUError(code: .spawnFailed, request: .empty, message: "cannot start \(criuPath) swrk: \(error)")
         }
@@ -127,7 +132,8 @@ public final class CRIUConnection {
         let deadline = ContinuousClock.now + grace
         var status: CInt = 0
         while true {
-            let r = (try? systemCall("waitpid", "criu swrk \(workerPID)") { waitpid(workerPID, &status, WNOHANG) }) ?? -1
+            let r =
+                (try? systemCall("waitpid", "criu swrk \(workerPID)") { waitpid(workerPID, &status, WNOHANG) }) ?? -1
             if r == workerPID || r == -1 { break }
             if ContinuousClock.now > deadline {
                 _ = Glibc.kill(workerPID, SIGKILL)
@@ -159,8 +165,11 @@ public final class CRIUConnection {
                 bytes.withUnsafeBytes { Glibc.send(sock, $0.baseAddress, $0.count, CInt(MSG_NOSIGNAL)) }
             }
         } catch {
-            throw CRIUError(code: error.errno == .brokenPipe ? .workerDied : .transport, request: request.type,
-                            message: "sending \(request.type) to criu swrk \(workerPID): \(error)")
+            throw CRIUError(
+                code: error.errno == .brokenPipe ? .workerDied : .transport,
+                request: request.type,
+                message: "sending \(request.type) to criu swrk \(workerPID): \(error)"
+            )
         }
     }
 
@@ -171,7 +180,10 @@ public final class CRIUConnection {
     ///   - deadline: give up (and kill the worker) after this instant; nil waits forever.
     /// - Throws: `CRIUError` `.workerDied` on end of stream, `.timedOut`, `.transport`,
     ///   `.protocolViolation` for undecodable bytes.
-    public func receive(for request: CRIURequestType, deadline: ContinuousClock.Instant? = nil) throws(CRIUError)
+    public func receive(
+        for request: CRIURequestType,
+        deadline: ContinuousClock.Instant? = nil
+    ) throws(CRIUError)
         -> (CRIUResponse, [SharedDescriptor])
     {
         do {
@@ -189,12 +201,18 @@ public final class CRIUConnection {
             }
         } catch {
             let died = error.errno == .connectionReset
-            throw CRIUError(code: died ? .workerDied : .transport, request: request,
-                            message: "peeking criu swrk \(workerPID): \(error)\(died ? exitDescription() : "")")
+            throw CRIUError(
+                code: died ? .workerDied : .transport,
+                request: request,
+                message: "peeking criu swrk \(workerPID): \(error)\(died ? exitDescription() : "")"
+            )
         }
         if size == 0 {
-            throw CRIUError(code: .workerDied, request: request,
-                            message: "criu swrk \(workerPID) closed the connection before answering \(request)\(exitDescription())")
+            throw CRIUError(
+                code: .workerDied,
+                request: request,
+                message: "criu swrk \(workerPID) closed the connection before answering \(request)\(exitDescription())"
+            )
         }
         var buffer = [UInt8](repeating: 0, count: size)
         let maxFDs = 8
@@ -224,14 +242,21 @@ public final class CRIUConnection {
         switch result {
         case .success(let n): received = n
         case .failure(let error):
-            throw CRIUError(code: .transport, request: request, message: "receiving from criu swrk \(workerPID): \(error)")
+            throw CRIUError(
+                code: .transport,
+                request: request,
+                message: "receiving from criu swrk \(workerPID): \(error)"
+            )
         }
         do {
             return (try CRIUResponse(decoding: buffer[0..<received]), fds)
         } catch {
             for fd in fds { fd.close() }
-            throw CRIUError(code: .protocolViolation, request: request,
-                            message: "criu swrk \(workerPID) sent \(received) bytes that are not a criu_resp: \(error)")
+            throw CRIUError(
+                code: .protocolViolation,
+                request: request,
+                message: "criu swrk \(workerPID) sent \(received) bytes that are not a criu_resp: \(error)"
+            )
         }
     }
 
@@ -244,17 +269,28 @@ public final class CRIUConnection {
                 let left = deadline - .now
                 if left <= .zero {
                     kill()
-                    throw CRIUError(code: .timedOut, request: .empty,
-                                    message: "criu swrk \(workerPID) did not answer in time; killed it")
+                    throw CRIUError(
+                        code: .timedOut,
+                        request: .empty,
+                        message: "criu swrk \(workerPID) did not answer in time; killed it"
+                    )
                 }
-                timeout = CInt(min(left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1, 60_000))
+                timeout = CInt(
+                    min(
+                        left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1,
+                        60_000
+                    )
+                )
             }
             // Not the retrying funnel: after EINTR the loop recomputes the time left.
             let r = Glibc.poll(&pfd, 1, timeout)
             if r > 0 { return }
             if r == -1 && currentErrno != EINTR {
-                throw CRIUError(code: .transport, request: .empty,
-                                message: "poll on criu swrk \(workerPID): \(Errno(rawValue: currentErrno))")
+                throw CRIUError(
+                    code: .transport,
+                    request: .empty,
+                    message: "poll on criu swrk \(workerPID): \(Errno(rawValue: currentErrno))"
+                )
             }
         }
     }
@@ -325,9 +361,12 @@ public final class CRIUConnection {
     ///     the grace without another notification is returned as it is (it did not run into harm).
     /// - Throws: `CRIUError`: `.requestFailed` (with cr_errno, cr_errmsg, log tail), `.workerDied`,
     ///   `.hookFailed`, `.protocolViolation`, `.transport`, `.timedOut`.
-    public func exchange(_ request: CRIURequest, hooks: CRIUHooks = CRIUHooks(), logPath: FilePath? = nil,
-                         deadline: ContinuousClock.Instant? = nil) throws(CRIUError) -> CRIUExchange
-    {
+    public func exchange(
+        _ request: CRIURequest,
+        hooks: CRIUHooks = CRIUHooks(),
+        logPath: FilePath? = nil,
+        deadline: ContinuousClock.Instant? = nil
+    ) throws(CRIUError) -> CRIUExchange {
         let start = ContinuousClock.now
         let notifies = request.options?.notifyScripts == true
         let killAt = deadline.map { notifies ? $0 + Self.abortGrace : $0 }
@@ -345,7 +384,10 @@ public final class CRIUConnection {
                 // CRIU's cr_errmsg is the first error it logged, often a harmless one; the last
                 // "Error (" line of the log names the reason the request failed.
                 if e.code == .requestFailed,
-                   let last = tailOfFile(logPath, lines: 400).last(where: { $0.contains("Error (") && !$0.hasSuffix("FAILED.") }) {
+                    let last = tailOfFile(logPath, lines: 400).last(where: {
+                        $0.contains("Error (") && !$0.hasSuffix("FAILED.")
+                    })
+                {
                     let reason = last.drop { $0 != "E" }
                     if !e.message.contains(reason) { e.message = "\(reason) (CRIU's first error: \(e.message))" }
                 }
@@ -370,8 +412,13 @@ public final class CRIUConnection {
                     }
                     var ok = true
                     if let hook = hooks[script] {
-                        let note = CRIUNotification(script: script, pid: response.notify?.pid, workerPID: workerPID,
-                                                    elapsed: elapsed, receivedFD: fds.first)
+                        let note = CRIUNotification(
+                            script: script,
+                            pid: response.notify?.pid,
+                            workerPID: workerPID,
+                            elapsed: elapsed,
+                            receivedFD: fds.first
+                        )
                         do { try hook(note) } catch {
                             ok = false
                             hookError = (script, error)
@@ -383,21 +430,36 @@ public final class CRIUConnection {
                 }
                 for fd in fds { fd.close() }
                 if let script = abortedAt, !response.success {
-                    throw CRIUError(code: .timedOut, request: request.type,
-                                    message: "criu swrk \(workerPID) did not finish in time; stopped at its \(script) notification, CRIU aborted")
+                    throw CRIUError(
+                        code: .timedOut,
+                        request: request.type,
+                        message:
+                            "criu swrk \(workerPID) did not finish in time; stopped at its \(script) notification, CRIU aborted"
+                    )
                 }
                 if let (script, error) = hookError, !response.success {
-                    throw CRIUError(code: .hookFailed, request: request.type, criuErrno: response.crErrno.flatMap(Errno.init),
-                                    message: "the \(script) hook failed: \(error); CRIU aborted")
+                    throw CRIUError(
+                        code: .hookFailed,
+                        request: request.type,
+                        criuErrno: response.crErrno.flatMap(Errno.init),
+                        message: "the \(script) hook failed: \(error); CRIU aborted"
+                    )
                 }
                 guard response.type == request.type else {
-                    throw CRIUError(code: .protocolViolation, request: request.type,
-                                    message: "expected a \(request.type) answer, got \(response.type)")
+                    throw CRIUError(
+                        code: .protocolViolation,
+                        request: request.type,
+                        message: "expected a \(request.type) answer, got \(response.type)"
+                    )
                 }
                 guard response.success else {
                     let errno = response.crErrno.flatMap { $0 == 0 ? nil : Errno(rawValue: $0) }
-                    throw CRIUError(code: .requestFailed, request: request.type, criuErrno: errno,
-                                    message: response.crErrmsg ?? "CRIU reported failure without a message")
+                    throw CRIUError(
+                        code: .requestFailed,
+                        request: request.type,
+                        criuErrno: errno,
+                        message: response.crErrmsg ?? "CRIU reported failure without a message"
+                    )
                 }
                 var x = CRIUExchange(response: response, phases: phases, duration: ContinuousClock.now - start)
                 x.notifiedPID = notifiedPID
@@ -406,8 +468,14 @@ public final class CRIUConnection {
             }
         } catch {
             if let (script, herr) = hookError, error.code == .workerDied || error.code == .requestFailed {
-                throw decorate(CRIUError(code: .hookFailed, request: request.type, criuErrno: error.criuErrno,
-                                         message: "the \(script) hook failed: \(herr); CRIU aborted (\(error.message))"))
+                throw decorate(
+                    CRIUError(
+                        code: .hookFailed,
+                        request: request.type,
+                        criuErrno: error.criuErrno,
+                        message: "the \(script) hook failed: \(herr); CRIU aborted (\(error.message))"
+                    )
+                )
             }
             throw decorate(error)
         }

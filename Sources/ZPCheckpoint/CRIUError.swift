@@ -43,8 +43,14 @@ public struct CRIUError: Error, Sendable, CustomStringConvertible {
     public var restoredPID: Int32?
 
     /// Creates an error.
-    public init(code: Code, request: CRIURequestType, criuErrno: Errno? = nil, message: String,
-                logPath: FilePath? = nil, logTail: [String] = []) {
+    public init(
+        code: Code,
+        request: CRIURequestType,
+        criuErrno: Errno? = nil,
+        message: String,
+        logPath: FilePath? = nil,
+        logTail: [String] = []
+    ) {
         self.code = code
         self.request = request
         self.criuErrno = criuErrno

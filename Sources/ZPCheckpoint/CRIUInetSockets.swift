@@ -50,7 +50,12 @@ public struct CRIUInetSocket: Sendable, Hashable {
 
     /// The listening address as a handover listener copies it.
     public var listenerAddress: TCPListenerAddress {
-        TCPListenerAddress(address: local, port: localPort, v6Only: family == 10 && v6Only, backlog: Int32(clamping: backlog))
+        TCPListenerAddress(
+            address: local,
+            port: localPort,
+            v6Only: family == 10 && v6Only,
+            backlog: Int32(clamping: backlog)
+        )
     }
 }
 
@@ -82,16 +87,25 @@ public enum CRIUInetSockets {
         }
         guard bytes.count >= 8 else { throw CRIUImageError(path: path, reason: "only \(bytes.count) bytes") }
         guard word(0) == commonMagic, word(4) == filesMagic else {
-            throw CRIUImageError(path: path, reason: "magic 0x\(String(word(0), radix: 16)) 0x\(String(word(4), radix: 16)) is not CRIU's files image")
+            throw CRIUImageError(
+                path: path,
+                reason:
+                    "magic 0x\(String(word(0), radix: 16)) 0x\(String(word(4), radix: 16)) is not CRIU's files image"
+            )
         }
         var sockets: [CRIUInetSocket] = []
         var offset = 8
         while offset < bytes.count {
-            guard offset + 4 <= bytes.count else { throw CRIUImageError(path: path, reason: "truncated entry size at byte \(offset)") }
+            guard offset + 4 <= bytes.count else {
+                throw CRIUImageError(path: path, reason: "truncated entry size at byte \(offset)")
+            }
             let size = Int(word(offset))
             offset += 4
             guard offset + size <= bytes.count else {
-                throw CRIUImageError(path: path, reason: "entry of \(size) bytes at byte \(offset) but only \(bytes.count - offset) follow")
+                throw CRIUImageError(
+                    path: path,
+                    reason: "entry of \(size) bytes at byte \(offset) but only \(bytes.count - offset) follow"
+                )
             }
             do {
                 if let socket = try decodeFileEntry(bytes[offset..<(offset + size)]) { sockets.append(socket) }
@@ -117,9 +131,16 @@ public enum CRIUInetSockets {
         }
         guard type == 4, var isk = inet else { return nil }
         let m = "inet_sk_entry"
-        var family: UInt32 = 0, sockType: UInt32 = 0, proto: UInt32 = 0, state: UInt32 = 0, inode: UInt32 = 0
-        var srcPort: UInt32 = 0, dstPort: UInt32 = 0, backlog: UInt32 = 0
-        var src: [UInt32] = [], dst: [UInt32] = []
+        var family: UInt32 = 0
+        var sockType: UInt32 = 0
+        var proto: UInt32 = 0
+        var state: UInt32 = 0
+        var inode: UInt32 = 0
+        var srcPort: UInt32 = 0
+        var dstPort: UInt32 = 0
+        var backlog: UInt32 = 0
+        var src: [UInt32] = []
+        var dst: [UInt32] = []
         var v6Only = false
         var device: String?
         while let f = try isk.nextField() {
@@ -140,10 +161,19 @@ public enum CRIUInetSockets {
             }
         }
         return CRIUInetSocket(
-            family: family, type: sockType, proto: proto, state: state, inode: inode,
-            local: address(src, family: family), localPort: UInt16(truncatingIfNeeded: srcPort),
-            remote: address(dst, family: family), remotePort: UInt16(truncatingIfNeeded: dstPort),
-            backlog: backlog, v6Only: v6Only, boundDevice: device.flatMap { $0.isEmpty ? nil : $0 })
+            family: family,
+            type: sockType,
+            proto: proto,
+            state: state,
+            inode: inode,
+            local: address(src, family: family),
+            localPort: UInt16(truncatingIfNeeded: srcPort),
+            remote: address(dst, family: family),
+            remotePort: UInt16(truncatingIfNeeded: dstPort),
+            backlog: backlog,
+            v6Only: v6Only,
+            boundDevice: device.flatMap { $0.isEmpty ? nil : $0 }
+        )
     }
 
     /// CRIU copies `in_addr`/`in6_addr` into 32-bit words (memcpy on a little-endian machine), so
@@ -151,7 +181,9 @@ public enum CRIUInetSockets {
     static func address(_ words: [UInt32], family: UInt32) -> IPAddress {
         var bytes: [UInt8] = []
         for word in words.prefix(family == 10 ? 4 : 1) {
-            for shift in stride(from: 0, to: 32, by: 8) { bytes.append(UInt8(truncatingIfNeeded: word >> UInt32(shift))) }
+            for shift in stride(from: 0, to: 32, by: 8) {
+                bytes.append(UInt8(truncatingIfNeeded: word >> UInt32(shift)))
+            }
         }
         let length = family == 10 ? 16 : 4
         bytes += [UInt8](repeating: 0, count: max(0, length - bytes.count))

@@ -141,11 +141,16 @@ public struct CRIUInheritFD: ProtobufMessage, Equatable {
     public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
         let m = "inherit_fd"
         var req = RequiredFields(message: m, required: [1, 2])
-        var key = "", fd: Int32 = 0
+        var key = ""
+        var fd: Int32 = 0
         while let f = try r.nextField() {
             switch f.number {
-            case 1: key = try f.string(in: m); req.saw(1)
-            case 2: fd = try f.int32(in: m); req.saw(2)
+            case 1:
+                key = try f.string(in: m)
+                req.saw(1)
+            case 2:
+                fd = try f.int32(in: m)
+                req.saw(2)
             default: break
             }
         }
@@ -178,11 +183,16 @@ public struct CRIUKeyValue: ProtobufMessage, Equatable {
     public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
         let m = "ext_mount_map"
         var req = RequiredFields(message: m, required: [1, 2])
-        var key = "", value = ""
+        var key = ""
+        var value = ""
         while let f = try r.nextField() {
             switch f.number {
-            case 1: key = try f.string(in: m); req.saw(1)
-            case 2: value = try f.string(in: m); req.saw(2)
+            case 1:
+                key = try f.string(in: m)
+                req.saw(1)
+            case 2:
+                value = try f.string(in: m)
+                req.saw(2)
             default: break
             }
         }
@@ -219,11 +229,17 @@ public struct CRIUJoinNamespace: ProtobufMessage, Equatable {
     public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
         let m = "join_namespace"
         var req = RequiredFields(message: m, required: [1, 2])
-        var ns = "", file = "", extra: String?
+        var ns = ""
+        var file = ""
+        var extra: String?
         while let f = try r.nextField() {
             switch f.number {
-            case 1: ns = try f.string(in: m); req.saw(1)
-            case 2: file = try f.string(in: m); req.saw(2)
+            case 1:
+                ns = try f.string(in: m)
+                req.saw(1)
+            case 2:
+                file = try f.string(in: m)
+                req.saw(2)
             case 3: extra = try f.string(in: m)
             default: break
             }
@@ -257,11 +273,14 @@ public struct CRIUCgroupRoot: ProtobufMessage, Equatable {
     public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
         let m = "cgroup_root"
         var req = RequiredFields(message: m, required: [2])
-        var ctrl: String?, path = ""
+        var ctrl: String?
+        var path = ""
         while let f = try r.nextField() {
             switch f.number {
             case 1: ctrl = try f.string(in: m)
-            case 2: path = try f.string(in: m); req.saw(2)
+            case 2:
+                path = try f.string(in: m)
+                req.saw(2)
             default: break
             }
         }
@@ -324,8 +343,14 @@ public struct CRIUVersion: ProtobufMessage, Equatable, CustomStringConvertible {
     public var name: String?
 
     /// Creates a version.
-    public init(major: Int32, minor: Int32, gitID: String? = nil, sublevel: Int32? = nil, extra: Int32? = nil,
-                name: String? = nil) {
+    public init(
+        major: Int32,
+        minor: Int32,
+        gitID: String? = nil,
+        sublevel: Int32? = nil,
+        extra: Int32? = nil,
+        name: String? = nil
+    ) {
         self.major = major
         self.minor = minor
         self.gitID = gitID
@@ -358,8 +383,12 @@ public struct CRIUVersion: ProtobufMessage, Equatable, CustomStringConvertible {
         var v = CRIUVersion(major: 0, minor: 0)
         while let f = try r.nextField() {
             switch f.number {
-            case 1: v.major = try f.int32(in: m); req.saw(1)
-            case 2: v.minor = try f.int32(in: m); req.saw(2)
+            case 1:
+                v.major = try f.int32(in: m)
+                req.saw(1)
+            case 2:
+                v.minor = try f.int32(in: m)
+                req.saw(2)
             case 3: v.gitID = try f.string(in: m)
             case 4: v.sublevel = try f.int32(in: m)
             case 5: v.extra = try f.int32(in: m)
@@ -612,7 +641,9 @@ public struct CRIUOptions: ProtobufMessage, Equatable {
         self.init()
         while let f = try r.nextField() {
             switch f.number {
-            case 1: imagesDirFD = try f.int32(in: m); req.saw(1)
+            case 1:
+                imagesDirFD = try f.int32(in: m)
+                req.saw(1)
             case 2: pid = try f.int32(in: m)
             case 3: leaveRunning = try f.bool(in: m)
             case 4: externalUnixSockets = try f.bool(in: m)
@@ -622,7 +653,9 @@ public struct CRIUOptions: ProtobufMessage, Equatable {
             case 8: fileLocks = try f.bool(in: m)
             case 9: logLevel = try f.int32(in: m)
             case 10: logFile = try f.string(in: m)
-            case 11: var n = try f.message(in: m); pageServer = try CRIUPageServerInfo(decoding: &n)
+            case 11:
+                var n = try f.message(in: m)
+                pageServer = try CRIUPageServerInfo(decoding: &n)
             case 12: notifyScripts = try f.bool(in: m)
             case 13: root = try f.string(in: m)
             case 14: parentImages = try f.string(in: m)
@@ -633,11 +666,17 @@ public struct CRIUOptions: ProtobufMessage, Equatable {
             case 20: cpuCapabilities = try f.uint32(in: m)
             case 21: forceIrmap = try f.bool(in: m)
             case 22: execCommand.append(try f.string(in: m))
-            case 23: var n = try f.message(in: m); externalMountMap.append(try CRIUKeyValue(decoding: &n))
+            case 23:
+                var n = try f.message(in: m)
+                externalMountMap.append(try CRIUKeyValue(decoding: &n))
             case 24: manageCgroups = try f.bool(in: m)
-            case 25: var n = try f.message(in: m); cgroupRoots.append(try CRIUCgroupRoot(decoding: &n))
+            case 25:
+                var n = try f.message(in: m)
+                cgroupRoots.append(try CRIUCgroupRoot(decoding: &n))
             case 26: restoreSibling = try f.bool(in: m)
-            case 27: var n = try f.message(in: m); inheritFDs.append(try CRIUInheritFD(decoding: &n))
+            case 27:
+                var n = try f.message(in: m)
+                inheritFDs.append(try CRIUInheritFD(decoding: &n))
             case 28: autoExternalMounts = try f.bool(in: m)
             case 29: externalSharing = try f.bool(in: m)
             case 30: externalMasters = try f.bool(in: m)
@@ -647,7 +686,9 @@ public struct CRIUOptions: ProtobufMessage, Equatable {
             case 35: ghostLimit = try f.uint32(in: m)
             case 37: external.append(try f.string(in: m))
             case 38: emptyNamespaces = try f.uint32(in: m)
-            case 39: var n = try f.message(in: m); joinNamespaces.append(try CRIUJoinNamespace(decoding: &n))
+            case 39:
+                var n = try f.message(in: m)
+                joinNamespaces.append(try CRIUJoinNamespace(decoding: &n))
             case 41: cgroupProperties = try f.string(in: m)
             case 42: cgroupPropertiesFile = try f.string(in: m)
             case 43: cgroupDumpControllers.append(try f.string(in: m))
@@ -702,8 +743,14 @@ public struct CRIURequest: ProtobufMessage, Equatable {
     public var pid: UInt32?
 
     /// Creates a request.
-    public init(type: CRIURequestType, options: CRIUOptions? = nil, notifySuccess: Bool? = nil,
-                keepOpen: Bool? = nil, features: CRIUFeatures? = nil, pid: UInt32? = nil) {
+    public init(
+        type: CRIURequestType,
+        options: CRIUOptions? = nil,
+        notifySuccess: Bool? = nil,
+        keepOpen: Bool? = nil,
+        features: CRIUFeatures? = nil,
+        pid: UInt32? = nil
+    ) {
         self.type = type
         self.options = options
         self.notifySuccess = notifySuccess
@@ -730,11 +777,17 @@ public struct CRIURequest: ProtobufMessage, Equatable {
         self.init(type: .empty)
         while let f = try r.nextField() {
             switch f.number {
-            case 1: type = try CRIUOptions.enumValue(f, m, CRIURequestType.init(rawValue:)); req.saw(1)
-            case 2: var n = try f.message(in: m); options = try CRIUOptions(decoding: &n)
+            case 1:
+                type = try CRIUOptions.enumValue(f, m, CRIURequestType.init(rawValue:))
+                req.saw(1)
+            case 2:
+                var n = try f.message(in: m)
+                options = try CRIUOptions(decoding: &n)
             case 3: notifySuccess = try f.bool(in: m)
             case 4: keepOpen = try f.bool(in: m)
-            case 5: var n = try f.message(in: m); features = try CRIUFeatures(decoding: &n)
+            case 5:
+                var n = try f.message(in: m)
+                features = try CRIUFeatures(decoding: &n)
             case 6: pid = try f.uint32(in: m)
             default: break
             }
@@ -798,8 +851,12 @@ public struct CRIUResponse: ProtobufMessage, Equatable {
         self.init(type: .empty, success: false)
         while let f = try r.nextField() {
             switch f.number {
-            case 1: type = try CRIUOptions.enumValue(f, m, CRIURequestType.init(rawValue:)); req.saw(1)
-            case 2: success = try f.bool(in: m); req.saw(2)
+            case 1:
+                type = try CRIUOptions.enumValue(f, m, CRIURequestType.init(rawValue:))
+                req.saw(1)
+            case 2:
+                success = try f.bool(in: m)
+                req.saw(2)
             case 3:
                 var n = try f.message(in: m)
                 var restored = false
@@ -812,16 +869,27 @@ public struct CRIUResponse: ProtobufMessage, Equatable {
                 var inner = RequiredFields(message: "criu_restore_resp", required: [1])
                 var pid: Int32 = 0
                 while let g = try n.nextField() {
-                    if g.number == 1 { pid = try g.int32(in: "criu_restore_resp"); inner.saw(1) }
+                    if g.number == 1 {
+                        pid = try g.int32(in: "criu_restore_resp")
+                        inner.saw(1)
+                    }
                 }
                 try inner.check()
                 restoredPID = pid
-            case 5: var n = try f.message(in: m); notify = try CRIUNotify(decoding: &n)
-            case 6: var n = try f.message(in: m); pageServer = try CRIUPageServerInfo(decoding: &n)
+            case 5:
+                var n = try f.message(in: m)
+                notify = try CRIUNotify(decoding: &n)
+            case 6:
+                var n = try f.message(in: m)
+                pageServer = try CRIUPageServerInfo(decoding: &n)
             case 7: crErrno = try f.int32(in: m)
-            case 8: var n = try f.message(in: m); features = try CRIUFeatures(decoding: &n)
+            case 8:
+                var n = try f.message(in: m)
+                features = try CRIUFeatures(decoding: &n)
             case 9: crErrmsg = try f.string(in: m)
-            case 10: var n = try f.message(in: m); version = try CRIUVersion(decoding: &n)
+            case 10:
+                var n = try f.message(in: m)
+                version = try CRIUVersion(decoding: &n)
             case 11: status = try f.int32(in: m)
             default: break
             }

@@ -70,7 +70,11 @@ public struct CRIUDumpStats: Sendable, Equatable, CustomStringConvertible {
         }
         guard bytes.count >= 12 else { throw CRIUStatsError(path: path, reason: "only \(bytes.count) bytes") }
         guard word(0) == Self.serviceMagic, word(4) == Self.statsMagic else {
-            throw CRIUStatsError(path: path, reason: "magic 0x\(String(word(0), radix: 16)) 0x\(String(word(4), radix: 16)) is not CRIU's stats image")
+            throw CRIUStatsError(
+                path: path,
+                reason:
+                    "magic 0x\(String(word(0), radix: 16)) 0x\(String(word(4), radix: 16)) is not CRIU's stats image"
+            )
         }
         let size = Int(word(8))
         guard bytes.count >= 12 + size else {

@@ -1,12 +1,13 @@
+import Synchronization
+import SystemPackage
+import ZPCore
+import ZPSystem
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
-import Synchronization
-import SystemPackage
-import ZPCore
-import ZPSystem
 
 /// FEATURE_CHECK answers for mem_track by CRIU binary path, asked once per process.
 private let memoryTrackingAnswers = Mutex<[String: Bool]>([:])
@@ -162,7 +163,8 @@ public struct CRIUTimings: Sendable, CustomStringConvertible {
     /// "total 84.1 ms (spawn 1.2 ms, request 80.3 ms; post-restore@70.1)".
     public var description: String {
         let p = phases.map { "\($0.script)@\(milliseconds($0.elapsed))" }.joined(separator: " ")
-        return "total \(milliseconds(total)) ms (spawn \(milliseconds(spawn)), request \(milliseconds(request))\(p.isEmpty ? "" : "; " + p))"
+        return
+            "total \(milliseconds(total)) ms (spawn \(milliseconds(spawn)), request \(milliseconds(request))\(p.isEmpty ? "" : "; " + p))"
     }
 }
 
@@ -246,14 +248,15 @@ public struct Checkpointer: Sendable {
         do {
             let x = try c.exchange(CRIURequest(type: .featureCheck, features: wanted), deadline: .now + .seconds(30))
             return x.response.features ?? CRIUFeatures()
-        } catch where error.code == .requestFailed {
+        } catch  where error.code == .requestFailed {
             // CRIU answers success=false (cr_errno ENOTSUP) when any feature is missing, still
             // with the per-feature answers; ask again one feature at a time.
             var out = CRIUFeatures()
             func one(_ f: CRIUFeatures) -> Bool {
                 guard let w = try? startWorker() else { return false }
                 defer { w.close() }
-                return (try? w.exchange(CRIURequest(type: .featureCheck, features: f), deadline: .now + .seconds(30))) != nil
+                return (try? w.exchange(CRIURequest(type: .featureCheck, features: f), deadline: .now + .seconds(30)))
+                    != nil
             }
             if wanted.memoryTracking == true { out.memoryTracking = one(CRIUFeatures(memoryTracking: true)) }
             if wanted.lazyPages == true { out.lazyPages = one(CRIUFeatures(lazyPages: true)) }
@@ -272,8 +275,12 @@ public struct Checkpointer: Sendable {
             wanted.pidfdStore == true && got.pidfdStore != true ? "pidfd_store" : nil,
         ].compactMap { $0 }
         if let first = missing.first {
-            throw CRIUError(code: .notSupported, request: .featureCheck, criuErrno: .notSupported,
-                            message: "CRIU \(criuPath) on this kernel does not support \(first)")
+            throw CRIUError(
+                code: .notSupported,
+                request: .featureCheck,
+                criuErrno: .notSupported,
+                message: "CRIU \(criuPath) on this kernel does not support \(first)"
+            )
         }
     }
 
@@ -288,8 +295,13 @@ public struct Checkpointer: Sendable {
     ///   - hooks: notification hooks ("pre-dump", "post-dump", ...).
     ///   - worker: a pre-started worker to use (consumed); nil starts one.
     /// - Throws: `CRIUError`; on failure CRIU resumes the tree (verified by the tests).
-    public func dump(pid: Int32, imagesDir: FilePath, options: DumpOptions = DumpOptions(), hooks: CRIUHooks = CRIUHooks(),
-                     worker: CRIUConnection? = nil) throws(CRIUError) -> DumpResult {
+    public func dump(
+        pid: Int32,
+        imagesDir: FilePath,
+        options: DumpOptions = DumpOptions(),
+        hooks: CRIUHooks = CRIUHooks(),
+        worker: CRIUConnection? = nil
+    ) throws(CRIUError) -> DumpResult {
         try dumpOrPreDump(.dump, pid: pid, imagesDir: imagesDir, options: options, hooks: hooks, worker: worker)
     }
 
@@ -310,21 +322,35 @@ public struct Checkpointer: Sendable {
     /// dirtied since.
     /// - Throws: `CRIUError` `.notSupported` when mem_track is missing: CRIU 4.2 aborts a
     ///   pre-dump on such a kernel (a BUG() after infecting the tasks), so it is never asked.
-    public func preDump(pid: Int32, imagesDir: FilePath, options: DumpOptions = DumpOptions()) throws(CRIUError)
+    public func preDump(
+        pid: Int32,
+        imagesDir: FilePath,
+        options: DumpOptions = DumpOptions()
+    ) throws(CRIUError)
         -> DumpResult
     {
         guard try supportsMemoryTracking() else {
-            throw CRIUError(code: .notSupported, request: .preDump, criuErrno: .notSupported,
-                            message: "CRIU \(criuPath) on this kernel does not support mem_track (dirty memory "
-                                + "tracking needs a kernel with CONFIG_MEM_SOFT_DIRTY)")
+            throw CRIUError(
+                code: .notSupported,
+                request: .preDump,
+                criuErrno: .notSupported,
+                message: "CRIU \(criuPath) on this kernel does not support mem_track (dirty memory "
+                    + "tracking needs a kernel with CONFIG_MEM_SOFT_DIRTY)"
+            )
         }
         var o = options
         o.trackMemory = true
         return try dumpOrPreDump(.preDump, pid: pid, imagesDir: imagesDir, options: o, hooks: CRIUHooks(), worker: nil)
     }
 
-    private func dumpOrPreDump(_ type: CRIURequestType, pid: Int32, imagesDir: FilePath, options: DumpOptions,
-                               hooks: CRIUHooks, worker: CRIUConnection?) throws(CRIUError) -> DumpResult {
+    private func dumpOrPreDump(
+        _ type: CRIURequestType,
+        pid: Int32,
+        imagesDir: FilePath,
+        options: DumpOptions,
+        hooks: CRIUHooks,
+        worker: CRIUConnection?
+    ) throws(CRIUError) -> DumpResult {
         let start = ContinuousClock.now
         try ensureDirectory(imagesDir, create: true, request: type)
         var o = CRIUOptions()
@@ -358,12 +384,21 @@ public struct Checkpointer: Sendable {
         o.configFile = options.configFile
         o.tcpClose = options.tcpClose ? true : nil
         o.networkLock = options.networkLock
-        let (x, spawn) = try run(CRIURequest(type: type, options: o), workDir: options.workDir, imagesDir: imagesDir,
-                                 logFile: options.logFile, hooks: hooks, timeout: options.timeout, worker: worker,
-                                 inherited: [])
-        return DumpResult(timings: CRIUTimings(spawn: spawn, request: x.duration, total: .now - start, phases: x.phases),
-                          hookFailures: x.hookFailures,
-                          stats: try? CRIUDumpStats(contentsOf: imagesDir.appending(CRIUDumpStats.fileName)))
+        let (x, spawn) = try run(
+            CRIURequest(type: type, options: o),
+            workDir: options.workDir,
+            imagesDir: imagesDir,
+            logFile: options.logFile,
+            hooks: hooks,
+            timeout: options.timeout,
+            worker: worker,
+            inherited: []
+        )
+        return DumpResult(
+            timings: CRIUTimings(spawn: spawn, request: x.duration, total: .now - start, phases: x.phases),
+            hookFailures: x.hookFailures,
+            stats: try? CRIUDumpStats(contentsOf: imagesDir.appending(CRIUDumpStats.fileName))
+        )
     }
 
     // MARK: restore
@@ -378,8 +413,12 @@ public struct Checkpointer: Sendable {
     /// - Returns: the restored root pid and the timings.
     /// - Throws: `CRIUError`: `.invalidArgument` for a missing image directory, `.requestFailed`
     ///   with CRIU's reason (corrupt images, missing resources), `.workerDied`, `.timedOut`.
-    public func restore(imagesDir: FilePath, options: RestoreOptions = RestoreOptions(), hooks: CRIUHooks = CRIUHooks(),
-                        worker: CRIUConnection? = nil) throws(CRIUError) -> RestoreResult {
+    public func restore(
+        imagesDir: FilePath,
+        options: RestoreOptions = RestoreOptions(),
+        hooks: CRIUHooks = CRIUHooks(),
+        worker: CRIUConnection? = nil
+    ) throws(CRIUError) -> RestoreResult {
         let start = ContinuousClock.now
         try ensureDirectory(imagesDir, create: false, request: .restore)
         var o = CRIUOptions()
@@ -412,11 +451,19 @@ public struct Checkpointer: Sendable {
         o.mountNamespaceCompatMode = options.mountNamespaceCompatMode ? true : nil
         o.pageServer = options.pageServer
         o.statusFD = options.statusFD?.rawValue
-        let x: CRIUExchange, spawn: Duration
+        let x: CRIUExchange
+        let spawn: Duration
         do {
-            (x, spawn) = try run(CRIURequest(type: .restore, options: o), workDir: options.workDir, imagesDir: imagesDir,
-                                 logFile: options.logFile, hooks: hooks, timeout: options.timeout, worker: worker,
-                                 inherited: options.inheritedFiles)
+            (x, spawn) = try run(
+                CRIURequest(type: .restore, options: o),
+                workDir: options.workDir,
+                imagesDir: imagesDir,
+                logFile: options.logFile,
+                hooks: hooks,
+                timeout: options.timeout,
+                worker: worker,
+                inherited: options.inheritedFiles
+            )
         } catch {
             // With rst_sibling the tree CRIU created (and killed on abort) is our child: reap it so
             // its pid is free for the next attempt.
@@ -426,8 +473,16 @@ public struct Checkpointer: Sendable {
         guard let pid = x.response.restoredPID else {
             throw CRIUError(code: .protocolViolation, request: .restore, message: "RESTORE answer without a pid")
         }
-        return RestoreResult(pid: pid, timings: CRIUTimings(spawn: spawn, request: x.duration, total: .now - start,
-                                                            phases: x.phases), hookFailures: x.hookFailures)
+        return RestoreResult(
+            pid: pid,
+            timings: CRIUTimings(
+                spawn: spawn,
+                request: x.duration,
+                total: .now - start,
+                phases: x.phases
+            ),
+            hookFailures: x.hookFailures
+        )
     }
 
     // MARK: plumbing
@@ -450,25 +505,45 @@ public struct Checkpointer: Sendable {
             do {
                 try Files.makeOwnerOnlyDirectory(dir)
             } catch {
-                throw CRIUError(code: .invalidArgument, request: request, criuErrno: error.errno,
-                                message: "images directory \(dir) is not usable: \(error)")
+                throw CRIUError(
+                    code: .invalidArgument,
+                    request: request,
+                    criuErrno: error.errno,
+                    message: "images directory \(dir) is not usable: \(error)"
+                )
             }
             return
         }
         var st = stat()
         if stat(dir.string, &st) == 0 {
             guard (st.st_mode & S_IFMT) == S_IFDIR else {
-                throw CRIUError(code: .invalidArgument, request: request, message: "images directory \(dir) is not a directory")
+                throw CRIUError(
+                    code: .invalidArgument,
+                    request: request,
+                    message: "images directory \(dir) is not a directory"
+                )
             }
             return
         }
         let e = Errno(rawValue: Glibc.errno)
-        throw CRIUError(code: .invalidArgument, request: request, criuErrno: e,
-                        message: "images directory \(dir) is not usable: \(e)")
+        throw CRIUError(
+            code: .invalidArgument,
+            request: request,
+            criuErrno: e,
+            message: "images directory \(dir) is not usable: \(e)"
+        )
     }
 
-    private func run(_ request: CRIURequest, workDir: FilePath?, imagesDir: FilePath, logFile: String, hooks: CRIUHooks,
-                     timeout: Duration?, worker: CRIUConnection?, inherited: [InheritedFile]) throws(CRIUError)
+    private func run(
+        _ request: CRIURequest,
+        workDir: FilePath?,
+        imagesDir: FilePath,
+        logFile: String,
+        hooks: CRIUHooks,
+        timeout: Duration?,
+        worker: CRIUConnection?,
+        inherited: [InheritedFile]
+    ) throws(CRIUError)
         -> (CRIUExchange, Duration)
     {
         var request = request
@@ -477,8 +552,12 @@ public struct Checkpointer: Sendable {
             do {
                 workFD = SharedDescriptor(try OwnedDescriptor.open(workDir, O_RDONLY | O_DIRECTORY))
             } catch {
-                throw CRIUError(code: .invalidArgument, request: request.type, criuErrno: error.errno,
-                                message: "work directory \(workDir) is not usable: \(error)")
+                throw CRIUError(
+                    code: .invalidArgument,
+                    request: request.type,
+                    criuErrno: error.errno,
+                    message: "work directory \(workDir) is not usable: \(error)"
+                )
             }
             request.options?.workDirFD = workFD!.rawValue
         }

@@ -1,15 +1,18 @@
+import SystemPackage
+import ZPSystem
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
-import SystemPackage
-import ZPSystem
 
 /// glibc ≥ 2.34 exports this; the Glibc module map does not declare it.
 @_silgen_name("posix_spawn_file_actions_addclosefrom_np")
 private func zp_posix_spawn_file_actions_addclosefrom_np(
-    _ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>, _ from: CInt) -> CInt
+    _ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>,
+    _ from: CInt
+) -> CInt
 
 /// Spawns helper processes (CRIU workers, the lazy-pages daemon) with chosen descriptors at 3, 4, ...
 /// Uses posix_spawn directly: Foundation's Process cannot map descriptors to fixed numbers.
@@ -30,8 +33,14 @@ enum ChildProcess {
     /// caller's: the child gets duplicates.
     /// - Returns: the child's pid; the caller reaps it.
     /// - Throws: `SystemError` from dup, posix_spawn, or the thread that spawns with the umask.
-    static func spawn(_ path: FilePath, arguments: [String], descriptors: [SharedDescriptor] = [],
-                      stdin: SharedDescriptor? = nil, stdout: SharedDescriptor? = nil, stderr: SharedDescriptor? = nil)
+    static func spawn(
+        _ path: FilePath,
+        arguments: [String],
+        descriptors: [SharedDescriptor] = [],
+        stdin: SharedDescriptor? = nil,
+        stdout: SharedDescriptor? = nil,
+        stderr: SharedDescriptor? = nil
+    )
         throws(SystemError) -> Int32
     {
         // Move every source above the target range first, so dup2(src, 3+i) never overwrites a source.
@@ -66,14 +75,17 @@ enum ChildProcess {
         var allSignals = sigset_t()
         sigfillset(&allSignals)
         try systemCallReturningErrno("posix_spawnattr_setsigmask") { posix_spawnattr_setsigmask(&attr, &noSignals) }
-        try systemCallReturningErrno("posix_spawnattr_setsigdefault") { posix_spawnattr_setsigdefault(&attr, &allSignals) }
+        try systemCallReturningErrno("posix_spawnattr_setsigdefault") {
+            posix_spawnattr_setsigdefault(&attr, &allSignals)
+        }
         try systemCallReturningErrno("posix_spawnattr_setflags") {
             posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         }
         let argv = ([path.string] + arguments).map { strdup($0) }
         defer { for p in argv { free(p) } }
         var pid: pid_t = 0
-        let spawned = try Threads.runOnNewThread(fileCreationMask: fileCreationMask) { () -> Result<Void, SystemError> in
+        let spawned = try Threads.runOnNewThread(fileCreationMask: fileCreationMask) {
+            () -> Result<Void, SystemError> in
             Result { () throws(SystemError) in
                 try systemCallReturningErrno("posix_spawn", path.string) {
                     (argv + [nil]).withUnsafeBufferPointer { args in

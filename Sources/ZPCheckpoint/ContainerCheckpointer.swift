@@ -5,14 +5,15 @@
 // directly, without a runc process; then runc's state.json is pointed at the new init so runc
 // keeps working on the container.
 
+import FoundationEssentials
+import SystemPackage
+import ZPSystem
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
-import FoundationEssentials
-import SystemPackage
-import ZPSystem
 
 /// A container that runc manages: its id and runc's state root (`runc --root`, default /run/runc).
 public struct RuncContainer: Sendable, Equatable {
@@ -95,6 +96,9 @@ public struct ContainerRestoreOptions: Sendable {
     public var stdio: [SharedDescriptor?] = [nil, nil, nil]
     /// How CRIU treats the container's cgroups.
     public var cgroupMode: CRIUCgroupMode = .soft
+    /// The container's init has a terminal whose master the caller held (runc's console): CRIU
+    /// makes a new pty and hands its master over (`orphan_pts_master`); the result carries it.
+    public var terminal = false
     /// CRIU restore options; root, inherited files, mounts and cgroups are filled in.
     public var criu = RestoreOptions()
 
@@ -124,6 +128,12 @@ public struct ContainerRestoreResult: Sendable {
     public var prepare: Duration
     /// The time spent rewriting runc's state.json after CRIU answered.
     public var stateUpdate: Duration
+    /// The master of the restored terminal (with ``ContainerRestoreOptions/terminal``): the
+    /// caller's to keep, copy from and resize.
+    public var terminalMaster: SharedDescriptor? = nil
+    /// Processes of the restored tree that were not in runc's cgroup of a controller and were
+    /// moved there (see ``PreparedContainerRestore/run(hooks:)``), as `pid controller`; normally empty.
+    public var cgroupCorrections: [String] = []
 }
 
 /// An error of a container checkpoint or restore: CRIU's, runc state's, or the caller's input.
@@ -156,6 +166,12 @@ final class TmpfsCopies {
     var snapshots: [TmpfsSnapshot] = []
 }
 
+/// The pty master an `orphan-pts-master` hook received (the hook runs on the calling thread,
+/// inside `restore`).
+final class TerminalHandOver {
+    var master: SharedDescriptor?
+}
+
 /// Checkpoints runc containers with CRIU and restores them without runc.
 public struct ContainerCheckpointer: Sendable {
     /// The CRIU client.
@@ -177,9 +193,13 @@ public struct ContainerCheckpointer: Sendable {
     ///   `.criu` when CRIU fails (the container keeps running then).
     /// - Parameter worker: a worker from `Checkpointer.startWorker()` started ahead of time
     ///   (consumed); nil starts one.
-    public func checkpoint(_ container: RuncContainer, imagesDir: FilePath,
-                           options: ContainerCheckpointOptions = ContainerCheckpointOptions(),
-                           hooks: CRIUHooks = CRIUHooks(), worker: CRIUConnection? = nil)
+    public func checkpoint(
+        _ container: RuncContainer,
+        imagesDir: FilePath,
+        options: ContainerCheckpointOptions = ContainerCheckpointOptions(),
+        hooks: CRIUHooks = CRIUHooks(),
+        worker: CRIUConnection? = nil
+    )
         throws(ContainerCheckpointError) -> ContainerCheckpointResult
     {
         let start = ContinuousClock.now
@@ -187,25 +207,45 @@ public struct ContainerCheckpointer: Sendable {
         var manifest = plannedManifest
         // A tmpfs bound in from the host (kubelet's secret, projected and downward API volumes) is
         // an external mount: it is bound again from the host on restore and never copied.
-        let candidates = options.copySmallTmpfs
+        let candidates =
+            options.copySmallTmpfs
             ? Self.copyableTmpfsMounts(of: pid, excluding: Set(manifest.externalMounts.keys)) : [:]
         let dump: DumpResult
         let copies = TmpfsCopies()
         do {
-            dump = try dumpOnce(pid: pid, imagesDir: imagesDir, options: o, manifest: &manifest, tmpfs: candidates,
-                                copies: copies, hooks: hooks, worker: worker)
+            dump = try dumpOnce(
+                pid: pid,
+                imagesDir: imagesDir,
+                options: o,
+                manifest: &manifest,
+                tmpfs: candidates,
+                copies: copies,
+                hooks: hooks,
+                worker: worker
+            )
         } catch let error where error.code == .hookFailed && error.message.contains(Self.tmpfsNotCopyableMarker) {
             // A tmpfs changed into something we do not copy while we looked: CRIU aborted and
             // resumed the tasks; dump again with CRIU archiving every tmpfs.
             do {
-                dump = try dumpOnce(pid: pid, imagesDir: imagesDir, options: o, manifest: &manifest, tmpfs: [:],
-                                    copies: copies, hooks: hooks, worker: nil)
+                dump = try dumpOnce(
+                    pid: pid,
+                    imagesDir: imagesDir,
+                    options: o,
+                    manifest: &manifest,
+                    tmpfs: [:],
+                    copies: copies,
+                    hooks: hooks,
+                    worker: nil
+                )
             } catch { throw .criu(error) }
         } catch { throw .criu(error) }
         if !copies.snapshots.isEmpty {
             do {
-                try Files.write(imagesDir.appending(Self.tmpfsCopiesName), TmpfsSnapshots(mounts: copies.snapshots).encoded(),
-                                mode: 0o600)
+                try Files.write(
+                    imagesDir.appending(Self.tmpfsCopiesName),
+                    TmpfsSnapshots(mounts: copies.snapshots).encoded(),
+                    mode: 0o600
+                )
             } catch {
                 throw .invalidArgument("cannot write \(imagesDir.appending(Self.tmpfsCopiesName)): \(error)")
             }
@@ -231,8 +271,11 @@ public struct ContainerCheckpointer: Sendable {
     ///   dirty-memory tracking (checked once per process, CRIU is not asked to pre-dump then),
     ///   `.invalidState` when runc's init is not running, `.criu` when CRIU fails (the container
     ///   keeps running).
-    public func preDump(_ container: RuncContainer, imagesDir: FilePath,
-                        options: ContainerCheckpointOptions = ContainerCheckpointOptions())
+    public func preDump(
+        _ container: RuncContainer,
+        imagesDir: FilePath,
+        options: ContainerCheckpointOptions = ContainerCheckpointOptions()
+    )
         throws(ContainerCheckpointError) -> DumpResult
     {
         let (pid, plan, manifest) = try dumpPlan(container, options: options)
@@ -249,7 +292,10 @@ public struct ContainerCheckpointer: Sendable {
     /// Reads runc's state and turns it into the dump options and manifest of a checkpoint or
     /// pre-dump: rootfs as root, the network and pid namespaces external, host bind mounts and
     /// cgroup mounts external, cgroups managed, and the freezer if asked for.
-    private func dumpPlan(_ container: RuncContainer, options: ContainerCheckpointOptions)
+    private func dumpPlan(
+        _ container: RuncContainer,
+        options: ContainerCheckpointOptions
+    )
         throws(ContainerCheckpointError) -> (pid: Int32, options: DumpOptions, manifest: ContainerCheckpointManifest)
     {
         let state: RuncState
@@ -261,8 +307,13 @@ public struct ContainerCheckpointer: Sendable {
         var o = options.criu
         o.root = state.rootfs
         o.manageCgroups = options.cgroupMode
-        var manifest = ContainerCheckpointManifest(containerID: container.id, initPID: pid, stdio: stdioLinks(pid),
-                                                   externalMounts: [:], usedFreezer: false)
+        var manifest = ContainerCheckpointManifest(
+            containerID: container.id,
+            initPID: pid,
+            stdio: stdioLinks(pid),
+            externalMounts: [:],
+            usedFreezer: false
+        )
         let ns = state.namespaces
         if let net = ns["NEWNET"], !net.isEmpty {
             do {
@@ -285,7 +336,9 @@ public struct ContainerCheckpointer: Sendable {
         // restored from the host mount of the same hierarchy.
         let host = (try? MountInfo.read()) ?? []
         for m in (try? MountInfo.read(pid: pid)) ?? [] where m.fsType == "cgroup" || m.fsType == "cgroup2" {
-            guard let h = host.first(where: { $0.fsType == m.fsType && $0.superOptions == m.superOptions }) else { continue }
+            guard let h = host.first(where: { $0.fsType == m.fsType && $0.superOptions == m.superOptions }) else {
+                continue
+            }
             let rel = m.root.hasPrefix(h.root) ? String(m.root.dropFirst(h.root.count)) : m.root
             let inside = m.mountPoint.hasPrefix("/") ? m.mountPoint : "/" + m.mountPoint
             manifest.externalMounts[inside] = h.mountPoint + (rel.hasPrefix("/") || rel.isEmpty ? rel : "/" + rel)
@@ -301,12 +354,20 @@ public struct ContainerCheckpointer: Sendable {
     /// File name of the tmpfs copies inside the image directory.
     public static let tmpfsCopiesName = "zeropod-tmpfs.pb"
 
-    private func dumpOnce(pid: Int32, imagesDir: FilePath, options: DumpOptions, manifest: inout ContainerCheckpointManifest,
-                          tmpfs: [String: TmpfsMountOptions], copies: TmpfsCopies, hooks: CRIUHooks,
-                          worker: CRIUConnection?) throws(CRIUError) -> DumpResult
-    {
+    private func dumpOnce(
+        pid: Int32,
+        imagesDir: FilePath,
+        options: DumpOptions,
+        manifest: inout ContainerCheckpointManifest,
+        tmpfs: [String: TmpfsMountOptions],
+        copies: TmpfsCopies,
+        hooks: CRIUHooks,
+        worker: CRIUConnection?
+    ) throws(CRIUError) -> DumpResult {
         var o = options
-        o.externalMounts = (Array(manifest.externalMounts.keys) + tmpfs.keys).sorted().map { CRIUKeyValue(key: $0, value: $0) }
+        o.externalMounts = (Array(manifest.externalMounts.keys) + tmpfs.keys).sorted().map {
+            CRIUKeyValue(key: $0, value: $0)
+        }
         manifest.copiedTmpfs = tmpfs.isEmpty ? nil : tmpfs
         copies.snapshots = []
         var h = hooks
@@ -332,15 +393,18 @@ public struct ContainerCheckpointer: Sendable {
     /// like runc's masked paths, which bind the container's `/dev/null` over `/proc/keys` etc.:
     /// CRIU binds those from the restored mount), not one of `external` (bind mounts from the host,
     /// such as a Kubernetes secret: their content must never reach an image), and copyable right now.
-    static func copyableTmpfsMounts(of pid: Int32, excluding external: Set<String> = []) -> [String: TmpfsMountOptions] {
+    static func copyableTmpfsMounts(of pid: Int32, excluding external: Set<String> = []) -> [String: TmpfsMountOptions]
+    {
         let mounts = (try? MountInfo.read(pid: pid)) ?? []
         var rootMounts: [String: Int] = [:]
         for m in mounts where m.root == "/" { rootMounts[m.device, default: 0] += 1 }
         var out: [String: TmpfsMountOptions] = [:]
-        for m in mounts where m.fsType == "tmpfs" && m.root == "/" && m.mountPoint != "/" && rootMounts[m.device] == 1
+        for m in mounts
+        where m.fsType == "tmpfs" && m.root == "/" && m.mountPoint != "/" && rootMounts[m.device] == 1
             && !external.contains(m.mountPoint)
         {
-            guard (try? TmpfsSnapshot.capture(mountPoint: m.mountPoint, root: "/proc/\(pid)/root\(m.mountPoint)")) != nil
+            guard
+                (try? TmpfsSnapshot.capture(mountPoint: m.mountPoint, root: "/proc/\(pid)/root\(m.mountPoint)")) != nil
             else { continue }
             out[m.mountPoint] = TmpfsMountOptions(mountOptions: m.mountOptions, superOptions: m.superOptions)
         }
@@ -352,9 +416,12 @@ public struct ContainerCheckpointer: Sendable {
     /// Restores a container dumped by `checkpoint` and points runc's state at the new init:
     /// `prepareRestore` followed by `PreparedContainerRestore.run`.
     /// - Throws: `ContainerCheckpointError`.
-    public func restore(_ container: RuncContainer, imagesDir: FilePath,
-                        options: ContainerRestoreOptions = ContainerRestoreOptions(),
-                        hooks: CRIUHooks = CRIUHooks()) throws(ContainerCheckpointError) -> ContainerRestoreResult {
+    public func restore(
+        _ container: RuncContainer,
+        imagesDir: FilePath,
+        options: ContainerRestoreOptions = ContainerRestoreOptions(),
+        hooks: CRIUHooks = CRIUHooks()
+    ) throws(ContainerCheckpointError) -> ContainerRestoreResult {
         let prepared = try prepareRestore(container, imagesDir: imagesDir, options: options)
         return try prepared.run(hooks: hooks)
     }
@@ -364,12 +431,19 @@ public struct ContainerCheckpointer: Sendable {
     /// wants it, and starts the CRIU worker with the inherited descriptors. A shim can do this
     /// while the container is scaled down and keep only `run` on the connection's critical path.
     /// - Throws: `ContainerCheckpointError`.
-    public func prepareRestore(_ container: RuncContainer, imagesDir: FilePath,
-                               options: ContainerRestoreOptions = ContainerRestoreOptions())
+    public func prepareRestore(
+        _ container: RuncContainer,
+        imagesDir: FilePath,
+        options: ContainerRestoreOptions = ContainerRestoreOptions()
+    )
         throws(ContainerCheckpointError) -> PreparedContainerRestore
     {
-        try PreparedContainerRestore(checkpointer: checkpointer, container: container, imagesDir: imagesDir,
-                                     options: options)
+        try PreparedContainerRestore(
+            checkpointer: checkpointer,
+            container: container,
+            imagesDir: imagesDir,
+            options: options
+        )
     }
 }
 
@@ -395,7 +469,12 @@ public final class PreparedContainerRestore {
     private var stagingFolder: FilePath?
     private var prepareDuration: Duration = .zero
 
-    init(checkpointer: Checkpointer, container: RuncContainer, imagesDir: FilePath, options: ContainerRestoreOptions)
+    init(
+        checkpointer: Checkpointer,
+        container: RuncContainer,
+        imagesDir: FilePath,
+        options: ContainerRestoreOptions
+    )
         throws(ContainerCheckpointError)
     {
         let start = ContinuousClock.now
@@ -406,7 +485,10 @@ public final class PreparedContainerRestore {
         let manifestPath = imagesDir.appending(ContainerCheckpointer.manifestName)
         let manifest: ContainerCheckpointManifest
         do {
-            manifest = try JSONDecoder().decode(ContainerCheckpointManifest.self, from: Data(try Files.read(manifestPath)))
+            manifest = try JSONDecoder().decode(
+                ContainerCheckpointManifest.self,
+                from: Data(try Files.read(manifestPath))
+            )
         } catch {
             throw .invalidArgument("\(manifestPath) is missing or unreadable (\(error)): not a container checkpoint")
         }
@@ -415,7 +497,10 @@ public final class PreparedContainerRestore {
         }
         var o = options.criu
         o.manageCgroups = options.cgroupMode
-        o.externalMounts = manifest.externalMounts.keys.sorted().map { CRIUKeyValue(key: $0, value: manifest.externalMounts[$0]!) }
+        if options.terminal { o.orphanPtsMaster = true }
+        o.externalMounts = manifest.externalMounts.keys.sorted().map {
+            CRIUKeyValue(key: $0, value: manifest.externalMounts[$0]!)
+        }
         var inherited: [InheritedFile] = []
         if let key = manifest.networkNamespaceKey, let path = manifest.networkNamespacePath {
             do {
@@ -423,7 +508,9 @@ public final class PreparedContainerRestore {
                 netns = fd
                 inherited.append(InheritedFile(key: key, descriptor: fd))
             } catch {
-                throw .invalidArgument("network namespace \(path) of container \(container.id) cannot be opened: \(error)")
+                throw .invalidArgument(
+                    "network namespace \(path) of container \(container.id) cannot be opened: \(error)"
+                )
             }
         }
         if let path = manifest.pidNamespacePath {
@@ -448,7 +535,9 @@ public final class PreparedContainerRestore {
             seen.insert(key)
             guard slot < options.stdio.count, let fd = options.stdio[slot] else {
                 cancel()
-                throw .invalidArgument("container \(container.id) had fd \(slot) on \(key): pass its pipe end in stdio[\(slot)]")
+                throw .invalidArgument(
+                    "container \(container.id) had fd \(slot) on \(key): pass its pipe end in stdio[\(slot)]"
+                )
             }
             inherited.append(InheritedFile(key: key, descriptor: fd))
         }
@@ -465,7 +554,10 @@ public final class PreparedContainerRestore {
                 throw .invalidArgument("\(copiesPath) is missing or corrupt: \(error)")
             }
             let staging: FilePath
-            do { staging = try makeStagingFolder() } catch { cancel(); throw .system(error) }
+            do { staging = try makeStagingFolder() } catch {
+                cancel()
+                throw .system(error)
+            }
             for (i, mountPoint) in copied.keys.sorted().enumerated() {
                 guard let snapshot = snapshots[mountPoint] else {
                     cancel()
@@ -477,12 +569,22 @@ public final class PreparedContainerRestore {
                 let (flags, data) = Self.tmpfsMountArguments(copied[mountPoint]!)
                 do {
                     // Mount writable to fill it, then apply the recorded read-only flag.
-                    try MountPoints.mount(source: "tmpfs", target: dir.string, type: "tmpfs", flags: flags & ~UInt(MS_RDONLY),
-                                     data: data)
+                    try MountPoints.mount(
+                        source: "tmpfs",
+                        target: dir.string,
+                        type: "tmpfs",
+                        flags: flags & ~UInt(MS_RDONLY),
+                        data: data
+                    )
                     try snapshot.recreate(at: dir.string)
                     if flags & UInt(MS_RDONLY) != 0 {
-                        try MountPoints.mount(source: "tmpfs", target: dir.string, type: "tmpfs", flags: flags | UInt(MS_REMOUNT),
-                                         data: data)
+                        try MountPoints.mount(
+                            source: "tmpfs",
+                            target: dir.string,
+                            type: "tmpfs",
+                            flags: flags | UInt(MS_REMOUNT),
+                            data: data
+                        )
                     }
                 } catch {
                     cancel()
@@ -501,7 +603,13 @@ public final class PreparedContainerRestore {
                 let target = try makeStagingFolder().appending("criu-root")
                 _ = mkdir(target.string, 0o700)
                 boundRoot = target  // cancel() unmounts (if mounted) and removes it
-                try MountPoints.mount(source: rootfs, target: target.string, type: nil, flags: UInt(MS_BIND | MS_REC), data: nil)
+                try MountPoints.mount(
+                    source: rootfs,
+                    target: target.string,
+                    type: nil,
+                    flags: UInt(MS_BIND | MS_REC),
+                    data: nil
+                )
                 o.root = target.string
             } catch {
                 cancel()
@@ -515,8 +623,70 @@ public final class PreparedContainerRestore {
             cancel()
             throw .criu(error)
         }
+        // A cgroup runc made may be gone by now (systemd removes a scope unit's cgroup once its
+        // last process left, i.e. at the dump): make it again at the same path, as runc's restore
+        // does (through systemd for its driver), so the worker and the restored tasks land there.
+        Self.makeMissingCgroups(state.cgroupPaths)
         if let pid = worker?.workerPID { Self.joinCgroups(pid: pid, paths: state.cgroupPaths) }
         prepareDuration = .now - start
+    }
+
+    /// Makes every cgroup folder of `paths` that does not exist (best effort; CRIU's soft mode makes
+    /// missing ones too, but after the worker would have joined them).
+    /// A new cpuset cgroup (v1) takes no process until it has CPUs and memory nodes, so each folder
+    /// made there gets its parent's `cpuset.cpus` and `cpuset.mems`, as runc does.
+    static func makeMissingCgroups(_ paths: [String: String]) {
+        var done = Set<String>()
+        for (controller, dir) in paths.sorted(by: { $0.key < $1.key }) where !dir.isEmpty && !done.contains(dir) {
+            done.insert(dir)
+            guard access(dir, F_OK) != 0 else { continue }
+            let cpuset = controller.split(separator: ",").contains("cpuset")
+            var prefix = ""
+            for part in dir.split(separator: "/") {
+                let parent = prefix
+                prefix += "/" + part
+                guard mkdir(prefix, 0o755) == 0, cpuset else { continue }
+                for file in ["cpuset.cpus", "cpuset.mems"] {
+                    if let value = try? Files.read(FilePath(parent + "/" + file)) {
+                        try? Files.write(FilePath(prefix + "/" + file), value)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves every process of the tree rooted at `pid` that is not in runc's cgroup of a
+    /// controller into it (writing its pid to that folder's `cgroup.procs`).
+    /// - Returns: `pid controller` for each move.
+    static func placeInCgroups(treeOf pid: Int32, paths: [String: String]) -> [String] {
+        let mounts = (try? MountInfo.read()) ?? []
+        var moved: [String] = []
+        for member in processTree(pid) {
+            guard let text = try? Files.readText(FilePath("/proc/\(member)/cgroup")) else { continue }
+            let now = ProcessCgroups.folders(procCgroup: text, mounts: mounts)
+            for (controller, want) in paths where !want.isEmpty {
+                guard let have = now[controller], have != want else { continue }
+                guard let fd = try? OwnedDescriptor.open(FilePath(want).appending("cgroup.procs"), O_WRONLY) else {
+                    continue
+                }
+                if (try? fd.writeAll(Array("\(member)\n".utf8))) != nil { moved.append("\(member) \(controller)") }
+            }
+        }
+        return moved
+    }
+
+    /// `pid` and its descendants (from `/proc/PID/task/*/children`).
+    static func processTree(_ pid: Int32) -> [Int32] {
+        var out: [Int32] = []
+        var queue = [pid]
+        while let next = queue.popLast() {
+            out.append(next)
+            for task in (try? Files.list(FilePath("/proc/\(next)/task"))) ?? [] {
+                let text = (try? Files.readText(FilePath("/proc/\(next)/task/\(task)/children"))) ?? ""
+                queue += text.split(whereSeparator: { $0 == " " || $0 == "\n" }).compactMap { Int32($0) }
+            }
+        }
+        return out
     }
 
     deinit { cancel() }
@@ -542,7 +712,9 @@ public final class PreparedContainerRestore {
     static func joinCgroups(pid: Int32, paths: [String: String]) {
         let bytes = Array("\(pid)\n".utf8)
         for dir in Set(paths.values) where !dir.isEmpty {
-            guard let fd = try? OwnedDescriptor.open(FilePath(dir).appending("cgroup.procs"), O_WRONLY) else { continue }
+            guard let fd = try? OwnedDescriptor.open(FilePath(dir).appending("cgroup.procs"), O_WRONLY) else {
+                continue
+            }
             try? fd.writeAll(bytes)
         }
     }
@@ -595,22 +767,48 @@ public final class PreparedContainerRestore {
     /// - Throws: `ContainerCheckpointError`; after a CRIU failure nothing of the container runs.
     public func run(hooks: CRIUHooks = CRIUHooks()) throws(ContainerCheckpointError) -> ContainerRestoreResult {
         let start = ContinuousClock.now
-        guard let worker else { throw .invalidState(container: container.id, reason: "restore already run or cancelled") }
+        guard let worker else {
+            throw .invalidState(container: container.id, reason: "restore already run or cancelled")
+        }
         self.worker = nil
         defer { cancel() }
         let r: RestoreResult
+        let terminal = TerminalHandOver()
+        var h = hooks
+        if options.orphanPtsMaster {
+            let callerHook = hooks["orphan-pts-master"]
+            h["orphan-pts-master"] = { note in
+                // Taken over before the connection closes what the hook leaves.
+                if let fd = note.receivedFD?.take() { terminal.master = SharedDescriptor(fd) }
+                try callerHook?(note)
+            }
+        }
         do {
-            r = try checkpointer.restore(imagesDir: imagesDir, options: options, hooks: hooks, worker: worker)
-        } catch { throw .criu(error) }
+            r = try checkpointer.restore(imagesDir: imagesDir, options: options, hooks: h, worker: worker)
+        } catch {
+            terminal.master?.close()
+            throw .criu(error)
+        }
         let criuDone = ContinuousClock.now
+        // CRIU puts the tasks into the dumped cgroups; a task that is elsewhere (a cgroup that
+        // could not be made, or a differently mounted hierarchy) is moved to runc's.
+        let corrections = Self.placeInCgroups(treeOf: r.pid, paths: state.cgroupPaths)
         do {
             try state.adopt(initPID: r.pid)
             try state.write()
         } catch {
+            terminal.master?.close()
             throw .runcState(error)
         }
         let end = ContinuousClock.now
-        return ContainerRestoreResult(pid: r.pid, restore: r, total: end - start, prepare: prepareDuration,
-                                      stateUpdate: end - criuDone)
+        return ContainerRestoreResult(
+            pid: r.pid,
+            restore: r,
+            total: end - start,
+            prepare: prepareDuration,
+            stateUpdate: end - criuDone,
+            terminalMaster: terminal.master,
+            cgroupCorrections: corrections
+        )
     }
 }

@@ -1,10 +1,11 @@
+import SystemPackage
+import ZPSystem
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
-import SystemPackage
-import ZPSystem
 
 /// A running `criu lazy-pages` daemon: it serves a lazy restore's memory on demand (userfaultfd)
 /// from local images or from a page server, and exits once every page is in place or the
@@ -65,8 +66,13 @@ public final class LazyPagesDaemon {
     ///   - readyTimeout: how long to wait for the status byte.
     /// - Throws: `CRIUError` `.spawnFailed` when it cannot start, `.workerDied` when it exits
     ///   before becoming ready (with the log tail), `.timedOut`.
-    public init(criuPath: FilePath = Checkpointer.defaultCRIUPath, imagesDir: FilePath, workDir: FilePath? = nil,
-                pageServer: CRIUPageServerInfo? = nil, readyTimeout: Duration = .seconds(30)) throws(CRIUError) {
+    public init(
+        criuPath: FilePath = Checkpointer.defaultCRIUPath,
+        imagesDir: FilePath,
+        workDir: FilePath? = nil,
+        pageServer: CRIUPageServerInfo? = nil,
+        readyTimeout: Duration = .seconds(30)
+    ) throws(CRIUError) {
         let work = workDir ?? imagesDir
         self.workDir = work
         let pipe: PipeEnds
@@ -77,15 +83,21 @@ public final class LazyPagesDaemon {
         }
         let readEnd = pipe.readEnd
         let writeEnd = SharedDescriptor(pipe.writeEnd)  // closed once the daemon has its copy
-        var args = ["lazy-pages", "--images-dir", imagesDir.string, "--work-dir", work.string, "--status-fd", "3",
-                    "-v4", "--log-file", "lazy-pages.log"]
+        var args = [
+            "lazy-pages", "--images-dir", imagesDir.string, "--work-dir", work.string, "--status-fd", "3",
+            "-v4", "--log-file", "lazy-pages.log",
+        ]
         if let ps = pageServer {
             args += ["--page-server", "--address", ps.address ?? "127.0.0.1", "--port", String(ps.port ?? 27027)]
         }
         do {
             pid = try ChildProcess.spawn(criuPath, arguments: args, descriptors: [writeEnd])
         } catch {
-            throw CRIUError(code: .spawnFailed, request: .empty, message: "cannot start \(criuPath) lazy-pages: \(error)")
+            throw CRIUError(
+                code: .spawnFailed,
+                request: .empty,
+                message: "cannot start \(criuPath) lazy-pages: \(error)"
+            )
         }
         writeEnd.close()
         let log = work.appending("lazy-pages.log")
@@ -98,9 +110,13 @@ public final class LazyPagesDaemon {
             _ = kill(pid, SIGKILL)
             ChildProcess.wait(pid)
             reaped = true
-            throw CRIUError(code: r == 0 ? .timedOut : .workerDied, request: .empty,
-                            message: "criu lazy-pages for \(imagesDir) did not become ready", logPath: log,
-                            logTail: tailOfFile(log))
+            throw CRIUError(
+                code: r == 0 ? .timedOut : .workerDied,
+                request: .empty,
+                message: "criu lazy-pages for \(imagesDir) did not become ready",
+                logPath: log,
+                logTail: tailOfFile(log)
+            )
         }
     }
 

@@ -3,14 +3,15 @@
 // refuse the container. This file reads that state and rewrites exactly the pid-derived fields,
 // keeping every other field as runc wrote it (a generic JSON value round-trips them).
 
+import FoundationEssentials
+import SystemPackage
+import ZPSystem
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
-import FoundationEssentials
-import SystemPackage
-import ZPSystem
 
 /// A JSON value that decodes and re-encodes any document without losing fields.
 public enum JSONValue: Codable, Sendable, Equatable {
@@ -34,14 +35,23 @@ public enum JSONValue: Codable, Sendable, Equatable {
     /// Decodes any JSON value; integers stay integers.
     public init(from decoder: any Decoder) throws {
         let c = try decoder.singleValueContainer()
-        if c.decodeNil() { self = .null }
-        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
-        else if let i = try? c.decode(Int64.self) { self = .integer(i) }
-        else if let u = try? c.decode(UInt64.self) { self = .unsigned(u) }
-        else if let d = try? c.decode(Double.self) { self = .double(d) }
-        else if let s = try? c.decode(String.self) { self = .string(s) }
-        else if let a = try? c.decode([JSONValue].self) { self = .array(a) }
-        else { self = .object(try c.decode([String: JSONValue].self)) }
+        if c.decodeNil() {
+            self = .null
+        } else if let b = try? c.decode(Bool.self) {
+            self = .bool(b)
+        } else if let i = try? c.decode(Int64.self) {
+            self = .integer(i)
+        } else if let u = try? c.decode(UInt64.self) {
+            self = .unsigned(u)
+        } else if let d = try? c.decode(Double.self) {
+            self = .double(d)
+        } else if let s = try? c.decode(String.self) {
+            self = .string(s)
+        } else if let a = try? c.decode([JSONValue].self) {
+            self = .array(a)
+        } else {
+            self = .object(try c.decode([String: JSONValue].self))
+        }
     }
 
     /// Encodes the value back.
@@ -145,8 +155,12 @@ public struct RuncState: Sendable {
     /// The configured mounts.
     public var mounts: [RuncMount] {
         (document["config"]?["mounts"]?.arrayValue ?? []).map {
-            RuncMount(source: $0["source"]?.stringValue ?? "", destination: $0["destination"]?.stringValue ?? "",
-                      device: $0["device"]?.stringValue ?? "", flags: $0["flags"]?.intValue ?? 0)
+            RuncMount(
+                source: $0["source"]?.stringValue ?? "",
+                destination: $0["destination"]?.stringValue ?? "",
+                device: $0["device"]?.stringValue ?? "",
+                flags: $0["flags"]?.intValue ?? 0
+            )
         }
     }
     /// Namespace type (e.g. "NEWNET") → configured path ("" when runc created it).
@@ -162,7 +176,9 @@ public struct RuncState: Sendable {
         (document["cgroup_paths"]?.objectValue ?? [:]).compactMapValues(\.stringValue)
     }
     /// What fds 0, 1, 2 of the init pointed to when runc last looked.
-    public var externalDescriptors: [String] { (document["external_descriptors"]?.arrayValue ?? []).compactMap(\.stringValue) }
+    public var externalDescriptors: [String] {
+        (document["external_descriptors"]?.arrayValue ?? []).compactMap(\.stringValue)
+    }
 
     /// Points the state at a new init process: pid, start time, /proc/<pid>/ns paths and the
     /// stdio descriptors it has now.

@@ -4,14 +4,15 @@
 // ourselves while CRIU holds the tasks frozen (post-dump), and rebuild it in a fresh tmpfs before
 // the restore; CRIU treats the mount as external and binds our tmpfs into place.
 
+import SystemPackage
+import ZPCore
+import ZPSystem
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
-import SystemPackage
-import ZPCore
-import ZPSystem
 
 /// One file of a tmpfs copy.
 public struct TmpfsEntry: ProtobufMessage, Equatable {
@@ -50,8 +51,18 @@ public struct TmpfsEntry: ProtobufMessage, Equatable {
     public var rdev: UInt64
 
     /// Creates an entry.
-    public init(path: String, kind: Kind, mode: UInt32, uid: UInt32, gid: UInt32, mtimeSeconds: Int64,
-                mtimeNanoseconds: Int64, content: [UInt8] = [], linkTarget: String = "", rdev: UInt64 = 0) {
+    public init(
+        path: String,
+        kind: Kind,
+        mode: UInt32,
+        uid: UInt32,
+        gid: UInt32,
+        mtimeSeconds: Int64,
+        mtimeNanoseconds: Int64,
+        content: [UInt8] = [],
+        linkTarget: String = "",
+        rdev: UInt64 = 0
+    ) {
         self.path = path
         self.kind = kind
         self.mode = mode
@@ -128,7 +139,9 @@ public struct TmpfsSnapshot: ProtobufMessage, Equatable {
         while let f = try r.nextField() {
             switch f.number {
             case 1: mountPoint = try f.string(in: m)
-            case 2: var n = try f.message(in: m); entries.append(try TmpfsEntry(decoding: &n))
+            case 2:
+                var n = try f.message(in: m)
+                entries.append(try TmpfsEntry(decoding: &n))
             default: break
             }
         }
@@ -153,8 +166,15 @@ public struct TmpfsSnapshot: ProtobufMessage, Equatable {
             let kindBits = st.st_mode & S_IFMT
             let mtime = (Int64(st.st_mtim.tv_sec), Int64(st.st_mtim.tv_nsec))
             func entry(_ kind: TmpfsEntry.Kind) -> TmpfsEntry {
-                TmpfsEntry(path: rel, kind: kind, mode: UInt32(st.st_mode & 0o7777), uid: st.st_uid, gid: st.st_gid,
-                           mtimeSeconds: mtime.0, mtimeNanoseconds: mtime.1)
+                TmpfsEntry(
+                    path: rel,
+                    kind: kind,
+                    mode: UInt32(st.st_mode & 0o7777),
+                    uid: st.st_uid,
+                    gid: st.st_gid,
+                    mtimeSeconds: mtime.0,
+                    mtimeNanoseconds: mtime.1
+                )
             }
             if kindBits != S_IFDIR && st.st_dev != rootStat.st_dev {
                 // A file bind-mounted over a path of this tmpfs: keep an empty placeholder for
@@ -166,11 +186,15 @@ public struct TmpfsSnapshot: ProtobufMessage, Equatable {
             case S_IFDIR:
                 entries.append(entry(.directory))
                 guard st.st_dev == rootStat.st_dev else { return }  // a mount point: do not descend
-                guard let names = try? Files.list(FilePath(full)) else { throw Unsupported(description: "\(full): cannot open") }
+                guard let names = try? Files.list(FilePath(full)) else {
+                    throw Unsupported(description: "\(full): cannot open")
+                }
                 for name in names {
                     let childRel = rel.isEmpty ? name : rel + "/" + name
                     var cst = stat()
-                    guard lstat(full + "/" + name, &cst) == 0 else { throw Unsupported(description: "\(childRel): cannot stat") }
+                    guard lstat(full + "/" + name, &cst) == 0 else {
+                        throw Unsupported(description: "\(childRel): cannot stat")
+                    }
                     try walk(childRel, cst)
                 }
             case S_IFREG:
@@ -226,8 +250,10 @@ public struct TmpfsSnapshot: ProtobufMessage, Equatable {
         // Times last, children before parents (creating a child changes its parent's mtime).
         for e in entries.reversed() {
             let p = e.path.isEmpty ? root : root + "/" + e.path
-            var times = [timespec(tv_sec: 0, tv_nsec: (1 << 30) - 2)  /* UTIME_OMIT */,
-                         timespec(tv_sec: Int(e.mtimeSeconds), tv_nsec: Int(e.mtimeNanoseconds))]
+            var times = [
+                timespec(tv_sec: 0, tv_nsec: (1 << 30) - 2) /* UTIME_OMIT */,
+                timespec(tv_sec: Int(e.mtimeSeconds), tv_nsec: Int(e.mtimeNanoseconds)),
+            ]
             try systemCall("utimensat", p) { utimensat(AT_FDCWD, p, &times, AT_SYMLINK_NOFOLLOW) }
         }
     }
@@ -251,7 +277,10 @@ public struct TmpfsSnapshots: ProtobufMessage, Equatable {
     public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
         self.init(mounts: [])
         while let f = try r.nextField() {
-            if f.number == 1 { var n = try f.message(in: "tmpfs_snapshots"); mounts.append(try TmpfsSnapshot(decoding: &n)) }
+            if f.number == 1 {
+                var n = try f.message(in: "tmpfs_snapshots")
+                mounts.append(try TmpfsSnapshot(decoding: &n))
+            }
         }
     }
 }

@@ -10,10 +10,19 @@ extension NetworkNamespace {
     /// (or the caller's own when nil). Returns the status code and the body. Blocks the calling
     /// thread (a probe for tests and benchmarks).
     /// - Throws: `SystemError` for connect/read failures (ECONNREFUSED while nothing listens).
-    public static func httpGet(netns: FilePath?, host: String = "127.0.0.1", port: UInt16, path: String = "/",
-                               timeout: Duration = .seconds(5)) throws(SystemError) -> (status: Int, body: String) {
+    public static func httpGet(
+        netns: FilePath?,
+        host: String = "127.0.0.1",
+        port: UInt16,
+        path: String = "/",
+        timeout: Duration = .seconds(5)
+    ) throws(SystemError) -> (status: Int, body: String) {
         func get() throws(SystemError) -> (status: Int, body: String) {
-            let socket = try OwnedDescriptor.socket(domain: AF_INET, type: CInt(SOCK_STREAM.rawValue), subject: "\(host):\(port)")
+            let socket = try OwnedDescriptor.socket(
+                domain: AF_INET,
+                type: CInt(SOCK_STREAM.rawValue),
+                subject: "\(host):\(port)"
+            )
             let fd = socket.rawValue
             let ms = Int(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
             var tv = timeval(tv_sec: ms / 1000, tv_usec: (ms % 1000) * 1000)

@@ -23,8 +23,15 @@ public final class ContainerStdio {
         var h: [SharedDescriptor] = []
         for i in 0..<3 {
             let ends = try OwnedDescriptor.pipe()
-            let r = SharedDescriptor(ends.readEnd), w = SharedDescriptor(ends.writeEnd)
-            if i == 0 { c.append(r); h.append(w) } else { c.append(w); h.append(r) }
+            let r = SharedDescriptor(ends.readEnd)
+            let w = SharedDescriptor(ends.writeEnd)
+            if i == 0 {
+                c.append(r)
+                h.append(w)
+            } else {
+                c.append(w)
+                h.append(r)
+            }
         }
         containerSide = c
         callerSide = h
@@ -92,23 +99,33 @@ public final class TestContainer {
     /// starts nothing. `scripts/rootfs.sh` under `repoRoot` provides the rootfs folder.
     /// - Parameter extraMounts: OCI mounts appended to the spec's (e.g. a host tmpfs bound in the
     ///   way kubelet binds a secret volume).
-    public init(_ workload: TestWorkload, repoRoot: String, runcRoot: FilePath = "/run/runc",
-                annotations: [String: String] = [:], podSandbox: Bool = false, extraMounts: [[String: Any]] = []) throws {
+    public init(
+        _ workload: TestWorkload,
+        repoRoot: String,
+        runcRoot: FilePath = "/run/runc",
+        annotations: [String: String] = [:],
+        podSandbox: Bool = false,
+        extraMounts: [[String: Any]] = []
+    ) throws {
         self.workload = workload
         id = uniqueName("zpck-\(workload.rawValue)")
         if podSandbox {
             let dir = "/run/\(id)-sandbox"
-            try shell("""
+            try shell(
+                """
                 mkdir -p \(dir) && mount --bind \(dir) \(dir) && mount --make-private \(dir) \
                 && touch \(dir)/ipc \(dir)/uts && unshare --ipc=\(dir)/ipc --uts=\(dir)/uts hostname \(id)-pod
-                """)
+                """
+            )
             sandboxDir = dir
         } else {
             sandboxDir = nil
         }
         self.runcRoot = runcRoot
         bundle = FilePath("/tmp/\(id)")
-        rootfs = try shell("'\(repoRoot)/scripts/rootfs.sh' \(workload.rawValue)", timeout: 900).split(separator: "\n").last.map(String.init) ?? ""
+        rootfs =
+            try shell("'\(repoRoot)/scripts/rootfs.sh' \(workload.rawValue)", timeout: 900).split(separator: "\n").last
+            .map(String.init) ?? ""
         netns = try TestNetns("zpck-\(workload.rawValue)")
         stdio = try ContainerStdio()
         try shell("mkdir -p '\(bundle)/cgi-bin'")
@@ -125,27 +142,52 @@ public final class TestContainer {
     }
 
     private func writeConfig(annotations: [String: String], extraMounts: [[String: Any]]) throws {
-        let caps = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
-                    "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL",
-                    "CAP_AUDIT_WRITE"]
-        let args: [String] = workload == .busybox ? ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"] : ["/usr/sbin/nginx"]
+        let caps = [
+            "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
+            "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL",
+            "CAP_AUDIT_WRITE",
+        ]
+        let args: [String] =
+            workload == .busybox ? ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"] : ["/usr/sbin/nginx"]
         var mounts: [[String: Any]] = [
             ["destination": "/proc", "type": "proc", "source": "proc"],
-            ["destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]],
-            ["destination": "/dev/pts", "type": "devpts", "source": "devpts",
-             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]],
-            ["destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]],
-            ["destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]],
-            ["destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]],
+            [
+                "destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+                "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+            ],
+            [
+                "destination": "/dev/pts", "type": "devpts", "source": "devpts",
+                "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+            ],
+            [
+                "destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+                "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+            ],
+            [
+                "destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+                "options": ["nosuid", "noexec", "nodev"],
+            ],
+            [
+                "destination": "/sys", "type": "sysfs", "source": "sysfs",
+                "options": ["nosuid", "noexec", "nodev", "ro"],
+            ],
             // As containerd's default spec: runc bind-mounts the container's cgroups (v1) here.
-            ["destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]],
+            [
+                "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                "options": ["nosuid", "noexec", "nodev", "relatime", "ro"],
+            ],
             ["destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]],
         ]
         if workload == .busybox {
-            mounts.append(["destination": "/www/cgi-bin", "type": "bind", "source": "\(bundle)/cgi-bin", "options": ["rbind", "ro"]])
+            mounts.append([
+                "destination": "/www/cgi-bin", "type": "bind", "source": "\(bundle)/cgi-bin",
+                "options": ["rbind", "ro"],
+            ])
         } else {
             for d in ["/run", "/var/lib/nginx", "/var/log/nginx"] {
-                mounts.append(["destination": d, "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=755"]])
+                mounts.append([
+                    "destination": d, "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=755"],
+                ])
             }
         }
         mounts += extraMounts
@@ -165,12 +207,16 @@ public final class TestContainer {
             "linux": [
                 "resources": ["devices": [["allow": false, "access": "rwm"]]],
                 "cgroupsPath": "/\(id)",
-                "namespaces": [["type": "pid"], ["type": "network", "path": netns.path],
-                               sandboxDir.map { ["type": "ipc", "path": "\($0)/ipc"] } ?? ["type": "ipc"],
-                               sandboxDir.map { ["type": "uts", "path": "\($0)/uts"] } ?? ["type": "uts"],
-                               ["type": "mount"]],
-                "maskedPaths": ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
-                                "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
+                "namespaces": [
+                    ["type": "pid"], ["type": "network", "path": netns.path],
+                    sandboxDir.map { ["type": "ipc", "path": "\($0)/ipc"] } ?? ["type": "ipc"],
+                    sandboxDir.map { ["type": "uts", "path": "\($0)/uts"] } ?? ["type": "uts"],
+                    ["type": "mount"],
+                ],
+                "maskedPaths": [
+                    "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+                    "/proc/sched_debug", "/sys/firmware", "/proc/scsi",
+                ],
                 "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
             ],
         ]
@@ -198,11 +244,15 @@ public final class TestContainer {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        for (i, fd) in stdio.containerSide.enumerated() { posix_spawn_file_actions_adddup2(&actions, fd.rawValue, Int32(i)) }
+        for (i, fd) in stdio.containerSide.enumerated() {
+            posix_spawn_file_actions_adddup2(&actions, fd.rawValue, Int32(i))
+        }
         let cargs = argv.map { strdup($0) }
         defer { for p in cargs { free(p) } }
         var pid: pid_t = 0
-        let rc = (cargs + [nil]).withUnsafeBufferPointer { posix_spawn(&pid, argv[0], &actions, nil, $0.baseAddress!, environ) }
+        let rc = (cargs + [nil]).withUnsafeBufferPointer {
+            posix_spawn(&pid, argv[0], &actions, nil, $0.baseAddress!, environ)
+        }
         guard rc == 0 else { throw LabError("posix_spawn runc: errno \(rc)") }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
@@ -215,20 +265,27 @@ public final class TestContainer {
     /// The container's status as `runc state` reports it ("running", "stopped", ...).
     public func status() -> String {
         guard let (rc, out) = try? runc(["state", id]), rc == 0,
-              let obj = try? JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any] else { return "absent" }
+            let obj = try? JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any]
+        else { return "absent" }
         return obj["status"] as? String ?? "unknown"
     }
 
     /// The init pid runc reports.
     public func initPID() -> Int32? {
         guard let (rc, out) = try? runc(["state", id]), rc == 0,
-              let obj = try? JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any] else { return nil }
+            let obj = try? JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any]
+        else { return nil }
         return (obj["pid"] as? Int).map(Int32.init)
     }
 
     /// One GET of the workload's probe path.
     public func get(path: String? = nil, timeout: Duration = .seconds(5)) throws -> (status: Int, body: String) {
-        try NetworkNamespace.httpGet(netns: netns.filePath, port: workload.port, path: path ?? workload.probePath, timeout: timeout)
+        try NetworkNamespace.httpGet(
+            netns: netns.filePath,
+            port: workload.port,
+            path: path ?? workload.probePath,
+            timeout: timeout
+        )
     }
 
     /// Polls until a GET of `path` (default: the workload's probe path) answers 200; returns the
@@ -245,10 +302,15 @@ public final class TestContainer {
     /// The container's processes as (pid inside the container, command name), sorted: equal
     /// before and after a checkpoint when the same processes came back.
     public func processes() -> [String] {
-        guard let procs = try? String(contentsOfFile: "/sys/fs/cgroup/pids/\(id)/cgroup.procs", encoding: .utf8) else { return [] }
+        guard let procs = try? String(contentsOfFile: "/sys/fs/cgroup/pids/\(id)/cgroup.procs", encoding: .utf8) else {
+            return []
+        }
         return procs.split(separator: "\n").compactMap { hostPID -> String? in
-            guard let status = try? String(contentsOfFile: "/proc/\(hostPID)/status", encoding: .utf8) else { return nil }
-            var name = "", nspid = ""
+            guard let status = try? String(contentsOfFile: "/proc/\(hostPID)/status", encoding: .utf8) else {
+                return nil
+            }
+            var name = ""
+            var nspid = ""
             for line in status.split(separator: "\n") {
                 if line.hasPrefix("Name:") { name = line.dropFirst(5).trimmingCharacters(in: .whitespaces) }
                 if line.hasPrefix("NSpid:") { nspid = String(line.split(separator: "\t").last ?? "") }
@@ -274,7 +336,12 @@ public final class TestContainer {
         _ = try? runc(["delete", "--force", id])
         _ = try? run(["/bin/umount", "-l", "\(runcRoot)/\(id)/\(PreparedContainerRestore.stagingFolderName)/criu-root"])
         netns.delete()
-        if let sandboxDir { _ = try? run(["/bin/sh", "-c", "umount \(sandboxDir)/ipc \(sandboxDir)/uts; umount \(sandboxDir); rm -rf \(sandboxDir)"]) }
+        if let sandboxDir {
+            _ = try? run([
+                "/bin/sh", "-c",
+                "umount \(sandboxDir)/ipc \(sandboxDir)/uts; umount \(sandboxDir); rm -rf \(sandboxDir)",
+            ])
+        }
         stdio.close()
         if ProcessInfo.processInfo.environment["ZPCK_KEEP"] == nil { _ = try? run(["/bin/rm", "-rf", bundle.string]) }
     }

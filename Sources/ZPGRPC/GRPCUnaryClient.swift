@@ -53,8 +53,15 @@ public final class GRPCUnaryClient: Sendable {
         connectTimeout: Duration = .seconds(10)
     ) async throws -> GRPCUnaryClient {
         try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .connectTimeout(.milliseconds(max(1, connectTimeout.components.seconds * 1000
-                + connectTimeout.components.attoseconds / 1_000_000_000_000_000)))
+            .connectTimeout(
+                .milliseconds(
+                    max(
+                        1,
+                        connectTimeout.components.seconds * 1000
+                            + connectTimeout.components.attoseconds / 1_000_000_000_000_000
+                    )
+                )
+            )
             .connect(unixDomainSocketPath: path) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let multiplexer = try channel.pipeline.syncOperations.configureAsyncHTTP2Pipeline(mode: .client) {

@@ -58,17 +58,20 @@ public struct ArchiveEntry: ProtobufTableMessage, Equatable {
     public var kind: Kind? { Kind(rawValue: kindNumber) }
 
     /// The fields.
-    public static let fields = ProtobufFieldTable<Self>("zeropod.image.v1.ArchiveEntry", [
-        .string(1, \.path),
-        .int32(2, \.kindNumber),
-        .uint32(3, \.mode),
-        .uint32(4, \.uid),
-        .uint32(5, \.gid),
-        .uint64(6, \.size),
-        .int64(7, \.modifiedNanoseconds),
-        .string(8, \.link),
-        .bool(9, \.opaque),
-    ])
+    public static let fields = ProtobufFieldTable<Self>(
+        "zeropod.image.v1.ArchiveEntry",
+        [
+            .string(1, \.path),
+            .int32(2, \.kindNumber),
+            .uint32(3, \.mode),
+            .uint32(4, \.uid),
+            .uint32(5, \.gid),
+            .uint64(6, \.size),
+            .int64(7, \.modifiedNanoseconds),
+            .string(8, \.link),
+            .bool(9, \.opaque),
+        ]
+    )
 }
 
 /// An image archive could not be written or read; the text names the file and the reason.
@@ -112,12 +115,18 @@ public enum ImageArchive {
     ///     "default" to libzstd, so it is mapped to a store-like level -5).
     /// - Throws: ``ImageArchiveError`` naming the file.
     @discardableResult
-    public static func write(sources: [(name: String, folder: String)], to archive: String, level: Int32 = defaultLevel)
+    public static func write(
+        sources: [(name: String, folder: String)],
+        to archive: String,
+        level: Int32 = defaultLevel
+    )
         throws(ImageArchiveError) -> ImageArchiveSummary
     {
         let compressor = try ZstdCompressor(
-            level: level == 0 ? -5 : level, output: open(archive, O_WRONLY | O_CREAT | O_TRUNC, mode: 0o600, "cannot create \(archive)"),
-            path: archive)
+            level: level == 0 ? -5 : level,
+            output: open(archive, O_WRONLY | O_CREAT | O_TRUNC, mode: 0o600, "cannot create \(archive)"),
+            path: archive
+        )
         var summary = ImageArchiveSummary()
         do {
             try compressor.write(magic)
@@ -149,7 +158,12 @@ public enum ImageArchive {
         try compressor.write(body)
     }
 
-    private static func walk(folder: String, prefix: String, compressor: ZstdCompressor, summary: inout ImageArchiveSummary)
+    private static func walk(
+        folder: String,
+        prefix: String,
+        compressor: ZstdCompressor,
+        summary: inout ImageArchiveSummary
+    )
         throws(ImageArchiveError)
     {
         let names: [String]
@@ -161,7 +175,9 @@ public enum ImageArchive {
         for name in names {
             let path = folder + "/" + name
             var st = stat()
-            guard lstat(path, &st) == 0 else { throw ImageArchiveError("cannot stat \(path): \(Errno(rawValue: errno))") }
+            guard lstat(path, &st) == 0 else {
+                throw ImageArchiveError("cannot stat \(path): \(Errno(rawValue: errno))")
+            }
             var entry = ArchiveEntry()
             entry.path = prefix + "/" + name
             entry.mode = UInt32(st.st_mode) & 0o7777
@@ -207,7 +223,12 @@ public enum ImageArchive {
     }
 
     /// `open(2)` with the failure as an ``ImageArchiveError`` that starts with `what`.
-    static func open(_ path: String, _ flags: CInt, mode: mode_t = 0o600, _ what: @autoclosure () -> String) throws(ImageArchiveError)
+    static func open(
+        _ path: String,
+        _ flags: CInt,
+        mode: mode_t = 0o600,
+        _ what: @autoclosure () -> String
+    ) throws(ImageArchiveError)
         -> OwnedDescriptor
     {
         do {
@@ -217,7 +238,11 @@ public enum ImageArchive {
         }
     }
 
-    private static func copyFile(_ path: String, size: UInt64, into compressor: ZstdCompressor) throws(ImageArchiveError) {
+    private static func copyFile(
+        _ path: String,
+        size: UInt64,
+        into compressor: ZstdCompressor
+    ) throws(ImageArchiveError) {
         let file = try open(path, O_RDONLY | O_NOFOLLOW, "cannot open \(path)")
         var remaining = size
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
@@ -240,7 +265,11 @@ public enum ImageArchive {
     /// - Parameter ownership: Set owners (root only); off in tests run as another user.
     /// - Throws: ``ImageArchiveError`` naming the archive and the reason.
     @discardableResult
-    public static func extract(_ archive: String, into destination: String, ownership: Bool = true) throws(ImageArchiveError)
+    public static func extract(
+        _ archive: String,
+        into destination: String,
+        ownership: Bool = true
+    ) throws(ImageArchiveError)
         -> ImageArchiveSummary
     {
         guard mkdir(destination, 0o700) == 0 else {
@@ -254,7 +283,11 @@ public enum ImageArchive {
         }
     }
 
-    private static func extractChecked(_ archive: String, into destination: String, ownership: Bool) throws(ImageArchiveError)
+    private static func extractChecked(
+        _ archive: String,
+        into destination: String,
+        ownership: Bool
+    ) throws(ImageArchiveError)
         -> ImageArchiveSummary
     {
         let stream = try ZstdDecompressor(input: open(archive, O_RDONLY, "cannot open \(archive)"), path: archive)
@@ -275,8 +308,12 @@ public enum ImageArchive {
             let target = destination + "/" + entry.path
             switch kind {
             case .file:
-                let file = try open(target, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, mode: mode_t(entry.mode & 0o777),
-                                    "\(archive): cannot create \(entry.path)")
+                let file = try open(
+                    target,
+                    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW,
+                    mode: mode_t(entry.mode & 0o777),
+                    "\(archive): cannot create \(entry.path)"
+                )
                 try reader.copy(entry.size, to: file, name: entry.path)
                 summary.dataBytes += entry.size
                 if ownership { _ = fchown(file.rawValue, entry.uid, entry.gid) }
@@ -285,19 +322,25 @@ public enum ImageArchive {
                 _ = futimens(file.rawValue, &times)
             case .directory:
                 if mkdir(target, 0o700) != 0 && errno != EEXIST {
-                    throw ImageArchiveError("\(archive): cannot create the folder \(entry.path): \(Errno(rawValue: errno))")
+                    throw ImageArchiveError(
+                        "\(archive): cannot create the folder \(entry.path): \(Errno(rawValue: errno))"
+                    )
                 }
                 if entry.opaque { _ = lsetxattr(target, "trusted.overlay.opaque", "y", 1, 0) }
                 directories.append((target, entry))
             case .symlink:
                 guard symlink(entry.link, target) == 0 else {
-                    throw ImageArchiveError("\(archive): cannot create the link \(entry.path): \(Errno(rawValue: errno))")
+                    throw ImageArchiveError(
+                        "\(archive): cannot create the link \(entry.path): \(Errno(rawValue: errno))"
+                    )
                 }
                 symlinks.insert(entry.path)
                 if ownership { _ = lchown(target, entry.uid, entry.gid) }
             case .whiteout:
                 guard mknod(target, S_IFCHR | 0o000, 0) == 0 else {
-                    throw ImageArchiveError("\(archive): cannot create the whiteout \(entry.path): \(Errno(rawValue: errno))")
+                    throw ImageArchiveError(
+                        "\(archive): cannot create the whiteout \(entry.path): \(Errno(rawValue: errno))"
+                    )
                 }
                 if ownership { _ = lchown(target, entry.uid, entry.gid) }
             case .end:
@@ -318,14 +361,17 @@ public enum ImageArchive {
 
     private static func checkPath(_ path: String, symlinks: Set<String>, archive: String) throws(ImageArchiveError) {
         let parts = path.split(separator: "/", omittingEmptySubsequences: false)
-        guard !path.isEmpty, !path.hasPrefix("/"), !parts.contains(where: { $0.isEmpty || $0 == "." || $0 == ".." }) else {
+        guard !path.isEmpty, !path.hasPrefix("/"), !parts.contains(where: { $0.isEmpty || $0 == "." || $0 == ".." })
+        else {
             throw ImageArchiveError("\(archive): refusing the entry path \"\(path)\" (absolute, empty or with . or ..)")
         }
         var prefix = ""
         for part in parts.dropLast() {
             prefix += prefix.isEmpty ? String(part) : "/" + part
             if symlinks.contains(prefix) {
-                throw ImageArchiveError("\(archive): refusing \"\(path)\": it passes through the archive's symlink \"\(prefix)\"")
+                throw ImageArchiveError(
+                    "\(archive): refusing \"\(path)\": it passes through the archive's symlink \"\(prefix)\""
+                )
             }
         }
     }
@@ -433,7 +479,9 @@ final class ZstdCompressor {
     private var written: UInt64 = 0
 
     init(level: Int32, output: consuming OwnedDescriptor, path: String) throws(ImageArchiveError) {
-        guard let context = ZSTD_createCCtx() else { throw ImageArchiveError("zstd: cannot create a compression context") }
+        guard let context = ZSTD_createCCtx() else {
+            throw ImageArchiveError("zstd: cannot create a compression context")
+        }
         self.context = context
         self.output = output
         self.path = path
@@ -496,7 +544,9 @@ final class ZstdDecompressor {
     private var frameEnded = false
 
     init(input: consuming OwnedDescriptor, path: String) throws(ImageArchiveError) {
-        guard let context = ZSTD_createDCtx() else { throw ImageArchiveError("zstd: cannot create a decompression context") }
+        guard let context = ZSTD_createDCtx() else {
+            throw ImageArchiveError("zstd: cannot create a decompression context")
+        }
         self.context = context
         self.input = input
         self.path = path

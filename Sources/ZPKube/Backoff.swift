@@ -16,7 +16,9 @@ public struct Backoff: Sendable, Hashable {
     /// A backoff (defaults like client-go's reflector: 800 ms doubling up to 30 s, jitter 1.0 there;
     /// 0.5 here).
     public init(
-        initial: Duration = .milliseconds(800), maximum: Duration = .seconds(30), factor: Double = 2,
+        initial: Duration = .milliseconds(800),
+        maximum: Duration = .seconds(30),
+        factor: Double = 2,
         jitter: Double = 0.5
     ) {
         self.initial = initial

@@ -52,8 +52,12 @@ public struct InformerOptions: Sendable {
 
     /// Informer options.
     public init(
-        labelSelector: String? = nil, fieldSelector: String? = nil, pageSize: Int? = 500,
-        watchTimeoutSeconds: Int = 300, backoff: Backoff = Backoff(), minimumWatchDuration: Duration = .seconds(1)
+        labelSelector: String? = nil,
+        fieldSelector: String? = nil,
+        pageSize: Int? = 500,
+        watchTimeoutSeconds: Int = 300,
+        backoff: Backoff = Backoff(),
+        minimumWatchDuration: Duration = .seconds(1)
     ) {
         self.labelSelector = labelSelector
         self.fieldSelector = fieldSelector
@@ -114,7 +118,10 @@ public final class Informer<Object: KubeObject>: Sendable {
 
     /// An informer for `resource` (in `namespace`, or all namespaces when nil).
     public init(
-        client: KubeClient, resource: KubeResource, namespace: String? = nil, options: InformerOptions = InformerOptions(),
+        client: KubeClient,
+        resource: KubeResource,
+        namespace: String? = nil,
+        options: InformerOptions = InformerOptions(),
         logger: Logger = Logger(label: "zeropod.kube.informer")
     ) {
         self.client = client
@@ -196,7 +203,10 @@ public final class Informer<Object: KubeObject>: Sendable {
 
     // MARK: - cache updates (the lock is released before a waiter is resumed)
 
-    private func mark(_ keys: [ObjectKey], in state: inout State) -> (CheckedContinuation<[ObjectKey]?, Never>, [ObjectKey])? {
+    private func mark(
+        _ keys: [ObjectKey],
+        in state: inout State
+    ) -> (CheckedContinuation<[ObjectKey]?, Never>, [ObjectKey])? {
         for key in keys where state.pendingSet.insert(key).inserted {
             state.pending.append(key)
         }
@@ -217,7 +227,9 @@ public final class Informer<Object: KubeObject>: Sendable {
             for item in items {
                 let key = ObjectKey(item.metadata)
                 fresh[key] = item
-                if state.objects[key]?.metadata.resourceVersion != item.metadata.resourceVersion || state.objects[key] == nil {
+                if state.objects[key]?.metadata.resourceVersion != item.metadata.resourceVersion
+                    || state.objects[key] == nil
+                {
                     changed.append(key)
                 }
             }
@@ -324,7 +336,9 @@ public final class Informer<Object: KubeObject>: Sendable {
                 var delay = backoff.nextDelay()
                 if let retryAfter = error.retryAfter, retryAfter > delay { delay = retryAfter }
                 logger.debug(
-                    "list/watch failed, retrying", metadata: ["error": "\(error)", "delay": "\(delay)"])
+                    "list/watch failed, retrying",
+                    metadata: ["error": "\(error)", "delay": "\(delay)"]
+                )
                 do { try await client.sleep(delay) } catch { break }
             }
         }
@@ -347,10 +361,16 @@ public final class Informer<Object: KubeObject>: Sendable {
         var version = ""
         repeat {
             let page = try await client.list(
-                Object.self, resource, namespace: namespace,
+                Object.self,
+                resource,
+                namespace: namespace,
                 options: ListOptions(
-                    labelSelector: options.labelSelector, fieldSelector: options.fieldSelector, limit: options.pageSize,
-                    continueToken: continueToken))
+                    labelSelector: options.labelSelector,
+                    fieldSelector: options.fieldSelector,
+                    limit: options.pageSize,
+                    continueToken: continueToken
+                )
+            )
             items += page.items
             continueToken = page.metadata.continue.flatMap { $0.isEmpty ? nil : $0 }
             version = page.metadata.resourceVersion ?? version
@@ -364,8 +384,12 @@ public final class Informer<Object: KubeObject>: Sendable {
     /// One watch from `resourceVersion`, bounded by its timeout plus the grace.
     private func watchOnce(from resourceVersion: String) async throws(KubeError) -> WatchOutcome {
         let watchOptions = WatchOptions(
-            labelSelector: options.labelSelector, fieldSelector: options.fieldSelector,
-            resourceVersion: resourceVersion, allowWatchBookmarks: true, timeoutSeconds: options.watchTimeoutSeconds)
+            labelSelector: options.labelSelector,
+            fieldSelector: options.fieldSelector,
+            resourceVersion: resourceVersion,
+            allowWatchBookmarks: true,
+            timeoutSeconds: options.watchTimeoutSeconds
+        )
         let limit = Duration.seconds(options.watchTimeoutSeconds) + client.configuration.watchGrace
         let client = self.client
         let resource = self.resource
@@ -373,7 +397,12 @@ public final class Informer<Object: KubeObject>: Sendable {
         do {
             return try await withThrowingTaskGroup(of: WatchOutcome.self) { group in
                 group.addTask {
-                    let stream = try await client.watch(Object.self, resource, namespace: namespace, options: watchOptions)
+                    let stream = try await client.watch(
+                        Object.self,
+                        resource,
+                        namespace: namespace,
+                        options: watchOptions
+                    )
                     var version = resourceVersion
                     var sawEvents = false
                     for try await event in stream {
@@ -381,9 +410,12 @@ public final class Informer<Object: KubeObject>: Sendable {
                         if expired != nil { return .expired }
                         if let failure {
                             throw KubeError(
-                                kind: KubeError.kind(forHTTPStatus: failure.code ?? 500), verb: "GET",
-                                path: resource.collectionPath(namespace: namespace), httpStatus: failure.code,
-                                status: failure)
+                                kind: KubeError.kind(forHTTPStatus: failure.code ?? 500),
+                                verb: "GET",
+                                path: resource.collectionPath(namespace: namespace),
+                                httpStatus: failure.code,
+                                status: failure
+                            )
                         }
                         if let newVersion { version = newVersion }
                         if case .bookmark = event {} else { sawEvents = true }
@@ -401,8 +433,11 @@ public final class Informer<Object: KubeObject>: Sendable {
             throw error
         } catch is WatchDeadline {
             throw KubeError(
-                kind: .timedOut, verb: "GET", path: resource.collectionPath(namespace: namespace),
-                underlying: WatchDeadline())
+                kind: .timedOut,
+                verb: "GET",
+                path: resource.collectionPath(namespace: namespace),
+                underlying: WatchDeadline()
+            )
         } catch {
             throw KubeError(kind: .cancelled, verb: "GET", path: resource.collectionPath(namespace: namespace))
         }

@@ -34,7 +34,8 @@ public final class KubeClient: Sendable {
     ///   - sleep: how waits (Retry-After) are made; tests pass a recording sleeper.
     /// - Throws: ``KubeConfigError`` when the TLS material cannot be loaded.
     public init(
-        configuration: KubeConfiguration, logger: Logger = Logger(label: "zeropod.kube"),
+        configuration: KubeConfiguration,
+        logger: Logger = Logger(label: "zeropod.kube"),
         sleep: @escaping @Sendable (Duration) async throws -> Void = { try await Task.sleep(for: $0) }
     ) throws(KubeConfigError) {
         self.configuration = configuration
@@ -50,7 +51,9 @@ public final class KubeClient: Sendable {
                 tls.certificateVerification = .none
             }
             if let client = configuration.clientCertificate {
-                tls.certificateChain = try NIOSSLCertificate.fromPEMBytes(client.certificatePEM).map { .certificate($0) }
+                tls.certificateChain = try NIOSSLCertificate.fromPEMBytes(client.certificatePEM).map {
+                    .certificate($0)
+                }
                 tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: client.keyPEM, format: .pem))
             }
         } catch {
@@ -58,8 +61,10 @@ public final class KubeClient: Sendable {
         }
         let idle = Duration.seconds(KubeClient.maximumWatchSeconds) + configuration.watchGrace
         var http = HTTPClient.Configuration(
-            tlsConfiguration: tls, redirectConfiguration: .disallow,
-            timeout: .init(connect: .seconds(10), read: TimeAmount(idle)))
+            tlsConfiguration: tls,
+            redirectConfiguration: .disallow,
+            timeout: .init(connect: .seconds(10), read: TimeAmount(idle))
+        )
         http.connectionPool.idleTimeout = .seconds(60)
         self.http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: http)
     }
@@ -98,8 +103,13 @@ public final class KubeClient: Sendable {
     ///   - timeout: the whole request's timeout (default ``KubeConfiguration/requestTimeout``).
     /// - Throws: ``KubeError`` for every non-2xx answer, timeout or transport failure.
     public func send(
-        verb: String, path: String, query: [(String, String)] = [], body: Data? = nil, contentType: String? = nil,
-        accept: String = "application/json", timeout: Duration? = nil
+        verb: String,
+        path: String,
+        query: [(String, String)] = [],
+        body: Data? = nil,
+        contentType: String? = nil,
+        accept: String = "application/json",
+        timeout: Duration? = nil
     ) async throws(KubeError) -> Response {
         let target = query.isEmpty ? path : path + "?" + QueryEncoding.query(query)
         var reauthenticated = false
@@ -107,8 +117,13 @@ public final class KubeClient: Sendable {
         while true {
             do {
                 return try await sendOnce(
-                    verb: verb, target: target, body: body, contentType: contentType, accept: accept,
-                    timeout: timeout ?? configuration.requestTimeout)
+                    verb: verb,
+                    target: target,
+                    body: body,
+                    contentType: contentType,
+                    accept: accept,
+                    timeout: timeout ?? configuration.requestTimeout
+                )
             } catch let error where error.kind == .unauthorized && !reauthenticated && (tokens?.invalidate() ?? false) {
                 reauthenticated = true
                 logger.debug("401: reading the token file again", metadata: ["path": "\(target)"])
@@ -123,7 +138,11 @@ public final class KubeClient: Sendable {
     }
 
     private func makeRequest(
-        verb: String, target: String, body: Data?, contentType: String?, accept: String
+        verb: String,
+        target: String,
+        body: Data?,
+        contentType: String?,
+        accept: String
     ) throws(KubeError) -> HTTPClientRequest {
         var request = HTTPClientRequest(url: configuration.server + target)
         request.method = HTTPMethod(rawValue: verb)
@@ -147,7 +166,12 @@ public final class KubeClient: Sendable {
     private struct TimeoutReached: Error {}
 
     private func sendOnce(
-        verb: String, target: String, body: Data?, contentType: String?, accept: String, timeout: Duration
+        verb: String,
+        target: String,
+        body: Data?,
+        contentType: String?,
+        accept: String,
+        timeout: Duration
     ) async throws(KubeError) -> Response {
         let request = try makeRequest(verb: verb, target: target, body: body, contentType: contentType, accept: accept)
         let http = self.http
@@ -157,7 +181,11 @@ public final class KubeClient: Sendable {
                 group.addTask {
                     let answer = try await http.execute(request, deadline: .now() + TimeAmount(timeout))
                     let bytes = try await answer.body.collect(upTo: KubeClient.maximumBodyBytes)
-                    return Response(status: Int(answer.status.code), headers: answer.headers, body: Data(bytes.readableBytesView))
+                    return Response(
+                        status: Int(answer.status.code),
+                        headers: answer.headers,
+                        body: Data(bytes.readableBytesView)
+                    )
                 }
                 group.addTask {
                     // A little after async-http-client's own deadline, so that a request still
@@ -172,7 +200,13 @@ public final class KubeClient: Sendable {
             throw transportError(error, verb: verb, target: target)
         }
         guard (200..<300).contains(response.status) else {
-            throw KubeClient.error(status: response.status, headers: response.headers, body: response.body, verb: verb, path: target)
+            throw KubeClient.error(
+                status: response.status,
+                headers: response.headers,
+                body: response.body,
+                verb: verb,
+                path: target
+            )
         }
         return response
     }
@@ -198,14 +232,21 @@ public final class KubeClient: Sendable {
             status = Status(message: text.isEmpty ? nil : text, code: code)
         }
         var retryAfter: Duration?
-        if let header = headers.first(name: "Retry-After"), let seconds = Int(header.trimmingCharacters(in: .whitespaces)) {
+        if let header = headers.first(name: "Retry-After"),
+            let seconds = Int(header.trimmingCharacters(in: .whitespaces))
+        {
             retryAfter = .seconds(max(0, seconds))
         } else if let seconds = status?.details?.retryAfterSeconds {
             retryAfter = .seconds(max(0, seconds))
         }
         return KubeError(
-            kind: KubeError.kind(forHTTPStatus: code), verb: verb, path: path, httpStatus: code, status: status,
-            retryAfter: retryAfter)
+            kind: KubeError.kind(forHTTPStatus: code),
+            verb: verb,
+            path: path,
+            httpStatus: code,
+            status: status,
+            retryAfter: retryAfter
+        )
     }
 
     // MARK: - typed calls
@@ -214,7 +255,13 @@ public final class KubeClient: Sendable {
         do {
             return try JSONDecoder().decode(type, from: response.body)
         } catch {
-            throw KubeError(kind: .malformedResponse, verb: verb, path: path, httpStatus: response.status, underlying: error)
+            throw KubeError(
+                kind: .malformedResponse,
+                verb: verb,
+                path: path,
+                httpStatus: response.status,
+                underlying: error
+            )
         }
     }
 
@@ -229,7 +276,11 @@ public final class KubeClient: Sendable {
     /// `GET` one object (or a subresource of it).
     /// - Throws: ``KubeError`` (`.notFound` when it does not exist).
     public func get<T: Decodable>(
-        _ type: T.Type, _ resource: KubeResource, namespace: String?, name: String, subresource: String? = nil
+        _ type: T.Type,
+        _ resource: KubeResource,
+        namespace: String?,
+        name: String,
+        subresource: String? = nil
     ) async throws(KubeError) -> T {
         let path = resource.objectPath(namespace: namespace, name: name, subresource: subresource)
         return try decode(type, try await send(verb: "GET", path: path), verb: "GET", path: path)
@@ -238,7 +289,10 @@ public final class KubeClient: Sendable {
     /// `GET` one page of a collection (across namespaces when `namespace` is nil).
     /// - Throws: ``KubeError`` (`.gone` when a `continue` token expired).
     public func list<T: Codable & Sendable>(
-        _ type: T.Type, _ resource: KubeResource, namespace: String? = nil, options: ListOptions = ListOptions()
+        _ type: T.Type,
+        _ resource: KubeResource,
+        namespace: String? = nil,
+        options: ListOptions = ListOptions()
     ) async throws(KubeError) -> KubeList<T> {
         let path = resource.collectionPath(namespace: namespace)
         let response = try await send(verb: "GET", path: path, query: options.queryItems)
@@ -248,7 +302,10 @@ public final class KubeClient: Sendable {
     /// `POST` a new object; returns it as the server stored it (name, uid, resourceVersion set).
     /// - Throws: ``KubeError`` (`.conflict` with reason `AlreadyExists`, `.invalid`).
     public func create<T: Codable>(
-        _ object: T, _ resource: KubeResource, namespace: String?, options: WriteOptions = WriteOptions()
+        _ object: T,
+        _ resource: KubeResource,
+        namespace: String?,
+        options: WriteOptions = WriteOptions()
     ) async throws(KubeError) -> T {
         let path = resource.collectionPath(namespace: namespace)
         let body = try encode(object, verb: "POST", path: path)
@@ -260,7 +317,11 @@ public final class KubeClient: Sendable {
     /// Send a ``JSON`` document read from the server to keep fields the typed models drop.
     /// - Throws: ``KubeError`` (`.conflict` when the object changed since it was read).
     public func update<T: Codable>(
-        _ object: T, _ resource: KubeResource, namespace: String?, name: String, subresource: String? = nil,
+        _ object: T,
+        _ resource: KubeResource,
+        namespace: String?,
+        name: String,
+        subresource: String? = nil,
         options: WriteOptions = WriteOptions()
     ) async throws(KubeError) -> T {
         let path = resource.objectPath(namespace: namespace, name: name, subresource: subresource)
@@ -274,28 +335,43 @@ public final class KubeClient: Sendable {
     /// - Throws: ``KubeError`` (`.notFound` for a subresource an older server lacks, `.invalid`,
     ///   `.conflict` when a resourceVersion in the patch is stale, `.unsupportedMediaType`).
     public func patch<T: Decodable>(
-        _ type: T.Type, _ resource: KubeResource, namespace: String?, name: String, patch: Patch,
-        subresource: String? = nil, options: WriteOptions = WriteOptions()
+        _ type: T.Type,
+        _ resource: KubeResource,
+        namespace: String?,
+        name: String,
+        patch: Patch,
+        subresource: String? = nil,
+        options: WriteOptions = WriteOptions()
     ) async throws(KubeError) -> T {
         let path = resource.objectPath(namespace: namespace, name: name, subresource: subresource)
         let response = try await send(
-            verb: "PATCH", path: path, query: options.queryItems, body: patch.body.serialized(),
-            contentType: patch.contentType)
+            verb: "PATCH",
+            path: path,
+            query: options.queryItems,
+            body: patch.body.serialized(),
+            contentType: patch.contentType
+        )
         return try decode(type, response, verb: "PATCH", path: path)
     }
 
     /// `DELETE` an object, optionally only if it still has the given resourceVersion or uid.
     /// - Throws: ``KubeError`` (`.notFound`, `.conflict` when a precondition fails).
     public func delete(
-        _ resource: KubeResource, namespace: String?, name: String, preconditionResourceVersion: String? = nil,
-        preconditionUID: String? = nil, gracePeriodSeconds: Int? = nil
+        _ resource: KubeResource,
+        namespace: String?,
+        name: String,
+        preconditionResourceVersion: String? = nil,
+        preconditionUID: String? = nil,
+        gracePeriodSeconds: Int? = nil
     ) async throws(KubeError) {
         let path = resource.objectPath(namespace: namespace, name: name)
         var body: JSON?
         if preconditionResourceVersion != nil || preconditionUID != nil || gracePeriodSeconds != nil {
             var options: JSON = ["kind": "DeleteOptions", "apiVersion": "v1"]
             var preconditions: [String: JSON] = [:]
-            if let preconditionResourceVersion { preconditions["resourceVersion"] = .string(preconditionResourceVersion) }
+            if let preconditionResourceVersion {
+                preconditions["resourceVersion"] = .string(preconditionResourceVersion)
+            }
             if let preconditionUID { preconditions["uid"] = .string(preconditionUID) }
             if !preconditions.isEmpty { options["preconditions"] = .object(preconditions) }
             if let gracePeriodSeconds { options["gracePeriodSeconds"] = .integer(Int64(gracePeriodSeconds)) }
@@ -314,7 +390,10 @@ public final class KubeClient: Sendable {
     /// - Throws: ``KubeError`` when the server refuses the watch (`.gone` for a compacted
     ///   resourceVersion on servers that answer with HTTP 410 instead of an ERROR event).
     public func watch<T: Decodable & Sendable>(
-        _ type: T.Type, _ resource: KubeResource, namespace: String? = nil, options: WatchOptions = WatchOptions()
+        _ type: T.Type,
+        _ resource: KubeResource,
+        namespace: String? = nil,
+        options: WatchOptions = WatchOptions()
     ) async throws(KubeError) -> WatchStream<T> {
         var options = options
         options.timeoutSeconds = min(max(options.timeoutSeconds, 1), KubeClient.maximumWatchSeconds)
@@ -323,7 +402,13 @@ public final class KubeClient: Sendable {
         var reauthenticated = false
         var throttled = 0
         while true {
-            let request = try makeRequest(verb: "GET", target: target, body: nil, contentType: nil, accept: "application/json")
+            let request = try makeRequest(
+                verb: "GET",
+                target: target,
+                body: nil,
+                contentType: nil,
+                accept: "application/json"
+            )
             let response: HTTPClientResponse
             do {
                 response = try await http.execute(request, deadline: .now() + TimeAmount(configuration.requestTimeout))
@@ -340,8 +425,12 @@ public final class KubeClient: Sendable {
                 throw transportError(error, verb: "GET", target: target)
             }
             let error = KubeClient.error(
-                status: Int(response.status.code), headers: response.headers, body: Data(body.readableBytesView), verb: "GET",
-                path: target)
+                status: Int(response.status.code),
+                headers: response.headers,
+                body: Data(body.readableBytesView),
+                verb: "GET",
+                path: target
+            )
             if error.kind == .unauthorized, !reauthenticated, tokens?.invalidate() ?? false {
                 reauthenticated = true
                 continue

@@ -34,10 +34,17 @@ public struct KubeConfiguration: Sendable {
 
     /// A configuration for `server` with the given credentials.
     public init(
-        server: String, token: BearerToken? = nil, clientCertificate: ClientCertificate? = nil,
-        certificateAuthorityPEM: [UInt8]? = nil, insecureSkipTLSVerify: Bool = false, namespace: String? = nil,
-        requestTimeout: Duration = .seconds(30), watchGrace: Duration = .seconds(30), throttleRetries: Int = 3,
-        maximumRetryAfter: Duration = .seconds(30), userAgent: String = "zeropod-swift"
+        server: String,
+        token: BearerToken? = nil,
+        clientCertificate: ClientCertificate? = nil,
+        certificateAuthorityPEM: [UInt8]? = nil,
+        insecureSkipTLSVerify: Bool = false,
+        namespace: String? = nil,
+        requestTimeout: Duration = .seconds(30),
+        watchGrace: Duration = .seconds(30),
+        throttleRetries: Int = 3,
+        maximumRetryAfter: Duration = .seconds(30),
+        userAgent: String = "zeropod-swift"
     ) {
         self.server = server.hasSuffix("/") ? String(server.dropLast()) : server
         self.token = token
@@ -117,17 +124,24 @@ extension KubeConfiguration {
     ) throws(KubeConfigError) -> KubeConfiguration {
         guard let host = environment["KUBERNETES_SERVICE_HOST"], !host.isEmpty else {
             throw KubeConfigError(
-                source: "environment", field: "KUBERNETES_SERVICE_HOST",
-                reason: "not set: the in-cluster configuration works only inside a pod")
+                source: "environment",
+                field: "KUBERNETES_SERVICE_HOST",
+                reason: "not set: the in-cluster configuration works only inside a pod"
+            )
         }
         guard let port = environment["KUBERNETES_SERVICE_PORT"], !port.isEmpty else {
             throw KubeConfigError(
-                source: "environment", field: "KUBERNETES_SERVICE_PORT",
-                reason: "not set: the in-cluster configuration works only inside a pod")
+                source: "environment",
+                field: "KUBERNETES_SERVICE_PORT",
+                reason: "not set: the in-cluster configuration works only inside a pod"
+            )
         }
         guard let portNumber = Int(port), (1...65535).contains(portNumber) else {
             throw KubeConfigError(
-                source: "environment", field: "KUBERNETES_SERVICE_PORT", reason: "'\(port)' is not a port number")
+                source: "environment",
+                field: "KUBERNETES_SERVICE_PORT",
+                reason: "'\(port)' is not a port number"
+            )
         }
         let tokenPath = serviceAccountDirectory + "/token"
         let token = try readFile(tokenPath, source: tokenPath, field: nil)
@@ -147,7 +161,9 @@ extension KubeConfiguration {
         return KubeConfiguration(
             server: "https://\(hostPart):\(portNumber)",
             token: .file(path: tokenPath, rereadEvery: tokenRereadInterval),
-            certificateAuthorityPEM: ca, namespace: namespace)
+            certificateAuthorityPEM: ca,
+            namespace: namespace
+        )
     }
 }
 

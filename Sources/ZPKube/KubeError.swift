@@ -77,8 +77,13 @@ public struct KubeError: Error, CustomStringConvertible {
 
     /// A failure with the given fields.
     public init(
-        kind: Kind, verb: String, path: String, httpStatus: Int? = nil, status: Status? = nil,
-        retryAfter: Duration? = nil, underlying: (any Error)? = nil
+        kind: Kind,
+        verb: String,
+        path: String,
+        httpStatus: Int? = nil,
+        status: Status? = nil,
+        retryAfter: Duration? = nil,
+        underlying: (any Error)? = nil
     ) {
         self.kind = kind
         self.verb = verb

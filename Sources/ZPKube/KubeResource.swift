@@ -98,7 +98,10 @@ public struct ListOptions: Sendable, Hashable {
 
     /// List options.
     public init(
-        labelSelector: String? = nil, fieldSelector: String? = nil, limit: Int? = nil, continueToken: String? = nil,
+        labelSelector: String? = nil,
+        fieldSelector: String? = nil,
+        limit: Int? = nil,
+        continueToken: String? = nil,
         resourceVersion: String? = nil
     ) {
         self.labelSelector = labelSelector
@@ -136,8 +139,11 @@ public struct WatchOptions: Sendable, Hashable {
 
     /// Watch options.
     public init(
-        labelSelector: String? = nil, fieldSelector: String? = nil, resourceVersion: String? = nil,
-        allowWatchBookmarks: Bool = true, timeoutSeconds: Int = 300
+        labelSelector: String? = nil,
+        fieldSelector: String? = nil,
+        resourceVersion: String? = nil,
+        allowWatchBookmarks: Bool = true,
+        timeoutSeconds: Int = 300
     ) {
         self.labelSelector = labelSelector
         self.fieldSelector = fieldSelector

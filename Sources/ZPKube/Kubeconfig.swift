@@ -35,14 +35,17 @@ extension KubeConfiguration {
     /// - Throws: ``KubeConfigError`` from the source chosen (`KUBECONFIG` with several files is refused:
     ///   merging kubeconfigs is not supported yet).
     public static func resolve(
-        kubeconfig: String? = nil, environment: [String: String] = ProcessInfo.processInfo.environment
+        kubeconfig: String? = nil,
+        environment: [String: String] = ProcessInfo.processInfo.environment
     ) throws(KubeConfigError) -> KubeConfiguration {
         if let kubeconfig, !kubeconfig.isEmpty { return try Self.kubeconfig(path: kubeconfig) }
         if let variable = environment["KUBECONFIG"], !variable.isEmpty {
             if variable.contains(":") {
                 throw KubeConfigError(
-                    source: "environment", field: "KUBECONFIG",
-                    reason: "names several files ('\(variable)'): merging kubeconfigs is not supported yet")
+                    source: "environment",
+                    field: "KUBECONFIG",
+                    reason: "names several files ('\(variable)'): merging kubeconfigs is not supported yet"
+                )
             }
             return try Self.kubeconfig(path: variable)
         }
@@ -51,8 +54,10 @@ extension KubeConfiguration {
         }
         guard let home = environment["HOME"], !home.isEmpty else {
             throw KubeConfigError(
-                source: "environment", field: "HOME",
-                reason: "not set, and neither KUBECONFIG nor KUBERNETES_SERVICE_HOST is: no configuration to read")
+                source: "environment",
+                field: "HOME",
+                reason: "not set, and neither KUBECONFIG nor KUBERNETES_SERVICE_HOST is: no configuration to read"
+            )
         }
         return try Self.kubeconfig(path: home + "/.kube/config")
     }
@@ -94,7 +99,10 @@ private struct KubeconfigReader {
 
     /// Refuses keys that are not in `allowed`, naming the unsupported ones specifically.
     func checkKeys(
-        _ mapping: Yams.Node.Mapping, _ field: String, allowed: Set<String>, unsupported: [String: String]
+        _ mapping: Yams.Node.Mapping,
+        _ field: String,
+        allowed: Set<String>,
+        unsupported: [String: String]
     ) throws(KubeConfigError) {
         for (keyNode, value) in mapping {
             let key = keyNode.string ?? "?"
@@ -111,7 +119,11 @@ private struct KubeconfigReader {
 
     /// The entry named `name` of a named list (`clusters`, `contexts`, `users`), with its index.
     func entry(
-        _ root: Yams.Node.Mapping, list: String, inner: String, name: String, wantedBy: String
+        _ root: Yams.Node.Mapping,
+        list: String,
+        inner: String,
+        name: String,
+        wantedBy: String
     ) throws(KubeConfigError) -> (Yams.Node.Mapping, String) {
         guard let listNode = root[list] else { throw fail(list, "missing (\(wantedBy) names '\(name)')") }
         guard let sequence = listNode.sequence else { throw fail(list, "must be a list") }
@@ -136,14 +148,21 @@ private struct KubeconfigReader {
         return Array(data)
     }
 
-    mutating func configuration(root node: Yams.Node, context wanted: String?) throws(KubeConfigError)
+    mutating func configuration(
+        root node: Yams.Node,
+        context wanted: String?
+    ) throws(KubeConfigError)
         -> KubeConfiguration
     {
         let root = try mapping(node, "(document)")
         try checkKeys(
-            root, "(document)",
-            allowed: ["apiVersion", "kind", "clusters", "contexts", "users", "current-context", "preferences", "extensions"],
-            unsupported: [:])
+            root,
+            "(document)",
+            allowed: [
+                "apiVersion", "kind", "clusters", "contexts", "users", "current-context", "preferences", "extensions",
+            ],
+            unsupported: [:]
+        )
         if let kind = try string(root["kind"], "kind"), kind != "Config" {
             throw fail("kind", "must be Config, not '\(kind)'")
         }
@@ -157,16 +176,31 @@ private struct KubeconfigReader {
             contextName = current
         }
         let (context, contextField) = try entry(
-            root, list: "contexts", inner: "context", name: contextName, wantedBy: "the context")
+            root,
+            list: "contexts",
+            inner: "context",
+            name: contextName,
+            wantedBy: "the context"
+        )
         try checkKeys(
-            context, contextField, allowed: ["cluster", "user", "namespace", "extensions"], unsupported: [:])
+            context,
+            contextField,
+            allowed: ["cluster", "user", "namespace", "extensions"],
+            unsupported: [:]
+        )
         guard let clusterName = try string(context["cluster"], "\(contextField).cluster") else {
             throw fail("\(contextField).cluster", "missing")
         }
         let (cluster, clusterField) = try entry(
-            root, list: "clusters", inner: "cluster", name: clusterName, wantedBy: "context '\(contextName)'")
+            root,
+            list: "clusters",
+            inner: "cluster",
+            name: clusterName,
+            wantedBy: "context '\(contextName)'"
+        )
         try checkKeys(
-            cluster, clusterField,
+            cluster,
+            clusterField,
             allowed: [
                 "server", "certificate-authority", "certificate-authority-data", "insecure-skip-tls-verify",
                 "disable-compression", "extensions",
@@ -174,7 +208,8 @@ private struct KubeconfigReader {
             unsupported: [
                 "tls-server-name": "the server name must match the server's address",
                 "proxy-url": "no proxy support",
-            ])
+            ]
+        )
         guard let server = try string(cluster["server"], "\(clusterField).server") else {
             throw fail("\(clusterField).server", "missing")
         }
@@ -197,16 +232,23 @@ private struct KubeconfigReader {
         if insecure, ca != nil {
             throw fail(
                 "\(clusterField).insecure-skip-tls-verify",
-                "cannot be combined with a certificate authority (kubectl refuses this too)")
+                "cannot be combined with a certificate authority (kubectl refuses this too)"
+            )
         }
 
         var token: BearerToken?
         var clientCertificate: ClientCertificate?
         if let userName = try string(context["user"], "\(contextField).user") {
             let (user, userField) = try entry(
-                root, list: "users", inner: "user", name: userName, wantedBy: "context '\(contextName)'")
+                root,
+                list: "users",
+                inner: "user",
+                name: userName,
+                wantedBy: "context '\(contextName)'"
+            )
             try checkKeys(
-                user, userField,
+                user,
+                userField,
                 allowed: [
                     "token", "tokenFile", "client-certificate", "client-certificate-data", "client-key",
                     "client-key-data", "extensions",
@@ -216,7 +258,8 @@ private struct KubeconfigReader {
                     "username": "basic authentication", "password": "basic authentication",
                     "as": "impersonation", "as-uid": "impersonation", "as-groups": "impersonation",
                     "as-user-extra": "impersonation",
-                ])
+                ]
+            )
             if let tokenFile = try string(user["tokenFile"], "\(userField).tokenFile") {
                 let resolved = path(tokenFile)
                 _ = try readFile(resolved, source: file, field: "\(userField).tokenFile")
@@ -253,7 +296,12 @@ private struct KubeconfigReader {
         }
         let namespace = try string(context["namespace"], "\(contextField).namespace")
         return KubeConfiguration(
-            server: server, token: token, clientCertificate: clientCertificate, certificateAuthorityPEM: ca,
-            insecureSkipTLSVerify: insecure, namespace: namespace)
+            server: server,
+            token: token,
+            clientCertificate: clientCertificate,
+            certificateAuthorityPEM: ca,
+            insecureSkipTLSVerify: insecure,
+            namespace: namespace
+        )
     }
 }

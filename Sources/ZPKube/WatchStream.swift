@@ -58,8 +58,11 @@ public struct WatchStream<Object: Decodable & Sendable>: AsyncSequence, Sendable
                         buffer.writeBuffer(&chunk)
                         if buffer.readableBytes > WatchStream.maximumLineBytes {
                             throw KubeError(
-                                kind: .malformedResponse, verb: "GET", path: path,
-                                underlying: WatchDecodingError(reason: "a watch event longer than 16 MiB"))
+                                kind: .malformedResponse,
+                                verb: "GET",
+                                path: path,
+                                underlying: WatchDecodingError(reason: "a watch event longer than 16 MiB")
+                            )
                         }
                     } else {
                         finished = true
@@ -76,7 +79,9 @@ public struct WatchStream<Object: Decodable & Sendable>: AsyncSequence, Sendable
             if let client = error as? HTTPClientError, client == .readTimeout || client == .deadlineExceeded {
                 return KubeError(kind: .timedOut, verb: "GET", path: path, underlying: error)
             }
-            if error is CancellationError || Task.isCancelled { return KubeError(kind: .cancelled, verb: "GET", path: path) }
+            if error is CancellationError || Task.isCancelled {
+                return KubeError(kind: .cancelled, verb: "GET", path: path)
+            }
             return KubeError(kind: .unreachable, verb: "GET", path: path, underlying: error)
         }
 

@@ -96,7 +96,11 @@ public final class FakeStatusShim: Sendable {
             s.sequence += 1
             s.clock += 1_000_000
             let change = StatusAPI.StatusChange(
-                sequence: s.sequence, time: ProtobufTimestamp(unixNanoseconds: s.clock), status: entry.status, removed: true)
+                sequence: s.sequence,
+                time: ProtobufTimestamp(unixNanoseconds: s.clock),
+                status: entry.status,
+                removed: true
+            )
             for c in s.subscribers.values { c.yield(change) }
         }
     }
@@ -121,8 +125,10 @@ public final class FakeStatusShim: Sendable {
             return status.encoded()
         }
         router.register(service: StatusAPI.service, method: StatusAPI.listContainers) { _ in
-            StatusAPI.ListContainersResponse(containers: self.state.withLock { $0.entries.values.map(\.status) }.sorted { $0.id < $1.id })
-                .encoded()
+            StatusAPI.ListContainersResponse(
+                containers: self.state.withLock { $0.entries.values.map(\.status) }.sorted { $0.id < $1.id }
+            )
+            .encoded()
         }
         router.register(service: StatusAPI.service, method: StatusAPI.metrics) { _ in
             let entries = self.state.withLock { Array($0.entries.values) }
@@ -130,17 +136,29 @@ public final class FakeStatusShim: Sendable {
                 containers: entries.map { e in
                     let s = e.status
                     return StatusAPI.ContainerMetrics(
-                        id: s.id, name: s.name, podName: s.podName, podNamespace: s.podNamespace, running: s.phase == .running,
-                        lastCheckpointTime: s.lastCheckpoint?.finishedAt, lastRestoreTime: s.lastRestore?.finishedAt,
-                        checkpointDuration: e.checkpoint, restoreDuration: e.restore, checkpointErrorsTotal: s.checkpointErrors,
-                        restoreErrorsTotal: s.restoreErrors, dryRunScaleDownsTotal: e.dryRunScaleDowns,
-                        dryRunWouldRestoresTotal: e.dryRunWouldRestores)
+                        id: s.id,
+                        name: s.name,
+                        podName: s.podName,
+                        podNamespace: s.podNamespace,
+                        running: s.phase == .running,
+                        lastCheckpointTime: s.lastCheckpoint?.finishedAt,
+                        lastRestoreTime: s.lastRestore?.finishedAt,
+                        checkpointDuration: e.checkpoint,
+                        restoreDuration: e.restore,
+                        checkpointErrorsTotal: s.checkpointErrors,
+                        restoreErrorsTotal: s.restoreErrors,
+                        dryRunScaleDownsTotal: e.dryRunScaleDowns,
+                        dryRunWouldRestoresTotal: e.dryRunWouldRestores
+                    )
                 }.sorted { $0.id < $1.id }
             ).encoded()
         }
         router.registerServerStream(service: StatusAPI.service, method: StatusAPI.subscribeStatus) { call, writer in
             let request = try StatusAPI.SubscribeStatusRequest(decoding: call.payload)
-            let (stream, continuation) = AsyncStream.makeStream(of: StatusAPI.StatusChange.self, bufferingPolicy: .bufferingNewest(128))
+            let (stream, continuation) = AsyncStream.makeStream(
+                of: StatusAPI.StatusChange.self,
+                bufferingPolicy: .bufferingNewest(128)
+            )
             let id = self.state.withLock { s -> Int in
                 s.nextSubscriber += 1
                 s.subscribers[s.nextSubscriber] = continuation
@@ -148,7 +166,12 @@ public final class FakeStatusShim: Sendable {
                     for entry in s.entries.values.sorted(by: { $0.status.id < $1.status.id }) {
                         continuation.yield(
                             StatusAPI.StatusChange(
-                                sequence: s.sequence, time: ProtobufTimestamp(unixNanoseconds: s.clock), status: entry.status, snapshot: true))
+                                sequence: s.sequence,
+                                time: ProtobufTimestamp(unixNanoseconds: s.clock),
+                                status: entry.status,
+                                snapshot: true
+                            )
+                        )
                     }
                 }
                 return s.nextSubscriber
@@ -164,7 +187,11 @@ public final class FakeStatusShim: Sendable {
     /// Serves the board on `path` until the task is cancelled.
     /// - Parameter onListening: Called once the socket accepts connections.
     public func serve(at path: String, onListening: @Sendable () -> Void = {}) async throws {
-        let server = TTRPCServer(router: router(), group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "fake-shim"))
+        let server = TTRPCServer(
+            router: router(),
+            group: MultiThreadedEventLoopGroup.singleton,
+            logger: Logger(label: "fake-shim")
+        )
         try await server.run(unixSocketPath: path, onListening: onListening)
     }
 }

@@ -105,8 +105,10 @@ public final class ContainerConnections: Sendable {
             try redirector.releaseConnections(stale)
             if !wanted.isEmpty { try redirector.holdConnections(wanted, owner: owner) }
             if !wanted.isEmpty {
-                logger.info("holding \(wanted.count) connection(s) while scaled down",
-                            metadata: ["connections": "\(wanted.map(\.description).sorted())"])
+                logger.info(
+                    "holding \(wanted.count) connection(s) while scaled down",
+                    metadata: ["connections": "\(wanted.map(\.description).sorted())"]
+                )
             }
         } catch {
             logger.warning("connections not held after the dump: \(error)")
@@ -154,7 +156,9 @@ public final class ContainerConnections: Sendable {
         do {
             let released = try redirector.releaseConnections(owner: owner)
             let dropped = released.reduce(UInt64(0)) { $0 + $1.dropped }
-            logger.info("released \(released.count) held connection(s): \(reason); \(dropped) segment(s) of their peers were dropped meanwhile")
+            logger.info(
+                "released \(released.count) held connection(s): \(reason); \(dropped) segment(s) of their peers were dropped meanwhile"
+            )
         } catch {
             logger.warning("held connections not released (\(reason)): \(error)")
         }
@@ -197,7 +201,11 @@ public final class ContainerConnections: Sendable {
                 var sockets: [SharedDescriptor] = []
                 do throws(BPFError) {
                     for listener in mine {
-                        sockets.append(SharedDescriptor(try redirector.makeHandoverListener(for: listener, inNamespaceAt: namespacePath)))
+                        sockets.append(
+                            SharedDescriptor(
+                                try redirector.makeHandoverListener(for: listener, inNamespaceAt: namespacePath)
+                            )
+                        )
                     }
                     try redirector.setHandover(port: port, owner: owner)
                 } catch {
@@ -213,10 +221,16 @@ public final class ContainerConnections: Sendable {
         }
         for socket in replaced { socket.close() }
         for (port, reason, listeners) in notes {
-            logger.info("port \(port) keeps the activator's proxy: \(reason)", metadata: ["listeners": "\(listeners.map(\.description))"])
+            logger.info(
+                "port \(port) keeps the activator's proxy: \(reason)",
+                metadata: ["listeners": "\(listeners.map(\.description))"]
+            )
         }
         if !handedOver.isEmpty {
-            logger.info("handed over: new connections queue for the restored listener", metadata: ["ports": "\(handedOver)"])
+            logger.info(
+                "handed over: new connections queue for the restored listener",
+                metadata: ["ports": "\(handedOver)"]
+            )
         }
         return handedOver
     }

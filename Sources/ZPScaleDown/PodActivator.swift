@@ -92,8 +92,15 @@ public final class PodActivator: Sendable {
     /// nil: no handover, the activator proxies everything); nil when they are read.
     public let connectionsProblem: String?
 
-    private init(activator: Activator, redirector: PodRedirector, ports: [UInt16], namespacePath: FilePath,
-                 connections: ContainerConnections?, wakeEvents: AsyncStream<PodWakeEvent>?, connectionsProblem: String?) {
+    private init(
+        activator: Activator,
+        redirector: PodRedirector,
+        ports: [UInt16],
+        namespacePath: FilePath,
+        connections: ContainerConnections?,
+        wakeEvents: AsyncStream<PodWakeEvent>?,
+        connectionsProblem: String?
+    ) {
         self.activator = activator
         self.redirector = redirector
         self.ports = ports
@@ -213,8 +220,15 @@ public final class PodActivator: Sendable {
                 problem = "\(error)"
             }
         }
-        return PodActivator(activator: activator, redirector: redirector, ports: ports, namespacePath: namespacePath,
-                            connections: usable, wakeEvents: wakeEvents, connectionsProblem: problem)
+        return PodActivator(
+            activator: activator,
+            redirector: redirector,
+            ports: ports,
+            namespacePath: namespacePath,
+            connections: usable,
+            wakeEvents: wakeEvents,
+            connectionsProblem: problem
+        )
     }
 
     /// Why `ports` cannot be used, or nil.
@@ -286,7 +300,11 @@ public final class PodActivator: Sendable {
                     for other in ports { try? redirector.setRedirect(port: other, enabled: false) }
                     connections?.endHandover(ports: nil)
                     throw PodActivatorError(
-                        step: .enableRedirect, namespacePath: namespacePath.string, port: port, reason: "\(error)")
+                        step: .enableRedirect,
+                        namespacePath: namespacePath.string,
+                        port: port,
+                        reason: "\(error)"
+                    )
                 }
             }
         case .ignoredWhileRestoring, .ignoredWhileStopped:

@@ -68,9 +68,11 @@ public struct OwnedDescriptor: ~Copyable, Sendable {
     /// - Throws: ``SystemError`` (`EMFILE` when the process is out of descriptors).
     public borrowing func duplicate(atLeast minimum: CInt = 0) throws(SystemError) -> OwnedDescriptor {
         let fd = self.fd
-        return OwnedDescriptor(adopting: try systemCall("fcntl(F_DUPFD_CLOEXEC)", "fd \(fd)") {
-            fcntl(fd, F_DUPFD_CLOEXEC, minimum)
-        })
+        return OwnedDescriptor(
+            adopting: try systemCall("fcntl(F_DUPFD_CLOEXEC)", "fd \(fd)") {
+                fcntl(fd, F_DUPFD_CLOEXEC, minimum)
+            }
+        )
     }
 
     deinit { _ = Glibc.close(fd) }
@@ -83,7 +85,11 @@ extension OwnedDescriptor {
     ///   - flags: `O_RDONLY`, `O_WRONLY | O_CREAT | O_TRUNC`, …
     ///   - mode: the permissions of a created file.
     /// - Throws: ``SystemError`` naming `open` and the path.
-    public static func open(_ path: FilePath, _ flags: CInt, mode: mode_t = 0o644) throws(SystemError) -> OwnedDescriptor {
+    public static func open(
+        _ path: FilePath,
+        _ flags: CInt,
+        mode: mode_t = 0o644
+    ) throws(SystemError) -> OwnedDescriptor {
         let p = path.string
         return OwnedDescriptor(adopting: try systemCall("open", p) { Glibc.open(p, flags | O_CLOEXEC, mode) })
     }
@@ -96,11 +102,16 @@ extension OwnedDescriptor {
     ///   - subject: what the socket is for, for errors.
     /// - Throws: ``SystemError`` naming `socket`.
     public static func socket(
-        domain: CInt, type: CInt, protocol: CInt = 0, subject: @autoclosure () -> String = ""
+        domain: CInt,
+        type: CInt,
+        protocol: CInt = 0,
+        subject: @autoclosure () -> String = ""
     ) throws(SystemError) -> OwnedDescriptor {
-        OwnedDescriptor(adopting: try systemCall("socket", subject()) {
-            Glibc.socket(domain, type | CInt(SOCK_CLOEXEC.rawValue), `protocol`)
-        })
+        OwnedDescriptor(
+            adopting: try systemCall("socket", subject()) {
+                Glibc.socket(domain, type | CInt(SOCK_CLOEXEC.rawValue), `protocol`)
+            }
+        )
     }
 
     /// Creates a pipe (`pipe2(O_CLOEXEC)`).
@@ -108,7 +119,9 @@ extension OwnedDescriptor {
     public static func pipe() throws(SystemError) -> PipeEnds {
         var fds: (CInt, CInt) = (-1, -1)
         try systemCall("pipe2") {
-            withUnsafeMutableBytes(of: &fds) { czpsystem_pipe_cloexec($0.baseAddress!.assumingMemoryBound(to: CInt.self)) }
+            withUnsafeMutableBytes(of: &fds) {
+                czpsystem_pipe_cloexec($0.baseAddress!.assumingMemoryBound(to: CInt.self))
+            }
         }
         return PipeEnds(readEnd: OwnedDescriptor(adopting: fds.0), writeEnd: OwnedDescriptor(adopting: fds.1))
     }
@@ -223,11 +236,17 @@ public final class SharedDescriptor: Sendable, CustomStringConvertible {
     public func duplicate(atLeast minimum: CInt = 0) throws(SystemError) -> OwnedDescriptor {
         try owner.withLock { (owner) throws(SystemError) -> OwnedDescriptor in
             guard let fd = owner?.rawValue else {
-                throw SystemError(call: "fcntl(F_DUPFD_CLOEXEC)", subject: "closed descriptor", errno: .badFileDescriptor)
+                throw SystemError(
+                    call: "fcntl(F_DUPFD_CLOEXEC)",
+                    subject: "closed descriptor",
+                    errno: .badFileDescriptor
+                )
             }
-            return OwnedDescriptor(adopting: try systemCall("fcntl(F_DUPFD_CLOEXEC)", "fd \(fd)") {
-                fcntl(fd, F_DUPFD_CLOEXEC, minimum)
-            })
+            return OwnedDescriptor(
+                adopting: try systemCall("fcntl(F_DUPFD_CLOEXEC)", "fd \(fd)") {
+                    fcntl(fd, F_DUPFD_CLOEXEC, minimum)
+                }
+            )
         }
     }
 

@@ -48,7 +48,9 @@ public enum Files {
         while filled < out.count {
             let n = try out.withUnsafeMutableBytes { buffer in
                 Result { () throws(SystemError) -> Int in
-                    try systemCall("pread", p) { pread(raw, buffer.baseAddress! + filled, buffer.count - filled, off_t(offset)) }
+                    try systemCall("pread", p) {
+                        pread(raw, buffer.baseAddress! + filled, buffer.count - filled, off_t(offset))
+                    }
                 }
             }.get()
             if n == 0 { break }
@@ -64,7 +66,11 @@ public enum Files {
     ///   - bytes: the new content.
     ///   - mode: the permissions of a created file.
     /// - Throws: ``SystemError`` naming `open` or `write` and the path.
-    public static func write(_ path: FilePath, _ bytes: some Collection<UInt8>, mode: mode_t = 0o644) throws(SystemError) {
+    public static func write(
+        _ path: FilePath,
+        _ bytes: some Collection<UInt8>,
+        mode: mode_t = 0o644
+    ) throws(SystemError) {
         let fd = try OwnedDescriptor.open(path, O_WRONLY | O_CREAT | O_TRUNC, mode: mode)
         do throws(SystemError) {
             try fd.writeAll(bytes)
@@ -81,7 +87,11 @@ public enum Files {
     ///   - bytes: the new content.
     ///   - mode: the permissions of the new file.
     /// - Throws: ``SystemError`` naming `open`, `write` or `rename`; the temporary file is removed.
-    public static func replace(_ path: FilePath, with bytes: some Collection<UInt8>, mode: mode_t = 0o644) throws(SystemError) {
+    public static func replace(
+        _ path: FilePath,
+        with bytes: some Collection<UInt8>,
+        mode: mode_t = 0o644
+    ) throws(SystemError) {
         let temporary = path.string + ".zp-tmp"
         do throws(SystemError) {
             try write(FilePath(temporary), bytes, mode: mode)
@@ -113,7 +123,9 @@ public enum Files {
         }
         var st = stat()
         try systemCall("stat", path.string) { stat(path.string, &st) }
-        guard (st.st_mode & S_IFMT) == S_IFDIR else { throw SystemError(call: "stat", subject: path.string, errno: .notDirectory) }
+        guard (st.st_mode & S_IFMT) == S_IFDIR else {
+            throw SystemError(call: "stat", subject: path.string, errno: .notDirectory)
+        }
         if st.st_mode & 0o077 != 0 {
             try systemCall("chmod", path.string) { chmod(path.string, 0o700) }
         }
@@ -133,6 +145,15 @@ public enum Files {
         var st = stat()
         guard stat(path.string, &st) == 0 else { return false }
         return (st.st_mode & S_IFMT) == S_IFIFO
+    }
+
+    /// Whether `path` names a regular file with an execute bit set (`stat(2)`; false when it does
+    /// not exist). Root's `access(X_OK)` says yes to folders, this does not.
+    /// - Parameter path: the path.
+    public static func isExecutableFile(_ path: FilePath) -> Bool {
+        var st = stat()
+        guard stat(path.string, &st) == 0 else { return false }
+        return (st.st_mode & S_IFMT) == S_IFREG && (st.st_mode & 0o111) != 0
     }
 
     /// The target of the symbolic link at `path` (`readlink(2)`), e.g. `pipe:[123]` for

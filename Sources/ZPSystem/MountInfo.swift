@@ -37,8 +37,18 @@ public struct MountInfo: Sendable, Hashable {
     public var superOptions: String
 
     /// Creates an entry from its fields (already unescaped).
-    public init(mountID: Int, parentID: Int, device: String, root: String, mountPoint: String, mountOptions: String,
-                optionalFields: [String] = [], fsType: String, source: String, superOptions: String) {
+    public init(
+        mountID: Int,
+        parentID: Int,
+        device: String,
+        root: String,
+        mountPoint: String,
+        mountOptions: String,
+        optionalFields: [String] = [],
+        fsType: String,
+        source: String,
+        superOptions: String
+    ) {
         self.mountID = mountID
         self.parentID = parentID
         self.device = device
@@ -60,10 +70,18 @@ public struct MountInfo: Sendable, Hashable {
         // The separator comes after the optional fields; fields 4 and 5 (escaped) may themselves
         // be "-", so search from field 7 on.
         guard let dash = f[6...].firstIndex(of: "-"), f.count >= dash + 4 else { return nil }
-        self.init(mountID: id, parentID: parent, device: String(f[2]), root: Self.unescape(f[3]),
-                  mountPoint: Self.unescape(f[4]), mountOptions: String(f[5]),
-                  optionalFields: f[6..<dash].map(String.init), fsType: Self.unescape(f[dash + 1]),
-                  source: Self.unescape(f[dash + 2]), superOptions: Self.unescape(f[dash + 3]))
+        self.init(
+            mountID: id,
+            parentID: parent,
+            device: String(f[2]),
+            root: Self.unescape(f[3]),
+            mountPoint: Self.unescape(f[4]),
+            mountOptions: String(f[5]),
+            optionalFields: f[6..<dash].map(String.init),
+            fsType: Self.unescape(f[dash + 1]),
+            source: Self.unescape(f[dash + 2]),
+            superOptions: Self.unescape(f[dash + 3])
+        )
     }
 
     /// Parses a whole mountinfo text; lines that do not parse are skipped.
@@ -98,7 +116,8 @@ public struct MountInfo: Sendable, Hashable {
         var i = 0
         while i < bytes.count {
             if bytes[i] == UInt8(ascii: "\\"), i + 3 < bytes.count,
-               let value = octalByte(bytes[i + 1], bytes[i + 2], bytes[i + 3]) {
+                let value = octalByte(bytes[i + 1], bytes[i + 2], bytes[i + 3])
+            {
                 out.append(value)
                 i += 4
             } else {
@@ -110,8 +129,11 @@ public struct MountInfo: Sendable, Hashable {
     }
 
     private static func octalByte(_ a: UInt8, _ b: UInt8, _ c: UInt8) -> UInt8? {
-        let zero = UInt8(ascii: "0"), seven = UInt8(ascii: "7")
-        guard (zero...UInt8(ascii: "3")).contains(a), (zero...seven).contains(b), (zero...seven).contains(c) else { return nil }
+        let zero = UInt8(ascii: "0")
+        let seven = UInt8(ascii: "7")
+        guard (zero...UInt8(ascii: "3")).contains(a), (zero...seven).contains(b), (zero...seven).contains(c) else {
+            return nil
+        }
         return (a - zero) << 6 | (b - zero) << 3 | (c - zero)
     }
 }
@@ -134,7 +156,13 @@ public enum MountPoints {
     ///   - flags: `MS_*` flags.
     ///   - data: filesystem options, or nil.
     /// - Throws: ``SystemError`` naming the type, source and target.
-    public static func mount(source: String, target: String, type: String?, flags: UInt, data: String?) throws(SystemError) {
+    public static func mount(
+        source: String,
+        target: String,
+        type: String?,
+        flags: UInt,
+        data: String?
+    ) throws(SystemError) {
         try systemCall("mount", "\(type ?? "") \(source) on \(target)") {
             switch (type, data) {
             case (let type?, let data?): return Glibc.mount(source, target, type, flags, data)
@@ -152,7 +180,7 @@ public enum MountPoints {
     public static func unmount(_ target: String) throws(SystemError) {
         do throws(SystemError) {
             try systemCall("umount2", target) { umount2(target, CInt(MNT_DETACH)) }
-        } catch where error.errno == .invalidArgument || error.errno == .noSuchFileOrDirectory {
+        } catch  where error.errno == .invalidArgument || error.errno == .noSuchFileOrDirectory {
             return
         }
     }

@@ -75,7 +75,9 @@ public struct NetworkNamespace: Sendable, Hashable, CustomStringConvertible {
         let p = path.string
         let made = try perform { () -> Result<SharedDescriptor, SystemError> in
             Result { () throws(SystemError) -> SharedDescriptor in
-                SharedDescriptor(try OwnedDescriptor.socket(domain: domain, type: type, protocol: `protocol`, subject: p))
+                SharedDescriptor(
+                    try OwnedDescriptor.socket(domain: domain, type: type, protocol: `protocol`, subject: p)
+                )
             }
         }.get()
         return made.take()!

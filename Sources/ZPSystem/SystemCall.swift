@@ -30,7 +30,9 @@ private func trapOnBug(_ errno: Errno, _ name: String, _ subject: () -> String) 
 /// - Throws: ``SystemError`` for every other error number.
 @discardableResult
 package func systemCall<R: FixedWidthInteger>(
-    _ name: String, _ subject: @autoclosure () -> String = "", _ call: () -> R
+    _ name: String,
+    _ subject: @autoclosure () -> String = "",
+    _ call: () -> R
 ) throws(SystemError) -> R {
     while true {
         let result = call()
@@ -51,7 +53,9 @@ package func systemCall<R: FixedWidthInteger>(
 ///   - call: the call.
 /// - Throws: ``SystemError`` when the call returns non-zero; traps on `EBADF` and `EFAULT`.
 package func systemCallReturningErrno(
-    _ name: String, _ subject: @autoclosure () -> String = "", _ call: () -> CInt
+    _ name: String,
+    _ subject: @autoclosure () -> String = "",
+    _ call: () -> CInt
 ) throws(SystemError) {
     let result = call()
     if result == 0 { return }
@@ -70,7 +74,9 @@ package func systemCallReturningErrno(
 /// - Returns: the non-NULL pointer.
 /// - Throws: ``SystemError`` for every other error number (`EINVAL` when `errno` was not set).
 package func systemCallReturningPointer<P>(
-    _ name: String, _ subject: @autoclosure () -> String = "", _ call: () -> P?
+    _ name: String,
+    _ subject: @autoclosure () -> String = "",
+    _ call: () -> P?
 ) throws(SystemError) -> P {
     while true {
         currentErrno = 0

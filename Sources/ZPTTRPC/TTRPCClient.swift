@@ -66,9 +66,15 @@ public final class TTRPCClient: Sendable {
     ///   - connectTimeout: How long the TCP connect may take.
     ///   - prepareConnection: Adds handlers to the new connection's pipeline (synchronously).
     /// - Throws: NIO connection errors (`ECONNREFUSED`, a connect timeout).
-    public static func connect(host: String, port: Int, group: any EventLoopGroup, connectTimeout: Duration = .seconds(10),
-                               prepareConnection: @escaping @Sendable (any Channel) throws -> Void) async throws -> TTRPCClient {
-        let nanos = connectTimeout.components.seconds * 1_000_000_000 + connectTimeout.components.attoseconds / 1_000_000_000
+    public static func connect(
+        host: String,
+        port: Int,
+        group: any EventLoopGroup,
+        connectTimeout: Duration = .seconds(10),
+        prepareConnection: @escaping @Sendable (any Channel) throws -> Void
+    ) async throws -> TTRPCClient {
+        let nanos =
+            connectTimeout.components.seconds * 1_000_000_000 + connectTimeout.components.attoseconds / 1_000_000_000
         let failure = ConnectionFailure()
         let channel = try await ClientBootstrap(group: group)
             .connectTimeout(.nanoseconds(nanos))
@@ -93,11 +99,21 @@ public final class TTRPCClient: Sendable {
     ///   - timeout: How long to wait for the answer; also sent to the server.
     /// - Throws: ``TTRPCStatusError`` when the server answered with an error status,
     ///   ``TTRPCTransportError`` when the connection closed, timed out or sent garbage.
-    public func call(service: String, method: String, payload: [UInt8],
-                     metadata: [(key: String, value: String)] = [],
-                     timeout: Duration = .seconds(10)) async throws -> [UInt8] {
+    public func call(
+        service: String,
+        method: String,
+        payload: [UInt8],
+        metadata: [(key: String, value: String)] = [],
+        timeout: Duration = .seconds(10)
+    ) async throws -> [UInt8] {
         let nanos = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
-        let request = TTRPCRequest(service: service, method: method, payload: payload, timeoutNanoseconds: nanos, metadata: metadata)
+        let request = TTRPCRequest(
+            service: service,
+            method: method,
+            payload: payload,
+            timeoutNanoseconds: nanos,
+            metadata: metadata
+        )
         let promise = channel.eventLoop.makePromise(of: TTRPCResponse.self)
         let outbound = TTRPCClientHandler.Outbound.unary(request: request, timeout: timeout, promise: promise)
         // On a closed channel the write never reaches our handler (the pipeline is torn down):
@@ -135,13 +151,24 @@ public final class TTRPCClient: Sendable {
     ///   - payload: The encoded request message.
     ///   - metadata: Request metadata.
     ///   - bufferLimit: Messages held for the caller before the stream fails.
-    public func serverStream(service: String, method: String, payload: [UInt8],
-                             metadata: [(key: String, value: String)] = [],
-                             bufferLimit: Int = 4096) -> AsyncThrowingStream<[UInt8], any Error> {
-        let (stream, continuation) = AsyncThrowingStream.makeStream(of: [UInt8].self, throwing: (any Error).self,
-                                                                    bufferingPolicy: .bufferingOldest(bufferLimit))
+    public func serverStream(
+        service: String,
+        method: String,
+        payload: [UInt8],
+        metadata: [(key: String, value: String)] = [],
+        bufferLimit: Int = 4096
+    ) -> AsyncThrowingStream<[UInt8], any Error> {
+        let (stream, continuation) = AsyncThrowingStream.makeStream(
+            of: [UInt8].self,
+            throwing: (any Error).self,
+            bufferingPolicy: .bufferingOldest(bufferLimit)
+        )
         let request = TTRPCRequest(service: service, method: method, payload: payload, metadata: metadata)
-        let open = TTRPCClientHandler.Outbound.stream(request: request, bufferLimit: bufferLimit, continuation: continuation)
+        let open = TTRPCClientHandler.Outbound.stream(
+            request: request,
+            bufferLimit: bufferLimit,
+            continuation: continuation
+        )
         // As for unary calls: on a closed channel the write never reaches the handler.
         let written = channel.eventLoop.makePromise(of: Void.self)
         let failure = failure
@@ -175,7 +202,11 @@ final class TTRPCClientHandler: ChannelDuplexHandler {
         /// A unary call and the promise its response completes.
         case unary(request: TTRPCRequest, timeout: Duration, promise: EventLoopPromise<TTRPCResponse>)
         /// A server stream and the continuation its messages go to.
-        case stream(request: TTRPCRequest, bufferLimit: Int, continuation: AsyncThrowingStream<[UInt8], any Error>.Continuation)
+        case stream(
+            request: TTRPCRequest,
+            bufferLimit: Int,
+            continuation: AsyncThrowingStream<[UInt8], any Error>.Continuation
+        )
     }
 
     private struct Pending {
@@ -212,16 +243,21 @@ final class TTRPCClientHandler: ChannelDuplexHandler {
                 return
             }
             let id = takeStreamID()
-            let service = request.service, method = request.method
+            let service = request.service
+            let method = request.method
             let loopBoundSelf = NIOLoopBound(self, eventLoop: context.eventLoop)
-            let nanos = Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
+            let nanos =
+                Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
             let timer = context.eventLoop.scheduleTask(in: .nanoseconds(nanos)) {
                 if let entry = loopBoundSelf.value.pending.removeValue(forKey: id) {
                     entry.promise.fail(TTRPCTransportError.timedOut(service: service, method: method, after: timeout))
                 }
             }
             pending[id] = Pending(service: service, method: method, promise: callPromise, timeout: timer)
-            context.write(wrapOutboundOut(TTRPCFrame(streamID: id, type: .request, payload: request.encoded())), promise: promise)
+            context.write(
+                wrapOutboundOut(TTRPCFrame(streamID: id, type: .request, payload: request.encoded())),
+                promise: promise
+            )
         case .stream(let request, let bufferLimit, let continuation):
             guard !isClosed else {
                 continuation.finish(throwing: failure.closedError(service: request.service, method: request.method))
@@ -229,7 +265,12 @@ final class TTRPCClientHandler: ChannelDuplexHandler {
                 return
             }
             let id = takeStreamID()
-            streams[id] = OpenStream(service: request.service, method: request.method, bufferLimit: bufferLimit, continuation: continuation)
+            streams[id] = OpenStream(
+                service: request.service,
+                method: request.method,
+                bufferLimit: bufferLimit,
+                continuation: continuation
+            )
             let frame = TTRPCFrame(streamID: id, type: .request, flags: .remoteClosed, payload: request.encoded())
             context.write(wrapOutboundOut(frame), promise: promise)
         }
@@ -252,7 +293,9 @@ final class TTRPCClientHandler: ChannelDuplexHandler {
         do {
             entry.promise.succeed(try TTRPCResponse(decoding: frame.payload))
         } catch {
-            entry.promise.fail(TTRPCTransportError.malformedResponse(service: entry.service, method: entry.method, reason: "\(error)"))
+            entry.promise.fail(
+                TTRPCTransportError.malformedResponse(service: entry.service, method: entry.method, reason: "\(error)")
+            )
         }
     }
 
@@ -270,13 +313,21 @@ final class TTRPCClientHandler: ChannelDuplexHandler {
             do {
                 let response = try TTRPCResponse(decoding: frame.payload)
                 if let status = response.status, status.code != RPCStatusCode.ok.rawValue {
-                    stream.continuation.finish(throwing: TTRPCStatusError(status.statusCode ?? .unknown, status.message))
+                    stream.continuation.finish(
+                        throwing: TTRPCStatusError(status.statusCode ?? .unknown, status.message)
+                    )
                 } else {
                     if !response.payload.isEmpty { _ = stream.continuation.yield(response.payload) }
                     stream.continuation.finish()
                 }
             } catch {
-                stream.continuation.finish(throwing: TTRPCTransportError.malformedResponse(service: stream.service, method: stream.method, reason: "\(error)"))
+                stream.continuation.finish(
+                    throwing: TTRPCTransportError.malformedResponse(
+                        service: stream.service,
+                        method: stream.method,
+                        reason: "\(error)"
+                    )
+                )
             }
         case .request, .none:
             break
@@ -289,7 +340,13 @@ final class TTRPCClientHandler: ChannelDuplexHandler {
             break
         case .dropped:
             streams.removeValue(forKey: id)
-            stream.continuation.finish(throwing: TTRPCTransportError.streamBufferOverflow(service: stream.service, method: stream.method, limit: stream.bufferLimit))
+            stream.continuation.finish(
+                throwing: TTRPCTransportError.streamBufferOverflow(
+                    service: stream.service,
+                    method: stream.method,
+                    limit: stream.bufferLimit
+                )
+            )
         case .terminated:
             streams.removeValue(forKey: id)  // the caller stopped reading; drop what still arrives
         @unknown default:

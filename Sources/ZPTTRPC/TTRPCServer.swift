@@ -1,10 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Logging
 import NIOCore
 import NIOPosix
 import ZPCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// One unary ttrpc call as a method handler sees it.
 public struct TTRPCCall: Sendable {
@@ -160,7 +161,11 @@ public struct TTRPCServer: Sendable {
     ///   - onListening: Called once the socket accepts connections.
     public func run(unixSocketPath path: String, onListening: @Sendable () -> Void = {}) async throws {
         let server = try await ServerBootstrap(group: group)
-            .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true, childChannelInitializer: childInitializer)
+            .bind(
+                unixDomainSocketPath: path,
+                cleanupExistingSocketFile: true,
+                childChannelInitializer: childInitializer
+            )
         _ = chmod(path, 0o600)
         onListening()
         try await serve(server)
@@ -179,9 +184,12 @@ public struct TTRPCServer: Sendable {
     ///     event loop); a throw closes the connection.
     ///   - onListening: Called once with the bound address.
     /// - Throws: NIO errors (the address is in use or not local).
-    public func run(tcpHost host: String, port: Int,
-                    prepareConnection: @escaping @Sendable (any Channel) throws -> Void,
-                    onListening: @Sendable (SocketAddress) -> Void = { _ in }) async throws {
+    public func run(
+        tcpHost host: String,
+        port: Int,
+        prepareConnection: @escaping @Sendable (any Channel) throws -> Void,
+        onListening: @Sendable (SocketAddress) -> Void = { _ in }
+    ) async throws {
         let logger = logger
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
@@ -206,7 +214,10 @@ public struct TTRPCServer: Sendable {
             let ownUID = getuid()
             let credentials: EventLoopFuture<PeerCredentials>
             if let provider = channel as? any SocketOptionProvider {
-                credentials = provider.unsafeGetSocketOption(level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED))
+                credentials = provider.unsafeGetSocketOption(
+                    level: SocketOptionLevel(SOL_SOCKET),
+                    name: SocketOptionName(SO_PEERCRED)
+                )
             } else {
                 credentials = channel.eventLoop.makeSucceededFuture(PeerCredentials(uid: ownUID))
             }
@@ -245,11 +256,19 @@ public struct TTRPCServer: Sendable {
                             guard frame.type == .request else { continue }
                             switch Self.dispatch(frame, router: router) {
                             case .respond(let response):
-                                try await outbound.write(TTRPCFrame(streamID: frame.streamID, type: .response, payload: response.encoded()))
+                                try await outbound.write(
+                                    TTRPCFrame(streamID: frame.streamID, type: .response, payload: response.encoded())
+                                )
                             case .unary(let call, let handler):
                                 calls.addTask {
                                     let response = await TTRPCRouter.respond(to: call, with: handler)
-                                    try await outbound.write(TTRPCFrame(streamID: frame.streamID, type: .response, payload: response.encoded()))
+                                    try await outbound.write(
+                                        TTRPCFrame(
+                                            streamID: frame.streamID,
+                                            type: .response,
+                                            payload: response.encoded()
+                                        )
+                                    )
                                 }
                             case .serverStream(let call, let handler):
                                 streams.addTask {
@@ -278,13 +297,27 @@ public struct TTRPCServer: Sendable {
         do {
             request = try TTRPCRequest(decoding: frame.payload)
         } catch {
-            return .respond(TTRPCResponse(status: RPCStatus(code: .invalidArgument, message: "malformed ttrpc request: \(error)")))
+            return .respond(
+                TTRPCResponse(status: RPCStatus(code: .invalidArgument, message: "malformed ttrpc request: \(error)"))
+            )
         }
-        let call = TTRPCCall(service: request.service, method: request.method, payload: request.payload,
-                             metadata: request.metadata, timeoutNanoseconds: request.timeoutNanoseconds)
+        let call = TTRPCCall(
+            service: request.service,
+            method: request.method,
+            payload: request.payload,
+            metadata: request.metadata,
+            timeoutNanoseconds: request.timeoutNanoseconds
+        )
         switch router.route(service: call.service, method: call.method) {
         case .none:
-            return .respond(TTRPCResponse(status: RPCStatus(code: .unimplemented, message: "\(call.service)/\(call.method) is not implemented")))
+            return .respond(
+                TTRPCResponse(
+                    status: RPCStatus(
+                        code: .unimplemented,
+                        message: "\(call.service)/\(call.method) is not implemented"
+                    )
+                )
+            )
         case .unary(let handler): return .unary(call, handler)
         case .serverStream(let handler): return .serverStream(call, handler)
         }
@@ -293,11 +326,17 @@ public struct TTRPCServer: Sendable {
     /// Runs a stream handler and ends the stream the way containerd/ttrpc does: an empty Data frame
     /// flagged `remoteClosed | noData` after a normal return, a Response with the status after an
     /// error. Write failures mean the peer is gone and are ignored.
-    private static func runStream(_ call: TTRPCCall, _ handler: TTRPCRouter.StreamHandler, streamID: UInt32,
-                                  outbound: NIOAsyncChannelOutboundWriter<TTRPCFrame>) async {
+    private static func runStream(
+        _ call: TTRPCCall,
+        _ handler: TTRPCRouter.StreamHandler,
+        streamID: UInt32,
+        outbound: NIOAsyncChannelOutboundWriter<TTRPCFrame>
+    ) async {
         do {
             try await handler(call, TTRPCStreamWriter(outbound: outbound, streamID: streamID))
-            try? await outbound.write(TTRPCFrame(streamID: streamID, type: .data, flags: [.remoteClosed, .noData], payload: []))
+            try? await outbound.write(
+                TTRPCFrame(streamID: streamID, type: .data, flags: [.remoteClosed, .noData], payload: [])
+            )
         } catch {
             let response = TTRPCResponse(status: TTRPCRouter.status(for: error))
             try? await outbound.write(TTRPCFrame(streamID: streamID, type: .response, payload: response.encoded()))

@@ -63,7 +63,8 @@ public func run(
     currentDirectory: String? = nil
 ) throws -> CommandResult {
     let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("zptest-\(UUID().uuidString)")
-    let outURL = scratch.appendingPathExtension("out"), errURL = scratch.appendingPathExtension("err")
+    let outURL = scratch.appendingPathExtension("out")
+    let errURL = scratch.appendingPathExtension("err")
     let inURL = scratch.appendingPathExtension("in")
     _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
     _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)

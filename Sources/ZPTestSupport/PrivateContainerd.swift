@@ -146,7 +146,8 @@ public final class PrivateContainerd {
         directory = "/tmp/zpshim-\(tag)-\(suffix)"
         namespace = "zpshim-\(tag)-\(suffix)"
         socket = directory + "/c.sock"
-        configPath = directory + (configuration.configSubfolder.isEmpty ? "" : "/" + configuration.configSubfolder)
+        configPath =
+            directory + (configuration.configSubfolder.isEmpty ? "" : "/" + configuration.configSubfolder)
             + "/config.toml"
         shimDirectory = TestPaths.buildDirectory
         guard FileManager.default.isExecutableFile(atPath: shimDirectory + "/containerd-shim-zeropod-v2") else {
@@ -294,7 +295,9 @@ public final class PrivateContainerd {
     /// (empty) cgroups that `ctr` made.
     public static func removeLeftovers(namespace: String) {
         precondition(!namespace.isEmpty && !namespace.contains("/"))
-        for mountPoint in MountPoints.under("/run/containerd/runc/\(namespace)/") { try? MountPoints.unmount(mountPoint) }
+        for mountPoint in MountPoints.under("/run/containerd/runc/\(namespace)/") {
+            try? MountPoints.unmount(mountPoint)
+        }
         try? FileManager.default.removeItem(atPath: "/run/containerd/runc/\(namespace)")
         let images = NodeLayout().imageDirectory(containerdNamespace: namespace)
         for pid in processes(matching: ["lazy-pages"])

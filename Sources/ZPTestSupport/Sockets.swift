@@ -24,7 +24,8 @@ public final class TestSocket: Sendable {
             socket = TestSocket(try NetworkNamespace(path: FilePath(netnsPath)).makeTCPSocket(ipv6: ipv6))
         } else {
             socket = TestSocket(
-                try OwnedDescriptor.socket(domain: ipv6 ? AF_INET6 : AF_INET, type: CInt(SOCK_STREAM.rawValue)))
+                try OwnedDescriptor.socket(domain: ipv6 ? AF_INET6 : AF_INET, type: CInt(SOCK_STREAM.rawValue))
+            )
         }
         socket.setTimeouts(seconds: timeout)
         return socket

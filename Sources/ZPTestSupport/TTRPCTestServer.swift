@@ -15,14 +15,24 @@ import ZPTTRPC
 ///     folders are created.
 ///   - body: Gets the fresh folder and the socket path. Close every client before it returns.
 /// - Throws: What `body` or the server throws.
-public func withTTRPCTestServer(_ router: TTRPCRouter, socketName: String = "test.sock",
-                                _ body: @Sendable (_ folder: String, _ socket: String) async throws -> Void) async throws {
+public func withTTRPCTestServer(
+    _ router: TTRPCRouter,
+    socketName: String = "test.sock",
+    _ body: @Sendable (_ folder: String, _ socket: String) async throws -> Void
+) async throws {
     // Short (at most 25 bytes), so `<folder>/run` is a valid run-dir (NodeLayout.maximumRunDirectoryLength).
     let folder = "/tmp/zpt-\(getpid())-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
     let path = folder + "/" + socketName
-    try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+    try FileManager.default.createDirectory(
+        atPath: (path as NSString).deletingLastPathComponent,
+        withIntermediateDirectories: true
+    )
     defer { try? FileManager.default.removeItem(atPath: folder) }
-    let server = TTRPCServer(router: router, group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "ttrpc-test-server"))
+    let server = TTRPCServer(
+        router: router,
+        group: MultiThreadedEventLoopGroup.singleton,
+        logger: Logger(label: "ttrpc-test-server")
+    )
     let (ready, readyContinuation) = AsyncStream.makeStream(of: Void.self)
     try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask { try await server.run(unixSocketPath: path) { readyContinuation.yield() } }

@@ -121,12 +121,16 @@ struct CheckpointBench {
         f.coldStart.append(cold)
         let img = "\(c.bundle)/img-runc"
         var start = ContinuousClock.now
-        try c.spawnRunc(["checkpoint", "--image-path", img, "--work-path", img, "--ext-unix-sk", "--file-locks",
-                         "--manage-cgroups-mode", "soft", c.id])
+        try c.spawnRunc([
+            "checkpoint", "--image-path", img, "--work-path", img, "--ext-unix-sk", "--file-locks",
+            "--manage-cgroups-mode", "soft", c.id,
+        ])
         f.runcCheckpoint.append(ms(.now - start))
         start = .now
-        try c.spawnRunc(["restore", "-d", "--image-path", img, "--work-path", img, "--ext-unix-sk", "--file-locks",
-                         "--manage-cgroups-mode", "soft", "--bundle", c.bundle.string, c.id])
+        try c.spawnRunc([
+            "restore", "-d", "--image-path", img, "--work-path", img, "--ext-unix-sk", "--file-locks",
+            "--manage-cgroups-mode", "soft", "--bundle", c.bundle.string, c.id,
+        ])
         f.runcRestore.append(try firstResponse(c, since: start))
     }
 
@@ -143,10 +147,12 @@ struct CheckpointBench {
                     try runcTrial(w, &f)
                     try oursTrial(w, &f)
                 }
-                log("\(w) trial \(t)/\(trials): ours ckpt \(String(format: "%.1f", f.oursCheckpoint.last!)) "
-                    + "runc ckpt \(String(format: "%.1f", f.runcCheckpoint.last!)) ours restore "
-                    + "\(String(format: "%.1f", f.oursRestore.last!))/\(String(format: "%.1f", f.oursRestorePrestarted.last!)) "
-                    + "runc restore \(String(format: "%.1f", f.runcRestore.last!))")
+                log(
+                    "\(w) trial \(t)/\(trials): ours ckpt \(String(format: "%.1f", f.oursCheckpoint.last!)) "
+                        + "runc ckpt \(String(format: "%.1f", f.runcCheckpoint.last!)) ours restore "
+                        + "\(String(format: "%.1f", f.oursRestore.last!))/\(String(format: "%.1f", f.oursRestorePrestarted.last!)) "
+                        + "runc restore \(String(format: "%.1f", f.runcRestore.last!))"
+                )
             }
             results.append((w, f))
         }
@@ -154,23 +160,30 @@ struct CheckpointBench {
     }
 
     func report(_ results: [(TestWorkload, WorkloadFigures)]) -> String {
-        var out = "| workload | measure | ours, median [min-max] ms | runc, median [min-max] ms | ours / runc | target |\n"
+        var out =
+            "| workload | measure | ours, median [min-max] ms | runc, median [min-max] ms | ours / runc | target |\n"
         out += "|---|---|---|---|---|---|\n"
         for (w, f) in results {
             let ckRatio = median(f.oursCheckpoint) / median(f.runcCheckpoint)
             let ckfRatio = median(f.oursCheckpointFreezer) / median(f.runcCheckpoint)
             let rsRatio = median(f.oursRestore) / median(f.runcRestore)
             let rspRatio = median(f.oursRestorePrestarted) / median(f.runcRestore)
-            out += "| \(w) | checkpoint (no freezer) | \(fmt(f.oursCheckpoint)) | \(fmt(f.runcCheckpoint)) | "
+            out +=
+                "| \(w) | checkpoint (no freezer) | \(fmt(f.oursCheckpoint)) | \(fmt(f.runcCheckpoint)) | "
                 + String(format: "%.2f", ckRatio) + " | ≤ 0.6 |\n"
-            out += "| \(w) | checkpoint (no freezer), pre-started CRIU worker | \(fmt(f.oursCheckpointPrestarted)) | "
-                + "\(fmt(f.runcCheckpoint)) | " + String(format: "%.2f", median(f.oursCheckpointPrestarted) / median(f.runcCheckpoint))
+            out +=
+                "| \(w) | checkpoint (no freezer), pre-started CRIU worker | \(fmt(f.oursCheckpointPrestarted)) | "
+                + "\(fmt(f.runcCheckpoint)) | "
+                + String(format: "%.2f", median(f.oursCheckpointPrestarted) / median(f.runcCheckpoint))
                 + " | ≤ 0.6 |\n"
-            out += "| \(w) | checkpoint (cgroup freezer, as runc) | \(fmt(f.oursCheckpointFreezer)) | \(fmt(f.runcCheckpoint)) | "
+            out +=
+                "| \(w) | checkpoint (cgroup freezer, as runc) | \(fmt(f.oursCheckpointFreezer)) | \(fmt(f.runcCheckpoint)) | "
                 + String(format: "%.2f", ckfRatio) + " | - |\n"
-            out += "| \(w) | restore → first response | \(fmt(f.oursRestore)) | \(fmt(f.runcRestore)) | "
+            out +=
+                "| \(w) | restore → first response | \(fmt(f.oursRestore)) | \(fmt(f.runcRestore)) | "
                 + String(format: "%.2f", rsRatio) + " | ≤ 0.7 |\n"
-            out += "| \(w) | restore → first response, pre-started CRIU worker | \(fmt(f.oursRestorePrestarted)) | "
+            out +=
+                "| \(w) | restore → first response, pre-started CRIU worker | \(fmt(f.oursRestorePrestarted)) | "
                 + "\(fmt(f.runcRestore)) | " + String(format: "%.2f", rspRatio) + " | ≤ 0.7 |\n"
             out += "| \(w) | (ours, fresh worker: whole restore call) | \(fmt(f.restoreCall)) | | | |\n"
             out += "| \(w) | (ours: CRIU RESTORE request alone) | \(fmt(f.criuRestoreRequest)) | | | |\n"

@@ -6,7 +6,8 @@ import ZPCheckpointTestKit
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "zeropod-checkpoint-bench",
-        abstract: "Container checkpoint and restore → first response: ZPCheckpoint vs runc, interleaved trials.")
+        abstract: "Container checkpoint and restore → first response: ZPCheckpoint vs runc, interleaved trials."
+    )
 
     @Option(help: "Trials per workload (each trial runs both paths).")
     var trials = 5
@@ -20,7 +21,9 @@ struct BenchCommand: ParsableCommand {
     func run() throws {
         guard getuid() == 0 else { throw ValidationError("run as root (runc, CRIU, network namespaces)") }
         let ws = try workloads.split(separator: ",").map { name -> TestWorkload in
-            guard let w = TestWorkload(rawValue: String(name)) else { throw ValidationError("unknown workload \(name)") }
+            guard let w = TestWorkload(rawValue: String(name)) else {
+                throw ValidationError("unknown workload \(name)")
+            }
             return w
         }
         var bench = CheckpointBench(trials: trials, workloads: ws, repoRoot: repoRoot, keepImages: false)
@@ -32,8 +35,10 @@ struct BenchCommand: ParsableCommand {
             if let level { o.criu.logLevel = level }
         }
         let table = try bench.run()
-        print("zeropod-checkpoint-bench: \(trials) interleaved trials per workload (mntns compat \(compat), "
-            + "restore log level \(level.map(String.init) ?? "4"))")
+        print(
+            "zeropod-checkpoint-bench: \(trials) interleaved trials per workload (mntns compat \(compat), "
+                + "restore log level \(level.map(String.init) ?? "4"))"
+        )
         print(table)
     }
 }

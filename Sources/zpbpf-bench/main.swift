@@ -31,8 +31,16 @@ func report(_ name: String, _ samples: [Duration]) {
         return Double(d.components.seconds) * 1e6 + Double(d.components.attoseconds) / 1e12
     }
     let label = name.padding(toLength: 34, withPad: " ", startingAt: 0)
-    print(label + String(format: " n=%4d  median %9.1f us  p90 %9.1f us  p99 %9.1f us",
-                         sorted.count, pct(0.5), pct(0.9), pct(0.99)))
+    print(
+        label
+            + String(
+                format: " n=%4d  median %9.1f us  p90 %9.1f us  p99 %9.1f us",
+                sorted.count,
+                pct(0.5),
+                pct(0.9),
+                pct(0.99)
+            )
+    )
 }
 
 func measure(_ n: Int, _ body: () throws -> Void) rethrows -> [Duration] {
@@ -43,10 +51,17 @@ func measure(_ n: Int, _ body: () throws -> Void) rethrows -> [Duration] {
 }
 
 let iterations = CommandLine.arguments.count > 1 ? Int(CommandLine.arguments[1]) ?? 500 : 500
-let pod = "zpbpf-bench-\(getpid())-pod", cli = "zpbpf-bench-\(getpid())-cli"
+let pod = "zpbpf-bench-\(getpid())-pod"
+let cli = "zpbpf-bench-\(getpid())-cli"
 let podPath = FilePath("/var/run/netns/\(pod)")
-defer { sh("ip", "netns", "del", pod); sh("ip", "netns", "del", cli) }
-for ns in [pod, cli] { sh("ip", "netns", "add", ns); sh("ip", "-n", ns, "link", "set", "lo", "up") }
+defer {
+    sh("ip", "netns", "del", pod)
+    sh("ip", "netns", "del", cli)
+}
+for ns in [pod, cli] {
+    sh("ip", "netns", "add", ns)
+    sh("ip", "-n", ns, "link", "set", "lo", "up")
+}
 sh("ip", "link", "add", "zpbench\(getpid() % 100000)", "netns", pod, "type", "veth", "peer", "name", "c0", "netns", cli)
 sh("ip", "-n", pod, "link", "set", "zpbench\(getpid() % 100000)", "name", "p0")
 sh("ip", "-n", pod, "addr", "add", "10.78.0.1/24", "dev", "p0")
@@ -62,14 +77,18 @@ func clientConnect(port: UInt16) throws -> CInt {
     sin.sin_port = port.bigEndian
     inet_pton(AF_INET, "10.78.0.1", &sin.sin_addr)
     let rc = withUnsafePointer(to: &sin) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        }
     }
     precondition(rc == 0, "connect: errno \(errno)")
     return fd
 }
 
 do {
-    print("zpbpf-bench: \(iterations) iterations; kernel \(try String(contentsOfFile: "/proc/sys/kernel/osrelease", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines))")
+    print(
+        "zpbpf-bench: \(iterations) iterations; kernel \(try String(contentsOfFile: "/proc/sys/kernel/osrelease", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines))"
+    )
     var closes: [Duration] = []
     let inits = try measure(max(5, iterations / 25)) {
         let r = try PodRedirector(netnsPath: podPath)
@@ -80,7 +99,10 @@ do {
     // ZPSystem's netns runner: a thread that joins the pod netns, makes a socket, ends (what the
     // activator does per dial attempt, and ZPBPF per listener).
     let podNamespace = NetworkNamespace(path: podPath)
-    report("netns socket (thread+setns+socket)", try measure(iterations) { _ = try podNamespace.makeTCPSocket(ipv6: true) })
+    report(
+        "netns socket (thread+setns+socket)",
+        try measure(iterations) { _ = try podNamespace.makeTCPSocket(ipv6: true) }
+    )
 
     let redirector = try PodRedirector(netnsPath: podPath)
     defer { redirector.close() }
@@ -90,7 +112,13 @@ do {
     try redirector.trackPort(port)
     try redirector.registerListener(port: port, socket: activator)
     var flag = false
-    report("setRedirect (toggle)", try measure(iterations) { flag.toggle(); try redirector.setRedirect(port: port, enabled: flag) })
+    report(
+        "setRedirect (toggle)",
+        try measure(iterations) {
+            flag.toggle()
+            try redirector.setRedirect(port: port, enabled: flag)
+        }
+    )
     report("activity(port:)", try measure(iterations) { _ = try redirector.activity(port: port) })
 
     func connectAccept(_ listener: borrowing OwnedDescriptor) throws -> [Duration] {
@@ -120,7 +148,9 @@ do {
     report("connect+accept, another process", try connectAccept(app))
     notKubelet.close()
     let asKubelet = try PodRedirector(
-        netnsPath: podPath, options: .init(kubeletProcessNames: ["zpbpf-bench"], kubeletNamespace: node))
+        netnsPath: podPath,
+        options: .init(kubeletProcessNames: ["zpbpf-bench"], kubeletNamespace: node)
+    )
     try asKubelet.trackPort(port)
     report("connect+accept, as kubelet", try connectAccept(app))
     let leftOver = try asKubelet.kubeletConnections()
@@ -134,7 +164,8 @@ do {
         try others.map { name in
             let other = try PodRedirector(
                 netnsPath: FilePath("/var/run/netns/\(name)"),
-                options: .init(kubeletProcessNames: kubeletNames, kubeletNamespace: node))
+                options: .init(kubeletProcessNames: kubeletNames, kubeletNamespace: node)
+            )
             try other.trackPort(port)
             return other
         }

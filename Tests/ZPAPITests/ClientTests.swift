@@ -17,34 +17,52 @@ import ZPTestSupport
         router.register(service: s, method: StatusAPI.getStatus) { call in
             let request = try StatusAPI.ContainerRequest(decoding: call.payload)
             requests.sink("GetStatus \(request.id)")
-            guard request.id == "c1" else { throw TTRPCStatusError(.notFound, "container \"\(request.id)\" is not served here") }
+            guard request.id == "c1" else {
+                throw TTRPCStatusError(.notFound, "container \"\(request.id)\" is not served here")
+            }
             return StatusAPI.ContainerStatus(id: "c1", name: "web", lifecyclePhase: .scaledDown, pid: 7).encoded()
         }
         router.register(service: s, method: StatusAPI.listContainers) { call in
             _ = try StatusAPI.Empty(decoding: call.payload)
             requests.sink("ListContainers")
             return StatusAPI.ListContainersResponse(containers: [
-                StatusAPI.ContainerStatus(id: "c1", lifecyclePhase: .running), StatusAPI.ContainerStatus(id: "c2", lifecyclePhase: .restoring),
+                StatusAPI.ContainerStatus(id: "c1", lifecyclePhase: .running),
+                StatusAPI.ContainerStatus(id: "c2", lifecyclePhase: .restoring),
             ]).encoded()
         }
         router.register(service: s, method: StatusAPI.metrics) { _ in
             requests.sink("Metrics")
-            return StatusAPI.MetricsResponse(containers: [StatusAPI.ContainerMetrics(id: "c1", running: true, checkpointErrorsTotal: 3)]).encoded()
+            return StatusAPI.MetricsResponse(containers: [
+                StatusAPI.ContainerMetrics(id: "c1", running: true, checkpointErrorsTotal: 3)
+            ]).encoded()
         }
         router.register(service: s, method: StatusAPI.wake) { call in
             let request = try StatusAPI.WakeRequest(decoding: call.payload)
             requests.sink("Wake \(request.id) from \(request.origin)")
-            return StatusAPI.WakeResponse(outcome: .woken, lifecyclePhase: .running, waited: .milliseconds(40)).encoded()
+            return StatusAPI.WakeResponse(outcome: .woken, lifecyclePhase: .running, waited: .milliseconds(40))
+                .encoded()
         }
         router.registerServerStream(service: s, method: StatusAPI.subscribeStatus) { call, writer in
             let request = try StatusAPI.SubscribeStatusRequest(decoding: call.payload)
             requests.sink("SubscribeStatus snapshot=\(request.initialSnapshot)")
             let time = ProtobufTimestamp(seconds: 1, nanos: 0)
-            try await writer.send(StatusAPI.StatusChange(sequence: 1, time: time, status: StatusAPI.ContainerStatus(id: "c1"),
-                                                         snapshot: true).encoded())
-            try await writer.send(StatusAPI.StatusChange(sequence: 2, missed: 4, time: time,
-                                                         status: StatusAPI.ContainerStatus(id: "c1", lifecyclePhase: .scaledDown),
-                                                         event: .checkpointFinished(duration: .milliseconds(12))).encoded())
+            try await writer.send(
+                StatusAPI.StatusChange(
+                    sequence: 1,
+                    time: time,
+                    status: StatusAPI.ContainerStatus(id: "c1"),
+                    snapshot: true
+                ).encoded()
+            )
+            try await writer.send(
+                StatusAPI.StatusChange(
+                    sequence: 2,
+                    missed: 4,
+                    time: time,
+                    status: StatusAPI.ContainerStatus(id: "c1", lifecyclePhase: .scaledDown),
+                    event: .checkpointFinished(duration: .milliseconds(12))
+                ).encoded()
+            )
         }
         return router
     }
@@ -52,7 +70,10 @@ import ZPTestSupport
     @Test func everyMethod_overARealSocket() async throws {
         let requests = EventLog<String>()
         try await withTTRPCTestServer(Self.fakeStatusService(requests: requests)) { _, socket in
-            let client = try await ShimStatusClient.connect(socketPath: socket, group: MultiThreadedEventLoopGroup.singleton)
+            let client = try await ShimStatusClient.connect(
+                socketPath: socket,
+                group: MultiThreadedEventLoopGroup.singleton
+            )
             let status = try await client.status(id: "c1")
             #expect(status == StatusAPI.ContainerStatus(id: "c1", name: "web", lifecyclePhase: .scaledDown, pid: 7))
             await #expect { _ = try await client.status(id: "nope") } throws: { error in
@@ -61,16 +82,21 @@ import ZPTestSupport
             #expect(try await client.list().map(\.lifecyclePhase) == [.running, .restoring])
             #expect(try await client.metrics().map(\.checkpointErrorsTotal) == [3])
             let wake = try await client.wake(id: "db", origin: "wp/web")
-            #expect(wake == StatusAPI.WakeResponse(outcome: .woken, lifecyclePhase: .running, waited: .milliseconds(40)))
+            #expect(
+                wake == StatusAPI.WakeResponse(outcome: .woken, lifecyclePhase: .running, waited: .milliseconds(40))
+            )
             var changes: [StatusAPI.StatusChange] = []
             for try await change in client.subscribe(initialSnapshot: true) { changes.append(change) }
             #expect(changes.map(\.sequence) == [1, 2] && changes[0].snapshot && changes[1].missed == 4)
             #expect(changes[1].event == .checkpointFinished(duration: .milliseconds(12)))
             await client.close()
         }
-        #expect(requests.all == [
-            "GetStatus c1", "GetStatus nope", "ListContainers", "Metrics", "Wake db from wp/web", "SubscribeStatus snapshot=true",
-        ])
+        #expect(
+            requests.all == [
+                "GetStatus c1", "GetStatus nope", "ListContainers", "Metrics", "Wake db from wp/web",
+                "SubscribeStatus snapshot=true",
+            ]
+        )
     }
 }
 
@@ -105,7 +131,9 @@ import ZPTestSupport
             router.register(service: service, method: TaskAPI.Method.kill.rawValue) { call in
                 record(call)
                 let request = try KillRequest(decoding: call.payload)
-                guard request == KillRequest(id: "c1", signal: 15, all: true) else { throw TTRPCStatusError(.invalidArgument, "\(request)") }
+                guard request == KillRequest(id: "c1", signal: 15, all: true) else {
+                    throw TTRPCStatusError(.invalidArgument, "\(request)")
+                }
                 return EmptyMessage().encoded()
             }
             router.register(service: service, method: TaskAPI.Method.wait.rawValue) { call in
@@ -114,7 +142,11 @@ import ZPTestSupport
             }
         }
         try await withTTRPCTestServer(router) { _, socket in
-            let v2 = try await ShimTaskClient.connect(socketPath: socket, namespace: "k8s.io", group: MultiThreadedEventLoopGroup.singleton)
+            let v2 = try await ShimTaskClient.connect(
+                socketPath: socket,
+                namespace: "k8s.io",
+                group: MultiThreadedEventLoopGroup.singleton
+            )
             #expect(try await v2.connect(id: "c1") == ConnectResponse(shimPID: 10, taskPID: 11, version: "0.1.0"))
             let state = try await v2.state(id: "c1", execID: "e1")
             #expect(state.id == "c1" && state.execID == "e1" && state.status == .running && state.pid == 11)
@@ -123,14 +155,21 @@ import ZPTestSupport
             await #expect(throws: TTRPCStatusError.self) { try await v2.kill(id: "c1", signal: 9) }
             #expect(try await v2.wait(id: "c1").exitStatus == 143)
             await v2.close()
-            let v3 = try await ShimTaskClient.connect(socketPath: socket, namespace: "other", service: TaskAPI.serviceV3,
-                                                      group: MultiThreadedEventLoopGroup.singleton)
+            let v3 = try await ShimTaskClient.connect(
+                socketPath: socket,
+                namespace: "other",
+                service: TaskAPI.serviceV3,
+                group: MultiThreadedEventLoopGroup.singleton
+            )
             #expect(try await v3.state(id: "c1").status == .running)
             await v3.close()
         }
-        #expect(seen.all == [
-            "v2 Connect ns=k8s.io", "v2 State ns=k8s.io", "v2 Pids ns=k8s.io", "v2 Kill ns=k8s.io", "v2 Kill ns=k8s.io",
-            "v2 Wait ns=k8s.io", "v3 State ns=other",
-        ])
+        #expect(
+            seen.all == [
+                "v2 Connect ns=k8s.io", "v2 State ns=k8s.io", "v2 Pids ns=k8s.io", "v2 Kill ns=k8s.io",
+                "v2 Kill ns=k8s.io",
+                "v2 Wait ns=k8s.io", "v3 State ns=other",
+            ]
+        )
     }
 }

@@ -10,7 +10,12 @@ func protocNode(_ message: String, _ text: String) throws -> [UInt8] {
 
 @Suite(.enabled(if: Protoc.isInstalled, Protoc.missingReason))
 struct NodeMessageTests {
-    static let pod = NodeAPI.PodInfo(name: "web-5d9c-abcde", namespace: "shop", containerName: "web", ports: [8080, 9090])
+    static let pod = NodeAPI.PodInfo(
+        name: "web-5d9c-abcde",
+        namespace: "shop",
+        containerName: "web",
+        ports: [8080, 9090]
+    )
     static let podText = #"name: "web-5d9c-abcde" namespace: "shop" container_name: "web" ports: [8080, 9090]"#
 
     static var migration: NodeAPI.MigrationInfo {
@@ -34,14 +39,20 @@ struct NodeMessageTests {
 
     @Test func evacRequest_matchesProtoc() throws {
         let request = NodeAPI.EvacRequest(podInfo: Self.pod, migrationInfo: Self.migration)
-        let golden = try protocNode("EvacRequest", "pod_info { \(Self.podText) } migration_info { \(Self.migrationText) }")
+        let golden = try protocNode(
+            "EvacRequest",
+            "pod_info { \(Self.podText) } migration_info { \(Self.migrationText) }"
+        )
         #expect(request.encoded() == golden)
         #expect(try NodeAPI.EvacRequest(decoding: golden) == request)
     }
 
     @Test func restoreRequestAndResponse_matchProtoc() throws {
         let request = NodeAPI.RestoreRequest(podInfo: Self.pod, migrationInfo: Self.migration)
-        let golden = try protocNode("RestoreRequest", "pod_info { \(Self.podText) } migration_info { \(Self.migrationText) }")
+        let golden = try protocNode(
+            "RestoreRequest",
+            "pod_info { \(Self.podText) } migration_info { \(Self.migrationText) }"
+        )
         #expect(request.encoded() == golden)
         #expect(try NodeAPI.RestoreRequest(decoding: golden) == request)
         let response = NodeAPI.RestoreResponse(migrationInfo: Self.migration)
@@ -61,7 +72,10 @@ struct NodeMessageTests {
             .noMigration: "EVAC_OUTCOME_NO_MIGRATION", .failed: "EVAC_OUTCOME_FAILED",
         ]
         let response = NodeAPI.EvacResponse(outcome: outcome, reason: "shop/web-5d9c-abcde")
-        let golden = try protocNode("EvacResponse", #"empty {} outcome: \#(names[outcome]!) reason: "shop/web-5d9c-abcde""#)
+        let golden = try protocNode(
+            "EvacResponse",
+            #"empty {} outcome: \#(names[outcome]!) reason: "shop/web-5d9c-abcde""#
+        )
         #expect(response.encoded() == golden)
         #expect(try NodeAPI.EvacResponse(decoding: golden) == response)
     }
@@ -74,8 +88,16 @@ struct NodeMessageTests {
     }
 
     @Test func pullImage_matchesProtoc() throws {
-        let request = NodeAPI.PullImageRequest(imageID: "c0ffee", offset: 1 << 33, length: NodeAPI.imageWindowSize, digest: "sha256:00")
-        let golden = try protocNode("PullImageRequest", #"image_id: "c0ffee" offset: 8589934592 digest: "sha256:00" length: 16777216"#)
+        let request = NodeAPI.PullImageRequest(
+            imageID: "c0ffee",
+            offset: 1 << 33,
+            length: NodeAPI.imageWindowSize,
+            digest: "sha256:00"
+        )
+        let golden = try protocNode(
+            "PullImageRequest",
+            #"image_id: "c0ffee" offset: 8589934592 digest: "sha256:00" length: 16777216"#
+        )
         #expect(request.encoded() == golden)
         #expect(try NodeAPI.PullImageRequest(decoding: golden) == request)
         let chunk = NodeAPI.Image(imageData: [0, 1, 2, 0xff])

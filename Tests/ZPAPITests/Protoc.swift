@@ -15,10 +15,12 @@ enum Protoc {
     static var isInstalled: Bool { path != nil }
 
     /// Why golden-byte suites are skipped when protoc is missing.
-    static let missingReason: Comment = "protoc is not installed (Debian package protobuf-compiler; `make setup` installs it)"
+    static let missingReason: Comment =
+        "protoc is not installed (Debian package protobuf-compiler; `make setup` installs it)"
 
     /// The folder with the .proto fixtures.
-    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures").path
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
+        .path
 
     /// `protoc --encode=<message> -I Fixtures <proto>` with `text` on stdin.
     /// - Throws: ``ProtocError`` when protoc is missing or exits non-zero (its stderr included).

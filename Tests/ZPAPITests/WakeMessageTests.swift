@@ -20,7 +20,10 @@ struct WakeMessageTests {
             .notScaledDown: "WAKE_OUTCOME_NOT_SCALED_DOWN", .stopped: "WAKE_OUTCOME_STOPPED",
         ]
         let response = StatusAPI.WakeResponse(outcome: outcome, lifecyclePhase: .running, waited: .milliseconds(81))
-        let golden = try protocStatus("WakeResponse", "outcome: \(names[outcome]!) lifecycle_phase: PHASE_RUNNING waited_nanos: 81000000")
+        let golden = try protocStatus(
+            "WakeResponse",
+            "outcome: \(names[outcome]!) lifecycle_phase: PHASE_RUNNING waited_nanos: 81000000"
+        )
         #expect(response.encoded() == golden)
         #expect(try StatusAPI.WakeResponse(decoding: golden) == response)
     }
@@ -32,7 +35,9 @@ struct WakeMessageTests {
         #expect(throws: ProtobufError.invalidValue(message: "zeropod.shim.v1.WakeResponse", field: 1, value: 0)) {
             try StatusAPI.WakeResponse(decoding: protocStatus("WakeResponse", "lifecycle_phase: PHASE_RUNNING"))
         }
-        let unknownPhase = try StatusAPI.WakeResponse(decoding: protocStatus("WakeResponse", "outcome: WAKE_OUTCOME_STOPPED lifecycle_phase: 99"))
+        let unknownPhase = try StatusAPI.WakeResponse(
+            decoding: protocStatus("WakeResponse", "outcome: WAKE_OUTCOME_STOPPED lifecycle_phase: 99")
+        )
         #expect(unknownPhase.outcome == .stopped && unknownPhase.lifecyclePhase == nil)
     }
 }

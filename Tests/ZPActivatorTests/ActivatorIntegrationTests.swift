@@ -11,7 +11,7 @@ import ZPTestSupport
 @testable import ZPActivator
 
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #endif
 
 struct TestRestoreError: Error, CustomStringConvertible {
@@ -151,7 +151,11 @@ struct ActivatorIntegrationTests {
         try await withThrowingTaskGroup(of: Void.self) { outer in
             outer.addTask { try await TestApp.serve(socket: app, behaviour: .http) }
             let direct = try SocketAddress(ipAddress: "127.0.0.1", port: Int(app.port))
-            #expect(await eventuallyAsync(within: 20) { (try? await TestClient.exchange(direct, send: httpRequest("/warm"))) != nil })
+            #expect(
+                await eventuallyAsync(within: 20) {
+                    (try? await TestClient.exchange(direct, send: httpRequest("/warm"))) != nil
+                }
+            )
             let directTimes = try await burst(direct)
             let viaTimes = try await withActivator(
                 appPort: app.port,
@@ -177,7 +181,11 @@ struct ActivatorIntegrationTests {
         try await withThrowingTaskGroup(of: Void.self) { outer in
             outer.addTask { try await TestApp.serve(socket: app, behaviour: .http) }
             let direct = try SocketAddress(ipAddress: "127.0.0.1", port: Int(app.port))
-            #expect(await eventuallyAsync(within: 20) { (try? await TestClient.exchange(direct, send: httpRequest("/warm"))) != nil })
+            #expect(
+                await eventuallyAsync(within: 20) {
+                    (try? await TestClient.exchange(direct, send: httpRequest("/warm"))) != nil
+                }
+            )
             var clientSide: [Duration] = []
             try await withActivator(appPort: app.port, events: events, restore: {}) { activator, address in
                 var measured: [Duration] = []
@@ -412,7 +420,12 @@ struct ActivatorIntegrationTests {
     /// The shim's setting without the BPF redirect: the activator's listening socket, the
     /// application and the clients live in a pod network namespace; the activator runs in the
     /// host namespace and dials the application with sockets made inside the pod namespace.
-    @Test(.enabled(if: Privileges.isRoot && Privileges.hasTool("ip"), "needs root and iproute2: creates a network namespace"))
+    @Test(
+        .enabled(
+            if: Privileges.isRoot && Privileges.hasTool("ip"),
+            "needs root and iproute2: creates a network namespace"
+        )
+    )
     func podNetworkNamespace_socketsMadeInside_areServedAndDialled() async throws {
         let namespace = try TestNetns("zpact")
         defer { namespace.delete() }
@@ -683,7 +696,10 @@ struct ActivatorIntegrationTests {
                 return nil
             }
             let result = try await withActivator(
-                appPort: app.port, configuration: configuration, events: events, restore: { signal.yield() }
+                appPort: app.port,
+                configuration: configuration,
+                events: events,
+                restore: { signal.yield() }
             ) { _, address in
                 let connection = try await TestClient.connect(address)
                 return try await connection.executeThenClose { inbound, outbound in
@@ -713,9 +729,16 @@ struct ActivatorIntegrationTests {
         #expect(talked > limit * 3)
         #expect(idle >= limit - .milliseconds(50) && idle < .seconds(5), "closed after \(idle) idle")
         #expect(await eventuallyAsync(within: 20) { events.reports.count == 1 })
-        #expect(events.reports.first.map {
-            if case .proxyIdleTimedOut(let toApp, let toClient) = $0.outcome { toApp > 0 && toClient > 0 } else { false }
-        } == true, "\(events.reports)")
+        #expect(
+            events.reports.first.map {
+                if case .proxyIdleTimedOut(let toApp, let toClient) = $0.outcome {
+                    toApp > 0 && toClient > 0
+                } else {
+                    false
+                }
+            } == true,
+            "\(events.reports)"
+        )
     }
 }
 

@@ -16,16 +16,26 @@ private let grpcProbe = TestPaths.packageRoot + "/scripts/cri/grpc-probe.py"
 /// the HEADERS of a call. The activator sends its SETTINGS when the preface arrives, answers the
 /// health check without a restore, and forwards any other call to the restored application without
 /// the client's acknowledgement of those SETTINGS.
-@Suite(.enabled(if: FileManager.default.isExecutableFile(atPath: grpcioPython), "needs grpcio in $ZP_CACHE/grpcio (make setup)"))
+@Suite(
+    .enabled(
+        if: FileManager.default.isExecutableFile(atPath: grpcioPython),
+        "needs grpcio in $ZP_CACHE/grpcio (make setup)"
+    )
+)
 struct GRPCClientTests {
     @Test func grpcioHealthCheck_whileScaledDown_isServing_withoutRestore() async throws {
         let events = EventLog<ActivatorEvent>()
         let app = try ReservedPort()
         defer { close(app.fd) }
-        try await withActivator(appPort: app.port, events: events, restore: { throw TestRestoreError() }) { activator, address in
+        try await withActivator(appPort: app.port, events: events, restore: { throw TestRestoreError() }) {
+            activator,
+            address in
             for agent in ["kube-probe/1.36", "grpc-health-probe/0.4"] {
                 let answer = try await onThread {
-                    try run([grpcioPython, grpcProbe, "check", "127.0.0.1:\(address.port ?? 0)", "", agent, "5"], timeout: 60)
+                    try run(
+                        [grpcioPython, grpcProbe, "check", "127.0.0.1:\(address.port ?? 0)", "", agent, "5"],
+                        timeout: 60
+                    )
                 }
                 #expect(answer.trimmed == "SERVING", "\(agent): \(answer.stdout) \(answer.stderr)")
             }
@@ -59,7 +69,13 @@ struct GRPCClientTests {
         try await withActivator(appPort: port, events: events, restore: restore) { _, address in
             let target = "127.0.0.1:\(address.port ?? 0)"
             let answer = try await onThread {
-                try run([grpcioPython, grpcProbe, "call", target, "/zp.test.Echo/Say", "hello through the activator", "20"], timeout: 60)
+                try run(
+                    [
+                        grpcioPython, grpcProbe, "call", target, "/zp.test.Echo/Say", "hello through the activator",
+                        "20",
+                    ],
+                    timeout: 60
+                )
             }
             #expect(answer.trimmed == "hello through the activator", "\(answer.stdout) \(answer.stderr)")
             #expect(await eventuallyAsync(within: 20) { events.reports.count == 1 })
@@ -67,7 +83,10 @@ struct GRPCClientTests {
         #expect(events.restoresStarted == 1)
         let outcomes = events.reports.map(\.outcome)
         #expect(
-            outcomes.contains { if case .proxied(let toApp, let toClient) = $0 { toApp > 0 && toClient > 0 } else { false } },
-            "\(outcomes)")
+            outcomes.contains {
+                if case .proxied(let toApp, let toClient) = $0 { toApp > 0 && toClient > 0 } else { false }
+            },
+            "\(outcomes)"
+        )
     }
 }

@@ -46,9 +46,11 @@ struct HTTP2SettingsAckFilterTests {
 
     @Test func clientThatSendsHeadersFirst_losesTheLaterAck() {
         // A client that does not wait (NIOHTTP2): HEADERS before it acknowledges.
-        let input = preface + frame(type: 0x4) + frame(type: 0x1, flags: 0x5, stream: 1, payload: [0x83, 0x86])
+        let input =
+            preface + frame(type: 0x4) + frame(type: 0x1, flags: 0x5, stream: 1, payload: [0x83, 0x86])
             + frame(type: 0x4, flags: 0x1) + frame(type: 0x6, payload: Array(repeating: 7, count: 8))
-        let expected = preface + frame(type: 0x4) + frame(type: 0x1, flags: 0x5, stream: 1, payload: [0x83, 0x86])
+        let expected =
+            preface + frame(type: 0x4) + frame(type: 0x1, flags: 0x5, stream: 1, payload: [0x83, 0x86])
             + frame(type: 0x6, payload: Array(repeating: 7, count: 8))
         for size in [1, 2, 5, 9, 24, 33, input.count] {
             #expect(filtered(input, chunk: size).bytes == expected, "chunks of \(size)")

@@ -184,7 +184,9 @@ import Testing
             let whole = classify(bytes)
             let cut = bytes.isEmpty ? 0 : Int(next() % UInt64(bytes.count + 1))
             let prefix = classify(Array(bytes.prefix(cut)))
-            if prefix != .needMoreData { #expect(prefix == whole, "verdict after \(cut) of \(bytes.count) bytes: \(bytes)") }
+            if prefix != .needMoreData {
+                #expect(prefix == whole, "verdict after \(cut) of \(bytes.count) bytes: \(bytes)")
+            }
             if cut == 0 { #expect(prefix == .needMoreData, "an empty read is never a verdict") }
         }
     }

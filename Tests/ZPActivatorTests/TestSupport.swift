@@ -10,7 +10,7 @@ import ZPTestSupport
 @testable import ZPActivator
 
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #endif
 
 /// Raises this process's soft descriptor limit towards `wanted` (up to the hard limit) and

@@ -20,14 +20,16 @@ struct ActivityTests {
 
     @Test func probeSources_neverCount_realClientDoes() throws {
         let lab = Lab(index: 6)
-        let pod = try lab.namespace("pod"), client = try lab.namespace("cli")
+        let pod = try lab.namespace("pod")
+        let client = try lab.namespace("cli")
         let a = try lab.veth(pod: pod, client: client)
         let port: UInt16 = 8080
         let app = try TestSocket.listener(in: pod, port: port)
         // client4/client6 are the "kubelet"; the IPv4 one is given IPv4-mapped to check normalising.
         let redirector = try PodRedirector(
             netnsPath: Lab.path(pod),
-            options: .init(probeSources: [IPAddress("::ffff:\(a.client4)")!, IPAddress(a.client6)!]))
+            options: .init(probeSources: [IPAddress("::ffff:\(a.client4)")!, IPAddress(a.client6)!])
+        )
         defer { redirector.close() }
         #expect(try redirector.probeSources() == [IPAddress(a.client4)!, IPAddress(a.client6)!])
         try redirector.trackPort(port)
@@ -50,15 +52,22 @@ struct ActivityTests {
         let start = Date()
         var probes = 0
         while Date().timeIntervalSince(start) < 3 {
-            try probe(from: client, to: probes % 2 == 0 ? a.pod4 : a.pod6, port: port,
-                      source: probes % 2 == 0 ? a.client4 : a.client6, app: app)
+            try probe(
+                from: client,
+                to: probes % 2 == 0 ? a.pod4 : a.pod6,
+                port: port,
+                source: probes % 2 == 0 ? a.client4 : a.client6,
+                app: app
+            )
             probes += 1
             usleep(50_000)
         }
         #expect(probes > 10)
         let afterProbes = try #require(try redirector.activity(port: port))
-        #expect(afterProbes == PortActivity(lastActivity: afterConnect, openConnections: 1),
-                "\(probes) probe exchanges changed nothing; the idle real connection is reported open")
+        #expect(
+            afterProbes == PortActivity(lastActivity: afterConnect, openConnections: 1),
+            "\(probes) probe exchanges changed nothing; the idle real connection is reported open"
+        )
         #expect(try #require(afterProbes.idleTime()) >= .seconds(3))
 
         // One real request moves the stamp.
@@ -75,7 +84,8 @@ struct ActivityTests {
 
     @Test func probeSources_canBeReplacedAtRunTime() throws {
         let lab = Lab(index: 13)
-        let pod = try lab.namespace("pod"), client = try lab.namespace("cli")
+        let pod = try lab.namespace("pod")
+        let client = try lab.namespace("cli")
         let a = try lab.veth(pod: pod, client: client)
         let port: UInt16 = 8083
         let app = try TestSocket.listener(in: pod, port: port)
@@ -93,7 +103,8 @@ struct ActivityTests {
 
     @Test func closingConnections_countGoesToZero() throws {
         let lab = Lab(index: 7)
-        let pod = try lab.namespace("pod"), client = try lab.namespace("cli")
+        let pod = try lab.namespace("pod")
+        let client = try lab.namespace("cli")
         let a = try lab.veth(pod: pod, client: client)
         let port: UInt16 = 8081
         let app = try TestSocket.listener(in: pod, port: port)
@@ -139,13 +150,19 @@ struct ActivityTests {
     /// netns cookie).
     @Test func twoPods_activityStaysApart() throws {
         let lab = Lab(index: 14)
-        let podA = try lab.namespace("pa"), podB = try lab.namespace("pb"), client = try lab.namespace("cli")
+        let podA = try lab.namespace("pa")
+        let podB = try lab.namespace("pb")
+        let client = try lab.namespace("cli")
         try lab.veth(pod: podA, client: client, link: 0)
         let toB = try lab.veth(pod: podB, client: client, link: 1)
         let port: UInt16 = 8080
         let appB = try TestSocket.listener(in: podB, port: port)
-        let a = try PodRedirector(netnsPath: Lab.path(podA)), b = try PodRedirector(netnsPath: Lab.path(podB))
-        defer { a.close(); b.close() }
+        let a = try PodRedirector(netnsPath: Lab.path(podA))
+        let b = try PodRedirector(netnsPath: Lab.path(podB))
+        defer {
+            a.close()
+            b.close()
+        }
         try a.trackPort(port)
         try b.trackPort(port)
         let c = try TestSocket.connect(from: client, to: toB.pod6, port: port)

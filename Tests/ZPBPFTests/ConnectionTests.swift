@@ -15,7 +15,9 @@ struct ConnectionTests {
     /// Closes `socket` as CRIU's dump leaves it: in TCP repair mode, so the kernel sends nothing.
     private func closeSilently(_ socket: TestSocket) throws {
         var on: CInt = 1
-        guard setsockopt(socket.fd, CInt(IPPROTO_TCP), 19 /* TCP_REPAIR */, &on, socklen_t(MemoryLayout<CInt>.size)) == 0 else {
+        guard
+            setsockopt(socket.fd, CInt(IPPROTO_TCP), 19 /* TCP_REPAIR */, &on, socklen_t(MemoryLayout<CInt>.size)) == 0
+        else {
             throw LabError("TCP_REPAIR: \(String(cString: strerror(errno)))")
         }
         socket.descriptor.close()
@@ -55,7 +57,8 @@ struct ConnectionTests {
     /// it sends (what the original zeropod's and our earlier `tcp_close` dumps avoid by closing).
     @Test func withoutHold_peerOfDumpedSocket_getsReset() throws {
         let lab = Lab(index: 20)
-        let pod = try lab.namespace("pod"), client = try lab.namespace("cli")
+        let pod = try lab.namespace("pod")
+        let client = try lab.namespace("cli")
         let a = try lab.veth(pod: pod, client: client)
         let app = try TestSocket.listener(in: pod, port: 8080)
         let redirector = try PodRedirector(netnsPath: Lab.path(pod))
@@ -69,7 +72,8 @@ struct ConnectionTests {
 
     @Test func heldConnection_noReset_onlyItsSegmentsDropped_dataWakesOwner() async throws {
         let lab = Lab(index: 21)
-        let pod = try lab.namespace("pod"), client = try lab.namespace("cli")
+        let pod = try lab.namespace("pod")
+        let client = try lab.namespace("cli")
         let a = try lab.veth(pod: pod, client: client)
         let app = try TestSocket.listener(in: pod, port: 8080)
         let redirector = try PodRedirector(netnsPath: Lab.path(pod))
@@ -80,8 +84,12 @@ struct ConnectionTests {
         let heldServer = try #require(app.accept())
         let other = try TestSocket.connect(from: client, to: a.pod6, port: 8080)
         let otherServer = try #require(app.accept())
-        let tuple = TCPConnectionTuple(local: IPAddress(a.pod4)!, localPort: 8080,
-                                       remote: IPAddress(a.client4)!, remotePort: held.port)
+        let tuple = TCPConnectionTuple(
+            local: IPAddress(a.pod4)!,
+            localPort: 8080,
+            remote: IPAddress(a.client4)!,
+            remotePort: held.port
+        )
         try redirector.holdConnections([tuple], owner: 7)
         #expect(try redirector.heldConnections() == [HeldConnection(tuple: tuple, owner: 7, dropped: 0, woken: false)])
         try closeSilently(heldServer)
@@ -115,10 +123,24 @@ struct ConnectionTests {
     }
 
     @Test func holdKeys_roundTrip_ipv4AndIPv6() throws {
-        let v4 = TCPConnectionTuple(local: IPAddress("10.0.0.1")!, localPort: 443, remote: IPAddress("10.0.0.2")!, remotePort: 50123)
-        let v6 = TCPConnectionTuple(local: IPAddress("fd00::1")!, localPort: 1, remote: IPAddress("fd00::2")!, remotePort: 65535)
-        let mapped = TCPConnectionTuple(local: IPAddress("::ffff:10.0.0.1")!, localPort: 443,
-                                        remote: IPAddress("::ffff:10.0.0.2")!, remotePort: 50123)
+        let v4 = TCPConnectionTuple(
+            local: IPAddress("10.0.0.1")!,
+            localPort: 443,
+            remote: IPAddress("10.0.0.2")!,
+            remotePort: 50123
+        )
+        let v6 = TCPConnectionTuple(
+            local: IPAddress("fd00::1")!,
+            localPort: 1,
+            remote: IPAddress("fd00::2")!,
+            remotePort: 65535
+        )
+        let mapped = TCPConnectionTuple(
+            local: IPAddress("::ffff:10.0.0.1")!,
+            localPort: 443,
+            remote: IPAddress("::ffff:10.0.0.2")!,
+            remotePort: 50123
+        )
         #expect(PodRedirector.connection(fromKey: PodRedirector.connectionKey(v4)) == v4)
         #expect(PodRedirector.connection(fromKey: PodRedirector.connectionKey(v6)) == v6)
         #expect(PodRedirector.connectionKey(mapped) == PodRedirector.connectionKey(v4), "one key for both forms")
@@ -127,7 +149,12 @@ struct ConnectionTests {
     /// A listener made as CRIU's restore makes one: `SO_REUSEPORT` on for bind and listen, then
     /// back to the application's value (off).
     private func criuLikeListener(in namespace: String, port: UInt16) throws -> TestSocket {
-        let socket = TestSocket(try NetworkNamespace(path: Lab.path(namespace)).makeSocket(domain: AF_INET, type: CInt(SOCK_STREAM.rawValue)))
+        let socket = TestSocket(
+            try NetworkNamespace(path: Lab.path(namespace)).makeSocket(
+                domain: AF_INET,
+                type: CInt(SOCK_STREAM.rawValue)
+            )
+        )
         var on: CInt = 1
         var off: CInt = 0
         let size = socklen_t(MemoryLayout<CInt>.size)
@@ -137,9 +164,13 @@ struct ConnectionTests {
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = port.bigEndian
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socket.fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(socket.fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
-        guard bound == 0, listen(socket.fd, 16) == 0 else { throw LabError("bind/listen: \(String(cString: strerror(errno)))") }
+        guard bound == 0, listen(socket.fd, 16) == 0 else {
+            throw LabError("bind/listen: \(String(cString: strerror(errno)))")
+        }
         setsockopt(socket.fd, SOL_SOCKET, SO_REUSEPORT, &off, size)
         return socket
     }
@@ -161,16 +192,26 @@ struct ConnectionTests {
 
     @Test func handover_probesToActivator_clientQueues_wakes_thenMigratesToApp() async throws {
         let lab = Lab(index: 22)
-        let pod = try lab.namespace("pod"), client = try lab.namespace("cli")
+        let pod = try lab.namespace("pod")
+        let client = try lab.namespace("cli")
         let a = try lab.veth(pod: pod, client: client)
         let port: UInt16 = 8080
         // client4 is the "kubelet"; other4 a real client.
-        let redirector = try PodRedirector(netnsPath: Lab.path(pod), options: .init(probeSources: [IPAddress(a.client4)!]))
+        let redirector = try PodRedirector(
+            netnsPath: Lab.path(pod),
+            options: .init(probeSources: [IPAddress(a.client4)!])
+        )
         defer { redirector.close() }
         let activator = try TestSocket.listener(in: pod)
-        try activator.descriptor.withOwner { (socket) throws(BPFError) in try redirector.registerListener(port: port, socket: socket) }
-        let handover = TestSocket(try redirector.makeHandoverListener(
-            for: TCPListenerAddress(address: .v4(0), port: port), inNamespaceAt: Lab.path(pod)))
+        try activator.descriptor.withOwner { (socket) throws(BPFError) in
+            try redirector.registerListener(port: port, socket: socket)
+        }
+        let handover = TestSocket(
+            try redirector.makeHandoverListener(
+                for: TCPListenerAddress(address: .v4(0), port: port),
+                inNamespaceAt: Lab.path(pod)
+            )
+        )
         try redirector.setHandover(port: port, owner: 9)
         try redirector.setRedirect(port: port, enabled: true)
         let events = try redirector.wakeEvents(owner: 9)
@@ -213,8 +254,10 @@ struct ConnectionTests {
         defer { redirector.close() }
         let app = try TestSocket.listener(in: pod, port: 8081)  // no SO_REUSEPORT, like most apps
         #expect {
-            _ = try redirector.makeHandoverListener(for: TCPListenerAddress(address: .v6(high: 0, low: 0), port: 8081),
-                                                    inNamespaceAt: Lab.path(pod))
+            _ = try redirector.makeHandoverListener(
+                for: TCPListenerAddress(address: .v6(high: 0, low: 0), port: 8081),
+                inNamespaceAt: Lab.path(pod)
+            )
         } throws: { error in
             guard case .system(let failure) = error as? BPFError else { return false }
             return failure.call == "bind" && failure.errno == .addressInUse

@@ -20,7 +20,12 @@ private func prober(named name: String, in folder: TemporaryDirectory) throws ->
 
 /// The prober named `name`, run with `ip netns exec NS` (which execs it: the name stays) until it exits.
 /// - Returns: its output lines (`<time> <kind> <result>`).
-private func probe(as name: String, from namespace: String, _ arguments: [String], folder: TemporaryDirectory) throws -> [String] {
+private func probe(
+    as name: String,
+    from namespace: String,
+    _ arguments: [String],
+    folder: TemporaryDirectory
+) throws -> [String] {
     let program = try prober(named: name, in: folder)
     let result = try run(["ip", "netns", "exec", namespace, program] + arguments, timeout: 60)
     guard result.status == 0 else { throw LabError("\(name) \(arguments): \(result.stderr)") }
@@ -35,7 +40,15 @@ private func httpServer(in namespace: String, port: UInt16) throws -> Process {
     server.standardOutput = FileHandle.nullDevice
     server.standardError = FileHandle.nullDevice
     try server.run()
-    guard eventually(within: 20, { (try? run(["ip", "netns", "exec", namespace, "ss", "-Htln", "sport = :\(port)"]).stdout.isEmpty) == false }) else {
+    guard
+        eventually(
+            within: 20,
+            {
+                (try? run(["ip", "netns", "exec", namespace, "ss", "-Htln", "sport = :\(port)"]).stdout.isEmpty)
+                    == false
+            }
+        )
+    else {
         killAndReap(server.processIdentifier)
         throw LabError("the HTTP server in \(namespace) never listened")
     }
@@ -50,7 +63,8 @@ private func httpServer(in namespace: String, port: UInt16) throws -> Process {
 struct KubeletTests {
     @Test func kubeletConnections_neverCount_otherProcessesFromTheSameAddressDo() throws {
         let lab = Lab(index: 15)
-        let pod = try lab.namespace("pod"), client = try lab.namespace("node")
+        let pod = try lab.namespace("pod")
+        let client = try lab.namespace("node")
         let a = try lab.veth(pod: pod, client: client)
         let port: UInt16 = 8090
         let server = try httpServer(in: pod, port: port)
@@ -63,13 +77,21 @@ struct KubeletTests {
         // kubelet over IPv4, IPv4-mapped IPv6 (AF_INET6 sockets, as on EKS) and IPv6: HTTP and TCP probes.
         var lines: [String] = []
         for (family, target) in [("4", a.pod4), ("mapped", a.pod4), ("6", a.pod6)] {
-            lines += try probe(as: "kubelet", from: client,
-                               [target, "\(port)", "--http", "/", "--tcp", "--count", "3", "--interval", "0.1", "--family", family],
-                               folder: folder)
+            lines += try probe(
+                as: "kubelet",
+                from: client,
+                [target, "\(port)", "--http", "/", "--tcp", "--count", "3", "--interval", "0.1", "--family", family],
+                folder: folder
+            )
         }
-        #expect(lines.count == 18 && lines.allSatisfy { $0.hasSuffix(" http 200") || $0.hasSuffix(" tcp ok") }, "\(lines)")
-        #expect(try redirector.activity(port: port) == PortActivity(lastActivity: nil, openConnections: 0),
-                "18 kubelet probes changed nothing")
+        #expect(
+            lines.count == 18 && lines.allSatisfy { $0.hasSuffix(" http 200") || $0.hasSuffix(" tcp ok") },
+            "\(lines)"
+        )
+        #expect(
+            try redirector.activity(port: port) == PortActivity(lastActivity: nil, openConnections: 0),
+            "18 kubelet probes changed nothing"
+        )
         #expect(try eventually { try redirector.kubeletConnections().isEmpty }, "closed connections are forgotten")
 
         // An open kubelet connection is recorded with its 4-tuple (the pod sees the same addresses).
@@ -82,35 +104,56 @@ struct KubeletTests {
         held.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: heldOutput))
         try held.run()
         var connected: [Substring] = []
-        #expect(eventually(within: 20) {
-            connected = ((try? String(contentsOfFile: heldOutput, encoding: .utf8)) ?? "").split(separator: "\n")
-                .first { $0.contains(" tcp connected ") }?.split(separator: " ") ?? []
-            return connected.count == 5
-        })
+        #expect(
+            eventually(within: 20) {
+                connected =
+                    ((try? String(contentsOfFile: heldOutput, encoding: .utf8)) ?? "").split(separator: "\n")
+                    .first { $0.contains(" tcp connected ") }?.split(separator: " ") ?? []
+                return connected.count == 5
+            }
+        )
         let clientPort = UInt16(connected.last ?? "") ?? 0
-        #expect(try redirector.kubeletConnections() == [
-            KubeletConnection(client: IPAddress(a.client4)!, clientPort: clientPort, server: IPAddress(a.pod4)!, serverPort: port),
-        ])
+        #expect(
+            try redirector.kubeletConnections() == [
+                KubeletConnection(
+                    client: IPAddress(a.client4)!,
+                    clientPort: clientPort,
+                    server: IPAddress(a.pod4)!,
+                    serverPort: port
+                )
+            ]
+        )
         #expect(try redirector.activity(port: port)?.openConnections == 0, "the open kubelet connection is not counted")
         held.waitUntilExit()
         #expect(try eventually { try redirector.kubeletConnections().isEmpty })
 
         // The same address, another process (a host-network proxy): counts.
-        let other = try probe(as: "nginx", from: client, [a.pod4, "\(port)", "--http", "/", "--count", "1"], folder: folder)
+        let other = try probe(
+            as: "nginx",
+            from: client,
+            [a.pod4, "\(port)", "--http", "/", "--count", "1"],
+            folder: folder
+        )
         #expect(other.count == 1 && other[0].hasSuffix(" http 200"), "\(other)")
-        #expect(try redirector.activity(port: port)?.lastActivity != nil, "another process from the node's address is activity")
+        #expect(
+            try redirector.activity(port: port)?.lastActivity != nil,
+            "another process from the node's address is activity"
+        )
     }
 
     @Test func identificationOff_kubeletIsActivity_andNamesAreChecked() throws {
         let lab = Lab(index: 16)
-        let pod = try lab.namespace("pod"), client = try lab.namespace("node")
+        let pod = try lab.namespace("pod")
+        let client = try lab.namespace("node")
         let a = try lab.veth(pod: pod, client: client)
         let port: UInt16 = 8091
         let server = try httpServer(in: pod, port: port)
         defer { killAndReap(server.processIdentifier) }
         let folder = try TemporaryDirectory("zpbpf-kubelet")
         let redirector = try PodRedirector(
-            netnsPath: Lab.path(pod), options: .init(identifyKubelet: false, kubeletNamespace: Lab.path(client)))
+            netnsPath: Lab.path(pod),
+            options: .init(identifyKubelet: false, kubeletNamespace: Lab.path(client))
+        )
         defer { redirector.close() }
         try redirector.trackPort(port)
         _ = try probe(as: "kubelet", from: client, [a.pod4, "\(port)", "--http", "/", "--count", "1"], folder: folder)
@@ -119,16 +162,31 @@ struct KubeletTests {
         // Switched on at run time: kubelet no longer moves the stamp.
         try redirector.setIdentifyKubelet(true)
         let before = try redirector.activity(port: port)?.lastActivity
-        _ = try probe(as: "kubelet", from: client, [a.pod4, "\(port)", "--http", "/", "--tcp", "--count", "2"], folder: folder)
+        _ = try probe(
+            as: "kubelet",
+            from: client,
+            [a.pod4, "\(port)", "--http", "/", "--tcp", "--count", "2"],
+            folder: folder
+        )
         #expect(try redirector.activity(port: port)?.lastActivity == before)
 
         // A process named kubelet in another namespace (a pod's) is not the node's kubelet.
-        _ = try probe(as: "kubelet", from: pod, ["127.0.0.1", "\(port)", "--http", "/", "--count", "1"], folder: folder)
-        #expect(try redirector.activity(port: port)?.lastActivity != before, "kubelet outside the node's namespace counts")
+        _ = try probe(
+            as: "kubelet",
+            from: pod,
+            ["127.0.0.1", "\(port)", "--http", "/", "--count", "1"],
+            folder: folder
+        )
+        #expect(
+            try redirector.activity(port: port)?.lastActivity != before,
+            "kubelet outside the node's namespace counts"
+        )
     }
 
     @Test func kubeletNames_areValidated() throws {
-        #expect(try PodRedirector.kubeletNameKeys(["kubelet"]) == [Array("kubelet".utf8) + [UInt8](repeating: 0, count: 9)])
+        #expect(
+            try PodRedirector.kubeletNameKeys(["kubelet"]) == [Array("kubelet".utf8) + [UInt8](repeating: 0, count: 9)]
+        )
         #expect(throws: BPFError.self) { try PodRedirector.kubeletNameKeys([""]) }
         #expect(throws: BPFError.self) { try PodRedirector.kubeletNameKeys(["a-name-of-16-byte"]) }
         #expect(throws: BPFError.self) { try PodRedirector.kubeletNameKeys(Array(repeating: "k", count: 17)) }

@@ -33,9 +33,13 @@ final class Lab {
             throw LabError("veth: \(pod) or \(client) is not a namespace of this lab")
         }
         try connectVeth(
-            podNetns, "zpp\(link)", addresses: ["\(a.pod4)/24", "\(a.pod6)/64"],
-            to: clientNetns, "zpc\(link)",
-            addresses: ["\(a.client4)/24", "\(a.other4)/24", "\(a.client6)/64", "\(a.other6)/64"])
+            podNetns,
+            "zpp\(link)",
+            addresses: ["\(a.pod4)/24", "\(a.pod6)/64"],
+            to: clientNetns,
+            "zpc\(link)",
+            addresses: ["\(a.client4)/24", "\(a.other4)/24", "\(a.client6)/64", "\(a.other6)/64"]
+        )
         return a
     }
 
@@ -59,7 +63,12 @@ extension TestSocket {
     }
 
     /// Connects from namespace `namespace` (a name) to `address`:`port`, optionally from `source`.
-    static func connect(from namespace: String, to address: String, port: UInt16, source: String? = nil) throws -> TestSocket {
+    static func connect(
+        from namespace: String,
+        to address: String,
+        port: UInt16,
+        source: String? = nil
+    ) throws -> TestSocket {
         try connect(fromNetns: Lab.path(namespace).string, to: address, port: port, source: source)
     }
 }

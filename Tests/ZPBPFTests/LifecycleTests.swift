@@ -35,10 +35,14 @@ struct LifecycleTests {
 
     @Test func pinned_survivesOwner_reopens_andRemoveCleansUp() throws {
         let lab = Lab(index: 11)
-        let pod = try lab.namespace("pod"), client = try lab.namespace("cli")
+        let pod = try lab.namespace("pod")
+        let client = try lab.namespace("cli")
         let a = try lab.veth(pod: pod, client: client)
         let root = pinRoot("reopen")
-        defer { PodRedirector.removePinned(at: root.appending("pod-a")); _ = rmdir(root.string) }
+        defer {
+            PodRedirector.removePinned(at: root.appending("pod-a"))
+            _ = rmdir(root.string)
+        }
         let port: UInt16 = 8080
         let activator = try TestSocket.listener(in: pod)
         let app = try TestSocket.listener(in: pod, port: port)
@@ -60,7 +64,9 @@ struct LifecycleTests {
             #expect(stat(dir.appending(name).string, &st) == 0 && st.st_mode & 0o777 == 0o600, "\(name)")
         }
         try first!.trackPort(port)
-        try activator.descriptor.withOwner { (socket) throws(BPFError) in try first!.registerListener(port: port, socket: socket) }
+        try activator.descriptor.withOwner { (socket) throws(BPFError) in
+            try first!.registerListener(port: port, socket: socket)
+        }
         first = nil  // the "shim" goes away; pins keep everything attached
 
         #expect(try bpftoolIDs("link").isSuperset(of: ids.links))
@@ -98,14 +104,16 @@ struct LifecycleTests {
         let redirector = try PodRedirector(netnsPath: Lab.path(pod))
         defer { redirector.close() }
         var activator: TestSocket? = try TestSocket.listener(in: pod)
-        try activator!.descriptor.withOwner { (socket) throws(BPFError) in try redirector.registerListener(port: 7000, socket: socket) }
+        try activator!.descriptor.withOwner { (socket) throws(BPFError) in
+            try redirector.registerListener(port: 7000, socket: socket)
+        }
         #expect(try redirector.hasListener(port: 7000))
         activator = nil
         #expect(try eventually { try !redirector.hasListener(port: 7000) })
     }
 
     @Test func preloadedPrograms_areTheOnesAttached_andUnusedOnesAreFreed() throws {
-        let lab = Lab(index: 15)
+        let lab = Lab(index: 17)  // unique per test: suites run in parallel and the index names the netns
         let pod = try lab.namespace("pod")
         var programs: PodRedirector.Programs? = try PodRedirector.Programs.load()
         let loaded = Set(try programs!.mapIDs())
@@ -153,7 +161,11 @@ struct FeatureProbeTests {
     }
 
     @Test func missingNamespace_isNamedInTheError() {
-        #expect(throws: BPFError.system(SystemError(call: "open", subject: "/var/run/netns/zpbpf-absent", errno: .noSuchFileOrDirectory))) {
+        #expect(
+            throws: BPFError.system(
+                SystemError(call: "open", subject: "/var/run/netns/zpbpf-absent", errno: .noSuchFileOrDirectory)
+            )
+        ) {
             _ = try PodRedirector(netnsPath: "/var/run/netns/zpbpf-absent")
         }
     }

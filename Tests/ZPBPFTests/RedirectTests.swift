@@ -6,7 +6,6 @@ import Testing
 import ZPCore
 import ZPSystem
 import ZPTestSupport
-import ZPTestSupport
 
 @testable import ZPBPF
 
@@ -22,8 +21,10 @@ struct RedirectTests {
         let object = FileManager.default.temporaryDirectory.appendingPathComponent("zpbpf-\(getpid()).o")
         defer { try? FileManager.default.removeItem(at: object) }
         try Data(EmbeddedObject.bytes).write(to: object)
-        #expect(String(try sh(["sha256sum", object.path]).prefix(64)) == EmbeddedObject.objectSHA256,
-                "the embedded bytes are the object the script generated")
+        #expect(
+            String(try sh(["sha256sum", object.path]).prefix(64)) == EmbeddedObject.objectSHA256,
+            "the embedded bytes are the object the script generated"
+        )
     }
 
     @Test func loadOnly_everyProgramPassesTheVerifier() throws {
@@ -41,7 +42,8 @@ struct RedirectTests {
     @Test(arguments: [false, true])
     func veth_redirectOnAndOff_reachesActivatorThenApp(ipv6: Bool) throws {
         let lab = Lab(index: ipv6 ? 1 : 2)
-        let pod = try lab.namespace("pod"), client = try lab.namespace("cli")
+        let pod = try lab.namespace("pod")
+        let client = try lab.namespace("cli")
         let a = try lab.veth(pod: pod, client: client)
         let target = ipv6 ? a.pod6 : a.pod4
         let port: UInt16 = 8080
@@ -49,7 +51,9 @@ struct RedirectTests {
         let activator = try TestSocket.listener(in: pod)
         let redirector = try PodRedirector(netnsPath: Lab.path(pod))
         defer { redirector.close() }
-        try activator.descriptor.withOwner { (socket) throws(BPFError) in try redirector.registerListener(port: port, socket: socket) }
+        try activator.descriptor.withOwner { (socket) throws(BPFError) in
+            try redirector.registerListener(port: port, socket: socket)
+        }
         #expect(try redirector.hasListener(port: port))
 
         // Before: straight to the app, and this connection must survive the switch.
@@ -84,7 +88,9 @@ struct RedirectTests {
         let activator = try TestSocket.listener(in: pod)
         let redirector = try PodRedirector(netnsPath: Lab.path(pod))
         defer { redirector.close() }
-        try activator.descriptor.withOwner { (socket) throws(BPFError) in try redirector.registerListener(port: port, socket: socket) }
+        try activator.descriptor.withOwner { (socket) throws(BPFError) in
+            try redirector.registerListener(port: port, socket: socket)
+        }
         try redirector.setRedirect(port: port, enabled: true)
         for address in ["127.0.0.1", "::1"] {
             let c = try TestSocket.connect(from: pod, to: address, port: port)
@@ -105,7 +111,8 @@ struct RedirectTests {
     /// 128 ports, each with its own activator socket; a 129th is refused with a clear error.
     @Test func maxPorts_allRedirected() throws {
         let lab = Lab(index: 4)
-        let pod = try lab.namespace("pod"), client = try lab.namespace("cli")
+        let pod = try lab.namespace("pod")
+        let client = try lab.namespace("cli")
         let a = try lab.veth(pod: pod, client: client)
         let redirector = try PodRedirector(netnsPath: Lab.path(pod))
         defer { redirector.close() }
@@ -115,10 +122,14 @@ struct RedirectTests {
             let activator = try TestSocket.listener(in: pod)
             activators[port] = activator
             try redirector.trackPort(port)
-            try activator.descriptor.withOwner { (socket) throws(BPFError) in try redirector.registerListener(port: port, socket: socket) }
+            try activator.descriptor.withOwner { (socket) throws(BPFError) in
+                try redirector.registerListener(port: port, socket: socket)
+            }
             try redirector.setRedirect(port: port, enabled: true)
         }
-        #expect(throws: BPFError.tooManyPorts(port: 30000, limit: 128)) { try redirector.setRedirect(port: 30000, enabled: true) }
+        #expect(throws: BPFError.tooManyPorts(port: 30000, limit: 128)) {
+            try redirector.setRedirect(port: 30000, enabled: true)
+        }
         #expect(throws: BPFError.tooManyPorts(port: 30000, limit: 128)) { try redirector.trackPort(30000) }
         for port in ports {
             // Nothing listens on these ports in the pod: only the redirect can answer.
@@ -132,16 +143,24 @@ struct RedirectTests {
     /// Two pods side by side: redirecting one never catches the other's traffic.
     @Test func twoPods_redirectOneOnly() throws {
         let lab = Lab(index: 5)
-        let podA = try lab.namespace("pa"), podB = try lab.namespace("pb"), client = try lab.namespace("cli")
+        let podA = try lab.namespace("pa")
+        let podB = try lab.namespace("pb")
+        let client = try lab.namespace("cli")
         let toA = try lab.veth(pod: podA, client: client, link: 0)
         let toB = try lab.veth(pod: podB, client: client, link: 1)
         let port: UInt16 = 8080
-        let appA = try TestSocket.listener(in: podA, port: port), appB = try TestSocket.listener(in: podB, port: port)
+        let appA = try TestSocket.listener(in: podA, port: port)
+        let appB = try TestSocket.listener(in: podB, port: port)
         let activatorA = try TestSocket.listener(in: podA)
         let redirectorA = try PodRedirector(netnsPath: Lab.path(podA))
         let redirectorB = try PodRedirector(netnsPath: Lab.path(podB))
-        defer { redirectorA.close(); redirectorB.close() }
-        try activatorA.descriptor.withOwner { (socket) throws(BPFError) in try redirectorA.registerListener(port: port, socket: socket) }
+        defer {
+            redirectorA.close()
+            redirectorB.close()
+        }
+        try activatorA.descriptor.withOwner { (socket) throws(BPFError) in
+            try redirectorA.registerListener(port: port, socket: socket)
+        }
         try redirectorA.setRedirect(port: port, enabled: true)
         #expect(try !redirectorB.isRedirectEnabled(port: port))
         for round in 0..<5 {

@@ -12,12 +12,12 @@ import ZPTestSupport
 func installedConfig(_ dir: String) throws -> String {
     let path = dir + "/config.toml"
     try """
-        version = 2
-        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.zeropod]
-          runtime_type = "io.containerd.runc.v2"
-          runtime_path = "/bin/true"
-          pod_annotations = ["zeropod.ctrox.dev/*", "zeropod-swift/*"]
-        """.write(toFile: path, atomically: false, encoding: .utf8)
+    version = 2
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.zeropod]
+      runtime_type = "io.containerd.runc.v2"
+      runtime_path = "/bin/true"
+      pod_annotations = ["zeropod.ctrox.dev/*", "zeropod-swift/*"]
+    """.write(toFile: path, atomically: false, encoding: .utf8)
     return path
 }
 
@@ -27,7 +27,8 @@ func doctorTempDir() throws -> String {
     return dir
 }
 
-let canRunDoctor = Privileges.isRoot && Privileges.hasTool("/usr/local/sbin/criu") && Privileges.hasTool("/usr/sbin/runc")
+let canRunDoctor =
+    Privileges.isRoot && Privileges.hasTool("/usr/local/sbin/criu") && Privileges.hasTool("/usr/sbin/runc")
 
 @Suite struct DoctorCommandParsingTests {
     @Test func flags_becomeTheChecksOptions() throws {
@@ -55,7 +56,10 @@ let canRunDoctor = Privileges.isRoot && Privileges.hasTool("/usr/local/sbin/criu
 
     @Test(arguments: [
         (["doctor", "--containerd-address", "c.sock"], "must be an absolute path"),
-        (["doctor", "--containerd-version", "2.1.9", "--containerd-binary", "/usr/bin/containerd"], "cannot be combined"),
+        (
+            ["doctor", "--containerd-version", "2.1.9", "--containerd-binary", "/usr/bin/containerd"],
+            "cannot be combined"
+        ),
         (["doctor", "--timeout", "soon"], "--timeout soon"),
         (["doctor", "--runtime", "docker"], "docker"),
     ])
@@ -71,7 +75,10 @@ let canRunDoctor = Privileges.isRoot && Privileges.hasTool("/usr/local/sbin/criu
     }
 }
 
-@Suite(.serialized, .enabled(if: canRunDoctor, "needs root (eBPF probes, CRIU check), the project's CRIU and runc (make setup)"))
+@Suite(
+    .serialized,
+    .enabled(if: canRunDoctor, "needs root (eBPF probes, CRIU check), the project's CRIU and runc (make setup)")
+)
 struct DoctorCommandTests {
     @Test func thisMachine_asksContainerdOverItsSocket_noBlockers() async throws {
         let dir = try doctorTempDir()
@@ -79,17 +86,21 @@ struct DoctorCommandTests {
         let containerd = try PrivateContainerd(flavor: .containerd2, tag: "doctor")
         defer { containerd.stop() }
         let captured = CapturedOutput()
-        let doctor = try #require(try ZeropodCommand.parseAsRoot([
-            "doctor", "--containerd-address", containerd.socket, "--config", try installedConfig(dir),
-            "--node-config", dir + "/node.conf", "--state-dir", dir + "/state", "--run-dir", dir + "/run",
-        ]) as? DoctorCommand)
+        let doctor = try #require(
+            try ZeropodCommand.parseAsRoot([
+                "doctor", "--containerd-address", containerd.socket, "--config", try installedConfig(dir),
+                "--node-config", dir + "/node.conf", "--state-dir", dir + "/state", "--run-dir", dir + "/run",
+            ]) as? DoctorCommand
+        )
         let status = await doctor.execute(output: captured.output, environment: [:])
         let text = captured.stdout.joined(separator: "\n")
         print("[zpdoctor] zeropod doctor on this machine (exit \(status)):\n\(text)")
         #expect(status == 0, "\(text)")
         #expect(text.contains("no blockers"))
         #expect(text.contains("containerd version") && text.contains("asked over \(containerd.socket)"))
-        for row in ["sk_lookup", "tcx", "bpffs", "criu check", "rlimit patch", "handler zeropod", "annotations forwarded"] {
+        for row in [
+            "sk_lookup", "tcx", "bpffs", "criu check", "rlimit patch", "handler zeropod", "annotations forwarded",
+        ] {
             let line = captured.stdout.first { $0.contains(" \(row) ") }
             #expect(line?.contains(" OK ") == true, "\(row): \(String(describing: line))")
         }
@@ -100,11 +111,15 @@ struct DoctorCommandTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try FileManager.default.createDirectory(atPath: dir + "/not-bpffs", withIntermediateDirectories: true)
         let captured = CapturedOutput()
-        let doctor = try #require(try ZeropodCommand.parseAsRoot([
-            "doctor", "--bpffs", dir + "/not-bpffs", "--criu", dir + "/no-criu", "--containerd-address", dir + "/no.sock",
-            "--config", try installedConfig(dir), "--node-config", dir + "/node.conf", "--state-dir", dir + "/state",
-            "--run-dir", dir + "/run",
-        ]) as? DoctorCommand)
+        let doctor = try #require(
+            try ZeropodCommand.parseAsRoot([
+                "doctor", "--bpffs", dir + "/not-bpffs", "--criu", dir + "/no-criu", "--containerd-address",
+                dir + "/no.sock",
+                "--config", try installedConfig(dir), "--node-config", dir + "/node.conf", "--state-dir",
+                dir + "/state",
+                "--run-dir", dir + "/run",
+            ]) as? DoctorCommand
+        )
         let status = await doctor.execute(output: captured.output, environment: [:])
         let text = captured.stdout.joined(separator: "\n")
         print("[zpdoctor] zeropod doctor with bpffs and CRIU taken away (exit \(status)):\n\(text)")

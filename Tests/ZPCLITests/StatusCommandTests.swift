@@ -17,9 +17,13 @@ final class CapturedOutput: Sendable {
     private let problems = Mutex<[String]>([])
 
     var output: CommandOutput {
-        CommandOutput(line: { [self] l in lines.withLock { $0.append(l) } },
-                      text: { [self] t in lines.withLock { $0 += t.split(separator: "\n", omittingEmptySubsequences: false).map(String.init) } },
-                      problem: { [self] p in problems.withLock { $0.append(p) } })
+        CommandOutput(
+            line: { [self] l in lines.withLock { $0.append(l) } },
+            text: { [self] t in
+                lines.withLock { $0 += t.split(separator: "\n", omittingEmptySubsequences: false).map(String.init) }
+            },
+            problem: { [self] p in problems.withLock { $0.append(p) } }
+        )
     }
 
     var stdout: [String] { lines.withLock { $0 } }
@@ -30,8 +34,16 @@ final class CapturedOutput: Sendable {
 func fakeShim() -> TTRPCRouter {
     var router = TTRPCRouter()
     let time = ProtobufTimestamp(seconds: 1_700_000_000, nanos: 0)
-    let c1 = StatusAPI.ContainerStatus(id: "c1", name: "web", podName: "p", podNamespace: "ns", lifecyclePhase: .scaledDown, pid: 7,
-                                       phaseSince: time, checkpointErrors: 1)
+    let c1 = StatusAPI.ContainerStatus(
+        id: "c1",
+        name: "web",
+        podName: "p",
+        podNamespace: "ns",
+        lifecyclePhase: .scaledDown,
+        pid: 7,
+        phaseSince: time,
+        checkpointErrors: 1
+    )
     let c2 = StatusAPI.ContainerStatus(id: "c2", lifecyclePhase: .running, pid: 9)
     router.register(service: StatusAPI.service, method: StatusAPI.getStatus) { call in
         let id = try StatusAPI.ContainerRequest(decoding: call.payload).id
@@ -53,8 +65,15 @@ func fakeShim() -> TTRPCRouter {
         let request = try StatusAPI.SubscribeStatusRequest(decoding: call.payload)
         guard request.initialSnapshot else { throw TTRPCStatusError(.invalidArgument, "the CLI asks for a snapshot") }
         try await writer.send(StatusAPI.StatusChange(sequence: 3, time: time, status: c2, snapshot: true).encoded())
-        try await writer.send(StatusAPI.StatusChange(sequence: 4, missed: 2, time: time, status: c1,
-                                                     event: .checkpointFinished(duration: .milliseconds(12))).encoded())
+        try await writer.send(
+            StatusAPI.StatusChange(
+                sequence: 4,
+                missed: 2,
+                time: time,
+                status: c1,
+                event: .checkpointFinished(duration: .milliseconds(12))
+            ).encoded()
+        )
     }
     return router
 }
@@ -100,10 +119,15 @@ let fixedNow: @Sendable () -> Int64 = { 1_700_000_100 * 1_000_000_000 }
     @Test func file_thenRunDirOverride() throws {
         let dir = try scratch()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        try "run-dir = /run/a\nstate-dir = /var/lib/b\n".write(toFile: dir + "/node.conf", atomically: true, encoding: .utf8)
+        try "run-dir = /run/a\nstate-dir = /var/lib/b\n".write(
+            toFile: dir + "/node.conf",
+            atomically: true,
+            encoding: .utf8
+        )
         let fromEnv = try statusCommand([]).node.nodeConfig(environment: ["ZEROPOD_NODE_CONFIG": dir + "/node.conf"])
         #expect(fromEnv.layout == NodeLayout(runDirectory: "/run/a", stateDirectory: "/var/lib/b"))
-        let overridden = try statusCommand(["--node-config", dir + "/node.conf", "--run-dir", "/run/c"]).node.nodeConfig(environment: [:])
+        let overridden = try statusCommand(["--node-config", dir + "/node.conf", "--run-dir", "/run/c"]).node
+            .nodeConfig(environment: [:])
         #expect(overridden.runDirectory == "/run/c" && overridden.stateDirectory == "/var/lib/b")
         // A missing file that was not named explicitly means the defaults (as for the shim).
         let defaults = try statusCommand([]).node.nodeConfig(environment: ["ZEROPOD_NODE_CONFIG": dir + "/none.conf"])
@@ -114,13 +138,18 @@ let fixedNow: @Sendable () -> Int64 = { 1_700_000_100 * 1_000_000_000 }
         let dir = try scratch()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try "# node\nrun-dir = relative/path\n".write(toFile: dir + "/bad.conf", atomically: true, encoding: .utf8)
-        #expect(throws: NodeOptionsError(message: "node settings \(dir)/bad.conf:2: run-dir: invalid path \"relative/path\": must be absolute")) {
+        #expect(
+            throws: NodeOptionsError(
+                message: "node settings \(dir)/bad.conf:2: run-dir: invalid path \"relative/path\": must be absolute"
+            )
+        ) {
             try statusCommand(["--node-config", dir + "/bad.conf"]).node.nodeConfig(environment: [:])
         }
         #expect {
             try statusCommand(["--node-config", dir + "/none.conf"]).node.nodeConfig(environment: [:])
         } throws: { error in
-            "\(error)".hasPrefix("--node-config \(dir)/none.conf: cannot be read: ") && "\(error)".contains("No such file")
+            "\(error)".hasPrefix("--node-config \(dir)/none.conf: cannot be read: ")
+                && "\(error)".contains("No such file")
         }
         // A default file that exists but cannot be read is an error too (a folder here), not the defaults.
         #expect {
@@ -129,13 +158,18 @@ let fixedNow: @Sendable () -> Int64 = { 1_700_000_100 * 1_000_000_000 }
             "\(error)".hasPrefix("node settings \(dir): cannot be read: ")
         }
         #expect(throws: NodeOptionsError(message: "--run-dir: invalid path \"run\": must be absolute")) {
-            try statusCommand(["--run-dir", "run"]).node.nodeConfig(environment: ["ZEROPOD_NODE_CONFIG": dir + "/none.conf"])
+            try statusCommand(["--run-dir", "run"]).node.nodeConfig(environment: [
+                "ZEROPOD_NODE_CONFIG": dir + "/none.conf"
+            ])
         }
         let long = "/" + String(repeating: "r", count: NodeLayout.maximumRunDirectoryLength)
         #expect {
-            try statusCommand(["--run-dir", long]).node.nodeConfig(environment: ["ZEROPOD_NODE_CONFIG": dir + "/none.conf"])
+            try statusCommand(["--run-dir", long]).node.nodeConfig(environment: [
+                "ZEROPOD_NODE_CONFIG": dir + "/none.conf"
+            ])
         } throws: { error in
-            "\(error)".hasPrefix("--run-dir: invalid path") && "\(error)".contains("at most \(NodeLayout.maximumRunDirectoryLength)")
+            "\(error)".hasPrefix("--run-dir: invalid path")
+                && "\(error)".contains("at most \(NodeLayout.maximumRunDirectoryLength)")
         }
     }
 }
@@ -144,12 +178,18 @@ let fixedNow: @Sendable () -> Int64 = { 1_700_000_100 * 1_000_000_000 }
     @Test func list_oneLinePerContainer_fromTheRunDirectory() async throws {
         try await withTTRPCTestServer(fakeShim(), socketName: "run/s/abc.sock") { folder, _ in
             let out = CapturedOutput()
-            let status = await (try statusCommand(["--run-dir", folder + "/run"])).execute(output: out.output, environment: [:], now: fixedNow)
+            let status = await (try statusCommand(["--run-dir", folder + "/run"])).execute(
+                output: out.output,
+                environment: [:],
+                now: fixedNow
+            )
             #expect(status == 0 && out.stderr.isEmpty, "\(out.stderr)")
-            #expect(out.stdout == [
-                "c1 pod=ns/p container=web phase=SCALED_DOWN lifecycle=SCALED_DOWN since=100s-ago pid=7 checkpoint-errors=1 restore-errors=0",
-                "c2 phase=RUNNING lifecycle=RUNNING pid=9 checkpoint-errors=0 restore-errors=0",
-            ])
+            #expect(
+                out.stdout == [
+                    "c1 pod=ns/p container=web phase=SCALED_DOWN lifecycle=SCALED_DOWN since=100s-ago pid=7 checkpoint-errors=1 restore-errors=0",
+                    "c2 phase=RUNNING lifecycle=RUNNING pid=9 checkpoint-errors=0 restore-errors=0",
+                ]
+            )
         }
     }
 
@@ -159,7 +199,11 @@ let fixedNow: @Sendable () -> Int64 = { 1_700_000_100 * 1_000_000_000 }
             let out = CapturedOutput()
             let status = await (try statusCommand(["--id", "c2"]))
                 .execute(output: out.output, environment: ["ZEROPOD_NODE_CONFIG": folder + "/node.conf"], now: fixedNow)
-            #expect(status == 0 && out.stdout == ["c2 phase=RUNNING lifecycle=RUNNING pid=9 checkpoint-errors=0 restore-errors=0"], "\(out.stderr)")
+            #expect(
+                status == 0
+                    && out.stdout == ["c2 phase=RUNNING lifecycle=RUNNING pid=9 checkpoint-errors=0 restore-errors=0"],
+                "\(out.stderr)"
+            )
         }
     }
 
@@ -169,9 +213,16 @@ let fixedNow: @Sendable () -> Int64 = { 1_700_000_100 * 1_000_000_000 }
             #expect(FileManager.default.createFile(atPath: folder + "/run/s/aaa.sock", contents: nil))
             #expect(FileManager.default.createFile(atPath: folder + "/run/s/not-a-socket.txt", contents: nil))
             let out = CapturedOutput()
-            let status = await (try statusCommand(["--run-dir", folder + "/run"])).execute(output: out.output, environment: [:], now: fixedNow)
+            let status = await (try statusCommand(["--run-dir", folder + "/run"])).execute(
+                output: out.output,
+                environment: [:],
+                now: fixedNow
+            )
             #expect(status == 1)
-            #expect(out.stderr.count == 1 && out.stderr[0].hasPrefix("zeropod status \(folder)/run/s/aaa.sock: "), "\(out.stderr)")
+            #expect(
+                out.stderr.count == 1 && out.stderr[0].hasPrefix("zeropod status \(folder)/run/s/aaa.sock: "),
+                "\(out.stderr)"
+            )
             #expect(out.stdout.first == "# \(socket)" && out.stdout.count == 3, "\(out.stdout)")
         }
     }
@@ -179,9 +230,16 @@ let fixedNow: @Sendable () -> Int64 = { 1_700_000_100 * 1_000_000_000 }
     @Test func id_notServed_isExitOne_withTheShimsMessage() async throws {
         try await withTTRPCTestServer(fakeShim()) { _, socket in
             let out = CapturedOutput()
-            let status = await (try statusCommand(["--socket", socket, "--id", "nope"])).execute(output: out.output, environment: [:], now: fixedNow)
+            let status = await (try statusCommand(["--socket", socket, "--id", "nope"])).execute(
+                output: out.output,
+                environment: [:],
+                now: fixedNow
+            )
             #expect(status == 1 && out.stdout.isEmpty)
-            #expect(out.stderr.count == 1 && out.stderr[0].contains(#"container "nope" is not served by this shim"#), "\(out.stderr)")
+            #expect(
+                out.stderr.count == 1 && out.stderr[0].contains(#"container "nope" is not served by this shim"#),
+                "\(out.stderr)"
+            )
         }
     }
 
@@ -203,12 +261,18 @@ let fixedNow: @Sendable () -> Int64 = { 1_700_000_100 * 1_000_000_000 }
     @Test func watch_printsTheSnapshotThenEachChange_untilTheShimEndsTheStream() async throws {
         try await withTTRPCTestServer(fakeShim()) { _, socket in
             let out = CapturedOutput()
-            let status = await (try statusCommand(["--socket", socket, "--watch"])).execute(output: out.output, environment: [:], now: fixedNow)
+            let status = await (try statusCommand(["--socket", socket, "--watch"])).execute(
+                output: out.output,
+                environment: [:],
+                now: fixedNow
+            )
             #expect(status == 0, "\(out.stderr)")
-            #expect(out.stdout == [
-                "snapshot | c2 phase=RUNNING lifecycle=RUNNING pid=9 checkpoint-errors=0 restore-errors=0",
-                "#4 (missed 2) checkpointed in 12ms | c1 pod=ns/p container=web phase=SCALED_DOWN lifecycle=SCALED_DOWN since=100s-ago pid=7 checkpoint-errors=1 restore-errors=0",
-            ])
+            #expect(
+                out.stdout == [
+                    "snapshot | c2 phase=RUNNING lifecycle=RUNNING pid=9 checkpoint-errors=0 restore-errors=0",
+                    "#4 (missed 2) checkpointed in 12ms | c1 pod=ns/p container=web phase=SCALED_DOWN lifecycle=SCALED_DOWN since=100s-ago pid=7 checkpoint-errors=1 restore-errors=0",
+                ]
+            )
         }
     }
 
@@ -216,14 +280,24 @@ let fixedNow: @Sendable () -> Int64 = { 1_700_000_100 * 1_000_000_000 }
         try await withTTRPCTestServer(fakeShim(), socketName: "run/s/abc.sock") { folder, _ in
             #expect(FileManager.default.createFile(atPath: folder + "/run/s/other.sock", contents: nil))
             let out = CapturedOutput()
-            let status = await (try statusCommand(["--run-dir", folder + "/run", "--watch"])).execute(output: out.output, environment: [:], now: fixedNow)
-            #expect(status == 2 && out.stderr == ["zeropod status --watch: 2 shims run here; name one with --socket PATH"])
+            let status = await (try statusCommand(["--run-dir", folder + "/run", "--watch"])).execute(
+                output: out.output,
+                environment: [:],
+                now: fixedNow
+            )
+            #expect(
+                status == 2 && out.stderr == ["zeropod status --watch: 2 shims run here; name one with --socket PATH"]
+            )
         }
     }
 
     @Test func noShim_isExitOne_namingTheFolder() async throws {
         let out = CapturedOutput()
-        let status = await (try statusCommand(["--run-dir", "/tmp/zpcli-none-\(getpid())"])).execute(output: out.output, environment: [:], now: fixedNow)
+        let status = await (try statusCommand(["--run-dir", "/tmp/zpcli-none-\(getpid())"])).execute(
+            output: out.output,
+            environment: [:],
+            now: fixedNow
+        )
         #expect(status == 1 && out.stderr == ["zeropod status: no shim status socket in /tmp/zpcli-none-\(getpid())/s"])
     }
 }

@@ -213,13 +213,9 @@ struct CRIPodTests {
                 "ExecSync did not restore"
             )
             #expect(try await appRequest(ip) == last + 1, "the exec's restore lost the memory")
-            // What ContainerStats returns today (issue 18 item 3 makes it real); recorded, not judged.
-            do {
-                let stats = try await bed.client.containerStats(appID)
-                print("[zpcri] \(flavor.name) zeropod ContainerStats while running: \(String(describing: stats))")
-            } catch {
-                print("[zpcri] \(flavor.name) zeropod ContainerStats while running failed: \(error)")
-            }
+            // ContainerStats carries CPU and memory (CRIShimFeatureTests compare them with runc's).
+            let stats = try await bed.client.containerStats(appID)
+            #expect(stats?.hasCPU == true && stats?.hasMemory == true, "ContainerStats: \(String(describing: stats))")
             // A streaming exec (no terminal) while running: output and exit code come back.
             let url = try await bed.client.exec(
                 appID,
@@ -333,7 +329,8 @@ struct CRIPodTests {
             // Probes reach the app itself (counted), and nothing scales down.
             var http: (status: Int, body: String)?
             _ = await eventuallyAsync(within: 10) {
-                http = try? await onThread { try KubeletProbe.http(ip: ip, port: 8080) }; return http != nil
+                http = try? await onThread { try KubeletProbe.http(ip: ip, port: 8080) }
+                return http != nil
             }
             #expect(http?.status == 200 && count(in: http?.body) == last + 1)
             last += 1
@@ -407,7 +404,9 @@ struct CRIPodTests {
             #expect(!mountinfo.contains(id), "a mount of \(id) is left")
             #expect(!FileManager.default.fileExists(atPath: "/run/containerd/runc/k8s.io/\(id)"))
             #expect(
-                !FileManager.default.fileExists(atPath: NodeLayout().imageDirectory(containerdNamespace: CRITestBed.criNamespace, containerID: id)),
+                !FileManager.default.fileExists(
+                    atPath: NodeLayout().imageDirectory(containerdNamespace: CRITestBed.criNamespace, containerID: id)
+                ),
                 "checkpoint images of \(id) left"
             )
         }

@@ -25,7 +25,9 @@ let httpAndEchoApp = "httpd -p 8080 -h /www; exec nc -ll -p 9000 -e /bin/cat"
 struct KubeletIdentificationTests {
     /// Waits for a checkpoint newer than `seen` (SCALED_DOWN); returns the status, nil if none in 60 s.
     static func newCheckpoint(
-        _ socket: String, _ id: String, after seen: ProtobufTimestamp?
+        _ socket: String,
+        _ id: String,
+        after seen: ProtobufTimestamp?
     ) async -> StatusAPI.ContainerStatus? {
         var status: StatusAPI.ContainerStatus?
         let down = await eventuallyAsync(within: 60, every: 0.1) {
@@ -53,29 +55,47 @@ struct KubeletIdentificationTests {
     /// One row of the matrix: a prober running from the start, the container scales down anyway,
     /// and the probes made while it is down are answered without a restore.
     func probesDoNotKeepItUp_andAreAnsweredWhileDown(
-        _ prober: KubeletProber, label: String, flavor: ContainerdFlavor, socket: String, appID: String,
-        checkpointSeen: ProtobufTimestamp?, restoreSeen: ProtobufTimestamp?, log: () -> String
+        _ prober: KubeletProber,
+        label: String,
+        flavor: ContainerdFlavor,
+        socket: String,
+        appID: String,
+        checkpointSeen: ProtobufTimestamp?,
+        restoreSeen: ProtobufTimestamp?,
+        log: () -> String
     ) async throws -> StatusAPI.ContainerStatus {
         let started = Date().timeIntervalSince1970
         let down = await Self.newCheckpoint(socket, appID, after: checkpointSeen)
         let status = try #require(down, "\(label): probes kept the container up; \(prober.probes())\n\(log())")
         let downAt = Self.seconds(status.lastCheckpoint?.finishedAt)
-        let checkpointBegan = downAt - Double(status.lastCheckpoint?.duration.components.seconds ?? 0)
+        let checkpointBegan =
+            downAt - Double(status.lastCheckpoint?.duration.components.seconds ?? 0)
             - Double(status.lastCheckpoint?.duration.components.attoseconds ?? 0) / 1e18
         // Had these probes counted, no checkpoint could begin within 2 s (the scale-down duration)
         // of one: the prober probing through that window is the proof.
         let beforeDown = prober.probes().filter { $0.time < checkpointBegan - 0.05 }
         let inTheLastTwoSeconds = beforeDown.filter { $0.time > checkpointBegan - 1.95 && $0.kind != "grpc" }
-        #expect(!inTheLastTwoSeconds.isEmpty,
-                "\(label): no probe in the 2 s before the checkpoint began at \(checkpointBegan): \(beforeDown)")
+        #expect(
+            !inTheLastTwoSeconds.isEmpty,
+            "\(label): no probe in the 2 s before the checkpoint began at \(checkpointBegan): \(beforeDown)"
+        )
         let whileDown = await Self.rounds(prober, after: downAt + 0.5, count: 3)
         let after = await CRIPodTests.shimStatus(socket, appID)
         #expect(after?.lifecyclePhase == .scaledDown, "\(label): a probe woke the app: \(String(describing: after))")
         #expect(after?.lastRestore?.finishedAt == restoreSeen, "\(label): a restore happened while probing")
         let byKind = Dictionary(grouping: whileDown, by: \.kind)
-        #expect(byKind["http"]?.allSatisfy { $0.result == "204" } == true, "\(label) HTTP while down: \(byKind["http"] ?? [])")
-        #expect(byKind["tcp"]?.allSatisfy { $0.result == "ok" } == true, "\(label) TCP while down: \(byKind["tcp"] ?? [])")
-        #expect(byKind["grpc"]?.allSatisfy { $0.result == "SERVING" } == true, "\(label) gRPC while down: \(byKind["grpc"] ?? [])")
+        #expect(
+            byKind["http"]?.allSatisfy { $0.result == "204" } == true,
+            "\(label) HTTP while down: \(byKind["http"] ?? [])"
+        )
+        #expect(
+            byKind["tcp"]?.allSatisfy { $0.result == "ok" } == true,
+            "\(label) TCP while down: \(byKind["tcp"] ?? [])"
+        )
+        #expect(
+            byKind["grpc"]?.allSatisfy { $0.result == "SERVING" } == true,
+            "\(label) gRPC while down: \(byKind["grpc"] ?? [])"
+        )
         print(
             "[zpcri-matrix] \(flavor.name) \(label): scaled down \(String(format: "%.1f", downAt - started)) s after"
                 + " the prober started, \(beforeDown.count) probes before it, \(inTheLastTwoSeconds.count) of them"
@@ -103,19 +123,29 @@ struct KubeletIdentificationTests {
             let (podID, ip) = try await bed.runPodSandbox(pod)
             let appID = try await bed.startContainer(
                 pod.containerConfig("app", image: bed.busyboxImage, command: ["/bin/sh", "-c", httpAndEchoApp]),
-                in: podID, of: pod)
+                in: podID,
+                of: pod
+            )
             func appAnswer() async -> String? {
-                try? await onThread { try KubeletProbe.http(ip: ip, port: 8080, userAgent: "zpcri-client/1", timeout: 20).body }
+                try? await onThread {
+                    try KubeletProbe.http(ip: ip, port: 8080, userAgent: "zpcri-client/1", timeout: 20).body
+                }
             }
-            try #require(await eventuallyAsync(within: 60) { await appAnswer() == "zeropod busybox\n" },
-                         "the app never answered; \(bed.containerd.log(tail: 30))")
+            try #require(
+                await eventuallyAsync(within: 60) { await appAnswer() == "zeropod busybox\n" },
+                "the app never answered; \(bed.containerd.log(tail: 30))"
+            )
             let socket = CRIPodTests.statusSocket(bed, podID: podID)
             let log = { bed.containerd.log(tail: 40) }
             let group = "zpcri-kubelet-\(uniqueName("g"))"
             let kubeletCgroup = try TestCgroup("\(group)/kubelet.service")
             let k3sCgroup = try TestCgroup("\(group)/k3s.service")
             let ingressCgroup = try TestCgroup("\(group)/ingress.scope")
-            defer { ingressCgroup.remove(); k3sCgroup.remove(); kubeletCgroup.remove() }
+            defer {
+                ingressCgroup.remove()
+                k3sCgroup.remove()
+                kubeletCgroup.remove()
+            }
 
             // 1. kubeadm-style: a process named kubelet in its own cgroup, HTTP + TCP + gRPC every second.
             var status: StatusAPI.ContainerStatus
@@ -124,25 +154,47 @@ struct KubeletIdentificationTests {
                 defer { kubelet.stop() }
                 #expect(kubelet.kernelName == "kubelet" && kubeletCgroup.processes == [kubelet.pid])
                 status = try await probesDoNotKeepItUp_andAreAnsweredWhileDown(
-                    kubelet, label: "kubelet (own cgroup, IPv4)", flavor: flavor, socket: socket, appID: appID,
-                    checkpointSeen: nil, restoreSeen: nil, log: log)
+                    kubelet,
+                    label: "kubelet (own cgroup, IPv4)",
+                    flavor: flavor,
+                    socket: socket,
+                    appID: appID,
+                    checkpointSeen: nil,
+                    restoreSeen: nil,
+                    log: log
+                )
             }
 
             // 2. k3s-style: kubelet inside a process named k3s, IPv4-mapped IPv6 sockets (EKS #86).
             #expect(await appAnswer() == "zeropod busybox\n", "a real request wakes it")
             var restored: StatusAPI.ContainerStatus?
-            #expect(await eventuallyAsync(within: 30, every: 0.05) {
-                restored = await CRIPodTests.shimStatus(socket, appID)
-                return restored?.lastRestore?.finishedAt != nil
-            })
+            #expect(
+                await eventuallyAsync(within: 30, every: 0.05) {
+                    restored = await CRIPodTests.shimStatus(socket, appID)
+                    return restored?.lastRestore?.finishedAt != nil
+                }
+            )
             do {
-                let k3s = try KubeletProber(as: "k3s", ip: ip, port: 8080, grpc: true, family: .mapped, cgroup: k3sCgroup)
+                let k3s = try KubeletProber(
+                    as: "k3s",
+                    ip: ip,
+                    port: 8080,
+                    grpc: true,
+                    family: .mapped,
+                    cgroup: k3sCgroup
+                )
                 defer { k3s.stop() }
                 #expect(k3s.kernelName == "k3s")
                 status = try await probesDoNotKeepItUp_andAreAnsweredWhileDown(
-                    k3s, label: "k3s (kubelet inside k3s, IPv4-mapped)", flavor: flavor, socket: socket, appID: appID,
-                    checkpointSeen: status.lastCheckpoint?.finishedAt, restoreSeen: restored?.lastRestore?.finishedAt,
-                    log: log)
+                    k3s,
+                    label: "k3s (kubelet inside k3s, IPv4-mapped)",
+                    flavor: flavor,
+                    socket: socket,
+                    appID: appID,
+                    checkpointSeen: status.lastCheckpoint?.finishedAt,
+                    restoreSeen: restored?.lastRestore?.finishedAt,
+                    log: log
+                )
             }
 
             // 3. A non-probe request from the node's address every second, from another process in
@@ -151,15 +203,24 @@ struct KubeletIdentificationTests {
                 let kubelet = try KubeletProber(as: "kubelet", ip: ip, port: 8080, grpc: true, cgroup: kubeletCgroup)
                 defer { kubelet.stop() }
                 let ingress = try KubeletProber(
-                    as: "nginx", ip: ip, port: 8080, tcp: false, userAgent: "ingress-nginx/1.11", cgroup: ingressCgroup)
+                    as: "nginx",
+                    ip: ip,
+                    port: 8080,
+                    tcp: false,
+                    userAgent: "ingress-nginx/1.11",
+                    cgroup: ingressCgroup
+                )
                 defer { ingress.stop() }
                 let wokenAt = Date().timeIntervalSince1970
                 let restoreBefore = status.lastRestore?.finishedAt
                 var up: StatusAPI.ContainerStatus?
-                #expect(await eventuallyAsync(within: 60, every: 0.05) {
-                    up = await CRIPodTests.shimStatus(socket, appID)
-                    return up?.lifecyclePhase == .running && up?.lastRestore?.finishedAt != restoreBefore
-                }, "the ingress requests did not wake it; \(ingress.probes())")
+                #expect(
+                    await eventuallyAsync(within: 60, every: 0.05) {
+                        up = await CRIPodTests.shimStatus(socket, appID)
+                        return up?.lifecyclePhase == .running && up?.lastRestore?.finishedAt != restoreBefore
+                    },
+                    "the ingress requests did not wake it; \(ingress.probes())"
+                )
                 // Eight scale-down durations: it stays up, with no new checkpoint.
                 let checkpointBefore = up?.lastCheckpoint?.finishedAt
                 let stayedUp = await eventuallyAsync(within: 16, every: 0.25) {
@@ -172,7 +233,8 @@ struct KubeletIdentificationTests {
                 print(
                     "[zpcri-matrix] \(flavor.name) non-probe GET every 1 s from the node address (process nginx,"
                         + " cgroup \(group)/ingress.scope) with kubelet probing: kept it up 16 s"
-                        + " (\(served.count) requests, \(kubelet.probes(after: wokenAt).count) kubelet probes)")
+                        + " (\(served.count) requests, \(kubelet.probes(after: wokenAt).count) kubelet probes)"
+                )
                 ingress.stop()
                 // Without it, kubelet's probes alone let it scale down again.
                 let again = await Self.newCheckpoint(socket, appID, after: checkpointBefore)
@@ -186,7 +248,10 @@ struct KubeletIdentificationTests {
             let sent = ContinuousClock.now
             for i in 0..<10 {
                 let line = "ping-\(i)\n"
-                let answer = try await onThread { try echo.send(line); return try echo.receive(line.utf8.count) }
+                let answer = try await onThread {
+                    try echo.send(line)
+                    return try echo.receive(line.utf8.count)
+                }
                 #expect(answer == line)
                 // Idleness is measured from the last echo, so no pause after it.
                 if i < 9 { try await Task.sleep(for: .milliseconds(300)) }
@@ -202,10 +267,17 @@ struct KubeletIdentificationTests {
             let idle = idleFrom.duration(to: .now)
             #expect(cut, "the proxied connection was not closed")
             #expect(idle >= .milliseconds(900) && idle < .seconds(10), "cut after \(idle) idle")
-            print("[zpcri-matrix] \(flavor.name) proxy-timeout 1s: a proxied connection carried traffic for \(talked), cut after \(idle) idle")
+            print(
+                "[zpcri-matrix] \(flavor.name) proxy-timeout 1s: a proxied connection carried traffic for \(talked), cut after \(idle) idle"
+            )
 
             try await CRIPodTests().assertRemovalLeavesNothing(
-                bed, pod: pod, podID: podID, containerIDs: [appID], shimName: "containerd-shim-zeropod-v2")
+                bed,
+                pod: pod,
+                podID: podID,
+                containerIDs: [appID],
+                shimName: "containerd-shim-zeropod-v2"
+            )
         }
     }
 
@@ -217,7 +289,8 @@ struct KubeletIdentificationTests {
         let folder = try TemporaryDirectory("zpcri-nodeconf")
         defer { folder.remove() }
         let nodeConfig = try folder.write("node.conf", "learn-probe-sources = false\n")
-        try await withCRITestBed(flavor: flavor, tag: "crikof", environment: ["ZEROPOD_NODE_CONFIG": nodeConfig]) { bed in
+        try await withCRITestBed(flavor: flavor, tag: "crikof", environment: ["ZEROPOD_NODE_CONFIG": nodeConfig]) {
+            bed in
             let pod = bed.pod(
                 "probed-\(uniqueName("o"))",
                 handler: CRITestBed.zeropodHandler,
@@ -226,13 +299,24 @@ struct KubeletIdentificationTests {
             )
             let (podID, ip) = try await bed.runPodSandbox(pod)
             let appID = try await bed.startContainer(
-                pod.containerConfig("app", image: bed.busyboxImage, command: ["/bin/sh", "-c", "exec httpd -f -p 8080 -h /www"]),
-                in: podID, of: pod)
+                pod.containerConfig(
+                    "app",
+                    image: bed.busyboxImage,
+                    command: ["/bin/sh", "-c", "exec httpd -f -p 8080 -h /www"]
+                ),
+                in: podID,
+                of: pod
+            )
             try #require(
                 await eventuallyAsync(within: 60) {
-                    await (try? onThread { try KubeletProbe.http(ip: ip, port: 8080, userAgent: "zpcri-client/1", timeout: 20).body })
+                    await
+                        (try? onThread {
+                            try KubeletProbe.http(ip: ip, port: 8080, userAgent: "zpcri-client/1", timeout: 20).body
+                        })
                         == "zeropod busybox\n"
-                }, "the app never answered; \(bed.containerd.log(tail: 30))")
+                },
+                "the app never answered; \(bed.containerd.log(tail: 30))"
+            )
             let socket = CRIPodTests.statusSocket(bed, podID: podID)
             let group = "zpcri-kubelet-\(uniqueName("g"))"
             let kubeletCgroup = try TestCgroup("\(group)/kubelet.service")
@@ -250,10 +334,16 @@ struct KubeletIdentificationTests {
             #expect(probes.count >= 20 && probes.allSatisfy { $0.result == "200" || $0.result == "ok" }, "\(probes)")
             print(
                 "[zpcri-matrix] \(flavor.name) learn-probe-sources = false: kubelet (own cgroup, IPv4) probing"
-                    + " HTTP+TCP every 1 s kept it up 16 s (\(probes.count) probes, scaled down: \(scaledDown ? "yes" : "no"))")
+                    + " HTTP+TCP every 1 s kept it up 16 s (\(probes.count) probes, scaled down: \(scaledDown ? "yes" : "no"))"
+            )
             kubelet.stop()
             try await CRIPodTests().assertRemovalLeavesNothing(
-                bed, pod: pod, podID: podID, containerIDs: [appID], shimName: "containerd-shim-zeropod-v2")
+                bed,
+                pod: pod,
+                podID: podID,
+                containerIDs: [appID],
+                shimName: "containerd-shim-zeropod-v2"
+            )
         }
     }
 }

@@ -1,7 +1,7 @@
 import SystemPackage
 import Testing
-import ZPTestSupport
 import ZPCore
+import ZPTestSupport
 
 @testable import ZPCheckpoint
 
@@ -166,7 +166,8 @@ struct CRIUCodecTests {
     func goldenFiles_matchProtocNow() throws {
         for (txt, msg) in [("req_dump", "criu_req"), ("req_restore", "criu_req"), ("resp_notify", "criu_resp")] {
             let text = try readFixture("\(txt).txt")
-            let out = try run(["protoc", "--encode=\(msg)", "-I", fixturesDir.string, "rpc.proto"], input: text).checked().output
+            let out = try run(["protoc", "--encode=\(msg)", "-I", fixturesDir.string, "rpc.proto"], input: text)
+                .checked().output
             #expect(out == (try readFixture("\(txt).bin")), "\(txt)")
         }
     }
@@ -177,9 +178,12 @@ struct CRIUDecoderFuzzTests {
     /// Random and mutated inputs must decode or throw `ProtobufError`, never trap.
     @Test func randomAndMutatedBytes_neverCrash() throws {
         var rng = SystemRandomNumberGenerator()
-        let seeds = try ["resp_restore.bin", "resp_notify.bin", "resp_error.bin", "resp_version.bin", "req_dump.bin",
-                         "req_restore.bin"].map(readFixture)
-        var decoded = 0, rejected = 0
+        let seeds = try [
+            "resp_restore.bin", "resp_notify.bin", "resp_error.bin", "resp_version.bin", "req_dump.bin",
+            "req_restore.bin",
+        ].map(readFixture)
+        var decoded = 0
+        var rejected = 0
         for i in 0..<20_000 {
             var bytes: [UInt8]
             if i % 2 == 0 {

@@ -14,8 +14,17 @@ private func addressWord(_ a: UInt8, _ b: UInt8, _ c: UInt8, _ d: UInt8) -> UInt
     UInt64(a) | UInt64(b) << 8 | UInt64(c) << 16 | UInt64(d) << 24
 }
 
-private func inetEntry(id: UInt32, state: UInt32, family: UInt32 = 2, src: [UInt64], srcPort: UInt32,
-                       dst: [UInt64], dstPort: UInt32, backlog: UInt32 = 0, v6Only: Bool? = nil) -> [UInt8] {
+private func inetEntry(
+    id: UInt32,
+    state: UInt32,
+    family: UInt32 = 2,
+    src: [UInt64],
+    srcPort: UInt32,
+    dst: [UInt64],
+    dstPort: UInt32,
+    backlog: UInt32 = 0,
+    v6Only: Bool? = nil
+) -> [UInt8] {
     var file = ProtobufWriter()
     file.writeUInt32(field: 1, 4)  // INETSK
     file.writeUInt32(field: 2, id)
@@ -50,19 +59,45 @@ private func image(_ entries: [[UInt8]]) -> [UInt8] {
     regular.writeMessage(field: 3) { $0.writeString(field: 3, "/etc/hosts") }
     let bytes = image([
         regular.bytes,
-        inetEntry(id: 1, state: 1, src: [addressWord(10, 81, 20, 1)], srcPort: 36058, dst: [addressWord(10, 81, 20, 2)], dstPort: 3306),
-        inetEntry(id: 2, state: 10, family: 10, src: [0, 0, 0, 0], srcPort: 8080, dst: [0, 0, 0, 0], dstPort: 0, backlog: 511,
-                  v6Only: false),
+        inetEntry(
+            id: 1,
+            state: 1,
+            src: [addressWord(10, 81, 20, 1)],
+            srcPort: 36058,
+            dst: [addressWord(10, 81, 20, 2)],
+            dstPort: 3306
+        ),
+        inetEntry(
+            id: 2,
+            state: 10,
+            family: 10,
+            src: [0, 0, 0, 0],
+            srcPort: 8080,
+            dst: [0, 0, 0, 0],
+            dstPort: 0,
+            backlog: 511,
+            v6Only: false
+        ),
     ])
     let sockets = try CRIUInetSockets.decode(file: bytes)
     #expect(sockets.count == 2)
     let connection = try #require(sockets.first { $0.isConnection })
-    #expect(connection.tuple == TCPConnectionTuple(local: IPAddress("10.81.20.1")!, localPort: 36058,
-                                                  remote: IPAddress("10.81.20.2")!, remotePort: 3306))
+    #expect(
+        connection.tuple
+            == TCPConnectionTuple(
+                local: IPAddress("10.81.20.1")!,
+                localPort: 36058,
+                remote: IPAddress("10.81.20.2")!,
+                remotePort: 3306
+            )
+    )
     #expect(!connection.isListener)
     let listener = try #require(sockets.first { $0.isListener })
     #expect(!listener.isConnection)
-    #expect(listener.listenerAddress == TCPListenerAddress(address: IPAddress("::")!, port: 8080, v6Only: false, backlog: 511))
+    #expect(
+        listener.listenerAddress
+            == TCPListenerAddress(address: IPAddress("::")!, port: 8080, v6Only: false, backlog: 511)
+    )
 }
 
 @Test func filesImage_badMagicAndTruncation_areNamed() {

@@ -1,16 +1,20 @@
 import Foundation
 import SystemPackage
 import Testing
-import ZPTestSupport
 import ZPCheckpointTestKit
 import ZPSystem
+import ZPTestSupport
 
 @testable import ZPCheckpoint
 
 /// The repository root (scripts/rootfs.sh lives there).
 let repoRoot = FilePath(#filePath).removingLastComponent().removingLastComponent().removingLastComponent().string
 
-@Suite("runc containers: checkpoint with CRIU, restore without runc", .serialized, .enabled(if: isRoot, "needs root for runc and CRIU"))
+@Suite(
+    "runc containers: checkpoint with CRIU, restore without runc",
+    .serialized,
+    .enabled(if: isRoot, "needs root for runc and CRIU")
+)
 struct ContainerCheckpointTests {
     let cc = ContainerCheckpointer()
 
@@ -45,12 +49,16 @@ struct ContainerCheckpointTests {
         #expect(!procs.isEmpty)
         let images = try TemporaryDirectory("zpck-ctr-img-\(workload.rawValue)")
         let cp = try cc.checkpoint(c.container, imagesDir: images.filePath)
-        print("\(workload) checkpoint: \(milliseconds(cp.total)) ms; CRIU \(cp.dump.timings); external mounts \(cp.manifest.externalMounts)")
+        print(
+            "\(workload) checkpoint: \(milliseconds(cp.total)) ms; CRIU \(cp.dump.timings); external mounts \(cp.manifest.externalMounts)"
+        )
         #expect(c.status() == "stopped", "runc sees the dumped container stopped")
         #expect(throws: (any Error).self) { try c.get(timeout: .seconds(1)) }
 
         let r = try cc.restore(c.container, imagesDir: images.filePath, options: restoreOptions(c))
-        print("\(workload) restore: \(milliseconds(r.total)) ms (prepare \(milliseconds(r.prepare)) ms); CRIU \(r.restore.timings)")
+        print(
+            "\(workload) restore: \(milliseconds(r.total)) ms (prepare \(milliseconds(r.prepare)) ms); CRIU \(r.restore.timings)"
+        )
         #expect(c.status() == "running", "runc accepts the restored init")
         #expect(c.initPID() == r.pid)
         let after = try c.get()
@@ -59,8 +67,10 @@ struct ContainerCheckpointTests {
             #expect(after.body.hasPrefix("count=3"), "the tmpfs counter survived: \(after.body)")
         }
         // A CGI child of the request just served may still be exiting: wait for the steady set.
-        #expect(eventually(within: 10, every: 0.01) { c.processes() == procs },
-                "the same processes (pids inside the container) came back: \(c.processes()) vs \(procs)")
+        #expect(
+            eventually(within: 10, every: 0.01) { c.processes() == procs },
+            "the same processes (pids inside the container) came back: \(c.processes()) vs \(procs)"
+        )
         let mountsAfter = c.mounts()
         #expect(mountsAfter == mountsBefore, "same mounts, types and options after the restore")
         if mountsAfter != mountsBefore {
@@ -72,7 +82,9 @@ struct ContainerCheckpointTests {
         // /dev is a tmpfs whose /dev/null runc also binds over the masked /proc paths: still ours
         // to copy (CRIU binds the masked paths from the restored /dev, see the mount comparison).
         #expect(cp.manifest.copiedTmpfs?["/dev"] != nil, "/dev is copied in-process")
-        let (nrc, nout) = try c.runc(["exec", c.id, "/bin/sh", "-c", "echo x > /dev/null && head -c 4 /dev/zero | wc -c"])
+        let (nrc, nout) = try c.runc([
+            "exec", c.id, "/bin/sh", "-c", "echo x > /dev/null && head -c 4 /dev/zero | wc -c",
+        ])
         #expect(nrc == 0 && nout.contains("4"), "the restored /dev has working device nodes: \(nout)")
 
         // runc exec runs inside the restored container (its namespaces via the new init).
@@ -93,12 +105,18 @@ struct ContainerCheckpointTests {
         let (krc, kout) = try c.runc(["kill", c.id, "KILL"])
         #expect(krc == 0, "runc kill: \(kout)")
         var st: Int32 = 0
-        #expect(eventually(every: 0.01) { waitpid(r2.pid, &st, WNOHANG) == r2.pid }, "the restored init is our child and exits")
+        #expect(
+            eventually(every: 0.01) { waitpid(r2.pid, &st, WNOHANG) == r2.pid },
+            "the restored init is our child and exits"
+        )
         #expect(eventually(every: 0.01) { c.status() == "stopped" })
         let (drc, dout) = try c.runc(["delete", c.id])
         #expect(drc == 0, "runc delete: \(dout)")
         #expect(c.status() == "absent")
-        #expect(!FileManager.default.fileExists(atPath: "/sys/fs/cgroup/pids/\(c.id)"), "runc delete removed the cgroups")
+        #expect(
+            !FileManager.default.fileExists(atPath: "/sys/fs/cgroup/pids/\(c.id)"),
+            "runc delete removed the cgroups"
+        )
     }
 
     @Test func podSandboxNamespaces_areJoinedAgainOnRestore() throws {
@@ -176,7 +194,10 @@ struct ContainerCheckpointTests {
             Issue.record("checkpoint survived its CRIU worker being killed")
         } catch {
             print("container, CRIU killed at \(script): \(error)")
-            guard case .criu(let e) = error else { Issue.record("wrong error \(error)"); return }
+            guard case .criu(let e) = error else {
+                Issue.record("wrong error \(error)")
+                return
+            }
             #expect(e.code == .workerDied)
         }
         #expect(c.status() == "running" && c.initPID() == pid, "runc still sees the same init running")
@@ -198,21 +219,29 @@ struct ContainerCheckpointTests {
         _ = try cc.checkpoint(c.container, imagesDir: images.filePath)
         let stateBefore = try String(contentsOfFile: "\(c.runcRoot)/\(c.id)/state.json", encoding: .utf8)
         let bad = try TemporaryDirectory("zpck-ctr-corrupt-copy")
-        try shell("cp -a '\(images.filePath)'/. '\(bad.filePath)'/ && f=$(ls '\(bad.filePath)'/pstree.img) && "
-            + "dd if=/dev/urandom of=\"$f\" bs=1 seek=4 count=16 conv=notrunc status=none")
+        try shell(
+            "cp -a '\(images.filePath)'/. '\(bad.filePath)'/ && f=$(ls '\(bad.filePath)'/pstree.img) && "
+                + "dd if=/dev/urandom of=\"$f\" bs=1 seek=4 count=16 conv=notrunc status=none"
+        )
         do {
             _ = try cc.restore(c.container, imagesDir: bad.filePath, options: restoreOptions(c))
             Issue.record("restore from a corrupted image succeeded")
         } catch {
             print("container, corrupted image: \(error)")
-            guard case .criu(let e) = error else { Issue.record("wrong error \(error)"); return }
+            guard case .criu(let e) = error else {
+                Issue.record("wrong error \(error)")
+                return
+            }
             #expect(e.code == .requestFailed || e.code == .workerDied)
         }
         let stateAfter = try String(contentsOfFile: "\(c.runcRoot)/\(c.id)/state.json", encoding: .utf8)
         #expect(stateAfter == stateBefore, "a failed restore does not touch runc's state")
         #expect(c.status() == "stopped")
         let staging = "\(c.runcRoot)/\(c.id)/\(PreparedContainerRestore.stagingFolderName)"
-        #expect(!FileManager.default.fileExists(atPath: staging), "the staging folder (rootfs bind, tmpfs copies) is gone")
+        #expect(
+            !FileManager.default.fileExists(atPath: staging),
+            "the staging folder (rootfs bind, tmpfs copies) is gone"
+        )
         #expect(MountPoints.under(staging + "/").isEmpty, "nothing stays mounted under it")
         _ = try cc.restore(c.container, imagesDir: images.filePath, options: restoreOptions(c))
         #expect(try c.get().body.hasPrefix("count=2"), "nothing lost: the intact image restores")
@@ -230,7 +259,10 @@ struct ContainerCheckpointTests {
             Issue.record("restore without stdio descriptors succeeded")
         } catch {
             print("missing stdio: \(error)")
-            guard case .invalidArgument(let m) = error else { Issue.record("wrong error \(error)"); return }
+            guard case .invalidArgument(let m) = error else {
+                Issue.record("wrong error \(error)")
+                return
+            }
             #expect(m.contains("pipe:["))
         }
         // Nothing lost: with the descriptors the same images restore.
@@ -250,7 +282,37 @@ struct ContainerCheckpointTests {
             _ = try cc.checkpoint(c.container, imagesDir: images.filePath)
             Issue.record("checkpoint of a stopped container succeeded")
         } catch {
-            guard case .invalidState = error else { Issue.record("wrong error \(error)"); return }
+            guard case .invalidState = error else {
+                Issue.record("wrong error \(error)")
+                return
+            }
         }
+    }
+
+    /// systemd removes a scope unit's cgroup once its last process left (at the dump, for runc's
+    /// systemd driver); the restore must still put the container back where runc put it.
+    @Test func restore_afterItsCgroupsWereRemoved_putsTheTreeBackWhereRuncHadIt() throws {
+        let c = try TestContainer(.busybox, repoRoot: repoRoot)
+        defer { c.destroy() }
+        try c.start()
+        #expect(c.waitForResponse() != nil)
+        let paths = try RuncState(runcRoot: c.runcRoot, id: c.id).cgroupPaths
+        #expect(paths["memory"]?.hasSuffix("/\(c.id)") == true, "\(paths)")
+        let images = try TemporaryDirectory("zpck-ctr-cgroups")
+        _ = try cc.checkpoint(c.container, imagesDir: images.filePath)
+        var removed = 0
+        for dir in Set(paths.values) where !dir.isEmpty && rmdir(dir) == 0 { removed += 1 }
+        print("cgroup folders removed after the dump: \(removed) of \(Set(paths.values).count)")
+        #expect(removed >= 1 && paths.values.allSatisfy { access($0, F_OK) != 0 })
+        let r = try cc.restore(c.container, imagesDir: images.filePath, options: restoreOptions(c))
+        let now = ProcessCgroups.folders(
+            procCgroup: try Files.readText(FilePath("/proc/\(r.pid)/cgroup")),
+            mounts: try MountInfo.read()
+        )
+        for (controller, folder) in paths where !folder.isEmpty {
+            #expect(now[controller] == folder, "\(controller): \(now[controller] ?? "-") instead of \(folder)")
+        }
+        print("cgroup corrections after the restore: \(r.cgroupCorrections)")
+        #expect(try c.get().status == 200)
     }
 }

@@ -38,7 +38,9 @@ func permissionsBelow(_ root: String) -> [(path: String, mode: mode_t)] {
         guard lstat(path, &st) == 0 else { continue }
         out.append((path, st.st_mode & 0o7777))
         if (st.st_mode & S_IFMT) == S_IFDIR {
-            for name in (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? [] { pending.append(path + "/" + name) }
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? [] {
+                pending.append(path + "/" + name)
+            }
         }
     }
     return out.sorted { $0.0 < $1.0 }
@@ -50,7 +52,8 @@ func anyFileContains(_ root: String, _ needle: String) -> [String] {
     return permissionsBelow(root).map(\.path).filter { path in
         var st = stat()
         guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG,
-              let data = FileManager.default.contents(atPath: path) else { return false }
+            let data = FileManager.default.contents(atPath: path)
+        else { return false }
         return Array(data).firstRange(of: bytes) != nil
     }
 }
@@ -62,7 +65,11 @@ func withNodeUmask<T>(_ body: () throws -> T) rethrows -> T {
     return try body()
 }
 
-@Suite("Checkpoint images are owner-only from creation", .serialized, .enabled(if: isRoot, "needs root for CRIU and setpriv"))
+@Suite(
+    "Checkpoint images are owner-only from creation",
+    .serialized,
+    .enabled(if: isRoot, "needs root for CRIU and setpriv")
+)
 struct ImagePrivacyTests {
     let criu = Checkpointer()
 
@@ -100,12 +107,19 @@ struct ImagePrivacyTests {
         // Even with the folder opened up after the fact, the page image itself stays unreadable.
         chmod(images.path, 0o755)
         let (openStatus, openOut) = try runAsNobody(["/bin/cat", page])
-        #expect(openStatus != 0 && openOut.contains("Permission denied"), "cat as 65534, folder 0755: \(openStatus) \(openOut)")
+        #expect(
+            openStatus != 0 && openOut.contains("Permission denied"),
+            "cat as 65534, folder 0755: \(openStatus) \(openOut)"
+        )
     }
 
     /// The lazy-pages daemon's socket and log (in the image folder, its work folder) are owner-only.
-    @Test(.enabled(if: isRoot && ((try? Checkpointer().features(CRIUFeatures(lazyPages: true)).lazyPages) ?? nil) == true,
-                   "CRIU reports no lazy_pages (userfaultfd) support here"))
+    @Test(
+        .enabled(
+            if: isRoot && ((try? Checkpointer().features(CRIUFeatures(lazyPages: true)).lazyPages) ?? nil) == true,
+            "CRIU reports no lazy_pages (userfaultfd) support here"
+        )
+    )
     func lazyPagesDaemon_socketAndLogAreOwnerOnly() throws {
         let netns = try TestNetns("privlz")
         let pid = try startCounterServer(netns: netns, port: 8092)
@@ -131,13 +145,19 @@ struct ImagePrivacyTests {
     @Test func secretVolume_isNeverCopiedIntoTheImages_andStagingIsOwnerOnly() throws {
         let secretHost = "/tmp/\(uniqueName("secret"))"
         let token = "zp-secret-\(UUID().uuidString)"
-        try shell("mkdir -p \(secretHost) && mount -t tmpfs -o size=1m,mode=0755 zpck-secret \(secretHost)"
-            + " && printf '%s' \(token) > \(secretHost)/token")
+        try shell(
+            "mkdir -p \(secretHost) && mount -t tmpfs -o size=1m,mode=0755 zpck-secret \(secretHost)"
+                + " && printf '%s' \(token) > \(secretHost)/token"
+        )
         defer { _ = try? shell("umount -l \(secretHost); rmdir \(secretHost)", allowFailure: true) }
         let mountPoint = "/var/run/secrets/kubernetes.io/serviceaccount"
-        let c = try TestContainer(.busybox, repoRoot: repoRoot, extraMounts: [
-            ["destination": mountPoint, "type": "bind", "source": secretHost, "options": ["rbind", "ro"]],
-        ])
+        let c = try TestContainer(
+            .busybox,
+            repoRoot: repoRoot,
+            extraMounts: [
+                ["destination": mountPoint, "type": "bind", "source": secretHost, "options": ["rbind", "ro"]]
+            ]
+        )
         defer { c.destroy() }
         try c.start()
         #expect(c.waitForResponse() != nil)
@@ -163,7 +183,9 @@ struct ImagePrivacyTests {
         let prepared = try cc.prepareRestore(c.container, imagesDir: images.filePath, options: o)
         let staging = c.runcRoot.appending(c.id).appending(PreparedContainerRestore.stagingFolderName).string
         let staged = permissionsBelow(staging).filter { !$0.path.dropFirst(staging.count).contains("/criu-root/") }
-        print("staging: " + staged.prefix(8).map { "\(String($0.mode, radix: 8)) \($0.path)" }.joined(separator: "\n  "))
+        print(
+            "staging: " + staged.prefix(8).map { "\(String($0.mode, radix: 8)) \($0.path)" }.joined(separator: "\n  ")
+        )
         #expect(staged.first?.path == staging && staged.first?.mode == 0o700)
         let (lsStatus, lsOut) = try runAsNobody(["/bin/ls", staging + "/tmpfs-0"])
         #expect(lsStatus != 0 && lsOut.contains("Permission denied"), "staged /tmp copy listed by 65534: \(lsOut)")

@@ -12,7 +12,13 @@ struct LazyRestoreTests {
 
     /// Restores `images` (full or lazy) and returns the time from the restore call to the first
     /// answer, and for lazy the time the lazy-pages daemon took to start (before the restore call).
-    func restoreAndTime(_ images: FilePath, netns: TestNetns, port: UInt16, lazy: Bool, expectCount: Int)
+    func restoreAndTime(
+        _ images: FilePath,
+        netns: TestNetns,
+        port: UInt16,
+        lazy: Bool,
+        expectCount: Int
+    )
         throws -> (Duration, Duration, Int32, LazyPagesDaemon?)
     {
         let ns = SharedDescriptor(try OwnedDescriptor.open(netns.filePath, O_RDONLY))
@@ -46,23 +52,42 @@ struct LazyRestoreTests {
         let size = try shell("du -sm '\(images.filePath)' | cut -f1").trimmingCharacters(in: .whitespacesAndNewlines)
         print("lazy: dumped \(size) MiB in \(milliseconds(d.timings.total)) ms")
 
-        let (full, _, fullPID, _) = try restoreAndTime(images.filePath, netns: netns, port: port, lazy: false, expectCount: 2)
+        let (full, _, fullPID, _) = try restoreAndTime(
+            images.filePath,
+            netns: netns,
+            port: port,
+            lazy: false,
+            expectCount: 2
+        )
         live = fullPID
         killAndReap(fullPID)
-        let (lazy, daemonStart, lazyPID, daemon) = try restoreAndTime(images.filePath, netns: netns, port: port, lazy: true,
-                                                                      expectCount: 2)
+        let (lazy, daemonStart, lazyPID, daemon) = try restoreAndTime(
+            images.filePath,
+            netns: netns,
+            port: port,
+            lazy: true,
+            expectCount: 2
+        )
         live = lazyPID
         #expect(try counter(netns: netns, port: port).count == 3)
         let finished = daemon?.waitForExit(timeout: .seconds(60)) ?? false
-        print("lazy: restore call → first response: full \(milliseconds(full)) ms, lazy \(milliseconds(lazy)) ms "
-            + "(+ \(milliseconds(daemonStart)) ms to start the lazy-pages daemon beforehand) "
-            + "(lazy/full = \(String(format: "%.2f", Double(lazy.components.attoseconds + lazy.components.seconds * 1_000_000_000_000_000_000) / Double(full.components.attoseconds + full.components.seconds * 1_000_000_000_000_000_000))); "
-            + "lazy-pages daemon finished the remaining pages: \(finished))")
+        print(
+            "lazy: restore call → first response: full \(milliseconds(full)) ms, lazy \(milliseconds(lazy)) ms "
+                + "(+ \(milliseconds(daemonStart)) ms to start the lazy-pages daemon beforehand) "
+                + "(lazy/full = \(String(format: "%.2f", Double(lazy.components.attoseconds + lazy.components.seconds * 1_000_000_000_000_000_000) / Double(full.components.attoseconds + full.components.seconds * 1_000_000_000_000_000_000))); "
+                + "lazy-pages daemon finished the remaining pages: \(finished))"
+        )
         #expect(try counter(netns: netns, port: port).count == 4, "still serving after all pages arrived")
         // Outside a shim nobody else reaps the daemon: its own status says it finished, and so does its log.
-        #expect(daemon?.termination == .exited(code: 0), "lazy-pages ended with \(String(describing: daemon?.termination))")
+        #expect(
+            daemon?.termination == .exited(code: 0),
+            "lazy-pages ended with \(String(describing: daemon?.termination))"
+        )
         if let daemon {
-            #expect(LazyPagesDaemon.logShowsEveryProcessServed(daemon.logPath), "no transfer summary in \(daemon.logPath)")
+            #expect(
+                LazyPagesDaemon.logShowsEveryProcessServed(daemon.logPath),
+                "no transfer summary in \(daemon.logPath)"
+            )
         }
         daemon?.stop()
     }
@@ -99,8 +124,12 @@ struct LazyRestoreTests {
         let cut = twoServed.split(separator: "\n").dropLast().joined(separator: "\n")
         #expect(!LazyPagesDaemon.logShowsEveryProcessServed(text: cut), "pid 41 has no summary")
         #expect(!LazyPagesDaemon.logShowsEveryProcessServed(text: ""), "an empty log names no process")
-        #expect(LazyPagesDaemon.logShowsEveryProcessServed(text: "Received PID: 5, uffd: 3\n5-3: UFFD transferred pages: (0/4)"),
-                "a process that exited before its pages were pushed needs none")
+        #expect(
+            LazyPagesDaemon.logShowsEveryProcessServed(
+                text: "Received PID: 5, uffd: 3\n5-3: UFFD transferred pages: (0/4)"
+            ),
+            "a process that exited before its pages were pushed needs none"
+        )
         #expect(LazyPagesDaemon.Termination(waitStatus: 0) == .exited(code: 0))
         #expect(LazyPagesDaemon.Termination(waitStatus: 1 << 8) == .exited(code: 1))
         #expect(LazyPagesDaemon.Termination(waitStatus: 9) == .signalled(signal: 9))

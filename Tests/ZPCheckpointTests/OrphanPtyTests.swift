@@ -34,8 +34,13 @@ struct OrphanPtyTests {
         let slavePath = "/dev/pts/\(index)"
         let slave = SharedDescriptor(try OwnedDescriptor.open(FilePath(slavePath), O_RDWR | O_NOCTTY))
         let script = "import sys\nfor line in sys.stdin:\n    sys.stdout.write('got:' + line)\n    sys.stdout.flush()\n"
-        let pid = try ChildProcess.spawn("/usr/bin/setsid", arguments: ["-c", "/usr/bin/python3", "-c", script],
-                                         stdin: slave, stdout: slave, stderr: slave)
+        let pid = try ChildProcess.spawn(
+            "/usr/bin/setsid",
+            arguments: ["-c", "/usr/bin/python3", "-c", script],
+            stdin: slave,
+            stdout: slave,
+            stderr: slave
+        )
         slave.close()
         var live = pid
         defer { killAndReap(live) }

@@ -1,9 +1,9 @@
 import Foundation
 import SystemPackage
 import Testing
-import ZPTestSupport
 import ZPCheckpointTestKit
 import ZPSystem
+import ZPTestSupport
 
 @testable import ZPCheckpoint
 
@@ -44,7 +44,10 @@ struct CRIUStatsTests {
         #expect(s.pagesScanned == 206)
         #expect(s.pagesSkippedParent == 0)
         #expect(s.pagesWritten == 150)
-        #expect(s.description == "frozen 22.0 ms, memdump 0.8 ms, memwrite 0.3 ms, pages written 150 of 206 scanned (0 in parent)")
+        #expect(
+            s.description
+                == "frozen 22.0 ms, memdump 0.8 ms, memwrite 0.3 ms, pages written 150 of 206 scanned (0 in parent)"
+        )
     }
 
     @Test func statsImage_wrongMagicOrShortBody_isRefusedNamingTheFile() {
@@ -79,7 +82,12 @@ struct PreDumpTests {
         #expect(stats.frozenTime > .zero)
     }
 
-    @Test(.enabled(if: memoryTrackingHere, "CRIU's FEATURE_CHECK says mem_track is not supported (no soft-dirty tracking)"))
+    @Test(
+        .enabled(
+            if: memoryTrackingHere,
+            "CRIU's FEATURE_CHECK says mem_track is not supported (no soft-dirty tracking)"
+        )
+    )
     func preDump_thenDumpOnIt_writesOnlyDirtiedPages_andTheChainRestores() throws {
         let netns = try TestNetns("zpck-pdchain")
         let port: UInt16 = 8083
@@ -109,7 +117,12 @@ struct PreDumpTests {
         #expect(try counter(netns: netns, port: port).count == 4, "the counter survives the chain")
     }
 
-    @Test(.enabled(if: memoryTrackingMissingHere, "this kernel tracks dirty memory, so the refusal path is not taken here"))
+    @Test(
+        .enabled(
+            if: memoryTrackingMissingHere,
+            "this kernel tracks dirty memory, so the refusal path is not taken here"
+        )
+    )
     func containerPreDump_withoutMemoryTracking_isRefusedBeforeCRIURuns_andTheContainerKeepsServing() throws {
         print("mem_track missing here: \(memoryTrackingMissing(criu) ?? "?")")
         let c = try TestContainer(.busybox, repoRoot: repoRoot)
@@ -128,13 +141,20 @@ struct PreDumpTests {
             #expect(e.code == .notSupported)
             #expect(e.message.contains("CONFIG_MEM_SOFT_DIRTY"), "\(e.message)")
         }
-        #expect(!FileManager.default.fileExists(atPath: dir.filePath.appending("pre-dump.log").string),
-                "CRIU was not asked to pre-dump (it aborts on such a kernel)")
+        #expect(
+            !FileManager.default.fileExists(atPath: dir.filePath.appending("pre-dump.log").string),
+            "CRIU was not asked to pre-dump (it aborts on such a kernel)"
+        )
         #expect(c.status() == "running")
         #expect(try c.get().status == 200)
     }
 
-    @Test(.enabled(if: memoryTrackingHere, "CRIU's FEATURE_CHECK says mem_track is not supported (no soft-dirty tracking)"))
+    @Test(
+        .enabled(
+            if: memoryTrackingHere,
+            "CRIU's FEATURE_CHECK says mem_track is not supported (no soft-dirty tracking)"
+        )
+    )
     func containerPreDump_thenIncrementalCheckpoint_restoresWithItsState() throws {
         let cc = ContainerCheckpointer(checkpointer: criu)
         let c = try TestContainer(.busybox, repoRoot: repoRoot)
@@ -151,7 +171,9 @@ struct PreDumpTests {
         o.criu.parentImages = "pre-dump"
         o.criu.trackMemory = true
         let cp = try cc.checkpoint(c.container, imagesDir: images.filePath, options: o)
-        print("container checkpoint on the pre-dump: \(milliseconds(cp.total)) ms; \(cp.dump.stats.map(String.init(describing:)) ?? "-")")
+        print(
+            "container checkpoint on the pre-dump: \(milliseconds(cp.total)) ms; \(cp.dump.stats.map(String.init(describing:)) ?? "-")"
+        )
         #expect((cp.dump.stats?.pagesSkippedParent ?? 0) > 0)
         var ro = ContainerRestoreOptions()
         ro.stdio = c.stdio.containerSide.map { Optional($0) }

@@ -29,14 +29,19 @@ struct ProcessCheckpointTests {
 
     @Test func featureCheck_lazyPagesYes_memTrackNo() throws {
         let f = try criu.features(CRIUFeatures(memoryTracking: true, lazyPages: true))
-        print("features: mem_track=\(String(describing: f.memoryTracking)) lazy_pages=\(String(describing: f.lazyPages))")
+        print(
+            "features: mem_track=\(String(describing: f.memoryTracking)) lazy_pages=\(String(describing: f.lazyPages))"
+        )
         #expect(f.lazyPages == true)
         // mem_track as CRIU's own command line answers it (this VM's kernel has no soft-dirty).
-        let dirtyTracking = try run([criu.criuPath.string, "check", "--feature", "mem_dirty_track"], timeout: 60).status == 0
+        let dirtyTracking =
+            try run([criu.criuPath.string, "check", "--feature", "mem_dirty_track"], timeout: 60).status == 0
         #expect(f.memoryTracking == dirtyTracking)
     }
 
-    @Test(.enabled(if: memoryTrackingMissingHere, "this kernel has dirty memory tracking, so mem_track is supported here"))
+    @Test(
+        .enabled(if: memoryTrackingMissingHere, "this kernel has dirty memory tracking, so mem_track is supported here")
+    )
     func unsupportedFeature_throwsNotSupported() throws {
         do {
             try criu.require(CRIUFeatures(memoryTracking: true))
@@ -66,7 +71,10 @@ struct ProcessCheckpointTests {
         let d = try criu.dump(pid: pid, imagesDir: dir.filePath, options: dump)
         print("process dump: \(d.timings)")
         var status: Int32 = 0
-        #expect(eventually(every: 0.01) { waitpid(pid, &status, WNOHANG) == pid || !isAlive(pid) }, "dumped process is gone")
+        #expect(
+            eventually(every: 0.01) { waitpid(pid, &status, WNOHANG) == pid || !isAlive(pid) },
+            "dumped process is gone"
+        )
         #expect(throws: SystemError.self) { try NetworkNamespace.httpGet(netns: netns.filePath, port: port) }
 
         let ns = SharedDescriptor(try OwnedDescriptor.open(netns.filePath, O_RDONLY))
@@ -111,7 +119,11 @@ struct ProcessCheckpointTests {
         #expect(!isAlive(pid), "an aborted restore leaves no process")
         var ignored = CRIUHooks()
         ignored["pre-resume"] = { _ in throw Refused() }
-        let survivor = try criu.restore(imagesDir: dir.filePath, options: processRestoreOptions(netns: ns), hooks: ignored)
+        let survivor = try criu.restore(
+            imagesDir: dir.filePath,
+            options: processRestoreOptions(netns: ns),
+            hooks: ignored
+        )
         #expect(survivor.hookFailures.count == 1, "CRIU carries on past a failed pre-resume hook; it is reported")
         #expect(try counter(netns: netns, port: 8082).count == 2)
         killAndReap(survivor.pid)
@@ -162,8 +174,10 @@ struct ProcessCheckpointTests {
         let bad = try TemporaryDirectory("zpck-corrupt-copy")
         try shell("cp -a '\(dir.filePath)'/. '\(bad.filePath)'/ && rm -f '\(bad.filePath)'/*.log")
         // Overwrite the middle of the core image of the root task with garbage.
-        try shell("f=$(ls '\(bad.filePath)'/core-*.img | head -n1); sz=$(stat -c %s \"$f\"); "
-            + "dd if=/dev/urandom of=\"$f\" bs=1 seek=$((sz/3)) count=$((sz/3)) conv=notrunc status=none")
+        try shell(
+            "f=$(ls '\(bad.filePath)'/core-*.img | head -n1); sz=$(stat -c %s \"$f\"); "
+                + "dd if=/dev/urandom of=\"$f\" bs=1 seek=$((sz/3)) count=$((sz/3)) conv=notrunc status=none"
+        )
         let ns = SharedDescriptor(try OwnedDescriptor.open(netns.filePath, O_RDONLY))
         do {
             let r = try criu.restore(imagesDir: bad.filePath, options: processRestoreOptions(netns: ns))
@@ -225,7 +239,8 @@ struct ProcessCheckpointTests {
         #expect(isAlive(pid), "the process survives")
         let served = eventually(within: 10, every: 0.01) { (try? counter(netns: netns, port: port).count) == 2 }
         #expect(served, "the process still serves after CRIU died at \(script)")
-        let state = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+        let state =
+            try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
             .split(separator: "\n").first { $0.hasPrefix("State:") } ?? ""
         print("after kill at \(script): \(state)")
     }

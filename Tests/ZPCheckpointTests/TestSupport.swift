@@ -52,11 +52,19 @@ func counterServerScript(port: UInt16, touchMiB: Int = 0) -> String {
 /// (a child of the test process) once it answers.
 func startCounterServer(netns: TestNetns, port: UInt16, touchMiB: Int = 0) throws -> Int32 {
     let devnull = SharedDescriptor(try OwnedDescriptor.open("/dev/null", O_RDWR))
-    let pid = try ChildProcess.spawn("/usr/bin/setsid",
-                                     arguments: ["/usr/bin/nsenter", "--net=\(netns.filePath)", "/usr/bin/python3", "-c",
-                                                 counterServerScript(port: port, touchMiB: touchMiB)],
-                                     stdin: devnull, stdout: devnull, stderr: devnull)
-    let up = eventually(within: 30, every: 0.01) { (try? NetworkNamespace.httpGet(netns: netns.filePath, port: port)) != nil }
+    let pid = try ChildProcess.spawn(
+        "/usr/bin/setsid",
+        arguments: [
+            "/usr/bin/nsenter", "--net=\(netns.filePath)", "/usr/bin/python3", "-c",
+            counterServerScript(port: port, touchMiB: touchMiB),
+        ],
+        stdin: devnull,
+        stdout: devnull,
+        stderr: devnull
+    )
+    let up = eventually(within: 30, every: 0.01) {
+        (try? NetworkNamespace.httpGet(netns: netns.filePath, port: port)) != nil
+    }
     guard up else {
         killAndReap(pid)
         throw LabError("counter server on port \(port) in \(netns.name) did not come up")
@@ -67,7 +75,8 @@ func startCounterServer(netns: TestNetns, port: UInt16, touchMiB: Int = 0) throw
 /// GET / and parse "count=N pid=P".
 func counter(netns: TestNetns, port: UInt16) throws -> (count: Int, pid: Int32) {
     let r = try NetworkNamespace.httpGet(netns: netns.filePath, port: port)
-    var count = -1, pid: Int32 = -1
+    var count = -1
+    var pid: Int32 = -1
     for part in r.body.split(separator: " ") {
         let kv = part.split(separator: "=")
         if kv.count == 2 && kv[0] == "count" { count = Int(kv[1]) ?? -1 }

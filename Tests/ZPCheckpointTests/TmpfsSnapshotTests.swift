@@ -10,12 +10,16 @@ struct TmpfsSnapshotTests {
     @Test func captureAndRecreate_roundTripsFilesDirsLinksDevicesOwnersModesTimes() throws {
         let a = try TemporaryDirectory("zpck-tmpfs-a")
         let b = try TemporaryDirectory("zpck-tmpfs-b")
-        try shell("mount -t tmpfs -o size=4m,mode=1777 tmpfs '\(a.path)' && mount -t tmpfs -o size=4m tmpfs '\(b.path)'")
+        try shell(
+            "mount -t tmpfs -o size=4m,mode=1777 tmpfs '\(a.path)' && mount -t tmpfs -o size=4m tmpfs '\(b.path)'"
+        )
         defer { _ = try? shell("umount '\(a.path)'; umount '\(b.path)'", allowFailure: true) }
-        try shell("""
+        try shell(
+            """
             cd '\(a.path)' && mkdir -p d/e && echo hello > d/e/f && printf '' > empty && chmod 4750 d/e/f \
             && chown 33:33 d && ln -s d/e/f link && mknod nul c 1 3 && touch -d 2020-01-02 d/e/f d/e d
-            """)
+            """
+        )
         let snap = try TmpfsSnapshot.capture(mountPoint: "/x", root: a.path)
         #expect(snap.entries.map(\.path) == ["", "d", "d/e", "d/e/f", "empty", "link", "nul"])
         let decoded = try TmpfsSnapshot(decoding: snap.encoded())
@@ -28,8 +32,12 @@ struct TmpfsSnapshotTests {
     @Test func capture_keepsMountPointsButNotTheContentMountedOverThem() throws {
         let a = try TemporaryDirectory("zpck-tmpfs-m")
         try shell("mount -t tmpfs tmpfs '\(a.path)' && mkdir '\(a.path)/sub' && touch '\(a.path)/file'")
-        try shell("mount -t tmpfs tmpfs '\(a.path)/sub' && echo secret > '\(a.path)/sub/inner' && mount --bind /etc/hostname '\(a.path)/file'")
-        defer { _ = try? shell("umount '\(a.path)/file'; umount '\(a.path)/sub'; umount '\(a.path)'", allowFailure: true) }
+        try shell(
+            "mount -t tmpfs tmpfs '\(a.path)/sub' && echo secret > '\(a.path)/sub/inner' && mount --bind /etc/hostname '\(a.path)/file'"
+        )
+        defer {
+            _ = try? shell("umount '\(a.path)/file'; umount '\(a.path)/sub'; umount '\(a.path)'", allowFailure: true)
+        }
         let snap = try TmpfsSnapshot.capture(mountPoint: "/x", root: a.path)
         #expect(snap.entries.map(\.path) == ["", "file", "sub"], "nothing below the sub mount")
         #expect(snap.entries.first { $0.path == "file" }?.content == [], "no content of the file mounted over it")

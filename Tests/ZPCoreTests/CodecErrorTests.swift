@@ -1,5 +1,6 @@
 // Malformed protobuf input: every error path of ProtobufReader and the proto2 helpers.
 import Testing
+
 @testable import ZPCore
 
 private func decodeAll(_ bytes: [UInt8]) throws(ProtobufError) -> [ProtobufField] {
@@ -9,27 +10,29 @@ private func decodeAll(_ bytes: [UInt8]) throws(ProtobufError) -> [ProtobufField
     return out
 }
 
-@Test(arguments: [
-    ([0x80] as [UInt8], ProtobufError.truncated(offset: 0)),                  // tag cut inside its varint
-    ([0x08], .truncated(offset: 1)),                                          // varint value missing
-    ([0x08, 0x96], .truncated(offset: 1)),                                    // varint value cut
-    ([0x0d, 0x01, 0x02, 0x03], .truncated(offset: 1)),                        // fixed32 needs 4 bytes
-    ([0x09, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07], .truncated(offset: 1)),// fixed64 needs 8 bytes
-    ([0x0a], .truncated(offset: 1)),                                          // length missing
-    ([0x0a, 0x05, 0x61, 0x62], .truncated(offset: 1)),                        // body shorter than length
-    ([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f], .truncated(offset: 1)),            // 4 GiB length
-    ([0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01], .truncated(offset: 1)),  // 2^64-1
-    ([0x08] + Array(repeating: 0xff, count: 10) + [0x01], .malformedVarint(offset: 1)),  // 11 bytes
-    ([0x08] + Array(repeating: 0xff, count: 9) + [0x02], .malformedVarint(offset: 1)),   // over 64 bits
-    ([0x0e, 0x00], .invalidWireType(6, offset: 0)),
-    ([0x0f, 0x00], .invalidWireType(7, offset: 0)),
-    ([0x00, 0x00], .invalidFieldNumber(0, offset: 0)),
-    ([0x80, 0x80, 0x80, 0x80, 0x10, 0x00], .invalidFieldNumber(1 << 29, offset: 0)),
-    ([0x0c], .unbalancedGroup(offset: 0)),                                    // end group without start
-    ([0x0b, 0x14], .unbalancedGroup(offset: 1)),                              // group 1 closed as 2
-    ([0x0b, 0x08, 0x01], .truncated(offset: 3)),                              // group never closed
-    ([0x0b, 0x12, 0x05, 0x61], .truncated(offset: 2)),                        // truncated inside group
-] as [([UInt8], ProtobufError)])
+@Test(
+    arguments: [
+        ([0x80] as [UInt8], ProtobufError.truncated(offset: 0)),  // tag cut inside its varint
+        ([0x08], .truncated(offset: 1)),  // varint value missing
+        ([0x08, 0x96], .truncated(offset: 1)),  // varint value cut
+        ([0x0d, 0x01, 0x02, 0x03], .truncated(offset: 1)),  // fixed32 needs 4 bytes
+        ([0x09, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07], .truncated(offset: 1)),  // fixed64 needs 8 bytes
+        ([0x0a], .truncated(offset: 1)),  // length missing
+        ([0x0a, 0x05, 0x61, 0x62], .truncated(offset: 1)),  // body shorter than length
+        ([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f], .truncated(offset: 1)),  // 4 GiB length
+        ([0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01], .truncated(offset: 1)),  // 2^64-1
+        ([0x08] + Array(repeating: 0xff, count: 10) + [0x01], .malformedVarint(offset: 1)),  // 11 bytes
+        ([0x08] + Array(repeating: 0xff, count: 9) + [0x02], .malformedVarint(offset: 1)),  // over 64 bits
+        ([0x0e, 0x00], .invalidWireType(6, offset: 0)),
+        ([0x0f, 0x00], .invalidWireType(7, offset: 0)),
+        ([0x00, 0x00], .invalidFieldNumber(0, offset: 0)),
+        ([0x80, 0x80, 0x80, 0x80, 0x10, 0x00], .invalidFieldNumber(1 << 29, offset: 0)),
+        ([0x0c], .unbalancedGroup(offset: 0)),  // end group without start
+        ([0x0b, 0x14], .unbalancedGroup(offset: 1)),  // group 1 closed as 2
+        ([0x0b, 0x08, 0x01], .truncated(offset: 3)),  // group never closed
+        ([0x0b, 0x12, 0x05, 0x61], .truncated(offset: 2)),  // truncated inside group
+    ] as [([UInt8], ProtobufError)]
+)
 func reader_malformedInput_throwsTheExactError(bytes: [UInt8], error: ProtobufError) {
     #expect(throws: error) { try decodeAll(bytes) }
 }

@@ -1,5 +1,6 @@
 // The protobuf codec against golden bytes made by `protoc --encode` (Fixtures/, scripts/golden.sh).
 import Testing
+
 @testable import ZPCore
 
 // MARK: - the values the .txtpb files spell
@@ -36,18 +37,36 @@ private func expectedAllTypesFull() -> AllTypes {
 
 private func expectedAllTypesZeroValues() -> AllTypes {
     var m = AllTypes()
-    m.i32 = 0; m.i64 = 0; m.u32 = 0; m.u64 = 0; m.s32 = 0; m.s64 = 0
-    m.f32 = 0; m.f64 = 0; m.sf32 = 0; m.sf64 = 0; m.flt = 0; m.dbl = 0
-    m.flag = false; m.text = ""; m.blob = []; m.color = .unspecified
+    m.i32 = 0
+    m.i64 = 0
+    m.u32 = 0
+    m.u64 = 0
+    m.s32 = 0
+    m.s64 = 0
+    m.f32 = 0
+    m.f64 = 0
+    m.sf32 = 0
+    m.sf64 = 0
+    m.flt = 0
+    m.dbl = 0
+    m.flag = false
+    m.text = ""
+    m.blob = []
+    m.color = .unspecified
     m.inner = Inner(id: 0)
     return m
 }
 
 private func expectedAllTypesNegativeEdges() -> AllTypes {
     var m = AllTypes()
-    m.i32 = -1; m.i64 = -1; m.s32 = -1; m.s64 = -1
-    m.sf32 = .min; m.sf64 = .min
-    m.flt = -.infinity; m.dbl = .infinity
+    m.i32 = -1
+    m.i64 = -1
+    m.s32 = -1
+    m.s64 = -1
+    m.sf32 = .min
+    m.sf64 = .min
+    m.flt = -.infinity
+    m.dbl = .infinity
     m.color = .negative
     m.inner = Inner(id: .min, label: "")
     m.repI32 = [.min]
@@ -84,15 +103,36 @@ private func checkGolden<M: ProtobufMessage & Equatable>(_ name: String, _ value
 
 @Test func golden_ttrpcMessages_encodeAndDecodeByteForByte() throws {
     let createPayload: [UInt8] = [0x0a, 0x02] + Array("id".utf8) + [0x12, 0x06] + Array("bundle".utf8)
-    try checkGolden("ttrpc_request", TTRPCRequest(
-        service: "containerd.task.v2.Task", method: "Create", payload: createPayload,
-        timeoutNanoseconds: 5_000_000_000,
-        metadata: [("containerd-namespace", "k8s.io"), ("containerd-namespace", "second"), ("", "empty key")]))
-    try checkGolden("ttrpc_request_minimal", TTRPCRequest(service: "zeropod.shim.v1.Shim", method: "GetStatus", payload: []))
+    try checkGolden(
+        "ttrpc_request",
+        TTRPCRequest(
+            service: "containerd.task.v2.Task",
+            method: "Create",
+            payload: createPayload,
+            timeoutNanoseconds: 5_000_000_000,
+            metadata: [("containerd-namespace", "k8s.io"), ("containerd-namespace", "second"), ("", "empty key")]
+        )
+    )
+    try checkGolden(
+        "ttrpc_request_minimal",
+        TTRPCRequest(service: "zeropod.shim.v1.Shim", method: "GetStatus", payload: [])
+    )
     try checkGolden("ttrpc_response_ok", TTRPCResponse(payload: [0x08, 0x01]))
-    try checkGolden("ttrpc_response_error", TTRPCResponse(status: RPCStatus(
-        code: .notFound, message: #"container "web" not found"#,
-        details: [ProtobufAny(typeURL: "type.googleapis.com/google.protobuf.StringValue", value: [0x0a, 0x03] + Array("web".utf8))])))
+    try checkGolden(
+        "ttrpc_response_error",
+        TTRPCResponse(
+            status: RPCStatus(
+                code: .notFound,
+                message: #"container "web" not found"#,
+                details: [
+                    ProtobufAny(
+                        typeURL: "type.googleapis.com/google.protobuf.StringValue",
+                        value: [0x0a, 0x03] + Array("web".utf8)
+                    )
+                ]
+            )
+        )
+    )
     var negative = RPCStatus(code: .ok, message: "negative")
     negative.code = -3
     try checkGolden("rpc_status_negative_code", negative)
@@ -185,19 +225,30 @@ func random_allTypesThroughProtoc_reencodesToTheSameBytes(seed: UInt64) throws {
 
 @Test func random_ttrpcEnvelopes_roundTrip() throws {
     var g = SplitMix64(seed: 7)
-    func string() -> String { String((0..<Int.random(in: 0..<10, using: &g)).map { _ in "aé✓/.".randomElement(using: &g)! }) }
+    func string() -> String {
+        String((0..<Int.random(in: 0..<10, using: &g)).map { _ in "aé✓/.".randomElement(using: &g)! })
+    }
     for _ in 0..<1000 {
         let request = TTRPCRequest(
-            service: string(), method: string(),
+            service: string(),
+            method: string(),
             payload: (0..<Int.random(in: 0..<40, using: &g)).map { _ in UInt8.random(in: 0...255, using: &g) },
             timeoutNanoseconds: Int64(bitPattern: g.next()) >> Int64.random(in: 0..<64, using: &g),
-            metadata: (0..<Int.random(in: 0..<3, using: &g)).map { _ in (string(), string()) })
+            metadata: (0..<Int.random(in: 0..<3, using: &g)).map { _ in (string(), string()) }
+        )
         #expect(try TTRPCRequest(decoding: request.encoded()) == request)
-        let status: RPCStatus? = Bool.random(using: &g) ? nil : {
-            var s = RPCStatus(code: .ok, message: string(), details: [ProtobufAny(typeURL: string(), value: [1, 2])])
-            s.code = Int32(truncatingIfNeeded: g.next())
-            return s
-        }()
+        let status: RPCStatus? =
+            Bool.random(using: &g)
+            ? nil
+            : {
+                var s = RPCStatus(
+                    code: .ok,
+                    message: string(),
+                    details: [ProtobufAny(typeURL: string(), value: [1, 2])]
+                )
+                s.code = Int32(truncatingIfNeeded: g.next())
+                return s
+            }()
         let response = TTRPCResponse(status: status, payload: Array(string().utf8))
         #expect(try TTRPCResponse(decoding: response.encoded()) == response)
     }

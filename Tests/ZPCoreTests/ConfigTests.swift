@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import ZPCore
 
 // MARK: - container annotations
@@ -10,9 +11,11 @@ private let portsMap = "zeropod.ctrox.dev/ports-map"
 
 /// Annotations of app container `web` in a pod, plus `extra`.
 private func spec(_ extra: [String: String]) -> [String: String] {
-    var a = [CRIAnnotation.containerName: "web", CRIAnnotation.containerType: "container",
-             CRIAnnotation.sandboxName: "pod-1", CRIAnnotation.sandboxNamespace: "ns-1",
-             CRIAnnotation.sandboxUID: "uid-1"]
+    var a = [
+        CRIAnnotation.containerName: "web", CRIAnnotation.containerType: "container",
+        CRIAnnotation.sandboxName: "pod-1", CRIAnnotation.sandboxNamespace: "ns-1",
+        CRIAnnotation.sandboxUID: "uid-1",
+    ]
     a.merge(extra) { $1 }
     return a
 }
@@ -94,12 +97,16 @@ private let goodCases: [GoodCase] = [
     GoodCase(annotations: ["zeropod.ctrox.dev/connect-timeout": "0s"]) { $0.connectTimeout == .seconds(5) },
     GoodCase(annotations: ["zeropod.ctrox.dev/proxy-timeout": "1h"]) { $0.proxyTimeout == .seconds(3600) },
     GoodCase(annotations: ["zeropod.ctrox.dev/proxy-timeout": "0"]) { $0.proxyTimeout == nil },
-    GoodCase(annotations: ["zeropod.ctrox.dev/migrate": "web,db"]) { $0.migrate == ["web", "db"] && $0.migrationEnabled },
+    GoodCase(annotations: ["zeropod.ctrox.dev/migrate": "web,db"]) {
+        $0.migrate == ["web", "db"] && $0.migrationEnabled
+    },
     GoodCase(annotations: ["zeropod.ctrox.dev/migrate": "db"]) { !$0.migrationEnabled },
     GoodCase(annotations: ["zeropod.ctrox.dev/migrate": "web", "zeropod.ctrox.dev/disable-checkpointing": "true"]) {
         !$0.migrationEnabled && !$0.anyMigrationEnabled
     },
-    GoodCase(annotations: ["zeropod.ctrox.dev/live-migrate": "web"]) { $0.liveMigrationEnabled && $0.anyMigrationEnabled },
+    GoodCase(annotations: ["zeropod.ctrox.dev/live-migrate": "web"]) {
+        $0.liveMigrationEnabled && $0.anyMigrationEnabled
+    },
     GoodCase(annotations: ["zeropod.ctrox.dev/live-migrate": "db"]) { !$0.liveMigrationEnabled },
     GoodCase(annotations: ["zeropod.ctrox.dev/unknown": "x", "zeropod.ctrox.dev/cpu-requests": "{}"]) { $0.isManaged },
 ]
@@ -129,92 +136,234 @@ struct BadCase: Sendable, CustomTestStringConvertible {
 }
 
 private let badCases: [BadCase] = [
-    BadCase(key: scaledown, value: "5x",
-            error: #"zeropod.ctrox.dev/scaledown-duration: invalid duration "5x": unknown unit "x""#),
-    BadCase(key: scaledown, value: "5",
-            error: #"zeropod.ctrox.dev/scaledown-duration: invalid duration "5": missing unit (one of ns, us, ms, s, m, h)"#),
-    BadCase(key: scaledown, value: "1m30",
-            error: #"zeropod.ctrox.dev/scaledown-duration: invalid duration "1m30": missing unit (one of ns, us, ms, s, m, h)"#),
-    BadCase(key: scaledown, value: "-1m",
-            error: #"zeropod.ctrox.dev/scaledown-duration: invalid duration "-1m": must not be negative"#),
-    BadCase(key: scaledown, value: "m",
-            error: #"zeropod.ctrox.dev/scaledown-duration: invalid duration "m": expected a number"#),
-    BadCase(key: scaledown, value: " 10s",
-            error: #"zeropod.ctrox.dev/scaledown-duration: invalid duration " 10s": expected a number"#),
-    BadCase(key: scaledown, value: "10s ",
-            error: #"zeropod.ctrox.dev/scaledown-duration: invalid duration "10s ": unknown unit "s ""#),
-    BadCase(key: scaledown, value: "1M",
-            error: #"zeropod.ctrox.dev/scaledown-duration: invalid duration "1M": unknown unit "M""#),
-    BadCase(key: scaledown, value: "1d",
-            error: #"zeropod.ctrox.dev/scaledown-duration: invalid duration "1d": unknown unit "d""#),
-    BadCase(key: scaledown, value: ".s",
-            error: #"zeropod.ctrox.dev/scaledown-duration: invalid duration ".s": expected a number"#),
-    BadCase(key: scaledown, value: "-",
-            error: #"zeropod.ctrox.dev/scaledown-duration: invalid duration "-": empty"#),
-    BadCase(key: scaledown, value: "3000000h",
-            error: #"zeropod.ctrox.dev/scaledown-duration: invalid duration "3000000h": out of range"#),
-    BadCase(key: scaledown, value: "9223372036854775808ns",
-            error: #"zeropod.ctrox.dev/scaledown-duration: invalid duration "9223372036854775808ns": out of range"#),
-    BadCase(key: names, value: "web,,db",
-            error: #"zeropod.ctrox.dev/container-names: invalid container name list "web,,db": name 2 "" is empty"#),
-    BadCase(key: names, value: "web, db",
-            error: #"zeropod.ctrox.dev/container-names: invalid container name list "web, db": name 2 " db" contains white space or a control character"#),
-    BadCase(key: names, value: "web,",
-            error: #"zeropod.ctrox.dev/container-names: invalid container name list "web,": name 2 "" is empty"#),
-    BadCase(key: portsMap, value: "web=80;",
-            error: #"zeropod.ctrox.dev/ports-map: invalid ports map "web=80;": entry "" is not name=port[,port...]"#),
-    BadCase(key: portsMap, value: "web:80",
-            error: #"zeropod.ctrox.dev/ports-map: invalid ports map "web:80": entry "web:80" is not name=port[,port...]"#),
-    BadCase(key: portsMap, value: "web=80=81",
-            error: #"zeropod.ctrox.dev/ports-map: invalid ports map "web=80=81": entry "web=80=81" is not name=port[,port...]"#),
-    BadCase(key: portsMap, value: "=80",
-            error: #"zeropod.ctrox.dev/ports-map: invalid ports map "=80": container name "" in entry "=80" is empty"#),
-    BadCase(key: portsMap, value: "web=",
-            error: #"zeropod.ctrox.dev/ports-map: invalid ports map "web=": port "" of "web" is not a decimal number"#),
-    BadCase(key: portsMap, value: "web=80,",
-            error: #"zeropod.ctrox.dev/ports-map: invalid ports map "web=80,": port "" of "web" is not a decimal number"#),
-    BadCase(key: portsMap, value: "web=http",
-            error: #"zeropod.ctrox.dev/ports-map: invalid ports map "web=http": port "http" of "web" is not a decimal number"#),
-    BadCase(key: portsMap, value: "web= 80",
-            error: #"zeropod.ctrox.dev/ports-map: invalid ports map "web= 80": port " 80" of "web" is not a decimal number"#),
-    BadCase(key: portsMap, value: "web=-1",
-            error: #"zeropod.ctrox.dev/ports-map: invalid ports map "web=-1": port "-1" of "web" is not a decimal number"#),
-    BadCase(key: portsMap, value: "web=65536",
-            error: #"zeropod.ctrox.dev/ports-map: invalid ports map "web=65536": port "65536" of "web" is not between 1 and 65535"#),
-    BadCase(key: portsMap, value: "web=0",
-            error: #"zeropod.ctrox.dev/ports-map: invalid ports map "web=0": port "0" of "web" is not between 1 and 65535"#),
-    BadCase(key: portsMap, value: "web=80;other=99999",
-            error: #"zeropod.ctrox.dev/ports-map: invalid ports map "web=80;other=99999": port "99999" of "other" is not between 1 and 65535"#),
-    BadCase(key: "zeropod.ctrox.dev/disable-checkpointing", value: "yes",
-            error: #"zeropod.ctrox.dev/disable-checkpointing: invalid boolean "yes": expected one of 1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False"#),
-    BadCase(key: "zeropod.ctrox.dev/pre-dump", value: "tRUE",
-            error: #"zeropod.ctrox.dev/pre-dump: invalid boolean "tRUE": expected one of 1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False"#),
-    BadCase(key: "zeropod.ctrox.dev/disable-probe-detection", value: "true ",
-            error: #"zeropod.ctrox.dev/disable-probe-detection: invalid boolean "true ": expected one of 1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False"#),
-    BadCase(key: "zeropod.ctrox.dev/disable-migrate-data", value: "2",
-            error: #"zeropod.ctrox.dev/disable-migrate-data: invalid boolean "2": expected one of 1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False"#),
-    BadCase(key: "zeropod.ctrox.dev/dry-run", value: "yes",
-            error: #"zeropod.ctrox.dev/dry-run: invalid boolean "yes": expected one of 1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False"#),
-    BadCase(key: "zeropod.ctrox.dev/dry-run", value: " true",
-            error: #"zeropod.ctrox.dev/dry-run: invalid boolean " true": expected one of 1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False"#),
-    BadCase(key: "zeropod.ctrox.dev/probe-buffer-size", value: "1k",
-            error: #"zeropod.ctrox.dev/probe-buffer-size: invalid integer "1k": not a decimal number"#),
-    BadCase(key: "zeropod.ctrox.dev/probe-buffer-size", value: "0",
-            error: #"zeropod.ctrox.dev/probe-buffer-size: invalid integer "0": must be between 1 and 1048576"#),
-    BadCase(key: "zeropod.ctrox.dev/probe-buffer-size", value: "-5",
-            error: #"zeropod.ctrox.dev/probe-buffer-size: invalid integer "-5": must be between 1 and 1048576"#),
-    BadCase(key: "zeropod.ctrox.dev/probe-buffer-size", value: "99999999999999999999",
-            error: #"zeropod.ctrox.dev/probe-buffer-size: invalid integer "99999999999999999999": not a decimal number"#),
-    BadCase(key: "zeropod.ctrox.dev/connect-timeout", value: "5 s",
-            error: #"zeropod.ctrox.dev/connect-timeout: invalid duration "5 s": unknown unit " s""#),
-    BadCase(key: "zeropod.ctrox.dev/proxy-timeout", value: "-5s",
-            error: #"zeropod.ctrox.dev/proxy-timeout: invalid duration "-5s": must not be negative"#),
-    BadCase(key: "zeropod.ctrox.dev/migrate", value: "web;db",
-            error: #"zeropod.ctrox.dev/migrate: invalid container name list "web;db": name 1 "web;db" contains ";""#),
-    BadCase(key: "zeropod.ctrox.dev/live-migrate", value: "web,db",
-            error: #"zeropod.ctrox.dev/live-migrate: invalid container name "web,db": contains ",""#),
-    BadCase(key: "zeropod.ctrox.dev/live-migrate", value: "web\n",
-            error: #"zeropod.ctrox.dev/live-migrate: invalid container name "web\n": contains white space or a control character"#),
+    BadCase(
+        key: scaledown,
+        value: "5x",
+        error: #"zeropod.ctrox.dev/scaledown-duration: invalid duration "5x": unknown unit "x""#
+    ),
+    BadCase(
+        key: scaledown,
+        value: "5",
+        error: #"zeropod.ctrox.dev/scaledown-duration: invalid duration "5": missing unit (one of ns, us, ms, s, m, h)"#
+    ),
+    BadCase(
+        key: scaledown,
+        value: "1m30",
+        error:
+            #"zeropod.ctrox.dev/scaledown-duration: invalid duration "1m30": missing unit (one of ns, us, ms, s, m, h)"#
+    ),
+    BadCase(
+        key: scaledown,
+        value: "-1m",
+        error: #"zeropod.ctrox.dev/scaledown-duration: invalid duration "-1m": must not be negative"#
+    ),
+    BadCase(
+        key: scaledown,
+        value: "m",
+        error: #"zeropod.ctrox.dev/scaledown-duration: invalid duration "m": expected a number"#
+    ),
+    BadCase(
+        key: scaledown,
+        value: " 10s",
+        error: #"zeropod.ctrox.dev/scaledown-duration: invalid duration " 10s": expected a number"#
+    ),
+    BadCase(
+        key: scaledown,
+        value: "10s ",
+        error: #"zeropod.ctrox.dev/scaledown-duration: invalid duration "10s ": unknown unit "s ""#
+    ),
+    BadCase(
+        key: scaledown,
+        value: "1M",
+        error: #"zeropod.ctrox.dev/scaledown-duration: invalid duration "1M": unknown unit "M""#
+    ),
+    BadCase(
+        key: scaledown,
+        value: "1d",
+        error: #"zeropod.ctrox.dev/scaledown-duration: invalid duration "1d": unknown unit "d""#
+    ),
+    BadCase(
+        key: scaledown,
+        value: ".s",
+        error: #"zeropod.ctrox.dev/scaledown-duration: invalid duration ".s": expected a number"#
+    ),
+    BadCase(
+        key: scaledown,
+        value: "-",
+        error: #"zeropod.ctrox.dev/scaledown-duration: invalid duration "-": empty"#
+    ),
+    BadCase(
+        key: scaledown,
+        value: "3000000h",
+        error: #"zeropod.ctrox.dev/scaledown-duration: invalid duration "3000000h": out of range"#
+    ),
+    BadCase(
+        key: scaledown,
+        value: "9223372036854775808ns",
+        error: #"zeropod.ctrox.dev/scaledown-duration: invalid duration "9223372036854775808ns": out of range"#
+    ),
+    BadCase(
+        key: names,
+        value: "web,,db",
+        error: #"zeropod.ctrox.dev/container-names: invalid container name list "web,,db": name 2 "" is empty"#
+    ),
+    BadCase(
+        key: names,
+        value: "web, db",
+        error:
+            #"zeropod.ctrox.dev/container-names: invalid container name list "web, db": name 2 " db" contains white space or a control character"#
+    ),
+    BadCase(
+        key: names,
+        value: "web,",
+        error: #"zeropod.ctrox.dev/container-names: invalid container name list "web,": name 2 "" is empty"#
+    ),
+    BadCase(
+        key: portsMap,
+        value: "web=80;",
+        error: #"zeropod.ctrox.dev/ports-map: invalid ports map "web=80;": entry "" is not name=port[,port...]"#
+    ),
+    BadCase(
+        key: portsMap,
+        value: "web:80",
+        error: #"zeropod.ctrox.dev/ports-map: invalid ports map "web:80": entry "web:80" is not name=port[,port...]"#
+    ),
+    BadCase(
+        key: portsMap,
+        value: "web=80=81",
+        error:
+            #"zeropod.ctrox.dev/ports-map: invalid ports map "web=80=81": entry "web=80=81" is not name=port[,port...]"#
+    ),
+    BadCase(
+        key: portsMap,
+        value: "=80",
+        error: #"zeropod.ctrox.dev/ports-map: invalid ports map "=80": container name "" in entry "=80" is empty"#
+    ),
+    BadCase(
+        key: portsMap,
+        value: "web=",
+        error: #"zeropod.ctrox.dev/ports-map: invalid ports map "web=": port "" of "web" is not a decimal number"#
+    ),
+    BadCase(
+        key: portsMap,
+        value: "web=80,",
+        error: #"zeropod.ctrox.dev/ports-map: invalid ports map "web=80,": port "" of "web" is not a decimal number"#
+    ),
+    BadCase(
+        key: portsMap,
+        value: "web=http",
+        error:
+            #"zeropod.ctrox.dev/ports-map: invalid ports map "web=http": port "http" of "web" is not a decimal number"#
+    ),
+    BadCase(
+        key: portsMap,
+        value: "web= 80",
+        error: #"zeropod.ctrox.dev/ports-map: invalid ports map "web= 80": port " 80" of "web" is not a decimal number"#
+    ),
+    BadCase(
+        key: portsMap,
+        value: "web=-1",
+        error: #"zeropod.ctrox.dev/ports-map: invalid ports map "web=-1": port "-1" of "web" is not a decimal number"#
+    ),
+    BadCase(
+        key: portsMap,
+        value: "web=65536",
+        error:
+            #"zeropod.ctrox.dev/ports-map: invalid ports map "web=65536": port "65536" of "web" is not between 1 and 65535"#
+    ),
+    BadCase(
+        key: portsMap,
+        value: "web=0",
+        error: #"zeropod.ctrox.dev/ports-map: invalid ports map "web=0": port "0" of "web" is not between 1 and 65535"#
+    ),
+    BadCase(
+        key: portsMap,
+        value: "web=80;other=99999",
+        error:
+            #"zeropod.ctrox.dev/ports-map: invalid ports map "web=80;other=99999": port "99999" of "other" is not between 1 and 65535"#
+    ),
+    BadCase(
+        key: "zeropod.ctrox.dev/disable-checkpointing",
+        value: "yes",
+        error:
+            #"zeropod.ctrox.dev/disable-checkpointing: invalid boolean "yes": expected one of 1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False"#
+    ),
+    BadCase(
+        key: "zeropod.ctrox.dev/pre-dump",
+        value: "tRUE",
+        error:
+            #"zeropod.ctrox.dev/pre-dump: invalid boolean "tRUE": expected one of 1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False"#
+    ),
+    BadCase(
+        key: "zeropod.ctrox.dev/disable-probe-detection",
+        value: "true ",
+        error:
+            #"zeropod.ctrox.dev/disable-probe-detection: invalid boolean "true ": expected one of 1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False"#
+    ),
+    BadCase(
+        key: "zeropod.ctrox.dev/disable-migrate-data",
+        value: "2",
+        error:
+            #"zeropod.ctrox.dev/disable-migrate-data: invalid boolean "2": expected one of 1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False"#
+    ),
+    BadCase(
+        key: "zeropod.ctrox.dev/dry-run",
+        value: "yes",
+        error:
+            #"zeropod.ctrox.dev/dry-run: invalid boolean "yes": expected one of 1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False"#
+    ),
+    BadCase(
+        key: "zeropod.ctrox.dev/dry-run",
+        value: " true",
+        error:
+            #"zeropod.ctrox.dev/dry-run: invalid boolean " true": expected one of 1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False"#
+    ),
+    BadCase(
+        key: "zeropod.ctrox.dev/probe-buffer-size",
+        value: "1k",
+        error: #"zeropod.ctrox.dev/probe-buffer-size: invalid integer "1k": not a decimal number"#
+    ),
+    BadCase(
+        key: "zeropod.ctrox.dev/probe-buffer-size",
+        value: "0",
+        error: #"zeropod.ctrox.dev/probe-buffer-size: invalid integer "0": must be between 1 and 1048576"#
+    ),
+    BadCase(
+        key: "zeropod.ctrox.dev/probe-buffer-size",
+        value: "-5",
+        error: #"zeropod.ctrox.dev/probe-buffer-size: invalid integer "-5": must be between 1 and 1048576"#
+    ),
+    BadCase(
+        key: "zeropod.ctrox.dev/probe-buffer-size",
+        value: "99999999999999999999",
+        error: #"zeropod.ctrox.dev/probe-buffer-size: invalid integer "99999999999999999999": not a decimal number"#
+    ),
+    BadCase(
+        key: "zeropod.ctrox.dev/connect-timeout",
+        value: "5 s",
+        error: #"zeropod.ctrox.dev/connect-timeout: invalid duration "5 s": unknown unit " s""#
+    ),
+    BadCase(
+        key: "zeropod.ctrox.dev/proxy-timeout",
+        value: "-5s",
+        error: #"zeropod.ctrox.dev/proxy-timeout: invalid duration "-5s": must not be negative"#
+    ),
+    BadCase(
+        key: "zeropod.ctrox.dev/migrate",
+        value: "web;db",
+        error: #"zeropod.ctrox.dev/migrate: invalid container name list "web;db": name 1 "web;db" contains ";""#
+    ),
+    BadCase(
+        key: "zeropod.ctrox.dev/live-migrate",
+        value: "web,db",
+        error: #"zeropod.ctrox.dev/live-migrate: invalid container name "web,db": contains ",""#
+    ),
+    BadCase(
+        key: "zeropod.ctrox.dev/live-migrate",
+        value: "web\n",
+        error:
+            #"zeropod.ctrox.dev/live-migrate: invalid container name "web\n": contains white space or a control character"#
+    ),
 ]
 
 @Test(arguments: badCases)
@@ -238,21 +387,25 @@ func containerConfig_refuses(_ c: BadCase) {
 }
 
 @Test func containerConfig_unrecognizedKeys_listsTyposOnly() {
-    let keys = ContainerConfig.unrecognizedKeys(in: spec([
-        "zeropod.ctrox.dev/scaledown-durration": "1m", "zeropod.ctrox.dev/cpu-requests": "{}",
-        scaledown: "1m", "other.example/x": "y", "zeropod.ctrox.dev/Ports-map": "web=80",
-    ]))
+    let keys = ContainerConfig.unrecognizedKeys(
+        in: spec([
+            "zeropod.ctrox.dev/scaledown-durration": "1m", "zeropod.ctrox.dev/cpu-requests": "{}",
+            scaledown: "1m", "other.example/x": "y", "zeropod.ctrox.dev/Ports-map": "web=80",
+        ])
+    )
     #expect(keys == ["zeropod.ctrox.dev/Ports-map", "zeropod.ctrox.dev/scaledown-durration"])
 }
 
 @Test func annotationKeys_matchTheOriginal() {
-    #expect(ZeropodAnnotation.allCases.map(\.rawValue) == [
-        "zeropod.ctrox.dev/scaledown-duration", "zeropod.ctrox.dev/container-names", "zeropod.ctrox.dev/ports-map",
-        "zeropod.ctrox.dev/disable-checkpointing", "zeropod.ctrox.dev/pre-dump",
-        "zeropod.ctrox.dev/disable-probe-detection", "zeropod.ctrox.dev/probe-buffer-size",
-        "zeropod.ctrox.dev/connect-timeout", "zeropod.ctrox.dev/proxy-timeout", "zeropod.ctrox.dev/migrate",
-        "zeropod.ctrox.dev/live-migrate", "zeropod.ctrox.dev/disable-migrate-data", "zeropod.ctrox.dev/dry-run",
-    ])
+    #expect(
+        ZeropodAnnotation.allCases.map(\.rawValue) == [
+            "zeropod.ctrox.dev/scaledown-duration", "zeropod.ctrox.dev/container-names", "zeropod.ctrox.dev/ports-map",
+            "zeropod.ctrox.dev/disable-checkpointing", "zeropod.ctrox.dev/pre-dump",
+            "zeropod.ctrox.dev/disable-probe-detection", "zeropod.ctrox.dev/probe-buffer-size",
+            "zeropod.ctrox.dev/connect-timeout", "zeropod.ctrox.dev/proxy-timeout", "zeropod.ctrox.dev/migrate",
+            "zeropod.ctrox.dev/live-migrate", "zeropod.ctrox.dev/disable-migrate-data", "zeropod.ctrox.dev/dry-run",
+        ]
+    )
 }
 
 // MARK: - Go syntax
@@ -331,9 +484,11 @@ func containerConfig_refuses(_ c: BadCase) {
         #expect(IPAddress(canonical) == a)
         #expect(IPAddress(bytes: a.bytes) == a)
     }
-    for bad in ["", "1.2.3", "1.2.3.4.5", "256.1.1.1", "01.2.3.4", "1.2.3.-4", "1.2.3.4 ", "a.b.c.d",
-                ":", ":::", "1:2:3:4:5:6:7", "1:2:3:4:5:6:7:8:9", "1::2::3", "12345::", "::g",
-                "fe80::1%eth0", "10.0.0.0/8", "1:", ":1", "::1.2.3", "::1.2.3.4.5", "1.2.3.4::", "1:2:3:4:5:6:7:1.2.3.4"] {
+    for bad in [
+        "", "1.2.3", "1.2.3.4.5", "256.1.1.1", "01.2.3.4", "1.2.3.-4", "1.2.3.4 ", "a.b.c.d",
+        ":", ":::", "1:2:3:4:5:6:7", "1:2:3:4:5:6:7:8:9", "1::2::3", "12345::", "::g",
+        "fe80::1%eth0", "10.0.0.0/8", "1:", ":1", "::1.2.3", "::1.2.3.4.5", "1.2.3.4::", "1:2:3:4:5:6:7:1.2.3.4",
+    ] {
         #expect(IPAddress(bad) == nil, "\(bad)")
     }
 }
@@ -391,32 +546,51 @@ func containerConfig_refuses(_ c: BadCase) {
         try NodeConfig(parsing: "probe-source-addresses = \((sixtyFour + ["10.0.1.1"]).joined(separator: ","))")
     }
     let error = #expect(throws: ConfigError.self) {
-        try NodeConfig(parsing: "probe-source-addresses = \((sixtyFour + ["fd00::1"]).joined(separator: ","))", source: "n.conf")
+        try NodeConfig(
+            parsing: "probe-source-addresses = \((sixtyFour + ["fd00::1"]).joined(separator: ","))",
+            source: "n.conf"
+        )
     }
     #expect("\(error.map { "\($0)" } ?? "")".hasPrefix("n.conf:1: probe-source-addresses: invalid address"))
-    #expect("\(error.map { "\($0)" } ?? "")".hasSuffix(": 65 addresses; at most 64 are supported"), "\(String(describing: error))")
+    #expect(
+        "\(error.map { "\($0)" } ?? "")".hasSuffix(": 65 addresses; at most 64 are supported"),
+        "\(String(describing: error))"
+    )
 }
 
 @Test func nodeConfig_refusesWithLocation() {
     let table: [(String, String)] = [
-        ("probe-source-addresses = 10.0.0.256",
-         #"n.conf:1: probe-source-addresses: invalid address "10.0.0.256": element 1 "10.0.0.256" is not an IPv4 or IPv6 address"#),
-        ("\n\nprobe-source-addresses = 10.0.0.1,,fd00::1",
-         #"n.conf:3: probe-source-addresses: invalid address "10.0.0.1,,fd00::1": element 2 "" is not an IPv4 or IPv6 address"#),
-        ("probe-source-addresses = 10.0.0.0/8",
-         #"n.conf:1: probe-source-addresses: invalid address "10.0.0.0/8": element 1 "10.0.0.0/8" is not an IPv4 or IPv6 address"#),
-        ("loopback-is-activity = yes",
-         #"n.conf:1: loopback-is-activity: invalid boolean "yes": expected one of 1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False"#),
+        (
+            "probe-source-addresses = 10.0.0.256",
+            #"n.conf:1: probe-source-addresses: invalid address "10.0.0.256": element 1 "10.0.0.256" is not an IPv4 or IPv6 address"#
+        ),
+        (
+            "\n\nprobe-source-addresses = 10.0.0.1,,fd00::1",
+            #"n.conf:3: probe-source-addresses: invalid address "10.0.0.1,,fd00::1": element 2 "" is not an IPv4 or IPv6 address"#
+        ),
+        (
+            "probe-source-addresses = 10.0.0.0/8",
+            #"n.conf:1: probe-source-addresses: invalid address "10.0.0.0/8": element 1 "10.0.0.0/8" is not an IPv4 or IPv6 address"#
+        ),
+        (
+            "loopback-is-activity = yes",
+            #"n.conf:1: loopback-is-activity: invalid boolean "yes": expected one of 1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False"#
+        ),
         ("# c\nprobe-sources = 10.0.0.1", #"n.conf:2: probe-sources: unknown setting (value "10.0.0.1")"#),
         ("runc-path = a\nrunc-path = b", #"n.conf:2: runc-path: set again to "b" (first set on line 1)"#),
         ("just words", #"n.conf:1: malformed line "just words": expected key = value, a # comment or a blank line"#),
         (" = 5", #"n.conf:1: malformed line "= 5": expected key = value, a # comment or a blank line"#),
-        ("criu-path = bin/criu", #"n.conf:1: criu-path: invalid path "bin/criu": must be absolute or a bare command name"#),
+        (
+            "criu-path = bin/criu",
+            #"n.conf:1: criu-path: invalid path "bin/criu": must be absolute or a bare command name"#
+        ),
         ("criu-path =", #"n.conf:1: criu-path: invalid path "": is empty"#),
         ("state-dir = var/lib", #"n.conf:1: state-dir: invalid path "var/lib": must be absolute"#),
         // Parsed but not carried out: refused (any value, the default included), never ignored.
-        ("bpf-pin-dir = /sys/fs/bpf/zeropod",
-         #"n.conf:1: bpf-pin-dir: not supported yet (value "/sys/fs/bpf/zeropod"): the shim keeps its eBPF links and maps in memory and pins nothing; remove the line"#),
+        (
+            "bpf-pin-dir = /sys/fs/bpf/zeropod",
+            #"n.conf:1: bpf-pin-dir: not supported yet (value "/sys/fs/bpf/zeropod"): the shim keeps its eBPF links and maps in memory and pins nothing; remove the line"#
+        ),
     ]
     for (text, message) in table {
         do {
@@ -512,7 +686,10 @@ func containerConfig_refuses(_ c: BadCase) {
     let names = ["web", "db", "a-b", "x1"]
     for _ in 0..<2000 {
         let entries: [(String, [UInt16])] = (0..<Int.random(in: 1...4, using: &g)).map { _ in
-            (names.randomElement(using: &g)!, (0..<Int.random(in: 1...3, using: &g)).map { _ in UInt16.random(in: 1...65535, using: &g) })
+            (
+                names.randomElement(using: &g)!,
+                (0..<Int.random(in: 1...3, using: &g)).map { _ in UInt16.random(in: 1...65535, using: &g) }
+            )
         }
         let text = entries.map { "\($0.0)=" + $0.1.map(String.init).joined(separator: ",") }.joined(separator: ";")
         let parsed = try PortsMap.parse(text, key: "k")

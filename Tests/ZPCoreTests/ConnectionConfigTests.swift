@@ -7,7 +7,9 @@ import ZPCore
 @Test func connectionSettings_defaultOn_goBoolSyntax_badValueNamed() throws {
     let defaults = try ContainerConfig(annotations: [:])
     #expect(defaults.keepConnections && defaults.listenerHandover)
-    let off = try ContainerConfig(annotations: ["zeropod-swift/keep-connections": "false", "zeropod-swift/listener-handover": "0"])
+    let off = try ContainerConfig(annotations: [
+        "zeropod-swift/keep-connections": "false", "zeropod-swift/listener-handover": "0",
+    ])
     #expect(!off.keepConnections && !off.listenerHandover)
     let empty = try ContainerConfig(annotations: ["zeropod-swift/keep-connections": ""])
     #expect(empty.keepConnections, "an empty annotation means the default")
@@ -17,7 +19,11 @@ import ZPCore
     #expect(throws: ConfigError(key: "zeropod-swift/listener-handover", value: "maybe", reason: .invalidBoolean)) {
         try ContainerConfig(annotations: ["zeropod-swift/listener-handover": "maybe"])
     }
-    #expect(ContainerConfig.unrecognizedKeys(in: ["zeropod-swift/keep-connections": "true", "zeropod-swift/listener-handover": "true"]).isEmpty)
+    #expect(
+        ContainerConfig.unrecognizedKeys(in: [
+            "zeropod-swift/keep-connections": "true", "zeropod-swift/listener-handover": "true",
+        ]).isEmpty
+    )
 }
 
 @Test func procNetTCP_parsesIPv4AndIPv6Rows() {
@@ -31,9 +37,16 @@ import ZPCore
     let rows = ProcNetTCP.parse(tcp, ipv6: false)
     #expect(rows.count == 3)
     #expect(rows[0].state == .listen && rows[0].localPort == 8080 && rows[0].local == .v4(0) && !rows[0].isConnection)
-    #expect(rows[1].tuple == TCPConnectionTuple(local: IPAddress("10.99.0.1")!, localPort: 42340,
-                                                remote: IPAddress("10.99.0.2")!, remotePort: 7000))
-    #expect(rows[1].state == .established && rows[1].inode == 3357403 && rows[1].isConnection)
+    #expect(
+        rows[1].tuple
+            == TCPConnectionTuple(
+                local: IPAddress("10.99.0.1")!,
+                localPort: 42340,
+                remote: IPAddress("10.99.0.2")!,
+                remotePort: 7000
+            )
+    )
+    #expect(rows[1].state == .established && rows[1].inode == 3_357_403 && rows[1].isConnection)
     #expect(rows[2].state == .timeWait && rows[2].inode == 0 && !rows[2].isConnection)
 
     let tcp6 = """
@@ -45,8 +58,15 @@ import ZPCore
     let rows6 = ProcNetTCP.parse(tcp6, ipv6: true)
     #expect(rows6.count == 3)
     #expect(rows6[0].local == .v6(high: 0, low: 0) && rows6[0].state == .listen)
-    #expect(rows6[1].tuple == TCPConnectionTuple(local: IPAddress("::ffff:127.0.0.1")!, localPort: 80,
-                                                 remote: IPAddress("::ffff:127.0.0.5")!, remotePort: 50000))
+    #expect(
+        rows6[1].tuple
+            == TCPConnectionTuple(
+                local: IPAddress("::ffff:127.0.0.1")!,
+                localPort: 80,
+                remote: IPAddress("::ffff:127.0.0.5")!,
+                remotePort: 50000
+            )
+    )
     #expect(rows6[2].tuple.local == IPAddress("fd77::1")! && rows6[2].state == .closeWait && rows6[2].isConnection)
     #expect(rows6[2].tuple.description == "[fd77::1]:80 -> [fd77::2]:54321")
 }
@@ -64,7 +84,9 @@ import ZPCore
     #expect(!defaults.listenerHandoverApplies(probeSourcesKnown: false), "content-detected probes would wake the app")
     let noDetection = try ContainerConfig(annotations: ["zeropod.ctrox.dev/disable-probe-detection": "true"])
     #expect(noDetection.listenerHandoverApplies(probeSourcesKnown: false))
-    let off = try ContainerConfig(annotations: ["zeropod-swift/listener-handover": "false",
-                                                "zeropod.ctrox.dev/disable-probe-detection": "true"])
+    let off = try ContainerConfig(annotations: [
+        "zeropod-swift/listener-handover": "false",
+        "zeropod.ctrox.dev/disable-probe-detection": "true",
+    ])
     #expect(!off.listenerHandoverApplies(probeSourcesKnown: true))
 }

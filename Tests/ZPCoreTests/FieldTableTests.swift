@@ -17,26 +17,39 @@ private struct Sample: ProtobufTableMessage, Equatable {
     var items: [ProtobufAny] = []
     var level = 0
 
-    static let fields = ProtobufFieldTable<Sample>("zptest.Sample", [
-        .string(1, \.name),
-        .strings(2, \.tags),
-        .bool(3, \.on),
-        .uint32(4, \.small),
-        .uint64(5, \.big),
-        .int32(6, \.signed),
-        .int64(7, \.wide),
-        .message(8, \.when),
-        .message(9, \.always),
-        .messages(10, \.items),
-        .custom(11, write: { m, n, w in w.writeUInt32IfNotDefault(field: n, UInt32(m.level)) },
-                read: { m, f, name throws(ProtobufError) in m.level = Int(try f.uint32(in: name)) }),
-    ])
+    static let fields = ProtobufFieldTable<Sample>(
+        "zptest.Sample",
+        [
+            .string(1, \.name),
+            .strings(2, \.tags),
+            .bool(3, \.on),
+            .uint32(4, \.small),
+            .uint64(5, \.big),
+            .int32(6, \.signed),
+            .int64(7, \.wide),
+            .message(8, \.when),
+            .message(9, \.always),
+            .messages(10, \.items),
+            .custom(
+                11,
+                write: { m, n, w in w.writeUInt32IfNotDefault(field: n, UInt32(m.level)) },
+                read: { m, f, name throws(ProtobufError) in m.level = Int(try f.uint32(in: name)) }
+            ),
+        ]
+    )
 }
 
 @Test func fieldTable_encodesLikeTheWriterCalls_andDecodesBack() throws {
     var s = Sample()
-    s.name = "n"; s.tags = ["a", "", "b"]; s.on = true; s.small = 7; s.big = 1 << 40; s.signed = -3; s.wide = -1 << 40
-    s.when = ProtobufTimestamp(seconds: 5, nanos: 6); s.items = [ProtobufAny(typeURL: "t", value: [1]), ProtobufAny(typeURL: "", value: [])]
+    s.name = "n"
+    s.tags = ["a", "", "b"]
+    s.on = true
+    s.small = 7
+    s.big = 1 << 40
+    s.signed = -3
+    s.wide = -1 << 40
+    s.when = ProtobufTimestamp(seconds: 5, nanos: 6)
+    s.items = [ProtobufAny(typeURL: "t", value: [1]), ProtobufAny(typeURL: "", value: [])]
     s.level = 2
     var w = ProtobufWriter()
     w.writeStringIfNotDefault(field: 1, "n")

@@ -104,8 +104,12 @@ private let dryRunTable: [DryRunRow] =
     // armed: idle deadline 61
     [
         // The deadline passed idle: reported, not carried out; the poll for traffic is armed.
-        row(.armed, .idleDeadlineReached, [.emitDryRun(.wouldScaleDown), .armIdleTimer(deadline: at(63))],
-            "RUNNING idle=63 down"),
+        row(
+            .armed,
+            .idleDeadlineReached,
+            [.emitDryRun(.wouldScaleDown), .armIdleTimer(deadline: at(63))],
+            "RUNNING idle=63 down"
+        ),
         row(.armed, .activitySeen, [], "RUNNING idle=61"),
         row(.armed, .redirectUnavailable, [.cancelIdleTimer], "RUNNING"),
         row(.armed, .connectionArrived, [.forwardConnection], "RUNNING idle=61"),
@@ -123,16 +127,24 @@ private let dryRunTable: [DryRunRow] =
         // Only recorded (and older than the virtual scale-down anyway): the next poll decides.
         row(.virtuallyScaledDown, .activitySeen, [], "RUNNING idle=62 down"),
         // A real scaled-down container would wake at once: reported as a restore.
-        row(.virtuallyScaledDown, .redirectUnavailable,
-            [.cancelIdleTimer, .emitDryRun(.wouldRestore(.redirectLost))], "RUNNING"),
+        row(
+            .virtuallyScaledDown,
+            .redirectUnavailable,
+            [.cancelIdleTimer, .emitDryRun(.wouldRestore(.redirectLost))],
+            "RUNNING"
+        ),
         // The redirect never steers in a dry run: the activator's hooks are not how traffic is
         // seen; a connection it reports is forwarded to the running app and counts only through
         // the activity stamps.
         row(.virtuallyScaledDown, .connectionArrived, [.forwardConnection], "RUNNING idle=62 down"),
         row(.virtuallyScaledDown, .probeArrived, [.forwardConnection], "RUNNING idle=62 down"),
         row(.virtuallyScaledDown, .groupWakeRequested, [.answerGroupWake(.notScaledDown)], "RUNNING idle=62 down"),
-        row(.virtuallyScaledDown, .execStarted,
-            [.cancelIdleTimer, .emitDryRun(.wouldRestore(.exec(id: "e1"))), .startExec(id: "e1")], "RUNNING"),
+        row(
+            .virtuallyScaledDown,
+            .execStarted,
+            [.cancelIdleTimer, .emitDryRun(.wouldRestore(.exec(id: "e1"))), .startExec(id: "e1")],
+            "RUNNING"
+        ),
         row(.virtuallyScaledDown, .killRequested, [.signalProcess(signal: 15)], "RUNNING idle=62 down"),
         row(.virtuallyScaledDown, .processExited, [.cancelIdleTimer, stopping, .reportExit(status: 0)], "STOPPED"),
     ]
@@ -197,9 +209,11 @@ struct LifecycleDryRunTests {
 
     @Test func cycle_wouldScaleDown_pollsUntilTraffic_wouldRestore_thenStartsOver() {
         var lc = dryRunLifecycle(.armed)
-        #expect(lc.event(.idleDeadlineReached(lastActivity: nil, now: at(61))) == [
-            .emitDryRun(.wouldScaleDown), .armIdleTimer(deadline: at(62)),
-        ])
+        #expect(
+            lc.event(.idleDeadlineReached(lastActivity: nil, now: at(61))) == [
+                .emitDryRun(.wouldScaleDown), .armIdleTimer(deadline: at(62)),
+            ]
+        )
         #expect(lc.phase == .running && lc.dryRunScaledDown && lc.pid == Fixture.pid && !lc.redirectEnabled)
         // Quiet polls re-arm a second ahead.
         #expect(lc.event(.idleDeadlineReached(lastActivity: nil, now: at(62))) == [.armIdleTimer(deadline: at(63))])
@@ -207,14 +221,18 @@ struct LifecycleDryRunTests {
         #expect(lc.event(.idleDeadlineReached(lastActivity: at(62), now: at(62))) == [])
         // Traffic at 62 s, seen by the poll at 63 s: a restore would have happened; the idle
         // window starts over from the poll, as after a real restore.
-        #expect(lc.event(.idleDeadlineReached(lastActivity: at(62), now: at(63))) == [
-            .emitDryRun(.wouldRestore(.traffic(at: at(62)))), .armIdleTimer(deadline: at(123)),
-        ])
+        #expect(
+            lc.event(.idleDeadlineReached(lastActivity: at(62), now: at(63))) == [
+                .emitDryRun(.wouldRestore(.traffic(at: at(62)))), .armIdleTimer(deadline: at(123)),
+            ]
+        )
         #expect(!lc.dryRunScaledDown)
         // Idle for the whole window again: the next virtual scale-down.
-        #expect(lc.event(.idleDeadlineReached(lastActivity: at(62), now: at(123))) == [
-            .emitDryRun(.wouldScaleDown), .armIdleTimer(deadline: at(124)),
-        ])
+        #expect(
+            lc.event(.idleDeadlineReached(lastActivity: at(62), now: at(123))) == [
+                .emitDryRun(.wouldScaleDown), .armIdleTimer(deadline: at(124)),
+            ]
+        )
         #expect(lc.dryRunScaledDown && lc.phase == .running && lc.pid == Fixture.pid)
     }
 
@@ -222,9 +240,11 @@ struct LifecycleDryRunTests {
         var lc = dryRunLifecycle(.armed)
         // Activity at 30 s: the deadline moves to 90 s, exactly as without a dry run.
         #expect(lc.event(.idleDeadlineReached(lastActivity: at(30), now: at(61))) == [.armIdleTimer(deadline: at(90))])
-        #expect(lc.event(.idleDeadlineReached(lastActivity: at(30), now: at(90))) == [
-            .emitDryRun(.wouldScaleDown), .armIdleTimer(deadline: at(91)),
-        ])
+        #expect(
+            lc.event(.idleDeadlineReached(lastActivity: at(30), now: at(90))) == [
+                .emitDryRun(.wouldScaleDown), .armIdleTimer(deadline: at(91)),
+            ]
+        )
         // The same old stamp at every poll: still virtually down.
         #expect(lc.event(.idleDeadlineReached(lastActivity: at(30), now: at(91))) == [.armIdleTimer(deadline: at(92))])
         #expect(lc.event(.activitySeen(at: at(89))) == [])
@@ -237,38 +257,48 @@ struct LifecycleDryRunTests {
         let traffic = at(61).advanced(by: .milliseconds(500))
         #expect(lc.event(.activitySeen(at: traffic)) == [])
         #expect(lc.dryRunScaledDown)
-        #expect(lc.event(.idleDeadlineReached(lastActivity: nil, now: at(62))) == [
-            .emitDryRun(.wouldRestore(.traffic(at: traffic))), .armIdleTimer(deadline: at(122)),
-        ])
+        #expect(
+            lc.event(.idleDeadlineReached(lastActivity: nil, now: at(62))) == [
+                .emitDryRun(.wouldRestore(.traffic(at: traffic))), .armIdleTimer(deadline: at(122)),
+            ]
+        )
     }
 
     @Test func openConnectionsAtTheDeadline_postponeTheVirtualScaleDown_asTheyPostponeARealOne() {
         var lc = dryRunLifecycle(.armed)
-        #expect(lc.event(.idleDeadlineReached(lastActivity: nil, openConnections: 1, now: at(61))) == [
-            .armIdleTimer(deadline: at(121))
-        ])
+        #expect(
+            lc.event(.idleDeadlineReached(lastActivity: nil, openConnections: 1, now: at(61))) == [
+                .armIdleTimer(deadline: at(121))
+            ]
+        )
         #expect(!lc.dryRunScaledDown)
         // While virtually down, an open connection alone is not traffic (it was there before, or
         // its opening stamped the activity, which the poll sees).
         var down = dryRunLifecycle(.virtuallyScaledDown)
-        #expect(down.event(.idleDeadlineReached(lastActivity: nil, openConnections: 1, now: at(62))) == [
-            .armIdleTimer(deadline: at(63))
-        ])
+        #expect(
+            down.event(.idleDeadlineReached(lastActivity: nil, openConnections: 1, now: at(62))) == [
+                .armIdleTimer(deadline: at(63))
+            ]
+        )
     }
 
     @Test func exec_whileVirtuallyDown_isAWouldRestore_andPinsTheContainerUntilItEnds() {
         var lc = dryRunLifecycle(.virtuallyScaledDown)
-        #expect(lc.event(.execStarted(id: "sh")) == [
-            .cancelIdleTimer, .emitDryRun(.wouldRestore(.exec(id: "sh"))), .startExec(id: "sh"),
-        ])
+        #expect(
+            lc.event(.execStarted(id: "sh")) == [
+                .cancelIdleTimer, .emitDryRun(.wouldRestore(.exec(id: "sh"))), .startExec(id: "sh"),
+            ]
+        )
         #expect(!lc.dryRunScaledDown && lc.idleDeadline == nil)
         // A second exec while the first runs is no second restore.
         #expect(lc.event(.execStarted(id: "sh2")) == [.startExec(id: "sh2")])
         #expect(lc.event(.execEnded(id: "sh", now: at(70))) == [])
         #expect(lc.event(.execEnded(id: "sh2", now: at(80))) == [.armIdleTimer(deadline: at(140))])
-        #expect(lc.event(.idleDeadlineReached(lastActivity: nil, now: at(140))) == [
-            .emitDryRun(.wouldScaleDown), .armIdleTimer(deadline: at(141)),
-        ])
+        #expect(
+            lc.event(.idleDeadlineReached(lastActivity: nil, now: at(140))) == [
+                .emitDryRun(.wouldScaleDown), .armIdleTimer(deadline: at(141)),
+            ]
+        )
     }
 
     @Test func wakeGroupMember_inADryRun_neverWakesTheGroup() {
@@ -283,36 +313,49 @@ struct LifecycleDryRunTests {
         // pre-dump: no pre-dump timer, no pre-dump; the deadline reports as usual.
         let preDump = LC.Configuration(scaleDownDuration: .seconds(60), preDump: true, dryRun: true)
         var lc = LC(configuration: preDump)
-        #expect(lc.event(.started(pid: 7, now: at(1))) == [
-            .emitStatus(.running, duration: nil, reason: nil), .armIdleTimer(deadline: at(61)),
-        ])
+        #expect(
+            lc.event(.started(pid: 7, now: at(1))) == [
+                .emitStatus(.running, duration: nil, reason: nil), .armIdleTimer(deadline: at(61)),
+            ]
+        )
         #expect(!lc.preDumpEnabled && lc.preDumpDeadline == nil)
-        #expect(lc.event(.idleDeadlineReached(lastActivity: nil, now: at(61))) == [
-            .emitDryRun(.wouldScaleDown), .armIdleTimer(deadline: at(62)),
-        ])
+        #expect(
+            lc.event(.idleDeadlineReached(lastActivity: nil, now: at(61))) == [
+                .emitDryRun(.wouldScaleDown), .armIdleTimer(deadline: at(62)),
+            ]
+        )
         // disable-checkpointing: a kill would have scaled it down; reported the same way.
         let kill = LC.Configuration(scaleDownDuration: .seconds(60), checkpointingEnabled: false, dryRun: true)
         var killed = LC(configuration: kill)
         _ = killed.event(.started(pid: 7, now: at(1)))
-        #expect(killed.event(.idleDeadlineReached(lastActivity: nil, now: at(61))) == [
-            .emitDryRun(.wouldScaleDown), .armIdleTimer(deadline: at(62)),
-        ])
+        #expect(
+            killed.event(.idleDeadlineReached(lastActivity: nil, now: at(61))) == [
+                .emitDryRun(.wouldScaleDown), .armIdleTimer(deadline: at(62)),
+            ]
+        )
         #expect(killed.phase == .running)
     }
 
     @Test func pollInterval_isConfigurable_andNonPositiveMeansOneSecond() {
         let fast = LC.Configuration(
-            scaleDownDuration: .seconds(60), dryRun: true, dryRunPollInterval: .milliseconds(250))
+            scaleDownDuration: .seconds(60),
+            dryRun: true,
+            dryRunPollInterval: .milliseconds(250)
+        )
         var lc = dryRunLifecycle(.armed, configuration: fast)
-        #expect(lc.event(.idleDeadlineReached(lastActivity: nil, now: at(61))) == [
-            .emitDryRun(.wouldScaleDown), .armIdleTimer(deadline: at(61).advanced(by: .milliseconds(250))),
-        ])
+        #expect(
+            lc.event(.idleDeadlineReached(lastActivity: nil, now: at(61))) == [
+                .emitDryRun(.wouldScaleDown), .armIdleTimer(deadline: at(61).advanced(by: .milliseconds(250))),
+            ]
+        )
         #expect(dryRunText(lc) == "RUNNING idle=61250ms down")
         let zero = LC.Configuration(scaleDownDuration: .seconds(60), dryRun: true, dryRunPollInterval: .zero)
         var slow = dryRunLifecycle(.armed, configuration: zero)
-        #expect(slow.event(.idleDeadlineReached(lastActivity: nil, now: at(61))) == [
-            .emitDryRun(.wouldScaleDown), .armIdleTimer(deadline: at(62)),
-        ])
+        #expect(
+            slow.event(.idleDeadlineReached(lastActivity: nil, now: at(61))) == [
+                .emitDryRun(.wouldScaleDown), .armIdleTimer(deadline: at(62)),
+            ]
+        )
     }
 
     @Test func scaleDownDisabled_meansNoDryRunReports() {

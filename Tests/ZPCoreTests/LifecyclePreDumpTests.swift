@@ -243,16 +243,20 @@ struct LifecyclePreDumpTests {
 
     @Test func start_armsThePreDumpTimerHalfTheWindowBeforeTheIdleTimer() {
         var lc = LC(configuration: preDumpConfig)
-        #expect(lc.event(.started(pid: Fixture.pid, now: at(1))) == [
-            .emitStatus(.running, duration: nil, reason: nil), .armIdleTimer(deadline: at(61)),
-            .armPreDumpTimer(deadline: at(31)),
-        ])
+        #expect(
+            lc.event(.started(pid: Fixture.pid, now: at(1))) == [
+                .emitStatus(.running, duration: nil, reason: nil), .armIdleTimer(deadline: at(61)),
+                .armPreDumpTimer(deadline: at(31)),
+            ]
+        )
         // An exec cancels both timers with one order; its end arms both again.
         #expect(lc.event(.execStarted(id: "x")) == [.cancelIdleTimer, .startExec(id: "x")])
         #expect(lc.preDumpDeadline == nil)
-        #expect(lc.event(.execEnded(id: "x", now: at(10))) == [
-            .armIdleTimer(deadline: at(70)), .armPreDumpTimer(deadline: at(40)),
-        ])
+        #expect(
+            lc.event(.execEnded(id: "x", now: at(10))) == [
+                .armIdleTimer(deadline: at(70)), .armPreDumpTimer(deadline: at(40)),
+            ]
+        )
     }
 
     @Test func checkpointingOff_orScaleDownOff_meansNoPreDump() {
@@ -267,7 +271,9 @@ struct LifecyclePreDumpTests {
 
     @Test func activityBeforeThePreDumpDeadline_postponesItToHalfTheWindowAfterTheActivity() {
         var lc = preDumpLifecycle(.armed)
-        #expect(lc.event(.preDumpDeadlineReached(lastActivity: at(20), now: at(31))) == [.armPreDumpTimer(deadline: at(50))])
+        #expect(
+            lc.event(.preDumpDeadlineReached(lastActivity: at(20), now: at(31))) == [.armPreDumpTimer(deadline: at(50))]
+        )
         #expect(situationText(lc) == "RUNNING idle=61 pd=50")
         // A stale firing of the old deadline changes nothing.
         #expect(lc.event(.preDumpDeadlineReached(lastActivity: at(20), now: at(45))) == [])
@@ -279,9 +285,11 @@ struct LifecyclePreDumpTests {
         var late = preDumpLifecycle(.armed)
         #expect(late.event(.preDumpDeadlineReached(lastActivity: at(31), now: at(31))) == [])
         #expect(situationText(late) == "RUNNING idle=61")
-        #expect(late.event(.idleDeadlineReached(lastActivity: at(31), now: at(61))) == [
-            .armIdleTimer(deadline: at(91)), .startPreDump,
-        ])
+        #expect(
+            late.event(.idleDeadlineReached(lastActivity: at(31), now: at(61))) == [
+                .armIdleTimer(deadline: at(91)), .startPreDump,
+            ]
+        )
         #expect(situationText(late) == "RUNNING idle=91 inflight")
     }
 
@@ -290,9 +298,14 @@ struct LifecyclePreDumpTests {
         #expect(lc.event(.preDumpDeadlineReached(lastActivity: nil, openConnections: 2, now: at(31))) == [])
         #expect(situationText(lc) == "RUNNING idle=61")
         var ignoring = LC(
-            configuration: .init(scaleDownDuration: .seconds(60), openConnectionsCountAsActivity: false, preDump: true))
+            configuration: .init(scaleDownDuration: .seconds(60), openConnectionsCountAsActivity: false, preDump: true)
+        )
         _ = ignoring.event(.started(pid: 1, now: at(1)))
-        #expect(ignoring.event(.preDumpDeadlineReached(lastActivity: nil, openConnections: 2, now: at(31))) == [.startPreDump])
+        #expect(
+            ignoring.event(.preDumpDeadlineReached(lastActivity: nil, openConnections: 2, now: at(31))) == [
+                .startPreDump
+            ]
+        )
     }
 
     @Test func rearmWhenHalfTheWindowHasAlreadyPassed_startsThePreDumpAtOnce() {
@@ -307,40 +320,50 @@ struct LifecyclePreDumpTests {
     @Test func activityAfterThePreDump_makesItStale_andAFreshOneIsTakenLater() {
         var lc = preDumpLifecycle(.preDumped)  // taken at 31
         // Activity at 40 found at the idle deadline: re-arm to 100, pre-dump again at 70.
-        #expect(lc.event(.idleDeadlineReached(lastActivity: at(40), now: at(61))) == [
-            .armIdleTimer(deadline: at(100)), .armPreDumpTimer(deadline: at(70)),
-        ])
+        #expect(
+            lc.event(.idleDeadlineReached(lastActivity: at(40), now: at(61))) == [
+                .armIdleTimer(deadline: at(100)), .armPreDumpTimer(deadline: at(70)),
+            ]
+        )
         #expect(situationText(lc) == "RUNNING idle=100 pd=70 image")
         #expect(lc.event(.preDumpDeadlineReached(lastActivity: at(40), now: at(70))) == [.startPreDump])
         #expect(situationText(lc) == "RUNNING idle=100 inflight")
         #expect(lc.event(.preDumpFinished) == [])
-        #expect(lc.event(.idleDeadlineReached(lastActivity: at(40), now: at(100))) == [
-            .enableRedirect, .startIncrementalCheckpoint,
-        ])
+        #expect(
+            lc.event(.idleDeadlineReached(lastActivity: at(40), now: at(100))) == [
+                .enableRedirect, .startIncrementalCheckpoint,
+            ]
+        )
     }
 
     @Test func openConnectionsAtTheIdleDeadline_keepAFreshPreDump() {
         var lc = preDumpLifecycle(.preDumped)
         // No new activity: the image stays fresh, no second pre-dump is due.
-        #expect(lc.event(.idleDeadlineReached(lastActivity: nil, openConnections: 1, now: at(61))) == [
-            .armIdleTimer(deadline: at(121))
-        ])
+        #expect(
+            lc.event(.idleDeadlineReached(lastActivity: nil, openConnections: 1, now: at(61))) == [
+                .armIdleTimer(deadline: at(121))
+            ]
+        )
         #expect(situationText(lc) == "RUNNING idle=121 image")
     }
 
     @Test func fullCycle_preDump_incrementalCheckpoint_restore_thenAFreshPreDumpDeadline() {
         var lc = preDumpLifecycle(.checkpointingOnPreDump)
         _ = lc.event(.processExited(pid: Fixture.pid, status: 137))
-        #expect(lc.event(.checkpointFinished(duration: .milliseconds(50))) == [
-            .emitStatus(.scaledDown, duration: .milliseconds(50), reason: nil)
-        ])
+        #expect(
+            lc.event(.checkpointFinished(duration: .milliseconds(50))) == [
+                .emitStatus(.scaledDown, duration: .milliseconds(50), reason: nil)
+            ]
+        )
         #expect(lc.hasCheckpointImage)
         #expect(lc.event(.connectionArrived) == [.holdConnection, .startRestore])
-        #expect(lc.event(.restoreFinished(pid: 200, duration: .milliseconds(90), now: at(100))) == [
-            .releaseHeldConnections(count: 1), .disableRedirect, .cleanupImages,
-            .emitStatus(.running, duration: .milliseconds(90), reason: nil), .armIdleTimer(deadline: at(160)),
-            .armPreDumpTimer(deadline: at(130)),
-        ])
+        #expect(
+            lc.event(.restoreFinished(pid: 200, duration: .milliseconds(90), now: at(100))) == [
+                .releaseHeldConnections(count: 1), .disableRedirect, .cleanupImages,
+                .emitStatus(.running, duration: .milliseconds(90), reason: nil), .armIdleTimer(deadline: at(160)),
+                .armPreDumpTimer(deadline: at(130)),
+            ]
+        )
         #expect(situationText(lc) == "RUNNING idle=160 pd=130")
     }
 
@@ -361,9 +384,11 @@ struct LifecyclePreDumpTests {
         #expect(situationText(lc) == "RUNNING image")
         #expect(lc.event(.execEnded(id: "x", now: at(70))) == [.armIdleTimer(deadline: at(130))])
         #expect(situationText(lc) == "RUNNING idle=130 image")
-        #expect(lc.event(.idleDeadlineReached(lastActivity: nil, now: at(130))) == [
-            .enableRedirect, .startIncrementalCheckpoint,
-        ])
+        #expect(
+            lc.event(.idleDeadlineReached(lastActivity: nil, now: at(130))) == [
+                .enableRedirect, .startIncrementalCheckpoint,
+            ]
+        )
     }
 
     @Test func failedIncrementalCheckpoint_dropsThePreDumpWithTheImages() {

@@ -6,7 +6,7 @@ import Testing
 @testable import ZPCore
 
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #endif
 
 /// The driver's view: operations in flight, held things, redirect and timer, built only from the
@@ -122,7 +122,10 @@ struct LifecycleRandomTests {
             let before = lc.phase
             let pidBefore = lc.pid
             let preDumpBefore = PreDumpBefore(
-                inFlight: lc.preDumpInFlight, image: lc.hasPreDumpImage, deadline: lc.preDumpDeadline)
+                inFlight: lc.preDumpInFlight,
+                image: lc.hasPreDumpImage,
+                deadline: lc.preDumpDeadline
+            )
             let actions = lc.event(event)
             // The driver's split: at most one answer (two would trap), the rest effects in order.
             let step = LC.Step(event: event, actions: actions)
@@ -133,8 +136,14 @@ struct LifecycleRandomTests {
                     throw InvariantFailure(description: "step \(step) does not split \(actions)")
                 }
                 try check(
-                    event: event, before: before, pidBefore: pidBefore, preDumpBefore: preDumpBefore, actions: actions,
-                    lc: lc, world: &world)
+                    event: event,
+                    before: before,
+                    pidBefore: pidBefore,
+                    preDumpBefore: preDumpBefore,
+                    actions: actions,
+                    lc: lc,
+                    world: &world
+                )
             } catch {
                 throw InvariantFailure(
                     description: "step \(step): \(error)\n  last steps:\n    " + trace.joined(separator: "\n    ")
@@ -374,7 +383,10 @@ struct LifecycleRandomTests {
             && heldBefore.execs.isEmpty
             && actions.contains(where: { if case .holdExec = $0 { true } else { $0 == .holdConnection } })
         let groupWakeExpected = w.config.wakesGroup && connectionOrExec && (wakes || firstToWait)
-        try require(wakeGroupCount == (groupWakeExpected ? 1 : 0), "wakeGroup expected=\(groupWakeExpected): \(actions)")
+        try require(
+            wakeGroupCount == (groupWakeExpected ? 1 : 0),
+            "wakeGroup expected=\(groupWakeExpected): \(actions)"
+        )
         if let i = actions.firstIndex(of: .wakeGroup),
             let j = actions.firstIndex(where: { $0 == .startRestore || $0 == .startColdStart })
         {
@@ -508,7 +520,9 @@ struct LifecycleRandomTests {
                     switch (wake, event) {
                     case (.traffic(let at), .idleDeadlineReached):
                         try require(
-                            at.nanoseconds > since && at.nanoseconds <= now, "traffic \(at) since \(since) at \(now)")
+                            at.nanoseconds > since && at.nanoseconds <= now,
+                            "traffic \(at) since \(since) at \(now)"
+                        )
                     case (.exec(let id), .execStarted(let started)):
                         try require(id == started, "would restore for exec \(id) on \(event)")
                     case (.redirectLost, .redirectUnavailable):
@@ -559,7 +573,9 @@ struct LifecycleRandomTests {
             try require(lc.checkpointingEnabled && !lc.preDumpInFlight, "pre-dump deadline while not wanted")
             let idle = try #require(lc.idleDeadline, "pre-dump deadline without an idle timer")
             try require(due < idle, "pre-dump deadline \(due) not before the idle deadline \(idle)")
-            if due != preDumpBefore.deadline { try require(due.nanoseconds > now, "pre-dump deadline armed in the past") }
+            if due != preDumpBefore.deadline {
+                try require(due.nanoseconds > now, "pre-dump deadline armed in the past")
+            }
         }
         if lc.scaleDownWaitsForPreDump {
             try require(lc.preDumpInFlight && lc.idleDeadline == nil, "waiting for a pre-dump that does not run")

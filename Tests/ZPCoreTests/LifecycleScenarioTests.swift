@@ -451,7 +451,8 @@ struct LifecycleRedirectLostTests {
         #expect(lc.event(.redirectUnavailable(reason: "activator gone")) == [.startRestore])
         #expect(
             lc.event(.restoreFinished(pid: 200, duration: .milliseconds(90), now: at(70)))
-                == [.disableRedirect, .cleanupImages, .emitStatus(.running, duration: .milliseconds(90), reason: nil)])
+                == [.disableRedirect, .cleanupImages, .emitStatus(.running, duration: .milliseconds(90), reason: nil)]
+        )
         #expect(lc.idleDeadline == nil)
         #expect(!lc.scaleDownEnabled)
     }
@@ -461,6 +462,7 @@ struct LifecycleRedirectLostTests {
         #expect(lc.event(.redirectUnavailable(reason: "activator gone")) == [])
         #expect(
             lc.event(.checkpointFinished(duration: .milliseconds(200)))
-                == [.emitStatus(.scaledDown, duration: .milliseconds(200), reason: nil), .startRestore])
+                == [.emitStatus(.scaledDown, duration: .milliseconds(200), reason: nil), .startRestore]
+        )
     }
 }

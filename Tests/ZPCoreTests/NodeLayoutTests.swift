@@ -13,7 +13,9 @@ import ZPCore
     #expect(layout.nodeSocket == "/run/zeropod-swift/node.sock")
     #expect(layout.imageRoot == "/var/lib/zeropod-swift/i")
     #expect(layout.imageDirectory(containerdNamespace: "k8s.io") == "/var/lib/zeropod-swift/i/k8s.io")
-    #expect(layout.imageDirectory(containerdNamespace: "k8s.io", containerID: "c1") == "/var/lib/zeropod-swift/i/k8s.io/c1")
+    #expect(
+        layout.imageDirectory(containerdNamespace: "k8s.io", containerID: "c1") == "/var/lib/zeropod-swift/i/k8s.io/c1"
+    )
     #expect(NodeLayout() == layout && NodeConfig().layout == layout)
 }
 
@@ -42,10 +44,17 @@ import ZPCore
     let config = try NodeConfig(parsing: "run-dir = \(longest)")
     let socket = config.layout.statusSocket(forShimSocket: "/run/containerd/s/" + String(repeating: "a", count: 64))
     #expect(socket.utf8.count == 103)
-    #expect(throws: ConfigError(key: "run-dir", value: longest + "r", reason: .invalidPath(
-        "is 32 bytes long; at most 31, so that <run-dir>/s/<64-character shim name>.sock stays within the 103 bytes "
-        + "a unix socket client (SwiftNIO) accepts"),
-        location: "node.conf:1")) {
+    #expect(
+        throws: ConfigError(
+            key: "run-dir",
+            value: longest + "r",
+            reason: .invalidPath(
+                "is 32 bytes long; at most 31, so that <run-dir>/s/<64-character shim name>.sock stays within the 103 bytes "
+                    + "a unix socket client (SwiftNIO) accepts"
+            ),
+            location: "node.conf:1"
+        )
+    ) {
         try NodeConfig(parsing: "run-dir = \(longest)r", source: "node.conf")
     }
 }

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import ZPCore
 
 @Test func varintRoundTrip_negativeInt32_isTenBytes() throws {

@@ -1,9 +1,15 @@
 // The ttrpc frame codec: header layout, incremental decoding with split delivery, the 4 MiB limit.
 import Testing
+
 @testable import ZPCore
 
 @Test func frame_header_isBigEndianLengthStreamTypeFlags() throws {
-    let frame = TTRPCFrame(streamID: 0x0102_0304, type: .request, flags: [.remoteClosed, .noData], payload: [0xaa, 0xbb, 0xcc])
+    let frame = TTRPCFrame(
+        streamID: 0x0102_0304,
+        type: .request,
+        flags: [.remoteClosed, .noData],
+        payload: [0xaa, 0xbb, 0xcc]
+    )
     let bytes = try TTRPCFrameCodec.encode(frame)
     #expect(bytes == [0, 0, 0, 3, 0x01, 0x02, 0x03, 0x04, 0x01, 0x05, 0xaa, 0xbb, 0xcc])
     var d = TTRPCFrameDecoder()
@@ -41,8 +47,14 @@ func frame_splitDelivery_atRandomPoints_yieldsTheSameFrames(seed: UInt64) throws
         let length = Int.random(in: 0..<300, using: &g)
         var payload: [UInt8] = []
         for _ in 0..<length { payload.append(UInt8.random(in: 0...255, using: &g)) }
-        frames.append(TTRPCFrame(streamID: UInt32(2 * i + 1), type: types[i % 3],
-                                 flags: TTRPCFlags(rawValue: UInt8(i % 8)), payload: payload))
+        frames.append(
+            TTRPCFrame(
+                streamID: UInt32(2 * i + 1),
+                type: types[i % 3],
+                flags: TTRPCFlags(rawValue: UInt8(i % 8)),
+                payload: payload
+            )
+        )
     }
     var stream: [UInt8] = []
     for f in frames { stream += try TTRPCFrameCodec.encode(f) }
@@ -88,7 +100,9 @@ func frame_splitDelivery_atRandomPoints_yieldsTheSameFrames(seed: UInt64) throws
     #expect(try d.nextFrame() == big)
     // One byte more: the encoder refuses ...
     #expect(throws: TTRPCFrameError.frameTooLarge(length: UInt32(limit + 1), streamID: 7)) {
-        try TTRPCFrameCodec.encode(TTRPCFrame(streamID: 7, type: .request, payload: Array(repeating: 0, count: limit + 1)))
+        try TTRPCFrameCodec.encode(
+            TTRPCFrame(streamID: 7, type: .request, payload: Array(repeating: 0, count: limit + 1))
+        )
     }
     // ... and the decoder throws as soon as the header is in, without waiting for the payload.
     var hostile = TTRPCFrameDecoder()
@@ -99,6 +113,8 @@ func frame_splitDelivery_atRandomPoints_yieldsTheSameFrames(seed: UInt64) throws
     var maximal = TTRPCFrameDecoder()
     maximal.append([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1, 2, 0])
     #expect(throws: TTRPCFrameError.frameTooLarge(length: .max, streamID: 1)) { try maximal.nextFrame() }
-    #expect(TTRPCFrameError.frameTooLarge(length: 4_194_305, streamID: 9).description
-        == "ttrpc: frame on stream 9 announces 4194305 bytes, over the 4194304-byte limit")
+    #expect(
+        TTRPCFrameError.frameTooLarge(length: 4_194_305, streamID: 9).description
+            == "ttrpc: frame on stream 9 announces 4194305 bytes, over the 4194304-byte limit"
+    )
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import ZPCore
 
 // `zeropod-swift/wake-group` (docs/decisions/0011-wake-groups.md): parsed into
@@ -58,17 +59,22 @@ func wakeGroup_notADNSLabel_failsNamingKeyValueAndReason(_ c: BadGroupName) {
 }
 
 @Test func ourPrefix_isNotTheOriginals_andTyposUnderItAreReported() {
-    #expect(ZeropodSwiftAnnotation.allCases.map(\.rawValue)
-            == ["zeropod-swift/wake-group", "zeropod-swift/keep-connections", "zeropod-swift/listener-handover"])
+    #expect(
+        ZeropodSwiftAnnotation.allCases.map(\.rawValue)
+            == ["zeropod-swift/wake-group", "zeropod-swift/keep-connections", "zeropod-swift/listener-handover"]
+    )
     #expect(ZeropodSwiftAnnotation.allCases.allSatisfy { !$0.rawValue.hasPrefix(ZeropodAnnotation.prefix) })
-    let keys = ContainerConfig.unrecognizedKeys(in: annotations([
-        wakeGroupKey: "wp", "zeropod-swift/wake-grup": "wp", "zeropod-swiftx/wake-group": "wp",
-    ]))
+    let keys = ContainerConfig.unrecognizedKeys(
+        in: annotations([
+            wakeGroupKey: "wp", "zeropod-swift/wake-grup": "wp", "zeropod-swiftx/wake-group": "wp",
+        ])
+    )
     #expect(keys == ["zeropod-swift/wake-grup"])
 }
 
 @Test func docs_describeEveryZeropodSwiftAnnotation() throws {
-    let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
         .appendingPathComponent("docs/configuration.md")
     let text = try String(contentsOf: url, encoding: .utf8)
     for key in ZeropodSwiftAnnotation.allCases {

@@ -14,7 +14,8 @@ import Glibc
 @Suite struct ImageArchiveTests {
     /// A folder like a checkpoint plus a container's changed files.
     func makeSources(in dir: String) throws -> [(name: String, folder: String)] {
-        let images = dir + "/images", upper = dir + "/upper"
+        let images = dir + "/images"
+        let upper = dir + "/upper"
         try FileManager.default.createDirectory(atPath: images, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: upper + "/var/log", withIntermediateDirectories: true)
         var pages = [UInt8](repeating: 0, count: 3 << 20)
@@ -37,8 +38,14 @@ import Glibc
         let out = tmp.path + "/out"
         let read = try ImageArchive.extract(archive, into: out, ownership: getuid() == 0)
         #expect(read.dataBytes == written.dataBytes && read.entries == written.entries)
-        #expect(FileManager.default.contents(atPath: out + "/images/pages-1.img") == FileManager.default.contents(atPath: sources[0].folder + "/pages-1.img"))
-        #expect(String(decoding: FileManager.default.contents(atPath: out + "/upper/var/log/app.log")!, as: UTF8.self) == "counter=41\n")
+        #expect(
+            FileManager.default.contents(atPath: out + "/images/pages-1.img")
+                == FileManager.default.contents(atPath: sources[0].folder + "/pages-1.img")
+        )
+        #expect(
+            String(decoding: FileManager.default.contents(atPath: out + "/upper/var/log/app.log")!, as: UTF8.self)
+                == "counter=41\n"
+        )
         var st = stat()
         #expect(stat(out + "/upper/var/log/app.log", &st) == 0 && st.st_mode & 0o777 == 0o640)
         #expect(try FileManager.default.destinationOfSymbolicLink(atPath: out + "/upper/latest") == "/var/log/app.log")
@@ -73,7 +80,9 @@ import Glibc
         var bytes = [UInt8](try #require(FileManager.default.contents(atPath: archive)))
         for i in stride(from: 40, to: bytes.count - 8, by: 97) { bytes[i] ^= 0x5a }
         FileManager.default.createFile(atPath: archive, contents: Data(bytes))
-        let error = #expect(throws: ImageArchiveError.self) { try ImageArchive.extract(archive, into: tmp.path + "/out") }
+        let error = #expect(throws: ImageArchiveError.self) {
+            try ImageArchive.extract(archive, into: tmp.path + "/out")
+        }
         #expect(error?.description.contains(archive) == true)
         #expect(!FileManager.default.fileExists(atPath: tmp.path + "/out"))
     }
@@ -90,7 +99,9 @@ import Glibc
         try FileManager.default.createDirectory(atPath: crafted, withIntermediateDirectories: true)
         symlink(tmp.path + "/outside", crafted + "/escape")
         try ImageArchive.write(sources: [("upper", crafted), ("upper/escape", upper + "/escape")], to: tmp.path + "/b")
-        let error = #expect(throws: ImageArchiveError.self) { try ImageArchive.extract(tmp.path + "/b", into: tmp.path + "/out") }
+        let error = #expect(throws: ImageArchiveError.self) {
+            try ImageArchive.extract(tmp.path + "/b", into: tmp.path + "/out")
+        }
         #expect(error?.description.contains("passes through the archive's symlink \"upper/escape\"") == true)
         #expect(!FileManager.default.fileExists(atPath: tmp.path + "/outside"))
     }
@@ -98,7 +109,9 @@ import Glibc
     @Test func notAnArchive_isRefused() throws {
         let tmp = try TemporaryDirectory("zpimg")
         FileManager.default.createFile(atPath: tmp.path + "/x", contents: Data("hello".utf8))
-        let error = #expect(throws: ImageArchiveError.self) { try ImageArchive.extract(tmp.path + "/x", into: tmp.path + "/out") }
+        let error = #expect(throws: ImageArchiveError.self) {
+            try ImageArchive.extract(tmp.path + "/x", into: tmp.path + "/out")
+        }
         #expect(error?.description.contains(tmp.path + "/x") == true)
     }
 }

@@ -32,7 +32,9 @@ func imageArchive(_ name: String) async throws -> (ref: String, archive: String)
         let fields = line.split(separator: " ").map(String.init)
         if fields.count == 3, fields[0] == name {
             let size = (try? FileManager.default.attributesOfItem(atPath: fields[2])[.size] as? Int) ?? 0
-            print("[zpimage] \(name): \(fields[1]) \(fields[2]) (\(size / 1_048_576) MiB), ready after \(started.duration(to: .now))")
+            print(
+                "[zpimage] \(name): \(fields[1]) \(fields[2]) (\(size / 1_048_576) MiB), ready after \(started.duration(to: .now))"
+            )
             print(result.stderr.split(separator: "\n").filter { $0.hasPrefix("[images]") }.joined(separator: "\n"))
             return (fields[1], fields[2])
         }
@@ -44,14 +46,19 @@ func imageArchive(_ name: String) async throws -> (ref: String, archive: String)
 func containerLog(_ pod: KubeletPod, _ config: CRI.ContainerConfig) -> String {
     let text = (try? String(contentsOfFile: pod.logDirectory + "/" + config.logPath, encoding: .utf8)) ?? ""
     return text.split(separator: "\n", omittingEmptySubsequences: false).map { line in
-        line.split(separator: " ", maxSplits: 3, omittingEmptySubsequences: false).dropFirst(3).first.map(String.init) ?? ""
+        line.split(separator: " ", maxSplits: 3, omittingEmptySubsequences: false).dropFirst(3).first.map(String.init)
+            ?? ""
     }.joined(separator: "\n")
 }
 
 /// Runs a one-container pod to completion, as kubelet runs an init container: RunPodSandbox,
 /// CreateContainer, StartContainer, then ContainerStatus until it exited (10 min).
 /// - Returns: the exit code and the container's output; the pod is removed.
-func runToCompletion(_ bed: CRITestBed, _ pod: KubeletPod, _ config: CRI.ContainerConfig) async throws -> (Int32, String) {
+func runToCompletion(
+    _ bed: CRITestBed,
+    _ pod: KubeletPod,
+    _ config: CRI.ContainerConfig
+) async throws -> (Int32, String) {
     let (podID, _) = try await bed.runPodSandbox(pod)
     let id = try await bed.startContainer(config, in: podID, of: pod)
     var status: CRI.ContainerStatus?
@@ -70,9 +77,16 @@ func runToCompletion(_ bed: CRITestBed, _ pod: KubeletPod, _ config: CRI.Contain
 func shimStatus(_ bed: CRITestBed, podID: String, id: String) async -> StatusAPI.ContainerStatus? {
     let socket = NodeLayout().statusSocket(
         forShimSocket: StartCommand.socketPath(
-            containerdAddress: bed.containerd.socket, namespace: CRITestBed.criNamespace, group: podID)
+            containerdAddress: bed.containerd.socket,
+            namespace: CRITestBed.criNamespace,
+            group: podID
+        )
     )
-    guard let client = try? await ShimStatusClient.connect(socketPath: socket, group: MultiThreadedEventLoopGroup.singleton)
+    guard
+        let client = try? await ShimStatusClient.connect(
+            socketPath: socket,
+            group: MultiThreadedEventLoopGroup.singleton
+        )
     else { return nil }
     let status = try? await client.status(id: id)
     await client.close()
@@ -93,7 +107,10 @@ func snapshot(_ root: String) -> [String: Data] {
     return out
 }
 
-@Suite(.serialized, .enabled(if: imageTestsAvailable, "needs root, runc, CRIU, gcc, the CNI plugins, umoci and jq (make setup)"))
+@Suite(
+    .serialized,
+    .enabled(if: imageTestsAvailable, "needs root, runc, CRIU, gcc, the CNI plugins, umoci and jq (make setup)")
+)
 struct InstallerImageTests {
     @Test(arguments: ContainerdFlavor.all)
     func installerImage_asInitContainer_installsRestartsScalesUninstalls(flavor: ContainerdFlavor) async throws {
@@ -115,7 +132,9 @@ struct InstallerImageTests {
         nodeOptions.zeropodHandler = false
         nodeOptions.configSubfolder = "etc"
         try await withCRITestBed(
-            flavor: flavor, tag: "imgnode", environment: ["ZEROPOD_NODE_CONFIG": etcZeropod + "/node.conf"],
+            flavor: flavor,
+            tag: "imgnode",
+            environment: ["ZEROPOD_NODE_CONFIG": etcZeropod + "/node.conf"],
             options: nodeOptions
         ) { node in
             // The kubelet's containerd, which runs the installer pod.
@@ -132,14 +151,16 @@ struct InstallerImageTests {
                     var pod = host.pod(uniqueName("zeropod-node"), handler: CRITestBed.runcHandler)
                     pod.privileged = true
                     let config = pod.containerConfig(
-                        "installer", image: installer.ref,
+                        "installer",
+                        image: installer.ref,
                         args: [
                             "--config=\(configPath)", "--host-opt-path=\(opt)", "--node-config=\(etcZeropod)/node.conf",
                             "--containerd-address=\(node.containerd.socket)", "--no-runc-check",
                             "--shim-link-dir=\(linkDir)",
                         ] + extra,
                         mounts: [
-                            CRI.Mount(samePath: configFolder), CRI.Mount(samePath: opt), CRI.Mount(samePath: etcZeropod),
+                            CRI.Mount(samePath: configFolder), CRI.Mount(samePath: opt),
+                            CRI.Mount(samePath: etcZeropod),
                             CRI.Mount(samePath: linkDir),
                             CRI.Mount(containerPath: "/run/zeropod-swift", hostPath: podRun),
                             CRI.Mount(samePath: node.containerd.socket), CRI.Mount(samePath: "/sys/fs/bpf"),
@@ -153,11 +174,19 @@ struct InstallerImageTests {
                 // 1. The init container installs.
                 let (pod, config) = installerPod([])
                 let (status, output) = try await runToCompletion(host, pod, config)
-                print("[zpimage] \(flavor.name): installer exited \(status) after \(started.duration(to: .now)):\n\(output)")
+                print(
+                    "[zpimage] \(flavor.name): installer exited \(status) after \(started.duration(to: .now)):\n\(output)"
+                )
                 try #require(status == 0, "the installer failed:\n\(output)")
-                #expect(output.contains("asked over \(node.containerd.socket)"), "containerd's version not asked over its socket")
+                #expect(
+                    output.contains("asked over \(node.containerd.socket)"),
+                    "containerd's version not asked over its socket"
+                )
                 #expect(output.contains("no blockers"))
-                #expect(output.contains("containerd was not restarted") && output.contains("Run: systemctl restart containerd"))
+                #expect(
+                    output.contains("containerd was not restarted")
+                        && output.contains("Run: systemctl restart containerd")
+                )
                 let written = try String(contentsOfFile: configPath, encoding: .utf8)
                 #expect(written != original)
                 for file in ["bin/containerd-shim-zeropod-v2", "bin/criu"] {
@@ -174,8 +203,11 @@ struct InstallerImageTests {
                 // 3. What the installer said to run: restart the node's containerd; a zeropod pod on it.
                 try await node.restartContainerd()
                 let appPod = node.pod(
-                    "counter-\(uniqueName("p"))", handler: CRITestBed.zeropodHandler,
-                    annotations: ["zeropod.ctrox.dev/scaledown-duration": "2s", "zeropod.ctrox.dev/ports-map": "app=8080"],
+                    "counter-\(uniqueName("p"))",
+                    handler: CRITestBed.zeropodHandler,
+                    annotations: [
+                        "zeropod.ctrox.dev/scaledown-duration": "2s", "zeropod.ctrox.dev/ports-map": "app=8080",
+                    ],
                     containerPorts: [8080]
                 )
                 let (appPodID, ip, appID, first) = try await CounterApp.start(node, appPod)
@@ -189,17 +221,24 @@ struct InstallerImageTests {
                         down = await shimStatus(node, podID: appPodID, id: appID)
                         return down?.lifecyclePhase == .scaledDown && down?.lastRestore?.finishedAt == restoreSeen
                     }
-                    try #require(scaledDown, "cycle \(cycle): never SCALED_DOWN: \(String(describing: down)); \(node.containerd.log(tail: 30))")
+                    try #require(
+                        scaledDown,
+                        "cycle \(cycle): never SCALED_DOWN: \(String(describing: down)); \(node.containerd.log(tail: 30))"
+                    )
                     let next = await CounterApp.request(ip)
                     #expect(next == last + 1, "cycle \(cycle): count \(String(describing: next)) after \(last)")
                     last = next ?? last
                     var up: StatusAPI.ContainerStatus?
-                    #expect(await eventuallyAsync(within: 30, every: 0.05) {
-                        up = await shimStatus(node, podID: appPodID, id: appID)
-                        return up?.lastRestore?.finishedAt != restoreSeen
-                    })
+                    #expect(
+                        await eventuallyAsync(within: 30, every: 0.05) {
+                            up = await shimStatus(node, podID: appPodID, id: appID)
+                            return up?.lastRestore?.finishedAt != restoreSeen
+                        }
+                    )
                     restoreSeen = up?.lastRestore?.finishedAt
-                    print("[zpimage] \(flavor.name) cycle \(cycle): checkpoint \(down?.lastCheckpoint?.duration ?? .zero), restore \(up?.lastRestore?.duration ?? .zero), count=\(last)")
+                    print(
+                        "[zpimage] \(flavor.name) cycle \(cycle): checkpoint \(down?.lastCheckpoint?.duration ?? .zero), restore \(up?.lastRestore?.duration ?? .zero), count=\(last)"
+                    )
                 }
                 try await node.removePod(appPodID)
 
@@ -210,8 +249,14 @@ struct InstallerImageTests {
                 #expect(removed == 0, "\(removeOutput)")
                 #expect(try String(contentsOfFile: configPath, encoding: .utf8) == original)
                 #expect(snapshot(configFolder) == originalFolder, "the config folder differs from before the install")
-                #expect(((try? FileManager.default.contentsOfDirectory(atPath: opt)) ?? ["?"]).isEmpty, "left in \(opt)")
-                #expect(((try? FileManager.default.contentsOfDirectory(atPath: etcZeropod)) ?? ["?"]).isEmpty, "left in \(etcZeropod)")
+                #expect(
+                    ((try? FileManager.default.contentsOfDirectory(atPath: opt)) ?? ["?"]).isEmpty,
+                    "left in \(opt)"
+                )
+                #expect(
+                    ((try? FileManager.default.contentsOfDirectory(atPath: etcZeropod)) ?? ["?"]).isEmpty,
+                    "left in \(etcZeropod)"
+                )
 
                 // 5. Restarted on the restored config, the node has no zeropod handler any more.
                 try await node.restartContainerd()

@@ -91,8 +91,10 @@ func privatised(_ text: String, directory: String, pauseImage: String, configVer
         } else if let headerIndex {
             lines.insert("  \(s.key) = \(s.value)", at: headerIndex + 1)
         } else {
-            let quoted = s.table.hasPrefix("plugins.")
-                ? "plugins.\"" + s.table.dropFirst("plugins.".count).replacingOccurrences(of: ".cni", with: "")
+            let quoted =
+                s.table.hasPrefix("plugins.")
+                ? "plugins.\""
+                    + s.table.dropFirst("plugins.".count).replacingOccurrences(of: ".cni", with: "")
                     .replacingOccurrences(of: ".pinned_images", with: "") + "\""
                     + (s.table.hasSuffix(".cni") ? ".cni" : s.table.hasSuffix(".pinned_images") ? ".pinned_images" : "")
                 : s.table
@@ -114,7 +116,10 @@ struct InstallerInput: CustomTestStringConvertible, Sendable {
     var testDescription: String { "\(name) on \(flavor.name)" }
 }
 
-@Suite(.serialized, .enabled(if: imageTestsAvailable, "needs root, runc, CRIU, gcc, the CNI plugins, umoci and jq (make setup)"))
+@Suite(
+    .serialized,
+    .enabled(if: imageTestsAvailable, "needs root, runc, CRIU, gcc, the CNI plugins, umoci and jq (make setup)")
+)
 struct InstallerInputsTests {
     static let rows: [InstallerInput] = [
         InstallerInput(name: "stock 1.6 config", fixture: "stock-1.6.toml", flavor: .debian),
@@ -122,13 +127,30 @@ struct InstallerInputsTests {
         InstallerInput(name: "user's runtimes and comments", fixture: "user-runtimes.toml", flavor: .debian),
         InstallerInput(name: "user's runtimes and comments", fixture: "user-runtimes.toml", flavor: .containerd2),
         InstallerInput(name: "Debian's shipped config", fixture: "debian-shipped.toml", flavor: .debian),
-        InstallerInput(name: "k3s (containerd 1.7 template)", fixture: "k3s-rendered-v2.toml", flavor: .debian, runtime: .k3s),
-        InstallerInput(name: "k3s (containerd 2 template)", fixture: "k3s-rendered-v3.toml", flavor: .containerd2, runtime: .k3s),
-        InstallerInput(name: "already installed", fixture: "stock-2.1.toml", flavor: .containerd2, installedBefore: true),
+        InstallerInput(
+            name: "k3s (containerd 1.7 template)",
+            fixture: "k3s-rendered-v2.toml",
+            flavor: .debian,
+            runtime: .k3s
+        ),
+        InstallerInput(
+            name: "k3s (containerd 2 template)",
+            fixture: "k3s-rendered-v3.toml",
+            flavor: .containerd2,
+            runtime: .k3s
+        ),
+        InstallerInput(
+            name: "already installed",
+            fixture: "stock-2.1.toml",
+            flavor: .containerd2,
+            installedBefore: true
+        ),
     ]
 
     @Test(arguments: InstallerInputsTests.rows)
-    func input_installs_containerdStartsWithIt_zeropodPodScales_uninstallRestoresEveryByte(_ row: InstallerInput) async throws {
+    func input_installs_containerdStartsWithIt_zeropodPodScales_uninstallRestoresEveryByte(
+        _ row: InstallerInput
+    ) async throws {
         let fixture = try installerFixture(row.fixture)
         let version = fixture.contains("version = 3") ? 3 : 2
         let scratch = "/tmp/\(uniqueName("zptable"))"
@@ -140,7 +162,9 @@ struct InstallerInputsTests {
             privatised(fixture, directory: directory, pauseImage: pause, configVersion: version)
         }
         try await withCRITestBed(
-            flavor: row.flavor, tag: "table", environment: ["ZEROPOD_NODE_CONFIG": scratch + "/etc/zeropod/node.conf"],
+            flavor: row.flavor,
+            tag: "table",
+            environment: ["ZEROPOD_NODE_CONFIG": scratch + "/etc/zeropod/node.conf"],
             options: bedOptions
         ) { bed in
             let configPath = bed.containerd.configPath
@@ -159,7 +183,13 @@ struct InstallerInputsTests {
             // same shim) first on its PATH, so on 1.6 this proves the handler's form, not the link.
             options.shimLinkDirectory = scratch + "/usr/local/bin"
             let (release, source) = try await ContainerdVersionLookup.resolve(
-                given: nil, binary: nil, socket: bed.containerd.socket, flavour: row.runtime, commands: LocalCommands(), timeout: 30)
+                given: nil,
+                binary: nil,
+                socket: bed.containerd.socket,
+                flavour: row.runtime,
+                commands: LocalCommands(),
+                timeout: 30
+            )
             options.containerdVersion = release.text
             let installer = Installer(options: options) { _ in }
             if row.installedBefore { _ = try installer.install() }
@@ -185,7 +215,8 @@ struct InstallerInputsTests {
             }
             try await bed.restartContainerd()
             let pod = bed.pod(
-                "t-\(uniqueName("p"))", handler: CRITestBed.zeropodHandler,
+                "t-\(uniqueName("p"))",
+                handler: CRITestBed.zeropodHandler,
                 annotations: ["zeropod.ctrox.dev/scaledown-duration": "2s", "zeropod.ctrox.dev/ports-map": "app=8080"],
                 containerPorts: [8080]
             )
@@ -197,10 +228,13 @@ struct InstallerInputsTests {
             }
             var next: Int? = nil
             if down { next = await CounterApp.request(ip) }
-            #expect(down && next == count + 1, """
+            #expect(
+                down && next == count + 1,
+                """
                 scale down \(down) (\(String(describing: status))), count \(String(describing: next)) after \(count); \
                 containerd: \(bed.containerd.log(tail: 30))
-                """)
+                """
+            )
             try await bed.removePod(podID)
 
             if row.runtime == .k3s {
@@ -210,11 +244,16 @@ struct InstallerInputsTests {
             let restored = snapshot(folder) == pristine
             #expect(restored, "uninstall did not give the input back byte for byte")
             #expect(!FileManager.default.fileExists(atPath: options.optPath + "/bin"))
-            #expect(!FileManager.default.fileExists(atPath: scratch + "/usr"), "the shim's link and its folders are gone")
+            #expect(
+                !FileManager.default.fileExists(atPath: scratch + "/usr"),
+                "the shim's link and its folders are gone"
+            )
             try await bed.restartContainerd()
-            print("[zptable] | \(row.name) | \(release.text) (\(source)) | \(changed.joined(separator: ", ")) | "
-                  + "install \(first.configChanged ? "changed" : "unchanged"), again \(idempotent ? "unchanged" : "CHANGED") | "
-                  + "pod \(down && next == count + 1 ? "scaled down and back" : "FAILED") | uninstall \(restored ? "byte-exact" : "DIFFERS") |")
+            print(
+                "[zptable] | \(row.name) | \(release.text) (\(source)) | \(changed.joined(separator: ", ")) | "
+                    + "install \(first.configChanged ? "changed" : "unchanged"), again \(idempotent ? "unchanged" : "CHANGED") | "
+                    + "pod \(down && next == count + 1 ? "scaled down and back" : "FAILED") | uninstall \(restored ? "byte-exact" : "DIFFERS") |"
+            )
         }
     }
 
@@ -234,6 +273,8 @@ struct InstallerInputsTests {
         let error = #expect(throws: InstallerError.self) { try Installer(options: options) { _ in }.install() }
         #expect(error?.file == configPath && error?.line != nil, "\(String(describing: error))")
         #expect(snapshot(scratch) == before)
-        print("[zptable] | malformed config | 2.1.9 (given) | — | refused: \(error.map(String.init(describing:)) ?? "?") | — | — |")
+        print(
+            "[zptable] | malformed config | 2.1.9 (given) | — | refused: \(error.map(String.init(describing:)) ?? "?") | — | — |"
+        )
     }
 }

@@ -32,14 +32,18 @@ func freePort() -> Int {
 
 /// `curl` of a loopback URL: the status code and the body, or nil when nothing answered.
 func httpGet(_ url: String) async -> (status: Int, body: String)? {
-    guard let r = try? await runOffThePool(["curl", "-s", "-m", "5", "-w", "\n%{http_code}", url], timeout: 20), r.status == 0
+    guard let r = try? await runOffThePool(["curl", "-s", "-m", "5", "-w", "\n%{http_code}", url], timeout: 20),
+        r.status == 0
     else { return nil }
     var lines = r.stdout.split(separator: "\n", omittingEmptySubsequences: false)
     guard let code = lines.popLast().flatMap({ Int($0) }) else { return nil }
     return (code, lines.joined(separator: "\n"))
 }
 
-@Suite(.serialized, .enabled(if: imageTestsAvailable, "needs root, runc, CRIU, gcc, the CNI plugins, umoci and jq (make setup)"))
+@Suite(
+    .serialized,
+    .enabled(if: imageTestsAvailable, "needs root, runc, CRIU, gcc, the CNI plugins, umoci and jq (make setup)")
+)
 struct ManagerImageTests {
     @Test func managerImage_asTheDaemonSetsContainer_servesHealthAndTheShimsMetrics() async throws {
         let manager = try await imageArchive("manager")
@@ -53,8 +57,17 @@ struct ManagerImageTests {
         settings.tokens = ["token": "system:serviceaccount:zeropod-system:zeropod-node"]
         let double = try await KubeAPIDouble.start(settings: settings)
         let shim = FakeStatusShim()
-        shim.set(StatusAPI.ContainerStatus(id: "c1", name: "app", podName: "web", podNamespace: "default", podUID: "u1",
-                                           lifecyclePhase: .running, pid: 42))
+        shim.set(
+            StatusAPI.ContainerStatus(
+                id: "c1",
+                name: "app",
+                podName: "web",
+                podNamespace: "default",
+                podUID: "u1",
+                lifecyclePhase: .running,
+                pid: 42
+            )
+        )
         try double.kubeconfig(token: "token").write(toFile: scratch + "/kubeconfig", atomically: true, encoding: .utf8)
         do {
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -67,9 +80,12 @@ struct ManagerImageTests {
                     var pod = bed.pod(uniqueName("zeropod-node"), handler: CRITestBed.runcHandler)
                     pod.hostNetwork = true
                     var config = pod.containerConfig(
-                        "manager", image: manager.ref,
-                        args: ["-metrics-addr=127.0.0.1:\(port)", "-kubeconfig=\(scratch)/kubeconfig",
-                               "-node-config=\(scratch)/node.conf"],
+                        "manager",
+                        image: manager.ref,
+                        args: [
+                            "-metrics-addr=127.0.0.1:\(port)", "-kubeconfig=\(scratch)/kubeconfig",
+                            "-node-config=\(scratch)/node.conf",
+                        ],
                         env: [("NODE_NAME", "node-a"), ("POD_IP", "127.0.0.1")],
                         mounts: [CRI.Mount(samePath: scratch)]
                     )
@@ -84,12 +100,19 @@ struct ManagerImageTests {
                     let log = { containerLog(pod, config) }
                     try #require(up, "no /healthz from the manager container: \(String(describing: health))\n\(log())")
                     var metrics = ""
-                    #expect(await eventuallyAsync(within: 60, every: 0.2) {
-                        metrics = await httpGet("http://127.0.0.1:\(port)/metrics")?.body ?? ""
-                        return metrics.contains("zeropod_running") && metrics.contains(#"pod="web""#)
-                    }, "the manager in its container does not export the shim's container:\n\(metrics)\n\(log())")
-                    print("[zpimage] manager image: /healthz \(health?.status ?? 0); metrics:\n"
-                          + metrics.split(separator: "\n").filter { $0.hasPrefix("zeropod_running") }.joined(separator: "\n"))
+                    #expect(
+                        await eventuallyAsync(within: 60, every: 0.2) {
+                            metrics = await httpGet("http://127.0.0.1:\(port)/metrics")?.body ?? ""
+                            return metrics.contains("zeropod_running") && metrics.contains(#"pod="web""#)
+                        },
+                        "the manager in its container does not export the shim's container:\n\(metrics)\n\(log())"
+                    )
+                    print(
+                        "[zpimage] manager image: /healthz \(health?.status ?? 0); metrics:\n"
+                            + metrics.split(separator: "\n").filter { $0.hasPrefix("zeropod_running") }.joined(
+                                separator: "\n"
+                            )
+                    )
                     #expect(try await bed.client.containerStatus(id).state == .running)
                     try await bed.removePod(podID)
                 }

@@ -30,12 +30,19 @@ func changedLines(_ before: String, _ after: String) -> (removed: [String], adde
     var prefix = 0
     while prefix < a.count, prefix < b.count, a[prefix] == b[prefix] { prefix += 1 }
     var suffix = 0
-    while suffix < a.count - prefix, suffix < b.count - prefix, a[a.count - 1 - suffix] == b[b.count - 1 - suffix] { suffix += 1 }
+    while suffix < a.count - prefix, suffix < b.count - prefix, a[a.count - 1 - suffix] == b[b.count - 1 - suffix] {
+        suffix += 1
+    }
     return (Array(a[prefix..<(a.count - suffix)]), Array(b[prefix..<(b.count - suffix)]))
 }
 
-func inputs(_ release: ContainerdRelease, main: String?, mainPath: String = "/etc/containerd/config.toml",
-            dropIn: String? = nil, flavour: ContainerdFlavour = .containerd) -> ConfigInputs {
+func inputs(
+    _ release: ContainerdRelease,
+    main: String?,
+    mainPath: String = "/etc/containerd/config.toml",
+    dropIn: String? = nil,
+    flavour: ContainerdFlavour = .containerd
+) -> ConfigInputs {
     ConfigInputs(flavour: flavour, release: release, mainPath: mainPath, main: main, dropIn: dropIn)
 }
 
@@ -86,8 +93,11 @@ func inputs(_ release: ContainerdRelease, main: String?, mainPath: String = "/et
         #expect(dropIn.hasPrefix(ConfigPlanner.marker))
         let facts = try ContainerdConfigFacts(try TOMLDocument(path: "d", text: dropIn))
         #expect(facts.version == 3)
-        #expect(facts.root[["plugins", "io.containerd.cri.v1.runtime", "containerd", "runtimes", "zeropod", "runtime_path"]]?.string
-                    == handler.shimPath)
+        #expect(
+            facts.root[["plugins", "io.containerd.cri.v1.runtime", "containerd", "runtimes", "zeropod", "runtime_path"]
+            ]?.string
+                == handler.shimPath
+        )
     }
 
     @Test func debianShippedOn2_getsAVersion2DropIn_andAnImportsLineAfterVersion() throws {
@@ -136,8 +146,13 @@ func inputs(_ release: ContainerdRelease, main: String?, mainPath: String = "/et
         #expect(!first.edits.isEmpty)
         let files = applying(first, to: ["/etc/containerd/config.toml": main])
         let second = try ConfigPlanner.plan(
-            inputs(release, main: files["/etc/containerd/config.toml"], dropIn: files["/etc/containerd/zeropod-swift.toml"]),
-            handler: handler)
+            inputs(
+                release,
+                main: files["/etc/containerd/config.toml"],
+                dropIn: files["/etc/containerd/zeropod-swift.toml"]
+            ),
+            handler: handler
+        )
         #expect(second.edits.isEmpty)
         #expect(!second.restartNeeded)
     }
@@ -155,7 +170,9 @@ func inputs(_ release: ContainerdRelease, main: String?, mainPath: String = "/et
     /// below 1.7.1 the shim is named by runtime_type (runtime_path is ignored there, containerd#8207)
     /// and runc's options are not copied (they would reach the shim as empty generic options).
     static let goldenBlocks: [(ContainerdRelease, String, Bool)] = [
-        (ContainerdRelease(major: 1, minor: 6, patch: 20, text: "1.6.20~ds1"), """
+        (
+            ContainerdRelease(major: 1, minor: 6, patch: 20, text: "1.6.20~ds1"),
+            """
             # BEGIN zeropod-swift: written by zeropod-installer; zeropod-installer --uninstall removes it
             [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.zeropod]
               runtime_type = "io.containerd.zeropod.v2"
@@ -163,8 +180,11 @@ func inputs(_ release: ContainerdRelease, main: String?, mainPath: String = "/et
               container_annotations = ["zeropod.ctrox.dev/*", "zeropod-swift/*"]
             # END zeropod-swift
 
-            """, true),
-        (ContainerdRelease(major: 1, minor: 7, patch: 0), """
+            """, true
+        ),
+        (
+            ContainerdRelease(major: 1, minor: 7, patch: 0),
+            """
             # BEGIN zeropod-swift: written by zeropod-installer; zeropod-installer --uninstall removes it
             [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.zeropod]
               runtime_type = "io.containerd.zeropod.v2"
@@ -172,8 +192,11 @@ func inputs(_ release: ContainerdRelease, main: String?, mainPath: String = "/et
               container_annotations = ["zeropod.ctrox.dev/*", "zeropod-swift/*"]
             # END zeropod-swift
 
-            """, true),
-        (ContainerdRelease(major: 1, minor: 7, patch: 1), """
+            """, true
+        ),
+        (
+            ContainerdRelease(major: 1, minor: 7, patch: 1),
+            """
             # BEGIN zeropod-swift: written by zeropod-installer; zeropod-installer --uninstall removes it
             [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.zeropod]
               runtime_type = "io.containerd.runc.v2"
@@ -187,7 +210,8 @@ func inputs(_ release: ContainerdRelease, main: String?, mainPath: String = "/et
               SystemdCgroup = true
             # END zeropod-swift
 
-            """, false),
+            """, false
+        ),
     ]
 
     @Test(arguments: 0..<3)
@@ -200,12 +224,21 @@ func inputs(_ release: ContainerdRelease, main: String?, mainPath: String = "/et
         #expect(after == main + "\n" + block)
         let note = plan.notes.first { $0.contains("ignores runtime_path") }
         #expect((note != nil) == byType)
-        if byType { #expect(note?.contains("node's runc options (BinaryName, SystemdCgroup) cannot reach the shim") == true, "\(plan.notes)") }
+        if byType {
+            #expect(
+                note?.contains("node's runc options (BinaryName, SystemdCgroup) cannot reach the shim") == true,
+                "\(plan.notes)"
+            )
+        }
     }
 
     @Test func k3sOnContainerd16_namesTheShimByType() throws {
-        var i = inputs(ContainerdRelease(versionText: "v1.6.28-k3s1")!, main: try fixture("k3s-rendered-v2.toml"),
-                       mainPath: "/var/lib/rancher/k3s/agent/etc/containerd/config.toml", flavour: .k3s)
+        var i = inputs(
+            ContainerdRelease(versionText: "v1.6.28-k3s1")!,
+            main: try fixture("k3s-rendered-v2.toml"),
+            mainPath: "/var/lib/rancher/k3s/agent/etc/containerd/config.toml",
+            flavour: .k3s
+        )
         i.templateV2 = nil
         let plan = try ConfigPlanner.plan(i, handler: handler)
         #expect(plan.shimOnContainerdPath)
@@ -214,8 +247,10 @@ func inputs(_ release: ContainerdRelease, main: String?, mainPath: String = "/et
         #expect(facts.runtimes["zeropod"]?["runtime_path"] == nil)
     }
 
-    @Test(arguments: [("1.6.0", false), ("1.6.38", false), ("1.7.0", false), ("1.7.1", true), ("1.7.22", true),
-                      ("2.0.0", true), ("2.1.9", true)])
+    @Test(arguments: [
+        ("1.6.0", false), ("1.6.38", false), ("1.7.0", false), ("1.7.1", true), ("1.7.22", true),
+        ("2.0.0", true), ("2.1.9", true),
+    ])
     func runtimePathIsHonoured_from171(_ version: String, _ honoured: Bool) throws {
         #expect(try #require(ContainerdRelease(versionText: version)).honoursRuntimePath == honoured)
     }
@@ -228,7 +263,9 @@ func inputs(_ release: ContainerdRelease, main: String?, mainPath: String = "/et
 
     @Test func malformed_isRefusedWithFileAndLine() throws {
         let main = try fixture("malformed.toml")
-        let error = #expect(throws: InstallerError.self) { try ConfigPlanner.plan(inputs(v21, main: main), handler: handler) }
+        let error = #expect(throws: InstallerError.self) {
+            try ConfigPlanner.plan(inputs(v21, main: main), handler: handler)
+        }
         #expect(error?.file == "/etc/containerd/config.toml")
         #expect(error?.line == 4)
         #expect(error?.reason.contains("not valid TOML") == true)
@@ -236,7 +273,9 @@ func inputs(_ release: ContainerdRelease, main: String?, mainPath: String = "/et
 
     @Test func aZeropodHandlerWeDidNotWrite_isRefusedWithItsLine() throws {
         let main = try fixture("foreign-handler.toml")
-        let error = #expect(throws: InstallerError.self) { try ConfigPlanner.plan(inputs(v21, main: main), handler: handler) }
+        let error = #expect(throws: InstallerError.self) {
+            try ConfigPlanner.plan(inputs(v21, main: main), handler: handler)
+        }
         #expect(error?.line == 4)
         #expect(error?.reason.contains("did not write") == true)
     }
@@ -281,8 +320,15 @@ func inputs(_ release: ContainerdRelease, main: String?, mainPath: String = "/et
     @Test func k3sContainerd2_withoutTemplate_createsConfigV3TemplateFromBase() throws {
         let dir = "/var/lib/rancher/k3s/agent/etc/containerd"
         let rendered = try fixture("k3s-rendered-v3.toml")
-        let plan = try ConfigPlanner.plan(inputs(ContainerdRelease(versionText: "v2.0.5-k3s1")!, main: rendered,
-                                                 mainPath: dir + "/config.toml", flavour: .k3s), handler: handler)
+        let plan = try ConfigPlanner.plan(
+            inputs(
+                ContainerdRelease(versionText: "v2.0.5-k3s1")!,
+                main: rendered,
+                mainPath: dir + "/config.toml",
+                flavour: .k3s
+            ),
+            handler: handler
+        )
         #expect(plan.mode == .template)
         let edit = try #require(plan.edits.first)
         #expect(edit.path == dir + "/config-v3.toml.tmpl")
@@ -295,8 +341,12 @@ func inputs(_ release: ContainerdRelease, main: String?, mainPath: String = "/et
 
     @Test func k3sContainerd17_withUserTemplate_appendsToIt() throws {
         let dir = "/var/lib/rancher/k3s/agent/etc/containerd"
-        var i = inputs(ContainerdRelease(versionText: "v1.7.23-k3s2")!, main: try fixture("k3s-rendered-v2.toml"),
-                       mainPath: dir + "/config.toml", flavour: .k3s)
+        var i = inputs(
+            ContainerdRelease(versionText: "v1.7.23-k3s2")!,
+            main: try fixture("k3s-rendered-v2.toml"),
+            mainPath: dir + "/config.toml",
+            flavour: .k3s
+        )
         let template = try fixture("k3s-user-template.toml.tmpl")
         i.templateV2 = template
         let plan = try ConfigPlanner.plan(i, handler: handler)
@@ -310,8 +360,12 @@ func inputs(_ release: ContainerdRelease, main: String?, mainPath: String = "/et
     }
 
     @Test func k3sTemplateWithAForeignHandler_isRefusedWithItsLine() throws {
-        var i = inputs(v17, main: try fixture("k3s-rendered-v2.toml"),
-                       mainPath: "/var/lib/rancher/k3s/agent/etc/containerd/config.toml", flavour: .k3s)
+        var i = inputs(
+            v17,
+            main: try fixture("k3s-rendered-v2.toml"),
+            mainPath: "/var/lib/rancher/k3s/agent/etc/containerd/config.toml",
+            flavour: .k3s
+        )
         i.templateV2 = try fixture("k3s-foreign-template.toml.tmpl")
         let error = #expect(throws: InstallerError.self) { try ConfigPlanner.plan(i, handler: handler) }
         #expect(error?.file == "/var/lib/rancher/k3s/agent/etc/containerd/config.toml.tmpl")
@@ -332,7 +386,10 @@ func inputs(_ release: ContainerdRelease, main: String?, mainPath: String = "/et
         ("imports = [\"a.toml\"]\n", "imports = [\"a.toml\", \"z.toml\"]\n"),
         ("imports = [\"a.toml\",]\n", "imports = [\"a.toml\", \"z.toml\"]\n"),
         ("imports = ['a.toml'] # note\n", "imports = ['a.toml', \"z.toml\"] # note\n"),
-        ("imports = [\n  \"a\", # one\n  \"b\" # two\n]\n", "imports = [\n  \"a\", # one\n  \"b\", \"z.toml\" # two\n]\n"),
+        (
+            "imports = [\n  \"a\", # one\n  \"b\" # two\n]\n",
+            "imports = [\n  \"a\", # one\n  \"b\", \"z.toml\" # two\n]\n"
+        ),
         ("version = 3\n[grpc]\n", "version = 3\nimports = [\"z.toml\"]\n[grpc]\n"),
         ("version = 3", "version = 3\nimports = [\"z.toml\"]\n"),
         ("# hello\n[grpc]\n", "imports = [\"z.toml\"]\n# hello\n[grpc]\n"),
@@ -345,10 +402,13 @@ func inputs(_ release: ContainerdRelease, main: String?, mainPath: String = "/et
     }
 
     @Test func headersAndDottedKeys_haveTheirLines() throws {
-        let text = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.zeropod]\n  runtime_type = 'x'\n"
+        let text =
+            "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.zeropod]\n  runtime_type = 'x'\n"
             + "[a]\nb.c = { d = 1 }\n"
         let layout = try TOMLLayout(scanning: text, path: "t")
-        #expect(layout.line(ofTable: ["plugins", "io.containerd.grpc.v1.cri", "containerd", "runtimes", "zeropod"]) == 2)
+        #expect(
+            layout.line(ofTable: ["plugins", "io.containerd.grpc.v1.cri", "containerd", "runtimes", "zeropod"]) == 2
+        )
         #expect(layout.line(ofTable: ["a", "b", "c", "d"]) == 5)
         #expect(layout.topLevel("version")?.line == 1)
     }
@@ -367,17 +427,23 @@ func inputs(_ release: ContainerdRelease, main: String?, mainPath: String = "/et
     }
 
     @Test func originalSingleDashFlags_becomeLongOptions() throws {
-        #expect(try OriginalFlags.normalize(["-runtime", "k3s", "-host-opt-path=/x", "-uninstall", "-timeout", "1m"])
-                    == ["--runtime", "k3s", "--host-opt-path=/x", "--uninstall", "--timeout", "1m"])
+        #expect(
+            try OriginalFlags.normalize(["-runtime", "k3s", "-host-opt-path=/x", "-uninstall", "-timeout", "1m"])
+                == ["--runtime", "k3s", "--host-opt-path=/x", "--uninstall", "--timeout", "1m"]
+        )
         #expect(throws: (any Error).self) { try OriginalFlags.normalize(["-probe-binary-name=k3s"]) }
         let parsed = try InstallerCommand.parse(try OriginalFlags.normalize(["-runtime", "rke2", "-timeout=30s"]))
         #expect(parsed.flavour == .rke2)
         #expect(try parsed.installerOptions(executable: "/usr/bin/zeropod-installer").timeout == 30)
-        #expect(try parsed.installerOptions(executable: "/usr/bin/zeropod-installer").shimSource
-                    == "/usr/bin/containerd-shim-zeropod-v2")
+        #expect(
+            try parsed.installerOptions(executable: "/usr/bin/zeropod-installer").shimSource
+                == "/usr/bin/containerd-shim-zeropod-v2"
+        )
         #expect(try parsed.installerOptions(executable: "/x").shimLinkDirectory == "/usr/local/bin")
         let linked = try InstallerCommand.parse(try OriginalFlags.normalize(["-shim-link-dir=/host/usr/local/bin/"]))
-        #expect(try linked.installerOptions(executable: "/x").linkedShim == "/host/usr/local/bin/containerd-shim-zeropod-v2")
+        #expect(
+            try linked.installerOptions(executable: "/x").linkedShim == "/host/usr/local/bin/containerd-shim-zeropod-v2"
+        )
         #expect(throws: (any Error).self) {
             try InstallerCommand.parse(["--shim-link-dir", "bin"]).installerOptions(executable: "/x")
         }
@@ -392,26 +458,70 @@ func inputs(_ release: ContainerdRelease, main: String?, mainPath: String = "/et
             \t/lib64/ld-linux-x86-64.so.2 (0x00007f)
             \tlibnl-3.so.200 => /lib/x86_64-linux-gnu/libnl-3.so.200 (0x00007f)
             """
-        #expect(try LddOutput.librariesToCopy(out, binary: "criu")
-                    == ["/lib/x86_64-linux-gnu/libprotobuf-c.so.1", "/lib/x86_64-linux-gnu/libnl-3.so.200"])
-        #expect(throws: InstallerError.self) { try LddOutput.librariesToCopy("\tlibx.so => not found\n", binary: "criu") }
+        #expect(
+            try LddOutput.librariesToCopy(out, binary: "criu")
+                == ["/lib/x86_64-linux-gnu/libprotobuf-c.so.1", "/lib/x86_64-linux-gnu/libnl-3.so.200"]
+        )
+        #expect(throws: InstallerError.self) {
+            try LddOutput.librariesToCopy("\tlibx.so => not found\n", binary: "criu")
+        }
     }
 
     @Test func restartDecision() {
-        #expect(RestartPlanner.decide(flavour: .containerd, configChanged: false, policy: .auto, systemdRuns: true,
-                                      systemctl: true, configPath: "c") == .none)
-        #expect(RestartPlanner.decide(flavour: .k3s, configChanged: true, policy: .auto, systemdRuns: true,
-                                      systemctl: true, configPath: "c") == .systemd(units: ["k3s.service", "k3s-agent.service"]))
-        #expect(RestartPlanner.decide(flavour: .rke2, configChanged: true, policy: .auto, systemdRuns: true,
-                                      systemctl: true, configPath: "c") == .systemd(units: ["rke2-server.service", "rke2-agent.service"]))
-        guard case .manual(let text) = RestartPlanner.decide(flavour: .containerd, configChanged: true, policy: .auto,
-                                                             systemdRuns: false, systemctl: true, configPath: "/etc/c.toml") else {
+        #expect(
+            RestartPlanner.decide(
+                flavour: .containerd,
+                configChanged: false,
+                policy: .auto,
+                systemdRuns: true,
+                systemctl: true,
+                configPath: "c"
+            ) == .none
+        )
+        #expect(
+            RestartPlanner.decide(
+                flavour: .k3s,
+                configChanged: true,
+                policy: .auto,
+                systemdRuns: true,
+                systemctl: true,
+                configPath: "c"
+            ) == .systemd(units: ["k3s.service", "k3s-agent.service"])
+        )
+        #expect(
+            RestartPlanner.decide(
+                flavour: .rke2,
+                configChanged: true,
+                policy: .auto,
+                systemdRuns: true,
+                systemctl: true,
+                configPath: "c"
+            ) == .systemd(units: ["rke2-server.service", "rke2-agent.service"])
+        )
+        guard
+            case .manual(let text) = RestartPlanner.decide(
+                flavour: .containerd,
+                configChanged: true,
+                policy: .auto,
+                systemdRuns: false,
+                systemctl: true,
+                configPath: "/etc/c.toml"
+            )
+        else {
             Issue.record("expected manual")
             return
         }
         #expect(text.contains("systemd does not run this node") && text.contains("systemctl restart containerd"))
-        guard case .manual = RestartPlanner.decide(flavour: .containerd, configChanged: true, policy: .never, systemdRuns: true,
-                                                   systemctl: true, configPath: "c") else {
+        guard
+            case .manual = RestartPlanner.decide(
+                flavour: .containerd,
+                configChanged: true,
+                policy: .never,
+                systemdRuns: true,
+                systemctl: true,
+                configPath: "c"
+            )
+        else {
             Issue.record("expected manual")
             return
         }
@@ -427,14 +537,21 @@ func inputs(_ release: ContainerdRelease, main: String?, mainPath: String = "/et
             }
             func run(_ program: String, _ arguments: [String], timeout: Double) -> CommandResult {
                 calls.state.withLock { $0.append([program] + arguments) }
-                if arguments.first == "is-active" { return CommandResult(status: active.contains(arguments.last!) ? 0 : 3, output: "") }
+                if arguments.first == "is-active" {
+                    return CommandResult(status: active.contains(arguments.last!) ? 0 : 3, output: "")
+                }
                 return CommandResult(status: 0, output: "")
             }
             func which(_ program: String) -> String? { "/bin/" + program }
         }
         let fake = FakeSystemctl(active: ["k3s-agent.service"])
-        let (restarted, _) = RestartPlanner.restart(units: ContainerdFlavour.k3s.units, commands: fake, timeout: 5,
-                                                    flavour: .k3s, configPath: "c")
+        let (restarted, _) = RestartPlanner.restart(
+            units: ContainerdFlavour.k3s.units,
+            commands: fake,
+            timeout: 5,
+            flavour: .k3s,
+            configPath: "c"
+        )
         #expect(restarted == ["k3s-agent.service"])
         #expect(fake.calls.list.contains(["systemctl", "try-restart", "k3s-agent.service"]))
         #expect(!fake.calls.list.contains(["systemctl", "try-restart", "k3s.service"]))

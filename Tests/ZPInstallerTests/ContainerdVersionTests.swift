@@ -28,28 +28,66 @@ struct FakeCommands: HostCommands {
 
     @Test func lookup_givenFirst_thenAnExplicitBinary_thenTheSocket_thenTheDefaultBinary() async throws {
         let commands = FakeCommands(answers: [
-            "containerd": ZPInstaller.CommandResult(status: 0, output: "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1\n"),
-            "/x/containerd": ZPInstaller.CommandResult(status: 0, output: "containerd github.com/containerd/containerd/v2 v2.1.9\n"),
+            "containerd": ZPInstaller.CommandResult(
+                status: 0,
+                output: "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1\n"
+            ),
+            "/x/containerd": ZPInstaller.CommandResult(
+                status: 0,
+                output: "containerd github.com/containerd/containerd/v2 v2.1.9\n"
+            ),
         ])
         let missing = "/tmp/\(uniqueName("zpnosock")).sock"
         let (given, s1) = try await ContainerdVersionLookup.resolve(
-            given: "1.7.22", binary: "/x/containerd", socket: missing, flavour: .containerd, commands: commands, timeout: 5)
+            given: "1.7.22",
+            binary: "/x/containerd",
+            socket: missing,
+            flavour: .containerd,
+            commands: commands,
+            timeout: 5
+        )
         #expect(given.text == "1.7.22" && s1 == .given)
         let (binary, s2) = try await ContainerdVersionLookup.resolve(
-            given: nil, binary: "/x/containerd", socket: missing, flavour: .containerd, commands: commands, timeout: 5)
+            given: nil,
+            binary: "/x/containerd",
+            socket: missing,
+            flavour: .containerd,
+            commands: commands,
+            timeout: 5
+        )
         #expect(binary.text == "2.1.9" && s2 == .binary("/x/containerd"))
         let (fallback, s3) = try await ContainerdVersionLookup.resolve(
-            given: nil, binary: nil, socket: missing, flavour: .containerd, commands: commands, timeout: 5)
+            given: nil,
+            binary: nil,
+            socket: missing,
+            flavour: .containerd,
+            commands: commands,
+            timeout: 5
+        )
         #expect(fallback.text == "1.6.20~ds1" && s3 == .binary("containerd"))
         let error = await #expect(throws: InstallerError.self) {
             _ = try await ContainerdVersionLookup.resolve(
-                given: nil, binary: nil, socket: missing, flavour: .k3s, commands: commands, timeout: 5)
+                given: nil,
+                binary: nil,
+                socket: missing,
+                flavour: .k3s,
+                commands: commands,
+                timeout: 5
+            )
         }
-        #expect(error?.description.contains(missing) == true && error?.description.contains("--containerd-version") == true,
-                "\(String(describing: error))")
+        #expect(
+            error?.description.contains(missing) == true && error?.description.contains("--containerd-version") == true,
+            "\(String(describing: error))"
+        )
         await #expect(throws: InstallerError.self) {
             _ = try await ContainerdVersionLookup.resolve(
-                given: "soon", binary: nil, socket: missing, flavour: .containerd, commands: commands, timeout: 5)
+                given: "soon",
+                binary: nil,
+                socket: missing,
+                flavour: .containerd,
+                commands: commands,
+                timeout: 5
+            )
         }
     }
 }
@@ -62,14 +100,24 @@ struct ContainerdVersionSocketTests {
         defer { containerd.stop() }
         let answer = try await ContainerdVersionService.ask(socket: containerd.socket)
         let printed = try sh([flavor.binDirectory + "/containerd", "--version"])
-        print("[zpinst] \(flavor.name): Version service \(answer); --version: \(printed.trimmingCharacters(in: .newlines))")
+        print(
+            "[zpinst] \(flavor.name): Version service \(answer); --version: \(printed.trimmingCharacters(in: .newlines))"
+        )
         let release = try #require(ContainerdRelease(versionText: answer.version))
         let binary = try ContainerdRelease(versionOutput: printed)
-        #expect(release.major == binary.major && release.minor == binary.minor && release.patch == binary.patch,
-                "socket \(answer.version) vs binary \(printed)")
+        #expect(
+            release.major == binary.major && release.minor == binary.minor && release.patch == binary.patch,
+            "socket \(answer.version) vs binary \(printed)"
+        )
         #expect(release.major == flavor.majorVersion)
         let (looked, source) = try await ContainerdVersionLookup.resolve(
-            given: nil, binary: nil, socket: containerd.socket, flavour: .containerd, commands: LocalCommands(), timeout: 10)
+            given: nil,
+            binary: nil,
+            socket: containerd.socket,
+            flavour: .containerd,
+            commands: LocalCommands(),
+            timeout: 10
+        )
         #expect(looked == release && source == .socket(containerd.socket))
     }
 }

@@ -16,7 +16,8 @@ func builtShim() -> String? {
     return FileManager.default.isExecutableFile(atPath: path) ? path : nil
 }
 
-let canRunInstaller = Privileges.isRoot && FileManager.default.isExecutableFile(atPath: "/usr/local/sbin/criu")
+let canRunInstaller =
+    Privileges.isRoot && FileManager.default.isExecutableFile(atPath: "/usr/local/sbin/criu")
     && FileManager.default.isExecutableFile(atPath: "/usr/bin/patchelf")
 
 @Suite(.serialized, .enabled(if: canRunInstaller, "needs root, the project's CRIU and patchelf (make setup)"))
@@ -65,7 +66,9 @@ struct InstallerEndToEndTests {
             // 1.6 ignores runtime_path: the handler names the shim by type, the shim is linked on PATH.
             #expect(dump.contains("runtime_type = \"io.containerd.zeropod.v2\""))
             #expect(!dump.contains(options.installedShim))
-            #expect(try FileManager.default.destinationOfSymbolicLink(atPath: options.linkedShim) == options.installedShim)
+            #expect(
+                try FileManager.default.destinationOfSymbolicLink(atPath: options.linkedShim) == options.installedShim
+            )
             #expect(FileManager.default.isExecutableFile(atPath: options.linkedShim))
         } else {
             #expect(dump.contains(options.installedShim))
@@ -122,23 +125,33 @@ struct InstallerEndToEndTests {
         let options = try options16(dir, shim: shim)
         // A PATH folder with the node's own programs (a file and a link) in it.
         try FileManager.default.createDirectory(atPath: options.shimLinkDirectory, withIntermediateDirectories: true)
-        try Data("#!/bin/sh\necho node tool\n".utf8).write(to: URL(fileURLWithPath: options.shimLinkDirectory + "/node-tool"))
+        try Data("#!/bin/sh\necho node tool\n".utf8).write(
+            to: URL(fileURLWithPath: options.shimLinkDirectory + "/node-tool")
+        )
         chmod(options.shimLinkDirectory + "/node-tool", 0o755)
-        try FileManager.default.createSymbolicLink(atPath: options.shimLinkDirectory + "/containerd-shim-runc-v2",
-                                                   withDestinationPath: "/usr/bin/containerd-shim-runc-v2")
+        try FileManager.default.createSymbolicLink(
+            atPath: options.shimLinkDirectory + "/containerd-shim-runc-v2",
+            withDestinationPath: "/usr/bin/containerd-shim-runc-v2"
+        )
         let before = try snapshot(options.shimLinkDirectory)
         let names = try FileManager.default.contentsOfDirectory(atPath: options.shimLinkDirectory).sorted()
         let installer = Installer(options: options) { _ in }
         _ = try installer.install()
         #expect(try FileManager.default.destinationOfSymbolicLink(atPath: options.linkedShim) == options.installedShim)
-        #expect(try FileManager.default.contentsOfDirectory(atPath: options.shimLinkDirectory).sorted()
-                    == (names + ["containerd-shim-zeropod-v2"]).sorted())
+        #expect(
+            try FileManager.default.contentsOfDirectory(atPath: options.shimLinkDirectory).sorted()
+                == (names + ["containerd-shim-zeropod-v2"]).sorted()
+        )
         _ = try installer.uninstall()
         #expect(!FileManager.default.fileExists(atPath: options.linkedShim))
         #expect(try FileManager.default.contentsOfDirectory(atPath: options.shimLinkDirectory).sorted() == names)
         #expect(try snapshot(options.shimLinkDirectory) == before)
-        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: options.shimLinkDirectory + "/containerd-shim-runc-v2")
-                    == "/usr/bin/containerd-shim-runc-v2")
+        #expect(
+            try FileManager.default.destinationOfSymbolicLink(
+                atPath: options.shimLinkDirectory + "/containerd-shim-runc-v2"
+            )
+                == "/usr/bin/containerd-shim-runc-v2"
+        )
     }
 
     @Test func on16_aShimOnPathWeDidNotPutThere_isRefusedBeforeAnythingIsInstalled() throws {
@@ -169,7 +182,9 @@ struct InstallerEndToEndTests {
         #expect(!FileManager.default.fileExists(atPath: options.linkedShim))
         _ = try Installer(options: options) { _ in }.uninstall()
         #expect(try FileManager.default.contentsOfDirectory(atPath: options.shimLinkDirectory).isEmpty)
-        #expect(try String(contentsOfFile: options.effectiveConfigPath, encoding: .utf8) == (try fixture("stock-1.6.toml")))
+        #expect(
+            try String(contentsOfFile: options.effectiveConfigPath, encoding: .utf8) == (try fixture("stock-1.6.toml"))
+        )
     }
 
     @Test func uninstall_refusesAConfigChangedSince_andChangesNothing() throws {
@@ -221,11 +236,17 @@ struct InstallerEndToEndTests {
     }
 
     @Test func theK3sPrediction_isAConfigContainerd2Reads() throws {
-        var i = ConfigInputs(flavour: .k3s, release: ContainerdRelease(versionText: "2.0.5")!,
-                             mainPath: "/var/lib/rancher/k3s/agent/etc/containerd/config.toml",
-                             main: try fixture("k3s-rendered-v3.toml"))
+        var i = ConfigInputs(
+            flavour: .k3s,
+            release: ContainerdRelease(versionText: "2.0.5")!,
+            mainPath: "/var/lib/rancher/k3s/agent/etc/containerd/config.toml",
+            main: try fixture("k3s-rendered-v3.toml")
+        )
         i.templateV3 = nil
-        let plan = try ConfigPlanner.plan(i, handler: HandlerSettings(shimPath: "/var/lib/rancher/k3s/agent/containerd/bin/containerd-shim-zeropod-v2"))
+        let plan = try ConfigPlanner.plan(
+            i,
+            handler: HandlerSettings(shimPath: "/var/lib/rancher/k3s/agent/containerd/bin/containerd-shim-zeropod-v2")
+        )
         let path = "/tmp/zpinst-k3s-\(UUID().uuidString.prefix(8)).toml"
         defer { try? FileManager.default.removeItem(atPath: path) }
         try plan.predicted[0].text.write(toFile: path, atomically: false, encoding: .utf8)

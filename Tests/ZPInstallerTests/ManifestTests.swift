@@ -8,7 +8,8 @@ let kubectl = TestPaths.cache + "/kubectl/usr/bin/kubectl"
 let validator = TestPaths.cache + "/kubernetes-validate/bin/kubernetes-validate"
 let configRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
     .deletingLastPathComponent().appendingPathComponent("config").path
-let haveManifestTools = FileManager.default.isExecutableFile(atPath: kubectl)
+let haveManifestTools =
+    FileManager.default.isExecutableFile(atPath: kubectl)
     && FileManager.default.isExecutableFile(atPath: validator)
 
 @Suite(.enabled(if: haveManifestTools, "needs the cached kubectl and kubernetes-validate (make setup)"))
@@ -30,27 +31,44 @@ struct ManifestTests {
 
     @Test func base_runtimeClassDaemonSetAndLeastPrivilege() throws {
         let yaml = try build("base")
-        #expect(yaml.contains("kind: RuntimeClass\nmetadata:\n  name: zeropod\nscheduling:\n  nodeSelector:\n    zeropod.ctrox.dev/node: \"true\""))
+        #expect(
+            yaml.contains(
+                "kind: RuntimeClass\nmetadata:\n  name: zeropod\nscheduling:\n  nodeSelector:\n    zeropod.ctrox.dev/node: \"true\""
+            )
+        )
         #expect(yaml.contains("handler: zeropod"))
-        #expect(yaml.contains("image: zeropod-swift/installer:dev") && yaml.contains("image: zeropod-swift/manager:dev"))
+        #expect(
+            yaml.contains("image: zeropod-swift/installer:dev") && yaml.contains("image: zeropod-swift/manager:dev")
+        )
         #expect(yaml.contains("fieldPath: spec.nodeName") && yaml.contains("fieldPath: status.podIP"))
         #expect(yaml.contains("containerPort: 8080") && yaml.contains("containerPort: 8090"))
         #expect(yaml.contains("path: /healthz"), "the manager's liveness probe")
         // The installer asks containerd's socket for its version and runs no host binary (decision 0038).
-        #expect(yaml.contains("- --containerd-address=/run/containerd/containerd.sock") && yaml.contains("- --no-runc-check"))
-        #expect(yaml.contains("mountPath: /run/containerd") && yaml.contains("mountPath: /sys/fs/bpf")
-                && yaml.contains("mountPath: /sys/fs/cgroup"))
+        #expect(
+            yaml.contains("- --containerd-address=/run/containerd/containerd.sock")
+                && yaml.contains("- --no-runc-check")
+        )
+        #expect(
+            yaml.contains("mountPath: /run/containerd") && yaml.contains("mountPath: /sys/fs/bpf")
+                && yaml.contains("mountPath: /sys/fs/cgroup")
+        )
         #expect(!yaml.contains("--containerd-binary") && !yaml.contains("host-bin"))
         // containerd < 1.7.1: the shim's link goes into the host's /usr/local/bin, mounted aside (decision 0023).
-        #expect(yaml.contains("- --shim-link-dir=/host/usr/local/bin") && yaml.contains("mountPath: /host/usr/local/bin")
-                && yaml.contains("path: /usr/local/bin"))
+        #expect(
+            yaml.contains("- --shim-link-dir=/host/usr/local/bin") && yaml.contains("mountPath: /host/usr/local/bin")
+                && yaml.contains("path: /usr/local/bin")
+        )
         // Only reads in the base: no write verb at all.
-        for verb in ["create", "update", "patch", "delete"] { #expect(!yaml.contains("- \(verb)"), "base grants \(verb)") }
+        for verb in ["create", "update", "patch", "delete"] {
+            #expect(!yaml.contains("- \(verb)"), "base grants \(verb)")
+        }
     }
 
     @Test func components_addTheirFlagAndOnlyTheirRules() throws {
         let production = try build("overlays/production")
-        for flag in ["-status-labels", "-status-events", "-in-place-scaling"] { #expect(production.contains("- \(flag)")) }
+        for flag in ["-status-labels", "-status-events", "-in-place-scaling"] {
+            #expect(production.contains("- \(flag)"))
+        }
         #expect(production.contains("pods/resize"))
         #expect(production.contains("kind: CustomResourceDefinition"))
         #expect(!production.contains("- delete"))
@@ -60,7 +78,10 @@ struct ManifestTests {
         #expect(!uninstall.contains("zeropod-swift/manager"))
         let k3s = try build("overlays/k3s")
         #expect(k3s.contains("- --runtime=k3s") && k3s.contains("path: /var/lib/rancher/k3s/agent/etc/containerd"))
-        #expect(k3s.contains("- --containerd-address=/run/k3s/containerd/containerd.sock") && k3s.contains("path: /run/k3s/containerd"))
+        #expect(
+            k3s.contains("- --containerd-address=/run/k3s/containerd/containerd.sock")
+                && k3s.contains("path: /run/k3s/containerd")
+        )
         let rke2 = try build("overlays/rke2")
         #expect(rke2.contains("- --runtime=rke2") && rke2.contains("path: /var/lib/rancher/rke2/agent/etc/containerd"))
     }

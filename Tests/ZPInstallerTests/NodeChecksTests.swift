@@ -15,14 +15,16 @@ struct NodeChecksTests {
     func installedConfig(_ dir: String, annotations: Bool = true, byType: Bool = false) throws -> String {
         let path = dir + "/config.toml"
         let pod = annotations ? "[\"zeropod.ctrox.dev/*\", \"zeropod-swift/*\"]" : "[]"
-        let shim = byType ? "runtime_type = \"io.containerd.zeropod.v2\""
-                          : "runtime_type = \"io.containerd.runc.v2\"\n  runtime_path = \"/bin/true\""
+        let shim =
+            byType
+            ? "runtime_type = \"io.containerd.zeropod.v2\""
+            : "runtime_type = \"io.containerd.runc.v2\"\n  runtime_path = \"/bin/true\""
         try """
-            version = 2
-            [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.zeropod]
-              \(shim)
-              pod_annotations = \(pod)
-            """.write(toFile: path, atomically: false, encoding: .utf8)
+        version = 2
+        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.zeropod]
+          \(shim)
+          pod_annotations = \(pod)
+        """.write(toFile: path, atomically: false, encoding: .utf8)
         return path
     }
 
@@ -40,7 +42,10 @@ struct NodeChecksTests {
         o.containerdConfig = try installedConfig(dir, byType: true)
         o.containerdBinary = containerd16
         try FileManager.default.createDirectory(atPath: dir + "/bin", withIntermediateDirectories: true)
-        try FileManager.default.createSymbolicLink(atPath: dir + "/bin/containerd-shim-zeropod-v2", withDestinationPath: "/bin/true")
+        try FileManager.default.createSymbolicLink(
+            atPath: dir + "/bin/containerd-shim-zeropod-v2",
+            withDestinationPath: "/bin/true"
+        )
         o.shimSearchFolders = [dir + "/bin"]
         o.nodeConfigPath = dir + "/node.conf"
         o.stateDirectory = dir + "/state"
@@ -49,8 +54,10 @@ struct NodeChecksTests {
         print(report.rendered())
         #expect(report.blockers.isEmpty, "\(report.blockers)")
         #expect(report.exitStatus == 0)
-        for name in ["sk_lookup", "tcx", "bpffs", "criu version", "criu check", "rlimit patch", "runc", "containerd version",
-                     "handler zeropod", "annotations forwarded", "userfaultfd", "state folder", "run folder"] {
+        for name in [
+            "sk_lookup", "tcx", "bpffs", "criu version", "criu check", "rlimit patch", "runc", "containerd version",
+            "handler zeropod", "annotations forwarded", "userfaultfd", "state folder", "run folder",
+        ] {
             #expect(report.result(name)?.status == .ok, "\(name): \(String(describing: report.result(name)))")
         }
         // These VMs have no soft-dirty tracking: reported, not a blocker.
@@ -114,10 +121,16 @@ struct NodeChecksTests {
         o.shimSearchFolders = [dir + "/nowhere"]
         #expect(NodeChecks(options: o).run().result("handler zeropod")?.status == .blocker)
         try FileManager.default.createDirectory(atPath: dir + "/bin", withIntermediateDirectories: true)
-        try FileManager.default.createSymbolicLink(atPath: dir + "/bin/containerd-shim-zeropod-v2", withDestinationPath: "/bin/true")
+        try FileManager.default.createSymbolicLink(
+            atPath: dir + "/bin/containerd-shim-zeropod-v2",
+            withDestinationPath: "/bin/true"
+        )
         o.shimSearchFolders = [dir + "/nowhere", dir + "/bin"]
         report = NodeChecks(options: o).run()
-        #expect(report.result("handler zeropod")?.status == .ok, "\(String(describing: report.result("handler zeropod")))")
+        #expect(
+            report.result("handler zeropod")?.status == .ok,
+            "\(String(describing: report.result("handler zeropod")))"
+        )
         #expect(report.result("handler zeropod")?.detail.contains(dir + "/bin/containerd-shim-zeropod-v2") == true)
         // The installer's pre-flight does not ask about the handler it is about to write.
         o.scope = .prerequisites

@@ -1,8 +1,8 @@
 import Foundation
 import KubeAPIDouble
 import Testing
-import ZPTestSupport
 import ZPKube
+import ZPTestSupport
 
 /// ZPKube's client against the API double (a test double of the Kubernetes API server, see
 /// ``KubectlTests`` for how its wire compatibility is proven with real kubectl).
@@ -12,8 +12,11 @@ import ZPKube
             let created = try await client.create(
                 Pod(
                     metadata: ObjectMeta(name: "web", labels: ["app": "web"]),
-                    spec: PodSpec(nodeName: "node-a", containers: [Container(name: "app", image: "busybox")])),
-                .pods, namespace: "default")
+                    spec: PodSpec(nodeName: "node-a", containers: [Container(name: "app", image: "busybox")])
+                ),
+                .pods,
+                namespace: "default"
+            )
             #expect(created.metadata.uid?.isEmpty == false)
             #expect(created.metadata.creationTimestamp != nil)
             let version = try #require(created.metadata.resourceVersion)
@@ -23,8 +26,13 @@ import ZPKube
 
             for index in 0..<4 {
                 _ = try await client.create(
-                    Pod(metadata: ObjectMeta(name: "p\(index)"), spec: PodSpec(containers: [Container(name: "c", image: "x")])),
-                    .pods, namespace: "default")
+                    Pod(
+                        metadata: ObjectMeta(name: "p\(index)"),
+                        spec: PodSpec(containers: [Container(name: "c", image: "x")])
+                    ),
+                    .pods,
+                    namespace: "default"
+                )
             }
             var page = try await client.list(Pod.self, .pods, options: ListOptions(limit: 2))
             var names = page.items.map { $0.metadata.name ?? "" }
@@ -33,9 +41,18 @@ import ZPKube
                 names += page.items.map { $0.metadata.name ?? "" }
             }
             #expect(names == ["p0", "p1", "p2", "p3", "web"])
-            let selected = try await client.list(Pod.self, .pods, namespace: "default", options: ListOptions(labelSelector: "app=web"))
+            let selected = try await client.list(
+                Pod.self,
+                .pods,
+                namespace: "default",
+                options: ListOptions(labelSelector: "app=web")
+            )
             #expect(selected.items.map(\.metadata.name) == ["web"])
-            let onNode = try await client.list(Pod.self, .pods, options: ListOptions(fieldSelector: "spec.nodeName=node-a"))
+            let onNode = try await client.list(
+                Pod.self,
+                .pods,
+                options: ListOptions(fieldSelector: "spec.nodeName=node-a")
+            )
             #expect(onNode.items.map(\.metadata.name) == ["web"])
 
             // PUT the whole object as JSON: fields the typed model does not know survive.
@@ -61,11 +78,18 @@ import ZPKube
             try double.create("pods", namespace: "default", podJSON("web"))
             let stale = try await client.get(JSON.self, .pods, namespace: "default", name: "web")
             _ = try await client.patch(
-                JSON.self, .pods, namespace: "default", name: "web", patch: .merge(["metadata": ["labels": ["a": "1"]]]))
+                JSON.self,
+                .pods,
+                namespace: "default",
+                name: "web",
+                patch: .merge(["metadata": ["labels": ["a": "1"]]])
+            )
 
             var update = stale
             update[path: ["metadata", "labels", "b"]] = "2"
-            let conflict = await kubeError { _ = try await client.update(update, .pods, namespace: "default", name: "web") }
+            let conflict = await kubeError {
+                _ = try await client.update(update, .pods, namespace: "default", name: "web")
+            }
             #expect(conflict?.kind == .conflict)
             #expect(conflict?.reason == "Conflict")
             #expect(conflict?.httpStatus == 409)
@@ -75,18 +99,29 @@ import ZPKube
             let staleVersion = stale[path: ["metadata", "resourceVersion"]]!
             let patchConflict = await kubeError {
                 _ = try await client.patch(
-                    JSON.self, .pods, namespace: "default", name: "web",
-                    patch: .merge(["metadata": ["resourceVersion": staleVersion, "labels": ["c": "3"]]]))
+                    JSON.self,
+                    .pods,
+                    namespace: "default",
+                    name: "web",
+                    patch: .merge(["metadata": ["resourceVersion": staleVersion, "labels": ["c": "3"]]])
+                )
             }
             #expect(patchConflict?.kind == .conflict)
-            #expect(double.object("pods", namespace: "default", name: "web")?[path: ["metadata", "labels", "c"]] == nil)
+            #expect(
+                double.object("pods", namespace: "default", name: "web")?[path: ["metadata", "labels", "c"]] == nil
+            )
 
             let exists = await kubeError { _ = try await client.create(podJSON("web"), .pods, namespace: "default") }
             #expect(exists?.kind == .conflict)
             #expect(exists?.reason == "AlreadyExists")
 
             let delete = await kubeError {
-                try await client.delete(.pods, namespace: "default", name: "web", preconditionResourceVersion: staleVersion.stringValue)
+                try await client.delete(
+                    .pods,
+                    namespace: "default",
+                    name: "web",
+                    preconditionResourceVersion: staleVersion.stringValue
+                )
             }
             #expect(delete?.kind == .conflict)
             #expect(double.object("pods", namespace: "default", name: "web") != nil)
@@ -96,17 +131,27 @@ import ZPKube
     @Test func everyPatchType() async throws {
         try await withDoubleAndClient { double, client in
             try double.create(
-                "pods", namespace: "default",
-                podJSON("web", labels: ["keep": "yes", "drop": "yes"], containers: [("app", ["cpu": "1"], [:]), ("side", ["cpu": "10m"], [:])]))
+                "pods",
+                namespace: "default",
+                podJSON(
+                    "web",
+                    labels: ["keep": "yes", "drop": "yes"],
+                    containers: [("app", ["cpu": "1"], [:]), ("side", ["cpu": "10m"], [:])]
+                )
+            )
             let label = "status.zeropod.ctrox.dev/app"
 
             // Strategic merge: labels merge, null deletes, containers merge by name.
             let strategic = try await client.patch(
-                Pod.self, .pods, namespace: "default", name: "web",
+                Pod.self,
+                .pods,
+                namespace: "default",
+                name: "web",
                 patch: .strategicMerge([
                     "metadata": ["labels": [label: "SCALED_DOWN", "drop": nil]],
                     "spec": ["containers": [["name": "side", "image": "busybox:2"]]],
-                ]))
+                ])
+            )
             #expect(strategic.metadata.labels == ["keep": "yes", label: "SCALED_DOWN"])
             #expect(strategic.spec?.containers.map(\.name) == ["app", "side"])
             #expect(strategic.spec?.containers.last?.image == "busybox:2")
@@ -114,44 +159,69 @@ import ZPKube
 
             // JSON merge patch: maps merge, null deletes.
             let merged = try await client.patch(
-                Pod.self, .pods, namespace: "default", name: "web",
-                patch: .merge(["metadata": ["labels": ["keep": nil], "annotations": ["zeropod.ctrox.dev/memory-requests": #"{"app":"0"}"#]]]))
+                Pod.self,
+                .pods,
+                namespace: "default",
+                name: "web",
+                patch: .merge([
+                    "metadata": [
+                        "labels": ["keep": nil], "annotations": ["zeropod.ctrox.dev/memory-requests": #"{"app":"0"}"#],
+                    ]
+                ])
+            )
             #expect(merged.metadata.labels == [label: "SCALED_DOWN"])
             #expect(merged.metadata.annotations?["zeropod.ctrox.dev/memory-requests"] == #"{"app":"0"}"#)
 
             // JSON patch with an escaped key, a test precondition that holds, then one that fails.
             let escaped = "/metadata/labels/" + JSONPatchOperation.escape(label)
             let jsonPatched = try await client.patch(
-                Pod.self, .pods, namespace: "default", name: "web",
+                Pod.self,
+                .pods,
+                namespace: "default",
+                name: "web",
                 patch: .json([
                     JSONPatchOperation(op: .test, path: escaped, value: "SCALED_DOWN"),
                     JSONPatchOperation(op: .replace, path: escaped, value: "RUNNING"),
                     JSONPatchOperation(op: .add, path: "/metadata/labels/extra", value: "1"),
-                ]))
+                ])
+            )
             #expect(jsonPatched.metadata.labels == [label: "RUNNING", "extra": "1"])
             let failedTest = await kubeError {
                 _ = try await client.patch(
-                    Pod.self, .pods, namespace: "default", name: "web",
+                    Pod.self,
+                    .pods,
+                    namespace: "default",
+                    name: "web",
                     patch: .json([
                         JSONPatchOperation(op: .test, path: escaped, value: "SCALED_DOWN"),
                         JSONPatchOperation(op: .remove, path: "/metadata/labels/extra"),
-                    ]))
+                    ])
+                )
             }
             #expect(failedTest?.kind == .invalid)
-            #expect(double.object("pods", namespace: "default", name: "web")?[path: ["metadata", "labels", "extra"]] == "1")
+            #expect(
+                double.object("pods", namespace: "default", name: "web")?[path: ["metadata", "labels", "extra"]] == "1"
+            )
 
             let recorded = double.requests.filter { $0.verb == "PATCH" }.map(\.contentType)
             #expect(
                 recorded == [
-                    "application/strategic-merge-patch+json", "application/merge-patch+json", "application/json-patch+json",
+                    "application/strategic-merge-patch+json", "application/merge-patch+json",
                     "application/json-patch+json",
-                ])
+                    "application/json-patch+json",
+                ]
+            )
 
             // Server-side apply is not emulated: the double says so with 415.
             let apply = await kubeError {
                 _ = try await client.patch(
-                    Pod.self, .pods, namespace: "default", name: "web", patch: .apply(["metadata": ["labels": ["x": "y"]]]),
-                    options: WriteOptions(fieldManager: "zeropod", force: true))
+                    Pod.self,
+                    .pods,
+                    namespace: "default",
+                    name: "web",
+                    patch: .apply(["metadata": ["labels": ["x": "y"]]]),
+                    options: WriteOptions(fieldManager: "zeropod", force: true)
+                )
             }
             #expect(apply?.kind == .unsupportedMediaType)
             #expect(double.requests.last?.query["fieldManager"] == "zeropod")
@@ -163,7 +233,12 @@ import ZPKube
             var pod = podJSON("web")
             pod[path: ["spec", "containers"]] = [["name": "app", "image": "busybox", "imagePullPolcy": "Always"]]
             let strict = await kubeError {
-                _ = try await client.create(pod, .pods, namespace: "default", options: WriteOptions(fieldValidation: "Strict"))
+                _ = try await client.create(
+                    pod,
+                    .pods,
+                    namespace: "default",
+                    options: WriteOptions(fieldValidation: "Strict")
+                )
             }
             #expect(strict?.kind == .badRequest)
             #expect(strict?.message == #"strict decoding error: unknown field "spec.containers[0].imagePullPolcy""#)
@@ -171,19 +246,33 @@ import ZPKube
             #expect(created[path: ["spec", "containers"]]?.arrayValue?.first?["imagePullPolcy"] == nil)
 
             let malformed = await kubeError {
-                _ = try await client.send(verb: "POST", path: "/api/v1/namespaces/default/pods", body: Data("{not json".utf8))
+                _ = try await client.send(
+                    verb: "POST",
+                    path: "/api/v1/namespaces/default/pods",
+                    body: Data("{not json".utf8)
+                )
             }
             #expect(malformed?.kind == .badRequest)
             let wrongKind = await kubeError {
-                _ = try await client.create(["kind": "Service", "apiVersion": "v1", "metadata": ["name": "s"]] as JSON, .pods, namespace: "default")
+                _ = try await client.create(
+                    ["kind": "Service", "apiVersion": "v1", "metadata": ["name": "s"]] as JSON,
+                    .pods,
+                    namespace: "default"
+                )
             }
             #expect(wrongKind?.kind == .badRequest)
             let invalid = await kubeError {
-                _ = try await client.create(["metadata": ["name": "Bad_Name"], "spec": ["containers": []]] as JSON, .pods, namespace: "default")
+                _ = try await client.create(
+                    ["metadata": ["name": "Bad_Name"], "spec": ["containers": []]] as JSON,
+                    .pods,
+                    namespace: "default"
+                )
             }
             #expect(invalid?.kind == .invalid)
             #expect(invalid?.status?.details?.causes?.map(\.field) == ["metadata.name", "spec.containers"])
-            let noNamespace = await kubeError { _ = try await client.create(podJSON("x", namespace: "nope"), .pods, namespace: "nope") }
+            let noNamespace = await kubeError {
+                _ = try await client.create(podJSON("x", namespace: "nope"), .pods, namespace: "nope")
+            }
             #expect(noNamespace?.kind == .notFound)
             #expect(noNamespace?.message == #"namespaces "nope" not found"#)
         }
@@ -192,14 +281,25 @@ import ZPKube
     @Test func resize_onANewServer() async throws {
         try await withDoubleAndClient { double, client in
             try double.create(
-                "pods", namespace: "default",
-                podJSON("web", containers: [("app", ["cpu": "250m", "memory": "64Mi"], ["cpu": "1", "memory": "128Mi"])]))
+                "pods",
+                namespace: "default",
+                podJSON(
+                    "web",
+                    containers: [("app", ["cpu": "250m", "memory": "64Mi"], ["cpu": "1", "memory": "128Mi"])]
+                )
+            )
             let lower: JSON = [
-                "spec": ["containers": [["name": "app", "resources": ["requests": ["cpu": "1m", "memory": "1Ki"]]]]],
+                "spec": ["containers": [["name": "app", "resources": ["requests": ["cpu": "1m", "memory": "1Ki"]]]]]
             ]
             // Changing resources through the pod itself is refused from 1.33 on.
             let plain = await kubeError {
-                _ = try await client.patch(Pod.self, .pods, namespace: "default", name: "web", patch: .strategicMerge(lower))
+                _ = try await client.patch(
+                    Pod.self,
+                    .pods,
+                    namespace: "default",
+                    name: "web",
+                    patch: .strategicMerge(lower)
+                )
             }
             #expect(plain?.kind == .invalid)
             #expect(plain?.message.contains("pod updates may not change fields other than") == true)
@@ -208,7 +308,13 @@ import ZPKube
             var withLabel = lower
             withLabel[path: ["metadata", "labels"]] = ["sneaky": "yes"]
             let resized = try await client.patch(
-                Pod.self, .pods, namespace: "default", name: "web", patch: .strategicMerge(withLabel), subresource: "resize")
+                Pod.self,
+                .pods,
+                namespace: "default",
+                name: "web",
+                patch: .strategicMerge(withLabel),
+                subresource: "resize"
+            )
             #expect(resized.spec?.containers.first?.resources?.requests == ["cpu": "1m", "memory": "1Ki"])
             #expect(resized.spec?.containers.first?.resources?.limits == ["cpu": "1", "memory": "128Mi"])
             #expect(resized.metadata.labels?["sneaky"] == nil)
@@ -216,12 +322,21 @@ import ZPKube
 
             // A resize may not change the QoS class (Guaranteed → Burstable).
             try double.create(
-                "pods", namespace: "default", podJSON("db", containers: [("db", ["cpu": "1", "memory": "1Gi"], ["cpu": "1", "memory": "1Gi"])]))
+                "pods",
+                namespace: "default",
+                podJSON("db", containers: [("db", ["cpu": "1", "memory": "1Gi"], ["cpu": "1", "memory": "1Gi"])])
+            )
             let qos = await kubeError {
                 _ = try await client.patch(
-                    Pod.self, .pods, namespace: "default", name: "db",
-                    patch: .strategicMerge(["spec": ["containers": [["name": "db", "resources": ["requests": ["cpu": "1m"]]]]]]),
-                    subresource: "resize")
+                    Pod.self,
+                    .pods,
+                    namespace: "default",
+                    name: "db",
+                    patch: .strategicMerge([
+                        "spec": ["containers": [["name": "db", "resources": ["requests": ["cpu": "1m"]]]]]
+                    ]),
+                    subresource: "resize"
+                )
             }
             #expect(qos?.kind == .invalid)
             #expect(qos?.message.contains("Pod QoS is immutable") == true)
@@ -236,10 +351,22 @@ import ZPKube
             let lower: JSON = ["spec": ["containers": [["name": "app", "resources": ["requests": ["cpu": "1m"]]]]]]
             let missing = await kubeError {
                 _ = try await client.patch(
-                    Pod.self, .pods, namespace: "default", name: "web", patch: .strategicMerge(lower), subresource: "resize")
+                    Pod.self,
+                    .pods,
+                    namespace: "default",
+                    name: "web",
+                    patch: .strategicMerge(lower),
+                    subresource: "resize"
+                )
             }
             #expect(missing?.kind == .notFound)
-            let patched = try await client.patch(Pod.self, .pods, namespace: "default", name: "web", patch: .strategicMerge(lower))
+            let patched = try await client.patch(
+                Pod.self,
+                .pods,
+                namespace: "default",
+                name: "web",
+                patch: .strategicMerge(lower)
+            )
             #expect(patched.spec?.containers.first?.resources?.requests == ["cpu": "1m"])
         }
     }
@@ -249,12 +376,24 @@ import ZPKube
             let now = Date()
             var event = Event(
                 metadata: ObjectMeta(generateName: "zeropod-status-event-", namespace: "default"),
-                involvedObject: ObjectReference(apiVersion: "v1", kind: "Pod", name: "web", namespace: "default", fieldPath: "spec.containers{app}"),
-                reason: "Running", message: "Restored container app in 80ms",
+                involvedObject: ObjectReference(
+                    apiVersion: "v1",
+                    kind: "Pod",
+                    name: "web",
+                    namespace: "default",
+                    fieldPath: "spec.containers{app}"
+                ),
+                reason: "Running",
+                message: "Restored container app in 80ms",
                 source: EventSource(component: "zeropod.ctrox.dev/manager", host: "node-a"),
-                firstTimestamp: KubeTime.time(now), lastTimestamp: KubeTime.time(now), type: "Normal",
-                eventTime: KubeTime.microTime(now), action: "Running", reportingComponent: "zeropod.ctrox.dev/manager",
-                reportingInstance: "node-a")
+                firstTimestamp: KubeTime.time(now),
+                lastTimestamp: KubeTime.time(now),
+                type: "Normal",
+                eventTime: KubeTime.microTime(now),
+                action: "Running",
+                reportingComponent: "zeropod.ctrox.dev/manager",
+                reportingInstance: "node-a"
+            )
             let created = try await client.create(event, .events, namespace: "default")
             #expect(created.reportingComponent == "zeropod.ctrox.dev/manager")
             #expect(created.eventTime == event.eventTime)
@@ -272,7 +411,12 @@ import ZPKube
             event.involvedObject.namespace = "other"
             let mismatch = await kubeError { _ = try await client.create(event, .events, namespace: "default") }
             #expect(mismatch?.kind == .invalid)
-            let events = try await client.list(Event.self, .events, namespace: "default", options: ListOptions(fieldSelector: "reason=Running"))
+            let events = try await client.list(
+                Event.self,
+                .events,
+                namespace: "default",
+                options: ListOptions(fieldSelector: "reason=Running")
+            )
             #expect(events.items.count == 1)
         }
     }
@@ -291,14 +435,27 @@ import ZPKube
             try double.create("pods", namespace: "default", podJSON("web"))
             _ = try await client.get(Pod.self, .pods, namespace: "default", name: "web")
             let forbidden = await kubeError {
-                _ = try await client.patch(Pod.self, .pods, namespace: "default", name: "web", patch: .merge(["metadata": ["labels": ["a": "b"]]]))
+                _ = try await client.patch(
+                    Pod.self,
+                    .pods,
+                    namespace: "default",
+                    name: "web",
+                    patch: .merge(["metadata": ["labels": ["a": "b"]]])
+                )
             }
             #expect(forbidden?.kind == .forbidden)
             #expect(
                 forbidden?.message
-                    == #"pods "web" is forbidden: User "tester" cannot patch resource "pods" in API group "" in the namespace "default""#)
+                    == #"pods "web" is forbidden: User "tester" cannot patch resource "pods" in API group "" in the namespace "default""#
+            )
         }
-        let double = try await KubeAPIDouble.start(settings: { var s = KubeAPIDouble.Settings(); s.tokens = ["right": "u"]; return s }())
+        let double = try await KubeAPIDouble.start(
+            settings: {
+                var s = KubeAPIDouble.Settings()
+                s.tokens = ["right": "u"]
+                return s
+            }()
+        )
         let client = try KubeClient(configuration: double.clientConfiguration(token: "wrong"))
         let unauthorized = await kubeError { _ = try await client.list(Pod.self, .pods) }
         #expect(unauthorized?.kind == .unauthorized)
@@ -309,9 +466,16 @@ import ZPKube
 
     @Test func clientCertificate_authenticatesAsItsCommonName() async throws {
         let double = try await KubeAPIDouble.start()
-        let (certificate, key) = try double.certificateAuthority.issue(commonName: "system:node:node-a", organizations: ["system:nodes"], server: false)
+        let (certificate, key) = try double.certificateAuthority.issue(
+            commonName: "system:node:node-a",
+            organizations: ["system:nodes"],
+            server: false
+        )
         var configuration = double.clientConfiguration()
-        configuration.clientCertificate = ClientCertificate(certificatePEM: Array(certificate.utf8), keyPEM: Array(key.utf8))
+        configuration.clientCertificate = ClientCertificate(
+            certificatePEM: Array(certificate.utf8),
+            keyPEM: Array(key.utf8)
+        )
         let client = try KubeClient(configuration: configuration)
         let result = await kubeError { _ = try await client.list(Pod.self, .pods) }
         try await client.shutdown()
@@ -402,10 +566,17 @@ import ZPKube
             let list = try await client.list(Pod.self, .pods)
             let version = try #require(list.metadata.resourceVersion)
             let stream = try await client.watch(
-                Pod.self, .pods,
-                options: WatchOptions(labelSelector: "app=web", resourceVersion: version, timeoutSeconds: 10))
+                Pod.self,
+                .pods,
+                options: WatchOptions(labelSelector: "app=web", resourceVersion: version, timeoutSeconds: 10)
+            )
             try double.create("pods", namespace: "default", podJSON("api", labels: ["app": "web"]))
-            double.call("PATCH", "/api/v1/namespaces/default/pods/web", body: ["metadata": ["labels": ["app": "other"]]], contentType: "application/merge-patch+json")
+            double.call(
+                "PATCH",
+                "/api/v1/namespaces/default/pods/web",
+                body: ["metadata": ["labels": ["app": "other"]]],
+                contentType: "application/merge-patch+json"
+            )
             double.call("DELETE", "/api/v1/namespaces/default/pods/api")
             var seen: [String] = []
             var bookmark: String?
@@ -432,7 +603,11 @@ import ZPKube
             try double.create("pods", namespace: "default", podJSON("web"))
             let old = String(double.resourceVersion - 1)
             double.compact()
-            let stream = try await client.watch(Pod.self, .pods, options: WatchOptions(resourceVersion: old, timeoutSeconds: 5))
+            let stream = try await client.watch(
+                Pod.self,
+                .pods,
+                options: WatchOptions(resourceVersion: old, timeoutSeconds: 5)
+            )
             var statuses: [Status] = []
             for try await event in stream {
                 if case .error(let status) = event { statuses.append(status) }
@@ -440,7 +615,9 @@ import ZPKube
             #expect(statuses.map(\.code) == [410])
             #expect(statuses.first?.reason == "Expired")
             double.update { $0.goneAsHTTPStatus = true }
-            let gone = await kubeError { _ = try await client.watch(Pod.self, .pods, options: WatchOptions(resourceVersion: old)) }
+            let gone = await kubeError {
+                _ = try await client.watch(Pod.self, .pods, options: WatchOptions(resourceVersion: old))
+            }
             #expect(gone?.kind == .gone)
         }
     }
@@ -477,14 +654,24 @@ import ZPKube
             status[path: ["status", "phase"]] = "Running"
             status[path: ["metadata", "labels"]] = ["a": "2"]
             status[path: ["spec", "containers"]] = [["name": "app", "image": "other"]]
-            let afterStatus = try await client.update(status, .pods, namespace: "default", name: "web", subresource: "status")
+            let afterStatus = try await client.update(
+                status,
+                .pods,
+                namespace: "default",
+                name: "web",
+                subresource: "status"
+            )
             #expect(afterStatus[path: ["status", "phase"]] == "Running")
             #expect(afterStatus[path: ["metadata", "labels", "a"]] == "1")
             #expect(afterStatus[path: ["spec", "containers"]]?.arrayValue?.first?["image"] == "busybox")
 
             let image = try await client.patch(
-                JSON.self, .pods, namespace: "default", name: "web",
-                patch: .strategicMerge(["spec": ["containers": [["name": "app", "image": "busybox:2"]]]]))
+                JSON.self,
+                .pods,
+                namespace: "default",
+                name: "web",
+                patch: .strategicMerge(["spec": ["containers": [["name": "app", "image": "busybox:2"]]]])
+            )
             #expect(image[path: ["metadata", "generation"]] == 2)
         }
     }

@@ -1,8 +1,8 @@
 import Foundation
 import KubeAPIDouble
 import Testing
-import ZPTestSupport
 import ZPKube
+import ZPTestSupport
 
 /// Kubeconfig and in-cluster configuration: good files work against the double, bad ones are
 /// refused naming the file, the field and the reason.
@@ -34,7 +34,8 @@ import ZPKube
             - name: u
               user:
                 tokenFile: token
-            """)
+            """
+        )
         let configuration = try KubeConfiguration.kubeconfig(path: path)
         #expect(configuration.server == double.url)
         #expect(configuration.namespace == "apps")
@@ -69,7 +70,8 @@ import ZPKube
               user:
                 client-certificate-data: \(Data(certificate.utf8).base64EncodedString())
                 client-key-data: \(Data(key.utf8).base64EncodedString())
-            """)
+            """
+        )
         let configuration = try KubeConfiguration.kubeconfig(path: path)
         #expect(configuration.clientCertificate != nil)
         #expect(configuration.namespace == nil)
@@ -89,16 +91,46 @@ import ZPKube
         ("kind: Config\nclusters: []\ncontexts: []\nusers: []\n", "current-context", "not set"),
         ("current-context: x\ncontexts: []\n", "contexts", "no entry named 'x'"),
         ("current-context: x\ncontexts:\n- name: x\n  context: {cluster: c}\n", "clusters", "missing"),
-        ("current-context: x\ncontexts:\n- name: x\n  context: {cluster: c}\nclusters:\n- name: c\n  cluster: {server: 'ftp://h'}\n", "clusters[0].cluster.server", "not an http(s) URL"),
-        ("current-context: x\ncontexts:\n- name: x\n  context: {cluster: c}\nclusters:\n- name: c\n  cluster: {server: 'https://h', certificate-authority-data: '%%%'}\n", "clusters[0].cluster.certificate-authority-data", "not valid base64"),
-        ("current-context: x\ncontexts:\n- name: x\n  context: {cluster: c}\nclusters:\n- name: c\n  cluster: {server: 'https://h', certificate-authority-data: 'aGVsbG8='}\n", "clusters[0].cluster.certificate-authority-data", "PEM certificate"),
-        ("current-context: x\ncontexts:\n- name: x\n  context: {cluster: c}\nclusters:\n- name: c\n  cluster: {server: 'https://h', certificate-authority: /nonexistent/ca.crt}\n", "clusters[0].cluster.certificate-authority", "does not exist"),
-        ("current-context: x\ncontexts:\n- name: x\n  context: {cluster: c}\nclusters:\n- name: c\n  cluster: {server: 'https://h', tls-server-name: api}\n", "clusters[0].cluster.tls-server-name", "not supported yet"),
-        ("current-context: x\ncontexts:\n- name: x\n  context: {cluster: c, user: u}\nclusters:\n- name: c\n  cluster: {server: 'https://h'}\nusers:\n- name: u\n  user: {exec: {command: aws}}\n", "users[0].user.exec", "not supported yet (credential plugins)"),
-        ("current-context: x\ncontexts:\n- name: x\n  context: {cluster: c, user: u}\nclusters:\n- name: c\n  cluster: {server: 'https://h'}\nusers:\n- name: u\n  user: {token-file: /t}\n", "users[0].user.token-file", "unknown field"),
-        ("current-context: x\ncontexts:\n- name: x\n  context: {cluster: c, user: u}\nclusters:\n- name: c\n  cluster: {server: 'https://h'}\nusers:\n- name: u\n  user: {tokenFile: /nonexistent/token}\n", "users[0].user.tokenFile", "does not exist"),
-        ("current-context: x\ncontexts:\n- name: x\n  context: {cluster: c, user: u}\nclusters:\n- name: c\n  cluster: {server: 'https://h'}\nusers:\n- name: u\n  user: {client-key-data: 'aGVsbG8='}\n", "users[0].user.client-key-data", "not a PEM private key"),
-        ("current-context: x\ncontexts:\n- name: x\n  context: {cluster: c}\nclusters:\n- name: c\n  cluster: {server: 'https://h', insecure-skip-tls-verify: maybe}\n", "clusters[0].cluster.insecure-skip-tls-verify", "must be true or false"),
+        (
+            "current-context: x\ncontexts:\n- name: x\n  context: {cluster: c}\nclusters:\n- name: c\n  cluster: {server: 'ftp://h'}\n",
+            "clusters[0].cluster.server", "not an http(s) URL"
+        ),
+        (
+            "current-context: x\ncontexts:\n- name: x\n  context: {cluster: c}\nclusters:\n- name: c\n  cluster: {server: 'https://h', certificate-authority-data: '%%%'}\n",
+            "clusters[0].cluster.certificate-authority-data", "not valid base64"
+        ),
+        (
+            "current-context: x\ncontexts:\n- name: x\n  context: {cluster: c}\nclusters:\n- name: c\n  cluster: {server: 'https://h', certificate-authority-data: 'aGVsbG8='}\n",
+            "clusters[0].cluster.certificate-authority-data", "PEM certificate"
+        ),
+        (
+            "current-context: x\ncontexts:\n- name: x\n  context: {cluster: c}\nclusters:\n- name: c\n  cluster: {server: 'https://h', certificate-authority: /nonexistent/ca.crt}\n",
+            "clusters[0].cluster.certificate-authority", "does not exist"
+        ),
+        (
+            "current-context: x\ncontexts:\n- name: x\n  context: {cluster: c}\nclusters:\n- name: c\n  cluster: {server: 'https://h', tls-server-name: api}\n",
+            "clusters[0].cluster.tls-server-name", "not supported yet"
+        ),
+        (
+            "current-context: x\ncontexts:\n- name: x\n  context: {cluster: c, user: u}\nclusters:\n- name: c\n  cluster: {server: 'https://h'}\nusers:\n- name: u\n  user: {exec: {command: aws}}\n",
+            "users[0].user.exec", "not supported yet (credential plugins)"
+        ),
+        (
+            "current-context: x\ncontexts:\n- name: x\n  context: {cluster: c, user: u}\nclusters:\n- name: c\n  cluster: {server: 'https://h'}\nusers:\n- name: u\n  user: {token-file: /t}\n",
+            "users[0].user.token-file", "unknown field"
+        ),
+        (
+            "current-context: x\ncontexts:\n- name: x\n  context: {cluster: c, user: u}\nclusters:\n- name: c\n  cluster: {server: 'https://h'}\nusers:\n- name: u\n  user: {tokenFile: /nonexistent/token}\n",
+            "users[0].user.tokenFile", "does not exist"
+        ),
+        (
+            "current-context: x\ncontexts:\n- name: x\n  context: {cluster: c, user: u}\nclusters:\n- name: c\n  cluster: {server: 'https://h'}\nusers:\n- name: u\n  user: {client-key-data: 'aGVsbG8='}\n",
+            "users[0].user.client-key-data", "not a PEM private key"
+        ),
+        (
+            "current-context: x\ncontexts:\n- name: x\n  context: {cluster: c}\nclusters:\n- name: c\n  cluster: {server: 'https://h', insecure-skip-tls-verify: maybe}\n",
+            "clusters[0].cluster.insecure-skip-tls-verify", "must be true or false"
+        ),
     ]
 
     @Test(arguments: 0..<badFiles.count)
@@ -114,7 +146,9 @@ import ZPKube
     }
 
     @Test func missingKubeconfig_namesTheFile() {
-        let error = #expect(throws: KubeConfigError.self) { try KubeConfiguration.kubeconfig(path: "/nonexistent/kubeconfig") }
+        let error = #expect(throws: KubeConfigError.self) {
+            try KubeConfiguration.kubeconfig(path: "/nonexistent/kubeconfig")
+        }
         #expect(error?.description == "/nonexistent/kubeconfig: /nonexistent/kubeconfig does not exist")
     }
 
@@ -127,31 +161,42 @@ import ZPKube
         _ = try folder.write("namespace", "zeropod-system\n")
         let configuration = try KubeConfiguration.inCluster(
             environment: ["KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"],
-            serviceAccountDirectory: folder.path)
+            serviceAccountDirectory: folder.path
+        )
         #expect(configuration.server == "https://10.96.0.1:443")
         #expect(configuration.namespace == "zeropod-system")
         #expect(configuration.token == .file(path: folder.path + "/token", rereadEvery: .seconds(60)))
         #expect(configuration.certificateAuthorityPEM == Array(authority.certificatePEM.utf8))
         let v6 = try KubeConfiguration.inCluster(
-            environment: ["KUBERNETES_SERVICE_HOST": "fd00::1", "KUBERNETES_SERVICE_PORT": "6443"], serviceAccountDirectory: folder.path)
+            environment: ["KUBERNETES_SERVICE_HOST": "fd00::1", "KUBERNETES_SERVICE_PORT": "6443"],
+            serviceAccountDirectory: folder.path
+        )
         #expect(v6.server == "https://[fd00::1]:6443")
 
-        let noHost = #expect(throws: KubeConfigError.self) { try KubeConfiguration.inCluster(environment: [:], serviceAccountDirectory: folder.path) }
+        let noHost = #expect(throws: KubeConfigError.self) {
+            try KubeConfiguration.inCluster(environment: [:], serviceAccountDirectory: folder.path)
+        }
         #expect(noHost?.field == "KUBERNETES_SERVICE_HOST")
         let badPort = #expect(throws: KubeConfigError.self) {
             try KubeConfiguration.inCluster(
-                environment: ["KUBERNETES_SERVICE_HOST": "h", "KUBERNETES_SERVICE_PORT": "https"], serviceAccountDirectory: folder.path)
+                environment: ["KUBERNETES_SERVICE_HOST": "h", "KUBERNETES_SERVICE_PORT": "https"],
+                serviceAccountDirectory: folder.path
+            )
         }
         #expect(badPort?.reason == "'https' is not a port number")
         _ = try folder.write("token", "  \n")
         let empty = #expect(throws: KubeConfigError.self) {
             try KubeConfiguration.inCluster(
-                environment: ["KUBERNETES_SERVICE_HOST": "h", "KUBERNETES_SERVICE_PORT": "443"], serviceAccountDirectory: folder.path)
+                environment: ["KUBERNETES_SERVICE_HOST": "h", "KUBERNETES_SERVICE_PORT": "443"],
+                serviceAccountDirectory: folder.path
+            )
         }
         #expect(empty?.source == folder.path + "/token")
         let none = #expect(throws: KubeConfigError.self) {
             try KubeConfiguration.inCluster(
-                environment: ["KUBERNETES_SERVICE_HOST": "h", "KUBERNETES_SERVICE_PORT": "443"], serviceAccountDirectory: folder.path + "/missing")
+                environment: ["KUBERNETES_SERVICE_HOST": "h", "KUBERNETES_SERVICE_PORT": "443"],
+                serviceAccountDirectory: folder.path + "/missing"
+            )
         }
         #expect(none?.reason.contains("does not exist") == true)
     }
@@ -159,9 +204,13 @@ import ZPKube
     @Test func resolve_followsControllerRuntimesOrder() throws {
         let folder = try TemporaryDirectory("zpkube")
         defer { folder.remove() }
-        let several = #expect(throws: KubeConfigError.self) { try KubeConfiguration.resolve(environment: ["KUBECONFIG": "/a:/b"]) }
+        let several = #expect(throws: KubeConfigError.self) {
+            try KubeConfiguration.resolve(environment: ["KUBECONFIG": "/a:/b"])
+        }
         #expect(several?.reason.contains("merging kubeconfigs is not supported yet") == true)
-        let home = #expect(throws: KubeConfigError.self) { try KubeConfiguration.resolve(environment: ["HOME": folder.path]) }
+        let home = #expect(throws: KubeConfigError.self) {
+            try KubeConfiguration.resolve(environment: ["HOME": folder.path])
+        }
         #expect(home?.source == folder.path + "/.kube/config")
         let flag = #expect(throws: KubeConfigError.self) {
             try KubeConfiguration.resolve(kubeconfig: "/flag/config", environment: ["KUBECONFIG": "/env/config"])

@@ -1,9 +1,9 @@
 import Foundation
-import Synchronization
 import KubeAPIDouble
+import Synchronization
 import Testing
-import ZPTestSupport
 import ZPKube
+import ZPTestSupport
 
 /// The informer (list + watch of the pods on one node) against the API double: resume, relist on
 /// 410, backoff on 429/500, recovery from an unreachable server, coalesced changes.
@@ -13,11 +13,23 @@ import ZPKube
         settings change: @escaping (inout KubeAPIDouble.Settings) -> Void = { _ in },
         sleeper: SleepRecorder = SleepRecorder(),
         client configure: (inout KubeConfiguration) -> Void = { _ in },
-        options: InformerOptions = InformerOptions(fieldSelector: "spec.nodeName=node-a", pageSize: 2, watchTimeoutSeconds: 30, backoff: Backoff(initial: .milliseconds(100), maximum: .seconds(2))),
+        options: InformerOptions = InformerOptions(
+            fieldSelector: "spec.nodeName=node-a",
+            pageSize: 2,
+            watchTimeoutSeconds: 30,
+            backoff: Backoff(initial: .milliseconds(100), maximum: .seconds(2))
+        ),
         seed: (KubeAPIDouble) throws -> Void = { _ in },
         _ body: @escaping @Sendable (KubeAPIDouble, Informer<Pod>) async throws -> Void
     ) async throws {
-        try await withDoubleAndClient(settings: { $0.bookmarkInterval = .milliseconds(200); change(&$0) }, client: configure, sleeper: sleeper) { double, client in
+        try await withDoubleAndClient(
+            settings: {
+                $0.bookmarkInterval = .milliseconds(200)
+                change(&$0)
+            },
+            client: configure,
+            sleeper: sleeper
+        ) { double, client in
             try seed(double)
             let informer = Informer<Pod>(client: client, resource: .pods, options: options)
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -31,7 +43,9 @@ import ZPKube
     @Test func listsThenWatches_onlyThisNode_andCoalescesChanges() async throws {
         let seeded = Mutex<Int64>(0)
         try await withInformer(seed: { double in
-            for name in ["a1", "a2", "a3"] { try double.create("pods", namespace: "default", podJSON(name, node: "node-a")) }
+            for name in ["a1", "a2", "a3"] {
+                try double.create("pods", namespace: "default", podJSON(name, node: "node-a"))
+            }
             try double.create("pods", namespace: "default", podJSON("b1", node: "node-b"))
             seeded.withLock { $0 = double.resourceVersion }
         }) { double, informer in
@@ -39,22 +53,40 @@ import ZPKube
             #expect(Set(informer.objects.map { $0.metadata.name ?? "" }) == ["a1", "a2", "a3"])
             var changes = informer.changes().makeAsyncIterator()
             let first = await changes.next()
-            #expect(Set(first ?? []) == [ObjectKey(namespace: "default", name: "a1"), ObjectKey(namespace: "default", name: "a2"), ObjectKey(namespace: "default", name: "a3")])
+            #expect(
+                Set(first ?? []) == [
+                    ObjectKey(namespace: "default", name: "a1"), ObjectKey(namespace: "default", name: "a2"),
+                    ObjectKey(namespace: "default", name: "a3"),
+                ]
+            )
             // Two pages of two (limit 2), with the field selector, then a watch from the list's version.
             let lists = double.requests.filter { $0.path == "/api/v1/pods" && $0.query["watch"] == nil }
             #expect(lists.count == 2)
-            #expect(lists.allSatisfy { $0.query["fieldSelector"] == "spec.nodeName=node-a" && $0.query["limit"] == "2" })
+            #expect(
+                lists.allSatisfy { $0.query["fieldSelector"] == "spec.nodeName=node-a" && $0.query["limit"] == "2" }
+            )
             #expect(await eventuallyAsync { double.openWatches == 1 })
 
             // Ten label changes to one pod while nobody reads: one key in the next batch.
             for index in 0..<10 {
-                double.call("PATCH", "/api/v1/namespaces/default/pods/a1", body: ["metadata": ["labels": ["n": .string(String(index))]]], contentType: "application/merge-patch+json")
+                double.call(
+                    "PATCH",
+                    "/api/v1/namespaces/default/pods/a1",
+                    body: ["metadata": ["labels": ["n": .string(String(index))]]],
+                    contentType: "application/merge-patch+json"
+                )
             }
             double.call("DELETE", "/api/v1/namespaces/default/pods/a2")
-            #expect(await eventuallyAsync { informer.object(ObjectKey(namespace: "default", name: "a1"))?.metadata.labels?["n"] == "9" })
+            #expect(
+                await eventuallyAsync {
+                    informer.object(ObjectKey(namespace: "default", name: "a1"))?.metadata.labels?["n"] == "9"
+                }
+            )
             #expect(await eventuallyAsync { informer.object(ObjectKey(namespace: "default", name: "a2")) == nil })
             let batch = await changes.next() ?? []
-            #expect(batch == [ObjectKey(namespace: "default", name: "a1"), ObjectKey(namespace: "default", name: "a2")])
+            #expect(
+                batch == [ObjectKey(namespace: "default", name: "a1"), ObjectKey(namespace: "default", name: "a2")]
+            )
             #expect(await eventuallyAsync { informer.statistics.bookmarks > 0 })
             let watch = try #require(double.requests.first { $0.query["watch"] == "true" })
             #expect(watch.query["allowWatchBookmarks"] == "true")
@@ -70,8 +102,17 @@ import ZPKube
             try double.create("pods", namespace: "default", podJSON("a1"))
             await informer.waitForSync()
             #expect(await eventuallyAsync { double.openWatches == 1 })
-            double.call("PATCH", "/api/v1/namespaces/default/pods/a1", body: ["metadata": ["labels": ["x": "1"]]], contentType: "application/merge-patch+json")
-            #expect(await eventuallyAsync { informer.object(ObjectKey(namespace: "default", name: "a1"))?.metadata.labels?["x"] == "1" })
+            double.call(
+                "PATCH",
+                "/api/v1/namespaces/default/pods/a1",
+                body: ["metadata": ["labels": ["x": "1"]]],
+                contentType: "application/merge-patch+json"
+            )
+            #expect(
+                await eventuallyAsync {
+                    informer.object(ObjectKey(namespace: "default", name: "a1"))?.metadata.labels?["x"] == "1"
+                }
+            )
             let seen = try #require(informer.statistics.resourceVersion)
             double.closeWatches()
             #expect(await eventuallyAsync { double.requests.filter { $0.query["watch"] == "true" }.count == 2 })
@@ -94,7 +135,14 @@ import ZPKube
             await double.stopListening()
             double.call("DELETE", "/api/v1/namespaces/default/pods/a2")
             try double.create("pods", namespace: "default", podJSON("a3"))
-            for _ in 0..<3 { double.call("PATCH", "/api/v1/namespaces/default/pods/a1", body: ["metadata": ["labels": ["y": "1"]]], contentType: "application/merge-patch+json") }
+            for _ in 0..<3 {
+                double.call(
+                    "PATCH",
+                    "/api/v1/namespaces/default/pods/a1",
+                    body: ["metadata": ["labels": ["y": "1"]]],
+                    contentType: "application/merge-patch+json"
+                )
+            }
             double.compact()
             try await double.startListening()
             #expect(await eventuallyAsync { informer.statistics.relistsAfterGone == 1 })
@@ -106,14 +154,21 @@ import ZPKube
 
     @Test func throttledAndFailingLists_backOff_thenSync() async throws {
         let sleeper = SleepRecorder()
-        try await withInformer(sleeper: sleeper, seed: { double in
-            try double.create("pods", namespace: "default", podJSON("late"))
-            // The first 4 requests are throttled (the client retries 3 times, then the informer
-            // waits), the next 3 fail with 500.
-            double.failNext(4, status: 429, retryAfterSeconds: 3, pathPrefix: "/api/v1/pods")
-            double.failNext(3, status: 500, pathPrefix: "/api/v1/pods")
-        }) { double, informer in
-            #expect(await eventuallyAsync(within: 30) { informer.object(ObjectKey(namespace: "default", name: "late")) != nil })
+        try await withInformer(
+            sleeper: sleeper,
+            seed: { double in
+                try double.create("pods", namespace: "default", podJSON("late"))
+                // The first 4 requests are throttled (the client retries 3 times, then the informer
+                // waits), the next 3 fail with 500.
+                double.failNext(4, status: 429, retryAfterSeconds: 3, pathPrefix: "/api/v1/pods")
+                double.failNext(3, status: 500, pathPrefix: "/api/v1/pods")
+            }
+        ) { double, informer in
+            #expect(
+                await eventuallyAsync(within: 30) {
+                    informer.object(ObjectKey(namespace: "default", name: "late")) != nil
+                }
+            )
             #expect(informer.hasSynced)
             let sleeps = sleeper.sleeps
             // Three client retries after Retry-After, then the informer's own wait: at least the
@@ -131,7 +186,11 @@ import ZPKube
     }
 
     @Test func watchTimeout_isHonoured_andWatchesAreRenewed() async throws {
-        let options = InformerOptions(fieldSelector: "spec.nodeName=node-a", watchTimeoutSeconds: 1, backoff: Backoff(initial: .milliseconds(50)))
+        let options = InformerOptions(
+            fieldSelector: "spec.nodeName=node-a",
+            watchTimeoutSeconds: 1,
+            backoff: Backoff(initial: .milliseconds(50))
+        )
         try await withInformer(options: options) { double, informer in
             await informer.waitForSync()
             #expect(await eventuallyAsync { informer.statistics.watches >= 3 })
@@ -143,10 +202,21 @@ import ZPKube
     }
 
     @Test func hungServer_watchIsGivenUp_slowServer_requestTimesOut_thenRecovers() async throws {
-        let options = InformerOptions(fieldSelector: "spec.nodeName=node-a", watchTimeoutSeconds: 1, backoff: Backoff(initial: .milliseconds(50)))
+        let options = InformerOptions(
+            fieldSelector: "spec.nodeName=node-a",
+            watchTimeoutSeconds: 1,
+            backoff: Backoff(initial: .milliseconds(50))
+        )
         try await withInformer(
-            settings: { $0.honourWatchTimeout = false; $0.bookmarkInterval = .seconds(3600) },
-            client: { $0.watchGrace = .milliseconds(500); $0.requestTimeout = .milliseconds(500) }, options: options
+            settings: {
+                $0.honourWatchTimeout = false
+                $0.bookmarkInterval = .seconds(3600)
+            },
+            client: {
+                $0.watchGrace = .milliseconds(500)
+                $0.requestTimeout = .milliseconds(500)
+            },
+            options: options
         ) { double, informer in
             await informer.waitForSync()
             // The server never ends the watch: the informer gives it up after 1 s + 0.5 s grace.
@@ -165,7 +235,10 @@ import ZPKube
 
     @Test func unreachableServer_theInformerRecovers() async throws {
         // async-http-client retries refused connections until the request's deadline: keep it short.
-        try await withInformer(client: { $0.requestTimeout = .seconds(1) }, seed: { try $0.create("pods", namespace: "default", podJSON("a1")) }) { double, informer in
+        try await withInformer(
+            client: { $0.requestTimeout = .seconds(1) },
+            seed: { try $0.create("pods", namespace: "default", podJSON("a1")) }
+        ) { double, informer in
             await informer.waitForSync()
             #expect(await eventuallyAsync { double.openWatches == 1 })
             await double.stopListening()

@@ -1,9 +1,9 @@
 import Foundation
-import Synchronization
 import KubeAPIDouble
+import Synchronization
 import Testing
-import ZPTestSupport
 import ZPKube
+import ZPTestSupport
 
 /// Real kubectl (Debian sid's 1.36.4, from the cache `make setup` fills) against ``KubeAPIDouble``,
 /// a test double of the Kubernetes API server (there is no kube-apiserver on these machines). The
@@ -38,20 +38,35 @@ struct KubectlTests {
             var running = podJSON("web", node: "node-a")
             running[path: ["status"]] = [
                 "phase": "Running", "podIP": "10.1.0.7",
-                "containerStatuses": [["name": "app", "ready": true, "restartCount": 2, "image": "busybox", "imageID": "", "started": true]],
+                "containerStatuses": [
+                    [
+                        "name": "app", "ready": true, "restartCount": 2, "image": "busybox", "imageID": "",
+                        "started": true,
+                    ]
+                ],
             ]
             try double.create("pods", namespace: "default", running)
             try double.create("pods", namespace: "default", podJSON("db", node: "node-b"))
             // Status is the kubelet's: set it through the status subresource like a kubelet does.
             let status = double.call(
-                "PATCH", "/api/v1/namespaces/default/pods/web/status", body: ["status": running["status"]!],
-                contentType: "application/merge-patch+json")
+                "PATCH",
+                "/api/v1/namespaces/default/pods/web/status",
+                body: ["status": running["status"]!],
+                contentType: "application/merge-patch+json"
+            )
             #expect(status.status == 200)
 
             let result = try await kubectl(["get", "pods", "-o", "wide"], kubeconfig: config)
             #expect(result.status == 0, "\(result.stderr)")
-            let lines = result.stdout.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true).map(String.init) }
-            #expect(lines.first == ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED", "NODE", "READINESS", "GATES"])
+            let lines = result.stdout.split(separator: "\n").map {
+                $0.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
+            }
+            #expect(
+                lines.first == [
+                    "NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED", "NODE", "READINESS",
+                    "GATES",
+                ]
+            )
             #expect(lines.count == 3)
             let web = lines.first { $0.first == "web" } ?? []
             #expect(web.count == 9)
@@ -92,11 +107,18 @@ struct KubectlTests {
             #expect(await eventuallyAsync { double.openWatches == 1 })
             try double.create("pods", namespace: "default", podJSON("api"))
             double.call(
-                "PATCH", "/api/v1/namespaces/default/pods/web/status", body: ["status": ["phase": "Running"]],
-                contentType: "application/merge-patch+json")
+                "PATCH",
+                "/api/v1/namespaces/default/pods/web/status",
+                body: ["status": ["phase": "Running"]],
+                contentType: "application/merge-patch+json"
+            )
             double.call("DELETE", "/api/v1/namespaces/default/pods/api")
-            #expect(await eventuallyAsync { collected.lines.contains { $0.hasPrefix("DELETED") && $0.contains("api") } })
-            let events = collected.lines.filter { !$0.hasPrefix("EVENT") }.map { $0.split(separator: " ").prefix(2).joined(separator: " ") }
+            #expect(
+                await eventuallyAsync { collected.lines.contains { $0.hasPrefix("DELETED") && $0.contains("api") } }
+            )
+            let events = collected.lines.filter { !$0.hasPrefix("EVENT") }.map {
+                $0.split(separator: " ").prefix(2).joined(separator: " ")
+            }
             #expect(events == ["ADDED web", "ADDED api", "MODIFIED web", "DELETED api"])
             #expect(collected.lines.contains { $0.hasPrefix("MODIFIED") && $0.contains("Running") })
 
@@ -110,7 +132,10 @@ struct KubectlTests {
         try await withDouble { double, config in
             try double.create("pods", namespace: "default", podJSON("web"))
             let before = try #require(double.object("pods", namespace: "default", name: "web"))
-            let result = try await kubectl(["label", "pod", "web", "status.zeropod.ctrox.dev/app=SCALED_DOWN"], kubeconfig: config)
+            let result = try await kubectl(
+                ["label", "pod", "web", "status.zeropod.ctrox.dev/app=SCALED_DOWN"],
+                kubeconfig: config
+            )
             #expect(result.status == 0, "\(result.stderr)")
             #expect(result.stdout == "pod/web labeled\n")
             let after = try #require(double.object("pods", namespace: "default", name: "web"))
@@ -123,20 +148,31 @@ struct KubectlTests {
             // kubectl checks label values itself; sent in a patch, the double refuses one with a 422
             // Status whose message kubectl prints.
             let bad = try await kubectl(
-                ["patch", "pod", "web", "--type=merge", "-p", #"{"metadata":{"labels":{"x":"not valid!"}}}"#], kubeconfig: config)
+                ["patch", "pod", "web", "--type=merge", "-p", #"{"metadata":{"labels":{"x":"not valid!"}}}"#],
+                kubeconfig: config
+            )
             #expect(bad.status != 0)
-            #expect(bad.stderr.contains(#"The Pod "web" is invalid: metadata.labels: Invalid value: "not valid!""#), "\(bad.stderr)")
+            #expect(
+                bad.stderr.contains(#"The Pod "web" is invalid: metadata.labels: Invalid value: "not valid!""#),
+                "\(bad.stderr)"
+            )
         }
     }
 
     @Test func patch_mergeAndStrategic() async throws {
         try await withDouble { double, config in
             try double.create(
-                "pods", namespace: "default",
-                podJSON("web", containers: [("app", ["cpu": "100m"], [:]), ("sidecar", ["cpu": "10m"], [:])]))
+                "pods",
+                namespace: "default",
+                podJSON("web", containers: [("app", ["cpu": "100m"], [:]), ("sidecar", ["cpu": "10m"], [:])])
+            )
             let merge = try await kubectl(
-                ["patch", "pod", "web", "--type=merge", "-p", #"{"metadata":{"annotations":{"zeropod.ctrox.dev/cpu-requests":"{\"app\":\"100m\"}"}}}"#],
-                kubeconfig: config)
+                [
+                    "patch", "pod", "web", "--type=merge", "-p",
+                    #"{"metadata":{"annotations":{"zeropod.ctrox.dev/cpu-requests":"{\"app\":\"100m\"}"}}}"#,
+                ],
+                kubeconfig: config
+            )
             #expect(merge.status == 0, "\(merge.stderr)")
             #expect(merge.stdout == "pod/web patched\n")
             var pod = try #require(double.object("pods", namespace: "default", name: "web"))
@@ -144,8 +180,12 @@ struct KubectlTests {
 
             // Strategic: containers merge by name, so only `app` changes and `sidecar` stays.
             let strategic = try await kubectl(
-                ["patch", "pod", "web", "--type=strategic", "-p", #"{"spec":{"containers":[{"name":"app","image":"busybox:1.37"}]}}"#],
-                kubeconfig: config)
+                [
+                    "patch", "pod", "web", "--type=strategic", "-p",
+                    #"{"spec":{"containers":[{"name":"app","image":"busybox:1.37"}]}}"#,
+                ],
+                kubeconfig: config
+            )
             #expect(strategic.status == 0, "\(strategic.stderr)")
             pod = try #require(double.object("pods", namespace: "default", name: "web"))
             let containers = pod[path: ["spec", "containers"]]?.arrayValue ?? []
@@ -154,18 +194,29 @@ struct KubectlTests {
 
             // The same list as a merge patch replaces the list: a pod update may not drop a container.
             let replace = try await kubectl(
-                ["patch", "pod", "web", "--type=merge", "-p", #"{"spec":{"containers":[{"name":"app","image":"busybox:1.37"}]}}"#],
-                kubeconfig: config)
+                [
+                    "patch", "pod", "web", "--type=merge", "-p",
+                    #"{"spec":{"containers":[{"name":"app","image":"busybox:1.37"}]}}"#,
+                ],
+                kubeconfig: config
+            )
             #expect(replace.status != 0)
             #expect(replace.stderr.contains("pod updates may not change fields other than"), "\(replace.stderr)")
 
             // A patch that changes nothing leaves the resourceVersion alone; kubectl says so.
             let version = pod[path: ["metadata", "resourceVersion"]]
             let noChange = try await kubectl(
-                ["patch", "pod", "web", "--type=strategic", "-p", #"{"spec":{"containers":[{"name":"app","image":"busybox:1.37"}]}}"#],
-                kubeconfig: config)
+                [
+                    "patch", "pod", "web", "--type=strategic", "-p",
+                    #"{"spec":{"containers":[{"name":"app","image":"busybox:1.37"}]}}"#,
+                ],
+                kubeconfig: config
+            )
             #expect(noChange.stdout == "pod/web patched (no change)\n", "\(noChange.stderr)")
-            #expect(double.object("pods", namespace: "default", name: "web")?[path: ["metadata", "resourceVersion"]] == version)
+            #expect(
+                double.object("pods", namespace: "default", name: "web")?[path: ["metadata", "resourceVersion"]]
+                    == version
+            )
         }
     }
 
@@ -178,13 +229,24 @@ struct KubectlTests {
                 let event = Event(
                     metadata: ObjectMeta(generateName: "zeropod-status-event-", namespace: "default"),
                     involvedObject: ObjectReference(
-                        apiVersion: "v1", kind: "Pod", name: "web", namespace: "default",
-                        uid: pod[path: ["metadata", "uid"]]?.stringValue, fieldPath: "spec.containers{app}"),
-                    reason: "Scaled down", message: "Scaled down container app in 120ms",
+                        apiVersion: "v1",
+                        kind: "Pod",
+                        name: "web",
+                        namespace: "default",
+                        uid: pod[path: ["metadata", "uid"]]?.stringValue,
+                        fieldPath: "spec.containers{app}"
+                    ),
+                    reason: "Scaled down",
+                    message: "Scaled down container app in 120ms",
                     source: EventSource(component: "zeropod.ctrox.dev/manager", host: "node-a"),
-                    firstTimestamp: KubeTime.time(now), lastTimestamp: KubeTime.time(now), type: "Normal",
-                    eventTime: KubeTime.microTime(now), action: "Scaled down", reportingComponent: "zeropod.ctrox.dev/manager",
-                    reportingInstance: "node-a")
+                    firstTimestamp: KubeTime.time(now),
+                    lastTimestamp: KubeTime.time(now),
+                    type: "Normal",
+                    eventTime: KubeTime.microTime(now),
+                    action: "Scaled down",
+                    reportingComponent: "zeropod.ctrox.dev/manager",
+                    reportingInstance: "node-a"
+                )
                 let created = try await client.create(event, .events, namespace: "default")
                 #expect(created.metadata.name?.hasPrefix("zeropod-status-event-") == true)
             } catch {
@@ -196,9 +258,16 @@ struct KubectlTests {
             let result = try await kubectl(["get", "events"], kubeconfig: config)
             #expect(result.status == 0, "\(result.stderr)")
             let lines = result.stdout.split(separator: "\n").map(String.init)
-            #expect(lines.first?.split(separator: " ", omittingEmptySubsequences: true) == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"])
+            #expect(
+                lines.first?.split(separator: " ", omittingEmptySubsequences: true) == [
+                    "LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE",
+                ]
+            )
             #expect(lines.count == 2)
-            #expect(lines.last?.contains("Normal   Scaled down   pod/web   Scaled down container app in 120ms") == true, "\(lines)")
+            #expect(
+                lines.last?.contains("Normal   Scaled down   pod/web   Scaled down container app in 120ms") == true,
+                "\(lines)"
+            )
         }
     }
 
@@ -243,7 +312,8 @@ struct KubectlTests {
             current-context: plain
             users:
             - {name: u, user: {token: \(KubectlTests.token)}}
-            """)
+            """
+        )
         try double.create("pods", namespace: "default", podJSON("web"))
         let result = try await kubectl(["get", "pods"], kubeconfig: config)
         await double.stop()

@@ -1,9 +1,9 @@
 import Foundation
+import KubeAPIDouble
 import Synchronization
 import Testing
-import ZPTestSupport
-import KubeAPIDouble
 import ZPKube
+import ZPTestSupport
 
 /// The kubectl that scripts/setup.sh unpacks into the cache (Debian sid's 1.36.4).
 let kubectlPath = TestPaths.cache + "/kubectl/usr/bin/kubectl"
@@ -13,20 +13,28 @@ let kubectlAvailable = FileManager.default.isExecutableFile(atPath: kubectlPath)
 
 /// Runs kubectl with a kubeconfig and its own cache folder, on a thread of its own (not the
 /// 2-thread cooperative pool), killed after `timeout`.
-func kubectl(_ arguments: [String], kubeconfig: String, timeout: Duration = .seconds(30)) async throws -> CommandResult {
+func kubectl(_ arguments: [String], kubeconfig: String, timeout: Duration = .seconds(30)) async throws -> CommandResult
+{
     let cache = try TemporaryDirectory("zpkube-cache")
     defer { cache.remove() }
     var environment = ProcessInfo.processInfo.environment
     environment["KUBECACHEDIR"] = cache.path
     return try await runOffThePool(
-        [kubectlPath, "--kubeconfig", kubeconfig] + arguments, timeout: Int(timeout.components.seconds),
-        environment: environment)
+        [kubectlPath, "--kubeconfig", kubeconfig] + arguments,
+        timeout: Int(timeout.components.seconds),
+        environment: environment
+    )
 }
 
 /// A pod document for tests.
 func podJSON(
-    _ name: String, namespace: String = "default", node: String? = "node-a", labels: [String: String] = [:],
-    containers: [(name: String, requests: [String: String], limits: [String: String])] = [("app", ["cpu": "250m", "memory": "64Mi"], [:])]
+    _ name: String,
+    namespace: String = "default",
+    node: String? = "node-a",
+    labels: [String: String] = [:],
+    containers: [(name: String, requests: [String: String], limits: [String: String])] = [
+        ("app", ["cpu": "250m", "memory": "64Mi"], [:])
+    ]
 ) -> JSON {
     var pod: JSON = [
         "apiVersion": "v1", "kind": "Pod",
@@ -35,10 +43,15 @@ func podJSON(
             "containers": .array(
                 containers.map { container in
                     var resources: JSON = [:]
-                    if !container.requests.isEmpty { resources["requests"] = .object(container.requests.mapValues(JSON.string)) }
-                    if !container.limits.isEmpty { resources["limits"] = .object(container.limits.mapValues(JSON.string)) }
+                    if !container.requests.isEmpty {
+                        resources["requests"] = .object(container.requests.mapValues(JSON.string))
+                    }
+                    if !container.limits.isEmpty {
+                        resources["limits"] = .object(container.limits.mapValues(JSON.string))
+                    }
                     return ["name": .string(container.name), "image": "busybox", "resources": resources]
-                })
+                }
+            )
         ],
     ]
     if !labels.isEmpty { pod[path: ["metadata", "labels"]] = .object(labels.mapValues(JSON.string)) }

@@ -4,6 +4,7 @@ import Foundation
 import Testing
 import Yams
 import ZPCore
+
 @testable import ZPManager
 
 @Suite struct CommandTests {
@@ -12,13 +13,18 @@ import ZPCore
     }
 
     @Test func originalSpelling_isAccepted() throws {
-        let command = try parse(["-metrics-addr=:9090", "-node-server-addr", ":8091", "-status-labels", "-status-events", "-in-place-scaling",
-                                 "-kubeconfig=/tmp/kc"])
+        let command = try parse([
+            "-metrics-addr=:9090", "-node-server-addr", ":8091", "-status-labels", "-status-events",
+            "-in-place-scaling",
+            "-kubeconfig=/tmp/kc",
+        ])
         #expect(command.metricsAddress == ":9090")
         #expect(command.nodeServerAddress == ":8091")
         #expect(command.statusLabels && command.statusEvents && command.inPlaceScaling)
         #expect(command.kubeconfig == "/tmp/kc")
-        let configuration = try command.configuration(environment: ["NODE_NAME": "n1", "POD_IP": "10.0.0.5", "ZEROPOD_NODE_CONFIG": "/nonexistent"])
+        let configuration = try command.configuration(environment: [
+            "NODE_NAME": "n1", "POD_IP": "10.0.0.5", "ZEROPOD_NODE_CONFIG": "/nonexistent",
+        ])
         #expect(configuration.metricsAddress == (try ListenAddress(parsing: "0.0.0.0:9090", flag: "x")))
         #expect(configuration.nodeName == "n1")
         #expect(configuration.podIP == "10.0.0.5")
@@ -40,7 +46,10 @@ import ZPCore
     }
 
     @Test func refusals_nameTheInput() throws {
-        func message(_ arguments: [String], environment: [String: String] = ["ZEROPOD_NODE_CONFIG": "/nonexistent"]) -> String {
+        func message(
+            _ arguments: [String],
+            environment: [String: String] = ["ZEROPOD_NODE_CONFIG": "/nonexistent"]
+        ) -> String {
             do {
                 _ = try parse(arguments).configuration(environment: environment)
                 return ""
@@ -59,14 +68,21 @@ import ZPCore
     /// The manager's arguments in config/ (the DaemonSet's base args plus each component's patch)
     /// are accepted, and give the configuration the components promise.
     @Test func configArguments_parse() throws {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let daemonSet = try String(contentsOf: root.appendingPathComponent("config/base/node-daemonset.yaml"), encoding: .utf8)
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let daemonSet = try String(
+            contentsOf: root.appendingPathComponent("config/base/node-daemonset.yaml"),
+            encoding: .utf8
+        )
         let document = try #require(try Yams.load(yaml: daemonSet) as? [String: Any])
         let spec = ((document["spec"] as? [String: Any])?["template"] as? [String: Any])?["spec"] as? [String: Any]
         let manager = (spec?["containers"] as? [[String: Any]])?.first { $0["name"] as? String == "manager" }
         var arguments = try #require(manager?["args"] as? [String])
         for component in ["status-labels", "status-events", "in-place-scaling"] {
-            let text = try String(contentsOf: root.appendingPathComponent("config/components/\(component)/kustomization.yaml"), encoding: .utf8)
+            let text = try String(
+                contentsOf: root.appendingPathComponent("config/components/\(component)/kustomization.yaml"),
+                encoding: .utf8
+            )
             let values = text.split(separator: "\n").compactMap { line -> String? in
                 let trimmed = line.trimmingCharacters(in: .whitespaces)
                 return trimmed.hasPrefix("value: -") ? String(trimmed.dropFirst("value: ".count)) : nil
@@ -74,9 +90,14 @@ import ZPCore
             #expect(values == ["-\(component)"])
             arguments += values
         }
-        let configuration = try parse(arguments).configuration(environment: ["NODE_NAME": "n1", "POD_IP": "10.0.0.1", "ZEROPOD_NODE_CONFIG": "/nonexistent"])
+        let configuration = try parse(arguments).configuration(environment: [
+            "NODE_NAME": "n1", "POD_IP": "10.0.0.1", "ZEROPOD_NODE_CONFIG": "/nonexistent",
+        ])
         #expect(configuration.metricsAddress.port == 8080 && configuration.nodeServerAddress.port == 8090)
-        #expect(configuration.features == PodFeatures(statusLabels: true, inPlaceScaling: true) && configuration.statusEvents)
+        #expect(
+            configuration.features == PodFeatures(statusLabels: true, inPlaceScaling: true)
+                && configuration.statusEvents
+        )
         let env = (manager?["env"] as? [[String: Any]])?.compactMap { $0["name"] as? String } ?? []
         #expect(env.contains("NODE_NAME") && env.contains("POD_IP"))
         // The status sockets' folder is mounted where the node settings' default run-dir says.
@@ -85,7 +106,8 @@ import ZPCore
     }
 
     @Test func nodeSettings_giveTheStatusSocketFolder() throws {
-        let file = FileManager.default.temporaryDirectory.appendingPathComponent("zpm-node-\(UUID().uuidString).conf").path
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("zpm-node-\(UUID().uuidString).conf")
+            .path
         try "run-dir = /run/zp-test\n".write(toFile: file, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: file) }
         let configuration = try parse(["-node-config", file]).configuration(environment: [:])
@@ -122,7 +144,17 @@ import ZPCore
         let queue = WorkQueue(eventCapacity: 3)
         let key = PodKey(namespace: "ns", name: "p")
         for i in 0..<5 {
-            queue.enqueue(PendingEvent(occurrence: .wouldRestore, container: "c", containerID: "id", pod: key, podUID: "", time: Int64(i), identity: "\(i)"))
+            queue.enqueue(
+                PendingEvent(
+                    occurrence: .wouldRestore,
+                    container: "c",
+                    containerID: "id",
+                    pod: key,
+                    podUID: "",
+                    time: Int64(i),
+                    identity: "\(i)"
+                )
+            )
         }
         #expect(queue.eventCounts.pending == 3)
         #expect(queue.eventCounts.dropped == 2)

@@ -4,12 +4,13 @@
 import Foundation
 import KubeAPIDouble
 import Testing
-import ZPTestSupport
+import Yams
 import ZPAPI
 import ZPCore
 import ZPKube
 import ZPManagerTestKit
-import Yams
+import ZPTestSupport
+
 @testable import ZPManager
 
 @Suite(.serialized) struct ManagerTests {
@@ -30,8 +31,13 @@ import Yams
                     #expect(await eventuallyAsync { label(double, "web") == "SCALED_DOWN" })
                     #expect(await eventuallyAsync { requests(double, "web") == ["cpu": "1m", "memory": "1Ki"] })
                     let pod = double.object("pods", namespace: "default", name: "web")!
-                    #expect(pod[path: ["metadata", "annotations", "zeropod.ctrox.dev/cpu-requests"]] == #"{"app":"250m"}"#)
-                    #expect(pod[path: ["metadata", "annotations", "zeropod.ctrox.dev/memory-requests"]] == #"{"app":"64Mi"}"#)
+                    #expect(
+                        pod[path: ["metadata", "annotations", "zeropod.ctrox.dev/cpu-requests"]] == #"{"app":"250m"}"#
+                    )
+                    #expect(
+                        pod[path: ["metadata", "annotations", "zeropod.ctrox.dev/memory-requests"]]
+                            == #"{"app":"64Mi"}"#
+                    )
                     #expect(await eventuallyAsync { events(double, reason: "Scaled down").count == 1 })
                     let event = events(double, reason: "Scaled down")[0]
                     #expect(event["type"] == "Normal")
@@ -56,8 +62,16 @@ import Yams
                     // Metrics followed the shim.
                     let text = manager.state.metrics.exposition()
                     #expect(text.contains(#"zeropod_running{container="app",pod="web",namespace="default"} 1"#))
-                    #expect(text.contains(#"zeropod_checkpoint_duration_seconds_count{container="app",pod="web",namespace="default"} 1"#))
-                    #expect(text.contains(#"zeropod_restore_duration_seconds_count{container="app",pod="web",namespace="default"} 1"#))
+                    #expect(
+                        text.contains(
+                            #"zeropod_checkpoint_duration_seconds_count{container="app",pod="web",namespace="default"} 1"#
+                        )
+                    )
+                    #expect(
+                        text.contains(
+                            #"zeropod_restore_duration_seconds_count{container="app",pod="web",namespace="default"} 1"#
+                        )
+                    )
                 }
             }
         }
@@ -67,7 +81,8 @@ import Yams
         let run = try RunDirectory()
         defer { run.remove() }
         try await withDouble { double in
-            let uid = try double.create("pods", namespace: "default", podDocument("web"))[path: ["metadata", "uid"]]!.stringValue!
+            let uid = try double.create("pods", namespace: "default", podDocument("web"))[path: ["metadata", "uid"]]!
+                .stringValue!
             let manager = try makeManager(double, layout: run.layout, resize: false)
             try await withFakeShims([run.socket("b1")]) { shims in
                 let shim = shims[0].shim
@@ -83,7 +98,11 @@ import Yams
                     #expect(manager.fleet.statistics.subscriptions >= 2)
                     // Another reconnect with nothing new reports nothing again.
                     shim.endSubscriptions()
-                    #expect(await eventuallyAsync { manager.fleet.statistics.subscriptions >= 3 && shim.subscriberCount == 1 })
+                    #expect(
+                        await eventuallyAsync {
+                            manager.fleet.statistics.subscriptions >= 3 && shim.subscriberCount == 1
+                        }
+                    )
                     try await Task.sleep(for: .milliseconds(300))
                     #expect(events(double, reason: "Scaled down").count == 1)
                 }
@@ -95,7 +114,8 @@ import Yams
         let run = try RunDirectory()
         defer { run.remove() }
         try await withDouble { double in
-            let uid = try double.create("pods", namespace: "default", podDocument("web"))[path: ["metadata", "uid"]]!.stringValue!
+            let uid = try double.create("pods", namespace: "default", podDocument("web"))[path: ["metadata", "uid"]]!
+                .stringValue!
             try await withFakeShims([run.socket("c1")]) { shims in
                 let shim = shims[0].shim
                 shim.set(containerStatus("c1", uid: uid))
@@ -120,7 +140,8 @@ import Yams
         let run = try RunDirectory()
         defer { run.remove() }
         try await withDouble { double in
-            let uid = try double.create("pods", namespace: "default", podDocument("web"))[path: ["metadata", "uid"]]!.stringValue!
+            let uid = try double.create("pods", namespace: "default", podDocument("web"))[path: ["metadata", "uid"]]!
+                .stringValue!
             let manager = try makeManager(double, layout: run.layout, events: false, requestTimeout: .seconds(2))
             try await withFakeShims([run.socket("d1")]) { shims in
                 let shim = shims[0].shim
@@ -155,8 +176,15 @@ import Yams
         let run = try RunDirectory()
         defer { run.remove() }
         try await withDouble { double in
-            let uid = try double.create("pods", namespace: "default", podDocument("web"))[path: ["metadata", "uid"]]!.stringValue!
-            let manager = try makeManager(double, layout: run.layout, labels: false, resize: false, requestTimeout: .milliseconds(400))
+            let uid = try double.create("pods", namespace: "default", podDocument("web"))[path: ["metadata", "uid"]]!
+                .stringValue!
+            let manager = try makeManager(
+                double,
+                layout: run.layout,
+                labels: false,
+                resize: false,
+                requestTimeout: .milliseconds(400)
+            )
             try await withFakeShims([run.socket("e1")]) { shims in
                 let shim = shims[0].shim
                 shim.set(containerStatus("c1", uid: uid))
@@ -178,7 +206,8 @@ import Yams
         let run = try RunDirectory()
         defer { run.remove() }
         try await withDouble { double in
-            let uid = try double.create("pods", namespace: "default", podDocument("web"))[path: ["metadata", "uid"]]!.stringValue!
+            let uid = try double.create("pods", namespace: "default", podDocument("web"))[path: ["metadata", "uid"]]!
+                .stringValue!
             let manager = try makeManager(double, layout: run.layout)
             try await withFakeShims([run.socket("k1")]) { shims in
                 let shim = shims[0].shim
@@ -191,11 +220,22 @@ import Yams
                     #expect(await eventuallyAsync { events(double, reason: "Would scale down").count == 2 })
                     #expect(await eventuallyAsync { events(double, reason: "Would restore").count == 1 })
                     let text = manager.state.metrics.exposition()
-                    #expect(text.contains(#"zeropod_dry_run_scale_downs_total{container="app",pod="web",namespace="default"} 2"#))
-                    #expect(text.contains(#"zeropod_dry_run_would_restores_total{container="app",pod="web",namespace="default"} 1"#))
+                    #expect(
+                        text.contains(
+                            #"zeropod_dry_run_scale_downs_total{container="app",pod="web",namespace="default"} 2"#
+                        )
+                    )
+                    #expect(
+                        text.contains(
+                            #"zeropod_dry_run_would_restores_total{container="app",pod="web",namespace="default"} 1"#
+                        )
+                    )
                     #expect(label(double, "web") == "RUNNING")
                     #expect(requests(double, "web") == ["cpu": "250m", "memory": "64Mi"])
-                    #expect(events(double, reason: "Would scale down").first?["message"] == "Dry run: container app would have been scaled down")
+                    #expect(
+                        events(double, reason: "Would scale down").first?["message"]
+                            == "Dry run: container app would have been scaled down"
+                    )
                 }
             }
         }
@@ -205,7 +245,11 @@ import Yams
         let run = try RunDirectory()
         defer { run.remove() }
         try await withDouble { double in
-            let doc = podDocument("gp", requests: ["cpu": "1", "memory": "1Gi"], limits: ["cpu": "1", "memory": "1Gi"])
+            let doc = podDocument(
+                "gp",
+                requests: ["cpu": "1", "memory": "1Gi"],
+                limits: ["cpu": "1", "memory": "1Gi"]
+            )
             let uid = try double.create("pods", namespace: "default", doc)[path: ["metadata", "uid"]]!.stringValue!
             let manager = try makeManager(double, layout: run.layout, events: false)
             try await withFakeShims([run.socket("f1")]) { shims in
@@ -225,8 +269,15 @@ import Yams
         defer { run.remove() }
         let manager = try Manager(
             configuration: testConfiguration(layout: run.layout, labels: false, events: false, resize: false),
-            fleetOptions: { var o = ShimFleet.Options(); o.initialBackoff = .milliseconds(20); o.maximumBackoff = .milliseconds(200); return o }(),
-            directoryTick: .milliseconds(50), logger: testLogger())
+            fleetOptions: {
+                var o = ShimFleet.Options()
+                o.initialBackoff = .milliseconds(20)
+                o.maximumBackoff = .milliseconds(200)
+                return o
+            }(),
+            directoryTick: .milliseconds(50),
+            logger: testLogger()
+        )
         try await withManager(manager) { manager in
             let socket = run.socket("g1")
             try await withFakeShims([socket]) { shims in
@@ -244,10 +295,17 @@ import Yams
                 withUnsafeMutableBytes(of: &address.sun_path) { raw in
                     _ = strncpy(raw.baseAddress!.assumingMemoryBound(to: CChar.self), path, raw.count - 1)
                 }
-                _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+                _ = withUnsafePointer(to: &address) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        bind(s, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                    }
+                }
                 return s
             }
-            defer { close(fd); unlink(socket) }
+            defer {
+                close(fd)
+                unlink(socket)
+            }
             #expect(await eventuallyAsync { manager.fleet.statistics.failures >= 3 })
             #expect(manager.fleet.shims == [socket])
         }
@@ -256,16 +314,26 @@ import Yams
 
 /// The RBAC rules of config/ (base + the three manager components), read from the YAML files.
 func configRules() throws -> [KubeAPIDouble.PolicyRule] {
-    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
     var rules: [KubeAPIDouble.PolicyRule] = []
-    for file in ["config/base/rbac.yaml", "config/components/status-labels/rbac.yaml", "config/components/status-events/rbac.yaml",
-                 "config/components/in-place-scaling/rbac.yaml"] {
+    for file in [
+        "config/base/rbac.yaml", "config/components/status-labels/rbac.yaml",
+        "config/components/status-events/rbac.yaml",
+        "config/components/in-place-scaling/rbac.yaml",
+    ] {
         let text = try String(contentsOf: root.appendingPathComponent(file), encoding: .utf8)
         for document in try Yams.load_all(yaml: text) {
             guard let object = document as? [String: Any], object["kind"] as? String == "ClusterRole",
-                  let list = object["rules"] as? [[String: Any]] else { continue }
+                let list = object["rules"] as? [[String: Any]]
+            else { continue }
             for rule in list where (rule["apiGroups"] as? [String]) == [""] {
-                rules.append(KubeAPIDouble.PolicyRule(verbs: Set(rule["verbs"] as? [String] ?? []), resources: Set(rule["resources"] as? [String] ?? [])))
+                rules.append(
+                    KubeAPIDouble.PolicyRule(
+                        verbs: Set(rule["verbs"] as? [String] ?? []),
+                        resources: Set(rule["resources"] as? [String] ?? [])
+                    )
+                )
             }
         }
     }
@@ -282,7 +350,8 @@ func configRules() throws -> [KubeAPIDouble.PolicyRule] {
         defer { run.remove() }
         try await withDouble { double in
             double.update { $0.authorization = ["zeropod-node": rules] }
-            let uid = try double.create("pods", namespace: "default", podDocument("web"))[path: ["metadata", "uid"]]!.stringValue!
+            let uid = try double.create("pods", namespace: "default", podDocument("web"))[path: ["metadata", "uid"]]!
+                .stringValue!
             let manager = try makeManager(double, layout: run.layout)
             try await withFakeShims([run.socket("h1")]) { shims in
                 let shim = shims[0].shim
@@ -290,16 +359,28 @@ func configRules() throws -> [KubeAPIDouble.PolicyRule] {
                 try await withManager(manager) { manager in
                     #expect(await eventuallyAsync { label(double, "web") == "RUNNING" })
                     shim.transition("c1", to: .scaledDown, event: .checkpointFinished(duration: .milliseconds(10)))
-                    #expect(await eventuallyAsync { requests(double, "web") == ["cpu": "1m", "memory": "1Ki"] && label(double, "web") == "SCALED_DOWN" })
+                    #expect(
+                        await eventuallyAsync {
+                            requests(double, "web") == ["cpu": "1m", "memory": "1Ki"]
+                                && label(double, "web") == "SCALED_DOWN"
+                        }
+                    )
                     shim.transition("c1", to: .running, event: .restoreFinished(duration: .milliseconds(10)))
-                    #expect(await eventuallyAsync { requests(double, "web") == ["cpu": "250m", "memory": "64Mi"] && label(double, "web") == "RUNNING" })
+                    #expect(
+                        await eventuallyAsync {
+                            requests(double, "web") == ["cpu": "250m", "memory": "64Mi"]
+                                && label(double, "web") == "RUNNING"
+                        }
+                    )
                     #expect(await eventuallyAsync { events(double).count == 2 })
                     let stats = manager.writer!.statistics
                     #expect(stats.failures == 0 && stats.eventsDropped == 0 && stats.resizesRefused == 0, "\(stats)")
                 }
             }
             // And without the resize rule, the resize is forbidden (the rules are what is needed).
-            double.update { $0.authorization = ["zeropod-node": rules.filter { !$0.resources.contains("pods/resize") }] }
+            double.update {
+                $0.authorization = ["zeropod-node": rules.filter { !$0.resources.contains("pods/resize") }]
+            }
             let (status, _) = await forbiddenResize(double)
             #expect(status == 403)
         }
@@ -312,7 +393,14 @@ func configRules() throws -> [KubeAPIDouble.PolicyRule] {
         let patch: JSON = ["spec": ["containers": [["name": "app", "resources": ["requests": ["cpu": "2m"]]]]]]
         var result = (200, "")
         do {
-            _ = try await client.patch(Pod.self, .pods, namespace: "default", name: "web", patch: .strategicMerge(patch), subresource: "resize")
+            _ = try await client.patch(
+                Pod.self,
+                .pods,
+                namespace: "default",
+                name: "web",
+                patch: .strategicMerge(patch),
+                subresource: "resize"
+            )
         } catch {
             result = (error.httpStatus ?? 0, error.message)
         }

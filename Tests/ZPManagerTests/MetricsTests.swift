@@ -1,6 +1,7 @@
 // The metrics mapping: cumulative shim values → Prometheus series (no I/O, no root).
 import Foundation
 import Testing
+
 @testable import ZPManager
 
 private let bounds = ZeropodMetrics.buckets
@@ -10,13 +11,28 @@ private func histogram(_ values: [Double]) -> CumulativeHistogram {
 }
 
 private func sample(
-    id: String = "c1", running: Bool = true, checkpoints: [Double] = [], restores: [Double] = [], checkpointErrors: UInt64 = 0,
-    restoreErrors: UInt64 = 0, lastCheckpoint: Int64? = nil, dryRun: UInt64 = 0
+    id: String = "c1",
+    running: Bool = true,
+    checkpoints: [Double] = [],
+    restores: [Double] = [],
+    checkpointErrors: UInt64 = 0,
+    restoreErrors: UInt64 = 0,
+    lastCheckpoint: Int64? = nil,
+    dryRun: UInt64 = 0
 ) -> ContainerMetricsSample {
     ContainerMetricsSample(
-        id: id, container: "app", pod: "web", namespace: "default", running: running, lastCheckpointNanos: lastCheckpoint,
-        checkpointDuration: histogram(checkpoints), restoreDuration: histogram(restores), checkpointErrors: checkpointErrors,
-        restoreErrors: restoreErrors, dryRunScaleDowns: dryRun)
+        id: id,
+        container: "app",
+        pod: "web",
+        namespace: "default",
+        running: running,
+        lastCheckpointNanos: lastCheckpoint,
+        checkpointDuration: histogram(checkpoints),
+        restoreDuration: histogram(restores),
+        checkpointErrors: checkpointErrors,
+        restoreErrors: restoreErrors,
+        dryRunScaleDowns: dryRun
+    )
 }
 
 /// The value of one sample line (`name{labels} value`), nil when absent.
@@ -65,7 +81,9 @@ private let labels = #"container="app",pod="web",namespace="default""#
             var exported = CumulativeHistogram(empty: bounds)
             var reported = exported
             for _ in 0..<Int.random(in: 1...6, using: &generator) {
-                for _ in 0..<Int.random(in: 0...5, using: &generator) { reported = reported.adding(Double.random(in: 0...15, using: &generator)) }
+                for _ in 0..<Int.random(in: 0...5, using: &generator) {
+                    reported = reported.adding(Double.random(in: 0...15, using: &generator))
+                }
                 guard case .record(let values) = HistogramReplay.plan(exported: exported, reported: reported) else {
                     Issue.record("a continuation must replay")
                     return
@@ -82,18 +100,36 @@ private let labels = #"container="app",pod="web",namespace="default""#
 @Suite struct ZeropodMetricsTests {
     @Test func exposition_hasTheOriginalsNamesHelpTypesAndBuckets() {
         let metrics = ZeropodMetrics()
-        metrics.update(sample(running: false, checkpoints: [0.12], checkpointErrors: 1, lastCheckpoint: 1_790_000_000_000_000_000))
+        metrics.update(
+            sample(running: false, checkpoints: [0.12], checkpointErrors: 1, lastCheckpoint: 1_790_000_000_000_000_000)
+        )
         let text = metrics.exposition()
-        #expect(text.contains("# HELP zeropod_running Reports if the process is currently running or checkpointed.\n# TYPE zeropod_running gauge"))
-        #expect(text.contains("# HELP zeropod_checkpoint_duration_seconds The duration of the last checkpoint in seconds.\n# TYPE zeropod_checkpoint_duration_seconds histogram"))
+        #expect(
+            text.contains(
+                "# HELP zeropod_running Reports if the process is currently running or checkpointed.\n# TYPE zeropod_running gauge"
+            )
+        )
+        #expect(
+            text.contains(
+                "# HELP zeropod_checkpoint_duration_seconds The duration of the last checkpoint in seconds.\n# TYPE zeropod_checkpoint_duration_seconds histogram"
+            )
+        )
         #expect(text.contains("# TYPE zeropod_checkpoint_errors_total counter"))
-        #expect(text.contains("# HELP zeropod_last_checkpoint_time A unix timestamp in nanoseconds of the last checkpoint."))
+        #expect(
+            text.contains("# HELP zeropod_last_checkpoint_time A unix timestamp in nanoseconds of the last checkpoint.")
+        )
         #expect(value(text, "zeropod_running{\(labels)}") == 0)
         #expect(value(text, "zeropod_checkpoint_errors_total{\(labels)}") == 1)
         #expect(value(text, "zeropod_last_checkpoint_time{\(labels)}") == 1.79e18)
         // Go's bucket bounds: le="1", not le="1.0"; the original's 15 bounds and +Inf.
-        for bound in ["0.025", "0.05", "0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9", "1", "2.5", "5", "10", "+Inf"] {
-            #expect(text.contains("zeropod_checkpoint_duration_seconds_bucket{\(labels),le=\"\(bound)\"}"), "le=\(bound)")
+        for bound in [
+            "0.025", "0.05", "0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9", "1", "2.5", "5", "10",
+            "+Inf",
+        ] {
+            #expect(
+                text.contains("zeropod_checkpoint_duration_seconds_bucket{\(labels),le=\"\(bound)\"}"),
+                "le=\(bound)"
+            )
         }
         #expect(!text.contains("le=\"1.0\""))
         #expect(value(text, "zeropod_checkpoint_duration_seconds_bucket{\(labels),le=\"0.1\"}") == 0)

@@ -8,8 +8,8 @@ import Testing
 import ZPAPI
 import ZPCore
 import ZPManager
-import ZPTestSupport
 import ZPTTRPC
+import ZPTestSupport
 
 // The node service's mutual TLS (decision 0049): a peer with a certificate of the cluster's CA for
 // the address it is dialled at gets the image; a peer without a valid certificate — none, another
@@ -38,10 +38,15 @@ func withPeerServer(_ credentials: NodeCredentials, _ body: (Int, Refusals) asyn
     let server = TTRPCServer(router: router, group: MultiThreadedEventLoopGroup.singleton, logger: logger)
     try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask {
-            try await server.run(tcpHost: "127.0.0.1", port: 0, prepareConnection: { channel in
-                try tls.prepareServer(channel)
-                try channel.pipeline.syncOperations.addHandler(RefusalRecorder(refusals: refusals))
-            }, onListening: { address in refusals.port.withLock { $0 = address.port } })
+            try await server.run(
+                tcpHost: "127.0.0.1",
+                port: 0,
+                prepareConnection: { channel in
+                    try tls.prepareServer(channel)
+                    try channel.pipeline.syncOperations.addHandler(RefusalRecorder(refusals: refusals))
+                },
+                onListening: { address in refusals.port.withLock { $0 = address.port } }
+            )
         }
         #expect(await eventuallyAsync { refusals.port.withLock { $0 } != nil })
         try await body(refusals.port.withLock { $0 }!, refusals)
@@ -67,13 +72,25 @@ enum PullOutcome: Equatable {
 }
 
 /// Pulls through a client with `prepare` (a TLS client handler) and returns the chunks or the error text.
-func pull(port: Int, host: String = "127.0.0.1", _ prepare: @escaping @Sendable (any Channel) throws -> Void) async -> PullOutcome {
+func pull(
+    port: Int,
+    host: String = "127.0.0.1",
+    _ prepare: @escaping @Sendable (any Channel) throws -> Void
+) async -> PullOutcome {
     do {
-        let client = NodeClient(client: try await TTRPCClient.connect(host: host, port: port, group: MultiThreadedEventLoopGroup.singleton,
-                                                                      prepareConnection: prepare))
+        let client = NodeClient(
+            client: try await TTRPCClient.connect(
+                host: host,
+                port: port,
+                group: MultiThreadedEventLoopGroup.singleton,
+                prepareConnection: prepare
+            )
+        )
         var bytes: [UInt8] = []
         do {
-            for try await chunk in client.pullImage(NodeAPI.PullImageRequest(imageID: String(repeating: "0", count: 64))) { bytes += chunk }
+            for try await chunk in client.pullImage(
+                NodeAPI.PullImageRequest(imageID: String(repeating: "0", count: 64))
+            ) { bytes += chunk }
         } catch {
             await client.close()
             return .failure("\(error)")
@@ -99,7 +116,15 @@ struct CapturingLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
-    func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String, function: String, line: UInt) {
+    func log(
+        level: Logger.Level,
+        message: Logger.Message,
+        metadata: Logger.Metadata?,
+        source: String,
+        file: String,
+        function: String,
+        line: UInt
+    ) {
         let fields = (metadata ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
         lines.all.withLock { $0.append("\(level) \(message) \(fields)") }
     }
@@ -123,10 +148,19 @@ struct CapturingLogHandler: LogHandler {
             var configuration = TLSConfiguration.makeClientConfiguration()
             configuration.minimumTLSVersion = .tlsv13
             configuration.verifySignatureAlgorithms = [.ed25519]
-            configuration.trustRoots = .certificates([try NIOSSLCertificate(bytes: Array(Self.ca.certificatePEM.utf8), format: .pem)])
+            configuration.trustRoots = .certificates([
+                try NIOSSLCertificate(bytes: Array(Self.ca.certificatePEM.utf8), format: .pem)
+            ])
             let context = try NIOSSLContext(configuration: configuration)
-            let result = await pull(port: port) { try $0.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: context, serverHostname: nil)) }
-            guard case .failure(let text) = result else { Issue.record("served without a client certificate"); return }
+            let result = await pull(port: port) {
+                try $0.pipeline.syncOperations.addHandler(
+                    try NIOSSLClientHandler(context: context, serverHostname: nil)
+                )
+            }
+            guard case .failure(let text) = result else {
+                Issue.record("served without a client certificate")
+                return
+            }
             print("mTLS refusal, no client certificate — the puller sees: \(text)")
             #expect(await eventuallyAsync { !refusals.all.isEmpty })
             print("mTLS refusal, no client certificate — the server logs: \(refusals.all.first ?? "")")
@@ -140,15 +174,26 @@ struct CapturingLogHandler: LogHandler {
             // A client of another cluster's CA: it does not trust the server either.
             let stranger = try NodeTLS(credentials: try other.issueLeaf(ipAddress: "127.0.0.5"))
             let result = await pull(port: port) { try stranger.prepareClient($0) }
-            guard case .failure(let text) = result else { Issue.record("served a peer of another CA"); return }
+            guard case .failure(let text) = result else {
+                Issue.record("served a peer of another CA")
+                return
+            }
             print("mTLS refusal, another CA — the puller sees: \(text)")
             #expect(text.contains("CERTIFICATE_VERIFY_FAILED"))
             // A client that trusts our CA but presents another CA's certificate: the server refuses it.
             let forged = try other.issueLeaf(ipAddress: "127.0.0.5")
-            let forgedClient = try NodeTLS(credentials: NodeCredentials(caCertificatePEM: Self.ca.certificatePEM, certificatePEM: forged.certificatePEM,
-                                                                        privateKeyPEM: forged.privateKeyPEM))
+            let forgedClient = try NodeTLS(
+                credentials: NodeCredentials(
+                    caCertificatePEM: Self.ca.certificatePEM,
+                    certificatePEM: forged.certificatePEM,
+                    privateKeyPEM: forged.privateKeyPEM
+                )
+            )
             let second = await pull(port: port) { try forgedClient.prepareClient($0) }
-            guard case .failure(let forgedText) = second else { Issue.record("served a certificate of another CA"); return }
+            guard case .failure(let forgedText) = second else {
+                Issue.record("served a certificate of another CA")
+                return
+            }
             print("mTLS refusal, client certificate of another CA — the puller sees: \(forgedText)")
             #expect(forgedText.contains("connection failed"))
             #expect(await eventuallyAsync { !refusals.all.isEmpty })
@@ -161,7 +206,10 @@ struct CapturingLogHandler: LogHandler {
         try await withPeerServer(try Self.ca.issueLeaf(ipAddress: "127.0.0.1")) { port, refusals in
             let client = try NodeTLS(credentials: expired)
             let result = await pull(port: port) { try client.prepareClient($0) }
-            guard case .failure(let text) = result else { Issue.record("served an expired certificate"); return }
+            guard case .failure(let text) = result else {
+                Issue.record("served an expired certificate")
+                return
+            }
             print("mTLS refusal, expired client certificate — the puller sees: \(text)")
             #expect(await eventuallyAsync { !refusals.all.isEmpty })
             let logged = refusals.all.first ?? ""
@@ -169,10 +217,15 @@ struct CapturingLogHandler: LogHandler {
             #expect(logged.contains("CERTIFICATE_VERIFY_FAILED") || logged.contains("expired"))
         }
         // An expired server certificate: the puller refuses the server.
-        try await withPeerServer(try Self.ca.issueLeaf(ipAddress: "127.0.0.1", now: Date() - 7200, validity: 3600)) { port, _ in
+        try await withPeerServer(try Self.ca.issueLeaf(ipAddress: "127.0.0.1", now: Date() - 7200, validity: 3600)) {
+            port,
+            _ in
             let client = try NodeTLS(credentials: try Self.ca.issueLeaf(ipAddress: "127.0.0.5"))
             let result = await pull(port: port) { try client.prepareClient($0) }
-            guard case .failure(let text) = result else { Issue.record("pulled from an expired server"); return }
+            guard case .failure(let text) = result else {
+                Issue.record("pulled from an expired server")
+                return
+            }
             print("mTLS refusal, expired server certificate — the puller sees: \(text)")
             #expect(text.contains("CERTIFICATE_VERIFY_FAILED"))
         }
@@ -183,7 +236,10 @@ struct CapturingLogHandler: LogHandler {
         try await withPeerServer(try Self.ca.issueLeaf(ipAddress: "127.0.0.9")) { port, _ in
             let client = try NodeTLS(credentials: try Self.ca.issueLeaf(ipAddress: "127.0.0.5"))
             let result = await pull(port: port) { try client.prepareClient($0) }
-            guard case .failure(let text) = result else { Issue.record("pulled from a server whose certificate names another address"); return }
+            guard case .failure(let text) = result else {
+                Issue.record("pulled from a server whose certificate names another address")
+                return
+            }
             print("mTLS refusal, server certificate for another address — the puller sees: \(text)")
             #expect(text.contains("failedToValidateHostname"))
         }
@@ -198,13 +254,22 @@ struct CapturingLogHandler: LogHandler {
         #expect(throws: NodeTLSError("the CA certificate (tls.crt) is not a CA (no basicConstraints CA:TRUE)")) {
             try NodeCertificateAuthority(certificatePEM: leaf.certificatePEM, privateKeyPEM: leaf.privateKeyPEM)
         }
-        #expect(throws: NodeTLSError.self) { try NodeCertificateAuthority(certificatePEM: "garbage", privateKeyPEM: other.privateKeyPEM) }
-        #expect(throws: NodeTLSError("POD_IP \"node-a\" is not an IPv4 or IPv6 address: the node certificate needs it as its SAN")) {
+        #expect(throws: NodeTLSError.self) {
+            try NodeCertificateAuthority(certificatePEM: "garbage", privateKeyPEM: other.privateKeyPEM)
+        }
+        #expect(
+            throws: NodeTLSError(
+                "POD_IP \"node-a\" is not an IPv4 or IPv6 address: the node certificate needs it as its SAN"
+            )
+        ) {
             try Self.ca.issueLeaf(ipAddress: "node-a")
         }
         // The generated CA is the original's shape: ed25519, a CA, O=ctrox.dev, C=CH; PKCS#8 key.
         #expect(Self.ca.privateKeyPEM.hasPrefix("-----BEGIN PRIVATE KEY-----"))
-        #expect(try NodeCertificateAuthority(certificatePEM: Self.ca.certificatePEM, privateKeyPEM: Self.ca.privateKeyPEM).certificatePEM == Self.ca.certificatePEM)
+        #expect(
+            try NodeCertificateAuthority(certificatePEM: Self.ca.certificatePEM, privateKeyPEM: Self.ca.privateKeyPEM)
+                .certificatePEM == Self.ca.certificatePEM
+        )
     }
 
     @Test func refusedPeer_isLoggedByTheServingManager() async throws {
@@ -221,14 +286,23 @@ struct CapturingLogHandler: LogHandler {
         let port = Refusals()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-                try await server.run(tcpHost: "127.0.0.1", port: 0, prepareConnection: { try tls.prepareServer($0, logger: logger) },
-                                     onListening: { address in port.port.withLock { $0 = address.port } })
+                try await server.run(
+                    tcpHost: "127.0.0.1",
+                    port: 0,
+                    prepareConnection: { try tls.prepareServer($0, logger: logger) },
+                    onListening: { address in port.port.withLock { $0 = address.port } }
+                )
             }
             #expect(await eventuallyAsync { port.port.withLock { $0 } != nil })
             // A client certificate of another CA, from a client that trusts ours.
             let other = try NodeCertificateAuthority.generate().issueLeaf(ipAddress: "127.0.0.5")
-            let forged = try NodeTLS(credentials: NodeCredentials(caCertificatePEM: Self.ca.certificatePEM, certificatePEM: other.certificatePEM,
-                                                                  privateKeyPEM: other.privateKeyPEM))
+            let forged = try NodeTLS(
+                credentials: NodeCredentials(
+                    caCertificatePEM: Self.ca.certificatePEM,
+                    certificatePEM: other.certificatePEM,
+                    privateKeyPEM: other.privateKeyPEM
+                )
+            )
             _ = await pull(port: port.port.withLock { $0 }!) { try forged.prepareClient($0) }
             #expect(await eventuallyAsync { lines.all.withLock { !$0.isEmpty } })
             let logged = lines.all.withLock { $0.first } ?? ""

@@ -3,17 +3,28 @@ import Foundation
 import Testing
 import ZPCore
 import ZPKube
+
 @testable import ZPManager
 
 private func pod(
-    _ name: String = "web", labels: [String: String] = [:], annotations: [String: String] = [:],
-    containers: [Container] = [Container(name: "app", resources: ResourceRequirements(requests: ["cpu": "250m", "memory": "64Mi"]))]
+    _ name: String = "web",
+    labels: [String: String] = [:],
+    annotations: [String: String] = [:],
+    containers: [Container] = [
+        Container(name: "app", resources: ResourceRequirements(requests: ["cpu": "250m", "memory": "64Mi"]))
+    ]
 ) -> Pod {
     Pod(
         metadata: ObjectMeta(
-            name: name, namespace: "default", uid: "uid-1", resourceVersion: "7", labels: labels.isEmpty ? nil : labels,
-            annotations: annotations.isEmpty ? nil : annotations),
-        spec: PodSpec(nodeName: "node-a", containers: containers))
+            name: name,
+            namespace: "default",
+            uid: "uid-1",
+            resourceVersion: "7",
+            labels: labels.isEmpty ? nil : labels,
+            annotations: annotations.isEmpty ? nil : annotations
+        ),
+        spec: PodSpec(nodeName: "node-a", containers: containers)
+    )
 }
 
 private let labelsOnly = PodFeatures(statusLabels: true, inPlaceScaling: false)
@@ -29,7 +40,10 @@ private let both = PodFeatures(statusLabels: true, inPlaceScaling: true)
 
     @Test func labelAlreadyThere_planIsEmpty() {
         let plan = PodPlanner.plan(
-            pod: pod(labels: ["status.zeropod.ctrox.dev/app": "RUNNING"]), phases: ["app": .running], features: labelsOnly)
+            pod: pod(labels: ["status.zeropod.ctrox.dev/app": "RUNNING"]),
+            phases: ["app": .running],
+            features: labelsOnly
+        )
         #expect(plan.isEmpty)
     }
 
@@ -39,7 +53,11 @@ private let both = PodFeatures(statusLabels: true, inPlaceScaling: true)
     }
 
     @Test func featuresOff_writeNothing() {
-        let plan = PodPlanner.plan(pod: pod(), phases: ["app": .scaledDown], features: PodFeatures(statusLabels: false, inPlaceScaling: false))
+        let plan = PodPlanner.plan(
+            pod: pod(),
+            phases: ["app": .scaledDown],
+            features: PodFeatures(statusLabels: false, inPlaceScaling: false)
+        )
         #expect(plan.isEmpty)
     }
 
@@ -48,7 +66,14 @@ private let both = PodFeatures(statusLabels: true, inPlaceScaling: true)
         let plan = PodPlanner.plan(pod: p, phases: ["a": .running, "b": .scaledDown], features: labelsOnly)
         #expect(
             plan.metadataPatch
-                == ["metadata": ["labels": ["status.zeropod.ctrox.dev/a": "RUNNING", "status.zeropod.ctrox.dev/b": "SCALED_DOWN"]]])
+                == [
+                    "metadata": [
+                        "labels": [
+                            "status.zeropod.ctrox.dev/a": "RUNNING", "status.zeropod.ctrox.dev/b": "SCALED_DOWN",
+                        ]
+                    ]
+                ]
+        )
     }
 }
 
@@ -60,48 +85,91 @@ private let both = PodFeatures(statusLabels: true, inPlaceScaling: true)
                 == [
                     "metadata": [
                         "labels": ["status.zeropod.ctrox.dev/app": "SCALED_DOWN"],
-                        "annotations": ["zeropod.ctrox.dev/cpu-requests": #"{"app":"250m"}"#, "zeropod.ctrox.dev/memory-requests": #"{"app":"64Mi"}"#],
+                        "annotations": [
+                            "zeropod.ctrox.dev/cpu-requests": #"{"app":"250m"}"#,
+                            "zeropod.ctrox.dev/memory-requests": #"{"app":"64Mi"}"#,
+                        ],
                     ]
-                ])
-        #expect(plan.resizePatch == ["spec": ["containers": [["name": "app", "resources": ["requests": ["cpu": "1m", "memory": "1Ki"]]]]]])
+                ]
+        )
+        #expect(
+            plan.resizePatch == [
+                "spec": ["containers": [["name": "app", "resources": ["requests": ["cpu": "1m", "memory": "1Ki"]]]]]
+            ]
+        )
     }
 
     @Test func onlySetRequestsAreLowered_limitsUntouched() {
-        let p = pod(containers: [Container(name: "app", resources: ResourceRequirements(requests: ["memory": "64Mi"], limits: ["memory": "128Mi"]))])
+        let p = pod(containers: [
+            Container(
+                name: "app",
+                resources: ResourceRequirements(requests: ["memory": "64Mi"], limits: ["memory": "128Mi"])
+            )
+        ])
         let plan = PodPlanner.plan(pod: p, phases: ["app": .scaledDown], features: resizeOnly)
-        #expect(plan.resizePatch == ["spec": ["containers": [["name": "app", "resources": ["requests": ["memory": "1Ki"]]]]]])
-        #expect(plan.metadataPatch == ["metadata": ["annotations": ["zeropod.ctrox.dev/memory-requests": #"{"app":"64Mi"}"#]]])
+        #expect(
+            plan.resizePatch == [
+                "spec": ["containers": [["name": "app", "resources": ["requests": ["memory": "1Ki"]]]]]
+            ]
+        )
+        #expect(
+            plan.metadataPatch == [
+                "metadata": ["annotations": ["zeropod.ctrox.dev/memory-requests": #"{"app":"64Mi"}"#]]
+            ]
+        )
     }
 
     @Test func running_restoresTheOriginals() {
         let p = pod(
-            annotations: ["zeropod.ctrox.dev/cpu-requests": #"{"app":"250m"}"#, "zeropod.ctrox.dev/memory-requests": #"{"app":"64Mi"}"#],
-            containers: [Container(name: "app", resources: ResourceRequirements(requests: ["cpu": "1m", "memory": "1Ki"]))])
+            annotations: [
+                "zeropod.ctrox.dev/cpu-requests": #"{"app":"250m"}"#,
+                "zeropod.ctrox.dev/memory-requests": #"{"app":"64Mi"}"#,
+            ],
+            containers: [
+                Container(name: "app", resources: ResourceRequirements(requests: ["cpu": "1m", "memory": "1Ki"]))
+            ]
+        )
         let plan = PodPlanner.plan(pod: p, phases: ["app": .running], features: resizeOnly)
         #expect(plan.metadataPatch == nil)
-        #expect(plan.resizePatch == ["spec": ["containers": [["name": "app", "resources": ["requests": ["cpu": "250m", "memory": "64Mi"]]]]]])
+        #expect(
+            plan.resizePatch == [
+                "spec": [
+                    "containers": [["name": "app", "resources": ["requests": ["cpu": "250m", "memory": "64Mi"]]]]
+                ]
+            ]
+        )
     }
 
     @Test func alreadyLowered_scaledDownAgain_isEmpty_andKeepsOriginals() {
         let p = pod(
-            annotations: ["zeropod.ctrox.dev/cpu-requests": #"{"app":"250m"}"#, "zeropod.ctrox.dev/memory-requests": #"{"app":"64Mi"}"#],
-            containers: [Container(name: "app", resources: ResourceRequirements(requests: ["cpu": "0.001", "memory": "1024"]))])
+            annotations: [
+                "zeropod.ctrox.dev/cpu-requests": #"{"app":"250m"}"#,
+                "zeropod.ctrox.dev/memory-requests": #"{"app":"64Mi"}"#,
+            ],
+            containers: [
+                Container(name: "app", resources: ResourceRequirements(requests: ["cpu": "0.001", "memory": "1024"]))
+            ]
+        )
         #expect(PodPlanner.plan(pod: p, phases: ["app": .scaledDown], features: resizeOnly).isEmpty)
     }
 
     @Test func running_afterTheUserChangedRequests_leavesThem() {
         let p = pod(
             annotations: ["zeropod.ctrox.dev/cpu-requests": #"{"app":"250m"}"#],
-            containers: [Container(name: "app", resources: ResourceRequirements(requests: ["cpu": "500m"]))])
+            containers: [Container(name: "app", resources: ResourceRequirements(requests: ["cpu": "500m"]))]
+        )
         #expect(PodPlanner.plan(pod: p, phases: ["app": .running], features: resizeOnly).isEmpty)
     }
 
     @Test func userChangedRequests_nextScaleDownUpdatesTheOriginal() {
         let p = pod(
             annotations: ["zeropod.ctrox.dev/cpu-requests": #"{"app":"250m"}"#],
-            containers: [Container(name: "app", resources: ResourceRequirements(requests: ["cpu": "500m"]))])
+            containers: [Container(name: "app", resources: ResourceRequirements(requests: ["cpu": "500m"]))]
+        )
         let plan = PodPlanner.plan(pod: p, phases: ["app": .scaledDown], features: resizeOnly)
-        #expect(plan.metadataPatch == ["metadata": ["annotations": ["zeropod.ctrox.dev/cpu-requests": #"{"app":"500m"}"#]]])
+        #expect(
+            plan.metadataPatch == ["metadata": ["annotations": ["zeropod.ctrox.dev/cpu-requests": #"{"app":"500m"}"#]]]
+        )
     }
 
     @Test func originalsZero_fromTheOriginalManager_areNotRestored() {
@@ -111,7 +179,13 @@ private let both = PodFeatures(statusLabels: true, inPlaceScaling: true)
 
     @Test func guaranteedPod_isNotResized() {
         let p = pod(containers: [
-            Container(name: "app", resources: ResourceRequirements(requests: ["cpu": "1", "memory": "1Gi"], limits: ["cpu": "1", "memory": "1Gi"]))
+            Container(
+                name: "app",
+                resources: ResourceRequirements(
+                    requests: ["cpu": "1", "memory": "1Gi"],
+                    limits: ["cpu": "1", "memory": "1Gi"]
+                )
+            )
         ])
         let plan = PodPlanner.plan(pod: p, phases: ["app": .scaledDown], features: both)
         #expect(plan.resizePatch == nil)
@@ -136,8 +210,14 @@ private let both = PodFeatures(statusLabels: true, inPlaceScaling: true)
         let p = pod()
         let time: Int64 = 1_790_000_000_123_456_789
         let event = EventPlanner.event(
-            .restored(duration: .milliseconds(312)), container: "app", containerID: "cid", pod: p, time: time, identity: "42",
-            reporter: EventReporter(instance: "host-1", nodeName: "node-a"))
+            .restored(duration: .milliseconds(312)),
+            container: "app",
+            containerID: "cid",
+            pod: p,
+            time: time,
+            identity: "42",
+            reporter: EventReporter(instance: "host-1", nodeName: "node-a")
+        )
         #expect(event.type == "Normal")
         #expect(event.reason == "Running")
         #expect(event.action == "Running")

@@ -1,28 +1,38 @@
 // The metrics endpoint over real HTTP, and the shim folder watcher on a real folder.
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import Logging
 import Synchronization
 import Testing
-import ZPTestSupport
 import ZPCore
+import ZPTestSupport
+
 @testable import ZPManager
+
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 
 @Suite struct ServerTests {
     @Test func metricsEndpoint_servesTheExposition_andHealth() async throws {
         let metrics = ZeropodMetrics()
-        metrics.update(ContainerMetricsSample(id: "c1", container: "app", pod: "web", namespace: "default", running: true))
+        metrics.update(
+            ContainerMetricsSample(id: "c1", container: "app", pod: "web", namespace: "default", running: true)
+        )
         let server = MetricsServer(host: "127.0.0.1", port: 0, logger: testLogger(), render: { metrics.exposition() })
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await server.run() }
             let port = await server.boundPort()
-            let (body, response) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)/metrics")!)
+            let (body, response) = try await URLSession.shared.data(
+                from: URL(string: "http://127.0.0.1:\(port)/metrics")!
+            )
             let http = response as! HTTPURLResponse
             #expect(http.statusCode == 200)
             #expect(http.value(forHTTPHeaderField: "Content-Type")?.hasPrefix("text/plain; version=0.0.4") == true)
-            #expect(String(decoding: body, as: UTF8.self).contains(#"zeropod_running{container="app",pod="web",namespace="default"} 1"#))
+            #expect(
+                String(decoding: body, as: UTF8.self).contains(
+                    #"zeropod_running{container="app",pod="web",namespace="default"} 1"#
+                )
+            )
             let (_, health) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)/healthz")!)
             #expect((health as! HTTPURLResponse).statusCode == 200)
             let (_, missing) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)/nope")!)

@@ -10,6 +10,7 @@ import ZPCore
 import ZPKube
 import ZPManagerTestKit
 import ZPTestSupport
+
 @testable import ZPManager
 
 /// A fresh short folder (`/tmp/zpm-…`) used as run-dir; removed by `remove()`.
@@ -37,16 +38,31 @@ func testLogger(_ label: String = "test") -> Logger {
 
 /// A container status for the fake shim.
 func containerStatus(
-    _ id: String, name: String = "app", pod: String = "web", namespace: String = "default", uid: String,
+    _ id: String,
+    name: String = "app",
+    pod: String = "web",
+    namespace: String = "default",
+    uid: String,
     phase: ContainerLifecycle.Phase = .running
 ) -> StatusAPI.ContainerStatus {
-    StatusAPI.ContainerStatus(id: id, name: name, podName: pod, podNamespace: namespace, podUID: uid, lifecyclePhase: phase, pid: 42)
+    StatusAPI.ContainerStatus(
+        id: id,
+        name: name,
+        podName: pod,
+        podNamespace: namespace,
+        podUID: uid,
+        lifecyclePhase: phase,
+        pid: 42
+    )
 }
 
 /// A pod document on node-a with one container `app` (requests 250m / 64Mi unless given).
 func podDocument(
-    _ name: String, namespace: String = "default", node: String = "node-a",
-    requests: [String: String] = ["cpu": "250m", "memory": "64Mi"], limits: [String: String] = [:]
+    _ name: String,
+    namespace: String = "default",
+    node: String = "node-a",
+    requests: [String: String] = ["cpu": "250m", "memory": "64Mi"],
+    limits: [String: String] = [:]
 ) -> JSON {
     var resources: JSON = [:]
     if !requests.isEmpty { resources["requests"] = .object(requests.mapValues(JSON.string)) }
@@ -54,7 +70,9 @@ func podDocument(
     return [
         "apiVersion": "v1", "kind": "Pod",
         "metadata": ["name": .string(name), "namespace": .string(namespace)],
-        "spec": ["nodeName": .string(node), "containers": [["name": "app", "image": "busybox", "resources": resources]]],
+        "spec": [
+            "nodeName": .string(node), "containers": [["name": "app", "image": "busybox", "resources": resources]],
+        ],
     ]
 }
 
@@ -87,11 +105,23 @@ func withFakeShims(_ sockets: [String], _ body: @Sendable ([ShimHandle]) async t
 }
 
 /// A manager configuration for tests: a free metrics port on loopback, node-a.
-func testConfiguration(layout: NodeLayout, labels: Bool = true, events: Bool = true, resize: Bool = true) -> ManagerConfiguration {
+func testConfiguration(
+    layout: NodeLayout,
+    labels: Bool = true,
+    events: Bool = true,
+    resize: Bool = true
+) -> ManagerConfiguration {
     ManagerConfiguration(
-        metricsAddress: ListenAddress(host: "127.0.0.1", port: 0), nodeServerAddress: ListenAddress(host: "127.0.0.1", port: 0),
-        features: PodFeatures(statusLabels: labels, inPlaceScaling: resize), statusEvents: events, kubeconfig: nil, layout: layout,
-        nodeName: "node-a", podIP: nil, reportingInstance: "test-host")
+        metricsAddress: ListenAddress(host: "127.0.0.1", port: 0),
+        nodeServerAddress: ListenAddress(host: "127.0.0.1", port: 0),
+        features: PodFeatures(statusLabels: labels, inPlaceScaling: resize),
+        statusEvents: events,
+        kubeconfig: nil,
+        layout: layout,
+        nodeName: "node-a",
+        podIP: nil,
+        reportingInstance: "test-host"
+    )
 }
 
 extension ListenAddress {
@@ -102,7 +132,8 @@ extension ListenAddress {
 
 /// Starts a double with a token, runs `body`, stops it.
 func withDouble(
-    version: KubeAPIDouble.ServerVersion = .v1_36, _ body: (KubeAPIDouble) async throws -> Void
+    version: KubeAPIDouble.ServerVersion = .v1_36,
+    _ body: (KubeAPIDouble) async throws -> Void
 ) async throws {
     var settings = KubeAPIDouble.Settings()
     settings.tokens = ["token": "zeropod-node"]
@@ -120,7 +151,8 @@ func withDouble(
 
 /// Runs a manager (its services in a child task) while `body` runs, then cancels it.
 func withManager(
-    _ manager: Manager, _ body: @Sendable (Manager) async throws -> Void
+    _ manager: Manager,
+    _ body: @Sendable (Manager) async throws -> Void
 ) async throws {
     try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask { try await manager.run(signals: []) }
@@ -136,31 +168,44 @@ func withManager(
 }
 
 /// A manager for the double, with fast reconnects and retries.
-func makeManager(_ double: KubeAPIDouble, layout: NodeLayout, labels: Bool = true, events: Bool = true, resize: Bool = true,
-                 requestTimeout: Duration = .seconds(5)) throws -> Manager {
+func makeManager(
+    _ double: KubeAPIDouble,
+    layout: NodeLayout,
+    labels: Bool = true,
+    events: Bool = true,
+    resize: Bool = true,
+    requestTimeout: Duration = .seconds(5)
+) throws -> Manager {
     var kube = double.clientConfiguration(token: "token")
     kube.requestTimeout = requestTimeout
     var fleet = ShimFleet.Options()
     fleet.initialBackoff = .milliseconds(50)
     fleet.maximumBackoff = .milliseconds(500)
     return try Manager(
-        configuration: testConfiguration(layout: layout, labels: labels, events: events, resize: resize), kube: kube,
-        fleetOptions: fleet, directoryTick: .milliseconds(50),
+        configuration: testConfiguration(layout: layout, labels: labels, events: events, resize: resize),
+        kube: kube,
+        fleetOptions: fleet,
+        directoryTick: .milliseconds(50),
         writerOptions: { options in
             options.retryDelay = .milliseconds(50)
             options.maximumRetryDelay = .seconds(1)
             options.informer.backoff = Backoff(initial: .milliseconds(50), maximum: .milliseconds(500))
             options.informer.minimumWatchDuration = .milliseconds(100)
-        }, logger: testLogger())
+        },
+        logger: testLogger()
+    )
 }
 
 /// The pod's label / annotation / request.
 func label(_ double: KubeAPIDouble, _ pod: String, _ container: String = "app") -> String? {
-    double.object("pods", namespace: "default", name: pod)?[path: ["metadata", "labels", "status.zeropod.ctrox.dev/" + container]]?.stringValue
+    double.object("pods", namespace: "default", name: pod)?[path: [
+        "metadata", "labels", "status.zeropod.ctrox.dev/" + container,
+    ]]?.stringValue
 }
 
 func requests(_ double: KubeAPIDouble, _ pod: String) -> [String: String] {
-    let containers = double.object("pods", namespace: "default", name: pod)?[path: ["spec", "containers"]]?.arrayValue ?? []
+    let containers =
+        double.object("pods", namespace: "default", name: pod)?[path: ["spec", "containers"]]?.arrayValue ?? []
     let app = containers.first { $0["name"]?.stringValue == "app" }
     return app?[path: ["resources", "requests"]]?.objectValue?.compactMapValues(\.stringValue) ?? [:]
 }

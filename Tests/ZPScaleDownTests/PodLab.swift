@@ -22,10 +22,18 @@ final class PodLab: Sendable {
         podNetns = try TestNetns(exactName: "zpab-\(getpid())-\(index)-pod")
         clientNetns = try TestNetns(exactName: "zpab-\(getpid())-\(index)-cli")
         let (pod4, pod6, client4, probe4, client6, probe6) =
-            ("10.78.\(index).1", "fd78:\(index)::1", "10.78.\(index).2", "10.78.\(index).3", "fd78:\(index)::2", "fd78:\(index)::3")
+            (
+                "10.78.\(index).1", "fd78:\(index)::1", "10.78.\(index).2", "10.78.\(index).3", "fd78:\(index)::2",
+                "fd78:\(index)::3"
+            )
         try connectVeth(
-            podNetns, "zpabp", addresses: ["\(pod4)/24", "\(pod6)/64"],
-            to: clientNetns, "zpabc", addresses: ["\(client4)/24", "\(probe4)/24", "\(client6)/64", "\(probe6)/64"])
+            podNetns,
+            "zpabp",
+            addresses: ["\(pod4)/24", "\(pod6)/64"],
+            to: clientNetns,
+            "zpabc",
+            addresses: ["\(client4)/24", "\(probe4)/24", "\(client6)/64", "\(probe6)/64"]
+        )
     }
 
     var pod: String { podNetns.name }
@@ -95,7 +103,8 @@ struct AppProcess: Sendable {
     /// place: the pid is the server's); it listens on every one of `ports` a moment later (see
     /// ``waitUntilListening(deadline:)``). Standard streams go to /dev/null.
     init(namespace: String, ports: [UInt16]) throws {
-        let arguments = ["ip", "netns", "exec", namespace, "/usr/bin/python3", "-c", Self.script] + ports.map { "\($0)" }
+        let arguments =
+            ["ip", "netns", "exec", namespace, "/usr/bin/python3", "-c", Self.script] + ports.map { "\($0)" }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -161,9 +170,19 @@ struct AppProcess: Sendable {
 /// `address`:`port`, sends `request`, reads until EOF. Timeouts of 20 s on every call keep a
 /// broken run from hanging (a healthy burst takes < 1 s).
 func exchange(
-    from namespace: FilePath, to address: String, port: UInt16, source: String? = nil, request: String
+    from namespace: FilePath,
+    to address: String,
+    port: UInt16,
+    source: String? = nil,
+    request: String
 ) throws -> String {
-    let socket = try TestSocket.connect(fromNetns: namespace.string, to: address, port: port, source: source, timeout: 20)
+    let socket = try TestSocket.connect(
+        fromNetns: namespace.string,
+        to: address,
+        port: port,
+        source: source,
+        timeout: 20
+    )
     try socket.send(request)
     return String(decoding: try socket.receiveAll(), as: UTF8.self)
 }

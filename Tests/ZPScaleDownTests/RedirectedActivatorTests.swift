@@ -3,10 +3,10 @@ import Glibc
 import Synchronization
 import SystemPackage
 import Testing
-import ZPTestSupport
 import ZPActivator
 import ZPCore
 import ZPSystem
+import ZPTestSupport
 
 @testable import ZPBPF
 @testable import ZPScaleDown
@@ -130,8 +130,12 @@ struct RedirectedActivatorTests {
             // A kubelet HTTP probe while scaled down: answered by the activator, no restore.
             let probe = try await onThread {
                 try exchange(
-                    from: clientNetns, to: target, port: port, source: probeSource,
-                    request: request("/healthz", userAgent: "kube-probe/1.31"))
+                    from: clientNetns,
+                    to: target,
+                    port: port,
+                    source: probeSource,
+                    request: request("/healthz", userAgent: "kube-probe/1.31")
+                )
             }
             #expect(probe == ProbeResponses.httpNoContent)
             // A kubelet TCP probe (connect, close): accepted and closed, no restore either.
@@ -139,8 +143,11 @@ struct RedirectedActivatorTests {
             #expect(await eventuallyAsync { events.reports.count == 2 })
             // (In either order: the HTTP probe's report waits for the activator to see the close.)
             let probeOutcomes = events.reports.map(\.outcome)
-            #expect(probeOutcomes.count == 2 && probeOutcomes.contains(.probeAnswered(.http))
-                && probeOutcomes.contains(.probeAnswered(.tcp)), "\(probeOutcomes)")
+            #expect(
+                probeOutcomes.count == 2 && probeOutcomes.contains(.probeAnswered(.http))
+                    && probeOutcomes.contains(.probeAnswered(.tcp)),
+                "\(probeOutcomes)"
+            )
             #expect(restoreCalls.load(ordering: .relaxed) == 0 && events.restoresStarted == 0)
             #expect(app.withLock { $0 } == nil, "no application process yet")
             #expect(pod.phase == .scaledDown)
@@ -215,7 +222,12 @@ struct RedirectedActivatorTests {
             // After the restore: new connections reach the application directly.
             let direct = await concurrently(20) { i in
                 try exchange(
-                    from: clientNetns, to: target, port: port, source: source, request: request("/direct/\(i)"))
+                    from: clientNetns,
+                    to: target,
+                    port: port,
+                    source: source,
+                    request: request("/direct/\(i)")
+                )
             }
             let directPeer = source ?? "::1"
             for (i, result) in direct.enumerated() {
@@ -230,20 +242,26 @@ struct RedirectedActivatorTests {
                 // (clients', the activator's dial) has arrived; a late FIN would move the stamp.
                 #expect(
                     await eventuallyAsync { (try? redirector.activity(port: port)?.openConnections) == 0 },
-                    "every connection of the burst closed")
+                    "every connection of the burst closed"
+                )
                 let afterBurst = try #require(try redirector.activity(port: port)?.lastActivity)
                 let probeSource = try #require(probeSource)
                 for i in 0..<5 {
                     let answer = try await onThread {
                         try exchange(
-                            from: clientNetns, to: target, port: port, source: probeSource,
-                            request: request("/healthz/\(i)", userAgent: "kube-probe/1.31"))
+                            from: clientNetns,
+                            to: target,
+                            port: port,
+                            source: probeSource,
+                            request: request("/healthz/\(i)", userAgent: "kube-probe/1.31")
+                        )
                     }
                     #expect(body(of: answer) == "hello from app: /healthz/\(i) from \(probeSource)")
                 }
                 #expect(
                     try redirector.activity(port: port)?.lastActivity == afterBurst,
-                    "probe-source traffic leaves the timestamp")
+                    "probe-source traffic leaves the timestamp"
+                )
                 _ = try await onThread {
                     try exchange(from: clientNetns, to: target, port: port, source: source, request: request("/real"))
                 }
@@ -251,7 +269,8 @@ struct RedirectedActivatorTests {
                 #expect(afterReal > afterBurst, "a real request moves the timestamp")
                 #expect(
                     await eventuallyAsync { (try? redirector.activity(port: port)?.openConnections) == 0 },
-                    "every connection closed")
+                    "every connection closed"
+                )
             } else {
                 #expect(try redirector.activity(port: port)?.lastActivity != nil, "loopback clients count")
             }
@@ -270,7 +289,9 @@ struct RedirectedActivatorTests {
         _ = rmdir(pinRoot.string)
         #expect(access(pinRoot.string, F_OK) != 0)
         #expect(
-            try await eventuallyAsync { try bpftoolIDs("link").isDisjoint(with: kernelIDs.links) }, "links detached")
+            try await eventuallyAsync { try bpftoolIDs("link").isDisjoint(with: kernelIDs.links) },
+            "links detached"
+        )
         #expect(try await eventuallyAsync { try bpftoolIDs("map").isDisjoint(with: kernelIDs.maps) }, "maps freed")
         lab.destroy()
         #expect(try lab.namespacesLeft().isEmpty, "namespaces deleted")
@@ -380,7 +401,9 @@ struct PodActivatorLifecycleTests {
         #expect(!last.exists)
         redirector.close()
         #expect(
-            try await eventuallyAsync { try bpftoolIDs("link").isDisjoint(with: kernelIDs.links) }, "links detached")
+            try await eventuallyAsync { try bpftoolIDs("link").isDisjoint(with: kernelIDs.links) },
+            "links detached"
+        )
         lab.destroy()
         #expect(try lab.namespacesLeft().isEmpty)
     }
@@ -402,13 +425,18 @@ struct PodActivatorLifecycleTests {
             PodRedirector.removePinned(at: pinned)
             _ = rmdir(pinRoot.string)
         }
-        let clientPath = lab.clientPath, target = lab.pod4, source = lab.client4
+        let clientPath = lab.clientPath
+        let target = lab.pod4
+        let source = lab.client4
 
         // The first shim: scaled down, then gone (its redirector closed first, as a crash would
         // leave it: run()'s switch-off cannot reach the maps any more).
         let firstEvents = EventLog<ActivatorEvent>()
         let firstPod = try await PodActivator.make(
-            namespacePath: lab.podPath, ports: ports, redirector: first, events: firstEvents.sink
+            namespacePath: lab.podPath,
+            ports: ports,
+            redirector: first,
+            events: firstEvents.sink
         ) { Issue.record("the first shim must not restore") }
         try await withThrowingTaskGroup(of: Void.self) { group throws in
             group.addTask { try await firstPod.run() }
@@ -433,7 +461,10 @@ struct PodActivatorLifecycleTests {
         let events = EventLog<ActivatorEvent>()
         let restoreCalls = Atomic<Int>(0)
         let pod = try await PodActivator.make(
-            namespacePath: lab.podPath, ports: ports, redirector: second, startsScaledDown: true,
+            namespacePath: lab.podPath,
+            ports: ports,
+            redirector: second,
+            startsScaledDown: true,
             events: events.sink
         ) {
             restoreCalls.add(1, ordering: .relaxed)
@@ -455,7 +486,13 @@ struct PodActivatorLifecycleTests {
             #expect(events.reports.first?.appPort == 9090)
             for port in ports {
                 let text = try await onThread {
-                    try exchange(from: clientPath, to: target, port: port, source: source, request: request("/d\(port)"))
+                    try exchange(
+                        from: clientPath,
+                        to: target,
+                        port: port,
+                        source: source,
+                        request: request("/d\(port)")
+                    )
                 }
                 #expect(body(of: text) == "hello from app: /d\(port) from \(source)", "direct on \(port)")
             }
@@ -467,7 +504,10 @@ struct PodActivatorLifecycleTests {
 
         second.remove()
         #expect(access(pinned.string, F_OK) != 0, "pins removed")
-        #expect(try await eventuallyAsync { try bpftoolIDs("link").isDisjoint(with: kernelIDs.links) }, "links detached")
+        #expect(
+            try await eventuallyAsync { try bpftoolIDs("link").isDisjoint(with: kernelIDs.links) },
+            "links detached"
+        )
         #expect(try await eventuallyAsync { try bpftoolIDs("map").isDisjoint(with: kernelIDs.maps) }, "maps freed")
         let last = try #require(app.withLock { $0 })
         last.stop()

@@ -9,6 +9,7 @@ import Testing
 import ZPAPI
 import ZPCore
 import ZPSystem
+
 @testable import ZPShim
 @testable import ZPTTRPC
 
@@ -23,8 +24,14 @@ struct FakeRuncBed: Sendable {
     ///   - createFails: `runc create` exits 1 (after the delay).
     ///   - execDelay: seconds `runc exec` sleeps before it reads its process file.
     ///   - settings: the node settings; nil uses this runc as `runc-path`.
-    init(createDelay: Double = 0, createFails: Bool = false, execDelay: Double = 0, settings: NodeSettings? = nil) throws {
-        folder = FileManager.default.temporaryDirectory.appendingPathComponent("zptask-\(UUID().uuidString.prefix(8))").path
+    init(
+        createDelay: Double = 0,
+        createFails: Bool = false,
+        execDelay: Double = 0,
+        settings: NodeSettings? = nil
+    ) throws {
+        folder =
+            FileManager.default.temporaryDirectory.appendingPathComponent("zptask-\(UUID().uuidString.prefix(8))").path
         try FileManager.default.createDirectory(atPath: folder + "/bundle", withIntermediateDirectories: true)
         runc = folder + "/runc"
         let script = """
@@ -55,8 +62,13 @@ struct FakeRuncBed: Sendable {
         node.runcPath = runc
         node.runDirectory = folder + "/run"
         let group = MultiThreadedEventLoopGroup.singleton
-        service = TaskService(namespace: "zptask", publisher: EventPublisher(address: "", group: group, logger: Logger(label: "test")),
-                              group: group, node: settings ?? NodeSettings(config: node), logger: Logger(label: "test"))
+        service = TaskService(
+            namespace: "zptask",
+            publisher: EventPublisher(address: "", group: group, logger: Logger(label: "test")),
+            group: group,
+            node: settings ?? NodeSettings(config: node),
+            logger: Logger(label: "test")
+        )
     }
 
     var bundle: String { folder + "/bundle" }
@@ -72,9 +84,18 @@ struct FakeRuncBed: Sendable {
 
     /// Calls task method `method` with `request` the way containerd does (through the router).
     func call(_ method: TaskAPI.Method, _ request: some ProtobufMessage) async throws -> [UInt8] {
-        let handler = try #require(service.router().unaryHandler(service: TaskAPI.serviceNames[0], method: method.rawValue))
-        return try await handler(TTRPCCall(service: TaskAPI.serviceNames[0], method: method.rawValue, payload: request.encoded(),
-                                           metadata: [(TaskAPI.namespaceMetadataKey, "zptask")], timeoutNanoseconds: 0))
+        let handler = try #require(
+            service.router().unaryHandler(service: TaskAPI.serviceNames[0], method: method.rawValue)
+        )
+        return try await handler(
+            TTRPCCall(
+                service: TaskAPI.serviceNames[0],
+                method: method.rawValue,
+                payload: request.encoded(),
+                metadata: [(TaskAPI.namespaceMetadataKey, "zptask")],
+                timeoutNanoseconds: 0
+            )
+        )
     }
 
     /// Kills the stand-in processes and removes the folder.
@@ -123,7 +144,10 @@ func statusCode(_ body: () async throws -> Void) async -> (RPCStatusCode, String
         _ = try await bed.call(.create, CreateTaskRequest(id: "box", bundle: bed.bundle))
         for (execID, spec) in [("a.b", "SPEC-DOT"), ("ab", "SPEC-PLAIN")] {
             var request = ExecProcessRequest(id: "box", execID: execID)
-            request.spec = ProtobufAny(typeURL: "types.containerd.io/opencontainers/runtime-spec/1/Process", value: Array(spec.utf8))
+            request.spec = ProtobufAny(
+                typeURL: "types.containerd.io/opencontainers/runtime-spec/1/Process",
+                value: Array(spec.utf8)
+            )
             _ = try await bed.call(.exec, request)
         }
         async let dot = bed.call(.start, TaskProcessRequest(id: "box", execID: "a.b"))
@@ -138,7 +162,10 @@ func statusCode(_ body: () async throws -> Void) async -> (RPCStatusCode, String
 
     /// The file name encoding is one-to-one on ids that used to collide, and stays a file name.
     @Test func execFileStem_isInjective_andAFileName() {
-        let ids = ["a.b", "ab", "a/b", "a_b", "a_2eb", "a b", "ä", "a%2eb", "", "-", "x\u{0}y", String(repeating: "é", count: 200)]
+        let ids = [
+            "a.b", "ab", "a/b", "a_b", "a_2eb", "a b", "ä", "a%2eb", "", "-", "x\u{0}y",
+            String(repeating: "é", count: 200),
+        ]
         let stems = ids.map(ShimContainer.execFileStem)
         #expect(Set(stems).count == ids.count, "\(stems)")
         for stem in stems {
@@ -151,31 +178,47 @@ func statusCode(_ body: () async throws -> Void) async -> (RPCStatusCode, String
     /// A node settings file with a bad line: the shim starts, but Create fails naming file, line
     /// and reason, and runc is never called (before, the shim logged it and ran on defaults).
     @Test func badNodeSettings_failCreate_namingFileLineAndReason() async throws {
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("zpnode-\(UUID().uuidString.prefix(8))").path
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "zpnode-\(UUID().uuidString.prefix(8))"
+        ).path
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let file = folder + "/node.conf"
-        try Data("# node\nprobe-source-addresses = 10.0.0.5\nlazy-restore = sometimes\n".utf8).write(to: URL(fileURLWithPath: file))
+        try Data("# node\nprobe-source-addresses = 10.0.0.5\nlazy-restore = sometimes\n".utf8).write(
+            to: URL(fileURLWithPath: file)
+        )
         let settings = NodeSettings.load(path: file)
-        #expect(settings.problem == "\(file):3: lazy-restore: invalid value \"sometimes\": expected one of auto, on, off")
+        #expect(
+            settings.problem == "\(file):3: lazy-restore: invalid value \"sometimes\": expected one of auto, on, off"
+        )
         #expect(settings.config == NodeConfig(), "nothing of a refused file is used")
         let bed = try FakeRuncBed(settings: settings)
         defer { bed.remove() }
-        let outcome = await statusCode { _ = try await bed.call(.create, CreateTaskRequest(id: "c1", bundle: bed.bundle)) }
+        let outcome = await statusCode {
+            _ = try await bed.call(.create, CreateTaskRequest(id: "c1", bundle: bed.bundle))
+        }
         #expect(outcome?.0 == .failedPrecondition)
-        #expect(outcome?.1.contains("\(file):3: lazy-restore: invalid value \"sometimes\"") == true, "\(String(describing: outcome))")
+        #expect(
+            outcome?.1.contains("\(file):3: lazy-restore: invalid value \"sometimes\"") == true,
+            "\(String(describing: outcome))"
+        )
         #expect(bed.calls.isEmpty)
     }
 
     /// What the loader refuses besides parse errors, and what it accepts.
     @Test func nodeSettingsLoader_missingFileMeansDefaults_unreadableOrBinaryIsAProblem() throws {
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("zpnode-\(UUID().uuidString.prefix(8))").path
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "zpnode-\(UUID().uuidString.prefix(8))"
+        ).path
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let missing = NodeSettings.load(path: folder + "/none.conf")
         #expect(missing.problem == nil && missing.config == NodeConfig())
         let directory = NodeSettings.load(path: folder)
-        #expect(directory.problem?.hasPrefix("\(folder): cannot be read:") == true, "\(String(describing: directory.problem))")
+        #expect(
+            directory.problem?.hasPrefix("\(folder): cannot be read:") == true,
+            "\(String(describing: directory.problem))"
+        )
         try Data([0x72, 0x75, 0x6e, 0xff, 0x00]).write(to: URL(fileURLWithPath: folder + "/binary.conf"))
         #expect(NodeSettings.load(path: folder + "/binary.conf").problem == "\(folder)/binary.conf: not UTF-8 text")
         try Data("runc-path = /opt/runc\n".utf8).write(to: URL(fileURLWithPath: folder + "/good.conf"))
@@ -187,18 +230,31 @@ func statusCode(_ body: () async throws -> Void) async -> (RPCStatusCode, String
     /// or restore yet, issue 16), naming the annotation; runc is never called. A pod whose annotation
     /// names another container is created as usual.
     @Test func migrationAnnotations_areRefusedUntilTheShimMigrates() async throws {
-        for (key, value, refused) in [("zeropod.ctrox.dev/migrate", "web,app", true),
-                                      ("zeropod.ctrox.dev/live-migrate", "app", true),
-                                      ("zeropod.ctrox.dev/migrate", "web", false)] {
+        for (key, value, refused) in [
+            ("zeropod.ctrox.dev/migrate", "web,app", true),
+            ("zeropod.ctrox.dev/live-migrate", "app", true),
+            ("zeropod.ctrox.dev/migrate", "web", false),
+        ] {
             let bed = try FakeRuncBed()
             defer { bed.remove() }
-            let spec = ["annotations": ["io.kubernetes.cri.container-type": "container",
-                                        "io.kubernetes.cri.container-name": "app", key: value]]
-            try JSONSerialization.data(withJSONObject: spec).write(to: URL(fileURLWithPath: bed.bundle + "/config.json"))
-            let outcome = await statusCode { _ = try await bed.call(.create, CreateTaskRequest(id: "m1", bundle: bed.bundle)) }
+            let spec = [
+                "annotations": [
+                    "io.kubernetes.cri.container-type": "container",
+                    "io.kubernetes.cri.container-name": "app", key: value,
+                ]
+            ]
+            try JSONSerialization.data(withJSONObject: spec).write(
+                to: URL(fileURLWithPath: bed.bundle + "/config.json")
+            )
+            let outcome = await statusCode {
+                _ = try await bed.call(.create, CreateTaskRequest(id: "m1", bundle: bed.bundle))
+            }
             if refused {
                 #expect(outcome?.0 == .unimplemented, "\(key): \(String(describing: outcome))")
-                #expect(outcome?.1.contains("\(key): migrating container \"app\" is not supported yet") == true, "\(String(describing: outcome))")
+                #expect(
+                    outcome?.1.contains("\(key): migrating container \"app\" is not supported yet") == true,
+                    "\(String(describing: outcome))"
+                )
                 #expect(bed.calls.isEmpty, "\(bed.calls)")
             } else {
                 #expect(outcome == nil, "\(String(describing: outcome))")
@@ -224,7 +280,9 @@ func statusCode(_ body: () async throws -> Void) async -> (RPCStatusCode, String
         let bed = try FakeRuncBed()
         let rootfs = bed.bundle + "/rootfs"
         defer {
-            for m in ((try? MountInfo.read()) ?? []).reversed() where m.mountPoint.hasPrefix(rootfs) { try? MountPoints.unmount(m.mountPoint) }
+            for m in ((try? MountInfo.read()) ?? []).reversed() where m.mountPoint.hasPrefix(rootfs) {
+                try? MountPoints.unmount(m.mountPoint)
+            }
             bed.remove()
         }
         var request = CreateTaskRequest(id: "m1", bundle: bed.bundle)

@@ -98,7 +98,9 @@ final class LinePeer {
         process.standardOutput = FileHandle(forWritingAtPath: log)
         process.standardError = FileHandle(forWritingAtPath: log)
         try process.run()
-        let up = eventually(within: 30) { (try? String(contentsOfFile: log, encoding: .utf8))?.contains("listening") == true }
+        let up = eventually(within: 30) {
+            (try? String(contentsOfFile: log, encoding: .utf8))?.contains("listening") == true
+        }
         try #require(up, "the peer did not start: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
     }
 
@@ -140,16 +142,22 @@ final class MariaDBPeer {
             try FileManager.default.createDirectory(atPath: root + "/" + d, withIntermediateDirectories: true)
         }
         let lower = try TestPaths.rootfs("mariadb")
-        try sh(["mount", "-t", "overlay", "overlay", "-o", "lowerdir=\(lower),upperdir=\(root)/upper,workdir=\(root)/work", merged])
+        try sh([
+            "mount", "-t", "overlay", "overlay", "-o", "lowerdir=\(lower),upperdir=\(root)/upper,workdir=\(root)/work",
+            merged,
+        ])
         process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-        process.arguments = ["netns", "exec", netns.name, "chroot", merged, "/usr/sbin/mariadbd", "--user=mysql",
-                             "--innodb-use-native-aio=0", "--skip-log-bin", "--bind-address=0.0.0.0", "--port=3306"]
+        process.arguments = [
+            "netns", "exec", netns.name, "chroot", merged, "/usr/sbin/mariadbd", "--user=mysql",
+            "--innodb-use-native-aio=0", "--skip-log-bin", "--bind-address=0.0.0.0", "--port=3306",
+        ]
         process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
         process.standardError = FileHandle(forWritingAtPath: "/dev/null")
         try process.run()
         let up = eventually(within: 90, every: 0.2) {
-            (try? run(["chroot", merged, "mariadb-admin", "--socket=/run/mysqld/mysqld.sock", "ping"], timeout: 10))?.status == 0
+            (try? run(["chroot", merged, "mariadb-admin", "--socket=/run/mysqld/mysqld.sock", "ping"], timeout: 10))?
+                .status == 0
         }
         if !up { stop() }
         try #require(up, "mariadbd did not start in \(merged)")
@@ -158,8 +166,15 @@ final class MariaDBPeer {
     /// `SHOW GLOBAL STATUS` values by name.
     func status(_ names: [String]) -> [String: Int] {
         let list = names.map { "'\($0)'" }.joined(separator: ",")
-        guard let out = try? sh(["chroot", merged, "mariadb", "--socket=/run/mysqld/mysqld.sock", "-uroot", "-N", "-B", "-e",
-                                 "SHOW GLOBAL STATUS WHERE Variable_name IN (\(list))"], timeout: 30) else { return [:] }
+        guard
+            let out = try? sh(
+                [
+                    "chroot", merged, "mariadb", "--socket=/run/mysqld/mysqld.sock", "-uroot", "-N", "-B", "-e",
+                    "SHOW GLOBAL STATUS WHERE Variable_name IN (\(list))",
+                ],
+                timeout: 30
+            )
+        else { return [:] }
         var result: [String: Int] = [:]
         for line in out.split(separator: "\n") {
             let parts = line.split(separator: "\t")
@@ -189,9 +204,22 @@ struct ConnectionLab {
         peer = try TestNetns("zpconn-\(tag)-peer")
         client = try TestNetns("zpconn-\(tag)-cli")
         self.subnet = subnet
-        try connectVeth(pod, "zpcp0", addresses: ["10.81.\(subnet).1/24"], to: peer, "zpcq0", addresses: ["10.81.\(subnet).2/24"])
-        try connectVeth(pod, "zpcp1", addresses: ["10.81.\(subnet + 1).1/24"], to: client, "zpcq1",
-                        addresses: ["10.81.\(subnet + 1).2/24"])
+        try connectVeth(
+            pod,
+            "zpcp0",
+            addresses: ["10.81.\(subnet).1/24"],
+            to: peer,
+            "zpcq0",
+            addresses: ["10.81.\(subnet).2/24"]
+        )
+        try connectVeth(
+            pod,
+            "zpcp1",
+            addresses: ["10.81.\(subnet + 1).1/24"],
+            to: client,
+            "zpcq1",
+            addresses: ["10.81.\(subnet + 1).2/24"]
+        )
     }
 
     var peerAddress: String { "10.81.\(subnet).2" }
@@ -234,7 +262,8 @@ struct ConnectionsEndToEndTests {
         let rootfs = try PooledApp.rootfs(in: directory.path)
         let id = "pooled1"
         let created = try containerd.ctr([
-            "run", "-d", "--runtime", "io.containerd.zeropod.v2", "--annotation", "zeropod.ctrox.dev/scaledown-duration=2s",
+            "run", "-d", "--runtime", "io.containerd.zeropod.v2", "--annotation",
+            "zeropod.ctrox.dev/scaledown-duration=2s",
             // No probe sources on the test node: the handover applies without probe detection.
             "--annotation", "zeropod.ctrox.dev/disable-probe-detection=true",
             "--with-ns", "network:\(lab.pod.path)", "--log-uri", "file://\(containerd.directory)/\(id).out",
@@ -243,7 +272,10 @@ struct ConnectionsEndToEndTests {
         try #require(created.status == 0, "ctr run: \(created.stderr)\n\(containerd.log(tail: 20))")
         defer { removeTask(containerd, id) }
         var first: String?
-        _ = eventually(within: 30) { first = lab.request(); return first != nil }
+        _ = eventually(within: 30) {
+            first = lab.request()
+            return first != nil
+        }
         #expect(fields(first)["peer"] == "conn=1", "first answer: \(first ?? "none"); log: \(containerd.log(tail: 30))")
         var expectedCount = 1
         var wakeTimes: [String] = []
@@ -252,8 +284,10 @@ struct ConnectionsEndToEndTests {
             let down = waitScaledDown(containerd, netns: lab.pod, checkpoints: cycle)
             #expect(down, "cycle \(cycle): not scaled down; log: \(containerd.log(tail: 30))")
             guard down else { return }
-            #expect(containerd.logLines(containing: "holding 1 connection(s) while scaled down").count >= cycle,
-                    "cycle \(cycle): the pooled connection is not held; log: \(containerd.log(tail: 20))")
+            #expect(
+                containerd.logLines(containing: "holding 1 connection(s) while scaled down").count >= cycle,
+                "cycle \(cycle): the pooled connection is not held; log: \(containerd.log(tail: 20))"
+            )
             let restoresBefore = containerd.logLines(containing: "restored process:").count
             if cycle % 2 == 1 {
                 // The peer writes on the idle pooled connection while the app is down: the segment
@@ -270,18 +304,28 @@ struct ConnectionsEndToEndTests {
             wakeTimes.append(String(format: "%.0f", Date().timeIntervalSince(started) * 1000))
             expectedCount += 1
             let f = fields(answer)
-            #expect(f["peer"] == "conn=1", "cycle \(cycle): not the old connection: \(answer ?? "none"); log: \(containerd.log(tail: 30))")
-            #expect(f["client"] == lab.clientAddress, "cycle \(cycle): the app saw \(f["client"] ?? "nothing"), not the client")
+            #expect(
+                f["peer"] == "conn=1",
+                "cycle \(cycle): not the old connection: \(answer ?? "none"); log: \(containerd.log(tail: 30))"
+            )
+            #expect(
+                f["client"] == lab.clientAddress,
+                "cycle \(cycle): the app saw \(f["client"] ?? "nothing"), not the client"
+            )
             #expect(f["reconnects"] == "0", "cycle \(cycle): \(answer ?? "none")")
             #expect(answer?.contains("n=\(expectedCount)") == true, "cycle \(cycle): \(answer ?? "none")")
         }
         let stats = peer.command("stats")
-        #expect(stats["connections"] == 1 && stats["resets"] == 0 && stats["errors"] == 0 && stats["eofs"] == 0,
-                "peer: \(stats); peer log: \((try? String(contentsOfFile: peer.log, encoding: .utf8)) ?? "")")
+        #expect(
+            stats["connections"] == 1 && stats["resets"] == 0 && stats["errors"] == 0 && stats["eofs"] == 0,
+            "peer: \(stats); peer log: \((try? String(contentsOfFile: peer.log, encoding: .utf8)) ?? "")"
+        )
         let released = containerd.logLines(containing: "released 1 held connection(s): sockets restored")
         #expect(released.count >= 5, "log: \(containerd.log(tail: 30))")
-        print("[zpconn] \(flavor.name) tcp peer: 5 cycles on connection 1, peer stats \(stats); "
-              + "request ms (restores on even cycles): \(wakeTimes.joined(separator: " "))")
+        print(
+            "[zpconn] \(flavor.name) tcp peer: 5 cycles on connection 1, peer stats \(stats); "
+                + "request ms (restores on even cycles): \(wakeTimes.joined(separator: " "))"
+        )
         for line in released.prefix(5) {
             if let range = line.range(of: "released") { print("[zpconn]   \(line[range.lowerBound...].prefix(120))") }
         }
@@ -300,7 +344,8 @@ struct ConnectionsEndToEndTests {
         let rootfs = try PooledApp.rootfs(in: directory.path)
         let id = "pooled2"
         let created = try containerd.ctr([
-            "run", "-d", "--runtime", "io.containerd.zeropod.v2", "--annotation", "zeropod.ctrox.dev/scaledown-duration=2s",
+            "run", "-d", "--runtime", "io.containerd.zeropod.v2", "--annotation",
+            "zeropod.ctrox.dev/scaledown-duration=2s",
             // No probe sources on the test node: the handover applies without probe detection.
             "--annotation", "zeropod.ctrox.dev/disable-probe-detection=true",
             "--with-ns", "network:\(lab.pod.path)", "--log-uri", "file://\(containerd.directory)/\(id).out",
@@ -309,8 +354,14 @@ struct ConnectionsEndToEndTests {
         try #require(created.status == 0, "ctr run: \(created.stderr)\n\(containerd.log(tail: 20))")
         defer { removeTask(containerd, id) }
         var first: String?
-        _ = eventually(within: 60) { first = lab.request(); return first != nil }
-        let connectionID = try #require(fields(first)["peer"], "first answer: \(first ?? "none"); log: \(containerd.log(tail: 30))")
+        _ = eventually(within: 60) {
+            first = lab.request()
+            return first != nil
+        }
+        let connectionID = try #require(
+            fields(first)["peer"],
+            "first answer: \(first ?? "none"); log: \(containerd.log(tail: 30))"
+        )
         #expect(connectionID.hasPrefix("mysql-connection-id="))
         for cycle in 1...5 {
             let down = waitScaledDown(containerd, netns: lab.pod, checkpoints: cycle)
@@ -319,15 +370,25 @@ struct ConnectionsEndToEndTests {
             let answer = lab.request()
             let f = fields(answer)
             #expect(f["peer"] == connectionID, "cycle \(cycle): \(answer ?? "none"); log: \(containerd.log(tail: 30))")
-            #expect(f["client"] == lab.clientAddress && f["reconnects"] == "0",
-                    "cycle \(cycle): \(answer ?? "none"); log: \(containerd.log(tail: 40))")
+            #expect(
+                f["client"] == lab.clientAddress && f["reconnects"] == "0",
+                "cycle \(cycle): \(answer ?? "none"); log: \(containerd.log(tail: 40))"
+            )
         }
         let after = db.status(["Connections", "Aborted_clients", "Aborted_connects"])
         // Connections counts every login: the app's one, plus this status query's own.
-        #expect(after["Connections", default: -1] - before["Connections", default: 0] == 2, "MariaDB: before \(before), after \(after)")
-        #expect(after["Aborted_clients"] == before["Aborted_clients"] && after["Aborted_connects"] == before["Aborted_connects"],
-                "MariaDB: before \(before), after \(after)")
-        print("[zpconn] \(flavor.name) MariaDB peer: 5 cycles on \(connectionID); status before \(before), after \(after)")
+        #expect(
+            after["Connections", default: -1] - before["Connections", default: 0] == 2,
+            "MariaDB: before \(before), after \(after)"
+        )
+        #expect(
+            after["Aborted_clients"] == before["Aborted_clients"]
+                && after["Aborted_connects"] == before["Aborted_connects"],
+            "MariaDB: before \(before), after \(after)"
+        )
+        print(
+            "[zpconn] \(flavor.name) MariaDB peer: 5 cycles on \(connectionID); status before \(before), after \(after)"
+        )
     }
 
     /// Issue 14 part 3: an idle open connection from a real client in another namespace counts as
@@ -345,15 +406,18 @@ struct ConnectionsEndToEndTests {
         // busybox httpd keeps listening; its child for the connection waits for a request head
         // (up to 60 s) while the client sends nothing.
         let created = try containerd.ctr([
-            "run", "-d", "--runtime", "io.containerd.zeropod.v2", "--annotation", "zeropod.ctrox.dev/scaledown-duration=2s",
+            "run", "-d", "--runtime", "io.containerd.zeropod.v2", "--annotation",
+            "zeropod.ctrox.dev/scaledown-duration=2s",
             "--with-ns", "network:\(lab.pod.path)", "--log-uri", "file://\(containerd.directory)/\(id).out",
             "--rootfs", try TestPaths.busyboxRootfs(), id, "/bin/httpd", "-f", "-p", "8080", "-h", "/",
         ])
         try #require(created.status == 0, "ctr run: \(created.stderr)\n\(containerd.log(tail: 20))")
         defer { removeTask(containerd, id) }
         // The port is tracked (found by port discovery) before the connection opens.
-        try #require(eventually(within: 30) { !containerd.logLines(containing: "scale-down armed").isEmpty },
-                     "scale-down never armed; log: \(containerd.log(tail: 20))")
+        try #require(
+            eventually(within: 30) { !containerd.logLines(containing: "scale-down armed").isEmpty },
+            "scale-down never armed; log: \(containerd.log(tail: 20))"
+        )
         var client: TestSocket?
         _ = eventually(within: 30) {
             client = try? TestSocket.connect(fromNetns: lab.client.path, to: lab.podClientSide, port: 8080, timeout: 5)
@@ -368,8 +432,10 @@ struct ConnectionsEndToEndTests {
             Thread.sleep(forTimeInterval: 0.5)
             #expect(!processes(inNetns: lab.pod.path).isEmpty, "the app went down while a connection was open")
         }
-        #expect(containerd.logLines(containing: "checkpointing done").count == checkpointsBefore,
-                "checkpointed during the open connection; log: \(containerd.log(tail: 20))")
+        #expect(
+            containerd.logLines(containing: "checkpointing done").count == checkpointsBefore,
+            "checkpointed during the open connection; log: \(containerd.log(tail: 20))"
+        )
         open.descriptor.close()
         let closed = Date()
         var doneAfter: Double?
@@ -382,8 +448,18 @@ struct ConnectionsEndToEndTests {
         let line = containerd.logLines(containing: "checkpointing done").last ?? ""
         let dumpMs = line.firstMatch(of: /checkpointing done in ([0-9.]+) ms/).flatMap { Double($0.1) } ?? 0
         let startedAfter = after - dumpMs / 1000
-        #expect(startedAfter <= 3.0, "checkpoint started \(startedAfter) s after the close (done after \(after) s, dump \(dumpMs) ms)")
-        print("[zpconn] \(flavor.name) idle connection: app up for 6 s with an open idle connection; "
-              + String(format: "checkpoint started %.2f s after the close (done %.2f s, dump %.0f ms)", startedAfter, after, dumpMs))
+        #expect(
+            startedAfter <= 3.0,
+            "checkpoint started \(startedAfter) s after the close (done after \(after) s, dump \(dumpMs) ms)"
+        )
+        print(
+            "[zpconn] \(flavor.name) idle connection: app up for 6 s with an open idle connection; "
+                + String(
+                    format: "checkpoint started %.2f s after the close (done %.2f s, dump %.0f ms)",
+                    startedAfter,
+                    after,
+                    dumpMs
+                )
+        )
     }
 }

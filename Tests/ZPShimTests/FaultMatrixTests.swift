@@ -3,6 +3,7 @@ import Testing
 import ZPCore
 import ZPSystem
 import ZPTestSupport
+
 @testable import ZPShim
 
 /// The fault matrix (issue 15 §1) through a real containerd, both versions: each row injects a
@@ -23,20 +24,28 @@ import ZPTestSupport
         let tools = try PerfHolder.build(in: containerd.directory + "/tools")
         let id = "perf1"
         try startCounter(
-            containerd, netns: netns, id: id, rootfs: rootfs,
+            containerd,
+            netns: netns,
+            id: id,
+            rootfs: rootfs,
             extra: ["--mount", "type=bind,src=\(tools),dst=/tmp,options=rbind:ro"],
-            command: "/tmp/perfhold & " + counterServer)
+            command: "/tmp/perfhold & " + counterServer
+        )
         defer { removeTask(containerd, id) }
         let shim = try #require(shimPid(containerd, group: id))
         // The fault is in place: a process of the container holds the perf event fd.
         #expect(
             eventually { processes(inNetns: netns.path).contains { PerfHolder.holdsPerfEvent($0) } },
-            "no process of the container holds a perf event fd")
+            "no process of the container holds a perf event fd"
+        )
         let failed = eventually(within: 60) { !containerd.logLines(containing: "checkpoint failed").isEmpty }
         try #require(failed, "no checkpoint failure: \(containerd.log(tail: 30))")
         let failedAt = ContinuousClock.now
         // CRIU's real refusal, from its log tail (the shim's message spans lines): the perf event file.
-        #expect(containerd.logText.contains("perf_event"), "the report carries CRIU's log tail: \(containerd.log(tail: 30))")
+        #expect(
+            containerd.logText.contains("perf_event"),
+            "the report carries CRIU's log tail: \(containerd.log(tail: 30))"
+        )
         // Still serving, memory intact (the same process answers with the next count).
         #expect(!processes(inNetns: netns.path).isEmpty)
         #expect(netns.httpGet(port: 8080) == "count=2\n")
@@ -47,13 +56,18 @@ import ZPTestSupport
         // The next scale-down kills; a request cold-starts it (fresh memory).
         #expect(
             eventually(within: 60) {
-                containerd.logLines(containing: "status SCALED_DOWN").count >= 1 && processes(inNetns: netns.path).isEmpty
-            }, "no scale-down by kill: \(containerd.log(tail: 30))")
+                containerd.logLines(containing: "status SCALED_DOWN").count >= 1
+                    && processes(inNetns: netns.path).isEmpty
+            },
+            "no scale-down by kill: \(containerd.log(tail: 30))"
+        )
         #expect(netns.httpGet(port: 8080) == "count=1\n")
         #expect(containerd.logLines(containing: "checkpoint failed").count == 1, "reported once")
-        print("[fault-matrix] \(flavor.name) | CRIU refuses the app (perf event fd) | keeps serving with its memory "
-            + "(downtime 0; next request answered \(ms(recovered)) after the failure), reported once with CRIU's log tail, "
-            + "killed at the next scale-down | images none, CRIU workers none")
+        print(
+            "[fault-matrix] \(flavor.name) | CRIU refuses the app (perf event fd) | keeps serving with its memory "
+                + "(downtime 0; next request answered \(ms(recovered)) after the failure), reported once with CRIU's log tail, "
+                + "killed at the next scale-down | images none, CRIU workers none"
+        )
         removeTask(containerd, id)
         try expectNothingLeft(containerd, netns: netns, id: id, shim: shim)
     }
@@ -73,8 +87,12 @@ import ZPTestSupport
         let id = "kill1"
         // 48 MiB in the shell's own memory, so the dump takes long enough to be cut.
         try startCounter(
-            containerd, netns: netns, id: id, rootfs: rootfs,
-            command: "x=$(head -c 50331648 /dev/zero | tr '\\0' a); " + counterServer)
+            containerd,
+            netns: netns,
+            id: id,
+            rootfs: rootfs,
+            command: "x=$(head -c 50331648 /dev/zero | tr '\\0' a); " + counterServer
+        )
         defer { removeTask(containerd, id) }
         let shim = try #require(shimPid(containerd, group: id))
         let images = NodeLayout().imageDirectory(containerdNamespace: containerd.namespace, containerID: id)
@@ -89,8 +107,10 @@ import ZPTestSupport
         kill(tracer, SIGKILL)
         let killedAt = ContinuousClock.now
         #expect(worker.first.map(isCRIUCommand) == true, "the tracer \(tracer) is \(worker)")
-        #expect(eventually(within: 30) { !containerd.logLines(containing: "checkpoint failed").isEmpty },
-                "no checkpoint failure: \(containerd.log(tail: 30))")
+        #expect(
+            eventually(within: 30) { !containerd.logLines(containing: "checkpoint failed").isEmpty },
+            "no checkpoint failure: \(containerd.log(tail: 30))"
+        )
         // Two outcomes, depending on the moment of the kill: CRIU's parasite code was not in the
         // app (the app is let go and answers with its memory), or it was, and the app dies with
         // CRIU (the shim reports the container stopped; containerd gets the exit, kubelet restarts it).
@@ -115,13 +135,16 @@ import ZPTestSupport
         } else {
             #expect(processes(inNetns: netns.path).isEmpty, "a stopped task left processes")
             #expect(!containerd.logLines(containing: "status STOPPING").isEmpty)
-            outcome = "the app died with CRIU (parasite inside): task STOPPED \(ms(recovered)) after the kill, exit reported"
+            outcome =
+                "the app died with CRIU (parasite inside): task STOPPED \(ms(recovered)) after the kill, exit reported"
         }
         #expect(eventually { !FileManager.default.fileExists(atPath: images) }, "partial images left in \(images)")
         #expect(criuChildren(of: shim).isEmpty && !isAlive(tracer))
         #expect(containerd.logLines(containing: "checkpoint failed").count == 1, "reported once")
-        print("[fault-matrix] \(flavor.name) | CRIU SIGKILLed mid-dump (app's tasks seized) | \(outcome), reported once "
-            + "| partial images removed, CRIU workers none")
+        print(
+            "[fault-matrix] \(flavor.name) | CRIU SIGKILLed mid-dump (app's tasks seized) | \(outcome), reported once "
+                + "| partial images removed, CRIU workers none"
+        )
         removeTask(containerd, id)
         try expectNothingLeft(containerd, netns: netns, id: id, shim: shim)
     }
@@ -140,7 +163,11 @@ import ZPTestSupport
         let nodeConfig = state + ".conf"
         try Data("state-dir = \(state)\n".utf8).write(to: URL(fileURLWithPath: nodeConfig))
         defer { try? FileManager.default.removeItem(atPath: nodeConfig) }
-        let containerd = try PrivateContainerd(flavor: flavor, tag: "fmful", environment: ["ZEROPOD_NODE_CONFIG": nodeConfig])
+        let containerd = try PrivateContainerd(
+            flavor: flavor,
+            tag: "fmful",
+            environment: ["ZEROPOD_NODE_CONFIG": nodeConfig]
+        )
         defer { containerd.stop() }
         let netns = try TestNetns("zpfm-ful")
         defer { netns.delete() }
@@ -151,19 +178,27 @@ import ZPTestSupport
         let failed = eventually(within: 60) { !containerd.logLines(containing: "checkpoint failed").isEmpty }
         try #require(failed, "no checkpoint failure: \(containerd.log(tail: 30))")
         let failedAt = ContinuousClock.now
-        #expect(containerd.logText.contains("No space left on device"), "the report says why: \(containerd.log(tail: 30))")
+        #expect(
+            containerd.logText.contains("No space left on device"),
+            "the report says why: \(containerd.log(tail: 30))"
+        )
         #expect(netns.httpGet(port: 8080) == "count=2\n", "log: \(containerd.log(tail: 20))")
         let recovered = ContinuousClock.now - failedAt
-        let images = NodeLayout(stateDirectory: state).imageDirectory(containerdNamespace: containerd.namespace, containerID: id)
+        let images = NodeLayout(stateDirectory: state).imageDirectory(
+            containerdNamespace: containerd.namespace,
+            containerID: id
+        )
         #expect(!FileManager.default.fileExists(atPath: images), "partial images left in \(images)")
         let used = try run(["df", "--output=used", "-k", state]).checked().stdout
             .split(separator: "\n").last.map { $0.trimmingCharacters(in: .whitespaces) }
         #expect(used == "0", "the tmpfs is empty again (KiB used: \(used ?? "?"))")
         #expect(criuChildren(of: shim).isEmpty)
         #expect(containerd.logLines(containing: "checkpoint failed").count == 1, "reported once")
-        print("[fault-matrix] \(flavor.name) | disk full at checkpoint (96 KiB state tmpfs) | keeps serving with its memory "
-            + "(downtime 0; next request answered \(ms(recovered)) after the failure), reported once | partial images removed "
-            + "(tmpfs used \(used ?? "?") KiB), CRIU workers none")
+        print(
+            "[fault-matrix] \(flavor.name) | disk full at checkpoint (96 KiB state tmpfs) | keeps serving with its memory "
+                + "(downtime 0; next request answered \(ms(recovered)) after the failure), reported once | partial images removed "
+                + "(tmpfs used \(used ?? "?") KiB), CRIU workers none"
+        )
         removeTask(containerd, id)
         try expectNothingLeft(containerd, netns: netns, id: id, shim: shim, state: state)
     }
@@ -182,7 +217,10 @@ import ZPTestSupport
         try startCounter(containerd, netns: netns, id: id, rootfs: rootfs)
         defer { removeTask(containerd, id) }
         let shim = try #require(shimPid(containerd, group: id))
-        try #require(waitScaledDown(containerd, netns: netns, checkpoints: 1), "not scaled down: \(containerd.log(tail: 30))")
+        try #require(
+            waitScaledDown(containerd, netns: netns, checkpoints: 1),
+            "not scaled down: \(containerd.log(tail: 30))"
+        )
         let images = NodeLayout().imageDirectory(containerdNamespace: containerd.namespace, containerID: id)
         var truncated = 0
         for file in (try? FileManager.default.contentsOfDirectory(atPath: images)) ?? [] where file.hasSuffix(".img") {
@@ -196,7 +234,10 @@ import ZPTestSupport
         let start = ContinuousClock.now
         #expect(netns.httpGet(port: 8080) == "count=1\n", "log: \(containerd.log(tail: 30))")
         let recovered = ContinuousClock.now - start
-        #expect(containerd.logLines(containing: "restore failed").count == 1, "reported once: \(containerd.log(tail: 30))")
+        #expect(
+            containerd.logLines(containing: "restore failed").count == 1,
+            "reported once: \(containerd.log(tail: 30))"
+        )
         #expect(containerd.logLines(containing: "cold started process").count == 1, "one cold start")
         // One process tree: the cold-started shell (and its nc), no half-restored one.
         let pid = try #require(taskRow(containerd, id)?.pid)
@@ -206,9 +247,11 @@ import ZPTestSupport
         #expect(!FileManager.default.fileExists(atPath: images + "/inventory.img"), "corrupt images kept")
         #expect(criuChildren(of: shim).isEmpty)
         #expect(MountPoints.under("/run/containerd/runc/\(containerd.namespace)/\(id)/").isEmpty, "restore mounts left")
-        print("[fault-matrix] \(flavor.name) | truncated image at restore | one cold start, reported once, "
-            + "no half-restored process | corrupt images removed, restore mounts none, CRIU workers none | "
-            + "answered by the cold start in \(ms(recovered))")
+        print(
+            "[fault-matrix] \(flavor.name) | truncated image at restore | one cold start, reported once, "
+                + "no half-restored process | corrupt images removed, restore mounts none, CRIU workers none | "
+                + "answered by the cold start in \(ms(recovered))"
+        )
         removeTask(containerd, id)
         try expectNothingLeft(containerd, netns: netns, id: id, shim: shim)
     }
@@ -226,12 +269,25 @@ import ZPTestSupport
         defer { netns.delete() }
         let eventsFile = containerd.directory + "/events.txt"
         let events = try containerd.startEvents(into: eventsFile)
-        defer { let p = events.processIdentifier; kill(p, SIGTERM); _ = eventually(within: 10) { !isAlive(p) } }
+        defer {
+            let p = events.processIdentifier
+            kill(p, SIGTERM)
+            _ = eventually(within: 10) { !isAlive(p) }
+        }
         let id = "shk1"
-        try startCounter(containerd, netns: netns, id: id, rootfs: rootfs, extra: ["--annotation", "zeropod-swift/wake-group=shk"])
+        try startCounter(
+            containerd,
+            netns: netns,
+            id: id,
+            rootfs: rootfs,
+            extra: ["--annotation", "zeropod-swift/wake-group=shk"]
+        )
         defer { removeTask(containerd, id) }
         let shim = try #require(shimPid(containerd, group: id))
-        try #require(waitScaledDown(containerd, netns: netns, checkpoints: 1), "not scaled down: \(containerd.log(tail: 30))")
+        try #require(
+            waitScaledDown(containerd, netns: netns, checkpoints: 1),
+            "not scaled down: \(containerd.log(tail: 30))"
+        )
         let images = NodeLayout().imageDirectory(containerdNamespace: containerd.namespace, containerID: id)
         #expect(FileManager.default.fileExists(atPath: images + "/inventory.img"))
         kill(shim, SIGKILL)
@@ -257,9 +313,11 @@ import ZPTestSupport
         // Nothing stale blocks the node: the same id starts again, in the same netns.
         try startCounter(containerd, netns: netns, id: id, rootfs: rootfs)
         #expect(netns.httpGet(port: 8080) == "count=2\n")
-        print("[fault-matrix] \(flavor.name) | shim SIGKILLed while scaled down | containerd gets exit 137 \(ms(recovered)) "
-            + "after the kill, the same id starts again | images, lazy-pages daemon, restore mounts, wake group entry, "
-            + "sockets, BPF links: none")
+        print(
+            "[fault-matrix] \(flavor.name) | shim SIGKILLed while scaled down | containerd gets exit 137 \(ms(recovered)) "
+                + "after the kill, the same id starts again | images, lazy-pages daemon, restore mounts, wake group entry, "
+                + "sockets, BPF links: none"
+        )
     }
 
     /// The app exits by itself while running (status 7) and right after a restore (status 9):
@@ -273,18 +331,31 @@ import ZPTestSupport
         defer { netns.delete() }
         let eventsFile = containerd.directory + "/events.txt"
         let events = try containerd.startEvents(into: eventsFile)
-        defer { let p = events.processIdentifier; kill(p, SIGTERM); _ = eventually(within: 10) { !isAlive(p) } }
+        defer {
+            let p = events.processIdentifier
+            kill(p, SIGTERM)
+            _ = eventually(within: 10) { !isAlive(p) }
+        }
         func exitStatus(_ id: String) -> String? {
             let text = (try? String(contentsOfFile: eventsFile, encoding: .utf8)) ?? ""
-            guard let line = text.split(separator: "\n").first(where: { $0.contains("/tasks/exit") && $0.contains("\"\(id)\"") }),
-                  let range = line.range(of: "\"exit_status\":") else { return nil }
+            guard
+                let line = text.split(separator: "\n").first(where: {
+                    $0.contains("/tasks/exit") && $0.contains("\"\(id)\"")
+                }),
+                let range = line.range(of: "\"exit_status\":")
+            else { return nil }
             return String(line[range.upperBound...].prefix { $0.isNumber })
         }
         // While running: exits 7 right after its first answer, before any scale-down (2 s idle).
         let running = "running1"
         try startCounter(
-            containerd, netns: netns, id: running, rootfs: rootfs,
-            command: "printf 'HTTP/1.0 200 OK\\r\\nContent-Length: 8\\r\\n\\r\\ncount=1\\n' | nc -l -p 8080 >/dev/null; exit 7")
+            containerd,
+            netns: netns,
+            id: running,
+            rootfs: rootfs,
+            command:
+                "printf 'HTTP/1.0 200 OK\\r\\nContent-Length: 8\\r\\n\\r\\ncount=1\\n' | nc -l -p 8080 >/dev/null; exit 7"
+        )
         #expect(eventually(within: 30) { exitStatus(running) != nil }, "no exit event: \(containerd.log(tail: 20))")
         #expect(exitStatus(running) == "7")
         #expect(eventually { taskRow(containerd, running)?.status == "STOPPED" })
@@ -302,15 +373,23 @@ import ZPTestSupport
         try startCounter(containerd, netns: netns, id: restored, rootfs: rootfs, command: exitsAfterTwo)
         defer { removeTask(containerd, restored) }
         let shim = try #require(shimPid(containerd, group: restored))
-        try #require(waitScaledDown(containerd, netns: netns, checkpoints: 1), "not scaled down: \(containerd.log(tail: 30))")
+        try #require(
+            waitScaledDown(containerd, netns: netns, checkpoints: 1),
+            "not scaled down: \(containerd.log(tail: 30))"
+        )
         let start = ContinuousClock.now
         #expect(netns.httpGet(port: 8080) == "count=2\n", "log: \(containerd.log(tail: 20))")
-        #expect(eventually(within: 30) { exitStatus(restored) != nil }, "no exit event after the restore: \(containerd.log(tail: 20))")
+        #expect(
+            eventually(within: 30) { exitStatus(restored) != nil },
+            "no exit event after the restore: \(containerd.log(tail: 20))"
+        )
         let reported = ContinuousClock.now - start
         #expect(exitStatus(restored) == "9")
         #expect(eventually { taskRow(containerd, restored)?.status == "STOPPED" })
-        print("[fault-matrix] \(flavor.name) | app exits by itself (running: 7, right after a restore: 9) | containerd gets "
-            + "both statuses, task STOPPED | nothing left after delete | exit reported \(ms(reported)) after the waking request")
+        print(
+            "[fault-matrix] \(flavor.name) | app exits by itself (running: 7, right after a restore: 9) | containerd gets "
+                + "both statuses, task STOPPED | nothing left after delete | exit reported \(ms(reported)) after the waking request"
+        )
         removeTask(containerd, restored)
         try expectNothingLeft(containerd, netns: netns, id: restored, shim: shim)
     }
@@ -344,7 +423,8 @@ enum PerfHolder {
     static func build(in folder: String) throws -> String {
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         try Data(source.utf8).write(to: URL(fileURLWithPath: folder + "/perfhold.c"))
-        _ = try run(["cc", "-static", "-O2", "-o", folder + "/perfhold", folder + "/perfhold.c"], timeout: 120).checked()
+        _ = try run(["cc", "-static", "-O2", "-o", folder + "/perfhold", folder + "/perfhold.c"], timeout: 120)
+            .checked()
         return folder
     }
 
@@ -352,7 +432,8 @@ enum PerfHolder {
     static func holdsPerfEvent(_ pid: Int32) -> Bool {
         let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
         return fds.contains {
-            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\($0)")) == "anon_inode:[perf_event]"
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\($0)"))
+                == "anon_inode:[perf_event]"
         }
     }
 }
@@ -365,7 +446,8 @@ func shimPid(_ containerd: PrivateContainerd, group: String) -> Int32? {
 /// The parent pid of `pid` (from /proc/PID/stat), nil when it is gone.
 func parent(of pid: Int32) -> Int32? {
     guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-          let close = stat.lastIndex(of: ")") else { return nil }
+        let close = stat.lastIndex(of: ")")
+    else { return nil }
     let fields = stat[stat.index(after: close)...].split(separator: " ")
     return fields.count > 1 ? Int32(fields[1]) : nil
 }
@@ -373,7 +455,8 @@ func parent(of pid: Int32) -> Int32? {
 /// The `TracerPid` of `pid` (0 when untraced), nil when it is gone.
 func tracerPid(of pid: Int32) -> Int32? {
     guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-          let line = status.split(separator: "\n").first(where: { $0.hasPrefix("TracerPid:") }) else { return nil }
+        let line = status.split(separator: "\n").first(where: { $0.hasPrefix("TracerPid:") })
+    else { return nil }
     return Int32(line.dropFirst("TracerPid:".count).trimmingCharacters(in: .whitespaces))
 }
 
@@ -398,25 +481,57 @@ func ms(_ d: Duration) -> String {
 /// After the container `id` was deleted: no process in the pod netns, no images, no mounts under
 /// containerd's folder or runc's state, no BPF link on the netns, the shim gone with its sockets,
 /// no CRIU worker left.
-func expectNothingLeft(_ containerd: PrivateContainerd, netns: TestNetns, id: String, shim: Int32, state: String? = nil,
-                       sourceLocation: SourceLocation = #_sourceLocation) throws {
-    #expect(eventually { processes(inNetns: netns.path).isEmpty }, "processes left in the netns", sourceLocation: sourceLocation)
+func expectNothingLeft(
+    _ containerd: PrivateContainerd,
+    netns: TestNetns,
+    id: String,
+    shim: Int32,
+    state: String? = nil,
+    sourceLocation: SourceLocation = #_sourceLocation
+) throws {
+    #expect(
+        eventually { processes(inNetns: netns.path).isEmpty },
+        "processes left in the netns",
+        sourceLocation: sourceLocation
+    )
     let layout = state.map { NodeLayout(stateDirectory: $0) } ?? NodeLayout()
     let images = layout.imageDirectory(containerdNamespace: containerd.namespace, containerID: id)
-    #expect(eventually { !FileManager.default.fileExists(atPath: images) }, "images left in \(images)", sourceLocation: sourceLocation)
+    #expect(
+        eventually { !FileManager.default.fileExists(atPath: images) },
+        "images left in \(images)",
+        sourceLocation: sourceLocation
+    )
     #expect(eventually { !isAlive(shim) }, "shim \(shim) still running", sourceLocation: sourceLocation)
     #expect(criuChildren(of: shim).isEmpty, "CRIU processes left", sourceLocation: sourceLocation)
     let socket = containerd.shimSocket(group: id)
-    #expect(eventually { !FileManager.default.fileExists(atPath: socket) }, "shim socket left", sourceLocation: sourceLocation)
-    #expect(eventually { !FileManager.default.fileExists(atPath: layout.statusSocket(forShimSocket: socket)) },
-            "status socket left", sourceLocation: sourceLocation)
-    #expect(MountPoints.under(containerd.directory + "/").isEmpty, "mounts left under containerd's folder", sourceLocation: sourceLocation)
-    #expect(MountPoints.under("/run/containerd/runc/\(containerd.namespace)/").isEmpty, "mounts left in runc's state",
-            sourceLocation: sourceLocation)
+    #expect(
+        eventually { !FileManager.default.fileExists(atPath: socket) },
+        "shim socket left",
+        sourceLocation: sourceLocation
+    )
+    #expect(
+        eventually { !FileManager.default.fileExists(atPath: layout.statusSocket(forShimSocket: socket)) },
+        "status socket left",
+        sourceLocation: sourceLocation
+    )
+    #expect(
+        MountPoints.under(containerd.directory + "/").isEmpty,
+        "mounts left under containerd's folder",
+        sourceLocation: sourceLocation
+    )
+    #expect(
+        MountPoints.under("/run/containerd/runc/\(containerd.namespace)/").isEmpty,
+        "mounts left in runc's state",
+        sourceLocation: sourceLocation
+    )
     var st = stat()
     if stat(netns.path, &st) == 0 {
         let links = (try? run(["bpftool", "-j", "link", "show"]).stdout) ?? ""
-        #expect(!links.contains("\"netns_ino\":\(st.st_ino)"), "a BPF link of the pod netns is left", sourceLocation: sourceLocation)
+        #expect(
+            !links.contains("\"netns_ino\":\(st.st_ino)"),
+            "a BPF link of the pod netns is left",
+            sourceLocation: sourceLocation
+        )
     }
 }
 
@@ -436,14 +551,27 @@ func expectNothingLeft(_ containerd: PrivateContainerd, netns: TestNetns, id: St
         let layout = NodeLayout(runDirectory: base + "/r", stateDirectory: base + "/state")
         try Data("state-dir = \(layout.stateDirectory)\nrun-dir = \(layout.runDirectory)\n".utf8)
             .write(to: URL(fileURLWithPath: base + "/node.conf"))
-        let containerd = try PrivateContainerd(flavor: flavor, tag: "fminv", environment: ["ZEROPOD_NODE_CONFIG": base + "/node.conf"])
+        let containerd = try PrivateContainerd(
+            flavor: flavor,
+            tag: "fminv",
+            environment: ["ZEROPOD_NODE_CONFIG": base + "/node.conf"]
+        )
         defer { containerd.stop() }
         let netns = try TestNetns("zpfm-inv")
         defer { netns.delete() }
         let id = "inv1"
-        try startCounter(containerd, netns: netns, id: id, rootfs: rootfs, extra: ["--annotation", "zeropod-swift/wake-group=inv"])
+        try startCounter(
+            containerd,
+            netns: netns,
+            id: id,
+            rootfs: rootfs,
+            extra: ["--annotation", "zeropod-swift/wake-group=inv"]
+        )
         defer { removeTask(containerd, id) }
-        try #require(waitScaledDown(containerd, netns: netns, checkpoints: 1), "not scaled down: \(containerd.log(tail: 30))")
+        try #require(
+            waitScaledDown(containerd, netns: netns, checkpoints: 1),
+            "not scaled down: \(containerd.log(tail: 30))"
+        )
         let images = layout.imageDirectory(containerdNamespace: containerd.namespace, containerID: id)
         let found = try run(["find", layout.stateDirectory, layout.runDirectory]).checked().stdout
             .split(separator: "\n").map(String.init)
@@ -462,13 +590,23 @@ func expectNothingLeft(_ containerd: PrivateContainerd, netns: TestNetns, id: St
             #expect(st.st_mode & 0o077 == 0, "\(path) is open to others: \(String(st.st_mode & 0o7777, radix: 8))")
         }
         // An unprivileged user cannot read the memory image, even with the folders opened.
-        let nobody = try run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "--", "cat", images + "/pages-1.img"])
-        #expect(nobody.status != 0 && nobody.stderr.contains("Permission denied"), "cat as 65534: \(nobody.status) \(nobody.stderr)")
+        let nobody = try run([
+            "setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "--", "cat", images + "/pages-1.img",
+        ])
+        #expect(
+            nobody.status != 0 && nobody.stderr.contains("Permission denied"),
+            "cat as 65534: \(nobody.status) \(nobody.stderr)"
+        )
         // The restore, then the images are gone.
         #expect(netns.httpGet(port: 8080) == "count=2\n", "log: \(containerd.log(tail: 20))")
-        #expect(eventually { !FileManager.default.fileExists(atPath: images) }, "images kept after the restore: \(images)")
+        #expect(
+            eventually { !FileManager.default.fileExists(atPath: images) },
+            "images kept after the restore: \(images)"
+        )
         let after = try run(["find", layout.stateDirectory, layout.runDirectory]).checked().stdout
-        print("[owner-only] \(flavor.name) after the restore:\n\(try run(["stat", "-c", "%A %U:%G %n"] + after.split(separator: "\n").map(String.init)).stdout)")
+        print(
+            "[owner-only] \(flavor.name) after the restore:\n\(try run(["stat", "-c", "%A %U:%G %n"] + after.split(separator: "\n").map(String.init)).stdout)"
+        )
         removeTask(containerd, id)
     }
 }

@@ -1,7 +1,4 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import KubeAPIDouble
 import NIOPosix
 import Testing
@@ -10,6 +7,10 @@ import ZPCore
 import ZPKube
 import ZPTestSupport
 
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
 /// A free TCP port on 127.0.0.1 (bound and released).
 func freeLoopbackPort() -> Int {
     let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -17,9 +18,13 @@ func freeLoopbackPort() -> Int {
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    _ = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
     var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &length) } }
+    _ = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &length) }
+    }
     return Int(UInt16(bigEndian: address.sin_port))
 }
 
@@ -27,7 +32,9 @@ func freeLoopbackPort() -> Int {
 func httpGetText(_ url: String) async -> (status: Int, body: String)? {
     var request = URLRequest(url: URL(string: url)!)
     request.timeoutInterval = 5
-    guard let (data, response) = try? await URLSession.shared.data(for: request), let http = response as? HTTPURLResponse else { return nil }
+    guard let (data, response) = try? await URLSession.shared.data(for: request),
+        let http = response as? HTTPURLResponse
+    else { return nil }
     return (http.statusCode, String(decoding: data, as: UTF8.self))
 }
 
@@ -44,16 +51,18 @@ struct TestPrometheus {
         self.directory = directory
         try FileManager.default.createDirectory(atPath: directory + "/data", withIntermediateDirectories: true)
         try """
-            global: {scrape_interval: 1s, evaluation_interval: 1s}
-            scrape_configs:
-              - job_name: zeropod-manager
-                static_configs: [{targets: ["\(target)"]}]
-            """.write(toFile: directory + "/prometheus.yml", atomically: true, encoding: .utf8)
+        global: {scrape_interval: 1s, evaluation_interval: 1s}
+        scrape_configs:
+          - job_name: zeropod-manager
+            static_configs: [{targets: ["\(target)"]}]
+        """.write(toFile: directory + "/prometheus.yml", atomically: true, encoding: .utf8)
         port = freeLoopbackPort()
         process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/prometheus")
-        process.arguments = ["--config.file=\(directory)/prometheus.yml", "--storage.tsdb.path=\(directory)/data",
-                             "--web.listen-address=127.0.0.1:\(port)", "--log.level=warn"]
+        process.arguments = [
+            "--config.file=\(directory)/prometheus.yml", "--storage.tsdb.path=\(directory)/data",
+            "--web.listen-address=127.0.0.1:\(port)", "--log.level=warn",
+        ]
         process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
         process.standardError = FileHandle(forWritingAtPath: "/dev/null")
         try process.run()
@@ -62,9 +71,11 @@ struct TestPrometheus {
     /// The value of the first sample of an instant query, nil if none.
     func query(_ promql: String) async -> Double? {
         let encoded = promql.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? promql
-        guard let (status, body) = await httpGetText("http://127.0.0.1:\(port)/api/v1/query?query=\(encoded)"), status == 200,
-              let json = try? JSON(parsing: Data(body.utf8)),
-              let value = json[path: ["data", "result"]]?.arrayValue?.first?["value"]?.arrayValue?.last?.stringValue else { return nil }
+        guard let (status, body) = await httpGetText("http://127.0.0.1:\(port)/api/v1/query?query=\(encoded)"),
+            status == 200,
+            let json = try? JSON(parsing: Data(body.utf8)),
+            let value = json[path: ["data", "result"]]?.arrayValue?.first?["value"]?.arrayValue?.last?.stringValue
+        else { return nil }
         return Double(value)
     }
 
@@ -79,8 +90,10 @@ struct TestPrometheus {
 /// `zeropod-manager` process follows it and writes to the Kubernetes API double; the container
 /// scales down and back; label, events and requests follow; a real Prometheus scrapes the manager.
 @Suite(.serialized) struct ManagerEndToEndTests {
-    @Test(.enabled(if: TestPrometheus.isInstalled, "Debian's prometheus is not installed (make setup installs it)"),
-          arguments: ContainerdFlavor.all)
+    @Test(
+        .enabled(if: TestPrometheus.isInstalled, "Debian's prometheus is not installed (make setup installs it)"),
+        arguments: ContainerdFlavor.all
+    )
     func scaleDownAndBack_labelEventsRequestsAndPrometheus(flavor: ContainerdFlavor) async throws {
         let rootfs = try TestPaths.busyboxRootfs()
         let scratch = "/tmp/zpme-\(UUID().uuidString.prefix(8))"
@@ -93,7 +106,13 @@ struct TestPrometheus {
         settings.tokens = ["token": "system:serviceaccount:zeropod-system:zeropod-node"]
         let double = try await KubeAPIDouble.start(settings: settings)
         do {
-            try await scenario(flavor: flavor, double: double, scratch: scratch, runDirectory: runDirectory, rootfs: rootfs)
+            try await scenario(
+                flavor: flavor,
+                double: double,
+                scratch: scratch,
+                runDirectory: runDirectory,
+                rootfs: rootfs
+            )
         } catch {
             await double.stop()
             throw error
@@ -101,31 +120,63 @@ struct TestPrometheus {
         await double.stop()
     }
 
-    private func scenario(flavor: ContainerdFlavor, double: KubeAPIDouble, scratch: String, runDirectory: String, rootfs: String) async throws {
-        let created = try double.create("pods", namespace: "default", [
-            "apiVersion": "v1", "kind": "Pod", "metadata": ["name": "web", "namespace": "default"],
-            "spec": ["nodeName": "node-a", "containers": [["name": "app", "image": "busybox", "resources": ["requests": ["cpu": "250m", "memory": "64Mi"]]]]],
-        ])
+    private func scenario(
+        flavor: ContainerdFlavor,
+        double: KubeAPIDouble,
+        scratch: String,
+        runDirectory: String,
+        rootfs: String
+    ) async throws {
+        let created = try double.create(
+            "pods",
+            namespace: "default",
+            [
+                "apiVersion": "v1", "kind": "Pod", "metadata": ["name": "web", "namespace": "default"],
+                "spec": [
+                    "nodeName": "node-a",
+                    "containers": [
+                        [
+                            "name": "app", "image": "busybox",
+                            "resources": ["requests": ["cpu": "250m", "memory": "64Mi"]],
+                        ]
+                    ],
+                ],
+            ]
+        )
         let uid = created[path: ["metadata", "uid"]]!.stringValue!
         try double.kubeconfig(token: "token").write(toFile: scratch + "/kubeconfig", atomically: true, encoding: .utf8)
 
-        let containerd = try PrivateContainerd(flavor: flavor, tag: "mg", environment: ["ZEROPOD_NODE_CONFIG": scratch + "/node.conf"])
+        let containerd = try PrivateContainerd(
+            flavor: flavor,
+            tag: "mg",
+            environment: ["ZEROPOD_NODE_CONFIG": scratch + "/node.conf"]
+        )
         defer { containerd.stop() }
         let netns = try TestNetns("zpshim-mg")
         defer { netns.delete() }
         let id = "mg1"
-        try startCounter(containerd, netns: netns, id: id, rootfs: rootfs, extra: [
-            "--annotation", "io.kubernetes.cri.container-name=app", "--annotation", "io.kubernetes.cri.sandbox-name=web",
-            "--annotation", "io.kubernetes.cri.sandbox-namespace=default", "--annotation", "io.kubernetes.cri.sandbox-uid=\(uid)",
-        ])
+        try startCounter(
+            containerd,
+            netns: netns,
+            id: id,
+            rootfs: rootfs,
+            extra: [
+                "--annotation", "io.kubernetes.cri.container-name=app", "--annotation",
+                "io.kubernetes.cri.sandbox-name=web",
+                "--annotation", "io.kubernetes.cri.sandbox-namespace=default", "--annotation",
+                "io.kubernetes.cri.sandbox-uid=\(uid)",
+            ]
+        )
         defer { removeTask(containerd, id) }
 
         // The manager process, as the DaemonSet runs it (flags of the original, NODE_NAME).
         let metricsPort = freeLoopbackPort()
         let manager = Process()
         manager.executableURL = URL(fileURLWithPath: TestPaths.buildDirectory + "/zeropod-manager")
-        manager.arguments = ["-metrics-addr=127.0.0.1:\(metricsPort)", "-status-labels", "-status-events", "-in-place-scaling",
-                             "-kubeconfig=\(scratch)/kubeconfig", "-node-config=\(scratch)/node.conf"]
+        manager.arguments = [
+            "-metrics-addr=127.0.0.1:\(metricsPort)", "-status-labels", "-status-events", "-in-place-scaling",
+            "-kubeconfig=\(scratch)/kubeconfig", "-node-config=\(scratch)/node.conf",
+        ]
         manager.environment = ["NODE_NAME": "node-a", "PATH": "/usr/bin:/bin"]
         let managerLog = scratch + "/manager.log"
         _ = FileManager.default.createFile(atPath: managerLog, contents: nil)
@@ -140,13 +191,20 @@ struct TestPrometheus {
         defer { prometheus.stop() }
 
         func label() -> String? {
-            double.object("pods", namespace: "default", name: "web")?[path: ["metadata", "labels", "status.zeropod.ctrox.dev/app"]]?.stringValue
+            double.object("pods", namespace: "default", name: "web")?[path: [
+                "metadata", "labels", "status.zeropod.ctrox.dev/app",
+            ]]?.stringValue
         }
         func requests() -> [String: String] {
-            double.object("pods", namespace: "default", name: "web")?[path: ["spec", "containers"]]?.arrayValue?.first?[path: ["resources", "requests"]]?
+            double.object("pods", namespace: "default", name: "web")?[path: ["spec", "containers"]]?.arrayValue?.first?[
+                path: ["resources", "requests"]]?
                 .objectValue?.compactMapValues(\.stringValue) ?? [:]
         }
-        func managerLogTail() -> String { ((try? String(contentsOfFile: managerLog, encoding: .utf8)) ?? "").split(separator: "\n").suffix(30).joined(separator: "\n") }
+        func managerLogTail() -> String {
+            ((try? String(contentsOfFile: managerLog, encoding: .utf8)) ?? "").split(separator: "\n").suffix(30).joined(
+                separator: "\n"
+            )
+        }
         /// Waits for the label to become `value`; returns the wall-clock time it was seen (5 ms polls).
         func waitLabel(_ value: String) async -> Date? {
             let deadline = ContinuousClock.now + .seconds(90)
@@ -160,21 +218,48 @@ struct TestPrometheus {
         try #require(running != nil, "no RUNNING label; manager log:\n\(managerLogTail())")
 
         // The shim's own account of each phase change (its stream), to measure the write delay.
-        let statusSocket = NodeLayout(runDirectory: runDirectory).statusSocket(forShimSocket: containerd.shimSocket(group: id))
-        let client = try await ShimStatusClient.connect(socketPath: statusSocket, group: MultiThreadedEventLoopGroup.singleton)
+        let statusSocket = NodeLayout(runDirectory: runDirectory).statusSocket(
+            forShimSocket: containerd.shimSocket(group: id)
+        )
+        let client = try await ShimStatusClient.connect(
+            socketPath: statusSocket,
+            group: MultiThreadedEventLoopGroup.singleton
+        )
         do {
-            try await measure(flavor: flavor, double: double, client: client, netns: netns, metricsPort: metricsPort, prometheus: prometheus,
-                              scratch: scratch, uid: uid, label: label, requests: requests, waitLabel: waitLabel, managerLogTail: managerLogTail)
+            try await measure(
+                flavor: flavor,
+                double: double,
+                client: client,
+                netns: netns,
+                metricsPort: metricsPort,
+                prometheus: prometheus,
+                scratch: scratch,
+                uid: uid,
+                label: label,
+                requests: requests,
+                waitLabel: waitLabel,
+                managerLogTail: managerLogTail
+            )
             await client.close()
             // A shim killed: containerd runs its `delete`, which removes the status socket; the
             // manager stays up, drops the container's series, and keeps serving.
-            let shimPid = try #require(processes(matching: ["containerd-shim-zeropod-v2", "-socket", containerd.shimSocket(group: id)]).first)
+            let shimPid = try #require(
+                processes(matching: ["containerd-shim-zeropod-v2", "-socket", containerd.shimSocket(group: id)]).first
+            )
             kill(shimPid, SIGKILL)
-            #expect(await eventuallyAsync(within: 60) { !FileManager.default.fileExists(atPath: statusSocket) }, "status socket left behind")
-            #expect(await eventuallyAsync(within: 60) {
-                guard let text = await httpGetText("http://127.0.0.1:\(metricsPort)/metrics")?.body else { return false }
-                return !text.contains(#"pod="web""#)
-            }, "series of the killed shim's container still exported")
+            #expect(
+                await eventuallyAsync(within: 60) { !FileManager.default.fileExists(atPath: statusSocket) },
+                "status socket left behind"
+            )
+            #expect(
+                await eventuallyAsync(within: 60) {
+                    guard let text = await httpGetText("http://127.0.0.1:\(metricsPort)/metrics")?.body else {
+                        return false
+                    }
+                    return !text.contains(#"pod="web""#)
+                },
+                "series of the killed shim's container still exported"
+            )
             try await Task.sleep(for: .seconds(1))
             #expect(manager.isRunning, "the manager died with the shim; log:\n\(managerLogTail())")
             #expect(await httpGetText("http://127.0.0.1:\(metricsPort)/healthz")?.status == 200)
@@ -185,8 +270,17 @@ struct TestPrometheus {
     }
 
     private func measure(
-        flavor: ContainerdFlavor, double: KubeAPIDouble, client: ShimStatusClient, netns: TestNetns, metricsPort: Int, prometheus: TestPrometheus,
-        scratch: String, uid: String, label: () -> String?, requests: () -> [String: String], waitLabel: (String) async -> Date?,
+        flavor: ContainerdFlavor,
+        double: KubeAPIDouble,
+        client: ShimStatusClient,
+        netns: TestNetns,
+        metricsPort: Int,
+        prometheus: TestPrometheus,
+        scratch: String,
+        uid: String,
+        label: () -> String?,
+        requests: () -> [String: String],
+        waitLabel: (String) async -> Date?,
         managerLogTail: () -> String
     ) async throws {
         var delays: [Double] = []
@@ -205,20 +299,36 @@ struct TestPrometheus {
             let seenDown = await waitLabel("SCALED_DOWN")
             try #require(seenDown != nil, "cycle \(cycle): no SCALED_DOWN label; manager log:\n\(managerLogTail())")
             delays.append(seenDown!.timeIntervalSince(down!) * 1000)
-            #expect(await eventuallyAsync(within: 60) { requests() == ["cpu": "1m", "memory": "1Ki"] }, "cycle \(cycle): requests \(requests())")
+            #expect(
+                await eventuallyAsync(within: 60) { requests() == ["cpu": "1m", "memory": "1Ki"] },
+                "cycle \(cycle): requests \(requests())"
+            )
             #expect(netns.httpGet(port: 8080) != nil, "cycle \(cycle): no answer after the restore")
             let up = try await nextPhaseChange(to: .running)
             try #require(up != nil)
             let seenUp = await waitLabel("RUNNING")
             try #require(seenUp != nil, "cycle \(cycle): no RUNNING label")
             delays.append(seenUp!.timeIntervalSince(up!) * 1000)
-            #expect(await eventuallyAsync(within: 60) { requests() == ["cpu": "250m", "memory": "64Mi"] }, "cycle \(cycle): requests \(requests())")
+            #expect(
+                await eventuallyAsync(within: 60) { requests() == ["cpu": "250m", "memory": "64Mi"] },
+                "cycle \(cycle): requests \(requests())"
+            )
         }
         let sorted = delays.sorted()
-        print("manager e2e \(flavor.name): phase change → label write seen: median \(String(format: "%.1f", sorted[sorted.count / 2])) ms, "
-              + "max \(String(format: "%.1f", sorted.last!)) ms over \(sorted.count) changes (5 ms polls): \(delays.map { String(format: "%.1f", $0) })")
-        #expect(await eventuallyAsync(within: 60) { double.objects("events").filter { $0["reason"] == "Scaled down" }.count == 3 })
-        #expect(await eventuallyAsync(within: 60) { double.objects("events").filter { $0["reason"] == "Running" }.count == 3 })
+        print(
+            "manager e2e \(flavor.name): phase change → label write seen: median \(String(format: "%.1f", sorted[sorted.count / 2])) ms, "
+                + "max \(String(format: "%.1f", sorted.last!)) ms over \(sorted.count) changes (5 ms polls): \(delays.map { String(format: "%.1f", $0) })"
+        )
+        #expect(
+            await eventuallyAsync(within: 60) {
+                double.objects("events").filter { $0["reason"] == "Scaled down" }.count == 3
+            }
+        )
+        #expect(
+            await eventuallyAsync(within: 60) {
+                double.objects("events").filter { $0["reason"] == "Running" }.count == 3
+            }
+        )
         let event = double.objects("events").first { $0["reason"] == "Scaled down" }
         #expect(event?[path: ["involvedObject", "uid"]]?.stringValue == uid)
         #expect(event?["reportingComponent"] == "zeropod.ctrox.dev/manager")
@@ -231,11 +341,20 @@ struct TestPrometheus {
         #expect(check.status == 0, "promtool: \(check.stdout) \(check.stderr)")
         print("promtool check metrics: exit \(check.status) \(check.stdout)\(check.stderr)")
         let labels = #"{container="app",pod="web",namespace="default"}"#
-        #expect(await eventuallyAsync(within: 30) { await prometheus.query("zeropod_checkpoint_duration_seconds_count\(labels)") == 3 })
-        let queries = ["zeropod_running\(labels)", "zeropod_checkpoint_duration_seconds_count\(labels)",
-                       "zeropod_restore_duration_seconds_count\(labels)", "zeropod_checkpoint_errors_total\(labels)",
-                       "histogram_quantile(0.5, zeropod_restore_duration_seconds_bucket\(labels))", "zeropod_last_restore_time\(labels)"]
-        for q in queries { print("prometheus \(flavor.name): \(q) = \(await prometheus.query(q).map { String($0) } ?? "none")") }
+        #expect(
+            await eventuallyAsync(within: 30) {
+                await prometheus.query("zeropod_checkpoint_duration_seconds_count\(labels)") == 3
+            }
+        )
+        let queries = [
+            "zeropod_running\(labels)", "zeropod_checkpoint_duration_seconds_count\(labels)",
+            "zeropod_restore_duration_seconds_count\(labels)", "zeropod_checkpoint_errors_total\(labels)",
+            "histogram_quantile(0.5, zeropod_restore_duration_seconds_bucket\(labels))",
+            "zeropod_last_restore_time\(labels)",
+        ]
+        for q in queries {
+            print("prometheus \(flavor.name): \(q) = \(await prometheus.query(q).map { String($0) } ?? "none")")
+        }
         #expect(await prometheus.query("zeropod_running\(labels)") == 1)
         #expect(await prometheus.query("zeropod_restore_duration_seconds_count\(labels)") == 3)
         #expect(await prometheus.query("zeropod_checkpoint_errors_total\(labels)") == 0)

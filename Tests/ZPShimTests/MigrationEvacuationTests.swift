@@ -6,8 +6,9 @@ import Testing
 import ZPAPI
 import ZPCore
 import ZPImageArchive
-import ZPTestSupport
 import ZPTTRPC
+import ZPTestSupport
+
 @testable import ZPShim
 
 // The source shim's evacuation (decision 0048, steps 3-4) against a node service played by a
@@ -29,7 +30,11 @@ private func withLayout(_ body: (NodeLayout) async throws -> Void) async throws 
 }
 
 /// Serves PrepareEvac with `prepare` and Evac with CLAIMED on `layout.nodeSocket` during `body`.
-private func withNode(_ layout: NodeLayout, prepare: NodeAPI.EvacResponse, _ body: (NodeCalls) async throws -> Void) async throws {
+private func withNode(
+    _ layout: NodeLayout,
+    prepare: NodeAPI.EvacResponse,
+    _ body: (NodeCalls) async throws -> Void
+) async throws {
     let calls = NodeCalls()
     var router = TTRPCRouter()
     router.register(service: NodeAPI.service, method: NodeAPI.Method.prepareEvac.rawValue) { call in
@@ -58,10 +63,14 @@ private let pod = NodeAPI.PodInfo(name: "web-5d9c-aaaaa", namespace: "default", 
 
 /// A checkpoint folder and an upper folder with a few files.
 private func sourceFolders(_ layout: NodeLayout) throws -> (images: String, upper: String) {
-    let images = layout.stateDirectory + "/i/k8s.io/" + containerID, upper = layout.stateDirectory + "/upper"
+    let images = layout.stateDirectory + "/i/k8s.io/" + containerID
+    let upper = layout.stateDirectory + "/upper"
     try FileManager.default.createDirectory(atPath: images, withIntermediateDirectories: true)
     try FileManager.default.createDirectory(atPath: upper + "/data", withIntermediateDirectories: true)
-    _ = FileManager.default.createFile(atPath: images + "/pages-1.img", contents: Data((0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 / 4096) }))
+    _ = FileManager.default.createFile(
+        atPath: images + "/pages-1.img",
+        contents: Data((0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 / 4096) })
+    )
     _ = FileManager.default.createFile(atPath: images + "/inventory.img", contents: Data("inventory".utf8))
     _ = FileManager.default.createFile(atPath: upper + "/data/counter.txt", contents: Data("41\n".utf8))
     return (images, upper)
@@ -72,10 +81,21 @@ private func sourceFolders(_ layout: NodeLayout) throws -> (images: String, uppe
         try await withLayout { layout in
             let (images, upper) = try sourceFolders(layout)
             try await withNode(layout, prepare: NodeAPI.EvacResponse(outcome: .claimed)) { calls in
-                let outcome = await MigrationEvacuation(layout: layout, containerID: containerID, pod: pod, imagesDirectory: images,
-                                                        upperDirectory: upper, group: MultiThreadedEventLoopGroup.singleton).run()
-                guard case .evacuated(let summary) = outcome else { Issue.record("not evacuated: \(outcome)"); return }
-                print("evacuated: \(summary.entries) entries, \(summary.dataBytes) bytes -> \(summary.archiveBytes) bytes archived")
+                let outcome = await MigrationEvacuation(
+                    layout: layout,
+                    containerID: containerID,
+                    pod: pod,
+                    imagesDirectory: images,
+                    upperDirectory: upper,
+                    group: MultiThreadedEventLoopGroup.singleton
+                ).run()
+                guard case .evacuated(let summary) = outcome else {
+                    Issue.record("not evacuated: \(outcome)")
+                    return
+                }
+                print(
+                    "evacuated: \(summary.entries) entries, \(summary.dataBytes) bytes -> \(summary.archiveBytes) bytes archived"
+                )
                 let evac = try #require(calls.evacs.withLock { $0.first })
                 #expect(evac.podInfo == pod)
                 #expect(evac.migrationInfo?.imageID == containerID)
@@ -84,7 +104,10 @@ private func sourceFolders(_ layout: NodeLayout) throws -> (images: String, uppe
                 // What the target extracts: the images and the changed files, byte for byte.
                 let out = layout.stateDirectory + "/extracted"
                 try ImageArchive.extract(layout.migrationArchive(containerID: containerID), into: out, ownership: false)
-                #expect(FileManager.default.contents(atPath: out + "/images/pages-1.img") == FileManager.default.contents(atPath: images + "/pages-1.img"))
+                #expect(
+                    FileManager.default.contents(atPath: out + "/images/pages-1.img")
+                        == FileManager.default.contents(atPath: images + "/pages-1.img")
+                )
                 #expect(FileManager.default.contents(atPath: out + "/upper/data/counter.txt") == Data("41\n".utf8))
             }
         }
@@ -94,9 +117,18 @@ private func sourceFolders(_ layout: NodeLayout) throws -> (images: String, uppe
         try await withLayout { layout in
             let (images, _) = try sourceFolders(layout)
             try await withNode(layout, prepare: NodeAPI.EvacResponse(outcome: .claimed)) { calls in
-                let outcome = await MigrationEvacuation(layout: layout, containerID: containerID, pod: pod, imagesDirectory: images,
-                                                        upperDirectory: nil, group: MultiThreadedEventLoopGroup.singleton).run()
-                guard case .evacuated = outcome else { Issue.record("not evacuated: \(outcome)"); return }
+                let outcome = await MigrationEvacuation(
+                    layout: layout,
+                    containerID: containerID,
+                    pod: pod,
+                    imagesDirectory: images,
+                    upperDirectory: nil,
+                    group: MultiThreadedEventLoopGroup.singleton
+                ).run()
+                guard case .evacuated = outcome else {
+                    Issue.record("not evacuated: \(outcome)")
+                    return
+                }
                 #expect(calls.evacs.withLock { $0.first?.migrationInfo?.migrateData } == false)
                 let out = layout.stateDirectory + "/extracted"
                 try ImageArchive.extract(layout.migrationArchive(containerID: containerID), into: out, ownership: false)
@@ -109,9 +141,18 @@ private func sourceFolders(_ layout: NodeLayout) throws -> (images: String, uppe
     @Test func unclaimed_stopsNormally_andWritesNothing() async throws {
         try await withLayout { layout in
             let (images, upper) = try sourceFolders(layout)
-            try await withNode(layout, prepare: NodeAPI.EvacResponse(outcome: .unclaimed, reason: "no replacement pod claimed it within 10s")) { calls in
-                let outcome = await MigrationEvacuation(layout: layout, containerID: containerID, pod: pod, imagesDirectory: images,
-                                                        upperDirectory: upper, group: MultiThreadedEventLoopGroup.singleton).run()
+            try await withNode(
+                layout,
+                prepare: NodeAPI.EvacResponse(outcome: .unclaimed, reason: "no replacement pod claimed it within 10s")
+            ) { calls in
+                let outcome = await MigrationEvacuation(
+                    layout: layout,
+                    containerID: containerID,
+                    pod: pod,
+                    imagesDirectory: images,
+                    upperDirectory: upper,
+                    group: MultiThreadedEventLoopGroup.singleton
+                ).run()
                 #expect(outcome == .stopNormally(reason: "unclaimed: no replacement pod claimed it within 10s"))
                 #expect(calls.evacs.withLock { $0.isEmpty })
                 #expect(!FileManager.default.fileExists(atPath: layout.migrationDirectory(containerID: containerID)))
@@ -122,10 +163,18 @@ private func sourceFolders(_ layout: NodeLayout) throws -> (images: String, uppe
     @Test func unreadableImages_stopNormally_andLeaveNothing() async throws {
         try await withLayout { layout in
             try await withNode(layout, prepare: NodeAPI.EvacResponse(outcome: .claimed)) { calls in
-                let outcome = await MigrationEvacuation(layout: layout, containerID: containerID, pod: pod,
-                                                        imagesDirectory: layout.stateDirectory + "/no-such-images", upperDirectory: nil,
-                                                        group: MultiThreadedEventLoopGroup.singleton).run()
-                guard case .stopNormally(let reason) = outcome else { Issue.record("evacuated without images"); return }
+                let outcome = await MigrationEvacuation(
+                    layout: layout,
+                    containerID: containerID,
+                    pod: pod,
+                    imagesDirectory: layout.stateDirectory + "/no-such-images",
+                    upperDirectory: nil,
+                    group: MultiThreadedEventLoopGroup.singleton
+                ).run()
+                guard case .stopNormally(let reason) = outcome else {
+                    Issue.record("evacuated without images")
+                    return
+                }
                 print("unreadable images: \(reason)")
                 #expect(reason.hasPrefix("writing the migration image failed"))
                 #expect(calls.evacs.withLock { $0.isEmpty })
@@ -136,9 +185,18 @@ private func sourceFolders(_ layout: NodeLayout) throws -> (images: String, uppe
 
     @Test func noNodeService_stopsNormally() async throws {
         try await withLayout { layout in
-            let outcome = await MigrationEvacuation(layout: layout, containerID: containerID, pod: pod, imagesDirectory: "/nonexistent",
-                                                    upperDirectory: nil, group: MultiThreadedEventLoopGroup.singleton).run()
-            guard case .stopNormally(let reason) = outcome else { Issue.record("evacuated without a node service"); return }
+            let outcome = await MigrationEvacuation(
+                layout: layout,
+                containerID: containerID,
+                pod: pod,
+                imagesDirectory: "/nonexistent",
+                upperDirectory: nil,
+                group: MultiThreadedEventLoopGroup.singleton
+            ).run()
+            guard case .stopNormally(let reason) = outcome else {
+                Issue.record("evacuated without a node service")
+                return
+            }
             #expect(reason.hasPrefix("no node service at \(layout.nodeSocket)"))
         }
     }
@@ -149,8 +207,11 @@ final class RestoreCalls: Sendable {
     let finished = Mutex<[NodeAPI.RestoreRequest]>([])
 }
 
-private func withTargetNode(_ layout: NodeLayout, restore: @escaping @Sendable (NodeAPI.RestoreRequest) throws -> NodeAPI.RestoreResponse,
-                            _ body: (RestoreCalls) async throws -> Void) async throws {
+private func withTargetNode(
+    _ layout: NodeLayout,
+    restore: @escaping @Sendable (NodeAPI.RestoreRequest) throws -> NodeAPI.RestoreResponse,
+    _ body: (RestoreCalls) async throws -> Void
+) async throws {
     let calls = RestoreCalls()
     var router = TTRPCRouter()
     router.register(service: NodeAPI.service, method: NodeAPI.Method.restore.rawValue) { call in
@@ -178,8 +239,14 @@ private let replacement = NodeAPI.PodInfo(name: "web-5d9c-bbbbb", namespace: "de
 /// Writes an archive as the source shim does and puts it where the target's manager puts a pulled one.
 private func pulledArchive(_ layout: NodeLayout, sourceLayout: NodeLayout) throws {
     let (images, upper) = try sourceFolders(sourceLayout)
-    try FileManager.default.createDirectory(atPath: layout.migrationDirectory(containerID: targetContainerID), withIntermediateDirectories: true)
-    try ImageArchive.write(sources: [("images", images), ("upper", upper)], to: layout.migrationArchive(containerID: targetContainerID))
+    try FileManager.default.createDirectory(
+        atPath: layout.migrationDirectory(containerID: targetContainerID),
+        withIntermediateDirectories: true
+    )
+    try ImageArchive.write(
+        sources: [("images", images), ("upper", upper)],
+        to: layout.migrationArchive(containerID: targetContainerID)
+    )
 }
 
 private func answer(ports: [Int32]) -> NodeAPI.RestoreResponse {
@@ -198,13 +265,26 @@ private func answer(ports: [Int32]) -> NodeAPI.RestoreResponse {
                 let upper = layout.stateDirectory + "/snapshot/fs"
                 try FileManager.default.createDirectory(atPath: upper, withIntermediateDirectories: true)
                 try await withTargetNode(layout, restore: { _ in answer(ports: [8080]) }) { calls in
-                    let outcome = await MigrationRestoration(layout: layout, containerID: targetContainerID, pod: replacement, imagesDirectory: images,
-                                                             upperDirectory: upper, group: MultiThreadedEventLoopGroup.singleton).run()
+                    let outcome = await MigrationRestoration(
+                        layout: layout,
+                        containerID: targetContainerID,
+                        pod: replacement,
+                        imagesDirectory: images,
+                        upperDirectory: upper,
+                        group: MultiThreadedEventLoopGroup.singleton
+                    ).run()
                     #expect(outcome == .restored(ports: [8080]))
                     #expect(FileManager.default.contents(atPath: images + "/inventory.img") == Data("inventory".utf8))
                     #expect(FileManager.default.contents(atPath: upper + "/data/counter.txt") == Data("41\n".utf8))
-                    #expect(!FileManager.default.fileExists(atPath: layout.migrationDirectory(containerID: targetContainerID)))
-                    #expect(calls.finished.withLock { $0.isEmpty }, "FinishRestore comes after the container is created")
+                    #expect(
+                        !FileManager.default.fileExists(
+                            atPath: layout.migrationDirectory(containerID: targetContainerID)
+                        )
+                    )
+                    #expect(
+                        calls.finished.withLock { $0.isEmpty },
+                        "FinishRestore comes after the container is created"
+                    )
                 }
             }
         }
@@ -213,12 +293,27 @@ private func answer(ports: [Int32]) -> NodeAPI.RestoreResponse {
     @Test func failedTransfer_startsFromScratch() async throws {
         try await withLayout { layout in
             let images = layout.imageDirectory(containerdNamespace: "k8s.io", containerID: targetContainerID)
-            try await withTargetNode(layout, restore: { _ in
-                throw TTRPCStatusError(.unavailable, "Migration default/web-5d9c-aaaaa: pulling the image from 10.0.1.7:8090 failed: refused")
-            }) { calls in
-                let outcome = await MigrationRestoration(layout: layout, containerID: targetContainerID, pod: replacement, imagesDirectory: images,
-                                                         upperDirectory: nil, group: MultiThreadedEventLoopGroup.singleton).run()
-                guard case .fromScratch(let reason) = outcome else { Issue.record("restored without an image"); return }
+            try await withTargetNode(
+                layout,
+                restore: { _ in
+                    throw TTRPCStatusError(
+                        .unavailable,
+                        "Migration default/web-5d9c-aaaaa: pulling the image from 10.0.1.7:8090 failed: refused"
+                    )
+                }
+            ) { calls in
+                let outcome = await MigrationRestoration(
+                    layout: layout,
+                    containerID: targetContainerID,
+                    pod: replacement,
+                    imagesDirectory: images,
+                    upperDirectory: nil,
+                    group: MultiThreadedEventLoopGroup.singleton
+                ).run()
+                guard case .fromScratch(let reason) = outcome else {
+                    Issue.record("restored without an image")
+                    return
+                }
                 #expect(reason.contains("pulling the image from 10.0.1.7:8090 failed"))
                 #expect(!FileManager.default.fileExists(atPath: images))
                 #expect(calls.finished.withLock { $0.isEmpty }, "the node already failed the Migration")
@@ -240,13 +335,26 @@ private func answer(ports: [Int32]) -> NodeAPI.RestoreResponse {
                 let upper = layout.stateDirectory + "/snapshot/fs"
                 try FileManager.default.createDirectory(atPath: upper, withIntermediateDirectories: true)
                 try await withTargetNode(layout, restore: { _ in answer(ports: []) }) { calls in
-                    let outcome = await MigrationRestoration(layout: layout, containerID: targetContainerID, pod: replacement, imagesDirectory: images,
-                                                             upperDirectory: upper, group: MultiThreadedEventLoopGroup.singleton).run()
-                    guard case .fromScratch(let reason) = outcome else { Issue.record("restored from a corrupt archive"); return }
+                    let outcome = await MigrationRestoration(
+                        layout: layout,
+                        containerID: targetContainerID,
+                        pod: replacement,
+                        imagesDirectory: images,
+                        upperDirectory: upper,
+                        group: MultiThreadedEventLoopGroup.singleton
+                    ).run()
+                    guard case .fromScratch(let reason) = outcome else {
+                        Issue.record("restored from a corrupt archive")
+                        return
+                    }
                     print("corrupt archive on the target: \(reason)")
                     #expect(!FileManager.default.fileExists(atPath: images))
                     #expect((try? FileManager.default.contentsOfDirectory(atPath: upper))?.isEmpty == true)
-                    #expect(!FileManager.default.fileExists(atPath: layout.migrationDirectory(containerID: targetContainerID)))
+                    #expect(
+                        !FileManager.default.fileExists(
+                            atPath: layout.migrationDirectory(containerID: targetContainerID)
+                        )
+                    )
                     let finished = try #require(calls.finished.withLock { $0.first })
                     #expect(finished.migrationInfo?.failure == reason)
                 }
@@ -262,9 +370,18 @@ private func answer(ports: [Int32]) -> NodeAPI.RestoreResponse {
                 let upper = layout.stateDirectory + "/snapshot/fs"
                 try FileManager.default.createDirectory(atPath: upper + "/data", withIntermediateDirectories: true)
                 try await withTargetNode(layout, restore: { _ in answer(ports: []) }) { calls in
-                    let outcome = await MigrationRestoration(layout: layout, containerID: targetContainerID, pod: replacement, imagesDirectory: images,
-                                                             upperDirectory: upper, group: MultiThreadedEventLoopGroup.singleton).run()
-                    guard case .fromScratch(let reason) = outcome else { Issue.record("restored into a used upper directory"); return }
+                    let outcome = await MigrationRestoration(
+                        layout: layout,
+                        containerID: targetContainerID,
+                        pod: replacement,
+                        imagesDirectory: images,
+                        upperDirectory: upper,
+                        group: MultiThreadedEventLoopGroup.singleton
+                    ).run()
+                    guard case .fromScratch(let reason) = outcome else {
+                        Issue.record("restored into a used upper directory")
+                        return
+                    }
                     #expect(reason.contains("is not a fresh container's"))
                     #expect(!FileManager.default.fileExists(atPath: images))
                     #expect((try? FileManager.default.contentsOfDirectory(atPath: upper)) == ["data"])

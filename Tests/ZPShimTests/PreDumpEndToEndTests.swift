@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import ZPTestSupport
+
 @testable import ZPShim
 
 /// `zeropod.ctrox.dev/pre-dump=true` through a real containerd: the shim pre-dumps the idle
@@ -10,7 +11,9 @@ import ZPTestSupport
 @Suite(.serialized) struct PreDumpEndToEndTests {
     /// Whether this kernel has soft-dirty tracking, asked of CRIU's own check (independent of the shim).
     static let kernelTracksDirtyMemory: Bool = {
-        let criu = FileManager.default.isExecutableFile(atPath: "/usr/local/sbin/criu") ? "/usr/local/sbin/criu" : "/usr/sbin/criu"
+        let criu =
+            FileManager.default.isExecutableFile(atPath: "/usr/local/sbin/criu")
+            ? "/usr/local/sbin/criu" : "/usr/sbin/criu"
         return (try? run([criu, "check", "--feature", "mem_dirty_track"], timeout: 60).status) == 0
     }()
 
@@ -24,26 +27,40 @@ import ZPTestSupport
             try? FileManager.default.removeItem(atPath: nodeConfig)
             try? FileManager.default.removeItem(atPath: stateDir)
         }
-        let containerd = try PrivateContainerd(flavor: flavor, tag: "s2zpd", environment: ["ZEROPOD_NODE_CONFIG": nodeConfig])
+        let containerd = try PrivateContainerd(
+            flavor: flavor,
+            tag: "s2zpd",
+            environment: ["ZEROPOD_NODE_CONFIG": nodeConfig]
+        )
         defer { containerd.stop() }
         let netns = try TestNetns("zpshim-s2zpd")
         defer { netns.delete() }
         let id = "predump1"
-        try startCounter(containerd, netns: netns, id: id, rootfs: rootfs,
-                         extra: ["--annotation", "zeropod.ctrox.dev/pre-dump=true"])
+        try startCounter(
+            containerd,
+            netns: netns,
+            id: id,
+            rootfs: rootfs,
+            extra: ["--annotation", "zeropod.ctrox.dev/pre-dump=true"]
+        )
         defer { removeTask(containerd, id) }
         let images = "\(stateDir)/i/\(containerd.namespace)/\(id)"
         print("[zpshim-pd] \(flavor.name): kernel tracks dirty memory: \(Self.kernelTracksDirtyMemory)")
 
         for cycle in 1...2 {
-            try #require(waitScaledDown(containerd, netns: netns, checkpoints: cycle),
-                         "cycle \(cycle): not scaled down: \(containerd.log(tail: 30))")
+            try #require(
+                waitScaledDown(containerd, netns: netns, checkpoints: cycle),
+                "cycle \(cycle): not scaled down: \(containerd.log(tail: 30))"
+            )
             let checkpoint = try #require(containerd.logLines(containing: "checkpointing done").last)
             if Self.kernelTracksDirtyMemory {
                 // Pre-dumped before the deadline; the checkpoint wrote only what changed since.
                 #expect(containerd.logLines(containing: "pre-dump done").count >= cycle, "\(containerd.log(tail: 30))")
                 #expect(checkpoint.contains("parent=pre-dump"), "checkpoint on the pre-dump: \(checkpoint)")
-                #expect(FileManager.default.fileExists(atPath: images + "/pre-dump"), "the pre-dump is the image's parent")
+                #expect(
+                    FileManager.default.fileExists(atPath: images + "/pre-dump"),
+                    "the pre-dump is the image's parent"
+                )
             } else {
                 // Refused once, with the reason; plain checkpoints from then on.
                 let refused = containerd.logLines(containing: "pre-dump failed")
@@ -55,9 +72,14 @@ import ZPTestSupport
             #expect(FileManager.default.fileExists(atPath: images + "/" + "zeropod-checkpoint.json"))
             // The next request restores it with its memory; the images (both folders) go away.
             #expect(netns.httpGet(port: 8080) == "count=\(cycle + 1)\n", "cycle \(cycle): \(containerd.log(tail: 30))")
-            #expect(eventually(within: 20) { !FileManager.default.fileExists(atPath: images) }, "images left at \(images)")
+            #expect(
+                eventually(within: 20) { !FileManager.default.fileExists(atPath: images) },
+                "images left at \(images)"
+            )
         }
-        let shown = ["pre-dump done", "pre-dump failed", "checkpointing done"].flatMap { containerd.logLines(containing: $0) }
+        let shown = ["pre-dump done", "pre-dump failed", "checkpointing done"].flatMap {
+            containerd.logLines(containing: $0)
+        }
         for line in shown {
             if let range = line.range(of: "container=") {
                 print("[zpshim-pd]   \(line[range.lowerBound...].prefix(240))")

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import ZPCore
+
 @testable import ZPShim
 
 /// The wake group registry and the status socket folder are root's alone (issue 15): another user
@@ -28,12 +29,18 @@ import ZPCore
     func wakeGroupRegistry_isOwnerOnly_andRefusedToNobody() throws {
         let run = "/tmp/zpreg-\(UInt32.random(in: 0...UInt32.max))"
         let old = umask(0o022)
-        defer { umask(old); try? FileManager.default.removeItem(atPath: run) }
+        defer {
+            umask(old)
+            try? FileManager.default.removeItem(atPath: run)
+        }
         try FileManager.default.createDirectory(atPath: run, withIntermediateDirectories: true)  // 0755, as /run is
         let registry = WakeGroupRegistry(runDirectory: run)
         let key = WakeGroupKey(containerdNamespace: "k8s.io", podNamespace: "team-secret", group: "wp")
         try registry.register(WakeGroupEntry(containerID: "c1", statusSocket: run + "/s/x.sock"), in: key)
-        for folder in [registry.root, registry.root + "/k8s.io", registry.root + "/k8s.io/team-secret", registry.directory(of: key)] {
+        for folder in [
+            registry.root, registry.root + "/k8s.io", registry.root + "/k8s.io/team-secret",
+            registry.directory(of: key),
+        ] {
             #expect(mode(folder) == 0o700, "\(folder): \(String(mode(folder), radix: 8))")
         }
         #expect(mode(registry.directory(of: key) + "/c1") == 0o600)
@@ -46,11 +53,16 @@ import ZPCore
     @Test func wakeGroupRegistry_closesAnOpenRoot() throws {
         let run = "/tmp/zpreg-\(UInt32.random(in: 0...UInt32.max))"
         defer { try? FileManager.default.removeItem(atPath: run) }
-        try FileManager.default.createDirectory(atPath: run + "/wake-groups", withIntermediateDirectories: true,
-                                                attributes: [.posixPermissions: 0o755])
+        try FileManager.default.createDirectory(
+            atPath: run + "/wake-groups",
+            withIntermediateDirectories: true,
+            attributes: [.posixPermissions: 0o755]
+        )
         let registry = WakeGroupRegistry(runDirectory: run)
-        try registry.register(WakeGroupEntry(containerID: "c1", statusSocket: run + "/s/x.sock"),
-                              in: WakeGroupKey(containerdNamespace: "default", podNamespace: "", group: "g"))
+        try registry.register(
+            WakeGroupEntry(containerID: "c1", statusSocket: run + "/s/x.sock"),
+            in: WakeGroupKey(containerdNamespace: "default", podNamespace: "", group: "g")
+        )
         #expect(mode(registry.root) == 0o700)
     }
 }

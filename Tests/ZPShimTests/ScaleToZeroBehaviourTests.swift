@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import ZPTestSupport
+
 @testable import ZPShim
 
 /// The behaviour users rely on while a container is scaled down (product.md), through a real
@@ -20,9 +21,12 @@ import ZPTestSupport
         let conf = containerd.directory + "/zp.conf"
         try Data("server { listen 8080; location / { return 200 \"conn=$connection\\n\"; } }\n".utf8)
             .write(to: URL(fileURLWithPath: conf))
-        var args = ["run", "-d", "--runtime", "io.containerd.zeropod.v2", "--annotation", "zeropod.ctrox.dev/scaledown-duration=2s",
-                    "--with-ns", "network:\(netns.path)", "--read-only",
-                    "--mount", "type=bind,src=\(conf),dst=/etc/nginx/conf.d/zp.conf,options=rbind:ro"]
+        var args = [
+            "run", "-d", "--runtime", "io.containerd.zeropod.v2", "--annotation",
+            "zeropod.ctrox.dev/scaledown-duration=2s",
+            "--with-ns", "network:\(netns.path)", "--read-only",
+            "--mount", "type=bind,src=\(conf),dst=/etc/nginx/conf.d/zp.conf,options=rbind:ro",
+        ]
         for dir in ["/run", "/var/lib/nginx", "/var/log/nginx"] {
             args += ["--mount", "type=tmpfs,src=tmpfs,dst=\(dir),options=nosuid:nodev"]
         }
@@ -34,7 +38,10 @@ import ZPTestSupport
             return Int(body.dropFirst(5).trimmingCharacters(in: .whitespacesAndNewlines))
         }
         var last: Int?
-        _ = eventually { last = serial(); return last != nil }
+        _ = eventually {
+            last = serial()
+            return last != nil
+        }
         try #require(last != nil, "nginx never answered: \(containerd.log(tail: 30))")
         for cycle in 1...5 {
             let down = waitScaledDown(containerd, netns: netns, checkpoints: cycle)
@@ -60,7 +67,10 @@ import ZPTestSupport
         defer { netns.delete() }
         try startCounter(containerd, netns: netns, id: "probe1", rootfs: rootfs)
         defer { removeTask(containerd, "probe1") }
-        try #require(waitScaledDown(containerd, netns: netns, checkpoints: 1), "not scaled down: \(containerd.log(tail: 30))")
+        try #require(
+            waitScaledDown(containerd, netns: netns, checkpoints: 1),
+            "not scaled down: \(containerd.log(tail: 30))"
+        )
         let status = httpStatus(netns, port: 8080, agent: "kube-probe/1.30")
         #expect(status == 204, "probe answer \(String(describing: status))")
         // No restore follows the probe.
@@ -80,15 +90,23 @@ import ZPTestSupport
         defer { netns.delete() }
         try startCounter(containerd, netns: netns, id: "exec1", rootfs: rootfs)
         defer { removeTask(containerd, "exec1") }
-        try #require(waitScaledDown(containerd, netns: netns, checkpoints: 1), "not scaled down: \(containerd.log(tail: 30))")
-        let exec = try containerd.ctr(["task", "exec", "--exec-id", "e1", "exec1", "/bin/sh", "-c", "echo exec-ran-$((6*7))"])
+        try #require(
+            waitScaledDown(containerd, netns: netns, checkpoints: 1),
+            "not scaled down: \(containerd.log(tail: 30))"
+        )
+        let exec = try containerd.ctr([
+            "task", "exec", "--exec-id", "e1", "exec1", "/bin/sh", "-c", "echo exec-ran-$((6*7))",
+        ])
         #expect(exec.status == 0, "exec: \(exec.stderr)\n\(containerd.log(tail: 20))")
         #expect(exec.stdout.contains("exec-ran-42"), "exec stdout: \(exec.stdout)")
         #expect(containerd.logLines(containing: "restored process:").count == 1)
         // The restored process kept its memory.
         #expect(netns.httpGet(port: 8080) == "count=2\n")
         // Once the exec ended it scales down again.
-        #expect(waitScaledDown(containerd, netns: netns, checkpoints: 2), "no second scale-down: \(containerd.log(tail: 30))")
+        #expect(
+            waitScaledDown(containerd, netns: netns, checkpoints: 2),
+            "no second scale-down: \(containerd.log(tail: 30))"
+        )
     }
 
     @Test(arguments: ContainerdFlavor.all)
@@ -107,7 +125,10 @@ import ZPTestSupport
         #expect(stayedUp, "scaled down while an exec ran")
         #expect(!processes(inNetns: netns.path).isEmpty)
         // After the exec ended, it scales down.
-        #expect(waitScaledDown(containerd, netns: netns, checkpoints: 1), "no scale-down after the exec: \(containerd.log(tail: 30))")
+        #expect(
+            waitScaledDown(containerd, netns: netns, checkpoints: 1),
+            "no scale-down after the exec: \(containerd.log(tail: 30))"
+        )
         #expect(netns.httpGet(port: 8080) == "count=2\n")
     }
 
@@ -123,7 +144,10 @@ import ZPTestSupport
         defer { removeTask(containerd, id) }
         let socket = containerd.shimSocket(group: id)
         let shimPid = try #require(processes(matching: ["containerd-shim-zeropod-v2", "-socket", socket]).first)
-        try #require(waitScaledDown(containerd, netns: netns, checkpoints: 1), "not scaled down: \(containerd.log(tail: 30))")
+        try #require(
+            waitScaledDown(containerd, netns: netns, checkpoints: 1),
+            "not scaled down: \(containerd.log(tail: 30))"
+        )
         let images = "/var/lib/zeropod-swift/i/\(containerd.namespace)/\(id)"
         #expect(FileManager.default.fileExists(atPath: images + "/zeropod-checkpoint.json"))
         // State, Pids while scaled down: running, the last pid.
@@ -133,7 +157,10 @@ import ZPTestSupport
         #expect(ps.status == 0 && ps.stdout.contains("\(row?.pid ?? -1)"), "task ps: \(ps.stdout) \(ps.stderr)")
 
         #expect(try containerd.ctr(["task", "kill", "-s", "SIGKILL", id]).status == 0)
-        #expect(eventually { taskRow(containerd, id)?.status == "STOPPED" }, "task ls: \(String(describing: taskRow(containerd, id)))")
+        #expect(
+            eventually { taskRow(containerd, id)?.status == "STOPPED" },
+            "task ls: \(String(describing: taskRow(containerd, id)))"
+        )
         #expect(containerd.logLines(containing: "restored process:").isEmpty, "kill restored the container")
         let rm = try containerd.ctr(["task", "rm", id])
         #expect(rm.status == 0, "task rm: \(rm.stderr)")
@@ -141,7 +168,10 @@ import ZPTestSupport
 
         #expect(processes(inNetns: netns.path).isEmpty)
         #expect(eventually { !FileManager.default.fileExists(atPath: images) }, "images left in \(images)")
-        #expect(eventually { !isAlive(shimPid) }, "shim \(shimPid) still running (holds activator sockets and BPF links)")
+        #expect(
+            eventually { !isAlive(shimPid) },
+            "shim \(shimPid) still running (holds activator sockets and BPF links)"
+        )
         #expect(eventually { !FileManager.default.fileExists(atPath: socket) }, "shim socket \(socket) left behind")
         var st = stat()
         if stat(netns.path, &st) == 0 {
@@ -166,7 +196,10 @@ import ZPTestSupport
         let id = "rsfail1"
         try startCounter(containerd, netns: netns, id: id, rootfs: rootfs)
         defer { removeTask(containerd, id) }
-        try #require(waitScaledDown(containerd, netns: netns, checkpoints: 1), "not scaled down: \(containerd.log(tail: 30))")
+        try #require(
+            waitScaledDown(containerd, netns: netns, checkpoints: 1),
+            "not scaled down: \(containerd.log(tail: 30))"
+        )
         // Corrupt the image: every CRIU image file emptied.
         let images = "/var/lib/zeropod-swift/i/\(containerd.namespace)/\(id)"
         for file in (try? FileManager.default.contentsOfDirectory(atPath: images)) ?? [] where file.hasSuffix(".img") {
@@ -188,28 +221,52 @@ import ZPTestSupport
         defer { netns.delete() }
         let group = "grp-\(UUID().uuidString.prefix(6).lowercased())"
         // Ports from ports-map (no discovery) for the named container.
-        let common = ["--annotation", "io.containerd.runc.v2.group=\(group)", "--annotation", "zeropod.ctrox.dev/container-names=web",
-                      "--annotation", "zeropod.ctrox.dev/ports-map=web=8080,8090;side=8081"]
-        try startCounter(containerd, netns: netns, id: "web", rootfs: rootfs,
-                         extra: common + ["--annotation", "io.kubernetes.cri.container-name=web"])
+        let common = [
+            "--annotation", "io.containerd.runc.v2.group=\(group)", "--annotation",
+            "zeropod.ctrox.dev/container-names=web",
+            "--annotation", "zeropod.ctrox.dev/ports-map=web=8080,8090;side=8081",
+        ]
+        try startCounter(
+            containerd,
+            netns: netns,
+            id: "web",
+            rootfs: rootfs,
+            extra: common + ["--annotation", "io.kubernetes.cri.container-name=web"]
+        )
         defer { removeTask(containerd, "web") }
-        try startCounter(containerd, netns: netns, id: "side", rootfs: rootfs,
-                         extra: common + ["--annotation", "io.kubernetes.cri.container-name=side"],
-                         command: "exec httpd -f -p 8081 -h /www", port: 8081)
+        try startCounter(
+            containerd,
+            netns: netns,
+            id: "side",
+            rootfs: rootfs,
+            extra: common + ["--annotation", "io.kubernetes.cri.container-name=side"],
+            command: "exec httpd -f -p 8081 -h /www",
+            port: 8081
+        )
         defer { removeTask(containerd, "side") }
         // One shim serves the group.
-        #expect(processes(matching: ["containerd-shim-zeropod-v2", "-socket", containerd.shimSocket(group: group)]).count == 1)
+        #expect(
+            processes(matching: ["containerd-shim-zeropod-v2", "-socket", containerd.shimSocket(group: group)]).count
+                == 1
+        )
         let webPid = try #require(taskRow(containerd, "web")?.pid)
         let sidePid = try #require(taskRow(containerd, "side")?.pid)
-        #expect(eventually(within: 60) { containerd.logLines(containing: "checkpointing done").count >= 1 && !isAlive(webPid) },
-                "web did not scale down: \(containerd.log(tail: 30))")
+        #expect(
+            eventually(within: 60) {
+                containerd.logLines(containing: "checkpointing done").count >= 1 && !isAlive(webPid)
+            },
+            "web did not scale down: \(containerd.log(tail: 30))"
+        )
         let sideStayed = !eventually(within: 4) { !isAlive(sidePid) }
         #expect(sideStayed, "side was scaled down")
         #expect(netns.httpGet(port: 8081) == "zeropod busybox\n")
         #expect(netns.httpGet(port: 8080) == "count=2\n")
         #expect(containerd.logLines(containing: "checkpointing done").allSatisfy { !$0.contains("side") })
         // The ports came from ports-map (8090 is not listened on, discovery would not find it).
-        #expect(!containerd.logLines(containing: "ports=[8080, 8090]").isEmpty, "log: \(containerd.logLines(containing: "armed"))")
+        #expect(
+            !containerd.logLines(containing: "ports=[8080, 8090]").isEmpty,
+            "log: \(containerd.logLines(containing: "armed"))"
+        )
     }
 
     @Test(arguments: ContainerdFlavor.all)
@@ -220,12 +277,17 @@ import ZPTestSupport
         let netns = try TestNetns("zpshim-s2zbad")
         defer { netns.delete() }
         let created = try containerd.ctr(
-            ["run", "-d", "--runtime", "io.containerd.zeropod.v2", "--annotation", "zeropod.ctrox.dev/scaledown-duration=soon",
-             "--with-ns", "network:\(netns.path)", "--rootfs", rootfs, "bad1", "/bin/true"])
+            [
+                "run", "-d", "--runtime", "io.containerd.zeropod.v2", "--annotation",
+                "zeropod.ctrox.dev/scaledown-duration=soon",
+                "--with-ns", "network:\(netns.path)", "--rootfs", rootfs, "bad1", "/bin/true",
+            ])
         defer { removeTask(containerd, "bad1") }
         #expect(created.status != 0)
-        #expect(created.stderr.contains("zeropod.ctrox.dev/scaledown-duration") && created.stderr.contains("soon"),
-                "ctr run stderr: \(created.stderr)")
+        #expect(
+            created.stderr.contains("zeropod.ctrox.dev/scaledown-duration") && created.stderr.contains("soon"),
+            "ctr run stderr: \(created.stderr)"
+        )
     }
 
     @Test(arguments: ContainerdFlavor.all)
@@ -238,21 +300,30 @@ import ZPTestSupport
         let id = "restart1"
         try startCounter(containerd, netns: netns, id: id, rootfs: rootfs)
         defer { removeTask(containerd, id) }
-        try #require(waitScaledDown(containerd, netns: netns, checkpoints: 1), "not scaled down: \(containerd.log(tail: 30))")
+        try #require(
+            waitScaledDown(containerd, netns: netns, checkpoints: 1),
+            "not scaled down: \(containerd.log(tail: 30))"
+        )
         try containerd.restart()
-        #expect(eventually { taskRow(containerd, id)?.status == "RUNNING" }, "after restart: \(containerd.log(tail: 30))")
+        #expect(
+            eventually { taskRow(containerd, id)?.status == "RUNNING" },
+            "after restart: \(containerd.log(tail: 30))"
+        )
         #expect(netns.httpGet(port: 8080) == "count=2\n", "log: \(containerd.log(tail: 30))")
         // containerd still drives the task: exec and kill work.
         let exec = try containerd.ctr(["task", "exec", "--exec-id", "e1", id, "/bin/true"])
         #expect(exec.status == 0, "exec after restart: \(exec.stderr)")
-        let shimPid = processes(matching: ["containerd-shim-zeropod-v2", "-socket", containerd.shimSocket(group: id)]).first
+        let shimPid = processes(matching: ["containerd-shim-zeropod-v2", "-socket", containerd.shimSocket(group: id)])
+            .first
         #expect(try containerd.ctr(["task", "kill", "-s", "SIGKILL", id]).status == 0)
         #expect(eventually { taskRow(containerd, id)?.status == "STOPPED" }, "after kill: \(containerd.log(tail: 30))")
         let rm = try containerd.ctr(["task", "rm", id])
         #expect(rm.status == 0, "task rm: \(rm.stderr)")
         if let shimPid {
-            #expect(eventually { !isAlive(shimPid) },
-                    "shim \(shimPid) outlived its last task: \(containerd.logLines(containing: "zeropod-v2").suffix(15).joined(separator: "\n"))")
+            #expect(
+                eventually { !isAlive(shimPid) },
+                "shim \(shimPid) outlived its last task: \(containerd.logLines(containing: "zeropod-v2").suffix(15).joined(separator: "\n"))"
+            )
         }
     }
 
@@ -272,16 +343,22 @@ import ZPTestSupport
             printf 'HTTP/1.0 200 OK\\r\\nContent-Length: %d\\r\\n\\r\\ncount=%d\\n' $((7+${#n})) $n | nc -l -p 8080 >/dev/null; done; exit 7
             """
         let created = try containerd.ctr([
-            "run", "-d", "--runtime", "io.containerd.zeropod.v2", "--annotation", "zeropod.ctrox.dev/scaledown-duration=2s",
+            "run", "-d", "--runtime", "io.containerd.zeropod.v2", "--annotation",
+            "zeropod.ctrox.dev/scaledown-duration=2s",
             "--with-ns", "network:\(netns.path)", "--rootfs", rootfs, id, "/bin/sh", "-c", server,
         ])
         try #require(created.status == 0, "ctr run: \(created.stderr)\n\(containerd.log(tail: 20))")
         defer { removeTask(containerd, id) }
         #expect(eventually { netns.httpGet(port: 8080) == "count=1\n" })
-        try #require(waitScaledDown(containerd, netns: netns, checkpoints: 1), "not scaled down: \(containerd.log(tail: 30))")
+        try #require(
+            waitScaledDown(containerd, netns: netns, checkpoints: 1),
+            "not scaled down: \(containerd.log(tail: 30))"
+        )
         #expect(netns.httpGet(port: 8080) == "count=2\n", "the restored server answers once more")
-        #expect(eventually(within: 30) { taskRow(containerd, id)?.status == "STOPPED" },
-                "the restored process exited by itself; containerd still sees \(String(describing: taskRow(containerd, id))); log: \(containerd.log(tail: 20))")
+        #expect(
+            eventually(within: 30) { taskRow(containerd, id)?.status == "STOPPED" },
+            "the restored process exited by itself; containerd still sees \(String(describing: taskRow(containerd, id))); log: \(containerd.log(tail: 20))"
+        )
         #expect(processes(inNetns: netns.path).isEmpty, "no process (or zombie) left in the pod's netns")
     }
 
@@ -298,9 +375,11 @@ import ZPTestSupport
         _ = FileManager.default.createFile(atPath: outFile, contents: nil)
         let ctr = Process()
         ctr.executableURL = URL(fileURLWithPath: flavor.binDirectory + "/ctr")
-        ctr.arguments = ["-a", containerd.socket, "-n", containerd.namespace, "run", "--rm", "--runtime", "io.containerd.zeropod.v2",
-                         "--annotation", "zeropod.ctrox.dev/scaledown-duration=2s", "--with-ns", "network:\(netns.path)",
-                         "--rootfs", rootfs, id, "/bin/sh", "-c", counterServer]
+        ctr.arguments = [
+            "-a", containerd.socket, "-n", containerd.namespace, "run", "--rm", "--runtime", "io.containerd.zeropod.v2",
+            "--annotation", "zeropod.ctrox.dev/scaledown-duration=2s", "--with-ns", "network:\(netns.path)",
+            "--rootfs", rootfs, id, "/bin/sh", "-c", counterServer,
+        ]
         ctr.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outFile))
         ctr.standardError = FileHandle.nullDevice
         ctr.standardInput = FileHandle.nullDevice
@@ -312,10 +391,16 @@ import ZPTestSupport
         func output() -> String { (try? String(contentsOfFile: outFile, encoding: .utf8)) ?? "" }
         #expect(eventually { netns.httpGet(port: 8080) == "count=1\n" })
         for cycle in 1...2 {
-            #expect(waitScaledDown(containerd, netns: netns, checkpoints: cycle), "not scaled down: \(containerd.log(tail: 30))")
+            #expect(
+                waitScaledDown(containerd, netns: netns, checkpoints: cycle),
+                "not scaled down: \(containerd.log(tail: 30))"
+            )
             #expect(netns.httpGet(port: 8080) == "count=\(cycle + 1)\n")
             // The loop prints served-N when it starts listening for request N: after the restore.
-            #expect(eventually { output().contains("served-\(cycle + 2)") }, "cycle \(cycle): ctr's stdout: \(output())")
+            #expect(
+                eventually { output().contains("served-\(cycle + 2)") },
+                "cycle \(cycle): ctr's stdout: \(output())"
+            )
         }
     }
 }

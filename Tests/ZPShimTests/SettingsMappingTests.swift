@@ -12,11 +12,13 @@ import ZPCore
         let defaults = PodNetworks.options(NodeConfig())
         #expect(defaults.identifyKubelet && defaults.ignoreLoopback && defaults.probeSources.isEmpty)
         #expect(defaults.kubeletProcessNames == PodRedirector.kubeletProcessNames && defaults.kubeletNamespace == nil)
-        let node = try NodeConfig(parsing: """
-            learn-probe-sources = false
-            loopback-is-activity = true
-            probe-source-addresses = 10.0.0.5, fd00::5
-            """)
+        let node = try NodeConfig(
+            parsing: """
+                learn-probe-sources = false
+                loopback-is-activity = true
+                probe-source-addresses = 10.0.0.5, fd00::5
+                """
+        )
         let options = PodNetworks.options(node)
         #expect(!options.identifyKubelet && !options.ignoreLoopback)
         #expect(options.probeSources == [IPAddress("10.0.0.5")!, IPAddress("fd00::5")!])
@@ -25,13 +27,17 @@ import ZPCore
     @Test func proxyTimeout_isTheActivatorsIdleLimit() throws {
         let absent = ActivatorConfiguration(container: try ContainerConfig(annotations: [:]))
         #expect(absent.proxyIdleTimeout == nil && absent.connectTimeout == .seconds(5) && absent.probeDetection)
-        let set = ActivatorConfiguration(container: try ContainerConfig(annotations: [
-            "zeropod.ctrox.dev/proxy-timeout": "1m30s", "zeropod.ctrox.dev/connect-timeout": "2s",
-            "zeropod.ctrox.dev/disable-probe-detection": "true", "zeropod.ctrox.dev/probe-buffer-size": "4096",
-        ]))
+        let set = ActivatorConfiguration(
+            container: try ContainerConfig(annotations: [
+                "zeropod.ctrox.dev/proxy-timeout": "1m30s", "zeropod.ctrox.dev/connect-timeout": "2s",
+                "zeropod.ctrox.dev/disable-probe-detection": "true", "zeropod.ctrox.dev/probe-buffer-size": "4096",
+            ])
+        )
         #expect(set.proxyIdleTimeout == .seconds(90) && set.connectTimeout == .seconds(2))
         #expect(!set.probeDetection && set.probeBufferSize == 4096)
-        let zero = ActivatorConfiguration(container: try ContainerConfig(annotations: ["zeropod.ctrox.dev/proxy-timeout": "0"]))
+        let zero = ActivatorConfiguration(
+            container: try ContainerConfig(annotations: ["zeropod.ctrox.dev/proxy-timeout": "0"])
+        )
         #expect(zero.proxyIdleTimeout == nil)
     }
 }

@@ -2,9 +2,10 @@ import Foundation
 import NIOPosix
 import Testing
 import ZPAPI
-import ZPTestSupport
 import ZPCore
 import ZPTTRPC
+import ZPTestSupport
+
 @testable import ZPShim
 
 /// More end-to-end checks through a real containerd: shim groups, and the task API called directly
@@ -18,8 +19,12 @@ import ZPTTRPC
         let netns = try TestNetns("zpshim-grp")
         defer { netns.delete() }
         for (id, port) in [("a1", 8080), ("a2", 8081)] {
-            let r = try containerd.ctr(["run", "-d", "--runtime", "io.containerd.zeropod.v2", "--annotation", "io.containerd.runc.v2.group=pod-g1",
-                                        "--with-ns", "network:\(netns.path)", "--rootfs", rootfs, id, "/bin/httpd", "-f", "-p", "\(port)", "-h", "/www"])
+            let r = try containerd.ctr([
+                "run", "-d", "--runtime", "io.containerd.zeropod.v2", "--annotation",
+                "io.containerd.runc.v2.group=pod-g1",
+                "--with-ns", "network:\(netns.path)", "--rootfs", rootfs, id, "/bin/httpd", "-f", "-p", "\(port)", "-h",
+                "/www",
+            ])
             try #require(r.status == 0, "ctr run \(id): \(r.stderr)")
         }
         #expect(eventually { netns.httpGet(port: 8080) != nil && netns.httpGet(port: 8081) != nil })
@@ -30,7 +35,13 @@ import ZPTTRPC
 
         // Remove the first container: the shim stays and still serves the second.
         #expect(try containerd.ctr(["task", "kill", "-s", "SIGKILL", "a1"]).status == 0)
-        #expect(eventually { (try? containerd.ctr(["task", "ls"]).stdout.split(separator: "\n").contains { $0.hasPrefix("a1 ") && $0.hasSuffix("STOPPED") }) ?? false })
+        #expect(
+            eventually {
+                (try? containerd.ctr(["task", "ls"]).stdout.split(separator: "\n").contains {
+                    $0.hasPrefix("a1 ") && $0.hasSuffix("STOPPED")
+                }) ?? false
+            }
+        )
         #expect(try containerd.ctr(["task", "rm", "a1"]).status == 0)
         #expect(try containerd.ctr(["c", "rm", "a1"]).status == 0)
         #expect(isAlive(shimPid))
@@ -38,7 +49,13 @@ import ZPTTRPC
 
         // Remove the second: now the shim exits and removes its socket.
         #expect(try containerd.ctr(["task", "kill", "-s", "SIGKILL", "a2"]).status == 0)
-        #expect(eventually { (try? containerd.ctr(["task", "ls"]).stdout.split(separator: "\n").contains { $0.hasPrefix("a2 ") && $0.hasSuffix("STOPPED") }) ?? false })
+        #expect(
+            eventually {
+                (try? containerd.ctr(["task", "ls"]).stdout.split(separator: "\n").contains {
+                    $0.hasPrefix("a2 ") && $0.hasSuffix("STOPPED")
+                }) ?? false
+            }
+        )
         #expect(try containerd.ctr(["task", "rm", "a2"]).status == 0)
         #expect(try containerd.ctr(["c", "rm", "a2"]).status == 0)
         #expect(eventually { !isAlive(shimPid) })
@@ -53,11 +70,15 @@ import ZPTTRPC
         let netns = try TestNetns("zpshim-rst")
         defer { netns.delete() }
         let id = "r1"
-        let r = try containerd.ctr(["run", "-d", "--runtime", "io.containerd.zeropod.v2", "--with-ns", "network:\(netns.path)",
-                                    "--rootfs", rootfs, id, "/bin/httpd", "-f", "-p", "8080", "-h", "/www"])
+        let r = try containerd.ctr([
+            "run", "-d", "--runtime", "io.containerd.zeropod.v2", "--with-ns", "network:\(netns.path)",
+            "--rootfs", rootfs, id, "/bin/httpd", "-f", "-p", "8080", "-h", "/www",
+        ])
         try #require(r.status == 0, "ctr run: \(r.stderr)")
         #expect(eventually { netns.httpGet(port: 8080) != nil })
-        let shimPid = try #require(processes(matching: ["containerd-shim-zeropod-v2", "-socket", containerd.shimSocket(group: id)]).first)
+        let shimPid = try #require(
+            processes(matching: ["containerd-shim-zeropod-v2", "-socket", containerd.shimSocket(group: id)]).first
+        )
         let before = try containerd.ctr(["task", "ls"]).stdout
 
         try containerd.restart()
@@ -70,7 +91,13 @@ import ZPTTRPC
         #expect(exec.status == 0 && exec.stdout.contains("still-here"), "exec after restart: \(exec.stderr)")
         // The exit event reaches the new containerd (the publisher reconnects).
         #expect(try containerd.ctr(["task", "kill", "-s", "SIGKILL", id]).status == 0)
-        #expect(eventually { (try? containerd.ctr(["task", "ls"]).stdout.split(separator: "\n").contains { $0.hasPrefix(id + " ") && $0.hasSuffix("STOPPED") }) ?? false })
+        #expect(
+            eventually {
+                (try? containerd.ctr(["task", "ls"]).stdout.split(separator: "\n").contains {
+                    $0.hasPrefix(id + " ") && $0.hasSuffix("STOPPED")
+                }) ?? false
+            }
+        )
         #expect(try containerd.ctr(["task", "rm", id]).status == 0)
         #expect(try containerd.ctr(["c", "rm", id]).status == 0)
         #expect(eventually { !isAlive(shimPid) })
@@ -84,8 +111,10 @@ import ZPTTRPC
         let netns = try TestNetns("zpshim-api")
         defer { netns.delete() }
         let id = "api1"
-        let r = try containerd.ctr(["run", "-d", "--runtime", "io.containerd.zeropod.v2", "--with-ns", "network:\(netns.path)",
-                                    "--rootfs", rootfs, id, "/bin/httpd", "-f", "-p", "8080", "-h", "/www"])
+        let r = try containerd.ctr([
+            "run", "-d", "--runtime", "io.containerd.zeropod.v2", "--with-ns", "network:\(netns.path)",
+            "--rootfs", rootfs, id, "/bin/httpd", "-f", "-p", "8080", "-h", "/www",
+        ])
         try #require(r.status == 0, "ctr run: \(r.stderr)")
         defer {
             _ = try? containerd.ctr(["task", "kill", "-s", "SIGKILL", id])
@@ -95,7 +124,11 @@ import ZPTTRPC
         let socket = containerd.shimSocket(group: id)
         let client = try await TTRPCClient.connect(unixSocketPath: socket, group: MultiThreadedEventLoopGroup.singleton)
         let md = [(key: TaskService.namespaceKey, value: containerd.namespace)]
-        func call(_ method: String, _ message: some ProtobufMessage, service: String = "containerd.task.v2.Task") async throws -> [UInt8] {
+        func call(
+            _ method: String,
+            _ message: some ProtobufMessage,
+            service: String = "containerd.task.v2.Task"
+        ) async throws -> [UInt8] {
             try await client.call(service: service, method: method, payload: message.encoded(), metadata: md)
         }
 
@@ -105,56 +138,91 @@ import ZPTTRPC
 
         // v2 and v3 answer alike.
         for service in TaskService.serviceNames {
-            let state = try StateResponse(decoding: try await call("State", TaskProcessRequest(id: id), service: service))
+            let state = try StateResponse(
+                decoding: try await call("State", TaskProcessRequest(id: id), service: service)
+            )
             #expect(state.status == .running && state.pid == connect.taskPID && state.id == id, "\(service)")
         }
         let pids = try PidsResponse(decoding: try await call("Pids", TaskIDRequest(id: id)))
         #expect(pids.pids.contains(connect.taskPID))
         // ZPAPI's typed client sees the same through both service versions.
         for service in TaskAPI.serviceNames {
-            let typed = try await ShimTaskClient.connect(socketPath: socket, namespace: containerd.namespace, service: service,
-                                                         group: MultiThreadedEventLoopGroup.singleton)
+            let typed = try await ShimTaskClient.connect(
+                socketPath: socket,
+                namespace: containerd.namespace,
+                service: service,
+                group: MultiThreadedEventLoopGroup.singleton
+            )
             #expect(try await typed.connect(id: id) == connect, "\(service)")
             let state = try await typed.state(id: id)
             #expect(state.status == .running && state.pid == connect.taskPID, "\(service)")
             #expect(try await typed.pids(id: id).contains(connect.taskPID))
-            await #expect { _ = try await typed.state(id: "nope") } throws: { ($0 as? TTRPCStatusError)?.code == .notFound }
+            await #expect { _ = try await typed.state(id: "nope") } throws: {
+                ($0 as? TTRPCStatusError)?.code == .notFound
+            }
             await typed.close()
         }
+        // Stats: the container's cgroup statistics in the host's format (v1 metrics on this hybrid host).
         let stats = try StatsResponse(decoding: try await call("Stats", TaskIDRequest(id: id)))
-        #expect(stats.stats?.typeURL == "io.containerd.cgroups.v1.Metrics")
-        // Not an empty message: the cgroup v1 Metrics carry pids (2), cpu (3) and memory (4). The
-        // shim's Stats is still a stub that answers an empty Metrics (issue 15 found this test
-        // passing on it): a known issue until Stats reads the container's cgroups; once it does,
-        // withKnownIssue reports that the issue is gone and this wrapper must go.
-        var fields: Set<Int> = []
-        var reader = ProtobufReader((stats.stats?.value ?? [])[...])
-        while let field = try reader.nextField() { fields.insert(field.number) }
-        withKnownIssue("Stats answers an empty cgroup Metrics message (TaskService.stats is a stub)") {
+        switch CgroupHostMode.current {
+        case .hybrid, .legacy:
+            #expect(stats.stats?.typeURL == CgroupV1Metrics.typeURL)
+            // Not an empty message: the cgroup v1 Metrics carry pids (2), cpu (3) and memory (4)
+            // (issue 15 found this test passing on the stub Stats that answered an empty one).
+            var fields: Set<Int> = []
+            var reader = ProtobufReader((stats.stats?.value ?? [])[...])
+            while let field = try reader.nextField() { fields.insert(field.number) }
             #expect(fields.isSuperset(of: [2, 3, 4]), "Metrics fields \(fields.sorted())")
+            let metrics = try CgroupV1Metrics(decoding: stats.stats?.value ?? [])
+            #expect(
+                (metrics.cpu?.usage?.total ?? 0) > 0 && (metrics.memory?.usage?.usage ?? 0) > 0
+                    && metrics.pids?.current == 1,
+                "\(metrics)"
+            )
+        case .unified:
+            #expect(stats.stats?.typeURL == CgroupV2Metrics.typeURL)
+            let metrics = try CgroupV2Metrics(decoding: stats.stats?.value ?? [])
+            #expect((metrics.cpu?.usageUsec ?? 0) > 0 && (metrics.memory?.stat[.usage] ?? 0) > 0, "\(metrics)")
         }
+        await #expect { _ = try await call("Stats", TaskIDRequest(id: "nope")) } throws: {
+            ($0 as? TTRPCStatusError)?.code == .notFound
+        }
+        // ResizePty of a container without a terminal is accepted and does nothing (as runc's shim).
+        _ = try await call("ResizePty", ResizePtyRequest(id: id, width: 80, height: 24))
 
         // Update goes through runc update to the container's memory cgroup.
         var update = UpdateTaskRequest(id: id)
-        update.resources = ProtobufAny(typeURL: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources",
-                                       value: Array(#"{"memory":{"limit":67108864}}"#.utf8))
+        update.resources = ProtobufAny(
+            typeURL: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources",
+            value: Array(#"{"memory":{"limit":67108864}}"#.utf8)
+        )
         _ = try await call("Update", update)
         let cgroupLines = (try? String(contentsOfFile: "/proc/\(connect.taskPID)/cgroup", encoding: .utf8)) ?? ""
         if let memory = cgroupLines.split(separator: "\n").first(where: { $0.contains(":memory:") }) {
             let path = memory.split(separator: ":", maxSplits: 2).last.map(String.init) ?? ""
-            let limit = (try? String(contentsOfFile: "/sys/fs/cgroup/memory\(path)/memory.limit_in_bytes", encoding: .utf8)) ?? ""
+            let limit =
+                (try? String(contentsOfFile: "/sys/fs/cgroup/memory\(path)/memory.limit_in_bytes", encoding: .utf8))
+                ?? ""
             #expect(limit.trimmingCharacters(in: .whitespacesAndNewlines) == "67108864", "memory cgroup \(path)")
         } else {
             Issue.record("no memory cgroup line in /proc/\(connect.taskPID)/cgroup: \(cgroupLines)")
         }
 
         // Codes containerd relies on.
-        for method in ["Pause", "Resume", "Checkpoint", "ResizePty"] {
-            await #expect { _ = try await call(method, TaskIDRequest(id: id)) } throws: { ($0 as? TTRPCStatusError)?.code == .unimplemented }
+        for method in ["Pause", "Resume", "Checkpoint"] {
+            await #expect { _ = try await call(method, TaskIDRequest(id: id)) } throws: {
+                ($0 as? TTRPCStatusError)?.code == .unimplemented
+            }
         }
-        await #expect { _ = try await call("State", TaskProcessRequest(id: "nope")) } throws: { ($0 as? TTRPCStatusError)?.code == .notFound }
-        await #expect { _ = try await call("Start", TaskProcessRequest(id: id)) } throws: { ($0 as? TTRPCStatusError)?.code == .failedPrecondition }
-        await #expect { _ = try await call("Delete", TaskProcessRequest(id: id)) } throws: { ($0 as? TTRPCStatusError)?.code == .failedPrecondition }
+        await #expect { _ = try await call("State", TaskProcessRequest(id: "nope")) } throws: {
+            ($0 as? TTRPCStatusError)?.code == .notFound
+        }
+        await #expect { _ = try await call("Start", TaskProcessRequest(id: id)) } throws: {
+            ($0 as? TTRPCStatusError)?.code == .failedPrecondition
+        }
+        await #expect { _ = try await call("Delete", TaskProcessRequest(id: id)) } throws: {
+            ($0 as? TTRPCStatusError)?.code == .failedPrecondition
+        }
         await client.close()
     }
 
@@ -166,8 +234,10 @@ import ZPTTRPC
         let netns = try TestNetns("zpshim-uid")
         defer { netns.delete() }
         let id = "uid1"
-        let r = try containerd.ctr(["run", "-d", "--runtime", "io.containerd.zeropod.v2", "--with-ns", "network:\(netns.path)",
-                                    "--rootfs", rootfs, id, "/bin/httpd", "-f", "-p", "8080", "-h", "/www"])
+        let r = try containerd.ctr([
+            "run", "-d", "--runtime", "io.containerd.zeropod.v2", "--with-ns", "network:\(netns.path)",
+            "--rootfs", rootfs, id, "/bin/httpd", "-f", "-p", "8080", "-h", "/www",
+        ])
         try #require(r.status == 0, "ctr run: \(r.stderr)")
         defer {
             _ = try? containerd.ctr(["task", "kill", "-s", "SIGKILL", id])
@@ -182,8 +252,15 @@ import ZPTTRPC
         let link = "/tmp/zpshim-uid-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
         try #require(Glibc.link(socket, link) == 0)
         chmod(socket, 0o666)
-        defer { chmod(socket, 0o600); unlink(link) }
-        let request = TTRPCRequest(service: "containerd.task.v2.Task", method: "Connect", payload: TaskIDRequest(id: id).encoded())
+        defer {
+            chmod(socket, 0o600)
+            unlink(link)
+        }
+        let request = TTRPCRequest(
+            service: "containerd.task.v2.Task",
+            method: "Connect",
+            payload: TaskIDRequest(id: id).encoded()
+        )
         let frame = try TTRPCFrameCodec.encode(TTRPCFrame(streamID: 1, type: .request, payload: request.encoded()))
         let hex = frame.map { String(format: "%02x", $0) }.joined()
         let script = """
@@ -196,10 +273,22 @@ import ZPTTRPC
                 data = b""  # refused before or after the request went out
             print(len(data))
             """
-        let asNobody = try run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", script, link, hex], timeout: 20)
-        #expect(asNobody.status == 0, "python as nobody: \(asNobody.stderr.split(separator: "\n").suffix(3).joined(separator: " / "))")
+        let asNobody = try run(
+            [
+                "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", script, link,
+                hex,
+            ],
+            timeout: 20
+        )
+        #expect(
+            asNobody.status == 0,
+            "python as nobody: \(asNobody.stderr.split(separator: "\n").suffix(3).joined(separator: " / "))"
+        )
         #expect(asNobody.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "0", "a foreign uid got an answer")
         let asRoot = try run(["/usr/bin/python3", "-c", script, link, hex], timeout: 20)
-        #expect(Int(asRoot.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0 > 10, "root got no answer: \(asRoot.stderr)")
+        #expect(
+            Int(asRoot.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0 > 10,
+            "root got no answer: \(asRoot.stderr)"
+        )
     }
 }

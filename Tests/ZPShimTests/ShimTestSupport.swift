@@ -1,5 +1,6 @@
 import Foundation
 import ZPTestSupport
+
 @testable import ZPShim
 
 extension PrivateContainerd {

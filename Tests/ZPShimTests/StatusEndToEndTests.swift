@@ -2,8 +2,9 @@ import Foundation
 import NIOPosix
 import Testing
 import ZPAPI
-import ZPTestSupport
 import ZPCore
+import ZPTestSupport
+
 @testable import ZPShim
 
 /// The status service of a real shim started by a real containerd: socket under the node's
@@ -12,7 +13,9 @@ import ZPCore
 /// when the shim exits.
 @Suite(.serialized) struct StatusEndToEndTests {
     @Test(arguments: ContainerdFlavor.all)
-    func shimStatusSocket_listsTheContainer_streamsItsRemoval_andGoesAwayWithTheShim(flavor: ContainerdFlavor) async throws {
+    func shimStatusSocket_listsTheContainer_streamsItsRemoval_andGoesAwayWithTheShim(
+        flavor: ContainerdFlavor
+    ) async throws {
         let rootfs = try TestPaths.busyboxRootfs()
         // A run-dir of the test's own, handed to the shims in their node settings.
         let scratch = "/tmp/zpst-\(UUID().uuidString.prefix(8))"
@@ -21,16 +24,23 @@ import ZPCore
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         try Data("run-dir = \(runDirectory)\n".utf8).write(to: URL(fileURLWithPath: scratch + "/node.conf"))
         let layout = NodeLayout(runDirectory: runDirectory)
-        let containerd = try PrivateContainerd(flavor: flavor, tag: "st", environment: ["ZEROPOD_NODE_CONFIG": scratch + "/node.conf"])
+        let containerd = try PrivateContainerd(
+            flavor: flavor,
+            tag: "st",
+            environment: ["ZEROPOD_NODE_CONFIG": scratch + "/node.conf"]
+        )
         defer { containerd.stop() }
         let netns = try TestNetns("zpshim-st")
         defer { netns.delete() }
         let id = "st1"
         let r = try containerd.ctr([
             "run", "-d", "--runtime", "io.containerd.zeropod.v2",
-            "--annotation", "io.kubernetes.cri.container-name=web", "--annotation", "io.kubernetes.cri.sandbox-name=pod-s1",
-            "--annotation", "io.kubernetes.cri.sandbox-namespace=ns1", "--annotation", "io.kubernetes.cri.sandbox-uid=uid-s1",
-            "--with-ns", "network:\(netns.path)", "--rootfs", rootfs, id, "/bin/httpd", "-f", "-p", "8080", "-h", "/www",
+            "--annotation", "io.kubernetes.cri.container-name=web", "--annotation",
+            "io.kubernetes.cri.sandbox-name=pod-s1",
+            "--annotation", "io.kubernetes.cri.sandbox-namespace=ns1", "--annotation",
+            "io.kubernetes.cri.sandbox-uid=uid-s1",
+            "--with-ns", "network:\(netns.path)", "--rootfs", rootfs, id, "/bin/httpd", "-f", "-p", "8080", "-h",
+            "/www",
         ])
         try #require(r.status == 0, "ctr run: \(r.stderr)")
         var removed = false
@@ -45,37 +55,60 @@ import ZPCore
         let path = layout.statusSocket(forShimSocket: shimSocket)
         #expect(path == runDirectory + "/s/" + (shimSocket.split(separator: "/").last.map(String.init) ?? "") + ".sock")
         #expect(eventually { FileManager.default.fileExists(atPath: path) }, "no status socket at \(path)")
-        #expect(!FileManager.default.fileExists(atPath: NodeLayout().statusSocket(forShimSocket: shimSocket)),
-                "the shim ignored run-dir: its status socket is in the default folder")
+        #expect(
+            !FileManager.default.fileExists(atPath: NodeLayout().statusSocket(forShimSocket: shimSocket)),
+            "the shim ignored run-dir: its status socket is in the default folder"
+        )
         var st = stat()
         #expect(stat(path, &st) == 0 && st.st_mode & 0o777 == 0o600, "status socket must be owner-only")
-        #expect(stat(layout.statusSocketDirectory, &st) == 0 && st.st_mode & 0o777 == 0o700, "status folder must be 0700")
+        #expect(
+            stat(layout.statusSocketDirectory, &st) == 0 && st.st_mode & 0o777 == 0o700,
+            "status folder must be 0700"
+        )
 
         let group = MultiThreadedEventLoopGroup.singleton
         let client = try await ShimStatusClient.connect(socketPath: path, group: group)
         let status = try await client.status(id: id)
-        #expect(status.name == "web" && status.podName == "pod-s1" && status.podNamespace == "ns1" && status.podUID == "uid-s1")
+        #expect(
+            status.name == "web" && status.podName == "pod-s1" && status.podNamespace == "ns1"
+                && status.podUID == "uid-s1"
+        )
         #expect(status.lifecyclePhase == .running && status.phase == .running)
         #expect(status.pid > 0 && isAlive(status.pid), "pid \(status.pid)")
         #expect(try await client.list().map(\.id) == [id])
         let metrics = try await client.metrics()
-        #expect(metrics.first?.running == true && metrics.first?.checkpointDuration.upperBounds == StatusAPI.durationBucketBounds)
+        #expect(
+            metrics.first?.running == true
+                && metrics.first?.checkpointDuration.upperBounds == StatusAPI.durationBucketBounds
+        )
 
         // `zeropod status` finds the socket in the run-dir (the same node settings as the shim's,
         // or --run-dir) and reads it.
         let zeropod = TestPaths.buildDirectory + "/zeropod"
-        let text = try await runOffThePool(["/usr/bin/env", "ZEROPOD_NODE_CONFIG=\(scratch)/node.conf", zeropod, "status"], timeout: 30)
+        let text = try await runOffThePool(
+            ["/usr/bin/env", "ZEROPOD_NODE_CONFIG=\(scratch)/node.conf", zeropod, "status"],
+            timeout: 30
+        )
         #expect(text.status == 0, "status: \(text.stderr)")
-        #expect(text.stdout.hasPrefix("\(id) pod=ns1/pod-s1 container=web phase=RUNNING lifecycle=RUNNING"), "\(text.stdout)")
+        #expect(
+            text.stdout.hasPrefix("\(id) pod=ns1/pod-s1 container=web phase=RUNNING lifecycle=RUNNING"),
+            "\(text.stdout)"
+        )
         #expect(text.stdout.contains("pid=\(status.pid) "))
         let byRunDir = try await runOffThePool([zeropod, "status", "--run-dir", runDirectory, "--id", id], timeout: 30)
         #expect(byRunDir.status == 0 && byRunDir.stdout == text.stdout, "\(byRunDir.stdout) \(byRunDir.stderr)")
         let prom = try await runOffThePool([zeropod, "status", "--metrics", "--socket", path], timeout: 30)
-        #expect(prom.stdout.contains(#"zeropod_running{container="web",pod="pod-s1",namespace="ns1"} 1"#), "\(prom.stdout.prefix(400))")
+        #expect(
+            prom.stdout.contains(#"zeropod_running{container="web",pod="pod-s1",namespace="ns1"} 1"#),
+            "\(prom.stdout.prefix(400))"
+        )
         let missing = try await runOffThePool([zeropod, "status", "--socket", path, "--id", "nope"], timeout: 30)
         #expect(missing.status == 1 && missing.stderr.contains("nope"), "\(missing.stderr)")
         // The shim binary points to the new command.
-        let moved = try await runOffThePool([TestPaths.buildDirectory + "/containerd-shim-zeropod-v2", "status"], timeout: 30)
+        let moved = try await runOffThePool(
+            [TestPaths.buildDirectory + "/containerd-shim-zeropod-v2", "status"],
+            timeout: 30
+        )
         #expect(moved.status == 2 && moved.stderr.contains("zeropod status"), "\(moved.stderr)")
 
         // `zeropod status --watch` follows the stream until the shim ends it.
@@ -134,7 +167,10 @@ import ZPCore
         if watch.isRunning { watch.terminate() }
         watch.waitUntilExit()
         let lines = watchText().split(separator: "\n")
-        #expect(lines.contains { $0.hasPrefix("#") && $0.contains(" removed | \(id) ") }, "status --watch printed: \(lines)")
+        #expect(
+            lines.contains { $0.hasPrefix("#") && $0.contains(" removed | \(id) ") },
+            "status --watch printed: \(lines)"
+        )
         #expect(eventually { !FileManager.default.fileExists(atPath: path) }, "status socket left behind: \(path)")
     }
 }

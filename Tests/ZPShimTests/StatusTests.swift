@@ -4,9 +4,10 @@ import NIOPosix
 import Synchronization
 import Testing
 import ZPAPI
-import ZPTestSupport
 import ZPCore
 import ZPTTRPC
+import ZPTestSupport
+
 @testable import ZPShim
 
 /// A settable wall clock for the board.
@@ -54,10 +55,13 @@ final class TestClock: Sendable {
     @Test func register_andUpdates_recordLabelsPhasesAndOperations() {
         let clock = TestClock()
         let board = ShimStatusBoard(now: { clock.now })
-        board.register(id: "c1", annotations: [
-            "io.kubernetes.cri.container-name": "web", "io.kubernetes.cri.sandbox-name": "nginx-0",
-            "io.kubernetes.cri.sandbox-namespace": "default", "io.kubernetes.cri.sandbox-uid": "u-1",
-        ])
+        board.register(
+            id: "c1",
+            annotations: [
+                "io.kubernetes.cri.container-name": "web", "io.kubernetes.cri.sandbox-name": "nginx-0",
+                "io.kubernetes.cri.sandbox-namespace": "default", "io.kubernetes.cri.sandbox-uid": "u-1",
+            ]
+        )
         board.update(id: "c1", phase: .running, pid: 100)
         let runningSince = clock.now
         clock.advance(5_000_000_000)
@@ -71,7 +75,13 @@ final class TestClock: Sendable {
         board.update(id: "c1", phase: .scaledDown, event: .checkpointFinished(duration: .milliseconds(80)))
         s = board.status(id: "c1")
         #expect(s?.phase == .scaledDown && s?.phaseSince?.unixNanoseconds == clock.now)
-        #expect(s?.lastCheckpoint == StatusAPI.Operation(finishedAt: ProtobufTimestamp(unixNanoseconds: clock.now), duration: .milliseconds(80)))
+        #expect(
+            s?.lastCheckpoint
+                == StatusAPI.Operation(
+                    finishedAt: ProtobufTimestamp(unixNanoseconds: clock.now),
+                    duration: .milliseconds(80)
+                )
+        )
 
         board.update(id: "c1", phase: .restoring)
         board.update(id: "c1", phase: .running, pid: 101, event: .restoreFinished(duration: .milliseconds(30)))
@@ -111,7 +121,10 @@ final class TestClock: Sendable {
         feed(.idleDeadlineReached(lastActivity: nil, now: t0.advanced(by: .seconds(2))))
         #expect(board.status(id: "c1")?.lifecyclePhase == .checkpointing)
         feed(.checkpointFinished(duration: .milliseconds(60)))
-        #expect(board.status(id: "c1")?.phase == .scaledDown && board.status(id: "c1")?.lastCheckpoint?.duration == .milliseconds(60))
+        #expect(
+            board.status(id: "c1")?.phase == .scaledDown
+                && board.status(id: "c1")?.lastCheckpoint?.duration == .milliseconds(60)
+        )
         feed(.connectionArrived)
         #expect(board.status(id: "c1")?.lifecyclePhase == .restoring)
         feed(.restoreFinished(pid: 11, duration: .milliseconds(35), now: t0.advanced(by: .seconds(3))))
@@ -123,7 +136,8 @@ final class TestClock: Sendable {
 
     @Test func twoSubscribers_bothSeeEveryChange_inOrder() async throws {
         let board = ShimStatusBoard()
-        let a = board.subscribe(), b = board.subscribe()
+        let a = board.subscribe()
+        let b = board.subscribe()
         #expect(board.subscriberCount == 2)
         board.update(id: "c1", phase: .running, pid: 1)
         board.update(id: "c1", phase: .running, pid: 1)  // no change: not published
@@ -212,16 +226,26 @@ final class TestClock: Sendable {
 
 @Suite struct StatusServiceTests {
     /// Runs the service for `body` on a fresh socket under a fresh folder in /tmp.
-    static func withService(_ board: ShimStatusBoard, capacity: Int = 128,
-                            _ body: @Sendable (_ path: String) async throws -> Void) async throws {
+    static func withService(
+        _ board: ShimStatusBoard,
+        capacity: Int = 128,
+        _ body: @Sendable (_ path: String) async throws -> Void
+    ) async throws {
         let dir = "/tmp/zpstatus-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let path = dir + "/s/shim.sock"
-        defer { rmdir(dir + "/s"); rmdir(dir) }
+        defer {
+            rmdir(dir + "/s")
+            rmdir(dir)
+        }
         let service = ShimStatusService(board: board, subscriberCapacity: capacity)
         let (ready, readyContinuation) = AsyncStream.makeStream(of: Void.self)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-                try await service.run(socketPath: path, group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "test")) {
+                try await service.run(
+                    socketPath: path,
+                    group: MultiThreadedEventLoopGroup.singleton,
+                    logger: Logger(label: "test")
+                ) {
                     readyContinuation.yield()
                 }
             }
@@ -240,8 +264,13 @@ final class TestClock: Sendable {
 
     @Test func unaryMethods_overARealSocket() async throws {
         let board = ShimStatusBoard()
-        board.register(id: "c1", annotations: ["io.kubernetes.cri.container-name": "web", "io.kubernetes.cri.sandbox-name": "p",
-                                               "io.kubernetes.cri.sandbox-namespace": "ns"])
+        board.register(
+            id: "c1",
+            annotations: [
+                "io.kubernetes.cri.container-name": "web", "io.kubernetes.cri.sandbox-name": "p",
+                "io.kubernetes.cri.sandbox-namespace": "ns",
+            ]
+        )
         board.update(id: "c1", phase: .running, pid: 321)
         board.update(id: "c1", phase: .scaledDown, event: .checkpointFinished(duration: .milliseconds(70)))
         board.update(id: "c2", phase: .running, pid: 9)
@@ -251,9 +280,15 @@ final class TestClock: Sendable {
             let dir = String(path.dropLast("/shim.sock".count))
             #expect(stat(dir, &st) == 0 && st.st_mode & 0o777 == 0o700, "folder mode")
 
-            let client = try await ShimStatusClient.connect(socketPath: path, group: MultiThreadedEventLoopGroup.singleton)
+            let client = try await ShimStatusClient.connect(
+                socketPath: path,
+                group: MultiThreadedEventLoopGroup.singleton
+            )
             let status = try await client.status(id: "c1")
-            #expect(status.name == "web" && status.phase == .scaledDown && status.lifecyclePhase == .scaledDown && status.pid == 321)
+            #expect(
+                status.name == "web" && status.phase == .scaledDown && status.lifecyclePhase == .scaledDown
+                    && status.pid == 321
+            )
             #expect(status.lastCheckpoint?.duration == .milliseconds(70))
             #expect(try await client.list().map(\.id) == ["c1", "c2"])
             let metrics = try await client.metrics()
@@ -263,7 +298,9 @@ final class TestClock: Sendable {
                 let e = error as? TTRPCStatusError
                 return e?.code == .notFound && (e?.message.contains("nope") ?? false)
             }
-            await #expect { _ = try await client.status(id: "") } throws: { ($0 as? TTRPCStatusError)?.code == .invalidArgument }
+            await #expect { _ = try await client.status(id: "") } throws: {
+                ($0 as? TTRPCStatusError)?.code == .invalidArgument
+            }
             await client.close()
         }
     }
@@ -285,7 +322,8 @@ final class TestClock: Sendable {
             board.update(id: "c1", phase: .scaledDown, event: .checkpointFinished(duration: .milliseconds(90)))
             board.update(id: "c1", phase: .restoring)
             board.update(id: "c1", phase: .running, pid: 2, event: .restoreFinished(duration: .milliseconds(25)))
-            var a: [StatusAPI.StatusChange] = [], b: [StatusAPI.StatusChange] = []
+            var a: [StatusAPI.StatusChange] = []
+            var b: [StatusAPI.StatusChange] = []
             for _ in 0..<4 {
                 a.append(try #require(try await first.next()))
                 b.append(try #require(try await second.next()))
@@ -315,7 +353,10 @@ final class TestClock: Sendable {
             chmod(top, 0o755)
             chmod(dir, 0o755)
             chmod(path, 0o666)
-            defer { chmod(path, 0o600); chmod(dir, 0o700) }
+            defer {
+                chmod(path, 0o600)
+                chmod(dir, 0o700)
+            }
             let request = TTRPCRequest(service: StatusAPI.service, method: StatusAPI.listContainers, payload: [])
             let frame = try TTRPCFrameCodec.encode(TTRPCFrame(streamID: 1, type: .request, payload: request.encoded()))
             let hex = frame.map { String(format: "%02x", $0) }.joined()
@@ -329,11 +370,26 @@ final class TestClock: Sendable {
                     data = b""  # refused before or after the request went out
                 print(len(data))
                 """
-            let asNobody = try await runOffThePool(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", script, path, hex], timeout: 20)
-            #expect(asNobody.status == 0, "python as nobody: \(asNobody.stderr.split(separator: "\n").suffix(3).joined(separator: " / "))")
-            #expect(asNobody.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "0", "a foreign uid got an answer")
+            let asNobody = try await runOffThePool(
+                [
+                    "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", script,
+                    path, hex,
+                ],
+                timeout: 20
+            )
+            #expect(
+                asNobody.status == 0,
+                "python as nobody: \(asNobody.stderr.split(separator: "\n").suffix(3).joined(separator: " / "))"
+            )
+            #expect(
+                asNobody.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "0",
+                "a foreign uid got an answer"
+            )
             let asRoot = try await runOffThePool(["/usr/bin/python3", "-c", script, path, hex], timeout: 20)
-            #expect(Int(asRoot.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0 > 10, "root got no answer: \(asRoot.stderr)")
+            #expect(
+                Int(asRoot.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0 > 10,
+                "root got no answer: \(asRoot.stderr)"
+            )
         }
     }
 }

@@ -4,9 +4,10 @@ import NIOPosix
 import Synchronization
 import Testing
 import ZPAPI
-import ZPTestSupport
 import ZPCore
 import ZPTTRPC
+import ZPTestSupport
+
 @testable import ZPShim
 
 // Wake groups (docs/decisions/0011-wake-groups.md): messages, registry, the parallel wake of the
@@ -21,12 +22,17 @@ import ZPTTRPC
         let other = WakeGroupKey(containerdNamespace: "k8s.io", podNamespace: "shop", group: "wordpress")
         try registry.register(WakeGroupEntry(containerID: "web", statusSocket: "/run/zeropod-swift/s/a.sock"), in: key)
         try registry.register(WakeGroupEntry(containerID: "db", statusSocket: "/run/zeropod-swift/s/b.sock"), in: key)
-        try registry.register(WakeGroupEntry(containerID: "shop-db", statusSocket: "/run/zeropod-swift/s/c.sock"), in: other)
+        try registry.register(
+            WakeGroupEntry(containerID: "shop-db", statusSocket: "/run/zeropod-swift/s/c.sock"),
+            in: other
+        )
         #expect(registry.directory(of: key) == scratch.path + "/wake-groups/k8s.io/blog/wordpress")
-        #expect(registry.members(of: key) == [
-            WakeGroupEntry(containerID: "db", statusSocket: "/run/zeropod-swift/s/b.sock"),
-            WakeGroupEntry(containerID: "web", statusSocket: "/run/zeropod-swift/s/a.sock"),
-        ])
+        #expect(
+            registry.members(of: key) == [
+                WakeGroupEntry(containerID: "db", statusSocket: "/run/zeropod-swift/s/b.sock"),
+                WakeGroupEntry(containerID: "web", statusSocket: "/run/zeropod-swift/s/a.sock"),
+            ]
+        )
         #expect(registry.members(of: other).map(\.containerID) == ["shop-db"])
         var st = stat()
         #expect(stat(registry.directory(of: key), &st) == 0 && st.st_mode & 0o777 == 0o700)
@@ -55,7 +61,9 @@ import ZPTTRPC
         try registry.register(WakeGroupEntry(containerID: "a", statusSocket: "/s/a.sock"), in: key)
         #expect(registry.directory(of: key) == scratch.path + "/wake-groups/default/_/g")
         try Data("garbage".utf8).write(to: URL(fileURLWithPath: registry.directory(of: key) + "/torn"))
-        try Data("status-socket=relative.sock\n".utf8).write(to: URL(fileURLWithPath: registry.directory(of: key) + "/relative"))
+        try Data("status-socket=relative.sock\n".utf8).write(
+            to: URL(fileURLWithPath: registry.directory(of: key) + "/relative")
+        )
         try Data("x".utf8).write(to: URL(fileURLWithPath: registry.directory(of: key) + "/.b.tmp"))
         #expect(registry.members(of: key).map(\.containerID) == ["a"])
     }
@@ -70,8 +78,11 @@ import ZPTTRPC
         let annotations = ["zeropod-swift/wake-group": "wordpress", CRIAnnotation.sandboxNamespace: "blog"]
         registry.unlistLostMember(containerID: "web", containerdNamespace: "other", annotations: annotations)  // other scope
         registry.unlistLostMember(containerID: "web", containerdNamespace: "k8s.io", annotations: [:])  // no group
-        registry.unlistLostMember(containerID: "web", containerdNamespace: "k8s.io",
-                                  annotations: ["zeropod-swift/wake-group": "Bad!", CRIAnnotation.sandboxNamespace: "blog"])
+        registry.unlistLostMember(
+            containerID: "web",
+            containerdNamespace: "k8s.io",
+            annotations: ["zeropod-swift/wake-group": "Bad!", CRIAnnotation.sandboxNamespace: "blog"]
+        )
         #expect(registry.members(of: key).map(\.containerID) == ["db", "web"])
         registry.unlistLostMember(containerID: "web", containerdNamespace: "k8s.io", annotations: annotations)
         #expect(registry.members(of: key).map(\.containerID) == ["db"])
@@ -82,8 +93,11 @@ import ZPTTRPC
         defer { scratch.remove() }
         let registry = WakeGroupRegistry(runDirectory: scratch.path)
         let key = WakeGroupKey(containerdNamespace: "ns", podNamespace: "", group: "g")
-        for (id, reason) in [("..", "is .."), ("a/b", "contains \"/\" or NUL"), (".hidden", "starts with \".\""), ("", "is empty")] {
-            #expect { try registry.register(WakeGroupEntry(containerID: id, statusSocket: "/s"), in: key) } throws: { error in
+        for (id, reason) in [
+            ("..", "is .."), ("a/b", "contains \"/\" or NUL"), (".hidden", "starts with \".\""), ("", "is empty"),
+        ] {
+            #expect { try registry.register(WakeGroupEntry(containerID: id, statusSocket: "/s"), in: key) } throws: {
+                error in
                 "\(error)" == "wake group ns/_/g: container id \"\(id)\" \(reason)"
             }
         }
@@ -94,14 +108,19 @@ import ZPTTRPC
 @Suite struct WakeGroupMemberTests {
     /// Serves a status service whose `Wake` runs `wake`, at `<scratch>/s/<name>.sock`, for `body`.
     static func withWakeService(
-        at path: String, wake: @escaping @Sendable (StatusAPI.WakeRequest) async throws -> StatusAPI.WakeResponse,
+        at path: String,
+        wake: @escaping @Sendable (StatusAPI.WakeRequest) async throws -> StatusAPI.WakeResponse,
         _ body: @Sendable () async throws -> Void
     ) async throws {
         let service = ShimStatusService(board: ShimStatusBoard(), wake: wake)
         let (ready, readyContinuation) = AsyncStream.makeStream(of: Void.self)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-                try await service.run(socketPath: path, group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "test")) {
+                try await service.run(
+                    socketPath: path,
+                    group: MultiThreadedEventLoopGroup.singleton,
+                    logger: Logger(label: "test")
+                ) {
                     readyContinuation.yield()
                 }
             }
@@ -142,8 +161,13 @@ import ZPTTRPC
             sawBoth.withLock { $0[request.id] = entered.withLock { $0.count } >= 2 }
             return StatusAPI.WakeResponse(outcome: .woken, lifecyclePhase: .running)
         }
-        let member = WakeGroupMember(key: key, entry: WakeGroupEntry(containerID: "web", statusSocket: scratch.path + "/s/web.sock"),
-                                     registry: registry, group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "test"))
+        let member = WakeGroupMember(
+            key: key,
+            entry: WakeGroupEntry(containerID: "web", statusSocket: scratch.path + "/s/web.sock"),
+            registry: registry,
+            group: MultiThreadedEventLoopGroup.singleton,
+            logger: Logger(label: "test")
+        )
         try await Self.withWakeService(at: sockets.0, wake: handler) {
             try await Self.withWakeService(at: sockets.1, wake: handler) {
                 await member.wakePeers()
@@ -159,10 +183,16 @@ import ZPTTRPC
         let registry = WakeGroupRegistry(runDirectory: scratch.path)
         let key = WakeGroupKey(containerdNamespace: "ns", podNamespace: "p", group: "g")
         func member(_ id: String) -> WakeGroupMember {
-            WakeGroupMember(key: key, entry: WakeGroupEntry(containerID: id, statusSocket: "/s/\(id).sock"), registry: registry,
-                            group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "test"))
+            WakeGroupMember(
+                key: key,
+                entry: WakeGroupEntry(containerID: id, statusSocket: "/s/\(id).sock"),
+                registry: registry,
+                group: MultiThreadedEventLoopGroup.singleton,
+                logger: Logger(label: "test")
+            )
         }
-        let a = member("a"), b = member("b")
+        let a = member("a")
+        let b = member("b")
         await withTaskGroup(of: Void.self) { tasks in
             tasks.addTask { await a.run() }
             #expect(await StatusBoardTests.poll { registry.members(of: key).map(\.containerID) == ["a"] })
@@ -179,9 +209,14 @@ import ZPTTRPC
     /// The shim's `Wake` for an id it does not serve: notFound, naming the id.
     @Test func taskServiceWake_unknownContainer_isNotFound() async throws {
         let group = MultiThreadedEventLoopGroup.singleton
-        let service = TaskService(namespace: "zpwake", publisher: EventPublisher(address: "", group: group, logger: Logger(label: "test")),
-                                  group: group, logger: Logger(label: "test"))
-        await #expect { _ = try await service.wake(StatusAPI.WakeRequest(id: "nope", origin: "g/x")) } throws: { error in
+        let service = TaskService(
+            namespace: "zpwake",
+            publisher: EventPublisher(address: "", group: group, logger: Logger(label: "test")),
+            group: group,
+            logger: Logger(label: "test")
+        )
+        await #expect { _ = try await service.wake(StatusAPI.WakeRequest(id: "nope", origin: "g/x")) } throws: {
+            error in
             let e = error as? TTRPCStatusError
             return e?.code == .notFound && (e?.message.contains("nope") ?? false)
         }
@@ -200,15 +235,45 @@ import ZPTTRPC
         let scratch = try TemporaryDirectory("zpwake")
         defer { scratch.remove() }
         try Data("run-dir = \(scratch.path)/run\n".utf8).write(to: URL(fileURLWithPath: scratch.path + "/node.conf"))
-        let containerd = try PrivateContainerd(flavor: flavor, tag: "wake", environment: ["ZEROPOD_NODE_CONFIG": scratch.path + "/node.conf"])
+        let containerd = try PrivateContainerd(
+            flavor: flavor,
+            tag: "wake",
+            environment: ["ZEROPOD_NODE_CONFIG": scratch.path + "/node.conf"]
+        )
         defer { containerd.stop() }
         let netns = try (TestNetns("zpshim-wka"), TestNetns("zpshim-wkb"), TestNetns("zpshim-wkc"))
-        defer { netns.0.delete(); netns.1.delete(); netns.2.delete() }
+        defer {
+            netns.0.delete()
+            netns.1.delete()
+            netns.2.delete()
+        }
         let ids = ("wake-a", "wake-b", "wake-c")
-        defer { removeTask(containerd, ids.0); removeTask(containerd, ids.1); removeTask(containerd, ids.2) }
-        try startCounter(containerd, netns: netns.0, id: ids.0, rootfs: rootfs, extra: ["--annotation", "zeropod-swift/wake-group=wg"])
-        try startCounter(containerd, netns: netns.1, id: ids.1, rootfs: rootfs, extra: ["--annotation", "zeropod-swift/wake-group=wg"])
-        try startCounter(containerd, netns: netns.2, id: ids.2, rootfs: rootfs, extra: ["--annotation", "zeropod-swift/wake-group=wg-other"])
+        defer {
+            removeTask(containerd, ids.0)
+            removeTask(containerd, ids.1)
+            removeTask(containerd, ids.2)
+        }
+        try startCounter(
+            containerd,
+            netns: netns.0,
+            id: ids.0,
+            rootfs: rootfs,
+            extra: ["--annotation", "zeropod-swift/wake-group=wg"]
+        )
+        try startCounter(
+            containerd,
+            netns: netns.1,
+            id: ids.1,
+            rootfs: rootfs,
+            extra: ["--annotation", "zeropod-swift/wake-group=wg"]
+        )
+        try startCounter(
+            containerd,
+            netns: netns.2,
+            id: ids.2,
+            rootfs: rootfs,
+            extra: ["--annotation", "zeropod-swift/wake-group=wg-other"]
+        )
 
         let registry = WakeGroupRegistry(runDirectory: scratch.path + "/run")
         let group = WakeGroupKey(containerdNamespace: containerd.namespace, podNamespace: "", group: "wg")
@@ -237,16 +302,24 @@ import ZPTTRPC
         #expect(secondBack, "the other member was not restored; log: \(containerd.log(tail: 40))")
         #expect(containerd.logLines(containing: "woken by wake group").contains { $0.contains("origin=wg/\(ids.0)") })
         // The origin logs the peer's answer after the peer logged its restore: wait for it.
-        #expect(eventually(within: 30) {
-            containerd.logLines(containing: "wake group member answered woken").contains { $0.contains("peer=\(ids.1)") }
-        }, "log: \(containerd.log(tail: 40))")
+        #expect(
+            eventually(within: 30) {
+                containerd.logLines(containing: "wake group member answered woken").contains {
+                    $0.contains("peer=\(ids.1)")
+                }
+            },
+            "log: \(containerd.log(tail: 40))"
+        )
         // The third (another group) was not woken: no restore of it, and none of its processes.
         let restores = containerd.logLines(containing: "restored process:")
         #expect(!restores.contains { $0.contains("container=\(ids.2)") }, "restores: \(restores)")
         #expect(processes(inNetns: netns.2.path).isEmpty)
         #expect(restores.count - restoresBefore == 2)
-        for line in containerd.logLines(containing: "wake group") + containerd.logLines(containing: "restored process:") {
-            if let range = line.range(of: "info ") ?? line.range(of: "warning ") { print("[zpwake-e2e] \(line[range.lowerBound...].prefix(230))") }
+        for line in containerd.logLines(containing: "wake group") + containerd.logLines(containing: "restored process:")
+        {
+            if let range = line.range(of: "info ") ?? line.range(of: "warning ") {
+                print("[zpwake-e2e] \(line[range.lowerBound...].prefix(230))")
+            }
         }
         // The woken member kept its memory: its counter goes on from 1 (this request is its second).
         #expect(netns.1.httpGet(port: 8080) == "count=2\n")
@@ -261,13 +334,16 @@ import ZPTTRPC
         #expect(exec.status == 0, "exec: \(exec.stderr)")
         let firstBackByExec = eventually(within: 60) {
             containerd.logLines(containing: "woken by wake group").contains { $0.contains("origin=wg/\(ids.1)") }
-                && containerd.logLines(containing: "restored process:").filter { $0.contains("container=\(ids.0)") }.count >= 2
+                && containerd.logLines(containing: "restored process:").filter { $0.contains("container=\(ids.0)") }
+                    .count >= 2
         }
         #expect(firstBackByExec, "the exec did not wake the other member; log: \(containerd.log(tail: 40))")
         #expect(!containerd.logLines(containing: "restored process:").contains { $0.contains("container=\(ids.2)") })
 
         // A lost shim: containerd runs our `delete` command for it, which unlists the member.
-        let lostShim = try #require(processes(matching: ["containerd-shim-zeropod-v2", "-socket", containerd.shimSocket(group: ids.2)]).first)
+        let lostShim = try #require(
+            processes(matching: ["containerd-shim-zeropod-v2", "-socket", containerd.shimSocket(group: ids.2)]).first
+        )
         kill(lostShim, SIGKILL)
         #expect(eventually(within: 30) { registry.members(of: otherGroup).isEmpty }, "lost member still listed")
         #expect(registry.members(of: group).map(\.containerID) == [ids.0, ids.1])

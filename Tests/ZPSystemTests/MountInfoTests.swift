@@ -1,6 +1,7 @@
 import SystemPackage
 import Testing
 import ZPTestSupport
+
 @testable import ZPSystem
 
 #if canImport(Glibc)
@@ -20,9 +21,21 @@ import Glibc
     @Test func parse_readsEveryField_andUnescapes() {
         let mounts = MountInfo.parse(Self.text)
         #expect(mounts.count == 4)
-        #expect(mounts[0] == MountInfo(mountID: 36, parentID: 35, device: "98:0", root: "/mnt1", mountPoint: "/mnt2",
-                                       mountOptions: "rw,noatime", optionalFields: ["master:1"], fsType: "ext3",
-                                       source: "/dev/root", superOptions: "rw,errors=continue"))
+        #expect(
+            mounts[0]
+                == MountInfo(
+                    mountID: 36,
+                    parentID: 35,
+                    device: "98:0",
+                    root: "/mnt1",
+                    mountPoint: "/mnt2",
+                    mountOptions: "rw,noatime",
+                    optionalFields: ["master:1"],
+                    fsType: "ext3",
+                    source: "/dev/root",
+                    superOptions: "rw,errors=continue"
+                )
+        )
         #expect(mounts[1].fsType == "cgroup2" && mounts[1].mountPoint == "/sys/fs/cgroup/unified")
         #expect(mounts[2].mountPoint == "/run/my dir\ttab\\back")
         #expect(mounts[2].source == "my source")

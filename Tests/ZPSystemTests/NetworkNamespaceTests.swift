@@ -1,6 +1,7 @@
 import SystemPackage
 import Testing
 import ZPTestSupport
+
 @testable import ZPSystem
 
 #if canImport(Glibc)

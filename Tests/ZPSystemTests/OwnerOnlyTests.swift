@@ -1,5 +1,6 @@
 import SystemPackage
 import Testing
+
 @testable import ZPSystem
 
 #if canImport(Glibc)
@@ -9,7 +10,9 @@ import Glibc
 /// Owner-only folders and a umask for one thread (issue 15: images, sockets and registries that no
 /// other user may read, from creation).
 @Suite struct OwnerOnlyTests {
-    private func scratch(_ name: String) -> String { "/tmp/zpsystem-\(getpid())-\(name)-\(UInt32.random(in: 0...UInt32.max))" }
+    private func scratch(_ name: String) -> String {
+        "/tmp/zpsystem-\(getpid())-\(name)-\(UInt32.random(in: 0...UInt32.max))"
+    }
 
     /// Every folder it creates is 0700 even under umask 022; an existing world-readable last folder
     /// becomes 0700; an existing parent is left alone; a file in the way is refused.

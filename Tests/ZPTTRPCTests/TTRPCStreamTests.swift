@@ -3,8 +3,9 @@ import Logging
 import NIOPosix
 import Synchronization
 import Testing
-import ZPTestSupport
 import ZPCore
+import ZPTestSupport
+
 @testable import ZPTTRPC
 
 /// Server streams over real unix sockets: ZPTTRPC's server and client, and raw frames written by
@@ -53,7 +54,10 @@ import ZPCore
 
     @Test func serverStream_deliversEveryMessageInOrder_andEnds() async throws {
         try await Self.withServer("count") { path in
-            let client = try await TTRPCClient.connect(unixSocketPath: path, group: MultiThreadedEventLoopGroup.singleton)
+            let client = try await TTRPCClient.connect(
+                unixSocketPath: path,
+                group: MultiThreadedEventLoopGroup.singleton
+            )
             var received: [UInt8] = []
             for try await message in client.serverStream(service: "test.Stream", method: "Count", payload: [200]) {
                 received += message
@@ -69,10 +73,17 @@ import ZPCore
 
     @Test func serverStream_errorStatus_endsTheStreamWithTheCode() async throws {
         try await Self.withServer("fail") { path in
-            let client = try await TTRPCClient.connect(unixSocketPath: path, group: MultiThreadedEventLoopGroup.singleton)
+            let client = try await TTRPCClient.connect(
+                unixSocketPath: path,
+                group: MultiThreadedEventLoopGroup.singleton
+            )
             var received: [[UInt8]] = []
             await #expect {
-                for try await message in client.serverStream(service: "test.Stream", method: "FailAfterTwo", payload: []) {
+                for try await message in client.serverStream(
+                    service: "test.Stream",
+                    method: "FailAfterTwo",
+                    payload: []
+                ) {
                     received.append(message)
                 }
             } throws: { error in
@@ -92,12 +103,17 @@ import ZPCore
     @Test func openStream_doesNotBlockUnaryCalls_andEndsWhenTheConnectionCloses() async throws {
         try await Self.withServer("forever") { path in
             let before = Self.foreverCancelled.withLock { $0 }
-            let client = try await TTRPCClient.connect(unixSocketPath: path, group: MultiThreadedEventLoopGroup.singleton)
+            let client = try await TTRPCClient.connect(
+                unixSocketPath: path,
+                group: MultiThreadedEventLoopGroup.singleton
+            )
             let stream = client.serverStream(service: "test.Stream", method: "Forever", payload: [])
             var iterator = stream.makeAsyncIterator()
             #expect(try await iterator.next() == [7])
             for i in 0..<20 {
-                #expect(try await client.call(service: "test.Stream", method: "Echo", payload: [UInt8(i)]) == [UInt8(i)])
+                #expect(
+                    try await client.call(service: "test.Stream", method: "Echo", payload: [UInt8(i)]) == [UInt8(i)]
+                )
             }
             #expect(try await iterator.next() == [7])
             await client.close()
@@ -111,7 +127,10 @@ import ZPCore
 
     @Test func unreadMessagesOverTheLimit_failTheStreamLoudly() async throws {
         try await Self.withServer("overflow") { path in
-            let client = try await TTRPCClient.connect(unixSocketPath: path, group: MultiThreadedEventLoopGroup.singleton)
+            let client = try await TTRPCClient.connect(
+                unixSocketPath: path,
+                group: MultiThreadedEventLoopGroup.singleton
+            )
             let start = Self.burstSent.withLock { $0 }
             let stream = client.serverStream(service: "test.Stream", method: "Burst", payload: [50], bufferLimit: 8)
             // Read nothing until the server has sent all 50 and the client has taken them in: a
@@ -137,11 +156,17 @@ import ZPCore
             var addr = sockaddr_un()
             addr.sun_family = sa_family_t(AF_UNIX)
             withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in path.utf8.enumerated() { raw[i] = b } }
-            let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+            let rc = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                }
+            }
             try #require(rc == 0)
             // As containerd/ttrpc's client opens a server stream: Request flagged remote-closed.
             let request = TTRPCRequest(service: "test.Stream", method: "Count", payload: [3])
-            let frame = try TTRPCFrameCodec.encode(TTRPCFrame(streamID: 5, type: .request, flags: .remoteClosed, payload: request.encoded()))
+            let frame = try TTRPCFrameCodec.encode(
+                TTRPCFrame(streamID: 5, type: .request, flags: .remoteClosed, payload: request.encoded())
+            )
             #expect(frame.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == frame.count)
             // Non-blocking reads with pauses: a blocking read would hold one of the few threads of
             // the cooperative pool that the server's tasks need.

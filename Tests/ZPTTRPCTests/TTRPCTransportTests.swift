@@ -2,8 +2,9 @@ import Foundation
 import Logging
 import NIOPosix
 import Testing
-import ZPTestSupport
 import ZPCore
+import ZPTestSupport
+
 @testable import ZPTTRPC
 
 /// Real unix sockets: a ZPTTRPC server and client talking to each other.
@@ -36,8 +37,16 @@ import ZPCore
 
     @Test func unaryCall_echoesPayloadAndMetadata() async throws {
         try await Self.withServer("echo") { path in
-            let client = try await TTRPCClient.connect(unixSocketPath: "unix://" + path, group: MultiThreadedEventLoopGroup.singleton)
-            let out = try await client.call(service: "test.Echo", method: "Echo", payload: Array("ping".utf8), metadata: [("suffix", "-pong")])
+            let client = try await TTRPCClient.connect(
+                unixSocketPath: "unix://" + path,
+                group: MultiThreadedEventLoopGroup.singleton
+            )
+            let out = try await client.call(
+                service: "test.Echo",
+                method: "Echo",
+                payload: Array("ping".utf8),
+                metadata: [("suffix", "-pong")]
+            )
             #expect(String(decoding: out, as: UTF8.self) == "ping-pong")
             await client.close()
         }
@@ -53,15 +62,21 @@ import ZPCore
 
     @Test func unknownMethod_isUnimplemented_andHandlerErrorsKeepTheirCode() async throws {
         try await Self.withServer("codes") { path in
-            let client = try await TTRPCClient.connect(unixSocketPath: path, group: MultiThreadedEventLoopGroup.singleton)
-            await #expect { _ = try await client.call(service: "test.Echo", method: "Nope", payload: []) } throws: { error in
+            let client = try await TTRPCClient.connect(
+                unixSocketPath: path,
+                group: MultiThreadedEventLoopGroup.singleton
+            )
+            await #expect { _ = try await client.call(service: "test.Echo", method: "Nope", payload: []) } throws: {
+                error in
                 (error as? TTRPCStatusError)?.code == .unimplemented
             }
-            await #expect { _ = try await client.call(service: "test.Echo", method: "Fail", payload: []) } throws: { error in
+            await #expect { _ = try await client.call(service: "test.Echo", method: "Fail", payload: []) } throws: {
+                error in
                 let e = error as? TTRPCStatusError
                 return e?.code == .notFound && e?.message == "no such thing"
             }
-            await #expect { _ = try await client.call(service: "test.Echo", method: "Crash", payload: []) } throws: { error in
+            await #expect { _ = try await client.call(service: "test.Echo", method: "Crash", payload: []) } throws: {
+                error in
                 (error as? TTRPCStatusError)?.code == .unknown
             }
             // The connection still works after errors.
@@ -73,11 +88,20 @@ import ZPCore
 
     @Test func slowCall_doesNotBlockOtherCallsOnTheSameConnection() async throws {
         try await Self.withServer("concurrent") { path in
-            let client = try await TTRPCClient.connect(unixSocketPath: path, group: MultiThreadedEventLoopGroup.singleton)
+            let client = try await TTRPCClient.connect(
+                unixSocketPath: path,
+                group: MultiThreadedEventLoopGroup.singleton
+            )
             try await withThrowingTaskGroup(of: String.self) { group in
-                group.addTask { _ = try await client.call(service: "test.Echo", method: "Slow", payload: [9]); return "slow" }
+                group.addTask {
+                    _ = try await client.call(service: "test.Echo", method: "Slow", payload: [9])
+                    return "slow"
+                }
                 try await Task.sleep(for: .milliseconds(50))
-                group.addTask { _ = try await client.call(service: "test.Echo", method: "Echo", payload: [1]); return "fast" }
+                group.addTask {
+                    _ = try await client.call(service: "test.Echo", method: "Echo", payload: [1])
+                    return "fast"
+                }
                 let first = try await group.next()
                 #expect(first == "fast")
                 try await group.waitForAll()
@@ -88,9 +112,17 @@ import ZPCore
 
     @Test func callTimeout_failsTheCallOnly() async throws {
         try await Self.withServer("timeout") { path in
-            let client = try await TTRPCClient.connect(unixSocketPath: path, group: MultiThreadedEventLoopGroup.singleton)
+            let client = try await TTRPCClient.connect(
+                unixSocketPath: path,
+                group: MultiThreadedEventLoopGroup.singleton
+            )
             await #expect(throws: TTRPCTransportError.self) {
-                _ = try await client.call(service: "test.Echo", method: "Slow", payload: [], timeout: .milliseconds(200))
+                _ = try await client.call(
+                    service: "test.Echo",
+                    method: "Slow",
+                    payload: [],
+                    timeout: .milliseconds(200)
+                )
             }
             #expect(try await client.call(service: "test.Echo", method: "Echo", payload: [7]) == [7])
             await client.close()
@@ -99,15 +131,25 @@ import ZPCore
 
     @Test func closedServer_failsCallsInFlight() async throws {
         let path = Self.socketPath("closed")
-        let server = TTRPCServer(router: Self.router, group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "test"))
+        let server = TTRPCServer(
+            router: Self.router,
+            group: MultiThreadedEventLoopGroup.singleton,
+            logger: Logger(label: "test")
+        )
         let (ready, readyContinuation) = AsyncStream.makeStream(of: Void.self)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await server.run(unixSocketPath: path) { readyContinuation.yield() } }
             for await _ in ready { break }
             defer { unlink(path) }
-            let client = try await TTRPCClient.connect(unixSocketPath: path, group: MultiThreadedEventLoopGroup.singleton)
+            let client = try await TTRPCClient.connect(
+                unixSocketPath: path,
+                group: MultiThreadedEventLoopGroup.singleton
+            )
             async let slow: Bool = {
-                do { _ = try await client.call(service: "test.Echo", method: "Slow", payload: [], timeout: .seconds(30)); return false } catch { return true }
+                do {
+                    _ = try await client.call(service: "test.Echo", method: "Slow", payload: [], timeout: .seconds(30))
+                    return false
+                } catch { return true }
             }()
             try await Task.sleep(for: .milliseconds(100))
             group.cancelAll()  // stops the server and closes its connections
@@ -124,7 +166,11 @@ import ZPCore
             var addr = sockaddr_un()
             addr.sun_family = sa_family_t(AF_UNIX)
             withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in path.utf8.enumerated() { raw[i] = b } }
-            let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+            let rc = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                }
+            }
             #expect(rc == 0)
             let request = TTRPCRequest(service: "test.Echo", method: "Echo", payload: [0x41])
             let frame = try TTRPCFrameCodec.encode(TTRPCFrame(streamID: 3, type: .request, payload: request.encoded()))
@@ -154,12 +200,19 @@ import ZPCore
         let path = "/tmp/zpttrpc-peerclosed-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
         var router = TTRPCRouter()
         router.register(service: "s", method: "echo") { $0.payload }
-        let server = TTRPCServer(router: router, group: MultiThreadedEventLoopGroup.singleton, logger: Logger(label: "test"))
+        let server = TTRPCServer(
+            router: router,
+            group: MultiThreadedEventLoopGroup.singleton,
+            logger: Logger(label: "test")
+        )
         let (ready, readyContinuation) = AsyncStream.makeStream(of: Void.self)
         let client: TTRPCClient = try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await server.run(unixSocketPath: path) { readyContinuation.yield() } }
             for await _ in ready { break }
-            let client = try await TTRPCClient.connect(unixSocketPath: path, group: MultiThreadedEventLoopGroup.singleton)
+            let client = try await TTRPCClient.connect(
+                unixSocketPath: path,
+                group: MultiThreadedEventLoopGroup.singleton
+            )
             #expect(try await client.call(service: "s", method: "echo", payload: [1]) == [1])  // the server owns the connection now
             group.cancelAll()  // the server goes away, as containerd does when it restarts
             return client

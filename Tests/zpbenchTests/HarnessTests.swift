@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 import Testing
 import ZPTestSupport
+
 @testable import zpbench
 
 #if canImport(Glibc)
@@ -19,7 +20,8 @@ struct HarnessTests {
 
     @Test("CRIU stats-dump as CRIU 4.2.1 wrote it for a busybox checkpoint")
     func criuDumpStats() throws {
-        let hex = "4059105506330957230000000a2108d1950610eff10418c10320632816300038"
+        let hex =
+            "4059105506330957230000000a2108d1950610eff10418c10320632816300038"
             + "0f400048005004580460006800700" + "0"
         var bytes: [UInt8] = []
         var i = hex.startIndex
@@ -74,8 +76,11 @@ struct HarnessTests {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try runChecked(["runc", "spec", "--bundle", dir])
-        var spec = try #require(try JSONSerialization.jsonObject(
-            with: Data(contentsOf: URL(fileURLWithPath: dir + "/config.json"))) as? [String: Any])
+        var spec = try #require(
+            try JSONSerialization.jsonObject(
+                with: Data(contentsOf: URL(fileURLWithPath: dir + "/config.json"))
+            ) as? [String: Any]
+        )
         try Bundle.edit(&spec, workload: .mariadb, uid: 101, gid: 102, criuConfigPath: "/b/criu.conf")
 
         let process = try #require(spec["process"] as? [String: Any])
@@ -115,16 +120,27 @@ struct HarnessTests {
             "/other": "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
         ])
         defer { server.close() }
-        #expect(Probe.http(path: "/ok", host: "t", expect: "zeropod").attempt(address: "127.0.0.1", port: server.port) == nil)
-        let notFound = Probe.http(path: "/missing", host: "t", expect: "zeropod").attempt(address: "127.0.0.1", port: server.port)
+        #expect(
+            Probe.http(path: "/ok", host: "t", expect: "zeropod").attempt(address: "127.0.0.1", port: server.port)
+                == nil
+        )
+        let notFound = Probe.http(path: "/missing", host: "t", expect: "zeropod").attempt(
+            address: "127.0.0.1",
+            port: server.port
+        )
         #expect(notFound?.contains("404") == true)
-        let wrongBody = Probe.http(path: "/other", host: "t", expect: "zeropod").attempt(address: "127.0.0.1", port: server.port)
+        let wrongBody = Probe.http(path: "/other", host: "t", expect: "zeropod").attempt(
+            address: "127.0.0.1",
+            port: server.port
+        )
         #expect(wrongBody?.contains("zeropod") == true)
         let closedPort = server.port
         server.close()
         var why = ""
-        #expect(!Probe.http(path: "/ok", host: "t", expect: "zeropod")
-            .poll(address: "127.0.0.1", port: closedPort, deadline: .now + .milliseconds(50), lastError: &why))
+        #expect(
+            !Probe.http(path: "/ok", host: "t", expect: "zeropod")
+                .poll(address: "127.0.0.1", port: closedPort, deadline: .now + .milliseconds(50), lastError: &why)
+        )
         #expect(why.contains("connect"))
     }
 }
@@ -146,8 +162,10 @@ private final class LoopbackHTTPServer: Sendable {
         sa.sin_addr.s_addr = inet_addr("127.0.0.1")
         var len = socklen_t(MemoryLayout<sockaddr_in>.size)
         let bound = withUnsafeMutablePointer(to: &sa) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && listen(fd, 16) == 0
-                && getsockname(fd, $0, &len) == 0 }
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, len) == 0 && listen(fd, 16) == 0
+                    && getsockname(fd, $0, &len) == 0
+            }
         }
         guard bound else {
             _ = Glibc.close(fd)
@@ -171,7 +189,12 @@ private final class LoopbackHTTPServer: Sendable {
     }
 
     func close() {
-        guard closed.withLock({ wasClosed in defer { wasClosed = true }; return !wasClosed }) else { return }
+        guard
+            closed.withLock({ wasClosed in
+                defer { wasClosed = true }
+                return !wasClosed
+            })
+        else { return }
         shutdown(fd, Int32(SHUT_RDWR))
         _ = Glibc.close(fd)
     }

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import zpbench
 
 /// The pieces of the zeropod-swift columns that do not need a containerd: reading the shim's log
@@ -31,15 +32,18 @@ struct ZeropodReportTests {
     }
 
     /// A line as containerd 2.x copies it from the shim's stderr (swift-log's stream handler).
-    static let checkpointLine = "2026-11-29T13:42:01+0000 info containerd-shim-zeropod-v2: container=zpbench-busybox "
+    static let checkpointLine =
+        "2026-11-29T13:42:01+0000 info containerd-shim-zeropod-v2: container=zpbench-busybox "
         + "criu=total 101.3 ms (spawn 10.9, request 90.3; pre-dump@44.6 post-dump@88.8) id=zpbench-busybox "
         + "[ZPShim] checkpointing done in 104.1 ms"
 
     @Test("the checkpoint time and CRIU's timings come out of the shim's log line")
     func parsesShimLogLine() {
         #expect(ZeropodRuntime.number(after: "checkpointing done in ", in: Self.checkpointLine) == 104.1)
-        #expect(ZeropodRuntime.metadata("criu", in: Self.checkpointLine)
-            == "total 101.3 ms (spawn 10.9, request 90.3; pre-dump@44.6 post-dump@88.8)")
+        #expect(
+            ZeropodRuntime.metadata("criu", in: Self.checkpointLine)
+                == "total 101.3 ms (spawn 10.9, request 90.3; pre-dump@44.6 post-dump@88.8)"
+        )
         #expect(ZeropodRuntime.number(after: "restored process: ", in: Self.checkpointLine) == nil)
         #expect(ZeropodRuntime.metadata("nothing", in: Self.checkpointLine) == nil)
     }
@@ -52,13 +56,23 @@ struct ZeropodReportTests {
             s.restoreFirstResponseMs = rf
             return s
         }
-        let report = Report(samples: [sample("runc", ck: 200, rf: 100), sample(Report.zeropod, ck: 100, rf: 80)],
-                            failures: [], cycles: 1, runtimes: ["runc", Report.zeropod])
+        let report = Report(
+            samples: [sample("runc", ck: 200, rf: 100), sample(Report.zeropod, ck: 100, rf: 80)],
+            failures: [],
+            cycles: 1,
+            runtimes: ["runc", Report.zeropod]
+        )
         let text = report.zeropodMarkdown().joined(separator: "\n")
         #expect(text.contains("nginx checkpoint zp/runc (decision → process gone): 0.50 (target ≤ 0.50) met"))
-        #expect(text.contains("nginx restore → 1st response zp/runc (preparation excluded: done while scaled down): 0.80 (target ≤ 0.50) MISSED by 60 %"))
+        #expect(
+            text.contains(
+                "nginx restore → 1st response zp/runc (preparation excluded: done while scaled down): 0.80 (target ≤ 0.50) MISSED by 60 %"
+            )
+        )
         #expect(text.contains("nginx restore → 1st response zp/runc (preparation included for both): n/a"))
-        #expect(Report(samples: [sample("runc", ck: 1, rf: 1)], failures: [], cycles: 1, runtimes: ["runc"])
-            .zeropodMarkdown().isEmpty)
+        #expect(
+            Report(samples: [sample("runc", ck: 1, rf: 1)], failures: [], cycles: 1, runtimes: ["runc"])
+                .zeropodMarkdown().isEmpty
+        )
     }
 }

@@ -8,7 +8,8 @@ import Foundation
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "zpbench",
-        abstract: "Benchmarks cold start, checkpoint and restore → first correct response per workload.")
+        abstract: "Benchmarks cold start, checkpoint and restore → first correct response per workload."
+    )
 
     @Option(help: "Comma-separated workloads (\(Workload.all.map(\.name).joined(separator: ","))).")
     var workloads = Workload.all.map(\.name).joined(separator: ",")
@@ -34,17 +35,23 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Seconds of wrk load per HTTP workload and runtime for the steady-state table (0: none).")
     var wrkSeconds = 10
 
-    @Option(name: .customLong("runtimes"), help: "Comma-separated runtimes to measure (runc is always the baseline): runc, zeropod-swift.")
+    @Option(
+        name: .customLong("runtimes"),
+        help: "Comma-separated runtimes to measure (runc is always the baseline): runc, zeropod-swift."
+    )
     var runtimeList = "runc,zeropod-swift"
 
     @Option(help: "The folder holding containerd-shim-zeropod-v2 (a release build is preferred for the figures).")
     var shimDir = ".build/release"
 
     @Option(help: "The folder holding containerd 2.x, ctr and containerd-shim-runc-v2 for the private containerd.")
-    var containerdBin = (ProcessInfo.processInfo.environment["ZP_CACHE"].flatMap { $0.isEmpty ? nil : $0 }
-        ?? "/var/cache/zeropod-swift") + "/containerd2/usr/bin"
+    var containerdBin =
+        (ProcessInfo.processInfo.environment["ZP_CACHE"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? "/var/cache/zeropod-swift") + "/containerd2/usr/bin"
 
-    @Option(help: "The shim's state folder (its node config default); images go to <state>/i/<containerd namespace>/<id>.")
+    @Option(
+        help: "The shim's state folder (its node config default); images go to <state>/i/<containerd namespace>/<id>."
+    )
     var shimState = "/var/lib/zeropod-swift"
 
     @Option(help: "zeropod-swift: the shim's lazy-restore node setting (auto, on, off; docs/configuration.md).")
@@ -62,34 +69,60 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "wrk rounds per HTTP workload and runtime, interleaved; the median round is reported.")
     var wrkRounds = 5
 
-    @Flag(inversion: .prefixedNo, help: "zeropod-swift: keep the activator's probe detection on for MySQL workloads (their first connection then waits the 50 ms silent-client window).")
+    @Flag(
+        inversion: .prefixedNo,
+        help:
+            "zeropod-swift: keep the activator's probe detection on for MySQL workloads (their first connection then waits the 50 ms silent-client window)."
+    )
     var mysqlProbeDetection = true
 
-    @Flag(inversion: .prefixedNo, help: "zeropod-swift cascade: put the workload and its sidecar in one wake group (zeropod-swift/wake-group), so one request restores both in parallel.")
+    @Flag(
+        inversion: .prefixedNo,
+        help:
+            "zeropod-swift cascade: put the workload and its sidecar in one wake group (zeropod-swift/wake-group), so one request restores both in parallel."
+    )
     var wakeGroup = true
 
     @Flag(help: "Keep bundles, rootfs copies and images in the work folder afterwards.")
     var keepWork = false
 
-    @Flag(help: "zeropod-swift: set zeropod.ctrox.dev/pre-dump=true (pre-dump halfway to the scale-down; the checkpoint then writes only what changed, where the kernel tracks dirty memory).")
+    @Flag(
+        help:
+            "zeropod-swift: set zeropod.ctrox.dev/pre-dump=true (pre-dump halfway to the scale-down; the checkpoint then writes only what changed, where the kernel tracks dirty memory)."
+    )
     var zeropodPreDump = false
 
-    @Option(help: "CRIU's log level for both sides: runc's criu.conf (verbosity=N) and the shim's criu-log-level; also ZPCheckpoint's direct runs.")
+    @Option(
+        help:
+            "CRIU's log level for both sides: runc's criu.conf (verbosity=N) and the shim's criu-log-level; also ZPCheckpoint's direct runs."
+    )
     var criuLogLevel = 2
 
-    @Option(help: "Before each checkpoint of either side, touch this many MiB of fresh memory and free it just before the dump starts, so that both dumps write their images into page-cache pages the VM's host still backs (0: off; see docs/benchmarks.md, free page reporting).")
+    @Option(
+        help:
+            "Before each checkpoint of either side, touch this many MiB of fresh memory and free it just before the dump starts, so that both dumps write their images into page-cache pages the VM's host still backs (0: off; see docs/benchmarks.md, free page reporting)."
+    )
     var warmFreeMemoryMib = 0
 
-    @Option(help: "Node measurements: the folder holding containerd, ctr and containerd-shim-runc-v2 (Debian's containerd 1.6: /usr/bin).")
+    @Option(
+        help:
+            "Node measurements: the folder holding containerd, ctr and containerd-shim-runc-v2 (Debian's containerd 1.6: /usr/bin)."
+    )
     var nodeContainerdBin = "/usr/bin"
 
-    @Option(help: "Shim memory: busybox pods under each runtime (ours scaled down, containerd-shim-runc-v2 running); 0: skip.")
+    @Option(
+        help:
+            "Shim memory: busybox pods under each runtime (ours scaled down, containerd-shim-runc-v2 running); 0: skip."
+    )
     var memoryPods = 10
 
     @Option(help: "Shim start: interleaved trials of `ctr run -d` and of the `start` command per runtime; 0: skip.")
     var shimStartTrials = 10
 
-    @Option(help: "Density: busybox pods scaled down at once (`make bench-density`: 60; a node holds at most 64 scale-down pods, docs/benchmarks.md); 0: skip.")
+    @Option(
+        help:
+            "Density: busybox pods scaled down at once (`make bench-density`: 60; a node holds at most 64 scale-down pods, docs/benchmarks.md); 0: skip."
+    )
     var densityPods = 0
 
     @Option(help: "Density: the pods' scale-down duration in seconds (they all start before it passes).")
@@ -98,7 +131,10 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Density: pods woken by requests sent at the same moment.")
     var densityWake = 20
 
-    @Option(help: "Comma-separated workloads whose restore variants ZPCheckpoint measures directly on the same images (empty: none).")
+    @Option(
+        help:
+            "Comma-separated workloads whose restore variants ZPCheckpoint measures directly on the same images (empty: none)."
+    )
     var variantWorkloads = ""
 
     @Option(help: "Restore variants: full|lazy[-vN][@criu], e.g. full-v4,full-v2,lazy-v2,full-v2@/path/to/criu.")
@@ -112,7 +148,9 @@ struct BenchCommand: ParsableCommand {
 
     mutating func run() throws {
         guard getuid() == 0 else { throw BenchError("zpbench must run as root (runc, CRIU, netns)") }
-        let names = workloads.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        let names = workloads.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter {
+            !$0.isEmpty
+        }
         let selected = try names.map { n in
             guard let w = Workload.all.first(where: { $0.name == n }) else {
                 throw BenchError("unknown workload '\(n)' (known: \(Workload.all.map(\.name).joined(separator: ", ")))")
@@ -124,14 +162,22 @@ struct BenchCommand: ParsableCommand {
         if wanted.contains(Report.zeropod) {
             // The shim scales down once the container was idle for the settle time plus 1.5 s, so
             // the memory read after the settle time still sees the running container.
-            zeropod = try ZeropodRuntime(directory: "/run/zpbench-containerd", containerdBin: containerdBin,
-                                         shimDir: URL(fileURLWithPath: shimDir).standardizedFileURL.path,
-                                         shimState: shimState, scaleDownMs: settleMs + 1500,
-                                         probeDetectionForMySQL: mysqlProbeDetection, lazyRestore: shimLazyRestore,
-                                         preDump: zeropodPreDump, criu: criu, criuLogLevel: criuLogLevel)
+            zeropod = try ZeropodRuntime(
+                directory: "/run/zpbench-containerd",
+                containerdBin: containerdBin,
+                shimDir: URL(fileURLWithPath: shimDir).standardizedFileURL.path,
+                shimState: shimState,
+                scaleDownMs: settleMs + 1500,
+                probeDetectionForMySQL: mysqlProbeDetection,
+                lazyRestore: shimLazyRestore,
+                preDump: zeropodPreDump,
+                criu: criu,
+                criuLogLevel: criuLogLevel
+            )
         }
         defer { zeropod?.stop() }
-        let runtimes: [any BenchRuntime] = [RuncRuntime(stateRoot: "/run/zpbench-runc", criu: criu)] + (zeropod.map { [$0] } ?? [])
+        let runtimes: [any BenchRuntime] =
+            [RuncRuntime(stateRoot: "/run/zpbench-runc", criu: criu)] + (zeropod.map { [$0] } ?? [])
         try FileManager.default.createDirectory(atPath: results, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: workDir, withIntermediateDirectories: true)
 
@@ -144,8 +190,16 @@ struct BenchCommand: ParsableCommand {
         var variantLines: [String] = []
         for w in selected {
             do {
-                try measure(w, runtimes: runtimes, samples: &samples, steady: &steady, failures: &failures, shims: &shims, lazy: &lazy,
-                            variantLines: &variantLines)
+                try measure(
+                    w,
+                    runtimes: runtimes,
+                    samples: &samples,
+                    steady: &steady,
+                    failures: &failures,
+                    shims: &shims,
+                    lazy: &lazy,
+                    variantLines: &variantLines
+                )
             } catch {
                 failures.append("\(w.name): \(error)")
                 print("[zpbench] \(w.name) FAILED: \(error)")
@@ -155,9 +209,17 @@ struct BenchCommand: ParsableCommand {
         for controller in (try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? [] {
             _ = rmdir("/sys/fs/cgroup/\(controller)/zpbench")
         }
-        let report = Report(samples: samples, steady: steady, failures: failures, cycles: cycles,
-                            runtimes: runtimes.map(\.name), machine: Self.machine(criu: criu), shims: shims, lazy: lazy,
-                            extra: node + variantLines)
+        let report = Report(
+            samples: samples,
+            steady: steady,
+            failures: failures,
+            cycles: cycles,
+            runtimes: runtimes.map(\.name),
+            machine: Self.machine(criu: criu),
+            shims: shims,
+            lazy: lazy,
+            extra: node + variantLines
+        )
         try report.write(to: results)
         print(report.markdown())
         if !failures.isEmpty { throw ExitCode(1) }
@@ -170,9 +232,15 @@ struct BenchCommand: ParsableCommand {
         var lines: [String] = []
         do {
             let out = try runChecked(["bash", rootfsScript, "busybox"])
-            guard let rootfs = out.split(separator: "\n").last.map(String.init) else { throw BenchError("no busybox rootfs") }
-            let runs = NodeRuns(containerdBin: nodeContainerdBin, shimDir: URL(fileURLWithPath: shimDir).standardizedFileURL.path,
-                                criu: criu, rootfs: rootfs)
+            guard let rootfs = out.split(separator: "\n").last.map(String.init) else {
+                throw BenchError("no busybox rootfs")
+            }
+            let runs = NodeRuns(
+                containerdBin: nodeContainerdBin,
+                shimDir: URL(fileURLWithPath: shimDir).standardizedFileURL.path,
+                criu: criu,
+                rootfs: rootfs
+            )
             if memoryPods > 0 {
                 print("[zpbench] node: shim memory, \(memoryPods) pods per runtime")
                 do {
@@ -216,9 +284,16 @@ struct BenchCommand: ParsableCommand {
     /// All cycles of one workload for every runtime, interleaved (cycle 1 of each runtime, then 2, ...),
     /// then the steady-state load of each runtime. A failing cycle ends the workload's cycles but
     /// keeps the samples taken so far; a failing wrk run is recorded and does not discard them.
-    private func measure(_ w: Workload, runtimes: [any BenchRuntime], samples: inout [Sample],
-                         steady: inout [SteadyState], failures: inout [String], shims: inout [ShimMemoryRow],
-                         lazy: inout [String: [LazySample]], variantLines: inout [String]) throws {
+    private func measure(
+        _ w: Workload,
+        runtimes: [any BenchRuntime],
+        samples: inout [Sample],
+        steady: inout [SteadyState],
+        failures: inout [String],
+        shims: inout [ShimMemoryRow],
+        lazy: inout [String: [LazySample]],
+        variantLines: inout [String]
+    ) throws {
         print("[zpbench] \(w.name): preparing rootfs and bundle")
         let bundle = try prepare(w)
         var sidecarBundle: Bundle?
@@ -226,7 +301,10 @@ struct BenchCommand: ParsableCommand {
         let baseline = runtimes[0]
         defer {
             for rt in runtimes { rt.remove(w, container: nil) }
-            if let s = w.sidecar { baseline.remove(s.workload, container: sidecarContainer); BenchNetwork.remove(for: s.workload) }
+            if let s = w.sidecar {
+                baseline.remove(s.workload, container: sidecarContainer)
+                BenchNetwork.remove(for: s.workload)
+            }
             BenchNetwork.remove(for: w)
             if !keepWork {
                 runIgnoringFailure(["rm", "-rf", bundle.path])
@@ -239,8 +317,14 @@ struct BenchCommand: ParsableCommand {
             try BenchNetwork.link(w, s)
             sidecarContainer = try baseline.start(s.workload, bundle: sb)
             var why = ""
-            guard s.workload.probe.poll(address: s.workload.address, port: s.workload.port,
-                                        deadline: .now + s.workload.startDeadline, lastError: &why) else {
+            guard
+                s.workload.probe.poll(
+                    address: s.workload.address,
+                    port: s.workload.port,
+                    deadline: .now + s.workload.startDeadline,
+                    lastError: &why
+                )
+            else {
                 throw BenchError("sidecar \(s.workload.name) did not answer: \(why)\(tail(sb.logFile))")
             }
         }
@@ -260,9 +344,15 @@ struct BenchCommand: ParsableCommand {
         let lazyNames = lazyWorkloads.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
         if lazyCycles > 0, lazyNames.contains(w.name), let runc = baseline as? RuncRuntime {
             do {
-                lazy[w.name] = try LazyRestoreBench(runcRoot: runc.stateRoot, criu: criu, settleMs: settleMs,
-                                                     keepImages: keepWork, freezer: lazyFreezer, logLevel: Int32(criuLogLevel))
-                    .run(w, bundle: bundle, runtime: runc, cycles: lazyCycles)
+                lazy[w.name] = try LazyRestoreBench(
+                    runcRoot: runc.stateRoot,
+                    criu: criu,
+                    settleMs: settleMs,
+                    keepImages: keepWork,
+                    freezer: lazyFreezer,
+                    logLevel: Int32(criuLogLevel)
+                )
+                .run(w, bundle: bundle, runtime: runc, cycles: lazyCycles)
             } catch {
                 failures.append("\(w.name) lazy restore: \(error)")
                 print("[zpbench] \(w.name) lazy restore FAILED: \(error)")
@@ -272,8 +362,13 @@ struct BenchCommand: ParsableCommand {
         if variantCycles > 0, variantNames.contains(w.name), let runc = baseline as? RuncRuntime {
             do {
                 let variants = try restoreVariants.split(separator: ",").map { try RestoreVariant(parsing: String($0)) }
-                let r = try RestoreVariantsBench(runcRoot: runc.stateRoot, criu: criu, settleMs: settleMs, perfDir: variantPerf)
-                    .run(w, bundle: bundle, runtime: runc, cycles: variantCycles, variants: variants)
+                let r = try RestoreVariantsBench(
+                    runcRoot: runc.stateRoot,
+                    criu: criu,
+                    settleMs: settleMs,
+                    perfDir: variantPerf
+                )
+                .run(w, bundle: bundle, runtime: runc, cycles: variantCycles, variants: variants)
                 let lines = RestoreVariantsBench.markdown(w.name, r, variants: variants)
                 print(lines.joined(separator: "\n"))
                 variantLines += lines
@@ -288,10 +383,18 @@ struct BenchCommand: ParsableCommand {
             let ours = samples.filter { $0.workload == w.name && $0.runtime == Report.zeropod }
             do {
                 let go = try zp.goShimMemory(w, bundle: bundle)
-                shims.append(ShimMemoryRow(workload: w.name, running: ours.compactMap(\.shimRunning),
-                                           scaledDown: ours.compactMap(\.shimScaledDown), goShim: go))
-                print("[zpbench] \(w.name) shim memory: ours running \(ours.compactMap(\.shimRunning).map(\.rssKiB)) KiB RSS, "
-                      + "scaled down \(ours.compactMap(\.shimScaledDown).map(\.rssKiB)) KiB; containerd-shim-runc-v2 \(go.map { "\($0.rssKiB)" } ?? "?") KiB RSS")
+                shims.append(
+                    ShimMemoryRow(
+                        workload: w.name,
+                        running: ours.compactMap(\.shimRunning),
+                        scaledDown: ours.compactMap(\.shimScaledDown),
+                        goShim: go
+                    )
+                )
+                print(
+                    "[zpbench] \(w.name) shim memory: ours running \(ours.compactMap(\.shimRunning).map(\.rssKiB)) KiB RSS, "
+                        + "scaled down \(ours.compactMap(\.shimScaledDown).map(\.rssKiB)) KiB; containerd-shim-runc-v2 \(go.map { "\($0.rssKiB)" } ?? "?") KiB RSS"
+                )
             } catch {
                 failures.append("\(w.name) Go shim memory: \(error)")
                 print("[zpbench] \(w.name) Go shim memory FAILED: \(error)")
@@ -311,8 +414,10 @@ struct BenchCommand: ParsableCommand {
                         print("[zpbench] \(w.name) \(rt.name) steady state FAILED: \(error)")
                         continue
                     }
-                    print("[zpbench] \(w.name) \(rt.name) steady state #\(round): \(l.requestsPerSecond) req/s, p50 \(l.p50) ms, p99 \(l.p99) ms"
-                          + (l.errorDetail.isEmpty ? "" : ", wrk: \(l.errorDetail)"))
+                    print(
+                        "[zpbench] \(w.name) \(rt.name) steady state #\(round): \(l.requestsPerSecond) req/s, p50 \(l.p50) ms, p99 \(l.p99) ms"
+                            + (l.errorDetail.isEmpty ? "" : ", wrk: \(l.errorDetail)")
+                    )
                     rounds[rt.name, default: []].append(l)
                 }
             }
@@ -331,7 +436,14 @@ struct BenchCommand: ParsableCommand {
             cascade: for cycle in (0..<cycles).map({ $0 + 1 }) {
                 for rt in runtimes {
                     do {
-                        let s = try measureCascade(w, side, bundle: bundle, sidecarBundle: sb, runtime: rt, cycle: cycle)
+                        let s = try measureCascade(
+                            w,
+                            side,
+                            bundle: bundle,
+                            sidecarBundle: sb,
+                            runtime: rt,
+                            cycle: cycle
+                        )
                         print("[zpbench] \(s.workload) \(rt.name) #\(cycle): " + s.summaryLine)
                         samples.append(s)
                     } catch {
@@ -348,8 +460,14 @@ struct BenchCommand: ParsableCommand {
     /// Recorded as workload "<name>+<sidecar>": checkpoint = both checkpoints, image = both images,
     /// restore = both `restore` calls (sidecar first; none for runtimes that restore on connection),
     /// restore → 1st response = from the first restore (or the request) to the correct page.
-    private func measureCascade(_ w: Workload, _ side: Sidecar, bundle: Bundle, sidecarBundle sb: Bundle,
-                                runtime rt: any BenchRuntime, cycle: Int) throws -> Sample {
+    private func measureCascade(
+        _ w: Workload,
+        _ side: Sidecar,
+        bundle: Bundle,
+        sidecarBundle sb: Bundle,
+        runtime rt: any BenchRuntime,
+        cycle: Int
+    ) throws -> Sample {
         var sample = Sample(workload: "\(w.name)+\(side.workload.name)", runtime: rt.name, cycle: cycle)
         defer {
             rt.remove(w, container: nil)
@@ -357,8 +475,14 @@ struct BenchCommand: ParsableCommand {
         }
         var why = ""
         var db = try rt.start(side.workload, bundle: sb)
-        guard side.workload.probe.poll(address: side.workload.address, port: side.workload.port,
-                                       deadline: .now + side.workload.startDeadline, lastError: &why) else {
+        guard
+            side.workload.probe.poll(
+                address: side.workload.address,
+                port: side.workload.port,
+                deadline: .now + side.workload.startDeadline,
+                lastError: &why
+            )
+        else {
             throw BenchError("\(side.workload.name) (\(rt.name)) did not answer: \(why)\(tail(sb.logFile))")
         }
         let t0 = ContinuousClock.now
@@ -392,7 +516,9 @@ struct BenchCommand: ParsableCommand {
             sample.restoreMs = millis(since: t2)
         }
         guard w.probe.poll(address: w.address, port: w.port, deadline: t2 + w.startDeadline, lastError: &why) else {
-            throw BenchError("\(w.name) (\(rt.name)) did not answer after the cascade restore: \(why)\(tail(bundle.logFile))")
+            throw BenchError(
+                "\(w.name) (\(rt.name)) did not answer after the cascade restore: \(why)\(tail(bundle.logFile))"
+            )
         }
         sample.restoreFirstResponseMs = millis(since: t2)
         if let web = rt.restoreReport(w), let db = rt.restoreReport(side.workload) {
@@ -404,7 +530,12 @@ struct BenchCommand: ParsableCommand {
 
     /// Starts the container, waits for a correct answer, then loads it with wrk (2 threads, 16
     /// connections) for `wrkSeconds` seconds and reads throughput and latency percentiles.
-    private func steadyState(_ w: Workload, url: String, bundle: Bundle, runtime rt: any BenchRuntime) throws -> SteadyState {
+    private func steadyState(
+        _ w: Workload,
+        url: String,
+        bundle: Bundle,
+        runtime rt: any BenchRuntime
+    ) throws -> SteadyState {
         defer { rt.remove(w, container: nil) }
         var why = ""
         let t0 = ContinuousClock.now
@@ -418,7 +549,8 @@ struct BenchCommand: ParsableCommand {
     }
 
     /// Cold start → first correct answer, checkpoint, restore → first correct answer, image size.
-    private func measureCycle(_ w: Workload, bundle: Bundle, runtime rt: any BenchRuntime, cycle: Int) throws -> Sample {
+    private func measureCycle(_ w: Workload, bundle: Bundle, runtime rt: any BenchRuntime, cycle: Int) throws -> Sample
+    {
         var sample = Sample(workload: w.name, runtime: rt.name, cycle: cycle)
         var why = ""
         defer { rt.remove(w, container: nil) }
@@ -439,7 +571,9 @@ struct BenchCommand: ParsableCommand {
 
         if warmFreeMemoryMib > 0 {
             // The shim decides at its idle deadline: free the warm pages just before it.
-            let zpDeadline = (rt as? ZeropodRuntime).map { lastActivity + .milliseconds($0.scaleDownMs) - .milliseconds(30) }
+            let zpDeadline = (rt as? ZeropodRuntime).map {
+                lastActivity + .milliseconds($0.scaleDownMs) - .milliseconds(30)
+            }
             warmFreeMemory(mib: warmFreeMemoryMib, until: zpDeadline)
         }
         let t1 = ContinuousClock.now
@@ -491,14 +625,20 @@ struct BenchCommand: ParsableCommand {
             throw BenchError("\(rootfsScript) \(w.recipe) printed no path")
         }
         let rootfs = w.rootfsSubdir.map { cached + "/" + $0 } ?? cached
-        let bundle = try Bundle.create(at: workDir + "/" + w.name, rootfs: rootfs, workload: w, criuLogLevel: criuLogLevel)
+        let bundle = try Bundle.create(
+            at: workDir + "/" + w.name,
+            rootfs: rootfs,
+            workload: w,
+            criuLogLevel: criuLogLevel
+        )
         try BenchNetwork.create(for: w)
         return bundle
     }
 
     /// nproc, kernel, CPU model, runc and CRIU versions, for the report.
     static func machine(criu: String) -> String {
-        let cpu = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
+        let cpu =
+            (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
             .split(separator: "\n").first { $0.hasPrefix("model name") }
             .map { $0.split(separator: ":", maxSplits: 1)[1].trimmingCharacters(in: .whitespaces) } ?? "unknown"
         let first = { (argv: [String]) -> String in
@@ -525,12 +665,16 @@ struct BenchCommand: ParsableCommand {
 /// page-cache pages took 0.52 s of system time against 0.07 s into pages freed a moment before.
 func warmFreeMemory(mib: Int, until: ContinuousClock.Instant?) {
     let size = mib << 20
-    guard let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else { return }
+    guard let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else {
+        return
+    }
     let bytes = p.assumingMemoryBound(to: UInt8.self)
     for offset in stride(from: 0, to: size, by: 4096) { bytes[offset] = 1 }
     if let until {
         let wait = until - ContinuousClock.now
-        if wait > .zero { usleep(useconds_t(wait.components.seconds * 1_000_000 + wait.components.attoseconds / 1_000_000_000_000)) }
+        if wait > .zero {
+            usleep(useconds_t(wait.components.seconds * 1_000_000 + wait.components.attoseconds / 1_000_000_000_000))
+        }
     }
     munmap(p, size)
 }

@@ -52,14 +52,18 @@ struct Bundle {
     /// terminal, open-files limit 16384 — runc fails above this machine's hard limit of 20000),
     /// a writable rootfs, a fixed cgroup path (to read its memory), the workload's network namespace
     /// by path, and the CRIU config annotation.
-    static func edit(_ spec: inout [String: Any], workload: Workload, uid: Int, gid: Int, criuConfigPath: String) throws {
+    static func edit(_ spec: inout [String: Any], workload: Workload, uid: Int, gid: Int, criuConfigPath: String) throws
+    {
         guard var process = spec["process"] as? [String: Any], var linux = spec["linux"] as? [String: Any],
-              let namespaces = linux["namespaces"] as? [[String: Any]] else {
+            let namespaces = linux["namespaces"] as? [[String: Any]]
+        else {
             throw BenchError("runc spec output lacks process or linux.namespaces")
         }
         process["terminal"] = false
         process["args"] = workload.args
-        process["env"] = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8"] + workload.env
+        process["env"] =
+            ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8"]
+            + workload.env
         process["cwd"] = workload.cwd
         process["user"] = ["uid": uid, "gid": gid]
         process["rlimits"] = [["type": "RLIMIT_NOFILE", "hard": 16384, "soft": 16384]]
@@ -69,7 +73,8 @@ struct Bundle {
         spec["root"] = ["path": "rootfs", "readonly": false]
         spec["hostname"] = workload.name
         linux["cgroupsPath"] = workload.cgroupsPath
-        linux["namespaces"] = namespaces.filter { $0["type"] as? String != "network" }
+        linux["namespaces"] =
+            namespaces.filter { $0["type"] as? String != "network" }
             + [["type": "network", "path": "/var/run/netns/\(workload.netns)"]]
         spec["linux"] = linux
         var annotations = spec["annotations"] as? [String: String] ?? [:]
@@ -106,7 +111,10 @@ enum BenchNetwork {
 
     /// Links a workload and its sidecar with a veth pair named eth1 on both sides.
     static func link(_ w: Workload, _ s: Sidecar) throws {
-        try runChecked(["ip", "-n", w.netns, "link", "add", "eth1", "type", "veth", "peer", "name", "eth1", "netns", s.workload.netns])
+        try runChecked([
+            "ip", "-n", w.netns, "link", "add", "eth1", "type", "veth", "peer", "name", "eth1", "netns",
+            s.workload.netns,
+        ])
         try runChecked(["ip", "-n", w.netns, "addr", "add", s.localAddress, "dev", "eth1"])
         try runChecked(["ip", "-n", s.workload.netns, "addr", "add", s.peerAddress, "dev", "eth1"])
         try runChecked(["ip", "-n", w.netns, "link", "set", "eth1", "up"])

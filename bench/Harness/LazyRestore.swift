@@ -2,6 +2,7 @@ import Foundation
 import SystemPackage
 import ZPCheckpoint
 import ZPSystem
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -70,7 +71,10 @@ struct LazyRestoreBench {
             held.stdin = nil
             let kib = Int(try runChecked(["du", "-sk", images]).split(separator: "\t").first ?? "") ?? 0
 
-            var full = 0.0, lazy = 0.0, daemonStart = 0.0, finished = false
+            var full = 0.0
+            var lazy = 0.0
+            var daemonStart = 0.0
+            var finished = false
             for lazyMode in cycle % 2 == 1 ? [false, true] : [true, false] {
                 var daemon: LazyPagesDaemon?
                 var o = ContainerRestoreOptions()
@@ -96,7 +100,8 @@ struct LazyRestoreBench {
                 } catch {
                     throw BenchError("ZPCheckpoint \(lazyMode ? "lazy" : "full") restore of \(w.containerID): \(error)")
                 }
-                guard w.probe.poll(address: w.address, port: w.port, deadline: t2 + .seconds(60), lastError: &why) else {
+                guard w.probe.poll(address: w.address, port: w.port, deadline: t2 + .seconds(60), lastError: &why)
+                else {
                     throw BenchError("\(w.name) did not answer after the \(lazyMode ? "lazy" : "full") restore: \(why)")
                 }
                 let ms = millis(since: t2)
@@ -111,15 +116,36 @@ struct LazyRestoreBench {
                 _ = kill(r.pid, SIGKILL)
                 let gone = ContinuousClock.now + .seconds(30)
                 while ContinuousClock.now < gone && Self.alive(r.pid) { usleep(5_000) }
-                guard !Self.alive(r.pid) else { throw BenchError("restored init \(r.pid) of \(w.containerID) did not die") }
+                guard !Self.alive(r.pid) else {
+                    throw BenchError("restored init \(r.pid) of \(w.containerID) did not die")
+                }
                 usleep(200_000)
             }
             if !keepImages { runIgnoringFailure(["rm", "-rf", images]) }
-            let s = LazySample(cycle: cycle, fullMs: full, lazyMs: lazy, daemonStartMs: daemonStart,
-                               checkpointMs: checkpointMs, imageKiB: kib, daemonFinished: finished)
-            print(String(format: "[zpbench] %@ lazy #%d: full restore → 1st %.1f ms, lazy %.1f ms (lazy-pages daemon start %.1f ms "
-                         + "beforehand, finished: %@), checkpoint %.1f ms, image %d MiB",
-                         w.name, cycle, full, lazy, daemonStart, finished ? "yes" : "no", checkpointMs, kib / 1024))
+            let s = LazySample(
+                cycle: cycle,
+                fullMs: full,
+                lazyMs: lazy,
+                daemonStartMs: daemonStart,
+                checkpointMs: checkpointMs,
+                imageKiB: kib,
+                daemonFinished: finished
+            )
+            print(
+                String(
+                    format:
+                        "[zpbench] %@ lazy #%d: full restore → 1st %.1f ms, lazy %.1f ms (lazy-pages daemon start %.1f ms "
+                        + "beforehand, finished: %@), checkpoint %.1f ms, image %d MiB",
+                    w.name,
+                    cycle,
+                    full,
+                    lazy,
+                    daemonStart,
+                    finished ? "yes" : "no",
+                    checkpointMs,
+                    kib / 1024
+                )
+            )
             out.append(s)
         }
         return out
@@ -128,7 +154,8 @@ struct LazyRestoreBench {
     /// True while `pid` exists and is not a zombie.
     static func alive(_ pid: Int32) -> Bool {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return false }
+            let close = stat.lastIndex(of: ")")
+        else { return false }
         let state = stat[stat.index(close, offsetBy: 2)...].first
         return state != "Z" && state != "X"
     }

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -24,40 +25,53 @@ final class NodeContainerd: Sendable {
         runIgnoringFailure(["rm", "-rf", directory])
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         try """
-            version = 2
-            root = "\(directory)/root"
-            state = "\(directory)/state"
-            disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime", "io.containerd.cri.v1.images"]
-            [grpc]
-              address = "\(directory)/c.sock"
-            [ttrpc]
-              address = "\(directory)/c.sock.ttrpc"
+        version = 2
+        root = "\(directory)/root"
+        state = "\(directory)/state"
+        disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime", "io.containerd.cri.v1.images"]
+        [grpc]
+          address = "\(directory)/c.sock"
+        [ttrpc]
+          address = "\(directory)/c.sock.ttrpc"
 
-            """.write(toFile: directory + "/config.toml", atomically: true, encoding: .utf8)
+        """.write(toFile: directory + "/config.toml", atomically: true, encoding: .utf8)
         try "state-dir = \(stateDir)\ncriu-path = \(criu)\nlazy-restore = auto\ncriu-log-level = 2\n"
             .write(toFile: directory + "/node.conf", atomically: true, encoding: .utf8)
         var env = ProcessInfo.processInfo.environment
         env["PATH"] = "\(shimDir):\(binDir):/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         env["ZEROPOD_NODE_CONFIG"] = directory + "/node.conf"
-        pid = try spawnDetached([binDir + "/containerd", "--config", directory + "/config.toml"], environment: env,
-                                output: directory + "/containerd.log")
+        pid = try spawnDetached(
+            [binDir + "/containerd", "--config", directory + "/config.toml"],
+            environment: env,
+            output: directory + "/containerd.log"
+        )
         let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline {
             if (try? spawnAndWait(ctrArgv(["version"])).0.status) == 0 { return }
             usleep(100_000)
         }
         stop()
-        throw BenchError("private containerd in \(directory) did not answer within 30 s\(tail(directory + "/containerd.log"))")
+        throw BenchError(
+            "private containerd in \(directory) did not answer within 30 s\(tail(directory + "/containerd.log"))"
+        )
     }
 
     func ctrArgv(_ args: [String]) -> [String] { [binDir + "/ctr", "-a", socket, "-n", namespace] + args }
 
     /// `ctr run -d`: a container from a plain rootfs folder in the network namespace `netns`.
-    func run(id: String, runtime: String, rootfs: String, netns: String, annotations: [String: String],
-             args: [String]) throws {
+    func run(
+        id: String,
+        runtime: String,
+        rootfs: String,
+        netns: String,
+        annotations: [String: String],
+        args: [String]
+    ) throws {
         // `--rootfs` is a flag: the first argument is then the folder instead of an image.
-        var argv = ["run", "-d", "--runtime", runtime, "--rootfs", "--with-ns", "network:/var/run/netns/\(netns)",
-                    "--log-uri", "file://\(directory)/\(id).log"]
+        var argv = [
+            "run", "-d", "--runtime", runtime, "--rootfs", "--with-ns", "network:/var/run/netns/\(netns)",
+            "--log-uri", "file://\(directory)/\(id).log",
+        ]
         for (k, v) in annotations.sorted(by: { $0.key < $1.key }) { argv += ["--annotation", "\(k)=\(v)"] }
         let (r, _) = try spawnAndWait(ctrArgv(argv + [rootfs, id] + args))
         guard r.status == 0 else {
@@ -87,7 +101,10 @@ final class NodeContainerd: Sendable {
             if waitpid(pid, &status, WNOHANG) == pid { break }
             usleep(50_000)
         }
-        if kill(pid, 0) == 0 { kill(pid, SIGKILL); _ = waitpid(pid, &status, 0) }
+        if kill(pid, 0) == 0 {
+            kill(pid, SIGKILL)
+            _ = waitpid(pid, &status, 0)
+        }
         _ = rmdir("/run/containerd/runc/" + namespace)
         for controller in (try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? [] {
             _ = rmdir("/sys/fs/cgroup/\(controller)/\(namespace)")
@@ -103,7 +120,9 @@ final class NodeContainerd: Sendable {
         let data = (try? h.readToEnd()) ?? Data()
         var out: [String: Set<String>] = [:]
         for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
-            guard let text = texts.first(where: { line.contains($0) }), let r = line.range(of: "container=") else { continue }
+            guard let text = texts.first(where: { line.contains($0) }), let r = line.range(of: "container=") else {
+                continue
+            }
             let id = line[r.upperBound...].prefix { $0 != " " && $0 != "\"" && $0 != "\\" }
             out[text, default: []].insert(String(id))
         }
@@ -180,7 +199,9 @@ struct NodePod: Sendable {
     func firstResponse(deadline: Duration = .seconds(60)) -> (ms: Double?, error: String) {
         let t0 = ContinuousClock.now
         var why = ""
-        guard Self.probe.poll(address: address, port: 80, deadline: t0 + deadline, lastError: &why) else { return (nil, why) }
+        guard Self.probe.poll(address: address, port: 80, deadline: t0 + deadline, lastError: &why) else {
+            return (nil, why)
+        }
         return (millis(since: t0), "")
     }
 }
@@ -192,8 +213,10 @@ func shimPIDs() -> [String: Int32] {
     for pid in ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap({ Int32($0) }) {
         guard let raw = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { continue }
         let argv = raw.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
-        guard let exe = argv.first, exe.hasSuffix("containerd-shim-zeropod-v2") || exe.hasSuffix("containerd-shim-runc-v2"),
-              let i = argv.firstIndex(of: "-id"), i + 1 < argv.count, !argv.contains("start") else { continue }
+        guard let exe = argv.first,
+            exe.hasSuffix("containerd-shim-zeropod-v2") || exe.hasSuffix("containerd-shim-runc-v2"),
+            let i = argv.firstIndex(of: "-id"), i + 1 < argv.count, !argv.contains("start")
+        else { continue }
         out[argv[i + 1]] = pid
     }
     return out
@@ -224,7 +247,10 @@ func parallelMap<T: Sendable, R: Sendable>(_ items: [T], width: Int, _ body: @es
     for _ in 0..<threads {
         Thread {
             while true {
-                let i = next.withLock { n -> Int in defer { n += 1 }; return n }
+                let i = next.withLock { n -> Int in
+                    defer { n += 1 }
+                    return n
+                }
                 guard i < items.count else { break }
                 let r = body(items[i])
                 results.withLock { $0[i] = r }

@@ -1,4 +1,5 @@
 import Foundation
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -48,26 +49,36 @@ struct ProcessFootprint: Sendable {
     /// Reads the footprint of `pid`; nil when the process is gone.
     static func read(pid: Int32) -> ProcessFootprint? {
         guard let rollup = readProcFile("/proc/\(pid)/smaps_rollup"), let status = readProcFile("/proc/\(pid)/status"),
-              let smaps = readProcFile("/proc/\(pid)/smaps") else { return nil }
+            let smaps = readProcFile("/proc/\(pid)/smaps")
+        else { return nil }
         let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")) ?? ""
-        var fp = ProcessFootprint(rssKiB: kib(rollup, "Rss") ?? 0, pssKiB: kib(rollup, "Pss") ?? 0,
-                                  privateKiB: (kib(rollup, "Private_Clean") ?? 0) + (kib(rollup, "Private_Dirty") ?? 0),
-                                  threads: kib(status, "Threads") ?? 0, parts: [:])
+        var fp = ProcessFootprint(
+            rssKiB: kib(rollup, "Rss") ?? 0,
+            pssKiB: kib(rollup, "Pss") ?? 0,
+            privateKiB: (kib(rollup, "Private_Clean") ?? 0) + (kib(rollup, "Private_Dirty") ?? 0),
+            threads: kib(status, "Threads") ?? 0,
+            parts: [:]
+        )
         let maps = Mapping.parse(smaps)
         for (i, m) in maps.enumerated() {
             let part: Part
             if m.path == exe {
                 // Clean pages of the executable are shared; dirty ones are private copies.
-                var clean = Usage(rss: m.rss - m.privateDirty, pss: m.pss - m.privateDirty,
-                                  privateKiB: m.privateClean)
+                var clean = Usage(
+                    rss: m.rss - m.privateDirty,
+                    pss: m.pss - m.privateDirty,
+                    privateKiB: m.privateClean
+                )
                 if clean.pss < 0 { clean.pss = 0 }
                 fp.add(.binaryClean, clean)
                 fp.add(.binaryDirty, Usage(rss: m.privateDirty, pss: m.privateDirty, privateKiB: m.privateDirty))
                 continue
             } else if m.path.hasPrefix("/") {
                 let name = (m.path as NSString).lastPathComponent
-                part = name.hasPrefix("libswift") || name.hasPrefix("libFoundation") || name.hasPrefix("lib_Foundation")
-                    || name.hasPrefix("libdispatch") || name.hasPrefix("libBlocksRuntime") ? .swiftLibraries : .systemLibraries
+                part =
+                    name.hasPrefix("libswift") || name.hasPrefix("libFoundation") || name.hasPrefix("lib_Foundation")
+                        || name.hasPrefix("libdispatch") || name.hasPrefix("libBlocksRuntime")
+                    ? .swiftLibraries : .systemLibraries
             } else if m.path == "[heap]" {
                 part = .heap
             } else if m.path == "[stack]" {
@@ -76,10 +87,12 @@ struct ProcessFootprint: Sendable {
                 let next = i + 1 < maps.count ? maps[i + 1] : nil
                 let previous = i > 0 ? maps[i - 1] : nil
                 if let next, next.path.isEmpty, next.perms.hasPrefix("---"), next.start == m.end,
-                   (m.sizeKiB + next.sizeKiB) == 65536 {
+                    (m.sizeKiB + next.sizeKiB) == 65536
+                {
                     part = .arenas
                 } else if let previous, previous.path.isEmpty, previous.perms.hasPrefix("---"), previous.sizeKiB == 4,
-                          previous.end == m.start, m.sizeKiB >= 1024 {
+                    previous.end == m.start, m.sizeKiB >= 1024
+                {
                     part = .stacks
                 } else if let exeEnd = maps.last(where: { $0.path == exe })?.end, m.start == exeEnd {
                     // The anonymous tail right after the executable: the rest of its .bss.
@@ -107,7 +120,9 @@ struct ProcessFootprint: Sendable {
     /// The number of KiB after `name:` in a `/proc` key-value text.
     static func kib(_ text: String, _ name: String) -> Int? {
         for line in text.split(separator: "\n") where line.hasPrefix(name + ":") {
-            return line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first.flatMap { Int($0.filter(\.isNumber)) }
+            return line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first.flatMap {
+                Int($0.filter(\.isNumber))
+            }
         }
         return nil
     }
@@ -130,7 +145,9 @@ private struct Mapping {
         for line in smaps.split(separator: "\n", omittingEmptySubsequences: true) {
             let first = line.prefix { $0 != " " }
             if first.contains("-"), let dash = first.firstIndex(of: "-"),
-               let lo = UInt64(first[..<dash], radix: 16), let hi = UInt64(first[first.index(after: dash)...], radix: 16) {
+                let lo = UInt64(first[..<dash], radix: 16),
+                let hi = UInt64(first[first.index(after: dash)...], radix: 16)
+            {
                 let fields = line.split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)
                 let path = fields.count > 5 ? String(fields[5]).trimmingCharacters(in: .whitespaces) : ""
                 out.append(Mapping(start: lo, end: hi, perms: fields.count > 1 ? String(fields[1]) : "", path: path))
@@ -185,21 +202,34 @@ struct PodFootprint: Sendable {
         var programs = Set<Int>()
         let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
         for fd in fds {
-            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(fd)") else { continue }
-            if target.hasPrefix("socket:") { sockets += 1; continue }
+            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(fd)")
+            else { continue }
+            if target.hasPrefix("socket:") {
+                sockets += 1
+                continue
+            }
             guard target.hasPrefix("anon_inode:bpf"),
-                  let info = readProcFile("/proc/\(pid)/fdinfo/\(fd)") else { continue }
+                let info = readProcFile("/proc/\(pid)/fdinfo/\(fd)")
+            else { continue }
             if target == "anon_inode:bpf-map" {
                 bpfBytes += fdinfoValue(info, "memlock") ?? 0
             } else if let prog = fdinfoValue(info, "prog_id"), !programs.contains(prog), let p = bpf.programs[prog] {
                 // A link's program or a program descriptor, counted once.
                 programs.insert(prog)
                 bpfBytes += p.memlock
-                if let btf = p.btf, !btfs.contains(btf) { btfs.insert(btf); bpfBytes += bpf.btfSizes[btf] ?? 0 }
+                if let btf = p.btf, !btfs.contains(btf) {
+                    btfs.insert(btf)
+                    bpfBytes += bpf.btfSizes[btf] ?? 0
+                }
             }
         }
-        return PodFootprint(shim: shim, criu: criu, bpfBytes: bpfBytes, sockets: sockets,
-                            socketBytes: sockets * bpf.tcpSocketBytes)
+        return PodFootprint(
+            shim: shim,
+            criu: criu,
+            bpfBytes: bpfBytes,
+            sockets: sockets,
+            socketBytes: sockets * bpf.tcpSocketBytes
+        )
     }
 
     private static func fdinfoValue(_ info: String, _ key: String) -> Int? {
@@ -220,14 +250,16 @@ struct BPFTable: Sendable {
     static func read() -> BPFTable {
         var t = BPFTable()
         if let out = try? runChecked(["bpftool", "-j", "prog", "show"]),
-           let list = try? JSONSerialization.jsonObject(with: Data(out.utf8)) as? [[String: Any]] {
+            let list = try? JSONSerialization.jsonObject(with: Data(out.utf8)) as? [[String: Any]]
+        {
             for p in list {
                 guard let id = p["id"] as? Int else { continue }
                 t.programs[id] = ((p["bytes_memlock"] as? Int) ?? 0, p["btf_id"] as? Int)
             }
         }
         if let out = try? runChecked(["bpftool", "-j", "btf", "show"]),
-           let list = try? JSONSerialization.jsonObject(with: Data(out.utf8)) as? [[String: Any]] {
+            let list = try? JSONSerialization.jsonObject(with: Data(out.utf8)) as? [[String: Any]]
+        {
             for b in list {
                 if let id = b["id"] as? Int, let size = b["size"] as? Int { t.btfSizes[id] = size }
             }
@@ -266,7 +298,10 @@ func readProcFile(_ path: String) -> String? {
     var buf = [UInt8](repeating: 0, count: 65536)
     while true {
         let n = read(fd, &buf, buf.count)
-        if n > 0 { data.append(contentsOf: buf[0..<n]); continue }
+        if n > 0 {
+            data.append(contentsOf: buf[0..<n])
+            continue
+        }
         if n < 0 && errno == EINTR { continue }
         if n < 0 { return nil }
         break

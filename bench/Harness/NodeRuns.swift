@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import ZPCore
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -25,8 +26,14 @@ struct NodeRuns {
     static let runcRuntime = "io.containerd.runc.v2"
 
     private func startContainerd(_ namespace: String) throws -> NodeContainerd {
-        try NodeContainerd(directory: directory, binDir: containerdBin, shimDir: shimDir, criu: criu,
-                           stateDir: stateDir, namespace: namespace)
+        try NodeContainerd(
+            directory: directory,
+            binDir: containerdBin,
+            shimDir: shimDir,
+            criu: criu,
+            stateDir: stateDir,
+            namespace: namespace
+        )
     }
 
     private func annotations(idle: String) -> [String: String] { ["zeropod.ctrox.dev/scaledown-duration": idle] }
@@ -34,18 +41,25 @@ struct NodeRuns {
     /// Waits until every pod's shim logged its checkpoint and its prepared restore and no process
     /// is left in its network namespace. Returns when that happened (or nil at the deadline) and
     /// the pods still missing.
-    private func waitScaledDown(_ pods: [NodePod], containerd: NodeContainerd, since offset: UInt64,
-                                deadline: Duration) -> (at: ContinuousClock.Instant?, missing: [String]) {
+    private func waitScaledDown(
+        _ pods: [NodePod],
+        containerd: NodeContainerd,
+        since offset: UInt64,
+        deadline: Duration
+    ) -> (at: ContinuousClock.Instant?, missing: [String]) {
         let end = ContinuousClock.now + deadline
         let inodes = Dictionary(uniqueKeysWithValues: pods.map { ($0.id, netnsName($0.netns) ?? "?") })
         var missing = pods.map(\.id)
         while ContinuousClock.now < end {
-            let seen = containerd.idsWithLines(containing: ["checkpointing done", "restore prepared", "restore not prepared"],
-                                               from: offset)
+            let seen = containerd.idsWithLines(
+                containing: ["checkpointing done", "restore prepared", "restore not prepared"],
+                from: offset
+            )
             let busy = busyNetworkNamespaces()
             missing = pods.map(\.id).filter { id in
                 !(seen["checkpointing done"]?.contains(id) ?? false)
-                    || !((seen["restore prepared"]?.contains(id) ?? false) || (seen["restore not prepared"]?.contains(id) ?? false))
+                    || !((seen["restore prepared"]?.contains(id) ?? false)
+                        || (seen["restore not prepared"]?.contains(id) ?? false))
                     || busy.contains(inodes[id] ?? "?")
             }
             if missing.isEmpty { return (ContinuousClock.now, []) }
@@ -82,24 +96,47 @@ struct NodeRuns {
         for (a, b) in zip(ours, runc) {
             try a.createNetwork()
             try b.createNetwork()
-            try containerd.run(id: a.id, runtime: Self.zeropodRuntime, rootfs: rootfs, netns: a.netns,
-                               annotations: annotations(idle: "2500ms"), args: NodePod.args)
-            try containerd.run(id: b.id, runtime: Self.runcRuntime, rootfs: rootfs, netns: b.netns,
-                               annotations: [:], args: NodePod.args)
+            try containerd.run(
+                id: a.id,
+                runtime: Self.zeropodRuntime,
+                rootfs: rootfs,
+                netns: a.netns,
+                annotations: annotations(idle: "2500ms"),
+                args: NodePod.args
+            )
+            try containerd.run(
+                id: b.id,
+                runtime: Self.runcRuntime,
+                rootfs: rootfs,
+                netns: b.netns,
+                annotations: [:],
+                args: NodePod.args
+            )
         }
         for p in ours + runc {
             let r = p.firstResponse()
             guard r.ms != nil else { throw BenchError("\(p.id) did not answer: \(r.error)\(tail(containerd.logFile))") }
         }
         let (at, missing) = waitScaledDown(ours, containerd: containerd, since: offset, deadline: .seconds(120))
-        guard at != nil else { throw BenchError("not scaled down within 120 s: \(missing.joined(separator: ", "))\(tail(containerd.logFile))") }
+        guard at != nil else {
+            throw BenchError(
+                "not scaled down within 120 s: \(missing.joined(separator: ", "))\(tail(containerd.logFile))"
+            )
+        }
         usleep(500_000)
         let bpf = BPFTable.read()
         let pids = shimPIDs()
         let read = { (pods: [NodePod]) -> [PodFootprint] in
             pods.compactMap { p in pids[p.id].flatMap { PodFootprint.read(shimPID: $0, bpf: bpf) } }
         }
-        return MemoryResult(ours: read(ours), runc: read(runc), pods: n, containerd: containerdBin, shimDir: shimDir, criu: criu)
+        return MemoryResult(
+            ours: read(ours),
+            runc: read(runc),
+            pods: n,
+            containerd: containerdBin,
+            shimDir: shimDir,
+            criu: criu
+        )
     }
 
     // MARK: shim start
@@ -130,21 +167,36 @@ struct NodeRuns {
         try runChecked(["mkdir", "-p", bundle])
         try runChecked(["runc", "spec", "--bundle", bundle])
         var result = StartResult()
-        let binaries = [(Self.zeropodRuntime, shimDir + "/containerd-shim-zeropod-v2"),
-                        (Self.runcRuntime, containerdBin + "/containerd-shim-runc-v2")]
+        let binaries = [
+            (Self.zeropodRuntime, shimDir + "/containerd-shim-zeropod-v2"),
+            (Self.runcRuntime, containerdBin + "/containerd-shim-runc-v2"),
+        ]
         for trial in 0..<trials {
             let order = trial % 2 == 0 ? binaries : binaries.reversed()
             for (runtime, binary) in order {
                 let t0 = ContinuousClock.now
-                try containerd.run(id: pod.id, runtime: runtime, rootfs: rootfs, netns: pod.netns,
-                                   annotations: annotations(idle: "1h"), args: NodePod.args)
+                try containerd.run(
+                    id: pod.id,
+                    runtime: runtime,
+                    rootfs: rootfs,
+                    netns: pod.netns,
+                    annotations: annotations(idle: "1h"),
+                    args: NodePod.args
+                )
                 let ms = millis(since: t0)
                 containerd.remove(id: pod.id)
-                let start = try startCommand(binary, id: "zpnode-start-\(trial)", bundle: bundle, containerd: containerd)
+                let start = try startCommand(
+                    binary,
+                    id: "zpnode-start-\(trial)",
+                    bundle: bundle,
+                    containerd: containerd
+                )
                 if runtime == Self.zeropodRuntime {
-                    result.runOurs.append(ms); result.startOurs.append(start)
+                    result.runOurs.append(ms)
+                    result.startOurs.append(start)
                 } else {
-                    result.runRunc.append(ms); result.startRunc.append(start)
+                    result.runRunc.append(ms)
+                    result.startRunc.append(start)
                 }
             }
         }
@@ -154,12 +206,19 @@ struct NodeRuns {
     /// Runs `binary -namespace NS -address SOCK -publish-binary CONTAINERD -id ID start` in
     /// `bundle` as containerd would; returns exec → exit in ms, then ends the daemon it started
     /// (by pid) and removes its socket.
-    private func startCommand(_ binary: String, id: String, bundle: String, containerd: NodeContainerd) throws -> Double {
-        let argv = [binary, "-namespace", containerd.namespace, "-address", containerd.socket,
-                    "-publish-binary", containerd.binDir + "/containerd", "-id", id, "start"]
+    private func startCommand(_ binary: String, id: String, bundle: String, containerd: NodeContainerd) throws -> Double
+    {
+        let argv = [
+            binary, "-namespace", containerd.namespace, "-address", containerd.socket,
+            "-publish-binary", containerd.binDir + "/containerd", "-id", id, "start",
+        ]
         let t0 = ContinuousClock.now
-        let (r, _) = try spawnAndWait(["env", "--chdir=\(bundle)", "TTRPC_ADDRESS=\(containerd.socket).ttrpc",
-                                       "ZEROPOD_NODE_CONFIG=\(containerd.directory)/node.conf"] + argv)
+        let (r, _) = try spawnAndWait(
+            [
+                "env", "--chdir=\(bundle)", "TTRPC_ADDRESS=\(containerd.socket).ttrpc",
+                "ZEROPOD_NODE_CONFIG=\(containerd.directory)/node.conf",
+            ] + argv
+        )
         let ms = millis(since: t0)
         guard r.status == 0, r.stdout.contains("unix://") else {
             throw BenchError("\(binary) start exited \(r.status): \(r.stdout) \(r.stderr)")
@@ -210,7 +269,13 @@ struct NodeRuns {
 
     /// A lone pod's restore → first response (`cycles` times), then `n` pods scaled down at once,
     /// one restore while the rest stay down, and `wake` pods woken at the same moment.
-    func density(pods n: Int, idle: Duration, wake: Int, oneOfMany: Int = 5, loneCycles: Int = 5) throws -> DensityResult {
+    func density(
+        pods n: Int,
+        idle: Duration,
+        wake: Int,
+        oneOfMany: Int = 5,
+        loneCycles: Int = 5
+    ) throws -> DensityResult {
         var result = DensityResult(pods: n)
         let ns = "zpnode-dense"
         result.nodeInUseBefore = nodeMemoryInUseKiB()
@@ -227,9 +292,17 @@ struct NodeRuns {
         let lone = pods[0]
         try lone.createNetwork()
         var offset = containerd.logSize
-        try containerd.run(id: lone.id, runtime: Self.zeropodRuntime, rootfs: rootfs, netns: lone.netns,
-                           annotations: annotations(idle: "2500ms"), args: NodePod.args)
-        guard lone.firstResponse().ms != nil else { throw BenchError("\(lone.id) did not answer\(tail(containerd.logFile))") }
+        try containerd.run(
+            id: lone.id,
+            runtime: Self.zeropodRuntime,
+            rootfs: rootfs,
+            netns: lone.netns,
+            annotations: annotations(idle: "2500ms"),
+            args: NodePod.args
+        )
+        guard lone.firstResponse().ms != nil else {
+            throw BenchError("\(lone.id) did not answer\(tail(containerd.logFile))")
+        }
         for cycle in 1...loneCycles {
             guard waitScaledDown([lone], containerd: containerd, since: offset, deadline: .seconds(60)).at != nil else {
                 throw BenchError("lone pod not scaled down (cycle \(cycle))\(tail(containerd.logFile))")
@@ -246,9 +319,17 @@ struct NodeRuns {
         let t0 = ContinuousClock.now
         for p in pods {
             if p.index > 0 { try p.createNetwork() }
-            try containerd.run(id: p.id, runtime: Self.zeropodRuntime, rootfs: rootfs, netns: p.netns,
-                               annotations: annotations(idle: "\(Int(idle.components.seconds))s"), args: NodePod.args)
-            if p.index % 20 == 19 { print("[zpbench] density: \(p.index + 1) pods started (\(Int(millis(since: t0) / 1000)) s)") }
+            try containerd.run(
+                id: p.id,
+                runtime: Self.zeropodRuntime,
+                rootfs: rootfs,
+                netns: p.netns,
+                annotations: annotations(idle: "\(Int(idle.components.seconds))s"),
+                args: NodePod.args
+            )
+            if p.index % 20 == 19 {
+                print("[zpbench] density: \(p.index + 1) pods started (\(Int(millis(since: t0) / 1000)) s)")
+            }
         }
         offset = containerd.logSize
         let answered = parallelMap(pods, width: 16) { p -> (Double?, String, ContinuousClock.Instant) in
@@ -256,22 +337,34 @@ struct NodeRuns {
             return (r.ms, r.error, ContinuousClock.now)
         }
         let failed = zip(pods, answered).filter { $0.1.0 == nil }.map { "\($0.0.id): \($0.1.1)" }
-        guard failed.isEmpty else { throw BenchError("pods did not answer: \(failed.prefix(5).joined(separator: "; "))") }
-        let first = answered.map(\.2).min()!, last = answered.map(\.2).max()!
+        guard failed.isEmpty else {
+            throw BenchError("pods did not answer: \(failed.prefix(5).joined(separator: "; "))")
+        }
+        let first = answered.map(\.2).min()!
+        let last = answered.map(\.2).max()!
         result.deadlineSpreadSeconds = millis(since: first) / 1000 - millis(since: last) / 1000
-        print("[zpbench] density: \(n) pods answered in \(String(format: "%.1f", result.deadlineSpreadSeconds)) s; waiting for the scale-down")
+        print(
+            "[zpbench] density: \(n) pods answered in \(String(format: "%.1f", result.deadlineSpreadSeconds)) s; waiting for the scale-down"
+        )
         let (at, missing) = waitScaledDown(pods, containerd: containerd, since: offset, deadline: idle + .seconds(600))
-        guard let at else { throw BenchError("\(missing.count) pods not scaled down: \(missing.prefix(5))\(tail(containerd.logFile))") }
+        guard let at else {
+            throw BenchError("\(missing.count) pods not scaled down: \(missing.prefix(5))\(tail(containerd.logFile))")
+        }
         result.scaleAllDownSeconds = seconds(at - (first + idle))
         for p in pods {
             if let line = containerd.lines(of: p.id, containing: "checkpointing done in ").last,
-               let ms = ZeropodRuntime.number(after: "checkpointing done in ", in: line) { result.checkpointMs.append(ms) }
+                let ms = ZeropodRuntime.number(after: "checkpointing done in ", in: line)
+            {
+                result.checkpointMs.append(ms)
+            }
             let images = stateDir + "/i/\(ns)/\(p.id)"
             if let out = try? runChecked(["du", "-sk", images]), let k = Int(out.split(separator: "\t").first ?? "") {
                 result.imageKiB.append(k)
             }
         }
-        print("[zpbench] density: all \(n) scaled down \(String(format: "%.1f", result.scaleAllDownSeconds ?? -1)) s after the first idle deadline")
+        print(
+            "[zpbench] density: all \(n) scaled down \(String(format: "%.1f", result.scaleAllDownSeconds ?? -1)) s after the first idle deadline"
+        )
         usleep(1_000_000)
         let bpf = BPFTable.read()
         let pids = shimPIDs()
@@ -281,16 +374,27 @@ struct NodeRuns {
         // One pod at a time while the others stay down.
         for p in pods[1...min(oneOfMany, n - 1)] {
             let r = p.firstResponse()
-            guard let ms = r.ms else { result.failures.append("\(p.id): \(r.error)"); continue }
+            guard let ms = r.ms else {
+                result.failures.append("\(p.id): \(r.error)")
+                continue
+            }
             result.oneOfMany.append(ms)
-            print("[zpbench] density: \(p.id) restore → 1st response \(String(format: "%.1f", ms)) ms (\(n - 1) others scaled down)")
+            print(
+                "[zpbench] density: \(p.id) restore → 1st response \(String(format: "%.1f", ms)) ms (\(n - 1) others scaled down)"
+            )
         }
         // `wake` others at the same moment.
         let group = Array(pods.dropFirst(oneOfMany + 1).prefix(wake))
         for (p, r) in zip(group, simultaneousFirstResponses(group)) {
-            if let ms = r.ms { result.simultaneous.append(ms) } else { result.failures.append("\(p.id) (simultaneous): \(r.error)") }
+            if let ms = r.ms {
+                result.simultaneous.append(ms)
+            } else {
+                result.failures.append("\(p.id) (simultaneous): \(r.error)")
+            }
         }
-        print("[zpbench] density: \(group.count) woken at once, slowest \(String(format: "%.1f", result.simultaneous.max() ?? -1)) ms")
+        print(
+            "[zpbench] density: \(group.count) woken at once, slowest \(String(format: "%.1f", result.simultaneous.max() ?? -1)) ms"
+        )
         return result
     }
 }

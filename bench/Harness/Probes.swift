@@ -1,4 +1,5 @@
 import Foundation
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -51,13 +52,17 @@ private final class Connection {
         sa.sin_family = sa_family_t(AF_INET)
         sa.sin_port = port.bigEndian
         guard inet_pton(AF_INET, address, &sa.sin_addr) == 1 else {
-            _ = Glibc.close(fd); throw BenchError("bad IPv4 address \(address)")
+            _ = Glibc.close(fd)
+            throw BenchError("bad IPv4 address \(address)")
         }
         let rc = withUnsafePointer(to: &sa) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         guard rc == 0 else {
-            let e = errno; _ = Glibc.close(fd)
+            let e = errno
+            _ = Glibc.close(fd)
             throw BenchError("connect \(address):\(port): \(String(cString: strerror(e)))")
         }
     }
@@ -142,10 +147,14 @@ private final class Connection {
         let needle = Array(expect.utf8)
         for _ in 0..<16 {
             guard let p = packet() else { return "result ended early" }
-            if p.payload.first == 0xff { return "query error: \(String(decoding: p.payload.dropFirst(3), as: UTF8.self))" }
-            if p.payload.count >= needle.count, p.payload.indices.contains(where: { i in
-                i + needle.count <= p.payload.count && Array(p.payload[i..<i + needle.count]) == needle
-            }) {
+            if p.payload.first == 0xff {
+                return "query error: \(String(decoding: p.payload.dropFirst(3), as: UTF8.self))"
+            }
+            if p.payload.count >= needle.count,
+                p.payload.indices.contains(where: { i in
+                    i + needle.count <= p.payload.count && Array(p.payload[i..<i + needle.count]) == needle
+                })
+            {
                 _ = sendPacket(seq: 0, [0x01])  // COM_QUIT
                 return nil
             }

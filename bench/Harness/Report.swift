@@ -113,7 +113,9 @@ struct SteadyState: Sendable {
     init(workload: String, runtime: String, wrkOutput: String) throws {
         self.workload = workload
         self.runtime = runtime
-        var rps: Double?, p50: Double?, p99: Double?
+        var rps: Double?
+        var p50: Double?
+        var p99: Double?
         var errors = 0
         var detail: [String] = []
         for raw in wrkOutput.split(separator: "\n") {
@@ -132,7 +134,9 @@ struct SteadyState: Sendable {
             default: break
             }
         }
-        guard let rps, let p50, let p99 else { throw BenchError("wrk output without Requests/sec or percentiles:\n\(wrkOutput)") }
+        guard let rps, let p50, let p99 else {
+            throw BenchError("wrk output without Requests/sec or percentiles:\n\(wrkOutput)")
+        }
         self.requestsPerSecond = rps
         self.p50 = p50
         self.p99 = p99
@@ -223,16 +227,19 @@ struct Report {
                 return String(format: "%.2f", a / b)
             }
             let n = samples.filter { $0.workload == w && $0.runtime == "runc" }.count
-            return [w, fmt(image, digits: 1), fmt(mem, digits: 1), fmt(rss, digits: 1),
-                    cell("runc", cold) { $0.coldStartMs }, cell("runc", ck) { $0.checkpointMs }, fmt(rs),
-                    cell("runc", rf) { $0.restoreFirstResponseMs }, fmt(frozen), fmt(criuRestore),
-                    cell(Self.zeropod, zck) { $0.checkpointMs }, cell(Self.zeropod, zrf) { $0.restoreFirstResponseMs },
-                    ratio(zck, ck), ratio(zrf, rf), "\(n)"]
+            return [
+                w, fmt(image, digits: 1), fmt(mem, digits: 1), fmt(rss, digits: 1),
+                cell("runc", cold) { $0.coldStartMs }, cell("runc", ck) { $0.checkpointMs }, fmt(rs),
+                cell("runc", rf) { $0.restoreFirstResponseMs }, fmt(frozen), fmt(criuRestore),
+                cell(Self.zeropod, zck) { $0.checkpointMs }, cell(Self.zeropod, zrf) { $0.restoreFirstResponseMs },
+                ratio(zck, ck), ratio(zrf, rf), "\(n)",
+            ]
         }
     }
 
     static let summaryHeader = [
-        "workload", "image MiB", "memory MiB (cgroup)", "RSS MiB", "cold start → 1st response", "runc checkpoint", "runc restore -d",
+        "workload", "image MiB", "memory MiB (cgroup)", "RSS MiB", "cold start → 1st response", "runc checkpoint",
+        "runc restore -d",
         "runc restore → 1st response", "CRIU frozen (dump)", "CRIU restore_time",
         "zeropod-swift checkpoint", "zeropod-swift restore → 1st via activator",
         "checkpoint ratio zp/runc", "restore→1st ratio zp/runc", "cycles",
@@ -242,22 +249,31 @@ struct Report {
     func markdown() -> String {
         var lines: [String] = []
         if !samples.isEmpty {
-            lines = ["| " + Self.summaryHeader.joined(separator: " | ") + " |",
-                     "|" + String(repeating: "---|", count: Self.summaryHeader.count)]
+            lines = [
+                "| " + Self.summaryHeader.joined(separator: " | ") + " |",
+                "|" + String(repeating: "---|", count: Self.summaryHeader.count),
+            ]
             for row in summaryRows(ranges: true) { lines.append("| " + row.joined(separator: " | ") + " |") }
             lines.append("")
-            lines.append("Medians [min–max] of \(cycles) cycles, milliseconds; runtimes measured: \(runtimes.joined(separator: ", ")).")
+            lines.append(
+                "Medians [min–max] of \(cycles) cycles, milliseconds; runtimes measured: \(runtimes.joined(separator: ", "))."
+            )
         }
         if !machine.isEmpty { lines.append("Machine: \(machine).") }
         if !steady.isEmpty {
-            lines += ["", "| workload | runtime | requests/s | p50 ms | p99 ms | errors | throughput ratio zp/runc |",
-                      "|---|---|---|---|---|---|---|"]
+            lines += [
+                "", "| workload | runtime | requests/s | p50 ms | p99 ms | errors | throughput ratio zp/runc |",
+                "|---|---|---|---|---|---|---|",
+            ]
             for l in steady {
                 let base = steady.first { $0.workload == l.workload && $0.runtime == "runc" }
-                let ratio = l.runtime == Self.zeropod && base != nil
+                let ratio =
+                    l.runtime == Self.zeropod && base != nil
                     ? String(format: "%.3f", l.requestsPerSecond / base!.requestsPerSecond) : "n/a"
-                lines.append("| \(l.workload) | \(l.runtime) | \(String(format: "%.0f", l.requestsPerSecond)) | "
-                    + "\(String(format: "%.2f", l.p50)) | \(String(format: "%.2f", l.p99)) | \(l.errors) | \(ratio) |")
+                lines.append(
+                    "| \(l.workload) | \(l.runtime) | \(String(format: "%.0f", l.requestsPerSecond)) | "
+                        + "\(String(format: "%.2f", l.p50)) | \(String(format: "%.2f", l.p99)) | \(l.errors) | \(ratio) |"
+                )
             }
         }
         lines += zeropodMarkdown()
@@ -270,22 +286,28 @@ struct Report {
     /// The lazy vs full restore table and its target (lazy ≤ 0.5 × full).
     func lazyMarkdown() -> [String] {
         guard !lazy.isEmpty else { return [] }
-        var lines = ["", "Lazy vs full restore with ZPCheckpoint directly (both on the same images; the shim's own restores above are lazy for images ≥ 160 MiB), same images per cycle, "
-                        + "restore call → first correct response, medians [min–max] ms:", "",
-                     "| workload | image MiB | checkpoint | full restore → 1st | lazy restore → 1st | lazy-pages daemon start (before) "
-                        + "| daemon finished | lazy/full | target ≤ 0.5 | cycles |",
-                     "|---|---|---|---|---|---|---|---|---|---|"]
+        var lines = [
+            "",
+            "Lazy vs full restore with ZPCheckpoint directly (both on the same images; the shim's own restores above are lazy for images ≥ 160 MiB), same images per cycle, "
+                + "restore call → first correct response, medians [min–max] ms:", "",
+            "| workload | image MiB | checkpoint | full restore → 1st | lazy restore → 1st | lazy-pages daemon start (before) "
+                + "| daemon finished | lazy/full | target ≤ 0.5 | cycles |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for (w, xs) in lazy.sorted(by: { $0.key < $1.key }) where !xs.isEmpty {
             let cell = { (v: [Double]) -> String in
                 guard let m = Self.median(v), let lo = v.min(), let hi = v.max() else { return "n/a" }
                 return String(format: "%.0f [%.0f–%.0f]", m, lo, hi)
             }
-            let full = Self.median(xs.map(\.fullMs)), lz = Self.median(xs.map(\.lazyMs))
+            let full = Self.median(xs.map(\.fullMs))
+            let lz = Self.median(xs.map(\.lazyMs))
             let ratio = full.flatMap { f in lz.map { $0 / f } }
-            lines.append("| \(w) | \(fmt(Self.median(xs.map { Double($0.imageKiB) / 1024 }), digits: 1)) | \(cell(xs.map(\.checkpointMs))) | "
-                + "\(cell(xs.map(\.fullMs))) | \(cell(xs.map(\.lazyMs))) | \(cell(xs.map(\.daemonStartMs))) | "
-                + "\(xs.filter(\.daemonFinished).count)/\(xs.count) | \(fmt(ratio, digits: 2)) | "
-                + "\(ratio.map { $0 <= 0.5 ? "met" : String(format: "MISSED by %.0f %%", ($0 / 0.5 - 1) * 100) } ?? "n/a") | \(xs.count) |")
+            lines.append(
+                "| \(w) | \(fmt(Self.median(xs.map { Double($0.imageKiB) / 1024 }), digits: 1)) | \(cell(xs.map(\.checkpointMs))) | "
+                    + "\(cell(xs.map(\.fullMs))) | \(cell(xs.map(\.lazyMs))) | \(cell(xs.map(\.daemonStartMs))) | "
+                    + "\(xs.filter(\.daemonFinished).count)/\(xs.count) | \(fmt(ratio, digits: 2)) | "
+                    + "\(ratio.map { $0 <= 0.5 ? "met" : String(format: "MISSED by %.0f %%", ($0 / 0.5 - 1) * 100) } ?? "n/a") | \(xs.count) |"
+            )
         }
         return lines
     }
@@ -295,12 +317,14 @@ struct Report {
         let zp = Self.zeropod
         guard samples.contains(where: { $0.runtime == zp }) else { return [] }
         let mib = { (b: UInt64) -> Double in Double(b) / 1_048_576 }
-        var lines = ["", "zeropod-swift per workload (medians, ms; memory in MiB of the container's cgroup):", "",
-                     "| workload | harness: idle deadline → no process seen | checkpoint (shim log: decision → CRIU done) | shim restore (CRIU + adoption, shim log) | restore → 1st via activator "
-                        + "| 1st response − shim restore (activator, connect, app) | restore preparation while scaled down (shim log) "
-                        + "| restore → 1st incl. preparation | cgroup usage before | usage after scale-down "
-                        + "| RSS before | RSS after | freed (usage) | cycles |",
-                     "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        var lines = [
+            "", "zeropod-swift per workload (medians, ms; memory in MiB of the container's cgroup):", "",
+            "| workload | harness: idle deadline → no process seen | checkpoint (shim log: decision → CRIU done) | shim restore (CRIU + adoption, shim log) | restore → 1st via activator "
+                + "| 1st response − shim restore (activator, connect, app) | restore preparation while scaled down (shim log) "
+                + "| restore → 1st incl. preparation | cgroup usage before | usage after scale-down "
+                + "| RSS before | RSS after | freed (usage) | cycles |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for w in workloads {
             let xs = samples.filter { $0.workload == w && $0.runtime == zp }
             guard !xs.isEmpty else { continue }
@@ -309,52 +333,99 @@ struct Report {
             let after = m { s in s.memory == nil ? nil : s.memoryAfter.map { mib($0.usage) } ?? 0 }
             let rssBefore = m { $0.memory.map { mib($0.rss) } }
             let rssAfter = m { s in s.memory == nil ? nil : s.memoryAfter.map { mib($0.rss) } ?? 0 }
-            lines.append("| \(w) | \(fmt(m { $0.deadlineToGoneMs }, digits: 1)) | \(fmt(m { $0.shimCheckpointMs }, digits: 1)) | "
-                + "\(fmt(m { $0.shimRestoreMs }, digits: 1)) | "
-                + "\(fmt(m { $0.restoreFirstResponseMs }, digits: 1)) | "
-                + "\(fmt(m { s in s.shimRestoreMs.flatMap { r in s.restoreFirstResponseMs.map { $0 - r } } }, digits: 1)) | "
-                + "\(fmt(m { $0.restorePreparationMs }, digits: 1)) | "
-                + "\(fmt(m { s in s.restorePreparationMs.flatMap { p in s.restoreFirstResponseMs.map { $0 + p } } }, digits: 1)) | "
-                + "\(fmt(before, digits: 1)) | \(fmt(after, digits: 1)) | \(fmt(rssBefore, digits: 1)) | \(fmt(rssAfter, digits: 1)) | "
-                + "\(fmt(before.flatMap { b in after.map { b - $0 } }, digits: 1)) | \(xs.count) |")
+            lines.append(
+                "| \(w) | \(fmt(m { $0.deadlineToGoneMs }, digits: 1)) | \(fmt(m { $0.shimCheckpointMs }, digits: 1)) | "
+                    + "\(fmt(m { $0.shimRestoreMs }, digits: 1)) | "
+                    + "\(fmt(m { $0.restoreFirstResponseMs }, digits: 1)) | "
+                    + "\(fmt(m { s in s.shimRestoreMs.flatMap { r in s.restoreFirstResponseMs.map { $0 - r } } }, digits: 1)) | "
+                    + "\(fmt(m { $0.restorePreparationMs }, digits: 1)) | "
+                    + "\(fmt(m { s in s.restorePreparationMs.flatMap { p in s.restoreFirstResponseMs.map { $0 + p } } }, digits: 1)) | "
+                    + "\(fmt(before, digits: 1)) | \(fmt(after, digits: 1)) | \(fmt(rssBefore, digits: 1)) | \(fmt(rssAfter, digits: 1)) | "
+                    + "\(fmt(before.flatMap { b in after.map { b - $0 } }, digits: 1)) | \(xs.count) |"
+            )
         }
         if !shims.isEmpty {
-            lines += ["", "Shim memory per pod (KiB, medians over the cycles; Go's shim: one sample):", "",
-                      "| workload | zeropod-swift shim RSS running | PSS running | RSS scaled down | containerd-shim-runc-v2 RSS | PSS | RSS ratio ours/Go |",
-                      "|---|---|---|---|---|---|---|"]
+            lines += [
+                "", "Shim memory per pod (KiB, medians over the cycles; Go's shim: one sample):", "",
+                "| workload | zeropod-swift shim RSS running | PSS running | RSS scaled down | containerd-shim-runc-v2 RSS | PSS | RSS ratio ours/Go |",
+                "|---|---|---|---|---|---|---|",
+            ]
             for r in shims {
                 let rr = Self.median(r.running.map { Double($0.rssKiB) })
                 let rp = Self.median(r.running.compactMap { $0.pssKiB.map(Double.init) })
                 let sd = Self.median(r.scaledDown.map { Double($0.rssKiB) })
                 let ratio = rr.flatMap { a in r.goShim.map { String(format: "%.2f", a / Double($0.rssKiB)) } } ?? "n/a"
-                lines.append("| \(r.workload) | \(fmt(rr)) | \(fmt(rp)) | \(fmt(sd)) | \(r.goShim.map { "\($0.rssKiB)" } ?? "n/a") | "
-                    + "\(r.goShim?.pssKiB.map { "\($0)" } ?? "n/a") | \(ratio) |")
+                lines.append(
+                    "| \(r.workload) | \(fmt(rr)) | \(fmt(rp)) | \(fmt(sd)) | \(r.goShim.map { "\($0.rssKiB)" } ?? "n/a") | "
+                        + "\(r.goShim?.pssKiB.map { "\($0)" } ?? "n/a") | \(ratio) |"
+                )
             }
         }
         // The issue's targets, each with its ratio and verdict.
-        var targets: [String] = ["", "Targets (issue 17: restore → 1st response and checkpoint ≤ 0.5 × runc; ratios of medians in this run):", ""]
+        var targets: [String] = [
+            "",
+            "Targets (issue 17: restore → 1st response and checkpoint ≤ 0.5 × runc; ratios of medians in this run):",
+            "",
+        ]
         func verdict(_ label: String, _ a: Double?, _ b: Double?, _ limit: Double, atMost: Bool) {
-            guard let a, let b, b > 0 else { targets.append("- \(label): n/a"); return }
+            guard let a, let b, b > 0 else {
+                targets.append("- \(label): n/a")
+                return
+            }
             let r = a / b
             let ok = atMost ? r <= limit : r >= limit
-            targets.append(String(format: "- %@: %.2f (target %@ %.2f) %@", label, r, atMost ? "≤" : "≥", limit,
-                                  ok ? "met" : String(format: "MISSED by %.0f %%", abs(r / limit - 1) * 100)))
+            targets.append(
+                String(
+                    format: "- %@: %.2f (target %@ %.2f) %@",
+                    label,
+                    r,
+                    atMost ? "≤" : "≥",
+                    limit,
+                    ok ? "met" : String(format: "MISSED by %.0f %%", abs(r / limit - 1) * 100)
+                )
+            )
         }
         for w in ["busybox", "nginx", "mariadb", "jvm", "wordpress"] where workloads.contains(w) {
-            verdict("\(w) restore → 1st response zp/runc (preparation excluded: done while scaled down)", med(w, zp) { $0.restoreFirstResponseMs },
-                    med(w, "runc") { $0.restoreFirstResponseMs }, 0.5, atMost: true)
-            verdict("\(w) restore → 1st response zp/runc (preparation included for both)",
-                    med(w, zp) { s in s.restorePreparationMs.flatMap { p in s.restoreFirstResponseMs.map { $0 + p } } },
-                    med(w, "runc") { $0.restoreFirstResponseMs }, 0.5, atMost: true)
-            verdict("\(w) checkpoint zp/runc (decision → process gone)", med(w, zp) { $0.checkpointMs }, med(w, "runc") { $0.checkpointMs }, 0.5, atMost: true)
+            verdict(
+                "\(w) restore → 1st response zp/runc (preparation excluded: done while scaled down)",
+                med(w, zp) { $0.restoreFirstResponseMs },
+                med(w, "runc") { $0.restoreFirstResponseMs },
+                0.5,
+                atMost: true
+            )
+            verdict(
+                "\(w) restore → 1st response zp/runc (preparation included for both)",
+                med(w, zp) { s in s.restorePreparationMs.flatMap { p in s.restoreFirstResponseMs.map { $0 + p } } },
+                med(w, "runc") { $0.restoreFirstResponseMs },
+                0.5,
+                atMost: true
+            )
+            verdict(
+                "\(w) checkpoint zp/runc (decision → process gone)",
+                med(w, zp) { $0.checkpointMs },
+                med(w, "runc") { $0.checkpointMs },
+                0.5,
+                atMost: true
+            )
         }
         if workloads.contains("wordpress+wordpress-db") {
-            verdict("cascade zp (wordpress+db) / zp wordpress alone", med("wordpress+wordpress-db", zp) { $0.restoreFirstResponseMs },
-                    med("wordpress", zp) { $0.restoreFirstResponseMs }, 1.3, atMost: true)
+            verdict(
+                "cascade zp (wordpress+db) / zp wordpress alone",
+                med("wordpress+wordpress-db", zp) { $0.restoreFirstResponseMs },
+                med("wordpress", zp) { $0.restoreFirstResponseMs },
+                1.3,
+                atMost: true
+            )
         }
         for l in steady where l.runtime == zp {
             let base = steady.first { $0.workload == l.workload && $0.runtime == "runc" }
-            verdict("\(l.workload) steady-state throughput zp/runc", l.requestsPerSecond, base?.requestsPerSecond, 0.97, atMost: false)
+            verdict(
+                "\(l.workload) steady-state throughput zp/runc",
+                l.requestsPerSecond,
+                base?.requestsPerSecond,
+                0.97,
+                atMost: false
+            )
         }
         return lines + targets
     }
@@ -362,48 +433,78 @@ struct Report {
     /// Writes summary.md, summary.csv and samples.csv (one row per cycle) into `folder`.
     func write(to folder: String) throws {
         func csv(_ rows: [[String]]) -> String {
-            rows.map { $0.map { $0.contains(",") ? "\"\($0)\"" : $0 }.joined(separator: ",") }.joined(separator: "\n") + "\n"
+            rows.map { $0.map { $0.contains(",") ? "\"\($0)\"" : $0 }.joined(separator: ",") }.joined(separator: "\n")
+                + "\n"
         }
         try (markdown() + "\n").write(toFile: folder + "/summary.md", atomically: true, encoding: .utf8)
-        try csv([Self.summaryHeader] + summaryRows()).write(toFile: folder + "/summary.csv", atomically: true, encoding: .utf8)
+        try csv([Self.summaryHeader] + summaryRows()).write(
+            toFile: folder + "/summary.csv",
+            atomically: true,
+            encoding: .utf8
+        )
         let f = { (v: Double?) -> String in v.map { String(format: "%.2f", $0) } ?? "" }
-        let header = ["workload", "runtime", "cycle", "cold_start_ms", "checkpoint_ms", "restore_ms",
-                      "restore_first_response_ms", "image_kib", "criu_freezing_ms", "criu_frozen_ms",
-                      "criu_memdump_ms", "criu_memwrite_ms", "criu_pages_written", "criu_forking_ms", "criu_restore_ms",
-                      "memory_usage_bytes", "memory_rss_bytes", "memory_after_usage_bytes", "memory_after_rss_bytes", "shim_restore_ms",
-                      "shim_rss_running_kib", "shim_rss_scaled_down_kib", "checkpoint_detail", "restore_detail",
-                      "shim_checkpoint_ms", "restore_preparation_ms", "deadline_to_gone_ms"]
+        let header = [
+            "workload", "runtime", "cycle", "cold_start_ms", "checkpoint_ms", "restore_ms",
+            "restore_first_response_ms", "image_kib", "criu_freezing_ms", "criu_frozen_ms",
+            "criu_memdump_ms", "criu_memwrite_ms", "criu_pages_written", "criu_forking_ms", "criu_restore_ms",
+            "memory_usage_bytes", "memory_rss_bytes", "memory_after_usage_bytes", "memory_after_rss_bytes",
+            "shim_restore_ms",
+            "shim_rss_running_kib", "shim_rss_scaled_down_kib", "checkpoint_detail", "restore_detail",
+            "shim_checkpoint_ms", "restore_preparation_ms", "deadline_to_gone_ms",
+        ]
         let rows = samples.map { (s: Sample) -> [String] in
             let image: String = s.imageKiB.map { String($0) } ?? ""
             let pages: String = s.criuDump?.pagesWritten.map { String($0) } ?? ""
             let usage: String = s.memory.map { String($0.usage) } ?? ""
             let rss: String = s.memory.map { String($0.rss) } ?? ""
-            var row: [String] = [s.workload, s.runtime, String(s.cycle), f(s.coldStartMs), f(s.checkpointMs), f(s.restoreMs)]
+            var row: [String] = [
+                s.workload, s.runtime, String(s.cycle), f(s.coldStartMs), f(s.checkpointMs), f(s.restoreMs),
+            ]
             row += [f(s.restoreFirstResponseMs), image, f(s.criuDump?.freezingMs), f(s.criuDump?.frozenMs)]
             row += [f(s.criuDump?.memdumpMs), f(s.criuDump?.memwriteMs), pages, f(s.criuRestore?.forkingMs)]
-            row += [f(s.criuRestore?.restoreMs), usage, rss, s.memoryAfter.map { String($0.usage) } ?? "",
-                    s.memoryAfter.map { String($0.rss) } ?? ""]
-            row += [f(s.shimRestoreMs), s.shimRunning.map { String($0.rssKiB) } ?? "", s.shimScaledDown.map { String($0.rssKiB) } ?? ""]
-            row += [(s.checkpointDetail ?? "").replacingOccurrences(of: "\"", with: "'"),
-                    (s.shimRestoreDetail ?? "").replacingOccurrences(of: "\"", with: "'")]
+            row += [
+                f(s.criuRestore?.restoreMs), usage, rss, s.memoryAfter.map { String($0.usage) } ?? "",
+                s.memoryAfter.map { String($0.rss) } ?? "",
+            ]
+            row += [
+                f(s.shimRestoreMs), s.shimRunning.map { String($0.rssKiB) } ?? "",
+                s.shimScaledDown.map { String($0.rssKiB) } ?? "",
+            ]
+            row += [
+                (s.checkpointDetail ?? "").replacingOccurrences(of: "\"", with: "'"),
+                (s.shimRestoreDetail ?? "").replacingOccurrences(of: "\"", with: "'"),
+            ]
             row += [f(s.shimCheckpointMs), f(s.restorePreparationMs), f(s.deadlineToGoneMs)]
             return row
         }
         try csv([header] + rows).write(toFile: folder + "/samples.csv", atomically: true, encoding: .utf8)
         let steadyRows = steady.map { l in
-            [l.workload, l.runtime, String(format: "%.1f", l.requestsPerSecond), String(format: "%.3f", l.p50),
-             String(format: "%.3f", l.p99), "\(l.errors)"]
+            [
+                l.workload, l.runtime, String(format: "%.1f", l.requestsPerSecond), String(format: "%.3f", l.p50),
+                String(format: "%.3f", l.p99), "\(l.errors)",
+            ]
         }
         try csv([["workload", "runtime", "requests_per_s", "p50_ms", "p99_ms", "errors"]] + steadyRows)
             .write(toFile: folder + "/steady-state.csv", atomically: true, encoding: .utf8)
         let lazyRows = lazy.sorted(by: { $0.key < $1.key }).flatMap { (w, xs) in
-            xs.map { [w, String($0.cycle), f($0.checkpointMs), String($0.imageKiB), f($0.fullMs), f($0.lazyMs), f($0.daemonStartMs),
-                      $0.daemonFinished ? "yes" : "no"] }
+            xs.map {
+                [
+                    w, String($0.cycle), f($0.checkpointMs), String($0.imageKiB), f($0.fullMs), f($0.lazyMs),
+                    f($0.daemonStartMs),
+                    $0.daemonFinished ? "yes" : "no",
+                ]
+            }
         }
         if !lazyRows.isEmpty {
-            try csv([["workload", "cycle", "checkpoint_ms", "image_kib", "full_restore_first_response_ms",
-                      "lazy_restore_first_response_ms", "lazy_daemon_start_ms", "daemon_finished"]] + lazyRows)
-                .write(toFile: folder + "/lazy.csv", atomically: true, encoding: .utf8)
+            try csv(
+                [
+                    [
+                        "workload", "cycle", "checkpoint_ms", "image_kib", "full_restore_first_response_ms",
+                        "lazy_restore_first_response_ms", "lazy_daemon_start_ms", "daemon_finished",
+                    ]
+                ] + lazyRows
+            )
+            .write(toFile: folder + "/lazy.csv", atomically: true, encoding: .utf8)
         }
     }
 }

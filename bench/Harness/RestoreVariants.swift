@@ -2,6 +2,7 @@ import Foundation
 import SystemPackage
 import ZPCheckpoint
 import ZPSystem
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -69,7 +70,13 @@ struct RestoreVariantsBench {
         var imageKiB = 0
     }
 
-    func run(_ w: Workload, bundle: Bundle, runtime: RuncRuntime, cycles: Int, variants: [RestoreVariant]) throws -> Result {
+    func run(
+        _ w: Workload,
+        bundle: Bundle,
+        runtime: RuncRuntime,
+        cycles: Int,
+        variants: [RestoreVariant]
+    ) throws -> Result {
         let container = RuncContainer(id: w.containerID, runcRoot: FilePath(runcRoot))
         var result = Result()
         for cycle in 1...cycles {
@@ -129,12 +136,17 @@ struct RestoreVariantsBench {
                     throw BenchError("preparing the \(v) restore of \(w.containerID): \(error)")
                 }
                 var recorder: pid_t?
-                if let perfDir, let worker = children(of: getpid()).last(where: { child in
-                    (readProcFile("/proc/\(child)/cmdline") ?? "").contains("swrk")
-                }) {
+                if let perfDir,
+                    let worker = children(of: getpid()).last(where: { child in
+                        (readProcFile("/proc/\(child)/cmdline") ?? "").contains("swrk")
+                    })
+                {
                     let file = "\(perfDir)/\(w.name)-\(v.name.replacingOccurrences(of: "/", with: "_"))-\(cycle).data"
-                    recorder = try? spawnDetached(["/usr/bin/perf", "record", "-g", "-p", "\(worker)", "-o", file],
-                                                  environment: ProcessInfo.processInfo.environment, output: "/dev/null")
+                    recorder = try? spawnDetached(
+                        ["/usr/bin/perf", "record", "-g", "-p", "\(worker)", "-o", file],
+                        environment: ProcessInfo.processInfo.environment,
+                        output: "/dev/null"
+                    )
                 }
                 usleep(300_000)  // the preparation is done long before a first connection (and perf is attached)
                 let t2 = ContinuousClock.now
@@ -145,7 +157,8 @@ struct RestoreVariantsBench {
                     throw BenchError("\(v) restore of \(w.containerID): \(error)")
                 }
                 let call = millis(since: t2)
-                guard w.probe.poll(address: w.address, port: w.port, deadline: t2 + .seconds(60), lastError: &why) else {
+                guard w.probe.poll(address: w.address, port: w.port, deadline: t2 + .seconds(60), lastError: &why)
+                else {
                     throw BenchError("\(w.name) did not answer after the \(v) restore: \(why)")
                 }
                 let ms = millis(since: t2)
@@ -156,7 +169,16 @@ struct RestoreVariantsBench {
                 }
                 result.firstResponse[v.name, default: []].append(ms)
                 result.restoreCall[v.name, default: []].append(call)
-                print(String(format: "[zpbench] %@ variant %@ #%d: restore call %.1f ms, restore → 1st %.1f ms", w.name, v.name, cycle, call, ms))
+                print(
+                    String(
+                        format: "[zpbench] %@ variant %@ #%d: restore call %.1f ms, restore → 1st %.1f ms",
+                        w.name,
+                        v.name,
+                        cycle,
+                        call,
+                        ms
+                    )
+                )
                 if let daemon {
                     _ = daemon.waitForExit(timeout: .seconds(60))
                     daemon.stop()
@@ -166,14 +188,18 @@ struct RestoreVariantsBench {
                         print("[zpbench] \(w.name) working set recorded: \(ws.pages) pages faulted, \(ws.runs) runs")
                     }
                     if let perfDir {
-                        runIgnoringFailure(["cp", images + "/lazy-pages.log",
-                                            "\(perfDir)/\(w.name)-\(v.name.replacingOccurrences(of: "/", with: "_"))-\(cycle)-lazy-pages.log"])
+                        runIgnoringFailure([
+                            "cp", images + "/lazy-pages.log",
+                            "\(perfDir)/\(w.name)-\(v.name.replacingOccurrences(of: "/", with: "_"))-\(cycle)-lazy-pages.log",
+                        ])
                     }
                 }
                 _ = kill(r.pid, SIGKILL)
                 let gone = ContinuousClock.now + .seconds(30)
                 while ContinuousClock.now < gone && LazyRestoreBench.alive(r.pid) { usleep(5_000) }
-                guard !LazyRestoreBench.alive(r.pid) else { throw BenchError("restored init \(r.pid) of \(w.containerID) did not die") }
+                guard !LazyRestoreBench.alive(r.pid) else {
+                    throw BenchError("restored init \(r.pid) of \(w.containerID) did not die")
+                }
                 usleep(200_000)
             }
             runIgnoringFailure(["rm", "-rf", images, workingSetFile])
@@ -189,7 +215,8 @@ struct RestoreVariantsBench {
             guard let r = line.range(of: ": #PF at 0x") else { continue }
             let head = line[..<r.lowerBound]
             let pidText = head.split(separator: " ").last?.split(separator: "-").first ?? ""
-            guard let pid = Int(pidText), let addr = UInt64(line[r.upperBound...].prefix { $0.isHexDigit }, radix: 16) else { continue }
+            guard let pid = Int(pidText), let addr = UInt64(line[r.upperBound...].prefix { $0.isHexDigit }, radix: 16)
+            else { continue }
             faults[pid, default: []].insert(addr & ~4095)
         }
         var lines: [String] = []
@@ -212,14 +239,20 @@ struct RestoreVariantsBench {
 
     /// The result as a markdown table.
     static func markdown(_ w: String, _ r: Result, variants: [RestoreVariant]) -> [String] {
-        var lines = ["", "Restore variants of \(w) (same images per cycle, \(r.imageKiB / 1024) MiB; worker prepared beforehand; ms, median [min–max]):", "",
-                     "| variant | RESTORE call | restore → 1st response | cycles |", "|---|---|---|---|"]
+        var lines = [
+            "",
+            "Restore variants of \(w) (same images per cycle, \(r.imageKiB / 1024) MiB; worker prepared beforehand; ms, median [min–max]):",
+            "",
+            "| variant | RESTORE call | restore → 1st response | cycles |", "|---|---|---|---|",
+        ]
         for v in variants {
             let cell = { (xs: [Double]) -> String in
                 guard let m = Report.median(xs), let lo = xs.min(), let hi = xs.max() else { return "n/a" }
                 return String(format: "%.1f [%.1f–%.1f]", m, lo, hi)
             }
-            lines.append("| \(v.name) | \(cell(r.restoreCall[v.name] ?? [])) | \(cell(r.firstResponse[v.name] ?? [])) | \(r.firstResponse[v.name]?.count ?? 0) |")
+            lines.append(
+                "| \(v.name) | \(cell(r.restoreCall[v.name] ?? [])) | \(cell(r.firstResponse[v.name] ?? [])) | \(r.firstResponse[v.name]?.count ?? 0) |"
+            )
         }
         return lines
     }

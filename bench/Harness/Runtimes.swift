@@ -60,9 +60,11 @@ struct ContainerMemory: Sendable {
     static func read(cgroupsPath: String) -> ContainerMemory? {
         let dir = "/sys/fs/cgroup/memory" + cgroupsPath
         guard let usageText = try? String(contentsOfFile: dir + "/memory.usage_in_bytes", encoding: .utf8),
-              let usage = UInt64(usageText.trimmingCharacters(in: .whitespacesAndNewlines)),
-              let stat = try? String(contentsOfFile: dir + "/memory.stat", encoding: .utf8) else { return nil }
-        let rss = stat.split(separator: "\n").first { $0.hasPrefix("total_rss ") }
+            let usage = UInt64(usageText.trimmingCharacters(in: .whitespacesAndNewlines)),
+            let stat = try? String(contentsOfFile: dir + "/memory.stat", encoding: .utf8)
+        else { return nil }
+        let rss =
+            stat.split(separator: "\n").first { $0.hasPrefix("total_rss ") }
             .flatMap { UInt64($0.split(separator: " ")[1]) } ?? 0
         return ContainerMemory(usage: usage, rss: rss)
     }
@@ -104,31 +106,43 @@ struct RuncRuntime: BenchRuntime {
 
     func start(_ w: Workload, bundle: Bundle) throws -> RunningContainer {
         remove(w, container: nil)
-        let (r, stdin) = try spawnAndWait(runc + ["run", "-d", "--bundle", bundle.path, w.containerID],
-                                          stdio: .containerPipes(log: bundle.logFile))
-        guard r.status == 0 else { throw BenchError("runc run \(w.containerID) exited \(r.status)\(tail(bundle.logFile))") }
+        let (r, stdin) = try spawnAndWait(
+            runc + ["run", "-d", "--bundle", bundle.path, w.containerID],
+            stdio: .containerPipes(log: bundle.logFile)
+        )
+        guard r.status == 0 else {
+            throw BenchError("runc run \(w.containerID) exited \(r.status)\(tail(bundle.logFile))")
+        }
         return RunningContainer(stdin: stdin)
     }
 
     func checkpoint(_ w: Workload, bundle: Bundle, container: inout RunningContainer) throws -> CheckpointResult {
         runIgnoringFailure(["rm", "-rf", bundle.imageDir, bundle.workDir])
         try runChecked(["mkdir", "-p", bundle.imageDir, bundle.workDir])
-        let argv = runc + ["checkpoint", "--image-path", bundle.imageDir, "--work-path", bundle.workDir]
+        let argv =
+            runc + ["checkpoint", "--image-path", bundle.imageDir, "--work-path", bundle.workDir]
             + Self.criuFlags + [w.containerID]
         let (r, _) = try spawnAndWait(argv)
         guard r.status == 0 else {
-            throw BenchError("runc checkpoint \(w.containerID) exited \(r.status): \(r.stderr)\(tail(bundle.workDir + "/dump.log"))")
+            throw BenchError(
+                "runc checkpoint \(w.containerID) exited \(r.status): \(r.stderr)\(tail(bundle.workDir + "/dump.log"))"
+            )
         }
         container.stdin = nil
         return CheckpointResult(reportedMs: nil, imageDir: bundle.imageDir, statsDir: bundle.workDir)
     }
 
     func restore(_ w: Workload, bundle: Bundle, container: inout RunningContainer) throws {
-        let argv = runc + ["restore", "-d", "--image-path", bundle.imageDir, "--work-path", bundle.workDir,
-                           "--bundle", bundle.path] + Self.criuFlags + [w.containerID]
+        let argv =
+            runc + [
+                "restore", "-d", "--image-path", bundle.imageDir, "--work-path", bundle.workDir,
+                "--bundle", bundle.path,
+            ] + Self.criuFlags + [w.containerID]
         let (r, stdin) = try spawnAndWait(argv, stdio: .containerPipes(log: bundle.logFile))
         guard r.status == 0 else {
-            throw BenchError("runc restore \(w.containerID) exited \(r.status)\(tail(bundle.logFile))\(tail(bundle.workDir + "/restore.log"))")
+            throw BenchError(
+                "runc restore \(w.containerID) exited \(r.status)\(tail(bundle.logFile))\(tail(bundle.workDir + "/restore.log"))"
+            )
         }
         container.stdin = stdin
     }

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -42,7 +43,9 @@ final class HeldStdin: Sendable {
 /// With `.containerPipes` the pipes outlive the child: the container keeps its ends.
 func spawnAndWait(_ argv: [String], stdio: ChildStdio = .captured) throws -> (ChildResult, HeldStdin?) {
     precondition(!argv.isEmpty, "empty argv")
-    var inPipe: [Int32] = [-1, -1], outPipe: [Int32] = [-1, -1], errPipe: [Int32] = [-1, -1]
+    var inPipe: [Int32] = [-1, -1]
+    var outPipe: [Int32] = [-1, -1]
+    var errPipe: [Int32] = [-1, -1]
     // pipe2 is not visible without _GNU_SOURCE; the harness spawns from one thread only, so
     // setting close-on-exec right after pipe() cannot leak into a concurrent spawn.
     for i in 0..<3 {
@@ -61,7 +64,9 @@ func spawnAndWait(_ argv: [String], stdio: ChildStdio = .captured) throws -> (Ch
     defer { for p in cArgs { free(p) } }
     var pid: pid_t = 0
     let rc = posix_spawnp(&pid, argv[0], &actions, nil, cArgs, environ)
-    _ = Glibc.close(inPipe[0]); _ = Glibc.close(outPipe[1]); _ = Glibc.close(errPipe[1])
+    _ = Glibc.close(inPipe[0])
+    _ = Glibc.close(outPipe[1])
+    _ = Glibc.close(errPipe[1])
     guard rc == 0 else {
         for fd in [inPipe[1], outPipe[0], errPipe[0]] { _ = Glibc.close(fd) }
         throw BenchError("spawning \(argv.joined(separator: " ")): \(String(cString: strerror(rc)))")
@@ -73,7 +78,10 @@ func spawnAndWait(_ argv: [String], stdio: ChildStdio = .captured) throws -> (Ch
         // Read both streams on two threads so neither pipe can fill up and block the child.
         let errBox = OutputBox()
         let errFD = errPipe[0]
-        let errThread = Thread { errBox.set(readAll(errFD)); _ = Glibc.close(errFD) }
+        let errThread = Thread {
+            errBox.set(readAll(errFD))
+            _ = Glibc.close(errFD)
+        }
         errThread.start()
         let out = readAll(outPipe[0])
         _ = Glibc.close(outPipe[0])
@@ -93,7 +101,9 @@ func spawnAndWait(_ argv: [String], stdio: ChildStdio = .captured) throws -> (Ch
 func runChecked(_ argv: [String]) throws -> String {
     let (r, _) = try spawnAndWait(argv)
     guard r.status == 0 else {
-        throw BenchError("\(argv.joined(separator: " ")) exited \(r.status): \(r.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
+        throw BenchError(
+            "\(argv.joined(separator: " ")) exited \(r.status): \(r.stderr.trimmingCharacters(in: .whitespacesAndNewlines))"
+        )
     }
     return r.stdout
 }
@@ -118,7 +128,10 @@ private func readAll(_ fd: Int32) -> String {
     var buf = [UInt8](repeating: 0, count: 65536)
     while true {
         let n = read(fd, &buf, buf.count)
-        if n > 0 { data.append(contentsOf: buf[0..<n]); continue }
+        if n > 0 {
+            data.append(contentsOf: buf[0..<n])
+            continue
+        }
         if n < 0 && errno == EINTR { continue }
         break
     }
@@ -132,7 +145,10 @@ private func drain(_ fd: Int32, into path: String) {
         var buf = [UInt8](repeating: 0, count: 65536)
         while true {
             let n = read(fd, &buf, buf.count)
-            if n > 0 { if out >= 0 { _ = buf.withUnsafeBytes { write(out, $0.baseAddress, n) } }; continue }
+            if n > 0 {
+                if out >= 0 { _ = buf.withUnsafeBytes { write(out, $0.baseAddress, n) } }
+                continue
+            }
             if n < 0 && errno == EINTR { continue }
             break
         }
@@ -145,7 +161,10 @@ private func drain(_ fd: Int32, into path: String) {
 private final class OutputBox: Sendable {
     private let stored = Mutex<String?>(nil)
     private let ready = DispatchSemaphore(value: 0)
-    func set(_ s: String) { stored.withLock { $0 = s }; ready.signal() }
+    func set(_ s: String) {
+        stored.withLock { $0 = s }
+        ready.signal()
+    }
     func waitUntilSet() { ready.wait() }
     var value: String { stored.withLock { $0 ?? "" } }
 }

@@ -62,49 +62,103 @@ final class Sidecar: Sendable {
 extension Workload {
     /// busybox httpd (static, one process, root).
     static let busybox = Workload(
-        name: "busybox", recipe: "busybox", args: ["/bin/httpd", "-f", "-p", "80", "-h", "/www"],
-        port: 80, probe: .http(path: "/", host: "busybox", expect: "zeropod busybox"), subnet: 11)
+        name: "busybox",
+        recipe: "busybox",
+        args: ["/bin/httpd", "-f", "-p", "80", "-h", "/www"],
+        port: 80,
+        probe: .http(path: "/", host: "busybox", expect: "zeropod busybox"),
+        subnet: 11
+    )
 
     /// nginx-light: a root master and two www-data workers.
     static let nginx = Workload(
-        name: "nginx", recipe: "nginx", args: ["/usr/sbin/nginx"],
-        port: 80, probe: .http(path: "/", host: "nginx", expect: "zeropod nginx"), subnet: 12)
+        name: "nginx",
+        recipe: "nginx",
+        args: ["/usr/sbin/nginx"],
+        port: 80,
+        probe: .http(path: "/", host: "nginx", expect: "zeropod nginx"),
+        subnet: 12
+    )
 
     /// MariaDB as the mysql user, checked with a real query over the MySQL protocol.
-    static let mariadb = mariadbWorkload(name: "mariadb", recipe: "mariadb", subdir: nil, subnet: 13,
-                                         probe: .mysql(user: "bench", query: "SELECT v FROM zpbench.t WHERE id = 1",
-                                                       expect: "zeropod-mariadb"))
+    static let mariadb = mariadbWorkload(
+        name: "mariadb",
+        recipe: "mariadb",
+        subdir: nil,
+        subnet: 13,
+        probe: .mysql(
+            user: "bench",
+            query: "SELECT v FROM zpbench.t WHERE id = 1",
+            expect: "zeropod-mariadb"
+        )
+    )
 
     /// The slow-starting JVM server (256 MiB heap written, ~3 s of CPU before it listens).
     static let jvm = Workload(
-        name: "jvm", recipe: "jvm",
-        args: ["/usr/bin/java", "-Xms384m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:-UsePerfData",
-               // the JDK server writes headers and body in two segments: without TCP_NODELAY,
-               // Nagle + delayed ACK add ~40 ms to every keep-alive response under wrk
-               "-Dsun.net.httpserver.nodelay=true",
-               "-cp", "/opt/zeropod", "ZeropodBench"],
+        name: "jvm",
+        recipe: "jvm",
+        args: [
+            "/usr/bin/java", "-Xms384m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:-UsePerfData",
+            // the JDK server writes headers and body in two segments: without TCP_NODELAY,
+            // Nagle + delayed ACK add ~40 ms to every keep-alive response under wrk
+            "-Dsun.net.httpserver.nodelay=true",
+            "-cp", "/opt/zeropod", "ZeropodBench",
+        ],
         env: ["ZP_PORT=8080", "ZP_HEAP_MIB=256", "ZP_BURN_MS=3000"],
-        port: 8080, probe: .http(path: "/", host: "jvm", expect: "zeropod jvm heap=256MiB"), subnet: 14)
+        port: 8080,
+        probe: .http(path: "/", host: "jvm", expect: "zeropod jvm heap=256MiB"),
+        subnet: 14
+    )
 
     /// WordPress (Apache prefork + mod_php) with its database in a separate MariaDB container at
     /// 10.78.0.2 (the address baked into the rootfs by scripts/rootfs.sh).
     static let wordpress = Workload(
-        name: "wordpress", recipe: "wordpress", rootfsSubdir: "web",
-        args: ["/bin/sh", "-c", ". /etc/apache2/envvars && mkdir -p \"$APACHE_RUN_DIR\" \"$APACHE_LOCK_DIR\" && exec /usr/sbin/apache2 -DFOREGROUND"],
-        port: 80, probe: .http(path: "/", host: "10.77.15.2", expect: "zeropod hello"), subnet: 15,
+        name: "wordpress",
+        recipe: "wordpress",
+        rootfsSubdir: "web",
+        args: [
+            "/bin/sh", "-c",
+            ". /etc/apache2/envvars && mkdir -p \"$APACHE_RUN_DIR\" \"$APACHE_LOCK_DIR\" && exec /usr/sbin/apache2 -DFOREGROUND",
+        ],
+        port: 80,
+        probe: .http(path: "/", host: "10.77.15.2", expect: "zeropod hello"),
+        subnet: 15,
         sidecar: Sidecar(
-            workload: mariadbWorkload(name: "wordpress-db", recipe: "wordpress", subdir: "db", subnet: 16,
-                                      probe: .mysql(user: "bench", query: "SELECT v FROM zpbench.t WHERE id = 1",
-                                                    expect: "zeropod-mariadb")),
-            localAddress: "10.78.0.1/30", peerAddress: "10.78.0.2/30"))
+            workload: mariadbWorkload(
+                name: "wordpress-db",
+                recipe: "wordpress",
+                subdir: "db",
+                subnet: 16,
+                probe: .mysql(
+                    user: "bench",
+                    query: "SELECT v FROM zpbench.t WHERE id = 1",
+                    expect: "zeropod-mariadb"
+                )
+            ),
+            localAddress: "10.78.0.1/30",
+            peerAddress: "10.78.0.2/30"
+        )
+    )
 
     /// Every workload by name, in run order.
     static let all: [Workload] = [.busybox, .nginx, .mariadb, .jvm, .wordpress]
 
-    private static func mariadbWorkload(name: String, recipe: String, subdir: String?, subnet: Int, probe: Probe) -> Workload {
+    private static func mariadbWorkload(
+        name: String,
+        recipe: String,
+        subdir: String?,
+        subnet: Int,
+        probe: Probe
+    ) -> Workload {
         Workload(
-            name: name, recipe: recipe, rootfsSubdir: subdir,
+            name: name,
+            recipe: recipe,
+            rootfsSubdir: subdir,
             args: ["/usr/sbin/mariadbd", "--innodb-use-native-aio=0", "--skip-log-bin"],
-            user: "mysql", port: 3306, probe: probe, subnet: subnet)
+            user: "mysql",
+            port: 3306,
+            probe: probe,
+            subnet: subnet
+        )
     }
 }

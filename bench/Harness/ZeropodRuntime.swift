@@ -1,5 +1,6 @@
 import Foundation
 import ZPCore
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -80,9 +81,18 @@ final class ZeropodRuntime: BenchRuntime {
     ///   with `state-dir` to `<directory>/node.conf` and handed over in `ZEROPOD_NODE_CONFIG`.
     /// - Parameter criu: the shims' `criu-path` (the runc side's CRIU, so both run the same binary).
     /// - Parameter criuLogLevel: the shims' `criu-log-level` (the runc side's `verbosity`).
-    init(directory: String, containerdBin: String, shimDir: String, shimState: String, scaleDownMs: Int,
-         probeDetectionForMySQL: Bool = true, lazyRestore: String = "auto", preDump: Bool = false,
-         criu: String = "/usr/local/sbin/criu", criuLogLevel: Int = 2) throws {
+    init(
+        directory: String,
+        containerdBin: String,
+        shimDir: String,
+        shimState: String,
+        scaleDownMs: Int,
+        probeDetectionForMySQL: Bool = true,
+        lazyRestore: String = "auto",
+        preDump: Bool = false,
+        criu: String = "/usr/local/sbin/criu",
+        criuLogLevel: Int = 2
+    ) throws {
         self.directory = directory
         self.probeDetectionForMySQL = probeDetectionForMySQL
         self.preDump = preDump
@@ -92,7 +102,9 @@ final class ZeropodRuntime: BenchRuntime {
         self.scaleDownMs = scaleDownMs
         scaleDownAnnotation = "\(scaleDownMs)ms"
         guard FileManager.default.isExecutableFile(atPath: shimDir + "/containerd-shim-zeropod-v2") else {
-            throw BenchError("\(shimDir)/containerd-shim-zeropod-v2: not found (swift build -c release --product containerd-shim-zeropod-v2)")
+            throw BenchError(
+                "\(shimDir)/containerd-shim-zeropod-v2: not found (swift build -c release --product containerd-shim-zeropod-v2)"
+            )
         }
         guard FileManager.default.isExecutableFile(atPath: containerdBin + "/containerd") else {
             throw BenchError("\(containerdBin)/containerd: not found (make setup installs containerd 2.x)")
@@ -112,7 +124,8 @@ final class ZeropodRuntime: BenchRuntime {
             """
         try config.write(toFile: directory + "/config.toml", atomically: true, encoding: .utf8)
         // The same CRIU binary as the runc side (`criu-path`).
-        try "state-dir = \(shimState)\nlazy-restore = \(lazyRestore)\ncriu-path = \(criu)\ncriu-log-level = \(criuLogLevel)\n"
+        try
+            "state-dir = \(shimState)\nlazy-restore = \(lazyRestore)\ncriu-path = \(criu)\ncriu-log-level = \(criuLogLevel)\n"
             .write(toFile: directory + "/node.conf", atomically: true, encoding: .utf8)
         _ = FileManager.default.createFile(atPath: directory + "/containerd.log", contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: directory + "/containerd.log"))
@@ -157,7 +170,9 @@ final class ZeropodRuntime: BenchRuntime {
     }
 
     /// Where the shim writes the images of container `id`.
-    func imageDir(_ id: String) -> String { NodeLayout(stateDirectory: shimState).imageDirectory(containerdNamespace: namespace, containerID: id) }
+    func imageDir(_ id: String) -> String {
+        NodeLayout(stateDirectory: shimState).imageDirectory(containerdNamespace: namespace, containerID: id)
+    }
 
     func start(_ w: Workload, bundle: Bundle) throws -> RunningContainer {
         remove(w, container: nil)
@@ -181,12 +196,20 @@ final class ZeropodRuntime: BenchRuntime {
         if preDump { annotations["zeropod.ctrox.dev/pre-dump"] = "true" }
         spec["annotations"] = annotations
         let specPath = bundle.path + "/zeropod-spec.json"
-        try JSONSerialization.data(withJSONObject: spec, options: [.sortedKeys]).write(to: URL(fileURLWithPath: specPath))
+        try JSONSerialization.data(withJSONObject: spec, options: [.sortedKeys]).write(
+            to: URL(fileURLWithPath: specPath)
+        )
         logOffsets[w.containerID] = fileSize(logFile)
-        let (r, _) = try spawnAndWait(ctrArgv(["run", "-d", "--runtime", runtimeName, "--config", specPath,
-                                               "--log-uri", "file://" + bundle.logFile, w.containerID]))
+        let (r, _) = try spawnAndWait(
+            ctrArgv([
+                "run", "-d", "--runtime", runtimeName, "--config", specPath,
+                "--log-uri", "file://" + bundle.logFile, w.containerID,
+            ])
+        )
         guard r.status == 0 else {
-            throw BenchError("ctr run \(w.containerID) (\(runtimeName)) exited \(r.status): \(r.stderr)\(tail(logFile))")
+            throw BenchError(
+                "ctr run \(w.containerID) (\(runtimeName)) exited \(r.status): \(r.stderr)\(tail(logFile))"
+            )
         }
         return RunningContainer(stdin: nil)
     }
@@ -224,13 +247,20 @@ final class ZeropodRuntime: BenchRuntime {
         // a real first connection comes later than that, so the clock starts once it is ready.
         let prepared = ContinuousClock.now + .seconds(20)
         while ContinuousClock.now < prepared && logLines(of: w.containerID, containing: "restore prepared").isEmpty
-            && logLines(of: w.containerID, containing: "restore not prepared").isEmpty {
+            && logLines(of: w.containerID, containing: "restore not prepared").isEmpty
+        {
             usleep(5_000)
         }
         let preparation = logLines(of: w.containerID, containing: "restore prepared in ").last
             .flatMap { Self.number(after: "restore prepared in ", in: $0) }
-        return CheckpointResult(reportedMs: ms, imageDir: imageDir(w.containerID), statsDir: imageDir(w.containerID),
-                                detail: Self.metadata("criu", in: line), goneAt: goneAt, restorePreparationMs: preparation)
+        return CheckpointResult(
+            reportedMs: ms,
+            imageDir: imageDir(w.containerID),
+            statsDir: imageDir(w.containerID),
+            detail: Self.metadata("criu", in: line),
+            goneAt: goneAt,
+            restorePreparationMs: preparation
+        )
     }
 
     func restore(_ w: Workload, bundle: Bundle, container: inout RunningContainer) throws {
@@ -242,7 +272,11 @@ final class ZeropodRuntime: BenchRuntime {
         let deadline = ContinuousClock.now + .seconds(5)
         repeat {
             if let line = logLines(of: w.containerID, containing: "restored process: ").last,
-               let ms = Self.number(after: " in ", in: String(line[line.range(of: "restored process: ")!.upperBound...])) {
+                let ms = Self.number(
+                    after: " in ",
+                    in: String(line[line.range(of: "restored process: ")!.upperBound...])
+                )
+            {
                 return ShimRestoreReport(ms: ms, criu: Self.metadata("criu", in: line) ?? "")
             }
             usleep(10_000)
@@ -262,7 +296,10 @@ final class ZeropodRuntime: BenchRuntime {
     /// scale-down) and returns that shim's memory once the workload answered.
     func goShimMemory(_ w: Workload, bundle: Bundle) throws -> ProcessMemory? {
         runtimeName = "io.containerd.runc.v2"
-        defer { runtimeName = "io.containerd.zeropod.v2"; remove(w, container: nil) }
+        defer {
+            runtimeName = "io.containerd.zeropod.v2"
+            remove(w, container: nil)
+        }
         let t0 = ContinuousClock.now
         _ = try start(w, bundle: bundle)
         var why = ""
@@ -292,9 +329,11 @@ final class ZeropodRuntime: BenchRuntime {
         for pid in entries.compactMap({ Int32($0) }) {
             guard let raw = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { continue }
             let argv = raw.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
-            guard let exe = argv.first, exe.hasSuffix("containerd-shim-zeropod-v2") || exe.hasSuffix("containerd-shim-runc-v2"),
-                  let i = argv.firstIndex(of: "-id"), i + 1 < argv.count, argv[i + 1] == id,
-                  !argv.contains("start") else { continue }
+            guard let exe = argv.first,
+                exe.hasSuffix("containerd-shim-zeropod-v2") || exe.hasSuffix("containerd-shim-runc-v2"),
+                let i = argv.firstIndex(of: "-id"), i + 1 < argv.count, argv[i + 1] == id,
+                !argv.contains("start")
+            else { continue }
             return pid
         }
         return nil
@@ -308,7 +347,8 @@ final class ZeropodRuntime: BenchRuntime {
         let data = (try? h.readToEnd()) ?? Data()
         let tag = "container=\(id)"
         return String(decoding: data, as: UTF8.self).split(separator: "\n").filter { l in
-            l.contains(text) && l.split(whereSeparator: { $0 == " " || $0 == "\"" || $0 == "\\" }).contains { $0 == tag }
+            l.contains(text)
+                && l.split(whereSeparator: { $0 == " " || $0 == "\"" || $0 == "\\" }).contains { $0 == tag }
         }.map(String.init)
     }
 

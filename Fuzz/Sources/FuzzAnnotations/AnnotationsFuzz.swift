@@ -9,10 +9,12 @@
 import FuzzSupport
 import ZPCore
 
-private let keys: [String] = ZeropodAnnotation.allCases.map(\.rawValue) + ZeropodSwiftAnnotation.allCases.map(\.rawValue) + [
-    CRIAnnotation.containerName, CRIAnnotation.containerType, CRIAnnotation.sandboxName, CRIAnnotation.sandboxNamespace,
-    CRIAnnotation.sandboxUID, "zeropod.ctrox.dev/cpu-requests", "zeropod.ctrox.dev/scaledown", "zeropod-swift/wake",
-]
+private let keys: [String] =
+    ZeropodAnnotation.allCases.map(\.rawValue) + ZeropodSwiftAnnotation.allCases.map(\.rawValue) + [
+        CRIAnnotation.containerName, CRIAnnotation.containerType, CRIAnnotation.sandboxName,
+        CRIAnnotation.sandboxNamespace,
+        CRIAnnotation.sandboxUID, "zeropod.ctrox.dev/cpu-requests", "zeropod.ctrox.dev/scaledown", "zeropod-swift/wake",
+    ]
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzAnnotations(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
@@ -34,18 +36,27 @@ public func fuzzAnnotations(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         precondition(config.ports.allSatisfy { $0 >= 1 }, "ports \(config.ports)")
         precondition((1...ContainerConfig.maximumProbeBufferSize).contains(config.probeBufferSize))
         precondition(config.connectTimeout > .zero && config.proxyTimeout > .zero)
-        if let group = config.wakeGroup { precondition(ContainerConfig.dnsLabelProblem(group) == nil, "group \(group)") }
+        if let group = config.wakeGroup {
+            precondition(ContainerConfig.dnsLabelProblem(group) == nil, "group \(group)")
+        }
         for name in config.containerNames + config.migrate + [config.liveMigrate].compactMap({ $0 }) {
-            precondition(!name.isEmpty && !name.contains(",") && !name.contains(";") && !name.contains("="), "name \(name)")
+            precondition(
+                !name.isEmpty && !name.contains(",") && !name.contains(";") && !name.contains("="),
+                "name \(name)"
+            )
         }
         let again = try ContainerConfig(annotations: annotations)
         precondition(again == config, "parsing is deterministic")
     } catch {
-        precondition(annotations[error.key] == error.value, "the error names a key that was set with its value: \(error)")
+        precondition(
+            annotations[error.key] == error.value,
+            "the error names a key that was set with its value: \(error)"
+        )
         precondition(error.description.hasPrefix(error.key + ": "), "\(error.description)")
     }
     if let value = annotations[ZeropodAnnotation.portsMap.rawValue],
-       let entries = try? PortsMap.parse(value, key: ZeropodAnnotation.portsMap.rawValue) {
+        let entries = try? PortsMap.parse(value, key: ZeropodAnnotation.portsMap.rawValue)
+    {
         precondition(entries.allSatisfy { !$0.name.isEmpty && !$0.ports.isEmpty && !$0.ports.contains(0) })
     }
     return 0

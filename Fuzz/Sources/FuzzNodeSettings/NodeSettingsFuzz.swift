@@ -13,7 +13,9 @@ public func fuzzNodeSettings(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt 
     let text = String(decoding: UnsafeBufferPointer(start: data, count: size), as: UTF8.self)
     do {
         let config = try NodeConfig(parsing: text, source: "node.conf")
-        precondition(Set(config.probeSourceAddresses.map { $0.unmappedV4 ?? $0 }).count <= NodeConfig.maximumProbeSourceAddresses)
+        precondition(
+            Set(config.probeSourceAddresses.map { $0.unmappedV4 ?? $0 }).count <= NodeConfig.maximumProbeSourceAddresses
+        )
         precondition(config.stateDirectory.hasPrefix("/") && config.runDirectory.hasPrefix("/"))
         precondition(config.runDirectory.utf8.count <= NodeLayout.maximumRunDirectoryLength)
         precondition(!config.criuPath.isEmpty && !config.runcPath.isEmpty)
@@ -23,7 +25,8 @@ public func fuzzNodeSettings(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt 
         }
         precondition(again == config, "rendered settings parse to different ones")
     } catch {
-        guard let location = error.location, location.hasPrefix("node.conf:"), let line = Int(location.dropFirst("node.conf:".count))
+        guard let location = error.location, location.hasPrefix("node.conf:"),
+            let line = Int(location.dropFirst("node.conf:".count))
         else { preconditionFailure("a refusal without its location: \(error)") }
         let lines = text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }).count
         precondition(line >= 1 && line <= lines, "line \(line) of \(lines)")

@@ -17,19 +17,25 @@ private let preface: [UInt8] = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
 /// A frame: 24-bit length, type, flags, 31-bit stream id, payload.
 private func frame(_ type: UInt8, flags: UInt8, stream: UInt32, _ payload: [UInt8]) -> [UInt8] {
     let n = payload.count
-    return [UInt8(n >> 16 & 0xff), UInt8(n >> 8 & 0xff), UInt8(n & 0xff), type, flags,
-            UInt8(stream >> 24 & 0x7f), UInt8(stream >> 16 & 0xff), UInt8(stream >> 8 & 0xff), UInt8(stream & 0xff)] + payload
+    return [
+        UInt8(n >> 16 & 0xff), UInt8(n >> 8 & 0xff), UInt8(n & 0xff), type, flags,
+        UInt8(stream >> 24 & 0x7f), UInt8(stream >> 16 & 0xff), UInt8(stream >> 8 & 0xff), UInt8(stream & 0xff),
+    ] + payload
 }
 
 /// The built mode: headers from the input, HPACK-encoded.
 private func built(_ mode: UInt8, _ rest: ArraySlice<UInt8>) -> [UInt8] {
-    var parts = rest.split(separator: 0, maxSplits: 16, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
+    var parts = rest.split(separator: 0, maxSplits: 16, omittingEmptySubsequences: false).map {
+        String(decoding: $0, as: UTF8.self)
+    }
     let tail = parts.count > 16 ? Array(parts.removeLast().utf8) : []
     var headers: [(String, String)] = []
     // Bit 1: start with the health check's pseudo-headers (the probe itself, then what follows varies).
     if mode & 2 != 0 {
-        headers = [(":method", "POST"), (":scheme", "http"), (":path", "/grpc.health.v1.Health/Check"),
-                   ("content-type", "application/grpc")]
+        headers = [
+            (":method", "POST"), (":scheme", "http"), (":path", "/grpc.health.v1.Health/Check"),
+            ("content-type", "application/grpc"),
+        ]
     }
     var i = 0
     while i + 1 < parts.count {

@@ -1,5 +1,5 @@
 // CZPSystem: the few libc calls ZPSystem cannot make from Swift, because Swift's Glibc module
-// declares them only under _GNU_SOURCE (setns, unshare, pipe2). Implementation detail of
+// declares them only under _GNU_SOURCE (setns, unshare, pipe2, accept4). Implementation detail of
 // ZPSystem: only ZPSystem imports this module, and no C type declared here reaches its public API.
 #ifndef CZPSYSTEM_H
 #define CZPSYSTEM_H
@@ -17,6 +17,9 @@ int czpsystem_clone_newnet(void);
 
 /// pipe2(fds, O_CLOEXEC). Returns 0, or -1 with errno set.
 int czpsystem_pipe_cloexec(int fds[2]);
+
+/// accept4(fd, NULL, NULL, SOCK_CLOEXEC). Returns the new descriptor, or -1 with errno set.
+int czpsystem_accept_cloexec(int fd);
 
 /// unshare(CLONE_FS): gives the calling thread its own copy of the file system attributes (root,
 /// working directory, umask), so that a umask set afterwards applies to this thread only.

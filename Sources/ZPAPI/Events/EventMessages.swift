@@ -15,7 +15,16 @@ public enum EventsAPI {
 /// One task event, with the topic and type URL containerd expects.
 public enum TaskEvent: Sendable, Equatable {
     /// `/tasks/create`: TaskCreate{1 container_id, 2 bundle, 3 rootfs, 4 io, 5 checkpoint, 6 pid}.
-    case create(containerID: String, bundle: String, rootfs: [MountSpec], stdin: String, stdout: String, stderr: String, terminal: Bool, pid: UInt32)
+    case create(
+        containerID: String,
+        bundle: String,
+        rootfs: [MountSpec],
+        stdin: String,
+        stdout: String,
+        stderr: String,
+        terminal: Bool,
+        pid: UInt32
+    )
     /// `/tasks/start`: TaskStart{1 container_id, 2 pid}.
     case start(containerID: String, pid: UInt32)
     /// `/tasks/exit`: TaskExit{1 container_id, 2 id, 3 pid, 4 exit_status, 5 exited_at}.
@@ -126,7 +135,8 @@ public struct EventForwardRequest: ProtobufMessage, Equatable {
     /// - Throws: `ProtobufError` for malformed input.
     public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
         timestamp = ProtobufTimestamp(seconds: 0, nanos: 0)
-        namespace = ""; topic = ""
+        namespace = ""
+        topic = ""
         event = ProtobufAny(typeURL: "", value: [])
         let m = "Envelope"
         while let f = try r.nextField() {
@@ -134,10 +144,14 @@ public struct EventForwardRequest: ProtobufMessage, Equatable {
             var e = try f.message(in: "ForwardRequest")
             while let g = try e.nextField() {
                 switch g.number {
-                case 1: var n = try g.message(in: m); timestamp = try ProtobufTimestamp(decoding: &n)
+                case 1:
+                    var n = try g.message(in: m)
+                    timestamp = try ProtobufTimestamp(decoding: &n)
                 case 2: namespace = try g.string(in: m)
                 case 3: topic = try g.string(in: m)
-                case 4: var n = try g.message(in: m); event = try ProtobufAny(decoding: &n)
+                case 4:
+                    var n = try g.message(in: m)
+                    event = try ProtobufAny(decoding: &n)
                 default: break
                 }
             }

@@ -56,12 +56,15 @@ extension NodeAPI {
         }
 
         /// The fields.
-        public static let fields = ProtobufFieldTable<Self>("zeropod.node.v1.PodInfo", [
-            .string(1, \.name),
-            .string(2, \.namespace),
-            .string(3, \.containerName),
-            .packedInt32s(4, \.ports),
-        ])
+        public static let fields = ProtobufFieldTable<Self>(
+            "zeropod.node.v1.PodInfo",
+            [
+                .string(1, \.name),
+                .string(2, \.namespace),
+                .string(3, \.containerName),
+                .packedInt32s(4, \.ports),
+            ]
+        )
     }
 
     /// `MigrationInfo`: the container's side of a migration.
@@ -93,17 +96,20 @@ extension NodeAPI {
         public init() {}
 
         /// The fields.
-        public static let fields = ProtobufFieldTable<Self>("zeropod.node.v1.MigrationInfo", [
-            .string(1, \.imageID),
-            .string(2, \.bundleDirectory),
-            .bool(3, \.liveMigration),
-            .message(4, \.pausedAt),
-            .message(5, \.restoreStart),
-            .message(6, \.restoreEnd),
-            .packedInt32s(7, \.ports),
-            .bool(8, \.migrateData),
-            .string(9, \.failure),
-        ])
+        public static let fields = ProtobufFieldTable<Self>(
+            "zeropod.node.v1.MigrationInfo",
+            [
+                .string(1, \.imageID),
+                .string(2, \.bundleDirectory),
+                .bool(3, \.liveMigration),
+                .message(4, \.pausedAt),
+                .message(5, \.restoreStart),
+                .message(6, \.restoreEnd),
+                .packedInt32s(7, \.ports),
+                .bool(8, \.migrateData),
+                .string(9, \.failure),
+            ]
+        )
     }
 
     /// `EvacRequest`: a source shim's ``Method/prepareEvac`` and ``Method/evac``.
@@ -123,10 +129,13 @@ extension NodeAPI {
         }
 
         /// The fields.
-        public static let fields = ProtobufFieldTable<Self>("zeropod.node.v1.EvacRequest", [
-            .message(1, \.podInfo),
-            .message(2, \.migrationInfo),
-        ])
+        public static let fields = ProtobufFieldTable<Self>(
+            "zeropod.node.v1.EvacRequest",
+            [
+                .message(1, \.podInfo),
+                .message(2, \.migrationInfo),
+            ]
+        )
     }
 
     /// What ``Method/prepareEvac`` decided (`EvacOutcome`, zeropod-swift).
@@ -175,7 +184,9 @@ extension NodeAPI {
                 default: break
                 }
             }
-            guard let known = EvacOutcome(rawValue: outcome) else { throw .invalidValue(message: name, field: 2, value: Int64(outcome)) }
+            guard let known = EvacOutcome(rawValue: outcome) else {
+                throw .invalidValue(message: name, field: 2, value: Int64(outcome))
+            }
             self.outcome = known
             self.reason = reason
         }
@@ -198,10 +209,13 @@ extension NodeAPI {
         }
 
         /// The fields.
-        public static let fields = ProtobufFieldTable<Self>("zeropod.node.v1.RestoreRequest", [
-            .message(1, \.podInfo),
-            .message(2, \.migrationInfo),
-        ])
+        public static let fields = ProtobufFieldTable<Self>(
+            "zeropod.node.v1.RestoreRequest",
+            [
+                .message(1, \.podInfo),
+                .message(2, \.migrationInfo),
+            ]
+        )
     }
 
     /// `RestoreResponse`: where the image is and what it holds.
@@ -219,9 +233,12 @@ extension NodeAPI {
         }
 
         /// The fields.
-        public static let fields = ProtobufFieldTable<Self>("zeropod.node.v1.RestoreResponse", [
-            .message(1, \.migrationInfo)
-        ])
+        public static let fields = ProtobufFieldTable<Self>(
+            "zeropod.node.v1.RestoreResponse",
+            [
+                .message(1, \.migrationInfo)
+            ]
+        )
     }
 
     /// `PullImageRequest`: which image, from which byte on (a resumed transfer), and the digest
@@ -251,12 +268,15 @@ extension NodeAPI {
         }
 
         /// The fields.
-        public static let fields = ProtobufFieldTable<Self>("zeropod.node.v1.PullImageRequest", [
-            .string(1, \.imageID),
-            .int64(2, \.offset),
-            .string(3, \.digest),
-            .int64(4, \.length),
-        ])
+        public static let fields = ProtobufFieldTable<Self>(
+            "zeropod.node.v1.PullImageRequest",
+            [
+                .string(1, \.imageID),
+                .int64(2, \.offset),
+                .string(3, \.digest),
+                .int64(4, \.length),
+            ]
+        )
     }
 
     /// `Image`: one chunk of the compressed image archive.
@@ -288,10 +308,16 @@ extension NodeAPI {
 extension ProtobufFieldRule {
     /// `repeated int32`, written packed (proto3's default); read packed or not.
     public static func packedInt32s(_ number: Int, _ path: ProtobufFieldPath<Message, [Int32]>) -> Self {
-        .custom(number, write: { m, n, w in
-            w.writePackedVarints(field: n, m[keyPath: path].map { UInt64(bitPattern: Int64($0)) })
-        }, read: { m, f, name throws(ProtobufError) in
-            for v in try f.packedVarints(in: name) { m[keyPath: path].append(Int32(truncatingIfNeeded: Int64(bitPattern: v))) }
-        })
+        .custom(
+            number,
+            write: { m, n, w in
+                w.writePackedVarints(field: n, m[keyPath: path].map { UInt64(bitPattern: Int64($0)) })
+            },
+            read: { m, f, name throws(ProtobufError) in
+                for v in try f.packedVarints(in: name) {
+                    m[keyPath: path].append(Int32(truncatingIfNeeded: Int64(bitPattern: v)))
+                }
+            }
+        )
     }
 }

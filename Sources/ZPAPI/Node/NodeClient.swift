@@ -18,10 +18,18 @@ public struct NodeClient: Sendable {
         NodeClient(client: try await TTRPCClient.connect(unixSocketPath: path, group: group))
     }
 
-    private func call<Response: ProtobufMessage>(_ method: NodeAPI.Method, _ request: some ProtobufMessage,
-                                                 _: Response.Type, timeout: Duration) async throws -> Response {
-        let bytes = try await client.call(service: NodeAPI.service, method: method.rawValue, payload: request.encoded(),
-                                          timeout: timeout)
+    private func call<Response: ProtobufMessage>(
+        _ method: NodeAPI.Method,
+        _ request: some ProtobufMessage,
+        _: Response.Type,
+        timeout: Duration
+    ) async throws -> Response {
+        let bytes = try await client.call(
+            service: NodeAPI.service,
+            method: method.rawValue,
+            payload: request.encoded(),
+            timeout: timeout
+        )
         return try Response(decoding: bytes)
     }
 
@@ -37,7 +45,10 @@ public struct NodeClient: Sendable {
     /// Source: the shim wrote the image archive (`<state-dir>/m/<source id>/image.zpimg`); the node
     /// computes its digest, publishes its image server and marks the Migration Running.
     /// - Throws: ``TTRPCStatusError`` (`failedPrecondition` when the image is incomplete) or transport errors.
-    public func evac(_ request: NodeAPI.EvacRequest, timeout: Duration = .seconds(60)) async throws -> NodeAPI.EvacResponse {
+    public func evac(
+        _ request: NodeAPI.EvacRequest,
+        timeout: Duration = .seconds(60)
+    ) async throws -> NodeAPI.EvacResponse {
         try await call(.evac, request, NodeAPI.EvacResponse.self, timeout: timeout)
     }
 
@@ -52,7 +63,10 @@ public struct NodeClient: Sendable {
 
     /// Target: the container was created from the image (or from scratch, with `failure` set).
     /// - Throws: ``TTRPCStatusError`` or transport errors.
-    public func finishRestore(_ request: NodeAPI.RestoreRequest, timeout: Duration = .seconds(30)) async throws
+    public func finishRestore(
+        _ request: NodeAPI.RestoreRequest,
+        timeout: Duration = .seconds(30)
+    ) async throws
         -> NodeAPI.RestoreResponse
     {
         try await call(.finishRestore, request, NodeAPI.RestoreResponse.self, timeout: timeout)
@@ -62,10 +76,17 @@ public struct NodeClient: Sendable {
     /// `request.offset` on, at most `request.length` bytes. Pull in windows of at most
     /// `bufferLimit` chunks (``NodeAPI/imageChunkSize`` each): ttrpc has no flow control, and a
     /// window larger than the buffer ends with `streamBufferOverflow` when the reader is slow.
-    public func pullImage(_ request: NodeAPI.PullImageRequest, bufferLimit: Int = 128) -> some AsyncSequence<[UInt8], any Error> {
-        client.serverStream(service: NodeAPI.service, method: NodeAPI.Method.pullImage.rawValue, payload: request.encoded(),
-                            bufferLimit: bufferLimit)
-            .map { try NodeAPI.Image(decoding: $0).imageData }
+    public func pullImage(
+        _ request: NodeAPI.PullImageRequest,
+        bufferLimit: Int = 128
+    ) -> some AsyncSequence<[UInt8], any Error> {
+        client.serverStream(
+            service: NodeAPI.service,
+            method: NodeAPI.Method.pullImage.rawValue,
+            payload: request.encoded(),
+            bufferLimit: bufferLimit
+        )
+        .map { try NodeAPI.Image(decoding: $0).imageData }
     }
 
     /// Closes the connection.

@@ -24,8 +24,11 @@ public struct ShimStatusClient: Sendable {
     /// The status of container `id`.
     /// - Throws: ``TTRPCStatusError`` with `notFound` when the shim does not serve `id`; transport errors.
     public func status(id: String) async throws -> StatusAPI.ContainerStatus {
-        let bytes = try await client.call(service: StatusAPI.service, method: StatusAPI.getStatus,
-                                          payload: StatusAPI.ContainerRequest(id: id).encoded())
+        let bytes = try await client.call(
+            service: StatusAPI.service,
+            method: StatusAPI.getStatus,
+            payload: StatusAPI.ContainerRequest(id: id).encoded()
+        )
         return try StatusAPI.ContainerStatus(decoding: bytes)
     }
 
@@ -49,9 +52,12 @@ public struct ShimStatusClient: Sendable {
     ///
     /// - Parameter initialSnapshot: Ask for the current status of every container first.
     public func subscribe(initialSnapshot: Bool = false) -> some AsyncSequence<StatusAPI.StatusChange, any Error> {
-        client.serverStream(service: StatusAPI.service, method: StatusAPI.subscribeStatus,
-                            payload: StatusAPI.SubscribeStatusRequest(initialSnapshot: initialSnapshot).encoded())
-            .map { try StatusAPI.StatusChange(decoding: $0) }
+        client.serverStream(
+            service: StatusAPI.service,
+            method: StatusAPI.subscribeStatus,
+            payload: StatusAPI.SubscribeStatusRequest(initialSnapshot: initialSnapshot).encoded()
+        )
+        .map { try StatusAPI.StatusChange(decoding: $0) }
     }
 
     /// Wakes container `id` for its wake group (``StatusAPI/wake``): answers once it runs again,
@@ -62,9 +68,17 @@ public struct ShimStatusClient: Sendable {
     ///   - timeout: How long to wait for the answer.
     /// - Throws: ``TTRPCStatusError`` (`notFound` for an unknown id, `failedPrecondition` when the
     ///   container cannot come back); transport errors and timeouts.
-    public func wake(id: String, origin: String, timeout: Duration = .seconds(30)) async throws -> StatusAPI.WakeResponse {
-        let bytes = try await client.call(service: StatusAPI.service, method: StatusAPI.wake,
-                                          payload: StatusAPI.WakeRequest(id: id, origin: origin).encoded(), timeout: timeout)
+    public func wake(
+        id: String,
+        origin: String,
+        timeout: Duration = .seconds(30)
+    ) async throws -> StatusAPI.WakeResponse {
+        let bytes = try await client.call(
+            service: StatusAPI.service,
+            method: StatusAPI.wake,
+            payload: StatusAPI.WakeRequest(id: id, origin: origin).encoded(),
+            timeout: timeout
+        )
         return try StatusAPI.WakeResponse(decoding: bytes)
     }
 

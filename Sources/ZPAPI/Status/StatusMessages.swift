@@ -18,7 +18,9 @@ public enum StatusAPI {
 
     /// Upper bounds (seconds) of the checkpoint and restore duration histograms: the original
     /// zeropod manager's buckets, so `zeropod_*_duration_seconds` keep their `le` labels.
-    public static let durationBucketBounds: [Double] = [0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 2.5, 5, 10]
+    public static let durationBucketBounds: [Double] = [
+        0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 2.5, 5, 10,
+    ]
 }
 
 // MARK: - enums on the wire
@@ -102,7 +104,9 @@ extension StatusAPI.Event: ProtobufMessage {
     /// - Throws: `ProtobufError.invalidValue` for an unknown or missing kind; codec errors.
     public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
         let name = "zeropod.shim.v1.StatusEvent"
-        var kind: Int32 = 0, nanos: Int64 = 0, reason = ""
+        var kind: Int32 = 0
+        var nanos: Int64 = 0
+        var reason = ""
         while let f = try r.nextField() {
             switch f.number {
             case 1: kind = try f.int32(in: name)
@@ -158,10 +162,13 @@ extension StatusAPI {
         }
 
         /// The fields: `finished_at` (always written), `duration_nanos`.
-        public static let fields = ProtobufFieldTable<Self>("zeropod.shim.v1.OperationRecord", [
-            .message(1, \.finishedAt),
-            .durationNanoseconds(2, \.duration),
-        ])
+        public static let fields = ProtobufFieldTable<Self>(
+            "zeropod.shim.v1.OperationRecord",
+            [
+                .message(1, \.finishedAt),
+                .durationNanoseconds(2, \.duration),
+            ]
+        )
     }
 
     /// One container as the shim sees it (`ContainerStatus`).
@@ -194,10 +201,21 @@ extension StatusAPI {
         public var lastError: String
 
         /// A status with an id and defaults for everything else.
-        public init(id: String, name: String = "", podName: String = "", podNamespace: String = "", podUID: String = "",
-                    lifecyclePhase: ContainerLifecycle.Phase? = .created, pid: Int32 = 0, phaseSince: ProtobufTimestamp? = nil,
-                    lastCheckpoint: Operation? = nil, lastRestore: Operation? = nil,
-                    checkpointErrors: UInt64 = 0, restoreErrors: UInt64 = 0, lastError: String = "") {
+        public init(
+            id: String,
+            name: String = "",
+            podName: String = "",
+            podNamespace: String = "",
+            podUID: String = "",
+            lifecyclePhase: ContainerLifecycle.Phase? = .created,
+            pid: Int32 = 0,
+            phaseSince: ProtobufTimestamp? = nil,
+            lastCheckpoint: Operation? = nil,
+            lastRestore: Operation? = nil,
+            checkpointErrors: UInt64 = 0,
+            restoreErrors: UInt64 = 0,
+            lastError: String = ""
+        ) {
             self.id = id
             self.name = name
             self.podName = podName
@@ -223,22 +241,29 @@ extension StatusAPI {
         }
 
         /// The fields. Field 5 is derived from field 6 when written and not read.
-        public static let fields = ProtobufFieldTable<Self>("zeropod.shim.v1.ContainerStatus", [
-            .string(1, \.id),
-            .string(2, \.name),
-            .string(3, \.podName),
-            .string(4, \.podNamespace),
-            .custom(5, write: { m, n, w in w.writeInt32IfNotDefault(field: n, m.phase.rawValue) }, read: { _, _, _ in }),
-            .lifecyclePhase(6, \.lifecyclePhase),
-            .int32(7, \.pid),
-            .message(8, \.phaseSince),
-            .message(9, \.lastCheckpoint),
-            .message(10, \.lastRestore),
-            .uint64(11, \.checkpointErrors),
-            .uint64(12, \.restoreErrors),
-            .string(13, \.lastError),
-            .string(14, \.podUID),
-        ])
+        public static let fields = ProtobufFieldTable<Self>(
+            "zeropod.shim.v1.ContainerStatus",
+            [
+                .string(1, \.id),
+                .string(2, \.name),
+                .string(3, \.podName),
+                .string(4, \.podNamespace),
+                .custom(
+                    5,
+                    write: { m, n, w in w.writeInt32IfNotDefault(field: n, m.phase.rawValue) },
+                    read: { _, _, _ in }
+                ),
+                .lifecyclePhase(6, \.lifecyclePhase),
+                .int32(7, \.pid),
+                .message(8, \.phaseSince),
+                .message(9, \.lastCheckpoint),
+                .message(10, \.lastRestore),
+                .uint64(11, \.checkpointErrors),
+                .uint64(12, \.restoreErrors),
+                .string(13, \.lastError),
+                .string(14, \.podUID),
+            ]
+        )
     }
 
     /// One entry of a status subscription (`StatusChange`).
@@ -259,8 +284,15 @@ extension StatusAPI {
         public var snapshot: Bool
 
         /// A change from its fields.
-        public init(sequence: UInt64, missed: UInt64 = 0, time: ProtobufTimestamp, status: ContainerStatus,
-                    event: Event? = nil, removed: Bool = false, snapshot: Bool = false) {
+        public init(
+            sequence: UInt64,
+            missed: UInt64 = 0,
+            time: ProtobufTimestamp,
+            status: ContainerStatus,
+            event: Event? = nil,
+            removed: Bool = false,
+            snapshot: Bool = false
+        ) {
             self.sequence = sequence
             self.missed = missed
             self.time = time
@@ -276,15 +308,18 @@ extension StatusAPI {
         }
 
         /// The fields; `time` and `status` are always written.
-        public static let fields = ProtobufFieldTable<Self>("zeropod.shim.v1.StatusChange", [
-            .uint64(1, \.sequence),
-            .uint64(2, \.missed),
-            .message(3, \.time),
-            .message(4, \.status),
-            .message(5, \.event),
-            .bool(6, \.removed),
-            .bool(7, \.snapshot),
-        ])
+        public static let fields = ProtobufFieldTable<Self>(
+            "zeropod.shim.v1.StatusChange",
+            [
+                .uint64(1, \.sequence),
+                .uint64(2, \.missed),
+                .message(3, \.time),
+                .message(4, \.status),
+                .message(5, \.event),
+                .bool(6, \.removed),
+                .bool(7, \.snapshot),
+            ]
+        )
     }
 
     /// Observations of one duration histogram, cumulative like Prometheus's (`Histogram`).
@@ -372,11 +407,21 @@ extension StatusAPI {
         public var dryRunWouldRestoresTotal: UInt64
 
         /// Metrics with empty histograms and zero counters.
-        public init(id: String, name: String = "", podName: String = "", podNamespace: String = "", running: Bool = false,
-                    lastCheckpointTime: ProtobufTimestamp? = nil, lastRestoreTime: ProtobufTimestamp? = nil,
-                    checkpointDuration: Histogram = Histogram(), restoreDuration: Histogram = Histogram(),
-                    checkpointErrorsTotal: UInt64 = 0, restoreErrorsTotal: UInt64 = 0,
-                    dryRunScaleDownsTotal: UInt64 = 0, dryRunWouldRestoresTotal: UInt64 = 0) {
+        public init(
+            id: String,
+            name: String = "",
+            podName: String = "",
+            podNamespace: String = "",
+            running: Bool = false,
+            lastCheckpointTime: ProtobufTimestamp? = nil,
+            lastRestoreTime: ProtobufTimestamp? = nil,
+            checkpointDuration: Histogram = Histogram(),
+            restoreDuration: Histogram = Histogram(),
+            checkpointErrorsTotal: UInt64 = 0,
+            restoreErrorsTotal: UInt64 = 0,
+            dryRunScaleDownsTotal: UInt64 = 0,
+            dryRunWouldRestoresTotal: UInt64 = 0
+        ) {
             self.id = id
             self.name = name
             self.podName = podName
@@ -395,25 +440,32 @@ extension StatusAPI {
         /// Metrics with every field at its wire default (histograms without buckets): the
         /// starting point for decoding.
         public init() {
-            self.init(id: "", checkpointDuration: Histogram(upperBounds: []), restoreDuration: Histogram(upperBounds: []))
+            self.init(
+                id: "",
+                checkpointDuration: Histogram(upperBounds: []),
+                restoreDuration: Histogram(upperBounds: [])
+            )
         }
 
         /// The fields; both histograms are always written.
-        public static let fields = ProtobufFieldTable<Self>("zeropod.shim.v1.ContainerMetrics", [
-            .string(1, \.id),
-            .string(2, \.name),
-            .string(3, \.podName),
-            .string(4, \.podNamespace),
-            .bool(5, \.running),
-            .message(6, \.lastCheckpointTime),
-            .message(7, \.lastRestoreTime),
-            .message(8, \.checkpointDuration),
-            .message(9, \.restoreDuration),
-            .uint64(10, \.checkpointErrorsTotal),
-            .uint64(11, \.restoreErrorsTotal),
-            .uint64(12, \.dryRunScaleDownsTotal),
-            .uint64(13, \.dryRunWouldRestoresTotal),
-        ])
+        public static let fields = ProtobufFieldTable<Self>(
+            "zeropod.shim.v1.ContainerMetrics",
+            [
+                .string(1, \.id),
+                .string(2, \.name),
+                .string(3, \.podName),
+                .string(4, \.podNamespace),
+                .bool(5, \.running),
+                .message(6, \.lastCheckpointTime),
+                .message(7, \.lastRestoreTime),
+                .message(8, \.checkpointDuration),
+                .message(9, \.restoreDuration),
+                .uint64(10, \.checkpointErrorsTotal),
+                .uint64(11, \.restoreErrorsTotal),
+                .uint64(12, \.dryRunScaleDownsTotal),
+                .uint64(13, \.dryRunWouldRestoresTotal),
+            ]
+        )
     }
 
     /// `ContainerRequest`: names one container.
@@ -428,9 +480,12 @@ extension StatusAPI {
         public init(id: String) { self.id = id }
 
         /// The fields.
-        public static let fields = ProtobufFieldTable<Self>("zeropod.shim.v1.ContainerRequest", [
-            .string(1, \.id),
-        ])
+        public static let fields = ProtobufFieldTable<Self>(
+            "zeropod.shim.v1.ContainerRequest",
+            [
+                .string(1, \.id)
+            ]
+        )
     }
 
     /// `SubscribeStatusRequest`.
@@ -445,9 +500,12 @@ extension StatusAPI {
         public init(initialSnapshot: Bool) { self.initialSnapshot = initialSnapshot }
 
         /// The fields.
-        public static let fields = ProtobufFieldTable<Self>("zeropod.shim.v1.SubscribeStatusRequest", [
-            .bool(1, \.initialSnapshot),
-        ])
+        public static let fields = ProtobufFieldTable<Self>(
+            "zeropod.shim.v1.SubscribeStatusRequest",
+            [
+                .bool(1, \.initialSnapshot)
+            ]
+        )
     }
 
     /// `ListContainersResponse`.
@@ -462,9 +520,12 @@ extension StatusAPI {
         public init(containers: [ContainerStatus]) { self.containers = containers }
 
         /// The fields.
-        public static let fields = ProtobufFieldTable<Self>("zeropod.shim.v1.ListContainersResponse", [
-            .messages(1, \.containers),
-        ])
+        public static let fields = ProtobufFieldTable<Self>(
+            "zeropod.shim.v1.ListContainersResponse",
+            [
+                .messages(1, \.containers)
+            ]
+        )
     }
 
     /// `MetricsResponse`.
@@ -479,9 +540,12 @@ extension StatusAPI {
         public init(containers: [ContainerMetrics]) { self.containers = containers }
 
         /// The fields.
-        public static let fields = ProtobufFieldTable<Self>("zeropod.shim.v1.MetricsResponse", [
-            .messages(1, \.containers),
-        ])
+        public static let fields = ProtobufFieldTable<Self>(
+            "zeropod.shim.v1.MetricsResponse",
+            [
+                .messages(1, \.containers)
+            ]
+        )
     }
 
     /// `Empty`: the request of `ListContainers` and `Metrics`.
@@ -499,14 +563,22 @@ extension StatusAPI {
 extension ProtobufFieldRule {
     /// An `int64` of nanoseconds holding a `Duration` (saturating), omitted when zero.
     static func durationNanoseconds(_ number: Int, _ path: ProtobufFieldPath<Message, Duration>) -> Self {
-        .custom(number, write: { m, n, w in w.writeInt64IfNotDefault(field: n, m[keyPath: path].nanoseconds) },
-                read: { m, f, name throws(ProtobufError) in m[keyPath: path] = .nanoseconds(try f.int64(in: name)) })
+        .custom(
+            number,
+            write: { m, n, w in w.writeInt64IfNotDefault(field: n, m[keyPath: path].nanoseconds) },
+            read: { m, f, name throws(ProtobufError) in m[keyPath: path] = .nanoseconds(try f.int64(in: name)) }
+        )
     }
 
     /// A `LifecyclePhase` enum (``ContainerLifecycle/Phase/wireNumber``), omitted when nil; an
     /// unknown number reads as nil.
     static func lifecyclePhase(_ number: Int, _ path: ProtobufFieldPath<Message, ContainerLifecycle.Phase?>) -> Self {
-        .custom(number, write: { m, n, w in w.writeInt32IfNotDefault(field: n, m[keyPath: path]?.wireNumber ?? 0) },
-                read: { m, f, name throws(ProtobufError) in m[keyPath: path] = ContainerLifecycle.Phase(wireNumber: try f.int32(in: name)) })
+        .custom(
+            number,
+            write: { m, n, w in w.writeInt32IfNotDefault(field: n, m[keyPath: path]?.wireNumber ?? 0) },
+            read: { m, f, name throws(ProtobufError) in
+                m[keyPath: path] = ContainerLifecycle.Phase(wireNumber: try f.int32(in: name))
+            }
+        )
     }
 }

@@ -15,8 +15,12 @@ public enum StatusText {
         parts.append("lifecycle=\(status.lifecyclePhase?.name ?? "UNKNOWN")")
         if let since = status.phaseSince { parts.append("since=\(age(since, now: now))") }
         parts.append("pid=\(status.pid)")
-        if let c = status.lastCheckpoint { parts.append("last-checkpoint=\(milliseconds(c.duration))@\(age(c.finishedAt, now: now))") }
-        if let r = status.lastRestore { parts.append("last-restore=\(milliseconds(r.duration))@\(age(r.finishedAt, now: now))") }
+        if let c = status.lastCheckpoint {
+            parts.append("last-checkpoint=\(milliseconds(c.duration))@\(age(c.finishedAt, now: now))")
+        }
+        if let r = status.lastRestore {
+            parts.append("last-restore=\(milliseconds(r.duration))@\(age(r.finishedAt, now: now))")
+        }
         parts.append("checkpoint-errors=\(status.checkpointErrors)")
         parts.append("restore-errors=\(status.restoreErrors)")
         if !status.lastError.isEmpty { parts.append("last-error=\(quoted(status.lastError))") }
@@ -46,7 +50,8 @@ public enum StatusText {
     public static func prometheus(_ metrics: [StatusAPI.ContainerMetrics]) -> String {
         var out = ""
         func labels(_ m: StatusAPI.ContainerMetrics, _ extra: String = "") -> String {
-            let base = "container=\(quoted(m.name.isEmpty ? m.id : m.name)),pod=\(quoted(m.podName)),namespace=\(quoted(m.podNamespace))"
+            let base =
+                "container=\(quoted(m.name.isEmpty ? m.id : m.name)),pod=\(quoted(m.podName)),namespace=\(quoted(m.podNamespace))"
             return "{" + base + (extra.isEmpty ? "" : "," + extra) + "}"
         }
         func header(_ name: String, _ type: String, _ help: String) {
@@ -55,12 +60,22 @@ public enum StatusText {
         header("zeropod_running", "gauge", "Whether the container is running (1) or scaled down (0).")
         for m in metrics { out += "zeropod_running\(labels(m)) \(m.running ? 1 : 0)\n" }
         header("zeropod_last_checkpoint_time", "gauge", "When the last checkpoint finished (unix nanoseconds).")
-        for m in metrics { if let t = m.lastCheckpointTime { out += "zeropod_last_checkpoint_time\(labels(m)) \(t.unixNanoseconds)\n" } }
+        for m in metrics {
+            if let t = m.lastCheckpointTime { out += "zeropod_last_checkpoint_time\(labels(m)) \(t.unixNanoseconds)\n" }
+        }
         header("zeropod_last_restore_time", "gauge", "When the last restore finished (unix nanoseconds).")
-        for m in metrics { if let t = m.lastRestoreTime { out += "zeropod_last_restore_time\(labels(m)) \(t.unixNanoseconds)\n" } }
+        for m in metrics {
+            if let t = m.lastRestoreTime { out += "zeropod_last_restore_time\(labels(m)) \(t.unixNanoseconds)\n" }
+        }
         for (name, help, pick) in [
-            ("zeropod_checkpoint_duration_seconds", "The duration of checkpoints in seconds.", { (m: StatusAPI.ContainerMetrics) in m.checkpointDuration }),
-            ("zeropod_restore_duration_seconds", "The duration of restores in seconds.", { (m: StatusAPI.ContainerMetrics) in m.restoreDuration }),
+            (
+                "zeropod_checkpoint_duration_seconds", "The duration of checkpoints in seconds.",
+                { (m: StatusAPI.ContainerMetrics) in m.checkpointDuration }
+            ),
+            (
+                "zeropod_restore_duration_seconds", "The duration of restores in seconds.",
+                { (m: StatusAPI.ContainerMetrics) in m.restoreDuration }
+            ),
         ] {
             header(name, "histogram", help)
             for m in metrics {
@@ -77,9 +92,17 @@ public enum StatusText {
         for m in metrics { out += "zeropod_checkpoint_errors_total\(labels(m)) \(m.checkpointErrorsTotal)\n" }
         header("zeropod_restore_errors_total", "counter", "Failed restores.")
         for m in metrics { out += "zeropod_restore_errors_total\(labels(m)) \(m.restoreErrorsTotal)\n" }
-        header("zeropod_dry_run_scale_downs_total", "counter", "Total number of scale downs that dry-run mode would have done.")
+        header(
+            "zeropod_dry_run_scale_downs_total",
+            "counter",
+            "Total number of scale downs that dry-run mode would have done."
+        )
         for m in metrics { out += "zeropod_dry_run_scale_downs_total\(labels(m)) \(m.dryRunScaleDownsTotal)\n" }
-        header("zeropod_dry_run_would_restores_total", "counter", "Total number of restores that dry-run mode would have done.")
+        header(
+            "zeropod_dry_run_would_restores_total",
+            "counter",
+            "Total number of restores that dry-run mode would have done."
+        )
         for m in metrics { out += "zeropod_dry_run_would_restores_total\(labels(m)) \(m.dryRunWouldRestoresTotal)\n" }
         return out
     }

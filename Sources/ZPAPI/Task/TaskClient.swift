@@ -24,15 +24,32 @@ public struct ShimTaskClient: Sendable {
     ///   - service: ``TaskAPI/serviceV2`` (default) or ``TaskAPI/serviceV3``.
     ///   - group: The event loops to use.
     /// - Throws: NIO connection errors (`ENOENT`, `ECONNREFUSED`; a shim of another uid closes at once).
-    public static func connect(socketPath path: String, namespace: String, service: String = TaskAPI.serviceV2,
-                               group: any EventLoopGroup) async throws -> ShimTaskClient {
-        ShimTaskClient(client: try await TTRPCClient.connect(unixSocketPath: path, group: group), namespace: namespace, service: service)
+    public static func connect(
+        socketPath path: String,
+        namespace: String,
+        service: String = TaskAPI.serviceV2,
+        group: any EventLoopGroup
+    ) async throws -> ShimTaskClient {
+        ShimTaskClient(
+            client: try await TTRPCClient.connect(unixSocketPath: path, group: group),
+            namespace: namespace,
+            service: service
+        )
     }
 
-    private func call<Response: ProtobufMessage>(_ method: TaskAPI.Method, _ request: some ProtobufMessage,
-                                                 _ response: Response.Type, timeout: Duration = .seconds(10)) async throws -> Response {
-        let bytes = try await client.call(service: service, method: method.rawValue, payload: request.encoded(),
-                                          metadata: metadata, timeout: timeout)
+    private func call<Response: ProtobufMessage>(
+        _ method: TaskAPI.Method,
+        _ request: some ProtobufMessage,
+        _ response: Response.Type,
+        timeout: Duration = .seconds(10)
+    ) async throws -> Response {
+        let bytes = try await client.call(
+            service: service,
+            method: method.rawValue,
+            payload: request.encoded(),
+            metadata: metadata,
+            timeout: timeout
+        )
         return try Response(decoding: bytes)
     }
 

@@ -29,12 +29,15 @@ public struct MountSpec: ProtobufTableMessage, Equatable {
     }
 
     /// The fields.
-    public static let fields = ProtobufFieldTable<Self>("containerd.types.Mount", [
-        .string(1, \.type),
-        .string(2, \.source),
-        .string(3, \.target),
-        .strings(4, \.options),
-    ])
+    public static let fields = ProtobufFieldTable<Self>(
+        "containerd.types.Mount",
+        [
+            .string(1, \.type),
+            .string(2, \.source),
+            .string(3, \.target),
+            .strings(4, \.options),
+        ]
+    )
 }
 
 /// `CreateTaskRequest`.
@@ -62,18 +65,21 @@ public struct CreateTaskRequest: ProtobufTableMessage {
     }
 
     /// The fields.
-    public static let fields = ProtobufFieldTable<Self>("CreateTaskRequest", [
-        .string(1, \.id),
-        .string(2, \.bundle),
-        .messages(3, \.rootfs),
-        .bool(4, \.terminal),
-        .string(5, \.stdin),
-        .string(6, \.stdout),
-        .string(7, \.stderr),
-        .string(8, \.checkpoint),
-        .string(9, \.parentCheckpoint),
-        .message(10, \.options),
-    ])
+    public static let fields = ProtobufFieldTable<Self>(
+        "CreateTaskRequest",
+        [
+            .string(1, \.id),
+            .string(2, \.bundle),
+            .messages(3, \.rootfs),
+            .bool(4, \.terminal),
+            .string(5, \.stdin),
+            .string(6, \.stdout),
+            .string(7, \.stderr),
+            .string(8, \.checkpoint),
+            .string(9, \.parentCheckpoint),
+            .message(10, \.options),
+        ]
+    )
 }
 
 /// A request that names a task and optionally one of its exec processes: `StartRequest`,
@@ -92,10 +98,13 @@ public struct TaskProcessRequest: ProtobufTableMessage, Equatable {
     }
 
     /// The fields.
-    public static let fields = ProtobufFieldTable<Self>("task request", [
-        .string(1, \.id),
-        .string(2, \.execID),
-    ])
+    public static let fields = ProtobufFieldTable<Self>(
+        "task request",
+        [
+            .string(1, \.id),
+            .string(2, \.execID),
+        ]
+    )
 }
 
 /// A request that names only a task: `PidsRequest`, `StatsRequest`, `ConnectRequest`, `PauseRequest`,
@@ -113,10 +122,13 @@ public struct TaskIDRequest: ProtobufTableMessage, Equatable {
     public init(id: String) { self.id = id }
 
     /// The fields.
-    public static let fields = ProtobufFieldTable<Self>("task id request", [
-        .string(1, \.id),
-        .bool(2, \.now),
-    ])
+    public static let fields = ProtobufFieldTable<Self>(
+        "task id request",
+        [
+            .string(1, \.id),
+            .bool(2, \.now),
+        ]
+    )
 }
 
 /// A response that carries one pid: `CreateTaskResponse`, `StartResponse` (field 1 pid).
@@ -131,9 +143,12 @@ public struct PidResponse: ProtobufTableMessage, Equatable {
     public init(pid: UInt32) { self.pid = pid }
 
     /// The fields.
-    public static let fields = ProtobufFieldTable<Self>("PidResponse", [
-        .uint32(1, \.pid),
-    ])
+    public static let fields = ProtobufFieldTable<Self>(
+        "PidResponse",
+        [
+            .uint32(1, \.pid)
+        ]
+    )
 }
 
 /// `DeleteResponse` (also what the `delete` command prints): 1 pid, 2 exit_status, 3 exited_at.
@@ -156,11 +171,14 @@ public struct DeleteResponse: ProtobufTableMessage, Equatable {
     }
 
     /// The fields.
-    public static let fields = ProtobufFieldTable<Self>("DeleteResponse", [
-        .uint32(1, \.pid),
-        .uint32(2, \.exitStatus),
-        .message(3, \.exitedAt),
-    ])
+    public static let fields = ProtobufFieldTable<Self>(
+        "DeleteResponse",
+        [
+            .uint32(1, \.pid),
+            .uint32(2, \.exitStatus),
+            .message(3, \.exitedAt),
+        ]
+    )
 }
 
 /// `ExecProcessRequest`: 1 id, 2 exec_id, 3 terminal, 4 stdin, 5 stdout, 6 stderr, 7 spec (OCI Process JSON in an Any).
@@ -184,21 +202,25 @@ public struct ExecProcessRequest: ProtobufTableMessage {
     }
 
     /// The fields.
-    public static let fields = ProtobufFieldTable<Self>("ExecProcessRequest", [
-        .string(1, \.id),
-        .string(2, \.execID),
-        .bool(3, \.terminal),
-        .string(4, \.stdin),
-        .string(5, \.stdout),
-        .string(6, \.stderr),
-        .message(7, \.spec),
-    ])
+    public static let fields = ProtobufFieldTable<Self>(
+        "ExecProcessRequest",
+        [
+            .string(1, \.id),
+            .string(2, \.execID),
+            .bool(3, \.terminal),
+            .string(4, \.stdin),
+            .string(5, \.stdout),
+            .string(6, \.stderr),
+            .message(7, \.spec),
+        ]
+    )
 }
 
 /// `containerd.v1.types.Status` (task status enum).
 public enum TaskStatus: UInt32, Sendable {
     /// `UNKNOWN` (0), `CREATED`, `RUNNING`, `STOPPED`, `PAUSED`, `PAUSING` (5).
-    case unknown = 0, created, running, stopped, paused, pausing
+    case unknown = 0
+    case created, running, stopped, paused, pausing
 }
 
 /// `StateResponse`.
@@ -224,20 +246,28 @@ public struct StateResponse: ProtobufTableMessage, Equatable {
     public init() {}
 
     /// The fields.
-    public static let fields = ProtobufFieldTable<Self>("StateResponse", [
-        .string(1, \.id),
-        .string(2, \.bundle),
-        .uint32(3, \.pid),
-        .custom(4, write: { m, n, w in w.writeUInt32IfNotDefault(field: n, m.status.rawValue) },
-                read: { m, f, name throws(ProtobufError) in m.status = TaskStatus(rawValue: try f.uint32(in: name)) ?? .unknown }),
-        .string(5, \.stdin),
-        .string(6, \.stdout),
-        .string(7, \.stderr),
-        .bool(8, \.terminal),
-        .uint32(9, \.exitStatus),
-        .message(10, \.exitedAt),
-        .string(11, \.execID),
-    ])
+    public static let fields = ProtobufFieldTable<Self>(
+        "StateResponse",
+        [
+            .string(1, \.id),
+            .string(2, \.bundle),
+            .uint32(3, \.pid),
+            .custom(
+                4,
+                write: { m, n, w in w.writeUInt32IfNotDefault(field: n, m.status.rawValue) },
+                read: { m, f, name throws(ProtobufError) in
+                    m.status = TaskStatus(rawValue: try f.uint32(in: name)) ?? .unknown
+                }
+            ),
+            .string(5, \.stdin),
+            .string(6, \.stdout),
+            .string(7, \.stderr),
+            .bool(8, \.terminal),
+            .uint32(9, \.exitStatus),
+            .message(10, \.exitedAt),
+            .string(11, \.execID),
+        ]
+    )
 }
 
 /// `KillRequest`: 1 id, 2 exec_id, 3 signal, 4 all.
@@ -261,12 +291,15 @@ public struct KillRequest: ProtobufTableMessage, Equatable {
     }
 
     /// The fields.
-    public static let fields = ProtobufFieldTable<Self>("KillRequest", [
-        .string(1, \.id),
-        .string(2, \.execID),
-        .uint32(3, \.signal),
-        .bool(4, \.all),
-    ])
+    public static let fields = ProtobufFieldTable<Self>(
+        "KillRequest",
+        [
+            .string(1, \.id),
+            .string(2, \.execID),
+            .uint32(3, \.signal),
+            .bool(4, \.all),
+        ]
+    )
 }
 
 /// `CloseIORequest`: 1 id, 2 exec_id, 3 stdin.
@@ -287,11 +320,14 @@ public struct CloseIORequest: ProtobufTableMessage, Equatable {
     }
 
     /// The fields.
-    public static let fields = ProtobufFieldTable<Self>("CloseIORequest", [
-        .string(1, \.id),
-        .string(2, \.execID),
-        .bool(3, \.stdin),
-    ])
+    public static let fields = ProtobufFieldTable<Self>(
+        "CloseIORequest",
+        [
+            .string(1, \.id),
+            .string(2, \.execID),
+            .bool(3, \.stdin),
+        ]
+    )
 }
 
 /// `PidsResponse`: 1 repeated ProcessInfo{1 pid, 2 info Any}. Hand-written: the pids are flattened
@@ -338,26 +374,37 @@ public struct UpdateTaskRequest: ProtobufTableMessage {
     public init(id: String) { self.id = id }
 
     /// The fields.
-    public static let fields = ProtobufFieldTable<Self>("UpdateTaskRequest", [
-        .string(1, \.id),
-        .message(2, \.resources),
-        .custom(3, write: { m, n, w in
-            for (k, v) in m.annotations.sorted(by: { $0.key < $1.key }) {
-                w.writeMessage(field: n) { e in e.writeString(field: 1, k); e.writeString(field: 2, v) }
-            }
-        }, read: { m, f, name throws(ProtobufError) in
-            var e = try f.message(in: name)
-            var key = "", value = ""
-            while let g = try e.nextField() {
-                switch g.number {
-                case 1: key = try g.string(in: name)
-                case 2: value = try g.string(in: name)
-                default: break
+    public static let fields = ProtobufFieldTable<Self>(
+        "UpdateTaskRequest",
+        [
+            .string(1, \.id),
+            .message(2, \.resources),
+            .custom(
+                3,
+                write: { m, n, w in
+                    for (k, v) in m.annotations.sorted(by: { $0.key < $1.key }) {
+                        w.writeMessage(field: n) { e in
+                            e.writeString(field: 1, k)
+                            e.writeString(field: 2, v)
+                        }
+                    }
+                },
+                read: { m, f, name throws(ProtobufError) in
+                    var e = try f.message(in: name)
+                    var key = ""
+                    var value = ""
+                    while let g = try e.nextField() {
+                        switch g.number {
+                        case 1: key = try g.string(in: name)
+                        case 2: value = try g.string(in: name)
+                        default: break
+                        }
+                    }
+                    m.annotations[key] = value
                 }
-            }
-            m.annotations[key] = value
-        }),
-    ])
+            ),
+        ]
+    )
 }
 
 /// `WaitResponse`: 1 exit_status, 2 exited_at.
@@ -377,10 +424,13 @@ public struct WaitResponse: ProtobufTableMessage, Equatable {
     }
 
     /// The fields.
-    public static let fields = ProtobufFieldTable<Self>("WaitResponse", [
-        .uint32(1, \.exitStatus),
-        .message(2, \.exitedAt),
-    ])
+    public static let fields = ProtobufFieldTable<Self>(
+        "WaitResponse",
+        [
+            .uint32(1, \.exitStatus),
+            .message(2, \.exitedAt),
+        ]
+    )
 }
 
 /// `StatsResponse`: 1 stats (Any).
@@ -395,9 +445,12 @@ public struct StatsResponse: ProtobufTableMessage, Equatable {
     public init(stats: ProtobufAny?) { self.stats = stats }
 
     /// The fields.
-    public static let fields = ProtobufFieldTable<Self>("StatsResponse", [
-        .message(1, \.stats),
-    ])
+    public static let fields = ProtobufFieldTable<Self>(
+        "StatsResponse",
+        [
+            .message(1, \.stats)
+        ]
+    )
 }
 
 /// `ConnectResponse`: 1 shim_pid, 2 task_pid, 3 version.
@@ -420,11 +473,14 @@ public struct ConnectResponse: ProtobufTableMessage, Equatable {
     }
 
     /// The fields.
-    public static let fields = ProtobufFieldTable<Self>("ConnectResponse", [
-        .uint32(1, \.shimPID),
-        .uint32(2, \.taskPID),
-        .string(3, \.version),
-    ])
+    public static let fields = ProtobufFieldTable<Self>(
+        "ConnectResponse",
+        [
+            .uint32(1, \.shimPID),
+            .uint32(2, \.taskPID),
+            .string(3, \.version),
+        ]
+    )
 }
 
 /// `google.protobuf.Empty`.

@@ -39,10 +39,13 @@ extension StatusAPI {
         }
 
         /// The fields.
-        public static let fields = ProtobufFieldTable<Self>("zeropod.shim.v1.WakeRequest", [
-            .string(1, \.id),
-            .string(2, \.origin),
-        ])
+        public static let fields = ProtobufFieldTable<Self>(
+            "zeropod.shim.v1.WakeRequest",
+            [
+                .string(1, \.id),
+                .string(2, \.origin),
+            ]
+        )
     }
 
     /// `WakeResponse`: the outcome, the phase after it and how long the called shim waited.
@@ -72,7 +75,9 @@ extension StatusAPI {
         /// - Throws: `ProtobufError.invalidValue` for a missing or unknown outcome; codec errors.
         public init(decoding r: inout ProtobufReader) throws(ProtobufError) {
             let name = "zeropod.shim.v1.WakeResponse"
-            var outcome: Int32 = 0, phase: Int32 = 0, nanos: Int64 = 0
+            var outcome: Int32 = 0
+            var phase: Int32 = 0
+            var nanos: Int64 = 0
             while let f = try r.nextField() {
                 switch f.number {
                 case 1: outcome = try f.int32(in: name)

@@ -71,7 +71,8 @@ public struct ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
         case .invalidGroupName(let detail): return "invalid group name \(v): \(detail)"
         case .invalidAddress(let detail): return "invalid address \(v): \(detail)"
         case .invalidPath(let detail): return "invalid path \(v): \(detail)"
-        case .invalidChoice(let allowed): return "invalid value \(v): expected one of \(allowed.joined(separator: ", "))"
+        case .invalidChoice(let allowed):
+            return "invalid value \(v): expected one of \(allowed.joined(separator: ", "))"
         case .unknownSetting: return "unknown setting (value \(v))"
         case .duplicateSetting(let first): return "set again to \(v) (first set on line \(first))"
         case .malformedLine: return "malformed line \(v): expected key = value, a # comment or a blank line"
@@ -87,7 +88,9 @@ public struct ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
         var out = ""
         if let location { out += location + ": " }
         if !key.isEmpty {
-            let plain = key.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7f && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }
+            let plain = key.utf8.allSatisfy {
+                $0 > 0x20 && $0 < 0x7f && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\")
+            }
             out += (plain ? key : quoted(key)) + ": "
         }
         return out + reasonDescription

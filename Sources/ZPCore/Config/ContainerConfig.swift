@@ -200,7 +200,8 @@ public struct ContainerConfig: Equatable, Sendable {
 
         ports = []
         if let v = value(.portsMap) {
-            for (name, list) in try PortsMap.parse(v, key: ZeropodAnnotation.portsMap.rawValue) where name == containerName {
+            for (name, list) in try PortsMap.parse(v, key: ZeropodAnnotation.portsMap.rawValue)
+            where name == containerName {
                 ports += list
             }
         }
@@ -240,14 +241,20 @@ public struct ContainerConfig: Equatable, Sendable {
         wakeGroup = nil
         if let v = annotations[ZeropodSwiftAnnotation.wakeGroup.rawValue], !v.isEmpty {
             if let problem = Self.dnsLabelProblem(v) {
-                throw ConfigError(key: ZeropodSwiftAnnotation.wakeGroup.rawValue, value: v, reason: .invalidGroupName(problem))
+                throw ConfigError(
+                    key: ZeropodSwiftAnnotation.wakeGroup.rawValue,
+                    value: v,
+                    reason: .invalidGroupName(problem)
+                )
             }
             wakeGroup = v
         }
 
         func swiftBool(_ key: ZeropodSwiftAnnotation, default fallback: Bool) throws(ConfigError) -> Bool {
             guard let v = annotations[key.rawValue], !v.isEmpty else { return fallback }
-            guard let b = GoBool.parse(v) else { throw ConfigError(key: key.rawValue, value: v, reason: .invalidBoolean) }
+            guard let b = GoBool.parse(v) else {
+                throw ConfigError(key: key.rawValue, value: v, reason: .invalidBoolean)
+            }
             return b
         }
         keepConnections = try swiftBool(.keepConnections, default: true)
@@ -281,7 +288,8 @@ public struct ContainerConfig: Equatable, Sendable {
         let known = Set(ZeropodAnnotation.allCases.map(\.rawValue)).union(managerAnnotationKeys)
             .union(ZeropodSwiftAnnotation.allCases.map(\.rawValue))
         return annotations.keys.filter {
-            ($0.hasPrefix(ZeropodAnnotation.prefix) || $0.hasPrefix(ZeropodSwiftAnnotation.prefix)) && !known.contains($0)
+            ($0.hasPrefix(ZeropodAnnotation.prefix) || $0.hasPrefix(ZeropodSwiftAnnotation.prefix))
+                && !known.contains($0)
         }.sorted()
     }
 
@@ -328,13 +336,20 @@ public struct ContainerConfig: Equatable, Sendable {
     }
 
     /// Go's `strconv.Atoi` syntax (optional sign, decimal digits), then a range check.
-    private static func integer(_ v: String, key: ZeropodAnnotation, in range: ClosedRange<Int>) throws(ConfigError) -> Int {
+    private static func integer(
+        _ v: String,
+        key: ZeropodAnnotation,
+        in range: ClosedRange<Int>
+    ) throws(ConfigError) -> Int {
         guard let n = Int(v, radix: 10) else {
             throw ConfigError(key: key.rawValue, value: v, reason: .invalidInteger("not a decimal number"))
         }
         guard range.contains(n) else {
-            throw ConfigError(key: key.rawValue, value: v,
-                              reason: .invalidInteger("must be between \(range.lowerBound) and \(range.upperBound)"))
+            throw ConfigError(
+                key: key.rawValue,
+                value: v,
+                reason: .invalidInteger("must be between \(range.lowerBound) and \(range.upperBound)")
+            )
         }
         return n
     }
@@ -343,7 +358,11 @@ public struct ContainerConfig: Equatable, Sendable {
         let names = v.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
         for (i, name) in names.enumerated() {
             if let problem = nameProblem(name) {
-                throw ConfigError(key: key.rawValue, value: v, reason: .invalidNameList("name \(i + 1) \(quoted(name)) \(problem)"))
+                throw ConfigError(
+                    key: key.rawValue,
+                    value: v,
+                    reason: .invalidNameList("name \(i + 1) \(quoted(name)) \(problem)")
+                )
             }
         }
         return names
@@ -355,7 +374,9 @@ public struct ContainerConfig: Equatable, Sendable {
         if name.isEmpty { return "is empty" }
         for s in name.unicodeScalars {
             if s == "," || s == ";" || s == "=" { return "contains \(quoted(String(s)))" }
-            if s.properties.isWhitespace || s.value < 0x20 || s.value == 0x7f { return "contains white space or a control character" }
+            if s.properties.isWhitespace || s.value < 0x20 || s.value == 0x7f {
+                return "contains white space or a control character"
+            }
         }
         return nil
     }
@@ -371,7 +392,9 @@ public enum PortsMap {
     /// - Parameter key: the annotation key, for the error.
     /// - Throws: `ConfigError` with reason `invalidPortsMap`.
     public static func parse(_ value: String, key: String) throws(ConfigError) -> [(name: String, ports: [UInt16])] {
-        func fail(_ detail: String) -> ConfigError { ConfigError(key: key, value: value, reason: .invalidPortsMap(detail)) }
+        func fail(_ detail: String) -> ConfigError {
+            ConfigError(key: key, value: value, reason: .invalidPortsMap(detail))
+        }
         var out: [(name: String, ports: [UInt16])] = []
         for entry in value.split(separator: ";", omittingEmptySubsequences: false) {
             let parts = entry.split(separator: "=", omittingEmptySubsequences: false)

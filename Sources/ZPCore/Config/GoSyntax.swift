@@ -20,7 +20,7 @@ public enum GoDuration {
         /// The value does not fit in 64-bit nanoseconds (about 292 years).
         case outOfRange
 
-    /// The detail text, e.g. `unknown unit "x"`.
+        /// The detail text, e.g. `unknown unit "x"`.
         public var description: String {
             switch self {
             case .empty: return "empty"
@@ -81,9 +81,15 @@ public enum GoDuration {
                 while i < s.count, isDigit(s[i]) {
                     defer { i += 1 }
                     if overflow { continue }
-                    if fraction > (limit - 1) / 10 { overflow = true; continue }
+                    if fraction > (limit - 1) / 10 {
+                        overflow = true
+                        continue
+                    }
                     let next = fraction * 10 + UInt64(s[i] - UInt8(ascii: "0"))
-                    if next > limit { overflow = true; continue }
+                    if next > limit {
+                        overflow = true
+                        continue
+                    }
                     fraction = next
                     scale *= 10
                 }

@@ -40,8 +40,10 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
         switch bytes.count {
         case 4: self = .v4(bytes.reduce(0) { $0 << 8 | UInt32($1) })
         case 16:
-            self = .v6(high: bytes[0..<8].reduce(0) { $0 << 8 | UInt64($1) },
-                       low: bytes[8..<16].reduce(0) { $0 << 8 | UInt64($1) })
+            self = .v6(
+                high: bytes[0..<8].reduce(0) { $0 << 8 | UInt64($1) },
+                low: bytes[8..<16].reduce(0) { $0 << 8 | UInt64($1) }
+            )
         default: return nil
         }
     }
@@ -84,15 +86,23 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
         case .v4(let v): return Self.formatV4(v)
         case .v6(let high, let low):
             if high == 0, low >> 32 == 0xffff { return "::ffff:" + Self.formatV4(UInt32(truncatingIfNeeded: low)) }
-            let groups = (0..<4).map { UInt16(truncatingIfNeeded: high >> (48 - 16 * $0)) }
+            let groups =
+                (0..<4).map { UInt16(truncatingIfNeeded: high >> (48 - 16 * $0)) }
                 + (0..<4).map { UInt16(truncatingIfNeeded: low >> (48 - 16 * $0)) }
-            var bestStart = -1, bestLength = 1
+            var bestStart = -1
+            var bestLength = 1
             var i = 0
             while i < 8 {
-                guard groups[i] == 0 else { i += 1; continue }
+                guard groups[i] == 0 else {
+                    i += 1
+                    continue
+                }
                 var j = i
                 while j < 8, groups[j] == 0 { j += 1 }
-                if j - i > bestLength { bestStart = i; bestLength = j - i }
+                if j - i > bestLength {
+                    bestStart = i
+                    bestLength = j - i
+                }
                 i = j
             }
             func hex(_ range: Range<Int>) -> String {
@@ -122,7 +132,8 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
     }
 
     private static func parseV6(_ s: ArraySlice<UInt8>) -> IPAddress? {
-        var head: [UInt16] = [], tail: [UInt16] = []
+        var head: [UInt16] = []
+        var tail: [UInt16] = []
         var sawGap = false
         var rest = s
         // A leading "::" or a single leading ":" (invalid).

@@ -90,7 +90,10 @@ public struct NodeConfig: Equatable, Sendable {
     public init(parsing text: String, source: String = NodeConfig.defaultPath) throws(ConfigError) {
         self.init()
         var seen: [Key: Int] = [:]
-        for (index, rawLine) in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }).enumerated() {
+        for (index, rawLine) in text.split(
+            omittingEmptySubsequences: false,
+            whereSeparator: { $0 == "\n" || $0 == "\r\n" }
+        ).enumerated() {
             let lineNumber = index + 1
             let location = "\(source):\(lineNumber)"
             let line = trim(rawLine)
@@ -107,7 +110,12 @@ public struct NodeConfig: Equatable, Sendable {
                 throw ConfigError(key: name, value: value, reason: .unknownSetting, location: location)
             }
             if let first = seen[key] {
-                throw ConfigError(key: name, value: value, reason: .duplicateSetting(firstLine: first), location: location)
+                throw ConfigError(
+                    key: name,
+                    value: value,
+                    reason: .duplicateSetting(firstLine: first),
+                    location: location
+                )
             }
             seen[key] = lineNumber
             func fail(_ reason: ConfigError.Reason) -> ConfigError {
@@ -141,7 +149,11 @@ public struct NodeConfig: Equatable, Sendable {
                 }
                 let distinct = Set(probeSourceAddresses.map { $0.unmappedV4 ?? $0 }).count
                 if distinct > Self.maximumProbeSourceAddresses {
-                    throw fail(.invalidAddress("\(distinct) addresses; at most \(Self.maximumProbeSourceAddresses) are supported"))
+                    throw fail(
+                        .invalidAddress(
+                            "\(distinct) addresses; at most \(Self.maximumProbeSourceAddresses) are supported"
+                        )
+                    )
                 }
             case .learnProbeSources: learnProbeSources = try bool()
             case .loopbackIsActivity: loopbackIsActivity = try bool()
@@ -150,13 +162,21 @@ public struct NodeConfig: Equatable, Sendable {
             case .runcPath: runcPath = try command()
             case .stateDirectory: stateDirectory = try directory()
             case .bpfPinDirectory:
-                throw fail(.notSupportedYet("the shim keeps its eBPF links and maps in memory and pins nothing; remove the line"))
+                throw fail(
+                    .notSupportedYet(
+                        "the shim keeps its eBPF links and maps in memory and pins nothing; remove the line"
+                    )
+                )
             case .runDirectory:
                 runDirectory = try directory()
                 if runDirectory.utf8.count > NodeLayout.maximumRunDirectoryLength {
-                    throw fail(.invalidPath("is \(runDirectory.utf8.count) bytes long; at most \(NodeLayout.maximumRunDirectoryLength), "
-                                            + "so that <run-dir>/s/<64-character shim name>.sock stays within the \(NodeLayout.maximumSocketPathLength) bytes "
-                                            + "a unix socket client (SwiftNIO) accepts"))
+                    throw fail(
+                        .invalidPath(
+                            "is \(runDirectory.utf8.count) bytes long; at most \(NodeLayout.maximumRunDirectoryLength), "
+                                + "so that <run-dir>/s/<64-character shim name>.sock stays within the \(NodeLayout.maximumSocketPathLength) bytes "
+                                + "a unix socket client (SwiftNIO) accepts"
+                        )
+                    )
                 }
             case .lazyRestore:
                 guard let mode = LazyRestoreMode(rawValue: value) else {

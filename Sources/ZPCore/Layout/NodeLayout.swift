@@ -35,7 +35,8 @@ public struct NodeLayout: Sendable, Equatable {
     /// - Parameters:
     ///   - runDirectory: `run-dir`, an absolute path.
     ///   - stateDirectory: `state-dir`, an absolute path.
-    public init(runDirectory: String = NodeConfig().runDirectory, stateDirectory: String = NodeConfig().stateDirectory) {
+    public init(runDirectory: String = NodeConfig().runDirectory, stateDirectory: String = NodeConfig().stateDirectory)
+    {
         self.runDirectory = runDirectory
         self.stateDirectory = stateDirectory
     }

@@ -249,8 +249,12 @@ public struct ContainerLifecycle: Sendable {
     private func armTimers(_ running: inout Running, idleDeadline: ZPInstant, now: ZPInstant) -> [Action] {
         running.idleDeadline = idleDeadline
         return running.preDump.idleTimerArmed(
-            idleDeadline: idleDeadline, now: now, halfWindow: configuration.scaleDownDuration / 2,
-            allowed: preDumpsPermitted(for: running), lastActivity: lastActivity)
+            idleDeadline: idleDeadline,
+            now: now,
+            halfWindow: configuration.scaleDownDuration / 2,
+            allowed: preDumpsPermitted(for: running),
+            lastActivity: lastActivity
+        )
     }
 
     /// Whether pre-dumps may run for `running` at all: pre-dumps, checkpointing and scale-down are
@@ -627,9 +631,13 @@ public struct ContainerLifecycle: Sendable {
         switch state {
         case .running(var r):
             let actions = r.preDump.deadlineReached(
-                now: now, idleDeadline: r.idleDeadline, halfWindow: configuration.scaleDownDuration / 2,
+                now: now,
+                idleDeadline: r.idleDeadline,
+                halfWindow: configuration.scaleDownDuration / 2,
                 openConnectionsCount: openConnections > 0 && configuration.openConnectionsCountAsActivity,
-                lastActivity: lastActivity, allowed: preDumpsPermitted(for: r))
+                lastActivity: lastActivity,
+                allowed: preDumpsPermitted(for: r)
+            )
             state = .running(r)
             return actions
         case .created, .scalingDown, .scaledDown, .waking, .stopped:

@@ -155,8 +155,16 @@ public enum ProcNetTCP {
                 let rawState = UInt8(fields[3], radix: 16), let state = State(rawValue: rawState),
                 let inode = UInt64(fields[9])
             else { continue }
-            rows.append(Row(local: local.0, localPort: local.1, remote: remote.0, remotePort: remote.1,
-                            state: state, inode: inode))
+            rows.append(
+                Row(
+                    local: local.0,
+                    localPort: local.1,
+                    remote: remote.0,
+                    remotePort: remote.1,
+                    state: state,
+                    inode: inode
+                )
+            )
         }
         return rows
     }
@@ -174,7 +182,9 @@ public enum ProcNetTCP {
             guard let word = UInt32(hex[index..<next], radix: 16) else { return nil }
             // The word was printed from memory in host (little-endian) order: its bytes, low
             // first, are the address bytes in network order.
-            for shift in stride(from: 0, to: 32, by: 8) { bytes.append(UInt8(truncatingIfNeeded: word >> UInt32(shift))) }
+            for shift in stride(from: 0, to: 32, by: 8) {
+                bytes.append(UInt8(truncatingIfNeeded: word >> UInt32(shift)))
+            }
             index = next
         }
         guard let address = IPAddress(bytes: bytes) else { return nil }

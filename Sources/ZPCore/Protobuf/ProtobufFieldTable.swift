@@ -25,7 +25,9 @@ public struct ProtobufFieldRule<Message>: Sendable {
     public static func custom(
         _ number: Int,
         write: @escaping @Sendable (_ message: Message, _ number: Int, _ writer: inout ProtobufWriter) -> Void,
-        read: @escaping @Sendable (_ message: inout Message, _ field: ProtobufField, _ messageName: String) throws(ProtobufError) -> Void
+        read:
+            @escaping @Sendable (_ message: inout Message, _ field: ProtobufField, _ messageName: String)
+            throws(ProtobufError) -> Void
     ) -> Self {
         ProtobufFieldRule(number: number, write: { m, w in write(m, number, &w) }, read: read)
     }
@@ -38,71 +40,101 @@ public typealias ProtobufFieldPath<Root, Value> = any WritableKeyPath<Root, Valu
 extension ProtobufFieldRule {
     /// `string`, omitted when empty.
     public static func string(_ number: Int, _ path: ProtobufFieldPath<Message, String>) -> Self {
-        ProtobufFieldRule(number: number, write: { m, w in w.writeStringIfNotDefault(field: number, m[keyPath: path]) },
-                          read: { m, f, name throws(ProtobufError) in m[keyPath: path] = try f.string(in: name) })
+        ProtobufFieldRule(
+            number: number,
+            write: { m, w in w.writeStringIfNotDefault(field: number, m[keyPath: path]) },
+            read: { m, f, name throws(ProtobufError) in m[keyPath: path] = try f.string(in: name) }
+        )
     }
 
     /// `repeated string`, one field per element.
     public static func strings(_ number: Int, _ path: ProtobufFieldPath<Message, [String]>) -> Self {
-        ProtobufFieldRule(number: number, write: { m, w in for s in m[keyPath: path] { w.writeString(field: number, s) } },
-                          read: { m, f, name throws(ProtobufError) in m[keyPath: path].append(try f.string(in: name)) })
+        ProtobufFieldRule(
+            number: number,
+            write: { m, w in for s in m[keyPath: path] { w.writeString(field: number, s) } },
+            read: { m, f, name throws(ProtobufError) in m[keyPath: path].append(try f.string(in: name)) }
+        )
     }
 
     /// `bool`, omitted when false.
     public static func bool(_ number: Int, _ path: ProtobufFieldPath<Message, Bool>) -> Self {
-        ProtobufFieldRule(number: number, write: { m, w in w.writeBoolIfNotDefault(field: number, m[keyPath: path]) },
-                          read: { m, f, name throws(ProtobufError) in m[keyPath: path] = try f.bool(in: name) })
+        ProtobufFieldRule(
+            number: number,
+            write: { m, w in w.writeBoolIfNotDefault(field: number, m[keyPath: path]) },
+            read: { m, f, name throws(ProtobufError) in m[keyPath: path] = try f.bool(in: name) }
+        )
     }
 
     /// `uint32`, omitted when 0.
     public static func uint32(_ number: Int, _ path: ProtobufFieldPath<Message, UInt32>) -> Self {
-        ProtobufFieldRule(number: number, write: { m, w in w.writeUInt32IfNotDefault(field: number, m[keyPath: path]) },
-                          read: { m, f, name throws(ProtobufError) in m[keyPath: path] = try f.uint32(in: name) })
+        ProtobufFieldRule(
+            number: number,
+            write: { m, w in w.writeUInt32IfNotDefault(field: number, m[keyPath: path]) },
+            read: { m, f, name throws(ProtobufError) in m[keyPath: path] = try f.uint32(in: name) }
+        )
     }
 
     /// `uint64`, omitted when 0.
     public static func uint64(_ number: Int, _ path: ProtobufFieldPath<Message, UInt64>) -> Self {
-        ProtobufFieldRule(number: number, write: { m, w in w.writeUInt64IfNotDefault(field: number, m[keyPath: path]) },
-                          read: { m, f, name throws(ProtobufError) in m[keyPath: path] = try f.uint64(in: name) })
+        ProtobufFieldRule(
+            number: number,
+            write: { m, w in w.writeUInt64IfNotDefault(field: number, m[keyPath: path]) },
+            read: { m, f, name throws(ProtobufError) in m[keyPath: path] = try f.uint64(in: name) }
+        )
     }
 
     /// `int32`, omitted when 0.
     public static func int32(_ number: Int, _ path: ProtobufFieldPath<Message, Int32>) -> Self {
-        ProtobufFieldRule(number: number, write: { m, w in w.writeInt32IfNotDefault(field: number, m[keyPath: path]) },
-                          read: { m, f, name throws(ProtobufError) in m[keyPath: path] = try f.int32(in: name) })
+        ProtobufFieldRule(
+            number: number,
+            write: { m, w in w.writeInt32IfNotDefault(field: number, m[keyPath: path]) },
+            read: { m, f, name throws(ProtobufError) in m[keyPath: path] = try f.int32(in: name) }
+        )
     }
 
     /// `int64`, omitted when 0.
     public static func int64(_ number: Int, _ path: ProtobufFieldPath<Message, Int64>) -> Self {
-        ProtobufFieldRule(number: number, write: { m, w in w.writeInt64IfNotDefault(field: number, m[keyPath: path]) },
-                          read: { m, f, name throws(ProtobufError) in m[keyPath: path] = try f.int64(in: name) })
+        ProtobufFieldRule(
+            number: number,
+            write: { m, w in w.writeInt64IfNotDefault(field: number, m[keyPath: path]) },
+            read: { m, f, name throws(ProtobufError) in m[keyPath: path] = try f.int64(in: name) }
+        )
     }
 
     /// A singular message field, written when present (an empty message still writes its tag).
     public static func message<M: ProtobufMessage>(_ number: Int, _ path: ProtobufFieldPath<Message, M?>) -> Self {
-        ProtobufFieldRule(number: number, write: { m, w in if let v = m[keyPath: path] { w.writeMessage(field: number, v) } },
-                          read: { m, f, name throws(ProtobufError) in
-                              var r = try f.message(in: name)
-                              m[keyPath: path] = try M(decoding: &r)
-                          })
+        ProtobufFieldRule(
+            number: number,
+            write: { m, w in if let v = m[keyPath: path] { w.writeMessage(field: number, v) } },
+            read: { m, f, name throws(ProtobufError) in
+                var r = try f.message(in: name)
+                m[keyPath: path] = try M(decoding: &r)
+            }
+        )
     }
 
     /// A singular message field that is always written (a non-optional property).
     public static func message<M: ProtobufMessage>(_ number: Int, _ path: ProtobufFieldPath<Message, M>) -> Self {
-        ProtobufFieldRule(number: number, write: { m, w in w.writeMessage(field: number, m[keyPath: path]) },
-                          read: { m, f, name throws(ProtobufError) in
-                              var r = try f.message(in: name)
-                              m[keyPath: path] = try M(decoding: &r)
-                          })
+        ProtobufFieldRule(
+            number: number,
+            write: { m, w in w.writeMessage(field: number, m[keyPath: path]) },
+            read: { m, f, name throws(ProtobufError) in
+                var r = try f.message(in: name)
+                m[keyPath: path] = try M(decoding: &r)
+            }
+        )
     }
 
     /// A repeated message field, one field per element.
     public static func messages<M: ProtobufMessage>(_ number: Int, _ path: ProtobufFieldPath<Message, [M]>) -> Self {
-        ProtobufFieldRule(number: number, write: { m, w in for v in m[keyPath: path] { w.writeMessage(field: number, v) } },
-                          read: { m, f, name throws(ProtobufError) in
-                              var r = try f.message(in: name)
-                              m[keyPath: path].append(try M(decoding: &r))
-                          })
+        ProtobufFieldRule(
+            number: number,
+            write: { m, w in for v in m[keyPath: path] { w.writeMessage(field: number, v) } },
+            read: { m, f, name throws(ProtobufError) in
+                var r = try f.message(in: name)
+                m[keyPath: path].append(try M(decoding: &r))
+            }
+        )
     }
 }
 
@@ -124,7 +156,10 @@ public struct ProtobufFieldTable<Message>: Sendable {
         self.rules = rules
         var index: [Int: Int] = [:]
         for (i, rule) in rules.enumerated() {
-            precondition(index.updateValue(i, forKey: rule.number) == nil, "\(messageName): field \(rule.number) listed twice")
+            precondition(
+                index.updateValue(i, forKey: rule.number) == nil,
+                "\(messageName): field \(rule.number) listed twice"
+            )
         }
         self.index = index
     }

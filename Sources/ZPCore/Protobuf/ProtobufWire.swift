@@ -516,7 +516,9 @@ public struct ProtobufReader: Sendable {
             case .fixed32: _ = try readFixed(UInt32.self)
             case .lengthDelimited: _ = try readLengthDelimited()
             case .startGroup:
-                guard open.count < Self.maximumGroupDepth else { throw .nestingTooDeep(offset: tagStart - buffer.startIndex) }
+                guard open.count < Self.maximumGroupDepth else {
+                    throw .nestingTooDeep(offset: tagStart - buffer.startIndex)
+                }
                 open.append(n)
             case .endGroup:
                 guard open.last == n else { throw .unbalancedGroup(offset: tagStart - buffer.startIndex) }

@@ -64,7 +64,8 @@ public enum TTRPCFrameError: Error, Equatable, Sendable, CustomStringConvertible
     public var description: String {
         switch self {
         case .frameTooLarge(let length, let id):
-            return "ttrpc: frame on stream \(id) announces \(length) bytes, over the \(TTRPCFrameCodec.maximumPayloadSize)-byte limit"
+            return
+                "ttrpc: frame on stream \(id) announces \(length) bytes, over the \(TTRPCFrameCodec.maximumPayloadSize)-byte limit"
         }
     }
 }
@@ -127,7 +128,8 @@ public struct TTRPCFrameDecoder: Sendable {
         let available = buffer.count - start
         guard available >= TTRPCFrameCodec.headerSize else { return nil }
         func u32(_ at: Int) -> UInt32 {
-            UInt32(buffer[at]) << 24 | UInt32(buffer[at + 1]) << 16 | UInt32(buffer[at + 2]) << 8 | UInt32(buffer[at + 3])
+            UInt32(buffer[at]) << 24 | UInt32(buffer[at + 1]) << 16 | UInt32(buffer[at + 2]) << 8
+                | UInt32(buffer[at + 3])
         }
         let length = u32(start)
         let streamID = u32(start + 4)

@@ -87,7 +87,8 @@ public struct ProtobufTimestamp: ProtobufMessage, Equatable, Comparable {
 
 /// gRPC status codes as ttrpc uses them.
 public enum RPCStatusCode: Int32, Sendable {
-    case ok = 0, cancelled, unknown, invalidArgument, deadlineExceeded, notFound, alreadyExists,
+    case ok = 0
+    case cancelled, unknown, invalidArgument, deadlineExceeded, notFound, alreadyExists,
         permissionDenied, resourceExhausted, failedPrecondition, aborted, outOfRange, unimplemented,
         internalError, unavailable, dataLoss, unauthenticated
 }
@@ -151,8 +152,13 @@ public struct TTRPCRequest: ProtobufMessage, Equatable {
     public var metadata: [(key: String, value: String)]
 
     /// A request for `service`/`method` carrying the encoded request message.
-    public init(service: String, method: String, payload: [UInt8], timeoutNanoseconds: Int64 = 0,
-                metadata: [(key: String, value: String)] = []) {
+    public init(
+        service: String,
+        method: String,
+        payload: [UInt8],
+        timeoutNanoseconds: Int64 = 0,
+        metadata: [(key: String, value: String)] = []
+    ) {
         self.service = service
         self.method = method
         self.payload = payload
@@ -194,7 +200,8 @@ public struct TTRPCRequest: ProtobufMessage, Equatable {
             case 4: timeoutNanoseconds = try f.int64(in: name)
             case 5:
                 var kv = try f.message(in: name)
-                var key = "", value = ""
+                var key = ""
+                var value = ""
                 while let g = try kv.nextField() {
                     switch g.number {
                     case 1: key = try g.string(in: "ttrpc.KeyValue")

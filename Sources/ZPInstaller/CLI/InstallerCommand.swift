@@ -17,20 +17,25 @@ public struct InstallerCommand: ParsableCommand {
     /// Name, abstract and discussion for `--help`.
     public static let configuration = CommandConfiguration(
         commandName: "zeropod-installer",
-        abstract: "Installs zeropod-swift on this node: the shim, CRIU, node settings and containerd's runtime handler \"zeropod\".",
+        abstract:
+            "Installs zeropod-swift on this node: the shim, CRIU, node settings and containerd's runtime handler \"zeropod\".",
         discussion: """
             Runs the node checks first and stops on a blocker (--skip-checks overrides). Running it again changes \
             nothing when everything is in place (and does not restart containerd). --uninstall restores containerd's \
             config byte for byte and removes everything it installed. The original zeropod installer's single-dash \
             flags (-runtime k3s, -host-opt-path=/x, -uninstall, -timeout 1m) are accepted too.
-            """)
+            """
+    )
 
     /// containerd, k3s or rke2.
     @Option(name: .customLong("runtime"), help: "containerd, k3s or rke2")
     public var flavour: ContainerdFlavour = .containerd
 
     /// The main config.
-    @Option(name: .customLong("config"), help: "containerd's config (k3s/rke2: the rendered config.toml); default by --runtime")
+    @Option(
+        name: .customLong("config"),
+        help: "containerd's config (k3s/rke2: the rendered config.toml); default by --runtime"
+    )
     public var configPath: String?
 
     /// Install root.
@@ -38,8 +43,10 @@ public struct InstallerCommand: ParsableCommand {
     public var optPath = "/opt/zeropod"
 
     /// Folder on containerd's PATH for the shim's link (containerd below 1.7.1).
-    @Option(name: .customLong("shim-link-dir"),
-            help: "containerd below 1.7.1 (ignores runtime_path): the folder on containerd's PATH that gets the shim's link")
+    @Option(
+        name: .customLong("shim-link-dir"),
+        help: "containerd below 1.7.1 (ignores runtime_path): the folder on containerd's PATH that gets the shim's link"
+    )
     public var shimLinkDir = "/usr/local/bin"
 
     /// Node settings file.
@@ -55,18 +62,27 @@ public struct InstallerCommand: ParsableCommand {
     public var criu = "/usr/local/sbin/criu"
 
     /// containerd's version instead of asking it.
-    @Option(name: .customLong("containerd-version"), help: "containerd's version, instead of running `containerd --version`")
+    @Option(
+        name: .customLong("containerd-version"),
+        help: "containerd's version, instead of running `containerd --version`"
+    )
     public var containerdVersion: String?
 
     /// containerd binary.
-    @Option(name: .customLong("containerd-binary"),
-            help: "a containerd binary to ask for its version (`--version`) instead of containerd's socket")
+    @Option(
+        name: .customLong("containerd-binary"),
+        help: "a containerd binary to ask for its version (`--version`) instead of containerd's socket"
+    )
     public var containerdBinary: String?
 
     /// containerd's gRPC socket.
-    @Option(name: .customLong("containerd-address"),
-            help: ArgumentHelp("containerd's socket, asked for its version (Version service); default by --runtime: "
-                + "/run/containerd/containerd.sock, k3s and rke2 /run/k3s/containerd/containerd.sock"))
+    @Option(
+        name: .customLong("containerd-address"),
+        help: ArgumentHelp(
+            "containerd's socket, asked for its version (Version service); default by --runtime: "
+                + "/run/containerd/containerd.sock, k3s and rke2 /run/k3s/containerd/containerd.sock"
+        )
+    )
     public var containerdAddress: String?
 
     /// Time limit per program, Go duration.
@@ -74,7 +90,10 @@ public struct InstallerCommand: ParsableCommand {
     public var timeout = "1m"
 
     /// Restart policy.
-    @Option(name: .customLong("restart"), help: "auto: restart containerd through systemd when it can; never: print what to run")
+    @Option(
+        name: .customLong("restart"),
+        help: "auto: restart containerd through systemd when it can; never: print what to run"
+    )
     public var restart: RestartPolicy = .auto
 
     /// Uninstall.
@@ -86,12 +105,18 @@ public struct InstallerCommand: ParsableCommand {
     public var skipChecks = false
 
     /// The runc the pre-flight runs.
-    @Option(name: .customLong("runc"), help: "the runc binary the node checks run (`runc --version`); default: the node settings' runc-path")
+    @Option(
+        name: .customLong("runc"),
+        help: "the runc binary the node checks run (`runc --version`); default: the node settings' runc-path"
+    )
     public var runc: String?
 
     /// Skip the runc row.
-    @Flag(name: .customLong("no-runc-check"),
-          help: "do not run runc (the installer in a container cannot run the node's runc; `zeropod doctor` on the node checks it)")
+    @Flag(
+        name: .customLong("no-runc-check"),
+        help:
+            "do not run runc (the installer in a container cannot run the node's runc; `zeropod doctor` on the node checks it)"
+    )
     public var noRuncCheck = false
 
     /// Force uninstall.
@@ -108,9 +133,12 @@ public struct InstallerCommand: ParsableCommand {
         o.flavour = flavour
         o.configPath = configPath
         o.optPath = optPath.count > 1 && optPath.hasSuffix("/") ? String(optPath.dropLast()) : optPath
-        guard o.optPath.hasPrefix("/") else { throw ValidationError("--host-opt-path \(optPath): must be an absolute path") }
+        guard o.optPath.hasPrefix("/") else {
+            throw ValidationError("--host-opt-path \(optPath): must be an absolute path")
+        }
         o.nodeConfigPath = nodeConfig
-        o.shimLinkDirectory = shimLinkDir.count > 1 && shimLinkDir.hasSuffix("/") ? String(shimLinkDir.dropLast()) : shimLinkDir
+        o.shimLinkDirectory =
+            shimLinkDir.count > 1 && shimLinkDir.hasSuffix("/") ? String(shimLinkDir.dropLast()) : shimLinkDir
         guard o.shimLinkDirectory.hasPrefix("/") else {
             throw ValidationError("--shim-link-dir \(shimLinkDir): must be an absolute path")
         }
@@ -120,7 +148,9 @@ public struct InstallerCommand: ParsableCommand {
         o.containerdBinary = containerdBinary
         if let containerdAddress {
             guard containerdAddress.hasPrefix("/") else {
-                throw ValidationError("--containerd-address \(containerdAddress): must be the absolute path of a unix socket")
+                throw ValidationError(
+                    "--containerd-address \(containerdAddress): must be the absolute path of a unix socket"
+                )
             }
             o.containerdAddress = containerdAddress
         }
@@ -170,8 +200,13 @@ public struct InstallerCommand: ParsableCommand {
         }
         // containerd's version, once, for the checks and the install (decision 0038).
         let (release, source) = try await ContainerdVersionLookup.resolve(
-            given: options.containerdVersion, binary: options.containerdBinary, socket: options.effectiveContainerdAddress,
-            flavour: options.flavour, commands: LocalCommands(), timeout: options.timeout)
+            given: options.containerdVersion,
+            binary: options.containerdBinary,
+            socket: options.effectiveContainerdAddress,
+            flavour: options.flavour,
+            commands: LocalCommands(),
+            timeout: options.timeout
+        )
         print("containerd \(release.text) (\(source))")
         options.containerdVersion = release.text
         let installer = Installer(options: options) { line in print(line) }
@@ -189,8 +224,10 @@ public struct InstallerCommand: ParsableCommand {
         let report = NodeChecks(options: checkOptions).run()
         print(report.rendered(), terminator: "")
         if !report.blockers.isEmpty && !skipChecks {
-            printError("zeropod-installer: stopped before changing anything: the node checks found "
-                           + "\(report.blockers.count) blocker(s) (--skip-checks installs anyway)")
+            printError(
+                "zeropod-installer: stopped before changing anything: the node checks found "
+                    + "\(report.blockers.count) blocker(s) (--skip-checks installs anyway)"
+            )
             return 2
         }
         _ = try installer.install()
@@ -201,14 +238,18 @@ public struct InstallerCommand: ParsableCommand {
 /// The original installer's Go-style flags (`-runtime k3s`, `-host-opt-path=/x`).
 public enum OriginalFlags {
     /// Long options this installer has; a single-dash spelling of one becomes the double-dash one.
-    public static let known = ["runtime", "config", "host-opt-path", "shim-link-dir", "node-config", "shim", "criu", "containerd-version",
-                               "containerd-binary", "containerd-address", "timeout", "restart", "uninstall", "skip-checks", "force", "runc",
-                               "no-runc-check", "help"]
+    public static let known = [
+        "runtime", "config", "host-opt-path", "shim-link-dir", "node-config", "shim", "criu", "containerd-version",
+        "containerd-binary", "containerd-address", "timeout", "restart", "uninstall", "skip-checks", "force", "runc",
+        "no-runc-check", "help",
+    ]
     /// The original's flags this installer does not have, and why.
     public static let unsupported = [
         "criu-image": "not supported: CRIU comes with the installer (--criu names the binary to install)",
-        "probe-binary-name": "not supported: probes are recognised by source address and user agent (docs/configuration.md)",
-        "tracker-ignore-localhost": "not supported as a flag: set loopback-is-activity in the node settings (docs/configuration.md)",
+        "probe-binary-name":
+            "not supported: probes are recognised by source address and user agent (docs/configuration.md)",
+        "tracker-ignore-localhost":
+            "not supported as a flag: set loopback-is-activity in the node settings (docs/configuration.md)",
     ]
 
     /// Rewrites `-name` and `-name=value` to `--name…` for known names.
@@ -223,7 +264,11 @@ public enum OriginalFlags {
                 continue
             }
             var name = arg
-            if arg.hasPrefix("--") { name = String(arg.dropFirst(2)) } else if arg.hasPrefix("-"), arg.count > 2 { name = String(arg.dropFirst()) } else {
+            if arg.hasPrefix("--") {
+                name = String(arg.dropFirst(2))
+            } else if arg.hasPrefix("-"), arg.count > 2 {
+                name = String(arg.dropFirst())
+            } else {
                 out.append(arg)
                 continue
             }

@@ -1,3 +1,9 @@
+import SystemPackage
+import ZPBPF
+import ZPCheckpoint
+import ZPCore
+import ZPSystem
+
 // The node checks behind `zeropod doctor` and the installer's pre-flight: kernel features, CRIU,
 // runc, containerd and its zeropod handler, bpffs, the state and run folders. Each row says OK,
 // missing (zeropod works without it, less well) or blocker (zeropod cannot work), and how to fix it.
@@ -6,11 +12,6 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
-import SystemPackage
-import ZPBPF
-import ZPCheckpoint
-import ZPCore
-import ZPSystem
 
 /// The verdict of one check.
 public enum CheckStatus: String, Sendable, Equatable {
@@ -150,8 +151,11 @@ public struct NodeChecks: Sendable {
     public var commands: any HostCommands
 
     /// Checks with these options.
-    public init(options: NodeCheckOptions = NodeCheckOptions(), files: HostFiles = HostFiles(),
-                commands: any HostCommands = LocalCommands()) {
+    public init(
+        options: NodeCheckOptions = NodeCheckOptions(),
+        files: HostFiles = HostFiles(),
+        commands: any HostCommands = LocalCommands()
+    ) {
         self.options = options
         self.files = files
         self.commands = commands
@@ -166,7 +170,10 @@ public struct NodeChecks: Sendable {
         rows += criu(path: options.criuPath ?? node.criuPath)
         rows.append(runc(path: options.runcPath ?? node.runcPath))
         rows += containerd()
-        rows += folders(state: options.stateDirectory ?? node.stateDirectory, run: options.runDirectory ?? node.runDirectory)
+        rows += folders(
+            state: options.stateDirectory ?? node.stateDirectory,
+            run: options.runDirectory ?? node.runDirectory
+        )
         return NodeCheckReport(results: rows)
     }
 
@@ -181,8 +188,16 @@ public struct NodeChecks: Sendable {
             let config = try NodeConfig(parsing: text, source: path)
             return (config, CheckResult("node", "node settings", .ok, path))
         } catch {
-            return (NodeConfig(), CheckResult("node", "node settings", .blocker, "\(error)",
-                                              fix: "fix \(path) (docs/configuration.md); the shim ignores a malformed file"))
+            return (
+                NodeConfig(),
+                CheckResult(
+                    "node",
+                    "node settings",
+                    .blocker,
+                    "\(error)",
+                    fix: "fix \(path) (docs/configuration.md); the shim ignores a malformed file"
+                )
+            )
         }
     }
 
@@ -192,27 +207,46 @@ public struct NodeChecks: Sendable {
         var rows: [CheckResult] = []
         var uts = utsname()
         uname(&uts)
-        let release = withUnsafePointer(to: uts.release) { $0.withMemoryRebound(to: CChar.self, capacity: 65) { String(cString: $0) } }
+        let release = withUnsafePointer(to: uts.release) {
+            $0.withMemoryRebound(to: CChar.self, capacity: 65) { String(cString: $0) }
+        }
         rows.append(CheckResult("kernel", "kernel", .ok, "Linux \(release)"))
-        rows.append(files.exists(options.btfPath)
-            ? CheckResult("kernel", "BTF", .ok, options.btfPath)
-            : CheckResult("kernel", "BTF", .missing, "no \(options.btfPath)",
-                          fix: "a kernel with CONFIG_DEBUG_INFO_BTF=y; zeropod's BPF programs do not need it (no CO-RE), "
-                              + "bpftool and kernel diagnostics do"))
+        rows.append(
+            files.exists(options.btfPath)
+                ? CheckResult("kernel", "BTF", .ok, options.btfPath)
+                : CheckResult(
+                    "kernel",
+                    "BTF",
+                    .missing,
+                    "no \(options.btfPath)",
+                    fix: "a kernel with CONFIG_DEBUG_INFO_BTF=y; zeropod's BPF programs do not need it (no CO-RE), "
+                        + "bpftool and kernel diagnostics do"
+                )
+        )
         if options.probeBPF {
             for f in BPFFeatures.probe(bpffs: FilePath(options.bpffsPath)) {
                 let name: String
                 if f.name.hasPrefix("bpffs") { name = "bpffs" } else { name = f.name }
-                rows.append(f.supported
-                    ? CheckResult("kernel", name, .ok, f.name)
-                    : CheckResult("kernel", name, .blocker, "\(f.name) missing", fix: f.requirement))
+                rows.append(
+                    f.supported
+                        ? CheckResult("kernel", name, .ok, f.name)
+                        : CheckResult("kernel", name, .blocker, "\(f.name) missing", fix: f.requirement)
+                )
             }
         } else {
             // Without probing: at least whether bpffs is mounted there.
             let isBPF = mountType(options.bpffsPath) == "bpf"
-            rows.append(isBPF ? CheckResult("kernel", "bpffs", .ok, "bpffs at \(options.bpffsPath)")
-                              : CheckResult("kernel", "bpffs", .blocker, "no bpffs at \(options.bpffsPath)",
-                                            fix: "mount -t bpf bpf \(options.bpffsPath)"))
+            rows.append(
+                isBPF
+                    ? CheckResult("kernel", "bpffs", .ok, "bpffs at \(options.bpffsPath)")
+                    : CheckResult(
+                        "kernel",
+                        "bpffs",
+                        .blocker,
+                        "no bpffs at \(options.bpffsPath)",
+                        fix: "mount -t bpf bpf \(options.bpffsPath)"
+                    )
+            )
         }
         rows.append(cgroupVersion())
         return rows
@@ -225,8 +259,13 @@ public struct NodeChecks: Sendable {
         if mountType("/sys/fs/cgroup/unified") == "cgroup2" {
             return CheckResult("kernel", "cgroup version", .ok, "hybrid (v1 controllers, v2 at /sys/fs/cgroup/unified)")
         }
-        return CheckResult("kernel", "cgroup version", .blocker, "v1 only (no cgroup2 mount)",
-                           fix: "boot with a cgroup v2 (or hybrid) hierarchy; sockops activity counting attaches to cgroup v2")
+        return CheckResult(
+            "kernel",
+            "cgroup version",
+            .blocker,
+            "v1 only (no cgroup2 mount)",
+            fix: "boot with a cgroup v2 (or hybrid) hierarchy; sockops activity counting attaches to cgroup v2"
+        )
     }
 
     /// The file system type mounted at exactly `path` (the last such mount in /proc/self/mountinfo).
@@ -239,9 +278,16 @@ public struct NodeChecks: Sendable {
 
     private func criu(path: String) -> [CheckResult] {
         guard let binary = commands.which(path) else {
-            return [CheckResult("criu", "criu binary", .blocker, "\(path) not found",
-                                fix: "install CRIU 4.2 or later (zeropod-installer puts one in <opt>/bin/criu) and set "
-                                    + "criu-path in \(options.nodeConfigPath)")]
+            return [
+                CheckResult(
+                    "criu",
+                    "criu binary",
+                    .blocker,
+                    "\(path) not found",
+                    fix: "install CRIU 4.2 or later (zeropod-installer puts one in <opt>/bin/criu) and set "
+                        + "criu-path in \(options.nodeConfigPath)"
+                )
+            ]
         }
         var rows = [CheckResult("criu", "criu binary", .ok, binary)]
         let checkpointer = Checkpointer(criuPath: FilePath(binary))
@@ -249,30 +295,69 @@ public struct NodeChecks: Sendable {
             let v = try checkpointer.version()
             let text = "\(v.major).\(v.minor).\(v.sublevel ?? 0)"
             let recent = v.major > 4 || (v.major == 4 && v.minor >= 2)
-            rows.append(recent ? CheckResult("criu", "criu version", .ok, text)
-                               : CheckResult("criu", "criu version", .blocker, "\(text) (older than 4.2)",
-                                             fix: "CRIU 4.2 or later: 4.1 cannot dump TCP sockets on kernels 6.16+, "
-                                                 + "3.x fails on newer vDSO layouts"))
+            rows.append(
+                recent
+                    ? CheckResult("criu", "criu version", .ok, text)
+                    : CheckResult(
+                        "criu",
+                        "criu version",
+                        .blocker,
+                        "\(text) (older than 4.2)",
+                        fix: "CRIU 4.2 or later: 4.1 cannot dump TCP sockets on kernels 6.16+, "
+                            + "3.x fails on newer vDSO layouts"
+                    )
+            )
         } catch {
-            rows.append(CheckResult("criu", "criu version", .blocker, "VERSION request failed: \(error)",
-                                    fix: "a CRIU that runs here (`\(binary) swrk` must start)"))
+            rows.append(
+                CheckResult(
+                    "criu",
+                    "criu version",
+                    .blocker,
+                    "VERSION request failed: \(error)",
+                    fix: "a CRIU that runs here (`\(binary) swrk` must start)"
+                )
+            )
             return rows
         }
         do {
             try checkpointer.check()
             rows.append(CheckResult("criu", "criu check", .ok, "looks good"))
         } catch {
-            rows.append(CheckResult("criu", "criu check", .blocker, "\(error)", fix: "run `\(binary) check` and fix what it names"))
+            rows.append(
+                CheckResult(
+                    "criu",
+                    "criu check",
+                    .blocker,
+                    "\(error)",
+                    fix: "run `\(binary) check` and fix what it names"
+                )
+            )
         }
-        let features = (try? checkpointer.features(CRIUFeatures(memoryTracking: true, lazyPages: true))) ?? CRIUFeatures()
-        rows.append(features.lazyPages == true
-            ? CheckResult("kernel", "userfaultfd", .ok, "CRIU lazy-pages supported")
-            : CheckResult("kernel", "userfaultfd", .missing, "no lazy restore",
-                          fix: "a kernel with CONFIG_USERFAULTFD; without it every restore copies all memory first"))
-        rows.append(features.memoryTracking == true
-            ? CheckResult("kernel", "soft-dirty", .ok, "CRIU mem_track supported")
-            : CheckResult("kernel", "soft-dirty", .missing, "no dirty-memory tracking",
-                          fix: "a kernel with CONFIG_MEM_SOFT_DIRTY (not on arm64); without it pre-dump=true falls back to plain dumps"))
+        let features =
+            (try? checkpointer.features(CRIUFeatures(memoryTracking: true, lazyPages: true))) ?? CRIUFeatures()
+        rows.append(
+            features.lazyPages == true
+                ? CheckResult("kernel", "userfaultfd", .ok, "CRIU lazy-pages supported")
+                : CheckResult(
+                    "kernel",
+                    "userfaultfd",
+                    .missing,
+                    "no lazy restore",
+                    fix: "a kernel with CONFIG_USERFAULTFD; without it every restore copies all memory first"
+                )
+        )
+        rows.append(
+            features.memoryTracking == true
+                ? CheckResult("kernel", "soft-dirty", .ok, "CRIU mem_track supported")
+                : CheckResult(
+                    "kernel",
+                    "soft-dirty",
+                    .missing,
+                    "no dirty-memory tracking",
+                    fix:
+                        "a kernel with CONFIG_MEM_SOFT_DIRTY (not on arm64); without it pre-dump=true falls back to plain dumps"
+                )
+        )
         rows.append(rlimitPatch(binary))
         return rows
     }
@@ -280,9 +365,10 @@ public struct NodeChecks: Sendable {
     /// The project's CRIU patch (scripts/criu/0001-rlimits-from-proc-limits.patch) matters only
     /// where the bounding set lacks CAP_SYS_RESOURCE.
     private func rlimitPatch(_ binary: String) -> CheckResult {
-        let patched = (try? files.read(binary)).flatMap { $0 }.map { bytes in
-            contains(bytes, Array("read from /proc (prlimit refused)".utf8))
-        } ?? false
+        let patched =
+            (try? files.read(binary)).flatMap { $0 }.map { bytes in
+                contains(bytes, Array("read from /proc (prlimit refused)".utf8))
+            } ?? false
         let hasSysResource = capabilityInBoundingSet(24)
         switch (patched, hasSysResource) {
         case (true, _):
@@ -290,9 +376,13 @@ public struct NodeChecks: Sendable {
         case (false, true):
             return CheckResult("criu", "rlimit patch", .ok, "absent, not needed (CAP_SYS_RESOURCE in the bounding set)")
         case (false, false):
-            return CheckResult("criu", "rlimit patch", .blocker,
-                               "absent and CAP_SYS_RESOURCE is not in the bounding set: CRIU cannot dump processes of other users",
-                               fix: "use the project's CRIU build (scripts/setup.sh applies scripts/criu/*.patch)")
+            return CheckResult(
+                "criu",
+                "rlimit patch",
+                .blocker,
+                "absent and CAP_SYS_RESOURCE is not in the bounding set: CRIU cannot dump processes of other users",
+                fix: "use the project's CRIU build (scripts/setup.sh applies scripts/criu/*.patch)"
+            )
         }
     }
 
@@ -320,12 +410,22 @@ public struct NodeChecks: Sendable {
 
     private func runc(path runcPath: String) -> CheckResult {
         guard options.checkRunc else {
-            return CheckResult("runc", "runc", .notChecked, "not run here (--no-runc-check); `zeropod doctor` on the node checks it")
+            return CheckResult(
+                "runc",
+                "runc",
+                .notChecked,
+                "not run here (--no-runc-check); `zeropod doctor` on the node checks it"
+            )
         }
         let r = commands.run(runcPath, ["--version"], timeout: options.timeout)
         guard r.status == 0, let first = r.output.split(separator: "\n").first else {
-            return CheckResult("runc", "runc", .blocker, "\(runcPath) --version failed",
-                               fix: "install runc (1.1 or later) on containerd's PATH")
+            return CheckResult(
+                "runc",
+                "runc",
+                .blocker,
+                "\(runcPath) --version failed",
+                fix: "install runc (1.1 or later) on containerd's PATH"
+            )
         }
         return CheckResult("runc", "runc", .ok, String(first))
     }
@@ -336,13 +436,22 @@ public struct NodeChecks: Sendable {
         var rows: [CheckResult] = []
         let release: ContainerdRelease
         if let failure = options.containerdVersionFailure {
-            rows.append(CheckResult("containerd", "containerd version", .blocker, failure,
-                                    fix: "start containerd, or point --containerd-address at its socket (or give --containerd-version)"))
+            rows.append(
+                CheckResult(
+                    "containerd",
+                    "containerd version",
+                    .blocker,
+                    failure,
+                    fix: "start containerd, or point --containerd-address at its socket (or give --containerd-version)"
+                )
+            )
             return rows
         }
         do {
             if let given = options.containerdVersion {
-                guard let r = ContainerdRelease(versionText: given) else { throw InstallerError("not a version: \(given)") }
+                guard let r = ContainerdRelease(versionText: given) else {
+                    throw InstallerError("not a version: \(given)")
+                }
                 release = r
             } else {
                 let binary = options.containerdBinary ?? options.flavour.defaultBinary
@@ -351,11 +460,24 @@ public struct NodeChecks: Sendable {
                 release = try ContainerdRelease(versionOutput: r.output)
             }
             _ = try release.generation()
-            rows.append(CheckResult("containerd", "containerd version", .ok,
-                                    release.text + (options.containerdVersionSource.map { " (\($0))" } ?? "")))
+            rows.append(
+                CheckResult(
+                    "containerd",
+                    "containerd version",
+                    .ok,
+                    release.text + (options.containerdVersionSource.map { " (\($0))" } ?? "")
+                )
+            )
         } catch {
-            rows.append(CheckResult("containerd", "containerd version", .blocker, "\(error)",
-                                    fix: "containerd \(ContainerdRelease.supported)"))
+            rows.append(
+                CheckResult(
+                    "containerd",
+                    "containerd version",
+                    .blocker,
+                    "\(error)",
+                    fix: "containerd \(ContainerdRelease.supported)"
+                )
+            )
             return rows
         }
         guard options.scope == .all else { return rows }
@@ -363,20 +485,40 @@ public struct NodeChecks: Sendable {
         let handler = handlerTable(configPath: configPath)
         switch handler {
         case .failure(let error):
-            rows.append(CheckResult("containerd", "handler \(options.handlerName)", .blocker, "\(error)",
-                                    fix: "run zeropod-installer (or fix the config it names)"))
+            rows.append(
+                CheckResult(
+                    "containerd",
+                    "handler \(options.handlerName)",
+                    .blocker,
+                    "\(error)",
+                    fix: "run zeropod-installer (or fix the config it names)"
+                )
+            )
         case .success(nil):
-            rows.append(CheckResult("containerd", "handler \(options.handlerName)", .blocker, "not in \(configPath) or its imports",
-                                    fix: "run zeropod-installer, then restart containerd"))
+            rows.append(
+                CheckResult(
+                    "containerd",
+                    "handler \(options.handlerName)",
+                    .blocker,
+                    "not in \(configPath) or its imports",
+                    fix: "run zeropod-installer, then restart containerd"
+                )
+            )
         case .success(let table?):
             rows.append(handlerRow(table, release: release))
             let pod = table["pod_annotations"]?.strings ?? []
             let missing = HandlerSettings.containerAnnotations.filter { !pod.contains($0) }
-            rows.append(missing.isEmpty
-                ? CheckResult("containerd", "annotations forwarded", .ok, pod.joined(separator: ", "))
-                : CheckResult("containerd", "annotations forwarded", .missing,
-                              "pod_annotations lacks \(missing.joined(separator: ", ")): pods get the default settings",
-                              fix: "run zeropod-installer again (it writes pod_annotations)"))
+            rows.append(
+                missing.isEmpty
+                    ? CheckResult("containerd", "annotations forwarded", .ok, pod.joined(separator: ", "))
+                    : CheckResult(
+                        "containerd",
+                        "annotations forwarded",
+                        .missing,
+                        "pod_annotations lacks \(missing.joined(separator: ", ")): pods get the default settings",
+                        fix: "run zeropod-installer again (it writes pod_annotations)"
+                    )
+            )
         }
         return rows
     }
@@ -390,22 +532,35 @@ public struct NodeChecks: Sendable {
         let shim = table["runtime_path"]?.string ?? ""
         if type == HandlerSettings.runtimeType && shim.isEmpty {
             guard let found = findShimByName() else {
-                return CheckResult("containerd", name, .blocker,
-                                   "runtime_type \(type), but \(HandlerSettings.shimBinaryName) is not on PATH",
-                                   fix: "run zeropod-installer again (it links the shim into a folder on containerd's PATH)")
+                return CheckResult(
+                    "containerd",
+                    name,
+                    .blocker,
+                    "runtime_type \(type), but \(HandlerSettings.shimBinaryName) is not on PATH",
+                    fix: "run zeropod-installer again (it links the shim into a folder on containerd's PATH)"
+                )
             }
             return CheckResult("containerd", name, .ok, "runtime_type \(type) (\(found))")
         }
         if !release.honoursRuntimePath && !shim.isEmpty {
-            return CheckResult("containerd", name, .blocker,
-                               "runtime_path \(shim): containerd \(release.text) ignores it for CRI pods (containerd#8207), "
-                                   + "so they run on the shim of runtime_type \(type.isEmpty ? "(none)" : type)",
-                               fix: "run zeropod-installer again (it writes runtime_type \(HandlerSettings.runtimeType) for this containerd)")
+            return CheckResult(
+                "containerd",
+                name,
+                .blocker,
+                "runtime_path \(shim): containerd \(release.text) ignores it for CRI pods (containerd#8207), "
+                    + "so they run on the shim of runtime_type \(type.isEmpty ? "(none)" : type)",
+                fix:
+                    "run zeropod-installer again (it writes runtime_type \(HandlerSettings.runtimeType) for this containerd)"
+            )
         }
         guard !shim.isEmpty, commands.which(shim) != nil else {
-            return CheckResult("containerd", name, .blocker,
-                               shim.isEmpty ? "no runtime_path" : "runtime_path \(shim) is not an executable",
-                               fix: "run zeropod-installer again")
+            return CheckResult(
+                "containerd",
+                name,
+                .blocker,
+                shim.isEmpty ? "no runtime_path" : "runtime_path \(shim) is not an executable",
+                fix: "run zeropod-installer again"
+            )
         }
         return CheckResult("containerd", name, .ok, "runtime_path \(shim)")
     }
@@ -454,17 +609,34 @@ public struct NodeChecks: Sendable {
         guard let st = files.status(path) else {
             // The shim creates it; its parent must let root do that.
             let parent = path.lastIndex(of: "/").map { String(path[..<$0]) }.flatMap { $0.isEmpty ? "/" : $0 } ?? "/"
-            if access(parent, W_OK) == 0 { return CheckResult("folders", name, .ok, "\(path) absent (created on first use)") }
-            return CheckResult("folders", name, .blocker, "\(path) absent and \(parent) not writable",
-                               fix: "create \(path) (root, 0755) or point node.conf at a writable folder")
+            if access(parent, W_OK) == 0 {
+                return CheckResult("folders", name, .ok, "\(path) absent (created on first use)")
+            }
+            return CheckResult(
+                "folders",
+                name,
+                .blocker,
+                "\(path) absent and \(parent) not writable",
+                fix: "create \(path) (root, 0755) or point node.conf at a writable folder"
+            )
         }
         guard st.isDirectory else {
-            return CheckResult("folders", name, .blocker, "\(path) is not a folder", fix: "remove it or choose another folder in node.conf")
+            return CheckResult(
+                "folders",
+                name,
+                .blocker,
+                "\(path) is not a folder",
+                fix: "remove it or choose another folder in node.conf"
+            )
         }
         if st.permissions & 0o022 != 0 || st.uid != 0 {
-            return CheckResult("folders", name, .blocker,
-                               "\(path) mode \(String(st.permissions, radix: 8)) owner uid \(st.uid): others can write it",
-                               fix: "chown root \(path) && chmod go-w \(path)")
+            return CheckResult(
+                "folders",
+                name,
+                .blocker,
+                "\(path) mode \(String(st.permissions, radix: 8)) owner uid \(st.uid): others can write it",
+                fix: "chown root \(path) && chmod go-w \(path)"
+            )
         }
         guard access(path, W_OK) == 0 else {
             return CheckResult("folders", name, .blocker, "\(path) not writable", fix: "make it writable for root")

@@ -95,9 +95,16 @@ public struct ConfigInputs: Sendable, Equatable {
     public var templateV3: String?
 
     /// Inputs for a plain containerd (no templates).
-    public init(flavour: ContainerdFlavour, release: ContainerdRelease, mainPath: String, main: String?,
-                dropIn: String? = nil, imported: [(path: String, text: String)] = [],
-                templateV2: String? = nil, templateV3: String? = nil) {
+    public init(
+        flavour: ContainerdFlavour,
+        release: ContainerdRelease,
+        mainPath: String,
+        main: String?,
+        dropIn: String? = nil,
+        imported: [(path: String, text: String)] = [],
+        templateV2: String? = nil,
+        templateV3: String? = nil
+    ) {
         self.flavour = flavour
         self.release = release
         self.mainPath = mainPath
@@ -124,7 +131,8 @@ public struct ConfigInputs: Sendable, Equatable {
     public static func == (a: ConfigInputs, b: ConfigInputs) -> Bool {
         a.flavour == b.flavour && a.release == b.release && a.mainPath == b.mainPath && a.main == b.main
             && a.dropIn == b.dropIn && a.imported.map(\.path) == b.imported.map(\.path)
-            && a.imported.map(\.text) == b.imported.map(\.text) && a.templateV2 == b.templateV2 && a.templateV3 == b.templateV3
+            && a.imported.map(\.text) == b.imported.map(\.text) && a.templateV2 == b.templateV2
+            && a.templateV3 == b.templateV3
     }
 }
 
@@ -135,7 +143,8 @@ public enum ConfigPlanner {
     /// The first line of every file and block we write; what makes a handler "ours".
     public static let marker = "# Written by zeropod-installer (zeropod-swift)"
     /// The line that opens our block in a main config or template.
-    public static let blockBegin = "# BEGIN zeropod-swift: written by zeropod-installer; zeropod-installer --uninstall removes it"
+    public static let blockBegin =
+        "# BEGIN zeropod-swift: written by zeropod-installer; zeropod-installer --uninstall removes it"
     /// The line that closes it.
     public static let blockEnd = "# END zeropod-swift"
 
@@ -151,8 +160,11 @@ public enum ConfigPlanner {
 
     // MARK: plain containerd
 
-    private static func planPlain(_ inputs: ConfigInputs, handler: HandlerSettings,
-                                  generation: ContainerdRelease.Generation) throws(InstallerError) -> ConfigPlan {
+    private static func planPlain(
+        _ inputs: ConfigInputs,
+        handler: HandlerSettings,
+        generation: ContainerdRelease.Generation
+    ) throws(InstallerError) -> ConfigPlan {
         let mainText = inputs.main ?? ""
         let mainDoc = try TOMLDocument(path: inputs.mainPath, text: mainText)
         let facts = try ContainerdConfigFacts(mainDoc)
@@ -174,23 +186,39 @@ public enum ConfigPlanner {
             try refuseForeignHandler(handler.name, in: mainDoc, facts: facts, layout: layout, ownBlock: ownBlock)
             for doc in importedDocs where doc.path != inputs.dropInPath {
                 let f = try ContainerdConfigFacts(doc)
-                try refuseForeignHandler(handler.name, in: doc, facts: f,
-                                         layout: try TOMLLayout(scanning: doc.text, path: doc.path), ownBlock: nil)
+                try refuseForeignHandler(
+                    handler.name,
+                    in: doc,
+                    facts: f,
+                    layout: try TOMLLayout(scanning: doc.text, path: doc.path),
+                    ownBlock: nil
+                )
             }
             if let existing = inputs.dropIn, !existing.hasPrefix(marker) {
-                throw InstallerError("exists but was not written by zeropod-installer (no \"\(marker)\" first line); "
-                                         + "move it away or remove it", file: inputs.dropInPath, line: 1)
+                throw InstallerError(
+                    "exists but was not written by zeropod-installer (no \"\(marker)\" first line); "
+                        + "move it away or remove it",
+                    file: inputs.dropInPath,
+                    line: 1
+                )
             }
             var newMain = mainText
             if let ownBlock {
                 newMain = removing(ownBlock, from: mainText)
-                notes.append("move the zeropod handler from \(inputs.mainPath) into \(dropInName) (containerd is 2.x now)")
+                notes.append(
+                    "move the zeropod handler from \(inputs.mainPath) into \(dropInName) (containerd is 2.x now)"
+                )
             }
             let baseLayout = try TOMLLayout(scanning: newMain, path: inputs.mainPath)
             let baseFacts = try ContainerdConfigFacts(try TOMLDocument(path: inputs.mainPath, text: newMain))
             let runcOptions = mergedRuncOptions(main: baseFacts, imported: importedDocs)
-            let dropIn = renderDropIn(version: version, cri: cri, handler: handler, runcOptions: runcOptions,
-                                      mainPath: inputs.mainPath)
+            let dropIn = renderDropIn(
+                version: version,
+                cri: cri,
+                handler: handler,
+                runcOptions: runcOptions,
+                mainPath: inputs.mainPath
+            )
             var edits: [FileEdit] = []
             if inputs.dropIn != dropIn {
                 edits.append(FileEdit(path: inputs.dropInPath, before: inputs.dropIn, after: dropIn))
@@ -198,9 +226,11 @@ public enum ConfigPlanner {
             }
             if !importsCover(baseFacts.imports, dropIn: inputs.dropInPath, configDirectory: inputs.configDirectory) {
                 newMain = addImport(dropInName, to: newMain, layout: baseLayout)
-                notes.append(inputs.main == nil
-                             ? "create \(inputs.mainPath) importing \(dropInName)"
-                             : "add \(dropInName) to the imports of \(inputs.mainPath)")
+                notes.append(
+                    inputs.main == nil
+                        ? "create \(inputs.mainPath) importing \(dropInName)"
+                        : "add \(dropInName) to the imports of \(inputs.mainPath)"
+                )
             }
             if newMain != mainText || inputs.main == nil {
                 edits.append(FileEdit(path: inputs.mainPath, before: inputs.main, after: newMain))
@@ -220,12 +250,16 @@ public enum ConfigPlanner {
             try refuseForeignHandler(handler.name, in: mainDoc, facts: facts, layout: layout, ownBlock: ownBlock)
             for doc in importedDocs {
                 let f = try ContainerdConfigFacts(doc)
-                if f.root[["plugins", f.criPluginID]] != nil || f.root[["plugins", "io.containerd.grpc.v1.cri"]] != nil {
-                    throw InstallerError("imports a section of the CRI plugin, which containerd \(inputs.release.text) "
-                                             + "lets replace the main config's whole CRI section; the installer cannot "
-                                             + "add its handler safely: move that section into the main config",
-                                         file: doc.path, line: try TOMLLayout(scanning: doc.text, path: doc.path)
-                                             .line(ofTable: ["plugins"]))
+                if f.root[["plugins", f.criPluginID]] != nil || f.root[["plugins", "io.containerd.grpc.v1.cri"]] != nil
+                {
+                    throw InstallerError(
+                        "imports a section of the CRI plugin, which containerd \(inputs.release.text) "
+                            + "lets replace the main config's whole CRI section; the installer cannot "
+                            + "add its handler safely: move that section into the main config",
+                        file: doc.path,
+                        line: try TOMLLayout(scanning: doc.text, path: doc.path)
+                            .line(ofTable: ["plugins"])
+                    )
                 }
             }
             let withoutBlock = ownBlock.map { removing($0, from: mainText) } ?? mainText
@@ -234,13 +268,22 @@ public enum ConfigPlanner {
             let cri = ContainerdConfigFacts.criPluginID(version: 2)
             let needsRunc = baseFacts.defaultRuntimeName == "runc" && baseFacts.runtimes["runc"] == nil
             if needsRunc {
-                notes.append("the config does not define the runc handler: the block defines it as containerd's "
-                             + "default does (containerd 1.x drops its default handlers once any handler is configured)")
+                notes.append(
+                    "the config does not define the runc handler: the block defines it as containerd's "
+                        + "default does (containerd 1.x drops its default handlers once any handler is configured)"
+                )
             }
             let byType = !inputs.release.honoursRuntimePath
             if byType { notes.append(byTypeNote(inputs.release, runcOptions: baseFacts.runcOptionsToCopy)) }
-            let block = renderBlock(tables: renderHandler(cri: cri, handler: handler, runcOptions: baseFacts.runcOptionsToCopy,
-                                                          defaultRunc: needsRunc, byType: byType))
+            let block = renderBlock(
+                tables: renderHandler(
+                    cri: cri,
+                    handler: handler,
+                    runcOptions: baseFacts.runcOptionsToCopy,
+                    defaultRunc: needsRunc,
+                    byType: byType
+                )
+            )
             var newMain: String
             if let ownBlock {
                 newMain = replacing(ownBlock, in: mainText, with: block)
@@ -256,8 +299,11 @@ public enum ConfigPlanner {
             var edits: [FileEdit] = []
             if newMain != mainText {
                 edits.append(FileEdit(path: inputs.mainPath, before: inputs.main, after: newMain))
-                notes.append(ownBlock == nil ? "append the zeropod handler to \(inputs.mainPath)"
-                                             : "update the zeropod handler in \(inputs.mainPath)")
+                notes.append(
+                    ownBlock == nil
+                        ? "append the zeropod handler to \(inputs.mainPath)"
+                        : "update the zeropod handler in \(inputs.mainPath)"
+                )
             }
             if let existing = inputs.dropIn, existing.hasPrefix(marker) {
                 // Left by an install under containerd 2.x; 1.x would not read it the same way.
@@ -268,51 +314,86 @@ public enum ConfigPlanner {
             guard (try ContainerdConfigFacts(predicted)).runtimes[handler.name] != nil else {
                 throw InstallerError("the edited config has no \(handler.name) handler (a bug)", file: inputs.mainPath)
             }
-            return ConfigPlan(mode: .appendedBlock, edits: edits, notes: notes, predicted: [predicted],
-                              shimOnContainerdPath: byType)
+            return ConfigPlan(
+                mode: .appendedBlock,
+                edits: edits,
+                notes: notes,
+                predicted: [predicted],
+                shimOnContainerdPath: byType
+            )
         }
     }
 
     // MARK: k3s / rke2
 
-    private static func planTemplate(_ inputs: ConfigInputs, handler: HandlerSettings,
-                                     generation: ContainerdRelease.Generation) throws(InstallerError) -> ConfigPlan {
+    private static func planTemplate(
+        _ inputs: ConfigInputs,
+        handler: HandlerSettings,
+        generation: ContainerdRelease.Generation
+    ) throws(InstallerError) -> ConfigPlan {
         guard let rendered = inputs.main else {
-            throw InstallerError("\(inputs.flavour.rawValue) has not written its containerd config yet; start "
-                                     + "\(inputs.flavour.rawValue) once, then run the installer again", file: inputs.mainPath)
+            throw InstallerError(
+                "\(inputs.flavour.rawValue) has not written its containerd config yet; start "
+                    + "\(inputs.flavour.rawValue) once, then run the installer again",
+                file: inputs.mainPath
+            )
         }
         let renderedDoc = try TOMLDocument(path: inputs.mainPath, text: rendered)
         let facts = try ContainerdConfigFacts(renderedDoc)
         let renderedLayout = try TOMLLayout(scanning: rendered, path: inputs.mainPath)
         try checkVersion(facts, generation: generation, path: inputs.mainPath, layout: renderedLayout)
         guard facts.version >= 2 else {
-            throw InstallerError("\(inputs.flavour.rawValue) rendered a version \(facts.version) config; the installer "
-                                     + "needs version 2 or 3", file: inputs.mainPath)
+            throw InstallerError(
+                "\(inputs.flavour.rawValue) rendered a version \(facts.version) config; the installer "
+                    + "needs version 2 or 3",
+                file: inputs.mainPath
+            )
         }
         // k3s/rke2 prefer config-v3.toml.tmpl for containerd 2 (version 3), else config.toml.tmpl.
-        let (templatePath, template): (String, String?) = facts.version == 3
+        let (templatePath, template): (String, String?) =
+            facts.version == 3
             ? (inputs.templateV3 != nil || inputs.templateV2 == nil
                 ? (inputs.templateV3Path, inputs.templateV3) : (inputs.templateV2Path, inputs.templateV2))
             : (inputs.templateV2Path, inputs.templateV2)
-        var notes = ["\(inputs.flavour.rawValue) renders \(inputs.mainPath) from \(templatePath)"
-                     + (template == nil ? " (created with k3s's base template)" : "")]
-        let templateBlock = try template.flatMap { t throws(InstallerError) in try blockRange(in: t, path: templatePath) }
+        var notes = [
+            "\(inputs.flavour.rawValue) renders \(inputs.mainPath) from \(templatePath)"
+                + (template == nil ? " (created with k3s's base template)" : "")
+        ]
+        let templateBlock = try template.flatMap { t throws(InstallerError) in try blockRange(in: t, path: templatePath)
+        }
         if let template, let line = foreignHandlerLine(handler.name, inTemplate: template, ownBlock: templateBlock) {
-            throw InstallerError("defines a runtime handler \"\(handler.name)\" that zeropod-installer did not write; "
-                                     + "remove it (or uninstall the other zeropod) first", file: templatePath, line: line)
+            throw InstallerError(
+                "defines a runtime handler \"\(handler.name)\" that zeropod-installer did not write; "
+                    + "remove it (or uninstall the other zeropod) first",
+                file: templatePath,
+                line: line
+            )
         }
         let renderedBlock = try blockRange(in: rendered, path: inputs.mainPath)
         if templateBlock == nil {
-            try refuseForeignHandler(handler.name, in: renderedDoc, facts: facts, layout: renderedLayout, ownBlock: renderedBlock)
+            try refuseForeignHandler(
+                handler.name,
+                in: renderedDoc,
+                facts: facts,
+                layout: renderedLayout,
+                ownBlock: renderedBlock
+            )
         }
         let baseRendered = renderedBlock.map { removing($0, from: rendered) } ?? rendered
         let baseFacts = try ContainerdConfigFacts(try TOMLDocument(path: inputs.mainPath, text: baseRendered))
-        let needsRunc = generation == .one && baseFacts.defaultRuntimeName == "runc" && baseFacts.runtimes["runc"] == nil
+        let needsRunc =
+            generation == .one && baseFacts.defaultRuntimeName == "runc" && baseFacts.runtimes["runc"] == nil
         let byType = !inputs.release.honoursRuntimePath
         if byType { notes.append(byTypeNote(inputs.release, runcOptions: baseFacts.runcOptionsToCopy)) }
-        let block = renderBlock(tables: renderHandler(cri: facts.criPluginID, handler: handler,
-                                                      runcOptions: baseFacts.runcOptionsToCopy, defaultRunc: needsRunc,
-                                                      byType: byType))
+        let block = renderBlock(
+            tables: renderHandler(
+                cri: facts.criPluginID,
+                handler: handler,
+                runcOptions: baseFacts.runcOptionsToCopy,
+                defaultRunc: needsRunc,
+                byType: byType
+            )
+        )
         let newTemplate: String
         if let template, let templateBlock {
             newTemplate = replacing(templateBlock, in: template, with: block)
@@ -320,38 +401,58 @@ public enum ConfigPlanner {
             newTemplate = appendingBlock(block, to: template ?? "{{ template \"base\" . }}\n")
         }
         // The template renders as before plus our static block at its end: so does the config.
-        let predictedText = renderedBlock.map { replacing($0, in: rendered, with: block) } ?? appendingBlock(block, to: rendered)
+        let predictedText =
+            renderedBlock.map { replacing($0, in: rendered, with: block) } ?? appendingBlock(block, to: rendered)
         let predicted: TOMLDocument
         do {
             predicted = try TOMLDocument(path: inputs.mainPath + " (as rendered after the change)", text: predictedText)
         } catch {
-            throw InstallerError("with the zeropod handler appended, the rendered config would not parse: \(error.reason)",
-                                 file: templatePath)
+            throw InstallerError(
+                "with the zeropod handler appended, the rendered config would not parse: \(error.reason)",
+                file: templatePath
+            )
         }
         var edits: [FileEdit] = []
         if newTemplate != template {
             edits.append(FileEdit(path: templatePath, before: template, after: newTemplate))
             notes.append(template == nil ? "create \(templatePath)" : "add the zeropod handler to \(templatePath)")
         }
-        return ConfigPlan(mode: .template, edits: edits, notes: notes, predicted: [predicted], shimOnContainerdPath: byType)
+        return ConfigPlan(
+            mode: .template,
+            edits: edits,
+            notes: notes,
+            predicted: [predicted],
+            shimOnContainerdPath: byType
+        )
     }
 
     // MARK: checks
 
-    private static func checkVersion(_ facts: ContainerdConfigFacts, generation: ContainerdRelease.Generation,
-                                     path: String, layout: TOMLLayout) throws(InstallerError) {
+    private static func checkVersion(
+        _ facts: ContainerdConfigFacts,
+        generation: ContainerdRelease.Generation,
+        path: String,
+        layout: TOMLLayout
+    ) throws(InstallerError) {
         let line = layout.topLevel("version")?.line
         switch (generation, facts.version) {
         case (.one, 2), (.two, 2), (.two, 3): return
         case (.one, 1), (.two, 1):
             if facts.hasPlugins {
-                throw InstallerError("a version 1 config (no `version` line) with plugin sections: containerd 2.x "
-                                         + "does not read it and 1.x names plugins differently; convert it to version 2 "
-                                         + "(`containerd config migrate` on 1.7+) first",
-                                     file: path, line: layout.line(ofTable: ["plugins"]))
+                throw InstallerError(
+                    "a version 1 config (no `version` line) with plugin sections: containerd 2.x "
+                        + "does not read it and 1.x names plugins differently; convert it to version 2 "
+                        + "(`containerd config migrate` on 1.7+) first",
+                    file: path,
+                    line: layout.line(ofTable: ["plugins"])
+                )
             }
         case (.one, 3):
-            throw InstallerError("config version 3 is for containerd 2.x; containerd 1.x does not read it", file: path, line: line)
+            throw InstallerError(
+                "config version 3 is for containerd 2.x; containerd 1.x does not read it",
+                file: path,
+                line: line
+            )
         case (_, let v):
             throw InstallerError("unknown config version \(v) (containerd reads 2 and 3)", file: path, line: line)
         }
@@ -363,7 +464,10 @@ public enum ConfigPlanner {
         return out
     }
 
-    private static func mergedRuncOptions(main: ContainerdConfigFacts, imported: [TOMLDocument]) -> [(key: String, value: TOMLNode)] {
+    private static func mergedRuncOptions(
+        main: ContainerdConfigFacts,
+        imported: [TOMLDocument]
+    ) -> [(key: String, value: TOMLNode)] {
         // The last import that configures runc wins, as in containerd 2.x's merge.
         for doc in imported.reversed() {
             if let f = try? ContainerdConfigFacts(doc), f.runtimes["runc"] != nil { return f.runcOptionsToCopy }
@@ -371,16 +475,24 @@ public enum ConfigPlanner {
         return main.runcOptionsToCopy
     }
 
-    private static func refuseForeignHandler(_ name: String, in doc: TOMLDocument, facts: ContainerdConfigFacts,
-                                             layout: TOMLLayout, ownBlock: BlockRange?) throws(InstallerError) {
+    private static func refuseForeignHandler(
+        _ name: String,
+        in doc: TOMLDocument,
+        facts: ContainerdConfigFacts,
+        layout: TOMLLayout,
+        ownBlock: BlockRange?
+    ) throws(InstallerError) {
         for version in [2, 3] {
             let path = ["plugins", ContainerdConfigFacts.criPluginID(version: version), "containerd", "runtimes", name]
             guard doc.root[path] != nil else { continue }
             let line = layout.line(ofTable: path)
             if let ownBlock, let line, line > ownBlock.firstLine, line < ownBlock.lastLine { continue }
-            throw InstallerError("defines a runtime handler \"\(name)\" that zeropod-installer did not write (no "
-                                     + "zeropod-swift marker); remove it, or uninstall the other zeropod, first",
-                                 file: doc.path, line: line)
+            throw InstallerError(
+                "defines a runtime handler \"\(name)\" that zeropod-installer did not write (no "
+                    + "zeropod-swift marker); remove it, or uninstall the other zeropod, first",
+                file: doc.path,
+                line: line
+            )
         }
     }
 
@@ -430,10 +542,12 @@ public enum ConfigPlanner {
 
     /// What the log says when the handler names the shim by `runtime_type` (containerd < 1.7.1).
     static func byTypeNote(_ release: ContainerdRelease, runcOptions: [(key: String, value: TOMLNode)]) -> String {
-        var note = "\(release) ignores runtime_path (containerd#8207, fixed in 1.7.1): the handler names the shim by "
+        var note =
+            "\(release) ignores runtime_path (containerd#8207, fixed in 1.7.1): the handler names the shim by "
             + "runtime_type \(HandlerSettings.runtimeType) and containerd finds \(HandlerSettings.shimBinaryName) on its PATH"
         if !runcOptions.isEmpty {
-            note += "; the node's runc options (\(runcOptions.map(\.key).joined(separator: ", "))) cannot reach the shim "
+            note +=
+                "; the node's runc options (\(runcOptions.map(\.key).joined(separator: ", "))) cannot reach the shim "
                 + "through CRI on this containerd and are not copied (decision 0023)"
         }
         return note
@@ -442,8 +556,13 @@ public enum ConfigPlanner {
     /// The handler's tables for CRI plugin `cri`. `byType`: name the shim by `runtime_type` alone
     /// (containerd below 1.7.1 ignores `runtime_path`); no `options` table then, as the CRI plugin
     /// would send it as generic options that carry no runc setting.
-    static func renderHandler(cri: String, handler: HandlerSettings, runcOptions: [(key: String, value: TOMLNode)],
-                              defaultRunc: Bool, byType: Bool = false) -> String {
+    static func renderHandler(
+        cri: String,
+        handler: HandlerSettings,
+        runcOptions: [(key: String, value: TOMLNode)],
+        defaultRunc: Bool,
+        byType: Bool = false
+    ) -> String {
         let prefix = "plugins.\(TOMLNode.quoted(cri)).containerd.runtimes"
         var out = ""
         if defaultRunc {
@@ -456,8 +575,10 @@ public enum ConfigPlanner {
             out += "  runtime_type = \"io.containerd.runc.v2\"\n"
             out += "  runtime_path = \(TOMLNode.quoted(handler.shimPath))\n"
         }
-        out += "  pod_annotations = \(TOMLNode.array(HandlerSettings.podAnnotations.map(TOMLNode.string)).tomlLiteral)\n"
-        out += "  container_annotations = \(TOMLNode.array(HandlerSettings.containerAnnotations.map(TOMLNode.string)).tomlLiteral)\n"
+        out +=
+            "  pod_annotations = \(TOMLNode.array(HandlerSettings.podAnnotations.map(TOMLNode.string)).tomlLiteral)\n"
+        out +=
+            "  container_annotations = \(TOMLNode.array(HandlerSettings.containerAnnotations.map(TOMLNode.string)).tomlLiteral)\n"
         if !runcOptions.isEmpty && !byType {
             out += "\n[\(prefix).\(TOMLNode.key(handler.name)).options]\n"
             out += "  # copied from the node's runc handler\n"
@@ -467,8 +588,13 @@ public enum ConfigPlanner {
     }
 
     /// Our drop-in file.
-    static func renderDropIn(version: Int, cri: String, handler: HandlerSettings, runcOptions: [(key: String, value: TOMLNode)],
-                             mainPath: String) -> String {
+    static func renderDropIn(
+        version: Int,
+        cri: String,
+        handler: HandlerSettings,
+        runcOptions: [(key: String, value: TOMLNode)],
+        mainPath: String
+    ) -> String {
         marker + ": the containerd runtime handler \"\(handler.name)\".\n"
             + "# Imported by \(mainPath). zeropod-installer --uninstall removes it and that import; do not edit.\n"
             + "version = \(version)\n\n"
@@ -507,7 +633,9 @@ public enum ConfigPlanner {
             let length = line.utf8.count + 1
             let trimmed = String(line).trimmingSpaces
             if trimmed == blockBegin {
-                if begin != nil { throw InstallerError("a second zeropod-swift block begins here", file: path, line: index + 1) }
+                if begin != nil {
+                    throw InstallerError("a second zeropod-swift block begins here", file: path, line: index + 1)
+                }
                 begin = (index + 1, offset)
                 blankBeforeBegin = previousBlank
             } else if trimmed == blockEnd {
@@ -515,12 +643,19 @@ public enum ConfigPlanner {
                     throw InstallerError("a zeropod-swift block ends here but never began", file: path, line: index + 1)
                 }
                 let end = min(offset + length, text.utf8.count)
-                return BlockRange(firstLine: b.line, lastLine: index + 1, bytes: b.offset..<end, blankBefore: blankBeforeBegin)
+                return BlockRange(
+                    firstLine: b.line,
+                    lastLine: index + 1,
+                    bytes: b.offset..<end,
+                    blankBefore: blankBeforeBegin
+                )
             }
             previousBlank = trimmed.isEmpty
             offset += length
         }
-        if let begin { throw InstallerError("a zeropod-swift block begins here but never ends", file: path, line: begin.line) }
+        if let begin {
+            throw InstallerError("a zeropod-swift block begins here but never ends", file: path, line: begin.line)
+        }
         return nil
     }
 

@@ -77,15 +77,21 @@ public struct ContainerdConfigFacts: Sendable, Equatable {
             version = v
             versionWritten = true
         case _?:
-            throw InstallerError("version must be an integer", file: document.path,
-                                 line: (try? TOMLLayout(scanning: document.text, path: document.path))?.topLevel("version")?.line)
+            throw InstallerError(
+                "version must be an integer",
+                file: document.path,
+                line: (try? TOMLLayout(scanning: document.text, path: document.path))?.topLevel("version")?.line
+            )
         }
         switch document.root["imports"] {
         case nil: imports = []
         case let node?:
             guard let list = node.strings else {
-                throw InstallerError("imports must be an array of strings", file: document.path,
-                                     line: (try? TOMLLayout(scanning: document.text, path: document.path))?.topLevel("imports")?.line)
+                throw InstallerError(
+                    "imports must be an array of strings",
+                    file: document.path,
+                    line: (try? TOMLLayout(scanning: document.text, path: document.path))?.topLevel("imports")?.line
+                )
             }
             imports = list
         }
@@ -131,7 +137,9 @@ public struct ContainerdConfigFacts: Sendable, Equatable {
     /// the default handler if it is a runc one, else from `runc`; only values that differ from
     /// runc's defaults (non-empty strings, true, non-zero numbers).
     public var runcOptionsToCopy: [(key: String, value: TOMLNode)] {
-        let name = runtimes[defaultRuntimeName]?["runtime_type"]?.string == "io.containerd.runc.v2" ? defaultRuntimeName : "runc"
+        let name =
+            runtimes[defaultRuntimeName]?["runtime_type"]?.string == "io.containerd.runc.v2"
+            ? defaultRuntimeName : "runc"
         guard let options = runtimes[name]?["options"]?.table else { return [] }
         let wanted = ["BinaryName", "NoNewKeyring", "NoPivotRoot", "Root", "SystemdCgroup"]
         return wanted.compactMap { key in

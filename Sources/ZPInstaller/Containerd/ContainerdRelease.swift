@@ -60,7 +60,9 @@ public struct ContainerdRelease: Sendable, Equatable, CustomStringConvertible {
         // Numbers up to the first character that is neither a digit nor a dot.
         let numeric = text.prefix(while: { ($0.isASCII && $0.isNumber) || $0 == "." })
         let parts = numeric.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count >= 2, parts.count <= 3, let major = Int(parts[0]), let minor = Int(parts[1]) else { return nil }
+        guard parts.count >= 2, parts.count <= 3, let major = Int(parts[0]), let minor = Int(parts[1]) else {
+            return nil
+        }
         var patch = 0
         if parts.count == 3 {
             guard let p = Int(parts[2]) else { return nil }
@@ -83,8 +85,10 @@ public struct ContainerdRelease: Sendable, Equatable, CustomStringConvertible {
         case (1, 6), (1, 7): return .one
         case (2, 0), (2, 1), (2, 2), (2, 3): return .two
         default:
-            throw InstallerError("unknown containerd version \(text): the installer knows \(Self.supported); "
-                                     + "refusing to guess how this one reads its config")
+            throw InstallerError(
+                "unknown containerd version \(text): the installer knows \(Self.supported); "
+                    + "refusing to guess how this one reads its config"
+            )
         }
     }
 }

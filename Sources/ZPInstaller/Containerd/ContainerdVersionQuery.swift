@@ -108,8 +108,12 @@ public enum ContainerdVersionLookup {
     ///   - timeout: seconds for the socket call and the binary.
     /// - Throws: `InstallerError` naming what was tried and why each failed.
     public static func resolve(
-        given: String?, binary: String?, socket: String, flavour: ContainerdFlavour,
-        commands: any HostCommands, timeout: Double
+        given: String?,
+        binary: String?,
+        socket: String,
+        flavour: ContainerdFlavour,
+        commands: any HostCommands,
+        timeout: Double
     ) async throws(InstallerError) -> (ContainerdRelease, ContainerdVersionSource) {
         if let given {
             guard let release = ContainerdRelease(versionText: given) else {
@@ -120,9 +124,15 @@ public enum ContainerdVersionLookup {
         if let binary { return (try ask(binary: binary, commands: commands, timeout: timeout), .binary(binary)) }
         let socketError: InstallerError
         do throws(InstallerError) {
-            let answer = try await ContainerdVersionService.ask(socket: socket, timeout: .milliseconds(Int(timeout * 1000)))
+            let answer = try await ContainerdVersionService.ask(
+                socket: socket,
+                timeout: .milliseconds(Int(timeout * 1000))
+            )
             guard let release = ContainerdRelease(versionText: answer.version) else {
-                throw InstallerError("containerd answered version \"\(answer.version)\", which is not a version", file: socket)
+                throw InstallerError(
+                    "containerd answered version \"\(answer.version)\", which is not a version",
+                    file: socket
+                )
             }
             return (release, .socket(socket))
         } catch {
@@ -131,8 +141,10 @@ public enum ContainerdVersionLookup {
         // No answer on the socket (containerd stopped, or the socket not mounted): the binary, if there is one.
         let fallback = flavour.defaultBinary
         guard commands.which(fallback) != nil else {
-            throw InstallerError("cannot learn containerd's version: \(socketError); and no \(fallback) binary here. "
-                                     + "Mount containerd's socket (--containerd-address) or give --containerd-version")
+            throw InstallerError(
+                "cannot learn containerd's version: \(socketError); and no \(fallback) binary here. "
+                    + "Mount containerd's socket (--containerd-address) or give --containerd-version"
+            )
         }
         do {
             return (try ask(binary: fallback, commands: commands, timeout: timeout), .binary(fallback))
@@ -143,12 +155,18 @@ public enum ContainerdVersionLookup {
 
     /// `binary --version`, parsed.
     /// - Throws: `InstallerError` when it does not run or prints no version.
-    public static func ask(binary: String, commands: any HostCommands, timeout: Double) throws(InstallerError) -> ContainerdRelease {
+    public static func ask(
+        binary: String,
+        commands: any HostCommands,
+        timeout: Double
+    ) throws(InstallerError) -> ContainerdRelease {
         let r = commands.run(binary, ["--version"], timeout: timeout)
         guard r.status == 0 else {
-            throw InstallerError("cannot ask containerd for its version (\(binary) --version: "
-                                     + "\(r.errors.trimmedLine.isEmpty ? "status \(r.status)" : r.errors.trimmedLine)); "
-                                     + "give it with --containerd-version")
+            throw InstallerError(
+                "cannot ask containerd for its version (\(binary) --version: "
+                    + "\(r.errors.trimmedLine.isEmpty ? "status \(r.status)" : r.errors.trimmedLine)); "
+                    + "give it with --containerd-version"
+            )
         }
         return try ContainerdRelease(versionOutput: r.output)
     }

@@ -100,9 +100,12 @@ public indirect enum TOMLNode: Sendable, Equatable {
 
     /// A key as TOML writes it: bare when it can be, quoted otherwise.
     public static func key(_ k: String) -> String {
-        let bare = !k.isEmpty && k.unicodeScalars.allSatisfy {
-            ($0 >= "a" && $0 <= "z") || ($0 >= "A" && $0 <= "Z") || ($0 >= "0" && $0 <= "9") || $0 == "_" || $0 == "-"
-        }
+        let bare =
+            !k.isEmpty
+            && k.unicodeScalars.allSatisfy {
+                ($0 >= "a" && $0 <= "z") || ($0 >= "A" && $0 <= "Z") || ($0 >= "0" && $0 <= "9") || $0 == "_"
+                    || $0 == "-"
+            }
         return bare ? k : quoted(k)
     }
 }
@@ -125,8 +128,11 @@ public struct TOMLDocument: Sendable, Equatable {
             let table = try TOMLTable(string: text)
             root = TOMLDocument.node(table)
         } catch let error as TOMLParseError {
-            throw InstallerError("not valid TOML: \(error.description) (column \(error.source.begin.column))",
-                                 file: path, line: error.source.begin.line)
+            throw InstallerError(
+                "not valid TOML: \(error.description) (column \(error.source.begin.column))",
+                file: path,
+                line: error.source.begin.line
+            )
         } catch {
             throw InstallerError("cannot be parsed: \(error)", file: path)
         }

@@ -58,7 +58,8 @@ public struct TOMLLayout: Sendable, Equatable {
     /// table path plus key starts with `path` (dotted keys, inline tables).
     public func line(ofTable path: [String]) -> Int? {
         if let h = headers.first(where: { $0.path.starts(with: path) }) { return h.line }
-        return entries.first(where: { ($0.table + $0.key).starts(with: path) || path.starts(with: $0.table + $0.key) })?.line
+        return entries.first(where: { ($0.table + $0.key).starts(with: path) || path.starts(with: $0.table + $0.key) })?
+            .line
     }
 
     /// Scans `text`.
@@ -127,14 +128,19 @@ public struct TOMLLayout: Sendable, Equatable {
                     let start = i
                     advance()
                     var isArray = false
-                    if !atEnd, current == UInt8(ascii: "[") { isArray = true; advance() }
+                    if !atEnd, current == UInt8(ascii: "[") {
+                        isArray = true
+                        advance()
+                    }
                     skipBlank()
                     let key = try scanKey()
                     skipBlank()
                     guard !atEnd, current == UInt8(ascii: "]") else { throw error("table header without ]") }
                     advance()
                     if isArray {
-                        guard !atEnd, current == UInt8(ascii: "]") else { throw error("array-of-tables header without ]]") }
+                        guard !atEnd, current == UInt8(ascii: "]") else {
+                            throw error("array-of-tables header without ]]")
+                        }
                         advance()
                     }
                     if layout.firstHeaderLineStart == nil { layout.firstHeaderLineStart = lineStart(of: start) }
@@ -146,15 +152,26 @@ public struct TOMLLayout: Sendable, Equatable {
                     let lineStart = lineStart(of: i)
                     let key = try scanKey()
                     skipBlank()
-                    guard !atEnd, current == UInt8(ascii: "=") else { throw error("expected = after key \(key.joined(separator: "."))") }
+                    guard !atEnd, current == UInt8(ascii: "=") else {
+                        throw error("expected = after key \(key.joined(separator: "."))")
+                    }
                     advance()
                     skipBlank()
                     let valueStart = i
                     let append = try scanValue()
                     let valueEnd = i
                     try finishLine()
-                    layout.entries.append(Entry(table: table, key: key, line: keyLine, lineStart: lineStart, lineEnd: i,
-                                                value: valueStart..<valueEnd, arrayAppend: append))
+                    layout.entries.append(
+                        Entry(
+                            table: table,
+                            key: key,
+                            line: keyLine,
+                            lineStart: lineStart,
+                            lineEnd: i,
+                            value: valueStart..<valueEnd,
+                            arrayAppend: append
+                        )
+                    )
                 }
             }
         }
@@ -185,20 +202,30 @@ public struct TOMLLayout: Sendable, Equatable {
                     parts.append(String(decoding: bytes[start..<i], as: UTF8.self))
                 }
                 skipBlank()
-                if !atEnd, current == UInt8(ascii: ".") { advance(); continue }
+                if !atEnd, current == UInt8(ascii: ".") {
+                    advance()
+                    continue
+                }
                 return parts
             }
         }
 
         func isBareKeyByte(_ b: UInt8) -> Bool {
             (b >= UInt8(ascii: "a") && b <= UInt8(ascii: "z")) || (b >= UInt8(ascii: "A") && b <= UInt8(ascii: "Z"))
-                || (b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9")) || b == UInt8(ascii: "_") || b == UInt8(ascii: "-")
+                || (b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9")) || b == UInt8(ascii: "_")
+                || b == UInt8(ascii: "-")
         }
 
         /// A basic string (single-line or multi-line); returns its raw content for keys.
         mutating func scanBasicString() throws(InstallerError) -> String {
             let multi = peek(1) == UInt8(ascii: "\"") && peek(2) == UInt8(ascii: "\"")
-            if multi { advance(); advance(); advance() } else { advance() }
+            if multi {
+                advance()
+                advance()
+                advance()
+            } else {
+                advance()
+            }
             var out: [UInt8] = []
             while true {
                 guard !atEnd else { throw error("unterminated string") }
@@ -212,9 +239,14 @@ public struct TOMLLayout: Sendable, Equatable {
                     continue
                 }
                 if b == UInt8(ascii: "\"") {
-                    if !multi { advance(); break }
+                    if !multi {
+                        advance()
+                        break
+                    }
                     if peek(1) == UInt8(ascii: "\""), peek(2) == UInt8(ascii: "\"") {
-                        advance(); advance(); advance()
+                        advance()
+                        advance()
+                        advance()
                         // Up to two more quotes belong to the content ("""a"""" is a" + ").
                         while !atEnd, current == UInt8(ascii: "\"") { advance() }
                         break
@@ -230,15 +262,27 @@ public struct TOMLLayout: Sendable, Equatable {
         /// A literal string (single-line or multi-line).
         mutating func scanLiteralString() throws(InstallerError) -> String {
             let multi = peek(1) == UInt8(ascii: "'") && peek(2) == UInt8(ascii: "'")
-            if multi { advance(); advance(); advance() } else { advance() }
+            if multi {
+                advance()
+                advance()
+                advance()
+            } else {
+                advance()
+            }
             let start = i
             while true {
                 guard !atEnd else { throw error("unterminated string") }
                 if current == UInt8(ascii: "'") {
-                    if !multi { let s = String(decoding: bytes[start..<i], as: UTF8.self); advance(); return s }
+                    if !multi {
+                        let s = String(decoding: bytes[start..<i], as: UTF8.self)
+                        advance()
+                        return s
+                    }
                     if peek(1) == UInt8(ascii: "'"), peek(2) == UInt8(ascii: "'") {
                         let s = String(decoding: bytes[start..<i], as: UTF8.self)
-                        advance(); advance(); advance()
+                        advance()
+                        advance()
+                        advance()
                         while !atEnd, current == UInt8(ascii: "'") { advance() }
                         return s
                     }
@@ -252,20 +296,33 @@ public struct TOMLLayout: Sendable, Equatable {
         mutating func scanValue() throws(InstallerError) -> ArrayAppend? {
             guard !atEnd else { throw error("value expected") }
             switch current {
-            case UInt8(ascii: "\""): _ = try scanBasicString(); return nil
-            case UInt8(ascii: "'"): _ = try scanLiteralString(); return nil
+            case UInt8(ascii: "\""):
+                _ = try scanBasicString()
+                return nil
+            case UInt8(ascii: "'"):
+                _ = try scanLiteralString()
+                return nil
             case UInt8(ascii: "["): return try scanArray()
-            case UInt8(ascii: "{"): try scanInlineTable(); return nil
+            case UInt8(ascii: "{"):
+                try scanInlineTable()
+                return nil
             default:
                 // Numbers, booleans, dates: up to a delimiter. Date-times may hold one space
                 // ("1979-05-27 07:32:00"), which is followed by a digit.
                 while !atEnd {
                     let b = current
                     if b == UInt8(ascii: ",") { break }
-                    if b == UInt8(ascii: "]") || b == UInt8(ascii: "}") || b == UInt8(ascii: "#") || b == UInt8(ascii: "\n")
-                        || b == UInt8(ascii: "\r") || b == UInt8(ascii: "\t") { break }
+                    if b == UInt8(ascii: "]") || b == UInt8(ascii: "}") || b == UInt8(ascii: "#")
+                        || b == UInt8(ascii: "\n")
+                        || b == UInt8(ascii: "\r") || b == UInt8(ascii: "\t")
+                    {
+                        break
+                    }
                     if b == UInt8(ascii: " ") {
-                        if let n = peek(1), n >= UInt8(ascii: "0"), n <= UInt8(ascii: "9") { advance(); continue }
+                        if let n = peek(1), n >= UInt8(ascii: "0"), n <= UInt8(ascii: "9") {
+                            advance()
+                            continue
+                        }
                         break
                     }
                     advance()
@@ -282,7 +339,10 @@ public struct TOMLLayout: Sendable, Equatable {
             while true {
                 skipTrivia()
                 guard !atEnd else { throw error("unterminated array") }
-                if current == UInt8(ascii: "]") { advance(); break }
+                if current == UInt8(ascii: "]") {
+                    advance()
+                    break
+                }
                 if current == UInt8(ascii: ",") {
                     advance()
                     lastEnd = i
@@ -301,8 +361,14 @@ public struct TOMLLayout: Sendable, Equatable {
             while true {
                 skipBlank()
                 guard !atEnd else { throw error("unterminated inline table") }
-                if current == UInt8(ascii: "}") { advance(); return }
-                if current == UInt8(ascii: ",") { advance(); continue }
+                if current == UInt8(ascii: "}") {
+                    advance()
+                    return
+                }
+                if current == UInt8(ascii: ",") {
+                    advance()
+                    continue
+                }
                 _ = try scanKey()
                 skipBlank()
                 guard !atEnd, current == UInt8(ascii: "=") else { throw error("expected = in an inline table") }
@@ -319,7 +385,10 @@ public struct TOMLLayout: Sendable, Equatable {
         var out = ""
         var it = raw.unicodeScalars.makeIterator()
         while let c = it.next() {
-            guard c == "\\", let e = it.next() else { out.unicodeScalars.append(c); continue }
+            guard c == "\\", let e = it.next() else {
+                out.unicodeScalars.append(c)
+                continue
+            }
             switch e {
             case "n": out += "\n"
             case "t": out += "\t"

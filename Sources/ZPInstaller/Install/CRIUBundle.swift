@@ -6,8 +6,10 @@
 /// Reading `ldd` output (pure).
 public enum LddOutput {
     /// glibc's libraries and the loader: never copied, the node's own must be used.
-    public static let excluded = ["linux-vdso.so", "linux-gate.so", "ld-linux", "libc.so", "libm.so", "libpthread.so",
-                                  "libdl.so", "librt.so", "libresolv.so", "libutil.so", "libanl.so", "libnsl.so"]
+    public static let excluded = [
+        "linux-vdso.so", "linux-gate.so", "ld-linux", "libc.so", "libm.so", "libpthread.so",
+        "libdl.so", "librt.so", "libresolv.so", "libutil.so", "libanl.so", "libnsl.so",
+    ]
 
     /// The libraries to copy from `ldd` output: `name => /path (0x...)` lines whose name is not
     /// glibc's.

@@ -74,14 +74,17 @@ public struct LocalCommands: HostCommands {
         }
         process.waitUntilExit()
         let (o, e) = collected.value
-        let status = process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
+        let status =
+            process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
         return CommandResult(status: status, output: o, errors: e)
     }
 
     /// See `HostCommands.which`.
     public func which(_ program: String) -> String? {
         if program.hasPrefix("/") { return access(program, X_OK) == 0 ? program : nil }
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        let path =
+            ProcessInfo.processInfo.environment["PATH"]
+            ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         for dir in path.split(separator: ":") {
             let candidate = "\(dir)/\(program)"
             if access(candidate, X_OK) == 0 { return candidate }
@@ -101,4 +104,3 @@ private final class CollectedOutput: Sendable {
 
     var value: (String, String) { state.withLock { $0 } }
 }
-

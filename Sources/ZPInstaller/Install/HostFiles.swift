@@ -1,3 +1,6 @@
+import SystemPackage
+import ZPSystem
+
 // File work at the edge: atomic writes (temp + fsync + rename), copies, modes, globbing, on
 // ZPSystem's syscall funnel and descriptor owner. Every failure is an `InstallerError` naming the
 // path and errno's text.
@@ -6,8 +9,6 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
-import SystemPackage
-import ZPSystem
 
 /// What `stat` says about a path.
 public struct FileStatus: Sendable, Equatable {
@@ -41,7 +42,7 @@ public struct HostFiles: Sendable {
     public func read(_ path: String) throws(InstallerError) -> [UInt8]? {
         do {
             return try Files.read(FilePath(path))
-        } catch where error.errno == .noSuchFileOrDirectory && error.call == "open" {
+        } catch  where error.errno == .noSuchFileOrDirectory && error.call == "open" {
             return nil
         } catch {
             throw failure(error.call == "open" ? "cannot open" : "cannot read", path, error)
@@ -74,7 +75,9 @@ public struct HostFiles: Sendable {
         do {
             let fd = file.rawValue
             do { try file.writeAll(bytes) } catch { throw failure("cannot write", temp, error) }
-            do { try systemCall("fchmod", temp) { fchmod(fd, mode) } } catch { throw failure("cannot chmod", temp, error) }
+            do { try systemCall("fchmod", temp) { fchmod(fd, mode) } } catch {
+                throw failure("cannot chmod", temp, error)
+            }
             do { try systemCall("fsync", temp) { fsync(fd) } } catch { throw failure("cannot fsync", temp, error) }
         }
         _ = consume file  // closed before the rename
@@ -154,8 +157,13 @@ public struct HostFiles: Sendable {
         var st = stat()
         guard lstat(path, &st) == 0 else { return nil }
         let type = st.st_mode & S_IFMT
-        return FileStatus(permissions: st.st_mode & 0o7777, uid: st.st_uid, isDirectory: type == S_IFDIR,
-                          isRegularFile: type == S_IFREG, isSymbolicLink: type == S_IFLNK)
+        return FileStatus(
+            permissions: st.st_mode & 0o7777,
+            uid: st.st_uid,
+            isDirectory: type == S_IFDIR,
+            isRegularFile: type == S_IFREG,
+            isSymbolicLink: type == S_IFLNK
+        )
     }
 
     /// Whether the path exists.

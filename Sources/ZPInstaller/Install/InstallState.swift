@@ -134,7 +134,8 @@ public struct InstallState: Sendable, Equatable {
             index.append("managed \(id) \(String(m.mode, radix: 8)) \(m.path)")
         }
         // Leftovers of records that went away.
-        for name in host.list(folder) where name.hasPrefix("m") && (name.hasSuffix(".original") || name.hasSuffix(".written")) {
+        for name in host.list(folder)
+        where name.hasPrefix("m") && (name.hasSuffix(".original") || name.hasSuffix(".written")) {
             let id = String(name.prefix(while: { $0 != "." }))
             if let n = Int(id.dropFirst()), n >= managed.count { try host.remove("\(folder)/\(name)") }
         }

@@ -1,3 +1,5 @@
+import ZPCore
+
 // The installer's edge: reads what is on the node, asks the pure planner what to change,
 // installs the shim, CRIU and node settings, writes the config change last (so containerd never
 // names a missing shim), records everything for --uninstall, and restarts containerd.
@@ -6,7 +8,6 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
-import ZPCore
 
 /// What the installer is asked to do, as the command line gives it.
 public struct InstallerOptions: Sendable, Equatable {
@@ -84,8 +85,12 @@ public struct Installer: Sendable {
     public var log: @Sendable (String) -> Void
 
     /// An installer with these options.
-    public init(options: InstallerOptions, files: HostFiles = HostFiles(), commands: any HostCommands = LocalCommands(),
-                log: @escaping @Sendable (String) -> Void) {
+    public init(
+        options: InstallerOptions,
+        files: HostFiles = HostFiles(),
+        commands: any HostCommands = LocalCommands(),
+        log: @escaping @Sendable (String) -> Void
+    ) {
         self.options = options
         self.files = files
         self.commands = commands
@@ -106,9 +111,11 @@ public struct Installer: Sendable {
         let binary = options.effectiveContainerdBinary
         let r = commands.run(binary, ["--version"], timeout: options.timeout)
         guard r.status == 0 else {
-            throw InstallerError("cannot ask containerd for its version (\(binary) --version: "
-                                     + "\(r.errors.trimmedLine.isEmpty ? "status \(r.status)" : r.errors.trimmedLine)); "
-                                     + "give it with --containerd-version")
+            throw InstallerError(
+                "cannot ask containerd for its version (\(binary) --version: "
+                    + "\(r.errors.trimmedLine.isEmpty ? "status \(r.status)" : r.errors.trimmedLine)); "
+                    + "give it with --containerd-version"
+            )
         }
         return try ContainerdRelease(versionOutput: r.output)
     }
@@ -117,8 +124,12 @@ public struct Installer: Sendable {
     /// - Throws: `InstallerError` for unreadable files.
     public func readInputs(release: ContainerdRelease) throws(InstallerError) -> ConfigInputs {
         let mainPath = options.effectiveConfigPath
-        var inputs = ConfigInputs(flavour: options.flavour, release: release, mainPath: mainPath,
-                                  main: try files.readText(mainPath))
+        var inputs = ConfigInputs(
+            flavour: options.flavour,
+            release: release,
+            mainPath: mainPath,
+            main: try files.readText(mainPath)
+        )
         inputs.dropIn = try files.readText(inputs.dropInPath)
         if options.flavour.rendersTemplate {
             inputs.templateV2 = try files.readText(inputs.templateV2Path)
@@ -126,7 +137,8 @@ public struct Installer: Sendable {
         }
         // Files the main config imports (containerd resolves relative entries against its folder).
         if let main = inputs.main, let doc = try? TOMLDocument(path: mainPath, text: main),
-           let facts = try? ContainerdConfigFacts(doc) {
+            let facts = try? ContainerdConfigFacts(doc)
+        {
             for entry in facts.imports {
                 let pattern = entry.hasPrefix("/") ? entry : inputs.configDirectory + "/" + entry
                 for path in files.glob(pattern) where path != inputs.dropInPath && path != mainPath {
@@ -173,10 +185,14 @@ public struct Installer: Sendable {
         try applyConfig(plan, state: &state)
         try state.save(to: options.stateFolder, files: files)
 
-        let restart = RestartPlanner.decide(flavour: options.flavour, configChanged: plan.restartNeeded,
-                                            policy: options.restart, systemdRuns: systemdRuns,
-                                            systemctl: commands.which("systemctl") != nil,
-                                            configPath: plan.edits.first?.path ?? inputs.mainPath)
+        let restart = RestartPlanner.decide(
+            flavour: options.flavour,
+            configChanged: plan.restartNeeded,
+            policy: options.restart,
+            systemdRuns: systemdRuns,
+            systemctl: commands.which("systemctl") != nil,
+            configPath: plan.edits.first?.path ?? inputs.mainPath
+        )
         return carryOut(restart, configChanged: plan.restartNeeded, configPath: inputs.mainPath)
     }
 
@@ -190,8 +206,13 @@ public struct Installer: Sendable {
         case .manual(let text):
             log(text)
         case .systemd(let units):
-            let (restarted, lines) = RestartPlanner.restart(units: units, commands: commands, timeout: options.timeout,
-                                                            flavour: options.flavour, configPath: configPath)
+            let (restarted, lines) = RestartPlanner.restart(
+                units: units,
+                commands: commands,
+                timeout: options.timeout,
+                flavour: options.flavour,
+                configPath: configPath
+            )
             for line in lines { log(line) }
             report.restarted = restarted
         }
@@ -203,9 +224,12 @@ public struct Installer: Sendable {
         guard let st = files.status(options.optPath) else { return }
         guard st.isDirectory else { throw InstallerError("is not a folder", file: options.optPath) }
         if st.uid != 0 || st.permissions & 0o022 != 0 {
-            throw InstallerError("is owned by uid \(st.uid) with mode \(String(st.permissions, radix: 8)): others could "
-                                     + "replace the shim containerd runs; make it root's and 0755, or choose another "
-                                     + "--host-opt-path", file: options.optPath)
+            throw InstallerError(
+                "is owned by uid \(st.uid) with mode \(String(st.permissions, radix: 8)): others could "
+                    + "replace the shim containerd runs; make it root's and 0755, or choose another "
+                    + "--host-opt-path",
+                file: options.optPath
+            )
         }
     }
 
@@ -232,16 +256,27 @@ public struct Installer: Sendable {
         try files.copy(from: criu, to: options.installedCRIU, mode: 0o755)
         state.recordFile(options.installedCRIU)
         // Its libraries first from ../lib, without changing containerd's environment.
-        let patch = commands.run("patchelf", ["--set-rpath", "$ORIGIN/../lib", options.installedCRIU], timeout: options.timeout)
+        let patch = commands.run(
+            "patchelf",
+            ["--set-rpath", "$ORIGIN/../lib", options.installedCRIU],
+            timeout: options.timeout
+        )
         guard patch.status == 0 else {
-            throw InstallerError("patchelf --set-rpath failed (\(patch.errors.trimmedLine)); the installer needs patchelf",
-                                 file: options.installedCRIU)
+            throw InstallerError(
+                "patchelf --set-rpath failed (\(patch.errors.trimmedLine)); the installer needs patchelf",
+                file: options.installedCRIU
+            )
         }
         let check = commands.run(options.installedCRIU, ["--version"], timeout: options.timeout)
         guard check.status == 0, check.output.contains("Version:") else {
-            throw InstallerError("the installed CRIU does not run: \(check.errors.trimmedLine)", file: options.installedCRIU)
+            throw InstallerError(
+                "the installed CRIU does not run: \(check.errors.trimmedLine)",
+                file: options.installedCRIU
+            )
         }
-        log("installed \(options.installedCRIU) (\(check.output.trimmedLine)) and \(libraries.count) libraries in \(lib)")
+        log(
+            "installed \(options.installedCRIU) (\(check.output.trimmedLine)) and \(libraries.count) libraries in \(lib)"
+        )
     }
 
     /// Links `<shimLinkDirectory>/containerd-shim-zeropod-v2` to the installed shim, for a
@@ -272,16 +307,22 @@ public struct Installer: Sendable {
         if let st = files.status(dir) {
             guard st.isDirectory else { throw InstallerError("is not a folder (--shim-link-dir)", file: dir) }
             if st.uid != 0 || st.permissions & 0o022 != 0 {
-                throw InstallerError("is owned by uid \(st.uid) with mode \(String(st.permissions, radix: 8)): others could "
-                                         + "replace the shim containerd runs; choose another --shim-link-dir", file: dir)
+                throw InstallerError(
+                    "is owned by uid \(st.uid) with mode \(String(st.permissions, radix: 8)): others could "
+                        + "replace the shim containerd runs; choose another --shim-link-dir",
+                    file: dir
+                )
             }
         }
         guard files.exists(path) else { return false }
         let current = files.linkTarget(path)
         guard let recorded = state.linkTarget(path), current == recorded else {
-            throw InstallerError("exists and was not put there by zeropod-installer; containerd below 1.7.1 runs the "
-                                     + "shim it finds on its PATH by this name: move it away, or choose another "
-                                     + "--shim-link-dir", file: path)
+            throw InstallerError(
+                "exists and was not put there by zeropod-installer; containerd below 1.7.1 runs the "
+                    + "shim it finds on its PATH by this name: move it away, or choose another "
+                    + "--shim-link-dir",
+                file: path
+            )
         }
         return current == options.installedShim
     }
@@ -315,7 +356,8 @@ public struct Installer: Sendable {
     /// the user wrote or changed is left alone.
     private func installNodeConfig(_ state: inout InstallState) throws(InstallerError) {
         let path = options.nodeConfigPath
-        let wanted = ConfigPlanner.marker + ": node settings for the shim (docs/configuration.md).\n"
+        let wanted =
+            ConfigPlanner.marker + ": node settings for the shim (docs/configuration.md).\n"
             + "# zeropod-installer --uninstall removes this file unless it was changed; once changed, the installer leaves it alone.\n"
             + "criu-path = \(options.installedCRIU)\n"
         let current = try files.readText(path)
@@ -326,7 +368,9 @@ public struct Installer: Sendable {
             do {
                 let config = try NodeConfig(parsing: current, source: source)
                 if config.criuPath != options.installedCRIU {
-                    log("\(path) is not the installer's: left alone; it names CRIU \(config.criuPath), not \(options.installedCRIU)")
+                    log(
+                        "\(path) is not the installer's: left alone; it names CRIU \(config.criuPath), not \(options.installedCRIU)"
+                    )
                 } else {
                     log("\(path) is not the installer's: left alone")
                 }
@@ -365,7 +409,11 @@ public struct Installer: Sendable {
         } catch {
             // Put back what was already changed, newest first.
             for edit in done.reversed() {
-                if let before = edit.before { try? files.writeText(edit.path, before, mode: 0o644) } else { try? files.remove(edit.path) }
+                if let before = edit.before {
+                    try? files.writeText(edit.path, before, mode: 0o644)
+                } else {
+                    try? files.remove(edit.path)
+                }
             }
             throw error
         }
@@ -383,8 +431,11 @@ public struct Installer: Sendable {
         }
         let running = files.list(options.shimSocketDirectory).filter { $0.hasSuffix(".sock") }
         if !running.isEmpty && !options.force {
-            throw InstallerError("\(running.count) zeropod shim(s) still run (status sockets here); delete the pods "
-                                     + "that use RuntimeClass zeropod first, or pass --force", file: options.shimSocketDirectory)
+            throw InstallerError(
+                "\(running.count) zeropod shim(s) still run (status sockets here); delete the pods "
+                    + "that use RuntimeClass zeropod first, or pass --force",
+                file: options.shimSocketDirectory
+            )
         }
         // Check everything before changing anything.
         var keep: [String] = []
@@ -396,8 +447,11 @@ public struct Installer: Sendable {
                 keep.append(m.path)
                 continue
             }
-            throw InstallerError("changed since zeropod-installer wrote it; nothing was uninstalled. Undo that change, or "
-                                     + "restore the file by hand (the original is in \(options.stateFolder))", file: m.path)
+            throw InstallerError(
+                "changed since zeropod-installer wrote it; nothing was uninstalled. Undo that change, or "
+                    + "restore the file by hand (the original is in \(options.stateFolder))",
+                file: m.path
+            )
         }
         var configChanged = false
         for m in state.managed.reversed() where !keep.contains(m.path) {
@@ -429,9 +483,14 @@ public struct Installer: Sendable {
         for dir in state.directories.reversed() where !files.removeDirectoryIfEmpty(dir) {
             log("left \(dir): not empty")
         }
-        let restart = RestartPlanner.decide(flavour: options.flavour, configChanged: configChanged, policy: options.restart,
-                                            systemdRuns: systemdRuns, systemctl: commands.which("systemctl") != nil,
-                                            configPath: options.effectiveConfigPath)
+        let restart = RestartPlanner.decide(
+            flavour: options.flavour,
+            configChanged: configChanged,
+            policy: options.restart,
+            systemdRuns: systemdRuns,
+            systemctl: commands.which("systemctl") != nil,
+            configPath: options.effectiveConfigPath
+        )
         return carryOut(restart, configChanged: configChanged, configPath: options.effectiveConfigPath)
     }
 }

@@ -30,8 +30,14 @@ public enum RestartPlanner {
     ///   - systemdRuns: whether systemd runs the node (`/run/systemd/system` exists).
     ///   - systemctl: whether a `systemctl` program is available to the installer.
     ///   - configPath: the file containerd must re-read, for the message.
-    public static func decide(flavour: ContainerdFlavour, configChanged: Bool, policy: RestartPolicy, systemdRuns: Bool,
-                              systemctl: Bool, configPath: String) -> RestartAction {
+    public static func decide(
+        flavour: ContainerdFlavour,
+        configChanged: Bool,
+        policy: RestartPolicy,
+        systemdRuns: Bool,
+        systemctl: Bool,
+        configPath: String
+    ) -> RestartAction {
         guard configChanged else { return .none }
         switch policy {
         case .never:
@@ -61,8 +67,13 @@ public enum RestartPlanner {
 
     /// Carries out `.systemd`: restarts each active unit; succeeds if at least one restarted.
     /// - Returns: what happened, one line each; `.manual` text when nothing was active.
-    public static func restart(units: [String], commands: any HostCommands, timeout: Double,
-                               flavour: ContainerdFlavour, configPath: String) -> (restarted: [String], log: [String]) {
+    public static func restart(
+        units: [String],
+        commands: any HostCommands,
+        timeout: Double,
+        flavour: ContainerdFlavour,
+        configPath: String
+    ) -> (restarted: [String], log: [String]) {
         var restarted: [String] = []
         var log: [String] = []
         for unit in units {
@@ -80,8 +91,13 @@ public enum RestartPlanner {
             }
         }
         if restarted.isEmpty {
-            log.append(instructions(flavour: flavour, configPath: configPath,
-                                    why: "none of \(units.joined(separator: ", ")) could be restarted"))
+            log.append(
+                instructions(
+                    flavour: flavour,
+                    configPath: configPath,
+                    why: "none of \(units.joined(separator: ", ")) could be restarted"
+                )
+            )
         }
         return (restarted, log)
     }

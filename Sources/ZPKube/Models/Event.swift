@@ -36,9 +36,18 @@ public struct Event: Codable, Sendable, Hashable {
 
     /// An event with the given fields (`apiVersion: v1`, `kind: Event`).
     public init(
-        metadata: ObjectMeta, involvedObject: ObjectReference, reason: String? = nil, message: String? = nil,
-        source: EventSource? = nil, firstTimestamp: String? = nil, lastTimestamp: String? = nil, count: Int? = nil,
-        type: String? = nil, eventTime: String? = nil, action: String? = nil, reportingComponent: String? = nil,
+        metadata: ObjectMeta,
+        involvedObject: ObjectReference,
+        reason: String? = nil,
+        message: String? = nil,
+        source: EventSource? = nil,
+        firstTimestamp: String? = nil,
+        lastTimestamp: String? = nil,
+        count: Int? = nil,
+        type: String? = nil,
+        eventTime: String? = nil,
+        action: String? = nil,
+        reportingComponent: String? = nil,
         reportingInstance: String? = nil
     ) {
         self.apiVersion = "v1"
@@ -78,8 +87,13 @@ public struct ObjectReference: Codable, Sendable, Hashable {
 
     /// A reference with the given fields.
     public init(
-        apiVersion: String? = nil, kind: String? = nil, name: String? = nil, namespace: String? = nil,
-        uid: String? = nil, resourceVersion: String? = nil, fieldPath: String? = nil
+        apiVersion: String? = nil,
+        kind: String? = nil,
+        name: String? = nil,
+        namespace: String? = nil,
+        uid: String? = nil,
+        resourceVersion: String? = nil,
+        fieldPath: String? = nil
     ) {
         self.apiVersion = apiVersion
         self.kind = kind

@@ -23,7 +23,12 @@ public struct Migration: KubeObject, Hashable {
     }
 
     /// The API resource.
-    public static let resource = KubeResource(group: "runtime.zeropod.ctrox.dev", version: "v1", plural: "migrations", namespaced: true)
+    public static let resource = KubeResource(
+        group: "runtime.zeropod.ctrox.dev",
+        version: "v1",
+        plural: "migrations",
+        namespaced: true
+    )
 
     /// The finalizer the source node removes after deleting the images (the original's name).
     public static let cleanupFinalizer = "migration.runtime.zeropod.ctrox.dev/checkpoint-cleanup"
@@ -49,8 +54,16 @@ public struct MigrationSpec: Codable, Sendable, Hashable {
     public var containers: [MigrationContainer]
 
     /// A spec.
-    public init(liveMigration: Bool = false, restoreReady: Bool = false, sourceNode: String, targetNode: String? = nil,
-                sourcePod: String? = nil, targetPod: String? = nil, podTemplateHash: String, containers: [MigrationContainer]) {
+    public init(
+        liveMigration: Bool = false,
+        restoreReady: Bool = false,
+        sourceNode: String,
+        targetNode: String? = nil,
+        sourcePod: String? = nil,
+        targetPod: String? = nil,
+        podTemplateHash: String,
+        containers: [MigrationContainer]
+    ) {
         self.liveMigration = liveMigration
         self.restoreReady = restoreReady
         self.sourceNode = sourceNode
@@ -80,8 +93,15 @@ public struct MigrationContainer: Codable, Sendable, Hashable {
     public var imageSize: Int64?
 
     /// A container.
-    public init(name: String, id: String, imageServer: MigrationServer? = nil, pageServer: MigrationServer? = nil,
-                ports: [Int32]? = nil, imageDigest: String? = nil, imageSize: Int64? = nil) {
+    public init(
+        name: String,
+        id: String,
+        imageServer: MigrationServer? = nil,
+        pageServer: MigrationServer? = nil,
+        ports: [Int32]? = nil,
+        imageDigest: String? = nil,
+        imageSize: Int64? = nil
+    ) {
         self.name = name
         self.id = id
         self.imageServer = imageServer
@@ -131,8 +151,13 @@ public struct MigrationContainerStatus: Codable, Sendable, Hashable {
     public var migrationDuration: String?
 
     /// A container status.
-    public init(name: String, condition: MigrationCondition, pausedAt: String? = nil, restoredAt: String? = nil,
-                migrationDuration: String? = nil) {
+    public init(
+        name: String,
+        condition: MigrationCondition,
+        pausedAt: String? = nil,
+        restoredAt: String? = nil,
+        migrationDuration: String? = nil
+    ) {
         self.name = name
         self.condition = condition
         self.pausedAt = pausedAt
@@ -180,7 +205,8 @@ public enum MigrationPhase: String, Codable, Sendable, Hashable, CaseIterable {
 extension Migration {
     /// Claimed: a target node is set, or a container is Unclaimed (the original's `Claimed()`).
     public var isClaimed: Bool {
-        spec.targetNode.map { !$0.isEmpty } == true || (status?.containers.contains { $0.condition.phase == .unclaimed } ?? false)
+        spec.targetNode.map { !$0.isEmpty } == true
+            || (status?.containers.contains { $0.condition.phase == .unclaimed } ?? false)
     }
 
     /// The status of container `name`, if any.

@@ -27,9 +27,15 @@ public struct ObjectMeta: Codable, Sendable, Hashable {
 
     /// Metadata with the given fields.
     public init(
-        name: String? = nil, generateName: String? = nil, namespace: String? = nil, uid: String? = nil,
-        resourceVersion: String? = nil, creationTimestamp: String? = nil, deletionTimestamp: String? = nil,
-        labels: [String: String]? = nil, annotations: [String: String]? = nil
+        name: String? = nil,
+        generateName: String? = nil,
+        namespace: String? = nil,
+        uid: String? = nil,
+        resourceVersion: String? = nil,
+        creationTimestamp: String? = nil,
+        deletionTimestamp: String? = nil,
+        labels: [String: String]? = nil,
+        annotations: [String: String]? = nil
     ) {
         self.name = name
         self.generateName = generateName

@@ -106,8 +106,12 @@ public struct ContainerStatus: Codable, Sendable, Hashable {
 
     /// A container status with the given fields.
     public init(
-        name: String, containerID: String? = nil, ready: Bool? = nil, restartCount: Int? = nil,
-        resources: ResourceRequirements? = nil, allocatedResources: [String: String]? = nil
+        name: String,
+        containerID: String? = nil,
+        ready: Bool? = nil,
+        restartCount: Int? = nil,
+        resources: ResourceRequirements? = nil,
+        allocatedResources: [String: String]? = nil
     ) {
         self.name = name
         self.containerID = containerID

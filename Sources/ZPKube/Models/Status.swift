@@ -17,7 +17,10 @@ public struct Status: Codable, Sendable, Hashable, Error {
 
     /// A status with the given fields (`kind: Status`, `apiVersion: v1`).
     public init(
-        status: String? = "Failure", message: String? = nil, reason: String? = nil, details: StatusDetails? = nil,
+        status: String? = "Failure",
+        message: String? = nil,
+        reason: String? = nil,
+        details: StatusDetails? = nil,
         code: Int? = nil
     ) {
         self.kind = "Status"
@@ -47,8 +50,12 @@ public struct StatusDetails: Codable, Sendable, Hashable {
 
     /// Details with the given fields.
     public init(
-        name: String? = nil, group: String? = nil, kind: String? = nil, uid: String? = nil,
-        causes: [StatusCause]? = nil, retryAfterSeconds: Int? = nil
+        name: String? = nil,
+        group: String? = nil,
+        kind: String? = nil,
+        uid: String? = nil,
+        causes: [StatusCause]? = nil,
+        retryAfterSeconds: Int? = nil
     ) {
         self.name = name
         self.group = group

@@ -188,8 +188,13 @@ public final class PodWriter: Sendable {
         do throws(KubeError) {
             if let patch = plan.metadataPatch {
                 let updated = try await client.patch(
-                    Pod.self, .pods, namespace: key.namespace, name: key.name, patch: .merge(patch),
-                    options: WriteOptions(fieldManager: options.fieldManager))
+                    Pod.self,
+                    .pods,
+                    namespace: key.namespace,
+                    name: key.name,
+                    patch: .merge(patch),
+                    options: WriteOptions(fieldManager: options.fieldManager)
+                )
                 remember(key, updated)
                 let labelsChanged = patch[path: ["metadata", "labels"]] != nil
                 stats.withLock { s in
@@ -224,18 +229,29 @@ public final class PodWriter: Sendable {
                 switch route {
                 case .subresource:
                     updated = try await client.patch(
-                        Pod.self, .pods, namespace: key.namespace, name: key.name, patch: .strategicMerge(patch),
-                        subresource: "resize", options: WriteOptions(fieldManager: options.fieldManager))
+                        Pod.self,
+                        .pods,
+                        namespace: key.namespace,
+                        name: key.name,
+                        patch: .strategicMerge(patch),
+                        subresource: "resize",
+                        options: WriteOptions(fieldManager: options.fieldManager)
+                    )
                 case .pod:
                     updated = try await client.patch(
-                        Pod.self, .pods, namespace: key.namespace, name: key.name, patch: .strategicMerge(patch),
-                        options: WriteOptions(fieldManager: options.fieldManager))
+                        Pod.self,
+                        .pods,
+                        namespace: key.namespace,
+                        name: key.name,
+                        patch: .strategicMerge(patch),
+                        options: WriteOptions(fieldManager: options.fieldManager)
+                    )
                 }
                 remember(key, updated)
                 stats.withLock { $0.resizePatches += 1 }
                 logger.debug("pod resized", metadata: ["pod": "\(key)", "route": "\(route)", "patch": "\(patch)"])
                 return
-            } catch where error.kind == .notFound && route == .subresource && !isPodNotFound(error, key) {
+            } catch  where error.kind == .notFound && route == .subresource && !isPodNotFound(error, key) {
                 // The server has no resize subresource after all (the original's fallback).
                 logger.info("the API server has no pods/resize: resizing through the pod", metadata: ["pod": "\(key)"])
                 self.route.withLock { $0 = .pod }
@@ -276,7 +292,8 @@ public final class PodWriter: Sendable {
             stats.withLock { $0.resizesRefused += 1 }
             logger.warning(
                 "the API server refused the write (is InPlacePodVerticalScaling enabled?)",
-                metadata: ["pod": "\(key)", "error": "\(error)"])
+                metadata: ["pod": "\(key)", "error": "\(error)"]
+            )
             return nil
         case .badRequest, .unauthorized, .forbidden, .methodNotAllowed, .conflict, .gone, .unsupportedMediaType,
             .tooManyRequests, .serverError, .otherHTTPStatus, .timedOut, .unreachable, .malformedResponse, .cancelled:
@@ -289,7 +306,9 @@ public final class PodWriter: Sendable {
             for _ in 1..<min(attempt, 16) { delay = min(delay * 2, options.maximumRetryDelay) }
             if let after = error.retryAfter, after > delay { delay = after }
             logger.warning(
-                "pod write failed, retrying", metadata: ["pod": "\(key)", "error": "\(error)", "attempt": "\(attempt)", "delay": "\(delay)"])
+                "pod write failed, retrying",
+                metadata: ["pod": "\(key)", "error": "\(error)", "attempt": "\(attempt)", "delay": "\(delay)"]
+            )
             return delay
         }
     }
@@ -314,12 +333,21 @@ public final class PodWriter: Sendable {
                 return
             }
             let event = EventPlanner.event(
-                pending.occurrence, container: pending.container, containerID: pending.containerID, pod: pod, time: pending.time,
-                identity: pending.identity, reporter: options.reporter)
+                pending.occurrence,
+                container: pending.container,
+                containerID: pending.containerID,
+                pod: pod,
+                time: pending.time,
+                identity: pending.identity,
+                reporter: options.reporter
+            )
             do throws(KubeError) {
                 _ = try await client.create(event, .events, namespace: pending.pod.namespace)
                 stats.withLock { $0.eventsCreated += 1 }
-                logger.debug("event created", metadata: ["pod": "\(pending.pod)", "reason": "\(pending.occurrence.reason)"])
+                logger.debug(
+                    "event created",
+                    metadata: ["pod": "\(pending.pod)", "reason": "\(pending.occurrence.reason)"]
+                )
                 return
             } catch {
                 if error.kind == .conflict, error.reason == "AlreadyExists" {
@@ -345,7 +373,10 @@ public final class PodWriter: Sendable {
         stats.withLock { $0.eventsDropped += 1 }
         logger.warning(
             "event dropped",
-            metadata: ["pod": "\(pending.pod)", "container": "\(pending.container)", "reason": "\(pending.occurrence.reason)",
-                       "why": "\(reason)"])
+            metadata: [
+                "pod": "\(pending.pod)", "container": "\(pending.container)", "reason": "\(pending.occurrence.reason)",
+                "why": "\(reason)",
+            ]
+        )
     }
 }

@@ -24,7 +24,12 @@ public struct CumulativeHistogram: Sendable, Hashable {
 
     /// An empty histogram over `upperBounds`.
     public init(empty upperBounds: [Double]) {
-        self.init(upperBounds: upperBounds, cumulativeCounts: Array(repeating: 0, count: upperBounds.count), count: 0, sum: 0)
+        self.init(
+            upperBounds: upperBounds,
+            cumulativeCounts: Array(repeating: 0, count: upperBounds.count),
+            count: 0,
+            sum: 0
+        )
     }
 
     /// The same histogram after `value` was observed.

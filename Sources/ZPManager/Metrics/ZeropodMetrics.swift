@@ -35,10 +35,19 @@ public struct ContainerMetricsSample: Sendable, Hashable {
 
     /// A sample from its fields.
     public init(
-        id: String, container: String, pod: String, namespace: String, running: Bool, lastCheckpointNanos: Int64? = nil,
-        lastRestoreNanos: Int64? = nil, checkpointDuration: CumulativeHistogram = CumulativeHistogram(empty: ZeropodMetrics.buckets),
-        restoreDuration: CumulativeHistogram = CumulativeHistogram(empty: ZeropodMetrics.buckets), checkpointErrors: UInt64 = 0,
-        restoreErrors: UInt64 = 0, dryRunScaleDowns: UInt64 = 0, dryRunWouldRestores: UInt64 = 0
+        id: String,
+        container: String,
+        pod: String,
+        namespace: String,
+        running: Bool,
+        lastCheckpointNanos: Int64? = nil,
+        lastRestoreNanos: Int64? = nil,
+        checkpointDuration: CumulativeHistogram = CumulativeHistogram(empty: ZeropodMetrics.buckets),
+        restoreDuration: CumulativeHistogram = CumulativeHistogram(empty: ZeropodMetrics.buckets),
+        checkpointErrors: UInt64 = 0,
+        restoreErrors: UInt64 = 0,
+        dryRunScaleDowns: UInt64 = 0,
+        dryRunWouldRestores: UInt64 = 0
     ) {
         self.id = id
         self.container = container
@@ -102,7 +111,9 @@ public final class ZeropodMetrics: Sendable {
 
         /// The name and help text for the registry (the whole name as `metricName`, no unit suffix
         /// added: the names are the original's).
-        public var descriptor: MetricNameDescriptor { MetricNameDescriptor(metricName: rawValue, unitName: "", helpText: help) }
+        public var descriptor: MetricNameDescriptor {
+            MetricNameDescriptor(metricName: rawValue, unitName: "", helpText: help)
+        }
 
         /// The `# HELP` text.
         public var help: String {
@@ -197,24 +208,38 @@ public final class ZeropodMetrics: Sendable {
     private func makeSeries(_ sample: ContainerMetricsSample) -> Series {
         let labels = sample.labels
         let empty = ContainerMetricsSample(
-            id: sample.id, container: sample.container, pod: sample.pod, namespace: sample.namespace, running: false,
+            id: sample.id,
+            container: sample.container,
+            pod: sample.pod,
+            namespace: sample.namespace,
+            running: false,
             checkpointDuration: CumulativeHistogram(empty: sample.checkpointDuration.upperBounds),
-            restoreDuration: CumulativeHistogram(empty: sample.restoreDuration.upperBounds))
+            restoreDuration: CumulativeHistogram(empty: sample.restoreDuration.upperBounds)
+        )
         return Series(
             owner: sample.id,
             running: registry.makeGauge(descriptor: Family.running.descriptor, labels: labels),
-            lastCheckpoint: nil, lastRestore: nil,
+            lastCheckpoint: nil,
+            lastRestore: nil,
             checkpointDuration: makeHistogram(.checkpointDuration, labels, sample.checkpointDuration.upperBounds),
             restoreDuration: makeHistogram(.restoreDuration, labels, sample.restoreDuration.upperBounds),
             checkpointErrors: registry.makeCounter(descriptor: Family.checkpointErrors.descriptor, labels: labels),
             restoreErrors: registry.makeCounter(descriptor: Family.restoreErrors.descriptor, labels: labels),
             dryRunScaleDowns: registry.makeCounter(descriptor: Family.dryRunScaleDowns.descriptor, labels: labels),
-            dryRunWouldRestores: registry.makeCounter(descriptor: Family.dryRunWouldRestores.descriptor, labels: labels),
-            exported: empty)
+            dryRunWouldRestores: registry.makeCounter(
+                descriptor: Family.dryRunWouldRestores.descriptor,
+                labels: labels
+            ),
+            exported: empty
+        )
     }
 
     private func makeHistogram(_ family: Family, _ labels: [(String, String)], _ bounds: [Double]) -> ValueHistogram {
-        registry.makeValueHistogram(descriptor: family.descriptor, labels: labels, buckets: bounds.isEmpty ? Self.buckets : bounds)
+        registry.makeValueHistogram(
+            descriptor: family.descriptor,
+            labels: labels,
+            buckets: bounds.isEmpty ? Self.buckets : bounds
+        )
     }
 
     private func apply(_ sample: ContainerMetricsSample, to s: inout Series) {
@@ -233,23 +258,57 @@ public final class ZeropodMetrics: Sendable {
             s.lastRestore?.set(Double(t))
         }
         s.checkpointDuration = replay(
-            .checkpointDuration, s.checkpointDuration, exported: &s.exported.checkpointDuration, reported: sample.checkpointDuration, labels)
+            .checkpointDuration,
+            s.checkpointDuration,
+            exported: &s.exported.checkpointDuration,
+            reported: sample.checkpointDuration,
+            labels
+        )
         s.restoreDuration = replay(
-            .restoreDuration, s.restoreDuration, exported: &s.exported.restoreDuration, reported: sample.restoreDuration, labels)
+            .restoreDuration,
+            s.restoreDuration,
+            exported: &s.exported.restoreDuration,
+            reported: sample.restoreDuration,
+            labels
+        )
         s.checkpointErrors = advance(
-            .checkpointErrors, s.checkpointErrors, exported: &s.exported.checkpointErrors, reported: sample.checkpointErrors, labels)
-        s.restoreErrors = advance(.restoreErrors, s.restoreErrors, exported: &s.exported.restoreErrors, reported: sample.restoreErrors, labels)
+            .checkpointErrors,
+            s.checkpointErrors,
+            exported: &s.exported.checkpointErrors,
+            reported: sample.checkpointErrors,
+            labels
+        )
+        s.restoreErrors = advance(
+            .restoreErrors,
+            s.restoreErrors,
+            exported: &s.exported.restoreErrors,
+            reported: sample.restoreErrors,
+            labels
+        )
         s.dryRunScaleDowns = advance(
-            .dryRunScaleDowns, s.dryRunScaleDowns, exported: &s.exported.dryRunScaleDowns, reported: sample.dryRunScaleDowns, labels)
+            .dryRunScaleDowns,
+            s.dryRunScaleDowns,
+            exported: &s.exported.dryRunScaleDowns,
+            reported: sample.dryRunScaleDowns,
+            labels
+        )
         s.dryRunWouldRestores = advance(
-            .dryRunWouldRestores, s.dryRunWouldRestores, exported: &s.exported.dryRunWouldRestores, reported: sample.dryRunWouldRestores,
-            labels)
+            .dryRunWouldRestores,
+            s.dryRunWouldRestores,
+            exported: &s.exported.dryRunWouldRestores,
+            reported: sample.dryRunWouldRestores,
+            labels
+        )
     }
 
     /// A counter advanced by the difference to what it exported; a smaller report (the shim
     /// started over) starts the series again at the reported value.
     private func advance(
-        _ family: Family, _ counter: Counter, exported: inout UInt64, reported: UInt64, _ labels: [(String, String)]
+        _ family: Family,
+        _ counter: Counter,
+        exported: inout UInt64,
+        reported: UInt64,
+        _ labels: [(String, String)]
     ) -> Counter {
         if reported >= exported {
             if reported > exported { counter.increment(by: Int64(clamping: reported - exported)) }
@@ -264,7 +323,10 @@ public final class ZeropodMetrics: Sendable {
     }
 
     private func replay(
-        _ family: Family, _ histogram: ValueHistogram, exported: inout CumulativeHistogram, reported: CumulativeHistogram,
+        _ family: Family,
+        _ histogram: ValueHistogram,
+        exported: inout CumulativeHistogram,
+        reported: CumulativeHistogram,
         _ labels: [(String, String)]
     ) -> ValueHistogram {
         switch HistogramReplay.plan(exported: exported, reported: reported) {
@@ -307,7 +369,8 @@ enum MetricsText {
             guard let range = line.range(of: "le=\""), let end = line[range.upperBound...].firstIndex(of: "\"") else {
                 return String(line)
             }
-            return String(line[..<range.upperBound]) + goFloat(String(line[range.upperBound..<end])) + String(line[end...])
+            return String(line[..<range.upperBound]) + goFloat(String(line[range.upperBound..<end]))
+                + String(line[end...])
         }.joined(separator: "\n")
     }
 

@@ -37,7 +37,8 @@ public enum MigrationPlanner {
     /// (containers without a known id are left out). Nil when nothing migrates or the pod has no
     /// `pod-template-hash` (nothing could ever claim it).
     /// - Parameter containerIDs: container name → containerd id (from the shims, else the pod's status).
-    public static func migration(for pod: Pod, node: String, containerIDs: [String: String], autoGC: Bool) -> Migration? {
+    public static func migration(for pod: Pod, node: String, containerIDs: [String: String], autoGC: Bool) -> Migration?
+    {
         guard pod.metadata.deletionTimestamp != nil, let name = pod.metadata.name,
             let hash = pod.metadata.labels?[podTemplateHashLabel], !hash.isEmpty
         else { return nil }
@@ -49,8 +50,13 @@ public enum MigrationPlanner {
             metadata.ownerReferences = [OwnerReference(apiVersion: "v1", kind: "Pod", name: name, uid: uid)]
         }
         let spec = MigrationSpec(
-            liveMigration: migrating.contains { $0.live }, restoreReady: false, sourceNode: node, sourcePod: name,
-            podTemplateHash: hash, containers: migrating.map { MigrationContainer(name: $0.name, id: containerIDs[$0.name]!) })
+            liveMigration: migrating.contains { $0.live },
+            restoreReady: false,
+            sourceNode: node,
+            sourcePod: name,
+            podTemplateHash: hash,
+            containers: migrating.map { MigrationContainer(name: $0.name, id: containerIDs[$0.name]!) }
+        )
         return Migration(metadata: metadata, spec: spec)
     }
 
@@ -60,13 +66,20 @@ public enum MigrationPlanner {
     /// - Parameter running: the names of the containers whose process runs now.
     public static func initialStatus(_ migration: Migration, pod: Pod, running: Set<String>) -> MigrationStatus {
         let live = Set(migratingContainers(of: pod).filter(\.live).map(\.name))
-        return MigrationStatus(containers: migration.spec.containers.map { c in
-            if running.contains(c.name) && !live.contains(c.name) {
-                return MigrationContainerStatus(
-                    name: c.name, condition: MigrationCondition(phase: .failed, message: "the container runs and only live-migrate moves a running container"))
+        return MigrationStatus(
+            containers: migration.spec.containers.map { c in
+                if running.contains(c.name) && !live.contains(c.name) {
+                    return MigrationContainerStatus(
+                        name: c.name,
+                        condition: MigrationCondition(
+                            phase: .failed,
+                            message: "the container runs and only live-migrate moves a running container"
+                        )
+                    )
+                }
+                return MigrationContainerStatus(name: c.name, condition: MigrationCondition(phase: .pending))
             }
-            return MigrationContainerStatus(name: c.name, condition: MigrationCondition(phase: .pending))
-        })
+        )
     }
 
     /// Whether `pod` (pending on `node`, not being deleted) may claim `migration`: same namespace and
@@ -91,15 +104,26 @@ public enum MigrationPlanner {
             if !owners.contains(where: { $0.uid == uid }) {
                 owners.append(OwnerReference(apiVersion: "v1", kind: "Pod", name: name, uid: uid))
             }
-            metadata["ownerReferences"] = .array(owners.map { ["apiVersion": .string($0.apiVersion), "kind": .string($0.kind),
-                                                               "name": .string($0.name), "uid": .string($0.uid)] })
+            metadata["ownerReferences"] = .array(
+                owners.map {
+                    [
+                        "apiVersion": .string($0.apiVersion), "kind": .string($0.kind),
+                        "name": .string($0.name), "uid": .string($0.uid),
+                    ]
+                }
+            )
         }
-        return ["metadata": metadata, "spec": ["targetNode": .string(node), "targetPod": .string(pod.metadata.name ?? "")]]
+        return [
+            "metadata": metadata, "spec": ["targetNode": .string(node), "targetPod": .string(pod.metadata.name ?? "")],
+        ]
     }
 
     /// `status` with container `name` set by `change`, every other container as it was.
-    public static func status(_ status: MigrationStatus?, setting name: String,
-                              _ change: (inout MigrationContainerStatus) -> Void) -> MigrationStatus {
+    public static func status(
+        _ status: MigrationStatus?,
+        setting name: String,
+        _ change: (inout MigrationContainerStatus) -> Void
+    ) -> MigrationStatus {
         var containers = status?.containers ?? []
         if let i = containers.firstIndex(where: { $0.name == name }) {
             change(&containers[i])
@@ -117,8 +141,16 @@ public enum MigrationPlanner {
         var calendar = Calendar(identifier: .gregorian)
         calendar.timeZone = TimeZone(identifier: "UTC")!
         let c = calendar.dateComponents([.year, .month, .day, .hour, .minute, .second], from: date)
-        return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", c.year!, c.month!, c.day!, c.hour!, c.minute!, c.second!,
-                      Int(timestamp.nanos / 1000))
+        return String(
+            format: "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ",
+            c.year!,
+            c.month!,
+            c.day!,
+            c.hour!,
+            c.minute!,
+            c.second!,
+            Int(timestamp.nanos / 1000)
+        )
     }
 
     /// A Go `time.Duration` string (`1.234567s`, `123.456ms`) like metav1.Duration writes it.

@@ -72,8 +72,15 @@ public final class MigrationService: Sendable {
     ///   - client: The Kubernetes client.
     ///   - state: The node's containers as the shims report them (which containers run).
     ///   - tls: The node service's TLS contexts (peers).
-    public init(options: MigrationOptions, layout: NodeLayout, client: KubeClient, state: NodeState, tls: NodeTLS,
-                group: any EventLoopGroup, logger: Logger) {
+    public init(
+        options: MigrationOptions,
+        layout: NodeLayout,
+        client: KubeClient,
+        state: NodeState,
+        tls: NodeTLS,
+        group: any EventLoopGroup,
+        logger: Logger
+    ) {
         self.options = options
         self.layout = layout
         self.writer = MigrationWriter(client: client, logger: logger)
@@ -105,14 +112,18 @@ public final class MigrationService: Sendable {
                     .run(unixSocketPath: self.layout.nodeSocket)
             }
             tasks.addTask {
-                let tls = self.tls, logger = self.logger
+                let tls = self.tls
+                let logger = self.logger
                 try await TTRPCServer(router: self.peerRouter(), group: self.group, logger: self.logger)
-                    .run(tcpHost: "0.0.0.0", port: self.options.nodeServerPort,
-                         prepareConnection: { try tls.prepareServer($0, logger: logger) },
-                         onListening: { address in
-                             self.boundPort.withLock { $0 = address.port }
-                             onListening(address)
-                         })
+                    .run(
+                        tcpHost: "0.0.0.0",
+                        port: self.options.nodeServerPort,
+                        prepareConnection: { try tls.prepareServer($0, logger: logger) },
+                        onListening: { address in
+                            self.boundPort.withLock { $0 = address.port }
+                            onListening(address)
+                        }
+                    )
             }
             try await tasks.next()
             tasks.cancelAll()
@@ -142,7 +153,8 @@ public final class MigrationService: Sendable {
             await failIfSourceStoppedWithoutImage(migration)
             await cleanUpIfDone(migration)
         }
-        for migration in migrations.objects where migration.spec.targetNode == options.nodeName && migration.spec.restoreReady {
+        for migration in migrations.objects
+        where migration.spec.targetNode == options.nodeName && migration.spec.restoreReady {
             await failOrphanedRestores(migration)
         }
     }
@@ -153,23 +165,33 @@ public final class MigrationService: Sendable {
     /// until it is deleted. Only with both caches synced: an empty cache is not a gone pod.
     private func failIfSourceStoppedWithoutImage(_ migration: Migration) async {
         guard pods.hasSynced, migrations.hasSynced, migration.metadata.deletionTimestamp == nil,
-              let name = migration.metadata.name, let namespace = migration.metadata.namespace,
-              let sourcePod = migration.spec.sourcePod else { return }
+            let name = migration.metadata.name, let namespace = migration.metadata.namespace,
+            let sourcePod = migration.spec.sourcePod
+        else { return }
         let ownerUID = migration.metadata.ownerReferences?.first { $0.kind == "Pod" && $0.name == sourcePod }?.uid
         if let pod = pods.object(ObjectKey(namespace: namespace, name: sourcePod)),
-           ownerUID == nil || pod.metadata.uid == ownerUID
+            ownerUID == nil || pod.metadata.uid == ownerUID
         {
             return  // still there (a pod of the same name with another uid is another pod)
         }
-        let pending = migration.spec.containers.filter { migration.containerStatus($0.name)?.condition.phase == .pending }
+        let pending = migration.spec.containers.filter {
+            migration.containerStatus($0.name)?.condition.phase == .pending
+        }
         guard !pending.isEmpty else { return }
         let why = "the source container stopped without handing its image over"
         for container in pending {
             do {
                 try await writer.updateStatus(namespace: namespace, name: name, container: container.name) {
-                    if $0.condition.phase == .pending { $0.condition = MigrationCondition(phase: .failed, message: why) }
+                    if $0.condition.phase == .pending {
+                        $0.condition = MigrationCondition(phase: .failed, message: why)
+                    }
                 }
-                logger.warning("migration failed", metadata: ["migration": "\(namespace)/\(name)", "container": "\(container.name)", "reason": "\(why)"])
+                logger.warning(
+                    "migration failed",
+                    metadata: [
+                        "migration": "\(namespace)/\(name)", "container": "\(container.name)", "reason": "\(why)",
+                    ]
+                )
             } catch {
                 logger.warning("cannot fail the Migration \(namespace)/\(name): \(error)")
             }
@@ -186,10 +208,13 @@ public final class MigrationService: Sendable {
     /// call failed and it started its container from scratch; without this the Migration would
     /// stay `Running` and the source would keep its image until the Migration is deleted.
     private func failOrphanedRestores(_ migration: Migration) async {
-        guard let name = migration.metadata.name, let namespace = migration.metadata.namespace, migration.metadata.deletionTimestamp == nil
+        guard let name = migration.metadata.name, let namespace = migration.metadata.namespace,
+            migration.metadata.deletionTimestamp == nil
         else { return }
         for container in migration.spec.containers {
-            guard let status = migration.containerStatus(container.name), !status.condition.phase.isFinal else { continue }
+            guard let status = migration.containerStatus(container.name), !status.condition.phase.isFinal else {
+                continue
+            }
             let key = Self.restoreKey(namespace: namespace, migration: name, container: container.name)
             guard !restoring.withLock({ $0.contains(key) }) else { continue }
             let why = "the target node's manager stopped during the restore; the replacement started without the image"
@@ -197,7 +222,12 @@ public final class MigrationService: Sendable {
                 try await writer.updateStatus(namespace: namespace, name: name, container: container.name) {
                     if !$0.condition.phase.isFinal { $0.condition = MigrationCondition(phase: .failed, message: why) }
                 }
-                logger.warning("migration failed", metadata: ["migration": "\(namespace)/\(name)", "container": "\(container.name)", "reason": "\(why)"])
+                logger.warning(
+                    "migration failed",
+                    metadata: [
+                        "migration": "\(namespace)/\(name)", "container": "\(container.name)", "reason": "\(why)",
+                    ]
+                )
             } catch {
                 logger.warning("cannot fail the orphaned restore of \(namespace)/\(name): \(error)")
             }
@@ -210,7 +240,8 @@ public final class MigrationService: Sendable {
         let root = layout.migrationRoot
         for folder in (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? [] {
             let directory = root + "/" + folder
-            for entry in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] where entry.hasSuffix(".partial") {
+            for entry in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+            where entry.hasSuffix(".partial") {
                 try? FileManager.default.removeItem(atPath: directory + "/" + entry)
                 logger.info("removed an unfinished image pull", metadata: ["path": "\(directory)/\(entry)"])
             }
@@ -226,7 +257,8 @@ public final class MigrationService: Sendable {
         for status in pod.status?.containerStatuses ?? [] {
             if let id = status.containerID?.split(separator: "/").last { ids[status.name] = String(id) }
         }
-        for (id, report) in state.reports where report.pod?.name == pod.metadata.name && report.pod?.namespace == pod.metadata.namespace {
+        for (id, report) in state.reports
+        where report.pod?.name == pod.metadata.name && report.pod?.namespace == pod.metadata.namespace {
             if report.phase != .stopping { ids[report.name] = id }
         }
         return ids
@@ -237,7 +269,13 @@ public final class MigrationService: Sendable {
         if migrations.object(key) != nil { return }
         if let uid = pod.metadata.uid, createdFor.withLock({ $0.contains(uid) }) { return }
         let ids = containerIDs(of: pod)
-        guard let migration = MigrationPlanner.migration(for: pod, node: options.nodeName, containerIDs: ids, autoGC: options.autoGC)
+        guard
+            let migration = MigrationPlanner.migration(
+                for: pod,
+                node: options.nodeName,
+                containerIDs: ids,
+                autoGC: options.autoGC
+            )
         else { return }
         do {
             guard let created = try await writer.create(migration) else {
@@ -251,10 +289,17 @@ public final class MigrationService: Sendable {
             }
             let running = Set(ids.compactMap { name, id in state.report(id)?.phase == .running ? name : nil })
             let status = MigrationPlanner.initialStatus(created, pod: pod, running: running)
-            try await writer.modify(namespace: key.namespace, name: key.name, subresource: "status", start: created) { current in
+            try await writer.modify(namespace: key.namespace, name: key.name, subresource: "status", start: created) {
+                current in
                 current.status == nil ? ["status": MigrationWriter.json(status)] : nil
             }
-            logger.info("migration created", metadata: ["migration": "\(key)", "containers": "\(status.containers.map { "\($0.name)=\($0.condition.phase.rawValue)" })"])
+            logger.info(
+                "migration created",
+                metadata: [
+                    "migration": "\(key)",
+                    "containers": "\(status.containers.map { "\($0.name)=\($0.condition.phase.rawValue)" })",
+                ]
+            )
         } catch {
             logger.warning("cannot create the Migration \(key): \(error)")
         }
@@ -262,8 +307,15 @@ public final class MigrationService: Sendable {
 
     private func claimIfPossible(for pod: Pod) async {
         let namespace = pod.metadata.namespace ?? ""
-        guard let candidate = migrations.objects.filter({ MigrationPlanner.canClaim($0, pod: pod, node: options.nodeName) })
-            .min(by: { ($0.metadata.creationTimestamp ?? "", $0.metadata.name ?? "") < ($1.metadata.creationTimestamp ?? "", $1.metadata.name ?? "") })
+        guard
+            let candidate = migrations.objects.filter({
+                MigrationPlanner.canClaim($0, pod: pod, node: options.nodeName)
+            })
+            .min(by: {
+                ($0.metadata.creationTimestamp ?? "", $0.metadata.name ?? "") < (
+                    $1.metadata.creationTimestamp ?? "", $1.metadata.name ?? ""
+                )
+            })
         else { return }
         _ = await claim(candidate, pod: pod, namespace: namespace)
     }
@@ -274,10 +326,18 @@ public final class MigrationService: Sendable {
         do {
             let claimed = try await writer.modify(namespace: namespace, name: name, start: migration) { current in
                 guard MigrationPlanner.canClaim(current, pod: pod, node: self.options.nodeName) else { return nil }
-                return MigrationPlanner.claimPatch(current, pod: pod, node: self.options.nodeName, autoGC: self.options.autoGC)
+                return MigrationPlanner.claimPatch(
+                    current,
+                    pod: pod,
+                    node: self.options.nodeName,
+                    autoGC: self.options.autoGC
+                )
             }
             if let claimed, claimed.spec.targetPod == pod.metadata.name, claimed.spec.targetNode == options.nodeName {
-                logger.info("migration claimed", metadata: ["migration": "\(namespace)/\(name)", "pod": "\(pod.metadata.name ?? "")"])
+                logger.info(
+                    "migration claimed",
+                    metadata: ["migration": "\(namespace)/\(name)", "pod": "\(pod.metadata.name ?? "")"]
+                )
                 return claimed
             }
         } catch {
@@ -295,17 +355,27 @@ public final class MigrationService: Sendable {
                 if first || FileManager.default.fileExists(atPath: directory) {
                     try? FileManager.default.removeItem(atPath: directory)
                     served.withLock { _ = $0.removeValue(forKey: container.id) }
-                    if first { logger.info("migration image removed", metadata: ["migration": "\(key)", "image": "\(directory)"]) }
+                    if first {
+                        logger.info(
+                            "migration image removed",
+                            metadata: ["migration": "\(key)", "image": "\(directory)"]
+                        )
+                    }
                 }
             }
         }
-        guard migration.metadata.deletionTimestamp != nil, migration.metadata.finalizers?.contains(Migration.cleanupFinalizer) == true
+        guard migration.metadata.deletionTimestamp != nil,
+            migration.metadata.finalizers?.contains(Migration.cleanupFinalizer) == true
         else { return }
         do {
             try await writer.modify(namespace: key.namespace, name: key.name, start: migration) { current in
                 let finalizers = current.metadata.finalizers ?? []
                 guard finalizers.contains(Migration.cleanupFinalizer) else { return nil }
-                return ["metadata": ["finalizers": .array(finalizers.filter { $0 != Migration.cleanupFinalizer }.map(JSON.string))]]
+                return [
+                    "metadata": [
+                        "finalizers": .array(finalizers.filter { $0 != Migration.cleanupFinalizer }.map(JSON.string))
+                    ]
+                ]
             }
         } catch {
             logger.warning("cannot remove the finalizer of \(key): \(error)")

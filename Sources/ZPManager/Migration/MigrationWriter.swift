@@ -24,7 +24,7 @@ public struct MigrationWriter: Sendable {
     public func get(namespace: String, name: String) async throws(KubeError) -> Migration? {
         do {
             return try await client.get(Migration.self, Migration.resource, namespace: namespace, name: name)
-        } catch where error.kind == .notFound {
+        } catch  where error.kind == .notFound {
             return nil
         }
     }
@@ -36,10 +36,14 @@ public struct MigrationWriter: Sendable {
         let namespace = migration.metadata.namespace ?? "default"
         do {
             return try await client.create(migration, Migration.resource, namespace: namespace)
-        } catch where error.kind == .conflict && error.reason == "AlreadyExists" {
-            guard let existing = try await get(namespace: namespace, name: migration.metadata.name ?? "") else { return nil }
-            let sameOwner = existing.metadata.ownerReferences?.first?.uid == migration.metadata.ownerReferences?.first?.uid
-            return existing.spec.sourcePod == migration.spec.sourcePod && existing.spec.sourceNode == migration.spec.sourceNode
+        } catch  where error.kind == .conflict && error.reason == "AlreadyExists" {
+            guard let existing = try await get(namespace: namespace, name: migration.metadata.name ?? "") else {
+                return nil
+            }
+            let sameOwner =
+                existing.metadata.ownerReferences?.first?.uid == migration.metadata.ownerReferences?.first?.uid
+            return existing.spec.sourcePod == migration.spec.sourcePod
+                && existing.spec.sourceNode == migration.spec.sourceNode
                 && sameOwner ? existing : nil
         }
     }
@@ -52,8 +56,13 @@ public struct MigrationWriter: Sendable {
     ///   the Migration does not exist.
     /// - Throws: ``KubeError`` (a conflict only after every attempt).
     @discardableResult
-    public func modify(namespace: String, name: String, subresource: String? = nil, start: Migration? = nil,
-                       _ change: (Migration) -> JSON?) async throws(KubeError) -> Migration? {
+    public func modify(
+        namespace: String,
+        name: String,
+        subresource: String? = nil,
+        start: Migration? = nil,
+        _ change: (Migration) -> JSON?
+    ) async throws(KubeError) -> Migration? {
         var current = start
         for attempt in 1...attempts {
             if current == nil {
@@ -63,12 +72,21 @@ public struct MigrationWriter: Sendable {
             guard var patch = change(object) else { return object }
             patch[path: ["metadata", "resourceVersion"]] = .string(object.metadata.resourceVersion ?? "")
             do {
-                return try await client.patch(Migration.self, Migration.resource, namespace: namespace, name: name,
-                                              patch: .merge(patch), subresource: subresource)
-            } catch where error.kind == .conflict && attempt < attempts {
-                logger.debug("migration changed meanwhile; reading it again", metadata: ["migration": "\(namespace)/\(name)"])
+                return try await client.patch(
+                    Migration.self,
+                    Migration.resource,
+                    namespace: namespace,
+                    name: name,
+                    patch: .merge(patch),
+                    subresource: subresource
+                )
+            } catch  where error.kind == .conflict && attempt < attempts {
+                logger.debug(
+                    "migration changed meanwhile; reading it again",
+                    metadata: ["migration": "\(namespace)/\(name)"]
+                )
                 current = nil
-            } catch where error.kind == .notFound {
+            } catch  where error.kind == .notFound {
                 return nil
             }
         }
@@ -79,8 +97,12 @@ public struct MigrationWriter: Sendable {
     /// resourceVersion; again after a conflict).
     /// - Throws: ``KubeError``.
     @discardableResult
-    public func updateStatus(namespace: String, name: String, container: String,
-                             _ change: @escaping (inout MigrationContainerStatus) -> Void) async throws(KubeError) -> Migration? {
+    public func updateStatus(
+        namespace: String,
+        name: String,
+        container: String,
+        _ change: @escaping (inout MigrationContainerStatus) -> Void
+    ) async throws(KubeError) -> Migration? {
         try await modify(namespace: namespace, name: name, subresource: "status") { migration in
             let status = MigrationPlanner.status(migration.status, setting: container, change)
             guard status != migration.status else { return nil }

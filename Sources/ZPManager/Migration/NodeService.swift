@@ -38,13 +38,18 @@ extension MigrationService {
     /// The methods for peer managers (mutual TLS).
     func peerRouter() -> TTRPCRouter {
         var router = TTRPCRouter()
-        router.registerServerStream(service: NodeAPI.service, method: NodeAPI.Method.pullImage.rawValue) { call, writer in
+        router.registerServerStream(service: NodeAPI.service, method: NodeAPI.Method.pullImage.rawValue) {
+            call,
+            writer in
             try await self.serveImage(NodeAPI.PullImageRequest(decoding: call.payload), writer)
         }
         return router
     }
 
-    static func parts(_ podInfo: NodeAPI.PodInfo?, _ info: NodeAPI.MigrationInfo?) throws -> (NodeAPI.PodInfo, NodeAPI.MigrationInfo) {
+    static func parts(
+        _ podInfo: NodeAPI.PodInfo?,
+        _ info: NodeAPI.MigrationInfo?
+    ) throws -> (NodeAPI.PodInfo, NodeAPI.MigrationInfo) {
         guard let podInfo, !podInfo.name.isEmpty, !podInfo.namespace.isEmpty, !podInfo.containerName.isEmpty else {
             throw TTRPCStatusError(.invalidArgument, "pod_info needs the pod's name, namespace and container_name")
         }
@@ -55,7 +60,8 @@ extension MigrationService {
     }
 
     static func isContainerID(_ id: String) -> Bool {
-        id.utf8.count == 64 && id.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) || (65...70).contains($0) }
+        id.utf8.count == 64
+            && id.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) || (65...70).contains($0) }
     }
 
     // MARK: - source
@@ -70,11 +76,18 @@ extension MigrationService {
             return NodeAPI.EvacResponse(outcome: .noMigration, reason: "pod \(key) is not being deleted")
         }
         guard MigrationPlanner.migratingContainers(of: pod).contains(where: { $0.name == container }) else {
-            return NodeAPI.EvacResponse(outcome: .noMigration, reason: "container \(container) of \(key) does not migrate")
+            return NodeAPI.EvacResponse(
+                outcome: .noMigration,
+                reason: "container \(container) of \(key) does not migrate"
+            )
         }
-        enum Seen { case claimed(Migration), failed(String) }
+        enum Seen {
+            case claimed(Migration)
+            case failed(String)
+        }
         let seen: Seen? = await poll(options.claimTimeout) {
-            guard let m = migrations.object(key), m.spec.sourceNode == options.nodeName, m.spec.sourcePod == pod.metadata.name
+            guard let m = migrations.object(key), m.spec.sourceNode == options.nodeName,
+                m.spec.sourcePod == pod.metadata.name
             else { return nil }
             if let status = m.containerStatus(container), status.condition.phase.isFinal {
                 return .failed("\(status.condition.phase.rawValue): \(status.condition.message ?? "")")
@@ -90,11 +103,17 @@ extension MigrationService {
             }
             _ = try? await writer.updateStatus(namespace: key.namespace, name: key.name, container: container) {
                 if !$0.condition.phase.isFinal {
-                    $0.condition = MigrationCondition(phase: .unclaimed, message: "no replacement pod claimed it within \(self.options.claimTimeout)")
+                    $0.condition = MigrationCondition(
+                        phase: .unclaimed,
+                        message: "no replacement pod claimed it within \(self.options.claimTimeout)"
+                    )
                 }
             }
             logger.info("migration unclaimed", metadata: ["migration": "\(key)", "container": "\(container)"])
-            return NodeAPI.EvacResponse(outcome: .unclaimed, reason: "Migration \(key) was not claimed within \(options.claimTimeout)")
+            return NodeAPI.EvacResponse(
+                outcome: .unclaimed,
+                reason: "Migration \(key) was not claimed within \(options.claimTimeout)"
+            )
         case .claimed?:
             break
         }
@@ -104,13 +123,18 @@ extension MigrationService {
             return m.spec.restoreReady ? true : nil
         }
         guard ready == true else {
-            let reason = ready == nil ? "the target was not ready within \(options.readyTimeout)" : "the Migration ended or went away"
+            let reason =
+                ready == nil
+                ? "the target was not ready within \(options.readyTimeout)" : "the Migration ended or went away"
             _ = try? await writer.updateStatus(namespace: key.namespace, name: key.name, container: container) {
                 if !$0.condition.phase.isFinal { $0.condition = MigrationCondition(phase: .failed, message: reason) }
             }
             return NodeAPI.EvacResponse(outcome: .failed, reason: "Migration \(key): \(reason)")
         }
-        return NodeAPI.EvacResponse(outcome: .claimed, reason: "Migration \(key) claimed by \(migrations.object(key)?.spec.targetPod ?? "?")")
+        return NodeAPI.EvacResponse(
+            outcome: .claimed,
+            reason: "Migration \(key) claimed by \(migrations.object(key)?.spec.targetPod ?? "?")"
+        )
     }
 
     /// Evac: the shim wrote the archive; publish it and mark the container Running.
@@ -125,7 +149,10 @@ extension MigrationService {
             throw TTRPCStatusError(.failedPrecondition, "the image \(archive) cannot be read: \(error)")
         }
         served.withLock { $0[info.imageID] = (digest, size) }
-        let server = MigrationServer(host: options.podIP, port: Int32(boundPort.withLock { $0 } ?? options.nodeServerPort))
+        let server = MigrationServer(
+            host: options.podIP,
+            port: Int32(boundPort.withLock { $0 } ?? options.nodeServerPort)
+        )
         let ports = podInfo.ports.isEmpty ? info.ports : podInfo.ports
         let updated = try await writer.modify(namespace: key.namespace, name: key.name) { m in
             guard m.spec.sourceNode == self.options.nodeName else { return nil }
@@ -138,15 +165,23 @@ extension MigrationService {
             guard containers != m.spec.containers else { return nil }
             return ["spec": ["containers": MigrationWriter.json(containers)]]
         }
-        guard let updated, updated.spec.containers.contains(where: { $0.name == podInfo.containerName && $0.imageDigest == digest }) else {
-            throw TTRPCStatusError(.notFound, "no Migration \(key) of this node names container \(podInfo.containerName)")
+        guard let updated,
+            updated.spec.containers.contains(where: { $0.name == podInfo.containerName && $0.imageDigest == digest })
+        else {
+            throw TTRPCStatusError(
+                .notFound,
+                "no Migration \(key) of this node names container \(podInfo.containerName)"
+            )
         }
         let pausedAt = info.pausedAt.map(MigrationPlanner.microTime)
         try await writer.updateStatus(namespace: key.namespace, name: key.name, container: podInfo.containerName) {
             if !$0.condition.phase.isFinal { $0.condition = MigrationCondition(phase: .running) }
             if let pausedAt { $0.pausedAt = pausedAt }
         }
-        logger.info("migration image published", metadata: ["migration": "\(key)", "digest": "\(digest)", "bytes": "\(size)"])
+        logger.info(
+            "migration image published",
+            metadata: ["migration": "\(key)", "digest": "\(digest)", "bytes": "\(size)"]
+        )
         return NodeAPI.EvacResponse(outcome: .claimed, reason: digest)
     }
 
@@ -179,7 +214,10 @@ extension MigrationService {
         }
         guard let (digest, size) = known else { return }
         guard request.digest.isEmpty || request.digest == digest else {
-            throw TTRPCStatusError(.failedPrecondition, "image \(request.imageID) has digest \(digest), not \(request.digest)")
+            throw TTRPCStatusError(
+                .failedPrecondition,
+                "image \(request.imageID) has digest \(digest), not \(request.digest)"
+            )
         }
         guard request.offset >= 0, request.offset <= size else {
             throw TTRPCStatusError(.outOfRange, "offset \(request.offset) is outside the image (\(size) bytes)")
@@ -191,7 +229,9 @@ extension MigrationService {
         try handle.seek(toOffset: UInt64(request.offset))
         var remaining = request.length > 0 ? min(request.length, size - request.offset) : size - request.offset
         while remaining > 0 {
-            guard let block = try handle.read(upToCount: Int(min(Int64(NodeAPI.imageChunkSize), remaining))), !block.isEmpty else { break }
+            guard let block = try handle.read(upToCount: Int(min(Int64(NodeAPI.imageChunkSize), remaining))),
+                !block.isEmpty
+            else { break }
             try await writer.send(NodeAPI.Image(imageData: Array(block)).encoded())
             remaining -= Int64(block.count)
         }
@@ -211,12 +251,14 @@ extension MigrationService {
         // The Migration claimed for this pod, or one it can claim now.
         var migration = await poll(options.lookupTimeout) { () -> Migration? in
             migrations.objects.first {
-                $0.metadata.namespace == podInfo.namespace && $0.spec.targetPod == podInfo.name && $0.spec.targetNode == options.nodeName
+                $0.metadata.namespace == podInfo.namespace && $0.spec.targetPod == podInfo.name
+                    && $0.spec.targetNode == options.nodeName
                     && $0.spec.containers.contains { $0.name == container } && !$0.isFinished
             }
         }
         if migration == nil {
-            for candidate in migrations.objects where MigrationPlanner.canClaim(candidate, pod: pod, node: options.nodeName)
+            for candidate in migrations.objects
+            where MigrationPlanner.canClaim(candidate, pod: pod, node: options.nodeName)
                 && candidate.spec.containers.contains(where: { $0.name == container })
             {
                 if let claimed = await claim(candidate, pod: pod, namespace: podInfo.namespace) {
@@ -240,7 +282,8 @@ extension MigrationService {
             return m.spec.containers.first { $0.name == container && $0.imageServer != nil && $0.imageDigest != nil }
         }
         guard let source = published, let server = source.imageServer, let digest = source.imageDigest else {
-            let why = migrations.object(key)?.containerStatus(container).map { $0.condition.phase.isFinal } == true
+            let why =
+                migrations.object(key)?.containerStatus(container).map { $0.condition.phase.isFinal } == true
                 ? "the migration ended on the source (\(migrations.object(key)?.containerStatus(container)?.condition.message ?? ""))"
                 : "the source published no image within \(options.serversTimeout)"
             try? await fail(key, container, why)
@@ -258,10 +301,13 @@ extension MigrationService {
             restoring.withLock { _ = $0.remove(restoreKey) }  // final now, or left to the orphan rule
             throw TTRPCStatusError(.unavailable, "Migration \(key): \(why)")
         }
-        logger.info("migration image pulled", metadata: [
-            "migration": "\(key)", "digest": "\(digest)", "bytes": "\(source.imageSize ?? 0)",
-            "duration": "\(milliseconds(ContinuousClock.now - start)) ms",
-        ])
+        logger.info(
+            "migration image pulled",
+            metadata: [
+                "migration": "\(key)", "digest": "\(digest)", "bytes": "\(source.imageSize ?? 0)",
+                "duration": "\(milliseconds(ContinuousClock.now - start)) ms",
+            ]
+        )
         var answer = NodeAPI.MigrationInfo()
         answer.imageID = info.imageID
         answer.liveMigration = false
@@ -273,30 +319,51 @@ extension MigrationService {
         try await writer.updateStatus(namespace: key.namespace, name: key.name, container: container) {
             if !$0.condition.phase.isFinal { $0.condition = MigrationCondition(phase: .failed, message: why) }
         }
-        logger.warning("migration failed", metadata: ["migration": "\(key)", "container": "\(container)", "reason": "\(why)"])
+        logger.warning(
+            "migration failed",
+            metadata: ["migration": "\(key)", "container": "\(container)", "reason": "\(why)"]
+        )
     }
 
     /// Pulls an archive in windows over mutual TLS, resuming after a broken connection, and checks
     /// its digest; the file appears under `path` only when complete and correct.
-    func pull(imageID: String, digest: String, size: Int64?, from server: MigrationServer, into path: String) async throws {
+    func pull(
+        imageID: String,
+        digest: String,
+        size: Int64?,
+        from server: MigrationServer,
+        into path: String
+    ) async throws {
         let directory = (path as NSString).deletingLastPathComponent
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let partial = path + ".partial"
         FileManager.default.createFile(atPath: partial, contents: nil, attributes: [.posixPermissions: 0o600])
-        guard let out = FileHandle(forWritingAtPath: partial) else { throw TTRPCStatusError(.internalError, "cannot write \(partial)") }
+        guard let out = FileHandle(forWritingAtPath: partial) else {
+            throw TTRPCStatusError(.internalError, "cannot write \(partial)")
+        }
         defer { try? out.close() }
         var offset: Int64 = 0
         var failures = 0
         var lastError: (any Error)?
         while true {
             do {
-                let client = try await NodeTLS.connect(host: server.host, port: Int(server.port), tls: tls, group: group)
+                let client = try await NodeTLS.connect(
+                    host: server.host,
+                    port: Int(server.port),
+                    tls: tls,
+                    group: group
+                )
                 do {
                     while true {
                         var received: Int64 = 0
                         for try await chunk in client.pullImage(
-                            NodeAPI.PullImageRequest(imageID: imageID, offset: offset, length: NodeAPI.imageWindowSize, digest: digest))
-                        {
+                            NodeAPI.PullImageRequest(
+                                imageID: imageID,
+                                offset: offset,
+                                length: NodeAPI.imageWindowSize,
+                                digest: digest
+                            )
+                        ) {
                             try out.write(contentsOf: chunk)
                             received += Int64(chunk.count)
                             offset += Int64(chunk.count)
@@ -310,13 +377,18 @@ extension MigrationService {
                 }
                 await client.close()
                 break
-            } catch let error as TTRPCStatusError where error.code == .failedPrecondition || error.code == .notFound || error.code == .invalidArgument {
+            } catch let error as TTRPCStatusError
+                where error.code == .failedPrecondition || error.code == .notFound || error.code == .invalidArgument
+            {
                 throw error  // the source refuses: no point in resuming
             } catch {
                 failures += 1
                 lastError = error
                 guard failures < options.pullAttempts else {
-                    throw TTRPCStatusError(.unavailable, "gave up after \(failures) attempts at byte \(offset): \(lastError.map { "\($0)" } ?? "")")
+                    throw TTRPCStatusError(
+                        .unavailable,
+                        "gave up after \(failures) attempts at byte \(offset): \(lastError.map { "\($0)" } ?? "")"
+                    )
                 }
                 logger.info("image transfer broke; resuming", metadata: ["offset": "\(offset)", "error": "\(error)"])
                 try? await Task.sleep(for: .milliseconds(200 * failures))
@@ -326,7 +398,10 @@ extension MigrationService {
         let (actual, bytes) = try Self.digest(ofFile: partial)
         guard actual == digest else {
             try? FileManager.default.removeItem(atPath: partial)
-            throw TTRPCStatusError(.dataLoss, "the image has digest \(actual) (\(bytes) bytes), the Migration says \(digest)")
+            throw TTRPCStatusError(
+                .dataLoss,
+                "the image has digest \(actual) (\(bytes) bytes), the Migration says \(digest)"
+            )
         }
         try FileManager.default.moveItem(atPath: partial, toPath: path)
     }
@@ -334,14 +409,23 @@ extension MigrationService {
     /// FinishRestore: the target created the container from the image (or from scratch).
     func finishRestore(_ request: NodeAPI.RestoreRequest) async throws -> NodeAPI.RestoreResponse {
         let (podInfo, info) = try Self.parts(request.podInfo, request.migrationInfo)
-        guard let migration = migrations.objects.first(where: {
-            $0.metadata.namespace == podInfo.namespace && $0.spec.targetPod == podInfo.name && $0.spec.targetNode == options.nodeName
-                && $0.spec.containers.contains { $0.name == podInfo.containerName }
-        }), let name = migration.metadata.name else {
+        guard
+            let migration = migrations.objects.first(where: {
+                $0.metadata.namespace == podInfo.namespace && $0.spec.targetPod == podInfo.name
+                    && $0.spec.targetNode == options.nodeName
+                    && $0.spec.containers.contains { $0.name == podInfo.containerName }
+            }), let name = migration.metadata.name
+        else {
             throw TTRPCStatusError(.notFound, "no Migration claimed by pod \(podInfo.namespace)/\(podInfo.name)")
         }
         let restoredAt = info.restoreEnd.map(MigrationPlanner.microTime)
-        defer { restoring.withLock { _ = $0.remove(Self.restoreKey(namespace: podInfo.namespace, migration: name, container: podInfo.containerName)) } }
+        defer {
+            restoring.withLock {
+                _ = $0.remove(
+                    Self.restoreKey(namespace: podInfo.namespace, migration: name, container: podInfo.containerName)
+                )
+            }
+        }
         let failure = info.failure
         try await writer.updateStatus(namespace: podInfo.namespace, name: name, container: podInfo.containerName) {
             guard $0.condition.phase != .failed else { return }  // a failure stays
@@ -349,7 +433,9 @@ extension MigrationService {
                 $0.condition = MigrationCondition(phase: .completed)
                 if info.liveMigration, let restoredAt, let paused = info.pausedAt, let end = info.restoreEnd {
                     $0.restoredAt = restoredAt
-                    $0.migrationDuration = MigrationPlanner.goDuration(nanoseconds: end.unixNanoseconds - paused.unixNanoseconds)
+                    $0.migrationDuration = MigrationPlanner.goDuration(
+                        nanoseconds: end.unixNanoseconds - paused.unixNanoseconds
+                    )
                 }
             } else {
                 $0.condition = MigrationCondition(phase: .failed, message: failure)
@@ -357,8 +443,10 @@ extension MigrationService {
         }
         // The target's copy of the archive is no longer needed once the shim extracted it.
         try? FileManager.default.removeItem(atPath: layout.migrationArchive(containerID: info.imageID))
-        logger.info(failure.isEmpty ? "migration completed" : "migration failed on the target",
-                    metadata: ["migration": "\(podInfo.namespace)/\(name)", "reason": "\(failure)"])
+        logger.info(
+            failure.isEmpty ? "migration completed" : "migration failed on the target",
+            metadata: ["migration": "\(podInfo.namespace)/\(name)", "reason": "\(failure)"]
+        )
         return NodeAPI.RestoreResponse(migrationInfo: info)
     }
 }
@@ -366,6 +454,8 @@ extension MigrationService {
 extension NodeTLS {
     /// A node service client to a peer over mutual TLS.
     static func connect(host: String, port: Int, tls: NodeTLS, group: any EventLoopGroup) async throws -> NodeClient {
-        NodeClient(client: try await TTRPCClient.connect(host: host, port: port, group: group) { try tls.prepareClient($0) })
+        NodeClient(
+            client: try await TTRPCClient.connect(host: host, port: port, group: group) { try tls.prepareClient($0) }
+        )
     }
 }

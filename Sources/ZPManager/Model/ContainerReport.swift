@@ -59,8 +59,13 @@ public struct ContainerReport: Sendable, Hashable {
 
     /// A report from its fields.
     public init(
-        id: String, name: String, pod: PodReference?, phase: ContainerLifecycle.StatusPhase,
-        lifecyclePhase: String = "", checkpointErrors: UInt64 = 0, restoreErrors: UInt64 = 0
+        id: String,
+        name: String,
+        pod: PodReference?,
+        phase: ContainerLifecycle.StatusPhase,
+        lifecyclePhase: String = "",
+        checkpointErrors: UInt64 = 0,
+        restoreErrors: UInt64 = 0
     ) {
         self.id = id
         self.name = name

@@ -31,7 +31,12 @@ public final class NodeState: Sendable {
     private let logger: Logger
 
     /// An empty state.
-    public init(queue: WorkQueue = WorkQueue(), metrics: ZeropodMetrics = ZeropodMetrics(), eventsEnabled: Bool, logger: Logger) {
+    public init(
+        queue: WorkQueue = WorkQueue(),
+        metrics: ZeropodMetrics = ZeropodMetrics(),
+        eventsEnabled: Bool,
+        logger: Logger
+    ) {
         self.queue = queue
         self.metrics = metrics
         self.eventsEnabled = eventsEnabled
@@ -49,7 +54,10 @@ public final class NodeState: Sendable {
     /// The phases of the Kubernetes containers of `pod` (container name → phase), and the latest
     /// phase change among them (unix ns). Containers whose pod uid differs from `uid` (an older pod
     /// of the same name) are left out when both uids are known.
-    public func phases(of pod: PodKey, uid: String?) -> (phases: [String: ContainerLifecycle.StatusPhase], changedAt: Int64) {
+    public func phases(
+        of pod: PodKey,
+        uid: String?
+    ) -> (phases: [String: ContainerLifecycle.StatusPhase], changedAt: Int64) {
         state.withLock { s in
             var result: [String: ContainerLifecycle.StatusPhase] = [:]
             var latest: Int64 = 0
@@ -83,7 +91,10 @@ public final class NodeState: Sendable {
             let previous = s.containers[report.id]
             let phaseChanged = previous?.report.phase != report.phase
             s.containers[report.id] = Entry(
-                shim: shim, report: report, phaseChangedAt: phaseChanged ? update.time : previous?.phaseChangedAt ?? update.time)
+                shim: shim,
+                report: report,
+                phaseChangedAt: phaseChanged ? update.time : previous?.phaseChangedAt ?? update.time
+            )
             var events: [PendingEvent] = []
             for (occurrence, identity) in occurrences {
                 if s.reported[report.id]?[occurrence.kindName] == identity { continue }
@@ -91,8 +102,15 @@ public final class NodeState: Sendable {
                 guard eventsEnabled, report.isKubernetesContainer, let pod = report.pod else { continue }
                 events.append(
                     PendingEvent(
-                        occurrence: occurrence, container: report.name, containerID: report.id,
-                        pod: PodKey(namespace: pod.namespace, name: pod.name), podUID: pod.uid, time: update.time, identity: identity))
+                        occurrence: occurrence,
+                        container: report.name,
+                        containerID: report.id,
+                        pod: PodKey(namespace: pod.namespace, name: pod.name),
+                        podUID: pod.uid,
+                        time: update.time,
+                        identity: identity
+                    )
+                )
             }
             return (phaseChanged, previous == nil, events)
         }
@@ -113,7 +131,11 @@ public final class NodeState: Sendable {
             if let dropped = queue.enqueue(event) {
                 logger.warning(
                     "event queue full: dropped the oldest event",
-                    metadata: ["pod": "\(dropped.pod)", "container": "\(dropped.container)", "reason": "\(dropped.occurrence.reason)"])
+                    metadata: [
+                        "pod": "\(dropped.pod)", "container": "\(dropped.container)",
+                        "reason": "\(dropped.occurrence.reason)",
+                    ]
+                )
             }
         }
         if report.isKubernetesContainer, let pod = report.pod, changed || first {
@@ -143,14 +165,19 @@ public final class NodeState: Sendable {
         if let removed {
             logger.info(
                 "container removed",
-                metadata: ["container": "\(removed.report.name)", "id": "\(id)", "pod": "\(removed.report.pod?.name ?? "")",
-                           "namespace": "\(removed.report.pod?.namespace ?? "")"])
+                metadata: [
+                    "container": "\(removed.report.name)", "id": "\(id)", "pod": "\(removed.report.pod?.name ?? "")",
+                    "namespace": "\(removed.report.pod?.namespace ?? "")",
+                ]
+            )
         }
     }
 
     /// A shim listed every container it serves: the ones of that shim not listed are gone.
     public func shimListed(_ shim: String, ids: Set<String>) {
-        let gone = state.withLock { s in s.containers.filter { $0.value.shim == shim && !ids.contains($0.key) }.map(\.key) }
+        let gone = state.withLock { s in
+            s.containers.filter { $0.value.shim == shim && !ids.contains($0.key) }.map(\.key)
+        }
         for id in gone { remove(containerID: id) }
     }
 

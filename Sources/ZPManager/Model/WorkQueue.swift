@@ -46,8 +46,14 @@ public struct PendingEvent: Sendable, Hashable {
 
     /// An event from its fields.
     public init(
-        occurrence: StatusOccurrence, container: String, containerID: String, pod: PodKey, podUID: String, time: Int64,
-        identity: String, attempts: Int = 0
+        occurrence: StatusOccurrence,
+        container: String,
+        containerID: String,
+        pod: PodKey,
+        podUID: String,
+        time: Int64,
+        identity: String,
+        attempts: Int = 0
     ) {
         self.occurrence = occurrence
         self.container = container
@@ -222,7 +228,8 @@ public final class WorkQueue: Sendable {
 
     /// Ends the queue: waiting consumers get nil.
     public func finish() {
-        let (pods, event) = state.withLock { s -> ([CheckedContinuation<PodKey?, Never>], CheckedContinuation<PendingEvent?, Never>?) in
+        let (pods, event) = state.withLock {
+            s -> ([CheckedContinuation<PodKey?, Never>], CheckedContinuation<PendingEvent?, Never>?) in
             s.finished = true
             let pods = s.podWaiters
             s.podWaiters = []

@@ -52,7 +52,9 @@ public struct CASecret: Sendable {
     }
 
     private static func field(_ secret: JSON, _ key: String) -> String? {
-        guard let text = secret[path: ["data", key]]?.stringValue, let data = Data(base64Encoded: text) else { return nil }
+        guard let text = secret[path: ["data", key]]?.stringValue, let data = Data(base64Encoded: text) else {
+            return nil
+        }
         return String(data: data, encoding: .utf8)
     }
 

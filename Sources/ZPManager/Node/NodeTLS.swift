@@ -30,21 +30,32 @@ public struct NodeCertificateAuthority: Sendable {
 
     /// A new ed25519 CA valid from `now` for `validity` (the original's: 87600 h).
     /// - Throws: errors from swift-certificates (none expected).
-    public static func generate(now: Date = Date(), validity: TimeInterval = 87_600 * 3600) throws -> NodeCertificateAuthority {
+    public static func generate(
+        now: Date = Date(),
+        validity: TimeInterval = 87_600 * 3600
+    ) throws -> NodeCertificateAuthority {
         let key = Curve25519.Signing.PrivateKey()
         let name = try subject()
         let certificate = try Certificate(
-            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: .init(key.publicKey),
-            notValidBefore: now - 60, notValidAfter: now + validity, issuer: name, subject: name,
+            version: .v3,
+            serialNumber: Certificate.SerialNumber(),
+            publicKey: .init(key.publicKey),
+            notValidBefore: now - 60,
+            notValidAfter: now + validity,
+            issuer: name,
+            subject: name,
             signatureAlgorithm: .ed25519,
             extensions: try Certificate.Extensions {
                 Critical(BasicConstraints.isCertificateAuthority(maxPathLength: nil))
                 Critical(KeyUsage(digitalSignature: true, keyEncipherment: true, keyCertSign: true))
                 try ExtendedKeyUsage([.serverAuth, .clientAuth])
             },
-            issuerPrivateKey: .init(key))
-        return try NodeCertificateAuthority(certificatePEM: certificate.serializeAsPEM().pemString,
-                                            privateKeyPEM: Certificate.PrivateKey(key).serializeAsPEM().pemString)
+            issuerPrivateKey: .init(key)
+        )
+        return try NodeCertificateAuthority(
+            certificatePEM: certificate.serializeAsPEM().pemString,
+            privateKeyPEM: Certificate.PrivateKey(key).serializeAsPEM().pemString
+        )
     }
 
     /// A CA from PEM text (the secret's `tls.crt` and `tls.key`).
@@ -82,17 +93,28 @@ public struct NodeCertificateAuthority: Sendable {
     ///   - now: The start of the validity.
     ///   - validity: How long it is valid (a manager makes a new one at every start).
     /// - Throws: ``NodeTLSError`` for an address that is not an IP address.
-    public func issueLeaf(ipAddress: String, now: Date = Date(), validity: TimeInterval = 87_600 * 3600) throws(NodeTLSError)
+    public func issueLeaf(
+        ipAddress: String,
+        now: Date = Date(),
+        validity: TimeInterval = 87_600 * 3600
+    ) throws(NodeTLSError)
         -> NodeCredentials
     {
         guard let bytes = Self.addressBytes(ipAddress) else {
-            throw NodeTLSError("POD_IP \"\(ipAddress)\" is not an IPv4 or IPv6 address: the node certificate needs it as its SAN")
+            throw NodeTLSError(
+                "POD_IP \"\(ipAddress)\" is not an IPv4 or IPv6 address: the node certificate needs it as its SAN"
+            )
         }
         let leafKey = Curve25519.Signing.PrivateKey()
         do {
             let leaf = try Certificate(
-                version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: .init(leafKey.publicKey),
-                notValidBefore: now - 60, notValidAfter: now + validity, issuer: certificate.subject, subject: Self.subject(),
+                version: .v3,
+                serialNumber: Certificate.SerialNumber(),
+                publicKey: .init(leafKey.publicKey),
+                notValidBefore: now - 60,
+                notValidAfter: now + validity,
+                issuer: certificate.subject,
+                subject: Self.subject(),
                 signatureAlgorithm: .ed25519,
                 extensions: try Certificate.Extensions {
                     Critical(BasicConstraints.notCertificateAuthority)
@@ -100,10 +122,13 @@ public struct NodeCertificateAuthority: Sendable {
                     try ExtendedKeyUsage([.serverAuth, .clientAuth])
                     SubjectAlternativeNames([.ipAddress(ASN1OctetString(contentBytes: ArraySlice(bytes)))])
                 },
-                issuerPrivateKey: key)
+                issuerPrivateKey: key
+            )
             return NodeCredentials(
-                caCertificatePEM: certificatePEM, certificatePEM: try leaf.serializeAsPEM().pemString,
-                privateKeyPEM: try Certificate.PrivateKey(leafKey).serializeAsPEM().pemString)
+                caCertificatePEM: certificatePEM,
+                certificatePEM: try leaf.serializeAsPEM().pemString,
+                privateKeyPEM: try Certificate.PrivateKey(leafKey).serializeAsPEM().pemString
+            )
         } catch {
             throw NodeTLSError("cannot issue the node certificate for \(ipAddress): \(error)")
         }
@@ -159,7 +184,9 @@ public struct NodeTLS: Sendable {
     public init(credentials: NodeCredentials) throws(NodeTLSError) {
         do {
             let ca = try NIOSSLCertificate(bytes: Array(credentials.caCertificatePEM.utf8), format: .pem)
-            let chain = try NIOSSLCertificate.fromPEMBytes(Array(credentials.certificatePEM.utf8)).map { NIOSSLCertificateSource.certificate($0) }
+            let chain = try NIOSSLCertificate.fromPEMBytes(Array(credentials.certificatePEM.utf8)).map {
+                NIOSSLCertificateSource.certificate($0)
+            }
             let key = try NIOSSLPrivateKey(bytes: Array(credentials.privateKeyPEM.utf8), format: .pem)
             var server = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
             server.minimumTLSVersion = .tlsv13
@@ -192,7 +219,9 @@ public struct NodeTLS: Sendable {
     public func prepareServer(_ channel: any Channel, logger: Logger? = nil) throws {
         try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: server))
         if let logger {
-            try channel.pipeline.syncOperations.addHandler(TLSRefusalLogger(logger: logger, peer: channel.remoteAddress))
+            try channel.pipeline.syncOperations.addHandler(
+                TLSRefusalLogger(logger: logger, peer: channel.remoteAddress)
+            )
         }
     }
 
@@ -217,9 +246,12 @@ final class TLSRefusalLogger: ChannelInboundHandler, Sendable {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if error is NIOSSLError || error is BoringSSLError {
-            logger.warning("refused a peer of the node service", metadata: [
-                "peer": "\(peer.map { "\($0)" } ?? "?")", "error": "\(error)",
-            ])
+            logger.warning(
+                "refused a peer of the node service",
+                metadata: [
+                    "peer": "\(peer.map { "\($0)" } ?? "?")", "error": "\(error)",
+                ]
+            )
         }
         context.fireErrorCaught(error)
     }

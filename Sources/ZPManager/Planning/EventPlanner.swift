@@ -40,23 +40,48 @@ public enum EventPlanner {
     ///     the name.
     ///   - reporter: The node and instance.
     public static func event(
-        _ occurrence: StatusOccurrence, container: String, containerID: String, pod: Pod, time: Int64, identity: String,
+        _ occurrence: StatusOccurrence,
+        container: String,
+        containerID: String,
+        pod: Pod,
+        time: Int64,
+        identity: String,
         reporter: EventReporter
     ) -> Event {
         let date = Date(timeIntervalSince1970: Double(time) / 1e9)
         let namespace = pod.metadata.namespace ?? "default"
         return Event(
             metadata: ObjectMeta(
-                name: name(podUID: pod.metadata.uid ?? "", containerID: containerID, kind: occurrence.kindName, identity: identity),
-                generateName: EventReporter.namePrefix, namespace: namespace),
+                name: name(
+                    podUID: pod.metadata.uid ?? "",
+                    containerID: containerID,
+                    kind: occurrence.kindName,
+                    identity: identity
+                ),
+                generateName: EventReporter.namePrefix,
+                namespace: namespace
+            ),
             involvedObject: ObjectReference(
-                apiVersion: "v1", kind: "Pod", name: pod.metadata.name, namespace: namespace, uid: pod.metadata.uid,
-                resourceVersion: pod.metadata.resourceVersion, fieldPath: "spec.containers{\(container)}"),
-            reason: occurrence.reason, message: message(occurrence, container: container),
+                apiVersion: "v1",
+                kind: "Pod",
+                name: pod.metadata.name,
+                namespace: namespace,
+                uid: pod.metadata.uid,
+                resourceVersion: pod.metadata.resourceVersion,
+                fieldPath: "spec.containers{\(container)}"
+            ),
+            reason: occurrence.reason,
+            message: message(occurrence, container: container),
             source: EventSource(component: EventReporter.component, host: reporter.nodeName),
-            firstTimestamp: KubeTime.time(date), lastTimestamp: KubeTime.time(date), count: 1, type: "Normal",
-            eventTime: KubeTime.microTime(date), action: occurrence.reason, reportingComponent: EventReporter.component,
-            reportingInstance: reporter.instance)
+            firstTimestamp: KubeTime.time(date),
+            lastTimestamp: KubeTime.time(date),
+            count: 1,
+            type: "Normal",
+            eventTime: KubeTime.microTime(date),
+            action: occurrence.reason,
+            reportingComponent: EventReporter.component,
+            reportingInstance: reporter.instance
+        )
     }
 
     /// The human message.

@@ -69,7 +69,9 @@ public enum PodPlanner {
     ///   - phases: The containers' current phases.
     ///   - features: Which writes are on.
     public static func plan(
-        pod: Pod, phases: [String: ContainerLifecycle.StatusPhase], features: PodFeatures
+        pod: Pod,
+        phases: [String: ContainerLifecycle.StatusPhase],
+        features: PodFeatures
     ) -> PodPlan {
         var plan = PodPlan()
         let containers = pod.spec?.containers ?? []
@@ -119,7 +121,9 @@ public enum PodPlanner {
     /// Reads an originals annotation (`{"app":"250m"}`); entries that are not quantities or are
     /// zero (the original wrote `"0"` for unset requests) are dropped.
     static func originals(_ text: String?) -> [String: String] {
-        guard let text, let json = try? JSON(parsing: Data(text.utf8)), let object = json.objectValue else { return [:] }
+        guard let text, let json = try? JSON(parsing: Data(text.utf8)), let object = json.objectValue else {
+            return [:]
+        }
         var result: [String: String] = [:]
         for (name, value) in object {
             guard let string = value.stringValue, let q = Quantity(string), !q.isZero else { continue }
@@ -156,15 +160,21 @@ public enum PodPlanner {
                     guard let current = requests[resource], let q = Quantity(current) else { continue }
                     if q == low { continue }
                     if table == 0 {
-                        if cpuOriginals[container.name].flatMap(Quantity.init) != q { cpuOriginals[container.name] = current }
+                        if cpuOriginals[container.name].flatMap(Quantity.init) != q {
+                            cpuOriginals[container.name] = current
+                        }
                     } else {
-                        if memoryOriginals[container.name].flatMap(Quantity.init) != q { memoryOriginals[container.name] = current }
+                        if memoryOriginals[container.name].flatMap(Quantity.init) != q {
+                            memoryOriginals[container.name] = current
+                        }
                     }
                     wanted[resource] = low.text
                     lowering = true
                 }
             case .running:
-                for (resource, original) in [("cpu", cpuOriginals[container.name]), ("memory", memoryOriginals[container.name])] {
+                for (resource, original) in [
+                    ("cpu", cpuOriginals[container.name]), ("memory", memoryOriginals[container.name]),
+                ] {
                     guard let original, let q = Quantity(original) else { continue }
                     guard let current = requests[resource], let c = Quantity(current) else { continue }
                     // Only requests that are set; only back from the lowered value (a request
@@ -180,7 +190,8 @@ public enum PodPlanner {
         if lowering, isGuaranteed(containers) {
             // The server refuses a resize that changes the QoS class (`Pod QoS is immutable`);
             // lowering the requests of a Guaranteed pod would make it Burstable.
-            result.skipped = "the pod's QoS class is Guaranteed (requests equal limits); lowering requests would change it"
+            result.skipped =
+                "the pod's QoS class is Guaranteed (requests equal limits); lowering requests would change it"
             changes.removeAll { change in
                 change.requests.contains { key, value in Quantity(value) == (key == "cpu" ? lowCPU : lowMemory) }
             }
@@ -191,13 +202,18 @@ public enum PodPlanner {
             if !cpuOriginals.isEmpty, !hadCPU || originals(annotations[cpuRequestsAnnotation]) != cpuOriginals {
                 result.annotations[cpuRequestsAnnotation] = newCPU
             }
-            if !memoryOriginals.isEmpty, !hadMemory || originals(annotations[memoryRequestsAnnotation]) != memoryOriginals {
+            if !memoryOriginals.isEmpty,
+                !hadMemory || originals(annotations[memoryRequestsAnnotation]) != memoryOriginals
+            {
                 result.annotations[memoryRequestsAnnotation] = newMemory
             }
         }
         if !changes.isEmpty {
             let entries: [JSON] = changes.map { change in
-                ["name": .string(change.name), "resources": ["requests": .object(change.requests.mapValues(JSON.string))]]
+                [
+                    "name": .string(change.name),
+                    "resources": ["requests": .object(change.requests.mapValues(JSON.string))],
+                ]
             }
             result.patch = ["spec": ["containers": .array(entries)]]
         }

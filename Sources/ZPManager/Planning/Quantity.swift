@@ -26,10 +26,16 @@ public struct Quantity: Sendable, Hashable, Comparable, CustomStringConvertible 
         if i < chars.count, chars[i] == "+" || chars[i] == "-" { i += 1 }
         let numberStart = i
         var sawDigit = false
-        while i < chars.count, chars[i].isASCII, chars[i].isNumber { i += 1; sawDigit = true }
+        while i < chars.count, chars[i].isASCII, chars[i].isNumber {
+            i += 1
+            sawDigit = true
+        }
         if i < chars.count, chars[i] == "." {
             i += 1
-            while i < chars.count, chars[i].isASCII, chars[i].isNumber { i += 1; sawDigit = true }
+            while i < chars.count, chars[i].isASCII, chars[i].isNumber {
+                i += 1
+                sawDigit = true
+            }
         }
         guard sawDigit, let number = Double(String(chars[0..<i])) else { return nil }
         _ = numberStart

@@ -39,18 +39,29 @@ public final class Manager: Sendable {
     ///   - logger: The root logger.
     /// - Throws: ``KubeConfigError`` when a Kubernetes feature is on and no configuration is usable.
     public init(
-        configuration: ManagerConfiguration, kube: KubeConfiguration? = nil, fleetOptions: ShimFleet.Options = ShimFleet.Options(),
-        directoryTick: Duration = .milliseconds(200), writerOptions: (inout PodWriter.Options) -> Void = { _ in }, logger: Logger
+        configuration: ManagerConfiguration,
+        kube: KubeConfiguration? = nil,
+        fleetOptions: ShimFleet.Options = ShimFleet.Options(),
+        directoryTick: Duration = .milliseconds(200),
+        writerOptions: (inout PodWriter.Options) -> Void = { _ in },
+        logger: Logger
     ) throws {
         self.configuration = configuration
         self.logger = logger
         let state = NodeState(eventsEnabled: configuration.statusEvents, logger: logger)
         self.state = state
         self.fleet = ShimFleet(
-            state: state, directory: ShimDirectory(layout: configuration.layout, tick: directoryTick), options: fleetOptions, logger: logger)
+            state: state,
+            directory: ShimDirectory(layout: configuration.layout, tick: directoryTick),
+            options: fleetOptions,
+            logger: logger
+        )
         self.metricsServer = MetricsServer(
-            host: configuration.metricsAddress.host, port: configuration.metricsAddress.port, logger: logger,
-            render: { [metrics = state.metrics] in metrics.exposition() })
+            host: configuration.metricsAddress.host,
+            port: configuration.metricsAddress.port,
+            logger: logger,
+            render: { [metrics = state.metrics] in metrics.exposition() }
+        )
         if configuration.needsKubernetes {
             let kubeConfiguration = try kube ?? KubeConfiguration.resolve(kubeconfig: configuration.kubeconfig)
             let client = try KubeClient(configuration: kubeConfiguration, logger: logger)
@@ -60,8 +71,11 @@ public final class Manager: Sendable {
                 return
             }
             var options = PodWriter.Options(
-                features: configuration.features, events: configuration.statusEvents, nodeName: configuration.nodeName,
-                reporter: EventReporter(instance: configuration.reportingInstance, nodeName: configuration.nodeName))
+                features: configuration.features,
+                events: configuration.statusEvents,
+                nodeName: configuration.nodeName,
+                reporter: EventReporter(instance: configuration.reportingInstance, nodeName: configuration.nodeName)
+            )
             writerOptions(&options)
             self.writer = PodWriter(client: client, state: state, options: options, logger: logger)
         } else {
@@ -78,31 +92,49 @@ public final class Manager: Sendable {
             metadata: [
                 "statusSockets": "\(configuration.layout.statusSocketDirectory)",
                 "metrics": "\(configuration.metricsAddress)",
-                "statusLabels": "\(configuration.features.statusLabels)", "statusEvents": "\(configuration.statusEvents)",
+                "statusLabels": "\(configuration.features.statusLabels)",
+                "statusEvents": "\(configuration.statusEvents)",
                 "inPlaceScaling": "\(configuration.features.inPlaceScaling)", "node": "\(configuration.nodeName)",
                 "podIP": "\(configuration.podIP ?? "")",
-            ])
-        var services: [any Service] = [metricsServer, BackgroundService(name: "shims") { [fleet] in await fleet.run() }]
+            ]
+        )
+        var services: [any Service] = [
+            metricsServer, BackgroundService(name: "shims") { [fleet] in await fleet.run() },
+        ]
         if let writer { services.append(BackgroundService(name: "kubernetes") { await writer.run() }) }
         if let settings = configuration.migration, let client {
             let ca = try await settings.caSecret.load(client: client, logger: logger)
             let credentials = try ca.issueLeaf(ipAddress: settings.options.podIP)
             let service = MigrationService(
-                options: settings.options, layout: configuration.layout, client: client, state: state,
-                tls: try NodeTLS(credentials: credentials), group: MultiThreadedEventLoopGroup.singleton, logger: logger)
+                options: settings.options,
+                layout: configuration.layout,
+                client: client,
+                state: state,
+                tls: try NodeTLS(credentials: credentials),
+                group: MultiThreadedEventLoopGroup.singleton,
+                logger: logger
+            )
             migrationService.withLock { $0 = service }
-            services.append(ThrowingBackgroundService(name: "migration") { [self] in
-                try await service.run(onListening: { bound in self.nodeServiceAddress.withLock { $0 = bound } })
-            })
-            logger.info("node service", metadata: [
-                "socket": "\(configuration.layout.nodeSocket)", "address": "\(configuration.nodeServerAddress)",
-                "podIP": "\(settings.options.podIP)",
-            ])
+            services.append(
+                ThrowingBackgroundService(name: "migration") { [self] in
+                    try await service.run(onListening: { bound in self.nodeServiceAddress.withLock { $0 = bound } })
+                }
+            )
+            logger.info(
+                "node service",
+                metadata: [
+                    "socket": "\(configuration.layout.nodeSocket)", "address": "\(configuration.nodeServerAddress)",
+                    "podIP": "\(settings.options.podIP)",
+                ]
+            )
         }
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
-                gracefulShutdownSignals: signals, logger: logger))
+                gracefulShutdownSignals: signals,
+                logger: logger
+            )
+        )
         do {
             try await group.run()
         } catch {

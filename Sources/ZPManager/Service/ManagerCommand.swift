@@ -10,84 +10,137 @@ public struct ManagerCommand: AsyncParsableCommand {
     /// The command's help.
     public static let configuration = CommandConfiguration(
         commandName: "zeropod-manager",
-        abstract: "The zeropod-swift node manager: shim status → Prometheus metrics, status labels, events and in-place resize.",
+        abstract:
+            "The zeropod-swift node manager: shim status → Prometheus metrics, status labels, events and in-place resize.",
         discussion: """
             Flags are spelled like the original zeropod manager's (-metrics-addr=:8080, -status-labels); \
             --flag works too. Environment: NODE_NAME (the node whose pods are written; required with \
             -status-labels, -status-events or -in-place-scaling), POD_IP (recorded; used by migration), \
             ZEROPOD_NODE_CONFIG (the node settings file, default \(NodeConfig.defaultPath)).
-            """)
+            """
+    )
 
     /// `-metrics-addr`.
-    @Option(name: [.customLong("metrics-addr", withSingleDash: true), .customLong("metrics-addr")],
-            help: ArgumentHelp("Where /metrics is served ([host]:port).", valueName: "address"))
+    @Option(
+        name: [.customLong("metrics-addr", withSingleDash: true), .customLong("metrics-addr")],
+        help: ArgumentHelp("Where /metrics is served ([host]:port).", valueName: "address")
+    )
     public var metricsAddress = ":8080"
 
     /// `-node-server-addr`.
-    @Option(name: [.customLong("node-server-addr", withSingleDash: true), .customLong("node-server-addr")],
-            help: ArgumentHelp(
-                "Where peer managers reach the node service over mutual TLS (with -migration; its port is the image server's).",
-                valueName: "address"))
+    @Option(
+        name: [.customLong("node-server-addr", withSingleDash: true), .customLong("node-server-addr")],
+        help: ArgumentHelp(
+            "Where peer managers reach the node service over mutual TLS (with -migration; its port is the image server's).",
+            valueName: "address"
+        )
+    )
     public var nodeServerAddress = ":8090"
 
     /// `-migration`.
-    @Flag(name: [.customLong("migration", withSingleDash: true), .customLong("migration")],
-          help: "Migrate pods annotated migrate/live-migrate on deletion: the Migration controllers and the node service (needs NODE_NAME and POD_IP).")
+    @Flag(
+        name: [.customLong("migration", withSingleDash: true), .customLong("migration")],
+        help:
+            "Migrate pods annotated migrate/live-migrate on deletion: the Migration controllers and the node service (needs NODE_NAME and POD_IP)."
+    )
     public var migration = false
 
     /// `-migration-claim-timeout`.
-    @Option(name: [.customLong("migration-claim-timeout", withSingleDash: true), .customLong("migration-claim-timeout")],
-            help: ArgumentHelp("How long a deleted pod's Migration waits for a replacement to claim it (Go duration).", valueName: "duration"))
+    @Option(
+        name: [.customLong("migration-claim-timeout", withSingleDash: true), .customLong("migration-claim-timeout")],
+        help: ArgumentHelp(
+            "How long a deleted pod's Migration waits for a replacement to claim it (Go duration).",
+            valueName: "duration"
+        )
+    )
     public var migrationClaimTimeout = "10s"
 
     /// `-migration-ready-timeout`.
-    @Option(name: [.customLong("migration-ready-timeout", withSingleDash: true), .customLong("migration-ready-timeout")],
-            help: ArgumentHelp("How long a claimed Migration waits for the replacement to be ready (Go duration).", valueName: "duration"))
+    @Option(
+        name: [.customLong("migration-ready-timeout", withSingleDash: true), .customLong("migration-ready-timeout")],
+        help: ArgumentHelp(
+            "How long a claimed Migration waits for the replacement to be ready (Go duration).",
+            valueName: "duration"
+        )
+    )
     public var migrationReadyTimeout = "5m"
 
     /// `-migration-servers-timeout`.
-    @Option(name: [.customLong("migration-servers-timeout", withSingleDash: true), .customLong("migration-servers-timeout")],
-            help: ArgumentHelp("How long a ready replacement waits for the source's image (Go duration).", valueName: "duration"))
+    @Option(
+        name: [
+            .customLong("migration-servers-timeout", withSingleDash: true), .customLong("migration-servers-timeout"),
+        ],
+        help: ArgumentHelp(
+            "How long a ready replacement waits for the source's image (Go duration).",
+            valueName: "duration"
+        )
+    )
     public var migrationServersTimeout = "10s"
 
     /// `-auto-gc-migrations`.
-    @Option(name: [.customLong("auto-gc-migrations", withSingleDash: true), .customLong("auto-gc-migrations")],
-            help: ArgumentHelp("Pods own their Migrations, so garbage collection deletes them (Go bool).", valueName: "bool"))
+    @Option(
+        name: [.customLong("auto-gc-migrations", withSingleDash: true), .customLong("auto-gc-migrations")],
+        help: ArgumentHelp(
+            "Pods own their Migrations, so garbage collection deletes them (Go bool).",
+            valueName: "bool"
+        )
+    )
     public var autoGCMigrations = "true"
 
     /// `-ca-secret`.
-    @Option(name: [.customLong("ca-secret", withSingleDash: true), .customLong("ca-secret")],
-            help: ArgumentHelp("The Secret (namespace/name) holding the node service's CA; made when missing.", valueName: "secret"))
+    @Option(
+        name: [.customLong("ca-secret", withSingleDash: true), .customLong("ca-secret")],
+        help: ArgumentHelp(
+            "The Secret (namespace/name) holding the node service's CA; made when missing.",
+            valueName: "secret"
+        )
+    )
     public var caSecret = "zeropod-system/ca-cert"
 
     /// `-status-labels`.
-    @Flag(name: [.customLong("status-labels", withSingleDash: true), .customLong("status-labels")],
-          help: "Label pods with status.zeropod.ctrox.dev/<container>=RUNNING|SCALED_DOWN.")
+    @Flag(
+        name: [.customLong("status-labels", withSingleDash: true), .customLong("status-labels")],
+        help: "Label pods with status.zeropod.ctrox.dev/<container>=RUNNING|SCALED_DOWN."
+    )
     public var statusLabels = false
 
     /// `-status-events`.
-    @Flag(name: [.customLong("status-events", withSingleDash: true), .customLong("status-events")],
-          help: "Create a Kubernetes event for every checkpoint, restore and failure (and dry-run decision).")
+    @Flag(
+        name: [.customLong("status-events", withSingleDash: true), .customLong("status-events")],
+        help: "Create a Kubernetes event for every checkpoint, restore and failure (and dry-run decision)."
+    )
     public var statusEvents = false
 
     /// `-in-place-scaling`.
-    @Flag(name: [.customLong("in-place-scaling", withSingleDash: true), .customLong("in-place-scaling")],
-          help: "Lower a scaled-down container's requests to 1m cpu / 1Ki memory and put them back when it runs (pods/resize).")
+    @Flag(
+        name: [.customLong("in-place-scaling", withSingleDash: true), .customLong("in-place-scaling")],
+        help:
+            "Lower a scaled-down container's requests to 1m cpu / 1Ki memory and put them back when it runs (pods/resize)."
+    )
     public var inPlaceScaling = false
 
     /// `-kubeconfig`.
-    @Option(name: [.customLong("kubeconfig", withSingleDash: true), .customLong("kubeconfig")],
-            help: ArgumentHelp("A kubeconfig for development (default: $KUBECONFIG, in-cluster, ~/.kube/config).", valueName: "path"))
+    @Option(
+        name: [.customLong("kubeconfig", withSingleDash: true), .customLong("kubeconfig")],
+        help: ArgumentHelp(
+            "A kubeconfig for development (default: $KUBECONFIG, in-cluster, ~/.kube/config).",
+            valueName: "path"
+        )
+    )
     public var kubeconfig: String?
 
     /// `-node-config`.
-    @Option(name: [.customLong("node-config", withSingleDash: true), .customLong("node-config")],
-            help: ArgumentHelp("The node settings file (its run-dir holds the shims' status sockets).", valueName: "path"))
+    @Option(
+        name: [.customLong("node-config", withSingleDash: true), .customLong("node-config")],
+        help: ArgumentHelp("The node settings file (its run-dir holds the shims' status sockets).", valueName: "path")
+    )
     public var nodeConfig: String?
 
     /// `-run-dir`.
-    @Option(name: [.customLong("run-dir", withSingleDash: true), .customLong("run-dir")],
-            help: ArgumentHelp("Overrides the node settings' run-dir.", valueName: "dir"))
+    @Option(
+        name: [.customLong("run-dir", withSingleDash: true), .customLong("run-dir")],
+        help: ArgumentHelp("Overrides the node settings' run-dir.", valueName: "dir")
+    )
     public var runDirectory: String?
 
     /// `-debug`.
@@ -147,7 +200,8 @@ public struct ManagerCommand: AsyncParsableCommand {
     public func configuration(environment: [String: String]) throws -> ManagerConfiguration {
         let metrics = try ListenAddress(parsing: metricsAddress, flag: "-metrics-addr")
         let node = try ListenAddress(parsing: nodeServerAddress, flag: "-node-server-addr")
-        let path = nodeConfig ?? environment["ZEROPOD_NODE_CONFIG"].flatMap { $0.isEmpty ? nil : $0 } ?? NodeConfig.defaultPath
+        let path =
+            nodeConfig ?? environment["ZEROPOD_NODE_CONFIG"].flatMap { $0.isEmpty ? nil : $0 } ?? NodeConfig.defaultPath
         var settings = NodeConfig()
         if let data = FileManager.default.contents(atPath: path) {
             do {
@@ -160,7 +214,8 @@ public struct ManagerCommand: AsyncParsableCommand {
         }
         if let runDirectory {
             do {
-                settings.runDirectory = try NodeConfig(parsing: "run-dir = \(runDirectory)", source: "-run-dir").runDirectory
+                settings.runDirectory = try NodeConfig(parsing: "run-dir = \(runDirectory)", source: "-run-dir")
+                    .runDirectory
             } catch {
                 throw ValidationError("-run-dir: \(error)")
             }
@@ -169,7 +224,8 @@ public struct ManagerCommand: AsyncParsableCommand {
         let nodeName = environment["NODE_NAME"] ?? ""
         if (features.any || statusEvents) && nodeName.isEmpty {
             throw ValidationError(
-                "NODE_NAME is not set: -status-labels, -status-events and -in-place-scaling write the pods of this node and need its name")
+                "NODE_NAME is not set: -status-labels, -status-events and -in-place-scaling write the pods of this node and need its name"
+            )
         }
         var migrationSettings: MigrationSettings?
         if migration {
@@ -184,15 +240,21 @@ public struct ManagerCommand: AsyncParsableCommand {
                     throw ValidationError("\(flag) \"\(text)\": \(error)")
                 }
             }
-            guard !nodeName.isEmpty else { throw ValidationError("NODE_NAME is not set: -migration needs the node's name") }
+            guard !nodeName.isEmpty else {
+                throw ValidationError("NODE_NAME is not set: -migration needs the node's name")
+            }
             guard let podIP = environment["POD_IP"], !podIP.isEmpty else {
-                throw ValidationError("POD_IP is not set: -migration needs the address peers reach this manager at (its certificate names it)")
+                throw ValidationError(
+                    "POD_IP is not set: -migration needs the address peers reach this manager at (its certificate names it)"
+                )
             }
             guard NodeCertificateAuthority.addressBytes(podIP) != nil else {
                 throw ValidationError("POD_IP \"\(podIP)\": not an IPv4 or IPv6 address")
             }
             guard let gc = GoBool.parse(autoGCMigrations) else {
-                throw ValidationError("-auto-gc-migrations: \"\(autoGCMigrations)\" is not a boolean (true, false, 1, 0, t, f)")
+                throw ValidationError(
+                    "-auto-gc-migrations: \"\(autoGCMigrations)\" is not a boolean (true, false, 1, 0, t, f)"
+                )
             }
             let secretParts = caSecret.split(separator: "/", omittingEmptySubsequences: false)
             guard secretParts.count == 2, !secretParts[0].isEmpty, !secretParts[1].isEmpty else {
@@ -204,14 +266,22 @@ public struct ManagerCommand: AsyncParsableCommand {
             options.serversTimeout = try duration(migrationServersTimeout, "-migration-servers-timeout")
             options.autoGC = gc
             migrationSettings = MigrationSettings(
-                options: options, caSecret: CASecret(namespace: String(secretParts[0]), name: String(secretParts[1])))
+                options: options,
+                caSecret: CASecret(namespace: String(secretParts[0]), name: String(secretParts[1]))
+            )
         }
         return ManagerConfiguration(
-            metricsAddress: metrics, nodeServerAddress: node, features: features, statusEvents: statusEvents,
-            kubeconfig: kubeconfig, layout: settings.layout, nodeName: nodeName,
+            metricsAddress: metrics,
+            nodeServerAddress: node,
+            features: features,
+            statusEvents: statusEvents,
+            kubeconfig: kubeconfig,
+            layout: settings.layout,
+            nodeName: nodeName,
             podIP: environment["POD_IP"].flatMap { $0.isEmpty ? nil : $0 },
             reportingInstance: ProcessInfo.processInfo.hostName.isEmpty ? nodeName : ProcessInfo.processInfo.hostName,
-            migration: migrationSettings)
+            migration: migrationSettings
+        )
     }
 }
 
@@ -225,7 +295,9 @@ public struct ListenAddress: Sendable, Hashable, CustomStringConvertible {
     /// Parses `host:port`, `:port` or `[v6]:port`.
     /// - Throws: `ValidationError` naming the flag.
     public init(parsing text: String, flag: String) throws {
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+            (0...65535).contains(port)
+        else {
             throw ValidationError("\(flag) \"\(text)\": expected [host]:port with a port of 0…65535")
         }
         var host = String(text[..<colon])
@@ -263,8 +335,16 @@ public struct ManagerConfiguration: Sendable {
 
     /// A configuration from its parts.
     public init(
-        metricsAddress: ListenAddress, nodeServerAddress: ListenAddress, features: PodFeatures, statusEvents: Bool, kubeconfig: String?,
-        layout: NodeLayout, nodeName: String, podIP: String?, reportingInstance: String, migration: MigrationSettings? = nil
+        metricsAddress: ListenAddress,
+        nodeServerAddress: ListenAddress,
+        features: PodFeatures,
+        statusEvents: Bool,
+        kubeconfig: String?,
+        layout: NodeLayout,
+        nodeName: String,
+        podIP: String?,
+        reportingInstance: String,
+        migration: MigrationSettings? = nil
     ) {
         self.metricsAddress = metricsAddress
         self.nodeServerAddress = nodeServerAddress

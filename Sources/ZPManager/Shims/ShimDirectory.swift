@@ -50,12 +50,16 @@ public struct ShimDirectory: Sendable {
     ///   - statistics: Receives the counters after each tick (optional).
     ///   - onChange: Gets the complete set each time.
     public func run(
-        logger: Logger, statistics: (@Sendable (Statistics) -> Void)? = nil, onChange: (Set<String>) async -> Void
+        logger: Logger,
+        statistics: (@Sendable (Statistics) -> Void)? = nil,
+        onChange: (Set<String>) async -> Void
     ) async {
         var stats = Statistics()
         var watch = InotifyWatch(directory: directory)
         stats.usingInotify = watch != nil
-        if watch == nil { logger.debug("no inotify watch yet: listing every tick", metadata: ["directory": "\(directory)"]) }
+        if watch == nil {
+            logger.debug("no inotify watch yet: listing every tick", metadata: ["directory": "\(directory)"])
+        }
         var known: Set<String>?
         var lastListing = ContinuousClock.now
         while !Task.isCancelled {
@@ -101,10 +105,16 @@ final class InotifyWatch {
 
     /// nil when the folder does not exist (or inotify is not available).
     init?(directory: String) {
-        guard let fd = try? systemCall("inotify_init1", directory, { inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC)) }) else { return nil }
+        guard let fd = try? systemCall("inotify_init1", directory, { inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC)) })
+        else { return nil }
         let owned = OwnedDescriptor(adopting: fd)
-        let mask = UInt32(IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
-        guard (try? systemCall("inotify_add_watch", directory, { inotify_add_watch(owned.rawValue, directory, mask) })) != nil else {
+        let mask = UInt32(
+            IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR
+        )
+        guard
+            (try? systemCall("inotify_add_watch", directory, { inotify_add_watch(owned.rawValue, directory, mask) }))
+                != nil
+        else {
             return nil
         }
         descriptor = owned

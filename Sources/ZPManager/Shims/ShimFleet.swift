@@ -54,7 +54,10 @@ public final class ShimFleet: Sendable {
 
     /// A fleet following `directory`'s sockets into `state`.
     public init(
-        state: NodeState, directory: ShimDirectory, options: Options = Options(), logger: Logger,
+        state: NodeState,
+        directory: ShimDirectory,
+        options: Options = Options(),
+        logger: Logger,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) {
         self.state = state
@@ -75,7 +78,8 @@ public final class ShimFleet: Sendable {
     public func run() async {
         await withDiscardingTaskGroup { group in
             await directory.run(
-                logger: logger, statistics: { s in self.directoryStats.withLock { $0 = s } },
+                logger: logger,
+                statistics: { s in self.directoryStats.withLock { $0 = s } },
                 onChange: { sockets in
                     let (added, removed) = wanted.withLock { current -> (Set<String>, Set<String>) in
                         let added = sockets.subtracting(current)
@@ -93,7 +97,8 @@ public final class ShimFleet: Sendable {
                         logger.info("shim found", metadata: ["socket": "\(socket)"])
                         group.addTask { await self.follow(socket) }
                     }
-                })
+                }
+            )
             // Cancelled: close every connection so the subscriptions end.
             let open = clients.withLock { c -> [ShimStatusClient] in
                 defer { c = [:] }
@@ -111,12 +116,18 @@ public final class ShimFleet: Sendable {
         var lostLogged = false
         while !Task.isCancelled, isWanted(socket) {
             do {
-                try await subscribeOnce(socket) { backoff = options.initialBackoff; lostLogged = false }
+                try await subscribeOnce(socket) {
+                    backoff = options.initialBackoff
+                    lostLogged = false
+                }
                 logger.debug("status stream ended", metadata: ["socket": "\(socket)"])
             } catch {
                 stats.withLock { $0.failures += 1 }
                 if !lostLogged, isWanted(socket) {
-                    logger.warning("status stream lost, reconnecting", metadata: ["socket": "\(socket)", "error": "\(error)"])
+                    logger.warning(
+                        "status stream lost, reconnecting",
+                        metadata: ["socket": "\(socket)", "error": "\(error)"]
+                    )
                     lostLogged = true
                 }
             }
@@ -165,8 +176,11 @@ public final class ShimFleet: Sendable {
             return
         }
         let update = StatusUpdate(
-            report: report, occurrence: change.event.map(ShimReports.occurrence), time: change.time.unixNanoseconds,
-            sequence: change.sequence)
+            report: report,
+            occurrence: change.event.map(ShimReports.occurrence),
+            time: change.time.unixNanoseconds,
+            sequence: change.sequence
+        )
         if change.snapshot {
             let known = state.report(report.id) != nil
             if !known {
@@ -200,7 +214,8 @@ public final class ShimFleet: Sendable {
             if !state.metrics.update(sample) {
                 logger.warning(
                     "two containers with the same metric labels; keeping the first",
-                    metadata: ["id": "\(m.id)", "container": "\(sample.container)", "pod": "\(sample.pod)"])
+                    metadata: ["id": "\(m.id)", "container": "\(sample.container)", "pod": "\(sample.pod)"]
+                )
             }
         }
         state.metrics.retain(containerIDs: ids, among: state.containers(ofShim: socket).union(ids))

@@ -12,8 +12,14 @@ public enum ShimReports {
             ? nil : PodReference(namespace: status.podNamespace, name: status.podName, uid: status.podUID)
         let phase: ContainerLifecycle.StatusPhase = status.lifecyclePhase == .stopped ? .stopping : status.phase
         return ContainerReport(
-            id: status.id, name: status.name, pod: pod, phase: phase, lifecyclePhase: status.lifecyclePhase?.name ?? "UNKNOWN",
-            checkpointErrors: status.checkpointErrors, restoreErrors: status.restoreErrors)
+            id: status.id,
+            name: status.name,
+            pod: pod,
+            phase: phase,
+            lifecyclePhase: status.lifecyclePhase?.name ?? "UNKNOWN",
+            checkpointErrors: status.checkpointErrors,
+            restoreErrors: status.restoreErrors
+        )
     }
 
     /// The occurrence a status event stands for.
@@ -33,10 +39,18 @@ public enum ShimReports {
     /// snapshot, so an operation is reported once.
     public static func identities(_ status: StatusAPI.ContainerStatus) -> [String: String] {
         var result: [String: String] = [:]
-        if let c = status.lastCheckpoint { result[StatusOccurrence.scaledDown(duration: .zero).kindName] = "\(c.finishedAt.unixNanoseconds)" }
-        if let r = status.lastRestore { result[StatusOccurrence.restored(duration: .zero).kindName] = "\(r.finishedAt.unixNanoseconds)" }
-        if status.checkpointErrors > 0 { result[StatusOccurrence.checkpointFailed(reason: "").kindName] = "errors=\(status.checkpointErrors)" }
-        if status.restoreErrors > 0 { result[StatusOccurrence.restoreFailed(reason: "").kindName] = "errors=\(status.restoreErrors)" }
+        if let c = status.lastCheckpoint {
+            result[StatusOccurrence.scaledDown(duration: .zero).kindName] = "\(c.finishedAt.unixNanoseconds)"
+        }
+        if let r = status.lastRestore {
+            result[StatusOccurrence.restored(duration: .zero).kindName] = "\(r.finishedAt.unixNanoseconds)"
+        }
+        if status.checkpointErrors > 0 {
+            result[StatusOccurrence.checkpointFailed(reason: "").kindName] = "errors=\(status.checkpointErrors)"
+        }
+        if status.restoreErrors > 0 {
+            result[StatusOccurrence.restoreFailed(reason: "").kindName] = "errors=\(status.restoreErrors)"
+        }
         return result
     }
 
@@ -44,7 +58,8 @@ public enum ShimReports {
     public static func occurrences(of change: StatusAPI.StatusChange) -> [(StatusOccurrence, String)] {
         guard let event = change.event else { return [] }
         let occurrence = occurrence(event)
-        let identity = identities(change.status)[occurrence.kindName] ?? "seq=\(change.sequence)@\(change.time.unixNanoseconds)"
+        let identity =
+            identities(change.status)[occurrence.kindName] ?? "seq=\(change.sequence)@\(change.time.unixNanoseconds)"
         return [(occurrence, identity)]
     }
 
@@ -53,7 +68,9 @@ public enum ShimReports {
     /// for a container the manager knew before (a reconnect). Empty for a container seen for the
     /// first time: what happened before the manager started is history.
     public static func missedOccurrences(
-        _ status: StatusAPI.ContainerStatus, known: Bool, reported: (String) -> String?
+        _ status: StatusAPI.ContainerStatus,
+        known: Bool,
+        reported: (String) -> String?
     ) -> [(StatusOccurrence, String)] {
         guard known else { return [] }
         var result: [(StatusOccurrence, String)] = []
@@ -85,13 +102,27 @@ public enum ShimReports {
     public static func sample(_ m: StatusAPI.ContainerMetrics) -> ContainerMetricsSample? {
         if m.name.isEmpty, !m.podName.isEmpty { return nil }
         func histogram(_ h: StatusAPI.Histogram) -> CumulativeHistogram {
-            CumulativeHistogram(upperBounds: h.upperBounds, cumulativeCounts: h.cumulativeCounts, count: h.count, sum: h.sum)
+            CumulativeHistogram(
+                upperBounds: h.upperBounds,
+                cumulativeCounts: h.cumulativeCounts,
+                count: h.count,
+                sum: h.sum
+            )
         }
         return ContainerMetricsSample(
-            id: m.id, container: m.name.isEmpty ? m.id : m.name, pod: m.podName, namespace: m.podNamespace, running: m.running,
-            lastCheckpointNanos: m.lastCheckpointTime?.unixNanoseconds, lastRestoreNanos: m.lastRestoreTime?.unixNanoseconds,
-            checkpointDuration: histogram(m.checkpointDuration), restoreDuration: histogram(m.restoreDuration),
-            checkpointErrors: m.checkpointErrorsTotal, restoreErrors: m.restoreErrorsTotal,
-            dryRunScaleDowns: m.dryRunScaleDownsTotal, dryRunWouldRestores: m.dryRunWouldRestoresTotal)
+            id: m.id,
+            container: m.name.isEmpty ? m.id : m.name,
+            pod: m.podName,
+            namespace: m.podNamespace,
+            running: m.running,
+            lastCheckpointNanos: m.lastCheckpointTime?.unixNanoseconds,
+            lastRestoreNanos: m.lastRestoreTime?.unixNanoseconds,
+            checkpointDuration: histogram(m.checkpointDuration),
+            restoreDuration: histogram(m.restoreDuration),
+            checkpointErrors: m.checkpointErrorsTotal,
+            restoreErrors: m.restoreErrorsTotal,
+            dryRunScaleDowns: m.dryRunScaleDownsTotal,
+            dryRunWouldRestores: m.dryRunWouldRestoresTotal
+        )
     }
 }

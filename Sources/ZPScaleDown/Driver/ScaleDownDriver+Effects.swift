@@ -98,7 +98,8 @@ extension ScaleDownDriver {
             let idle = GoDuration.format(settings.lifecycle.scaleDownDuration)
             logger.info(
                 "dry run: would have scaled down after \(idle) of inactivity",
-                metadata: ["dryRun": "wouldScaleDown"])
+                metadata: ["dryRun": "wouldScaleDown"]
+            )
             report = .wouldScaleDown
         case .wouldRestore(let wake):
             let cause: String

@@ -1,10 +1,11 @@
+import SystemPackage
+import ZPSystem
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import SystemPackage
-import ZPSystem
 
 /// What the shim reads from a bundle's OCI `config.json`.
 struct BundleConfig {
@@ -15,16 +16,25 @@ struct BundleConfig {
 
     /// Reads `<bundle>/config.json`; a missing or unreadable file yields no annotations.
     init(bundle: String) {
-        struct Namespace: Decodable { var type: String; var path: String? }
+        struct Namespace: Decodable {
+            var type: String
+            var path: String?
+        }
         struct Linux: Decodable { var namespaces: [Namespace]? }
-        struct Spec: Decodable { var annotations: [String: String]?; var linux: Linux? }
+        struct Spec: Decodable {
+            var annotations: [String: String]?
+            var linux: Linux?
+        }
         guard let bytes = try? Files.read(FilePath(bundle + "/config.json")),
-              let spec = try? JSONDecoder().decode(Spec.self, from: Data(bytes)) else {
+            let spec = try? JSONDecoder().decode(Spec.self, from: Data(bytes))
+        else {
             annotations = [:]
             return
         }
         annotations = spec.annotations ?? [:]
-        networkNamespacePath = spec.linux?.namespaces?.first { $0.type == "network" }?.path.flatMap { $0.isEmpty ? nil : $0 }
+        networkNamespacePath = spec.linux?.namespaces?.first { $0.type == "network" }?.path.flatMap {
+            $0.isEmpty ? nil : $0
+        }
     }
 
     /// The shim group: one shim serves every container of a group (a pod). containerd's runc shim

@@ -1,13 +1,14 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 import Logging
 import SystemPackage
 import ZPAPI
 import ZPCore
 import ZPSystem
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 
 #if canImport(Glibc)
 import Glibc
@@ -24,13 +25,21 @@ public enum DeleteCommand {
         // which containerd logs.
         let settings = NodeSettings.load()
         if let problem = settings.problem {
-            try? StandardStream.error.write("delete: node settings refused, cleaning up with the defaults: \(problem)\n")
+            try? StandardStream.error.write(
+                "delete: node settings refused, cleaning up with the defaults: \(problem)\n"
+            )
         }
         let node = settings.config
-        let runc = RuncDriver(namespace: options.namespace, binary: node.runcPath)
+        // The runc options the lost shim used (BinaryName, Root, SystemdCgroup), kept in the bundle;
+        // BinaryName wins over the node setting `runc-path`.
+        let runcOptions = RuncOptionsFile.read(bundle: bundle)
+        let runc =
+            (try? RuncDriver(namespace: options.namespace, options: runcOptions, nodeDefault: node.runcPath))
+            ?? RuncDriver(namespace: options.namespace, binary: node.runcPath)
         var pid: UInt32 = 0
         if let bytes = try? Files.read(FilePath(bundle + "/init.pid")),
-           let value = UInt32(String(decoding: bytes, as: UTF8.self).trimmedWhitespace) {
+            let value = UInt32(String(decoding: bytes, as: UTF8.self).trimmedWhitespace)
+        {
             pid = value
         }
         removePreparedRestore(id: options.id, namespace: options.namespace, runcRoot: runc.root, node: node)
@@ -49,9 +58,16 @@ public enum DeleteCommand {
         }
         // Its wake group entry (0011): a lost shim could not remove it on Delete.
         WakeGroupRegistry(layout: node.layout)
-            .unlistLostMember(containerID: options.id, containerdNamespace: options.namespace,
-                              annotations: BundleConfig(bundle: bundle).annotations)
-        return DeleteResponse(pid: pid, exitStatus: 128 + UInt32(SIGKILL), exitedAt: ProtobufTimestamp(unixNanoseconds: SystemClock.realtimeNanoseconds())).encoded()
+            .unlistLostMember(
+                containerID: options.id,
+                containerdNamespace: options.namespace,
+                annotations: BundleConfig(bundle: bundle).annotations
+            )
+        return DeleteResponse(
+            pid: pid,
+            exitStatus: 128 + UInt32(SIGKILL),
+            exitedAt: ProtobufTimestamp(unixNanoseconds: SystemClock.realtimeNanoseconds())
+        ).encoded()
     }
 
     /// What a lost shim held for a scaled-down container (decision 0009): the restore it had

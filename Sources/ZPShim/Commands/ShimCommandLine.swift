@@ -14,6 +14,10 @@ public struct ShimCommandLine: Sendable, Equatable {
         case delete
         /// Print the version.
         case version
+        /// Runtime introspection (`-info`, containerd 2.x: its CRI plugin runs it for every handler
+        /// whose `runtime_type` is `io.containerd.runc.v2`, with the runc options on stdin): refused
+        /// with a message, so that containerd logs it and goes on.
+        case info
         /// Serve as the daemon (started by `start`, listening socket on fd 3).
         case serve
     }
@@ -49,7 +53,9 @@ public struct ShimCommandLine: Sendable, Equatable {
                 case "start": action = .start
                 case "delete": action = .delete
                 case "status":
-                    throw ShimError.invalidArgument("the status command moved to the zeropod CLI: zeropod status [--socket PATH] [--id ID] [--watch] [--metrics]")
+                    throw ShimError.invalidArgument(
+                        "the status command moved to the zeropod CLI: zeropod status [--socket PATH] [--id ID] [--watch] [--metrics]"
+                    )
                 default: throw ShimError.invalidArgument("unknown action \"\(arg)\" (expected start or delete)")
                 }
                 continue
@@ -79,10 +85,7 @@ public struct ShimCommandLine: Sendable, Equatable {
             } else if name == "v" || name == "version" {
                 action = .version
             } else if name == "info" {
-                // containerd 2.x runs `<shim> -info` (runtime features) for handlers of type
-                // io.containerd.runc.v2 when its CRI plugin starts; taken as the daemon form, the
-                // shim waited for a socket and containerd never came up (decision 0038).
-                throw ShimError.invalidArgument("-info (runtime features) is not supported yet")
+                action = .info
             }
             // Other flags (e.g. newer containerd additions) are ignored.
         }

@@ -24,12 +24,24 @@ public enum ShimDaemon {
         let log = logger
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let publisher = EventPublisher(address: getenv("TTRPC_ADDRESS").map { String(cString: $0) } ?? "", group: group, logger: logger)
+        let publisher = EventPublisher(
+            address: getenv("TTRPC_ADDRESS").map { String(cString: $0) } ?? "",
+            group: group,
+            logger: logger
+        )
         let settings = NodeSettings.load()  // a refused file fails every Create (decision 0032)
         let statusBoard = ShimStatusBoard()  // the manager's view: <run-dir>/s/<hash>.sock
-        let statusSocket = options.socket.isEmpty ? nil : settings.config.layout.statusSocket(forShimSocket: options.socket)
-        let service = TaskService(namespace: options.namespace, publisher: publisher, group: group,
-                                  statusBoard: statusBoard, statusSocket: statusSocket, node: settings, logger: logger)
+        let statusSocket =
+            options.socket.isEmpty ? nil : settings.config.layout.statusSocket(forShimSocket: options.socket)
+        let service = TaskService(
+            namespace: options.namespace,
+            publisher: publisher,
+            group: group,
+            statusBoard: statusBoard,
+            statusSocket: statusSocket,
+            node: settings,
+            logger: logger
+        )
         let server = TTRPCServer(router: statusBoard.tracking(service.router()), group: group, logger: logger)
         logger.info("shim serving", metadata: ["socket": "\(options.socket)", "pid": "\(getpid())"])
 
@@ -43,14 +55,20 @@ public enum ShimDaemon {
                 }
                 log.debug("ttrpc server stopped")
             }
-            tasks.addTask { await service.deliverExits(Reaper.shared.orphanExits); log.debug("exit delivery stopped") }
+            tasks.addTask {
+                await service.deliverExits(Reaper.shared.orphanExits)
+                log.debug("exit delivery stopped")
+            }
             tasks.addTask { await service.runBackgroundJobs() }
             tasks.addTask {
                 await ShimStatusService(board: statusBoard, wake: { try await service.wake($0) })
                     .serve(socketPath: statusSocket, group: group, logger: log)
             }
             await withTaskGroup(of: Void.self) { events in
-                events.addTask { await publisher.run(); log.debug("publisher stopped") }
+                events.addTask {
+                    await publisher.run()
+                    log.debug("publisher stopped")
+                }
                 await service.waitForShutdown()
                 // Hard deadline, as Go shims exit the process outright: whatever still hangs
                 // (a peer that never closes, a stuck copy) must not keep a shim alive.

@@ -17,7 +17,16 @@ public enum ShimMain {
         }
         switch options.action {
         case .version:
-            try? StandardStream.output.write(Array("containerd-shim-zeropod-v2:\n  Version:  \(TaskService.version)\n  Runtime:  Swift\n".utf8))
+            try? StandardStream.output.write(
+                Array("containerd-shim-zeropod-v2:\n  Version:  \(TaskService.version)\n  Runtime:  Swift\n".utf8)
+            )
+        case .info:
+            // Without this case `-info` would start a daemon that never exits, and containerd 2.x
+            // waits for it before its CRI plugin comes up.
+            printError(
+                "containerd-shim-zeropod-v2 -info: runtime introspection (RuntimeInfo with runc's features) is not supported yet"
+            )
+            return 1
         case .start:
             do {
                 // containerd 1.6 accepts only the bare address; 2.x accepts it too (bootstrap version 2).

@@ -53,29 +53,46 @@ public final class EventPublisher: Sendable {
         var client: TTRPCClient?
         for await item in stream {
             let request = EventForwardRequest(
-                timestamp: ProtobufTimestamp(unixNanoseconds: item.timestamp), namespace: item.namespace,
-                topic: item.event.topic, event: ProtobufAny(typeURL: item.event.typeURL, value: item.event.encoded()))
+                timestamp: ProtobufTimestamp(unixNanoseconds: item.timestamp),
+                namespace: item.namespace,
+                topic: item.event.topic,
+                event: ProtobufAny(typeURL: item.event.typeURL, value: item.event.encoded())
+            )
             var attempt = 0
             while true {
                 attempt += 1
                 do {
                     if client == nil {
                         guard !address.isEmpty else {
-                            logger.warning("no TTRPC_ADDRESS: event dropped", metadata: ["topic": "\(item.event.topic)"])
+                            logger.warning(
+                                "no TTRPC_ADDRESS: event dropped",
+                                metadata: ["topic": "\(item.event.topic)"]
+                            )
                             break
                         }
                         client = try await TTRPCClient.connect(unixSocketPath: address, group: group)
                     }
-                    _ = try await client!.call(service: Self.service, method: EventsAPI.forward, payload: request.encoded(),
-                                               metadata: [(TaskAPI.namespaceMetadataKey, item.namespace)], timeout: .seconds(5))
+                    _ = try await client!.call(
+                        service: Self.service,
+                        method: EventsAPI.forward,
+                        payload: request.encoded(),
+                        metadata: [(TaskAPI.namespaceMetadataKey, item.namespace)],
+                        timeout: .seconds(5)
+                    )
                     logger.debug("event forwarded", metadata: ["topic": "\(item.event.topic)"])
                     break
                 } catch {
-                    logger.debug("event forward failed", metadata: ["topic": "\(item.event.topic)", "attempt": "\(attempt)", "error": "\(error)"])
+                    logger.debug(
+                        "event forward failed",
+                        metadata: ["topic": "\(item.event.topic)", "attempt": "\(attempt)", "error": "\(error)"]
+                    )
                     await client?.close()
                     client = nil
                     if attempt >= 5 || Task.isCancelled {
-                        logger.error("event dropped after \(attempt) attempts", metadata: ["topic": "\(item.event.topic)", "error": "\(error)"])
+                        logger.error(
+                            "event dropped after \(attempt) attempts",
+                            metadata: ["topic": "\(item.event.topic)", "error": "\(error)"]
+                        )
                         break
                     }
                     try? await Task.sleep(for: .seconds(attempt))

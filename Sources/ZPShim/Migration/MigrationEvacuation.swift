@@ -56,7 +56,10 @@ struct MigrationEvacuation: Sendable {
         info.migrateData = upperDirectory != nil
         let prepared: NodeAPI.EvacResponse
         do {
-            prepared = try await client.prepareEvac(NodeAPI.EvacRequest(podInfo: pod, migrationInfo: info), timeout: prepareTimeout)
+            prepared = try await client.prepareEvac(
+                NodeAPI.EvacRequest(podInfo: pod, migrationInfo: info),
+                timeout: prepareTimeout
+            )
         } catch {
             return .stopNormally(reason: "PrepareEvac failed: \(error)")
         }
@@ -68,8 +71,11 @@ struct MigrationEvacuation: Sendable {
         let directory = layout.migrationDirectory(containerID: containerID)
         let summary: ImageArchiveSummary
         do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
-                                                    attributes: [.posixPermissions: 0o700])
+            try FileManager.default.createDirectory(
+                atPath: directory,
+                withIntermediateDirectories: true,
+                attributes: [.posixPermissions: 0o700]
+            )
             var sources: [(name: String, folder: String)] = [("images", imagesDirectory)]
             if let upperDirectory { sources.append(("upper", upperDirectory)) }
             summary = try ImageArchive.write(sources: sources, to: layout.migrationArchive(containerID: containerID))

@@ -65,7 +65,10 @@ struct MigrationRestoration: Sendable {
     private func restore(_ client: NodeClient) async -> Outcome {
         let answer: NodeAPI.RestoreResponse
         do {
-            answer = try await client.restore(NodeAPI.RestoreRequest(podInfo: pod, migrationInfo: info), timeout: restoreTimeout)
+            answer = try await client.restore(
+                NodeAPI.RestoreRequest(podInfo: pod, migrationInfo: info),
+                timeout: restoreTimeout
+            )
         } catch {
             // The node marked the Migration Failed (or there is none) and kept nothing.
             return .fromScratch(reason: "Restore failed: \(error)")
@@ -131,10 +134,13 @@ struct MigrationRestoration: Sendable {
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: source) else { return }
         var moved: [String] = []
         for entry in entries {
-            let from = source + "/" + entry, to = target + "/" + entry
+            let from = source + "/" + entry
+            let to = target + "/" + entry
             guard !FileManager.default.fileExists(atPath: to) else {
                 moved.forEach(ImageArchive.removeTree)
-                throw ImageArchiveError("the upper directory \(target) already has \(entry): it is not a fresh container's")
+                throw ImageArchiveError(
+                    "the upper directory \(target) already has \(entry): it is not a fresh container's"
+                )
             }
             if rename(from, to) == 0 {
                 moved.append(to)

@@ -7,7 +7,10 @@ extension ActivatorConfiguration {
     /// connections it proxies after a restore (none when absent; docs/configuration.md).
     init(container config: ContainerConfig) {
         self.init(
-            probeDetection: !config.disableProbeDetection, probeBufferSize: config.probeBufferSize,
-            connectTimeout: config.connectTimeout, proxyIdleTimeout: config.proxyTimeout)
+            probeDetection: !config.disableProbeDetection,
+            probeBufferSize: config.probeBufferSize,
+            connectTimeout: config.connectTimeout,
+            proxyIdleTimeout: config.proxyTimeout
+        )
     }
 }

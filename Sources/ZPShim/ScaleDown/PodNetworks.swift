@@ -80,7 +80,11 @@ final class PodNetworks: Sendable {
             return existing
         }
         let programs = await takePreloaded()
-        let redirector = try PodRedirector(netnsPath: FilePath(netnsPath), options: Self.options(node), programs: programs)
+        let redirector = try PodRedirector(
+            netnsPath: FilePath(netnsPath),
+            options: Self.options(node),
+            programs: programs
+        )
         let winner = entries.withLock { table -> PodRedirector in
             if let other = table[netnsPath] {
                 table[netnsPath]?.users.insert(container)
@@ -112,8 +116,10 @@ final class PodNetworks: Sendable {
     /// the process that opens them, never count; decision 0040).
     static func options(_ node: NodeConfig) -> PodRedirector.Options {
         PodRedirector.Options(
-            probeSources: node.probeSourceAddresses, ignoreLoopback: !node.loopbackIsActivity,
-            identifyKubelet: node.learnProbeSources)
+            probeSources: node.probeSourceAddresses,
+            ignoreLoopback: !node.loopbackIsActivity,
+            identifyKubelet: node.learnProbeSources
+        )
     }
 
     /// Drops `container` from its pod; the last one removes the redirector (links, maps, pins).

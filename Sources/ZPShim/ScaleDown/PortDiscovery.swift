@@ -1,11 +1,12 @@
+import SystemPackage
+import ZPCore
+import ZPSystem
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import SystemPackage
-import ZPCore
-import ZPSystem
 
 /// Finds the TCP ports a container listens on when `ports-map` names none: the LISTEN sockets of
 /// `/proc/<pid>/net/tcp` and `tcp6` (the container's network namespace), kept only when their
@@ -19,7 +20,8 @@ enum PortDiscovery {
         var ports: Set<UInt16> = []
         for file in ["tcp", "tcp6"] {
             guard let bytes = try? Files.read(FilePath("/proc/\(pid)/net/\(file)")) else { continue }
-            for (port, inode) in listeningSockets(inTable: String(decoding: bytes, as: UTF8.self)) where inodes.contains(inode) {
+            for (port, inode) in listeningSockets(inTable: String(decoding: bytes, as: UTF8.self))
+            where inodes.contains(inode) {
                 ports.insert(port)
             }
         }
@@ -49,9 +51,10 @@ enum PortDiscovery {
         for line in text.split(separator: "\n").dropFirst() {
             let fields = line.split(separator: " ", omittingEmptySubsequences: true)
             guard fields.count > 9, fields[3] == "0A",
-                  let colon = fields[1].lastIndex(of: ":"),
-                  let port = UInt16(fields[1][fields[1].index(after: colon)...], radix: 16),
-                  let inode = UInt64(fields[9]), inode != 0 else { continue }
+                let colon = fields[1].lastIndex(of: ":"),
+                let port = UInt16(fields[1][fields[1].index(after: colon)...], radix: 16),
+                let inode = UInt64(fields[9]), inode != 0
+            else { continue }
             result.append((port, inode))
         }
         return result
@@ -80,8 +83,9 @@ enum PortDiscovery {
             let dir = "/proc/\(pid)/fd"
             for fd in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
                 guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: dir + "/" + fd),
-                      target.hasPrefix("socket:["), target.hasSuffix("]"),
-                      let inode = UInt64(target.dropFirst(8).dropLast()) else { continue }
+                    target.hasPrefix("socket:["), target.hasSuffix("]"),
+                    let inode = UInt64(target.dropFirst(8).dropLast())
+                else { continue }
                 inodes.insert(inode)
             }
         }

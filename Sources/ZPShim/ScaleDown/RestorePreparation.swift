@@ -1,8 +1,3 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 import NIOPosix
 import Synchronization
 import SystemPackage
@@ -10,6 +5,12 @@ import ZPCheckpoint
 import ZPCore
 import ZPScaleDown
 import ZPSystem
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 
 #if canImport(Glibc)
 import Glibc
@@ -53,6 +54,8 @@ final class RestorePreparation: Sendable {
     let pids: PidIndex
     /// The container's held connections, released at CRIU's `post-restore` (decision 0045).
     let connections: ContainerConnections?
+    /// Takes the restored terminal's master (containers with a terminal).
+    let adoptTerminal: @Sendable (SharedDescriptor) async -> Void
 
     /// Prepares the restore of `container` from `imagesDir` (blocking: run it off the event loops).
     ///
@@ -64,18 +67,30 @@ final class RestorePreparation: Sendable {
     ///   - pids: the shim's pid index (how the daemon ended, when the reaper got it first).
     ///   - connections: the container's held connections (released when CRIU has restored the
     ///     sockets, or when the restore fails).
+    ///   - adoptTerminal: takes the restored terminal's master (with `options.terminal`).
     /// - Throws: `ContainerCheckpointError` when the restore itself cannot be prepared (nothing
     ///   is left running then).
-    init(checkpointer: ContainerCheckpointer, container: RuncContainer, imagesDir: FilePath,
-         options: ContainerRestoreOptions, lazy: Bool, why: String, pids: PidIndex,
-         connections: ContainerConnections? = nil) throws(ContainerCheckpointError) {
+    init(
+        checkpointer: ContainerCheckpointer,
+        container: RuncContainer,
+        imagesDir: FilePath,
+        options: ContainerRestoreOptions,
+        lazy: Bool,
+        why: String,
+        pids: PidIndex,
+        connections: ContainerConnections? = nil,
+        adoptTerminal: @escaping @Sendable (SharedDescriptor) async -> Void = { $0.close() }
+    ) throws(ContainerCheckpointError) {
         var daemon: LazyPagesDaemon?
         var reason: String?
         let startedAt = SystemClock.realtimeNanoseconds()
         if lazy {
             do {
-                daemon = try LazyPagesDaemon(criuPath: checkpointer.checkpointer.criuPath, imagesDir: imagesDir,
-                                             readyTimeout: .seconds(20))
+                daemon = try LazyPagesDaemon(
+                    criuPath: checkpointer.checkpointer.criuPath,
+                    imagesDir: imagesDir,
+                    readyTimeout: .seconds(20)
+                )
             } catch {
                 reason = "criu lazy-pages did not start: \(error)"
             }
@@ -100,6 +115,7 @@ final class RestorePreparation: Sendable {
         self.why = why
         self.pids = pids
         self.connections = connections
+        self.adoptTerminal = adoptTerminal
         parts = Mutex(Parts(restore: restore, daemon: daemon))
     }
 
@@ -194,7 +210,8 @@ extension RestorePreparation: PreparedRestore {
     /// ``runBlocking()`` on NIO's thread pool (the CRIU RPC blocks).
     func run() async throws -> RestoredProcess {
         let result = try await NIOThreadPool.singleton.runIfActive { try self.runBlocking() }
-        return RestoredProcess(pid: result.pid, details: ["criu": "\(result.restore.timings)"])
+        if let master = result.terminalMaster { await adoptTerminal(master) }
+        return RestoredProcess(pid: result.pid, details: result.details)
     }
 
     /// How the daemon ended, from the first source that knows: its own wait status (this object

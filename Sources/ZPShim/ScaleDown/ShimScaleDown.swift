@@ -72,16 +72,8 @@ struct RuncContainerControl: ScaleDownContainerControl {
     func coldStart() async throws -> Int32 {
         guard let container = container.current else { throw ScaleDownError("container \(id) was deleted") }
         connections?.coldStartBegins()
-        let pidFile = bundle + "/init.pid"
         try? await runc.delete(id: id, bundle: bundle, force: true)
-        let stdio = await container.initRuncStdio()
-        try await runc.create(id: id, bundle: bundle, pidFile: pidFile, stdio: stdio)
-        guard let bytes = try? Files.read(FilePath(pidFile)),
-            let pid = Int32(String(decoding: bytes, as: UTF8.self).trimmedWhitespace)
-        else {
-            throw ScaleDownError("pid file \(pidFile) holds no pid after runc create")
-        }
-        await container.adoptInit(pid: pid)
+        let pid = try await container.recreateInit()
         try await runc.start(id: id, bundle: bundle)
         return pid
     }
@@ -131,6 +123,9 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
 
     /// Whether dumps keep established connections (`tcp_established`) instead of closing them.
     var keepsConnections: Bool { connections?.settings.keepConnections ?? false }
+    /// The init has a terminal (decision 0043): dumps allow the pty whose master the shim holds
+    /// (`orphan_pts_master`), restores hand the new master to the container.
+    var terminal = false
 
     func checkpoint(incremental: Bool) async throws -> ScaleDownReport {
         if incremental {
@@ -139,6 +134,7 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
             removeImages()
         }
         var options = ContainerCheckpointOptions()
+        options.criu.orphanPtsMaster = terminal
         options.criu.logLevel = logLevel
         if incremental {
             options.criu.parentImages = Self.preDumpDirectoryName
@@ -176,7 +172,11 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
     /// CRIU's `pre-dump` holds the container's connections as `/proc` shows them (before CRIU
     /// seizes the processes); `post-dump` holds exactly those the images recorded and remembers
     /// the listening sockets for the handover (decisions 0045, 0046).
-    private static func connectionHooks(_ connections: ContainerConnections?, pid: Int32?, imagesDirectory: String) -> CRIUHooks {
+    private static func connectionHooks(
+        _ connections: ContainerConnections?,
+        pid: Int32?,
+        imagesDirectory: String
+    ) -> CRIUHooks {
         var hooks = CRIUHooks()
         guard let connections else { return hooks }
         let images = FilePath(imagesDirectory)
@@ -189,8 +189,10 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
             // A hook that throws would abort the dump; an unreadable image only costs the
             // handover and the hold (logged by the caller's failure path if the dump fails).
             let sockets = (try? CRIUInetSockets.read(imagesDir: images)) ?? []
-            connections.dumped(connections: sockets.filter(\.isConnection).map(\.tuple),
-                               listeners: sockets.filter(\.isListener).map(\.listenerAddress))
+            connections.dumped(
+                connections: sockets.filter(\.isConnection).map(\.tuple),
+                listeners: sockets.filter(\.isListener).map(\.listenerAddress)
+            )
         }
         return hooks
     }
@@ -200,6 +202,7 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
         let (checkpointer, target) = (checkpointer, target)
         var options = ContainerCheckpointOptions()
         options.criu.logLevel = logLevel
+        options.criu.orphanPtsMaster = terminal
         do {
             try? FileManager.default.removeItem(atPath: dir)
             try Files.makeOwnerOnlyDirectory(FilePath(dir))
@@ -219,6 +222,10 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
     func prepareRestore() async throws -> any PreparedRestore {
         let options = try await restoreOptions()
         let (checkpointer, target, images, mode, pids) = (checkpointer, target, imagesDirectory, lazyRestore, pids)
+        let handle = container
+        let adoptTerminal: @Sendable (SharedDescriptor) async -> Void = { master in
+            if let container = handle.current { await container.adoptInitTerminal(master) } else { master.close() }
+        }
         return try await NIOThreadPool.singleton.runIfActive { () throws -> RestorePreparation in
             let bytes = RestorePreparation.pageBytes(inImages: images)
             var lazy = mode.restoresLazily(pageBytes: bytes, userfaultfdUsable: true)
@@ -236,7 +243,8 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
                 lazy: lazy,
                 why: why,
                 pids: pids,
-                connections: connections
+                connections: connections,
+                adoptTerminal: adoptTerminal
             )
         }
     }
@@ -244,16 +252,24 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
     func restoreFully() async throws -> RestoredProcess {
         let options = try await restoreOptions()
         let (checkpointer, target, images, connections) = (checkpointer, target, imagesDirectory, connections)
+        let result: ContainerRestoreResult
         do {
-            let result = try await NIOThreadPool.singleton.runIfActive {
-                try checkpointer.restore(target, imagesDir: FilePath(images), options: options,
-                                         hooks: Self.restoreHooks(connections))
+            result = try await NIOThreadPool.singleton.runIfActive {
+                try checkpointer.restore(
+                    target,
+                    imagesDir: FilePath(images),
+                    options: options,
+                    hooks: Self.restoreHooks(connections)
+                )
             }
-            return RestoredProcess(pid: result.pid, details: ["criu": "\(result.restore.timings)"])
         } catch {
             connections?.restoreFailed()
             throw error
         }
+        if let master = result.terminalMaster {
+            if let container = container.current { await container.adoptInitTerminal(master) } else { master.close() }
+        }
+        return RestoredProcess(pid: result.pid, details: result.details)
     }
 
     /// CRIU's `post-restore` (the sockets are back, the processes not yet resumed: where CRIU
@@ -290,12 +306,22 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
         guard let container = container.current else { throw ScaleDownError("container \(target.id) was deleted") }
         var options = ContainerRestoreOptions()
         options.stdio = await container.initContainerSideStdio()
+        options.terminal = terminal
         options.criu.logLevel = logLevel
         if keepsConnections {
             options.criu.tcpEstablished = true
             options.criu.tcpClose = false
         }
         return options
+    }
+}
+
+extension ContainerRestoreResult {
+    /// What the driver logs about a restore: CRIU's timings and any cgroup corrections.
+    var details: [String: String] {
+        var out = ["criu": "\(restore.timings)"]
+        if !cgroupCorrections.isEmpty { out["cgroup-corrections"] = cgroupCorrections.joined(separator: ", ") }
+        return out
     }
 }
 

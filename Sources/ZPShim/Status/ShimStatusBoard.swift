@@ -70,7 +70,12 @@ public final class ShimStatusBoard: Sendable {
     ///   - pid: The new init pid, or nil to keep it.
     ///   - event: A checkpoint/restore result: updates the last operation, the histograms and the
     ///     error counters.
-    public func update(id: String, phase: ContainerLifecycle.Phase? = nil, pid: Int32? = nil, event: StatusAPI.Event? = nil) {
+    public func update(
+        id: String,
+        phase: ContainerLifecycle.Phase? = nil,
+        pid: Int32? = nil,
+        event: StatusAPI.Event? = nil
+    ) {
         change(id: id, removing: false, event: event) { status in
             if let phase { status.lifecyclePhase = phase }
             if let pid { status.pid = pid }
@@ -87,8 +92,12 @@ public final class ShimStatusBoard: Sendable {
     /// subscriber receives changes in sequence order. `AsyncStream.Continuation.yield` takes only
     /// the stream's own lock and never calls back into the board, so it is safe here; `finish()`
     /// (which runs `onTermination`, which takes this lock) is never called under it.
-    private func change(id: String, removing: Bool, event: StatusAPI.Event? = nil,
-                        _ body: (inout StatusAPI.ContainerStatus) -> Void) {
+    private func change(
+        id: String,
+        removing: Bool,
+        event: StatusAPI.Event? = nil,
+        _ body: (inout StatusAPI.ContainerStatus) -> Void
+    ) {
         let time = now()
         let stamp = ProtobufTimestamp(unixNanoseconds: time)
         state.withLock { state in
@@ -106,7 +115,13 @@ public final class ShimStatusBoard: Sendable {
                 state.entries[id] = entry
             }
             state.sequence += 1
-            let published = StatusAPI.StatusChange(sequence: state.sequence, time: stamp, status: entry.status, event: event, removed: removing)
+            let published = StatusAPI.StatusChange(
+                sequence: state.sequence,
+                time: stamp,
+                status: entry.status,
+                event: event,
+                removed: removing
+            )
             for continuation in state.subscribers.values { continuation.yield(published) }
         }
     }
@@ -150,12 +165,20 @@ public final class ShimStatusBoard: Sendable {
         return entries.map { entry in
             let s = entry.status
             return StatusAPI.ContainerMetrics(
-                id: s.id, name: s.name, podName: s.podName, podNamespace: s.podNamespace,
+                id: s.id,
+                name: s.name,
+                podName: s.podName,
+                podNamespace: s.podNamespace,
                 running: s.lifecyclePhase?.originalStatus == .running,
-                lastCheckpointTime: s.lastCheckpoint?.finishedAt, lastRestoreTime: s.lastRestore?.finishedAt,
-                checkpointDuration: entry.checkpointDuration, restoreDuration: entry.restoreDuration,
-                checkpointErrorsTotal: s.checkpointErrors, restoreErrorsTotal: s.restoreErrors,
-                dryRunScaleDownsTotal: entry.dryRunScaleDowns, dryRunWouldRestoresTotal: entry.dryRunWouldRestores)
+                lastCheckpointTime: s.lastCheckpoint?.finishedAt,
+                lastRestoreTime: s.lastRestore?.finishedAt,
+                checkpointDuration: entry.checkpointDuration,
+                restoreDuration: entry.restoreDuration,
+                checkpointErrorsTotal: s.checkpointErrors,
+                restoreErrorsTotal: s.restoreErrors,
+                dryRunScaleDownsTotal: entry.dryRunScaleDowns,
+                dryRunWouldRestoresTotal: entry.dryRunWouldRestores
+            )
         }.sorted { $0.id < $1.id }
     }
 
@@ -171,21 +194,34 @@ public final class ShimStatusBoard: Sendable {
     ///     consistent with the first change that follows.
     /// - Returns: The changes; the subscription ends when the consumer stops iterating or its task
     ///   is cancelled.
-    public func subscribe(capacity: Int = ShimStatusBoard.defaultSubscriberCapacity, initialSnapshot: Bool = false) -> StatusSubscription {
+    public func subscribe(
+        capacity: Int = ShimStatusBoard.defaultSubscriberCapacity,
+        initialSnapshot: Bool = false
+    ) -> StatusSubscription {
         precondition(capacity > 0, "subscriber capacity must be positive")
-        let (stream, continuation) = AsyncStream.makeStream(of: StatusAPI.StatusChange.self, bufferingPolicy: .bufferingNewest(capacity))
+        let (stream, continuation) = AsyncStream.makeStream(
+            of: StatusAPI.StatusChange.self,
+            bufferingPolicy: .bufferingNewest(capacity)
+        )
         let stamp = ProtobufTimestamp(unixNanoseconds: now())
         let (id, start, snapshot) = state.withLock { state in
             let id = state.nextSubscriberID
             state.nextSubscriberID += 1
             state.subscribers[id] = continuation
-            let snapshot = initialSnapshot
-                ? state.entries.values.map { StatusAPI.StatusChange(sequence: state.sequence, time: stamp, status: $0.status, snapshot: true) }
+            let snapshot =
+                initialSnapshot
+                ? state.entries.values.map {
+                    StatusAPI.StatusChange(sequence: state.sequence, time: stamp, status: $0.status, snapshot: true)
+                }
                 : []
             return (id, state.sequence, snapshot)
         }
         continuation.onTermination = { [weak self] _ in self?.unsubscribe(id) }
-        return StatusSubscription(changes: stream, startSequence: start, snapshot: snapshot.sorted { $0.status.id < $1.status.id })
+        return StatusSubscription(
+            changes: stream,
+            startSequence: start,
+            snapshot: snapshot.sorted { $0.status.id < $1.status.id }
+        )
     }
 
     /// Ends every subscription (the shim is shutting down).

@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Logging
 import NIOCore
 import SystemPackage
@@ -8,6 +5,10 @@ import ZPAPI
 import ZPCore
 import ZPSystem
 import ZPTTRPC
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The shim's status service, `zeropod.shim.v1.Shim`, served over ttrpc on an owner-only socket of
 /// its own: `GetStatus`, `ListContainers`, `SubscribeStatus` (a server stream) and `Metrics`, all
@@ -23,8 +24,11 @@ public struct ShimStatusService: Sendable {
 
     /// A service over `board`.
     /// - Parameter wake: Carries out `Wake` calls (``TaskService/wake(_:)``); nil serves no `Wake`.
-    public init(board: ShimStatusBoard, subscriberCapacity: Int = ShimStatusBoard.defaultSubscriberCapacity,
-                wake: (@Sendable (StatusAPI.WakeRequest) async throws -> StatusAPI.WakeResponse)? = nil) {
+    public init(
+        board: ShimStatusBoard,
+        subscriberCapacity: Int = ShimStatusBoard.defaultSubscriberCapacity,
+        wake: (@Sendable (StatusAPI.WakeRequest) async throws -> StatusAPI.WakeResponse)? = nil
+    ) {
         self.board = board
         self.subscriberCapacity = subscriberCapacity
         self.wake = wake
@@ -32,11 +36,14 @@ public struct ShimStatusService: Sendable {
 
     /// Registers the methods on `router` (`Wake` only when ``wake`` is set).
     public func register(on router: inout TTRPCRouter) {
-        let board = board, capacity = subscriberCapacity
+        let board = board
+        let capacity = subscriberCapacity
         let service = StatusAPI.service
         router.register(service: service, method: StatusAPI.getStatus) { call in
             let request = try Self.decode(StatusAPI.ContainerRequest.self, call)
-            guard !request.id.isEmpty else { throw TTRPCStatusError(.invalidArgument, "GetStatus: the request names no container id") }
+            guard !request.id.isEmpty else {
+                throw TTRPCStatusError(.invalidArgument, "GetStatus: the request names no container id")
+            }
             guard let status = board.status(id: request.id) else {
                 throw TTRPCStatusError(.notFound, "GetStatus: container \"\(request.id)\" is not served by this shim")
             }
@@ -53,7 +60,9 @@ public struct ShimStatusService: Sendable {
         if let wake {
             router.register(service: service, method: StatusAPI.wake) { call in
                 let request = try Self.decode(StatusAPI.WakeRequest.self, call)
-                guard !request.id.isEmpty else { throw TTRPCStatusError(.invalidArgument, "Wake: the request names no container id") }
+                guard !request.id.isEmpty else {
+                    throw TTRPCStatusError(.invalidArgument, "Wake: the request names no container id")
+                }
                 return try await wake(request).encoded()
             }
         }
@@ -86,8 +95,12 @@ public struct ShimStatusService: Sendable {
     ///   - logger: Connection problems are logged here.
     ///   - onListening: Called once the socket accepts connections.
     /// - Throws: ``SystemError`` when the folder or the socket cannot be made; NIO errors.
-    public func run(socketPath path: String, group: any EventLoopGroup, logger: Logger,
-                    onListening: @Sendable () -> Void = {}) async throws {
+    public func run(
+        socketPath path: String,
+        group: any EventLoopGroup,
+        logger: Logger,
+        onListening: @Sendable () -> Void = {}
+    ) async throws {
         let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
         try Self.makeOwnerOnlyDirectory(directory)
         let descriptor = try StartCommand.listen(at: path)

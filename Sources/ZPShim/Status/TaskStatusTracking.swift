@@ -35,7 +35,8 @@ extension ShimStatusBoard {
                 router.register(service: service, method: "Start") { [self] call in
                     let response = try await start(call)
                     if let request = try? TaskProcessRequest(decoding: call.payload), request.execID.isEmpty,
-                       let started = try? PidResponse(decoding: response) {
+                        let started = try? PidResponse(decoding: response)
+                    {
                         update(id: request.id, phase: .running, pid: Int32(started.pid))
                     }
                     return response
@@ -82,8 +83,8 @@ extension ShimStatusBoard {
         case .coldStartFailed(let reason):
             update(id: id, phase: phase, event: .restoreFailed(reason: "cold start: " + reason))
         case .idleDeadlineReached, .activitySeen, .redirectUnavailable, .connectionArrived, .probeArrived,
-             .execStarted, .execEnded, .killRequested, .processExited, .deleteRequested, .preDumpDeadlineReached,
-             .preDumpFinished, .preDumpFailed, .lazyRestoreFailed, .groupWakeRequested:
+            .execStarted, .execEnded, .killRequested, .processExited, .deleteRequested, .preDumpDeadlineReached,
+            .preDumpFinished, .preDumpFailed, .lazyRestoreFailed, .groupWakeRequested:
             update(id: id, phase: phase)
         }
     }

@@ -1,6 +1,6 @@
 import NIOCore
-import Synchronization
 import NIOPosix
+import Synchronization
 import SystemPackage
 import ZPSystem
 
@@ -35,8 +35,13 @@ public final class ProcessIO: Sendable {
     private let stdin: StdinPump?
     private let outputCopies: [EventLoopFuture<Void>]
 
-    private init(containerStdin: SharedDescriptor, containerStdout: SharedDescriptor, containerStderr: SharedDescriptor,
-                 stdin: StdinPump?, outputCopies: [EventLoopFuture<Void>]) {
+    private init(
+        containerStdin: SharedDescriptor,
+        containerStdout: SharedDescriptor,
+        containerStderr: SharedDescriptor,
+        stdin: StdinPump?,
+        outputCopies: [EventLoopFuture<Void>]
+    ) {
         self.containerStdin = containerStdin
         self.containerStdout = containerStdout
         self.containerStderr = containerStderr
@@ -56,9 +61,35 @@ public final class ProcessIO: Sendable {
     ///   - stdout: stdout FIFO path, `file://` URI, or empty.
     ///   - stderr: stderr FIFO path, `file://` URI, or empty.
     ///   - group: Event loops for the copies.
+    ///   - owner: The uid and gid the pipes get (containerd's `IoUid`/`IoGid` runc options, for a
+    ///     process that runs as another user and reopens `/proc/self/fd/1`); nil leaves them root's.
     /// - Throws: ``StdioError`` naming the target that failed.
-    public static func open(stdin: String, stdout: String, stderr: String, group: any EventLoopGroup) async throws -> ProcessIO {
-        let inPipe = try OwnedDescriptor.pipe(), outPipe = try OwnedDescriptor.pipe(), errPipe = try OwnedDescriptor.pipe()
+    public static func open(
+        stdin: String,
+        stdout: String,
+        stderr: String,
+        group: any EventLoopGroup,
+        owner: (uid: UInt32, gid: UInt32)? = nil
+    ) async throws -> ProcessIO {
+        let inPipe = try OwnedDescriptor.pipe()
+        let outPipe = try OwnedDescriptor.pipe()
+        let errPipe = try OwnedDescriptor.pipe()
+        if let owner {
+            // Both ends of every pipe, as containerd-shim-runc-v2 does (`runc.NewPipeIO(uid, gid)`).
+            for fd in [
+                inPipe.readEnd.rawValue, inPipe.writeEnd.rawValue, outPipe.readEnd.rawValue, outPipe.writeEnd.rawValue,
+                errPipe.readEnd.rawValue, errPipe.writeEnd.rawValue,
+            ] {
+                do {
+                    try systemCall("fchown", "stdio pipe") { fchown(fd, owner.uid, owner.gid) }
+                } catch {
+                    throw StdioError(
+                        target: "stdio pipes",
+                        reason: "cannot give them to \(owner.uid):\(owner.gid): \(error)"
+                    )
+                }
+            }
+        }
         let containerStdin = SharedDescriptor(inPipe.readEnd)
         let stdinWriteEnd = inPipe.writeEnd
         var stdinPump: StdinPump?
@@ -66,43 +97,70 @@ public final class ProcessIO: Sendable {
             try? stdinWriteEnd.close()
         } else {
             guard Files.isFIFO(FilePath(stdin)) else { throw StdioError(target: stdin, reason: "stdin is not a FIFO") }
-            stdinPump = StdinPump(fifo: stdin, into: SharedDescriptor(stdinWriteEnd), group: group)
+            stdinPump = StdinPump(fifo: stdin, into: .pipe(SharedDescriptor(stdinWriteEnd)), group: group)
         }
-        let containerStdout = SharedDescriptor(outPipe.writeEnd), containerStderr = SharedDescriptor(errPipe.writeEnd)
+        let containerStdout = SharedDescriptor(outPipe.writeEnd)
+        let containerStderr = SharedDescriptor(errPipe.writeEnd)
         var copies: [EventLoopFuture<Void>] = []
-        for (target, readEnd) in [(stdout, SharedDescriptor(outPipe.readEnd)), (stderr, SharedDescriptor(errPipe.readEnd))] {
+        for (target, readEnd) in [
+            (stdout, SharedDescriptor(outPipe.readEnd)), (stderr, SharedDescriptor(errPipe.readEnd)),
+        ] {
             copies.append(try await startOutputCopy(to: target, from: readEnd, group: group))
         }
-        return ProcessIO(containerStdin: containerStdin, containerStdout: containerStdout, containerStderr: containerStderr,
-                         stdin: stdinPump, outputCopies: copies)
+        return ProcessIO(
+            containerStdin: containerStdin,
+            containerStdout: containerStdout,
+            containerStderr: containerStderr,
+            stdin: stdinPump,
+            outputCopies: copies
+        )
     }
 
-    private static func startOutputCopy(to target: String, from readEnd: SharedDescriptor, group: any EventLoopGroup) async throws -> EventLoopFuture<Void> {
+    /// Starts copying `readEnd` (a pipe, or a pty master) to `target` (a FIFO path, a `file://` URI,
+    /// or nowhere when empty); the copy ends at end of file or on a read error (a pty master reads
+    /// `EIO` once no process has the terminal open).
+    /// - Returns: the copy's end.
+    /// - Throws: ``StdioError`` naming the target.
+    static func startOutputCopy(
+        to target: String,
+        from readEnd: SharedDescriptor,
+        group: any EventLoopGroup
+    ) async throws -> EventLoopFuture<Void> {
         let bootstrap = NIOPipeBootstrap(group: group).channelOption(.allowRemoteHalfClosure, value: true)
         let channel: any Channel
         if target.isEmpty {
             channel = try await bootstrap.channelInitializer { ch in
-                ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(StdioForwarder(sink: .discard)) }
+                ch.eventLoop.makeCompletedFuture {
+                    try ch.pipeline.syncOperations.addHandler(StdioForwarder(sink: .discard))
+                }
             }.takingOwnershipOfDescriptor(input: readEnd.take()!.disown()).get()
         } else if target.hasPrefix("file://") {
             let path = String(target.dropFirst("file://".count))
             let file: SharedDescriptor
             do {
-                file = SharedDescriptor(try OwnedDescriptor.open(FilePath(path), O_WRONLY | O_CREAT | O_APPEND, mode: 0o640))
+                file = SharedDescriptor(
+                    try OwnedDescriptor.open(FilePath(path), O_WRONLY | O_CREAT | O_APPEND, mode: 0o640)
+                )
             } catch {
                 throw StdioError(target: target, reason: "\(error)")
             }
             channel = try await bootstrap.channelInitializer { ch in
-                ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(StdioForwarder(sink: .file(file))) }
+                ch.eventLoop.makeCompletedFuture {
+                    try ch.pipeline.syncOperations.addHandler(StdioForwarder(sink: .file(file)))
+                }
             }.takingOwnershipOfDescriptor(input: readEnd.take()!.disown()).get()
         } else if target.contains("://") {
             throw StdioError(target: target, reason: "only FIFO paths and file:// URIs are supported")
         } else {
             let fifo: OwnedDescriptor
-            do { fifo = try OwnedDescriptor.open(FilePath(target), O_RDWR) } catch { throw StdioError(target: target, reason: "\(error)") }
+            do { fifo = try OwnedDescriptor.open(FilePath(target), O_RDWR) } catch {
+                throw StdioError(target: target, reason: "\(error)")
+            }
             let output = fifo.disown()
             channel = try await bootstrap.channelInitializer { ch in
-                ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(StdioForwarder(sink: .channel)) }
+                ch.eventLoop.makeCompletedFuture {
+                    try ch.pipeline.syncOperations.addHandler(StdioForwarder(sink: .channel))
+                }
             }.takingOwnershipOfDescriptors(input: readEnd.take()!.disown(), output: output).get()
         }
         return channel.closeFuture
@@ -129,8 +187,12 @@ public final class ProcessIO: Sendable {
     public func waitOutputCopied(timeout: Duration = .seconds(2)) async {
         guard let loop = outputCopies.first?.eventLoop else { return }
         let done = loop.makePromise(of: Void.self)
-        let timer = loop.scheduleTask(in: .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000
-                                                       + timeout.components.attoseconds / 1_000_000_000)) { done.succeed(()) }
+        let timer = loop.scheduleTask(
+            in: .nanoseconds(
+                Int64(timeout.components.seconds) * 1_000_000_000
+                    + timeout.components.attoseconds / 1_000_000_000
+            )
+        ) { done.succeed(()) }
         EventLoopFuture.andAllComplete(outputCopies, on: loop).whenComplete { _ in
             timer.cancel()
             done.succeed(())  // a second completion (after the timer) is ignored
@@ -152,32 +214,55 @@ public final class ProcessIO: Sendable {
 /// blocks until a writer appears, so it happens on its own thread and the copy starts when it returns.
 /// Closing before a writer came unblocks that open by opening the FIFO for writing once.
 final class StdinPump: Sendable {
+    /// Where the FIFO's bytes go.
+    enum Target: Sendable {
+        /// The write end of the process's stdin pipe (closed at the FIFO's end of file).
+        case pipe(SharedDescriptor)
+        /// A terminal's master (kept open at the FIFO's end of file: the terminal stays).
+        case terminal(TerminalInput)
+    }
+
     private enum State {
-        case waitingForWriter(pipe: SharedDescriptor)
+        case waitingForWriter(target: Target)
         case connected(any Channel)
         case closed
     }
 
     private let fifo: String
     private let state: Mutex<State>
+    /// The terminal input, when the target is a terminal.
+    let terminalInput: TerminalInput?
 
-    init(fifo: String, into pipe: SharedDescriptor, group: any EventLoopGroup) {
+    init(fifo: String, into target: Target, group: any EventLoopGroup) {
         self.fifo = fifo
-        state = Mutex(.waitingForWriter(pipe: pipe))
+        if case .terminal(let input) = target { terminalInput = input } else { terminalInput = nil }
+        state = Mutex(.waitingForWriter(target: target))
         Threads.startDetached { [self] in
             // Blocks until a writer opens the FIFO (or `close()` does, to unblock it).
             guard let input = try? OwnedDescriptor.open(FilePath(fifo), O_RDONLY) else { return }
-            let pipe: SharedDescriptor? = state.withLock { state in
-                guard case .waitingForWriter(let pipe) = state else { return nil }
-                return pipe
+            let target: Target? = state.withLock { state in
+                guard case .waitingForWriter(let target) = state else { return nil }
+                return target
             }
-            guard let output = pipe?.take() else { return }  // closed meanwhile: `input` closes as it goes
-            let channel = NIOPipeBootstrap(group: group)
-                .channelOption(.allowRemoteHalfClosure, value: true)
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(StdioForwarder(sink: .channel)) }
-                }
-                .takingOwnershipOfDescriptors(input: input.disown(), output: output.disown())
+            let bootstrap = NIOPipeBootstrap(group: group).channelOption(.allowRemoteHalfClosure, value: true)
+            let channel: EventLoopFuture<any Channel>
+            switch target {
+            case nil:
+                return  // closed meanwhile: `input` closes as it goes
+            case .terminal(let terminal)?:
+                channel = bootstrap.channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(StdioForwarder(sink: .terminal(terminal)))
+                    }
+                }.takingOwnershipOfDescriptor(input: input.disown())
+            case .pipe(let pipe)?:
+                guard let output = pipe.take() else { return }
+                channel = bootstrap.channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(StdioForwarder(sink: .channel))
+                    }
+                }.takingOwnershipOfDescriptors(input: input.disown(), output: output.disown())
+            }
             channel.whenSuccess { channel in
                 let closeNow = self.state.withLock { state -> Bool in
                     if case .closed = state { return true }
@@ -193,8 +278,8 @@ final class StdinPump: Sendable {
     func close() {
         let action: (any Channel)?? = state.withLock { state in
             switch state {
-            case .waitingForWriter(let pipe):
-                pipe.close()
+            case .waitingForWriter(let target):
+                if case .pipe(let pipe) = target { pipe.close() }
                 state = .closed
                 return .some(nil)
             case .connected(let channel):
@@ -225,6 +310,7 @@ final class StdioForwarder: ChannelInboundHandler {
     enum Sink {
         case channel
         case file(SharedDescriptor)
+        case terminal(TerminalInput)
         case discard
     }
 
@@ -244,6 +330,8 @@ final class StdioForwarder: ChannelInboundHandler {
         case .file(let file):
             let buffer = unwrapInboundIn(data)
             try? file.withOwner { (file) throws(SystemError) in try file.writeAll(buffer.readableBytesView) }
+        case .terminal(let terminal):
+            terminal.write(unwrapInboundIn(data).readableBytesView)
         case .discard:
             break
         }

@@ -122,7 +122,13 @@ public final class Reaper: Sendable {
             if let source {
                 posix_spawn_file_actions_adddup2(&actions, source.rawValue, CInt(target))
             } else {
-                posix_spawn_file_actions_addopen(&actions, CInt(target), "/dev/null", target == 0 ? O_RDONLY : O_WRONLY, 0)
+                posix_spawn_file_actions_addopen(
+                    &actions,
+                    CInt(target),
+                    "/dev/null",
+                    target == 0 ? O_RDONLY : O_WRONLY,
+                    0
+                )
             }
         }
         if let cwd = spec.workingDirectory { czpshim_spawn_addchdir(&actions, cwd) }
@@ -150,7 +156,9 @@ public final class Reaper: Sendable {
             } else {
                 rc = posix_spawn(&pid, spec.path, &actions, &attributes, argv, environ)
             }
-            guard rc == 0 else { throw SystemError(call: "posix_spawn", subject: spec.path, errno: Errno(rawValue: rc)) }
+            guard rc == 0 else {
+                throw SystemError(call: "posix_spawn", subject: spec.path, errno: Errno(rawValue: rc))
+            }
             state.claims[pid] = .waiting(nil)
             return pid
         }

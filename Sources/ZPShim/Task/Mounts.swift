@@ -64,13 +64,23 @@ enum Mounts {
         let type = spec.type == "bind" ? "none" : spec.type
         if spec.type == "bind" { flags |= UInt(MS_BIND) }
         let readOnlyBind = flags & UInt(MS_BIND) != 0 && flags & UInt(MS_RDONLY) != 0
-        try MountPoints.mount(source: spec.source, target: target, type: type, flags: flags & ~(readOnlyBind ? UInt(MS_RDONLY) : 0),
-                      data: data.isEmpty ? nil : data.joined(separator: ","))
+        try MountPoints.mount(
+            source: spec.source,
+            target: target,
+            type: type,
+            flags: flags & ~(readOnlyBind ? UInt(MS_RDONLY) : 0),
+            data: data.isEmpty ? nil : data.joined(separator: ",")
+        )
         if readOnlyBind {
             // A bind mount ignores MS_RDONLY until remounted; never leave it writable.
             do {
-                try MountPoints.mount(source: "", target: target, type: "", flags: UInt(MS_BIND) | UInt(MS_REMOUNT) | UInt(MS_RDONLY),
-                                      data: nil)
+                try MountPoints.mount(
+                    source: "",
+                    target: target,
+                    type: "",
+                    flags: UInt(MS_BIND) | UInt(MS_REMOUNT) | UInt(MS_RDONLY),
+                    data: nil
+                )
             } catch {
                 try? MountPoints.unmount(target)
                 throw error

@@ -43,7 +43,7 @@ public struct NodeSettings: Sendable {
         let bytes: [UInt8]
         do {
             bytes = try Files.read(FilePath(file))
-        } catch where error.errno == .noSuchFileOrDirectory {
+        } catch  where error.errno == .noSuchFileOrDirectory {
             return settings
         } catch {
             settings.problem = "\(file): cannot be read: \(error)"

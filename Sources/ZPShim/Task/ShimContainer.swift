@@ -40,6 +40,8 @@ public actor ShimContainer {
         var io: ProcessIO?
         var stdin: String, stdout: String, stderr: String
         var terminal: Bool
+        /// The process's terminal (pty master and its copies) when `terminal`.
+        var console: ProcessTerminal?
         /// The OCI process spec (exec only), JSON.
         var spec: [UInt8] = []
         var pendingExit: ExitStatus?
@@ -55,6 +57,8 @@ public actor ShimContainer {
     /// The rootfs mounts the shim made at Create, in mounting order (unmounted at Delete).
     private let rootfsMounts: [String]
     private let runc: RuncDriver
+    /// The owner of the stdio pipes (`IoUid`/`IoGid`), nil for root.
+    private let ioOwner: (uid: UInt32, gid: UInt32)?
     private let publisher: EventPublisher
     private let pids: PidIndex
     private let group: any EventLoopGroup
@@ -66,9 +70,22 @@ public actor ShimContainer {
     /// The scale-to-zero driver, when zeropod scales this container down.
     nonisolated var driver: ScaleDownDriver? { scaleDown?.driver }
 
-    init(id: String, bundle: String, namespace: String, rootfsMounts: [String], runc: RuncDriver, publisher: EventPublisher,
-         pids: PidIndex, group: any EventLoopGroup, logger: Logger, initProcess: Process, scaleDown: ScaleDownWiring? = nil) {
+    init(
+        id: String,
+        bundle: String,
+        namespace: String,
+        rootfsMounts: [String],
+        runc: RuncDriver,
+        ioOwner: (uid: UInt32, gid: UInt32)?,
+        publisher: EventPublisher,
+        pids: PidIndex,
+        group: any EventLoopGroup,
+        logger: Logger,
+        initProcess: Process,
+        scaleDown: ScaleDownWiring? = nil
+    ) {
         self.scaleDown = scaleDown
+        self.ioOwner = ioOwner
         self.id = id
         self.bundle = bundle
         self.namespace = namespace
@@ -81,13 +98,22 @@ public actor ShimContainer {
         self.initProcess = initProcess
     }
 
-    /// Creates the container with `runc create`: mounts, stdio pipes, init process (not yet started).
+    /// Creates the container with `runc create`: mounts, stdio pipes (or, with `terminal`, a
+    /// console socket for the pty runc makes), init process (not yet started).
     ///
     /// Publishes TaskCreate. - Throws: ``ShimError``, ``RuncError``, ``StdioError``, ``SystemError``.
-    static func create(_ request: CreateTaskRequest, namespace: String, runc: RuncDriver, publisher: EventPublisher,
-                       pids: PidIndex, group: any EventLoopGroup, logger: Logger,
-                       scaleDown: ScaleDownWiring? = nil) async throws -> ShimContainer {
-        guard !request.terminal else { throw ShimError.notImplemented("terminal (tty) containers are not supported yet") }
+    /// - Parameter ioOwner: the uid and gid of the stdio pipes (`IoUid`/`IoGid`), nil for root.
+    static func create(
+        _ request: CreateTaskRequest,
+        namespace: String,
+        runc: RuncDriver,
+        ioOwner: (uid: UInt32, gid: UInt32)?,
+        publisher: EventPublisher,
+        pids: PidIndex,
+        group: any EventLoopGroup,
+        logger: Logger,
+        scaleDown: ScaleDownWiring? = nil
+    ) async throws -> ShimContainer {
         guard request.checkpoint.isEmpty else { throw ShimError.notImplemented("create from a checkpoint") }
         let rootfs = request.bundle + "/rootfs"
         var mounted: [String] = []
@@ -96,27 +122,109 @@ public actor ShimContainer {
             mounted = try Mounts.mountAll(request.rootfs, at: rootfs)
         }
         do {
-            let io = try await ProcessIO.open(stdin: request.stdin, stdout: request.stdout, stderr: request.stderr, group: group)
             let pidFile = request.bundle + "/init.pid"
-            do {
-                try await runc.create(id: request.id, bundle: request.bundle, pidFile: pidFile, stdio: io.runcStdio)
-            } catch {
-                io.close()
-                throw error
+            var process = Process(
+                execID: "",
+                phase: .created,
+                stdin: request.stdin,
+                stdout: request.stdout,
+                stderr: request.stderr,
+                terminal: request.terminal
+            )
+            if request.terminal {
+                process.console = try await startWithTerminal(
+                    stdin: request.stdin,
+                    stdout: request.stdout,
+                    group: group,
+                    keepsOutputOpen: true
+                ) { socket in
+                    try await runc.create(
+                        id: request.id,
+                        bundle: request.bundle,
+                        pidFile: pidFile,
+                        stdio: nil,
+                        consoleSocket: socket
+                    )
+                }
+            } else {
+                let io = try await ProcessIO.open(
+                    stdin: request.stdin,
+                    stdout: request.stdout,
+                    stderr: request.stderr,
+                    group: group,
+                    owner: ioOwner
+                )
+                do {
+                    try await runc.create(id: request.id, bundle: request.bundle, pidFile: pidFile, stdio: io.runcStdio)
+                } catch {
+                    io.close()
+                    throw error
+                }
+                process.io = io
             }
-            let pid = try readPidFile(pidFile)
-            var process = Process(execID: "", pid: pid, phase: .created, io: io, stdin: request.stdin, stdout: request.stdout,
-                                  stderr: request.stderr, terminal: false)
-            process.pid = pid
-            let container = ShimContainer(id: request.id, bundle: request.bundle, namespace: namespace, rootfsMounts: mounted,
-                                          runc: runc, publisher: publisher, pids: pids, group: group, logger: logger, initProcess: process,
-                                          scaleDown: scaleDown)
-            publisher.publish(.create(containerID: request.id, bundle: request.bundle, rootfs: request.rootfs, stdin: request.stdin,
-                                      stdout: request.stdout, stderr: request.stderr, terminal: false, pid: UInt32(pid)), namespace: namespace)
+            process.pid = try readPidFile(pidFile)
+            let pid = process.pid
+            let container = ShimContainer(
+                id: request.id,
+                bundle: request.bundle,
+                namespace: namespace,
+                rootfsMounts: mounted,
+                runc: runc,
+                ioOwner: ioOwner,
+                publisher: publisher,
+                pids: pids,
+                group: group,
+                logger: logger,
+                initProcess: process,
+                scaleDown: scaleDown
+            )
+            publisher.publish(
+                .create(
+                    containerID: request.id,
+                    bundle: request.bundle,
+                    rootfs: request.rootfs,
+                    stdin: request.stdin,
+                    stdout: request.stdout,
+                    stderr: request.stderr,
+                    terminal: request.terminal,
+                    pid: UInt32(pid)
+                ),
+                namespace: namespace
+            )
             if let early = pids.register(pid, to: container) { await container.processExited(pid: pid, status: early) }
             return container
         } catch {
             Mounts.unmountAll(mounted)
+            throw error
+        }
+    }
+
+    /// Runs a runc command that makes a terminal (`create` or `exec` with `--console-socket`),
+    /// receives the pty master runc sends and starts copying between it and the FIFOs.
+    /// - Throws: what `runc` throws; ``SystemError`` when no master arrived; ``StdioError``.
+    /// - Parameter keepsOutputOpen: for the init, whose terminal outlives a scale-down (see
+    ///   ``ProcessTerminal``).
+    private static func startWithTerminal(
+        stdin: String,
+        stdout: String,
+        group: any EventLoopGroup,
+        keepsOutputOpen: Bool = false,
+        _ runc: (String) async throws -> Void
+    ) async throws -> ProcessTerminal {
+        let socket = try ConsoleSocket()
+        defer { socket.remove() }
+        try await runc(socket.path)
+        let master = try socket.receiveMaster()
+        do {
+            return try await ProcessTerminal(
+                master: master,
+                stdin: stdin,
+                stdout: stdout,
+                group: group,
+                keepsOutputOpen: keepsOutputOpen
+            )
+        } catch {
+            master.close()
             throw error
         }
     }
@@ -136,7 +244,9 @@ public actor ShimContainer {
     /// Publishes TaskStart or TaskExecStarted, then any exit that came meanwhile.
     func start(execID: String) async throws -> pid_t {
         if execID.isEmpty {
-            guard initProcess.phase == .created else { throw ShimError.failedPrecondition("task \(id) is not in the created state") }
+            guard initProcess.phase == .created else {
+                throw ShimError.failedPrecondition("task \(id) is not in the created state")
+            }
             initProcess.phase = .starting
             do {
                 try await runc.start(id: id, bundle: bundle)
@@ -158,11 +268,14 @@ public actor ShimContainer {
             return pid
         }
         guard var process = execs[execID] else { throw ShimError.notFound("exec \(execID) in task \(id)") }
-        guard process.phase == .defined else { throw ShimError.failedPrecondition("exec \(execID) was already started") }
+        guard process.phase == .defined else {
+            throw ShimError.failedPrecondition("exec \(execID) was already started")
+        }
         process.phase = .starting
         execs[execID] = process
         let stem = Self.execFileStem(execID)
-        let specFile = "\(bundle)/\(stem).json", pidFile = "\(bundle)/\(stem).pid"
+        let specFile = "\(bundle)/\(stem).json"
+        let pidFile = "\(bundle)/\(stem).pid"
         if let driver {
             do {
                 try await driver.execNeedsApplication(execID)
@@ -171,21 +284,51 @@ public actor ShimContainer {
                 throw ShimError.failedPrecondition("exec \(execID): \(error)")
             }
         }
-        let io: ProcessIO
         do {
             try Files.write(FilePath(specFile), process.spec, mode: 0o600)
-            io = try await ProcessIO.open(stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, group: group)
-            execs[execID]?.io = io
-            try await runc.exec(id: id, bundle: bundle, processFile: specFile, pidFile: pidFile, stdio: io.runcStdio)
+            if process.terminal {
+                let (runc, id, bundle) = (runc, id, bundle)
+                execs[execID]?.console = try await Self.startWithTerminal(
+                    stdin: process.stdin,
+                    stdout: process.stdout,
+                    group: group
+                ) {
+                    try await runc.exec(
+                        id: id,
+                        bundle: bundle,
+                        processFile: specFile,
+                        pidFile: pidFile,
+                        stdio: nil,
+                        consoleSocket: $0
+                    )
+                }
+            } else {
+                let io = try await ProcessIO.open(
+                    stdin: process.stdin,
+                    stdout: process.stdout,
+                    stderr: process.stderr,
+                    group: group,
+                    owner: ioOwner
+                )
+                execs[execID]?.io = io
+                try await runc.exec(
+                    id: id,
+                    bundle: bundle,
+                    processFile: specFile,
+                    pidFile: pidFile,
+                    stdio: io.runcStdio
+                )
+            }
         } catch {
             execs[execID]?.io?.close()
+            execs[execID]?.console?.close()
             execs[execID]?.phase = .defined
             unlink(specFile)
             await driver?.execEnded(execID)
             throw error
         }
         unlink(specFile)
-        io.releaseContainerSide()
+        execs[execID]?.io?.releaseContainerSide()
         let pid = try Self.readPidFile(pidFile)
         unlink(pidFile)
         execs[execID]?.pid = pid
@@ -246,12 +389,21 @@ public actor ShimContainer {
         process.waiters = []
         if execID.isEmpty {
             process.io?.releaseContainerSide()
+            process.console?.outputEnds()
             initProcess = process
         } else {
             execs[execID] = process
         }
-        publisher.publish(.exit(containerID: id, id: execID.isEmpty ? id : execID, pid: UInt32(process.pid), exitStatus: status.code,
-                                exitedAt: ProtobufTimestamp(unixNanoseconds: status.exitedAt)), namespace: namespace)
+        publisher.publish(
+            .exit(
+                containerID: id,
+                id: execID.isEmpty ? id : execID,
+                pid: UInt32(process.pid),
+                exitStatus: status.code,
+                exitedAt: ProtobufTimestamp(unixNanoseconds: status.exitedAt)
+            ),
+            namespace: namespace
+        )
         for waiter in waiters { waiter.resume(returning: status) }
     }
 
@@ -274,9 +426,24 @@ public actor ShimContainer {
         return [stdio.stdin, stdio.stdout, stdio.stderr]
     }
 
-    /// The init's stdio for runc (a cold start reuses the same pipes).
-    func initRuncStdio() -> RuncStdio {
-        initProcess.io?.runcStdio ?? RuncStdio(stdin: nil, stdout: nil, stderr: nil)
+    /// A cold start's `runc create` of the init (after `runc delete`): with the same stdio pipes, or
+    /// for a terminal a new pty whose master replaces the old one. Adopts the new pid.
+    /// - Returns: the new init's pid.
+    /// - Throws: ``RuncError``, ``ShimError``, ``SystemError``.
+    func recreateInit() async throws -> pid_t {
+        let pidFile = bundle + "/init.pid"
+        if let console = initProcess.console {
+            let socket = try ConsoleSocket()
+            defer { socket.remove() }
+            try await runc.create(id: id, bundle: bundle, pidFile: pidFile, stdio: nil, consoleSocket: socket.path)
+            try await console.attach(master: try socket.receiveMaster())
+        } else {
+            let stdio = initProcess.io?.runcStdio ?? RuncStdio(stdin: nil, stdout: nil, stderr: nil)
+            try await runc.create(id: id, bundle: bundle, pidFile: pidFile, stdio: stdio)
+        }
+        let pid = try Self.readPidFile(pidFile)
+        initProcess.pid = pid
+        return pid
     }
 
     // MARK: Kill, Delete, Wait, State
@@ -311,8 +478,14 @@ public actor ShimContainer {
             switch process.phase {
             case .exited(let status):
                 execs[execID] = nil
+                await process.console?.waitOutputCopied()
                 process.io?.close()
-                return DeleteResponse(pid: UInt32(process.pid), exitStatus: status.code, exitedAt: ProtobufTimestamp(unixNanoseconds: status.exitedAt))
+                process.console?.close()
+                return DeleteResponse(
+                    pid: UInt32(process.pid),
+                    exitStatus: status.code,
+                    exitedAt: ProtobufTimestamp(unixNanoseconds: status.exitedAt)
+                )
             case .defined:
                 execs[execID] = nil
                 return DeleteResponse(pid: 0, exitStatus: 0, exitedAt: nil)
@@ -340,13 +513,30 @@ public actor ShimContainer {
         // that never started still has them), so the copies see end of file once drained.
         initProcess.io?.releaseContainerSide()
         await initProcess.io?.waitOutputCopied()
+        await initProcess.console?.waitOutputCopied()
         initProcess.io?.close()
-        for (_, exec) in execs { exec.io?.close() }
+        initProcess.console?.close()
+        for (_, exec) in execs {
+            exec.io?.close()
+            exec.console?.close()
+        }
         Mounts.unmountAll(rootfsMounts)
         unlink(bundle + "/init.pid")
-        publisher.publish(.delete(containerID: id, pid: UInt32(initProcess.pid), exitStatus: status.code,
-                                  exitedAt: ProtobufTimestamp(unixNanoseconds: status.exitedAt), id: id), namespace: namespace)
-        return DeleteResponse(pid: UInt32(initProcess.pid), exitStatus: status.code, exitedAt: ProtobufTimestamp(unixNanoseconds: status.exitedAt))
+        publisher.publish(
+            .delete(
+                containerID: id,
+                pid: UInt32(initProcess.pid),
+                exitStatus: status.code,
+                exitedAt: ProtobufTimestamp(unixNanoseconds: status.exitedAt),
+                id: id
+            ),
+            namespace: namespace
+        )
+        return DeleteResponse(
+            pid: UInt32(initProcess.pid),
+            exitStatus: status.code,
+            exitedAt: ProtobufTimestamp(unixNanoseconds: status.exitedAt)
+        )
     }
 
     /// Waits until the process exits.
@@ -355,7 +545,11 @@ public actor ShimContainer {
         guard let process else { throw ShimError.notFound("exec \(execID) in task \(id)") }
         if case .exited(let status) = process.phase { return status }
         return await withCheckedContinuation { continuation in
-            if execID.isEmpty { initProcess.waiters.append(continuation) } else { execs[execID]?.waiters.append(continuation) }
+            if execID.isEmpty {
+                initProcess.waiters.append(continuation)
+            } else {
+                execs[execID]?.waiters.append(continuation)
+            }
         }
     }
 
@@ -388,12 +582,22 @@ public actor ShimContainer {
 
     /// Adds an exec process (started later by ``start(execID:)``). Publishes TaskExecAdded.
     func addExec(_ request: ExecProcessRequest) throws {
-        guard !request.terminal else { throw ShimError.notImplemented("terminal (tty) exec is not supported yet") }
-        guard execs[request.execID] == nil else { throw ShimError.alreadyExists("exec \(request.execID) in task \(id)") }
+        guard execs[request.execID] == nil else {
+            throw ShimError.alreadyExists("exec \(request.execID) in task \(id)")
+        }
         guard !initExited else { throw ShimError.failedPrecondition("task \(id) has exited") }
-        guard let spec = request.spec else { throw ShimError.invalidArgument("exec \(request.execID) has no process spec") }
-        execs[request.execID] = Process(execID: request.execID, phase: .defined, stdin: request.stdin, stdout: request.stdout,
-                                        stderr: request.stderr, terminal: false, spec: spec.value)
+        guard let spec = request.spec else {
+            throw ShimError.invalidArgument("exec \(request.execID) has no process spec")
+        }
+        execs[request.execID] = Process(
+            execID: request.execID,
+            phase: .defined,
+            stdin: request.stdin,
+            stdout: request.stdout,
+            stderr: request.stderr,
+            terminal: request.terminal,
+            spec: spec.value
+        )
         publisher.publish(.execAdded(containerID: id, execID: request.execID), namespace: namespace)
     }
 
@@ -402,6 +606,57 @@ public actor ShimContainer {
         let process = execID.isEmpty ? initProcess : execs[execID]
         guard let process else { throw ShimError.notFound("exec \(execID) in task \(id)") }
         process.io?.closeStdin()
+        process.console?.closeStdin()
+    }
+
+    /// Sets the window size of a process's terminal (ResizePty); a process without a terminal is
+    /// left alone, as containerd-shim-runc-v2 does.
+    func resizePty(execID: String, width: UInt32, height: UInt32) throws {
+        let process = execID.isEmpty ? initProcess : execs[execID]
+        guard let process else { throw ShimError.notFound("exec \(execID) in task \(id)") }
+        guard let console = process.console else { return }
+        guard let columns = UInt16(exactly: width), let rows = UInt16(exactly: height) else {
+            throw ShimError.invalidArgument(
+                "ResizePty \(width)x\(height): a terminal has at most 65535 columns and rows"
+            )
+        }
+        try console.resize(columns: columns, rows: rows)
+    }
+
+    /// The highest cumulative CPU time `Stats` reported, kept for the scaled-down answer.
+    private var lastCPUNanoseconds: UInt64 = 0
+
+    /// Whether the init process has a terminal.
+    var initHasTerminal: Bool { initProcess.terminal }
+
+    /// Makes `master` the init's terminal after a restore (CRIU's `orphan-pts-master`).
+    func adoptInitTerminal(_ master: SharedDescriptor) async {
+        guard let console = initProcess.console else {
+            master.close()
+            return
+        }
+        do {
+            try await console.attach(master: master)
+        } catch {
+            logger.warning("the restored terminal cannot be attached: \(error)", metadata: ["id": "\(id)"])
+        }
+    }
+
+    /// The container's statistics (`Stats`): its init's cgroups while it runs; while zeropod has
+    /// it scaled down (or is moving it between running and scaled down), the small figure of
+    /// ``ContainerStatistics/scaledDown(mode:cpuNanoseconds:)`` with the last CPU time reported
+    /// (decision 0042).
+    /// - Throws: ``ShimError/notFound(_:)`` when the process is gone.
+    func statistics(reader: CgroupStatsReader = .system, mode: CgroupHostMode = .current) throws -> ContainerStatistics
+    {
+        if initExited { throw ShimError.notFound("task \(id) has exited: its cgroup is gone") }
+        if let driver, !driver.processRuns { return .scaledDown(mode: mode, cpuNanoseconds: lastCPUNanoseconds) }
+        guard let stats = reader.statistics(ofProcess: initProcess.pid, mode: mode) else {
+            if driver != nil { return .scaledDown(mode: mode, cpuNanoseconds: lastCPUNanoseconds) }
+            throw ShimError.notFound("the cgroup of task \(id) (pid \(initProcess.pid)) does not exist")
+        }
+        if let cpu = stats.cpuNanoseconds { lastCPUNanoseconds = max(lastCPUNanoseconds, cpu) }
+        return stats
     }
 
     /// The pids in the container (`runc ps`).
@@ -436,8 +691,9 @@ public actor ShimContainer {
         var encoded = "exec-"
         for byte in execID.utf8 {
             switch byte {
-            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-                 UInt8(ascii: "-"):
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"),
+                UInt8(ascii: "-"):
                 encoded.unicodeScalars.append(Unicode.Scalar(byte))
             default:
                 let hex = String(byte, radix: 16)
@@ -450,7 +706,8 @@ public actor ShimContainer {
 
     private static func readPidFile(_ path: String) throws -> pid_t {
         guard let bytes = try? Files.read(FilePath(path)),
-              let pid = pid_t(String(decoding: bytes, as: UTF8.self).trimmedWhitespace), pid > 0 else {
+            let pid = pid_t(String(decoding: bytes, as: UTF8.self).trimmedWhitespace), pid > 0
+        else {
             throw ShimError.failedPrecondition("pid file \(path) is missing or holds no pid")
         }
         return pid

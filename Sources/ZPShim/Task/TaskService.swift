@@ -52,15 +52,23 @@ public final class TaskService: Sendable {
     ///   - namespace: The namespace used when a request carries none (the `-namespace` flag).
     ///   - publisher: Where task events go.
     ///   - group: Event loops for stdio copies.
-    ///   - runcBinary: The runc to use; nil takes the node setting `runc-path`.
+    ///   - runcBinary: The runc to use (tests); nil takes `BinaryName` of containerd's runc options, else the node setting `runc-path`.
     ///   - logger: Request failures are logged here.
     /// - Parameter statusBoard: where the scale-down drivers publish phase changes (the status service's view).
     /// - Parameter statusSocket: this shim's status socket, which serves `Wake`; containers join
     ///   their wake group (`zeropod-swift/wake-group`) only when it is set.
     /// - Parameter node: the node settings; nil reads them (``NodeSettings/load(path:)``). When
     ///   they carry a ``NodeSettings/problem``, every `Create` fails with it (decision 0032).
-    public init(namespace: String, publisher: EventPublisher, group: any EventLoopGroup, runcBinary: String? = nil,
-                statusBoard: ShimStatusBoard? = nil, statusSocket: String? = nil, node: NodeSettings? = nil, logger: Logger) {
+    public init(
+        namespace: String,
+        publisher: EventPublisher,
+        group: any EventLoopGroup,
+        runcBinary: String? = nil,
+        statusBoard: ShimStatusBoard? = nil,
+        statusSocket: String? = nil,
+        node: NodeSettings? = nil,
+        logger: Logger
+    ) {
         defaultNamespace = namespace
         self.statusBoard = statusBoard
         self.publisher = publisher
@@ -122,7 +130,7 @@ public final class TaskService: Sendable {
             (.closeIO, { [self] in try await closeIO($0) }),
             (.connect, { [self] in try await connect($0) }),
             (.shutdown, { [self] in try await shutdown($0) }),
-            (.resizePty, { _ in throw ShimError.notImplemented("ResizePty: terminals are not supported yet") }),
+            (.resizePty, { [self] in try await resizePty($0) }),
             (.pause, { _ in throw ShimError.notImplemented("Pause") }),
             (.resume, { _ in throw ShimError.notImplemented("Resume") }),
             (.checkpoint, { _ in throw ShimError.notImplemented("Checkpoint") }),
@@ -135,7 +143,11 @@ public final class TaskService: Sendable {
                         return try await handler(call)
                     } catch {
                         let status = ShimError.status(for: error)
-                        logger.log(level: status.code == .notFound ? .debug : .warning, "\(method.rawValue) failed", metadata: ["error": "\(status.message)"])
+                        logger.log(
+                            level: status.code == .notFound ? .debug : .warning,
+                            "\(method.rawValue) failed",
+                            metadata: ["error": "\(status.message)"]
+                        )
                         throw status
                     }
                 }
@@ -159,18 +171,52 @@ public final class TaskService: Sendable {
         let request = try CreateTaskRequest(decoding: call.payload)
         guard !request.id.isEmpty else { throw ShimError.invalidArgument("Create without a task id") }
         if let problem = nodeSettingsProblem {
-            throw ShimError.failedPrecondition("node settings refused (fix the file; the next shim reads it again): \(problem)")
+            throw ShimError.failedPrecondition(
+                "node settings refused (fix the file; the next shim reads it again): \(problem)"
+            )
         }
         guard table.withLock({ $0.reserve(request.id) }) else { throw ShimError.alreadyExists("task \(request.id)") }
         let namespace = namespace(of: call)
-        let runc = RuncDriver(namespace: namespace, binary: runcBinary ?? node.runcPath)
         let container: ShimContainer
         let scaleDown: ScaleDownWiring?
         do {
-            scaleDown = try await makeScaleDown(request, runc: runc, namespace: namespace)
+            // containerd's runc options (decision 0042): BinaryName wins over the node setting
+            // `runc-path`, which wins over `runc` on PATH.
+            let options: RuncOptions
+            let runc: RuncDriver
             do {
-                container = try await ShimContainer.create(request, namespace: namespace, runc: runc, publisher: publisher, pids: pids,
-                                                           group: group, logger: logger, scaleDown: scaleDown)
+                options = try RuncOptions(any: request.options)
+                try options.checkSupported()
+                runc = try RuncDriver(
+                    namespace: namespace,
+                    options: options,
+                    binary: runcBinary,
+                    nodeDefault: node.runcPath
+                )
+            } catch {
+                throw ShimError.invalidArgument("task \(request.id): \(error)")
+            }
+            do {
+                try RuncOptionsFile.write(options, bundle: request.bundle)
+            } catch {
+                throw ShimError.failedPrecondition(
+                    "task \(request.id): cannot keep its runc options in the bundle: \(error)"
+                )
+            }
+            let ioOwner = options.ioUID != 0 || options.ioGID != 0 ? (uid: options.ioUID, gid: options.ioGID) : nil
+            scaleDown = try await makeScaleDown(request, runc: runc, options: options, namespace: namespace)
+            do {
+                container = try await ShimContainer.create(
+                    request,
+                    namespace: namespace,
+                    runc: runc,
+                    ioOwner: ioOwner,
+                    publisher: publisher,
+                    pids: pids,
+                    group: group,
+                    logger: logger,
+                    scaleDown: scaleDown
+                )
             } catch {
                 if let scaleDown { pods.release(netnsPath: scaleDown.netnsPath, container: request.id) }
                 throw error
@@ -193,7 +239,12 @@ public final class TaskService: Sendable {
     /// zeropod does not scale it down (not named in `container-names`, the sandbox,
     /// `scaledown-duration` 0, no pod netns path).
     /// - Throws: ``ShimError/invalidArgument(_:)`` with the ConfigError text for a malformed annotation.
-    private func makeScaleDown(_ request: CreateTaskRequest, runc: RuncDriver, namespace: String) async throws -> ScaleDownWiring? {
+    private func makeScaleDown(
+        _ request: CreateTaskRequest,
+        runc: RuncDriver,
+        options: RuncOptions,
+        namespace: String
+    ) async throws -> ScaleDownWiring? {
         let bundle = BundleConfig(bundle: request.bundle)
         let config: ContainerConfig
         do {
@@ -205,50 +256,90 @@ public final class TaskService: Sendable {
         // (issue 16): a container it applies to is refused rather than silently not migrated.
         if config.isManaged, config.anyMigrationEnabled {
             let key = config.liveMigrationEnabled ? ZeropodAnnotation.liveMigrate : ZeropodAnnotation.migrate
-            throw ShimError.notImplemented("\(key.rawValue): migrating container \"\(config.containerName)\" is not supported yet; remove it from the annotation")
+            throw ShimError.notImplemented(
+                "\(key.rawValue): migrating container \"\(config.containerName)\" is not supported yet; remove it from the annotation"
+            )
         }
         guard config.isManaged, config.scaleDownEnabled else { return nil }
         guard let netns = bundle.networkNamespacePath else {
-            logger.warning("scale-down off: the spec names no network namespace path", metadata: ["id": "\(request.id)"])
+            logger.warning(
+                "scale-down off: the spec names no network namespace path",
+                metadata: ["id": "\(request.id)"]
+            )
             return nil
         }
         var redirector: PodRedirector?
         do {
             redirector = try await pods.acquire(netnsPath: netns, container: request.id, node: node)
         } catch {
-            logger.warning("scale-down off: redirector for \(netns) failed: \(error)", metadata: ["id": "\(request.id)"])
+            logger.warning(
+                "scale-down off: redirector for \(netns) failed: \(error)",
+                metadata: ["id": "\(request.id)"]
+            )
         }
         let wakeGroup = wakeGroups.flatMap { socket, registry in
-            WakeGroupMember(config: config, containerID: request.id, containerdNamespace: namespace, statusSocket: socket,
-                            registry: registry, group: group, logger: logger)
+            WakeGroupMember(
+                config: config,
+                containerID: request.id,
+                containerdNamespace: namespace,
+                statusSocket: socket,
+                registry: registry,
+                group: group,
+                logger: logger
+            )
         }
         var containerLogger = logger
         containerLogger[metadataKey: "container"] = "\(request.id)"
         let handover = config.listenerHandoverApplies(probeSourcesKnown: !node.probeSourceAddresses.isEmpty)
         if redirector != nil && config.listenerHandover && !handover {
-            containerLogger.info("listener handover off: the node sets no probe-source-addresses and probe detection is on, so the activator keeps the ports (decision 0046)")
+            containerLogger.info(
+                "listener handover off: the node sets no probe-source-addresses and probe detection is on, so the activator keeps the ports (decision 0046)"
+            )
         }
         let connections = redirector.flatMap { redirector -> ContainerConnections? in
             guard let owner = pods.owner(netnsPath: netns, container: request.id) else { return nil }
             return ContainerConnections(
-                redirector: redirector, namespacePath: FilePath(netns), owner: owner,
+                redirector: redirector,
+                namespacePath: FilePath(netns),
+                owner: owner,
                 settings: .init(keepConnections: config.keepConnections, listenerHandover: handover),
-                logger: containerLogger)
+                logger: containerLogger
+            )
         }
         let handle = ContainerHandle()
-        let control = RuncContainerControl(id: request.id, bundle: request.bundle, runc: runc, pids: pids, container: handle,
-                                           connections: connections)
-        let checkpoints = CRIUCheckpoints(
-            checkpointer: checkpointer, target: RuncContainer(id: request.id, runcRoot: FilePath(runc.root)),
+        let control = RuncContainerControl(
+            id: request.id,
+            bundle: request.bundle,
+            runc: runc,
+            pids: pids,
+            container: handle,
+            connections: connections
+        )
+        // The CriuPath runc option (containerd 1.x) picks this container's CRIU.
+        let criu =
+            options.criuPath.isEmpty
+            ? checkpointer : ContainerCheckpointer(checkpointer: Checkpointer(criuPath: FilePath(options.criuPath)))
+        var checkpoints = CRIUCheckpoints(
+            checkpointer: criu,
+            target: RuncContainer(id: request.id, runcRoot: FilePath(runc.root)),
             imagesDirectory: node.layout.imageDirectory(containerdNamespace: namespace, containerID: request.id),
             namespaceImagesDirectory: node.layout.imageDirectory(containerdNamespace: namespace),
-            lazyRestore: node.lazyRestore, logLevel: Int32(node.criuLogLevel), pids: pids, container: handle,
-            connections: connections)
+            lazyRestore: node.lazyRestore,
+            logLevel: Int32(node.criuLogLevel),
+            pids: pids,
+            container: handle,
+            connections: connections
+        )
+        checkpoints.terminal = request.terminal
         let redirect = redirector.map { redirector in
             PodRedirect(
-                redirector: redirector, namespacePath: FilePath(netns),
+                redirector: redirector,
+                namespacePath: FilePath(netns),
                 configuration: ActivatorConfiguration(container: config),
-                group: group, logger: containerLogger, connections: connections)
+                group: group,
+                logger: containerLogger,
+                connections: connections
+            )
         }
         let settings = ScaleDownDriver.Settings(
             lifecycle: ContainerLifecycle.Configuration(
@@ -257,11 +348,20 @@ public final class TaskService: Sendable {
                 openConnectionsCountAsActivity: node.openConnectionsAreActivity,
                 preDump: config.preDump,
                 wakesGroup: wakeGroup != nil,
-                dryRun: config.dryRun),
-            ports: config.ports)
+                dryRun: config.dryRun
+            ),
+            ports: config.ports
+        )
         let driver = ScaleDownDriver(
-            id: request.id, settings: settings, control: control, checkpoints: checkpoints, redirect: redirect,
-            status: statusBoard.map { StatusBoardSink(board: $0, id: request.id) }, wakeGroup: wakeGroup, logger: logger)
+            id: request.id,
+            settings: settings,
+            control: control,
+            checkpoints: checkpoints,
+            redirect: redirect,
+            status: statusBoard.map { StatusBoardSink(board: $0, id: request.id) },
+            wakeGroup: wakeGroup,
+            logger: logger
+        )
         return ScaleDownWiring(driver: driver, container: handle, netnsPath: netns, connections: connections)
     }
 
@@ -323,7 +423,8 @@ public final class TaskService: Sendable {
     private func wait(_ call: TTRPCCall) async throws -> [UInt8] {
         let request = try TaskProcessRequest(decoding: call.payload)
         let status = try await container(request.id).wait(execID: request.execID)
-        return WaitResponse(exitStatus: status.code, exitedAt: ProtobufTimestamp(unixNanoseconds: status.exitedAt)).encoded()
+        return WaitResponse(exitStatus: status.code, exitedAt: ProtobufTimestamp(unixNanoseconds: status.exitedAt))
+            .encoded()
     }
 
     private func exec(_ call: TTRPCCall) async throws -> [UInt8] {
@@ -339,14 +440,21 @@ public final class TaskService: Sendable {
 
     private func stats(_ call: TTRPCCall) async throws -> [UInt8] {
         let request = try TaskIDRequest(decoding: call.payload)
-        _ = try container(request.id)
-        // Minimal: an empty cgroup v1 Metrics message (containerd decodes it; all counters zero).
-        return StatsResponse(stats: ProtobufAny(typeURL: "io.containerd.cgroups.v1.Metrics", value: [])).encoded()
+        let statistics = try await container(request.id).statistics()
+        return StatsResponse(stats: statistics.any).encoded()
+    }
+
+    private func resizePty(_ call: TTRPCCall) async throws -> [UInt8] {
+        let request = try ResizePtyRequest(decoding: call.payload)
+        try await container(request.id).resizePty(execID: request.execID, width: request.width, height: request.height)
+        return EmptyMessage().encoded()
     }
 
     private func update(_ call: TTRPCCall) async throws -> [UInt8] {
         let request = try UpdateTaskRequest(decoding: call.payload)
-        guard let resources = request.resources else { throw ShimError.invalidArgument("Update of task \(request.id) without resources") }
+        guard let resources = request.resources else {
+            throw ShimError.invalidArgument("Update of task \(request.id) without resources")
+        }
         try await container(request.id).update(resources: resources.value)
         return EmptyMessage().encoded()
     }

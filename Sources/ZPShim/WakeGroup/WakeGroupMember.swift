@@ -39,7 +39,13 @@ final class WakeGroupMember: Sendable {
     ///   - registry: The node's registry.
     ///   - group: Event loops for the calls to other shims.
     ///   - logger: Joins, wakes and unreachable members are logged here.
-    init(key: WakeGroupKey, entry: WakeGroupEntry, registry: WakeGroupRegistry, group: any EventLoopGroup, logger: Logger) {
+    init(
+        key: WakeGroupKey,
+        entry: WakeGroupEntry,
+        registry: WakeGroupRegistry,
+        group: any EventLoopGroup,
+        logger: Logger
+    ) {
         self.key = key
         self.entry = entry
         self.registry = registry
@@ -57,12 +63,23 @@ final class WakeGroupMember: Sendable {
     ///   - containerID: The containerd container id.
     ///   - containerdNamespace: The containerd namespace of the container.
     ///   - statusSocket: This shim's status socket, which serves `Wake`.
-    convenience init?(config: ContainerConfig, containerID: String, containerdNamespace: String, statusSocket: String,
-                      registry: WakeGroupRegistry, group: any EventLoopGroup, logger: Logger) {
+    convenience init?(
+        config: ContainerConfig,
+        containerID: String,
+        containerdNamespace: String,
+        statusSocket: String,
+        registry: WakeGroupRegistry,
+        group: any EventLoopGroup,
+        logger: Logger
+    ) {
         guard let name = config.wakeGroup else { return nil }
-        self.init(key: WakeGroupKey(containerdNamespace: containerdNamespace, podNamespace: config.podNamespace, group: name),
-                  entry: WakeGroupEntry(containerID: containerID, statusSocket: statusSocket),
-                  registry: registry, group: group, logger: logger)
+        self.init(
+            key: WakeGroupKey(containerdNamespace: containerdNamespace, podNamespace: config.podNamespace, group: name),
+            entry: WakeGroupEntry(containerID: containerID, statusSocket: statusSocket),
+            registry: registry,
+            group: group,
+            logger: logger
+        )
     }
 
     /// Asks ``run()`` to wake the other members now. Returns at once.
@@ -126,13 +143,19 @@ final class WakeGroupMember: Sendable {
             return
         }
         do {
-            let response = try await client.wake(id: peer.containerID, origin: "\(key.group)/\(entry.containerID)",
-                                                 timeout: Self.callTimeout)
-            logger.info("wake group member answered \(response.outcome)", metadata: metadata.merging([
-                "phase": "\(response.lifecyclePhase.map { "\($0)" } ?? "?")",
-                "waited": "\(ZPSystem.milliseconds(response.waited)) ms",
-                "total": "\(ZPSystem.milliseconds(ContinuousClock.now - start)) ms",
-            ]) { $1 })
+            let response = try await client.wake(
+                id: peer.containerID,
+                origin: "\(key.group)/\(entry.containerID)",
+                timeout: Self.callTimeout
+            )
+            logger.info(
+                "wake group member answered \(response.outcome)",
+                metadata: metadata.merging([
+                    "phase": "\(response.lifecyclePhase.map { "\($0)" } ?? "?")",
+                    "waited": "\(ZPSystem.milliseconds(response.waited)) ms",
+                    "total": "\(ZPSystem.milliseconds(ContinuousClock.now - start)) ms",
+                ]) { $1 }
+            )
         } catch {
             logger.warning("wake of group member failed: \(error)", metadata: metadata)
         }

@@ -1,12 +1,12 @@
+import SystemPackage
+import ZPCore
+import ZPSystem
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-
-import SystemPackage
-import ZPCore
-import ZPSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -150,8 +150,10 @@ struct WakeGroupRegistry: Sendable {
     ///   - annotations: The annotations of its OCI spec.
     func unlistLostMember(containerID: String, containerdNamespace: String, annotations: [String: String]) {
         guard let config = try? ContainerConfig(annotations: annotations), let group = config.wakeGroup else { return }
-        unregister(containerID: containerID,
-                   in: WakeGroupKey(containerdNamespace: containerdNamespace, podNamespace: config.podNamespace, group: group))
+        unregister(
+            containerID: containerID,
+            in: WakeGroupKey(containerdNamespace: containerdNamespace, podNamespace: config.podNamespace, group: group)
+        )
     }
 
     /// The members listed in group `key`, ordered by container id; files that do not parse are

@@ -3,7 +3,10 @@
 @testable import ZPCore
 
 enum Color: Int32, CaseIterable {
-    case unspecified = 0, red = 1, green = 2, negative = -1
+    case unspecified = 0
+    case red = 1
+    case green = 2
+    case negative = -1
 }
 
 struct Inner: ProtobufMessage, Equatable {
@@ -26,7 +29,9 @@ struct Inner: ProtobufMessage, Equatable {
         label = nil
         while let f = try r.nextField() {
             switch f.number {
-            case 1: id = try f.int32(in: "zptest.Inner"); required.saw(1)
+            case 1:
+                id = try f.int32(in: "zptest.Inner")
+                required.saw(1)
             case 2: label = try f.string(in: "zptest.Inner")
             default: break
             }
@@ -129,7 +134,9 @@ struct AllTypes: ProtobufMessage, Equatable {
             case 21: names.append(try f.string(in: n))
             case 22: packedF32 += try f.packedFixed32(in: n)
             case 23:
-                for v in try f.packedVarints(in: n) { colors.append(try toColor(Int32(truncatingIfNeeded: v), field: 23)) }
+                for v in try f.packedVarints(in: n) {
+                    colors.append(try toColor(Int32(truncatingIfNeeded: v), field: 23))
+                }
             case 24: packedDbl += try f.packedFixed64(in: n).map { Double(bitPattern: $0) }
             case 536_870_911: maxField = try f.int32(in: n)
             default: break
@@ -200,15 +207,19 @@ extension AllTypes {
             case 1: return T.min
             case 2: return T.max
             case 3: return T(truncatingIfNeeded: Int.random(in: -2...2, using: &g))
-            default: return T(truncatingIfNeeded: g.next() >> UInt64.random(in: 0..<64, using: &g))
-                &* (T.isSigned && Bool.random(using: &g) ? T(truncatingIfNeeded: -1) : 1)
+            default:
+                return T(truncatingIfNeeded: g.next() >> UInt64.random(in: 0..<64, using: &g))
+                    &* (T.isSigned && Bool.random(using: &g) ? T(truncatingIfNeeded: -1) : 1)
             }
         }
         func double() -> Double {
             switch Int.random(in: 0..<6, using: &g) {
             case 0: return 0
             case 1: return -0.0
-            case 2: return [Double.infinity, -.infinity, .greatestFiniteMagnitude, .leastNonzeroMagnitude][Int.random(in: 0..<4, using: &g)]
+            case 2:
+                return [Double.infinity, -.infinity, .greatestFiniteMagnitude, .leastNonzeroMagnitude][
+                    Int.random(in: 0..<4, using: &g)
+                ]
             default:
                 let d = Double(bitPattern: g.next())
                 return d.isNaN && finiteOnly ? 1.25 : d
@@ -222,7 +233,9 @@ extension AllTypes {
             let alphabet: [String] = ["a", "Z", "0", " ", "\"", "\\", "\n", "é", "✓", "😀", "\u{0}", "\u{7f}"]
             return (0..<Int.random(in: 0..<12, using: &g)).map { _ in alphabet.randomElement(using: &g)! }.joined()
         }
-        func bytes() -> [UInt8] { (0..<Int.random(in: 0..<20, using: &g)).map { _ in UInt8.random(in: 0...255, using: &g) } }
+        func bytes() -> [UInt8] {
+            (0..<Int.random(in: 0..<20, using: &g)).map { _ in UInt8.random(in: 0...255, using: &g) }
+        }
         func inner() -> Inner { Inner(id: int(Int32.self), label: maybe(string)) }
         func list<T>(_ make: () -> T) -> [T] { (0..<Int.random(in: 0..<4, using: &g)).map { _ in make() } }
 

@@ -33,7 +33,11 @@ enum Fixtures {
     /// returns stdout.
     /// - Throws: ``LabError`` with protoc's output, or saying that `make setup` installs it.
     static func protoc(_ arguments: [String], input: [UInt8]) throws -> [UInt8] {
-        let result = try run(["protoc", "-I\(directory.path)"] + arguments, input: input, currentDirectory: directory.path)
+        let result = try run(
+            ["protoc", "-I\(directory.path)"] + arguments,
+            input: input,
+            currentDirectory: directory.path
+        )
         if result.status == 127 { throw LabError("protoc not found on PATH: `make setup` installs protobuf-compiler") }
         return try result.checked().output
     }
