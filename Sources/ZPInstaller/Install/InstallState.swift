@@ -65,6 +65,7 @@ public struct InstallState: Sendable, Equatable {
     /// The recorded target of the link at `path`, or nil when the installer made none there.
     public func linkTarget(_ path: String) -> String? { links.first { $0.path == path }?.target }
 
+    /// Equal when every record (managed files, files, folders, links with their targets) is.
     public static func == (a: InstallState, b: InstallState) -> Bool {
         a.managed == b.managed && a.files == b.files && a.directories == b.directories
             && a.links.map(\.path) == b.links.map(\.path) && a.links.map(\.target) == b.links.map(\.target)
