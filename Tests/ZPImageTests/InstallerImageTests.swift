@@ -119,7 +119,8 @@ struct InstallerImageTests {
         let opt = scratch + "/opt/zeropod"
         let etcZeropod = scratch + "/etc/zeropod"
         let podRun = scratch + "/run"  // the pod's /run/zeropod-swift: no shim of this node runs yet
-        for dir in [scratch, etcZeropod, podRun] {
+        let linkDir = scratch + "/usr/local/bin"  // containerd < 1.7.1: the shim's link (not the machine's)
+        for dir in [scratch, etcZeropod, podRun, scratch + "/usr", scratch + "/usr/local", linkDir] {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             chmod(dir, 0o755)
         }
@@ -155,10 +156,12 @@ struct InstallerImageTests {
                         args: [
                             "--config=\(configPath)", "--host-opt-path=\(opt)", "--node-config=\(etcZeropod)/node.conf",
                             "--containerd-address=\(node.containerd.socket)", "--no-runc-check",
+                            "--shim-link-dir=\(linkDir)",
                         ] + extra,
                         mounts: [
                             CRI.Mount(samePath: configFolder), CRI.Mount(samePath: opt),
                             CRI.Mount(samePath: etcZeropod),
+                            CRI.Mount(samePath: linkDir),
                             CRI.Mount(containerPath: "/run/zeropod-swift", hostPath: podRun),
                             CRI.Mount(samePath: node.containerd.socket), CRI.Mount(samePath: "/sys/fs/bpf"),
                             CRI.Mount(samePath: "/sys/fs/cgroup"),

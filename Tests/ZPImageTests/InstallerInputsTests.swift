@@ -179,6 +179,9 @@ struct InstallerInputsTests {
             options.shimSource = TestPaths.buildDirectory + "/containerd-shim-zeropod-v2"
             options.systemdRuns = false
             options.shimSocketDirectory = scratch + "/run/s"
+            // Not the machine's /usr/local/bin. The bed's containerd has the build folder (with the
+            // same shim) first on its PATH, so on 1.6 this proves the handler's form, not the link.
+            options.shimLinkDirectory = scratch + "/usr/local/bin"
             let (release, source) = try await ContainerdVersionLookup.resolve(
                 given: nil,
                 binary: nil,
@@ -199,6 +202,7 @@ struct InstallerInputsTests {
             #expect(first.configChanged == !row.installedBefore)
             #expect(idempotent)
             let changed = installed.filter { before[$0.key] != $0.value }.keys.sorted()
+            #expect(FileManager.default.fileExists(atPath: options.linkedShim) == !release.honoursRuntimePath)
 
             // k3s renders config.toml from the template when it starts: the template is `{{ template
             // "base" . }}` plus our block, so the rendering is the current config plus the block.
@@ -240,6 +244,10 @@ struct InstallerInputsTests {
             let restored = snapshot(folder) == pristine
             #expect(restored, "uninstall did not give the input back byte for byte")
             #expect(!FileManager.default.fileExists(atPath: options.optPath + "/bin"))
+            #expect(
+                !FileManager.default.fileExists(atPath: scratch + "/usr"),
+                "the shim's link and its folders are gone"
+            )
             try await bed.restartContainerd()
             print(
                 "[zptable] | \(row.name) | \(release.text) (\(source)) | \(changed.joined(separator: ", ")) | "

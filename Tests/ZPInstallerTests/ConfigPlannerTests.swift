@@ -57,8 +57,11 @@ func inputs(
         #expect(after.hasPrefix(main))
         #expect(after.contains(ConfigPlanner.blockBegin) && after.hasSuffix(ConfigPlanner.blockEnd + "\n"))
         let facts = try ContainerdConfigFacts(try TOMLDocument(path: "x", text: after))
-        #expect(facts.runtimes["zeropod"]?["runtime_path"]?.string == handler.shimPath)
-        #expect(facts.runtimes["zeropod"]?["runtime_type"]?.string == "io.containerd.runc.v2")
+        // containerd 1.6 ignores runtime_path (containerd#8207): the shim is named by runtime_type.
+        #expect(facts.runtimes["zeropod"]?["runtime_path"] == nil)
+        #expect(facts.runtimes["zeropod"]?["runtime_type"]?.string == "io.containerd.zeropod.v2")
+        #expect(facts.runtimes["zeropod"]?["options"] == nil)
+        #expect(plan.shimOnContainerdPath)
         #expect(facts.runtimes["zeropod"]?["pod_annotations"]?.strings == HandlerSettings.podAnnotations)
         #expect(facts.runtimes["zeropod"]?["container_annotations"]?.strings == HandlerSettings.containerAnnotations)
         #expect(facts.runtimes["runc"] != nil)
@@ -156,11 +159,100 @@ func inputs(
 
     @Test func aNewShimPath_updatesOnlyOurPart() throws {
         let main = try fixture("stock-1.6.toml")
-        let first = applying(try ConfigPlanner.plan(inputs(v16, main: main), handler: handler), to: [:])
+        let first = applying(try ConfigPlanner.plan(inputs(v17, main: main), handler: handler), to: [:])
         let moved = HandlerSettings(shimPath: "/var/lib/toolbox/zeropod/bin/containerd-shim-zeropod-v2")
-        let second = try ConfigPlanner.plan(inputs(v16, main: first["/etc/containerd/config.toml"]), handler: moved)
+        let second = try ConfigPlanner.plan(inputs(v17, main: first["/etc/containerd/config.toml"]), handler: moved)
         let after = try #require(second.edits.first?.after)
         #expect(after.hasPrefix(main) && after.contains(moved.shimPath) && !after.contains(handler.shimPath))
+    }
+
+    /// The handler block as the installer appends it to user-runtimes.toml, by containerd release:
+    /// below 1.7.1 the shim is named by runtime_type (runtime_path is ignored there, containerd#8207)
+    /// and runc's options are not copied (they would reach the shim as empty generic options).
+    static let goldenBlocks: [(ContainerdRelease, String, Bool)] = [
+        (
+            ContainerdRelease(major: 1, minor: 6, patch: 20, text: "1.6.20~ds1"),
+            """
+            # BEGIN zeropod-swift: written by zeropod-installer; zeropod-installer --uninstall removes it
+            [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.zeropod]
+              runtime_type = "io.containerd.zeropod.v2"
+              pod_annotations = ["zeropod.ctrox.dev/*", "zeropod-swift/*", "io.containerd.runc.v2.group"]
+              container_annotations = ["zeropod.ctrox.dev/*", "zeropod-swift/*"]
+            # END zeropod-swift
+
+            """, true
+        ),
+        (
+            ContainerdRelease(major: 1, minor: 7, patch: 0),
+            """
+            # BEGIN zeropod-swift: written by zeropod-installer; zeropod-installer --uninstall removes it
+            [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.zeropod]
+              runtime_type = "io.containerd.zeropod.v2"
+              pod_annotations = ["zeropod.ctrox.dev/*", "zeropod-swift/*", "io.containerd.runc.v2.group"]
+              container_annotations = ["zeropod.ctrox.dev/*", "zeropod-swift/*"]
+            # END zeropod-swift
+
+            """, true
+        ),
+        (
+            ContainerdRelease(major: 1, minor: 7, patch: 1),
+            """
+            # BEGIN zeropod-swift: written by zeropod-installer; zeropod-installer --uninstall removes it
+            [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.zeropod]
+              runtime_type = "io.containerd.runc.v2"
+              runtime_path = "/opt/zeropod/bin/containerd-shim-zeropod-v2"
+              pod_annotations = ["zeropod.ctrox.dev/*", "zeropod-swift/*", "io.containerd.runc.v2.group"]
+              container_annotations = ["zeropod.ctrox.dev/*", "zeropod-swift/*"]
+
+            [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.zeropod.options]
+              # copied from the node's runc handler
+              BinaryName = "/usr/sbin/runc"
+              SystemdCgroup = true
+            # END zeropod-swift
+
+            """, false
+        ),
+    ]
+
+    @Test(arguments: 0..<3)
+    func golden_userRuntimesBlock_byContainerdRelease(_ row: Int) throws {
+        let (release, block, byType) = Self.goldenBlocks[row]
+        let main = try fixture("user-runtimes.toml")
+        let plan = try ConfigPlanner.plan(inputs(release, main: main), handler: handler)
+        #expect(plan.shimOnContainerdPath == byType)
+        let after = try #require(plan.edits.first?.after)
+        #expect(after == main + "\n" + block)
+        let note = plan.notes.first { $0.contains("ignores runtime_path") }
+        #expect((note != nil) == byType)
+        if byType {
+            #expect(
+                note?.contains("node's runc options (BinaryName, SystemdCgroup) cannot reach the shim") == true,
+                "\(plan.notes)"
+            )
+        }
+    }
+
+    @Test func k3sOnContainerd16_namesTheShimByType() throws {
+        var i = inputs(
+            ContainerdRelease(versionText: "v1.6.28-k3s1")!,
+            main: try fixture("k3s-rendered-v2.toml"),
+            mainPath: "/var/lib/rancher/k3s/agent/etc/containerd/config.toml",
+            flavour: .k3s
+        )
+        i.templateV2 = nil
+        let plan = try ConfigPlanner.plan(i, handler: handler)
+        #expect(plan.shimOnContainerdPath)
+        let facts = try ContainerdConfigFacts(plan.predicted[0])
+        #expect(facts.runtimes["zeropod"]?["runtime_type"]?.string == "io.containerd.zeropod.v2")
+        #expect(facts.runtimes["zeropod"]?["runtime_path"] == nil)
+    }
+
+    @Test(arguments: [
+        ("1.6.0", false), ("1.6.38", false), ("1.7.0", false), ("1.7.1", true), ("1.7.22", true),
+        ("2.0.0", true), ("2.1.9", true),
+    ])
+    func runtimePathIsHonoured_from171(_ version: String, _ honoured: Bool) throws {
+        #expect(try #require(ContainerdRelease(versionText: version)).honoursRuntimePath == honoured)
     }
 
     @Test func noConfigFile_onContainerd2_createsOneThatOnlyImports() throws {
@@ -347,6 +439,14 @@ func inputs(
             try parsed.installerOptions(executable: "/usr/bin/zeropod-installer").shimSource
                 == "/usr/bin/containerd-shim-zeropod-v2"
         )
+        #expect(try parsed.installerOptions(executable: "/x").shimLinkDirectory == "/usr/local/bin")
+        let linked = try InstallerCommand.parse(try OriginalFlags.normalize(["-shim-link-dir=/host/usr/local/bin/"]))
+        #expect(
+            try linked.installerOptions(executable: "/x").linkedShim == "/host/usr/local/bin/containerd-shim-zeropod-v2"
+        )
+        #expect(throws: (any Error).self) {
+            try InstallerCommand.parse(["--shim-link-dir", "bin"]).installerOptions(executable: "/x")
+        }
     }
 
     @Test func lddOutput_copiesAllButGlibc() throws {

@@ -46,6 +46,7 @@ struct InstallerEndToEndTests {
         options.containerdBinary = containerd
         options.systemdRuns = false
         options.shimSocketDirectory = dir + "/run/s"  // not the machine's: other tests' shims may run
+        options.shimLinkDirectory = dir + "/usr/local/bin"  // not the machine's PATH
         let log = EventLog<String>()
         let installer = Installer(options: options) { log.sink($0) }
 
@@ -61,7 +62,18 @@ struct InstallerEndToEndTests {
         // containerd itself reads the result.
         let dump = try sh([containerd, "--config", configPath, "config", "dump"])
         #expect(dump.contains("runtimes.zeropod]"))
-        #expect(dump.contains(options.installedShim))
+        if containerd == containerd16 {
+            // 1.6 ignores runtime_path: the handler names the shim by type, the shim is linked on PATH.
+            #expect(dump.contains("runtime_type = \"io.containerd.zeropod.v2\""))
+            #expect(!dump.contains(options.installedShim))
+            #expect(
+                try FileManager.default.destinationOfSymbolicLink(atPath: options.linkedShim) == options.installedShim
+            )
+            #expect(FileManager.default.isExecutableFile(atPath: options.linkedShim))
+        } else {
+            #expect(dump.contains(options.installedShim))
+            #expect(!FileManager.default.fileExists(atPath: options.linkedShim))
+        }
         #expect(dump.contains("runtimes.runc]"))
         #expect(dump.contains("zeropod-swift/*"))
 
@@ -87,6 +99,92 @@ struct InstallerEndToEndTests {
         #expect(!FileManager.default.fileExists(atPath: options.nodeConfigPath))
         #expect(!FileManager.default.fileExists(atPath: etc + "/zeropod-swift.toml"))
         #expect(try FileManager.default.contentsOfDirectory(atPath: etc) == ["config.toml"])
+        #expect(!FileManager.default.fileExists(atPath: dir + "/usr"), "the link and the folders made for it are gone")
+    }
+
+    func options16(_ dir: String, shim: String) throws -> InstallerOptions {
+        let etc = dir + "/etc/containerd"
+        try FileManager.default.createDirectory(atPath: etc, withIntermediateDirectories: true)
+        try fixture("stock-1.6.toml").write(toFile: etc + "/config.toml", atomically: false, encoding: .utf8)
+        var options = InstallerOptions()
+        options.configPath = etc + "/config.toml"
+        options.optPath = dir + "/opt/zeropod"
+        options.nodeConfigPath = dir + "/etc/zeropod/node.conf"
+        options.shimSource = shim
+        options.containerdBinary = containerd16
+        options.systemdRuns = false
+        options.shimSocketDirectory = dir + "/run/s"
+        options.shimLinkDirectory = dir + "/usr/local/bin"
+        return options
+    }
+
+    @Test func on16_uninstallRemovesThePathEntry_andLeavesThatFolderByteForByte() throws {
+        let shim = try #require(builtShim())
+        let dir = "/tmp/zpinst-\(UUID().uuidString.prefix(8).lowercased())"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let options = try options16(dir, shim: shim)
+        // A PATH folder with the node's own programs (a file and a link) in it.
+        try FileManager.default.createDirectory(atPath: options.shimLinkDirectory, withIntermediateDirectories: true)
+        try Data("#!/bin/sh\necho node tool\n".utf8).write(
+            to: URL(fileURLWithPath: options.shimLinkDirectory + "/node-tool")
+        )
+        chmod(options.shimLinkDirectory + "/node-tool", 0o755)
+        try FileManager.default.createSymbolicLink(
+            atPath: options.shimLinkDirectory + "/containerd-shim-runc-v2",
+            withDestinationPath: "/usr/bin/containerd-shim-runc-v2"
+        )
+        let before = try snapshot(options.shimLinkDirectory)
+        let names = try FileManager.default.contentsOfDirectory(atPath: options.shimLinkDirectory).sorted()
+        let installer = Installer(options: options) { _ in }
+        _ = try installer.install()
+        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: options.linkedShim) == options.installedShim)
+        #expect(
+            try FileManager.default.contentsOfDirectory(atPath: options.shimLinkDirectory).sorted()
+                == (names + ["containerd-shim-zeropod-v2"]).sorted()
+        )
+        _ = try installer.uninstall()
+        #expect(!FileManager.default.fileExists(atPath: options.linkedShim))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: options.shimLinkDirectory).sorted() == names)
+        #expect(try snapshot(options.shimLinkDirectory) == before)
+        #expect(
+            try FileManager.default.destinationOfSymbolicLink(
+                atPath: options.shimLinkDirectory + "/containerd-shim-runc-v2"
+            )
+                == "/usr/bin/containerd-shim-runc-v2"
+        )
+    }
+
+    @Test func on16_aShimOnPathWeDidNotPutThere_isRefusedBeforeAnythingIsInstalled() throws {
+        let shim = try #require(builtShim())
+        let dir = "/tmp/zpinst-\(UUID().uuidString.prefix(8).lowercased())"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let options = try options16(dir, shim: shim)
+        try FileManager.default.createDirectory(atPath: options.shimLinkDirectory, withIntermediateDirectories: true)
+        try Data("someone else's shim\n".utf8).write(to: URL(fileURLWithPath: options.linkedShim))
+        let before = try snapshot(dir)
+        let error = #expect(throws: InstallerError.self) { try Installer(options: options) { _ in }.install() }
+        #expect(error?.file == options.linkedShim)
+        #expect(error?.reason.contains("was not put there by zeropod-installer") == true)
+        #expect(try snapshot(dir) == before)
+        #expect(!FileManager.default.fileExists(atPath: options.optPath))
+    }
+
+    @Test func anUpgradeFrom16To2_removesTheLink() throws {
+        let shim = try #require(builtShim())
+        let dir = "/tmp/zpinst-\(UUID().uuidString.prefix(8).lowercased())"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var options = try options16(dir, shim: shim)
+        try FileManager.default.createDirectory(atPath: options.shimLinkDirectory, withIntermediateDirectories: true)
+        _ = try Installer(options: options) { _ in }.install()
+        #expect(FileManager.default.fileExists(atPath: options.linkedShim))
+        options.containerdBinary = containerd2
+        _ = try Installer(options: options) { _ in }.install()
+        #expect(!FileManager.default.fileExists(atPath: options.linkedShim))
+        _ = try Installer(options: options) { _ in }.uninstall()
+        #expect(try FileManager.default.contentsOfDirectory(atPath: options.shimLinkDirectory).isEmpty)
+        #expect(
+            try String(contentsOfFile: options.effectiveConfigPath, encoding: .utf8) == (try fixture("stock-1.6.toml"))
+        )
     }
 
     @Test func uninstall_refusesAConfigChangedSince_andChangesNothing() throws {

@@ -53,6 +53,11 @@ struct ManifestTests {
                 && yaml.contains("mountPath: /sys/fs/cgroup")
         )
         #expect(!yaml.contains("--containerd-binary") && !yaml.contains("host-bin"))
+        // containerd < 1.7.1: the shim's link goes into the host's /usr/local/bin, mounted aside (decision 0023).
+        #expect(
+            yaml.contains("- --shim-link-dir=/host/usr/local/bin") && yaml.contains("mountPath: /host/usr/local/bin")
+                && yaml.contains("path: /usr/local/bin")
+        )
         // Only reads in the base: no write verb at all.
         for verb in ["create", "update", "patch", "delete"] {
             #expect(!yaml.contains("- \(verb)"), "base grants \(verb)")

@@ -11,14 +11,18 @@ let canProbe = Privileges.isRoot && FileManager.default.isExecutableFile(atPath:
 @Suite(.serialized, .enabled(if: canProbe, "needs root (BPF probes, CRIU) and the project's CRIU (make setup)"))
 struct NodeChecksTests {
     /// A config with our handler, as the installer writes it, in a temp folder.
-    func installedConfig(_ dir: String, annotations: Bool = true) throws -> String {
+    /// `byType`: the form for containerd below 1.7.1 (runtime_type names the shim, no runtime_path).
+    func installedConfig(_ dir: String, annotations: Bool = true, byType: Bool = false) throws -> String {
         let path = dir + "/config.toml"
         let pod = annotations ? "[\"zeropod.ctrox.dev/*\", \"zeropod-swift/*\"]" : "[]"
+        let shim =
+            byType
+            ? "runtime_type = \"io.containerd.zeropod.v2\""
+            : "runtime_type = \"io.containerd.runc.v2\"\n  runtime_path = \"/bin/true\""
         try """
         version = 2
         [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.zeropod]
-          runtime_type = "io.containerd.runc.v2"
-          runtime_path = "/bin/true"
+          \(shim)
           pod_annotations = \(pod)
         """.write(toFile: path, atomically: false, encoding: .utf8)
         return path
@@ -34,8 +38,15 @@ struct NodeChecksTests {
         let dir = try tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         var o = NodeCheckOptions()
-        o.containerdConfig = try installedConfig(dir)
+        // This machine's containerd is 1.6.20: the handler in its form, the shim in a folder searched.
+        o.containerdConfig = try installedConfig(dir, byType: true)
         o.containerdBinary = containerd16
+        try FileManager.default.createDirectory(atPath: dir + "/bin", withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(
+            atPath: dir + "/bin/containerd-shim-zeropod-v2",
+            withDestinationPath: "/bin/true"
+        )
+        o.shimSearchFolders = [dir + "/bin"]
         o.nodeConfigPath = dir + "/node.conf"
         o.stateDirectory = dir + "/state"
         o.runDirectory = dir + "/run"
@@ -99,6 +110,28 @@ struct NodeChecksTests {
         report = NodeChecks(options: o).run()
         #expect(report.result("handler zeropod")?.status == .blocker)
         #expect(report.result("handler zeropod")?.fix.contains("zeropod-installer") == true)
+        // The runtime_path form on containerd 1.6 (which ignores runtime_path): a blocker naming why.
+        o.containerdVersion = "1.6.20"
+        _ = try installedConfig(dir)
+        report = NodeChecks(options: o).run()
+        #expect(report.result("handler zeropod")?.status == .blocker)
+        #expect(report.result("handler zeropod")?.detail.contains("containerd#8207") == true)
+        // The 1.6 form: fine when the shim is found, a blocker when it is not.
+        _ = try installedConfig(dir, byType: true)
+        o.shimSearchFolders = [dir + "/nowhere"]
+        #expect(NodeChecks(options: o).run().result("handler zeropod")?.status == .blocker)
+        try FileManager.default.createDirectory(atPath: dir + "/bin", withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(
+            atPath: dir + "/bin/containerd-shim-zeropod-v2",
+            withDestinationPath: "/bin/true"
+        )
+        o.shimSearchFolders = [dir + "/nowhere", dir + "/bin"]
+        report = NodeChecks(options: o).run()
+        #expect(
+            report.result("handler zeropod")?.status == .ok,
+            "\(String(describing: report.result("handler zeropod")))"
+        )
+        #expect(report.result("handler zeropod")?.detail.contains(dir + "/bin/containerd-shim-zeropod-v2") == true)
         // The installer's pre-flight does not ask about the handler it is about to write.
         o.scope = .prerequisites
         #expect(NodeChecks(options: o).run().result("handler zeropod") == nil)

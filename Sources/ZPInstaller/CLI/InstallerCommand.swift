@@ -42,6 +42,13 @@ public struct InstallerCommand: ParsableCommand {
     @Option(name: .customLong("host-opt-path"), help: "where the shim, CRIU and its libraries go")
     public var optPath = "/opt/zeropod"
 
+    /// Folder on containerd's PATH for the shim's link (containerd below 1.7.1).
+    @Option(
+        name: .customLong("shim-link-dir"),
+        help: "containerd below 1.7.1 (ignores runtime_path): the folder on containerd's PATH that gets the shim's link"
+    )
+    public var shimLinkDir = "/usr/local/bin"
+
     /// Node settings file.
     @Option(name: .customLong("node-config"), help: "the node settings file the shim reads")
     public var nodeConfig = NodeConfig.defaultPath
@@ -130,6 +137,11 @@ public struct InstallerCommand: ParsableCommand {
             throw ValidationError("--host-opt-path \(optPath): must be an absolute path")
         }
         o.nodeConfigPath = nodeConfig
+        o.shimLinkDirectory =
+            shimLinkDir.count > 1 && shimLinkDir.hasSuffix("/") ? String(shimLinkDir.dropLast()) : shimLinkDir
+        guard o.shimLinkDirectory.hasPrefix("/") else {
+            throw ValidationError("--shim-link-dir \(shimLinkDir): must be an absolute path")
+        }
         o.shimSource = shim ?? Self.besideExecutable(executable, "containerd-shim-zeropod-v2")
         o.criuSource = criu
         o.containerdVersion = containerdVersion
@@ -227,7 +239,7 @@ public struct InstallerCommand: ParsableCommand {
 public enum OriginalFlags {
     /// Long options this installer has; a single-dash spelling of one becomes the double-dash one.
     public static let known = [
-        "runtime", "config", "host-opt-path", "node-config", "shim", "criu", "containerd-version",
+        "runtime", "config", "host-opt-path", "shim-link-dir", "node-config", "shim", "criu", "containerd-version",
         "containerd-binary", "containerd-address", "timeout", "restart", "uninstall", "skip-checks", "force", "runc",
         "no-runc-check", "help",
     ]

@@ -132,6 +132,10 @@ public struct NodeCheckOptions: Sendable, Equatable {
     public var probeBPF = true
     /// Seconds any program may run.
     public var timeout: Double = 60
+    /// Where a handler with `runtime_type = "io.containerd.zeropod.v2"` (containerd below 1.7.1)
+    /// must find `containerd-shim-zeropod-v2`; nil: this program's `PATH` and the folder of the
+    /// containerd binary, as containerd looks it up.
+    public var shimSearchFolders: [String]?
 
     /// Defaults: this node as the shim sees it.
     public init() {}
@@ -501,19 +505,7 @@ public struct NodeChecks: Sendable {
                 )
             )
         case .success(let table?):
-            let shim = table["runtime_path"]?.string ?? ""
-            let shimOK = !shim.isEmpty && commands.which(shim) != nil
-            rows.append(
-                shimOK
-                    ? CheckResult("containerd", "handler \(options.handlerName)", .ok, "runtime_path \(shim)")
-                    : CheckResult(
-                        "containerd",
-                        "handler \(options.handlerName)",
-                        .blocker,
-                        shim.isEmpty ? "no runtime_path" : "runtime_path \(shim) is not an executable",
-                        fix: "run zeropod-installer again"
-                    )
-            )
+            rows.append(handlerRow(table, release: release))
             let pod = table["pod_annotations"]?.strings ?? []
             let missing = HandlerSettings.containerAnnotations.filter { !pod.contains($0) }
             rows.append(
@@ -529,6 +521,60 @@ public struct NodeChecks: Sendable {
             )
         }
         return rows
+    }
+
+    /// Whether the handler starts our shim on this containerd: by `runtime_path` (containerd
+    /// 1.7.1+), or, on containerd below 1.7.1 (which ignores `runtime_path`, decision 0023), by
+    /// `runtime_type = "io.containerd.zeropod.v2"` with the shim on `PATH`.
+    private func handlerRow(_ table: [String: TOMLNode], release: ContainerdRelease) -> CheckResult {
+        let name = "handler \(options.handlerName)"
+        let type = table["runtime_type"]?.string ?? ""
+        let shim = table["runtime_path"]?.string ?? ""
+        if type == HandlerSettings.runtimeType && shim.isEmpty {
+            guard let found = findShimByName() else {
+                return CheckResult(
+                    "containerd",
+                    name,
+                    .blocker,
+                    "runtime_type \(type), but \(HandlerSettings.shimBinaryName) is not on PATH",
+                    fix: "run zeropod-installer again (it links the shim into a folder on containerd's PATH)"
+                )
+            }
+            return CheckResult("containerd", name, .ok, "runtime_type \(type) (\(found))")
+        }
+        if !release.honoursRuntimePath && !shim.isEmpty {
+            return CheckResult(
+                "containerd",
+                name,
+                .blocker,
+                "runtime_path \(shim): containerd \(release.text) ignores it for CRI pods (containerd#8207), "
+                    + "so they run on the shim of runtime_type \(type.isEmpty ? "(none)" : type)",
+                fix:
+                    "run zeropod-installer again (it writes runtime_type \(HandlerSettings.runtimeType) for this containerd)"
+            )
+        }
+        guard !shim.isEmpty, commands.which(shim) != nil else {
+            return CheckResult(
+                "containerd",
+                name,
+                .blocker,
+                shim.isEmpty ? "no runtime_path" : "runtime_path \(shim) is not an executable",
+                fix: "run zeropod-installer again"
+            )
+        }
+        return CheckResult("containerd", name, .ok, "runtime_path \(shim)")
+    }
+
+    /// `containerd-shim-zeropod-v2` where containerd below 1.7.1 looks for it, or nil.
+    private func findShimByName() -> String? {
+        let name = HandlerSettings.shimBinaryName
+        if let folders = options.shimSearchFolders {
+            return folders.lazy.compactMap { commands.which($0 + "/" + name) }.first
+        }
+        if let found = commands.which(name) { return found }
+        let binary = options.containerdBinary ?? options.flavour.defaultBinary
+        guard let slash = binary.lastIndex(of: "/") else { return nil }
+        return commands.which(String(binary[...slash]) + name)
     }
 
     /// The handler's table from the main config or the files it imports (last one wins).

@@ -17,6 +17,13 @@ public struct HandlerSettings: Sendable, Equatable {
     /// Pod annotations containerd copies into each container's OCI spec: ours, and runc's shim
     /// group key (the shim groups a pod's containers by it).
     public static let podAnnotations = ["zeropod.ctrox.dev/*", "zeropod-swift/*", "io.containerd.runc.v2.group"]
+    /// The shim's file name: what containerd makes of `runtimeType` (`io.containerd.zeropod.v2`).
+    public static let shimBinaryName = "containerd-shim-zeropod-v2"
+    /// The `runtime_type` that names our shim by itself, for containerd releases that ignore
+    /// `runtime_path`: containerd looks `containerd-shim-zeropod-v2` up on its `PATH`, then in
+    /// the folder of its own binary.
+    public static let runtimeType = "io.containerd.zeropod.v2"
+
     /// Container annotations forwarded the same way.
     public static let containerAnnotations = ["zeropod.ctrox.dev/*", "zeropod-swift/*"]
 
@@ -59,6 +66,10 @@ public struct ConfigPlan: Sendable, Equatable {
     /// The effective config containerd will read afterwards, parsed (main config and drop-in,
     /// or the predicted rendering of a template), for checks.
     public var predicted: [TOMLDocument]
+
+    /// Whether the handler names the shim by `runtime_type` alone (containerd below 1.7.1, which
+    /// ignores `runtime_path`): the installer must then put the shim on containerd's `PATH`.
+    public var shimOnContainerdPath = false
 
     /// Whether containerd must restart to read the change.
     public var restartNeeded: Bool { !edits.isEmpty }
@@ -162,7 +173,7 @@ public enum ConfigPlanner {
         let importedDocs = try parsedImports(inputs)
         var notes: [String] = []
         if let opt = facts.optPath {
-            notes.append("containerd's opt path is \(opt) (left alone: the shim is started by its full path)")
+            notes.append("containerd's opt path is \(opt) (left alone)")
         }
 
         switch generation {
@@ -262,12 +273,15 @@ public enum ConfigPlanner {
                         + "default does (containerd 1.x drops its default handlers once any handler is configured)"
                 )
             }
+            let byType = !inputs.release.honoursRuntimePath
+            if byType { notes.append(byTypeNote(inputs.release, runcOptions: baseFacts.runcOptionsToCopy)) }
             let block = renderBlock(
                 tables: renderHandler(
                     cri: cri,
                     handler: handler,
                     runcOptions: baseFacts.runcOptionsToCopy,
-                    defaultRunc: needsRunc
+                    defaultRunc: needsRunc,
+                    byType: byType
                 )
             )
             var newMain: String
@@ -300,7 +314,13 @@ public enum ConfigPlanner {
             guard (try ContainerdConfigFacts(predicted)).runtimes[handler.name] != nil else {
                 throw InstallerError("the edited config has no \(handler.name) handler (a bug)", file: inputs.mainPath)
             }
-            return ConfigPlan(mode: .appendedBlock, edits: edits, notes: notes, predicted: [predicted])
+            return ConfigPlan(
+                mode: .appendedBlock,
+                edits: edits,
+                notes: notes,
+                predicted: [predicted],
+                shimOnContainerdPath: byType
+            )
         }
     }
 
@@ -363,12 +383,15 @@ public enum ConfigPlanner {
         let baseFacts = try ContainerdConfigFacts(try TOMLDocument(path: inputs.mainPath, text: baseRendered))
         let needsRunc =
             generation == .one && baseFacts.defaultRuntimeName == "runc" && baseFacts.runtimes["runc"] == nil
+        let byType = !inputs.release.honoursRuntimePath
+        if byType { notes.append(byTypeNote(inputs.release, runcOptions: baseFacts.runcOptionsToCopy)) }
         let block = renderBlock(
             tables: renderHandler(
                 cri: facts.criPluginID,
                 handler: handler,
                 runcOptions: baseFacts.runcOptionsToCopy,
-                defaultRunc: needsRunc
+                defaultRunc: needsRunc,
+                byType: byType
             )
         )
         let newTemplate: String
@@ -394,7 +417,13 @@ public enum ConfigPlanner {
             edits.append(FileEdit(path: templatePath, before: template, after: newTemplate))
             notes.append(template == nil ? "create \(templatePath)" : "add the zeropod handler to \(templatePath)")
         }
-        return ConfigPlan(mode: .template, edits: edits, notes: notes, predicted: [predicted])
+        return ConfigPlan(
+            mode: .template,
+            edits: edits,
+            notes: notes,
+            predicted: [predicted],
+            shimOnContainerdPath: byType
+        )
     }
 
     // MARK: checks
@@ -511,12 +540,28 @@ public enum ConfigPlanner {
 
     // MARK: rendering
 
-    /// The handler's tables for CRI plugin `cri`.
+    /// What the log says when the handler names the shim by `runtime_type` (containerd < 1.7.1).
+    static func byTypeNote(_ release: ContainerdRelease, runcOptions: [(key: String, value: TOMLNode)]) -> String {
+        var note =
+            "\(release) ignores runtime_path (containerd#8207, fixed in 1.7.1): the handler names the shim by "
+            + "runtime_type \(HandlerSettings.runtimeType) and containerd finds \(HandlerSettings.shimBinaryName) on its PATH"
+        if !runcOptions.isEmpty {
+            note +=
+                "; the node's runc options (\(runcOptions.map(\.key).joined(separator: ", "))) cannot reach the shim "
+                + "through CRI on this containerd and are not copied (decision 0023)"
+        }
+        return note
+    }
+
+    /// The handler's tables for CRI plugin `cri`. `byType`: name the shim by `runtime_type` alone
+    /// (containerd below 1.7.1 ignores `runtime_path`); no `options` table then, as the CRI plugin
+    /// would send it as generic options that carry no runc setting.
     static func renderHandler(
         cri: String,
         handler: HandlerSettings,
         runcOptions: [(key: String, value: TOMLNode)],
-        defaultRunc: Bool
+        defaultRunc: Bool,
+        byType: Bool = false
     ) -> String {
         let prefix = "plugins.\(TOMLNode.quoted(cri)).containerd.runtimes"
         var out = ""
@@ -524,13 +569,17 @@ public enum ConfigPlanner {
             out += "[\(prefix).runc]\n  runtime_type = \"io.containerd.runc.v2\"\n\n"
         }
         out += "[\(prefix).\(TOMLNode.key(handler.name))]\n"
-        out += "  runtime_type = \"io.containerd.runc.v2\"\n"
-        out += "  runtime_path = \(TOMLNode.quoted(handler.shimPath))\n"
+        if byType {
+            out += "  runtime_type = \(TOMLNode.quoted(HandlerSettings.runtimeType))\n"
+        } else {
+            out += "  runtime_type = \"io.containerd.runc.v2\"\n"
+            out += "  runtime_path = \(TOMLNode.quoted(handler.shimPath))\n"
+        }
         out +=
             "  pod_annotations = \(TOMLNode.array(HandlerSettings.podAnnotations.map(TOMLNode.string)).tomlLiteral)\n"
         out +=
             "  container_annotations = \(TOMLNode.array(HandlerSettings.containerAnnotations.map(TOMLNode.string)).tomlLiteral)\n"
-        if !runcOptions.isEmpty {
+        if !runcOptions.isEmpty && !byType {
             out += "\n[\(prefix).\(TOMLNode.key(handler.name)).options]\n"
             out += "  # copied from the node's runc handler\n"
             for (key, value) in runcOptions { out += "  \(TOMLNode.key(key)) = \(value.tomlLiteral)\n" }

@@ -71,6 +71,13 @@ public struct ContainerdRelease: Sendable, Equatable, CustomStringConvertible {
         self.init(major: major, minor: minor, patch: patch, text: String(text))
     }
 
+    /// Whether the CRI plugin honours a handler's `runtime_path`: containerd 1.7.1 and later.
+    /// containerd 1.6 (every patch) and 1.7.0 ignore it for CRI pods (containerd#8207, fixed in
+    /// 1.7.1) and start the shim that `runtime_type` names instead (decision 0023, "1.6").
+    public var honoursRuntimePath: Bool {
+        !(major == 1 && (minor < 7 || (minor == 7 && patch < 1)))
+    }
+
     /// The generation, or an error for a release the installer does not know.
     /// - Throws: `InstallerError` "unknown containerd version" naming the supported ones.
     public func generation() throws(InstallerError) -> Generation {

@@ -20,6 +20,8 @@ public struct FileStatus: Sendable, Equatable {
     public var isDirectory: Bool
     /// Whether it is a regular file.
     public var isRegularFile: Bool
+    /// Whether it is a symbolic link.
+    public var isSymbolicLink = false
 }
 
 /// The host's files, as the installer sees them (in a pod, host folders are mounted at their host paths).
@@ -99,6 +101,28 @@ public struct HostFiles: Sendable {
         try write(destination, bytes, mode: mode)
     }
 
+    /// Makes `path` a symbolic link to `target` atomically (a temporary link renamed over `path`).
+    /// - Throws: `InstallerError`; the temporary link is removed on failure.
+    public func symlink(_ path: String, to target: String) throws(InstallerError) {
+        let temp = temporaryName(for: path)
+        unlink(temp)
+        if Glibc.symlink(target, temp) != 0 { throw failure("cannot create the link", temp) }
+        if rename(temp, path) != 0 {
+            let code = errno
+            unlink(temp)
+            throw failure("cannot rename \(temp) to", path, code)
+        }
+        syncDirectory(of: path)
+    }
+
+    /// The target of a symbolic link, or nil when `path` is absent or not a link.
+    public func linkTarget(_ path: String) -> String? {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlink(path, &buffer, buffer.count - 1)
+        guard n >= 0 else { return nil }
+        return String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
     /// Removes a file; a missing file is fine.
     /// - Throws: `InstallerError`.
     public func remove(_ path: String) throws(InstallerError) {
@@ -137,7 +161,8 @@ public struct HostFiles: Sendable {
             permissions: st.st_mode & 0o7777,
             uid: st.st_uid,
             isDirectory: type == S_IFDIR,
-            isRegularFile: type == S_IFREG
+            isRegularFile: type == S_IFREG,
+            isSymbolicLink: type == S_IFLNK
         )
     }
 

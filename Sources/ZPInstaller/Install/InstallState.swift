@@ -23,6 +23,9 @@ public struct InstallState: Sendable, Equatable {
     public var files: [String] = []
     /// Folders the installer created, outermost first.
     public var directories: [String] = []
+    /// Symbolic links the installer made, with their targets (the shim on containerd's `PATH`
+    /// for containerd below 1.7.1).
+    public var links: [(path: String, target: String)] = []
 
     /// An empty state.
     public init() {}
@@ -53,6 +56,21 @@ public struct InstallState: Sendable, Equatable {
         if !files.contains(path) { files.append(path) }
     }
 
+    /// Records a link made at `path` to `target`.
+    public mutating func recordLink(_ path: String, target: String) {
+        links.removeAll { $0.path == path }
+        links.append((path, target))
+    }
+
+    /// The recorded target of the link at `path`, or nil when the installer made none there.
+    public func linkTarget(_ path: String) -> String? { links.first { $0.path == path }?.target }
+
+    /// Equal when every record (managed files, files, folders, links with their targets) is.
+    public static func == (a: InstallState, b: InstallState) -> Bool {
+        a.managed == b.managed && a.files == b.files && a.directories == b.directories
+            && a.links.map(\.path) == b.links.map(\.path) && a.links.map(\.target) == b.links.map(\.target)
+    }
+
     /// Records created folders.
     public mutating func recordDirectories(_ paths: [String]) {
         for p in paths where !directories.contains(p) { directories.append(p) }
@@ -81,6 +99,10 @@ public struct InstallState: Sendable, Equatable {
             case "dir"?:
                 guard parts.count == 2 else { throw bad() }
                 state.directories.append(parts[1])
+            case "link"?:
+                // link <path> <target> (paths without spaces, as every path the installer records)
+                guard parts.count == 3 else { throw bad() }
+                state.links.append((parts[1], parts[2]))
             case "managed"?:
                 // managed <id> <mode-octal> <path>
                 guard parts.count == 4, let mode = UInt32(parts[2], radix: 8) else { throw bad() }
@@ -120,6 +142,7 @@ public struct InstallState: Sendable, Equatable {
         }
         for f in files { index.append("file \(f)") }
         for d in directories { index.append("dir \(d)") }
+        for l in links { index.append("link \(l.path) \(l.target)") }
         try host.writeText(folder + "/" + InstallState.indexName, index.joined(separator: "\n") + "\n", mode: 0o600)
     }
 }

@@ -39,6 +39,10 @@ public struct InstallerOptions: Sendable, Equatable {
     public var shimSocketDirectory = "/run/zeropod-swift/s"
     /// Uninstall even while zeropod shims run.
     public var force = false
+    /// A folder on containerd's `PATH` where, for containerd below 1.7.1 (which ignores
+    /// `runtime_path`), the installer links `containerd-shim-zeropod-v2` to the installed shim.
+    /// `/usr/local/bin` is on the default `PATH` systemd gives containerd's unit.
+    public var shimLinkDirectory = "/usr/local/bin"
 
     /// Defaults.
     public init() {}
@@ -51,6 +55,8 @@ public struct InstallerOptions: Sendable, Equatable {
     public var effectiveContainerdBinary: String { containerdBinary ?? flavour.defaultBinary }
     /// `<opt>/bin/containerd-shim-zeropod-v2`.
     public var installedShim: String { optPath + "/bin/containerd-shim-zeropod-v2" }
+    /// `<shimLinkDirectory>/containerd-shim-zeropod-v2`: the link containerd below 1.7.1 finds.
+    public var linkedShim: String { shimLinkDirectory + "/" + HandlerSettings.shimBinaryName }
     /// `<opt>/bin/criu`.
     public var installedCRIU: String { optPath + "/bin/criu" }
     /// `<opt>/state`.
@@ -157,11 +163,21 @@ public struct Installer: Sendable {
         try checkOptFolder()
 
         var state = try InstallState.load(from: options.stateFolder, files: files) ?? InstallState()
+        // A refusal about the link changes nothing: checked before anything is copied.
+        if plan.shimOnContainerdPath { _ = try checkShimLink(state) }
         do throws(InstallerError) {
             try installBinaries(&state)
             try installNodeConfig(&state)
         } catch {
             // What was copied so far is recorded, so --uninstall removes it.
+            try? state.save(to: options.stateFolder, files: files)
+            throw error
+        }
+        try state.save(to: options.stateFolder, files: files)
+        // The shim where containerd finds it (or our old link gone) before the config names it.
+        do throws(InstallerError) {
+            if plan.shimOnContainerdPath { try linkShim(&state) } else { try unlinkShim(&state) }
+        } catch {
             try? state.save(to: options.stateFolder, files: files)
             throw error
         }
@@ -261,6 +277,66 @@ public struct Installer: Sendable {
         log(
             "installed \(options.installedCRIU) (\(check.output.trimmedLine)) and \(libraries.count) libraries in \(lib)"
         )
+    }
+
+    /// Links `<shimLinkDirectory>/containerd-shim-zeropod-v2` to the installed shim, for a
+    /// containerd that finds the shim by its `runtime_type` on its `PATH`. Refuses a file there
+    /// that the installer did not put there, and a folder others could write to.
+    private func linkShim(_ state: inout InstallState) throws(InstallerError) {
+        let dir = options.shimLinkDirectory
+        let path = options.linkedShim
+        let target = options.installedShim
+        // A link made earlier in another --shim-link-dir goes.
+        for old in state.links where old.path != path {
+            if files.linkTarget(old.path) == old.target { try files.remove(old.path) }
+            state.links.removeAll { $0.path == old.path }
+            log("removed \(old.path) (the link now goes into \(dir))")
+        }
+        if try checkShimLink(state) { return }
+        if !files.exists(dir) { state.recordDirectories(try files.makeDirectory(dir, mode: 0o755)) }
+        try files.symlink(path, to: target)
+        state.recordLink(path, target: target)
+        log("linked \(path) to \(target) (containerd finds the shim on its PATH)")
+    }
+
+    /// Whether our link is in place already; refuses a link folder others could write to and a
+    /// file at the link's path that the installer did not put there.
+    private func checkShimLink(_ state: InstallState) throws(InstallerError) -> Bool {
+        let dir = options.shimLinkDirectory
+        let path = options.linkedShim
+        if let st = files.status(dir) {
+            guard st.isDirectory else { throw InstallerError("is not a folder (--shim-link-dir)", file: dir) }
+            if st.uid != 0 || st.permissions & 0o022 != 0 {
+                throw InstallerError(
+                    "is owned by uid \(st.uid) with mode \(String(st.permissions, radix: 8)): others could "
+                        + "replace the shim containerd runs; choose another --shim-link-dir",
+                    file: dir
+                )
+            }
+        }
+        guard files.exists(path) else { return false }
+        let current = files.linkTarget(path)
+        guard let recorded = state.linkTarget(path), current == recorded else {
+            throw InstallerError(
+                "exists and was not put there by zeropod-installer; containerd below 1.7.1 runs the "
+                    + "shim it finds on its PATH by this name: move it away, or choose another "
+                    + "--shim-link-dir",
+                file: path
+            )
+        }
+        return current == options.installedShim
+    }
+
+    /// Removes our link from containerd's `PATH` when the handler no longer needs it (containerd
+    /// upgraded to 1.7.1+); a file there that is not our link is left alone.
+    private func unlinkShim(_ state: inout InstallState) throws(InstallerError) {
+        for link in state.links {
+            if files.linkTarget(link.path) == link.target {
+                try files.remove(link.path)
+                log("removed \(link.path) (this containerd honours runtime_path)")
+            }
+        }
+        state.links.removeAll()
     }
 
     private func resolve(_ program: String, what: String) throws(InstallerError) -> String {
@@ -392,6 +468,14 @@ public struct Installer: Sendable {
             if m.path != options.nodeConfigPath { configChanged = true }
         }
         for path in keep { log("left \(path): changed since the installer wrote it") }
+        for link in state.links.reversed() {
+            if files.linkTarget(link.path) == link.target {
+                try files.remove(link.path)
+                log("removed \(link.path)")
+            } else if files.exists(link.path) {
+                log("left \(link.path): no longer the installer's link to \(link.target)")
+            }
+        }
         for f in state.files.reversed() { try files.remove(f) }
         log("removed \(state.files.count) installed files")
         for name in files.list(options.stateFolder) { try files.remove(options.stateFolder + "/" + name) }
