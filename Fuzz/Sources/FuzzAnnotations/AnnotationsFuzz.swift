@@ -35,7 +35,7 @@ public func fuzzAnnotations(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         if let d = config.scaleDownDuration { precondition(d > .zero, "scale-down \(d)") }
         precondition(config.ports.allSatisfy { $0 >= 1 }, "ports \(config.ports)")
         precondition((1...ContainerConfig.maximumProbeBufferSize).contains(config.probeBufferSize))
-        precondition(config.connectTimeout > .zero && config.proxyTimeout > .zero)
+        precondition(config.connectTimeout > .zero && (config.proxyTimeout.map { $0 > .zero } ?? true))
         if let group = config.wakeGroup {
             precondition(ContainerConfig.dnsLabelProblem(group) == nil, "group \(group)")
         }
