@@ -42,6 +42,19 @@ struct bpf_object *czpbpf_open_embedded(void) {
     return bpf_object__open_mem(czpbpf_object, (size_t)czpbpf_object_len, &opts);
 }
 
+struct bpf_object *czpbpf_open_embedded_node(void) {
+    pthread_once(&print_once, install_print);
+    struct bpf_object_open_opts opts;
+    memset(&opts, 0, sizeof(opts));
+    opts.sz = sizeof(opts);
+    opts.object_name = "zpbpf_node";
+    return bpf_object__open_mem(czpbpf_node_object, (size_t)czpbpf_node_object_len, &opts);
+}
+
+const char *czpbpf_node_source_sha256(void) { return czpbpf_node_object_source_sha256; }
+const char *czpbpf_node_embedded_object_sha256(void) { return czpbpf_node_object_sha256; }
+const unsigned char *czpbpf_node_embedded_object(void) { return czpbpf_node_object; }
+
 const char *czpbpf_source_sha256(void) { return czpbpf_object_source_sha256; }
 const char *czpbpf_embedded_object_sha256(void) { return czpbpf_object_sha256; }
 const unsigned char *czpbpf_embedded_object(void) { return czpbpf_object; }

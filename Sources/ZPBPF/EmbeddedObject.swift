@@ -18,14 +18,13 @@ enum EmbeddedObject {
     }
 
     /// Names of the programs in the object, in the order `Loaded` keeps them.
-    static let programNames = ["zp_sk_lookup", "zp_tc_activity", "zp_sockops", "zp_tc_hold", "zp_reuseport_migrate"]
+    static let programNames = ["zp_sk_lookup", "zp_tc_activity", "zp_tc_hold", "zp_reuseport_migrate"]
 
     /// Program and map descriptors of one loaded copy of the object, owned here. libbpf's
     /// bpf_object is closed right after loading; these duplicates keep the kernel objects alive.
     struct Loaded: Sendable {
         let skLookup: SharedDescriptor
         let tcActivity: SharedDescriptor
-        let sockops: SharedDescriptor
         /// Drops the segments of held connections (decision 0045).
         let tcHold: SharedDescriptor
         /// Migrates a closing handover listener's queue (decision 0046).
@@ -38,11 +37,39 @@ enum EmbeddedObject {
     /// - Throws: `BPFError.notSupported` when a feature probe shows the kernel lacks a program type
     ///   or helper; `BPFError.loadFailed` with the verifier log otherwise.
     static func load() throws(BPFError) -> Loaded {
+        try withLoadedObject(name: "zpbpf", open: { czpbpf_open_embedded() }) { (object) throws(BPFError) -> Loaded in
+            Loaded(
+                skLookup: try program(object, programNames[0]),
+                tcActivity: try program(object, programNames[1]),
+                tcHold: try program(object, programNames[2]),
+                reuseportMigrate: try program(object, programNames[3]),
+                maps: Maps(
+                    redirectOn: try map(object, "zp_redirect_on"),
+                    listeners: try map(object, "zp_listeners"),
+                    activity: try map(object, "zp_activity"),
+                    probeSources: try map(object, "zp_probe_src"),
+                    config: try map(object, "zp_config"),
+                    nodeKubeletConnections: try map(object, "zp_node_kubelet_conns"),
+                    held: try map(object, "zp_held"),
+                    handover: try map(object, "zp_handover"),
+                    events: try map(object, "zp_events")
+                )
+            )
+        }
+    }
+
+    /// Opens an embedded object with `open`, loads it (capturing libbpf's log), hands it to `body`
+    /// to take what it needs (as duplicates) and closes it.
+    static func withLoadedObject<R>(
+        name: String,
+        open: () -> OpaquePointer?,
+        _ body: (OpaquePointer) throws(BPFError) -> R
+    ) throws(BPFError) -> R {
         var log = [CChar](repeating: 0, count: 1 << 16)
         let object = try log.withUnsafeMutableBufferPointer { (buffer) throws(BPFError) -> OpaquePointer in
             czpbpf_capture_log(buffer.baseAddress, buffer.count)
             defer { czpbpf_capture_log(nil, 0) }
-            let object = try libbpfPointer("bpf_object__open_mem", "zpbpf") { czpbpf_open_embedded() }
+            let object = try libbpfPointer("bpf_object__open_mem", name) { open() }
             let rc = bpf_object__load(object)
             if rc < 0 {
                 bpf_object__close(object)
@@ -53,38 +80,24 @@ enum EmbeddedObject {
             return object
         }
         defer { bpf_object__close(object) }
-        func program(_ name: String) throws(BPFError) -> SharedDescriptor {
-            let prog = try libbpfPointer("bpf_object__find_program_by_name", name) {
-                bpf_object__find_program_by_name(object, name)
-            }
-            let fd = try libbpfCall("bpf_program__fd", name) { bpf_program__fd(prog) }
-            return try .duplicating(fd, name)
+        return try body(object)
+    }
+
+    /// A duplicate of the descriptor of program `name` of a loaded object.
+    static func program(_ object: OpaquePointer, _ name: String) throws(BPFError) -> SharedDescriptor {
+        let prog = try libbpfPointer("bpf_object__find_program_by_name", name) {
+            bpf_object__find_program_by_name(object, name)
         }
-        func map(_ name: String) throws(BPFError) -> SharedDescriptor {
-            let fd = try libbpfCall("bpf_object__find_map_fd_by_name", name) {
-                bpf_object__find_map_fd_by_name(object, name)
-            }
-            return try .duplicating(fd, name)
+        let fd = try libbpfCall("bpf_program__fd", name) { bpf_program__fd(prog) }
+        return try .duplicating(fd, name)
+    }
+
+    /// A duplicate of the descriptor of map `name` of a loaded object.
+    static func map(_ object: OpaquePointer, _ name: String) throws(BPFError) -> SharedDescriptor {
+        let fd = try libbpfCall("bpf_object__find_map_fd_by_name", name) {
+            bpf_object__find_map_fd_by_name(object, name)
         }
-        return Loaded(
-            skLookup: try program(programNames[0]),
-            tcActivity: try program(programNames[1]),
-            sockops: try program(programNames[2]),
-            tcHold: try program(programNames[3]),
-            reuseportMigrate: try program(programNames[4]),
-            maps: Maps(
-                redirectOn: try map("zp_redirect_on"),
-                listeners: try map("zp_listeners"),
-                activity: try map("zp_activity"),
-                probeSources: try map("zp_probe_src"),
-                config: try map("zp_config"),
-                kubeletNames: try map("zp_kubelet_names"),
-                kubeletConnections: try map("zp_kubelet_conns"),
-                held: try map("zp_held"),
-                handover: try map("zp_handover"),
-                events: try map("zp_events")
-            )
-        )
+        return try .duplicating(fd, name)
     }
 }
 
@@ -96,10 +109,9 @@ struct Maps: Sendable {
     let activity: SharedDescriptor
     let probeSources: SharedDescriptor
     let config: SharedDescriptor
-    /// Process names whose connections are kubelet's (comm of the thread group leader).
-    let kubeletNames: SharedDescriptor
-    /// kubelet's open connections to the pod's tracked ports (LRU hash, zp_conn → connect time).
-    let kubeletConnections: SharedDescriptor
+    /// The node's kubelet connections at index 0 (array of maps; filled when the pod registers
+    /// with the node's sockops object, decision 0052).
+    let nodeKubeletConnections: SharedDescriptor
     /// Held connections by 4-tuple (decision 0045).
     let held: SharedDescriptor
     /// Ports with a handover listener (decision 0046).
@@ -111,8 +123,8 @@ struct Maps: Sendable {
     var byPinName: [(String, SharedDescriptor)] {
         [
             ("map_redirect_on", redirectOn), ("map_listeners", listeners), ("map_activity", activity),
-            ("map_probe_src", probeSources), ("map_config", config), ("map_kubelet_names", kubeletNames),
-            ("map_kubelet_conns", kubeletConnections),
+            ("map_probe_src", probeSources), ("map_config", config),
+            ("map_node_kubelet_conns", nodeKubeletConnections),
             ("map_held", held), ("map_handover", handover), ("map_events", events),
         ]
     }

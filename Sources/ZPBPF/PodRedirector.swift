@@ -14,18 +14,20 @@ import ZPSystem
 ///   so the activator learns the original port from getsockname. Established connections never
 ///   reach sk_lookup and survive every switch.
 /// - Activity: a tcx ingress link on every interface of the pod netns stamps the last client
-///   segment per tracked port; a sockops program on the cgroup v2 root, filtered by the pod's
-///   netns cookie, counts open server-side connections. Probe sources never count; loopback
-///   sources count unless `ignoreLoopback`.
-/// - kubelet: the same sockops program records the connections that kubelet opens to a tracked
-///   port from the node's network namespace (at TCP_CONNECT_CB, in the connecting task: a
-///   process whose thread group leader is named like ``kubeletProcessNames``); their traffic never
-///   counts, while other connections from the node's address do (decision 0040).
+///   segment per tracked port; the node's one sockops program on the cgroup v2 root (shared by
+///   every pod of the node, decision 0052) finds the pod by its netns cookie and counts open
+///   server-side connections. Probe sources never count; loopback sources count unless
+///   `ignoreLoopback`.
+/// - kubelet: the node's sockops program records the connections that kubelet opens from the
+///   node's network namespace (at TCP_CONNECT_CB, in the connecting task: a process whose thread
+///   group leader is named like ``kubeletProcessNames``); their traffic never counts, while other
+///   connections from the node's address do (decision 0040).
 ///
-/// One instance owns every descriptor (programs are held by their links, maps and links by this
-/// object, as ZPSystem `SharedDescriptor`s behind its lock) and releases each exactly once:
-/// `close()` (or deinit) drops this process's references, which detaches everything unless it is
-/// pinned; `remove()` also unpins. All methods are thread-safe.
+/// One instance owns every descriptor of its pod (programs are held by their links, maps and
+/// links by this object, as ZPSystem `SharedDescriptor`s behind its lock) and releases each
+/// exactly once: `close()` (or deinit) drops this process's references, which detaches everything
+/// unless it is pinned; `remove()` also unpins. The node object is shared through bpffs pins
+/// (``defaultNodePinRoot``) and removed with the node's last pod. All methods are thread-safe.
 public final class PodRedirector: Sendable {
     /// Ports per pod: the size of every per-port map.
     public static let maxPorts = 128
@@ -33,6 +35,11 @@ public final class PodRedirector: Sendable {
     public static let maxProbeSources = 64
     /// Where pods are pinned by default: `<bpffs>/zeropod/<pod-id>/`.
     public static let defaultPinRoot: FilePath = "/sys/fs/bpf/zeropod"
+    /// Where the node-wide sockops object is pinned by default:
+    /// `<bpffs>/zeropod-node/n-<object>-<settings>/` (decision 0052).
+    public static let defaultNodePinRoot: FilePath = "/sys/fs/bpf/zeropod-node"
+    /// Pods per node object (the size of the node's per-pod maps).
+    public static let maxPodsPerNode = 4096
     /// The processes whose connections are kubelet's, by default: `kubelet` (kubeadm, EKS, GKE,
     /// AKS, rke2, k0s, kind), `k3s`, `k3s-server`, `k3s-agent` (k3s runs kubelet inside its own
     /// binary) and `kubelite` (MicroK8s). Matched against the thread group leader's name (comm),
@@ -40,9 +47,9 @@ public final class PodRedirector: Sendable {
     public static let kubeletProcessNames = ["kubelet", "k3s", "k3s-server", "k3s-agent", "kubelite"]
     /// At most this many kubelet process names.
     public static let maxKubeletProcessNames = 16
-    /// The size of the LRU map of kubelet's open connections per pod (entries leave when the
+    /// The size of the node's LRU map of kubelet's open connections (entries leave when the
     /// connection closes; the LRU bound only matters if a close was missed).
-    public static let maxKubeletConnections = 4096
+    public static let maxKubeletConnections = 16384
 
     /// Settings of one pod's redirector.
     public struct Options: Sendable {
@@ -51,8 +58,9 @@ public final class PodRedirector: Sendable {
         public var probeSources: [IPAddress]
         /// When true, traffic from 127.0.0.0/8 and ::1 (also IPv4-mapped) never counts.
         public var ignoreLoopback: Bool
-        /// The cgroup v2 mount whose root gets the sockops link; nil finds it in /proc/self/mountinfo.
-        /// kubelet's connections are seen only if kubelet runs in this cgroup or below it.
+        /// The cgroup v2 mount whose root gets the node's sockops link; nil finds it in
+        /// /proc/self/mountinfo. kubelet's connections are seen only if kubelet runs in this cgroup
+        /// or below it.
         public var cgroupRoot: FilePath?
         /// Whether connections that kubelet opens never count as activity (node setting
         /// `learn-probe-sources`).
@@ -62,6 +70,10 @@ public final class PodRedirector: Sendable {
         /// The network namespace kubelet's connections come from: the node's. nil = the one of the
         /// calling thread (the shim runs in the node's).
         public var kubeletNamespace: FilePath?
+        /// Where the node's sockops object is pinned and shared (a bpf filesystem; elsewhere the
+        /// object is private to this redirector). Pods with the same node namespace, cgroup root
+        /// and kubelet names share one object per root.
+        public var nodePinRoot: FilePath
 
         /// Creates options; by default only kubelet's connections are filtered.
         public init(
@@ -70,7 +82,8 @@ public final class PodRedirector: Sendable {
             cgroupRoot: FilePath? = nil,
             identifyKubelet: Bool = true,
             kubeletProcessNames: [String] = PodRedirector.kubeletProcessNames,
-            kubeletNamespace: FilePath? = nil
+            kubeletNamespace: FilePath? = nil,
+            nodePinRoot: FilePath = PodRedirector.defaultNodePinRoot
         ) {
             self.probeSources = probeSources
             self.ignoreLoopback = ignoreLoopback
@@ -78,18 +91,22 @@ public final class PodRedirector: Sendable {
             self.identifyKubelet = identifyKubelet
             self.kubeletProcessNames = kubeletProcessNames
             self.kubeletNamespace = kubeletNamespace
+            self.nodePinRoot = nodePinRoot
         }
     }
 
     struct Handles: Sendable {
         var maps: Maps
-        /// Links by pin file name (link_sk_lookup, link_sockops, link_tcx_<ifindex>,
-        /// link_tcxhold_<ifindex>).
+        /// Links by pin file name (link_sk_lookup, link_tcx_<ifindex>, link_tcxhold_<ifindex>).
         var links: [(String, SharedDescriptor)]
         var pinDirectory: FilePath?
         /// The sk_reuseport/migrate program a handover listener's group gets (decision 0046); not
         /// linked, so held here (pinned as `prog_reuseport_migrate`).
         var reuseportMigrate: SharedDescriptor
+        /// The pod's network namespace cookie (its key in the node object).
+        var podCookie: UInt64
+        /// The node object the pod is registered in; nil for a reopened pod whose node is gone.
+        var node: NodeSockops?
     }
 
     private let handles: Mutex<Handles?>
@@ -97,7 +114,9 @@ public final class PodRedirector: Sendable {
     let eventWatcher = Mutex<PodEventWatcher?>(nil)
 
     /// Loads the programs, attaches them to the pod network namespace at `netnsPath` (e.g.
-    /// `/var/run/netns/NAME` or `/proc/PID/ns/net`) and to the cgroup v2 root, and applies `options`.
+    /// `/var/run/netns/NAME` or `/proc/PID/ns/net`), registers the pod with the node's sockops
+    /// object (created and attached to the cgroup v2 root by the node's first pod), and applies
+    /// `options`.
     /// Nothing is redirected or tracked until `trackPort`, `registerListener` and `setRedirect`.
     /// - Throws: `BPFError.notSupported` for a kernel without sk_lookup (5.9), tcx (6.6),
     ///   bpf_get_netns_cookie or bpf_get_current_task_btf in sockops; `.loadFailed` with the
@@ -133,20 +152,9 @@ public final class PodRedirector: Sendable {
         let cookie = attached.cookie
 
         let maps = loaded.maps
-        for var key in names {
-            var one: UInt32 = 1
-            try libbpfCall("bpf_map_update_elem", "zp_kubelet_names") {
-                bpf_map_update_elem(maps.kubeletNames.rawValue, &key, &one, UInt64(BPF_ANY))
-            }
-        }
         try Self.writeConfig(
             maps.config,
-            Config(
-                netnsCookie: cookie,
-                ignoreLoopback: options.ignoreLoopback,
-                identifyKubelet: options.identifyKubelet,
-                nodeNetnsCookie: nodeCookie
-            )
+            Config(netnsCookie: cookie, ignoreLoopback: options.ignoreLoopback, identifyKubelet: options.identifyKubelet)
         )
         try Self.replaceProbeSources(maps.probeSources, with: options.probeSources)
 
@@ -166,14 +174,33 @@ public final class PodRedirector: Sendable {
         } else {
             cgroupRoot = try Self.findCgroup2Root()
         }
-        let cgroup = try bpfSystem { () throws(SystemError) -> OwnedDescriptor in
-            try OwnedDescriptor.open(cgroupRoot, O_RDONLY | O_DIRECTORY)
+        // Last: from here on the node program sees the pod, and nothing below can fail.
+        let node = try NodeSockops.register(
+            NodeSockops.Pod(cookie: cookie, activity: maps.activity, probeSources: maps.probeSources, config: maps.config),
+            settings: NodeSockops.Settings(
+                nodeCookie: nodeCookie,
+                cgroupRoot: cgroupRoot,
+                kubeletNames: names,
+                pinRoot: options.nodePinRoot
+            )
+        )
+        var zero: UInt32 = 0
+        var kubeletMap = UInt32(bitPattern: node.maps.kubeletConnections.rawValue)
+        let rc = bpf_map_update_elem(maps.nodeKubeletConnections.rawValue, &zero, &kubeletMap, UInt64(BPF_ANY))
+        if rc < 0 {
+            node.unregister(podCookie: cookie)
+            try libbpfCall("bpf_map_update_elem", "zp_node_kubelet_conns") { rc }
         }
-        let sockopsLink = try libbpfCall("bpf_link_create(sockops)", cgroupRoot.string) {
-            bpf_link_create(loaded.sockops.rawValue, cgroup.rawValue, BPF_CGROUP_SOCK_OPS, nil)
-        }
-        links.append(("link_sockops", SharedDescriptor(OwnedDescriptor(adopting: sockopsLink))))
-        handles = Mutex(Handles(maps: maps, links: links, pinDirectory: nil, reuseportMigrate: loaded.reuseportMigrate))
+        handles = Mutex(
+            Handles(
+                maps: maps,
+                links: links,
+                pinDirectory: nil,
+                reuseportMigrate: loaded.reuseportMigrate,
+                podCookie: cookie,
+                node: node
+            )
+        )
     }
 
     /// One copy of the programs and maps, loaded and verified but attached nowhere: the
@@ -429,29 +456,25 @@ public final class PodRedirector: Sendable {
         }
     }
 
-    /// Sets whether kubelet's connections are recognised (and never count as activity).
-    /// Switching it off forgets the connections recorded so far.
+    /// Sets whether kubelet's connections are recognised (and never count as activity) for this
+    /// pod. The node keeps recording them either way (other pods may recognise them).
     public func setIdentifyKubelet(_ identify: Bool) throws(BPFError) {
         try withHandles { (h) throws(BPFError) in
             var config = try Self.readConfig(h.maps.config)
             config.identifyKubelet = identify
             try Self.writeConfig(h.maps.config, config)
-            if !identify {
-                for key in try Self.keys(h.maps.kubeletConnections, size: KubeletConnection.keySize, "zp_kubelet_conns")
-                {
-                    var key = key
-                    _ = bpf_map_delete_elem(h.maps.kubeletConnections.rawValue, &key)
-                }
-            }
         }
     }
 
-    /// The open connections kubelet made to the pod's tracked ports, as recorded when it connected
-    /// (for diagnostics and tests; a closed connection leaves the map when its socket closes).
+    /// The open connections kubelet made to the pod's tracked ports (of any address), as the
+    /// node recorded them when kubelet connected (for diagnostics and tests; a closed connection
+    /// leaves the map when its socket closes).
     public func kubeletConnections() throws(BPFError) -> [KubeletConnection] {
         try withHandles { (h) throws(BPFError) in
-            try Self.keys(h.maps.kubeletConnections, size: KubeletConnection.keySize, "zp_kubelet_conns")
-                .compactMap(KubeletConnection.init(key:))
+            guard let node = h.node else { return [] }
+            let ports = Set(try Self.portKeys(h.maps.activity, "zp_activity"))
+            return try node.kubeletConnectionKeys().compactMap(KubeletConnection.init(key:))
+                .filter { ports.contains($0.serverPort) }
         }
     }
 
@@ -484,6 +507,7 @@ public final class PodRedirector: Sendable {
                     try libbpfCall("bpf_obj_pin", path) { bpf_obj_pin(fd.rawValue, path) }
                     try bpfSystem { () throws(SystemError) in try systemCall("chmod", path) { chmod(path, 0o600) } }
                 }
+                try h.node?.setPinned(podCookie: h.podCookie, true)
             } catch {
                 Self.unpin(dir)
                 throw error
@@ -497,10 +521,14 @@ public final class PodRedirector: Sendable {
     public var pinDirectory: FilePath? { handles.withLock { $0?.pinDirectory } }
 
     /// Reopens a pod pinned by `pin(podID:root:)` (bpf_obj_get on each pin), e.g. after a shim
-    /// restart. The returned object owns new references; the pins stay until `remove()`.
+    /// restart, with the node object it is registered in (under `nodePinRoot`). The returned
+    /// object owns new references; the pins stay until `remove()`.
     /// - Throws: `.system` naming the pin that could not be opened; `.invalidArgument` when the
     ///   directory lacks one of the maps.
-    public static func open(pinnedAt directory: FilePath) throws(BPFError) -> PodRedirector {
+    public static func open(
+        pinnedAt directory: FilePath,
+        nodePinRoot: FilePath = PodRedirector.defaultNodePinRoot
+    ) throws(BPFError) -> PodRedirector {
         var maps: [String: SharedDescriptor] = [:]
         var links: [(String, SharedDescriptor)] = []
         var programs: [String: SharedDescriptor] = [:]
@@ -530,28 +558,32 @@ public final class PodRedirector: Sendable {
                 reason: "prog_reuseport_migrate is missing"
             )
         }
+        let config = try map("map_config")
+        let cookie = try readConfig(config).netnsCookie
         let handles = Handles(
             maps: Maps(
                 redirectOn: try map("map_redirect_on"),
                 listeners: try map("map_listeners"),
                 activity: try map("map_activity"),
                 probeSources: try map("map_probe_src"),
-                config: try map("map_config"),
-                kubeletNames: try map("map_kubelet_names"),
-                kubeletConnections: try map("map_kubelet_conns"),
+                config: config,
+                nodeKubeletConnections: try map("map_node_kubelet_conns"),
                 held: try map("map_held"),
                 handover: try map("map_handover"),
                 events: try map("map_events")
             ),
             links: links.sorted { $0.0 < $1.0 },
             pinDirectory: directory,
-            reuseportMigrate: migrate
+            reuseportMigrate: migrate,
+            podCookie: cookie,
+            node: NodeSockops.find(podCookie: cookie, pinRoot: nodePinRoot)
         )
         return PodRedirector(handles: handles)
     }
 
-    /// Releases this object's references. Unpinned objects are detached and freed by the kernel;
-    /// pinned ones stay for `open(pinnedAt:)`. Further calls throw `BPFError.closed`. Idempotent.
+    /// Releases this object's references. Unpinned objects are detached and freed by the kernel
+    /// (and the pod leaves the node object); pinned ones stay for `open(pinnedAt:)`. Further calls
+    /// throw `BPFError.closed`. Idempotent.
     public func close() {
         stopEventWatcher()
         let taken = handles.withLock { h -> Handles? in
@@ -559,10 +591,12 @@ public final class PodRedirector: Sendable {
             h = nil
             return current
         }
-        _ = taken  // descriptors close here, outside the lock
+        if let taken, taken.pinDirectory == nil { taken.node?.unregister(podCookie: taken.podCookie) }
+        // descriptors close here, outside the lock
     }
 
-    /// Unpins everything (if pinned) and closes: the links detach and the maps are freed.
+    /// Unpins everything (if pinned) and closes: the links detach, the maps are freed and the pod
+    /// leaves the node object.
     public func remove() {
         stopEventWatcher()
         let taken = handles.withLock { h -> Handles? in
@@ -570,12 +604,23 @@ public final class PodRedirector: Sendable {
             h = nil
             return current
         }
-        if let dir = taken?.pinDirectory { Self.unpin(dir) }
+        guard let taken else { return }
+        taken.node?.unregister(podCookie: taken.podCookie)
+        if let dir = taken.pinDirectory { Self.unpin(dir) }
     }
 
-    /// Removes a pin directory left by a process that is gone, without opening it: its links
-    /// detach and its maps are freed once no process holds them.
-    public static func removePinned(at directory: FilePath) {
+    /// Removes a pin directory left by a process that is gone, without opening its links: the pod
+    /// leaves its node object (under `nodePinRoot`), its links detach and its maps are freed once
+    /// no process holds them.
+    public static func removePinned(at directory: FilePath, nodePinRoot: FilePath = PodRedirector.defaultNodePinRoot) {
+        let path = directory.appending("map_config").string
+        let fd = bpf_obj_get(path)
+        if fd >= 0 {
+            let config = SharedDescriptor(OwnedDescriptor(adopting: fd))
+            if let cookie = try? readConfig(config).netnsCookie {
+                NodeSockops.find(podCookie: cookie, pinRoot: nodePinRoot)?.unregister(podCookie: cookie)
+            }
+        }
         unpin(directory)
     }
 
@@ -637,7 +682,7 @@ public final class PodRedirector: Sendable {
         return info[1]
     }
 
-    /// Names of the pinned links (`link_sk_lookup`, `link_sockops`, `link_tcx_<ifindex>`).
+    /// Names of the pinned links (`link_sk_lookup`, `link_tcx_<ifindex>`, `link_tcxhold_<ifindex>`).
     func linkNames() throws(BPFError) -> [String] {
         try withHandles { (h) throws(BPFError) in h.links.map(\.0) }
     }
@@ -689,18 +734,17 @@ public final class PodRedirector: Sendable {
         return false
     }
 
-    /// `struct zp_config` of bpf/zpbpf.bpf.c.
+    /// `struct zp_config` of bpf/zpbpf_shared.h.
     private struct Config {
         var netnsCookie: UInt64
         var ignoreLoopback: Bool
         var identifyKubelet: Bool
-        var nodeNetnsCookie: UInt64
     }
 
     private static func writeConfig(_ map: SharedDescriptor, _ config: Config) throws(BPFError) {
         var key: UInt32 = 0
-        var value: (UInt64, UInt32, UInt32, UInt64) = (
-            config.netnsCookie, config.ignoreLoopback ? 1 : 0, config.identifyKubelet ? 1 : 0, config.nodeNetnsCookie
+        var value: (UInt64, UInt32, UInt32) = (
+            config.netnsCookie, config.ignoreLoopback ? 1 : 0, config.identifyKubelet ? 1 : 0
         )
         try libbpfCall("bpf_map_update_elem", "zp_config") {
             bpf_map_update_elem(map.rawValue, &key, &value, UInt64(BPF_ANY))
@@ -709,18 +753,13 @@ public final class PodRedirector: Sendable {
 
     private static func readConfig(_ map: SharedDescriptor) throws(BPFError) -> Config {
         var key: UInt32 = 0
-        var value: (UInt64, UInt32, UInt32, UInt64) = (0, 0, 0, 0)
+        var value: (UInt64, UInt32, UInt32) = (0, 0, 0)
         try libbpfCall("bpf_map_lookup_elem", "zp_config") { bpf_map_lookup_elem(map.rawValue, &key, &value) }
-        return Config(
-            netnsCookie: value.0,
-            ignoreLoopback: value.1 != 0,
-            identifyKubelet: value.2 != 0,
-            nodeNetnsCookie: value.3
-        )
+        return Config(netnsCookie: value.0, ignoreLoopback: value.1 != 0, identifyKubelet: value.2 != 0)
     }
 
     /// Every key of `map`, each `size` bytes.
-    private static func keys(_ map: SharedDescriptor, size: Int, _ name: String) throws(BPFError) -> [[UInt8]] {
+    static func keys(_ map: SharedDescriptor, size: Int, _ name: String) throws(BPFError) -> [[UInt8]] {
         var result: [[UInt8]] = []
         var key = [UInt8](repeating: 0, count: size)
         var next = [UInt8](repeating: 0, count: size)
@@ -737,7 +776,7 @@ public final class PodRedirector: Sendable {
         return result
     }
 
-    private static func portKeys(_ map: SharedDescriptor, _ name: String) throws(BPFError) -> [UInt16] {
+    static func portKeys(_ map: SharedDescriptor, _ name: String) throws(BPFError) -> [UInt16] {
         var ports: [UInt16] = []
         var key: UInt32 = 0
         var next: UInt32 = 0
@@ -816,7 +855,7 @@ public final class PodRedirector: Sendable {
         throw .system(SystemError(call: "mkdir", subject: path.string, errno: Errno(rawValue: e)))
     }
 
-    private static func unpin(_ directory: FilePath) {
+    static func unpin(_ directory: FilePath) {
         guard let names = try? Files.list(directory) else { return }
         for name in names { _ = unlink(directory.appending(name).string) }
         _ = rmdir(directory.string)

@@ -12,24 +12,35 @@ import ZPTestSupport
 /// Real kernel, real namespaces, real TCP: the sk_lookup redirect.
 @Suite(.enabled(if: Privileges.isRoot, "needs root: creates network namespaces and loads BPF programs"))
 struct RedirectTests {
-    @Test func embeddedObject_matchesItsSource() throws {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent()
-        let output = try sh(["sha256sum", root.appendingPathComponent("bpf/zpbpf.bpf.c").path])
-        let hash = String(output.prefix(64))
-        #expect(hash == EmbeddedObject.sourceSHA256, "run `make bpf` to regenerate Sources/CZPBPF/zpbpf_object.c")
-        let object = FileManager.default.temporaryDirectory.appendingPathComponent("zpbpf-\(getpid()).o")
+    @Test(arguments: [
+        ("bpf/zpbpf.bpf.c", EmbeddedObject.sourceSHA256, EmbeddedObject.objectSHA256, EmbeddedObject.bytes),
+        ("bpf/zpbpf_node.bpf.c", NodeSockops.sourceSHA256, NodeSockops.objectSHA256, NodeSockops.bytes),
+    ])
+    func embeddedObjects_matchTheirSources(
+        source: String,
+        sourceHash: String,
+        objectHash: String,
+        bytes: [UInt8]
+    ) throws {
+        let root = URL(fileURLWithPath: TestPaths.packageRoot)
+        // scripts/bpf-embed.sh hashes the shared header followed by the object's source.
+        let output = try sh([
+            "sh", "-c", "cat \"$0\" \"$1\" | sha256sum", root.appendingPathComponent("bpf/zpbpf_shared.h").path,
+            root.appendingPathComponent(source).path,
+        ])
+        #expect(String(output.prefix(64)) == sourceHash, "run `make bpf` to regenerate the arrays in Sources/CZPBPF")
+        let object = FileManager.default.temporaryDirectory.appendingPathComponent("zpbpf-\(getpid())-\(bytes.count).o")
         defer { try? FileManager.default.removeItem(at: object) }
-        try Data(EmbeddedObject.bytes).write(to: object)
+        try Data(bytes).write(to: object)
         #expect(
-            String(try sh(["sha256sum", object.path]).prefix(64)) == EmbeddedObject.objectSHA256,
+            String(try sh(["sha256sum", object.path]).prefix(64)) == objectHash,
             "the embedded bytes are the object the script generated"
         )
     }
 
     @Test func loadOnly_everyProgramPassesTheVerifier() throws {
         let loaded = try EmbeddedObject.load()
-        for fd in [loaded.skLookup, loaded.tcActivity, loaded.sockops] {
+        for fd in [loaded.skLookup, loaded.tcActivity, loaded.tcHold, loaded.reuseportMigrate] {
             var info = [UInt32](repeating: 0, count: 64)
             var length = UInt32(info.count * 4)
             #expect(bpf_obj_get_info_by_fd(fd.rawValue, &info, &length) == 0)

@@ -23,6 +23,20 @@ const char *czpbpf_source_sha256(void);
 const char *czpbpf_embedded_object_sha256(void);
 const unsigned char *czpbpf_embedded_object(void);
 
+/// The node-wide object compiled from bpf/zpbpf_node.bpf.c (generated file zpbpf_node_object.c),
+/// with its hashes as above.
+extern const unsigned char czpbpf_node_object[];
+extern const unsigned long czpbpf_node_object_len;
+extern const char czpbpf_node_object_source_sha256[];
+extern const char czpbpf_node_object_sha256[];
+const char *czpbpf_node_source_sha256(void);
+const char *czpbpf_node_embedded_object_sha256(void);
+const unsigned char *czpbpf_node_embedded_object(void);
+
+/// Opens the embedded node object (bpf_object__open_mem) with name "zpbpf_node". NULL with errno on
+/// failure.
+struct bpf_object *czpbpf_open_embedded_node(void);
+
 /// Opens the embedded object (bpf_object__open_mem) with name "zpbpf". NULL with errno on failure.
 /// While `log` is non-NULL, libbpf's messages (including verifier logs) of this thread's calls
 /// are appended to it until czpbpf_capture_log(NULL, 0) is called.
