@@ -74,12 +74,10 @@ bench: setup
 	@bash scripts/bench.sh
 
 # Busybox pods scaled down at once (node memory, time to scale all down, one restore among them,
-# 20 woken together); a few minutes. Not part of `make bench`. 60 by default: a node holds at most
-# 64 scale-down pods until the sockops program is shared node-wide (each pod attaches one to the
-# cgroup v2 root, the kernel allows 64; docs/benchmarks.md "Density"). BENCH_DENSITY_PODS=200 shows
-# the limit, and takes the node's remaining slots from every other zeropod pod while it runs.
+# 20 woken together); several minutes. Not part of `make bench`. 200 pods by default
+# (BENCH_DENSITY_PODS=N); they share the node's one sockops program (decision 0052).
 bench-density: setup
-	@BENCH_WORKLOADS=none BENCH_DENSITY_PODS=$${BENCH_DENSITY_PODS:-60} BENCH_ARGS="--memory-pods 0 --shim-start-trials 0 $${BENCH_ARGS:-}" bash scripts/bench.sh
+	@BENCH_WORKLOADS=none BENCH_DENSITY_PODS=$${BENCH_DENSITY_PODS:-200} BENCH_ARGS="--memory-pods 0 --shim-start-trials 0 $${BENCH_ARGS:-}" bash scripts/bench.sh
 
 # The manager with N idle fake shims (status servers without containers) and a burst of N phase
 # changes against the Kubernetes API double: RSS, CPU, time until every label converged.
