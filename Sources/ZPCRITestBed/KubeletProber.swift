@@ -99,6 +99,7 @@ public final class KubeletProber {
     ///   - interval: seconds between rounds.
     ///   - timeout: seconds per probe.
     ///   - cgroup: a cgroup v2 folder the process moves itself into before its first probe.
+    ///   - count: stop after this many probes of each kind (nil: run until stopped).
     /// - Throws: ``LabError`` when the program cannot start or prints nothing within 10 s.
     public init(
         as processName: String,
@@ -111,7 +112,8 @@ public final class KubeletProber {
         family: Family = .v4,
         interval: Double = 1,
         timeout: Double = 2,
-        cgroup: TestCgroup? = nil
+        cgroup: TestCgroup? = nil,
+        count: Int? = nil
     ) throws {
         name = processName
         folder = try TemporaryDirectory("zpcri-prober")
@@ -134,6 +136,7 @@ public final class KubeletProber {
         if tcp { arguments.append("--tcp") }
         if grpc { arguments.append("--grpc") }
         if let cgroup { arguments += ["--cgroup", cgroup.path] }
+        if let count { arguments += ["--count", "\(count)"] }
         process = Process()
         process.executableURL = URL(fileURLWithPath: program)
         process.arguments = arguments
@@ -151,6 +154,34 @@ public final class KubeletProber {
                 "\(processName) prober printed nothing: \((try? String(contentsOfFile: output, encoding: .utf8)) ?? "")"
             )
         }
+    }
+
+    /// One round of kubelet's probes (HTTP and/or TCP) made by a process named `processName` from
+    /// the node's network namespace, waited for.
+    /// - Returns: the probes, in the order they finished.
+    /// - Throws: ``LabError`` when the prober cannot start or does not finish in time.
+    public static func once(
+        as processName: String = "kubelet",
+        ip: String,
+        port: UInt16,
+        http: String? = "/",
+        tcp: Bool = true,
+        timeout: Double = 5
+    ) throws -> [Probe] {
+        let prober = try KubeletProber(
+            as: processName,
+            ip: ip,
+            port: port,
+            http: http,
+            tcp: tcp,
+            timeout: timeout,
+            count: 1
+        )
+        defer { prober.stop() }
+        guard eventually(within: timeout * 4 + 10, { !prober.process.isRunning }) else {
+            throw LabError("\(processName) prober did not finish one round: \(prober.probes())")
+        }
+        return prober.probes()
     }
 
     /// The probes made so far, in order.

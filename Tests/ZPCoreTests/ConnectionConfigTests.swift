@@ -80,13 +80,13 @@ import ZPCore
 
 @Test func listenerHandover_appliesOnlyWhereProbesNeedNoActivator() throws {
     let defaults = try ContainerConfig(annotations: [:])
-    #expect(defaults.listenerHandoverApplies(probeSourcesKnown: true))
-    #expect(!defaults.listenerHandoverApplies(probeSourcesKnown: false), "content-detected probes would wake the app")
+    #expect(defaults.listenerHandoverApplies(probesRecognisedWithoutContent: true))
+    #expect(!defaults.listenerHandoverApplies(probesRecognisedWithoutContent: false), "content-detected probes would wake the app")
     let noDetection = try ContainerConfig(annotations: ["zeropod.ctrox.dev/disable-probe-detection": "true"])
-    #expect(noDetection.listenerHandoverApplies(probeSourcesKnown: false))
+    #expect(noDetection.listenerHandoverApplies(probesRecognisedWithoutContent: false))
     let off = try ContainerConfig(annotations: [
         "zeropod-swift/listener-handover": "false",
         "zeropod.ctrox.dev/disable-probe-detection": "true",
     ])
-    #expect(!off.listenerHandoverApplies(probeSourcesKnown: true))
+    #expect(!off.listenerHandoverApplies(probesRecognisedWithoutContent: true))
 }

@@ -58,6 +58,10 @@ import ZPTestSupport
         print("[zpshim-s2z] \(flavor.name) nginx: \(restores.joined(separator: "; "))")
     }
 
+    /// The activator's content detection: a `kube-probe/` request from a process that is not kubelet
+    /// (here from inside the pod's netns) is answered without a restore when the activator keeps the
+    /// port, i.e. with the listener handover off (by default the handover applies and only kubelet's
+    /// own connections, recognised by process, are left to the activator; KubeletIdentificationTests).
     @Test(arguments: ContainerdFlavor.all)
     func probe_whileScaledDown_isAnsweredWithoutRestore(flavor: ContainerdFlavor) throws {
         let rootfs = try TestPaths.busyboxRootfs()
@@ -65,7 +69,13 @@ import ZPTestSupport
         defer { containerd.stop() }
         let netns = try TestNetns("zpshim-s2zpr")
         defer { netns.delete() }
-        try startCounter(containerd, netns: netns, id: "probe1", rootfs: rootfs)
+        try startCounter(
+            containerd,
+            netns: netns,
+            id: "probe1",
+            rootfs: rootfs,
+            extra: ["--annotation", "zeropod-swift/listener-handover=false"]
+        )
         defer { removeTask(containerd, "probe1") }
         try #require(
             waitScaledDown(containerd, netns: netns, checkpoints: 1),

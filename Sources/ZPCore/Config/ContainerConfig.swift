@@ -161,13 +161,15 @@ public struct ContainerConfig: Equatable, Sendable {
     public var listenerHandover: Bool
 
     /// Whether new connections of this container queue for its restored listener (decision 0046)
-    /// on a node whose probe sources are `probeSourcesKnown`: `listener-handover` on, and probes
-    /// recognisable without the activator — by their source (the node's `probe-source-addresses`)
-    /// or not at all (`disable-probe-detection`). Otherwise a probe recognised only by its content
-    /// (an HTTP `kube-probe/` user agent, a TCP connect-and-close) would wake the container, so the
-    /// activator keeps the ports.
-    public func listenerHandoverApplies(probeSourcesKnown: Bool) -> Bool {
-        listenerHandover && (probeSourcesKnown || disableProbeDetection)
+    /// on a node where `probesRecognisedWithoutContent`: `listener-handover` on, and probes
+    /// recognisable without the activator reading them — by their connection (the node's
+    /// `probe-source-addresses`, or kubelet's own connections recognised when kubelet opens them,
+    /// node setting `learn-probe-sources`, decisions 0040 and 0052) or not at all
+    /// (`disable-probe-detection`). Otherwise a probe recognised only by its content (an HTTP
+    /// `kube-probe/` user agent, a TCP connect-and-close) would wake the container, so the activator
+    /// keeps the ports.
+    public func listenerHandoverApplies(probesRecognisedWithoutContent: Bool) -> Bool {
+        listenerHandover && (probesRecognisedWithoutContent || disableProbeDetection)
     }
 
     /// Parses the annotations of one container's OCI spec.

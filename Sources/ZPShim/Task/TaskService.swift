@@ -290,10 +290,14 @@ public final class TaskService: Sendable {
         }
         var containerLogger = logger
         containerLogger[metadataKey: "container"] = "\(request.id)"
-        let handover = config.listenerHandoverApplies(probeSourcesKnown: !node.probeSourceAddresses.isEmpty)
+        // kubelet's probes are recognised by their connection when the node sets probe sources or
+        // learns kubelet's connections (sk_lookup leaves those to the activator, decision 0052).
+        let handover = config.listenerHandoverApplies(
+            probesRecognisedWithoutContent: !node.probeSourceAddresses.isEmpty || node.learnProbeSources
+        )
         if redirector != nil && config.listenerHandover && !handover {
             containerLogger.info(
-                "listener handover off: the node sets no probe-source-addresses and probe detection is on, so the activator keeps the ports (decision 0046)"
+                "listener handover off: the node sets neither probe-source-addresses nor learn-probe-sources and probe detection is on, so the activator keeps the ports (decision 0046)"
             )
         }
         let connections = redirector.flatMap { redirector -> ContainerConnections? in
