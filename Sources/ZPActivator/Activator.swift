@@ -105,6 +105,15 @@ public final class Activator: Sendable {
     private let emit: @Sendable (ActivatorEvent) -> Void
     private let gate: Mutex<RestoreSingleFlight<Waiter>>
     private let nextConnectionID = Atomic<Int>(0)
+    /// Connections accepted elsewhere, for ``run()`` to serve (``adopt(_:appPort:)``).
+    private let adopted: AsyncStream<AdoptedConnection>
+    private let adoptedInput: AsyncStream<AdoptedConnection>.Continuation
+
+    /// A connected socket handed to the activator, with the application port it is for.
+    private struct AdoptedConnection: Sendable {
+        var appPort: UInt16
+        var socket: SharedDescriptor
+    }
 
     private init(
         listeners: [ActivatorListener],
@@ -124,6 +133,7 @@ public final class Activator: Sendable {
         self.applicationSockets = applicationSockets
         self.emit = events
         self.restoreHook = restore
+        (adopted, adoptedInput) = AsyncStream.makeStream(of: AdoptedConnection.self)
     }
 
     /// Creates the listeners (listening at once; connections queue until ``run()``).
@@ -265,15 +275,83 @@ public final class Activator: Sendable {
     public func run() async throws {
         do {
             try await withThrowingDiscardingTaskGroup { group in
-                for server in servers {
-                    group.addTask { try await self.serve(server) }
+                group.addTask {
+                    defer { self.adoptedInput.finish() }
+                    try await withThrowingDiscardingTaskGroup { servers in
+                        for server in self.servers {
+                            servers.addTask { try await self.serve(server) }
+                        }
+                    }
                 }
+                group.addTask { await self.serveAdopted() }
             }
         } catch {
             stopGate()
             throw error
         }
         stopGate()
+    }
+
+    /// Serves connections that were accepted elsewhere for `appPort` as connections that are not
+    /// probes: each waits for the application (a restore or cold start under way joins the single
+    /// flight) and is then proxied to it. This is the queue of a handover listener that the
+    /// application could not take over because it was cold started (decision 0046): without it,
+    /// closing that listener would reset them. The activator owns the sockets from here; ones given
+    /// after ``run()`` ended are closed.
+    public func adopt(_ sockets: [SharedDescriptor], appPort: UInt16) {
+        for socket in sockets {
+            if case .terminated = adoptedInput.yield(AdoptedConnection(appPort: appPort, socket: socket)) {
+                socket.close()
+            }
+        }
+    }
+
+    private func serveAdopted() async {
+        await withDiscardingTaskGroup { group in
+            for await connection in adopted {
+                guard let owned = connection.socket.take() else { continue }
+                let descriptor = owned.disown()  // NIO owns it from here (and closes it on failure)
+                group.addTask { await self.serveAdopted(descriptor: descriptor, appPort: connection.appPort) }
+            }
+        }
+    }
+
+    private func serveAdopted(descriptor: CInt, appPort: UInt16) async {
+        guard let server = servers.first(where: { $0.appPort == appPort }) ?? servers.first else {
+            _ = try? OwnedDescriptor(adopting: descriptor).close()
+            return
+        }
+        let configuration = self.configuration
+        let connection: ClientChannel
+        do {
+            connection = try await ClientBootstrap(group: server.channel.channel.eventLoop)
+                .channelOption(.allowRemoteHalfClosure, value: true)
+                .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+                .withConnectedSocket(descriptor) { child in
+                    child.eventLoop.makeCompletedFuture {
+                        try child.pipeline.syncOperations.addHandler(
+                            ProbeInspector(configuration: configuration, forward: .handoverQueue)
+                        )
+                        return try ClientChannel(
+                            wrappingChannelSynchronously: child,
+                            configuration: .init(isOutboundHalfClosureEnabled: true)
+                        )
+                    }
+                }
+        } catch {
+            emit(
+                .connectionFinished(
+                    ConnectionReport(
+                        appPort: appPort,
+                        forwardReason: .handoverQueue,
+                        outcome: .failed(.proxyError("adopting the connection: \(error)")),
+                        timings: ConnectionTimings(accepted: .now)
+                    )
+                )
+            )
+            return
+        }
+        await handle(connection, appPort: appPort)
     }
 
     private func stopGate() {

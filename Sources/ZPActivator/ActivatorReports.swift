@@ -78,6 +78,9 @@ public enum ForwardReason: String, Sendable, Equatable {
     case clientClosedEarly
     /// Probe detection is disabled.
     case probeDetectionDisabled
+    /// Queued on a handover listener that the application could not take over (it was cold
+    /// started; decision 0046) and handed to the activator: forwarded without inspection.
+    case handoverQueue
 }
 
 /// Something the caller (the shim) may log or export.

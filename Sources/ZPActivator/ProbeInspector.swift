@@ -54,16 +54,26 @@ final class ProbeInspector: ChannelInboundHandler, RemovableChannelHandler {
     private var timer: Scheduled<Void>?
     private var silentTimer: Scheduled<Void>?
 
-    init(configuration: ActivatorConfiguration) {
+    /// The verdict given at once, without inspection (nil: inspect when enabled).
+    private let forced: ForwardReason?
+
+    /// - Parameter forward: forward every connection at once with this reason (connections that
+    ///   are known not to be probes).
+    init(configuration: ActivatorConfiguration, forward: ForwardReason? = nil) {
         self.limit = configuration.probeBufferSize
         self.timeout = TimeAmount(configuration.inspectionTimeout)
         self.silentTimeout = TimeAmount(configuration.silentClientTimeout)
         self.enabled = configuration.probeDetection
+        self.forced = forward
     }
 
     func channelActive(context: ChannelHandlerContext) {
         context.fireChannelActive()
         guard case .waitingForActive = state else { return }
+        if let forced {
+            decide(.forward(forced), buffered: nil, context: context)
+            return
+        }
         guard enabled else {
             decide(.forward(.probeDetectionDisabled), buffered: nil, context: context)
             return

@@ -133,8 +133,9 @@ final class NodeSockops: Sendable {
         }
     }
 
-    /// Removes the pod registered under `cookie`; the last pod of a pinned node removes the pins
-    /// (the program detaches once no process holds it).
+    /// Removes the pod registered under `cookie` and the pods of processes that died without
+    /// leaving (off the Create path: this runs when a pod goes); the last pod of a pinned node
+    /// removes the pins (the program detaches once no process holds it).
     func unregister(podCookie cookie: UInt64) {
         guard let directory else {
             remove(cookie)
@@ -142,6 +143,7 @@ final class NodeSockops: Sendable {
         }
         _ = try? Self.withLock(directory.removingLastComponent()) { () throws(BPFError) in
             remove(cookie)
+            removeDeadPods()
             if isEmpty { Self.unpin(directory) }
         }
     }

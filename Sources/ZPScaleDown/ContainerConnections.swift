@@ -59,6 +59,8 @@ public final class ContainerConnections: Sendable {
     }
 
     private let state = Mutex(State())
+    /// Where the queues of the handover listeners go at a cold start (``onColdStartQueue(_:)``).
+    private let queueRescue = Mutex<(@Sendable (UInt16, [SharedDescriptor]) -> Void)?>(nil)
 
     /// One container's connections.
     /// - Parameters:
@@ -134,11 +136,50 @@ public final class ContainerConnections: Sendable {
         releaseHeld(reason: "restore failed")
     }
 
-    /// The container starts afresh from its bundle: the handover listeners close (their queued
-    /// connections are reset), so that the new process can bind the ports.
+    /// Sets where the connections queued on the handover listeners go when the container is cold
+    /// started (``PodActivator`` hands them to its activator, which proxies them to the new
+    /// process). Without it they are reset.
+    public func onColdStartQueue(_ rescue: @escaping @Sendable (UInt16, [SharedDescriptor]) -> Void) {
+        queueRescue.withLock { $0 = rescue }
+    }
+
+    /// The container starts afresh from its bundle: the connections queued on the handover
+    /// listeners are accepted and given to ``onColdStartQueue(_:)``'s receiver (reset without
+    /// one), and the listeners close, so that the new process can bind the ports.
     public func coldStartBegins() {
         releaseHeld(reason: "cold start")
+        let queued = acceptQueued()
         endHandover(ports: nil)
+        guard !queued.isEmpty else { return }
+        let rescue = queueRescue.withLock { $0 }
+        let count = queued.reduce(0) { $0 + $1.1.count }
+        for (port, sockets) in queued {
+            if let rescue { rescue(port, sockets) } else { for socket in sockets { socket.close() } }
+        }
+        logger.info(
+            rescue == nil
+                ? "cold start: \(count) connection(s) queued for the restored listener are reset"
+                : "cold start: \(count) connection(s) queued for the restored listener go through the activator",
+            metadata: ["ports": "\(queued.map(\.0).sorted())"]
+        )
+    }
+
+    /// Accepts every connection waiting on the handover listeners now (none blocks).
+    private func acceptQueued() -> [(UInt16, [SharedDescriptor])] {
+        let listeners = state.withLock { $0.handovers }
+        var result: [(UInt16, [SharedDescriptor])] = []
+        for (port, sockets) in listeners {
+            var accepted: [SharedDescriptor] = []
+            for socket in sockets where socket.isOpen {
+                while let connection = try? socket.withOwner({ (listener) throws(SystemError) -> SharedDescriptor in
+                    SharedDescriptor(try UnixSockets.accept(listener, timeout: .zero))
+                }) {
+                    accepted.append(connection)
+                }
+            }
+            if !accepted.isEmpty { result.append((port, accepted)) }
+        }
+        return result
     }
 
     /// The container is deleted: nothing stays held or handed over.

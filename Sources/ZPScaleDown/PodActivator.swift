@@ -220,6 +220,8 @@ public final class PodActivator: Sendable {
                 problem = "\(error)"
             }
         }
+        // A cold start cannot take the handover listeners' queues over: the activator proxies them.
+        usable?.onColdStartQueue { [activator] port, sockets in activator.adopt(sockets, appPort: port) }
         return PodActivator(
             activator: activator,
             redirector: redirector,

@@ -32,7 +32,8 @@ public enum UnixSockets {
         return fd
     }
 
-    /// Accepts one connection on `listener`, waiting at most `timeout`.
+    /// Accepts one connection on `listener`, waiting at most `timeout` (`.zero`: only one that is
+    /// already waiting).
     /// - Throws: ``SystemError`` (`ETIMEDOUT` when nobody connected in time).
     public static func accept(
         _ listener: borrowing OwnedDescriptor,
@@ -105,18 +106,28 @@ public enum UnixSockets {
         return (Array(buffer[0..<received]), descriptors)
     }
 
+    /// Waits until `fd` is readable; a zero `timeout` only looks (one poll that does not wait).
     private static func waitReadable(_ fd: CInt, timeout: Duration, call: String) throws(SystemError) {
         let deadline = ContinuousClock.now + timeout
         while true {
             let left = deadline - .now
-            guard left > .zero else {
+            guard left > .zero || timeout <= .zero else {
                 throw SystemError(call: call, subject: "nothing arrived within \(timeout)", errno: .timedOut)
             }
             var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let ms = CInt(
-                min(left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1, 60_000)
-            )
+            let ms =
+                timeout <= .zero
+                ? 0
+                : CInt(
+                    min(
+                        left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1,
+                        60_000
+                    )
+                )
             if try systemCall("poll") { Glibc.poll(&pfd, 1, ms) } > 0 { return }
+            if timeout <= .zero {
+                throw SystemError(call: call, subject: "nothing waiting", errno: .timedOut)
+            }
         }
     }
 

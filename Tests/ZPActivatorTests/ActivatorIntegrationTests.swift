@@ -275,6 +275,51 @@ struct ActivatorIntegrationTests {
         #expect(events.reports.first?.forwardReason == .probeDetectionDisabled)
     }
 
+    /// A connection accepted elsewhere (the queue of a handover listener at a cold start,
+    /// decision 0046) is adopted: it is not inspected (a kubelet-like request reaches the app), it
+    /// joins the single flight (its arrival restores the scaled-down app) and is proxied.
+    @Test func adoptedConnection_restoresAndIsProxied_withoutInspection() async throws {
+        let app = try ReservedPort()
+        let events = EventLog<ActivatorEvent>()
+        let (signals, signal) = AsyncStream.makeStream(of: Void.self)
+        let response = try await withThrowingTaskGroup(of: String?.self) { outer in
+            outer.addTask {
+                try await appStarter(signals, socket: app, behaviour: .http, delay: .milliseconds(100))
+                return nil
+            }
+            let result = try await withActivator(
+                appPort: app.port,
+                events: events,
+                restore: { signal.yield() }
+            ) { activator, _ in
+                // The stand-in for a handover listener: a plain listener of the test's.
+                let listener = try SocketCalls.makeBound(try SocketAddress(ipAddress: "127.0.0.1", port: 0))
+                try SocketCalls.listen(listener, backlog: 8)
+                let shared = SharedDescriptor(listener)
+                let queuedAt = try SocketAddress(ipAddress: "127.0.0.1", port: Int(try boundPort(shared)))
+                let client = try await TestClient.connect(queuedAt)
+                let accepted = try shared.withOwner { (l) throws(SystemError) -> SharedDescriptor in
+                    SharedDescriptor(try UnixSockets.accept(l, timeout: .seconds(10)))
+                }
+                shared.close()
+                activator.adopt([accepted], appPort: app.port)
+                let response = try await TestClient.exchange(
+                    on: client,
+                    send: httpRequest("/queued", userAgent: "kube-probe/1.31"),
+                    halfClose: false
+                )
+                #expect(await eventuallyAsync(within: 20) { events.reports.count == 1 })
+                #expect(!accepted.isOpen, "the activator took the socket")
+                return response
+            }
+            outer.cancelAll()
+            return result
+        }
+        #expect(response.hasSuffix("hello from app: /queued"), "\(response)")
+        #expect(events.restoresStarted == 1)
+        #expect(events.reports.first?.forwardReason == .handoverQueue)
+    }
+
     @Test func oversizedProbe_isForwardedUnchanged() async throws {
         let app = try ReservedPort()
         let events = EventLog<ActivatorEvent>()

@@ -109,6 +109,31 @@ struct NodeSockopsTests {
         stale.close()  // its node object is gone: nothing left to do, nothing fails
     }
 
+    @Test func lastLivePodLeaving_dropsTheDeadOnes_andRemovesTheNodeObject() throws {
+        let root = FilePath("/sys/fs/bpf/zpbpf-test-\(getpid())-last")
+        defer {
+            for name in (try? Files.list(root)) ?? [] { PodRedirector.unpin(root.appending(name)) }
+            _ = rmdir(root.string)
+        }
+        let lab = Lab(index: 26)
+        let podA = try lab.namespace("a")
+        let podB = try lab.namespace("b")
+        let a = try PodRedirector(netnsPath: Lab.path(podA), options: .init(nodePinRoot: root))
+        let b = try PodRedirector(netnsPath: Lab.path(podB), options: .init(nodePinRoot: root))
+        let cookieA = try cookie(of: podA)
+        let node = try #require(NodeSockops.find(podCookie: cookieA, pinRoot: root))
+        let directory = try #require(node.directory)
+        #expect(try node.podCookies().count == 2)
+        // Pod A's process "dies" (a SIGKILLed shim cannot unregister): its owner entry names a pid
+        // that cannot be alive.
+        var key = cookieA
+        var owner: (UInt32, UInt32, UInt64) = (0x7fff_fff0, 0, 1)
+        #expect(bpf_map_update_elem(node.maps.podOwner.rawValue, &key, &owner, UInt64(BPF_EXIST)) == 0)
+        b.close()
+        #expect(access(directory.string, F_OK) != 0, "the last live pod removed the node object, dead pod and all")
+        a.close()  // the node object is gone: nothing left to do, nothing fails
+    }
+
     /// The netns cookie of a lab namespace (SO_NETNS_COOKIE of a socket made inside it).
     private func cookie(of namespace: String) throws -> UInt64 {
         try NetworkNamespace(path: Lab.path(namespace)).perform { () -> Result<UInt64, SystemError> in

@@ -234,6 +234,7 @@ import ZPTestSupport
         let start = ContinuousClock.now
         #expect(netns.httpGet(port: 8080) == "count=1\n", "log: \(containerd.log(tail: 30))")
         let recovered = ContinuousClock.now - start
+        _ = eventually(within: 5) { !containerd.logLines(containing: "cold started process").isEmpty }
         #expect(
             containerd.logLines(containing: "restore failed").count == 1,
             "reported once: \(containerd.log(tail: 30))"
