@@ -180,6 +180,13 @@ final class FakeControl: ScaleDownContainerControl {
 
     func listeningPorts(ofTreeAt pid: Int32) -> [UInt16] { ports.withLock { $0 } }
 
+    /// Ports another process of the pod listens on.
+    let othersPorts = Mutex<[UInt16]>([])
+
+    func portsServedByOthers(_ ports: [UInt16], treeAt pid: Int32) -> [UInt16] {
+        othersPorts.withLock { others in ports.filter { others.contains($0) } }
+    }
+
     var signals: [(signal: Int32, all: Bool)] { recorded.withLock { $0.signals } }
     var exits: [Int32] { recorded.withLock { $0.exits } }
     var adopted: [Int32] { recorded.withLock { $0.adopted } }

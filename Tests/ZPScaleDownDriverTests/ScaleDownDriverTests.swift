@@ -39,6 +39,37 @@ struct ScaleDownDriverTests {
         }
     }
 
+    /// Issue 15: a `ports-map` naming a port that another container of the pod listens on is
+    /// refused (scale-down off, the reason logged), at arming and again at each scale-down, so this
+    /// container's redirect never takes the other's connections.
+    @Test func portsMapNamingAnotherContainersPort_turnsScaleDownOff() async throws {
+        let atArming = Harness(ports: [8080])
+        atArming.control.othersPorts.withLock { $0 = [8080] }
+        try await atArming.running {
+            await atArming.driver.started(pid: 100)
+            await eventually("refused at arming") { atArming.log.contains("scale-down is off: zeropod.ctrox.dev/ports-map names port(s) [8080]") }
+            #expect(!atArming.redirect.activatorMade)
+            atArming.clock.advance(to: at(61))
+            try await Task.sleep(for: .milliseconds(50))
+            #expect(atArming.driver.phase == .running && atArming.checkpoints.calls.isEmpty)
+        }
+
+        // The other container listens only later: the next scale-down is refused.
+        let later = Harness(ports: [8080])
+        try await later.running {
+            await later.start()
+            later.control.othersPorts.withLock { $0 = [8080] }
+            later.clock.advance(to: at(61))
+            await eventually("refused at the scale-down") { later.log.contains("scale-down is off: zeropod.ctrox.dev/ports-map") }
+            #expect(later.checkpoints.calls.isEmpty, "nothing was dumped")
+            #expect(later.driver.phase == .running)
+            // Off for good: the next deadline does not try again.
+            later.clock.advance(to: at(200))
+            try await Task.sleep(for: .milliseconds(50))
+            #expect(later.checkpoints.calls.isEmpty && later.driver.phase == .running)
+        }
+    }
+
     @Test func timerOrders_armRealTimers_activityReArmsThem_andTheDeadlineDecides() async throws {
         let h = Harness()
         try await h.running {

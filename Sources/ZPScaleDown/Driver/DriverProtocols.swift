@@ -35,6 +35,11 @@ public protocol ScaleDownContainerControl: Sendable {
     /// The TCP ports the process tree rooted at `pid` listens on (port discovery when no
     /// `ports-map` names them); empty when none yet.
     func listeningPorts(ofTreeAt pid: Int32) -> [UInt16]
+
+    /// Those of `ports` that a process outside the tree rooted at `pid` listens on in the
+    /// container's network namespace (another container of the pod): a `ports-map` that names
+    /// them would let this container's scale-down take the other's connections.
+    func portsServedByOthers(_ ports: [UInt16], treeAt pid: Int32) -> [UInt16]
 }
 
 /// Checkpoint and restore of the container: CRIU, the checkpoint images, the restore prepared

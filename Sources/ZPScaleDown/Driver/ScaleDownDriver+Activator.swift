@@ -25,6 +25,11 @@ extension ScaleDownDriver {
             pause = min(pause * 2, settings.portDiscoveryMaxPause)
         }
         guard !Task.isCancelled else { return }
+        if let conflict = portsOfOthers(ports) {
+            logger.error("scale-down is off: \(conflict)")
+            await feed(.redirectUnavailable(reason: conflict))
+            return
+        }
         let activator: any ScaleDownActivator
         do {
             activator = try await redirect.makeActivator(ports: ports) { [weak self] in
@@ -51,5 +56,16 @@ extension ScaleDownDriver {
         } catch {
             if !Task.isCancelled { logger.warning("activator stopped: \(error)") }
         }
+    }
+
+    /// Why configured `ports` must not be redirected: a process of the pod outside this
+    /// container's tree listens on one of them (a `ports-map` naming another container's port
+    /// would steer that container's connections to this one's activator). Nil when none does, and
+    /// for discovered ports (they are this tree's by construction).
+    func portsOfOthers(_ ports: [UInt16]) -> String? {
+        guard !settings.ports.isEmpty, let pid = state.withLock({ $0.lifecycle.pid }) else { return nil }
+        let others = control.portsServedByOthers(ports, treeAt: pid)
+        guard !others.isEmpty else { return nil }
+        return "zeropod.ctrox.dev/ports-map names port(s) \(others) that another process of the pod, not this container's, listens on"
     }
 }

@@ -151,6 +151,14 @@ extension ScaleDownDriver {
             await feedInline(.checkpointFailed(reason: refusal, now: clock.now()))
             return
         }
+        // Checked again at every scale-down: another container may listen on a mapped port only
+        // now. Nothing is dumped, and scale-down stays off.
+        if let conflict = portsOfOthers(state.withLock { $0.ports }) {
+            logger.error("scale-down is off: \(conflict)")
+            await feedInline(.checkpointFailed(reason: conflict, now: clock.now()))
+            await feedInline(.redirectUnavailable(reason: conflict))
+            return
+        }
         let start = state.withLock { s in s.checkpointStart ?? clock.now() }
         do {
             let report = try await checkpoints.checkpoint(incremental: incremental)

@@ -28,6 +28,23 @@ enum PortDiscovery {
         return ports.sorted()
     }
 
+    /// Those of `ports` with a LISTEN socket in the namespace of `pid` that no process of the tree
+    /// rooted at `pid` holds (another container of the pod serves them), sorted.
+    static func portsServedByOthers(_ ports: [UInt16], treeAt pid: Int32) -> [UInt16] {
+        let wanted = Set(ports)
+        guard !wanted.isEmpty else { return [] }
+        var listening: [(UInt16, UInt64)] = []
+        for file in ["tcp", "tcp6"] {
+            guard let bytes = try? Files.read(FilePath("/proc/\(pid)/net/\(file)")) else { continue }
+            listening += listeningSockets(inTable: String(decoding: bytes, as: UTF8.self)).filter {
+                wanted.contains($0.0)
+            }
+        }
+        guard !listening.isEmpty else { return [] }
+        let ours = socketInodes(of: processTree(root: pid))
+        return Set(listening.filter { !ours.contains($0.1) }.map(\.0)).sorted()
+    }
+
     /// The TCP connections of the process tree rooted at `pid` (established, or closing but not
     /// yet closed: what CRIU's `tcp_established` dumps), container side first, from the tables
     /// of its network namespace, kept only when a process of the tree holds the socket.

@@ -96,6 +96,10 @@ struct RuncContainerControl: ScaleDownContainerControl {
     func listeningPorts(ofTreeAt pid: Int32) -> [UInt16] {
         PortDiscovery.listeningPorts(ofTreeAt: pid)
     }
+
+    func portsServedByOthers(_ ports: [UInt16], treeAt pid: Int32) -> [UInt16] {
+        PortDiscovery.portsServedByOthers(ports, treeAt: pid)
+    }
 }
 
 /// ZPCheckpoint as the driver's ``ScaleDownCheckpoints``: CRIU's dump, pre-dump and restore of a
