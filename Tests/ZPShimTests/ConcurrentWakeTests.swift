@@ -1,0 +1,125 @@
+import Foundation
+import Testing
+import ZPCore
+import ZPSystem
+import ZPTestSupport
+
+/// Connects `count` clients at once from the namespace `client` to `host`:`port`, each sending one
+/// GET for `/index.html` and reading to the end (python3 threads, all started before any answer).
+/// Prints `ok=N bad=M seconds=S` and the first few bad answers.
+private let burstScript = """
+    import socket, sys, threading, time
+    host, port, count, token = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    results = [None] * count
+    go = threading.Event()
+    def one(i):
+        go.wait()
+        try:
+            s = socket.create_connection((host, port), timeout=60)
+            s.sendall(b"GET /index.html HTTP/1.0\\r\\nHost: app\\r\\n\\r\\n")
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            s.close()
+            results[i] = data.decode(errors="replace")
+        except Exception as e:
+            results[i] = "ERROR " + repr(e)
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    start = time.time()
+    go.set()
+    for t in threads:
+        t.join()
+    good = [r for r in results if r.split("\\r\\n")[0].endswith(" 200 OK") and r.rstrip().endswith(token)]
+    bad = [r for r in results if r not in good]
+    print("ok=%d bad=%d seconds=%.3f" % (len(good), len(bad), time.time() - start))
+    for r in bad[:5]:
+        print("BAD " + repr(r[:120]))
+    """
+
+/// Issue 15 §1, the last fault-matrix row: 500 concurrent first connections during one real CRIU
+/// restore, from a client in another network namespace, through a real containerd: 500 correct
+/// answers, none refused, one restore. The app is busybox httpd (a process per connection)
+/// serving a file with a token written at its start; the connections arrive while it is scaled
+/// down, queue on the handover listener (decision 0046) and move to the restored listener.
+@Suite(.serialized) struct ConcurrentWakeTests {
+    static let connections = 500
+
+    private func burst(lazy: Bool, flavor: ContainerdFlavor, subnet: Int) throws {
+        let rootfs = try TestPaths.busyboxRootfs()
+        var environment: [String: String] = [:]
+        let nodeConfig = "/tmp/zpshim-burst-\(UUID().uuidString.prefix(8)).conf"
+        if lazy {
+            try Data("lazy-restore = on\n".utf8).write(to: URL(fileURLWithPath: nodeConfig))
+            environment["ZEROPOD_NODE_CONFIG"] = nodeConfig
+        }
+        defer { try? FileManager.default.removeItem(atPath: nodeConfig) }
+        let containerd = try PrivateContainerd(flavor: flavor, tag: "burst", environment: environment)
+        defer { containerd.stop() }
+        let pod = try TestNetns("zpburst-pod")
+        defer { pod.delete() }
+        let client = try TestNetns("zpburst-cli")
+        defer { client.delete() }
+        try connectVeth(
+            pod,
+            "zpbp0",
+            addresses: ["10.84.\(subnet).1/24"],
+            to: client,
+            "zpbq0",
+            addresses: ["10.84.\(subnet).2/24"]
+        )
+        let token = "token-\(UUID().uuidString.prefix(8))"
+        let id = "burst1"
+        try startCounter(
+            containerd,
+            netns: pod,
+            id: id,
+            rootfs: rootfs,
+            // 5 s (not startCounter's 2 s): the burst, slow on a loaded 2-core VM, must not meet a
+            // second scale-down (one was seen with 2 s, see the issue 15 note).
+            extra: ["--annotation", "zeropod.ctrox.dev/scaledown-duration=5s"],
+            command: "mkdir -p /tmp/w && echo \(token) > /tmp/w/index.html && exec httpd -f -p 8080 -h /tmp/w"
+        )
+        defer { removeTask(containerd, id) }
+        try #require(
+            waitScaledDown(containerd, netns: pod, checkpoints: 1),
+            "not scaled down: \(containerd.log(tail: 30))"
+        )
+        if lazy {
+            #expect(
+                eventually(within: 20) { !processes(matching: ["lazy-pages"]).isEmpty },
+                "no lazy-pages daemon while scaled down: \(containerd.log(tail: 20))"
+            )
+        }
+        let result = try run(
+            [
+                "ip", "netns", "exec", client.name, "python3", "-c", burstScript, "10.84.\(subnet).1", "8080",
+                "\(Self.connections)", token,
+            ],
+            timeout: 180
+        )
+        let summary = result.stdout.split(separator: "\n").first.map(String.init) ?? ""
+        #expect(summary.hasPrefix("ok=\(Self.connections) bad=0"), "\(result.stdout)\n\(result.stderr)")
+        let restores = containerd.logLines(containing: "restored process:")
+        #expect(restores.count == 1, "one restore: \(restores)")
+        #expect(containerd.logLines(containing: "cold started process").isEmpty)
+        print(
+            "[fault-matrix] \(flavor.name) | \(Self.connections) concurrent first connections during one "
+                + "\(lazy ? "lazy" : "eager") restore | \(summary), \(restores.count) restore "
+                + "(\(restores.first.map { String($0.suffix(40)) } ?? "-"))"
+        )
+    }
+
+    @Test(arguments: ContainerdFlavor.all)
+    func fiveHundredFirstConnections_duringOneEagerRestore_allAnswered(flavor: ContainerdFlavor) throws {
+        try burst(lazy: false, flavor: flavor, subnet: ContainerdFlavor.all.firstIndex { $0.name == flavor.name } ?? 0)
+    }
+
+    @Test func fiveHundredFirstConnections_duringOneLazyRestore_allAnswered() throws {
+        try burst(lazy: true, flavor: ContainerdFlavor.all[ContainerdFlavor.all.count - 1], subnet: 5)
+    }
+}
