@@ -89,6 +89,26 @@ final class NodeSockops: Sendable {
         self.link = link
     }
 
+    /// What a pod keeps of its node object: the pin directory (the maps are reopened when needed,
+    /// so a pod's process holds none of the node's descriptors and is not charged for its maps), or
+    /// a private object itself.
+    enum Membership: Sendable {
+        case pinned(FilePath)
+        case unshared(NodeSockops)
+    }
+
+    /// This object as a pod keeps it.
+    var membership: Membership { directory.map { .pinned($0) } ?? .unshared(self) }
+
+    /// The node object of `membership`, opened from its pins when pinned.
+    /// - Throws: `BPFError` when the pins are gone (the node object was removed).
+    static func open(_ membership: Membership) throws(BPFError) -> NodeSockops {
+        switch membership {
+        case .pinned(let directory): return try open(pinnedAt: directory)
+        case .unshared(let node): return node
+        }
+    }
+
     // MARK: registration
 
     /// The maps of one pod that the node program reads.

@@ -49,7 +49,7 @@ public final class PodRedirector: Sendable {
     public static let maxKubeletProcessNames = 16
     /// The size of the node's LRU map of kubelet's open connections (entries leave when the
     /// connection closes; the LRU bound only matters if a close was missed).
-    public static let maxKubeletConnections = 16384
+    public static let maxKubeletConnections = 4096
 
     /// Settings of one pod's redirector.
     public struct Options: Sendable {
@@ -106,7 +106,7 @@ public final class PodRedirector: Sendable {
         /// The pod's network namespace cookie (its key in the node object).
         var podCookie: UInt64
         /// The node object the pod is registered in; nil for a reopened pod whose node is gone.
-        var node: NodeSockops?
+        var node: NodeSockops.Membership?
     }
 
     private let handles: Mutex<Handles?>
@@ -198,7 +198,7 @@ public final class PodRedirector: Sendable {
                 pinDirectory: nil,
                 reuseportMigrate: loaded.reuseportMigrate,
                 podCookie: cookie,
-                node: node
+                node: node.membership
             )
         )
     }
@@ -471,7 +471,7 @@ public final class PodRedirector: Sendable {
     /// leaves the map when its socket closes).
     public func kubeletConnections() throws(BPFError) -> [KubeletConnection] {
         try withHandles { (h) throws(BPFError) in
-            guard let node = h.node else { return [] }
+            guard let membership = h.node, let node = try? NodeSockops.open(membership) else { return [] }
             let ports = Set(try Self.portKeys(h.maps.activity, "zp_activity"))
             return try node.kubeletConnectionKeys().compactMap(KubeletConnection.init(key:))
                 .filter { ports.contains($0.serverPort) }
@@ -507,7 +507,7 @@ public final class PodRedirector: Sendable {
                     try libbpfCall("bpf_obj_pin", path) { bpf_obj_pin(fd.rawValue, path) }
                     try bpfSystem { () throws(SystemError) in try systemCall("chmod", path) { chmod(path, 0o600) } }
                 }
-                try h.node?.setPinned(podCookie: h.podCookie, true)
+                if let membership = h.node { try NodeSockops.open(membership).setPinned(podCookie: h.podCookie, true) }
             } catch {
                 Self.unpin(dir)
                 throw error
@@ -576,7 +576,7 @@ public final class PodRedirector: Sendable {
             pinDirectory: directory,
             reuseportMigrate: migrate,
             podCookie: cookie,
-            node: NodeSockops.find(podCookie: cookie, pinRoot: nodePinRoot)
+            node: NodeSockops.find(podCookie: cookie, pinRoot: nodePinRoot)?.membership
         )
         return PodRedirector(handles: handles)
     }
@@ -591,7 +591,9 @@ public final class PodRedirector: Sendable {
             h = nil
             return current
         }
-        if let taken, taken.pinDirectory == nil { taken.node?.unregister(podCookie: taken.podCookie) }
+        if let taken, taken.pinDirectory == nil, let membership = taken.node {
+            (try? NodeSockops.open(membership))?.unregister(podCookie: taken.podCookie)
+        }
         // descriptors close here, outside the lock
     }
 
@@ -605,7 +607,7 @@ public final class PodRedirector: Sendable {
             return current
         }
         guard let taken else { return }
-        taken.node?.unregister(podCookie: taken.podCookie)
+        if let membership = taken.node { (try? NodeSockops.open(membership))?.unregister(podCookie: taken.podCookie) }
         if let dir = taken.pinDirectory { Self.unpin(dir) }
     }
 
