@@ -176,6 +176,9 @@ public final class TaskService: Sendable {
             )
         }
         guard table.withLock({ $0.reserve(request.id) }) else { throw ShimError.alreadyExists("task \(request.id)") }
+        // Where Create's time goes (issue 17, shim start): logged with "created task".
+        let createStart = ContinuousClock.now
+        var timings = (scaleDownSetup: Duration.zero, runcStart: ContinuousClock.now)
         let namespace = namespace(of: call)
         let container: ShimContainer
         let scaleDown: ScaleDownWiring?
@@ -204,7 +207,10 @@ public final class TaskService: Sendable {
                 )
             }
             let ioOwner = options.ioUID != 0 || options.ioGID != 0 ? (uid: options.ioUID, gid: options.ioGID) : nil
+            let scaleDownStart = ContinuousClock.now
             scaleDown = try await makeScaleDown(request, runc: runc, options: options, namespace: namespace)
+            timings.scaleDownSetup = scaleDownStart.duration(to: .now)
+            timings.runcStart = .now
             do {
                 container = try await ShimContainer.create(
                     request,
@@ -231,7 +237,15 @@ public final class TaskService: Sendable {
             jobInput.yield { await scaleDown.driver.run() }
         }
         let pid = await container.pid
-        logger.info("created task", metadata: ["id": "\(request.id)", "pid": "\(pid)"])
+        let total = createStart.duration(to: .now)
+        let containerPart = timings.runcStart.duration(to: .now)
+        logger.info(
+            "created task",
+            metadata: [
+                "id": "\(request.id)", "pid": "\(pid)",
+                "ms": "total \(milliseconds(total)), scale-down setup \(milliseconds(timings.scaleDownSetup)) (BPF attach and node registration), container \(milliseconds(containerPart)) (mounts, runc create)",
+            ]
+        )
         return PidResponse(pid: UInt32(pid)).encoded()
     }
 
