@@ -110,6 +110,19 @@ public final class PodRedirector: Sendable {
     }
 
     private let handles: Mutex<Handles?>
+
+    /// Where ``init(netnsPath:options:programs:)`` spent its time, for logs and benchmarks.
+    public struct SetupTimings: Sendable {
+        /// Loading the pod object (zero when programs loaded ahead were given).
+        public var load: Duration = .zero
+        /// Attaching the tcx and sk_lookup links and writing the pod's settings.
+        public var attach: Duration = .zero
+        /// Opening (or creating, attaching and pinning) the node object and registering the pod.
+        public var nodeRegistration: Duration = .zero
+    }
+
+    /// Where the setup's time went (zero for a redirector reopened from pins).
+    public let setupTimings: SetupTimings
     /// The thread that reads the wake events, started by the first subscriber (decision 0045).
     let eventWatcher = Mutex<PodEventWatcher?>(nil)
 
@@ -125,6 +138,8 @@ public final class PodRedirector: Sendable {
     /// - Parameter programs: the programs and maps loaded ahead (``Programs/load()``), used
     ///   instead of loading them here; they belong to this redirector afterwards.
     public init(netnsPath: FilePath, options: Options = Options(), programs: Programs? = nil) throws(BPFError) {
+        var timings = SetupTimings()
+        let setupStart = ContinuousClock.now
         let names = try Self.kubeletNameKeys(options.kubeletProcessNames)
         let netns = try bpfSystem { () throws(SystemError) -> OwnedDescriptor in
             try OwnedDescriptor.open(netnsPath, O_RDONLY)
@@ -132,6 +147,8 @@ public final class PodRedirector: Sendable {
         let nodeCookie = try Self.networkNamespaceCookie(options.kubeletNamespace)
         let loaded: EmbeddedObject.Loaded
         if let programs { loaded = programs.loaded } else { loaded = try EmbeddedObject.load() }
+        let loadedAt = ContinuousClock.now
+        timings.load = programs == nil ? setupStart.duration(to: loadedAt) : .zero
         var links: [(String, SharedDescriptor)] = []
 
         // Interfaces and the netns cookie are only visible from inside the namespace.
@@ -175,6 +192,8 @@ public final class PodRedirector: Sendable {
             cgroupRoot = try Self.findCgroup2Root()
         }
         // Last: from here on the node program sees the pod, and nothing below can fail.
+        let registrationStart = ContinuousClock.now
+        timings.attach = loadedAt.duration(to: registrationStart)
         let node = try NodeSockops.register(
             NodeSockops.Pod(cookie: cookie, activity: maps.activity, probeSources: maps.probeSources, config: maps.config),
             settings: NodeSockops.Settings(
@@ -191,6 +210,8 @@ public final class PodRedirector: Sendable {
             node.unregister(podCookie: cookie)
             try libbpfCall("bpf_map_update_elem", "zp_node_kubelet_conns") { rc }
         }
+        timings.nodeRegistration = registrationStart.duration(to: .now)
+        setupTimings = timings
         handles = Mutex(
             Handles(
                 maps: maps,
@@ -225,6 +246,7 @@ public final class PodRedirector: Sendable {
 
     private init(handles: Handles) {
         self.handles = Mutex(handles)
+        self.setupTimings = SetupTimings()
     }
 
     deinit { close() }

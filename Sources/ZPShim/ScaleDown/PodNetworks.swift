@@ -3,6 +3,7 @@ import Synchronization
 import SystemPackage
 import ZPBPF
 import ZPCore
+import ZPSystem
 
 /// The pod redirectors of this shim (one shim serves one pod group), by network namespace path:
 /// created at the first Create of a scale-down container (loading and attaching the programs
@@ -27,6 +28,8 @@ final class PodNetworks: Sendable {
     }
 
     private let entries = Mutex<[String: Entry]>([:])
+    /// Where the last redirector's setup spent its time (for the Create log line).
+    let lastSetup = Mutex<String?>(nil)
     private let preloaded = Mutex<Preload>(.idle)
 
     /// Loads one copy of the programs for the next pod, unless one is loaded or loading. A
@@ -79,12 +82,18 @@ final class PodNetworks: Sendable {
         }) {
             return existing
         }
+        let waitStart = ContinuousClock.now
         let programs = await takePreloaded()
+        let waited = waitStart.duration(to: .now)
         let redirector = try PodRedirector(
             netnsPath: FilePath(netnsPath),
             options: Self.options(node),
             programs: programs
         )
+        let t = redirector.setupTimings
+        lastSetup.withLock {
+            $0 = "preload wait \(milliseconds(waited)), load \(milliseconds(t.load)), attach \(milliseconds(t.attach)), node registration \(milliseconds(t.nodeRegistration))"
+        }
         let winner = entries.withLock { table -> PodRedirector in
             if let other = table[netnsPath] {
                 table[netnsPath]?.users.insert(container)
