@@ -109,6 +109,43 @@ final class NodeSockops: Sendable {
         }
     }
 
+    /// The node object loaded and verified but attached nowhere (the expensive part of creating
+    /// it: the verifier and the CO-RE relocation against the kernel's BTF), so that a shim can do
+    /// it before Create (decision 0037) when the node has no object yet. Dropping it unused frees it.
+    struct Loaded: Sendable {
+        let program: SharedDescriptor
+        let maps: NodeMaps
+    }
+
+    /// Loads the embedded node object.
+    /// - Throws: `BPFError.notSupported` or `.loadFailed` with the verifier log.
+    static func loadObject() throws(BPFError) -> Loaded {
+        try EmbeddedObject.withLoadedObject(
+            name: "zpbpf_node",
+            open: { czpbpf_open_embedded_node() }
+        ) { (object) throws(BPFError) -> Loaded in
+            Loaded(
+                program: try EmbeddedObject.program(object, "zp_sockops"),
+                maps: NodeMaps(
+                    config: try EmbeddedObject.map(object, "zp_node_config"),
+                    kubeletNames: try EmbeddedObject.map(object, "zp_kubelet_names"),
+                    kubeletConnections: try EmbeddedObject.map(object, "zp_kubelet_conns"),
+                    podActivity: try EmbeddedObject.map(object, "zp_pod_activity"),
+                    podProbeSources: try EmbeddedObject.map(object, "zp_pod_probe_src"),
+                    podConfig: try EmbeddedObject.map(object, "zp_pod_config"),
+                    podOwner: try EmbeddedObject.map(object, "zp_pod_owner")
+                )
+            )
+        }
+    }
+
+    /// Whether a node object of this build is pinned under `root` (for any settings): then a pod
+    /// of the usual settings only registers, and loading one ahead is not needed.
+    static func isPinned(under root: FilePath) -> Bool {
+        let prefix = "n-\(objectSHA256.prefix(12))-"
+        return ((try? Files.list(root)) ?? []).contains { $0.hasPrefix(prefix) }
+    }
+
     // MARK: registration
 
     /// The maps of one pod that the node program reads.
@@ -123,11 +160,12 @@ final class NodeSockops: Sendable {
     /// and registers `pod` in it.
     /// - Throws: `BPFError` from loading or attaching the node object (E2BIG when the cgroup root
     ///   already has 64 sockops programs of other owners) or from the registration.
-    static func register(_ pod: Pod, settings: Settings) throws(BPFError) -> NodeSockops {
+    /// - Parameter preloaded: the node object loaded ahead, used if one has to be created.
+    static func register(_ pod: Pod, settings: Settings, preloaded: Loaded? = nil) throws(BPFError) -> NodeSockops {
         let root = settings.pinRoot
         let parent = root.removingLastComponent()
         guard czpbpf_is_bpffs(parent.string) == 1 || czpbpf_is_bpffs(root.string) == 1 else {
-            let node = try create(settings: settings, directory: nil)
+            let node = try create(settings: settings, directory: nil, preloaded: preloaded)
             try node.put(pod)
             return node
         }
@@ -140,7 +178,7 @@ final class NodeSockops: Sendable {
                 node = opened
             } else {
                 unpin(directory)  // a partial directory of a process that died while making it
-                node = try create(settings: settings, directory: directory)
+                node = try create(settings: settings, directory: directory, preloaded: preloaded)
             }
             do throws(BPFError) {
                 try node.put(pod)
@@ -289,24 +327,14 @@ final class NodeSockops: Sendable {
 
     /// Loads the node object, configures it, attaches its sockops program to the cgroup v2 root
     /// and, with a directory, pins everything there (directory 0700, files 0600).
-    private static func create(settings: Settings, directory: FilePath?) throws(BPFError) -> NodeSockops {
-        let (program, maps) = try EmbeddedObject.withLoadedObject(
-            name: "zpbpf_node",
-            open: { czpbpf_open_embedded_node() }
-        ) { (object) throws(BPFError) -> (SharedDescriptor, NodeMaps) in
-            (
-                try EmbeddedObject.program(object, "zp_sockops"),
-                NodeMaps(
-                    config: try EmbeddedObject.map(object, "zp_node_config"),
-                    kubeletNames: try EmbeddedObject.map(object, "zp_kubelet_names"),
-                    kubeletConnections: try EmbeddedObject.map(object, "zp_kubelet_conns"),
-                    podActivity: try EmbeddedObject.map(object, "zp_pod_activity"),
-                    podProbeSources: try EmbeddedObject.map(object, "zp_pod_probe_src"),
-                    podConfig: try EmbeddedObject.map(object, "zp_pod_config"),
-                    podOwner: try EmbeddedObject.map(object, "zp_pod_owner")
-                )
-            )
-        }
+    private static func create(
+        settings: Settings,
+        directory: FilePath?,
+        preloaded: Loaded?
+    ) throws(BPFError) -> NodeSockops {
+        let loaded: Loaded
+        if let preloaded { loaded = preloaded } else { loaded = try loadObject() }
+        let (program, maps) = (loaded.program, loaded.maps)
         var zero: UInt32 = 0
         var config = settings.nodeCookie
         try libbpfCall("bpf_map_update_elem", "zp_node_config") {

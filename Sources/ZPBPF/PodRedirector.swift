@@ -201,7 +201,8 @@ public final class PodRedirector: Sendable {
                 cgroupRoot: cgroupRoot,
                 kubeletNames: names,
                 pinRoot: options.nodePinRoot
-            )
+            ),
+            preloaded: programs?.node
         )
         var zero: UInt32 = 0
         var kubeletMap = UInt32(bitPattern: node.maps.kubeletConnections.rawValue)
@@ -230,11 +231,20 @@ public final class PodRedirector: Sendable {
     /// copy serves one redirector; dropping it unused frees the kernel objects.
     public struct Programs: Sendable {
         let loaded: EmbeddedObject.Loaded
+        /// The node object, loaded too when none of this build was pinned under the node pin root
+        /// (the first pod of a node then only attaches and pins it; decision 0052).
+        let node: NodeSockops.Loaded?
 
-        /// Loads the embedded object (bpf_object__load: every program passes the verifier).
+        /// Loads the embedded object (bpf_object__load: every program passes the verifier), and the
+        /// node object when no node object of this build is pinned under `nodePinRoot`.
         /// - Throws: the errors of ``PodRedirector/init(netnsPath:options:programs:)``'s load:
         ///   `BPFError.notSupported` or `.loadFailed` with the verifier log.
-        public static func load() throws(BPFError) -> Programs { Programs(loaded: try EmbeddedObject.load()) }
+        public static func load(nodePinRoot: FilePath = PodRedirector.defaultNodePinRoot) throws(BPFError) -> Programs
+        {
+            let pod = try EmbeddedObject.load()
+            let node = NodeSockops.isPinned(under: nodePinRoot) ? nil : try NodeSockops.loadObject()
+            return Programs(loaded: pod, node: node)
+        }
 
         /// Kernel IDs of the maps of this copy, for checks.
         func mapIDs() throws(BPFError) -> [UInt32] {
