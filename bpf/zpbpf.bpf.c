@@ -7,8 +7,9 @@
 //                   new connections to that port are assigned to the activator's listening socket
 //                   (SOCKHASH zp_listeners, keyed by port). No packet is rewritten; established
 //                   connections never reach sk_lookup, so they survive a switch.
-//   zp_tc_activity  tc ingress (tcx link) on every interface of the pod netns: stamps the
-//                   monotonic time (bpf_ktime_get_ns) of the last client segment that carries data,
+//   zp_tc_ingress   tc ingress (one tcx link) on every interface of the pod netns: the hold below,
+//                   then the activity stamp: the monotonic time (bpf_ktime_get_ns) of the last
+//                   client segment that carries data,
 //                   SYN or FIN for a tracked port, unless the source is a probe source, (per node
 //                   setting) a loopback address, or the connection is kubelet's (the node's
 //                   zp_kubelet_conns, reached through zp_node_kubelet_conns; decision 0040).
@@ -19,8 +20,7 @@
 // 64 programs a cgroup takes).
 //
 // Connections across a scale-down (decisions 0045, 0046; the section at the end of this file):
-//   zp_tc_hold      tc ingress (a second tcx link on every interface): drops the segments of the
-//                   TCP connections a checkpoint dumped (zp_held, by 4-tuple) until the restore has put
+//   zp_tc_ingress   (above, first) drops the segments of the TCP connections a checkpoint dumped (zp_held, by 4-tuple) until the restore has put
 //                   their sockets back, so the peers see no reset; a segment with data or FIN wakes
 //                   the owner (ringbuf zp_events).
 //   zp_sk_lookup    (above) lets a new connection of a port with a handover listener (zp_handover)
@@ -106,8 +106,8 @@ int zp_sk_lookup(struct bpf_sk_lookup *ctx) {
     return SK_PASS;
 }
 
-SEC("tc")
-int zp_tc_activity(struct __sk_buff *skb) {
+/// Stamps the activity of a tracked port (see the header); never drops.
+static __always_inline int zp_stamp_activity(struct __sk_buff *skb) {
     struct zp_config *cfg = config();
     if (!cfg)
         return TC_ACT_UNSPEC;
@@ -271,8 +271,9 @@ static __always_inline int zp_handover_takes(struct bpf_sk_lookup *ctx, __u32 po
     return 1;
 }
 
-SEC("tc")
-int zp_tc_hold(struct __sk_buff *skb) {
+/// TC_ACT_SHOT for a segment of a held connection (and the wake event for its data or FIN),
+/// TC_ACT_UNSPEC otherwise.
+static __always_inline int zp_hold(struct __sk_buff *skb) {
     struct zp_conn_key key;
     __builtin_memset(&key, 0, sizeof(key));
     __u32 l4_off, l4_end;
@@ -314,6 +315,17 @@ int zp_tc_hold(struct __sk_buff *skb) {
         zp_emit(ZP_EVENT_HELD, key.local_port, held->owner);
     }
     return TC_ACT_SHOT;
+}
+
+/// tc ingress (one tcx link per interface of the pod netns): first the hold (a held connection's
+/// segments are dropped), then the activity stamp. One program rather than two: each further
+/// program on a device's tcx chain costs the attach an RCU grace period (tens of milliseconds of
+/// Create on a busy node).
+SEC("tc")
+int zp_tc_ingress(struct __sk_buff *skb) {
+    if (zp_hold(skb) == TC_ACT_SHOT)
+        return TC_ACT_SHOT;
+    return zp_stamp_activity(skb);
 }
 
 /// On the handover listener's reuseport group: selects nothing, so the kernel picks a listener

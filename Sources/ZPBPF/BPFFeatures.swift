@@ -23,7 +23,7 @@ public enum BPFFeatures {
     /// Needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN).
     public static func probe(bpffs: FilePath = "/sys/fs/bpf") -> [Feature] {
         var tcx = false
-        if let loaded = try? EmbeddedObject.load() { tcx = FeatureProbe.tcx(program: loaded.tcActivity) }
+        if let loaded = try? EmbeddedObject.load() { tcx = FeatureProbe.tcx(program: loaded.tcIngress) }
         let isBPFFS = czpbpf_is_bpffs(bpffs.string) == 1
         let cgroup2 = (try? MountInfo.cgroup2MountPoint()) != nil
         return [

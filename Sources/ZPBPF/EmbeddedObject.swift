@@ -18,15 +18,14 @@ enum EmbeddedObject {
     }
 
     /// Names of the programs in the object, in the order `Loaded` keeps them.
-    static let programNames = ["zp_sk_lookup", "zp_tc_activity", "zp_tc_hold", "zp_reuseport_migrate"]
+    static let programNames = ["zp_sk_lookup", "zp_tc_ingress", "zp_reuseport_migrate"]
 
     /// Program and map descriptors of one loaded copy of the object, owned here. libbpf's
     /// bpf_object is closed right after loading; these duplicates keep the kernel objects alive.
     struct Loaded: Sendable {
         let skLookup: SharedDescriptor
-        let tcActivity: SharedDescriptor
-        /// Drops the segments of held connections (decision 0045).
-        let tcHold: SharedDescriptor
+        /// tc ingress: drops the segments of held connections (decision 0045), stamps activity.
+        let tcIngress: SharedDescriptor
         /// Migrates a closing handover listener's queue (decision 0046).
         let reuseportMigrate: SharedDescriptor
         let maps: Maps
@@ -40,9 +39,8 @@ enum EmbeddedObject {
         try withLoadedObject(name: "zpbpf", open: { czpbpf_open_embedded() }) { (object) throws(BPFError) -> Loaded in
             Loaded(
                 skLookup: try program(object, programNames[0]),
-                tcActivity: try program(object, programNames[1]),
-                tcHold: try program(object, programNames[2]),
-                reuseportMigrate: try program(object, programNames[3]),
+                tcIngress: try program(object, programNames[1]),
+                reuseportMigrate: try program(object, programNames[2]),
                 maps: Maps(
                     redirectOn: try map(object, "zp_redirect_on"),
                     listeners: try map(object, "zp_listeners"),

@@ -97,7 +97,7 @@ public final class PodRedirector: Sendable {
 
     struct Handles: Sendable {
         var maps: Maps
-        /// Links by pin file name (link_sk_lookup, link_tcx_<ifindex>, link_tcxhold_<ifindex>).
+        /// Links by pin file name (link_sk_lookup, link_tcx_<ifindex>).
         var links: [(String, SharedDescriptor)]
         var pinDirectory: FilePath?
         /// The sk_reuseport/migrate program a handover listener's group gets (decision 0046); not
@@ -154,11 +154,7 @@ public final class PodRedirector: Sendable {
         // Interfaces and the netns cookie are only visible from inside the namespace.
         let attached: (links: [(String, SharedDescriptor)], cookie: UInt64)
         do throws(BPFError) {
-            attached = try Self.attachActivity(
-                in: NetworkNamespace(path: netnsPath),
-                program: loaded.tcActivity,
-                hold: loaded.tcHold
-            )
+            attached = try Self.attachActivity(in: NetworkNamespace(path: netnsPath), program: loaded.tcIngress)
         } catch {
             if case .system(let failure) = error, failure.errno == .invalidArgument {
                 throw .notSupported(feature: "tcx", minimumKernel: "6.6")
@@ -261,17 +257,15 @@ public final class PodRedirector: Sendable {
 
     deinit { close() }
 
-    /// On a thread inside the pod namespace: attaches `program` (and after it `hold`, decision
-    /// 0045) as tcx ingress links to every interface (if_nameindex, bpf_link_create) and reads the
+    /// On a thread inside the pod namespace: attaches `program` (hold and activity, decision 0045)
+    /// as a tcx ingress link to every interface (if_nameindex, bpf_link_create) and reads the
     /// namespace's cookie (SO_NETNS_COOKIE).
     /// - Throws: `BPFError.system` naming the call; no link is left attached.
     private static func attachActivity(
         in namespace: NetworkNamespace,
-        program: SharedDescriptor,
-        hold: SharedDescriptor
+        program: SharedDescriptor
     ) throws(BPFError) -> (links: [(String, SharedDescriptor)], cookie: UInt64) {
         let prog = program.rawValue
-        let holdProg = hold.rawValue
         let subject = namespace.path.string
         let attached = try bpfSystem { () throws(SystemError) in
             try namespace.perform { () -> Result<(links: [(String, SharedDescriptor)], cookie: UInt64), BPFError> in
@@ -306,15 +300,6 @@ public final class PodRedirector: Sendable {
                             )
                         }
                         links.append(("link_tcx_\(index)", SharedDescriptor(OwnedDescriptor(adopting: fd))))
-                        let holdFD = try libbpfCall("bpf_link_create(tcx hold)", "\(subject) ifindex \(index)") {
-                            bpf_link_create(
-                                holdProg,
-                                CInt(index),
-                                bpf_attach_type(rawValue: UInt32(CZPBPF_TCX_INGRESS)),
-                                nil
-                            )
-                        }
-                        links.append(("link_tcxhold_\(index)", SharedDescriptor(OwnedDescriptor(adopting: holdFD))))
                         entry += 1
                     }
                     return (links, cookie)
@@ -716,7 +701,7 @@ public final class PodRedirector: Sendable {
         return info[1]
     }
 
-    /// Names of the pinned links (`link_sk_lookup`, `link_tcx_<ifindex>`, `link_tcxhold_<ifindex>`).
+    /// Names of the pinned links (`link_sk_lookup`, `link_tcx_<ifindex>`).
     func linkNames() throws(BPFError) -> [String] {
         try withHandles { (h) throws(BPFError) in h.links.map(\.0) }
     }

@@ -20,7 +20,7 @@ struct LifecycleTests {
         let ids = try redirector!.kernelObjectIDs()
         #expect(ids.maps.count == 9)
         let names = try redirector!.linkNames()
-        #expect(ids.links.count == 3, "sk_lookup and two tcx links (activity, hold) on lo: \(names)")
+        #expect(ids.links.count == 2, "sk_lookup and the tcx link on lo: \(names)")
         #expect(try Set(ids.links).isSubset(of: bpftoolIDs("link")))
         #expect(try Set(ids.maps).isSubset(of: bpftoolIDs("map")))
         redirector = nil
@@ -49,7 +49,7 @@ struct LifecycleTests {
 
         var first: PodRedirector? = try PodRedirector(netnsPath: Lab.path(pod))
         let ids = try first!.kernelObjectIDs()
-        #expect(ids.links.count == 5, "sk_lookup, tcx activity and hold on lo and the veth")
+        #expect(ids.links.count == 3, "sk_lookup, the tcx links on lo and the veth")
         let dir = try first!.pin(podID: "pod-a", root: root)
         #expect(dir == root.appending("pod-a"))
         #expect(throws: BPFError.self) { try first!.pin(podID: "../x", root: root) }
@@ -59,7 +59,7 @@ struct LifecycleTests {
         #expect(stat(dir.string, &st) == 0 && st.st_mode & 0o777 == 0o700)
         #expect(stat(root.string, &st) == 0 && st.st_mode & 0o777 == 0o700)
         let pins = try FileManager.default.contentsOfDirectory(atPath: dir.string).sorted()
-        #expect(pins.count == 15, "9 maps, 5 links and the reuseport program: \(pins)")
+        #expect(pins.count == 13, "9 maps, 3 links and the reuseport program: \(pins)")
         for name in pins {
             #expect(stat(dir.appending(name).string, &st) == 0 && st.st_mode & 0o777 == 0o600, "\(name)")
         }
@@ -123,7 +123,7 @@ struct LifecycleTests {
         programs = nil
         let ids = try redirector.kernelObjectIDs()
         #expect(Set(ids.maps) == loaded, "the redirector uses the preloaded maps instead of loading new ones")
-        #expect(ids.links.count == 3, "sk_lookup and two tcx links (activity, hold) on lo")
+        #expect(ids.links.count == 2, "sk_lookup and the tcx link on lo")
         try redirector.trackPort(8080)
         redirector.close()
         #expect(try eventually { try bpftoolIDs("map").isDisjoint(with: loaded) }, "maps freed with the redirector")

@@ -40,7 +40,7 @@ struct RedirectTests {
 
     @Test func loadOnly_everyProgramPassesTheVerifier() throws {
         let loaded = try EmbeddedObject.load()
-        for fd in [loaded.skLookup, loaded.tcActivity, loaded.tcHold, loaded.reuseportMigrate] {
+        for fd in [loaded.skLookup, loaded.tcIngress, loaded.reuseportMigrate] {
             var info = [UInt32](repeating: 0, count: 64)
             var length = UInt32(info.count * 4)
             #expect(bpf_obj_get_info_by_fd(fd.rawValue, &info, &length) == 0)
