@@ -187,6 +187,11 @@ final class FakeControl: ScaleDownContainerControl {
         othersPorts.withLock { others in ports.filter { others.contains($0) } }
     }
 
+    /// Connections waiting in the application's accept queues.
+    let queued = Mutex(0)
+
+    func queuedConnections(on ports: [UInt16], treeAt pid: Int32) -> Int { queued.withLock { $0 } }
+
     var signals: [(signal: Int32, all: Bool)] { recorded.withLock { $0.signals } }
     var exits: [Int32] { recorded.withLock { $0.exits } }
     var adopted: [Int32] { recorded.withLock { $0.adopted } }

@@ -70,6 +70,21 @@ struct ScaleDownDriverTests {
         }
     }
 
+    /// Connections waiting in the application's accept queue at the idle deadline are activity:
+    /// a checkpoint would reset them (CRIU dumps a listener, not its queue).
+    @Test func queuedConnections_postponeTheScaleDown() async throws {
+        let h = Harness()
+        try await h.running {
+            await h.start()
+            h.control.queued.withLock { $0 = 3 }
+            h.clock.advance(to: at(61))
+            await eventually("re-armed from the deadline") { h.clock.sleepingUntil.contains(at(121)) }
+            #expect(h.driver.phase == .running && h.checkpoints.calls.isEmpty)
+            h.control.queued.withLock { $0 = 0 }
+            await h.scaleDown(to: at(121))
+        }
+    }
+
     @Test func timerOrders_armRealTimers_activityReArmsThem_andTheDeadlineDecides() async throws {
         let h = Harness()
         try await h.running {

@@ -9,7 +9,9 @@ import ZPTestSupport
 import Glibc
 #endif
 
-@Suite("zpbench harness pieces")
+/// Serialized: the harness spawns from one thread (Subprocess.swift sets close-on-exec right after
+/// pipe(), and a spawn in a parallel test once failed with EBADF).
+@Suite("zpbench harness pieces", .serialized)
 struct HarnessTests {
     @Test("medians of odd and even counts")
     func medians() {

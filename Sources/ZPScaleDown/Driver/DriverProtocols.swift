@@ -40,6 +40,11 @@ public protocol ScaleDownContainerControl: Sendable {
     /// container's network namespace (another container of the pod): a `ports-map` that names
     /// them would let this container's scale-down take the other's connections.
     func portsServedByOthers(_ ports: [UInt16], treeAt pid: Int32) -> [UInt16]
+
+    /// The connections waiting in the accept queues of the listeners on `ports` in the network
+    /// namespace of `pid` (accepted by the kernel, not yet by the application). A checkpoint would
+    /// reset them: CRIU dumps a listener, not its queue.
+    func queuedConnections(on ports: [UInt16], treeAt pid: Int32) -> Int
 }
 
 /// Checkpoint and restore of the container: CRIU, the checkpoint images, the restore prepared

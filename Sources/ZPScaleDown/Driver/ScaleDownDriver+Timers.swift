@@ -94,9 +94,14 @@ extension ScaleDownDriver {
         for order in early { await timerFired(order) }
     }
 
-    /// The newest activity stamp and the open connections over the container's ports.
+    /// The newest activity stamp and the open connections over the container's ports. Connections
+    /// waiting in the application's accept queues make it active now: a checkpoint would reset
+    /// them (a burst larger than the application's backlog leaves some there for seconds).
     func activity() -> (ZPInstant?, Int) {
         guard let redirect else { return (nil, 0) }
-        return redirect.activity(ports: state.withLock { $0.ports })
+        let (ports, pid) = state.withLock { ($0.ports, $0.lifecycle.pid) }
+        let (last, open) = redirect.activity(ports: ports)
+        if let pid, control.queuedConnections(on: ports, treeAt: pid) > 0 { return (clock.now(), open) }
+        return (last, open)
     }
 }

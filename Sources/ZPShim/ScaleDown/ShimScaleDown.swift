@@ -100,6 +100,10 @@ struct RuncContainerControl: ScaleDownContainerControl {
     func portsServedByOthers(_ ports: [UInt16], treeAt pid: Int32) -> [UInt16] {
         PortDiscovery.portsServedByOthers(ports, treeAt: pid)
     }
+
+    func queuedConnections(on ports: [UInt16], treeAt pid: Int32) -> Int {
+        PortDiscovery.queuedConnections(on: ports, treeAt: pid)
+    }
 }
 
 /// ZPCheckpoint as the driver's ``ScaleDownCheckpoints``: CRIU's dump, pre-dump and restore of a
