@@ -377,10 +377,16 @@ final class NodeSockops: Sendable {
     private static func open(pinnedAt directory: FilePath) throws(BPFError) -> NodeSockops {
         func map(_ name: String) throws(BPFError) -> SharedDescriptor {
             let path = directory.appending(name).string
-            return SharedDescriptor(OwnedDescriptor(adopting: try libbpfCall("bpf_obj_get", path) { bpf_obj_get(path) }))
+            return SharedDescriptor(
+                OwnedDescriptor(adopting: try libbpfCall("bpf_obj_get", path) { bpf_obj_get(path) })
+            )
         }
         guard Glibc.access(directory.appending("link_sockops").string, F_OK) == 0 else {
-            throw .invalidArgument(name: "node pin directory", value: directory.string, reason: "link_sockops is missing")
+            throw .invalidArgument(
+                name: "node pin directory",
+                value: directory.string,
+                reason: "link_sockops is missing"
+            )
         }
         return NodeSockops(
             maps: NodeMaps(

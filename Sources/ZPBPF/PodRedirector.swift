@@ -167,7 +167,11 @@ public final class PodRedirector: Sendable {
         let maps = loaded.maps
         try Self.writeConfig(
             maps.config,
-            Config(netnsCookie: cookie, ignoreLoopback: options.ignoreLoopback, identifyKubelet: options.identifyKubelet)
+            Config(
+                netnsCookie: cookie,
+                ignoreLoopback: options.ignoreLoopback,
+                identifyKubelet: options.identifyKubelet
+            )
         )
         try Self.replaceProbeSources(maps.probeSources, with: options.probeSources)
 
@@ -191,7 +195,12 @@ public final class PodRedirector: Sendable {
         let registrationStart = ContinuousClock.now
         timings.attach = loadedAt.duration(to: registrationStart)
         let node = try NodeSockops.register(
-            NodeSockops.Pod(cookie: cookie, activity: maps.activity, probeSources: maps.probeSources, config: maps.config),
+            NodeSockops.Pod(
+                cookie: cookie,
+                activity: maps.activity,
+                probeSources: maps.probeSources,
+                config: maps.config
+            ),
             settings: NodeSockops.Settings(
                 nodeCookie: nodeCookie,
                 cgroupRoot: cgroupRoot,
@@ -235,8 +244,7 @@ public final class PodRedirector: Sendable {
         /// node object when no node object of this build is pinned under `nodePinRoot`.
         /// - Throws: the errors of ``PodRedirector/init(netnsPath:options:programs:)``'s load:
         ///   `BPFError.notSupported` or `.loadFailed` with the verifier log.
-        public static func load(nodePinRoot: FilePath = PodRedirector.defaultNodePinRoot) throws(BPFError) -> Programs
-        {
+        public static func load(nodePinRoot: FilePath = PodRedirector.defaultNodePinRoot) throws(BPFError) -> Programs {
             let pod = try EmbeddedObject.load()
             let node = NodeSockops.isPinned(under: nodePinRoot) ? nil : try NodeSockops.loadObject()
             return Programs(loaded: pod, node: node)

@@ -81,7 +81,10 @@ import ZPCore
 @Test func listenerHandover_appliesOnlyWhereProbesNeedNoActivator() throws {
     let defaults = try ContainerConfig(annotations: [:])
     #expect(defaults.listenerHandoverApplies(probesRecognisedWithoutContent: true))
-    #expect(!defaults.listenerHandoverApplies(probesRecognisedWithoutContent: false), "content-detected probes would wake the app")
+    #expect(
+        !defaults.listenerHandoverApplies(probesRecognisedWithoutContent: false),
+        "content-detected probes would wake the app"
+    )
     let noDetection = try ContainerConfig(annotations: ["zeropod.ctrox.dev/disable-probe-detection": "true"])
     #expect(noDetection.listenerHandoverApplies(probesRecognisedWithoutContent: false))
     let off = try ContainerConfig(annotations: [

@@ -47,7 +47,9 @@ struct ScaleDownDriverTests {
         atArming.control.othersPorts.withLock { $0 = [8080] }
         try await atArming.running {
             await atArming.driver.started(pid: 100)
-            await eventually("refused at arming") { atArming.log.contains("scale-down is off: zeropod.ctrox.dev/ports-map names port(s) [8080]") }
+            await eventually("refused at arming") {
+                atArming.log.contains("scale-down is off: zeropod.ctrox.dev/ports-map names port(s) [8080]")
+            }
             #expect(!atArming.redirect.activatorMade)
             atArming.clock.advance(to: at(61))
             try await Task.sleep(for: .milliseconds(50))
@@ -60,7 +62,9 @@ struct ScaleDownDriverTests {
             await later.start()
             later.control.othersPorts.withLock { $0 = [8080] }
             later.clock.advance(to: at(61))
-            await eventually("refused at the scale-down") { later.log.contains("scale-down is off: zeropod.ctrox.dev/ports-map") }
+            await eventually("refused at the scale-down") {
+                later.log.contains("scale-down is off: zeropod.ctrox.dev/ports-map")
+            }
             #expect(later.checkpoints.calls.isEmpty, "nothing was dumped")
             #expect(later.driver.phase == .running)
             // Off for good: the next deadline does not try again.

@@ -66,6 +66,7 @@ extension ScaleDownDriver {
         guard !settings.ports.isEmpty, let pid = state.withLock({ $0.lifecycle.pid }) else { return nil }
         let others = control.portsServedByOthers(ports, treeAt: pid)
         guard !others.isEmpty else { return nil }
-        return "zeropod.ctrox.dev/ports-map names port(s) \(others) that another process of the pod, not this container's, listens on"
+        return
+            "zeropod.ctrox.dev/ports-map names port(s) \(others) that another process of the pod, not this container's, listens on"
     }
 }

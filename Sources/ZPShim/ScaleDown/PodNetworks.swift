@@ -92,7 +92,8 @@ final class PodNetworks: Sendable {
         )
         let t = redirector.setupTimings
         lastSetup.withLock {
-            $0 = "preload wait \(milliseconds(waited)), load \(milliseconds(t.load)), attach \(milliseconds(t.attach)), node registration \(milliseconds(t.nodeRegistration))"
+            $0 =
+                "preload wait \(milliseconds(waited)), load \(milliseconds(t.load)), attach \(milliseconds(t.attach)), node registration \(milliseconds(t.nodeRegistration))"
         }
         let winner = entries.withLock { table -> PodRedirector in
             if let other = table[netnsPath] {

@@ -243,7 +243,8 @@ public final class TaskService: Sendable {
             "created task",
             metadata: [
                 "id": "\(request.id)", "pid": "\(pid)",
-                "ms": "total \(milliseconds(total)), scale-down setup \(milliseconds(timings.scaleDownSetup)) (\(pods.lastSetup.withLock { $0 } ?? "no redirector")), container \(milliseconds(containerPart)) (mounts, runc create)",
+                "ms":
+                    "total \(milliseconds(total)), scale-down setup \(milliseconds(timings.scaleDownSetup)) (\(pods.lastSetup.withLock { $0 } ?? "no redirector")), container \(milliseconds(containerPart)) (mounts, runc create)",
             ]
         )
         return PidResponse(pid: UInt32(pid)).encoded()
