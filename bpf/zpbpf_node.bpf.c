@@ -6,7 +6,7 @@
 //
 //   zp_sockops      In a registered pod's netns (zp_pod_activity has the netns cookie): counts the
 //                   open passive (server side) TCP connections per tracked port, with the pod's
-//                   source filter (zp_pod_probe_src, zp_pod_config), from PASSIVE_ESTABLISHED to
+//                   source filter (copies in zp_pod_probe_src, zp_pod_config), from PASSIVE_ESTABLISHED to
 //                   TCP_CLOSE. In the node's netns: records the 4-tuple of every connection that
 //                   kubelet opens (TCP_CONNECT_CB runs in the connecting task, after the source port
 //                   was chosen; kubelet = a process whose thread group leader is named kubelet, k3s,
@@ -25,6 +25,8 @@
 #include <bpf/bpf_endian.h>
 
 #include "zpbpf_shared.h"
+
+#define ZP_MAX_POD_SOURCES 65536
 
 /// The node's configuration, one entry at index 0, written by user space.
 struct zp_node_config {
@@ -62,8 +64,10 @@ struct {
 
 ZP_KUBELET_CONNS_MAP zp_kubelet_conns SEC(".maps");
 
-/// The pods by netns cookie: each one's zp_activity, zp_probe_src and zp_config (inner maps of the
-/// pod objects). Not preallocated: a node pays for the pods it has.
+/// The pods by netns cookie: each one's zp_activity (an inner map: the pod's tc program stamps it
+/// and this program counts in it). Not preallocated: a node pays for the pods it has. Every write
+/// to a map of maps from user space waits for an RCU grace period, so the pods' settings and probe
+/// sources are plain maps below (decision 0052).
 struct {
     __uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
     __uint(max_entries, ZP_MAX_PODS);
@@ -72,21 +76,29 @@ struct {
     __array(values, ZP_ACTIVITY_MAP);
 } zp_pod_activity SEC(".maps");
 
+/// Each pod's settings (a copy of its zp_config), by netns cookie.
 struct {
-    __uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+    __uint(type, BPF_MAP_TYPE_HASH);
     __uint(max_entries, ZP_MAX_PODS);
     __uint(map_flags, BPF_F_NO_PREALLOC);
     __type(key, __u64);
-    __array(values, ZP_PROBE_SRC_MAP);
-} zp_pod_probe_src SEC(".maps");
-
-struct {
-    __uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
-    __uint(max_entries, ZP_MAX_PODS);
-    __uint(map_flags, BPF_F_NO_PREALLOC);
-    __type(key, __u64);
-    __array(values, ZP_CONFIG_MAP);
+    __type(value, struct zp_config);
 } zp_pod_config SEC(".maps");
+
+/// A probe source of a pod: (netns cookie, address).
+struct zp_pod_source {
+    __u64 cookie;
+    struct zp_addr addr;
+};
+
+/// Each pod's probe source addresses (a copy of its zp_probe_src).
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, ZP_MAX_POD_SOURCES);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __type(key, struct zp_pod_source);
+    __type(value, __u32);
+} zp_pod_probe_src SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
@@ -191,14 +203,14 @@ int zp_sockops(struct bpf_sock_ops *skops) {
         struct zp_activity *act = bpf_map_lookup_elem(activity, &port);
         if (!act)
             return 1;
-        void *configs = bpf_map_lookup_elem(&zp_pod_config, &netns);
-        if (!configs)
-            return 1;
-        struct zp_config *cfg = bpf_map_lookup_elem(configs, &zero);
+        struct zp_config *cfg = bpf_map_lookup_elem(&zp_pod_config, &netns);
         if (!cfg)
             return 1;
-        void *probe_src = bpf_map_lookup_elem(&zp_pod_probe_src, &netns);
-        if (!sockops_conn(skops, 0, &conn) || ignored_connection(&conn, cfg, probe_src, &zp_kubelet_conns))
+        if (!sockops_conn(skops, 0, &conn))
+            return 1;
+        struct zp_pod_source source = {.cookie = netns};
+        source.addr = conn.client;
+        if (bpf_map_lookup_elem(&zp_pod_probe_src, &source) || ignored_connection(&conn, cfg, NULL, &zp_kubelet_conns))
             return 1;
         __sync_fetch_and_add(&act->open, 1);
         // Only counted sockets of a pod get state callbacks, so each one is uncounted exactly once.

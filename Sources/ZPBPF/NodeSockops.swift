@@ -148,12 +148,13 @@ final class NodeSockops: Sendable {
 
     // MARK: registration
 
-    /// The maps of one pod that the node program reads.
+    /// What the node program needs of one pod: its activity map (an inner map), and copies of its
+    /// settings (`struct zp_config`) and probe sources (16-byte `struct zp_addr` keys).
     struct Pod {
         var cookie: UInt64
         var activity: SharedDescriptor
-        var probeSources: SharedDescriptor
-        var config: SharedDescriptor
+        var config: (UInt64, UInt32, UInt32)
+        var probeSources: [[UInt8]]
     }
 
     /// Opens the node object of `settings` (creating, attaching and pinning it if there is none)
@@ -256,16 +257,13 @@ final class NodeSockops: Sendable {
 
     private func put(_ pod: Pod) throws(BPFError) {
         var key = pod.cookie
-        for (map, inner, name) in [
-            (maps.podActivity, pod.activity, "zp_pod_activity"),
-            (maps.podProbeSources, pod.probeSources, "zp_pod_probe_src"),
-            (maps.podConfig, pod.config, "zp_pod_config"),
-        ] {
-            var fd = UInt32(bitPattern: inner.rawValue)
-            try libbpfCall("bpf_map_update_elem", "\(name)[\(pod.cookie)]") {
-                bpf_map_update_elem(map.rawValue, &key, &fd, UInt64(BPF_ANY))
-            }
+        // The one map-of-maps write (an RCU grace period); the rest are plain maps.
+        var fd = UInt32(bitPattern: pod.activity.rawValue)
+        try libbpfCall("bpf_map_update_elem", "zp_pod_activity[\(pod.cookie)]") {
+            bpf_map_update_elem(maps.podActivity.rawValue, &key, &fd, UInt64(BPF_ANY))
         }
+        try writeConfig(cookie: pod.cookie, pod.config)
+        try replaceProbeSources(cookie: pod.cookie, with: pod.probeSources)
         var owner = Owner(pid: UInt32(getpid()), pinned: 0, startTicks: Self.ownStartTicks)
         try libbpfCall("bpf_map_update_elem", "zp_pod_owner[\(pod.cookie)]") {
             bpf_map_update_elem(maps.podOwner.rawValue, &key, &owner, UInt64(BPF_ANY))
@@ -273,9 +271,42 @@ final class NodeSockops: Sendable {
     }
 
     private func remove(_ cookie: UInt64) {
-        for map in [maps.podOwner, maps.podActivity, maps.podProbeSources, maps.podConfig] {
+        for map in [maps.podOwner, maps.podActivity, maps.podConfig] {
             var key = cookie
             _ = bpf_map_delete_elem(map.rawValue, &key)
+        }
+        _ = try? replaceProbeSources(cookie: cookie, with: [])
+    }
+
+    /// Writes the copy of a pod's settings (`struct zp_config`: netns cookie, ignore loopback,
+    /// identify kubelet).
+    func writeConfig(cookie: UInt64, _ config: (UInt64, UInt32, UInt32)) throws(BPFError) {
+        var key = cookie
+        var value = config
+        try libbpfCall("bpf_map_update_elem", "zp_pod_config[\(cookie)]") {
+            bpf_map_update_elem(maps.podConfig.rawValue, &key, &value, UInt64(BPF_ANY))
+        }
+    }
+
+    /// Replaces the copy of a pod's probe sources (16-byte address keys) with `sources`.
+    func replaceProbeSources(cookie: UInt64, with sources: [[UInt8]]) throws(BPFError) {
+        let prefix = withUnsafeBytes(of: cookie) { Array($0) }
+        let current = Set(
+            try PodRedirector.keys(maps.podProbeSources, size: 24, "zp_pod_probe_src").filter {
+                Array($0.prefix(8)) == prefix
+            }
+        )
+        let wanted = Set(sources.map { prefix + $0 })
+        for stale in current.subtracting(wanted) {
+            var key = stale
+            _ = bpf_map_delete_elem(maps.podProbeSources.rawValue, &key)
+        }
+        for new in wanted.subtracting(current) {
+            var key = new
+            var one: UInt32 = 1
+            try libbpfCall("bpf_map_update_elem", "zp_pod_probe_src[\(cookie)]") {
+                bpf_map_update_elem(maps.podProbeSources.rawValue, &key, &one, UInt64(BPF_ANY))
+            }
         }
     }
 
@@ -297,15 +328,17 @@ final class NodeSockops: Sendable {
                 remove(cookie)
             }
         }
-        // Entries without an owner (a process that died between the two updates of `put`).
-        for map in [maps.podActivity, maps.podProbeSources, maps.podConfig] {
-            guard let keys = try? PodRedirector.keys(map, size: 8, "zp_pod_*") else { continue }
-            for key in keys {
-                var cookie = key.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
-                var owner = Owner(pid: 0, pinned: 0, startTicks: 0)
-                if bpf_map_lookup_elem(maps.podOwner.rawValue, &cookie, &owner) != 0 {
-                    _ = bpf_map_delete_elem(map.rawValue, &cookie)
-                }
+        // Entries without an owner (a process that died between the updates of `put`).
+        func owned(_ key: [UInt8]) -> Bool {
+            var cookie = key.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+            var owner = Owner(pid: 0, pinned: 0, startTicks: 0)
+            return bpf_map_lookup_elem(maps.podOwner.rawValue, &cookie, &owner) == 0
+        }
+        for (map, size) in [(maps.podActivity, 8), (maps.podConfig, 8), (maps.podProbeSources, 24)] {
+            guard let keys = try? PodRedirector.keys(map, size: size, "zp_pod_*") else { continue }
+            for key in keys where !owned(key) {
+                var key = key
+                _ = bpf_map_delete_elem(map.rawValue, &key)
             }
         }
     }

@@ -198,8 +198,14 @@ public final class PodRedirector: Sendable {
             NodeSockops.Pod(
                 cookie: cookie,
                 activity: maps.activity,
-                probeSources: maps.probeSources,
-                config: maps.config
+                config: Self.configValue(
+                    Config(
+                        netnsCookie: cookie,
+                        ignoreLoopback: options.ignoreLoopback,
+                        identifyKubelet: options.identifyKubelet
+                    )
+                ),
+                probeSources: try Self.keys16(maps.probeSources).map { $0.v4Mapped.bytes }
             ),
             settings: NodeSockops.Settings(
                 nodeCookie: nodeCookie,
@@ -464,7 +470,15 @@ public final class PodRedirector: Sendable {
     /// Replaces the probe source addresses (at most `maxProbeSources`; an IPv4 address and its
     /// IPv4-mapped form count once).
     public func setProbeSources(_ sources: [IPAddress]) throws(BPFError) {
-        try withHandles { (h) throws(BPFError) in try Self.replaceProbeSources(h.maps.probeSources, with: sources) }
+        try withHandles { (h) throws(BPFError) in
+            try Self.replaceProbeSources(h.maps.probeSources, with: sources)
+            if let membership = h.node {
+                try NodeSockops.open(membership).replaceProbeSources(
+                    cookie: h.podCookie,
+                    with: try Self.keys16(h.maps.probeSources).map { $0.v4Mapped.bytes }
+                )
+            }
+        }
     }
 
     /// The current probe source addresses: IPv4 (and IPv4-mapped) addresses as `.v4`, others `.v6`.
@@ -478,6 +492,9 @@ public final class PodRedirector: Sendable {
             var config = try Self.readConfig(h.maps.config)
             config.ignoreLoopback = ignore
             try Self.writeConfig(h.maps.config, config)
+            if let membership = h.node {
+                try NodeSockops.open(membership).writeConfig(cookie: h.podCookie, Self.configValue(config))
+            }
         }
     }
 
@@ -488,6 +505,9 @@ public final class PodRedirector: Sendable {
             var config = try Self.readConfig(h.maps.config)
             config.identifyKubelet = identify
             try Self.writeConfig(h.maps.config, config)
+            if let membership = h.node {
+                try NodeSockops.open(membership).writeConfig(cookie: h.podCookie, Self.configValue(config))
+            }
         }
     }
 
@@ -768,11 +788,14 @@ public final class PodRedirector: Sendable {
         var identifyKubelet: Bool
     }
 
+    /// `config` as `struct zp_config`'s fields.
+    private static func configValue(_ config: Config) -> (UInt64, UInt32, UInt32) {
+        (config.netnsCookie, config.ignoreLoopback ? 1 : 0, config.identifyKubelet ? 1 : 0)
+    }
+
     private static func writeConfig(_ map: SharedDescriptor, _ config: Config) throws(BPFError) {
         var key: UInt32 = 0
-        var value: (UInt64, UInt32, UInt32) = (
-            config.netnsCookie, config.ignoreLoopback ? 1 : 0, config.identifyKubelet ? 1 : 0
-        )
+        var value = configValue(config)
         try libbpfCall("bpf_map_update_elem", "zp_config") {
             bpf_map_update_elem(map.rawValue, &key, &value, UInt64(BPF_ANY))
         }
