@@ -106,54 +106,75 @@ int zp_sk_lookup(struct bpf_sk_lookup *ctx) {
     return SK_PASS;
 }
 
-/// Stamps the activity of a tracked port (see the header); never drops.
-static __always_inline int zp_stamp_activity(struct __sk_buff *skb) {
-    struct zp_config *cfg = config();
-    if (!cfg)
-        return TC_ACT_UNSPEC;
-    struct zp_conn conn;
-    __builtin_memset(&conn, 0, sizeof(conn));
+/// One TCP segment at tc ingress, parsed once for the hold and the activity stamp.
+struct zp_segment {
+    struct zp_addr source;      // the peer (the client of a connection to the pod)
+    struct zp_addr destination; // the pod side
+    __u16 source_port;          // host order
+    __u16 destination_port;     // host order
+    __u32 payload;              // bytes of TCP payload
+    __u32 syn;
+    __u32 fin;
+};
+
+/// Parses the IPv4 or IPv6 TCP segment of `skb` (Ethernet framing); 0 if it is not one.
+static __always_inline int zp_parse_segment(struct __sk_buff *skb, struct zp_segment *seg) {
+    __builtin_memset(seg, 0, sizeof(*seg));
     __u32 l4_off, l4_end;
     if (skb->protocol == bpf_htons(ETH_P_IP)) {
         struct iphdr ip;
         if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
-            return TC_ACT_UNSPEC;
+            return 0;
         if (ip.protocol != IPPROTO_TCP || ip.ihl < 5)
-            return TC_ACT_UNSPEC;
-        addr_from_v4(&conn.client, ip.saddr);
-        addr_from_v4(&conn.server, ip.daddr);
+            return 0;
+        addr_from_v4(&seg->source, ip.saddr);
+        addr_from_v4(&seg->destination, ip.daddr);
         l4_off = ETH_HLEN + ip.ihl * 4;
         // tot_len is 0 in BIG TCP (GSO over 64 KiB) packets: fall back to the skb length.
         l4_end = ip.tot_len ? ETH_HLEN + bpf_ntohs(ip.tot_len) : skb->len;
     } else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
         struct ipv6hdr ip6;
         if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0)
-            return TC_ACT_UNSPEC;
+            return 0;
         if (ip6.nexthdr != IPPROTO_TCP) // extension headers are not followed
-            return TC_ACT_UNSPEC;
-        __builtin_memcpy(conn.client.bytes, &ip6.saddr, 16);
-        __builtin_memcpy(conn.server.bytes, &ip6.daddr, 16);
+            return 0;
+        __builtin_memcpy(seg->source.bytes, &ip6.saddr, 16);
+        __builtin_memcpy(seg->destination.bytes, &ip6.daddr, 16);
         l4_off = ETH_HLEN + sizeof(ip6);
         l4_end = ip6.payload_len ? l4_off + bpf_ntohs(ip6.payload_len) : skb->len;
     } else {
-        return TC_ACT_UNSPEC;
+        return 0;
     }
     struct tcphdr tcp;
     if (bpf_skb_load_bytes(skb, l4_off, &tcp, sizeof(tcp)) < 0)
+        return 0;
+    seg->source_port = bpf_ntohs(tcp.source);
+    seg->destination_port = bpf_ntohs(tcp.dest);
+    __u32 hdr_end = l4_off + tcp.doff * 4;
+    seg->payload = l4_end > hdr_end ? l4_end - hdr_end : 0;
+    seg->syn = tcp.syn;
+    seg->fin = tcp.fin;
+    return 1;
+}
+
+/// Stamps the activity of a tracked port (see the header); never drops.
+static __always_inline int zp_stamp_activity(const struct zp_segment *seg) {
+    struct zp_config *cfg = config();
+    if (!cfg)
         return TC_ACT_UNSPEC;
-    __u32 port = bpf_ntohs(tcp.dest);
+    __u32 port = seg->destination_port;
     struct zp_activity *act = bpf_map_lookup_elem(&zp_activity, &port);
     if (!act)
         return TC_ACT_UNSPEC;
-    __u32 payload = 0;
-    __u32 hdr_end = l4_off + tcp.doff * 4;
-    if (l4_end > hdr_end)
-        payload = l4_end - hdr_end;
     // Pure ACKs (window updates, keepalives) are not client activity.
-    if (payload == 0 && !tcp.syn && !tcp.fin)
+    if (seg->payload == 0 && !seg->syn && !seg->fin)
         return TC_ACT_UNSPEC;
-    conn.client_port = bpf_ntohs(tcp.source);
-    conn.server_port = (__u16)port;
+    struct zp_conn conn;
+    __builtin_memset(&conn, 0, sizeof(conn));
+    conn.client = seg->source;
+    conn.server = seg->destination;
+    conn.client_port = seg->source_port;
+    conn.server_port = seg->destination_port;
     if (ignored_connection(&conn, cfg, &zp_probe_src, kubelet_conns()))
         return TC_ACT_UNSPEC;
     act->last_ns = bpf_ktime_get_ns();
@@ -273,44 +294,18 @@ static __always_inline int zp_handover_takes(struct bpf_sk_lookup *ctx, __u32 po
 
 /// TC_ACT_SHOT for a segment of a held connection (and the wake event for its data or FIN),
 /// TC_ACT_UNSPEC otherwise.
-static __always_inline int zp_hold(struct __sk_buff *skb) {
+static __always_inline int zp_hold(const struct zp_segment *seg) {
     struct zp_conn_key key;
     __builtin_memset(&key, 0, sizeof(key));
-    __u32 l4_off, l4_end;
-    if (skb->protocol == bpf_htons(ETH_P_IP)) {
-        struct iphdr ip;
-        if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
-            return TC_ACT_UNSPEC;
-        if (ip.protocol != IPPROTO_TCP || ip.ihl < 5)
-            return TC_ACT_UNSPEC;
-        addr_from_v4(&key.remote, ip.saddr);
-        addr_from_v4(&key.local, ip.daddr);
-        l4_off = ETH_HLEN + ip.ihl * 4;
-        l4_end = ip.tot_len ? ETH_HLEN + bpf_ntohs(ip.tot_len) : skb->len;
-    } else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
-        struct ipv6hdr ip6;
-        if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0)
-            return TC_ACT_UNSPEC;
-        if (ip6.nexthdr != IPPROTO_TCP)
-            return TC_ACT_UNSPEC;
-        __builtin_memcpy(key.remote.bytes, &ip6.saddr, 16);
-        __builtin_memcpy(key.local.bytes, &ip6.daddr, 16);
-        l4_off = ETH_HLEN + sizeof(ip6);
-        l4_end = ip6.payload_len ? l4_off + bpf_ntohs(ip6.payload_len) : skb->len;
-    } else {
-        return TC_ACT_UNSPEC;
-    }
-    struct tcphdr tcp;
-    if (bpf_skb_load_bytes(skb, l4_off, &tcp, sizeof(tcp)) < 0)
-        return TC_ACT_UNSPEC;
-    key.local_port = bpf_ntohs(tcp.dest);
-    key.remote_port = bpf_ntohs(tcp.source);
+    key.local = seg->destination;
+    key.remote = seg->source;
+    key.local_port = seg->destination_port;
+    key.remote_port = seg->source_port;
     struct zp_held_value *held = bpf_map_lookup_elem(&zp_held, &key);
     if (!held)
         return TC_ACT_UNSPEC;
     __sync_fetch_and_add(&held->dropped, 1);
-    __u32 hdr_end = l4_off + tcp.doff * 4;
-    if ((l4_end > hdr_end || tcp.fin) && !held->woken) {
+    if ((seg->payload > 0 || seg->fin) && !held->woken) {
         held->woken = 1;
         zp_emit(ZP_EVENT_HELD, key.local_port, held->owner);
     }
@@ -323,9 +318,12 @@ static __always_inline int zp_hold(struct __sk_buff *skb) {
 /// Create on a busy node).
 SEC("tc")
 int zp_tc_ingress(struct __sk_buff *skb) {
-    if (zp_hold(skb) == TC_ACT_SHOT)
+    struct zp_segment seg;
+    if (!zp_parse_segment(skb, &seg))
+        return TC_ACT_UNSPEC;
+    if (zp_hold(&seg) == TC_ACT_SHOT)
         return TC_ACT_SHOT;
-    return zp_stamp_activity(skb);
+    return zp_stamp_activity(&seg);
 }
 
 /// On the handover listener's reuseport group: selects nothing, so the kernel picks a listener
