@@ -28,8 +28,12 @@ final class PodNetworks: Sendable {
     }
 
     private let entries = Mutex<[String: Entry]>([:])
-    /// Where the last redirector's setup spent its time (for the Create log line).
-    let lastSetup = Mutex<String?>(nil)
+    /// Where each container's redirector setup spent its time, until its Create logs it
+    /// (``takeSetup(container:)``); none for a container that joined an existing redirector.
+    private let setups = Mutex<[String: String]>([:])
+
+    /// The setup figures of `container`'s redirector, once (nil when its Create made none).
+    func takeSetup(container: String) -> String? { setups.withLock { $0.removeValue(forKey: container) } }
     private let preloaded = Mutex<Preload>(.idle)
 
     /// Loads one copy of the programs for the next pod, unless one is loaded or loading. A
@@ -91,8 +95,8 @@ final class PodNetworks: Sendable {
             programs: programs
         )
         let t = redirector.setupTimings
-        lastSetup.withLock {
-            $0 =
+        setups.withLock {
+            $0[container] =
                 "preload wait \(milliseconds(waited)), load \(milliseconds(t.load)), attach \(milliseconds(t.attach)), node registration \(milliseconds(t.nodeRegistration))"
         }
         let winner = entries.withLock { table -> PodRedirector in
@@ -134,6 +138,7 @@ final class PodNetworks: Sendable {
 
     /// Drops `container` from its pod; the last one removes the redirector (links, maps, pins).
     func release(netnsPath: String, container: String) {
+        setups.withLock { $0[container] = nil }
         let last = entries.withLock { table -> PodRedirector? in
             guard var entry = table[netnsPath] else { return nil }
             entry.users.remove(container)

@@ -244,7 +244,7 @@ public final class TaskService: Sendable {
             metadata: [
                 "id": "\(request.id)", "pid": "\(pid)",
                 "ms":
-                    "total \(milliseconds(total)), scale-down setup \(milliseconds(timings.scaleDownSetup)) (\(pods.lastSetup.withLock { $0 } ?? "no redirector")), container \(milliseconds(containerPart)) (mounts, runc create)",
+                    "total \(milliseconds(total)), scale-down setup \(milliseconds(timings.scaleDownSetup)) (\(pods.takeSetup(container: request.id) ?? "no new redirector")), container \(milliseconds(containerPart)) (mounts, runc create)",
             ]
         )
         return PidResponse(pid: UInt32(pid)).encoded()
