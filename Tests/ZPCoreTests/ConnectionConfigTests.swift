@@ -93,3 +93,44 @@ import ZPCore
     ])
     #expect(!off.listenerHandoverApplies(probesRecognisedWithoutContent: true))
 }
+
+@Test func procNetTCP_pendingConnections_countsAcceptQueuesAndIncompleteHandshakes() {
+    let tcp = """
+          sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+           0: 00000000:1F90 00000000:0000 0A 00000000:00000007 00:00000000 00000000     0        0 3357405 1 000000008bbdd0d7 100 0 0 10 0
+           1: 00000000:0050 00000000:0000 0A 00000000:00000003 00:00000000 00000000     0        0 3357406 1 000000008bbdd0d8 100 0 0 10 0
+           2: 0100540A:1F90 0200540A:E23E 03 00000000:00000000 01:00000064 00000002     0        0 0 1 00000000a282d7d2
+           3: 0100540A:1F90 0200540A:E23F 03 00000000:00000000 01:00000064 00000002     0        0 0 1 00000000a282d7d3
+           4: 0100540A:1F90 0200540A:E240 01 00000000:00000010 00:00000000 00000000     0        0 3357407 1 000000006f85d71f 20 4 30 11 -1
+           5: 0100540A:0050 0200540A:E241 03 00000000:00000000 01:00000064 00000002     0        0 0 1 00000000a282d7d4
+        """
+    let rows = ProcNetTCP.parse(tcp, ipv6: false)
+    #expect(rows.count == 6)
+    #expect(rows[0].receiveQueue == 7 && rows[4].receiveQueue == 16)
+    // 8080: 7 queued + 2 handshakes; the established connection's unread bytes are not pending.
+    #expect(ProcNetTCP.pendingConnections(rows, ports: [8080]) == 9)
+    #expect(ProcNetTCP.pendingConnections(rows, ports: [80]) == 4)
+    #expect(ProcNetTCP.pendingConnections(rows, ports: [80, 8080]) == 13)
+    #expect(ProcNetTCP.pendingConnections(rows, ports: [9090]) == 0)
+    #expect(ProcNetTCP.pendingConnections(rows, ports: []) == 0)
+}
+
+@Test func procNetStat_listenerPressure_sumsListenDropsAndSyncookiesSent() {
+    let text = """
+        TcpExt: SyncookiesSent SyncookiesRecv SyncookiesFailed EmbryonicRsts ListenOverflows ListenDrops
+        TcpExt: 12 3 0 0 40 41
+        IpExt: InNoRoutes InTruncatedPkts
+        IpExt: 0 0
+        """
+    #expect(ProcNetStat.listenerPressure(text) == 53)
+    // A missing counter, a mismatched value line, a number that does not parse, no TcpExt at all.
+    #expect(ProcNetStat.listenerPressure("TcpExt: SyncookiesSent ListenOverflows\nTcpExt: 1 2\n") == nil)
+    #expect(ProcNetStat.listenerPressure("TcpExt: SyncookiesSent ListenDrops\nTcpExt: 1\n") == nil)
+    #expect(ProcNetStat.listenerPressure("TcpExt: SyncookiesSent ListenDrops\nTcpExt: 1 x\n") == nil)
+    #expect(ProcNetStat.listenerPressure("IpExt: InNoRoutes\nIpExt: 0\n") == nil)
+    #expect(ProcNetStat.listenerPressure("TcpExt: SyncookiesSent ListenDrops") == nil)
+    // This kernel's own table parses.
+    if let real = try? String(contentsOfFile: "/proc/self/net/netstat", encoding: .utf8) {
+        #expect(ProcNetStat.listenerPressure(real) != nil)
+    }
+}

@@ -189,8 +189,12 @@ final class FakeControl: ScaleDownContainerControl {
 
     /// Connections waiting in the application's accept queues.
     let queued = Mutex(0)
+    /// The namespace's listener pressure counter.
+    let pressure = Mutex<UInt64?>(nil)
 
-    func queuedConnections(on ports: [UInt16], treeAt pid: Int32) -> Int { queued.withLock { $0 } }
+    func pendingConnections(on ports: [UInt16], treeAt pid: Int32) -> PendingConnections {
+        PendingConnections(queued: queued.withLock { $0 }, listenerPressure: pressure.withLock { $0 })
+    }
 
     var signals: [(signal: Int32, all: Bool)] { recorded.withLock { $0.signals } }
     var exits: [Int32] { recorded.withLock { $0.exits } }

@@ -89,6 +89,41 @@ struct ScaleDownDriverTests {
         }
     }
 
+    /// Listener pressure (dropped handshakes, SYN cookies) between two deadlines is activity at
+    /// the second: those clients retransmit seconds apart with no state the queues show. A
+    /// counter that stays put (or is unreadable) is not.
+    @Test func listenerPressure_sinceTheLastDeadline_postponesTheScaleDown() async throws {
+        let h = Harness()
+        try await h.running {
+            await h.start()
+            // The first reading is only the baseline, however high.
+            h.control.pressure.withLock { $0 = 1000 }
+            h.redirect.recorded.withLock { $0.lastActivity = at(50) }
+            h.clock.advance(to: at(61))
+            await eventually("re-armed to 110 s") { h.clock.sleepingUntil.contains(at(110)) }
+            // Grew since: active at the deadline.
+            h.control.pressure.withLock { $0 = 1007 }
+            h.clock.advance(to: at(110))
+            await eventually("re-armed from the deadline") { h.clock.sleepingUntil.contains(at(170)) }
+            #expect(h.driver.phase == .running && h.checkpoints.calls.isEmpty)
+            // Unchanged: the scale-down goes ahead.
+            await h.scaleDown(to: at(170))
+        }
+    }
+
+    @Test func listenerPressure_unreadable_isNoActivity() async throws {
+        let h = Harness()
+        try await h.running {
+            await h.start()
+            h.control.pressure.withLock { $0 = 5 }
+            h.redirect.recorded.withLock { $0.lastActivity = at(50) }
+            h.clock.advance(to: at(61))
+            await eventually("re-armed to 110 s") { h.clock.sleepingUntil.contains(at(110)) }
+            h.control.pressure.withLock { $0 = nil }
+            await h.scaleDown(to: at(110))
+        }
+    }
+
     @Test func timerOrders_armRealTimers_activityReArmsThem_andTheDeadlineDecides() async throws {
         let h = Harness()
         try await h.running {

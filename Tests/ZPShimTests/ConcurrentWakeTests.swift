@@ -103,7 +103,10 @@ private let burstScript = """
             timeout: 180
         )
         let summary = result.stdout.split(separator: "\n").first.map(String.init) ?? ""
-        #expect(summary.hasPrefix("ok=\(Self.connections) bad=0"), "\(result.stdout)\n\(result.stderr)")
+        #expect(
+            summary.hasPrefix("ok=\(Self.connections) bad=0"),
+            "\(result.stdout)\n\(result.stderr)\n\(containerd.log(tail: 40))"
+        )
         let restores = containerd.logLines(containing: "restored process:")
         #expect(restores.count == 1, "one restore: \(restores)")
         #expect(containerd.logLines(containing: "cold started process").isEmpty)

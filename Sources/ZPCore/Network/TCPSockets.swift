@@ -81,6 +81,31 @@ public struct TCPListenerAddress: Hashable, Sendable, CustomStringConvertible {
 
 /// The kernel's TCP socket tables, `/proc/<pid>/net/tcp` and `/proc/<pid>/net/tcp6` (the tables of
 /// the network namespace of `<pid>`), as rows.
+/// `/proc/<pid>/net/netstat`: the network namespace's extended TCP counters.
+public enum ProcNetStat {
+    /// `ListenDrops + SyncookiesSent` of the `TcpExt` rows: grows whenever a listener of the
+    /// namespace drops a handshake or its completion (accept queue full) or answers a SYN with a
+    /// cookie (SYN queue full). Either leaves clients that the kernel keeps no state for and that
+    /// retransmit with backoff (seconds apart); nil when the rows are missing.
+    public static func listenerPressure(_ text: String) -> UInt64? {
+        let lines = text.split(separator: "\n")
+        for (index, header) in lines.enumerated() where header.hasPrefix("TcpExt:") && index + 1 < lines.count {
+            let names = header.split(separator: " ").dropFirst()
+            let values = lines[index + 1].split(separator: " ").dropFirst()
+            guard lines[index + 1].hasPrefix("TcpExt:"), names.count == values.count else { return nil }
+            var found = 0
+            var sum: UInt64 = 0
+            for (name, value) in zip(names, values) where name == "ListenDrops" || name == "SyncookiesSent" {
+                guard let number = UInt64(value) else { return nil }
+                sum &+= number
+                found += 1
+            }
+            return found == 2 ? sum : nil
+        }
+        return nil
+    }
+}
+
 public enum ProcNetTCP {
     /// TCP states as the tables print them (`st`, include/net/tcp_states.h).
     public enum State: UInt8, Sendable {
@@ -125,6 +150,9 @@ public enum ProcNetTCP {
         /// The socket's inode (`socket:[inode]` in `/proc/<pid>/fd`); 0 for time-wait and request
         /// sockets, which belong to no process.
         public var inode: UInt64
+        /// `rx_queue`: for a listener, the connections in its accept queue; for a connection, the
+        /// bytes received and not yet read.
+        public var receiveQueue: UInt32 = 0
 
         /// The connection as a tuple.
         public var tuple: TCPConnectionTuple {
@@ -153,7 +181,8 @@ public enum ProcNetTCP {
                 let local = endpoint(fields[1], ipv6: ipv6),
                 let remote = endpoint(fields[2], ipv6: ipv6),
                 let rawState = UInt8(fields[3], radix: 16), let state = State(rawValue: rawState),
-                let inode = UInt64(fields[9])
+                let inode = UInt64(fields[9]),
+                let queues = fields[4].split(separator: ":").last, let receiveQueue = UInt32(queues, radix: 16)
             else { continue }
             rows.append(
                 Row(
@@ -162,11 +191,29 @@ public enum ProcNetTCP {
                     remote: remote.0,
                     remotePort: remote.1,
                     state: state,
-                    inode: inode
+                    inode: inode,
+                    receiveQueue: receiveQueue
                 )
             )
         }
         return rows
+    }
+
+    /// The connections on their way to the listeners on `ports` that no process has accepted
+    /// yet: those in the listeners' accept queues (`rx_queue` of the LISTEN rows) and the request
+    /// sockets of handshakes not yet complete (SYN_RECV rows, which the kernel keeps while the
+    /// accept queue is full and retransmits its SYN-ACK for seconds). A checkpoint would reset
+    /// both: CRIU dumps neither.
+    public static func pendingConnections(_ rows: [Row], ports: Set<UInt16>) -> Int {
+        var pending = 0
+        for row in rows where ports.contains(row.localPort) {
+            switch row.state {
+            case .listen: pending += Int(row.receiveQueue)
+            case .synReceived, .newSynReceived: pending += 1
+            default: break
+            }
+        }
+        return pending
     }
 
     /// `0100007F:1F90` or `00000000000000000000000001000000:1F90`.

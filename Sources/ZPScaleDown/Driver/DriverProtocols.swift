@@ -41,10 +41,25 @@ public protocol ScaleDownContainerControl: Sendable {
     /// them would let this container's scale-down take the other's connections.
     func portsServedByOthers(_ ports: [UInt16], treeAt pid: Int32) -> [UInt16]
 
-    /// The connections waiting in the accept queues of the listeners on `ports` in the network
-    /// namespace of `pid` (accepted by the kernel, not yet by the application). A checkpoint would
-    /// reset them: CRIU dumps a listener, not its queue.
-    func queuedConnections(on ports: [UInt16], treeAt pid: Int32) -> Int
+    /// The connections on their way to the listeners on `ports` in the network namespace of
+    /// `pid` that the application has not accepted yet, and the namespace's listener pressure
+    /// counter. A checkpoint would reset them: CRIU dumps a listener, not its queue.
+    func pendingConnections(on ports: [UInt16], treeAt pid: Int32) -> PendingConnections
+}
+
+/// What ``ScaleDownContainerControl/pendingConnections(on:treeAt:)`` finds.
+public struct PendingConnections: Sendable, Hashable {
+    /// Connections in the listeners' accept queues and handshakes not yet complete (SYN_RECV).
+    public var queued: Int
+    /// A counter of the namespace (`ListenDrops + SyncookiesSent`, ``ProcNetStat``) that grows
+    /// when a listener drops a handshake or answers with a SYN cookie: the clients concerned have
+    /// no state the tables show and retransmit seconds apart. Nil when unreadable.
+    public var listenerPressure: UInt64?
+
+    public init(queued: Int, listenerPressure: UInt64? = nil) {
+        self.queued = queued
+        self.listenerPressure = listenerPressure
+    }
 }
 
 /// Checkpoint and restore of the container: CRIU, the checkpoint images, the restore prepared

@@ -98,6 +98,8 @@ public final class ScaleDownDriver: Sendable {
         /// The checkpoint waiting for a lazy-pages daemon (``RestoreSupervision``).
         var checkpointWait: CheckedContinuation<String?, Never>?
         var timers = Timers()
+        /// The listener pressure counter at the last idle or pre-dump deadline.
+        var listenerPressure: UInt64?
     }
 
     /// The container id.

@@ -1,5 +1,6 @@
 import SystemPackage
 import ZPCore
+import ZPScaleDown
 import ZPSystem
 
 #if canImport(FoundationEssentials)
@@ -45,26 +46,20 @@ enum PortDiscovery {
         return Set(listening.filter { !ours.contains($0.1) }.map(\.0)).sorted()
     }
 
-    /// The sum of the accept queues (`rx_queue` of the LISTEN rows of `/proc/<pid>/net/tcp{,6}`)
-    /// of the listeners on `ports` in the namespace of `pid`.
-    static func queuedConnections(on ports: [UInt16], treeAt pid: Int32) -> Int {
-        let wanted = Set(ports)
-        var queued = 0
-        for file in ["tcp", "tcp6"] {
+    /// The connections not yet accepted by the listeners on `ports` in the namespace of `pid`
+    /// (``ProcNetTCP/pendingConnections(_:ports:)``: accept queues and incomplete handshakes) and
+    /// the namespace's listener pressure counter (``ProcNetStat/listenerPressure(_:)``).
+    static func pendingConnections(on ports: [UInt16], treeAt pid: Int32) -> PendingConnections {
+        var rows: [ProcNetTCP.Row] = []
+        for (file, ipv6) in [("tcp", false), ("tcp6", true)] {
             guard let bytes = try? Files.read(FilePath("/proc/\(pid)/net/\(file)")) else { continue }
-            for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n").dropFirst() {
-                let fields = line.split(separator: " ", omittingEmptySubsequences: true)
-                guard fields.count > 4, fields[3] == "0A",
-                    let colon = fields[1].lastIndex(of: ":"),
-                    let port = UInt16(fields[1][fields[1].index(after: colon)...], radix: 16),
-                    wanted.contains(port),
-                    let queues = fields[4].split(separator: ":").last,
-                    let rx = Int(queues, radix: 16)
-                else { continue }
-                queued += rx
-            }
+            rows += ProcNetTCP.parse(String(decoding: bytes, as: UTF8.self), ipv6: ipv6)
         }
-        return queued
+        let netstat = try? Files.read(FilePath("/proc/\(pid)/net/netstat"))
+        return PendingConnections(
+            queued: ProcNetTCP.pendingConnections(rows, ports: Set(ports)),
+            listenerPressure: netstat.flatMap { ProcNetStat.listenerPressure(String(decoding: $0, as: UTF8.self)) }
+        )
     }
 
     /// The TCP connections of the process tree rooted at `pid` (established, or closing but not

@@ -101,8 +101,8 @@ struct RuncContainerControl: ScaleDownContainerControl {
         PortDiscovery.portsServedByOthers(ports, treeAt: pid)
     }
 
-    func queuedConnections(on ports: [UInt16], treeAt pid: Int32) -> Int {
-        PortDiscovery.queuedConnections(on: ports, treeAt: pid)
+    func pendingConnections(on ports: [UInt16], treeAt pid: Int32) -> PendingConnections {
+        PortDiscovery.pendingConnections(on: ports, treeAt: pid)
     }
 }
 
