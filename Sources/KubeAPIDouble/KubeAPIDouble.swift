@@ -4,6 +4,7 @@ import NIOHTTP1
 import NIOPosix
 import NIOSSL
 import Synchronization
+import Yams
 import ZPKube
 
 /// A test double of the Kubernetes API server for the resources the manager uses (decision 0021).
@@ -337,6 +338,23 @@ public final class KubeAPIDouble: Sendable {
             return (status, (try? JSON(parsing: bytes)) ?? .string(String(decoding: bytes, as: UTF8.self)))
         case .watch:
             return (400, ["message": "use a real client for watches"])
+        }
+    }
+
+    /// A CustomResourceDefinition manifest (YAML, one document, e.g. the repository's
+    /// `config/components/migration/crd.yaml`) as the JSON ``installCustomResourceDefinition(_:)`` takes.
+    /// - Throws: ``DoubleError`` (400) naming the file when it cannot be read or is no YAML mapping.
+    public static func customResourceDefinition(yamlFile path: String) throws -> JSON {
+        do {
+            let text = try String(contentsOfFile: path, encoding: .utf8)
+            guard let object = try Yams.load(yaml: text), object is [String: Any] else {
+                throw DoubleError(status: 400, body: ["kind": "Status", "message": .string("\(path): not a YAML mapping")])
+            }
+            return try JSON(parsing: Array(try JSONSerialization.data(withJSONObject: object)))
+        } catch let error as DoubleError {
+            throw error
+        } catch {
+            throw DoubleError(status: 400, body: ["kind": "Status", "message": .string("\(path): \(error)")])
         }
     }
 

@@ -101,6 +101,12 @@ public struct ContainerRestoreOptions: Sendable {
     public var terminal = false
     /// CRIU restore options; root, inherited files, mounts and cgroups are filled in.
     public var criu = RestoreOptions()
+    /// The images were made from another container, on another node (offline migration, decision
+    /// 0057): the host side of everything the manifest names comes from this container's runc
+    /// state instead (bind mount sources by mount point, cgroup mounts and cgroup roots from its
+    /// cgroup paths, the network and pid namespaces from its configured paths), and established
+    /// TCP connections come back closed (their addresses were the other pod's).
+    public var migrated = false
 
     /// zeropod's defaults.
     public init() {}
@@ -483,7 +489,7 @@ public final class PreparedContainerRestore {
         self.imagesDir = imagesDir
         do { state = try RuncState(runcRoot: container.runcRoot, id: container.id) } catch { throw .runcState(error) }
         let manifestPath = imagesDir.appending(ContainerCheckpointer.manifestName)
-        let manifest: ContainerCheckpointManifest
+        var manifest: ContainerCheckpointManifest
         do {
             manifest = try JSONDecoder().decode(
                 ContainerCheckpointManifest.self,
@@ -495,9 +501,11 @@ public final class PreparedContainerRestore {
         if isProcessRunning(state.initPID, startedAt: state.initStart) {
             throw .invalidState(container: container.id, reason: "init \(state.initPID) is still running")
         }
+        if options.migrated { manifest = try Self.migrated(manifest, to: state, container: container.id) }
         var o = options.criu
         o.manageCgroups = options.cgroupMode
         if options.terminal { o.orphanPtsMaster = true }
+        if options.migrated { o.tcpClose = true }
         o.externalMounts = manifest.externalMounts.keys.sorted().map {
             CRIUKeyValue(key: $0, value: manifest.externalMounts[$0]!)
         }
@@ -627,8 +635,97 @@ public final class PreparedContainerRestore {
         // last process left, i.e. at the dump): make it again at the same path, as runc's restore
         // does (through systemd for its driver), so the worker and the restored tasks land there.
         Self.makeMissingCgroups(state.cgroupPaths)
-        if let pid = worker?.workerPID { Self.joinCgroups(pid: pid, paths: state.cgroupPaths) }
+        if let pid = worker?.workerPID {
+            Self.joinCgroups(pid: pid, paths: state.cgroupPaths)
+            // Migrated images name the other container's cgroups: the tree goes where the worker
+            // now is, this container's (as runc's restore does with cg_root).
+            if options.migrated,
+                let text = try? Files.readText(FilePath("/proc/\(pid)/cgroup"))
+            {
+                self.options.cgroupRoots = Self.cgroupRoots(procCgroup: text)
+            }
+        }
         prepareDuration = .now - start
+    }
+
+    /// `manifest` (made for another container, maybe on another node) with this container's host
+    /// side: every external mount's source from `state` (a bind mount of the config with that
+    /// mount point, or for a cgroup filesystem mounted at `/sys/fs/cgroup[/<controllers>]` the
+    /// container's folder of that hierarchy), and its network and pid namespace paths.
+    /// - Throws: ``ContainerCheckpointError/invalidArgument(_:)`` naming a mount point this
+    ///   container has no source for, or a namespace it does not join.
+    static func migrated(
+        _ manifest: ContainerCheckpointManifest,
+        to state: RuncState,
+        container: String
+    ) throws(ContainerCheckpointError) -> ContainerCheckpointManifest {
+        var out = manifest
+        let binds = Dictionary(state.mounts.filter(\.isBind).map { ($0.destination, $0.source) }) { a, _ in a }
+        let cgroups = state.cgroupPaths
+        for (mountPoint, _) in manifest.externalMounts {
+            if let source = binds[mountPoint] {
+                out.externalMounts[mountPoint] = source
+            } else if let folder = cgroupFolder(mountedAt: mountPoint, paths: cgroups) {
+                out.externalMounts[mountPoint] = folder
+            } else {
+                throw .invalidArgument(
+                    "the migrated images of container \(container) bind \(mountPoint) from the host, and this container's spec has no mount there"
+                )
+            }
+        }
+        let ns = state.namespaces
+        if manifest.networkNamespaceKey != nil {
+            guard let net = ns["NEWNET"], !net.isEmpty else {
+                throw .invalidArgument(
+                    "the migrated images of container \(container) join a network namespace, and this container's spec names none"
+                )
+            }
+            out.networkNamespacePath = net
+        }
+        if manifest.pidNamespacePath != nil {
+            guard let pidns = ns["NEWPID"], !pidns.isEmpty else {
+                throw .invalidArgument(
+                    "the migrated images of container \(container) join a pid namespace, and this container's spec names none"
+                )
+            }
+            out.pidNamespacePath = pidns
+        }
+        return out
+    }
+
+    /// The container's cgroup folder for the hierarchy runc mounts at `mountPoint` inside it:
+    /// `/sys/fs/cgroup` (v2: the `""` path), `/sys/fs/cgroup/<controllers>` (v1: the path of its
+    /// first controller, `name=<x>` for a named hierarchy, `/sys/fs/cgroup/unified` the v2 one).
+    static func cgroupFolder(mountedAt mountPoint: String, paths: [String: String]) -> String? {
+        let base = "/sys/fs/cgroup"
+        if mountPoint == base { return paths[""].flatMap { $0.isEmpty ? nil : $0 } }
+        guard mountPoint.hasPrefix(base + "/") else { return nil }
+        let name = String(mountPoint.dropFirst(base.count + 1))
+        guard !name.isEmpty, !name.contains("/") else { return nil }
+        let candidates =
+            name == "unified"
+            ? [""] : [name, "name=" + name] + name.split(separator: ",").map(String.init)
+        for key in candidates { if let path = paths[key], !path.isEmpty { return path } }
+        return nil
+    }
+
+    /// CRIU's cgroup roots for a task whose `/proc/<pid>/cgroup` is `procCgroup`: each v1
+    /// controller at its path (`name=` hierarchies as named), the v2 hierarchy as the default.
+    static func cgroupRoots(procCgroup: String) -> [CRIUCgroupRoot] {
+        var roots: [CRIUCgroupRoot] = []
+        for line in procCgroup.split(separator: "\n") {
+            let parts = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+            guard parts.count == 3 else { continue }
+            let path = String(parts[2])
+            if parts[1].isEmpty {
+                roots.append(CRIUCgroupRoot(controller: nil, path: path))
+            } else {
+                for controller in parts[1].split(separator: ",") {
+                    roots.append(CRIUCgroupRoot(controller: String(controller), path: path))
+                }
+            }
+        }
+        return roots
     }
 
     /// Makes every cgroup folder of `paths` that does not exist (best effort; CRIU's soft mode makes

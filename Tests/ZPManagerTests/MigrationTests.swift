@@ -21,15 +21,9 @@ import ZPTestSupport
 
 /// config/components/migration/crd.yaml as JSON.
 func migrationCRD() throws -> JSON {
-    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent()
-    let text = try String(
-        contentsOf: root.appendingPathComponent("config/components/migration/crd.yaml"),
-        encoding: .utf8
+    try KubeAPIDouble.customResourceDefinition(
+        yamlFile: TestPaths.packageRoot + "/config/components/migration/crd.yaml"
     )
-    let object = try #require(try Yams.load(yaml: text))
-    let data = try JSONSerialization.data(withJSONObject: object)
-    return try JSON(parsing: Array(data))
 }
 
 /// A node of the test: a manager with -migration, its folders, its address.

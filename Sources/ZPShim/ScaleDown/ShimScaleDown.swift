@@ -33,12 +33,21 @@ final class ScaleDownWiring: Sendable {
     let netnsPath: String
     /// The container's kept connections and handover listeners (decisions 0045, 0046).
     let connections: ContainerConnections?
+    /// The container's offline migration (`zeropod.ctrox.dev/migrate` names it; decision 0057).
+    let migration: ContainerMigration?
 
-    init(driver: ScaleDownDriver, container: ContainerHandle, netnsPath: String, connections: ContainerConnections?) {
+    init(
+        driver: ScaleDownDriver,
+        container: ContainerHandle,
+        netnsPath: String,
+        connections: ContainerConnections?,
+        migration: ContainerMigration? = nil
+    ) {
         self.driver = driver
         self.container = container
         self.netnsPath = netnsPath
         self.connections = connections
+        self.migration = migration
     }
 }
 
@@ -274,6 +283,26 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
             connections?.restoreFailed()
             throw error
         }
+        if let master = result.terminalMaster {
+            if let container = container.current { await container.adoptInitTerminal(master) } else { master.close() }
+        }
+        return RestoredProcess(pid: result.pid, details: result.details)
+    }
+
+    /// Restores the container from images another container's checkpoint made (an offline
+    /// migration's, decision 0057) and removes them: CRIU directly with this container's host side
+    /// (ZPCheckpoint's `migrated`), established connections closed.
+    func restoreMigrated() async throws -> RestoredProcess {
+        var options = try await restoreOptions()
+        options.migrated = true
+        // Connections the source dumped (`tcp_established`) are allowed in the images and come
+        // back closed (ZPCheckpoint sets `tcp_close` for migrated images).
+        options.criu.tcpEstablished = true
+        let (checkpointer, target, images) = (checkpointer, target, imagesDirectory)
+        let result = try await NIOThreadPool.singleton.runIfActive { [options] in
+            try checkpointer.restore(target, imagesDir: FilePath(images), options: options)
+        }
+        removeImages()
         if let master = result.terminalMaster {
             if let container = container.current { await container.adoptInitTerminal(master) } else { master.close() }
         }

@@ -248,11 +248,15 @@ public actor ShimContainer {
                 throw ShimError.failedPrecondition("task \(id) is not in the created state")
             }
             initProcess.phase = .starting
-            do {
-                try await runc.start(id: id, bundle: bundle)
-            } catch {
-                if initProcess.phase == .starting { initProcess.phase = .created }
-                throw error
+            if let migration = scaleDown?.migration, migration.takeWaitingImage() {
+                try await startFromMigratedImage(migration)
+            } else {
+                do {
+                    try await runc.start(id: id, bundle: bundle)
+                } catch {
+                    if initProcess.phase == .starting { initProcess.phase = .created }
+                    throw error
+                }
             }
             publisher.publish(.start(containerID: id, pid: UInt32(initProcess.pid)), namespace: namespace)
             guard let driver else {
@@ -338,6 +342,49 @@ public actor ShimContainer {
         // An exec that exited before its pid was known ended here: it no longer pins the container.
         if let driver, case .exited = execs[execID]?.phase { await driver.execEnded(execID) }
         return pid
+    }
+
+    /// Start of a container whose Create found a migrated image (decision 0057): the init that
+    /// `runc create` made (waiting on its exec fifo) is ended and the image restored in its place,
+    /// with its cgroups, namespaces and stdio. When that fails, the container starts from scratch
+    /// (`runc delete`, `runc create`, `runc start`), never half restored; the node is told either way.
+    /// - Throws: what `runc` throws on the from-scratch path.
+    private func startFromMigratedImage(_ migration: ContainerMigration) async throws {
+        let stale = initProcess.pid
+        _ = Glibc.kill(stale, SIGKILL)
+        // The reaper delivers its exit as pending (the phase is `starting`); it is no exit of the container.
+        let deadline = ContinuousClock.now + .seconds(30)
+        while initProcess.pendingExit == nil, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(2))
+        }
+        initProcess.pendingExit = nil
+        let start = ContinuousClock.now
+        do {
+            let restored = try await migration.restoreImages()
+            initProcess.pid = restored.pid
+            logger.info(
+                "migration: restored the migrated image at Start",
+                metadata: [
+                    "id": "\(id)", "pid": "\(restored.pid)",
+                    "ms": "\(milliseconds(ContinuousClock.now - start))",
+                    "criu": "\(restored.details["criu"] ?? "-")",
+                ]
+            )
+            await migration.finish(failure: "")
+        } catch {
+            logger.warning("migration: the migrated image cannot be restored, starting from scratch: \(error)")
+            migration.removeImages()
+            await migration.finish(failure: "restore at the target failed: \(error)")
+            try? await runc.delete(id: id, bundle: bundle, force: true)
+            do {
+                _ = try await recreateInit()
+                try await runc.start(id: id, bundle: bundle)
+            } catch {
+                if initProcess.phase == .starting { initProcess.phase = .created }
+                throw error
+            }
+        }
+        if let early = pids.register(initProcess.pid, to: self) { initProcess.pendingExit = early }
     }
 
     private func finishStart(execID: String) {

@@ -210,6 +210,9 @@ public final class TaskService: Sendable {
             let scaleDownStart = ContinuousClock.now
             scaleDown = try await makeScaleDown(request, runc: runc, options: options, namespace: namespace)
             timings.scaleDownSetup = scaleDownStart.duration(to: .now)
+            // The replaced container's image, if a claimed Migration brings one (decision 0057):
+            // before the rootfs is mounted, so its changed files land in the fresh upper dir.
+            if let migration = scaleDown?.migration { await migration.fetchImage() }
             timings.runcStart = .now
             do {
                 container = try await ShimContainer.create(
@@ -267,12 +270,17 @@ public final class TaskService: Sendable {
         } catch {
             throw ShimError.invalidArgument("\(error)")
         }
-        // Migration is built on the manager's side but the shim does not evacuate or restore yet
-        // (issue 16): a container it applies to is refused rather than silently not migrated.
-        if config.isManaged, config.anyMigrationEnabled {
-            let key = config.liveMigrationEnabled ? ZeropodAnnotation.liveMigrate : ZeropodAnnotation.migrate
+        // Live migration is not built yet (issue 16): a container it applies to is refused rather
+        // than silently not migrated. Offline migration moves a scaled-down container's
+        // checkpoint, so it needs scale-down (decision 0057).
+        if config.isManaged, config.liveMigrationEnabled {
             throw ShimError.notImplemented(
-                "\(key.rawValue): migrating container \"\(config.containerName)\" is not supported yet; remove it from the annotation"
+                "\(ZeropodAnnotation.liveMigrate.rawValue): migrating container \"\(config.containerName)\" live is not supported yet; use \(ZeropodAnnotation.migrate.rawValue) (offline) or remove it"
+            )
+        }
+        if config.isManaged, config.migrationEnabled, !config.scaleDownEnabled {
+            throw ShimError.invalidArgument(
+                "\(ZeropodAnnotation.migrate.rawValue) names container \"\(config.containerName)\", whose scale-down is off: only a scaled-down container's checkpoint migrates"
             )
         }
         guard config.isManaged, config.scaleDownEnabled else { return nil }
@@ -381,7 +389,29 @@ public final class TaskService: Sendable {
             wakeGroup: wakeGroup,
             logger: logger
         )
-        return ScaleDownWiring(driver: driver, container: handle, netnsPath: netns, connections: connections)
+        let migration = config.migrationEnabled
+            ? ContainerMigration(
+                layout: node.layout,
+                containerID: request.id,
+                pod: NodeAPI.PodInfo(
+                    name: config.podName,
+                    namespace: config.podNamespace,
+                    containerName: config.containerName
+                ),
+                imagesDirectory: checkpoints.imagesDirectory,
+                upperDirectory: config.disableMigrateData ? nil : ContainerMigration.upperDirectory(of: request.rootfs),
+                group: group,
+                logger: containerLogger,
+                restoreImages: { [checkpoints] in try await checkpoints.restoreMigrated() },
+                removeImages: { [checkpoints] in checkpoints.removeImages() }
+            ) : nil
+        return ScaleDownWiring(
+            driver: driver,
+            container: handle,
+            netnsPath: netns,
+            connections: connections,
+            migration: migration
+        )
     }
 
     /// Carries out a `Wake` call of the status service (wake groups): wakes container `request.id`
@@ -418,7 +448,15 @@ public final class TaskService: Sendable {
 
     private func kill(_ call: TTRPCCall) async throws -> [UInt8] {
         let request = try KillRequest(decoding: call.payload)
-        try await container(request.id).kill(execID: request.execID, signal: request.signal, all: request.all)
+        let container = try container(request.id)
+        // The Kill of a scaled-down init whose pod is deleted: its checkpoint goes to the claimed
+        // target first (decision 0057); the node answers at once when no Migration applies.
+        if request.execID.isEmpty, let migration = container.scaleDown?.migration,
+            let driver = container.driver, driver.phase == .scaledDown
+        {
+            await migration.evacuate()
+        }
+        try await container.kill(execID: request.execID, signal: request.signal, all: request.all)
         return EmptyMessage().encoded()
     }
 
