@@ -228,22 +228,31 @@ func statusCode(_ body: () async throws -> Void) async -> (RPCStatusCode, String
         #expect(good.problem == nil && good.config.runcPath == "/opt/runc")
     }
 
-    /// `migrate` / `live-migrate` naming this container: refused at Create (the shim cannot evacuate
-    /// or restore yet, issue 16), naming the annotation; runc is never called. A pod whose annotation
-    /// names another container is created as usual.
-    @Test func migrationAnnotations_areRefusedUntilTheShimMigrates() async throws {
-        for (key, value, refused) in [
-            ("zeropod.ctrox.dev/migrate", "web,app", true),
-            ("zeropod.ctrox.dev/live-migrate", "app", true),
-            ("zeropod.ctrox.dev/migrate", "web", false),
-        ] {
+    /// `live-migrate` naming this container is refused at Create (live migration is not built,
+    /// issue 16), and so is `migrate` naming a container whose scale-down is off (only a
+    /// scaled-down container's checkpoint migrates, decision 0057); runc is never called then. A
+    /// `migrate` naming another container, or this one with scale-down on, creates as usual.
+    @Test func migrationAnnotations_liveRefused_offlineNeedsScaleDown() async throws {
+        let cases: [(annotations: [String: String], refusal: (RPCStatusCode, String)?)] = [
+            (
+                ["zeropod.ctrox.dev/live-migrate": "app"],
+                (.unimplemented, "zeropod.ctrox.dev/live-migrate: migrating container \"app\" live is not supported yet")
+            ),
+            (
+                ["zeropod.ctrox.dev/migrate": "web,app", "zeropod.ctrox.dev/scaledown-duration": "0s"],
+                (.invalidArgument, "zeropod.ctrox.dev/migrate names container \"app\", whose scale-down is off")
+            ),
+            (["zeropod.ctrox.dev/migrate": "web"], nil),
+            (["zeropod.ctrox.dev/migrate": "app", "zeropod.ctrox.dev/scaledown-duration": "5m"], nil),
+        ]
+        for (annotations, refusal) in cases {
             let bed = try FakeRuncBed()
             defer { bed.remove() }
             let spec = [
                 "annotations": [
                     "io.kubernetes.cri.container-type": "container",
-                    "io.kubernetes.cri.container-name": "app", key: value,
-                ]
+                    "io.kubernetes.cri.container-name": "app",
+                ].merging(annotations) { $1 }
             ]
             try JSONSerialization.data(withJSONObject: spec).write(
                 to: URL(fileURLWithPath: bed.bundle + "/config.json")
@@ -251,15 +260,12 @@ func statusCode(_ body: () async throws -> Void) async -> (RPCStatusCode, String
             let outcome = await statusCode {
                 _ = try await bed.call(.create, CreateTaskRequest(id: "m1", bundle: bed.bundle))
             }
-            if refused {
-                #expect(outcome?.0 == .unimplemented, "\(key): \(String(describing: outcome))")
-                #expect(
-                    outcome?.1.contains("\(key): migrating container \"app\" is not supported yet") == true,
-                    "\(String(describing: outcome))"
-                )
+            if let (code, text) = refusal {
+                #expect(outcome?.0 == code, "\(annotations): \(String(describing: outcome))")
+                #expect(outcome?.1.contains(text) == true, "\(String(describing: outcome))")
                 #expect(bed.calls.isEmpty, "\(bed.calls)")
             } else {
-                #expect(outcome == nil, "\(String(describing: outcome))")
+                #expect(outcome == nil, "\(annotations): \(String(describing: outcome))")
                 #expect(bed.calls.first?.contains("create --bundle") == true, "\(bed.calls)")
                 _ = try? await bed.call(.delete, TaskProcessRequest(id: "m1", execID: ""))
             }

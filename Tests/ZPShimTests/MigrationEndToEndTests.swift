@@ -89,6 +89,27 @@ private func criAnnotations(pod name: String) -> [String] {
 }
 
 @Suite(.serialized) struct MigrationEndToEndTests {
+    /// Two nodes' folders in a scratch folder and the API double (stopped at the end) for `body`.
+    private func withTwoNodes(_ body: (KubeAPIDouble, TestNode, TestNode, String) async throws -> Void)
+        async throws
+    {
+        let scratch = "/tmp/zpmig-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let a = try TestNode(name: "node-a", podIP: "127.0.0.2", scratch: scratch)
+        let b = try TestNode(name: "node-b", podIP: "127.0.0.3", scratch: scratch)
+        var settings = KubeAPIDouble.Settings()
+        settings.tokens = ["token": "system:serviceaccount:zeropod-system:zeropod-node"]
+        settings.gracefulPodDeletion = true
+        let double = try await KubeAPIDouble.start(settings: settings)
+        do {
+            try await body(double, a, b, scratch)
+        } catch {
+            await double.stop()
+            throw error
+        }
+        await double.stop()
+    }
+
     /// A scaled-down counter moves from node-a to node-b (containerd 1.6 to 2.x, and back) when its
     /// pod is deleted and its replacement lands on node-b: the first request on node-b shows the
     /// counter continued (memory moved), the Migration ends Completed, and neither node keeps an
@@ -96,22 +117,29 @@ private func criAnnotations(pod name: String) -> [String] {
     @Test(arguments: [[ContainerdFlavor.debian, .containerd2], [.containerd2, .debian]])
     func offlineMigration_scaledDownCounter_continuesOnTheOtherNode(flavors: [ContainerdFlavor]) async throws {
         let rootfs = try TestPaths.busyboxRootfs()
-        let scratch = "/tmp/zpmig-\(UUID().uuidString.prefix(8))"
-        defer { try? FileManager.default.removeItem(atPath: scratch) }
-        let a = try TestNode(name: "node-a", podIP: "127.0.0.2", scratch: scratch)
-        let b = try TestNode(name: "node-b", podIP: "127.0.0.3", scratch: scratch)
-
-        var settings = KubeAPIDouble.Settings()
-        settings.tokens = ["token": "system:serviceaccount:zeropod-system:zeropod-node"]
-        settings.gracefulPodDeletion = true
-        let double = try await KubeAPIDouble.start(settings: settings)
-        do {
+        try await withTwoNodes { double, a, b, scratch in
             try await scenario(double: double, a: a, b: b, flavors: flavors, scratch: scratch, rootfs: rootfs)
-        } catch {
-            await double.stop()
-            throw error
         }
-        await double.stop()
+    }
+
+    /// The image arrives but cannot be restored on the target (the old container bound a host
+    /// folder at /data that the replacement's spec does not mount): the replacement starts from
+    /// scratch (the counter starts over), never half restored; the Migration ends Failed with the
+    /// reason, and no image is left on either node.
+    @Test func offlineMigration_unrestorableImage_startsFromScratch_andFails() async throws {
+        let rootfs = try TestPaths.busyboxRootfs()
+        try await withTwoNodes { double, a, b, scratch in
+            try FileManager.default.createDirectory(atPath: scratch + "/data", withIntermediateDirectories: true)
+            try await scenario(
+                double: double,
+                a: a,
+                b: b,
+                flavors: [.containerd2, .containerd2],
+                scratch: scratch,
+                rootfs: rootfs,
+                sourceExtra: ["--mount", "type=bind,src=\(scratch)/data,dst=/data,options=rbind:rw"]
+            )
+        }
     }
 
     private func scenario(
@@ -120,8 +148,11 @@ private func criAnnotations(pod name: String) -> [String] {
         b: TestNode,
         flavors: [ContainerdFlavor],
         scratch: String,
-        rootfs: String
+        rootfs: String,
+        sourceExtra: [String] = []
     ) async throws {
+        // A source with mounts the target lacks cannot be restored there.
+        let restorable = sourceExtra.isEmpty
         try double.installCustomResourceDefinition(
             KubeAPIDouble.customResourceDefinition(
                 yamlFile: TestPaths.packageRoot + "/config/components/migration/crd.yaml"
@@ -171,7 +202,7 @@ private func criAnnotations(pod name: String) -> [String] {
         )
 
         // The app on node-a: counter at 2, then scaled down (its checkpoint holds the counter).
-        try startCounter(containerdA, netns: netnsA, id: sourceID, rootfs: rootfs, extra: criAnnotations(pod: sourcePod))
+        try startCounter(containerdA, netns: netnsA, id: sourceID, rootfs: rootfs, extra: criAnnotations(pod: sourcePod) + sourceExtra)
         defer { removeTask(containerdA, sourceID) }
         #expect(netnsA.httpGet(port: 8080)?.contains("count=2") == true)
         try #require(waitScaledDown(containerdA, netns: netnsA, checkpoints: 1), "\(containerdA.log(tail: 30))")
@@ -219,16 +250,21 @@ private func criAnnotations(pod name: String) -> [String] {
         }
         let firstResponse = ContinuousClock.now
         #expect(
-            body?.contains("count=3") == true,
+            body?.contains(restorable ? "count=3" : "count=1") == true,
             "first response on node-b: \(body ?? "none")\n\(containerdB.log(tail: 40))"
         )
-        #expect(!containerdB.logLines(containing: "migration: restored the migrated image at Start").isEmpty)
+        #expect(containerdB.logLines(containing: "migration: restored the migrated image at Start").isEmpty != restorable)
+        #expect(
+            containerdB.logLines(
+                containing: "migration: the migrated image cannot be restored, starting from scratch"
+            ).isEmpty == restorable
+        )
         #expect(containerdA.logLines(containing: "migration: checkpoint handed to the claimed target").count == 1)
         func phase() -> String? {
             migration()?[path: ["status", "containers"]]?.arrayValue?.first?[path: ["condition", "phase"]]?.stringValue
         }
         #expect(
-            eventually(within: 60) { phase() == "Completed" },
+            eventually(within: 60) { phase() == (restorable ? "Completed" : "Failed") },
             "phase \(phase() ?? "-")\na:\n\(a.managerLog())\nb:\n\(b.managerLog())"
         )
         // No image is left: the source's checkpoint and archive, the target's pulled image.
@@ -245,7 +281,15 @@ private func criAnnotations(pod name: String) -> [String] {
         )
         // And it scales down on node-b like any container.
         #expect(waitScaledDown(containerdB, netns: netnsB, checkpoints: 1))
-        #expect(netnsB.httpGet(port: 8080)?.contains("count=4") == true)
+        #expect(netnsB.httpGet(port: 8080)?.contains(restorable ? "count=4" : "count=2") == true)
+        if !restorable {
+            let message = migration()?[path: ["status", "containers"]]?.arrayValue?.first?[path: [
+                "condition", "message",
+            ]]?.stringValue
+            #expect(message?.contains("/data") == true, "\(message ?? "no message")")
+            print("[zpmigration] unrestorable image: started from scratch; Migration Failed: \(message ?? "-")")
+            return
+        }
         print(
             "[zpmigration] \(flavors[0].name) -> \(flavors[1].name) offline: delete -> first response on the target "
                 + "\(milliseconds(firstResponse - deleted)) ms; "
