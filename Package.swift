@@ -268,7 +268,7 @@ let package = Package(
             name: "ZPShimTests",
             dependencies: [
                 "ZPShim", "ZPAPI", "ZPSystem", "ZPTTRPC", "ZPKube", "KubeAPIDouble", "ZPTestSupport",
-                "ZPActivator", "ZPBPF", "ZPImageArchive",
+                "ZPActivator", "ZPBPF", "ZPImageArchive", "ZPCRITestBed",
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strict

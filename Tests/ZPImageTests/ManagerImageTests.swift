@@ -13,23 +13,6 @@ import ZPCore
 import ZPManagerTestKit
 import ZPTestSupport
 
-/// A loopback TCP port nobody listens on right now.
-func freePort() -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    _ = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-    }
-    return Int(UInt16(bigEndian: address.sin_port))
-}
-
 /// `curl` of a loopback URL: the status code and the body, or nil when nothing answered.
 func httpGet(_ url: String) async -> (status: Int, body: String)? {
     guard let r = try? await runOffThePool(["curl", "-s", "-m", "5", "-w", "\n%{http_code}", url], timeout: 20),
@@ -76,7 +59,7 @@ struct ManagerImageTests {
                 for await _ in ready { break }
                 try await withCRITestBed(flavor: .containerd2, tag: "imgmgr") { bed in
                     try bed.importImage(archive: manager.archive)
-                    let port = freePort()
+                    let port = freeLoopbackPort()
                     var pod = bed.pod(uniqueName("zeropod-node"), handler: CRITestBed.runcHandler)
                     pod.hostNetwork = true
                     var config = pod.containerConfig(

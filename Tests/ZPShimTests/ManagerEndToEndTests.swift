@@ -11,23 +11,6 @@ import ZPTestSupport
 import FoundationNetworking
 #endif
 
-/// A free TCP port on 127.0.0.1 (bound and released).
-func freeLoopbackPort() -> Int {
-    let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(s) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    _ = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &length) }
-    }
-    return Int(UInt16(bigEndian: address.sin_port))
-}
-
 /// A GET with a short timeout: body and status, nil when nothing answered.
 func httpGetText(_ url: String) async -> (status: Int, body: String)? {
     var request = URLRequest(url: URL(string: url)!)

@@ -1,6 +1,7 @@
 import Foundation
 import KubeAPIDouble
 import Testing
+import ZPCRITestBed
 import ZPCore
 import ZPKube
 import ZPSystem
@@ -15,51 +16,6 @@ import ZPTestSupport
 // would be, and the containers through containerd's API (`ctr`) with the CRI annotations kubelet's
 // CRI plugin sets. Simplification: the managers share the host network namespace (not one netns
 // per node on a bridge).
-
-/// A node of the test: its folders, its containerd and its manager process.
-private struct TestNode {
-    let name: String
-    let podIP: String
-    let folder: String
-    let layout: NodeLayout
-    let nodeConfig: String
-
-    init(name: String, podIP: String, scratch: String) throws {
-        self.name = name
-        self.podIP = podIP
-        folder = scratch + "/" + name
-        layout = NodeLayout(runDirectory: folder + "/run", stateDirectory: folder + "/state")
-        nodeConfig = folder + "/node.conf"
-        try FileManager.default.createDirectory(atPath: layout.runDirectory, withIntermediateDirectories: true)
-        try "run-dir = \(layout.runDirectory)\nstate-dir = \(layout.stateDirectory)\n".write(
-            toFile: nodeConfig,
-            atomically: true,
-            encoding: .utf8
-        )
-    }
-
-    /// Starts `zeropod-manager -migration` for this node, logging to `<folder>/manager.log`.
-    func startManager(kubeconfig: String) throws -> Process {
-        let manager = Process()
-        manager.executableURL = URL(fileURLWithPath: TestPaths.buildDirectory + "/zeropod-manager")
-        manager.arguments = [
-            "-migration", "-metrics-addr=127.0.0.1:\(freeLoopbackPort())",
-            "-node-server-addr=\(podIP):\(freeLoopbackPort())", "-kubeconfig=\(kubeconfig)",
-            "-node-config=\(nodeConfig)", "-migration-claim-timeout=20s", "-migration-servers-timeout=60s",
-        ]
-        manager.environment = ["NODE_NAME": name, "POD_IP": podIP, "PATH": "/usr/bin:/bin"]
-        _ = FileManager.default.createFile(atPath: folder + "/manager.log", contents: nil)
-        manager.standardOutput = FileHandle(forWritingAtPath: folder + "/manager.log")
-        manager.standardError = FileHandle(forWritingAtPath: folder + "/manager.log")
-        try manager.run()
-        return manager
-    }
-
-    func managerLog(tail: Int = 25) -> String {
-        ((try? String(contentsOfFile: folder + "/manager.log", encoding: .utf8)) ?? "").split(separator: "\n")
-            .suffix(tail).joined(separator: "\n")
-    }
-}
 
 /// The pod objects of the test: a Deployment's pod (label pod-template-hash) whose container
 /// `app` migrates.
@@ -89,19 +45,45 @@ private func criAnnotations(pod name: String) -> [String] {
 }
 
 @Suite(.serialized) struct MigrationEndToEndTests {
-    /// Two nodes' folders in a scratch folder and the API double (stopped at the end) for `body`.
-    private func withTwoNodes(_ body: (KubeAPIDouble, TestNode, TestNode, String) async throws -> Void)
-        async throws
-    {
+    /// Two nodes' folders in a scratch folder, the API double with the Migration CRD, and both
+    /// nodes' managers running, for `body`; everything is stopped and removed afterwards.
+    private func withTwoNodes(
+        _ body: (KubeAPIDouble, MigrationTestNode, MigrationTestNode, String) async throws -> Void
+    ) async throws {
         let scratch = "/tmp/zpmig-\(UUID().uuidString.prefix(8))"
         defer { try? FileManager.default.removeItem(atPath: scratch) }
-        let a = try TestNode(name: "node-a", podIP: "127.0.0.2", scratch: scratch)
-        let b = try TestNode(name: "node-b", podIP: "127.0.0.3", scratch: scratch)
+        let a = try MigrationTestNode(name: "node-a", podIP: "127.0.0.2", scratch: scratch)
+        let b = try MigrationTestNode(name: "node-b", podIP: "127.0.0.3", scratch: scratch)
         var settings = KubeAPIDouble.Settings()
         settings.tokens = ["token": "system:serviceaccount:zeropod-system:zeropod-node"]
         settings.gracefulPodDeletion = true
         let double = try await KubeAPIDouble.start(settings: settings)
         do {
+            try double.installCustomResourceDefinition(
+                KubeAPIDouble.customResourceDefinition(
+                    yamlFile: TestPaths.packageRoot + "/config/components/migration/crd.yaml"
+                )
+            )
+            try double.create("namespaces", ["metadata": ["name": "zeropod-system"]])
+            let kubeconfig = scratch + "/kubeconfig"
+            try double.kubeconfig(token: "token").write(toFile: kubeconfig, atomically: true, encoding: .utf8)
+            let managerA = try a.startManager(kubeconfig: kubeconfig)
+            defer {
+                kill(managerA.processIdentifier, SIGTERM)
+                managerA.waitUntilExit()
+            }
+            let managerB = try b.startManager(kubeconfig: kubeconfig)
+            defer {
+                kill(managerB.processIdentifier, SIGTERM)
+                managerB.waitUntilExit()
+            }
+            try #require(
+                eventually(within: 60) {
+                    FileManager.default.fileExists(atPath: a.layout.nodeSocket)
+                        && FileManager.default.fileExists(atPath: b.layout.nodeSocket)
+                },
+                "node sockets missing; a:\n\(a.managerLog())\nb:\n\(b.managerLog())"
+            )
             try await body(double, a, b, scratch)
         } catch {
             await double.stop()
@@ -142,10 +124,147 @@ private func criAnnotations(pod name: String) -> [String] {
         }
     }
 
+    /// The whole drain as kubelet drives it, through containerd's CRI plugin on both nodes
+    /// (node-a 1.6, node-b 2.x; CNI pod networks, the overlayfs snapshotter): a counter pod that
+    /// wrote a file scales down; the API double deletes it and schedules its replacement on node-b;
+    /// kubelet on node-a stops the old container while kubelet on node-b creates the new one. The
+    /// replacement answers with the counter continued, the written file is in its rootfs, the
+    /// Migration is Completed, and no image is left on either node.
+    @Test(.enabled(if: Privileges.hasTool("/usr/lib/cni/bridge"), "the CNI plugins are not installed (make setup)"))
+    func offlineMigration_throughKubeletsCRICalls_memoryAndWrittenFileMove() async throws {
+        try await withTwoNodes { double, a, b, _ in
+            try await withCRITestBed(
+                flavor: .debian,
+                tag: "miga",
+                environment: ["ZEROPOD_NODE_CONFIG": a.nodeConfig]
+            ) { bedA in
+                try await withCRITestBed(
+                    flavor: .containerd2,
+                    tag: "migb",
+                    environment: ["ZEROPOD_NODE_CONFIG": b.nodeConfig]
+                ) { bedB in
+                    try await criScenario(double: double, a: a, b: b, bedA: bedA, bedB: bedB)
+                }
+            }
+        }
+    }
+
+    private func criScenario(
+        double: KubeAPIDouble,
+        a: MigrationTestNode,
+        b: MigrationTestNode,
+        bedA: CRITestBed,
+        bedB: CRITestBed
+    ) async throws {
+        let token = "note-\(UUID().uuidString.prefix(8))"
+        let app = "echo \(token) > /note.txt; " + counterServer
+        let annotations = ["zeropod.ctrox.dev/migrate": "app", "zeropod.ctrox.dev/scaledown-duration": "2s"]
+        let suffix = UUID().uuidString.prefix(5).lowercased()
+        let podA = bedA.pod(
+            "web-5d9c-a\(suffix)",
+            handler: CRITestBed.zeropodHandler,
+            labels: ["pod-template-hash": "5d9c"],
+            annotations: annotations,
+            containerPorts: [8080]
+        )
+        let podB = bedB.pod(
+            "web-5d9c-b\(suffix)",
+            handler: CRITestBed.zeropodHandler,
+            labels: ["pod-template-hash": "5d9c"],
+            annotations: annotations,
+            containerPorts: [8080]
+        )
+        func get(_ ip: String) async -> String? {
+            var body: String?
+            _ = await eventuallyAsync(within: 20) {
+                body = try? await onThread {
+                    try KubeletProbe.http(ip: ip, port: 8080, userAgent: "zpmig-client/1", timeout: 20).body
+                }
+                return body != nil
+            }
+            return body
+        }
+        // kubelet on node-a: the pod, its counter (count=1, then 2), scaled down.
+        let (sandboxA, ipA) = try await bedA.runPodSandbox(podA)
+        let config = { (pod: KubeletPod) in
+            pod.containerConfig("app", image: bedA.busyboxImage, command: ["/bin/sh", "-c", app])
+        }
+        let appA = try await bedA.startContainer(config(podA), in: sandboxA, of: podA)
+        #expect(await get(ipA)?.contains("count=1") == true)
+        #expect(await get(ipA)?.contains("count=2") == true)
+        try #require(
+            await eventuallyAsync(within: 60) {
+                !bedA.containerd.logLines(containing: "checkpointing done").isEmpty
+                    && bedA.processes(ofContainer: appA, in: podA).allSatisfy {
+                        // The prepared restore's CRIU worker waits in the container's cgroups.
+                        (try? String(contentsOfFile: "/proc/\($0)/comm", encoding: .utf8))?.hasPrefix("criu") == true
+                    }
+            },
+            "not scaled down: \(bedA.containerd.log(tail: 30))"
+        )
+        // The API objects kubelet and the scheduler would have made.
+        try double.create(
+            "pods",
+            namespace: podA.namespace,
+            pod(podA.name, node: a.name, containerID: appA, running: true)
+        )
+        #expect(
+            await eventuallyAsync(within: 30) {
+                double.object("pods", namespace: podA.namespace, name: podA.name) != nil
+            }
+        )
+        let deleted = ContinuousClock.now
+        #expect(double.call("DELETE", "/api/v1/namespaces/\(podA.namespace)/pods/\(podA.name)").status == 200)
+        try double.create("pods", namespace: podB.namespace, pod(podB.name, node: b.name, containerID: "", running: false))
+        func migration() -> JSON? { double.object("migrations", namespace: podA.namespace, name: podA.name) }
+        try #require(
+            await eventuallyAsync(within: 60) { migration()?[path: ["spec", "targetPod"]]?.stringValue == podB.name },
+            "not claimed: \(String(describing: migration()))\na:\n\(a.managerLog())\nb:\n\(b.managerLog())"
+        )
+        // kubelet on node-b starts the replacement while kubelet on node-a stops the old container.
+        let (sandboxB, ipB) = try await bedB.runPodSandbox(podB)
+        let clientA = bedA.client
+        async let stopped: Void = clientA.stopContainer(appA, timeout: 30)
+        let appB = try await bedB.client.createContainer(podID: sandboxB, config(podB), sandboxConfig: podB.sandboxConfig)
+        try await bedB.client.startContainer(appB)
+        try await stopped
+        let body = await get(ipB)
+        let firstResponse = ContinuousClock.now
+        #expect(body?.contains("count=3") == true, "first answer on node-b: \(body ?? "none")\n\(bedB.containerd.log(tail: 40))")
+        let note = try await bedB.client.execSync(appB, ["cat", "/note.txt"], timeout: 30)
+        #expect(String(decoding: note.stdout, as: UTF8.self).contains(token), "the written file did not move: \(note)")
+        func phase() -> String? {
+            migration()?[path: ["status", "containers"]]?.arrayValue?.first?[path: ["condition", "phase"]]?.stringValue
+        }
+        #expect(
+            await eventuallyAsync(within: 60) { phase() == "Completed" },
+            "phase \(phase() ?? "-")\na:\n\(a.managerLog())\nb:\n\(b.managerLog())"
+        )
+        try await bedA.removePod(sandboxA)
+        let namespace = CRITestBed.criNamespace
+        #expect(
+            await eventuallyAsync(within: 60) {
+                [
+                    a.layout.migrationDirectory(containerID: appA), b.layout.migrationDirectory(containerID: appB),
+                    a.layout.imageDirectory(containerdNamespace: namespace, containerID: appA),
+                    b.layout.imageDirectory(containerdNamespace: namespace, containerID: appB),
+                ].allSatisfy { !FileManager.default.fileExists(atPath: $0) }
+            },
+            "images left: \((try? run(["find", a.folder + "/state", b.folder + "/state"]))?.stdout ?? "")"
+        )
+        print(
+            "[zpmigration] CRI \(bedA.containerd.flavor.name) -> \(bedB.containerd.flavor.name) offline: delete -> "
+                + "first response on the target \(milliseconds(firstResponse - deleted)) ms; file moved; "
+                + (bedB.containerd.logLines(containing: "restored the migrated image").first.map {
+                    String($0.suffix(120))
+                } ?? "")
+        )
+    }
+
     private func scenario(
         double: KubeAPIDouble,
-        a: TestNode,
-        b: TestNode,
+        a: MigrationTestNode,
+        b: MigrationTestNode,
         flavors: [ContainerdFlavor],
         scratch: String,
         rootfs: String,
@@ -153,14 +272,6 @@ private func criAnnotations(pod name: String) -> [String] {
     ) async throws {
         // A source with mounts the target lacks cannot be restored there.
         let restorable = sourceExtra.isEmpty
-        try double.installCustomResourceDefinition(
-            KubeAPIDouble.customResourceDefinition(
-                yamlFile: TestPaths.packageRoot + "/config/components/migration/crd.yaml"
-            )
-        )
-        try double.create("namespaces", ["metadata": ["name": "zeropod-system"]])
-        let kubeconfig = scratch + "/kubeconfig"
-        try double.kubeconfig(token: "token").write(toFile: kubeconfig, atomically: true, encoding: .utf8)
         let sourceID = String(repeating: "a1", count: 32)
         let targetID = String(repeating: "b2", count: 32)
         let sourcePod = "web-5d9c-aaaaa"
@@ -183,24 +294,6 @@ private func criAnnotations(pod name: String) -> [String] {
         defer { netnsA.delete() }
         let netnsB = try TestNetns("zpmig-b")
         defer { netnsB.delete() }
-        let managerA = try a.startManager(kubeconfig: kubeconfig)
-        defer {
-            kill(managerA.processIdentifier, SIGTERM)
-            managerA.waitUntilExit()
-        }
-        let managerB = try b.startManager(kubeconfig: kubeconfig)
-        defer {
-            kill(managerB.processIdentifier, SIGTERM)
-            managerB.waitUntilExit()
-        }
-        #expect(
-            eventually(within: 60) {
-                FileManager.default.fileExists(atPath: a.layout.nodeSocket)
-                    && FileManager.default.fileExists(atPath: b.layout.nodeSocket)
-            },
-            "node sockets missing; a:\n\(a.managerLog())\nb:\n\(b.managerLog())"
-        )
-
         // The app on node-a: counter at 2, then scaled down (its checkpoint holds the counter).
         try startCounter(containerdA, netns: netnsA, id: sourceID, rootfs: rootfs, extra: criAnnotations(pod: sourcePod) + sourceExtra)
         defer { removeTask(containerdA, sourceID) }
