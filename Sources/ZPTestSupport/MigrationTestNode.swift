@@ -36,6 +36,8 @@ public struct MigrationTestNode {
     public let layout: NodeLayout
     /// The node.conf the node's shims and manager read.
     public let nodeConfig: String
+    /// The manager's metrics port on 127.0.0.1.
+    public let metricsPort = freeLoopbackPort()
 
     /// Makes `<scratch>/<name>` with the node's folders and node.conf.
     public init(name: String, podIP: String, scratch: String) throws {
@@ -57,7 +59,7 @@ public struct MigrationTestNode {
         let manager = Process()
         manager.executableURL = URL(fileURLWithPath: TestPaths.buildDirectory + "/zeropod-manager")
         manager.arguments = [
-            "-migration", "-metrics-addr=127.0.0.1:\(freeLoopbackPort())",
+            "-migration", "-metrics-addr=127.0.0.1:\(metricsPort)",
             "-node-server-addr=\(podIP):\(freeLoopbackPort())", "-kubeconfig=\(kubeconfig)",
             "-node-config=\(nodeConfig)", "-migration-claim-timeout=20s", "-migration-servers-timeout=60s",
         ]
@@ -67,6 +69,25 @@ public struct MigrationTestNode {
         manager.standardError = FileHandle(forWritingAtPath: folder + "/manager.log")
         try manager.run()
         return manager
+    }
+
+    /// The manager's metrics page (empty when it does not answer).
+    public func managerMetrics() -> String {
+        guard
+            let result = try? run(["curl", "-s", "-m", "5", "http://127.0.0.1:\(metricsPort)/metrics"], timeout: 15),
+            result.status == 0
+        else { return "" }
+        return result.stdout
+    }
+
+    /// Whether the manager's `zeropod_running` gauge of container `container` of pod `pod` says
+    /// `running` (what it decides a Migration's first phase from).
+    public func managerSees(pod: String, container: String, running: Bool) -> Bool {
+        managerMetrics().split(separator: "\n").contains { line in
+            line.hasPrefix("zeropod_running{") && line.contains("container=\"\(container)\"")
+                && line.contains("pod=\"\(pod)\"")
+                && (line.hasSuffix(running ? " 1" : " 0") || line.hasSuffix(running ? " 1.0" : " 0.0"))
+        }
     }
 
     /// The last lines of the manager's log.

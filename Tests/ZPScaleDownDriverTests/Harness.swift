@@ -6,7 +6,7 @@ import ZPScaleDown
 /// One driver with fakes of everything it commands, a manual clock starting at 1 s, and a
 /// scale-down duration of 60 s (idle deadline at 61 s after a start at 1 s).
 struct Harness {
-    let clock = ManualClock(now: at(1))
+    let clock: ManualClock
     let control = FakeControl()
     let checkpoints = FakeCheckpoints()
     let redirect = FakeRedirect()
@@ -21,8 +21,10 @@ struct Harness {
         wakeGroup inGroup: Bool = false,
         ports: [UInt16] = [8080],
         withRedirect: Bool = true,
-        dryRun: Bool = false
+        dryRun: Bool = false,
+        startingAt start: ZPInstant = at(1)
     ) {
+        clock = ManualClock(now: start)
         let settings = ScaleDownDriver.Settings(
             lifecycle: .init(
                 scaleDownDuration: .seconds(60),

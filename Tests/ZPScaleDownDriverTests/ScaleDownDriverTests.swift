@@ -89,25 +89,48 @@ struct ScaleDownDriverTests {
         }
     }
 
-    /// Listener pressure (dropped handshakes, SYN cookies) between two deadlines is activity at
-    /// the second: those clients retransmit seconds apart with no state the queues show. A
-    /// counter that stays put (or is unreadable) is not.
-    @Test func listenerPressure_sinceTheLastDeadline_postponesTheScaleDown() async throws {
+    /// Listener pressure (dropped handshakes, SYN cookies) seen grown at a deadline keeps the
+    /// container active for `listenerPressureHold` (120 s) from that deadline: those clients
+    /// retransmit up to a minute apart with no state the queues show. A counter that stays put is
+    /// no activity by itself, nor is the first reading (only a baseline, however high).
+    @Test func listenerPressure_keepsTheContainerActiveForTheHold() async throws {
         let h = Harness()
         try await h.running {
             await h.start()
-            // The first reading is only the baseline, however high.
             h.control.pressure.withLock { $0 = 1000 }
             h.redirect.recorded.withLock { $0.lastActivity = at(50) }
             h.clock.advance(to: at(61))
             await eventually("re-armed to 110 s") { h.clock.sleepingUntil.contains(at(110)) }
-            // Grew since: active at the deadline.
+            // Grew since: active at 110 s, and until 230 s although it stays put.
             h.control.pressure.withLock { $0 = 1007 }
             h.clock.advance(to: at(110))
             await eventually("re-armed from the deadline") { h.clock.sleepingUntil.contains(at(170)) }
+            h.clock.advance(to: at(170))
+            await eventually("held at 170 s") { h.clock.sleepingUntil.contains(at(230)) }
             #expect(h.driver.phase == .running && h.checkpoints.calls.isEmpty)
-            // Unchanged: the scale-down goes ahead.
-            await h.scaleDown(to: at(170))
+            // The hold is over: the scale-down goes ahead.
+            await h.scaleDown(to: at(230))
+        }
+    }
+
+    /// A process restored from a migrated checkpoint was idle on the old node: its idle deadline
+    /// is now, so it scales down as soon as the activator is armed, without the clock moving on;
+    /// traffic seen before the deadline is handled keeps it up as for any process.
+    @Test func startedAlreadyIdle_scalesDownAtOnce_unlessTrafficCame() async throws {
+        // A clock well past one scale-down duration, as CLOCK_MONOTONIC is after boot.
+        let h = Harness(startingAt: at(1000))
+        try await h.running {
+            await h.driver.started(pid: 100, alreadyIdle: true)
+            await eventually("scaled down at once") { h.driver.phase == .scaledDown }
+            #expect(h.clock.now() == at(1000) && h.checkpoints.calls.contains("checkpoint"))
+        }
+        let busy = Harness(startingAt: at(1000))
+        try await busy.running {
+            busy.redirect.recorded.withLock { $0.lastActivity = at(999) }
+            await busy.driver.started(pid: 100, alreadyIdle: true)
+            await eventually("re-armed from the traffic") { busy.clock.sleepingUntil.contains(at(1059)) }
+            #expect(busy.driver.phase == .running && busy.checkpoints.calls.isEmpty)
+            await busy.scaleDown(to: at(1059))
         }
     }
 

@@ -35,6 +35,12 @@ private func pod(_ name: String, node: String, containerID: String, running: Boo
     ]
 }
 
+/// Whether `pids` (a scaled-down container's cgroup) hold nothing but CRIU: the prepared restore's
+/// worker waits in the container's cgroups.
+private func onlyCRIU(_ pids: [Int32]) -> Bool {
+    pids.allSatisfy { (try? String(contentsOfFile: "/proc/\($0)/comm", encoding: .utf8))?.hasPrefix("criu") == true }
+}
+
 /// The CRI annotations kubelet's CRI plugin puts on a container of pod `name`.
 private func criAnnotations(pod name: String) -> [String] {
     [
@@ -195,12 +201,13 @@ private func criAnnotations(pod name: String) -> [String] {
         try #require(
             await eventuallyAsync(within: 60) {
                 !bedA.containerd.logLines(containing: "checkpointing done").isEmpty
-                    && bedA.processes(ofContainer: appA, in: podA).allSatisfy {
-                        // The prepared restore's CRIU worker waits in the container's cgroups.
-                        (try? String(contentsOfFile: "/proc/\($0)/comm", encoding: .utf8))?.hasPrefix("criu") == true
-                    }
+                    && onlyCRIU(bedA.processes(ofContainer: appA, in: podA))
             },
             "not scaled down: \(bedA.containerd.log(tail: 30))"
+        )
+        try #require(
+            await eventuallyAsync(within: 30) { a.managerSees(pod: podA.name, container: "app", running: false) },
+            "node-a's manager does not see the container scaled down:\n\(a.managerMetrics())\n\(a.managerLog())"
         )
         // The API objects kubelet and the scheduler would have made.
         try double.create(
@@ -228,6 +235,14 @@ private func criAnnotations(pod name: String) -> [String] {
         let appB = try await bedB.client.createContainer(podID: sandboxB, config(podB), sandboxConfig: podB.sandboxConfig)
         try await bedB.client.startContainer(appB)
         try await stopped
+        // Restored at Start, idle already: down again at once, then woken by the first request.
+        #expect(
+            await eventuallyAsync(within: 60) {
+                !bedB.containerd.logLines(containing: "checkpointing done").isEmpty
+                    && onlyCRIU(bedB.processes(ofContainer: appB, in: podB))
+            },
+            "the migrated container did not scale down at once: \(bedB.containerd.log(tail: 30))"
+        )
         let body = await get(ipB)
         let firstResponse = ContinuousClock.now
         #expect(body?.contains("count=3") == true, "first answer on node-b: \(body ?? "none")\n\(bedB.containerd.log(tail: 40))")
@@ -299,6 +314,12 @@ private func criAnnotations(pod name: String) -> [String] {
         defer { removeTask(containerdA, sourceID) }
         #expect(netnsA.httpGet(port: 8080)?.contains("count=2") == true)
         try #require(waitScaledDown(containerdA, netns: netnsA, checkpoints: 1), "\(containerdA.log(tail: 30))")
+        // The source's manager knows it is scaled down (else the Migration fails at once as a
+        // running container's would).
+        try #require(
+            eventually(within: 30) { a.managerSees(pod: sourcePod, container: "app", running: false) },
+            "node-a's manager does not see the container scaled down:\n\(a.managerMetrics())\n\(a.managerLog())"
+        )
 
         // Drain: the pod is deleted, node-a's manager makes the Migration; the replacement pod is
         // scheduled on node-b, whose manager claims it.
@@ -335,6 +356,14 @@ private func criAnnotations(pod name: String) -> [String] {
             "ctr run on node-b: \((try? String(contentsOfFile: createOutput, encoding: .utf8)) ?? "")\n\(containerdB.log(tail: 40))\na:\n\(containerdA.log(tail: 20))"
         )
 
+        // Restored from the image at Start, the app was idle on node-a already: it scales down at
+        // once on node-b (decision 0057), with images made here.
+        if restorable {
+            #expect(
+                waitScaledDown(containerdB, netns: netnsB, checkpoints: 1),
+                "the migrated container did not scale down at once: \(containerdB.log(tail: 30))"
+            )
+        }
         // The first request on node-b: the counter continued from node-a's memory.
         var body: String?
         _ = eventually(within: 30) {
@@ -373,7 +402,7 @@ private func criAnnotations(pod name: String) -> [String] {
             "left: \((try? run(["find", a.folder + "/state", b.folder + "/state"]))?.stdout ?? "")"
         )
         // And it scales down on node-b like any container.
-        #expect(waitScaledDown(containerdB, netns: netnsB, checkpoints: 1))
+        #expect(waitScaledDown(containerdB, netns: netnsB, checkpoints: restorable ? 2 : 1))
         #expect(netnsB.httpGet(port: 8080)?.contains(restorable ? "count=4" : "count=2") == true)
         if !restorable {
             let message = migration()?[path: ["status", "containers"]]?.arrayValue?.first?[path: [

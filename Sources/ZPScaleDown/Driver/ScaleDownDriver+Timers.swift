@@ -97,22 +97,27 @@ extension ScaleDownDriver {
     /// The newest activity stamp and the open connections over the container's ports, read at a
     /// deadline. Connections the application has not accepted yet make it active now: a
     /// checkpoint would reset them (a burst larger than the application's backlog leaves some in
-    /// its queues for seconds). So does listener pressure since the last deadline: clients whose
-    /// handshake or its completion was dropped, or answered with a SYN cookie, have no state the
-    /// queues show and retransmit with backoff, more than a scale-down duration apart on a loaded
-    /// node; a checkpoint meanwhile would answer their retransmission with a reset.
+    /// its queues for seconds). So does listener pressure seen within
+    /// ``Settings/listenerPressureHold``: clients whose handshake completion was dropped, or
+    /// answered with a SYN cookie, have no state the queues show and retransmit with backoff,
+    /// more than a scale-down duration apart on a loaded node; after a checkpoint their
+    /// retransmission would meet a listener that never sent their cookie and get a reset.
     func activity() -> (ZPInstant?, Int) {
         guard let redirect else { return (nil, 0) }
         let (ports, pid) = state.withLock { ($0.ports, $0.lifecycle.pid) }
         let (last, open) = redirect.activity(ports: ports)
         guard let pid else { return (last, open) }
         let pending = control.pendingConnections(on: ports, treeAt: pid)
+        let now = clock.now()
         let pressured = state.withLock { s in
-            defer { s.listenerPressure = pending.listenerPressure }
-            guard let before = s.listenerPressure, let now = pending.listenerPressure else { return false }
-            return now != before
+            if let before = s.listenerPressure, let counter = pending.listenerPressure, counter != before {
+                s.listenerPressureSeen = now
+            }
+            s.listenerPressure = pending.listenerPressure
+            guard let seen = s.listenerPressureSeen else { return false }
+            return now < seen.advanced(by: settings.listenerPressureHold)
         }
-        if pending.queued > 0 || pressured { return (clock.now(), open) }
+        if pending.queued > 0 || pressured { return (now, open) }
         return (last, open)
     }
 }

@@ -33,6 +33,10 @@ public final class ScaleDownDriver: Sendable {
         public var daemonPollInterval: Duration
         /// How long a checkpoint waits for a lazy-pages daemon that still serves pages.
         public var busyDaemonLimit: Duration
+        /// How long a container counts as active after listener pressure was seen (a handshake
+        /// dropped or answered with a SYN cookie): the kernel accepts a cookie's completion for
+        /// two minutes, and its client retransmits with backoff, up to a minute apart.
+        public var listenerPressureHold: Duration
 
         /// Settings.
         /// - Parameters:
@@ -42,13 +46,15 @@ public final class ScaleDownDriver: Sendable {
         ///   - portDiscoveryMaxPause: longest pause (2 s).
         ///   - daemonPollInterval: lazy-pages daemon poll (50 ms).
         ///   - busyDaemonLimit: a checkpoint's wait for a busy daemon (60 s).
+        ///   - listenerPressureHold: how long listener pressure keeps the container active (120 s).
         public init(
             lifecycle: ContainerLifecycle.Configuration,
             ports: [UInt16] = [],
             portDiscoveryPause: Duration = .milliseconds(100),
             portDiscoveryMaxPause: Duration = .seconds(2),
             daemonPollInterval: Duration = .milliseconds(50),
-            busyDaemonLimit: Duration = .seconds(60)
+            busyDaemonLimit: Duration = .seconds(60),
+            listenerPressureHold: Duration = .seconds(120)
         ) {
             self.lifecycle = lifecycle
             self.ports = ports
@@ -56,6 +62,7 @@ public final class ScaleDownDriver: Sendable {
             self.portDiscoveryMaxPause = portDiscoveryMaxPause
             self.daemonPollInterval = daemonPollInterval
             self.busyDaemonLimit = busyDaemonLimit
+            self.listenerPressureHold = listenerPressureHold
         }
     }
 
@@ -100,6 +107,8 @@ public final class ScaleDownDriver: Sendable {
         var timers = Timers()
         /// The listener pressure counter at the last idle or pre-dump deadline.
         var listenerPressure: UInt64?
+        /// The deadline at which the counter was last seen grown.
+        var listenerPressureSeen: ZPInstant?
     }
 
     /// The container id.
@@ -181,8 +190,14 @@ public final class ScaleDownDriver: Sendable {
     // MARK: facts from callers
 
     /// The init process was started (task Start): the lifecycle runs, timers are armed.
-    public func started(pid: Int32) async {
-        await feed(.started(pid: pid, now: clock.now()))
+    /// - Parameter alreadyIdle: the process was idle before it started here (restored from an
+    ///   offline migration's checkpoint, decision 0057): its idle period counts as begun one
+    ///   scale-down duration ago, so the idle deadline is now and it scales down again as soon as
+    ///   its activator is armed, unless traffic came meanwhile.
+    public func started(pid: Int32, alreadyIdle: Bool = false) async {
+        let now = clock.now()
+        let idleSince = alreadyIdle ? now.advanced(by: .zero - settings.lifecycle.scaleDownDuration) : now
+        await feed(.started(pid: pid, now: idleSince))
     }
 
     /// The reaper saw process `pid` of the container exit with `status` (containerd's: 128 + signal

@@ -248,8 +248,9 @@ public actor ShimContainer {
                 throw ShimError.failedPrecondition("task \(id) is not in the created state")
             }
             initProcess.phase = .starting
+            var restoredIdle = false
             if let migration = scaleDown?.migration, migration.takeWaitingImage() {
-                try await startFromMigratedImage(migration)
+                restoredIdle = try await startFromMigratedImage(migration)
             } else {
                 do {
                     try await runc.start(id: id, bundle: bundle)
@@ -267,7 +268,7 @@ public actor ShimContainer {
             initProcess.phase = .running
             let pending = initProcess.pendingExit
             initProcess.pendingExit = nil
-            await driver.started(pid: pid)
+            await driver.started(pid: pid, alreadyIdle: restoredIdle)
             if let pending { await driver.processExited(pid: pid, status: Int32(bitPattern: pending.code)) }
             return pid
         }
@@ -348,8 +349,11 @@ public actor ShimContainer {
     /// `runc create` made (waiting on its exec fifo) is ended and the image restored in its place,
     /// with its cgroups, namespaces and stdio. When that fails, the container starts from scratch
     /// (`runc delete`, `runc create`, `runc start`), never half restored; the node is told either way.
+    /// - Returns: whether the image was restored (the process was idle on the old node: it scales
+    ///   down again as soon as it can, decision 0057); false after a start from scratch.
     /// - Throws: what `runc` throws on the from-scratch path.
-    private func startFromMigratedImage(_ migration: ContainerMigration) async throws {
+    private func startFromMigratedImage(_ migration: ContainerMigration) async throws -> Bool {
+        var didRestore = false
         let stale = initProcess.pid
         _ = Glibc.kill(stale, SIGKILL)
         // The reaper delivers its exit as pending (the phase is `starting`); it is no exit of the container.
@@ -371,6 +375,7 @@ public actor ShimContainer {
                 ]
             )
             await migration.finish(failure: "")
+            didRestore = true
         } catch {
             logger.warning("migration: the migrated image cannot be restored, starting from scratch: \(error)")
             migration.removeImages()
@@ -385,6 +390,7 @@ public actor ShimContainer {
             }
         }
         if let early = pids.register(initProcess.pid, to: self) { initProcess.pendingExit = early }
+        return didRestore
     }
 
     private func finishStart(execID: String) {
