@@ -84,6 +84,9 @@ struct ActivatorStoppedError: Error, CustomStringConvertible {
 /// and close; otherwise ask ``RestoreSingleFlight`` for the application — the first such
 /// connection runs the restore hook and switches the redirects off, the others wait — then dial
 /// the application (retrying until `connectTimeout`) and proxy both ways, half-close aware.
+/// A connection to a port that speaks first (annotated, or learned from who sent the first byte
+/// on earlier proxied connections) skips the inspection unless it is a known probe's by its
+/// connection (``ProbeConnectionCheck``; decision 0055).
 public final class Activator: Sendable {
     typealias ClientChannel = NIOAsyncChannel<ClientInbound, ByteBuffer>
     typealias Waiter = CheckedContinuation<GateRole, any Error>
@@ -184,13 +187,18 @@ public final class Activator: Sendable {
         }
         do {
             for port in ports {
+                var speaksFirst: (@Sendable (SocketAddress?, SocketAddress?) -> Bool)?
+                if let speakFirst {
+                    let appPort = port.appPort
+                    speaksFirst = { remote, local in
+                        speakFirst.forwardsAtAccept(port: appPort, remote: remote, local: local)
+                    }
+                }
                 let (listener, server) = try await bindOne(
                     port,
                     configuration: configuration,
                     group: group,
-                    speaksFirst: speakFirst.map { decisions in
-                        { remote, local in decisions.forwardsAtAccept(port: port.appPort, remote: remote, local: local) }
-                    }
+                    speaksFirst: speaksFirst
                 )
                 listeners.append(listener)
                 servers.append(server)
