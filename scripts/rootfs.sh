@@ -2,7 +2,7 @@
 # Builds (once) and prints the path of a root filesystem folder for tests, demos and benchmarks.
 # No registry: busybox from Debian's busybox-static, Debian ones with debootstrap from the machine's
 # own configured mirror. Cached by name and version under $ZP_CACHE/rootfs; rebuilt only when the
-# recipe version below changes. Usage: scripts/rootfs.sh busybox|debian|nginx|mariadb|jvm|wordpress [...]
+# recipe version below changes. Usage: scripts/rootfs.sh busybox|debian|nginx|mariadb|jvm|wordpress|pooled [...]
 # `wordpress` prints a folder with two root filesystems: web/ (Apache + PHP + WordPress) and db/
 # (MariaDB holding the installed WordPress database); web/ reaches db/ at $ZP_WP_DB_ADDR.
 set -euo pipefail
@@ -226,7 +226,18 @@ PHP
   stop_mariadb "$d/db"
 }
 
-[ $# -gt 0 ] || die "usage: $0 busybox|debian|nginx|mariadb|jvm|wordpress [...]"
+# The pooled-app (scripts/testapps/pooled-app.c, static, built with the host's gcc) on the busybox
+# rootfs: an HTTP server that keeps one pooled connection to a MariaDB (the `pooled` bench
+# workload's sidecar) and makes one query on it per request.
+build_pooled() {
+  local d=$1
+  command -v gcc >/dev/null || die "gcc missing on the host"
+  cp -a "$(cached busybox-v1 build_busybox)" "$d"
+  rm -f "$d/.zp-complete"
+  gcc -static -O2 -o "$d/bin/pooled-app" "$here/testapps/pooled-app.c"
+}
+
+[ $# -gt 0 ] || die "usage: $0 busybox|debian|nginx|mariadb|jvm|wordpress|pooled [...]"
 for name in "$@"; do
   case "$name" in
     busybox) cached busybox-v1 build_busybox ;;
@@ -235,6 +246,7 @@ for name in "$@"; do
     mariadb) cached mariadb-v1 build_mariadb ;;
     jvm) cached jvm-v1 build_jvm ;;
     wordpress) cached wordpress-v1 build_wordpress ;;
-    *) die "unknown rootfs '$name' (known: busybox, debian, nginx, mariadb, jvm, wordpress)" ;;
+    pooled) cached "pooled-v1-$(sha256sum "$here/testapps/pooled-app.c" | cut -c1-12)" build_pooled ;;
+    *) die "unknown rootfs '$name' (known: busybox, debian, nginx, mariadb, jvm, wordpress, pooled)" ;;
   esac
 done

@@ -1,6 +1,7 @@
 import NIOCore
 import NIOPosix
 import Synchronization
+import ZPCore
 import ZPSystem
 
 /// Switches the redirect of an application port off once the application is back.
@@ -83,6 +84,9 @@ struct ActivatorStoppedError: Error, CustomStringConvertible {
 /// and close; otherwise ask ``RestoreSingleFlight`` for the application — the first such
 /// connection runs the restore hook and switches the redirects off, the others wait — then dial
 /// the application (retrying until `connectTimeout`) and proxy both ways, half-close aware.
+/// A connection to a port that speaks first (annotated, or learned from who sent the first byte
+/// on earlier proxied connections) skips the inspection unless it is a known probe's by its
+/// connection (``ProbeConnectionCheck``; decision 0055).
 public final class Activator: Sendable {
     typealias ClientChannel = NIOAsyncChannel<ClientInbound, ByteBuffer>
     typealias Waiter = CheckedContinuation<GateRole, any Error>
@@ -104,6 +108,9 @@ public final class Activator: Sendable {
     private let applicationSockets: (any ApplicationSocketFactory)?
     private let emit: @Sendable (ActivatorEvent) -> Void
     private let gate: Mutex<RestoreSingleFlight<Waiter>>
+    /// The ports that speak first (annotated and learned; decision 0055); nil without a probe
+    /// check, when no port is treated as speaking first.
+    private let speakFirst: SpeakFirstDecisions?
     private let nextConnectionID = Atomic<Int>(0)
     /// Connections accepted elsewhere, for ``run()`` to serve (``adopt(_:appPort:)``).
     private let adopted: AsyncStream<AdoptedConnection>
@@ -122,10 +129,12 @@ public final class Activator: Sendable {
         startsScaledDown: Bool,
         redirect: any RedirectControl,
         applicationSockets: (any ApplicationSocketFactory)?,
+        speakFirst: SpeakFirstDecisions?,
         events: @escaping @Sendable (ActivatorEvent) -> Void,
         restore: @escaping @Sendable () async throws -> Void
     ) {
         self.listeners = listeners
+        self.speakFirst = speakFirst
         self.servers = servers
         self.configuration = configuration
         self.gate = Mutex(RestoreSingleFlight(startsScaledDown: startsScaledDown))
@@ -145,6 +154,10 @@ public final class Activator: Sendable {
     ///   - redirect: switched off for every port after a successful restore.
     ///   - applicationSockets: makes the sockets the application is dialled with (inside the pod's
     ///     network namespace); `nil` dials from this process's namespace.
+    ///   - probeConnections: tells known probes by their connection; with it, connections to ports
+    ///     that speak first (``ActivatorConfiguration/speaksFirstPorts``, and learned ones when
+    ///     ``ActivatorConfiguration/learnsSpeaksFirstPorts``) that are not known probes' are
+    ///     forwarded at accept, without inspection (decision 0055); `nil` inspects every connection.
     ///   - events: receives restore and per-connection reports; called from any task, must not block.
     ///   - restore: brings the application back; the activator dials it when this returns.
     /// - Throws: `SystemError` when a socket cannot be created, bound or listened on (or an
@@ -158,14 +171,35 @@ public final class Activator: Sendable {
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         redirect: any RedirectControl = NoRedirect(),
         applicationSockets: (any ApplicationSocketFactory)? = nil,
+        probeConnections: (any ProbeConnectionCheck)? = nil,
         events: @escaping @Sendable (ActivatorEvent) -> Void = { _ in },
         restore: @escaping @Sendable () async throws -> Void
     ) async throws -> Activator {
         var listeners: [ActivatorListener] = []
         var servers: [Server] = []
+        // Shared with the listeners' child initialisers, which decide per connection at accept.
+        let speakFirst = probeConnections.map {
+            SpeakFirstDecisions(
+                configured: configuration.speaksFirstPorts,
+                learns: configuration.learnsSpeaksFirstPorts,
+                probes: $0
+            )
+        }
         do {
             for port in ports {
-                let (listener, server) = try await bindOne(port, configuration: configuration, group: group)
+                var speaksFirst: (@Sendable (SocketAddress?, SocketAddress?) -> Bool)?
+                if let speakFirst {
+                    let appPort = port.appPort
+                    speaksFirst = { remote, local in
+                        speakFirst.forwardsAtAccept(port: appPort, remote: remote, local: local)
+                    }
+                }
+                let (listener, server) = try await bindOne(
+                    port,
+                    configuration: configuration,
+                    group: group,
+                    speaksFirst: speaksFirst
+                )
                 listeners.append(listener)
                 servers.append(server)
             }
@@ -185,6 +219,7 @@ public final class Activator: Sendable {
             startsScaledDown: startsScaledDown,
             redirect: redirect,
             applicationSockets: applicationSockets,
+            speakFirst: speakFirst,
             events: events,
             restore: restore
         )
@@ -193,7 +228,8 @@ public final class Activator: Sendable {
     private static func bindOne(
         _ port: PortRedirect,
         configuration: ActivatorConfiguration,
-        group: any EventLoopGroup
+        group: any EventLoopGroup,
+        speaksFirst: (@Sendable (SocketAddress?, SocketAddress?) -> Bool)?
     ) async throws -> (ActivatorListener, Server) {
         let socket: OwnedDescriptor
         switch port.source {
@@ -221,7 +257,9 @@ public final class Activator: Sendable {
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .bind(fd) { child in
                 child.eventLoop.makeCompletedFuture {
-                    try child.pipeline.syncOperations.addHandler(ProbeInspector(configuration: configuration))
+                    try child.pipeline.syncOperations.addHandler(
+                        ProbeInspector(configuration: configuration, speaksFirst: speaksFirst)
+                    )
                     return try ClientChannel(
                         wrappingChannelSynchronously: child,
                         configuration: .init(isOutboundHalfClosureEnabled: true)
@@ -244,6 +282,12 @@ public final class Activator: Sendable {
     /// The phase of the single-flight gate (scaled down, restoring, running, stopped).
     public var phase: RestorePhase {
         gate.withLock { $0.phase }
+    }
+
+    /// The ports that speak first as they are now (annotated and learned, decision 0055); nil
+    /// when the activator was made without a ``ProbeConnectionCheck`` and treats no port so.
+    public var speaksFirstPorts: SpeakFirstPorts? {
+        speakFirst?.snapshot
     }
 
     /// Brings the application back through the same single flight as connections do, for a
@@ -374,6 +418,7 @@ public final class Activator: Sendable {
     private func handle(_ connection: ClientChannel, appPort: UInt16) async {
         var timings = ConnectionTimings(accepted: .now)
         var forwardReason: ForwardReason?
+        var firstSpeaker: FirstSpeaker?
         var outcome = ConnectionOutcome.failed(.shutdown)
         do {
             try await connection.executeThenClose { inbound, outbound in
@@ -391,7 +436,8 @@ public final class Activator: Sendable {
                         client: connection,
                         iterator: &iterator,
                         outbound: outbound,
-                        timings: &timings
+                        timings: &timings,
+                        firstSpeaker: &firstSpeaker
                     )
                 }
             }
@@ -407,7 +453,8 @@ public final class Activator: Sendable {
                     appPort: appPort,
                     forwardReason: forwardReason,
                     outcome: outcome,
-                    timings: timings
+                    timings: timings,
+                    firstSpeaker: firstSpeaker
                 )
             )
         )
@@ -449,7 +496,8 @@ public final class Activator: Sendable {
         client: ClientChannel,
         iterator: inout NIOAsyncChannelInboundStream<ClientInbound>.AsyncIterator,
         outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>,
-        timings: inout ConnectionTimings
+        timings: inout ConnectionTimings,
+        firstSpeaker: inout FirstSpeaker?
     ) async -> ConnectionOutcome {
         timings.restoreRequested = .now
         let restore: RestoreInProgress?
@@ -493,7 +541,16 @@ public final class Activator: Sendable {
             clientOutbound: outbound,
             app: app,
             idleTimeout: configuration.proxyIdleTimeout,
-            timings: &timings
+            timings: &timings,
+            firstSpeaker: &firstSpeaker,
+            onFirstSpeaker: { [speakFirst, emit] speaker in
+                guard let speakFirst else { return }
+                let (change, ports) = speakFirst.observed(port: appPort, firstSpeaker: speaker)
+                switch change {
+                case .learned, .unlearned: emit(.speaksFirstChanged(change, speaksFirst: ports))
+                case .none: break
+                }
+            }
         )
     }
 

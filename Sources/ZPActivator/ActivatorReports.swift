@@ -1,3 +1,5 @@
+import ZPCore
+
 /// Timestamps of one connection through the activator. Unset stages were not reached.
 public struct ConnectionTimings: Sendable, Equatable {
     /// When the activator got the accepted connection.
@@ -61,6 +63,9 @@ public struct ConnectionReport: Sendable, Equatable {
     public var outcome: ConnectionOutcome
     /// When each stage was reached.
     public var timings: ConnectionTimings
+    /// Who sent the first byte once the connection was proxied; nil when nobody did or it was
+    /// not proxied.
+    public var firstSpeaker: FirstSpeaker? = nil
 }
 
 /// Why a connection was forwarded to the application rather than answered as a probe.
@@ -78,6 +83,9 @@ public enum ForwardReason: String, Sendable, Equatable {
     case clientClosedEarly
     /// Probe detection is disabled.
     case probeDetectionDisabled
+    /// The port speaks first (`zeropod-swift/speaks-first-ports`, or learned) and the connection
+    /// is not a known probe's: forwarded at accept, without the silent window (decision 0055).
+    case speaksFirstPort
     /// Queued on a handover listener that the application could not take over (it was cold
     /// started; decision 0046) and handed to the activator: forwarded without inspection.
     case handoverQueue
@@ -95,4 +103,7 @@ public enum ActivatorEvent: Sendable, Equatable {
     case redirectDisableFailed(port: UInt16, message: String)
     /// A connection ended.
     case connectionFinished(ConnectionReport)
+    /// What a proxied connection showed changed the ports that speak first: the application
+    /// wrote first on a port (learned), or the client did on a learned port (unlearned).
+    case speaksFirstChanged(SpeakFirstPorts.Change, speaksFirst: Set<UInt16>)
 }

@@ -56,15 +56,27 @@ final class ProbeInspector: ChannelInboundHandler, RemovableChannelHandler {
 
     /// The verdict given at once, without inspection (nil: inspect when enabled).
     private let forced: ForwardReason?
+    /// Asked when the connection becomes active (with its remote and local addresses): `true`
+    /// forwards it at once as ``ForwardReason/speaksFirstPort`` (a port that speaks first, and a
+    /// connection that is not a known probe's).
+    private let speaksFirst: (@Sendable (_ remote: SocketAddress?, _ local: SocketAddress?) -> Bool)?
 
-    /// - Parameter forward: forward every connection at once with this reason (connections that
-    ///   are known not to be probes).
-    init(configuration: ActivatorConfiguration, forward: ForwardReason? = nil) {
+    /// - Parameters:
+    ///   - forward: forward every connection at once with this reason (connections that are known
+    ///     not to be probes).
+    ///   - speaksFirst: decides at accept whether the connection goes to the application without
+    ///     inspection (decision 0055); nil inspects every connection.
+    init(
+        configuration: ActivatorConfiguration,
+        forward: ForwardReason? = nil,
+        speaksFirst: (@Sendable (_ remote: SocketAddress?, _ local: SocketAddress?) -> Bool)? = nil
+    ) {
         self.limit = configuration.probeBufferSize
         self.timeout = TimeAmount(configuration.inspectionTimeout)
         self.silentTimeout = TimeAmount(configuration.silentClientTimeout)
         self.enabled = configuration.probeDetection
         self.forced = forward
+        self.speaksFirst = speaksFirst
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -76,6 +88,10 @@ final class ProbeInspector: ChannelInboundHandler, RemovableChannelHandler {
         }
         guard enabled else {
             decide(.forward(.probeDetectionDisabled), buffered: nil, context: context)
+            return
+        }
+        if let speaksFirst, speaksFirst(context.channel.remoteAddress, context.channel.localAddress) {
+            decide(.forward(.speaksFirstPort), buffered: nil, context: context)
             return
         }
         state = .inspecting(context.channel.allocator.buffer(capacity: 0))

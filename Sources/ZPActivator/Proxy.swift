@@ -1,6 +1,7 @@
 import NIOCore
 import NIOPosix
 import Synchronization
+import ZPCore
 import ZPSystem
 
 /// The application could not be reached before the connect timeout.
@@ -122,13 +123,36 @@ private final class ProxyProgress: Sendable {
 
     func touch() { lastActivity.store(Self.uptime(), ordering: .relaxed) }
 
+    /// 0 until the first byte moved; then 1 (the client sent it) or 2 (the application did).
+    let firstSpeakerCode = Atomic<UInt8>(0)
+
+    /// Records `speaker` if no byte moved before; true for the one call that did.
+    func spoke(_ speaker: FirstSpeaker) -> Bool {
+        let code: UInt8
+        switch speaker {
+        case .client: code = 1
+        case .application: code = 2
+        }
+        return firstSpeakerCode.compareExchange(expected: 0, desired: code, ordering: .relaxed).exchanged
+    }
+
+    var firstSpeaker: FirstSpeaker? {
+        switch firstSpeakerCode.load(ordering: .relaxed) {
+        case 1: return .client
+        case 2: return .application
+        default: return nil
+        }
+    }
+
     func fail(_ error: any Error) { firstFailure.withLock { $0 = $0 ?? "\(error)" } }
 }
 
 /// Copies bytes both ways between a client and the application, unchanged, half-close aware:
 /// when one side stops sending, the other side's write half is shut down, and the proxy ends
 /// when both directions have ended. An error in either direction, or the idle timeout, closes
-/// both channels, which ends the other direction too.
+/// both channels, which ends the other direction too. The side that sends the first byte is
+/// recorded and reported once, as it happens (`onFirstSpeaker`), for learning the ports that speak
+/// first (decision 0055).
 ///
 /// The client's inbound iterator must stay in the calling task (NIO forbids sharing it), so the
 /// client → application direction runs in the caller and application → client in a child task.
@@ -141,7 +165,9 @@ enum Proxy {
         clientOutbound: NIOAsyncChannelOutboundWriter<ByteBuffer>,
         app: NIOAsyncChannel<ByteBuffer, ByteBuffer>,
         idleTimeout: Duration?,
-        timings: inout ConnectionTimings
+        timings: inout ConnectionTimings,
+        firstSpeaker: inout FirstSpeaker?,
+        onFirstSpeaker: @escaping @Sendable (FirstSpeaker) -> Void
     ) async -> ConnectionOutcome {
         let progress = ProxyProgress()
         progress.touch()
@@ -157,6 +183,9 @@ enum Proxy {
                         do {
                             for try await bytes in appInbound {
                                 progress.touch()
+                                if bytes.readableBytes > 0, progress.spoke(.application) {
+                                    onFirstSpeaker(.application)
+                                }
                                 if progress.toClient.add(bytes.readableBytes, ordering: .relaxed).oldValue == 0 {
                                     progress.firstByteBack.withLock { $0 = $0 ?? .now }
                                 }
@@ -191,6 +220,7 @@ enum Proxy {
                         while let message = try await client.next() {
                             guard case .bytes(let bytes) = message else { continue }
                             progress.touch()
+                            if bytes.readableBytes > 0, progress.spoke(.client) { onFirstSpeaker(.client) }
                             progress.toApp.add(bytes.readableBytes, ordering: .relaxed)
                             try await appOutbound.write(bytes)
                         }
@@ -209,6 +239,7 @@ enum Proxy {
             progress.fail(error)
         }
         timings.firstByteBack = progress.firstByteBack.withLock { $0 }
+        firstSpeaker = progress.firstSpeaker
         let toApp = progress.toApp.load(ordering: .relaxed)
         let toClient = progress.toClient.load(ordering: .relaxed)
         if progress.idleTimedOut.load(ordering: .relaxed) {

@@ -239,6 +239,35 @@ final class NodeSockops: Sendable {
         try PodRedirector.keys(maps.kubeletConnections, size: KubeletConnection.keySize, "zp_kubelet_conns")
     }
 
+    /// Whether the node's kubelet connection map of `membership` holds `key` (a `zp_conn`, 40
+    /// bytes); opens only that map's pin for a pinned node object. A node object that is gone
+    /// holds nothing.
+    static func containsKubeletConnection(_ membership: Membership, key: [UInt8]) throws(BPFError) -> Bool {
+        precondition(key.count == KubeletConnection.keySize, "zp_conn is \(KubeletConnection.keySize) bytes")
+        func lookup(_ map: CInt) throws(BPFError) -> Bool {
+            var key = key
+            var value: UInt64 = 0
+            let rc = bpf_map_lookup_elem(map, &key, &value)
+            if rc == 0 { return true }
+            if -rc == ENOENT { return false }
+            try libbpfCall("bpf_map_lookup_elem", "zp_kubelet_conns") { rc }
+            return false
+        }
+        switch membership {
+        case .unshared(let node):
+            return try lookup(node.maps.kubeletConnections.rawValue)
+        case .pinned(let directory):
+            let path = directory.appending("map_kubelet_conns").string
+            let fd = bpf_obj_get(path)
+            if fd < 0 {
+                if -fd == ENOENT { return false }
+                try libbpfCall("bpf_obj_get", path) { fd }
+            }
+            defer { Glibc.close(fd) }
+            return try lookup(fd)
+        }
+    }
+
     /// The netns cookies of the registered pods.
     func podCookies() throws(BPFError) -> [UInt64] {
         try PodRedirector.keys(maps.podOwner, size: 8, "zp_pod_owner").map { key in

@@ -523,6 +523,35 @@ public final class PodRedirector: Sendable {
         }
     }
 
+    /// Whether the connection from `client`:`clientPort` to `server`:`serverPort` is a known
+    /// probe's, as `zp_sk_lookup` decides for a handover port: its client is one of the pod's probe
+    /// sources, or kubelet opened it (recorded by the node's sockops program when kubelet
+    /// connected, decisions 0040 and 0052; only when the pod identifies kubelet). Used for ports
+    /// that speak first, whose connections the activator forwards without looking at their content
+    /// (decision 0055). One map lookup, plus opening the node's kubelet map from its pin and one
+    /// lookup in it.
+    /// - Throws: `BPFError` when a map cannot be read, or `.closed`.
+    public func isProbeConnection(
+        client: IPAddress,
+        clientPort: UInt16,
+        server: IPAddress,
+        serverPort: UInt16
+    ) throws(BPFError) -> Bool {
+        try withHandles { (h) throws(BPFError) -> Bool in
+            var source = client.v4Mapped.bytes
+            var found: UInt32 = 0
+            let rc = bpf_map_lookup_elem(h.maps.probeSources.rawValue, &source, &found)
+            if rc == 0 { return true }
+            if -rc != ENOENT { try libbpfCall("bpf_map_lookup_elem", "zp_probe_src[\(client)]") { rc } }
+            guard try Self.readConfig(h.maps.config).identifyKubelet, let membership = h.node else { return false }
+            var key = client.v4Mapped.bytes + server.v4Mapped.bytes
+            withUnsafeBytes(of: clientPort) { key += $0 }
+            withUnsafeBytes(of: serverPort) { key += $0 }
+            key += [0, 0, 0, 0]
+            return try NodeSockops.containsKubeletConnection(membership, key: key)
+        }
+    }
+
     // MARK: lifecycle
 
     /// Pins every map and link under `root/podID/` (directories mode 0700, files 0600), so a

@@ -196,6 +196,9 @@ public final class PodActivator: Sendable {
                 group: group,
                 redirect: BPFRedirectControl(redirector: redirector, connections: connections),
                 applicationSockets: PodNamespaceSockets(namespacePath: namespacePath),
+                // Ports that speak first need probes known by their connection (decision 0055).
+                probeConnections: configuration.speaksFirstPorts.isEmpty && !configuration.learnsSpeaksFirstPorts
+                    ? nil : BPFProbeConnections(redirector: redirector),
                 events: events,
                 restore: restore
             )

@@ -1,6 +1,8 @@
+import NIOCore
 import SystemPackage
 import ZPActivator
 import ZPBPF
+import ZPCore
 import ZPSystem
 
 /// ZPActivator's ``RedirectControl`` implemented with ZPBPF's ``PodRedirector``: switching a
@@ -57,5 +59,37 @@ public struct PodNamespaceSockets: ApplicationSocketFactory {
     /// - Throws: `SystemError` when the namespace cannot be joined or the socket not made.
     public func makeStreamSocket(ipv6: Bool) throws -> OwnedDescriptor {
         try namespace.makeTCPSocket(ipv6: ipv6)
+    }
+}
+
+/// ZPActivator's ``ProbeConnectionCheck`` implemented with ZPBPF's ``PodRedirector``: a connection
+/// is a known probe's when its client is one of the pod's probe sources or kubelet opened it
+/// (``PodRedirector/isProbeConnection(client:clientPort:server:serverPort:)``), exactly what
+/// `zp_sk_lookup` leaves to the activator on a handover port. A connection whose maps cannot be
+/// read counts as a possible probe (the activator then inspects it as before: decision 0055).
+public struct BPFProbeConnections: ProbeConnectionCheck {
+    /// The pod's redirector (not owned).
+    public let redirector: PodRedirector
+
+    /// Wraps `redirector`.
+    /// - Parameter redirector: the redirector of the pod whose ports the activator stands in for.
+    public init(redirector: PodRedirector) {
+        self.redirector = redirector
+    }
+
+    /// Looks the connection up in the pod's probe sources and the node's kubelet connections.
+    public func isProbe(client: SocketAddress, server: SocketAddress) -> Bool {
+        guard let clientText = client.ipAddress, let clientAddress = IPAddress(clientText),
+            let serverText = server.ipAddress, let serverAddress = IPAddress(serverText),
+            let clientPort = client.port.flatMap(UInt16.init(exactly:)),
+            let serverPort = server.port.flatMap(UInt16.init(exactly:))
+        else { return true }
+        return
+            (try? redirector.isProbeConnection(
+                client: clientAddress,
+                clientPort: clientPort,
+                server: serverAddress,
+                serverPort: serverPort
+            )) ?? true
     }
 }

@@ -197,9 +197,12 @@ enum TestApp {
 enum TestClient {
     typealias Connection = NIOAsyncChannel<ByteBuffer, ByteBuffer>
 
-    static func connect(_ address: SocketAddress) async throws -> Connection {
-        try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+    /// Connects to `address`, from `source` (an address of this host) when given.
+    static func connect(_ address: SocketAddress, from source: SocketAddress? = nil) async throws -> Connection {
+        var bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelOption(.allowRemoteHalfClosure, value: true)
+        if let source { bootstrap = bootstrap.bind(to: source) }
+        return try await bootstrap
             .connect(to: address) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try Connection(
@@ -257,6 +260,7 @@ func withActivator<R: Sendable>(
     appPort: UInt16,
     configuration: ActivatorConfiguration = ActivatorConfiguration(),
     startsScaledDown: Bool = true,
+    probeConnections: (any ProbeConnectionCheck)? = nil,
     events: EventLog<ActivatorEvent>,
     restore: @escaping @Sendable () async throws -> Void,
     _ body: @escaping @Sendable (Activator, SocketAddress) async throws -> R
@@ -265,6 +269,7 @@ func withActivator<R: Sendable>(
         ports: [PortRedirect(appPort: appPort, source: .bind(try SocketAddress(ipAddress: "127.0.0.1", port: 0)))],
         configuration: configuration,
         startsScaledDown: startsScaledDown,
+        probeConnections: probeConnections,
         events: events.sink,
         restore: restore
     )

@@ -124,6 +124,32 @@ struct KubeletTests {
             ]
         )
         #expect(try redirector.activity(port: port)?.openConnections == 0, "the open kubelet connection is not counted")
+        // The activator's check for ports that speak first (decision 0055) knows it by its 4-tuple.
+        let kubelet = IPAddress(a.client4)!
+        let podAddress = IPAddress(a.pod4)!
+        #expect(
+            try redirector.isProbeConnection(client: kubelet, clientPort: clientPort, server: podAddress, serverPort: port)
+        )
+        #expect(
+            try !redirector.isProbeConnection(
+                client: kubelet,
+                clientPort: clientPort &+ 1,
+                server: podAddress,
+                serverPort: port
+            ),
+            "another connection from kubelet's address is not kubelet's"
+        )
+        // ... and the pod's probe sources by address, in either IPv4 form.
+        try redirector.setProbeSources([IPAddress("10.9.9.9")!])
+        #expect(
+            try redirector.isProbeConnection(
+                client: IPAddress("::ffff:10.9.9.9")!,
+                clientPort: 1,
+                server: podAddress,
+                serverPort: port
+            )
+        )
+        try redirector.setProbeSources([])
         held.waitUntilExit()
         #expect(try eventually { try redirector.kubeletConnections().isEmpty })
 

@@ -61,7 +61,10 @@ func wakeGroup_notADNSLabel_failsNamingKeyValueAndReason(_ c: BadGroupName) {
 @Test func ourPrefix_isNotTheOriginals_andTyposUnderItAreReported() {
     #expect(
         ZeropodSwiftAnnotation.allCases.map(\.rawValue)
-            == ["zeropod-swift/wake-group", "zeropod-swift/keep-connections", "zeropod-swift/listener-handover"]
+            == [
+                "zeropod-swift/wake-group", "zeropod-swift/keep-connections", "zeropod-swift/listener-handover",
+                "zeropod-swift/speaks-first-ports",
+            ]
     )
     #expect(ZeropodSwiftAnnotation.allCases.allSatisfy { !$0.rawValue.hasPrefix(ZeropodAnnotation.prefix) })
     let keys = ContainerConfig.unrecognizedKeys(

@@ -25,19 +25,35 @@ import ZPCore
     }
 
     @Test func proxyTimeout_isTheActivatorsIdleLimit() throws {
-        let absent = ActivatorConfiguration(container: try ContainerConfig(annotations: [:]))
+        let absent = ActivatorConfiguration(
+            container: try ContainerConfig(annotations: [:]),
+            probesRecognisedWithoutContent: true
+        )
         #expect(absent.proxyIdleTimeout == nil && absent.connectTimeout == .seconds(5) && absent.probeDetection)
         let set = ActivatorConfiguration(
             container: try ContainerConfig(annotations: [
                 "zeropod.ctrox.dev/proxy-timeout": "1m30s", "zeropod.ctrox.dev/connect-timeout": "2s",
                 "zeropod.ctrox.dev/disable-probe-detection": "true", "zeropod.ctrox.dev/probe-buffer-size": "4096",
-            ])
+            ]),
+            probesRecognisedWithoutContent: true
         )
         #expect(set.proxyIdleTimeout == .seconds(90) && set.connectTimeout == .seconds(2))
         #expect(!set.probeDetection && set.probeBufferSize == 4096)
         let zero = ActivatorConfiguration(
-            container: try ContainerConfig(annotations: ["zeropod.ctrox.dev/proxy-timeout": "0"])
+            container: try ContainerConfig(annotations: ["zeropod.ctrox.dev/proxy-timeout": "0"]),
+            probesRecognisedWithoutContent: true
         )
         #expect(zero.proxyIdleTimeout == nil)
+    }
+
+    @Test func speaksFirstPorts_reachTheActivator_learningOnlyWhereProbesAreKnownByConnection() throws {
+        let config = try ContainerConfig(annotations: ["zeropod-swift/speaks-first-ports": "3306,25"])
+        let known = ActivatorConfiguration(container: config, probesRecognisedWithoutContent: true)
+        #expect(known.speaksFirstPorts == [25, 3306] && known.learnsSpeaksFirstPorts)
+        let unknown = ActivatorConfiguration(
+            container: try ContainerConfig(annotations: [:]),
+            probesRecognisedWithoutContent: false
+        )
+        #expect(unknown.speaksFirstPorts.isEmpty && !unknown.learnsSpeaksFirstPorts)
     }
 }

@@ -76,6 +76,13 @@ struct BenchCommand: ParsableCommand {
     )
     var mysqlProbeDetection = true
 
+    @Option(
+        name: .customLong("zeropod-annotation"),
+        help:
+            "zeropod-swift: one more annotation key=value on every measured container (repeatable), e.g. zeropod-swift/listener-handover=false for the activator's proxy path."
+    )
+    var zeropodAnnotations: [String] = []
+
     @Flag(
         inversion: .prefixedNo,
         help:
@@ -174,6 +181,12 @@ struct BenchCommand: ParsableCommand {
                 criu: criu,
                 criuLogLevel: criuLogLevel
             )
+            for pair in zeropodAnnotations {
+                guard let eq = pair.firstIndex(of: "="), eq != pair.startIndex else {
+                    throw BenchError("--zeropod-annotation \(pair): expected key=value")
+                }
+                zeropod?.extraAnnotations[String(pair[..<eq])] = String(pair[pair.index(after: eq)...])
+            }
         }
         defer { zeropod?.stop() }
         let runtimes: [any BenchRuntime] =
@@ -426,7 +439,7 @@ struct BenchCommand: ParsableCommand {
                 if !xs.isEmpty { steady.append(xs[(xs.count - 1) / 2]) }
             }
         }
-        if let side = w.sidecar, let sb = sidecarBundle {
+        if let side = w.sidecar, let sb = sidecarBundle, w.measuresCascade {
             // The cascade needs the sidecar under the measured runtime: stop the long-running one.
             baseline.remove(side.workload, container: sidecarContainer)
             sidecarContainer = nil

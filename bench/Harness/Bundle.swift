@@ -18,8 +18,11 @@ struct Bundle {
     /// (iptables rules, ~100 ms each way) is skipped. `verbosity` sets CRIU's log level: runc asks
     /// for 4 over RPC, and CRIU lets the RPC config file override RPC settings, so both sides of
     /// the comparison log at the same level (the shim's `criu-log-level`).
-    static func criuConfig(logLevel: Int) -> String {
-        "tcp-close\nskip-in-flight\nnetwork-lock skip\nverbosity=\(logLevel)\n"
+    /// A workload that `keepsConnections` gets `tcp-established` instead of `tcp-close` (the
+    /// network lock stays skipped, as on the shim's side, decision 0045).
+    static func criuConfig(logLevel: Int, keepsConnections: Bool = false) -> String {
+        (keepsConnections ? "tcp-established\n" : "tcp-close\n")
+            + "skip-in-flight\nnetwork-lock skip\nverbosity=\(logLevel)\n"
     }
 
     /// Capabilities a container gets (the common Docker default set).
@@ -36,7 +39,7 @@ struct Bundle {
         try runChecked(["cp", "-a", "--reflink=auto", rootfs, path + "/rootfs"])
         try runChecked(["runc", "spec", "--bundle", path])
         let bundle = Bundle(path: path)
-        try criuConfig(logLevel: criuLogLevel).write(toFile: path + "/criu.conf", atomically: true, encoding: .utf8)
+        try criuConfig(logLevel: criuLogLevel, keepsConnections: workload.keepsConnections).write(toFile: path + "/criu.conf", atomically: true, encoding: .utf8)
         let configURL = URL(fileURLWithPath: path + "/config.json")
         guard var spec = try JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as? [String: Any] else {
             throw BenchError("\(configURL.path): runc spec did not write a JSON object")

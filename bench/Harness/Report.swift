@@ -385,7 +385,7 @@ struct Report {
                 )
             )
         }
-        for w in ["busybox", "nginx", "mariadb", "jvm", "wordpress"] where workloads.contains(w) {
+        for w in ["busybox", "nginx", "mariadb", "jvm", "wordpress", "pooled"] where workloads.contains(w) {
             verdict(
                 "\(w) restore → 1st response zp/runc (preparation excluded: done while scaled down)",
                 med(w, zp) { $0.restoreFirstResponseMs },

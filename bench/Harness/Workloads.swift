@@ -26,6 +26,13 @@ struct Workload: Sendable {
     var startDeadline: Duration = .seconds(120)
     /// A container that must run (unmeasured) before this one, e.g. WordPress's database.
     var sidecar: Sidecar?
+    /// Whether the workload and its sidecar are also measured checkpointed together (the
+    /// cascade); false when the sidecar is only the peer the workload keeps a connection to.
+    var measuresCascade = true
+    /// Whether its established TCP connections are dumped and restored (CRIU `tcp-established`)
+    /// instead of closed; runc's side gets it through the CRIU config file, ours by default
+    /// (`zeropod-swift/keep-connections`, decision 0045).
+    var keepsConnections = false
 
     /// The container's address as seen from the host.
     var address: String { "10.77.\(subnet).2" }
@@ -140,8 +147,39 @@ extension Workload {
         )
     )
 
+    /// The pooled-app (scripts/testapps/pooled-app.c) holding one pooled connection to a MariaDB
+    /// in another network namespace (its sidecar, at 10.78.1.2): every HTTP request makes one query
+    /// on that connection, so restore → first response includes the first use of a connection
+    /// that went through the checkpoint. The answer must name no reconnect: the pooled connection
+    /// survived (runc's side dumps it with `tcp-established`, as the shim does).
+    static let pooled = Workload(
+        name: "pooled",
+        recipe: "pooled",
+        args: ["/bin/pooled-app", "mysql", "10.78.1.2", "3306", "8080"],
+        port: 8080,
+        probe: .http(path: "/", host: "pooled", expect: "reconnects=0"),
+        subnet: 17,
+        sidecar: Sidecar(
+            workload: mariadbWorkload(
+                name: "pooled-db",
+                recipe: "mariadb",
+                subdir: nil,
+                subnet: 18,
+                probe: .mysql(
+                    user: "bench",
+                    query: "SELECT v FROM zpbench.t WHERE id = 1",
+                    expect: "zeropod-mariadb"
+                )
+            ),
+            localAddress: "10.78.1.1/30",
+            peerAddress: "10.78.1.2/30"
+        ),
+        measuresCascade: false,
+        keepsConnections: true
+    )
+
     /// Every workload by name, in run order.
-    static let all: [Workload] = [.busybox, .nginx, .mariadb, .jvm, .wordpress]
+    static let all: [Workload] = [.busybox, .nginx, .mariadb, .jvm, .wordpress, .pooled]
 
     private static func mariadbWorkload(
         name: String,

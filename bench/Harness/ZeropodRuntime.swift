@@ -72,6 +72,9 @@ final class ZeropodRuntime: BenchRuntime {
     let probeDetectionForMySQL: Bool
     /// Set `zeropod.ctrox.dev/pre-dump=true` on the containers (`--zeropod-pre-dump`).
     let preDump: Bool
+    /// More annotations for every measured container (`--zeropod-annotation key=value`), e.g.
+    /// `zeropod-swift/listener-handover=false` to measure the activator's proxy path.
+    var extraAnnotations: [String: String] = [:]
 
     var logFile: String { directory + "/containerd.log" }
     private var socket: String { directory + "/c.sock" }
@@ -194,6 +197,7 @@ final class ZeropodRuntime: BenchRuntime {
         }
         if let group = wakeGroups[w.containerID] { annotations["zeropod-swift/wake-group"] = group }
         if preDump { annotations["zeropod.ctrox.dev/pre-dump"] = "true" }
+        annotations.merge(extraAnnotations) { $1 }
         spec["annotations"] = annotations
         let specPath = bundle.path + "/zeropod-spec.json"
         try JSONSerialization.data(withJSONObject: spec, options: [.sortedKeys]).write(

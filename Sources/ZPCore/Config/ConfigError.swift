@@ -16,6 +16,8 @@ public struct ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
         case invalidInteger(String)
         /// A `ports-map` value that is not `name=port[,port...][;name=port...]`.
         case invalidPortsMap(String)
+        /// A comma list of ports (`zeropod-swift/speaks-first-ports`) with a malformed or repeated element.
+        case invalidPortList(String)
         /// A comma-separated list of container names with an empty or malformed element.
         case invalidNameList(String)
         /// A single container name that is empty or malformed.
@@ -66,6 +68,7 @@ public struct ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
             return "invalid boolean \(v): expected one of 1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False"
         case .invalidInteger(let detail): return "invalid integer \(v): \(detail)"
         case .invalidPortsMap(let detail): return "invalid ports map \(v): \(detail)"
+        case .invalidPortList(let detail): return "invalid port list \(v): \(detail)"
         case .invalidNameList(let detail): return "invalid container name list \(v): \(detail)"
         case .invalidName(let detail): return "invalid container name \(v): \(detail)"
         case .invalidGroupName(let detail): return "invalid group name \(v): \(detail)"

@@ -52,6 +52,10 @@ public enum ZeropodSwiftAnnotation: String, CaseIterable, Sendable {
     /// application's own listeners take over, instead of proxying them (Go bool, default true;
     /// docs/decisions/0046-listener-handover.md). `false` keeps the activator's proxy.
     case listenerHandover = "zeropod-swift/listener-handover"
+    /// Ports whose server speaks first (MySQL/MariaDB, SMTP, FTP, ...): comma list of ports, default
+    /// none. Where the activator keeps a port (the proxy path), a connection to one of them that is
+    /// not a probe's restores at once, without the silent window (docs/decisions/0055-speak-first-ports.md).
+    case speaksFirstPorts = "zeropod-swift/speaks-first-ports"
 
     /// The common prefix of zeropod-swift's own annotations.
     public static let prefix = "zeropod-swift/"
@@ -159,6 +163,28 @@ public struct ContainerConfig: Equatable, Sendable {
     public var keepConnections: Bool
     /// `zeropod-swift/listener-handover`: new connections queue for the restored listener (no proxy).
     public var listenerHandover: Bool
+    /// `zeropod-swift/speaks-first-ports`: the ports (of the pod's containers) whose server speaks
+    /// first; empty when absent. A pod's containers share one network namespace, so a port names
+    /// one container's listener; each container applies the ports it serves.
+    public var speaksFirstPorts: Set<UInt16>
+
+    /// Why `speaks-first-ports` cannot take effect on a node where probes are
+    /// `probesRecognisedWithoutContent` or not, or nil. Restoring at the connection means not looking
+    /// at its content, so probes must be known by their connection (the node's
+    /// `probe-source-addresses`, or kubelet's own connections, `learn-probe-sources`); otherwise a
+    /// kubelet TCP probe would restore the container. With `disable-probe-detection` every
+    /// connection restores at once anyway, and the setting is accepted.
+    /// - Returns: the refusal, naming the annotation and the node settings to change.
+    public func speaksFirstPortsProblem(probesRecognisedWithoutContent: Bool) -> ConfigError? {
+        guard !speaksFirstPorts.isEmpty, !probesRecognisedWithoutContent, !disableProbeDetection else { return nil }
+        return ConfigError(
+            key: ZeropodSwiftAnnotation.speaksFirstPorts.rawValue,
+            value: speaksFirstPorts.sorted().map(String.init).joined(separator: ","),
+            reason: .notSupportedYet(
+                "the node recognises probes only by their content (learn-probe-sources = false and no probe-source-addresses), so a probe to these ports would restore the container; set one of them on the node, or disable-probe-detection"
+            )
+        )
+    }
 
     /// Whether new connections of this container queue for its restored listener (decision 0046)
     /// on a node where `probesRecognisedWithoutContent`: `listener-handover` on, and probes
@@ -261,6 +287,10 @@ public struct ContainerConfig: Equatable, Sendable {
         }
         keepConnections = try swiftBool(.keepConnections, default: true)
         listenerHandover = try swiftBool(.listenerHandover, default: true)
+        speaksFirstPorts = []
+        if let v = annotations[ZeropodSwiftAnnotation.speaksFirstPorts.rawValue], !v.isEmpty {
+            speaksFirstPorts = try PortList.parse(v, key: ZeropodSwiftAnnotation.speaksFirstPorts.rawValue)
+        }
     }
 
     /// Whether zeropod manages this container: never the sandbox; otherwise every container when
@@ -381,6 +411,30 @@ public struct ContainerConfig: Equatable, Sendable {
             }
         }
         return nil
+    }
+}
+
+/// A comma list of TCP ports (`3306,25`), as `zeropod-swift/speaks-first-ports` takes it.
+public enum PortList {
+    /// Parses `value`: ports in 1...65535 written as decimal digits, separated by `,`, each once.
+    /// An empty element (`25,,3306`, a trailing `,`) is an error.
+    /// - Parameter key: the annotation key, for the error.
+    /// - Throws: `ConfigError` with reason `invalidPortList` naming the element and why.
+    public static func parse(_ value: String, key: String) throws(ConfigError) -> Set<UInt16> {
+        func fail(_ detail: String) -> ConfigError {
+            ConfigError(key: key, value: value, reason: .invalidPortList(detail))
+        }
+        var ports = Set<UInt16>()
+        for (i, element) in value.split(separator: ",", omittingEmptySubsequences: false).enumerated() {
+            guard !element.isEmpty, element.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }) else {
+                throw fail("element \(i + 1) \(quoted(String(element))) is not a decimal number")
+            }
+            guard let port = UInt16(element), port > 0 else {
+                throw fail("element \(i + 1) \(quoted(String(element))) is not between 1 and 65535")
+            }
+            guard ports.insert(port).inserted else { throw fail("port \(port) is listed twice") }
+        }
+        return ports
     }
 }
 

@@ -284,6 +284,10 @@ public final class TaskService: Sendable {
             )
         }
         guard config.isManaged, config.scaleDownEnabled else { return nil }
+        let probesKnown = !node.probeSourceAddresses.isEmpty || node.learnProbeSources
+        if let problem = config.speaksFirstPortsProblem(probesRecognisedWithoutContent: probesKnown) {
+            throw ShimError.invalidArgument("\(problem)")
+        }
         guard let netns = bundle.networkNamespacePath else {
             logger.warning(
                 "scale-down off: the spec names no network namespace path",
@@ -362,7 +366,7 @@ public final class TaskService: Sendable {
             PodRedirect(
                 redirector: redirector,
                 namespacePath: FilePath(netns),
-                configuration: ActivatorConfiguration(container: config),
+                configuration: ActivatorConfiguration(container: config, probesRecognisedWithoutContent: probesKnown),
                 group: group,
                 logger: containerLogger,
                 connections: connections
