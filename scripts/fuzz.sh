@@ -41,8 +41,11 @@ build_log="$out/build.log"
 # One -sanitize flag with both sanitizers: swiftc keeps only the last -sanitize= it is given, and
 # SwiftPM's `--sanitize=fuzzer --sanitize=address` passes two (in no fixed order), which silently
 # dropped libFuzzer's coverage instrumentation ("Is the code instrumented for coverage?").
-if ! swift build -c release --package-path Fuzz --scratch-path "$out/spm" -Xswiftc -sanitize=fuzzer,address \
-     >"$build_log" 2>&1; then
+# --disable-build-manifest-caching: the project is a path dependency of Fuzz/, and SwiftPM's cached
+# build manifest does not see source files added to it since (a merge that added files to
+# ZPActivator then failed "cannot find type" here while the normal build passed).
+if ! swift build -c release --package-path Fuzz --scratch-path "$out/spm" --disable-build-manifest-caching \
+     -Xswiftc -sanitize=fuzzer,address >"$build_log" 2>&1; then
   grep -E "error:" "$build_log" | head -n 20 >&2 || tail -n 40 "$build_log" >&2
   echo "fuzz.sh: build failed (log: $build_log)" >&2
   exit 1

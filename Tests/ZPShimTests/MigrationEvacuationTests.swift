@@ -15,6 +15,11 @@ import ZPTestSupport
 // ttrpc server on the node socket: what it hands over, and that every failure means "stop
 // normally" with nothing left in <state-dir>/m.
 
+/// The order in which a test's concurrent steps happened.
+final class EventOrder: Sendable {
+    let list = Mutex<[String]>([])
+}
+
 /// What the played node service saw.
 final class NodeCalls: Sendable {
     let evacs = Mutex<[NodeAPI.EvacRequest]>([])
@@ -29,10 +34,12 @@ private func withLayout(_ body: (NodeLayout) async throws -> Void) async throws 
     try await body(NodeLayout(runDirectory: root + "/run", stateDirectory: root + "/state"))
 }
 
-/// Serves PrepareEvac with `prepare` and Evac with CLAIMED on `layout.nodeSocket` during `body`.
+/// Serves PrepareEvac with `prepare` (after `gate` yields, if given) and Evac with CLAIMED on
+/// `layout.nodeSocket` during `body`.
 private func withNode(
     _ layout: NodeLayout,
     prepare: NodeAPI.EvacResponse,
+    gate: AsyncStream<Void>? = nil,
     _ body: (NodeCalls) async throws -> Void
 ) async throws {
     let calls = NodeCalls()
@@ -40,6 +47,10 @@ private func withNode(
     router.register(service: NodeAPI.service, method: NodeAPI.Method.prepareEvac.rawValue) { call in
         let request = try NodeAPI.EvacRequest(decoding: call.payload)
         calls.prepares.withLock { $0.append(request) }
+        // A node still waiting for the claim: answers once the test opens the gate.
+        if let gate {
+            for await _ in gate { break }
+        }
         return prepare.encoded()
     }
     router.register(service: NodeAPI.service, method: NodeAPI.Method.evac.rawValue) { call in
@@ -77,6 +88,50 @@ private func sourceFolders(_ layout: NodeLayout) throws -> (images: String, uppe
 }
 
 @Suite struct MigrationEvacuationTests {
+    /// kubelet's SIGKILL after the grace period comes while the first Kill's evacuation still waits
+    /// for the node: it waits too (killing meanwhile would remove the images being archived), and
+    /// the node is asked once.
+    @Test func killDuringTheEvacuation_waitsForIt_andTheNodeIsAskedOnce() async throws {
+        try await withLayout { layout in
+            let (images, upper) = try sourceFolders(layout)
+            let (gate, open) = AsyncStream<Void>.makeStream()
+            try await withNode(layout, prepare: NodeAPI.EvacResponse(outcome: .unclaimed), gate: gate) { calls in
+                let migration = ContainerMigration(
+                    layout: layout,
+                    containerID: containerID,
+                    pod: pod,
+                    imagesDirectory: images,
+                    upperDirectory: upper,
+                    group: MultiThreadedEventLoopGroup.singleton,
+                    logger: Logger(label: "evacuation"),
+                    restoreImages: { throw ShimError.notImplemented("no restore in this test") },
+                    removeImages: {}
+                )
+                let order = EventOrder()
+                await withTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        await migration.evacuate()
+                        order.list.withLock { $0.append("first kill") }
+                    }
+                    #expect(await eventuallyAsync { calls.prepares.withLock { $0.count } == 1 })
+                    group.addTask {
+                        await migration.evacuate()
+                        order.list.withLock { $0.append("second kill") }
+                    }
+                    #expect(await eventuallyAsync { migration.killsWaiting == 1 })
+                    order.list.withLock { $0.append("node answers") }
+                    open.yield()
+                    open.finish()
+                }
+                #expect(order.list.withLock { $0.first } == "node answers" && order.list.withLock { $0.count } == 3)
+                #expect(calls.prepares.withLock { $0.count } == 1)
+                // A Kill after it returns at once.
+                await migration.evacuate()
+                #expect(calls.prepares.withLock { $0.count } == 1)
+            }
+        }
+    }
+
     @Test func claimed_handsOverImagesAndChangedFiles() async throws {
         try await withLayout { layout in
             let (images, upper) = try sourceFolders(layout)

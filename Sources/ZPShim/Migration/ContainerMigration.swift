@@ -42,8 +42,14 @@ final class ContainerMigration: Sendable {
     private struct State {
         /// A migrated image waits in the images folder for Start.
         var imageWaiting = false
-        /// The source's Kill ran the evacuation (once per container).
-        var evacuated = false
+        /// The source's evacuation (once per container).
+        var evacuation = Evacuation.notStarted
+    }
+    private enum Evacuation {
+        case notStarted
+        /// Runs; later Kills wait for it.
+        case running(waiters: [CheckedContinuation<Void, Never>])
+        case finished
     }
     private let state = Mutex(State())
 
@@ -128,14 +134,52 @@ final class ContainerMigration: Sendable {
 
     // MARK: source
 
+    /// Kills waiting for the evacuation in flight.
+    var killsWaiting: Int {
+        state.withLock { s in
+            if case .running(let waiters) = s.evacuation { return waiters.count }
+            return 0
+        }
+    }
+
     /// At the Kill of a scaled-down init: hands the checkpoint to the claimed target, once. The
-    /// container stops afterwards whatever the outcome.
+    /// container stops afterwards whatever the outcome. A Kill that comes while it runs (kubelet's
+    /// SIGKILL after the grace period) waits for it: killing meanwhile would remove the images
+    /// being archived.
     func evacuate() async {
-        guard state.withLock({ s in
-            defer { s.evacuated = true }
-            return !s.evacuated
-        })
-        else { return }
+        enum Turn { case run, wait, done }
+        let turn = state.withLock { s -> Turn in
+            switch s.evacuation {
+            case .notStarted:
+                s.evacuation = .running(waiters: [])
+                return .run
+            case .running: return .wait
+            case .finished: return .done
+            }
+        }
+        switch turn {
+        case .done: return
+        case .wait:
+            await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
+                let resumeNow = state.withLock { s -> Bool in
+                    guard case .running(var waiters) = s.evacuation else { return true }
+                    waiters.append(waiter)
+                    s.evacuation = .running(waiters: waiters)
+                    return false
+                }
+                if resumeNow { waiter.resume() }
+            }
+            return
+        case .run: break
+        }
+        defer {
+            let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+                defer { s.evacuation = .finished }
+                if case .running(let waiters) = s.evacuation { return waiters }
+                return []
+            }
+            for waiter in waiters { waiter.resume() }
+        }
         let start = ContinuousClock.now
         let evacuation = MigrationEvacuation(
             layout: layout,
