@@ -41,6 +41,13 @@ private func onlyCRIU(_ pids: [Int32]) -> Bool {
     pids.allSatisfy { (try? String(contentsOfFile: "/proc/\($0)/comm", encoding: .utf8))?.hasPrefix("criu") == true }
 }
 
+/// The text of `line` between `start` and the next `end` after it ("" when absent).
+private func between(_ line: String, _ start: String, _ end: String) -> String {
+    guard let from = line.range(of: start) else { return "" }
+    let rest = line[from.upperBound...]
+    return String(rest[..<(rest.range(of: end)?.lowerBound ?? rest.endIndex)])
+}
+
 /// The CRI annotations kubelet's CRI plugin puts on a container of pod `name`.
 private func criAnnotations(pod name: String) -> [String] {
     [
@@ -107,6 +114,23 @@ private func criAnnotations(pod name: String) -> [String] {
         let rootfs = try TestPaths.busyboxRootfs()
         try await withTwoNodes { double, a, b, scratch in
             try await scenario(double: double, a: a, b: b, flavors: flavors, scratch: scratch, rootfs: rootfs)
+        }
+    }
+
+    /// The same with 64 MiB of data in the app's memory (a shell variable of random base64): the
+    /// checkpoint, its archive and the pull over mutual TLS carry it; the counter continues.
+    @Test func offlineMigration_64MiBInMemory_continuesOnTheOtherNode() async throws {
+        let rootfs = try TestPaths.busyboxRootfs()
+        try await withTwoNodes { double, a, b, scratch in
+            try await scenario(
+                double: double,
+                a: a,
+                b: b,
+                flavors: [.debian, .containerd2],
+                scratch: scratch,
+                rootfs: rootfs,
+                memoryMiB: 64
+            )
         }
     }
 
@@ -283,7 +307,8 @@ private func criAnnotations(pod name: String) -> [String] {
         flavors: [ContainerdFlavor],
         scratch: String,
         rootfs: String,
-        sourceExtra: [String] = []
+        sourceExtra: [String] = [],
+        memoryMiB: Int = 0
     ) async throws {
         // A source with mounts the target lacks cannot be restored there.
         let restorable = sourceExtra.isEmpty
@@ -310,7 +335,16 @@ private func criAnnotations(pod name: String) -> [String] {
         let netnsB = try TestNetns("zpmig-b")
         defer { netnsB.delete() }
         // The app on node-a: counter at 2, then scaled down (its checkpoint holds the counter).
-        try startCounter(containerdA, netns: netnsA, id: sourceID, rootfs: rootfs, extra: criAnnotations(pod: sourcePod) + sourceExtra)
+        // With `memoryMiB`, the shell first holds that much random data (base64) in a variable.
+        let ballast = memoryMiB > 0 ? "ballast=$(head -c \(memoryMiB * 786_432) /dev/urandom | base64 -w0); " : ""
+        try startCounter(
+            containerdA,
+            netns: netnsA,
+            id: sourceID,
+            rootfs: rootfs,
+            extra: criAnnotations(pod: sourcePod) + sourceExtra,
+            command: ballast + counterServer
+        )
         defer { removeTask(containerdA, sourceID) }
         #expect(netnsA.httpGet(port: 8080)?.contains("count=2") == true)
         try #require(waitScaledDown(containerdA, netns: netnsA, checkpoints: 1), "\(containerdA.log(tail: 30))")
@@ -413,8 +447,14 @@ private func criAnnotations(pod name: String) -> [String] {
             return
         }
         print(
-            "[zpmigration] \(flavors[0].name) -> \(flavors[1].name) offline: delete -> first response on the target "
-                + "\(milliseconds(firstResponse - deleted)) ms; "
+            "[zpmigration] \(flavors[0].name) -> \(flavors[1].name) offline\(memoryMiB > 0 ? ", \(memoryMiB) MiB of data in memory" : ""): "
+                + "delete -> first response on the target \(milliseconds(firstResponse - deleted)) ms; "
+                + "evacuation: "
+                + (containerdA.logLines(containing: "checkpoint handed to the claimed target").first.map {
+                    between($0, "archive=", " container=") + " in " + between($0, " ms=", " [")
+                } ?? "-") + " ms; source checkpoint: "
+                + (containerdA.logLines(containing: "checkpointing done").first.map { between($0, "pages written ", " scanned") }
+                    ?? "-") + " pages; "
                 + (containerdB.logLines(containing: "restored the migrated image").first.map { String($0.suffix(160)) } ?? "")
         )
     }
