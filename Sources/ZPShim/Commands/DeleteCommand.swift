@@ -1,6 +1,7 @@
 import Logging
 import SystemPackage
 import ZPAPI
+import ZPCheckpoint
 import ZPCore
 import ZPSystem
 
@@ -74,6 +75,14 @@ public enum DeleteCommand {
     /// prepared (tmpfs copies and the rootfs bind mount under runc's state folder), a `criu
     /// lazy-pages` daemon serving the images, and the images themselves.
     static func removePreparedRestore(id: String, namespace: String, runcRoot: String, node: NodeConfig) {
+        // First what may still work on the images and mounts: a restore the shim had in flight.
+        let killed = killRestoreLeftovers(id: id, runcRoot: runcRoot)
+        if !killed.isEmpty {
+            try? StandardStream.error.write(
+                "delete: killed \(killed.count) process(es) left in the cgroups of container \(id) "
+                    + "(a restore in flight or its CRIU worker): \(killed)\n"
+            )
+        }
         for mountPoint in MountPoints.under(runcRoot + "/" + id + "/") { try? MountPoints.unmount(mountPoint) }
         let images = node.layout.imageDirectory(containerdNamespace: namespace, containerID: id)
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
@@ -83,5 +92,38 @@ public enum DeleteCommand {
             if args.contains("lazy-pages"), args.contains(images) { kill(pid, SIGKILL) }
         }
         try? FileManager.default.removeItem(atPath: images)
+    }
+
+    /// Kills what a shim killed in the middle of a restore left running in the container's cgroups
+    /// (runc's state names them): the CRIU worker, which joined them when the restore was
+    /// prepared, and the tasks it restored so far. Those were the shim's children (`rst_sibling`)
+    /// and belong to no one now; runc's state still names the init they were to replace, so
+    /// `runc delete --force` would take them for a stopped container's and leave them running,
+    /// and the worker would go on writing into the image folder while it is removed. SIGKILLs
+    /// every process listed in the cgroups until they are empty (5 s at most; nothing is listed
+    /// once the container's init and its pid namespace are gone).
+    /// - Returns: the pids signalled.
+    @discardableResult
+    static func killRestoreLeftovers(id: String, runcRoot: String) -> [Int32] {
+        guard let state = try? RuncState(runcRoot: FilePath(runcRoot), id: id) else { return [] }
+        // A hierarchy's root (a mount point) is never a container's own cgroup: left alone.
+        let roots = Set(((try? MountInfo.read()) ?? []).map(\.mountPoint))
+        let folders = Set(state.cgroupPaths.values.filter { !$0.isEmpty && !roots.contains($0) })
+        var signalled: Set<Int32> = []
+        let deadline = ContinuousClock.now + .seconds(5)
+        while true {
+            var listed: Set<Int32> = []
+            for folder in folders {
+                let text = (try? Files.readText(FilePath(folder + "/cgroup.procs"))) ?? ""
+                for pid in text.split(separator: "\n").compactMap({ Int32($0) }) where pid > 1 { listed.insert(pid) }
+            }
+            if listed.isEmpty || ContinuousClock.now >= deadline { break }
+            for pid in listed {
+                _ = kill(pid, SIGKILL)
+                signalled.insert(pid)
+            }
+            usleep(10_000)
+        }
+        return signalled.sorted()
     }
 }

@@ -1,0 +1,293 @@
+import Foundation
+import Testing
+import ZPCore
+import ZPSystem
+import ZPTestSupport
+
+@testable import ZPShim
+
+/// A counter server that first fills `mebibytes` MiB of the shell's own memory, so that a dump
+/// and a restore take long enough to be cut.
+func bigCounterServer(mebibytes: Int) -> String {
+    "x=$(head -c \(mebibytes << 20) /dev/zero | tr '\\0' a); " + counterServer
+}
+
+/// A GET from inside `netns` running in the background (curl, `seconds` at most); its body goes
+/// to `output`. The caller reads it with ``BackgroundRequest/finish(within:)``.
+struct BackgroundRequest {
+    let process: Process
+    let output: String
+
+    init(_ netns: TestNetns, port: Int, output: String, seconds: Int = 90) throws {
+        self.output = output
+        _ = FileManager.default.createFile(atPath: output, contents: nil)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        if !FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip") {
+            p.executableURL = URL(fileURLWithPath: "/sbin/ip")
+        }
+        p.arguments = [
+            "netns", "exec", netns.name, "curl", "-s", "--max-time", String(seconds), "http://127.0.0.1:\(port)/",
+        ]
+        p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
+        p.standardError = FileHandle.nullDevice
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        process = p
+    }
+
+    /// Waits for curl to end (at most `seconds`); returns its body, or nil when it failed or was
+    /// still running (then it is killed). (Foundation's `Process` reaps the child itself: polled
+    /// through `isRunning`.)
+    func finish(within seconds: Double = 120) -> String? {
+        guard eventually(within: seconds, every: 0.05, { !process.isRunning }) else {
+            kill(process.processIdentifier, SIGKILL)
+            _ = eventually(within: 10) { !process.isRunning }
+            return nil
+        }
+        let status = process.terminationStatus
+        let body = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
+        if status != 0 || body.isEmpty { print("[background request] curl exit \(status), body \(body.debugDescription)") }
+        return status == 0 && !body.isEmpty ? body : nil
+    }
+}
+
+/// When the shim is killed during a restore.
+enum RestoreMoment: String, CaseIterable, CustomStringConvertible, Sendable {
+    /// As soon as CRIU created `restore.log` in the image folder.
+    case logOpened
+    /// As soon as the first restored task is in the pod's netns.
+    case tasksForked
+    /// As soon as CRIU logged its `pre-resume` notification (it resumes the tasks whatever the
+    /// shim answers; the shim has not pointed runc's state at the new init yet).
+    case tasksResumed
+
+    var description: String { rawValue }
+}
+
+/// The last `bytes` bytes of a file (empty when unreadable).
+func fileTail(_ path: String, bytes: Int = 8192) -> String {
+    guard let handle = FileHandle(forReadingAtPath: path) else { return "" }
+    defer { try? handle.close() }
+    let end = (try? handle.seekToEnd()) ?? 0
+    try? handle.seek(toOffset: end > UInt64(bytes) ? end - UInt64(bytes) : 0)
+    return String(decoding: (try? handle.readToEnd()) ?? Data(), as: UTF8.self)
+}
+
+/// The exit status of the first `/tasks/exit` event of `id` in a `ctr events` file.
+func exitStatus(inEvents file: String, id: String) -> String? {
+    let text = (try? String(contentsOfFile: file, encoding: .utf8)) ?? ""
+    guard
+        let line = text.split(separator: "\n").first(where: {
+            $0.contains("/tasks/exit") && $0.contains("\"\(id)\"")
+        }),
+        let range = line.range(of: "\"exit_status\":")
+    else { return nil }
+    return String(line[range.upperBound...].prefix { $0.isNumber })
+}
+
+/// Processes whose command line's first word is CRIU's.
+func criuProcesses() -> [Int32] {
+    allProcesses().filter { commandLine(of: $0).first.map(isCRIUCommand) == true }
+}
+
+/// The fault matrix rows around a restore in flight (issue 15 §1), through a real containerd, both
+/// versions: the shim SIGKILLed while restoring, containerd restarted while restoring. Each prints
+/// a `[fault-matrix]` line (docs/fault-matrix.md).
+@Suite(.serialized) struct FaultMatrixRestoreTests {
+    /// The shim is SIGKILLed while CRIU restores a 96 MiB app (CRIU's `restore.log` exists, the
+    /// restore has not answered): containerd sees the task exit (137), no CRIU worker, lazy-pages
+    /// daemon or half-restored process stays behind, no restore mount, image, socket or BPF link is
+    /// left, and a new container of the same id starts in the same netns.
+    @Test(arguments: ContainerdFlavor.all, RestoreMoment.allCases)
+    func shimKilledWhileRestoring_taskExitsAndNothingStaysBehind(
+        flavor: ContainerdFlavor,
+        moment: RestoreMoment
+    ) throws {
+        let rootfs = try TestPaths.busyboxRootfs()
+        let containerd = try PrivateContainerd(flavor: flavor, tag: "fmskr")
+        defer { containerd.stop() }
+        let netns = try TestNetns("zpfm-skr")
+        defer { netns.delete() }
+        let eventsFile = containerd.directory + "/events.txt"
+        let events = try containerd.startEvents(into: eventsFile)
+        defer {
+            let p = events.processIdentifier
+            kill(p, SIGTERM)
+            _ = eventually(within: 10) { !isAlive(p) }
+        }
+        let id = "skr1"
+        try startCounter(containerd, netns: netns, id: id, rootfs: rootfs, command: bigCounterServer(mebibytes: 96))
+        defer { removeTask(containerd, id) }
+        let shim = try #require(shimPid(containerd, group: id))
+        try #require(
+            waitScaledDown(containerd, netns: netns, checkpoints: 1),
+            "not scaled down: \(containerd.log(tail: 30))"
+        )
+        let images = NodeLayout().imageDirectory(containerdNamespace: containerd.namespace, containerID: id)
+        // The restore prepared while scaled down: its CRIU worker already runs (a child of the shim).
+        let preparedWorkers = criuChildren(of: shim)
+        let request = try BackgroundRequest(netns, port: 8080, output: containerd.directory + "/wake.out")
+        // The restore is in flight once CRIU opened its log; its tasks are in the netns once forked.
+        let inFlight = eventually(within: 30, every: 0.001) {
+            switch moment {
+            case .logOpened: return FileManager.default.fileExists(atPath: images + "/restore.log")
+            case .tasksForked: return !processes(inNetns: netns.path).isEmpty
+            case .tasksResumed:
+                // CRIU tells the shim `pre-resume` and carries on without its answer; a restore
+                // that finished before this poll saw it removed the folder (the kill then comes
+                // after the restore: the running row).
+                return fileTail(images + "/restore.log").contains("Running pre-resume scripts")
+                    || !FileManager.default.fileExists(atPath: images)
+            }
+        }
+        try #require(inFlight, "no restore started: \(containerd.log(tail: 30))")
+        let restoredAtKill = processes(inNetns: netns.path)
+        let finishedAtKill = !FileManager.default.fileExists(atPath: images)
+        let workers = Set(preparedWorkers + criuChildren(of: shim))
+        kill(shim, SIGKILL)
+        let killedAt = ContinuousClock.now
+        let logAtKill = (try? String(contentsOfFile: images + "/restore.log", encoding: .utf8)) ?? ""
+        let exited = eventually(within: 60) { exitStatus(inEvents: eventsFile, id: id) != nil }
+        let recovered = ContinuousClock.now - killedAt
+        #expect(exited, "no exit event after the shim died: \(containerd.log(tail: 30))")
+        #expect(exitStatus(inEvents: eventsFile, id: id) == "137")
+        #expect(eventually { taskRow(containerd, id)?.status != "RUNNING" }, "the task still shows RUNNING")
+        // Nothing of the restore runs on, owned by no one.
+        #expect(
+            eventually { processes(inNetns: netns.path).isEmpty },
+            "half-restored processes left: \(processes(inNetns: netns.path).map { commandLine(of: $0) })"
+        )
+        #expect(eventually { workers.allSatisfy { !isAlive($0) } }, "CRIU workers left: \(workers.filter(isAlive))")
+        let lazyDaemons = processes(matching: ["lazy-pages"]).filter { commandLine(of: $0).contains(images) }
+        #expect(lazyDaemons.isEmpty, "lazy-pages daemons left: \(lazyDaemons)")
+        #expect(
+            eventually { !FileManager.default.fileExists(atPath: images) },
+            "images left in \(images): \((try? FileManager.default.contentsOfDirectory(atPath: images)) ?? [])"
+        )
+        #expect(MountPoints.under("/run/containerd/runc/\(containerd.namespace)/\(id)/").isEmpty, "restore mounts left")
+        let answer = request.finish()
+        removeTask(containerd, id)
+        try expectNothingLeft(containerd, netns: netns, id: id, shim: shim)
+        // Nothing stale blocks the node: the same id starts again in the same netns (fresh memory).
+        try startCounter(containerd, netns: netns, id: id, rootfs: rootfs)
+        #expect(netns.httpGet(port: 8080) == "count=2\n")
+        let phase =
+            (finishedAtKill ? "after the restore finished" : restoredAtKill.isEmpty
+                ? "before CRIU forked the tree" : "\(restoredAtKill.count) restored task(s) in the netns")
+            + ", delete killed "
+            + "\(containerd.logLines(containing: "left in the cgroups of container \(id)").isEmpty ? "nothing" : "leftovers")"
+        let lastLine = logAtKill.split(separator: "\n").last.map { String($0.prefix(80)) } ?? ""
+        print(
+            "[fault-matrix] \(flavor.name) | shim SIGKILLed while restoring (96 MiB app; \(phase); restore.log at: "
+                + "\(lastLine)) | containerd gets exit 137 \(ms(recovered)) after the kill, the waking request "
+                + "\(answer.map { "got \($0.debugDescription)" } ?? "failed"), the same id starts again | CRIU workers, "
+                + "half-restored processes, lazy-pages daemons, images, restore mounts, sockets, BPF links: none"
+        )
+    }
+
+    /// containerd is restarted (SIGTERM, then started again on the same root and state) while the
+    /// shim restores a 96 MiB app: the restore completes, the waking request is answered with the
+    /// app's memory, the restarted containerd sees the task RUNNING with the restored pid, and the
+    /// container scales down and restores again under it.
+    @Test(arguments: ContainerdFlavor.all)
+    func containerdRestartedWhileRestoring_restoreCompletes(flavor: ContainerdFlavor) throws {
+        let rootfs = try TestPaths.busyboxRootfs()
+        let containerd = try PrivateContainerd(flavor: flavor, tag: "fmcrr")
+        defer { containerd.stop() }
+        let netns = try TestNetns("zpfm-crr")
+        defer { netns.delete() }
+        let id = "crr1"
+        try startCounter(containerd, netns: netns, id: id, rootfs: rootfs, command: bigCounterServer(mebibytes: 96))
+        defer { removeTask(containerd, id) }
+        let shim = try #require(shimPid(containerd, group: id))
+        try #require(
+            waitScaledDown(containerd, netns: netns, checkpoints: 1),
+            "not scaled down: \(containerd.log(tail: 30))"
+        )
+        let images = NodeLayout().imageDirectory(containerdNamespace: containerd.namespace, containerID: id)
+        let request = try BackgroundRequest(netns, port: 8080, output: containerd.directory + "/wake.out")
+        let inFlight = eventually(within: 30, every: 0.001) {
+            FileManager.default.fileExists(atPath: images + "/restore.log")
+        }
+        try #require(inFlight, "no restore started: \(containerd.log(tail: 30))")
+        let oldContainerd = containerd.pid
+        let restartedAt = ContinuousClock.now
+        try containerd.restart()
+        let back = ContinuousClock.now - restartedAt
+        #expect(!isAlive(oldContainerd) && containerd.pid != oldContainerd)
+        let answer = request.finish()
+        let answered = ContinuousClock.now - restartedAt
+        #expect(answer == "count=2\n", "the waking request: \(answer ?? "failed"); log: \(containerd.log(tail: 30))")
+        #expect(isAlive(shim), "the shim died with containerd")
+        // The restarted containerd knows the task, running with the restored init.
+        let row = taskRow(containerd, id)
+        #expect(row?.status == "RUNNING", "task row after the restart: \(String(describing: row))")
+        let inNetns = processes(inNetns: netns.path)
+        #expect(row.map { inNetns.contains($0.pid) } == true, "the task's pid is not the restored one: \(inNetns)")
+        #expect(
+            criuChildren(of: shim).count <= 1,
+            "CRIU workers beside a prepared one: \(criuChildren(of: shim))"
+        )
+        // It goes on under the new containerd: scales down and restores again with its memory.
+        try #require(
+            waitScaledDown(containerd, netns: netns, checkpoints: 2),
+            "no second scale-down: \(containerd.log(tail: 30))"
+        )
+        #expect(netns.httpGet(port: 8080) == "count=3\n", "log: \(containerd.log(tail: 30))")
+        print(
+            "[fault-matrix] \(flavor.name) | containerd restarted while restoring (96 MiB app) | the restore completes, "
+                + "the waking request is answered with the app's memory \(ms(answered)) after the restart began "
+                + "(containerd back after \(ms(back))), the task RUNNING under the new containerd, next cycle normal "
+                + "| nothing extra: one shim, no stray CRIU worker"
+        )
+        removeTask(containerd, id)
+        try expectNothingLeft(containerd, netns: netns, id: id, shim: shim)
+    }
+}
+
+/// `delete` after a shim died mid-restore (``DeleteCommand/killRestoreLeftovers(id:runcRoot:)``),
+/// on a real cgroup: what runs in the container's cgroups is killed although runc's state names a
+/// dead init; a cgroup hierarchy's root is never taken for a container's.
+@Suite(.serialized) struct RestoreLeftoversTests {
+    /// A runc root with `<id>/state.json` naming a dead init and `cgroupPaths`.
+    private func runcRoot(id: String, cgroupPaths: [String: String]) throws -> String {
+        let root = "/tmp/zpfm-left-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: root + "/" + id, withIntermediateDirectories: true)
+        let paths = cgroupPaths.map { "\"\($0.key)\": \"\($0.value)\"" }.joined(separator: ", ")
+        let json = "{\"id\": \"\(id)\", \"init_process_pid\": 2147483000, \"cgroup_paths\": {\(paths)}}"
+        try Data(json.utf8).write(to: URL(fileURLWithPath: root + "/\(id)/state.json"))
+        return root
+    }
+
+    /// The pids hierarchy (cgroup v1) or the unified one.
+    private var hierarchy: String {
+        FileManager.default.fileExists(atPath: "/sys/fs/cgroup/pids/cgroup.procs") ? "/sys/fs/cgroup/pids" : "/sys/fs/cgroup"
+    }
+
+    @Test func processesInTheContainersCgroup_areKilledThoughRuncsInitIsDead() throws {
+        let cgroup = hierarchy + "/zpfm-left-\(UUID().uuidString.prefix(8))"
+        #expect(mkdir(cgroup, 0o755) == 0)
+        defer { _ = rmdir(cgroup) }
+        let sleeper = Process()
+        sleeper.executableURL = URL(fileURLWithPath: "/bin/sleep")
+        sleeper.arguments = ["600"]
+        try sleeper.run()
+        let pid = sleeper.processIdentifier
+        defer { if isAlive(pid) { kill(pid, SIGKILL) } }
+        try Data("\(pid)\n".utf8).write(to: URL(fileURLWithPath: cgroup + "/cgroup.procs"))
+        let root = try runcRoot(id: "left1", cgroupPaths: ["pids": cgroup])
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let killed = DeleteCommand.killRestoreLeftovers(id: "left1", runcRoot: root)
+        #expect(killed == [pid])
+        #expect(eventually { !sleeper.isRunning }, "the process in the container's cgroup still runs")
+        // Without a state file there is nothing to go by: nothing is signalled.
+        #expect(DeleteCommand.killRestoreLeftovers(id: "none", runcRoot: root).isEmpty)
+    }
+
+    @Test func aHierarchyRoot_isNeverTakenForTheContainersCgroup() throws {
+        let root = try runcRoot(id: "left2", cgroupPaths: ["pids": hierarchy])
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        #expect(DeleteCommand.killRestoreLeftovers(id: "left2", runcRoot: root).isEmpty)
+    }
+}
