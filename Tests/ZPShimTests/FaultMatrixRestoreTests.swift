@@ -291,3 +291,192 @@ func criuProcesses() -> [Int32] {
         #expect(DeleteCommand.killRestoreLeftovers(id: "left2", runcRoot: root).isEmpty)
     }
 }
+
+/// A shell that keeps `megabytes` MB of random text in its own memory and serves a counter with
+/// the checksum of that text taken at start (`first`) and when the answer was prepared (`now`):
+/// after a restore, `now` checksums memory that came back through it, so a process running on
+/// zero-filled pages cannot answer `now == first`.
+func checksummedMemoryServer(megabytes: Int) -> String {
+    """
+    s=$(head -c \(megabytes * 750_000) /dev/urandom | base64); first=$(echo "$s" | md5sum | cut -c1-32); n=0; \
+    while true; do n=$((n+1)); now=$(echo "$s" | md5sum | cut -c1-32); body="count=$n first=$first now=$now"; \
+    printf 'HTTP/1.0 200 OK\\r\\nContent-Length: %d\\r\\n\\r\\n%s\\n' $((${#body}+1)) "$body" | nc -l -p 8080 >/dev/null; done
+    """
+}
+
+/// `count`, `first` and `now` of a ``checksummedMemoryServer(megabytes:)`` answer.
+func checksummedAnswer(_ body: String?) -> (count: Int, first: String, now: String)? {
+    guard let body else { return nil }
+    var fields: [String: String] = [:]
+    for part in body.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: " ") {
+        let kv = part.split(separator: "=", maxSplits: 1)
+        if kv.count == 2 { fields[String(kv[0])] = String(kv[1]) }
+    }
+    guard let count = fields["count"].flatMap(Int.init), let first = fields["first"], let now = fields["now"] else {
+        return nil
+    }
+    return (count, first, now)
+}
+
+/// The lazy-pages daemon hangs (SIGSTOP, not killed) in the middle of a lazy restore, once the
+/// restored tasks exist: CRIU's restore waits on pages the daemon does not serve (before, until
+/// CRIU's 120 s timeout). The shim sees neither the daemon nor the CRIU worker make progress for
+/// 10 s, kills the worker and the restored tasks (before the daemon, so no task runs on
+/// zero-filled pages), then the daemon, and restores fully from the same images: the waking
+/// request is answered with the app's memory. Prints the time from the hang to that answer.
+@Suite(.serialized) struct LazyPagesHangTests {
+    @Test(arguments: ContainerdFlavor.all)
+    func lazyPagesDaemonHangs_restoreStoppedWithinTheBound_fullRestoreAnswers(flavor: ContainerdFlavor) throws {
+        let rootfs = try TestPaths.busyboxRootfs()
+        let nodeConfig = "/tmp/zpfm-hang-\(UUID().uuidString.prefix(8)).conf"
+        try Data("lazy-restore = on\n".utf8).write(to: URL(fileURLWithPath: nodeConfig))
+        defer { try? FileManager.default.removeItem(atPath: nodeConfig) }
+        let containerd = try PrivateContainerd(
+            flavor: flavor,
+            tag: "fmhng",
+            environment: ["ZEROPOD_NODE_CONFIG": nodeConfig]
+        )
+        defer { containerd.stop() }
+        let netns = try TestNetns("zpfm-hng")
+        defer { netns.delete() }
+        let eventsFile = containerd.directory + "/events.txt"
+        let events = try containerd.startEvents(into: eventsFile)
+        defer {
+            let p = events.processIdentifier
+            kill(p, SIGTERM)
+            _ = eventually(within: 10) { !isAlive(p) }
+        }
+        let id = "hang1"
+        try startCounter(
+            containerd,
+            netns: netns,
+            id: id,
+            rootfs: rootfs,
+            command: checksummedMemoryServer(megabytes: 48)
+        )
+        defer { removeTask(containerd, id) }
+        let shim = try #require(shimPid(containerd, group: id))
+        try #require(
+            waitScaledDown(containerd, netns: netns, checkpoints: 1),
+            "not scaled down: \(containerd.log(tail: 30))"
+        )
+        let images = NodeLayout().imageDirectory(containerdNamespace: containerd.namespace, containerID: id)
+        var daemon: Int32 = 0
+        #expect(
+            eventually {
+                daemon = processes(matching: ["lazy-pages", images]).first ?? 0
+                return daemon != 0
+            },
+            "no lazy-pages daemon prepared: \(containerd.log(tail: 30))"
+        )
+        try #require(daemon != 0)
+        let request = try BackgroundRequest(netns, port: 8080, output: containerd.directory + "/wake.out")
+        // Mid-restore: the restored tasks exist, the daemon has served nothing or little.
+        try #require(
+            eventually(within: 30, every: 0.001) { !processes(inNetns: netns.path).isEmpty },
+            "no restore: \(containerd.log(tail: 30))"
+        )
+        kill(daemon, SIGSTOP)
+        let hungAt = ContinuousClock.now
+        defer { if isAlive(daemon) { kill(daemon, SIGKILL) } }
+        let answer = request.finish(within: 180)
+        let recovered = ContinuousClock.now - hungAt
+        // Answered by a full restore from the same images: the app's own memory, the next count.
+        let parsed = checksummedAnswer(answer)
+        #expect(parsed?.count == 2, "the waking request: \(answer ?? "failed"); log: \(containerd.log(tail: 30))")
+        #expect(parsed.map { $0.now == $0.first } == true, "answered from memory that is not the app's: \(answer ?? "")")
+        #expect(
+            !containerd.logLines(containing: "made no progress for 10 s during the restore").isEmpty,
+            "the hang is not reported: \(containerd.log(tail: 30))"
+        )
+        #expect(eventually { !isAlive(daemon) }, "the hung daemon \(daemon) is still there")
+        #expect(exitStatus(inEvents: eventsFile, id: id) == nil, "the task exited")
+        #expect(taskRow(containerd, id)?.status == "RUNNING")
+        print(
+            "[fault-matrix] \(flavor.name) | lazy-pages daemon hangs mid-restore (SIGSTOP once the restored tasks "
+                + "exist; 48 MB of random text) | after 10 s without progress of the daemon or the CRIU worker the "
+                + "restore is stopped (worker and tasks killed, then the daemon) and a full restore from the same "
+                + "images answers the waking request with the app's memory \(ms(recovered)) after the hang "
+                + "(before: CRIU's 120 s timeout) | the hung daemon killed; nothing else left after delete"
+        )
+        // Deleted once scaled down again (the normal path), nothing stays.
+        #expect(
+            waitScaledDown(containerd, netns: netns, checkpoints: 2),
+            "no scale-down after the full restore: \(containerd.log(tail: 30))"
+        )
+        removeTask(containerd, id)
+        #expect(
+            eventually { !FileManager.default.fileExists(atPath: images) },
+            "images left after delete: \((try? FileManager.default.contentsOfDirectory(atPath: images)) ?? [])"
+        )
+        removeTask(containerd, id)
+        try expectNothingLeft(containerd, netns: netns, id: id, shim: shim)
+    }
+}
+
+/// `ports-map` naming a port that another container of the pod serves, with two real containers in
+/// one pod netns (the driver's refusal reading the real /proc): container `a` serves a counter on
+/// 8080; container `b` (its own listener on 8081) has `ports-map` `b=8080`. `b`'s scale-down is
+/// turned off with the reason logged and it is never checkpointed; `a` keeps serving with its
+/// memory.
+@Suite(.serialized) struct PortsMapConflictEndToEndTests {
+    @Test(arguments: ContainerdFlavor.all)
+    func portsMapNamingAnotherContainersPort_scaleDownOffForIt_theOtherKeepsServing(
+        flavor: ContainerdFlavor
+    ) throws {
+        let rootfs = try TestPaths.busyboxRootfs()
+        let containerd = try PrivateContainerd(flavor: flavor, tag: "fmpmc")
+        defer { containerd.stop() }
+        let netns = try TestNetns("zpfm-pmc")
+        defer { netns.delete() }
+        func run(_ id: String, annotations: [String], command: String) throws {
+            let created = try containerd.ctr(
+                ["run", "-d", "--runtime", "io.containerd.zeropod.v2"]
+                    + annotations.flatMap { ["--annotation", $0] }
+                    + [
+                        "--with-ns", "network:\(netns.path)", "--log-uri", "file://\(containerd.directory)/\(id).out",
+                        "--rootfs", rootfs, id, "/bin/sh", "-c", command,
+                    ]
+            )
+            try #require(created.status == 0, "ctr run \(id): \(created.stderr)\n\(containerd.log(tail: 20))")
+        }
+        // a: the counter on 8080, scale-down after an hour (it stays up for the test).
+        try run(
+            "a",
+            annotations: ["io.kubernetes.cri.container-name=a", "zeropod.ctrox.dev/scaledown-duration=1h"],
+            command: counterServer
+        )
+        defer { removeTask(containerd, "a") }
+        #expect(eventually { netns.httpGet(port: 8080) == "count=1\n" }, "a never answered: \(containerd.log(tail: 30))")
+        // b: listens on 8081, but its ports-map names a's 8080.
+        let other = counterServer.replacingOccurrences(of: "-p 8080", with: "-p 8081")
+        try run(
+            "b",
+            annotations: [
+                "io.kubernetes.cri.container-name=b", "zeropod.ctrox.dev/scaledown-duration=2s",
+                "zeropod.ctrox.dev/ports-map=b=8080",
+            ],
+            command: other
+        )
+        defer { removeTask(containerd, "b") }
+        let refusal = "scale-down is off: zeropod.ctrox.dev/ports-map names port(s) [8080]"
+        #expect(
+            eventually(within: 60) { containerd.logLines(containing: refusal).contains { $0.contains("b") } },
+            "no refusal logged for b: \(containerd.log(tail: 30))"
+        )
+        // Three scale-down durations of b later: nothing was checkpointed, both still serve.
+        let since = ContinuousClock.now
+        _ = eventually(within: 6) { ContinuousClock.now - since >= .seconds(6) && false }
+        #expect(containerd.logLines(containing: "checkpointing done").isEmpty, "a checkpoint happened")
+        #expect(containerd.logLines(containing: "handed over").isEmpty, "a listener was handed over")
+        #expect(netns.httpGet(port: 8080) == "count=2\n", "a lost its port or its memory")
+        #expect(netns.httpGet(port: 8081) == "count=1\n", "b is not serving")
+        #expect(taskRow(containerd, "a")?.status == "RUNNING" && taskRow(containerd, "b")?.status == "RUNNING")
+        let line = containerd.logLines(containing: refusal).first ?? ""
+        print(
+            "[fault-matrix] \(flavor.name) | ports-map of container b names port 8080 that container a of the same "
+                + "netns serves | b's scale-down off, logged (\(line.split(separator: "]").last.map { String($0.prefix(140)) } ?? "")); "
+                + "no checkpoint, no handover in 6 s; a answers count=2 with its memory, b serves 8081 | —"
+        )
+    }
+}

@@ -33,6 +33,8 @@ public final class ScaleDownDriver: Sendable {
         public var daemonPollInterval: Duration
         /// How long a checkpoint waits for a lazy-pages daemon that still serves pages.
         public var busyDaemonLimit: Duration
+        /// How long a serving lazy-pages daemon may make no progress before it is taken for hung.
+        public var daemonStallLimit: Duration
 
         /// Settings.
         /// - Parameters:
@@ -42,13 +44,15 @@ public final class ScaleDownDriver: Sendable {
         ///   - portDiscoveryMaxPause: longest pause (2 s).
         ///   - daemonPollInterval: lazy-pages daemon poll (50 ms).
         ///   - busyDaemonLimit: a checkpoint's wait for a busy daemon (60 s).
+        ///   - daemonStallLimit: a serving daemon without progress this long is hung (10 s).
         public init(
             lifecycle: ContainerLifecycle.Configuration,
             ports: [UInt16] = [],
             portDiscoveryPause: Duration = .milliseconds(100),
             portDiscoveryMaxPause: Duration = .seconds(2),
             daemonPollInterval: Duration = .milliseconds(50),
-            busyDaemonLimit: Duration = .seconds(60)
+            busyDaemonLimit: Duration = .seconds(60),
+            daemonStallLimit: Duration = .seconds(10)
         ) {
             self.lifecycle = lifecycle
             self.ports = ports
@@ -56,6 +60,7 @@ public final class ScaleDownDriver: Sendable {
             self.portDiscoveryMaxPause = portDiscoveryMaxPause
             self.daemonPollInterval = daemonPollInterval
             self.busyDaemonLimit = busyDaemonLimit
+            self.daemonStallLimit = daemonStallLimit
         }
     }
 
@@ -157,7 +162,11 @@ public final class ScaleDownDriver: Sendable {
         state = Mutex(
             State(
                 lifecycle: ContainerLifecycle(configuration: settings.lifecycle),
-                restoreSide: Supervision(containerID: id, busyLimit: settings.busyDaemonLimit)
+                restoreSide: Supervision(
+                    containerID: id,
+                    busyLimit: settings.busyDaemonLimit,
+                    stallLimit: settings.daemonStallLimit
+                )
             )
         )
         (queue, queueInput) = AsyncStream.makeStream(of: Work.self)

@@ -1,7 +1,6 @@
 import Logging
 import SystemPackage
 import ZPAPI
-import ZPCheckpoint
 import ZPCore
 import ZPSystem
 
@@ -85,45 +84,31 @@ public enum DeleteCommand {
         }
         for mountPoint in MountPoints.under(runcRoot + "/" + id + "/") { try? MountPoints.unmount(mountPoint) }
         let images = node.layout.imageDirectory(containerdNamespace: namespace, containerID: id)
+        killLazyPagesDaemons(serving: images)
+        // A CRIU worker killed mid-restore leaves its cgroup yard mounted there.
+        for mountPoint in MountPoints.under(images + "/") { try? MountPoints.unmount(mountPoint) }
+        try? FileManager.default.removeItem(atPath: images)
+    }
+
+    /// SIGKILLs every `criu lazy-pages` process whose command line names `images`.
+    static func killLazyPagesDaemons(serving images: String) {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
         for pid in entries.compactMap({ Int32($0) }) {
             guard let bytes = try? Files.read(FilePath("/proc/\(pid)/cmdline")) else { continue }
             let args = bytes.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
             if args.contains("lazy-pages"), args.contains(images) { kill(pid, SIGKILL) }
         }
-        try? FileManager.default.removeItem(atPath: images)
     }
 
     /// Kills what a shim killed in the middle of a restore left running in the container's cgroups
-    /// (runc's state names them): the CRIU worker, which joined them when the restore was
-    /// prepared, and the tasks it restored so far. Those were the shim's children (`rst_sibling`)
-    /// and belong to no one now; runc's state still names the init they were to replace, so
-    /// `runc delete --force` would take them for a stopped container's and leave them running,
-    /// and the worker would go on writing into the image folder while it is removed. SIGKILLs
-    /// every process listed in the cgroups until they are empty (5 s at most; nothing is listed
-    /// once the container's init and its pid namespace are gone).
+    /// (``ContainerCgroupProcesses/killAll(id:runcRoot:)``): the CRIU worker and the tasks it
+    /// restored so far. Those were the shim's children (`rst_sibling`) and belong to no one now;
+    /// runc's state still names the init they were to replace, so `runc delete --force` would take
+    /// them for a stopped container's and leave them running, and the worker would go on writing
+    /// into the image folder while it is removed.
     /// - Returns: the pids signalled.
     @discardableResult
     static func killRestoreLeftovers(id: String, runcRoot: String) -> [Int32] {
-        guard let state = try? RuncState(runcRoot: FilePath(runcRoot), id: id) else { return [] }
-        // A hierarchy's root (a mount point) is never a container's own cgroup: left alone.
-        let roots = Set(((try? MountInfo.read()) ?? []).map(\.mountPoint))
-        let folders = Set(state.cgroupPaths.values.filter { !$0.isEmpty && !roots.contains($0) })
-        var signalled: Set<Int32> = []
-        let deadline = ContinuousClock.now + .seconds(5)
-        while true {
-            var listed: Set<Int32> = []
-            for folder in folders {
-                let text = (try? Files.readText(FilePath(folder + "/cgroup.procs"))) ?? ""
-                for pid in text.split(separator: "\n").compactMap({ Int32($0) }) where pid > 1 { listed.insert(pid) }
-            }
-            if listed.isEmpty || ContinuousClock.now >= deadline { break }
-            for pid in listed {
-                _ = kill(pid, SIGKILL)
-                signalled.insert(pid)
-            }
-            usleep(10_000)
-        }
-        return signalled.sorted()
+        ContainerCgroupProcesses.killAll(id: id, runcRoot: runcRoot)
     }
 }
