@@ -480,3 +480,149 @@ func checksummedAnswer(_ body: String?) -> (count: Int, first: String, now: Stri
         )
     }
 }
+
+/// A simulated reboot (issue 15 §1), both containerd versions: a scaled-down container (lazy
+/// restore prepared: a `criu lazy-pages` daemon and a CRIU worker wait) and a running one in one
+/// pod netns; then every process of theirs and containerd are SIGKILLed by pid (containerd first,
+/// so it runs no cleanup), this instance's folders on /run are emptied (runc's state of the test's
+/// namespace, containerd's state folder, the shim sockets, the test's own run folder, mounts under
+/// them), the pod netns and the containers' cgroups go, and the state folder is kept with its image
+/// folder dated before the boot. containerd starts again on the same root: no task is resumed (a
+/// reboot ends them; kubelet would start new containers), the old container records can be
+/// removed, a new container of the same id starts, and its shim removes the images from before the
+/// boot (decision 0053); stale BPF pins of the node (kept here, as bpffs is not emptied in the
+/// simulation) block nothing: the new container scales down and restores.
+@Suite(.serialized) struct SimulatedRebootTests {
+    @Test(arguments: ContainerdFlavor.all)
+    func simulatedReboot_nothingStaleBlocks_imagesFromBeforeTheBootRemoved(flavor: ContainerdFlavor) throws {
+        let rootfs = try TestPaths.busyboxRootfs()
+        let base = "/tmp/zprb-\(UUID().uuidString.prefix(8).lowercased())"
+        try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        let layout = NodeLayout(runDirectory: base + "/r", stateDirectory: base + "/state")
+        try Data(
+            "state-dir = \(layout.stateDirectory)\nrun-dir = \(layout.runDirectory)\nlazy-restore = on\n".utf8
+        ).write(to: URL(fileURLWithPath: base + "/node.conf"))
+        let containerd = try PrivateContainerd(
+            flavor: flavor,
+            tag: "fmrbt",
+            environment: ["ZEROPOD_NODE_CONFIG": base + "/node.conf"]
+        )
+        defer { containerd.stop() }
+        let netns = try TestNetns("zpfm-rbt")
+        defer { netns.delete() }
+        let down = "rb1"
+        let running = "rb2"
+        try startCounter(containerd, netns: netns, id: down, rootfs: rootfs)
+        let created = try containerd.ctr([
+            "run", "-d", "--runtime", "io.containerd.zeropod.v2", "--annotation",
+            "zeropod.ctrox.dev/scaledown-duration=1h", "--with-ns", "network:\(netns.path)", "--rootfs", rootfs,
+            running, "/bin/sh", "-c", counterServer.replacingOccurrences(of: "-p 8080", with: "-p 8081"),
+        ])
+        try #require(created.status == 0, "ctr run: \(created.stderr)")
+        #expect(eventually { netns.httpGet(port: 8081) == "count=1\n" }, "\(running) never answered")
+        try #require(
+            eventually(within: 60) {
+                containerd.logLines(containing: "checkpointing done").count >= 1
+                    && !containerd.logLines(containing: "restore prepared").isEmpty
+            },
+            "not scaled down: \(containerd.log(tail: 30))"
+        )
+        let images = layout.imageDirectory(containerdNamespace: containerd.namespace, containerID: down)
+        let shims = [down, running].compactMap { shimPid(containerd, group: $0) }
+        try #require(shims.count == 2, "shims: \(shims)")
+        let daemons = processes(matching: ["lazy-pages", images])
+        let workers = shims.flatMap { criuChildren(of: $0) }.filter { !daemons.contains($0) }
+        let apps = processes(inNetns: netns.path)
+        #expect(!daemons.isEmpty && !workers.isEmpty && !apps.isEmpty, "daemons \(daemons) workers \(workers) apps \(apps)")
+
+        // Power off: containerd first (it must not clean up after the shims), then the rest.
+        let everyone = [containerd.pid] + shims + daemons + workers + apps
+        for pid in everyone { kill(pid, SIGKILL) }
+        #expect(eventually { everyone.allSatisfy { !isAlive($0) } }, "alive: \(everyone.filter(isAlive))")
+        // What a reboot empties: this instance's folders on /run and its mounts, the netns, cgroups.
+        let runcState = "/run/containerd/runc/\(containerd.namespace)"
+        for folder in [runcState, containerd.directory + "/state", layout.runDirectory] {
+            for mountPoint in MountPoints.under(folder + "/") { try? MountPoints.unmount(mountPoint) }
+            try? FileManager.default.removeItem(atPath: folder)
+        }
+        for id in [down, running] { unlink(containerd.shimSocket(group: id)) }
+        netns.delete()
+        let hierarchies = (try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? []
+        for h in hierarchies {
+            for id in [down, running] { _ = rmdir("/sys/fs/cgroup/\(h)/\(containerd.namespace)/\(id)") }
+        }
+        // The state folder is kept; its image folder was written before the boot.
+        try #require(FileManager.default.fileExists(atPath: images + "/inventory.img"), "no images kept")
+        let boot = try #require(StaleImages.bootTime())
+        var times = [timespec(tv_sec: Int(boot - 60), tv_nsec: 0), timespec(tv_sec: Int(boot - 60), tv_nsec: 0)]
+        #expect(utimensat(AT_FDCWD, images, &times, 0) == 0)
+
+        // Boot: containerd on the same root.
+        let bootedAt = ContinuousClock.now
+        try containerd.restart()
+        #expect(try containerd.ctr(["task", "ls", "-q"]).trimmed.isEmpty, "containerd resumed a task")
+        let records = try containerd.ctr(["container", "ls", "-q"]).stdout
+        #expect(records.contains(down) && records.contains(running), "container records: \(records)")
+        #expect(try containerd.ctr(["container", "rm", down, running]).status == 0, "old records not removable")
+        // A new container of the same id in a new netns (kubelet would use a new id).
+        let netns2 = try TestNetns("zpfm-rb2")
+        defer { netns2.delete() }
+        try startCounter(containerd, netns: netns2, id: down, rootfs: rootfs)
+        let serving = ContinuousClock.now - bootedAt
+        defer { removeTask(containerd, down) }
+        let shim = try #require(shimPid(containerd, group: down))
+        #expect(
+            containerd.logLines(containing: "removed checkpoint images from before the boot").contains {
+                $0.contains(images)
+            },
+            "the images from before the boot were not removed: \(containerd.log(tail: 30))"
+        )
+        // It works like any container: its own images in the same folder, restored with its memory.
+        try #require(
+            waitScaledDown(containerd, netns: netns2, checkpoints: 2),
+            "the new container did not scale down: \(containerd.log(tail: 30))"
+        )
+        #expect(netns2.httpGet(port: 8080) == "count=2\n", "log: \(containerd.log(tail: 20))")
+        #expect(everyone.allSatisfy { !isAlive($0) })
+        print(
+            "[fault-matrix] \(flavor.name) | simulated reboot (containerd, 2 shims, lazy-pages daemon, CRIU worker, "
+                + "app SIGKILLed; /run folders, netns, cgroups emptied; state folder kept) | containerd back, no task "
+                + "resumed, old records removable; a new container of the same id answers \(ms(serving)) after "
+                + "containerd's start, scales down and restores; the stale BPF pins of the node block nothing | "
+                + "images from before the boot removed by the new shim at its start; processes: none"
+        )
+        removeTask(containerd, down)
+        try expectNothingLeft(containerd, netns: netns2, id: down, shim: shim, state: layout.stateDirectory)
+    }
+}
+
+/// ``StaleImages/sweep(layout:bootTime:)``: only container image folders last modified before the
+/// boot go; a folder written since stays, and so does its namespace folder.
+@Suite struct StaleImagesTests {
+    @Test func foldersFromBeforeTheBoot_areRemoved_othersKept() throws {
+        let base = "/tmp/zpstale-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        let layout = NodeLayout(runDirectory: base + "/r", stateDirectory: base + "/state")
+        let old = layout.imageDirectory(containerdNamespace: "ns1", containerID: "old")
+        let current = layout.imageDirectory(containerdNamespace: "ns1", containerID: "current")
+        let oldOnly = layout.imageDirectory(containerdNamespace: "ns2", containerID: "old")
+        for folder in [old, current, oldOnly] {
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            try Data("x".utf8).write(to: URL(fileURLWithPath: folder + "/pages-1.img"))
+        }
+        let boot: Int64 = 1_000_000
+        for folder in [old, oldOnly] {
+            var times = [timespec(tv_sec: Int(boot - 1), tv_nsec: 0), timespec(tv_sec: Int(boot - 1), tv_nsec: 0)]
+            #expect(utimensat(AT_FDCWD, folder, &times, 0) == 0)
+        }
+        var times = [timespec(tv_sec: Int(boot), tv_nsec: 0), timespec(tv_sec: Int(boot), tv_nsec: 0)]
+        #expect(utimensat(AT_FDCWD, current, &times, 0) == 0)
+        let removed = StaleImages.sweep(layout: layout, bootTime: boot)
+        #expect(Set(removed) == [old, oldOnly])
+        #expect(FileManager.default.fileExists(atPath: current + "/pages-1.img"))
+        #expect(!FileManager.default.fileExists(atPath: layout.imageDirectory(containerdNamespace: "ns2")))
+        #expect(StaleImages.sweep(layout: layout, bootTime: nil).isEmpty, "no boot time: nothing removed")
+        #expect(StaleImages.bootTime().map { $0 > 0 } == true)
+    }
+}
