@@ -47,7 +47,9 @@ struct BackgroundRequest {
         }
         let status = process.terminationStatus
         let body = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
-        if status != 0 || body.isEmpty { print("[background request] curl exit \(status), body \(body.debugDescription)") }
+        if status != 0 || body.isEmpty {
+            print("[background request] curl exit \(status), body \(body.debugDescription)")
+        }
         return status == 0 && !body.isEmpty ? body : nil
     }
 }
@@ -173,8 +175,10 @@ func criuProcesses() -> [Int32] {
         try startCounter(containerd, netns: netns, id: id, rootfs: rootfs)
         #expect(netns.httpGet(port: 8080) == "count=2\n")
         let phase =
-            (finishedAtKill ? "after the restore finished" : restoredAtKill.isEmpty
-                ? "before CRIU forked the tree" : "\(restoredAtKill.count) restored task(s) in the netns")
+            (finishedAtKill
+                ? "after the restore finished"
+                : restoredAtKill.isEmpty
+                    ? "before CRIU forked the tree" : "\(restoredAtKill.count) restored task(s) in the netns")
             + ", delete killed "
             + "\(containerd.logLines(containing: "left in the cgroups of container \(id)").isEmpty ? "nothing" : "leftovers")"
         let lastLine = logAtKill.split(separator: "\n").last.map { String($0.prefix(80)) } ?? ""
@@ -262,7 +266,8 @@ func criuProcesses() -> [Int32] {
 
     /// The pids hierarchy (cgroup v1) or the unified one.
     private var hierarchy: String {
-        FileManager.default.fileExists(atPath: "/sys/fs/cgroup/pids/cgroup.procs") ? "/sys/fs/cgroup/pids" : "/sys/fs/cgroup"
+        FileManager.default.fileExists(atPath: "/sys/fs/cgroup/pids/cgroup.procs")
+            ? "/sys/fs/cgroup/pids" : "/sys/fs/cgroup"
     }
 
     @Test func processesInTheContainersCgroup_areKilledThoughRuncsInitIsDead() throws {
@@ -384,7 +389,10 @@ func checksummedAnswer(_ body: String?) -> (count: Int, first: String, now: Stri
         // Answered by a full restore from the same images: the app's own memory, the next count.
         let parsed = checksummedAnswer(answer)
         #expect(parsed?.count == 2, "the waking request: \(answer ?? "failed"); log: \(containerd.log(tail: 30))")
-        #expect(parsed.map { $0.now == $0.first } == true, "answered from memory that is not the app's: \(answer ?? "")")
+        #expect(
+            parsed.map { $0.now == $0.first } == true,
+            "answered from memory that is not the app's: \(answer ?? "")"
+        )
         #expect(
             !containerd.logLines(containing: "made no progress for 10 s during the restore").isEmpty,
             "the hang is not reported: \(containerd.log(tail: 30))"
@@ -447,7 +455,10 @@ func checksummedAnswer(_ body: String?) -> (count: Int, first: String, now: Stri
             command: counterServer
         )
         defer { removeTask(containerd, "a") }
-        #expect(eventually { netns.httpGet(port: 8080) == "count=1\n" }, "a never answered: \(containerd.log(tail: 30))")
+        #expect(
+            eventually { netns.httpGet(port: 8080) == "count=1\n" },
+            "a never answered: \(containerd.log(tail: 30))"
+        )
         // b: listens on 8081, but its ports-map names a's 8080.
         let other = counterServer.replacingOccurrences(of: "-p 8080", with: "-p 8081")
         try run(
@@ -534,7 +545,10 @@ func checksummedAnswer(_ body: String?) -> (count: Int, first: String, now: Stri
         let daemons = processes(matching: ["lazy-pages", images])
         let workers = shims.flatMap { criuChildren(of: $0) }.filter { !daemons.contains($0) }
         let apps = processes(inNetns: netns.path)
-        #expect(!daemons.isEmpty && !workers.isEmpty && !apps.isEmpty, "daemons \(daemons) workers \(workers) apps \(apps)")
+        #expect(
+            !daemons.isEmpty && !workers.isEmpty && !apps.isEmpty,
+            "daemons \(daemons) workers \(workers) apps \(apps)"
+        )
 
         // Power off: containerd first (it must not clean up after the shims), then the rest.
         let everyone = [containerd.pid] + shims + daemons + workers + apps

@@ -272,7 +272,10 @@ extension RestorePreparation: PreparedRestore {
                 throw error
             }
             guard let restored else {
-                throw ContainerCheckpointError.invalidState(container: container.id, reason: "the restore did not answer")
+                throw ContainerCheckpointError.invalidState(
+                    container: container.id,
+                    reason: "the restore did not answer"
+                )
             }
             return restored
         }
@@ -301,8 +304,9 @@ extension RestorePreparation: PreparedRestore {
             }
             if ContinuousClock.now - since >= stallLimit {
                 stopHungRestore(
-                    reason: "criu lazy-pages (pid \(pid)) made no progress for \(stallLimit.components.seconds) s during the "
-                        + "restore (hung): the restore was stopped, its CRIU worker and tasks killed before the daemon"
+                    reason: "criu lazy-pages (pid \(pid)) made no progress for \(stallLimit.components.seconds) s "
+                        + "during the restore (hung): the restore was stopped, its CRIU worker and tasks killed "
+                        + "before the daemon"
                 )
                 return
             }
