@@ -816,6 +816,9 @@ public final class PreparedContainerRestore {
         }
     }
 
+    /// The pid of the prepared CRIU worker, nil once it was used or cancelled.
+    public var workerPID: Int32? { worker?.workerPID }
+
     /// Releases the worker, the descriptors and the bind mount without restoring.
     public func cancel() {
         worker?.close(grace: .zero)

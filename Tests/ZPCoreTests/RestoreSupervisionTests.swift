@@ -230,13 +230,55 @@ struct RestoreSupervisionTests {
             + "the restored process of container c1 runs on zero-filled memory"
         #expect(
             rs.event(.daemonObserved(ticket1, exited: false, now: at(70))).effects == [
-                .stopBusyDaemon("p1"), .killRestoredProcesses(reason: busy), .discard("p1"),
+                .killRestoredProcesses(reason: busy), .stopBusyDaemon("p1"), .discard("p1"),
                 .resumeCheckpoint(refusal: busy),
             ]
         )
         #expect(rs.phase == .idle)
         // A late judgement of the stopped daemon changes nothing.
         #expect(rs.event(.daemonJudged(ticket1, clean: true, how: "exit code 0")).effects == [])
+    }
+
+    @Test func daemonWithoutProgress_isHung_processesKilledBeforeTheDaemonIsStopped() {
+        var rs = supervision(in: .serving)
+        // Progress moves: never hung, however long it serves.
+        for second in 0..<30 {
+            let step = rs.event(.daemonObserved(ticket1, exited: false, progress: UInt64(second), now: at(second)))
+            #expect(step.effects == [])
+        }
+        // Then it stays at 29 from t=29: hung at t=39 (10 s), not before, with no checkpoint waiting.
+        #expect(rs.event(.daemonObserved(ticket1, exited: false, progress: 29, now: at(38))).effects == [])
+        let hung =
+            "lazy-pages (pid 9) ended before serving every page (no progress for 10 s (hung), killed by the shim): "
+            + "the restored process of container c1 runs on zero-filled memory"
+        #expect(
+            rs.event(.daemonObserved(ticket1, exited: false, progress: 29, now: at(39))).effects == [
+                .killRestoredProcesses(reason: hung), .stopBusyDaemon("p1"), .discard("p1"),
+            ]
+        )
+        #expect(rs.phase == .idle)
+        #expect(rs.untrustedReason == hung)
+        #expect(rs.event(.checkpointRequested(now: at(40))).answer == .checkpoint(.refused(reason: hung)))
+    }
+
+    @Test func unknownProgress_detectsNoHang_andANewRestoreStartsItsOwnClock() {
+        var rs = supervision(in: .serving)
+        #expect(rs.event(.daemonObserved(ticket1, exited: false, progress: 5, now: at(0))).effects == [])
+        #expect(rs.event(.daemonObserved(ticket1, exited: false, progress: nil, now: at(100))).effects == [])
+        #expect(rs.phase == .serving)
+        // The daemon exits cleanly; the next lazy restore's daemon is timed from its own first figure.
+        _ = rs.event(.daemonObserved(ticket1, exited: true, now: at(101)))
+        _ = rs.event(.daemonJudged(ticket1, clean: true, how: "exit code 0"))
+        _ = rs.event(.restorePrepared("p2"))
+        _ = rs.event(.restoreStarted)
+        _ = rs.event(.preparedRestoreFinished(lazyDaemon: "lazy-pages (pid 11)"))
+        guard let ticket2 = rs.serving?.ticket else {
+            Issue.record("not serving after the second lazy restore")
+            return
+        }
+        #expect(rs.event(.daemonObserved(ticket2, exited: false, progress: 5, now: at(200))).effects == [])
+        #expect(rs.event(.daemonObserved(ticket2, exited: false, progress: 5, now: at(209))).effects == [])
+        #expect(rs.phase == .serving)
     }
 
     @Test func withoutAWaitingCheckpoint_aBusyDaemonIsLeftAlone() {

@@ -280,7 +280,7 @@ struct ScaleDownDriverTests {
             // (The consumer is busy with the waiting checkpoint: no drain() here.)
             await eventually("watcher looked") { h.clock.sleepingUntil.contains { $0 > at(180.9) } }
             #expect(h.driver.state.withLock { $0.restoreSide.checkpointWaitsForDaemon })
-            await h.advance(until: "busy daemon stopped") { h.log.contains("still busy after 60 s: killed") }
+            await h.advance(until: "busy daemon stopped") { h.log.contains("killed (busy past a checkpoint's limit of 60 s") }
             await eventually("checkpoint refused") { h.driver.phase == .running }
             #expect(prepared.discards >= 1)
             #expect(h.control.signals.contains { $0.signal == SIGKILL && $0.all })

@@ -19,6 +19,12 @@
 /// - a checkpoint waits while a daemon serves or is judged (the process must have all its pages
 ///   before it is dumped); a daemon still busy after `busyLimit` is stopped, which counts as an
 ///   early end;
+/// - a daemon that makes no progress (the driver's progress figure, e.g. the bytes it read and
+///   wrote, stays the same) for `stallLimit` while it serves is hung: stopped, which counts as an
+///   early end, whether or not a checkpoint waits (the restored process waits on its missing pages
+///   meanwhile, and traffic would keep a checkpoint from ever being asked for);
+/// - the container's processes are killed before a hung or busy daemon is stopped: once the daemon
+///   is gone, a missing page is filled with zeros when the process touches it;
 /// - a daemon that ended before it served every page leaves the process on zero-filled memory: the
 ///   container's processes are killed (unless the driver stopped), and a checkpoint asked for
 ///   afterwards is refused with that reason.
@@ -57,8 +63,10 @@ public struct RestoreSupervision<Preparation: Sendable>: Sendable {
         case driverStopped
         /// A checkpoint or pre-dump is about to start: answered with whether it may.
         case checkpointRequested(now: ZPInstant)
-        /// The driver looked at the serving daemon of `ticket` at `now`: it `exited` or still runs.
-        case daemonObserved(Ticket, exited: Bool, now: ZPInstant)
+        /// The driver looked at the serving daemon of `ticket` at `now`: it `exited` or still runs;
+        /// `progress` is a figure that grows while the daemon works (nil when unknown: no hang is
+        /// detected then).
+        case daemonObserved(Ticket, exited: Bool, progress: UInt64? = nil, now: ZPInstant)
         /// How the daemon of `ticket` ended: `clean` when it served every page; `how` says how
         /// that is known (exit status, signal, CRIU's log).
         case daemonJudged(Ticket, clean: Bool, how: String)
@@ -96,7 +104,8 @@ public struct RestoreSupervision<Preparation: Sendable>: Sendable {
         case removeImages
         /// Find out how the daemon of `ticket` ended and report ``Event/daemonJudged(_:clean:how:)``.
         case judgeDaemonEnd(Ticket, Preparation)
-        /// Stop the daemon of this preparation: a checkpoint waited for it longer than the limit.
+        /// Stop the daemon of this preparation: a checkpoint waited for it longer than the limit,
+        /// or it made no progress for the stall limit (after ``killRestoredProcesses(reason:)``).
         case stopBusyDaemon(Preparation)
         /// Kill the container's processes: the restored process runs on zero-filled memory.
         /// `reason` names the daemon, how it ended and the container (log it, publish a failed
@@ -145,6 +154,8 @@ public struct RestoreSupervision<Preparation: Sendable>: Sendable {
     public let containerID: String
     /// How long a checkpoint waits for a busy daemon before it is stopped.
     public let busyLimit: Duration
+    /// How long a serving daemon may make no progress before it is taken for hung and stopped.
+    public let stallLimit: Duration
 
     private var state = State.idle
     private var nextTicket: UInt64 = 1
@@ -153,14 +164,18 @@ public struct RestoreSupervision<Preparation: Sendable>: Sendable {
     private var untrusted: String?
     private var checkpointWaits = false
     private var busyDeadline: ZPInstant?
+    /// The serving daemon's last progress figure and when it was first seen.
+    private var lastProgress: (value: UInt64, since: ZPInstant)?
 
     /// A supervision with nothing prepared.
     /// - Parameters:
     ///   - containerID: the container, named in the reason of a kill.
     ///   - busyLimit: how long a checkpoint waits for a daemon that still serves pages (60 s).
-    public init(containerID: String, busyLimit: Duration = .seconds(60)) {
+    ///   - stallLimit: how long a serving daemon may make no progress (10 s).
+    public init(containerID: String, busyLimit: Duration = .seconds(60), stallLimit: Duration = .seconds(10)) {
         self.containerID = containerID
         self.busyLimit = busyLimit
+        self.stallLimit = stallLimit
     }
 
     // MARK: queries
@@ -221,7 +236,8 @@ public struct RestoreSupervision<Preparation: Sendable>: Sendable {
             stopped = true
             return releaseAll(removingImages: false)
         case .checkpointRequested(let now): return checkpointRequested(now: now)
-        case .daemonObserved(let ticket, let exited, let now): return daemonObserved(ticket, exited: exited, now: now)
+        case .daemonObserved(let ticket, let exited, let progress, let now):
+            return daemonObserved(ticket, exited: exited, progress: progress, now: now)
         case .daemonJudged(let ticket, let clean, let how): return daemonJudged(ticket, clean: clean, how: how)
         }
     }
@@ -260,6 +276,7 @@ public struct RestoreSupervision<Preparation: Sendable>: Sendable {
                 // The daemon pushes the remaining pages now; the images stay until it ends.
                 state = .serving(held, daemon: lazyDaemon)
                 untrusted = nil
+                lastProgress = nil
                 return Step(answer: .none, effects: [])
             }
             state = .idle
@@ -330,7 +347,12 @@ public struct RestoreSupervision<Preparation: Sendable>: Sendable {
         }
     }
 
-    private mutating func daemonObserved(_ ticket: Ticket, exited: Bool, now: ZPInstant) -> Step {
+    private mutating func daemonObserved(
+        _ ticket: Ticket,
+        exited: Bool,
+        progress: UInt64?,
+        now: ZPInstant
+    ) -> Step {
         guard case .serving(let held, let daemon) = state, held.ticket == ticket else {
             return Step(answer: .none, effects: [])
         }
@@ -338,17 +360,42 @@ public struct RestoreSupervision<Preparation: Sendable>: Sendable {
             state = .settling(held, daemon: daemon)
             return Step(answer: .none, effects: [.judgeDaemonEnd(held.ticket, held.preparation)])
         }
+        if let progress {
+            if let last = lastProgress, last.value == progress {
+                if now >= last.since.advanced(by: stallLimit) {
+                    // Hung: the restored process waits on pages that will not come.
+                    state = .settling(held, daemon: daemon)
+                    return stopDaemon(
+                        held,
+                        how: "no progress for \(Self.seconds(stallLimit)) s (hung), killed by the shim"
+                    )
+                }
+            } else {
+                lastProgress = (progress, now)
+            }
+        }
         guard checkpointWaits, let deadline = busyDeadline, now >= deadline else {
             return Step(answer: .none, effects: [])
         }
         // The process must have every page before it is dumped; the daemon did not finish in time.
         state = .settling(held, daemon: daemon)
-        let judged = daemonJudged(
-            ticket,
-            clean: false,
-            how: "still busy after \(Self.seconds(busyLimit)) s, killed by the shim"
-        )
-        return Step(answer: .none, effects: [.stopBusyDaemon(held.preparation)] + judged.effects)
+        return stopDaemon(held, how: "still busy after \(Self.seconds(busyLimit)) s, killed by the shim")
+    }
+
+    /// Judges the daemon of `held` (settling now) as ended early for `how` and stops it, after the
+    /// container's processes were killed (unless the driver stopped): with the daemon gone, a
+    /// missing page would be filled with zeros.
+    private mutating func stopDaemon(_ held: Held, how: String) -> Step {
+        var effects = daemonJudged(held.ticket, clean: false, how: how).effects
+        let stop = Effect.stopBusyDaemon(held.preparation)
+        if let kill = effects.firstIndex(where: {
+            if case .killRestoredProcesses = $0 { return true } else { return false }
+        }) {
+            effects.insert(stop, at: kill + 1)
+        } else {
+            effects.insert(stop, at: 0)
+        }
+        return Step(answer: .none, effects: effects)
     }
 
     private mutating func daemonJudged(_ ticket: Ticket, clean: Bool, how: String) -> Step {
@@ -365,6 +412,7 @@ public struct RestoreSupervision<Preparation: Sendable>: Sendable {
         }
         effects.append(.discard(held.preparation))
         state = .idle
+        lastProgress = nil
         effects += deferredRemoval()
         effects += resumedCheckpoint()
         return Step(answer: .none, effects: effects)

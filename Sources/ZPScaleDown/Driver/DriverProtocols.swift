@@ -116,6 +116,15 @@ public protocol PreparedRestore: Sendable {
     /// Releases what is left (worker, descriptors, mounts; stops a daemon that still runs).
     /// Idempotent.
     func discard()
+
+    /// A figure that grows while the lazy-pages daemon works (e.g. the bytes it read and wrote);
+    /// nil when unknown (no daemon, or it cannot be read): the driver then detects no hang.
+    func daemonProgress() -> UInt64?
+}
+
+extension PreparedRestore {
+    /// No progress figure: a hung daemon is found only by a checkpoint's busy limit.
+    public func daemonProgress() -> UInt64? { nil }
 }
 
 /// The redirect of the container's ports: the activator that accepts connections while the

@@ -34,7 +34,7 @@ extension ScaleDownDriver {
                 await superviseRestoreSide(.daemonJudged(ticket, clean: clean, how: how))
             case .stopBusyDaemon(let prepared):
                 logger.warning(
-                    "lazy restore: \(prepared.lazyDaemon ?? "criu lazy-pages") still busy after \(settings.busyDaemonLimit.components.seconds) s: killed"
+                    "lazy restore: \(prepared.lazyDaemon ?? "criu lazy-pages") killed (busy past a checkpoint's limit of \(settings.busyDaemonLimit.components.seconds) s, or no progress for \(settings.daemonStallLimit.components.seconds) s)"
                 )
                 prepared.discard()
             case .killRestoredProcesses(let reason):
@@ -82,7 +82,8 @@ extension ScaleDownDriver {
     func observeDaemon() async {
         guard let (ticket, prepared) = state.withLock({ $0.restoreSide.serving }) else { return }
         let exited = prepared.daemonExited()
-        await superviseRestoreSide(.daemonObserved(ticket, exited: exited, now: clock.now()))
+        let progress = exited ? nil : prepared.daemonProgress()
+        await superviseRestoreSide(.daemonObserved(ticket, exited: exited, progress: progress, now: clock.now()))
     }
 
     /// Looks at a serving lazy-pages daemon every `daemonPollInterval` until cancelled. (The daemon

@@ -37,6 +37,8 @@ public final class ScaleDownDriver: Sendable {
         /// dropped or answered with a SYN cookie): the kernel accepts a cookie's completion for
         /// two minutes, and its client retransmits with backoff, up to a minute apart.
         public var listenerPressureHold: Duration
+        /// How long a serving lazy-pages daemon may make no progress before it is taken for hung.
+        public var daemonStallLimit: Duration
 
         /// Settings.
         /// - Parameters:
@@ -47,6 +49,7 @@ public final class ScaleDownDriver: Sendable {
         ///   - daemonPollInterval: lazy-pages daemon poll (50 ms).
         ///   - busyDaemonLimit: a checkpoint's wait for a busy daemon (60 s).
         ///   - listenerPressureHold: how long listener pressure keeps the container active (120 s).
+        ///   - daemonStallLimit: a serving daemon without progress this long is hung (10 s).
         public init(
             lifecycle: ContainerLifecycle.Configuration,
             ports: [UInt16] = [],
@@ -54,7 +57,8 @@ public final class ScaleDownDriver: Sendable {
             portDiscoveryMaxPause: Duration = .seconds(2),
             daemonPollInterval: Duration = .milliseconds(50),
             busyDaemonLimit: Duration = .seconds(60),
-            listenerPressureHold: Duration = .seconds(120)
+            listenerPressureHold: Duration = .seconds(120),
+            daemonStallLimit: Duration = .seconds(10)
         ) {
             self.lifecycle = lifecycle
             self.ports = ports
@@ -63,6 +67,7 @@ public final class ScaleDownDriver: Sendable {
             self.daemonPollInterval = daemonPollInterval
             self.busyDaemonLimit = busyDaemonLimit
             self.listenerPressureHold = listenerPressureHold
+            self.daemonStallLimit = daemonStallLimit
         }
     }
 
@@ -166,7 +171,11 @@ public final class ScaleDownDriver: Sendable {
         state = Mutex(
             State(
                 lifecycle: ContainerLifecycle(configuration: settings.lifecycle),
-                restoreSide: Supervision(containerID: id, busyLimit: settings.busyDaemonLimit)
+                restoreSide: Supervision(
+                    containerID: id,
+                    busyLimit: settings.busyDaemonLimit,
+                    stallLimit: settings.daemonStallLimit
+                )
             )
         )
         (queue, queueInput) = AsyncStream.makeStream(of: Work.self)

@@ -74,14 +74,41 @@ public enum DeleteCommand {
     /// prepared (tmpfs copies and the rootfs bind mount under runc's state folder), a `criu
     /// lazy-pages` daemon serving the images, and the images themselves.
     static func removePreparedRestore(id: String, namespace: String, runcRoot: String, node: NodeConfig) {
+        // First what may still work on the images and mounts: a restore the shim had in flight.
+        let killed = killRestoreLeftovers(id: id, runcRoot: runcRoot)
+        if !killed.isEmpty {
+            try? StandardStream.error.write(
+                "delete: killed \(killed.count) process(es) left in the cgroups of container \(id) "
+                    + "(a restore in flight or its CRIU worker): \(killed)\n"
+            )
+        }
         for mountPoint in MountPoints.under(runcRoot + "/" + id + "/") { try? MountPoints.unmount(mountPoint) }
         let images = node.layout.imageDirectory(containerdNamespace: namespace, containerID: id)
+        killLazyPagesDaemons(serving: images)
+        // A CRIU worker killed mid-restore leaves its cgroup yard mounted there.
+        for mountPoint in MountPoints.under(images + "/") { try? MountPoints.unmount(mountPoint) }
+        try? FileManager.default.removeItem(atPath: images)
+    }
+
+    /// SIGKILLs every `criu lazy-pages` process whose command line names `images`.
+    static func killLazyPagesDaemons(serving images: String) {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
         for pid in entries.compactMap({ Int32($0) }) {
             guard let bytes = try? Files.read(FilePath("/proc/\(pid)/cmdline")) else { continue }
             let args = bytes.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
             if args.contains("lazy-pages"), args.contains(images) { kill(pid, SIGKILL) }
         }
-        try? FileManager.default.removeItem(atPath: images)
+    }
+
+    /// Kills what a shim killed in the middle of a restore left running in the container's cgroups
+    /// (``ContainerCgroupProcesses/killAll(id:runcRoot:)``): the CRIU worker and the tasks it
+    /// restored so far. Those were the shim's children (`rst_sibling`) and belong to no one now;
+    /// runc's state still names the init they were to replace, so `runc delete --force` would take
+    /// them for a stopped container's and leave them running, and the worker would go on writing
+    /// into the image folder while it is removed.
+    /// - Returns: the pids signalled.
+    @discardableResult
+    static func killRestoreLeftovers(id: String, runcRoot: String) -> [Int32] {
+        ContainerCgroupProcesses.killAll(id: id, runcRoot: runcRoot)
     }
 }

@@ -30,6 +30,11 @@ public enum ShimDaemon {
             logger: logger
         )
         let settings = NodeSettings.load()  // a refused file fails every Create (decision 0032)
+        // Images of containers from before the boot (decision 0053): nothing resumes them.
+        let stale = StaleImages.sweep(layout: settings.config.layout)
+        if !stale.isEmpty {
+            logger.info("removed checkpoint images from before the boot", metadata: ["folders": "\(stale)"])
+        }
         let statusBoard = ShimStatusBoard()  // the manager's view: <run-dir>/s/<hash>.sock
         let statusSocket =
             options.socket.isEmpty ? nil : settings.config.layout.statusSocket(forShimSocket: options.socket)

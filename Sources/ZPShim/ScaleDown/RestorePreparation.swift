@@ -56,6 +56,15 @@ final class RestorePreparation: Sendable {
     let connections: ContainerConnections?
     /// Takes the restored terminal's master (containers with a terminal).
     let adoptTerminal: @Sendable (SharedDescriptor) async -> Void
+    /// The container (its cgroups hold the CRIU worker and the restored tasks during the restore).
+    let container: RuncContainer
+    /// How long the daemon of a lazy restore may make no progress while CRIU restores, before the
+    /// restore is stopped (its worker and tasks killed, then the daemon).
+    let stallLimit: Duration
+    /// The prepared CRIU worker's pid (its reads count as progress of a lazy restore too).
+    let workerPID: Int32?
+    /// Set when the restore was stopped because the daemon hung (the reason).
+    private let stalled = Mutex<String?>(nil)
 
     /// Prepares the restore of `container` from `imagesDir` (blocking: run it off the event loops).
     ///
@@ -79,7 +88,8 @@ final class RestorePreparation: Sendable {
         why: String,
         pids: PidIndex,
         connections: ContainerConnections? = nil,
-        adoptTerminal: @escaping @Sendable (SharedDescriptor) async -> Void = { $0.close() }
+        adoptTerminal: @escaping @Sendable (SharedDescriptor) async -> Void = { $0.close() },
+        stallLimit: Duration = .seconds(10)
     ) throws(ContainerCheckpointError) {
         var daemon: LazyPagesDaemon?
         var reason: String?
@@ -116,6 +126,9 @@ final class RestorePreparation: Sendable {
         self.pids = pids
         self.connections = connections
         self.adoptTerminal = adoptTerminal
+        self.container = container
+        self.stallLimit = stallLimit
+        self.workerPID = restore.workerPID
         parts = Mutex(Parts(restore: restore, daemon: daemon))
     }
 
@@ -207,11 +220,105 @@ extension RestorePreparation: PreparedRestore {
         ["lazy": "\(lazy)", "why": why, "lazy-pages-pid": daemonPID.map(String.init) ?? "-"]
     }
 
-    /// ``runBlocking()`` on NIO's thread pool (the CRIU RPC blocks).
+    /// The bytes the daemon read and wrote so far (`rchar + wchar` of `/proc/<pid>/io`): it
+    /// reads images (or a page server's socket) and writes into the restored process for every
+    /// page, so a daemon that works moves it; a stopped or blocked one does not. Nil once this
+    /// object reaped the daemon, or when the file cannot be read.
+    func daemonProgress() -> UInt64? {
+        guard let pid = daemonPID, parts.withLock({ $0.daemon != nil }) else { return nil }
+        return Self.ioBytes(pid)
+    }
+
+    /// `rchar + wchar` of `/proc/<pid>/io`, nil when unreadable.
+    static func ioBytes(_ pid: Int32) -> UInt64? {
+        guard let text = try? Files.readText(FilePath("/proc/\(pid)/io")) else { return nil }
+        var total: UInt64 = 0
+        var found = 0
+        for line in text.split(separator: "\n") where line.hasPrefix("rchar:") || line.hasPrefix("wchar:") {
+            if let n = UInt64(line.split(separator: " ").last ?? "") {
+                total &+= n
+                found += 1
+            }
+        }
+        return found == 2 ? total : nil
+    }
+
+    /// ``runBlocking()`` on NIO's thread pool (the CRIU RPC blocks). A lazy restore is watched
+    /// meanwhile: CRIU's restored tasks fault on pages only the daemon serves, so a hung daemon
+    /// holds the restore until CRIU's own timeout (120 s); a daemon whose progress figure stays the
+    /// same for ``stallLimit`` ends the restore at once (``stopHungRestore(reason:)``) and the
+    /// restore fails naming the hang.
     func run() async throws -> RestoredProcess {
-        let result = try await NIOThreadPool.singleton.runIfActive { try self.runBlocking() }
+        let result = try await withThrowingTaskGroup(of: ContainerRestoreResult?.self) { group in
+            group.addTask { try await NIOThreadPool.singleton.runIfActive { try self.runBlocking() } }
+            if lazy, let pid = daemonPID {
+                group.addTask {
+                    await self.watchDaemonDuringRestore(pid: pid)
+                    return nil
+                }
+            }
+            var restored: ContainerRestoreResult?
+            do {
+                while let next = try await group.next() {
+                    if let next {
+                        restored = next
+                        group.cancelAll()
+                    }
+                }
+            } catch {
+                if let reason = stalled.withLock({ $0 }) {
+                    throw ContainerCheckpointError.invalidState(container: container.id, reason: reason)
+                }
+                throw error
+            }
+            guard let restored else {
+                throw ContainerCheckpointError.invalidState(
+                    container: container.id,
+                    reason: "the restore did not answer"
+                )
+            }
+            return restored
+        }
         if let master = result.terminalMaster { await adoptTerminal(master) }
         return RestoredProcess(pid: result.pid, details: result.details)
+    }
+
+    /// Polls the progress of the daemon and of the CRIU worker (every 100 ms; the worker reads the
+    /// images of what is not restored lazily) until cancelled; when neither moved for
+    /// ``stallLimit``, stops the restore.
+    private func watchDaemonDuringRestore(pid: Int32) async {
+        let worker = workerPID
+        func progress() -> UInt64? {
+            guard let daemon = Self.ioBytes(pid) else { return nil }
+            return daemon &+ (worker.flatMap(Self.ioBytes) ?? 0)
+        }
+        var last = progress()
+        var since = ContinuousClock.now
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: .milliseconds(100)) } catch { return }
+            let now = progress()
+            if now != last || now == nil {
+                last = now
+                since = .now
+                continue
+            }
+            if ContinuousClock.now - since >= stallLimit {
+                stopHungRestore(
+                    reason: "criu lazy-pages (pid \(pid)) made no progress for \(stallLimit.components.seconds) s "
+                        + "during the restore (hung): the restore was stopped, its CRIU worker and tasks killed "
+                        + "before the daemon"
+                )
+                return
+            }
+        }
+    }
+
+    /// Ends a restore whose daemon hung: kills everything in the container's cgroups (the CRIU
+    /// worker and the tasks restored so far) first, so that no task runs on once the daemon is gone
+    /// (a missing page would then be filled with zeros); the failed restore stops the daemon.
+    private func stopHungRestore(reason: String) {
+        stalled.withLock { $0 = reason }
+        ContainerCgroupProcesses.killAll(id: container.id, runcRoot: container.runcRoot.string)
     }
 
     /// How the daemon ended, from the first source that knows: its own wait status (this object

@@ -327,6 +327,9 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
     /// pre-dump when `keepingPreDump`.
     private func removeImages(keepingPreDump: Bool) {
         guard keepingPreDump else {
+            // A CRIU worker killed mid-restore (a hung lazy-pages daemon, a timeout) leaves its
+            // cgroup yard (`.criu.cgyard.*`) mounted in the folder, which then cannot be removed.
+            for mountPoint in MountPoints.under(imagesDirectory + "/") { try? MountPoints.unmount(mountPoint) }
             try? FileManager.default.removeItem(atPath: imagesDirectory)
             _ = rmdir(namespaceImagesDirectory)  // only when empty
             return
