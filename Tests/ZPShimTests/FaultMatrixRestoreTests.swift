@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import ZPCheckpoint
 import ZPCore
 import ZPSystem
 import ZPTestSupport
@@ -638,5 +639,86 @@ func checksummedAnswer(_ body: String?) -> (count: Int, first: String, now: Stri
         #expect(!FileManager.default.fileExists(atPath: layout.imageDirectory(containerdNamespace: "ns2")))
         #expect(StaleImages.sweep(layout: layout, bootTime: nil).isEmpty, "no boot time: nothing removed")
         #expect(StaleImages.bootTime().map { $0 > 0 } == true)
+    }
+}
+
+/// The lazy-pages daemon hangs (SIGSTOP) right after a lazy restore of a 256 MiB app answered,
+/// while it still pushes the remaining pages: after 10 s without progress the shim kills the
+/// container's processes, then the daemon (decision 0054); containerd gets the exit. (Before, the
+/// daemon was looked at only when a checkpoint waited for it: 60 s after the checkpoint was asked
+/// for, never while traffic kept the container busy.)
+@Suite(.serialized) struct LazyPagesHangAfterRestoreTests {
+    @Test(arguments: ContainerdFlavor.all)
+    func lazyPagesDaemonHangsWhileServing_processesKilledThenTheDaemon(flavor: ContainerdFlavor) throws {
+        let rootfs = try TestPaths.busyboxRootfs()
+        let nodeConfig = "/tmp/zpfm-hgs-\(UUID().uuidString.prefix(8)).conf"
+        try Data("lazy-restore = on\n".utf8).write(to: URL(fileURLWithPath: nodeConfig))
+        defer { try? FileManager.default.removeItem(atPath: nodeConfig) }
+        let containerd = try PrivateContainerd(
+            flavor: flavor,
+            tag: "fmhgs",
+            environment: ["ZEROPOD_NODE_CONFIG": nodeConfig]
+        )
+        defer { containerd.stop() }
+        let netns = try TestNetns("zpfm-hgs")
+        defer { netns.delete() }
+        let eventsFile = containerd.directory + "/events.txt"
+        let events = try containerd.startEvents(into: eventsFile)
+        defer {
+            let p = events.processIdentifier
+            kill(p, SIGTERM)
+            _ = eventually(within: 10) { !isAlive(p) }
+        }
+        let id = "hgs1"
+        try startCounter(containerd, netns: netns, id: id, rootfs: rootfs, command: bigCounterServer(mebibytes: 256))
+        defer { removeTask(containerd, id) }
+        let shim = try #require(shimPid(containerd, group: id))
+        try #require(
+            waitScaledDown(containerd, netns: netns, checkpoints: 1),
+            "not scaled down: \(containerd.log(tail: 30))"
+        )
+        let images = NodeLayout().imageDirectory(containerdNamespace: containerd.namespace, containerID: id)
+        var daemon: Int32 = 0
+        try #require(
+            eventually {
+                daemon = processes(matching: ["lazy-pages", images]).first ?? 0
+                return daemon != 0
+            },
+            "no lazy-pages daemon prepared: \(containerd.log(tail: 30))"
+        )
+        let request = try BackgroundRequest(netns, port: 8080, output: containerd.directory + "/wake.out")
+        // The restore answered: the daemon now pushes the rest of the 256 MiB.
+        try #require(
+            eventually(within: 60, every: 0.001) {
+                fileTail(containerd.directory + "/containerd.log", bytes: 4096).contains("restored process")
+            },
+            "no restore: \(containerd.log(tail: 30))"
+        )
+        kill(daemon, SIGSTOP)
+        let hungAt = ContinuousClock.now
+        defer { if isAlive(daemon) { kill(daemon, SIGKILL) } }
+        let servedAll = LazyPagesDaemon.logShowsEveryProcessServed(
+            text: fileTail(images + "/lazy-pages.log", bytes: 1 << 24)
+        )
+        try #require(!servedAll, "the daemon had pushed every page before it was stopped: no hang to see")
+        let exited = eventually(within: 60) { exitStatus(inEvents: eventsFile, id: id) != nil }
+        let recovered = ContinuousClock.now - hungAt
+        #expect(exited, "no exit after the daemon hung: \(containerd.log(tail: 30))")
+        #expect(exitStatus(inEvents: eventsFile, id: id) == "137")
+        #expect(
+            !containerd.logLines(containing: "no progress for 10 s (hung)").isEmpty,
+            "not reported as hung: \(containerd.log(tail: 30))"
+        )
+        #expect(eventually { !isAlive(daemon) }, "the hung daemon is still there")
+        #expect(eventually { processes(inNetns: netns.path).isEmpty }, "processes left")
+        _ = request.finish(within: 30)
+        print(
+            "[fault-matrix] \(flavor.name) | lazy-pages daemon hangs after the restore answered (SIGSTOP while it pushes "
+                + "the rest of 256 MiB) | after 10 s without progress the container's processes are killed, then the "
+                + "daemon; containerd gets exit 137 \(ms(recovered)) after the hang (before: only when a checkpoint "
+                + "waited 60 s for it) | daemon, processes: none"
+        )
+        removeTask(containerd, id)
+        try expectNothingLeft(containerd, netns: netns, id: id, shim: shim)
     }
 }
