@@ -218,6 +218,13 @@ private let badCases: [BadCase] = [
         value: "web,",
         error: #"zeropod.ctrox.dev/container-names: invalid container name list "web,": name 2 "" is empty"#
     ),
+    // Found by `make fuzz-long` (FuzzAnnotations): U+037E GREEK QUESTION MARK is canonically ";",
+    // so a String comparison sees a separator the scalar check did not.
+    BadCase(
+        key: names,
+        value: "web\u{37E}db",
+        error: "zeropod.ctrox.dev/container-names: invalid container name list \"web\u{37E}db\": name 1 \"web\u{37E}db\" contains \";\""
+    ),
     BadCase(
         key: portsMap,
         value: "web=80;",

@@ -404,8 +404,11 @@ public struct ContainerConfig: Equatable, Sendable {
     /// characters and the list separators are refused; Kubernetes validates the rest.
     static func nameProblem(_ name: String) -> String? {
         if name.isEmpty { return "is empty" }
+        // Characters, as the list is split: U+037E (Greek question mark) is canonically ";".
+        if let separator = name.first(where: { $0 == "," || $0 == ";" || $0 == "=" }) {
+            return "contains \(quoted(String(separator)))"
+        }
         for s in name.unicodeScalars {
-            if s == "," || s == ";" || s == "=" { return "contains \(quoted(String(s)))" }
             if s.properties.isWhitespace || s.value < 0x20 || s.value == 0x7f {
                 return "contains white space or a control character"
             }
