@@ -249,7 +249,14 @@ public final class PrivateContainerd {
         )
     }
 
-    /// Starts `ctr events` writing to `file`; the caller terminates it.
+    /// Ends a `ctr events` process ``startEvents(into:)`` started (SIGTERM, then waits up to 10 s).
+    public func stopEvents(_ events: Process) {
+        let pid = events.processIdentifier
+        kill(pid, SIGTERM)
+        _ = eventually(within: 10) { !isAlive(pid) }
+    }
+
+    /// Starts `ctr events` writing to `file`; the caller ends it with ``stopEvents(_:)``.
     /// - Throws: when ctr cannot be started.
     public func startEvents(into file: String) throws -> Process {
         _ = FileManager.default.createFile(atPath: file, contents: nil)

@@ -114,11 +114,7 @@ func criuProcesses() -> [Int32] {
         defer { netns.delete() }
         let eventsFile = containerd.directory + "/events.txt"
         let events = try containerd.startEvents(into: eventsFile)
-        defer {
-            let p = events.processIdentifier
-            kill(p, SIGTERM)
-            _ = eventually(within: 10) { !isAlive(p) }
-        }
+        defer { containerd.stopEvents(events) }
         let id = "skr1"
         try startCounter(containerd, netns: netns, id: id, rootfs: rootfs, command: bigCounterServer(mebibytes: 96))
         defer { removeTask(containerd, id) }
@@ -347,11 +343,7 @@ func checksummedAnswer(_ body: String?) -> (count: Int, first: String, now: Stri
         defer { netns.delete() }
         let eventsFile = containerd.directory + "/events.txt"
         let events = try containerd.startEvents(into: eventsFile)
-        defer {
-            let p = events.processIdentifier
-            kill(p, SIGTERM)
-            _ = eventually(within: 10) { !isAlive(p) }
-        }
+        defer { containerd.stopEvents(events) }
         let id = "hang1"
         try startCounter(
             containerd,
@@ -664,11 +656,7 @@ func checksummedAnswer(_ body: String?) -> (count: Int, first: String, now: Stri
         defer { netns.delete() }
         let eventsFile = containerd.directory + "/events.txt"
         let events = try containerd.startEvents(into: eventsFile)
-        defer {
-            let p = events.processIdentifier
-            kill(p, SIGTERM)
-            _ = eventually(within: 10) { !isAlive(p) }
-        }
+        defer { containerd.stopEvents(events) }
         let id = "hgs1"
         try startCounter(containerd, netns: netns, id: id, rootfs: rootfs, command: bigCounterServer(mebibytes: 256))
         defer { removeTask(containerd, id) }

@@ -270,11 +270,7 @@ import ZPTestSupport
         defer { netns.delete() }
         let eventsFile = containerd.directory + "/events.txt"
         let events = try containerd.startEvents(into: eventsFile)
-        defer {
-            let p = events.processIdentifier
-            kill(p, SIGTERM)
-            _ = eventually(within: 10) { !isAlive(p) }
-        }
+        defer { containerd.stopEvents(events) }
         let id = "shk1"
         try startCounter(
             containerd,
@@ -332,11 +328,7 @@ import ZPTestSupport
         defer { netns.delete() }
         let eventsFile = containerd.directory + "/events.txt"
         let events = try containerd.startEvents(into: eventsFile)
-        defer {
-            let p = events.processIdentifier
-            kill(p, SIGTERM)
-            _ = eventually(within: 10) { !isAlive(p) }
-        }
+        defer { containerd.stopEvents(events) }
         func exitStatus(_ id: String) -> String? {
             let text = (try? String(contentsOfFile: eventsFile, encoding: .utf8)) ?? ""
             guard
