@@ -54,6 +54,9 @@ final class RestorePreparation: Sendable {
     let pids: PidIndex
     /// The container's held connections, released at CRIU's `post-restore` (decision 0045).
     let connections: ContainerConnections?
+    /// The init has a terminal (the handover then ends at the redirect-off, see
+    /// ``CRIUCheckpoints/restoreHooks(_:terminal:)``).
+    let terminal: Bool
     /// Takes the restored terminal's master (containers with a terminal).
     let adoptTerminal: @Sendable (SharedDescriptor) async -> Void
     /// The container (its cgroups hold the CRIU worker and the restored tasks during the restore).
@@ -125,6 +128,7 @@ final class RestorePreparation: Sendable {
         self.why = why
         self.pids = pids
         self.connections = connections
+        self.terminal = options.terminal
         self.adoptTerminal = adoptTerminal
         self.container = container
         self.stallLimit = stallLimit
@@ -142,7 +146,7 @@ final class RestorePreparation: Sendable {
             }
             p.restore = nil
             do throws(ContainerCheckpointError) {
-                return try restore.run(hooks: CRIUCheckpoints.restoreHooks(connections))
+                return try restore.run(hooks: CRIUCheckpoints.restoreHooks(connections, terminal: terminal))
             } catch {
                 p.daemon?.stop()
                 p.daemon = nil

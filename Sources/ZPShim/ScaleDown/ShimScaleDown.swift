@@ -288,7 +288,7 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
                     target,
                     imagesDir: FilePath(images),
                     options: options,
-                    hooks: Self.restoreHooks(connections)
+                    hooks: Self.restoreHooks(connections, terminal: options.terminal)
                 )
             }
         } catch {
@@ -323,12 +323,15 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
 
     /// CRIU's `post-restore` (the sockets are back, the processes not yet resumed: where CRIU
     /// itself would unlock its network lock) releases the held connections; `post-resume` (the
-    /// processes run) closes the handover listeners, which moves their queues to the application.
-    static func restoreHooks(_ connections: ContainerConnections?) -> CRIUHooks {
+    /// processes run) closes the handover listeners, which moves their queues to the application
+    /// (decision 0046). Not for a container with a terminal: its first client could then act
+    /// (for instance attach and type) before the shim has taken CRIU's new pty master, and its
+    /// input would go to the old terminal; its listeners close at the redirect-off, as before.
+    static func restoreHooks(_ connections: ContainerConnections?, terminal: Bool) -> CRIUHooks {
         var hooks = CRIUHooks()
         if let connections {
             hooks["post-restore"] = { _ in connections.socketsRestored() }
-            hooks["post-resume"] = { _ in connections.processesResumed() }
+            if !terminal { hooks["post-resume"] = { _ in connections.processesResumed() } }
         }
         return hooks
     }
