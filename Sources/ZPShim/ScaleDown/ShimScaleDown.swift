@@ -322,11 +322,13 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
     }
 
     /// CRIU's `post-restore` (the sockets are back, the processes not yet resumed: where CRIU
-    /// itself would unlock its network lock) releases the held connections.
+    /// itself would unlock its network lock) releases the held connections; `post-resume` (the
+    /// processes run) closes the handover listeners, which moves their queues to the application.
     static func restoreHooks(_ connections: ContainerConnections?) -> CRIUHooks {
         var hooks = CRIUHooks()
         if let connections {
             hooks["post-restore"] = { _ in connections.socketsRestored() }
+            hooks["post-resume"] = { _ in connections.processesResumed() }
         }
         return hooks
     }
