@@ -1,17 +1,23 @@
 import Foundation
+import Synchronization
 import Testing
 import ZPCore
 import ZPTestSupport
 
 @testable import ZPShim
 
-/// The pod's redirector set up beside `runc create` (decision 0060): the setup's waiters, the pod's
-/// containers sharing one setup, a failed setup (the container then runs without scale-down, as
-/// before), and a release that waits for a setup still under way.
+/// The pod's redirector set up off the Create path, when a driver first needs it (decision 0060):
+/// the setup's start and waiters, the pod's containers sharing one setup, a pod deleted before
+/// anything needed it, a failed setup (the container then runs without scale-down, as before), and
+/// a release that waits for a setup under way.
 @Suite struct RedirectorSetupTests {
     @Test func setup_resumesEveryWaiterOnce_andACancelledWaiterGetsNil() async throws {
-        let setup = RedirectorSetup()
-        #expect(setup.settled == nil)
+        let starts = Atomic<Int>(0)
+        let setup = RedirectorSetup { _ in starts.add(1, ordering: .relaxed) }
+        #expect(setup.settled == nil && !setup.started)
+        setup.start()
+        setup.start()
+        #expect(setup.started && starts.load(ordering: .relaxed) == 1, "a setup starts once")
         let cancelled = await withTaskGroup(of: RedirectorSetup.Outcome?.self) { waiting in
             waiting.addTask { await setup.outcome() }
             waiting.cancelAll()
@@ -39,16 +45,26 @@ import ZPTestSupport
         }
     }
 
-    @Test func join_theFirstContainerStartsTheSetup_theOthersShareIt() {
+    @Test func join_theFirstContainerMakesTheSetup_theOthersShareIt_nothingStartsIt() async {
         let pods = PodNetworks()
-        let a = pods.join(netnsPath: "/var/run/netns/zp-rs-pod", container: "a")
-        let b = pods.join(netnsPath: "/var/run/netns/zp-rs-pod", container: "b")
-        let again = pods.join(netnsPath: "/var/run/netns/zp-rs-pod", container: "a")
-        let other = pods.join(netnsPath: "/var/run/netns/zp-rs-other", container: "c")
-        #expect(a.startsSetup && !b.startsSetup && !again.startsSetup && other.startsSetup)
-        #expect(a.setup === b.setup && a.setup !== other.setup)
+        let a = pods.join(netnsPath: "/var/run/netns/zp-rs-pod", container: "a", starter: Self.never)
+        let b = pods.join(netnsPath: "/var/run/netns/zp-rs-pod", container: "b", starter: Self.never)
+        let again = pods.join(netnsPath: "/var/run/netns/zp-rs-pod", container: "a", starter: Self.never)
+        let other = pods.join(netnsPath: "/var/run/netns/zp-rs-other", container: "c", starter: Self.never)
+        #expect(a.setup === b.setup && a.setup === again.setup && a.setup !== other.setup)
         #expect(a.owner != b.owner && again.owner == a.owner, "tags: unique in the pod, stable for a container")
+        // Created and deleted before any driver needed the redirector: nothing was set up, the
+        // releases do not wait, and the pod is gone (its next container gets a new setup).
+        #expect(!a.setup.started)
+        await pods.release(netnsPath: "/var/run/netns/zp-rs-pod", container: "a")
+        await pods.release(netnsPath: "/var/run/netns/zp-rs-pod", container: "b")
+        #expect(!a.setup.started && a.setup.settled == nil)
+        let next = pods.join(netnsPath: "/var/run/netns/zp-rs-pod", container: "d", starter: Self.never)
+        #expect(next.setup !== a.setup)
     }
+
+    /// A starter for setups that a test carries out itself.
+    static let never: @Sendable (RedirectorSetup) -> Void = { _ in }
 
     /// A setup that fails (here: no such namespace) leaves the pod, so that its next container
     /// tries again; the container's redirect refuses the activator with the reason, which the
@@ -58,7 +74,7 @@ import ZPTestSupport
     @Test func setUp_failure_refusesTheActivator_andTheNextContainerTriesAgain() async throws {
         let pods = PodNetworks()
         let netns = "/var/run/netns/zp-rs-missing-\(UUID().uuidString.prefix(8))"
-        let pod = pods.join(netnsPath: netns, container: "a")
+        let pod = pods.join(netnsPath: netns, container: "a", starter: Self.never)
         let redirect = DeferredPodRedirect(location: netns, setup: pod.setup) { _ in
             preconditionFailure("parts made from a failed setup")
         }
@@ -77,7 +93,10 @@ import ZPTestSupport
         #expect(redirect.activity(ports: [8080]).lastActivity == nil)
         try redirect.redirectOff(ports: [8080])
         await pods.release(netnsPath: netns, container: "a")
-        #expect(pods.join(netnsPath: netns, container: "b").startsSetup, "the failed setup must not stay the pod's")
+        #expect(
+            pods.join(netnsPath: netns, container: "b", starter: Self.never).setup !== pod.setup,
+            "the failed setup must not stay the pod's"
+        )
     }
 
     /// On the real kernel: two containers of a pod share the redirector set up for the first;
@@ -87,8 +106,9 @@ import ZPTestSupport
         let netns = try TestNetns("zprs")
         defer { netns.delete() }
         let pods = PodNetworks()
-        let a = pods.join(netnsPath: netns.path, container: "a")
-        let b = pods.join(netnsPath: netns.path, container: "b")
+        let a = pods.join(netnsPath: netns.path, container: "a", starter: Self.never)
+        let b = pods.join(netnsPath: netns.path, container: "b", starter: Self.never)
+        a.setup.start()  // as a driver would; the test carries the setup out itself
         let (setUp, released) = await withTaskGroup(of: (String, Bool).self) { group in
             group.addTask {
                 switch await pods.setUp(a.setup, netnsPath: netns.path, node: NodeConfig()) {

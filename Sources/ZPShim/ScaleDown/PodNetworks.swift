@@ -7,10 +7,11 @@ import ZPCore
 import ZPSystem
 
 /// The pod redirectors of this shim (one shim serves one pod group), by network namespace path:
-/// set up for the first scale-down container of a pod, removed with the last one. Create only
-/// joins the pod (``join(netnsPath:container:)``) and starts the setup as a background job
-/// (``setUp(_:netnsPath:node:)``) that runs beside `runc create` (decision 0060); the load itself
-/// (the verifier's part) is done ahead by ``preload()`` when the shim starts (decision 0037).
+/// set up for the scale-down containers of a pod, removed with the last one. Create only joins
+/// the pod (``join(netnsPath:container:starter:)``); the setup (``setUp(_:netnsPath:node:)``)
+/// runs as a background job when a container's driver first needs the redirector, off the
+/// Create path (decision 0060); the load itself (the verifier's part) is done ahead by
+/// ``preload()`` when the shim starts (decision 0037).
 final class PodNetworks: Sendable {
     private struct Entry {
         var setup: RedirectorSetup
@@ -27,8 +28,6 @@ final class PodNetworks: Sendable {
         /// The container's tag in the pod's maps and wake events: unique among the pod's
         /// containers, the same for the container's life.
         var owner: UInt32
-        /// The container is the pod's first: its Create must start ``setUp(_:netnsPath:node:)``.
-        var startsSetup: Bool
     }
 
     /// The programs loaded ahead for the next pod: none, being loaded (with the Creates waiting
@@ -83,11 +82,15 @@ final class PodNetworks: Sendable {
     }
 
     /// Joins `container` to the pod at `netnsPath`: the pod's setup (pending or settled), or a
-    /// new pending one that the caller must start with ``setUp(_:netnsPath:node:)``.
-    func join(netnsPath: String, container: String) -> Membership {
+    /// new one that `starter` carries out (with ``setUp(_:netnsPath:node:)``) when a container
+    /// first needs the redirector.
+    func join(
+        netnsPath: String,
+        container: String,
+        starter: @escaping @Sendable (RedirectorSetup) -> Void
+    ) -> Membership {
         entries.withLock { table -> Membership in
-            let startsSetup = table[netnsPath] == nil
-            var entry = table[netnsPath] ?? Entry(setup: RedirectorSetup(), users: [])
+            var entry = table[netnsPath] ?? Entry(setup: RedirectorSetup(starter: starter), users: [])
             entry.users.insert(container)
             let owner = entry.owners[container] ?? entry.nextOwner
             if entry.owners[container] == nil {
@@ -95,7 +98,7 @@ final class PodNetworks: Sendable {
                 entry.nextOwner &+= 1
             }
             table[netnsPath] = entry
-            return Membership(setup: entry.setup, owner: owner, startsSetup: startsSetup)
+            return Membership(setup: entry.setup, owner: owner)
         }
     }
 
@@ -145,14 +148,16 @@ final class PodNetworks: Sendable {
         )
     }
 
-    /// Drops `container` from its pod, once the pod's setup settled; the last one removes the
-    /// redirector (links, maps, pins).
+    /// Drops `container` from its pod, once the pod's setup settled if it was started; the last
+    /// one removes the redirector (links, maps, pins).
     func release(netnsPath: String, container: String) async {
         guard let setup = entries.withLock({ table in
             table[netnsPath].flatMap { $0.users.contains(container) ? $0.setup : nil }
         })
         else { return }
-        _ = await setup.outcome()  // a cancelled wait leaves the removal to the setup
+        // A setup started later, or a cancelled wait, leaves the removal to the setup, which
+        // finds its pod gone.
+        if setup.started { _ = await setup.outcome() }
         let last = entries.withLock { table -> PodRedirector? in
             guard var entry = table[netnsPath], entry.setup === setup, entry.users.contains(container) else {
                 return nil

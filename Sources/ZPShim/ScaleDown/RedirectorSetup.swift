@@ -3,12 +3,14 @@ import ZPBPF
 import ZPCore
 import ZPScaleDown
 
-// A pod's redirector is set up beside `runc create`, not before it (decision 0060): Create starts
-// the setup as a background job and returns without waiting; the container's driver waits for it
-// only when it arms the activator (after the process listens), and Delete before it releases the pod.
+// A pod's redirector is set up when it is first needed, not before `runc create` (decision 0060):
+// Create only joins the pod; the first driver that arms its activator starts the setup as a
+// background job and waits for it; Delete waits for a setup under way before it releases the pod.
 
-/// A pod's redirector while it is set up: pending, then ready or failed, once. Waiters are
-/// resumed when it settles; a cancelled waiter is resumed at once with nil.
+/// A pod's redirector while it is set up: pending (not started, or started), then ready or
+/// failed, once. The setup starts when a container first needs the redirector (``start()``):
+/// its driver arming the activator. Waiters are resumed when it settles; a cancelled waiter is
+/// resumed at once with nil.
 final class RedirectorSetup: Sendable {
     /// How the setup ended.
     enum Outcome: Sendable {
@@ -21,6 +23,7 @@ final class RedirectorSetup: Sendable {
     private struct Waiting {
         var waiters: [UInt64: CheckedContinuation<Outcome?, Never>] = [:]
         var next: UInt64 = 0
+        var started = false
     }
 
     private enum State {
@@ -29,6 +32,33 @@ final class RedirectorSetup: Sendable {
     }
 
     private let state = Mutex(State.pending(Waiting()))
+    private let starter: @Sendable (RedirectorSetup) -> Void
+
+    /// A setup that `starter` carries out (it must settle it) when ``start()`` is first called.
+    init(starter: @escaping @Sendable (RedirectorSetup) -> Void) {
+        self.starter = starter
+    }
+
+    /// Starts the setup unless it was started (or settled) already.
+    func start() {
+        let first = state.withLock { state -> Bool in
+            guard case .pending(var waiting) = state, !waiting.started else { return false }
+            waiting.started = true
+            state = .pending(waiting)
+            return true
+        }
+        if first { starter(self) }
+    }
+
+    /// Whether the setup was started (or settled): a release must then wait for it.
+    var started: Bool {
+        state.withLock { state -> Bool in
+            switch state {
+            case .pending(let waiting): return waiting.started
+            case .settled: return true
+            }
+        }
+    }
 
     /// Ends the setup with `outcome` and resumes every waiter. Settling twice is a bug.
     func settle(_ outcome: Outcome) {
@@ -87,10 +117,11 @@ final class RedirectorSetup: Sendable {
 }
 
 /// One container's redirect (the driver's ``ScaleDownRedirect``) on its pod's redirector while
-/// that is set up beside `runc create` (decision 0060): ``makeActivator(ports:connection:)`` waits
-/// for the setup, then builds the container's ``PodRedirect`` and ``ContainerConnections``; until
-/// then nothing is redirected or tracked, so ``redirectOff(ports:)`` has nothing to do and
-/// ``activity(ports:)`` reports none (the driver reads activity only once its activator exists).
+/// that is set up off the Create path (decision 0060): ``makeActivator(ports:connection:)``
+/// starts and waits for the setup, then builds the container's ``PodRedirect`` and
+/// ``ContainerConnections``; until then nothing is redirected or tracked, so
+/// ``redirectOff(ports:)`` has nothing to do and ``activity(ports:)`` reports none (the driver
+/// reads activity only once its activator exists).
 final class DeferredPodRedirect: ScaleDownRedirect {
     /// What the container gets from a ready redirector.
     struct Parts: Sendable {
@@ -123,8 +154,10 @@ final class DeferredPodRedirect: ScaleDownRedirect {
         self.build = build
     }
 
-    /// Waits for the pod's setup and returns the container's parts, or why there are none.
+    /// Starts the pod's setup if no container did yet, waits for it and returns the container's
+    /// parts, or why there are none.
     func parts() async -> Result<Parts, ScaleDownError> {
+        setup.start()
         guard let outcome = await setup.outcome() else {
             return .failure(ScaleDownError("the wait for the pod's redirector for \(location) was cancelled"))
         }
@@ -173,7 +206,14 @@ final class DeferredPodRedirect: ScaleDownRedirect {
         return nil
     }
 
-    /// Waits for the pod's redirector, then ``PodRedirect/makeActivator(ports:connection:)``.
+    /// The container's parts once a setup that was started settled; nil when it was never
+    /// started (no container of the pod needed the redirector), or failed.
+    func partsIfStarted() async -> Parts? {
+        guard setup.started else { return nil }
+        return try? await parts().get()
+    }
+
+    /// Starts and waits for the pod's redirector, then ``PodRedirect/makeActivator(ports:connection:)``.
     /// - Throws: ``ScaleDownError`` naming the setup's failure (scale-down then stays off).
     func makeActivator(
         ports: [UInt16],

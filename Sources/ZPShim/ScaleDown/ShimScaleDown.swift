@@ -31,7 +31,7 @@ final class ScaleDownWiring: Sendable {
     let container: ContainerHandle
     /// The pod's network namespace (its redirector is shared by the pod's containers).
     let netnsPath: String
-    /// The container's redirect on the pod's redirector, set up beside `runc create` (decision 0060).
+    /// The container's redirect on the pod's redirector, set up when first needed (decision 0060).
     let redirect: DeferredPodRedirect
     /// The container's offline migration (`zeropod.ctrox.dev/migrate` names it; decision 0057).
     let migration: ContainerMigration?

@@ -247,7 +247,7 @@ public final class TaskService: Sendable {
             metadata: [
                 "id": "\(request.id)", "pid": "\(pid)",
                 "ms":
-                    "total \(milliseconds(total)), scale-down wiring \(milliseconds(timings.scaleDownSetup)) (the pod's redirector is set up beside the container, decision 0060: see \"redirector ready\"), container \(milliseconds(containerPart)) (mounts, runc create)",
+                    "total \(milliseconds(total)), scale-down wiring \(milliseconds(timings.scaleDownSetup)) (the pod's redirector is set up off Create, decision 0060: see \"redirector ready\"), container \(milliseconds(containerPart)) (mounts, runc create)",
             ]
         )
         return PidResponse(pid: UInt32(pid)).encoded()
@@ -295,18 +295,16 @@ public final class TaskService: Sendable {
             )
             return nil
         }
-        // The pod's redirector is set up beside `runc create` (decision 0060): the first container
-        // of the pod starts it as a background job; the driver waits for it when it arms the
-        // activator, Delete before it releases the pod.
-        let pod = pods.join(netnsPath: netns, container: request.id)
-        if pod.startsSetup {
-            let (pods, node, logger, id) = (pods, node, logger, request.id)
+        // The pod's redirector is set up off the Create path (decision 0060): as a background job
+        // when the first driver of the pod arms its activator, which waits for it; Delete waits
+        // for a setup under way before it releases the pod.
+        let pod = pods.join(netnsPath: netns, container: request.id) { [pods, node, logger, jobInput] setup in
             jobInput.yield {
-                switch await pods.setUp(pod.setup, netnsPath: netns, node: node) {
+                switch await pods.setUp(setup, netnsPath: netns, node: node) {
                 case .success(let timings):
-                    logger.info("redirector ready", metadata: ["id": "\(id)", "netns": "\(netns)", "ms": "\(timings)"])
+                    logger.info("redirector ready", metadata: ["netns": "\(netns)", "ms": "\(timings)"])
                 case .failure(let error):
-                    logger.warning("scale-down off: redirector for \(netns) failed: \(error)", metadata: ["id": "\(id)"])
+                    logger.warning("scale-down off: redirector for \(netns) failed: \(error)")
                 }
             }
         }
@@ -478,7 +476,7 @@ public final class TaskService: Sendable {
             if let scaleDown = container.scaleDown {
                 await scaleDown.driver.stop()
                 // The pod's redirector setup may still run (decision 0060): wait for it first.
-                _ = await scaleDown.redirect.parts()
+                _ = await scaleDown.redirect.partsIfStarted()
                 scaleDown.connections?.containerGone()
                 scaleDown.container.detach()
                 await pods.release(netnsPath: scaleDown.netnsPath, container: request.id)
