@@ -168,6 +168,15 @@ final class ContainerMigration: Sendable {
         }
     }
 
+    /// The last lines of CRIU's logs of a live restore (restore.log, lazy-pages.log in the images
+    /// folder), for the log of a failure before the images are removed.
+    func liveRestoreLogTails(lines: Int = 8) -> String {
+        ["restore.log", "lazy-pages.log"].map { name in
+            let text = (try? String(contentsOfFile: imagesDirectory + "/" + name, encoding: .utf8)) ?? "(none)"
+            return name + ": " + text.split(separator: "\n").suffix(lines).joined(separator: " | ")
+        }.joined(separator: "; ")
+    }
+
     /// The page proxy port of a waiting live image (taken once, with the image).
     func takeLiveProxyPort() -> Int32? {
         state.withLock { s in
@@ -367,7 +376,11 @@ final class ContainerMigration: Sendable {
             )
         case .failure(let error):
             // CRIU resumed the processes (or never froze them): the Kill stops them as usual.
-            logger.warning("migration: the live dump failed, stopping without migrating: \(error)")
+            let log = (try? String(contentsOfFile: imagesDirectory + "/dump.log", encoding: .utf8)) ?? ""
+            logger.warning(
+                "migration: the live dump failed, stopping without migrating: \(error)",
+                metadata: ["dump-log": "\(log.split(separator: "\n").suffix(8).joined(separator: " | "))"]
+            )
         }
         return moved
     }

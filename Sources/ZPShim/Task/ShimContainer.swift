@@ -438,7 +438,10 @@ public actor ShimContainer {
         } catch {
             failure = "the live restore at the target failed: \(error)"
         }
-        logger.warning("migration: \(failure); starting from scratch")
+        logger.warning(
+            "migration: \(failure); starting from scratch",
+            metadata: ["criu-logs": "\(migration.liveRestoreLogTails())"]
+        )
         migration.removeImages()
         await migration.finish(failure: failure)
         try? await runc.delete(id: id, bundle: bundle, force: true)
