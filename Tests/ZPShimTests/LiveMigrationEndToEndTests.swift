@@ -6,6 +6,10 @@ import ZPKube
 import ZPSystem
 import ZPTestSupport
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 // Live migration end to end (issue 16, decision 0058), on the two-node setup of
 // MigrationEndToEndTests: node-a and node-b are private containerds (1.6 and 2.x, both directions)
 // with their own node.conf and a real `zeropod-manager -migration` each (pod IPs 127.0.0.2 and
@@ -73,6 +77,13 @@ private func listeningPorts(of pid: Int32) -> [String] {
     ((try? run(["ss", "-Hltnp"], timeout: 15))?.stdout ?? "").split(separator: "\n").filter {
         $0.contains("pid=\(pid),")
     }.map { String($0.split(separator: " ", omittingEmptySubsequences: true).dropFirst(3).first ?? "") }
+}
+
+/// The text of `line` between `start` and the next `end` after it ("" when absent).
+private func between(_ line: String, _ start: String, _ end: String) -> String {
+    guard let from = line.range(of: start) else { return "" }
+    let rest = line[from.upperBound...]
+    return String(rest[..<(rest.range(of: end)?.lowerBound ?? rest.endIndex)])
 }
 
 /// The last lines of every CRIU log under `folder` (dump, restore, lazy-pages), for failures.
@@ -166,6 +177,154 @@ private func criuLogs(under folder: String) -> String {
                 scratch: scratch,
                 rootfs: rootfs,
                 mebibytes: 256
+            )
+        }
+    }
+
+    /// Fault: node-b's manager is killed (SIGKILL) while the pages move (256 MiB, so the transfer
+    /// takes seconds). Its page proxy goes with it: the target's lazy-pages daemon ends without
+    /// every page, the restored process is killed and the replacement starts from scratch (its
+    /// counter starts over, never a process on zero-filled pages); the source's dump ends and its
+    /// processes with it; node-b's restarted manager marks the Migration Failed; nothing is left.
+    @Test func liveMigration_targetManagerKilledMidTransfer_startsFromScratch_andFails() async throws {
+        let rootfs = try TestPaths.busyboxRootfs()
+        try await withTwoNodes { double, a, b, scratch, managers in
+            let sourceID = String(repeating: "e5", count: 32)
+            let targetID = String(repeating: "f6", count: 32)
+            let sourcePod = "live-7e1f-ccccc"
+            let targetPod = "live-7e1f-ddddd"
+            try double.create(
+                "pods",
+                namespace: "default",
+                livePod(sourcePod, node: a.name, containerID: sourceID, running: true)
+            )
+            let containerdA = try PrivateContainerd(
+                flavor: .debian,
+                tag: "lva",
+                environment: ["ZEROPOD_NODE_CONFIG": a.nodeConfig]
+            )
+            defer { containerdA.stop() }
+            let containerdB = try PrivateContainerd(
+                flavor: .containerd2,
+                tag: "lvb",
+                environment: ["ZEROPOD_NODE_CONFIG": b.nodeConfig]
+            )
+            defer { containerdB.stop() }
+            let netnsA = try TestNetns("zplive-a")
+            defer { netnsA.delete() }
+            let netnsB = try TestNetns("zplive-b")
+            defer { netnsB.delete() }
+            let app = ballastServer(mebibytes: 256)
+            let created = try containerdA.ctr(
+                [
+                    "run", "-d", "--runtime", "io.containerd.zeropod.v2", "--with-ns", "network:\(netnsA.path)",
+                    "--log-uri", "file://\(containerdA.directory)/\(sourceID).out",
+                ] + liveAnnotations(pod: sourcePod) + ["--rootfs", rootfs, sourceID, "/bin/sh", "-c", app]
+            )
+            try #require(created.status == 0, "ctr run: \(created.stderr)")
+            defer { removeTask(containerdA, sourceID) }
+            var before: (count: Int, md5: String)?
+            _ = eventually(within: 120) {
+                before = parse(netnsA.httpGet(port: 8080))
+                return before != nil
+            }
+            try #require(before != nil, "the app never answered on node-a: \(containerdA.log(tail: 30))")
+            try #require(
+                eventually(within: 30) {
+                    a.managerSees(pod: sourcePod, container: "app", running: true)
+                        || a.managerSees(pod: sourcePod, container: "app", running: false)
+                }
+            )
+            #expect(double.call("DELETE", "/api/v1/namespaces/default/pods/\(sourcePod)").status == 200)
+            try double.create(
+                "pods",
+                namespace: "default",
+                livePod(targetPod, node: b.name, containerID: targetID, running: false)
+            )
+            func migration() -> JSON? { double.object("migrations", namespace: "default", name: sourcePod) }
+            try #require(
+                eventually(within: 60) { migration()?[path: ["spec", "targetPod"]]?.stringValue == targetPod }
+            )
+            let create = Process()
+            create.executableURL = URL(fileURLWithPath: containerdB.flavor.binDirectory + "/ctr")
+            create.arguments =
+                [
+                    "-a", containerdB.socket, "-n", containerdB.namespace, "run", "-d", "--runtime",
+                    "io.containerd.zeropod.v2", "--with-ns", "network:\(netnsB.path)", "--log-uri",
+                    "file://\(containerdB.directory)/\(targetID).out",
+                ] + liveAnnotations(pod: targetPod) + ["--rootfs", rootfs, targetID, "/bin/sh", "-c", app]
+            let createOutput = scratch + "/ctr-run.out"
+            _ = FileManager.default.createFile(atPath: createOutput, contents: nil)
+            create.standardOutput = FileHandle(forWritingAtPath: createOutput)
+            create.standardError = FileHandle(forWritingAtPath: createOutput)
+            try create.run()
+            defer { removeTask(containerdB, targetID) }
+            let kill = Process()
+            kill.executableURL = URL(fileURLWithPath: containerdA.flavor.binDirectory + "/ctr")
+            kill.arguments = ["-a", containerdA.socket, "-n", containerdA.namespace, "task", "kill", sourceID]
+            try kill.run()
+            // The target's lazy-pages daemon runs: the pages are moving. Kill node-b's manager.
+            try #require(
+                eventually(within: 120) {
+                    !processes(commandLineContaining: b.folder).filter {
+                        ((try? String(contentsOfFile: "/proc/\($0)/cmdline", encoding: .utf8)) ?? "").contains("lazy-pages")
+                    }.isEmpty
+                },
+                "no lazy-pages daemon on node-b: \(containerdB.logLines(containing: "migration").joined(separator: "\n"))"
+            )
+            _ = Glibc.kill(managers.1.processIdentifier, SIGKILL)
+            #expect(eventually(within: 400) { !create.isRunning }, "ctr run on node-b did not return")
+            // Depending on when the proxy went: the daemon could not reach it (the restore fails)
+            // or lost it midway (the transfer broke); either way the replacement starts over.
+            #expect(
+                !containerdB.logLines(containing: "; starting from scratch").isEmpty,
+                "node-b: \(containerdB.logLines(containing: "migration").joined(separator: "\n"))"
+            )
+            // From scratch on node-b: the counter starts over (and a new ballast).
+            var after: (count: Int, md5: String)?
+            _ = eventually(within: 120) {
+                after = parse(netnsB.httpGet(port: 8080))
+                return after != nil
+            }
+            #expect(after?.count == 1, "after: \(String(describing: after))")
+            // node-b's manager comes back and fails the Migration it left mid-restore; node-a's
+            // manager then releases CRIU's page server: the source's dump ends, its processes too.
+            let restarted = try b.startManager(kubeconfig: scratch + "/kubeconfig")
+            defer {
+                Glibc.kill(restarted.processIdentifier, SIGTERM)
+                restarted.waitUntilExit()
+            }
+            func status() -> JSON? { migration()?[path: ["status", "containers"]]?.arrayValue?.first }
+            #expect(
+                eventually(within: 90) { status()?[path: ["condition", "phase"]]?.stringValue == "Failed" },
+                "status \(String(describing: status()))\na:\n\(a.managerLog())\nb:\n\(b.managerLog())"
+            )
+            let message = status()?[path: ["condition", "message"]]?.stringValue ?? "-"
+            #expect(eventually(within: 60) { processes(inNetns: netnsA.path).isEmpty })
+            #expect(eventually(within: 60) { !kill.isRunning }, "ctr task kill on node-a did not return")
+            #expect(
+                eventually(within: 60) {
+                    !FileManager.default.fileExists(atPath: a.layout.migrationDirectory(containerID: sourceID))
+                        && !FileManager.default.fileExists(atPath: b.layout.migrationDirectory(containerID: targetID))
+                        && !FileManager.default.fileExists(
+                            atPath: a.layout.imageDirectory(containerdNamespace: containerdA.namespace, containerID: sourceID)
+                        )
+                        && !FileManager.default.fileExists(
+                            atPath: b.layout.imageDirectory(containerdNamespace: containerdB.namespace, containerID: targetID)
+                        )
+                },
+                "left: \((try? run(["find", a.folder + "/state", b.folder + "/state"]))?.stdout ?? "")"
+            )
+            #expect(
+                eventually(within: 30) { processes(commandLineContaining: scratch).isEmpty },
+                "CRIU processes left: \(processes(commandLineContaining: scratch))"
+            )
+            print(
+                "[zplive] fault: node-b's manager killed mid-transfer (256 MiB): replacement started from scratch "
+                    + "(count \(after?.count ?? -1)); Migration Failed: \(message); target shim: "
+                    + (containerdB.logLines(containing: "; starting from scratch").first.map {
+                        between($0, "[ZPShim] migration: ", "; starting from scratch")
+                    } ?? "-")
             )
         }
     }

@@ -170,7 +170,7 @@ extension MigrationService {
                 timeout: options.pagesTransferTimeout,
                 logger: logger
             )
-            keepPageProxy(proxy, imageID: info.imageID)
+            keepPageProxy(proxy, imageID: info.imageID, backendPort: Int(info.pageServerPort))
             pageServer = MigrationServer(host: options.podIP, port: Int32(proxy.port))
         }
         let updated: Migration?
@@ -369,19 +369,23 @@ extension MigrationService {
         return NodeAPI.RestoreResponse(migrationInfo: answer)
     }
 
-    /// Keeps a live migration's page-server proxy until it ends or its migration does.
-    func keepPageProxy(_ proxy: PageServerProxy, imageID: String) {
-        pageProxies.withLock { $0[imageID] = proxy }
+    /// Keeps a live migration's page-server proxy until it ends or its migration does; a source
+    /// proxy (`backendPort`: CRIU's page server on loopback) releases CRIU's wait when it is
+    /// closed unused.
+    func keepPageProxy(_ proxy: PageServerProxy, imageID: String, backendPort: Int? = nil) {
+        pageProxies.withLock { $0[imageID] = (proxy, backendPort) }
         proxy.finished.whenComplete { [weak self] _ in
             self?.pageProxies.withLock { proxies in
-                if proxies[imageID] === proxy { proxies[imageID] = nil }
+                if proxies[imageID]?.proxy === proxy { proxies[imageID] = nil }
             }
         }
     }
 
-    /// Closes the page-server proxy of `imageID`, if any.
+    /// Closes the page-server proxy of `imageID`, if any (a source proxy that never had its
+    /// client releases CRIU's page server).
     func closePageProxy(imageID: String) {
-        pageProxies.withLock { $0.removeValue(forKey: imageID) }?.close()
+        guard let (proxy, backendPort) = pageProxies.withLock({ $0.removeValue(forKey: imageID) }) else { return }
+        proxy.close(releasingBackend: backendPort.map { ("127.0.0.1", $0) })
     }
 
     private func fail(_ key: ObjectKey, _ container: String, _ why: String) async throws {

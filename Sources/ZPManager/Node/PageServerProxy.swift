@@ -100,11 +100,22 @@ final class PageServerProxy: Sendable {
         finishedPromise.succeed(())
     }
 
-    /// Closes the listener and any proxied connection. Idempotent.
-    func close() {
-        taken.withLock { $0 = true }
+    /// Closes the listener and any proxied connection. Idempotent. With `releasingBackend`, a
+    /// proxy that never had a client first connects to its backend and hangs up: CRIU's lazy page
+    /// server takes that as the end of the transfer, so a source whose target never came ends its
+    /// dump (and the processes the Kill asked to end) now instead of at its bound.
+    func close(releasingBackend backend: (host: String, port: Int)? = nil) {
+        let unused = taken.withLock { t -> Bool in
+            defer { t = true }
+            return !t
+        }
         listener.close(promise: nil)
         connectionEnded()
+        guard unused, let backend else { return }
+        let loop = listener.eventLoop
+        ClientBootstrap(group: loop).connect(host: backend.host, port: backend.port).whenSuccess { channel in
+            channel.close(promise: nil)
+        }
     }
 }
 

@@ -121,6 +121,9 @@ extension CRIUCheckpoints {
         options.criu.tcpEstablished = true
         options.criu.lazyPages = true
         options.criu.workDir = FilePath(imagesDirectory)
+        // A lazy restore answers in well under a second here; CRIU waits on a daemon that lost
+        // its page server until this bound (then the container starts from scratch).
+        options.criu.timeout = .seconds(60)
         let (checkpointer, target, images) = (checkpointer, target, imagesDirectory)
         let (result, pages) = try await NIOThreadPool.singleton.runIfActive {
             [options] () throws -> (ContainerRestoreResult, LivePages) in
