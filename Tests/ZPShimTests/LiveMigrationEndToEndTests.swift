@@ -79,13 +79,6 @@ private func listeningPorts(of pid: Int32) -> [String] {
     }.map { String($0.split(separator: " ", omittingEmptySubsequences: true).dropFirst(3).first ?? "") }
 }
 
-/// The text of `line` between `start` and the next `end` after it ("" when absent).
-private func between(_ line: String, _ start: String, _ end: String) -> String {
-    guard let from = line.range(of: start) else { return "" }
-    let rest = line[from.upperBound...]
-    return String(rest[..<(rest.range(of: end)?.lowerBound ?? rest.endIndex)])
-}
-
 /// The last lines of every CRIU log under `folder` (dump, restore, lazy-pages), for failures.
 private func criuLogs(under folder: String) -> String {
     let files = ((try? run(["find", folder, "-name", "*.log", "-not", "-name", "manager.log"], timeout: 15))?.stdout ?? "")
@@ -323,7 +316,7 @@ private func criuLogs(under folder: String) -> String {
                 "[zplive] fault: node-b's manager killed mid-transfer (256 MiB): replacement started from scratch "
                     + "(count \(after?.count ?? -1)); Migration Failed: \(message); target shim: "
                     + (containerdB.logLines(containing: "; starting from scratch").first.map {
-                        between($0, "[ZPShim] migration: ", "; starting from scratch")
+                        String($0.suffix(260))
                     } ?? "-")
             )
         }
