@@ -184,6 +184,7 @@ let package = Package(
             name: "ZPScaleDownTests",
             dependencies: [
                 "ZPScaleDown", "ZPActivator", "ZPBPF", "ZPSystem", "ZPTestSupport",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "SystemPackage", package: "swift-system"),

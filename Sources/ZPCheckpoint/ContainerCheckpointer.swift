@@ -178,6 +178,12 @@ final class TerminalHandOver {
     var master: SharedDescriptor?
 }
 
+/// The restored init's identity, read at CRIU's `post-restore` (a notification of the one
+/// request, on the thread that runs it).
+final class RestoredInitWitness {
+    var identity: RuncState.ProcessIdentity?
+}
+
 /// Checkpoints runc containers with CRIU and restores them without runc.
 public struct ContainerCheckpointer: Sendable {
     /// The CRIU client.
@@ -908,6 +914,14 @@ public final class PreparedContainerRestore {
                 try callerHook?(note)
             }
         }
+        // At `post-restore` the tasks exist and are not resumed yet: the init's identity is read
+        // there, since a caller's `post-resume` hook may let it serve (and exit) before CRIU returns.
+        let seen = RestoredInitWitness()
+        let callerPostRestore = h["post-restore"]
+        h["post-restore"] = { note in
+            if let pid = note.pid { seen.identity = try? RuncState.ProcessIdentity.read(pid) }
+            try callerPostRestore?(note)
+        }
         do {
             r = try checkpointer.restore(imagesDir: imagesDir, options: options, hooks: h, worker: worker)
         } catch {
@@ -919,7 +933,7 @@ public final class PreparedContainerRestore {
         // could not be made, or a differently mounted hierarchy) is moved to runc's.
         let corrections = Self.placeInCgroups(treeOf: r.pid, paths: state.cgroupPaths)
         do {
-            try state.adopt(initPID: r.pid)
+            try state.adopt(initPID: r.pid, seen: seen.identity)
             try state.write()
         } catch {
             terminal.master?.close()

@@ -184,8 +184,34 @@ public struct RuncState: Sendable {
     /// stdio descriptors it has now.
     /// - Throws: `RuncStateError` when /proc/<pid> cannot be read.
     public mutating func adopt(initPID pid: Int32) throws(RuncStateError) {
+        try adopt(initPID: pid, seen: nil)
+    }
+
+    /// What ``adopt(initPID:seen:)`` needs to know of a process, read while it certainly exists.
+    public struct ProcessIdentity: Sendable, Equatable {
+        /// The process.
+        public var pid: Int32
+        /// Its start time (field 22 of `/proc/<pid>/stat`, clock ticks since boot).
+        public var start: UInt64
+        /// Where its descriptors 0, 1 and 2 lead (`""` for a closed one).
+        public var stdio: [String]
+
+        /// Reads `pid`'s identity now.
+        /// - Throws: `RuncStateError` when the process does not exist.
+        public static func read(_ pid: Int32) throws(RuncStateError) -> ProcessIdentity {
+            ProcessIdentity(pid: pid, start: try processStartTime(pid), stdio: stdioLinks(pid))
+        }
+    }
+
+    /// ``adopt(initPID:)`` with the identity read earlier (`seen`, used when its pid is `pid`): a
+    /// restored init that answered its first client and exited before the shim got here (the
+    /// handover listeners close at CRIU's `post-resume`) is still recorded as the process it was,
+    /// so that its exit is reported as the container's, not as a failed restore.
+    public mutating func adopt(initPID pid: Int32, seen: ProcessIdentity?) throws(RuncStateError) {
         let old = initPID
-        let start = try processStartTime(pid)
+        let known = seen.flatMap { $0.pid == pid ? $0 : nil }
+        let start: UInt64
+        if let known { start = known.start } else { start = try processStartTime(pid) }
         document["init_process_pid"] = .integer(Int64(pid))
         document["init_process_start"] = .unsigned(start)
         if case .object(var paths) = document["namespace_paths"] ?? .null {
@@ -196,7 +222,9 @@ public struct RuncState: Sendable {
             }
             document["namespace_paths"] = .object(paths)
         }
-        document["external_descriptors"] = .array(stdioLinks(pid).map { .string($0) })
+        let live = stdioLinks(pid)
+        let stdio = live.allSatisfy(\.isEmpty) ? (known?.stdio ?? live) : live
+        document["external_descriptors"] = .array(stdio.map { .string($0) })
     }
 
     /// Writes the state back atomically (temporary file, fsync-free rename), mode 0600 like runc.

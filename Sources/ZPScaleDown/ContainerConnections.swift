@@ -56,6 +56,9 @@ public final class ContainerConnections: Sendable {
         var redirectedPorts: Set<UInt16> = []
         /// Our handover listeners, by port.
         var handovers: [UInt16: [SharedDescriptor]] = [:]
+        /// Ports whose handover listeners ``processesResumed()`` closed, still marked in the
+        /// redirector until ``endHandover(ports:)``.
+        var resumedPorts: Set<UInt16> = []
     }
 
     private let state = Mutex(State())
@@ -127,6 +130,30 @@ public final class ContainerConnections: Sendable {
     /// processes resume): their peers' segments pass again.
     public func socketsRestored() {
         releaseHeld(reason: "sockets restored")
+    }
+
+    /// CRIU's `post-resume`: the restored processes run, and their listening sockets (restored
+    /// with `SO_REUSEPORT`) are in our handover listeners' reuseport groups. Closes our listeners
+    /// now, so the kernel migrates the connections queued on them to the application at once,
+    /// rather than after the shim's own bookkeeping of the restore (cgroup placement, runc state,
+    /// adoption, the activator's redirect-off: ~9 ms of a MariaDB restore on a quiet 2-core
+    /// machine). The ports stay marked in the redirector until ``endHandover(ports:)``, so a
+    /// connection arriving meanwhile still takes the regular lookup (now to the application's
+    /// listener), not the activator's proxy.
+    public func processesResumed() {
+        let closing = state.withLock { s -> [(UInt16, [SharedDescriptor])] in
+            let open = s.handovers.map { ($0.key, $0.value) }
+            s.resumedPorts.formUnion(s.handovers.keys)
+            s.handovers = [:]
+            return open
+        }
+        for (_, sockets) in closing { for socket in sockets { socket.close() } }
+        if !closing.isEmpty {
+            logger.debug(
+                "restored processes resumed: handover listeners closed, their queues moved to the application",
+                metadata: ["ports": "\(closing.map(\.0).sorted())"]
+            )
+        }
     }
 
     /// The restore failed: releases the held connections (their peers meet a reset on their next
@@ -256,6 +283,7 @@ public final class ContainerConnections: Sendable {
                 }
                 replaced += s.handovers[port] ?? []
                 s.handovers[port] = sockets
+                s.resumedPorts.remove(port)
                 handedOver.append(port)
             }
             return (handedOver, replaced)
@@ -280,13 +308,17 @@ public final class ContainerConnections: Sendable {
     /// migrates their queued connections to the application's listener when it has joined their
     /// group (after a restore), and resets them otherwise.
     public func endHandover(ports: [UInt16]?) {
-        let closing = state.withLock { s -> [(UInt16, [SharedDescriptor])] in
+        let (closing, unmarked) = state.withLock { s -> ([(UInt16, [SharedDescriptor])], Set<UInt16>) in
             let chosen = ports.map { Set($0) }
             if let chosen { s.redirectedPorts.subtract(chosen) } else { s.redirectedPorts = [] }
             let matching = s.handovers.filter { chosen?.contains($0.key) ?? true }
             for port in matching.keys { s.handovers[port] = nil }
-            return matching.map { ($0.key, $0.value) }
+            // Ports whose listeners closed at `post-resume` keep their mark until now.
+            let resumed = s.resumedPorts.filter { chosen?.contains($0) ?? true }
+            s.resumedPorts.subtract(resumed)
+            return (matching.map { ($0.key, $0.value) }, resumed)
         }
+        for port in unmarked { try? redirector.removeHandover(port: port) }
         for (port, sockets) in closing {
             try? redirector.removeHandover(port: port)
             for socket in sockets { socket.close() }

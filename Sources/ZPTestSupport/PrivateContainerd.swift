@@ -206,7 +206,7 @@ public final class PrivateContainerd {
     }
 
     private func waitUntilUp() throws {
-        let up = try eventually(within: 30, every: 0.1) { try ctr(["version"], timeout: 10).status == 0 }
+        let up = try eventually(within: 90, every: 0.1) { try ctr(["version"], timeout: 10).status == 0 }
         guard up else {
             let tail = log(tail: 20)  // before stop() removes the folder with the log
             stop()

@@ -75,4 +75,48 @@ struct ZeropodReportTests {
                 .zeropodMarkdown().isEmpty
         )
     }
+
+    @Test("a variant runtime is parsed from NAME:key=value+key=value, and bad specs name the problem")
+    func variantSpecs() throws {
+        let (name, annotations) = try BenchCommand.parseVariant(
+            "proxy-sf:zeropod-swift/listener-handover=false+zeropod-swift/speaks-first-ports=80,3306"
+        )
+        #expect(name == "proxy-sf")
+        #expect(
+            annotations == [
+                "zeropod-swift/listener-handover": "false", "zeropod-swift/speaks-first-ports": "80,3306",
+            ]
+        )
+        for (bad, says) in [
+            ("proxy", "expected NAME:key=value"), (":a=b", "expected NAME:key=value"),
+            ("pro xy:a=b", "may hold only letters"), ("proxy:", "no annotation"), ("proxy:a", "is not key=value"),
+        ] {
+            let error = #expect(throws: BenchError.self) { try BenchCommand.parseVariant(bad) }
+            #expect("\(error.map { "\($0)" } ?? "")".contains(says), "\(bad)")
+        }
+    }
+
+    @Test("variants are compared with runc and the default in one table")
+    func variantTable() {
+        func sample(_ rt: String, ck: Double, rf: Double) -> Sample {
+            var s = Sample(workload: "mariadb", runtime: rt, cycle: 1)
+            s.checkpointMs = ck
+            s.restoreFirstResponseMs = rf
+            return s
+        }
+        let proxy = Report.zeropod + "/proxy"
+        let report = Report(
+            samples: [sample("runc", ck: 200, rf: 100), sample(Report.zeropod, ck: 100, rf: 50), sample(proxy, ck: 120, rf: 80)],
+            failures: [],
+            cycles: 1,
+            runtimes: ["runc", Report.zeropod, proxy]
+        )
+        let text = report.variantMarkdown().joined(separator: "\n")
+        #expect(text.contains("| mariadb | zeropod-swift/proxy | 80.0 [80–80] | n/a | 120.0 [120–120] | 0.80 | 1.60 | 0.60 | 1 |"))
+        #expect(text.contains("| mariadb | runc | 100.0 [100–100] |"))
+        #expect(
+            Report(samples: [sample("runc", ck: 1, rf: 1)], failures: [], cycles: 1, runtimes: ["runc", Report.zeropod])
+                .variantMarkdown().isEmpty
+        )
+    }
 }

@@ -83,6 +83,13 @@ struct BenchCommand: ParsableCommand {
     )
     var zeropodAnnotations: [String] = []
 
+    @Option(
+        name: .customLong("zeropod-variant"),
+        help:
+            "zeropod-swift: one more runtime, measured in the same interleaved cycles, as NAME:key=value[+key=value...] (repeatable; separated by +): a key with a '/' is an annotation, one without a node.conf setting, e.g. 'proxy:zeropod-swift/listener-handover=false' or 'lazy:lazy-restore=on'. Its own private containerd; the report compares it with runc and the default."
+    )
+    var zeropodVariants: [String] = []
+
     @Flag(
         inversion: .prefixedNo,
         help:
@@ -189,8 +196,29 @@ struct BenchCommand: ParsableCommand {
             }
         }
         defer { zeropod?.stop() }
+        var variants: [ZeropodRuntime] = []
+        defer { for v in variants { v.stop() } }
+        for spec in zeropodVariants {
+            let (name, annotations) = try Self.parseVariant(spec)
+            let v = try ZeropodRuntime(
+                directory: "/run/zpbench-containerd-\(name)",
+                containerdBin: containerdBin,
+                shimDir: URL(fileURLWithPath: shimDir).standardizedFileURL.path,
+                shimState: shimState,
+                scaleDownMs: settleMs + 1500,
+                probeDetectionForMySQL: mysqlProbeDetection,
+                lazyRestore: shimLazyRestore,
+                preDump: zeropodPreDump,
+                criu: criu,
+                criuLogLevel: criuLogLevel,
+                nodeSettings: annotations.filter { !$0.key.contains("/") }
+            )
+            v.variant = name
+            v.extraAnnotations = (zeropod?.extraAnnotations ?? [:]).merging(annotations.filter { $0.key.contains("/") }) { $1 }
+            variants.append(v)
+        }
         let runtimes: [any BenchRuntime] =
-            [RuncRuntime(stateRoot: "/run/zpbench-runc", criu: criu)] + (zeropod.map { [$0] } ?? [])
+            [RuncRuntime(stateRoot: "/run/zpbench-runc", criu: criu)] + (zeropod.map { [$0] } ?? []) + variants
         try FileManager.default.createDirectory(atPath: results, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: workDir, withIntermediateDirectories: true)
 
@@ -292,6 +320,28 @@ struct BenchCommand: ParsableCommand {
             failures.append("node measurements: \(error)")
         }
         return lines
+    }
+
+    /// `--zeropod-variant NAME:key=value[+key=value...]` → the name and its annotations.
+    static func parseVariant(_ spec: String) throws -> (String, [String: String]) {
+        guard let colon = spec.firstIndex(of: ":"), colon != spec.startIndex else {
+            throw BenchError("--zeropod-variant \(spec): expected NAME:key=value[+key=value...]")
+        }
+        let name = String(spec[..<colon])
+        guard name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" }) else {
+            throw BenchError("--zeropod-variant \(spec): the name \"\(name)\" may hold only letters, digits and '-'")
+        }
+        var annotations: [String: String] = [:]
+        for pair in spec[spec.index(after: colon)...].split(separator: "+") {
+            guard let eq = pair.firstIndex(of: "="), eq != pair.startIndex else {
+                throw BenchError("--zeropod-variant \(spec): \"\(pair)\" is not key=value")
+            }
+            annotations[String(pair[..<eq])] = String(pair[pair.index(after: eq)...])
+        }
+        guard !annotations.isEmpty else {
+            throw BenchError("--zeropod-variant \(spec): no annotation after \"\(name):\"")
+        }
+        return (name, annotations)
     }
 
     /// All cycles of one workload for every runtime, interleaved (cycle 1 of each runtime, then 2, ...),

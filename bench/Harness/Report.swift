@@ -277,10 +277,49 @@ struct Report {
             }
         }
         lines += zeropodMarkdown()
+        lines += variantMarkdown()
         lines += lazyMarkdown()
         lines += extra
         for f in failures { lines.append("FAILED: \(f)") }
         return lines.joined(separator: "\n")
+    }
+
+    /// The `--zeropod-variant` runtimes beside runc and the default configuration, from the same
+    /// interleaved cycles (empty without variants).
+    func variantMarkdown() -> [String] {
+        let variants = runtimes.filter { $0.hasPrefix(Self.zeropod + "/") }
+        guard !variants.isEmpty else { return [] }
+        var lines = [
+            "", "zeropod-swift variants, measured in the same interleaved cycles (medians [min–max], ms):", "",
+            "| workload | runtime | restore → 1st response | shim restore | checkpoint | restore ratio /runc | restore ratio /default "
+                + "| checkpoint ratio /runc | cycles |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        let ratio = { (a: Double?, b: Double?) -> String in
+            guard let a, let b, b > 0 else { return "n/a" }
+            return String(format: "%.2f", a / b)
+        }
+        for w in workloads {
+            let runcRF = med(w, "runc") { $0.restoreFirstResponseMs }
+            let runcCK = med(w, "runc") { $0.checkpointMs }
+            let defaultRF = med(w, Self.zeropod) { $0.restoreFirstResponseMs }
+            for rt in ["runc", Self.zeropod] + variants {
+                let xs = samples.filter { $0.workload == w && $0.runtime == rt }
+                guard !xs.isEmpty else { continue }
+                let cell = { (key: (Sample) -> Double?) -> String in
+                    let v = xs.compactMap(key)
+                    guard let m = Self.median(v), let lo = v.min(), let hi = v.max() else { return "n/a" }
+                    return String(format: "%.1f [%.0f–%.0f]", m, lo, hi)
+                }
+                let rf = Self.median(xs.compactMap(\.restoreFirstResponseMs))
+                let ck = Self.median(xs.compactMap(\.checkpointMs))
+                lines.append(
+                    "| \(w) | \(rt) | \(cell { $0.restoreFirstResponseMs }) | \(cell { $0.shimRestoreMs }) | "
+                        + "\(cell { $0.checkpointMs }) | \(ratio(rf, runcRF)) | \(ratio(rf, defaultRF)) | \(ratio(ck, runcCK)) | \(xs.count) |"
+                )
+            }
+        }
+        return lines
     }
 
     /// The lazy vs full restore table and its target (lazy ≤ 0.5 × full).

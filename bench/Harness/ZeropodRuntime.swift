@@ -43,8 +43,11 @@ struct ShimRestoreReport: Sendable {
 ///
 /// The containerd and its shims are this runtime's children; ``stop()`` ends them by pid.
 final class ZeropodRuntime: BenchRuntime {
-    /// The runtime name the table columns use.
-    var name: String { Report.zeropod }
+    /// The runtime name the table columns use: `zeropod-swift`, or `zeropod-swift/<variant>` for a
+    /// variant (`--zeropod-variant`), which the report compares with both runc and the default.
+    var name: String { variant.map { Report.zeropod + "/" + $0 } ?? Report.zeropod }
+    /// The variant's name (nil: the default configuration).
+    var variant: String?
     var restoresOnConnection: Bool { true }
 
     /// containerd's folder: config, root, state, sockets and log.
@@ -84,6 +87,7 @@ final class ZeropodRuntime: BenchRuntime {
     ///   with `state-dir` to `<directory>/node.conf` and handed over in `ZEROPOD_NODE_CONFIG`.
     /// - Parameter criu: the shims' `criu-path` (the runc side's CRIU, so both run the same binary).
     /// - Parameter criuLogLevel: the shims' `criu-log-level` (the runc side's `verbosity`).
+    /// - Parameter nodeSettings: more node.conf settings (a variant's), replacing the ones above of the same name.
     init(
         directory: String,
         containerdBin: String,
@@ -94,7 +98,8 @@ final class ZeropodRuntime: BenchRuntime {
         lazyRestore: String = "auto",
         preDump: Bool = false,
         criu: String = "/usr/local/sbin/criu",
-        criuLogLevel: Int = 2
+        criuLogLevel: Int = 2,
+        nodeSettings: [String: String] = [:]
     ) throws {
         self.directory = directory
         self.probeDetectionForMySQL = probeDetectionForMySQL
@@ -128,7 +133,10 @@ final class ZeropodRuntime: BenchRuntime {
         try config.write(toFile: directory + "/config.toml", atomically: true, encoding: .utf8)
         // The same CRIU binary as the runc side (`criu-path`).
         try
-            "state-dir = \(shimState)\nlazy-restore = \(lazyRestore)\ncriu-path = \(criu)\ncriu-log-level = \(criuLogLevel)\n"
+            [
+                "state-dir": shimState, "lazy-restore": lazyRestore, "criu-path": criu,
+                "criu-log-level": "\(criuLogLevel)",
+            ].merging(nodeSettings) { $1 }.sorted { $0.key < $1.key }.map { "\($0.key) = \($0.value)\n" }.joined()
             .write(toFile: directory + "/node.conf", atomically: true, encoding: .utf8)
         _ = FileManager.default.createFile(atPath: directory + "/containerd.log", contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: directory + "/containerd.log"))

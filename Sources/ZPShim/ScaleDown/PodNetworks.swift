@@ -1,4 +1,5 @@
 import Logging
+import NIOPosix
 import Synchronization
 import SystemPackage
 import ZPBPF
@@ -6,17 +7,28 @@ import ZPCore
 import ZPSystem
 
 /// The pod redirectors of this shim (one shim serves one pod group), by network namespace path:
-/// created at the first Create of a scale-down container (loading and attaching the programs
-/// takes tens of milliseconds: never on the scale-down path), removed with the last container.
-/// The load itself (the verifier's part) is done ahead by ``preload()`` when the shim starts
-/// (decision 0037), so that Create only attaches.
+/// set up for the first scale-down container of a pod, removed with the last one. Create only
+/// joins the pod (``join(netnsPath:container:)``) and starts the setup as a background job
+/// (``setUp(_:netnsPath:node:)``) that runs beside `runc create` (decision 0060); the load itself
+/// (the verifier's part) is done ahead by ``preload()`` when the shim starts (decision 0037).
 final class PodNetworks: Sendable {
     private struct Entry {
-        var redirector: PodRedirector
+        var setup: RedirectorSetup
         var users: Set<String>
         /// Each container's tag in the pod's maps and wake events (decision 0045).
         var owners: [String: UInt32] = [:]
         var nextOwner: UInt32 = 1
+    }
+
+    /// What a container gets when it joins its pod.
+    struct Membership: Sendable {
+        /// The pod's redirector setup, pending or settled, shared by the pod's containers.
+        var setup: RedirectorSetup
+        /// The container's tag in the pod's maps and wake events: unique among the pod's
+        /// containers, the same for the container's life.
+        var owner: UInt32
+        /// The container is the pod's first: its Create must start ``setUp(_:netnsPath:node:)``.
+        var startsSetup: Bool
     }
 
     /// The programs loaded ahead for the next pod: none, being loaded (with the Creates waiting
@@ -28,12 +40,6 @@ final class PodNetworks: Sendable {
     }
 
     private let entries = Mutex<[String: Entry]>([:])
-    /// Where each container's redirector setup spent its time, until its Create logs it
-    /// (``takeSetup(container:)``); none for a container that joined an existing redirector.
-    private let setups = Mutex<[String: String]>([:])
-
-    /// The setup figures of `container`'s redirector, once (nil when its Create made none).
-    func takeSetup(container: String) -> String? { setups.withLock { $0.removeValue(forKey: container) } }
     private let preloaded = Mutex<Preload>(.idle)
 
     /// Loads one copy of the programs for the next pod, unless one is loaded or loading. A
@@ -76,52 +82,55 @@ final class PodNetworks: Sendable {
         }
     }
 
-    /// The redirector for `netnsPath`, created if this is its first container (with the
-    /// programs loaded ahead when there are some).
-    /// - Throws: `BPFError` when the programs cannot be loaded or attached.
-    func acquire(netnsPath: String, container: String, node: NodeConfig) async throws(BPFError) -> PodRedirector {
-        if let existing = entries.withLock({ table -> PodRedirector? in
-            table[netnsPath]?.users.insert(container)
-            return table[netnsPath]?.redirector
-        }) {
-            return existing
+    /// Joins `container` to the pod at `netnsPath`: the pod's setup (pending or settled), or a
+    /// new pending one that the caller must start with ``setUp(_:netnsPath:node:)``.
+    func join(netnsPath: String, container: String) -> Membership {
+        entries.withLock { table -> Membership in
+            let startsSetup = table[netnsPath] == nil
+            var entry = table[netnsPath] ?? Entry(setup: RedirectorSetup(), users: [])
+            entry.users.insert(container)
+            let owner = entry.owners[container] ?? entry.nextOwner
+            if entry.owners[container] == nil {
+                entry.owners[container] = owner
+                entry.nextOwner &+= 1
+            }
+            table[netnsPath] = entry
+            return Membership(setup: entry.setup, owner: owner, startsSetup: startsSetup)
         }
+    }
+
+    /// Sets up the redirector of a pod that ``join(netnsPath:container:)`` started: waits for the
+    /// programs loaded ahead (or loads them), attaches and registers them on a thread of NIO's
+    /// pool (the kernel's RCU waits block it for tens of milliseconds), and settles `setup`. A
+    /// failed setup leaves the pod, so that its next container tries again.
+    /// - Returns: where the time went, or why it failed, for the log.
+    func setUp(_ setup: RedirectorSetup, netnsPath: String, node: NodeConfig) async -> Result<String, any Error> {
         let waitStart = ContinuousClock.now
         let programs = await takePreloaded()
         let waited = waitStart.duration(to: .now)
-        let redirector = try PodRedirector(
-            netnsPath: FilePath(netnsPath),
-            options: Self.options(node),
-            programs: programs
-        )
-        let t = redirector.setupTimings
-        setups.withLock {
-            $0[container] =
-                "preload wait \(milliseconds(waited)), load \(milliseconds(t.load)), attach \(milliseconds(t.attach)), node registration \(milliseconds(t.nodeRegistration))"
-        }
-        let winner = entries.withLock { table -> PodRedirector in
-            if let other = table[netnsPath] {
-                table[netnsPath]?.users.insert(container)
-                return other.redirector
+        let options = Self.options(node)
+        do {
+            let redirector = try await NIOThreadPool.singleton.runIfActive {
+                try PodRedirector(netnsPath: FilePath(netnsPath), options: options, programs: programs)
             }
-            table[netnsPath] = Entry(redirector: redirector, users: [container])
-            return redirector
-        }
-        if winner !== redirector { redirector.remove() }
-        return winner
-    }
-
-    /// The tag of `container` in its pod's maps and wake events: unique among the pod's
-    /// containers, the same for the container's life. Nil when the container holds no redirector.
-    func owner(netnsPath: String, container: String) -> UInt32? {
-        entries.withLock { table -> UInt32? in
-            guard var entry = table[netnsPath], entry.users.contains(container) else { return nil }
-            if let known = entry.owners[container] { return known }
-            let tag = entry.nextOwner
-            entry.nextOwner &+= 1
-            entry.owners[container] = tag
-            table[netnsPath] = entry
-            return tag
+            let t = redirector.setupTimings
+            // Every container of the pod left meanwhile (a Delete that stopped waiting): nobody
+            // will release this redirector.
+            guard entries.withLock({ $0[netnsPath]?.setup === setup }) else {
+                redirector.remove()
+                setup.settle(.failed("every container of the pod was deleted during the setup"))
+                return .failure(ShimError.failedPrecondition("every container of the pod was deleted during the setup"))
+            }
+            setup.settle(.ready(redirector))
+            return .success(
+                "total \(milliseconds(waitStart.duration(to: .now))): preload wait \(milliseconds(waited)), load \(milliseconds(t.load)), attach \(milliseconds(t.attach)), node registration \(milliseconds(t.nodeRegistration))"
+            )
+        } catch {
+            entries.withLock { table in
+                if table[netnsPath]?.setup === setup { table[netnsPath] = nil }
+            }
+            setup.settle(.failed("\(error)"))
+            return .failure(error)
         }
     }
 
@@ -136,16 +145,24 @@ final class PodNetworks: Sendable {
         )
     }
 
-    /// Drops `container` from its pod; the last one removes the redirector (links, maps, pins).
-    func release(netnsPath: String, container: String) {
-        setups.withLock { $0[container] = nil }
+    /// Drops `container` from its pod, once the pod's setup settled; the last one removes the
+    /// redirector (links, maps, pins).
+    func release(netnsPath: String, container: String) async {
+        guard let setup = entries.withLock({ table in
+            table[netnsPath].flatMap { $0.users.contains(container) ? $0.setup : nil }
+        })
+        else { return }
+        _ = await setup.outcome()  // a cancelled wait leaves the removal to the setup
         let last = entries.withLock { table -> PodRedirector? in
-            guard var entry = table[netnsPath] else { return nil }
+            guard var entry = table[netnsPath], entry.setup === setup, entry.users.contains(container) else {
+                return nil
+            }
             entry.users.remove(container)
             entry.owners[container] = nil
             if entry.users.isEmpty {
                 table[netnsPath] = nil
-                return entry.redirector
+                if case .ready(let redirector) = setup.settled { return redirector }
+                return nil
             }
             table[netnsPath] = entry
             return nil

@@ -31,22 +31,26 @@ final class ScaleDownWiring: Sendable {
     let container: ContainerHandle
     /// The pod's network namespace (its redirector is shared by the pod's containers).
     let netnsPath: String
-    /// The container's kept connections and handover listeners (decisions 0045, 0046).
-    let connections: ContainerConnections?
+    /// The container's redirect on the pod's redirector, set up beside `runc create` (decision 0060).
+    let redirect: DeferredPodRedirect
     /// The container's offline migration (`zeropod.ctrox.dev/migrate` names it; decision 0057).
     let migration: ContainerMigration?
+
+    /// The container's kept connections and handover listeners (decisions 0045, 0046); nil until
+    /// the pod's redirector is ready.
+    var connections: ContainerConnections? { redirect.connections }
 
     init(
         driver: ScaleDownDriver,
         container: ContainerHandle,
         netnsPath: String,
-        connections: ContainerConnections?,
+        redirect: DeferredPodRedirect,
         migration: ContainerMigration? = nil
     ) {
         self.driver = driver
         self.container = container
         self.netnsPath = netnsPath
-        self.connections = connections
+        self.redirect = redirect
         self.migration = migration
     }
 }
@@ -71,8 +75,12 @@ struct RuncContainerControl: ScaleDownContainerControl {
     let runc: RuncDriver
     let pids: PidIndex
     let container: ContainerHandle
-    /// Closed before a cold start, so that the new process can bind its ports (decision 0046).
-    let connections: ContainerConnections?
+    /// The container's redirect, whose connections are closed before a cold start, so that the
+    /// new process can bind its ports (decision 0046).
+    let redirect: DeferredPodRedirect
+
+    /// The container's handover listeners; nil until the pod's redirector is ready (decision 0060).
+    var connections: ContainerConnections? { redirect.connections }
 
     func signal(_ signal: Int32, allProcesses: Bool) async throws {
         try await runc.kill(id: id, bundle: bundle, signal: UInt32(signal), all: allProcesses)
@@ -134,9 +142,13 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
     let logLevel: Int32
     let pids: PidIndex
     let container: ContainerHandle
+    /// The container's redirect on the pod's redirector (decision 0060).
+    let redirect: DeferredPodRedirect
+
     /// The container's kept connections and handover listeners (decisions 0045, 0046); nil
-    /// without a pod redirector.
-    let connections: ContainerConnections?
+    /// until the pod's redirector is ready, or when it could not be set up (a checkpoint comes
+    /// only after the activator, which waits for it).
+    var connections: ContainerConnections? { redirect.connections }
 
     /// Whether dumps keep established connections (`tcp_established`) instead of closing them.
     var keepsConnections: Bool { connections?.settings.keepConnections ?? false }
@@ -310,11 +322,13 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
     }
 
     /// CRIU's `post-restore` (the sockets are back, the processes not yet resumed: where CRIU
-    /// itself would unlock its network lock) releases the held connections.
+    /// itself would unlock its network lock) releases the held connections; `post-resume` (the
+    /// processes run) closes the handover listeners, which moves their queues to the application.
     static func restoreHooks(_ connections: ContainerConnections?) -> CRIUHooks {
         var hooks = CRIUHooks()
         if let connections {
             hooks["post-restore"] = { _ in connections.socketsRestored() }
+            hooks["post-resume"] = { _ in connections.processesResumed() }
         }
         return hooks
     }

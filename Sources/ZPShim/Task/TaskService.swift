@@ -227,7 +227,7 @@ public final class TaskService: Sendable {
                     scaleDown: scaleDown
                 )
             } catch {
-                if let scaleDown { pods.release(netnsPath: scaleDown.netnsPath, container: request.id) }
+                if let scaleDown { await pods.release(netnsPath: scaleDown.netnsPath, container: request.id) }
                 throw error
             }
         } catch {
@@ -247,7 +247,7 @@ public final class TaskService: Sendable {
             metadata: [
                 "id": "\(request.id)", "pid": "\(pid)",
                 "ms":
-                    "total \(milliseconds(total)), scale-down setup \(milliseconds(timings.scaleDownSetup)) (\(pods.takeSetup(container: request.id) ?? "no new redirector")), container \(milliseconds(containerPart)) (mounts, runc create)",
+                    "total \(milliseconds(total)), scale-down wiring \(milliseconds(timings.scaleDownSetup)) (the pod's redirector is set up beside the container, decision 0060: see \"redirector ready\"), container \(milliseconds(containerPart)) (mounts, runc create)",
             ]
         )
         return PidResponse(pid: UInt32(pid)).encoded()
@@ -277,6 +277,17 @@ public final class TaskService: Sendable {
                 "\(ZeropodAnnotation.liveMigrate.rawValue) names container \"\(config.containerName)\", whose scale-down is off: live migration of such a container is not supported yet"
             )
         }
+        // Live migration needs userfaultfd on both nodes (CRIU's lazy pages): refused where CRIU
+        // says it is missing, rather than silently not migrated (decision 0058). Before anything
+        // of the pod is taken.
+        if config.isManaged, config.liveMigrationEnabled, config.scaleDownEnabled {
+            let criuPath = options.criuPath.isEmpty ? checkpointer.checkpointer.criuPath : FilePath(options.criuPath)
+            if !RestorePreparation.userfaultfdUsable(criuPath: criuPath.string) {
+                throw ShimError.notImplemented(
+                    "\(ZeropodAnnotation.liveMigrate.rawValue): CRIU \(criuPath) reports no lazy-pages (userfaultfd) support on this node, which live migration needs; use \(ZeropodAnnotation.migrate.rawValue) (offline) or remove it"
+                )
+            }
+        }
         if config.isManaged, config.migrationEnabled, !config.scaleDownEnabled {
             throw ShimError.invalidArgument(
                 "\(ZeropodAnnotation.migrate.rawValue) names container \"\(config.containerName)\", whose scale-down is off: only a scaled-down container's checkpoint migrates"
@@ -294,14 +305,20 @@ public final class TaskService: Sendable {
             )
             return nil
         }
-        var redirector: PodRedirector?
-        do {
-            redirector = try await pods.acquire(netnsPath: netns, container: request.id, node: node)
-        } catch {
-            logger.warning(
-                "scale-down off: redirector for \(netns) failed: \(error)",
-                metadata: ["id": "\(request.id)"]
-            )
+        // The pod's redirector is set up beside `runc create` (decision 0060): the first container
+        // of the pod starts it as a background job; the driver waits for it when it arms the
+        // activator, Delete before it releases the pod.
+        let pod = pods.join(netnsPath: netns, container: request.id)
+        if pod.startsSetup {
+            let (pods, node, logger, id) = (pods, node, logger, request.id)
+            jobInput.yield {
+                switch await pods.setUp(pod.setup, netnsPath: netns, node: node) {
+                case .success(let timings):
+                    logger.info("redirector ready", metadata: ["id": "\(id)", "netns": "\(netns)", "ms": "\(timings)"])
+                case .failure(let error):
+                    logger.warning("scale-down off: redirector for \(netns) failed: \(error)", metadata: ["id": "\(id)"])
+                }
+            }
         }
         let wakeGroup = wakeGroups.flatMap { socket, registry in
             WakeGroupMember(
@@ -321,20 +338,29 @@ public final class TaskService: Sendable {
         let handover = config.listenerHandoverApplies(
             probesRecognisedWithoutContent: !node.probeSourceAddresses.isEmpty || node.learnProbeSources
         )
-        if redirector != nil && config.listenerHandover && !handover {
+        if config.listenerHandover && !handover {
             containerLogger.info(
                 "listener handover off: the node sets neither probe-source-addresses nor learn-probe-sources and probe detection is on, so the activator keeps the ports (decision 0046)"
             )
         }
-        let connections = redirector.flatMap { redirector -> ContainerConnections? in
-            guard let owner = pods.owner(netnsPath: netns, container: request.id) else { return nil }
-            return ContainerConnections(
+        let redirect = DeferredPodRedirect(location: netns, setup: pod.setup) {
+            [group, containerLogger] redirector in
+            let connections = ContainerConnections(
                 redirector: redirector,
                 namespacePath: FilePath(netns),
-                owner: owner,
+                owner: pod.owner,
                 settings: .init(keepConnections: config.keepConnections, listenerHandover: handover),
                 logger: containerLogger
             )
+            let podRedirect = PodRedirect(
+                redirector: redirector,
+                namespacePath: FilePath(netns),
+                configuration: ActivatorConfiguration(container: config, probesRecognisedWithoutContent: probesKnown),
+                group: group,
+                logger: containerLogger,
+                connections: connections
+            )
+            return DeferredPodRedirect.Parts(redirect: podRedirect, connections: connections)
         }
         let handle = ContainerHandle()
         let control = RuncContainerControl(
@@ -343,7 +369,7 @@ public final class TaskService: Sendable {
             runc: runc,
             pids: pids,
             container: handle,
-            connections: connections
+            redirect: redirect
         )
         // The CriuPath runc option (containerd 1.x) picks this container's CRIU.
         let criu =
@@ -358,28 +384,9 @@ public final class TaskService: Sendable {
             logLevel: Int32(node.criuLogLevel),
             pids: pids,
             container: handle,
-            connections: connections
+            redirect: redirect
         )
         checkpoints.terminal = request.terminal
-        // Live migration needs userfaultfd on both nodes (CRIU's lazy pages): refused where CRIU
-        // says it is missing, rather than silently not migrated (decision 0058).
-        if config.liveMigrationEnabled,
-            !RestorePreparation.userfaultfdUsable(criuPath: criu.checkpointer.criuPath.string)
-        {
-            throw ShimError.notImplemented(
-                "\(ZeropodAnnotation.liveMigrate.rawValue): CRIU \(criu.checkpointer.criuPath) reports no lazy-pages (userfaultfd) support on this node, which live migration needs; use \(ZeropodAnnotation.migrate.rawValue) (offline) or remove it"
-            )
-        }
-        let redirect = redirector.map { redirector in
-            PodRedirect(
-                redirector: redirector,
-                namespacePath: FilePath(netns),
-                configuration: ActivatorConfiguration(container: config, probesRecognisedWithoutContent: probesKnown),
-                group: group,
-                logger: containerLogger,
-                connections: connections
-            )
-        }
         let settings = ScaleDownDriver.Settings(
             lifecycle: ContainerLifecycle.Configuration(
                 scaleDownDuration: config.scaleDownDuration ?? .zero,
@@ -432,7 +439,7 @@ public final class TaskService: Sendable {
             driver: driver,
             container: handle,
             netnsPath: netns,
-            connections: connections,
+            redirect: redirect,
             migration: migration
         )
     }
@@ -491,9 +498,11 @@ public final class TaskService: Sendable {
             table.withLock { _ = $0.containers.removeValue(forKey: request.id) }
             if let scaleDown = container.scaleDown {
                 await scaleDown.driver.stop()
+                // The pod's redirector setup may still run (decision 0060): wait for it first.
+                _ = await scaleDown.redirect.parts()
                 scaleDown.connections?.containerGone()
                 scaleDown.container.detach()
-                pods.release(netnsPath: scaleDown.netnsPath, container: request.id)
+                await pods.release(netnsPath: scaleDown.netnsPath, container: request.id)
             }
             logger.info("deleted task", metadata: ["id": "\(request.id)"])
         }
