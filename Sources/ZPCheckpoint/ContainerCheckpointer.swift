@@ -251,11 +251,21 @@ public struct ContainerCheckpointer: Sendable {
                 )
             } catch { throw .criu(error) }
         } catch { throw .criu(error) }
-        if !copies.snapshots.isEmpty {
+        try Self.writeCheckpointFiles(imagesDir: imagesDir, manifest: manifest, copies: copies.snapshots)
+        return ContainerCheckpointResult(dump: dump, manifest: manifest, total: .now - start)
+    }
+
+    /// Writes the tmpfs copies (if any) and the manifest next to CRIU's images.
+    private static func writeCheckpointFiles(
+        imagesDir: FilePath,
+        manifest: ContainerCheckpointManifest,
+        copies: [TmpfsSnapshot]
+    ) throws(ContainerCheckpointError) {
+        if !copies.isEmpty {
             do {
                 try Files.write(
                     imagesDir.appending(Self.tmpfsCopiesName),
-                    TmpfsSnapshots(mounts: copies.snapshots).encoded(),
+                    TmpfsSnapshots(mounts: copies).encoded(),
                     mode: 0o600
                 )
             } catch {
@@ -268,7 +278,6 @@ public struct ContainerCheckpointer: Sendable {
         } catch {
             throw .invalidArgument("cannot write \(imagesDir.appending(Self.manifestName)): \(error)")
         }
-        return ContainerCheckpointResult(dump: dump, manifest: manifest, total: .now - start)
     }
 
     /// Copies the memory of a running runc container into `imagesDir` while it keeps running
@@ -395,6 +404,22 @@ public struct ContainerCheckpointer: Sendable {
                 } catch {
                     throw RuncStateError(path: "/proc/\(pid)/root", reason: "\(Self.tmpfsNotCopyableMarker): \(error)")
                 }
+            }
+        }
+        if options.lazyPages {
+            // A lazy dump (live migration) answers only after its page server served every page,
+            // but the images without the pages are complete when the page server is ready
+            // (`status-ready`, after `post-dump`): the manifest and tmpfs copies must be there
+            // before the caller hands the images on.
+            let readyManifest = manifest
+            let callerHook = hooks["status-ready"]
+            h["status-ready"] = { note in
+                try Self.writeCheckpointFiles(
+                    imagesDir: imagesDir,
+                    manifest: readyManifest,
+                    copies: copies.snapshots
+                )
+                try callerHook?(note)
             }
         }
         return try checkpointer.dump(pid: pid, imagesDir: imagesDir, options: o, hooks: h, worker: worker)

@@ -228,16 +228,21 @@ func statusCode(_ body: () async throws -> Void) async -> (RPCStatusCode, String
         #expect(good.problem == nil && good.config.runcPath == "/opt/runc")
     }
 
-    /// `live-migrate` naming this container is refused at Create (live migration is not built,
-    /// issue 16), and so is `migrate` naming a container whose scale-down is off (only a
-    /// scaled-down container's checkpoint migrates, decision 0057); runc is never called then. A
-    /// `migrate` naming another container, or this one with scale-down on, creates as usual.
-    @Test func migrationAnnotations_liveRefused_offlineNeedsScaleDown() async throws {
+    /// `live-migrate` naming a container whose scale-down is off is refused at Create (live
+    /// migration is wired through the scale-down, decision 0058: not supported yet), and so is
+    /// `migrate` naming such a container (only a scaled-down container's checkpoint migrates,
+    /// decision 0057); runc is never called then. A `migrate` or `live-migrate` naming another
+    /// container, or `migrate` naming this one with scale-down on, creates as usual.
+    @Test func migrationAnnotations_needScaleDown() async throws {
         let cases: [(annotations: [String: String], refusal: (RPCStatusCode, String)?)] = [
             (
-                ["zeropod.ctrox.dev/live-migrate": "app"],
-                (.unimplemented, "zeropod.ctrox.dev/live-migrate: migrating container \"app\" live is not supported yet")
+                ["zeropod.ctrox.dev/live-migrate": "app", "zeropod.ctrox.dev/scaledown-duration": "0s"],
+                (
+                    .unimplemented,
+                    "zeropod.ctrox.dev/live-migrate names container \"app\", whose scale-down is off: live migration of such a container is not supported yet"
+                )
             ),
+            (["zeropod.ctrox.dev/live-migrate": "web"], nil),
             (
                 ["zeropod.ctrox.dev/migrate": "web,app", "zeropod.ctrox.dev/scaledown-duration": "0s"],
                 (.invalidArgument, "zeropod.ctrox.dev/migrate names container \"app\", whose scale-down is off")

@@ -153,6 +153,22 @@ public enum MigrationPlanner {
         )
     }
 
+    /// The timestamp of a MicroTime (`2026-01-01T00:00:00.123456Z`, the fraction optional); nil
+    /// for anything else.
+    public static func timestamp(microTime text: String) -> ProtobufTimestamp? {
+        let parts = text.split(separator: ".", maxSplits: 1)
+        var whole = String(parts[0])
+        var micros: Int32 = 0
+        if parts.count == 2 {
+            let fraction = parts[1].prefix { $0.isNumber }
+            guard !fraction.isEmpty, fraction.count <= 9 else { return nil }
+            micros = Int32(String(fraction.prefix(6)).padding(toLength: 6, withPad: "0", startingAt: 0)) ?? 0
+            whole += "Z"
+        }
+        guard let date = try? Date(whole, strategy: .iso8601) else { return nil }
+        return ProtobufTimestamp(seconds: Int64(date.timeIntervalSince1970), nanos: micros * 1000)
+    }
+
     /// A Go `time.Duration` string (`1.234567s`, `123.456ms`) like metav1.Duration writes it.
     public static func goDuration(nanoseconds: Int64) -> String {
         if nanoseconds < 1_000_000 { return String(format: "%.3fµs", Double(nanoseconds) / 1e3) }

@@ -29,6 +29,8 @@ public struct MigrationOptions: Sendable {
     public var serversTimeout: Duration = .seconds(10)
     /// Pods own their Migrations, so garbage collection removes them (`-auto-gc-migrations`, true).
     public var autoGC = true
+    /// How long a live migration's page-server proxies stay open (`-pages-transfer-timeout`, 5 min).
+    public var pagesTransferTimeout: Duration = .seconds(300)
     /// How often a broken image transfer is resumed before the migration fails.
     public var pullAttempts = 3
     /// How long the target waits for the pod or its Migration to appear in its caches.
@@ -66,6 +68,9 @@ public final class MigrationService: Sendable {
     let restoring = Mutex<Set<String>>([])
     /// The port the node service listens on for peers (the image server's), once bound.
     let boundPort = Mutex<Int?>(nil)
+    /// Live migrations' page-server proxies by image id (the source's container id on the source,
+    /// the target's on the target), closed when their migration ends (decision 0058).
+    let pageProxies = Mutex<[String: (proxy: PageServerProxy, backendPort: Int?)]>([:])
 
     /// A service for this node.
     /// - Parameters:
@@ -350,6 +355,7 @@ public final class MigrationService: Sendable {
         let key = ObjectKey(migration.metadata)
         if migration.isFinished || migration.metadata.deletionTimestamp != nil {
             for container in migration.spec.containers {
+                closePageProxy(imageID: container.id)
                 let directory = layout.migrationDirectory(containerID: container.id)
                 let first = cleaned.withLock { $0.insert(directory).inserted }
                 if first || FileManager.default.fileExists(atPath: directory) {

@@ -154,20 +154,50 @@ extension MigrationService {
             port: Int32(boundPort.withLock { $0 } ?? options.nodeServerPort)
         )
         let ports = podInfo.ports.isEmpty ? info.ports : podInfo.ports
-        let updated = try await writer.modify(namespace: key.namespace, name: key.name) { m in
-            guard m.spec.sourceNode == self.options.nodeName else { return nil }
-            var containers = m.spec.containers
-            guard let i = containers.firstIndex(where: { $0.name == podInfo.containerName }) else { return nil }
-            containers[i].imageServer = server
-            containers[i].imageDigest = digest
-            containers[i].imageSize = size
-            if !ports.isEmpty { containers[i].ports = ports }
-            guard containers != m.spec.containers else { return nil }
-            return ["spec": ["containers": MigrationWriter.json(containers)]]
+        // A live migration: CRIU's page server listens on this node's loopback; peers reach it
+        // through a one-shot mutual-TLS proxy (decision 0058).
+        var pageServer: MigrationServer?
+        if info.liveMigration {
+            guard info.pageServerPort > 0, info.pageServerPort < 65536 else {
+                throw TTRPCStatusError(.invalidArgument, "a live Evac needs migration_info.page_server_port")
+            }
+            closePageProxy(imageID: info.imageID)
+            let proxy = try await PageServerProxy.start(
+                group: group,
+                host: "0.0.0.0",
+                serverTLS: tls,
+                backend: .init(host: "127.0.0.1", port: Int(info.pageServerPort), tls: nil),
+                timeout: options.pagesTransferTimeout,
+                logger: logger
+            )
+            keepPageProxy(proxy, imageID: info.imageID, backendPort: Int(info.pageServerPort))
+            pageServer = MigrationServer(host: options.podIP, port: Int32(proxy.port))
+        }
+        let updated: Migration?
+        do {
+            updated = try await writer.modify(namespace: key.namespace, name: key.name) { m in
+                guard m.spec.sourceNode == self.options.nodeName else { return nil }
+                var containers = m.spec.containers
+                guard let i = containers.firstIndex(where: { $0.name == podInfo.containerName }) else { return nil }
+                containers[i].imageServer = server
+                containers[i].imageDigest = digest
+                containers[i].imageSize = size
+                containers[i].pageServer = pageServer
+                if !ports.isEmpty { containers[i].ports = ports }
+                guard containers != m.spec.containers else { return nil }
+                if info.liveMigration && m.spec.liveMigration != true {
+                    return ["spec": ["containers": MigrationWriter.json(containers), "liveMigration": true]]
+                }
+                return ["spec": ["containers": MigrationWriter.json(containers)]]
+            }
+        } catch {
+            closePageProxy(imageID: info.imageID)
+            throw error
         }
         guard let updated,
             updated.spec.containers.contains(where: { $0.name == podInfo.containerName && $0.imageDigest == digest })
         else {
+            closePageProxy(imageID: info.imageID)
             throw TTRPCStatusError(
                 .notFound,
                 "no Migration \(key) of this node names container \(podInfo.containerName)"
@@ -312,7 +342,50 @@ extension MigrationService {
         answer.imageID = info.imageID
         answer.liveMigration = false
         answer.ports = source.ports ?? []
+        if let pageServer = source.pageServer {
+            // Live: the shim's `criu lazy-pages` gets the pages through a loopback proxy to the
+            // source's mutual-TLS page-server proxy (decision 0058).
+            do {
+                closePageProxy(imageID: info.imageID)
+                let proxy = try await PageServerProxy.start(
+                    group: group,
+                    host: "127.0.0.1",
+                    serverTLS: nil,
+                    backend: .init(host: pageServer.host, port: Int(pageServer.port), tls: tls),
+                    timeout: options.pagesTransferTimeout,
+                    logger: logger
+                )
+                keepPageProxy(proxy, imageID: info.imageID)
+                answer.liveMigration = true
+                answer.pageServerPort = Int32(proxy.port)
+            } catch {
+                try? FileManager.default.removeItem(atPath: layout.migrationDirectory(containerID: info.imageID))
+                let why = "cannot open the page-server proxy to \(pageServer.host):\(pageServer.port): \(error)"
+                try? await fail(key, container, why)
+                restoring.withLock { _ = $0.remove(restoreKey) }
+                throw TTRPCStatusError(.unavailable, "Migration \(key): \(why)")
+            }
+        }
         return NodeAPI.RestoreResponse(migrationInfo: answer)
+    }
+
+    /// Keeps a live migration's page-server proxy until it ends or its migration does; a source
+    /// proxy (`backendPort`: CRIU's page server on loopback) releases CRIU's wait when it is
+    /// closed unused.
+    func keepPageProxy(_ proxy: PageServerProxy, imageID: String, backendPort: Int? = nil) {
+        pageProxies.withLock { $0[imageID] = (proxy, backendPort) }
+        proxy.finished.whenComplete { [weak self] _ in
+            self?.pageProxies.withLock { proxies in
+                if proxies[imageID]?.proxy === proxy { proxies[imageID] = nil }
+            }
+        }
+    }
+
+    /// Closes the page-server proxy of `imageID`, if any (a source proxy that never had its
+    /// client releases CRIU's page server).
+    func closePageProxy(imageID: String) {
+        guard let (proxy, backendPort) = pageProxies.withLock({ $0.removeValue(forKey: imageID) }) else { return }
+        proxy.close(releasingBackend: backendPort.map { ("127.0.0.1", $0) })
     }
 
     private func fail(_ key: ObjectKey, _ container: String, _ why: String) async throws {
@@ -419,6 +492,12 @@ extension MigrationService {
             throw TTRPCStatusError(.notFound, "no Migration claimed by pod \(podInfo.namespace)/\(podInfo.name)")
         }
         let restoredAt = info.restoreEnd.map(MigrationPlanner.microTime)
+        // A live migration's freeze time runs from the source's pausedAt (its status) to restoredAt.
+        let live = info.liveMigration
+            && migration.spec.containers.contains { $0.name == podInfo.containerName && $0.pageServer != nil }
+        let pausedAt = info.pausedAt
+            ?? migration.containerStatus(podInfo.containerName)?.pausedAt.flatMap { MigrationPlanner.timestamp(microTime: $0) }
+        closePageProxy(imageID: info.imageID)
         defer {
             restoring.withLock {
                 _ = $0.remove(
@@ -431,7 +510,7 @@ extension MigrationService {
             guard $0.condition.phase != .failed else { return }  // a failure stays
             if failure.isEmpty {
                 $0.condition = MigrationCondition(phase: .completed)
-                if info.liveMigration, let restoredAt, let paused = info.pausedAt, let end = info.restoreEnd {
+                if live, let restoredAt, let paused = pausedAt, let end = info.restoreEnd {
                     $0.restoredAt = restoredAt
                     $0.migrationDuration = MigrationPlanner.goDuration(
                         nanoseconds: end.unixNanoseconds - paused.unixNanoseconds

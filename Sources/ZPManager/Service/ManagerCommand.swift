@@ -77,6 +77,16 @@ public struct ManagerCommand: AsyncParsableCommand {
     )
     public var migrationServersTimeout = "10s"
 
+    /// `-pages-transfer-timeout` (the original's name and default).
+    @Option(
+        name: [.customLong("pages-transfer-timeout", withSingleDash: true), .customLong("pages-transfer-timeout")],
+        help: ArgumentHelp(
+            "How long a live migration's page-server proxies stay open for the memory pages (Go duration).",
+            valueName: "duration"
+        )
+    )
+    public var pagesTransferTimeout = "5m"
+
     /// `-auto-gc-migrations`.
     @Option(
         name: [.customLong("auto-gc-migrations", withSingleDash: true), .customLong("auto-gc-migrations")],
@@ -264,6 +274,7 @@ public struct ManagerCommand: AsyncParsableCommand {
             options.claimTimeout = try duration(migrationClaimTimeout, "-migration-claim-timeout")
             options.readyTimeout = try duration(migrationReadyTimeout, "-migration-ready-timeout")
             options.serversTimeout = try duration(migrationServersTimeout, "-migration-servers-timeout")
+            options.pagesTransferTimeout = try duration(pagesTransferTimeout, "-pages-transfer-timeout")
             options.autoGC = gc
             migrationSettings = MigrationSettings(
                 options: options,

@@ -7,6 +7,7 @@
 import Logging
 import NIOCore
 import Synchronization
+import SystemPackage
 import ZPAPI
 import ZPCore
 import ZPScaleDown
@@ -37,6 +38,19 @@ final class ContainerMigration: Sendable {
     let restoreImages: @Sendable () async throws -> RestoredProcess
     /// Removes the checkpoint images.
     let removeImages: @Sendable () -> Void
+    /// `zeropod.ctrox.dev/live-migrate` names the container (decision 0058): a running one moves
+    /// with its memory pages on demand.
+    let live: Bool
+    /// Live: dumps the running container lazily (page server port, CRIU config file, bound, the
+    /// readiness stream); see ``CRIUCheckpoints/checkpointLive(pageServerPort:configFile:timeout:ready:)``.
+    let dumpLive: @Sendable (Int32, String, Duration, AsyncStream<Int64>.Continuation) async throws -> ScaleDownReport
+    /// Live: restores lazily from the migrated images, pages through the node's proxy port.
+    let restoreLive: @Sendable (Int32) async throws -> (RestoredProcess, LivePages)
+    /// Live: how long the pages may take to move.
+    let pagesTransferTimeout: Duration
+    /// The bound on a live migration's page transfer: the original's `-pages-transfer-timeout`
+    /// default (5 minutes).
+    static let defaultPagesTransferTimeout = Duration.seconds(300)
     private let group: any EventLoopGroup
     private let logger: Logger
     private struct State {
@@ -44,12 +58,15 @@ final class ContainerMigration: Sendable {
         var imageWaiting = false
         /// The source's evacuation (once per container).
         var evacuation = Evacuation.notStarted
+        /// A live migration's image waits: the node's page proxy port on loopback.
+        var liveProxyPort: Int32?
     }
     private enum Evacuation {
         case notStarted
         /// Runs; later Kills wait for it.
         case running(waiters: [CheckedContinuation<Void, Never>])
-        case finished
+        /// Done; `moved`: a live evacuation ended the container (its process is gone).
+        case finished(moved: Bool)
     }
     private let state = Mutex(State())
 
@@ -62,7 +79,14 @@ final class ContainerMigration: Sendable {
         group: any EventLoopGroup,
         logger: Logger,
         restoreImages: @escaping @Sendable () async throws -> RestoredProcess,
-        removeImages: @escaping @Sendable () -> Void
+        removeImages: @escaping @Sendable () -> Void,
+        live: Bool = false,
+        pagesTransferTimeout: Duration = .seconds(300),
+        dumpLive: @escaping @Sendable (Int32, String, Duration, AsyncStream<Int64>.Continuation) async throws
+            -> ScaleDownReport = { _, _, _, _ in throw ScaleDownError("live migration is not wired") },
+        restoreLive: @escaping @Sendable (Int32) async throws -> (RestoredProcess, LivePages) = { _ in
+            throw ScaleDownError("live migration is not wired")
+        }
     ) {
         self.layout = layout
         self.containerID = containerID
@@ -73,6 +97,10 @@ final class ContainerMigration: Sendable {
         self.logger = logger
         self.restoreImages = restoreImages
         self.removeImages = removeImages
+        self.live = live
+        self.pagesTransferTimeout = pagesTransferTimeout
+        self.dumpLive = dumpLive
+        self.restoreLive = restoreLive
     }
 
     /// The overlay upper directory of a Create's rootfs mounts (`upperdir=` of its overlay), nil
@@ -113,6 +141,19 @@ final class ContainerMigration: Sendable {
                 metadata: ["ms": "\(milliseconds(ContinuousClock.now - start))", "ports": "\(ports)"]
             )
             return true
+        case .restoredLive(let ports, let proxyPort):
+            state.withLock {
+                $0.imageWaiting = true
+                $0.liveProxyPort = proxyPort
+            }
+            logger.info(
+                "migration: the live image (without its pages) is in place; Start restores it lazily",
+                metadata: [
+                    "ms": "\(milliseconds(ContinuousClock.now - start))", "ports": "\(ports)",
+                    "page-proxy": "127.0.0.1:\(proxyPort)",
+                ]
+            )
+            return true
         case .fromScratch(let reason):
             logger.info("migration: no image, the container starts from scratch: \(reason)")
             return false
@@ -127,9 +168,27 @@ final class ContainerMigration: Sendable {
         }
     }
 
-    /// Tells the node how Start ended (`failure` empty: restored from the image).
-    func finish(failure: String) async {
-        await restoration.finish(failure: failure)
+    /// The last lines of CRIU's logs of a live restore (restore.log, lazy-pages.log in the images
+    /// folder), for the log of a failure before the images are removed.
+    func liveRestoreLogTails(lines: Int = 8) -> String {
+        ["restore.log", "lazy-pages.log"].map { name in
+            let text = (try? String(contentsOfFile: imagesDirectory + "/" + name, encoding: .utf8)) ?? "(none)"
+            return name + ": " + text.split(separator: "\n").suffix(lines).joined(separator: " | ")
+        }.joined(separator: "; ")
+    }
+
+    /// The page proxy port of a waiting live image (taken once, with the image).
+    func takeLiveProxyPort() -> Int32? {
+        state.withLock { s in
+            defer { s.liveProxyPort = nil }
+            return s.liveProxyPort
+        }
+    }
+
+    /// Tells the node how Start ended (`failure` empty: restored from the image); `restoredAt`
+    /// (Unix nanoseconds) for a live migration.
+    func finish(failure: String, restoredAt: Int64? = nil) async {
+        await restoration.finish(failure: failure, restoredAt: restoredAt)
     }
 
     // MARK: source
@@ -142,23 +201,23 @@ final class ContainerMigration: Sendable {
         }
     }
 
-    /// At the Kill of a scaled-down init: hands the checkpoint to the claimed target, once. The
-    /// container stops afterwards whatever the outcome. A Kill that comes while it runs (kubelet's
-    /// SIGKILL after the grace period) waits for it: killing meanwhile would remove the images
-    /// being archived.
-    func evacuate() async {
-        enum Turn { case run, wait, done }
+    /// Whose turn an evacuation is: nil when the caller runs it (it must call
+    /// ``finishEvacuation(moved:)``), else whether the one that ran moved the container away
+    /// (after waiting for it to end).
+    private func takeTurn() async -> Bool? {
+        enum Turn { case run, wait, done(Bool) }
         let turn = state.withLock { s -> Turn in
             switch s.evacuation {
             case .notStarted:
                 s.evacuation = .running(waiters: [])
                 return .run
             case .running: return .wait
-            case .finished: return .done
+            case .finished(let moved): return .done(moved)
             }
         }
         switch turn {
-        case .done: return
+        case .run: return nil
+        case .done(let moved): return moved
         case .wait:
             await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
                 let resumeNow = state.withLock { s -> Bool in
@@ -169,17 +228,29 @@ final class ContainerMigration: Sendable {
                 }
                 if resumeNow { waiter.resume() }
             }
-            return
-        case .run: break
-        }
-        defer {
-            let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
-                defer { s.evacuation = .finished }
-                if case .running(let waiters) = s.evacuation { return waiters }
-                return []
+            return state.withLock { s in
+                if case .finished(let moved) = s.evacuation { return moved }
+                return false
             }
-            for waiter in waiters { waiter.resume() }
         }
+    }
+
+    private func finishEvacuation(moved: Bool) {
+        let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            defer { s.evacuation = .finished(moved: moved) }
+            if case .running(let waiters) = s.evacuation { return waiters }
+            return []
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// At the Kill of a scaled-down init: hands the checkpoint to the claimed target, once. The
+    /// container stops afterwards whatever the outcome. A Kill that comes while it runs (kubelet's
+    /// SIGKILL after the grace period) waits for it: killing meanwhile would remove the images
+    /// being archived.
+    func evacuate() async {
+        guard await takeTurn() == nil else { return }
+        defer { finishEvacuation(moved: false) }
         let start = ContinuousClock.now
         let evacuation = MigrationEvacuation(
             layout: layout,
@@ -198,5 +269,119 @@ final class ContainerMigration: Sendable {
         case .stopNormally(let reason):
             logger.info("migration: stopping without migrating: \(reason)")
         }
+    }
+
+    /// At the Kill of a running init named by `live-migrate` (decision 0058), once: when a ready
+    /// target claimed the pod's Migration, dumps the container lazily (CRIU's page server on
+    /// loopback), publishes the images without their pages, and returns when the target has
+    /// taken the pages (or the bound passed): CRIU then killed the container's processes.
+    /// - Returns: whether the container was moved (its processes are gone; the Kill sends no
+    ///   signal); false: nothing happened, stop it as without migration. A Kill that comes while
+    ///   it runs waits for it and gets the same answer.
+    func evacuateLive() async -> Bool {
+        if let moved = await takeTurn() { return moved }
+        var moved = false
+        defer { finishEvacuation(moved: moved) }
+        let start = ContinuousClock.now
+        let evacuation = MigrationEvacuation(
+            layout: layout,
+            containerID: containerID,
+            pod: pod,
+            imagesDirectory: imagesDirectory,
+            upperDirectory: upperDirectory,
+            group: group,
+            live: true
+        )
+        let client: NodeClient
+        do {
+            client = try await NodeClient.connect(socketPath: layout.nodeSocket, group: group)
+        } catch {
+            logger.info("migration: stopping without migrating: no node service at \(layout.nodeSocket): \(error)")
+            return false
+        }
+        if let stop = await evacuation.prepare(client) {
+            await client.close()
+            logger.info("migration: stopping without migrating: \(stop)")
+            return false
+        }
+        let directory = layout.migrationDirectory(containerID: containerID)
+        let port: Int32
+        let configFile = directory + "/criu-live.conf"
+        do {
+            try FileManager.default.createDirectory(
+                atPath: directory,
+                withIntermediateDirectories: true,
+                attributes: [.posixPermissions: 0o700]
+            )
+            // CRIU's RPC ignores `ps.address` for a lazy dump; its config file sets it.
+            try Files.write(FilePath(configFile), Array("address 127.0.0.1\n".utf8), mode: 0o600)
+            port = try pageServerLoopbackPort()
+        } catch {
+            await client.close()
+            try? FileManager.default.removeItem(atPath: directory)
+            logger.warning("migration: stopping without migrating: cannot prepare the live dump: \(error)")
+            return false
+        }
+        let (ready, readiness) = AsyncStream<Int64>.makeStream()
+        let timeout = pagesTransferTimeout
+        let dumped: Result<ScaleDownReport, any Error> = await withTaskGroup(
+            of: Result<ScaleDownReport, any Error>?.self
+        ) { group in
+            group.addTask { [dumpLive] in
+                do {
+                    return .success(try await dumpLive(port, configFile, timeout, readiness))
+                } catch {
+                    return .failure(error)
+                }
+            }
+            group.addTask { [logger] in
+                // The page server listens and the images without pages are complete: publish them.
+                for await frozenAt in ready {
+                    let outcome = await evacuation.publish(
+                        client,
+                        pausedAt: ProtobufTimestamp(unixNanoseconds: frozenAt),
+                        pageServerPort: port
+                    )
+                    switch outcome {
+                    case .evacuated(let summary):
+                        logger.info(
+                            "migration: live image published; the target takes the pages",
+                            metadata: [
+                                "ms": "\(milliseconds(ContinuousClock.now - start))", "archive": "\(summary)",
+                                "page-server": "127.0.0.1:\(port)",
+                            ]
+                        )
+                    case .stopNormally(let reason):
+                        // Nobody will fetch the pages: end CRIU's wait (the tree is killed then).
+                        logger.warning("migration: the live image could not be published: \(reason)")
+                        releasePageServer(port: port)
+                    }
+                    break
+                }
+                return nil
+            }
+            var dumped: Result<ScaleDownReport, any Error> = .failure(ScaleDownError("the live dump did not end"))
+            for await result in group { if let result { dumped = result } }
+            return dumped
+        }
+        await client.close()
+        try? FileManager.default.removeItem(atPath: configFile)
+        switch dumped {
+        case .success(let report):
+            moved = true
+            removeImages()  // the images went to the target; the pages never touched the disk
+            logger.info(
+                "migration: live migration's source side done (the pages were taken or the transfer ended)",
+                metadata: ["ms": "\(milliseconds(ContinuousClock.now - start))", "criu": "\(report.details["criu"] ?? "-")"]
+            )
+        case .failure(let error):
+            // CRIU resumed the processes (or never froze them): the Kill stops them as usual.
+            let log = (try? String(contentsOfFile: imagesDirectory + "/dump.log", encoding: .utf8)) ?? ""
+            logger.warning(
+                "migration: the live dump failed, stopping without migrating: \(error)",
+                metadata: ["dump-log": "\(log.split(separator: "\n").suffix(8).joined(separator: " | "))"]
+            )
+        }
+        return moved
     }
 }

@@ -4,8 +4,8 @@
 // it is there. Every way this can fail ends in "stop normally": the container is killed as
 // without migration, and its Migration ends Unclaimed or Failed on the managers' side.
 //
-// Not wired into Kill yet: the target shim's side (Restore at Create) is missing, and a source
-// that evacuates while targets never restore would hold every Kill for the node's ready timeout.
+// A live migration (decision 0058) runs the same two steps around its lazy dump: PrepareEvac
+// before, the archive of the images without their pages and Evac once CRIU's page server is ready.
 import Foundation
 import NIOCore
 import ZPAPI
@@ -37,6 +37,10 @@ struct MigrationEvacuation: Sendable {
     /// How long PrepareEvac may wait (longer than the node's claim and ready timeouts).
     var prepareTimeout: Duration = .seconds(330)
 
+    /// A live migration (decision 0058): PrepareEvac and Evac say so, and Evac carries the page
+    /// server's loopback port.
+    var live = false
+
     /// Runs the evacuation; never throws: a failure is an ``Outcome/stopNormally(reason:)``.
     func run() async -> Outcome {
         let client: NodeClient
@@ -45,15 +49,27 @@ struct MigrationEvacuation: Sendable {
         } catch {
             return .stopNormally(reason: "no node service at \(layout.nodeSocket): \(error)")
         }
-        let outcome = await evacuate(client)
+        var outcome = await prepare(client)
+        if outcome == nil {
+            outcome = await publish(
+                client,
+                pausedAt: ProtobufTimestamp(unixNanoseconds: Int64(Date().timeIntervalSince1970 * 1_000_000_000))
+            )
+        }
         await client.close()
-        return outcome
+        return outcome ?? .stopNormally(reason: "no outcome")
     }
 
-    private func evacuate(_ client: NodeClient) async -> Outcome {
+    private var info: NodeAPI.MigrationInfo {
         var info = NodeAPI.MigrationInfo()
         info.imageID = containerID
         info.migrateData = upperDirectory != nil
+        info.liveMigration = live
+        return info
+    }
+
+    /// PrepareEvac: nil when a ready target claimed the migration (go on), else how to stop.
+    func prepare(_ client: NodeClient) async -> Outcome? {
         let prepared: NodeAPI.EvacResponse
         do {
             prepared = try await client.prepareEvac(
@@ -64,10 +80,16 @@ struct MigrationEvacuation: Sendable {
             return .stopNormally(reason: "PrepareEvac failed: \(error)")
         }
         switch prepared.outcome {
-        case .claimed: break
+        case .claimed: return nil
         case .unclaimed, .noMigration, .failed:
             return .stopNormally(reason: "\(prepared.outcome)\(prepared.reason.isEmpty ? "" : ": \(prepared.reason)")")
         }
+    }
+
+    /// Archives the images (and changed files) and publishes them with Evac (a live migration's
+    /// with its page server's loopback port).
+    func publish(_ client: NodeClient, pausedAt: ProtobufTimestamp, pageServerPort: Int32 = 0) async -> Outcome {
+        var info = info
         let directory = layout.migrationDirectory(containerID: containerID)
         let summary: ImageArchiveSummary
         do {
@@ -83,7 +105,8 @@ struct MigrationEvacuation: Sendable {
             ImageArchive.removeTree(directory)
             return .stopNormally(reason: "writing the migration image failed: \(error)")
         }
-        info.pausedAt = ProtobufTimestamp(unixNanoseconds: Int64(Date().timeIntervalSince1970 * 1_000_000_000))
+        info.pausedAt = pausedAt
+        info.pageServerPort = pageServerPort
         do {
             let published = try await client.evac(NodeAPI.EvacRequest(podInfo: pod, migrationInfo: info))
             guard published.outcome == .claimed else {

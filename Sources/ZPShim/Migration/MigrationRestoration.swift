@@ -20,6 +20,9 @@ struct MigrationRestoration: Sendable {
         /// The images are in place: create the container scaled down from them; `ports` are the
         /// source's listening ports (the activator's until the first restore).
         case restored(ports: [Int32])
+        /// A live migration's images (without their memory pages) are in place: restore lazily,
+        /// the pages coming from `127.0.0.1:<pageProxyPort>` (the node's proxy to the source).
+        case restoredLive(ports: [Int32], pageProxyPort: Int32)
         /// No image (no Migration, no node service, a failed transfer or extraction): create the
         /// container from scratch.
         case fromScratch(reason: String)
@@ -93,20 +96,33 @@ struct MigrationRestoration: Sendable {
             return .fromScratch(reason: why)
         }
         ImageArchive.removeTree(directory)
+        if let answered = answer.migrationInfo, answered.liveMigration {
+            guard answered.pageServerPort > 0 else {
+                ImageArchive.removeTree(imagesDirectory)
+                let why = "the node answered a live migration without its page proxy's port"
+                await finish(client, failure: why)
+                return .fromScratch(reason: why)
+            }
+            return .restoredLive(ports: answered.ports, pageProxyPort: answered.pageServerPort)
+        }
         return .restored(ports: answer.migrationInfo?.ports ?? [])
     }
 
-    /// Tells the node how the container was created (`failure` empty: from the image).
-    func finish(failure: String) async {
+    /// Tells the node how the container was created (`failure` empty: from the image); a live
+    /// migration's `restoredAt` (Unix nanoseconds) is when the restored process ran again.
+    func finish(failure: String, restoredAt: Int64? = nil) async {
         guard let client = try? await NodeClient.connect(socketPath: layout.nodeSocket, group: group) else { return }
-        await finish(client, failure: failure)
+        await finish(client, failure: failure, restoredAt: restoredAt)
         await client.close()
     }
 
-    private func finish(_ client: NodeClient, failure: String) async {
+    private func finish(_ client: NodeClient, failure: String, restoredAt: Int64? = nil) async {
         var finished = info
         finished.failure = failure
-        finished.restoreEnd = ProtobufTimestamp(unixNanoseconds: Int64(Date().timeIntervalSince1970 * 1_000_000_000))
+        finished.liveMigration = restoredAt != nil
+        finished.restoreEnd = ProtobufTimestamp(
+            unixNanoseconds: restoredAt ?? Int64(Date().timeIntervalSince1970 * 1_000_000_000)
+        )
         _ = try? await client.finishRestore(NodeAPI.RestoreRequest(podInfo: pod, migrationInfo: finished))
     }
 

@@ -359,7 +359,7 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
 
     /// Restore options with the container side of the init's stdio pipes, kept from create, so
     /// output after a restore reaches containerd.
-    private func restoreOptions() async throws -> ContainerRestoreOptions {
+    func restoreOptions() async throws -> ContainerRestoreOptions {
         guard let container = container.current else { throw ScaleDownError("container \(target.id) was deleted") }
         var options = ContainerRestoreOptions()
         options.stdio = await container.initContainerSideStdio()

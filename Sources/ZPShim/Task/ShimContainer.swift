@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import NIOPosix
 import SystemPackage
 import ZPAPI
 import ZPCore
@@ -363,6 +364,9 @@ public actor ShimContainer {
         }
         initProcess.pendingExit = nil
         let start = ContinuousClock.now
+        if let proxyPort = migration.takeLiveProxyPort() {
+            return try await startFromLiveImage(migration, proxyPort: proxyPort)
+        }
         do {
             let restored = try await migration.restoreImages()
             initProcess.pid = restored.pid
@@ -391,6 +395,65 @@ public actor ShimContainer {
         }
         if let early = pids.register(initProcess.pid, to: self) { initProcess.pendingExit = early }
         return didRestore
+    }
+
+    /// Start from a live migration's images (decision 0058): restores lazily (the pages come from
+    /// the source through the node's proxy), then waits until every page arrived before telling
+    /// the node. When the transfer breaks or the restore fails, the restored process (which may
+    /// have run on zero-filled pages) is killed and the container starts from scratch.
+    /// - Returns: false (a live container ran on the old node: it is not idle).
+    private func startFromLiveImage(_ migration: ContainerMigration, proxyPort: Int32) async throws -> Bool {
+        let start = ContinuousClock.now
+        var failure: String
+        do {
+            let (restored, pages) = try await migration.restoreLive(proxyPort)
+            let restoredAt = SystemClock.realtimeNanoseconds()
+            let restoreTime = ContinuousClock.now - start
+            initProcess.pid = restored.pid
+            // Its exit while the pages move is kept as pending (the phase is `starting`).
+            if let early = pids.register(restored.pid, to: self) { initProcess.pendingExit = early }
+            let timeout = migration.pagesTransferTimeout
+            let broken = try await NIOThreadPool.singleton.runIfActive { pages.waitUntilTransferred(timeout: timeout) }
+            if let broken {
+                failure = "the live page transfer broke: \(broken)"
+                _ = Glibc.kill(restored.pid, SIGKILL)
+                let deadline = ContinuousClock.now + .seconds(30)
+                while initProcess.pendingExit == nil, ContinuousClock.now < deadline {
+                    try? await Task.sleep(for: .milliseconds(2))
+                }
+                initProcess.pendingExit = nil
+            } else {
+                logger.info(
+                    "migration: restored the live image; every page arrived",
+                    metadata: [
+                        "id": "\(id)", "pid": "\(restored.pid)", "restore-ms": "\(milliseconds(restoreTime))",
+                        "pages-ms": "\(milliseconds(ContinuousClock.now - start))",
+                        "criu": "\(restored.details["criu"] ?? "-")",
+                    ]
+                )
+                migration.removeImages()
+                await migration.finish(failure: "", restoredAt: restoredAt)
+                return false
+            }
+        } catch {
+            failure = "the live restore at the target failed: \(error)"
+        }
+        logger.warning(
+            "migration: \(failure); starting from scratch",
+            metadata: ["criu-logs": "\(migration.liveRestoreLogTails())"]
+        )
+        migration.removeImages()
+        await migration.finish(failure: failure)
+        try? await runc.delete(id: id, bundle: bundle, force: true)
+        do {
+            _ = try await recreateInit()
+            try await runc.start(id: id, bundle: bundle)
+        } catch {
+            if initProcess.phase == .starting { initProcess.phase = .created }
+            throw error
+        }
+        if let early = pids.register(initProcess.pid, to: self) { initProcess.pendingExit = early }
+        return false
     }
 
     private func finishStart(execID: String) {
@@ -506,7 +569,15 @@ public actor ShimContainer {
         if execID.isEmpty {
             if case .exited = initProcess.phase { throw ShimError.notFound("process already finished: task \(id)") }
             if let driver, initProcess.phase == .running {
+                let running = driver.phase == .running
                 if await driver.killRequested(signal: Int32(bitPattern: signal)) {
+                    // A running init named by `live-migrate` moves to the claimed target first
+                    // (decision 0058); when it moved, CRIU ended its processes.
+                    if running, let migration = scaleDown?.migration, migration.live,
+                        await migration.evacuateLive()
+                    {
+                        return
+                    }
                     try await runc.kill(id: id, bundle: bundle, signal: signal, all: all)
                 }
                 return

@@ -270,13 +270,23 @@ public final class TaskService: Sendable {
         } catch {
             throw ShimError.invalidArgument("\(error)")
         }
-        // Live migration is not built yet (issue 16): a container it applies to is refused rather
-        // than silently not migrated. Offline migration moves a scaled-down container's
-        // checkpoint, so it needs scale-down (decision 0057).
-        if config.isManaged, config.liveMigrationEnabled {
+        // Both migrations are wired through the scale-down (decisions 0057, 0058): offline moves a
+        // scaled-down container's checkpoint, live a running container's lazy dump.
+        if config.isManaged, config.liveMigrationEnabled, !config.scaleDownEnabled {
             throw ShimError.notImplemented(
-                "\(ZeropodAnnotation.liveMigrate.rawValue): migrating container \"\(config.containerName)\" live is not supported yet; use \(ZeropodAnnotation.migrate.rawValue) (offline) or remove it"
+                "\(ZeropodAnnotation.liveMigrate.rawValue) names container \"\(config.containerName)\", whose scale-down is off: live migration of such a container is not supported yet"
             )
+        }
+        // Live migration needs userfaultfd on both nodes (CRIU's lazy pages): refused where CRIU
+        // says it is missing, rather than silently not migrated (decision 0058). Before anything
+        // of the pod is taken.
+        if config.isManaged, config.liveMigrationEnabled, config.scaleDownEnabled {
+            let criuPath = options.criuPath.isEmpty ? checkpointer.checkpointer.criuPath : FilePath(options.criuPath)
+            if !RestorePreparation.userfaultfdUsable(criuPath: criuPath.string) {
+                throw ShimError.notImplemented(
+                    "\(ZeropodAnnotation.liveMigrate.rawValue): CRIU \(criuPath) reports no lazy-pages (userfaultfd) support on this node, which live migration needs; use \(ZeropodAnnotation.migrate.rawValue) (offline) or remove it"
+                )
+            }
         }
         if config.isManaged, config.migrationEnabled, !config.scaleDownEnabled {
             throw ShimError.invalidArgument(
@@ -396,7 +406,7 @@ public final class TaskService: Sendable {
             wakeGroup: wakeGroup,
             logger: logger
         )
-        let migration = config.migrationEnabled
+        let migration = config.anyMigrationEnabled
             ? ContainerMigration(
                 layout: node.layout,
                 containerID: request.id,
@@ -410,7 +420,18 @@ public final class TaskService: Sendable {
                 group: group,
                 logger: containerLogger,
                 restoreImages: { [checkpoints] in try await checkpoints.restoreMigrated() },
-                removeImages: { [checkpoints] in checkpoints.removeImages() }
+                removeImages: { [checkpoints] in checkpoints.removeImages() },
+                live: config.liveMigrationEnabled,
+                pagesTransferTimeout: ContainerMigration.defaultPagesTransferTimeout,
+                dumpLive: { [checkpoints] port, configFile, timeout, ready in
+                    try await checkpoints.checkpointLive(
+                        pageServerPort: port,
+                        configFile: configFile,
+                        timeout: timeout,
+                        ready: ready
+                    )
+                },
+                restoreLive: { [checkpoints] port in try await checkpoints.restoreMigratedLive(proxyPort: port) }
             ) : nil
         return ScaleDownWiring(
             driver: driver,

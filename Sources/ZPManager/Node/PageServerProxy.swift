@@ -1,0 +1,246 @@
+// The page-server proxy of a live migration (decision 0058; the original's
+// `manager/node/page_server_proxy.go`, kubernetes brief §4.3): CRIU's page server listens on the
+// source node's loopback only; the source manager serves it to the target over mutual TLS, and
+// the target manager offers that as a plain loopback port to its `criu lazy-pages`. Each proxy is
+// one-shot (one client, then the listener closes) and bounded in time. Stricter than the
+// original: the source proxy connects to CRIU only after a peer's TLS handshake succeeded, so a
+// peer without a valid certificate neither reaches the page server nor uses up the one shot.
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import NIOTLS
+import Synchronization
+
+/// A one-shot TCP proxy from a listener to a backend, either side optionally with the node
+/// service's mutual TLS.
+final class PageServerProxy: Sendable {
+    /// Where the backend is and how to reach it.
+    struct Backend: Sendable {
+        /// The backend's address.
+        var host: String
+        /// The backend's port.
+        var port: Int
+        /// Dial it with the node service's client TLS (the peer's IP SAN checked).
+        var tls: NodeTLS?
+    }
+
+    /// The port the proxy listens on.
+    let port: Int
+    private let listener: any Channel
+    private let connections = Mutex<[any Channel]>([])
+    private let taken = Mutex(false)
+    private let finishedPromise: EventLoopPromise<Void>
+    private let logger: Logger
+
+    /// Starts a proxy listening on `host:0`.
+    /// - Parameters:
+    ///   - serverTLS: accepted connections must complete the node service's mutual TLS first.
+    ///   - timeout: the proxy closes (listener and connections) after this time.
+    static func start(
+        group: any EventLoopGroup,
+        host: String,
+        serverTLS: NodeTLS?,
+        backend: Backend,
+        timeout: Duration,
+        logger: Logger
+    ) async throws -> PageServerProxy {
+        let loop = group.next()
+        let slot = ProxySlot()
+        let listener = try await ServerBootstrap(group: loop)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { child in
+                child.eventLoop.makeCompletedFuture {
+                    try slot.accepted(child, serverTLS: serverTLS, backend: backend)
+                }
+            }
+            .bind(host: host, port: 0)
+            .get()
+        let proxy = PageServerProxy(
+            listener: listener,
+            port: listener.localAddress?.port ?? 0,
+            finished: loop.makePromise(),
+            logger: logger
+        )
+        slot.proxy.withLock { $0 = proxy }
+        let timer = loop.scheduleTask(in: .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000)) {
+            logger.warning("page-server proxy closed after its bound", metadata: ["port": "\(proxy.port)"])
+            proxy.close()
+        }
+        proxy.finishedPromise.futureResult.whenComplete { _ in timer.cancel() }
+        return proxy
+    }
+
+    private init(listener: any Channel, port: Int, finished: EventLoopPromise<Void>, logger: Logger) {
+        self.listener = listener
+        self.port = port
+        self.finishedPromise = finished
+        self.logger = logger
+    }
+
+    /// Completes when the proxied connection ended (or the proxy was closed).
+    var finished: EventLoopFuture<Void> { finishedPromise.futureResult }
+
+    /// Takes the one shot: true for the first caller.
+    fileprivate func take(_ channels: [any Channel]) -> Bool {
+        let first = taken.withLock { t -> Bool in
+            defer { t = true }
+            return !t
+        }
+        guard first else { return false }
+        connections.withLock { $0 = channels }
+        listener.close(promise: nil)
+        return true
+    }
+
+    /// One side of the proxied connection closed: close the other and finish.
+    fileprivate func connectionEnded() {
+        let channels = connections.withLock { $0 }
+        for channel in channels { channel.close(promise: nil) }
+        finishedPromise.succeed(())
+    }
+
+    /// Closes the listener and any proxied connection. Idempotent. With `releasingBackend`, a
+    /// proxy that never had a client first connects to its backend and hangs up: CRIU's lazy page
+    /// server takes that as the end of the transfer, so a source whose target never came ends its
+    /// dump (and the processes the Kill asked to end) now instead of at its bound.
+    func close(releasingBackend backend: (host: String, port: Int)? = nil) {
+        let unused = taken.withLock { t -> Bool in
+            defer { t = true }
+            return !t
+        }
+        listener.close(promise: nil)
+        connectionEnded()
+        guard unused, let backend else { return }
+        let loop = listener.eventLoop
+        ClientBootstrap(group: loop).connect(host: backend.host, port: backend.port).whenSuccess { channel in
+            channel.close(promise: nil)
+        }
+    }
+}
+
+/// The proxy as its listener's child initializer sees it (set right after the bind).
+private final class ProxySlot: Sendable {
+    let proxy = Mutex<PageServerProxy?>(nil)
+
+    /// Sets up an accepted connection: TLS first when asked, then (on the child's event loop) the
+    /// backend connection and the glue between both.
+    func accepted(_ child: any Channel, serverTLS: NodeTLS?, backend: PageServerProxy.Backend) throws {
+        let front = GlueHandler()
+        if let serverTLS {
+            try child.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: serverTLS.server))
+            try child.pipeline.syncOperations.addHandler(
+                HandshakeGate { [self] in self.connectBackend(child, front: front, backend: backend) }
+            )
+        }
+        try child.pipeline.syncOperations.addHandler(front)
+        if serverTLS == nil { connectBackend(child, front: front, backend: backend) }
+    }
+
+    private func connectBackend(_ child: any Channel, front: GlueHandler, backend: PageServerProxy.Backend) {
+        let loop = child.eventLoop
+        guard let proxy = proxy.withLock({ $0 }) else {
+            child.close(promise: nil)
+            return
+        }
+        let boundFront = NIOLoopBound(front, eventLoop: loop)
+        ClientBootstrap(group: loop)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if let tls = backend.tls { try tls.prepareClient(channel) }
+                }
+            }
+            .connect(host: backend.host, port: backend.port)
+            .whenComplete { result in
+                switch result {
+                case .success(let peer):
+                    guard proxy.take([child, peer]) else {
+                        peer.close(promise: nil)
+                        child.close(promise: nil)
+                        return
+                    }
+                    let back = GlueHandler()
+                    back.onEnd = { proxy.connectionEnded() }
+                    boundFront.value.onEnd = { proxy.connectionEnded() }
+                    do {
+                        try peer.pipeline.syncOperations.addHandler(back)
+                        GlueHandler.pair(boundFront.value, back)
+                    } catch {
+                        proxy.connectionEnded()
+                    }
+                case .failure:
+                    child.close(promise: nil)
+                }
+            }
+    }
+}
+
+/// Passes nothing on until the TLS handshake completed, then calls `completed` once.
+private final class HandshakeGate: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+    private var completed: (() -> Void)?
+
+    init(completed: @escaping () -> Void) { self.completed = completed }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let tlsEvent = event as? TLSUserEvent, case .handshakeCompleted = tlsEvent, let completed {
+            self.completed = nil
+            completed()
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+}
+
+/// Forwards bytes to its partner's channel; holds what arrives before it has a partner. When its
+/// channel ends, `onEnd` runs (the proxy closes both).
+private final class GlueHandler: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private var partner: GlueHandler?
+    private var context: ChannelHandlerContext?
+    private var held: [ByteBuffer] = []
+    var onEnd: (() -> Void)?
+
+    static func pair(_ a: GlueHandler, _ b: GlueHandler) {
+        a.partner = b
+        b.partner = a
+        for buffer in a.held { b.forward(buffer) }
+        for buffer in b.held { a.forward(buffer) }
+        a.held = []
+        b.held = []
+        a.context?.flush()
+        b.context?.flush()
+    }
+
+    private func forward(_ buffer: ByteBuffer) {
+        context?.write(wrapOutboundOut(buffer), promise: nil)
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        partner = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        if let partner { partner.forward(buffer) } else { held.append(buffer) }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        partner?.context?.flush()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        onEnd?()
+        onEnd = nil
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}

@@ -1,0 +1,187 @@
+// Live migration as the shim wires it (decision 0058): the source dumps its running container
+// with CRIU `lazy_pages` and a page server on loopback, hands the images without the memory pages
+// to the claimed target through its node (which proxies the page server over mutual TLS), and the
+// container ends once the target's `criu lazy-pages` has taken every page; the target restores
+// lazily from the pulled images with a lazy-pages daemon fed by its node's proxy, and starts
+// from scratch when the page transfer breaks: never a process left on zero-filled pages.
+import NIOPosix
+import Synchronization
+import SystemPackage
+import ZPCheckpoint
+import ZPCore
+import ZPScaleDown
+import ZPSystem
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The target's lazy-pages daemon after a live restore: it pulls the remaining pages from the
+/// source (through the node's proxy) while the restored process runs.
+final class LivePages: Sendable {
+    private let daemon: Mutex<LazyPagesDaemon?>
+    /// The daemon's log (which processes got all their pages).
+    let log: FilePath
+
+    init(daemon: sending LazyPagesDaemon) {
+        log = daemon.logPath
+        self.daemon = Mutex(daemon)
+    }
+
+    /// Waits (blocking; run it off the event loops) until the daemon exits or `timeout` passes.
+    /// - Returns: nil when every page arrived (the daemon exited cleanly and its log shows every
+    ///   restored process served); otherwise why not (the daemon is killed first when it still runs).
+    func waitUntilTransferred(timeout: Duration) -> String? {
+        daemon.withLock { d -> String? in
+            guard let running = d else { return "the lazy-pages daemon is gone" }
+            defer { d = nil }
+            guard running.waitForExit(timeout: timeout) else {
+                running.stop()
+                return "the pages were not all transferred within \(timeout)"
+            }
+            let served = LazyPagesDaemon.logShowsEveryProcessServed(running.logPath)
+            switch running.termination {
+            case .some(let t) where !t.isClean:
+                return "criu lazy-pages ended with \(t) before every page arrived"
+            case .some, .none:
+                // nil: the shim's reaper got its exit first; the log is the witness.
+                return served ? nil : "criu lazy-pages ended before every page arrived (see \(running.logPath))"
+            }
+        }
+    }
+
+    /// Kills the daemon if it still runs. Idempotent.
+    func stop() {
+        daemon.withLock { d in
+            d?.stop()
+            d = nil
+        }
+    }
+}
+
+/// When CRIU froze the tree (its `pre-dump` notification), for the hooks of one dump.
+private final class FreezeTime: Sendable {
+    let nanoseconds = Mutex<Int64>(0)
+}
+
+extension CRIUCheckpoints {
+    /// Dumps the running container for a live migration (blocking one thread of the pool until the
+    /// pages are transferred): CRIU `lazy_pages` with its page server on `127.0.0.1:<port>` (the
+    /// address comes from `configFile`: CRIU's RPC ignores `ps.address` for a lazy dump), every
+    /// image but the memory pages written at once. `ready` gets the freeze time (the `pre-dump`
+    /// notification, in Unix nanoseconds) when the page server listens and the images are complete;
+    /// it is finished when the dump ends either way. CRIU kills the tree once the page server's
+    /// client is done (or went away). `timeout` bounds the whole dump: CRIU is killed after it.
+    func checkpointLive(
+        pageServerPort: Int32,
+        configFile: String,
+        timeout: Duration,
+        ready: AsyncStream<Int64>.Continuation
+    ) async throws -> ScaleDownReport {
+        defer { ready.finish() }
+        removeImages()
+        var options = ContainerCheckpointOptions()
+        options.criu.orphanPtsMaster = terminal
+        options.criu.logLevel = logLevel
+        options.criu.lazyPages = true
+        options.criu.pageServer = CRIUPageServerInfo(address: "127.0.0.1", port: pageServerPort)
+        options.criu.configFile = configFile
+        options.criu.timeout = timeout
+        // Established connections are closed at the dump, as for a scale-down's (decision 0003).
+        let (checkpointer, target, images) = (checkpointer, target, imagesDirectory)
+        try Files.makeOwnerOnlyDirectory(FilePath(images))
+        let result = try await NIOThreadPool.singleton.runIfActive { [options] in
+            let frozenAt = FreezeTime()
+            var hooks = CRIUHooks()
+            hooks["pre-dump"] = { _ in frozenAt.nanoseconds.withLock { $0 = SystemClock.realtimeNanoseconds() } }
+            hooks["status-ready"] = { _ in
+                let at = frozenAt.nanoseconds.withLock { $0 }
+                ready.yield(at == 0 ? SystemClock.realtimeNanoseconds() : at)
+            }
+            return try checkpointer.checkpoint(target, imagesDir: FilePath(images), options: options, hooks: hooks)
+        }
+        var details = ["criu": "\(result.dump.timings)"]
+        if let stats = result.dump.stats { details["stats"] = "\(stats)" }
+        return ScaleDownReport(details: details)
+    }
+
+    /// Restores the container lazily from a live migration's images: a `criu lazy-pages` daemon
+    /// fetching the pages from `127.0.0.1:<proxyPort>` (the node's proxy to the source's page
+    /// server), then CRIU's restore with `lazy_pages` (ZPCheckpoint's `migrated`). The images stay
+    /// until the pages are all in (the daemon reads their page maps): remove them afterwards.
+    func restoreMigratedLive(proxyPort: Int32) async throws -> (RestoredProcess, LivePages) {
+        var options = try await restoreOptions()
+        options.migrated = true
+        options.criu.tcpEstablished = true
+        options.criu.lazyPages = true
+        options.criu.workDir = FilePath(imagesDirectory)
+        // A lazy restore answers in well under a second here; CRIU waits on a daemon that lost
+        // its page server until this bound (then the container starts from scratch).
+        options.criu.timeout = .seconds(60)
+        let (checkpointer, target, images) = (checkpointer, target, imagesDirectory)
+        let (result, pages) = try await NIOThreadPool.singleton.runIfActive {
+            [options] () throws -> (ContainerRestoreResult, LivePages) in
+            let daemon = try LazyPagesDaemon(
+                criuPath: checkpointer.checkpointer.criuPath,
+                imagesDir: FilePath(images),
+                pageServer: CRIUPageServerInfo(address: "127.0.0.1", port: proxyPort),
+                readyTimeout: .seconds(20)
+            )
+            let pages = LivePages(daemon: daemon)
+            do {
+                return (try checkpointer.restore(target, imagesDir: FilePath(images), options: options), pages)
+            } catch {
+                pages.stop()
+                throw error
+            }
+        }
+        if let master = result.terminalMaster {
+            if let container = container.current { await container.adoptInitTerminal(master) } else { master.close() }
+        }
+        return (RestoredProcess(pid: result.pid, details: result.details), pages)
+    }
+}
+
+/// A free TCP port on 127.0.0.1 for CRIU's page server (bound and released: CRIU binds it again
+/// right after; another process taking it meanwhile makes the dump fail, and the container stops
+/// as without migration).
+func pageServerLoopbackPort() throws -> Int32 {
+    let fd = try systemCall("socket", "page server port") { socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0) }
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = try withUnsafeMutablePointer(to: &address) { pointer in
+        try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { generic in
+            _ = try systemCall("bind", "127.0.0.1:0") { bind(fd, generic, length) }
+            return try systemCall("getsockname", "page server port") { getsockname(fd, generic, &length) }
+        }
+    }
+    return Int32(UInt16(bigEndian: address.sin_port))
+}
+
+/// Ends a lazy dump's wait for its page server's client: connects to the page server and closes
+/// at once, which CRIU takes as the end of the transfer (the dump then finishes and kills the
+/// tree). Used when the pages will never be fetched (the node refused the evacuation).
+func releasePageServer(port: Int32) {
+    guard let fd = try? systemCall("socket", "page server release", { socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0) })
+    else { return }
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = UInt16(truncatingIfNeeded: port).bigEndian
+    _ = withUnsafePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        }
+    }
+}
