@@ -382,6 +382,15 @@ struct RuncOptionsCRITests {
             )
             #expect(bed.processes(ofContainer: appID, in: pod).allSatisfy { commandName(of: $0) == "criu" })
             #expect(try await appRequest(ip) == firstCount + 1, "memory across the restore")
+            // The request may be answered before the shim has recorded the restore (the handover
+            // listeners close at CRIU's post-resume, decision 0046): runc's state is read after it.
+            #expect(
+                await eventuallyAsync(within: 30, every: 0.05) {
+                    let status = await CRIPodTests.shimStatus(socket, appID)
+                    return status?.lifecyclePhase == .running && status?.lastRestore != nil
+                },
+                "the shim never reported the restore"
+            )
             let stateData = try Data(contentsOf: URL(fileURLWithPath: "\(root)/\(appID)/state.json"))
             let state = try #require(try JSONSerialization.jsonObject(with: stateData) as? [String: Any])
             let restoredPID = Int32((state["init_process_pid"] as? Int) ?? 0)
