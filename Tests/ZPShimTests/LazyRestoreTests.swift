@@ -91,7 +91,9 @@ private func lazyPagesDaemons(_ images: String) -> [Int32] {
         )
         count += 2
         #expect(
-            !containerd.logLines(containing: "restored process:").filter { $0.contains("lazy=true") }.isEmpty,
+            eventually(within: 30) {
+                !containerd.logLines(containing: "restored process:").filter { $0.contains("lazy=true") }.isEmpty
+            },
             "the restore was not lazy: \(containerd.logLines(containing: "restored process:"))"
         )
         // The daemon pushes the rest and exits; then the images go.
