@@ -6,16 +6,11 @@
 //
 // A live migration (decision 0058) runs the same two steps around its lazy dump: PrepareEvac
 // before, the archive of the images without their pages and Evac once CRIU's page server is ready.
+import Foundation
 import NIOCore
 import ZPAPI
 import ZPCore
 import ZPImageArchive
-
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 
 /// One evacuation of a scaled-down container's checkpoint to a claimed target.
 struct MigrationEvacuation: Sendable {

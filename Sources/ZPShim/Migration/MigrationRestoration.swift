@@ -5,24 +5,13 @@
 // failure ends in "start from scratch" with nothing extracted left behind: never a
 // half-restored container.
 //
-// Wired into Create (the image is fetched before the rootfs is mounted) and Start (the restore
-// from these images, `ShimContainer.startFromMigratedImage`): decision 0057.
+// Not wired into Create yet: creating a container scaled down from these images (the lifecycle
+// starting in SCALED_DOWN, the restore options remapped to the target's mounts) is missing.
+import Foundation
 import NIOCore
-import SystemPackage
 import ZPAPI
 import ZPCore
 import ZPImageArchive
-
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
 
 /// One restore of a migrated container's image on the target node.
 struct MigrationRestoration: Sendable {
@@ -142,7 +131,7 @@ struct MigrationRestoration: Sendable {
         guard FileManager.default.fileExists(atPath: source) else {
             throw ImageArchiveError("the archive has no images/ folder")
         }
-        let parent = FilePath(target).removingLastComponent().string
+        let parent = (target as NSString).deletingLastPathComponent
         do {
             try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
         } catch {
