@@ -244,6 +244,19 @@ final class ContainerMigration: Sendable {
         for waiter in waiters { waiter.resume() }
     }
 
+    /// This container's evacuation (offline: the checkpoint; live: the images without pages).
+    private func makeEvacuation(live: Bool) -> MigrationEvacuation {
+        MigrationEvacuation(
+            layout: layout,
+            containerID: containerID,
+            pod: pod,
+            imagesDirectory: imagesDirectory,
+            upperDirectory: upperDirectory,
+            group: group,
+            live: live
+        )
+    }
+
     /// At the Kill of a scaled-down init: hands the checkpoint to the claimed target, once. The
     /// container stops afterwards whatever the outcome. A Kill that comes while it runs (kubelet's
     /// SIGKILL after the grace period) waits for it: killing meanwhile would remove the images
@@ -252,14 +265,7 @@ final class ContainerMigration: Sendable {
         guard await takeTurn() == nil else { return }
         defer { finishEvacuation(moved: false) }
         let start = ContinuousClock.now
-        let evacuation = MigrationEvacuation(
-            layout: layout,
-            containerID: containerID,
-            pod: pod,
-            imagesDirectory: imagesDirectory,
-            upperDirectory: upperDirectory,
-            group: group
-        )
+        let evacuation = makeEvacuation(live: false)
         switch await evacuation.run() {
         case .evacuated(let summary):
             logger.info(
@@ -283,15 +289,7 @@ final class ContainerMigration: Sendable {
         var moved = false
         defer { finishEvacuation(moved: moved) }
         let start = ContinuousClock.now
-        let evacuation = MigrationEvacuation(
-            layout: layout,
-            containerID: containerID,
-            pod: pod,
-            imagesDirectory: imagesDirectory,
-            upperDirectory: upperDirectory,
-            group: group,
-            live: true
-        )
+        let evacuation = makeEvacuation(live: true)
         let client: NodeClient
         do {
             client = try await NodeClient.connect(socketPath: layout.nodeSocket, group: group)

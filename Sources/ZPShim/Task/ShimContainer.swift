@@ -384,14 +384,7 @@ public actor ShimContainer {
             logger.warning("migration: the migrated image cannot be restored, starting from scratch: \(error)")
             migration.removeImages()
             await migration.finish(failure: "restore at the target failed: \(error)")
-            try? await runc.delete(id: id, bundle: bundle, force: true)
-            do {
-                _ = try await recreateInit()
-                try await runc.start(id: id, bundle: bundle)
-            } catch {
-                if initProcess.phase == .starting { initProcess.phase = .created }
-                throw error
-            }
+            try await startFromScratch()
         }
         if let early = pids.register(initProcess.pid, to: self) { initProcess.pendingExit = early }
         return didRestore
@@ -444,6 +437,15 @@ public actor ShimContainer {
         )
         migration.removeImages()
         await migration.finish(failure: failure)
+        try await startFromScratch()
+        if let early = pids.register(initProcess.pid, to: self) { initProcess.pendingExit = early }
+        return false
+    }
+
+    /// A migrated image that cannot be (or was not fully) restored: runc's waiting init is
+    /// replaced by a fresh one, which starts from the bundle (a cold start, never a half-restored
+    /// process). On failure the init is back to created, as a failed Start leaves it.
+    private func startFromScratch() async throws {
         try? await runc.delete(id: id, bundle: bundle, force: true)
         do {
             _ = try await recreateInit()
@@ -452,8 +454,6 @@ public actor ShimContainer {
             if initProcess.phase == .starting { initProcess.phase = .created }
             throw error
         }
-        if let early = pids.register(initProcess.pid, to: self) { initProcess.pendingExit = early }
-        return false
     }
 
     private func finishStart(execID: String) {
