@@ -6,7 +6,7 @@
 //
 // A live migration (decision 0058) runs the same two steps around its lazy dump: PrepareEvac
 // before, the archive of the images without their pages and Evac once CRIU's page server is ready.
-import Foundation
+import FoundationEssentials
 import NIOCore
 import ZPAPI
 import ZPCore

@@ -7,8 +7,10 @@
 //
 // Not wired into Create yet: creating a container scaled down from these images (the lifecycle
 // starting in SCALED_DOWN, the restore options remapped to the target's mounts) is missing.
-import Foundation
+import FoundationEssentials
+import Glibc
 import NIOCore
+import SystemPackage
 import ZPAPI
 import ZPCore
 import ZPImageArchive
@@ -131,7 +133,7 @@ struct MigrationRestoration: Sendable {
         guard FileManager.default.fileExists(atPath: source) else {
             throw ImageArchiveError("the archive has no images/ folder")
         }
-        let parent = (target as NSString).deletingLastPathComponent
+        let parent = FilePath(target).removingLastComponent().string
         do {
             try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
         } catch {

@@ -25,7 +25,7 @@ enum StaleImages {
     static func bootTime() -> Int64? {
         guard let text = try? Files.readText(FilePath("/proc/stat")) else { return nil }
         for line in text.split(separator: "\n") where line.hasPrefix("btime ") {
-            return Int64(line.dropFirst("btime ".count).trimmingCharacters(in: .whitespaces))
+            return line.dropFirst("btime ".count).split(whereSeparator: \.isWhitespace).first.flatMap { Int64($0) }
         }
         return nil
     }
