@@ -247,7 +247,9 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
-            swiftSettings: strict
+            // A file sees only the members of modules it imports itself: no full-Foundation API
+            // reached through another file's import (decision 0061).
+            swiftSettings: strict + [.enableUpcomingFeature("MemberImportVisibility")]
         ),
         // Task API edge cases through the real TaskService with a fake runc; a target of its own
         // because runc calls go through the shim's process-wide `wait4(-1)` reaper.

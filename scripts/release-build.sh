@@ -19,4 +19,18 @@ for p in "${products[@]}"; do
     exit 1
   fi
 done
-swift build "${flags[@]}" --show-bin-path
+bin=$(swift build "${flags[@]}" --show-bin-path)
+# The shim imports FoundationEssentials, never full Foundation: full Foundation brings ICU's data and
+# FoundationInternationalization (+48 MB of executable, +0.45 MiB of PSS per pod; decision 0061).
+# A file of the shim's modules (or a package product they use) that imports Foundation fails here,
+# where it shows, not in a debug build.
+if [[ " ${products[*]} " == *" containerd-shim-zeropod-v2 "* ]]; then
+  command -v nm >/dev/null || { echo "release-build: nm (binutils) is missing: run make setup" >&2; exit 1; }
+  foundation=$(nm "$bin/containerd-shim-zeropod-v2" | grep -c -e ' icudt' -e ' \$s10Foundation' || true)
+  if [ "$foundation" != 0 ]; then
+    echo "release-build: containerd-shim-zeropod-v2 links full Foundation ($foundation symbols of Foundation" \
+      "or ICU): import FoundationEssentials in the shim's modules (docs/decisions/0061-shim-without-foundation.md)" >&2
+    exit 1
+  fi
+fi
+echo "$bin"

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import ZPCore
 import ZPSystem
 import ZPTTRPC
 
