@@ -13,10 +13,17 @@ import Glibc
 /// events to containerd, until containerd asks it to shut down with no containers left; then it
 /// forwards the queued events (at most 5 s) and exits the process.
 public enum ShimDaemon {
+    /// Threads of NIO's blocking pool in a shim process, whatever the node's core count.
+    static let blockingPoolThreads = 2
+
     /// Serves until shutdown, then removes the socket file and exits the process (never returns
     /// normally).
     /// - Throws: ``SystemError`` when the shim cannot become a subreaper; NIO errors from the socket.
     public static func run(_ options: ShimCommandLine) async throws {
+        // NIO's blocking pool (CRIU, runc and file work) would start one thread per core, each
+        // with its stack, in every shim of the node; a shim serves one pod, and two threads are
+        // what every test and benchmark here runs with (decision 0061). Set before its first use.
+        NIOSingletons.blockingPoolThreadCountSuggestion = ShimDaemon.blockingPoolThreads
         signal(SIGPIPE, SIG_IGN)
         var logger = Logger(label: "containerd-shim-zeropod-v2") { StreamLogHandler.standardError(label: $0) }
         logger.logLevel = options.debug ? .debug : .info
