@@ -56,7 +56,7 @@ public final class ContainerConnections: Sendable {
         var redirectedPorts: Set<UInt16> = []
         /// Our handover listeners, by port.
         var handovers: [UInt16: [SharedDescriptor]] = [:]
-        /// Ports whose handover listeners ``processesResumed(applicationListeners:)`` closed,
+        /// Ports whose handover listeners ``processesResumed()`` closed,
         /// still marked in the redirector until ``endHandover(ports:)``.
         var resumedPorts: Set<UInt16> = []
         /// Restored listeners whose backlog is raised until they have taken what we queued.
@@ -84,7 +84,7 @@ public final class ContainerConnections: Sendable {
         }
     }
 
-    /// A restored listener whose backlog ``processesResumed(applicationListeners:)`` raised
+    /// A restored listener whose backlog ``socketsRestored(applicationListeners:)`` raised
     /// (decision 0056), reached again through its process for each look.
     struct WidenedListener: Sendable {
         var listener: ApplicationListener
@@ -174,8 +174,39 @@ public final class ContainerConnections: Sendable {
 
     /// CRIU's `post-restore`: the sockets are back (still in repair mode, released before the
     /// processes resume): their peers' segments pass again.
-    public func socketsRestored() {
+    ///
+    /// The restored listening sockets are back too, in our handover listeners' reuseport groups,
+    /// while their processes do not run yet: new connections are spread over both by hash until
+    /// ``processesResumed()``, and the migration at our listeners' close ignores the
+    /// application's backlog. A burst that woke the container would then overflow a small backlog
+    /// (busybox httpd listens with 9), and every connection arriving until the application has
+    /// accepted the queue would be dropped or answered with a SYN cookie, which without us it
+    /// would not have been (decision 0056). So the backlog of each of `applicationListeners` on a
+    /// handed-over port is raised to our listener's now, and set back to the application's own
+    /// once its queue has stayed within it for ``widenedBacklogCalm``
+    /// (``settleWidenedListeners(now:force:)``), at the latest after ``widenedBacklogLimit``, or
+    /// before the next dump.
+    /// - Parameter applicationListeners: the restored application's listening sockets (the shim
+    ///   finds them in `/proc`); empty leaves every backlog as the application set it.
+    public func socketsRestored(applicationListeners: [ApplicationListener] = []) {
         releaseHeld(reason: "sockets restored")
+        guard !applicationListeners.isEmpty else { return }
+        let ours = state.withLock { $0.handovers }
+        var wideBacklog: UInt32 = 0
+        for socket in ours.values.joined() {
+            if let queue = try? socket.withOwner({ (listener) throws(SystemError) in
+                try ListeningSockets.acceptQueue(of: listener)
+            }) {
+                wideBacklog = max(wideBacklog, queue.backlog)
+            }
+        }
+        let widened = widen(applicationListeners.filter { ours[$0.port] != nil }, to: wideBacklog)
+        if !widened.isEmpty {
+            logger.info(
+                "restored listeners' backlog raised while they take the handover queue",
+                metadata: ["widened": "\(widened)"]
+            )
+        }
     }
 
     /// CRIU's `post-resume`: the restored processes run, and their listening sockets (restored
@@ -186,18 +217,7 @@ public final class ContainerConnections: Sendable {
     /// machine). The ports stay marked in the redirector until ``endHandover(ports:)``, so a
     /// connection arriving meanwhile still takes the regular lookup (now to the application's
     /// listener), not the activator's proxy.
-    ///
-    /// The migration ignores the application's backlog: a burst that queued on our listener
-    /// (backlog 4096) lands in the application's accept queue at once, far over a small backlog
-    /// (busybox httpd listens with 9), and every connection arriving until the application has
-    /// accepted them would be dropped or answered with a SYN cookie, which without us it would
-    /// not have been (decision 0056). So the backlog of each of `applicationListeners` on a
-    /// handed-over port is first raised to our listener's, and set back to the application's own
-    /// once its queue is within it again (``settleWidenedListeners(now:)``, at the latest after
-    /// ``widenedBacklogLimit``) or before the next dump.
-    /// - Parameter applicationListeners: the restored application's listening sockets (the shim
-    ///   finds them in `/proc`); empty leaves every backlog as the application set it.
-    public func processesResumed(applicationListeners: [ApplicationListener] = []) {
+    public func processesResumed() {
         let closing = state.withLock { s -> [(UInt16, [SharedDescriptor])] in
             let open = s.handovers.map { ($0.key, $0.value) }
             s.resumedPorts.formUnion(s.handovers.keys)
@@ -205,27 +225,23 @@ public final class ContainerConnections: Sendable {
             return open
         }
         var queued: [UInt16: UInt32] = [:]
-        var wideBacklog: UInt32 = 0
         for (port, sockets) in closing {
             for socket in sockets {
                 if let queue = try? socket.withOwner({ (listener) throws(SystemError) in
                     try ListeningSockets.acceptQueue(of: listener)
                 }) {
                     queued[port, default: 0] += queue.queued
-                    wideBacklog = max(wideBacklog, queue.backlog)
                 }
+                socket.close()
             }
         }
-        let widened = widen(applicationListeners.filter { queued[$0.port] != nil }, to: wideBacklog)
-        for (_, sockets) in closing { for socket in sockets { socket.close() } }
         if !closing.isEmpty {
             logger.log(
-                level: widened.isEmpty ? .debug : .info,
+                level: queued.values.contains { $0 > 0 } ? .info : .debug,
                 "restored processes resumed: handover listeners closed, their queues moved to the application",
                 metadata: [
                     "ports": "\(closing.map(\.0).sorted())",
                     "queued": "\(queued.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" })",
-                    "widened": "\(widened)",
                 ]
             )
         }
@@ -266,7 +282,7 @@ public final class ContainerConnections: Sendable {
     }
 
     /// Sets the backlog of each restored listener raised by
-    /// ``processesResumed(applicationListeners:)`` back to the application's own once its accept
+    /// ``socketsRestored(applicationListeners:)`` back to the application's own once its accept
     /// queue has stayed within it for ``widenedBacklogCalm``, or when ``widenedBacklogLimit`` has
     /// passed, or now when `force`
     /// (before a dump, which must record the application's own). A listener the application
@@ -318,7 +334,7 @@ public final class ContainerConnections: Sendable {
         if !keep.isEmpty { state.withLock { $0.widened = keep + $0.widened } }
     }
 
-    /// Whether a restored listener's backlog is raised now (``processesResumed(applicationListeners:)``).
+    /// Whether a restored listener's backlog is raised now (``socketsRestored(applicationListeners:)``).
     public var hasWidenedListeners: Bool { state.withLock { !$0.widened.isEmpty } }
 
     /// The restore failed: releases the held connections (their peers meet a reset on their next
@@ -423,6 +439,7 @@ public final class ContainerConnections: Sendable {
     public func checkpointed() -> [UInt16] {
         guard settings.listenerHandover else { return [] }
         var notes: [(UInt16, String, [TCPListenerAddress])] = []
+        var addressBound: [TCPListenerAddress] = []
         let (handedOver, replaced) = state.withLock { s -> ([UInt16], [SharedDescriptor]) in
             var handedOver: [UInt16] = []
             var replaced: [SharedDescriptor] = []
@@ -435,11 +452,13 @@ public final class ContainerConnections: Sendable {
                 var sockets: [SharedDescriptor] = []
                 do throws(BPFError) {
                     for listener in mine {
-                        sockets.append(
-                            SharedDescriptor(
-                                try redirector.makeHandoverListener(for: listener, inNamespaceAt: namespacePath)
-                            )
-                        )
+                        let socket = try redirector.makeHandoverListener(for: listener, inNamespaceAt: namespacePath)
+                        // Connections the handover takes go to this listener itself (decision
+                        // 0056); one bound to a single address is left to the regular lookup.
+                        if !(try redirector.registerHandoverListener(socket, for: listener)) {
+                            addressBound.append(listener)
+                        }
+                        sockets.append(SharedDescriptor(socket))
                     }
                     try redirector.setHandover(port: port, owner: owner)
                 } catch {
@@ -455,6 +474,12 @@ public final class ContainerConnections: Sendable {
             return (handedOver, replaced)
         }
         for socket in replaced { socket.close() }
+        if !addressBound.isEmpty {
+            logger.info(
+                "handover listeners left to the regular lookup (bound to one address): during a restore, new connections may reach the application's listener before it runs",
+                metadata: ["listeners": "\(addressBound.map(\.description))"]
+            )
+        }
         for (port, reason, listeners) in notes {
             logger.info(
                 "port \(port) keeps the activator's proxy: \(reason)",

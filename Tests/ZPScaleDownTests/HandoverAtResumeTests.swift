@@ -154,18 +154,29 @@ struct HandoverAtResumeTests {
             descriptor: app.fd,
             inode: UInt64(info.st_ino)
         )
-        connections.processesResumed(applicationListeners: [listener])
+        connections.socketsRestored(applicationListeners: [listener])
         #expect(connections.hasWidenedListeners)
-        let widened = try acceptQueue(app)
-        #expect(widened.backlog == 4096, "raised to the handover listener's backlog")
-        #expect(widened.queued == 30, "the queue moved to the application")
+        #expect(try acceptQueue(app).backlog == 4096, "raised to the handover listener's backlog")
+
+        // The application's listener is in the group, its processes do not run yet: new
+        // connections still go to our listener (zp_reuseport_migrate selects it), none to the
+        // application's by hash.
+        for _ in 0..<20 {
+            clients.append(try TestSocket.connect(fromNetns: lab.clientPath.string, to: lab.pod4, port: port, source: lab.client4))
+        }
+        #expect(try acceptQueue(app).queued == 0, "no connection reached the not-yet-running application")
+        connections.processesResumed()
+        #expect(
+            eventually(within: 10) { (try? acceptQueue(app).queued) == 50 },
+            "the queue moved to the application: \(String(describing: try? acceptQueue(app)))"
+        )
 
         // 20 more arrive before the application accepted any: with a backlog of 9 they would wait
         // for a SYN retransmission; raised, their handshakes complete and they queue.
         for _ in 0..<20 {
             clients.append(try TestSocket.connect(fromNetns: lab.clientPath.string, to: lab.pod4, port: port, source: lab.client4))
         }
-        #expect(eventually(within: 10) { (try? acceptQueue(app).queued) == 50 }, "queued: \(String(describing: try? acceptQueue(app)))")
+        #expect(eventually(within: 10) { (try? acceptQueue(app).queued) == 70 }, "queued: \(String(describing: try? acceptQueue(app)))")
 
         // Still over its own backlog: stays raised.
         let start = ContinuousClock.now
@@ -173,7 +184,7 @@ struct HandoverAtResumeTests {
         #expect(try acceptQueue(app).backlog == 4096)
         var accepted: [TestSocket] = []
         while let connection = app.accept(within: 0.5) { accepted.append(connection) }
-        #expect(accepted.count == 50)
+        #expect(accepted.count == 70)
         // Within its backlog now: set back only once it stayed so for a second.
         connections.settleWidenedListeners(now: start + .milliseconds(100))
         #expect(try acceptQueue(app).backlog == 4096, "not yet: calm for 0 s")
@@ -190,10 +201,11 @@ struct HandoverAtResumeTests {
         let client = try TestSocket.connect(fromNetns: lab.clientPath.string, to: lab.pod4, port: port, source: lab.client4)
         let app3 = try restoredListener(in: lab.podPath, port: port, backlog: 9)
         #expect(fstat(app3.fd, &info) == 0)
-        connections.processesResumed(
+        connections.socketsRestored(
             applicationListeners: [.init(port: port, pid: getpid(), descriptor: app3.fd, inode: UInt64(info.st_ino))]
         )
         #expect(try acceptQueue(app3).backlog == 4096)
+        connections.processesResumed()
         connections.settleWidenedListeners(force: true)
         #expect(try acceptQueue(app3).backlog == 9)
         #expect(!connections.hasWidenedListeners)

@@ -128,18 +128,21 @@ private let burstScript = """
         )
         let restores = containerd.logLines(containing: "restored process:")
         // Decision 0056: the restored listener's backlog raised while it takes the queue over.
-        let widened = containerd.logLines(containing: "queues moved to the application").map {
-            $0.components(separatedBy: "queued=").last ?? $0
+        let moved = containerd.logLines(containing: "queues moved to the application").map {
+            ($0.components(separatedBy: "queued=").last ?? $0).components(separatedBy: "]").first.map { $0 + "]" } ?? $0
+        }
+        let widened = containerd.logLines(containing: "backlog raised while").map {
+            ($0.components(separatedBy: "widened=").last ?? $0).components(separatedBy: "]").first.map { $0 + "]" } ?? $0
         }
         let settled = containerd.logLines(containing: "own backlog set back").map {
-            $0.components(separatedBy: "after=").last ?? $0
+            ($0.components(separatedBy: "after=").last ?? $0).components(separatedBy: " ").prefix(2).joined(separator: " ")
         }
         #expect(restores.count == 1, "one restore: \(restores)")
         #expect(containerd.logLines(containing: "cold started process").isEmpty)
         print(
             "[fault-matrix] \(flavor.name) | \(Self.connections) concurrent first connections during one "
                 + "\(lazy ? "lazy" : "eager") restore | \(summary), \(restores.count) restore "
-                + "(\(restores.first.map { String($0.suffix(40)) } ?? "-")); pod netns: \(stack); widened: \(widened), set back after: \(settled)"
+                + "(\(restores.first.map { String($0.suffix(40)) } ?? "-")); pod netns: \(stack); moved \(moved), raised \(widened), set back after \(settled)"
         )
     }
 

@@ -334,33 +334,22 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
     static func restoreHooks(_ connections: ContainerConnections?, terminal: Bool) -> CRIUHooks {
         var hooks = CRIUHooks()
         if let connections {
-            let restoredRoot = RestoredRoot()
             hooks["post-restore"] = { notification in
-                restoredRoot.pid.withLock { $0 = notification.pid }
-                connections.socketsRestored()
+                // The restored listeners on the handed-over ports, whose backlog is raised while
+                // they take the queues over (decision 0056).
+                let ports = Set(connections.handoverPorts)
+                let listeners = ports.isEmpty ? [] : notification.pid.map {
+                    PortDiscovery.listenerDescriptors(on: ports, treeAt: $0)
+                } ?? []
+                connections.socketsRestored(applicationListeners: listeners)
             }
-            if !terminal {
-                hooks["post-resume"] = { _ in
-                    // The restored listeners on the handed-over ports, whose backlog is raised
-                    // while they take the queues over (decision 0056).
-                    let ports = Set(connections.handoverPorts)
-                    let listeners = ports.isEmpty ? [] : restoredRoot.pid.withLock { $0 }.map {
-                        PortDiscovery.listenerDescriptors(on: ports, treeAt: $0)
-                    } ?? []
-                    connections.processesResumed(applicationListeners: listeners)
-                }
-            }
+            if !terminal { hooks["post-resume"] = { _ in connections.processesResumed() } }
         }
         return hooks
     }
 
     func removeImages() {
         removeImages(keepingPreDump: false)
-    }
-
-    /// The restored root task's pid, from CRIU's `post-restore` to its `post-resume`.
-    private final class RestoredRoot: Sendable {
-        let pid = Mutex<Int32?>(nil)
     }
 
     /// Removes the checkpoint images (and the pre-dump inside them), or everything but the
