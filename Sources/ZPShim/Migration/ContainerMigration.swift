@@ -46,11 +46,10 @@ final class ContainerMigration: Sendable {
     let dumpLive: @Sendable (Int32, String, Duration, AsyncStream<Int64>.Continuation) async throws -> ScaleDownReport
     /// Live: restores lazily from the migrated images, pages through the node's proxy port.
     let restoreLive: @Sendable (Int32) async throws -> (RestoredProcess, LivePages)
-    /// Live: how long the pages may take to move.
+    /// Live: how long the pages may take to move (node.conf's `pages-transfer-timeout`, default
+    /// 5 minutes as the original's `-pages-transfer-timeout`): the source's lazy dump and the
+    /// target's wait for its lazy-pages daemon are bounded by it.
     let pagesTransferTimeout: Duration
-    /// The bound on a live migration's page transfer: the original's `-pages-transfer-timeout`
-    /// default (5 minutes).
-    static let defaultPagesTransferTimeout = Duration.seconds(300)
     private let group: any EventLoopGroup
     private let logger: Logger
     private struct State {
@@ -373,10 +372,18 @@ final class ContainerMigration: Sendable {
                 metadata: ["ms": "\(milliseconds(ContinuousClock.now - start))", "criu": "\(report.details["criu"] ?? "-")"]
             )
         case .failure(let error):
-            // CRIU resumed the processes (or never froze them): the Kill stops them as usual.
+            // CRIU resumed the processes (or never froze them): the Kill stops them as usual. At
+            // the bound (the target took no pages in time) CRIU was killed: its ptrace hold on the
+            // frozen processes went with it and they run on until the Kill's signal.
             let log = (try? String(contentsOfFile: imagesDirectory + "/dump.log", encoding: .utf8)) ?? ""
+            let elapsed = ContinuousClock.now - start
+            let why =
+                elapsed >= timeout
+                ? "the target did not take the pages within pages-transfer-timeout \(GoDuration.format(timeout)) "
+                    + "(CRIU stopped after \(milliseconds(elapsed)) ms, the processes run on)"
+                : "the live dump failed"
             logger.warning(
-                "migration: the live dump failed, stopping without migrating: \(error)",
+                "migration: \(why), stopping without migrating: \(error)",
                 metadata: ["dump-log": "\(log.split(separator: "\n").suffix(8).joined(separator: " | "))"]
             )
         }
