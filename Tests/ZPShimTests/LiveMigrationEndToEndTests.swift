@@ -94,6 +94,11 @@ private func criuLogs(under folder: String) -> String {
     }.joined(separator: "\n")
 }
 
+/// A shim log line from its `migration:` message on, at most 360 characters.
+private func fromMigration(_ line: String) -> String {
+    String((line.range(of: "migration:").map { line[$0.lowerBound...] } ?? line[...]).prefix(360))
+}
+
 /// The pid of the shim daemon serving container `id` (its command line names it after `-id`).
 private func shimPID(serving id: String) -> Int32? {
     ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { Int32($0) }.first { pid in
@@ -716,7 +721,7 @@ extension LiveMigrationEndToEndTests {
                         + "\(milliseconds(heldFor)) ms; the app ran on at the source (md5 kept, count \(held.before.count) -> "
                         + "\(after?.count ?? -1)); the held target then started from scratch \(milliseconds(recovered)) ms after "
                         + "it continued; Migration Failed: \(held.status()?[path: ["condition", "message"]]?.stringValue ?? "-"); "
-                        + "source shim: \(line.map { String($0.suffix(240)) } ?? "-")"
+                        + "source shim: \(line.map(fromMigration) ?? "-")"
                 )
             }
         }
@@ -747,7 +752,12 @@ extension LiveMigrationEndToEndTests {
                 _ = Glibc.kill(held.targetShim, SIGCONT)
                 #expect(eventually(within: 400) { !held.create.isRunning }, "ctr run on node-b did not return")
                 let recovered = ContinuousClock.now - continued
-                let scratchLine = held.containerdB.logLines(containing: "; starting from scratch").first
+                // The shim's warning spans lines (CRIU's log tails): its first names the cause.
+                #expect(
+                    !held.containerdB.logLines(containing: "; starting from scratch").isEmpty,
+                    "node-b: \(held.containerdB.logLines(containing: "migration").joined(separator: "\n"))"
+                )
+                let scratchLine = held.containerdB.logLines(containing: "ended during the restore").first
                 #expect(scratchLine != nil, "node-b: \(held.containerdB.logLines(containing: "migration").joined(separator: "\n"))")
                 #expect(recovered < .seconds(30), "the cold start came \(milliseconds(recovered)) ms after the target continued")
                 var fresh: (count: Int, md5: String)?
@@ -782,7 +792,78 @@ extension LiveMigrationEndToEndTests {
                     "[zplive] fault: node-b's manager killed before the target's lazy-pages daemon connected (64 MiB): "
                         + "cold start \(milliseconds(recovered)) ms after the target continued (CRIU's restore bound: 60 s); "
                         + "Migration Failed: \(held.status()?[path: ["condition", "message"]]?.stringValue ?? "-"); target shim: "
-                        + (scratchLine.map { String($0.suffix(300)) } ?? "-")
+                        + (scratchLine.map(fromMigration) ?? "-")
+                )
+            }
+        }
+    }
+
+    /// Fault: node-a's (the source's) manager is restarted (SIGTERM, started again) after it
+    /// published the image and its page proxy, before the target's lazy-pages daemon connected.
+    /// The proxy went with the old process: the source's shim sees its node connection close and
+    /// ends CRIU's wait at once (its processes end, as the Kill asked) instead of at the bound; the
+    /// target's daemon finds no page server, its restore is stopped and the replacement starts
+    /// from scratch; the Migration is Failed; nothing is left on either node.
+    @Test func liveMigration_sourceManagerRestartedBeforeTheTargetConnected_fails_andBothEndsMoveOn() async throws {
+        let rootfs = try TestPaths.busyboxRootfs()
+        try await withTwoNodes { double, a, b, scratch, managers in
+            try await withHeldTarget(double: double, a: a, b: b, scratch: scratch, rootfs: rootfs, mebibytes: 64, tag: "d")
+            { held in
+                #expect(
+                    eventually(within: 120) {
+                        held.migration()?[path: ["spec", "containers"]]?.arrayValue?.first?[path: ["pageServer"]] != nil
+                    },
+                    "no page server published: \(held.containerdA.log(tail: 30))"
+                )
+                let restartedAt = ContinuousClock.now
+                _ = Glibc.kill(managers.0.processIdentifier, SIGTERM)
+                managers.0.waitUntilExit()
+                let restarted = try a.startManager(kubeconfig: scratch + "/kubeconfig")
+                defer {
+                    Glibc.kill(restarted.processIdentifier, SIGTERM)
+                    restarted.waitUntilExit()
+                }
+                #expect(eventually(within: 120) { !held.kill.isRunning }, "ctr task kill on node-a did not return")
+                let sourceEnded = ContinuousClock.now - restartedAt
+                #expect(eventually(within: 60) { processes(inNetns: held.netnsA.path).isEmpty })
+                let sourceLine = held.containerdA.logLines(containing: "the node's manager went away").first
+                #expect(sourceLine != nil, "node-a: \(held.containerdA.logLines(containing: "migration").joined(separator: "\n"))")
+                let continued = ContinuousClock.now
+                _ = Glibc.kill(held.targetShim, SIGCONT)
+                #expect(eventually(within: 400) { !held.create.isRunning }, "ctr run on node-b did not return")
+                let recovered = ContinuousClock.now - continued
+                #expect(
+                    !held.containerdB.logLines(containing: "; starting from scratch").isEmpty,
+                    "node-b: \(held.containerdB.logLines(containing: "migration").joined(separator: "\n"))"
+                )
+                let targetLine = held.containerdB.logLines(containing: "migration: the live").first
+                var fresh: (count: Int, md5: String)?
+                _ = eventually(within: 120) {
+                    fresh = parse(held.netnsB.httpGet(port: 8080))
+                    return fresh != nil
+                }
+                #expect(fresh?.count == 1, "fresh: \(String(describing: fresh))")
+                #expect(
+                    eventually(within: 90) { held.status()?[path: ["condition", "phase"]]?.stringValue == "Failed" },
+                    "status \(String(describing: held.status()))\na:\n\(a.managerLog())\nb:\n\(b.managerLog())"
+                )
+                #expect(
+                    eventually(within: 60) {
+                        !FileManager.default.fileExists(atPath: a.layout.migrationDirectory(containerID: held.sourceID))
+                            && !FileManager.default.fileExists(atPath: b.layout.migrationDirectory(containerID: held.targetID))
+                    },
+                    "left: \((try? run(["find", a.folder + "/state", b.folder + "/state"]))?.stdout ?? "")"
+                )
+                #expect(
+                    eventually(within: 30) { processes(commandLineContaining: scratch).isEmpty },
+                    "CRIU processes left: \(processes(commandLineContaining: scratch))"
+                )
+                print(
+                    "[zplive] fault: node-a's (source's) manager restarted before the target connected (64 MiB): the "
+                        + "source's Kill returned \(milliseconds(sourceEnded)) ms after the old manager's SIGTERM; the target started "
+                        + "from scratch \(milliseconds(recovered)) ms after it continued; Migration Failed: "
+                        + "\(held.status()?[path: ["condition", "message"]]?.stringValue ?? "-"); source shim: "
+                        + (sourceLine.map(fromMigration) ?? "-") + "; target shim: " + (targetLine.map(fromMigration) ?? "-")
                 )
             }
         }

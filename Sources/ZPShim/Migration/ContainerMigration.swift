@@ -321,6 +321,7 @@ final class ContainerMigration: Sendable {
         }
         let (ready, readiness) = AsyncStream<Int64>.makeStream()
         let timeout = pagesTransferTimeout
+        let dumpEnded = DumpEnded()
         let dumped: Result<ScaleDownReport, any Error> = await withTaskGroup(
             of: Result<ScaleDownReport, any Error>?.self
         ) { group in
@@ -357,8 +358,25 @@ final class ContainerMigration: Sendable {
                 }
                 return nil
             }
+            group.addTask { [logger] in
+                // The node's manager went away (restarted, crashed) while the dump waits: its page
+                // proxy went with it, so no target can reach CRIU's page server any more. End
+                // CRIU's wait now (the processes end, as the Kill asked) rather than at the bound.
+                await client.waitClosed()
+                guard !dumpEnded.value.withLock({ $0 }) else { return nil }
+                logger.warning(
+                    "migration: the node's manager went away during the live transfer (its page proxy with it): ending the dump; the processes end as the Kill asked"
+                )
+                releasePageServer(port: port)
+                return nil
+            }
             var dumped: Result<ScaleDownReport, any Error> = .failure(ScaleDownError("the live dump did not end"))
-            for await result in group { if let result { dumped = result } }
+            for await result in group {
+                guard let result else { continue }
+                dumped = result
+                dumpEnded.value.withLock { $0 = true }
+                await client.close()  // ends the watch of the node's connection
+            }
             return dumped
         }
         await client.close()
@@ -389,4 +407,9 @@ final class ContainerMigration: Sendable {
         }
         return moved
     }
+}
+
+/// Whether a live dump has ended, for the watch of the node's connection during it.
+private final class DumpEnded: Sendable {
+    let value = Mutex(false)
 }
