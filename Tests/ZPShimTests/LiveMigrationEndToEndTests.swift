@@ -5,6 +5,7 @@ import NIOPosix
 import NIOSSL
 import Synchronization
 import Testing
+import ZPCRITestBed
 import ZPCore
 import ZPKube
 import ZPManager
@@ -92,6 +93,13 @@ private func criuLogs(under folder: String) -> String {
         let text = (try? String(contentsOfFile: String(file), encoding: .utf8)) ?? ""
         return "== \(file)\n" + text.split(separator: "\n").suffix(12).joined(separator: "\n")
     }.joined(separator: "\n")
+}
+
+/// The text of `line` between `start` and the next `end` after it ("-" when absent).
+private func between(_ line: String, _ start: String, _ end: String) -> String {
+    guard let from = line.range(of: start) else { return "-" }
+    let rest = line[from.upperBound...]
+    return String(rest[..<(rest.range(of: end)?.lowerBound ?? rest.endIndex)])
 }
 
 /// A shim log line from its `migration:` message on, at most 360 characters.
@@ -867,6 +875,133 @@ extension LiveMigrationEndToEndTests {
                 )
             }
         }
+    }
+
+    /// The live drain as kubelet drives it, through containerd's CRI plugin on both nodes (node-a
+    /// 1.6, node-b 2.x; CNI pod networks): a running pod with 64 MiB of touched memory; the API
+    /// double deletes it and schedules its replacement on node-b; kubelet on node-a stops the old
+    /// container (StopContainer, its Kill dumps lazily) while kubelet on node-b creates and starts
+    /// the new one (StartContainer returns once every page arrived). The replacement answers with
+    /// the same memory checksum and the counter continued; the Migration is Completed (live);
+    /// nothing is left.
+    @Test(.enabled(if: Privileges.hasTool("/usr/lib/cni/bridge"), "the CNI plugins are not installed (make setup)"))
+    func liveMigration_throughKubeletsCRICalls_memoryAndCounterMove() async throws {
+        try await withTwoNodes { double, a, b, _, _ in
+            try await withCRITestBed(
+                flavor: .debian,
+                tag: "lvca",
+                environment: ["ZEROPOD_NODE_CONFIG": a.nodeConfig]
+            ) { bedA in
+                try await withCRITestBed(
+                    flavor: .containerd2,
+                    tag: "lvcb",
+                    environment: ["ZEROPOD_NODE_CONFIG": b.nodeConfig]
+                ) { bedB in
+                    try await criScenario(double: double, a: a, b: b, bedA: bedA, bedB: bedB, mebibytes: 64)
+                }
+            }
+        }
+    }
+
+    private func criScenario(
+        double: KubeAPIDouble,
+        a: MigrationTestNode,
+        b: MigrationTestNode,
+        bedA: CRITestBed,
+        bedB: CRITestBed,
+        mebibytes: Int
+    ) async throws {
+        let annotations = ["zeropod.ctrox.dev/live-migrate": "app", "zeropod.ctrox.dev/scaledown-duration": "10m"]
+        let suffix = UUID().uuidString.prefix(5).lowercased()
+        let podA = bedA.pod(
+            "live-7e1f-a\(suffix)",
+            handler: CRITestBed.zeropodHandler,
+            labels: ["pod-template-hash": "7e1f"],
+            annotations: annotations,
+            containerPorts: [8080]
+        )
+        let podB = bedB.pod(
+            "live-7e1f-b\(suffix)",
+            handler: CRITestBed.zeropodHandler,
+            labels: ["pod-template-hash": "7e1f"],
+            annotations: annotations,
+            containerPorts: [8080]
+        )
+        func get(_ ip: String) async -> (count: Int, md5: String)? {
+            var answer: (count: Int, md5: String)?
+            _ = await eventuallyAsync(within: 120) {
+                let body = try? await onThread {
+                    try KubeletProbe.http(ip: ip, port: 8080, userAgent: "zplive-client/1", timeout: 20).body
+                }
+                answer = parse(body)
+                return answer != nil
+            }
+            return answer
+        }
+        let app = ballastServer(mebibytes: mebibytes)
+        let (sandboxA, ipA) = try await bedA.runPodSandbox(podA)
+        let config = { (pod: KubeletPod) in
+            pod.containerConfig("app", image: bedA.busyboxImage, command: ["/bin/sh", "-c", app])
+        }
+        let appA = try await bedA.startContainer(config(podA), in: sandboxA, of: podA)
+        _ = await get(ipA)
+        let before = try #require(await get(ipA), "the app never answered on node-a: \(bedA.containerd.log(tail: 30))")
+        try #require(
+            await eventuallyAsync(within: 30) { a.managerSees(pod: podA.name, container: "app", running: true) },
+            "node-a's manager does not see the container:\n\(a.managerMetrics())\n\(a.managerLog())"
+        )
+        try double.create("pods", namespace: podA.namespace, livePod(podA.name, node: a.name, containerID: appA, running: true))
+        let deleted = ContinuousClock.now
+        #expect(double.call("DELETE", "/api/v1/namespaces/\(podA.namespace)/pods/\(podA.name)").status == 200)
+        try double.create("pods", namespace: podB.namespace, livePod(podB.name, node: b.name, containerID: "", running: false))
+        func migration() -> JSON? { double.object("migrations", namespace: podA.namespace, name: podA.name) }
+        try #require(
+            await eventuallyAsync(within: 60) { migration()?[path: ["spec", "targetPod"]]?.stringValue == podB.name },
+            "not claimed: \(String(describing: migration()))\na:\n\(a.managerLog())\nb:\n\(b.managerLog())"
+        )
+        // kubelet on node-b starts the replacement while kubelet on node-a stops the old container.
+        let (sandboxB, ipB) = try await bedB.runPodSandbox(podB)
+        let clientA = bedA.client
+        async let stopped: Void = clientA.stopContainer(appA, timeout: 30)
+        let appB = try await bedB.client.createContainer(podID: sandboxB, config(podB), sandboxConfig: podB.sandboxConfig)
+        try await bedB.client.startContainer(appB)
+        let started = ContinuousClock.now
+        try await stopped
+        #expect(
+            !bedB.containerd.logLines(containing: "migration: restored the live image; every page arrived").isEmpty,
+            "node-a: \(bedA.containerd.logLines(containing: "migration").joined(separator: "\n"))\nnode-b: \(bedB.containerd.logLines(containing: "migration").joined(separator: "\n"))"
+        )
+        let after = await get(ipB)
+        #expect(after?.md5 == before.md5, "md5 before \(before.md5), after \(after?.md5 ?? "-")")
+        #expect(after?.count == before.count + 1, "count before \(before.count), after \(after?.count ?? -1)")
+        func status() -> JSON? { migration()?[path: ["status", "containers"]]?.arrayValue?.first }
+        #expect(
+            await eventuallyAsync(within: 60) { status()?[path: ["condition", "phase"]]?.stringValue == "Completed" },
+            "status \(String(describing: status()))\na:\n\(a.managerLog())\nb:\n\(b.managerLog())"
+        )
+        #expect(migration()?[path: ["spec", "liveMigration"]]?.boolValue == true)
+        #expect(await eventuallyAsync(within: 30) { bedA.processes(ofContainer: appA, in: podA).isEmpty })
+        try await bedA.removePod(sandboxA)
+        let namespace = CRITestBed.criNamespace
+        #expect(
+            await eventuallyAsync(within: 60) {
+                [
+                    a.layout.migrationDirectory(containerID: appA), b.layout.migrationDirectory(containerID: appB),
+                    a.layout.imageDirectory(containerdNamespace: namespace, containerID: appA),
+                    b.layout.imageDirectory(containerdNamespace: namespace, containerID: appB),
+                ].allSatisfy { !FileManager.default.fileExists(atPath: $0) }
+            },
+            "images left: \((try? run(["find", a.folder + "/state", b.folder + "/state"]))?.stdout ?? "")"
+        )
+        let restoreLine = bedB.containerd.logLines(containing: "restored the live image").first ?? ""
+        print(
+            "[zplive] CRI \(bedA.containerd.flavor.name) -> \(bedB.containerd.flavor.name) live, \(mebibytes) MiB touched: "
+                + "freeze (pausedAt -> restoredAt) \(status()?[path: ["migrationDuration"]]?.stringValue ?? "-"); total "
+                + "(delete -> the replacement's StartContainer returned, every page in) \(milliseconds(started - deleted)) ms; "
+                + "target restore \(between(restoreLine, "restore-ms=", " ")) ms, pages in after "
+                + "\(between(restoreLine, "pages-ms=", " ")) ms; md5 \(after?.md5 ?? "-") kept; count \(before.count) -> "
+                + "\(after?.count ?? -1)"
+        )
     }
 
     private func scenario(
