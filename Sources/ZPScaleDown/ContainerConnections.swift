@@ -56,10 +56,56 @@ public final class ContainerConnections: Sendable {
         var redirectedPorts: Set<UInt16> = []
         /// Our handover listeners, by port.
         var handovers: [UInt16: [SharedDescriptor]] = [:]
-        /// Ports whose handover listeners ``processesResumed()`` closed, still marked in the
-        /// redirector until ``endHandover(ports:)``.
+        /// Ports whose handover listeners ``processesResumed(applicationListeners:)`` closed,
+        /// still marked in the redirector until ``endHandover(ports:)``.
         var resumedPorts: Set<UInt16> = []
+        /// Restored listeners whose backlog is raised until they have taken what we queued.
+        var widened: [WidenedListener] = []
     }
+
+    /// A listening socket of the restored application, as the shim found it after the restore:
+    /// one process holding it, the descriptor number there, and the socket's inode.
+    public struct ApplicationListener: Sendable, Hashable {
+        /// The port it listens on.
+        public var port: UInt16
+        /// A process holding it (host pid).
+        public var pid: Int32
+        /// Its descriptor number in that process.
+        public var descriptor: Int32
+        /// The socket's inode (`socket:[inode]`).
+        public var inode: UInt64
+
+        /// A listener found in `/proc`.
+        public init(port: UInt16, pid: Int32, descriptor: Int32, inode: UInt64) {
+            self.port = port
+            self.pid = pid
+            self.descriptor = descriptor
+            self.inode = inode
+        }
+    }
+
+    /// A restored listener whose backlog ``processesResumed(applicationListeners:)`` raised
+    /// (decision 0056), reached again through its process for each look.
+    struct WidenedListener: Sendable {
+        var listener: ApplicationListener
+        /// `pidfd_open` of ``ApplicationListener/pid``: fails the copies once the process is gone.
+        var process: SharedDescriptor
+        /// The application's own backlog (as the kernel applied it), set back at the end.
+        var ownBacklog: UInt32
+        /// When the backlog was raised.
+        var since: ContinuousClock.Instant
+        /// Since when the accept queue has been within ``ownBacklog`` at every look.
+        var calmSince: ContinuousClock.Instant? = nil
+    }
+
+    /// How long a restored listener's accept queue must stay within the application's own
+    /// backlog before that backlog is set back: a burst that woke the container usually goes on
+    /// arriving for a while after the queued part was taken.
+    public static let widenedBacklogCalm: Duration = .seconds(1)
+
+    /// How long a restored listener keeps the raised backlog at most, when the application does
+    /// not take its queue down to its own backlog (it accepts slowly, or not at all).
+    public static let widenedBacklogLimit: Duration = .seconds(10)
 
     private let state = Mutex(State())
     /// Where the queues of the handover listeners go at a cold start (``onColdStartQueue(_:)``).
@@ -140,21 +186,140 @@ public final class ContainerConnections: Sendable {
     /// machine). The ports stay marked in the redirector until ``endHandover(ports:)``, so a
     /// connection arriving meanwhile still takes the regular lookup (now to the application's
     /// listener), not the activator's proxy.
-    public func processesResumed() {
+    ///
+    /// The migration ignores the application's backlog: a burst that queued on our listener
+    /// (backlog 4096) lands in the application's accept queue at once, far over a small backlog
+    /// (busybox httpd listens with 9), and every connection arriving until the application has
+    /// accepted them would be dropped or answered with a SYN cookie, which without us it would
+    /// not have been (decision 0056). So the backlog of each of `applicationListeners` on a
+    /// handed-over port is first raised to our listener's, and set back to the application's own
+    /// once its queue is within it again (``settleWidenedListeners(now:)``, at the latest after
+    /// ``widenedBacklogLimit``) or before the next dump.
+    /// - Parameter applicationListeners: the restored application's listening sockets (the shim
+    ///   finds them in `/proc`); empty leaves every backlog as the application set it.
+    public func processesResumed(applicationListeners: [ApplicationListener] = []) {
         let closing = state.withLock { s -> [(UInt16, [SharedDescriptor])] in
             let open = s.handovers.map { ($0.key, $0.value) }
             s.resumedPorts.formUnion(s.handovers.keys)
             s.handovers = [:]
             return open
         }
+        var queued: [UInt16: UInt32] = [:]
+        var wideBacklog: UInt32 = 0
+        for (port, sockets) in closing {
+            for socket in sockets {
+                if let queue = try? socket.withOwner({ (listener) throws(SystemError) in
+                    try ListeningSockets.acceptQueue(of: listener)
+                }) {
+                    queued[port, default: 0] += queue.queued
+                    wideBacklog = max(wideBacklog, queue.backlog)
+                }
+            }
+        }
+        let widened = widen(applicationListeners.filter { queued[$0.port] != nil }, to: wideBacklog)
         for (_, sockets) in closing { for socket in sockets { socket.close() } }
         if !closing.isEmpty {
-            logger.debug(
+            logger.log(
+                level: widened.isEmpty ? .debug : .info,
                 "restored processes resumed: handover listeners closed, their queues moved to the application",
-                metadata: ["ports": "\(closing.map(\.0).sorted())"]
+                metadata: [
+                    "ports": "\(closing.map(\.0).sorted())",
+                    "queued": "\(queued.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" })",
+                    "widened": "\(widened)",
+                ]
             )
         }
     }
+
+    /// Raises the backlog of `listeners` to `backlog` where it is smaller; returns a description
+    /// of each one raised.
+    private func widen(_ listeners: [ApplicationListener], to backlog: UInt32) -> [String] {
+        guard backlog > 0 else { return [] }
+        var raised: [WidenedListener] = []
+        var notes: [String] = []
+        for listener in listeners {
+            do throws(SystemError) {
+                let process = try ListeningSockets.processDescriptor(listener.pid)
+                let socket = try ListeningSockets.copy(descriptor: listener.descriptor, of: process)
+                guard try ListeningSockets.inode(of: socket) == listener.inode else { continue }
+                let own = try ListeningSockets.acceptQueue(of: socket).backlog
+                guard own < backlog else { continue }
+                try ListeningSockets.setBacklog(Int32(clamping: backlog), of: socket)
+                raised.append(
+                    WidenedListener(
+                        listener: listener,
+                        process: SharedDescriptor(process),
+                        ownBacklog: own,
+                        since: .now
+                    )
+                )
+                notes.append("port \(listener.port): backlog \(own) → \(backlog)")
+            } catch {
+                logger.debug(
+                    "restored listener's backlog not raised",
+                    metadata: ["port": "\(listener.port)", "pid": "\(listener.pid)", "error": "\(error)"]
+                )
+            }
+        }
+        if !raised.isEmpty { state.withLock { $0.widened += raised } }
+        return notes
+    }
+
+    /// Sets the backlog of each restored listener raised by
+    /// ``processesResumed(applicationListeners:)`` back to the application's own once its accept
+    /// queue has stayed within it for ``widenedBacklogCalm``, or when ``widenedBacklogLimit`` has
+    /// passed, or now when `force`
+    /// (before a dump, which must record the application's own). A listener the application
+    /// closed meanwhile, or whose process is gone, is forgotten. The scale-down driver calls this
+    /// every 50 ms.
+    public func settleWidenedListeners(now: ContinuousClock.Instant = .now, force: Bool = false) {
+        let pending = state.withLock { s -> [WidenedListener] in
+            defer { s.widened = [] }
+            return s.widened
+        }
+        guard !pending.isEmpty else { return }
+        var keep: [WidenedListener] = []
+        for var widened in pending {
+            do throws(SystemError) {
+                let listener = widened.listener
+                let waited = now - widened.since
+                let calmSince = widened.calmSince
+                let forced = force || waited >= Self.widenedBacklogLimit
+                // nil: set back, or the application closed the socket (its number names another
+                // file now); else the queue now.
+                let queued = try widened.process.withOwner { (process) throws(SystemError) -> UInt32? in
+                    let socket = try ListeningSockets.copy(descriptor: listener.descriptor, of: process)
+                    guard try ListeningSockets.inode(of: socket) == listener.inode else { return nil }
+                    let queue = try ListeningSockets.acceptQueue(of: socket)
+                    let calm = queue.queued <= widened.ownBacklog
+                    let calmEnough = calm && calmSince.map { now - $0 >= Self.widenedBacklogCalm } == true
+                    guard forced || calmEnough else { return queue.queued }
+                    try ListeningSockets.setBacklog(Int32(clamping: widened.ownBacklog), of: socket)
+                    logger.info(
+                        "restored listener's own backlog set back",
+                        metadata: [
+                            "port": "\(listener.port)", "backlog": "\(widened.ownBacklog)",
+                            "queued": "\(queue.queued)", "after": "\(waited)",
+                        ]
+                    )
+                    return nil
+                }
+                guard let queued else { continue }
+                if queued > widened.ownBacklog {
+                    widened.calmSince = nil
+                } else if widened.calmSince == nil {
+                    widened.calmSince = now
+                }
+                keep.append(widened)
+            } catch {
+                // The process closed the socket or ended: nothing to set back.
+            }
+        }
+        if !keep.isEmpty { state.withLock { $0.widened = keep + $0.widened } }
+    }
+
+    /// Whether a restored listener's backlog is raised now (``processesResumed(applicationListeners:)``).
+    public var hasWidenedListeners: Bool { state.withLock { !$0.widened.isEmpty } }
 
     /// The restore failed: releases the held connections (their peers meet a reset on their next
     /// segment, as without zeropod). The handover listeners stay for a second restore from the
@@ -211,6 +376,7 @@ public final class ContainerConnections: Sendable {
 
     /// The container is deleted: nothing stays held or handed over.
     public func containerGone() {
+        state.withLock { $0.widened = [] }
         releaseHeld(reason: "container deleted")
         endHandover(ports: nil)
     }
