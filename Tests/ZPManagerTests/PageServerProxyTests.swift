@@ -63,7 +63,9 @@ private func roundTrip(port: Int, _ bytes: [UInt8]) throws -> [UInt8] {
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
     address.sin_port = UInt16(port).bigEndian
     let connected = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        }
     }
     guard connected == 0 else { throw POSIXError(.ECONNREFUSED) }
     var received: [UInt8] = []
@@ -222,7 +224,11 @@ private func roundTrip(port: Int, _ bytes: [UInt8]) throws -> [UInt8] {
             group: group,
             host: "127.0.0.1",
             serverTLS: nil,
-            backend: .init(host: "127.0.0.1", port: source.port, tls: try NodeTLS(credentials: try Self.ca.issueLeaf(ipAddress: "127.0.0.5"))),
+            backend: .init(
+                host: "127.0.0.1",
+                port: source.port,
+                tls: try NodeTLS(credentials: try Self.ca.issueLeaf(ipAddress: "127.0.0.5"))
+            ),
             timeout: .seconds(60),
             logger: Self.logger
         )

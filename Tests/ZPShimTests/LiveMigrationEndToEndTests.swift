@@ -87,7 +87,8 @@ private func listeningPorts(of pid: Int32) -> [String] {
 
 /// The last lines of every CRIU log under `folder` (dump, restore, lazy-pages), for failures.
 private func criuLogs(under folder: String) -> String {
-    let files = ((try? run(["find", folder, "-name", "*.log", "-not", "-name", "manager.log"], timeout: 15))?.stdout ?? "")
+    let files =
+        ((try? run(["find", folder, "-name", "*.log", "-not", "-name", "manager.log"], timeout: 15))?.stdout ?? "")
         .split(separator: "\n")
     return files.map { file in
         let text = (try? String(contentsOfFile: String(file), encoding: .utf8)) ?? ""
@@ -132,7 +133,11 @@ private final class SeenErrors: ChannelInboundHandler, Sendable {
 /// Dials the source's page-server proxy at `host:port` as a peer that is not the target would
 /// (`prepare` adds its TLS client), sends a page server request's first bytes and waits until the
 /// proxy closes the connection. - Returns: what the peer sees: its errors, or that it was closed.
-private func strangerSees(host: String, port: Int, prepare: @escaping @Sendable (any Channel) throws -> Void) async
+private func strangerSees(
+    host: String,
+    port: Int,
+    prepare: @escaping @Sendable (any Channel) throws -> Void
+) async
     -> String
 {
     let seen = SeenErrors()
@@ -213,7 +218,11 @@ extension LiveMigrationEndToEndTests {
         let targetID = String(repeating: tag + "2", count: 32)
         let sourcePod = "live-7e1f-\(tag)aaaa"
         let targetPod = "live-7e1f-\(tag)bbbb"
-        try double.create("pods", namespace: "default", livePod(sourcePod, node: a.name, containerID: sourceID, running: true))
+        try double.create(
+            "pods",
+            namespace: "default",
+            livePod(sourcePod, node: a.name, containerID: sourceID, running: true)
+        )
         let containerdA = try PrivateContainerd(
             flavor: .debian,
             tag: "lva",
@@ -252,7 +261,11 @@ extension LiveMigrationEndToEndTests {
             }
         )
         #expect(double.call("DELETE", "/api/v1/namespaces/default/pods/\(sourcePod)").status == 200)
-        try double.create("pods", namespace: "default", livePod(targetPod, node: b.name, containerID: targetID, running: false))
+        try double.create(
+            "pods",
+            namespace: "default",
+            livePod(targetPod, node: b.name, containerID: targetID, running: false)
+        )
         func migration() -> JSON? { double.object("migrations", namespace: "default", name: sourcePod) }
         try #require(
             eventually(within: 60) { migration()?[path: ["spec", "targetPod"]]?.stringValue == targetPod },
@@ -496,7 +509,9 @@ extension LiveMigrationEndToEndTests {
             try #require(
                 eventually(within: 120) {
                     !processes(commandLineContaining: b.folder).filter {
-                        ((try? String(contentsOfFile: "/proc/\($0)/cmdline", encoding: .utf8)) ?? "").contains("lazy-pages")
+                        ((try? String(contentsOfFile: "/proc/\($0)/cmdline", encoding: .utf8)) ?? "").contains(
+                            "lazy-pages"
+                        )
                     }.isEmpty
                 },
                 "no lazy-pages daemon on node-b: \(containerdB.logLines(containing: "migration").joined(separator: "\n"))"
@@ -536,10 +551,16 @@ extension LiveMigrationEndToEndTests {
                     !FileManager.default.fileExists(atPath: a.layout.migrationDirectory(containerID: sourceID))
                         && !FileManager.default.fileExists(atPath: b.layout.migrationDirectory(containerID: targetID))
                         && !FileManager.default.fileExists(
-                            atPath: a.layout.imageDirectory(containerdNamespace: containerdA.namespace, containerID: sourceID)
+                            atPath: a.layout.imageDirectory(
+                                containerdNamespace: containerdA.namespace,
+                                containerID: sourceID
+                            )
                         )
                         && !FileManager.default.fileExists(
-                            atPath: b.layout.imageDirectory(containerdNamespace: containerdB.namespace, containerID: targetID)
+                            atPath: b.layout.imageDirectory(
+                                containerdNamespace: containerdB.namespace,
+                                containerID: targetID
+                            )
                         )
                 },
                 "left: \((try? run(["find", a.folder + "/state", b.folder + "/state"]))?.stdout ?? "")"
@@ -569,11 +590,21 @@ extension LiveMigrationEndToEndTests {
     @Test func liveMigration_strangersAtThePageProxy_areRefused_thenTheTargetGetsThrough() async throws {
         let rootfs = try TestPaths.busyboxRootfs()
         try await withTwoNodes { double, a, b, scratch, _ in
-            try await withHeldTarget(double: double, a: a, b: b, scratch: scratch, rootfs: rootfs, mebibytes: 64, tag: "a")
-            { held in
+            try await withHeldTarget(
+                double: double,
+                a: a,
+                b: b,
+                scratch: scratch,
+                rootfs: rootfs,
+                mebibytes: 64,
+                tag: "a"
+            ) { held in
                 // The source published its image and page proxy (CRIU froze the app).
                 func pageServer() -> (host: String, port: Int)? {
-                    guard let server = held.migration()?[path: ["spec", "containers"]]?.arrayValue?.first?[path: ["pageServer"]],
+                    guard
+                        let server = held.migration()?[path: ["spec", "containers"]]?.arrayValue?.first?[path: [
+                            "pageServer"
+                        ]],
                         let host = server[path: ["host"]]?.stringValue, let port = server[path: ["port"]]?.integerValue
                     else { return nil }
                     return (host, Int(port))
@@ -602,11 +633,14 @@ extension LiveMigrationEndToEndTests {
                 anonymous.certificateVerification = .none
                 let anonymousContext = try NIOSSLContext(configuration: anonymous)
                 let strangers: [(String, @Sendable (any Channel) throws -> Void)] = [
-                    ("no client certificate", { channel in
-                        try channel.pipeline.syncOperations.addHandler(
-                            try NIOSSLClientHandler(context: anonymousContext, serverHostname: nil)
-                        )
-                    }),
+                    (
+                        "no client certificate",
+                        { channel in
+                            try channel.pipeline.syncOperations.addHandler(
+                                try NIOSSLClientHandler(context: anonymousContext, serverHostname: nil)
+                            )
+                        }
+                    ),
                     ("a certificate of another CA", { try anotherCA.prepareClient($0) }),
                     ("an expired certificate of the cluster's CA", { try expired.prepareClient($0) }),
                 ]
@@ -619,7 +653,9 @@ extension LiveMigrationEndToEndTests {
                 // untouched: the source's processes are there, its Kill still waits.
                 let refusals = { () -> [String] in
                     ((try? String(contentsOfFile: a.folder + "/manager.log", encoding: .utf8)) ?? "")
-                        .split(separator: "\n").filter { $0.contains("page-server proxy refused a peer") }.map(String.init)
+                        .split(separator: "\n").filter { $0.contains("page-server proxy refused a peer") }.map(
+                            String.init
+                        )
                 }
                 #expect(
                     eventually(within: 30) { refusals().count == strangers.count },
@@ -640,7 +676,8 @@ extension LiveMigrationEndToEndTests {
                 )
                 let pagesIn = ContinuousClock.now - continued
                 #expect(
-                    !held.containerdB.logLines(containing: "migration: restored the live image; every page arrived").isEmpty,
+                    !held.containerdB.logLines(containing: "migration: restored the live image; every page arrived")
+                        .isEmpty,
                     "node-b: \(held.containerdB.logLines(containing: "migration").joined(separator: "\n"))\n\(criuLogs(under: scratch))"
                 )
                 var after: (count: Int, md5: String)?
@@ -649,13 +686,20 @@ extension LiveMigrationEndToEndTests {
                     return after != nil
                 }
                 #expect(after?.md5 == held.before.md5, "md5 before \(held.before.md5), after \(after?.md5 ?? "-")")
-                #expect(after?.count == held.before.count + 1, "count before \(held.before.count), after \(after?.count ?? -1)")
                 #expect(
-                    eventually(within: 60) { held.status()?[path: ["condition", "phase"]]?.stringValue == "Completed" },
+                    after?.count == held.before.count + 1,
+                    "count before \(held.before.count), after \(after?.count ?? -1)"
+                )
+                #expect(
+                    eventually(within: 60) {
+                        held.status()?[path: ["condition", "phase"]]?.stringValue == "Completed"
+                    },
                     "status \(String(describing: held.status()))\na:\n\(a.managerLog())\nb:\n\(b.managerLog())"
                 )
                 for line in seen { print("[zplive] page proxy refusal, \(line)") }
-                for line in refusals() { print("[zplive] page proxy refusal, node-a's manager logs: \(line.suffix(300))") }
+                for line in refusals() {
+                    print("[zplive] page proxy refusal, node-a's manager logs: \(line.suffix(300))")
+                }
                 print(
                     "[zplive] after \(strangers.count) refused peers the real target took the pages: "
                         + "\(milliseconds(pagesIn)) ms from its continuation to its Start's end; md5 \(after?.md5 ?? "-") kept; "
@@ -677,8 +721,15 @@ extension LiveMigrationEndToEndTests {
         let rootfs = try TestPaths.busyboxRootfs()
         let bound = Duration.seconds(15)
         try await withTwoNodes(sourceNodeConfig: "pages-transfer-timeout = 15s\n") { double, a, b, scratch, _ in
-            try await withHeldTarget(double: double, a: a, b: b, scratch: scratch, rootfs: rootfs, mebibytes: 16, tag: "b")
-            { held in
+            try await withHeldTarget(
+                double: double,
+                a: a,
+                b: b,
+                scratch: scratch,
+                rootfs: rootfs,
+                mebibytes: 16,
+                tag: "b"
+            ) { held in
                 #expect(
                     eventually(within: 400) { !held.kill.isRunning },
                     "ctr task kill on node-a did not return: \(held.containerdA.logLines(containing: "migration").joined(separator: "\n"))"
@@ -687,7 +738,10 @@ extension LiveMigrationEndToEndTests {
                 #expect(heldFor >= bound, "the Kill returned after \(milliseconds(heldFor)) ms, before the bound")
                 #expect(heldFor < bound + .seconds(60), "the Kill returned after \(milliseconds(heldFor)) ms")
                 let line = held.containerdA.logLines(containing: "the target did not take the pages within").first
-                #expect(line != nil, "node-a: \(held.containerdA.logLines(containing: "migration").joined(separator: "\n"))")
+                #expect(
+                    line != nil,
+                    "node-a: \(held.containerdA.logLines(containing: "migration").joined(separator: "\n"))"
+                )
                 // The app runs on on node-a, unharmed.
                 var after: (count: Int, md5: String)?
                 _ = eventually(within: 60) {
@@ -695,7 +749,10 @@ extension LiveMigrationEndToEndTests {
                     return after != nil
                 }
                 #expect(after?.md5 == held.before.md5, "md5 before \(held.before.md5), after \(after?.md5 ?? "-")")
-                #expect(after?.count == held.before.count + 1, "count before \(held.before.count), after \(after?.count ?? -1)")
+                #expect(
+                    after?.count == held.before.count + 1,
+                    "count before \(held.before.count), after \(after?.count ?? -1)"
+                )
                 #expect(taskRow(held.containerdA, held.sourceID)?.status == "RUNNING")
                 // kubelet's SIGKILL after the grace period.
                 _ = try held.containerdA.ctr(["task", "kill", "-s", "SIGKILL", held.sourceID])
@@ -744,8 +801,15 @@ extension LiveMigrationEndToEndTests {
     @Test func liveMigration_targetManagerKilledBeforeTheDaemonConnected_coldStartsAtOnce() async throws {
         let rootfs = try TestPaths.busyboxRootfs()
         try await withTwoNodes { double, a, b, scratch, managers in
-            try await withHeldTarget(double: double, a: a, b: b, scratch: scratch, rootfs: rootfs, mebibytes: 64, tag: "c")
-            { held in
+            try await withHeldTarget(
+                double: double,
+                a: a,
+                b: b,
+                scratch: scratch,
+                rootfs: rootfs,
+                mebibytes: 64,
+                tag: "c"
+            ) { held in
                 // node-b's manager pulled the image and opened its loopback proxy (a third listener).
                 #expect(
                     eventually(within: 120) {
@@ -766,8 +830,14 @@ extension LiveMigrationEndToEndTests {
                     "node-b: \(held.containerdB.logLines(containing: "migration").joined(separator: "\n"))"
                 )
                 let scratchLine = held.containerdB.logLines(containing: "ended during the restore").first
-                #expect(scratchLine != nil, "node-b: \(held.containerdB.logLines(containing: "migration").joined(separator: "\n"))")
-                #expect(recovered < .seconds(30), "the cold start came \(milliseconds(recovered)) ms after the target continued")
+                #expect(
+                    scratchLine != nil,
+                    "node-b: \(held.containerdB.logLines(containing: "migration").joined(separator: "\n"))"
+                )
+                #expect(
+                    recovered < .seconds(30),
+                    "the cold start came \(milliseconds(recovered)) ms after the target continued"
+                )
                 var fresh: (count: Int, md5: String)?
                 _ = eventually(within: 120) {
                     fresh = parse(held.netnsB.httpGet(port: 8080))
@@ -788,7 +858,9 @@ extension LiveMigrationEndToEndTests {
                 #expect(
                     eventually(within: 60) {
                         !FileManager.default.fileExists(atPath: a.layout.migrationDirectory(containerID: held.sourceID))
-                            && !FileManager.default.fileExists(atPath: b.layout.migrationDirectory(containerID: held.targetID))
+                            && !FileManager.default.fileExists(
+                                atPath: b.layout.migrationDirectory(containerID: held.targetID)
+                            )
                     },
                     "left: \((try? run(["find", a.folder + "/state", b.folder + "/state"]))?.stdout ?? "")"
                 )
@@ -815,8 +887,15 @@ extension LiveMigrationEndToEndTests {
     @Test func liveMigration_sourceManagerRestartedBeforeTheTargetConnected_fails_andBothEndsMoveOn() async throws {
         let rootfs = try TestPaths.busyboxRootfs()
         try await withTwoNodes { double, a, b, scratch, managers in
-            try await withHeldTarget(double: double, a: a, b: b, scratch: scratch, rootfs: rootfs, mebibytes: 64, tag: "d")
-            { held in
+            try await withHeldTarget(
+                double: double,
+                a: a,
+                b: b,
+                scratch: scratch,
+                rootfs: rootfs,
+                mebibytes: 64,
+                tag: "d"
+            ) { held in
                 #expect(
                     eventually(within: 120) {
                         held.migration()?[path: ["spec", "containers"]]?.arrayValue?.first?[path: ["pageServer"]] != nil
@@ -835,7 +914,10 @@ extension LiveMigrationEndToEndTests {
                 let sourceEnded = ContinuousClock.now - restartedAt
                 #expect(eventually(within: 60) { processes(inNetns: held.netnsA.path).isEmpty })
                 let sourceLine = held.containerdA.logLines(containing: "the node's manager went away").first
-                #expect(sourceLine != nil, "node-a: \(held.containerdA.logLines(containing: "migration").joined(separator: "\n"))")
+                #expect(
+                    sourceLine != nil,
+                    "node-a: \(held.containerdA.logLines(containing: "migration").joined(separator: "\n"))"
+                )
                 let continued = ContinuousClock.now
                 _ = Glibc.kill(held.targetShim, SIGCONT)
                 #expect(eventually(within: 400) { !held.create.isRunning }, "ctr run on node-b did not return")
@@ -858,7 +940,9 @@ extension LiveMigrationEndToEndTests {
                 #expect(
                     eventually(within: 60) {
                         !FileManager.default.fileExists(atPath: a.layout.migrationDirectory(containerID: held.sourceID))
-                            && !FileManager.default.fileExists(atPath: b.layout.migrationDirectory(containerID: held.targetID))
+                            && !FileManager.default.fileExists(
+                                atPath: b.layout.migrationDirectory(containerID: held.targetID)
+                            )
                     },
                     "left: \((try? run(["find", a.folder + "/state", b.folder + "/state"]))?.stdout ?? "")"
                 )
@@ -871,7 +955,8 @@ extension LiveMigrationEndToEndTests {
                         + "source's Kill returned \(milliseconds(sourceEnded)) ms after the old manager's SIGTERM; the target started "
                         + "from scratch \(milliseconds(recovered)) ms after it continued; Migration Failed: "
                         + "\(held.status()?[path: ["condition", "message"]]?.stringValue ?? "-"); source shim: "
-                        + (sourceLine.map(fromMigration) ?? "-") + "; target shim: " + (targetLine.map(fromMigration) ?? "-")
+                        + (sourceLine.map(fromMigration) ?? "-") + "; target shim: "
+                        + (targetLine.map(fromMigration) ?? "-")
                 )
             }
         }
@@ -953,10 +1038,18 @@ extension LiveMigrationEndToEndTests {
             },
             "node-a's manager does not see the container:\n\(a.managerMetrics())\n\(a.managerLog())"
         )
-        try double.create("pods", namespace: podA.namespace, livePod(podA.name, node: a.name, containerID: appA, running: true))
+        try double.create(
+            "pods",
+            namespace: podA.namespace,
+            livePod(podA.name, node: a.name, containerID: appA, running: true)
+        )
         let deleted = ContinuousClock.now
         #expect(double.call("DELETE", "/api/v1/namespaces/\(podA.namespace)/pods/\(podA.name)").status == 200)
-        try double.create("pods", namespace: podB.namespace, livePod(podB.name, node: b.name, containerID: "", running: false))
+        try double.create(
+            "pods",
+            namespace: podB.namespace,
+            livePod(podB.name, node: b.name, containerID: "", running: false)
+        )
         func migration() -> JSON? { double.object("migrations", namespace: podA.namespace, name: podA.name) }
         try #require(
             await eventuallyAsync(within: 60) { migration()?[path: ["spec", "targetPod"]]?.stringValue == podB.name },
@@ -966,7 +1059,11 @@ extension LiveMigrationEndToEndTests {
         let (sandboxB, ipB) = try await bedB.runPodSandbox(podB)
         let clientA = bedA.client
         async let stopped: Void = clientA.stopContainer(appA, timeout: 30)
-        let appB = try await bedB.client.createContainer(podID: sandboxB, config(podB), sandboxConfig: podB.sandboxConfig)
+        let appB = try await bedB.client.createContainer(
+            podID: sandboxB,
+            config(podB),
+            sandboxConfig: podB.sandboxConfig
+        )
         try await bedB.client.startContainer(appB)
         let started = ContinuousClock.now
         try await stopped

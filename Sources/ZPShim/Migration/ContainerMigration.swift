@@ -365,7 +365,10 @@ final class ContainerMigration: Sendable {
                 await client.waitClosed()
                 guard !dumpEnded.value.withLock({ $0 }) else { return nil }
                 logger.warning(
-                    "migration: the node's manager went away during the live transfer (its page proxy with it): ending the dump; the processes end as the Kill asked"
+                    """
+                    migration: the node's manager went away during the live transfer (its page proxy with it): \
+                    ending the dump; the processes end as the Kill asked
+                    """
                 )
                 releasePageServer(port: port)
                 return nil
