@@ -271,8 +271,9 @@ let package = Package(
             name: "ZPShimTests",
             dependencies: [
                 "ZPShim", "ZPAPI", "ZPSystem", "ZPTTRPC", "ZPKube", "KubeAPIDouble", "ZPTestSupport",
-                "ZPActivator", "ZPBPF", "ZPImageArchive", "ZPCRITestBed",
+                "ZPActivator", "ZPBPF", "ZPImageArchive", "ZPCRITestBed", "ZPManager",
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             swiftSettings: strict
         ),

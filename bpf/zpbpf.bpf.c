@@ -23,10 +23,10 @@
 //   zp_tc_ingress   (above, first) drops the segments of the TCP connections a checkpoint dumped (zp_held, by 4-tuple) until the restore has put
 //                   their sockets back, so the peers see no reset; a segment with data or FIN wakes
 //                   the owner (ringbuf zp_events).
-//   zp_sk_lookup    (above) lets a new connection of a port with a handover listener (zp_handover)
-//                   take the regular lookup to that listener, which the restored application's own
-//                   listener joins (SO_REUSEPORT group); probe sources and kubelet's connections
-//                   still go to the activator.
+//   zp_sk_lookup    (above) gives a new connection of a port with a handover listener (zp_handover)
+//                   to that listener (zp_handover_socks; the regular lookup when it is bound to one
+//                   address), whose SO_REUSEPORT group the restored application's own listener
+//                   joins; probe sources and kubelet's connections still go to the activator.
 //   zp_reuseport_migrate  sk_reuseport/migrate on the handover listener's group: when the listener
 //                   closes, its queued connections move to the application's listener.
 //
@@ -85,6 +85,7 @@ static __always_inline void *kubelet_conns(void) {
 }
 
 static __always_inline int zp_handover_takes(struct bpf_sk_lookup *ctx, __u32 port);
+static __always_inline void zp_handover_assign(struct bpf_sk_lookup *ctx, __u32 port);
 
 SEC("sk_lookup")
 int zp_sk_lookup(struct bpf_sk_lookup *ctx) {
@@ -94,8 +95,10 @@ int zp_sk_lookup(struct bpf_sk_lookup *ctx) {
     __u32 *on = bpf_map_lookup_elem(&zp_redirect_on, &port);
     if (!on || *on == 0)
         return SK_PASS;
-    if (zp_handover_takes(ctx, port))
+    if (zp_handover_takes(ctx, port)) {
+        zp_handover_assign(ctx, port);
         return SK_PASS;
+    }
     struct bpf_sock *sk = bpf_map_lookup_elem(&zp_listeners, &port);
     if (!sk)
         return SK_PASS;
@@ -290,6 +293,36 @@ static __always_inline int zp_handover_takes(struct bpf_sk_lookup *ctx, __u32 po
         zp_emit(ZP_EVENT_CONNECTION, port, h->owner);
     }
     return 1;
+}
+
+/// The handover listeners bound to the any-address, by port (| ZP_HANDOVER_V6 for IPv6); a
+/// socket leaves the map when it closes.
+struct {
+    __uint(type, BPF_MAP_TYPE_SOCKHASH);
+    __uint(max_entries, ZP_MAX_PORTS * 2);
+    __type(key, __u32);
+    __type(value, __u64);
+} zp_handover_socks SEC(".maps");
+
+/// A connection the handover takes goes to the handover listener itself, not to whichever
+/// listener of the port the regular lookup finds first: CRIU's restore binds the application's
+/// listener before the processes run, and an IPv4 listener is found before ours (newest first),
+/// so the connections arriving during the restore would wait in a backlog no one accepts from
+/// yet, and be dropped once it is full (decision 0056). An IPv4 connection takes an IPv4
+/// listener, else a dual-stack IPv6 one. Without one (closed at post-resume, or bound to one
+/// address), the regular lookup runs.
+static __always_inline void zp_handover_assign(struct bpf_sk_lookup *ctx, __u32 port) {
+    __u32 key = port | (ctx->family == ZP_AF_INET6 ? ZP_HANDOVER_V6 : 0);
+    struct bpf_sock *sk = bpf_map_lookup_elem(&zp_handover_socks, &key);
+    if (!sk && ctx->family == ZP_AF_INET) {
+        key = port | ZP_HANDOVER_V6;
+        sk = bpf_map_lookup_elem(&zp_handover_socks, &key);
+    }
+    if (!sk)
+        return;
+    // -EAFNOSUPPORT for an IPv6-only socket and an IPv4 connection: the regular lookup runs.
+    bpf_sk_assign(ctx, sk, BPF_SK_LOOKUP_F_NO_REUSEPORT);
+    bpf_sk_release(sk);
 }
 
 /// TC_ACT_SHOT for a segment of a held connection (and the wake event for its data or FIN),

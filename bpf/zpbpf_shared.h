@@ -15,6 +15,8 @@
 #include <bpf/bpf_endian.h>
 
 #define ZP_MAX_PORTS 128
+// zp_handover_socks keys: the port, with this bit for an IPv6 listener.
+#define ZP_HANDOVER_V6 0x10000
 #define ZP_MAX_PROBE_SOURCES 64
 #define ZP_MAX_KUBELET_NAMES 16
 #define ZP_MAX_KUBELET_CONNS 4096

@@ -2,7 +2,10 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <sched.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include "CZPSystem.h"
 
@@ -17,3 +20,16 @@ int czpsystem_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 int czpsystem_accept_cloexec(int fd) { return accept4(fd, NULL, NULL, SOCK_CLOEXEC); }
 
 int czpsystem_unshare_fs(void) { return unshare(CLONE_FS); }
+
+int czpsystem_pidfd_open(int pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+
+int czpsystem_pidfd_getfd(int pidfd, int fd) { return (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0); }
+
+int czpsystem_tcp_accept_queue(int fd, unsigned int *queued, unsigned int *backlog) {
+    struct tcp_info info;
+    socklen_t length = sizeof(info);
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &length) != 0) return -1;
+    *queued = info.tcpi_unacked;
+    *backlog = info.tcpi_sacked;
+    return 0;
+}

@@ -50,7 +50,8 @@ enum EmbeddedObject {
                     nodeKubeletConnections: try map(object, "zp_node_kubelet_conns"),
                     held: try map(object, "zp_held"),
                     handover: try map(object, "zp_handover"),
-                    events: try map(object, "zp_events")
+                    events: try map(object, "zp_events"),
+                    handoverSockets: try map(object, "zp_handover_socks")
                 )
             )
         }
@@ -116,6 +117,10 @@ struct Maps: Sendable {
     let handover: SharedDescriptor
     /// The wake events (ringbuf) of both.
     let events: SharedDescriptor
+    /// The handover listeners by slot (`REUSEPORT_SOCKARRAY`), which `zp_reuseport_migrate`
+    /// selects for new connections while they are open; nil in a pod pinned by a shim from before
+    /// the map (the kernel then picks by hash, as it did).
+    let handoverSockets: SharedDescriptor?
 
     /// Pin file names, in bpffs, for each map.
     var byPinName: [(String, SharedDescriptor)] {
@@ -124,7 +129,7 @@ struct Maps: Sendable {
             ("map_probe_src", probeSources), ("map_config", config),
             ("map_node_kubelet_conns", nodeKubeletConnections),
             ("map_held", held), ("map_handover", handover), ("map_events", events),
-        ]
+        ] + (handoverSockets.map { [("map_handover_socks", $0)] } ?? [])
     }
 }
 

@@ -152,6 +152,51 @@ extension PodRedirector {
         }
     }
 
+    /// Registers a handover listener made by ``makeHandoverListener(for:inNamespaceAt:backlog:)``
+    /// in `zp_handover_socks`, so that `zp_sk_lookup` gives it the connections the handover takes
+    /// directly, rather than leaving them to the regular lookup, which finds an IPv4 application
+    /// listener restored by CRIU before ours while the restored processes do not run yet
+    /// (decision 0056). The kernel removes the entry when the socket closes.
+    /// - Returns: false for a listener bound to one address (the regular lookup keeps choosing by
+    ///   address), or when the pod's pins predate the map.
+    /// - Throws: `BPFError` when the map refuses the socket.
+    public func registerHandoverListener(
+        _ socket: borrowing OwnedDescriptor,
+        for listener: TCPListenerAddress
+    ) throws(BPFError) -> Bool {
+        let any: Bool
+        switch listener.address {
+        case .v4(let value): any = value == 0
+        case .v6(let high, let low): any = high == 0 && low == 0
+        }
+        guard any else { return false }
+        let fd = socket.rawValue
+        return try withHandles { (h) throws(BPFError) -> Bool in
+            guard let map = h.maps.handoverSockets else { return false }
+            var key = Self.handoverSocketKey(port: listener.port, ipv6: listener.isIPv6)
+            var value = UInt64(UInt32(bitPattern: fd))
+            let rc = bpf_map_update_elem(map.rawValue, &key, &value, UInt64(BPF_ANY))
+            if rc >= 0 { return true }
+            try libbpfCall("bpf_map_update_elem", "zp_handover_socks for \(listener)") { rc }
+            return false
+        }
+    }
+
+    /// The key of a handover listener in `zp_handover_socks` (the port, `ZP_HANDOVER_V6` for IPv6).
+    static func handoverSocketKey(port: UInt16, ipv6: Bool) -> UInt32 {
+        UInt32(port) | (ipv6 ? 0x10000 : 0)
+    }
+
+    /// Whether a handover listener is registered for `port` (its entry goes when it closes).
+    public func hasHandoverListener(port: UInt16, ipv6: Bool) throws(BPFError) -> Bool {
+        try withHandles { (h) throws(BPFError) -> Bool in
+            guard let map = h.maps.handoverSockets else { return false }
+            var key = Self.handoverSocketKey(port: port, ipv6: ipv6)
+            var cookie: UInt64 = 0
+            return bpf_map_lookup_elem(map.rawValue, &key, &cookie) >= 0
+        }
+    }
+
     /// Ends the handover of `port`: its redirected connections go to the activator again.
     public func removeHandover(port: UInt16) throws(BPFError) {
         try withHandles { (h) throws(BPFError) in

@@ -644,7 +644,8 @@ public final class PodRedirector: Sendable {
                 nodeKubeletConnections: try map("map_node_kubelet_conns"),
                 held: try map("map_held"),
                 handover: try map("map_handover"),
-                events: try map("map_events")
+                events: try map("map_events"),
+                handoverSockets: maps["map_handover_socks"]
             ),
             links: links.sorted { $0.0 < $1.0 },
             pinDirectory: directory,

@@ -56,10 +56,56 @@ public final class ContainerConnections: Sendable {
         var redirectedPorts: Set<UInt16> = []
         /// Our handover listeners, by port.
         var handovers: [UInt16: [SharedDescriptor]] = [:]
-        /// Ports whose handover listeners ``processesResumed()`` closed, still marked in the
-        /// redirector until ``endHandover(ports:)``.
+        /// Ports whose handover listeners ``processesResumed()`` closed,
+        /// still marked in the redirector until ``endHandover(ports:)``.
         var resumedPorts: Set<UInt16> = []
+        /// Restored listeners whose backlog is raised until they have taken what we queued.
+        var widened: [WidenedListener] = []
     }
+
+    /// A listening socket of the restored application, as the shim found it after the restore:
+    /// one process holding it, the descriptor number there, and the socket's inode.
+    public struct ApplicationListener: Sendable, Hashable {
+        /// The port it listens on.
+        public var port: UInt16
+        /// A process holding it (host pid).
+        public var pid: Int32
+        /// Its descriptor number in that process.
+        public var descriptor: Int32
+        /// The socket's inode (`socket:[inode]`).
+        public var inode: UInt64
+
+        /// A listener found in `/proc`.
+        public init(port: UInt16, pid: Int32, descriptor: Int32, inode: UInt64) {
+            self.port = port
+            self.pid = pid
+            self.descriptor = descriptor
+            self.inode = inode
+        }
+    }
+
+    /// A restored listener whose backlog ``socketsRestored(applicationListeners:)`` raised
+    /// (decision 0056), reached again through its process for each look.
+    struct WidenedListener: Sendable {
+        var listener: ApplicationListener
+        /// `pidfd_open` of ``ApplicationListener/pid``: fails the copies once the process is gone.
+        var process: SharedDescriptor
+        /// The application's own backlog (as the kernel applied it), set back at the end.
+        var ownBacklog: UInt32
+        /// When the backlog was raised.
+        var since: ContinuousClock.Instant
+        /// Since when the accept queue has been within ``ownBacklog`` at every look.
+        var calmSince: ContinuousClock.Instant? = nil
+    }
+
+    /// How long a restored listener's accept queue must stay within the application's own
+    /// backlog before that backlog is set back: a burst that woke the container usually goes on
+    /// arriving for a while after the queued part was taken.
+    public static let widenedBacklogCalm: Duration = .seconds(1)
+
+    /// How long a restored listener keeps the raised backlog at most, when the application does
+    /// not take its queue down to its own backlog (it accepts slowly, or not at all).
+    public static let widenedBacklogLimit: Duration = .seconds(10)
 
     private let state = Mutex(State())
     /// Where the queues of the handover listeners go at a cold start (``onColdStartQueue(_:)``).
@@ -128,8 +174,39 @@ public final class ContainerConnections: Sendable {
 
     /// CRIU's `post-restore`: the sockets are back (still in repair mode, released before the
     /// processes resume): their peers' segments pass again.
-    public func socketsRestored() {
+    ///
+    /// The restored listening sockets are back too, in our handover listeners' reuseport groups,
+    /// while their processes do not run yet: new connections are spread over both by hash until
+    /// ``processesResumed()``, and the migration at our listeners' close ignores the
+    /// application's backlog. A burst that woke the container would then overflow a small backlog
+    /// (busybox httpd listens with 9), and every connection arriving until the application has
+    /// accepted the queue would be dropped or answered with a SYN cookie, which without us it
+    /// would not have been (decision 0056). So the backlog of each of `applicationListeners` on a
+    /// handed-over port is raised to our listener's now, and set back to the application's own
+    /// once its queue has stayed within it for ``widenedBacklogCalm``
+    /// (``settleWidenedListeners(now:force:)``), at the latest after ``widenedBacklogLimit``, or
+    /// before the next dump.
+    /// - Parameter applicationListeners: the restored application's listening sockets (the shim
+    ///   finds them in `/proc`); empty leaves every backlog as the application set it.
+    public func socketsRestored(applicationListeners: [ApplicationListener] = []) {
         releaseHeld(reason: "sockets restored")
+        guard !applicationListeners.isEmpty else { return }
+        let ours = state.withLock { $0.handovers }
+        var wideBacklog: UInt32 = 0
+        for socket in ours.values.joined() {
+            if let queue = try? socket.withOwner({ (listener) throws(SystemError) in
+                try ListeningSockets.acceptQueue(of: listener)
+            }) {
+                wideBacklog = max(wideBacklog, queue.backlog)
+            }
+        }
+        let widened = widen(applicationListeners.filter { ours[$0.port] != nil }, to: wideBacklog)
+        if !widened.isEmpty {
+            logger.info(
+                "restored listeners' backlog raised while they take the handover queue",
+                metadata: ["widened": "\(widened)"]
+            )
+        }
     }
 
     /// CRIU's `post-resume`: the restored processes run, and their listening sockets (restored
@@ -147,14 +224,118 @@ public final class ContainerConnections: Sendable {
             s.handovers = [:]
             return open
         }
-        for (_, sockets) in closing { for socket in sockets { socket.close() } }
+        var queued: [UInt16: UInt32] = [:]
+        for (port, sockets) in closing {
+            for socket in sockets {
+                if let queue = try? socket.withOwner({ (listener) throws(SystemError) in
+                    try ListeningSockets.acceptQueue(of: listener)
+                }) {
+                    queued[port, default: 0] += queue.queued
+                }
+                socket.close()
+            }
+        }
         if !closing.isEmpty {
-            logger.debug(
+            logger.log(
+                level: queued.values.contains { $0 > 0 } ? .info : .debug,
                 "restored processes resumed: handover listeners closed, their queues moved to the application",
-                metadata: ["ports": "\(closing.map(\.0).sorted())"]
+                metadata: [
+                    "ports": "\(closing.map(\.0).sorted())",
+                    "queued": "\(queued.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" })",
+                ]
             )
         }
     }
+
+    /// Raises the backlog of `listeners` to `backlog` where it is smaller; returns a description
+    /// of each one raised.
+    private func widen(_ listeners: [ApplicationListener], to backlog: UInt32) -> [String] {
+        guard backlog > 0 else { return [] }
+        var raised: [WidenedListener] = []
+        var notes: [String] = []
+        for listener in listeners {
+            do throws(SystemError) {
+                let process = try ListeningSockets.processDescriptor(listener.pid)
+                let socket = try ListeningSockets.copy(descriptor: listener.descriptor, of: process)
+                guard try ListeningSockets.inode(of: socket) == listener.inode else { continue }
+                let own = try ListeningSockets.acceptQueue(of: socket).backlog
+                guard own < backlog else { continue }
+                try ListeningSockets.setBacklog(Int32(clamping: backlog), of: socket)
+                raised.append(
+                    WidenedListener(
+                        listener: listener,
+                        process: SharedDescriptor(process),
+                        ownBacklog: own,
+                        since: .now
+                    )
+                )
+                notes.append("port \(listener.port): backlog \(own) → \(backlog)")
+            } catch {
+                logger.debug(
+                    "restored listener's backlog not raised",
+                    metadata: ["port": "\(listener.port)", "pid": "\(listener.pid)", "error": "\(error)"]
+                )
+            }
+        }
+        if !raised.isEmpty { state.withLock { $0.widened += raised } }
+        return notes
+    }
+
+    /// Sets the backlog of each restored listener raised by
+    /// ``socketsRestored(applicationListeners:)`` back to the application's own once its accept
+    /// queue has stayed within it for ``widenedBacklogCalm``, or when ``widenedBacklogLimit`` has
+    /// passed, or now when `force`
+    /// (before a dump, which must record the application's own). A listener the application
+    /// closed meanwhile, or whose process is gone, is forgotten. The scale-down driver calls this
+    /// every 50 ms.
+    public func settleWidenedListeners(now: ContinuousClock.Instant = .now, force: Bool = false) {
+        let pending = state.withLock { s -> [WidenedListener] in
+            defer { s.widened = [] }
+            return s.widened
+        }
+        guard !pending.isEmpty else { return }
+        var keep: [WidenedListener] = []
+        for var widened in pending {
+            do throws(SystemError) {
+                let listener = widened.listener
+                let waited = now - widened.since
+                let calmSince = widened.calmSince
+                let forced = force || waited >= Self.widenedBacklogLimit
+                // nil: set back, or the application closed the socket (its number names another
+                // file now); else the queue now.
+                let queued = try widened.process.withOwner { (process) throws(SystemError) -> UInt32? in
+                    let socket = try ListeningSockets.copy(descriptor: listener.descriptor, of: process)
+                    guard try ListeningSockets.inode(of: socket) == listener.inode else { return nil }
+                    let queue = try ListeningSockets.acceptQueue(of: socket)
+                    let calm = queue.queued <= widened.ownBacklog
+                    let calmEnough = calm && calmSince.map { now - $0 >= Self.widenedBacklogCalm } == true
+                    guard forced || calmEnough else { return queue.queued }
+                    try ListeningSockets.setBacklog(Int32(clamping: widened.ownBacklog), of: socket)
+                    logger.info(
+                        "restored listener's own backlog set back",
+                        metadata: [
+                            "port": "\(listener.port)", "backlog": "\(widened.ownBacklog)",
+                            "queued": "\(queue.queued)", "after": "\(waited)",
+                        ]
+                    )
+                    return nil
+                }
+                guard let queued else { continue }
+                if queued > widened.ownBacklog {
+                    widened.calmSince = nil
+                } else if widened.calmSince == nil {
+                    widened.calmSince = now
+                }
+                keep.append(widened)
+            } catch {
+                // The process closed the socket or ended: nothing to set back.
+            }
+        }
+        if !keep.isEmpty { state.withLock { $0.widened = keep + $0.widened } }
+    }
+
+    /// Whether a restored listener's backlog is raised now (``socketsRestored(applicationListeners:)``).
+    public var hasWidenedListeners: Bool { state.withLock { !$0.widened.isEmpty } }
 
     /// The restore failed: releases the held connections (their peers meet a reset on their next
     /// segment, as without zeropod). The handover listeners stay for a second restore from the
@@ -211,6 +392,7 @@ public final class ContainerConnections: Sendable {
 
     /// The container is deleted: nothing stays held or handed over.
     public func containerGone() {
+        state.withLock { $0.widened = [] }
         releaseHeld(reason: "container deleted")
         endHandover(ports: nil)
     }
@@ -257,6 +439,7 @@ public final class ContainerConnections: Sendable {
     public func checkpointed() -> [UInt16] {
         guard settings.listenerHandover else { return [] }
         var notes: [(UInt16, String, [TCPListenerAddress])] = []
+        var addressBound: [TCPListenerAddress] = []
         let (handedOver, replaced) = state.withLock { s -> ([UInt16], [SharedDescriptor]) in
             var handedOver: [UInt16] = []
             var replaced: [SharedDescriptor] = []
@@ -269,11 +452,13 @@ public final class ContainerConnections: Sendable {
                 var sockets: [SharedDescriptor] = []
                 do throws(BPFError) {
                     for listener in mine {
-                        sockets.append(
-                            SharedDescriptor(
-                                try redirector.makeHandoverListener(for: listener, inNamespaceAt: namespacePath)
-                            )
-                        )
+                        let socket = try redirector.makeHandoverListener(for: listener, inNamespaceAt: namespacePath)
+                        // Connections the handover takes go to this listener itself (decision
+                        // 0056); one bound to a single address is left to the regular lookup.
+                        if !(try redirector.registerHandoverListener(socket, for: listener)) {
+                            addressBound.append(listener)
+                        }
+                        sockets.append(SharedDescriptor(socket))
                     }
                     try redirector.setHandover(port: port, owner: owner)
                 } catch {
@@ -289,6 +474,12 @@ public final class ContainerConnections: Sendable {
             return (handedOver, replaced)
         }
         for socket in replaced { socket.close() }
+        if !addressBound.isEmpty {
+            logger.info(
+                "handover listeners left to the regular lookup (bound to one address): during a restore, new connections may reach the application's listener before it runs",
+                metadata: ["listeners": "\(addressBound.map(\.description))"]
+            )
+        }
         for (port, reason, listeners) in notes {
             logger.info(
                 "port \(port) keeps the activator's proxy: \(reason)",

@@ -18,7 +18,7 @@ struct LifecycleTests {
         let pod = try lab.namespace("pod")
         var redirector: PodRedirector? = try PodRedirector(netnsPath: Lab.path(pod))
         let ids = try redirector!.kernelObjectIDs()
-        #expect(ids.maps.count == 9)
+        #expect(ids.maps.count == 10)
         let names = try redirector!.linkNames()
         #expect(ids.links.count == 2, "sk_lookup and the tcx link on lo: \(names)")
         #expect(try Set(ids.links).isSubset(of: bpftoolIDs("link")))
@@ -59,7 +59,7 @@ struct LifecycleTests {
         #expect(stat(dir.string, &st) == 0 && st.st_mode & 0o777 == 0o700)
         #expect(stat(root.string, &st) == 0 && st.st_mode & 0o777 == 0o700)
         let pins = try FileManager.default.contentsOfDirectory(atPath: dir.string).sorted()
-        #expect(pins.count == 13, "9 maps, 3 links and the reuseport program: \(pins)")
+        #expect(pins.count == 14, "10 maps, 3 links and the reuseport program: \(pins)")
         for name in pins {
             #expect(stat(dir.appending(name).string, &st) == 0 && st.st_mode & 0o777 == 0o600, "\(name)")
         }
@@ -118,7 +118,7 @@ struct LifecycleTests {
         var programs: PodRedirector.Programs? = try PodRedirector.Programs.load()
         let loaded = Set(try programs!.mapIDs())
         let mapsNow = try bpftoolIDs("map")
-        #expect(loaded.count == 9 && loaded.isSubset(of: mapsNow), "a preload creates the pod's nine maps")
+        #expect(loaded.count == 10 && loaded.isSubset(of: mapsNow), "a preload creates the pod's ten maps")
         let redirector = try PodRedirector(netnsPath: Lab.path(pod), programs: programs)
         programs = nil
         let ids = try redirector.kernelObjectIDs()
@@ -131,7 +131,7 @@ struct LifecycleTests {
         var unused: PodRedirector.Programs? = try PodRedirector.Programs.load()
         let spare = Set(try unused!.mapIDs())
         let mapsThen = try bpftoolIDs("map")
-        #expect(spare.count == 9 && spare.isSubset(of: mapsThen))
+        #expect(spare.count == 10 && spare.isSubset(of: mapsThen))
         unused = nil
         #expect(try eventually { try bpftoolIDs("map").isDisjoint(with: spare) }, "an unused preload frees its maps")
     }

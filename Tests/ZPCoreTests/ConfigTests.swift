@@ -657,6 +657,40 @@ func containerConfig_refuses(_ c: BadCase) {
     }
 }
 
+/// `pages-transfer-timeout`: the shims' bound on a live migration's page transfer (decision 0058):
+/// a positive Go duration of at most a day, default 5m (the original's `-pages-transfer-timeout`).
+@Test func nodeConfig_pagesTransferTimeoutSetting() throws {
+    #expect(NodeConfig().pagesTransferTimeout == .seconds(300))
+    #expect(NodeConfig().rendered.contains("pages-transfer-timeout = 5m0s\n"))
+    let accepted: [(String, Duration)] = [
+        ("15s", .seconds(15)), ("1m30s", .seconds(90)), ("500ms", .milliseconds(500)), ("24h", .seconds(86_400)),
+    ]
+    for (text, duration) in accepted {
+        let c = try NodeConfig(parsing: "pages-transfer-timeout = \(text)")
+        #expect(c.pagesTransferTimeout == duration)
+        #expect(try NodeConfig(parsing: c.rendered) == c)
+    }
+    let positive = "must be positive (the pages need time to move)"
+    let table: [(String, String)] = [
+        ("pages-transfer-timeout = 0", #"n.conf:1: pages-transfer-timeout: invalid duration "0": "# + positive),
+        ("pages-transfer-timeout = -1m", #"n.conf:1: pages-transfer-timeout: invalid duration "-1m": "# + positive),
+        (
+            "pages-transfer-timeout = 5",
+            #"n.conf:1: pages-transfer-timeout: invalid duration "5": missing unit (one of ns, us, ms, s, m, h)"#
+        ),
+        ("pages-transfer-timeout = 25h", #"n.conf:1: pages-transfer-timeout: invalid duration "25h": at most 24h0m0s"#),
+        ("pages-transfer-timeout =", #"n.conf:1: pages-transfer-timeout: invalid duration "": empty"#),
+    ]
+    for (text, message) in table {
+        do {
+            let c = try NodeConfig(parsing: text, source: "n.conf")
+            Issue.record("accepted \(text) as \(c)")
+        } catch {
+            #expect(error.description == message)
+        }
+    }
+}
+
 @Test func lazyRestoreMode_decision() {
     let threshold = LazyRestoreMode.autoThresholdBytes
     #expect(threshold == 160 * 1024 * 1024)

@@ -63,7 +63,9 @@ private func roundTrip(port: Int, _ bytes: [UInt8]) throws -> [UInt8] {
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
     address.sin_port = UInt16(port).bigEndian
     let connected = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        }
     }
     guard connected == 0 else { throw POSIXError(.ECONNREFUSED) }
     var received: [UInt8] = []
@@ -165,6 +167,68 @@ private func roundTrip(port: Int, _ bytes: [UInt8]) throws -> [UInt8] {
             host: "127.0.0.1",
             serverTLS: nil,
             backend: .init(host: "127.0.0.1", port: source.port, tls: targetTLS),
+            timeout: .seconds(60),
+            logger: Self.logger
+        )
+        let port = target.port
+        let echoed = try await onThread { try roundTrip(port: port, Array("pages".utf8)) }
+        #expect(echoed == Array("pages".utf8))
+        #expect(backend.accepted == 1)
+    }
+
+    /// Peers with a certificate the cluster's CA did not sign (trusting ours), or with an expired
+    /// one it did sign, are refused in the handshake too: the backend is never reached, and the
+    /// real target still gets through afterwards.
+    @Test(arguments: ["another CA", "expired"])
+    func peerWithInvalidCertificate_neverReachesTheBackend(kind: String) async throws {
+        let backend = try await EchoServer()
+        defer { backend.channel.close(promise: nil) }
+        let sourceTLS = try NodeTLS(credentials: try Self.ca.issueLeaf(ipAddress: "127.0.0.1"))
+        let group = MultiThreadedEventLoopGroup.singleton
+        let source = try await PageServerProxy.start(
+            group: group,
+            host: "127.0.0.1",
+            serverTLS: sourceTLS,
+            backend: .init(host: "127.0.0.1", port: backend.port, tls: nil),
+            timeout: .seconds(60),
+            logger: Self.logger
+        )
+        defer { source.close() }
+        let credentials: NodeCredentials
+        if kind == "expired" {
+            credentials = try Self.ca.issueLeaf(ipAddress: "127.0.0.5", now: Date() - 7200, validity: 3600)
+        } else {
+            let forged = try NodeCertificateAuthority.generate().issueLeaf(ipAddress: "127.0.0.5")
+            credentials = NodeCredentials(
+                caCertificatePEM: Self.ca.certificatePEM,
+                certificatePEM: forged.certificatePEM,
+                privateKeyPEM: forged.privateKeyPEM
+            )
+        }
+        let strangerTLS = try NodeTLS(credentials: credentials)
+        let errors = Texts()
+        let stranger = try await ClientBootstrap(group: group)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try strangerTLS.prepareClient(channel)
+                    try channel.pipeline.syncOperations.addHandler(ErrorRecorder(errors: errors))
+                }
+            }
+            .connect(host: "127.0.0.1", port: source.port).get()
+        try? await stranger.writeAndFlush(ByteBuffer(bytes: [1, 2, 3, 4])).get()
+        try await stranger.closeFuture.get()
+        print("page proxy refusal, \(kind) — the peer sees: \(errors.all.withLock { $0 })")
+        #expect(!errors.all.withLock { $0 }.isEmpty, "the peer saw no error")
+        #expect(backend.accepted == 0, "the refused peer reached the backend")
+        let target = try await PageServerProxy.start(
+            group: group,
+            host: "127.0.0.1",
+            serverTLS: nil,
+            backend: .init(
+                host: "127.0.0.1",
+                port: source.port,
+                tls: try NodeTLS(credentials: try Self.ca.issueLeaf(ipAddress: "127.0.0.5"))
+            ),
             timeout: .seconds(60),
             logger: Self.logger
         )

@@ -14,12 +14,13 @@ import ZPTestSupport
 /// programs: the handover listeners close while the redirect and the ports' handover marks stay
 /// on, the queued connection moves to the restored application's listener with its client's
 /// address, a connection arriving before the redirect goes off still reaches the application
-/// (not the activator), and `endHandover` then removes the marks.
+/// (not the activator), and `endHandover` then removes the marks. Decision 0056: the restored
+/// listener's backlog is raised while it takes the queue over, and set back afterwards.
 @Suite(.enabled(if: Privileges.isRoot, "needs root: creates network namespaces and loads BPF programs"))
 struct HandoverAtResumeTests {
     /// A listener as CRIU restores one: `SO_REUSEPORT` on for bind and listen (so it joins the
     /// handover listener's group), then the application's own value (off).
-    private func restoredListener(in namespace: FilePath, port: UInt16) throws -> TestSocket {
+    private func restoredListener(in namespace: FilePath, port: UInt16, backlog: CInt = 16) throws -> TestSocket {
         let socket = TestSocket(try NetworkNamespace(path: namespace).makeSocket(domain: AF_INET, type: CInt(SOCK_STREAM.rawValue)))
         var on: CInt = 1
         var off: CInt = 0
@@ -32,7 +33,7 @@ struct HandoverAtResumeTests {
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socket.fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard bound == 0, listen(socket.fd, 16) == 0 else {
+        guard bound == 0, listen(socket.fd, backlog) == 0 else {
             throw LabError("bind/listen on port \(port): \(String(cString: strerror(errno)))")
         }
         setsockopt(socket.fd, SOL_SOCKET, SO_REUSEPORT, &off, size)
@@ -102,5 +103,114 @@ struct HandoverAtResumeTests {
         connections.endHandover(ports: [port])
         #expect(try redirector.handoverPorts().isEmpty)
         _ = (second, probe)
+    }
+
+    /// The restored listener's accept queue and backlog, through a copy of its descriptor.
+    private func acceptQueue(_ socket: TestSocket) throws -> (queued: UInt32, backlog: UInt32) {
+        let copy = try socket.descriptor.duplicate()
+        return try ListeningSockets.acceptQueue(of: copy)
+    }
+
+    /// Decision 0056: the migration puts every queued connection in the application's accept
+    /// queue at once, over its own backlog (9 here, as busybox httpd's); without the raise, every
+    /// connection arriving until the application took them would be dropped (SYN retransmitted
+    /// after 1 s, 3 s, ...) or answered with a cookie. With it, connections arriving right after the
+    /// restore queue too, and the application's own backlog comes back once its queue stayed
+    /// within it for a second, or at once before a dump.
+    @Test func postResume_raisesTheRestoredBacklog_whileItTakesTheQueue_thenSetsItBack() async throws {
+        let lab = try PodLab(index: 10)
+        defer { lab.destroy() }
+        let port: UInt16 = 8080
+        let redirector = try PodRedirector(netnsPath: lab.podPath, options: .init(probeSources: [IPAddress(lab.probe4)!]))
+        defer { redirector.close() }
+        let activator = TestSocket(try PodRedirector.makeListener(inNamespaceAt: lab.podPath, port: 0))
+        try activator.descriptor.withOwner { (socket) throws(BPFError) in
+            try redirector.registerListener(port: port, socket: socket)
+        }
+        let connections = ContainerConnections(
+            redirector: redirector,
+            namespacePath: lab.podPath,
+            owner: 8,
+            settings: .init(keepConnections: false, listenerHandover: true),
+            logger: Logger(label: "test")
+        )
+        connections.armHandover(ports: [port])
+        try redirector.setRedirect(port: port, enabled: true)
+        connections.dumped(connections: [], listeners: [TCPListenerAddress(address: .v4(0), port: port, backlog: 9)])
+        #expect(connections.checkpointed() == [port])
+
+        // 30 clients queue on the handover listener while "scaled down".
+        var clients: [TestSocket] = []
+        for _ in 0..<30 {
+            clients.append(try TestSocket.connect(fromNetns: lab.clientPath.string, to: lab.pod4, port: port, source: lab.client4))
+        }
+        let app = try restoredListener(in: lab.podPath, port: port, backlog: 9)
+        #expect(try acceptQueue(app).backlog == 9)
+        var info = stat()
+        #expect(fstat(app.fd, &info) == 0)
+        let listener = ContainerConnections.ApplicationListener(
+            port: port,
+            pid: getpid(),
+            descriptor: app.fd,
+            inode: UInt64(info.st_ino)
+        )
+        connections.socketsRestored(applicationListeners: [listener])
+        #expect(connections.hasWidenedListeners)
+        #expect(try acceptQueue(app).backlog == 4096, "raised to the handover listener's backlog")
+
+        // The application's listener is in the group, its processes do not run yet: new
+        // connections still go to our listener (zp_reuseport_migrate selects it), none to the
+        // application's by hash.
+        for _ in 0..<20 {
+            clients.append(try TestSocket.connect(fromNetns: lab.clientPath.string, to: lab.pod4, port: port, source: lab.client4))
+        }
+        #expect(try acceptQueue(app).queued == 0, "no connection reached the not-yet-running application")
+        connections.processesResumed()
+        #expect(
+            eventually(within: 10) { (try? acceptQueue(app).queued) == 50 },
+            "the queue moved to the application: \(String(describing: try? acceptQueue(app)))"
+        )
+
+        // 20 more arrive before the application accepted any: with a backlog of 9 they would wait
+        // for a SYN retransmission; raised, their handshakes complete and they queue.
+        for _ in 0..<20 {
+            clients.append(try TestSocket.connect(fromNetns: lab.clientPath.string, to: lab.pod4, port: port, source: lab.client4))
+        }
+        #expect(eventually(within: 10) { (try? acceptQueue(app).queued) == 70 }, "queued: \(String(describing: try? acceptQueue(app)))")
+
+        // Still over its own backlog: stays raised.
+        let start = ContinuousClock.now
+        connections.settleWidenedListeners(now: start)
+        #expect(try acceptQueue(app).backlog == 4096)
+        var accepted: [TestSocket] = []
+        while let connection = app.accept(within: 0.5) { accepted.append(connection) }
+        #expect(accepted.count == 70)
+        // Within its backlog now: set back only once it stayed so for a second.
+        connections.settleWidenedListeners(now: start + .milliseconds(100))
+        #expect(try acceptQueue(app).backlog == 4096, "not yet: calm for 0 s")
+        connections.settleWidenedListeners(now: start + .milliseconds(1200))
+        #expect(try acceptQueue(app).backlog == 9, "set back after a calm second")
+        #expect(!connections.hasWidenedListeners)
+
+        // A second restore, then a dump before the queue calmed: set back at once (the images
+        // must record the application's own backlog).
+        connections.armHandover(ports: [port])
+        connections.dumped(connections: [], listeners: [TCPListenerAddress(address: .v4(0), port: port, backlog: 9)])
+        app.descriptor.close()
+        #expect(connections.checkpointed() == [port])
+        let client = try TestSocket.connect(fromNetns: lab.clientPath.string, to: lab.pod4, port: port, source: lab.client4)
+        let app3 = try restoredListener(in: lab.podPath, port: port, backlog: 9)
+        #expect(fstat(app3.fd, &info) == 0)
+        connections.socketsRestored(
+            applicationListeners: [.init(port: port, pid: getpid(), descriptor: app3.fd, inode: UInt64(info.st_ino))]
+        )
+        #expect(try acceptQueue(app3).backlog == 4096)
+        connections.processesResumed()
+        connections.settleWidenedListeners(force: true)
+        #expect(try acceptQueue(app3).backlog == 9)
+        #expect(!connections.hasWidenedListeners)
+        try redirector.setRedirect(port: port, enabled: false)
+        connections.endHandover(ports: nil)
+        _ = (clients, client, activator)
     }
 }

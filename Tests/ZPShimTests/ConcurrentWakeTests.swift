@@ -18,6 +18,7 @@ private let burstScript = """
     go = threading.Event()
     def one(i):
         go.wait()
+        began = time.time()
         try:
             s = socket.create_connection((host, port), timeout=240)
             s.sendall(b"GET /index.html HTTP/1.0\\r\\nHost: app\\r\\n\\r\\n")
@@ -30,7 +31,7 @@ private let burstScript = """
             s.close()
             results[i] = data.decode(errors="replace")
         except Exception as e:
-            results[i] = "ERROR " + repr(e)
+            results[i] = "ERROR after %.1f s: %r" % (time.time() - began, e)
     threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
     for t in threads:
         t.start()
@@ -119,17 +120,29 @@ private let burstScript = """
         }
         let stack = ["ListenOverflows", "ListenDrops", "SyncookiesSent", "TCPMigrateReqSuccess", "TCPMigrateReqFailure"]
             .map { "\($0) \(tcp[$0] ?? "-")" }.joined(separator: ", ")
+        let nonzero = tcp.filter { $0.value != "0" }.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
+            .joined(separator: ", ")
         #expect(
             summary.hasPrefix("ok=\(Self.connections) bad=0"),
-            "\(result.stdout)\n\(result.stderr)\npod netns: \(stack)\n\(containerd.log(tail: 40))"
+            "\(result.stdout)\n\(result.stderr)\npod netns: \(nonzero)\n\(containerd.log(tail: 40))"
         )
         let restores = containerd.logLines(containing: "restored process:")
+        // Decision 0056: the restored listener's backlog raised while it takes the queue over.
+        let moved = containerd.logLines(containing: "queues moved to the application").map {
+            ($0.components(separatedBy: "queued=").last ?? $0).components(separatedBy: "]").first.map { $0 + "]" } ?? $0
+        }
+        let widened = containerd.logLines(containing: "backlog raised while").map {
+            ($0.components(separatedBy: "widened=").last ?? $0).components(separatedBy: "]").first.map { $0 + "]" } ?? $0
+        }
+        let settled = containerd.logLines(containing: "own backlog set back").map {
+            ($0.components(separatedBy: "after=").last ?? $0).components(separatedBy: " ").prefix(2).joined(separator: " ")
+        }
         #expect(restores.count == 1, "one restore: \(restores)")
         #expect(containerd.logLines(containing: "cold started process").isEmpty)
         print(
             "[fault-matrix] \(flavor.name) | \(Self.connections) concurrent first connections during one "
                 + "\(lazy ? "lazy" : "eager") restore | \(summary), \(restores.count) restore "
-                + "(\(restores.first.map { String($0.suffix(40)) } ?? "-")); pod netns: \(stack)"
+                + "(\(restores.first.map { String($0.suffix(40)) } ?? "-")); pod netns: \(stack); moved \(moved), raised \(widened), set back after \(settled)"
         )
     }
 

@@ -1,5 +1,6 @@
 // CZPSystem: the few libc calls ZPSystem cannot make from Swift, because Swift's Glibc module
-// declares them only under _GNU_SOURCE (setns, unshare, pipe2, accept4). Implementation detail of
+// declares them only under _GNU_SOURCE (setns, unshare, pipe2, accept4) or not at all (pidfd_open,
+// pidfd_getfd: syscall(2) is variadic; TCP_INFO's struct). Implementation detail of
 // ZPSystem: only ZPSystem imports this module, and no C type declared here reaches its public API.
 #ifndef CZPSYSTEM_H
 #define CZPSYSTEM_H
@@ -25,5 +26,18 @@ int czpsystem_accept_cloexec(int fd);
 /// working directory, umask), so that a umask set afterwards applies to this thread only.
 /// Returns 0, or -1 with errno set.
 int czpsystem_unshare_fs(void);
+
+/// pidfd_open(pid, 0): a descriptor referring to process `pid` (close-on-exec).
+/// Returns the descriptor, or -1 with errno set.
+int czpsystem_pidfd_open(int pid);
+
+/// pidfd_getfd(pidfd, fd, 0): a copy, in this process, of descriptor `fd` of the process `pidfd`
+/// refers to (close-on-exec; needs ptrace access to it). Returns the copy, or -1 with errno set.
+int czpsystem_pidfd_getfd(int pidfd, int fd);
+
+/// The accept queue of the listening TCP socket `fd` (getsockopt TCP_INFO: `tcpi_unacked` is the
+/// number of connections waiting to be accepted, `tcpi_sacked` the backlog).
+/// Returns 0, or -1 with errno set.
+int czpsystem_tcp_accept_queue(int fd, unsigned int *queued, unsigned int *backlog);
 
 #endif

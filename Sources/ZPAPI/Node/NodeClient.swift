@@ -93,4 +93,9 @@ public struct NodeClient: Sendable {
     public func close() async {
         await client.close()
     }
+
+    /// Completes when the connection has closed: ``close()`` was called, or the manager went away.
+    public func waitClosed() async {
+        await client.waitClosed()
+    }
 }

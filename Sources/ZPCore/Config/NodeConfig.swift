@@ -38,6 +38,8 @@ public struct NodeConfig: Equatable, Sendable {
         case lazyRestore = "lazy-restore"
         /// CRIU's log level (0-4) for the shim's dumps and restores.
         case criuLogLevel = "criu-log-level"
+        /// How long a live migration's page transfer may take on the shims (Go duration, positive).
+        case pagesTransferTimeout = "pages-transfer-timeout"
 
         /// The keys a file may set; the others are known but refused as not supported yet.
         public static var supported: [Key] { allCases.filter { $0 != .bpfPinDirectory } }
@@ -77,6 +79,14 @@ public struct NodeConfig: Equatable, Sendable {
     /// ~30 % of its time here: docs/decisions/0036-restore-path.md); errors and warnings, which
     /// failure messages quote, are kept at 2. Raise it to debug a failing checkpoint or restore.
     public var criuLogLevel = 2
+    /// The shims' bound on a live migration's page transfer (decision 0058): how long the source's
+    /// lazy dump waits for the target to take every page (then CRIU is stopped, the processes run
+    /// on and the Kill signals them as without migration) and how long the target's lazy-pages
+    /// daemon may take (then the restored process is killed and the container starts from
+    /// scratch). The original's `-pages-transfer-timeout` default, 5 minutes. Positive.
+    public var pagesTransferTimeout = Duration.seconds(300)
+    /// The largest `pages-transfer-timeout` accepted: a day (a source's Kill is held that long).
+    public static let maximumPagesTransferTimeout = Duration.seconds(86_400)
 
     /// The defaults.
     public init() {}
@@ -188,6 +198,20 @@ public struct NodeConfig: Equatable, Sendable {
                     throw fail(.invalidChoice((0...4).map(String.init)))
                 }
                 criuLogLevel = level
+            case .pagesTransferTimeout:
+                let duration: Duration
+                do {
+                    duration = try GoDuration.parse(value)
+                } catch {
+                    throw fail(.invalidDuration(error.description))
+                }
+                guard duration > .zero else {
+                    throw fail(.invalidDuration("must be positive (the pages need time to move)"))
+                }
+                guard duration <= Self.maximumPagesTransferTimeout else {
+                    throw fail(.invalidDuration("at most \(GoDuration.format(Self.maximumPagesTransferTimeout))"))
+                }
+                pagesTransferTimeout = duration
             }
         }
     }
@@ -220,6 +244,7 @@ public struct NodeConfig: Equatable, Sendable {
             case .runDirectory: value = runDirectory
             case .lazyRestore: value = lazyRestore.rawValue
             case .criuLogLevel: value = String(criuLogLevel)
+            case .pagesTransferTimeout: value = GoDuration.format(pagesTransferTimeout)
             }
             return "\(key.rawValue) = \(value)"
         }.joined(separator: "\n") + "\n"

@@ -216,11 +216,16 @@ public struct NodeTLS: Sendable {
     /// Adds the server side of TLS to an accepted connection (``ZPTTRPC/TTRPCServer``'s
     /// `prepareConnection`); with a `logger`, a refused peer (no certificate, another CA's, an
     /// expired one) is logged as a warning naming its address and BoringSSL's reason.
-    public func prepareServer(_ channel: any Channel, logger: Logger? = nil) throws {
+    /// - Parameter refusal: the warning's message (the page-server proxy says it is the one).
+    public func prepareServer(
+        _ channel: any Channel,
+        logger: Logger? = nil,
+        refusal: Logger.Message = "refused a peer of the node service"
+    ) throws {
         try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: server))
         if let logger {
             try channel.pipeline.syncOperations.addHandler(
-                TLSRefusalLogger(logger: logger, peer: channel.remoteAddress)
+                TLSRefusalLogger(logger: logger, peer: channel.remoteAddress, message: refusal)
             )
         }
     }
@@ -238,16 +243,18 @@ final class TLSRefusalLogger: ChannelInboundHandler, Sendable {
     typealias InboundIn = NIOAny
     let logger: Logger
     let peer: SocketAddress?
+    let message: Logger.Message
 
-    init(logger: Logger, peer: SocketAddress?) {
+    init(logger: Logger, peer: SocketAddress?, message: Logger.Message = "refused a peer of the node service") {
         self.logger = logger
         self.peer = peer
+        self.message = message
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if error is NIOSSLError || error is BoringSSLError {
             logger.warning(
-                "refused a peer of the node service",
+                message,
                 metadata: [
                     "peer": "\(peer.map { "\($0)" } ?? "?")", "error": "\(error)",
                 ]

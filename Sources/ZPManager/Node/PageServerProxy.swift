@@ -51,7 +51,7 @@ final class PageServerProxy: Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { child in
                 child.eventLoop.makeCompletedFuture {
-                    try slot.accepted(child, serverTLS: serverTLS, backend: backend)
+                    try slot.accepted(child, serverTLS: serverTLS, backend: backend, logger: logger)
                 }
             }
             .bind(host: host, port: 0)
@@ -123,12 +123,17 @@ final class PageServerProxy: Sendable {
 private final class ProxySlot: Sendable {
     let proxy = Mutex<PageServerProxy?>(nil)
 
-    /// Sets up an accepted connection: TLS first when asked, then (on the child's event loop) the
-    /// backend connection and the glue between both.
-    func accepted(_ child: any Channel, serverTLS: NodeTLS?, backend: PageServerProxy.Backend) throws {
+    /// Sets up an accepted connection: TLS first when asked (a refused peer is logged: it never
+    /// reached the backend), then (on the child's event loop) the backend connection and the glue
+    /// between both.
+    func accepted(_ child: any Channel, serverTLS: NodeTLS?, backend: PageServerProxy.Backend, logger: Logger) throws {
         let front = GlueHandler()
         if let serverTLS {
-            try child.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: serverTLS.server))
+            try serverTLS.prepareServer(
+                child,
+                logger: logger,
+                refusal: "page-server proxy refused a peer before reaching CRIU's page server"
+            )
             try child.pipeline.syncOperations.addHandler(
                 HandshakeGate { [self] in self.connectBackend(child, front: front, backend: backend) }
             )

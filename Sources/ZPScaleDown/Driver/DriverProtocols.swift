@@ -149,6 +149,16 @@ public protocol ScaleDownRedirect: Sendable {
     /// The newest activity stamp on `ports` (CLOCK_MONOTONIC, like ``ZPInstant``) and the number
     /// of connections open to the application.
     func activity(ports: [UInt16]) -> (lastActivity: ZPInstant?, openConnections: Int)
+
+    /// Called every 50 ms while the driver runs: restored listeners whose backlog was raised for
+    /// the connections queued during the restore get their own back once they took them
+    /// (decision 0056).
+    func settleRestoredListeners()
+}
+
+extension ScaleDownRedirect {
+    /// Nothing to settle (redirects without handover listeners).
+    public func settleRestoredListeners() {}
 }
 
 /// An activator made by ``ScaleDownRedirect/makeActivator(ports:connection:)``.

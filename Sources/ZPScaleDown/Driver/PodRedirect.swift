@@ -126,6 +126,11 @@ public struct PodRedirect: ScaleDownRedirect {
         for port in ports { try redirector.setRedirect(port: port, enabled: false) }
     }
 
+    /// ``ContainerConnections/settleWidenedListeners(now:force:)``.
+    public func settleRestoredListeners() {
+        connections?.settleWidenedListeners()
+    }
+
     /// The newest stamp of `zp_activity` over `ports` and the sum of their open connections; ports
     /// whose entry cannot be read count as idle.
     public func activity(ports: [UInt16]) -> (lastActivity: ZPInstant?, openConnections: Int) {

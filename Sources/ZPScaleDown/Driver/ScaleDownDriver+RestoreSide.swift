@@ -86,9 +86,9 @@ extension ScaleDownDriver {
         await superviseRestoreSide(.daemonObserved(ticket, exited: exited, progress: progress, now: clock.now()))
     }
 
-    /// Looks at a serving lazy-pages daemon every `daemonPollInterval` until cancelled. (The daemon
+    /// Looks at a serving lazy-pages daemon every `daemonPollInterval` until cancelled (the daemon
     /// is a child of the shim whose end the reaper may collect first: its exit is observed, not
-    /// awaited.)
+    /// awaited), and at restored listeners whose backlog was raised (decision 0056).
     func watchLazyPages() async {
         while !Task.isCancelled {
             do {
@@ -97,6 +97,7 @@ extension ScaleDownDriver {
                 return
             }
             await observeDaemon()
+            redirect?.settleRestoredListeners()
         }
     }
 }

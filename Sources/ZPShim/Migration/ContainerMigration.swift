@@ -46,11 +46,10 @@ final class ContainerMigration: Sendable {
     let dumpLive: @Sendable (Int32, String, Duration, AsyncStream<Int64>.Continuation) async throws -> ScaleDownReport
     /// Live: restores lazily from the migrated images, pages through the node's proxy port.
     let restoreLive: @Sendable (Int32) async throws -> (RestoredProcess, LivePages)
-    /// Live: how long the pages may take to move.
+    /// Live: how long the pages may take to move (node.conf's `pages-transfer-timeout`, default
+    /// 5 minutes as the original's `-pages-transfer-timeout`): the source's lazy dump and the
+    /// target's wait for its lazy-pages daemon are bounded by it.
     let pagesTransferTimeout: Duration
-    /// The bound on a live migration's page transfer: the original's `-pages-transfer-timeout`
-    /// default (5 minutes).
-    static let defaultPagesTransferTimeout = Duration.seconds(300)
     private let group: any EventLoopGroup
     private let logger: Logger
     private struct State {
@@ -322,6 +321,7 @@ final class ContainerMigration: Sendable {
         }
         let (ready, readiness) = AsyncStream<Int64>.makeStream()
         let timeout = pagesTransferTimeout
+        let dumpEnded = DumpEnded()
         let dumped: Result<ScaleDownReport, any Error> = await withTaskGroup(
             of: Result<ScaleDownReport, any Error>?.self
         ) { group in
@@ -358,8 +358,28 @@ final class ContainerMigration: Sendable {
                 }
                 return nil
             }
+            group.addTask { [logger] in
+                // The node's manager went away (restarted, crashed) while the dump waits: its page
+                // proxy went with it, so no target can reach CRIU's page server any more. End
+                // CRIU's wait now (the processes end, as the Kill asked) rather than at the bound.
+                await client.waitClosed()
+                guard !dumpEnded.value.withLock({ $0 }) else { return nil }
+                logger.warning(
+                    """
+                    migration: the node's manager went away during the live transfer (its page proxy with it): \
+                    ending the dump; the processes end as the Kill asked
+                    """
+                )
+                releasePageServer(port: port)
+                return nil
+            }
             var dumped: Result<ScaleDownReport, any Error> = .failure(ScaleDownError("the live dump did not end"))
-            for await result in group { if let result { dumped = result } }
+            for await result in group {
+                guard let result else { continue }
+                dumped = result
+                dumpEnded.value.withLock { $0 = true }
+                await client.close()  // ends the watch of the node's connection
+            }
             return dumped
         }
         await client.close()
@@ -373,13 +393,26 @@ final class ContainerMigration: Sendable {
                 metadata: ["ms": "\(milliseconds(ContinuousClock.now - start))", "criu": "\(report.details["criu"] ?? "-")"]
             )
         case .failure(let error):
-            // CRIU resumed the processes (or never froze them): the Kill stops them as usual.
+            // CRIU resumed the processes (or never froze them): the Kill stops them as usual. At
+            // the bound (the target took no pages in time) CRIU was killed: its ptrace hold on the
+            // frozen processes went with it and they run on until the Kill's signal.
             let log = (try? String(contentsOfFile: imagesDirectory + "/dump.log", encoding: .utf8)) ?? ""
+            let elapsed = ContinuousClock.now - start
+            let why =
+                elapsed >= timeout
+                ? "the target did not take the pages within pages-transfer-timeout \(GoDuration.format(timeout)) "
+                    + "(CRIU stopped after \(milliseconds(elapsed)) ms, the processes run on)"
+                : "the live dump failed"
             logger.warning(
-                "migration: the live dump failed, stopping without migrating: \(error)",
+                "migration: \(why), stopping without migrating: \(error)",
                 metadata: ["dump-log": "\(log.split(separator: "\n").suffix(8).joined(separator: " | "))"]
             )
         }
         return moved
     }
+}
+
+/// Whether a live dump has ended, for the watch of the node's connection during it.
+private final class DumpEnded: Sendable {
+    let value = Mutex(false)
 }

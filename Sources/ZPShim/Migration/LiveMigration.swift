@@ -115,6 +115,13 @@ extension CRIUCheckpoints {
     /// fetching the pages from `127.0.0.1:<proxyPort>` (the node's proxy to the source's page
     /// server), then CRIU's restore with `lazy_pages` (ZPCheckpoint's `migrated`). The images stay
     /// until the pages are all in (the daemon reads their page maps): remove them afterwards.
+    ///
+    /// The daemon connects to the proxy once the restore handed it the processes' userfaultfds;
+    /// when it cannot (the target's manager, and its proxy with it, went away before) or loses the
+    /// connection, it exits and CRIU's restore would wait on the restored tasks until its bound
+    /// (60 s). The daemon is watched meanwhile: when it ends before the restore answered, every
+    /// process in the container's cgroups (the CRIU worker, the tasks restored so far) is killed at
+    /// once and the restore fails naming why (then the container starts from scratch).
     func restoreMigratedLive(proxyPort: Int32) async throws -> (RestoredProcess, LivePages) {
         var options = try await restoreOptions()
         options.migrated = true
@@ -122,30 +129,108 @@ extension CRIUCheckpoints {
         options.criu.lazyPages = true
         options.criu.workDir = FilePath(imagesDirectory)
         // A lazy restore answers in well under a second here; CRIU waits on a daemon that lost
-        // its page server until this bound (then the container starts from scratch).
+        // its page server until this bound unless the watch below ends it first.
         options.criu.timeout = .seconds(60)
-        let (checkpointer, target, images) = (checkpointer, target, imagesDirectory)
-        let (result, pages) = try await NIOThreadPool.singleton.runIfActive {
-            [options] () throws -> (ContainerRestoreResult, LivePages) in
-            let daemon = try LazyPagesDaemon(
-                criuPath: checkpointer.checkpointer.criuPath,
-                imagesDir: FilePath(images),
-                pageServer: CRIUPageServerInfo(address: "127.0.0.1", port: proxyPort),
-                readyTimeout: .seconds(20)
-            )
-            let pages = LivePages(daemon: daemon)
-            do {
-                return (try checkpointer.restore(target, imagesDir: FilePath(images), options: options), pages)
-            } catch {
-                pages.stop()
-                throw error
+        let (checkpointer, target, images, restoreOptions) = (checkpointer, target, imagesDirectory, options)
+        let watch = LiveRestoreWatch()
+        let outcome = await withTaskGroup(of: Result<(ContainerRestoreResult, LivePages), any Error>?.self) { group in
+            group.addTask {
+                do {
+                    return .success(
+                        try await NIOThreadPool.singleton.runIfActive {
+                            () throws -> (ContainerRestoreResult, LivePages) in
+                            let daemon = try LazyPagesDaemon(
+                                criuPath: checkpointer.checkpointer.criuPath,
+                                imagesDir: FilePath(images),
+                                pageServer: CRIUPageServerInfo(address: "127.0.0.1", port: proxyPort),
+                                readyTimeout: .seconds(20)
+                            )
+                            watch.daemonPID.withLock { $0 = daemon.pid }
+                            let pages = LivePages(daemon: daemon)
+                            do {
+                                let result = try checkpointer.restore(
+                                    target,
+                                    imagesDir: FilePath(images),
+                                    options: restoreOptions
+                                )
+                                watch.daemonPID.withLock { $0 = nil }
+                                return (result, pages)
+                            } catch {
+                                watch.daemonPID.withLock { $0 = nil }
+                                pages.stop()
+                                throw error
+                            }
+                        }
+                    )
+                } catch {
+                    return .failure(error)
+                }
             }
+            group.addTask {
+                // The daemon's end while the restore runs: its page server is gone.
+                while !Task.isCancelled {
+                    do { try await Task.sleep(for: .milliseconds(50)) } catch { return nil }
+                    let ended = watch.daemonPID.withLock { pid -> Int32? in
+                        guard let daemon = pid, !processRuns(daemon) else { return nil }
+                        pid = nil
+                        return daemon
+                    }
+                    guard let ended else { continue }
+                    // A daemon that served everything (a small app, done before the restore
+                    // answered) ended as it should.
+                    if LazyPagesDaemon.logShowsEveryProcessServed(FilePath(images).appending("lazy-pages.log")) {
+                        return nil
+                    }
+                    watch.reason.withLock {
+                        $0 =
+                            "criu lazy-pages (pid \(ended)) ended during the restore (it could not reach or lost the "
+                            + "node's page proxy on 127.0.0.1:\(proxyPort)): the restore was stopped at once, its CRIU "
+                            + "worker and the tasks restored so far killed"
+                    }
+                    ContainerCgroupProcesses.killAll(id: target.id, runcRoot: target.runcRoot.string)
+                    return nil
+                }
+                return nil
+            }
+            var outcome: Result<(ContainerRestoreResult, LivePages), any Error> = .failure(
+                ScaleDownError("the live restore did not answer")
+            )
+            for await next in group {
+                guard let next else { continue }
+                outcome = next
+                group.cancelAll()
+            }
+            return outcome
+        }
+        let (result, pages): (ContainerRestoreResult, LivePages)
+        switch outcome {
+        case .success(let restored): (result, pages) = restored
+        case .failure(let error):
+            if let reason = watch.reason.withLock({ $0 }) { throw ScaleDownError("\(reason) (\(error))") }
+            throw error
         }
         if let master = result.terminalMaster {
             if let container = container.current { await container.adoptInitTerminal(master) } else { master.close() }
         }
         return (RestoredProcess(pid: result.pid, details: result.details), pages)
     }
+}
+
+/// What the watch of a live restore shares with the restore: the lazy-pages daemon's pid while the
+/// restore runs, and why the watch stopped it.
+private final class LiveRestoreWatch: Sendable {
+    let daemonPID = Mutex<Int32?>(nil)
+    let reason = Mutex<String?>(nil)
+}
+
+/// Whether process `pid` runs: it exists and is no zombie (an exited child the shim's reaper has
+/// not collected yet).
+private func processRuns(_ pid: Int32) -> Bool {
+    guard let stat = try? Files.readText(FilePath("/proc/\(pid)/stat")),
+        let close = stat.lastIndex(of: ")")
+    else { return false }
+    let state = stat[stat.index(after: close)...].drop { $0 == " " }.first
+    return state != "Z" && state != "X"
 }
 
 /// A free TCP port on 127.0.0.1 for CRIU's page server (bound and released: CRIU binds it again

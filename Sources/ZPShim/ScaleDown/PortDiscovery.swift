@@ -79,6 +79,38 @@ enum PortDiscovery {
         return result
     }
 
+    /// The listening sockets on `ports` that the process tree rooted at `pid` holds: for each
+    /// socket, the first process of the tree holding it and the descriptor number there (from
+    /// the tables of its network namespace and `/proc/<pid>/fd`).
+    static func listenerDescriptors(
+        on ports: Set<UInt16>,
+        treeAt pid: Int32
+    ) -> [ContainerConnections.ApplicationListener] {
+        var portOfInode: [UInt64: UInt16] = [:]
+        for file in ["tcp", "tcp6"] {
+            guard let bytes = try? Files.read(FilePath("/proc/\(pid)/net/\(file)")) else { continue }
+            for (port, inode) in listeningSockets(inTable: String(decoding: bytes, as: UTF8.self))
+            where ports.contains(port) {
+                portOfInode[inode] = port
+            }
+        }
+        guard !portOfInode.isEmpty else { return [] }
+        var found: [ContainerConnections.ApplicationListener] = []
+        for process in processTree(root: pid) where !portOfInode.isEmpty {
+            let dir = "/proc/\(process)/fd"
+            for fd in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
+                guard let number = Int32(fd),
+                    let target = try? FileManager.default.destinationOfSymbolicLink(atPath: dir + "/" + fd),
+                    target.hasPrefix("socket:["), target.hasSuffix("]"),
+                    let inode = UInt64(target.dropFirst(8).dropLast()),
+                    let port = portOfInode.removeValue(forKey: inode)
+                else { continue }
+                found.append(.init(port: port, pid: process, descriptor: number, inode: inode))
+            }
+        }
+        return found
+    }
+
     /// (port, inode) of every LISTEN (state 0A) row of a `/proc/net/tcp{,6}` table.
     static func listeningSockets(inTable text: String) -> [(UInt16, UInt64)] {
         var result: [(UInt16, UInt64)] = []

@@ -228,6 +228,11 @@ final class DeferredPodRedirect: ScaleDownRedirect {
         try ready?.redirect.redirectOff(ports: ports)
     }
 
+    /// ``PodRedirect/settleRestoredListeners()`` once ready.
+    func settleRestoredListeners() {
+        ready?.redirect.settleRestoredListeners()
+    }
+
     /// ``PodRedirect/activity(ports:)`` once ready; none before.
     func activity(ports: [UInt16]) -> (lastActivity: ZPInstant?, openConnections: Int) {
         ready?.redirect.activity(ports: ports) ?? (nil, 0)

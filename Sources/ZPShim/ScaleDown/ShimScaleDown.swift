@@ -209,9 +209,13 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
         var hooks = CRIUHooks()
         guard let connections else { return hooks }
         let images = FilePath(imagesDirectory)
-        if connections.settings.keepConnections, let pid {
-            hooks["pre-dump"] = { _ in
-                connections.dumpStarting(connections: PortDiscovery.connections(ofTreeAt: pid))
+        let keepingTreeAt = connections.settings.keepConnections ? pid : nil
+        hooks["pre-dump"] = { _ in
+            // A listener restored less than 10 s ago may still have its backlog raised (decision
+            // 0056): the images must record the application's own.
+            connections.settleWidenedListeners(force: true)
+            if let keepingTreeAt {
+                connections.dumpStarting(connections: PortDiscovery.connections(ofTreeAt: keepingTreeAt))
             }
         }
         hooks["post-dump"] = { _ in
@@ -330,7 +334,15 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
     static func restoreHooks(_ connections: ContainerConnections?, terminal: Bool) -> CRIUHooks {
         var hooks = CRIUHooks()
         if let connections {
-            hooks["post-restore"] = { _ in connections.socketsRestored() }
+            hooks["post-restore"] = { notification in
+                // The restored listeners on the handed-over ports, whose backlog is raised while
+                // they take the queues over (decision 0056).
+                let ports = Set(connections.handoverPorts)
+                let listeners = ports.isEmpty ? [] : notification.pid.map {
+                    PortDiscovery.listenerDescriptors(on: ports, treeAt: $0)
+                } ?? []
+                connections.socketsRestored(applicationListeners: listeners)
+            }
             if !terminal { hooks["post-resume"] = { _ in connections.processesResumed() } }
         }
         return hooks

@@ -422,7 +422,7 @@ public final class TaskService: Sendable {
                 restoreImages: { [checkpoints] in try await checkpoints.restoreMigrated() },
                 removeImages: { [checkpoints] in checkpoints.removeImages() },
                 live: config.liveMigrationEnabled,
-                pagesTransferTimeout: ContainerMigration.defaultPagesTransferTimeout,
+                pagesTransferTimeout: node.pagesTransferTimeout,
                 dumpLive: { [checkpoints] port, configFile, timeout, ready in
                     try await checkpoints.checkpointLive(
                         pageServerPort: port,

@@ -1,0 +1,66 @@
+import CZPSystem
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Another process's listening TCP socket, reached through a copy of its descriptor (decision
+/// 0056: the backlog of a restored listener is raised while it takes over the connections queued
+/// during the restore).
+public enum ListeningSockets {
+    /// A descriptor referring to process `pid` (`pidfd_open(2)`): it keeps no resource of the
+    /// process alive and fails the copies below once the process is gone.
+    /// - Throws: ``SystemError`` naming the pid (`ESRCH` when it is gone).
+    public static func processDescriptor(_ pid: Int32) throws(SystemError) -> OwnedDescriptor {
+        OwnedDescriptor(adopting: try systemCall("pidfd_open", "pid \(pid)") { czpsystem_pidfd_open(pid) })
+    }
+
+    /// A copy, in this process, of descriptor `fd` of the process `process` refers to
+    /// (`pidfd_getfd(2)`, which needs ptrace access: root here).
+    /// - Throws: ``SystemError`` naming the descriptor (`EBADF` when the process closed it, `ESRCH`
+    ///   when the process is gone).
+    public static func copy(
+        descriptor fd: CInt,
+        of process: borrowing OwnedDescriptor
+    ) throws(SystemError) -> OwnedDescriptor {
+        let pidfd = process.rawValue
+        return OwnedDescriptor(
+            adopting: try systemCall("pidfd_getfd", "descriptor \(fd)") { czpsystem_pidfd_getfd(pidfd, fd) }
+        )
+    }
+
+    /// The inode of the socket (or file) `descriptor` refers to (`fstat(2)`), to tell that a
+    /// descriptor number still names the same socket.
+    /// - Throws: ``SystemError``.
+    public static func inode(of descriptor: borrowing OwnedDescriptor) throws(SystemError) -> UInt64 {
+        var info = stat()
+        let fd = descriptor.rawValue
+        try systemCall("fstat", "descriptor \(fd)") { fstat(fd, &info) }
+        return UInt64(info.st_ino)
+    }
+
+    /// The accept queue of a listening socket (`TCP_INFO`): the connections waiting to be
+    /// accepted, and the backlog (`listen(2)`'s, capped by `net.core.somaxconn`).
+    /// - Throws: ``SystemError`` (`EOPNOTSUPP`/`ENOPROTOOPT` when it is not a TCP socket).
+    public static func acceptQueue(
+        of socket: borrowing OwnedDescriptor
+    ) throws(SystemError) -> (queued: UInt32, backlog: UInt32) {
+        var queued: UInt32 = 0
+        var backlog: UInt32 = 0
+        let fd = socket.rawValue
+        try systemCall("getsockopt", "TCP_INFO of descriptor \(fd)") {
+            czpsystem_tcp_accept_queue(fd, &queued, &backlog)
+        }
+        return (queued, backlog)
+    }
+
+    /// Sets the backlog of a socket that listens already (`listen(2)` again, which changes
+    /// nothing else about it).
+    /// - Throws: ``SystemError`` naming the backlog.
+    public static func setBacklog(_ backlog: Int32, of socket: borrowing OwnedDescriptor) throws(SystemError) {
+        let fd = socket.rawValue
+        try systemCall("listen", "descriptor \(fd), backlog \(backlog)") { listen(fd, backlog) }
+    }
+}
