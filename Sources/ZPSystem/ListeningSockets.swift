@@ -1,4 +1,5 @@
 import CZPSystem
+import SystemPackage
 
 #if canImport(Glibc)
 import Glibc
@@ -19,16 +20,22 @@ public enum ListeningSockets {
 
     /// A copy, in this process, of descriptor `fd` of the process `process` refers to
     /// (`pidfd_getfd(2)`, which needs ptrace access: root here).
-    /// - Throws: ``SystemError`` naming the descriptor (`EBADF` when the process closed it, `ESRCH`
-    ///   when the process is gone).
+    /// - Throws: ``SystemError`` naming the descriptor (`EBADF` when the process closed it or is
+    ///   exiting, `ESRCH` when it is gone). `EBADF` here is the other process's state, not a bug of
+    ///   ours, so unlike ``systemCall(_:_:_:)`` this does not trap on it (a shim trapped when the
+    ///   restored processes were killed while their listener's backlog was raised).
     public static func copy(
         descriptor fd: CInt,
         of process: borrowing OwnedDescriptor
     ) throws(SystemError) -> OwnedDescriptor {
         let pidfd = process.rawValue
-        return OwnedDescriptor(
-            adopting: try systemCall("pidfd_getfd", "descriptor \(fd)") { czpsystem_pidfd_getfd(pidfd, fd) }
-        )
+        while true {
+            let copy = czpsystem_pidfd_getfd(pidfd, fd)
+            if copy >= 0 { return OwnedDescriptor(adopting: copy) }
+            let errno = Errno(rawValue: currentErrno)
+            if errno == .interrupted { continue }
+            throw SystemError(call: "pidfd_getfd", subject: "descriptor \(fd)", errno: errno)
+        }
     }
 
     /// The inode of the socket (or file) `descriptor` refers to (`fstat(2)`), to tell that a

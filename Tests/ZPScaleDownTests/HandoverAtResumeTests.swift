@@ -209,6 +209,23 @@ struct HandoverAtResumeTests {
         connections.settleWidenedListeners(force: true)
         #expect(try acceptQueue(app3).backlog == 9)
         #expect(!connections.hasWidenedListeners)
+
+        // A third: the application closes its listener (or is killed) while the backlog is
+        // raised: the next look finds the descriptor gone (`pidfd_getfd`: EBADF) and forgets it.
+        connections.armHandover(ports: [port])
+        connections.dumped(connections: [], listeners: [TCPListenerAddress(address: .v4(0), port: port, backlog: 9)])
+        app3.descriptor.close()
+        #expect(connections.checkpointed() == [port])
+        let app4 = try restoredListener(in: lab.podPath, port: port, backlog: 9)
+        #expect(fstat(app4.fd, &info) == 0)
+        connections.socketsRestored(
+            applicationListeners: [.init(port: port, pid: getpid(), descriptor: app4.fd, inode: UInt64(info.st_ino))]
+        )
+        #expect(connections.hasWidenedListeners)
+        app4.descriptor.close()
+        connections.settleWidenedListeners()
+        #expect(!connections.hasWidenedListeners, "a closed listener is forgotten, without a trap")
+        connections.processesResumed()
         try redirector.setRedirect(port: port, enabled: false)
         connections.endHandover(ports: nil)
         _ = (clients, client, activator)
