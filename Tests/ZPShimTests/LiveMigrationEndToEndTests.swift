@@ -18,11 +18,14 @@ import Glibc
 
 // Live migration end to end (issue 16, decision 0058), on the two-node setup of
 // MigrationEndToEndTests: node-a and node-b are private containerds (1.6 and 2.x, both directions)
-// with their own node.conf and a real `zeropod-manager -migration` each (pod IPs 127.0.0.2 and
-// 127.0.0.3, mutual TLS between them), the Kubernetes API double with the Migration CRD. A running
+// with their own node.conf and a real `zeropod-manager -migration` each, in a network namespace of
+// its own as in its pod (no hostNetwork: node addresses on a shared bridge, mutual TLS between
+// them), the Kubernetes API double with the Migration CRD on the bridge's host side. A running
 // app with touched memory (random data in a shell variable) is moved while it runs: the source's
-// Kill dumps it lazily, CRIU's page server listens on loopback, node-a's manager proxies it over
-// mutual TLS, node-b's manager offers it on loopback to the target's `criu lazy-pages`.
+// Kill dumps it lazily, CRIU's page server listens on the host's loopback, the source shim relays
+// it to a unix socket in node-a's run folder, node-a's manager serves that over mutual TLS,
+// node-b's manager offers the pages on a unix socket in node-b's run folder, and the target
+// shim relays that to its `criu lazy-pages` on the host's loopback (decision 0063).
 
 /// The Deployment pod whose container `app` migrates live.
 private func livePod(_ name: String, node: String, containerID: String, running: Bool) -> JSON {
@@ -78,9 +81,10 @@ private func processes(commandLineContaining text: String) -> [Int32] {
     }
 }
 
-/// The TCP ports process `pid` listens on (from `ss`).
+/// The TCP ports process `pid` listens on (from `ss` in its network namespace: a manager's is its
+/// pod's).
 private func listeningPorts(of pid: Int32) -> [String] {
-    ((try? run(["ss", "-Hltnp"], timeout: 15))?.stdout ?? "").split(separator: "\n").filter {
+    ((try? run(["nsenter", "-t", "\(pid)", "-n", "ss", "-Hltnp"], timeout: 15))?.stdout ?? "").split(separator: "\n").filter {
         $0.contains("pid=\(pid),")
     }.map { String($0.split(separator: " ", omittingEmptySubsequences: true).dropFirst(3).first ?? "") }
 }
@@ -338,8 +342,15 @@ extension LiveMigrationEndToEndTests {
     ) async throws {
         let scratch = "/tmp/zplive-\(UUID().uuidString.prefix(8))"
         defer { try? FileManager.default.removeItem(atPath: scratch) }
-        let a = try MigrationTestNode(name: "node-a", podIP: "127.0.0.2", scratch: scratch)
-        let b = try MigrationTestNode(name: "node-b", podIP: "127.0.0.3", scratch: scratch)
+        // Each manager in a network namespace of its own (its pod's: no hostNetwork) with a node
+        // address on a shared bridge; the shims and containerds stay in the host's namespace, so
+        // the managers meet their shims only through the nodes' run folders (decision 0063).
+        let network = try MigrationTestNetwork()
+        defer { network.delete() }
+        let (netnsA, addressA) = try network.addNode(1)
+        let (netnsB, addressB) = try network.addNode(2)
+        let a = try MigrationTestNode(name: "node-a", podIP: addressA, scratch: scratch, netns: netnsA)
+        let b = try MigrationTestNode(name: "node-b", podIP: addressB, scratch: scratch, netns: netnsB)
         if !sourceNodeConfig.isEmpty {
             let handle = try #require(FileHandle(forWritingAtPath: a.nodeConfig))
             handle.seekToEndOfFile()
@@ -349,6 +360,7 @@ extension LiveMigrationEndToEndTests {
         var settings = KubeAPIDouble.Settings()
         settings.tokens = ["token": "system:serviceaccount:zeropod-system:zeropod-node"]
         settings.gracefulPodDeletion = true
+        settings.host = network.hostAddress
         let double = try await KubeAPIDouble.start(settings: settings)
         do {
             try double.installCustomResourceDefinition(
