@@ -99,17 +99,17 @@ private func roundTrip(port: Int, _ bytes: [UInt8]) throws -> [UInt8] {
         let group = MultiThreadedEventLoopGroup.singleton
         let source = try await PageServerProxy.start(
             group: group,
-            host: "127.0.0.1",
+            listen: .tcp(host: "127.0.0.1", port: 0),
             serverTLS: sourceTLS,
-            backend: .init(host: "127.0.0.1", port: backend.port, tls: nil),
+            backend: .init(endpoint: .tcp(host: "127.0.0.1", port: backend.port), tls: nil),
             timeout: .seconds(60),
             logger: Self.logger
         )
         let target = try await PageServerProxy.start(
             group: group,
-            host: "127.0.0.1",
+            listen: .tcp(host: "127.0.0.1", port: 0),
             serverTLS: nil,
-            backend: .init(host: "127.0.0.1", port: source.port, tls: targetTLS),
+            backend: .init(endpoint: .tcp(host: "127.0.0.1", port: source.port), tls: targetTLS),
             timeout: .seconds(60),
             logger: Self.logger
         )
@@ -133,9 +133,9 @@ private func roundTrip(port: Int, _ bytes: [UInt8]) throws -> [UInt8] {
         let group = MultiThreadedEventLoopGroup.singleton
         let source = try await PageServerProxy.start(
             group: group,
-            host: "127.0.0.1",
+            listen: .tcp(host: "127.0.0.1", port: 0),
             serverTLS: sourceTLS,
-            backend: .init(host: "127.0.0.1", port: backend.port, tls: nil),
+            backend: .init(endpoint: .tcp(host: "127.0.0.1", port: backend.port), tls: nil),
             timeout: .seconds(60),
             logger: Self.logger
         )
@@ -164,9 +164,9 @@ private func roundTrip(port: Int, _ bytes: [UInt8]) throws -> [UInt8] {
         let targetTLS = try NodeTLS(credentials: try Self.ca.issueLeaf(ipAddress: "127.0.0.5"))
         let target = try await PageServerProxy.start(
             group: group,
-            host: "127.0.0.1",
+            listen: .tcp(host: "127.0.0.1", port: 0),
             serverTLS: nil,
-            backend: .init(host: "127.0.0.1", port: source.port, tls: targetTLS),
+            backend: .init(endpoint: .tcp(host: "127.0.0.1", port: source.port), tls: targetTLS),
             timeout: .seconds(60),
             logger: Self.logger
         )
@@ -187,9 +187,9 @@ private func roundTrip(port: Int, _ bytes: [UInt8]) throws -> [UInt8] {
         let group = MultiThreadedEventLoopGroup.singleton
         let source = try await PageServerProxy.start(
             group: group,
-            host: "127.0.0.1",
+            listen: .tcp(host: "127.0.0.1", port: 0),
             serverTLS: sourceTLS,
-            backend: .init(host: "127.0.0.1", port: backend.port, tls: nil),
+            backend: .init(endpoint: .tcp(host: "127.0.0.1", port: backend.port), tls: nil),
             timeout: .seconds(60),
             logger: Self.logger
         )
@@ -222,11 +222,10 @@ private func roundTrip(port: Int, _ bytes: [UInt8]) throws -> [UInt8] {
         #expect(backend.accepted == 0, "the refused peer reached the backend")
         let target = try await PageServerProxy.start(
             group: group,
-            host: "127.0.0.1",
+            listen: .tcp(host: "127.0.0.1", port: 0),
             serverTLS: nil,
             backend: .init(
-                host: "127.0.0.1",
-                port: source.port,
+                endpoint: .tcp(host: "127.0.0.1", port: source.port),
                 tls: try NodeTLS(credentials: try Self.ca.issueLeaf(ipAddress: "127.0.0.5"))
             ),
             timeout: .seconds(60),

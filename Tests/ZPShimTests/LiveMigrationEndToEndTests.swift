@@ -89,6 +89,15 @@ private func listeningPorts(of pid: Int32) -> [String] {
     }.map { String($0.split(separator: " ", omittingEmptySubsequences: true).dropFirst(3).first ?? "") }
 }
 
+/// The page sockets left in the nodes' run folders (`<run-dir>/p`, decision 0063).
+private func pageSocketsLeft(_ nodes: MigrationTestNode...) -> [String] {
+    nodes.flatMap { node in
+        ((try? FileManager.default.contentsOfDirectory(atPath: node.layout.pageSocketDirectory)) ?? []).map {
+            node.layout.pageSocketDirectory + "/" + $0
+        }
+    }
+}
+
 /// The last lines of every CRIU log under `folder` (dump, restore, lazy-pages), for failures.
 private func criuLogs(under folder: String) -> String {
     let files =
@@ -560,7 +569,7 @@ extension LiveMigrationEndToEndTests {
             #expect(eventually(within: 60) { !kill.isRunning }, "ctr task kill on node-a did not return")
             #expect(
                 eventually(within: 60) {
-                    !FileManager.default.fileExists(atPath: a.layout.migrationDirectory(containerID: sourceID))
+                    pageSocketsLeft(a, b).isEmpty && !FileManager.default.fileExists(atPath: a.layout.migrationDirectory(containerID: sourceID))
                         && !FileManager.default.fileExists(atPath: b.layout.migrationDirectory(containerID: targetID))
                         && !FileManager.default.fileExists(
                             atPath: a.layout.imageDirectory(
@@ -575,7 +584,7 @@ extension LiveMigrationEndToEndTests {
                             )
                         )
                 },
-                "left: \((try? run(["find", a.folder + "/state", b.folder + "/state"]))?.stdout ?? "")"
+                "left: \((try? run(["find", a.folder + "/state", b.folder + "/state"]))?.stdout ?? "") \(pageSocketsLeft(a, b))"
             )
             #expect(
                 eventually(within: 30) { processes(commandLineContaining: scratch).isEmpty },
@@ -822,13 +831,13 @@ extension LiveMigrationEndToEndTests {
                 mebibytes: 64,
                 tag: "c"
             ) { held in
-                // node-b's manager pulled the image and opened its loopback proxy (a third listener).
+                // node-b's manager pulled the image and listens on the new container's page socket.
                 #expect(
                     eventually(within: 120) {
                         b.managerLog(tail: 200).contains("migration image pulled")
-                            && listeningPorts(of: managers.1.processIdentifier).count >= 3
+                            && FileManager.default.fileExists(atPath: b.layout.pageSocket(containerID: held.targetID))
                     },
-                    "node-b: \(b.managerLog())\nlisteners \(listeningPorts(of: managers.1.processIdentifier))"
+                    "node-b: \(b.managerLog())\npage sockets \(pageSocketsLeft(b))"
                 )
                 _ = Glibc.kill(managers.1.processIdentifier, SIGKILL)
                 managers.1.waitUntilExit()
@@ -869,12 +878,12 @@ extension LiveMigrationEndToEndTests {
                 #expect(eventually(within: 60) { processes(inNetns: held.netnsA.path).isEmpty })
                 #expect(
                     eventually(within: 60) {
-                        !FileManager.default.fileExists(atPath: a.layout.migrationDirectory(containerID: held.sourceID))
+                        pageSocketsLeft(a, b).isEmpty && !FileManager.default.fileExists(atPath: a.layout.migrationDirectory(containerID: held.sourceID))
                             && !FileManager.default.fileExists(
                                 atPath: b.layout.migrationDirectory(containerID: held.targetID)
                             )
                     },
-                    "left: \((try? run(["find", a.folder + "/state", b.folder + "/state"]))?.stdout ?? "")"
+                    "left: \((try? run(["find", a.folder + "/state", b.folder + "/state"]))?.stdout ?? "") \(pageSocketsLeft(a, b))"
                 )
                 #expect(
                     eventually(within: 30) { processes(commandLineContaining: scratch).isEmpty },
@@ -951,12 +960,12 @@ extension LiveMigrationEndToEndTests {
                 )
                 #expect(
                     eventually(within: 60) {
-                        !FileManager.default.fileExists(atPath: a.layout.migrationDirectory(containerID: held.sourceID))
+                        pageSocketsLeft(a, b).isEmpty && !FileManager.default.fileExists(atPath: a.layout.migrationDirectory(containerID: held.sourceID))
                             && !FileManager.default.fileExists(
                                 atPath: b.layout.migrationDirectory(containerID: held.targetID)
                             )
                     },
-                    "left: \((try? run(["find", a.folder + "/state", b.folder + "/state"]))?.stdout ?? "")"
+                    "left: \((try? run(["find", a.folder + "/state", b.folder + "/state"]))?.stdout ?? "") \(pageSocketsLeft(a, b))"
                 )
                 #expect(
                     eventually(within: 30) { processes(commandLineContaining: scratch).isEmpty },
@@ -1255,12 +1264,12 @@ extension LiveMigrationEndToEndTests {
         let targetImages = b.layout.imageDirectory(containerdNamespace: containerdB.namespace, containerID: targetID)
         #expect(
             eventually(within: 60) {
-                !FileManager.default.fileExists(atPath: a.layout.migrationDirectory(containerID: sourceID))
+                pageSocketsLeft(a, b).isEmpty && !FileManager.default.fileExists(atPath: a.layout.migrationDirectory(containerID: sourceID))
                     && !FileManager.default.fileExists(atPath: b.layout.migrationDirectory(containerID: targetID))
                     && !FileManager.default.fileExists(atPath: sourceImages)
                     && !FileManager.default.fileExists(atPath: targetImages)
             },
-            "left: \((try? run(["find", a.folder + "/state", b.folder + "/state"]))?.stdout ?? "")"
+            "left: \((try? run(["find", a.folder + "/state", b.folder + "/state"]))?.stdout ?? "") \(pageSocketsLeft(a, b))"
         )
         #expect(
             eventually(within: 30) { processes(commandLineContaining: scratch).isEmpty },
