@@ -91,11 +91,12 @@ private func roundTrip(_ fd: Int32, _ bytes: [UInt8]) -> [UInt8] {
     defer { close(fd) }
     var timeout = timeval(tv_sec: 10, tv_usec: 0)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     var received: [UInt8] = []
     var sent = 0
     while received.count < bytes.count {
         if sent < bytes.count {
-            let n = bytes[sent...].prefix(65536).withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            let n = bytes[sent...].prefix(65536).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             guard n > 0 else { break }
             sent += n
         }

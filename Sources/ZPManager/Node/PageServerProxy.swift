@@ -223,8 +223,11 @@ private final class ProxySlot: Sendable {
                         proxy.connectionEnded()
                         return
                     }
-                    // The client may have hung up while the backend connected.
-                    if !child.isActive || !peer.isActive { proxy.connectionEnded() }
+                    // Either side closing ends the proxy, also when the client hung up while the
+                    // backend connected (not `isActive`: a unix connect completes inline, before
+                    // an accepted child is active).
+                    child.closeFuture.whenComplete { _ in proxy.connectionEnded() }
+                    peer.closeFuture.whenComplete { _ in proxy.connectionEnded() }
                 case .failure:
                     child.close(promise: nil)
                 }

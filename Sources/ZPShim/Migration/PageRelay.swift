@@ -180,9 +180,12 @@ private final class RelaySlot: Sendable {
                     relay.close()
                     return
                 }
-                // The client may have hung up while the backend connected (a release: CRIU then
-                // sees the end of the transfer at once).
-                if !child.isActive || !peer.isActive { relay.close() }
+                // Either side closing ends the relay, also when the client hung up while the
+                // backend connected (a release: CRIU then sees the end of the transfer at once).
+                // Not `isActive`: a unix connect completes inline, before the accepted child is
+                // active.
+                child.closeFuture.whenComplete { _ in relay.close() }
+                peer.closeFuture.whenComplete { _ in relay.close() }
             case .failure:
                 child.close(promise: nil)
             }
