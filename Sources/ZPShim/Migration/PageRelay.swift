@@ -148,9 +148,16 @@ final class PageRelay: Sendable {
 private final class RelaySlot: Sendable {
     let relay = Mutex<PageRelay?>(nil)
 
+    /// Sets up an accepted connection: the backend is dialled once the connection is active (a
+    /// unix connect completes inline: dialled from the child's initializer, it would pair and take
+    /// the one shot before the child is registered).
     func accepted(_ child: any Channel, backend: PageRelayEndpoint) throws {
         let front = RelayGlue()
+        front.onActive = { [self] in self.connectBackend(child, front: front, backend: backend) }
         try child.pipeline.syncOperations.addHandler(front)
+    }
+
+    private func connectBackend(_ child: any Channel, front: RelayGlue, backend: PageRelayEndpoint) {
         guard let relay = relay.withLock({ $0 }) else {
             child.close(promise: nil)
             return
@@ -204,6 +211,8 @@ private final class RelayGlue: ChannelDuplexHandler {
     private var context: ChannelHandlerContext?
     private var held: [ByteBuffer] = []
     var onEnd: (() -> Void)?
+    /// Runs once when its channel becomes active.
+    var onActive: (() -> Void)?
 
     static func pair(_ a: RelayGlue, _ b: RelayGlue) {
         a.partner = b
@@ -234,6 +243,13 @@ private final class RelayGlue: ChannelDuplexHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         partner?.context?.flush()
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let active = onActive
+        onActive = nil
+        context.fireChannelActive()
+        active?()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
