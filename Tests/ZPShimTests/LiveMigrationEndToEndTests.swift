@@ -923,6 +923,15 @@ extension LiveMigrationEndToEndTests {
                     },
                     "no page server published: \(held.containerdA.log(tail: 30))"
                 )
+                // The target's manager pulled the image and listens on its page socket (else the
+                // restart races the pull, and the target cold-starts for another reason).
+                #expect(
+                    eventually(within: 120) {
+                        b.managerLog(tail: 200).contains("migration image pulled")
+                            && FileManager.default.fileExists(atPath: b.layout.pageSocket(containerID: held.targetID))
+                    },
+                    "node-b: \(b.managerLog())\npage sockets \(pageSocketsLeft(b))"
+                )
                 let restartedAt = ContinuousClock.now
                 _ = Glibc.kill(managers.0.processIdentifier, SIGTERM)
                 managers.0.waitUntilExit()
