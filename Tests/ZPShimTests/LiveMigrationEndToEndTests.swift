@@ -89,6 +89,16 @@ private func listeningPorts(of pid: Int32) -> [String] {
     }.map { String($0.split(separator: " ", omittingEmptySubsequences: true).dropFirst(3).first ?? "") }
 }
 
+/// Whether a unix socket of process `pid` has unread bytes (`ss -x` Recv-Q), e.g. an answer
+/// waiting for a stopped process.
+private func unixBytesWaiting(for pid: Int32) -> Bool {
+    ((try? run(["ss", "-Hxp"], timeout: 15))?.stdout ?? "").split(separator: "\n").contains { line in
+        guard line.contains("pid=\(pid),") else { return false }
+        let columns = line.split(separator: " ", omittingEmptySubsequences: true)
+        return columns.count > 2 && (Int(columns[2]) ?? 0) > 0
+    }
+}
+
 /// The page sockets left in the nodes' run folders (`<run-dir>/p`, decision 0063).
 private func pageSocketsLeft(_ nodes: MigrationTestNode...) -> [String] {
     nodes.flatMap { node in
@@ -831,11 +841,14 @@ extension LiveMigrationEndToEndTests {
                 mebibytes: 64,
                 tag: "c"
             ) { held in
-                // node-b's manager pulled the image and listens on the new container's page socket.
+                // node-b's manager pulled the image, listens on the new container's page socket,
+                // and its Restore answer waits in the held shim's receive queue (killed before
+                // writing it, the target would cold-start for another reason).
                 #expect(
                     eventually(within: 120) {
                         b.managerLog(tail: 200).contains("migration image pulled")
                             && FileManager.default.fileExists(atPath: b.layout.pageSocket(containerID: held.targetID))
+                            && unixBytesWaiting(for: held.targetShim)
                     },
                     "node-b: \(b.managerLog())\npage sockets \(pageSocketsLeft(b))"
                 )
