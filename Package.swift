@@ -257,8 +257,10 @@ let package = Package(
             name: "ZPShimTaskTests",
             dependencies: [
                 "ZPShim", "ZPAPI", "ZPCore", "ZPSystem", "ZPTTRPC",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: strict
         ),

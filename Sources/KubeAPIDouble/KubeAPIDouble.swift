@@ -48,6 +48,9 @@ public final class KubeAPIDouble: Sendable {
     public struct Settings: Sendable {
         /// Serve HTTPS (default) or plain HTTP.
         public var tls = true
+        /// The IPv4 address to listen on (its server certificate names it and 127.0.0.1), e.g. a
+        /// test bridge's host side for clients in other network namespaces. Read at start.
+        public var host = "127.0.0.1"
         /// Bearer tokens and the user each one authenticates.
         public var tokens: [String: String] = [:]
         /// Allow requests without credentials (as `system:anonymous`); kubectl sends no token over
@@ -143,7 +146,7 @@ public final class KubeAPIDouble: Sendable {
         self.group = MultiThreadedEventLoopGroup.singleton
     }
 
-    /// Starts a double on 127.0.0.1 (a free port unless `port` is given).
+    /// Starts a double on `settings.host` (127.0.0.1 unless set; a free port unless `port` is given).
     /// - Throws: bind or TLS setup errors.
     public static func start(settings: Settings = Settings(), port: Int = 0) async throws -> KubeAPIDouble {
         let authority = try TestCertificateAuthority()
@@ -151,7 +154,8 @@ public final class KubeAPIDouble: Sendable {
         if settings.tls {
             let (certificatePEM, keyPEM) = try authority.issue(
                 commonName: "kube-apiserver",
-                ipAddresses: [[127, 0, 0, 1]],
+                ipAddresses: Array(Set([[127, 0, 0, 1], settings.host.split(separator: ".").compactMap { UInt8($0) }]))
+                    .filter { $0.count == 4 },
                 dnsNames: ["localhost"],
                 server: true
             )
@@ -196,7 +200,7 @@ public final class KubeAPIDouble: Sendable {
                     self?.track(channel)
                 }
             }
-            .bind(host: "127.0.0.1", port: port)
+            .bind(host: api.settings.withLock { $0.host }, port: port)
             .get()
         listener.withLock {
             $0.server = channel
@@ -214,8 +218,11 @@ public final class KubeAPIDouble: Sendable {
 
     // MARK: - lifecycle and faults
 
-    /// The base URL (`https://127.0.0.1:<port>`).
-    public var url: String { "\(api.settings.withLock { $0.tls } ? "https" : "http")://127.0.0.1:\(port)" }
+    /// The base URL (`https://<host>:<port>`, 127.0.0.1 unless the settings name another host).
+    public var url: String {
+        let (tls, host) = api.settings.withLock { ($0.tls, $0.host) }
+        return "\(tls ? "https" : "http")://\(host):\(port)"
+    }
 
     /// Stops listening and closes every connection (the server is unreachable).
     public func stopListening() async {

@@ -23,8 +23,9 @@ public func freeLoopbackPort() -> Int {
 }
 
 /// A node of a migration test: its folders (run-dir, state-dir, node.conf) and its
-/// `zeropod-manager -migration` process on them, with its own pod IP (a loopback address the
-/// manager's leaf certificate names).
+/// `zeropod-manager -migration` process on them, with its own pod IP (the address the manager's
+/// leaf certificate names): a loopback address, or with `netns` the node's address on a
+/// ``MigrationTestNetwork`` bridge, the manager then running in that namespace as in its pod.
 public struct MigrationTestNode {
     /// The node name (`NODE_NAME`).
     public let name: String
@@ -36,13 +37,18 @@ public struct MigrationTestNode {
     public let layout: NodeLayout
     /// The node.conf the node's shims and manager read.
     public let nodeConfig: String
-    /// The manager's metrics port on 127.0.0.1.
+    /// The manager's metrics port on ``podIP``.
     public let metricsPort = freeLoopbackPort()
+    /// The manager's network namespace (its pod's); nil: the host's.
+    public let netns: TestNetns?
 
     /// Makes `<scratch>/<name>` with the node's folders and node.conf.
-    public init(name: String, podIP: String, scratch: String) throws {
+    /// - Parameter netns: the namespace the manager runs in (`ip netns exec`); its address on the
+    ///   test's bridge is `podIP`.
+    public init(name: String, podIP: String, scratch: String, netns: TestNetns? = nil) throws {
         self.name = name
         self.podIP = podIP
+        self.netns = netns
         folder = scratch + "/" + name
         layout = NodeLayout(runDirectory: folder + "/run", stateDirectory: folder + "/state")
         nodeConfig = folder + "/node.conf"
@@ -54,12 +60,14 @@ public struct MigrationTestNode {
         )
     }
 
-    /// Starts `zeropod-manager -migration` for this node, logging to `<folder>/manager.log`.
+    /// Starts `zeropod-manager -migration` for this node, logging to `<folder>/manager.log`; in
+    /// ``netns`` when set (`ip netns exec` execs the manager: the process is the manager's).
     public func startManager(kubeconfig: String) throws -> Process {
         let manager = Process()
-        manager.executableURL = URL(fileURLWithPath: TestPaths.buildDirectory + "/zeropod-manager")
-        manager.arguments = [
-            "-migration", "-metrics-addr=127.0.0.1:\(metricsPort)",
+        let binary = TestPaths.buildDirectory + "/zeropod-manager"
+        manager.executableURL = URL(fileURLWithPath: netns == nil ? binary : "/usr/sbin/ip")
+        manager.arguments = (netns.map { ["netns", "exec", $0.name, binary] } ?? []) + [
+            "-migration", "-metrics-addr=\(podIP):\(metricsPort)",
             "-node-server-addr=\(podIP):\(freeLoopbackPort())", "-kubeconfig=\(kubeconfig)",
             "-node-config=\(nodeConfig)", "-migration-claim-timeout=20s", "-migration-servers-timeout=60s",
         ]
@@ -74,7 +82,7 @@ public struct MigrationTestNode {
     /// The manager's metrics page (empty when it does not answer).
     public func managerMetrics() -> String {
         guard
-            let result = try? run(["curl", "-s", "-m", "5", "http://127.0.0.1:\(metricsPort)/metrics"], timeout: 15),
+            let result = try? run(["curl", "-s", "-m", "5", "http://\(podIP):\(metricsPort)/metrics"], timeout: 15),
             result.status == 0
         else { return "" }
         return result.stdout

@@ -28,15 +28,13 @@ struct NodeMessageTests {
         m.ports = [8080, -1]
         m.migrateData = true
         m.failure = "image digest mismatch"
-        m.pageServerPort = 40123
         return m
     }
 
     static let migrationText = """
         image_id: "\(String(repeating: "ab", count: 32))" live_migration: true \
         paused_at { seconds: 1767225600 nanos: 123000 } restore_start { seconds: 1767225601 nanos: 5 } \
-        restore_end { seconds: 1767225602 } ports: [8080, -1] migrate_data: true failure: "image digest mismatch" \
-        page_server_port: 40123
+        restore_end { seconds: 1767225602 } ports: [8080, -1] migrate_data: true failure: "image digest mismatch"
         """
 
     @Test func evacRequest_matchesProtoc() throws {

@@ -72,9 +72,41 @@ private func roundTrip(port: Int, _ bytes: [UInt8]) throws -> [UInt8] {
     var sent = 0
     var timeout = timeval(tv_sec: 10, tv_usec: 0)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     while received.count < bytes.count {
         if sent < bytes.count {
-            let n = bytes[sent...].prefix(65536).withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            let n = bytes[sent...].prefix(65536).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard n > 0 else { break }
+            sent += n
+        }
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        let r = recv(fd, &buffer, buffer.count, sent < bytes.count ? Int32(MSG_DONTWAIT) : 0)
+        if r > 0 { received += buffer[0..<r] } else if r == 0 { break } else if sent >= bytes.count { break }
+    }
+    return received
+}
+
+/// Sends `bytes` to the unix socket `path` and reads as many back (blocking).
+private func unixRoundTrip(path: String, _ bytes: [UInt8]) throws -> [UInt8] {
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    withUnsafeMutableBytes(of: &address.sun_path) { raw in
+        for (i, byte) in path.utf8.enumerated() where i < raw.count - 1 { raw[i] = byte }
+    }
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+    }
+    guard connected == 0 else { throw POSIXError(.ECONNREFUSED) }
+    var received: [UInt8] = []
+    var sent = 0
+    var timeout = timeval(tv_sec: 10, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    while received.count < bytes.count {
+        if sent < bytes.count {
+            let n = bytes[sent...].prefix(65536).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             guard n > 0 else { break }
             sent += n
         }
@@ -99,17 +131,17 @@ private func roundTrip(port: Int, _ bytes: [UInt8]) throws -> [UInt8] {
         let group = MultiThreadedEventLoopGroup.singleton
         let source = try await PageServerProxy.start(
             group: group,
-            host: "127.0.0.1",
+            listen: .tcp(host: "127.0.0.1", port: 0),
             serverTLS: sourceTLS,
-            backend: .init(host: "127.0.0.1", port: backend.port, tls: nil),
+            backend: .init(endpoint: .tcp(host: "127.0.0.1", port: backend.port), tls: nil),
             timeout: .seconds(60),
             logger: Self.logger
         )
         let target = try await PageServerProxy.start(
             group: group,
-            host: "127.0.0.1",
+            listen: .tcp(host: "127.0.0.1", port: 0),
             serverTLS: nil,
-            backend: .init(host: "127.0.0.1", port: source.port, tls: targetTLS),
+            backend: .init(endpoint: .tcp(host: "127.0.0.1", port: source.port), tls: targetTLS),
             timeout: .seconds(60),
             logger: Self.logger
         )
@@ -133,9 +165,9 @@ private func roundTrip(port: Int, _ bytes: [UInt8]) throws -> [UInt8] {
         let group = MultiThreadedEventLoopGroup.singleton
         let source = try await PageServerProxy.start(
             group: group,
-            host: "127.0.0.1",
+            listen: .tcp(host: "127.0.0.1", port: 0),
             serverTLS: sourceTLS,
-            backend: .init(host: "127.0.0.1", port: backend.port, tls: nil),
+            backend: .init(endpoint: .tcp(host: "127.0.0.1", port: backend.port), tls: nil),
             timeout: .seconds(60),
             logger: Self.logger
         )
@@ -164,9 +196,9 @@ private func roundTrip(port: Int, _ bytes: [UInt8]) throws -> [UInt8] {
         let targetTLS = try NodeTLS(credentials: try Self.ca.issueLeaf(ipAddress: "127.0.0.5"))
         let target = try await PageServerProxy.start(
             group: group,
-            host: "127.0.0.1",
+            listen: .tcp(host: "127.0.0.1", port: 0),
             serverTLS: nil,
-            backend: .init(host: "127.0.0.1", port: source.port, tls: targetTLS),
+            backend: .init(endpoint: .tcp(host: "127.0.0.1", port: source.port), tls: targetTLS),
             timeout: .seconds(60),
             logger: Self.logger
         )
@@ -187,9 +219,9 @@ private func roundTrip(port: Int, _ bytes: [UInt8]) throws -> [UInt8] {
         let group = MultiThreadedEventLoopGroup.singleton
         let source = try await PageServerProxy.start(
             group: group,
-            host: "127.0.0.1",
+            listen: .tcp(host: "127.0.0.1", port: 0),
             serverTLS: sourceTLS,
-            backend: .init(host: "127.0.0.1", port: backend.port, tls: nil),
+            backend: .init(endpoint: .tcp(host: "127.0.0.1", port: backend.port), tls: nil),
             timeout: .seconds(60),
             logger: Self.logger
         )
@@ -222,11 +254,10 @@ private func roundTrip(port: Int, _ bytes: [UInt8]) throws -> [UInt8] {
         #expect(backend.accepted == 0, "the refused peer reached the backend")
         let target = try await PageServerProxy.start(
             group: group,
-            host: "127.0.0.1",
+            listen: .tcp(host: "127.0.0.1", port: 0),
             serverTLS: nil,
             backend: .init(
-                host: "127.0.0.1",
-                port: source.port,
+                endpoint: .tcp(host: "127.0.0.1", port: source.port),
                 tls: try NodeTLS(credentials: try Self.ca.issueLeaf(ipAddress: "127.0.0.5"))
             ),
             timeout: .seconds(60),
@@ -236,6 +267,51 @@ private func roundTrip(port: Int, _ bytes: [UInt8]) throws -> [UInt8] {
         let echoed = try await onThread { try roundTrip(port: port, Array("pages".utf8)) }
         #expect(echoed == Array("pages".utf8))
         #expect(backend.accepted == 1)
+    }
+
+    /// The chain as decision 0063 arranges it on two nodes: the source proxy's backend is the
+    /// shim's page socket (a unix echo server here), the target proxy listens on the new
+    /// container's page socket (mode 0600, removed once its one client is taken).
+    @Test func unixEndpoints_sourceBackendAndTargetListener_carryBytes_socketRemoved() async throws {
+        let folder = "/tmp/zpproxy-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let group = MultiThreadedEventLoopGroup.singleton
+        let backendPath = folder + "/source.sock"
+        let backend = try await ServerBootstrap(group: group)
+            .childChannelInitializer { child in
+                child.eventLoop.makeCompletedFuture { try child.pipeline.syncOperations.addHandler(Echo()) }
+            }
+            .bind(unixDomainSocketPath: backendPath, cleanupExistingSocketFile: true).get()
+        defer { backend.close(promise: nil) }
+        let source = try await PageServerProxy.start(
+            group: group,
+            listen: .tcp(host: "127.0.0.1", port: 0),
+            serverTLS: try NodeTLS(credentials: try Self.ca.issueLeaf(ipAddress: "127.0.0.1")),
+            backend: .init(endpoint: .unix(path: backendPath), tls: nil),
+            timeout: .seconds(60),
+            logger: Self.logger
+        )
+        let targetPath = folder + "/target.sock"
+        let target = try await PageServerProxy.start(
+            group: group,
+            listen: .unix(path: targetPath),
+            serverTLS: nil,
+            backend: .init(
+                endpoint: .tcp(host: "127.0.0.1", port: source.port),
+                tls: try NodeTLS(credentials: try Self.ca.issueLeaf(ipAddress: "127.0.0.5"))
+            ),
+            timeout: .seconds(60),
+            logger: Self.logger
+        )
+        var info = stat()
+        #expect(stat(targetPath, &info) == 0 && info.st_mode & 0o777 == 0o600)
+        let bytes = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 11) }
+        let echoed = try await onThread { try unixRoundTrip(path: targetPath, bytes) }
+        #expect(echoed == bytes)
+        try await source.finished.get()
+        try await target.finished.get()
+        #expect(!FileManager.default.fileExists(atPath: targetPath))
     }
 }
 

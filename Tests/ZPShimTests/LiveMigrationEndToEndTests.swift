@@ -18,11 +18,14 @@ import Glibc
 
 // Live migration end to end (issue 16, decision 0058), on the two-node setup of
 // MigrationEndToEndTests: node-a and node-b are private containerds (1.6 and 2.x, both directions)
-// with their own node.conf and a real `zeropod-manager -migration` each (pod IPs 127.0.0.2 and
-// 127.0.0.3, mutual TLS between them), the Kubernetes API double with the Migration CRD. A running
+// with their own node.conf and a real `zeropod-manager -migration` each, in a network namespace of
+// its own as in its pod (no hostNetwork: node addresses on a shared bridge, mutual TLS between
+// them), the Kubernetes API double with the Migration CRD on the bridge's host side. A running
 // app with touched memory (random data in a shell variable) is moved while it runs: the source's
-// Kill dumps it lazily, CRIU's page server listens on loopback, node-a's manager proxies it over
-// mutual TLS, node-b's manager offers it on loopback to the target's `criu lazy-pages`.
+// Kill dumps it lazily, CRIU's page server listens on the host's loopback, the source shim relays
+// it to a unix socket in node-a's run folder, node-a's manager serves that over mutual TLS,
+// node-b's manager offers the pages on a unix socket in node-b's run folder, and the target
+// shim relays that to its `criu lazy-pages` on the host's loopback (decision 0063).
 
 /// The Deployment pod whose container `app` migrates live.
 private func livePod(_ name: String, node: String, containerID: String, running: Bool) -> JSON {
@@ -78,11 +81,31 @@ private func processes(commandLineContaining text: String) -> [Int32] {
     }
 }
 
-/// The TCP ports process `pid` listens on (from `ss`).
+/// The TCP ports process `pid` listens on (from `ss` in its network namespace: a manager's is its
+/// pod's).
 private func listeningPorts(of pid: Int32) -> [String] {
-    ((try? run(["ss", "-Hltnp"], timeout: 15))?.stdout ?? "").split(separator: "\n").filter {
+    ((try? run(["nsenter", "-t", "\(pid)", "-n", "ss", "-Hltnp"], timeout: 15))?.stdout ?? "").split(separator: "\n").filter {
         $0.contains("pid=\(pid),")
     }.map { String($0.split(separator: " ", omittingEmptySubsequences: true).dropFirst(3).first ?? "") }
+}
+
+/// Whether a unix socket of process `pid` has unread bytes (`ss -x` Recv-Q), e.g. an answer
+/// waiting for a stopped process.
+private func unixBytesWaiting(for pid: Int32) -> Bool {
+    ((try? run(["ss", "-Hxp"], timeout: 15))?.stdout ?? "").split(separator: "\n").contains { line in
+        guard line.contains("pid=\(pid),") else { return false }
+        let columns = line.split(separator: " ", omittingEmptySubsequences: true)
+        return columns.count > 2 && (Int(columns[2]) ?? 0) > 0
+    }
+}
+
+/// The page sockets left in the nodes' run folders (`<run-dir>/p`, decision 0063).
+private func pageSocketsLeft(_ nodes: MigrationTestNode...) -> [String] {
+    nodes.flatMap { node in
+        ((try? FileManager.default.contentsOfDirectory(atPath: node.layout.pageSocketDirectory)) ?? []).map {
+            node.layout.pageSocketDirectory + "/" + $0
+        }
+    }
 }
 
 /// The last lines of every CRIU log under `folder` (dump, restore, lazy-pages), for failures.
@@ -338,8 +361,15 @@ extension LiveMigrationEndToEndTests {
     ) async throws {
         let scratch = "/tmp/zplive-\(UUID().uuidString.prefix(8))"
         defer { try? FileManager.default.removeItem(atPath: scratch) }
-        let a = try MigrationTestNode(name: "node-a", podIP: "127.0.0.2", scratch: scratch)
-        let b = try MigrationTestNode(name: "node-b", podIP: "127.0.0.3", scratch: scratch)
+        // Each manager in a network namespace of its own (its pod's: no hostNetwork) with a node
+        // address on a shared bridge; the shims and containerds stay in the host's namespace, so
+        // the managers meet their shims only through the nodes' run folders (decision 0063).
+        let network = try MigrationTestNetwork()
+        defer { network.delete() }
+        let (netnsA, addressA) = try network.addNode(1)
+        let (netnsB, addressB) = try network.addNode(2)
+        let a = try MigrationTestNode(name: "node-a", podIP: addressA, scratch: scratch, netns: netnsA)
+        let b = try MigrationTestNode(name: "node-b", podIP: addressB, scratch: scratch, netns: netnsB)
         if !sourceNodeConfig.isEmpty {
             let handle = try #require(FileHandle(forWritingAtPath: a.nodeConfig))
             handle.seekToEndOfFile()
@@ -349,6 +379,7 @@ extension LiveMigrationEndToEndTests {
         var settings = KubeAPIDouble.Settings()
         settings.tokens = ["token": "system:serviceaccount:zeropod-system:zeropod-node"]
         settings.gracefulPodDeletion = true
+        settings.host = network.hostAddress
         let double = try await KubeAPIDouble.start(settings: settings)
         do {
             try double.installCustomResourceDefinition(
@@ -548,7 +579,7 @@ extension LiveMigrationEndToEndTests {
             #expect(eventually(within: 60) { !kill.isRunning }, "ctr task kill on node-a did not return")
             #expect(
                 eventually(within: 60) {
-                    !FileManager.default.fileExists(atPath: a.layout.migrationDirectory(containerID: sourceID))
+                    pageSocketsLeft(a, b).isEmpty && !FileManager.default.fileExists(atPath: a.layout.migrationDirectory(containerID: sourceID))
                         && !FileManager.default.fileExists(atPath: b.layout.migrationDirectory(containerID: targetID))
                         && !FileManager.default.fileExists(
                             atPath: a.layout.imageDirectory(
@@ -563,7 +594,7 @@ extension LiveMigrationEndToEndTests {
                             )
                         )
                 },
-                "left: \((try? run(["find", a.folder + "/state", b.folder + "/state"]))?.stdout ?? "")"
+                "left: \((try? run(["find", a.folder + "/state", b.folder + "/state"]))?.stdout ?? "") \(pageSocketsLeft(a, b))"
             )
             #expect(
                 eventually(within: 30) { processes(commandLineContaining: scratch).isEmpty },
@@ -815,13 +846,16 @@ extension LiveMigrationEndToEndTests {
                 mebibytes: 64,
                 tag: "c"
             ) { held in
-                // node-b's manager pulled the image and opened its loopback proxy (a third listener).
+                // node-b's manager pulled the image, listens on the new container's page socket,
+                // and its Restore answer waits in the held shim's receive queue (killed before
+                // writing it, the target would cold-start for another reason).
                 #expect(
                     eventually(within: 120) {
                         b.managerLog(tail: 200).contains("migration image pulled")
-                            && listeningPorts(of: managers.1.processIdentifier).count >= 3
+                            && FileManager.default.fileExists(atPath: b.layout.pageSocket(containerID: held.targetID))
+                            && unixBytesWaiting(for: held.targetShim)
                     },
-                    "node-b: \(b.managerLog())\nlisteners \(listeningPorts(of: managers.1.processIdentifier))"
+                    "node-b: \(b.managerLog())\npage sockets \(pageSocketsLeft(b))"
                 )
                 _ = Glibc.kill(managers.1.processIdentifier, SIGKILL)
                 managers.1.waitUntilExit()
@@ -862,12 +896,12 @@ extension LiveMigrationEndToEndTests {
                 #expect(eventually(within: 60) { processes(inNetns: held.netnsA.path).isEmpty })
                 #expect(
                     eventually(within: 60) {
-                        !FileManager.default.fileExists(atPath: a.layout.migrationDirectory(containerID: held.sourceID))
+                        pageSocketsLeft(a, b).isEmpty && !FileManager.default.fileExists(atPath: a.layout.migrationDirectory(containerID: held.sourceID))
                             && !FileManager.default.fileExists(
                                 atPath: b.layout.migrationDirectory(containerID: held.targetID)
                             )
                     },
-                    "left: \((try? run(["find", a.folder + "/state", b.folder + "/state"]))?.stdout ?? "")"
+                    "left: \((try? run(["find", a.folder + "/state", b.folder + "/state"]))?.stdout ?? "") \(pageSocketsLeft(a, b))"
                 )
                 #expect(
                     eventually(within: 30) { processes(commandLineContaining: scratch).isEmpty },
@@ -906,6 +940,15 @@ extension LiveMigrationEndToEndTests {
                         held.migration()?[path: ["spec", "containers"]]?.arrayValue?.first?[path: ["pageServer"]] != nil
                     },
                     "no page server published: \(held.containerdA.log(tail: 30))"
+                )
+                // The target's manager pulled the image and listens on its page socket (else the
+                // restart races the pull, and the target cold-starts for another reason).
+                #expect(
+                    eventually(within: 120) {
+                        b.managerLog(tail: 200).contains("migration image pulled")
+                            && FileManager.default.fileExists(atPath: b.layout.pageSocket(containerID: held.targetID))
+                    },
+                    "node-b: \(b.managerLog())\npage sockets \(pageSocketsLeft(b))"
                 )
                 let restartedAt = ContinuousClock.now
                 _ = Glibc.kill(managers.0.processIdentifier, SIGTERM)
@@ -949,12 +992,12 @@ extension LiveMigrationEndToEndTests {
                 )
                 #expect(
                     eventually(within: 60) {
-                        !FileManager.default.fileExists(atPath: a.layout.migrationDirectory(containerID: held.sourceID))
+                        pageSocketsLeft(a, b).isEmpty && !FileManager.default.fileExists(atPath: a.layout.migrationDirectory(containerID: held.sourceID))
                             && !FileManager.default.fileExists(
                                 atPath: b.layout.migrationDirectory(containerID: held.targetID)
                             )
                     },
-                    "left: \((try? run(["find", a.folder + "/state", b.folder + "/state"]))?.stdout ?? "")"
+                    "left: \((try? run(["find", a.folder + "/state", b.folder + "/state"]))?.stdout ?? "") \(pageSocketsLeft(a, b))"
                 )
                 #expect(
                     eventually(within: 30) { processes(commandLineContaining: scratch).isEmpty },
@@ -1253,12 +1296,12 @@ extension LiveMigrationEndToEndTests {
         let targetImages = b.layout.imageDirectory(containerdNamespace: containerdB.namespace, containerID: targetID)
         #expect(
             eventually(within: 60) {
-                !FileManager.default.fileExists(atPath: a.layout.migrationDirectory(containerID: sourceID))
+                pageSocketsLeft(a, b).isEmpty && !FileManager.default.fileExists(atPath: a.layout.migrationDirectory(containerID: sourceID))
                     && !FileManager.default.fileExists(atPath: b.layout.migrationDirectory(containerID: targetID))
                     && !FileManager.default.fileExists(atPath: sourceImages)
                     && !FileManager.default.fileExists(atPath: targetImages)
             },
-            "left: \((try? run(["find", a.folder + "/state", b.folder + "/state"]))?.stdout ?? "")"
+            "left: \((try? run(["find", a.folder + "/state", b.folder + "/state"]))?.stdout ?? "") \(pageSocketsLeft(a, b))"
         )
         #expect(
             eventually(within: 30) { processes(commandLineContaining: scratch).isEmpty },

@@ -9,13 +9,12 @@ import ZPTestSupport
 
 // Offline migration end to end (issue 16, decision 0057): two nodes on one machine. Each node is
 // a private containerd (node-a 1.6, node-b 2.x) whose shims read their own node.conf (run-dir and
-// state-dir of that node), and a real `zeropod-manager -migration` process on the same folders
-// with its own pod IP on loopback (127.0.0.2, 127.0.0.3: the leaf certificates name them, the
-// managers talk mutual TLS). The Kubernetes API server is the double (no API server exists here),
+// state-dir of that node), and a real `zeropod-manager -migration` process on the same folders in
+// a network namespace of its own, as in its pod (no hostNetwork), with a node address on a shared
+// bridge (the leaf certificates name them, the managers talk mutual TLS; decision 0063). The Kubernetes API server is the double (no API server exists here),
 // with config/'s Migration CRD installed; the pods are created in it as kubelet's API objects
 // would be, and the containers through containerd's API (`ctr`) with the CRI annotations kubelet's
-// CRI plugin sets. Simplification: the managers share the host network namespace (not one netns
-// per node on a bridge).
+// CRI plugin sets. The API double listens on the bridge's host side.
 
 /// The pod objects of the test: a Deployment's pod (label pod-template-hash) whose container
 /// `app` migrates.
@@ -65,11 +64,18 @@ private func criAnnotations(pod name: String) -> [String] {
     ) async throws {
         let scratch = "/tmp/zpmig-\(UUID().uuidString.prefix(8))"
         defer { try? FileManager.default.removeItem(atPath: scratch) }
-        let a = try MigrationTestNode(name: "node-a", podIP: "127.0.0.2", scratch: scratch)
-        let b = try MigrationTestNode(name: "node-b", podIP: "127.0.0.3", scratch: scratch)
+        // Each manager in a network namespace of its own (its pod's) with a node address on a
+        // shared bridge; the shims stay in the host's namespace (decision 0063).
+        let network = try MigrationTestNetwork()
+        defer { network.delete() }
+        let (netnsA, addressA) = try network.addNode(1)
+        let (netnsB, addressB) = try network.addNode(2)
+        let a = try MigrationTestNode(name: "node-a", podIP: addressA, scratch: scratch, netns: netnsA)
+        let b = try MigrationTestNode(name: "node-b", podIP: addressB, scratch: scratch, netns: netnsB)
         var settings = KubeAPIDouble.Settings()
         settings.tokens = ["token": "system:serviceaccount:zeropod-system:zeropod-node"]
         settings.gracefulPodDeletion = true
+        settings.host = network.hostAddress
         let double = try await KubeAPIDouble.start(settings: settings)
         do {
             try double.installCustomResourceDefinition(

@@ -91,11 +91,8 @@ extension NodeAPI {
         /// zeropod-swift: in ``Method/finishRestore``, why the target started from scratch instead
         /// (the Migration then ends Failed with this reason); empty after a restore from the image.
         public var failure = ""
-        /// zeropod-swift, live migration only: in ``Method/evac``, the loopback port of the source's
-        /// CRIU page server (the node proxies it to peers over mutual TLS); in the answer to
-        /// ``Method/restore``, the loopback port of the target node's proxy to the source's pages
-        /// (where `criu lazy-pages` connects). 0 when there is none.
-        public var pageServerPort: Int32 = 0
+        // Field 10 (`page_server_port`, a loopback TCP port) is reserved: the shim and the manager
+        // meet through the container's page socket in the run folder instead (decision 0063).
 
         /// Empty.
         public init() {}
@@ -113,7 +110,6 @@ extension NodeAPI {
                 .packedInt32s(7, \.ports),
                 .bool(8, \.migrateData),
                 .string(9, \.failure),
-                .int32(10, \.pageServerPort),
             ]
         )
     }

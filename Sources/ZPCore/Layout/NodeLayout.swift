@@ -9,6 +9,7 @@
 /// <run-dir>/s/<shim>.sock                       status socket of one shim (folder 0700, socket 0600)
 /// <run-dir>/wake-groups/<ns>/<pod ns|_>/<group>  wake group registry (docs/decisions/0011)
 /// <run-dir>/node.sock                            the manager's node service (migration)
+/// <run-dir>/p/<container id>.sock               a live migration's pages between shim and manager (0700/0600)
 /// <state-dir>/i/<containerd ns>/<container id>   checkpoint images of one container
 /// <state-dir>/m/<container id>/image.zpimg       a migration image (source: handed over; target: pulled)
 /// ```
@@ -75,6 +76,21 @@ public struct NodeLayout: Sendable, Equatable {
     /// `<run-dir>/node.sock`: the manager's node service (ZPAPI's `NodeAPI`), served when the
     /// manager runs with `-migration` (decision 0048).
     public var nodeSocket: String { runDirectory + "/node.sock" }
+
+    /// `<run-dir>/p`: the folder of live migrations' page sockets (mode 0700; decision 0063).
+    public var pageSocketDirectory: String { runDirectory + "/p" }
+
+    /// `<run-dir>/p/<container id>.sock`: where a live migration's memory pages cross between the
+    /// node's manager (in its pod's network namespace) and the shim (in the host's), decision
+    /// 0063. On the source the shim listens (relaying to CRIU's page server on the host's
+    /// loopback) and the manager's mutual-TLS page proxy connects; on the target the manager
+    /// listens (relaying to the source's proxy) and the shim's `criu lazy-pages` reaches it
+    /// through the shim's loopback relay. Within ``maximumSocketPathLength`` whenever `run-dir` is
+    /// within ``maximumRunDirectoryLength`` (`/p/` is as long as `/s/`).
+    /// - Parameter containerID: The containerd container id (the source's or the target's).
+    public func pageSocket(containerID: String) -> String {
+        pageSocketDirectory + "/" + containerID + ".sock"
+    }
 
     // MARK: state-dir
 

@@ -70,7 +70,7 @@ public final class MigrationService: Sendable {
     let boundPort = Mutex<Int?>(nil)
     /// Live migrations' page-server proxies by image id (the source's container id on the source,
     /// the target's on the target), closed when their migration ends (decision 0058).
-    let pageProxies = Mutex<[String: (proxy: PageServerProxy, backendPort: Int?)]>([:])
+    let pageProxies = Mutex<[String: (proxy: PageServerProxy, backend: PageProxyEndpoint?)]>([:])
 
     /// A service for this node.
     /// - Parameters:

@@ -6,6 +6,7 @@ import Crypto
 import Foundation
 import Logging
 import NIOCore
+import SystemPackage
 import ZPAPI
 import ZPCore
 import ZPKube
@@ -154,23 +155,29 @@ extension MigrationService {
             port: Int32(boundPort.withLock { $0 } ?? options.nodeServerPort)
         )
         let ports = podInfo.ports.isEmpty ? info.ports : podInfo.ports
-        // A live migration: CRIU's page server listens on this node's loopback; peers reach it
-        // through a one-shot mutual-TLS proxy (decision 0058).
+        // A live migration: CRIU's page server listens on the host's loopback, which is not this
+        // manager's (it runs in its pod's network namespace); the shim relays it to the
+        // container's page socket in the run folder, and peers reach that through a one-shot
+        // mutual-TLS proxy (decisions 0058, 0063).
         var pageServer: MigrationServer?
         if info.liveMigration {
-            guard info.pageServerPort > 0, info.pageServerPort < 65536 else {
-                throw TTRPCStatusError(.invalidArgument, "a live Evac needs migration_info.page_server_port")
+            let socket = layout.pageSocket(containerID: info.imageID)
+            guard FileManager.default.fileExists(atPath: socket) else {
+                throw TTRPCStatusError(
+                    .failedPrecondition,
+                    "a live Evac needs the shim listening on its page socket \(socket), and nothing is there"
+                )
             }
             closePageProxy(imageID: info.imageID)
             let proxy = try await PageServerProxy.start(
                 group: group,
-                host: "0.0.0.0",
+                listen: .tcp(host: "0.0.0.0", port: 0),
                 serverTLS: tls,
-                backend: .init(host: "127.0.0.1", port: Int(info.pageServerPort), tls: nil),
+                backend: .init(endpoint: .unix(path: socket), tls: nil),
                 timeout: options.pagesTransferTimeout,
                 logger: logger
             )
-            keepPageProxy(proxy, imageID: info.imageID, backendPort: Int(info.pageServerPort))
+            keepPageProxy(proxy, imageID: info.imageID, releasing: .unix(path: socket))
             pageServer = MigrationServer(host: options.podIP, port: Int32(proxy.port))
         }
         let updated: Migration?
@@ -343,21 +350,22 @@ extension MigrationService {
         answer.liveMigration = false
         answer.ports = source.ports ?? []
         if let pageServer = source.pageServer {
-            // Live: the shim's `criu lazy-pages` gets the pages through a loopback proxy to the
-            // source's mutual-TLS page-server proxy (decision 0058).
+            // Live: the shim's `criu lazy-pages` gets the pages through its loopback relay (in
+            // the host's network namespace) to the new container's page socket, where this proxy
+            // to the source's mutual-TLS page-server proxy listens (decisions 0058, 0063).
             do {
                 closePageProxy(imageID: info.imageID)
+                try Files.makeOwnerOnlyDirectory(FilePath(layout.pageSocketDirectory))
                 let proxy = try await PageServerProxy.start(
                     group: group,
-                    host: "127.0.0.1",
+                    listen: .unix(path: layout.pageSocket(containerID: info.imageID)),
                     serverTLS: nil,
-                    backend: .init(host: pageServer.host, port: Int(pageServer.port), tls: tls),
+                    backend: .init(endpoint: .tcp(host: pageServer.host, port: Int(pageServer.port)), tls: tls),
                     timeout: options.pagesTransferTimeout,
                     logger: logger
                 )
                 keepPageProxy(proxy, imageID: info.imageID)
                 answer.liveMigration = true
-                answer.pageServerPort = Int32(proxy.port)
             } catch {
                 try? FileManager.default.removeItem(atPath: layout.migrationDirectory(containerID: info.imageID))
                 let why = "cannot open the page-server proxy to \(pageServer.host):\(pageServer.port): \(error)"
@@ -370,10 +378,10 @@ extension MigrationService {
     }
 
     /// Keeps a live migration's page-server proxy until it ends or its migration does; a source
-    /// proxy (`backendPort`: CRIU's page server on loopback) releases CRIU's wait when it is
-    /// closed unused.
-    func keepPageProxy(_ proxy: PageServerProxy, imageID: String, backendPort: Int? = nil) {
-        pageProxies.withLock { $0[imageID] = (proxy, backendPort) }
+    /// proxy (`releasing`: the shim's page socket, relayed to CRIU's page server) releases CRIU's
+    /// wait when it is closed unused.
+    func keepPageProxy(_ proxy: PageServerProxy, imageID: String, releasing: PageProxyEndpoint? = nil) {
+        pageProxies.withLock { $0[imageID] = (proxy, releasing) }
         proxy.finished.whenComplete { [weak self] _ in
             self?.pageProxies.withLock { proxies in
                 if proxies[imageID]?.proxy === proxy { proxies[imageID] = nil }
@@ -384,8 +392,8 @@ extension MigrationService {
     /// Closes the page-server proxy of `imageID`, if any (a source proxy that never had its
     /// client releases CRIU's page server).
     func closePageProxy(imageID: String) {
-        guard let (proxy, backendPort) = pageProxies.withLock({ $0.removeValue(forKey: imageID) }) else { return }
-        proxy.close(releasingBackend: backendPort.map { ("127.0.0.1", $0) })
+        guard let (proxy, backend) = pageProxies.withLock({ $0.removeValue(forKey: imageID) }) else { return }
+        proxy.close(releasingBackend: backend)
     }
 
     private func fail(_ key: ObjectKey, _ container: String, _ why: String) async throws {

@@ -1,10 +1,13 @@
-// The page-server proxy of a live migration (decision 0058; the original's
-// `manager/node/page_server_proxy.go`, kubernetes brief §4.3): CRIU's page server listens on the
-// source node's loopback only; the source manager serves it to the target over mutual TLS, and
-// the target manager offers that as a plain loopback port to its `criu lazy-pages`. Each proxy is
-// one-shot (one client, then the listener closes) and bounded in time. Stricter than the
-// original: the source proxy connects to CRIU only after a peer's TLS handshake succeeded, so a
-// peer without a valid certificate neither reaches the page server nor uses up the one shot.
+// The page-server proxy of a live migration (decisions 0058, 0063; the original's
+// `manager/node/page_server_proxy.go`, kubernetes brief §4.3). The manager runs in its pod's
+// network namespace and its node's shims in the host's: they meet only through unix sockets in
+// the node's run folder (`<run-dir>/p/<container id>.sock`). On the source the shim relays that
+// socket to CRIU's page server on the host's loopback, and this proxy serves it to the target over
+// mutual TLS on the pod network; on the target this proxy listens on the new container's page
+// socket (owner-only) and relays its one client to the source's proxy over mutual TLS. Each proxy
+// is one-shot (one client, then the listener closes) and bounded in time. Stricter than the
+// original: the source proxy connects to its backend only after a peer's TLS handshake succeeded,
+// so a peer without a valid certificate neither reaches the page server nor uses up the one shot.
 import Logging
 import NIOCore
 import NIOPosix
@@ -12,34 +15,56 @@ import NIOSSL
 import NIOTLS
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where a ``PageServerProxy`` listens or connects.
+enum PageProxyEndpoint: Sendable, CustomStringConvertible {
+    /// TCP (port 0 to listen on a free one).
+    case tcp(host: String, port: Int)
+    /// A unix socket in the node's run folder (listening: mode 0600, removed when the listener
+    /// closes).
+    case unix(path: String)
+
+    /// `host:port` or the socket's path.
+    var description: String {
+        switch self {
+        case .tcp(let host, let port): "\(host):\(port)"
+        case .unix(let path): path
+        }
+    }
+}
+
 /// A one-shot TCP proxy from a listener to a backend, either side optionally with the node
 /// service's mutual TLS.
 final class PageServerProxy: Sendable {
     /// Where the backend is and how to reach it.
     struct Backend: Sendable {
         /// The backend's address.
-        var host: String
-        /// The backend's port.
-        var port: Int
-        /// Dial it with the node service's client TLS (the peer's IP SAN checked).
+        var endpoint: PageProxyEndpoint
+        /// Dial it with the node service's client TLS (the peer's IP SAN checked; TCP only).
         var tls: NodeTLS?
     }
 
-    /// The port the proxy listens on.
+    /// The TCP port the proxy listens on (0 for a unix listener).
     let port: Int
+    /// Where the proxy listens.
+    let listening: PageProxyEndpoint
     private let listener: any Channel
     private let connections = Mutex<[any Channel]>([])
     private let taken = Mutex(false)
     private let finishedPromise: EventLoopPromise<Void>
     private let logger: Logger
 
-    /// Starts a proxy listening on `host:0`.
+    /// Starts a proxy listening on `listen` (a unix socket is made mode 0600, a stale one
+    /// replaced; its folder must exist, owner-only).
     /// - Parameters:
     ///   - serverTLS: accepted connections must complete the node service's mutual TLS first.
     ///   - timeout: the proxy closes (listener and connections) after this time.
     static func start(
         group: any EventLoopGroup,
-        host: String,
+        listen: PageProxyEndpoint,
         serverTLS: NodeTLS?,
         backend: Backend,
         timeout: Duration,
@@ -47,32 +72,51 @@ final class PageServerProxy: Sendable {
     ) async throws -> PageServerProxy {
         let loop = group.next()
         let slot = ProxySlot()
-        let listener = try await ServerBootstrap(group: loop)
+        let bootstrap = ServerBootstrap(group: loop)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { child in
                 child.eventLoop.makeCompletedFuture {
                     try slot.accepted(child, serverTLS: serverTLS, backend: backend, logger: logger)
                 }
             }
-            .bind(host: host, port: 0)
-            .get()
+        let listener: any Channel
+        switch listen {
+        case .tcp(let host, let port):
+            listener = try await bootstrap.bind(host: host, port: port).get()
+        case .unix(let path):
+            listener = try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
+            if chmod(path, 0o600) != 0 {
+                let error = IOError(errnoCode: errno, reason: "chmod 0600 \(path)")
+                try? await listener.close()
+                _ = unlink(path)
+                throw error
+            }
+        }
         let proxy = PageServerProxy(
             listener: listener,
+            listening: listen,
             port: listener.localAddress?.port ?? 0,
             finished: loop.makePromise(),
             logger: logger
         )
         slot.proxy.withLock { $0 = proxy }
         let timer = loop.scheduleTask(in: .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000)) {
-            logger.warning("page-server proxy closed after its bound", metadata: ["port": "\(proxy.port)"])
+            logger.warning("page-server proxy closed after its bound", metadata: ["listening": "\(listen)"])
             proxy.close()
         }
         proxy.finishedPromise.futureResult.whenComplete { _ in timer.cancel() }
         return proxy
     }
 
-    private init(listener: any Channel, port: Int, finished: EventLoopPromise<Void>, logger: Logger) {
+    private init(
+        listener: any Channel,
+        listening: PageProxyEndpoint,
+        port: Int,
+        finished: EventLoopPromise<Void>,
+        logger: Logger
+    ) {
         self.listener = listener
+        self.listening = listening
         self.port = port
         self.finishedPromise = finished
         self.logger = logger
@@ -89,8 +133,14 @@ final class PageServerProxy: Sendable {
         }
         guard first else { return false }
         connections.withLock { $0 = channels }
-        listener.close(promise: nil)
+        closeListener()
         return true
+    }
+
+    /// Closes the listener; a unix one's socket file goes with it.
+    private func closeListener() {
+        listener.close(promise: nil)
+        if case .unix(let path) = listening { _ = unlink(path) }
     }
 
     /// One side of the proxied connection closed: close the other and finish.
@@ -104,16 +154,15 @@ final class PageServerProxy: Sendable {
     /// proxy that never had a client first connects to its backend and hangs up: CRIU's lazy page
     /// server takes that as the end of the transfer, so a source whose target never came ends its
     /// dump (and the processes the Kill asked to end) now instead of at its bound.
-    func close(releasingBackend backend: (host: String, port: Int)? = nil) {
+    func close(releasingBackend backend: PageProxyEndpoint? = nil) {
         let unused = taken.withLock { t -> Bool in
             defer { t = true }
             return !t
         }
-        listener.close(promise: nil)
+        closeListener()
         connectionEnded()
         guard unused, let backend else { return }
-        let loop = listener.eventLoop
-        ClientBootstrap(group: loop).connect(host: backend.host, port: backend.port).whenSuccess { channel in
+        ClientBootstrap(group: listener.eventLoop).connect(to: backend).whenSuccess { channel in
             channel.close(promise: nil)
         }
     }
@@ -155,7 +204,7 @@ private final class ProxySlot: Sendable {
                     if let tls = backend.tls { try tls.prepareClient(channel) }
                 }
             }
-            .connect(host: backend.host, port: backend.port)
+            .connect(to: backend.endpoint)
             .whenComplete { result in
                 switch result {
                 case .success(let peer):
@@ -172,11 +221,27 @@ private final class ProxySlot: Sendable {
                         GlueHandler.pair(boundFront.value, back)
                     } catch {
                         proxy.connectionEnded()
+                        return
                     }
+                    // Either side closing ends the proxy, also when the client hung up while the
+                    // backend connected (not `isActive`: a unix connect completes inline, before
+                    // an accepted child is active).
+                    child.closeFuture.whenComplete { _ in proxy.connectionEnded() }
+                    peer.closeFuture.whenComplete { _ in proxy.connectionEnded() }
                 case .failure:
                     child.close(promise: nil)
                 }
             }
+    }
+}
+
+extension ClientBootstrap {
+    /// Connects to a TCP or unix endpoint.
+    fileprivate func connect(to endpoint: PageProxyEndpoint) -> EventLoopFuture<any Channel> {
+        switch endpoint {
+        case .tcp(let host, let port): connect(host: host, port: port)
+        case .unix(let path): connect(unixDomainSocketPath: path)
+        }
     }
 }
 

@@ -44,7 +44,8 @@ final class ContainerMigration: Sendable {
     /// Live: dumps the running container lazily (page server port, CRIU config file, bound, the
     /// readiness stream); see ``CRIUCheckpoints/checkpointLive(pageServerPort:configFile:timeout:ready:)``.
     let dumpLive: @Sendable (Int32, String, Duration, AsyncStream<Int64>.Continuation) async throws -> ScaleDownReport
-    /// Live: restores lazily from the migrated images, pages through the node's proxy port.
+    /// Live: restores lazily from the migrated images, `criu lazy-pages` fetching the pages from
+    /// this loopback port (the shim's relay to the node's page socket).
     let restoreLive: @Sendable (Int32) async throws -> (RestoredProcess, LivePages)
     /// Live: how long the pages may take to move (node.conf's `pages-transfer-timeout`, default
     /// 5 minutes as the original's `-pages-transfer-timeout`): the source's lazy dump and the
@@ -57,8 +58,11 @@ final class ContainerMigration: Sendable {
         var imageWaiting = false
         /// The source's evacuation (once per container).
         var evacuation = Evacuation.notStarted
-        /// A live migration's image waits: the node's page proxy port on loopback.
-        var liveProxyPort: Int32?
+        /// A live migration's image waits (its pages come through the node's page socket).
+        var liveImage = false
+        /// The target's relay from the host's loopback (`criu lazy-pages`) to the node's page
+        /// socket, while the live restore runs (decision 0063).
+        var pageRelay: PageRelay?
     }
     private enum Evacuation {
         case notStarted
@@ -140,16 +144,16 @@ final class ContainerMigration: Sendable {
                 metadata: ["ms": "\(milliseconds(ContinuousClock.now - start))", "ports": "\(ports)"]
             )
             return true
-        case .restoredLive(let ports, let proxyPort):
+        case .restoredLive(let ports):
             state.withLock {
                 $0.imageWaiting = true
-                $0.liveProxyPort = proxyPort
+                $0.liveImage = true
             }
             logger.info(
                 "migration: the live image (without its pages) is in place; Start restores it lazily",
                 metadata: [
                     "ms": "\(milliseconds(ContinuousClock.now - start))", "ports": "\(ports)",
-                    "page-proxy": "127.0.0.1:\(proxyPort)",
+                    "page-socket": "\(layout.pageSocket(containerID: containerID))",
                 ]
             )
             return true
@@ -176,17 +180,51 @@ final class ContainerMigration: Sendable {
         }.joined(separator: "; ")
     }
 
-    /// The page proxy port of a waiting live image (taken once, with the image).
-    func takeLiveProxyPort() -> Int32? {
+    /// Whether the waiting image is a live one (taken once, with the image).
+    func takeLiveImage() -> Bool {
         state.withLock { s in
-            defer { s.liveProxyPort = nil }
-            return s.liveProxyPort
+            defer { s.liveImage = false }
+            return s.liveImage
         }
     }
 
+    /// Restores the waiting live image lazily: `criu lazy-pages` gets the pages from a loopback
+    /// relay (in the host's network namespace, where the shim runs) to the node's page socket,
+    /// where the node's manager relays them from the source (decision 0063). The relay stays
+    /// until ``finish(failure:restoredAt:)``.
+    func restoreLiveThroughNode() async throws -> (RestoredProcess, LivePages) {
+        let relay = try await PageRelay.start(
+            group: group,
+            listen: .loopback(port: 0),
+            backend: .unix(path: layout.pageSocket(containerID: containerID)),
+            timeout: pagesTransferTimeout,
+            logger: logger
+        )
+        state.withLock { $0.pageRelay = relay }
+        do {
+            return try await restoreLive(Int32(relay.port))
+        } catch {
+            closePageRelay()
+            throw error
+        }
+    }
+
+    /// Closes the target's page relay; the node's page socket of this container goes too when the
+    /// node left it (its manager died before it closed its proxy).
+    private func closePageRelay() {
+        let relay = state.withLock { s -> PageRelay? in
+            defer { s.pageRelay = nil }
+            return s.pageRelay
+        }
+        guard let relay else { return }
+        relay.close()
+        try? FileManager.default.removeItem(atPath: layout.pageSocket(containerID: containerID))
+    }
+
     /// Tells the node how Start ended (`failure` empty: restored from the image); `restoredAt`
-    /// (Unix nanoseconds) for a live migration.
+    /// (Unix nanoseconds) for a live migration. A live restore's page relay closes first.
     func finish(failure: String, restoredAt: Int64? = nil) async {
+        closePageRelay()
         await restoration.finish(failure: failure, restoredAt: restoredAt)
     }
 
@@ -332,13 +370,30 @@ final class ContainerMigration: Sendable {
                     return .failure(error)
                 }
             }
-            group.addTask { [logger] in
+            group.addTask { [logger, layout, containerID, eventLoops = self.group] in
                 // The page server listens and the images without pages are complete: publish them.
                 for await frozenAt in ready {
+                    // The node's manager runs in its pod's network namespace: it reaches CRIU's
+                    // page server (on the host's loopback) through this relay from a unix socket
+                    // in the node's run folder (decision 0063).
+                    let socket = layout.pageSocket(containerID: containerID)
+                    do {
+                        let relay = try await PageRelay.start(
+                            group: eventLoops,
+                            listen: .unix(path: socket),
+                            backend: .loopback(port: Int(port)),
+                            timeout: timeout,
+                            logger: logger
+                        )
+                        dumpEnded.relay.withLock { $0 = relay }
+                    } catch {
+                        logger.warning("migration: the live image could not be published: cannot listen on \(socket): \(error)")
+                        releasePageServer(port: port)
+                        break
+                    }
                     let outcome = await evacuation.publish(
                         client,
-                        pausedAt: ProtobufTimestamp(unixNanoseconds: frozenAt),
-                        pageServerPort: port
+                        pausedAt: ProtobufTimestamp(unixNanoseconds: frozenAt)
                     )
                     switch outcome {
                     case .evacuated(let summary):
@@ -346,7 +401,7 @@ final class ContainerMigration: Sendable {
                             "migration: live image published; the target takes the pages",
                             metadata: [
                                 "ms": "\(milliseconds(ContinuousClock.now - start))", "archive": "\(summary)",
-                                "page-server": "127.0.0.1:\(port)",
+                                "page-server": "127.0.0.1:\(port)", "page-socket": "\(socket)",
                             ]
                         )
                     case .stopNormally(let reason):
@@ -383,6 +438,10 @@ final class ContainerMigration: Sendable {
             return dumped
         }
         await client.close()
+        dumpEnded.relay.withLock { relay in
+            relay?.close()  // removes its socket
+            relay = nil
+        }
         try? FileManager.default.removeItem(atPath: configFile)
         switch dumped {
         case .success(let report):
@@ -412,7 +471,9 @@ final class ContainerMigration: Sendable {
     }
 }
 
-/// Whether a live dump has ended, for the watch of the node's connection during it.
+/// Whether a live dump has ended, for the watch of the node's connection during it, and the relay
+/// from the page socket to CRIU's page server while it runs.
 private final class DumpEnded: Sendable {
     let value = Mutex(false)
+    let relay = Mutex<PageRelay?>(nil)
 }

@@ -112,12 +112,12 @@ extension CRIUCheckpoints {
     }
 
     /// Restores the container lazily from a live migration's images: a `criu lazy-pages` daemon
-    /// fetching the pages from `127.0.0.1:<proxyPort>` (the node's proxy to the source's page
-    /// server), then CRIU's restore with `lazy_pages` (ZPCheckpoint's `migrated`). The images stay
+    /// fetching the pages from `127.0.0.1:<proxyPort>` (the shim's relay to the node's page socket,
+    /// where the node's manager relays to the source's page-server proxy; decision 0063), then CRIU's restore with `lazy_pages` (ZPCheckpoint's `migrated`). The images stay
     /// until the pages are all in (the daemon reads their page maps): remove them afterwards.
     ///
     /// The daemon connects to the proxy once the restore handed it the processes' userfaultfds;
-    /// when it cannot (the target's manager, and its proxy with it, went away before) or loses the
+    /// when it cannot (the target's manager, and its page socket with it, went away before) or loses the
     /// connection, it exits and CRIU's restore would wait on the restored tasks until its bound
     /// (60 s). The daemon is watched meanwhile: when it ends before the restore answered, every
     /// process in the container's cgroups (the CRIU worker, the tasks restored so far) is killed at
@@ -184,7 +184,7 @@ extension CRIUCheckpoints {
                     watch.reason.withLock {
                         $0 =
                             "criu lazy-pages (pid \(ended)) ended during the restore (it could not reach or lost the "
-                            + "node's page proxy on 127.0.0.1:\(proxyPort)): the restore was stopped at once, its CRIU "
+                            + "shim's page relay on 127.0.0.1:\(proxyPort) to the node's page socket): the restore was stopped at once, its CRIU "
                             + "worker and the tasks restored so far killed"
                     }
                     ContainerCgroupProcesses.killAll(id: target.id, runcRoot: target.runcRoot.string)

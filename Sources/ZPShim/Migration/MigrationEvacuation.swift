@@ -87,8 +87,8 @@ struct MigrationEvacuation: Sendable {
     }
 
     /// Archives the images (and changed files) and publishes them with Evac (a live migration's
-    /// with its page server's loopback port).
-    func publish(_ client: NodeClient, pausedAt: ProtobufTimestamp, pageServerPort: Int32 = 0) async -> Outcome {
+    /// page server the node reaches at the container's page socket, decision 0063).
+    func publish(_ client: NodeClient, pausedAt: ProtobufTimestamp) async -> Outcome {
         var info = info
         let directory = layout.migrationDirectory(containerID: containerID)
         let summary: ImageArchiveSummary
@@ -106,7 +106,6 @@ struct MigrationEvacuation: Sendable {
             return .stopNormally(reason: "writing the migration image failed: \(error)")
         }
         info.pausedAt = pausedAt
-        info.pageServerPort = pageServerPort
         do {
             let published = try await client.evac(NodeAPI.EvacRequest(podInfo: pod, migrationInfo: info))
             guard published.outcome == .claimed else {

@@ -23,8 +23,9 @@ struct MigrationRestoration: Sendable {
         /// source's listening ports (the activator's until the first restore).
         case restored(ports: [Int32])
         /// A live migration's images (without their memory pages) are in place: restore lazily,
-        /// the pages coming from `127.0.0.1:<pageProxyPort>` (the node's proxy to the source).
-        case restoredLive(ports: [Int32], pageProxyPort: Int32)
+        /// the pages coming through the container's page socket, where the node's manager listens
+        /// (its proxy to the source; decision 0063).
+        case restoredLive(ports: [Int32])
         /// No image (no Migration, no node service, a failed transfer or extraction): create the
         /// container from scratch.
         case fromScratch(reason: String)
@@ -99,13 +100,14 @@ struct MigrationRestoration: Sendable {
         }
         ImageArchive.removeTree(directory)
         if let answered = answer.migrationInfo, answered.liveMigration {
-            guard answered.pageServerPort > 0 else {
+            let socket = layout.pageSocket(containerID: containerID)
+            guard FileManager.default.fileExists(atPath: socket) else {
                 ImageArchive.removeTree(imagesDirectory)
-                let why = "the node answered a live migration without its page proxy's port"
+                let why = "the node answered a live migration but does not listen on its page socket \(socket)"
                 await finish(client, failure: why)
                 return .fromScratch(reason: why)
             }
-            return .restoredLive(ports: answered.ports, pageProxyPort: answered.pageServerPort)
+            return .restoredLive(ports: answered.ports)
         }
         return .restored(ports: answer.migrationInfo?.ports ?? [])
     }

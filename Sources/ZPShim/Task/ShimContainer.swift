@@ -364,8 +364,8 @@ public actor ShimContainer {
         }
         initProcess.pendingExit = nil
         let start = ContinuousClock.now
-        if let proxyPort = migration.takeLiveProxyPort() {
-            return try await startFromLiveImage(migration, proxyPort: proxyPort)
+        if migration.takeLiveImage() {
+            return try await startFromLiveImage(migration)
         }
         do {
             let restored = try await migration.restoreImages()
@@ -395,11 +395,11 @@ public actor ShimContainer {
     /// the node. When the transfer breaks or the restore fails, the restored process (which may
     /// have run on zero-filled pages) is killed and the container starts from scratch.
     /// - Returns: false (a live container ran on the old node: it is not idle).
-    private func startFromLiveImage(_ migration: ContainerMigration, proxyPort: Int32) async throws -> Bool {
+    private func startFromLiveImage(_ migration: ContainerMigration) async throws -> Bool {
         let start = ContinuousClock.now
         var failure: String
         do {
-            let (restored, pages) = try await migration.restoreLive(proxyPort)
+            let (restored, pages) = try await migration.restoreLiveThroughNode()
             let restoredAt = SystemClock.realtimeNanoseconds()
             let restoreTime = ContinuousClock.now - start
             initProcess.pid = restored.pid
