@@ -14,6 +14,7 @@ import NIOPosix
 import NIOSSL
 import NIOTLS
 import Synchronization
+import ZPAPI
 
 #if canImport(Glibc)
 import Glibc
@@ -176,7 +177,7 @@ private final class ProxySlot: Sendable {
     /// reached the backend), then (on the child's event loop) the backend connection and the glue
     /// between both.
     func accepted(_ child: any Channel, serverTLS: NodeTLS?, backend: PageServerProxy.Backend, logger: Logger) throws {
-        let front = GlueHandler()
+        let front = ByteGlue()
         if let serverTLS {
             try serverTLS.prepareServer(
                 child,
@@ -191,7 +192,7 @@ private final class ProxySlot: Sendable {
         if serverTLS == nil { connectBackend(child, front: front, backend: backend) }
     }
 
-    private func connectBackend(_ child: any Channel, front: GlueHandler, backend: PageServerProxy.Backend) {
+    private func connectBackend(_ child: any Channel, front: ByteGlue, backend: PageServerProxy.Backend) {
         let loop = child.eventLoop
         guard let proxy = proxy.withLock({ $0 }) else {
             child.close(promise: nil)
@@ -213,12 +214,12 @@ private final class ProxySlot: Sendable {
                         child.close(promise: nil)
                         return
                     }
-                    let back = GlueHandler()
+                    let back = ByteGlue()
                     back.onEnd = { proxy.connectionEnded() }
                     boundFront.value.onEnd = { proxy.connectionEnded() }
                     do {
                         try peer.pipeline.syncOperations.addHandler(back)
-                        GlueHandler.pair(boundFront.value, back)
+                        ByteGlue.pair(boundFront.value, back)
                     } catch {
                         proxy.connectionEnded()
                         return
@@ -258,59 +259,5 @@ private final class HandshakeGate: ChannelInboundHandler, RemovableChannelHandle
             completed()
         }
         context.fireUserInboundEventTriggered(event)
-    }
-}
-
-/// Forwards bytes to its partner's channel; holds what arrives before it has a partner. When its
-/// channel ends, `onEnd` runs (the proxy closes both).
-private final class GlueHandler: ChannelDuplexHandler {
-    typealias InboundIn = ByteBuffer
-    typealias OutboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
-
-    private var partner: GlueHandler?
-    private var context: ChannelHandlerContext?
-    private var held: [ByteBuffer] = []
-    var onEnd: (() -> Void)?
-
-    static func pair(_ a: GlueHandler, _ b: GlueHandler) {
-        a.partner = b
-        b.partner = a
-        for buffer in a.held { b.forward(buffer) }
-        for buffer in b.held { a.forward(buffer) }
-        a.held = []
-        b.held = []
-        a.context?.flush()
-        b.context?.flush()
-    }
-
-    private func forward(_ buffer: ByteBuffer) {
-        context?.write(wrapOutboundOut(buffer), promise: nil)
-    }
-
-    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
-
-    func handlerRemoved(context: ChannelHandlerContext) {
-        self.context = nil
-        partner = nil
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let buffer = unwrapInboundIn(data)
-        if let partner { partner.forward(buffer) } else { held.append(buffer) }
-    }
-
-    func channelReadComplete(context: ChannelHandlerContext) {
-        partner?.context?.flush()
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        onEnd?()
-        onEnd = nil
-        context.fireChannelInactive()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        context.close(promise: nil)
     }
 }

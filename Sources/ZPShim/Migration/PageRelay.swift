@@ -11,6 +11,7 @@ import NIOCore
 import NIOPosix
 import Synchronization
 import SystemPackage
+import ZPAPI
 import ZPSystem
 
 #if canImport(Glibc)
@@ -152,12 +153,12 @@ private final class RelaySlot: Sendable {
     /// unix connect completes inline: dialled from the child's initializer, it would pair and take
     /// the one shot before the child is registered).
     func accepted(_ child: any Channel, backend: PageRelayEndpoint) throws {
-        let front = RelayGlue()
+        let front = ByteGlue()
         front.onActive = { [self] in self.connectBackend(child, front: front, backend: backend) }
         try child.pipeline.syncOperations.addHandler(front)
     }
 
-    private func connectBackend(_ child: any Channel, front: RelayGlue, backend: PageRelayEndpoint) {
+    private func connectBackend(_ child: any Channel, front: ByteGlue, backend: PageRelayEndpoint) {
         guard let relay = relay.withLock({ $0 }) else {
             child.close(promise: nil)
             return
@@ -177,12 +178,12 @@ private final class RelaySlot: Sendable {
                     child.close(promise: nil)
                     return
                 }
-                let back = RelayGlue()
+                let back = ByteGlue()
                 back.onEnd = { relay.close() }
                 boundFront.value.onEnd = { relay.close() }
                 do {
                     try peer.pipeline.syncOperations.addHandler(back)
-                    RelayGlue.pair(boundFront.value, back)
+                    ByteGlue.pair(boundFront.value, back)
                 } catch {
                     relay.close()
                     return
@@ -197,68 +198,5 @@ private final class RelaySlot: Sendable {
                 child.close(promise: nil)
             }
         }
-    }
-}
-
-/// Forwards bytes to its partner's channel; holds what arrives before it has a partner. When its
-/// channel ends, `onEnd` runs (the relay closes both).
-private final class RelayGlue: ChannelDuplexHandler {
-    typealias InboundIn = ByteBuffer
-    typealias OutboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
-
-    private var partner: RelayGlue?
-    private var context: ChannelHandlerContext?
-    private var held: [ByteBuffer] = []
-    var onEnd: (() -> Void)?
-    /// Runs once when its channel becomes active.
-    var onActive: (() -> Void)?
-
-    static func pair(_ a: RelayGlue, _ b: RelayGlue) {
-        a.partner = b
-        b.partner = a
-        for buffer in a.held { b.forward(buffer) }
-        for buffer in b.held { a.forward(buffer) }
-        a.held = []
-        b.held = []
-        a.context?.flush()
-        b.context?.flush()
-    }
-
-    private func forward(_ buffer: ByteBuffer) {
-        context?.write(wrapOutboundOut(buffer), promise: nil)
-    }
-
-    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
-
-    func handlerRemoved(context: ChannelHandlerContext) {
-        self.context = nil
-        partner = nil
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let buffer = unwrapInboundIn(data)
-        if let partner { partner.forward(buffer) } else { held.append(buffer) }
-    }
-
-    func channelReadComplete(context: ChannelHandlerContext) {
-        partner?.context?.flush()
-    }
-
-    func channelActive(context: ChannelHandlerContext) {
-        let active = onActive
-        onActive = nil
-        context.fireChannelActive()
-        active?()
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        onEnd?()
-        onEnd = nil
-        context.fireChannelInactive()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        context.close(promise: nil)
     }
 }
