@@ -24,15 +24,30 @@ for dir in Tests/*/; do  # every test target, so a new one is never skipped
 done
 [ ${#own_targets[@]} -gt 0 ] && echo "test.sh: not run here: ${own_targets[*]} (make test-images)"
 failed=()
+# Each target's output also goes to a log, so the end of the run can repeat what failed: CI shows
+# only the tail of the output, and a failed target's reason would otherwise be hundreds of lines up.
+log_dir=.build/test-logs
+mkdir -p "$log_dir"
 run() {
   local target=$1; shift
   printf '\n=== %s ===\n' "$target"
-  if ! swift test --skip-build "${swift_flags[@]}" "$@" --filter "^$target\\."; then failed+=("$target"); fi
+  swift test --skip-build "${swift_flags[@]}" "$@" --filter "^$target\\." 2>&1 | tee "$log_dir/$target.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || failed+=("$target")
+}
+# The failing tests' lines of a target's log: swift-testing's ✘ lines and recorded issues (with the
+# lines that follow them), XCTest's "error:" lines; at most 60 lines a target.
+failures_of() {
+  grep -a -A3 -E '(✘|recorded an issue|: error: |Fatal error|signal code)' "$log_dir/$1.log" | head -60
 }
 for t in "${parallel_targets[@]}"; do run "$t"; done
 for t in "${serial_targets[@]}"; do run "$t" --no-parallel; done
 printf '\n'
 if [ ${#failed[@]} -gt 0 ]; then
+  for t in "${failed[@]}"; do
+    printf 'test.sh: what failed in %s (full log %s/%s.log):\n' "$t" "$log_dir" "$t"
+    failures_of "$t"
+    printf '\n'
+  done
   echo "test.sh: failed targets: ${failed[*]}"
   exit 1
 fi
