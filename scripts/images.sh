@@ -6,8 +6,8 @@
 # (the image is named docker.io/zeropod-swift/NAME:dev, which is what kubelet asks for when a pod
 # names zeropod-swift/NAME:dev; with the tag dev, not latest, kubelet does not try to pull it).
 #
-# The Swift binaries are release builds with the Swift runtime and Foundation linked in
-# (`swift build -c release --static-swift-stdlib`): no Swift toolchain on the node or in the image.
+# The Swift binaries are release builds with the Swift runtime linked in (scripts/release-build.sh:
+# `--static-swift-stdlib`, position-dependent): no Swift toolchain on the node or in the image.
 # They still use glibc and the C libraries of their modules (libbpf, libelf, zlib, libstdc++), so
 # each image carries the `ldd` closure of its programs from this (Debian 12) machine, loader included.
 #   installer  /usr/local/bin/zeropod-installer, containerd-shim-zeropod-v2 beside it (what it
@@ -17,7 +17,7 @@
 #   manager    /usr/local/bin/zeropod-manager.
 # The release build has a build folder of its own (.build-images, IMAGES_SCRATCH), so it neither
 # waits for nor overwrites the debug build or `make bench-manager`'s release build.
-# Cache: $ZP_CACHE/images/<name>-<key>.tar, key = sha256 of this script, Package.swift, Sources/,
+# Cache: $ZP_CACHE/images/<name>-<key>.tar, key = sha256 of this script, release-build.sh, Package.swift, Sources/,
 # the CRIU binary and the Swift version: unchanged inputs build nothing.
 set -euo pipefail
 ZP_CACHE=${ZP_CACHE:-/var/cache/zeropod-swift}
@@ -39,7 +39,7 @@ names=("$@"); [ ${#names[@]} -gt 0 ] || names=(installer manager)
 for n in "${names[@]}"; do case "$n" in installer|manager) ;; *) die "unknown image $n (installer|manager)" ;; esac; done
 
 key=$( {
-  cat "$0" "$root/Package.swift"
+  cat "$0" "$here/release-build.sh" "$root/Package.swift"
   (cd "$root" && find Sources -type f -print0 | sort -z | xargs -0 sha256sum)
   sha256sum "$CRIU"
   swift --version 2>/dev/null
@@ -58,14 +58,13 @@ if [ ${#need_build[@]} -gt 0 ]; then
   products=()
   for n in "${need_build[@]}"; do read -ra p <<<"$(products_for "$n")"; products+=("${p[@]}"); done
   started=$(date +%s)
-  for p in "${products[@]}"; do
-    log "swift build -c release --static-swift-stdlib --product $p (in $SCRATCH)"
-    (cd "$root" && swift build --scratch-path "$SCRATCH" -c release --static-swift-stdlib --product "$p" >&2) \
-      || die "release build of $p failed"
-  done
+  # Built by scripts/release-build.sh, as `make shim` and the benchmarks build them: position-dependent
+  # (the shim's pages stay clean and shared between pods, decision 0035) and checked for full
+  # Foundation/ICU in the shim (decision 0061); the shim these images install is the one measured.
+  log "scripts/release-build.sh ${products[*]} (in $SCRATCH)"
+  bin=$(RELEASE_SCRATCH=$SCRATCH bash "$here/release-build.sh" "${products[@]}") || die "release build of ${products[*]} failed"
   log "release builds took $(( $(date +%s) - started )) s"
 fi
-bin=$(cd "$root" && swift build --scratch-path "$SCRATCH" -c release --show-bin-path 2>/dev/null)
 
 # copy_closure ROOTFS FILE...: each file's libraries (ldd), the loader included, at their paths.
 copy_closure() {

@@ -5,9 +5,11 @@
 # of the shim stays clean and is shared by all the shims of a node; a PIE with the Swift runtime as
 # shared libraries dirties ~1 MiB per process applying them (docs/decisions/0035-shim-memory.md).
 # Usage: scripts/release-build.sh PRODUCT... (default: containerd-shim-zeropod-v2)
+# RELEASE_SCRATCH: the build folder (default .build-node; scripts/images.sh passes its own, so the
+# binaries in the images are built exactly as these, with the same check below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-flags=(-c release --scratch-path .build-node --static-swift-stdlib -Xswiftc -Xclang-linker -Xswiftc -no-pie)
+flags=(-c release --scratch-path "${RELEASE_SCRATCH:-.build-node}" --static-swift-stdlib -Xswiftc -Xclang-linker -Xswiftc -no-pie)
 products=("$@")
 [ ${#products[@]} -gt 0 ] || products=(containerd-shim-zeropod-v2)
 log=$(mktemp)
