@@ -195,11 +195,19 @@ private func message(_ double: KubeAPIDouble, _ name: String) -> String? {
                 // The report of the current attempt.
                 report.migrationUID = uid
                 let started = ContinuousClock.now
-                let answer = try await source.abortEvac(NodeAPI.EvacRequest(podInfo: podInfo(name), migrationInfo: report))
+                let answer = try await source.abortEvac(
+                    NodeAPI.EvacRequest(podInfo: podInfo(name), migrationInfo: report)
+                )
                 #expect(answer.outcome == .failed)
                 #expect(phase(double, name) == "Failed")
-                #expect(message(double, name)?.contains("pages-transfer-timeout 15s") == true, "\(message(double, name) ?? "-")")
-                #expect(await eventuallyAsync(within: 5) { !tcpAccepts("127.0.0.2", port) }, "the page proxy still listens")
+                #expect(
+                    message(double, name)?.contains("pages-transfer-timeout 15s") == true,
+                    "\(message(double, name) ?? "-")"
+                )
+                #expect(
+                    await eventuallyAsync(within: 5) { !tcpAccepts("127.0.0.2", port) },
+                    "the page proxy still listens"
+                )
                 print("AbortEvac: Migration Failed and the page proxy closed within \(ContinuousClock.now - started)")
                 // The same report again: the phase is final.
                 let again = await #expect(throws: TTRPCStatusError.self) {
@@ -296,7 +304,10 @@ private func message(_ double: KubeAPIDouble, _ name: String) -> String? {
                 #expect(otherUID?.code == .failedPrecondition)
                 let otherContainer = await finish(String(repeating: "e7", count: 32), uid: uid, failure: failure)
                 #expect(otherContainer?.code == .failedPrecondition)
-                #expect(otherContainer?.message.contains("serves no restore") == true, "\(String(describing: otherContainer))")
+                #expect(
+                    otherContainer?.message.contains("serves no restore") == true,
+                    "\(String(describing: otherContainer))"
+                )
                 #expect(phase(double, name) == "Running", "a refused report changed the phase")
                 // The current report completes it.
                 _ = try await target.finishRestore(
@@ -347,7 +358,10 @@ private func message(_ double: KubeAPIDouble, _ name: String) -> String? {
                 withIntermediateDirectories: true
             )
             close(try listeningUnixSocket(b.layout.targetPageSocket(containerID: deadTarget)))
-            try FileManager.default.createDirectory(atPath: b.layout.pageSocketDirectory, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(
+                atPath: b.layout.pageSocketDirectory,
+                withIntermediateDirectories: true
+            )
             let relay = try listeningUnixSocket(b.layout.pageSocket(containerID: liveSource))
             defer { close(relay) }
             for id in [deadTarget, orphan, claimedSource] {

@@ -248,11 +248,8 @@ final class Shared<Value: Sendable>: Sendable {
                 )
                 #expect(phase(double, "web-5d9c-aaaaa") == "Running")
                 let uid = try #require(restored.migrationInfo?.migrationUID)
-                #expect(
-                    uid == double.object("migrations", namespace: "default", name: "web-5d9c-aaaaa")?[path: [
-                        "metadata", "uid",
-                    ]]?.stringValue
-                )
+                let created = double.object("migrations", namespace: "default", name: "web-5d9c-aaaaa")
+                #expect(uid == created?[path: ["metadata", "uid"]]?.stringValue)
                 _ = try await target.finishRestore(
                     NodeAPI.RestoreRequest(podInfo: podInfo("web-5d9c-bbbbb"), migrationInfo: info(targetID, uid: uid))
                 )

@@ -167,7 +167,13 @@ private func seconds(_ d: Duration) -> Double {
                 timeout: .seconds(120),
                 logger: Self.logger
             )
-            return (target.port, { source.close(); target.close() })
+            return (
+                target.port,
+                {
+                    source.close()
+                    target.close()
+                }
+            )
         case "manager proxies (mTLS)":
             let sourceTLS = try NodeTLS(credentials: try ca.issueLeaf(ipAddress: "127.0.0.1"))
             let targetTLS = try NodeTLS(credentials: try ca.issueLeaf(ipAddress: "127.0.0.5"))
@@ -187,7 +193,13 @@ private func seconds(_ d: Duration) -> Double {
                 timeout: .seconds(120),
                 logger: Self.logger
             )
-            return (target.port, { source.close(); target.close() })
+            return (
+                target.port,
+                {
+                    source.close()
+                    target.close()
+                }
+            )
         default:  // the whole path, as a live migration runs it (decision 0063)
             let sourceTLS = try NodeTLS(credentials: try ca.issueLeaf(ipAddress: "127.0.0.1"))
             let targetTLS = try NodeTLS(credentials: try ca.issueLeaf(ipAddress: "127.0.0.5"))
@@ -268,7 +280,8 @@ private func seconds(_ d: Duration) -> Double {
             let rtt = median(runs.map(\.roundTrip))
             print(
                 String(
-                    format: "[zprelay] %@: 64 MiB in %.0f ms (%.0f MiB/s, %.1fx direct; runs %@ ms), 4 KiB round trip %.0f µs",
+                    format:
+                        "[zprelay] %@: 64 MiB in %.0f ms (%.0f MiB/s, %.1fx direct; runs %@ ms), 4 KiB round trip %.0f µs",
                     variant,
                     time * 1000,
                     64 / time,

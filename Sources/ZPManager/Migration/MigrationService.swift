@@ -153,7 +153,8 @@ public final class MigrationService: Sendable {
 
     /// One pass over this node's pods and Migrations: create, claim, clean up.
     func reconcile() async {
-        if pods.hasSynced, migrations.hasSynced, swept.withLock({ s in defer { s = true }; return !s }) {
+        if pods.hasSynced, migrations.hasSynced, !swept.withLock({ $0 }) {
+            swept.withLock { $0 = true }
             removeUnclaimedArchives()
         }
         for pod in pods.objects {
@@ -290,7 +291,8 @@ public final class MigrationService: Sendable {
             }.flatMap { $0.spec.containers.map(\.id) }
         ).union(restoring.withLock { Set($0.values) })
         let root = layout.migrationRoot
-        for folder in (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? [] where !claimed.contains(folder) {
+        let folders = (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []
+        for folder in folders where !claimed.contains(folder) {
             try? FileManager.default.removeItem(atPath: root + "/" + folder)
             logger.info("removed a migration image no Migration claims", metadata: ["path": "\(root)/\(folder)"])
         }

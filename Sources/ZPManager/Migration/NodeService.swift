@@ -583,7 +583,8 @@ extension MigrationService {
         else {
             throw refuseReport(
                 podInfo,
-                "no Migration of uid \(info.migrationUID) is claimed by pod \(podInfo.namespace)/\(podInfo.name) on this node"
+                "no Migration of uid \(info.migrationUID) is claimed by pod "
+                    + "\(podInfo.namespace)/\(podInfo.name) on this node"
             )
         }
         let restoreKey = Self.restoreKey(namespace: podInfo.namespace, migration: name, container: podInfo.containerName)
