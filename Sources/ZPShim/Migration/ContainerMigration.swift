@@ -311,7 +311,7 @@ final class ContainerMigration: Sendable {
         let start = ContinuousClock.now
         let evacuation = makeEvacuation(live: false)
         switch await evacuation.run() {
-        case .evacuated(let summary):
+        case .evacuated(let summary, _):
             logger.info(
                 "migration: checkpoint handed to the claimed target",
                 metadata: ["ms": "\(milliseconds(ContinuousClock.now - start))", "archive": "\(summary)"]
