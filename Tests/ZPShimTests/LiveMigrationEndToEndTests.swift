@@ -1168,7 +1168,19 @@ extension LiveMigrationEndToEndTests {
         )
         try await bedB.client.startContainer(appB)
         let started = ContinuousClock.now
-        try await stopped
+        do {
+            try await stopped
+        } catch {
+            // Seen once (2026-12-07 03:33, `ttrpc: closed` from node-a's shim): say what the shim did.
+            Issue.record(
+                """
+                StopContainer on node-a failed: \(error)
+                node-a: \(bedA.containerd.log(tail: 80))
+                node-a's manager: \(a.managerLog())
+                """
+            )
+            throw error
+        }
         #expect(
             !bedB.containerd.logLines(containing: "migration: restored the live image; every page arrived").isEmpty,
             "node-a: \(bedA.containerd.logLines(containing: "migration").joined(separator: "\n"))\nnode-b: \(bedB.containerd.logLines(containing: "migration").joined(separator: "\n"))"
