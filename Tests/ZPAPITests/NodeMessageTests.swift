@@ -28,13 +28,15 @@ struct NodeMessageTests {
         m.ports = [8080, -1]
         m.migrateData = true
         m.failure = "image digest mismatch"
+        m.migrationUID = "5f0c2a8e-1b7d-4c3e-9a61-0d2f8b4e7c19"
         return m
     }
 
     static let migrationText = """
         image_id: "\(String(repeating: "ab", count: 32))" live_migration: true \
         paused_at { seconds: 1767225600 nanos: 123000 } restore_start { seconds: 1767225601 nanos: 5 } \
-        restore_end { seconds: 1767225602 } ports: [8080, -1] migrate_data: true failure: "image digest mismatch"
+        restore_end { seconds: 1767225602 } ports: [8080, -1] migrate_data: true failure: "image digest mismatch" \
+        migration_uid: "5f0c2a8e-1b7d-4c3e-9a61-0d2f8b4e7c19"
         """
 
     @Test func evacRequest_matchesProtoc() throws {
@@ -75,6 +77,16 @@ struct NodeMessageTests {
         let golden = try protocNode(
             "EvacResponse",
             #"empty {} outcome: \#(names[outcome]!) reason: "shop/web-5d9c-abcde""#
+        )
+        #expect(response.encoded() == golden)
+        #expect(try NodeAPI.EvacResponse(decoding: golden) == response)
+    }
+
+    @Test func evacResponse_withMigrationUID_matchesProtoc() throws {
+        let response = NodeAPI.EvacResponse(outcome: .claimed, reason: "sha256:00", migrationUID: "5f0c2a8e")
+        let golden = try protocNode(
+            "EvacResponse",
+            #"empty {} outcome: EVAC_OUTCOME_CLAIMED reason: "sha256:00" migration_uid: "5f0c2a8e""#
         )
         #expect(response.encoded() == golden)
         #expect(try NodeAPI.EvacResponse(decoding: golden) == response)

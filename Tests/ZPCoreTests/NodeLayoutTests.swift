@@ -44,6 +44,11 @@ import ZPCore
     let config = try NodeConfig(parsing: "run-dir = \(longest)")
     let socket = config.layout.statusSocket(forShimSocket: "/run/containerd/s/" + String(repeating: "a", count: 64))
     #expect(socket.utf8.count == 103)
+    // Both ends' page sockets (decisions 0063, 0064) are as long.
+    let id = String(repeating: "b", count: 64)
+    #expect(config.layout.pageSocket(containerID: id).utf8.count == 103)
+    #expect(config.layout.targetPageSocket(containerID: id) == longest + "/t/" + id + ".sock")
+    #expect(config.layout.targetPageSocket(containerID: id).utf8.count == 103)
     #expect(
         throws: ConfigError(
             key: "run-dir",

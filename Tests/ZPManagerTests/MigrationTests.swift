@@ -147,9 +147,10 @@ func podInfo(_ pod: String) -> NodeAPI.PodInfo {
     NodeAPI.PodInfo(name: pod, namespace: "default", containerName: "web")
 }
 
-func info(_ id: String, paused: Bool = false) -> NodeAPI.MigrationInfo {
+func info(_ id: String, paused: Bool = false, uid: String = "") -> NodeAPI.MigrationInfo {
     var m = NodeAPI.MigrationInfo()
     m.imageID = id
+    m.migrationUID = uid
     if paused { m.pausedAt = ProtobufTimestamp(unixNanoseconds: Int64(Date().timeIntervalSince1970 * 1e9)) }
     return m
 }
@@ -246,8 +247,11 @@ final class Shared<Value: Sendable>: Sendable {
                         == Data(payload)
                 )
                 #expect(phase(double, "web-5d9c-aaaaa") == "Running")
+                let uid = try #require(restored.migrationInfo?.migrationUID)
+                let created = double.object("migrations", namespace: "default", name: "web-5d9c-aaaaa")
+                #expect(uid == created?[path: ["metadata", "uid"]]?.stringValue)
                 _ = try await target.finishRestore(
-                    NodeAPI.RestoreRequest(podInfo: podInfo("web-5d9c-bbbbb"), migrationInfo: info(targetID))
+                    NodeAPI.RestoreRequest(podInfo: podInfo("web-5d9c-bbbbb"), migrationInfo: info(targetID, uid: uid))
                 )
                 #expect(await eventuallyAsync { phase(double, "web-5d9c-aaaaa") == "Completed" })
                 // The source's image goes once the Migration is final; the target's archive once finished.
@@ -471,7 +475,10 @@ final class Shared<Value: Sendable>: Sendable {
                             == Data(payload)
                     )
                     _ = try await target.finishRestore(
-                        NodeAPI.RestoreRequest(podInfo: podInfo("web-5d9c-hhhhh"), migrationInfo: info(targetID))
+                        NodeAPI.RestoreRequest(
+                            podInfo: podInfo("web-5d9c-hhhhh"),
+                            migrationInfo: info(targetID, uid: restored.migrationInfo?.migrationUID ?? "")
+                        )
                     )
                     #expect(await eventuallyAsync { phase(double, "web-5d9c-ggggg") == "Completed" })
                     #expect(

@@ -99,11 +99,12 @@ private func unixBytesWaiting(for pid: Int32) -> Bool {
     }
 }
 
-/// The page sockets left in the nodes' run folders (`<run-dir>/p`, decision 0063).
+/// The page sockets left in the nodes' run folders (`<run-dir>/p` and `<run-dir>/t`, decisions
+/// 0063, 0064).
 private func pageSocketsLeft(_ nodes: MigrationTestNode...) -> [String] {
     nodes.flatMap { node in
-        ((try? FileManager.default.contentsOfDirectory(atPath: node.layout.pageSocketDirectory)) ?? []).map {
-            node.layout.pageSocketDirectory + "/" + $0
+        [node.layout.pageSocketDirectory, node.layout.targetPageSocketDirectory].flatMap { folder in
+            ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).map { folder + "/" + $0 }
         }
     }
 }
@@ -745,13 +746,16 @@ extension LiveMigrationEndToEndTests {
     /// the pages (its shim is held). The source's lazy dump ends at the bound: CRIU is stopped,
     /// the app's processes run on where they were (same memory checksum, counter continued) and
     /// the Kill delivers its signal as without migration (SIGTERM, which the shell as PID 1
-    /// ignores: the kubelet's SIGKILL after the grace period ends it). When the held target
-    /// continues, its lazy-pages daemon finds no page server behind the proxies: the restore is
-    /// stopped at once, the replacement starts from scratch, the Migration is Failed.
+    /// ignores: the kubelet's SIGKILL after the grace period ends it). The source's shim tells its
+    /// manager (AbortEvac, decision 0064): the Migration is Failed with the bound as its reason and
+    /// node-a's page proxy is closed by the time the Kill returned, not at the manager's own bound.
+    /// When the held target continues, its lazy-pages daemon finds no page server behind the
+    /// proxies: the restore is stopped at once, the replacement starts from scratch, and its
+    /// FinishRestore does not overwrite the source's reason (the phase is final: refused, 0065).
     @Test func liveMigration_targetNeverTakesThePages_sourceBoundEndsTheDump() async throws {
         let rootfs = try TestPaths.busyboxRootfs()
         let bound = Duration.seconds(15)
-        try await withTwoNodes(sourceNodeConfig: "pages-transfer-timeout = 15s\n") { double, a, b, scratch, _ in
+        try await withTwoNodes(sourceNodeConfig: "pages-transfer-timeout = 15s\n") { double, a, b, scratch, managers in
             try await withHeldTarget(
                 double: double,
                 a: a,
@@ -761,6 +765,20 @@ extension LiveMigrationEndToEndTests {
                 mebibytes: 16,
                 tag: "b"
             ) { held in
+                // The source published its page proxy (CRIU froze the app); node-a's manager listens.
+                var proxyPort: String?
+                _ = eventually(within: 120) {
+                    proxyPort = held.migration()?[path: ["spec", "containers"]]?.arrayValue?.first?[path: [
+                        "pageServer", "port",
+                    ]]?.integerValue.map { ":\($0)" }
+                    return proxyPort != nil
+                }
+                let proxy = try #require(proxyPort, "no page server published: \(String(describing: held.migration()))")
+                let managerA = managers.0.processIdentifier
+                #expect(
+                    listeningPorts(of: managerA).contains { $0.hasSuffix(proxy) },
+                    "node-a's page proxy \(proxy) is not listening: \(listeningPorts(of: managerA))"
+                )
                 #expect(
                     eventually(within: 400) { !held.kill.isRunning },
                     "ctr task kill on node-a did not return: \(held.containerdA.logLines(containing: "migration").joined(separator: "\n"))"
@@ -773,6 +791,30 @@ extension LiveMigrationEndToEndTests {
                     line != nil,
                     "node-a: \(held.containerdA.logLines(containing: "migration").joined(separator: "\n"))"
                 )
+                // AbortEvac: the shim told its manager before its Kill returned, so the Migration
+                // is Failed with the bound as its reason and the page proxy is closed now (the
+                // managers' own -pages-transfer-timeout is 5 minutes).
+                let failedAt = ContinuousClock.now
+                #expect(
+                    eventually(within: 10) {
+                        held.status()?[path: ["condition", "phase"]]?.stringValue == "Failed"
+                            && !listeningPorts(of: managerA).contains { $0.hasSuffix(proxy) }
+                    },
+                    """
+                    status \(String(describing: held.status())), node-a listens on \(listeningPorts(of: managerA))
+                    a:
+                    \(a.managerLog())
+                    node-a: \(held.containerdA.logLines(containing: "migration").joined(separator: "\n"))
+                    """
+                )
+                let afterKill = ContinuousClock.now - failedAt
+                let sourceReason = held.status()?[path: ["condition", "message"]]?.stringValue ?? ""
+                #expect(
+                    sourceReason.contains("the source ended its live dump without the target")
+                        && sourceReason.contains("pages-transfer-timeout 15s"),
+                    "message: \(sourceReason)"
+                )
+                #expect(!held.containerdA.logLines(containing: "told the node the live dump ended").isEmpty)
                 // The app runs on on node-a, unharmed.
                 var after: (count: Int, md5: String)?
                 _ = eventually(within: 60) {
@@ -813,13 +855,20 @@ extension LiveMigrationEndToEndTests {
                     eventually(within: 90) { held.status()?[path: ["condition", "phase"]]?.stringValue == "Failed" },
                     "status \(String(describing: held.status()))\na:\n\(a.managerLog())\nb:\n\(b.managerLog())"
                 )
+                // The target's later report (or its manager's failure) does not replace the source's reason.
+                #expect(held.status()?[path: ["condition", "message"]]?.stringValue == sourceReason)
                 #expect(
                     eventually(within: 30) { processes(commandLineContaining: scratch).isEmpty },
                     "CRIU processes left: \(processes(commandLineContaining: scratch))"
                 )
+                #expect(
+                    eventually(within: 60) { pageSocketsLeft(a, b).isEmpty },
+                    "page sockets left: \(pageSocketsLeft(a, b))"
+                )
                 print(
                     "[zplive] pages-transfer-timeout 15s, target never took the pages: the source's Kill returned after "
-                        + "\(milliseconds(heldFor)) ms; the app ran on at the source (md5 kept, count \(held.before.count) -> "
+                        + "\(milliseconds(heldFor)) ms; Migration Failed and node-a's page proxy closed \(milliseconds(afterKill)) ms "
+                        + "after the Kill returned (AbortEvac); the app ran on at the source (md5 kept, count \(held.before.count) -> "
                         + "\(after?.count ?? -1)); the held target then started from scratch \(milliseconds(recovered)) ms after "
                         + "it continued; Migration Failed: \(held.status()?[path: ["condition", "message"]]?.stringValue ?? "-"); "
                         + "source shim: \(line.map(fromMigration) ?? "-")"
@@ -852,7 +901,7 @@ extension LiveMigrationEndToEndTests {
                 #expect(
                     eventually(within: 120) {
                         b.managerLog(tail: 200).contains("migration image pulled")
-                            && FileManager.default.fileExists(atPath: b.layout.pageSocket(containerID: held.targetID))
+                            && FileManager.default.fileExists(atPath: b.layout.targetPageSocket(containerID: held.targetID))
                             && unixBytesWaiting(for: held.targetShim)
                     },
                     "node-b: \(b.managerLog())\npage sockets \(pageSocketsLeft(b))"
@@ -946,7 +995,7 @@ extension LiveMigrationEndToEndTests {
                 #expect(
                     eventually(within: 120) {
                         b.managerLog(tail: 200).contains("migration image pulled")
-                            && FileManager.default.fileExists(atPath: b.layout.pageSocket(containerID: held.targetID))
+                            && FileManager.default.fileExists(atPath: b.layout.targetPageSocket(containerID: held.targetID))
                     },
                     "node-b: \(b.managerLog())\npage sockets \(pageSocketsLeft(b))"
                 )
@@ -1119,7 +1168,19 @@ extension LiveMigrationEndToEndTests {
         )
         try await bedB.client.startContainer(appB)
         let started = ContinuousClock.now
-        try await stopped
+        do {
+            try await stopped
+        } catch {
+            // Seen once (2026-12-07 03:33, `ttrpc: closed` from node-a's shim): say what the shim did.
+            Issue.record(
+                """
+                StopContainer on node-a failed: \(error)
+                node-a: \(bedA.containerd.log(tail: 80))
+                node-a's manager: \(a.managerLog())
+                """
+            )
+            throw error
+        }
         #expect(
             !bedB.containerd.logLines(containing: "migration: restored the live image; every page arrived").isEmpty,
             "node-a: \(bedA.containerd.logLines(containing: "migration").joined(separator: "\n"))\nnode-b: \(bedB.containerd.logLines(containing: "migration").joined(separator: "\n"))"

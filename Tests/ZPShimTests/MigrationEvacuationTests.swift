@@ -144,7 +144,7 @@ private func sourceFolders(_ layout: NodeLayout) throws -> (images: String, uppe
                     upperDirectory: upper,
                     group: MultiThreadedEventLoopGroup.singleton
                 ).run()
-                guard case .evacuated(let summary) = outcome else {
+                guard case .evacuated(let summary, _) = outcome else {
                     Issue.record("not evacuated: \(outcome)")
                     return
                 }

@@ -36,7 +36,8 @@ func taskRow(_ containerd: PrivateContainerd, _ id: String) -> (pid: Int32, stat
     return (pid, String(fields[fields.count - 1]))
 }
 
-/// Starts the busybox counter server `id` with a 2 s scale-down duration and waits for count=1.
+/// Starts the busybox counter server `id` with a 2 s scale-down duration and waits for count=1
+/// (`within` seconds: an app that first fills hundreds of MiB of memory needs longer).
 func startCounter(
     _ containerd: PrivateContainerd,
     netns: TestNetns,
@@ -44,7 +45,8 @@ func startCounter(
     rootfs: String,
     extra: [String] = [],
     command: String = counterServer,
-    port: Int = 8080
+    port: Int = 8080,
+    within: Double = 30
 ) throws {
     let created = try containerd.ctr(
         [
@@ -56,7 +58,7 @@ func startCounter(
     )
     try #require(created.status == 0, "ctr run: \(created.stderr)\n\(containerd.log(tail: 20))")
     var body: String?
-    _ = eventually {
+    _ = eventually(within: within) {
         body = netns.httpGet(port: port)
         return body != nil
     }

@@ -15,8 +15,8 @@ public enum NodeAPI {
     /// The bytes one ``PullImageRequest`` asks for at most: 64 chunks.
     public static let imageWindowSize: Int64 = 64 * Int64(imageChunkSize)
 
-    /// The methods. The shims call the first four on the node socket; peer managers call
-    /// ``Method/pullImage`` over mutual TLS.
+    /// The methods. The shims call the first four and ``Method/abortEvac`` on the node socket;
+    /// peer managers call ``Method/pullImage`` over mutual TLS.
     public enum Method: String, Sendable, CaseIterable {
         /// Source shim, before a scaled-down (or live) container is killed: waits until the
         /// Migration is claimed by a target and the target is ready (``EvacResponse``).
@@ -29,6 +29,12 @@ public enum NodeAPI {
         case finishRestore = "FinishRestore"
         /// Peer manager: streams the image archive (server stream of ``Image``).
         case pullImage = "PullImage"
+        /// zeropod-swift. Source shim, after a published live migration's dump ended without the
+        /// target taking the pages (node.conf's `pages-transfer-timeout` passed, or CRIU failed):
+        /// the node marks the Migration Failed with `migration_info.failure` and closes the
+        /// container's page-server proxy at once (decision 0064). ``EvacRequest`` with
+        /// `migration_uid` from the Evac answer; answers an ``EvacResponse`` (``EvacOutcome/failed``).
+        case abortEvac = "AbortEvac"
     }
 }
 
@@ -90,9 +96,16 @@ extension NodeAPI {
         public var migrateData = false
         /// zeropod-swift: in ``Method/finishRestore``, why the target started from scratch instead
         /// (the Migration then ends Failed with this reason); empty after a restore from the image.
+        /// In ``Method/abortEvac``, why the source's live dump ended without the target.
         public var failure = ""
         // Field 10 (`page_server_port`, a loopback TCP port) is reserved: the shim and the manager
         // meet through the container's page socket in the run folder instead (decision 0063).
+        /// zeropod-swift (field 11): the `metadata.uid` of the Migration this call is about. The
+        /// node answers it in ``Method/restore``'s response (and ``EvacResponse/migrationUID`` for
+        /// ``Method/evac``); the shim sends it back in ``Method/finishRestore`` and
+        /// ``Method/abortEvac``, and the node refuses a report about another Migration than the
+        /// current one (decision 0065).
+        public var migrationUID = ""
 
         /// Empty.
         public init() {}
@@ -110,6 +123,7 @@ extension NodeAPI {
                 .packedInt32s(7, \.ports),
                 .bool(8, \.migrateData),
                 .string(9, \.failure),
+                .string(11, \.migrationUID),
             ]
         )
     }
@@ -159,18 +173,24 @@ extension NodeAPI {
         public var outcome: EvacOutcome
         /// Why, for logs (the Migration's name, the timeout that passed).
         public var reason: String
+        /// zeropod-swift (field 4): ``Method/evac``'s answer names the Migration's `metadata.uid`,
+        /// which a later ``Method/abortEvac`` sends back (decision 0065).
+        public var migrationUID: String
 
         /// A response.
-        public init(outcome: EvacOutcome, reason: String = "") {
+        public init(outcome: EvacOutcome, reason: String = "", migrationUID: String = "") {
             self.outcome = outcome
             self.reason = reason
+            self.migrationUID = migrationUID
         }
 
-        /// Writes `empty` (the original's field 1, always present), `outcome` and `reason`.
+        /// Writes `empty` (the original's field 1, always present), `outcome`, `reason` and
+        /// `migration_uid`.
         public func encode(into w: inout ProtobufWriter) {
             w.writeMessage(field: 1, encoded: [])
             w.writeInt32IfNotDefault(field: 2, outcome.rawValue)
             w.writeStringIfNotDefault(field: 3, reason)
+            w.writeStringIfNotDefault(field: 4, migrationUID)
         }
 
         /// Decodes the message; unknown fields are skipped.
@@ -179,10 +199,12 @@ extension NodeAPI {
             let name = "zeropod.node.v1.EvacResponse"
             var outcome: Int32 = 0
             var reason = ""
+            var uid = ""
             while let f = try r.nextField() {
                 switch f.number {
                 case 2: outcome = try f.int32(in: name)
                 case 3: reason = try f.string(in: name)
+                case 4: uid = try f.string(in: name)
                 default: break
                 }
             }
@@ -191,6 +213,7 @@ extension NodeAPI {
             }
             self.outcome = known
             self.reason = reason
+            self.migrationUID = uid
         }
     }
 

@@ -52,6 +52,19 @@ public struct NodeClient: Sendable {
         try await call(.evac, request, NodeAPI.EvacResponse.self, timeout: timeout)
     }
 
+    /// Source: a published live migration's dump ended without the target taking the pages (the
+    /// shim's `pages-transfer-timeout`, or CRIU failed); `request.migrationInfo` carries the
+    /// reason in `failure` and the Evac answer's `migration_uid`. The node marks the Migration
+    /// Failed and closes the container's page-server proxy (decision 0064).
+    /// - Throws: ``TTRPCStatusError`` (`failedPrecondition` for a report about another or an
+    ///   already final Migration, decision 0065) or transport errors.
+    public func abortEvac(
+        _ request: NodeAPI.EvacRequest,
+        timeout: Duration = .seconds(30)
+    ) async throws -> NodeAPI.EvacResponse {
+        try await call(.abortEvac, request, NodeAPI.EvacResponse.self, timeout: timeout)
+    }
+
     /// Target: claims or finds the pod's Migration, waits for the source's image server, pulls and
     /// checks the image and answers where it is.
     /// - Throws: ``TTRPCStatusError``: `notFound` when there is no Migration for this pod (start

@@ -9,7 +9,8 @@
 /// <run-dir>/s/<shim>.sock                       status socket of one shim (folder 0700, socket 0600)
 /// <run-dir>/wake-groups/<ns>/<pod ns|_>/<group>  wake group registry (docs/decisions/0011)
 /// <run-dir>/node.sock                            the manager's node service (migration)
-/// <run-dir>/p/<container id>.sock               a live migration's pages between shim and manager (0700/0600)
+/// <run-dir>/p/<container id>.sock               a live migration's pages, source side: the shim listens (0700/0600)
+/// <run-dir>/t/<container id>.sock               a live migration's pages, target side: the manager listens (0700/0600)
 /// <state-dir>/i/<containerd ns>/<container id>   checkpoint images of one container
 /// <state-dir>/m/<container id>/image.zpimg       a migration image (source: handed over; target: pulled)
 /// ```
@@ -80,16 +81,30 @@ public struct NodeLayout: Sendable, Equatable {
     /// `<run-dir>/p`: the folder of live migrations' page sockets (mode 0700; decision 0063).
     public var pageSocketDirectory: String { runDirectory + "/p" }
 
-    /// `<run-dir>/p/<container id>.sock`: where a live migration's memory pages cross between the
-    /// node's manager (in its pod's network namespace) and the shim (in the host's), decision
-    /// 0063. On the source the shim listens (relaying to CRIU's page server on the host's
-    /// loopback) and the manager's mutual-TLS page proxy connects; on the target the manager
-    /// listens (relaying to the source's proxy) and the shim's `criu lazy-pages` reaches it
-    /// through the shim's loopback relay. Within ``maximumSocketPathLength`` whenever `run-dir` is
-    /// within ``maximumRunDirectoryLength`` (`/p/` is as long as `/s/`).
-    /// - Parameter containerID: The containerd container id (the source's or the target's).
+    /// `<run-dir>/p/<container id>.sock`: where a live migration's memory pages leave the source
+    /// node, between the node's manager (in its pod's network namespace) and the shim (in the
+    /// host's), decision 0063. The shim listens (relaying to CRIU's page server on the host's
+    /// loopback) and the manager's mutual-TLS page proxy connects. Within
+    /// ``maximumSocketPathLength`` whenever `run-dir` is within ``maximumRunDirectoryLength``
+    /// (`/p/` is as long as `/s/`).
+    /// - Parameter containerID: The source container's containerd id.
     public func pageSocket(containerID: String) -> String {
         pageSocketDirectory + "/" + containerID + ".sock"
+    }
+
+    /// `<run-dir>/t`: the folder of live migrations' target-side page sockets (mode 0700;
+    /// decision 0064). Only the manager listens here, so every socket in it when a manager starts
+    /// was left by a previous life of the manager and is removed; the sockets in ``pageSocketDirectory``
+    /// are the shims', which outlive a manager, and are never probed or removed by it.
+    public var targetPageSocketDirectory: String { runDirectory + "/t" }
+
+    /// `<run-dir>/t/<container id>.sock`: where a live migration's memory pages arrive on the
+    /// target node (decisions 0063, 0064): the manager listens (relaying to the source's
+    /// mutual-TLS page proxy) and the shim's `criu lazy-pages` reaches it through the shim's
+    /// loopback relay. As long as ``pageSocket(containerID:)``.
+    /// - Parameter containerID: The target container's containerd id.
+    public func targetPageSocket(containerID: String) -> String {
+        targetPageSocketDirectory + "/" + containerID + ".sock"
     }
 
     // MARK: state-dir

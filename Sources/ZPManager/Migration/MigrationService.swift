@@ -63,9 +63,14 @@ public final class MigrationService: Sendable {
     /// source pod is still terminating is not created again (decision 0051, create once).
     let createdFor = Mutex<Set<String>>([])
     /// The restores this process serves, from the target shim's `Restore` to its `FinishRestore`
-    /// ("namespace/migration/container"). A claimed, ready, unfinished container of this node that
-    /// is not here was being restored by a previous life of this manager: it fails (decision 0048).
-    let restoring = Mutex<Set<String>>([])
+    /// ("namespace/migration/container" → the target container's id). A claimed, ready, unfinished
+    /// container of this node that is not here was being restored by a previous life of this
+    /// manager: it fails (decision 0048). A FinishRestore about another container than the one
+    /// recorded here is refused (decision 0065).
+    let restoring = Mutex<[String: String]>([:])
+    /// Whether the leftovers of a previous life were swept (the archives under `<state-dir>/m`
+    /// that no Migration claims, decision 0064): once, when both caches first synced.
+    let swept = Mutex(false)
     /// The port the node service listens on for peers (the image server's), once bound.
     let boundPort = Mutex<Int?>(nil)
     /// Live migrations' page-server proxies by image id (the source's container id on the source,
@@ -107,6 +112,7 @@ public final class MigrationService: Sendable {
         try FileManager.default.createDirectory(atPath: layout.runDirectory, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: layout.migrationRoot, withIntermediateDirectories: true)
         removePartialPulls()
+        removeTargetPageSockets()
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { await self.pods.run() }
             tasks.addTask { await self.migrations.run() }
@@ -147,6 +153,10 @@ public final class MigrationService: Sendable {
 
     /// One pass over this node's pods and Migrations: create, claim, clean up.
     func reconcile() async {
+        if pods.hasSynced, migrations.hasSynced, !swept.withLock({ $0 }) {
+            swept.withLock { $0 = true }
+            removeUnclaimedArchives()
+        }
         for pod in pods.objects {
             if pod.metadata.deletionTimestamp != nil {
                 await createMigrationIfNeeded(for: pod)
@@ -221,7 +231,7 @@ public final class MigrationService: Sendable {
                 continue
             }
             let key = Self.restoreKey(namespace: namespace, migration: name, container: container.name)
-            guard !restoring.withLock({ $0.contains(key) }) else { continue }
+            guard restoring.withLock({ $0[key] }) == nil else { continue }
             let why = "the target node's manager stopped during the restore; the replacement started without the image"
             do {
                 try await writer.updateStatus(namespace: namespace, name: name, container: container.name) {
@@ -253,6 +263,38 @@ public final class MigrationService: Sendable {
             if (try? FileManager.default.contentsOfDirectory(atPath: directory))?.isEmpty == true {
                 try? FileManager.default.removeItem(atPath: directory)
             }
+        }
+    }
+
+    /// Removes every target-side page socket (`<run-dir>/t`, decision 0064): only this manager
+    /// listens there, so at its start each one was left by a previous life that died between
+    /// binding it and the end of its restore. The source side's sockets (`<run-dir>/p`) are the
+    /// shims' and stay: probing one would use up a live source's one-shot relay (decision 0063).
+    func removeTargetPageSockets() {
+        let folder = layout.targetPageSocketDirectory
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? [] {
+            try? FileManager.default.removeItem(atPath: folder + "/" + entry)
+            logger.info("removed a page socket of a previous life", metadata: ["path": "\(folder)/\(entry)"])
+        }
+    }
+
+    /// Removes the migration folders (`<state-dir>/m/<id>`) that nothing claims (decision 0064):
+    /// neither a source container of an unfinished Migration of this node (its image, served to
+    /// the target, or about to be written by its shim) nor a restore this process serves (its
+    /// pull). What is left is a previous life's: the archive a target pulled before its manager
+    /// died (its Migration failed by ``failOrphanedRestores(_:)``), an image whose Migration went
+    /// away while this manager was down. Runs once, when both caches first synced.
+    func removeUnclaimedArchives() {
+        let claimed = Set(
+            migrations.objects.filter {
+                $0.spec.sourceNode == options.nodeName && !$0.isFinished && $0.metadata.deletionTimestamp == nil
+            }.flatMap { $0.spec.containers.map(\.id) }
+        ).union(restoring.withLock { Set($0.values) })
+        let root = layout.migrationRoot
+        let folders = (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []
+        for folder in folders where !claimed.contains(folder) {
+            try? FileManager.default.removeItem(atPath: root + "/" + folder)
+            logger.info("removed a migration image no Migration claims", metadata: ["path": "\(root)/\(folder)"])
         }
     }
 

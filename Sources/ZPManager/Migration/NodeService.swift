@@ -33,6 +33,9 @@ extension MigrationService {
         router.register(service: NodeAPI.service, method: NodeAPI.Method.finishRestore.rawValue) { call in
             try await self.finishRestore(NodeAPI.RestoreRequest(decoding: call.payload)).encoded()
         }
+        router.register(service: NodeAPI.service, method: NodeAPI.Method.abortEvac.rawValue) { call in
+            try await self.abortEvac(NodeAPI.EvacRequest(decoding: call.payload)).encoded()
+        }
         return router
     }
 
@@ -219,7 +222,72 @@ extension MigrationService {
             "migration image published",
             metadata: ["migration": "\(key)", "digest": "\(digest)", "bytes": "\(size)"]
         )
-        return NodeAPI.EvacResponse(outcome: .claimed, reason: digest)
+        return NodeAPI.EvacResponse(outcome: .claimed, reason: digest, migrationUID: updated.metadata.uid ?? "")
+    }
+
+    /// AbortEvac (decision 0064): the source shim's live dump ended without the target taking the
+    /// pages (its `pages-transfer-timeout`, or CRIU failed). Marks the container Failed with the
+    /// shim's reason and closes its page-server proxy at once (a target that dials it later is
+    /// refused at once instead of reaching a page server that is gone). Strict (decision 0065):
+    /// refused unless the report names this Migration's uid, this node is its source, the
+    /// container's published image is this container's and its phase is not final yet.
+    func abortEvac(_ request: NodeAPI.EvacRequest) async throws -> NodeAPI.EvacResponse {
+        let (podInfo, info) = try Self.parts(request.podInfo, request.migrationInfo)
+        guard !info.migrationUID.isEmpty else {
+            throw TTRPCStatusError(.invalidArgument, "AbortEvac needs migration_info.migration_uid (Evac's answer)")
+        }
+        guard !info.failure.isEmpty else {
+            throw TTRPCStatusError(.invalidArgument, "AbortEvac needs migration_info.failure (why the dump ended)")
+        }
+        let key = ObjectKey(namespace: podInfo.namespace, name: podInfo.name)
+        let container = podInfo.containerName
+        let why = "the source ended its live dump without the target: \(info.failure)"
+        enum Verdict {
+            case fail
+            case refuse(String)
+        }
+        var verdict = Verdict.refuse("no Migration \(key)")
+        let updated = try await writer.modify(namespace: key.namespace, name: key.name, subresource: "status") { m in
+            guard m.metadata.uid == info.migrationUID else {
+                verdict = .refuse(
+                    "the report is about Migration uid \(info.migrationUID), \(key) is now uid \(m.metadata.uid ?? "-")"
+                )
+                return nil
+            }
+            guard m.spec.sourceNode == self.options.nodeName,
+                let published = m.spec.containers.first(where: { $0.name == container }),
+                published.id == info.imageID, published.pageServer != nil
+            else {
+                verdict = .refuse("\(key) has no live image of container \(info.imageID) published by this node")
+                return nil
+            }
+            let phase = m.containerStatus(container)?.condition.phase
+            guard let phase, !phase.isFinal else {
+                verdict = .refuse("container \(container) of \(key) is already \(phase?.rawValue ?? "without status")")
+                return nil
+            }
+            verdict = .fail
+            let status = MigrationPlanner.status(m.status, setting: container) {
+                $0.condition = MigrationCondition(phase: .failed, message: why)
+            }
+            return ["status": MigrationWriter.json(status)]
+        }
+        guard case .fail = verdict, updated != nil else {
+            if case .refuse(let reason) = verdict {
+                logger.warning(
+                    "refused a stale AbortEvac",
+                    metadata: ["migration": "\(key)", "container": "\(container)", "reason": "\(reason)"]
+                )
+                throw TTRPCStatusError(.failedPrecondition, "AbortEvac refused: \(reason)")
+            }
+            throw TTRPCStatusError(.notFound, "no Migration \(key)")
+        }
+        closePageProxy(imageID: info.imageID)
+        logger.warning(
+            "migration failed",
+            metadata: ["migration": "\(key)", "container": "\(container)", "reason": "\(why)"]
+        )
+        return NodeAPI.EvacResponse(outcome: .failed, reason: why, migrationUID: info.migrationUID)
     }
 
     /// `sha256:<hex>` and the size of a file, read in 1 MiB blocks.
@@ -309,7 +377,7 @@ extension MigrationService {
         }
         let key = ObjectKey(namespace: podInfo.namespace, name: name)
         let restoreKey = Self.restoreKey(namespace: podInfo.namespace, migration: name, container: container)
-        restoring.withLock { _ = $0.insert(restoreKey) }
+        restoring.withLock { $0[restoreKey] = info.imageID }
         try await writer.modify(namespace: key.namespace, name: name) { m in
             m.spec.restoreReady ? nil : ["spec": ["restoreReady": true]]
         }
@@ -324,7 +392,7 @@ extension MigrationService {
                 ? "the migration ended on the source (\(migrations.object(key)?.containerStatus(container)?.condition.message ?? ""))"
                 : "the source published no image within \(options.serversTimeout)"
             try? await fail(key, container, why)
-            restoring.withLock { _ = $0.remove(restoreKey) }  // final now, or left to the orphan rule
+            restoring.withLock { _ = $0.removeValue(forKey: restoreKey) }  // final now, or left to the orphan rule
             throw TTRPCStatusError(.deadlineExceeded, "Migration \(key): \(why)")
         }
         let archive = layout.migrationArchive(containerID: info.imageID)
@@ -335,7 +403,7 @@ extension MigrationService {
             try? FileManager.default.removeItem(atPath: layout.migrationDirectory(containerID: info.imageID))
             let why = "pulling the image from \(server.host):\(server.port) failed: \(error)"
             try? await fail(key, container, why)
-            restoring.withLock { _ = $0.remove(restoreKey) }  // final now, or left to the orphan rule
+            restoring.withLock { _ = $0.removeValue(forKey: restoreKey) }  // final now, or left to the orphan rule
             throw TTRPCStatusError(.unavailable, "Migration \(key): \(why)")
         }
         logger.info(
@@ -348,17 +416,19 @@ extension MigrationService {
         var answer = NodeAPI.MigrationInfo()
         answer.imageID = info.imageID
         answer.liveMigration = false
+        answer.migrationUID = found.metadata.uid ?? ""
         answer.ports = source.ports ?? []
         if let pageServer = source.pageServer {
             // Live: the shim's `criu lazy-pages` gets the pages through its loopback relay (in
             // the host's network namespace) to the new container's page socket, where this proxy
-            // to the source's mutual-TLS page-server proxy listens (decisions 0058, 0063).
+            // to the source's mutual-TLS page-server proxy listens (decisions 0058, 0063), in
+            // the target side's folder, which a restarted manager empties (decision 0064).
             do {
                 closePageProxy(imageID: info.imageID)
-                try Files.makeOwnerOnlyDirectory(FilePath(layout.pageSocketDirectory))
+                try Files.makeOwnerOnlyDirectory(FilePath(layout.targetPageSocketDirectory))
                 let proxy = try await PageServerProxy.start(
                     group: group,
-                    listen: .unix(path: layout.pageSocket(containerID: info.imageID)),
+                    listen: .unix(path: layout.targetPageSocket(containerID: info.imageID)),
                     serverTLS: nil,
                     backend: .init(endpoint: .tcp(host: pageServer.host, port: Int(pageServer.port)), tls: tls),
                     timeout: options.pagesTransferTimeout,
@@ -370,7 +440,7 @@ extension MigrationService {
                 try? FileManager.default.removeItem(atPath: layout.migrationDirectory(containerID: info.imageID))
                 let why = "cannot open the page-server proxy to \(pageServer.host):\(pageServer.port): \(error)"
                 try? await fail(key, container, why)
-                restoring.withLock { _ = $0.remove(restoreKey) }
+                restoring.withLock { _ = $0.removeValue(forKey: restoreKey) }
                 throw TTRPCStatusError(.unavailable, "Migration \(key): \(why)")
             }
         }
@@ -488,16 +558,42 @@ extension MigrationService {
     }
 
     /// FinishRestore: the target created the container from the image (or from scratch).
+    ///
+    /// Strict (decision 0065): the report moves the container to Completed or Failed only when it
+    /// is about the current attempt: the Migration's uid is the one Restore answered, this
+    /// process serves a restore of exactly this target container (a manager restarted since has
+    /// none: ``failOrphanedRestores(_:)`` already failed it), and the phase is not final yet (a
+    /// Completed container is never turned Failed by a late report, nor a Failed one Completed).
+    /// Anything else is refused with `failedPrecondition` and changes nothing.
     func finishRestore(_ request: NodeAPI.RestoreRequest) async throws -> NodeAPI.RestoreResponse {
         let (podInfo, info) = try Self.parts(request.podInfo, request.migrationInfo)
+        guard !info.migrationUID.isEmpty else {
+            throw TTRPCStatusError(
+                .invalidArgument,
+                "FinishRestore needs migration_info.migration_uid (the Restore answer's)"
+            )
+        }
         guard
             let migration = migrations.objects.first(where: {
                 $0.metadata.namespace == podInfo.namespace && $0.spec.targetPod == podInfo.name
                     && $0.spec.targetNode == options.nodeName
                     && $0.spec.containers.contains { $0.name == podInfo.containerName }
+                    && $0.metadata.uid == info.migrationUID
             }), let name = migration.metadata.name
         else {
-            throw TTRPCStatusError(.notFound, "no Migration claimed by pod \(podInfo.namespace)/\(podInfo.name)")
+            throw refuseReport(
+                podInfo,
+                "no Migration of uid \(info.migrationUID) is claimed by pod "
+                    + "\(podInfo.namespace)/\(podInfo.name) on this node"
+            )
+        }
+        let restoreKey = Self.restoreKey(namespace: podInfo.namespace, migration: name, container: podInfo.containerName)
+        guard let inFlight = restoring.withLock({ $0[restoreKey] }), inFlight == info.imageID else {
+            throw refuseReport(
+                podInfo,
+                "this manager serves no restore of container \(info.imageID) for \(podInfo.namespace)/\(name) "
+                    + "(it was restarted since the Restore, or the report came already)"
+            )
         }
         let restoredAt = info.restoreEnd.map(MigrationPlanner.microTime)
         // A live migration's freeze time runs from the source's pausedAt (its status) to restoredAt.
@@ -506,35 +602,60 @@ extension MigrationService {
         let pausedAt = info.pausedAt
             ?? migration.containerStatus(podInfo.containerName)?.pausedAt.flatMap { MigrationPlanner.timestamp(microTime: $0) }
         closePageProxy(imageID: info.imageID)
-        defer {
-            restoring.withLock {
-                _ = $0.remove(
-                    Self.restoreKey(namespace: podInfo.namespace, migration: name, container: podInfo.containerName)
-                )
-            }
-        }
-        let failure = info.failure
-        try await writer.updateStatus(namespace: podInfo.namespace, name: name, container: podInfo.containerName) {
-            guard $0.condition.phase != .failed else { return }  // a failure stays
-            if failure.isEmpty {
-                $0.condition = MigrationCondition(phase: .completed)
-                if live, let restoredAt, let paused = pausedAt, let end = info.restoreEnd {
-                    $0.restoredAt = restoredAt
-                    $0.migrationDuration = MigrationPlanner.goDuration(
-                        nanoseconds: end.unixNanoseconds - paused.unixNanoseconds
-                    )
-                }
-            } else {
-                $0.condition = MigrationCondition(phase: .failed, message: failure)
-            }
-        }
+        restoring.withLock { _ = $0.removeValue(forKey: restoreKey) }
         // The target's copy of the archive is no longer needed once the shim extracted it.
         try? FileManager.default.removeItem(atPath: layout.migrationArchive(containerID: info.imageID))
+        let failure = info.failure
+        var finalAlready: MigrationPhase?
+        var staleUID: String?
+        try await writer.modify(namespace: podInfo.namespace, name: name, subresource: "status") { m in
+            guard m.metadata.uid == info.migrationUID else {
+                staleUID = m.metadata.uid ?? "-"
+                return nil
+            }
+            if let phase = m.containerStatus(podInfo.containerName)?.condition.phase, phase.isFinal {
+                finalAlready = phase
+                return nil
+            }
+            finalAlready = nil
+            let status = MigrationPlanner.status(m.status, setting: podInfo.containerName) {
+                if failure.isEmpty {
+                    $0.condition = MigrationCondition(phase: .completed)
+                    if live, let restoredAt, let paused = pausedAt, let end = info.restoreEnd {
+                        $0.restoredAt = restoredAt
+                        $0.migrationDuration = MigrationPlanner.goDuration(
+                            nanoseconds: end.unixNanoseconds - paused.unixNanoseconds
+                        )
+                    }
+                } else {
+                    $0.condition = MigrationCondition(phase: .failed, message: failure)
+                }
+            }
+            return ["status": MigrationWriter.json(status)]
+        }
+        if let staleUID {
+            throw refuseReport(podInfo, "Migration \(podInfo.namespace)/\(name) is now uid \(staleUID)")
+        }
+        if let finalAlready {
+            throw refuseReport(
+                podInfo,
+                "container \(podInfo.containerName) of \(podInfo.namespace)/\(name) is already \(finalAlready.rawValue)"
+            )
+        }
         logger.info(
             failure.isEmpty ? "migration completed" : "migration failed on the target",
             metadata: ["migration": "\(podInfo.namespace)/\(name)", "reason": "\(failure)"]
         )
         return NodeAPI.RestoreResponse(migrationInfo: info)
+    }
+
+    /// Logs and makes the refusal of a report that is not about the current attempt (decision 0065).
+    private func refuseReport(_ podInfo: NodeAPI.PodInfo, _ reason: String) -> TTRPCStatusError {
+        logger.warning(
+            "refused a stale FinishRestore",
+            metadata: ["pod": "\(podInfo.namespace)/\(podInfo.name)", "reason": "\(reason)"]
+        )
+        return TTRPCStatusError(.failedPrecondition, "FinishRestore refused: \(reason)")
     }
 }
 

@@ -63,6 +63,8 @@ final class ContainerMigration: Sendable {
         /// The target's relay from the host's loopback (`criu lazy-pages`) to the node's page
         /// socket, while the live restore runs (decision 0063).
         var pageRelay: PageRelay?
+        /// The Migration's uid from the node's Restore answer, for FinishRestore (decision 0065).
+        var migrationUID = ""
     }
     private enum Evacuation {
         case notStarted
@@ -137,23 +139,27 @@ final class ContainerMigration: Sendable {
     func fetchImage() async -> Bool {
         let start = ContinuousClock.now
         switch await restoration.run() {
-        case .restored(let ports):
-            state.withLock { $0.imageWaiting = true }
+        case .restored(let ports, let uid):
+            state.withLock {
+                $0.imageWaiting = true
+                $0.migrationUID = uid
+            }
             logger.info(
                 "migration: the image of the replaced container is in place; Start restores it",
                 metadata: ["ms": "\(milliseconds(ContinuousClock.now - start))", "ports": "\(ports)"]
             )
             return true
-        case .restoredLive(let ports):
+        case .restoredLive(let ports, let uid):
             state.withLock {
                 $0.imageWaiting = true
                 $0.liveImage = true
+                $0.migrationUID = uid
             }
             logger.info(
                 "migration: the live image (without its pages) is in place; Start restores it lazily",
                 metadata: [
                     "ms": "\(milliseconds(ContinuousClock.now - start))", "ports": "\(ports)",
-                    "page-socket": "\(layout.pageSocket(containerID: containerID))",
+                    "page-socket": "\(layout.targetPageSocket(containerID: containerID))",
                 ]
             )
             return true
@@ -196,7 +202,7 @@ final class ContainerMigration: Sendable {
         let relay = try await PageRelay.start(
             group: group,
             listen: .loopback(port: 0),
-            backend: .unix(path: layout.pageSocket(containerID: containerID)),
+            backend: .unix(path: layout.targetPageSocket(containerID: containerID)),
             timeout: pagesTransferTimeout,
             logger: logger
         )
@@ -218,14 +224,15 @@ final class ContainerMigration: Sendable {
         }
         guard let relay else { return }
         relay.close()
-        try? FileManager.default.removeItem(atPath: layout.pageSocket(containerID: containerID))
+        try? FileManager.default.removeItem(atPath: layout.targetPageSocket(containerID: containerID))
     }
 
     /// Tells the node how Start ended (`failure` empty: restored from the image); `restoredAt`
     /// (Unix nanoseconds) for a live migration. A live restore's page relay closes first.
     func finish(failure: String, restoredAt: Int64? = nil) async {
         closePageRelay()
-        await restoration.finish(failure: failure, restoredAt: restoredAt)
+        let uid = state.withLock { $0.migrationUID }
+        await restoration.finish(failure: failure, restoredAt: restoredAt, migrationUID: uid)
     }
 
     // MARK: source
@@ -304,7 +311,7 @@ final class ContainerMigration: Sendable {
         let start = ContinuousClock.now
         let evacuation = makeEvacuation(live: false)
         switch await evacuation.run() {
-        case .evacuated(let summary):
+        case .evacuated(let summary, _):
             logger.info(
                 "migration: checkpoint handed to the claimed target",
                 metadata: ["ms": "\(milliseconds(ContinuousClock.now - start))", "archive": "\(summary)"]
@@ -396,7 +403,8 @@ final class ContainerMigration: Sendable {
                         pausedAt: ProtobufTimestamp(unixNanoseconds: frozenAt)
                     )
                     switch outcome {
-                    case .evacuated(let summary):
+                    case .evacuated(let summary, let uid):
+                        dumpEnded.migrationUID.withLock { $0 = uid }
                         logger.info(
                             "migration: live image published; the target takes the pages",
                             metadata: [
@@ -466,6 +474,16 @@ final class ContainerMigration: Sendable {
                 "migration: \(why), stopping without migrating: \(error)",
                 metadata: ["dump-log": "\(log.split(separator: "\n").suffix(8).joined(separator: " | "))"]
             )
+            // The image was published: the node's Migration is Running and its page proxy open.
+            // Tell it now (decision 0064) rather than leave both to the manager's own bound.
+            if let uid = dumpEnded.migrationUID.withLock({ $0 }) {
+                let reason = elapsed >= timeout ? why : "\(why): \(error)"
+                if let refused = await evacuation.abort(reason: reason, migrationUID: uid) {
+                    logger.warning("migration: the node did not take the end of the live dump: \(refused)")
+                } else {
+                    logger.info("migration: told the node the live dump ended without the target")
+                }
+            }
         }
         return moved
     }
@@ -476,4 +494,6 @@ final class ContainerMigration: Sendable {
 private final class DumpEnded: Sendable {
     let value = Mutex(false)
     let relay = Mutex<PageRelay?>(nil)
+    /// The Migration's uid from Evac's answer, once the image was published.
+    let migrationUID = Mutex<String?>(nil)
 }

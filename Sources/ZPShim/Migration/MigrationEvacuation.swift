@@ -17,7 +17,8 @@ struct MigrationEvacuation: Sendable {
     /// What the shim does next.
     enum Outcome: Equatable, Sendable {
         /// The archive is handed over and published: kill the container, keep nothing else.
-        case evacuated(ImageArchiveSummary)
+        /// `migrationUID` is the Migration's (Evac's answer), for a later AbortEvac (decision 0065).
+        case evacuated(ImageArchiveSummary, migrationUID: String = "")
         /// No migration (not claimed, no node service, a failure): kill the container as usual.
         case stopNormally(reason: String)
     }
@@ -106,8 +107,9 @@ struct MigrationEvacuation: Sendable {
             return .stopNormally(reason: "writing the migration image failed: \(error)")
         }
         info.pausedAt = pausedAt
+        let published: NodeAPI.EvacResponse
         do {
-            let published = try await client.evac(NodeAPI.EvacRequest(podInfo: pod, migrationInfo: info))
+            published = try await client.evac(NodeAPI.EvacRequest(podInfo: pod, migrationInfo: info))
             guard published.outcome == .claimed else {
                 ImageArchive.removeTree(directory)
                 return .stopNormally(reason: "Evac answered \(published.outcome): \(published.reason)")
@@ -116,6 +118,30 @@ struct MigrationEvacuation: Sendable {
             ImageArchive.removeTree(directory)
             return .stopNormally(reason: "Evac failed: \(error)")
         }
-        return .evacuated(summary)
+        return .evacuated(summary, migrationUID: published.migrationUID)
+    }
+
+    /// AbortEvac (decision 0064): a published live migration's dump ended without the target
+    /// taking the pages; the node marks the Migration Failed with `reason` and closes the page
+    /// proxy at once. On a connection of its own (the dump's closed with the dump).
+    /// - Returns: nil when the node took it, else why not (for the log).
+    func abort(reason: String, migrationUID: String) async -> String? {
+        var info = info
+        info.failure = reason
+        info.migrationUID = migrationUID
+        let client: NodeClient
+        do {
+            client = try await NodeClient.connect(socketPath: layout.nodeSocket, group: group)
+        } catch {
+            return "no node service at \(layout.nodeSocket): \(error)"
+        }
+        var refused: String?
+        do {
+            _ = try await client.abortEvac(NodeAPI.EvacRequest(podInfo: pod, migrationInfo: info))
+        } catch {
+            refused = "\(error)"
+        }
+        await client.close()
+        return refused
     }
 }

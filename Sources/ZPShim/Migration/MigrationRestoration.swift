@@ -20,12 +20,13 @@ struct MigrationRestoration: Sendable {
     /// What the shim does next.
     enum Outcome: Equatable, Sendable {
         /// The images are in place: create the container scaled down from them; `ports` are the
-        /// source's listening ports (the activator's until the first restore).
-        case restored(ports: [Int32])
+        /// source's listening ports (the activator's until the first restore); `migrationUID`
+        /// the Migration's, which FinishRestore sends back (decision 0065).
+        case restored(ports: [Int32], migrationUID: String = "")
         /// A live migration's images (without their memory pages) are in place: restore lazily,
         /// the pages coming through the container's page socket, where the node's manager listens
         /// (its proxy to the source; decision 0063).
-        case restoredLive(ports: [Int32])
+        case restoredLive(ports: [Int32], migrationUID: String = "")
         /// No image (no Migration, no node service, a failed transfer or extraction): create the
         /// container from scratch.
         case fromScratch(reason: String)
@@ -95,34 +96,37 @@ struct MigrationRestoration: Sendable {
         } catch {
             ImageArchive.removeTree(directory)
             let why = "the migration image cannot be used: \(error)"
-            await finish(client, failure: why)
+            await finish(client, failure: why, migrationUID: answer.migrationInfo?.migrationUID ?? "")
             return .fromScratch(reason: why)
         }
         ImageArchive.removeTree(directory)
+        let uid = answer.migrationInfo?.migrationUID ?? ""
         if let answered = answer.migrationInfo, answered.liveMigration {
-            let socket = layout.pageSocket(containerID: containerID)
+            let socket = layout.targetPageSocket(containerID: containerID)
             guard FileManager.default.fileExists(atPath: socket) else {
                 ImageArchive.removeTree(imagesDirectory)
                 let why = "the node answered a live migration but does not listen on its page socket \(socket)"
-                await finish(client, failure: why)
+                await finish(client, failure: why, migrationUID: uid)
                 return .fromScratch(reason: why)
             }
-            return .restoredLive(ports: answered.ports)
+            return .restoredLive(ports: answered.ports, migrationUID: uid)
         }
-        return .restored(ports: answer.migrationInfo?.ports ?? [])
+        return .restored(ports: answer.migrationInfo?.ports ?? [], migrationUID: uid)
     }
 
     /// Tells the node how the container was created (`failure` empty: from the image); a live
-    /// migration's `restoredAt` (Unix nanoseconds) is when the restored process ran again.
-    func finish(failure: String, restoredAt: Int64? = nil) async {
+    /// migration's `restoredAt` (Unix nanoseconds) is when the restored process ran again;
+    /// `migrationUID` is the Restore answer's (the node refuses a report about another Migration).
+    func finish(failure: String, restoredAt: Int64? = nil, migrationUID: String) async {
         guard let client = try? await NodeClient.connect(socketPath: layout.nodeSocket, group: group) else { return }
-        await finish(client, failure: failure, restoredAt: restoredAt)
+        await finish(client, failure: failure, restoredAt: restoredAt, migrationUID: migrationUID)
         await client.close()
     }
 
-    private func finish(_ client: NodeClient, failure: String, restoredAt: Int64? = nil) async {
+    private func finish(_ client: NodeClient, failure: String, restoredAt: Int64? = nil, migrationUID: String) async {
         var finished = info
         finished.failure = failure
+        finished.migrationUID = migrationUID
         finished.liveMigration = restoredAt != nil
         finished.restoreEnd = ProtobufTimestamp(
             unixNanoseconds: restoredAt ?? Int64(Date().timeIntervalSince1970 * 1_000_000_000)
