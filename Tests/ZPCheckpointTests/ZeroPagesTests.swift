@@ -82,16 +82,21 @@ struct ZeroPagesTests {
     }
 
     /// Dumps the server (pid) into a fresh folder, with or without zero pages; waits for it to go.
-    func dump(_ pid: Int32, netns: TestNetns, leavingZeroPagesOut: Bool, name: String) throws -> TemporaryDirectory {
+    func dump(
+        _ pid: Int32,
+        netns: TestNetns,
+        leavingZeroPagesOut: Bool,
+        name: String
+    ) throws -> (TemporaryDirectory, CRIUDumpStats?) {
         let images = try TemporaryDirectory(name)
         var o = DumpOptions()
         o.external = [try NetworkNamespace.externalEntry(for: netns.filePath)]
         let criu = Checkpointer(leavesZeroPagesOut: leavingZeroPagesOut)
-        _ = try criu.dump(pid: pid, imagesDir: images.filePath, options: o)
+        let d = try criu.dump(pid: pid, imagesDir: images.filePath, options: o)
         #expect(eventually(every: 0.01) { !isAlive(pid) }, "dumped process is gone")
         var status: Int32 = 0
         _ = waitpid(pid, &status, WNOHANG)
-        return images
+        return (images, d.stats)
     }
 
     @Test func zeroPages_areLeftOut_andRestoresFullAndLazy_giveTheSameMemory() throws {
@@ -105,14 +110,14 @@ struct ZeroPagesTests {
         #expect(before.count == 2 && before.zero)  // the start's probe was the first
 
         // Once with every page (CRIU's own images), once without the zero pages.
-        let all = try dump(pid, netns: netns, leavingZeroPagesOut: false, name: "zpck-zero-all")
+        let (all, allStats) = try dump(pid, netns: netns, leavingZeroPagesOut: false, name: "zpck-zero-all")
         let ns = SharedDescriptor(try OwnedDescriptor.open(netns.filePath, O_RDONLY))
         let criu = Checkpointer()
         live = try criu.restore(imagesDir: all.filePath, options: processRestoreOptions(netns: ns)).pid
         let afterAll = try ask(netns: netns, port: port)
         #expect(afterAll.count == 3 && afterAll.zero && afterAll.sum == before.sum)
 
-        let lean = try dump(live, netns: netns, leavingZeroPagesOut: true, name: "zpck-zero-lean")
+        let (lean, leanStats) = try dump(live, netns: netns, leavingZeroPagesOut: true, name: "zpck-zero-lean")
         let allBytes = try pageImageBytes(all.filePath)
         let leanBytes = try pageImageBytes(lean.filePath)
         print("zero pages: pages images \(allBytes >> 10) KiB with every page, \(leanBytes >> 10) KiB without zero pages")
@@ -121,6 +126,9 @@ struct ZeroPagesTests {
             allBytes - leanBytes >= (zeroMiB - 1) << 20,
             "the zeroed \(zeroMiB) MiB are left out (needs zeropod's CRIU build: make setup)"
         )
+        // CRIU's dump statistics count the pages the images hold.
+        #expect(allStats.map { Int($0.pagesWritten) * 4096 } == allBytes)
+        #expect(leanStats.map { Int($0.pagesWritten) * 4096 } == leanBytes)
 
         // A full restore of the lean images: same memory.
         live = try criu.restore(imagesDir: lean.filePath, options: processRestoreOptions(netns: ns)).pid
