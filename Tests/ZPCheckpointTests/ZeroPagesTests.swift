@@ -120,7 +120,10 @@ struct ZeroPagesTests {
         let (lean, leanStats) = try dump(live, netns: netns, leavingZeroPagesOut: true, name: "zpck-zero-lean")
         let allBytes = try pageImageBytes(all.filePath)
         let leanBytes = try pageImageBytes(lean.filePath)
-        print("zero pages: pages images \(allBytes >> 10) KiB with every page, \(leanBytes >> 10) KiB without zero pages")
+        print(
+            "zero pages: pages images \(allBytes >> 10) KiB with every page, "
+                + "\(leanBytes >> 10) KiB without zero pages"
+        )
         #expect(allBytes >= zeroMiB << 20, "CRIU's own images hold the touched zero pages")
         #expect(
             allBytes - leanBytes >= (zeroMiB - 1) << 20,
