@@ -152,6 +152,87 @@ struct ZeroPagesTests {
         #expect(daemon.termination == .exited(code: 0))
     }
 
+    /// A forked child's zero pages where its parent's are not (and the reverse): the child's
+    /// inherited copy of a page its image lacks must read as zeros after the restore. Parent and
+    /// child check their buffers against the hashes they took before the dump, every 50 ms, and
+    /// write the verdict to a file each.
+    @Test func forkedChild_keepsItsOwnMemory_whenZeroPagesAreLeftOut() throws {
+        let dir = try TemporaryDirectory("zpck-zero-fork")
+        let script = """
+            import hashlib, os, sys, time
+            a = bytearray(8 << 20)
+            for i in range(0, len(a), 4096):
+                a[i] = 0
+            b = bytearray(os.urandom(4 << 20))
+            role = "parent"
+            if os.fork() == 0:
+                role = "child"
+                b[:] = bytes(len(b))
+                for i in range(0, len(a) // 2, 4096):
+                    a[i] = 1
+            h = lambda x: hashlib.sha256(x).hexdigest()
+            want = (h(a), h(b))
+            n = 0
+            while True:
+                n += 1
+                ok = (h(a), h(b)) == want
+                tmp = "\(dir.filePath)/%s.tmp" % role
+                with open(tmp, "w") as f:
+                    f.write("%s %d\\n" % ("ok" if ok else "changed", n))
+                os.rename(tmp, "\(dir.filePath)/%s" % role)
+                time.sleep(0.05)
+            """
+        let devnull = SharedDescriptor(try OwnedDescriptor.open("/dev/null", O_RDWR))
+        let pid = try ChildProcess.spawn(
+            "/usr/bin/setsid",
+            arguments: ["/usr/bin/python3", "-c", script],
+            stdin: devnull,
+            stdout: devnull,
+            stderr: devnull
+        )
+        var live = pid
+        defer { killAndReap(live) }
+        func verdict(_ role: String) -> String? {
+            try? String(contentsOfFile: dir.filePath.appending(role).string, encoding: .utf8)
+        }
+        try #require(
+            eventually(within: 30, every: 0.02) { verdict("parent") != nil && verdict("child") != nil },
+            "parent and child did not start"
+        )
+        let child = try #require(
+            Int32(try shell("pgrep -P \(pid)").split(separator: "\n").first.map(String.init) ?? ""),
+            "no forked child"
+        )
+        let images = try TemporaryDirectory("zpck-zero-fork-img")
+        let criu = Checkpointer(leavesZeroPagesOut: true)
+        _ = try criu.dump(pid: pid, imagesDir: images.filePath)
+        // Both gone, reaped (the child by whoever inherited it), before their pids are restored.
+        var status: Int32 = 0
+        #expect(
+            eventually(within: 30, every: 0.01) {
+                _ = waitpid(pid, &status, WNOHANG)
+                _ = waitpid(child, &status, WNOHANG)
+                return kill(pid, 0) != 0 && kill(child, 0) != 0
+            },
+            "dumped processes are gone"
+        )
+        let bytes = try pageImageBytes(images.filePath)
+        print("zero pages, forked child: \(bytes >> 10) KiB of pages in the images")
+        #expect(bytes < 20 << 20, "the zero pages of both processes are left out: \(bytes >> 10) KiB of pages")
+        for role in ["parent", "child"] { _ = unlink(dir.filePath.appending(role).string) }
+        var o = RestoreOptions()
+        o.inheritedFiles = []
+        live = try criu.restore(imagesDir: images.filePath, options: o).pid
+        #expect(
+            eventually(within: 30, every: 0.02) { verdict("parent") != nil && verdict("child") != nil },
+            "parent and child did not run again"
+        )
+        #expect(verdict("parent")?.hasPrefix("ok") == true, "parent: \(verdict("parent") ?? "-")")
+        #expect(verdict("child")?.hasPrefix("ok") == true, "child: \(verdict("child") ?? "-")")
+        // The restored child has its old pid; end it too (the root is ended by the defer).
+        kill(child, SIGKILL)
+    }
+
     @Test func spawn_passesTheEnvironmentEntries_andKeepsTheCallersOthers() throws {
         let output = try TemporaryDirectory("zpck-env")
         let file = output.filePath.appending("env")
