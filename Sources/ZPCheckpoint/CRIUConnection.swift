@@ -88,8 +88,14 @@ public final class CRIUConnection {
     /// - Parameters:
     ///   - criuPath: the CRIU binary.
     ///   - inheritedFDs: descriptors CRIU gets at 4+i; they stay the caller's (CRIU gets copies).
+    ///   - environment: `NAME=value` entries added to the worker's environment (the shim's own
+    ///     otherwise), e.g. ``Checkpointer/zeroPagesVariable``.
     /// - Throws: `CRIUError` `.spawnFailed` naming the binary and the errno.
-    public init(criuPath: FilePath, inheritedFDs: [SharedDescriptor] = []) throws(CRIUError) {
+    public init(
+        criuPath: FilePath,
+        inheritedFDs: [SharedDescriptor] = [],
+        environment: [String] = []
+    ) throws(CRIUError) {
         let start = ContinuousClock.now
         var pair: [CInt] = [-1, -1]
         do {
@@ -105,7 +111,8 @@ public final class CRIUConnection {
             workerPID = try ChildProcess.spawn(
                 criuPath,
                 arguments: ["swrk", "3"],
-                descriptors: [workerSide] + inheritedFDs
+                descriptors: [workerSide] + inheritedFDs,
+                environment: environment
             )
         } catch {
             throw CRIUError(code: .spawnFailed, request: .empty, message: "cannot start \(criuPath) swrk: \(error)")

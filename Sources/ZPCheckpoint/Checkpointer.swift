@@ -197,6 +197,19 @@ public struct RestoreResult: Sendable {
 public struct Checkpointer: Sendable {
     /// The CRIU binary.
     public var criuPath: FilePath
+    /// Whether dumps leave the zero pages of private anonymous mappings out of the images
+    /// (decision 0066): a restore then neither reads nor faults them in; they read as zeros. Needs
+    /// the CRIU that `make setup` builds (scripts/criu/0004-leave-zero-pages-out.patch), which
+    /// reads ``zeroPagesVariable`` from its environment; another CRIU ignores the variable and
+    /// writes every page, which restores the same memory.
+    public var leavesZeroPagesOut: Bool
+
+    /// The environment variable that asks zeropod's CRIU build to leave zero pages out of a dump.
+    public static let zeroPagesVariable = "ZEROPOD_SKIP_ZERO_PAGES"
+
+    /// What every worker of this checkpointer gets in its environment besides the caller's: the
+    /// variable is always set, to 1 or 0, so an inherited one never decides for the setting.
+    var workerEnvironment: [String] { ["\(Self.zeroPagesVariable)=\(leavesZeroPagesOut ? 1 : 0)"] }
 
     /// The CRIU that `make setup` installs, else Debian's.
     public static var defaultCRIUPath: FilePath {
@@ -204,15 +217,16 @@ public struct Checkpointer: Sendable {
     }
 
     /// Creates a checkpointer for the given CRIU binary.
-    public init(criuPath: FilePath = Checkpointer.defaultCRIUPath) {
+    public init(criuPath: FilePath = Checkpointer.defaultCRIUPath, leavesZeroPagesOut: Bool = false) {
         self.criuPath = criuPath
+        self.leavesZeroPagesOut = leavesZeroPagesOut
     }
 
     /// Starts a worker ahead of time, with the descriptors a later restore inherits already mapped
     /// (the order must match `RestoreOptions.inheritedFiles`). Saves the spawn on the critical path.
     /// - Throws: `CRIUError` `.spawnFailed`.
     public func startWorker(inheriting files: [InheritedFile] = []) throws(CRIUError) -> CRIUConnection {
-        try CRIUConnection(criuPath: criuPath, inheritedFDs: files.map(\.descriptor))
+        try CRIUConnection(criuPath: criuPath, inheritedFDs: files.map(\.descriptor), environment: workerEnvironment)
     }
 
     // MARK: simple requests
@@ -568,7 +582,11 @@ public struct Checkpointer: Sendable {
             connection = worker
             spawn = .zero
         } else {
-            connection = try CRIUConnection(criuPath: criuPath, inheritedFDs: inherited.map(\.descriptor))
+            connection = try CRIUConnection(
+                criuPath: criuPath,
+                inheritedFDs: inherited.map(\.descriptor),
+                environment: workerEnvironment
+            )
             spawn = connection.spawnDuration
         }
         defer { connection.close() }

@@ -30,7 +30,8 @@ enum ChildProcess {
     /// Starts `path arguments...` with `descriptors[i]` at fd 3+i (and `stdin`, `stdout`,
     /// `stderr` at 0-2 when given), every other descriptor above them closed, default signal
     /// dispositions, an empty signal mask and umask ``fileCreationMask``. The descriptors stay the
-    /// caller's: the child gets duplicates.
+    /// caller's: the child gets duplicates. The child's environment is the caller's, with the
+    /// `NAME=value` entries of `environment` replacing any of the same name.
     /// - Returns: the child's pid; the caller reaps it.
     /// - Throws: `SystemError` from dup, posix_spawn, or the thread that spawns with the umask.
     static func spawn(
@@ -39,7 +40,8 @@ enum ChildProcess {
         descriptors: [SharedDescriptor] = [],
         stdin: SharedDescriptor? = nil,
         stdout: SharedDescriptor? = nil,
-        stderr: SharedDescriptor? = nil
+        stderr: SharedDescriptor? = nil,
+        environment: [String] = []
     )
         throws(SystemError) -> Int32
     {
@@ -83,19 +85,41 @@ enum ChildProcess {
         }
         let argv = ([path.string] + arguments).map { strdup($0) }
         defer { for p in argv { free(p) } }
+        // The caller's environment without the names `environment` sets, then those entries.
+        let extra = environment.map { strdup($0) }
+        defer { for p in extra { free(p) } }
+        let envp = environment.isEmpty ? [] : Self.inheritedEnvironment(overriddenBy: environment) + extra
         var pid: pid_t = 0
         let spawned = try Threads.runOnNewThread(fileCreationMask: fileCreationMask) {
             () -> Result<Void, SystemError> in
             Result { () throws(SystemError) in
                 try systemCallReturningErrno("posix_spawn", path.string) {
                     (argv + [nil]).withUnsafeBufferPointer { args in
-                        posix_spawn(&pid, path.string, &actions, &attr, args.baseAddress!, environ)
+                        if environment.isEmpty {
+                            return posix_spawn(&pid, path.string, &actions, &attr, args.baseAddress!, environ)
+                        }
+                        return (envp + [nil]).withUnsafeBufferPointer { env in
+                            posix_spawn(&pid, path.string, &actions, &attr, args.baseAddress!, env.baseAddress!)
+                        }
                     }
                 }
             }
         }
         try spawned.get()
         return pid
+    }
+
+    /// The caller's environment entries whose names `environment` (`NAME=value`) does not set.
+    private static func inheritedEnvironment(overriddenBy environment: [String]) -> [UnsafeMutablePointer<CChar>?] {
+        func name(_ entry: String) -> Substring { entry.prefix { $0 != "=" } }
+        let names = Set(environment.map(name))
+        var kept: [UnsafeMutablePointer<CChar>?] = []
+        var entry = environ
+        while let e = entry.pointee {
+            if !names.contains(name(String(cString: e))) { kept.append(e) }
+            entry += 1
+        }
+        return kept
     }
 
     /// Waits for `pid` to exit; returns the raw wait status.

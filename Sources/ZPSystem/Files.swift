@@ -109,17 +109,30 @@ public enum Files {
     ///
     /// For folders whose content no other user may read or list (checkpoint images, sockets,
     /// registries): created this way, nothing in them is ever reachable by another uid.
+    ///
+    /// A parent that another process removes meanwhile (a shim removing its empty namespace folder
+    /// of checkpoint images while another shim of that namespace creates its own in it) makes a
+    /// `mkdir` fail with `ENOENT`: the walk then starts again from the root, a few times.
     /// - Parameter path: an absolute folder path.
     /// - Throws: ``SystemError`` naming `mkdir`, `stat` (`ENOTDIR` when `path` is not a folder)
     ///   or `chmod` and the path.
     public static func makeOwnerOnlyDirectory(_ path: FilePath) throws(SystemError) {
-        var prefix = ""
-        for component in path.string.split(separator: "/") {
-            prefix += "/" + component
-            if mkdir(prefix, 0o700) != 0 {
-                let e = Errno(rawValue: errno)
-                guard e == .fileExists else { throw SystemError(call: "mkdir", subject: prefix, errno: e) }
+        var attempt = 0
+        walk: while true {
+            var prefix = ""
+            for component in path.string.split(separator: "/") {
+                prefix += "/" + component
+                if mkdir(prefix, 0o700) != 0 {
+                    let e = Errno(rawValue: errno)
+                    if e == .fileExists { continue }
+                    if e == .noSuchFileOrDirectory && attempt < 8 {
+                        attempt += 1
+                        continue walk
+                    }
+                    throw SystemError(call: "mkdir", subject: prefix, errno: e)
+                }
             }
+            break
         }
         var st = stat()
         try systemCall("stat", path.string) { stat(path.string, &st) }

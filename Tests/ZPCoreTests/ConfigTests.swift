@@ -657,6 +657,23 @@ func containerConfig_refuses(_ c: BadCase) {
     }
 }
 
+/// `skip-zero-pages` (decision 0066): on by default, a Go bool, rendered and parsed back.
+@Test func nodeConfig_skipZeroPagesSetting() throws {
+    #expect(NodeConfig().skipZeroPages)
+    #expect(NodeConfig().rendered.contains("skip-zero-pages = true\n"))
+    for (text, value) in [("false", false), ("0", false), ("true", true), ("1", true)] {
+        let c = try NodeConfig(parsing: "skip-zero-pages = \(text)")
+        #expect(c.skipZeroPages == value)
+        #expect(try NodeConfig(parsing: c.rendered) == c)
+    }
+    do {
+        let c = try NodeConfig(parsing: "skip-zero-pages = maybe", source: "n.conf")
+        Issue.record("accepted maybe as \(c)")
+    } catch {
+        #expect(error.description.hasPrefix(#"n.conf:1: skip-zero-pages: invalid boolean "maybe""#), "\(error)")
+    }
+}
+
 /// `pages-transfer-timeout`: the shims' bound on a live migration's page transfer (decision 0058):
 /// a positive Go duration of at most a day, default 5m (the original's `-pages-transfer-timeout`).
 @Test func nodeConfig_pagesTransferTimeoutSetting() throws {

@@ -83,7 +83,12 @@ public final class TaskService: Sendable {
         }
         self.node = settings.config
         self.nodeSettingsProblem = settings.problem
-        checkpointer = ContainerCheckpointer(checkpointer: Checkpointer(criuPath: FilePath(settings.config.criuPath)))
+        checkpointer = ContainerCheckpointer(
+            checkpointer: Checkpointer(
+                criuPath: FilePath(settings.config.criuPath),
+                leavesZeroPagesOut: settings.config.skipZeroPages
+            )
+        )
         wakeGroups = statusSocket.map { ($0, WakeGroupRegistry(layout: settings.config.layout)) }
         // The pod's BPF programs loaded while containerd still prepares the Create (decision 0037).
         jobInput.yield { [pods] in pods.preload() }
@@ -372,7 +377,10 @@ public final class TaskService: Sendable {
         // The CriuPath runc option (containerd 1.x) picks this container's CRIU.
         let criu =
             options.criuPath.isEmpty
-            ? checkpointer : ContainerCheckpointer(checkpointer: Checkpointer(criuPath: FilePath(options.criuPath)))
+            ? checkpointer
+            : ContainerCheckpointer(
+                checkpointer: Checkpointer(criuPath: FilePath(options.criuPath), leavesZeroPagesOut: node.skipZeroPages)
+            )
         var checkpoints = CRIUCheckpoints(
             checkpointer: criu,
             target: RuncContainer(id: request.id, runcRoot: FilePath(runc.root)),
