@@ -51,13 +51,17 @@ func counterServerScript(port: UInt16, touchMiB: Int = 0) -> String {
 /// Starts the counter server in its own session inside `netns`, stdio on /dev/null; returns its pid
 /// (a child of the test process) once it answers.
 func startCounterServer(netns: TestNetns, port: UInt16, touchMiB: Int = 0) throws -> Int32 {
+    try startPythonServer(
+        netns: netns, port: port, script: counterServerScript(port: port, touchMiB: touchMiB), name: "counter server")
+}
+
+/// Starts `python3 -c script` (an HTTP server on `port`) in its own session inside `netns`, stdio on
+/// /dev/null; returns its pid (a child of the test process) once it answers a GET.
+func startPythonServer(netns: TestNetns, port: UInt16, script: String, name: String) throws -> Int32 {
     let devnull = SharedDescriptor(try OwnedDescriptor.open("/dev/null", O_RDWR))
     let pid = try ChildProcess.spawn(
         "/usr/bin/setsid",
-        arguments: [
-            "/usr/bin/nsenter", "--net=\(netns.filePath)", "/usr/bin/python3", "-c",
-            counterServerScript(port: port, touchMiB: touchMiB),
-        ],
+        arguments: ["/usr/bin/nsenter", "--net=\(netns.filePath)", "/usr/bin/python3", "-c", script],
         stdin: devnull,
         stdout: devnull,
         stderr: devnull
@@ -67,7 +71,7 @@ func startCounterServer(netns: TestNetns, port: UInt16, touchMiB: Int = 0) throw
     }
     guard up else {
         killAndReap(pid)
-        throw LabError("counter server on port \(port) in \(netns.name) did not come up")
+        throw LabError("\(name) on port \(port) in \(netns.name) did not come up")
     }
     return pid
 }

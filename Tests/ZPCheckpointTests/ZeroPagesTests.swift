@@ -49,25 +49,8 @@ struct ZeroPagesTests {
     }
 
     func start(netns: TestNetns, port: UInt16, zeroMiB: Int) throws -> Int32 {
-        let devnull = SharedDescriptor(try OwnedDescriptor.open("/dev/null", O_RDWR))
-        let pid = try ChildProcess.spawn(
-            "/usr/bin/setsid",
-            arguments: [
-                "/usr/bin/nsenter", "--net=\(netns.filePath)", "/usr/bin/python3", "-c",
-                script(port: port, zeroMiB: zeroMiB),
-            ],
-            stdin: devnull,
-            stdout: devnull,
-            stderr: devnull
-        )
-        let up = eventually(within: 30, every: 0.01) {
-            (try? NetworkNamespace.httpGet(netns: netns.filePath, port: port)) != nil
-        }
-        guard up else {
-            killAndReap(pid)
-            throw LabError("zero-page server on port \(port) in \(netns.name) did not come up")
-        }
-        return pid
+        try startPythonServer(
+            netns: netns, port: port, script: script(port: port, zeroMiB: zeroMiB), name: "zero-page server")
     }
 
     /// The server's answer: (count, zeroed buffer still zero, checksum of the random bytes).

@@ -126,33 +126,22 @@ private func criAnnotations(pod name: String) -> [String] {
     /// The same with 64 MiB of data in the app's memory (a shell variable of random base64): the
     /// checkpoint, its archive and the pull over mutual TLS carry it; the counter continues.
     @Test func offlineMigration_64MiBInMemory_continuesOnTheOtherNode() async throws {
-        let rootfs = try TestPaths.busyboxRootfs()
-        try await withTwoNodes { double, a, b, scratch in
-            try await scenario(
-                double: double,
-                a: a,
-                b: b,
-                flavors: [.debian, .containerd2],
-                scratch: scratch,
-                rootfs: rootfs,
-                memoryMiB: 64
-            )
-        }
+        try await migrateFrom16To2x(memoryMiB: 64)
     }
 
     /// The same with 256 MiB (the live suite's larger size; issue 16 asks for offline figures at
     /// both sizes): the archive is ~340 MiB before compression (base64 in a shell variable).
     @Test func offlineMigration_256MiBInMemory_continuesOnTheOtherNode() async throws {
+        try await migrateFrom16To2x(memoryMiB: 256)
+    }
+
+    /// The scenario from containerd 1.6 to 2.x with `memoryMiB` of data in the app's memory.
+    private func migrateFrom16To2x(memoryMiB: Int) async throws {
         let rootfs = try TestPaths.busyboxRootfs()
         try await withTwoNodes { double, a, b, scratch in
             try await scenario(
-                double: double,
-                a: a,
-                b: b,
-                flavors: [.debian, .containerd2],
-                scratch: scratch,
-                rootfs: rootfs,
-                memoryMiB: 256
+                double: double, a: a, b: b, flavors: [.debian, .containerd2], scratch: scratch, rootfs: rootfs,
+                memoryMiB: memoryMiB
             )
         }
     }

@@ -5,6 +5,7 @@ import NIOPosix
 import Synchronization
 import Testing
 import ZPCore
+import ZPTestSupport
 
 @testable import ZPManager
 @testable import ZPShim
@@ -77,23 +78,11 @@ private func measure(port: Int, bulk: Int, pages: Int) async throws -> Measured 
 }
 
 private func measureBlocking(port: Int, bulk: Int, pages: Int) throws -> Measured {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { throw POSIXError(.EMFILE) }
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    address.sin_port = UInt16(port).bigEndian
-    let connected = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-        }
-    }
-    guard connected == 0 else { throw POSIXError(.ECONNREFUSED) }
+    let socket = try TestSocket.connect(fromNetns: nil, to: "127.0.0.1", port: UInt16(port), timeout: 60)
+    defer { withExtendedLifetime(socket) {} }  // the descriptor stays open while `fd` is used
+    let fd = socket.fd
     var one: Int32 = 1
     setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-    var timeout = timeval(tv_sec: 60, tv_usec: 0)
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     var buffer = [UInt8](repeating: 0, count: 1 << 20)
     func ask(_ n: Int) throws {
         var request = UInt64(n).bigEndian

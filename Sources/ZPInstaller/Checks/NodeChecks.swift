@@ -359,7 +359,27 @@ public struct NodeChecks: Sendable {
                 )
         )
         rows.append(rlimitPatch(binary))
+        rows.append(zeroPagesPatch(binary))
         return rows
+    }
+
+    /// The project's CRIU patch that leaves zero pages out of the images
+    /// (scripts/criu/0004-leave-zero-pages-out.patch, decision 0066): without it the node setting
+    /// `skip-zero-pages` has no effect (CRIU ignores the variable and writes every page).
+    private func zeroPagesPatch(_ binary: String) -> CheckResult {
+        let patched =
+            (try? files.read(binary)).flatMap { $0 }.map { bytes in
+                contains(bytes, Array("ZEROPOD_SKIP_ZERO_PAGES".utf8))
+            } ?? false
+        return patched
+            ? CheckResult("criu", "zero-pages patch", .ok, "present (skip-zero-pages takes effect)")
+            : CheckResult(
+                "criu",
+                "zero-pages patch",
+                .missing,
+                "absent: skip-zero-pages has no effect, every page is written and restored",
+                fix: "use the project's CRIU build (scripts/setup.sh applies scripts/criu/*.patch; the installer image carries it)"
+            )
     }
 
     /// The project's CRIU patch (scripts/criu/0001-rlimits-from-proc-limits.patch) matters only
