@@ -21,6 +21,14 @@ int czpsystem_accept_cloexec(int fd) { return accept4(fd, NULL, NULL, SOCK_CLOEX
 
 int czpsystem_unshare_fs(void) { return unshare(CLONE_FS); }
 
+int czpsystem_unshare_mount_namespace(void) { return unshare(CLONE_NEWNS); }
+
+int czpsystem_clone_newns(void) { return CLONE_NEWNS; }
+
+int czpsystem_pivot_root(const char *new_root, const char *put_old) {
+    return (int)syscall(SYS_pivot_root, new_root, put_old);
+}
+
 int czpsystem_pidfd_open(int pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
 
 int czpsystem_pidfd_getfd(int pidfd, int fd) { return (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0); }

@@ -79,8 +79,10 @@ public final class CRIUConnection {
     private var reaped = false
     /// Created at spawn, for "spawn → answer" figures.
     public let spawnedAt: ContinuousClock.Instant
-    /// How long `posix_spawn` took.
+    /// How long `posix_spawn` took (with making the worker's mount namespace, when asked).
     public let spawnDuration: Duration
+    /// The mount namespace the worker started in.
+    public let mountNamespace: WorkerMountNamespace
 
     /// Starts `criu swrk 3` with one end of a fresh socketpair mapped to fd 3 and the given
     /// descriptors mapped to 4, 5, ... in order (for `inherit_fd`).
@@ -90,11 +92,14 @@ public final class CRIUConnection {
     ///   - inheritedFDs: descriptors CRIU gets at 4+i; they stay the caller's (CRIU gets copies).
     ///   - environment: `NAME=value` entries added to the worker's environment (the shim's own
     ///     otherwise), e.g. ``Checkpointer/zeroPagesVariable``.
+    ///   - mountNamespace: start the worker in a mount namespace of its own with only these
+    ///     mounts (decision 0067); nil starts it in the caller's.
     /// - Throws: `CRIUError` `.spawnFailed` naming the binary and the errno.
     public init(
         criuPath: FilePath,
         inheritedFDs: [SharedDescriptor] = [],
-        environment: [String] = []
+        environment: [String] = [],
+        mountNamespace: ConfinedMountNamespace? = nil
     ) throws(CRIUError) {
         let start = ContinuousClock.now
         var pair: [CInt] = [-1, -1]
@@ -108,11 +113,12 @@ public final class CRIUConnection {
         let ours = OwnedDescriptor(adopting: pair[0])
         let workerSide = SharedDescriptor(OwnedDescriptor(adopting: pair[1]))  // closed here once CRIU has its copy
         do {
-            workerPID = try ChildProcess.spawn(
+            (workerPID, self.mountNamespace) = try ChildProcess.spawn(
                 criuPath,
                 arguments: ["swrk", "3"],
                 descriptors: [workerSide] + inheritedFDs,
-                environment: environment
+                environment: environment,
+                mountNamespace: mountNamespace
             )
         } catch {
             throw CRIUError(code: .spawnFailed, request: .empty, message: "cannot start \(criuPath) swrk: \(error)")

@@ -225,8 +225,18 @@ public struct Checkpointer: Sendable {
     /// Starts a worker ahead of time, with the descriptors a later restore inherits already mapped
     /// (the order must match `RestoreOptions.inheritedFiles`). Saves the spawn on the critical path.
     /// - Throws: `CRIUError` `.spawnFailed`.
-    public func startWorker(inheriting files: [InheritedFile] = []) throws(CRIUError) -> CRIUConnection {
-        try CRIUConnection(criuPath: criuPath, inheritedFDs: files.map(\.descriptor), environment: workerEnvironment)
+    /// - Parameter mountNamespace: start the worker in a mount namespace of its own with only
+    ///   these mounts (decision 0067); nil starts it in the caller's.
+    public func startWorker(
+        inheriting files: [InheritedFile] = [],
+        mountNamespace: ConfinedMountNamespace? = nil
+    ) throws(CRIUError) -> CRIUConnection {
+        try CRIUConnection(
+            criuPath: criuPath,
+            inheritedFDs: files.map(\.descriptor),
+            environment: workerEnvironment,
+            mountNamespace: mountNamespace
+        )
     }
 
     // MARK: simple requests

@@ -14,6 +14,25 @@ private func zp_posix_spawn_file_actions_addclosefrom_np(
     _ from: CInt
 ) -> CInt
 
+/// The mount namespace a helper process started in.
+public enum WorkerMountNamespace: Sendable, Equatable, CustomStringConvertible {
+    /// The caller's (the shim's: the host's), as asked.
+    case caller
+    /// One of its own with this many mounts (decision 0067).
+    case own(mounts: Int)
+    /// The caller's, because its own could not be made (the reason).
+    case callerAfterFailure(String)
+
+    /// "own (31 mounts)", "host's", "host's (own failed: …)".
+    public var description: String {
+        switch self {
+        case .caller: return "host's"
+        case .own(let n): return "own (\(n) mounts)"
+        case .callerAfterFailure(let why): return "host's (own failed: \(why))"
+        }
+    }
+}
+
 /// Spawns helper processes (CRIU workers, the lazy-pages daemon) with chosen descriptors at 3, 4, ...
 /// Uses posix_spawn directly: Foundation's Process cannot map descriptors to fixed numbers.
 ///
@@ -44,6 +63,38 @@ enum ChildProcess {
         environment: [String] = []
     )
         throws(SystemError) -> Int32
+    {
+        try spawn(
+            path,
+            arguments: arguments,
+            descriptors: descriptors,
+            stdin: stdin,
+            stdout: stdout,
+            stderr: stderr,
+            environment: environment,
+            mountNamespace: nil
+        ).pid
+    }
+
+    /// ``spawn(_:arguments:descriptors:stdin:stdout:stderr:environment:)``, in a mount namespace of the child's
+    /// own with only the mounts `mountNamespace` keeps (decision 0067), made by the spawning thread
+    /// before it spawns. When that namespace cannot be made, the child starts in the caller's and
+    /// the returned ``WorkerMountNamespace`` says why.
+    /// - Returns: the child's pid (the caller reaps it) and where it started.
+    /// - Throws: `SystemError` from dup, posix_spawn, or the thread that spawns; also when the
+    ///   spawning thread could not go back to the caller's namespace after a failed confinement
+    ///   (nothing was started then).
+    static func spawn(
+        _ path: FilePath,
+        arguments: [String],
+        descriptors: [SharedDescriptor] = [],
+        stdin: SharedDescriptor? = nil,
+        stdout: SharedDescriptor? = nil,
+        stderr: SharedDescriptor? = nil,
+        environment: [String] = [],
+        mountNamespace: ConfinedMountNamespace?
+    )
+        throws(SystemError) -> (pid: Int32, mounts: WorkerMountNamespace)
     {
         // Move every source above the target range first, so dup2(src, 3+i) never overwrites a source.
         var high: [SharedDescriptor] = []
@@ -90,9 +141,19 @@ enum ChildProcess {
         defer { for p in extra { free(p) } }
         let envp = environment.isEmpty ? [] : Self.inheritedEnvironment(overriddenBy: environment) + extra
         var pid: pid_t = 0
+        var mounts = WorkerMountNamespace.caller
         let spawned = try Threads.runOnNewThread(fileCreationMask: fileCreationMask) {
             () -> Result<Void, SystemError> in
             Result { () throws(SystemError) in
+                if let mountNamespace {
+                    do throws(ConfinedMountNamespace.Failure) {
+                        let entered = try mountNamespace.enter()
+                        mounts = .own(mounts: entered.mounts)
+                    } catch {
+                        guard error.wentBack else { throw error.error }
+                        mounts = .callerAfterFailure("\(error)")
+                    }
+                }
                 try systemCallReturningErrno("posix_spawn", path.string) {
                     (argv + [nil]).withUnsafeBufferPointer { args in
                         if environment.isEmpty {
@@ -106,7 +167,7 @@ enum ChildProcess {
             }
         }
         try spawned.get()
-        return pid
+        return (pid, mounts)
     }
 
     /// The caller's environment entries whose names `environment` (`NAME=value`) does not set.

@@ -107,6 +107,12 @@ public struct ContainerRestoreOptions: Sendable {
     /// cgroup paths, the network and pid namespaces from its configured paths), and established
     /// TCP connections come back closed (their addresses were the other pod's).
     public var migrated = false
+    /// Start the CRIU worker in a mount namespace of its own that holds only the mounts the
+    /// restore needs (decision 0067). CRIU's restore copies, walks and detaches the mount
+    /// namespace it runs in, and the host's holds every pod's mounts: with it, a restore among
+    /// many pods costs what a lone one does. When that namespace cannot be made, the worker
+    /// starts in the caller's and ``PreparedContainerRestore/workerMountNamespace`` says why.
+    public var workerMountNamespace = true
 
     /// zeropod's defaults.
     public init() {}
@@ -137,6 +143,8 @@ public struct ContainerRestoreResult: Sendable {
     /// The master of the restored terminal (with ``ContainerRestoreOptions/terminal``): the
     /// caller's to keep, copy from and resize.
     public var terminalMaster: SharedDescriptor? = nil
+    /// The mount namespace the CRIU worker ran in (decision 0067).
+    public var workerMountNamespace: WorkerMountNamespace = .caller
     /// Processes of the restored tree that were not in runc's cgroup of a controller and were
     /// moved there (see ``PreparedContainerRestore/run(hooks:)``), as `pid controller`; normally empty.
     public var cgroupCorrections: [String] = []
@@ -504,7 +512,11 @@ public final class PreparedContainerRestore {
     /// the container's (often 1777), so without this folder another user could read the copy of
     /// the container's `/tmp` through runc's traversable state folders.
     private var stagingFolder: FilePath?
+    /// The empty folder where the worker's mount namespace was assembled (in the staging folder).
+    private var assemblyFolder: FilePath?
     private var prepareDuration: Duration = .zero
+    /// The mount namespace the prepared worker started in (decision 0067).
+    public private(set) var workerMountNamespace: WorkerMountNamespace = .caller
 
     init(
         checkpointer: Checkpointer,
@@ -656,12 +668,30 @@ public final class PreparedContainerRestore {
             }
         }
         self.options = o
+        var confinement: ConfinedMountNamespace?
+        if options.workerMountNamespace {
+            do {
+                let folder = try makeStagingFolder().appending("worker-root")
+                _ = mkdir(folder.string, 0o700)
+                assemblyFolder = folder  // cancel() removes it
+                confinement = Self.workerMounts(
+                    options: o,
+                    imagesDir: imagesDir,
+                    criuPath: checkpointer.criuPath,
+                    assemblyFolder: folder
+                )
+            } catch {
+                cancel()
+                throw .system(error)
+            }
+        }
         do {
-            worker = try checkpointer.startWorker(inheriting: inherited)
+            worker = try checkpointer.startWorker(inheriting: inherited, mountNamespace: confinement)
         } catch {
             cancel()
             throw .criu(error)
         }
+        workerMountNamespace = worker?.mountNamespace ?? .caller
         // A cgroup runc made may be gone by now (systemd removes a scope unit's cgroup once its
         // last process left, i.e. at the dump): make it again at the same path, as runc's restore
         // does (through systemd for its driver), so the worker and the restored tasks land there.
@@ -677,6 +707,29 @@ public final class PreparedContainerRestore {
             }
         }
         prepareDuration = .now - start
+    }
+
+    /// The mount namespace of a restore worker (decision 0067): the host's mounts that the
+    /// restore reads (CRIU and its libraries, the system folders, the images and work folder,
+    /// CRIU's kernel-feature cache under /run/criu), `/proc`, `/sys` and `/dev` whole, and, with
+    /// their propagation kept, the root CRIU restores onto and the source of every external mount.
+    static func workerMounts(
+        options o: RestoreOptions,
+        imagesDir: FilePath,
+        criuPath: FilePath,
+        assemblyFolder: FilePath
+    ) -> ConfinedMountNamespace {
+        var paths = ["/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/tmp", "/run/criu"]
+        paths.append(imagesDir.string)
+        if let work = o.workDir { paths.append(work.string) }
+        if let config = o.configFile { paths.append(config) }
+        paths.append(criuPath.string)
+        // An installed CRIU finds its libraries at $ORIGIN/../lib (decision 0024).
+        paths.append(criuPath.removingLastComponent().removingLastComponent().appending("lib").string)
+        var bound: [ConfinedMountNamespace.Bound] = []
+        if let root = o.root { bound.append(.init(root, recursive: true)) }
+        for m in o.externalMounts { bound.append(.init(m.value)) }
+        return ConfinedMountNamespace(paths: paths, bound: bound, assemblyFolder: assemblyFolder.string)
     }
 
     /// `manifest` (made for another container, maybe on another node) with this container's host
@@ -868,6 +921,10 @@ public final class PreparedContainerRestore {
             _ = rmdir(dir.string)
         }
         stagedTmpfs = []
+        if let assemblyFolder {
+            _ = rmdir(assemblyFolder.string)  // mounted only in the worker's namespace
+            self.assemblyFolder = nil
+        }
         if let stagingFolder {
             _ = rmdir(stagingFolder.string)  // empty now, unless something is still mounted there
             self.stagingFolder = nil
@@ -947,6 +1004,7 @@ public final class PreparedContainerRestore {
             prepare: prepareDuration,
             stateUpdate: end - criuDone,
             terminalMaster: terminal.master,
+            workerMountNamespace: workerMountNamespace,
             cgroupCorrections: corrections
         )
     }

@@ -30,13 +30,20 @@ struct BenchCommand: ParsableCommand {
         let env = ProcessInfo.processInfo.environment
         let compat = env["ZPCK_MNTNS_COMPAT"] == "1"
         let level = env["ZPCK_LOG_LEVEL"].flatMap { Int32($0) }
+        // Decision 0067: the restore worker in a mount namespace of its own ("own", the default)
+        // or in this process's ("host"), for comparisons.
+        let workerMounts = env["ZPCK_WORKER_MNTNS"] ?? "own"
+        guard workerMounts == "own" || workerMounts == "host" else {
+            throw ValidationError("ZPCK_WORKER_MNTNS must be own or host, not \(workerMounts)")
+        }
         bench.restoreOverrides = { o in
+            o.workerMountNamespace = workerMounts == "own"
             o.criu.mountNamespaceCompatMode = compat
             if let level { o.criu.logLevel = level }
         }
         let table = try bench.run()
         print(
-            "zeropod-checkpoint-bench: \(trials) interleaved trials per workload (mntns compat \(compat), "
+            "zeropod-checkpoint-bench: \(trials) interleaved trials per workload (worker mounts \(workerMounts), mntns compat \(compat), "
                 + "restore log level \(level.map(String.init) ?? "4"))"
         )
         print(table)

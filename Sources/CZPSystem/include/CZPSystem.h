@@ -27,6 +27,17 @@ int czpsystem_accept_cloexec(int fd);
 /// Returns 0, or -1 with errno set.
 int czpsystem_unshare_fs(void);
 
+/// unshare(CLONE_NEWNS): moves the calling thread into a new mount namespace, a copy of its
+/// current one (the thread's file system attributes become its own first, as CLONE_NEWNS implies
+/// CLONE_FS). Returns 0, or -1 with errno set.
+int czpsystem_unshare_mount_namespace(void);
+
+/// The CLONE_NEWNS flag (the nstype of a mount namespace for setns).
+int czpsystem_clone_newns(void);
+
+/// pivot_root(new_root, put_old) (no glibc wrapper). Returns 0, or -1 with errno set.
+int czpsystem_pivot_root(const char *new_root, const char *put_old);
+
 /// pidfd_open(pid, 0): a descriptor referring to process `pid` (close-on-exec).
 /// Returns the descriptor, or -1 with errno set.
 int czpsystem_pidfd_open(int pid);

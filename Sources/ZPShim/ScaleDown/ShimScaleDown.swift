@@ -386,9 +386,10 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
 }
 
 extension ContainerRestoreResult {
-    /// What the driver logs about a restore: CRIU's timings and any cgroup corrections.
+    /// What the driver logs about a restore: CRIU's timings, the worker's mount namespace
+    /// (decision 0067) and any cgroup corrections.
     var details: [String: String] {
-        var out = ["criu": "\(restore.timings)"]
+        var out = ["criu": "\(restore.timings)", "worker-mounts": "\(workerMountNamespace)"]
         if !cgroupCorrections.isEmpty { out["cgroup-corrections"] = cgroupCorrections.joined(separator: ", ") }
         return out
     }
