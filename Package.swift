@@ -122,7 +122,8 @@ let package = Package(
         .executableTarget(
             name: "zeropod-checkpoint-bench",
             dependencies: [
-                "ZPCheckpoint", "ZPCheckpointTestKit", "ZPTestSupport", .product(name: "SystemPackage", package: "swift-system"),
+                "ZPCheckpoint", "ZPCheckpointTestKit", "ZPSystem", "ZPTestSupport",
+                .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict

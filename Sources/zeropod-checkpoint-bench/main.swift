@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import ZPCheckpointTestKit
+import ZPSystem
+import ZPTestSupport
 
 /// `zeropod-checkpoint-bench`: our container checkpoint/restore against runc's, side by side.
 struct BenchCommand: ParsableCommand {
@@ -17,6 +19,14 @@ struct BenchCommand: ParsableCommand {
 
     @Option(help: "Repository root (for scripts/rootfs.sh).")
     var repoRoot = FileManager.default.currentDirectoryPath
+
+    @Option(
+        help: """
+            Run every trial in a copy of this mount namespace holding this many extra tmpfs mounts \
+            (a node with many pods holds thousands; decision 0067). The copy goes away with the run.
+            """
+    )
+    var crowdMounts = 0
 
     func run() throws {
         guard getuid() == 0 else { throw ValidationError("run as root (runc, CRIU, network namespaces)") }
@@ -41,9 +51,28 @@ struct BenchCommand: ParsableCommand {
             o.criu.mountNamespaceCompatMode = compat
             if let level { o.criu.logLevel = level }
         }
-        let table = try bench.run()
+        let table: String
+        if crowdMounts > 0 {
+            let crowd = "/tmp/\(uniqueName("zpck-crowd"))"
+            mkdir(crowd, 0o700)
+            defer { _ = try? FileManager.default.removeItem(atPath: crowd) }
+            let count = crowdMounts
+            table = try MountPoints.performInNamespaceCopy { () -> Result<String, any Error> in
+                Result { () throws -> String in
+                    for i in 0..<count {
+                        mkdir("\(crowd)/\(i)", 0o700)
+                        try MountPoints.mount(source: "crowd", target: "\(crowd)/\(i)", type: "tmpfs", flags: 0, data: "size=4k")
+                    }
+                    let total = try MountPoints.ofThisThread().count
+                    FileHandle.standardError.write(Data("mounts where the trials run: \(total)\n".utf8))
+                    return try bench.run()
+                }
+            }.get()
+        } else {
+            table = try bench.run()
+        }
         print(
-            "zeropod-checkpoint-bench: \(trials) interleaved trials per workload (worker mounts \(workerMounts), mntns compat \(compat), "
+            "zeropod-checkpoint-bench: \(trials) interleaved trials per workload (extra mounts \(crowdMounts), worker mounts \(workerMounts), mntns compat \(compat), "
                 + "restore log level \(level.map(String.init) ?? "4"))"
         )
         print(table)

@@ -40,10 +40,11 @@ import Glibc
         )
         #expect(
             boundBinds.map(\.description) == [
+                "/run/runc/a/zeropod-restore/criu-root (recursive)", "/run/runc/a/zeropod-restore/tmpfs-0",
                 "/sys/fs/cgroup/memory/pod-a", "/var/lib/kubelet/pods/a/etc-hosts",
-                "/run/runc/a/zeropod-restore/tmpfs-0", "/var/lib/kubelet/pods/a/volumes/secret",
-                "/run/runc/a/zeropod-restore/criu-root (recursive)",
-            ]
+                "/var/lib/kubelet/pods/a/volumes/secret",
+            ],
+            "by depth, then by name"
         )
         let kept = Set((privateBinds + boundBinds).map(\.path))
         for other in ["/run/netns/cni-b", "/run/containerd/t/k8s.io/b/rootfs", "/var/lib/kubelet/pods/b/volumes/secret"] {
