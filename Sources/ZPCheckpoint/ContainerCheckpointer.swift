@@ -711,7 +711,8 @@ public final class PreparedContainerRestore {
 
     /// The mount namespace of a restore worker (decision 0067): the host's mounts that the
     /// restore reads (CRIU and its libraries, the system folders, the images and work folder,
-    /// CRIU's kernel-feature cache under /run/criu), `/proc`, `/sys` and `/dev` whole, and, with
+    /// CRIU's kernel-feature cache under /run/criu, the files of the namespaces it joins),
+    /// `/proc`, `/sys` and `/dev` whole, and, with
     /// their propagation kept, the root CRIU restores onto and the source of every external mount.
     static func workerMounts(
         options o: RestoreOptions,
@@ -723,6 +724,9 @@ public final class PreparedContainerRestore {
         paths.append(imagesDir.string)
         if let work = o.workDir { paths.append(work.string) }
         if let config = o.configFile { paths.append(config) }
+        // Namespaces joined by path: a pod's IPC and UTS namespace files are often bind mounts
+        // of their own (nsfs), like the network namespaces under /run/netns.
+        for j in o.joinNamespaces { paths.append(j.namespaceFile) }
         paths.append(criuPath.string)
         // An installed CRIU finds its libraries at $ORIGIN/../lib (decision 0024).
         paths.append(criuPath.removingLastComponent().removingLastComponent().appending("lib").string)
