@@ -572,7 +572,11 @@ public struct Checkpointer: Sendable {
     {
         var request = request
         var workFD: SharedDescriptor?  // open until CRIU answered (it reads it through /proc/<pid>/fd)
-        if let workDir {
+        // CRIU's work folder defaults to the images folder, which it gets by path: a descriptor
+        // is sent only for another folder. A descriptor names a folder of this process's mount
+        // namespace, where a worker in a namespace of its own (decision 0067) can mount nothing:
+        // CRIU's cgroup yard and its restore's mounts are made in the work folder.
+        if let workDir, workDir != imagesDir {
             do {
                 workFD = SharedDescriptor(try OwnedDescriptor.open(workDir, O_RDONLY | O_DIRECTORY))
             } catch {

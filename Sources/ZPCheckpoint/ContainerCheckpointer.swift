@@ -669,7 +669,11 @@ public final class PreparedContainerRestore {
         }
         self.options = o
         var confinement: ConfinedMountNamespace?
-        if options.workerMountNamespace {
+        if options.workerMountNamespace, let work = o.workDir, work != imagesDir {
+            // CRIU gets another work folder by descriptor, a folder of this namespace (see
+            // Checkpointer.run): the worker stays here.
+            workerMountNamespace = .callerAfterFailure("work folder \(work) is not the images folder")
+        } else if options.workerMountNamespace {
             do {
                 let folder = try makeStagingFolder().appending("worker-root")
                 _ = mkdir(folder.string, 0o700)
@@ -691,7 +695,7 @@ public final class PreparedContainerRestore {
             cancel()
             throw .criu(error)
         }
-        workerMountNamespace = worker?.mountNamespace ?? .caller
+        if confinement != nil { workerMountNamespace = worker?.mountNamespace ?? .caller }
         // A cgroup runc made may be gone by now (systemd removes a scope unit's cgroup once its
         // last process left, i.e. at the dump): make it again at the same path, as runc's restore
         // does (through systemd for its driver), so the worker and the restored tasks land there.
