@@ -82,8 +82,17 @@ public struct ConfinedMountNamespace: Sendable, Equatable {
         func isWithin(_ p: String, _ folder: String) -> Bool {
             folder == "/" || p == folder || p.hasPrefix(folder + "/")
         }
-        /// The mount points at `p` and above it.
-        func chain(_ p: String) -> [String] { points.filter { isWithin(p, $0) } }
+        /// The mount points at `p` and above it (a walk up its folders: a node has thousands of
+        /// mount points).
+        func chain(_ p: String) -> [String] {
+            var out = points.contains("/") ? ["/"] : []
+            var prefix = ""
+            for part in p.split(separator: "/") {
+                prefix += "/" + part
+                if points.contains(prefix) { out.append(prefix) }
+            }
+            return out
+        }
         func parent(_ p: String) -> String {
             let up = FilePath(p).removingLastComponent().string
             return up.isEmpty ? "/" : up
@@ -100,14 +109,14 @@ public struct ConfinedMountNamespace: Sendable, Equatable {
         for t in Set(recursive) where !recursive.contains(where: { $0 != t && isWithin(t, $0) }) {
             privateBinds.append(Bind(path: t, recursive: true))
         }
-        privateBinds.sort { (depth($0.path), $0.path) < (depth($1.path), $1.path) }
+        func ordered(_ binds: [Bind]) -> [Bind] {
+            binds.map { (depth($0.path), $0) }.sorted { ($0.0, $0.1.path) < ($1.0, $1.1.path) }.map(\.1)
+        }
         var seen = Set<String>()
-        let boundBinds =
-            bound
-            .filter { $0.path != "/" && seen.insert($0.path).inserted }
-            .map { Bind(path: $0.path, recursive: $0.recursive) }
-            .sorted { (depth($0.path), $0.path) < (depth($1.path), $1.path) }
-        return (privateBinds, boundBinds)
+        let boundBinds = bound.filter { $0.path != "/" && seen.insert($0.path).inserted }.map {
+            Bind(path: $0.path, recursive: $0.recursive)
+        }
+        return (ordered(privateBinds), ordered(boundBinds))
     }
 
     /// Why ``enter()`` failed, and whether the thread is back in its namespace.

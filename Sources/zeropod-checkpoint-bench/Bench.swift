@@ -17,6 +17,7 @@ struct WorkloadFigures {
     var criuRestoreRequest: [Double] = []
     var stateUpdate: [Double] = []
     var restoreCall: [Double] = []
+    var restorePrepare: [Double] = []
 }
 
 func ms(_ d: Duration) -> Double {
@@ -89,6 +90,7 @@ struct CheckpointBench {
         f.criuRestoreRequest.append(ms(r.restore.timings.request))
         f.stateUpdate.append(ms(r.stateUpdate))
         f.restoreCall.append(ms(r.total))
+        f.restorePrepare.append(ms(r.prepare))
 
         let img2 = FilePath("\(c.bundle)/img-ours-2")
         let worker = try cc.checkpointer.startWorker()
@@ -186,6 +188,7 @@ struct CheckpointBench {
                 "| \(w) | restore → first response, pre-started CRIU worker | \(fmt(f.oursRestorePrestarted)) | "
                 + "\(fmt(f.runcRestore)) | " + String(format: "%.2f", rspRatio) + " | ≤ 0.7 |\n"
             out += "| \(w) | (ours, fresh worker: whole restore call) | \(fmt(f.restoreCall)) | | | |\n"
+            out += "| \(w) | (ours, fresh worker: preparing it, before the call) | \(fmt(f.restorePrepare)) | | | |\n"
             out += "| \(w) | (ours: CRIU RESTORE request alone) | \(fmt(f.criuRestoreRequest)) | | | |\n"
             out += "| \(w) | (ours: runc state.json rewrite) | \(fmt(f.stateUpdate)) | | | |\n"
             out += "| \(w) | (cold start → first response, runc run) | \(fmt(f.coldStart)) | | | |\n"
