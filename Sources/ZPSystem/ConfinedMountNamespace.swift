@@ -163,12 +163,12 @@ public struct ConfinedMountNamespace: Sendable, Equatable {
         let boundBinds: [Bind]
         do throws(SystemError) {
             // This thread's namespace (`/proc/self` would be the main thread's).
-            let hostMounts = MountInfo.parse(try Files.readText(FilePath("/proc/thread-self/mountinfo")))
+            let hostMountPoints = MountInfo.mountPoints(in: try Files.readText(FilePath("/proc/thread-self/mountinfo")))
             (privateBinds, boundBinds) = Self.plan(
                 paths: paths.compactMap(resolved),
                 trees: trees.compactMap(resolved),
                 bound: bound.compactMap { b in resolved(b.path).map { Bound($0, recursive: b.recursive) } },
-                mountPoints: hostMounts.map(\.mountPoint)
+                mountPoints: hostMountPoints
             )
             original = SharedDescriptor(try OwnedDescriptor.open(FilePath("/proc/thread-self/ns/mnt"), O_RDONLY))
             originalDirectory = SharedDescriptor(try OwnedDescriptor.open(FilePath("."), O_RDONLY | O_DIRECTORY))
@@ -220,7 +220,9 @@ public struct ConfinedMountNamespace: Sendable, Equatable {
             _ = try? systemCall("fchdir", "the original directory") { fchdir(cwd) }
             throw Failure(error: error, wentBack: back)
         }
-        let mounts = (try? Files.readText(FilePath("/proc/thread-self/mountinfo"))).map { MountInfo.parse($0).count } ?? 0
+        let mounts = (try? Files.readText(FilePath("/proc/thread-self/mountinfo"))).map {
+            MountInfo.mountPoints(in: $0).count
+        } ?? 0
         return Entered(mounts: mounts, binds: privateBinds + boundBinds)
     }
 }

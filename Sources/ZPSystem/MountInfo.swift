@@ -90,6 +90,29 @@ public struct MountInfo: Sendable, Hashable {
         text.split(separator: "\n").compactMap { MountInfo(line: $0) }
     }
 
+    /// The mount points (field 5, unescaped) of a whole mountinfo text, and nothing else: a
+    /// node's table has thousands of lines, and this reads them without parsing every field.
+    /// - Parameter text: the content of a mountinfo file.
+    public static func mountPoints(in text: String) -> [String] {
+        var out: [String] = []
+        for line in text.utf8.split(separator: UInt8(ascii: "\n")) {
+            var field = 0
+            var start = line.startIndex
+            var i = line.startIndex
+            while i < line.endIndex {
+                if line[i] == UInt8(ascii: " ") {
+                    if field == 4 { break }
+                    field += 1
+                    start = line.index(after: i)
+                }
+                i = line.index(after: i)
+            }
+            guard field == 4, start < i else { continue }
+            out.append(unescape(Substring(line[start..<i])))
+        }
+        return out
+    }
+
     /// Reads `/proc/<pid>/mountinfo`, or `/proc/self/mountinfo` when `pid` is nil.
     /// - Parameter pid: the process whose mount namespace (and root) to read.
     /// - Throws: ``SystemError`` when the file cannot be read (the process is gone).

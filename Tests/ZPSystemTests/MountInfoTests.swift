@@ -79,3 +79,11 @@ import Glibc
         try MountPoints.unmount(dir)  // not a mount point any more: counts as done
     }
 }
+
+@Suite struct MountPointsOfTextTests {
+    @Test func mountPoints_areField5_unescaped_andMatchTheFullParse() {
+        let text = MountInfoTests.text
+        #expect(MountInfo.mountPoints(in: text) == MountInfo.parse(text).map(\.mountPoint))
+        #expect(MountInfo.mountPoints(in: text) == ["/mnt2", "/sys/fs/cgroup/unified", "/run/my dir\ttab\\back", "/-"])
+    }
+}
