@@ -97,4 +97,39 @@ struct WorkerMountNamespaceTests {
         }
         #expect(try MountPoints.ofThisThread().allSatisfy { !$0.mountPoint.hasPrefix(crowd.path) })
     }
+
+    /// When the worker's namespace cannot be made (here its assembly folder is a file), the worker
+    /// starts in the caller's namespace, says why, and the restore works as before.
+    @Test func namespaceThatCannotBeMade_workerStartsInTheCallers() throws {
+        let c = try TestContainer(.busybox, repoRoot: repoRoot)
+        defer { c.destroy() }
+        try c.start()
+        #expect(c.waitForResponse() != nil)
+        let images = try TemporaryDirectory("zpck-confine-fail")
+        _ = try cc.checkpoint(c.container, imagesDir: images.filePath)
+        let staging = c.container.stateDir.appending(PreparedContainerRestore.stagingFolderName)
+        try Files.makeOwnerOnlyDirectory(staging)
+        let blocker = staging.appending("worker-root")
+        try Files.write(blocker, Array("not a folder".utf8))
+        defer {
+            _ = unlink(blocker.string)
+            _ = rmdir(staging.string)
+        }
+        var o = ContainerRestoreOptions()
+        o.stdio = c.stdio.containerSide.map { Optional($0) }
+        let prepared = try cc.prepareRestore(c.container, imagesDir: images.filePath, options: o)
+        let namespace = prepared.workerMountNamespace
+        let workerNamespace = try Files.readLink(FilePath("/proc/\(prepared.workerPID ?? -1)/ns/mnt"))
+        let r = try prepared.run()
+        guard case .callerAfterFailure(let why) = namespace else {
+            Issue.record("the worker's namespace: \(namespace)")
+            return
+        }
+        print("worker in \(namespace)")
+        #expect(why.contains("mount"), "names the call that failed: \(why)")
+        #expect(workerNamespace == (try Files.readLink(FilePath("/proc/self/ns/mnt"))), "the caller's namespace")
+        #expect(r.workerMountNamespace == namespace)
+        #expect(c.initPID() == r.pid)
+        #expect(try c.get().status == 200, "the restore worked as before")
+    }
 }
