@@ -715,7 +715,7 @@ public final class PreparedContainerRestore {
 
     /// The mount namespace of a restore worker (decision 0067): the host's mounts that the
     /// restore reads (CRIU and its libraries, the system folders, the images and work folder,
-    /// CRIU's kernel-feature cache under /run/criu, the files of the namespaces it joins),
+    /// `/run` for CRIU's kernel-feature cache, the files of the namespaces it joins),
     /// `/proc`, `/sys` and `/dev` whole, and, with
     /// their propagation kept, the root CRIU restores onto and the source of every external mount.
     static func workerMounts(
@@ -724,7 +724,11 @@ public final class PreparedContainerRestore {
         criuPath: FilePath,
         assemblyFolder: FilePath
     ) -> ConfinedMountNamespace {
-        var paths = ["/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/tmp", "/run/criu"]
+        // CRIU's kernel-feature cache is /run/criu/criu.kdat, /run/criu a tmpfs of its own where
+        // setup made one (decision 0012): both paths, since one that does not exist is left out
+        // and CRIU must then make its folder in the host's /run, not in the root filesystem's
+        // folder under it.
+        var paths = ["/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/tmp", "/run", "/run/criu"]
         paths.append(imagesDir.string)
         if let work = o.workDir { paths.append(work.string) }
         if let config = o.configFile { paths.append(config) }
