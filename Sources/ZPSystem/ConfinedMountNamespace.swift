@@ -213,16 +213,18 @@ public struct ConfinedMountNamespace: Sendable, Equatable {
             // Back to where the thread was: setns also resets its root and working directory to
             // the namespace's root.
             let fd = original.rawValue
-            let back = (try? systemCall("setns", "the original mount namespace") {
-                czpsystem_setns(fd, czpsystem_clone_newns())
-            }) != nil
+            let back =
+                (try? systemCall("setns", "the original mount namespace") {
+                    czpsystem_setns(fd, czpsystem_clone_newns())
+                }) != nil
             let cwd = originalDirectory.rawValue
             _ = try? systemCall("fchdir", "the original directory") { fchdir(cwd) }
             throw Failure(error: error, wentBack: back)
         }
-        let mounts = (try? Files.readText(FilePath("/proc/thread-self/mountinfo"))).map {
-            MountInfo.mountPoints(in: $0).count
-        } ?? 0
+        let mounts =
+            (try? Files.readText(FilePath("/proc/thread-self/mountinfo"))).map {
+                MountInfo.mountPoints(in: $0).count
+            } ?? 0
         return Entered(mounts: mounts, binds: privateBinds + boundBinds)
     }
 }

@@ -61,7 +61,13 @@ struct BenchCommand: ParsableCommand {
                 Result { () throws -> String in
                     for i in 0..<count {
                         mkdir("\(crowd)/\(i)", 0o700)
-                        try MountPoints.mount(source: "crowd", target: "\(crowd)/\(i)", type: "tmpfs", flags: 0, data: "size=4k")
+                        try MountPoints.mount(
+                            source: "crowd",
+                            target: "\(crowd)/\(i)",
+                            type: "tmpfs",
+                            flags: 0,
+                            data: "size=4k"
+                        )
                     }
                     let total = try MountPoints.ofThisThread().count
                     FileHandle.standardError.write(Data("mounts where the trials run: \(total)\n".utf8))

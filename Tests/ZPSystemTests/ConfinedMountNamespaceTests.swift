@@ -47,7 +47,9 @@ import Glibc
             "by depth, then by name"
         )
         let kept = Set((privateBinds + boundBinds).map(\.path))
-        for other in ["/run/netns/cni-b", "/run/containerd/t/k8s.io/b/rootfs", "/var/lib/kubelet/pods/b/volumes/secret"] {
+        for other in [
+            "/run/netns/cni-b", "/run/containerd/t/k8s.io/b/rootfs", "/var/lib/kubelet/pods/b/volumes/secret",
+        ] {
             #expect(!kept.contains(other), "another pod's \(other) is left out")
         }
     }
@@ -136,7 +138,9 @@ struct ConfinedMountNamespaceTests {
             // The assembly folder does not exist: the first bind fails.
             let confined = ConfinedMountNamespace(paths: [], bound: [], assemblyFolder: base.path + "/missing")
             var failure = ""
-            do throws(ConfinedMountNamespace.Failure) { _ = try confined.enter() } catch { failure = "\(error.wentBack) \(error.error.call)" }
+            do throws(ConfinedMountNamespace.Failure) { _ = try confined.enter() } catch {
+                failure = "\(error.wentBack) \(error.error.call)"
+            }
             let after = (try? Files.readLink(FilePath("/proc/thread-self/ns/mnt"))) ?? "?"
             return (failure, before == after ? "same" : "\(before) → \(after)")
         }
