@@ -12,12 +12,32 @@ public func isAlive(_ pid: Int32) -> Bool {
     return state != "Z" && state != "X"
 }
 
-/// Sends SIGKILL to `pid` and waits up to 10 s until it is gone, reaping it if it is our child.
+/// Sends SIGKILL to `pid` and waits up to 10 s until it is gone, reaping it if it is our child
+/// (``waitGoneAndReap(_:within:)``).
 public func killAndReap(_ pid: Int32) {
     guard pid > 0 else { return }
     kill(pid, SIGKILL)
+    waitGoneAndReap(pid)
+}
+
+/// Waits up to `seconds` until `pid` is gone, reaping it if it is our child; whether it went.
+///
+/// A child of ours is waited for until `waitpid` has reaped it: its zombie holds the pid, and a test
+/// that restores a process with that pid next (CRIU restores plain processes with their old pid)
+/// would fail with "Can't fork for N: File exists". (Until 2026-12-07 `killAndReap` counted a zombie
+/// as gone when it turned into one between its `waitpid` and its `/proc` read, and left it
+/// unreaped.) A process that is not our child counts as gone once it is a zombie: its parent reaps it.
+@discardableResult
+public func waitGoneAndReap(_ pid: Int32, within seconds: Double = 10) -> Bool {
+    guard pid > 0 else { return true }
     var status: Int32 = 0
-    _ = eventually(within: 10, every: 0.01) { waitpid(pid, &status, WNOHANG) != 0 || !isAlive(pid) }
+    return eventually(within: seconds, every: 0.01) {
+        switch waitpid(pid, &status, WNOHANG) {
+        case pid: return true  // our child, reaped
+        case 0: return false  // our child, not dead yet
+        default: return !isAlive(pid)  // ECHILD: not ours
+        }
+    }
 }
 
 /// The command line of `pid` (its NUL-separated `/proc/PID/cmdline`), empty when unreadable.

@@ -70,11 +70,7 @@ struct ProcessCheckpointTests {
         dump.external = [try NetworkNamespace.externalEntry(for: netns.filePath)]
         let d = try criu.dump(pid: pid, imagesDir: dir.filePath, options: dump)
         print("process dump: \(d.timings)")
-        var status: Int32 = 0
-        #expect(
-            eventually(every: 0.01) { waitpid(pid, &status, WNOHANG) == pid || !isAlive(pid) },
-            "dumped process is gone"
-        )
+        #expect(waitGoneAndReap(pid), "dumped process is gone")
         #expect(throws: SystemError.self) { try NetworkNamespace.httpGet(netns: netns.filePath, port: port) }
 
         let ns = SharedDescriptor(try OwnedDescriptor.open(netns.filePath, O_RDONLY))
