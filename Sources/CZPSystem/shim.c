@@ -4,6 +4,7 @@
 #include <sched.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -20,6 +21,8 @@ int czpsystem_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 int czpsystem_accept_cloexec(int fd) { return accept4(fd, NULL, NULL, SOCK_CLOEXEC); }
 
 int czpsystem_unshare_fs(void) { return unshare(CLONE_FS); }
+
+void czpsystem_name_this_thread(const char *name) { (void)prctl(PR_SET_NAME, name, 0, 0, 0); }
 
 int czpsystem_unshare_mount_namespace(void) { return unshare(CLONE_NEWNS); }
 

@@ -10,6 +10,9 @@ import Musl
 /// Plain POSIX threads, for work that must not run on Swift's cooperative pool or on a shared
 /// thread: per-thread kernel state (`setns`), or calls that block for the life of the process.
 public enum Threads {
+    /// The name of every thread started here (`/proc/PID/task/TID/comm`).
+    public static let threadName = "zp-thread"
+
     /// Runs `body` on a new thread and waits for it (`pthread_create`, `pthread_join`).
     ///
     /// The caller's thread is blocked until `body` returns, so `body` (and what it captures) is
@@ -67,8 +70,11 @@ public enum Threads {
     }
 }
 
-/// The start routine of every thread started here: runs the job passed in retained.
+/// The start routine of every thread started here: names the thread ``Threads/threadName`` (it
+/// would otherwise carry its creator's name, e.g. one of NIO's pool threads), then runs the job
+/// passed in retained.
 private func runThreadJob(_ raw: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? {
+    czpsystem_name_this_thread(Threads.threadName)
     (Unmanaged<AnyObject>.fromOpaque(raw!).takeRetainedValue() as! any ThreadJob).run()
     return nil
 }

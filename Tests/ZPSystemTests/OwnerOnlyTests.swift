@@ -58,3 +58,23 @@ import Glibc
         #expect(now == 0o022)
     }
 }
+
+/// Threads started by ``Threads`` carry a name of their own: a new thread would otherwise inherit
+/// its creator's (`comm`), and pass for one of the creator's pool (a shim's NIO pool threads are
+/// counted by name in ShimThreadsTests).
+@Suite struct ThreadNameTests {
+    private func comm() -> String {
+        var buffer = [UInt8](repeating: 0, count: 32)
+        let fd = open("/proc/thread-self/comm", O_RDONLY)
+        guard fd >= 0 else { return "" }
+        defer { close(fd) }
+        let n = read(fd, &buffer, buffer.count)
+        return String(decoding: buffer.prefix(max(n, 0)), as: UTF8.self).split(separator: "\n").first.map(String.init) ?? ""
+    }
+
+    @Test func newThreads_areNamedZPThread_joinedAndUmaskOnesAlike() throws {
+        #expect(try Threads.runOnNewThread { comm() } == Threads.threadName)
+        #expect(try Threads.runOnNewThread(fileCreationMask: 0o077) { comm() } == Threads.threadName)
+        #expect(Threads.threadName == "zp-thread")
+    }
+}

@@ -27,6 +27,10 @@ int czpsystem_accept_cloexec(int fd);
 /// Returns 0, or -1 with errno set.
 int czpsystem_unshare_fs(void);
 
+/// prctl(PR_SET_NAME): names the calling thread (at most 15 bytes are kept). A new thread inherits
+/// its creator's name otherwise, so a helper thread would pass for one of the creator's pool.
+void czpsystem_name_this_thread(const char *name);
+
 /// unshare(CLONE_NEWNS): moves the calling thread into a new mount namespace, a copy of its
 /// current one (the thread's file system attributes become its own first, as CLONE_NEWNS implies
 /// CLONE_FS). Returns 0, or -1 with errno set.
