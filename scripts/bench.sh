@@ -35,9 +35,18 @@ bindir=$(bash scripts/release-build.sh zpbench containerd-shim-zeropod-v2)
 bin=$bindir/zpbench
 
 mkdir -p "$RESULTS"
+# zpbench's private containerds, sockets and netns have fixed names under /run (zpbench-containerd,
+# zpbench-node, ...): two benchmarks at once on one machine pull each other's containerd away
+# ("ctr: cannot access socket /run/zpbench-containerd/c.sock", seen 2026-12-07). One at a time: this
+# script holds the lock; zpbench and what it starts do not inherit it (8>&-), so a leftover cannot keep it.
+exec 8>/run/zpbench.lock
+if ! flock -n 8; then
+  log "another benchmark runs on this machine (lock /run/zpbench.lock): waiting for it"
+  flock 8
+fi
 # shellcheck disable=SC2086
 "$bin" --workloads "$WORKLOADS" --cycles "$CYCLES" --wrk-seconds "$WRK_SECONDS" --results "$RESULTS" \
-  --shim-dir "$bindir" --density-pods "$DENSITY_PODS" ${BENCH_ARGS:-}
+  --shim-dir "$bindir" --density-pods "$DENSITY_PODS" ${BENCH_ARGS:-} 8>&-
 
 # The chart needs matplotlib from Debian (python3-matplotlib, installed by scripts/setup.sh).
 if [ "$(wc -l <"$RESULTS/samples.csv" 2>/dev/null || echo 0)" -le 1 ]; then
