@@ -117,7 +117,16 @@ public final class MigrationService: Sendable {
             tasks.addTask { await self.pods.run() }
             tasks.addTask { await self.migrations.run() }
             tasks.addTask { await self.reconcileOnChanges(self.pods.changes()) }
-            tasks.addTask { await self.reconcileOnChanges(self.migrations.changes()) }
+            tasks.addTask {
+                let changes = self.migrations.changes()
+                // One pass once both caches have synced: a cache whose first list is empty reports
+                // no change, so the change streams alone may never run the pass that removes a
+                // previous life's archives (seen: the sweep never ran when the pods synced last).
+                await self.pods.waitForSync()
+                await self.migrations.waitForSync()
+                await self.reconcile()
+                await self.reconcileOnChanges(changes)
+            }
             tasks.addTask {
                 try await TTRPCServer(router: self.shimRouter(), group: self.group, logger: self.logger)
                     .run(unixSocketPath: self.layout.nodeSocket)
