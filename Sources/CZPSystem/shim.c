@@ -36,6 +36,10 @@ int czpsystem_pidfd_open(int pid) { return (int)syscall(SYS_pidfd_open, pid, 0);
 
 int czpsystem_pidfd_getfd(int pidfd, int fd) { return (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0); }
 
+int czpsystem_kcmp_same_file(int pid1, int pid2, int fd1, int fd2) {
+    return (int)syscall(SYS_kcmp, pid1, pid2, 0 /* KCMP_FILE */, fd1, fd2);
+}
+
 int czpsystem_tcp_accept_queue(int fd, unsigned int *queued, unsigned int *backlog) {
     struct tcp_info info;
     socklen_t length = sizeof(info);

@@ -15,9 +15,15 @@ import Musl
 /// `Checkpointer.restore` with `lazyPages = true` and the same work directory: CRIU finds the
 /// daemon's `lazy-pages.socket` there. `stop()` (or deinit) kills and reaps it.
 ///
-/// A daemon that ends before it served every page (killed, crashed) leaves the restored process
-/// with zero-filled pages where its memory was not pushed yet: check ``termination`` (or, when
-/// another waiter reaped it, the log with ``logShowsEveryProcessServed(_:)``).
+/// A daemon that ends before it served every page (killed, crashed) would leave the restored
+/// process with zero-filled pages where its memory was not pushed yet: the kernel answers the
+/// faults of a userfaultfd no one holds any more with zero pages. So the caller holds copies of
+/// the daemon's userfaultfds while it serves (decision 0069): ``holdFaultHandlers(treeAt:timeout:)``
+/// at CRIU's `post-restore` (``CRIUHooks/holdingFaultHandlers(of:)``), ``refreshFaultHandlers()``
+/// while it serves (``waitForExit(timeout:)`` does it), and after the daemon ended, with
+/// ``termination`` (or, when another waiter reaped it, ``logShowsEveryProcessServed(_:)``):
+/// clean, ``releaseFaultHandlers()``; early, kill the restored processes first (they wait on
+/// their missing pages meanwhile), then release.
 public final class LazyPagesDaemon {
     /// How a daemon process ended, decoded from its wait status.
     public enum Termination: Sendable, Equatable, CustomStringConvertible {
@@ -55,6 +61,12 @@ public final class LazyPagesDaemon {
     /// it first: that waiter has the status.
     public private(set) var termination: Termination?
     private var reaped = false
+    /// Copies of the daemon's userfaultfds, by the daemon's descriptor number (decision 0069).
+    private var held: [CInt: SharedDescriptor] = [:]
+    /// The daemon's pidfd, opened by the first hold (copies are made through it).
+    private var processHandle: SharedDescriptor?
+    /// When the hold was last refreshed.
+    private var refreshedAt: ContinuousClock.Instant?
 
     /// Starts `criu lazy-pages` and returns once it reports ready.
     ///
@@ -123,14 +135,115 @@ public final class LazyPagesDaemon {
     deinit { stop() }
 
     /// Waits up to `timeout` for the daemon to finish on its own (all pages served); returns
-    /// whether it did. A zero timeout checks once without waiting.
+    /// whether it did. A zero timeout checks once without waiting. While it runs, the hold on its
+    /// userfaultfds is refreshed (at most every 50 ms, ``refreshFaultHandlers()``).
     public func waitForExit(timeout: Duration) -> Bool {
         let deadline = ContinuousClock.now + timeout
         while true {
             if checkExited() { return true }
+            if !held.isEmpty, refreshedAt.map({ ContinuousClock.now - $0 >= .milliseconds(50) }) ?? true {
+                refreshFaultHandlers()
+            }
             if ContinuousClock.now >= deadline { return false }
             usleep(5000)
         }
+    }
+
+    // MARK: the hold on the daemon's userfaultfds (decision 0069)
+
+    /// How many of the daemon's userfaultfds are held.
+    public var heldFaultHandlers: Int { held.count }
+
+    /// Holds copies of the daemon's userfaultfds, one per restored process of the tree at `root`,
+    /// so that the daemon's end can never release the restored processes' missing pages as zero
+    /// pages: call it at CRIU's `post-restore` notification (every task has registered its lazy
+    /// memory and sent its userfaultfd to the daemon; none runs yet, and a failure here makes CRIU
+    /// abort the restore). Waits up to `timeout` for the daemon to take every process's
+    /// userfaultfd (it reads them from its socket one by one).
+    /// - Returns: the number held; fewer than the processes when the daemon did not take them all
+    ///   in time (the caller logs it).
+    /// - Throws: `CRIUError` `.workerDied` when the daemon ended, or holds none after `timeout`.
+    public func holdFaultHandlers(treeAt root: Int32, timeout: Duration) throws(CRIUError) -> Int {
+        let processes = PreparedContainerRestore.processTree(root).filter { !ProcessDescriptors.isEndingOrGone($0) }
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            if checkExited() {
+                throw CRIUError(
+                    code: .workerDied,
+                    request: .restore,
+                    message: "criu lazy-pages (pid \(pid)) ended before the restored processes resumed"
+                        + (termination.map { " (\($0))" } ?? ""),
+                    logPath: logPath,
+                    logTail: tailOfFile(logPath)
+                )
+            }
+            refreshFaultHandlers()
+            if held.count >= processes.count { return held.count }
+            if ContinuousClock.now >= deadline {
+                guard held.isEmpty else { return held.count }
+                throw CRIUError(
+                    code: .workerDied,
+                    request: .restore,
+                    message: "criu lazy-pages (pid \(pid)) took no userfaultfd of the \(processes.count) restored "
+                        + "processes within \(timeout)",
+                    logPath: logPath,
+                    logTail: tailOfFile(logPath)
+                )
+            }
+            usleep(1000)
+        }
+    }
+
+    /// Brings the hold up to date with the daemon's table while the daemon runs: a userfaultfd
+    /// the daemon closed itself (its process got every page, or exited) is released, and one it
+    /// took since (a restored process forked: the child's) is held. Does nothing once the daemon
+    /// ends or while it exits: what it held then stays held until ``releaseFaultHandlers()``.
+    public func refreshFaultHandlers() {
+        refreshedAt = .now
+        guard !reaped else { return }
+        let numbers = ProcessDescriptors.numbers(of: pid, linkingTo: ProcessDescriptors.userfaultfdLink)
+        // Read after the listing: a table read while the daemon exits lacks what the kernel closed.
+        guard !ProcessDescriptors.isEndingOrGone(pid) else { return }
+        let present = Set(numbers)
+        for (number, copy) in held
+        where !present.contains(number)
+            || ProcessDescriptors.sameFile(copy.rawValue, as: number, of: pid) == false
+        {
+            copy.close()
+            held[number] = nil
+        }
+        if processHandle == nil {
+            if let handle = try? ListeningSockets.processDescriptor(pid) { processHandle = SharedDescriptor(handle) }
+        }
+        guard let handle = processHandle else { return }
+        for number in numbers where held[number] == nil {
+            let copy: OwnedDescriptor
+            do {
+                copy = try ProcessDescriptors.copy(descriptor: number, ofProcess: handle)
+            } catch {
+                continue  // closed meanwhile
+            }
+            held[number] = SharedDescriptor(copy)
+        }
+    }
+
+    /// Closes the held copies: call it once the daemon finished cleanly, or after the restored
+    /// processes were killed. Idempotent.
+    public func releaseFaultHandlers() {
+        for copy in held.values { copy.close() }
+        held = [:]
+        processHandle?.close()
+        processHandle = nil
+    }
+
+    /// Moves the held copies out (the caller releases them later, e.g. after killing the restored
+    /// processes of a daemon that ended early); nothing is held here afterwards.
+    public func takeFaultHandlers() -> [SharedDescriptor] {
+        let copies = Array(held.values)
+        held = [:]
+        processHandle?.close()
+        processHandle = nil
+        return copies
     }
 
     /// Whether the daemon has exited. Also true when another waiter of the process (a shim's
@@ -151,9 +264,12 @@ public final class LazyPagesDaemon {
         return false
     }
 
-    /// Kills the daemon (if still running) and reaps it; idempotent. A daemon that exited (or
-    /// was reaped by another waiter) is not signalled: its pid may belong to another process.
+    /// Kills the daemon (if still running) and reaps it, then releases the held userfaultfds
+    /// (so kill the restored processes first when they may still lack pages); idempotent. A
+    /// daemon that exited (or was reaped by another waiter) is not signalled: its pid may belong
+    /// to another process.
     public func stop() {
+        defer { releaseFaultHandlers() }
         guard !checkExited() else { return }
         _ = kill(pid, SIGKILL)
         var status: CInt = 0
@@ -187,5 +303,25 @@ public final class LazyPagesDaemon {
             }
         }
         return !received.isEmpty && received.isSubset(of: summarised)
+    }
+}
+
+extension CRIUHooks {
+    /// Adds the hold on `daemon`'s userfaultfds (decision 0069) to CRIU's `post-restore`
+    /// notification of a lazy restore, before any hook already set for it: the restore is aborted
+    /// when the daemon ended (``LazyPagesDaemon/holdFaultHandlers(treeAt:timeout:)``).
+    public mutating func holdingFaultHandlers(of daemon: LazyPagesDaemon, timeout: Duration = .seconds(5)) {
+        let then = self["post-restore"]
+        self["post-restore"] = { note in
+            guard let root = note.pid else {
+                throw CRIUError(
+                    code: .protocolViolation,
+                    request: .restore,
+                    message: "CRIU's post-restore notification named no restored process"
+                )
+            }
+            _ = try daemon.holdFaultHandlers(treeAt: root, timeout: timeout)
+            try then?(note)
+        }
     }
 }

@@ -28,7 +28,11 @@ public enum ListeningSockets {
         descriptor fd: CInt,
         of process: borrowing OwnedDescriptor
     ) throws(SystemError) -> OwnedDescriptor {
-        let pidfd = process.rawValue
+        try copy(descriptor: fd, ofPidfd: process.rawValue)
+    }
+
+    /// ``copy(descriptor:of:)`` with the pidfd's number.
+    static func copy(descriptor fd: CInt, ofPidfd pidfd: CInt) throws(SystemError) -> OwnedDescriptor {
         while true {
             let copy = czpsystem_pidfd_getfd(pidfd, fd)
             if copy >= 0 { return OwnedDescriptor(adopting: copy) }

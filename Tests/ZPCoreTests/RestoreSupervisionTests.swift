@@ -74,7 +74,7 @@ private func row(
 
 private let early =
     "lazy-pages (pid 9) ended before serving every page (signal 9): "
-    + "the restored process of container c1 runs on zero-filled memory"
+    + "the restored process of container c1 lacks pages it can no longer get"
 
 private let supervisionTable: [SRow] = [
     // idle
@@ -227,7 +227,7 @@ struct RestoreSupervisionTests {
         #expect(rs.event(.daemonObserved(ticket1, exited: false, now: at(69))).effects == [])
         let busy =
             "lazy-pages (pid 9) ended before serving every page (still busy after 60 s, killed by the shim): "
-            + "the restored process of container c1 runs on zero-filled memory"
+            + "the restored process of container c1 lacks pages it can no longer get"
         #expect(
             rs.event(.daemonObserved(ticket1, exited: false, now: at(70))).effects == [
                 .killRestoredProcesses(reason: busy), .stopBusyDaemon("p1"), .discard("p1"),
@@ -250,7 +250,7 @@ struct RestoreSupervisionTests {
         #expect(rs.event(.daemonObserved(ticket1, exited: false, progress: 29, now: at(38))).effects == [])
         let hung =
             "lazy-pages (pid 9) ended before serving every page (no progress for 10 s (hung), killed by the shim): "
-            + "the restored process of container c1 runs on zero-filled memory"
+            + "the restored process of container c1 lacks pages it can no longer get"
         #expect(
             rs.event(.daemonObserved(ticket1, exited: false, progress: 29, now: at(39))).effects == [
                 .killRestoredProcesses(reason: hung), .stopBusyDaemon("p1"), .discard("p1"),

@@ -251,7 +251,7 @@ struct ScaleDownDriverTests {
                 h.status.reports.contains(
                     .restoreFailed(
                         reason:
-                            "criu lazy-pages (pid 900) ended before serving every page (signal 9): the restored process of container c1 runs on zero-filled memory"
+                            "criu lazy-pages (pid 900) ended before serving every page (signal 9): the restored process of container c1 lacks pages it can no longer get"
                     )
                 )
             )

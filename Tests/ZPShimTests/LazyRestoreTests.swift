@@ -188,7 +188,8 @@ private func lazyPagesDaemons(_ images: String) -> [Int32] {
     }
 
     /// A daemon that dies after a lazy restore, before it served every page, leaves the process
-    /// on zero-filled memory: the shim must kill the container instead of letting it serve.
+    /// without the pages it still lacked (it waits on them: the shim holds the daemon's
+    /// userfaultfds, decision 0069): the shim must kill the container instead of letting it serve.
     ///
     /// A daemon stopped (SIGSTOP) before the connection blocks the restore itself, so the daemon
     /// is slowed down instead: while scaled down it is moved into a cgroup (v1 `cpu`) allowed

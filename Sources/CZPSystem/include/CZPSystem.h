@@ -1,6 +1,6 @@
 // CZPSystem: the few libc calls ZPSystem cannot make from Swift, because Swift's Glibc module
 // declares them only under _GNU_SOURCE (setns, unshare, pipe2, accept4) or not at all (pidfd_open,
-// pidfd_getfd: syscall(2) is variadic; TCP_INFO's struct). Implementation detail of
+// pidfd_getfd, kcmp: syscall(2) is variadic; TCP_INFO's struct). Implementation detail of
 // ZPSystem: only ZPSystem imports this module, and no C type declared here reaches its public API.
 #ifndef CZPSYSTEM_H
 #define CZPSYSTEM_H
@@ -49,6 +49,10 @@ int czpsystem_pidfd_open(int pid);
 /// pidfd_getfd(pidfd, fd, 0): a copy, in this process, of descriptor `fd` of the process `pidfd`
 /// refers to (close-on-exec; needs ptrace access to it). Returns the copy, or -1 with errno set.
 int czpsystem_pidfd_getfd(int pidfd, int fd);
+
+/// kcmp(pid1, pid2, KCMP_FILE, fd1, fd2): 0 when descriptor `fd1` of `pid1` and `fd2` of `pid2`
+/// refer to the same open file, 1 or 2 (an ordering) when not, -1 with errno set on failure.
+int czpsystem_kcmp_same_file(int pid1, int pid2, int fd1, int fd2);
 
 /// The accept queue of the listening TCP socket `fd` (getsockopt TCP_INFO: `tcpi_unacked` is the
 /// number of connections waiting to be accepted, `tcpi_sacked` the backlog).

@@ -25,9 +25,11 @@
 ///   meanwhile, and traffic would keep a checkpoint from ever being asked for);
 /// - the container's processes are killed before a hung or busy daemon is stopped: once the daemon
 ///   is gone, a missing page is filled with zeros when the process touches it;
-/// - a daemon that ended before it served every page leaves the process on zero-filled memory: the
-///   container's processes are killed (unless the driver stopped), and a checkpoint asked for
-///   afterwards is refused with that reason.
+/// - a daemon that ended before it served every page leaves the process without the pages it
+///   still lacked (the driver holds the daemon's userfaultfds, decision 0069, so the process waits
+///   on them instead of getting zero pages): the container's processes are killed (unless the
+///   driver stopped) before the preparation is discarded, and a checkpoint asked for afterwards is
+///   refused with that reason.
 ///
 /// ```swift
 /// let step = state.withLock { $0.restoreSide.event(.checkpointRequested(now: clock.now())) }
@@ -107,7 +109,8 @@ public struct RestoreSupervision<Preparation: Sendable>: Sendable {
         /// Stop the daemon of this preparation: a checkpoint waited for it longer than the limit,
         /// or it made no progress for the stall limit (after ``killRestoredProcesses(reason:)``).
         case stopBusyDaemon(Preparation)
-        /// Kill the container's processes: the restored process runs on zero-filled memory.
+        /// Kill the container's processes: the restored process lacks pages it can no longer get
+        /// (it waits on them while the driver holds the daemon's userfaultfds; zero pages without).
         /// `reason` names the daemon, how it ended and the container (log it, publish a failed
         /// restore).
         case killRestoredProcesses(reason: String)
@@ -406,7 +409,7 @@ public struct RestoreSupervision<Preparation: Sendable>: Sendable {
         if !clean && !stopped {
             let reason =
                 "\(daemon) ended before serving every page (\(how)): "
-                + "the restored process of container \(containerID) runs on zero-filled memory"
+                + "the restored process of container \(containerID) lacks pages it can no longer get"
             untrusted = reason
             effects.append(.killRestoredProcesses(reason: reason))
         }

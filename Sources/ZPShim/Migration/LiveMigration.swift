@@ -24,8 +24,14 @@ import Glibc
 
 /// The target's lazy-pages daemon after a live restore: it pulls the remaining pages from the
 /// source (through the node's proxy) while the restored process runs.
+///
+/// The daemon's userfaultfds are held from CRIU's `post-restore` on (decision 0069): when the
+/// transfer breaks, the restored processes wait on their missing pages instead of running on zero
+/// pages, until the caller killed them and calls ``releaseFaultHandlers()``.
 final class LivePages: Sendable {
     private let daemon: Mutex<LazyPagesDaemon?>
+    /// The userfaultfds of a daemon that ended early, held until ``releaseFaultHandlers()``.
+    private let orphaned = Mutex<[SharedDescriptor]>([])
     /// The daemon's log (which processes got all their pages).
     let log: FilePath
 
@@ -34,34 +40,73 @@ final class LivePages: Sendable {
         self.daemon = Mutex(daemon)
     }
 
+    /// Restores `target` lazily from `images` (blocking) with the hold on the daemon's
+    /// userfaultfds at CRIU's `post-restore`, under this object's lock.
+    func restore(
+        _ target: RuncContainer,
+        with checkpointer: ContainerCheckpointer,
+        imagesDir images: FilePath,
+        options: ContainerRestoreOptions
+    ) throws(ContainerCheckpointError) -> ContainerRestoreResult {
+        try daemon.withLock { (d) throws(ContainerCheckpointError) -> ContainerRestoreResult in
+            var hooks = CRIUHooks()
+            if let d { hooks.holdingFaultHandlers(of: d) }
+            return try checkpointer.restore(target, imagesDir: images, options: options, hooks: hooks)
+        }
+    }
+
     /// Waits (blocking; run it off the event loops) until the daemon exits or `timeout` passes.
     /// - Returns: nil when every page arrived (the daemon exited cleanly and its log shows every
-    ///   restored process served); otherwise why not (the daemon is killed first when it still runs).
+    ///   restored process served; the held userfaultfds are released); otherwise why not (the
+    ///   daemon is killed first when it still runs, and its userfaultfds stay held: kill the
+    ///   restored processes, then call ``releaseFaultHandlers()``).
     func waitUntilTransferred(timeout: Duration) -> String? {
         daemon.withLock { d -> String? in
             guard let running = d else { return "the lazy-pages daemon is gone" }
             defer { d = nil }
-            guard running.waitForExit(timeout: timeout) else {
+            let broken = Self.breakage(of: running, timeout: timeout)
+            if broken == nil {
+                running.releaseFaultHandlers()
+            } else {
+                orphaned.withLock { $0 += running.takeFaultHandlers() }
                 running.stop()
-                return "the pages were not all transferred within \(timeout)"
             }
-            let served = LazyPagesDaemon.logShowsEveryProcessServed(running.logPath)
-            switch running.termination {
-            case .some(let t) where !t.isClean:
-                return "criu lazy-pages ended with \(t) before every page arrived"
-            case .some, .none:
-                // nil: the shim's reaper got its exit first; the log is the witness.
-                return served ? nil : "criu lazy-pages ended before every page arrived (see \(running.logPath))"
-            }
+            return broken
         }
     }
 
-    /// Kills the daemon if it still runs. Idempotent.
+    private static func breakage(of running: LazyPagesDaemon, timeout: Duration) -> String? {
+        guard running.waitForExit(timeout: timeout) else {
+            return "the pages were not all transferred within \(timeout)"
+        }
+        let served = LazyPagesDaemon.logShowsEveryProcessServed(running.logPath)
+        switch running.termination {
+        case .some(let t) where !t.isClean:
+            return "criu lazy-pages ended with \(t) before every page arrived"
+        case .some, .none:
+            // nil: the shim's reaper got its exit first; the log is the witness.
+            return served ? nil : "criu lazy-pages ended before every page arrived (see \(running.logPath))"
+        }
+    }
+
+    /// Releases the userfaultfds of a daemon that ended early: call it once the restored
+    /// processes are killed. Idempotent.
+    func releaseFaultHandlers() {
+        let copies = orphaned.withLock { o in
+            defer { o = [] }
+            return o
+        }
+        for copy in copies { copy.close() }
+    }
+
+    /// Kills the daemon if it still runs and releases what it held (kill the restored processes
+    /// first when they may lack pages). Idempotent.
     func stop() {
         daemon.withLock { d in
             d?.stop()
             d = nil
         }
+        releaseFaultHandlers()
     }
 }
 
@@ -148,8 +193,9 @@ extension CRIUCheckpoints {
                             watch.daemonPID.withLock { $0 = daemon.pid }
                             let pages = LivePages(daemon: daemon)
                             do {
-                                let result = try checkpointer.restore(
+                                let result = try pages.restore(
                                     target,
+                                    with: checkpointer,
                                     imagesDir: FilePath(images),
                                     options: restoreOptions
                                 )

@@ -34,6 +34,10 @@ final class RestorePreparation: Sendable {
         var daemon: LazyPagesDaemon?
         /// How the daemon ended, when this object reaped it (kept after `daemon` is dropped).
         var daemonTermination: LazyPagesDaemon.Termination?
+        /// The daemon's userfaultfds, still held after it ended without proof that it served
+        /// every page (decision 0069): released by ``discard()``, after the supervision killed the
+        /// restored processes.
+        var orphanedFaultHandlers: [SharedDescriptor] = []
     }
 
     private let parts: Mutex<Parts>
@@ -68,6 +72,8 @@ final class RestorePreparation: Sendable {
     let workerPID: Int32?
     /// Set when the restore was stopped because the daemon hung (the reason).
     private let stalled = Mutex<String?>(nil)
+    /// How many userfaultfds of the daemon were held when a lazy restore answered (decision 0069).
+    private let heldAfterRestore = Mutex<Int?>(nil)
 
     /// Prepares the restore of `container` from `imagesDir` (blocking: run it off the event loops).
     ///
@@ -145,8 +151,12 @@ final class RestorePreparation: Sendable {
                 throw .invalidState(container: "", reason: "the prepared restore was already used or discarded")
             }
             p.restore = nil
+            var hooks = CRIUCheckpoints.restoreHooks(connections, terminal: terminal)
+            if let daemon = p.daemon { hooks.holdingFaultHandlers(of: daemon) }
             do throws(ContainerCheckpointError) {
-                return try restore.run(hooks: CRIUCheckpoints.restoreHooks(connections, terminal: terminal))
+                let result = try restore.run(hooks: hooks)
+                heldAfterRestore.withLock { $0 = p.daemon?.heldFaultHandlers }
+                return result
             } catch {
                 p.daemon?.stop()
                 p.daemon = nil
@@ -156,12 +166,22 @@ final class RestorePreparation: Sendable {
         }
     }
 
-    /// Whether the lazy-pages daemon is gone (true when there is none). Does not block.
+    /// Whether the lazy-pages daemon is gone (true when there is none). Does not block. While it
+    /// runs, the hold on its userfaultfds follows its table; once it ended, the hold is released
+    /// when its exit code or its log shows every page served, else kept for ``discard()``.
     func daemonExited() -> Bool {
         parts.withLock { p in
             guard let daemon = p.daemon else { return true }
             guard daemon.waitForExit(timeout: .zero) else { return false }
             p.daemonTermination = daemon.termination
+            let served =
+                daemon.termination.map(\.isClean)
+                ?? LazyPagesDaemon.logShowsEveryProcessServed(daemon.logPath)
+            if served {
+                daemon.releaseFaultHandlers()
+            } else {
+                p.orphanedFaultHandlers += daemon.takeFaultHandlers()
+            }
             p.daemon = nil
             return true
         }
@@ -174,7 +194,8 @@ final class RestorePreparation: Sendable {
     }
 
     /// Releases everything still held: cancels an unused prepared restore (worker, descriptors,
-    /// mounts) and kills a daemon that still runs. Idempotent.
+    /// mounts), kills a daemon that still runs, and releases its userfaultfds (the supervision
+    /// kills the restored processes before, when they may lack pages). Idempotent.
     func discard() {
         parts.withLock { p in
             p.restore?.cancel()
@@ -184,6 +205,8 @@ final class RestorePreparation: Sendable {
                 p.daemonTermination = daemon.termination
             }
             p.daemon = nil
+            for copy in p.orphanedFaultHandlers { copy.close() }
+            p.orphanedFaultHandlers = []
         }
     }
 
@@ -284,7 +307,9 @@ extension RestorePreparation: PreparedRestore {
             return restored
         }
         if let master = result.terminalMaster { await adoptTerminal(master) }
-        return RestoredProcess(pid: result.pid, details: result.details)
+        var details = result.details
+        if let held = heldAfterRestore.withLock({ $0 }) { details["uffd-held"] = "\(held)" }
+        return RestoredProcess(pid: result.pid, details: details)
     }
 
     /// Polls the progress of the daemon and of the CRIU worker (every 100 ms; the worker reads the

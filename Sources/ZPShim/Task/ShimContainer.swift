@@ -409,7 +409,14 @@ public actor ShimContainer {
             let broken = try await NIOThreadPool.singleton.runIfActive { pages.waitUntilTransferred(timeout: timeout) }
             if let broken {
                 failure = "the live page transfer broke: \(broken)"
+                // Every restored process waits on its missing pages (decision 0069): kill them
+                // all, then release the daemon's userfaultfds.
+                let (containerID, runcRoot) = (id, runc.root)
+                _ = try? await NIOThreadPool.singleton.runIfActive {
+                    ContainerCgroupProcesses.killAll(id: containerID, runcRoot: runcRoot)
+                }
                 _ = Glibc.kill(restored.pid, SIGKILL)
+                pages.releaseFaultHandlers()
                 let deadline = ContinuousClock.now + .seconds(30)
                 while initProcess.pendingExit == nil, ContinuousClock.now < deadline {
                     try? await Task.sleep(for: .milliseconds(2))
