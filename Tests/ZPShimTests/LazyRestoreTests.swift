@@ -267,6 +267,8 @@ private func lazyPagesDaemons(_ images: String) -> [Int32] {
             "the lazy restore did not complete with the daemon slowed down; log: \(containerd.log(tail: 30))"
         )
         let restoreSeconds = Date().timeIntervalSince(connected)
+        let restoredLine =
+            containerd.logLines(containing: "restored process:").first { $0.contains("lazy=true") } ?? ""
         // Freeze the daemon to look at its log, then kill it: some process must still lack pages.
         kill(daemon, SIGSTOP)
         let log = ((try? String(contentsOfFile: images + "/lazy-pages.log", encoding: .utf8)) ?? "").split(
@@ -278,6 +280,12 @@ private func lazyPagesDaemons(_ images: String) -> [Int32] {
         #expect(
             !received.isEmpty && summaries.count < received.count,
             "the daemon's log shows it done already: \(received) \(summaries)"
+        )
+        // Decision 0069: the shim holds one userfaultfd per restored process, so that the kill
+        // below leaves them waiting on their pages instead of on zero-filled ones.
+        #expect(
+            restoredLine.contains("uffd-held=\(received.count)"),
+            "the shim does not hold the daemon's \(received.count) userfaultfds: \(restoredLine)"
         )
         // Unthrottled, it dies at once (a throttled one may wait a period), as a real crash would.
         try Data("\(daemon)".utf8).write(to: URL(fileURLWithPath: cpuRoot + "/cgroup.procs"))
