@@ -20,6 +20,22 @@ struct HarnessTests {
         #expect(Report.median([4, 1, 3, 2]) == 2.5)
     }
 
+    @Test("the node-quiet wait reads /proc/stat and /proc/meminfo and sees a busy CPU as busy")
+    func nodeQuiet() {
+        let before = NodeQuiet.cpuTicks()
+        // Keep this thread busy for 600 ms: the window's busy share cannot be zero.
+        let end = ContinuousClock.now + .milliseconds(600)
+        var spin = 0
+        while ContinuousClock.now < end { spin &+= 1 }
+        let after = NodeQuiet.cpuTicks()
+        #expect(before.total > 0 && after.total > before.total, "no CPU time read: \(before) \(after)")
+        #expect(after.busy > before.busy, "a spinning thread was not counted busy (\(spin) spins)")
+        #expect(NodeQuiet.dirtyKiB() >= 0)
+        let settling = NodeQuiet.waitUntilQuiet(within: .zero, busyShare: -1)
+        #expect(!settling.quiet, "a negative busy share can never be met")
+        #expect(settling.description.hasPrefix("gave up after"))
+    }
+
     @Test("CRIU stats-dump as CRIU 4.2.1 wrote it for a busybox checkpoint")
     func criuDumpStats() throws {
         let hex =

@@ -116,6 +116,7 @@ enum NodeReport {
             "| restore → 1st response, lone pod (\(d.loneFirstResponse.count) cycles) | \(range(d.loneFirstResponse)) ms | |",
             "| restore → 1st response, one pod while \(d.pods - 1) stay scaled down (\(d.oneOfMany.count) pods) | \(range(d.oneOfMany)) ms | ≤ 1.2 × lone: \(f(oneRatio, 2)) \(verdict(oneRatio, 1.2)) |",
             "| \(d.simultaneous.count) pods woken at the same moment: slowest (median) first response | \(f(d.simultaneous.max(), 1)) (\(f(med(d.simultaneous), 1))) ms | |",
+            "| node settled before the measurements (CPU ≤ 15 % busy and ≤ 32 MiB dirty over 500 ms; at most 60 s): lone pod / among the scaled-down pods | \(d.loneSettling.map(\.description).joined(separator: "; ")) / \(d.oneOfManySettling?.description ?? "-") | |",
         ]
             + d.failures.map { "FAILED: \($0)" }
     }

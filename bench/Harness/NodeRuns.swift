@@ -264,6 +264,10 @@ struct NodeRuns {
         var oneOfMany: [Double] = []
         /// `wake` pods woken by requests sent at the same moment.
         var simultaneous: [Double] = []
+        /// How long the node took to settle (CPU and writeback quiet) before each lone measurement,
+        /// and before the restores among the scaled-down pods (`NodeQuiet`).
+        var loneSettling: [NodeQuiet.Settling] = []
+        var oneOfManySettling: NodeQuiet.Settling?
         var failures: [String] = []
     }
 
@@ -308,6 +312,8 @@ struct NodeRuns {
                 throw BenchError("lone pod not scaled down (cycle \(cycle))\(tail(containerd.logFile))")
             }
             offset = containerd.logSize
+            // Measured on a settled node, as the restores among the scaled-down pods are.
+            result.loneSettling.append(NodeQuiet.waitUntilQuiet())
             let r = lone.firstResponse()
             guard let ms = r.ms else { throw BenchError("lone pod restore failed: \(r.error)") }
             result.loneFirstResponse.append(ms)
@@ -371,7 +377,11 @@ struct NodeRuns {
         result.footprints = pods.compactMap { p in pids[p.id].flatMap { PodFootprint.read(shimPID: $0, bpf: bpf) } }
         result.nodeInUseScaledDown = nodeMemoryInUseKiB()
 
-        // One pod at a time while the others stay down.
+        // One pod at a time while the others stay down, once the node settled from the scale-down
+        // of all of them (the kernel writes their images back; the lone pod was measured settled).
+        let settling = NodeQuiet.waitUntilQuiet()
+        result.oneOfManySettling = settling
+        print("[zpbench] density: node settled before the restores among \(n - 1) scaled-down pods: \(settling.description)")
         for p in pods[1...min(oneOfMany, n - 1)] {
             let r = p.firstResponse()
             guard let ms = r.ms else {
