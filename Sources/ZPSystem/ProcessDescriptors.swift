@@ -31,7 +31,10 @@ public enum ProcessDescriptors {
     /// ``ListeningSockets/processDescriptor(_:)``, shared): `pidfd_getfd(2)`.
     /// - Throws: ``SystemError`` (`EBADF` when the process closed it or is exiting, `ESRCH` when
     ///   it is gone; not a trap, see ``ListeningSockets/copy(descriptor:of:)``).
-    public static func copy(descriptor fd: CInt, ofProcess process: SharedDescriptor) throws(SystemError) -> OwnedDescriptor {
+    public static func copy(
+        descriptor fd: CInt,
+        ofProcess process: SharedDescriptor
+    ) throws(SystemError) -> OwnedDescriptor {
         try ListeningSockets.copy(descriptor: fd, ofPidfd: process.rawValue)
     }
 

@@ -79,7 +79,10 @@ struct LazyPagesHoldTests {
         let waiting = eventually(within: 60) { wchan(restored.pid) == "handle_userfault" }
         #expect(waiting, "the server is not waiting on its missing pages: wchan \(wchan(restored.pid) ?? "gone")")
         #expect(isAlive(restored.pid), "the server died: it ran on zero-filled pages")
-        #expect(answer.withLock { $0 } == nil, "the server answered without its memory: \(answer.withLock { $0 } ?? "")")
+        #expect(
+            answer.withLock { $0 } == nil,
+            "the server answered without its memory: \(answer.withLock { $0 } ?? "")"
+        )
 
         // Kill it as the shim does, then release: it never runs on.
         _ = kill(restored.pid, SIGKILL)

@@ -381,7 +381,9 @@ struct NodeRuns {
         // of all of them (the kernel writes their images back; the lone pod was measured settled).
         let settling = NodeQuiet.waitUntilQuiet()
         result.oneOfManySettling = settling
-        print("[zpbench] density: node settled before the restores among \(n - 1) scaled-down pods: \(settling.description)")
+        print(
+            "[zpbench] density: node settled before the restores among \(n - 1) scaled-down pods: \(settling.description)"
+        )
         for p in pods[1...min(oneOfMany, n - 1)] {
             let r = p.firstResponse()
             guard let ms = r.ms else {
