@@ -24,8 +24,12 @@ public final class CRITestBed {
     /// What a bed's containerd config holds beyond the defaults.
     public struct Options: Sendable {
         /// Whether the config has the `zeropod` handler (the debug build's shim on containerd's
-        /// PATH). Without it, the config is a node's before the installer ran: `runc` only.
+        /// PATH). Without it, the config is a node's before the installer ran: `runc` only, and
+        /// no shim of ours on containerd's PATH (containerd 1.6 would find the build's there).
         public var zeropodHandler = true
+        /// Folders first on containerd's PATH, e.g. a test's stand-in for `/usr/local/bin` where
+        /// an installer links the shim for containerd 1.6.
+        public var path: [String] = []
         /// The config file's folder under containerd's folder (see `PrivateContainerd`).
         public var configSubfolder = ""
         /// Turns the generated config into the one containerd starts with (given containerd's
@@ -142,6 +146,8 @@ public final class CRITestBed {
             )
         }
         configuration.configSubfolder = options.configSubfolder
+        configuration.shimOnPath = options.zeropodHandler
+        configuration.path = options.path
         if let rewrite = options.rewrite {
             configuration.rewrite = { config, directory in rewrite(config, directory, pauseRef) }
         }

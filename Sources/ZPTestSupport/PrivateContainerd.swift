@@ -98,6 +98,13 @@ public final class PrivateContainerd {
         /// Turns the config text into the one written (given containerd's folder): e.g. the test's
         /// own whole config, as an installer will find it.
         public var rewrite: (@Sendable (_ config: String, _ directory: String) -> String)? = nil
+        /// Whether the build folder's shim is first on containerd's PATH (containerd 1.6 finds a
+        /// shim there by its runtime type). False for a node before an installer ran: then only
+        /// ``path`` and the system folders are.
+        public var shimOnPath = true
+        /// Folders put first on containerd's PATH (before the build folder, when that is on it),
+        /// e.g. a test's stand-in for `/usr/local/bin`.
+        public var path: [String] = []
 
         /// A configuration; the defaults give a plain containerd without CRI. `debug` defaults to
         /// the environment variable `ZPTEST_CONTAINERD_DEBUG` being set.
@@ -190,8 +197,9 @@ public final class PrivateContainerd {
         process.executableURL = URL(fileURLWithPath: flavor.binDirectory + "/containerd")
         process.arguments = ["--config", configPath]
         var env = ProcessInfo.processInfo.environment.merging(configuration.environment) { $1 }
-        env["PATH"] =
-            "\(shimDirectory):\(flavor.binDirectory):/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        let front = configuration.path + (configuration.shimOnPath ? [shimDirectory] : [])
+        env["PATH"] = (front + [flavor.binDirectory, "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"])
+            .joined(separator: ":")
         process.environment = env
         if !FileManager.default.fileExists(atPath: directory + "/containerd.log") {
             _ = FileManager.default.createFile(atPath: directory + "/containerd.log", contents: nil)

@@ -131,6 +131,9 @@ struct InstallerImageTests {
         var nodeOptions = CRITestBed.Options()
         nodeOptions.zeropodHandler = false
         nodeOptions.configSubfolder = "etc"
+        // Where the installer links the shim for containerd 1.6 (a node's /usr/local/bin); the
+        // build's shim is not on this node's PATH, so the pod can only run on the installed one.
+        nodeOptions.path = [linkDir]
         try await withCRITestBed(
             flavor: flavor,
             tag: "imgnode",
@@ -211,7 +214,11 @@ struct InstallerImageTests {
                     containerPorts: [8080]
                 )
                 let (appPodID, ip, appID, first) = try await CounterApp.start(node, appPod)
-                let shims = processes(matching: [opt + "/bin/containerd-shim-zeropod-v2"])
+                // By the executable (containerd 1.6 starts it through the link on its PATH).
+                let shims = processes(matching: ["containerd-shim-zeropod-v2"]).filter {
+                    (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\($0)/exe"))
+                        == opt + "/bin/containerd-shim-zeropod-v2"
+                }
                 #expect(!shims.isEmpty, "the pod does not run on the installed shim")
                 var last = first
                 var restoreSeen: ProtobufTimestamp? = nil
