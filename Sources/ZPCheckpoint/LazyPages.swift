@@ -171,7 +171,7 @@ public final class LazyPagesDaemon {
                 throw CRIUError(
                     code: .workerDied,
                     request: .restore,
-                    message: "criu lazy-pages (pid \(pid)) ended before the restored processes resumed"
+                    message: "criu lazy-pages (pid \(pid)) ended during the restore, before the restored processes resumed"
                         + (termination.map { " (\($0))" } ?? ""),
                     logPath: logPath,
                     logTail: tailOfFile(logPath)

@@ -145,7 +145,7 @@ struct LazyPagesHoldTests {
         }
         #expect(failure?.code == .hookFailed, "the restore went on without the daemon: \(String(describing: failure))")
         #expect(
-            "\(String(describing: failure))".contains("ended before the restored processes resumed"),
+            "\(String(describing: failure))".contains("ended during the restore, before the restored processes resumed"),
             "\(String(describing: failure))"
         )
         #expect(daemon.termination == .signalled(signal: SIGKILL))
