@@ -289,6 +289,7 @@ public final class ContainerConnections: Sendable {
     /// closed meanwhile, or whose process is gone, is forgotten. The scale-down driver calls this
     /// every 50 ms.
     public func settleWidenedListeners(now: ContinuousClock.Instant = .now, force: Bool = false) {
+
         let pending = state.withLock { s -> [WidenedListener] in
             defer { s.widened = [] }
             return s.widened

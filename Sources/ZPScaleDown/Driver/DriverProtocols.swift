@@ -150,15 +150,22 @@ public protocol ScaleDownRedirect: Sendable {
     /// of connections open to the application.
     func activity(ports: [UInt16]) -> (lastActivity: ZPInstant?, openConnections: Int)
 
-    /// Called every 50 ms while the driver runs: restored listeners whose backlog was raised for
-    /// the connections queued during the restore get their own back once they took them
-    /// (decision 0056).
+    /// Called every 50 ms while restored listeners wait to be settled: those whose backlog was
+    /// raised for the connections queued during the restore get their own back once they took
+    /// them (decision 0056).
     func settleRestoredListeners()
+
+    /// Whether restored listeners still wait for ``settleRestoredListeners()`` (the driver polls
+    /// only while they do, or while a lazy-pages daemon serves).
+    var hasRestoredListenersToSettle: Bool { get }
 }
 
 extension ScaleDownRedirect {
     /// Nothing to settle (redirects without handover listeners).
     public func settleRestoredListeners() {}
+
+    /// None (redirects without handover listeners).
+    public var hasRestoredListenersToSettle: Bool { false }
 }
 
 /// An activator made by ``ScaleDownRedirect/makeActivator(ports:connection:)``.

@@ -131,6 +131,9 @@ public struct PodRedirect: ScaleDownRedirect {
         connections?.settleWidenedListeners()
     }
 
+    /// ``ContainerConnections/hasWidenedListeners``.
+    public var hasRestoredListenersToSettle: Bool { connections?.hasWidenedListeners ?? false }
+
     /// The newest stamp of `zp_activity` over `ports` and the sum of their open connections; ports
     /// whose entry cannot be read count as idle.
     public func activity(ports: [UInt16]) -> (lastActivity: ZPInstant?, openConnections: Int) {

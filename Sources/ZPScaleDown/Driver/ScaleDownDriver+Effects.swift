@@ -261,6 +261,7 @@ extension ScaleDownDriver {
         metadata["lazy"] = "\(lazy)"
         metadata["prepared"] = "\(prepared)"
         logger.info("restored process: \(restored.pid) in \(Self.milliseconds(total))", metadata: metadata)
+        watchWakeInput.yield()  // a lazy-pages daemon serves, or restored listeners wait to settle
         await control.adoptRestoredInit(pid: restored.pid)
         await feedInline(.restoreFinished(pid: restored.pid, duration: total, now: clock.now()))
         if let early = control.watchExits(of: restored.pid) {

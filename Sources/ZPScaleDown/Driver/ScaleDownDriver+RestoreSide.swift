@@ -88,9 +88,18 @@ extension ScaleDownDriver {
 
     /// Looks at a serving lazy-pages daemon every `daemonPollInterval` until cancelled (the daemon
     /// is a child of the shim whose end the reaper may collect first: its exit is observed, not
-    /// awaited), and at restored listeners whose backlog was raised (decision 0056).
+    /// awaited), and at restored listeners whose backlog was raised (decision 0056). While there is
+    /// neither, it waits for the next restore without a timer: a scaled-down or idle pod costs
+    /// the node no wake-ups.
     func watchLazyPages() async {
+        var wakes = watchWake.makeAsyncIterator()
         while !Task.isCancelled {
+            let watching =
+                state.withLock { $0.restoreSide.serving != nil } || (redirect?.hasRestoredListenersToSettle ?? false)
+            if !watching {
+                guard await wakes.next() != nil else { return }
+                continue
+            }
             do {
                 try await clock.sleep(until: clock.now().advanced(by: settings.daemonPollInterval))
             } catch {

@@ -133,6 +133,10 @@ public final class ScaleDownDriver: Sendable {
     let timerInput: AsyncStream<TimerOrder>.Continuation
     let stopSignal: AsyncStream<Void>
     let stopInput: AsyncStream<Void>.Continuation
+    /// Wakes the lazy-pages and listener watch after a restore (it idles, without a timer, while
+    /// there is nothing to watch: 200 scaled-down pods polled 20 times a second each).
+    let watchWake: AsyncStream<Void>
+    let watchWakeInput: AsyncStream<Void>.Continuation
 
     /// A driver for container `id`; ``run()`` starts it.
     /// - Parameters:
@@ -181,6 +185,7 @@ public final class ScaleDownDriver: Sendable {
         (queue, queueInput) = AsyncStream.makeStream(of: Work.self)
         (timerOrders, timerInput) = AsyncStream.makeStream(of: TimerOrder.self)
         (stopSignal, stopInput) = AsyncStream.makeStream(of: Void.self)
+        (watchWake, watchWakeInput) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
     // MARK: queries

@@ -233,6 +233,9 @@ final class DeferredPodRedirect: ScaleDownRedirect {
         ready?.redirect.settleRestoredListeners()
     }
 
+    /// ``PodRedirect/hasRestoredListenersToSettle`` once ready.
+    var hasRestoredListenersToSettle: Bool { ready?.redirect.hasRestoredListenersToSettle ?? false }
+
     /// ``PodRedirect/activity(ports:)`` once ready; none before.
     func activity(ports: [UInt16]) -> (lastActivity: ZPInstant?, openConnections: Int) {
         ready?.redirect.activity(ports: ports) ?? (nil, 0)
