@@ -287,7 +287,7 @@ public final class ContainerConnections: Sendable {
     /// passed, or now when `force`
     /// (before a dump, which must record the application's own). A listener the application
     /// closed meanwhile, or whose process is gone, is forgotten. The scale-down driver calls this
-    /// every 50 ms.
+    /// every 50 ms while ``hasWidenedListeners``.
     public func settleWidenedListeners(now: ContinuousClock.Instant = .now, force: Bool = false) {
 
         let pending = state.withLock { s -> [WidenedListener] in

@@ -40,20 +40,36 @@ struct LazyPagesHoldTests {
         return (images, pid)
     }
 
+    /// A dumped counter server in a fresh netns, a `criu lazy-pages` daemon serving its images,
+    /// and the options of a lazy restore of it (the caller stops the daemon).
+    struct LazyLab {
+        let netns: TestNetns
+        let images: TemporaryDirectory
+        let pid: Int32
+        let daemon: LazyPagesDaemon
+        let options: RestoreOptions
+    }
+
+    func lazyLab(_ tag: String, port: UInt16, touchMiB: Int) throws -> LazyLab {
+        let netns = try TestNetns("zpck-\(tag)")
+        let (images, pid) = try dumpedServer(netns, port: port, touchMiB: touchMiB, name: "zpck-\(tag)-img")
+        let daemon = try LazyPagesDaemon(criuPath: criu.criuPath, imagesDir: images.filePath)
+        let ns = SharedDescriptor(try OwnedDescriptor.open(netns.filePath, O_RDONLY))
+        var options = processRestoreOptions(netns: ns)
+        options.lazyPages = true
+        return LazyLab(netns: netns, images: images, pid: pid, daemon: daemon, options: options)
+    }
+
     /// The daemon is stopped at `post-restore` (after the hold took its userfaultfds), so the
     /// restored server's pages stay where they are, and SIGKILLed once the restore answered: a
     /// client then wakes the server, which faults on a page no one will serve. With the hold it
     /// waits in `handle_userfault` (alive, no answer) until it is killed; without, the kernel
     /// would fill the page with zeros and the server would run on them (crash or answer).
     @Test func daemonKilledMidTransfer_restoredProcessWaitsOnItsPages_neverOnZeroPages() throws {
-        let netns = try TestNetns("zpck-hold")
         let port: UInt16 = 8094
-        let (images, _) = try dumpedServer(netns, port: port, touchMiB: 64, name: "zpck-hold-img")
-        let daemon = try LazyPagesDaemon(criuPath: criu.criuPath, imagesDir: images.filePath)
+        let lab = try lazyLab("hold", port: port, touchMiB: 64)
+        let (netns, images, daemon, options) = (lab.netns, lab.images, lab.daemon, lab.options)
         defer { daemon.stop() }
-        let ns = SharedDescriptor(try OwnedDescriptor.open(netns.filePath, O_RDONLY))
-        var options = processRestoreOptions(netns: ns)
-        options.lazyPages = true
         var hooks = CRIUHooks()
         let daemonPID = daemon.pid
         hooks["post-restore"] = { _ in _ = kill(daemonPID, SIGSTOP) }
@@ -97,14 +113,10 @@ struct LazyPagesHoldTests {
     /// clean end; the restored server answers with its memory before and after, and can still
     /// give memory back (no event waits on a held userfaultfd nobody reads).
     @Test func daemonFinishes_holdReleased_serverKeepsServing() throws {
-        let netns = try TestNetns("zpck-hold2")
         let port: UInt16 = 8095
-        let (images, _) = try dumpedServer(netns, port: port, touchMiB: 32, name: "zpck-hold2-img")
-        let daemon = try LazyPagesDaemon(criuPath: criu.criuPath, imagesDir: images.filePath)
+        let lab = try lazyLab("hold2", port: port, touchMiB: 32)
+        let (netns, images, daemon, options) = (lab.netns, lab.images, lab.daemon, lab.options)
         defer { daemon.stop() }
-        let ns = SharedDescriptor(try OwnedDescriptor.open(netns.filePath, O_RDONLY))
-        var options = processRestoreOptions(netns: ns)
-        options.lazyPages = true
         var hooks = CRIUHooks()
         hooks.holdingFaultHandlers(of: daemon)
         let restored = try criu.restore(imagesDir: images.filePath, options: options, hooks: hooks)
@@ -122,14 +134,10 @@ struct LazyPagesHoldTests {
     /// A daemon that dies at `post-restore`, before the hold took its userfaultfds: the hold
     /// fails, so CRIU aborts the restore before any restored process runs.
     @Test func daemonDeadAtTheHold_restoreAborted() throws {
-        let netns = try TestNetns("zpck-hold3")
         let port: UInt16 = 8096
-        let (images, pid) = try dumpedServer(netns, port: port, touchMiB: 8, name: "zpck-hold3-img")
-        let daemon = try LazyPagesDaemon(criuPath: criu.criuPath, imagesDir: images.filePath)
+        let lab = try lazyLab("hold3", port: port, touchMiB: 8)
+        let (images, pid, daemon, options) = (lab.images, lab.pid, lab.daemon, lab.options)
         defer { daemon.stop() }
-        let ns = SharedDescriptor(try OwnedDescriptor.open(netns.filePath, O_RDONLY))
-        var options = processRestoreOptions(netns: ns)
-        options.lazyPages = true
         var hooks = CRIUHooks()
         hooks["post-restore"] = { note in
             _ = kill(daemon.pid, SIGKILL)
@@ -145,7 +153,9 @@ struct LazyPagesHoldTests {
         }
         #expect(failure?.code == .hookFailed, "the restore went on without the daemon: \(String(describing: failure))")
         #expect(
-            "\(String(describing: failure))".contains("ended during the restore, before the restored processes resumed"),
+            "\(String(describing: failure))".contains(
+                "ended during the restore, before the restored processes resumed"
+            ),
             "\(String(describing: failure))"
         )
         #expect(daemon.termination == .signalled(signal: SIGKILL))
