@@ -99,8 +99,10 @@ enum NodeReport {
         let total = d.footprints.map { Double($0.totalKiB) }.reduce(0, +)
         let perPod = med(d.footprints.map { Double($0.totalKiB) })
         let lone = med(d.loneFirstResponse)
+        let loneFirst = med(d.loneShimFirst)
         let one = med(d.oneOfMany)
-        let oneRatio = one.flatMap { a in lone.map { a / $0 } }
+        let oneRatio = one.flatMap { a in loneFirst.map { a / $0 } }
+        let oneRatioAllCycles = one.flatMap { a in lone.map { a / $0 } }
         return [
             "", "### Density: \(d.pods) busybox pods scaled down at once (one private containerd, one netns each)", "",
             "| measure | value | target |", "|---|---|---|",
@@ -114,9 +116,10 @@ enum NodeReport {
             "| time to scale all \(d.pods) down: first idle deadline → last pod gone (deadlines spread over \(f(d.deadlineSpreadSeconds, 1)) s) | \(f(d.scaleAllDownSeconds, 1)) s | |",
             "| shim checkpoint times meanwhile (ms, median [min–max]) | \(range(d.checkpointMs, 0)) | |",
             "| restore → 1st response, lone pod (\(d.loneFirstResponse.count) cycles) | \(range(d.loneFirstResponse)) ms | |",
-            "| restore → 1st response, one pod while \(d.pods - 1) stay scaled down (\(d.oneOfMany.count) pods) | \(range(d.oneOfMany)) ms | ≤ 1.2 × lone: \(f(oneRatio, 2)) \(verdict(oneRatio, 1.2)) |",
+            "| restore → 1st response, lone, the first restore of its shim (\(d.loneShimFirst.count) pods) | \(range(d.loneShimFirst)) ms | |",
+            "| restore → 1st response, one pod while \(d.pods - 1) stay scaled down (\(d.oneOfMany.count) pods, each its shim's first restore) | \(range(d.oneOfMany)) ms | ≤ 1.2 × lone (first restores): \(f(oneRatio, 2)) \(verdict(oneRatio, 1.2)); × the lone pod's cycles: \(f(oneRatioAllCycles, 2)) |",
             "| \(d.simultaneous.count) pods woken at the same moment: slowest (median) first response | \(f(d.simultaneous.max(), 1)) (\(f(med(d.simultaneous), 1))) ms | |",
-            "| node settled before the measurements (CPU ≤ 15 % busy and ≤ 32 MiB dirty over 500 ms; at most 60 s): lone pod / among the scaled-down pods | \(d.loneSettling.map(\.description).joined(separator: "; ")) / \(d.oneOfManySettling?.description ?? "-") | |",
+            "| node settled before the measurements (CPU ≤ 15 % busy and ≤ 32 MiB dirty over 500 ms; at most 60 s): lone pod / among the scaled-down pods | \(d.loneSettling.map(\.description).joined(separator: "; ")) / \(d.oneOfManySettling.map(\.description).joined(separator: "; ")) | |",
         ]
             + d.failures.map { "FAILED: \($0)" }
     }

@@ -246,6 +246,11 @@ struct NodeRuns {
         var pods: Int
         /// A lone pod (no other pod on the containerd): restore → first response per cycle.
         var loneFirstResponse: [Double] = []
+        /// Restores that are the first of their shim, alone on the containerd: the lone pod's first
+        /// cycle, then one restore each of further lone pods. Every restore among the scaled-down
+        /// pods is the first of its shim too; a shim's later restores are faster (its code and the
+        /// runtime's caches are warm), so the density ratio compares these.
+        var loneShimFirst: [Double] = []
         /// Seconds from the first idle deadline to the moment every pod was scaled down, and the
         /// spread of the deadlines (the one-request-per-pod wake-up took this long).
         var scaleAllDownSeconds: Double?
@@ -265,9 +270,11 @@ struct NodeRuns {
         /// `wake` pods woken by requests sent at the same moment.
         var simultaneous: [Double] = []
         /// How long the node took to settle (CPU and writeback quiet) before each lone measurement,
-        /// and before the restores among the scaled-down pods (`NodeQuiet`).
+        /// and before each restore among the scaled-down pods (`NodeQuiet`): the first of those
+        /// waits for the writeback of every pod's images, the others for the previous restore's
+        /// aftermath, as the lone pod's later cycles do.
         var loneSettling: [NodeQuiet.Settling] = []
-        var oneOfManySettling: NodeQuiet.Settling?
+        var oneOfManySettling: [NodeQuiet.Settling] = []
         var failures: [String] = []
     }
 
@@ -277,8 +284,8 @@ struct NodeRuns {
         pods n: Int,
         idle: Duration,
         wake: Int,
-        oneOfMany: Int = 5,
-        loneCycles: Int = 5
+        oneOfMany: Int = 8,
+        loneCycles: Int = 8
     ) throws -> DensityResult {
         var result = DensityResult(pods: n)
         let ns = "zpnode-dense"
@@ -317,9 +324,39 @@ struct NodeRuns {
             let r = lone.firstResponse()
             guard let ms = r.ms else { throw BenchError("lone pod restore failed: \(r.error)") }
             result.loneFirstResponse.append(ms)
+            if cycle == 1 { result.loneShimFirst.append(ms) }
             print("[zpbench] density: lone pod restore → 1st response \(String(format: "%.1f", ms)) ms")
         }
         containerd.remove(id: lone.id)
+        // Further lone pods, one at a time, each restored once: first restores of their shims.
+        for k in 1..<max(1, loneCycles) {
+            let p = NodePod(index: n + k, prefix: "zpnode-")
+            try p.createNetwork()
+            defer {
+                containerd.remove(id: p.id)
+                p.removeNetwork()
+            }
+            let since = containerd.logSize
+            try containerd.run(
+                id: p.id,
+                runtime: Self.zeropodRuntime,
+                rootfs: rootfs,
+                netns: p.netns,
+                annotations: annotations(idle: "2500ms"),
+                args: NodePod.args
+            )
+            guard p.firstResponse().ms != nil else {
+                throw BenchError("\(p.id) did not answer\(tail(containerd.logFile))")
+            }
+            guard waitScaledDown([p], containerd: containerd, since: since, deadline: .seconds(60)).at != nil else {
+                throw BenchError("lone pod \(p.id) not scaled down\(tail(containerd.logFile))")
+            }
+            result.loneSettling.append(NodeQuiet.waitUntilQuiet())
+            let r = p.firstResponse()
+            guard let ms = r.ms else { throw BenchError("lone pod \(p.id) restore failed: \(r.error)") }
+            result.loneShimFirst.append(ms)
+            print("[zpbench] density: lone pod \(p.id), its shim's first restore → 1st response \(String(format: "%.1f", ms)) ms")
+        }
 
         // n pods with a long idle time: all started, then one request each, as fast as possible.
         let t0 = ContinuousClock.now
@@ -377,14 +414,18 @@ struct NodeRuns {
         result.footprints = pods.compactMap { p in pids[p.id].flatMap { PodFootprint.read(shimPID: $0, bpf: bpf) } }
         result.nodeInUseScaledDown = nodeMemoryInUseKiB()
 
-        // One pod at a time while the others stay down, once the node settled from the scale-down
-        // of all of them (the kernel writes their images back; the lone pod was measured settled).
-        let settling = NodeQuiet.waitUntilQuiet()
-        result.oneOfManySettling = settling
-        print(
-            "[zpbench] density: node settled before the restores among \(n - 1) scaled-down pods: \(settling.description)"
-        )
+        // One pod at a time while the others stay down, each once the node settled: the first from
+        // the scale-down of all of them (the kernel writes their images back), the others from the
+        // previous restore (its shim adopts the process and tears the worker down after the first
+        // response), as the lone pod's cycles are measured.
         for p in pods[1...min(oneOfMany, n - 1)] {
+            let settling = NodeQuiet.waitUntilQuiet()
+            result.oneOfManySettling.append(settling)
+            if p.index == 1 {
+                print(
+                    "[zpbench] density: node settled before the restores among \(n - 1) scaled-down pods: \(settling.description)"
+                )
+            }
             let r = p.firstResponse()
             guard let ms = r.ms else {
                 result.failures.append("\(p.id): \(r.error)")
