@@ -355,7 +355,9 @@ struct NodeRuns {
             let r = p.firstResponse()
             guard let ms = r.ms else { throw BenchError("lone pod \(p.id) restore failed: \(r.error)") }
             result.loneShimFirst.append(ms)
-            print("[zpbench] density: lone pod \(p.id), its shim's first restore → 1st response \(String(format: "%.1f", ms)) ms")
+            print(
+                "[zpbench] density: lone pod \(p.id), its shim's first restore → 1st response \(String(format: "%.1f", ms)) ms"
+            )
         }
 
         // n pods with a long idle time: all started, then one request each, as fast as possible.

@@ -10,8 +10,8 @@ import ZPSystem
 /// set up for the scale-down containers of a pod, removed with the last one. Create only joins
 /// the pod (``join(netnsPath:container:starter:)``); the setup (``setUp(_:netnsPath:node:)``)
 /// runs as a background job when a container's driver first needs the redirector, off the
-/// Create path (decision 0060); the load itself (the verifier's part) is done ahead by
-/// ``preload()`` when the shim starts (decision 0037).
+/// Create path (decision 0060), and loads the programs then (the verifier's part): loading them
+/// when the shim started competed with Create and Start for the CPU (decision 0070).
 final class PodNetworks: Sendable {
     private struct Entry {
         var setup: RedirectorSetup
@@ -30,56 +30,7 @@ final class PodNetworks: Sendable {
         var owner: UInt32
     }
 
-    /// The programs loaded ahead for the next pod: none, being loaded (with the Creates waiting
-    /// for them), or ready.
-    private enum Preload {
-        case idle
-        case loading([CheckedContinuation<PodRedirector.Programs?, Never>])
-        case ready(PodRedirector.Programs)
-    }
-
     private let entries = Mutex<[String: Entry]>([:])
-    private let preloaded = Mutex<Preload>(.idle)
-
-    /// Loads one copy of the programs for the next pod, unless one is loaded or loading. A
-    /// failure is not reported here: the Create that needs the programs loads them again and
-    /// reports its own error.
-    func preload() {
-        let start = preloaded.withLock { state -> Bool in
-            guard case .idle = state else { return false }
-            state = .loading([])
-            return true
-        }
-        guard start else { return }
-        let programs = try? PodRedirector.Programs.load()
-        let waiters = preloaded.withLock { state -> [CheckedContinuation<PodRedirector.Programs?, Never>] in
-            guard case .loading(let waiters) = state else { return [] }
-            if let programs, waiters.isEmpty { state = .ready(programs) } else { state = .idle }
-            return waiters
-        }
-        // The first waiter gets the programs; any other loads its own (another pod).
-        for (index, waiter) in waiters.enumerated() { waiter.resume(returning: index == 0 ? programs : nil) }
-    }
-
-    /// The programs loaded ahead, waiting for a load under way; nil when none was started.
-    private func takePreloaded() async -> PodRedirector.Programs? {
-        await withCheckedContinuation { (waiter: CheckedContinuation<PodRedirector.Programs?, Never>) in
-            let now = preloaded.withLock { state -> PodRedirector.Programs?? in
-                switch state {
-                case .idle:
-                    return .some(nil)
-                case .ready(let programs):
-                    state = .idle
-                    return .some(programs)
-                case .loading(var waiters):
-                    waiters.append(waiter)
-                    state = .loading(waiters)
-                    return .none
-                }
-            }
-            if let now { waiter.resume(returning: now) }
-        }
-    }
 
     /// Joins `container` to the pod at `netnsPath`: the pod's setup (pending or settled), or a
     /// new one that `starter` carries out (with ``setUp(_:netnsPath:node:)``) when a container
@@ -102,19 +53,17 @@ final class PodNetworks: Sendable {
         }
     }
 
-    /// Sets up the redirector of a pod that ``join(netnsPath:container:)`` started: waits for the
-    /// programs loaded ahead (or loads them), attaches and registers them on a thread of NIO's
-    /// pool (the kernel's RCU waits block it for tens of milliseconds), and settles `setup`. A
-    /// failed setup leaves the pod, so that its next container tries again.
+    /// Sets up the redirector of a pod that ``join(netnsPath:container:)`` started: loads, attaches
+    /// and registers the programs on a thread of NIO's pool (the verifier and the kernel's RCU
+    /// waits block it for tens of milliseconds), and settles `setup`. A failed setup leaves the
+    /// pod, so that its next container tries again.
     /// - Returns: where the time went, or why it failed, for the log.
     func setUp(_ setup: RedirectorSetup, netnsPath: String, node: NodeConfig) async -> Result<String, any Error> {
-        let waitStart = ContinuousClock.now
-        let programs = await takePreloaded()
-        let waited = waitStart.duration(to: .now)
+        let start = ContinuousClock.now
         let options = Self.options(node)
         do {
             let redirector = try await NIOThreadPool.singleton.runIfActive {
-                try PodRedirector(netnsPath: FilePath(netnsPath), options: options, programs: programs)
+                try PodRedirector(netnsPath: FilePath(netnsPath), options: options)
             }
             let t = redirector.setupTimings
             // Every container of the pod left meanwhile (a Delete that stopped waiting): nobody
@@ -126,7 +75,7 @@ final class PodNetworks: Sendable {
             }
             setup.settle(.ready(redirector))
             return .success(
-                "total \(milliseconds(waitStart.duration(to: .now))): preload wait \(milliseconds(waited)), load \(milliseconds(t.load)), attach \(milliseconds(t.attach)), node registration \(milliseconds(t.nodeRegistration))"
+                "total \(milliseconds(start.duration(to: .now))): load \(milliseconds(t.load)), attach \(milliseconds(t.attach)), node registration \(milliseconds(t.nodeRegistration))"
             )
         } catch {
             entries.withLock { table in
@@ -151,9 +100,10 @@ final class PodNetworks: Sendable {
     /// Drops `container` from its pod, once the pod's setup settled if it was started; the last
     /// one removes the redirector (links, maps, pins).
     func release(netnsPath: String, container: String) async {
-        guard let setup = entries.withLock({ table in
-            table[netnsPath].flatMap { $0.users.contains(container) ? $0.setup : nil }
-        })
+        guard
+            let setup = entries.withLock({ table in
+                table[netnsPath].flatMap { $0.users.contains(container) ? $0.setup : nil }
+            })
         else { return }
         // A setup started later, or a cancelled wait, leaves the removal to the setup, which
         // finds its pod gone.

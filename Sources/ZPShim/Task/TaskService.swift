@@ -90,8 +90,6 @@ public final class TaskService: Sendable {
             )
         )
         wakeGroups = statusSocket.map { ($0, WakeGroupRegistry(layout: settings.config.layout)) }
-        // The pod's BPF programs loaded while containerd still prepares the Create (decision 0037).
-        jobInput.yield { [pods] in pods.preload() }
     }
 
     /// Runs the containers' scale-down drivers (each until its container is deleted) until cancelled.
