@@ -269,3 +269,31 @@ public final class SharedDescriptor: Sendable, CustomStringConvertible {
         }
     }
 }
+
+/// The calling process's descriptor table.
+public enum DescriptorTable {
+    /// Grows the table so that descriptors up to `count - 1` fit without the kernel growing it
+    /// again, by duplicating a descriptor to `count - 1` and closing the copy.
+    ///
+    /// The kernel grows a table that several threads share only after an RCU grace period
+    /// (`expand_fdtable` calls `synchronize_rcu` when the table has more than one user): 10-20 ms on
+    /// these nodes, inside whichever call first needs a higher number — for the shim, the
+    /// `dup` above 100 before its first CRIU worker's spawn, on a checkpoint's path. A process that
+    /// calls this while it still has one thread pays nothing; a table never shrinks.
+    /// - Throws: ``SystemError`` from `open` of `/dev/null` or `fcntl` (`EMFILE` or `EINVAL` when
+    ///   `count` exceeds the process's descriptor limit).
+    public static func reserve(_ count: CInt) throws(SystemError) {
+        let probe = try OwnedDescriptor.open("/dev/null", O_RDONLY)
+        _ = try probe.duplicate(atLeast: count - 1)  // closed when dropped
+    }
+
+    /// How many descriptors the table holds now (`FDSize` in `/proc/self/status`); nil when that
+    /// cannot be read.
+    public static var size: Int? {
+        guard let status = try? Files.readText(FilePath("/proc/self/status")) else { return nil }
+        for line in status.split(separator: "\n") where line.hasPrefix("FDSize:") {
+            return Int(line.dropFirst("FDSize:".count).filter { $0 != " " && $0 != "\t" })
+        }
+        return nil
+    }
+}

@@ -134,4 +134,19 @@ private func scratchFile(_ name: String) throws -> FilePath {
         #expect(try Files.list(dir) == ["a", "b"])
         #expect(try Files.inode(of: dir.appending("a")) != Files.inode(of: dir.appending("b")))
     }
+
+    @Test func descriptorTable_reserve_growsTheTable_andLeavesNothingOpen() throws {
+        let before = try #require(DescriptorTable.size, "FDSize in /proc/self/status")
+        let count = CInt(max(before * 2, 512))
+        try DescriptorTable.reserve(count)
+        let after = try #require(DescriptorTable.size)
+        #expect(after >= Int(count), "the table holds \(count) descriptors (it held \(before), now \(after))")
+        #expect(target(of: count - 1) == nil, "the copy that grew the table is closed")
+    }
+
+    @Test func descriptorTable_reserve_beyondTheLimit_fails() throws {
+        var limit = rlimit()
+        try #require(getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0)
+        #expect(throws: SystemError.self) { try DescriptorTable.reserve(CInt(clamping: limit.rlim_cur) + 1) }
+    }
 }
