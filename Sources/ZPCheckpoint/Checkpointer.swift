@@ -57,6 +57,8 @@ public struct DumpOptions: Sendable {
     public var externalMounts: [CRIUKeyValue] = []
     /// Cgroup handling; nil leaves cgroups unmanaged.
     public var manageCgroups: CRIUCgroupMode?
+    /// A yard with the cgroup hierarchies (`cgroup_yard`, ``CgroupYard``); nil lets CRIU mount them.
+    public var cgroupYard: String?
     /// Freezer cgroup to freeze the tree with (`freeze_cgroup`); nil stops tasks with ptrace.
     public var freezeCgroup: String?
     /// The tree's root directory (`root`), for containers.
@@ -120,6 +122,8 @@ public struct RestoreOptions: Sendable {
     public var externalMounts: [CRIUKeyValue] = []
     /// Cgroup handling; nil leaves cgroups unmanaged.
     public var manageCgroups: CRIUCgroupMode?
+    /// A yard with the cgroup hierarchies (`cgroup_yard`, ``CgroupYard``); nil lets CRIU mount them.
+    public var cgroupYard: String?
     /// Cgroup roots (`cg_root`).
     public var cgroupRoots: [CRIUCgroupRoot] = []
     /// Namespaces to join (`join_ns`).
@@ -398,6 +402,7 @@ public struct Checkpointer: Sendable {
             o.manageCgroups = true
             o.manageCgroupsMode = mode
         }
+        o.cgroupYard = options.cgroupYard
         o.external = options.external
         o.emptyNamespaces = options.emptyNamespaces
         o.freezeCgroup = options.freezeCgroup
@@ -460,6 +465,7 @@ public struct Checkpointer: Sendable {
             o.manageCgroups = true
             o.manageCgroupsMode = mode
         }
+        o.cgroupYard = options.cgroupYard
         o.cgroupRoots = options.cgroupRoots
         o.restoreSibling = options.restoreSibling
         o.inheritFDs = options.inheritedFiles.enumerated().map { CRIUInheritFD(key: $1.key, fd: Int32(4 + $0)) }

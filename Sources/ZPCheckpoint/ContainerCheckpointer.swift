@@ -198,6 +198,16 @@ public struct ContainerCheckpointer: Sendable {
     public var checkpointer: Checkpointer
     /// File name of the manifest inside the image directory.
     public static let manifestName = "zeropod-checkpoint.json"
+    /// The cgroup yard's folder in the images folder while CRIU dumps or restores (``CgroupYard``,
+    /// decision 0072): links only, removed when CRIU is done.
+    public static let cgroupYardName = ".zeropod-cgroup-yard"
+
+    /// A cgroup yard for a CRIU request whose options manage cgroups (`mode` other than `ignore`),
+    /// in `imagesDir`; nil lets CRIU mount its own.
+    static func cgroupYard(in imagesDir: FilePath, mode: CRIUCgroupMode?) -> FilePath? {
+        guard let mode, mode != .ignore else { return nil }
+        return CgroupYard.make(at: imagesDir.appending(cgroupYardName), forProcess: getpid())
+    }
 
     /// Creates a container checkpointer.
     public init(checkpointer: Checkpointer = Checkpointer()) {
@@ -223,8 +233,12 @@ public struct ContainerCheckpointer: Sendable {
         throws(ContainerCheckpointError) -> ContainerCheckpointResult
     {
         let start = ContinuousClock.now
-        let (pid, o, plannedManifest) = try dumpPlan(container, options: options)
+        let (pid, plannedOptions, plannedManifest) = try dumpPlan(container, options: options)
         var manifest = plannedManifest
+        var o = plannedOptions
+        let yard = Self.cgroupYard(in: imagesDir, mode: o.manageCgroups)
+        defer { if let yard { CgroupYard.remove(yard) } }
+        o.cgroupYard = yard?.string
         // A tmpfs bound in from the host (kubelet's secret, projected and downward API volumes) is
         // an external mount: it is bound again from the host on restore and never copied.
         let candidates =
@@ -514,6 +528,8 @@ public final class PreparedContainerRestore {
     private var stagingFolder: FilePath?
     /// The empty folder where the worker's mount namespace was assembled (in the staging folder).
     private var assemblyFolder: FilePath?
+    /// The cgroup yard CRIU uses (links in the images folder, decision 0072).
+    private var cgroupYard: FilePath?
     private var prepareDuration: Duration = .zero
     /// The mount namespace the prepared worker started in (decision 0067).
     public private(set) var workerMountNamespace: WorkerMountNamespace = .caller
@@ -547,6 +563,8 @@ public final class PreparedContainerRestore {
         if options.migrated { manifest = try Self.migrated(manifest, to: state, container: container.id) }
         var o = options.criu
         o.manageCgroups = options.cgroupMode
+        cgroupYard = ContainerCheckpointer.cgroupYard(in: imagesDir, mode: o.manageCgroups)
+        o.cgroupYard = cgroupYard?.string
         if options.terminal { o.orphanPtsMaster = true }
         if options.migrated { o.tcpClose = true }
         o.externalMounts = manifest.externalMounts.keys.sorted().map {
@@ -940,6 +958,10 @@ public final class PreparedContainerRestore {
         if let stagingFolder {
             _ = rmdir(stagingFolder.string)  // empty now, unless something is still mounted there
             self.stagingFolder = nil
+        }
+        if let cgroupYard {
+            CgroupYard.remove(cgroupYard)
+            self.cgroupYard = nil
         }
     }
 

@@ -1,4 +1,6 @@
 import Foundation
+import SystemPackage
+import ZPCheckpoint
 
 /// An OCI bundle prepared for one workload: a private copy of the cached root filesystem, a
 /// `config.json` made by `runc spec` and edited, and the CRIU configuration file it names.
@@ -19,10 +21,13 @@ struct Bundle {
     /// for 4 over RPC, and CRIU lets the RPC config file override RPC settings, so both sides of
     /// the comparison log at the same level (the shim's `criu-log-level`).
     /// A workload that `keepsConnections` gets `tcp-established` instead of `tcp-close` (the
-    /// network lock stays skipped, as on the shim's side, decision 0045).
-    static func criuConfig(logLevel: Int, keepsConnections: Bool = false) -> String {
+    /// network lock stays skipped, as on the shim's side, decision 0045). `cgroupYard` is the
+    /// bundle's cgroup yard (links to the host's hierarchies, as the shim gives its CRIU, decision
+    /// 0072), so that runc's CRIU does not mount the hierarchies either.
+    static func criuConfig(logLevel: Int, keepsConnections: Bool = false, cgroupYard: String? = nil) -> String {
         (keepsConnections ? "tcp-established\n" : "tcp-close\n")
             + "skip-in-flight\nnetwork-lock skip\nverbosity=\(logLevel)\n"
+            + (cgroupYard.map { "cgroup-yard \($0)\n" } ?? "")
     }
 
     /// Capabilities a container gets (the common Docker default set).
@@ -39,7 +44,9 @@ struct Bundle {
         try runChecked(["cp", "-a", "--reflink=auto", rootfs, path + "/rootfs"])
         try runChecked(["runc", "spec", "--bundle", path])
         let bundle = Bundle(path: path)
-        try criuConfig(logLevel: criuLogLevel, keepsConnections: workload.keepsConnections).write(toFile: path + "/criu.conf", atomically: true, encoding: .utf8)
+        let yard = CgroupYard.make(at: FilePath(path + "/cgroup-yard"), forProcess: getpid())
+        try criuConfig(logLevel: criuLogLevel, keepsConnections: workload.keepsConnections, cgroupYard: yard?.string)
+            .write(toFile: path + "/criu.conf", atomically: true, encoding: .utf8)
         let configURL = URL(fileURLWithPath: path + "/config.json")
         guard var spec = try JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as? [String: Any] else {
             throw BenchError("\(configURL.path): runc spec did not write a JSON object")
