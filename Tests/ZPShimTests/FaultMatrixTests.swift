@@ -580,6 +580,10 @@ func expectNothingLeft(
         for path in found + (listed.last == restoreStaging ? [restoreStaging] : []) {
             var st = stat()
             #expect(lstat(path, &st) == 0)
+            // A symbolic link's own mode is always 0777 and grants nothing (the prepared restore's
+            // cgroup yard holds links to the host's hierarchies, decision 0072); its folder is
+            // checked like every other.
+            if st.st_mode & S_IFMT == S_IFLNK { continue }
             #expect(st.st_mode & 0o077 == 0, "\(path) is open to others: \(String(st.st_mode & 0o7777, radix: 8))")
         }
         // An unprivileged user cannot read the memory image, even with the folders opened.
