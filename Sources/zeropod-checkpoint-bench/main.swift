@@ -46,7 +46,14 @@ struct BenchCommand: ParsableCommand {
         guard workerMounts == "own" || workerMounts == "host" else {
             throw ValidationError("ZPCK_WORKER_MNTNS must be own or host, not \(workerMounts)")
         }
+        // Decision 0072: the restores' CRIU gets a cgroup yard of links ("links") or mounts its own
+        // ("own", the library's default for restores).
+        let yard = env["ZPCK_CGROUP_YARD"] ?? "own"
+        guard yard == "links" || yard == "own" else {
+            throw ValidationError("ZPCK_CGROUP_YARD must be links or own, not \(yard)")
+        }
         bench.restoreOverrides = { o in
+            o.cgroupYard = yard == "links"
             o.workerMountNamespace = workerMounts == "own"
             o.criu.mountNamespaceCompatMode = compat
             if let level { o.criu.logLevel = level }

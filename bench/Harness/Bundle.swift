@@ -21,13 +21,25 @@ struct Bundle {
     /// for 4 over RPC, and CRIU lets the RPC config file override RPC settings, so both sides of
     /// the comparison log at the same level (the shim's `criu-log-level`).
     /// A workload that `keepsConnections` gets `tcp-established` instead of `tcp-close` (the
-    /// network lock stays skipped, as on the shim's side, decision 0045). `cgroupYard` is the
-    /// bundle's cgroup yard (links to the host's hierarchies, as the shim gives its CRIU, decision
-    /// 0072), so that runc's CRIU does not mount the hierarchies either.
-    static func criuConfig(logLevel: Int, keepsConnections: Bool = false, cgroupYard: String? = nil) -> String {
+    /// network lock stays skipped, as on the shim's side, decision 0045).
+    static func criuConfig(logLevel: Int, keepsConnections: Bool = false) -> String {
         (keepsConnections ? "tcp-established\n" : "tcp-close\n")
             + "skip-in-flight\nnetwork-lock skip\nverbosity=\(logLevel)\n"
-            + (cgroupYard.map { "cgroup-yard \($0)\n" } ?? "")
+    }
+
+    /// The bundle's cgroup yard: links to the host's hierarchies, as the shim gives its CRIU for a
+    /// dump (decision 0072).
+    var cgroupYard: String { path + "/cgroup-yard" }
+
+    /// Names the bundle's cgroup yard in its CRIU configuration (`cgroup-yard`) for a dump, or
+    /// takes it out for a restore, as the shim does (decision 0072: only its dumps use one). No
+    /// yard (a hierarchy not mounted here) leaves the file without it.
+    func useCgroupYard(_ on: Bool) throws {
+        let file = path + "/criu.conf"
+        var lines = try String(contentsOfFile: file, encoding: .utf8).split(separator: "\n").map(String.init)
+        lines.removeAll { $0.hasPrefix("cgroup-yard ") }
+        if on, FileManager.default.fileExists(atPath: cgroupYard) { lines.append("cgroup-yard \(cgroupYard)") }
+        try (lines.joined(separator: "\n") + "\n").write(toFile: file, atomically: true, encoding: .utf8)
     }
 
     /// Capabilities a container gets (the common Docker default set).
@@ -44,8 +56,8 @@ struct Bundle {
         try runChecked(["cp", "-a", "--reflink=auto", rootfs, path + "/rootfs"])
         try runChecked(["runc", "spec", "--bundle", path])
         let bundle = Bundle(path: path)
-        let yard = CgroupYard.make(at: FilePath(path + "/cgroup-yard"), forProcess: getpid())
-        try criuConfig(logLevel: criuLogLevel, keepsConnections: workload.keepsConnections, cgroupYard: yard?.string)
+        _ = CgroupYard.make(at: FilePath(bundle.cgroupYard), forProcess: getpid())
+        try criuConfig(logLevel: criuLogLevel, keepsConnections: workload.keepsConnections)
             .write(toFile: path + "/criu.conf", atomically: true, encoding: .utf8)
         let configURL = URL(fileURLWithPath: path + "/config.json")
         guard var spec = try JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as? [String: Any] else {

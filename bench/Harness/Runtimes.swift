@@ -119,6 +119,7 @@ struct RuncRuntime: BenchRuntime {
     func checkpoint(_ w: Workload, bundle: Bundle, container: inout RunningContainer) throws -> CheckpointResult {
         runIgnoringFailure(["rm", "-rf", bundle.imageDir, bundle.workDir])
         try runChecked(["mkdir", "-p", bundle.imageDir, bundle.workDir])
+        try bundle.useCgroupYard(true)
         let argv =
             runc + ["checkpoint", "--image-path", bundle.imageDir, "--work-path", bundle.workDir]
             + Self.criuFlags + [w.containerID]
@@ -133,6 +134,7 @@ struct RuncRuntime: BenchRuntime {
     }
 
     func restore(_ w: Workload, bundle: Bundle, container: inout RunningContainer) throws {
+        try bundle.useCgroupYard(false)
         let argv =
             runc + [
                 "restore", "-d", "--image-path", bundle.imageDir, "--work-path", bundle.workDir,
