@@ -13,7 +13,7 @@ import Musl
 /// Without a yard, every CRIU dump and restore that manages cgroups mounts each hierarchy anew
 /// (`fsopen`/`fsconfig`/`fsmount` on a dump, a tmpfs with one mount per hierarchy on a restore,
 /// detached again at its end). On these nodes the first `cgroup2` file system a process creates
-/// costs 10-13 ms, and detaching the restore's yard waits for an RCU grace period. With
+/// costs 10-13 ms, and every dump is a new CRIU process. With
 /// `cgroup_yard` CRIU opens `<yard>/<name>` instead, where `name` is the hierarchy as CRIU names
 /// it: `unified` for cgroup v2, the named hierarchy's name without `name=` (`systemd`), or the
 /// comma-separated controllers of a v1 hierarchy (`cpu,cpuacct`). A link to the mount point of

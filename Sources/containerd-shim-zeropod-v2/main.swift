@@ -5,4 +5,7 @@ import ZPShim
 import Glibc
 #endif
 
+// Before the first `await`: this is the process's only thread until the async code hops to the
+// concurrency runtime's pool (decision 0071).
+ShimMain.prepareProcess()
 exit(await ShimMain.run(arguments: Array(CommandLine.arguments.dropFirst())))

@@ -278,6 +278,43 @@ struct NodeRuns {
         var failures: [String] = []
     }
 
+    /// Starts `pod` (its network, then the container with a 2.5 s idle time) and waits for its
+    /// first answer (a cold start).
+    /// - Returns: the containerd log's size before the start, from where its scale-downs are read.
+    private func startLonePod(_ pod: NodePod, containerd: NodeContainerd) throws -> UInt64 {
+        try pod.createNetwork()
+        let since = containerd.logSize
+        try containerd.run(
+            id: pod.id,
+            runtime: Self.zeropodRuntime,
+            rootfs: rootfs,
+            netns: pod.netns,
+            annotations: annotations(idle: "2500ms"),
+            args: NodePod.args
+        )
+        guard pod.firstResponse().ms != nil else {
+            throw BenchError("\(pod.id) did not answer\(tail(containerd.logFile))")
+        }
+        return since
+    }
+
+    /// Waits until `pod` is scaled down (its log lines after `since`) and the node settled
+    /// (appended to `settling`), then measures its restore → first response (ms).
+    private func restoreOnSettledNode(
+        _ pod: NodePod,
+        containerd: NodeContainerd,
+        since: UInt64,
+        settling: inout [NodeQuiet.Settling]
+    ) throws -> Double {
+        guard waitScaledDown([pod], containerd: containerd, since: since, deadline: .seconds(60)).at != nil else {
+            throw BenchError("lone pod \(pod.id) not scaled down\(tail(containerd.logFile))")
+        }
+        settling.append(NodeQuiet.waitUntilQuiet())
+        let r = pod.firstResponse()
+        guard let ms = r.ms else { throw BenchError("lone pod \(pod.id) restore failed: \(r.error)") }
+        return ms
+    }
+
     /// A lone pod's restore → first response (`cycles` times), then `n` pods scaled down at once,
     /// one restore while the rest stay down, and `wake` pods woken at the same moment.
     func density(
@@ -301,28 +338,16 @@ struct NodeRuns {
         }
         // The lone pod: the first of them, alone on the containerd, short idle time.
         let lone = pods[0]
-        try lone.createNetwork()
-        var offset = containerd.logSize
-        try containerd.run(
-            id: lone.id,
-            runtime: Self.zeropodRuntime,
-            rootfs: rootfs,
-            netns: lone.netns,
-            annotations: annotations(idle: "2500ms"),
-            args: NodePod.args
-        )
-        guard lone.firstResponse().ms != nil else {
-            throw BenchError("\(lone.id) did not answer\(tail(containerd.logFile))")
-        }
+        var offset = try startLonePod(lone, containerd: containerd)
         for cycle in 1...loneCycles {
-            guard waitScaledDown([lone], containerd: containerd, since: offset, deadline: .seconds(60)).at != nil else {
-                throw BenchError("lone pod not scaled down (cycle \(cycle))\(tail(containerd.logFile))")
-            }
-            offset = containerd.logSize
             // Measured on a settled node, as the restores among the scaled-down pods are.
-            result.loneSettling.append(NodeQuiet.waitUntilQuiet())
-            let r = lone.firstResponse()
-            guard let ms = r.ms else { throw BenchError("lone pod restore failed: \(r.error)") }
+            let ms = try restoreOnSettledNode(
+                lone,
+                containerd: containerd,
+                since: offset,
+                settling: &result.loneSettling
+            )
+            offset = containerd.logSize
             result.loneFirstResponse.append(ms)
             if cycle == 1 { result.loneShimFirst.append(ms) }
             print("[zpbench] density: lone pod restore → 1st response \(String(format: "%.1f", ms)) ms")
@@ -331,29 +356,12 @@ struct NodeRuns {
         // Further lone pods, one at a time, each restored once: first restores of their shims.
         for k in 1..<max(1, loneCycles) {
             let p = NodePod(index: n + k, prefix: "zpnode-")
-            try p.createNetwork()
             defer {
                 containerd.remove(id: p.id)
                 p.removeNetwork()
             }
-            let since = containerd.logSize
-            try containerd.run(
-                id: p.id,
-                runtime: Self.zeropodRuntime,
-                rootfs: rootfs,
-                netns: p.netns,
-                annotations: annotations(idle: "2500ms"),
-                args: NodePod.args
-            )
-            guard p.firstResponse().ms != nil else {
-                throw BenchError("\(p.id) did not answer\(tail(containerd.logFile))")
-            }
-            guard waitScaledDown([p], containerd: containerd, since: since, deadline: .seconds(60)).at != nil else {
-                throw BenchError("lone pod \(p.id) not scaled down\(tail(containerd.logFile))")
-            }
-            result.loneSettling.append(NodeQuiet.waitUntilQuiet())
-            let r = p.firstResponse()
-            guard let ms = r.ms else { throw BenchError("lone pod \(p.id) restore failed: \(r.error)") }
+            let since = try startLonePod(p, containerd: containerd)
+            let ms = try restoreOnSettledNode(p, containerd: containerd, since: since, settling: &result.loneSettling)
             result.loneShimFirst.append(ms)
             print(
                 "[zpbench] density: lone pod \(p.id), its shim's first restore → 1st response \(String(format: "%.1f", ms)) ms"

@@ -16,11 +16,6 @@ public enum ShimDaemon {
     /// Threads of NIO's blocking pool in a shim process, whatever the node's core count.
     static let blockingPoolThreads = 2
 
-    /// Descriptors the shim's table holds from its start (decision 0071): the CRIU workers'
-    /// inherited descriptors are duplicated above 100 before their spawn, and a pod's BPF maps,
-    /// programs and links, its activator sockets and containerd's connections come on top.
-    static let descriptorTableSize: CInt = 256
-
     /// Serves until shutdown, then removes the socket file and exits the process (never returns
     /// normally).
     /// - Throws: ``SystemError`` when the shim cannot become a subreaper; NIO errors from the socket.
@@ -30,10 +25,6 @@ public enum ShimDaemon {
         // what every test and benchmark here runs with (decision 0061). Set before its first use.
         NIOSingletons.blockingPoolThreadCountSuggestion = ShimDaemon.blockingPoolThreads
         signal(SIGPIPE, SIG_IGN)
-        // Room for the descriptors of the CRIU workers' spawns (duplicated above 100), made while
-        // the process has one thread: later the kernel would grow the table only after an RCU
-        // grace period, 12-22 ms inside the first checkpoint (decision 0071).
-        try? DescriptorTable.reserve(ShimDaemon.descriptorTableSize)
         var logger = Logger(label: "containerd-shim-zeropod-v2") { StreamLogHandler.standardError(label: $0) }
         logger.logLevel = options.debug ? .debug : .info
         logger[metadataKey: "id"] = "\(options.id)"

@@ -6,6 +6,20 @@ import Glibc
 
 /// The shim executable's entry point: parse containerd's command line, run the command.
 public enum ShimMain {
+    /// Descriptors the shim's table holds from its start (decision 0071): the CRIU workers'
+    /// inherited descriptors are duplicated above 100 before their spawn, and a pod's BPF maps,
+    /// programs and links, its activator sockets and containerd's connections come on top.
+    static let descriptorTableSize: CInt = 256
+
+    /// What the process needs before it has a second thread; the executable calls it first, before
+    /// `run` (whose async code runs on the concurrency runtime's threads). Reserves the descriptor
+    /// table: with one thread the kernel grows it at once, with more only after an RCU grace
+    /// period (10-20 ms on these nodes), which would otherwise fall into the first CRIU worker's
+    /// spawn (decision 0071). A failure is ignored: the spawn still works, it only waits then.
+    public static func prepareProcess() {
+        try? DescriptorTable.reserve(descriptorTableSize)
+    }
+
     /// Runs the command named by `arguments` (without `argv[0]`). - Returns: The process exit code.
     public static func run(arguments: [String]) async -> Int32 {
         let options: ShimCommandLine
