@@ -40,6 +40,14 @@ int czpsystem_kcmp_same_file(int pid1, int pid2, int fd1, int fd2) {
     return (int)syscall(SYS_kcmp, pid1, pid2, 0 /* KCMP_FILE */, fd1, fd2);
 }
 
+int czpsystem_tcp_state(int fd, unsigned char *state) {
+    struct tcp_info info;
+    socklen_t length = sizeof(info);
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &length) != 0) return -1;
+    *state = info.tcpi_state;
+    return 0;
+}
+
 int czpsystem_tcp_accept_queue(int fd, unsigned int *queued, unsigned int *backlog) {
     struct tcp_info info;
     socklen_t length = sizeof(info);

@@ -1,6 +1,7 @@
 import Glibc
 import SystemPackage
 import Testing
+import ZPCore
 import ZPSystem
 import ZPTestSupport
 
@@ -49,6 +50,51 @@ import ZPTestSupport
         // The host's namespace is another one: neither socket is there.
         let host = try PortDiscovery.dumpedListeners(in: NetworkNamespace(path: FilePath("/proc/self/ns/net")))
         #expect(!host.contains { expected.contains(Pair($0.0, $0.1)) })
+    }
+
+    @Test(.enabled(if: Privileges.isRoot, "needs root: a network namespace, pidfd_getfd"))
+    func connections_areTheTreesConnectedSockets() throws {
+        let netns = try TestNetns("zppc")
+        defer { netns.delete() }
+        // In the namespace: a listener, a client connected to it and the accepted end, all held
+        // by this process (the tree's root here).
+        let made = try netns.run { () throws -> [Int32] in
+            let server = try listener(ipv6: false)
+            let client = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = server.port.bigEndian
+            address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    connect(client, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+            guard connected == 0 else { throw SocketFailure(description: "connect: errno \(errno)") }
+            let accepted = accept(server.fd, nil, nil)
+            return [server.fd, client, accepted, Int32(server.port)]
+        }
+        defer { for fd in made.prefix(3) { close(fd) } }
+        let port = UInt16(made[3])
+        var named = sockaddr_in()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &named) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(made[1], $0, &length) }
+        }
+        let clientPort = UInt16(bigEndian: named.sin_port)
+        let loopback = IPAddress("127.0.0.1")!
+        let found = PortDiscovery.connections(ofTreeAt: getpid())
+        let ours = found.filter { $0.localPort == port || $0.localPort == clientPort }
+        #expect(
+            Set(ours)
+                == [
+                    TCPConnectionTuple(local: loopback, localPort: port, remote: loopback, remotePort: clientPort),
+                    TCPConnectionTuple(local: loopback, localPort: clientPort, remote: loopback, remotePort: port),
+                ],
+            "found \(found)"
+        )
+        // The listener is no connection, and nothing is listed twice.
+        #expect(Set(found).count == found.count)
     }
 
     @Test func dumpedListeners_nameTheNamespaceThatCannotBeJoined() {

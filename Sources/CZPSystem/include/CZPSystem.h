@@ -54,6 +54,11 @@ int czpsystem_pidfd_getfd(int pidfd, int fd);
 /// refer to the same open file, 1 or 2 (an ordering) when not, -1 with errno set on failure.
 int czpsystem_kcmp_same_file(int pid1, int pid2, int fd1, int fd2);
 
+/// The state of the TCP socket `fd` (getsockopt TCP_INFO's `tcpi_state`: the kernel's TCP_* state,
+/// the number `/proc/net/tcp` prints). Returns 0, or -1 with errno set (not a TCP socket:
+/// EOPNOTSUPP or ENOPROTOOPT).
+int czpsystem_tcp_state(int fd, unsigned char *state);
+
 /// The accept queue of the listening TCP socket `fd` (getsockopt TCP_INFO: `tcpi_unacked` is the
 /// number of connections waiting to be accepted, `tcpi_sacked` the backlog).
 /// Returns 0, or -1 with errno set.

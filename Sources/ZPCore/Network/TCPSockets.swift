@@ -133,6 +133,14 @@ public enum ProcNetTCP {
         case closing = 0x0B
         /// A request socket (new connection not yet accepted).
         case newSynReceived = 0x0C
+
+        /// Whether a socket in this state is a connection a checkpoint can keep (``Row/isConnection``).
+        public var isConnection: Bool {
+            switch self {
+            case .established, .finWait1, .finWait2, .closeWait, .lastAck, .closing: return true
+            case .synSent, .synReceived, .timeWait, .close, .listen, .newSynReceived: return false
+            }
+        }
     }
 
     /// One row of the table.
@@ -162,12 +170,7 @@ public enum ProcNetTCP {
         /// Whether the row is a connection a checkpoint can keep: an established one, or one past
         /// established on its way to close (CRIU's `tcp_established` dumps these; half-open ones
         /// are skipped with `tcp_skip_in_flight`).
-        public var isConnection: Bool {
-            switch state {
-            case .established, .finWait1, .finWait2, .closeWait, .lastAck, .closing: return true
-            case .synSent, .synReceived, .timeWait, .close, .listen, .newSynReceived: return false
-            }
-        }
+        public var isConnection: Bool { state.isConnection }
     }
 
     /// Parses a table (`tcp` when `ipv6` is false, else `tcp6`) as a little-endian kernel prints it
