@@ -106,6 +106,8 @@ public enum ProcNetStat {
     }
 }
 
+/// The kernel's TCP socket tables as rows: `/proc/<pid>/net/tcp{,6}` parsed here, and the same rows
+/// from a socket diagnostics dump (``InetDiag``).
 public enum ProcNetTCP {
     /// TCP states as the tables print them (`st`, include/net/tcp_states.h).
     public enum State: UInt8, Sendable {
