@@ -26,17 +26,26 @@ public enum Netlink {
     ///   - request: the encoded request.
     ///   - socket: a socket from ``socket(protocol:in:)``.
     ///   - maxDatagrams: a bound on the answer (a kernel that never ends the dump is an error).
+    ///   - timeout: the longest wait for each datagram (the callers run on threads that must not
+    ///     hang: a scale-down driver's hooks).
     ///   - finished: whether a datagram ends the answer.
     /// - Returns: the datagrams, in order.
-    /// - Throws: ``SystemError`` naming `send` or `recv`; `EMSGSIZE` naming `recv` when the answer
-    ///   has more than `maxDatagrams` datagrams.
+    /// - Throws: ``SystemError`` naming `setsockopt`, `send` or `recv` (`EAGAIN` when no datagram
+    ///   came within `timeout`); `EMSGSIZE` naming `recv` when the answer has more than
+    ///   `maxDatagrams` datagrams.
     public static func exchange(
         _ request: [UInt8],
         on socket: borrowing OwnedDescriptor,
         maxDatagrams: Int = 4096,
+        timeout: Duration = .seconds(2),
         finished: ([UInt8]) -> Bool
     ) throws(SystemError) -> [[UInt8]] {
         let fd = socket.rawValue
+        let (seconds, attoseconds) = timeout.components
+        var limit = timeval(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
+        try systemCall("setsockopt", "SO_RCVTIMEO of a netlink socket") {
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+        }
         let sent = try systemCall("send", "netlink request") {
             request.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, 0) }
         }
