@@ -74,6 +74,7 @@ public enum ListeningSockets {
         let fd = socket.rawValue
         try systemCall("listen", "descriptor \(fd), backlog \(backlog)") { listen(fd, backlog) }
     }
+
     /// The state and addresses of the TCP socket `socket` refers to (a copy of another process's
     /// descriptor, ``copy(descriptor:of:)``): what `/proc/net/tcp` prints for it, without
     /// printing the namespace's whole table (which walks the established hash: ~1.5 ms per table

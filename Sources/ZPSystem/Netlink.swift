@@ -31,8 +31,8 @@ public enum Netlink {
     ///   - finished: whether a datagram ends the answer.
     /// - Returns: the datagrams, in order.
     /// - Throws: ``SystemError`` naming `setsockopt`, `send` or `recv` (`EAGAIN` when no datagram
-    ///   came within `timeout`); `EMSGSIZE` naming `recv` when the answer has more than
-    ///   `maxDatagrams` datagrams.
+    ///   came within `timeout`, `EBADMSG` when the socket ended before the last one); `EMSGSIZE`
+    ///   naming `recv` when the answer has more than `maxDatagrams` datagrams.
     public static func exchange(
         _ request: [UInt8],
         on socket: borrowing OwnedDescriptor,
@@ -62,9 +62,18 @@ public enum Netlink {
         var datagrams: [[UInt8]] = []
         while datagrams.count < maxDatagrams {
             let n = try systemCall("recv", "netlink answer") { Glibc.recv(fd, buffer.baseAddress, buffer.count, 0) }
+            guard n > 0 else {
+                // The other end is gone: the answer is cut short, and a caller must not take the
+                // datagrams so far for all of it.
+                throw SystemError(
+                    call: "recv",
+                    subject: "netlink answer (ended after \(datagrams.count) datagrams, before its last)",
+                    errno: .badMessage
+                )
+            }
             let datagram = [UInt8](UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
             datagrams.append(datagram)
-            if n == 0 || finished(datagram) { return datagrams }
+            if finished(datagram) { return datagrams }
         }
         throw SystemError(
             call: "recv",

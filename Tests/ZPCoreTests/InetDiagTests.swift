@@ -20,34 +20,40 @@ import Testing
     }
 
     @Test func answer_givesRowsAsTheTablesDo() {
-        let v4 = socketMessage(
-            family: 2,
-            state: 10,
-            localPort: 8080,
-            local: [127, 0, 0, 1],
-            rqueue: 3,
-            inode: 0x0102_0304,
-            sequence: 9
-        )
+        let v4 = socketMessage(localPort: 8080, local: [127, 0, 0, 1], rqueue: 3, inode: 0x0102_0304, sequence: 9)
         let v6 = socketMessage(
             family: 10,
-            state: 10,
             localPort: 443,
             local: [UInt8](repeating: 0, count: 15) + [1],
-            rqueue: 0,
             inode: 77,
             sequence: 9
         )
-        let reply = InetDiag.decode(v4 + v6, sequence: 9)
+        let connection = socketMessage(
+            state: 1,
+            localPort: 8080,
+            local: [10, 0, 0, 5],
+            remotePort: 40123,
+            remote: [10, 0, 0, 9],
+            inode: 78,
+            sequence: 9
+        )
+        let reply = InetDiag.decode(v4 + v6 + connection, sequence: 9)
         #expect(!reply.finished && reply.errno == nil)
-        #expect(reply.rows.count == 2)
+        #expect(reply.rows.count == 3)
         #expect(reply.rows.first?.local == IPAddress("127.0.0.1") && reply.rows.first?.localPort == 8080)
         #expect(reply.rows.first?.state == .listen && reply.rows.first?.receiveQueue == 3)
         #expect(reply.rows.first?.inode == 0x0102_0304 && reply.rows.first?.remotePort == 0)
+        #expect(reply.rows[1].local == IPAddress("::1") && reply.rows[1].localPort == 443 && reply.rows[1].inode == 77)
         #expect(
-            reply.rows.last?.local == IPAddress("::1") && reply.rows.last?.localPort == 443
-                && reply.rows.last?.inode == 77
+            reply.rows.last?.tuple
+                == TCPConnectionTuple(
+                    local: IPAddress("10.0.0.5")!,
+                    localPort: 8080,
+                    remote: IPAddress("10.0.0.9")!,
+                    remotePort: 40123
+                )
         )
+        #expect(reply.rows.last?.state == .established && reply.rows.last?.isConnection == true)
         let end = InetDiag.decode(header(length: 20, type: 3, sequence: 9) + [0, 0, 0, 0], sequence: 9)
         #expect(end.finished && end.errno == nil && end.rows.isEmpty)
     }
@@ -65,33 +71,9 @@ import Testing
         )
         #expect(interrupted.finished && interrupted.errno == 4)
         // Another request's messages, an unknown family and a truncated message are skipped.
-        let other = socketMessage(
-            family: 2,
-            state: 10,
-            localPort: 1,
-            local: [10, 0, 0, 1],
-            rqueue: 0,
-            inode: 1,
-            sequence: 6
-        )
-        let unknown = socketMessage(
-            family: 1,
-            state: 10,
-            localPort: 2,
-            local: [10, 0, 0, 1],
-            rqueue: 0,
-            inode: 2,
-            sequence: 5
-        )
-        let good = socketMessage(
-            family: 2,
-            state: 1,
-            localPort: 3,
-            local: [10, 0, 0, 1],
-            rqueue: 0,
-            inode: 3,
-            sequence: 5
-        )
+        let other = socketMessage(localPort: 1, inode: 1, sequence: 6)
+        let unknown = socketMessage(family: 1, localPort: 2, inode: 2, sequence: 5)
+        let good = socketMessage(state: 1, localPort: 3, inode: 3, sequence: 5)
         let reply = InetDiag.decode(other + unknown + good + Array(good.prefix(40)), sequence: 5)
         #expect(reply.rows.map(\.localPort) == [3] && reply.rows.first?.state == .established && !reply.finished)
         #expect(InetDiag.decode([1, 2, 3], sequence: 5) == InetDiag.Reply())
@@ -104,20 +86,24 @@ import Testing
             + le32(0)
     }
 
-    /// An `inet_diag_msg` in a netlink message, as the kernel sends it.
+    /// An `inet_diag_msg` in a netlink message, as the kernel sends it (a listener on 10.0.0.1 by
+    /// default).
     private func socketMessage(
-        family: UInt8,
-        state: UInt8,
+        family: UInt8 = 2,
+        state: UInt8 = 10,
         localPort: UInt16,
-        local: [UInt8],
-        rqueue: UInt32,
+        local: [UInt8] = [10, 0, 0, 1],
+        remotePort: UInt16 = 0,
+        remote: [UInt8] = [],
+        rqueue: UInt32 = 0,
         inode: UInt32,
         sequence: UInt32
     ) -> [UInt8] {
+        func be16(_ v: UInt16) -> [UInt8] { [UInt8(v >> 8), UInt8(truncatingIfNeeded: v)] }
         var body: [UInt8] = [family, state, 0, 0]
-        body += [UInt8(localPort >> 8), UInt8(truncatingIfNeeded: localPort), 0, 0]  // sport, dport (network order)
+        body += be16(localPort) + be16(remotePort)  // idiag_sport, idiag_dport (network order)
         body += local + [UInt8](repeating: 0, count: 16 - local.count)  // idiag_src
-        body += [UInt8](repeating: 0, count: 16)  // idiag_dst
+        body += remote + [UInt8](repeating: 0, count: 16 - remote.count)  // idiag_dst
         body += le32(0) + le32(0) + le32(0)  // idiag_if, idiag_cookie
         body += le32(0) + le32(rqueue) + le32(128) + le32(0) + le32(inode)  // expires, rqueue, wqueue, uid, inode
         return header(length: UInt32(16 + body.count), type: 20, sequence: sequence) + body

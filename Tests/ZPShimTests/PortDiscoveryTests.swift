@@ -19,22 +19,13 @@ import ZPTestSupport
         let made = try netns.run { () throws -> Made in
             let v4 = try listener(ipv6: false)
             let v6 = try listener(ipv6: true)
-            let client = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = v4.port.bigEndian
-            address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
-            let connected = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    connect(client, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-                }
-            }
+            let (client, connected) = connectToLoopback(port: v4.port)
             let tables = PortDiscovery.tableListeners(at: "/proc/thread-self/net")
             return Made(
                 v4: v4,
                 v6: v6,
                 client: client,
-                connected: connected == 0,
+                connected: connected,
                 tables: tables.map { Pair($0.0, $0.1) }
             )
         }
@@ -60,17 +51,8 @@ import ZPTestSupport
         // by this process (the tree's root here).
         let made = try netns.run { () throws -> [Int32] in
             let server = try listener(ipv6: false)
-            let client = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = server.port.bigEndian
-            address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
-            let connected = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    connect(client, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-                }
-            }
-            guard connected == 0 else { throw SocketFailure(description: "connect: errno \(errno)") }
+            let (client, connected) = connectToLoopback(port: server.port)
+            guard connected else { throw SocketFailure(description: "connect: errno \(errno)") }
             let accepted = accept(server.fd, nil, nil)
             return [server.fd, client, accepted, Int32(server.port)]
         }
@@ -135,6 +117,21 @@ private struct Made: Sendable {
 
 private struct SocketFailure: Error, CustomStringConvertible {
     var description: String
+}
+
+/// A TCP client connected to 127.0.0.1:`port`: its descriptor, and whether `connect` succeeded.
+private func connectToLoopback(port: UInt16) -> (Int32, Bool) {
+    let client = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = port.bigEndian
+    address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(client, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        }
+    }
+    return (client, connected == 0)
 }
 
 /// A TCP listener on loopback with a port the kernel picks.

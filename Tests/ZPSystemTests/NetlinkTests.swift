@@ -24,8 +24,8 @@ import Testing
     @Test func exchange_givesUpWhenNoAnswerComes() throws {
         let fds = try datagramPair()
         let ours = OwnedDescriptor(adopting: fds[0])
-        let theirs = OwnedDescriptor(adopting: fds[1])  // open, silent
-        defer { _ = theirs.rawValue }
+        let theirs = OwnedDescriptor(adopting: fds[1])  // open and silent until the test ends
+        defer { _ = theirs.rawValue }  // (a non-copyable value may otherwise be closed after its last use)
         let started = ContinuousClock.now
         #expect {
             _ = try Netlink.exchange([1], on: ours, timeout: .milliseconds(100)) { _ in true }
@@ -35,6 +35,24 @@ import Testing
         }
         // It did wait (a reply that is late by less than the timeout would still be read).
         #expect(started.duration(to: .now) >= .milliseconds(90))
+    }
+
+    @Test func exchange_refusesAnAnswerCutShort() throws {
+        // A sequenced-packet pair: once the other end has shut its sending side, `recv` returns 0
+        // after the queued packets (our request can still be sent: that end still receives).
+        var fds: [Int32] = [-1, -1]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0)
+        let ours = OwnedDescriptor(adopting: fds[0])
+        let answer: [UInt8] = [1, 2]
+        _ = answer.withUnsafeBytes { send(fds[1], $0.baseAddress, $0.count, 0) }
+        shutdown(fds[1], Int32(SHUT_WR))
+        defer { close(fds[1]) }
+        #expect {
+            _ = try Netlink.exchange([7], on: ours, timeout: .seconds(5)) { _ in false }
+        } throws: { error in
+            guard let error = error as? SystemError else { return false }
+            return error.call == "recv" && error.errno == .badMessage && "\(error)".contains("after 1 datagrams")
+        }
     }
 
     /// A connected pair of datagram sockets (its numbers; the caller adopts them).
