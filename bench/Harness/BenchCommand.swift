@@ -101,6 +101,13 @@ struct BenchCommand: ParsableCommand {
     var keepWork = false
 
     @Flag(
+        inversion: .prefixedNo,
+        help:
+            "Checkpoint runc at the idle age the shim scales down at (the settle time + 1.5 s), so that on both sides the first request after the restore comes as long after the last one (time-based caches, such as PHP's opcache.revalidate_freq, then behave alike). --no-same-idle-age: runc right after the settle time, as before 2026-12-07."
+    )
+    var sameIdleAge = true
+
+    @Flag(
         help:
             "zeropod-swift: set zeropod.ctrox.dev/pre-dump=true (pre-dump halfway to the scale-down; the checkpoint then writes only what changed, where the kernel tracks dirty memory)."
     )
@@ -181,7 +188,7 @@ struct BenchCommand: ParsableCommand {
                 containerdBin: containerdBin,
                 shimDir: URL(fileURLWithPath: shimDir).standardizedFileURL.path,
                 shimState: shimState,
-                scaleDownMs: settleMs + 1500,
+                scaleDownMs: scaleDownMs,
                 probeDetectionForMySQL: mysqlProbeDetection,
                 lazyRestore: shimLazyRestore,
                 preDump: zeropodPreDump,
@@ -205,7 +212,7 @@ struct BenchCommand: ParsableCommand {
                 containerdBin: containerdBin,
                 shimDir: URL(fileURLWithPath: shimDir).standardizedFileURL.path,
                 shimState: shimState,
-                scaleDownMs: settleMs + 1500,
+                scaleDownMs: scaleDownMs,
                 probeDetectionForMySQL: mysqlProbeDetection,
                 lazyRestore: shimLazyRestore,
                 preDump: zeropodPreDump,
@@ -214,7 +221,8 @@ struct BenchCommand: ParsableCommand {
                 nodeSettings: annotations.filter { !$0.key.contains("/") }
             )
             v.variant = name
-            v.extraAnnotations = (zeropod?.extraAnnotations ?? [:]).merging(annotations.filter { $0.key.contains("/") }) { $1 }
+            v.extraAnnotations = (zeropod?.extraAnnotations ?? [:])
+                .merging(annotations.filter { $0.key.contains("/") }) { $1 }
             variants.append(v)
         }
         let runtimes: [any BenchRuntime] =
@@ -554,10 +562,12 @@ struct BenchCommand: ParsableCommand {
             throw BenchError("\(w.name) (\(rt.name)) did not answer: \(why)\(tail(bundle.logFile))")
         }
         sample.coldStartMs = millis(since: t0)
+        let lastActivity = ContinuousClock.now
         usleep(useconds_t(settleMs * 1000))
         if let a = rt.memory(of: w), let b = rt.memory(of: side.workload) {
             sample.memory = ContainerMemory(usage: a.usage + b.usage, rss: a.rss + b.rss)
         }
+        waitForScaleDownAge(since: lastActivity, runtime: rt)
 
         let t1 = ContinuousClock.now
         let webCk = try rt.checkpoint(w, bundle: bundle, container: &web)
@@ -612,6 +622,19 @@ struct BenchCommand: ParsableCommand {
     }
 
     /// Cold start → first correct answer, checkpoint, restore → first correct answer, image size.
+    /// The idle time after which the shim scales a container down during the measured cycles.
+    private var scaleDownMs: Int { settleMs + 1500 }
+
+    /// For a runtime the harness checkpoints itself (runc): waits until the container has been
+    /// idle as long as the shim waits before its own scale-down (`--same-idle-age`).
+    private func waitForScaleDownAge(since lastActivity: ContinuousClock.Instant, runtime rt: any BenchRuntime) {
+        guard sameIdleAge, !rt.restoresOnConnection else { return }
+        let wait = lastActivity + .milliseconds(scaleDownMs) - ContinuousClock.now
+        if wait > .zero {
+            usleep(useconds_t(wait.components.seconds * 1_000_000 + wait.components.attoseconds / 1_000_000_000_000))
+        }
+    }
+
     private func measureCycle(_ w: Workload, bundle: Bundle, runtime rt: any BenchRuntime, cycle: Int) throws -> Sample
     {
         var sample = Sample(workload: w.name, runtime: rt.name, cycle: cycle)
@@ -633,12 +656,16 @@ struct BenchCommand: ParsableCommand {
         sample.shimRunning = rt.shimMemory(w)
 
         if warmFreeMemoryMib > 0 {
-            // The shim decides at its idle deadline: free the warm pages just before it.
-            let zpDeadline = (rt as? ZeropodRuntime).map {
-                lastActivity + .milliseconds($0.scaleDownMs) - .milliseconds(30)
-            }
-            warmFreeMemory(mib: warmFreeMemoryMib, until: zpDeadline)
+            // The shim decides at its idle deadline (runc is checkpointed then too with
+            // --same-idle-age): free the warm pages just before it.
+            let deadline =
+                (rt as? ZeropodRuntime)?.scaleDownMs ?? (sameIdleAge ? scaleDownMs : nil)
+            warmFreeMemory(
+                mib: warmFreeMemoryMib,
+                until: deadline.map { lastActivity + .milliseconds($0) - .milliseconds(30) }
+            )
         }
+        waitForScaleDownAge(since: lastActivity, runtime: rt)
         let t1 = ContinuousClock.now
         let ck = try rt.checkpoint(w, bundle: bundle, container: &c)
         // Both sides from the decision to scale down to the process gone from the host: runc's
