@@ -7,8 +7,8 @@ import ZPTestSupport
 @testable import ZPCheckpoint
 
 /// Shared anonymous memory across a dump and a restore (zeropod's CRIU build writes its pages into
-/// the restored memfd with `sendfile`, scripts/criu/0005-shmem-pages-by-sendfile.patch; decision
-/// 0068): a parent and its forked child share one `MAP_SHARED | MAP_ANONYMOUS` area holding random
+/// the restored memfd with `sendfile`, before the restore stage: scripts/criu/0005-shared-memory-restore.patch,
+/// decision 0074): a parent and its forked child share one `MAP_SHARED | MAP_ANONYMOUS` area holding random
 /// bytes, touched zero pages, a hole never touched and more random bytes. Each checks the area's
 /// hash every 100 ms and counts in a mailbox slot of its own in the area's last page; after the
 /// restore both must see the same bytes, and each must see the other's counter move (one area,
