@@ -51,6 +51,13 @@ public struct DumpOptions: Sendable {
     public var orphanPtsMaster = false
     /// Allow link remaps (`link_remap`).
     public var linkRemap = false
+    /// Leave the conntrack entries of an external network namespace out of the dump (decision
+    /// 0075): for dumps whose restore joins the same namespace, which keeps its entries in the
+    /// kernel meanwhile (a scale-down), not for a move to another node. Not a CRIU option: the
+    /// worker gets ``Checkpointer/conntrackVariable`` in its environment, which zeropod's CRIU
+    /// build reads (scripts/criu/0006-conntrack-of-external-netns.patch) and another ignores; a
+    /// worker passed in (`worker:`) keeps the environment it was started with.
+    public var leavesConntrackOut = false
     /// External resources (`external`), e.g. `net[4026532290]:extRootNetNS`, `mnt[/data]:data`.
     public var external: [String] = []
     /// External bind mounts by mount point → name (`ext_mnt`).
@@ -210,6 +217,10 @@ public struct Checkpointer: Sendable {
 
     /// The environment variable that asks zeropod's CRIU build to leave zero pages out of a dump.
     public static let zeroPagesVariable = "ZEROPOD_SKIP_ZERO_PAGES"
+
+    /// The environment variable that asks zeropod's CRIU build to leave an external network
+    /// namespace's conntrack entries out of a dump (`DumpOptions.leavesConntrackOut`).
+    public static let conntrackVariable = "ZEROPOD_SKIP_CONNTRACK"
 
     /// What every worker of this checkpointer gets in its environment besides the caller's: the
     /// variable is always set, to 1 or 0, so an inherited one never decides for the setting.
@@ -421,7 +432,8 @@ public struct Checkpointer: Sendable {
             hooks: hooks,
             timeout: options.timeout,
             worker: worker,
-            inherited: []
+            inherited: [],
+            environment: ["\(Self.conntrackVariable)=\(options.leavesConntrackOut ? 1 : 0)"]
         )
         return DumpResult(
             timings: CRIUTimings(spawn: spawn, request: x.duration, total: .now - start, phases: x.phases),
@@ -572,7 +584,8 @@ public struct Checkpointer: Sendable {
         hooks: CRIUHooks,
         timeout: Duration?,
         worker: CRIUConnection?,
-        inherited: [InheritedFile]
+        inherited: [InheritedFile],
+        environment more: [String] = []
     ) throws(CRIUError)
         -> (CRIUExchange, Duration)
     {
@@ -605,7 +618,7 @@ public struct Checkpointer: Sendable {
             connection = try CRIUConnection(
                 criuPath: criuPath,
                 inheritedFDs: inherited.map(\.descriptor),
-                environment: workerEnvironment
+                environment: workerEnvironment + more
             )
             spawn = connection.spawnDuration
         }

@@ -165,6 +165,9 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
         var options = ContainerCheckpointOptions()
         options.criu.orphanPtsMaster = terminal
         options.criu.logLevel = logLevel
+        // The restore joins the same pod network namespace, which keeps its conntrack entries
+        // meanwhile (decision 0075).
+        options.criu.leavesConntrackOut = true
         if incremental {
             options.criu.parentImages = Self.preDumpDirectoryName
             options.criu.trackMemory = true
