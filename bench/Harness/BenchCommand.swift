@@ -621,7 +621,6 @@ struct BenchCommand: ParsableCommand {
         return try SteadyState(workload: w.name, runtime: rt.name, wrkOutput: out)
     }
 
-    /// Cold start → first correct answer, checkpoint, restore → first correct answer, image size.
     /// The idle time after which the shim scales a container down during the measured cycles.
     private var scaleDownMs: Int { settleMs + 1500 }
 
@@ -635,6 +634,7 @@ struct BenchCommand: ParsableCommand {
         }
     }
 
+    /// Cold start → first correct answer, checkpoint, restore → first correct answer, image size.
     private func measureCycle(_ w: Workload, bundle: Bundle, runtime rt: any BenchRuntime, cycle: Int) throws -> Sample
     {
         var sample = Sample(workload: w.name, runtime: rt.name, cycle: cycle)
