@@ -69,28 +69,15 @@ struct SharedMemoryTests {
             },
             "parent and child did not start sharing"
         )
-        let child = try #require(
-            Int32(try shell("pgrep -P \(pid)").split(separator: "\n").first.map(String.init) ?? ""),
-            "no forked child"
-        )
+        let child = try forkedChild(of: pid)
         let images = try TemporaryDirectory("zpck-shmem-img")
-        let criu = Checkpointer(leavesZeroPagesOut: true)
-        _ = try criu.dump(pid: pid, imagesDir: images.filePath)
-        var status: Int32 = 0
-        #expect(
-            eventually(within: 30, every: 0.01) {
-                _ = waitpid(pid, &status, WNOHANG)
-                _ = waitpid(child, &status, WNOHANG)
-                return kill(pid, 0) != 0 && kill(child, 0) != 0
-            },
-            "dumped processes are gone"
-        )
+        try dumpForkedPair(root: pid, child: child, into: images)
         let before = (parent: try #require(verdict(dir, "parent")), child: try #require(verdict(dir, "child")))
         for role in ["parent", "child"] { _ = unlink(dir.filePath.appending(role).string) }
 
         var o = RestoreOptions()
         o.inheritedFiles = []
-        live = try criu.restore(imagesDir: images.filePath, options: o).pid
+        live = try Checkpointer().restore(imagesDir: images.filePath, options: o).pid
         defer { kill(child, SIGKILL) }  // the restored child has its old pid; the root goes in the defer above
         // Each sees the other's counter go past where it stood at the dump: both write to one area.
         #expect(

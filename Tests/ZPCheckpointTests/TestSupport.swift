@@ -88,3 +88,26 @@ func counter(netns: TestNetns, port: UInt16) throws -> (count: Int, pid: Int32) 
     }
     return (count, pid)
 }
+
+/// The first child of `pid`: the forked process of a test's two-process tree.
+func forkedChild(of pid: Int32) throws -> Int32 {
+    try #require(
+        Int32(try shell("pgrep -P \(pid)").split(separator: "\n").first.map(String.init) ?? ""),
+        "no forked child of \(pid)"
+    )
+}
+
+/// Dumps the tree of `root` and its forked `child` into `images` with zero pages left out, then waits
+/// until both are gone and reaped (the child by whoever inherited it), before their pids are restored.
+func dumpForkedPair(root: Int32, child: Int32, into images: TemporaryDirectory) throws {
+    _ = try Checkpointer(leavesZeroPagesOut: true).dump(pid: root, imagesDir: images.filePath)
+    var status: Int32 = 0
+    #expect(
+        eventually(within: 30, every: 0.01) {
+            _ = waitpid(root, &status, WNOHANG)
+            _ = waitpid(child, &status, WNOHANG)
+            return kill(root, 0) != 0 && kill(child, 0) != 0
+        },
+        "dumped processes are gone"
+    )
+}

@@ -182,30 +182,16 @@ struct ZeroPagesTests {
             eventually(within: 30, every: 0.02) { verdict("parent") != nil && verdict("child") != nil },
             "parent and child did not start"
         )
-        let child = try #require(
-            Int32(try shell("pgrep -P \(pid)").split(separator: "\n").first.map(String.init) ?? ""),
-            "no forked child"
-        )
+        let child = try forkedChild(of: pid)
         let images = try TemporaryDirectory("zpck-zero-fork-img")
-        let criu = Checkpointer(leavesZeroPagesOut: true)
-        _ = try criu.dump(pid: pid, imagesDir: images.filePath)
-        // Both gone, reaped (the child by whoever inherited it), before their pids are restored.
-        var status: Int32 = 0
-        #expect(
-            eventually(within: 30, every: 0.01) {
-                _ = waitpid(pid, &status, WNOHANG)
-                _ = waitpid(child, &status, WNOHANG)
-                return kill(pid, 0) != 0 && kill(child, 0) != 0
-            },
-            "dumped processes are gone"
-        )
+        try dumpForkedPair(root: pid, child: child, into: images)
         let bytes = try pageImageBytes(images.filePath)
         print("zero pages, forked child: \(bytes >> 10) KiB of pages in the images")
         #expect(bytes < 20 << 20, "the zero pages of both processes are left out: \(bytes >> 10) KiB of pages")
         for role in ["parent", "child"] { _ = unlink(dir.filePath.appending(role).string) }
         var o = RestoreOptions()
         o.inheritedFiles = []
-        live = try criu.restore(imagesDir: images.filePath, options: o).pid
+        live = try Checkpointer(leavesZeroPagesOut: true).restore(imagesDir: images.filePath, options: o).pid
         #expect(
             eventually(within: 30, every: 0.02) { verdict("parent") != nil && verdict("child") != nil },
             "parent and child did not run again"

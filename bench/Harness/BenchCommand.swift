@@ -628,10 +628,7 @@ struct BenchCommand: ParsableCommand {
     /// idle as long as the shim waits before its own scale-down (`--same-idle-age`).
     private func waitForScaleDownAge(since lastActivity: ContinuousClock.Instant, runtime rt: any BenchRuntime) {
         guard sameIdleAge, !rt.restoresOnConnection else { return }
-        let wait = lastActivity + .milliseconds(scaleDownMs) - ContinuousClock.now
-        if wait > .zero {
-            usleep(useconds_t(wait.components.seconds * 1_000_000 + wait.components.attoseconds / 1_000_000_000_000))
-        }
+        sleep(until: lastActivity + .milliseconds(scaleDownMs))
     }
 
     /// Cold start → first correct answer, checkpoint, restore → first correct answer, image size.
@@ -760,11 +757,13 @@ func warmFreeMemory(mib: Int, until: ContinuousClock.Instant?) {
     }
     let bytes = p.assumingMemoryBound(to: UInt8.self)
     for offset in stride(from: 0, to: size, by: 4096) { bytes[offset] = 1 }
-    if let until {
-        let wait = until - ContinuousClock.now
-        if wait > .zero {
-            usleep(useconds_t(wait.components.seconds * 1_000_000 + wait.components.attoseconds / 1_000_000_000_000))
-        }
-    }
+    if let until { sleep(until: until) }
     munmap(p, size)
+}
+
+/// Blocks the calling thread until `instant` (returns at once when it has passed).
+func sleep(until instant: ContinuousClock.Instant) {
+    let wait = instant - ContinuousClock.now
+    guard wait > .zero else { return }
+    usleep(useconds_t(wait.components.seconds * 1_000_000 + wait.components.attoseconds / 1_000_000_000_000))
 }
