@@ -84,7 +84,7 @@ public final class CRITestBed {
     public let busyboxImage: String
     /// The CNI bridge in the node's network namespace.
     public let bridge: String
-    /// The pods' subnet, e.g. `10.89.17.0/24`.
+    /// The pods' subnet, e.g. `10.89.17.0/24`: one the host does not use yet (``unusedSubnet(_:)``).
     public let subnet: String
     /// The bridge's address: the node's address as the pods see it (where kubelet probes come from).
     public let nodeAddress: String
@@ -96,8 +96,6 @@ public final class CRITestBed {
     private let cgroupRoot: String
     private let pods = Mutex<[String: KubeletPod]>([:])
     private let stopped = Atomic<Bool>(false)
-
-    private static let counter = Atomic<Int>(0)
 
     /// Builds the images (cached), writes the CNI and CRI configs, starts containerd, imports the
     /// images and connects the client.
@@ -128,9 +126,9 @@ public final class CRITestBed {
         busyboxImage = busybox.ref
         let suffix = String(UInt32.random(in: 0...UInt32.max), radix: 16)
         bridge = "zpcri\(suffix.prefix(8))"
-        let octet = (Int(getpid()) + Self.counter.add(1, ordering: .relaxed).newValue * 37) % 250 + 1
-        subnet = "10.89.\(octet).0/24"
-        nodeAddress = "10.89.\(octet).1"
+        let prefix = try unusedSubnet("10.89.")
+        subnet = prefix + "0/24"
+        nodeAddress = prefix + "1"
         cgroupRoot = "zpcri-\(suffix)"
         qosCgroup = "/\(cgroupRoot)/besteffort"
         systemdSlice = "zpcri\(suffix)"

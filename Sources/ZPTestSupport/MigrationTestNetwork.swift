@@ -19,13 +19,10 @@ public final class MigrationTestNetwork: Sendable {
     private let namespaces = Mutex<[TestNetns]>([])
     private let deleted = Atomic<Bool>(false)
 
-    /// Makes the bridge, on a `10.87.<k>.0/24` no interface of the host uses yet.
+    /// Makes the bridge, on a `10.87.<k>.0/24` the host does not use yet (``unusedSubnet(_:)``).
     /// - Throws: ``LabError`` when `ip` fails (not root, no iproute2).
     public init() throws {
-        let used = (try? run(["ip", "-4", "-o", "addr"], timeout: 20).stdout) ?? ""
-        var octet = Int.random(in: 1...250)
-        while used.contains("10.87.\(octet).") { octet = Int.random(in: 1...250) }
-        prefix = "10.87.\(octet)."
+        prefix = try unusedSubnet("10.87.")
         suffix = String(String(UInt32.random(in: 0...UInt32.max), radix: 36).suffix(5))
         bridge = "zpbr" + suffix
         hostAddress = prefix + "254"

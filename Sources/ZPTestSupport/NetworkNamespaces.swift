@@ -114,3 +114,33 @@ public func connectVeth(
         try netns.ip(["link", "set", device, "up"])
     }
 }
+
+/// The `/24` prefixes ``unusedSubnet(_:)`` handed out in this process.
+private let handedOutSubnets = Mutex<Set<String>>([])
+
+/// A `<prefix><k>.` (k in 1...250, e.g. "10.89.17.") that no address or route of the host's
+/// namespace lies in and that this process has not handed out before. A test bed whose bridge is
+/// made later (by a CNI plugin on its first pod) still gets a subnet of its own; and one left
+/// behind by a killed test run (its bridge still up with the same address) cannot take the new
+/// bed's packets: with two connected routes for one subnet the kernel uses the older one.
+/// - Parameter prefix: the first two octets with their dots, e.g. "10.89.".
+/// - Throws: ``LabError`` when all 250 are taken.
+public func unusedSubnet(_ prefix: String) throws -> String {
+    let addresses = (try? run(["ip", "-4", "-o", "addr"], timeout: 20).stdout) ?? ""
+    let routes = (try? run(["ip", "-4", "route", "show", "table", "all"], timeout: 20).stdout) ?? ""
+    let inUse = { (candidate: String) in
+        " \(addresses)\n\(routes)".split(whereSeparator: { $0 == " " || $0 == "\n" }).contains {
+            $0.hasPrefix(candidate)
+        }
+    }
+    return try handedOutSubnets.withLock { handedOut in
+        let first = Int.random(in: 1...250)
+        for step in 0..<250 {
+            let candidate = "\(prefix)\((first + step) % 250 + 1)."
+            guard !handedOut.contains(candidate), !inUse(candidate) else { continue }
+            handedOut.insert(candidate)
+            return candidate
+        }
+        throw LabError("no free \(prefix)<k>.0/24 subnet left on this host")
+    }
+}
