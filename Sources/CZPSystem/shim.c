@@ -1,6 +1,8 @@
 // See include/CZPSystem.h.
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <linux/perf_event.h>
+#include <string.h>
 #include <sched.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -55,4 +57,16 @@ int czpsystem_tcp_accept_queue(int fd, unsigned int *queued, unsigned int *backl
     *queued = info.tcpi_unacked;
     *backlog = info.tcpi_sacked;
     return 0;
+}
+
+int czpsystem_perf_dummy_event_open(void) {
+    struct perf_event_attr attr;
+    memset(&attr, 0, sizeof attr);
+    attr.type = PERF_TYPE_SOFTWARE;
+    attr.size = sizeof attr;
+    attr.config = PERF_COUNT_SW_DUMMY;
+    attr.disabled = 1;
+    attr.exclude_kernel = 1;
+    attr.exclude_hv = 1;
+    return (int)syscall(SYS_perf_event_open, &attr, 0 /* this thread */, -1 /* any CPU */, -1, PERF_FLAG_FD_CLOEXEC);
 }

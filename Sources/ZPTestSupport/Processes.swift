@@ -71,6 +71,15 @@ public func processes(inNetns path: String) -> [Int32] {
     }
 }
 
+/// Whether `pid` holds a perf event file (a descriptor linking to `anon_inode:[perf_event]`).
+public func holdsPerfEvent(_ pid: Int32) -> Bool {
+    let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
+    return fds.contains {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\($0)"))
+            == "anon_inode:[perf_event]"
+    }
+}
+
 /// Memory of a process in KiB from `/proc/PID/smaps_rollup`: `Rss`, `Pss` (shared pages divided
 /// among their users) and `Anonymous`, as "rss/pss/anon", or "?" when unreadable.
 public func memoryKiB(_ pid: Int32?) -> String {

@@ -67,6 +67,10 @@ import ZPTestSupport
         let socket = containerd.shimSocket(group: id)
         let shimPid = processes(matching: ["containerd-shim-zeropod-v2", "-socket", socket]).first
         #expect(shimPid != nil, "no shim process for \(socket)")
+        // Decision 0076: the shim holds a dummy perf event (opened beside its start) for its life.
+        if let shimPid {
+            #expect(eventually { holdsPerfEvent(shimPid) }, "shim \(shimPid) holds no perf event")
+        }
         let goRun = try containerd.ctr([
             "run", "-d", "--runtime", "io.containerd.runc.v2", "--with-ns", "network:\(netns.path)", "--rootfs", rootfs,
             "web-go",

@@ -35,7 +35,7 @@ import ZPTestSupport
         let shim = try #require(shimPid(containerd, group: id))
         // The fault is in place: a process of the container holds the perf event fd.
         #expect(
-            eventually { processes(inNetns: netns.path).contains { PerfHolder.holdsPerfEvent($0) } },
+            eventually { processes(inNetns: netns.path).contains { holdsPerfEvent($0) } },
             "no process of the container holds a perf event fd"
         )
         let failed = eventually(within: 60) { !containerd.logLines(containing: "checkpoint failed").isEmpty }
@@ -419,15 +419,6 @@ enum PerfHolder {
         _ = try run(["cc", "-static", "-O2", "-o", folder + "/perfhold", folder + "/perfhold.c"], timeout: 120)
             .checked()
         return folder
-    }
-
-    /// Whether `pid` holds a perf event file.
-    static func holdsPerfEvent(_ pid: Int32) -> Bool {
-        let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
-        return fds.contains {
-            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\($0)"))
-                == "anon_inode:[perf_event]"
-        }
     }
 }
 

@@ -64,4 +64,9 @@ int czpsystem_tcp_state(int fd, unsigned char *state);
 /// Returns 0, or -1 with errno set.
 int czpsystem_tcp_accept_queue(int fd, unsigned int *queued, unsigned int *backlog);
 
+/// perf_event_open(2) of a disabled software dummy event (PERF_COUNT_SW_DUMMY, user space only)
+/// bound to the calling thread, on any CPU, close-on-exec. It counts nothing; while it exists the
+/// kernel keeps its perf scheduling hooks switched on. Returns the descriptor, or -1 with errno set.
+int czpsystem_perf_dummy_event_open(void);
+
 #endif

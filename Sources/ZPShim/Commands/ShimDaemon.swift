@@ -73,6 +73,7 @@ public enum ShimDaemon {
                 log.debug("exit delivery stopped")
             }
             tasks.addTask { await service.runBackgroundJobs() }
+            tasks.addTask { await holdPerfSchedulingHooks(log) }
             tasks.addTask {
                 await ShimStatusService(board: statusBoard, wake: { try await service.wake($0) })
                     .serve(socketPath: statusSocket, group: group, logger: log)
@@ -107,5 +108,25 @@ public enum ShimDaemon {
             log.info("shim exiting")
             exit(0)
         }
+    }
+
+    /// Holds a dummy perf event for the life of the shim, so that CRIU's hardware breakpoints in
+    /// this node's checkpoints and restores do not wait for an RCU grace period each (decision
+    /// 0076). Opened on NIO's blocking pool: the first one on a quiet node waits for that grace
+    /// period itself, beside the shim's start. Returns when cancelled (the shim exits first).
+    static func holdPerfSchedulingHooks(_ log: Logger) async {
+        let fd: CInt
+        do {
+            fd = try await NIOThreadPool.singleton.runIfActive { try PerfScheduling.holdHooks().disown() }
+        } catch {
+            log.warning(
+                "no dummy perf event: checkpoints and restores may wait for the kernel (decision 0076): \(error)"
+            )
+            return
+        }
+        let hold = OwnedDescriptor(adopting: fd)
+        log.debug("holding a dummy perf event (decision 0076)")
+        while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
+        try? hold.close()
     }
 }
