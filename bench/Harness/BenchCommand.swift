@@ -32,6 +32,12 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Idle time between the first response and the checkpoint, in milliseconds.")
     var settleMs = 1000
 
+    @Option(
+        help:
+            "Requests sent after the cold start's first answer, one after the other, before the idle pause: a container that has served some traffic before it scales down (0: only the first answer, as before 2026-12-07). Both runtimes, cycles and cascade."
+    )
+    var warmRequests = 0
+
     @Option(help: "Seconds of wrk load per HTTP workload and runtime for the steady-state table (0: none).")
     var wrkSeconds = 10
 
@@ -264,6 +270,7 @@ struct BenchCommand: ParsableCommand {
             failures: failures,
             cycles: cycles,
             runtimes: runtimes.map(\.name),
+            warmRequests: warmRequests,
             machine: Self.machine(criu: criu),
             shims: shims,
             lazy: lazy,
@@ -562,6 +569,7 @@ struct BenchCommand: ParsableCommand {
             throw BenchError("\(w.name) (\(rt.name)) did not answer: \(why)\(tail(bundle.logFile))")
         }
         sample.coldStartMs = millis(since: t0)
+        try warmUp(w, runtime: rt)
         let lastActivity = ContinuousClock.now
         usleep(useconds_t(settleMs * 1000))
         if let a = rt.memory(of: w), let b = rt.memory(of: side.workload) {
@@ -631,6 +639,17 @@ struct BenchCommand: ParsableCommand {
         sleep(until: lastActivity + .milliseconds(scaleDownMs))
     }
 
+    /// `--warm-requests` more answers of the workload's probe, one after the other (30 s each at most).
+    /// - Throws: ``BenchError`` when one does not come.
+    private func warmUp(_ w: Workload, runtime rt: any BenchRuntime) throws {
+        var why = ""
+        for n in 0..<warmRequests {
+            guard w.probe.poll(address: w.address, port: w.port, deadline: .now + .seconds(30), lastError: &why) else {
+                throw BenchError("\(w.name) (\(rt.name)) did not answer warm-up request \(n + 1): \(why)")
+            }
+        }
+    }
+
     /// Cold start → first correct answer, checkpoint, restore → first correct answer, image size.
     private func measureCycle(_ w: Workload, bundle: Bundle, runtime rt: any BenchRuntime, cycle: Int) throws -> Sample
     {
@@ -644,6 +663,7 @@ struct BenchCommand: ParsableCommand {
             throw BenchError("\(w.name) (\(rt.name)) did not answer after a cold start: \(why)\(tail(bundle.logFile))")
         }
         sample.coldStartMs = millis(since: t0)
+        try warmUp(w, runtime: rt)
         // The container's last client activity: the shim's idle deadline is this + its duration.
         let lastActivity = ContinuousClock.now
 

@@ -169,6 +169,8 @@ struct Report {
     var failures: [String]
     var cycles: Int
     var runtimes: [String]
+    /// `--warm-requests`: answers served after the cold start's first one, before the idle pause.
+    var warmRequests = 0
     /// The machine the run was on (nproc, kernel, CPU, versions).
     var machine: String = ""
     /// Shim memory per workload (ours vs Go's containerd-shim-runc-v2).
@@ -256,7 +258,10 @@ struct Report {
             for row in summaryRows(ranges: true) { lines.append("| " + row.joined(separator: " | ") + " |") }
             lines.append("")
             lines.append(
-                "Medians [min–max] of \(cycles) cycles, milliseconds; runtimes measured: \(runtimes.joined(separator: ", "))."
+                "Medians [min–max] of \(cycles) cycles, milliseconds; runtimes measured: \(runtimes.joined(separator: ", "))"
+                    + (warmRequests > 0
+                        ? "; each container served \(warmRequests) more requests after the cold start's first answer before its idle pause."
+                        : ".")
             )
         }
         if !machine.isEmpty { lines.append("Machine: \(machine).") }
