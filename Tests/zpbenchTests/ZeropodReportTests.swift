@@ -120,3 +120,17 @@ struct ZeropodReportTests {
         )
     }
 }
+
+@Suite struct WarmRequestsOptionTests {
+    @Test("--warm-requests is parsed, and a negative count is refused by name")
+    func warmRequests() throws {
+        #expect(try BenchCommand.parse(["--warm-requests", "20"]).warmRequests == 20)
+        #expect(try BenchCommand.parse([]).warmRequests == 0)
+        do {
+            _ = try BenchCommand.parse(["--warm-requests=-1"])
+            Issue.record("--warm-requests=-1 was accepted")
+        } catch {
+            #expect(BenchCommand.message(for: error).contains("--warm-requests -1: must be 0 or more"))
+        }
+    }
+}

@@ -173,6 +173,10 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Record each restore variant's CRIU worker with perf record -g into this folder (diagnostics).")
     var variantPerf: String?
 
+    func validate() throws {
+        guard warmRequests >= 0 else { throw ValidationError("--warm-requests \(warmRequests): must be 0 or more") }
+    }
+
     mutating func run() throws {
         guard getuid() == 0 else { throw BenchError("zpbench must run as root (runc, CRIU, netns)") }
         let names = workloads.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter {
