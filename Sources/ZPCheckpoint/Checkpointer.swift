@@ -78,6 +78,14 @@ public struct DumpOptions: Sendable {
     public var parentImages: String?
     /// Track dirty memory (`track_mem`).
     public var trackMemory = false
+    /// With `parentImages` and `trackMemory`: the parent holds the images the tree was restored
+    /// from by a checkpointer that ``Checkpointer/tracksWrites`` (decision 0077), and a page counts
+    /// as dirty when it was written since that restore (PAGEMAP_SCAN's write bit) rather than by
+    /// soft-dirty, which kernels without `CONFIG_MEM_SOFT_DIRTY` lack. Not a CRIU option: the worker
+    /// gets ``Checkpointer/writeTrackingVariable`` (zeropod's CRIU build,
+    /// scripts/criu/0007-write-tracking-without-soft-dirty.patch); a page the kernel does not report
+    /// as unwritten is dumped, so an untracked tree gets a full dump.
+    public var dirtySinceRestore = false
     /// Dump for a lazy restore served from this side's memory (`lazy_pages`); with `pageServer`
     /// CRIU serves the pages and answers only when they have been fetched.
     public var lazyPages = false
@@ -214,6 +222,14 @@ public struct Checkpointer: Sendable {
     /// reads ``zeroPagesVariable`` from its environment; another CRIU ignores the variable and
     /// writes every page, which restores the same memory.
     public var leavesZeroPagesOut: Bool
+    /// Whether full restores write-protect the restored memory with an asynchronous userfaultfd
+    /// (decision 0077), so that a later dump with `DumpOptions.dirtySinceRestore` writes only the
+    /// pages changed since. Each restored process then holds a userfaultfd until CRIU's restorer
+    /// ends; a `post-restore` hook takes copies (``WriteTracking``), or the protection ends with
+    /// the restore. Needs the CRIU that `make setup` builds and a kernel with asynchronous
+    /// write-protect and PAGEMAP_SCAN (6.7+); elsewhere nothing is tracked. Lazy restores are not
+    /// tracked.
+    public var tracksWrites: Bool
 
     /// The environment variable that asks zeropod's CRIU build to leave zero pages out of a dump.
     public static let zeroPagesVariable = "ZEROPOD_SKIP_ZERO_PAGES"
@@ -222,9 +238,18 @@ public struct Checkpointer: Sendable {
     /// namespace's conntrack entries out of a dump (`DumpOptions.leavesConntrackOut`).
     public static let conntrackVariable = "ZEROPOD_SKIP_CONNTRACK"
 
+    /// The environment variable that asks zeropod's CRIU build to write-protect restored memory
+    /// (a restore) or to read dirty pages from the write bits (a dump; `DumpOptions.dirtySinceRestore`).
+    public static let writeTrackingVariable = "ZEROPOD_WP_TRACK"
+
     /// What every worker of this checkpointer gets in its environment besides the caller's: the
-    /// variable is always set, to 1 or 0, so an inherited one never decides for the setting.
-    var workerEnvironment: [String] { ["\(Self.zeroPagesVariable)=\(leavesZeroPagesOut ? 1 : 0)"] }
+    /// variables are always set, to 1 or 0, so an inherited one never decides for the setting.
+    var workerEnvironment: [String] {
+        [
+            "\(Self.zeroPagesVariable)=\(leavesZeroPagesOut ? 1 : 0)",
+            "\(Self.writeTrackingVariable)=\(tracksWrites ? 1 : 0)",
+        ]
+    }
 
     /// The CRIU that `make setup` installs, else Debian's.
     public static var defaultCRIUPath: FilePath {
@@ -232,9 +257,14 @@ public struct Checkpointer: Sendable {
     }
 
     /// Creates a checkpointer for the given CRIU binary.
-    public init(criuPath: FilePath = Checkpointer.defaultCRIUPath, leavesZeroPagesOut: Bool = false) {
+    public init(
+        criuPath: FilePath = Checkpointer.defaultCRIUPath,
+        leavesZeroPagesOut: Bool = false,
+        tracksWrites: Bool = false
+    ) {
         self.criuPath = criuPath
         self.leavesZeroPagesOut = leavesZeroPagesOut
+        self.tracksWrites = tracksWrites
     }
 
     /// Starts a worker ahead of time, with the descriptors a later restore inherits already mapped
@@ -433,7 +463,10 @@ public struct Checkpointer: Sendable {
             timeout: options.timeout,
             worker: worker,
             inherited: [],
-            environment: ["\(Self.conntrackVariable)=\(options.leavesConntrackOut ? 1 : 0)"]
+            environment: [
+                "\(Self.conntrackVariable)=\(options.leavesConntrackOut ? 1 : 0)",
+                "\(Self.writeTrackingVariable)=\(options.dirtySinceRestore ? 1 : 0)",
+            ]
         )
         return DumpResult(
             timings: CRIUTimings(spawn: spawn, request: x.duration, total: .now - start, phases: x.phases),
@@ -576,6 +609,13 @@ public struct Checkpointer: Sendable {
         )
     }
 
+    /// `base` without the names `more` sets, then `more`: one entry per name, the request's winning.
+    static func environment(_ base: [String], overriddenBy more: [String]) -> [String] {
+        func name(_ entry: String) -> Substring { entry.prefix { $0 != "=" } }
+        let overridden = Set(more.map(name))
+        return base.filter { !overridden.contains(name($0)) } + more
+    }
+
     private func run(
         _ request: CRIURequest,
         workDir: FilePath?,
@@ -618,7 +658,7 @@ public struct Checkpointer: Sendable {
             connection = try CRIUConnection(
                 criuPath: criuPath,
                 inheritedFDs: inherited.map(\.descriptor),
-                environment: workerEnvironment + more
+                environment: Self.environment(workerEnvironment, overriddenBy: more)
             )
             spawn = connection.spawnDuration
         }

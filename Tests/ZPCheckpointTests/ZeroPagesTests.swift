@@ -222,7 +222,7 @@ struct ZeroPagesTests {
     }
 
     @Test func workerEnvironment_setsTheVariableEitherWay() {
-        #expect(Checkpointer(leavesZeroPagesOut: true).workerEnvironment == ["ZEROPOD_SKIP_ZERO_PAGES=1"])
+        #expect(Checkpointer(leavesZeroPagesOut: true).workerEnvironment == ["ZEROPOD_SKIP_ZERO_PAGES=1", "ZEROPOD_WP_TRACK=0"])
         // 0, not absent: a variable the shim inherited must not turn it on.
         #expect(Checkpointer().workerEnvironment == ["ZEROPOD_SKIP_ZERO_PAGES=0"])
     }

@@ -58,8 +58,11 @@ final class RestorePreparation: Sendable {
     let pids: PidIndex
     /// The container's held connections, released at CRIU's `post-restore` (decision 0045).
     let connections: ContainerConnections?
+    /// Where a full restore's write tracking is held (decision 0077); nil for a lazy restore or
+    /// when the shim's checkpointer does not track writes.
+    let writeTracking: WriteTracking?
     /// The init has a terminal (the handover then ends at the redirect-off, see
-    /// ``CRIUCheckpoints/restoreHooks(_:terminal:)``).
+    /// ``CRIUCheckpoints/restoreHooks(_:terminal:writeTracking:)``).
     let terminal: Bool
     /// Takes the restored terminal's master (containers with a terminal).
     let adoptTerminal: @Sendable (SharedDescriptor) async -> Void
@@ -97,6 +100,7 @@ final class RestorePreparation: Sendable {
         why: String,
         pids: PidIndex,
         connections: ContainerConnections? = nil,
+        writeTracking: WriteTracking? = nil,
         adoptTerminal: @escaping @Sendable (SharedDescriptor) async -> Void = { $0.close() },
         stallLimit: Duration = .seconds(10)
     ) throws(ContainerCheckpointError) {
@@ -134,6 +138,8 @@ final class RestorePreparation: Sendable {
         self.why = why
         self.pids = pids
         self.connections = connections
+        // A lazy restore is not tracked (CRIU's restorer leaves its memory alone).
+        self.writeTracking = daemon == nil ? writeTracking : nil
         self.terminal = options.terminal
         self.adoptTerminal = adoptTerminal
         self.container = container
@@ -151,7 +157,7 @@ final class RestorePreparation: Sendable {
                 throw .invalidState(container: "", reason: "the prepared restore was already used or discarded")
             }
             p.restore = nil
-            var hooks = CRIUCheckpoints.restoreHooks(connections, terminal: terminal)
+            var hooks = CRIUCheckpoints.restoreHooks(connections, terminal: terminal, writeTracking: writeTracking)
             if let daemon = p.daemon { hooks.holdingFaultHandlers(of: daemon) }
             do throws(ContainerCheckpointError) {
                 let result = try restore.run(hooks: hooks)

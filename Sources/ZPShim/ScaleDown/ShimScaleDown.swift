@@ -129,6 +129,16 @@ struct RuncContainerControl: ScaleDownContainerControl {
 struct CRIUCheckpoints: ScaleDownCheckpoints {
     /// The pre-dump image folder, inside the checkpoint's so that one removal takes both.
     static let preDumpDirectoryName = "pre-dump"
+    /// The images a tracked restore came from, kept inside the checkpoint's folder while the
+    /// container runs: the next checkpoint's parent (decision 0077). Each generation keeps its own
+    /// parent inside it under the same name, so CRIU's relative `parent` links stay right.
+    static let parentDirectoryName = "prev"
+    /// How many parents a checkpoint may have (decision 0077): a deeper chain is replaced by a full
+    /// dump, which bounds what a restore reads through and what the node keeps on disk.
+    static let maximumParentChain = 3
+
+    /// The hold on the last full restore's write tracking (shared by every copy of this value).
+    let writeTracking = WriteTracking()
 
     /// The shim's one checkpointer (built once per shim, for the node's CRIU).
     let checkpointer: ContainerCheckpointer
@@ -157,20 +167,66 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
     var terminal = false
 
     func checkpoint(incremental: Bool) async throws -> ScaleDownReport {
+        // The processes end with this dump (or run on untracked after a failure): the hold ends
+        // after it either way.
+        defer { writeTracking.release() }
+        if !incremental, let depth = trackedParentDepth() {
+            do {
+                var report = try await dump(parent: true)
+                report.details["parent"] = "restore (\(depth) deep)"
+                return report
+            } catch {
+                // The processes run on (CRIU resumes them when a dump fails): dump them fully.
+                writeTracking.release()
+                removeImages()
+                var report = try await dump(parent: false)
+                report.details["incremental"] = "failed (\(error)), dumped fully"
+                return report
+            }
+        }
+        writeTracking.release()
         if incremental {
             removeImages(keepingPreDump: true)
         } else {
             removeImages()
         }
+        return try await dump(parent: false, onPreDump: incremental)
+    }
+
+    /// How many generations the next dump's parent chain would have, when the next dump can be
+    /// incremental on the images of a tracked restore (decision 0077): a tracked tree still runs
+    /// and its images are kept as the parent (moved there now if the restore's clean-up has not
+    /// done it yet); nil otherwise.
+    private func trackedParentDepth() -> Int? {
+        guard writeTracking.holdsRunningTree else { return nil }
+        if FileManager.default.fileExists(atPath: imagesDirectory + "/inventory.img"), !keepImagesAsParent() {
+            return nil
+        }
+        var depth = 0
+        var folder = imagesDirectory
+        while FileManager.default.fileExists(atPath: folder + "/" + Self.parentDirectoryName + "/inventory.img") {
+            depth += 1
+            folder += "/" + Self.parentDirectoryName
+        }
+        return (1...Self.maximumParentChain).contains(depth) ? depth : nil
+    }
+
+    /// One dump into the images folder: on top of the pre-dump (`onPreDump`), on top of the kept
+    /// parent of a tracked restore (`parent`), or plain.
+    private func dump(parent: Bool, onPreDump: Bool = false) async throws -> ScaleDownReport {
         var options = ContainerCheckpointOptions()
         options.criu.orphanPtsMaster = terminal
         options.criu.logLevel = logLevel
         // The restore joins the same pod network namespace, which keeps its conntrack entries
         // meanwhile (decision 0075).
         options.criu.leavesConntrackOut = true
-        if incremental {
+        if onPreDump {
             options.criu.parentImages = Self.preDumpDirectoryName
             options.criu.trackMemory = true
+        } else if parent {
+            options.criu.parentImages = Self.parentDirectoryName
+            options.criu.trackMemory = true
+            options.criu.dirtySinceRestore = true
         }
         if keepsConnections {
             options.criu.tcpEstablished = true
@@ -258,6 +314,7 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
     func prepareRestore() async throws -> any PreparedRestore {
         let options = try await restoreOptions()
         let (checkpointer, target, images, mode, pids) = (checkpointer, target, imagesDirectory, lazyRestore, pids)
+        let tracking = checkpointer.checkpointer.tracksWrites ? writeTracking : nil
         let handle = container
         let adoptTerminal: @Sendable (SharedDescriptor) async -> Void = { master in
             if let container = handle.current { await container.adoptInitTerminal(master) } else { master.close() }
@@ -271,6 +328,11 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
                 lazy = false
                 why += ", but CRIU reports no lazy-pages (userfaultfd) support"
             }
+            if lazy && FileManager.default.fileExists(atPath: images + "/" + Self.parentDirectoryName) {
+                // Incremental images (decision 0077) are restored fully, and tracked again.
+                lazy = false
+                why += ", but the images have a parent (incremental checkpoint)"
+            }
             return try RestorePreparation(
                 checkpointer: checkpointer,
                 container: target,
@@ -280,6 +342,7 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
                 why: why,
                 pids: pids,
                 connections: connections,
+                writeTracking: tracking,
                 adoptTerminal: adoptTerminal
             )
         }
@@ -288,6 +351,7 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
     func restoreFully() async throws -> RestoredProcess {
         let options = try await restoreOptions()
         let (checkpointer, target, images, connections) = (checkpointer, target, imagesDirectory, connections)
+        let tracking = checkpointer.checkpointer.tracksWrites ? writeTracking : nil
         let result: ContainerRestoreResult
         do {
             result = try await NIOThreadPool.singleton.runIfActive {
@@ -295,7 +359,7 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
                     target,
                     imagesDir: FilePath(images),
                     options: options,
-                    hooks: Self.restoreHooks(connections, terminal: options.terminal)
+                    hooks: Self.restoreHooks(connections, terminal: options.terminal, writeTracking: tracking)
                 )
             }
         } catch {
@@ -334,8 +398,13 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
     /// (decision 0046). Not for a container with a terminal: its first client could then act
     /// (for instance attach and type) before the shim has taken CRIU's new pty master, and its
     /// input would go to the old terminal; its listeners close at the redirect-off, as before.
-    static func restoreHooks(_ connections: ContainerConnections?, terminal: Bool) -> CRIUHooks {
+    static func restoreHooks(
+        _ connections: ContainerConnections?,
+        terminal: Bool,
+        writeTracking: WriteTracking?
+    ) -> CRIUHooks {
         var hooks = CRIUHooks()
+        defer { if let writeTracking { hooks.holdingWriteTracking(in: writeTracking) } }
         if let connections {
             hooks["post-restore"] = { notification in
                 // The restored listeners on the handed-over ports, whose backlog is raised while
@@ -358,6 +427,10 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
     /// Removes the checkpoint images (and the pre-dump inside them), or everything but the
     /// pre-dump when `keepingPreDump`.
     private func removeImages(keepingPreDump: Bool) {
+        // After a tracked restore the images become the next checkpoint's parent while the
+        // restored processes run (decision 0077); otherwise they go, and any hold with them.
+        if !keepingPreDump, writeTracking.holdsRunningTree, keepImagesAsParent() { return }
+        writeTracking.release()
         guard keepingPreDump else {
             // A CRIU worker killed mid-restore (a hung lazy-pages daemon, a timeout) leaves its
             // cgroup yard (`.criu.cgyard.*`) mounted in the folder, which then cannot be removed.
@@ -370,6 +443,28 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
         for entry in entries where entry != Self.preDumpDirectoryName {
             try? FileManager.default.removeItem(atPath: imagesDirectory + "/" + entry)
         }
+    }
+
+    /// Moves the images of the last restore into their own `prev` folder inside the (new, empty)
+    /// images folder, where the next dump finds them as its parent. Already done when the folder
+    /// holds no images of its own.
+    /// - Returns: false when they could not be moved (the caller then removes everything).
+    private func keepImagesAsParent() -> Bool {
+        let folder = imagesDirectory
+        guard FileManager.default.fileExists(atPath: folder + "/inventory.img") else {
+            return FileManager.default.fileExists(atPath: folder + "/" + Self.parentDirectoryName + "/inventory.img")
+        }
+        for mountPoint in MountPoints.under(folder + "/") { try? MountPoints.unmount(mountPoint) }
+        let moving = folder + ".moving"
+        try? FileManager.default.removeItem(atPath: moving)
+        guard rename(folder, moving) == 0 else { return false }
+        guard (try? Files.makeOwnerOnlyDirectory(FilePath(folder))) != nil,
+            rename(moving, folder + "/" + Self.parentDirectoryName) == 0
+        else {
+            try? FileManager.default.removeItem(atPath: moving)
+            return false
+        }
+        return true
     }
 
     /// Restore options with the container side of the init's stdio pipes, kept from create, so

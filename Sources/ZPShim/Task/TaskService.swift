@@ -86,7 +86,8 @@ public final class TaskService: Sendable {
         checkpointer = ContainerCheckpointer(
             checkpointer: Checkpointer(
                 criuPath: FilePath(settings.config.criuPath),
-                leavesZeroPagesOut: settings.config.skipZeroPages
+                leavesZeroPagesOut: settings.config.skipZeroPages,
+                tracksWrites: true
             )
         )
         wakeGroups = statusSocket.map { ($0, WakeGroupRegistry(layout: settings.config.layout)) }
@@ -377,7 +378,11 @@ public final class TaskService: Sendable {
             options.criuPath.isEmpty
             ? checkpointer
             : ContainerCheckpointer(
-                checkpointer: Checkpointer(criuPath: FilePath(options.criuPath), leavesZeroPagesOut: node.skipZeroPages)
+                checkpointer: Checkpointer(
+                    criuPath: FilePath(options.criuPath),
+                    leavesZeroPagesOut: node.skipZeroPages,
+                    tracksWrites: true
+                )
             )
         var checkpoints = CRIUCheckpoints(
             checkpointer: criu,

@@ -1,0 +1,98 @@
+import Synchronization
+import ZPSystem
+
+/// The hold on a restored tree's write tracking (docs/decisions/0077-write-tracking-for-incremental-checkpoints.md).
+///
+/// A full restore by a checkpointer that ``Checkpointer/tracksWrites`` leaves every restored
+/// process's private memory write-protected through an asynchronous userfaultfd that only CRIU's
+/// restorer holds, until it ends: the kernel then drops the protection with the last descriptor.
+/// ``CRIUHooks/holdingWriteTracking(in:)`` takes copies of those descriptors at `post-restore`
+/// (the processes wait for CRIU there) and keeps them here, so the kernel goes on recording which
+/// pages each process writes. A later dump with `DumpOptions.dirtySinceRestore` and the restored
+/// images as its parent then writes only those pages.
+///
+/// What is held is one process tree's, from one restore; ``release()`` closes it (the processes
+/// keep running, their next dump is a full one). A process without a userfaultfd (forked after
+/// the restore, or whose restorer could not set one up) is simply untracked: all its pages count
+/// as written.
+public final class WriteTracking: Sendable {
+    /// What a hold covers.
+    public struct Summary: Sendable, Equatable, CustomStringConvertible {
+        /// The restored tree's root.
+        public var root: Int32
+        /// Processes of the tree at `post-restore`.
+        public var processes: Int
+        /// Userfaultfds held: one per tracked process.
+        public var tracked: Int
+
+        public var description: String { "\(tracked) of \(processes) processes" }
+    }
+
+    private struct Held {
+        var summary: Summary
+        var descriptors: [SharedDescriptor]
+    }
+
+    private let state = Mutex<Held?>(nil)
+
+    public init() {}
+
+    /// What is held now; nil when nothing is.
+    public var summary: Summary? { state.withLock { $0?.summary } }
+
+    /// Takes a copy of every userfaultfd of the tree at `root` (after releasing what was held
+    /// before). A process whose descriptor cannot be copied stays untracked.
+    /// - Returns: what is held now; nil when the tree has no userfaultfd (nothing tracked: another
+    ///   CRIU, a lazy restore, a kernel without asynchronous write-protect).
+    @discardableResult
+    public func take(treeAt root: Int32) -> Summary? {
+        release()
+        let processes = PreparedContainerRestore.processTree(root)
+        var descriptors: [SharedDescriptor] = []
+        for pid in processes {
+            let numbers = ProcessDescriptors.numbers(of: pid, linkingTo: ProcessDescriptors.userfaultfdLink)
+            guard !numbers.isEmpty, let handle = try? ListeningSockets.processDescriptor(pid) else { continue }
+            let process = SharedDescriptor(handle)
+            for number in numbers {
+                if let copy = try? ProcessDescriptors.copy(descriptor: number, ofProcess: process) {
+                    descriptors.append(SharedDescriptor(copy))
+                }
+            }
+            process.close()
+        }
+        guard !descriptors.isEmpty else { return nil }
+        let summary = Summary(root: root, processes: processes.count, tracked: descriptors.count)
+        state.withLock { $0 = Held(summary: summary, descriptors: descriptors) }
+        return summary
+    }
+
+    /// Ends the hold (the kernel drops the protection; the processes run on). Idempotent.
+    public func release() {
+        let held = state.withLock { s -> Held? in
+            defer { s = nil }
+            return s
+        }
+        for descriptor in held?.descriptors ?? [] { descriptor.close() }
+    }
+
+    /// Whether a tree is held and its root still runs (not gone, a zombie or exiting).
+    public var holdsRunningTree: Bool {
+        guard let root = summary?.root else { return false }
+        return !ProcessDescriptors.isEndingOrGone(root)
+    }
+
+    deinit { release() }
+}
+
+extension CRIUHooks {
+    /// Adds taking the restored tree's write tracking into `tracking` to CRIU's `post-restore`
+    /// notification, before any hook already set for it. Finding nothing to take is not an error
+    /// (the restore is just untracked).
+    public mutating func holdingWriteTracking(in tracking: WriteTracking) {
+        let then = self["post-restore"]
+        self["post-restore"] = { note in
+            if let root = note.pid { tracking.take(treeAt: root) } else { tracking.release() }
+            try then?(note)
+        }
+    }
+}

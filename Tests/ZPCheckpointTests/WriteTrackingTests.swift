@@ -1,0 +1,166 @@
+import Foundation
+import SystemPackage
+import Testing
+import ZPSystem
+import ZPTestSupport
+
+@testable import ZPCheckpoint
+
+/// Decision 0077: a full restore by a checkpointer that tracks writes leaves the restored memory
+/// write-protected by an asynchronous userfaultfd, `WriteTracking` holds it, and a dump with the
+/// restored images as parent (`dirtySinceRestore`) writes only the pages written since; a restore
+/// through the chain gives the process exactly the memory it had. Without the hold every page
+/// counts as written (a full-size dump). Real CRIU (zeropod's build, `make setup`), real processes.
+@Suite("Write tracking for incremental checkpoints (decision 0077)", .serialized, .enabled(if: isRoot, "needs root for CRIU"))
+struct WriteTrackingTests {
+    let port: UInt16 = 8097
+    let criu = Checkpointer(leavesZeroPagesOut: true, tracksWrites: true)
+
+    /// A python HTTP server with 24 MiB of known bytes (page i: sha256 of "zp<i>", repeated). Each
+    /// request first checks every page against its expected content (the known bytes with every
+    /// earlier request's writes: 64 of 8 bytes each), page by page so that the check itself writes
+    /// little memory, and answers "count=N ok=<1 when all equal>", then makes its own writes.
+    var script: String {
+        """
+        import hashlib, socket, struct
+        PAGES = 24 * 256
+        def base(i):
+            return hashlib.sha256(b"zp%d" % i).digest() * 128
+        def writes(n):
+            return [(((n * 1000003 + k * 7919) % PAGES) * 4096 + 8 * (n % 500), struct.pack("<Q", n * 100000 + k))
+                    for k in range(64)]
+        data = bytearray(PAGES * 4096)
+        for i in range(PAGES):
+            data[i * 4096:(i + 1) * 4096] = base(i)
+        def check(n):
+            by_page = {}
+            for m in range(1, n):
+                for off, v in writes(m):
+                    by_page.setdefault(off // 4096, []).append((off % 4096, v))
+            mv = memoryview(data)
+            for i in range(PAGES):
+                page = base(i)
+                if i in by_page:
+                    p = bytearray(page)
+                    for o, v in by_page[i]:
+                        p[o:o + 8] = v
+                    page = bytes(p)
+                if mv[i * 4096:(i + 1) * 4096] != page:
+                    return 0
+            return 1
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", \(port)))
+        s.listen(64)
+        n = 0
+        while True:
+            c, _ = s.accept()
+            try:
+                c.recv(4096)
+                n += 1
+                ok = check(n)
+                for off, v in writes(n):
+                    data[off:off + 8] = v
+                b = ("count=%d ok=%d" % (n, ok)).encode()
+                c.sendall(b"HTTP/1.0 200 OK\\r\\nContent-Length: %d\\r\\n\\r\\n" % len(b) + b)
+            finally:
+                c.close()
+        """
+    }
+
+    /// The server's answer: (count, memory as replayed).
+    func ask(_ netns: TestNetns) throws -> (count: Int, ok: Bool) {
+        let r = try NetworkNamespace.httpGet(netns: netns.filePath, port: port)
+        var fields: [Substring: Substring] = [:]
+        for part in r.body.split(separator: " ") {
+            let kv = part.split(separator: "=", maxSplits: 1)
+            if kv.count == 2 { fields[kv[0]] = kv[1] }
+        }
+        return (Int(fields["count"] ?? "") ?? -1, fields["ok"] == "1")
+    }
+
+    func pageImageBytes(_ images: FilePath) throws -> Int {
+        let names = try FileManager.default.contentsOfDirectory(atPath: images.string)
+        return try names.filter { $0.hasPrefix("pages-") && $0.hasSuffix(".img") }.reduce(0) { total, name in
+            let attributes = try FileManager.default.attributesOfItem(atPath: images.appending(name).string)
+            return total + ((attributes[.size] as? NSNumber)?.intValue ?? 0)
+        }
+    }
+
+    /// Dumps `pid` into `folder` (with `parent`: incremental on it, dirty = written since the
+    /// restore) and waits until it is gone and reaped.
+    func dump(_ pid: Int32, netns: TestNetns, into folder: FilePath, parent: String?) throws {
+        var o = DumpOptions()
+        o.external = [try NetworkNamespace.externalEntry(for: netns.filePath)]
+        if let parent {
+            o.parentImages = parent
+            o.trackMemory = true
+            o.dirtySinceRestore = true
+        }
+        _ = try criu.dump(pid: pid, imagesDir: folder, options: o)
+        #expect(eventually(every: 0.01) { !isAlive(pid) }, "dumped process is gone")
+        var status: Int32 = 0
+        _ = waitpid(pid, &status, WNOHANG)
+        #expect(eventually(every: 0.01) { kill(pid, 0) != 0 }, "dumped process is reaped")
+    }
+
+    @Test func incrementalDumps_writeOnlyWhatChanged_andRestoreTheSameMemory() throws {
+        let netns = try TestNetns("zpck-wp")
+        let root = try TemporaryDirectory("zpck-wp")
+        let (d1, d2, d3, d4) = (root.filePath.appending("d1"), root.filePath.appending("d2"),
+                                root.filePath.appending("d3"), root.filePath.appending("d4"))
+        let pid = try startPythonServer(netns: netns, port: port, script: script, name: "write-tracking server")
+        var live = pid
+        defer { killAndReap(live) }
+        #expect(try ask(netns) == (2, true))  // the start's probe was the first
+
+        let ns = SharedDescriptor(try OwnedDescriptor.open(netns.filePath, O_RDONLY))
+        let tracking = WriteTracking()
+        defer { tracking.release() }
+        var hooks = CRIUHooks()
+        hooks.holdingWriteTracking(in: tracking)
+
+        // A full dump, a tracked restore: every process of the tree holds a userfaultfd.
+        try dump(live, netns: netns, into: d1, parent: nil)
+        live = try criu.restore(imagesDir: d1, options: processRestoreOptions(netns: ns), hooks: hooks).pid
+        let summary = try #require(tracking.summary, "the restored process had a userfaultfd to hold (zeropod's CRIU build, kernel 6.7+)")
+        #expect(summary.root == live && summary.tracked == 1 && summary.processes == 1)
+        #expect(try ask(netns) == (3, true), "the full restore gave the same memory")
+
+        // An incremental dump on it writes only what changed since the restore.
+        try dump(live, netns: netns, into: d2, parent: "../d1")
+        tracking.release()
+        let full = try pageImageBytes(d1)
+        let incremental = try pageImageBytes(d2)
+        print("write tracking: pages images \(full >> 10) KiB full, \(incremental >> 10) KiB incremental")
+        #expect(full >= 24 << 20, "the full dump holds the 24 MiB buffer")
+        #expect(incremental * 4 < full, "the incremental dump writes a fraction of the pages")
+
+        // A restore through the chain d2 → d1: the buffer is exactly what it was.
+        live = try criu.restore(imagesDir: d2, options: processRestoreOptions(netns: ns), hooks: hooks).pid
+        #expect(tracking.summary?.tracked == 1)
+        #expect(try ask(netns) == (4, true), "the chain restored the same memory")
+
+        // Again on the chain (d3 → d2 → d1).
+        try dump(live, netns: netns, into: d3, parent: "../d2")
+        tracking.release()
+        #expect(try pageImageBytes(d3) * 4 < full)
+        live = try criu.restore(imagesDir: d3, options: processRestoreOptions(netns: ns)).pid
+        #expect(try ask(netns) == (5, true), "two parents deep, the same memory")
+
+        // Restored without a hold: nothing is tracked, every page counts as written.
+        try dump(live, netns: netns, into: d4, parent: "../d3")
+        let untracked = try pageImageBytes(d4)
+        print("write tracking: \(untracked >> 10) KiB when the restore was not held")
+        #expect(untracked * 10 >= full * 9, "an untracked tree gets a full-size dump")
+        live = try criu.restore(imagesDir: d4, options: processRestoreOptions(netns: ns)).pid
+        #expect(try ask(netns) == (6, true))
+    }
+
+    @Test func holdingNothing_isNotAnError() throws {
+        let tracking = WriteTracking()
+        #expect(tracking.take(treeAt: getpid()) == nil, "the test process has no userfaultfd")
+        #expect(tracking.summary == nil && !tracking.holdsRunningTree)
+        tracking.release()
+    }
+}
