@@ -159,6 +159,18 @@ func waitScaledDown(_ containerd: PrivateContainerd, netns: TestNetns, checkpoin
                 print("[zpshim-s2z]   \(line[range.lowerBound...].prefix(60))")
             }
         }
+        // Decision 0077: the checkpoints after a restore write only what changed since, on the
+        // restored images as parent, up to three deep; the fifth is a full dump again (a chain of
+        // four would be deeper than CRIUCheckpoints.maximumParentChain). The counter
+        // above came back right through every chain.
+        let parents = checkpoints.map { line in
+            line.range(of: "parent=restore (").map { String(line[$0.upperBound...].prefix(1)) } ?? "-"
+        }
+        print("[zpshim-s2z] \(flavor.name): parent chain depth per checkpoint: \(parents.joined(separator: " "))")
+        #expect(
+            parents == ["-", "1", "2", "3", "-"],
+            "checkpoints after a restore are incremental (write tracking): \(checkpoints.map { $0.suffix(400) }); restores: \(restores.map { $0.suffix(300) })"
+        )
         // After the last restore: RUNNING again, and the metrics carry the checkpoints and restores.
         let running = try run([zeropod, "status", "--socket", statusSocket, "--id", id], timeout: 30)
         #expect(running.stdout.contains("phase=RUNNING"), "status: \(running.stdout) \(running.stderr)")

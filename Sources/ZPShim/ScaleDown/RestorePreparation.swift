@@ -315,6 +315,7 @@ extension RestorePreparation: PreparedRestore {
         if let master = result.terminalMaster { await adoptTerminal(master) }
         var details = result.details
         if let held = heldAfterRestore.withLock({ $0 }) { details["uffd-held"] = "\(held)" }
+        if let writeTracking { details["write-tracking"] = writeTracking.summary.map { "\($0)" } ?? "none" }
         return RestoredProcess(pid: result.pid, details: details)
     }
 

@@ -369,7 +369,9 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
         if let master = result.terminalMaster {
             if let container = container.current { await container.adoptInitTerminal(master) } else { master.close() }
         }
-        return RestoredProcess(pid: result.pid, details: result.details)
+        var details = result.details
+        if let tracking { details["write-tracking"] = tracking.summary.map { "\($0)" } ?? "none" }
+        return RestoredProcess(pid: result.pid, details: details)
     }
 
     /// Restores the container from images another container's checkpoint made (an offline
@@ -404,7 +406,6 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
         writeTracking: WriteTracking?
     ) -> CRIUHooks {
         var hooks = CRIUHooks()
-        defer { if let writeTracking { hooks.holdingWriteTracking(in: writeTracking) } }
         if let connections {
             hooks["post-restore"] = { notification in
                 // The restored listeners on the handed-over ports, whose backlog is raised while
@@ -417,6 +418,7 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
             }
             if !terminal { hooks["post-resume"] = { _ in connections.processesResumed() } }
         }
+        if let writeTracking { hooks.holdingWriteTracking(in: writeTracking) }
         return hooks
     }
 
