@@ -134,3 +134,31 @@ struct ZeropodReportTests {
         }
     }
 }
+
+@Suite struct SecondCheckpointOptionTests {
+    @Test("--second-checkpoint is parsed; its section shows both runtimes' medians and the ratio, only when asked")
+    func secondCheckpoint() throws {
+        #expect(try BenchCommand.parse(["--second-checkpoint"]).secondCheckpoint)
+        #expect(try !BenchCommand.parse([]).secondCheckpoint)
+        func sample(_ rt: String, cycle: Int, second: Double, pages: UInt64) -> Sample {
+            var s = Sample(workload: "nginx", runtime: rt, cycle: cycle)
+            s.checkpointMs = 100
+            s.secondCheckpointMs = second
+            s.secondRestoreFirstResponseMs = second / 2
+            var stats = CRIUStats()
+            stats.pagesWritten = pages
+            s.secondCriuDump = stats
+            return s
+        }
+        let samples = [
+            sample("runc", cycle: 1, second: 200, pages: 900), sample(Report.zeropod, cycle: 1, second: 40, pages: 30),
+            sample("runc", cycle: 2, second: 220, pages: 910), sample(Report.zeropod, cycle: 2, second: 60, pages: 34),
+        ]
+        var report = Report(samples: samples, failures: [], cycles: 2, runtimes: ["runc", Report.zeropod])
+        #expect(report.secondCheckpointMarkdown().isEmpty, "nothing without the option")
+        report.secondCheckpoint = true
+        let text = report.secondCheckpointMarkdown().joined(separator: "\n")
+        #expect(text.contains("| nginx | 210.0 [200–220] | 50.0 [40–60] | 0.24 | 905 / 32 |"), "\(text)")
+        #expect(text.contains("- nginx checkpoint after a restore zp/runc: 0.24 (target ≤ 0.50) met"), "\(text)")
+    }
+}

@@ -38,6 +38,12 @@ struct BenchCommand: ParsableCommand {
     )
     var warmRequests = 0
 
+    @Flag(
+        help:
+            "Checkpoint each container a second time after its first restore's answer (the same warm requests and idle pause), and restore it again; reported in a section of their own. Both runtimes, cycles only."
+    )
+    var secondCheckpoint = false
+
     @Option(help: "Seconds of wrk load per HTTP workload and runtime for the steady-state table (0: none).")
     var wrkSeconds = 10
 
@@ -275,6 +281,7 @@ struct BenchCommand: ParsableCommand {
             cycles: cycles,
             runtimes: runtimes.map(\.name),
             warmRequests: warmRequests,
+            secondCheckpoint: secondCheckpoint,
             machine: Self.machine(criu: criu),
             shims: shims,
             lazy: lazy,
@@ -687,19 +694,10 @@ struct BenchCommand: ParsableCommand {
             )
         }
         waitForScaleDownAge(since: lastActivity, runtime: rt)
-        let t1 = ContinuousClock.now
-        let ck = try rt.checkpoint(w, bundle: bundle, container: &c)
-        // Both sides from the decision to scale down to the process gone from the host: runc's
-        // call, or the shim's own time from its idle decision to CRIU's return (CRIU kills the
-        // dumped tasks before it answers). The harness's own view (idle deadline → no process
-        // seen in the netns) is kept beside it; it comes early when the tasks are held by CRIU.
-        if let gone = ck.goneAt, let zp = rt as? ZeropodRuntime {
-            sample.deadlineToGoneMs = millis(since: lastActivity + .milliseconds(zp.scaleDownMs)) - millis(since: gone)
-            sample.shimCheckpointMs = ck.reportedMs
-            sample.checkpointMs = ck.reportedMs ?? sample.deadlineToGoneMs
-        } else {
-            sample.checkpointMs = ck.reportedMs ?? millis(since: t1)
-        }
+        let (ck, checkpointMs, deadlineToGoneMs) = try measureCheckpoint(w, bundle: bundle, runtime: rt, container: &c, lastActivity: lastActivity)
+        sample.checkpointMs = checkpointMs
+        sample.deadlineToGoneMs = deadlineToGoneMs
+        if rt is ZeropodRuntime { sample.shimCheckpointMs = ck.reportedMs }
         sample.restorePreparationMs = ck.restorePreparationMs
         sample.checkpointDetail = ck.detail
         sample.imageKiB = try diskUsageKiB(ck.imageDir)
@@ -726,7 +724,56 @@ struct BenchCommand: ParsableCommand {
         // to write into, 7× faster on this VM than pages freed earlier (docs/benchmarks.md, the JVM
         // checkpoint), which made runc's JVM dumps look 2× faster than ours.
         if !rt.restoresOnConnection { runIgnoringFailure(["rm", "-rf", ck.imageDir]) }
+        if secondCheckpoint { try measureSecondCheckpoint(w, bundle: bundle, runtime: rt, container: &c, into: &sample) }
         return sample
+    }
+
+    /// One checkpoint, both sides from the decision to scale down to the process gone from the
+    /// host: runc's call, or the shim's own time from its idle decision to CRIU's return (CRIU kills
+    /// the dumped tasks before it answers). The harness's own view (idle deadline → no process seen
+    /// in the netns) is kept beside it; it comes early when the tasks are held by CRIU.
+    /// - Returns: the runtime's result, the checkpoint time, and the harness's own view (zeropod-swift).
+    private func measureCheckpoint(
+        _ w: Workload,
+        bundle: Bundle,
+        runtime rt: any BenchRuntime,
+        container c: inout RunningContainer,
+        lastActivity: ContinuousClock.Instant
+    ) throws -> (CheckpointResult, Double?, Double?) {
+        let t1 = ContinuousClock.now
+        let ck = try rt.checkpoint(w, bundle: bundle, container: &c)
+        if let gone = ck.goneAt, let zp = rt as? ZeropodRuntime {
+            let deadlineToGone = millis(since: lastActivity + .milliseconds(zp.scaleDownMs)) - millis(since: gone)
+            return (ck, ck.reportedMs ?? deadlineToGone, deadlineToGone)
+        }
+        return (ck, ck.reportedMs ?? millis(since: t1), nil)
+    }
+
+    /// `--second-checkpoint`: after the first restore's answer, the same warm requests and idle
+    /// pause, a second checkpoint measured as the first, and a second restore → first answer.
+    private func measureSecondCheckpoint(
+        _ w: Workload,
+        bundle: Bundle,
+        runtime rt: any BenchRuntime,
+        container c: inout RunningContainer,
+        into sample: inout Sample
+    ) throws {
+        var why = ""
+        try warmUp(w, runtime: rt)
+        let lastActivity = ContinuousClock.now
+        usleep(useconds_t(settleMs * 1000))
+        waitForScaleDownAge(since: lastActivity, runtime: rt)
+        let (ck, checkpointMs, _) = try measureCheckpoint(w, bundle: bundle, runtime: rt, container: &c, lastActivity: lastActivity)
+        sample.secondCheckpointMs = checkpointMs
+        sample.secondCheckpointDetail = ck.detail
+        sample.secondCriuDump = CRIUStats.read(ck.statsDir + "/stats-dump")
+        let t2 = ContinuousClock.now
+        if !rt.restoresOnConnection { try rt.restore(w, bundle: bundle, container: &c) }
+        guard w.probe.poll(address: w.address, port: w.port, deadline: t2 + w.startDeadline, lastError: &why) else {
+            throw BenchError("\(w.name) (\(rt.name)) did not answer after its second restore: \(why)\(tail(bundle.logFile))")
+        }
+        sample.secondRestoreFirstResponseMs = millis(since: t2)
+        if !rt.restoresOnConnection { runIgnoringFailure(["rm", "-rf", ck.imageDir]) }
     }
 
     /// Builds (or reuses) the cached rootfs, copies it into a fresh bundle and sets up the netns.

@@ -86,6 +86,13 @@ struct Sample: Sendable {
     /// The shim's memory while the container runs, and while it is scaled down (zeropod-swift only).
     var shimRunning: ProcessMemory?
     var shimScaledDown: ProcessMemory?
+    /// `--second-checkpoint`: the same container checkpointed again after its restore, measured
+    /// as the first (zeropod-swift: on the restored images as parent, decision 0077), its CRIU
+    /// statistics, and its restore → first response.
+    var secondCheckpointMs: Double?
+    var secondCriuDump: CRIUStats?
+    var secondCheckpointDetail: String?
+    var secondRestoreFirstResponseMs: Double?
 
     /// One progress line for the console.
     var summaryLine: String {
@@ -171,6 +178,8 @@ struct Report {
     var runtimes: [String]
     /// `--warm-requests`: answers served after the cold start's first one, before the idle pause.
     var warmRequests = 0
+    /// `--second-checkpoint`: each container was checkpointed and restored a second time.
+    var secondCheckpoint = false
     /// The machine the run was on (nproc, kernel, CPU, versions).
     var machine: String = ""
     /// Shim memory per workload (ours vs Go's containerd-shim-runc-v2).
@@ -282,11 +291,62 @@ struct Report {
             }
         }
         lines += zeropodMarkdown()
+        lines += secondCheckpointMarkdown()
         lines += variantMarkdown()
         lines += lazyMarkdown()
         lines += extra
         for f in failures { lines.append("FAILED: \(f)") }
         return lines.joined(separator: "\n")
+    }
+
+    /// `--second-checkpoint`: the second checkpoint of each container (after its first restore)
+    /// and the restore after it, side by side, with the ratios to runc (empty without the option).
+    func secondCheckpointMarkdown() -> [String] {
+        guard secondCheckpoint else { return [] }
+        var lines = [
+            "",
+            "Checkpoint after a restore (`--second-checkpoint`: each container checkpointed again after its first "
+                + "restore's answer, the same warm requests and idle pause, measured as the first; zeropod-swift's "
+                + "dump is incremental on the restored images when it tracked the restore's writes, decision 0077). "
+                + "Medians [min–max], ms:",
+            "",
+            "| workload | runc 2nd checkpoint | zeropod-swift 2nd checkpoint | ratio zp/runc | pages written runc / zp "
+                + "| runc restore → 1st after it | zeropod-swift restore → 1st after it | ratio zp/runc | cycles |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        let ratio = { (a: Double?, b: Double?) -> String in
+            guard let a, let b, b > 0 else { return "n/a" }
+            return String(format: "%.2f", a / b)
+        }
+        var targets: [String] = []
+        for w in workloads {
+            let cell = { (rt: String, key: (Sample) -> Double?) -> (String, Double?) in
+                let v = samples.filter { $0.workload == w && $0.runtime == rt }.compactMap(key)
+                guard let m = Self.median(v), let lo = v.min(), let hi = v.max() else { return ("n/a", nil) }
+                return (String(format: "%.1f [%.0f–%.0f]", m, lo, hi), m)
+            }
+            let (rc, rcm) = cell("runc") { $0.secondCheckpointMs }
+            let (zc, zcm) = cell(Self.zeropod) { $0.secondCheckpointMs }
+            let (rr, rrm) = cell("runc") { $0.secondRestoreFirstResponseMs }
+            let (zr, zrm) = cell(Self.zeropod) { $0.secondRestoreFirstResponseMs }
+            guard rcm != nil || zcm != nil else { continue }
+            let pages = { (rt: String) -> String in
+                fmt(med(w, rt) { s in s.secondCriuDump?.pagesWritten.map { Double($0) } })
+            }
+            let n = samples.filter { $0.workload == w && $0.runtime == Self.zeropod && $0.secondCheckpointMs != nil }.count
+            lines.append(
+                "| \(w) | \(rc) | \(zc) | \(ratio(zcm, rcm)) | \(pages("runc")) / \(pages(Self.zeropod)) | \(rr) | \(zr) "
+                    + "| \(ratio(zrm, rrm)) | \(n) |"
+            )
+            if let zcm, let rcm, rcm > 0 {
+                let r = zcm / rcm
+                targets.append(
+                    "- \(w) checkpoint after a restore zp/runc: \(String(format: "%.2f", r)) (target ≤ 0.50) "
+                        + (r <= 0.5 ? "met" : "MISSED")
+                )
+            }
+        }
+        return lines + [""] + targets
     }
 
     /// The `--zeropod-variant` runtimes beside runc and the default configuration, from the same
@@ -495,6 +555,8 @@ struct Report {
             "shim_restore_ms",
             "shim_rss_running_kib", "shim_rss_scaled_down_kib", "checkpoint_detail", "restore_detail",
             "shim_checkpoint_ms", "restore_preparation_ms", "deadline_to_gone_ms",
+            "second_checkpoint_ms", "second_criu_pages_written", "second_checkpoint_detail",
+            "second_restore_first_response_ms",
         ]
         let rows = samples.map { (s: Sample) -> [String] in
             let image: String = s.imageKiB.map { String($0) } ?? ""
@@ -519,6 +581,11 @@ struct Report {
                 (s.shimRestoreDetail ?? "").replacingOccurrences(of: "\"", with: "'"),
             ]
             row += [f(s.shimCheckpointMs), f(s.restorePreparationMs), f(s.deadlineToGoneMs)]
+            row += [
+                f(s.secondCheckpointMs), s.secondCriuDump?.pagesWritten.map { String($0) } ?? "",
+                (s.secondCheckpointDetail ?? "").replacingOccurrences(of: "\"", with: "'"),
+                f(s.secondRestoreFirstResponseMs),
+            ]
             return row
         }
         try csv([header] + rows).write(toFile: folder + "/samples.csv", atomically: true, encoding: .utf8)

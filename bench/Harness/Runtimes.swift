@@ -88,6 +88,8 @@ extension BenchRuntime {
 struct RunningContainer {
     /// Write end of the container's stdin pipe, held open until the container goes.
     var stdin: HeldStdin?
+    /// Checkpoints taken of this container so far (zeropod-swift finds the shim's line of each).
+    var checkpoints = 0
 }
 
 /// Plain runc 1.1.5 with CRIU, as a baseline: `runc run -d`, `runc checkpoint`, `runc restore -d`,

@@ -238,10 +238,15 @@ final class ZeropodRuntime: BenchRuntime {
     /// and no process left in the container's network namespace. Returns X.
     func checkpoint(_ w: Workload, bundle: Bundle, container: inout RunningContainer) throws -> CheckpointResult {
         let deadline = ContinuousClock.now + .seconds(120)
+        // The shim's line of this checkpoint: the container's n-th.
+        let n = container.checkpoints + 1
         var line: String?
         var goneAt: ContinuousClock.Instant?
         while ContinuousClock.now < deadline {
-            line = line ?? logLines(of: w.containerID, containing: "checkpointing done in ").first
+            if line == nil {
+                let lines = logLines(of: w.containerID, containing: "checkpointing done in ")
+                line = lines.count >= n ? lines[n - 1] : nil
+            }
             if goneAt == nil && processes(inNetns: "/var/run/netns/" + w.netns).isEmpty { goneAt = ContinuousClock.now }
             if line != nil && goneAt != nil { break }
             if let failed = logLines(of: w.containerID, containing: "checkpoint failed").first {
@@ -258,11 +263,13 @@ final class ZeropodRuntime: BenchRuntime {
         // The shim prepares the restore (CRIU worker, criu lazy-pages) right after the checkpoint;
         // a real first connection comes later than that, so the clock starts once it is ready.
         let prepared = ContinuousClock.now + .seconds(20)
-        while ContinuousClock.now < prepared && logLines(of: w.containerID, containing: "restore prepared").isEmpty
-            && logLines(of: w.containerID, containing: "restore not prepared").isEmpty
+        while ContinuousClock.now < prepared
+            && logLines(of: w.containerID, containing: "restore prepared").count
+                + logLines(of: w.containerID, containing: "restore not prepared").count < n
         {
             usleep(5_000)
         }
+        container.checkpoints = n
         let preparation = logLines(of: w.containerID, containing: "restore prepared in ").last
             .flatMap { Self.number(after: "restore prepared in ", in: $0) }
         return CheckpointResult(
