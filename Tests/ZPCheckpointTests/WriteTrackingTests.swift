@@ -16,14 +16,20 @@ struct WriteTrackingTests {
     let port: UInt16 = 8097
     let criu = Checkpointer(leavesZeroPagesOut: true, tracksWrites: true)
 
-    /// A python HTTP server with 24 MiB of known bytes (page i: sha256 of "zp<i>", repeated). Each
+    /// A python HTTP server with 24 MiB of known bytes (page i: sha256 of "zp<i>", repeated) and an
+    /// 8 TiB reservation without pages. Each
     /// request first checks every page against its expected content (the known bytes with every
     /// earlier request's writes: 64 of 8 bytes each), page by page so that the check itself writes
     /// little memory, and answers "count=N ok=<1 when all equal>", then makes its own writes.
     var script: String {
         """
-        import hashlib, socket, struct
+        import ctypes, hashlib, socket, struct
         PAGES = 24 * 256
+        # An 8 TiB reservation without pages (as MariaDB has): an incremental restore must not
+        # premap it writable, which the kernel's overcommit check refuses.
+        libc = ctypes.CDLL(None)
+        libc.mmap.restype = ctypes.c_void_p
+        reserve = libc.mmap(None, ctypes.c_size_t(8 << 40), 0, 0x22, -1, 0)  # PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS
         def base(i):
             return hashlib.sha256(b"zp%d" % i).digest() * 128
         def writes(n):
