@@ -99,7 +99,8 @@ struct DoctorCommandTests {
         #expect(text.contains("no blockers"))
         #expect(text.contains("containerd version") && text.contains("asked over \(containerd.socket)"))
         for row in [
-            "sk_lookup", "tcx", "bpffs", "criu check", "rlimit patch", "zero-pages patch", "handler zeropod",
+            "sk_lookup", "tcx", "bpffs", "criu check", "rlimit patch", "zero-pages patch", "write-tracking patch",
+            "handler zeropod",
             "annotations forwarded",
         ] {
             let line = captured.stdout.first { $0.contains(" \(row) ") }

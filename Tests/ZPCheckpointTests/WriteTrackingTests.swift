@@ -11,7 +11,11 @@ import ZPTestSupport
 /// restored images as parent (`dirtySinceRestore`) writes only the pages written since; a restore
 /// through the chain gives the process exactly the memory it had. Without the hold every page
 /// counts as written (a full-size dump). Real CRIU (zeropod's build, `make setup`), real processes.
-@Suite("Write tracking for incremental checkpoints (decision 0077)", .serialized, .enabled(if: isRoot, "needs root for CRIU"))
+@Suite(
+    "Write tracking for incremental checkpoints (decision 0077)",
+    .serialized,
+    .enabled(if: isRoot, "needs root for CRIU")
+)
 struct WriteTrackingTests {
     let port: UInt16 = 8097
     let criu = Checkpointer(leavesZeroPagesOut: true, tracksWrites: true)
@@ -113,8 +117,10 @@ struct WriteTrackingTests {
     @Test func incrementalDumps_writeOnlyWhatChanged_andRestoreTheSameMemory() throws {
         let netns = try TestNetns("zpck-wp")
         let root = try TemporaryDirectory("zpck-wp")
-        let (d1, d2, d3, d4) = (root.filePath.appending("d1"), root.filePath.appending("d2"),
-                                root.filePath.appending("d3"), root.filePath.appending("d4"))
+        let (d1, d2, d3, d4) = (
+            root.filePath.appending("d1"), root.filePath.appending("d2"),
+            root.filePath.appending("d3"), root.filePath.appending("d4")
+        )
         let pid = try startPythonServer(netns: netns, port: port, script: script, name: "write-tracking server")
         var live = pid
         defer { killAndReap(live) }
@@ -129,7 +135,10 @@ struct WriteTrackingTests {
         // A full dump, a tracked restore: every process of the tree holds a userfaultfd.
         try dump(live, netns: netns, into: d1, parent: nil)
         live = try criu.restore(imagesDir: d1, options: processRestoreOptions(netns: ns), hooks: hooks).pid
-        let summary = try #require(tracking.summary, "the restored process had a userfaultfd to hold (zeropod's CRIU build, kernel 6.7+)")
+        let summary = try #require(
+            tracking.summary,
+            "the restored process had a userfaultfd to hold (zeropod's CRIU build, kernel 6.7+)"
+        )
         #expect(summary.root == live && summary.tracked == 1 && summary.processes == 1)
         #expect(try ask(netns) == (3, true), "the full restore gave the same memory")
 

@@ -50,7 +50,11 @@ struct ZeroPagesTests {
 
     func start(netns: TestNetns, port: UInt16, zeroMiB: Int) throws -> Int32 {
         try startPythonServer(
-            netns: netns, port: port, script: script(port: port, zeroMiB: zeroMiB), name: "zero-page server")
+            netns: netns,
+            port: port,
+            script: script(port: port, zeroMiB: zeroMiB),
+            name: "zero-page server"
+        )
     }
 
     /// The server's answer: (count, zeroed buffer still zero, checksum of the random bytes).
@@ -222,8 +226,20 @@ struct ZeroPagesTests {
     }
 
     @Test func workerEnvironment_setsTheVariableEitherWay() {
-        #expect(Checkpointer(leavesZeroPagesOut: true).workerEnvironment == ["ZEROPOD_SKIP_ZERO_PAGES=1", "ZEROPOD_WP_TRACK=0"])
+        #expect(
+            Checkpointer(leavesZeroPagesOut: true).workerEnvironment == [
+                "ZEROPOD_SKIP_ZERO_PAGES=1", "ZEROPOD_WP_TRACK=0",
+            ]
+        )
         // 0, not absent: a variable the shim inherited must not turn it on.
-        #expect(Checkpointer().workerEnvironment == ["ZEROPOD_SKIP_ZERO_PAGES=0"])
+        #expect(Checkpointer().workerEnvironment == ["ZEROPOD_SKIP_ZERO_PAGES=0", "ZEROPOD_WP_TRACK=0"])
+        #expect(
+            Checkpointer(tracksWrites: true).workerEnvironment == ["ZEROPOD_SKIP_ZERO_PAGES=0", "ZEROPOD_WP_TRACK=1"]
+        )
+        // A dump's own entry for a name replaces the worker's: one entry per name.
+        #expect(
+            Checkpointer.environment(["A=1", "ZEROPOD_WP_TRACK=1"], overriddenBy: ["ZEROPOD_WP_TRACK=0", "B=2"])
+                == ["A=1", "ZEROPOD_WP_TRACK=0", "B=2"]
+        )
     }
 }

@@ -55,8 +55,10 @@ struct NodeChecksTests {
         #expect(report.blockers.isEmpty, "\(report.blockers)")
         #expect(report.exitStatus == 0)
         for name in [
-            "sk_lookup", "tcx", "bpffs", "criu version", "criu check", "rlimit patch", "zero-pages patch", "runc",
-            "containerd version", "handler zeropod", "annotations forwarded", "userfaultfd", "state folder", "run folder",
+            "sk_lookup", "tcx", "bpffs", "criu version", "criu check", "rlimit patch", "zero-pages patch",
+            "write-tracking patch", "runc",
+            "containerd version", "handler zeropod", "annotations forwarded", "userfaultfd", "state folder",
+            "run folder",
         ] {
             #expect(report.result(name)?.status == .ok, "\(name): \(String(describing: report.result(name)))")
         }

@@ -106,17 +106,29 @@ struct ZeropodReportTests {
         }
         let proxy = Report.zeropod + "/proxy"
         let report = Report(
-            samples: [sample("runc", ck: 200, rf: 100), sample(Report.zeropod, ck: 100, rf: 50), sample(proxy, ck: 120, rf: 80)],
+            samples: [
+                sample("runc", ck: 200, rf: 100), sample(Report.zeropod, ck: 100, rf: 50),
+                sample(proxy, ck: 120, rf: 80),
+            ],
             failures: [],
             cycles: 1,
             runtimes: ["runc", Report.zeropod, proxy]
         )
         let text = report.variantMarkdown().joined(separator: "\n")
-        #expect(text.contains("| mariadb | zeropod-swift/proxy | 80.0 [80–80] | n/a | 120.0 [120–120] | 0.80 | 1.60 | 0.60 | 1 |"))
+        #expect(
+            text.contains(
+                "| mariadb | zeropod-swift/proxy | 80.0 [80–80] | n/a | 120.0 [120–120] | 0.80 | 1.60 | 0.60 | 1 |"
+            )
+        )
         #expect(text.contains("| mariadb | runc | 100.0 [100–100] |"))
         #expect(
-            Report(samples: [sample("runc", ck: 1, rf: 1)], failures: [], cycles: 1, runtimes: ["runc", Report.zeropod])
-                .variantMarkdown().isEmpty
+            Report(
+                samples: [sample("runc", ck: 1, rf: 1)],
+                failures: [],
+                cycles: 1,
+                runtimes: ["runc", Report.zeropod]
+            )
+            .variantMarkdown().isEmpty
         )
     }
 }

@@ -694,7 +694,13 @@ struct BenchCommand: ParsableCommand {
             )
         }
         waitForScaleDownAge(since: lastActivity, runtime: rt)
-        let (ck, checkpointMs, deadlineToGoneMs) = try measureCheckpoint(w, bundle: bundle, runtime: rt, container: &c, lastActivity: lastActivity)
+        let (ck, checkpointMs, deadlineToGoneMs) = try measureCheckpoint(
+            w,
+            bundle: bundle,
+            runtime: rt,
+            container: &c,
+            lastActivity: lastActivity
+        )
         sample.checkpointMs = checkpointMs
         sample.deadlineToGoneMs = deadlineToGoneMs
         if rt is ZeropodRuntime { sample.shimCheckpointMs = ck.reportedMs }
@@ -724,7 +730,9 @@ struct BenchCommand: ParsableCommand {
         // to write into, 7× faster on this VM than pages freed earlier (docs/benchmarks.md, the JVM
         // checkpoint), which made runc's JVM dumps look 2× faster than ours.
         if !rt.restoresOnConnection { runIgnoringFailure(["rm", "-rf", ck.imageDir]) }
-        if secondCheckpoint { try measureSecondCheckpoint(w, bundle: bundle, runtime: rt, container: &c, into: &sample) }
+        if secondCheckpoint {
+            try measureSecondCheckpoint(w, bundle: bundle, runtime: rt, container: &c, into: &sample)
+        }
         return sample
     }
 
@@ -763,14 +771,22 @@ struct BenchCommand: ParsableCommand {
         let lastActivity = ContinuousClock.now
         usleep(useconds_t(settleMs * 1000))
         waitForScaleDownAge(since: lastActivity, runtime: rt)
-        let (ck, checkpointMs, _) = try measureCheckpoint(w, bundle: bundle, runtime: rt, container: &c, lastActivity: lastActivity)
+        let (ck, checkpointMs, _) = try measureCheckpoint(
+            w,
+            bundle: bundle,
+            runtime: rt,
+            container: &c,
+            lastActivity: lastActivity
+        )
         sample.secondCheckpointMs = checkpointMs
         sample.secondCheckpointDetail = ck.detail
         sample.secondCriuDump = CRIUStats.read(ck.statsDir + "/stats-dump")
         let t2 = ContinuousClock.now
         if !rt.restoresOnConnection { try rt.restore(w, bundle: bundle, container: &c) }
         guard w.probe.poll(address: w.address, port: w.port, deadline: t2 + w.startDeadline, lastError: &why) else {
-            throw BenchError("\(w.name) (\(rt.name)) did not answer after its second restore: \(why)\(tail(bundle.logFile))")
+            throw BenchError(
+                "\(w.name) (\(rt.name)) did not answer after its second restore: \(why)\(tail(bundle.logFile))"
+            )
         }
         sample.secondRestoreFirstResponseMs = millis(since: t2)
         if !rt.restoresOnConnection { runIgnoringFailure(["rm", "-rf", ck.imageDir]) }

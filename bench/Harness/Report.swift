@@ -333,7 +333,8 @@ struct Report {
             let pages = { (rt: String) -> String in
                 fmt(med(w, rt) { s in s.secondCriuDump?.pagesWritten.map { Double($0) } })
             }
-            let n = samples.filter { $0.workload == w && $0.runtime == Self.zeropod && $0.secondCheckpointMs != nil }.count
+            let n = samples.filter { $0.workload == w && $0.runtime == Self.zeropod && $0.secondCheckpointMs != nil }
+                .count
             lines.append(
                 "| \(w) | \(rc) | \(zc) | \(ratio(zcm, rcm)) | \(pages("runc")) / \(pages(Self.zeropod)) | \(rr) | \(zr) "
                     + "| \(ratio(zrm, rrm)) | \(n) |"

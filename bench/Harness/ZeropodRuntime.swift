@@ -132,11 +132,10 @@ final class ZeropodRuntime: BenchRuntime {
             """
         try config.write(toFile: directory + "/config.toml", atomically: true, encoding: .utf8)
         // The same CRIU binary as the runc side (`criu-path`).
-        try
-            [
-                "state-dir": shimState, "lazy-restore": lazyRestore, "criu-path": criu,
-                "criu-log-level": "\(criuLogLevel)",
-            ].merging(nodeSettings) { $1 }.sorted { $0.key < $1.key }.map { "\($0.key) = \($0.value)\n" }.joined()
+        try [
+            "state-dir": shimState, "lazy-restore": lazyRestore, "criu-path": criu,
+            "criu-log-level": "\(criuLogLevel)",
+        ].merging(nodeSettings) { $1 }.sorted { $0.key < $1.key }.map { "\($0.key) = \($0.value)\n" }.joined()
             .write(toFile: directory + "/node.conf", atomically: true, encoding: .utf8)
         _ = FileManager.default.createFile(atPath: directory + "/containerd.log", contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: directory + "/containerd.log"))

@@ -360,7 +360,33 @@ public struct NodeChecks: Sendable {
         )
         rows.append(rlimitPatch(binary))
         rows.append(zeroPagesPatch(binary))
+        rows.append(writeTrackingPatch(binary))
         return rows
+    }
+
+    /// The project's CRIU patch that tracks writes after a full restore without soft-dirty
+    /// (scripts/criu/0007-write-tracking-without-soft-dirty.patch, decision 0077): without it every
+    /// checkpoint is a full dump.
+    private func writeTrackingPatch(_ binary: String) -> CheckResult {
+        let patched =
+            (try? files.read(binary)).flatMap { $0 }.map { bytes in
+                contains(bytes, Array("ZEROPOD_WP_TRACK".utf8))
+            } ?? false
+        return patched
+            ? CheckResult(
+                "criu",
+                "write-tracking patch",
+                .ok,
+                "present (a checkpoint after a full restore writes only the pages written since; kernel 6.7+)"
+            )
+            : CheckResult(
+                "criu",
+                "write-tracking patch",
+                .missing,
+                "absent: every checkpoint is a full dump",
+                fix:
+                    "use the project's CRIU build (scripts/setup.sh applies scripts/criu/*.patch; the installer image carries it)"
+            )
     }
 
     /// The project's CRIU patch that leaves zero pages out of the images
@@ -378,7 +404,8 @@ public struct NodeChecks: Sendable {
                 "zero-pages patch",
                 .missing,
                 "absent: skip-zero-pages has no effect, every page is written and restored",
-                fix: "use the project's CRIU build (scripts/setup.sh applies scripts/criu/*.patch; the installer image carries it)"
+                fix:
+                    "use the project's CRIU build (scripts/setup.sh applies scripts/criu/*.patch; the installer image carries it)"
             )
     }
 

@@ -411,9 +411,12 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
                 // The restored listeners on the handed-over ports, whose backlog is raised while
                 // they take the queues over (decision 0056).
                 let ports = Set(connections.handoverPorts)
-                let listeners = ports.isEmpty ? [] : notification.pid.map {
-                    PortDiscovery.listenerDescriptors(on: ports, treeAt: $0)
-                } ?? []
+                let listeners =
+                    ports.isEmpty
+                    ? []
+                    : notification.pid.map {
+                        PortDiscovery.listenerDescriptors(on: ports, treeAt: $0)
+                    } ?? []
                 connections.socketsRestored(applicationListeners: listeners)
             }
             if !terminal { hooks["post-resume"] = { _ in connections.processesResumed() } }
