@@ -172,6 +172,130 @@ struct WriteTrackingTests {
         #expect(try ask(netns) == (6, true))
     }
 
+    /// A parent and its forked child: 8 MiB of known bytes each (shared copy-on-write after the
+    /// fork, then written apart); each request checks both processes' memory against the replay
+    /// (the parent itself, the child over a pipe) and answers "count=N ok=<1 when both equal>".
+    var forkedScript: String {
+        """
+        import hashlib, os, socket, struct
+        PAGES = 8 * 256
+        def base(i):
+            return hashlib.sha256(b"zp%d" % i).digest() * 128
+        def writes(n, who):
+            return [(((n * 1000003 + k * 7919 + who * 13) % PAGES) * 4096 + 8 * (n % 500),
+                     struct.pack("<Q", n * 100000 + k + who)) for k in range(32)]
+        data = bytearray(PAGES * 4096)
+        for i in range(PAGES):
+            data[i * 4096:(i + 1) * 4096] = base(i)
+        def check(n, who):
+            by_page = {}
+            for m in range(1, n):
+                for off, v in writes(m, who):
+                    by_page.setdefault(off // 4096, []).append((off % 4096, v))
+            mv = memoryview(data)
+            for i in range(PAGES):
+                page = base(i)
+                if i in by_page:
+                    p = bytearray(page)
+                    for o, v in by_page[i]:
+                        p[o:o + 8] = v
+                    page = bytes(p)
+                if mv[i * 4096:(i + 1) * 4096] != page:
+                    return 0
+            return 1
+        def step(n, who):
+            ok = check(n, who)
+            for off, v in writes(n, who):
+                data[off:off + 8] = v
+            return ok
+        r1, w1 = os.pipe()
+        r2, w2 = os.pipe()
+        if os.fork() == 0:
+            n = 0
+            while True:
+                os.read(r1, 1)
+                n += 1
+                os.write(w2, b"1" if step(n, 1) else b"0")
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", \(port)))
+        s.listen(64)
+        n = 0
+        while True:
+            c, _ = s.accept()
+            try:
+                c.recv(4096)
+                n += 1
+                ok = step(n, 0)
+                os.write(w1, b"x")
+                child = os.read(r2, 1) == b"1"
+                b = ("count=%d ok=%d" % (n, 1 if ok and child else 0)).encode()
+                c.sendall(b"HTTP/1.0 200 OK\\r\\nContent-Length: %d\\r\\n\\r\\n" % len(b) + b)
+            finally:
+                c.close()
+        """
+    }
+
+    @Test func forkedPair_bothProcessesTracked_andTheirMemoryComesBack() throws {
+        let netns = try TestNetns("zpck-wp2")
+        let root = try TemporaryDirectory("zpck-wp2")
+        let (d1, d2, d3) = (root.filePath.appending("d1"), root.filePath.appending("d2"), root.filePath.appending("d3"))
+        let pid = try startPythonServer(
+            netns: netns,
+            port: port,
+            script: forkedScript,
+            name: "forked write-tracking server"
+        )
+        var live = pid
+        defer {
+            for p in PreparedContainerRestore.processTree(live).reversed() { killAndReap(p) }
+        }
+        #expect(try ask(netns) == (2, true))
+        let ns = SharedDescriptor(try OwnedDescriptor.open(netns.filePath, O_RDONLY))
+        let tracking = WriteTracking()
+        defer { tracking.release() }
+        var hooks = CRIUHooks()
+        hooks.holdingWriteTracking(in: tracking)
+
+        try dumpTree(live, netns: netns, into: d1, parent: nil)
+        live = try criu.restore(imagesDir: d1, options: processRestoreOptions(netns: ns), hooks: hooks).pid
+        #expect(
+            tracking.summary?.tracked == 2 && tracking.summary?.processes == 2,
+            "\(String(describing: tracking.summary))"
+        )
+        #expect(try ask(netns) == (3, true), "both processes' memory after the full restore")
+
+        try dumpTree(live, netns: netns, into: d2, parent: "../d1")
+        tracking.release()
+        let full = try pageImageBytes(d1)
+        let incremental = try pageImageBytes(d2)
+        print("write tracking, forked pair: pages images \(full >> 10) KiB full, \(incremental >> 10) KiB incremental")
+        #expect(incremental * 3 < full, "the incremental dump of both writes a fraction of the pages")
+        live = try criu.restore(imagesDir: d2, options: processRestoreOptions(netns: ns), hooks: hooks).pid
+        #expect(try ask(netns) == (4, true), "both processes' memory through the chain")
+
+        try dumpTree(live, netns: netns, into: d3, parent: "../d2")
+        tracking.release()
+        live = try criu.restore(imagesDir: d3, options: processRestoreOptions(netns: ns)).pid
+        #expect(try ask(netns) == (5, true), "two parents deep")
+    }
+
+    /// Dumps the tree of `pid` (with `parent`: incremental on it) and waits until all of it is gone.
+    func dumpTree(_ pid: Int32, netns: TestNetns, into folder: FilePath, parent: String?) throws {
+        let tree = PreparedContainerRestore.processTree(pid)
+        try dump(pid, netns: netns, into: folder, parent: parent)
+        #expect(
+            eventually(every: 0.01) {
+                for p in tree {
+                    var status: Int32 = 0
+                    _ = waitpid(p, &status, WNOHANG)
+                }
+                return tree.allSatisfy { kill($0, 0) != 0 }
+            },
+            "the whole dumped tree is gone"
+        )
+    }
+
     @Test func holdingNothing_isNotAnError() throws {
         let tracking = WriteTracking()
         #expect(tracking.take(treeAt: getpid()) == nil, "the test process has no userfaultfd")

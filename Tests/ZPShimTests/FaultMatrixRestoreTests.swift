@@ -134,19 +134,25 @@ func criuProcesses() -> [Int32] {
             case .tasksForked: return !processes(inNetns: netns.path).isEmpty
             case .tasksResumed:
                 // CRIU tells the shim `pre-resume` and carries on without its answer; a restore
-                // that finished before this poll saw it removed the folder (the kill then comes
-                // after the restore: the running row).
+                // that finished before this poll saw it moved the images into `prev`, the next
+                // checkpoint's parent (decision 0077), or removed them (the kill then comes after
+                // the restore: the running row).
                 return fileTail(images + "/restore.log").contains("Running pre-resume scripts")
+                    || FileManager.default.fileExists(atPath: images + "/prev/restore.log")
                     || !FileManager.default.fileExists(atPath: images)
             }
         }
         try #require(inFlight, "no restore started: \(containerd.log(tail: 30))")
         let restoredAtKill = processes(inNetns: netns.path)
-        let finishedAtKill = !FileManager.default.fileExists(atPath: images)
+        let finishedAtKill =
+            !FileManager.default.fileExists(atPath: images)
+            || FileManager.default.fileExists(atPath: images + "/prev/restore.log")
         let workers = Set(preparedWorkers + criuChildren(of: shim))
         kill(shim, SIGKILL)
         let killedAt = ContinuousClock.now
-        let logAtKill = (try? String(contentsOfFile: images + "/restore.log", encoding: .utf8)) ?? ""
+        let logAtKill =
+            (try? String(contentsOfFile: images + "/restore.log", encoding: .utf8))
+            ?? (try? String(contentsOfFile: images + "/prev/restore.log", encoding: .utf8)) ?? ""
         let exited = eventually(within: 60) { exitStatus(inEvents: eventsFile, id: id) != nil }
         let recovered = ContinuousClock.now - killedAt
         #expect(exited, "no exit event after the shim died: \(containerd.log(tail: 30))")

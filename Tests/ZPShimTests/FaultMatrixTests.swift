@@ -585,16 +585,31 @@ func expectNothingLeft(
             nobody.status != 0 && nobody.stderr.contains("Permission denied"),
             "cat as 65534: \(nobody.status) \(nobody.stderr)"
         )
-        // The restore, then the images are gone.
+        // The restore: its images stay, owner-only, as the next checkpoint's parent (decision 0077),
+        // and go with the container.
         #expect(netns.httpGet(port: 8080) == "count=2\n", "log: \(containerd.log(tail: 20))")
         #expect(
-            eventually { !FileManager.default.fileExists(atPath: images) },
-            "images kept after the restore: \(images)"
+            eventually {
+                FileManager.default.fileExists(atPath: images + "/prev/pages-1.img")
+                    && !FileManager.default.fileExists(atPath: images + "/pages-1.img")
+            },
+            "the restored images were not kept as the parent: \((try? FileManager.default.contentsOfDirectory(atPath: images)) ?? [])"
         )
         let after = try run(["find", layout.stateDirectory, layout.runDirectory]).checked().stdout
+            .split(separator: "\n").map(String.init)
         print(
-            "[owner-only] \(flavor.name) after the restore:\n\(try run(["stat", "-c", "%A %U:%G %n"] + after.split(separator: "\n").map(String.init)).stdout)"
+            "[owner-only] \(flavor.name) after the restore:\n\(try run(["stat", "-c", "%A %U:%G %n"] + after).stdout)"
         )
+        for path in after where path.hasPrefix(images) {
+            var st = stat()
+            #expect(lstat(path, &st) == 0)
+            if st.st_mode & S_IFMT == S_IFLNK { continue }
+            #expect(st.st_mode & 0o077 == 0, "\(path) is open to others: \(String(st.st_mode & 0o7777, radix: 8))")
+        }
         removeTask(containerd, id)
+        #expect(
+            eventually { !FileManager.default.fileExists(atPath: images) },
+            "images left after the delete: \(images)"
+        )
     }
 }

@@ -140,7 +140,12 @@ private func criAnnotations(pod name: String) -> [String] {
         let rootfs = try TestPaths.busyboxRootfs()
         try await withTwoNodes { double, a, b, scratch in
             try await scenario(
-                double: double, a: a, b: b, flavors: [.debian, .containerd2], scratch: scratch, rootfs: rootfs,
+                double: double,
+                a: a,
+                b: b,
+                flavors: [.debian, .containerd2],
+                scratch: scratch,
+                rootfs: rootfs,
                 memoryMiB: memoryMiB
             )
         }
@@ -258,7 +263,11 @@ private func criAnnotations(pod name: String) -> [String] {
         )
         let deleted = ContinuousClock.now
         #expect(double.call("DELETE", "/api/v1/namespaces/\(podA.namespace)/pods/\(podA.name)").status == 200)
-        try double.create("pods", namespace: podB.namespace, pod(podB.name, node: b.name, containerID: "", running: false))
+        try double.create(
+            "pods",
+            namespace: podB.namespace,
+            pod(podB.name, node: b.name, containerID: "", running: false)
+        )
         func migration() -> JSON? { double.object("migrations", namespace: podA.namespace, name: podA.name) }
         try #require(
             await eventuallyAsync(within: 60) { migration()?[path: ["spec", "targetPod"]]?.stringValue == podB.name },
@@ -268,7 +277,11 @@ private func criAnnotations(pod name: String) -> [String] {
         let (sandboxB, ipB) = try await bedB.runPodSandbox(podB)
         let clientA = bedA.client
         async let stopped: Void = clientA.stopContainer(appA, timeout: 30)
-        let appB = try await bedB.client.createContainer(podID: sandboxB, config(podB), sandboxConfig: podB.sandboxConfig)
+        let appB = try await bedB.client.createContainer(
+            podID: sandboxB,
+            config(podB),
+            sandboxConfig: podB.sandboxConfig
+        )
         try await bedB.client.startContainer(appB)
         try await stopped
         // Restored at Start, idle already: down again at once, then woken by the first request.
@@ -281,7 +294,10 @@ private func criAnnotations(pod name: String) -> [String] {
         )
         let body = await get(ipB)
         let firstResponse = ContinuousClock.now
-        #expect(body?.contains("count=3") == true, "first answer on node-b: \(body ?? "none")\n\(bedB.containerd.log(tail: 40))")
+        #expect(
+            body?.contains("count=3") == true,
+            "first answer on node-b: \(body ?? "none")\n\(bedB.containerd.log(tail: 40))"
+        )
         let note = try await bedB.client.execSync(appB, ["cat", "/note.txt"], timeout: 30)
         #expect(String(decoding: note.stdout, as: UTF8.self).contains(token), "the written file did not move: \(note)")
         func phase() -> String? {
@@ -295,10 +311,11 @@ private func criAnnotations(pod name: String) -> [String] {
         let namespace = CRITestBed.criNamespace
         #expect(
             await eventuallyAsync(within: 60) {
+                // Node-b's running container keeps its own last restore's images as its next
+                // checkpoint's parent (decision 0077): only the migration's are checked here.
                 [
                     a.layout.migrationDirectory(containerID: appA), b.layout.migrationDirectory(containerID: appB),
                     a.layout.imageDirectory(containerdNamespace: namespace, containerID: appA),
-                    b.layout.imageDirectory(containerdNamespace: namespace, containerID: appB),
                 ].allSatisfy { !FileManager.default.fileExists(atPath: $0) }
             },
             "images left: \((try? run(["find", a.folder + "/state", b.folder + "/state"]))?.stdout ?? "")"
@@ -328,7 +345,11 @@ private func criAnnotations(pod name: String) -> [String] {
         let targetID = String(repeating: "b2", count: 32)
         let sourcePod = "web-5d9c-aaaaa"
         let targetPod = "web-5d9c-bbbbb"
-        try double.create("pods", namespace: "default", pod(sourcePod, node: a.name, containerID: sourceID, running: true))
+        try double.create(
+            "pods",
+            namespace: "default",
+            pod(sourcePod, node: a.name, containerID: sourceID, running: true)
+        )
 
         let containerdA = try PrivateContainerd(
             flavor: flavors[0],
@@ -372,7 +393,11 @@ private func criAnnotations(pod name: String) -> [String] {
         // scheduled on node-b, whose manager claims it.
         let deleted = ContinuousClock.now
         #expect(double.call("DELETE", "/api/v1/namespaces/default/pods/\(sourcePod)").status == 200)
-        try double.create("pods", namespace: "default", pod(targetPod, node: b.name, containerID: targetID, running: false))
+        try double.create(
+            "pods",
+            namespace: "default",
+            pod(targetPod, node: b.name, containerID: targetID, running: false)
+        )
         func migration() -> JSON? { double.object("migrations", namespace: "default", name: sourcePod) }
         try #require(
             eventually(within: 60) { migration()?[path: ["spec", "targetPod"]]?.stringValue == targetPod },
@@ -422,7 +447,9 @@ private func criAnnotations(pod name: String) -> [String] {
             body?.contains(restorable ? "count=3" : "count=1") == true,
             "first response on node-b: \(body ?? "none")\n\(containerdB.log(tail: 40))"
         )
-        #expect(containerdB.logLines(containing: "migration: restored the migrated image at Start").isEmpty != restorable)
+        #expect(
+            containerdB.logLines(containing: "migration: restored the migrated image at Start").isEmpty != restorable
+        )
         #expect(
             containerdB.logLines(
                 containing: "migration: the migrated image cannot be restored, starting from scratch"
@@ -436,15 +463,15 @@ private func criAnnotations(pod name: String) -> [String] {
             eventually(within: 60) { phase() == (restorable ? "Completed" : "Failed") },
             "phase \(phase() ?? "-")\na:\n\(a.managerLog())\nb:\n\(b.managerLog())"
         )
-        // No image is left: the source's checkpoint and archive, the target's pulled image.
+        // No image is left: the source's checkpoint and archive, the target's pulled archive. (The
+        // target container's own images folder is its own: after a full restore it keeps the
+        // images as the next checkpoint's parent while it runs, decision 0077.)
         let sourceImages = a.layout.imageDirectory(containerdNamespace: containerdA.namespace, containerID: sourceID)
-        let targetImages = b.layout.imageDirectory(containerdNamespace: containerdB.namespace, containerID: targetID)
         #expect(
             eventually(within: 60) {
                 !FileManager.default.fileExists(atPath: a.layout.migrationDirectory(containerID: sourceID))
                     && !FileManager.default.fileExists(atPath: b.layout.migrationDirectory(containerID: targetID))
                     && !FileManager.default.fileExists(atPath: sourceImages)
-                    && !FileManager.default.fileExists(atPath: targetImages)
             },
             "left: \((try? run(["find", a.folder + "/state", b.folder + "/state"]))?.stdout ?? "")"
         )
@@ -466,9 +493,12 @@ private func criAnnotations(pod name: String) -> [String] {
                 + (containerdA.logLines(containing: "checkpoint handed to the claimed target").first.map {
                     between($0, "archive=", " container=") + " in " + between($0, " ms=", " [")
                 } ?? "-") + " ms; source checkpoint: "
-                + (containerdA.logLines(containing: "checkpointing done").first.map { between($0, "pages written ", " scanned") }
+                + (containerdA.logLines(containing: "checkpointing done").first.map {
+                    between($0, "pages written ", " scanned")
+                }
                     ?? "-") + " pages; "
-                + (containerdB.logLines(containing: "restored the migrated image").first.map { String($0.suffix(160)) } ?? "")
+                + (containerdB.logLines(containing: "restored the migrated image").first.map { String($0.suffix(160)) }
+                    ?? "")
         )
     }
 }

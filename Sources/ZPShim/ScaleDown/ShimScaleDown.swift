@@ -208,7 +208,32 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
             depth += 1
             folder += "/" + Self.parentDirectoryName
         }
-        return (1...Self.maximumParentChain).contains(depth) ? depth : nil
+        guard (1...Self.maximumParentChain).contains(depth) else { return nil }
+        // Images the next restore would take lazily are written in full: lazy restores read no
+        // chain (a container that grew past `lazy-restore = auto`'s threshold).
+        guard !lazyRestore.restoresLazily(pageBytes: Self.chainPageBytes(imagesDirectory), userfaultfdUsable: true)
+        else { return nil }
+        return depth
+    }
+
+    /// Whether a full restore of the images now in the folder is tracked (decision 0077): the
+    /// checkpointer tracks writes and the next restore would be full too (`lazy-restore = off`, or
+    /// `auto` below its threshold); a container restored lazily is checkpointed in full anyway.
+    private func tracksRestore() -> Bool {
+        checkpointer.checkpointer.tracksWrites
+            && !lazyRestore.restoresLazily(pageBytes: Self.chainPageBytes(imagesDirectory), userfaultfdUsable: true)
+    }
+
+    /// The page images' bytes of the folder and of its chain of kept parents (`prev`, `prev/prev`, …).
+    static func chainPageBytes(_ folder: String) -> UInt64 {
+        var total: UInt64 = 0
+        var current = folder
+        for _ in 0...maximumParentChain + 1 {
+            total += RestorePreparation.pageBytes(inImages: current)
+            current += "/" + parentDirectoryName
+            guard FileManager.default.fileExists(atPath: current) else { break }
+        }
+        return total
     }
 
     /// One dump into the images folder: on top of the pre-dump (`onPreDump`), on top of the kept
@@ -314,13 +339,13 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
     func prepareRestore() async throws -> any PreparedRestore {
         let options = try await restoreOptions()
         let (checkpointer, target, images, mode, pids) = (checkpointer, target, imagesDirectory, lazyRestore, pids)
-        let tracking = checkpointer.checkpointer.tracksWrites ? writeTracking : nil
+        let tracking = tracksRestore() ? writeTracking : nil
         let handle = container
         let adoptTerminal: @Sendable (SharedDescriptor) async -> Void = { master in
             if let container = handle.current { await container.adoptInitTerminal(master) } else { master.close() }
         }
         return try await NIOThreadPool.singleton.runIfActive { () throws -> RestorePreparation in
-            let bytes = RestorePreparation.pageBytes(inImages: images)
+            let bytes = Self.chainPageBytes(images)
             var lazy = mode.restoresLazily(pageBytes: bytes, userfaultfdUsable: true)
             var why = "lazy-restore = \(mode.rawValue), \(bytes >> 20) MiB of pages"
             let criu = checkpointer.checkpointer.criuPath.string
@@ -351,7 +376,7 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
     func restoreFully() async throws -> RestoredProcess {
         let options = try await restoreOptions()
         let (checkpointer, target, images, connections) = (checkpointer, target, imagesDirectory, connections)
-        let tracking = checkpointer.checkpointer.tracksWrites ? writeTracking : nil
+        let tracking = tracksRestore() ? writeTracking : nil
         let result: ContainerRestoreResult
         do {
             result = try await NIOThreadPool.singleton.runIfActive {
