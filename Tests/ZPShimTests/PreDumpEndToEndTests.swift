@@ -70,11 +70,15 @@ import ZPTestSupport
                 #expect(!checkpoint.contains("parent=pre-dump"), "a plain checkpoint: \(checkpoint)")
             }
             #expect(FileManager.default.fileExists(atPath: images + "/" + "zeropod-checkpoint.json"))
-            // The next request restores it with its memory; the images (both folders) go away.
+            // The next request restores it with its memory; the images (with any pre-dump inside)
+            // are kept as the next checkpoint's parent (decision 0077), nothing else stays.
             #expect(netns.httpGet(port: 8080) == "count=\(cycle + 1)\n", "cycle \(cycle): \(containerd.log(tail: 30))")
             #expect(
-                eventually(within: 20) { !FileManager.default.fileExists(atPath: images) },
-                "images left at \(images)"
+                eventually(within: 20) {
+                    (try? FileManager.default.contentsOfDirectory(atPath: images)) == ["prev"]
+                        && FileManager.default.fileExists(atPath: images + "/prev/inventory.img")
+                },
+                "images at \(images): \((try? FileManager.default.contentsOfDirectory(atPath: images)) ?? [])"
             )
         }
         let shown = ["pre-dump done", "pre-dump failed", "checkpointing done"].flatMap {
