@@ -25,6 +25,7 @@ public final class WriteTracking: Sendable {
         /// Userfaultfds held: one per tracked process.
         public var tracked: Int
 
+        /// "1 of 2 processes", as the restore's log line shows it.
         public var description: String { "\(tracked) of \(processes) processes" }
     }
 
@@ -35,6 +36,7 @@ public final class WriteTracking: Sendable {
 
     private let state = Mutex<Held?>(nil)
 
+    /// An empty hold.
     public init() {}
 
     /// What is held now; nil when nothing is.
@@ -86,13 +88,14 @@ public final class WriteTracking: Sendable {
 
 extension CRIUHooks {
     /// Adds taking the restored tree's write tracking into `tracking` to CRIU's `post-restore`
-    /// notification, before any hook already set for it. Finding nothing to take is not an error
-    /// (the restore is just untracked).
+    /// notification, after any hook already set for it (those release held connections: they go
+    /// first; the restorers keep their userfaultfds until CRIU has its answer). Finding nothing to
+    /// take is not an error (the restore is just untracked).
     public mutating func holdingWriteTracking(in tracking: WriteTracking) {
-        let then = self["post-restore"]
+        let before = self["post-restore"]
         self["post-restore"] = { note in
+            try before?(note)
             if let root = note.pid { tracking.take(treeAt: root) } else { tracking.release() }
-            try then?(note)
         }
     }
 }

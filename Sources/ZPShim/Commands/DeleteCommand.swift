@@ -88,6 +88,8 @@ public enum DeleteCommand {
         // A CRIU worker killed mid-restore leaves its cgroup yard mounted there.
         for mountPoint in MountPoints.under(images + "/") { try? MountPoints.unmount(mountPoint) }
         try? FileManager.default.removeItem(atPath: images)
+        // A shim killed while it moved a restore's images into their kept-parent folder (decision 0077).
+        try? FileManager.default.removeItem(atPath: images + CRIUCheckpoints.movingSuffix)
     }
 
     /// SIGKILLs every `criu lazy-pages` process whose command line names `images`.

@@ -136,6 +136,8 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
     /// How many parents a checkpoint may have (decision 0077): a deeper chain is replaced by a full
     /// dump, which bounds what a restore reads through and what the node keeps on disk.
     static let maximumParentChain = 3
+    /// The images folder's name plus this, for the moment the kept parent is moved into place.
+    static let movingSuffix = ".moving"
 
     /// The hold on the last full restore's write tracking (shared by every copy of this value).
     let writeTracking = WriteTracking()
@@ -466,6 +468,7 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
             // cgroup yard (`.criu.cgyard.*`) mounted in the folder, which then cannot be removed.
             for mountPoint in MountPoints.under(imagesDirectory + "/") { try? MountPoints.unmount(mountPoint) }
             try? FileManager.default.removeItem(atPath: imagesDirectory)
+            try? FileManager.default.removeItem(atPath: imagesDirectory + Self.movingSuffix)
             _ = rmdir(namespaceImagesDirectory)  // only when empty
             return
         }
@@ -485,7 +488,7 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
             return FileManager.default.fileExists(atPath: folder + "/" + Self.parentDirectoryName + "/inventory.img")
         }
         for mountPoint in MountPoints.under(folder + "/") { try? MountPoints.unmount(mountPoint) }
-        let moving = folder + ".moving"
+        let moving = folder + Self.movingSuffix
         try? FileManager.default.removeItem(atPath: moving)
         guard rename(folder, moving) == 0 else { return false }
         guard (try? Files.makeOwnerOnlyDirectory(FilePath(folder))) != nil,
