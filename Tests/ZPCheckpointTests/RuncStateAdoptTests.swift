@@ -13,10 +13,13 @@ import Glibc
 /// the identity read at `post-restore`; without one, a gone process is refused as before.
 @Suite struct RuncStateAdoptTests {
     private func stateFolder() throws -> (FilePath, String) {
-        let root = FileManager.default.temporaryDirectory.appendingPathComponent("zp-adopt-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "zp-adopt-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        )
         let id = "adopt1"
         try FileManager.default.createDirectory(at: root.appendingPathComponent(id), withIntermediateDirectories: true)
-        let json = #"{"id":"adopt1","init_process_pid":1,"init_process_start":5,"namespace_paths":{"NEWNET":"/proc/1/ns/net","NEWPID":"/proc/1/ns/pid"}}"#
+        let json =
+            #"{"id":"adopt1","init_process_pid":1,"init_process_start":5,"namespace_paths":{"NEWNET":"/proc/1/ns/net","NEWPID":"/proc/1/ns/pid"}}"#
         try Data(json.utf8).write(to: root.appendingPathComponent(id).appendingPathComponent("state.json"))
         return (FilePath(root.path), id)
     }

@@ -52,7 +52,11 @@ func counterServerScript(port: UInt16, touchMiB: Int = 0) -> String {
 /// (a child of the test process) once it answers.
 func startCounterServer(netns: TestNetns, port: UInt16, touchMiB: Int = 0) throws -> Int32 {
     try startPythonServer(
-        netns: netns, port: port, script: counterServerScript(port: port, touchMiB: touchMiB), name: "counter server")
+        netns: netns,
+        port: port,
+        script: counterServerScript(port: port, touchMiB: touchMiB),
+        name: "counter server"
+    )
 }
 
 /// Starts `python3 -c script` (an HTTP server on `port`) in its own session inside `netns`, stdio on
@@ -110,4 +114,13 @@ func dumpForkedPair(root: Int32, child: Int32, into images: TemporaryDirectory) 
         },
         "dumped processes are gone"
     )
+}
+
+/// Bytes of the `pages-*.img` files in `images` (what a dump wrote of the processes' memory).
+func pageImageBytes(_ images: FilePath) throws -> Int {
+    let names = try FileManager.default.contentsOfDirectory(atPath: images.string)
+    return try names.filter { $0.hasPrefix("pages-") && $0.hasSuffix(".img") }.reduce(0) { total, name in
+        let attributes = try FileManager.default.attributesOfItem(atPath: images.appending(name).string)
+        return total + ((attributes[.size] as? NSNumber)?.intValue ?? 0)
+    }
 }

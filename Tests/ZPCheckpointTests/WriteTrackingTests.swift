@@ -20,32 +20,36 @@ struct WriteTrackingTests {
     let port: UInt16 = 8097
     let criu = Checkpointer(leavesZeroPagesOut: true, tracksWrites: true)
 
-    /// A python HTTP server with 24 MiB of known bytes (page i: sha256 of "zp<i>", repeated) and an
-    /// 8 TiB reservation without pages. Each
-    /// request first checks every page against its expected content (the known bytes with every
-    /// earlier request's writes: 64 of 8 bytes each), page by page so that the check itself writes
-    /// little memory, and answers "count=N ok=<1 when all equal>", then makes its own writes.
-    var script: String {
+    /// A python HTTP server with `mebibytes` MiB of known bytes (page i: sha256 of "zp<i>",
+    /// repeated) and, unless `forked`, an 8 TiB reservation without pages (as MariaDB has: an
+    /// incremental restore must not premap it writable, which the kernel's overcommit check
+    /// refuses; a forked child's inherited reservation is premapped writable by any CRIU restore,
+    /// the full one too, and refused the same way: not what this test is about). Each request
+    /// checks the memory against a replay of what it was given (the known bytes, then every
+    /// earlier request's writes, 32 of 8 bytes each), page by page so that the check itself writes
+    /// little memory, answers "count=N ok=<1 when equal>", then makes its own writes. `forked`: the
+    /// server forks a child first, which holds its own copy (shared copy-on-write, then written
+    /// apart) and is checked and written the same way over a pipe; ok is 1 when both are equal.
+    func script(mebibytes: Int, forked: Bool) -> String {
         """
-        import ctypes, hashlib, socket, struct
-        PAGES = 24 * 256
-        # An 8 TiB reservation without pages (as MariaDB has): an incremental restore must not
-        # premap it writable, which the kernel's overcommit check refuses.
+        import ctypes, hashlib, os, socket, struct
+        PAGES = \(mebibytes) * 256
         libc = ctypes.CDLL(None)
         libc.mmap.restype = ctypes.c_void_p
-        reserve = libc.mmap(None, ctypes.c_size_t(8 << 40), 0, 0x22, -1, 0)  # PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS
+        if not \(forked ? "True" : "False"):
+            reserve = libc.mmap(None, ctypes.c_size_t(8 << 40), 0, 0x22, -1, 0)  # PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS
         def base(i):
             return hashlib.sha256(b"zp%d" % i).digest() * 128
-        def writes(n):
-            return [(((n * 1000003 + k * 7919) % PAGES) * 4096 + 8 * (n % 500), struct.pack("<Q", n * 100000 + k))
-                    for k in range(64)]
+        def writes(n, who):
+            return [(((n * 1000003 + k * 7919 + who * 13) % PAGES) * 4096 + 8 * (n % 500),
+                     struct.pack("<Q", n * 100000 + k + who)) for k in range(32)]
         data = bytearray(PAGES * 4096)
         for i in range(PAGES):
             data[i * 4096:(i + 1) * 4096] = base(i)
-        def check(n):
+        def check(n, who):
             by_page = {}
             for m in range(1, n):
-                for off, v in writes(m):
+                for off, v in writes(m, who):
                     by_page.setdefault(off // 4096, []).append((off % 4096, v))
             mv = memoryview(data)
             for i in range(PAGES):
@@ -58,6 +62,22 @@ struct WriteTrackingTests {
                 if mv[i * 4096:(i + 1) * 4096] != page:
                     return 0
             return 1
+        def step(n, who):
+            ok = check(n, who)
+            for off, v in writes(n, who):
+                data[off:off + 8] = v
+            return ok
+        child = None
+        if \(forked ? "True" : "False"):
+            r1, w1 = os.pipe()
+            r2, w2 = os.pipe()
+            if os.fork() == 0:
+                n = 0
+                while True:
+                    os.read(r1, 1)
+                    n += 1
+                    os.write(w2, b"1" if step(n, 1) else b"0")
+            child = (w1, r2)
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", \(port)))
@@ -68,10 +88,11 @@ struct WriteTrackingTests {
             try:
                 c.recv(4096)
                 n += 1
-                ok = check(n)
-                for off, v in writes(n):
-                    data[off:off + 8] = v
-                b = ("count=%d ok=%d" % (n, ok)).encode()
+                ok = step(n, 0)
+                if child:
+                    os.write(child[0], b"x")
+                    ok = ok and os.read(child[1], 1) == b"1"
+                b = ("count=%d ok=%d" % (n, 1 if ok else 0)).encode()
                 c.sendall(b"HTTP/1.0 200 OK\\r\\nContent-Length: %d\\r\\n\\r\\n" % len(b) + b)
             finally:
                 c.close()
@@ -87,14 +108,6 @@ struct WriteTrackingTests {
             if kv.count == 2 { fields[kv[0]] = kv[1] }
         }
         return (Int(fields["count"] ?? "") ?? -1, fields["ok"] == "1")
-    }
-
-    func pageImageBytes(_ images: FilePath) throws -> Int {
-        let names = try FileManager.default.contentsOfDirectory(atPath: images.string)
-        return try names.filter { $0.hasPrefix("pages-") && $0.hasSuffix(".img") }.reduce(0) { total, name in
-            let attributes = try FileManager.default.attributesOfItem(atPath: images.appending(name).string)
-            return total + ((attributes[.size] as? NSNumber)?.intValue ?? 0)
-        }
     }
 
     /// Dumps `pid` into `folder` (with `parent`: incremental on it, dirty = written since the
@@ -121,7 +134,12 @@ struct WriteTrackingTests {
             root.filePath.appending("d1"), root.filePath.appending("d2"),
             root.filePath.appending("d3"), root.filePath.appending("d4")
         )
-        let pid = try startPythonServer(netns: netns, port: port, script: script, name: "write-tracking server")
+        let pid = try startPythonServer(
+            netns: netns,
+            port: port,
+            script: script(mebibytes: 24, forked: false),
+            name: "write-tracking server"
+        )
         var live = pid
         defer { killAndReap(live) }
         #expect(try ask(netns) == (2, true))  // the start's probe was the first
@@ -172,70 +190,6 @@ struct WriteTrackingTests {
         #expect(try ask(netns) == (6, true))
     }
 
-    /// A parent and its forked child: 8 MiB of known bytes each (shared copy-on-write after the
-    /// fork, then written apart); each request checks both processes' memory against the replay
-    /// (the parent itself, the child over a pipe) and answers "count=N ok=<1 when both equal>".
-    var forkedScript: String {
-        """
-        import hashlib, os, socket, struct
-        PAGES = 8 * 256
-        def base(i):
-            return hashlib.sha256(b"zp%d" % i).digest() * 128
-        def writes(n, who):
-            return [(((n * 1000003 + k * 7919 + who * 13) % PAGES) * 4096 + 8 * (n % 500),
-                     struct.pack("<Q", n * 100000 + k + who)) for k in range(32)]
-        data = bytearray(PAGES * 4096)
-        for i in range(PAGES):
-            data[i * 4096:(i + 1) * 4096] = base(i)
-        def check(n, who):
-            by_page = {}
-            for m in range(1, n):
-                for off, v in writes(m, who):
-                    by_page.setdefault(off // 4096, []).append((off % 4096, v))
-            mv = memoryview(data)
-            for i in range(PAGES):
-                page = base(i)
-                if i in by_page:
-                    p = bytearray(page)
-                    for o, v in by_page[i]:
-                        p[o:o + 8] = v
-                    page = bytes(p)
-                if mv[i * 4096:(i + 1) * 4096] != page:
-                    return 0
-            return 1
-        def step(n, who):
-            ok = check(n, who)
-            for off, v in writes(n, who):
-                data[off:off + 8] = v
-            return ok
-        r1, w1 = os.pipe()
-        r2, w2 = os.pipe()
-        if os.fork() == 0:
-            n = 0
-            while True:
-                os.read(r1, 1)
-                n += 1
-                os.write(w2, b"1" if step(n, 1) else b"0")
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", \(port)))
-        s.listen(64)
-        n = 0
-        while True:
-            c, _ = s.accept()
-            try:
-                c.recv(4096)
-                n += 1
-                ok = step(n, 0)
-                os.write(w1, b"x")
-                child = os.read(r2, 1) == b"1"
-                b = ("count=%d ok=%d" % (n, 1 if ok and child else 0)).encode()
-                c.sendall(b"HTTP/1.0 200 OK\\r\\nContent-Length: %d\\r\\n\\r\\n" % len(b) + b)
-            finally:
-                c.close()
-        """
-    }
-
     @Test func forkedPair_bothProcessesTracked_andTheirMemoryComesBack() throws {
         let netns = try TestNetns("zpck-wp2")
         let root = try TemporaryDirectory("zpck-wp2")
@@ -243,7 +197,7 @@ struct WriteTrackingTests {
         let pid = try startPythonServer(
             netns: netns,
             port: port,
-            script: forkedScript,
+            script: script(mebibytes: 8, forked: true),
             name: "forked write-tracking server"
         )
         var live = pid

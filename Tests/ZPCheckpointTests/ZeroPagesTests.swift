@@ -11,15 +11,6 @@ import ZPTestSupport
 /// process the same memory: the zeroed buffer reads as zeros, the patterned one is unchanged.
 @Suite("Zero pages left out of the images (decision 0066)", .serialized, .enabled(if: isRoot, "needs root for CRIU"))
 struct ZeroPagesTests {
-    /// Bytes of `pages-*.img` in `images`.
-    func pageImageBytes(_ images: FilePath) throws -> Int {
-        let names = try FileManager.default.contentsOfDirectory(atPath: images.string)
-        return try names.filter { $0.hasPrefix("pages-") && $0.hasSuffix(".img") }.reduce(0) { total, name in
-            let attributes = try FileManager.default.attributesOfItem(atPath: images.appending(name).string)
-            return total + ((attributes[.size] as? NSNumber)?.intValue ?? 0)
-        }
-    }
-
     /// A python HTTP server holding `zeroMiB` of touched, all-zero memory (every page written with
     /// a 0 byte, so it is present at the dump) and 4 MiB of random bytes; it answers
     /// "count=N zero=<1 when the zeroed buffer is still all zero> sum=<sha256 of the random bytes>".

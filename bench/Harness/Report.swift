@@ -192,6 +192,12 @@ struct Report {
     /// The runtime whose numbers the targets compare against runc's.
     static let zeropod = "zeropod-swift"
 
+    /// "a / b" with two decimals, or "n/a" when either is missing or b is not positive.
+    static func ratioText(_ a: Double?, _ b: Double?) -> String {
+        guard let a, let b, b > 0 else { return "n/a" }
+        return String(format: "%.2f", a / b)
+    }
+
     static func median(_ xs: [Double]) -> Double? {
         guard !xs.isEmpty else { return nil }
         let s = xs.sorted()
@@ -233,10 +239,7 @@ struct Report {
             let mem = med(w, "runc") { $0.memory.map { Double($0.usage) / 1_048_576 } }
             let rss = med(w, "runc") { $0.memory.map { Double($0.rss) / 1_048_576 } }
             let criuRestore = med(w, "runc") { $0.criuRestore?.restoreMs }
-            let ratio = { (a: Double?, b: Double?) -> String in
-                guard let a, let b, b > 0 else { return "n/a" }
-                return String(format: "%.2f", a / b)
-            }
+            let ratio = Self.ratioText
             let n = samples.filter { $0.workload == w && $0.runtime == "runc" }.count
             return [
                 w, fmt(image, digits: 1), fmt(mem, digits: 1), fmt(rss, digits: 1),
@@ -314,10 +317,7 @@ struct Report {
                 + "| runc restore → 1st after it | zeropod-swift restore → 1st after it | ratio zp/runc | cycles |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
-        let ratio = { (a: Double?, b: Double?) -> String in
-            guard let a, let b, b > 0 else { return "n/a" }
-            return String(format: "%.2f", a / b)
-        }
+        let ratio = Self.ratioText
         var targets: [String] = []
         for w in workloads {
             let cell = { (rt: String, key: (Sample) -> Double?) -> (String, Double?) in
@@ -361,10 +361,7 @@ struct Report {
                 + "| checkpoint ratio /runc | cycles |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
-        let ratio = { (a: Double?, b: Double?) -> String in
-            guard let a, let b, b > 0 else { return "n/a" }
-            return String(format: "%.2f", a / b)
-        }
+        let ratio = Self.ratioText
         for w in workloads {
             let runcRF = med(w, "runc") { $0.restoreFirstResponseMs }
             let runcCK = med(w, "runc") { $0.checkpointMs }

@@ -364,14 +364,17 @@ public struct NodeChecks: Sendable {
         return rows
     }
 
+    /// Whether the file at `path` holds `marker` (a string a CRIU patch adds); false when unreadable.
+    private func file(_ path: String, holds marker: String) -> Bool {
+        (try? files.read(path)).flatMap { $0 }.map { contains($0, Array(marker.utf8)) } ?? false
+    }
+
     /// The project's CRIU patch that tracks writes after a full restore without soft-dirty
     /// (scripts/criu/0007-write-tracking-without-soft-dirty.patch, decision 0077): without it every
     /// checkpoint is a full dump.
     private func writeTrackingPatch(_ binary: String) -> CheckResult {
         let patched =
-            (try? files.read(binary)).flatMap { $0 }.map { bytes in
-                contains(bytes, Array("ZEROPOD_WP_TRACK".utf8))
-            } ?? false
+            file(binary, holds: "ZEROPOD_WP_TRACK")
         return patched
             ? CheckResult(
                 "criu",
@@ -394,9 +397,7 @@ public struct NodeChecks: Sendable {
     /// `skip-zero-pages` has no effect (CRIU ignores the variable and writes every page).
     private func zeroPagesPatch(_ binary: String) -> CheckResult {
         let patched =
-            (try? files.read(binary)).flatMap { $0 }.map { bytes in
-                contains(bytes, Array("ZEROPOD_SKIP_ZERO_PAGES".utf8))
-            } ?? false
+            file(binary, holds: "ZEROPOD_SKIP_ZERO_PAGES")
         return patched
             ? CheckResult("criu", "zero-pages patch", .ok, "present (skip-zero-pages takes effect)")
             : CheckResult(
@@ -413,9 +414,7 @@ public struct NodeChecks: Sendable {
     /// where the bounding set lacks CAP_SYS_RESOURCE.
     private func rlimitPatch(_ binary: String) -> CheckResult {
         let patched =
-            (try? files.read(binary)).flatMap { $0 }.map { bytes in
-                contains(bytes, Array("read from /proc (prlimit refused)".utf8))
-            } ?? false
+            file(binary, holds: "read from /proc (prlimit refused)")
         let hasSysResource = capabilityInBoundingSet(24)
         switch (patched, hasSysResource) {
         case (true, _):

@@ -172,7 +172,7 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
         // The processes end with this dump (or run on untracked after a failure): the hold ends
         // after it either way.
         defer { writeTracking.release() }
-        if !incremental, let depth = trackedParentDepth() {
+        if !incremental, let depth = prepareTrackedParent() {
             do {
                 var report = try await dump(parent: true)
                 report.details["parent"] = "restore (\(depth) deep)"
@@ -195,11 +195,11 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
         return try await dump(parent: false, onPreDump: incremental)
     }
 
-    /// How many generations the next dump's parent chain would have, when the next dump can be
-    /// incremental on the images of a tracked restore (decision 0077): a tracked tree still runs
-    /// and its images are kept as the parent (moved there now if the restore's clean-up has not
-    /// done it yet); nil otherwise.
-    private func trackedParentDepth() -> Int? {
+    /// Readies the next dump to be incremental on the images of a tracked restore (decision
+    /// 0077) when it can be: a tracked tree still runs and its images are kept as the parent —
+    /// moved there now if the restore's clean-up has not done it yet (a side effect).
+    /// - Returns: how many generations the parent chain has; nil when the dump must be full.
+    private func prepareTrackedParent() -> Int? {
         guard writeTracking.holdsRunningTree else { return nil }
         if FileManager.default.fileExists(atPath: imagesDirectory + "/inventory.img"), !keepImagesAsParent() {
             return nil
