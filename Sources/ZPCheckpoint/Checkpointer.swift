@@ -9,6 +9,9 @@ import Glibc
 import Musl
 #endif
 
+/// Whether a CRIU binary holds the pre-dump write-tracking patch, by path, read once per process.
+private let preDumpTrackingAnswers = Mutex<[String: Bool]>([:])
+
 /// FEATURE_CHECK answers for mem_track by CRIU binary path, asked once per process.
 private let memoryTrackingAnswers = Mutex<[String: Bool]>([:])
 
@@ -79,13 +82,14 @@ public struct DumpOptions: Sendable {
     /// Track dirty memory (`track_mem`).
     public var trackMemory = false
     /// With `parentImages` and `trackMemory`: the parent holds the images the tree was restored
-    /// from by a checkpointer that ``Checkpointer/tracksWrites`` (decision 0077), and a page counts
-    /// as dirty when it was written since that restore (PAGEMAP_SCAN's write bit) rather than by
-    /// soft-dirty, which kernels without `CONFIG_MEM_SOFT_DIRTY` lack. Not a CRIU option: the worker
-    /// gets ``Checkpointer/writeTrackingVariable`` (zeropod's CRIU build,
+    /// from by a checkpointer that ``Checkpointer/tracksWrites`` (decision 0077), or a pre-dump that
+    /// tracked writes (decision 0078), and a page counts as dirty when it was written since
+    /// (PAGEMAP_SCAN's write bit) rather than by soft-dirty, which kernels without
+    /// `CONFIG_MEM_SOFT_DIRTY` lack. Not a CRIU option: the worker gets
+    /// ``Checkpointer/writeTrackingVariable`` (zeropod's CRIU build,
     /// scripts/criu/0007-write-tracking-without-soft-dirty.patch); a page the kernel does not report
     /// as unwritten is dumped, so an untracked tree gets a full dump.
-    public var dirtySinceRestore = false
+    public var dirtyFromWriteTracking = false
     /// Dump for a lazy restore served from this side's memory (`lazy_pages`); with `pageServer`
     /// CRIU serves the pages and answers only when they have been fetched.
     public var lazyPages = false
@@ -223,7 +227,7 @@ public struct Checkpointer: Sendable {
     /// writes every page, which restores the same memory.
     public var leavesZeroPagesOut: Bool
     /// Whether full restores write-protect the restored memory with an asynchronous userfaultfd
-    /// (decision 0077), so that a later dump with `DumpOptions.dirtySinceRestore` writes only the
+    /// (decision 0077), so that a later dump with `DumpOptions.dirtyFromWriteTracking` writes only the
     /// pages changed since. Each restored process then holds a userfaultfd until CRIU's restorer
     /// ends; a `post-restore` hook takes copies (``WriteTracking``), or the protection ends with
     /// the restore. Needs the CRIU that `make setup` builds and a kernel with asynchronous
@@ -239,7 +243,7 @@ public struct Checkpointer: Sendable {
     public static let conntrackVariable = "ZEROPOD_SKIP_CONNTRACK"
 
     /// The environment variable that asks zeropod's CRIU build to write-protect restored memory
-    /// (a restore) or to read dirty pages from the write bits (a dump; `DumpOptions.dirtySinceRestore`).
+    /// (a restore) or to read dirty pages from the write bits (a dump; `DumpOptions.dirtyFromWriteTracking`).
     public static let writeTrackingVariable = "ZEROPOD_WP_TRACK"
 
     /// What every worker of this checkpointer gets in its environment besides the caller's: the
@@ -385,31 +389,57 @@ public struct Checkpointer: Sendable {
         return answer
     }
 
-    /// Copies the tree's memory while it keeps running (PRE_DUMP request, with `track_mem`), after
-    /// checking (once, see `supportsMemoryTracking()`) that CRIU supports dirty memory tracking.
-    /// A later DUMP with `parentImages` pointing here and `trackMemory` writes only the pages
-    /// dirtied since.
-    /// - Throws: `CRIUError` `.notSupported` when mem_track is missing: CRIU 4.2 aborts a
-    ///   pre-dump on such a kernel (a BUG() after infecting the tasks), so it is never asked.
+    /// The notification by which zeropod's CRIU build hands a pre-dump's write tracking over: one
+    /// per tracked task, with its pid and its userfaultfd (scripts/criu/0008-pre-dump-write-tracking.patch).
+    public static let writeTrackingScript = "zp-write-tracking"
+
+    /// Whether this checkpointer's pre-dumps track writes without soft-dirty (decision 0078): it
+    /// ``tracksWrites`` and its CRIU binary is zeropod's build with the pre-dump tracking patch
+    /// (read once per binary and process). Whether a kernel can track is only known from the
+    /// pre-dump itself: its tasks' userfaultfds come in ``writeTrackingScript`` notifications.
+    public func preDumpsTrackWrites() -> Bool {
+        guard tracksWrites else { return false }
+        let path = criuPath.string
+        if let known = preDumpTrackingAnswers.withLock({ $0[path] }) { return known }
+        let marker = Array(Self.writeTrackingScript.utf8)
+        let answer = (try? Files.read(criuPath)).map { $0.firstRange(of: marker) != nil } ?? false
+        preDumpTrackingAnswers.withLock { $0[path] = answer }
+        return answer
+    }
+
+    /// Copies the tree's memory while it keeps running (PRE_DUMP request, with `track_mem`). A
+    /// later DUMP with `parentImages` pointing here and `trackMemory` writes only the pages dirtied
+    /// since. Dirty is soft-dirty where CRIU supports it (FEATURE_CHECK `mem_track`, asked once);
+    /// elsewhere, when ``preDumpsTrackWrites()``, the pre-dump write-protects the tasks' private
+    /// memory with asynchronous userfaultfds and hands them over in ``writeTrackingScript``
+    /// notifications (decision 0078): `hooks` must keep them (``WriteTracking``) for as long as the
+    /// later dump should be incremental, and that dump needs `dirtyFromWriteTracking`.
+    /// - Throws: `CRIUError` `.notSupported` when neither is possible: CRIU 4.2 aborts a pre-dump
+    ///   without soft-dirty (a BUG() after infecting the tasks), so it is never asked.
     public func preDump(
         pid: Int32,
         imagesDir: FilePath,
-        options: DumpOptions = DumpOptions()
+        options: DumpOptions = DumpOptions(),
+        hooks: CRIUHooks = CRIUHooks()
     ) throws(CRIUError)
         -> DumpResult
     {
-        guard try supportsMemoryTracking() else {
-            throw CRIUError(
-                code: .notSupported,
-                request: .preDump,
-                criuErrno: .notSupported,
-                message: "CRIU \(criuPath) on this kernel does not support mem_track (dirty memory "
-                    + "tracking needs a kernel with CONFIG_MEM_SOFT_DIRTY)"
-            )
-        }
         var o = options
+        if try !supportsMemoryTracking() {
+            guard preDumpsTrackWrites() else {
+                throw CRIUError(
+                    code: .notSupported,
+                    request: .preDump,
+                    criuErrno: .notSupported,
+                    message: "CRIU \(criuPath) on this kernel does not support mem_track (dirty memory "
+                        + "tracking needs a kernel with CONFIG_MEM_SOFT_DIRTY), and it cannot track "
+                        + "writes instead (zeropod's CRIU build, a checkpointer that tracks writes)"
+                )
+            }
+            o.dirtyFromWriteTracking = true
+        }
         o.trackMemory = true
-        return try dumpOrPreDump(.preDump, pid: pid, imagesDir: imagesDir, options: o, hooks: CRIUHooks(), worker: nil)
+        return try dumpOrPreDump(.preDump, pid: pid, imagesDir: imagesDir, options: o, hooks: hooks, worker: nil)
     }
 
     private func dumpOrPreDump(
@@ -465,7 +495,7 @@ public struct Checkpointer: Sendable {
             inherited: [],
             environment: [
                 "\(Self.conntrackVariable)=\(options.leavesConntrackOut ? 1 : 0)",
-                "\(Self.writeTrackingVariable)=\(options.dirtySinceRestore ? 1 : 0)",
+                "\(Self.writeTrackingVariable)=\(options.dirtyFromWriteTracking ? 1 : 0)",
             ]
         )
         return DumpResult(

@@ -318,6 +318,8 @@ public struct ContainerCheckpointer: Sendable {
     /// checkpoint reads both directories, so neither may be removed before it.
     ///
     /// The CRIU options are the checkpoint's (root, external namespaces and mounts, cgroups).
+    /// Without soft-dirty, a checkpointer whose pre-dumps track writes hands the tasks' write
+    /// tracking to `hooks` (``Checkpointer/preDump(pid:imagesDir:options:hooks:)``, decision 0078).
     /// - Throws: `ContainerCheckpointError`: `.criu` with `.notSupported` where the kernel has no
     ///   dirty-memory tracking (checked once per process, CRIU is not asked to pre-dump then),
     ///   `.invalidState` when runc's init is not running, `.criu` when CRIU fails (the container
@@ -325,7 +327,8 @@ public struct ContainerCheckpointer: Sendable {
     public func preDump(
         _ container: RuncContainer,
         imagesDir: FilePath,
-        options: ContainerCheckpointOptions = ContainerCheckpointOptions()
+        options: ContainerCheckpointOptions = ContainerCheckpointOptions(),
+        hooks: CRIUHooks = CRIUHooks()
     )
         throws(ContainerCheckpointError) -> DumpResult
     {
@@ -334,7 +337,7 @@ public struct ContainerCheckpointer: Sendable {
         o.externalMounts = manifest.externalMounts.keys.sorted().map { CRIUKeyValue(key: $0, value: $0) }
         o.logFile = "pre-dump.log"
         do {
-            return try checkpointer.preDump(pid: pid, imagesDir: imagesDir, options: o)
+            return try checkpointer.preDump(pid: pid, imagesDir: imagesDir, options: o, hooks: hooks)
         } catch {
             throw .criu(error)
         }

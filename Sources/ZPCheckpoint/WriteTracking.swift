@@ -8,7 +8,7 @@ import ZPSystem
 /// restorer holds, until it ends: the kernel then drops the protection with the last descriptor.
 /// ``CRIUHooks/holdingWriteTracking(in:)`` takes copies of those descriptors at `post-restore`
 /// (the processes wait for CRIU there) and keeps them here, so the kernel goes on recording which
-/// pages each process writes. A later dump with `DumpOptions.dirtySinceRestore` and the restored
+/// pages each process writes. A later dump with `DumpOptions.dirtyFromWriteTracking` and the restored
 /// images as its parent then writes only those pages.
 ///
 /// What is held is one process tree's, from one restore; ``release()`` closes it (the processes
@@ -68,6 +68,30 @@ public final class WriteTracking: Sendable {
         return summary
     }
 
+    /// Keeps a userfaultfd that a pre-dump handed over (decision 0078) for one task of the tree at
+    /// `root`, beside those already held for that tree (a hold of another tree is released first).
+    /// - Returns: what is held now.
+    @discardableResult
+    public func adopt(_ descriptor: consuming OwnedDescriptor, treeAt root: Int32) -> Summary {
+        let copy = SharedDescriptor(descriptor)
+        let processes = PreparedContainerRestore.processTree(root).count
+        let (summary, replaced) = state.withLock { s -> (Summary, Held?) in
+            var replaced: Held?
+            if let held = s, held.summary.root != root {
+                replaced = held
+                s = nil
+            }
+            var held = s ?? Held(summary: Summary(root: root, processes: 0, tracked: 0), descriptors: [])
+            held.descriptors.append(copy)
+            held.summary.tracked = held.descriptors.count
+            held.summary.processes = max(processes, held.summary.tracked)
+            s = held
+            return (held.summary, replaced)
+        }
+        for descriptor in replaced?.descriptors ?? [] { descriptor.close() }
+        return summary
+    }
+
     /// Ends the hold (the kernel drops the protection; the processes run on). Idempotent.
     public func release() {
         let held = state.withLock { s -> Held? in
@@ -96,6 +120,20 @@ extension CRIUHooks {
         self["post-restore"] = { note in
             try before?(note)
             if let root = note.pid { tracking.take(treeAt: root) } else { tracking.release() }
+        }
+    }
+}
+
+extension CRIUHooks {
+    /// Keeps, in `tracking`, the userfaultfds a pre-dump of the tree at `root` hands over
+    /// (``Checkpointer/writeTrackingScript`` notifications, decision 0078), beside what it holds for
+    /// that tree. The hold is for the tree's next dump with the pre-dump as its parent: release
+    /// what `tracking` held before the pre-dump starts.
+    public mutating func holdingPreDumpTracking(in tracking: WriteTracking, treeAt root: Int32) {
+        let before = self[Checkpointer.writeTrackingScript]
+        self[Checkpointer.writeTrackingScript] = { note in
+            try before?(note)
+            if let descriptor = note.receivedFD?.take() { tracking.adopt(descriptor, treeAt: root) }
         }
     }
 }

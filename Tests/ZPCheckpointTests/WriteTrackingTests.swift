@@ -8,9 +8,10 @@ import ZPTestSupport
 
 /// Decision 0077: a full restore by a checkpointer that tracks writes leaves the restored memory
 /// write-protected by an asynchronous userfaultfd, `WriteTracking` holds it, and a dump with the
-/// restored images as parent (`dirtySinceRestore`) writes only the pages written since; a restore
+/// restored images as parent (`dirtyFromWriteTracking`) writes only the pages written since; a restore
 /// through the chain gives the process exactly the memory it had. Without the hold every page
-/// counts as written (a full-size dump). Real CRIU (zeropod's build, `make setup`), real processes.
+/// counts as written (a full-size dump). Decision 0078: a pre-dump hands the same tracking over.
+/// Real CRIU (zeropod's build, `make setup`), real processes.
 @Suite(
     "Write tracking for incremental checkpoints (decision 0077)",
     .serialized,
@@ -118,7 +119,7 @@ struct WriteTrackingTests {
         if let parent {
             o.parentImages = parent
             o.trackMemory = true
-            o.dirtySinceRestore = true
+            o.dirtyFromWriteTracking = true
         }
         _ = try criu.dump(pid: pid, imagesDir: folder, options: o)
         #expect(eventually(every: 0.01) { !isAlive(pid) }, "dumped process is gone")
@@ -248,6 +249,71 @@ struct WriteTrackingTests {
             },
             "the whole dumped tree is gone"
         )
+    }
+
+    /// Decision 0078: without soft-dirty, a pre-dump of a checkpointer that tracks writes hands its
+    /// task's userfaultfd over; while held, the dump on the pre-dump writes only what changed, and
+    /// a lazy restore reads through the chain (its lazy-pages daemon serves the parent's pages).
+    @Test(.enabled(if: lazyPagesHere, "CRIU reports no lazy_pages support (userfaultfd) on this kernel"))
+    func trackedPreDump_makesTheDumpOnItIncremental_andALazyRestoreReadsThroughIt() throws {
+        #expect(criu.preDumpsTrackWrites(), "zeropod's CRIU build (make setup) holds the pre-dump tracking patch")
+        let netns = try TestNetns("zpck-wp3")
+        let root = try TemporaryDirectory("zpck-wp3")
+        let (pre, d1, d2) = (root.filePath.appending("pre"), root.filePath.appending("d1"), root.filePath.appending("d2"))
+        let pid = try startPythonServer(
+            netns: netns,
+            port: port,
+            script: script(mebibytes: 24, forked: false),
+            name: "pre-dump write-tracking server"
+        )
+        var live = pid
+        defer { killAndReap(live) }
+        #expect(try ask(netns) == (2, true))
+
+        let tracking = WriteTracking()
+        defer { tracking.release() }
+        var hooks = CRIUHooks()
+        hooks.holdingPreDumpTracking(in: tracking, treeAt: live)
+        var o = DumpOptions()
+        o.external = [try NetworkNamespace.externalEntry(for: netns.filePath)]
+        _ = try criu.preDump(pid: live, imagesDir: pre, options: o, hooks: hooks)
+        let summary = try #require(tracking.summary, "the pre-dump handed its task's userfaultfd over")
+        #expect(summary.root == live && summary.tracked == 1 && summary.processes == 1)
+        #expect(try ask(netns) == (3, true), "the process runs on after the pre-dump, memory intact")
+
+        try dump(live, netns: netns, into: d1, parent: "../pre")
+        tracking.release()
+        let full = try pageImageBytes(pre)
+        let incremental = try pageImageBytes(d1)
+        print("pre-dump write tracking: pages images \(full >> 10) KiB pre-dump, \(incremental >> 10) KiB dump on it")
+        #expect(full >= 24 << 20, "the pre-dump holds the 24 MiB buffer")
+        #expect(incremental * 4 < full, "the dump on the pre-dump writes a fraction of the pages")
+
+        // A lazy restore of d1 → pre: the request checks every page, faulted in through the chain.
+        let ns = SharedDescriptor(try OwnedDescriptor.open(netns.filePath, O_RDONLY))
+        var lazy = processRestoreOptions(netns: ns)
+        lazy.lazyPages = true
+        let daemon = try LazyPagesDaemon(criuPath: criu.criuPath, imagesDir: d1)
+        defer { daemon.stop() }
+        live = try criu.restore(imagesDir: d1, options: lazy).pid
+        #expect(try ask(netns) == (4, true), "the lazy restore through the pre-dump gave the same memory")
+        #expect(daemon.waitForExit(timeout: .seconds(60)), "the lazy-pages daemon served every page and ended")
+        #expect(daemon.termination == .exited(code: 0), "\(String(describing: daemon.termination))")
+        // The parent's pages went through the daemon (lazily), not into the restore up front.
+        let log = String(decoding: try Files.read(daemon.logPath), as: UTF8.self)
+        let transferred = log.split(separator: "\n").compactMap { line -> Int? in
+            guard let r = line.firstRange(of: "UFFD transferred pages: (") else { return nil }
+            return Int(line[r.upperBound...].prefix { $0.isNumber })
+        }.reduce(0, +)
+        print("pre-dump write tracking: the lazy-pages daemon transferred \(transferred) pages")
+        #expect(transferred >= 24 * 256, "the 24 MiB buffer, in the pre-dump's images, was served lazily")
+
+        // Untracked pre-dump (no hold): the dump on it is full-size, and a full restore reads it.
+        _ = try criu.preDump(pid: live, imagesDir: root.filePath.appending("pre2"), options: o)
+        try dump(live, netns: netns, into: d2, parent: "../pre2")
+        #expect(try pageImageBytes(d2) * 10 >= full * 9, "without the hold every page counts as written")
+        live = try criu.restore(imagesDir: d2, options: processRestoreOptions(netns: ns)).pid
+        #expect(try ask(netns) == (5, true))
     }
 
     @Test func holdingNothing_isNotAnError() throws {

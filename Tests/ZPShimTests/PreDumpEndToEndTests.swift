@@ -1,14 +1,20 @@
 import Foundation
 import Testing
+import ZPCheckpoint
 import ZPTestSupport
 
 @testable import ZPShim
 
 /// `zeropod.ctrox.dev/pre-dump=true` through a real containerd: the shim pre-dumps the idle
-/// container halfway to its scale-down (or, where the kernel cannot track dirty memory, logs why
-/// and keeps to plain dumps), scales it down and brings it back with its memory; both image folders
-/// are gone after the restore.
+/// container halfway to its scale-down — tracking dirty memory by soft-dirty, or without it by the
+/// write tracking of zeropod's CRIU build (decision 0078); where neither is possible it logs why
+/// and keeps to plain dumps — scales it down and brings it back with its memory; after the restore
+/// only the kept images (the next checkpoint's parent) stay.
 @Suite(.serialized) struct PreDumpEndToEndTests {
+    /// Whether the shim's pre-dumps track writes without soft-dirty: zeropod's CRIU build (the
+    /// project's setup installs it; its kernel needs asynchronous write-protect, 6.7+).
+    static let criuTracksWrites = Checkpointer(tracksWrites: true).preDumpsTrackWrites()
+
     /// Whether this kernel has soft-dirty tracking, asked of CRIU's own check (independent of the shim).
     static let kernelTracksDirtyMemory: Bool = {
         let criu =
@@ -45,7 +51,10 @@ import ZPTestSupport
         )
         defer { removeTask(containerd, id) }
         let images = "\(stateDir)/i/\(containerd.namespace)/\(id)"
-        print("[zpshim-pd] \(flavor.name): kernel tracks dirty memory: \(Self.kernelTracksDirtyMemory)")
+        print(
+            "[zpshim-pd] \(flavor.name): kernel tracks dirty memory: \(Self.kernelTracksDirtyMemory), "
+                + "CRIU tracks writes: \(Self.criuTracksWrites)"
+        )
 
         for cycle in 1...2 {
             try #require(
@@ -53,10 +62,23 @@ import ZPTestSupport
                 "cycle \(cycle): not scaled down: \(containerd.log(tail: 30))"
             )
             let checkpoint = try #require(containerd.logLines(containing: "checkpointing done").last)
-            if Self.kernelTracksDirtyMemory {
+            if Self.kernelTracksDirtyMemory || Self.criuTracksWrites {
                 // Pre-dumped before the deadline; the checkpoint wrote only what changed since.
-                #expect(containerd.logLines(containing: "pre-dump done").count >= cycle, "\(containerd.log(tail: 30))")
+                let preDumps = containerd.logLines(containing: "pre-dump done")
+                #expect(preDumps.count >= cycle, "\(containerd.log(tail: 30))")
                 #expect(checkpoint.contains("parent=pre-dump"), "checkpoint on the pre-dump: \(checkpoint)")
+                if !Self.kernelTracksDirtyMemory {
+                    // Every process of the container (the shell and its server) is tracked.
+                    let held = preDumps.last.flatMap { $0.range(of: "write-tracking=") }.map {
+                        preDumps.last![$0.upperBound...].split(separator: " ").prefix(3).joined(separator: " ")
+                    }
+                    let counts = held?.split(separator: " ").compactMap { Int($0) } ?? []
+                    #expect(
+                        counts.count == 2 && counts[0] >= 1 && counts[0] == counts[1],
+                        "the pre-dump's tracking is held for every process: \(preDumps)"
+                    )
+                    #expect(!checkpoint.contains("not tracked"), "\(checkpoint)")
+                }
                 #expect(
                     FileManager.default.fileExists(atPath: images + "/pre-dump"),
                     "the pre-dump is the image's parent"

@@ -141,6 +141,9 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
 
     /// The hold on the last full restore's write tracking (shared by every copy of this value).
     let writeTracking = WriteTracking()
+    /// The hold on the last pre-dump's write tracking, without soft-dirty (decision 0078): the
+    /// checkpoint on top of that pre-dump writes only the pages written since.
+    let preDumpTracking = WriteTracking()
 
     /// The shim's one checkpointer (built once per shim, for the node's CRIU).
     let checkpointer: ContainerCheckpointer
@@ -187,12 +190,23 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
             }
         }
         writeTracking.release()
-        if incremental {
-            removeImages(keepingPreDump: true)
-        } else {
+        guard incremental else {
             removeImages()
+            return try await dump(parent: false)
         }
-        return try await dump(parent: false, onPreDump: incremental)
+        // On the pre-dump: dirty is soft-dirty, or written since the pre-dump while its tracking is
+        // held (decision 0078); neither (an untracked pre-dump) makes it a plain full dump.
+        defer { preDumpTracking.release() }
+        let softDirty = (try? checkpointer.checkpointer.supportsMemoryTracking()) == true
+        let tracked = !softDirty && preDumpTracking.holdsRunningTree
+        guard softDirty || tracked else {
+            removeImages()
+            var report = try await dump(parent: false)
+            report.details["pre-dump"] = "not tracked, dumped fully"
+            return report
+        }
+        removeImages(keepingPreDump: true)
+        return try await dump(parent: false, onPreDump: true, tracked: tracked)
     }
 
     /// Readies the next dump to be incremental on the images of a tracked restore (decision
@@ -211,8 +225,8 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
             folder += "/" + Self.parentDirectoryName
         }
         guard (1...Self.maximumParentChain).contains(depth) else { return nil }
-        // Images the next restore would take lazily are written in full: lazy restores read no
-        // chain (a container that grew past `lazy-restore = auto`'s threshold).
+        // Images the next restore would take lazily are written in full: a lazy restore is not
+        // tracked (a container that grew past `lazy-restore = auto`'s threshold).
         guard !lazyRestore.restoresLazily(pageBytes: Self.chainPageBytes(imagesDirectory), userfaultfdUsable: true)
         else { return nil }
         return depth
@@ -226,21 +240,30 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
             && !lazyRestore.restoresLazily(pageBytes: Self.chainPageBytes(imagesDirectory), userfaultfdUsable: true)
     }
 
-    /// The page images' bytes of the folder and of its chain of kept parents (`prev`, `prev/prev`, …).
+    /// The page images' bytes of the folder and of its chain of parents: as CRIU's `parent` links
+    /// name them (a tracked restore's kept images, `prev`, `prev/prev`, …, or a pre-dump), or the
+    /// kept images of a restore not yet dumped on.
     static func chainPageBytes(_ folder: String) -> UInt64 {
         var total: UInt64 = 0
         var current = folder
         for _ in 0...maximumParentChain + 1 {
             total += RestorePreparation.pageBytes(inImages: current)
-            current += "/" + parentDirectoryName
-            guard FileManager.default.fileExists(atPath: current) else { break }
+            guard
+                let next = [criuParentLink, parentDirectoryName].lazy.map({ current + "/" + $0 })
+                    .first(where: { FileManager.default.fileExists(atPath: $0) })
+            else { break }
+            current = next
         }
         return total
     }
 
-    /// One dump into the images folder: on top of the pre-dump (`onPreDump`), on top of the kept
-    /// parent of a tracked restore (`parent`), or plain.
-    private func dump(parent: Bool, onPreDump: Bool = false) async throws -> ScaleDownReport {
+    /// The link CRIU leaves in an incremental dump's folder, to its parent's.
+    static let criuParentLink = "parent"
+
+    /// One dump into the images folder: on top of the pre-dump (`onPreDump`; `tracked`: its write
+    /// tracking is held, dirty is written since), on top of the kept parent of a tracked restore
+    /// (`parent`), or plain.
+    private func dump(parent: Bool, onPreDump: Bool = false, tracked: Bool = false) async throws -> ScaleDownReport {
         var options = ContainerCheckpointOptions()
         options.criu.orphanPtsMaster = terminal
         options.criu.logLevel = logLevel
@@ -250,10 +273,11 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
         if onPreDump {
             options.criu.parentImages = Self.preDumpDirectoryName
             options.criu.trackMemory = true
+            options.criu.dirtyFromWriteTracking = tracked
         } else if parent {
             options.criu.parentImages = Self.parentDirectoryName
             options.criu.trackMemory = true
-            options.criu.dirtySinceRestore = true
+            options.criu.dirtyFromWriteTracking = true
         }
         if keepsConnections {
             options.criu.tcpEstablished = true
@@ -318,20 +342,30 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
 
     func preDump() async throws -> ScaleDownReport {
         let dir = imagesDirectory + "/" + Self.preDumpDirectoryName
-        let (checkpointer, target) = (checkpointer, target)
+        let (checkpointer, target, tracking) = (checkpointer, target, preDumpTracking)
         var options = ContainerCheckpointOptions()
         options.criu.logLevel = logLevel
         options.criu.orphanPtsMaster = terminal
+        // A new generation: the next checkpoint is on this pre-dump, so what was held for an
+        // earlier one, or for the last restore, ends here.
+        writeTracking.release()
+        preDumpTracking.release()
+        let root = await container.current?.pid
         do {
             try? FileManager.default.removeItem(atPath: dir)
             try Files.makeOwnerOnlyDirectory(FilePath(dir))
             let result = try await NIOThreadPool.singleton.runIfActive { [options] in
-                try checkpointer.preDump(target, imagesDir: FilePath(dir), options: options)
+                // Without soft-dirty the pre-dump hands over its tasks' write tracking (decision 0078).
+                var hooks = CRIUHooks()
+                if let root { hooks.holdingPreDumpTracking(in: tracking, treeAt: root) }
+                return try checkpointer.preDump(target, imagesDir: FilePath(dir), options: options, hooks: hooks)
             }
             var details = ["criu": "\(result.timings)"]
             if let stats = result.stats { details["stats"] = "\(stats)" }
+            if let summary = tracking.summary { details["write-tracking"] = "\(summary)" }
             return ScaleDownReport(details: details)
         } catch {
+            tracking.release()
             try? FileManager.default.removeItem(atPath: dir)
             _ = rmdir(imagesDirectory)  // only when empty
             throw error
@@ -355,10 +389,13 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
                 lazy = false
                 why += ", but CRIU reports no lazy-pages (userfaultfd) support"
             }
-            if lazy && FileManager.default.fileExists(atPath: images + "/" + Self.parentDirectoryName) {
-                // Incremental images (decision 0077) are restored fully, and tracked again.
+            if lazy && FileManager.default.fileExists(atPath: images + "/" + Self.criuParentLink)
+                && !checkpointer.checkpointer.preDumpsTrackWrites()
+            {
+                // Incremental images (decisions 0077, 0078) are restored lazily only by zeropod's
+                // CRIU build, whose lazy-pages daemon reads through parents.
                 lazy = false
-                why += ", but the images have a parent (incremental checkpoint)"
+                why += ", but the images have a parent (incremental checkpoint) this CRIU reads only fully"
             }
             return try RestorePreparation(
                 checkpointer: checkpointer,
@@ -464,6 +501,7 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
         if !keepingPreDump, writeTracking.holdsRunningTree, keepImagesAsParent() { return }
         writeTracking.release()
         guard keepingPreDump else {
+            preDumpTracking.release()
             // A CRIU worker killed mid-restore (a hung lazy-pages daemon, a timeout) leaves its
             // cgroup yard (`.criu.cgyard.*`) mounted in the folder, which then cannot be removed.
             for mountPoint in MountPoints.under(imagesDirectory + "/") { try? MountPoints.unmount(mountPoint) }
