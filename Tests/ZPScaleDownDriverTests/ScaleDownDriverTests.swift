@@ -186,7 +186,7 @@ struct ScaleDownDriverTests {
         }
     }
 
-    @Test func idleDeadlineBeforeTheActivatorExists_waitsForIt() async throws {
+    @Test func idleDeadlineBeforeTheActivatorExists_waitsForIt_andTheWindowStartsAtTheArming() async throws {
         let h = Harness(ports: [])  // ports are discovered: none yet
         try await h.running {
             await h.driver.started(pid: 100)
@@ -195,8 +195,14 @@ struct ScaleDownDriverTests {
             #expect(h.driver.phase == .running)  // no scale-down without a way back
             h.control.ports.withLock { $0 = [9090] }
             h.clock.advance(by: .seconds(3))
-            await eventually("scaled down once armed") { h.driver.phase == .scaledDown }
-            #expect(h.redirect.recorded.withLock { $0.madeFor } == [[9090]])
+            await eventually("armed") { h.redirect.recorded.withLock { $0.madeFor } == [[9090]] }
+            // Activity before the ports were found went unseen: the window starts at the arming
+            // (one scale-down duration after it, not at once).
+            let armedAt = h.clock.now()
+            await eventually("re-armed from the arming") { h.clock.sleepingUntil.contains { $0 > armedAt } }
+            #expect(h.driver.phase == .running && h.checkpoints.calls.isEmpty)
+            h.clock.advance(by: .seconds(61))
+            await eventually("scaled down a duration after the arming") { h.driver.phase == .scaledDown }
         }
     }
 

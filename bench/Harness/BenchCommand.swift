@@ -580,6 +580,7 @@ struct BenchCommand: ParsableCommand {
             throw BenchError("\(w.name) (\(rt.name)) did not answer: \(why)\(tail(bundle.logFile))")
         }
         sample.coldStartMs = millis(since: t0)
+        try rt.waitUntilWatching(w)
         try warmUp(w, runtime: rt)
         let lastActivity = ContinuousClock.now
         usleep(useconds_t(settleMs * 1000))

@@ -29,6 +29,10 @@ protocol BenchRuntime {
     func shimMemory(_ w: Workload) -> ProcessMemory?
     /// Where CRIU wrote `stats-restore` for the last restore.
     func restoreStatsDir(_ w: Workload, bundle: Bundle) -> String
+    /// Waits until the runtime watches the started container's activity, so that its idle time
+    /// counts from the harness's last request (the shim arms its scale-down once it has found the
+    /// container's ports: seconds after a slow start such as the JVM's).
+    func waitUntilWatching(_ w: Workload) throws
 }
 
 /// What a checkpoint left behind and, for a runtime that times itself, how long it took.
@@ -71,6 +75,8 @@ struct ContainerMemory: Sendable {
 }
 
 extension BenchRuntime {
+    /// A runtime the harness checkpoints itself watches nothing (default).
+    func waitUntilWatching(_ w: Workload) throws {}
     /// The memory of the workload's container while it runs (default: the cgroup the harness's
     /// bundle names; a runtime that places containers elsewhere overrides this).
     func memory(of w: Workload) -> ContainerMemory? { ContainerMemory.read(cgroupsPath: w.cgroupsPath) }

@@ -233,6 +233,20 @@ final class ZeropodRuntime: BenchRuntime {
         return try start(w, bundle: bundle)
     }
 
+    /// Waits for the shim's "scale-down armed" line for the container started last (its ports
+    /// found, the activity tracking attached): before it, requests do not reach the idle timer, and
+    /// a scale-down deadline already past when it arms comes at once, leaving no time for a
+    /// pre-dump.
+    func waitUntilWatching(_ w: Workload) throws {
+        let deadline = ContinuousClock.now + .seconds(60)
+        while logLines(of: w.containerID, containing: "scale-down armed").isEmpty {
+            guard ContinuousClock.now < deadline else {
+                throw BenchError("\(w.containerID): the shim did not arm its scale-down within 60 s\(tail(logFile, lines: 20))")
+            }
+            usleep(10_000)
+        }
+    }
+
     /// Waits for the shim's scale-down: its "checkpointing done in X ms" line for this container
     /// and no process left in the container's network namespace. Returns X.
     func checkpoint(_ w: Workload, bundle: Bundle, container: inout RunningContainer) throws -> CheckpointResult {

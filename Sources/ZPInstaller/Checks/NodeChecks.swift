@@ -353,9 +353,9 @@ public struct NodeChecks: Sendable {
                     "kernel",
                     "soft-dirty",
                     .missing,
-                    "no dirty-memory tracking",
+                    "no soft-dirty tracking",
                     fix:
-                        "a kernel with CONFIG_MEM_SOFT_DIRTY (not on arm64); without it pre-dump=true falls back to plain dumps"
+                        "a kernel with CONFIG_MEM_SOFT_DIRTY (not on arm64); without it pre-dump=true needs the write-tracking patch (row below) and kernel 6.7+, else it falls back to plain dumps"
                 )
         )
         rows.append(rlimitPatch(binary))
@@ -369,18 +369,28 @@ public struct NodeChecks: Sendable {
         (try? files.read(path)).flatMap { $0 }.map { contains($0, Array(marker.utf8)) } ?? false
     }
 
-    /// The project's CRIU patch that tracks writes after a full restore without soft-dirty
-    /// (scripts/criu/0007-write-tracking-without-soft-dirty.patch, decision 0077): without it every
+    /// The project's CRIU patches that track writes without soft-dirty after a full restore
+    /// (scripts/criu/0007-write-tracking-without-soft-dirty.patch, decision 0077) and from a
+    /// pre-dump (scripts/criu/0008-pre-dump-write-tracking.patch, decision 0078): without them every
     /// checkpoint is a full dump.
     private func writeTrackingPatch(_ binary: String) -> CheckResult {
-        let patched =
-            file(binary, holds: "ZEROPOD_WP_TRACK")
-        return patched
+        let afterRestores = file(binary, holds: "ZEROPOD_WP_TRACK")
+        let fromPreDumps = afterRestores && file(binary, holds: Checkpointer.writeTrackingScript)
+        if afterRestores && !fromPreDumps {
+            return CheckResult(
+                "criu",
+                "write-tracking patch",
+                .missing,
+                "after full restores only: pre-dump=true falls back to plain dumps without soft-dirty",
+                fix: "use the project's current CRIU build (scripts/setup.sh applies scripts/criu/*.patch)"
+            )
+        }
+        return afterRestores
             ? CheckResult(
                 "criu",
                 "write-tracking patch",
                 .ok,
-                "present (a checkpoint after a full restore writes only the pages written since; kernel 6.7+)"
+                "present (a checkpoint after a full restore or on a pre-dump writes only the pages written since; kernel 6.7+)"
             )
             : CheckResult(
                 "criu",

@@ -50,6 +50,11 @@ extension ScaleDownDriver {
         // the lifecycle never orders the redirect on.
         if settings.lifecycle.dryRun { metadata["dryRun"] = "true" }
         logger.info("scale-down armed", metadata: metadata)
+        // The scale-down window starts no earlier than now: activity before the ports were found
+        // went unseen (a slow start such as a JVM's is found seconds after it serves), and an idle
+        // deadline that passed meanwhile would checkpoint at once, with no time for a pre-dump.
+        // Not for a process known to be idle already (restored from a migration's checkpoint).
+        if !state.withLock({ $0.startedIdle }) { await feed(.activitySeen(at: clock.now())) }
         await fireEarlyTimers()
         do {
             try await activator.run()

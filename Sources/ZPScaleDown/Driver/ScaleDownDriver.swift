@@ -101,6 +101,9 @@ public final class ScaleDownDriver: Sendable {
         var restoreSide: Supervision
         var activator: (any ScaleDownActivator)?
         var ports: [UInt16] = []
+        /// The process was idle before it started here (``started(pid:alreadyIdle:)``): arming the
+        /// activator does not start its scale-down window over.
+        var startedIdle = false
         var heldConnections: [HeldConnection] = []
         var heldExecs: [String: CheckedContinuation<Void, any Error>] = [:]
         var stopped = false
@@ -207,10 +210,12 @@ public final class ScaleDownDriver: Sendable {
     /// - Parameter alreadyIdle: the process was idle before it started here (restored from an
     ///   offline migration's checkpoint, decision 0057): its idle period counts as begun one
     ///   scale-down duration ago, so the idle deadline is now and it scales down again as soon as
-    ///   its activator is armed, unless traffic came meanwhile.
+    ///   its activator is armed, unless traffic came meanwhile. Otherwise the scale-down window
+    ///   starts again when the activator is armed (activity before it went unseen).
     public func started(pid: Int32, alreadyIdle: Bool = false) async {
         let now = clock.now()
         let idleSince = alreadyIdle ? now.advanced(by: .zero - settings.lifecycle.scaleDownDuration) : now
+        state.withLock { $0.startedIdle = alreadyIdle }
         await feed(.started(pid: pid, now: idleSince))
     }
 
