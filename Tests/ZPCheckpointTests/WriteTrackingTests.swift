@@ -31,10 +31,31 @@ struct WriteTrackingTests {
     /// little memory, answers "count=N ok=<1 when equal>", then makes its own writes. `forked`: the
     /// server forks a child first, which holds its own copy (shared copy-on-write, then written
     /// apart) and is checked and written the same way over a pipe; ok is 1 when both are equal.
-    func script(mebibytes: Int, forked: Bool) -> String {
+    /// `zeroMebibytes`: a second buffer of pages that are present but all zeros (each written
+    /// once with a zero); request n then writes one byte into one of them, and each request checks
+    /// the buffer (zero pages must come back as zeros, the written ones with their byte).
+    func script(mebibytes: Int, forked: Bool, zeroMebibytes: Int = 0) -> String {
         """
         import ctypes, hashlib, os, socket, struct
         PAGES = \(mebibytes) * 256
+        ZPAGES = \(zeroMebibytes) * 256
+        zeros = bytearray(ZPAGES * 4096)
+        for i in range(ZPAGES):
+            zeros[i * 4096] = 0
+        ZERO_PAGE = bytes(4096)
+        def zcheck(n):
+            want = {}
+            for m in range(1, n):
+                want[(m * 7) % ZPAGES] = m % 255 + 1
+            zv = memoryview(zeros)
+            for i in range(ZPAGES):
+                page = zv[i * 4096:(i + 1) * 4096]
+                if i in want:
+                    if page[0] != want[i] or page[1:] != ZERO_PAGE[1:]:
+                        return 0
+                elif page != ZERO_PAGE:
+                    return 0
+            return 1
         libc = ctypes.CDLL(None)
         libc.mmap.restype = ctypes.c_void_p
         if not \(forked ? "True" : "False"):
@@ -65,6 +86,9 @@ struct WriteTrackingTests {
             return 1
         def step(n, who):
             ok = check(n, who)
+            if ZPAGES and who == 0:
+                ok = ok and zcheck(n)
+                zeros[((n * 7) % ZPAGES) * 4096] = n % 255 + 1
             for off, v in writes(n, who):
                 data[off:off + 8] = v
             return ok
@@ -254,6 +278,8 @@ struct WriteTrackingTests {
     /// Decision 0078: without soft-dirty, a pre-dump of a checkpointer that tracks writes hands its
     /// task's userfaultfd over; while held, the dump on the pre-dump writes only what changed, and
     /// a lazy restore reads through the chain (its lazy-pages daemon serves the parent's pages).
+    /// The pre-dump leaves zero pages out, the dump on it the unwritten ones its parent lacks: they
+    /// come back as zeros, and a zero page written since comes back with what was written.
     @Test(.enabled(if: lazyPagesHere, "CRIU reports no lazy_pages support (userfaultfd) on this kernel"))
     func trackedPreDump_makesTheDumpOnItIncremental_andALazyRestoreReadsThroughIt() throws {
         #expect(criu.preDumpsTrackWrites(), "zeropod's CRIU build (make setup) holds the pre-dump tracking patch")
@@ -263,7 +289,7 @@ struct WriteTrackingTests {
         let pid = try startPythonServer(
             netns: netns,
             port: port,
-            script: script(mebibytes: 24, forked: false),
+            script: script(mebibytes: 24, forked: false, zeroMebibytes: 16),
             name: "pre-dump write-tracking server"
         )
         var live = pid
@@ -287,6 +313,7 @@ struct WriteTrackingTests {
         let incremental = try pageImageBytes(d1)
         print("pre-dump write tracking: pages images \(full >> 10) KiB pre-dump, \(incremental >> 10) KiB dump on it")
         #expect(full >= 24 << 20, "the pre-dump holds the 24 MiB buffer")
+        #expect(full < 36 << 20, "the pre-dump leaves the 16 MiB of zero pages out")
         #expect(incremental * 4 < full, "the dump on the pre-dump writes a fraction of the pages")
 
         // A lazy restore of d1 → pre: the request checks every page, faulted in through the chain.
