@@ -285,7 +285,9 @@ struct WriteTrackingTests {
         #expect(criu.preDumpsTrackWrites(), "zeropod's CRIU build (make setup) holds the pre-dump tracking patch")
         let netns = try TestNetns("zpck-wp3")
         let root = try TemporaryDirectory("zpck-wp3")
-        let (pre, d1, d2) = (root.filePath.appending("pre"), root.filePath.appending("d1"), root.filePath.appending("d2"))
+        let (pre, d1, d2) = (
+            root.filePath.appending("pre"), root.filePath.appending("d1"), root.filePath.appending("d2")
+        )
         let pid = try startPythonServer(
             netns: netns,
             port: port,

@@ -241,7 +241,9 @@ final class ZeropodRuntime: BenchRuntime {
         let deadline = ContinuousClock.now + .seconds(60)
         while logLines(of: w.containerID, containing: "scale-down armed").isEmpty {
             guard ContinuousClock.now < deadline else {
-                throw BenchError("\(w.containerID): the shim did not arm its scale-down within 60 s\(tail(logFile, lines: 20))")
+                throw BenchError(
+                    "\(w.containerID): the shim did not arm its scale-down within 60 s\(tail(logFile, lines: 20))"
+                )
             }
             usleep(10_000)
         }
