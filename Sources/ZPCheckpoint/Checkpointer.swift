@@ -407,7 +407,7 @@ public struct Checkpointer: Sendable {
         return answer
     }
 
-    /// Copies the tree's memory while it keeps running (PRE_DUMP request, with `track_mem`). A
+    /// Copies the tree's memory while it keeps running (SINGLE_PRE_DUMP request, with `track_mem`). A
     /// later DUMP with `parentImages` pointing here and `trackMemory` writes only the pages dirtied
     /// since. Dirty is soft-dirty where CRIU supports it (FEATURE_CHECK `mem_track`, asked once);
     /// elsewhere, when ``preDumpsTrackWrites()``, the pre-dump write-protects the tasks' private
@@ -439,7 +439,10 @@ public struct Checkpointer: Sendable {
             o.dirtyFromWriteTracking = true
         }
         o.trackMemory = true
-        return try dumpOrPreDump(.preDump, pid: pid, imagesDir: imagesDir, options: o, hooks: hooks, worker: nil)
+        // SINGLE_PRE_DUMP: CRIU answers and is done. After a PRE_DUMP it waits for the next
+        // request of an iterative migration (another PRE_DUMP or the DUMP), and logged "Can't recv
+        // request: Connection reset by peer" to the shim's stderr when the connection closed.
+        return try dumpOrPreDump(.singlePreDump, pid: pid, imagesDir: imagesDir, options: o, hooks: hooks, worker: nil)
     }
 
     private func dumpOrPreDump(

@@ -311,7 +311,7 @@ public struct ContainerCheckpointer: Sendable {
     }
 
     /// Copies the memory of a running runc container into `imagesDir` while it keeps running
-    /// (CRIU PRE_DUMP with `track_mem`; CRIU freezes the tasks only while it collects their
+    /// (CRIU SINGLE_PRE_DUMP with `track_mem`; CRIU freezes the tasks only while it collects their
     /// pages). A later `checkpoint` with `options.criu.parentImages` set to this directory
     /// (relative to its own image directory, e.g. `"pre-dump"` for a subdirectory) and
     /// `options.criu.trackMemory` writes only the pages dirtied since; a restore of that
