@@ -8,7 +8,7 @@ set -euo pipefail
 
 ZP_CACHE=${ZP_CACHE:-/var/cache/zeropod-swift}
 CRIU_VERSION=${CRIU_VERSION:-4.2.1}
-CRIU_PATCH_LEVEL=zp14           # bump when scripts/criu/*.patch or the build options change
+CRIU_PATCH_LEVEL=zp15           # bump when scripts/criu/*.patch or the build options change
 # CRIU caches what it learns about the kernel (kdat: ~40 ms of probing per request) in
 # $CRIU_RUNDIR/criu.kdat, and only when that folder is a tmpfs (so the cache dies with the boot).
 # Debian's CRIU uses /run, which is a tmpfs on a normal node but not on every machine (not on this
