@@ -152,6 +152,18 @@ struct WriteTrackingTests {
         #expect(eventually(every: 0.01) { kill(pid, 0) != 0 }, "dumped process is reaped")
     }
 
+    /// Prints the pages images' sizes of `parent` (a full dump or a pre-dump of the 24 MiB server)
+    /// and of the dump `on` it, and expects the parent to hold the buffer and the dump on it a
+    /// fraction of that. Returns the parent's size.
+    func expectIncremental(_ dump: FilePath, on parent: FilePath, _ label: String) throws -> Int {
+        let full = try pageImageBytes(parent)
+        let incremental = try pageImageBytes(dump)
+        print("\(label): pages images \(full >> 10) KiB parent, \(incremental >> 10) KiB the dump on it")
+        #expect(full >= 24 << 20, "\(label): the parent holds the 24 MiB buffer")
+        #expect(incremental * 4 < full, "\(label): the dump on the parent writes a fraction of the pages")
+        return full
+    }
+
     @Test func incrementalDumps_writeOnlyWhatChanged_andRestoreTheSameMemory() throws {
         let netns = try TestNetns("zpck-wp")
         let root = try TemporaryDirectory("zpck-wp")
@@ -188,11 +200,7 @@ struct WriteTrackingTests {
         // An incremental dump on it writes only what changed since the restore.
         try dump(live, netns: netns, into: d2, parent: "../d1")
         tracking.release()
-        let full = try pageImageBytes(d1)
-        let incremental = try pageImageBytes(d2)
-        print("write tracking: pages images \(full >> 10) KiB full, \(incremental >> 10) KiB incremental")
-        #expect(full >= 24 << 20, "the full dump holds the 24 MiB buffer")
-        #expect(incremental * 4 < full, "the incremental dump writes a fraction of the pages")
+        let full = try expectIncremental(d2, on: d1, "write tracking")
 
         // A restore through the chain d2 → d1: the buffer is exactly what it was.
         live = try criu.restore(imagesDir: d2, options: processRestoreOptions(netns: ns), hooks: hooks).pid
@@ -311,12 +319,8 @@ struct WriteTrackingTests {
 
         try dump(live, netns: netns, into: d1, parent: "../pre")
         tracking.release()
-        let full = try pageImageBytes(pre)
-        let incremental = try pageImageBytes(d1)
-        print("pre-dump write tracking: pages images \(full >> 10) KiB pre-dump, \(incremental >> 10) KiB dump on it")
-        #expect(full >= 24 << 20, "the pre-dump holds the 24 MiB buffer")
+        let full = try expectIncremental(d1, on: pre, "pre-dump write tracking")
         #expect(full < 36 << 20, "the pre-dump leaves the 16 MiB of zero pages out")
-        #expect(incremental * 4 < full, "the dump on the pre-dump writes a fraction of the pages")
 
         // A lazy restore of d1 → pre: the request checks every page, faulted in through the chain.
         let ns = SharedDescriptor(try OwnedDescriptor.open(netns.filePath, O_RDONLY))

@@ -347,7 +347,8 @@ struct CRIUCheckpoints: ScaleDownCheckpoints {
         options.criu.logLevel = logLevel
         options.criu.orphanPtsMaster = terminal
         // A new generation: the next checkpoint is on this pre-dump, so what was held for an
-        // earlier one, or for the last restore, ends here.
+        // earlier one, or for the last restore, ends here — before the pre-dump: a mapping still
+        // registered with the restore's userfaultfd cannot be registered with the pre-dump's.
         writeTracking.release()
         preDumpTracking.release()
         let root = await container.current?.pid
